@@ -60,7 +60,9 @@ FEATURES = Features(
     }
 )
 COLUMNS = tuple(FEATURES)
-BATCH_ROWS = 10_000  # rows per Arrow batch / Parquet row group: bounded memory for any input size
+# Rows per Arrow batch / Parquet row group: bounded memory for any input size (~100 MB), and row groups
+# large enough to compress well (one 92k-row group: 8.3 MB; ten of 10k rows: 9.2 MB).
+BATCH_ROWS = 100_000
 
 
 class DataSourceError(ValueError):
@@ -142,7 +144,14 @@ class LayoutWriter:
         self.duplicates: Counter[str] = Counter()
         self.batches: dict[str, list[dict]] = {split: [] for split in SPLITS}
         # Written under temporary names and renamed at the end: a killed run never leaves a half file behind.
-        self.parquet = {s: pq.ParquetWriter(self._tmp(s, "parquet"), FEATURES.arrow_schema) for s in SPLITS}
+        self.parquet = {
+            # zstd at a high level halves the files against the default snappy (6.8 -> 3.4 MB on a 37k-row
+            # train split): the embedded data ships inside the package.
+            s: pq.ParquetWriter(
+                self._tmp(s, "parquet"), FEATURES.arrow_schema, compression="zstd", compression_level=19
+            )
+            for s in SPLITS
+        }
         # closed in close(), like the Parquet writers
         self.text = {s: open(self._tmp(s, "txt"), "w", encoding="utf-8") for s in SPLITS}  # noqa: SIM115
 

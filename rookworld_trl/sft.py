@@ -12,7 +12,8 @@ data, puts the loss on the completion tokens only (`completion_only_loss`).
 Outputs in `output_dir`: checkpoints (resume with `--resume_from_checkpoint last`), TensorBoard logs,
 `metrics.jsonl` (every log line; training logs carry `tokens_per_second`), and the final model and
 tokenizer (loadable with `rookworld_trl.modeling.load_model_and_tokenizer`). After training, greedy
-completions of held-out P: prompts give `format_valid` (the fraction that parses as a P: completion).
+completions of held-out P: prompts give `parses`, `format_valid` and `legal_best_move`, defined as in
+`rookworld eval` (a completion that parses; one laid out exactly as the renderer would; a legal B: move).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from transformers import AutoTokenizer, EarlyStoppingCallback, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer, TrlParser
 
-from .formats import parse_policy_completion
+from .environment import legal_move, parse_board
+from .formats import parse_policy_completion, parse_policy_prompt
 from .generation import generate_completions
 from .modeling import load_model_and_tokenizer, new_gpt2_model
 
@@ -126,7 +128,7 @@ class RookWorldSFTConfig(SFTConfig):
     format_check_samples: int = field(
         default=100,
         metadata={
-            "help": "After training, greedy-complete this many held-out P: prompts and log `format_valid`."
+            "help": "After training, greedy-complete this many held-out P: prompts and log their checks."
         },
     )
     torch_threads: int | None = field(
@@ -236,14 +238,22 @@ def load_splits(script_args: SFTScriptArguments, seed: int):
 
 
 @torch.no_grad()
-def policy_format_validity(
-    model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 32
-) -> float:
-    """Fraction of greedy completions of P: prompts that parse as a valid P: completion."""
+def policy_checks(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 32) -> dict:
+    """Greedy-complete P: prompts; the fractions that parse, are laid out exactly, and name a legal B: move."""
     texts = generate_completions(
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
     )
-    return sum(parse_policy_completion(text).ok for text in texts) / max(len(prompts), 1)
+    parsed = [parse_policy_completion(text) for text in texts]
+    legal = [
+        p.best is not None and legal_move(parse_board(parse_policy_prompt(prompt)), p.best) is not None
+        for prompt, p in zip(prompts, parsed, strict=True)
+    ]
+    n = max(len(prompts), 1)
+    return {
+        "parses": sum(p.ok for p in parsed) / n,
+        "format_valid": sum(p.exact for p in parsed) / n,
+        "legal_best_move": sum(legal) / n,
+    }
 
 
 def resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
@@ -285,11 +295,10 @@ def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_d
         if len(policy):
             longest = max(len(ids) for ids in tokenizer(list(policy["completion"]))["input_ids"])
             model = trainer.accelerator.unwrap_model(trainer.model)
-            valid = policy_format_validity(
-                model, tokenizer, list(policy["prompt"]), max_new_tokens=longest + 8
-            )
-            trainer.log({"format_valid": valid, "format_check_samples": len(policy)})
-            trainer.accelerator.print(f"sft: format_valid {valid:.3f} on {len(policy)} held-out P: prompts")
+            checks = policy_checks(model, tokenizer, list(policy["prompt"]), max_new_tokens=longest + 8)
+            trainer.log({**checks, "format_check_samples": len(policy)})
+            figures = ", ".join(f"{k} {v:.3f}" for k, v in checks.items())
+            trainer.accelerator.print(f"sft: {figures} on {len(policy)} held-out P: prompts")
     trainer.accelerator.print(f"sft: model and tokenizer saved in {config.output_dir}")
     return trainer
 

@@ -10,7 +10,7 @@ RW=.venv/bin/rookworld
 ASSETS=rookworld_trl/assets
 
 # 1. data: engine self-play + random play, depth-8 MultiPV-5 labels, A: transitions with illegal moves
-$RW data generate --out "$BUILD/data" --selfplay 150 --random 500 --plies-per-game 12 --max-plies 160 \
+$RW data generate --out "$BUILD/data" --selfplay 350 --random 1300 --plies-per-game 12 --max-plies 160 \
     --depth 8 --workers 2 --seed 0 --no-progress
 # 2. a compact byte-level BPE on the training lines
 $RW tokenizer train --data "$BUILD/data" --vocab-size 1024 --out "$BUILD/tokenizer"

@@ -13,7 +13,7 @@ from trl import TrlParser
 
 from rookworld_trl.formats import EOS
 from rookworld_trl.modeling import load_model_and_tokenizer, new_gpt2_model
-from rookworld_trl.sft import RookWorldSFTConfig, SFTScriptArguments, policy_format_validity, run_sft
+from rookworld_trl.sft import RookWorldSFTConfig, SFTScriptArguments, policy_checks, run_sft
 from rookworld_trl.tokenizer import train_tokenizer
 
 pytestmark = pytest.mark.skipif(not os.path.exists(STOCKFISH), reason="needs Stockfish")
@@ -118,10 +118,14 @@ def test_overfit_policy_lines_give_valid_formats(data, tmp_path):
     )
     trainer = run_sft(tiny_args(tok_dir), config, policy, policy)
     model, tokenizer = trainer.model, trainer.processing_class
-    assert policy_format_validity(model, tokenizer, list(policy["prompt"]), max_new_tokens=80) == 1.0
+    assert policy_checks(model, tokenizer, list(policy["prompt"]), max_new_tokens=80) == {
+        "parses": 1.0,
+        "format_valid": 1.0,
+        "legal_best_move": 1.0,
+    }
     # and an untrained model of the same shape does not produce them
     untrained = new_gpt2_model(tokenizer, n_layer=2, n_head=2, n_embd=64, n_positions=256)
-    assert policy_format_validity(untrained, tokenizer, list(policy["prompt"]), max_new_tokens=80) == 0.0
+    assert policy_checks(untrained, tokenizer, list(policy["prompt"]), max_new_tokens=80)["parses"] == 0.0
 
 
 def test_early_stopping_stops_when_eval_loss_stalls(data, tmp_path):

@@ -60,11 +60,20 @@ def test_round_trip_and_compression(tokenizer, lines):
     # bytes never seen in training still encode and decode (the full byte alphabet is in the vocab)
     odd = "P: ünïcødé ♞ +-1.0"
     assert tokenizer.decode(ids(tokenizer, odd)) == odd
-    # merges learned chess units (padding runs, piece pairs, numbers): fewer tokens than bytes. GPT-2's regex
-    # splits letters from digits, so squares like `e4` stay two tokens and ~1.4 characters per token is the norm
+    # merges learned chess units (padding runs, numbers): fewer tokens than bytes, although boards and
+    # squares stay one token per character
     n_chars = sum(len(line) for line in lines)
     n_tokens = sum(len(ids(tokenizer, line)) for line in lines)
     assert n_chars / n_tokens > 1.3
+
+
+def test_boards_and_moves_are_one_token_per_character(tokenizer):
+    # a square's piece sits at the same token offset in every position: no `pppppppp` or `pN` merges
+    line = "P: r1bqkb1r/pppp1ppp/2n2n2/4p3/4P3/5N2/PPPP1PPP/RNBQKB1R w KQkq - 4 4"
+    board = line.split()[1]
+    tokens = [tokenizer.decode([i]) for i in ids(tokenizer, line)]
+    assert tokens[2 : 2 + len(board)] == [" r"] + list(board[1:])
+    assert [tokenizer.decode([i]) for i in ids(tokenizer, " e2e4")] == [" e", "2", "e", "4"]
 
 
 def test_save_and_auto_tokenizer_round_trip(tokenizer, lines, tmp_path):
