@@ -311,6 +311,21 @@ def train(trainer: RookWorldGRPOTrainer, initial_model: str | None = None) -> in
     return 0
 
 
+def check_completion_length(dataset, tokenizer, max_completion_length: int, n: int = 2000) -> None:
+    """Warn when reference completions (+ EOS) of the data would not fit in max_completion_length: a cut
+    completion scores as a format failure (or is masked), a silent penalty on the task, not the model."""
+    if "completion" not in dataset.column_names or not len(dataset):
+        return
+    sample = dataset.select(range(min(n, len(dataset))))["completion"]
+    lengths = [len(ids) + 1 for ids in tokenizer(sample, add_special_tokens=False)["input_ids"]]
+    over = sum(length > max_completion_length for length in lengths)
+    if over:
+        logger.warning(
+            f"max_completion_length={max_completion_length} cuts {over} of {len(lengths)} sampled reference "
+            f"completions (the longest is {max(lengths)} tokens with EOS): raise it to at least {max(lengths)}"
+        )
+
+
 def _hub_offline() -> bool:
     from huggingface_hub import constants
 
@@ -345,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         max_samples=args.dataset_max_samples,
     )
+    check_completion_length(dataset, tokenizer, args.max_completion_length)
     engine = engine_pool(args)
     trainer = RookWorldGRPOTrainer(
         model=model,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the embedded default model and data (rookworld_trl/assets/) with the project's own commands:
 # Stockfish-labelled data -> compact tokenizer -> SFT from scratch -> held-out eval -> copy into assets/.
-#   bash scripts/setup.sh && bash scripts/build_default_model.sh          # ~40 min on 2 CPU cores
+#   bash scripts/setup.sh && bash scripts/build_default_model.sh          # ~1.5 h on 2 CPU cores
 # BUILD (default build/default_model) keeps the intermediate outputs; re-running resumes the data step.
 set -euo pipefail
 cd "$(dirname "$0")/.."

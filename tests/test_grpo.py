@@ -351,3 +351,18 @@ def test_warmup_cosine_linear_in_trainer(model_dir, tmp_path):
     expected = [1e-3 * warmup_cosine_linear(s, 2, 10, 0.5, 0.1) for s in range(10)]
     assert logged == pytest.approx(expected)
     assert logged[-1] > 0.0 and trainer.optimizer.param_groups[0]["lr"] == 0.0
+
+
+def test_check_completion_length_warns_when_reference_completions_would_be_cut(tmp_path, caplog):
+    from rookworld_trl.grpo import check_completion_length
+
+    _, tokenizer = load_tiny(make_tiny_model_dir(tmp_path))
+    data = Dataset.from_dict(
+        {"prompt": ["P: M:"] * 2, "completion": [" e2e4", " e2e4 e7e5"]}
+    )  # 5 and 10 chars
+    with caplog.at_level("WARNING", logger="rookworld_trl.grpo"):
+        check_completion_length(data, tokenizer, max_completion_length=11)
+    assert not caplog.records  # 10 tokens + EOS fit
+    with caplog.at_level("WARNING", logger="rookworld_trl.grpo"):
+        check_completion_length(data, tokenizer, max_completion_length=8)
+    assert "cuts 1 of 2" in caplog.text and "at least 11" in caplog.text
