@@ -316,7 +316,7 @@ def check_completion_length(dataset, tokenizer, max_completion_length: int, n: i
     completion scores as a format failure (or is masked), a silent penalty on the task, not the model."""
     if "completion" not in dataset.column_names or not len(dataset):
         return
-    sample = dataset.select(range(min(n, len(dataset))))["completion"]
+    sample = list(dataset.select(range(min(n, len(dataset))))["completion"])
     lengths = [len(ids) + 1 for ids in tokenizer(sample, add_special_tokens=False)["input_ids"]]
     over = sum(length > max_completion_length for length in lengths)
     if over:
