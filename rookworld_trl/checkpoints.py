@@ -1,4 +1,5 @@
-"""Checkpoint tiers and resume modes for GRPO runs (used by rookworld_trl/grpo.py).
+"""Checkpoint tiers and resume modes for GRPO runs (used by rookworld_trl/grpo.py), and the metrics.jsonl
+log of both training stages, which follows a resume.
 
 A run's output_dir holds three tiers:
 
@@ -18,11 +19,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import sys
 import time
+
+from transformers import TrainerCallback
 
 logger = logging.getLogger(__name__)
 
@@ -247,3 +251,30 @@ def push_final(trainer, final_dir: str) -> None:
             f"push_to_hub failed ({type(e).__name__}: {e}); the model is saved in {final_dir}",
             file=sys.stderr,
         )
+
+
+class JSONLMetricsCallback(TrainerCallback):
+    """Every log entry as one JSON line; a resumed run first drops the lines past its checkpoint's step."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or not os.path.isfile(self.path):
+            return
+        with open(self.path) as f:
+            rows = [
+                line for line in f if line.strip() and json.loads(line).get("step", 0) <= state.global_step
+            ]
+        with open(f"{self.path}.tmp", "w") as f:
+            f.writelines(rows)
+        os.replace(f"{self.path}.tmp", self.path)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in logs.items()}
+        row = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **clean}
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")

@@ -28,10 +28,8 @@ import math
 import os
 import shutil
 import sys
-import time
 
 import torch
-from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer, ModelConfig, TrlParser, get_peft_config
 
@@ -76,7 +74,7 @@ class RookWorldGRPOTrainer(GRPOTrainer):
         self.add_callback(self.guard)
         if self.args.metrics_jsonl:
             self.add_callback(
-                JSONLMetricsCallback(os.path.join(self.args.output_dir, self.args.metrics_jsonl))
+                checkpoints.JSONLMetricsCallback(os.path.join(self.args.output_dir, self.args.metrics_jsonl))
             )
 
     @property
@@ -202,33 +200,6 @@ class RookWorldGRPOTrainer(GRPOTrainer):
                 state = json.load(f)
             self.beta = state["beta"]
             self.guard.nan_recoveries = state["nan_recoveries"]
-
-
-class JSONLMetricsCallback(TrainerCallback):
-    """Every log entry as one JSON line; a resumed run first drops the lines past its checkpoint's step."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if not state.is_world_process_zero or not os.path.isfile(self.path):
-            return
-        with open(self.path) as f:
-            rows = [
-                line for line in f if line.strip() and json.loads(line).get("step", 0) <= state.global_step
-            ]
-        with open(f"{self.path}.tmp", "w") as f:
-            f.writelines(rows)
-        os.replace(f"{self.path}.tmp", self.path)
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in logs.items()}
-        row = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **clean}
-        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
 
 
 # ---- the stage: load, train, save ----

@@ -18,7 +18,6 @@ completions of held-out P: prompts give `parses`, `format_valid` and `legal_best
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -26,10 +25,11 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from transformers import AutoTokenizer, EarlyStoppingCallback, TrainerCallback
+from transformers import AutoTokenizer, EarlyStoppingCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer, TrlParser
 
+from .checkpoints import JSONLMetricsCallback
 from .environment import legal_move, parse_board
 from .formats import parse_policy_completion, parse_policy_prompt
 from .generation import generate_completions
@@ -121,9 +121,9 @@ class RookWorldSFTConfig(SFTConfig):
     early_stopping_threshold: float = field(
         default=0.0, metadata={"help": "Smallest change of the metric that counts as an improvement."}
     )
-    metrics_file: str = field(
+    metrics_jsonl: str | None = field(
         default="metrics.jsonl",
-        metadata={"help": "JSON-lines log of every logged metric, inside output_dir."},
+        metadata={"help": "Append every log entry as one JSON line to this file (relative to output_dir)."},
     )
     format_check_samples: int = field(
         default=100,
@@ -149,19 +149,6 @@ class RookWorldSFTConfig(SFTConfig):
         if self.format_check_samples < 0:
             raise ValueError(f"format_check_samples must be >= 0, got {self.format_check_samples}")
         super().__post_init__()
-
-
-class JsonlMetricsCallback(TrainerCallback):
-    """Append every log (training and evaluation) to a JSON-lines file: easy to plot and diff between runs."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and logs:
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"step": state.global_step, "time": round(time.time(), 3), **logs}) + "\n")
 
 
 class RookWorldSFTTrainer(SFTTrainer):
@@ -271,7 +258,9 @@ def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_d
         raise ValueError(
             f"max_length ({config.max_length}) must be set and <= the model's n_positions ({n_positions})"
         )
-    callbacks = [JsonlMetricsCallback(os.path.join(config.output_dir, config.metrics_file))]
+    callbacks = []
+    if config.metrics_jsonl:
+        callbacks.append(JSONLMetricsCallback(os.path.join(config.output_dir, config.metrics_jsonl)))
     if config.early_stopping_patience:
         callbacks.append(
             EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_threshold)
