@@ -141,7 +141,7 @@ def decoding_kwargs(decoding: str, temperature: float, top_k: int) -> dict:
     raise ValueError(f"unknown decoding {decoding!r}: use 'greedy' or 'sampled'")
 
 
-def _best_move(board: chess.Board, completion: str) -> chess.Move | None:
+def legal_best_move(board: chess.Board, completion: str) -> chess.Move | None:
     """The model's B: move if it is legal on `board`."""
     best = parse_policy_completion(completion).best
     return legal_move(board, best) if best else None
@@ -163,7 +163,7 @@ def policy_figures(fen: str, completion: str, analysis: Sequence[MoveEval], eval
     return {
         "invalid": float(not parsed.ok),
         "format_valid": float(parsed.exact),  # strict: widths and numbers as the renderer writes them
-        "legal_best_move": float(_best_move(chess.Board(fen), completion) is not None),
+        "legal_best_move": float(legal_best_move(chess.Board(fen), completion) is not None),
         "best_move_accuracy": float(parsed.best == top[0]),
         "top5_move_accuracy": float(parsed.best in top),
         "candidate_overlap": len(set(parsed.moves) & set(top)) / len(top),
@@ -352,7 +352,7 @@ def mate_suite(
         completions = generate_all(
             generate, prompts, f"mate/{decoding}", seed, max_new_tokens=max_new_tokens, **kwargs
         )
-        moves = [_best_move(chess.Board(fen), c) for fen, c in zip(fens, completions, strict=True)]
+        moves = [legal_best_move(chess.Board(fen), c) for fen, c in zip(fens, completions, strict=True)]
         mates = [
             m is not None and m in mating_moves(chess.Board(fen)) for fen, m in zip(fens, moves, strict=True)
         ]
@@ -401,7 +401,7 @@ def selfplay_suite(
         )
         still = []
         for i, completion in zip(active, completions, strict=True):
-            move = _best_move(boards[i], completion)
+            move = legal_best_move(boards[i], completion)
             if move is None:
                 illegal[i] = 1
                 continue
@@ -457,7 +457,7 @@ def match_suite(
                 generate(prompts, max_new_tokens=max_new_tokens, seed=seed + rnd, **kwargs) if ours else []
             )
             for i, completion in zip(ours, completions, strict=True):
-                move = _best_move(boards[i], completion)
+                move = legal_best_move(boards[i], completion)
                 if move is None:
                     score[i], illegal[i] = 0.0, 1.0
                 else:

@@ -32,14 +32,27 @@ import sys
 import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer, ModelConfig, TrlParser, get_peft_config
+from trl.trainer import grpo_trainer as trl_grpo_trainer
+from trl.trainer.utils import print_prompt_completions_sample
 
 from rookworld_trl import checkpoints
 from rookworld_trl.grpo_config import RookWorldGRPOConfig
 from rookworld_trl.grpo_safety import StepGuard
+from rookworld_trl.replay import Replay, replay_loss
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "rookworld_state.json"  # our controller state inside each checkpoint
+
+
+def _print_sample_without_extra(*args, extra=None, **kwargs):
+    """TRL's console sample of completions without the `extra` columns: our 21 reward components squash the
+    table to empty cells in any terminal. The completions Parquet and the trackers still get them."""
+    return print_prompt_completions_sample(*args, **kwargs)
+
+
+# TRL's GRPOTrainer.log calls this module-level name; no narrower seam exists.
+trl_grpo_trainer.print_prompt_completions_sample = _print_sample_without_extra
 
 
 def warmup_cosine_linear(
@@ -60,7 +73,8 @@ def warmup_cosine_linear(
 
 
 class RookWorldGRPOTrainer(GRPOTrainer):
-    """GRPOTrainer with adaptive KL, a KL guard, NaN/Inf rollback, ref-model offload and checkpoint tiers.
+    """GRPOTrainer with adaptive KL, a KL guard, NaN/Inf rollback, ref-model offload, checkpoint tiers and
+    supervised replay.
 
     After `train()` returns, `halt_reason` is None for a normal end, else a message saying why it stopped.
     """
@@ -71,6 +85,17 @@ class RookWorldGRPOTrainer(GRPOTrainer):
         if self.args.padding_aware_positions:
             self._use_padding_aware_positions()
         self.guard = StepGuard(self)
+        self.replay = None
+        if self.args.replay_coef > 0:
+            a = self.args
+            self.replay = Replay(
+                self.train_dataset,
+                a.replay_task,
+                self.processing_class,
+                a.replay_batch_size,
+                a.seed,
+                a.process_index,
+            )
         self.add_callback(self.guard)
         if self.args.metrics_jsonl:
             self.add_callback(
@@ -140,7 +165,13 @@ class RookWorldGRPOTrainer(GRPOTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.model.training:
             self.guard.record_inputs(inputs)
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.replay is not None and self.model.training:
+            # self._step counts micro-batches (restored on resume): the replayed rows follow the run
+            supervised = replay_loss(model, self.replay.batch(self._step, loss.device))
+            self._metrics["train"]["replay_loss"].append(supervised.item())
+            loss = loss + self.args.replay_coef * supervised
+        return loss
 
     def training_step(self, model, inputs, num_items_in_batch):
         kl = self._metrics["train"]["kl"]  # TRL appends one value per micro-batch when beta != 0

@@ -1,5 +1,5 @@
 """RookWorldGRPOConfig: TRL's GRPOConfig plus the RookWorld fields (rewards, data mix, engine, adaptive KL,
-KL guard, NaN recovery, reference device, checkpoint tiers, LR schedule, evals). Every field works in a YAML
+KL guard, NaN recovery, reference device, checkpoint tiers, LR schedule, replay, evals). Every field works in a YAML
 recipe and as a `--flag`; invariants are checked in `__post_init__`. The trainer is in grpo.py.
 """
 
@@ -146,6 +146,18 @@ class RookWorldGRPOConfig(GRPOConfig):
         default="engine_cache.sqlite",
         metadata={"help": "sqlite cache of engine analyses (relative to output_dir); null: memory only."},
     )
+    replay_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of a supervised loss on reference completions added to each micro-batch (InstructGPT's "
+            "PPO-ptx; rookworld_trl/replay.py): holds what the reward does not train. 0: off."
+        },
+    )
+    replay_task: str = field(
+        default="A",
+        metadata={"help": "Training rows to replay: A (python-chess truth), P (engine labels) or all."},
+    )
+    replay_batch_size: int = field(default=16, metadata={"help": "Rows replayed per micro-batch."})
     eval_every_steps: int = field(
         default=0,
         metadata={"help": "Every N steps, a small greedy policy + environment eval on eval_split (0: off)."},
@@ -199,6 +211,10 @@ class RookWorldGRPOConfig(GRPOConfig):
                 raise ValueError(
                     "ref_model_device cannot be combined with sync_ref_model (TRL mixes weights in place)"
                 )
+        if self.replay_coef < 0.0 or self.replay_batch_size < 1:
+            raise ValueError(
+                f"need replay_coef >= 0 and replay_batch_size >= 1, got {self.replay_coef}, {self.replay_batch_size}"
+            )
         if self.lr_schedule not in (None, "warmup_cosine_linear"):
             raise ValueError(f"lr_schedule must be None or 'warmup_cosine_linear', got {self.lr_schedule!r}")
         if not 0.0 <= self.lr_cosine_min_ratio <= 1.0 or not 0.0 <= self.lr_final_decay_ratio < 1.0:

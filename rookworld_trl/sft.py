@@ -30,7 +30,8 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer, TrlParser
 
 from .checkpoints import JSONLMetricsCallback
-from .environment import legal_move, parse_board
+from .environment import parse_board
+from .eval_suites import legal_best_move
 from .formats import parse_policy_completion, parse_policy_prompt
 from .generation import generate_completions
 from .modeling import load_model_and_tokenizer, new_gpt2_model
@@ -231,10 +232,8 @@ def policy_checks(model, tokenizer, prompts: list[str], max_new_tokens: int, bat
         model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
     )
     parsed = [parse_policy_completion(text) for text in texts]
-    legal = [
-        p.best is not None and legal_move(parse_board(parse_policy_prompt(prompt)), p.best) is not None
-        for prompt, p in zip(prompts, parsed, strict=True)
-    ]
+    boards = [parse_board(parse_policy_prompt(prompt)) for prompt in prompts]
+    legal = [legal_best_move(board, text) is not None for board, text in zip(boards, texts, strict=True)]
     n = max(len(prompts), 1)
     return {
         "parses": sum(p.ok for p in parsed) / n,

@@ -126,6 +126,7 @@ def trainable(model) -> dict[str, torch.Tensor]:
         (dict(reward_funcs=[]), "reward_funcs is empty"),
         (dict(reward_funcs=["a", "b"], reward_weights=[1.0]), "reward_weights"),
         (dict(mix_env_ratio=1.5), "mix_env_ratio"),
+        (dict(replay_coef=-1.0), "replay_coef >= 0"),
     ],
 )
 def test_config_rejects_bad_values(tmp_path, overrides, message):
@@ -158,7 +159,57 @@ def test_trains_two_steps_and_logs_our_metrics(model_dir, tmp_path):
     assert rows[0]["beta"] == 0.0 and "reward" in rows[0]
 
 
+# ---- supervised replay ----
+
+
+def with_completions(ds: Dataset) -> Dataset:
+    return ds.add_column("completion", [" e2e4 B: e2e4" if t == "P" else "a8+0.001+0+0" for t in ds["task"]])
+
+
+def test_replay_batches_label_the_completion_of_the_chosen_task_only(model_dir):
+    from rookworld_trl.replay import Replay
+
+    _, tokenizer = load_tiny(model_dir)
+    replay = Replay(with_completions(tiny_dataset()), "A", tokenizer, batch_size=3, seed=0)
+    batch = replay.batch(step=5, device="cpu")
+    assert torch.equal(batch["input_ids"], replay.batch(step=5, device="cpu")["input_ids"])  # resumable
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
+        text = tokenizer.decode(ids[mask.bool()])
+        assert text.startswith("A: ") and text.endswith("a8+0.001+0+0<|endoftext|>")
+        labelled = tokenizer.decode(ids[labels != -100])
+        assert labelled == "a8+0.001+0+0<|endoftext|>"  # the prompt and the padding carry no loss
+    with pytest.raises(ValueError, match="no rows of that task"):
+        Replay(with_completions(tiny_dataset().filter(lambda r: r["task"] == "P")), "A", tokenizer, 2, 0)
+
+
+def test_replay_loss_joins_the_grpo_loss(model_dir, tmp_path):
+    model, tokenizer = load_tiny(model_dir)
+    trainer = RookWorldGRPOTrainer(
+        model=model,
+        reward_funcs=[e_reward],
+        args=tiny_config(tmp_path, replay_coef=1.0, replay_batch_size=2),
+        train_dataset=with_completions(tiny_dataset()),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    losses = [row["replay_loss"] for row in train_logs(trainer)]
+    assert len(losses) == 2 and all(math.isfinite(x) and x > 0.5 for x in losses)  # a random model's NLL
+
+
 # ---- adaptive KL and the KL guard ----
+
+
+def test_console_sample_leaves_out_the_reward_components(capsys):
+    # TRL calls its module-level printer; ours drops the 21 component columns (kept in the Parquet)
+    from trl.trainer import grpo_trainer
+
+    rewards = {"policy_reward": [0.4], "env_reward": [math.nan]}
+    extra = {"policy/cp_loss": [987.0]}
+    grpo_trainer.print_prompt_completions_sample(
+        ["P: 8/8/8/8/8/8/8/K6k w - - 0 1"], [" a1a2"], rewards, [0.5], 3, 1, extra=extra
+    )
+    out = capsys.readouterr().out
+    assert "policy_reward" in out and "Advantage" in out and "987" not in out  # headers get cut, values not
 
 
 def test_adapt_beta_rule():
