@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild the embedded default model and data (rookworld_trl/assets/) with the project's own commands:
-# Stockfish-labelled data -> compact tokenizer -> SFT from scratch, then continued -> held-out eval -> copy
-# into assets/.
-#   bash scripts/setup.sh && bash scripts/build_default_model.sh          # ~2.7 h on 2 CPU cores
+# Stockfish-labelled data -> compact tokenizer -> SFT from scratch, then continued twice -> held-out eval
+# -> copy into assets/.
+#   bash scripts/setup.sh && bash scripts/build_default_model.sh          # ~3.2 h on 2 CPU cores
 # BUILD (default build/default_model) keeps the intermediate outputs; re-running resumes the data step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,13 +21,17 @@ $RW sft --config recipes/sft_default_model.yaml --dataset "$BUILD/data" \
 # 3b. continue it: a second warmup + cosine with more P: rows (recipes/sft_default_model_continue.yaml)
 $RW sft --config recipes/sft_default_model_continue.yaml --dataset "$BUILD/data" \
     --model_name_or_path "$BUILD/sft" --output_dir "$BUILD/sft2"
+# 3c. and once more, shorter, with still more P: rows
+$RW sft --config recipes/sft_default_model_continue.yaml --dataset "$BUILD/data" \
+    --model_name_or_path "$BUILD/sft2" --output_dir "$BUILD/sft3" \
+    --max_steps 1500 --learning_rate 3e-4 --mix_env_ratio 0.3 --seed 2
 # 4. held-out evaluation of the result (figures go into the model card)
-$RW eval "$BUILD/sft2" --data "$BUILD/data" --split test --suites policy,env \
+$RW eval "$BUILD/sft3" --data "$BUILD/data" --split test --suites policy,env \
     --policy_samples 500 --env_samples 500 --depth 8 --cache "$BUILD/data/analysis.sqlite" --out "$BUILD/eval"
 # 5. ship: model + tokenizer, the Parquet splits and their stats, the eval and the card
 rm -rf "$ASSETS/model" "$ASSETS/data"
 mkdir -p "$ASSETS/model" "$ASSETS/data"
-cp "$BUILD"/sft2/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} "$ASSETS/model/"
+cp "$BUILD"/sft3/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} "$ASSETS/model/"
 cp "$BUILD"/data/{train,validation,test}.parquet "$BUILD/data/stats.json" "$ASSETS/data/"
 cp "$BUILD/eval/eval.json" "$BUILD/eval/eval.md" "$ASSETS/model/"
 echo "build_default_model: done; update $ASSETS/README.md (the model card) with $BUILD/eval/eval.md"
