@@ -211,6 +211,8 @@ class RookWorldGRPOConfig(GRPOConfig):
                 raise ValueError(
                     "ref_model_device cannot be combined with sync_ref_model (TRL mixes weights in place)"
                 )
+        if self.replay_task not in ("A", "P", "all"):
+            raise ValueError(f"replay_task must be 'A', 'P' or 'all', got {self.replay_task!r}")
         if self.replay_coef < 0.0 or self.replay_batch_size < 1:
             raise ValueError(
                 f"need replay_coef >= 0 and replay_batch_size >= 1, got {self.replay_coef}, {self.replay_batch_size}"

@@ -127,6 +127,7 @@ def trainable(model) -> dict[str, torch.Tensor]:
         (dict(reward_funcs=["a", "b"], reward_weights=[1.0]), "reward_weights"),
         (dict(mix_env_ratio=1.5), "mix_env_ratio"),
         (dict(replay_coef=-1.0), "replay_coef >= 0"),
+        (dict(replay_task="B"), "replay_task must be"),
     ],
 )
 def test_config_rejects_bad_values(tmp_path, overrides, message):
