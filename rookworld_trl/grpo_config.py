@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig
 
+from rookworld_trl.replay import TASKS as REPLAY_TASKS
+
 DEVICE_TYPES = ("cpu", "cuda", "xpu", "mps", "npu")
 
 
@@ -211,8 +213,8 @@ class RookWorldGRPOConfig(GRPOConfig):
                 raise ValueError(
                     "ref_model_device cannot be combined with sync_ref_model (TRL mixes weights in place)"
                 )
-        if self.replay_task not in ("A", "P", "all"):
-            raise ValueError(f"replay_task must be 'A', 'P' or 'all', got {self.replay_task!r}")
+        if self.replay_task not in REPLAY_TASKS:
+            raise ValueError(f"replay_task must be one of {REPLAY_TASKS}, got {self.replay_task!r}")
         if self.replay_coef < 0.0 or self.replay_batch_size < 1:
             raise ValueError(
                 f"need replay_coef >= 0 and replay_batch_size >= 1, got {self.replay_coef}, {self.replay_batch_size}"
