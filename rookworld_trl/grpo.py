@@ -38,6 +38,7 @@ from trl.trainer.utils import print_prompt_completions_sample
 from rookworld_trl import checkpoints
 from rookworld_trl.grpo_config import RookWorldGRPOConfig
 from rookworld_trl.grpo_safety import StepGuard
+from rookworld_trl.modeling import load_model_and_tokenizer, use_fused_gelu, use_padding_aware_positions
 from rookworld_trl.replay import Replay, replay_loss
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,9 @@ class RookWorldGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._ref_device = self._place_ref_model(self.args.ref_model_device)
+        for model in (self.model, self.ref_model):  # TRL loads the reference itself, not through our loader
+            if model is not None:
+                use_fused_gelu(model)
         if self.args.padding_aware_positions:
             self._use_padding_aware_positions()
         self.guard = StepGuard(self)
@@ -111,8 +115,6 @@ class RookWorldGRPOTrainer(GRPOTrainer):
         # TRL scores completions with a plain forward that passes no position_ids; GPT-2 would then count the
         # left padding as positions, unlike generate(). TRL builds the reference itself, so hook it here.
         from transformers import GPT2Model
-
-        from rookworld_trl.modeling import use_padding_aware_positions
 
         for model in (self.model, self.ref_model):
             if model is not None and any(isinstance(m, GPT2Model) for m in model.modules()):
@@ -345,7 +347,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("set model_name_or_path and dataset_path (in the recipe or as --flags)")
     from rookworld_trl.cli import resolve_path
     from rookworld_trl.data import load_rookworld_dataset
-    from rookworld_trl.modeling import load_model_and_tokenizer
 
     # Recipes name the embedded model and data relative to the repository/package root: any cwd works.
     model_args.model_name_or_path = resolve_path(model_args.model_name_or_path)

@@ -9,7 +9,8 @@ documents start after it and completions end with it), which is what batched gen
 A missing directory, or a hub id that cannot be fetched (say HF_HUB_OFFLINE=1 and nothing cached),
 fails with one `ModelLoadError` that says what was tried and what to do.
 `use_padding_aware_positions(model)` makes a plain forward on left-padded rows use the positions that
-generate() uses (GRPO scoring needs it; see there). `new_gpt2_model` makes a small one from scratch.
+generate() uses (GRPO scoring needs it; see there). `use_fused_gelu(model)` swaps GPT-2's GELU for torch's
+fused kernel of the same function. `new_gpt2_model` makes a small one from scratch.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import re
 import torch
 from torch import nn
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Model, PreTrainedTokenizerBase
+from transformers.activations import ACT2FN
 
 EOS_TOKEN = "<|endoftext|>"
 DROPOUT_KEYS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout")
@@ -68,6 +70,7 @@ def load_model_and_tokenizer(
     tokenizer.padding_side = "left"
     tokenizer.pad_token = tokenizer.eos_token
     set_special_token_ids(model, tokenizer)
+    use_fused_gelu(model)
     if for_training_rl:
         disable_dropout(model)
     if device is not None:
@@ -136,6 +139,20 @@ def disable_dropout(model: nn.Module) -> None:
             module.p = 0.0
 
 
+def use_fused_gelu(model: nn.Module) -> None:
+    """Replace GPT-2's `gelu_new` with `gelu_pytorch_tanh`: the same tanh GELU formula, one fused torch kernel.
+
+    Why: `gelu_new` is five elementwise ops in Python, each a pass over the MLP activations and each kept
+    for backward; the fused kernel made a CPU forward+backward of the embedded model ~8% faster. The
+    config is updated too, so saved checkpoints load with the fused kernel. Other activations are left alone.
+    """
+    for module in model.modules():
+        if isinstance(module, GPT2Model) and module.config.activation_function == "gelu_new":
+            module.config.activation_function = "gelu_pytorch_tanh"
+            for block in module.h:
+                block.mlp.act = ACT2FN["gelu_pytorch_tanh"]
+
+
 def padding_aware_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions that count real tokens only (0 on left padding), as transformers' generate() makes them."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -194,6 +211,7 @@ def new_gpt2_model(
         resid_pdrop=dropout,
         embd_pdrop=dropout,
         attn_pdrop=dropout,
+        activation_function="gelu_pytorch_tanh",  # GPT-2's tanh GELU as one fused kernel (see use_fused_gelu)
         bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos,
         eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,

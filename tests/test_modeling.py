@@ -18,6 +18,7 @@ from rookworld_trl.modeling import (
     is_hub_id,
     load_model_and_tokenizer,
     new_gpt2_model,
+    use_fused_gelu,
     use_padding_aware_positions,
 )
 
@@ -92,6 +93,21 @@ def test_dropout_kept_unless_for_rl_and_dtype_defaults_to_fp32(tmp_path):
     assert model.dtype == torch.float32  # transformers 5 would keep the checkpoint's bf16
     model, _ = load_model_and_tokenizer(str(tmp_path), dtype=torch.bfloat16)
     assert model.dtype == torch.bfloat16
+
+
+def test_fused_gelu_is_the_same_function_and_survives_a_save(tmp_path):
+    save_tiny_model(tmp_path, dropout=0.0)  # GPT2Config defaults to gelu_new, as RookWorld-LM's config says
+    slow = GPT2LMHeadModel.from_pretrained(tmp_path)
+    assert slow.config.activation_function == "gelu_new"
+    model, _ = load_model_and_tokenizer(str(tmp_path))
+    assert model.config.activation_function == "gelu_pytorch_tanh"
+    tokens = torch.randint(0, slow.config.vocab_size, (3, 20))
+    torch.testing.assert_close(model(tokens).logits, slow(tokens).logits, atol=1e-5, rtol=0)
+    model.save_pretrained(tmp_path / "saved")
+    assert GPT2LMHeadModel.from_pretrained(tmp_path / "saved").config.activation_function == "gelu_pytorch_tanh"
+    relu = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=4, activation_function="relu"))
+    use_fused_gelu(relu)  # another activation is another function: left alone
+    assert relu.config.activation_function == "relu"
 
 
 def test_missing_local_dir_is_one_clear_error(tmp_path):
