@@ -15,6 +15,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +86,10 @@ def launch(module: str, argv: list[str], default_recipe: str | None) -> int:
             argv[i + 1] = resolve_path(argv[i + 1])
     elif default_recipe and not ({"-h", "--help"} & set(argv)):
         argv = ["--config", resolve_path(default_recipe), *argv]
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", accel, "-m", module, *argv]
+    # --quiet: when the stage exits with an error it has already printed, accelerate exits 1 instead of adding
+    # a traceback of its own launcher
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", accel]
+    cmd = [*launcher, "-m", module, *argv]
     print("rookworld: " + " ".join(cmd), flush=True)
     try:
         return subprocess.call(cmd)
@@ -98,6 +102,20 @@ def usage(commands: dict) -> str:
     lines += [f"  {name:<10} {spec[1]}" for name, spec in commands.items()]
     lines += ["", "Run `rookworld <command> --help` for the options of one command."]
     return "\n".join(lines)
+
+
+def run_stage(command: str, stage_main: Callable[[list[str] | None], int | None], argv=None) -> int:
+    """Run a stage's `main(argv)`. Bad input (a ValueError such as a config check or a data source that will
+    not load, a missing file, a model that will not load, no Stockfish) prints one line that names the
+    problem, not a traceback through accelerate, and returns 2. Other exceptions are bugs and keep theirs."""
+    from rookworld_trl.engine import StockfishNotFound
+    from rookworld_trl.modeling import ModelLoadError
+
+    try:
+        return int(stage_main(argv) or 0)
+    except (ValueError, OSError, ModelLoadError, StockfishNotFound) as e:
+        print(f"rookworld {command}: error: {e or type(e).__name__}", file=sys.stderr)
+        return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     module, _, default_recipe = commands[name]
     if default_recipe is not None:
         return launch(module, rest, default_recipe)
-    result = importlib.import_module(module).main(rest)
-    return int(result or 0)
+    return run_stage(name, importlib.import_module(module).main, rest)
 
 
 if __name__ == "__main__":

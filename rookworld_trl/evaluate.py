@@ -473,4 +473,6 @@ class EvalCallback(TrainerCallback):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from rookworld_trl.cli import run_stage
+
+    raise SystemExit(run_stage("eval", main))

@@ -77,10 +77,12 @@ class RookWorldGRPOTrainer(GRPOTrainer):
     """GRPOTrainer with adaptive KL, a KL guard, NaN/Inf rollback, ref-model offload, checkpoint tiers and
     supervised replay.
 
+    `replay_dataset`: the rows supervised replay draws from (default: `train_dataset`). `main` passes the whole
+    training split, so that replay of A: truths works when `mix_env_ratio` leaves no A: prompts to sample.
     After `train()` returns, `halt_reason` is None for a normal end, else a message saying why it stopped.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, replay_dataset=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._ref_device = self._place_ref_model(self.args.ref_model_device)
         for model in (self.model, self.ref_model):  # TRL loads the reference itself, not through our loader
@@ -93,7 +95,7 @@ class RookWorldGRPOTrainer(GRPOTrainer):
         if self.args.replay_coef > 0:
             a = self.args
             self.replay = Replay(
-                self.train_dataset,
+                self.train_dataset if replay_dataset is None else replay_dataset,
                 a.replay_task,
                 self.processing_class,
                 a.replay_batch_size,
@@ -372,6 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
+        replay_dataset=load_rookworld_dataset(args.dataset_path, split=args.dataset_split)
+        if args.replay_coef
+        else None,
     )
     if args.eval_every_steps:
         from rookworld_trl.evaluate import EvalCallback
@@ -387,4 +392,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from rookworld_trl.cli import run_stage
+
+    sys.exit(run_stage("train", main))

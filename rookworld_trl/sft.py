@@ -302,4 +302,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from rookworld_trl.cli import run_stage
+
+    sys.exit(run_stage("sft", main))

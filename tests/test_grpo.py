@@ -185,13 +185,16 @@ def test_replay_batches_label_the_completion_of_the_chosen_task_only(model_dir):
 
 def test_replay_loss_joins_the_grpo_loss(model_dir, tmp_path):
     model, tokenizer = load_tiny(model_dir)
+    rows = with_completions(tiny_dataset())
     trainer = RookWorldGRPOTrainer(
         model=model,
         reward_funcs=[e_reward],
         args=tiny_config(tmp_path, replay_coef=1.0, replay_batch_size=2),
-        train_dataset=with_completions(tiny_dataset()),
+        train_dataset=rows.filter(lambda r: r["task"] == "P"),  # mix_env_ratio 0: P: prompts only ...
+        replay_dataset=rows,  # ... while A: truths are replayed from the whole split
         processing_class=tokenizer,
     )
+    assert {p[:2] for p, _ in trainer.replay.pairs} == {"A:"}
     trainer.train()
     losses = [row["replay_loss"] for row in train_logs(trainer)]
     assert len(losses) == 2 and all(math.isfinite(x) and x > 0.5 for x in losses)  # a random model's NLL

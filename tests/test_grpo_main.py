@@ -71,6 +71,23 @@ def test_push_to_hub_offline_is_a_clear_error(monkeypatch, capsys):
     assert "HF_HUB_OFFLINE" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "flags, says",
+    [
+        (["--dataset_path", "no/such/dir"], "no/such/dir"),
+        (["--model_name_or_path", "/no/such/model"], "/no/such/model"),
+        (["--replay_task", "B"], "replay_task must be one of"),
+    ],
+)
+def test_bad_input_is_one_line_not_a_traceback(flags, says, tmp_path, capsys):
+    from rookworld_trl.cli import run_stage
+
+    argv = ["--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--output_dir", str(tmp_path), *flags]
+    assert run_stage("train", main, argv) == 2
+    err = capsys.readouterr().err
+    assert "rookworld train: error: " in err and says in err and "Traceback" not in err
+
+
 def test_resolve_reward_funcs_mixes_registry_and_references():
     funcs = resolve_reward_funcs(["env_reward", "test_grpo:e_reward"])
     assert [f.__name__ for f in funcs] == ["env_reward", "e_reward"] and funcs[1] is e_reward
