@@ -366,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
         max_samples=args.dataset_max_samples,
     )
     check_completion_length(dataset, tokenizer, args.max_completion_length)
+    # Replay draws from the whole split: the mix above may hold no rows of the replayed task
+    replay_rows = (
+        load_rookworld_dataset(args.dataset_path, split=args.dataset_split) if args.replay_coef else None
+    )
     engine = engine_pool(args)
     trainer = RookWorldGRPOTrainer(
         model=model,
@@ -374,9 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        replay_dataset=load_rookworld_dataset(args.dataset_path, split=args.dataset_split)
-        if args.replay_coef
-        else None,
+        replay_dataset=replay_rows,
     )
     if args.eval_every_steps:
         from rookworld_trl.evaluate import EvalCallback

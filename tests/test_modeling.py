@@ -104,7 +104,9 @@ def test_fused_gelu_is_the_same_function_and_survives_a_save(tmp_path):
     tokens = torch.randint(0, slow.config.vocab_size, (3, 20))
     torch.testing.assert_close(model(tokens).logits, slow(tokens).logits, atol=1e-5, rtol=0)
     model.save_pretrained(tmp_path / "saved")
-    assert GPT2LMHeadModel.from_pretrained(tmp_path / "saved").config.activation_function == "gelu_pytorch_tanh"
+    assert (
+        GPT2LMHeadModel.from_pretrained(tmp_path / "saved").config.activation_function == "gelu_pytorch_tanh"
+    )
     relu = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=4, activation_function="relu"))
     use_fused_gelu(relu)  # another activation is another function: left alone
     assert relu.config.activation_function == "relu"
