@@ -147,6 +147,45 @@ def legal_best_move(board: chess.Board, completion: str) -> chess.Move | None:
     return legal_move(board, best) if best else None
 
 
+# Why a B: move is illegal, in the order checked; the rates of these and of a legal B: move sum to 1.
+ILLEGAL_KINDS = (
+    "no_move", "empty_square", "opponent_piece", "king_in_check", "blocked", "geometry", "noncanonical",
+)  # fmt: skip
+
+
+def illegal_kind(board: chess.Board, best: str | None) -> str | None:
+    """Why the B: move `best` is illegal on `board` (one of ILLEGAL_KINDS), None if it is legal.
+
+    king_in_check: the piece can go there but its king would be in check after; blocked: the piece moves
+    that way on an empty board, but here a piece is in the way or on the target square; geometry: not a move
+    this piece makes on an empty board (a pawn's capture of nothing included); noncanonical: legal, but not
+    canonical UCI (e1h1 for e1g1).
+
+    >>> board = chess.Board()
+    >>> [illegal_kind(board, m) for m in ("e2e4", "e3e4", "e7e5", "f1c4", "g1g3", "e2", None)]
+    [None, 'empty_square', 'opponent_piece', 'blocked', 'geometry', 'no_move', 'no_move']
+    """
+    if best and legal_move(board, best) is not None:
+        return None
+    try:
+        move = chess.Move.from_uci(best or "")
+    except ValueError:
+        return "no_move"
+    piece = board.piece_at(move.from_square) if move else None
+    if piece is None:
+        return "no_move" if not move else "empty_square"
+    if piece.color != board.turn:
+        return "opponent_piece"
+    if board.is_legal(move):
+        return "noncanonical"
+    if board.is_pseudo_legal(move):
+        return "king_in_check"
+    alone = chess.Board(None)
+    alone.set_piece_at(move.from_square, piece)
+    alone.turn = piece.color
+    return "blocked" if alone.is_pseudo_legal(move) else "geometry"
+
+
 # ----------------------------------------------------------------------------------------------- policy
 
 
@@ -160,10 +199,12 @@ def policy_figures(fen: str, completion: str, analysis: Sequence[MoveEval], eval
         return max(-eval_clip, min(eval_clip, x))
 
     errors = [abs(clip(said[e.move]) - clip(e.pawns)) for e in analysis if e.move in said]
+    why = illegal_kind(chess.Board(fen), parsed.best)
     return {
         "invalid": float(not parsed.ok),
         "format_valid": float(parsed.exact),  # strict: widths and numbers as the renderer writes them
-        "legal_best_move": float(legal_best_move(chess.Board(fen), completion) is not None),
+        "legal_best_move": float(why is None),
+        **{f"illegal/{kind}": float(why == kind) for kind in ILLEGAL_KINDS},
         "best_move_accuracy": float(parsed.best == top[0]),
         "top5_move_accuracy": float(parsed.best in top),
         "candidate_overlap": len(set(parsed.moves) & set(top)) / len(top),

@@ -219,7 +219,8 @@ def chart(summary: dict, settings: dict, path: str) -> None:
 
     panels = {}
     for suite, rows in summary.items():
-        if rates := {k: r for k, r in rows.items() if r["percent"] and not k.startswith("kind=")}:
+        # the breakdowns (by transition kind, by why a move is illegal) stay in the tables
+        if rates := {k: r for k, r in rows.items() if r["percent"] and not ("kind=" in k or "illegal/" in k)}:
             panels[suite] = rates
     sides = ["model"] + (["baseline"] if settings.get("baseline") else [])
     n_rows = sum(len(rows) for rows in panels.values())

@@ -3,6 +3,7 @@
 Real Stockfish and python-chess throughout; a scripted `generate` stands in for the model only.
 """
 
+import doctest
 import functools
 import json
 from pathlib import Path
@@ -12,13 +13,16 @@ import pytest
 import torch
 from transformers import Trainer, TrainerControl, TrainerState, TrainingArguments
 
+from rookworld_trl import eval_suites
 from rookworld_trl.engine import EngineLimit, EnginePool
 from rookworld_trl.environment import env_sample, transition
 from rookworld_trl.eval_suites import (
+    ILLEGAL_KINDS,
     Metric,
     delta_interval,
     env_suite,
     find_mate_in_one,
+    illegal_kind,
     load_bigbench_checkmate,
     match_suite,
     mate_suite,
@@ -102,7 +106,10 @@ def test_policy_suite_scripted(pool):
     }
     script = Script(answers, default="hello")
     figures = policy_suite(script, fens, analyses, decodings=("greedy", "sampled"), max_new_tokens=50)
-    greedy = {k.split("/")[1]: v for k, v in values(figures).items() if k.startswith("greedy/")}
+    greedy = {k.split("/", 1)[1]: v for k, v in values(figures).items() if k.startswith("greedy/")}
+    illegal = {k: greedy.pop(k) for k in list(greedy) if k.startswith("illegal/")}
+    # SCHOLAR's a1a8 runs into the a2 pawn; the garbage has no move at all
+    assert illegal == {f"illegal/{k}": {"blocked": 0.25, "no_move": 0.25}.get(k, 0.0) for k in ILLEGAL_KINDS}
     assert greedy == {
         "invalid": 0.25,
         "format_valid": 0.5,
@@ -133,6 +140,18 @@ def test_policy_suite_scripted(pool):
         "temperature": 0.6,
         "top_k": 5,
     }
+
+
+def test_illegal_kind_names_why_a_move_is_illegal():
+    assert doctest.testmod(eval_suites).failed == 0  # the start position's cases
+    pinned = chess.Board("4k3/4r3/8/8/8/8/4B3/4K3 w - - 0 1")  # the e2 bishop shields its king
+    assert illegal_kind(pinned, "e2d3") == "king_in_check" and illegal_kind(pinned, "e1d1") is None
+    castle = chess.Board("4k3/8/8/8/8/8/3P4/4K2R w K - 0 1")
+    assert illegal_kind(castle, "e1g1") is None and illegal_kind(castle, "e1h1") == "noncanonical"
+    assert illegal_kind(castle, "d2c3") == "geometry"  # a pawn's capture of an empty square
+    assert (
+        illegal_kind(castle, "d2d5") == "geometry" and illegal_kind(castle, "h1h1") == "no_move"
+    )  # not a move
 
 
 def test_policy_suite_clips_mate_scores(pool):
