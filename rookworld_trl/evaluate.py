@@ -30,8 +30,6 @@ from transformers import TrainerCallback
 from . import __version__
 from .engine import EngineLimit, EnginePool, MoveEval, find_stockfish
 from .eval_suites import (
-    Metric,
-    delta_interval,
     env_suite,
     find_mate_in_one,
     load_bigbench_checkmate,
@@ -42,6 +40,7 @@ from .eval_suites import (
 )
 from .formats import parse_policy_prompt
 from .generation import generate_completions
+from .metrics import Metric, delta_interval
 
 SUITES = ("policy", "env", "mate", "selfplay", "match")
 BIGBENCH_REFERENCE = 0.137  # RookWorld-LM on BIG-bench checkmate_in_one (FORMATS.md)

@@ -18,8 +18,6 @@ from rookworld_trl.engine import EngineLimit, EnginePool
 from rookworld_trl.environment import env_sample, transition
 from rookworld_trl.eval_suites import (
     ILLEGAL_KINDS,
-    Metric,
-    delta_interval,
     env_suite,
     find_mate_in_one,
     illegal_kind,
@@ -29,11 +27,11 @@ from rookworld_trl.eval_suites import (
     mating_moves,
     policy_suite,
     selfplay_suite,
-    wilson,
 )
 from rookworld_trl.evaluate import EvalCallback, main, summarize, write_outputs
 from rookworld_trl.formats import env_prompt, policy_completion, policy_prompt, render_env, render_policy
 from rookworld_trl.generation import generate_completions
+from rookworld_trl.metrics import Metric, delta_interval, wilson
 from rookworld_trl.modeling import new_gpt2_model
 from rookworld_trl.rewards import score_env, score_policy
 from rookworld_trl.tokenizer import train_tokenizer
