@@ -63,7 +63,7 @@ def legal_best_move(board: chess.Board, completion: str) -> chess.Move | None:
     return legal_move(board, best) if best else None
 
 
-# Why a B: move is illegal, in the order checked; the rates of these and of a legal B: move sum to 1.
+# Why a B: move is illegal (illegal_kind); the rates of these and of a legal B: move sum to 1.
 ILLEGAL_KINDS = (
     "no_move", "empty_square", "opponent_piece", "king_in_check", "blocked", "geometry", "noncanonical",
 )  # fmt: skip
