@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -104,6 +105,38 @@ def usage(commands: dict) -> str:
     return "\n".join(lines)
 
 
+def stage_parser(dataclass_types: tuple, command: str):
+    """TRL's TrlParser (recipes + --flags) whose errors are one line: argparse would print the full usage
+    (200+ lines for GRPO) before the error, and TRL words the batch-size check in a field the user never set."""
+    from trl import TrlParser
+
+    class StageParser(TrlParser):
+        def error(self, message):
+            where = " (in the recipe or a --flag)" if message.startswith("argument --") else ""
+            print(f"rookworld {command}: error: {message}{where}; see --help", file=sys.stderr)
+            sys.exit(2)
+
+        def parse_args_and_config(self, *args, **kwargs):
+            try:
+                return super().parse_args_and_config(*args, **kwargs)
+            except ValueError as e:
+                raise ValueError(_batch_size_in_user_fields(str(e))) from None
+
+    return StageParser(dataclass_types)
+
+
+def _batch_size_in_user_fields(message: str) -> str:
+    """TRL's 'generation_batch_size (12) must be divisible by num_generations (8)' in the fields users set."""
+    m = re.match(r"generation_batch_size \((\d+)\) must be divisible by num_generations \((\d+)\)", message)
+    if not m:
+        return message
+    return (
+        f"per_device_train_batch_size x gradient_accumulation_steps x processes is {m[1]} completions per "
+        f"generation round, which must be whole groups of num_generations ({m[2]}): make "
+        f"per_device_train_batch_size a multiple of {m[2]} (e.g. {int(m[2]) * max(1, int(m[1]) // int(m[2]))})"
+    )
+
+
 def run_stage(command: str, stage_main: Callable[[list[str] | None], int | None], argv=None) -> int:
     """Run a stage's `main(argv)`. Bad input (a ValueError such as a config check or a data source that will
     not load, a missing file, a model that will not load, no Stockfish) prints one line that names the
@@ -116,6 +149,9 @@ def run_stage(command: str, stage_main: Callable[[list[str] | None], int | None]
     except (ValueError, OSError, ModelLoadError, StockfishNotFound) as e:
         print(f"rookworld {command}: error: {e or type(e).__name__}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the training stage says more (the step, how to resume) before this
+        print(f"rookworld {command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ import os
 import re
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Model, PreTrainedTokenizerBase
 from transformers.activations import ACT2FN
@@ -81,9 +82,12 @@ def load_model_and_tokenizer(
 def _from_pretrained(loader, name_or_path: str, what: str, **kwargs):
     """Call a transformers from_pretrained; turn any failure into one ModelLoadError with a fix."""
     if os.path.isdir(name_or_path):
+        damaged = _damaged_weights(name_or_path) if what == "model" else None
+        if damaged:
+            raise ModelLoadError(f"{damaged}; replace it (re-copy or re-download the model directory)")
         try:
             return loader(name_or_path, **kwargs)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, SafetensorError) as e:
             raise ModelLoadError(
                 f"could not load the {what} from local directory {name_or_path!r}: {_first_line(e)}\n"
                 "A model directory needs config.json, model.safetensors and the tokenizer files "
@@ -104,6 +108,26 @@ def _from_pretrained(loader, name_or_path: str, what: str, **kwargs):
             "where there is network (it lands in the HF cache) and set HF_HUB_OFFLINE=1 to use the cache. "
             "Without network and without HF_HUB_OFFLINE=1, hub calls retry for a long time before failing."
         ) from None
+
+
+def _damaged_weights(model_dir: str) -> str | None:
+    """'PATH is damaged: why' for the first .safetensors file in model_dir whose header does not describe the
+    file, else None. Why check first: safetensors reports a truncated file without naming it."""
+    from rookworld_trl.checkpoints import safetensors_problem
+
+    for name in sorted(os.listdir(model_dir)):
+        path = os.path.join(model_dir, name)
+        problem = safetensors_problem(path) if name.endswith(".safetensors") else None
+        if problem:
+            return f"model weights {path} are damaged: {problem}"
+    return None
+
+
+def tied_parameter_names(model: nn.Module) -> set[str]:
+    """Names of parameters that are another parameter under a second name (GPT-2's lm_head.weight is
+    transformer.wte.weight): save_pretrained stores them once, so loaders may report them missing."""
+    first = {name for name, _ in model.named_parameters()}
+    return {name for name, _ in model.named_parameters(remove_duplicate=False) if name not in first}
 
 
 def _first_line(e: Exception) -> str:
