@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 class EvalCallback(TrainerCallback):
-    """A small greedy policy + environment evaluation every `every_steps` optimizer steps of a training run.
+    """A greedy policy + environment evaluation before training and every `every_steps` optimizer steps.
 
     The figures go through `trainer.log` as "eval/<suite>/<figure>" and so land in the metrics JSONL and
     TensorBoard. Items are drawn once from `dataset` (columns task, prompt, optionally kind); the engine
@@ -453,6 +453,10 @@ class EvalCallback(TrainerCallback):
             for name, m in metrics.items()
             if m.value is not None
         }
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:  # the curve's first point: the model before any update
+            self.on_step_end(args, state, control, **kwargs)
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every_steps or not state.is_world_process_zero:

@@ -30,15 +30,23 @@ import shutil
 import sys
 
 import torch
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import TrainerState
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from trl import GRPOTrainer, ModelConfig, TrlParser, get_peft_config
+from trl import GRPOTrainer, ModelConfig, get_peft_config
 from trl.trainer import grpo_trainer as trl_grpo_trainer
 from trl.trainer.utils import print_prompt_completions_sample
 
 from rookworld_trl import checkpoints
+from rookworld_trl.cli import stage_parser
 from rookworld_trl.grpo_config import RookWorldGRPOConfig
 from rookworld_trl.grpo_safety import StepGuard
-from rookworld_trl.modeling import load_model_and_tokenizer, use_fused_gelu, use_padding_aware_positions
+from rookworld_trl.modeling import (
+    load_model_and_tokenizer,
+    tied_parameter_names,
+    use_fused_gelu,
+    use_padding_aware_positions,
+)
 from rookworld_trl.replay import Replay, replay_loss
 
 logger = logging.getLogger(__name__)
@@ -209,18 +217,33 @@ class RookWorldGRPOTrainer(GRPOTrainer):
             shutil.rmtree(
                 path
             )  # left by a run resumed from an earlier step: its marker must not bless new files
-        super()._save_checkpoint(model, trial)
-        self.accelerator.wait_for_everyone()  # every rank's files are written before the marker
-        if self.args.should_save:
-            state = {
-                "beta": self.beta,
-                "nan_recoveries": self.guard.nan_recoveries,
-                "healthy": self.guard.healthy,
-            }
-            checkpoints.write_json_atomic(os.path.join(path, STATE_FILE), state)
-            checkpoints.mark_complete(path, self.state.global_step)
-            if self.args.save_stable and self.guard.healthy:
-                checkpoints.promote_to_stable(path, run_dir)
+        try:
+            super()._save_checkpoint(model, trial)
+            self.accelerator.wait_for_everyone()  # every rank's files are written before the marker
+            if self.args.should_save:
+                state = {
+                    "beta": self.beta,
+                    "nan_recoveries": self.guard.nan_recoveries,
+                    "healthy": self.guard.healthy,
+                }
+                checkpoints.write_json_atomic(os.path.join(path, STATE_FILE), state)
+                checkpoints.mark_complete(path, self.state.global_step)
+                if self.args.save_stable and self.guard.healthy:
+                    checkpoints.promote_to_stable(path, run_dir)
+        except Exception as e:  # a full disk surfaces as OSError, or RuntimeError from torch.save's writer
+            error = checkpoints.save_error(e, f"saving {os.path.basename(path)}", path)
+            if error is None:
+                raise
+            shutil.rmtree(path, ignore_errors=True)  # unmarked, so never resumed from; it only takes space
+            shutil.rmtree(os.path.join(run_dir, f"{checkpoints.STABLE_DIR}.tmp"), ignore_errors=True)
+            raise error from None
+
+    def _issue_warnings_after_load(self, load_result):
+        # Tied weights (GPT-2's lm_head.weight is wte) are not stored, so Trainer reports them missing on every
+        # resume although the model ties them itself
+        tied = tied_parameter_names(self.model)
+        missing = [k for k in load_result.missing_keys if k not in tied]
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         # Trainer calls this on resume only, after the TrainerState is loaded: restore what TRL and we keep
@@ -297,12 +320,35 @@ def train(trainer: RookWorldGRPOTrainer, initial_model: str | None = None) -> in
     """Resume per args.resume_from_checkpoint, train, save final (and push), then the before/after eval
     against `initial_model` on the main process. Returns a process exit code."""
     args = trainer.args
-    # the main process quarantines incomplete checkpoints first
+    checkpoints.check_output_dir(args.output_dir)
+    # the main process moves incomplete and damaged checkpoints aside first
     with trainer.accelerator.main_process_first():
         resume = checkpoints.resolve_resume(args.resume_from_checkpoint, args.output_dir)
-    if resume:
-        logger.info(f"resuming from {resume}")
-    trainer.train(resume_from_checkpoint=resume)
+    done = checkpoints.finished_step(resume, args.max_steps) if resume else None
+    final_card = os.path.join(args.output_dir, checkpoints.FINAL_DIR, "README.md")
+    if done is not None and os.path.isfile(final_card):
+        checkpoints.say(
+            f"{args.output_dir} is finished: {resume} is at step {done} (max_steps {args.max_steps}) and the "
+            f"final model is in {os.path.dirname(final_card)}; nothing to train (raise --max_steps to train on)"
+        )
+        return 0
+    if done is not None:  # killed while saving final/ or evaluating: finish those, train no extra step
+        checkpoints.say(f"{resume} is at max_steps ({done}) but final/ is incomplete: writing it")
+        trainer._load_from_checkpoint(resume)
+        trainer.state = TrainerState.load_from_json(os.path.join(resume, TRAINER_STATE_NAME))
+    else:
+        if resume:
+            checkpoints.say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
+        try:
+            trainer.train(resume_from_checkpoint=resume)
+        except KeyboardInterrupt:
+            # no save here: the interrupt may land mid-update, so the weights in memory are no step's weights
+            last = checkpoints.latest_complete_checkpoint(args.output_dir)
+            checkpoints.say(
+                f"interrupted at step {trainer.state.global_step} (last checkpoint: {last or 'none'}); resume "
+                f"with the same command and --resume_from_checkpoint auto"
+            )
+            return 130
     if trainer.halt_reason:
         print(f"rookworld grpo: stopped early. {trainer.halt_reason}", file=sys.stderr)
         return 1
@@ -339,8 +385,9 @@ def _hub_offline() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = TrlParser((RookWorldGRPOConfig, ModelConfig))
+    parser = stage_parser((RookWorldGRPOConfig, ModelConfig), "train")  # one-line errors, no usage dump
     args, model_args = parser.parse_args_and_config(argv)
+    checkpoints.check_output_dir(args.output_dir)  # before the engine cache or logs write there
     if args.push_to_hub and _hub_offline():
         parser.error(
             "push_to_hub needs the network but HF_HUB_OFFLINE is set: unset it or drop --push_to_hub"
@@ -385,7 +432,16 @@ def main(argv: list[str] | None = None) -> int:
 
         held_out = load_rookworld_dataset(args.dataset_path, split=args.eval_split)
         trainer.add_callback(
-            EvalCallback(trainer, held_out, engine, every_steps=args.eval_every_steps, seed=args.seed)
+            EvalCallback(
+                trainer,
+                held_out,
+                engine,
+                every_steps=args.eval_every_steps,
+                policy_samples=args.eval_every_samples,
+                env_samples=args.eval_every_samples,
+                max_new_tokens=max(args.max_completion_length, 96),
+                seed=args.seed,
+            )
         )
     try:
         return train(trainer, initial_model=model_args.model_name_or_path)

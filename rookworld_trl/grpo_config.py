@@ -162,7 +162,14 @@ class RookWorldGRPOConfig(GRPOConfig):
     replay_batch_size: int = field(default=16, metadata={"help": "Rows replayed per micro-batch."})
     eval_every_steps: int = field(
         default=0,
-        metadata={"help": "Every N steps, a small greedy policy + environment eval on eval_split (0: off)."},
+        metadata={
+            "help": "Every N steps (and before the first), a greedy policy + environment eval of the policy on a "
+            "fixed held-out sample of eval_split: the run's learning curve (report/learning_curve.png). 0: off."
+        },
+    )
+    eval_every_samples: int = field(
+        default=200,
+        metadata={"help": "Positions and transitions per suite in each eval_every_steps eval."},
     )
     eval_split: str = field(default="test", metadata={"help": "Held-out split of dataset_path for evals."})
     eval_samples: int = field(

@@ -16,9 +16,19 @@ import json
 import math
 import os
 
+from rookworld_trl.metrics import Z95
+
 # panel -> key patterns (fnmatch), in plotting order
 PANELS: dict[str, tuple[str, ...]] = {
+    # held-out figures of the in-training eval (eval_every_steps): is the run learning?
+    "learning_curve": (
+        "eval/policy/greedy/legal_best_move",
+        "eval/policy/greedy/best_move_accuracy",
+        "eval/policy/greedy/reward",
+        "eval/env/next_state_accuracy",
+    ),  # fmt: skip
     "reward": ("reward", "reward_std", "rewards/*/mean", "frac_reward_zero_std"),
+    "policy_cp_loss": ("policy/cp_loss",),  # centipawns: apart from the fractions below
     "reward_components_policy": ("policy/*",),
     "reward_components_env": ("env/*",),
     "kl": ("kl",),
@@ -32,6 +42,36 @@ PANELS: dict[str, tuple[str, ...]] = {
     "eval": ("eval/*",),
 }
 SKIP = {"step", "epoch", "time"}
+UNSMOOTHED = {"learning_curve", "eval", "learning_rate", "beta"}  # few points, or no noise to smooth
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over up to `window` values (shorter at the start), one per input value.
+
+    >>> moving_average([1.0, 2.0, 3.0, 4.0], 2)
+    [1.0, 1.5, 2.5, 3.5]
+    """
+    sums = [0.0]
+    for v in values:
+        sums.append(sums[-1] + v)
+    return [(sums[i + 1] - sums[max(0, i + 1 - window)]) / min(i + 1, window) for i in range(len(values))]
+
+
+def quarter_trend(values: list[float]) -> tuple[float, float, tuple[float, float]] | None:
+    """(first-quarter mean, last-quarter mean, 95% interval of their difference): a Welch normal interval,
+    the steps' batches being independent draws of prompts. None below 8 values."""
+    if len(values) < 8:
+        return None
+    q = len(values) // 4
+    first, last = values[:q], values[-q:]
+
+    def mean_var(x):
+        m = sum(x) / len(x)
+        return m, sum((v - m) ** 2 for v in x) / (len(x) - 1)
+
+    (m1, v1), (m2, v2) = mean_var(first), mean_var(last)
+    half = Z95 * math.sqrt(v1 / len(first) + v2 / len(last))
+    return m1, m2, (m2 - m1 - half, m2 - m1 + half)
 
 
 def read_metrics(path: str) -> list[dict]:
@@ -83,7 +123,14 @@ def plot(panel: str, keys: list[str], data: dict, path: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for key in keys:
         steps, values = data[key]
-        ax.plot(steps, values, marker="." if len(steps) < 30 else None, label=key)
+        if panel in UNSMOOTHED or len(steps) < 10:
+            ax.plot(steps, values, marker="." if len(steps) < 30 else None, label=key)
+            continue
+        window = max(5, len(steps) // 10)
+        (raw,) = ax.plot(steps, values, alpha=0.25, linewidth=0.8)  # the raw line, faint
+        ax.plot(
+            steps, moving_average(values, window), color=raw.get_color(), label=f"{key} (mean of {window})"
+        )
     if panel == "learning_rate" or (panel == "beta" and all(v > 0 for k in keys for v in data[k][1])):
         ax.set_yscale("log")  # schedules and adaptive beta move by factors
     ax.set_title(panel)
@@ -99,6 +146,14 @@ def summary(run: str, rows: list[dict], data: dict, panels: dict[str, list[str]]
     steps = [r["step"] for r in rows if "step" in r]
     lines = [f"# Training report: `{run}`", ""]
     lines += [f"{len(rows)} log rows, steps {min(steps, default='-')} to {max(steps, default='-')}.", ""]
+    trend = quarter_trend(data["reward"][1]) if "reward" in data else None
+    if trend:
+        first, last, (low, high) = trend
+        lines += [
+            f"Training reward: first quarter {first:.3f}, last quarter {last:.3f}, "
+            f"difference {last - first:+.3f} [{low:+.3f}, {high:+.3f}] (95%).",
+            "",
+        ]
     lines += ["| key | first | last | min | max |", "|---|---|---|---|---|"]
     for keys in panels.values():
         for key in keys:

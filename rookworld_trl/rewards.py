@@ -11,7 +11,9 @@ and `log_extra` (one value per sample in the completions table) when the trainer
 
 Scale (FORMATS.md): -0.3 unparseable; otherwise a shaping of the per-task checks and quality:
 graduated (default) 0.2 format only / 0.4 some checks / 0.6 most / 0.8 near perfect / 1.0 all;
-linear 0.2 + 0.8 x fraction of checks; continuous 0.2 + 0.8 x weighted smooth quality; binary 1/0.
+linear 0.2 + 0.8 x fraction of checks; continuous 0.2 + 0.8 x weighted smooth quality; dense as continuous,
+with a P: quality that also grades the legality of every listed move (five verdicts per sample instead of
+the one of B:; for A: it is continuous); binary 1/0.
 A P: answer that parses but misses the fixed widths loses LAYOUT_PENALTY (0.2) at every level (binary: 0).
 The true completion scores exactly 1.0 under every shaping.
 
@@ -41,7 +43,7 @@ from .formats import (
 
 LAYOUT_PENALTY = 0.2  # a P: answer that parses but is not laid out in the fixed widths
 PENALTY = -0.3  # unparseable: mild, the seeds found -1.0 destabilised training
-SHAPINGS = ("graduated", "linear", "continuous", "binary")
+SHAPINGS = ("graduated", "linear", "continuous", "dense", "binary")
 TOP_K = 5  # the P: format lists the engine's top 5 moves
 WIN_K = 0.00368208  # lichess's centipawn -> expected score slope; saturates, so mates and +20 agree
 BEST_ZERO_AT = 0.2  # best move: a loss of 0.2 expected score (~230 cp from equality; lichess: a mistake) is 0
@@ -55,8 +57,8 @@ ENV_COMPONENTS = (
     "reward_value", "terminated", "truncated",
 )  # fmt: skip
 POLICY_COMPONENTS = (
-    "parsed", "format", "widths", "best", "best_legal", "best_top5", "best_top1", "cp_loss", "candidates",
-    "evals",
+    "parsed", "format", "widths", "best", "best_legal", "best_top5", "best_top1", "cp_loss", "moves_legal",
+    "candidates", "evals",
 )  # fmt: skip
 
 
@@ -78,7 +80,7 @@ def shape(checks: Mapping[str, bool], quality: float, shaping: str) -> float:
         return 0.6 if passed > 0.5 else 0.4 if passed > 0 else 0.2  # most / some / format only
     if shaping == "linear":
         return 0.2 + 0.8 * passed
-    if shaping == "continuous":
+    if shaping in ("continuous", "dense"):  # the callers pass dense's own quality
         return 0.2 + 0.8 * quality
     if shaping == "binary":
         return float(passed == 1)
@@ -286,6 +288,8 @@ def score_policy(
         "best_top5": float(parsed.best in top5),
         "best_top1": float(best_cp is not None and best_cp >= top_cp),
         "cp_loss": None if best_cp is None else float(min(1000, max(0, top_cp - best_cp))),
+        # Distinct legal moves listed, out of at least n_expected: five legality verdicts per answer.
+        "moves_legal": sum(cp is not None for cp in move_cp.values()) / max(len(moves), n_expected),
         # Out of at least n_expected, so that writing one good move does not earn full marks.
         "candidates": len(top5.intersection(distinct)) / max(len(moves), n_expected),
         "evals": eval_total / max(len(moves), len(parsed.evals), n_expected),
@@ -296,7 +300,13 @@ def score_policy(
         "evals": components["evals"] >= EVAL_CLOSE,
     }
     # Tenths so that all-correct sums to exactly 1.0; the best move weighs most.
-    quality = (5 * best + 2 * components["candidates"] + 2 * components["evals"] + components["format"]) / 10
+    if shaping == "dense":  # legality of every listed move and of B:, then the continuous quality of B:
+        legal = 3 * components["moves_legal"] + 2 * components["best_legal"]
+        quality = (legal + 3 * best + components["candidates"] + components["evals"]) / 10
+    else:
+        quality = (
+            5 * best + 2 * components["candidates"] + 2 * components["evals"] + components["format"]
+        ) / 10
     components["widths"] = float(parsed.exact)
     reward = shape(checks, quality, shaping)
     if not parsed.exact:

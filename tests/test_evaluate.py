@@ -327,9 +327,12 @@ def test_eval_callback_logs_through_the_trainer(tiny, pool, tmp_path):
     trainer = Trainer(model=model, args=args, processing_class=tokenizer)
     callback = EvalCallback(trainer, dataset, pool, every_steps=5, max_new_tokens=8)
     state, control = TrainerState(), TrainerControl()
+    callback.on_train_begin(args, state, control)  # the curve's first point, at step 0
+    assert trainer.state.log_history[-1]["step"] == 0
     state.global_step = 3
+    callback.on_train_begin(args, state, control)  # a resumed run: no second step-0 point
     callback.on_step_end(args, state, control)
-    assert not trainer.state.log_history
+    assert len(trainer.state.log_history) == 1
     trainer.state.global_step = state.global_step = 5
     model.train()
     callback.on_step_end(args, state, control)
@@ -403,7 +406,8 @@ def test_command_end_to_end_with_baseline(tiny, pool, tmp_path):
 
 
 def test_eval_callback_in_grpo_keeps_training_metrics(tiny, pool, tmp_path):
-    """With TRL's GRPOTrainer, an eval row at every step leaves the training averages in the regular rows."""
+    """With TRL's GRPOTrainer, eval rows before training and at every step leave the training averages in
+    the regular rows."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -425,6 +429,6 @@ def test_eval_callback_in_grpo_keeps_training_metrics(tiny, pool, tmp_path):
     trainer.train()
     evals = [row for row in trainer.state.log_history if "eval/env/invalid" in row]
     train = [row for row in trainer.state.log_history if "loss" in row]
-    assert [row["step"] for row in evals] == [1, 2] and [row["step"] for row in train] == [1, 2]
+    assert [row["step"] for row in evals] == [0, 1, 2] and [row["step"] for row in train] == [1, 2]
     assert all("reward" in row and "completions/mean_length" in row for row in train)
     assert not any("reward" in row for row in evals)

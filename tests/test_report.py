@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rookworld_trl.report import main, panel_keys, read_metrics, report, series
+from rookworld_trl.report import main, moving_average, panel_keys, quarter_trend, read_metrics, report, series
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -54,7 +54,7 @@ def test_report_writes_panels_and_summary(tmp_path):
     written = report(str(run))
     panels = {
         "reward", "reward_components_policy", "reward_components_env", "kl", "beta", "clip_fraction",
-        "entropy", "lengths", "learning_rate", "step_time", "loss", "eval",
+        "entropy", "lengths", "learning_rate", "step_time", "loss", "eval", "learning_curve",
     }  # fmt: skip
     assert set(written) == panels | {"summary"}
     for name in panels:
@@ -65,6 +65,23 @@ def test_report_writes_panels_and_summary(tmp_path):
     assert "| kl | 0.002 | 0.003 | 0.002 | 0.003 |" in text  # the null at step 1 is skipped
     assert "| eval/policy/greedy/best_move_accuracy | 0.25 | 0.25 |" in text
     assert "Not plotted: `memory/peak_gb`." in text and "![kl](kl.png)" in text
+
+
+def test_long_run_gets_smoothed_curves_and_the_reward_trend(tmp_path):
+    rows = [{**grpo_row(s), "reward": 0.3 + 0.001 * s + (0.05 if s % 2 else -0.05)} for s in range(1, 41)]
+    rows += [{"step": s, "eval/policy/greedy/legal_best_move": 0.5 + s / 400} for s in (0, 20, 40)]
+    written = report(str(write_run(tmp_path, rows)))
+    assert "learning_curve" in written and Path(written["learning_curve"]).read_bytes()[:8] == PNG
+    text = Path(written["summary"]).read_text()
+    first, last, (low, high) = quarter_trend([r["reward"] for r in rows[:40]])
+    assert round(last - first, 3) == 0.03 and low < 0.03 < high
+    assert f"first quarter {first:.3f}, last quarter {last:.3f}, difference +0.030" in text
+
+
+def test_moving_average_and_trend_need_enough_points():
+    assert moving_average([2.0, 4.0, 6.0], 5) == [2.0, 3.0, 4.0]
+    assert quarter_trend([1.0] * 7) is None
+    assert quarter_trend([0.0] * 4 + [1.0] * 4) == (0.0, 1.0, (1.0, 1.0))
 
 
 def test_only_existing_keys_are_plotted(tmp_path):

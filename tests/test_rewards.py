@@ -215,18 +215,36 @@ def test_policy_graduated_levels(pool):
 @pytest.mark.parametrize("shaping", SHAPINGS)
 def test_policy_levels_are_ordered_in_every_shaping(pool, shaping):
     """The engine's answer alone scores 1.0 and format-only is the lowest parseable answer in every shaping;
-    the check-counting shapings also keep the graduated order (continuous weighs the best move instead)."""
+    the check-counting shapings also keep the graduated order (continuous and dense weigh instead)."""
     _, table = policy_table(pool)
     scored = PolicyGrader(pool, shaping).score([QUEEN_UP] * len(table), [c for c, _, _ in table])
     levels, got = [e for _, e, _ in table], [r for r, _ in scored]
     assert got.count(1.0) == 1 and got[levels.index(1.0)] == 1.0
     parseable = [r for r, level in zip(got, levels, strict=True) if level > PENALTY]
     assert min(parseable) == got[levels.index(0.2)] and got.count(PENALTY) == levels.count(PENALTY)
-    if shaping != "continuous":
+    if shaping not in ("continuous", "dense"):
         for (level_a, reward_a), (level_b, reward_b) in itertools.combinations(
             zip(levels, got, strict=True), 2
         ):
             assert (level_a - level_b) * (reward_a - reward_b) >= 0, (shaping, levels, got)
+
+
+@needs_stockfish
+def test_dense_counts_every_listed_illegal_move(pool):
+    """dense grades each listed move: one illegal candidate costs less than two, which costs less than an
+    illegal B:, all else equal; graduated sees none of the candidates' legality."""
+    analysis = pool.analyse(QUEEN_UP)
+    top, cps = [m.move for m in analysis[:5]], {m.move: m.cp / 100 for m in analysis}
+    illegal = ["a1a5", "h1h5"]  # rooks blocked by their own pawns
+    assert not any(chess.Move.from_uci(m) in chess.Board(QUEEN_UP).legal_moves for m in illegal)
+    line = lambda moves, best: policy_completion(moves, [cps.get(m, 0.0) for m in moves], best)  # noqa: E731
+    lines = [line(top, top[0]), line([*top[:4], illegal[0]], top[0]), line([*top[:3], *illegal], top[0])]
+    lines.append(line(top, "e1e3"))
+    dense = [r for r, _ in PolicyGrader(pool, "dense").score([QUEEN_UP] * 4, lines)]
+    parts = [p for _, p in PolicyGrader(pool, "graduated").score([QUEEN_UP] * 4, lines)]
+    assert [p["moves_legal"] for p in parts] == [1.0, 0.8, 0.6, 1.0]
+    assert dense[0] == 1.0 > dense[1] > dense[2] and dense[1] > dense[3]
+    assert dense[0] - dense[1] == pytest.approx(0.8 * 0.3 * 0.2 + 0.8 * 0.1 * 0.2 + 0.8 * 0.1 * 0.2, abs=0.02)
 
 
 def test_a_move_tied_with_the_top_move_is_a_top_move():
