@@ -1,6 +1,8 @@
-"""The GRPO safety features (used by rookworld_trl/grpo.py): adaptive KL, the KL guard, NaN/Inf rollback.
+"""The GRPO safety features (used by rookworld_trl/grpo.py): adaptive KL, the KL guard, rollback of non-finite
+or diverged steps.
 
 - StepGuard: a TrainerCallback that judges each optimizer step of RookWorldGRPOTrainer (see its docstring);
+- divergence: the thresholds past which a finite step still counts as diverged (SPIKE, WEIGHT_JUMP, ...);
 - adapt_beta: the adaptive KL controller rule;
 - Snapshot: a host-memory copy of the last healthy trainable weights + optimizer, the NaN rollback target;
 - all_finite / grads_finite / drop_grads: cheap non-finite checks and "skip this optimizer step";
@@ -20,6 +22,21 @@ import torch
 from transformers import TrainerCallback
 
 logger = logging.getLogger(__name__)
+
+# Divergence: finite numbers that no healthy step produces. Each threshold is orders of magnitude past normal,
+# so that noise never triggers a rollback (each costs a step and halves the LR).
+SPIKE = 1e3  # loss or gradient norm this many times the median of the last healthy steps ...
+SPIKE_FLOOR = {"loss": 0.1, "gradient norm": 1.0}  # ... and the median taken at least this (early steps ~0)
+SPIKE_HISTORY = 20  # healthy steps the medians are taken over; judged once 5 are in
+WEIGHT_JUMP = (
+    10.0  # weight norm grown this many times in one update (lr 1e3: ~1e4x; lr 5e-2 on a new model: ~3x)
+)
+WEIGHT_LIMIT = (
+    1e6  # largest |weight|: trained LMs stay below ~1e2; lr 1e30 leaves 1e30, which overflows sampling
+)
+KL_DIVERGED = (
+    10.0  # KL this many times kl_stop in one step: the previous update broke the policy, roll it back
+)
 
 
 def adapt_beta(
@@ -95,6 +112,32 @@ def grads_finite(optimizer) -> bool:
     return all_finite([p.grad for p in optimizer_params(optimizer)])
 
 
+def total_norm(tensors) -> float:
+    """L2 norm over all tensors (inf when it overflows or any is non-finite); one host sync."""
+    tensors = [t.detach() for t in tensors if t is not None]
+    if not tensors:
+        return 0.0
+    norms = torch.stack([torch.linalg.vector_norm(t.float()).to(tensors[0].device) for t in tensors])
+    return float(torch.linalg.vector_norm(norms))
+
+
+def max_abs(tensors) -> float:
+    tensors = [t.detach() for t in tensors if t is not None and t.numel()]
+    return (
+        float(torch.stack([t.abs().max().float().to(tensors[0].device) for t in tensors]).max())
+        if tensors
+        else 0.0
+    )
+
+
+def spike(value: float, history: list[float], floor: float) -> float | None:
+    """value / median(history) when that exceeds SPIKE (history of at least 5 values, median at least floor)."""
+    if len(history) < 5:
+        return None
+    ratio = value / max(sorted(history)[len(history) // 2], floor)
+    return ratio if ratio > SPIKE else None
+
+
 def drop_grads(optimizer) -> None:
     """Set every gradient to None: torch optimizers skip such parameters, so the coming step is a no-op."""
     for p in optimizer_params(optimizer):
@@ -137,25 +180,39 @@ def memory_metrics() -> dict[str, float]:
 
 
 class StepGuard(TrainerCallback):
-    """Adaptive KL, the KL guard and NaN/Inf rollback, at the Trainer loop's optimizer-step boundary.
+    """Adaptive KL, the KL guard and rollback of bad steps, at the Trainer loop's optimizer-step boundary.
 
-    The trainer reports each micro-batch (record_inputs from compute_loss, record_step from training_step);
-    the loop then calls on_pre_optimizer_step, where non-finite gradients are dropped so the optimizer step is
-    a no-op, and on_step_end, where the step is judged: non-finite -> roll back to the last healthy snapshot
-    and cut the LR; finite -> KL guard, beta update, maybe a new snapshot. `halt_reason` says why it stopped.
+    The trainer reports each micro-batch (record_inputs from compute_loss, record_step from training_step).
+    A step is bad when it is non-finite (loss, gradient, weights) or diverged though finite: a loss or gradient
+    norm SPIKE times the recent median, the weight norm grown WEIGHT_JUMP times by one update, any |weight|
+    above WEIGHT_LIMIT, or KL above KL_DIVERGED x kl_stop. on_pre_optimizer_step judges what the forward and
+    backward measured and drops the gradients of a bad step, so the optimizer step is a no-op; on_step_end
+    judges the updated weights. A bad step rolls back to a snapshot taken before the bad update (weights +
+    optimizer), cuts the LR and saves the batch; a healthy one runs the KL guard and the beta update and may
+    take a new snapshot. `halt_reason` says why it stopped.
+
+    Two snapshots are kept: a step's KL measures the weights the previous update made, so KL divergence rolls
+    back past that update, to the older snapshot (and the KL guard then stops the run, as above kl_stop);
+    every other fault is the current update's or batch's.
     """
 
     def __init__(self, trainer):
         self.trainer = trainer
         self.halt_reason: str | None = None
-        self.healthy = True  # last step finite with KL below kl_warn: its checkpoint may become stable
+        self.healthy = True  # last step good with KL below kl_warn: its checkpoint may become stable
         self.nan_recoveries = 0  # rollbacks in the whole run
         self._retries = 0  # consecutive rollbacks
         self._kl: list[float] = []  # KL of each micro-batch of the current optimizer step
+        self._loss = 0.0  # |loss| summed over the micro-batches of the current optimizer step
         self._inputs: list[dict] = []  # the micro-batches of the current optimizer step
-        self._bad: str | None = None  # what went non-finite in the current optimizer step
+        self._bad: str | None = None  # what went wrong: "loss" (non-finite), ..., or "diverged: why"
+        self._measured: dict[str, float] = {}  # loss and gradient norm of the current optimizer step
+        self._blame_previous = False  # the bad step is the previous update's (KL): roll back past it
+        self._norm_before = 0.0  # weight norm before the current update
+        self._history: dict[str, list[float]] = {"loss": [], "gradient norm": []}  # of healthy steps
         self._kl_warned = False
-        self._snapshot: Snapshot | None = None
+        self._snapshot: Snapshot | None = None  # the newest healthy state
+        self._older: Snapshot | None = None  # the one before it
 
     def record_inputs(self, inputs: dict) -> None:
         self._inputs.append(inputs)  # a reference, kept until the step ends, to save it if it goes bad
@@ -164,29 +221,59 @@ class StepGuard(TrainerCallback):
         self._kl.extend(kl_values)
         if self._bad is None and not torch.isfinite(loss).all():
             self._bad = "loss"
+        else:
+            self._loss += float(loss.detach().abs().sum())
 
     def take_snapshot(self) -> None:
         t = self.trainer
+        self._older = self._snapshot
         self._snapshot = Snapshot(t.model, t.optimizer, t.state.global_step, {"beta": t.beta})
+
+    def _trainable(self) -> list[torch.Tensor]:
+        return [p for p in self.trainer.model.parameters() if p.requires_grad]
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.take_snapshot()  # after a resume has loaded weights and optimizer
+        self._older = None
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        if self._bad is None and not grads_finite(self.trainer.optimizer):
+        optimizer = self.trainer.optimizer
+        if self._bad is None and not grads_finite(optimizer):
             self._bad = "gradient"
+        kl = sum(self._kl) / len(self._kl) if self._kl else None
+        if self._bad is None and kl is not None and kl > KL_DIVERGED * args.kl_stop:
+            self._bad = f"diverged: KL {kl:.4g} > {KL_DIVERGED:g} x kl_stop {args.kl_stop}"
+            self._blame_previous = True
+        if self._bad is None:
+            measured = {
+                "loss": self._loss,
+                "gradient norm": total_norm([p.grad for p in optimizer_params(optimizer)]),
+            }
+            for name, value in measured.items():
+                ratio = spike(value, self._history[name], SPIKE_FLOOR[name])
+                if ratio is not None and self._bad is None:
+                    self._bad = f"diverged: {name} {value:.4g} is {ratio:.3g}x the median of recent steps"
+            self._measured = measured
         if self._bad is not None:
-            drop_grads(self.trainer.optimizer)
+            drop_grads(optimizer)
+        else:
+            self._norm_before = total_norm(self._trainable())
 
     def on_step_end(self, args, state, control, **kwargs):
         t = self.trainer
-        if self._bad is None and not all_finite([p for p in t.model.parameters() if p.requires_grad]):
-            self._bad = "weights after the update"
+        if self._bad is None:
+            self._bad = self._judge_weights()
         kl = sum(self._kl) / len(self._kl) if self._kl else None
         if self._bad is not None:
             self._recover(args, state, control)
+            if (
+                self._blame_previous
+            ):  # KL far past kl_stop: the KL guard still stops, with the weights from before
+                self._kl_guard(kl, args, state, control)
         else:
             self._retries = 0
+            for name, value in self._measured.items():
+                self._history[name] = (self._history[name] + [value])[-SPIKE_HISTORY:]
             self.healthy = kl is None or kl <= args.kl_warn
             if kl is not None:
                 self._kl_guard(kl, args, state, control)
@@ -201,13 +288,28 @@ class StepGuard(TrainerCallback):
         metrics["nan_recoveries"].append(self.nan_recoveries)
         for name, value in memory_metrics().items():
             metrics[name].append(value)
-        self._kl, self._inputs, self._bad = [], [], None
+        self._kl, self._inputs, self._bad, self._loss, self._blame_previous = [], [], None, 0.0, False
+        self._measured = {}
+
+    def _judge_weights(self) -> str | None:
+        """What is wrong with the weights the update just made, or None."""
+        weights = self._trainable()
+        if not all_finite(weights):
+            return "weights after the update"
+        largest = max_abs(weights)
+        if largest > WEIGHT_LIMIT:
+            return f"diverged: a weight reached {largest:.3g} (limit {WEIGHT_LIMIT:g})"
+        norm = total_norm(weights)
+        if self._norm_before > 0 and norm > WEIGHT_JUMP * self._norm_before:
+            return f"diverged: one update grew the weight norm {norm / self._norm_before:.3g}x"
+        return None
 
     def _kl_guard(self, kl: float, args, state, control) -> None:
         if kl > args.kl_stop:
+            rolled = f" (rolled back to step {self._snapshot.step} first)" if self._blame_previous else ""
             self.halt_reason = (
                 f"KL guard: KL {kl:.4g} > kl_stop {args.kl_stop} at step {state.global_step}; the policy ran "
-                f"away from the reference. A checkpoint was saved in {args.output_dir}. Lower learning_rate, "
+                f"away from the reference{rolled}. A checkpoint was saved in {args.output_dir}. Lower learning_rate, "
                 "raise beta (or set adaptive_kl: true), or raise kl_stop; resume with "
                 "--resume_from_checkpoint stable."
             )
@@ -221,7 +323,7 @@ class StepGuard(TrainerCallback):
         self._kl_warned = kl > args.kl_warn
 
     def _recover(self, args, state, control) -> None:
-        """Roll back to the last healthy snapshot after a non-finite step, cut the LR, save the batch."""
+        """Roll back to a snapshot taken before the bad update, cut the LR, save the batch."""
         t, step = self.trainer, state.global_step
         self._retries += 1
         self.nan_recoveries += 1
@@ -233,6 +335,9 @@ class StepGuard(TrainerCallback):
             reason=self._bad,
             global_step=step,
         )
+        if self._blame_previous and self._older is not None:
+            self._snapshot = self._older  # the newest snapshot holds the update that broke the policy
+        self._older = None
         lrs = [group["lr"] for group in t.optimizer.param_groups]
         self._snapshot.restore(t.model, t.optimizer)
         for group, lr in zip(t.optimizer.param_groups, lrs, strict=True):
@@ -240,15 +345,16 @@ class StepGuard(TrainerCallback):
         scale_lr(t.optimizer, t.lr_scheduler, args.nan_lr_factor)
         t.beta = self._snapshot.extra["beta"]
         t._buffered_inputs = None  # TRL's buffered completions and old log-probs came from the bad weights
+        what = self._bad if self._bad.startswith("diverged") else f"non-finite {self._bad}"
         logger.warning(
-            f"non-finite {self._bad} at step {step}: update skipped, weights + optimizer restored from step "
+            f"{what} at step {step}: update skipped, weights + optimizer restored from step "
             f"{self._snapshot.step}, LR x{args.nan_lr_factor}, batch saved to {path}"
         )
         if self._retries > args.nan_max_retries:
             self.halt_reason = (
-                f"NaN/Inf recovery gave up: {self._retries} non-finite steps in a row (last at step {step}, "
-                f"{self._bad}); weights are those of step {self._snapshot.step}. Inspect "
-                f"{os.path.dirname(path)}, lower learning_rate or max_grad_norm, or raise nan_max_retries."
+                f"NaN/Inf recovery gave up: {self._retries} bad steps in a row (last at step {step}: {what}); "
+                f"weights are those of step {self._snapshot.step}. Inspect {os.path.dirname(path)}, lower "
+                "learning_rate or max_grad_norm, or raise nan_max_retries."
             )
             logger.error(self.halt_reason)
             control.should_training_stop = True
