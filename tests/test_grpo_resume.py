@@ -158,3 +158,19 @@ def test_sigkill_then_auto_resume(model_dir, tmp_path):  # noqa: F811
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 9)), "logs continue without duplicates"
     assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_ctrl_c_says_the_step_and_how_to_resume(model_dir, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    proc = run_stage(model_dir, out, sleep=1.0)
+    deadline = time.time() + 120
+    while not checkpoints.is_complete(str(out / "checkpoint-2")):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, log
+    assert "Traceback" not in log, log
+    said = [line for line in log.splitlines() if "interrupted at step" in line]
+    assert len(said) == 1 and "resume with the same command and --resume_from_checkpoint auto" in said[0]

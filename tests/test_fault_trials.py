@@ -1,0 +1,36 @@
+"""scripts/fault_trials.py: its fast part (in-process faults on the real stage, ~30 s) in the default tier, the
+kills, Ctrl-C, Stockfish kills, lr 1e3 and a full disk in the slow one.
+
+    .venv/bin/pytest tests/test_fault_trials.py            (-m slow for the subprocess trials)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "fault_trials.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("fault_trials", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fault_trials_fast_part(tmp_path, capsys):
+    assert load_script().main(["--fast", "--steps", "4", "--out", str(tmp_path)]) == 0, (
+        capsys.readouterr().out
+    )
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "identical 2/2" in out, out
+
+
+@pytest.mark.slow
+def test_fault_trials_all(tmp_path, capsys):
+    code = load_script().main(["--steps", "4", "--kills", "3", "--engine_kills", "3", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and "FAIL" not in out, out
