@@ -312,8 +312,11 @@ def _stable_dirs(output_dir: str) -> list[str]:
 def finished_step(checkpoint_dir: str, max_steps: int) -> int | None:
     """The checkpoint's step when it already reached the run's end (max_steps, or the max_steps its trainer
     state recorded when max_steps <= 0, an epoch-based run); None when there are steps left to train."""
-    with open(os.path.join(checkpoint_dir, "trainer_state.json")) as f:
-        state = json.load(f)
+    try:
+        with open(os.path.join(checkpoint_dir, "trainer_state.json")) as f:
+            state = json.load(f)
+    except (OSError, ValueError):  # no trainer state (not a Trainer checkpoint): the marker's step
+        state = {}
     target = max_steps if max_steps > 0 else state.get("max_steps", 0)
     step = state.get("global_step", checkpoint_step(checkpoint_dir))
     return step if target > 0 and step >= target else None

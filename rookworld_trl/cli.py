@@ -140,7 +140,8 @@ def _batch_size_in_user_fields(message: str) -> str:
 def run_stage(command: str, stage_main: Callable[[list[str] | None], int | None], argv=None) -> int:
     """Run a stage's `main(argv)`. Bad input (a ValueError such as a config check or a data source that will
     not load, a missing file, a model that will not load, no Stockfish) prints one line that names the
-    problem, not a traceback through accelerate, and returns 2. Other exceptions are bugs and keep theirs."""
+    problem, not a traceback through accelerate, and returns 2; so does a full disk, whichever writer hit it.
+    Ctrl-C returns 130. Other exceptions are bugs and keep their traceback."""
     from rookworld_trl.engine import StockfishNotFound
     from rookworld_trl.modeling import ModelLoadError
 
@@ -152,6 +153,23 @@ def run_stage(command: str, stage_main: Callable[[list[str] | None], int | None]
     except KeyboardInterrupt:  # the training stage says more (the step, how to resume) before this
         print(f"rookworld {command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a full disk seen by any writer (sqlite, parquet, tensorboard) is no bug either
+        if not _disk_full(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(
+            f"rookworld {command}: error: no space left on device ({type(e).__name__}: {first}); free some "
+            "space, then resume with --resume_from_checkpoint auto",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _disk_full(e: BaseException) -> bool:
+    import errno
+
+    text = str(e).lower()
+    return getattr(e, "errno", None) == errno.ENOSPC or "no space left" in text or "disk is full" in text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,11 +10,13 @@ the narrowest seam of GRPOTrainer / Trainer:
   - adaptive KL, KL guard, NaN/Inf recovery (grpo_safety.StepGuard, a callback at the optimizer-step
     boundary; `training_step` and `compute_loss` report each micro-batch's loss, KL and inputs to it): beta
     follows the measured KL; KL above kl_warn warns, above kl_stop saves a checkpoint and stops; a non-finite
-    loss, gradient or update skips the step, restores the last healthy in-memory snapshot (weights +
-    optimizer), cuts the LR and saves the batch to output_dir/nan_batches/;
+    or diverged step (loss or gradient-norm spike, weights blown up, KL far above kl_stop) skips its update,
+    restores an in-memory snapshot from before the bad update (weights + optimizer), cuts the LR and saves
+    the batch to output_dir/nan_batches/;
   - GPT-2 positions from the attention mask when TRL scores left-padded rows (policy and reference);
   - reference model on its own device (`ref_model_device`): `_get_per_token_logps_and_entropies`;
-  - checkpoint tiers with completion markers and resume modes (rookworld_trl/checkpoints.py);
+  - checkpoint tiers with verified completion markers and resume modes (rookworld_trl/checkpoints.py); a
+    finished run re-run trains nothing; a full disk or Ctrl-C ends with one line saying how to resume;
   - an LR schedule "warmup_cosine_linear" (`create_scheduler`), a JSONL metrics file, peak memory in the logs.
 """
 

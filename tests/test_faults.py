@@ -310,3 +310,29 @@ def test_config_errors_are_one_line(tmp_path, capsys, flags, says):
     assert code == 2
     err = [x for x in lines(capsys.readouterr().err) if "Warning" not in x and "warnings.warn" not in x]
     assert len(err) == 1 and says in err[0] and err[0].startswith("rookworld train: error: ")
+
+
+def test_full_disk_seen_by_any_writer_is_one_line(capsys):
+    import sqlite3
+
+    from rookworld_trl.cli import run_stage
+
+    def stage(argv):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    assert run_stage("train", stage) == 2
+    err = lines(capsys.readouterr().err)
+    assert len(err) == 1 and err[0].startswith(
+        "rookworld train: error: no space left on device (OperationalError"
+    )
+
+
+def test_ctrl_c_in_a_stage_exits_130(capsys):
+    from rookworld_trl.cli import run_stage
+
+    def stage(argv):
+        raise KeyboardInterrupt
+
+    assert run_stage("eval", stage) == 130 and lines(capsys.readouterr().err) == [
+        "rookworld eval: interrupted"
+    ]
