@@ -13,8 +13,9 @@ after every file of the checkpoint and records each file's size and sha256, so a
 killed process, a truncated or damaged file, or a missing optimizer.pt is never resumed from.
 
 Resume modes (`--resume_from_checkpoint`): a path (must verify), "auto" (the newest checkpoint-N in output_dir
-that verifies, walking back past damaged ones, which move to output_dir/damaged/; a fresh start when there is
-none), "stable" or "recovery" (output_dir/stable). Problems found are printed, one line each.
+that verifies, walking back past damaged ones, which move to output_dir/damaged/, then stable/; a fresh start
+when there is none), "stable" or "recovery" (output_dir/stable, verified). Problems found are printed, one line
+each. A run whose checkpoint already reached max_steps is finished (`finished_step`): grpo.train trains nothing.
 """
 
 from __future__ import annotations
@@ -208,11 +209,6 @@ def retire_later_checkpoints(output_dir: str, step: int) -> list[str]:
 def checkpoint_step(checkpoint_dir: str) -> int:
     with open(os.path.join(checkpoint_dir, MARKER)) as f:
         return int(json.load(f)["global_step"])
-
-
-def stable_checkpoint(output_dir: str) -> str | None:
-    """output_dir/stable, or the previous copy kept while a new one was being swapped in, if it verifies."""
-    return next((p for p in _stable_dirs(output_dir) if checkpoint_problem(p) is None), None)
 
 
 def promote_to_stable(checkpoint_dir: str, output_dir: str) -> str:

@@ -194,6 +194,11 @@ class RookWorldGRPOTrainer(GRPOTrainer):
         self.guard.record_step(loss, kl[seen:])
         return loss
 
+    def _clip_grad_norm(self, model):
+        norm = super()._clip_grad_norm(model)
+        self.guard.record_grad_norm(norm)  # the norm before clipping: the guard's spike check needs it
+        return norm
+
     # ---- LR schedule ----
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):

@@ -207,6 +207,7 @@ class StepGuard(TrainerCallback):
         self._inputs: list[dict] = []  # the micro-batches of the current optimizer step
         self._bad: str | None = None  # what went wrong: "loss" (non-finite), ..., or "diverged: why"
         self._measured: dict[str, float] = {}  # loss and gradient norm of the current optimizer step
+        self._grad_norm: float | None = None  # reported by the trainer's clipping, before the clip
         self._blame_previous = False  # the bad step is the previous update's (KL): roll back past it
         self._norm_before = 0.0  # weight norm before the current update
         self._history: dict[str, list[float]] = {"loss": [], "gradient norm": []}  # of healthy steps
@@ -223,6 +224,11 @@ class StepGuard(TrainerCallback):
             self._bad = "loss"
         else:
             self._loss += float(loss.detach().abs().sum())
+
+    def record_grad_norm(self, norm) -> None:
+        """The gradient norm before clipping (Trainer clips before on_pre_optimizer_step, which sees the clipped)."""
+        if norm is not None:
+            self._grad_norm = float(norm)
 
     def take_snapshot(self) -> None:
         t = self.trainer
@@ -245,10 +251,10 @@ class StepGuard(TrainerCallback):
             self._bad = f"diverged: KL {kl:.4g} > {KL_DIVERGED:g} x kl_stop {args.kl_stop}"
             self._blame_previous = True
         if self._bad is None:
-            measured = {
-                "loss": self._loss,
-                "gradient norm": total_norm([p.grad for p in optimizer_params(optimizer)]),
-            }
+            grad_norm = self._grad_norm
+            if grad_norm is None:  # no clipping (max_grad_norm 0): measure it here
+                grad_norm = total_norm([p.grad for p in optimizer_params(optimizer)])
+            measured = {"loss": self._loss, "gradient norm": grad_norm}
             for name, value in measured.items():
                 ratio = spike(value, self._history[name], SPIKE_FLOOR[name])
                 if ratio is not None and self._bad is None:
@@ -289,7 +295,7 @@ class StepGuard(TrainerCallback):
         for name, value in memory_metrics().items():
             metrics[name].append(value)
         self._kl, self._inputs, self._bad, self._loss, self._blame_previous = [], [], None, 0.0, False
-        self._measured = {}
+        self._measured, self._grad_norm = {}, None
 
     def _judge_weights(self) -> str | None:
         """What is wrong with the weights the update just made, or None."""

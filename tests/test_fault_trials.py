@@ -7,6 +7,7 @@ kills, Ctrl-C, Stockfish kills, lr 1e3 and a full disk in the slow one.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "fault_trials.py"
 def load_script():
     spec = importlib.util.spec_from_file_location("fault_trials", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass resolves annotations through sys.modules
     spec.loader.exec_module(module)
     return module
 

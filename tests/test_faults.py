@@ -22,7 +22,7 @@ from test_grpo import make_tiny_model_dir, make_trainer, model_dir, train_logs, 
 from transformers import TrainerCallback
 
 from rookworld_trl import checkpoints
-from rookworld_trl.grpo import train
+from rookworld_trl.grpo import RookWorldGRPOTrainer, train
 from rookworld_trl.grpo_safety import spike
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -336,3 +336,29 @@ def test_ctrl_c_in_a_stage_exits_130(capsys):
     assert run_stage("eval", stage) == 130 and lines(capsys.readouterr().err) == [
         "rookworld eval: interrupted"
     ]
+
+
+class SpikeTrainer(RookWorldGRPOTrainer):
+    """Test hook: the loss of optimizer step `spike_step` (1-based) is scaled by 1e6, a finite blow-up."""
+
+    spike_step = 0
+
+    def _compute_loss(self, model, inputs):
+        loss = super()._compute_loss(model, inputs)
+        return loss * 1e6 if self.state.global_step + 1 == self.spike_step else loss
+
+
+def test_loss_and_gradient_spike_skips_the_update(model_dir, tmp_path, caplog):  # noqa: F811
+    class Record(TrainerCallback):
+        after = {}
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            self.after[state.global_step] = trainable(model)
+
+    SpikeTrainer.spike_step = 7  # after 6 healthy steps: enough history for the medians
+    record = Record()
+    trainer = make_trainer(model_dir, tmp_path, [record], trainer_cls=SpikeTrainer, max_steps=8)
+    with caplog.at_level("WARNING", logger="rookworld_trl.grpo_safety"):
+        trainer.train()
+    assert trainer.guard.nan_recoveries == 1 and "diverged:" in caplog.text and "x the median" in caplog.text
+    assert all(torch.equal(record.after[7][n], record.after[6][n]) for n in record.after[6])
