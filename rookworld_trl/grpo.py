@@ -39,7 +39,7 @@ from trl import GRPOTrainer, ModelConfig, get_peft_config
 from trl.trainer import grpo_trainer as trl_grpo_trainer
 from trl.trainer.utils import print_prompt_completions_sample
 
-from rookworld_trl import checkpoints
+from rookworld_trl import checkpoints, credit
 from rookworld_trl.cli import stage_parser
 from rookworld_trl.grpo_config import RookWorldGRPOConfig
 from rookworld_trl.grpo_safety import StepGuard
@@ -173,6 +173,30 @@ class RookWorldGRPOTrainer(GRPOTrainer):
             model, move(input_ids), move(attention_mask), *args, **kwargs
         )
         return tuple(move(o, home) for o in out)
+
+    # ---- field-level credit (rookworld_trl/credit.py) ----
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if self.args.field_credit and self.model.training:
+            output["advantages"] = self._field_advantages(output["advantages"], output["completion_ids"])
+        return output
+
+    def _field_advantages(self, sequence: torch.Tensor, completion_ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) advantages: each P: field's tokens get its own group advantage; TRL's loss takes (B, T)."""
+        source = next(f for f in self.reward_funcs if hasattr(f, "last_components"))  # policy_reward
+        nan = (float("nan"),) * len(credit.FIELDS)
+        rows = [credit.field_rewards(c) or nan for c in source.last_components]
+        local = torch.tensor(rows, dtype=torch.float32, device=sequence.device)
+        everyone = self.accelerator.gather(local)  # a group may span processes, as in TRL
+        field_adv = credit.group_advantages(everyone, self.num_generations, self.scale_rewards != "none")
+        start = self.accelerator.process_index * len(local)
+        field_adv = field_adv[start : start + len(local)]
+        pieces = self.processing_class.batch_decode(completion_ids.reshape(-1, 1).tolist())
+        width = completion_ids.shape[1]
+        fields = [credit.token_fields(pieces[i : i + width]) for i in range(0, len(pieces), width)]
+        fields = torch.tensor(fields, device=sequence.device)
+        return credit.per_token_advantages(sequence, field_adv, fields)
 
     # ---- per-micro-batch reports to the StepGuard ----
 

@@ -32,6 +32,14 @@ class RookWorldGRPOConfig(GRPOConfig):
             "help": "Shaping of the registry rewards: graduated, linear, continuous or binary (rewards.py)."
         },
     )
+    field_credit: bool = field(
+        default=False,
+        metadata={
+            "help": "Give each field of a P: answer (moves, evaluations, best move) the group advantage of its "
+            "own verdict instead of one advantage for the whole completion (rookworld_trl/credit.py). Needs "
+            "policy_reward among reward_funcs."
+        },
+    )
     dataset_path: str | None = field(
         default=None, metadata={"help": "Local dataset dir/file or hub id, read by rookworld_trl.data."}
     )
@@ -188,6 +196,8 @@ class RookWorldGRPOConfig(GRPOConfig):
     def __post_init__(self):
         if not self.reward_funcs:
             raise ValueError("reward_funcs is empty: name at least one, e.g. ['policy_reward', 'env_reward']")
+        if self.field_credit and "policy_reward" not in self.reward_funcs:
+            raise ValueError("field_credit needs policy_reward among reward_funcs (it reads its components)")
         if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
             raise ValueError(
                 f"reward_weights has {len(self.reward_weights)} entries, "

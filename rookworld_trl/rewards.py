@@ -465,6 +465,7 @@ def make_policy_reward(*, engine: EnginePool | None = None, shaping: str = "grad
         for i, (reward, parts) in zip(mine, scored, strict=True):
             rewards[i], components[i] = reward, parts
         log_components("policy", POLICY_COMPONENTS, components, log_metric, log_extra)
+        policy_reward.last_components = components  # per sample, for field credit (rookworld_trl/credit.py)
         return rewards
 
     policy_reward.grader = grader  # for tests and benchmarks: the memo and the pool's counters
