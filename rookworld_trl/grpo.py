@@ -391,6 +391,10 @@ def train(trainer: RookWorldGRPOTrainer, initial_model: str | None = None) -> in
         checkpoints.write_model_card(trainer, final, initial_model, eval_md)
     if args.push_to_hub:
         checkpoints.push_final(trainer, final)
+    if trainer.accelerator.is_main_process:
+        from rookworld_trl.report import run_summary
+
+        print(run_summary(args.output_dir))
     return 0
 
 

@@ -186,6 +186,48 @@ def report(run: str, out_dir: str | None = None, metrics: str = "metrics.jsonl")
     return written
 
 
+HEADLINE = {  # eval.json suite/figure -> how the end-of-run summary names it
+    ("policy", "greedy/legal_best_move"): "P: legal best move",
+    ("policy", "greedy/best_move_accuracy"): "P: best move = engine's top 1",
+    ("policy", "greedy/reward"): "P: reward (graduated)",
+    ("env", "next_state_accuracy"): "A: next state exact",
+}
+
+
+def run_summary(run: str, metrics: str = "metrics.jsonl") -> str:
+    """A few lines for the end of a run: the training reward's trend and the before/after headline figures
+    (from `run/eval/eval.json`, if the run has one) with paired 95% intervals."""
+    lines = [f"run summary: {run}"]
+    path = os.path.join(run, metrics)
+    rewards = series(read_metrics(path)).get("reward", ([], []))[1] if os.path.isfile(path) else []
+    if trend := quarter_trend(rewards):
+        first, last, (low, high) = trend
+        lines.append(
+            f"  training reward  first quarter {first:.3f} -> last quarter {last:.3f}  "
+            f"{last - first:+.3f} [{low:+.3f}, {high:+.3f}]"
+        )
+    eval_json = os.path.join(run, "eval", "eval.json")
+    if os.path.isfile(eval_json):
+        with open(eval_json) as f:
+            suites = json.load(f)["suites"]
+        for (suite, name), label in HEADLINE.items():
+            row = suites.get(suite, {}).get(name)
+            if not row or "delta" not in row:
+                continue
+            d = row["delta"]
+            scale, digits, unit = (100, 1, "%") if row["percent"] else (1, 3, "")
+            before, after = (f"{row[k]['value'] * scale:.{digits}f}{unit}" for k in ("baseline", "model"))
+            delta, low, high = (f"{x * scale:+.{digits}f}" for x in (d["value"], *d["ci"]))
+            sig = "*" if d["ci"][0] > 0 or d["ci"][1] < 0 else ""  # the interval excludes 0
+            lines.append(
+                f"  {label:<31}{before:>7} -> {after:>7}  {delta} [{low}, {high}]{sig} (n={row['model']['n']})"
+            )
+    lines.append(
+        f"  outputs: {run}/final, {run}/eval/eval.md, {run}/report/ (learning_curve.png, reward.png)"
+    )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rookworld report", description=__doc__.splitlines()[0])
     parser.add_argument("run", help="a training output_dir, or its metrics JSONL file")

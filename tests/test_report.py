@@ -5,7 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from rookworld_trl.report import main, moving_average, panel_keys, quarter_trend, read_metrics, report, series
+from rookworld_trl.report import (
+    main,
+    moving_average,
+    panel_keys,
+    quarter_trend,
+    read_metrics,
+    report,
+    run_summary,
+    series,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -111,3 +120,20 @@ def test_series_and_panels():
 def test_missing_metrics_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
         report(str(tmp_path))
+
+
+def test_run_summary_has_the_trend_and_the_headline_figures(tmp_path):
+    run = write_run(tmp_path, [{**grpo_row(s), "reward": 0.3 + 0.01 * s} for s in range(1, 21)])
+    (run / "eval").mkdir()
+    legal = {
+        "percent": True,
+        "model": {"value": 0.7, "ci": [0.66, 0.74], "n": 500},
+        "baseline": {"value": 0.62, "ci": [0.58, 0.66], "n": 500},
+        "delta": {"value": 0.08, "ci": [0.05, 0.11]},
+    }
+    (run / "eval" / "eval.json").write_text(
+        json.dumps({"suites": {"policy": {"greedy/legal_best_move": legal}}})
+    )
+    text = run_summary(str(run))
+    assert "first quarter 0.330 -> last quarter 0.480  +0.150" in text
+    assert "P: legal best move" in text and "62.0% ->   70.0%  +8.0 [+5.0, +11.0]* (n=500)" in text
