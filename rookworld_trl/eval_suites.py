@@ -115,7 +115,9 @@ def policy_figures(fen: str, completion: str, analysis: Sequence[MoveEval], eval
         return max(-eval_clip, min(eval_clip, x))
 
     errors = [abs(clip(said[e.move]) - clip(e.pawns)) for e in analysis if e.move in said]
-    why = illegal_kind(chess.Board(fen), parsed.best)
+    board = chess.Board(fen)
+    why = illegal_kind(board, parsed.best)
+    listed = dict.fromkeys(parsed.moves)
     return {
         "invalid": float(not parsed.ok),
         "format_valid": float(parsed.exact),  # strict: widths and numbers as the renderer writes them
@@ -124,6 +126,9 @@ def policy_figures(fen: str, completion: str, analysis: Sequence[MoveEval], eval
         "best_move_accuracy": float(parsed.best == top[0]),
         "top5_move_accuracy": float(parsed.best in top),
         "candidate_overlap": len(set(parsed.moves) & set(top)) / len(top),
+        # distinct legal moves listed in M:, out of the five asked for (or all legal moves, if fewer)
+        "legal_moves": sum(legal_move(board, m) is not None for m in listed)
+        / max(len(parsed.moves), len(top)),
         "eval_mae": sum(errors) / len(errors) if errors else None,
         # The graduated training reward; a move outside the engine's top 5 is graded as the 5th line (an
         # upper bound: the eval has the root analysis only, training also searches that move).

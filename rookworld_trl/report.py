@@ -23,11 +23,13 @@ PANELS: dict[str, tuple[str, ...]] = {
     # held-out figures of the in-training eval (eval_every_steps): is the run learning?
     "learning_curve": (
         "eval/policy/greedy/legal_best_move",
+        "eval/policy/greedy/legal_moves",
         "eval/policy/greedy/best_move_accuracy",
         "eval/policy/greedy/reward",
         "eval/env/next_state_accuracy",
     ),  # fmt: skip
-    "reward": ("reward", "reward_std", "rewards/*/mean", "frac_reward_zero_std"),
+    "reward": ("reward", "rewards/*/mean"),
+    "reward_spread": ("reward_std", "frac_reward_zero_std"),  # zero-std groups carry no gradient
     "policy_cp_loss": ("policy/cp_loss",),  # centipawns: apart from the fractions below
     "reward_components_policy": ("policy/*",),
     "reward_components_env": ("env/*",),
@@ -188,6 +190,7 @@ def report(run: str, out_dir: str | None = None, metrics: str = "metrics.jsonl")
 
 HEADLINE = {  # eval.json suite/figure -> how the end-of-run summary names it
     ("policy", "greedy/legal_best_move"): "P: legal best move",
+    ("policy", "greedy/legal_moves"): "P: legal moves listed",
     ("policy", "greedy/best_move_accuracy"): "P: best move = engine's top 1",
     ("policy", "greedy/reward"): "P: reward (graduated)",
     ("env", "next_state_accuracy"): "A: next state exact",

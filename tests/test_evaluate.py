@@ -93,6 +93,7 @@ def test_policy_suite_scripted(pool):
         "best_move_accuracy": 0.25,
         "top5_move_accuracy": 0.5,
         "candidate_overlap": pytest.approx((1 + 2 / len(a1) + 0 + 0) / 4),
+        "legal_moves": pytest.approx((1 + 2 / 5 + 0 + 0) / 4),  # out of five; a1a8 is blocked
         "eval_mae": pytest.approx((0 + 1.0) / 2),
         # the training reward: 1.0 for the engine's line, -0.3 for garbage, the graded middle two as
         # rewards.score_policy grades them (tested on its own in test_rewards.py)
