@@ -13,6 +13,8 @@ the narrowest seam of GRPOTrainer / Trainer:
     or diverged step (loss or gradient-norm spike, weights blown up, KL far above kl_stop) skips its update,
     restores an in-memory snapshot from before the bad update (weights + optimizer), cuts the LR and saves
     the batch to output_dir/nan_batches/;
+  - field credit (`field_credit`): per-field (B, T) advantages of P: answers, rookworld_trl/credit.py,
+    in `_generate_and_score_completions`;
   - GPT-2 positions from the attention mask when TRL scores left-padded rows (policy and reference);
   - reference model on its own device (`ref_model_device`): `_get_per_token_logps_and_entropies`;
   - checkpoint tiers with verified completion markers and resume modes (rookworld_trl/checkpoints.py); a
@@ -30,6 +32,7 @@ import math
 import os
 import shutil
 import sys
+import warnings
 
 import torch
 from transformers.trainer import TRAINER_STATE_NAME
@@ -420,6 +423,10 @@ def _hub_offline() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # TRL 1.16 reads transformers' deprecated `is_gradient_checkpointing` at every generation: one warning a step
+    warnings.filterwarnings(
+        "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+    )
     parser = stage_parser((RookWorldGRPOConfig, ModelConfig), "train")  # one-line errors, no usage dump
     args, model_args = parser.parse_args_and_config(argv)
     checkpoints.check_output_dir(args.output_dir)  # before the engine cache or logs write there

@@ -122,7 +122,7 @@ def plot(panel: str, keys: list[str], data: dict, path: str) -> None:
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(9, 3.6))
     for key in keys:
         steps, values = data[key]
         if panel in UNSMOOTHED or len(steps) < 10:
@@ -138,7 +138,7 @@ def plot(panel: str, keys: list[str], data: dict, path: str) -> None:
     ax.set_title(panel)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the plot, never over a line
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
