@@ -54,6 +54,9 @@ def test_recipes_cover_the_documented_setups():
         8,
         True,
     )
+    for name in RECIPES:  # every GRPO recipe trains with the reward options the CPU experiments chose
+        args = parse(name.name)[0]
+        assert (args.reward_shaping, args.field_credit) == ("dense", True), name.name
     # CLI flags override the recipe
     args, _ = parser.parse_args_and_config(
         ["--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--kl_stop", "70", "--max_steps", "3"]
