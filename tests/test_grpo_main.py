@@ -39,8 +39,9 @@ def test_recipes_cover_the_documented_setups():
     parser = TrlParser((RookWorldGRPOConfig, ModelConfig))
     extra = [] if torch.cuda.is_available() else ["--use_cpu", "true"]
 
-    def parse(name):
-        return parser.parse_args_and_config(["--config", str(ROOT / "recipes" / name), *extra])
+    def parse(name):  # a fresh parser each time: TrlParser keeps a recipe's values as its defaults
+        fresh = TrlParser((RookWorldGRPOConfig, ModelConfig))
+        return fresh.parse_args_and_config(["--config", str(ROOT / "recipes" / name), *extra])
 
     assert parse("grpo_two_gpu_ref_offload.yaml")[0].ref_model_device == "cuda:1"
     assert parse("grpo_lora.yaml")[1].use_peft is True
