@@ -133,7 +133,7 @@ def test_main_trains_from_the_tiny_recipe(model_dir, tmp_path):  # noqa: F811
     code = main(
         ["--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--model_name_or_path", model_dir,
          "--dataset_path", str(data), "--output_dir", str(out), "--reward_funcs", "env_reward",
-         "--reward_weights", "1.0", "--mix_env_ratio", "1.0", "--max_steps", "2",
+         "--reward_weights", "1.0", "--field_credit", "false", "--mix_env_ratio", "1.0", "--max_steps", "2",
          "--max_completion_length", "16", "--eval_samples", "4", "--eval_split", "train",
          "--disable_tqdm", "true"]
     )  # fmt: skip
