@@ -6,7 +6,7 @@ legal is decided by its ~4 tokens, yet with one sequence advantage the ~36 other
 differ between samples for reasons unrelated to B:) are pushed up or down with it, which is noise. Here each
 field's tokens get the group-normalized advantage of that field's own verdict:
 
-    M: distinct legal moves listed and their overlap with the engine's top 5 (moves_legal, candidates)
+    M: distinct legal moves listed and their overlap with the engine's top 5 (legal_moves, candidates)
     E: the evaluations' accuracy (evals)
     B: the best move: legal, and its expected-score loss (best_legal, best)
 
@@ -29,7 +29,7 @@ FIELDS = ("M", "E", "B")  # token field index 0, 1, 2 in completion order
 def field_rewards(components: dict | None) -> tuple[float, float, float] | None:
     """(M, E, B) rewards of one P: sample from its policy-reward components; None for an A: sample.
 
-    >>> field_rewards({"parsed": 1.0, "widths": 1.0, "moves_legal": 1.0, "candidates": 1.0, "evals": 1.0,
+    >>> field_rewards({"parsed": 1.0, "widths": 1.0, "legal_moves": 1.0, "candidates": 1.0, "evals": 1.0,
     ...                "best_legal": 1.0, "best": 1.0})
     (1.0, 1.0, 1.0)
     """
@@ -38,13 +38,13 @@ def field_rewards(components: dict | None) -> tuple[float, float, float] | None:
     if not components["parsed"]:
         return PENALTY, PENALTY, PENALTY
     slip = LAYOUT_PENALTY * (1 - components["widths"])
-    moves = 0.5 * components["moves_legal"] + 0.5 * components["candidates"]
+    moves = 0.5 * components["legal_moves"] + 0.5 * components["candidates"]
     best = 0.5 * components["best_legal"] + 0.5 * components["best"]
     return moves - slip, components["evals"] - slip, best - slip
 
 
-def token_fields(texts: Sequence[str]) -> list[list[int]]:
-    """Per completion, the field (0 M, 1 E, 2 B) of each of its tokens, given the tokens' decoded texts.
+def token_fields(texts: Sequence[str]) -> list[int]:
+    """The field (0 M, 1 E, 2 B) of each token of one completion, given the tokens' decoded texts.
 
     A token belongs to the field its last character falls in (" B" is the B: field's); the fields start at
     the completion, at "E:" and at "B:" (a missing marker: the field is empty).

@@ -29,7 +29,7 @@ class RookWorldGRPOConfig(GRPOConfig):
     reward_shaping: str = field(
         default="graduated",
         metadata={
-            "help": "Shaping of the registry rewards: graduated, linear, continuous or binary (rewards.py)."
+            "help": "Shaping of the registry rewards: graduated, linear, continuous, dense or binary (rewards.py)."
         },
     )
     field_credit: bool = field(

@@ -57,7 +57,7 @@ ENV_COMPONENTS = (
     "reward_value", "terminated", "truncated",
 )  # fmt: skip
 POLICY_COMPONENTS = (
-    "parsed", "format", "widths", "best", "best_legal", "best_top5", "best_top1", "cp_loss", "moves_legal",
+    "parsed", "format", "widths", "best", "best_legal", "best_top5", "best_top1", "cp_loss", "legal_moves",
     "candidates", "evals",
 )  # fmt: skip
 
@@ -289,7 +289,7 @@ def score_policy(
         "best_top1": float(best_cp is not None and best_cp >= top_cp),
         "cp_loss": None if best_cp is None else float(min(1000, max(0, top_cp - best_cp))),
         # Distinct legal moves listed, out of at least n_expected: five legality verdicts per answer.
-        "moves_legal": sum(cp is not None for cp in move_cp.values()) / max(len(moves), n_expected),
+        "legal_moves": sum(cp is not None for cp in move_cp.values()) / max(len(moves), n_expected),
         # Out of at least n_expected, so that writing one good move does not earn full marks.
         "candidates": len(top5.intersection(distinct)) / max(len(moves), n_expected),
         "evals": eval_total / max(len(moves), len(parsed.evals), n_expected),
@@ -301,7 +301,7 @@ def score_policy(
     }
     # Tenths so that all-correct sums to exactly 1.0; the best move weighs most.
     if shaping == "dense":  # legality of every listed move and of B:, then the continuous quality of B:
-        legal = 3 * components["moves_legal"] + 2 * components["best_legal"]
+        legal = 3 * components["legal_moves"] + 2 * components["best_legal"]
         quality = (legal + 3 * best + components["candidates"] + components["evals"]) / 10
     else:
         quality = (

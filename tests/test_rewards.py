@@ -242,7 +242,7 @@ def test_dense_counts_every_listed_illegal_move(pool):
     lines.append(line(top, "e1e3"))
     dense = [r for r, _ in PolicyGrader(pool, "dense").score([QUEEN_UP] * 4, lines)]
     parts = [p for _, p in PolicyGrader(pool, "graduated").score([QUEEN_UP] * 4, lines)]
-    assert [p["moves_legal"] for p in parts] == [1.0, 0.8, 0.6, 1.0]
+    assert [p["legal_moves"] for p in parts] == [1.0, 0.8, 0.6, 1.0]
     assert dense[0] == 1.0 > dense[1] > dense[2] and dense[1] > dense[3]
     assert dense[0] - dense[1] == pytest.approx(0.8 * 0.3 * 0.2 + 0.8 * 0.1 * 0.2 + 0.8 * 0.1 * 0.2, abs=0.02)
 
