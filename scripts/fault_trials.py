@@ -102,7 +102,19 @@ def start(out: Path, *extra: str, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "rookworld_trl.grpo", *STAGE_ARGS, "--output_dir", str(out), *extra]
     env = {**os.environ, **ENV, "PYTHONPATH": str(ROOT)}
     with open(log, "ab") as f:
-        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_default_sigint,
+        )
+
+
+def _default_sigint() -> None:
+    # a shell's background jobs ignore SIGINT and children inherit that: give the stage a terminal's Ctrl-C
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_subprocess(out: Path, *extra: str, log: Path) -> tuple[int, str]:

@@ -126,7 +126,13 @@ def run_stage(model: str, out: Path, sleep: float) -> subprocess.Popen:
         "TOKENIZERS_PARALLELISM": "false",
     }
     return subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+        # a shell's background jobs ignore SIGINT and children inherit that: give the stage a terminal's Ctrl-C
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
