@@ -15,6 +15,7 @@ import fnmatch
 import json
 import math
 import os
+import statistics
 
 from rookworld_trl.metrics import Z95
 
@@ -66,13 +67,8 @@ def quarter_trend(values: list[float]) -> tuple[float, float, tuple[float, float
         return None
     q = len(values) // 4
     first, last = values[:q], values[-q:]
-
-    def mean_var(x):
-        m = sum(x) / len(x)
-        return m, sum((v - m) ** 2 for v in x) / (len(x) - 1)
-
-    (m1, v1), (m2, v2) = mean_var(first), mean_var(last)
-    half = Z95 * math.sqrt(v1 / len(first) + v2 / len(last))
+    m1, m2 = statistics.fmean(first), statistics.fmean(last)
+    half = Z95 * math.sqrt(statistics.variance(first) / q + statistics.variance(last) / q)
     return m1, m2, (m2 - m1 - half, m2 - m1 + half)
 
 

@@ -136,14 +136,20 @@ def run_stage(model: str, out: Path, sleep: float) -> subprocess.Popen:
     )
 
 
-def test_sigkill_then_auto_resume(model_dir, tmp_path):  # noqa: F811
-    out = tmp_path / "run"
-    proc = run_stage(model_dir, out, sleep=1.0)
+def started_until_checkpoint_2(model: str, out) -> subprocess.Popen:
+    """A slow stage, returned once its checkpoint-2 is complete (it is still training)."""
+    proc = run_stage(model, out, sleep=1.0)
     deadline = time.time() + 120
     while not checkpoints.is_complete(str(out / "checkpoint-2")):
         assert proc.poll() is None, proc.stdout.read()
         assert time.time() < deadline, "no checkpoint within 120 s"
         time.sleep(0.1)
+    return proc
+
+
+def test_sigkill_then_auto_resume(model_dir, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    proc = started_until_checkpoint_2(model_dir, out)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
@@ -168,12 +174,7 @@ def test_sigkill_then_auto_resume(model_dir, tmp_path):  # noqa: F811
 
 def test_ctrl_c_says_the_step_and_how_to_resume(model_dir, tmp_path):  # noqa: F811
     out = tmp_path / "run"
-    proc = run_stage(model_dir, out, sleep=1.0)
-    deadline = time.time() + 120
-    while not checkpoints.is_complete(str(out / "checkpoint-2")):
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.time() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.1)
+    proc = started_until_checkpoint_2(model_dir, out)
     proc.send_signal(signal.SIGINT)
     log, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, log
