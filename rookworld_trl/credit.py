@@ -1,7 +1,7 @@
 """Field-level credit for P: completions: each field of the answer gets the advantage of its own reward.
 
 GRPO gives every token of a completion the same advantage. A P: answer is ~40 tokens in three fields
-(FORMATS.md): the moves after `M:`, the evaluations after `E:` and the best move after `B:`. Whether `B:` is
+(docs/FORMATS.md): the moves after `M:`, the evaluations after `E:` and the best move after `B:`. Whether `B:` is
 legal is decided by its ~4 tokens, yet with one sequence advantage the ~36 others (evaluation digits that
 differ between samples for reasons unrelated to B:) are pushed up or down with it, which is noise. Here each
 field's tokens get the group-normalized advantage of that field's own verdict:

@@ -8,7 +8,7 @@ env (held-out A: transitions, also by transition kind), mate (mate-in-one positi
 games; BIG-bench `checkmate_in_one` too when --bigbench names its task.json), selfplay, match (against
 Stockfish at --skill_level). Items are drawn once with --seed, so model and baseline answer the same
 positions; each figure comes with a 95% interval and, with a baseline, a paired interval of the difference.
-The published RookWorld-LM figures (FORMATS.md) appear beside the figures they correspond to.
+The published RookWorld-LM figures (docs/FORMATS.md) appear beside the figures they correspond to.
 
 `EvalCallback` runs a small policy + environment evaluation every N steps of a training run.
 """
@@ -43,7 +43,7 @@ from .generation import generate_completions
 from .metrics import Metric, delta_interval
 
 SUITES = ("policy", "env", "mate", "selfplay", "match")
-BIGBENCH_REFERENCE = 0.137  # RookWorld-LM on BIG-bench checkmate_in_one (FORMATS.md)
+BIGBENCH_REFERENCE = 0.137  # RookWorld-LM on BIG-bench checkmate_in_one (docs/FORMATS.md)
 
 
 @dataclass

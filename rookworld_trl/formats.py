@@ -1,6 +1,6 @@
 """Render and parse the RookWorld `P:` (policy) and `A:` (environment) lines.
 
-This is the one place that knows the text formats of ../shared/FORMATS.md:
+This is the one place that knows the text formats of docs/FORMATS.md:
 
     P: <FEN ljust 90>M: <moves ljust 30>E: <evals ljust 40>B: <best>
     A: <FEN>+<move>+<history>+<new FEN>+<reward>+<terminated>+<truncated>
@@ -31,7 +31,7 @@ HISTORY_PLIES = 10  # A: history keeps the last 10 half-moves, the move itself i
 POLICY_PREFIX, ENV_PREFIX = "P: ", "A: "
 UCI_RE = re.compile(r"^[a-h][1-8][a-h][1-8][qrbn]?$")
 
-# A: reward values (FORMATS.md): legal move and the game goes on, a win by mate, a draw, an illegal move.
+# A: reward values (docs/FORMATS.md): legal move and the game goes on, a win by mate, a draw, an illegal move.
 REWARD_LEGAL, REWARD_WIN, REWARD_DRAW, REWARD_ILLEGAL = 0.001, 1.0, 0.5, -1.0
 
 
@@ -82,7 +82,7 @@ def policy_prompt(fen: str) -> str:
 
 
 def policy_completion(moves: Sequence[str], evals: Sequence[float], best: str) -> str:
-    """Everything after `M:`; the widths are those of the full line (FORMATS.md)."""
+    """Everything after `M:`; the widths are those of the full line (docs/FORMATS.md)."""
     evals_text = " ".join(format_number(e) for e in evals)
     return " " + " ".join(moves).ljust(MOVES_WIDTH) + "E: " + evals_text.ljust(EVALS_WIDTH) + "B: " + best
 
@@ -90,7 +90,7 @@ def policy_completion(moves: Sequence[str], evals: Sequence[float], best: str) -
 def render_policy(
     fen: str, moves: Sequence[str], evals: Sequence[float], best: str, rng: random.Random | None = None
 ) -> str:
-    """The full P: line. With `rng`, moves and their evals are shuffled together (FORMATS.md)."""
+    """The full P: line. With `rng`, moves and their evals are shuffled together (docs/FORMATS.md)."""
     if len(moves) != len(evals):
         raise FormatError(f"P: evals: {len(moves)} moves but {len(evals)} evals for {fen}")
     if best not in moves:
@@ -298,7 +298,7 @@ def parse_policy_completion(text: str) -> ParsedPolicy:
         out.errors["best"] = f"not UCI: {best_tokens[0][:12]!r}"
     else:
         out.best = best_tokens[0]
-    if out.ok:  # the fixed widths are part of the format (FORMATS.md): compare with the renderer's layout
+    if out.ok:  # the fixed widths are part of the format (docs/FORMATS.md): compare with the renderer's layout
         out.exact = text.split("M:", 1)[1] == policy_completion(out.moves, out.evals, out.best)
     return out
 

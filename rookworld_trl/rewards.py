@@ -9,7 +9,7 @@ and `log_extra` (one value per sample in the completions table) when the trainer
 - `policy_reward` (built by `make_policy_reward(pool)`): graded against Stockfish through an `EnginePool`.
   A dataset label counts only as a cache of the engine at the pool's own limit; it is never the judge.
 
-Scale (FORMATS.md): -0.3 unparseable; otherwise a shaping of the per-task checks and quality:
+Scale (docs/FORMATS.md): -0.3 unparseable; otherwise a shaping of the per-task checks and quality:
 graduated (default) 0.2 format only / 0.4 some checks / 0.6 most / 0.8 near perfect / 1.0 all;
 linear 0.2 + 0.8 x fraction of checks; continuous 0.2 + 0.8 x weighted smooth quality; dense as continuous,
 with a P: quality that also grades the legality of every listed move (five verdicts per sample instead of
@@ -310,7 +310,7 @@ def score_policy(
     components["widths"] = float(parsed.exact)
     reward = shape(checks, quality, shaping)
     if not parsed.exact:
-        # The fixed widths (FORMATS.md) cost at every level: a weak model's answers fail some other check
+        # The fixed widths (docs/FORMATS.md) cost at every level: a weak model's answers fail some other check
         # anyway, so inside a check they would carry no signal, sampling would drift in the padding, and
         # greedy output would lose the format (seen in the default GRPO run).
         reward = 0.0 if shaping == "binary" else round(reward - LAYOUT_PENALTY, 6)

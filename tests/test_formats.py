@@ -1,4 +1,4 @@
-"""The P:/A: text formats: exact rendering (FORMATS.md), round trips, tolerant parsing, the token split.
+"""The P:/A: text formats: exact rendering (docs/FORMATS.md), round trips, tolerant parsing, the token split.
 
 .venv/bin/pytest tests/test_formats.py -q
 """

@@ -56,7 +56,7 @@ def pool():
 
 
 def true_completion(analysis, rng=None):
-    """The engine's own answer as a P: completion, moves shuffled (FORMATS.md) when `rng` is given."""
+    """The engine's own answer as a P: completion, moves shuffled (docs/FORMATS.md) when `rng` is given."""
     lines = list(analysis[:5])
     if rng is not None:
         rng.shuffle(lines)
