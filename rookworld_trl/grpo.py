@@ -30,43 +30,26 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import warnings
 
 import torch
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import TrainerState
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from trl import GRPOTrainer, ModelConfig, get_peft_config
-from trl.trainer import grpo_trainer as trl_grpo_trainer
-from trl.trainer.utils import print_prompt_completions_sample
+from trl import ModelConfig, get_peft_config
 
-from rookworld_trl import checkpoints, credit
+from rookworld_trl import checkpoints, credit, publish
 from rookworld_trl.cli import stage_parser
 from rookworld_trl.grpo_config import RookWorldGRPOConfig
 from rookworld_trl.grpo_safety import StepGuard
-from rookworld_trl.modeling import (
-    load_model_and_tokenizer,
-    tied_parameter_names,
-    use_fused_gelu,
-    use_padding_aware_positions,
-)
+from rookworld_trl.metrics_log import JSONLMetricsCallback
+from rookworld_trl.modeling import load_model_and_tokenizer, use_fused_gelu, use_padding_aware_positions
 from rookworld_trl.replay import Replay, replay_loss
+from rookworld_trl.trl_compat import GRPOSeams
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "rookworld_state.json"  # our controller state inside each checkpoint
-
-
-def _print_sample_without_extra(*args, extra=None, **kwargs):
-    """TRL's console sample of completions without the `extra` columns: our 21 reward components squash the
-    table to empty cells in any terminal. The completions Parquet and the trackers still get them."""
-    return print_prompt_completions_sample(*args, **kwargs)
-
-
-# TRL's GRPOTrainer.log calls this module-level name; no narrower seam exists.
-trl_grpo_trainer.print_prompt_completions_sample = _print_sample_without_extra
 
 
 def warmup_cosine_linear(
@@ -86,7 +69,7 @@ def warmup_cosine_linear(
     return max(0.0, floor * (total_steps - step) / max(1, total_steps - decay_start))
 
 
-class RookWorldGRPOTrainer(GRPOTrainer):
+class RookWorldGRPOTrainer(GRPOSeams):
     """GRPOTrainer with adaptive KL, a KL guard, NaN/Inf rollback, ref-model offload, checkpoint tiers and
     supervised replay.
 
@@ -95,9 +78,11 @@ class RookWorldGRPOTrainer(GRPOTrainer):
     After `train()` returns, `halt_reason` is None for a normal end, else a message saying why it stopped.
     """
 
-    def __init__(self, *args, replay_dataset=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._ref_device = self._place_ref_model(self.args.ref_model_device)
+    def __init__(self, model, reward_funcs, args: RookWorldGRPOConfig, *rest, replay_dataset=None, **kwargs):
+        # Trainer would push output_dir (stable/, Parquet, engine cache) at every save: publish.py pushes final/
+        self.publish_to_hub, args.push_to_hub = args.push_to_hub, False
+        super().__init__(model, reward_funcs, args, *rest, **kwargs)
+        self.ref_device = self._place_ref_model(self.args.ref_model_device)
         for model in (self.model, self.ref_model):  # TRL loads the reference itself, not through our loader
             if model is not None:
                 use_fused_gelu(model)
@@ -117,9 +102,7 @@ class RookWorldGRPOTrainer(GRPOTrainer):
             )
         self.add_callback(self.guard)
         if self.args.metrics_jsonl:
-            self.add_callback(
-                checkpoints.JSONLMetricsCallback(os.path.join(self.args.output_dir, self.args.metrics_jsonl))
-            )
+            self.add_callback(JSONLMetricsCallback(os.path.join(self.args.output_dir, self.args.metrics_jsonl)))
 
     @property
     def halt_reason(self) -> str | None:
@@ -160,27 +143,9 @@ class RookWorldGRPOTrainer(GRPOTrainer):
         self.ref_model.to(device)
         return device
 
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, *args, **kwargs):
-        # TRL calls this for the policy and (with self.ref_model) for the reference; only the latter may move.
-        if self._ref_device is None or model is not self.ref_model or input_ids.device == self._ref_device:
-            return super()._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, *args, **kwargs
-            )
-        home = input_ids.device
-
-        def move(x, device=self._ref_device):
-            return x.to(device) if torch.is_tensor(x) else x
-
-        kwargs = {k: move(v) for k, v in kwargs.items()}
-        out = super()._get_per_token_logps_and_entropies(
-            model, move(input_ids), move(attention_mask), *args, **kwargs
-        )
-        return tuple(move(o, home) for o in out)
-
     # ---- field-level credit (rookworld_trl/credit.py) ----
 
-    def _generate_and_score_completions(self, inputs):
-        output = super()._generate_and_score_completions(inputs)
+    def shape_advantages(self, output):
         if self.args.field_credit and self.model.training:
             output["advantages"] = self._field_advantages(output["advantages"], output["completion_ids"])
         return output
@@ -208,23 +173,22 @@ class RookWorldGRPOTrainer(GRPOTrainer):
             self.guard.record_inputs(inputs)
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if self.replay is not None and self.model.training:
-            # self._step counts micro-batches (restored on resume): the replayed rows follow the run
-            supervised = replay_loss(model, self.replay.batch(self._step, loss.device))
-            self._metrics["train"]["replay_loss"].append(supervised.item())
-            loss = loss + self.args.replay_coef * supervised
+            # the replayed rows follow the micro-step count (restored on resume); scaled for accumulation
+            # like TRL's own loss, so replay weighs replay_coef whatever gradient_accumulation_steps is
+            supervised = replay_loss(model, self.replay.batch(self.micro_step, loss.device))
+            self.log_metric("replay_loss", supervised.item())
+            loss = loss + self.args.replay_coef * supervised / self.current_gradient_accumulation_steps
         return loss
 
     def training_step(self, model, inputs, num_items_in_batch):
-        kl = self._metrics["train"]["kl"]  # TRL appends one value per micro-batch when beta != 0
+        kl = self.metric_values("kl")  # TRL appends one value per micro-batch when beta != 0
         seen = len(kl)
         loss = super().training_step(model, inputs, num_items_in_batch)
         self.guard.record_step(loss, kl[seen:])
         return loss
 
-    def _clip_grad_norm(self, model):
-        norm = super()._clip_grad_norm(model)
+    def on_grad_norm(self, norm):
         self.guard.record_grad_norm(norm)  # the norm before clipping: the guard's spike check needs it
-        return norm
 
     # ---- LR schedule ----
 
@@ -238,54 +202,22 @@ class RookWorldGRPOTrainer(GRPOTrainer):
             min_ratio=self.args.lr_cosine_min_ratio,
             final_decay_ratio=self.args.lr_final_decay_ratio,
         )
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, schedule)
-        self._created_lr_scheduler = True  # as Trainer does, so that a second train() builds a fresh one
+        self.adopt_scheduler(torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, schedule))
         return self.lr_scheduler
 
     # ---- checkpoints ----
 
-    def _save_checkpoint(self, model, trial):
-        run_dir = self._get_output_dir(trial=trial)
-        path = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        if self.args.should_save and os.path.isdir(path):
-            shutil.rmtree(
-                path
-            )  # left by a run resumed from an earlier step: its marker must not bless new files
-        try:
-            super()._save_checkpoint(model, trial)
-            self.accelerator.wait_for_everyone()  # every rank's files are written before the marker
-            if self.args.should_save:
-                state = {
-                    "beta": self.beta,
-                    "nan_recoveries": self.guard.nan_recoveries,
-                    "healthy": self.guard.healthy,
-                }
-                checkpoints.write_json_atomic(os.path.join(path, STATE_FILE), state)
-                checkpoints.mark_complete(path, self.state.global_step)
-                if self.args.save_stable and self.guard.healthy:
-                    checkpoints.promote_to_stable(path, run_dir)
-        except Exception as e:  # a full disk surfaces as OSError, or RuntimeError from torch.save's writer
-            error = checkpoints.save_error(e, f"saving {os.path.basename(path)}", path)
-            if error is None:
-                raise
-            shutil.rmtree(path, ignore_errors=True)  # unmarked, so never resumed from; it only takes space
-            shutil.rmtree(os.path.join(run_dir, f"{checkpoints.STABLE_DIR}.tmp"), ignore_errors=True)
-            raise error from None
+    def checkpoint_written(self, path):
+        state = {"beta": self.beta, "nan_recoveries": self.guard.nan_recoveries, "healthy": self.guard.healthy}
+        checkpoints.write_json_atomic(os.path.join(path, STATE_FILE), state)
 
-    def _issue_warnings_after_load(self, load_result):
-        # Tied weights (GPT-2's lm_head.weight is wte) are not stored, so Trainer reports them missing on every
-        # resume although the model ties them itself
-        tied = tied_parameter_names(self.model)
-        missing = [k for k in load_result.missing_keys if k not in tied]
-        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
+    def checkpoint_complete(self, path):
+        if self.args.save_stable and self.guard.healthy:
+            checkpoints.promote_to_stable(path, os.path.dirname(path))
+        if self.publish_to_hub and self.args.push_checkpoints:
+            publish.push_checkpoint(self.args, path)
 
-    def _load_optimizer_and_scheduler(self, checkpoint):
-        # Trainer calls this on resume only, after the TrainerState is loaded: restore what TRL and we keep
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None:
-            return
-        # TRL counts micro-batches in self._step to decide when to generate; continue the count
-        self._step = self.state.global_step * self.args.gradient_accumulation_steps
+    def on_resume(self, checkpoint):
         path = os.path.join(checkpoint, STATE_FILE)
         if os.path.isfile(path):
             with open(path) as f:
@@ -368,7 +300,7 @@ def train(trainer: RookWorldGRPOTrainer, initial_model: str | None = None) -> in
         return 0
     if done is not None:  # killed while saving final/ or evaluating: finish those, train no extra step
         checkpoints.say(f"{resume} is at max_steps ({done}) but final/ is incomplete: writing it")
-        trainer._load_from_checkpoint(resume)
+        trainer.load_weights(resume)
         trainer.state = TrainerState.load_from_json(os.path.join(resume, TRAINER_STATE_NAME))
     else:
         if resume:
@@ -391,9 +323,9 @@ def train(trainer: RookWorldGRPOTrainer, initial_model: str | None = None) -> in
         eval_md = None
         if initial_model and args.eval_samples > 0:
             eval_md = before_after_eval(args, initial_model, final)
-        checkpoints.write_model_card(trainer, final, initial_model, eval_md)
-    if args.push_to_hub:
-        checkpoints.push_final(trainer, final)
+        publish.write_model_card(trainer, final, initial_model, eval_md)
+        if trainer.publish_to_hub:
+            publish.upload(args, final)
     if trainer.accelerator.is_main_process:
         from rookworld_trl.report import run_summary
 

@@ -184,6 +184,20 @@ class RookWorldGRPOConfig(GRPOConfig):
         default=200,
         metadata={"help": "Positions and transitions per suite in the before/after eval (0: no final eval)."},
     )
+    push_checkpoints: bool = field(
+        default=False,
+        metadata={
+            "help": "With push_to_hub, also upload each complete checkpoint's model files (to checkpoints/"
+            "checkpoint-N in the repo); final/ goes up at the end either way."
+        },
+    )
+    print_completions_every: int = field(
+        default=50,
+        metadata={
+            "help": "With log_completions, print a sample table of completions on the console every N steps "
+            "(0: never); the completions Parquet is still written at every logging step."
+        },
+    )
     resume_from_checkpoint: str | None = field(
         default=None,
         metadata={

@@ -21,6 +21,8 @@ import sys
 import torch
 from transformers import TrainerCallback
 
+from rookworld_trl.trl_compat import set_logged_lr
+
 logger = logging.getLogger(__name__)
 
 # Divergence: finite numbers that no healthy step produces. Each threshold is orders of magnitude past normal,
@@ -156,9 +158,7 @@ def scale_lr(optimizer, scheduler, factor: float) -> None:
             group["initial_lr"] *= factor
     if scheduler is not None and hasattr(scheduler, "base_lrs"):
         scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
-        scheduler._last_lr = [
-            group["lr"] for group in optimizer.param_groups
-        ]  # what Trainer logs as learning_rate
+        set_logged_lr(scheduler, optimizer)
 
 
 def save_batch(micro_batches: list, path: str, **info) -> str:
@@ -289,11 +289,10 @@ class StepGuard(TrainerCallback):
                     )
             if self.healthy and state.global_step % args.nan_snapshot_steps == 0:
                 self.take_snapshot()
-        metrics = t._metrics["train"]  # TRL averages these into the next log entry
-        metrics["beta"].append(t.beta)
-        metrics["nan_recoveries"].append(self.nan_recoveries)
+        t.log_metric("beta", t.beta)
+        t.log_metric("nan_recoveries", self.nan_recoveries)
         for name, value in memory_metrics().items():
-            metrics[name].append(value)
+            t.log_metric(name, value)
         self._kl, self._inputs, self._bad, self._loss, self._blame_previous = [], [], None, 0.0, False
         self._measured, self._grad_norm = {}, None
 
@@ -350,7 +349,7 @@ class StepGuard(TrainerCallback):
             group["lr"] = lr  # the schedule keeps its course; only the cut below changes it
         scale_lr(t.optimizer, t.lr_scheduler, args.nan_lr_factor)
         t.beta = self._snapshot.extra["beta"]
-        t._buffered_inputs = None  # TRL's buffered completions and old log-probs came from the bad weights
+        t.drop_buffered_completions()  # TRL's buffered completions and old log-probs came from the bad weights
         what = self._bad if self._bad.startswith("diverged") else f"non-finite {self._bad}"
         logger.warning(
             f"{what} at step {step}: update skipped, weights + optimizer restored from step "

@@ -18,6 +18,7 @@ import os
 import statistics
 
 from rookworld_trl.metrics import Z95
+from rookworld_trl.metrics_log import read_jsonl
 
 # panel -> key patterns (fnmatch), in plotting order
 PANELS: dict[str, tuple[str, ...]] = {
@@ -70,20 +71,6 @@ def quarter_trend(values: list[float]) -> tuple[float, float, tuple[float, float
     m1, m2 = statistics.fmean(first), statistics.fmean(last)
     half = Z95 * math.sqrt(statistics.variance(first) / q + statistics.variance(last) / q)
     return m1, m2, (m2 - m1 - half, m2 - m1 + half)
-
-
-def read_metrics(path: str) -> list[dict]:
-    """The rows of a metrics JSONL (blank lines skipped); a torn last line from a killed run is ignored."""
-    rows = []
-    with open(path) as f:
-        lines = [line for line in f if line.strip()]
-    for k, line in enumerate(lines):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if k < len(lines) - 1:
-                raise
-    return rows
 
 
 def series(rows: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
@@ -171,7 +158,7 @@ def report(run: str, out_dir: str | None = None, metrics: str = "metrics.jsonl")
         raise FileNotFoundError(f"no metrics file at {path} (the GRPO stage writes output_dir/{metrics})")
     out_dir = out_dir or os.path.join(os.path.dirname(os.path.abspath(path)), "report")
     os.makedirs(out_dir, exist_ok=True)
-    rows = read_metrics(path)
+    rows = read_jsonl(path)
     data = series(rows)
     panels = panel_keys(data)
     written = {}
@@ -198,7 +185,12 @@ def run_summary(run: str, metrics: str = "metrics.jsonl") -> str:
     (from `run/eval/eval.json`, if the run has one) with paired 95% intervals."""
     lines = [f"run summary: {run}"]
     path = os.path.join(run, metrics)
-    rewards = series(read_metrics(path)).get("reward", ([], []))[1] if os.path.isfile(path) else []
+    rows = read_jsonl(path) if os.path.isfile(path) else []
+    runtime = [row["train_runtime"] for row in rows if "train_runtime" in row]
+    if rows:
+        time = f" in {runtime[-1] / 60:.1f} min (this session)" if runtime else ""
+        lines.append(f"  steps trained    {max(row.get('step', 0) for row in rows)}{time}")
+    rewards = series(rows).get("reward", ([], []))[1]
     if trend := quarter_trend(rewards):
         first, last, (low, high) = trend
         lines.append(
@@ -221,9 +213,8 @@ def run_summary(run: str, metrics: str = "metrics.jsonl") -> str:
             lines.append(
                 f"  {label:<31}{before:>7} -> {after:>7}  {delta} [{low}, {high}]{sig} (n={row['model']['n']})"
             )
-    lines.append(
-        f"  outputs: {run}/final, {run}/eval/eval.md, {run}/report/ (learning_curve.png, reward.png)"
-    )
+    outputs = [os.path.join(run, p) for p in ("final", "eval/eval.md", "report/report.md", "completions")]
+    lines.append(f"  outputs: {', '.join(p for p in outputs if os.path.exists(p))}")
     return "\n".join(lines)
 
 

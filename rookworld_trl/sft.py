@@ -9,7 +9,8 @@ The data is the prompt/completion split of FORMATS.md; SFTTrainer appends `<|end
 completion (the model learns to stop, as in the original training) and, by default for this kind of
 data, puts the loss on the completion tokens only (`completion_only_loss`).
 
-Outputs in `output_dir`: checkpoints (resume with `--resume_from_checkpoint last`), TensorBoard logs,
+Outputs in `output_dir`: checkpoints with verified completion markers as GRPO's (resume with
+`--resume_from_checkpoint auto`, or a checkpoint path), TensorBoard logs,
 `metrics.jsonl` (every log line; training logs carry `tokens_per_second`), and the final model and
 tokenizer (loadable with `rookworld_trl.modeling.load_model_and_tokenizer`). After training, greedy
 completions of held-out P: prompts give `parses`, `format_valid` and `legal_best_move`, defined as in
@@ -26,15 +27,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from transformers import AutoTokenizer, EarlyStoppingCallback
-from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer, TrlParser
 
-from .checkpoints import JSONLMetricsCallback
+from . import checkpoints
 from .environment import parse_board
 from .eval_suites import legal_best_move
 from .formats import parse_policy_completion, parse_policy_prompt
 from .generation import generate_completions
+from .metrics_log import JSONLMetricsCallback
 from .modeling import load_model_and_tokenizer, new_gpt2_model
+from .trl_compat import VerifiedCheckpoints
 
 
 @dataclass
@@ -152,7 +154,7 @@ class RookWorldSFTConfig(SFTConfig):
         super().__post_init__()
 
 
-class RookWorldSFTTrainer(SFTTrainer):
+class RookWorldSFTTrainer(VerifiedCheckpoints, SFTTrainer):
     """SFTTrainer that adds `tokens_per_second` to training logs, so TensorBoard, the progress bar and
     metrics.jsonl all show it. It is measured over the last logging interval with evaluation time left out
     (the Trainer's own `train_tokens_per_second` is a run average that includes evaluations)."""
@@ -242,13 +244,6 @@ def policy_checks(model, tokenizer, prompts: list[str], max_new_tokens: int, bat
     }
 
 
-def resolve_checkpoint(value: str | None, output_dir: str) -> str | None:
-    """`last` (or `true`) means the newest checkpoint in output_dir, if any; otherwise a path or None."""
-    if value is None or value.lower() not in ("last", "true"):
-        return value
-    return get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-
-
 def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_dataset, eval_dataset):
     """Build the model, train, save model + tokenizer in output_dir, check P: formats; return the trainer."""
     model, tokenizer = build_model(script_args)
@@ -274,7 +269,12 @@ def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_d
     )
     n_params = sum(p.numel() for p in model.parameters())
     trainer.accelerator.print(f"sft: {n_params / 1e6:.2f}M parameters, {len(train_dataset)} training samples")
-    trainer.train(resume_from_checkpoint=resolve_checkpoint(config.resume_from_checkpoint, config.output_dir))
+    checkpoints.check_output_dir(config.output_dir)
+    with trainer.accelerator.main_process_first():  # the main process moves damaged checkpoints aside first
+        resume = checkpoints.resolve_resume(config.resume_from_checkpoint, config.output_dir)
+    if resume:
+        checkpoints.say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
+    trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(config.output_dir)  # model + tokenizer (the best one with load_best_model_at_end)
 
     if config.format_check_samples and trainer.accelerator.is_main_process:

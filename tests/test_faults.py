@@ -22,6 +22,7 @@ from test_grpo import make_tiny_model_dir, make_trainer, model_dir, train_logs, 
 from transformers import TrainerCallback
 
 from rookworld_trl import checkpoints
+from rookworld_trl.metrics_log import JSONLMetricsCallback
 from rookworld_trl.grpo import RookWorldGRPOTrainer, train
 from rookworld_trl.grpo_safety import spike
 
@@ -160,7 +161,7 @@ def test_resume_does_not_warn_about_the_tied_lm_head(model_dir, tmp_path):  # no
     try:
         trainer = make_trainer(model_dir, tmp_path, max_steps=1, **SAVE)
         trainer.train()
-        trainer._load_from_checkpoint(str(tmp_path / "checkpoint-1"))
+        trainer.load_weights(str(tmp_path / "checkpoint-1"))
     finally:
         hf_logging.get_logger("transformers.trainer").removeHandler(handler)
     assert not [r for r in records if "missing keys" in r.getMessage()]
@@ -172,7 +173,7 @@ def test_resume_does_not_warn_about_the_tied_lm_head(model_dir, tmp_path):  # no
 def test_torn_metrics_line_is_dropped_with_a_warning_naming_the_file(tmp_path, capsys):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n{"step": 3, "lo')
-    callback = checkpoints.JSONLMetricsCallback(str(path))
+    callback = JSONLMetricsCallback(str(path))
 
     class State:
         is_world_process_zero, global_step = True, 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -200,20 +201,91 @@ def test_replay_loss_joins_the_grpo_loss(model_dir, tmp_path):
     assert len(losses) == 2 and all(math.isfinite(x) and x > 0.5 for x in losses)  # a random model's NLL
 
 
+def constant_reward(prompts, completions, **kwargs):
+    """Equal rewards: zero advantages, so TRL's loss and gradient are exactly zero and replay is all there is."""
+    return [0.5] * len(completions)
+
+
+class ReplayProbe(RookWorldGRPOTrainer):
+    """Records the loss each micro-batch returns and the replay rows it drew (both still computed as usual)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.losses, self.replayed, draw = [], [], self.replay.batch
+        self.replay.batch = lambda step, device: self.replayed.append(draw(step, device)) or self.replayed[-1]
+
+    def training_step(self, model, inputs, num_items_in_batch):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.losses.append(float(loss))
+        return loss
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_replay_weighs_replay_coef_whatever_the_accumulation(model_dir, tmp_path, accumulation):
+    # TRL divides its loss by the accumulation steps; replay must too, or it weighs accumulation x replay_coef
+    from rookworld_trl.replay import replay_loss
+
+    model, tokenizer = load_tiny(model_dir)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = {}
+
+    class Grads(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            grads.update({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+
+    coef = 0.7
+    trainer = ReplayProbe(
+        model=model,
+        reward_funcs=[constant_reward],
+        args=tiny_config(
+            tmp_path, max_steps=1, replay_coef=coef, replay_batch_size=2, max_grad_norm=0.0,
+            gradient_accumulation_steps=accumulation, reward_funcs=["test_grpo:constant_reward"],
+        ),  # fmt: skip
+        train_dataset=with_completions(tiny_dataset()),
+        processing_class=tokenizer,
+        callbacks=[Grads()],
+    )
+    trainer.train()
+    assert len(trainer.replayed) == accumulation
+    reference, _ = load_tiny(model_dir)
+    reference.load_state_dict(start)
+    supervised = [replay_loss(reference, batch) for batch in trainer.replayed]
+    expected = coef * sum(supervised) / accumulation  # the step's total loss: replay_coef x the mean NLL
+    expected.backward()
+    assert sum(trainer.losses) == pytest.approx(expected.item(), rel=1e-5)
+    for name, param in reference.named_parameters():
+        assert torch.allclose(grads[name], param.grad, atol=1e-6), name
+
+
 # ---- adaptive KL and the KL guard ----
 
 
-def test_console_sample_leaves_out_the_reward_components(capsys):
-    # TRL calls its module-level printer; ours drops the 21 component columns (kept in the Parquet)
-    from trl.trainer import grpo_trainer
+def components_reward(prompts, completions, log_extra=None, **kwargs):
+    """e_reward plus a component column, as our chess rewards report theirs (TRL's log_extra)."""
+    if log_extra is not None:
+        log_extra("policy/cp_loss", [987.0] * len(completions))
+    return e_reward(prompts, completions)
 
-    rewards = {"policy_reward": [0.4], "env_reward": [math.nan]}
-    extra = {"policy/cp_loss": [987.0]}
-    grpo_trainer.print_prompt_completions_sample(
-        ["P: 8/8/8/8/8/8/8/K6k w - - 0 1"], [" a1a2"], rewards, [0.5], 3, 1, extra=extra
+
+def test_completions_table_every_n_steps_without_the_reward_components(model_dir, tmp_path, capsys):
+    # through TRL's own log(): the console table at steps 2 and 4 only, the Parquet at every step with the column
+    model, tokenizer = load_tiny(model_dir)
+    trainer = RookWorldGRPOTrainer(
+        model=model,
+        reward_funcs=[components_reward],
+        args=tiny_config(tmp_path, max_steps=4, log_completions=True, num_completions_to_print=1,
+                         print_completions_every=2),  # fmt: skip
+        train_dataset=tiny_dataset(),
+        processing_class=tokenizer,
     )
+    trainer.train()
     out = capsys.readouterr().out
-    assert "policy_reward" in out and "Advantage" in out and "987" not in out  # headers get cut, values not
+    assert [int(n) for n in re.findall(r"Step (\d+)", out)] == [2, 4]
+    assert "components_reward" in out and "987" not in out
+    import pandas as pd
+
+    tables = sorted((tmp_path / "completions").glob("*.parquet"))
+    assert len(tables) == 4 and (pd.read_parquet(tables[0])["policy/cp_loss"] == 987.0).all()
 
 
 def test_adapt_beta_rule():
@@ -337,7 +409,7 @@ def test_lora_snapshot_holds_only_the_adapter_and_recovers(model_dir, tmp_path):
         max_steps=3,
     )
     assert (
-        trainer.ref_model is None and trainer._ref_device is None
+        trainer.ref_model is None and trainer.ref_device is None
     )  # the reference is the adapter-disabled policy
     trainer.train()
     assert trainer.halt_reason is None and trainer.guard.nan_recoveries == 1
@@ -353,7 +425,7 @@ def test_ref_model_device_cpu(model_dir, tmp_path):
     trainer = make_trainer(
         model_dir, tmp_path, beta=0.01, ref_model_device="cpu", learning_rate=5e-2, max_steps=3
     )
-    assert trainer._ref_device == torch.device("cpu")
+    assert trainer.ref_device == torch.device("cpu")
     assert all(p.device.type == "cpu" for p in trainer.ref_model.parameters())
     trainer.train()
     assert train_logs(trainer)[-1]["kl"] > 0.0
@@ -376,11 +448,11 @@ def test_ref_model_on_cpu_with_policy_on_gpu(model_dir, tmp_path):
     logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.ref_model, ids, mask, 6)
     assert logps.device == ids.device  # results come back to the policy's device
     trainer.ref_model.to(ids.device)  # the same computation with the reference on the GPU agrees
-    trainer._ref_device = ids.device
+    trainer.ref_device = ids.device
     on_gpu, _, _ = trainer._get_per_token_logps_and_entropies(trainer.ref_model, ids, mask, 6)
     torch.testing.assert_close(logps, on_gpu, atol=1e-4, rtol=1e-4)
     trainer.ref_model.to("cpu")
-    trainer._ref_device = torch.device("cpu")
+    trainer.ref_device = torch.device("cpu")
     trainer.train()
     assert math.isfinite(train_logs(trainer)[-1]["kl"])
 

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from rookworld_trl.metrics_log import read_jsonl
 from rookworld_trl.report import (
     main,
     moving_average,
     panel_keys,
     quarter_trend,
-    read_metrics,
     report,
     run_summary,
     series,
@@ -59,7 +59,7 @@ def test_report_writes_panels_and_summary(tmp_path):
         {"step": 3, "epoch": 0.3, "eval/policy/greedy/best_move_accuracy": 0.25, "eval/env/invalid": 0.0}
     )
     run = write_run(tmp_path, rows, torn=True)
-    assert len(read_metrics(str(run / "metrics.jsonl"))) == 4  # the torn last line of a killed run is dropped
+    assert len(read_jsonl(str(run / "metrics.jsonl"))) == 4  # the torn last line of a killed run is dropped
     written = report(str(run))
     panels = {
         "reward", "reward_components_policy", "reward_components_env", "kl", "beta", "clip_fraction",
@@ -123,7 +123,8 @@ def test_missing_metrics_file(tmp_path):
 
 
 def test_run_summary_has_the_trend_and_the_headline_figures(tmp_path):
-    run = write_run(tmp_path, [{**grpo_row(s), "reward": 0.3 + 0.01 * s} for s in range(1, 21)])
+    rows = [{**grpo_row(s), "reward": 0.3 + 0.01 * s} for s in range(1, 21)] + [{"step": 20, "train_runtime": 90}]
+    run = write_run(tmp_path, rows)
     (run / "eval").mkdir()
     legal = {
         "percent": True,
@@ -137,3 +138,6 @@ def test_run_summary_has_the_trend_and_the_headline_figures(tmp_path):
     text = run_summary(str(run))
     assert "first quarter 0.330 -> last quarter 0.480  +0.150" in text
     assert "P: legal best move" in text and "62.0% ->   70.0%  +8.0 [+5.0, +11.0]* (n=500)" in text
+    assert "steps trained    20 in 1.5 min" in text
+    (run / "eval" / "eval.md").write_text("table")
+    assert run_summary(str(run)).splitlines()[-1] == f"  outputs: {run / 'eval' / 'eval.md'}"  # only what exists

@@ -11,6 +11,7 @@ import torch
 from sft_fixtures import STOCKFISH, mixed_lines, to_dataset
 from trl import TrlParser
 
+from rookworld_trl import checkpoints
 from rookworld_trl.formats import EOS
 from rookworld_trl.modeling import load_model_and_tokenizer, new_gpt2_model
 from rookworld_trl.sft import RookWorldSFTConfig, SFTScriptArguments, policy_checks, run_sft
@@ -163,18 +164,22 @@ def test_continue_a_saved_model_with_dropout(data, tmp_path):
     assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
 
 
-def test_resume_from_last_checkpoint(data, tmp_path):
+def test_resume_auto_takes_the_newest_verified_checkpoint(data, tmp_path):
     train, held_out, tok_dir = data
     kw = dict(save_strategy="steps", save_steps=4, logging_steps=1)
-    run_sft(tiny_args(tok_dir), tiny_config(tmp_path, max_steps=4, **kw), train, held_out)
-    assert os.path.isdir(tmp_path / "checkpoint-4")
+    run_sft(tiny_args(tok_dir), tiny_config(tmp_path, max_steps=8, **kw), train, held_out)
+    # checkpoints carry GRPO's verified completion markers; a damaged newest one is skipped on resume
+    assert checkpoints.checkpoint_problem(str(tmp_path / "checkpoint-8")) is None
+    with open(tmp_path / "checkpoint-8" / "model.safetensors", "r+b") as f:
+        f.truncate(1000)
     trainer = run_sft(
         tiny_args(tok_dir),
-        tiny_config(tmp_path, max_steps=8, resume_from_checkpoint="last", **kw),
+        tiny_config(tmp_path, max_steps=8, resume_from_checkpoint="auto", **kw),
         train,
         held_out,
     )
     assert trainer.state.global_step == 8
+    assert os.listdir(tmp_path / "damaged")  # checkpoint-8 moved aside, never trained from
     # the second run went on from step 4 (no step trained twice) ...
     assert [m["step"] for m in read_metrics(tmp_path) if "loss" in m] == [1, 2, 3, 4, 5, 6, 7, 8]
     # ... with the checkpoint's weights, the LM head still tied to the embedding (not saved separately)
