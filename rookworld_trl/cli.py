@@ -69,6 +69,20 @@ def default_accelerate_config() -> str:
     return resolve_path(f"accelerate_configs/{name}")
 
 
+def cpu_threads(accelerate_config: str) -> list[str]:
+    """For a CPU config, the launcher's thread count per process, which accelerate would otherwise pick
+    itself (the same figure: the cores over the processes) with a warning that asks for it to be passed."""
+    import psutil  # an accelerate dependency
+    import yaml
+
+    with open(accelerate_config) as f:
+        config = yaml.safe_load(f) or {}
+    if not config.get("use_cpu"):
+        return []
+    threads = max(1, (psutil.cpu_count(logical=False) or 1) // int(config.get("num_processes", 1)))
+    return ["--num_cpu_threads_per_process", str(threads)]
+
+
 def launch(module: str, argv: list[str], default_recipe: str | None) -> int:
     """Run `accelerate launch --config_file CFG -m MODULE --config RECIPE ARGV` and return its exit code."""
     argv = list(argv)
@@ -90,6 +104,7 @@ def launch(module: str, argv: list[str], default_recipe: str | None) -> int:
     # --quiet: when the stage exits with an error it has already printed, accelerate exits 1 instead of adding
     # a traceback of its own launcher
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", accel]
+    launcher += cpu_threads(accel)
     cmd = [*launcher, "-m", module, *argv]
     print("rookworld: " + " ".join(cmd), flush=True)
     try:

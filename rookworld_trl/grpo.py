@@ -31,7 +31,6 @@ import logging
 import math
 import os
 import sys
-import warnings
 
 import torch
 from transformers.trainer import TRAINER_STATE_NAME
@@ -354,11 +353,18 @@ def _hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+def load_policy(args: RookWorldGRPOConfig, model_args: ModelConfig):
+    """(model, tokenizer) at the recipe's revision and dtype; TRL builds the reference model from the policy's
+    name and `args.model_init_kwargs` (its dtype defaults to the policy's), so the revision goes there too."""
+    dtype = None if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    revision = model_args.model_revision
+    model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, dtype=dtype, revision=revision)
+    if revision:
+        args.model_init_kwargs = {**(args.model_init_kwargs or {}), "revision": revision}
+    return model, tokenizer
+
+
 def main(argv: list[str] | None = None) -> int:
-    # TRL 1.16 reads transformers' deprecated `is_gradient_checkpointing` at every generation: one warning a step
-    warnings.filterwarnings(
-        "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
-    )
     parser = stage_parser((RookWorldGRPOConfig, ModelConfig), "train")  # one-line errors, no usage dump
     args, model_args = parser.parse_args_and_config(argv)
     checkpoints.check_output_dir(args.output_dir)  # before the engine cache or logs write there
@@ -375,10 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     model_args.model_name_or_path = resolve_path(model_args.model_name_or_path)
     args.dataset_path = resolve_path(args.dataset_path)
 
-    dtype = None if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
-    model, tokenizer = load_model_and_tokenizer(
-        model_args.model_name_or_path, dtype=dtype, revision=model_args.model_revision
-    )
+    model, tokenizer = load_policy(args, model_args)
     dataset = load_rookworld_dataset(
         args.dataset_path,
         split=args.dataset_split,

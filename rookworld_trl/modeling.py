@@ -43,7 +43,6 @@ def load_model_and_tokenizer(
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
-    for_training_rl: bool = True,
     tokenizer_name_or_path: str | None = None,
     revision: str | None = None,
 ) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerBase]:
@@ -51,8 +50,9 @@ def load_model_and_tokenizer(
 
     dtype defaults to float32 (transformers 5 would otherwise use the checkpoint's dtype): the optimizer
     keeps fp32 master weights and accelerate's bf16 autocast does the fast math.
-    for_training_rl turns dropout off (see disable_dropout). tokenizer_name_or_path, when the model
-    directory has no tokenizer files, names where to take them from (e.g. "openai-community/gpt2").
+    The model keeps its own dropout (GRPO turns it off through TRL's `disable_dropout`, which
+    RookWorldGRPOConfig sets). tokenizer_name_or_path, when the model directory has no tokenizer files, names
+    where to take them from (e.g. "openai-community/gpt2").
     """
     kwargs = {"revision": revision} if revision else {}
     model = _from_pretrained(
@@ -72,8 +72,6 @@ def load_model_and_tokenizer(
     tokenizer.pad_token = tokenizer.eos_token
     set_special_token_ids(model, tokenizer)
     use_fused_gelu(model)
-    if for_training_rl:
-        disable_dropout(model)
     if device is not None:
         model.to(device)
     return model, tokenizer
@@ -145,22 +143,15 @@ def set_special_token_ids(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizer
         )
 
 
-def disable_dropout(model: nn.Module) -> None:
-    """Set every dropout probability to 0, in the config and in the modules.
-
-    Why: GRPO compares the policy's log-probs with the reference model's (the KL term) and with the
-    log-probs of the sampling policy (the importance ratio). With dropout on in train mode, the same
-    weights give different log-probs on every forward, so the KL and the ratio measure dropout noise,
-    not policy change: the KL is inflated from step 0 and the clipping fires at random.
-    Setting the modules' p (not only calling eval()) keeps it off when the trainer calls model.train().
-    """
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Set every dropout probability to p, in the config (saved with the model) and in the live modules."""
     config = getattr(model, "config", None)
     for key in DROPOUT_KEYS:
         if config is not None and hasattr(config, key):
-            setattr(config, key, 0.0)
+            setattr(config, key, p)
     for module in model.modules():
         if isinstance(module, nn.Dropout):
-            module.p = 0.0
+            module.p = p
 
 
 def use_fused_gelu(model: nn.Module) -> None:

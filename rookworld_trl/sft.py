@@ -35,7 +35,7 @@ from .eval_suites import legal_best_move
 from .formats import parse_policy_completion, parse_policy_prompt
 from .generation import generate_completions
 from .metrics_log import JSONLMetricsCallback
-from .modeling import load_model_and_tokenizer, new_gpt2_model
+from .modeling import load_model_and_tokenizer, new_gpt2_model, set_dropout
 from .trl_compat import VerifiedCheckpoints
 
 
@@ -174,23 +174,12 @@ class RookWorldSFTTrainer(VerifiedCheckpoints, SFTTrainer):
         super().log(logs, start_time)
 
 
-def set_dropout(model: nn.Module, p: float) -> None:
-    """Set every dropout probability to p, in the config (saved with the model) and in the live modules."""
-    for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
-        setattr(model.config, key, p)
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = p
-
-
 def build_model(script_args: SFTScriptArguments):
     """(model, tokenizer): a loaded model to continue, or a new GPT-2 sized by the arguments."""
     if script_args.model_name_or_path is not None:
-        # for_training_rl=False keeps the model's own dropout unless `dropout` says otherwise
+        # the model keeps its own dropout unless `dropout` says otherwise
         model, tokenizer = load_model_and_tokenizer(
-            script_args.model_name_or_path,
-            for_training_rl=False,
-            tokenizer_name_or_path=script_args.tokenizer_name_or_path,
+            script_args.model_name_or_path, tokenizer_name_or_path=script_args.tokenizer_name_or_path
         )
     else:
         tokenizer = AutoTokenizer.from_pretrained(script_args.tokenizer_name_or_path)

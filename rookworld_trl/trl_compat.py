@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import os
 import shutil
+import warnings
 
 import torch
 import transformers
@@ -128,6 +130,14 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
     ref_device: torch.device | None = None
     _table_step = -1  # the step whose completions table was printed last
 
+    def __init__(self, *args, **kwargs):
+        # TRL says model_init_kwargs are ignored when the policy is an instance, but it builds the reference
+        # with them (grpo.main passes the revision there): that warning would mislead
+        with _quiet("trl.trainer.grpo_trainer", "`model_init_kwargs` will be ignored"):
+            super().__init__(*args, **kwargs)
+        # TRL 1.16 reads transformers' deprecated `is_gradient_checkpointing` at every generation
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+
     def shape_advantages(self, output: dict) -> dict:
         """TRL's scored batch (advantages, completion_ids, ...) before the loss sees it."""
         return output
@@ -199,7 +209,11 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         self._table_step = step if due else self._table_step  # the end-of-train log repeats the last step
         # GRPOTrainer.log prints its table whenever log_completions is set (which also writes the completions
         # Parquet every log): the printer it calls is swapped for this one call only
-        with _swapped(trl_grpo_trainer, TABLE_PRINTER, _table_without_extra if due else _no_table):
+        with (
+            _swapped(trl_grpo_trainer, TABLE_PRINTER, _table_without_extra if due else _no_table),
+            # TRL logs None for a figure with no sample this step (KL at beta 0, a task absent from the batch)
+            _quiet("transformers.integrations.integration_utils", 'log a value of "None"'),
+        ):
             super().log(logs, start_time)
 
 
@@ -213,6 +227,19 @@ def _table_without_extra(*args, extra=None, **kwargs):
 
 def _no_table(*args, **kwargs):
     return None
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str, text: str):
+    """Drop the log records of `logger_name` that contain `text`, within the block."""
+    log = logging.getLogger(logger_name)
+    only_others = logging.Filter()
+    only_others.filter = lambda record: text not in record.getMessage()
+    log.addFilter(only_others)
+    try:
+        yield
+    finally:
+        log.removeFilter(only_others)
 
 
 @contextlib.contextmanager

@@ -87,7 +87,10 @@ def run_inprocess(out: Path, *extra: str) -> tuple[int, str]:
     from rookworld_trl import grpo
     from rookworld_trl.cli import run_stage
 
+    import torch
+
     os.environ.update(ENV)
+    torch.set_num_threads(int(ENV["OMP_NUM_THREADS"]))  # as the subprocesses: results depend on the thread count
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
@@ -238,16 +241,24 @@ def named_damaged_trial(work: Path, tally: Tally, last: str) -> None:
 
 
 def kill_trials(work: Path, tally: Tally, reference: str, kills: int, rng: random.Random) -> None:
-    """SIGKILL a run at a random moment, resume it; the final weights must equal the reference."""
+    """SIGKILL a run at a random moment between its first checkpoint and its end (mid-step, mid-checkpoint,
+    mid-final-save), resume it; the final weights must equal the reference."""
     timing = work / "timing"
     t0 = time.time()
-    code, _ = run_subprocess(timing, log=work / "timing.log")
+    proc = start(timing, log=work / "timing.log")
+    first = None  # when the first checkpoint's marker appeared: before it, a kill only restarts from scratch
+    while proc.poll() is None:
+        if first is None and list(timing.glob("checkpoint-*/rookworld_complete.json")):
+            first = time.time() - t0
+        time.sleep(0.1)
     duration = time.time() - t0
-    tally.add("reference run in a subprocess", code == 0, final_sha(timing) == reference, f"{duration:.0f} s")
+    first = first or 0.2 * duration
+    tally.add("reference run in a subprocess", proc.returncode == 0, final_sha(timing) == reference,
+              f"{duration:.0f} s, first checkpoint at {first:.0f} s")  # fmt: skip
     for i in range(kills):
         run, log = work / f"kill{i}", work / f"kill{i}.log"
         proc = start(run, log=log)
-        at = rng.uniform(0.2, 1.0) * duration
+        at = rng.uniform(0.8 * first, duration)
         try:
             proc.wait(timeout=at)
             tally.add(

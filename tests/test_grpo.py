@@ -71,7 +71,7 @@ def tiny_config(output_dir, **overrides) -> RookWorldGRPOConfig:
         max_completion_length=8, use_cpu=True, bf16=False, report_to=[], logging_steps=1, save_strategy="no",
         seed=0, learning_rate=1e-3, reward_funcs=["test_grpo:e_reward"], nan_snapshot_steps=1,
         disable_tqdm=True,
-        lr_scheduler_type="constant", gradient_checkpointing=False,
+        lr_scheduler_type="constant",
     )  # fmt: skip
     kwargs.update(overrides)
     return RookWorldGRPOConfig(**kwargs)
@@ -493,3 +493,48 @@ def test_check_completion_length_warns_when_reference_completions_would_be_cut(t
     with caplog.at_level("WARNING", logger="rookworld_trl.grpo"):
         check_completion_length(data, tokenizer, max_completion_length=8)
     assert "cuts 1 of 2" in caplog.text and "at least 11" in caplog.text
+
+
+def test_reference_model_is_loaded_at_the_policys_revision(model_dir, tmp_path, monkeypatch):
+    # a hub-cache layout with two revisions of "me/tiny": main holds other weights than v1
+    from trl import ModelConfig
+
+    from rookworld_trl.grpo import load_policy
+
+    repo = tmp_path / "hub" / "models--me--tiny"
+    for name, seed in (("a" * 40, 0), ("b" * 40, 1)):
+        snapshot = repo / "snapshots" / name
+        snapshot.mkdir(parents=True)
+        model, tokenizer = load_tiny(model_dir)
+        torch.manual_seed(seed)
+        torch.nn.init.normal_(model.transformer.wte.weight)
+        model.save_pretrained(snapshot)
+        tokenizer.save_pretrained(snapshot)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "v1").write_text("a" * 40)
+    (repo / "refs" / "main").write_text("b" * 40)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+
+    args = tiny_config(tmp_path / "run", beta=0.1)
+    model, tokenizer = load_policy(args, ModelConfig(model_name_or_path="me/tiny", model_revision="v1"))
+    trainer = RookWorldGRPOTrainer(
+        model=model, reward_funcs=[e_reward], args=args, train_dataset=tiny_dataset(), processing_class=tokenizer
+    )
+    wte = trainer.ref_model.transformer.wte.weight
+    assert torch.equal(wte, model.transformer.wte.weight) and wte.dtype == model.dtype
+
+
+def test_policy_and_reference_train_without_dropout(model_dir, tmp_path):
+    # TRL's disable_dropout, on by default in RookWorldGRPOConfig: dropout would make KL and ratio measure noise
+    from rookworld_trl.modeling import set_dropout
+
+    model, tokenizer = load_tiny(model_dir)
+    set_dropout(model, 0.1)
+    trainer = RookWorldGRPOTrainer(
+        model=model, reward_funcs=[e_reward], args=tiny_config(tmp_path, beta=0.1), train_dataset=tiny_dataset(),
+        processing_class=tokenizer,
+    )  # fmt: skip
+    for m in (trainer.model, trainer.ref_model):
+        assert {d.p for d in m.modules() if isinstance(d, torch.nn.Dropout)} == {0.0}

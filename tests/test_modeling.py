@@ -14,10 +14,10 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from rookworld_trl.modeling import (
     ModelLoadError,
-    disable_dropout,
     is_hub_id,
     load_model_and_tokenizer,
     new_gpt2_model,
+    set_dropout,
     use_fused_gelu,
     use_padding_aware_positions,
 )
@@ -65,7 +65,7 @@ def offline(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
-def test_local_dir_loads_with_left_padding_pad_eos_and_no_dropout(tmp_path):
+def test_local_dir_loads_with_left_padding_and_pad_eos(tmp_path):
     saved = save_tiny_model(tmp_path)
     model, tokenizer = load_model_and_tokenizer(str(tmp_path))
     assert isinstance(model, GPT2LMHeadModel)
@@ -73,22 +73,15 @@ def test_local_dir_loads_with_left_padding_pad_eos_and_no_dropout(tmp_path):
     assert tokenizer.pad_token == tokenizer.eos_token == EOS
     assert tokenizer.pad_token_id == tokenizer.eos_token_id == saved.eos_token_id
     assert model.config.pad_token_id == model.generation_config.pad_token_id == tokenizer.eos_token_id
-    assert model.config.resid_pdrop == model.config.embd_pdrop == model.config.attn_pdrop == 0.0
-    assert all(m.p == 0.0 for m in model.modules() if isinstance(m, torch.nn.Dropout))
 
     batch = tokenizer(["P: e2e4", "P: rnbqkbnr/pppppppp w KQkq - 0 1 M:"], padding=True, return_tensors="pt")
     assert batch["input_ids"][0, 0] == tokenizer.eos_token_id and batch["attention_mask"][0, 0] == 0
     assert batch["attention_mask"][:, -1].tolist() == [1, 1]  # left padding: every row ends in a real token
 
-    model.train()  # trainers call train(): the forward must stay deterministic all the same
-    a = model(**batch).logits
-    b = model(**batch).logits
-    assert torch.equal(a, b)
 
-
-def test_dropout_kept_unless_for_rl_and_dtype_defaults_to_fp32(tmp_path):
+def test_dropout_kept_and_dtype_defaults_to_fp32(tmp_path):
     save_tiny_model(tmp_path, dtype=torch.bfloat16)
-    model, _ = load_model_and_tokenizer(str(tmp_path), for_training_rl=False)
+    model, _ = load_model_and_tokenizer(str(tmp_path))
     assert model.config.resid_pdrop == 0.1
     assert model.dtype == torch.float32  # transformers 5 would keep the checkpoint's bf16
     model, _ = load_model_and_tokenizer(str(tmp_path), dtype=torch.bfloat16)
@@ -178,13 +171,13 @@ def test_new_gpt2_model_takes_vocab_and_ids_from_tokenizer():
         new_gpt2_model(tokenizer, n_layer=1, n_head=3, n_embd=32, n_positions=16)
 
 
-def test_disable_dropout_makes_train_mode_deterministic():
+def test_set_dropout_zero_makes_train_mode_deterministic():
     model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2)).train()
     ids = torch.arange(10)[None]
     torch.manual_seed(0)
     assert not torch.equal(model(ids).logits, model(ids).logits)  # dropout 0.1 by default
-    disable_dropout(model)
-    assert torch.equal(model(ids).logits, model(ids).logits)
+    set_dropout(model, 0.0)
+    assert torch.equal(model(ids).logits, model(ids).logits) and model.config.attn_pdrop == 0.0
 
 
 def test_padding_aware_positions_score_a_padded_row_like_the_row_alone():
