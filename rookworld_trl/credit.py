@@ -29,7 +29,7 @@ FIELDS = ("M", "E", "B")  # token field index 0, 1, 2 in completion order
 def field_rewards(components: dict | None) -> tuple[float, float, float] | None:
     """(M, E, B) rewards of one P: sample from its policy-reward components; None for an A: sample.
 
-    >>> field_rewards({"parsed": 1.0, "widths": 1.0, "legal_moves": 1.0, "candidates": 1.0, "evals": 1.0,
+    >>> field_rewards({"parsed": 1.0, "layout": 1.0, "legal_moves": 1.0, "candidates": 1.0, "evals": 1.0,
     ...                "best_legal": 1.0, "best": 1.0})
     (1.0, 1.0, 1.0)
     """
@@ -37,7 +37,7 @@ def field_rewards(components: dict | None) -> tuple[float, float, float] | None:
         return None
     if not components["parsed"]:
         return PENALTY, PENALTY, PENALTY
-    slip = LAYOUT_PENALTY * (1 - components["widths"])
+    slip = LAYOUT_PENALTY * (1 - components["layout"])
     moves = 0.5 * components["legal_moves"] + 0.5 * components["candidates"]
     best = 0.5 * components["best_legal"] + 0.5 * components["best"]
     return moves - slip, components["evals"] - slip, best - slip

@@ -120,7 +120,7 @@ def policy_figures(fen: str, completion: str, analysis: Sequence[MoveEval], eval
     listed = dict.fromkeys(parsed.moves)
     return {
         "invalid": float(not parsed.ok),
-        "format_valid": float(parsed.exact),  # strict: widths and numbers as the renderer writes them
+        "layout": float(parsed.exact),  # strict: widths and numbers as the renderer writes them
         "legal_best_move": float(why is None),
         **{f"illegal/{kind}": float(why == kind) for kind in ILLEGAL_KINDS},
         "best_move_accuracy": float(parsed.best == top[0]),

@@ -57,7 +57,7 @@ ENV_COMPONENTS = (
     "reward_value", "terminated", "truncated",
 )  # fmt: skip
 POLICY_COMPONENTS = (
-    "parsed", "format", "widths", "best", "best_legal", "best_top5", "best_top1", "cp_loss", "legal_moves",
+    "parsed", "well_formed", "layout", "best", "best_legal", "best_top5", "best_top1", "cp_loss", "legal_moves",
     "candidates", "evals",
 )  # fmt: skip
 
@@ -282,7 +282,7 @@ def score_policy(
     ]
     components = {
         "parsed": 1.0,
-        "format": sum(formats) / len(formats),
+        "well_formed": sum(formats) / len(formats),
         "best": best,
         "best_legal": float(best_cp is not None),
         "best_top5": float(parsed.best in top5),
@@ -295,7 +295,7 @@ def score_policy(
         "evals": eval_total / max(len(moves), len(parsed.evals), n_expected),
     }
     checks = {
-        "format": all(formats),
+        "well_formed": all(formats),
         **{k: components[k] == 1 for k in ("best_legal", "best_top5", "best_top1", "candidates")},
         "evals": components["evals"] >= EVAL_CLOSE,
     }
@@ -305,9 +305,9 @@ def score_policy(
         quality = (legal + 3 * best + components["candidates"] + components["evals"]) / 10
     else:
         quality = (
-            5 * best + 2 * components["candidates"] + 2 * components["evals"] + components["format"]
+            5 * best + 2 * components["candidates"] + 2 * components["evals"] + components["well_formed"]
         ) / 10
-    components["widths"] = float(parsed.exact)
+    components["layout"] = float(parsed.exact)
     reward = shape(checks, quality, shaping)
     if not parsed.exact:
         # The fixed widths (docs/FORMATS.md) cost at every level: a weak model's answers fail some other check

@@ -13,7 +13,7 @@ Outputs in `output_dir`: checkpoints with verified completion markers as GRPO's 
 `--resume_from_checkpoint auto`, or a checkpoint path), TensorBoard logs,
 `metrics.jsonl` (every log line; training logs carry `tokens_per_second`), and the final model and
 tokenizer (loadable with `rookworld_trl.modeling.load_model_and_tokenizer`). After training, greedy
-completions of held-out P: prompts give `parses`, `format_valid` and `legal_best_move`, defined as in
+completions of held-out P: prompts give `parsed`, `layout` and `legal_best_move`, defined as in
 `rookworld eval` (a completion that parses; one laid out exactly as the renderer would; a legal B: move).
 """
 
@@ -227,8 +227,8 @@ def policy_checks(model, tokenizer, prompts: list[str], max_new_tokens: int, bat
     legal = [legal_best_move(board, text) is not None for board, text in zip(boards, texts, strict=True)]
     n = max(len(prompts), 1)
     return {
-        "parses": sum(p.ok for p in parsed) / n,
-        "format_valid": sum(p.exact for p in parsed) / n,
+        "parsed": sum(p.ok for p in parsed) / n,
+        "layout": sum(p.exact for p in parsed) / n,
         "legal_best_move": sum(legal) / n,
     }
 

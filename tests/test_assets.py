@@ -71,7 +71,7 @@ def test_model_card_reports_the_shipped_eval():
     card = (ASSETS / "README.md").read_text()
     for suite, name in [
         ("policy", "greedy/legal_best_move"),
-        ("policy", "greedy/format_valid"),
+        ("policy", "greedy/layout"),
         ("env", "reward_accuracy"),
     ]:
         value = suites[suite][name]["model"]["value"]

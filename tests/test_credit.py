@@ -29,7 +29,7 @@ def test_group_advantages_per_field_and_nan_rows():
 def test_field_rewards_of_unparseable_and_slipped_answers():
     assert field_rewards(None) is None
     assert field_rewards({"parsed": 0.0}) == (-0.3, -0.3, -0.3)
-    slipped = {"parsed": 1.0, "widths": 0.0, "legal_moves": 1.0, "candidates": 1.0, "evals": 1.0}
+    slipped = {"parsed": 1.0, "layout": 0.0, "legal_moves": 1.0, "candidates": 1.0, "evals": 1.0}
     assert field_rewards({**slipped, "best_legal": 1.0, "best": 1.0}) == (0.8, 0.8, 0.8)
 
 

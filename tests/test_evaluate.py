@@ -88,7 +88,7 @@ def test_policy_suite_scripted(pool):
     assert illegal == {f"illegal/{k}": {"blocked": 0.25, "no_move": 0.25}.get(k, 0.0) for k in ILLEGAL_KINDS}
     assert greedy == {
         "invalid": 0.25,
-        "format_valid": 0.5,
+        "layout": 0.5,
         "legal_best_move": 0.5,
         "best_move_accuracy": 0.25,
         "top5_move_accuracy": 0.5,

@@ -161,7 +161,7 @@ def test_policy_true_completion_scores_one_in_any_order(pool, fen, shaping):
     for _ in range(4):
         reward, parts = score_policy(fen, true_completion(analysis, rng), analysis, shaping=shaping)
         assert reward == 1.0, parts
-        assert parts["best"] == parts["candidates"] == parts["evals"] == parts["format"] == 1.0
+        assert parts["best"] == parts["candidates"] == parts["evals"] == parts["well_formed"] == 1.0
 
 
 @needs_stockfish
@@ -171,7 +171,7 @@ def test_policy_padding_is_part_of_the_format(pool):
     slipped = true.replace(" E:", "  E:", 1)  # one space too many after the moves: still readable
     assert score_policy(QUEEN_UP, true, analysis)[0] == 1.0
     reward, parts = score_policy(QUEEN_UP, slipped, analysis)
-    assert parts["parsed"] == parts["format"] == 1.0 and parts["widths"] == 0.0 and reward == 0.8
+    assert parts["parsed"] == parts["well_formed"] == 1.0 and parts["layout"] == 0.0 and reward == 0.8
     assert score_policy(QUEEN_UP, slipped, analysis, shaping="binary")[0] == 0.0
 
 
@@ -299,7 +299,7 @@ def test_fewer_legal_moves_than_five(pool):
     assert len(analysis) == 2
     padded = policy_completion(["e1d2", "e1f1", "e1e2", "d1d2", "f1f2"], [0.03, -4.85, 0, 0, 0], "e1d2")
     reward, parts = score_policy(TWO_MOVES, padded, analysis)
-    assert reward < 1.0 and parts["format"] < 1 and parts["candidates"] == pytest.approx(2 / 5)
+    assert reward < 1.0 and parts["well_formed"] < 1 and parts["candidates"] == pytest.approx(2 / 5)
 
 
 @needs_stockfish

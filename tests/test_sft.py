@@ -120,13 +120,13 @@ def test_overfit_policy_lines_give_valid_formats(data, tmp_path):
     trainer = run_sft(tiny_args(tok_dir), config, policy, policy)
     model, tokenizer = trainer.model, trainer.processing_class
     assert policy_checks(model, tokenizer, list(policy["prompt"]), max_new_tokens=80) == {
-        "parses": 1.0,
-        "format_valid": 1.0,
+        "parsed": 1.0,
+        "layout": 1.0,
         "legal_best_move": 1.0,
     }
     # and an untrained model of the same shape does not produce them
     untrained = new_gpt2_model(tokenizer, n_layer=2, n_head=2, n_embd=64, n_positions=256)
-    assert policy_checks(untrained, tokenizer, list(policy["prompt"]), max_new_tokens=80)["parses"] == 0.0
+    assert policy_checks(untrained, tokenizer, list(policy["prompt"]), max_new_tokens=80)["parsed"] == 0.0
 
 
 def test_early_stopping_stops_when_eval_loss_stalls(data, tmp_path):
