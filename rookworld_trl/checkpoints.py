@@ -25,15 +25,12 @@ import glob
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
 import struct
 import sys
 import time
-
-from transformers import TrainerCallback
 
 logger = logging.getLogger(__name__)
 

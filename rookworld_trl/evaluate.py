@@ -20,8 +20,9 @@ import functools
 import json
 import os
 import random
+import typing
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import chess
 import chess.engine
@@ -44,6 +45,65 @@ from .metrics import Metric, delta_interval
 
 SUITES = ("policy", "env", "mate", "selfplay", "match")
 BIGBENCH_REFERENCE = 0.137  # RookWorld-LM on BIG-bench checkmate_in_one (docs/FORMATS.md)
+
+
+@dataclass
+class EvalSettings:
+    """What an evaluation runs and how: `rookworld eval` (its flags are these fields), the before/after eval
+    of a GRPO run and the in-training EvalCallback share it."""
+
+    model: str = field(metadata={"help": "hub id or local model directory"})
+    baseline: str | None = field(
+        default=None, metadata={"help": "a second model, on the same items, side by side"}
+    )
+    data: str | None = field(
+        default=None, metadata={"help": "held-out data for the policy/env suites (rookworld data)"}
+    )
+    split: str = "test"
+    suites: str = field(
+        default="policy,env,mate,selfplay", metadata={"help": f"comma list of {','.join(SUITES)}"}
+    )
+    out: str = field(default="eval_results", metadata={"help": "directory for eval.json, eval.md, eval.png"})
+    seed: int = field(default=0, metadata={"help": "item draws, sampling and bootstrap"})
+    policy_samples: int = 500
+    env_samples: int = 500
+    mate_samples: int = field(default=200, metadata={"help": "mate-in-one positions from random games"})
+    bigbench: str | None = field(
+        default=None, metadata={"help": "BIG-bench checkmate_in_one task.json (your copy)"}
+    )
+    bigbench_samples: int | None = field(
+        default=None, metadata={"help": "first N BIG-bench examples (None: all)"}
+    )
+    selfplay_games: int = 50
+    match_games: int = 20
+    skill_level: int = field(default=0, metadata={"help": "Stockfish 'Skill Level' (0-20) in the match"})
+    max_plies: int = field(default=300, metadata={"help": "half-moves before a game is stopped"})
+    decodings: str = field(
+        default="greedy", metadata={"help": "policy and mate decodings: greedy, sampled or both"}
+    )
+    temperature: float = field(
+        default=0.6, metadata={"help": "sampling temperature (sampled, selfplay, match)"}
+    )
+    top_k: int = field(default=5, metadata={"help": "sampling top-k (ROOK: 5)"})
+    max_new_tokens: int = 128
+    batch_size: int = 64
+    device: str | None = field(default=None, metadata={"help": "cuda, cpu, ... (None: cuda if available)"})
+    depth: int = field(default=8, metadata={"help": "Stockfish depth of the policy truth and the match"})
+    nodes: int | None = field(
+        default=None, metadata={"help": "Stockfish node limit (with or instead of depth)"}
+    )
+    engine_workers: int = 1
+    cache: str | None = field(
+        default=None, metadata={"help": "sqlite file caching engine analyses between runs"}
+    )
+    stockfish: str | None = field(default=None, metadata={"help": "Stockfish binary ($STOCKFISH_PATH, PATH)"})
+
+    def suite_list(self) -> list[str]:
+        """The chosen suites; ValueError naming the unknown ones."""
+        suites = [x.strip() for x in self.suites.split(",") if x.strip()]
+        if unknown := set(suites) - set(SUITES):
+            raise ValueError(f"unknown suites {sorted(unknown)}; choose from {','.join(SUITES)}")
+        return suites
 
 
 @dataclass
@@ -82,7 +142,9 @@ def analysed(fens: Sequence[str], engine: EnginePool) -> tuple[list[str], list[l
     return [fens[i] for i in keep], [analyses[i] for i in keep]
 
 
-def run_suites(generate, items: EvalItems, suites: Sequence[str], args) -> dict[str, dict[str, Metric]]:
+def run_suites(
+    generate, items: EvalItems, suites: Sequence[str], args: EvalSettings
+) -> dict[str, dict[str, Metric]]:
     """{suite: {figure: Metric}} of one model; `args` carries the decoding and game settings."""
     common = dict(max_new_tokens=args.max_new_tokens, seed=args.seed)
     sampling = dict(temperature=args.temperature, top_k=args.top_k)
@@ -281,12 +343,14 @@ def versions(stockfish_path: str | None) -> dict:
     }
 
 
-def prepare_items(args, suites: Sequence[str], engine: EnginePool) -> EvalItems:
+def prepare_items(args: EvalSettings, suites: Sequence[str], engine: EnginePool) -> EvalItems:
     """Draw the positions and transitions once, with args.seed; analyse the P: positions with the engine."""
     items = EvalItems()
     if {"policy", "env"} & set(suites):
         if not args.data:
-            raise SystemExit("rookworld eval: the policy and env suites need --data")
+            raise ValueError(
+                "the policy and env suites need held-out data: pass --data (see `rookworld data`)"
+            )
         from .data import load_rookworld_dataset  # here: data pulls in the dataset tooling
 
         dataset = load_rookworld_dataset(args.data, split=args.split)
@@ -302,7 +366,7 @@ def prepare_items(args, suites: Sequence[str], engine: EnginePool) -> EvalItems:
     return items
 
 
-def model_generate(name: str, args):
+def model_generate(name: str, args: EvalSettings):
     """generate(prompts, **settings) of a loaded model: the project's one generation path, bound."""
     import torch
 
@@ -313,11 +377,9 @@ def model_generate(name: str, args):
     return functools.partial(generate_completions, model, tokenizer, batch_size=args.batch_size)
 
 
-def evaluate(args) -> dict[str, str]:
+def evaluate(args: EvalSettings) -> dict[str, str]:
     """Run the selected suites on args.model (and args.baseline); write eval.json/md/png; their paths."""
-    suites = [s.strip() for s in args.suites.split(",") if s.strip()]
-    if unknown := set(suites) - set(SUITES):
-        raise SystemExit(f"rookworld eval: unknown suites {sorted(unknown)}; choose from {','.join(SUITES)}")
+    suites = args.suite_list()
     limit = EngineLimit(depth=args.depth, nodes=args.nodes)
     with EnginePool(
         args.engine_workers, limit, multipv=5, cache=args.cache, stockfish_path=args.stockfish
@@ -357,43 +419,26 @@ def evaluate(args) -> dict[str, str]:
     return paths
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="rookworld eval", description=__doc__.splitlines()[0])
-    p.add_argument("model", help="hub id or local model directory")
-    p.add_argument("--baseline", help="a second model, evaluated on the same items, shown side by side")
-    p.add_argument("--data", help="held-out data source for the policy/env suites (see `rookworld data`)")
-    p.add_argument("--split", default="test")
-    p.add_argument("--suites", default="policy,env,mate,selfplay", help=f"comma list of {','.join(SUITES)}")
-    p.add_argument("--out", default="eval_results", help="directory for eval.json, eval.md, eval.png")
-    p.add_argument("--seed", type=int, default=0, help="item draws, sampling and bootstrap")
-    p.add_argument("--policy_samples", type=int, default=500)
-    p.add_argument("--env_samples", type=int, default=500)
-    p.add_argument("--mate_samples", type=int, default=200, help="mate-in-one positions from random games")
-    p.add_argument("--bigbench", help="BIG-bench checkmate_in_one task.json (your own copy)")
-    p.add_argument(
-        "--bigbench_samples", type=int, default=None, help="first N BIG-bench examples (default all)"
+def parse_args(argv: list[str] | None) -> EvalSettings:
+    """`rookworld eval` flags: the EvalSettings fields (the model is positional), with their defaults."""
+    p = argparse.ArgumentParser(
+        prog="rookworld eval",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example: rookworld eval runs/grpo_tiny_cpu/final --baseline rookworld_trl/assets/model "
+        "--data rookworld_trl/assets/data --suites policy,env --policy_samples 200 --out eval/run1",
     )
-    p.add_argument("--selfplay_games", type=int, default=50)
-    p.add_argument("--match_games", type=int, default=20)
-    p.add_argument("--skill_level", type=int, default=0, help="Stockfish 'Skill Level' (0-20) in the match")
-    p.add_argument("--max_plies", type=int, default=300, help="half-moves before a game is stopped")
-    p.add_argument("--decodings", default="greedy", help="policy and mate decodings: greedy, sampled or both")
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=0.6,
-        help="sampling temperature (sampled, selfplay, match; ROOK: 0.6)",
-    )
-    p.add_argument("--top_k", type=int, default=5, help="sampling top-k (ROOK: 5)")
-    p.add_argument("--max_new_tokens", type=int, default=128)
-    p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--device", help="cuda, cpu, ... (default: cuda if available)")
-    p.add_argument("--depth", type=int, default=8, help="Stockfish depth of the policy truth and the match")
-    p.add_argument("--nodes", type=int, default=None, help="Stockfish node limit (with or instead of depth)")
-    p.add_argument("--engine_workers", type=int, default=1)
-    p.add_argument("--cache", help="sqlite file caching engine analyses between runs")
-    p.add_argument("--stockfish", help="Stockfish binary (default: $STOCKFISH_PATH, PATH, /usr/games)")
-    return p.parse_args(argv)
+    hints = typing.get_type_hints(EvalSettings)
+    for f in fields(EvalSettings):
+        kind = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not type(None))
+        name = f.name if f.name == "model" else f"--{f.name}"
+        p.add_argument(
+            name,
+            type=kind,
+            help=f.metadata.get("help", f.name.replace("_", " ")),
+            **({} if f.name == "model" else {"default": f.default}),
+        )
+    return EvalSettings(**vars(p.parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -408,44 +453,34 @@ class EvalCallback(TrainerCallback):
     """A greedy policy + environment evaluation before training and every `every_steps` optimizer steps.
 
     The figures go through `trainer.log` as "eval/<suite>/<figure>" and so land in the metrics JSONL and
-    TensorBoard. Items are drawn once from `dataset` (columns task, prompt, optionally kind); the engine
-    analyses the P: positions once, on first use. Only the main process evaluates.
+    TensorBoard. Items are drawn once from `dataset` (columns task, prompt, optionally kind) with the
+    settings' seed and sample sizes; the engine analyses the P: positions once, on first use. Only the main
+    process evaluates.
 
-        trainer.add_callback(EvalCallback(trainer, eval_dataset, pool, every_steps=50))
+        trainer.add_callback(EvalCallback(trainer, eval_dataset, pool, 50, EvalSettings(model="", ...)))
     """
 
-    def __init__(
-        self,
-        trainer,
-        dataset,
-        engine: EnginePool,
-        *,
-        every_steps: int = 100,
-        policy_samples: int = 32,
-        env_samples: int = 32,
-        max_new_tokens: int = 128,
-        batch_size: int = 64,
-        seed: int = 0,
-    ):
+    def __init__(self, trainer, dataset, engine: EnginePool, every_steps: int, settings: EvalSettings):
         if every_steps < 1:
             raise ValueError("every_steps must be >= 1")
-        self.trainer, self.engine, self.every_steps = trainer, engine, every_steps
-        self.max_new_tokens, self.batch_size, self.seed = max_new_tokens, batch_size, seed
-        self.fens, self.env_prompts, _ = draw_items(dataset, policy_samples, env_samples, seed)
+        self.trainer, self.engine, self.every_steps, self.settings = trainer, engine, every_steps, settings
+        s = settings
+        self.fens, self.env_prompts, _ = draw_items(dataset, s.policy_samples, s.env_samples, s.seed)
         self.analyses: list[list[MoveEval]] | None = None
 
     def evaluate(self, model, tokenizer) -> dict[str, float]:
         if self.analyses is None:
             self.fens, self.analyses = analysed(self.fens, self.engine)
-        generate = functools.partial(generate_completions, model, tokenizer, batch_size=self.batch_size)
+        s = self.settings
+        generate = functools.partial(generate_completions, model, tokenizer, batch_size=s.batch_size)
         results = {}
         if self.fens:
             results["policy"] = policy_suite(
-                generate, self.fens, self.analyses, max_new_tokens=self.max_new_tokens, seed=self.seed
+                generate, self.fens, self.analyses, max_new_tokens=s.max_new_tokens, seed=s.seed
             )
         if self.env_prompts:
             results["env"] = env_suite(
-                generate, self.env_prompts, max_new_tokens=self.max_new_tokens, seed=self.seed
+                generate, self.env_prompts, max_new_tokens=s.max_new_tokens, seed=s.seed
             )
         return {
             f"eval/{suite}/{name}": m.value

@@ -101,7 +101,9 @@ class RookWorldGRPOTrainer(GRPOSeams):
             )
         self.add_callback(self.guard)
         if self.args.metrics_jsonl:
-            self.add_callback(JSONLMetricsCallback(os.path.join(self.args.output_dir, self.args.metrics_jsonl)))
+            self.add_callback(
+                JSONLMetricsCallback(os.path.join(self.args.output_dir, self.args.metrics_jsonl))
+            )
 
     @property
     def halt_reason(self) -> str | None:
@@ -207,7 +209,11 @@ class RookWorldGRPOTrainer(GRPOSeams):
     # ---- checkpoints ----
 
     def checkpoint_written(self, path):
-        state = {"beta": self.beta, "nan_recoveries": self.guard.nan_recoveries, "healthy": self.guard.healthy}
+        state = {
+            "beta": self.beta,
+            "nan_recoveries": self.guard.nan_recoveries,
+            "healthy": self.guard.healthy,
+        }
         checkpoints.write_json_atomic(os.path.join(path, STATE_FILE), state)
 
     def checkpoint_complete(self, path):
@@ -242,15 +248,40 @@ def resolve_reward_funcs(names: list[str], shaping: str = "graduated", engine=No
     return funcs
 
 
+def engine_cache_path(args: RookWorldGRPOConfig) -> str | None:
+    """The engine's sqlite cache, inside output_dir (None: memory only)."""
+    return os.path.join(args.output_dir, args.engine_cache) if args.engine_cache else None
+
+
 def engine_pool(args: RookWorldGRPOConfig):
     """The Stockfish pool of the policy reward and the evals, from the config's engine fields."""
     from rookworld_trl.engine import EngineLimit, EnginePool
 
-    cache = os.path.join(args.output_dir, args.engine_cache) if args.engine_cache else None
-    if cache:
+    if args.engine_cache:
         os.makedirs(args.output_dir, exist_ok=True)
     limit = EngineLimit(depth=args.engine_depth, nodes=args.engine_nodes)
-    return EnginePool(args.engine_workers, limit, multipv=5, cache=cache)
+    return EnginePool(args.engine_workers, limit, multipv=5, cache=engine_cache_path(args))
+
+
+def eval_settings(args: RookWorldGRPOConfig, samples: int, **more):
+    """The run's held-out eval: policy + env suites on eval_split, greedy, the engine settings of the reward."""
+    from rookworld_trl.evaluate import EvalSettings
+
+    return EvalSettings(
+        **{"model": "", **more},
+        data=args.dataset_path,
+        split=args.eval_split,
+        suites="policy,env",
+        policy_samples=samples,
+        env_samples=samples,
+        seed=args.seed,
+        max_new_tokens=max(args.max_completion_length, 96),
+        device="cpu" if args.use_cpu else None,
+        depth=args.engine_depth,
+        nodes=args.engine_nodes,
+        cache=engine_cache_path(args),
+        out=os.path.join(args.output_dir, "eval"),
+    )
 
 
 def before_after_eval(args: RookWorldGRPOConfig, initial_model: str, final_dir: str) -> str:
@@ -258,24 +289,7 @@ def before_after_eval(args: RookWorldGRPOConfig, initial_model: str, final_dir: 
     draw the run's curves (output_dir/report/); returns the eval's markdown table."""
     from rookworld_trl import evaluate, report
 
-    cache = os.path.join(args.output_dir, args.engine_cache) if args.engine_cache else None
-    options = {
-        "--baseline": initial_model,
-        "--data": args.dataset_path,
-        "--split": args.eval_split,
-        "--suites": "policy,env",
-        "--policy_samples": args.eval_samples,
-        "--env_samples": args.eval_samples,
-        "--seed": args.seed,
-        "--max_new_tokens": max(args.max_completion_length, 96),
-        "--device": "cpu" if args.use_cpu else None,
-        "--depth": args.engine_depth,
-        "--nodes": args.engine_nodes,
-        "--cache": cache,
-        "--out": os.path.join(args.output_dir, "eval"),
-    }
-    eval_args = [final_dir] + [x for k, v in options.items() if v is not None for x in (k, str(v))]
-    paths = evaluate.evaluate(evaluate.parse_args(eval_args))
+    paths = evaluate.evaluate(eval_settings(args, args.eval_samples, model=final_dir, baseline=initial_model))
     report.main([args.output_dir])
     with open(paths["md"]) as f:
         return f.read()
@@ -410,14 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         held_out = load_rookworld_dataset(args.dataset_path, split=args.eval_split)
         trainer.add_callback(
             EvalCallback(
-                trainer,
-                held_out,
-                engine,
-                every_steps=args.eval_every_steps,
-                policy_samples=args.eval_every_samples,
-                env_samples=args.eval_every_samples,
-                max_new_tokens=max(args.max_completion_length, 96),
-                seed=args.seed,
+                trainer, held_out, engine, args.eval_every_steps, eval_settings(args, args.eval_every_samples)
             )
         )
     try:

@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 from transformers import AutoTokenizer, EarlyStoppingCallback
 from trl import SFTConfig, SFTTrainer, TrlParser
 

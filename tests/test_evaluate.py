@@ -28,7 +28,7 @@ from rookworld_trl.eval_suites import (
     policy_suite,
     selfplay_suite,
 )
-from rookworld_trl.evaluate import EvalCallback, main, summarize, write_outputs
+from rookworld_trl.evaluate import EvalCallback, EvalSettings, main, summarize, write_outputs
 from rookworld_trl.formats import env_prompt, policy_completion, policy_prompt, render_env, render_policy
 from rookworld_trl.generation import generate_completions
 from rookworld_trl.modeling import new_gpt2_model
@@ -326,7 +326,7 @@ def test_eval_callback_logs_through_the_trainer(tiny, pool, tmp_path):
     dataset = Dataset.from_dict({"prompt": prompts, "task": ["P", "P", "A"]})
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
     trainer = Trainer(model=model, args=args, processing_class=tokenizer)
-    callback = EvalCallback(trainer, dataset, pool, every_steps=5, max_new_tokens=8)
+    callback = EvalCallback(trainer, dataset, pool, 5, EvalSettings(model="", max_new_tokens=8))
     state, control = TrainerState(), TrainerControl()
     callback.on_train_begin(args, state, control)  # the curve's first point, at step 0
     assert trainer.state.log_history[-1]["step"] == 0
@@ -425,7 +425,13 @@ def test_eval_callback_in_grpo_keeps_training_metrics(tiny, pool, tmp_path):
         model=model, reward_funcs=[length], args=config, train_dataset=dataset, processing_class=tokenizer
     )
     trainer.add_callback(
-        EvalCallback(trainer, dataset, pool, every_steps=1, policy_samples=1, env_samples=1, max_new_tokens=4)
+        EvalCallback(
+            trainer,
+            dataset,
+            pool,
+            1,
+            EvalSettings(model="", policy_samples=1, env_samples=1, max_new_tokens=4),
+        )
     )
     trainer.train()
     evals = [row for row in trainer.state.log_history if "eval/env/invalid" in row]
