@@ -26,10 +26,10 @@ from rookworld_trl.rewards import (
     env_reward,
     get_reward_funcs,
     label_analysis,
-    levenshtein,
     make_policy_reward,
     score_env,
     score_policy,
+    similarity,
 )
 
 try:
@@ -71,13 +71,13 @@ def test_doctests():
 
 
 @given(st.text("abc/8 ", max_size=80), st.text("abc/8 ", max_size=80))
-def test_levenshtein_matches_the_dynamic_programme(a, b):
+def test_similarity_is_one_minus_the_edit_distance_over_the_longer_length(a, b):
     row = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
         prev, row[0] = row[0], i
         for j, cb in enumerate(b, 1):
             prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    assert levenshtein(a, b) == row[-1]
+    assert similarity(a, b) == pytest.approx(1 - row[-1] / max(len(a), len(b), 1))
 
 
 ENV_LEVELS = [  # (completion for 1. e4, graduated reward, why)
