@@ -34,6 +34,8 @@ import chess
 import chess.engine
 from tqdm.auto import tqdm
 
+from .environment import parse_board
+
 MATE_SCORE = 100000  # mate in n -> MATE_SCORE - n centipawns, the convention of the published data
 MAX_ATTEMPTS = 3  # a position is tried on at most this many (re)started engines
 STARTUP_TIMEOUT = 120.0  # seconds for the UCI handshake and option commands (searches have no timeout)
@@ -155,15 +157,9 @@ class AnalysisCache:
 
 
 def normalize_fen(fen: str) -> str:
-    """python-chess's canonical FEN of a valid position; ValueError naming the FEN otherwise."""
-    try:
-        board = chess.Board(fen)
-    except ValueError as e:
-        raise ValueError(f"invalid FEN {fen!r}: {e}") from None
-    # Stockfish may crash or misbehave on impossible positions (no king, side not to move in check, ...).
-    if not board.is_valid():
-        raise ValueError(f"invalid FEN {fen!r}: {board.status()!r}")
-    return board.fen()
+    """python-chess's canonical FEN of a valid position; ValueError naming the FEN otherwise (Stockfish may
+    crash or misbehave on impossible positions: no king, the side not to move in check, ...)."""
+    return parse_board(fen).fen()
 
 
 def _popen_daemon(path: str) -> chess.engine.SimpleEngine:

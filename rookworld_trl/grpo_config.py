@@ -231,8 +231,6 @@ class RookWorldGRPOConfig(GRPOConfig):
                 f"reward_weights has {len(self.reward_weights)} entries, "
                 f"reward_funcs {len(self.reward_funcs)}"
             )
-        if self.mix_env_ratio is not None and not 0.0 <= self.mix_env_ratio <= 1.0:
-            raise ValueError(f"mix_env_ratio must be in [0, 1], got {self.mix_env_ratio}")
         if self.adaptive_kl:
             if self.beta <= 0.0:
                 raise ValueError("adaptive_kl needs beta > 0 (with beta = 0 TRL loads no reference model)")
@@ -250,9 +248,14 @@ class RookWorldGRPOConfig(GRPOConfig):
         if self.nan_max_retries < 0 or not 0.0 < self.nan_lr_factor <= 1.0 or self.nan_snapshot_steps < 1:
             raise ValueError("need nan_max_retries >= 0, 0 < nan_lr_factor <= 1 and nan_snapshot_steps >= 1")
         if self.ref_model_device is not None:
-            if torch.device(self.ref_model_device).type not in DEVICE_TYPES:
+            try:
+                kind = torch.device(self.ref_model_device).type
+            except RuntimeError:  # torch's message lists every device type it knows
+                kind = None
+            if kind not in DEVICE_TYPES:
                 raise ValueError(
-                    f"ref_model_device {self.ref_model_device!r}: expected one of {DEVICE_TYPES}"
+                    f"ref_model_device {self.ref_model_device!r}: expected a device of type {DEVICE_TYPES}, "
+                    "e.g. cuda:1"
                 )
             if self.sync_ref_model:
                 raise ValueError(

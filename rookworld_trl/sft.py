@@ -92,8 +92,6 @@ class SFTScriptArguments:
             )
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if self.mix_env_ratio is not None and not 0.0 <= self.mix_env_ratio <= 1.0:
-            raise ValueError(f"mix_env_ratio must be in [0, 1], got {self.mix_env_ratio}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 

@@ -121,18 +121,17 @@ def trainable(model) -> dict[str, torch.Tensor]:
         (dict(adaptive_kl=True, beta=0.01, beta_min=0.1), "beta_min <= beta"),
         (dict(kl_warn=60.0, kl_stop=50.0), "kl_warn < kl_stop"),
         (dict(nan_lr_factor=0.0), "nan_lr_factor"),
-        (dict(ref_model_device="gpu:1"), ""),
+        (dict(ref_model_device="gpu:1"), "ref_model_device 'gpu:1': expected a device of type"),
         (dict(ref_model_device="cuda:1", beta=0.01, sync_ref_model=True), "sync_ref_model"),
         (dict(lr_schedule="cosine_forever"), "lr_schedule"),
         (dict(reward_funcs=[]), "reward_funcs is empty"),
         (dict(reward_funcs=["a", "b"], reward_weights=[1.0]), "reward_weights"),
-        (dict(mix_env_ratio=1.5), "mix_env_ratio"),
         (dict(replay_coef=-1.0), "replay_coef >= 0"),
         (dict(replay_task="B"), "replay_task must be"),
     ],
 )
 def test_config_rejects_bad_values(tmp_path, overrides, message):
-    with pytest.raises((ValueError, RuntimeError), match=message):
+    with pytest.raises(ValueError, match=message):
         tiny_config(tmp_path, **overrides)
 
 
