@@ -295,10 +295,11 @@ class EnginePool:
         """One search on engine i, replacing the process if it died (killed, crashed, broken pipe)."""
         error = None
         for _ in range(MAX_ATTEMPTS):
-            engine = self._engines[i] or self._start(i)
+            engine = self._engines[i]
             with self._count_lock:
                 self.engine_calls += 1
             try:
+                engine = engine or self._start(i)  # a process may die while it starts, too
                 # A new `game` object makes python-chess send ucinewgame, which clears Stockfish's hash and
                 # history tables: without it results depend on the positions searched before.
                 infos = engine.analyse(board, self.limit.to_chess(), multipv=self.multipv, game=object())
@@ -307,7 +308,8 @@ class EnginePool:
             # when python-chess has already torn down the engine's event loop, a cancelled future.
             except (chess.engine.EngineError, OSError, CancelledError) as e:
                 error = e
-                engine.close()
+                if engine is not None:
+                    engine.close()
                 self._engines[i] = None
                 with self._count_lock:
                     self.restarts += 1
@@ -315,7 +317,11 @@ class EnginePool:
 
     def _start(self, i: int) -> chess.engine.SimpleEngine:
         engine = _popen_daemon(self.path)
-        engine.configure(self.options)
+        try:
+            engine.configure(self.options)
+        except BaseException:
+            engine.close()
+            raise
         self._engines[i] = engine
         return engine
 

@@ -257,18 +257,18 @@ def kill_trials(work: Path, tally: Tally, reference: str, kills: int, rng: rando
               f"{duration:.0f} s, first checkpoint at {first:.0f} s")  # fmt: skip
     for i in range(kills):
         run, log = work / f"kill{i}", work / f"kill{i}.log"
-        proc = start(run, log=log)
-        at = rng.uniform(0.8 * first, duration)
-        try:
-            proc.wait(timeout=at)
-            tally.add(
-                f"kill {i + 1} at {at:.1f} s", False, None, "the run ended before the kill; not counted"
-            )
-            tally.rows.pop()
-            continue
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        latest = duration
+        while True:  # a run faster than the timing run ends before its kill: draw again, earlier
+            shutil.rmtree(run, ignore_errors=True)
+            proc = start(run, log=log)
+            at = rng.uniform(0.8 * first, latest)
+            try:
+                proc.wait(timeout=at)
+                latest = max(0.8 * first + 1, 0.9 * at)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                break
         code, text = run_subprocess(run, log=log)
         where = next((x for x in text.splitlines() if "resuming from" in x), "fresh start")
         tally.add(f"kill {i + 1} at {at:.1f} s", code == 0 and clean(text), final_sha(run) == reference,

@@ -335,3 +335,15 @@ def test_restart_after_kill_during_analysis(reference, workers):
         assert killed and pool.restarts >= 1
         assert not set(killed) & set(pool.pids())
     assert results == reference
+
+
+@needs_stockfish
+def test_restart_when_the_engine_dies_while_it_starts(reference, tmp_path):
+    # a Stockfish whose first process dies before it answers `uci` (as a kill during startup does)
+    wrapper = tmp_path / "dies_once.sh"
+    wrapper.write_text(f'#!/bin/sh\nif [ ! -e "{tmp_path}/started" ]; then touch "{tmp_path}/started"; kill -9 $$; fi\n'
+                       f'exec "{STOCKFISH}"\n')  # fmt: skip
+    wrapper.chmod(0o755)
+    with EnginePool(limit=LIMIT, stockfish_path=str(wrapper)) as pool:
+        assert pool.analyse_many(POSITIONS) == reference
+        assert pool.restarts == 1
