@@ -84,13 +84,15 @@ def final_sha(out: Path) -> str | None:
 
 def run_inprocess(out: Path, *extra: str) -> tuple[int, str]:
     """The training stage in this process, as `python -m rookworld_trl.grpo` runs it; (exit code, stderr)."""
+    import torch
+
     from rookworld_trl import grpo
     from rookworld_trl.cli import run_stage
 
-    import torch
-
     os.environ.update(ENV)
-    torch.set_num_threads(int(ENV["OMP_NUM_THREADS"]))  # as the subprocesses: results depend on the thread count
+    torch.set_num_threads(
+        int(ENV["OMP_NUM_THREADS"])
+    )  # as the subprocesses: results depend on the thread count
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
