@@ -22,9 +22,9 @@ from test_grpo import make_tiny_model_dir, make_trainer, model_dir, train_logs, 
 from transformers import TrainerCallback
 
 from rookworld_trl import checkpoints
-from rookworld_trl.metrics_log import JSONLMetricsCallback
 from rookworld_trl.grpo import RookWorldGRPOTrainer, train
 from rookworld_trl.grpo_safety import spike
+from rookworld_trl.metrics_log import JSONLMetricsCallback
 
 ROOT = Path(__file__).resolve().parent.parent
 SAVE = dict(save_strategy="steps", save_steps=1, beta=0.01)
