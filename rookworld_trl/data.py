@@ -30,7 +30,6 @@ from .data_load import (
     split_of,
     write_stats,
 )
-from .engine import StockfishNotFound
 
 __all__ = [
     "COLUMNS",
@@ -155,20 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     options = {k: v for k, v in vars(args).items() if k != "command"}
     if "depth" in options:
         options["depth"] = options["depth"] or None  # --depth 0: a node limit alone
-    try:
-        if args.command == "generate":
-            generate(GenerateConfig(**options))
-        elif args.command == "audit":
-            audit(AuditConfig(**options))
-        elif args.out:
-            convert(args.source, args.out, args.split, args.validation_fraction, args.test_fraction)
-        else:
-            describe(args.source, args.split, args.max_samples)
-    except (ValueError, OSError, StockfishNotFound) as e:  # bad input: one clear line, not a traceback
-        print(f"rookworld data {args.command}: {e or type(e).__name__}", file=sys.stderr)
-        return 2
+    if args.command == "generate":
+        generate(GenerateConfig(**options))
+    elif args.command == "audit":
+        audit(AuditConfig(**options))
+    elif args.out:
+        convert(args.source, args.out, args.split, args.validation_fraction, args.test_fraction)
+    else:
+        describe(args.source, args.split, args.max_samples)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from rookworld_trl.cli import run_stage  # bad input: one clear line, not a traceback
+
+    sys.exit(run_stage("data", main))

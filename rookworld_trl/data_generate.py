@@ -26,7 +26,6 @@ position hash).
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import os
 import random
@@ -45,7 +44,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from . import __version__
-from .data_load import FEATURES, LayoutWriter, env_row, policy_row, write_stats
+from .data_load import FEATURES, LayoutWriter, env_row, open_text, policy_row, write_stats
 from .engine import EngineLimit, EnginePool, MoveEval, find_stockfish
 from .environment import env_sample, legal_move, transition_kind
 from .formats import render_env, render_policy
@@ -163,10 +162,6 @@ def play_random(rng: random.Random, config: GenerateConfig) -> Game:
     while not game_over(board, config):
         board.push(rng.choice(list(board.legal_moves)))
     return game_of(board, None, rng, config, "max_plies")
-
-
-def open_text(path: str):
-    return gzip.open(path, "rt", encoding="utf-8", errors="replace") if path.endswith(".gz") else open(path)
 
 
 def pgn_chunks(paths, per_chunk: int, max_games: int | None, done: set[int]) -> Iterator[tuple[int, list]]:

@@ -232,10 +232,15 @@ class LoadReport:
                 "first_lines": self.first_lines}  # fmt: skip
 
 
+def open_text(path: str | os.PathLike):
+    """A text file for reading, gzip if it ends in .gz; undecodable bytes become U+FFFD, never an error."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    return opener(path, "rt", encoding="utf-8", errors="replace")
+
+
 def read_lines(path: str | os.PathLike) -> Iterator[str]:
     """Lines of a text file (gzip if it ends in .gz), without their line ends."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+    with open_text(path) as f:
         for line in f:
             yield line.rstrip("\r\n")
 

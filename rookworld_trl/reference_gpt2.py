@@ -251,13 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # imported here so that the reference model above needs nothing but torch
-    from rookworld_trl.modeling import ModelLoadError, load_model_and_tokenizer
+    from rookworld_trl.modeling import load_model_and_tokenizer
 
-    try:
-        hf_model, tokenizer = load_model_and_tokenizer(args.model, device=args.device, dtype=torch.float32)
-    except ModelLoadError as e:
-        print(f"rookworld parity: {e}", file=sys.stderr)
-        return 2
+    hf_model, tokenizer = load_model_and_tokenizer(args.model, device=args.device, dtype=torch.float32)
     hf_model.eval()
     ref = from_hf(hf_model).to(args.device).eval()
     batch = tokenizer(PROMPTS, return_tensors="pt", padding=True).to(args.device)
@@ -292,4 +288,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from rookworld_trl.cli import run_stage  # bad input: one clear line, not a traceback
+
+    sys.exit(run_stage("parity", main))

@@ -24,6 +24,7 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
+from rookworld_trl.cli import run_stage
 from rookworld_trl.data import (
     COLUMNS,
     FEATURES,
@@ -65,7 +66,7 @@ except RuntimeError:
 
 
 def run_cli(args: list[str]) -> int:
-    return main(args)
+    return run_stage("data", main, args)
 
 
 @pytest.fixture(scope="module")

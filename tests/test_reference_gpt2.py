@@ -9,6 +9,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from rookworld_trl.cli import run_stage
 from rookworld_trl.reference_gpt2 import GPTConfig, from_hf, main, parity_checks, position_ids
 
 TOL = 1e-4
@@ -182,5 +183,5 @@ def test_cli_passes_on_a_saved_model(tmp_path, capsys):
 
 
 def test_cli_missing_model_exits_2(tmp_path, capsys):
-    assert main([str(tmp_path / "missing")]) == 2
+    assert run_stage("parity", main, [str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
