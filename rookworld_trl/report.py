@@ -39,10 +39,12 @@ PANELS: dict[str, tuple[str, ...]] = {
     "beta": ("beta",),
     "clip_fraction": ("clip_ratio/*",),
     "entropy": ("entropy",),
-    "lengths": ("completions/*length*", "completions/clipped_ratio"),
+    "lengths": ("completions/*length*",),  # tokens
+    "truncated": ("completions/clipped_ratio",),  # a fraction: apart from the token counts
     "learning_rate": ("learning_rate",),
     "step_time": ("step_time",),
-    "loss": ("loss", "grad_norm"),
+    "loss": ("loss", "replay_loss"),
+    "grad_norm": ("grad_norm",),
     "eval": ("eval/*",),
 }
 SKIP = {"step", "epoch", "time"}

@@ -63,7 +63,7 @@ def test_report_writes_panels_and_summary(tmp_path):
     written = report(str(run))
     panels = {
         "reward", "reward_components_policy", "reward_components_env", "kl", "beta", "clip_fraction",
-        "entropy", "lengths", "learning_rate", "step_time", "loss", "eval", "learning_curve", "reward_spread",
+        "entropy", "lengths", "learning_rate", "step_time", "loss", "grad_norm", "eval", "learning_curve", "reward_spread",
     }  # fmt: skip
     assert set(written) == panels | {"summary"}
     for name in panels:
