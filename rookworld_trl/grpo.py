@@ -5,8 +5,9 @@
     rookworld train --config recipes/grpo_rookworld_124m_gpu.yaml       # the same, via rookworld_trl/cli.py
 
 TRL does the GRPO work (sampling K completions per prompt, group advantages, clipped loss, k3 KL, vLLM, PEFT);
-every GRPOConfig / TrainingArguments field stays reachable from a recipe. RookWorldGRPOTrainer adds, each at
-the narrowest seam of GRPOTrainer / Trainer:
+every GRPOConfig / TrainingArguments field stays reachable from a recipe. RookWorldGRPOTrainer adds, through
+public Trainer methods and the hooks of rookworld_trl/trl_compat.py (the one module that touches TRL's
+internals):
   - adaptive KL, KL guard, NaN/Inf recovery (grpo_safety.StepGuard, a callback at the optimizer-step
     boundary; `training_step` and `compute_loss` report each micro-batch's loss, KL and inputs to it): beta
     follows the measured KL; KL above kl_warn warns, above kl_stop saves a checkpoint and stops; a non-finite
@@ -14,11 +15,12 @@ the narrowest seam of GRPOTrainer / Trainer:
     restores an in-memory snapshot from before the bad update (weights + optimizer), cuts the LR and saves
     the batch to output_dir/nan_batches/;
   - field credit (`field_credit`): per-field (B, T) advantages of P: answers, rookworld_trl/credit.py,
-    in `_generate_and_score_completions`;
+    in `shape_advantages`;
   - GPT-2 positions from the attention mask when TRL scores left-padded rows (policy and reference);
-  - reference model on its own device (`ref_model_device`): `_get_per_token_logps_and_entropies`;
+  - reference model on its own device (`ref_model_device`);
   - checkpoint tiers with verified completion markers and resume modes (rookworld_trl/checkpoints.py); a
     finished run re-run trains nothing; a full disk or Ctrl-C ends with one line saying how to resume;
+  - publishing of final/ only (rookworld_trl/publish.py; Trainer's own push is off);
   - an LR schedule "warmup_cosine_linear" (`create_scheduler`), a JSONL metrics file, peak memory in the logs.
 """
 

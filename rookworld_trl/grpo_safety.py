@@ -194,6 +194,9 @@ class StepGuard(TrainerCallback):
     Two snapshots are kept: a step's KL measures the weights the previous update made, so KL divergence rolls
     back past that update, to the older snapshot (and the KL guard then stops the run, as above kl_stop);
     every other fault is the current update's or batch's.
+
+    What it uses of the trainer (trl_compat.GRPOSeams): model, optimizer, lr_scheduler, accelerator, state,
+    `beta` (which it controls), log_metric() and drop_buffered_completions().
     """
 
     def __init__(self, trainer):
