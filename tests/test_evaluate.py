@@ -16,6 +16,7 @@ from transformers import Trainer, TrainerControl, TrainerState, TrainingArgument
 from rookworld_trl import eval_suites
 from rookworld_trl.engine import EngineLimit, EnginePool
 from rookworld_trl.environment import env_sample, transition
+from rookworld_trl.eval_outputs import summarize, write_outputs
 from rookworld_trl.eval_suites import (
     ILLEGAL_KINDS,
     env_suite,
@@ -28,7 +29,7 @@ from rookworld_trl.eval_suites import (
     policy_suite,
     selfplay_suite,
 )
-from rookworld_trl.evaluate import EvalCallback, EvalSettings, main, summarize, write_outputs
+from rookworld_trl.evaluate import EvalCallback, EvalSettings, main
 from rookworld_trl.formats import env_prompt, policy_completion, policy_prompt, render_env, render_policy
 from rookworld_trl.generation import generate_completions
 from rookworld_trl.modeling import new_gpt2_model
