@@ -28,9 +28,13 @@ import logging
 import os
 import re
 import shutil
+import signal
 import struct
 import sys
+import threading
 import time
+
+from transformers import TrainerCallback
 
 logger = logging.getLogger(__name__)
 
@@ -368,3 +372,33 @@ def save_final(trainer) -> str:
     if trainer.args.should_save:
         replace_dir(tmp, final)
     return final
+
+
+class SaveOnInterrupt(TrainerCallback):
+    """Ctrl-C (SIGINT) during training: finish the optimizer step under way, save a checkpoint and stop, so
+    that no work since the last save is lost; a second Ctrl-C interrupts at once (KeyboardInterrupt, and the
+    last complete checkpoint is the resume point). After train(), `step` is the step it stopped at, or None."""
+
+    def __init__(self):
+        self.step: int | None = None
+        self._requested = False
+        self._previous = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            self._previous = signal.signal(signal.SIGINT, self._request)
+
+    def _request(self, signum, frame):
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the second Ctrl-C stops at once
+        self._requested = True
+        say("Ctrl-C: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._requested and self.step is None:
+            self.step = state.global_step
+            control.should_save = control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None

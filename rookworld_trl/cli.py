@@ -10,10 +10,12 @@ Each stage module exposes `main(argv)`. The training stages (`train`, `sft`) go 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -107,10 +109,27 @@ def launch(module: str, argv: list[str], default_recipe: str | None) -> int:
     launcher += cpu_threads(accel)
     cmd = [*launcher, "-m", module, *argv]
     print("rookworld: " + " ".join(cmd), flush=True)
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 130
+    return run_group(cmd)
+
+
+def run_group(cmd: list[str]) -> int:
+    """Run the launcher cmd and return its exit code (130 after a Ctrl-C). Ctrl-C goes to the stage under the
+    launcher only (which finishes its step, saves a checkpoint and says how to resume) and the wait goes on
+    until it has exited: the prompt returns once the checkpoint is on disk, and the launcher prints no
+    traceback of its own."""
+    import psutil  # an accelerate dependency
+
+    proc = subprocess.Popen(cmd, start_new_session=True)  # the terminal's Ctrl-C reaches this process only
+    interrupted = False
+    while True:
+        try:
+            code = proc.wait()
+            return 130 if interrupted and code else code
+        except KeyboardInterrupt:
+            interrupted = True
+            for child in psutil.Process(proc.pid).children():  # not Stockfish, one level below
+                with contextlib.suppress(psutil.Error):
+                    child.send_signal(signal.SIGINT)
 
 
 def usage(commands: dict) -> str:

@@ -102,6 +102,8 @@ class RookWorldGRPOTrainer(GRPOSeams):
                 a.process_index,
             )
         self.add_callback(self.guard)
+        self.interrupt = checkpoints.SaveOnInterrupt()
+        self.add_callback(self.interrupt)
         if self.args.metrics_jsonl:
             self.add_callback(
                 JSONLMetricsCallback(os.path.join(self.args.output_dir, self.args.metrics_jsonl))
@@ -297,6 +299,16 @@ def before_after_eval(args: RookWorldGRPOConfig, initial_model: str, final_dir: 
         return f.read()
 
 
+def interrupted(trainer: RookWorldGRPOTrainer) -> int:
+    """Say where a Ctrl-C left the run and how to go on; the exit code 130."""
+    last = checkpoints.latest_complete_checkpoint(trainer.args.output_dir)
+    checkpoints.say(
+        f"interrupted at step {trainer.state.global_step} (last checkpoint: {last or 'none'}); resume with the "
+        "same command and --resume_from_checkpoint auto"
+    )
+    return 130
+
+
 def train(trainer: RookWorldGRPOTrainer, initial_model: str | None = None) -> int:
     """Resume per args.resume_from_checkpoint, train, save final (and push), then the before/after eval
     against `initial_model` on the main process. Returns a process exit code."""
@@ -322,14 +334,10 @@ def train(trainer: RookWorldGRPOTrainer, initial_model: str | None = None) -> in
             checkpoints.say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
         try:
             trainer.train(resume_from_checkpoint=resume)
-        except KeyboardInterrupt:
-            # no save here: the interrupt may land mid-update, so the weights in memory are no step's weights
-            last = checkpoints.latest_complete_checkpoint(args.output_dir)
-            checkpoints.say(
-                f"interrupted at step {trainer.state.global_step} (last checkpoint: {last or 'none'}); resume "
-                f"with the same command and --resume_from_checkpoint auto"
-            )
-            return 130
+        except KeyboardInterrupt:  # a second Ctrl-C: mid-update weights are no step's, so nothing is saved
+            return interrupted(trainer)
+        if trainer.interrupt.step is not None:  # the first Ctrl-C: the step finished and was saved
+            return interrupted(trainer)
     if trainer.halt_reason:
         print(f"rookworld grpo: stopped early. {trainer.halt_reason}", file=sys.stderr)
         return 1

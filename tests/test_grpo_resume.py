@@ -181,3 +181,27 @@ def test_ctrl_c_says_the_step_and_how_to_resume(model_dir, tmp_path):  # noqa: F
     assert "Traceback" not in log, log
     said = [line for line in log.splitlines() if "interrupted at step" in line]
     assert len(said) == 1 and "resume with the same command and --resume_from_checkpoint auto" in said[0]
+    # the step under way finished and was saved: nothing trained since the last save is lost
+    step = int(said[0].split("interrupted at step ")[1].split()[0])
+    assert step > 2 and checkpoints.checkpoint_problem(str(out / f"checkpoint-{step}")) is None
+    assert f"(last checkpoint: {out / f'checkpoint-{step}'})" in said[0]
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_rookworld_train_waits_for_the_checkpoint(tmp_path):
+    # as a terminal's Ctrl-C reaches `rookworld train`: the launcher and the stage are left to the CLI
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "rookworld_trl.cli", "train", "--output_dir", str(out), "--max_steps", "50",
+           "--save_steps", "20", "--eval_every_steps", "0", "--eval_samples", "0", "--report_to", "none"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    deadline = time.time() + 300
+    while not list(out.glob("completions/*.parquet")):  # training has begun
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130 and "Traceback" not in log, log
+    step = int(log.split("interrupted at step ")[1].split()[0])
+    assert checkpoints.checkpoint_problem(str(out / f"checkpoint-{step}")) is None, log
