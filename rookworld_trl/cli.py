@@ -156,7 +156,16 @@ def stage_parser(dataclass_types: tuple, command: str):
             except ValueError as e:
                 raise ValueError(_batch_size_in_user_fields(str(e))) from None
 
-    return StageParser(dataclass_types)
+    parser = StageParser(dataclass_types)  # HfArgumentParser: --help shows each field's default
+    parser.prog = f"rookworld {command}"
+    parser.epilog = EXAMPLES.get(command)
+    return parser
+
+
+EXAMPLES = {  # one example per training command, shown at the end of --help
+    "train": "example: rookworld train --config recipes/grpo_tiny_cpu.yaml --max_steps 300 --learning_rate 5e-5",
+    "sft": "example: rookworld sft --config recipes/sft_tiny_cpu.yaml --max_steps 200",
+}
 
 
 def _batch_size_in_user_fields(message: str) -> str:

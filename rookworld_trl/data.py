@@ -84,7 +84,13 @@ def describe(source: str, split: str, max_samples: int | None) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rookworld data", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("generate", help="generate P:/A: samples from games (engine-labelled)")
+    helpful = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # --help shows the defaults
+    g = sub.add_parser(
+        "generate",
+        help="generate P:/A: samples from games (engine-labelled)",
+        epilog="example: rookworld data generate --out data/mine --selfplay 100 --random 100 --depth 8",
+        **helpful,
+    )
     d = GenerateConfig  # defaults come from the config dataclass: one place
     g.add_argument("--out", required=True, help="output directory (re-run with the same settings to resume)")
     g.add_argument(
@@ -116,15 +122,28 @@ def parser() -> argparse.ArgumentParser:
     add_split_args(g)
     g.add_argument("--cache", default=None, help="analysis cache (sqlite), default OUT/analysis.sqlite")
 
-    lo = sub.add_parser("load", help="load a source, report malformed lines, convert it to our layout")
+    lo = sub.add_parser(
+        "load",
+        help="load a source, report malformed lines, convert it to our layout",
+        epilog="example: rookworld data load published_p.txt.gz --out data/published",
+        **helpful,
+    )
     lo.add_argument("source", help="dataset dir, .parquet/.jsonl/.txt file, or hub id (jrahn/rookworld_7m)")
     lo.add_argument("--split", default="train", help="split of a dataset dir or hub id")
     lo.add_argument("--out", default=None, help="write our layout (parquet + txt + stats.json) here")
     lo.add_argument("--max-samples", type=int, default=None, help="describe only the first N rows")
     add_split_args(lo)
 
-    a = sub.add_parser("audit", help="re-verify every line with python-chess and Stockfish")
-    a.add_argument("source", help="raw text file (.txt/.gz), or .parquet/.jsonl with a text column")
+    a = sub.add_parser(
+        "audit",
+        help="re-verify every line with python-chess and Stockfish",
+        epilog="example: rookworld data audit published_p.txt.gz --max-lines 2000 --failures bad.txt",
+        **helpful,
+    )
+    a.add_argument(
+        "source", help="any source `load` reads: text (.txt/.gz), .jsonl/.json, .parquet, dir, hub id"
+    )
+    a.add_argument("--split", default="train", help="split of a dataset dir or hub id")
     a.add_argument("--failures", default=None, help="write the failing lines here")
     a.add_argument("--report", default=None, help="write the report as JSON here")
     a.add_argument("--eval-tolerance", type=float, default=AuditConfig.eval_tolerance, help="pawns")

@@ -17,30 +17,30 @@ unchanged to --failures. Works on raw text (.txt, .gz), or the `text` column of 
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
 import chess
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from .data_load import read_lines
+from .data_load import open_source, read_lines, text_lines
 from .engine import EngineLimit, EnginePool, MoveEval
 from .environment import parse_board, transition
 from .formats import (
+    FEN_WIDTH,
     HISTORY_PLIES,
     EnvSample,
     FormatError,
     PolicySample,
-    env_completion,
-    env_prompt,
     normalize_line,
     parse_line,
     policy_completion,
     policy_prompt,
+    prompt_fen_width,
+    render_env,
+    split_prompt_completion,
 )
 
 BATCH_LINES = 256  # lines per engine batch: enough to keep every worker busy
@@ -49,6 +49,7 @@ BATCH_LINES = 256  # lines per engine batch: enough to keep every worker busy
 @dataclass
 class AuditConfig:
     source: str
+    split: str = "train"  # of a dataset dir or hub dataset
     depth: int | None = 8
     nodes: int | None = None
     multipv: int = 5
@@ -63,80 +64,123 @@ class AuditConfig:
     progress: bool = True
 
     def __post_init__(self):
-        if not os.path.isfile(self.source):
-            raise ValueError(f"no such file: {self.source}")
         if min(self.eval_tolerance, self.best_tolerance) < 0:
             raise ValueError("--eval-tolerance and --best-tolerance must be >= 0")
         self.limit = EngineLimit(depth=self.depth, nodes=self.nodes)
 
 
+P_FIELDS = ("legal", "count", "best_in_moves", "moves", "evals", "best")  # content, against the engine
+A_FIELDS = ("history", "new_fen", "reward", "terminated", "truncated")  # content, against python-chess
+RANKS = ("1", "2", "3", "4", "5", "not listed")  # where a P: label's B: move is in the engine's list
+
+
 @dataclass
 class AuditReport:
+    """Counts by group ("P w", "P b", "A w", "A b"; unparseable lines in "P ?", "A ?", "? ?"): lines, lines
+    whose content disagrees, lines laid out otherwise than formats renders them, and each field. Rates are
+    over all lines of the task, unparseable ones included."""
+
     source: str
     limit: str
     lines: int = 0
-    failed: int = 0
-    groups: dict[str, Counter] = field(default_factory=dict)  # "P w" -> {"lines": n, "failed": m}
-    fields: Counter = field(default_factory=Counter)  # "P: best" -> lines where that field disagrees
+    failed: int = 0  # content disagrees, or the line does not parse
+    groups: dict[str, Counter] = field(default_factory=dict)
+    ranks: dict[str, Counter] = field(default_factory=dict)  # side -> RANKS entry -> P: labels
+    reasons: Counter = field(default_factory=Counter)  # why lines do not parse
     examples: list[tuple[int, list[str]]] = field(
         default_factory=list
     )  # (line number, fields), the first few
 
-    def add(self, line_no: int, group: str, failures: list[str]) -> None:
+    def add(self, line_no: int, group: str, failures: list[str], layout: bool = True) -> None:
         self.lines += 1
         counts = self.groups.setdefault(group, Counter())
         counts["lines"] += 1
+        counts.update(failures)
+        counts["layout"] += not layout
         if failures:
             self.failed += 1
             counts["failed"] += 1
-            self.fields.update(failures)
-            if len(self.examples) < 20:
-                self.examples.append((line_no, failures))
+        if (failures or not layout) and len(self.examples) < 20:
+            self.examples.append((line_no, failures + ([] if layout else ["layout"])))
 
     def task_lines(self, task: str) -> int:
-        return sum(c["lines"] for g, c in self.groups.items() if g.startswith(task))
+        return sum(c["lines"] for g, c in self.groups.items() if g[0] == task)
+
+    def field_counts(self) -> dict[str, int]:
+        """ "P: best" -> lines of the task where that field disagrees ("P: unparseable", "P: layout" too)."""
+        out = Counter()
+        for group, counts in self.groups.items():
+            task = group[0]
+            names = ("layout", *(P_FIELDS if task == "P" else A_FIELDS)) if group[2] != "?" else ()
+            out.update({f"{task}: {n}": counts[n] for n in names if counts[n]})
+            if group[2] == "?":
+                out[f"{task}: unparseable"] += counts["lines"]
+        return dict(out)
 
     def to_dict(self) -> dict:
         rate = self.failed / max(self.lines, 1)
+        fields = {
+            f: {"count": n, "rate": n / max(self.task_lines(f[0]), 1)}
+            for f, n in sorted(self.field_counts().items())
+        }
         return dict(
             source=self.source, limit=self.limit, lines=self.lines, failed=self.failed, rate=rate,
             groups={g: {**c, "rate": c["failed"] / c["lines"]} for g, c in sorted(self.groups.items())},
-            fields={f: {"count": n, "rate": n / max(self.task_lines(f[0]), 1)} for f, n in sorted(self.fields.items())},
+            fields=fields, unparseable=dict(self.reasons), label_rank={s: dict(c) for s, c in self.ranks.items()},
             examples=[{"line": n, "fields": f} for n, f in self.examples],
         )  # fmt: skip
 
     def summary(self) -> str:
-        d = self.to_dict()
-        out = [
-            f"audit of {self.source} at {self.limit}: {self.lines} lines, {self.failed} disagree ({d['rate']:.2%})"
-        ]
-        for group, c in d["groups"].items():
-            out.append(
-                f"  {group:<8} {c['lines']:>8} lines {c.get('failed', 0):>8} disagree ({c['rate']:.2%})"
-            )
-        for name, c in d["fields"].items():
-            out.append(f"  {name:<20} {c['count']:>8} ({c['rate']:.2%} of the task's lines)")
+        out = [f"audit of {self.source} at {self.limit}: {self.lines} lines, {self.failed} disagree in content "
+               f"or do not parse ({self.failed / max(self.lines, 1):.2%}); rates per side to move:"]  # fmt: skip
+        for task, names in (("P", P_FIELDS), ("A", A_FIELDS)):
+            if self.task_lines(task):
+                out += self._task_table(task, names)
+        if self.ranks:
+            out.append("  P: label's B: move, its rank in the engine's list (1 = the engine's best):")
+            out.append("  " + " " * 7 + "".join(f"{r:>11}" for r in RANKS))
+            for side in sorted(self.ranks, reverse=True):  # w before b
+                c, n = self.ranks[side], max(sum(self.ranks[side].values()), 1)
+                out.append(f"  {SIDES[side]:<7}" + "".join(f"{c[r] / n:>11.1%}" for r in RANKS))
+        out += [f"  unparseable: {n} {reason}" for reason, n in self.reasons.most_common(5)]
         out += [f"  first: {self.source}:{n} {', '.join(f)}" for n, f in self.examples[:5]]
         return "\n".join(out)
 
+    def _task_table(self, task: str, names: tuple[str, ...]) -> list[str]:
+        cols = ("lines", "layout", *names)
+        out = [f"  {task}:     " + "".join(f"{c:>14}" for c in cols)]
+        for side in ("w", "b", "?"):
+            counts = self.groups.get(f"{task} {side}")
+            if not counts:
+                continue
+            if side == "?":
+                share = counts["lines"] / self.task_lines(task)
+                out.append(f"  {'unparseable':<11}{counts['lines']:>14}  ({share:.2%} of the task's lines)")
+                continue
+            n = counts["lines"]
+            out.append(f"  {SIDES[side]:<11}{n:>14}" + "".join(f"{counts[c] / n:>14.2%}" for c in cols[1:]))
+        return out
 
-def iter_lines(source: str) -> Iterator[str]:
-    """The raw lines of a text file, or the `text` column of a Parquet / JSONL file."""
-    if source.endswith(".parquet"):
-        for batch in pq.ParquetFile(source).iter_batches(columns=["text"]):
-            yield from batch.column("text").to_pylist()
-    elif source.endswith((".jsonl", ".json")):
-        for line in read_lines(source):
-            if line.strip():
-                yield json.loads(line)["text"]
-    else:
-        yield from read_lines(source)
+
+SIDES = {"w": "white", "b": "black", "?": "unknown"}
+
+
+def iter_lines(source: str, split: str = "train") -> Iterator[str]:
+    """The raw lines of any source `rookworld data load` reads (a dataset dir's `split`)."""
+    opened = open_source(source, split, streaming=True)
+    return read_lines(source) if opened is None else text_lines(opened, source)
+
+
+def label_rank(best: str, analysis: list[MoveEval]) -> str:
+    """Where `best` is in the engine's best-first list: "1".."5", or "not listed"."""
+    engine = [e.move for e in analysis]
+    return str(engine.index(best) + 1) if best in engine else "not listed"
 
 
 def check_policy(
-    s: PolicySample, text: str, analysis: list[MoveEval], board: chess.Board, config: AuditConfig
+    s: PolicySample, analysis: list[MoveEval], board: chess.Board, config: AuditConfig
 ) -> list[str]:
-    """The P: fields on which the line disagrees with python-chess and the engine."""
+    """The P: content fields on which the line disagrees with python-chess and the engine."""
     bad = []
     legal = {m.uci() for m in board.legal_moves}
     if any(m not in legal for m in s.moves):
@@ -145,8 +189,6 @@ def check_policy(
         bad.append("count")
     if s.best not in s.moves:
         bad.append("best_in_moves")
-    if policy_prompt(s.fen) + policy_completion(s.moves, s.evals, s.best) != text:
-        bad.append("render")
     engine = {e.move: e.pawns for e in analysis}
     if set(s.moves) != set(engine):
         bad.append("moves")
@@ -160,16 +202,11 @@ def check_policy(
     return bad
 
 
-def check_env(s: EnvSample, text: str) -> list[str]:
-    """The A: fields on which the line disagrees with python-chess."""
+def check_env(s: EnvSample) -> list[str]:
+    """The A: content fields on which the line disagrees with python-chess."""
     bad = []
     if not s.history or s.history[-1] != s.move or len(s.history) > HISTORY_PLIES:
         bad.append("history")
-    if (
-        env_prompt(s.fen, s.move, s.history) + env_completion(s.new_fen, s.reward, s.terminated, s.truncated)
-        != text
-    ):
-        bad.append("render")
     truth = dict(
         zip(("new_fen", "reward", "terminated", "truncated"), transition(s.fen, s.move), strict=True)
     )
@@ -177,30 +214,41 @@ def check_env(s: EnvSample, text: str) -> list[str]:
     return bad + [name for name, value in truth.items() if written[name] != value]
 
 
+def laid_out(sample: PolicySample | EnvSample, text: str) -> bool:
+    """Whether the line is exactly what formats renders for its content (any published P: FEN width)."""
+    if isinstance(sample, EnvSample):
+        return render_env(sample) == text
+    width = prompt_fen_width(split_prompt_completion(text)[0]) or FEN_WIDTH
+    return (
+        policy_prompt(sample.fen, width) + policy_completion(sample.moves, sample.evals, sample.best) == text
+    )
+
+
 def audit_batch(batch, pool: EnginePool, config: AuditConfig, report: AuditReport, failures) -> None:
     parsed = []
     for line_no, line in batch:
         text = normalize_line(line).strip()
+        task = text[:1] if text[:2] in ("P:", "A:") else "?"
         try:
             sample = parse_line(text)
             board = parse_board(sample.fen)
-        except FormatError as e:
-            parsed.append((line_no, line, "?", [f"format ({e.field})"], None, None, None))
+        except ValueError as e:  # FormatError, or a readable FEN that is no legal position
+            reason = e.reason if isinstance(e, FormatError) else f"{task}: fen: {e}"
+            parsed.append((line_no, line, f"{task} ?", [f"unparseable ({reason})"], None, text, None))
+            report.reasons[reason] += 1
             continue
-        except ValueError:  # a readable FEN that is no legal position
-            parsed.append((line_no, line, "?", [f"{text[0]}: fen"], None, None, None))
-            continue
-        group = f"{text[0]} {'w' if board.turn else 'b'}"
-        parsed.append((line_no, line, group, [], sample, text, board))
+        parsed.append((line_no, line, f"{task} {'w' if board.turn else 'b'}", [], sample, text, board))
     policy_fens = [p[4].fen for p in parsed if isinstance(p[4], PolicySample)]
     analyses = dict(zip(policy_fens, pool.analyse_many(policy_fens), strict=True))
     for line_no, line, group, bad, sample, text, board in parsed:
+        layout = sample is None or laid_out(sample, text)
         if isinstance(sample, PolicySample):
-            bad = [f"P: {f}" for f in check_policy(sample, text, analyses[sample.fen], board, config)]
+            bad = check_policy(sample, analyses[sample.fen], board, config)
+            report.ranks.setdefault(group[2], Counter())[label_rank(sample.best, analyses[sample.fen])] += 1
         elif isinstance(sample, EnvSample):
-            bad = [f"A: {f}" for f in check_env(sample, text)]
-        report.add(line_no, group, bad)
-        if bad and failures is not None:
+            bad = check_env(sample)
+        report.add(line_no, group, bad, layout)
+        if (bad or not layout) and failures is not None:
             failures.write(line + "\n")
 
 
@@ -219,7 +267,7 @@ def audit(config: AuditConfig) -> AuditReport:
     )
     try:
         with pool, tqdm(unit="line", desc="audit", disable=not config.progress) as bar:
-            lines = islice(enumerate(iter_lines(config.source), 1), config.max_lines)
+            lines = islice(enumerate(iter_lines(config.source, config.split), 1), config.max_lines)
             for batch in batches(lines, BATCH_LINES):
                 audit_batch(batch, pool, config, report, failures)
                 bar.update(len(batch))

@@ -36,7 +36,16 @@ import pyarrow.parquet as pq
 from datasets import Features, List, Value
 
 from .environment import parse_board, transition_kind
-from .formats import EnvSample, FormatError, normalize_line, parse_line, split_prompt_completion
+from .formats import (
+    FEN_WIDTH,
+    EnvSample,
+    FormatError,
+    normalize_line,
+    parse_line,
+    policy_prompt,
+    prompt_fen_width,
+    split_prompt_completion,
+)
 
 SPLITS = ("train", "validation", "test")
 FEATURES = Features(
@@ -264,7 +273,7 @@ def rows_from_lines(
             row = row_from_line(line)
         except FormatError as e:
             if count:
-                report.bad(e.field, line_no)
+                report.bad(e.reason, line_no)
             continue
         if task is None or row["task"] == task:
             report.rows += 1
@@ -326,6 +335,8 @@ def open_source(source: str, split: str, streaming: bool):
         if path.is_file():
             if kind is None:
                 return None
+            if kind == "json" and _starts_with(path, "["):  # a JSON array of lines or of objects
+                return datasets.Dataset.from_list(json_array_rows(path))
             return datasets.load_dataset(kind, data_files=str(path), split="train", streaming=streaming)
     except (ValueError, OSError) as e:
         raise DataSourceError(
@@ -341,6 +352,37 @@ def open_source(source: str, split: str, streaming: bool):
         raise hub_error(source, e) from None
 
 
+def _starts_with(path: Path, char: str) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read(64).lstrip().startswith(char)
+
+
+def json_array_rows(path: Path) -> list[dict]:
+    """The rows of a JSON array file: strings become {"text": line}, objects stay as they are."""
+    with open(path, encoding="utf-8") as f:
+        items = json.load(f)
+    if not all(isinstance(x, str | dict) for x in items):
+        raise DataSourceError(f"{path}: a JSON array of neither lines (strings) nor objects")
+    return [{"text": x} if isinstance(x, str) else x for x in items]
+
+
+def text_lines(ds, source: str) -> Iterator[str]:
+    """The raw lines of a loaded source: its `text` column, or `prompt` + `completion` joined; else one line
+    naming the file, what it has and what it expects."""
+    names = ds.column_names or list(next(iter(ds), {}))  # a streamed JSON file names its columns when read
+    if "text" in names:
+        for example in ds.select_columns(["text"]):
+            yield example["text"]
+    elif {"prompt", "completion"} <= set(names):
+        for example in ds.select_columns(["prompt", "completion"]):
+            yield example["prompt"] + example["completion"]
+    else:
+        raise DataSourceError(
+            f"{source}: has columns {sorted(names)}; expected a 'text' column of P:/A: lines, 'prompt' and "
+            "'completion' columns, or our dataset columns (rookworld data load --out)"
+        )
+
+
 def to_rows(
     ds, source: str, report: LoadReport, streaming: bool, task: str | None = None, count: bool = True
 ):
@@ -350,16 +392,7 @@ def to_rows(
         ds = ds.select_columns(list(COLUMNS))
         ds = ds if ds.features == FEATURES else ds.cast(FEATURES)  # e.g. JSON numbers read as int64
         return ds if task is None else ds.filter(lambda row: row["task"] == task)
-    if "text" not in names:
-        raise DataSourceError(
-            f"{source}: has columns {sorted(names)}, neither ours nor a 'text' column of lines"
-        )
-
-    def texts():
-        for example in ds.select_columns(["text"]):
-            yield example["text"]
-
-    return dataset_from_lines(texts, report, streaming, task, count)
+    return dataset_from_lines(lambda: text_lines(ds, source), report, streaming, task, count)
 
 
 def check_ratio(mix_env_ratio: float) -> None:
@@ -392,6 +425,36 @@ def mix_tasks(ds: datasets.Dataset, mix_env_ratio: float, seed: int) -> datasets
     return ds.select(chosen)
 
 
+def fen_widths(prompts: Iterable[str]) -> Counter:
+    """How many P: prompts among `prompts` are padded to each FEN field width."""
+    return Counter(w for prompt in prompts if (w := prompt_fen_width(prompt)))
+
+
+def detect_fen_width(prompts: Iterable[str]) -> int:
+    """The most common FEN field width of the P: prompts (FEN_WIDTH when none is padded)."""
+    counts = fen_widths(prompts)
+    return counts.most_common(1)[0][0] if counts else FEN_WIDTH
+
+
+def with_fen_width(ds, width: int | None, prompts: Iterable[str], source: str):
+    """`ds` with every P: prompt (and its text) padded to `width` (None: the most common width among
+    `prompts`, ds's or a sample of them): one layout, the way the data was written. Says so when it re-pads."""
+    counts = fen_widths(prompts)
+    width = width or (counts.most_common(1)[0][0] if counts else FEN_WIDTH)
+    if set(counts) <= {width}:
+        return ds
+    others = ", ".join(f"{n} at width {w}" for w, n in sorted(counts.items()) if w != width)
+    print(f"{source}: P: prompts re-padded to FEN width {width} ({others}; set fen_width to choose)")
+
+    def pad(row):
+        if row["task"] != "P":
+            return row
+        prompt = policy_prompt(row["fen"], width)
+        return {**row, "prompt": prompt, "text": prompt + row["completion"]}
+
+    return ds.map(pad)
+
+
 def load_rookworld_dataset(
     source: str | os.PathLike,
     split: str = "train",
@@ -400,12 +463,15 @@ def load_rookworld_dataset(
     streaming: bool = False,
     max_samples: int | None = None,
     report: LoadReport | None = None,
+    fen_width: int | None = None,
 ):
     """A `datasets.Dataset` (or `IterableDataset` when streaming) with the columns of FEATURES.
 
     source: a dataset dir of our layout (`split` picks the file), a .parquet/.jsonl file (of our columns or
     a `text` column), a raw text file of lines (.txt, .gz; malformed lines are skipped and counted in
     `report`, a LoadReport, filled as the lines are read), or a hub id such as `jrahn/rookworld_7m`.
+    fen_width: the P: prompts' FEN field width (None: the source's most common one, so that a model is
+    prompted the way its data was written; prompts of other widths are re-padded to it).
     mix_env_ratio: the fraction of A: rows, deterministic by `seed` (None: all rows, as stored); in memory
     the counts are exact and the rows shuffled, streaming draws rows from the two tasks with these
     probabilities until one runs out. max_samples: the first rows, after mixing.
@@ -435,6 +501,10 @@ def load_rookworld_dataset(
         ds = datasets.interleave_datasets([policy, env], probabilities=probabilities, seed=seed)
     if report.malformed and not streaming:
         print(report.summary())
+    probe = build("P", count=False).take(1000) if streaming else ds  # a pass that counts nothing
+    ds = with_fen_width(
+        ds, fen_width, [row["prompt"] for row in probe] if streaming else ds["prompt"], source
+    )
     if max_samples is not None:
         ds = ds.take(max_samples) if streaming else ds.select(range(min(max_samples, len(ds))))
     return ds

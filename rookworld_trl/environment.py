@@ -42,8 +42,13 @@ def parse_board(fen: str) -> chess.Board:
     except ValueError as e:
         raise ValueError(f"invalid FEN {fen!r}: {e}") from None
     if not board.is_valid():  # no king, side not to move in check, ...: move generation is not meaningful
-        raise ValueError(f"invalid position {fen!r}: {board.status()!r}")
+        raise ValueError(f"invalid position {fen!r}: {status_words(board.status())}")
     return board
+
+
+def status_words(status: chess.Status) -> str:
+    """python-chess's position problems in words: "no black king, too many white pawns"."""
+    return ", ".join(f.name.lower().replace("_", " ") for f in chess.Status if f and f in status)
 
 
 def legal_move(board: chess.Board, move: str) -> chess.Move | None:

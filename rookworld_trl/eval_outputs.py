@@ -1,7 +1,7 @@
 """The outputs of `rookworld eval`: figures with intervals as JSON, a markdown table and a bar chart.
 
-    summary = summarize(results, baseline, seed)          # {suite: {figure: {model, baseline, delta, ...}}}
-    write_outputs(summary, settings, "eval/run1")         # eval.json, eval.md, eval.png
+summary = summarize(results, baseline, seed)          # {suite: {figure: {model, baseline, delta, ...}}}
+write_outputs(summary, settings, "eval/run1")         # eval.json, eval.md, eval.png
 """
 
 from __future__ import annotations
@@ -143,5 +143,3 @@ def write_outputs(summary: dict, settings: dict, out_dir: str) -> dict[str, str]
         f.write(markdown(summary, settings))
     chart(summary, settings, paths["png"])
     return paths
-
-

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from .engine import MATE_SCORE, EngineLimit, EnginePool, MoveEval, find_stockfish
 from .environment import env_truth, legal_move
 from .formats import (
+    FEN_WIDTH,
     parse_env_completion,
     parse_policy_completion,
     policy_prompt,
@@ -150,12 +151,13 @@ def policy_suite(
     top_k: int = 5,
     max_new_tokens: int = 128,
     seed: int = 0,
+    fen_width: int = FEN_WIDTH,
     eval_clip: float = 10.0,
 ) -> dict[str, Metric]:
     """P: on held-out positions; figures named "<decoding>/<figure>". Positions need a non-empty analysis."""
     if any(not a for a in analyses):
         raise ValueError("policy_suite: every position needs an engine analysis (no game-over positions)")
-    prompts = [policy_prompt(fen) for fen in fens]
+    prompts = [policy_prompt(fen, fen_width) for fen in fens]
     out = {}
     for decoding in decodings:
         kwargs = decoding_kwargs(decoding, temperature, top_k)
@@ -304,10 +306,11 @@ def mate_suite(
     top_k: int = 5,
     max_new_tokens: int = 128,
     seed: int = 0,
+    fen_width: int = FEN_WIDTH,
     reference: float | None = None,
 ) -> dict[str, Metric]:
     """Mate in one through the P: answer (B:): right if it mates; with `targets`, also the exact target."""
-    prompts = [policy_prompt(fen) for fen in fens]
+    prompts = [policy_prompt(fen, fen_width) for fen in fens]
     out = {}
     for decoding in decodings:
         kwargs = decoding_kwargs(decoding, temperature, top_k)
@@ -338,6 +341,7 @@ def selfplay_suite(
     top_k: int = 5,
     max_new_tokens: int = 128,
     seed: int = 0,
+    fen_width: int = FEN_WIDTH,
 ) -> dict[str, Metric]:
     """The model plays itself from the start through P: (sampled); a game stops at its first illegal move.
 
@@ -352,7 +356,7 @@ def selfplay_suite(
         active = [i for i in active if not boards[i].is_game_over()]
         if not active:
             break
-        prompts = [policy_prompt(boards[i].fen()) for i in active]
+        prompts = [policy_prompt(boards[i].fen(), fen_width) for i in active]
         completions = generate(
             prompts,
             max_new_tokens=max_new_tokens,
@@ -394,6 +398,7 @@ def match_suite(
     max_new_tokens: int = 128,
     max_plies: int = 300,
     seed: int = 0,
+    fen_width: int = FEN_WIDTH,
 ) -> dict[str, Metric]:
     """Games against Stockfish at `skill_level` (UCI "Skill Level"), the model White in even games.
 
@@ -414,7 +419,7 @@ def match_suite(
             if not active:
                 break
             ours = [i for i in active if boards[i].turn == colours[i]]
-            prompts = [policy_prompt(boards[i].fen()) for i in ours]
+            prompts = [policy_prompt(boards[i].fen(), fen_width) for i in ours]
             completions = (
                 generate(prompts, max_new_tokens=max_new_tokens, seed=seed + rnd, **kwargs) if ours else []
             )

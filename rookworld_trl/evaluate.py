@@ -27,6 +27,7 @@ import chess.engine
 from transformers import TrainerCallback
 
 from . import __version__
+from .data_load import detect_fen_width
 from .engine import EngineLimit, EnginePool, MoveEval, find_stockfish
 from .eval_outputs import summarize, write_outputs
 from .eval_suites import (
@@ -38,7 +39,7 @@ from .eval_suites import (
     policy_suite,
     selfplay_suite,
 )
-from .formats import parse_policy_prompt
+from .formats import FEN_WIDTH, parse_policy_prompt
 from .generation import generate_completions
 from .metrics import Metric
 
@@ -59,6 +60,9 @@ class EvalSettings:
         default=None, metadata={"help": "held-out data for the policy/env suites (rookworld data)"}
     )
     split: str = "test"
+    fen_width: int | None = field(
+        default=None, metadata={"help": "P: prompts' FEN field width (None: the data's own, 90 without data)"}
+    )
     suites: str = field(
         default="policy,env,mate,selfplay", metadata={"help": f"comma list of {','.join(SUITES)}"}
     )
@@ -115,6 +119,7 @@ class EvalItems:
     env_kinds: list[str] | None = None
     mate_fens: list[str] = field(default_factory=list)
     bigbench: list[tuple[str, str]] = field(default_factory=list)
+    fen_width: int = FEN_WIDTH  # P: prompts are padded as the data was written
 
 
 def draw_items(
@@ -145,7 +150,7 @@ def run_suites(
     generate, items: EvalItems, suites: Sequence[str], args: EvalSettings
 ) -> dict[str, dict[str, Metric]]:
     """{suite: {figure: Metric}} of one model; `args` carries the decoding and game settings."""
-    common = dict(max_new_tokens=args.max_new_tokens, seed=args.seed)
+    common = dict(max_new_tokens=args.max_new_tokens, seed=args.seed, fen_width=items.fen_width)
     sampling = dict(temperature=args.temperature, top_k=args.top_k)
     decodings = args.decodings.split(",")
     out = {}
@@ -154,7 +159,9 @@ def run_suites(
             generate, items.policy_fens, items.policy_analyses, decodings=decodings, **sampling, **common
         )
     if "env" in suites:
-        out["env"] = env_suite(generate, items.env_prompts, items.env_kinds, **common)
+        out["env"] = env_suite(
+            generate, items.env_prompts, items.env_kinds, max_new_tokens=args.max_new_tokens, seed=args.seed
+        )
     if "mate" in suites:
         out["mate"] = mate_suite(generate, items.mate_fens, decodings=decodings, **sampling, **common)
         if items.bigbench:
@@ -208,7 +215,7 @@ def versions(stockfish_path: str | None) -> dict:
 
 def prepare_items(args: EvalSettings, suites: Sequence[str], engine: EnginePool) -> EvalItems:
     """Draw the positions and transitions once, with args.seed; analyse the P: positions with the engine."""
-    items = EvalItems()
+    items = EvalItems(fen_width=args.fen_width or FEN_WIDTH)
     if {"policy", "env"} & set(suites):
         if not args.data:
             raise ValueError(
@@ -216,7 +223,8 @@ def prepare_items(args: EvalSettings, suites: Sequence[str], engine: EnginePool)
             )
         from .data import load_rookworld_dataset  # here: data pulls in the dataset tooling
 
-        dataset = load_rookworld_dataset(args.data, split=args.split)
+        dataset = load_rookworld_dataset(args.data, split=args.split, fen_width=args.fen_width)
+        items.fen_width = detect_fen_width(dataset["prompt"])  # the data's own (all of one width now)
         fens, items.env_prompts, items.env_kinds = draw_items(
             dataset, args.policy_samples, args.env_samples, args.seed
         )
@@ -329,6 +337,7 @@ class EvalCallback(TrainerCallback):
         self.trainer, self.engine, self.every_steps, self.settings = trainer, engine, every_steps, settings
         s = settings
         self.fens, self.env_prompts, _ = draw_items(dataset, s.policy_samples, s.env_samples, s.seed)
+        self.fen_width = s.fen_width or detect_fen_width(dataset["prompt"])  # as the data was written
         self.analyses: list[list[MoveEval]] | None = None
 
     def evaluate(self, model, tokenizer) -> dict[str, float]:
@@ -339,8 +348,9 @@ class EvalCallback(TrainerCallback):
         results = {}
         if self.fens:
             results["policy"] = policy_suite(
-                generate, self.fens, self.analyses, max_new_tokens=s.max_new_tokens, seed=s.seed
-            )
+                generate, self.fens, self.analyses, max_new_tokens=s.max_new_tokens, seed=s.seed,
+                fen_width=self.fen_width,
+            )  # fmt: skip
         if self.env_prompts:
             results["env"] = env_suite(
                 generate, self.env_prompts, max_new_tokens=s.max_new_tokens, seed=s.seed

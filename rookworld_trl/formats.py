@@ -40,9 +40,16 @@ class FormatError(ValueError):
 
     @property
     def field(self) -> str:
-        """The "<task>: <field>" part of the message (e.g. "P: evals"), to count errors by reason."""
+        """The "<task>: <field>" part of the message (e.g. "P: evals")."""
         parts = str(self).split(": ")
         return ": ".join(parts[:2]) if parts[0] in ("P", "A") and len(parts) > 2 else parts[0]
+
+    @property
+    def reason(self) -> str:
+        """The message without the quoted text it cites (FENs, moves): lines count together by reason, e.g.
+        "A: fen: invalid position …: no black king"."""
+        marker = re.compile(r"'[PAMEB]:'")  # field markers such as 'M:' stay
+        return re.sub(r"'[^']*'", lambda m: m[0] if marker.fullmatch(m[0]) else "…", str(self))
 
 
 @dataclass(frozen=True)
@@ -76,9 +83,17 @@ def format_number(x: float) -> str:
     return str(float(x))
 
 
-def policy_prompt(fen: str) -> str:
-    """The P: prompt ends with `M:` so the completion starts with a space (token-boundary safe)."""
-    return POLICY_PREFIX + fen.ljust(FEN_WIDTH) + "M:"
+def policy_prompt(fen: str, width: int = FEN_WIDTH) -> str:
+    """The P: prompt ends with `M:` so the completion starts with a space (token-boundary safe). `width`: the
+    FEN field's width, a property of the data (90 as the RookWorld generator writes it, 89 in whole
+    published files; data_load.fen_width finds a dataset's)."""
+    return POLICY_PREFIX + fen.ljust(width) + "M:"
+
+
+def prompt_fen_width(prompt: str) -> int | None:
+    """The FEN field width a P: prompt was written with; None when its FEN fills the field (no padding)."""
+    body = prompt[len(POLICY_PREFIX) : -len("M:")]
+    return len(body) if prompt.startswith(POLICY_PREFIX) and body.endswith(" ") else None
 
 
 def policy_completion(moves: Sequence[str], evals: Sequence[float], best: str) -> str:
@@ -298,7 +313,9 @@ def parse_policy_completion(text: str) -> ParsedPolicy:
         out.errors["best"] = f"not UCI: {best_tokens[0][:12]!r}"
     else:
         out.best = best_tokens[0]
-    if out.ok:  # the fixed widths are part of the format (docs/FORMATS.md): compare with the renderer's layout
+    if (
+        out.ok
+    ):  # the fixed widths are part of the format (docs/FORMATS.md): compare with the renderer's layout
         out.exact = text.split("M:", 1)[1] == policy_completion(out.moves, out.evals, out.best)
     return out
 

@@ -275,6 +275,7 @@ def eval_settings(args: RookWorldGRPOConfig, samples: int, **more):
         **{"model": "", **more},
         data=args.dataset_path,
         split=args.eval_split,
+        fen_width=args.fen_width,
         suites="policy,env",
         policy_samples=samples,
         env_samples=samples,
@@ -412,11 +413,14 @@ def main(argv: list[str] | None = None) -> int:
         mix_env_ratio=args.mix_env_ratio,
         seed=args.seed,
         max_samples=args.dataset_max_samples,
+        fen_width=args.fen_width,
     )
     check_completion_length(dataset, tokenizer, args.max_completion_length)
     # Replay draws from the whole split: the mix above may hold no rows of the replayed task
     replay_rows = (
-        load_rookworld_dataset(args.dataset_path, split=args.dataset_split) if args.replay_coef else None
+        load_rookworld_dataset(args.dataset_path, split=args.dataset_split, fen_width=args.fen_width)
+        if args.replay_coef
+        else None
     )
     engine = engine_pool(args)
     trainer = RookWorldGRPOTrainer(
@@ -431,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.eval_every_steps:
         from rookworld_trl.evaluate import EvalCallback
 
-        held_out = load_rookworld_dataset(args.dataset_path, split=args.eval_split)
+        held_out = load_rookworld_dataset(args.dataset_path, split=args.eval_split, fen_width=args.fen_width)
         trainer.add_callback(
             EvalCallback(
                 trainer, held_out, engine, args.eval_every_steps, eval_settings(args, args.eval_every_samples)

@@ -47,6 +47,13 @@ class RookWorldGRPOConfig(GRPOConfig):
     dataset_max_samples: int | None = field(
         default=None, metadata={"help": "Train on the first N rows (after mixing); None: all."}
     )
+    fen_width: int | None = field(
+        default=None,
+        metadata={
+            "help": "FEN field width of P: prompts (docs/FORMATS.md: 90, or 89 in some published files). None: "
+            "the data's own (its most common); every prompt of training and eval is padded to it."
+        },
+    )
     mix_env_ratio: float | None = field(
         default=0.2,
         metadata={

@@ -86,7 +86,9 @@ def upload(args, folder: str, path_in_repo: str | None = None, message: str = "R
         )
         return True
     except Exception as e:  # network, auth, offline: say so instead of a traceback
-        print(f"push_to_hub failed ({type(e).__name__}: {e}); the model is saved in {folder}", file=sys.stderr)
+        print(
+            f"push_to_hub failed ({type(e).__name__}: {e}); the model is saved in {folder}", file=sys.stderr
+        )
         return False
 
 

@@ -242,7 +242,10 @@ def parity_checks(hf_model, ref: GPT, input_ids, attention_mask, max_new_tokens:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="rookworld parity", description="Check our pure-PyTorch GPT-2 against transformers on MODEL."
+        prog="rookworld parity",
+        description="Check our pure-PyTorch GPT-2 against transformers on MODEL.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example: rookworld parity rookworld_trl/assets/model",
     )
     parser.add_argument("model", help="local model directory or hub id (e.g. jrahn/RookWorld-LM-124M)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max |logit diff| allowed (fp32)")

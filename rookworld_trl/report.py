@@ -221,7 +221,12 @@ def run_summary(run: str, metrics: str = "metrics.jsonl") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rookworld report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="rookworld report",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example: rookworld report runs/grpo_tiny_cpu",
+    )
     parser.add_argument("run", help="a training output_dir, or its metrics JSONL file")
     parser.add_argument("--out", help="directory for the PNGs and report.md (default: <run>/report)")
     parser.add_argument("--metrics", default="metrics.jsonl", help="metrics file name inside the output_dir")

@@ -25,6 +25,7 @@ The true completion scores exactly 1.0 under every shaping.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -32,9 +33,10 @@ import chess
 from rapidfuzz.distance import Levenshtein
 
 from .engine import MATE_SCORE, EnginePool, MoveEval
-from .environment import env_truth, legal_move
+from .environment import env_truth, legal_move, parse_board
 from .formats import (
     EnvSample,
+    FormatError,
     ParsedPolicy,
     parse_env_completion,
     parse_policy_completion,
@@ -43,6 +45,8 @@ from .formats import (
 )
 
 LAYOUT_PENALTY = 0.2  # a P: answer that parses but is not laid out in the fixed widths
+logger = logging.getLogger(__name__)
+
 PENALTY = -0.3  # unparseable: mild, the seeds found -1.0 destabilised training
 SHAPINGS = ("graduated", "linear", "continuous", "dense", "binary")
 TOP_K = 5  # the P: format lists the engine's top 5 moves
@@ -54,9 +58,10 @@ FEN_CLOSE = 0.9  # env check: FEN similarity of one or two wrong squares
 MEMO_SIZE = 200_000  # engine analyses kept in memory by a PolicyGrader (~1 kB each)
 
 ENV_COMPONENTS = (
-    "parsed", "fen_exact", "fen_similarity", "placement", "side", "castling", "en_passant", "clocks",
+    "parsed", "fen_exact", "fen_valid", "fen_similarity", "placement", "side", "castling", "en_passant", "clocks",
     "reward_value", "terminated", "truncated",
 )  # fmt: skip
+INVALID_STATE_CAP = 0.4  # an A: next state that is no valid position scores at most "some checks"
 POLICY_COMPONENTS = (
     "parsed", "well_formed", "layout", "best", "best_legal", "best_top5", "best_top1", "cp_loss", "legal_moves",
     "candidates", "evals",
@@ -112,7 +117,9 @@ def score_env(
 ) -> tuple[float, dict[str, float]]:
     """(reward, components) of an A: completion; the truth follows from the prompt (python-chess).
 
-    A malformed prompt raises (prompts are ours); a malformed completion never does.
+    A malformed prompt raises (env_reward turns that into None); a malformed completion never does. A
+    next state that is not a valid position (python-chess cannot read it, or no legal position: a missing
+    king, nine pawns on a rank) scores at most INVALID_STATE_CAP, whatever its similarity to the truth.
 
     >>> prompt = "A: rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1+e2e4+e2e4+"
     >>> score_env(prompt, "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1+0.001+0+0")[0]
@@ -143,9 +150,47 @@ def score_env(
     field_mean = sum(fields.values()) / len(fields)
     quality = (3 * fen_similarity + 3 * field_mean + 2 * flags["reward_value"]) / 10
     quality += (flags["terminated"] + flags["truncated"]) / 10
-    components = {"parsed": 1.0, "fen_exact": float(parsed.new_fen == truth.new_fen)}
+    valid = position(parsed.new_fen) is not None
+    components = {
+        "parsed": 1.0,
+        "fen_exact": float(parsed.new_fen == truth.new_fen),
+        "fen_valid": float(valid),
+    }
     components |= {"fen_similarity": fen_similarity, **{k: float(v) for k, v in (fields | flags).items()}}
-    return shape(checks, quality, shaping), components
+    reward = shape(checks, quality, shaping)
+    return (reward if valid else min(reward, INVALID_STATE_CAP)), components
+
+
+def position(fen: str) -> str | None:
+    """The canonical FEN of a valid position, else None (never raises)."""
+    try:
+        return parse_board(fen).fen()
+    except ValueError:
+        return None
+
+
+def truth_or_none(prompt: str) -> EnvSample | None:
+    """The A: truth of a prompt, or None when its position is not valid (never raises)."""
+    try:
+        return env_truth(prompt)
+    except ValueError:
+        return None
+
+
+def count_invalid_prompts(prefix: str, n: int, of: int, log_metric) -> None:
+    """Log how many of the task's `of` prompts in this batch were no valid position (as
+    `<prefix>/invalid_prompts`); warn once per process the first time: their samples get None, TRL skips them."""
+    if log_metric is not None and of:
+        log_metric(f"{prefix}/invalid_prompts", float(n))
+    if n and prefix not in _WARNED:
+        _WARNED.add(prefix)
+        logger.warning(
+            f"{prefix} reward: {n} prompt(s) in this batch are no valid chess position; they get no reward "
+            f"(None) and are counted as {prefix}/invalid_prompts. Check the data with `rookworld data audit`."
+        )
+
+
+_WARNED: set[str] = set()
 
 
 def make_env_reward(*, shaping: str = "graduated", engine: EnginePool | None = None) -> Callable:
@@ -168,19 +213,25 @@ def make_env_reward(*, shaping: str = "graduated", engine: EnginePool | None = N
         ...     "+0.001+0+0", "no idea", " e2e4"])
         [1.0, -0.3, None]
         """
-        truths: dict[str, EnvSample] = {}  # GRPO repeats each prompt num_generations times
-        rewards, components = [], []
+        truths: dict[str, EnvSample | None] = {}  # GRPO repeats each prompt num_generations times
+        rewards, components, invalid = [], [], 0
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             if _task(prompts, task, i) != "A":
                 rewards.append(None)
                 components.append(None)
                 continue
             if prompt not in truths:
-                truths[prompt] = env_truth(prompt)
+                truths[prompt] = truth_or_none(prompt)
+            if truths[prompt] is None:  # no valid position: nothing to judge against
+                invalid += 1
+                rewards.append(None)
+                components.append(None)
+                continue
             reward, parts = score_env(prompt, completion, shaping, truths[prompt])
             rewards.append(reward)
             components.append(parts)
         log_components("env", ENV_COMPONENTS, components, log_metric, log_extra)
+        count_invalid_prompts("env", invalid, sum(c is not None for c in components) + invalid, log_metric)
         return rewards
 
     return env_reward
@@ -424,7 +475,9 @@ def make_policy_reward(*, engine: EnginePool | None = None, shaping: str = "grad
         Columns `moves`/`evals`/`limit` (optional): a label whose `limit` equals the pool's limit key
         stands in for the engine's analysis (a cache); any other label is ignored.
         """
-        mine = [i for i in range(len(prompts)) if _task(prompts, task, i) == "P"]
+        ours = [i for i in range(len(prompts)) if _task(prompts, task, i) == "P"]
+        valid = {i: _prompt_position(prompts[i]) for i in ours}
+        mine = [i for i in ours if valid[i] is not None]  # the others get None: no position to judge
         fens = [parse_policy_prompt(prompts[i]) for i in mine]
         labels = None
         if moves is not None and evals is not None and limit is not None:
@@ -438,6 +491,7 @@ def make_policy_reward(*, engine: EnginePool | None = None, shaping: str = "grad
         for i, (reward, parts) in zip(mine, scored, strict=True):
             rewards[i], components[i] = reward, parts
         log_components("policy", POLICY_COMPONENTS, components, log_metric, log_extra)
+        count_invalid_prompts("policy", len(ours) - len(mine), len(ours), log_metric)
         policy_reward.last_components = components  # per sample, for field credit (rookworld_trl/credit.py)
         return rewards
 
@@ -446,6 +500,14 @@ def make_policy_reward(*, engine: EnginePool | None = None, shaping: str = "grad
 
 
 # ------------------------------------------------------------------------------------------ plumbing
+
+
+def _prompt_position(prompt: str) -> str | None:
+    """The valid position of a P: prompt, else None (never raises)."""
+    try:
+        return position(parse_policy_prompt(prompt))
+    except FormatError:
+        return None
 
 
 def _task(prompts: Sequence[str], task: Sequence[str] | None, i: int) -> str:

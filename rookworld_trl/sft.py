@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import AutoTokenizer, EarlyStoppingCallback
-from trl import SFTConfig, SFTTrainer, TrlParser
+from trl import SFTConfig, SFTTrainer
 
 from . import checkpoints
+from .cli import stage_parser
 from .environment import parse_board
 from .eval_suites import legal_best_move
 from .formats import parse_policy_completion, parse_policy_prompt
@@ -56,6 +57,10 @@ class SFTScriptArguments:
         metadata={
             "help": "Fraction of A: (environment) samples in training and evaluation; unset: as in the data."
         },
+    )
+    fen_width: int | None = field(
+        default=None,
+        metadata={"help": "FEN field width of P: prompts (None: the data's own; docs/FORMATS.md)."},
     )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Use at most this many training samples."}
@@ -199,7 +204,12 @@ def load_splits(script_args: SFTScriptArguments, seed: int):
 
     s = script_args
     train = load_rookworld_dataset(
-        s.dataset, split="train", mix_env_ratio=s.mix_env_ratio, seed=seed, max_samples=s.max_train_samples
+        s.dataset,
+        split="train",
+        mix_env_ratio=s.mix_env_ratio,
+        seed=seed,
+        max_samples=s.max_train_samples,
+        fen_width=s.fen_width,
     )
     evaluation = load_rookworld_dataset(
         s.dataset,
@@ -207,6 +217,7 @@ def load_splits(script_args: SFTScriptArguments, seed: int):
         mix_env_ratio=s.mix_env_ratio,
         seed=seed,
         max_samples=s.max_eval_samples,
+        fen_width=s.fen_width,
     )
     # Keep only prompt/completion: with a `text` column present, SFTTrainer appends EOS to `text` and
     # not to `completion`, then trains on prompt+completion, i.e. without the EOS.
@@ -278,7 +289,7 @@ def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = TrlParser((SFTScriptArguments, RookWorldSFTConfig))
+    parser = stage_parser((SFTScriptArguments, RookWorldSFTConfig), "sft")  # one-line errors, as train
     script_args, config = parser.parse_args_and_config(args=argv)
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)

@@ -75,9 +75,18 @@ def load_texts(source: str, max_samples: int | None, seed: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rookworld tokenizer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="rookworld tokenizer",
+        description=__doc__.splitlines()[0],
+        epilog="example: rookworld tokenizer train --data data/mine --out tok --vocab-size 512",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", help="train a byte-level BPE on P:/A: lines and save it")
+    train = sub.add_parser(
+        "train",
+        help="train a byte-level BPE on P:/A: lines and save it",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example: rookworld tokenizer train --data data/mine --out tok --vocab-size 512",
+    )
     train.add_argument(
         "--data", required=True, help="output dir of `rookworld data generate`, or a data file"
     )

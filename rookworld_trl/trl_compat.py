@@ -95,7 +95,9 @@ class VerifiedCheckpoints:
         run_dir = self._get_output_dir(trial=trial)
         path = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         if self.args.should_save and os.path.isdir(path):
-            shutil.rmtree(path)  # left by a run resumed from an earlier step: its marker must not bless new files
+            shutil.rmtree(
+                path
+            )  # left by a run resumed from an earlier step: its marker must not bless new files
         self.accelerator.wait_for_everyone()  # before any rank writes into it
         try:
             super()._save_checkpoint(model, trial)
@@ -191,7 +193,9 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, *args, **kwargs):
         # TRL calls this for the policy and the reference; only the latter may move
         if self.ref_device is None or model is not self.ref_model or input_ids.device == self.ref_device:
-            return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, *args, **kwargs)
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, *args, **kwargs
+            )
         home = input_ids.device
 
         def move(x, device=self.ref_device):
@@ -250,4 +254,3 @@ def _swapped(module, name: str, value):
         yield
     finally:
         setattr(module, name, old)
-

@@ -306,8 +306,9 @@ def test_audit_finds_wrong_labels(generated, tmp_path):
     assert run_cli([*args, "--no-progress"]) == 0
     report = json.loads(report_json.read_text())
     assert report["lines"] == 8 and report["failed"] == 6
-    expected = {"P: best", "P: evals", "A: reward", "A: new_fen", "format (A: fen)", "format (line)"}
+    expected = {"P: best", "P: evals", "A: reward", "A: new_fen", "A: unparseable", "?: unparseable"}
     assert set(report["fields"]) == expected
+    assert report["fields"]["A: unparseable"] == {"count": 1, "rate": 1 / 4}  # over all A: lines
     assert failures.read_text().splitlines() == bad
     assert [e["line"] for e in report["examples"]] == [3, 4, 5, 6, 7, 8]
 
@@ -321,7 +322,7 @@ def test_audit_tolerances(generated, tmp_path):
     )
     strict = audit(AuditConfig(str(source), depth=DEPTH, eval_tolerance=0.1, progress=False))
     loose = audit(AuditConfig(str(source), depth=DEPTH, eval_tolerance=0.3, progress=False))
-    assert dict(strict.fields) == {"P: evals": 1} and loose.failed == 0
+    assert strict.field_counts() == {"P: evals": 1} and loose.failed == 0
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -378,9 +379,17 @@ def test_malformed_lines_are_counted_by_reason(generated, tmp_path):
     report = LoadReport(str(path))
     ds = load_rookworld_dataset(path, report=report)
     assert len(ds) == 7 == report.rows and report.lines == len(lines)
-    assert dict(report.malformed) == {"line": 2, "empty line": 1, "A: truncated": 1, "P: fen": 2}
-    assert report.first_lines == {"line": [2, 6], "empty line": [3], "A: truncated": [5], "P: fen": [7, 8]}
-    assert f"{path}:2, {path}:6" in report.summary()
+    garbage = "line: starts with neither 'P:' nor 'A:' and is not an A: line without prefix"
+    no_kings = "P: fen: invalid position …: no white king, no black king, empty"
+    assert report.first_lines == {
+        garbage: [2, 6],
+        "empty line": [3],
+        "A: truncated: not 0/1: …": [5],
+        "P: fen: expected 6 FEN fields, got …": [7],
+        no_kings: [8],
+    }  # each reason with its detail, the FEN it cites left out
+    assert dict(report.malformed) == {reason: len(at) for reason, at in report.first_lines.items()}
+    assert f"{no_kings}  (first at {path}:8)" in report.summary()
 
 
 def test_mix_ratio(generated):
@@ -444,7 +453,9 @@ def test_load_cli_converts_to_our_layout(generated, tmp_path, capsys):
     )
     assert "1 malformed lines skipped" in capsys.readouterr().out
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["load_report"]["malformed"] == {"line": 1}
+    assert stats["load_report"]["malformed"] == {
+        "line: starts with neither 'P:' nor 'A:' and is not an A: line without prefix": 1
+    }
     converted = [r for s in SPLITS for r in pq.read_table(out / f"{s}.parquet").to_pylist()]
     assert sorted(r["text"] for r in converted) == sorted((generated / "train.txt").read_text().splitlines())
     # the same hash split as generation: train positions stay in train

@@ -84,7 +84,7 @@ ENV_LEVELS = [  # (completion for 1. e4, graduated reward, why)
     (E2E4_TRUE, 1.0, "all exact"),
     ("rnbqkbnr/pppppppp/8/8/3P4/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1+0.001+0+0", 0.8, "one square wrong"),
     ("rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR w Kkq - 0 1+0.001+0+0", 0.6, "side and castling wrong"),
-    ("8/8/8/8/8/8/8/K6k b KQkq - 0 1+0.001+0+0", 0.6, "placement far off, the rest right"),
+    ("r3k2r/8/8/8/8/8/8/R3K2R b KQkq - 0 1+0.001+0+0", 0.6, "placement far off, the rest right"),
     ("8/8/8/8/8/8/8/K6k b - e3 5 9+-1.0+1+1", 0.4, "only the side to move right"),
     ("8/8/8/8/8/8/8/K6k w - e3 5 9+1.0+1+1", 0.2, "format only"),
     ("rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1+0.001+0", PENALTY, "a field missing"),
@@ -445,8 +445,8 @@ def test_trl_style_call_with_columns_and_loggers(pool):
     assert metrics["policy/parsed"] == [0.5] and metrics["env/parsed"] == [0.5]
     assert metrics["policy/best"] == [0.5] and metrics["env/fen_exact"] == [0.5]
     assert metrics["policy/cp_loss"] == [0.0]  # the unparseable sample has no best move to grade
-    assert {k.split("/")[1] for k in metrics if k.startswith("policy/")} == set(rewards.POLICY_COMPONENTS)
-    assert {k.split("/")[1] for k in metrics if k.startswith("env/")} == set(rewards.ENV_COMPONENTS)
+    assert {k.split("/")[1] for k in metrics if k.startswith("policy/")} == {*rewards.POLICY_COMPONENTS, "invalid_prompts"}
+    assert {k.split("/")[1] for k in metrics if k.startswith("env/")} == {*rewards.ENV_COMPONENTS, "invalid_prompts"}
     assert all(len(v) == 4 for v in extra.values())
     assert extra["policy/best"] == [1.0, None, 0.0, None] and extra["env/fen_exact"] == [None, 1.0, None, 0.0]
 
@@ -526,3 +526,55 @@ def test_fuzz_policy_scoring(completion, shaping):
 def test_fuzz_policy_reward_with_the_engine(pool, completions):
     out = make_policy_reward(engine=pool)([policy_prompt(QUEEN_UP)] * len(completions), completions)
     assert all(in_range(r) for r in out)
+
+
+# ------------------------------------------------------------------- invalid positions never raise
+
+PLACEMENT = st.text("pnbrqkPNBRQK123456789/x", min_size=1, max_size=70)
+
+
+def invalid(placement: str) -> bool:
+    try:
+        return not chess.Board(f"{placement} w - - 0 1").is_valid()
+    except ValueError:
+        return True
+
+
+@settings(max_examples=150, deadline=None)
+@given(PLACEMENT)
+def test_a_next_state_that_is_no_position_scores_at_most_some_fields(placement):
+    fen = f"{placement} b KQkq - 0 1"
+    reward, parts = score_env(E2E4, f"{fen}+0.001+0+0")
+    if invalid(placement):
+        assert reward <= rewards.INVALID_STATE_CAP and parts["fen_valid"] == 0.0
+    for shaping in SHAPINGS:
+        assert score_env(E2E4, f"{fen}+0.001+0+0", shaping)[0] <= 1.0
+
+
+def test_near_miss_that_is_no_position_is_capped():
+    # one square off the truth (a near miss, 0.8) but with a second white king: no legal position
+    two_kings = "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBKKBNR b KQkq - 0 1+0.001+0+0"
+    assert score_env(E2E4, two_kings)[0] == rewards.INVALID_STATE_CAP
+    assert score_env(E2E4, "rnbqkbnr/pppppppp/8/8/3P4/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1+0.001+0+0")[0] == 0.8
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(PLACEMENT.filter(invalid))
+def test_rewards_never_raise_on_prompts_that_are_no_position(pool, placement):
+    fen = f"{placement} w - - 0 1"
+    env_prompt_text, policy_prompt_text = f"A: {fen}+e2e4+e2e4+", policy_prompt(fen)
+    metrics = {}
+    log = lambda name, value: metrics.__setitem__(name, value)  # noqa: E731
+    assert env_reward([env_prompt_text, E2E4], ["x", E2E4_TRUE], log_metric=log) == [None, 1.0]
+    assert metrics["env/invalid_prompts"] == 1.0
+    out = make_policy_reward(engine=pool)([policy_prompt_text], [" e2e4"], log_metric=log)
+    assert out == [None] and metrics["policy/invalid_prompts"] == 1.0
+
+
+def test_kingless_published_prompt_warns_once(caplog):
+    kingless = "A: 8/8/8/8/8/8/4P3/8 w - - 0 1+e2e4+e2e4+"
+    rewards._WARNED.discard("env")
+    with caplog.at_level("WARNING", logger="rookworld_trl.rewards"):
+        for _ in range(3):
+            assert env_reward([kingless], ["8/8/8/8/4P3/8/8/8 b - - 0 1+0.001+0+0"]) == [None]
+    assert len([r for r in caplog.records if "no valid chess position" in r.getMessage()]) == 1
