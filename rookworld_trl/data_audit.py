@@ -2,16 +2,18 @@
 
     rookworld data audit data/rookworld/test.txt --depth 8 --failures failing.txt --report audit.json
 
-P: lines: the FEN is a legal position (`fen`); the moves are legal (`legal`), distinct and as many as the
-engine gives, min(multipv, legal moves) (`count`); B: is one of them (`best_in_moves`); the line is written
-exactly as formats renders it (`render`); the set of moves is Stockfish's top-k at the given limit (`moves`:
-the written order is shuffled, so sets are compared); each evaluation is within --eval-tolerance pawns of
-the engine's for that move (`evals`); B: is the engine's best move or within --best-tolerance pawns of it
-(`best`). A: lines: the FEN is legal (`fen`), the history ends with the move and holds at most 10 plies
-(`history`), the line is exactly as rendered (`render`), and `new_fen`, `reward`, `terminated`,
-`truncated` equal environment.transition. Lines that do not parse count as `format`.
-Disagreement rates are reported overall, by task and side to move, and by field; failing lines are written
-unchanged to --failures. Works on raw text (.txt, .gz), or the `text` column of .parquet/.jsonl files.
+Content. P: lines: the moves are legal (`legal`), distinct and as many as the engine gives,
+min(multipv, legal moves) (`count`); B: is one of them (`best_in_moves`); the set of moves is Stockfish's
+top-k at the given limit (`moves`: the written order is shuffled, so sets are compared); each evaluation is
+within --eval-tolerance pawns of the engine's for that move (`evals`); B: is the engine's best move or within
+--best-tolerance pawns of it (`best`); and where the label's B: move ranks in the engine's list. A: lines:
+the history ends with the move and holds at most 10 plies (`history`), and `new_fen`, `reward`,
+`terminated`, `truncated` equal environment.transition.
+Layout, apart from content: the line is exactly what formats renders (`layout`; a P: FEN padded to any
+published width counts as laid out). Lines that do not parse, or whose FEN is no legal position, are
+`unparseable`, counted by reason and in the denominators. Rates are per task and side to move, over all
+lines of the task; failing lines are written unchanged to --failures. Reads every source `rookworld data
+load` reads.
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ class AuditReport:
                 out += self._task_table(task, names)
         if self.ranks:
             out.append("  P: label's B: move, its rank in the engine's list (1 = the engine's best):")
-            out.append("  " + " " * 7 + "".join(f"{r:>11}" for r in RANKS))
+            out.append("  " + " " * 7 + "".join(f"{r:>11}" for r in RANKS))  # the columns of the rows below
             for side in sorted(self.ranks, reverse=True):  # w before b
                 c, n = self.ranks[side], max(sum(self.ranks[side].values()), 1)
                 out.append(f"  {SIDES[side]:<7}" + "".join(f"{c[r] / n:>11.1%}" for r in RANKS))
@@ -148,7 +150,7 @@ class AuditReport:
 
     def _task_table(self, task: str, names: tuple[str, ...]) -> list[str]:
         cols = ("lines", "layout", *names)
-        out = [f"  {task}:     " + "".join(f"{c:>14}" for c in cols)]
+        out = [f"  {task + ':':<11}" + "".join(f"{c:>14}" for c in cols)]
         for side in ("w", "b", "?"):
             counts = self.groups.get(f"{task} {side}")
             if not counts:
@@ -233,7 +235,7 @@ def audit_batch(batch, pool: EnginePool, config: AuditConfig, report: AuditRepor
             sample = parse_line(text)
             board = parse_board(sample.fen)
         except ValueError as e:  # FormatError, or a readable FEN that is no legal position
-            reason = e.reason if isinstance(e, FormatError) else f"{task}: fen: {e}"
+            reason = (e if isinstance(e, FormatError) else FormatError(f"{task}: fen: {e}")).reason
             parsed.append((line_no, line, f"{task} ?", [f"unparseable ({reason})"], None, text, None))
             report.reasons[reason] += 1
             continue

@@ -55,10 +55,20 @@ def load_model_and_tokenizer(
     where to take them from (e.g. "openai-community/gpt2").
     """
     kwargs = {"revision": revision} if revision else {}
-    model = _from_pretrained(
-        GPT2LMHeadModel.from_pretrained, name_or_path, "model", dtype=dtype or torch.float32, **kwargs
-    )
+    model, info = _from_pretrained(
+        GPT2LMHeadModel.from_pretrained, name_or_path, "model", dtype=dtype or torch.float32,
+        output_loading_info=True, **kwargs,
+    )  # fmt: skip
+    check_weights_match(model, info, name_or_path)
     tok_source = tokenizer_name_or_path or name_or_path
+    if os.path.isdir(tok_source) and not any(
+        os.path.isfile(os.path.join(tok_source, f)) for f in TOKENIZER_FILES
+    ):
+        raise ModelLoadError(
+            f"model directory {tok_source!r} has no tokenizer files (any of {', '.join(TOKENIZER_FILES)}): copy "
+            "them from the model it was trained from (save_pretrained writes them), or name that model or "
+            "tokenizer with tokenizer_name_or_path"
+        )
     tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, tok_source, "tokenizer", **kwargs)
     if tokenizer.eos_token is None:
         raise ModelLoadError(f"tokenizer from {tok_source!r} has no eos token; RookWorld needs {EOS_TOKEN!r}")
@@ -77,6 +87,22 @@ def load_model_and_tokenizer(
     return model, tokenizer
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
+
+
+def check_weights_match(model: nn.Module, info: dict, name_or_path: str) -> None:
+    """ModelLoadError when the weights file holds other tensors than config.json describes: transformers
+    would start the missing ones from random values with a log line, and train on."""
+    missing = [k for k in info.get("missing_keys", ()) if k not in tied_parameter_names(model)]
+    unexpected = list(info.get("unexpected_keys", ()))
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"the weights in {name_or_path!r} do not match its config.json: {len(missing)} tensors missing "
+            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}); use the config.json "
+            "the weights were saved with"
+        )
+
+
 def _from_pretrained(loader, name_or_path: str, what: str, **kwargs):
     """Call a transformers from_pretrained; turn any failure into one ModelLoadError with a fix."""
     if os.path.isdir(name_or_path):
@@ -85,6 +111,13 @@ def _from_pretrained(loader, name_or_path: str, what: str, **kwargs):
             raise ModelLoadError(f"{damaged}; replace it (re-copy or re-download the model directory)")
         try:
             return loader(name_or_path, **kwargs)
+        except RuntimeError as e:  # transformers' size check, after its report of the mismatched tensors
+            if "mismatched_sizes" not in str(e):
+                raise
+            raise ModelLoadError(
+                f"the weights in {name_or_path!r} have other tensor sizes than its config.json says (the report "
+                "above lists them): use the config.json the weights were saved with"
+            ) from None
         except (OSError, ValueError, SafetensorError) as e:
             raise ModelLoadError(
                 f"could not load the {what} from local directory {name_or_path!r}: {_first_line(e)}\n"

@@ -237,8 +237,13 @@ def test_replay_weighs_replay_coef_whatever_the_accumulation(model_dir, tmp_path
         model=model,
         reward_funcs=[constant_reward],
         args=tiny_config(
-            tmp_path, max_steps=1, replay_coef=coef, replay_batch_size=2, max_grad_norm=0.0,
-            gradient_accumulation_steps=accumulation, reward_funcs=["test_grpo:constant_reward"],
+            tmp_path,
+            max_steps=1,
+            replay_coef=coef,
+            replay_batch_size=2,
+            max_grad_norm=0.0,
+            gradient_accumulation_steps=accumulation,
+            reward_funcs=["test_grpo:constant_reward"],
         ),  # fmt: skip
         train_dataset=with_completions(tiny_dataset()),
         processing_class=tokenizer,
@@ -272,8 +277,9 @@ def test_completions_table_every_n_steps_without_the_reward_components(model_dir
     trainer = RookWorldGRPOTrainer(
         model=model,
         reward_funcs=[components_reward],
-        args=tiny_config(tmp_path, max_steps=4, log_completions=True, num_completions_to_print=1,
-                         print_completions_every=2),  # fmt: skip
+        args=tiny_config(
+            tmp_path, max_steps=4, log_completions=True, num_completions_to_print=1, print_completions_every=2
+        ),  # fmt: skip
         train_dataset=tiny_dataset(),
         processing_class=tokenizer,
     )
@@ -519,7 +525,11 @@ def test_reference_model_is_loaded_at_the_policys_revision(model_dir, tmp_path, 
     args = tiny_config(tmp_path / "run", beta=0.1)
     model, tokenizer = load_policy(args, ModelConfig(model_name_or_path="me/tiny", model_revision="v1"))
     trainer = RookWorldGRPOTrainer(
-        model=model, reward_funcs=[e_reward], args=args, train_dataset=tiny_dataset(), processing_class=tokenizer
+        model=model,
+        reward_funcs=[e_reward],
+        args=args,
+        train_dataset=tiny_dataset(),
+        processing_class=tokenizer,
     )
     wte = trainer.ref_model.transformer.wte.weight
     assert torch.equal(wte, model.transformer.wte.weight) and wte.dtype == model.dtype

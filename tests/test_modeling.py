@@ -4,6 +4,8 @@ the one clear error for a missing directory or an unreachable hub id. Runs in se
     .venv/bin/python -m pytest tests/test_modeling.py
 """
 
+import json
+import os
 import time
 
 import huggingface_hub.constants
@@ -212,3 +214,25 @@ def test_padding_aware_positions_score_a_padded_row_like_the_row_alone():
                                                   max_new_tokens=4, pad_token_id=0))  # fmt: skip
     handle.remove()
     assert (logps(ids, mask) - alone).abs().max() > 1e-3
+
+
+def test_model_dir_without_tokenizer_files_is_one_clear_error(tmp_path):
+    save_tiny_model(tmp_path)
+    for name in os.listdir(tmp_path):
+        if name.startswith(("tokenizer", "vocab", "merges", "special_tokens")):
+            os.remove(tmp_path / name)
+    with pytest.raises(ModelLoadError, match="has no tokenizer files .* tokenizer_name_or_path"):
+        load_model_and_tokenizer(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "change, says", [("n_layer", "2 tensors missing|tensors missing"), ("n_embd", "other tensor sizes")]
+)
+def test_weights_that_do_not_match_the_config_are_one_clear_error(tmp_path, change, says):
+    save_tiny_model(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config[change] *= 2
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=says) as error:
+        load_model_and_tokenizer(str(tmp_path))
+    assert_not_chained(error.value)

@@ -29,8 +29,12 @@ class RecordingHub:
     def create_repo(self, repo_id, private=None, exist_ok=False):
         return type("RepoUrl", (), {"repo_id": repo_id})()
 
-    def upload_folder(self, repo_id, folder_path, path_in_repo=None, allow_patterns=None, commit_message=None):
-        files = [os.path.relpath(os.path.join(d, f), folder_path) for d, _, fs in os.walk(folder_path) for f in fs]
+    def upload_folder(
+        self, repo_id, folder_path, path_in_repo=None, allow_patterns=None, commit_message=None
+    ):
+        files = [
+            os.path.relpath(os.path.join(d, f), folder_path) for d, _, fs in os.walk(folder_path) for f in fs
+        ]
         sent = sorted(filter_repo_objects(files, allow_patterns=allow_patterns))
         RecordingHub.uploads.append((repo_id, path_in_repo, sent))
 
@@ -50,7 +54,13 @@ def hub(monkeypatch):
     return RecordingHub.uploads
 
 
-MODEL = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+MODEL = [
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+]
 
 
 def test_push_uploads_final_only_once_at_the_end(model_dir, tmp_path, hub):  # noqa: F811

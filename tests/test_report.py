@@ -123,7 +123,9 @@ def test_missing_metrics_file(tmp_path):
 
 
 def test_run_summary_has_the_trend_and_the_headline_figures(tmp_path):
-    rows = [{**grpo_row(s), "reward": 0.3 + 0.01 * s} for s in range(1, 21)] + [{"step": 20, "train_runtime": 90}]
+    rows = [{**grpo_row(s), "reward": 0.3 + 0.01 * s} for s in range(1, 21)] + [
+        {"step": 20, "train_runtime": 90}
+    ]
     run = write_run(tmp_path, rows)
     (run / "eval").mkdir()
     legal = {
@@ -140,4 +142,6 @@ def test_run_summary_has_the_trend_and_the_headline_figures(tmp_path):
     assert "P: legal best move" in text and "62.0% ->   70.0%  +8.0 [+5.0, +11.0]* (n=500)" in text
     assert "steps trained    20 in 1.5 min" in text
     (run / "eval" / "eval.md").write_text("table")
-    assert run_summary(str(run)).splitlines()[-1] == f"  outputs: {run / 'eval' / 'eval.md'}"  # only what exists
+    assert (
+        run_summary(str(run)).splitlines()[-1] == f"  outputs: {run / 'eval' / 'eval.md'}"
+    )  # only what exists

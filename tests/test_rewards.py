@@ -445,8 +445,14 @@ def test_trl_style_call_with_columns_and_loggers(pool):
     assert metrics["policy/parsed"] == [0.5] and metrics["env/parsed"] == [0.5]
     assert metrics["policy/best"] == [0.5] and metrics["env/fen_exact"] == [0.5]
     assert metrics["policy/cp_loss"] == [0.0]  # the unparseable sample has no best move to grade
-    assert {k.split("/")[1] for k in metrics if k.startswith("policy/")} == {*rewards.POLICY_COMPONENTS, "invalid_prompts"}
-    assert {k.split("/")[1] for k in metrics if k.startswith("env/")} == {*rewards.ENV_COMPONENTS, "invalid_prompts"}
+    assert {k.split("/")[1] for k in metrics if k.startswith("policy/")} == {
+        *rewards.POLICY_COMPONENTS,
+        "invalid_prompts",
+    }
+    assert {k.split("/")[1] for k in metrics if k.startswith("env/")} == {
+        *rewards.ENV_COMPONENTS,
+        "invalid_prompts",
+    }
     assert all(len(v) == 4 for v in extra.values())
     assert extra["policy/best"] == [1.0, None, 0.0, None] and extra["env/fen_exact"] == [None, 1.0, None, 0.0]
 
