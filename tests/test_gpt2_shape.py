@@ -1,0 +1,86 @@
+"""RookWorld-LM-124M's shape and exact tokenizer on this CPU (tests/gpt2_shape.py): the prompt/completion
+split with GPT-2's BPE, the GPU recipes' completion budgets, and (slow tier) parity and short GRPO/SFT runs.
+
+    .venv/bin/python -m pytest tests/test_gpt2_shape.py            # the fast part
+    .venv/bin/python -m pytest tests/test_gpt2_shape.py -m slow    # parity and training at 124M shape
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import random
+from pathlib import Path
+
+import chess
+import pytest
+import yaml
+from gpt2_shape import gpt2_tokenizer, save_rookworld_124m_shape
+
+from rookworld_trl.data import load_rookworld_dataset
+from rookworld_trl.formats import env_prompt, policy_completion, policy_prompt, split_prompt_completion
+
+ROOT = Path(__file__).resolve().parent.parent
+EMBEDDED = ROOT / "rookworld_trl" / "assets" / "data"
+
+
+def ids(text: str) -> list[int]:
+    return gpt2_tokenizer()(text, add_special_tokens=False)["input_ids"]
+
+
+def test_gpt2_tokenizer_is_the_real_one():
+    tok = gpt2_tokenizer()
+    assert len(tok) == 50257 and tok.eos_token_id == 50256
+    assert ids("Hello world") == [15496, 995]  # GPT-2's well-known ids
+
+
+def positions(n: int, seed: int = 0) -> list[str]:
+    """FENs of seeded random games: every length from the start position's to sparse endgames."""
+    rng, fens = random.Random(seed), []
+    while len(fens) < n:
+        board = chess.Board()
+        for _ in range(rng.randrange(0, 160)):
+            if board.is_game_over():
+                break
+            board.push(rng.choice(list(board.legal_moves)))
+        fens.append(board.fen())
+    return fens
+
+
+@pytest.mark.parametrize("width", [89, 90])
+def test_split_keeps_gpt2_tokens_for_fens_of_every_length(width):
+    fens = positions(300)
+    assert max(map(len, fens)) - min(map(len, fens)) > 20
+    for fen in fens:
+        board = chess.Board(fen)
+        moves = [m.uci() for m in list(board.legal_moves)[:5]] or ["0000"]
+        line = policy_prompt(fen, width) + policy_completion(moves, [0.1] * len(moves), moves[0])
+        prompt, completion = split_prompt_completion(line)
+        assert ids(prompt) + ids(completion) == ids(line), line
+        env = env_prompt(fen, moves[0], moves[:1]) + f"{fen}+0.001+0+0"
+        prompt, completion = split_prompt_completion(env)
+        assert ids(prompt) + ids(completion) == ids(env), env
+
+
+def test_gpu_recipes_budget_the_real_completion_lengths():
+    # measured on the embedded dataset with GPT-2's tokenizer, EOS included
+    ds = load_rookworld_dataset(EMBEDDED, split="test")  # 5,000 rows: seconds, not the 80k of train
+    lengths = [
+        len(x) + 1 for x in gpt2_tokenizer()(list(ds["completion"]), add_special_tokens=False)["input_ids"]
+    ]
+    longest = {task: max(n for n, t in zip(lengths, ds["task"], strict=True) if t == task) for task in "PA"}
+    assert 40 < longest["P"] < 96 and 40 < longest["A"] < 96, longest
+    for recipe in sorted(glob.glob(str(ROOT / "recipes" / "grpo_*.yaml"))):
+        config = yaml.safe_load(Path(recipe).read_text())
+        if "cpu" in os.path.basename(recipe):
+            continue  # the tiny recipes run the embedded model with its own compact tokenizer
+        assert config["max_completion_length"] >= max(longest.values()), (recipe, longest)
+
+
+@pytest.mark.slow
+def test_parity_at_124m_shape(tmp_path):
+    from rookworld_trl.cli import run_stage
+    from rookworld_trl.reference_gpt2 import main
+
+    model = save_rookworld_124m_shape(tmp_path / "m")
+    assert run_stage("parity", main, [model, "--device", "cpu", "--max_new_tokens", "8"]) == 0
