@@ -71,22 +71,37 @@ def default_accelerate_config() -> str:
     return resolve_path(f"accelerate_configs/{name}")
 
 
-def cpu_threads(accelerate_config: str) -> list[str]:
-    """For a CPU config, the launcher's thread count per process, which accelerate would otherwise pick
-    itself (the same figure: the cores over the processes) with a warning that asks for it to be passed."""
+def launcher(accelerate_config: str, target: list[str], argv: list[str]) -> tuple[list[str], dict]:
+    """(command, extra environment) that starts `target` (["-m", module] or [script]) with `argv` as the
+    accelerate config says.
+
+    `accelerate launch` with the config, for every config but one: several CPU processes on one machine
+    (distributed_type MULTI_CPU), which accelerate starts only through mpirun; there torch's own launcher
+    (torchrun) starts them and accelerate joins them into one gloo group (the stage gets --use_cpu true).
+    A CPU config gets its thread count per process passed (accelerate would pick the same, with a warning).
+    """
     import psutil  # an accelerate dependency
     import yaml
 
     with open(accelerate_config) as f:
         config = yaml.safe_load(f) or {}
-    if not config.get("use_cpu"):
-        return []
-    threads = max(1, (psutil.cpu_count(logical=False) or 1) // int(config.get("num_processes", 1)))
-    return ["--num_cpu_threads_per_process", str(threads)]
+    processes = int(config.get("num_processes", 1))
+    threads = str(max(1, (psutil.cpu_count(logical=False) or 1) // processes))
+    if config.get("distributed_type") == "MULTI_CPU" and int(config.get("num_machines", 1)) == 1:
+        port = str(config.get("main_process_port", 29500))
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+               f"--master_port={port}", *target, *argv, "--use_cpu", "true"]  # fmt: skip
+        return cmd, {"OMP_NUM_THREADS": threads}
+    # --quiet: when the stage exits with an error it has already printed, accelerate exits 1 instead of adding
+    # a traceback of its own launcher
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", accelerate_config]
+    cmd += ["--num_cpu_threads_per_process", threads] if config.get("use_cpu") else []
+    return [*cmd, *target, *argv], {}
 
 
 def launch(module: str, argv: list[str], default_recipe: str | None) -> int:
-    """Run `accelerate launch --config_file CFG -m MODULE --config RECIPE ARGV` and return its exit code."""
+    """Run `accelerate launch --config_file CFG -m MODULE --config RECIPE ARGV` (see `launcher`) and return its
+    exit code."""
     argv = list(argv)
     accel = default_accelerate_config()
     if "--accelerate_config" in argv:
@@ -103,23 +118,20 @@ def launch(module: str, argv: list[str], default_recipe: str | None) -> int:
             argv[i + 1] = resolve_path(argv[i + 1])
     elif default_recipe and not ({"-h", "--help"} & set(argv)):
         argv = ["--config", resolve_path(default_recipe), *argv]
-    # --quiet: when the stage exits with an error it has already printed, accelerate exits 1 instead of adding
-    # a traceback of its own launcher
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", accel]
-    launcher += cpu_threads(accel)
-    cmd = [*launcher, "-m", module, *argv]
+    cmd, env = launcher(accel, ["-m", module], argv)
     print("rookworld: " + " ".join(cmd), flush=True)
-    return run_group(cmd)
+    return run_group(cmd, env)
 
 
-def run_group(cmd: list[str]) -> int:
+def run_group(cmd: list[str], env: dict | None = None) -> int:
     """Run the launcher cmd and return its exit code (130 after a Ctrl-C). Ctrl-C goes to the stage under the
     launcher only (which finishes its step, saves a checkpoint and says how to resume) and the wait goes on
     until it has exited: the prompt returns once the checkpoint is on disk, and the launcher prints no
     traceback of its own."""
     import psutil  # an accelerate dependency
 
-    proc = subprocess.Popen(cmd, start_new_session=True)  # the terminal's Ctrl-C reaches this process only
+    # the terminal's Ctrl-C reaches this process only
+    proc = subprocess.Popen(cmd, start_new_session=True, env={**os.environ, **(env or {})})
     interrupted = False
     while True:
         try:

@@ -24,6 +24,7 @@ EXPECTED = {
     "two_gpu_ref_offload.yaml": (DistributedType.NO, "bf16", DynamoBackend.INDUCTOR, 1),
     "multi_gpu.yaml": (DistributedType.MULTI_GPU, "bf16", DynamoBackend.NO, 2),
     "deepspeed_zero2.yaml": (DistributedType.DEEPSPEED, "bf16", DynamoBackend.NO, 2),
+    "multi_cpu.yaml": (DistributedType.MULTI_CPU, "no", DynamoBackend.NO, 2),
 }
 
 
@@ -42,7 +43,7 @@ def test_config_loads_with_accelerate(name):
     assert PrecisionType(config.mixed_precision) == precision
     assert DynamoBackend(config.dynamo_config["dynamo_backend"].upper()) == dynamo
     assert config.num_processes == processes
-    assert config.use_cpu == (name == "cpu.yaml")
+    assert config.use_cpu == name.endswith("cpu.yaml")
     # accelerate exports gpu_ids as CUDA_VISIBLE_DEVICES: ref offload needs cuda:1 to stay visible
     assert config.gpu_ids in (None, "all")
     if distributed == DistributedType.DEEPSPEED:
@@ -59,3 +60,61 @@ def test_accelerate_launch_cpu_config_runs_parity(tmp_path):
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip().endswith("PASS")
+
+
+MULTI_CPU_ARGS = [
+    "--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--per_device_train_batch_size", "4",
+    "--num_generations", "4", "--save_steps", "1", "--eval_every_steps", "0", "--log_completions", "false",
+    "--report_to", "none", "--resume_from_checkpoint", "auto",
+]  # fmt: skip
+
+
+def launch_two_processes(out, steps: int, eval_samples: int = 0) -> subprocess.CompletedProcess:
+    from rookworld_trl.cli import (
+        launcher,  # as `rookworld train --accelerate_config multi_cpu.yaml` starts it
+    )
+
+    argv = [
+        *MULTI_CPU_ARGS,
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        str(steps),
+        "--eval_samples",
+        str(eval_samples),
+    ]
+    cmd, extra = launcher(
+        str(CONFIGS / "multi_cpu.yaml"), [str(ROOT / "tests" / "multi_rank_stage.py")], argv
+    )
+    env = {**os.environ, **extra, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_two_cpu_processes_train_one_step_to_the_same_weights(tmp_path):
+    result = launch_two_processes(tmp_path, steps=1)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    digests = {(tmp_path / f"rank{r}.sha256").read_text() for r in (0, 1)}
+    assert len(digests) == 1  # DDP: both ranks end with the same model
+    assert (tmp_path / "checkpoint-1" / "rookworld_complete.json").is_file()
+    assert (tmp_path / "final" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_checkpoint_resume_and_evaluate_once(tmp_path):
+    first = launch_two_processes(tmp_path, steps=2)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = launch_two_processes(tmp_path, steps=4, eval_samples=10)
+    log = again.stdout + again.stderr
+    assert again.returncode == 0, log[-3000:]
+    assert (
+        log.count("resuming from") == 2 and f"{tmp_path / 'checkpoint-2'} (step 2)" in log
+    )  # each rank resumes
+    assert log.count("rookworld eval: wrote") == 1  # the final eval runs once
+    digests = {(tmp_path / f"rank{r}.sha256").read_text() for r in (0, 1)}
+    assert len(digests) == 1
+    import json
+
+    steps = [
+        json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"loss"' in x
+    ]
+    assert steps == [1, 2, 3, 4]  # one metrics row per step, written once, continued after the resume
