@@ -8,8 +8,13 @@ split with GPT-2's BPE, the GPU recipes' completion budgets, and (slow tier) par
 from __future__ import annotations
 
 import glob
+import json
 import os
 import random
+import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import chess
@@ -84,3 +89,45 @@ def test_parity_at_124m_shape(tmp_path):
 
     model = save_rookworld_124m_shape(tmp_path / "m")
     assert run_stage("parity", main, [model, "--device", "cpu", "--max_new_tokens", "8"]) == 0
+
+
+GRPO_124M = [
+    "--config", str(ROOT / "recipes" / "grpo_rookworld_124m_gpu.yaml"), "--dataset_path", str(EMBEDDED),
+    "--use_cpu", "true", "--bf16", "false", "--per_device_train_batch_size", "4", "--num_generations", "4",
+    "--save_steps", "1", "--eval_samples", "4", "--log_completions", "false", "--report_to", "none",
+    "--disable_tqdm", "true",
+]  # fmt: skip
+
+
+def run_124m_stage(model: str, out, steps: int) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "rookworld_trl.grpo", *GRPO_124M, "--model_name_or_path", model,
+           "--output_dir", str(out), "--max_steps", str(steps)]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_grpo_with_the_124m_recipe_checkpoints_is_killed_resumes_and_evaluates(tmp_path):
+    """The 124M GPU recipe's settings (reference model, adaptive KL, dense reward, field credit, replay off,
+    accumulation 2) on this CPU in fp32, a small batch: kill after checkpoint-1, resume to step 3, final
+    save and the before/after eval. Prints s/step and peak RSS (docs/PERFORMANCE.md)."""
+    from rookworld_trl import checkpoints
+
+    model, out = save_rookworld_124m_shape(tmp_path / "m"), tmp_path / "run"
+    proc = run_124m_stage(model, out, steps=3)
+    deadline = time.time() + 900
+    while not checkpoints.is_complete(str(out / "checkpoint-1")):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:]
+        time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    proc = run_124m_stage(model, out, steps=3)
+    log, _ = proc.communicate(timeout=1800)
+    assert proc.returncode == 0, log[-3000:]
+    assert "resuming from" in log and (out / "final" / "model.safetensors").is_file()
+    assert (out / "eval" / "eval.json").is_file()
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "step_time" in r]
+    assert [r["step"] for r in steps][-2:] == [2, 3]
+    print(f"124M shape, CPU fp32: {statistics.median(r['step_time'] for r in steps):.1f} s/step (8 completions "
+          f"x 96 tokens, accumulation 2, reference model), peak RSS {max(r['memory/cpu_peak_rss_gib'] for r in steps):.2f} GiB")  # fmt: skip
