@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .rewards import LAYOUT_PENALTY, PENALTY
+from .reward_shaping import LAYOUT_PENALTY, PENALTY
 
 FIELDS = ("M", "E", "B")  # token field index 0, 1, 2 in completion order
 

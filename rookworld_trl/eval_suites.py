@@ -31,7 +31,8 @@ from .formats import (
     strip_eos,
 )
 from .metrics import Metric
-from .rewards import score_env, score_policy, similarity  # the training rewards, as eval figures
+from .policy_grading import score_policy  # the training rewards, as eval figures
+from .rewards import score_env, similarity
 
 Generate = Callable[..., list[str]]
 CHUNK = 256  # prompts per generate call: one progress-bar tick, still large enough to batch well

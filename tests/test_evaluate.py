@@ -33,7 +33,8 @@ from rookworld_trl.evaluate import EvalCallback, EvalSettings, main
 from rookworld_trl.formats import env_prompt, policy_completion, policy_prompt, render_env, render_policy
 from rookworld_trl.generation import generate_completions
 from rookworld_trl.modeling import new_gpt2_model
-from rookworld_trl.rewards import score_env, score_policy
+from rookworld_trl.policy_grading import score_policy
+from rookworld_trl.rewards import score_env
 from rookworld_trl.tokenizer import train_tokenizer
 
 START = chess.STARTING_FEN

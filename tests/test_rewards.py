@@ -18,17 +18,20 @@ from hypothesis import strategies as st
 from rookworld_trl import rewards
 from rookworld_trl.engine import EngineLimit, EnginePool, MoveEval, StockfishNotFound, find_stockfish
 from rookworld_trl.environment import env_sample
-from rookworld_trl.formats import env_completion, env_prompt, policy_completion, policy_prompt
+from rookworld_trl.formats import (
+    env_completion,
+    env_prompt,
+    parse_policy_completion,
+    policy_completion,
+    policy_prompt,
+)
+from rookworld_trl.policy_grading import POLICY_COMPONENTS, PolicyGrader, label_analysis, score_policy
+from rookworld_trl.reward_shaping import PENALTY, SHAPINGS
 from rookworld_trl.rewards import (
-    PENALTY,
-    SHAPINGS,
-    PolicyGrader,
     env_reward,
     get_reward_funcs,
-    label_analysis,
     make_policy_reward,
     score_env,
-    score_policy,
     similarity,
 )
 
@@ -184,7 +187,7 @@ def policy_table(pool):
     board = chess.Board(QUEEN_UP)
     outside = next(m.uci() for m in board.legal_moves if m.uci() not in top)
     grader = PolicyGrader(pool)
-    parsed = rewards.parse_policy_completion(f" {outside} E: 0.0 B: {outside}")
+    parsed = parse_policy_completion(f" {outside} E: 0.0 B: {outside}")
     cps[outside] = grader.move_cps([QUEEN_UP], [analysis], [parsed])[0][outside] / 100
     line = lambda moves, best: policy_completion(moves, [cps.get(m, 0.0) for m in moves], best)  # noqa: E731
     swapped = [*top[1:5], outside]
@@ -307,9 +310,7 @@ def test_move_outside_the_top5_is_graded_by_its_own_search(pool):
     analysis = pool.analyse(START)
     board = chess.Board(START)
     outside = [m for m in board.legal_moves if m.uci() not in {a.move for a in analysis}][:3]
-    parsed = rewards.parse_policy_completion(
-        " " + " ".join(m.uci() for m in outside) + f" E: 0 0 0 B: {outside[0]}"
-    )
+    parsed = parse_policy_completion(" " + " ".join(m.uci() for m in outside) + f" E: 0 0 0 B: {outside[0]}")
     cps = PolicyGrader(pool).move_cps([START], [analysis], [parsed])[0]
     assert set(cps) == {m.uci() for m in outside}
     for move in outside:
@@ -446,7 +447,7 @@ def test_trl_style_call_with_columns_and_loggers(pool):
     assert metrics["policy/best"] == [0.5] and metrics["env/fen_exact"] == [0.5]
     assert metrics["policy/cp_loss"] == [0.0]  # the unparseable sample has no best move to grade
     assert {k.split("/")[1] for k in metrics if k.startswith("policy/")} == {
-        *rewards.POLICY_COMPONENTS,
+        *POLICY_COMPONENTS,
         "invalid_prompts",
     }
     assert {k.split("/")[1] for k in metrics if k.startswith("env/")} == {
@@ -472,9 +473,7 @@ def test_other_task_only_batch_logs_columns_but_no_means(pool):
         [E2E4], [E2E4_TRUE], log_metric=lambda n, v: metrics.setdefault(n, v),
         log_extra=lambda c, v: extra.setdefault(c, v),
     )  # fmt: skip
-    assert (
-        out == [None] and metrics == {} and set(extra) == {f"policy/{k}" for k in rewards.POLICY_COMPONENTS}
-    )
+    assert out == [None] and metrics == {} and set(extra) == {f"policy/{k}" for k in POLICY_COMPONENTS}
 
 
 # ------------------------------------------------------------------------------------------------ fuzz
