@@ -23,13 +23,13 @@ from .data_load import (
     COLUMNS,
     FEATURES,
     SPLITS,
-    DataSourceError,
     LayoutWriter,
     LoadReport,
     load_rookworld_dataset,
     split_of,
     write_stats,
 )
+from .data_sources import DataSourceError
 
 __all__ = [
     "COLUMNS",

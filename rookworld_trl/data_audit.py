@@ -27,7 +27,8 @@ from itertools import islice
 import chess
 from tqdm.auto import tqdm
 
-from .data_load import open_source, read_lines, text_lines
+from .data_load import read_lines
+from .data_sources import open_source, text_lines
 from .engine import EngineLimit, EnginePool, MoveEval
 from .environment import parse_board, transition
 from .formats import (
