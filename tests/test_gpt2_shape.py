@@ -159,3 +159,23 @@ def test_bf16_and_compile_grpo_on_cpu(tmp_path):
     assert not [line for line in last if "Recompiling function" in line], "the last step recompiled"
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(r["nan_recoveries"] == 0 for r in rows if "nan_recoveries" in r)
+
+
+@pytest.mark.slow
+def test_sft_continue_path_of_the_124m_recipe(tmp_path):
+    """recipes/sft_rookworld_124m_gpu.yaml on this CPU in fp32, a few steps from a 124M-shape model: the
+    continue-training path (a loaded model, GPT-2's tokenizer), eval loss, best-model reload, the format check."""
+    from rookworld_trl import sft
+    from rookworld_trl.cli import run_stage
+
+    model = save_rookworld_124m_shape(tmp_path / "m")
+    args = ["--config", str(ROOT / "recipes" / "sft_rookworld_124m_gpu.yaml"), "--model_name_or_path", model,
+            "--dataset", str(EMBEDDED), "--output_dir", str(tmp_path / "run"), "--use_cpu", "true", "--bf16", "false",
+            "--max_steps", "4", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
+            "--max_eval_samples", "16", "--eval_steps", "2", "--save_steps", "2", "--logging_steps", "1",
+            "--format_check_samples", "4", "--dataloader_num_workers", "0", "--report_to", "none"]  # fmt: skip
+    assert run_stage("sft", sft.main, args) == 0
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r and "eval_loss" not in r][:4] == [1, 2, 3, 4]
+    assert any("eval_loss" in r for r in rows) and any("layout" in r for r in rows)
+    assert (tmp_path / "run" / "model.safetensors").is_file()
