@@ -547,3 +547,16 @@ def test_policy_and_reference_train_without_dropout(model_dir, tmp_path):
     )  # fmt: skip
     for m in (trainer.model, trainer.ref_model):
         assert {d.p for d in m.modules() if isinstance(d, torch.nn.Dropout)} == {0.0}
+
+
+def test_a_trl_upgrade_that_drops_an_internal_fails_at_import_naming_it(monkeypatch):
+    from rookworld_trl import trl_compat
+
+    trl_compat.check_internals()  # the pinned versions have every one
+    monkeypatch.setitem(trl_compat.METHODS, "_score_completions_v2", "a seam a future TRL might rename")
+    with pytest.raises(ImportError, match=r"GRPOTrainer\._score_completions_v2 .* pyproject.toml"):
+        trl_compat.check_internals()
+    monkeypatch.delitem(trl_compat.METHODS, "_score_completions_v2")
+    monkeypatch.setitem(trl_compat.ATTRIBUTES, "_gone", "an attribute no TRL sets")
+    with pytest.raises(ImportError, match="self._gone"):
+        trl_compat.check_internals()
