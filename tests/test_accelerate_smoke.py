@@ -118,3 +118,20 @@ def test_two_cpu_processes_checkpoint_resume_and_evaluate_once(tmp_path):
         json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"loss"' in x
     ]
     assert steps == [1, 2, 3, 4]  # one metrics row per step, written once, continued after the resume
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_run_sft(tmp_path):
+    from rookworld_trl.cli import launcher
+
+    argv = ["--config", str(ROOT / "recipes" / "sft_default_model_continue.yaml"), "--dataset",
+            str(ROOT / "rookworld_trl" / "assets" / "data"), "--model_name_or_path", str(ROOT / "rookworld_trl" / "assets" / "model"),
+            "--max_steps", "2", "--output_dir", str(tmp_path), "--eval_steps", "1", "--save_steps", "1",
+            "--max_eval_samples", "32", "--format_check_samples", "8", "--report_to", "none", "--max_train_samples", "256"]  # fmt: skip
+    cmd, extra = launcher(str(CONFIGS / "multi_cpu.yaml"), ["-m", "rookworld_trl.sft"], argv)
+    env = {**os.environ, **extra, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert log.count("sft: model and tokenizer saved") == 1  # the main process reports, once
+    assert (tmp_path / "checkpoint-2" / "rookworld_complete.json").is_file()
