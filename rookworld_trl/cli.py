@@ -71,6 +71,18 @@ def default_accelerate_config() -> str:
     return resolve_path(f"accelerate_configs/{name}")
 
 
+# torchrun without its own traceback when a process fails: the stage has said what went wrong in one line
+TORCHRUN = """
+import sys
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.run import parse_args, run
+try:
+    run(parse_args(sys.argv[1:]))
+except ChildFailedError as e:
+    sys.exit(max(f.exitcode for f in e.failures.values()) if e.failures else 1)  # the others were stopped
+"""
+
+
 def launcher(accelerate_config: str, target: list[str], argv: list[str]) -> tuple[list[str], dict]:
     """(command, extra environment) that starts `target` (["-m", module] or [script]) with `argv` as the
     accelerate config says.
@@ -89,8 +101,8 @@ def launcher(accelerate_config: str, target: list[str], argv: list[str]) -> tupl
     threads = str(max(1, (psutil.cpu_count(logical=False) or 1) // processes))
     if config.get("distributed_type") == "MULTI_CPU" and int(config.get("num_machines", 1)) == 1:
         port = str(config.get("main_process_port", 29500))
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
-               f"--master_port={port}", *target, *argv, "--use_cpu", "true"]  # fmt: skip
+        cmd = [sys.executable, "-c", TORCHRUN, f"--nproc_per_node={processes}", f"--master_port={port}",
+               *target, *argv, "--use_cpu", "true"]  # fmt: skip
         return cmd, {"OMP_NUM_THREADS": threads}
     # --quiet: when the stage exits with an error it has already printed, accelerate exits 1 instead of adding
     # a traceback of its own launcher
@@ -119,7 +131,8 @@ def launch(module: str, argv: list[str], default_recipe: str | None) -> int:
     elif default_recipe and not ({"-h", "--help"} & set(argv)):
         argv = ["--config", resolve_path(default_recipe), *argv]
     cmd, env = launcher(accel, ["-m", module], argv)
-    print("rookworld: " + " ".join(cmd), flush=True)
+    shown = [arg for arg in cmd if arg not in ("-c", TORCHRUN)]  # torch's launcher, shown as what it is
+    print("rookworld: " + " ".join(["torchrun", *shown[1:]] if TORCHRUN in cmd else cmd), flush=True)
     return run_group(cmd, env)
 
 
