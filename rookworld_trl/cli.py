@@ -152,9 +152,18 @@ def run_group(cmd: list[str], env: dict | None = None) -> int:
             return 130 if interrupted and code else code
         except KeyboardInterrupt:
             interrupted = True
-            for child in psutil.Process(proc.pid).children():  # not Stockfish, one level below
+            for stage in _stage_processes(proc.pid):
                 with contextlib.suppress(psutil.Error):
-                    child.send_signal(signal.SIGINT)
+                    stage.send_signal(signal.SIGINT)
+
+
+def _stage_processes(pid: int) -> list:
+    """The training processes under a launcher: the Python processes below it with no Python process below
+    them (a launcher's or torchrun's agent would stop its workers on SIGINT; Stockfish must not get it)."""
+    import psutil
+
+    pythons = [p for p in psutil.Process(pid).children(recursive=True) if "python" in p.name().lower()]
+    return [p for p in pythons if not any("python" in c.name().lower() for c in p.children())]
 
 
 def usage(commands: dict) -> str:
