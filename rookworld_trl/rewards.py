@@ -34,7 +34,6 @@ from .engine import EnginePool
 from .environment import env_truth, parse_board
 from .formats import (
     EnvSample,
-    FormatError,
     parse_env_completion,
     parse_policy_prompt,
     task_of,
@@ -133,9 +132,10 @@ def count_invalid_prompts(prefix: str, n: int, of: int, log_metric) -> None:
         log_metric(f"{prefix}/invalid_prompts", float(n))
     if n and prefix not in _WARNED:
         _WARNED.add(prefix)
+        what = "no valid chess position" + (" or a finished game" if prefix == "policy" else "")
         logger.warning(
-            f"{prefix} reward: {n} prompt(s) in this batch are no valid chess position; they get no reward "
-            f"(None) and are counted as {prefix}/invalid_prompts. Check the data with `rookworld data audit`."
+            f"{prefix} reward: {n} prompt(s) in this batch are {what}; they get no reward (None) and are "
+            f"counted as {prefix}/invalid_prompts. Check the data with `rookworld data audit`."
         )
 
 
@@ -242,11 +242,13 @@ def make_policy_reward(*, engine: EnginePool | None = None, shaping: str = "grad
 
 
 def _prompt_position(prompt: str) -> str | None:
-    """The valid position of a P: prompt, else None (never raises)."""
+    """The position of a P: prompt when there is a move to judge, else None (never raises): no valid position,
+    or a finished game (mate, stalemate, too little material), which the engine does not analyse."""
     try:
-        return position(parse_policy_prompt(prompt))
-    except FormatError:
+        board = parse_board(parse_policy_prompt(prompt))
+    except ValueError:  # FormatError included
         return None
+    return None if board.is_game_over() else board.fen()
 
 
 def _task(prompts: Sequence[str], task: Sequence[str] | None, i: int) -> str:
