@@ -107,7 +107,9 @@ def launcher(accelerate_config: str, target: list[str], argv: list[str]) -> tupl
     # --quiet: when the stage exits with an error it has already printed, accelerate exits 1 instead of adding
     # a traceback of its own launcher
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", accelerate_config]
-    cmd += ["--num_cpu_threads_per_process", threads] if config.get("use_cpu") else []
+    if config.get("use_cpu"):  # the stage must know too: a bf16 recipe would fail the Trainer's GPU check
+        cmd += ["--num_cpu_threads_per_process", threads]
+        argv = [*argv, "--use_cpu", "true"]
     return [*cmd, *target, *argv], {}
 
 

@@ -1,32 +1,64 @@
-"""The GRPO stage under `accelerate launch` with each rank writing the sha256 of its final weights to
-output_dir/rank<N>.sha256, so a test can check that every process ends with the same model.
+"""The GRPO stage under `accelerate launch` (or torchrun), instrumented: each rank writes
+output_dir/rank<N>.json at the end of training with
+  sha256    of its final weights (every process must end with the same model),
+  scored    the number of P: completions its own policy reward graded, per call (its share of the batch),
+  positions the positions it graded (the ranks' shares are different prompts),
+  graphs    torch.compile's count of compiled graphs after each optimizer step (compilation must settle).
 
     accelerate launch --config_file accelerate_configs/multi_cpu.yaml tests/multi_rank_stage.py --config ...
 """
 
 import hashlib
+import json
 import os
 import sys
 
+from torch._dynamo.utils import counters
 from transformers import TrainerCallback
 
 from rookworld_trl import grpo
 from rookworld_trl.cli import run_stage
 
+RECORD = {"scored": [], "positions": set(), "graphs": []}
 
-class WeightsDigest(TrainerCallback):
+
+class RankRecord(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        RECORD["graphs"].append(counters["stats"]["unique_graphs"])
+
     def on_train_end(self, args, state, control, model=None, **kwargs):
         digest = hashlib.sha256()
         for name, tensor in sorted(model.state_dict().items()):
-            digest.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
-        with open(os.path.join(args.output_dir, f"rank{args.process_index}.sha256"), "w") as f:
-            f.write(digest.hexdigest())
+            digest.update(name.encode() + tensor.detach().float().cpu().numpy().tobytes())
+        record = {**RECORD, "sha256": digest.hexdigest(), "positions": sorted(RECORD["positions"])}
+        with open(os.path.join(args.output_dir, f"rank{args.process_index}.json"), "w") as f:
+            json.dump(record, f)
 
 
-def train_with_digest(trainer, *args, **kwargs):
-    trainer.add_callback(WeightsDigest())
+def recording(grader):
+    score = grader.score
+
+    def score_and_record(fens, completions, labels=None):
+        RECORD["scored"].append(len(completions))
+        RECORD["positions"].update(fens)
+        return score(fens, completions, labels)
+
+    grader.score = score_and_record
+
+
+def resolve_and_record(*args, **kwargs):
+    funcs = plain_resolve(*args, **kwargs)
+    for f in funcs:
+        if hasattr(f, "grader"):  # the policy reward
+            recording(f.grader)
+    return funcs
+
+
+def train_and_record(trainer, *args, **kwargs):
+    trainer.add_callback(RankRecord())
     return plain_train(trainer, *args, **kwargs)
 
 
-plain_train, grpo.train = grpo.train, train_with_digest
+plain_train, grpo.train = grpo.train, train_and_record
+plain_resolve, grpo.resolve_reward_funcs = grpo.resolve_reward_funcs, resolve_and_record
 sys.exit(run_stage("train", grpo.main))

@@ -90,11 +90,21 @@ def launch_two_processes(out, steps: int, eval_samples: int = 0) -> subprocess.C
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
+def rank_records(out) -> list[dict]:
+    """What each rank wrote at the end of training (tests/multi_rank_stage.py)."""
+    import json
+
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
 def test_two_cpu_processes_train_one_step_to_the_same_weights(tmp_path):
     result = launch_two_processes(tmp_path, steps=1)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    digests = {(tmp_path / f"rank{r}.sha256").read_text() for r in (0, 1)}
-    assert len(digests) == 1  # DDP: both ranks end with the same model
+    ranks = rank_records(tmp_path)
+    assert len({r["sha256"] for r in ranks}) == 1  # DDP: both ranks end with the same model
+    # the global batch of 2 prompts x 4 is split: each rank grades its own 4 completions, of its own prompt
+    assert [r["scored"] for r in ranks] == [[4], [4]]
+    assert not set(ranks[0]["positions"]) & set(ranks[1]["positions"])
     assert (tmp_path / "checkpoint-1" / "rookworld_complete.json").is_file()
     assert (tmp_path / "final" / "model.safetensors").is_file()
 
@@ -110,8 +120,7 @@ def test_two_cpu_processes_checkpoint_resume_and_evaluate_once(tmp_path):
         log.count("resuming from") == 2 and f"{tmp_path / 'checkpoint-2'} (step 2)" in log
     )  # each rank resumes
     assert log.count("rookworld eval: wrote") == 1  # the final eval runs once
-    digests = {(tmp_path / f"rank{r}.sha256").read_text() for r in (0, 1)}
-    assert len(digests) == 1
+    assert len({r["sha256"] for r in rank_records(tmp_path)}) == 1
     import json
 
     steps = [
