@@ -90,6 +90,7 @@ class AuditReport:
     groups: dict[str, Counter] = field(default_factory=dict)
     ranks: dict[str, Counter] = field(default_factory=dict)  # side -> RANKS entry -> P: labels
     reasons: Counter = field(default_factory=Counter)  # why lines do not parse
+    fen_widths: Counter = field(default_factory=Counter)  # P: lines by the width their FEN is padded to
     examples: list[tuple[int, list[str]]] = field(
         default_factory=list
     )  # (line number, fields), the first few
@@ -130,6 +131,7 @@ class AuditReport:
             source=self.source, limit=self.limit, lines=self.lines, failed=self.failed, rate=rate,
             groups={g: {**c, "rate": c["failed"] / c["lines"]} for g, c in sorted(self.groups.items())},
             fields=fields, unparseable=dict(self.reasons), label_rank={s: dict(c) for s, c in self.ranks.items()},
+            fen_widths=dict(sorted(self.fen_widths.items())),
             examples=[{"line": n, "fields": f} for n, f in self.examples],
         )  # fmt: skip
 
@@ -139,6 +141,10 @@ class AuditReport:
         for task, names in (("P", P_FIELDS), ("A", A_FIELDS)):
             if self.task_lines(task):
                 out += self._task_table(task, names)
+        if self.fen_widths:  # the layout, apart from the content: any of these widths reads alike
+            n = sum(self.fen_widths.values())
+            widths = ", ".join(f"{w}: {c} ({c / n:.1%})" for w, c in sorted(self.fen_widths.items()))
+            out.append(f"  P: lines by FEN field width: {widths}")
         if self.ranks:
             out.append("  P: label's B: move, its rank in the engine's list (1 = the engine's best):")
             out.append("  " + " " * 7 + "".join(f"{r:>11}" for r in RANKS))  # the columns of the rows below
@@ -246,6 +252,7 @@ def audit_batch(batch, pool: EnginePool, config: AuditConfig, report: AuditRepor
     for line_no, line, group, bad, sample, text, board in parsed:
         layout = sample is None or laid_out(sample, text)
         if isinstance(sample, PolicySample):
+            report.fen_widths[prompt_fen_width(split_prompt_completion(text)[0]) or len(sample.fen)] += 1
             bad = check_policy(sample, analyses[sample.fen], board, config)
             report.ranks.setdefault(group[2], Counter())[label_rank(sample.best, analyses[sample.fen])] += 1
         elif isinstance(sample, EnvSample):

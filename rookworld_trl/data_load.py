@@ -4,7 +4,7 @@ Layout of a dataset directory (written by `rookworld data generate` and `rookwor
 
     OUT/{train,validation,test}.parquet   one row per sample, the columns of FEATURES
     OUT/{train,validation,test}.txt       the same samples as raw lines (the original RookWorld text)
-    OUT/stats.json                        counts and settings
+    OUT/stats.json                        counts (P: rows by FEN width in `fen_widths`) and settings
 
 Columns: `text` (the full line), `prompt` + `completion` (formats.split_prompt_completion), `task` ("P"/"A"),
 `fen`, and the ground truth: P: rows `moves`/`evals` (engine top-k best first, evals in pawns; raw text
@@ -147,6 +147,7 @@ class LayoutWriter:
         self.seen: set[int] = set()
         self.rows = {split: Counter() for split in SPLITS}  # split -> task -> rows
         self.kinds: Counter[str] = Counter()
+        self.fen_widths: Counter[int] = Counter()  # P: rows by FEN field width: the layout of the prompts
         self.duplicates: Counter[str] = Counter()
         self.batches: dict[str, list[dict]] = {split: [] for split in SPLITS}
         # Written under temporary names and renamed at the end: a killed run never leaves a half file behind.
@@ -174,6 +175,8 @@ class LayoutWriter:
         self.rows[split][row["task"]] += 1
         if row["kind"]:
             self.kinds[row["kind"]] += 1
+        if width := row["task"] == "P" and prompt_fen_width(row["prompt"]):
+            self.fen_widths[width] += 1
         self.batches[split].append(row)
         if len(self.batches[split]) >= BATCH_ROWS:
             self._flush(split)
@@ -195,6 +198,7 @@ class LayoutWriter:
         return {
             "rows": {split: dict(sorted(counts.items())) for split, counts in self.rows.items()},
             "kinds": dict(sorted(self.kinds.items())),
+            "fen_widths": dict(sorted(self.fen_widths.items())),
             "duplicates_removed": dict(sorted(self.duplicates.items())),
         }
 

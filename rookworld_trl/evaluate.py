@@ -16,6 +16,7 @@ The published RookWorld-LM figures (docs/FORMATS.md) appear beside the figures t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import random
 import typing
@@ -61,7 +62,10 @@ class EvalSettings:
     )
     split: str = "test"
     fen_width: int | None = field(
-        default=None, metadata={"help": "P: prompts' FEN field width (None: the data's own, 90 without data)"}
+        default=None,
+        metadata={
+            "help": "P: prompts' FEN field width (None: the model's config.json record, else the data's, else 90)"
+        },
     )
     suites: str = field(
         default="policy,env,mate,selfplay", metadata={"help": f"comma list of {','.join(SUITES)}"}
@@ -238,14 +242,16 @@ def prepare_items(args: EvalSettings, suites: Sequence[str], engine: EnginePool)
 
 
 def model_generate(name: str, args: EvalSettings):
-    """generate(prompts, **settings) of a loaded model: the project's one generation path, bound."""
+    """(generate(prompts, **settings) of a loaded model: the project's one generation path, bound; the FEN
+    width to prompt it at, --fen_width or the one its config.json records, None if neither says)."""
     import torch
 
-    from .modeling import load_model_and_tokenizer
+    from .modeling import load_model_and_tokenizer, trained_fen_width
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model_and_tokenizer(name, device=device)
-    return functools.partial(generate_completions, model, tokenizer, batch_size=args.batch_size)
+    generate = functools.partial(generate_completions, model, tokenizer, batch_size=args.batch_size)
+    return generate, args.fen_width or trained_fen_width(model)
 
 
 def evaluate(args: EvalSettings) -> dict[str, str]:
@@ -256,13 +262,21 @@ def evaluate(args: EvalSettings) -> dict[str, str]:
         args.engine_workers, limit, multipv=5, cache=args.cache, stockfish_path=args.stockfish
     ) as engine:
         items = prepare_items(args, suites, engine)
-    results = run_suites(model_generate(args.model, args), items, suites, args)
-    baseline = run_suites(model_generate(args.baseline, args), items, suites, args) if args.baseline else None
+    widths = {}  # each model is prompted as it was trained; the data's width when its config does not say
+
+    def run(name: str):
+        generate, width = model_generate(name, args)
+        widths[name] = width or items.fen_width
+        return run_suites(generate, dataclasses.replace(items, fen_width=widths[name]), suites, args)
+
+    results = run(args.model)
+    baseline = run(args.baseline) if args.baseline else None
     settings = {
         "model": args.model,
         "baseline": args.baseline,
         "data": args.data,
         "split": args.split,
+        "fen_width": widths,
         "suites": suites,
         "seed": args.seed,
         "engine_limit": limit.key(),

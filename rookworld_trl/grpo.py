@@ -44,7 +44,12 @@ from rookworld_trl.cli import stage_parser
 from rookworld_trl.grpo_config import RookWorldGRPOConfig
 from rookworld_trl.grpo_safety import StepGuard
 from rookworld_trl.metrics_log import JSONLMetricsCallback
-from rookworld_trl.modeling import load_model_and_tokenizer, use_fused_gelu, use_padding_aware_positions
+from rookworld_trl.modeling import (
+    load_model_and_tokenizer,
+    train_at_fen_width,
+    use_fused_gelu,
+    use_padding_aware_positions,
+)
 from rookworld_trl.replay import Replay, replay_loss
 from rookworld_trl.trl_compat import GRPOSeams
 
@@ -416,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         fen_width=args.fen_width,
     )
     check_completion_length(dataset, tokenizer, args.max_completion_length)
+    # one width for the run's replay and eval prompts too, recorded in the model's config.json
+    args.fen_width = train_at_fen_width(model, args.fen_width, dataset["prompt"])
     # Replay draws from the whole split: the mix above may hold no rows of the replayed task
     replay_rows = (
         load_rookworld_dataset(args.dataset_path, split=args.dataset_split, fen_width=args.fen_width)

@@ -15,8 +15,11 @@ fused kernel of the same function. `new_gpt2_model` makes a small one from scrat
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
+from collections.abc import Iterable
 
 import torch
 from safetensors import SafetensorError
@@ -24,7 +27,10 @@ from torch import nn
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Model, PreTrainedTokenizerBase
 from transformers.activations import ACT2FN
 
+from .formats import prompt_fen_width
+
 EOS_TOKEN = "<|endoftext|>"
+FEN_WIDTH_KEY = "rookworld_fen_width"  # in config.json: the P: FEN width of a model's training data
 DROPOUT_KEYS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout")
 # "name" or "owner/name": what the hub accepts as a model id; anything else must be a local path
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -55,20 +61,23 @@ def load_model_and_tokenizer(
     where to take them from (e.g. "openai-community/gpt2").
     """
     kwargs = {"revision": revision} if revision else {}
-    model, info = _from_pretrained(
-        GPT2LMHeadModel.from_pretrained, name_or_path, "model", dtype=dtype or torch.float32,
-        output_loading_info=True, **kwargs,
-    )  # fmt: skip
-    check_weights_match(model, info, name_or_path)
     tok_source = tokenizer_name_or_path or name_or_path
     if os.path.isdir(tok_source) and not any(
         os.path.isfile(os.path.join(tok_source, f)) for f in TOKENIZER_FILES
-    ):
+    ):  # checked first: it needs no weights read
         raise ModelLoadError(
             f"model directory {tok_source!r} has no tokenizer files (any of {', '.join(TOKENIZER_FILES)}): copy "
             "them from the model it was trained from (save_pretrained writes them), or name that model or "
             "tokenizer with tokenizer_name_or_path"
         )
+    # Mismatched sizes are loaded (random) and reported by check_weights_match in one line, in place of
+    # transformers' table of tensors (a warning it logs before raising)
+    with _without_load_report():
+        model, info = _from_pretrained(
+            GPT2LMHeadModel.from_pretrained, name_or_path, "model", dtype=dtype or torch.float32,
+            output_loading_info=True, ignore_mismatched_sizes=True, **kwargs,
+        )  # fmt: skip
+    check_weights_match(model, info, name_or_path)
     tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, tok_source, "tokenizer", **kwargs)
     if tokenizer.eos_token is None:
         raise ModelLoadError(f"tokenizer from {tok_source!r} has no eos token; RookWorld needs {EOS_TOKEN!r}")
@@ -93,14 +102,36 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 def check_weights_match(model: nn.Module, info: dict, name_or_path: str) -> None:
     """ModelLoadError when the weights file holds other tensors than config.json describes: transformers
     would start the missing ones from random values with a log line, and train on."""
-    missing = [k for k in info.get("missing_keys", ()) if k not in tied_parameter_names(model)]
-    unexpected = list(info.get("unexpected_keys", ()))
-    if missing or unexpected:
+    missing = sorted(k for k in info.get("missing_keys", ()) if k not in tied_parameter_names(model))
+    unexpected = sorted(info.get("unexpected_keys", ()))
+    sizes = sorted(info.get("mismatched_keys", ()))  # (name, size in the file, size of config.json), ...
+    if missing or unexpected or sizes:
+        found = [f"{len(missing)} tensors missing (e.g. {', '.join(missing[:2])})" if missing else "",
+                 f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:2])})" if unexpected else "",
+                 f"{len(sizes)} tensors of other sizes (e.g. {_size_text(sizes[0])})" if sizes else ""]  # fmt: skip
         raise ModelLoadError(
-            f"the weights in {name_or_path!r} do not match its config.json: {len(missing)} tensors missing "
-            f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]}); use the config.json "
-            "the weights were saved with"
+            f"the weights in {name_or_path!r} do not match its config.json: {'; '.join(filter(None, found))}; "
+            "use the config.json the weights were saved with"
         )
+
+
+def _size_text(mismatch) -> str:
+    name, *shapes = mismatch
+    return (
+        f"{name}: {' in the file, '.join(str(tuple(s)) for s in shapes)} by config.json" if shapes else name
+    )
+
+
+@contextlib.contextmanager
+def _without_load_report():
+    """transformers' table of missing/unexpected/mismatched tensors left out of the log while loading."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    drop = lambda record: "LOAD REPORT" not in record.getMessage()  # noqa: E731
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def _from_pretrained(loader, name_or_path: str, what: str, **kwargs):
@@ -111,13 +142,6 @@ def _from_pretrained(loader, name_or_path: str, what: str, **kwargs):
             raise ModelLoadError(f"{damaged}; replace it (re-copy or re-download the model directory)")
         try:
             return loader(name_or_path, **kwargs)
-        except RuntimeError as e:  # transformers' size check, after its report of the mismatched tensors
-            if "mismatched_sizes" not in str(e):
-                raise
-            raise ModelLoadError(
-                f"the weights in {name_or_path!r} have other tensor sizes than its config.json says (the report "
-                "above lists them): use the config.json the weights were saved with"
-            ) from None
         except (OSError, ValueError, SafetensorError) as e:
             raise ModelLoadError(
                 f"could not load the {what} from local directory {name_or_path!r}: {_first_line(e)}\n"
@@ -174,6 +198,27 @@ def set_special_token_ids(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizer
         config.bos_token_id = (
             tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         )
+
+
+def trained_fen_width(model: nn.Module) -> int | None:
+    """The P: FEN field width of the data `model` was trained on, as its config.json records it (None: not
+    recorded, e.g. a model trained elsewhere such as RookWorld-LM-124M)."""
+    return getattr(getattr(model, "config", None), FEN_WIDTH_KEY, None)
+
+
+def train_at_fen_width(model: nn.Module, width: int | None, prompts: Iterable[str]) -> int | None:
+    """The P: FEN width a training run uses: `width` (the recipe's fen_width), else the one of the run's data
+    `prompts` (one width after data_load.load_rookworld_dataset); recorded in the model's config, so that
+    checkpoints and the final model say how to prompt them (docs/FORMATS.md). None without P: prompts."""
+    width = width or next((w for p in prompts if (w := prompt_fen_width(p))), None)
+    if width is None:  # no P: rows: what the model was trained on before stays
+        return trained_fen_width(model)
+    before = trained_fen_width(model)
+    if before not in (None, width):
+        print(f"the model was trained on P: prompts at FEN width {before}; this run prompts at {width} "
+              "(its data's; set fen_width to choose)")  # fmt: skip
+    setattr(model.config, FEN_WIDTH_KEY, width)
+    return width
 
 
 def set_dropout(model: nn.Module, p: float) -> None:

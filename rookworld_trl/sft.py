@@ -35,7 +35,7 @@ from .eval_suites import legal_best_move
 from .formats import parse_policy_completion, parse_policy_prompt
 from .generation import generate_completions
 from .metrics_log import JSONLMetricsCallback
-from .modeling import load_model_and_tokenizer, new_gpt2_model, set_dropout
+from .modeling import load_model_and_tokenizer, new_gpt2_model, set_dropout, train_at_fen_width
 from .trl_compat import VerifiedCheckpoints
 
 
@@ -201,6 +201,7 @@ def build_model(script_args: SFTScriptArguments):
 def load_splits(script_args: SFTScriptArguments, seed: int):
     """(train, eval) datasets with the columns prompt and completion."""
     from .data import load_rookworld_dataset
+    from .data_load import detect_fen_width
 
     s = script_args
     train = load_rookworld_dataset(
@@ -217,7 +218,7 @@ def load_splits(script_args: SFTScriptArguments, seed: int):
         mix_env_ratio=s.mix_env_ratio,
         seed=seed,
         max_samples=s.max_eval_samples,
-        fen_width=s.fen_width,
+        fen_width=s.fen_width or detect_fen_width(train["prompt"]),  # held-out prompts as the training data
     )
     # Keep only prompt/completion: with a `text` column present, SFTTrainer appends EOS to `text` and
     # not to `completion`, then trains on prompt+completion, i.e. without the EOS.
@@ -244,6 +245,7 @@ def policy_checks(model, tokenizer, prompts: list[str], max_new_tokens: int, bat
 def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_dataset, eval_dataset):
     """Build the model, train, save model + tokenizer in output_dir, check P: formats; return the trainer."""
     model, tokenizer = build_model(script_args)
+    train_at_fen_width(model, script_args.fen_width, train_dataset["prompt"])  # recorded in config.json
     n_positions = model.config.n_positions
     if config.max_length is None or config.max_length > n_positions:
         raise ValueError(

@@ -135,13 +135,16 @@ def test_main_trains_from_the_tiny_recipe(model_dir, tmp_path):  # noqa: F811
          "--dataset_path", str(data), "--output_dir", str(out), "--reward_funcs", "env_reward",
          "--reward_weights", "1.0", "--field_credit", "false", "--mix_env_ratio", "1.0", "--max_steps", "2",
          "--max_completion_length", "16", "--eval_samples", "4", "--eval_split", "train",
-         "--disable_tqdm", "true"]
+         "--disable_tqdm", "true", "--fen_width", "89"]
     )  # fmt: skip
     assert code == 0
     assert (out / "final" / "model.safetensors").is_file()
+    # the run's P: FEN width, recorded with the model and used by its eval (docs/FORMATS.md)
+    assert json.loads((out / "final" / "config.json").read_text())["rookworld_fen_width"] == 89
     # the before/after eval (final vs. initial model) and the run report
     summary = json.loads((out / "eval" / "eval.json").read_text())
     assert summary["settings"]["baseline"] == model_dir and (out / "eval" / "eval.md").is_file()
+    assert set(summary["settings"]["fen_width"].values()) == {89}
     assert (out / "report" / "report.md").is_file() and list((out / "report").glob("*.png"))
     card = (out / "final" / "README.md").read_text()  # the model card a push uploads
     assert "Held-out evaluation" in card and "`reward_funcs`: ['env_reward']" in card

@@ -5,6 +5,7 @@ the one clear error for a missing directory or an unreachable hub id. Runs in se
 """
 
 import json
+import logging
 import os
 import time
 
@@ -226,13 +227,22 @@ def test_model_dir_without_tokenizer_files_is_one_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "change, says", [("n_layer", "2 tensors missing|tensors missing"), ("n_embd", "other tensor sizes")]
+    "change, says", [("n_layer", "2 tensors missing|tensors missing"), ("n_embd", "of other sizes")]
 )
 def test_weights_that_do_not_match_the_config_are_one_clear_error(tmp_path, change, says):
     save_tiny_model(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     config[change] *= 2
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelLoadError, match=says) as error:
-        load_model_and_tokenizer(str(tmp_path))
+    logged = []  # what transformers logs while loading (its own handler writes to a stream pytest replaced)
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logging.getLogger("transformers.modeling_utils").addHandler(handler)
+    try:
+        with pytest.raises(ModelLoadError, match=says) as error:
+            load_model_and_tokenizer(str(tmp_path))
+    finally:
+        logging.getLogger("transformers.modeling_utils").removeHandler(handler)
     assert_not_chained(error.value)
+    assert "\n" not in str(error.value) and str(tmp_path) in str(error.value)
+    assert not [m for m in logged if "LOAD REPORT" in m]  # transformers' table of tensors: the one line says it

@@ -19,8 +19,11 @@ from rookworld_trl.data_load import detect_fen_width
 from rookworld_trl.engine import EngineLimit, EnginePool
 from rookworld_trl.environment import env_sample
 from rookworld_trl.evaluate import EvalSettings, prepare_items
+from rookworld_trl.evaluate import main as eval_main
 from rookworld_trl.formats import policy_completion, policy_prompt, prompt_fen_width, render_env
 from rookworld_trl.rewards import env_reward
+from rookworld_trl.sft import RookWorldSFTConfig, SFTScriptArguments, load_splits, run_sft
+from rookworld_trl.tokenizer import train_tokenizer
 
 LIMIT = EngineLimit(depth=4)
 KINGLESS = "A: 8/8/8/8/8/8/4P3/8 w - - 0 1+e2e4+e2e4+8/8/8/8/4P3/8/8/8 b - - 0 1+0.001+0+0"
@@ -69,6 +72,17 @@ def test_mixed_widths_load_as_the_most_common_one(positions, tmp_path, capsys):
     assert all(t == p + c for t, p, c in zip(ds["text"], ds["prompt"], ds["completion"], strict=True))
     assert "re-padded to FEN width 89 (8 at width 90" in capsys.readouterr().out
     assert {prompt_fen_width(p) for p in load_rookworld_dataset(path, fen_width=90)["prompt"]} == {90}
+    # converted to our layout: one width, which stats.json records
+    assert main(["load", str(path), "--out", str(tmp_path / "ours")]) == 0
+    stats = json.loads((tmp_path / "ours" / "stats.json").read_text())
+    assert stats["fen_widths"] == {"89": 24}
+    assert {
+        prompt_fen_width(p) for p in load_rookworld_dataset(tmp_path / "ours", split="train")["prompt"]
+    } == {89}
+    # the audit: the layout apart from the content (both widths are laid out) and how many of each
+    report = audit(AuditConfig(str(path), depth=4, progress=False))
+    assert report.fen_widths == {89: 16, 90: 8} and report.to_dict()["fields"].get("P: layout") is None
+    assert "P: lines by FEN field width: 89: 16 (66.7%), 90: 8 (33.3%)" in capsys.readouterr().out
 
 
 def test_eval_prompts_the_way_the_data_was_written(positions, tmp_path):
@@ -133,3 +147,26 @@ def test_a_source_without_lines_is_one_line_naming_file_found_and_expected(tmp_p
 def test_kingless_published_prompts_get_no_reward_instead_of_raising():
     prompt, completion = KINGLESS[: KINGLESS.index("+e2e4+") + 6], KINGLESS[KINGLESS.index("+e2e4+") + 6 :]
     assert env_reward([prompt], [completion]) == [None]
+
+
+def test_a_model_is_prompted_the_way_its_data_was_written(positions, tmp_path):
+    """SFT on 89-wide data records the width in the model's config.json; `rookworld eval` without data (the
+    self-play suite) prompts that model at 89, and at 90 when told."""
+    lines = [p_line(fen, a, width=89) for fen, a in positions] + a_lines(positions)
+    data = tmp_path / "p89.txt"
+    data.write_text("\n".join(lines) + "\n")
+    tokenizer_dir = tmp_path / "tok"
+    train_tokenizer(lines, vocab_size=300).save_pretrained(tokenizer_dir)
+    script_args = SFTScriptArguments(dataset=str(data), eval_split="train", max_eval_samples=4,
+                                     tokenizer_name_or_path=str(tokenizer_dir), n_layer=1, n_head=2, n_embd=32)  # fmt: skip
+    config = RookWorldSFTConfig(output_dir=str(tmp_path / "sft"), max_steps=1, max_length=256, use_cpu=True,
+                                report_to="none", save_strategy="no", format_check_samples=0, bf16=False)  # fmt: skip
+    run_sft(script_args, config, *load_splits(script_args, seed=0))
+    model_dir = tmp_path / "sft"
+    assert json.loads((model_dir / "config.json").read_text())["rookworld_fen_width"] == 89
+    flags = ["--suites", "selfplay", "--selfplay_games", "1", "--max_plies", "2", "--max_new_tokens", "8",
+             "--device", "cpu", "--depth", "1"]  # fmt: skip
+    for extra, width in (([], 89), (["--fen_width", "90"], 90)):
+        out = tmp_path / f"eval{width}"
+        assert eval_main([str(model_dir), *flags, *extra, "--out", str(out)]) == 0
+        assert json.loads((out / "eval.json").read_text())["settings"]["fen_width"] == {str(model_dir): width}
