@@ -46,6 +46,7 @@ from .formats import (
     split_prompt_completion,
 )
 
+EVAL_CLIP = 10.0  # pawns: eval errors are measured on clipped evals, as the eval suite's (evaluate.py)
 BATCH_LINES = 256  # lines per engine batch: enough to keep every worker busy
 
 
@@ -157,7 +158,11 @@ class AuditReport:
 
     def _task_table(self, task: str, names: tuple[str, ...]) -> list[str]:
         cols = ("lines", "layout", *names)
-        out = [f"  {task + ':':<11}" + "".join(f"{c:>14}" for c in cols)]
+        out = [
+            f"  {task + ':':<11}"
+            + "".join(f"{c:>14}" for c in cols)
+            + (f"{'eval MAE':>14}" if task == "P" else "")
+        ]
         for side in ("w", "b", "?"):
             counts = self.groups.get(f"{task} {side}")
             if not counts:
@@ -167,7 +172,10 @@ class AuditReport:
                 out.append(f"  {'unparseable':<11}{counts['lines']:>14}  ({share:.2%} of the task's lines)")
                 continue
             n = counts["lines"]
-            out.append(f"  {SIDES[side]:<11}{n:>14}" + "".join(f"{counts[c] / n:>14.2%}" for c in cols[1:]))
+            row = f"  {SIDES[side]:<11}{n:>14}" + "".join(f"{counts[c] / n:>14.2%}" for c in cols[1:])
+            if task == "P":  # how far the written evaluations are from the engine's, in pawns
+                row += f"{counts['eval_error'] / max(counts['evals_compared'], 1):>14.2f}"
+            out.append(row)
         return out
 
 
@@ -209,6 +217,14 @@ def check_policy(
     if best is None or (s.best != best.move and not near_best):
         bad.append("best")
     return bad
+
+
+def eval_errors(s: PolicySample, analysis: list[MoveEval]) -> dict[str, float]:
+    """The summed |written eval - the engine's| in pawns over the moves the engine lists (each clipped to
+    +-10 pawns, so that a mate score does not swamp the rest), and how many were compared."""
+    engine, clip = {e.move: e.pawns for e in analysis}, lambda x: max(-EVAL_CLIP, min(EVAL_CLIP, x))
+    errors = [abs(clip(e) - clip(engine[m])) for m, e in zip(s.moves, s.evals, strict=True) if m in engine]
+    return {"eval_error": sum(errors), "evals_compared": len(errors)}
 
 
 def check_env(s: EnvSample) -> list[str]:
@@ -254,6 +270,7 @@ def audit_batch(batch, pool: EnginePool, config: AuditConfig, report: AuditRepor
         if isinstance(sample, PolicySample):
             report.fen_widths[prompt_fen_width(split_prompt_completion(text)[0]) or len(sample.fen)] += 1
             bad = check_policy(sample, analyses[sample.fen], board, config)
+            report.groups.setdefault(group, Counter()).update(eval_errors(sample, analyses[sample.fen]))
             report.ranks.setdefault(group[2], Counter())[label_rank(sample.best, analyses[sample.fen])] += 1
         elif isinstance(sample, EnvSample):
             bad = check_env(sample)

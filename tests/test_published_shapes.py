@@ -120,6 +120,24 @@ def test_audit_shows_wrong_black_labels_at_a_glance(positions, tmp_path, capsys)
     assert "100.00%" in black_row  # the by-side table: black's best column
 
 
+def test_audit_measures_how_far_the_evals_are(positions, tmp_path, capsys):
+    lines = []
+    for fen, analysis in positions[:6]:  # every written eval half a pawn above the engine's
+        moves, evals = [a.move for a in analysis], [round(a.pawns + 0.5, 2) for a in analysis]
+        lines.append(policy_prompt(fen) + policy_completion(moves, evals, moves[0]))
+    path = tmp_path / "evals.txt"
+    path.write_text("\n".join(lines) + "\n")
+    report = audit(AuditConfig(str(path), depth=4, progress=False))
+    groups = [c for g, c in report.groups.items() if g.startswith("P ")]
+    assert sum(c["evals"] for c in groups) == 6 and sum(c["best"] for c in groups) == 0
+    mae = sum(c["eval_error"] for c in groups) / sum(c["evals_compared"] for c in groups)
+    assert mae == pytest.approx(0.5)
+    out = capsys.readouterr().out.splitlines()
+    header = next(line for line in out if line.strip().startswith("P:"))
+    rows = [line for line in out if line.strip().startswith(("white", "black")) and not line.endswith("%")]
+    assert header.split()[-2:] == ["eval", "MAE"] and rows and all(row.split()[-1] == "0.50" for row in rows)
+
+
 def test_audit_reads_json_arrays_and_prompt_completion_jsonl(positions, tmp_path, capsys):
     lines = [p_line(fen, a) for fen, a in positions[:4]] + a_lines(positions)[:2]
     array = tmp_path / "lines.json"
