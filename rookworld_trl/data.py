@@ -92,7 +92,9 @@ def parser() -> argparse.ArgumentParser:
         **helpful,
     )
     d = GenerateConfig  # defaults come from the config dataclass: one place
-    g.add_argument("--out", required=True, help="output directory (re-run with the same settings to resume)")
+    g.add_argument(
+        "--out", required=True, default=argparse.SUPPRESS, help="output directory (re-run the same to resume)"
+    )
     g.add_argument(
         "--selfplay", dest="selfplay_games", metavar="N", type=int, default=0, help="engine self-play games"
     )
@@ -100,9 +102,7 @@ def parser() -> argparse.ArgumentParser:
         "--random", dest="random_games", metavar="N", type=int, default=0, help="random legal-play games"
     )
     g.add_argument("--pgn", nargs="+", default=[], help="PGN files (plain or .gz; e.g. a Lichess dump)")
-    g.add_argument(
-        "--pgn-games", type=int, default=None, help="use at most this many PGN games (default all)"
-    )
+    g.add_argument("--pgn-games", type=int, default=None, help="use at most this many PGN games (None: all)")
     g.add_argument("--games-per-chunk", type=int, default=d.games_per_chunk, help="games per resumable shard")
     g.add_argument(
         "--opening-plies", type=int, default=d.opening_plies, help="self-play: up to N random first plies"
@@ -117,10 +117,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--illegal-fraction", type=float, default=d.illegal_fraction, help="A: odds of an illegal move"
     )
-    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--seed", type=int, default=d.seed, help="seed of the games and the samples")
     add_engine_args(g)
     add_split_args(g)
-    g.add_argument("--cache", default=None, help="analysis cache (sqlite), default OUT/analysis.sqlite")
+    g.add_argument("--cache", default=None, help="analysis cache (sqlite; None: OUT/analysis.sqlite)")
 
     lo = sub.add_parser(
         "load",
@@ -148,7 +148,7 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--report", default=None, help="write the report as JSON here")
     a.add_argument("--eval-tolerance", type=float, default=AuditConfig.eval_tolerance, help="pawns")
     a.add_argument("--best-tolerance", type=float, default=AuditConfig.best_tolerance, help="pawns")
-    a.add_argument("--max-lines", type=int, default=None)
+    a.add_argument("--max-lines", type=int, default=None, help="audit the first N lines (None: all)")
     a.add_argument("--cache", default=None, help="analysis cache (sqlite)")
     add_engine_args(a)
     return p
@@ -159,13 +159,16 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", type=int, default=None, help="engine node limit (with --depth 0: nodes only)")
     p.add_argument("--multipv", type=int, default=5, help="moves per P: sample")
     p.add_argument("--workers", type=int, default=1, help="Stockfish processes")
-    p.add_argument("--stockfish", default=None, help="Stockfish binary (default: $STOCKFISH_PATH, PATH)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.add_argument("--stockfish", default=None, help="Stockfish binary (None: $STOCKFISH_PATH, else PATH)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="a progress bar")
 
 
 def add_split_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--validation-fraction", type=float, default=GenerateConfig.validation_fraction)
-    p.add_argument("--test-fraction", type=float, default=GenerateConfig.test_fraction)
+    fractions = GenerateConfig.validation_fraction, GenerateConfig.test_fraction
+    p.add_argument(
+        "--validation-fraction", type=float, default=fractions[0], help="of the positions (by hash)"
+    )
+    p.add_argument("--test-fraction", type=float, default=fractions[1], help="of the positions (by hash)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,7 +51,8 @@ class RookWorldGRPOConfig(GRPOConfig):
         default=None,
         metadata={
             "help": "FEN field width of P: prompts (docs/FORMATS.md: 90, or 89 in some published files). None: "
-            "the data's own (its most common); every prompt of training and eval is padded to it."
+            "the data's own (its most common); every prompt of training and eval is padded to it, and the model's "
+            "config.json records it."
         },
     )
     mix_env_ratio: float | None = field(

@@ -249,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("model", help="local model directory or hub id (e.g. jrahn/RookWorld-LM-124M)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max |logit diff| allowed (fp32)")
-    parser.add_argument("--max_new_tokens", type=int, default=24)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--max_new_tokens", type=int, default=24, help="greedy tokens compared per prompt")
+    parser.add_argument(
+        "--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device"
+    )
     args = parser.parse_args(argv)
 
     # imported here so that the reference model above needs nothing but torch

@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: rookworld report runs/grpo_tiny_cpu",
     )
     parser.add_argument("run", help="a training output_dir, or its metrics JSONL file")
-    parser.add_argument("--out", help="directory for the PNGs and report.md (default: <run>/report)")
+    parser.add_argument("--out", help="directory for the PNGs and report.md (None: <run>/report)")
     parser.add_argument("--metrics", default="metrics.jsonl", help="metrics file name inside the output_dir")
     args = parser.parse_args(argv)
     written = report(args.run, args.out, args.metrics)

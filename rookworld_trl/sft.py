@@ -60,7 +60,7 @@ class SFTScriptArguments:
     )
     fen_width: int | None = field(
         default=None,
-        metadata={"help": "FEN field width of P: prompts (None: the data's own; docs/FORMATS.md)."},
+        metadata={"help": "FEN field width of P: prompts (None: the data's own; recorded in config.json)."},
     )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Use at most this many training samples."}

@@ -88,10 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         epilog="example: rookworld tokenizer train --data data/mine --out tok --vocab-size 512",
     )
     train.add_argument(
-        "--data", required=True, help="output dir of `rookworld data generate`, or a data file"
+        "--data",
+        required=True,
+        default=argparse.SUPPRESS,
+        help="a `rookworld data generate` dir, or a data file",
     )
     train.add_argument("--vocab-size", type=int, default=512, help="at most this many tokens (>= 257)")
-    train.add_argument("--out", required=True, help="directory to save the tokenizer (save_pretrained)")
+    train.add_argument("--out", required=True, default=argparse.SUPPRESS, help="save_pretrained directory")
     train.add_argument("--max-samples", type=int, default=None, help="train on at most this many lines")
     train.add_argument("--seed", type=int, default=0, help="seed of the sample selection")
     args = parser.parse_args(argv)
