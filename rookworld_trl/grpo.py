@@ -411,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     model_args.model_name_or_path = resolve_path(model_args.model_name_or_path)
     args.dataset_path = resolve_path(args.dataset_path)
 
+    if args.torch_compile:  # batches change length every step: compile for dynamic shapes at once, as
+        # accelerate_configs/single_gpu.yaml does (torch's default recompiles per length for many steps)
+        os.environ.setdefault("ACCELERATE_DYNAMO_USE_DYNAMIC", "true")
     model, tokenizer = load_policy(args, model_args)
     dataset = load_rookworld_dataset(
         args.dataset_path,
