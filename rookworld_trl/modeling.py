@@ -106,13 +106,17 @@ def check_weights_match(model: nn.Module, info: dict, name_or_path: str) -> None
     unexpected = sorted(info.get("unexpected_keys", ()))
     sizes = sorted(info.get("mismatched_keys", ()))  # (name, size in the file, size of config.json), ...
     if missing or unexpected or sizes:
-        found = [f"{len(missing)} tensors missing (e.g. {', '.join(missing[:2])})" if missing else "",
-                 f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:2])})" if unexpected else "",
-                 f"{len(sizes)} tensors of other sizes (e.g. {_size_text(sizes[0])})" if sizes else ""]  # fmt: skip
+        found = [f"{_tensors(missing)} missing (e.g. {', '.join(missing[:2])})" if missing else "",
+                 f"{_tensors(unexpected)} unexpected (e.g. {', '.join(unexpected[:2])})" if unexpected else "",
+                 f"{_tensors(sizes)} of other sizes (e.g. {_size_text(sizes[0])})" if sizes else ""]  # fmt: skip
         raise ModelLoadError(
             f"the weights in {name_or_path!r} do not match its config.json: {'; '.join(filter(None, found))}; "
             "use the config.json the weights were saved with"
         )
+
+
+def _tensors(names: list) -> str:
+    return f"{len(names)} tensor{'s' * (len(names) != 1)}"
 
 
 def _size_text(mismatch) -> str:
