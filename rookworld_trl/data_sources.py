@@ -46,6 +46,8 @@ def open_source(source: str, split: str, streaming: bool):
             if kind == "json" and _starts_with(path, "["):  # a JSON array of lines or of objects
                 return datasets.Dataset.from_list(json_array_rows(path))
             return datasets.load_dataset(kind, data_files=str(path), split="train", streaming=streaming)
+    except DataSourceError:
+        raise
     except (ValueError, OSError) as e:
         raise DataSourceError(
             f"could not load {source!r} (split {split!r}): {type(e).__name__}: {e}"
@@ -69,8 +71,12 @@ def json_array_rows(path: Path) -> list[dict]:
     """The rows of a JSON array file: strings become {"text": line}, objects stay as they are."""
     with open(path, encoding="utf-8") as f:
         items = json.load(f)
-    if not all(isinstance(x, str | dict) for x in items):
-        raise DataSourceError(f"{path}: a JSON array of neither lines (strings) nor objects")
+    if not isinstance(items, list) or not all(isinstance(x, str | dict) for x in items):
+        found = sorted({type(x).__name__ for x in items}) if isinstance(items, list) else type(items).__name__
+        raise DataSourceError(
+            f"{path}: a JSON array of {found}; expected one of P:/A: lines (strings) or of objects with a 'text' "
+            "column or 'prompt' and 'completion'"
+        )
     return [{"text": x} if isinstance(x, str) else x for x in items]
 
 

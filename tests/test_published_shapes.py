@@ -151,15 +151,20 @@ def test_audit_reads_json_arrays_and_prompt_completion_jsonl(positions, tmp_path
     assert len(load_rookworld_dataset(array)) == 6 and len(load_rookworld_dataset(objects)) == 4
 
 
-def test_a_source_without_lines_is_one_line_naming_file_found_and_expected(tmp_path, capsys):
-    other = tmp_path / "other.jsonl"
-    other.write_text(json.dumps({"question": "P: ...", "answer": "e2e4"}) + "\n")
+@pytest.mark.parametrize(
+    "name, content, found",
+    [("other.jsonl", json.dumps({"question": "P: ...", "answer": "e2e4"}) + "\n", "['answer', 'question']"),
+     ("numbers.json", "[1, 2]", "a JSON array of ['int']")],
+)  # fmt: skip
+def test_a_source_without_lines_is_one_line_naming_file_found_and_expected(
+    tmp_path, capsys, name, content, found
+):
+    other = tmp_path / name
+    other.write_text(content)
     for command in (["audit", str(other), "--depth", "4", "--no-progress"], ["load", str(other)]):
         assert run_stage("data", main, command) == 2
         err = capsys.readouterr().err.strip()
-        assert (
-            err.count("\n") == 0 and str(other) in err and "['answer', 'question']" in err and "'text'" in err
-        )
+        assert err.count("\n") == 0 and str(other) in err and found in err and "'text'" in err
 
 
 def test_kingless_published_prompts_get_no_reward_instead_of_raising():
