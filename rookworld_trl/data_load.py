@@ -398,7 +398,8 @@ def load_rookworld_dataset(
     a `text` column), a raw text file of lines (.txt, .gz; malformed lines are skipped and counted in
     `report`, a LoadReport, filled as the lines are read), or a hub id such as `jrahn/rookworld_7m`.
     fen_width: the P: prompts' FEN field width (None: the source's most common one, so that a model is
-    prompted the way its data was written; prompts of other widths are re-padded to it).
+    prompted the way its data was written; prompts of other widths are re-padded to it). Streaming decides
+    from the first 1000 P: rows: published files are written at one width each.
     mix_env_ratio: the fraction of A: rows, deterministic by `seed` (None: all rows, as stored); in memory
     the counts are exact and the rows shuffled, streaming draws rows from the two tasks with these
     probabilities until one runs out. max_samples: the first rows, after mixing.
