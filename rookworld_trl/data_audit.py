@@ -91,6 +91,7 @@ class AuditReport:
     groups: dict[str, Counter] = field(default_factory=dict)
     ranks: dict[str, Counter] = field(default_factory=dict)  # side -> RANKS entry -> P: labels
     reasons: Counter = field(default_factory=Counter)  # why lines do not parse
+    reason_lines: dict[str, list[int]] = field(default_factory=dict)  # reason -> its first line numbers
     fen_widths: Counter = field(default_factory=Counter)  # P: lines by the width their FEN is padded to
     examples: list[tuple[int, list[str]]] = field(
         default_factory=list
@@ -131,7 +132,7 @@ class AuditReport:
         return dict(
             source=self.source, limit=self.limit, lines=self.lines, failed=self.failed, rate=rate,
             groups={g: {**c, "rate": c["failed"] / c["lines"]} for g, c in sorted(self.groups.items())},
-            fields=fields, unparseable=dict(self.reasons), label_rank={s: dict(c) for s, c in self.ranks.items()},
+            fields=fields, unparseable=dict(self.reasons), unparseable_lines=self.reason_lines, label_rank={s: dict(c) for s, c in self.ranks.items()},
             fen_widths=dict(sorted(self.fen_widths.items())),
             examples=[{"line": n, "fields": f} for n, f in self.examples],
         )  # fmt: skip
@@ -152,7 +153,9 @@ class AuditReport:
             for side in sorted(self.ranks, reverse=True):  # w before b
                 c, n = self.ranks[side], max(sum(self.ranks[side].values()), 1)
                 out.append(f"  {SIDES[side]:<7}" + "".join(f"{c[r] / n:>11.1%}" for r in RANKS))
-        out += [f"  unparseable: {n} {reason}" for reason, n in self.reasons.most_common(5)]
+        for reason, n in self.reasons.most_common(5):
+            at = ", ".join(f"{self.source}:{i}" for i in self.reason_lines[reason])
+            out.append(f"  unparseable: {n} {reason} (first at {at})")
         out += [f"  first: {self.source}:{n} {', '.join(f)}" for n, f in self.examples[:5]]
         return "\n".join(out)
 
@@ -261,6 +264,8 @@ def audit_batch(batch, pool: EnginePool, config: AuditConfig, report: AuditRepor
             reason = (e if isinstance(e, FormatError) else FormatError(f"{task}: fen: {e}")).reason
             parsed.append((line_no, line, f"{task} ?", [f"unparseable ({reason})"], None, text, None))
             report.reasons[reason] += 1
+            if len(first := report.reason_lines.setdefault(reason, [])) < 3:
+                first.append(line_no)
             continue
         parsed.append((line_no, line, f"{task} {'w' if board.turn else 'b'}", [], sample, text, board))
     policy_fens = [p[4].fen for p in parsed if isinstance(p[4], PolicySample)]

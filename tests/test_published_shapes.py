@@ -118,6 +118,7 @@ def test_audit_shows_wrong_black_labels_at_a_glance(positions, tmp_path, capsys)
     out = capsys.readouterr().out
     black_row = next(line for line in out.splitlines() if line.strip().startswith("black") and "%" in line)
     assert "100.00%" in black_row  # the by-side table: black's best column
+    assert f"no white king, no black king (first at {path}:{len(lines)})" in out  # the reason and where
 
 
 def test_audit_measures_how_far_the_evals_are(positions, tmp_path, capsys):
