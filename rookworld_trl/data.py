@@ -78,7 +78,8 @@ def describe(source: str, split: str, max_samples: int | None) -> None:
             kinds[row["kind"]] += 1
     print(report.summary())
     print(f"  P: {tasks['P']} rows, A: {tasks['A']} rows")
-    print("  A: kinds: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+    if kinds:
+        print("  A: kinds: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
 
 
 def parser() -> argparse.ArgumentParser:
