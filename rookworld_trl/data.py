@@ -30,6 +30,7 @@ from .data_load import (
     write_stats,
 )
 from .data_sources import DataSourceError
+from .formats import prompt_fen_width
 
 __all__ = [
     "COLUMNS",
@@ -67,17 +68,20 @@ def convert(source: str, out: str, split: str, validation_fraction: float, test_
 
 
 def describe(source: str, split: str, max_samples: int | None) -> None:
-    """Print what a source holds: the load report, rows by task and A: rows by kind."""
+    """Print what a source holds: the load report, rows by task (P: by FEN width) and A: rows by kind."""
     report = LoadReport(source)
-    tasks, kinds = Counter(), Counter()
+    tasks, kinds, widths = Counter(), Counter(), Counter()
     for row in load_rookworld_dataset(
         source, split=split, streaming=True, report=report, max_samples=max_samples
     ):
         tasks[row["task"]] += 1
         if row["task"] == "A":
             kinds[row["kind"]] += 1
+        else:
+            widths[prompt_fen_width(row["prompt"])] += 1
     print(report.summary())
-    print(f"  P: {tasks['P']} rows, A: {tasks['A']} rows")
+    at = ", ".join(f"{n} at FEN width {w}" for w, n in sorted(widths.items(), key=str))
+    print(f"  P: {tasks['P']} rows{f' ({at})' if at else ''}, A: {tasks['A']} rows")
     if kinds:
         print("  A: kinds: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
 

@@ -409,10 +409,10 @@ def load_rookworld_dataset(
     report = report if report is not None else LoadReport(source)
     opened = open_source(source, split, streaming)
 
-    def build(task: str | None = None, count: bool = True):
+    def build(task: str | None = None, count: bool = True, into: LoadReport = report):
         if opened is None:  # a raw text file
-            return dataset_from_lines(lambda: read_lines(source), report, streaming, task, count)
-        return to_rows(opened, source, report, streaming, task, count)
+            return dataset_from_lines(lambda: read_lines(source), into, streaming, task, count)
+        return to_rows(opened, source, into, streaming, task, count)
 
     if mix_env_ratio is not None:
         check_ratio(mix_env_ratio)
@@ -429,7 +429,7 @@ def load_rookworld_dataset(
         ds = datasets.interleave_datasets([policy, env], probabilities=probabilities, seed=seed)
     if report.malformed and not streaming:
         print(report.summary())
-    probe = build("P", count=False).take(1000) if streaming else ds  # a pass that counts nothing
+    probe = build("P", into=LoadReport(source)).take(1000) if streaming else ds  # a pass the report ignores
     ds = with_fen_width(
         ds, fen_width, [row["prompt"] for row in probe] if streaming else ds["prompt"], source
     )
