@@ -75,7 +75,8 @@ def test_mixed_widths_load_as_the_most_common_one(positions, tmp_path, capsys):
     # converted to our layout: one width, which stats.json records
     assert main(["load", str(path), "--out", str(tmp_path / "ours")]) == 0
     stats = json.loads((tmp_path / "ours" / "stats.json").read_text())
-    assert stats["fen_widths"] == {"89": 24} and stats["load_report"]["rows"] == 24  # the width probe: uncounted
+    assert stats["fen_widths"] == {"89": 24}
+    assert stats["load_report"]["rows"] == 24  # the pass that finds the width is not counted
     assert {
         prompt_fen_width(p) for p in load_rookworld_dataset(tmp_path / "ours", split="train")["prompt"]
     } == {89}
