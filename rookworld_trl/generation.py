@@ -10,7 +10,6 @@ end-of-text token (every prompt's last token in the last column, where generatio
 the answers come back in the caller's order, decoded and cut at the first end-of-text token.
 Prompts are tokenized as they are, with no end-of-text token in front: that is what TRL's GRPO rollouts
 do with the same prompts, and how ROOK's published evaluations prompted the model.
-A faster engine (e.g. vLLM) can later live behind this same function.
 """
 
 from __future__ import annotations
@@ -20,18 +19,10 @@ from collections.abc import Sequence
 
 import torch
 
+from .decoding import Sampling, left_pad, sample
 from .formats import strip_eos
 
-
-def left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask) with every row right-aligned."""
-    width = max(len(row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row) :] = 1
-    return input_ids.to(device), mask.to(device)
+BACKENDS = ("rookworld", "transformers")
 
 
 def sampling_kwargs(do_sample: bool, temperature: float, top_k: int) -> dict:
@@ -44,8 +35,27 @@ def sampling_kwargs(do_sample: bool, temperature: float, top_k: int) -> dict:
     return {"do_sample": True, "temperature": float(temperature), "top_k": int(top_k), "top_p": 1.0}
 
 
-@torch.inference_mode()
 def _generate_batch(
+    model, tokenizer, rows: list[list[int]], max_new_tokens: int, settings: dict, backend: str
+):
+    """Decoded completions of one batch, cut at the first EOS."""
+    eos = tokenizer.eos_token_id
+    if backend == "rookworld":
+        sampling = Sampling(**settings)
+        out = sample(
+            model,
+            rows,
+            max_new_tokens=max_new_tokens,
+            sampling=sampling,
+            eos_token_ids=[eos],
+            pad_token_id=eos,
+        ).completion_ids
+        return [strip_eos(tokenizer.decode(row, skip_special_tokens=False)) for row in out]
+    with torch.inference_mode():
+        return _transformers_batch(model, tokenizer, rows, max_new_tokens, settings)
+
+
+def _transformers_batch(
     model, tokenizer, rows: list[list[int]], max_new_tokens: int, settings: dict
 ) -> list[str]:
     eos = tokenizer.eos_token_id
@@ -86,12 +96,17 @@ def generate_completions(
     top_k: int = 0,
     batch_size: int = 64,
     seed: int | None = None,
+    backend: str = "rookworld",
 ) -> list[str]:
     """One completion per prompt, in the order of `prompts`: greedy by default, else sampled.
 
+    `backend`: "rookworld" (rookworld_trl/decoding.py: the same tokens as transformers' generate(), faster;
+    repeated prompts share their prefill) or "transformers" (generate()).
     `seed` makes sampling reproducible without touching the caller's random state. The model is put
     in eval mode for the call and handed back in the mode it came in (a trainer may call this mid-run).
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if not prompts:
         return []
     settings = sampling_kwargs(do_sample, temperature, top_k)
@@ -104,7 +119,9 @@ def generate_completions(
         with _seeded(seed, model.device):
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
-                texts = _generate_batch(model, tokenizer, [rows[i] for i in batch], max_new_tokens, settings)
+                texts = _generate_batch(
+                    model, tokenizer, [rows[i] for i in batch], max_new_tokens, settings, backend
+                )
                 for i, text in zip(batch, texts, strict=True):
                     out[i] = text
     finally:

@@ -51,6 +51,7 @@ from rookworld_trl.modeling import (
     use_padding_aware_positions,
 )
 from rookworld_trl.replay import Replay, replay_loss
+from rookworld_trl.rollout import check_supported, rollout
 from rookworld_trl.trl_compat import GRPOSeams
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,12 @@ class RookWorldGRPOTrainer(GRPOSeams):
     def __init__(self, model, reward_funcs, args: RookWorldGRPOConfig, *rest, replay_dataset=None, **kwargs):
         # Trainer would push output_dir (stable/, Parquet, engine cache) at every save: publish.py pushes final/
         self.publish_to_hub, args.push_to_hub = args.push_to_hub, False
+        own_sampler = args.generation_backend == "rookworld" and not args.use_vllm
+        if own_sampler:
+            kwargs["rollout_func"] = rollout
         super().__init__(model, reward_funcs, args, *rest, **kwargs)
+        if own_sampler:
+            check_supported(self.args, self.model, self.accelerator)
         self.ref_device = self._place_ref_model(self.args.ref_model_device)
         for model in (self.model, self.ref_model):  # TRL loads the reference itself, not through our loader
             if model is not None:
@@ -394,7 +400,9 @@ def load_policy(args: RookWorldGRPOConfig, model_args: ModelConfig):
     return model, tokenizer
 
 
-def main(argv: list[str] | None = None) -> int:
+def build(argv: list[str] | None = None):
+    """(trainer, engine pool, ModelConfig) from a recipe and --flags, as `python -m rookworld_trl.grpo` runs
+    them; the caller closes the engine pool."""
     parser = stage_parser((RookWorldGRPOConfig, ModelConfig), "train")  # one-line errors, no usage dump
     args, model_args = parser.parse_args_and_config(argv)
     checkpoints.check_output_dir(args.output_dir)  # before the engine cache or logs write there
@@ -451,6 +459,11 @@ def main(argv: list[str] | None = None) -> int:
                 trainer, held_out, engine, args.eval_every_steps, eval_settings(args, args.eval_every_samples)
             )
         )
+    return trainer, engine, model_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    trainer, engine, model_args = build(argv)
     try:
         return train(trainer, initial_model=model_args.model_name_or_path)
     finally:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig
 
+from rookworld_trl.generation import BACKENDS
 from rookworld_trl.replay import TASKS as REPLAY_TASKS
 
 DEVICE_TYPES = ("cpu", "cuda", "xpu", "mps", "npu")
@@ -213,6 +214,14 @@ class RookWorldGRPOConfig(GRPOConfig):
             "measure dropout noise instead of policy change."
         },
     )
+    generation_backend: str = field(
+        default="rookworld",
+        metadata={
+            "help": "Who samples the completions: 'rookworld' (rookworld_trl/decoding.py through TRL's rollout_func: "
+            "one prefill per prompt shared by its group, a static KV cache, a CUDA graph per token on GPUs) or "
+            "'transformers' (TRL's generate()). use_vllm: true uses vLLM either way."
+        },
+    )
     print_completions_every: int = field(
         default=50,
         metadata={
@@ -275,6 +284,8 @@ class RookWorldGRPOConfig(GRPOConfig):
             raise ValueError(
                 f"need replay_coef >= 0 and replay_batch_size >= 1, got {self.replay_coef}, {self.replay_batch_size}"
             )
+        if self.generation_backend not in BACKENDS:
+            raise ValueError(f"generation_backend must be one of {BACKENDS}, got {self.generation_backend!r}")
         if self.lr_schedule not in (None, "warmup_cosine_linear"):
             raise ValueError(f"lr_schedule must be None or 'warmup_cosine_linear', got {self.lr_schedule!r}")
         if not 0.0 <= self.lr_cosine_min_ratio <= 1.0 or not 0.0 <= self.lr_final_decay_ratio < 1.0:

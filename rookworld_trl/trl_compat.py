@@ -135,6 +135,8 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
     def __init__(self, *args, **kwargs):
         # TRL says model_init_kwargs are ignored when the policy is an instance, but it builds the reference
         # with them (grpo.main passes the revision there): that warning would mislead
+        # rollout_func is experimental to TRL; ours (rollout.py) is tested against generate() (tests/test_decoding.py)
+        warnings.filterwarnings("ignore", "You are using 'rollout_func'", UserWarning)
         with _quiet("trl.trainer.grpo_trainer", "`model_init_kwargs` will be ignored"):
             super().__init__(*args, **kwargs)
         # TRL 1.16 reads transformers' deprecated `is_gradient_checkpointing` at every generation

@@ -60,16 +60,16 @@ def tiny_dataset(n: int = 32) -> Dataset:
     )
 
 
-def e_reward(prompts, completions, **kwargs):
-    """Fraction of 'e' characters: dense enough that groups have non-zero reward std."""
-    return [c.count("e") / max(len(c), 1) for c in completions]
+def file_reward(prompts, completions, **kwargs):
+    """Fraction of file letters (a-h): dense enough that a group of 4 short samples almost never scores alike."""
+    return [sum(ch in "abcdefgh" for ch in c) / max(len(c), 1) for c in completions]
 
 
 def tiny_config(output_dir, **overrides) -> RookWorldGRPOConfig:
     kwargs = dict(
         output_dir=str(output_dir), max_steps=2, per_device_train_batch_size=4, num_generations=4,
         max_completion_length=8, use_cpu=True, bf16=False, report_to=[], logging_steps=1, save_strategy="no",
-        seed=0, learning_rate=1e-3, reward_funcs=["test_grpo:e_reward"], nan_snapshot_steps=1,
+        seed=0, learning_rate=1e-3, reward_funcs=["test_grpo:file_reward"], nan_snapshot_steps=1,
         disable_tqdm=True,
         lr_scheduler_type="constant",
     )  # fmt: skip
@@ -88,7 +88,7 @@ def make_trainer(
     model, tokenizer = load_tiny(model_dir)
     return trainer_cls(
         model=model,
-        reward_funcs=[e_reward],
+        reward_funcs=[file_reward],
         args=tiny_config(output_dir, **overrides),
         train_dataset=tiny_dataset(),
         processing_class=tokenizer,
@@ -152,7 +152,7 @@ def test_trains_two_steps_and_logs_our_metrics(model_dir, tmp_path):
     assert any(not torch.equal(before[n], after[n]) for n in before), "no weight moved"
     logs = train_logs(trainer)
     for key in ("beta", "nan_recoveries", "memory/cpu_peak_rss_gib", "step_time", "frac_reward_zero_std",
-                "rewards/e_reward/mean", "rewards/e_reward/std"):  # fmt: skip
+                "rewards/file_reward/mean", "rewards/file_reward/std"):  # fmt: skip
         assert all(key in row for row in logs), key
     assert logs[0]["memory/cpu_peak_rss_gib"] > 0.01
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -188,7 +188,7 @@ def test_replay_loss_joins_the_grpo_loss(model_dir, tmp_path):
     rows = with_completions(tiny_dataset())
     trainer = RookWorldGRPOTrainer(
         model=model,
-        reward_funcs=[e_reward],
+        reward_funcs=[file_reward],
         args=tiny_config(tmp_path, replay_coef=1.0, replay_batch_size=2),
         train_dataset=rows.filter(lambda r: r["task"] == "P"),  # mix_env_ratio 0: P: prompts only ...
         replay_dataset=rows,  # ... while A: truths are replayed from the whole split
@@ -265,10 +265,10 @@ def test_replay_weighs_replay_coef_whatever_the_accumulation(model_dir, tmp_path
 
 
 def components_reward(prompts, completions, log_extra=None, **kwargs):
-    """e_reward plus a component column, as our chess rewards report theirs (TRL's log_extra)."""
+    """file_reward plus a component column, as our chess rewards report theirs (TRL's log_extra)."""
     if log_extra is not None:
         log_extra("policy/cp_loss", [987.0] * len(completions))
-    return e_reward(prompts, completions)
+    return file_reward(prompts, completions)
 
 
 def test_completions_table_every_n_steps_without_the_reward_components(model_dir, tmp_path, capsys):
@@ -526,7 +526,7 @@ def test_reference_model_is_loaded_at_the_policys_revision(model_dir, tmp_path, 
     model, tokenizer = load_policy(args, ModelConfig(model_name_or_path="me/tiny", model_revision="v1"))
     trainer = RookWorldGRPOTrainer(
         model=model,
-        reward_funcs=[e_reward],
+        reward_funcs=[file_reward],
         args=args,
         train_dataset=tiny_dataset(),
         processing_class=tokenizer,
@@ -542,7 +542,7 @@ def test_policy_and_reference_train_without_dropout(model_dir, tmp_path):
     model, tokenizer = load_tiny(model_dir)
     set_dropout(model, 0.1)
     trainer = RookWorldGRPOTrainer(
-        model=model, reward_funcs=[e_reward], args=tiny_config(tmp_path, beta=0.1), train_dataset=tiny_dataset(),
+        model=model, reward_funcs=[file_reward], args=tiny_config(tmp_path, beta=0.1), train_dataset=tiny_dataset(),
         processing_class=tokenizer,
     )  # fmt: skip
     for m in (trainer.model, trainer.ref_model):

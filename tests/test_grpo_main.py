@@ -15,7 +15,7 @@ from pathlib import Path
 import chess
 import pytest
 import torch
-from test_grpo import e_reward, make_trainer, model_dir  # noqa: F401  (model_dir is a fixture)
+from test_grpo import file_reward, make_trainer, model_dir  # noqa: F401  (model_dir is a fixture)
 from trl import ModelConfig, TrlParser
 
 from rookworld_trl.grpo import RookWorldGRPOConfig, main, resolve_reward_funcs
@@ -93,8 +93,8 @@ def test_bad_input_is_one_line_not_a_traceback(flags, says, tmp_path, capsys):
 
 
 def test_resolve_reward_funcs_mixes_registry_and_references():
-    funcs = resolve_reward_funcs(["env_reward", "test_grpo:e_reward"])
-    assert [f.__name__ for f in funcs] == ["env_reward", "e_reward"] and funcs[1] is e_reward
+    funcs = resolve_reward_funcs(["env_reward", "test_grpo:file_reward"])
+    assert [f.__name__ for f in funcs] == ["env_reward", "file_reward"] and funcs[1] is file_reward
     with pytest.raises(ValueError, match="unknown reward"):
         resolve_reward_funcs(["no_such_reward"])
 

@@ -1,0 +1,392 @@
+"""The project's own sampler for GPT-2 (transformers' GPT2LMHeadModel, the model TRL trains): what
+`generation.generate_completions` and GRPO's rollouts (rookworld_trl/rollout.py) run.
+
+    from rookworld_trl.decoding import Sampling, sample
+    out = sample(model, [[ids of prompt 1], [ids of prompt 2]], max_new_tokens=80,
+                 sampling=Sampling(temperature=0.4), eos_token_ids=[0], pad_token_id=0)
+    out.completion_ids, out.logprobs      # per row: tokens up to and with the first EOS; their log-probs
+
+How it is fast, and why it computes what transformers' generate() computes:
+  - it calls the model's own modules (ln_1, c_attn, c_proj, mlp, ...), so it always sees the current weights,
+    LoRA adapters and the fused GELU, and adds nothing to them (GPT-2's math: rookworld_trl/reference_gpt2.py);
+  - one prefill per distinct prompt, its keys and values kept once and read by every row that samples from
+    that prompt (GRPO's K samples of a group): a query of a group's K rows against its prompt is one matmul;
+  - the keys and values of new tokens go into a cache preallocated for max_new_tokens, written in place;
+    positions count real tokens only (left padding), as generate() does;
+  - sampling: temperature, top-k, top-p and min-p with transformers' formulas in its order, then one draw
+    from the softmax by inverse CDF (15x cheaper than torch.multinomial on CPU); rows that are done emit
+    padding, and decoding stops once every row has emitted an EOS;
+  - log-probs of the sampled tokens under temperature scaling only (log_softmax(logits / T)): what TRL's
+    scoring forward computes for the same tokens;
+  - on CUDA the one-token step is a CUDA graph (captured at each call, so it reads that moment's weights),
+    optionally under bf16 autocast, and the all-done check waits for the GPU every few steps only.
+Dropout is not applied (GRPO turns it off; evals run in eval mode). GPT-2 variants that reference_gpt2
+refuses (other activations or attention scalings) are refused here too.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .reference_gpt2 import GPTConfig, attention_mask_4d, position_ids
+
+SYNC_EVERY = 8  # CUDA: decode steps between checks that every row is done (each check waits for the GPU)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is picked: greedy (do_sample False) or sampled after transformers' warpers."""
+
+    do_sample: bool = True
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1.0: off
+    min_p: float | None = None
+
+
+@dataclass
+class Completions:
+    completion_ids: list[list[int]]  # per row: new tokens up to and with the first EOS (or max_new_tokens)
+    logprobs: list[list[float]]  # per row: log_softmax(logits / temperature) at each of those tokens
+
+
+def gpt2_parts(model):
+    """(GPT2Model, lm_head) inside `model` (a GPT2LMHeadModel, possibly inside PEFT/DDP wrappers)."""
+    from transformers import GPT2LMHeadModel
+
+    lm = next((m for m in model.modules() if isinstance(m, GPT2LMHeadModel)), None)
+    if lm is None:
+        raise ValueError(
+            f"the rookworld generation backend runs GPT-2 only, not {type(model).__name__}: set "
+            "generation_backend: transformers"
+        )
+    GPTConfig.from_hf(lm.config)  # raises on GPT-2 variants whose math this backend does not implement
+    return lm.transformer, lm.lm_head
+
+
+# ----------------------------------------------------------------------------- picking the next token
+
+
+def warp(logits: torch.Tensor, s: Sampling) -> torch.Tensor:
+    """transformers' sampling warpers, in its order: temperature, top-k, top-p, min-p."""
+    scores = logits / s.temperature if s.temperature != 1.0 else logits
+    if s.top_k:
+        kth = torch.topk(scores, min(s.top_k, scores.size(-1)), dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, -float("inf"))
+    if s.top_p < 1.0:
+        ascending, order = torch.sort(scores, descending=False)
+        drop = ascending.softmax(dim=-1).cumsum(dim=-1) <= (1 - s.top_p)
+        drop[..., -1:] = False  # the most likely token always stays
+        scores = scores.masked_fill(drop.scatter(-1, order, drop), -float("inf"))
+    if s.min_p is not None:
+        probs = scores.softmax(dim=-1)
+        scores = scores.masked_fill(probs < s.min_p * probs.amax(dim=-1, keepdim=True), -float("inf"))
+    return scores
+
+
+def draw(probs: torch.Tensor) -> torch.Tensor:
+    """One token per row of probs (B, V), by inverse CDF: the first token whose cumulative probability
+    exceeds a uniform draw (a token of probability 0 never is)."""
+    cdf = probs.cumsum(dim=-1)
+    u = torch.rand(probs.size(0), 1, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True)[:, 0].clamp_(max=probs.size(-1) - 1)
+
+
+def next_tokens(logits: torch.Tensor, s: Sampling) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens (B,), their log-probs (B,)) from last-position logits (B, V)."""
+    logits = logits if logits.dtype == torch.float64 else logits.float()
+    if s.do_sample:
+        logp = (logits / s.temperature).log_softmax(dim=-1)
+        plain = not s.top_k and s.top_p >= 1.0 and s.min_p is None
+        tokens = draw(logp.exp() if plain else warp(logits, s).softmax(dim=-1))
+    else:
+        tokens = logits.argmax(dim=-1)
+        logp = logits.log_softmax(dim=-1)
+    return tokens, logp.gather(-1, tokens[:, None])[:, 0]
+
+
+# ----------------------------------------------------------------------------- the model over a cache
+
+
+class Layout:
+    """Where each row decodes: prompt groups (U distinct prompts) x `width` slots each. Row r is slot
+    slot[r]; slots no row uses (groups of unequal size) decode too and are thrown away."""
+
+    def __init__(self, prompt_ids: list[list[int]], pad_id: int, device):
+        distinct = list(dict.fromkeys(map(tuple, prompt_ids)))
+        group = {p: i for i, p in enumerate(distinct)}
+        taken = [0] * len(distinct)
+        rows = []
+        for p in prompt_ids:
+            rows.append((group[tuple(p)], taken[group[tuple(p)]]))
+            taken[group[tuple(p)]] += 1
+        self.width = max(taken)
+        self.slot = [g * self.width + j for g, j in rows]
+        self.ids, self.mask = left_pad([list(p) for p in distinct], pad_id, device)
+        used = torch.zeros(len(distinct) * self.width, dtype=torch.bool)
+        used[self.slot] = True
+        self.unused = (~used).to(device)
+
+
+class KVCache:
+    """Keys and values (layer, 0 keys / 1 values, head row, position, D) of the distinct prompts (U*H rows)
+    and of the new tokens of every slot (S*H rows, S = U * width); additive masks (0 or -inf) for the prompts'
+    padding and, for a CUDA graph, the new-token columns not yet written."""
+
+    def __init__(self, n_layer, layout: Layout, n_head, head_dim, max_new, dtype, device, owner):
+        U, P = layout.ids.shape
+        S, H, D = U * layout.width, n_head, head_dim
+        self.prompt = torch.empty(n_layer, 2, U * H, P, D, dtype=dtype, device=device)
+        pad = torch.zeros(U, P, dtype=dtype, device=device).masked_fill_(layout.mask == 0, -float("inf"))
+        self.prompt_bias = pad.repeat_interleave(H, dim=0)[:, None, :]  # (U*H, 1, P)
+        shape = (n_layer, 2, S * H, max_new, D)
+        if (
+            device.type == "cuda"
+        ):  # a CUDA graph reads every column (masked), so unwritten ones must be finite
+            self.new = torch.zeros(shape, dtype=dtype, device=device)
+        else:  # eager steps read written columns only; reused memory spares the OS's first-touch page faults
+            self.new = _reused(owner, shape, dtype)
+        self.unwritten = torch.full((1, 1, max_new), -float("inf"), dtype=dtype, device=device)
+        self.groups, self.width, self.n_head = U, layout.width, H
+
+    def keep(self, groups: torch.Tensor, columns: int) -> torch.Tensor:
+        """Keep only these prompt groups (the first `columns` new-token columns of their slots); returns the
+        slots kept, in their old numbering."""
+        H, G = self.n_head, self.width
+        heads = torch.arange(H, device=groups.device)
+        slots = (groups[:, None] * G + torch.arange(G, device=groups.device)).flatten()
+        group_rows, slot_rows = (
+            (groups[:, None] * H + heads).flatten(),
+            (slots[:, None] * H + heads).flatten(),
+        )
+        self.prompt, self.prompt_bias = self.prompt[:, :, group_rows], self.prompt_bias[group_rows]
+        n = len(slot_rows)  # moved to the front in place: the buffer stays where it is
+        self.new[:, :, :n, :columns] = self.new[:, :, slot_rows, :columns]
+        self.new, self.groups = self.new[:, :, :n], len(groups)
+        return slots
+
+
+_REUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> memory of its last cache
+
+
+def _reused(owner, shape, dtype) -> torch.Tensor:
+    """An uninitialised CPU tensor in memory kept with `owner` from call to call."""
+    n, memory = math.prod(shape), _REUSED.get(owner)
+    if memory is None or memory.numel() < n or memory.dtype != dtype:
+        memory = _REUSED[owner] = torch.empty(n, dtype=dtype)
+    return memory[:n].view(shape)
+
+
+class Decoder:
+    """Prefill and one-token steps of a GPT-2 over a KVCache (see the module docstring)."""
+
+    def __init__(self, model):
+        self.transformer, self.lm_head = gpt2_parts(model)
+        config = self.transformer.config
+        self.n_head, self.n_layer, self.n_positions = config.n_head, config.n_layer, config.n_positions
+        self.head_dim = config.n_embd // config.n_head
+
+    def _qkv(self, block, x):
+        """q, k, v of x (B, T, C), each (B, T, C) (views into one c_attn output)."""
+        return block.attn.c_attn(block.ln_1(x)).split(x.size(-1), dim=2)
+
+    def _rest(self, block, x, y):
+        """The block after attention: y (B, T, C) through c_proj into the residual, then the MLP."""
+        x = x + block.attn.c_proj(y)
+        return x + block.mlp(block.ln_2(x))
+
+    def _logits(self, x):
+        return self.lm_head(self.transformer.ln_f(x))
+
+    def prefill(self, layout: Layout, cache: KVCache) -> torch.Tensor:
+        """Run the distinct prompts, keep their keys/values in the cache; next-token logits of each slot."""
+        (U, P), H, D = layout.ids.shape, self.n_head, self.head_dim
+        mask = attention_mask_4d(layout.mask, P)
+        x = self.transformer.wte(layout.ids) + self.transformer.wpe(position_ids(layout.mask))
+        for i, block in enumerate(self.transformer.h):
+            q, k, v = (t.view(U, P, H, D).transpose(1, 2) for t in self._qkv(block, x))  # (U, H, P, D)
+            cache.prompt[i, 0].view(U, H, P, D).copy_(k)
+            cache.prompt[i, 1].view(U, H, P, D).copy_(v)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # scale 1/sqrt(head_dim), as GPT-2
+            x = self._rest(block, x, y.transpose(1, 2).reshape(U, P, H * D))
+        return self._logits(x[:, -1]).repeat_interleave(layout.width, dim=0)
+
+    def step(self, tokens, positions, at, cache: KVCache, end: int, graph: bool = False) -> torch.Tensor:
+        """Logits (S, V) after feeding each slot's token (S,) at its position (S,), written into new-token
+        column `at` (a 1-element long tensor); attention reads the first `end` new-token columns (`graph`:
+        all of them, the unwritten ones masked)."""
+        S, H, D, U, G = tokens.size(0), self.n_head, self.head_dim, cache.groups, cache.width
+        x = self.transformer.wte(tokens[:, None]) + self.transformer.wpe(positions[:, None])
+        if graph:
+            cache.unwritten.index_fill_(2, at, 0.0)
+        for i, block in enumerate(self.transformer.h):
+            q, k, v = self._qkv(block, x)  # (S, 1, C) each
+            keys, values = cache.new[i, 0], cache.new[i, 1]  # (S*H, max_new, D)
+            keys.index_copy_(1, at, k.reshape(S * H, 1, D))
+            values.index_copy_(1, at, v.reshape(S * H, 1, D))
+            keys, values = keys[:, :end].transpose(1, 2), values[:, :end]
+            q = q * D**-0.5  # GPT-2's scaling, once on the query
+            # scores against the group's shared prompt (one matmul for its G slots) and against own tokens
+            q_group = q.view(U, G, H, D).transpose(1, 2).reshape(U * H, G, D)
+            to_prompt = torch.baddbmm(cache.prompt_bias, q_group, cache.prompt[i, 0].transpose(1, 2))
+            q_slot = q.view(S * H, 1, D)
+            to_new = torch.baddbmm(cache.unwritten, q_slot, keys) if graph else torch.bmm(q_slot, keys)
+            to_new = to_new.view(U, G, H, end).transpose(1, 2).reshape(U * H, G, end)
+            probs = torch.cat([to_prompt, to_new], dim=-1).softmax(dim=-1)
+            p_prompt, p_new = probs.split([to_prompt.size(-1), end], dim=-1)
+            y = torch.bmm(p_prompt, cache.prompt[i, 1]).view(U, H, G, D).transpose(1, 2)  # (U, G, H, D)
+            p_new = p_new.reshape(U, H, G, end).transpose(1, 2).reshape(S * H, 1, end)
+            y = y + torch.bmm(p_new, values).view(U, G, H, D)
+            x = self._rest(block, x, y.reshape(S, 1, H * D))
+        return self._logits(x[:, 0])
+
+
+class GraphStep:
+    """CUDA: Decoder.step over all new-token columns, captured as a CUDA graph and replayed per token
+    (the hundreds of small kernel launches of a step become one). Inputs go through static buffers."""
+
+    def __init__(self, decoder: Decoder, cache: KVCache, slots: int, autocast_dtype):
+        device = cache.new.device
+        self.tokens = torch.zeros(slots, dtype=torch.long, device=device)
+        self.positions = torch.zeros(slots, dtype=torch.long, device=device)
+        self.at = torch.zeros(1, dtype=torch.long, device=device)
+        end = cache.new.size(-2)
+
+        def run():
+            with _autocast(device, autocast_dtype):
+                return decoder.step(self.tokens, self.positions, self.at, cache, end, graph=True).float()
+
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            run()  # warm-up outside the graph (lazy initialisations, cuBLAS workspaces)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = run()
+        cache.unwritten.fill_(-float("inf"))  # warm-up and capture wrote column 0; the first step rewrites it
+
+    def __call__(self, tokens, positions, at) -> torch.Tensor:
+        self.tokens.copy_(tokens)
+        self.positions.copy_(positions)
+        self.at.copy_(at)
+        self.graph.replay()
+        return self.logits
+
+
+def _autocast(device: torch.device, dtype):
+    return torch.autocast(
+        device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None, cache_enabled=False
+    )
+
+
+def left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) with every row right-aligned."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+@torch.inference_mode()
+def sample(
+    model,
+    prompt_ids: list[list[int]],
+    *,
+    max_new_tokens: int,
+    sampling: Sampling,
+    eos_token_ids: list[int],
+    pad_token_id: int,
+    cuda_graph: bool = True,
+    autocast_dtype: torch.dtype | None = None,
+) -> Completions:
+    """One completion per row of prompt_ids (rows may repeat a prompt: they share its prefill).
+
+    On CUDA, `cuda_graph` replays a captured decode step; `autocast_dtype` (e.g. torch.bfloat16) runs the
+    model's matmuls in that dtype (sampling and log-probs stay fp32).
+    """
+    if not prompt_ids or max_new_tokens < 1:
+        return Completions([[] for _ in prompt_ids], [[] for _ in prompt_ids])
+    decoder = Decoder(model)
+    weight = next(decoder.transformer.parameters())
+    device = weight.device
+    layout = Layout(prompt_ids, pad_token_id, device)
+    if layout.ids.size(1) + max_new_tokens > decoder.n_positions:
+        raise ValueError(
+            f"a prompt of {layout.ids.size(1)} tokens + max_new_tokens {max_new_tokens} exceeds the model's "
+            f"{decoder.n_positions} positions: lower max_new_tokens or shorten the prompts"
+        )
+    dtype = autocast_dtype or weight.dtype
+    cache = KVCache(
+        decoder.n_layer,
+        layout,
+        decoder.n_head,
+        decoder.head_dim,
+        max_new_tokens,
+        dtype,
+        device,
+        decoder.transformer,
+    )
+    with _autocast(device, autocast_dtype):
+        logits = decoder.prefill(layout, cache)
+    graph = (
+        GraphStep(decoder, cache, len(layout.unused), autocast_dtype)
+        if cuda_graph and device.type == "cuda"
+        else None
+    )
+
+    eos = torch.tensor(eos_token_ids, device=device)
+    positions = layout.mask.sum(dim=1).repeat_interleave(layout.width)  # the first new token's position
+    slots = len(layout.unused)
+    tokens_out = torch.full((slots, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    logps_out = torch.zeros(slots, max_new_tokens, dtype=torch.promote_types(dtype, torch.float32), device=device)
+    live = torch.arange(slots, device=device)  # the slots still decoding (groups that are done drop out)
+    done = layout.unused.clone()
+    at = torch.zeros(1, dtype=torch.long, device=device)
+    every = SYNC_EVERY if device.type == "cuda" else 1
+    steps = max_new_tokens
+    for t in range(max_new_tokens):
+        tokens, logps = next_tokens(logits, sampling)
+        tokens.masked_fill_(done, pad_token_id)  # rows that are done emit padding, as generate() does
+        tokens_out[live, t] = tokens
+        logps_out[live, t] = logps
+        done |= torch.isin(tokens, eos)
+        check = t % every == every - 1
+        if t == max_new_tokens - 1 or (check and bool(done.all())):
+            steps = t + 1
+            break
+        if graph is not None:
+            logits = graph(tokens, positions, at)
+        else:
+            group_done = done.view(cache.groups, cache.width).all(dim=1)
+            if check and bool(group_done.any()):  # drop the groups that are done: less work per step
+                kept = cache.keep(group_done.logical_not().nonzero()[:, 0], t)
+                tokens, positions, done, live = tokens[kept], positions[kept], done[kept], live[kept]
+            with _autocast(device, autocast_dtype):
+                logits = decoder.step(tokens, positions, at, cache, t + 1)
+        positions += 1
+        at += 1
+    slot = torch.tensor(layout.slot, device=device)
+    tokens_out, logps_out = tokens_out[slot, :steps].tolist(), logps_out[slot, :steps].tolist()
+    return _cut(tokens_out, logps_out, set(eos_token_ids))
+
+
+def _cut(tokens: list[list[int]], logps: list[list[float]], eos: set[int]) -> Completions:
+    """Each row up to and with its first EOS."""
+    ids_out, logps_out = [], []
+    for row, lp in zip(tokens, logps, strict=True):
+        end = next((i + 1 for i, tok in enumerate(row) if tok in eos), len(row))
+        ids_out.append(row[:end])
+        logps_out.append(lp[:end])
+    return Completions(ids_out, logps_out)

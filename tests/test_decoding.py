@@ -1,0 +1,207 @@
+"""The project's sampler (rookworld_trl/decoding.py) against transformers: tokens, log-probs, distribution,
+and GRPO's rollouts through it (rookworld_trl/rollout.py)."""
+
+import copy
+import math
+from collections import Counter
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    MinPLogitsWarper,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from rookworld_trl.data import load_rookworld_dataset
+from rookworld_trl.decoding import Sampling, left_pad, sample
+from rookworld_trl.generation import generate_completions
+from rookworld_trl.modeling import load_model_and_tokenizer
+from test_grpo import make_trainer, model_dir  # noqa: F401
+
+ASSETS = "rookworld_trl/assets"
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    model, tokenizer = load_model_and_tokenizer(f"{ASSETS}/model")
+    model.eval()
+    rows = load_rookworld_dataset(f"{ASSETS}/data", split="test")
+    p_rows = [r["prompt"] for r in rows if r["task"] == "P"][:6]
+    a_rows = [r["prompt"] for r in rows if r["task"] == "A"][:6]
+    return model, tokenizer, p_rows + a_rows
+
+
+def cut(row: list[int], eos: int) -> list[int]:
+    return row[: next((i + 1 for i, t in enumerate(row) if t == eos), len(row))]
+
+
+def test_greedy_equals_transformers_on_left_padded_mixed_batch(embedded):
+    model, tokenizer, prompts = embedded
+    prompts = prompts + prompts[:3]  # repeated prompts share a prefill: they must still decode alike
+    ids = tokenizer(prompts)["input_ids"]
+    assert len({len(i) for i in ids}) > 3  # mixed lengths: real left padding
+    eos = tokenizer.eos_token_id
+    x, mask = left_pad(ids, eos, "cpu")
+    with torch.no_grad():
+        expected = model.generate(
+            input_ids=x, attention_mask=mask, max_new_tokens=80, do_sample=False, eos_token_id=eos, pad_token_id=eos
+        )
+    expected = [cut(row, eos) for row in expected[:, x.shape[1] :].tolist()]
+    got = sample(model, ids, max_new_tokens=80, sampling=Sampling(do_sample=False), eos_token_ids=[eos],
+                 pad_token_id=eos)  # fmt: skip
+    assert got.completion_ids == expected
+    assert all(row[-1] == eos for row in got.completion_ids)  # every answer ended within the budget
+    texts = generate_completions(model, tokenizer, prompts, max_new_tokens=80)
+    assert texts == generate_completions(model, tokenizer, prompts, max_new_tokens=80, backend="transformers")
+
+
+def worst_logprob_error(model, ids, completions, logprobs, temperature) -> float:
+    """Largest |log-prob - the model's own log_softmax(logits / T) of that token|, over every token."""
+    worst = 0.0
+    for prompt, completion, lps in zip(ids, completions, logprobs, strict=True):
+        assert len(completion) == len(lps) > 0
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1 : -1]
+        expected = (logits / temperature).log_softmax(-1).gather(-1, torch.tensor(completion)[:, None])[:, 0]
+        worst = max(worst, (expected - torch.tensor(lps, dtype=expected.dtype)).abs().max().item())
+    return worst
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_logprobs_are_the_models_log_softmax_of_the_sampled_tokens(embedded, temperature):
+    """Exact in float64; in fp32 as close as transformers' own cached decoding comes to its full forward
+    (~2e-5 at worst on this model, whose logits reach ~22: a few ulps)."""
+    model, tokenizer, prompts = embedded
+    ids = [row for row in tokenizer(prompts)["input_ids"] for _ in range(3)]
+    eos = tokenizer.eos_token_id
+    kwargs = dict(max_new_tokens=60, sampling=Sampling(temperature=temperature), eos_token_ids=[eos], pad_token_id=eos)
+    torch.manual_seed(0)
+    got = sample(model, ids, **kwargs)
+    assert worst_logprob_error(model, ids, got.completion_ids, got.logprobs, temperature) < 5e-5
+    double = copy.deepcopy(model).double()
+    got = sample(double, ids, **kwargs)
+    assert worst_logprob_error(double, ids, got.completion_ids, got.logprobs, temperature) < 1e-9
+
+
+def tiny_model(vocab: int = 8) -> GPT2LMHeadModel:
+    torch.manual_seed(3)
+    config = GPT2Config(vocab_size=vocab, n_layer=2, n_head=2, n_embd=16, n_positions=32, bos_token_id=0,
+                        eos_token_id=0, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)  # fmt: skip
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(4.0)  # a peaked distribution, so top-k/top-p cut something
+    return model
+
+
+def transformers_probs(logits: torch.Tensor, s: Sampling) -> torch.Tensor:
+    """The distribution transformers' sampling warpers leave for these logits."""
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(s.temperature)])
+    if s.top_k:
+        warpers.append(TopKLogitsWarper(s.top_k))
+    if s.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(s.top_p))
+    if s.min_p is not None:
+        warpers.append(MinPLogitsWarper(s.min_p))
+    return warpers(None, logits[None].clone())[0].softmax(-1)
+
+
+@pytest.mark.parametrize(
+    "s",
+    [Sampling(temperature=1.0), Sampling(temperature=0.7, top_k=4), Sampling(temperature=1.3, top_p=0.8),
+     Sampling(temperature=1.0, min_p=0.2)],
+    ids=["plain", "top_k", "top_p", "min_p"],
+)  # fmt: skip
+def test_two_token_samples_follow_transformers_distribution(s):
+    """20,000 two-token samples from one prompt: a chi-square test against the exact joint distribution that
+    transformers' warpers give (first token x second token given the first)."""
+    model, n, prompt = tiny_model(), 20_000, [1, 2, 3]
+    torch.manual_seed(0)
+    got = sample(model, [prompt] * n, max_new_tokens=2, sampling=s, eos_token_ids=[99], pad_token_id=0)
+    counts = Counter(tuple(row) for row in got.completion_ids)
+    expected = {}
+    with torch.no_grad():
+        first = transformers_probs(model(torch.tensor([prompt])).logits[0, -1], s)
+        for a in range(first.numel()):
+            if first[a] > 0:
+                second = transformers_probs(model(torch.tensor([prompt + [a]])).logits[0, -1], s)
+                for b in range(second.numel()):
+                    expected[(a, b)] = float(first[a] * second[b])
+    allowed = {k for k, p in expected.items() if p > 0}
+    assert set(counts) <= allowed  # nothing the warpers forbid
+    if s.top_k or s.top_p < 1.0 or s.min_p:
+        assert len(allowed) < len(expected)  # the warper did cut something
+    cells = [(counts.get(k, 0), p * n) for k, p in expected.items() if p * n >= 5]
+    chi2 = sum((o - e) ** 2 / e for o, e in cells)
+    dof = len(cells) - 1
+    assert dof >= 5
+    # Wilson-Hilferty: the chi-square quantile at p = 0.999 (z = 3.09)
+    critical = dof * (1 - 2 / (9 * dof) + 3.09 * math.sqrt(2 / (9 * dof))) ** 3
+    assert chi2 < critical, (chi2, critical, dof)
+
+
+def test_rollout_logprobs_equal_trls_scoring_forward(model_dir, tmp_path):  # noqa: F811
+    """TRL keeps the sampler's log-probs as sampling_per_token_logps; its own scoring forward of the same
+    tokens (with the padding-aware positions) must give the same numbers, so the importance ratio starts at 1."""
+    trainer = make_trainer(model_dir, tmp_path, max_completion_length=12, per_device_train_batch_size=8)
+    assert trainer.rollout_func is not None
+    batch = [trainer.train_dataset[i] for i in range(8)]
+    trainer.model.eval()
+    out = trainer._generate_and_score_completions(batch)
+    ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+    mask = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+    with torch.no_grad():
+        logps, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, ids, mask, out["completion_ids"].size(1)
+        )[:2]
+    m = out["completion_mask"].bool()
+    diff = (logps - out["sampling_per_token_logps"]).abs()[m]
+    assert m.sum() > 20 and diff.max() < 1e-5
+
+
+def test_backend_switch(model_dir, tmp_path):  # noqa: F811
+    assert make_trainer(model_dir, tmp_path, generation_backend="transformers").rollout_func is None
+    with pytest.raises(ValueError, match="generation_backend: transformers"):
+        make_trainer(model_dir, tmp_path, repetition_penalty=1.2)
+    with pytest.raises(ValueError, match="generation_backend must be one of"):
+        make_trainer(model_dir, tmp_path, generation_backend="vllm")
+
+
+def run_metrics(model_dir, out, **overrides):  # noqa: F811
+    trainer = make_trainer(model_dir, out, max_steps=4, beta=0.05, per_device_train_batch_size=16, **overrides)
+    trainer.train()
+    return [row for row in trainer.state.log_history if "loss" in row]
+
+
+def test_seeded_grpo_is_reproducible_and_agrees_with_generate(model_dir, tmp_path):  # noqa: F811
+    a = run_metrics(model_dir, tmp_path / "a")
+    b = run_metrics(model_dir, tmp_path / "b")
+    for key in ("loss", "reward", "kl", "completions/mean_length"):
+        assert [r[key] for r in a] == [r[key] for r in b]
+    hf = run_metrics(model_dir, tmp_path / "hf", generation_backend="transformers")
+
+    def mean(rows, key):
+        return sum(r[key] for r in rows) / len(rows)
+
+    # other random draws from the same distribution: close over 4 steps x 16 samples, not equal
+    assert a[0]["kl"] == hf[0]["kl"] == 0.0  # step 1 samples the reference's own policy
+    assert abs(mean(a, "reward") - mean(hf, "reward")) < 0.08
+    assert abs(mean(a, "completions/mean_length") - mean(hf, "completions/mean_length")) < 1.0
+    assert abs(mean(a, "kl") - mean(hf, "kl")) < 0.02
+    assert abs(mean(a, "loss") - mean(hf, "loss")) < 0.1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_greedy_equals_eager_and_bf16_runs(embedded):
+    model, tokenizer, prompts = embedded
+    model = model.cuda()
+    ids = tokenizer(prompts)["input_ids"]
+    eos = tokenizer.eos_token_id
+    kwargs = dict(max_new_tokens=80, sampling=Sampling(do_sample=False), eos_token_ids=[eos], pad_token_id=eos)
+    graph = sample(model, ids, cuda_graph=True, **kwargs).completion_ids
+    assert graph == sample(model, ids, cuda_graph=False, **kwargs).completion_ids
+    bf16 = sample(model, ids, autocast_dtype=torch.bfloat16, **kwargs).completion_ids
+    assert sum(a == b for a, b in zip(bf16, graph, strict=True)) >= len(graph) // 2  # bf16 rounds differently
