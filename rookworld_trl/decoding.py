@@ -350,7 +350,9 @@ def sample(
     positions = layout.mask.sum(dim=1).repeat_interleave(layout.width)  # the first new token's position
     slots = len(layout.unused)
     tokens_out = torch.full((slots, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
-    logps_out = torch.zeros(slots, max_new_tokens, dtype=torch.promote_types(dtype, torch.float32), device=device)
+    logps_out = torch.zeros(
+        slots, max_new_tokens, dtype=torch.promote_types(dtype, torch.float32), device=device
+    )
     live = torch.arange(slots, device=device)  # the slots still decoding (groups that are done drop out)
     done = layout.unused.clone()
     at = torch.zeros(1, dtype=torch.long, device=device)

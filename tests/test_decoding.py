@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 import torch
+from test_grpo import make_trainer, model_dir  # noqa: F401
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.generation.logits_process import (
     LogitsProcessorList,
@@ -20,7 +21,6 @@ from rookworld_trl.data import load_rookworld_dataset
 from rookworld_trl.decoding import Sampling, left_pad, sample
 from rookworld_trl.generation import generate_completions
 from rookworld_trl.modeling import load_model_and_tokenizer
-from test_grpo import make_trainer, model_dir  # noqa: F401
 
 ASSETS = "rookworld_trl/assets"
 
@@ -48,7 +48,12 @@ def test_greedy_equals_transformers_on_left_padded_mixed_batch(embedded):
     x, mask = left_pad(ids, eos, "cpu")
     with torch.no_grad():
         expected = model.generate(
-            input_ids=x, attention_mask=mask, max_new_tokens=80, do_sample=False, eos_token_id=eos, pad_token_id=eos
+            input_ids=x,
+            attention_mask=mask,
+            max_new_tokens=80,
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=eos,
         )
     expected = [cut(row, eos) for row in expected[:, x.shape[1] :].tolist()]
     got = sample(model, ids, max_new_tokens=80, sampling=Sampling(do_sample=False), eos_token_ids=[eos],
@@ -78,7 +83,9 @@ def test_logprobs_are_the_models_log_softmax_of_the_sampled_tokens(embedded, tem
     model, tokenizer, prompts = embedded
     ids = [row for row in tokenizer(prompts)["input_ids"] for _ in range(3)]
     eos = tokenizer.eos_token_id
-    kwargs = dict(max_new_tokens=60, sampling=Sampling(temperature=temperature), eos_token_ids=[eos], pad_token_id=eos)
+    kwargs = dict(
+        max_new_tokens=60, sampling=Sampling(temperature=temperature), eos_token_ids=[eos], pad_token_id=eos
+    )
     torch.manual_seed(0)
     got = sample(model, ids, **kwargs)
     assert worst_logprob_error(model, ids, got.completion_ids, got.logprobs, temperature) < 5e-5
@@ -171,7 +178,9 @@ def test_backend_switch(model_dir, tmp_path):  # noqa: F811
 
 
 def run_metrics(model_dir, out, **overrides):  # noqa: F811
-    trainer = make_trainer(model_dir, out, max_steps=4, beta=0.05, per_device_train_batch_size=16, **overrides)
+    trainer = make_trainer(
+        model_dir, out, max_steps=4, beta=0.05, per_device_train_batch_size=16, **overrides
+    )
     trainer.train()
     return [row for row in trainer.state.log_history if "loss" in row]
 
@@ -200,7 +209,9 @@ def test_cuda_graph_greedy_equals_eager_and_bf16_runs(embedded):
     model = model.cuda()
     ids = tokenizer(prompts)["input_ids"]
     eos = tokenizer.eos_token_id
-    kwargs = dict(max_new_tokens=80, sampling=Sampling(do_sample=False), eos_token_ids=[eos], pad_token_id=eos)
+    kwargs = dict(
+        max_new_tokens=80, sampling=Sampling(do_sample=False), eos_token_ids=[eos], pad_token_id=eos
+    )
     graph = sample(model, ids, cuda_graph=True, **kwargs).completion_ids
     assert graph == sample(model, ids, cuda_graph=False, **kwargs).completion_ids
     bf16 = sample(model, ids, autocast_dtype=torch.bfloat16, **kwargs).completion_ids

@@ -245,4 +245,6 @@ def test_weights_that_do_not_match_the_config_are_one_clear_error(tmp_path, chan
         logging.getLogger("transformers.modeling_utils").removeHandler(handler)
     assert_not_chained(error.value)
     assert "\n" not in str(error.value) and str(tmp_path) in str(error.value)
-    assert not [m for m in logged if "LOAD REPORT" in m]  # transformers' table of tensors: the one line says it
+    assert not [
+        m for m in logged if "LOAD REPORT" in m
+    ]  # transformers' table of tensors: the one line says it
