@@ -272,4 +272,6 @@ def test_three_step_recipe_run_with_selfplay(tmp_path):
     assert [r["step"] for r in steps] == [1, 2, 3]
     assert [r.get("selfplay/games") for r in steps] == [8.0, None, 8.0]  # rounds at steps 0 and 2
     assert all("selfplay/buffer_size" in r and "rewards/policy_reward/mean" in r for r in steps)
-    assert any("selfplay/position_age" in r for r in steps)
+    # step 2 trains at global step 1 on positions of the round at step 0: one step old; step 3 (global step 2)
+    # draws from the whole buffer: positions of the rounds at steps 0 and 2
+    assert steps[1]["selfplay/position_age"] == 1.0 and 0.0 <= steps[2]["selfplay/position_age"] <= 2.0
