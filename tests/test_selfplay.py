@@ -275,3 +275,30 @@ def test_three_step_recipe_run_with_selfplay(tmp_path):
     # step 2 trains at global step 1 on positions of the round at step 0: one step old; step 3 (global step 2)
     # draws from the whole buffer: positions of the rounds at steps 0 and 2
     assert steps[1]["selfplay/position_age"] == 1.0 and 0.0 <= steps[2]["selfplay/position_age"] <= 2.0
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_buffer_and_give_a_group_one_position(tmp_path):
+    """multi_cpu.yaml, 2 prompts x 4 completions over 2 ranks of 4 rows each: every group spans both ranks,
+    so both must substitute the same buffer position for it."""
+    import os
+    import subprocess
+
+    from rookworld_trl.cli import launcher
+
+    argv = ["--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--per_device_train_batch_size", "2",
+            "--num_generations", "4", "--eval_every_steps", "0", "--eval_samples", "0", "--log_completions",
+            "false", "--report_to", "none", "--save_strategy", "no", "--output_dir", str(tmp_path),
+            "--max_steps", "2", "--selfplay_ratio", "1.0", "--selfplay_every", "1", "--selfplay_games", "6",
+            "--selfplay_max_plies", "4"]  # fmt: skip
+    config = str(ROOT / "accelerate_configs" / "multi_cpu.yaml")
+    cmd, extra = launcher(config, [str(ROOT / "tests" / "multi_rank_stage.py")], argv)
+    env = {**os.environ, **extra, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["selfplay_buffer"] and ranks[0]["selfplay_buffer"] == ranks[1]["selfplay_buffer"]
+    assert ranks[0]["positions"] == ranks[1]["positions"]  # the halves of each group: the same position
+    assert set(ranks[0]["positions"]) <= set(ranks[0]["selfplay_buffer"])  # ratio 1: every P: prompt swapped
+    steps = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["selfplay/games"] for r in steps if "loss" in r] == [12.0, 12.0]  # 6 per rank, gathered
