@@ -23,8 +23,12 @@ How (RookWorldGRPOTrainer wires it when `selfplay_ratio` > 0):
     grades it with the engine pool (a label only counts when its `limit` matches the pool's). The draw hashes
     (seed, step, prompt), so the num_generations copies of one prompt, a GRPO group, get the same position.
     A: prompts are never replaced.
-  - Freshness: `selfplay/position_age` = steps since the mixed-in positions were produced (at most about
-    selfplay_every plus the buffer's turnover).
+  - Freshness: `selfplay/position_age` = mean steps since the mixed-in positions were produced. The draw is
+    uniform over the buffer, so once it is full the age is about selfplay_every x (buffer size / new positions
+    per round) / 2: a smaller buffer or more games per round give fresher positions.
+  - Figures: selfplay/games, selfplay/mean_plies (legal moves per game), selfplay/illegal_rate (games ended by
+    an unparseable or illegal move) at each round; selfplay/buffer_size, selfplay/mixed_fraction (of the
+    batch's P: prompts) and selfplay/position_age at each generation.
 
 Several processes (accelerate): each rank plays its own `selfplay_games` games (its own starts and seeds); the
 new positions of all ranks are gathered and added in rank order, so every rank holds the same buffer, and the
