@@ -21,6 +21,7 @@ internals):
   - checkpoint tiers with verified completion markers and resume modes (rookworld_trl/checkpoints.py); a
     finished run re-run trains nothing; a full disk or Ctrl-C ends with one line saying how to resume;
   - publishing of final/ only (rookworld_trl/publish.py; Trainer's own push is off);
+  - self-play positions (`selfplay_ratio`): the policy's own games feed P: prompts (rookworld_trl/selfplay.py);
   - an LR schedule "warmup_cosine_linear" (`create_scheduler`), a JSONL metrics file, peak memory in the logs.
 """
 
@@ -52,6 +53,7 @@ from rookworld_trl.modeling import (
 )
 from rookworld_trl.replay import Replay, replay_loss
 from rookworld_trl.rollout import check_supported, rollout
+from rookworld_trl.selfplay import SelfPlay, SelfPlayCallback
 from rookworld_trl.trl_compat import GRPOSeams
 
 logger = logging.getLogger(__name__)
@@ -113,6 +115,10 @@ class RookWorldGRPOTrainer(GRPOSeams):
                 a.process_index,
             )
         self.add_callback(self.guard)
+        self.selfplay = None
+        if self.args.selfplay_ratio > 0:  # rookworld_trl/selfplay.py: the policy's own games as P: prompts
+            self.selfplay = SelfPlay(self.args, self.train_dataset)
+            self.add_callback(SelfPlayCallback(self))
         self.interrupt = checkpoints.SaveOnInterrupt()
         self.add_callback(self.interrupt)
         if self.args.metrics_jsonl:
@@ -197,11 +203,22 @@ class RookWorldGRPOTrainer(GRPOSeams):
         return loss
 
     def training_step(self, model, inputs, num_items_in_batch):
+        if self.selfplay is not None:
+            inputs = self._mix_selfplay(inputs)
         kl = self.metric_values("kl")  # TRL appends one value per micro-batch when beta != 0
         seen = len(kl)
         loss = super().training_step(model, inputs, num_items_in_batch)
         self.guard.record_step(loss, kl[seen:])
         return loss
+
+    def _mix_selfplay(self, inputs):
+        """Self-play positions into this generation batch's P: prompts. TRL hands every micro-batch the rows
+        of its generation batch but generates only on the first: the figures are logged for that one."""
+        inputs, figures = self.selfplay.mix(inputs, self.state.global_step)
+        if self.micro_step % (self.args.steps_per_generation * self.args.num_iterations) == 0:
+            for name, value in figures.items():
+                self.log_metric(name, value)
+        return inputs
 
     def on_grad_norm(self, norm):
         self.guard.record_grad_norm(norm)  # the norm before clipping: the guard's spike check needs it

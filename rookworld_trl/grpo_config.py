@@ -1,6 +1,6 @@
 """RookWorldGRPOConfig: TRL's GRPOConfig plus the RookWorld fields (rewards, data mix, engine, adaptive KL,
-KL guard, NaN recovery, reference device, checkpoint tiers, LR schedule, replay, evals). Every field works in a YAML
-recipe and as a `--flag`; invariants are checked in `__post_init__`. The trainer is in grpo.py.
+KL guard, NaN recovery, reference device, checkpoint tiers, LR schedule, replay, evals, self-play). Every field
+works in a YAML recipe and as a `--flag`; invariants are checked in `__post_init__`. The trainer is in grpo.py.
 """
 
 from __future__ import annotations
@@ -193,6 +193,26 @@ class RookWorldGRPOConfig(GRPOConfig):
         default=200,
         metadata={"help": "Positions and transitions per suite in the before/after eval (0: no final eval)."},
     )
+    selfplay_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "Fraction of P: prompts replaced by positions from the policy's own self-play games once the "
+            "buffer holds some (rookworld_trl/selfplay.py); the engine pool grades them. 0: off."
+        },
+    )
+    selfplay_every: int = field(
+        default=10, metadata={"help": "Self-play: play a round of games every N optimizer steps."}
+    )
+    selfplay_games: int = field(
+        default=16, metadata={"help": "Self-play: games per round (per process), from training P: positions."}
+    )
+    selfplay_max_plies: int = field(
+        default=40,
+        metadata={"help": "Self-play: a game ends after N half-moves (or earlier: game over, illegal)."},
+    )
+    selfplay_buffer_size: int = field(
+        default=5000, metadata={"help": "Self-play: positions kept (FIFO, one per position)."}
+    )
     push_checkpoints: bool = field(
         default=False,
         metadata={
@@ -286,6 +306,13 @@ class RookWorldGRPOConfig(GRPOConfig):
             )
         if self.generation_backend not in BACKENDS:
             raise ValueError(f"generation_backend must be one of {BACKENDS}, got {self.generation_backend!r}")
+        if not 0.0 <= self.selfplay_ratio <= 1.0:
+            raise ValueError(f"selfplay_ratio must be in [0, 1], got {self.selfplay_ratio}")
+        small = [
+            n for n in ("every", "games", "max_plies", "buffer_size") if getattr(self, f"selfplay_{n}") < 1
+        ]
+        if small:
+            raise ValueError(f"selfplay_{small[0]} must be >= 1, got {getattr(self, f'selfplay_{small[0]}')}")
         if self.lr_schedule not in (None, "warmup_cosine_linear"):
             raise ValueError(f"lr_schedule must be None or 'warmup_cosine_linear', got {self.lr_schedule!r}")
         if not 0.0 <= self.lr_cosine_min_ratio <= 1.0 or not 0.0 <= self.lr_final_decay_ratio < 1.0:

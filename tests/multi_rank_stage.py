@@ -3,7 +3,8 @@ output_dir/rank<N>.json at the end of training with
   sha256    of its final weights (every process must end with the same model),
   scored    the number of P: completions its own policy reward graded, per call (its share of the batch),
   positions the positions it graded (the ranks' shares are different prompts),
-  graphs    torch.compile's count of compiled graphs after each optimizer step (compilation must settle).
+  graphs    torch.compile's count of compiled graphs after each optimizer step (compilation must settle),
+  selfplay_buffer  the self-play buffer's FENs at the end (None without self-play; every rank holds the same).
 
     accelerate launch --config_file accelerate_configs/multi_cpu.yaml tests/multi_rank_stage.py --config ...
 """
@@ -23,6 +24,9 @@ RECORD = {"scored": [], "positions": set(), "graphs": []}
 
 
 class RankRecord(TrainerCallback):
+    def __init__(self, trainer):
+        self.trainer = trainer
+
     def on_step_end(self, args, state, control, **kwargs):
         RECORD["graphs"].append(counters["stats"]["unique_graphs"])
 
@@ -31,6 +35,8 @@ class RankRecord(TrainerCallback):
         for name, tensor in sorted(model.state_dict().items()):
             digest.update(name.encode() + tensor.detach().float().cpu().numpy().tobytes())
         record = {**RECORD, "sha256": digest.hexdigest(), "positions": sorted(RECORD["positions"])}
+        selfplay = getattr(self.trainer, "selfplay", None)
+        record["selfplay_buffer"] = selfplay.buffer.fens() if selfplay is not None else None
         with open(os.path.join(args.output_dir, f"rank{args.process_index}.json"), "w") as f:
             json.dump(record, f)
 
@@ -55,7 +61,7 @@ def resolve_and_record(*args, **kwargs):
 
 
 def train_and_record(trainer, *args, **kwargs):
-    trainer.add_callback(RankRecord())
+    trainer.add_callback(RankRecord(trainer))
     return plain_train(trainer, *args, **kwargs)
 
 
