@@ -4,7 +4,8 @@ or diverged steps.
 - StepGuard: a TrainerCallback that judges each optimizer step of RookWorldGRPOTrainer (see its docstring);
 - divergence: the thresholds past which a finite step still counts as diverged (SPIKE, WEIGHT_JUMP, ...);
 - adapt_beta: the adaptive KL controller rule;
-- Snapshot: a host-memory copy of the last healthy trainable weights + optimizer, the NaN rollback target;
+- Snapshot: a host-memory copy of the last healthy trainable weights + optimizer, the NaN rollback target
+  (its memory reused from snapshot to snapshot);
 - all_finite / grads_finite / drop_grads: cheap non-finite checks and "skip this optimizer step";
 - scale_lr: cut the learning rate persistently (optimizer groups and scheduler base LRs);
 - save_batch: dump an offending batch to disk for debugging;
@@ -13,7 +14,9 @@ or diverged steps.
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 import os
 import resource
 import sys
@@ -64,29 +67,36 @@ def adapt_beta(
     return float(min(max(beta, beta_min), beta_max))
 
 
-def _to_cpu(obj):
-    """Deep copy of a (nested) state dict with every tensor cloned to CPU."""
-    if torch.is_tensor(obj):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
+def _copy_to_host(src, dst=None):
+    """A host copy of a (nested) state dict, written into `dst` (an earlier copy of the same structure) when its
+    tensors fit, so that memory is allocated once per run; pinned and asynchronous from a GPU (the copy is
+    queued before the next update on the same stream, so it reads the weights as they are now)."""
+    if torch.is_tensor(src):
+        src = src.detach()
+        if dst is None or not torch.is_tensor(dst) or dst.shape != src.shape or dst.dtype != src.dtype:
+            dst = torch.empty(src.shape, dtype=src.dtype, pin_memory=src.is_cuda)
+        return dst.copy_(src, non_blocking=src.is_cuda)
+    if isinstance(src, dict):
+        old = dst if isinstance(dst, dict) else {}
+        return {k: _copy_to_host(v, old.get(k)) for k, v in src.items()}
+    if isinstance(src, (list, tuple)):
+        old = dst if isinstance(dst, (list, tuple)) and len(dst) == len(src) else [None] * len(src)
+        return type(src)(_copy_to_host(v, o) for v, o in zip(src, old, strict=True))
+    return src
 
 
 class Snapshot:
-    """Trainable weights + optimizer state (+ any extra scalars) of a healthy step, kept on CPU.
+    """Trainable weights + optimizer state (+ any extra scalars) of a healthy step, kept in host memory.
 
     Only trainable parameters are copied: frozen ones (a PEFT base model) are never updated, so cannot go bad.
+    `reuse`: an older Snapshot whose memory this one takes over (no allocation per snapshot).
     """
 
-    def __init__(self, model: torch.nn.Module, optimizer, step: int, extra: dict | None = None):
+    def __init__(self, model: torch.nn.Module, optimizer, step: int, extra: dict | None = None, reuse=None):
         self.step = step
-        self.params = {
-            n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad
-        }
-        self.optimizer = _to_cpu(optimizer.state_dict())
+        trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.params = _copy_to_host(trainable, reuse.params if reuse else None)
+        self.optimizer = _copy_to_host(optimizer.state_dict(), reuse.optimizer if reuse else None)
         self.extra = dict(extra or {})
 
     @torch.no_grad()
@@ -94,16 +104,13 @@ class Snapshot:
         for name, param in model.named_parameters():
             if name in self.params:
                 param.copy_(self.params[name])
-        optimizer.load_state_dict(self.optimizer)  # torch moves the state back to each parameter's device
+        # a copy: on CPU torch would adopt these very tensors as the live state, which a later snapshot reuses
+        optimizer.load_state_dict(copy.deepcopy(self.optimizer))
 
 
 def all_finite(tensors) -> bool:
-    """True when every tensor is finite; one host sync for the whole list."""
-    tensors = [t.detach() for t in tensors if t is not None]
-    if not tensors:
-        return True
-    flags = torch.stack([torch.isfinite(t).all().to(tensors[0].device) for t in tensors])
-    return bool(flags.all())
+    """True when every tensor is finite: the largest |value| over all of them, one fused pass, one host sync."""
+    return math.isfinite(max_abs(tensors))
 
 
 def optimizer_params(optimizer) -> list[torch.Tensor]:
@@ -115,21 +122,15 @@ def grads_finite(optimizer) -> bool:
 
 
 def total_norm(tensors) -> float:
-    """L2 norm over all tensors (inf when it overflows or any is non-finite); one host sync."""
+    """L2 norm over all tensors (inf or nan when any is non-finite); torch's fused per-tensor norms, one sync."""
     tensors = [t.detach() for t in tensors if t is not None]
-    if not tensors:
-        return 0.0
-    norms = torch.stack([torch.linalg.vector_norm(t.float()).to(tensors[0].device) for t in tensors])
-    return float(torch.linalg.vector_norm(norms))
+    return float(torch.nn.utils.get_total_norm(tensors, 2.0)) if tensors else 0.0
 
 
 def max_abs(tensors) -> float:
+    """Largest |value| over all tensors (nan when any holds a nan), like total_norm."""
     tensors = [t.detach() for t in tensors if t is not None and t.numel()]
-    return (
-        float(torch.stack([t.abs().max().float().to(tensors[0].device) for t in tensors]).max())
-        if tensors
-        else 0.0
-    )
+    return float(torch.nn.utils.get_total_norm(tensors, float("inf"))) if tensors else 0.0
 
 
 def spike(value: float, history: list[float], floor: float) -> float | None:
@@ -165,7 +166,10 @@ def save_batch(micro_batches: list, path: str, **info) -> str:
     """torch.save the micro-batches of an optimizer step (tensors moved to CPU) plus context. Only tensors,
     numbers and strings: read it back with `torch.load(path, weights_only=True)`, never a full unpickle."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    torch.save({**info, "micro_batches": _to_cpu(list(micro_batches))}, path)
+    batches = _copy_to_host(list(micro_batches))
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # the copies from a GPU are asynchronous
+    torch.save({**info, "micro_batches": batches}, path)
     return path
 
 
@@ -235,8 +239,8 @@ class StepGuard(TrainerCallback):
 
     def take_snapshot(self) -> None:
         t = self.trainer
-        self._older = self._snapshot
-        self._snapshot = Snapshot(t.model, t.optimizer, t.state.global_step, {"beta": t.beta})
+        older, self._older = self._older, self._snapshot
+        self._snapshot = Snapshot(t.model, t.optimizer, t.state.global_step, {"beta": t.beta}, reuse=older)
 
     def _trainable(self) -> list[torch.Tensor]:
         return [p for p in self.trainer.model.parameters() if p.requires_grad]
@@ -302,9 +306,9 @@ class StepGuard(TrainerCallback):
     def _judge_weights(self) -> str | None:
         """What is wrong with the weights the update just made, or None."""
         weights = self._trainable()
-        if not all_finite(weights):
-            return "weights after the update"
         largest = max_abs(weights)
+        if not math.isfinite(largest):
+            return "weights after the update"
         if largest > WEIGHT_LIMIT:
             return f"diverged: a weight reached {largest:.3g} (limit {WEIGHT_LIMIT:g})"
         norm = total_norm(weights)

@@ -23,7 +23,7 @@ from transformers import TrainerCallback
 
 from rookworld_trl import checkpoints
 from rookworld_trl.grpo import RookWorldGRPOTrainer, train
-from rookworld_trl.grpo_safety import spike
+from rookworld_trl.grpo_safety import Snapshot, spike
 from rookworld_trl.metrics_log import JSONLMetricsCallback
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -363,3 +363,30 @@ def test_loss_and_gradient_spike_skips_the_update(model_dir, tmp_path, caplog): 
         trainer.train()
     assert trainer.guard.nan_recoveries == 1 and "diverged:" in caplog.text and "x the median" in caplog.text
     assert all(torch.equal(record.after[7][n], record.after[6][n]) for n in record.after[6])
+
+
+def test_snapshots_reuse_their_memory_and_a_restore_does_not_alias_it():
+    """The guard copies weights + Adam state every healthy step: into the memory of the snapshot it drops,
+    and a rollback hands the optimizer copies, so later steps cannot change a snapshot."""
+    model = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+
+    def update():
+        model(torch.randn(2, 4)).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    update()
+    first = Snapshot(model, optimizer, 1)
+    update()
+    second = Snapshot(model, optimizer, 2, reuse=first)
+    assert second.params["weight"].data_ptr() == first.params["weight"].data_ptr()
+    assert torch.equal(second.params["weight"], model.weight.detach())
+    kept = {n: t.clone() for n, t in second.params.items()}
+    kept_avg = second.optimizer["state"][0]["exp_avg"].clone()
+    update()
+    second.restore(model, optimizer)
+    assert torch.equal(model.weight.detach(), kept["weight"])
+    update()  # trains on from the restored state: the snapshot must not follow
+    assert torch.equal(second.optimizer["state"][0]["exp_avg"], kept_avg)
+    assert not torch.equal(optimizer.state[model.weight]["exp_avg"], kept_avg)
