@@ -16,6 +16,8 @@ internals):
     the batch to output_dir/nan_batches/;
   - field credit (`field_credit`): per-field (B, T) advantages of P: answers, rookworld_trl/credit.py,
     in `shape_advantages`;
+  - exact KL estimators, EMA/adaptive baselines, a value head with GAE, DAPO dynamic sampling
+    (rookworld_trl/rl_options.py, fields in rl_config.py);
   - GPT-2 positions from the attention mask when TRL scores left-padded rows (policy and reference);
   - reference model on its own device (`ref_model_device`);
   - checkpoint tiers with verified completion markers and resume modes (rookworld_trl/checkpoints.py); a
@@ -52,6 +54,7 @@ from rookworld_trl.modeling import (
     use_padding_aware_positions,
 )
 from rookworld_trl.replay import Replay, replay_loss
+from rookworld_trl.rl_options import RLOptionsTrainer
 from rookworld_trl.rollout import check_supported, rollout
 from rookworld_trl.selfplay import SelfPlay, SelfPlayCallback
 from rookworld_trl.trl_compat import GRPOSeams
@@ -78,9 +81,9 @@ def warmup_cosine_linear(
     return max(0.0, floor * (total_steps - step) / max(1, total_steps - decay_start))
 
 
-class RookWorldGRPOTrainer(GRPOSeams):
+class RookWorldGRPOTrainer(RLOptionsTrainer, GRPOSeams):
     """GRPOTrainer with adaptive KL, a KL guard, NaN/Inf rollback, ref-model offload, checkpoint tiers and
-    supervised replay.
+    supervised replay; the RL options (KL estimator, baseline, GAE, dynamic sampling) come from RLOptionsTrainer.
 
     `replay_dataset`: the rows supervised replay draws from (default: `train_dataset`). `main` passes the whole
     training split, so that replay of A: truths works when `mix_env_ratio` leaves no A: prompts to sample.
@@ -168,6 +171,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
     # ---- field-level credit (rookworld_trl/credit.py) ----
 
     def shape_advantages(self, output):
+        output = super().shape_advantages(output)  # the baseline / GAE options first; A: rows keep theirs
         if self.args.field_credit and self.model.training:
             output["advantages"] = self._field_advantages(output["advantages"], output["completion_ids"])
         return output
@@ -241,6 +245,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
     # ---- checkpoints ----
 
     def checkpoint_written(self, path):
+        super().checkpoint_written(path)
         state = {
             "beta": self.beta,
             "nan_recoveries": self.guard.nan_recoveries,
@@ -255,6 +260,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
             publish.push_checkpoint(self.args, path)
 
     def on_resume(self, checkpoint):
+        super().on_resume(checkpoint)
         path = os.path.join(checkpoint, STATE_FILE)
         if os.path.isfile(path):
             with open(path) as f:

@@ -1,6 +1,7 @@
 """RookWorldGRPOConfig: TRL's GRPOConfig plus the RookWorld fields (rewards, data mix, engine, adaptive KL,
-KL guard, NaN recovery, reference device, checkpoint tiers, LR schedule, replay, evals, self-play). Every field
-works in a YAML recipe and as a `--flag`; invariants are checked in `__post_init__`. The trainer is in grpo.py.
+KL guard, NaN recovery, reference device, checkpoint tiers, LR schedule, replay, evals, self-play, and the RL
+options of rookworld_trl/rl_config.py: KL estimator, baseline, value baseline with GAE, dynamic sampling). Every
+field works in a YAML recipe and as a `--flag`; invariants are checked in `__post_init__`. The trainer is in grpo.py.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from trl import GRPOConfig
 
 from rookworld_trl.generation import BACKENDS
 from rookworld_trl.replay import TASKS as REPLAY_TASKS
+from rookworld_trl.rl_config import RLOptions
 
 DEVICE_TYPES = ("cpu", "cuda", "xpu", "mps", "npu")
 
 
 @dataclass
-class RookWorldGRPOConfig(GRPOConfig):
+class RookWorldGRPOConfig(RLOptions, GRPOConfig):
     """GRPOConfig plus the RookWorld fields. The model (and LoRA) comes from TRL's ModelConfig."""
 
     reward_funcs: list[str] = field(
@@ -74,9 +76,8 @@ class RookWorldGRPOConfig(GRPOConfig):
     adaptive_kl: bool = field(
         default=False,
         metadata={
-            "help": "Adapt beta after each optimizer step from the measured KL (TRL's k3 estimator of "
-            "KL(policy || ref), the only one offered: TRL computes it inside its loss, and other estimators "
-            "would mean copying that loss). Needs beta > 0."
+            "help": "Adapt beta after each optimizer step from the measured KL (the kl_estimator's: TRL's k3 "
+            "estimate of KL(policy || ref) by default). Needs beta > 0."
         },
     )
     kl_target: float = field(
@@ -317,4 +318,5 @@ class RookWorldGRPOConfig(GRPOConfig):
             raise ValueError(f"lr_schedule must be None or 'warmup_cosine_linear', got {self.lr_schedule!r}")
         if not 0.0 <= self.lr_cosine_min_ratio <= 1.0 or not 0.0 <= self.lr_final_decay_ratio < 1.0:
             raise ValueError("need lr_cosine_min_ratio in [0, 1] and lr_final_decay_ratio in [0, 1)")
+        self.check_rl_options()
         super().__post_init__()

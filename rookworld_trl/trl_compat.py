@@ -28,7 +28,10 @@ from rookworld_trl.modeling import tied_parameter_names
 
 # Methods of GRPOTrainer / Trainer we override or call: name -> why
 METHODS = {
-    "_generate_and_score_completions": "field credit swaps TRL's (B,) advantages for per-token (B, T) ones",
+    "_generate_and_score_completions": "field credit, baselines and GAE swap TRL's advantages; dynamic sampling "
+    "calls it again on fresh prompts",
+    "_calculate_rewards": "the per-row rewards (all processes) behind TRL's advantages: baselines, GAE and "
+    "dynamic sampling read them",
     "_get_per_token_logps_and_entropies": "the reference model may sit on its own device",
     "_clip_grad_norm": "the step guard's spike check needs the gradient norm before clipping",
     "_save_checkpoint": "verified completion markers and one-line disk errors around Trainer's save",
@@ -124,12 +127,17 @@ class VerifiedCheckpoints:
 class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
     """GRPOTrainer whose private seams call hooks with public names, plus accessors for TRL's state.
 
-    Hooks: shape_advantages(output), on_grad_norm(norm), on_resume(checkpoint). Attribute `ref_device`: where
-    the reference model's forward runs (None: beside the policy). The console table of completions is printed
+    Hooks: generate_batch(inputs) (default: score(inputs) once), shape_advantages(output), on_grad_norm(norm),
+    on_resume(checkpoint). `score(inputs)` samples and scores one generation batch (TRL's advantages, then
+    shape_advantages); `scored_rewards` then holds its (N, F) rewards of every process (N rows, F reward
+    functions, NaN where a function skipped a row), `scored_prompts` this process's prompts. Attribute
+    `ref_device`: where the reference model's forward runs (None: beside the policy). The console table of completions is printed
     every `print_completions_every` steps (0: never), without the reward components as extra columns.
     """
 
     ref_device: torch.device | None = None
+    scored_rewards: torch.Tensor | None = None
+    scored_prompts: list | None = None
     _table_step = -1  # the step whose completions table was printed last
 
     def __init__(self, *args, **kwargs):
@@ -141,6 +149,14 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
             super().__init__(*args, **kwargs)
         # TRL 1.16 reads transformers' deprecated `is_gradient_checkpointing` at every generation
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+
+    def generate_batch(self, inputs: list[dict]) -> dict:
+        """The scored generation batch the next micro-batches train on, from the dataloader's `inputs`."""
+        return self.score(inputs)
+
+    def score(self, inputs: list[dict]) -> dict:
+        """Sample and score completions of `inputs` (TRL's advantages, then shape_advantages)."""
+        return self.shape_advantages(super()._generate_and_score_completions(inputs))
 
     def shape_advantages(self, output: dict) -> dict:
         """TRL's scored batch (advantages, completion_ids, ...) before the loss sees it."""
@@ -179,7 +195,12 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
     # ---- the seams ----
 
     def _generate_and_score_completions(self, inputs):
-        return self.shape_advantages(super()._generate_and_score_completions(inputs))
+        return self.generate_batch(inputs)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self.scored_rewards, self.scored_prompts = rewards, list(prompts)
+        return rewards
 
     def _clip_grad_norm(self, model):
         norm = super()._clip_grad_norm(model)

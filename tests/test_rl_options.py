@@ -1,0 +1,297 @@
+"""The RL options of issue 19 (rookworld_trl/rl_config.py, rl_options.py): exact KL estimators, EMA/adaptive
+baselines, the value head with GAE, DAPO dynamic sampling. Tiny random GPT-2 of tests/test_grpo.py on CPU.
+
+    .venv/bin/pytest tests/test_rl_options.py            (add -m slow for the 3-step runs from the recipe)
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from test_grpo import file_reward, make_trainer, model_dir, tiny_config  # noqa: F401  (model_dir is a fixture)
+from test_grpo_main import ROOT, env_lines
+from trl import GRPOTrainer
+
+from rookworld_trl import advantages as adv
+from rookworld_trl import dynamic_sampling as ds
+from rookworld_trl import kl as kl_module
+from rookworld_trl.grpo import main
+from rookworld_trl.kl import divergences, per_token_kl
+
+
+def has_e(prompts, completions, **kwargs):
+    """1 when the completion holds an 'e': a flat group (all 0 or all 1) is frequent."""
+    return [float("e" in c) for c in completions]
+
+
+def constant(prompts, completions, **kwargs):
+    return [1.0 for _ in completions]
+
+
+def generation_rows(trainer, groups: int) -> list[dict]:
+    """A generation batch as TRL's sampler gives it: each prompt repeated num_generations times."""
+    n = trainer.num_generations
+    return [trainer.train_dataset[g] for g in range(groups) for _ in range(n)]
+
+
+def completion_texts(trainer, output) -> list[str]:
+    ids = output["completion_ids"] * output["completion_mask"]  # pad is EOS (0): skipped when decoding
+    return trainer.processing_class.batch_decode(ids, skip_special_tokens=True)
+
+
+# ---- config ----
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(kl_estimator="jensen", beta=0.1), "kl_estimator must be one of"),
+        (dict(kl_estimator="forward"), "needs beta > 0"),
+        (dict(baseline="median"), "baseline must be one of"),
+        (dict(baseline="ema", baseline_ema_decay=1.0), "baseline_ema_decay must be in"),
+        (dict(value_baseline=True, baseline="ema"), "value_baseline replaces the baseline"),
+        (dict(value_baseline=True, gae_lambda=1.5), "gae_lambda"),
+        (dict(dynamic_sampling=True, dynamic_sampling_max_rounds=0), "dynamic_sampling_max_rounds"),
+        (dict(baseline="ema", multi_objective_aggregation="normalize_then_sum"), "sum_then_normalize"),
+    ],
+)
+def test_config_rejects_bad_rl_options(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(tmp_path, **overrides)
+
+
+# ---- KL ----
+
+
+def one_hot_head(log_probs: list[float]) -> torch.nn.Linear:
+    """An LM head whose logits for the hidden state [1, 0] are `log_probs`."""
+    head = torch.nn.Linear(2, len(log_probs))
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[:, 0] = torch.tensor(log_probs)
+        head.bias.zero_()
+    return head
+
+
+def test_exact_kl_of_known_distributions_matches_a_hand_computation():
+    p, q = [0.5, 0.25, 0.25], [1 / 3, 1 / 3, 1 / 3]
+    reverse = sum(a * math.log(a / b) for a, b in zip(p, q))  # KL(p || q)
+    forward = sum(b * math.log(b / a) for a, b in zip(p, q))  # KL(q || p)
+    hidden = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])  # (B=1, T=2, H=2)
+    mask = torch.tensor([[1, 0]])
+    head_p, head_q = one_hot_head([math.log(x) for x in p]), one_hot_head([math.log(x) for x in q])
+    expected = {"reverse": reverse, "forward": forward, "symmetric": (reverse + forward) / 2}
+    for estimator, value in expected.items():
+        kl = per_token_kl(hidden, head_p, hidden, head_q, mask, estimator)
+        assert kl[0, 0].item() == pytest.approx(value, rel=1e-5)
+        assert kl[0, 1].item() == 0.0  # masked token
+    assert reverse != pytest.approx(forward)  # the estimators do differ here
+
+
+def test_exact_kl_of_identical_models_is_zero(model_dir):  # noqa: F811
+    trainer = make_trainer(model_dir, "unused", beta=0.1, kl_estimator="reverse")
+    ids = torch.randint(1, trainer.model.config.vocab_size, (3, 12))
+    hidden = kl_module.backbone_of(trainer.model)(input_ids=ids).last_hidden_state
+    ref_hidden = kl_module.backbone_of(trainer.ref_model)(input_ids=ids).last_hidden_state
+    mask = torch.ones(3, 12)
+    for estimator in ("forward", "reverse", "symmetric"):
+        kl = per_token_kl(hidden, trainer.model.lm_head, ref_hidden, trainer.ref_model.lm_head, mask, estimator)
+        assert kl.abs().max().item() < 1e-5
+    other = torch.randn_like(hidden)  # and not zero for another distribution
+    assert per_token_kl(other, trainer.model.lm_head, hidden, trainer.ref_model.lm_head, mask, "forward").min() > 0
+
+
+def test_chunked_kl_has_the_values_and_gradients_of_the_direct_sum(monkeypatch):
+    torch.manual_seed(0)
+    head, ref_head = torch.nn.Linear(8, 50), torch.nn.Linear(8, 50)
+    hidden, ref_hidden = torch.randn(2, 5, 8, requires_grad=True), torch.randn(2, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    direct = divergences(
+        (head(hidden)).log_softmax(-1), ref_head(ref_hidden).log_softmax(-1), "symmetric"
+    ) * mask
+    (grad_direct,) = torch.autograd.grad(direct.sum(), hidden)
+    monkeypatch.setattr(kl_module, "CHUNK_FLOATS", 150)  # 3 tokens per chunk: 3 chunks
+    chunked = per_token_kl(hidden, head, ref_hidden, ref_head, mask, "symmetric")
+    (grad_chunked,) = torch.autograd.grad(chunked.sum(), hidden)
+    assert torch.allclose(chunked, direct, atol=1e-6) and torch.allclose(grad_chunked, grad_direct, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+def test_kl_term_is_normalised_as_trls_own(model_dir, loss_type):  # noqa: F811
+    """TRL's loss with beta minus without = beta x its k3 term; ours normalises the same k3 to the same value."""
+    trainer = make_trainer(model_dir, "unused", beta=0.5, loss_type=loss_type, learning_rate=0.0)
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    torch.manual_seed(1)
+    inputs = trainer.score(generation_rows(trainer, 1))
+    with torch.no_grad():
+        with_kl = GRPOTrainer.compute_loss(trainer, trainer.model, inputs)
+        trainer.beta = 0.0
+        without = GRPOTrainer.compute_loss(trainer, trainer.model, inputs)
+        trainer.beta = 0.5
+        for param in trainer.model.parameters():  # the policy moves: k3 is no longer 0
+            param.add_(0.05 * torch.randn_like(param))
+        with_kl_moved = GRPOTrainer.compute_loss(trainer, trainer.model, inputs)
+        trainer.beta = 0.0
+        without_moved = GRPOTrainer.compute_loss(trainer, trainer.model, inputs)
+        trainer.beta = 0.5
+        ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        width = inputs["completion_ids"].shape[1]
+        logits = trainer.model(input_ids=ids, attention_mask=mask).logits[:, -width - 1 : -1]
+        logps = logits.log_softmax(-1).gather(-1, inputs["completion_ids"].unsqueeze(-1)).squeeze(-1)
+        diff = inputs["ref_per_token_logps"] - logps
+        k3 = diff.exp() - diff - 1
+        ours = 0.5 * trainer.normalise_like_trl(k3, inputs["completion_mask"], inputs)
+    assert (with_kl - without).abs().item() < 1e-6  # identical models: k3 = 0
+    assert (with_kl_moved - without_moved).item() > 1e-5
+    assert ours.item() == pytest.approx((with_kl_moved - without_moved).item(), rel=1e-3)
+
+
+# ---- baselines ----
+
+
+def test_ema_baseline_after_known_rewards():
+    ema = adv.RunningBaseline(decay=0.5)
+    tasks = ["P:", "P:", "A:", "A:"]
+    first = ema("ema", torch.tensor([1.0, 0.0, 2.0, 2.0]), tasks, 2)
+    assert first.tolist() == [0.5, 0.5, 2.0, 2.0]  # a task's first batch: its own mean
+    second = ema("ema", torch.tensor([1.0, 1.0, 0.0, 1.0]), tasks, 2)
+    assert second.tolist() == [0.5, 0.5, 2.0, 2.0]  # the running means before this batch
+    assert ema.state["P:"]["mean"] == pytest.approx(0.5 * 0.5 + 0.5 * 1.0)
+    assert ema.state["A:"]["mean"] == pytest.approx(0.5 * 2.0 + 0.5 * 0.5)
+    # the all-equal P: group gets a signal: (1 - 0.5) / s, s = 1 as every P: reward of the batch agrees
+    rewards = torch.tensor([1.0, 1.0, 0.0, 1.0])
+    scale = adv.reward_scale(rewards, tasks, 2, "group")
+    assert scale.tolist() == pytest.approx([1.0, 1.0, math.sqrt(0.5), math.sqrt(0.5)])
+    advantages = adv.baseline_advantages(rewards, second, scale)
+    assert advantages[0].item() == pytest.approx(0.5 / (1 + adv.EPS))
+
+
+def test_adaptive_baseline_weighs_the_group_mean_by_its_noise():
+    adaptive = adv.RunningBaseline(decay=0.5, state={"P:": {"mean": 0.0, "spread": 1.0}})
+    # group [1, 3]: mean 2, variance 2, noise 2 / 2 = 1 -> w = 1 / (1 + 1) = 0.5 -> b = 0.5 x 2 + 0.5 x 0
+    # group [4, 4]: no noise -> w = 1 -> b = 4
+    baseline = adaptive("adaptive", torch.tensor([1.0, 3.0, 4.0, 4.0]), ["P:"] * 4, 2)
+    assert baseline.tolist() == pytest.approx([1.0, 1.0, 4.0, 4.0])
+    assert adaptive.state["P:"]["mean"] == pytest.approx(0.5 * 0.0 + 0.5 * 3.0)
+
+
+def test_ema_baseline_in_the_trainer_tracks_the_rewards_it_scored(model_dir):  # noqa: F811
+    trainer = make_trainer(model_dir, "unused", baseline="ema", baseline_ema_decay=0.5)
+    trainer.model.train()
+    rows = generation_rows(trainer, 1)  # one group of "P: e2e4 M:"
+    first = trainer.score(rows)
+    r1 = torch.tensor(file_reward(None, completion_texts(trainer, first)))
+    assert trainer.running_baseline.state["P:"]["mean"] == pytest.approx(r1.mean().item(), abs=1e-6)
+    second = trainer.score(rows)
+    r2 = torch.tensor(file_reward(None, completion_texts(trainer, second)))
+    scale = adv.reward_scale(r2, ["P:"] * 4, 4, "group")
+    expected = (r2 - r1.mean()) / (scale + adv.EPS)
+    assert torch.allclose(second["advantages"], expected, atol=1e-4)
+
+
+# ---- value baseline ----
+
+
+def test_gae_on_a_known_sequence_matches_a_hand_computation():
+    values = torch.tensor([[0.5, 0.2, 0.1, 9.0]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    advantages, returns = adv.gae(torch.tensor([1.0]), values, mask, gamma=0.9, lam=0.8)
+    a2 = 1.0 - 0.1  # the reward at the last token, nothing after it
+    a1 = (0.9 * 0.1 - 0.2) + 0.9 * 0.8 * a2
+    a0 = (0.9 * 0.2 - 0.5) + 0.9 * 0.8 * a1
+    assert advantages[0].tolist() == pytest.approx([a0, a1, a2, 0.0])
+    assert returns[0].tolist() == pytest.approx([a0 + 0.5, a1 + 0.2, a2 + 0.1, 0.0])
+    mc, _ = adv.gae(torch.tensor([1.0]), values, mask, gamma=1.0, lam=1.0)  # lambda 1: reward minus value
+    assert mc[0, :3].tolist() == pytest.approx([0.5, 0.8, 0.9])
+
+
+def test_value_loss_decreases_over_a_few_steps(model_dir):  # noqa: F811
+    trainer = make_trainer(
+        model_dir, "unused", value_baseline=True, value_coef=1.0, value_learning_rate=0.005, learning_rate=1e-12
+    )
+    trainer.reward_funcs[0] = constant  # returns of 1: the head must learn them from 0
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    torch.manual_seed(0)
+    inputs = trainer.score(generation_rows(trainer, 1))
+    assert inputs["advantages"].shape == inputs["completion_ids"].shape  # per token
+    optimizer = trainer.create_optimizer()
+    losses = trainer.metric_values("value/loss")
+    for _ in range(6):
+        trainer.compute_loss(trainer.model, inputs).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert len(losses) == 6 and losses[0] > 0
+    assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.5 * losses[0]
+
+
+# ---- dynamic sampling ----
+
+
+def test_dynamic_sampling_leaves_no_zero_std_group_while_it_can_redraw(model_dir):  # noqa: F811
+    trainer = make_trainer(
+        model_dir, "unused", dynamic_sampling=True, dynamic_sampling_max_rounds=30, per_device_train_batch_size=16
+    )
+    trainer.reward_funcs[0] = has_e
+    trainer.model.train()
+    torch.manual_seed(0)
+    for _ in range(3):
+        output = trainer.generate_batch(generation_rows(trainer, 4))
+        rewards = torch.tensor(has_e(None, completion_texts(trainer, output)))
+        assert ds.informative(rewards, 4).all()
+        assert output["num_items_in_batch"].item() == output["completion_mask"].sum().item()
+    dropped, redrawn = trainer.metric_values("dynamic_sampling/dropped"), trainer.metric_values("dynamic_sampling/redrawn")
+    assert sum(dropped) > 0 and sum(redrawn) > 0 and redrawn[0] % 4 == 0
+    assert trainer.metric_values("dynamic_sampling/left") == [0, 0, 0]
+
+
+def test_dynamic_sampling_stops_after_its_rounds_and_says_so(model_dir):  # noqa: F811
+    trainer = make_trainer(model_dir, "unused", dynamic_sampling=True, dynamic_sampling_max_rounds=2)
+    trainer.reward_funcs[0] = constant  # every group flat, forever
+    trainer.model.train()
+    trainer.generate_batch(generation_rows(trainer, 1))
+    assert trainer.metric_values("dynamic_sampling/redrawn") == [2]  # 2 rounds of 1 group
+    assert trainer.metric_values("dynamic_sampling/dropped") == [0]
+    assert trainer.metric_values("dynamic_sampling/left") == [1]
+
+
+# ---- 3-step runs from the recipe ----
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "flags, logged",
+    [
+        (["--beta", "0.05", "--kl_estimator", "forward"], "kl/forward"),
+        (["--beta", "0.05", "--kl_estimator", "symmetric", "--adaptive_kl", "true"], "kl/symmetric"),
+        (["--baseline", "ema"], "baseline/A"),
+        (["--baseline", "adaptive"], "baseline/A"),
+        (["--value_baseline", "true"], "value/loss"),
+        (["--dynamic_sampling", "true"], "dynamic_sampling/redrawn"),
+    ],
+    ids=["forward_kl", "symmetric_kl", "ema", "adaptive", "gae", "dynamic_sampling"],
+)
+def test_three_steps_from_the_tiny_recipe(model_dir, tmp_path, flags, logged):  # noqa: F811
+    import json
+
+    data = tmp_path / "env.txt"
+    data.write_text("\n".join(env_lines()) + "\n")
+    out = tmp_path / "run"
+    code = main(
+        ["--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--model_name_or_path", model_dir,
+         "--dataset_path", str(data), "--output_dir", str(out), "--reward_funcs", "env_reward",
+         "--reward_weights", "1.0", "--field_credit", "false", "--mix_env_ratio", "1.0", "--max_steps", "3",
+         "--per_device_train_batch_size", "16", "--num_generations", "4", "--save_steps", "3",
+         "--max_completion_length", "16", "--eval_samples", "0", "--eval_every_steps", "0",
+         "--disable_tqdm", "true", "--fen_width", "89", *flags]
+    )  # fmt: skip
+    assert code == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert len(steps) == 3 and all(logged in r and math.isfinite(r["loss"]) for r in steps)
+    if "--value_baseline" in flags:
+        assert (out / "checkpoint-3" / "value_head.safetensors").is_file()
