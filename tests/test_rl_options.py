@@ -312,3 +312,15 @@ def test_three_steps_from_the_tiny_recipe(model_dir, tmp_path, flags, logged):  
     assert len(steps) == 3 and all(logged in r and math.isfinite(r["loss"]) for r in steps)
     if "--value_baseline" in flags:
         assert (out / "checkpoint-3" / "value_head.safetensors").is_file()
+
+
+def test_value_head_and_running_baseline_come_back_on_resume(model_dir, tmp_path):  # noqa: F811
+    trainer = make_trainer(model_dir, tmp_path / "a", value_baseline=True)
+    with torch.no_grad():
+        trainer.value_head.bias.fill_(0.25)
+    trainer.running_baseline.state = {"P:": {"mean": 0.5, "spread": 0.1}}
+    trainer.checkpoint_written(str(tmp_path))
+    resumed = make_trainer(model_dir, tmp_path / "b", value_baseline=True)
+    resumed.on_resume(str(tmp_path))
+    assert resumed.value_head.bias.item() == 0.25
+    assert resumed.running_baseline.state == {"P:": {"mean": 0.5, "spread": 0.1}}
