@@ -80,19 +80,22 @@ class RunningBaseline:
             if kind == "ema":
                 rows = torch.full_like(means, mean)
             else:
-                noise = (_nanstd(values, dim=1).squeeze(1).nan_to_num(0.0) ** 2) / (~values.isnan()).sum(dim=1).clamp(min=1)
+                noise = (_nanstd(values, dim=1).squeeze(1).nan_to_num(0.0) ** 2) / (~values.isnan()).sum(
+                    dim=1
+                ).clamp(min=1)
                 total = spread + noise
                 weight = torch.where(total > 0, spread / total.clamp(min=1e-12), torch.ones_like(total))
                 rows = weight * means + (1 - weight) * mean
             baseline.view(-1, n)[mine] = rows.unsqueeze(1).expand(-1, n).to(baseline.dtype)
             d = self.decay
-            self.state[task] = {"mean": d * mean + (1 - d) * batch_mean, "spread": d * spread + (1 - d) * spread_now}
+            self.state[task] = {
+                "mean": d * mean + (1 - d) * batch_mean,
+                "spread": d * spread + (1 - d) * spread_now,
+            }
         return baseline
 
 
-def baseline_advantages(
-    rewards: torch.Tensor, baseline: torch.Tensor, scale: torch.Tensor
-) -> torch.Tensor:
+def baseline_advantages(rewards: torch.Tensor, baseline: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """(r - b) / (s + EPS), 0 for unscored rows."""
     return ((rewards - baseline) / (scale + EPS)).nan_to_num(0.0)
 

@@ -26,7 +26,9 @@ def check_trainer(trainer) -> None:
             f"num_generations ({trainer.num_generations}): each process must hold whole groups"
         )
     if not hasattr(trainer.train_dataset, "__getitem__") or not hasattr(trainer.train_dataset, "__len__"):
-        raise ValueError("dynamic_sampling draws fresh prompts by index: use a map-style (not streaming) dataset")
+        raise ValueError(
+            "dynamic_sampling draws fresh prompts by index: use a map-style (not streaming) dataset"
+        )
 
 
 def informative(rewards: torch.Tensor, n: int) -> torch.Tensor:

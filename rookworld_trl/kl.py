@@ -71,12 +71,21 @@ def per_token_kl(
     for start in range(0, h.shape[0], chunk):
         with torch.no_grad():
             ref_device = ref_head.weight.device
-            logq = head_log_probs(hr[start : start + chunk].to(ref_device), ref_head, temperature).to(h.device)
+            logq = head_log_probs(hr[start : start + chunk].to(ref_device), ref_head, temperature).to(
+                h.device
+            )
         piece = h[start : start + chunk]
         if torch.is_grad_enabled() and piece.requires_grad:
             pieces.append(
                 checkpoint(
-                    _chunk_kl, piece, head.weight, head.bias, logq, estimator, temperature, use_reentrant=False
+                    _chunk_kl,
+                    piece,
+                    head.weight,
+                    head.bias,
+                    logq,
+                    estimator,
+                    temperature,
+                    use_reentrant=False,
                 )
             )
         else:

@@ -98,22 +98,32 @@ class RLOptions:
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
         if self.kl_estimator != "k3" and self.beta <= 0.0:
-            raise ValueError(f"kl_estimator {self.kl_estimator!r} needs beta > 0 (the KL enters the loss as beta x KL)")
+            raise ValueError(
+                f"kl_estimator {self.kl_estimator!r} needs beta > 0 (the KL enters the loss as beta x KL)"
+            )
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
         if not 0.0 < self.baseline_ema_decay < 1.0:
             raise ValueError(f"baseline_ema_decay must be in (0, 1), got {self.baseline_ema_decay}")
         reshaped = self.baseline != "group" or self.value_baseline
         if reshaped and self.multi_objective_aggregation != "sum_then_normalize":
-            raise ValueError("baseline ema/adaptive and value_baseline need multi_objective_aggregation: sum_then_normalize")
+            raise ValueError(
+                "baseline ema/adaptive and value_baseline need multi_objective_aggregation: sum_then_normalize"
+            )
         if self.value_baseline:
             if self.baseline != "group":
-                raise ValueError("value_baseline replaces the baseline: set baseline: group (or value_baseline: false)")
+                raise ValueError(
+                    "value_baseline replaces the baseline: set baseline: group (or value_baseline: false)"
+                )
             if self.field_credit:
                 raise ValueError("value_baseline and field_credit both set per-token advantages: choose one")
             if not (0.0 < self.gae_gamma <= 1.0 and 0.0 <= self.gae_lambda <= 1.0):
-                raise ValueError(f"need 0 < gae_gamma <= 1 and 0 <= gae_lambda <= 1, got {self.gae_gamma}, {self.gae_lambda}")
+                raise ValueError(
+                    f"need 0 < gae_gamma <= 1 and 0 <= gae_lambda <= 1, got {self.gae_gamma}, {self.gae_lambda}"
+                )
             if self.value_coef < 0.0 or self.value_learning_rate <= 0.0:
                 raise ValueError("need value_coef >= 0 and value_learning_rate > 0")
         if self.dynamic_sampling_max_rounds < 1:
-            raise ValueError(f"dynamic_sampling_max_rounds must be >= 1, got {self.dynamic_sampling_max_rounds}")
+            raise ValueError(
+                f"dynamic_sampling_max_rounds must be >= 1, got {self.dynamic_sampling_max_rounds}"
+            )

@@ -37,13 +37,17 @@ class RLOptionsTrainer:
         self.running_baseline = adv.RunningBaseline(a.baseline_ema_decay)
         self.exact_kl = a.kl_estimator != "k3"
         if self.exact_kl and self.ref_model is None:
-            raise ValueError(f"kl_estimator {a.kl_estimator!r} needs a separate reference model: not with PEFT")
+            raise ValueError(
+                f"kl_estimator {a.kl_estimator!r} needs a separate reference model: not with PEFT"
+            )
         self.ref_tap = HiddenTap(self.ref_model) if self.exact_kl else None
         self.policy_tap = HiddenTap(self.model) if self.exact_kl or a.value_baseline else None
         self.value_head = None
         if a.value_baseline:
             if self.is_deepspeed_enabled or self.is_fsdp_enabled:
-                raise ValueError("value_baseline is not supported with DeepSpeed/FSDP: set value_baseline: false")
+                raise ValueError(
+                    "value_baseline is not supported with DeepSpeed/FSDP: set value_baseline: false"
+                )
             hidden = backbone_of(self.model).config.hidden_size
             self.value_head = adv.ValueHead(hidden).to(self.accelerator.device)
         if a.dynamic_sampling:
@@ -100,7 +104,9 @@ class RLOptionsTrainer:
         backbone, values = backbone_of(self.model), []
         for i in range(0, len(ids), step):
             with self.accelerator.autocast():
-                hidden = backbone(input_ids=ids[i : i + step], attention_mask=mask[i : i + step], use_cache=False)
+                hidden = backbone(
+                    input_ids=ids[i : i + step], attention_mask=mask[i : i + step], use_cache=False
+                )
             values.append(self.value_head(hidden.last_hidden_state[:, -width - 1 : -1]))
         return torch.cat(values).float()
 
@@ -128,9 +134,13 @@ class RLOptionsTrainer:
         """beta x the exact KL, normalised like TRL's loss; logs `kl` and `kl/<estimator>`."""
         est = self.args.kl_estimator
         ref_head = lm_head_of(self.ref_model)
-        kl = per_token_kl(hidden, lm_head_of(model), inputs["ref_hidden"], ref_head, mask, est, self.temperature)
+        kl = per_token_kl(
+            hidden, lm_head_of(model), inputs["ref_hidden"], ref_head, mask, est, self.temperature
+        )
         if self.model.training:
-            totals = self.accelerator.reduce(torch.stack([(kl * mask).sum(), mask.sum().float()]).detach(), "sum")
+            totals = self.accelerator.reduce(
+                torch.stack([(kl * mask).sum(), mask.sum().float()]).detach(), "sum"
+            )
             value = float(totals[0] / totals[1].clamp(min=1.0))
             self.log_metric("kl", value)
             self.log_metric(f"kl/{est}", value)
@@ -177,18 +187,26 @@ class RLOptionsTrainer:
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
         head = self.value_head
-        if head is not None and not any(p is head.weight for g in optimizer.param_groups for p in g["params"]):
-            optimizer.add_param_group({"params": list(head.parameters()), "lr": self.args.value_learning_rate, "weight_decay": 0.0})
+        if head is not None and not any(
+            p is head.weight for g in optimizer.param_groups for p in g["params"]
+        ):
+            optimizer.add_param_group(
+                {"params": list(head.parameters()), "lr": self.args.value_learning_rate, "weight_decay": 0.0}
+            )
         return optimizer
 
     # ---- checkpoints ----
 
     def checkpoint_written(self, path):
         super().checkpoint_written(path)
-        checkpoints.write_json_atomic(os.path.join(path, RL_STATE_FILE), {"baseline": self.running_baseline.state})
+        checkpoints.write_json_atomic(
+            os.path.join(path, RL_STATE_FILE), {"baseline": self.running_baseline.state}
+        )
         if self.value_head is not None:
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()},
-                      os.path.join(path, VALUE_HEAD_FILE))
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()},
+                os.path.join(path, VALUE_HEAD_FILE),
+            )
 
     def on_resume(self, checkpoint):
         super().on_resume(checkpoint)

@@ -77,8 +77,8 @@ def one_hot_head(log_probs: list[float]) -> torch.nn.Linear:
 
 def test_exact_kl_of_known_distributions_matches_a_hand_computation():
     p, q = [0.5, 0.25, 0.25], [1 / 3, 1 / 3, 1 / 3]
-    reverse = sum(a * math.log(a / b) for a, b in zip(p, q))  # KL(p || q)
-    forward = sum(b * math.log(b / a) for a, b in zip(p, q))  # KL(q || p)
+    reverse = sum(a * math.log(a / b) for a, b in zip(p, q, strict=True))  # KL(p || q)
+    forward = sum(b * math.log(b / a) for a, b in zip(p, q, strict=True))  # KL(q || p)
     hidden = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])  # (B=1, T=2, H=2)
     mask = torch.tensor([[1, 0]])
     head_p, head_q = one_hot_head([math.log(x) for x in p]), one_hot_head([math.log(x) for x in q])
@@ -97,10 +97,15 @@ def test_exact_kl_of_identical_models_is_zero(model_dir):  # noqa: F811
     ref_hidden = kl_module.backbone_of(trainer.ref_model)(input_ids=ids).last_hidden_state
     mask = torch.ones(3, 12)
     for estimator in ("forward", "reverse", "symmetric"):
-        kl = per_token_kl(hidden, trainer.model.lm_head, ref_hidden, trainer.ref_model.lm_head, mask, estimator)
+        kl = per_token_kl(
+            hidden, trainer.model.lm_head, ref_hidden, trainer.ref_model.lm_head, mask, estimator
+        )
         assert kl.abs().max().item() < 1e-5
     other = torch.randn_like(hidden)  # and not zero for another distribution
-    assert per_token_kl(other, trainer.model.lm_head, hidden, trainer.ref_model.lm_head, mask, "forward").min() > 0
+    assert (
+        per_token_kl(other, trainer.model.lm_head, hidden, trainer.ref_model.lm_head, mask, "forward").min()
+        > 0
+    )
 
 
 def test_chunked_kl_has_the_values_and_gradients_of_the_direct_sum(monkeypatch):
@@ -108,9 +113,9 @@ def test_chunked_kl_has_the_values_and_gradients_of_the_direct_sum(monkeypatch):
     head, ref_head = torch.nn.Linear(8, 50), torch.nn.Linear(8, 50)
     hidden, ref_hidden = torch.randn(2, 5, 8, requires_grad=True), torch.randn(2, 5, 8)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
-    direct = divergences(
-        (head(hidden)).log_softmax(-1), ref_head(ref_hidden).log_softmax(-1), "symmetric"
-    ) * mask
+    direct = (
+        divergences((head(hidden)).log_softmax(-1), ref_head(ref_hidden).log_softmax(-1), "symmetric") * mask
+    )
     (grad_direct,) = torch.autograd.grad(direct.sum(), hidden)
     monkeypatch.setattr(kl_module, "CHUNK_FLOATS", 150)  # 3 tokens per chunk: 3 chunks
     chunked = per_token_kl(hidden, head, ref_hidden, ref_head, mask, "symmetric")
@@ -211,7 +216,12 @@ def test_gae_on_a_known_sequence_matches_a_hand_computation():
 
 def test_value_loss_decreases_over_a_few_steps(model_dir):  # noqa: F811
     trainer = make_trainer(
-        model_dir, "unused", value_baseline=True, value_coef=1.0, value_learning_rate=0.005, learning_rate=1e-12
+        model_dir,
+        "unused",
+        value_baseline=True,
+        value_coef=1.0,
+        value_learning_rate=0.005,
+        learning_rate=1e-12,
     )
     trainer.reward_funcs[0] = constant  # returns of 1: the head must learn them from 0
     trainer.model.train()
@@ -226,7 +236,7 @@ def test_value_loss_decreases_over_a_few_steps(model_dir):  # noqa: F811
         optimizer.step()
         optimizer.zero_grad()
     assert len(losses) == 6 and losses[0] > 0
-    assert all(b < a for a, b in zip(losses, losses[1:])) and losses[-1] < 0.5 * losses[0]
+    assert all(b < a for a, b in zip(losses, losses[1:], strict=False)) and losses[-1] < 0.5 * losses[0]
 
 
 # ---- dynamic sampling ----
@@ -234,7 +244,11 @@ def test_value_loss_decreases_over_a_few_steps(model_dir):  # noqa: F811
 
 def test_dynamic_sampling_leaves_no_zero_std_group_while_it_can_redraw(model_dir):  # noqa: F811
     trainer = make_trainer(
-        model_dir, "unused", dynamic_sampling=True, dynamic_sampling_max_rounds=30, per_device_train_batch_size=16
+        model_dir,
+        "unused",
+        dynamic_sampling=True,
+        dynamic_sampling_max_rounds=30,
+        per_device_train_batch_size=16,
     )
     trainer.reward_funcs[0] = has_e
     trainer.model.train()
@@ -244,7 +258,10 @@ def test_dynamic_sampling_leaves_no_zero_std_group_while_it_can_redraw(model_dir
         rewards = torch.tensor(has_e(None, completion_texts(trainer, output)))
         assert ds.informative(rewards, 4).all()
         assert output["num_items_in_batch"].item() == output["completion_mask"].sum().item()
-    dropped, redrawn = trainer.metric_values("dynamic_sampling/dropped"), trainer.metric_values("dynamic_sampling/redrawn")
+    dropped, redrawn = (
+        trainer.metric_values("dynamic_sampling/dropped"),
+        trainer.metric_values("dynamic_sampling/redrawn"),
+    )
     assert sum(dropped) > 0 and sum(redrawn) > 0 and redrawn[0] % 4 == 0
     assert trainer.metric_values("dynamic_sampling/left") == [0, 0, 0]
 
@@ -295,3 +312,15 @@ def test_three_steps_from_the_tiny_recipe(model_dir, tmp_path, flags, logged):  
     assert len(steps) == 3 and all(logged in r and math.isfinite(r["loss"]) for r in steps)
     if "--value_baseline" in flags:
         assert (out / "checkpoint-3" / "value_head.safetensors").is_file()
+
+
+def test_value_head_and_running_baseline_come_back_on_resume(model_dir, tmp_path):  # noqa: F811
+    trainer = make_trainer(model_dir, tmp_path / "a", value_baseline=True)
+    with torch.no_grad():
+        trainer.value_head.bias.fill_(0.25)
+    trainer.running_baseline.state = {"P:": {"mean": 0.5, "spread": 0.1}}
+    trainer.checkpoint_written(str(tmp_path))
+    resumed = make_trainer(model_dir, tmp_path / "b", value_baseline=True)
+    resumed.on_resume(str(tmp_path))
+    assert resumed.value_head.bias.item() == 0.25
+    assert resumed.running_baseline.state == {"P:": {"mean": 0.5, "spread": 0.1}}
