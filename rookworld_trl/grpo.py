@@ -57,6 +57,7 @@ from rookworld_trl.replay import Replay, replay_loss
 from rookworld_trl.rl_options import RLOptionsTrainer
 from rookworld_trl.rollout import check_supported, rollout
 from rookworld_trl.selfplay import SelfPlay, SelfPlayCallback
+from rookworld_trl.shared_prefix import use_shared_prefix
 from rookworld_trl.trl_compat import GRPOSeams
 
 logger = logging.getLogger(__name__)
@@ -142,6 +143,8 @@ class RookWorldGRPOTrainer(RLOptionsTrainer, GRPOSeams):
         for model in (self.model, self.ref_model):
             if model is not None and any(isinstance(m, GPT2Model) for m in model.modules()):
                 use_padding_aware_positions(model)
+                if self.args.shared_prefix_scoring:  # it reads the padding-aware positions
+                    use_shared_prefix(model)
 
     # ---- reference model on its own device ----
 

@@ -23,7 +23,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.trainer import grpo_trainer as trl_grpo_trainer
 
-from rookworld_trl import checkpoints
+from rookworld_trl import checkpoints, shared_prefix
 from rookworld_trl.modeling import tied_parameter_names
 
 # Methods of GRPOTrainer / Trainer we override or call: name -> why
@@ -214,6 +214,13 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
             self.on_resume(checkpoint)
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, *args, **kwargs):
+        # TRL scores prompt + completion rows: the prompt is all but the last logits_to_keep columns
+        # (shared_prefix.py computes it once per group when the backbone is patched)
+        keep = args[0] if args else kwargs["logits_to_keep"]
+        with shared_prefix.prompt_length(input_ids.size(1) - keep):
+            return self._score_on_device(model, input_ids, attention_mask, *args, **kwargs)
+
+    def _score_on_device(self, model, input_ids, attention_mask, *args, **kwargs):
         # TRL calls this for the policy and the reference; only the latter may move
         if self.ref_device is None or model is not self.ref_model or input_ids.device == self.ref_device:
             return super()._get_per_token_logps_and_entropies(
