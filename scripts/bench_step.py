@@ -3,7 +3,8 @@
   generation  64 rows (8 prompts x 8 samples, P: prompts, temperature 0.25, <= 80 new tokens):
               sampled tokens/s of `generate_completions` (rookworld backend) vs transformers `generate`;
   step        seconds per optimizer step of plain TRL (GRPOTrainer, a trivial length reward, TRL's generate)
-              and of ours (`recipes/grpo_tiny_cpu.yaml`: chess rewards, step guard, replay), each backend;
+              and of ours (`recipes/grpo_tiny_cpu.yaml`: chess rewards, step guard, replay), as shipped and
+              with TRL's generate() and scoring forward (generation_backend transformers, no shared prompts);
               `--profile` also prints where our step's time goes (generation, scoring forward/backward,
               rewards, replay, the guard, logging).
 
@@ -31,6 +32,15 @@ RECIPE = str(ROOT / "recipes" / "grpo_tiny_cpu.yaml")
 MODEL = str(ROOT / "rookworld_trl" / "assets" / "model")
 DATA = str(ROOT / "rookworld_trl" / "assets" / "data")
 TEMPERATURE, MAX_NEW, PROMPTS, SAMPLES = 0.25, 80, 8, 8
+VARIANTS = {  # our step as shipped, and with TRL's own generation and scoring forward
+    "ours": [],
+    "ours with TRL's generate() and scoring": [
+        "--generation_backend",
+        "transformers",
+        "--shared_prefix_scoring",
+        "false",
+    ],
+}
 
 
 class StepClock(TrainerCallback):
@@ -115,8 +125,8 @@ def timed(owner, name: str, totals: dict, label: str) -> None:
     setattr(owner, name, wrapper)
 
 
-def ours(steps: int, out: str, backend: str, profile: bool) -> tuple[list[float], dict]:
-    """Our trainer from the main job's recipe (no evals, no checkpoints) with the given backend."""
+def ours(steps: int, out: str, overrides: list[str], profile: bool) -> tuple[list[float], dict]:
+    """Our trainer from the main job's recipe (no evals, no checkpoints) with these --flag overrides."""
     from rookworld_trl import grpo
 
     trainer, engine, _ = grpo.build(
@@ -137,12 +147,11 @@ def ours(steps: int, out: str, backend: str, profile: bool) -> tuple[list[float]
             "false",
             "--report_to",
             "none",
-            "--generation_backend",
-            backend,
             "--disable_tqdm",
             "true",
             "--metrics_jsonl",
             "",
+            *overrides,
         ]
     )
     clock = StepClock()
@@ -201,7 +210,6 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--profile", action="store_true")
     a = p.parse_args()
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     torch.manual_seed(0)
     print(f"load average {os.getloadavg()[0]:.1f}, {torch.get_num_threads()} threads", flush=True)
     ours_gen, hf_gen = generation(a.rounds)
@@ -213,12 +221,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         plain = statistics.median(plain_trl(a.steps, f"{tmp}/plain"))
         print(f"step        plain TRL {plain:.2f} s", flush=True)
-        for backend in ("rookworld", "transformers"):
-            seconds, parts = ours(a.steps, f"{tmp}/{backend}", backend, a.profile)
+        for i, (name, overrides) in enumerate(VARIANTS.items()):
+            seconds, parts = ours(a.steps, f"{tmp}/{i}", overrides, a.profile)
             step = statistics.median(seconds)
-            print(f"step        ours ({backend}) {step:.2f} s: {step / plain:.2f}x plain TRL", flush=True)
+            print(f"step        {name}: {step:.2f} s = {step / plain:.2f}x plain TRL", flush=True)
             for part, value in sorted(parts.items(), key=lambda kv: -kv[1]):
-                print(f"              {part:<16} {value:.3f} s/step")
+                print(f"              {part:<26} {value:.3f} s/step")
     print(f"load average {os.getloadavg()[0]:.1f}")
 
 
