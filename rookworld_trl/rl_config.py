@@ -41,7 +41,7 @@ class RLOptions:
             "of group means around e; a noisy small group leans on e, a consistent one on its own mean). "
             "Advantages are (r - b) / s with s per scale_rewards (group: the group's std; a zero-std group "
             "takes the std of its task's rewards in the batch, else 1). Needs multi_objective_aggregation "
-            "sum_then_normalize."
+            "sum_then_normalize and field_credit false."
         },
     )
     baseline_ema_decay: float = field(
@@ -109,6 +109,11 @@ class RLOptions:
         if reshaped and self.multi_objective_aggregation != "sum_then_normalize":
             raise ValueError(
                 "baseline ema/adaptive and value_baseline need multi_objective_aggregation: sum_then_normalize"
+            )
+        if self.baseline != "group" and self.field_credit:
+            raise ValueError(
+                f"baseline {self.baseline} does not reach P: answers under field_credit, which takes each "
+                "field's advantage against its group itself: set field_credit: false (or baseline: group)"
             )
         if self.value_baseline:
             if self.baseline != "group":
