@@ -55,7 +55,10 @@ def completion_texts(trainer, output) -> list[str]:
         (dict(value_baseline=True, gae_lambda=1.5), "gae_lambda"),
         (dict(dynamic_sampling=True, dynamic_sampling_max_rounds=0), "dynamic_sampling_max_rounds"),
         (dict(baseline="ema", multi_objective_aggregation="normalize_then_sum"), "sum_then_normalize"),
-        (dict(baseline="adaptive", field_credit=True, reward_funcs=["policy_reward"]), "does not reach P: answers"),
+        (
+            dict(baseline="adaptive", field_credit=True, reward_funcs=["policy_reward"]),
+            "does not reach P: answers",
+        ),
     ],
 )
 def test_config_rejects_bad_rl_options(tmp_path, overrides, message):
