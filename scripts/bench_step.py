@@ -6,7 +6,7 @@
               and of ours (`recipes/grpo_tiny_cpu.yaml`: chess rewards, step guard, replay), as shipped and
               with TRL's generate() and scoring forward (generation_backend transformers, no shared prompts);
               `--profile` also prints where our step's time goes (generation, scoring forward/backward,
-              rewards, replay, the guard, logging).
+              rewards, replay, the guard).
 
     .venv/bin/python scripts/bench_step.py [--steps 8] [--rounds 3] [--profile]
 
@@ -166,7 +166,6 @@ def ours(steps: int, out: str, overrides: list[str], profile: bool) -> tuple[lis
         timed(grpo, "replay_loss", parts, "replay forward")
         timed(trainer.guard, "on_pre_optimizer_step", parts, "guard")
         timed(trainer.guard, "on_step_end", parts, "guard")
-        timed(trainer, "log", parts, "logging")
     try:
         trainer.train()
     finally:
