@@ -15,7 +15,8 @@ How it is fast, and why it computes what transformers' generate() computes:
     positions count real tokens only (left padding), as generate() does;
   - sampling: temperature, top-k, top-p and min-p with transformers' formulas in its order, then one draw
     from the softmax by inverse CDF (15x cheaper than torch.multinomial on CPU); rows that are done emit
-    padding, and decoding stops once every row has emitted an EOS;
+    padding, on CPU a group whose rows are all done leaves the batch, and decoding stops once every row has
+    emitted an EOS;
   - log-probs of the sampled tokens under temperature scaling only (log_softmax(logits / T)): what TRL's
     scoring forward computes for the same tokens;
   - on CUDA the one-token step is a CUDA graph (captured at each call, so it reads that moment's weights),
