@@ -146,9 +146,8 @@ class KVCache:
         pad = torch.zeros(U, P, dtype=dtype, device=device).masked_fill_(layout.mask == 0, -float("inf"))
         self.prompt_bias = pad.repeat_interleave(H, dim=0)[:, None, :]  # (U*H, 1, P)
         shape = (n_layer, 2, S * H, max_new, D)
-        if (
-            device.type == "cuda"
-        ):  # a CUDA graph reads every column (masked), so unwritten ones must be finite
+        # a CUDA graph reads every column (masked), so unwritten ones must be finite
+        if device.type == "cuda":
             self.new = torch.zeros(shape, dtype=dtype, device=device)
         else:  # eager steps read written columns only; reused memory spares the OS's first-touch page faults
             self.new = _reused(owner, shape, dtype)
@@ -183,6 +182,17 @@ def _reused(owner, shape, dtype) -> torch.Tensor:
     return memory[:n].view(shape)
 
 
+def qkv(block, x: torch.Tensor):
+    """q, k, v of x (B, T, C) in a GPT-2 block, each (B, T, C) (views into one c_attn output)."""
+    return block.attn.c_attn(block.ln_1(x)).split(x.size(-1), dim=2)
+
+
+def after_attention(block, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The rest of a GPT-2 block: attention output y (B, T, C) through c_proj into the residual, then the MLP."""
+    x = x + block.attn.c_proj(y)
+    return x + block.mlp(block.ln_2(x))
+
+
 class Decoder:
     """Prefill and one-token steps of a GPT-2 over a KVCache (see the module docstring)."""
 
@@ -191,15 +201,6 @@ class Decoder:
         config = self.transformer.config
         self.n_head, self.n_layer, self.n_positions = config.n_head, config.n_layer, config.n_positions
         self.head_dim = config.n_embd // config.n_head
-
-    def _qkv(self, block, x):
-        """q, k, v of x (B, T, C), each (B, T, C) (views into one c_attn output)."""
-        return block.attn.c_attn(block.ln_1(x)).split(x.size(-1), dim=2)
-
-    def _rest(self, block, x, y):
-        """The block after attention: y (B, T, C) through c_proj into the residual, then the MLP."""
-        x = x + block.attn.c_proj(y)
-        return x + block.mlp(block.ln_2(x))
 
     def _logits(self, x):
         return self.lm_head(self.transformer.ln_f(x))
@@ -210,11 +211,11 @@ class Decoder:
         mask = attention_mask_4d(layout.mask, P)
         x = self.transformer.wte(layout.ids) + self.transformer.wpe(position_ids(layout.mask))
         for i, block in enumerate(self.transformer.h):
-            q, k, v = (t.view(U, P, H, D).transpose(1, 2) for t in self._qkv(block, x))  # (U, H, P, D)
+            q, k, v = (t.view(U, P, H, D).transpose(1, 2) for t in qkv(block, x))  # (U, H, P, D)
             cache.prompt[i, 0].view(U, H, P, D).copy_(k)
             cache.prompt[i, 1].view(U, H, P, D).copy_(v)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # scale 1/sqrt(head_dim), as GPT-2
-            x = self._rest(block, x, y.transpose(1, 2).reshape(U, P, H * D))
+            x = after_attention(block, x, y.transpose(1, 2).reshape(U, P, H * D))
         return self._logits(x[:, -1]).repeat_interleave(layout.width, dim=0)
 
     def step(self, tokens, positions, at, cache: KVCache, end: int, graph: bool = False) -> torch.Tensor:
@@ -226,7 +227,7 @@ class Decoder:
         if graph:
             cache.unwritten.index_fill_(2, at, 0.0)
         for i, block in enumerate(self.transformer.h):
-            q, k, v = self._qkv(block, x)  # (S, 1, C) each
+            q, k, v = qkv(block, x)  # (S, 1, C) each
             keys, values = cache.new[i, 0], cache.new[i, 1]  # (S*H, max_new, D)
             keys.index_copy_(1, at, k.reshape(S * H, 1, D))
             values.index_copy_(1, at, v.reshape(S * H, 1, D))
@@ -243,7 +244,7 @@ class Decoder:
             y = torch.bmm(p_prompt, cache.prompt[i, 1]).view(U, H, G, D).transpose(1, 2)  # (U, G, H, D)
             p_new = p_new.reshape(U, H, G, end).transpose(1, 2).reshape(S * H, 1, end)
             y = y + torch.bmm(p_new, values).view(U, G, H, D)
-            x = self._rest(block, x, y.reshape(S, 1, H * D))
+            x = after_attention(block, x, y.reshape(S, 1, H * D))
         return self._logits(x[:, 0])
 
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from transformers import GPT2Model
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
+from .decoding import after_attention, qkv
 from .reference_gpt2 import attention_mask_4d
 
 _PROMPT_LENGTH: contextvars.ContextVar[int | None] = contextvars.ContextVar("prompt_length", default=None)
@@ -83,13 +84,12 @@ def _heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
 
 
 def _qkv(block, x, n_head):
-    return (_heads(t, n_head) for t in block.attn.c_attn(block.ln_1(x)).split(x.size(-1), dim=2))
+    return (_heads(t, n_head) for t in qkv(block, x))
 
 
 def _rest(block, x, y):
-    """The block after attention: y (B, H, T, D) through c_proj into the residual, then the MLP."""
-    x = x + block.attn.c_proj(y.transpose(1, 2).reshape(x.shape))
-    return x + block.mlp(block.ln_2(x))
+    """The block after attention, from y (B, H, T, D)."""
+    return after_attention(block, x, y.transpose(1, 2).reshape(x.shape))
 
 
 def shared_forward(backbone: GPT2Model, ids, mask, positions, P: int) -> torch.Tensor | None:

@@ -32,7 +32,8 @@ METHODS = {
     "calls it again on fresh prompts",
     "_calculate_rewards": "the per-row rewards (all processes) behind TRL's advantages: baselines, GAE and "
     "dynamic sampling read them",
-    "_get_per_token_logps_and_entropies": "the reference model may sit on its own device",
+    "_get_per_token_logps_and_entropies": "the reference model may sit on its own device; the prompt length "
+    "for shared-prompt scoring (shared_prefix.py)",
     "_clip_grad_norm": "the step guard's spike check needs the gradient norm before clipping",
     "_save_checkpoint": "verified completion markers and one-line disk errors around Trainer's save",
     "_get_output_dir": "where _save_checkpoint writes, to mark it complete",
