@@ -126,17 +126,26 @@ def env_lines(n_moves: int = 16) -> list[str]:
     return lines
 
 
-def test_main_trains_from_the_tiny_recipe(model_dir, tmp_path):  # noqa: F811
+def tiny_recipe_argv(model_path: str, tmp_path, *flags: str) -> list[str]:
+    """`grpo.main` arguments: the tiny CPU recipe on the tiny model and a file of A: lines, env_reward only,
+    16-token completions, output in tmp_path/run; `flags` override the rest."""
     data = tmp_path / "env.txt"
     data.write_text("\n".join(env_lines()) + "\n")
+    return [
+        "--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--model_name_or_path", model_path,
+        "--dataset_path", str(data), "--output_dir", str(tmp_path / "run"), "--reward_funcs", "env_reward",
+        "--reward_weights", "1.0", "--field_credit", "false", "--mix_env_ratio", "1.0",
+        "--max_completion_length", "16", "--disable_tqdm", "true", "--fen_width", "89", *flags,
+    ]  # fmt: skip
+
+
+def test_main_trains_from_the_tiny_recipe(model_dir, tmp_path):  # noqa: F811
     out = tmp_path / "run"
     code = main(
-        ["--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--model_name_or_path", model_dir,
-         "--dataset_path", str(data), "--output_dir", str(out), "--reward_funcs", "env_reward",
-         "--reward_weights", "1.0", "--field_credit", "false", "--mix_env_ratio", "1.0", "--max_steps", "2",
-         "--max_completion_length", "16", "--eval_samples", "4", "--eval_split", "train",
-         "--disable_tqdm", "true", "--fen_width", "89"]
-    )  # fmt: skip
+        tiny_recipe_argv(
+            model_dir, tmp_path, "--max_steps", "2", "--eval_samples", "4", "--eval_split", "train"
+        )
+    )
     assert code == 0
     assert (out / "final" / "model.safetensors").is_file()
     # the run's P: FEN width, recorded with the model and used by its eval (docs/FORMATS.md)

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 from test_grpo import file_reward, make_trainer, model_dir, tiny_config  # noqa: F401  (model_dir is a fixture)
-from test_grpo_main import ROOT, env_lines
+from test_grpo_main import tiny_recipe_argv
 from trl import GRPOTrainer
 
 from rookworld_trl import advantages as adv
@@ -299,16 +299,11 @@ def test_dynamic_sampling_stops_after_its_rounds_and_says_so(model_dir):  # noqa
 def test_three_steps_from_the_tiny_recipe(model_dir, tmp_path, flags, logged):  # noqa: F811
     import json
 
-    data = tmp_path / "env.txt"
-    data.write_text("\n".join(env_lines()) + "\n")
     out = tmp_path / "run"
     code = main(
-        ["--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--model_name_or_path", model_dir,
-         "--dataset_path", str(data), "--output_dir", str(out), "--reward_funcs", "env_reward",
-         "--reward_weights", "1.0", "--field_credit", "false", "--mix_env_ratio", "1.0", "--max_steps", "3",
-         "--per_device_train_batch_size", "16", "--num_generations", "4", "--save_steps", "3",
-         "--max_completion_length", "16", "--eval_samples", "0", "--eval_every_steps", "0",
-         "--disable_tqdm", "true", "--fen_width", "89", *flags]
+        tiny_recipe_argv(model_dir, tmp_path, "--max_steps", "3", "--per_device_train_batch_size", "16",
+                         "--num_generations", "4", "--save_steps", "3", "--eval_samples", "0",
+                         "--eval_every_steps", "0", *flags)
     )  # fmt: skip
     assert code == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
