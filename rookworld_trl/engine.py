@@ -242,32 +242,36 @@ class EnginePool:
         """
         return self.analyse_many([fen])[0]
 
-    def analyse_many(self, fens: Iterable[str], progress: bool = False) -> list[list[MoveEval]]:
-        """analyse() for each FEN, in order; each distinct position is looked up or searched once."""
+    def analyse_many(
+        self, fens: Iterable[str], progress: bool = False, multipv: int | None = None
+    ) -> list[list[MoveEval]]:
+        """analyse() for each FEN, in order; each distinct position is looked up or searched once.
+        `multipv` overrides the pool's (1: the best line only, a third of the time of 5 at depth 8)."""
         if self._closed:
             raise RuntimeError("EnginePool is closed")
+        multipv = multipv or self.multipv
         keys = [normalize_fen(fen) for fen in fens]  # every FEN is checked before any engine work
         results: dict[str, list[MoveEval]] = {}
         todo = []
         for key in dict.fromkeys(keys):  # distinct, first-seen order
-            cached = self.cache.get(key, self.limit, self.multipv) if self.cache is not None else None
+            cached = self.cache.get(key, self.limit, multipv) if self.cache is not None else None
             if cached is None:
                 todo.append(key)
             else:
                 results[key] = cached
-        results.update(zip(todo, self._analyse_all(todo, progress), strict=True))
+        results.update(zip(todo, self._analyse_all(todo, progress, multipv), strict=True))
         return [list(results[key]) for key in keys]  # copies: duplicates must not share a mutable list
 
-    def _analyse_all(self, fens: list[str], progress: bool) -> list[list[MoveEval]]:
+    def _analyse_all(self, fens: list[str], progress: bool, multipv: int) -> list[list[MoveEval]]:
         with tqdm(total=len(fens), disable=not progress, desc="stockfish", unit="pos") as bar:
             if self.workers == 1 or len(fens) <= 1:  # no thread hand-off when it cannot help
                 out = []
                 for fen in fens:
-                    out.append(self._analyse_fen(fen))
+                    out.append(self._analyse_fen(fen, multipv))
                     bar.update()
                 return out
             with ThreadPoolExecutor(self.workers, thread_name_prefix="stockfish") as executor:
-                futures = [executor.submit(self._analyse_fen, fen) for fen in fens]
+                futures = [executor.submit(self._analyse_fen, fen, multipv) for fen in fens]
                 try:
                     for future in as_completed(futures):
                         future.result()  # raise the first error now rather than after all the work
@@ -278,20 +282,20 @@ class EnginePool:
                     raise
             return [future.result() for future in futures]
 
-    def _analyse_fen(self, fen: str) -> list[MoveEval]:
+    def _analyse_fen(self, fen: str, multipv: int) -> list[MoveEval]:
         board = chess.Board(fen)
         if board.is_game_over():
             return []
         i = self._free.get()  # blocks while every engine is busy (other threads using the pool)
         try:
-            evals = self._search(i, board)
+            evals = self._search(i, board, multipv)
         finally:
             self._free.put(i)
         if self.cache is not None:
-            self.cache.put(fen, self.limit, self.multipv, evals)
+            self.cache.put(fen, self.limit, multipv, evals)
         return evals
 
-    def _search(self, i: int, board: chess.Board) -> list[MoveEval]:
+    def _search(self, i: int, board: chess.Board, multipv: int) -> list[MoveEval]:
         """One search on engine i, replacing the process if it died (killed, crashed, broken pipe)."""
         error = None
         for _ in range(MAX_ATTEMPTS):
@@ -302,7 +306,7 @@ class EnginePool:
                 engine = engine or self._start(i)  # a process may die while it starts, too
                 # A new `game` object makes python-chess send ucinewgame, which clears Stockfish's hash and
                 # history tables: without it results depend on the positions searched before.
-                infos = engine.analyse(board, self.limit.to_chess(), multipv=self.multipv, game=object())
+                infos = engine.analyse(board, self.limit.to_chess(), multipv=multipv, game=object())
                 return [MoveEval(info["pv"][0].uci(), _cp(info["score"], board.turn)) for info in infos]
             # A dead process shows up as EngineTerminatedError (an EngineError), a broken pipe (OSError), or,
             # when python-chess has already torn down the engine's event loop, a cancelled future.
