@@ -11,11 +11,13 @@ How it is fast, and why it computes what transformers' generate() computes:
     LoRA adapters and the fused GELU, and adds nothing to them (GPT-2's math: rookworld_trl/reference_gpt2.py);
   - one prefill per distinct prompt, its keys and values kept once and read by every row that samples from
     that prompt (GRPO's K samples of a group): a query of a group's K rows against its prompt is one matmul;
+  - on CPU, rows with the same prompt and the same tokens so far run the model once for all of them (each
+    draws its own token), and rows that are done run nothing (`branch`);
   - the keys and values of new tokens go into a cache preallocated for max_new_tokens, written in place;
     positions count real tokens only (left padding), as generate() does;
   - sampling: temperature, top-k, top-p and min-p with transformers' formulas in its order, then one draw
     from the softmax by inverse CDF (15x cheaper than torch.multinomial on CPU); rows that are done emit
-    padding, on CPU a group whose rows are all done leaves the batch, and decoding stops once every row has
+    padding, a group whose rows are all done leaves the batch (but a CUDA graph's), and decoding stops once every row has
     emitted an EOS;
   - log-probs of the sampled tokens under temperature scaling only (log_softmax(logits / T)): what TRL's
     scoring forward computes for the same tokens;
@@ -98,17 +100,29 @@ def draw(probs: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(cdf, u, right=True)[:, 0].clamp_(max=probs.size(-1) - 1)
 
 
-def next_tokens(logits: torch.Tensor, s: Sampling) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tokens (B,), their log-probs (B,)) from last-position logits (B, V)."""
+def next_tokens(
+    logits: torch.Tensor, s: Sampling, row_of: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens (B,), their log-probs (B,)) from last-position logits (B, V); with `row_of` (B,), row b draws
+    its own token from logits[row_of[b]] (rows that share a distribution, each with its own draw)."""
     logits = logits if logits.dtype == torch.float64 else logits.float()
-    if s.do_sample:
-        logp = (logits / s.temperature).log_softmax(dim=-1)
-        plain = not s.top_k and s.top_p >= 1.0 and s.min_p is None
-        tokens = draw(logp.exp() if plain else warp(logits, s).softmax(dim=-1))
-    else:
-        tokens = logits.argmax(dim=-1)
-        logp = logits.log_softmax(dim=-1)
-    return tokens, logp.gather(-1, tokens[:, None])[:, 0]
+    rows = (lambda t: t) if row_of is None else (lambda t: t[row_of])  # noqa: E731
+
+    def picked(values, tokens):
+        return rows(values).gather(-1, tokens[:, None])[:, 0]
+
+    if not s.do_sample:
+        tokens = rows(logits.argmax(dim=-1))
+        return tokens, picked(logits.log_softmax(dim=-1), tokens)
+    scaled = logits / s.temperature
+    if not s.top_k and s.top_p >= 1.0 and s.min_p is None:
+        # softmax, then the log of the drawn ones: exp() of a log_softmax is 6x slower on CPU (its many
+        # large negative inputs leave the vectorised path)
+        probs = scaled.softmax(dim=-1)
+        tokens = draw(rows(probs))
+        return tokens, picked(probs, tokens).log()
+    tokens = draw(rows(warp(logits, s).softmax(dim=-1)))
+    return tokens, picked(scaled.log_softmax(dim=-1), tokens)
 
 
 # ----------------------------------------------------------------------------- the model over a cache
@@ -170,6 +184,14 @@ class KVCache:
         self.new, self.groups = self.new[:, :, :n], len(groups)
         return slots
 
+    def head_rows(self, slots: torch.Tensor) -> torch.Tensor:
+        """The cache rows (slot, head) of these slots."""
+        return (slots[:, None] * self.n_head + torch.arange(self.n_head, device=slots.device)).flatten()
+
+    def copy(self, source: torch.Tensor, target: torch.Tensor, columns: int) -> None:
+        """Slots `target` take the first `columns` new-token keys/values of slots `source`."""
+        self.new[:, :, self.head_rows(target), :columns] = self.new[:, :, self.head_rows(source), :columns]
+
 
 _REUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> memory of its last cache
 
@@ -206,7 +228,7 @@ class Decoder:
         return self.lm_head(self.transformer.ln_f(x))
 
     def prefill(self, layout: Layout, cache: KVCache) -> torch.Tensor:
-        """Run the distinct prompts, keep their keys/values in the cache; next-token logits of each slot."""
+        """Run the distinct prompts, keep their keys/values in the cache; next-token logits of each prompt."""
         (U, P), H, D = layout.ids.shape, self.n_head, self.head_dim
         mask = attention_mask_4d(layout.mask, P)
         x = self.transformer.wte(layout.ids) + self.transformer.wpe(position_ids(layout.mask))
@@ -216,21 +238,31 @@ class Decoder:
             cache.prompt[i, 1].view(U, H, P, D).copy_(v)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # scale 1/sqrt(head_dim), as GPT-2
             x = after_attention(block, x, y.transpose(1, 2).reshape(U, P, H * D))
-        return self._logits(x[:, -1]).repeat_interleave(layout.width, dim=0)
+        return self._logits(x[:, -1])
 
-    def step(self, tokens, positions, at, cache: KVCache, end: int, graph: bool = False) -> torch.Tensor:
-        """Logits (S, V) after feeding each slot's token (S,) at its position (S,), written into new-token
-        column `at` (a 1-element long tensor); attention reads the first `end` new-token columns (`graph`:
-        all of them, the unwritten ones masked)."""
-        S, H, D, U, G = tokens.size(0), self.n_head, self.head_dim, cache.groups, cache.width
+    def step(
+        self, tokens, positions, at, cache: KVCache, end: int, graph: bool = False, slots=None
+    ) -> torch.Tensor:
+        """Logits (R, V) after feeding tokens (R,) at positions (R,) to `slots` (R,; None: every slot, in
+        order), their keys/values written into new-token column `at` (a 1-element long tensor); attention
+        reads the first `end` new-token columns (`graph`: all of them, the unwritten ones masked). Attention
+        runs for every slot (its cost is small; the others' outputs are dropped), the rest for `slots` only."""
+        U, G, H, D = cache.groups, cache.width, self.n_head, self.head_dim
+        S, R = U * G, tokens.size(0)
+        rows = None if slots is None else cache.head_rows(slots)
         x = self.transformer.wte(tokens[:, None]) + self.transformer.wpe(positions[:, None])
         if graph:
             cache.unwritten.index_fill_(2, at, 0.0)
         for i, block in enumerate(self.transformer.h):
-            q, k, v = qkv(block, x)  # (S, 1, C) each
+            q, k, v = qkv(block, x)  # (R, 1, C) each
             keys, values = cache.new[i, 0], cache.new[i, 1]  # (S*H, max_new, D)
-            keys.index_copy_(1, at, k.reshape(S * H, 1, D))
-            values.index_copy_(1, at, v.reshape(S * H, 1, D))
+            if rows is None:
+                keys.index_copy_(1, at, k.reshape(S * H, 1, D))
+                values.index_copy_(1, at, v.reshape(S * H, 1, D))
+            else:
+                keys.index_put_((rows, at.expand(R * H)), k.reshape(R * H, D))
+                values.index_put_((rows, at.expand(R * H)), v.reshape(R * H, D))
+                q = q.new_zeros(S, 1, q.size(-1)).index_copy_(0, slots, q)
             keys, values = keys[:, :end].transpose(1, 2), values[:, :end]
             q = q * D**-0.5  # GPT-2's scaling, once on the query
             # scores against the group's shared prompt (one matmul for its G slots) and against own tokens
@@ -243,8 +275,8 @@ class Decoder:
             p_prompt, p_new = probs.split([to_prompt.size(-1), end], dim=-1)
             y = torch.bmm(p_prompt, cache.prompt[i, 1]).view(U, H, G, D).transpose(1, 2)  # (U, G, H, D)
             p_new = p_new.reshape(U, H, G, end).transpose(1, 2).reshape(S * H, 1, end)
-            y = y + torch.bmm(p_new, values).view(U, G, H, D)
-            x = after_attention(block, x, y.reshape(S, 1, H * D))
+            y = (y + torch.bmm(p_new, values).view(U, G, H, D)).reshape(S, 1, H * D)
+            x = after_attention(block, x, y if slots is None else y[slots])
         return self._logits(x[:, 0])
 
 
@@ -359,9 +391,12 @@ def sample(
     done = layout.unused.clone()
     at = torch.zeros(1, dtype=torch.long, device=device)
     every = SYNC_EVERY if device.type == "cuda" else 1
+    branching = graph is None and device.type == "cpu"  # the bookkeeping waits for the device each step
+    row_of = live // layout.width  # slot -> its row of logits: the prefill's are per prompt
+    rep = row_of * layout.width  # slot -> the slot that runs the model for it (see `branch`)
     steps = max_new_tokens
     for t in range(max_new_tokens):
-        tokens, logps = next_tokens(logits, sampling)
+        tokens, logps = next_tokens(logits, sampling, row_of)
         tokens.masked_fill_(done, pad_token_id)  # rows that are done emit padding, as generate() does
         tokens_out[live, t] = tokens
         logps_out[live, t] = logps
@@ -371,19 +406,54 @@ def sample(
             steps = t + 1
             break
         if graph is not None:
-            logits = graph(tokens, positions, at)
+            logits, row_of = graph(tokens, positions, at), None
         else:
             group_done = done.view(cache.groups, cache.width).all(dim=1)
             if check and bool(group_done.any()):  # drop the groups that are done: less work per step
                 kept = cache.keep(group_done.logical_not().nonzero()[:, 0], t)
+                number = torch.zeros_like(rep).index_copy_(0, kept, torch.arange(len(kept), device=device))
                 tokens, positions, done, live = tokens[kept], positions[kept], done[kept], live[kept]
+                rep = number[rep[kept]]  # a slot's representative is in its group: kept with it
+            runs = None
+            if branching:
+                rep, runs = branch(rep, tokens, done, cache, t)
             with _autocast(device, autocast_dtype):
-                logits = decoder.step(tokens, positions, at, cache, t + 1)
+                logits = decoder.step(
+                    tokens if runs is None else tokens[runs],
+                    positions if runs is None else positions[runs],
+                    at,
+                    cache,
+                    t + 1,
+                    slots=runs,
+                )
+            row_of = None if runs is None else torch.searchsorted(runs, rep).clamp_(max=len(runs) - 1)
         positions += 1
         at += 1
     slot = torch.tensor(layout.slot, device=device)
     tokens_out, logps_out = tokens_out[slot, :steps].tolist(), logps_out[slot, :steps].tolist()
     return _cut(tokens_out, logps_out, set(eos_token_ids))
+
+
+def branch(rep: torch.Tensor, tokens: torch.Tensor, done: torch.Tensor, cache: KVCache, t: int):
+    """(rep, runs): which slot runs the model for each slot, and the slots that run, ascending.
+
+    Slots with the same prompt and the same tokens so far have the same next-token distribution: one of
+    them, their representative, runs the model, and each draws its own token from its logits. Slots that
+    drew different tokens branch: each new class of (representative, token) is represented by its first
+    slot, which takes a copy of the old representative's keys/values if it was not that slot. Slots that
+    are done run nothing."""
+    alive = done.logical_not().nonzero()[:, 0]
+    vocab = int(tokens.max()) + 1
+    _, cls = torch.unique(rep[alive] * vocab + tokens[alive], return_inverse=True)
+    first = torch.full((int(cls.max()) + 1,), len(rep), device=rep.device)
+    first.scatter_reduce_(0, cls, alive, "amin")
+    old, rep = rep, rep.clone()
+    rep[alive] = first[cls]
+    runs = first.sort().values
+    moved = runs[old[runs] != runs]
+    if t and len(moved):
+        cache.copy(old[moved], moved, columns=t)
+    return rep, runs
 
 
 def _cut(tokens: list[list[int]], logps: list[list[float]], eos: set[int]) -> Completions:

@@ -1,7 +1,8 @@
 """Benchmark the GRPO step and generation, side by side in one run, on the embedded model (fp32):
 
-  generation  64 rows (8 prompts x 8 samples, P: prompts, temperature 0.25, <= 80 new tokens):
-              sampled tokens/s of `generate_completions` (rookworld backend) vs transformers `generate`;
+  generation  64 rows (8 prompts x 8 samples, temperature 0.25, <= 80 new tokens), P: prompts (the main job's)
+              and A: prompts: sampled tokens/s of `generate_completions` (rookworld backend) vs
+              transformers `generate`;
   step        seconds per optimizer step of plain TRL (GRPOTrainer, a trivial length reward, TRL's generate)
               and of ours (`recipes/grpo_tiny_cpu.yaml`: chess rewards, step guard, replay), as shipped and
               with TRL's generate() and scoring forward (generation_backend transformers, no shared prompts);
@@ -179,15 +180,18 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def generation(rounds: int) -> dict[str, dict[str, float]]:
-    """{backend: {"wall": tokens per second, "cpu": tokens per CPU-second}}: medians over rounds, alternating.
+def generation(rounds: int, task: str) -> dict[str, dict[str, float]]:
+    """{backend: {"wall": tokens per second, "cpu": tokens per CPU-second}} on `task` ("P" or "A") prompts:
+    medians over rounds, alternating.
     Tokens per CPU-second hold when other processes share the cores; wall tokens/s do not."""
     from rookworld_trl.data import load_rookworld_dataset
     from rookworld_trl.generation import generate_completions
     from rookworld_trl.modeling import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(MODEL)
-    rows = load_rookworld_dataset(DATA, split="train", mix_env_ratio=0.0, seed=0).select(range(PROMPTS))
+    env = 1.0 if task == "A" else 0.0
+    rows = load_rookworld_dataset(DATA, split="train", mix_env_ratio=env, seed=0).select(range(PROMPTS))
+    assert all(p.startswith(f"{task}: ") for p in rows["prompt"])
     prompts = [p for p in rows["prompt"] for _ in range(SAMPLES)]
     rates = defaultdict(list)
     for i in range(rounds + 1):
@@ -221,12 +225,15 @@ def main() -> None:
     a = p.parse_args()
     torch.manual_seed(0)
     print(f"load average {os.getloadavg()[0]:.1f}, {torch.get_num_threads()} threads", flush=True)
-    gen = generation(a.rounds)
-    for kind, unit in (("wall", "tok/s"), ("cpu", "tok per CPU-s")):
-        ours_gen, hf_gen = gen["rookworld"][kind], gen["transformers"][kind]
-        print(
-            f"generation  rookworld {ours_gen:,.0f} {unit}, transformers {hf_gen:,.0f}: {ours_gen / hf_gen:.2f}x"
-        )
+    for task in ("P", "A"):
+        gen = generation(a.rounds, task)
+        for kind, unit in (("wall", "tok/s"), ("cpu", "tok per CPU-s")):
+            ours_gen, hf_gen = gen["rookworld"][kind], gen["transformers"][kind]
+            print(
+                f"generation  {task}: prompts, rookworld {ours_gen:,.0f} {unit}, transformers {hf_gen:,.0f}: "
+                f"{ours_gen / hf_gen:.2f}x",
+                flush=True,
+            )
     with tempfile.TemporaryDirectory() as tmp:
         plain = statistics.median(plain_trl(a.steps, f"{tmp}/plain"))
         print(f"step        plain TRL {plain:.2f} s", flush=True)

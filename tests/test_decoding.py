@@ -18,7 +18,7 @@ from transformers.generation.logits_process import (
 )
 
 from rookworld_trl.data import load_rookworld_dataset
-from rookworld_trl.decoding import Sampling, left_pad, sample
+from rookworld_trl.decoding import Decoder, Sampling, left_pad, sample
 from rookworld_trl.generation import generate_completions
 from rookworld_trl.modeling import load_model_and_tokenizer
 
@@ -92,6 +92,29 @@ def test_logprobs_are_the_models_log_softmax_of_the_sampled_tokens(embedded, tem
     double = copy.deepcopy(model).double()
     got = sample(double, ids, **kwargs)
     assert worst_logprob_error(double, ids, got.completion_ids, got.logprobs, temperature) < 1e-9
+
+
+def test_rows_that_agree_run_the_model_once(embedded, monkeypatch):
+    """Rows of one prompt that drew the same tokens so far run the model as one row; rows that drew different
+    ones branch, and finished rows run nothing. (The log-prob test above checks the branches' caches.)"""
+    model, tokenizer, prompts = embedded
+    ran, step, eos = [], Decoder.step, tokenizer.eos_token_id
+
+    def counted(self, tokens, *args, **kwargs):
+        ran.append(len(tokens))
+        return step(self, tokens, *args, **kwargs)
+
+    monkeypatch.setattr(Decoder, "step", counted)
+    ids = tokenizer(prompts[-1:])["input_ids"] * 8  # an A: prompt: its answer is long and near-certain
+    for temperature, alike in ((0.01, True), (1.5, False)):
+        ran.clear()
+        torch.manual_seed(0)
+        out = sample(model, ids, max_new_tokens=60, sampling=Sampling(temperature=temperature),
+                     eos_token_ids=[eos], pad_token_id=eos).completion_ids  # fmt: skip
+        distinct = len(set(map(tuple, out)))
+        assert (distinct == 1) == alike
+        assert len(ran) == max(map(len, out)) - 1 and max(ran) <= distinct  # a step per token but the last
+        assert ran[-1] <= sum(len(row) == len(ran) + 1 for row in out)  # only the rows still decoding
 
 
 def tiny_model(vocab: int = 8) -> GPT2LMHeadModel:
