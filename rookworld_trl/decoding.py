@@ -9,8 +9,10 @@
 How it is fast, and why it computes what transformers' generate() computes:
   - it calls the model's own modules (ln_1, c_attn, c_proj, mlp, ...), so it always sees the current weights,
     LoRA adapters and the fused GELU, and adds nothing to them (GPT-2's math: rookworld_trl/reference_gpt2.py);
+    when they are transformers' own with no hooks, their ops directly (the same arithmetic, bit for bit);
   - one prefill per distinct prompt, its keys and values kept once and read by every row that samples from
-    that prompt (GRPO's K samples of a group): a query of a group's K rows against its prompt is one matmul;
+    that prompt (GRPO's K samples of a group): a query of a group's K rows against its prompt is one matmul,
+    and the new tokens' keys and values are laid out by (prompt, head, row), so no step copies them;
   - on CPU, rows with the same prompt and the same tokens so far run the model once for all of them (each
     draws its own token), and rows that are done run nothing (`branch`);
   - the keys and values of new tokens go into a cache preallocated for max_new_tokens, written in place;
@@ -149,48 +151,49 @@ class Layout:
 
 
 class KVCache:
-    """Keys and values (layer, 0 keys / 1 values, head row, position, D) of the distinct prompts (U*H rows)
-    and of the new tokens of every slot (S*H rows, S = U * width); additive masks (0 or -inf) for the prompts'
-    padding and, for a CUDA graph, the new-token columns not yet written."""
+    """Keys and values (layer, 0 keys / 1 values, ...) of the distinct prompts, (U*H rows, position, D), and
+    of the new tokens of every slot, (U*H rows, slot of the group, position, D), S = U * width slots; additive
+    masks (0 or -inf) for the prompts' padding and, for a CUDA graph, the new-token columns not yet written."""
 
     def __init__(self, n_layer, layout: Layout, n_head, head_dim, max_new, dtype, device, owner):
         U, P = layout.ids.shape
-        S, H, D = U * layout.width, n_head, head_dim
+        G, H, D = layout.width, n_head, head_dim
         self.prompt = torch.empty(n_layer, 2, U * H, P, D, dtype=dtype, device=device)
         pad = torch.zeros(U, P, dtype=dtype, device=device).masked_fill_(layout.mask == 0, -float("inf"))
         self.prompt_bias = pad.repeat_interleave(H, dim=0)[:, None, :]  # (U*H, 1, P)
-        shape = (n_layer, 2, S * H, max_new, D)
+        shape = (n_layer, 2, U * H, G, max_new, D)
         # a CUDA graph reads every column (masked), so unwritten ones must be finite
         if device.type == "cuda":
             self.new = torch.zeros(shape, dtype=dtype, device=device)
         else:  # eager steps read written columns only; reused memory spares the OS's first-touch page faults
             self.new = _reused(owner, shape, dtype)
         self.unwritten = torch.full((1, 1, max_new), -float("inf"), dtype=dtype, device=device)
-        self.groups, self.width, self.n_head = U, layout.width, H
+        self.groups, self.width, self.n_head = U, G, H
+
+    def group_rows(self, groups: torch.Tensor) -> torch.Tensor:
+        """The rows (group, head) of these groups."""
+        return (groups[:, None] * self.n_head + torch.arange(self.n_head, device=groups.device)).flatten()
+
+    def head_rows(self, slots: torch.Tensor) -> torch.Tensor:
+        """The rows (group, head, slot of the group) of these slots in the cache's new tokens, flattened."""
+        return self.group_rows(slots // self.width) * self.width + (slots % self.width).repeat_interleave(
+            self.n_head
+        )
 
     def keep(self, groups: torch.Tensor, columns: int) -> torch.Tensor:
         """Keep only these prompt groups (the first `columns` new-token columns of their slots); returns the
         slots kept, in their old numbering."""
-        H, G = self.n_head, self.width
-        heads = torch.arange(H, device=groups.device)
-        slots = (groups[:, None] * G + torch.arange(G, device=groups.device)).flatten()
-        group_rows, slot_rows = (
-            (groups[:, None] * H + heads).flatten(),
-            (slots[:, None] * H + heads).flatten(),
-        )
-        self.prompt, self.prompt_bias = self.prompt[:, :, group_rows], self.prompt_bias[group_rows]
-        n = len(slot_rows)  # moved to the front in place: the buffer stays where it is
-        self.new[:, :, :n, :columns] = self.new[:, :, slot_rows, :columns]
+        rows = self.group_rows(groups)
+        self.prompt, self.prompt_bias = self.prompt[:, :, rows], self.prompt_bias[rows]
+        n = len(rows)  # moved to the front in place: the buffer stays where it is
+        self.new[:, :, :n, :, :columns] = self.new[:, :, rows, :, :columns]
         self.new, self.groups = self.new[:, :, :n], len(groups)
-        return slots
-
-    def head_rows(self, slots: torch.Tensor) -> torch.Tensor:
-        """The cache rows (slot, head) of these slots."""
-        return (slots[:, None] * self.n_head + torch.arange(self.n_head, device=slots.device)).flatten()
+        return (groups[:, None] * self.width + torch.arange(self.width, device=groups.device)).flatten()
 
     def copy(self, source: torch.Tensor, target: torch.Tensor, columns: int) -> None:
         """Slots `target` take the first `columns` new-token keys/values of slots `source`."""
-        self.new[:, :, self.head_rows(target), :columns] = self.new[:, :, self.head_rows(source), :columns]
+        new = self.new.flatten(2, 3)
+        new[:, :, self.head_rows(target), :columns] = new[:, :, self.head_rows(source), :columns]
 
 
 _REUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> memory of its last cache
@@ -205,14 +208,57 @@ def _reused(owner, shape, dtype) -> torch.Tensor:
 
 
 def qkv(block, x: torch.Tensor):
-    """q, k, v of x (B, T, C) in a GPT-2 block, each (B, T, C) (views into one c_attn output)."""
-    return block.attn.c_attn(block.ln_1(x)).split(x.size(-1), dim=2)
+    """q, k, v of x (..., C) in a GPT-2 block, each (..., C) (views into one c_attn output)."""
+    return block.attn.c_attn(block.ln_1(x)).split(x.size(-1), dim=-1)
 
 
 def after_attention(block, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The rest of a GPT-2 block: attention output y (B, T, C) through c_proj into the residual, then the MLP."""
+    """The rest of a GPT-2 block: attention output y (..., C) through c_proj into the residual, then the MLP."""
     x = x + block.attn.c_proj(y)
     return x + block.mlp(block.ln_2(x))
+
+
+def _direct_qkv(block, x: torch.Tensor):
+    """qkv() of x (B, C) by the modules' own ops, without their Python layers (the same arithmetic)."""
+    ln, c_attn = block.ln_1, block.attn.c_attn
+    h = F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+    return torch.addmm(c_attn.bias, h, c_attn.weight).split(x.size(-1), dim=-1)
+
+
+def _direct_after_attention(block, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """after_attention() of x, y (B, C) by the modules' own ops (dropout, which the sampler never applies, aside)."""
+    ln, mlp = block.ln_2, block.mlp
+    x = torch.addmm(block.attn.c_proj.bias, y, block.attn.c_proj.weight).add_(x)
+    h = F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
+    h = F.gelu(torch.addmm(mlp.c_fc.bias, h, mlp.c_fc.weight), approximate="tanh")
+    return torch.addmm(mlp.c_proj.bias, h, mlp.c_proj.weight).add_(x)
+
+
+def _plain(block) -> bool:
+    """Whether a block holds transformers' own GPT-2 modules with no hooks (no LoRA, no wrappers): then the
+    decoder may run their ops directly (a decode step is ~150 small ops: their Python layers cost ~4%)."""
+    from transformers.activations import GELUTanh
+    from transformers.pytorch_utils import Conv1D
+
+    attn, mlp = block.attn, block.mlp
+    parts = [
+        block,
+        attn,
+        mlp,
+        block.ln_1,
+        block.ln_2,
+        attn.c_attn,
+        attn.c_proj,
+        mlp.c_fc,
+        mlp.c_proj,
+        mlp.act,
+    ]
+    return (
+        all(type(m) is torch.nn.LayerNorm for m in (block.ln_1, block.ln_2))
+        and all(type(m) is Conv1D for m in (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj))
+        and type(mlp.act) is GELUTanh
+        and not any(m._forward_hooks or m._forward_pre_hooks for m in parts)
+    )
 
 
 class Decoder:
@@ -223,6 +269,9 @@ class Decoder:
         config = self.transformer.config
         self.n_head, self.n_layer, self.n_positions = config.n_head, config.n_layer, config.n_positions
         self.head_dim = config.n_embd // config.n_head
+        direct = all(_plain(block) for block in self.transformer.h)
+        self.qkv = _direct_qkv if direct else qkv
+        self.after_attention = _direct_after_attention if direct else after_attention
 
     def _logits(self, x):
         return self.lm_head(self.transformer.ln_f(x))
@@ -250,34 +299,33 @@ class Decoder:
         U, G, H, D = cache.groups, cache.width, self.n_head, self.head_dim
         S, R = U * G, tokens.size(0)
         rows = None if slots is None else cache.head_rows(slots)
-        x = self.transformer.wte(tokens[:, None]) + self.transformer.wpe(positions[:, None])
+        x = self.transformer.wte(tokens) + self.transformer.wpe(positions)  # (R, C)
         if graph:
             cache.unwritten.index_fill_(2, at, 0.0)
         for i, block in enumerate(self.transformer.h):
-            q, k, v = qkv(block, x)  # (R, 1, C) each
-            keys, values = cache.new[i, 0], cache.new[i, 1]  # (S*H, max_new, D)
-            if rows is None:
-                keys.index_copy_(1, at, k.reshape(S * H, 1, D))
-                values.index_copy_(1, at, v.reshape(S * H, 1, D))
+            q, k, v = self.qkv(block, x)  # (R, C) each
+            keys, values = cache.new[i, 0], cache.new[i, 1]  # (U*H, G, max_new, D)
+            if rows is None:  # k of slot (u, g), head h -> row (u, h), slot g
+                keys.index_copy_(2, at, k.view(U, G, H, 1, D).transpose(1, 2).reshape(U * H, G, 1, D))
+                values.index_copy_(2, at, v.view(U, G, H, 1, D).transpose(1, 2).reshape(U * H, G, 1, D))
             else:
-                keys.index_put_((rows, at.expand(R * H)), k.reshape(R * H, D))
-                values.index_put_((rows, at.expand(R * H)), v.reshape(R * H, D))
-                q = q.new_zeros(S, 1, q.size(-1)).index_copy_(0, slots, q)
-            keys, values = keys[:, :end].transpose(1, 2), values[:, :end]
-            q = q * D**-0.5  # GPT-2's scaling, once on the query
-            # scores against the group's shared prompt (one matmul for its G slots) and against own tokens
-            q_group = q.view(U, G, H, D).transpose(1, 2).reshape(U * H, G, D)
-            to_prompt = torch.baddbmm(cache.prompt_bias, q_group, cache.prompt[i, 0].transpose(1, 2))
-            q_slot = q.view(S * H, 1, D)
+                keys.view(-1, *keys.shape[2:]).index_put_((rows, at.expand(R * H)), k.reshape(R * H, D))
+                values.view(-1, *keys.shape[2:]).index_put_((rows, at.expand(R * H)), v.reshape(R * H, D))
+                q = q.new_zeros(S, q.size(-1)).index_copy_(0, slots, q)
+            # a group's queries (U*H, G, D), scaled as GPT-2 does; scores against the group's shared prompt
+            # (one matmul for its G slots) and against each slot's own new tokens
+            q = (q * D**-0.5).view(U, G, H, D).transpose(1, 2).reshape(U * H, G, D)
+            to_prompt = torch.baddbmm(cache.prompt_bias, q, cache.prompt[i, 0].transpose(1, 2))
+            keys = keys.view(U * H * G, -1, D)[:, :end].transpose(1, 2)
+            q_slot = q.reshape(U * H * G, 1, D)
             to_new = torch.baddbmm(cache.unwritten, q_slot, keys) if graph else torch.bmm(q_slot, keys)
-            to_new = to_new.view(U, G, H, end).transpose(1, 2).reshape(U * H, G, end)
-            probs = torch.cat([to_prompt, to_new], dim=-1).softmax(dim=-1)
+            probs = torch.cat([to_prompt, to_new.view(U * H, G, end)], dim=-1).softmax(dim=-1)
             p_prompt, p_new = probs.split([to_prompt.size(-1), end], dim=-1)
-            y = torch.bmm(p_prompt, cache.prompt[i, 1]).view(U, H, G, D).transpose(1, 2)  # (U, G, H, D)
-            p_new = p_new.reshape(U, H, G, end).transpose(1, 2).reshape(S * H, 1, end)
-            y = (y + torch.bmm(p_new, values).view(U, G, H, D)).reshape(S, 1, H * D)
-            x = after_attention(block, x, y if slots is None else y[slots])
-        return self._logits(x[:, 0])
+            y = torch.bmm(p_new.reshape(U * H * G, 1, end), values.view(U * H * G, -1, D)[:, :end])
+            y = torch.baddbmm(y.view(U * H, G, D), p_prompt, cache.prompt[i, 1])  # (U*H, G, D)
+            y = y.view(U, H, G, D).transpose(1, 2).reshape(S, H * D)
+            x = self.after_attention(block, x, y if slots is None else y[slots])
+        return self._logits(x)
 
 
 class GraphStep:

@@ -315,7 +315,9 @@ def test_move_outside_the_top5_is_graded_by_its_own_search(pool):
     assert set(cps) == {m.uci() for m in outside}
     for move in outside:
         board.push(move)
-        assert cps[move.uci()] == -pool.analyse_many([board.fen()], multipv=1)[0][0].cp  # child's best, negated
+        assert (
+            cps[move.uci()] == -pool.analyse_many([board.fen()], multipv=1)[0][0].cp
+        )  # child's best, negated
         board.pop()
     # Graded no better than the last line the root search listed.
     comps = [score_policy(START, f" {m.uci()} E: 0.0 B: {m.uci()}", analysis, cps)[1] for m in outside]
