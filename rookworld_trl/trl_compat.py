@@ -22,6 +22,7 @@ import trl
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.trainer import grpo_trainer as trl_grpo_trainer
+from trl.trainer import utils as trl_utils
 
 from rookworld_trl import checkpoints, shared_prefix
 from rookworld_trl.modeling import tied_parameter_names
@@ -52,6 +53,9 @@ ATTRIBUTES = {
 TABLE_PRINTER = "print_prompt_completions_sample"
 # torch's LRScheduler keeps what get_last_lr() (and so Trainer's logged learning_rate) returns here
 LAST_LR = "_last_lr"
+# What TRL's fused LM head asks to score only the labelled (completion) positions: it does so where Triton runs
+# and scores every position elsewhere, to spare Neuron recompilations; on CPU that is 2-3x the work (prompts)
+COMPACT_SCORING = "compact = _use_triton("
 
 
 def check_internals() -> None:
@@ -63,6 +67,10 @@ def check_internals() -> None:
         missing.append(f"trl.trainer.grpo_trainer.{TABLE_PRINTER} (the console table of completions)")
     if f"self.{LAST_LR} =" not in inspect.getsource(torch.optim.lr_scheduler):
         missing.append(f"torch LRScheduler.{LAST_LR} (the logged learning rate after an LR cut)")
+    if COMPACT_SCORING not in inspect.getsource(trl_utils):
+        missing.append(
+            "trl.trainer.utils._use_triton deciding compact scoring (completion positions only, on CPU)"
+        )
     if missing:
         raise ImportError(
             f"rookworld_trl relies on {missing[0]}, which trl {trl.__version__} / transformers "
@@ -218,7 +226,11 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         # TRL scores prompt + completion rows: the prompt is all but the last logits_to_keep columns
         # (shared_prefix.py computes it once per group when the backbone is patched)
         keep = args[0] if args else kwargs["logits_to_keep"]
-        with shared_prefix.prompt_length(input_ids.size(1) - keep):
+        compact = input_ids.device.type == "cpu"  # see COMPACT_SCORING: the same figures, less work
+        with (
+            shared_prefix.prompt_length(input_ids.size(1) - keep),
+            _swapped(trl_utils, "_use_triton", _always) if compact else contextlib.nullcontext(),
+        ):
             return self._score_on_device(model, input_ids, attention_mask, *args, **kwargs)
 
     def _score_on_device(self, model, input_ids, attention_mask, *args, **kwargs):
@@ -262,6 +274,10 @@ def _table_without_extra(*args, extra=None, **kwargs):
 
 def _no_table(*args, **kwargs):
     return None
+
+
+def _always(*args, **kwargs):
+    return True
 
 
 @contextlib.contextmanager

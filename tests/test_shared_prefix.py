@@ -1,4 +1,5 @@
-"""Scoring with shared prompts (rookworld_trl/shared_prefix.py) against TRL's own forward over every row."""
+"""GRPO scoring: shared prompts (rookworld_trl/shared_prefix.py) against TRL's own forward over every row, and
+the LM head on completion tokens only (trl_compat)."""
 
 import pytest
 import torch
@@ -55,3 +56,30 @@ def test_rows_without_a_repeated_prompt_take_trls_forward(model_dir):  # noqa: F
         )
     with pytest.raises(ValueError, match="needs a GPT-2"):
         shared_prefix.use_shared_prefix(torch.nn.Linear(2, 2))
+
+
+def test_cpu_scoring_runs_the_lm_head_on_completion_tokens_only(model_dir, tmp_path, monkeypatch):  # noqa: F811
+    """Off Triton, TRL's fused LM head scores every position; trl_compat asks it for the labelled ones only
+    (COMPACT_SCORING): the completion tokens, with the same log-probs, entropies and gradients."""
+    from trl.trainer import utils as trl_utils
+
+    from rookworld_trl import trl_compat
+
+    scored_rows, apply = [], trl_utils._ChunkedLogProbFunction.apply
+
+    def counted(hidden, *args):
+        scored_rows.append(len(hidden))
+        return apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counted)
+    logps, entropies, grads, mask, ids = scored(model_dir, tmp_path / "compact", shared=True)
+    assert scored_rows[-1] == mask.sum() < ids.numel() / 2
+    monkeypatch.setattr(trl_compat, "_always", lambda *args: False)  # TRL's choice: every position
+    every_logps, every_entropies, every_grads, _, every_ids = scored(
+        model_dir, tmp_path / "every", shared=True
+    )
+    assert scored_rows[-1] == every_ids.size(0) * (every_ids.size(1) - 1) and torch.equal(ids, every_ids)
+    assert (logps - every_logps).abs()[mask].max() < 1e-6
+    assert (entropies - every_entropies).abs()[mask].max() < 1e-6
+    for name, grad in every_grads.items():
+        assert torch.allclose(grads[name], grad, atol=1e-6, rtol=1e-5), name
