@@ -226,7 +226,7 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         # TRL scores prompt + completion rows: the prompt is all but the last logits_to_keep columns
         # (shared_prefix.py computes it once per group when the backbone is patched)
         keep = args[0] if args else kwargs["logits_to_keep"]
-        compact = input_ids.device.type == "cpu"  # see COMPACT_SCORING: the same figures, less work
+        compact = input_ids.device.type in ("cpu", "mps")  # see COMPACT_SCORING: the same figures, less work
         with (
             shared_prefix.prompt_length(input_ids.size(1) - keep),
             _swapped(trl_utils, "_use_triton", _always) if compact else contextlib.nullcontext(),
