@@ -1,7 +1,8 @@
 """The project's own sampler for GPT-2 (transformers' GPT2LMHeadModel, the model TRL trains): what
 `generation.generate_completions` and GRPO's rollouts (rookworld_trl/rollout.py) run.
 
-    from rookworld_trl.decoding import Sampling, sample
+    from rookworld_trl.decoding import sample
+    from rookworld_trl.sampling import Sampling
     out = sample(model, [[ids of prompt 1], [ids of prompt 2]], max_new_tokens=80,
                  sampling=Sampling(temperature=0.4), eos_token_ids=[0], pad_token_id=0)
     out.completion_ids, out.logprobs      # per row: tokens up to and with the first EOS; their log-probs
@@ -19,8 +20,8 @@ How it is fast, and why it computes what transformers' generate() computes:
     positions count real tokens only (left padding), as generate() does;
   - sampling: temperature, top-k, top-p and min-p with transformers' formulas in its order, then one draw
     from the softmax by inverse CDF (15x cheaper than torch.multinomial on CPU); rows that are done emit
-    padding, a group whose rows are all done leaves the batch (but a CUDA graph's), and decoding stops once every row has
-    emitted an EOS;
+    padding, a group whose rows are all done leaves the batch (not a CUDA graph's), and decoding stops once
+    every row has emitted an EOS;
   - log-probs of the sampled tokens under temperature scaling only (log_softmax(logits / T)): what TRL's
     scoring forward computes for the same tokens;
   - on CUDA the one-token step is a CUDA graph (captured at each call, so it reads that moment's weights),
@@ -39,19 +40,9 @@ import torch
 import torch.nn.functional as F
 
 from .reference_gpt2 import GPTConfig, attention_mask_4d, position_ids
+from .sampling import Sampling, next_tokens
 
 SYNC_EVERY = 8  # CUDA: decode steps between checks that every row is done (each check waits for the GPU)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """How the next token is picked: greedy (do_sample False) or sampled after transformers' warpers."""
-
-    do_sample: bool = True
-    temperature: float = 1.0
-    top_k: int = 0  # 0: off
-    top_p: float = 1.0  # 1.0: off
-    min_p: float | None = None
 
 
 @dataclass
@@ -72,59 +63,6 @@ def gpt2_parts(model):
         )
     GPTConfig.from_hf(lm.config)  # raises on GPT-2 variants whose math this backend does not implement
     return lm.transformer, lm.lm_head
-
-
-# ----------------------------------------------------------------------------- picking the next token
-
-
-def warp(logits: torch.Tensor, s: Sampling) -> torch.Tensor:
-    """transformers' sampling warpers, in its order: temperature, top-k, top-p, min-p."""
-    scores = logits / s.temperature if s.temperature != 1.0 else logits
-    if s.top_k:
-        kth = torch.topk(scores, min(s.top_k, scores.size(-1)), dim=-1).values[..., -1:]
-        scores = scores.masked_fill(scores < kth, -float("inf"))
-    if s.top_p < 1.0:
-        ascending, order = torch.sort(scores, descending=False)
-        drop = ascending.softmax(dim=-1).cumsum(dim=-1) <= (1 - s.top_p)
-        drop[..., -1:] = False  # the most likely token always stays
-        scores = scores.masked_fill(drop.scatter(-1, order, drop), -float("inf"))
-    if s.min_p is not None:
-        probs = scores.softmax(dim=-1)
-        scores = scores.masked_fill(probs < s.min_p * probs.amax(dim=-1, keepdim=True), -float("inf"))
-    return scores
-
-
-def draw(probs: torch.Tensor) -> torch.Tensor:
-    """One token per row of probs (B, V), by inverse CDF: the first token whose cumulative probability
-    exceeds a uniform draw (a token of probability 0 never is)."""
-    cdf = probs.cumsum(dim=-1)
-    u = torch.rand(probs.size(0), 1, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True)[:, 0].clamp_(max=probs.size(-1) - 1)
-
-
-def next_tokens(
-    logits: torch.Tensor, s: Sampling, row_of: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tokens (B,), their log-probs (B,)) from last-position logits (B, V); with `row_of` (B,), row b draws
-    its own token from logits[row_of[b]] (rows that share a distribution, each with its own draw)."""
-    logits = logits if logits.dtype == torch.float64 else logits.float()
-    rows = (lambda t: t) if row_of is None else (lambda t: t[row_of])  # noqa: E731
-
-    def picked(values, tokens):
-        return rows(values).gather(-1, tokens[:, None])[:, 0]
-
-    if not s.do_sample:
-        tokens = rows(logits.argmax(dim=-1))
-        return tokens, picked(logits.log_softmax(dim=-1), tokens)
-    scaled = logits / s.temperature
-    if not s.top_k and s.top_p >= 1.0 and s.min_p is None:
-        # softmax, then the log of the drawn ones: exp() of a log_softmax is 6x slower on CPU (its many
-        # large negative inputs leave the vectorised path)
-        probs = scaled.softmax(dim=-1)
-        tokens = draw(rows(probs))
-        return tokens, picked(probs, tokens).log()
-    tokens = draw(rows(warp(logits, s).softmax(dim=-1)))
-    return tokens, picked(scaled.log_softmax(dim=-1), tokens)
 
 
 # ----------------------------------------------------------------------------- the model over a cache
@@ -241,21 +179,11 @@ def _plain(block) -> bool:
     from transformers.pytorch_utils import Conv1D
 
     attn, mlp = block.attn, block.mlp
-    parts = [
-        block,
-        attn,
-        mlp,
-        block.ln_1,
-        block.ln_2,
-        attn.c_attn,
-        attn.c_proj,
-        mlp.c_fc,
-        mlp.c_proj,
-        mlp.act,
-    ]
+    norms, linears = (block.ln_1, block.ln_2), (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj)
+    parts = (block, attn, mlp, *norms, *linears, mlp.act)
     return (
-        all(type(m) is torch.nn.LayerNorm for m in (block.ln_1, block.ln_2))
-        and all(type(m) is Conv1D for m in (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj))
+        all(type(m) is torch.nn.LayerNorm for m in norms)
+        and all(type(m) is Conv1D for m in linears)
         and type(mlp.act) is GELUTanh
         and not any(m._forward_hooks or m._forward_pre_hooks for m in parts)
     )
@@ -295,7 +223,8 @@ class Decoder:
         """Logits (R, V) after feeding tokens (R,) at positions (R,) to `slots` (R,; None: every slot, in
         order), their keys/values written into new-token column `at` (a 1-element long tensor); attention
         reads the first `end` new-token columns (`graph`: all of them, the unwritten ones masked). Attention
-        runs for every slot (its cost is small; the others' outputs are dropped), the rest for `slots` only."""
+        runs for every slot of the groups (a group's rows share its prompt's matmuls; the outputs of the slots
+        not in `slots` are dropped), the rest of the model for `slots` only."""
         U, G, H, D = cache.groups, cache.width, self.n_head, self.head_dim
         S, R = U * G, tokens.size(0)
         rows = None if slots is None else cache.head_rows(slots)

@@ -19,8 +19,9 @@ from collections.abc import Sequence
 
 import torch
 
-from .decoding import Sampling, left_pad, sample
+from .decoding import left_pad, sample
 from .formats import strip_eos
+from .sampling import Sampling
 
 BACKENDS = ("rookworld", "transformers")
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from .decoding import Sampling, gpt2_parts, sample
+from .decoding import gpt2_parts, sample
+from .sampling import Sampling
 
 
 def sampling(args) -> Sampling:

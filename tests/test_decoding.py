@@ -18,9 +18,10 @@ from transformers.generation.logits_process import (
 )
 
 from rookworld_trl.data import load_rookworld_dataset
-from rookworld_trl.decoding import Decoder, Sampling, left_pad, sample
+from rookworld_trl.decoding import Decoder, left_pad, sample
 from rookworld_trl.generation import generate_completions
 from rookworld_trl.modeling import load_model_and_tokenizer
+from rookworld_trl.sampling import Sampling
 
 ASSETS = "rookworld_trl/assets"
 
