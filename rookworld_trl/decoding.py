@@ -91,7 +91,8 @@ class Layout:
 class KVCache:
     """Keys and values (layer, 0 keys / 1 values, ...) of the distinct prompts, (U*H rows, position, D), and
     of the new tokens of every slot, (U*H rows, slot of the group, position, D), S = U * width slots; additive
-    masks (0 or -inf) for the prompts' padding and, for a CUDA graph, the new-token columns not yet written."""
+    masks (0 or -inf) for the prompts' padding and the new-token columns not yet written (a CUDA graph reads
+    them all); the step's queries, (U, H, width, D)."""
 
     def __init__(self, n_layer, layout: Layout, n_head, head_dim, max_new, dtype, device, owner):
         U, P = layout.ids.shape
@@ -106,6 +107,10 @@ class KVCache:
         else:  # eager steps read written columns only; reused memory spares the OS's first-touch page faults
             self.new = _reused(owner, shape, dtype)
         self.unwritten = torch.full((1, 1, max_new), -float("inf"), dtype=dtype, device=device)
+        self.queries = torch.zeros(
+            U, H, G, D, dtype=dtype, device=device
+        )  # each step's, by (group, head, slot)
+        self.kinds = torch.arange(2, device=device).view(2, 1, 1)  # index of keys / values in `new`
         self.groups, self.width, self.n_head = U, G, H
 
     def group_rows(self, groups: torch.Tensor) -> torch.Tensor:
@@ -119,14 +124,28 @@ class KVCache:
         )
 
     def keep(self, groups: torch.Tensor, columns: int) -> torch.Tensor:
-        """Keep only these prompt groups (the first `columns` new-token columns of their slots); returns the
-        slots kept, in their old numbering."""
-        rows = self.group_rows(groups)
-        self.prompt, self.prompt_bias = self.prompt[:, :, rows], self.prompt_bias[rows]
-        n = len(rows)  # moved to the front in place: the buffer stays where it is
-        self.new[:, :, :n, :, :columns] = self.new[:, :, rows, :, :columns]
-        self.new, self.groups = self.new[:, :, :n], len(groups)
-        return (groups[:, None] * self.width + torch.arange(self.width, device=groups.device)).flatten()
+        """Keep only these prompt groups (ascending; the first `columns` new-token columns of their slots);
+        the ones past the new end move into the places of the groups dropped before it. Returns the slots
+        kept in their new order, by their old numbers."""
+        n = len(groups)
+        order = torch.arange(n, device=groups.device)
+        stay = torch.zeros(n, dtype=torch.bool, device=groups.device)
+        stay[groups[groups < n]] = True
+        holes, moving = order[~stay], groups[groups >= n]
+        order[holes] = moving
+        if len(moving):
+            target, source = self.group_rows(holes), self.group_rows(moving)
+            self.prompt[:, :, target] = self.prompt[:, :, source]
+            self.prompt_bias[target] = self.prompt_bias[source]
+            self.new[:, :, target, :, :columns] = self.new[:, :, source, :, :columns]
+        rows = n * self.n_head
+        self.prompt, self.prompt_bias, self.new = (
+            self.prompt[:, :, :rows],
+            self.prompt_bias[:rows],
+            self.new[:, :, :rows],
+        )
+        self.groups = n
+        return (order[:, None] * self.width + torch.arange(self.width, device=groups.device)).flatten()
 
     def copy(self, source: torch.Tensor, target: torch.Tensor, columns: int) -> None:
         """Slots `target` take the first `columns` new-token keys/values of slots `source`."""
@@ -145,9 +164,9 @@ def _reused(owner, shape, dtype) -> torch.Tensor:
     return memory[:n].view(shape)
 
 
-def qkv(block, x: torch.Tensor):
-    """q, k, v of x (..., C) in a GPT-2 block, each (..., C) (views into one c_attn output)."""
-    return block.attn.c_attn(block.ln_1(x)).split(x.size(-1), dim=-1)
+def qkv(block, x: torch.Tensor) -> torch.Tensor:
+    """q, k, v of x (..., C) in a GPT-2 block, side by side (..., 3C)."""
+    return block.attn.c_attn(block.ln_1(x))
 
 
 def after_attention(block, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -156,11 +175,11 @@ def after_attention(block, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return x + block.mlp(block.ln_2(x))
 
 
-def _direct_qkv(block, x: torch.Tensor):
+def _direct_qkv(block, x: torch.Tensor) -> torch.Tensor:
     """qkv() of x (B, C) by the modules' own ops, without their Python layers (the same arithmetic)."""
     ln, c_attn = block.ln_1, block.attn.c_attn
     h = F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
-    return torch.addmm(c_attn.bias, h, c_attn.weight).split(x.size(-1), dim=-1)
+    return torch.addmm(c_attn.bias, h, c_attn.weight)
 
 
 def _direct_after_attention(block, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -210,50 +229,46 @@ class Decoder:
         mask = attention_mask_4d(layout.mask, P)
         x = self.transformer.wte(layout.ids) + self.transformer.wpe(position_ids(layout.mask))
         for i, block in enumerate(self.transformer.h):
-            q, k, v = (t.view(U, P, H, D).transpose(1, 2) for t in qkv(block, x))  # (U, H, P, D)
+            q, k, v = (t.view(U, P, H, D).transpose(1, 2) for t in qkv(block, x).split(H * D, dim=-1))
             cache.prompt[i, 0].view(U, H, P, D).copy_(k)
             cache.prompt[i, 1].view(U, H, P, D).copy_(v)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # scale 1/sqrt(head_dim), as GPT-2
             x = after_attention(block, x, y.transpose(1, 2).reshape(U, P, H * D))
         return self._logits(x[:, -1])
 
-    def step(
-        self, tokens, positions, at, cache: KVCache, end: int, graph: bool = False, slots=None
-    ) -> torch.Tensor:
+    def step(self, tokens, positions, at, cache: KVCache, end: int, slots=None) -> torch.Tensor:
         """Logits (R, V) after feeding tokens (R,) at positions (R,) to `slots` (R,; None: every slot, in
         order), their keys/values written into new-token column `at` (a 1-element long tensor); attention
-        reads the first `end` new-token columns (`graph`: all of them, the unwritten ones masked). Attention
+        reads the first `end` new-token columns (a CUDA graph: all of them, the unwritten ones masked). Attention
         runs for every slot of the groups (a group's rows share its prompt's matmuls; the outputs of the slots
         not in `slots` are dropped), the rest of the model for `slots` only."""
         U, G, H, D = cache.groups, cache.width, self.n_head, self.head_dim
-        S, R = U * G, tokens.size(0)
-        rows = None if slots is None else cache.head_rows(slots)
+        R, C, scale = tokens.size(0), H * D, D**-0.5
+        if slots is None:
+            slots = torch.arange(U * G, device=tokens.device)
+        group, member = slots // G, slots % G
+        rows = cache.head_rows(slots).view(R, H)  # keys/values of slot (u, g), head h -> row (u, h, g)
+        queries = cache.queries[:U]  # (U, H, G, D): slots that do not run keep stale (finite) queries
+        cache.unwritten.index_fill_(2, at, 0.0)
         x = self.transformer.wte(tokens) + self.transformer.wpe(positions)  # (R, C)
-        if graph:
-            cache.unwritten.index_fill_(2, at, 0.0)
         for i, block in enumerate(self.transformer.h):
-            q, k, v = self.qkv(block, x)  # (R, C) each
-            keys, values = cache.new[i, 0], cache.new[i, 1]  # (U*H, G, max_new, D)
-            if rows is None:  # k of slot (u, g), head h -> row (u, h), slot g
-                keys.index_copy_(2, at, k.view(U, G, H, 1, D).transpose(1, 2).reshape(U * H, G, 1, D))
-                values.index_copy_(2, at, v.view(U, G, H, 1, D).transpose(1, 2).reshape(U * H, G, 1, D))
-            else:
-                keys.view(-1, *keys.shape[2:]).index_put_((rows, at.expand(R * H)), k.reshape(R * H, D))
-                values.view(-1, *keys.shape[2:]).index_put_((rows, at.expand(R * H)), v.reshape(R * H, D))
-                q = q.new_zeros(S, q.size(-1)).index_copy_(0, slots, q)
-            # a group's queries (U*H, G, D), scaled as GPT-2 does; scores against the group's shared prompt
-            # (one matmul for its G slots) and against each slot's own new tokens
-            q = (q * D**-0.5).view(U, G, H, D).transpose(1, 2).reshape(U * H, G, D)
-            to_prompt = torch.baddbmm(cache.prompt_bias, q, cache.prompt[i, 0].transpose(1, 2))
-            keys = keys.view(U * H * G, -1, D)[:, :end].transpose(1, 2)
-            q_slot = q.reshape(U * H * G, 1, D)
-            to_new = torch.baddbmm(cache.unwritten, q_slot, keys) if graph else torch.bmm(q_slot, keys)
+            qkv = self.qkv(block, x)  # (R, 3C)
+            new = cache.new[i]  # (2 keys/values, U*H, G, max_new, D)
+            new.view(2, -1, *new.shape[3:]).index_put_(
+                (cache.kinds, rows, at), qkv[:, C:].view(R, 2, H, D).transpose(0, 1)
+            )
+            queries[group, :, member] = qkv[:, :C].view(R, H, D)
+            # a group's queries (U*H, G, D) against its shared prompt (one matmul for its G slots) and each
+            # slot's against its own new tokens, scaled as GPT-2 does
+            q = queries.view(U * H, G, D)
+            to_prompt = torch.baddbmm(cache.prompt_bias, q, cache.prompt[i, 0].transpose(1, 2), alpha=scale)
+            keys = new[0].view(U * H * G, -1, D)[:, :end].transpose(1, 2)
+            to_new = torch.baddbmm(cache.unwritten[..., :end], q.view(U * H * G, 1, D), keys, alpha=scale)
             probs = torch.cat([to_prompt, to_new.view(U * H, G, end)], dim=-1).softmax(dim=-1)
             p_prompt, p_new = probs.split([to_prompt.size(-1), end], dim=-1)
-            y = torch.bmm(p_new.reshape(U * H * G, 1, end), values.view(U * H * G, -1, D)[:, :end])
+            y = torch.bmm(p_new.reshape(U * H * G, 1, end), new[1].view(U * H * G, -1, D)[:, :end])
             y = torch.baddbmm(y.view(U * H, G, D), p_prompt, cache.prompt[i, 1])  # (U*H, G, D)
-            y = y.view(U, H, G, D).transpose(1, 2).reshape(S, H * D)
-            x = self.after_attention(block, x, y if slots is None else y[slots])
+            x = self.after_attention(block, x, y.view(U, H, G, D)[group, :, member].view(R, C))
         return self._logits(x)
 
 
@@ -270,7 +285,7 @@ class GraphStep:
 
         def run():
             with _autocast(device, autocast_dtype):
-                return decoder.step(self.tokens, self.positions, self.at, cache, end, graph=True).float()
+                return decoder.step(self.tokens, self.positions, self.at, cache, end).float()
 
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())

@@ -41,12 +41,13 @@ def warp(logits: torch.Tensor, s: Sampling) -> torch.Tensor:
     return scores
 
 
-def draw(probs: torch.Tensor) -> torch.Tensor:
-    """One token per row of probs (B, V), by inverse CDF: the first token whose cumulative probability
-    exceeds a uniform draw (a token of probability 0 never is)."""
+def draw(probs: torch.Tensor, row_of: torch.Tensor | None = None) -> torch.Tensor:
+    """One token per row of probs (B, V), or with `row_of` one per row b of probs[row_of[b]], by inverse CDF:
+    the first token whose cumulative probability exceeds a uniform draw (a token of probability 0 never is)."""
     cdf = probs.cumsum(dim=-1)
-    u = torch.rand(probs.size(0), 1, device=probs.device, dtype=cdf.dtype) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u, right=True)[:, 0].clamp_(max=probs.size(-1) - 1)
+    cdf = cdf if row_of is None else cdf[row_of]
+    u = torch.rand(cdf.size(0), 1, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True)[:, 0].clamp_(max=cdf.size(-1) - 1)
 
 
 def next_tokens(
@@ -55,20 +56,20 @@ def next_tokens(
     """(tokens (B,), their log-probs (B,)) from last-position logits (B, V); with `row_of` (B,), row b draws
     its own token from logits[row_of[b]] (rows that share a distribution, each with its own draw)."""
     logits = logits if logits.dtype == torch.float64 else logits.float()
-    rows = (lambda t: t) if row_of is None else (lambda t: t[row_of])  # noqa: E731
 
     def picked(values, tokens):
-        return rows(values).gather(-1, tokens[:, None])[:, 0]
+        return values.gather(-1, tokens[:, None])[:, 0] if row_of is None else values[row_of, tokens]
 
     if not s.do_sample:
-        tokens = rows(logits.argmax(dim=-1))
+        tokens = logits.argmax(dim=-1)
+        tokens = tokens if row_of is None else tokens[row_of]
         return tokens, picked(logits.log_softmax(dim=-1), tokens)
     scaled = logits / s.temperature
     if not s.top_k and s.top_p >= 1.0 and s.min_p is None:
         # softmax, then the log of the drawn ones: exp() of a log_softmax is 6x slower on CPU (its many
         # large negative inputs leave the vectorised path)
         probs = scaled.softmax(dim=-1)
-        tokens = draw(rows(probs))
+        tokens = draw(probs, row_of)
         return tokens, picked(probs, tokens).log()
-    tokens = draw(rows(warp(logits, s).softmax(dim=-1)))
+    tokens = draw(warp(logits, s).softmax(dim=-1), row_of)
     return tokens, picked(scaled.log_softmax(dim=-1), tokens)

@@ -84,7 +84,7 @@ def _heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
 
 
 def _qkv(block, x, n_head):
-    return (_heads(t, n_head) for t in qkv(block, x))
+    return (_heads(t, n_head) for t in qkv(block, x).split(x.size(-1), dim=-1))
 
 
 def _rest(block, x, y):
