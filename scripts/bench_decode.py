@@ -1,0 +1,92 @@
+"""The sampler of a git commit against the working tree's: the same 64 rows (8 prompts x 8 samples, temperature
+0.25, <= 80 new tokens, the embedded model), the same seeds, the two alternating in one process.
+
+    python scripts/bench_decode.py --against 2bae80a            # P: prompts, 16 rounds
+    python scripts/bench_decode.py --against 2bae80a --task A
+
+Prints each side's median milliseconds per call and the median of the per-round speedups (old / new): the
+ratio holds when the machine's speed drifts, which a run-to-run comparison of tokens/s does not. Also counts
+the rows whose tokens differ (floating-point rounding can move a draw that falls on a boundary)."""
+
+import argparse
+import importlib.util
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def load_at(commit: str, tmp: str):
+    """rookworld_trl.decoding and .sampling as they were at `commit`, as modules of the package."""
+    loaded = {}
+    for name in ("sampling", "decoding"):
+        source = subprocess.run(
+            ["git", "show", f"{commit}:rookworld_trl/{name}.py"], cwd=ROOT, capture_output=True, text=True
+        ).stdout
+        source = source.replace("from .sampling import", "from ._old_sampling import")
+        path = Path(tmp) / f"_old_{name}.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location(f"rookworld_trl._old_{name}", path)
+        loaded[name] = module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return loaded["decoding"], loaded["sampling"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--against", required=True, help="a commit whose sampler to compare with")
+    p.add_argument("--task", choices=("P", "A"), default="P")
+    p.add_argument("--rounds", type=int, default=16)
+    a = p.parse_args()
+    from rookworld_trl import decoding, sampling
+    from rookworld_trl.data import load_rookworld_dataset
+    from rookworld_trl.modeling import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(str(ROOT / "rookworld_trl" / "assets" / "model"))
+    model.eval()
+    data = str(ROOT / "rookworld_trl" / "assets" / "data")
+    rows = load_rookworld_dataset(data, split="train", mix_env_ratio=float(a.task == "A"), seed=0)
+    prompts = [tokenizer(p)["input_ids"] for p in rows.select(range(8))["prompt"] for _ in range(8)]
+    eos = tokenizer.eos_token_id
+    with tempfile.TemporaryDirectory() as tmp:
+        old = load_at(a.against, tmp)
+        new = (decoding, sampling)
+        seconds, ratios, differing = {"old": [], "new": []}, [], 0
+        for i in range(a.rounds + 1):  # round 0 warms up both
+            outs = {}
+            for side, (dec, smp) in (("old", old), ("new", new)):
+                torch.manual_seed(i)
+                start = time.perf_counter()
+                outs[side] = dec.sample(
+                    model,
+                    prompts,
+                    max_new_tokens=80,
+                    sampling=smp.Sampling(temperature=0.25),
+                    eos_token_ids=[eos],
+                    pad_token_id=eos,
+                )
+                if i:
+                    seconds[side].append(time.perf_counter() - start)
+            if i:
+                ratios.append(seconds["old"][-1] / seconds["new"][-1])
+            differing += sum(
+                x != y for x, y in zip(outs["old"].completion_ids, outs["new"].completion_ids, strict=True)
+            )
+    old_ms, new_ms = (statistics.median(seconds[s]) * 1000 for s in ("old", "new"))
+    print(
+        f"{a.task}: prompts, {a.against} {old_ms:.0f} ms, working tree {new_ms:.0f} ms per call; speedup "
+        f"{statistics.median(ratios):.3f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}); "
+        f"{differing} of {len(prompts) * (a.rounds + 1)} rows differ"
+    )
+
+
+if __name__ == "__main__":
+    main()
