@@ -107,9 +107,8 @@ class KVCache:
         else:  # eager steps read written columns only; reused memory spares the OS's first-touch page faults
             self.new = _reused(owner, shape, dtype)
         self.unwritten = torch.full((1, 1, max_new), -float("inf"), dtype=dtype, device=device)
-        self.queries = torch.zeros(
-            U, H, G, D, dtype=dtype, device=device
-        )  # each step's, by (group, head, slot)
+        # each step's queries by (group, head, slot); slots that do not run keep stale, finite ones
+        self.queries = torch.zeros(U, H, G, D, dtype=dtype, device=device)
         self.kinds = torch.arange(2, device=device).view(2, 1, 1)  # index of keys / values in `new`
         self.groups, self.width, self.n_head = U, G, H
 
@@ -139,12 +138,8 @@ class KVCache:
             self.prompt_bias[target] = self.prompt_bias[source]
             self.new[:, :, target, :, :columns] = self.new[:, :, source, :, :columns]
         rows = n * self.n_head
-        self.prompt, self.prompt_bias, self.new = (
-            self.prompt[:, :, :rows],
-            self.prompt_bias[:rows],
-            self.new[:, :, :rows],
-        )
-        self.groups = n
+        self.prompt, self.prompt_bias = self.prompt[:, :, :rows], self.prompt_bias[:rows]
+        self.new, self.groups = self.new[:, :, :rows], n
         return (order[:, None] * self.width + torch.arange(self.width, device=groups.device)).flatten()
 
     def copy(self, source: torch.Tensor, target: torch.Tensor, columns: int) -> None:
@@ -248,7 +243,7 @@ class Decoder:
             slots = torch.arange(U * G, device=tokens.device)
         group, member = slots // G, slots % G
         rows = cache.head_rows(slots).view(R, H)  # keys/values of slot (u, g), head h -> row (u, h, g)
-        queries = cache.queries[:U]  # (U, H, G, D): slots that do not run keep stale (finite) queries
+        queries = cache.queries[:U]  # (U, H, G, D)
         cache.unwritten.index_fill_(2, at, 0.0)
         x = self.transformer.wte(tokens) + self.transformer.wpe(positions)  # (R, C)
         for i, block in enumerate(self.transformer.h):
