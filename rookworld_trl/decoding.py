@@ -247,12 +247,12 @@ class Decoder:
         cache.unwritten.index_fill_(2, at, 0.0)
         x = self.transformer.wte(tokens) + self.transformer.wpe(positions)  # (R, C)
         for i, block in enumerate(self.transformer.h):
-            qkv = self.qkv(block, x)  # (R, 3C)
+            projected = self.qkv(block, x)  # (R, 3C): q, k, v
             new = cache.new[i]  # (2 keys/values, U*H, G, max_new, D)
             new.view(2, -1, *new.shape[3:]).index_put_(
-                (cache.kinds, rows, at), qkv[:, C:].view(R, 2, H, D).transpose(0, 1)
+                (cache.kinds, rows, at), projected[:, C:].view(R, 2, H, D).transpose(0, 1)
             )
-            queries[group, :, member] = qkv[:, :C].view(R, H, D)
+            queries[group, :, member] = projected[:, :C].view(R, H, D)
             # a group's queries (U*H, G, D) against its shared prompt (one matmul for its G slots) and each
             # slot's against its own new tokens, scaled as GPT-2 does
             q = queries.view(U * H, G, D)

@@ -1,5 +1,5 @@
-"""The sampler of a git commit against the working tree's: the same 64 rows (8 prompts x 8 samples, temperature
-0.25, <= 80 new tokens, the embedded model), the same seeds, the two alternating in one process.
+"""The sampler of a git commit against the working tree's: bench_step.py's 64 rows (8 prompts x 8 samples,
+temperature 0.25, <= 80 new tokens, the embedded model), the same seeds, the two alternating in one process.
 
     python scripts/bench_decode.py --against 2bae80a            # P: prompts, 16 rounds
     python scripts/bench_decode.py --against 2bae80a --task A
@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 import torch
+from bench_step import DATA, MAX_NEW, MODEL, PROMPTS, ROOT, SAMPLES, TEMPERATURE
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
@@ -27,9 +27,15 @@ def load_at(commit: str, tmp: str):
     """rookworld_trl.decoding and .sampling as they were at `commit`, as modules of the package."""
     loaded = {}
     for name in ("sampling", "decoding"):
-        source = subprocess.run(
+        shown = subprocess.run(
             ["git", "show", f"{commit}:rookworld_trl/{name}.py"], cwd=ROOT, capture_output=True, text=True
-        ).stdout
+        )
+        if shown.returncode:
+            sys.exit(
+                f"bench_decode: no rookworld_trl/{name}.py at {commit!r} ({shown.stderr.strip()}): pass a "
+                "commit of this repository from after the sampler was split out (a634d12 or later)"
+            )
+        source = shown.stdout
         source = source.replace("from .sampling import", "from ._old_sampling import")
         path = Path(tmp) / f"_old_{name}.py"
         path.write_text(source)
@@ -50,11 +56,12 @@ def main() -> None:
     from rookworld_trl.data import load_rookworld_dataset
     from rookworld_trl.modeling import load_model_and_tokenizer
 
-    model, tokenizer = load_model_and_tokenizer(str(ROOT / "rookworld_trl" / "assets" / "model"))
+    model, tokenizer = load_model_and_tokenizer(MODEL)
     model.eval()
-    data = str(ROOT / "rookworld_trl" / "assets" / "data")
-    rows = load_rookworld_dataset(data, split="train", mix_env_ratio=float(a.task == "A"), seed=0)
-    prompts = [tokenizer(p)["input_ids"] for p in rows.select(range(8))["prompt"] for _ in range(8)]
+    rows = load_rookworld_dataset(DATA, split="train", mix_env_ratio=float(a.task == "A"), seed=0)
+    prompts = [
+        tokenizer(p)["input_ids"] for p in rows.select(range(PROMPTS))["prompt"] for _ in range(SAMPLES)
+    ]
     eos = tokenizer.eos_token_id
     with tempfile.TemporaryDirectory() as tmp:
         old = load_at(a.against, tmp)
@@ -68,8 +75,8 @@ def main() -> None:
                 outs[side] = dec.sample(
                     model,
                     prompts,
-                    max_new_tokens=80,
-                    sampling=smp.Sampling(temperature=0.25),
+                    max_new_tokens=MAX_NEW,
+                    sampling=smp.Sampling(temperature=TEMPERATURE),
                     eos_token_ids=[eos],
                     pad_token_id=eos,
                 )
