@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,8 @@ from .reference_gpt2 import GPTConfig, attention_mask_4d, position_ids
 from .sampling import Sampling, next_tokens
 
 SYNC_EVERY = 8  # CUDA: decode steps between checks that every row is done (each check waits for the GPU)
+# torch's CPU bmm runs a plain loop, ~3x slower than MKL's, for matrices of fewer multiply-adds than this
+NAIVE_BMM = 400
 
 
 @dataclass
@@ -101,16 +104,34 @@ class KVCache:
         pad = torch.zeros(U, P, dtype=dtype, device=device).masked_fill_(layout.mask == 0, -float("inf"))
         self.prompt_bias = pad.repeat_interleave(H, dim=0)[:, None, :]  # (U*H, 1, P)
         shape = (n_layer, 2, U * H, G, max_new, D)
-        # a CUDA graph reads every column (masked), so unwritten ones must be finite
+        # a step reads the first max(end, floor) new-token columns, the unwritten ones masked, so those must be
+        # finite: a CUDA graph reads them all; on CPU enough for MKL's bmm, zeroed (the rest of this reused
+        # memory, which spares the OS's first-touch page faults, is never read before it is written)
         if device.type == "cuda":
-            self.new = torch.zeros(shape, dtype=dtype, device=device)
-        else:  # eager steps read written columns only; reused memory spares the OS's first-touch page faults
-            self.new = _reused(owner, shape, dtype)
+            self.new, self.floor = torch.zeros(shape, dtype=dtype, device=device), max_new
+        else:
+            self.new, self.floor = _reused(owner, shape, dtype), min(max_new, -(-NAIVE_BMM // D))
+            self.new[..., : self.floor, :].zero_()
         self.unwritten = torch.full((1, 1, max_new), -float("inf"), dtype=dtype, device=device)
         # each step's queries by (group, head, slot); slots that do not run keep stale, finite ones
         self.queries = torch.zeros(U, H, G, D, dtype=dtype, device=device)
-        self.kinds = torch.arange(2, device=device).view(2, 1, 1)  # index of keys / values in `new`
+        self.kinds = torch.arange(2, device=device).view(1, 2, 1)  # index of keys / values in `new`
         self.groups, self.width, self.n_head = U, G, H
+        self._views()
+
+    def _views(self) -> None:
+        """Per layer, the views a step reads (made once, not in every step): the prompts' keys transposed
+        (U*H, D, P) and values (U*H, P, D); the new tokens' keys/values flat (2, U*H*G*max_new, D) for the
+        writes, and by row (U*H*G, max_new, D) for the reads; the queries flat, by group and by row."""
+        U, G, H, D = self.groups, self.width, self.n_head, self.new.size(-1)
+        self.prompt_keys = [k.transpose(1, 2) for k in self.prompt[:, 0]]
+        self.prompt_values = list(self.prompt[:, 1])
+        self.new_flat = [new.view(2, -1, D) for new in self.new]
+        self.new_keys = [new[0].view(U * H * G, -1, D) for new in self.new]
+        self.new_values = [new[1].view(U * H * G, -1, D) for new in self.new]
+        queries = self.queries[:U]
+        self.query_flat, self.query_groups = queries.view(-1, D), queries.view(U * H, G, D)
+        self.query_rows = queries.view(U * H * G, 1, D)
 
     def group_rows(self, groups: torch.Tensor) -> torch.Tensor:
         """The rows (group, head) of these groups."""
@@ -140,6 +161,7 @@ class KVCache:
         rows = n * self.n_head
         self.prompt, self.prompt_bias = self.prompt[:, :, :rows], self.prompt_bias[:rows]
         self.new, self.groups = self.new[:, :, :rows], n
+        self._views()
         return (order[:, None] * self.width + torch.arange(self.width, device=groups.device)).flatten()
 
     def copy(self, source: torch.Tensor, target: torch.Tensor, columns: int) -> None:
@@ -170,20 +192,39 @@ def after_attention(block, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return x + block.mlp(block.ln_2(x))
 
 
-def _direct_qkv(block, x: torch.Tensor) -> torch.Tensor:
-    """qkv() of x (B, C) by the modules' own ops, without their Python layers (the same arithmetic)."""
-    ln, c_attn = block.ln_1, block.attn.c_attn
-    h = F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
-    return torch.addmm(c_attn.bias, h, c_attn.weight)
+class Weights(NamedTuple):
+    """A plain GPT-2 block's tensors (see `_plain`), read once per call: a decode step then runs their ops
+    directly, without the modules' Python layers or attribute look-ups (the same arithmetic, bit for bit)."""
+
+    ln_1: tuple  # (normalized_shape, weight, bias, eps)
+    c_attn: tuple  # (bias, weight): Conv1D's weight is (in, out), so x @ weight + bias is one addmm
+    c_proj: tuple
+    ln_2: tuple
+    c_fc: tuple
+    mlp_proj: tuple
+
+    @classmethod
+    def of(cls, block) -> Weights:
+        def norm(m):
+            return m.normalized_shape, m.weight, m.bias, m.eps
+
+        attn, mlp = block.attn, block.mlp
+        linears = (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj)
+        c_attn, c_proj, c_fc, mlp_proj = ((m.bias, m.weight) for m in linears)
+        return cls(norm(block.ln_1), c_attn, c_proj, norm(block.ln_2), c_fc, mlp_proj)
 
 
-def _direct_after_attention(block, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """after_attention() of x, y (B, C) by the modules' own ops (dropout, which the sampler never applies, aside)."""
-    ln, mlp = block.ln_2, block.mlp
-    x = torch.addmm(block.attn.c_proj.bias, y, block.attn.c_proj.weight).add_(x)
-    h = F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps)
-    h = F.gelu(torch.addmm(mlp.c_fc.bias, h, mlp.c_fc.weight), approximate="tanh")
-    return torch.addmm(mlp.c_proj.bias, h, mlp.c_proj.weight).add_(x)
+def _direct_qkv(w: Weights, x: torch.Tensor) -> torch.Tensor:
+    """qkv() of x (B, C) by a plain block's ops."""
+    bias, weight = w.c_attn
+    return torch.addmm(bias, torch.layer_norm(x, *w.ln_1), weight)
+
+
+def _direct_after_attention(w: Weights, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """after_attention() of x, y (B, C) by a plain block's ops (dropout, which the sampler never applies, aside)."""
+    x = torch.addmm(w.c_proj[0], y, w.c_proj[1]).add_(x)
+    h = F.gelu(torch.addmm(w.c_fc[0], torch.layer_norm(x, *w.ln_2), w.c_fc[1]), approximate="tanh")
+    return torch.addmm(w.mlp_proj[0], h, w.mlp_proj[1]).add_(x)
 
 
 def _plain(block) -> bool:
@@ -211,9 +252,12 @@ class Decoder:
         config = self.transformer.config
         self.n_head, self.n_layer, self.n_positions = config.n_head, config.n_layer, config.n_positions
         self.head_dim = config.n_embd // config.n_head
-        direct = all(_plain(block) for block in self.transformer.h)
-        self.qkv = _direct_qkv if direct else qkv
-        self.after_attention = _direct_after_attention if direct else after_attention
+        blocks = list(self.transformer.h)
+        if all(_plain(block) for block in blocks):
+            self.blocks = [Weights.of(block) for block in blocks]
+            self.qkv, self.after_attention = _direct_qkv, _direct_after_attention
+        else:
+            self.blocks, self.qkv, self.after_attention = blocks, qkv, after_attention
 
     def _logits(self, x):
         return self.lm_head(self.transformer.ln_f(x))
@@ -239,31 +283,30 @@ class Decoder:
         not in `slots` are dropped), the rest of the model for `slots` only."""
         U, G, H, D = cache.groups, cache.width, self.n_head, self.head_dim
         R, C, scale = tokens.size(0), H * D, D**-0.5
+        end = max(end, cache.floor)
         if slots is None:
             slots = torch.arange(U * G, device=tokens.device)
-        group, member = slots // G, slots % G
-        rows = cache.head_rows(slots).view(R, H)  # keys/values of slot (u, g), head h -> row (u, h, g)
-        queries = cache.queries[:U]  # (U, H, G, D)
+        # slot (u, g), head h -> row (u, h, g) of the queries and outputs, (u, h, g, column `at`) of `new`
+        rows = cache.head_rows(slots).view(R, H)
+        written = (rows * cache.new.size(-2) + at)[:, None]  # (R, 1, H), with cache.kinds (1, 2, 1)
+        flat_rows, unwritten, P = rows.view(-1), cache.unwritten[..., :end], cache.prompt_bias.size(-1)
         cache.unwritten.index_fill_(2, at, 0.0)
         x = self.transformer.wte(tokens) + self.transformer.wpe(positions)  # (R, C)
-        for i, block in enumerate(self.transformer.h):
-            projected = self.qkv(block, x)  # (R, 3C): q, k, v
-            new = cache.new[i]  # (2 keys/values, U*H, G, max_new, D)
-            new.view(2, -1, *new.shape[3:]).index_put_(
-                (cache.kinds, rows, at), projected[:, C:].view(R, 2, H, D).transpose(0, 1)
-            )
-            queries[group, :, member] = projected[:, :C].view(R, H, D)
+        for i, block in enumerate(self.blocks):
+            projected = self.qkv(block, x).view(R, 3, H, D)  # q, k, v
+            cache.new_flat[i].index_put_((cache.kinds, written), projected[:, 1:])
+            cache.query_flat.index_put_((rows,), projected[:, 0])
             # a group's queries (U*H, G, D) against its shared prompt (one matmul for its G slots) and each
             # slot's against its own new tokens, scaled as GPT-2 does
-            q = queries.view(U * H, G, D)
-            to_prompt = torch.baddbmm(cache.prompt_bias, q, cache.prompt[i, 0].transpose(1, 2), alpha=scale)
-            keys = new[0].view(U * H * G, -1, D)[:, :end].transpose(1, 2)
-            to_new = torch.baddbmm(cache.unwritten[..., :end], q.view(U * H * G, 1, D), keys, alpha=scale)
-            probs = torch.cat([to_prompt, to_new.view(U * H, G, end)], dim=-1).softmax(dim=-1)
-            p_prompt, p_new = probs.split([to_prompt.size(-1), end], dim=-1)
-            y = torch.bmm(p_new.reshape(U * H * G, 1, end), new[1].view(U * H * G, -1, D)[:, :end])
-            y = torch.baddbmm(y.view(U * H, G, D), p_prompt, cache.prompt[i, 1])  # (U*H, G, D)
-            x = self.after_attention(block, x, y.view(U, H, G, D)[group, :, member].view(R, C))
+            to_prompt = torch.baddbmm(
+                cache.prompt_bias, cache.query_groups, cache.prompt_keys[i], alpha=scale
+            )
+            keys = cache.new_keys[i][:, :end].transpose(1, 2)
+            to_new = torch.baddbmm(unwritten, cache.query_rows, keys, alpha=scale).view(U * H, G, end)
+            p_prompt, p_new = torch.cat([to_prompt, to_new], dim=-1).softmax(dim=-1).split([P, end], dim=-1)
+            y = torch.bmm(p_new.reshape(U * H * G, 1, end), cache.new_values[i][:, :end]).view(U * H, G, D)
+            y = torch.baddbmm(y, p_prompt, cache.prompt_values[i]).view(-1, D)  # (U*H*G, D)
+            x = self.after_attention(block, x, y.index_select(0, flat_rows).view(R, C))
         return self._logits(x)
 
 
