@@ -32,7 +32,9 @@ refuses (other activations or attention scalings) are refused here too.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import mmap
 import weakref
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -46,6 +48,7 @@ from .sampling import Sampling, next_tokens
 SYNC_EVERY = 8  # CUDA: decode steps between checks that every row is done (each check waits for the GPU)
 # torch's CPU bmm runs a plain loop, ~3x slower than MKL's, for matrices of fewer multiply-adds than this
 NAIVE_BMM = 400
+HUGE_PAGE = 2 << 20  # bytes (x86-64, and arm64 with 4 KiB pages)
 
 
 @dataclass
@@ -100,17 +103,20 @@ class KVCache:
     def __init__(self, n_layer, layout: Layout, n_head, head_dim, max_new, dtype, device, owner):
         U, P = layout.ids.shape
         G, H, D = layout.width, n_head, head_dim
-        self.prompt = torch.empty(n_layer, 2, U * H, P, D, dtype=dtype, device=device)
         pad = torch.zeros(U, P, dtype=dtype, device=device).masked_fill_(layout.mask == 0, -float("inf"))
         self.prompt_bias = pad.repeat_interleave(H, dim=0)[:, None, :]  # (U*H, 1, P)
-        shape = (n_layer, 2, U * H, G, max_new, D)
+        shapes = (n_layer, 2, U * H, P, D), (n_layer, 2, U * H, G, max_new, D)
         # a step reads the first max(end, floor) new-token columns, the unwritten ones masked, so those must be
         # finite: a CUDA graph reads them all; on CPU enough for MKL's bmm, zeroed (the rest of this reused
-        # memory, which spares the OS's first-touch page faults, is never read before it is written)
+        # memory is never read before it is written)
         if device.type == "cuda":
-            self.new, self.floor = torch.zeros(shape, dtype=dtype, device=device), max_new
+            self.prompt = torch.empty(shapes[0], dtype=dtype, device=device)
+            self.new, self.floor = torch.zeros(shapes[1], dtype=dtype, device=device), max_new
         else:
-            self.new, self.floor = _reused(owner, shape, dtype), min(max_new, -(-NAIVE_BMM // D))
+            (self.prompt, self.new), self.floor = (
+                _reused(owner, shapes, dtype),
+                min(max_new, -(-NAIVE_BMM // D)),
+            )
             self.new[..., : self.floor, :].zero_()
         self.unwritten = torch.full((1, 1, max_new), -float("inf"), dtype=dtype, device=device)
         # each step's queries by (group, head, slot); slots that do not run keep stale, finite ones
@@ -173,12 +179,28 @@ class KVCache:
 _REUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> memory of its last cache
 
 
-def _reused(owner, shape, dtype) -> torch.Tensor:
-    """An uninitialised CPU tensor in memory kept with `owner` from call to call."""
-    n, memory = math.prod(shape), _REUSED.get(owner)
+def _reused(owner, shapes, dtype) -> list[torch.Tensor]:
+    """Uninitialised CPU tensors of these shapes in memory kept with `owner` from call to call: the OS's
+    first-touch page faults are paid once, and the memory is in huge pages where the OS has them."""
+    sizes = [math.prod(shape) for shape in shapes]
+    n, memory = sum(sizes), _REUSED.get(owner)
     if memory is None or memory.numel() < n or memory.dtype != dtype:
-        memory = _REUSED[owner] = torch.empty(n, dtype=dtype)
-    return memory[:n].view(shape)
+        memory = _REUSED[owner] = _huge_pages(n, dtype)
+    return [part.view(shape) for part, shape in zip(memory[:n].split(sizes), shapes, strict=True)]
+
+
+def _huge_pages(n: int, dtype) -> torch.Tensor:
+    """n uninitialised elements in memory advised for transparent huge pages (Linux; elsewhere torch.empty).
+    Why: a decode step reads thousands of short rows spread over the cache (10 KiB apart); with 4 KiB pages
+    most of those reads also miss the TLB."""
+    if not hasattr(mmap, "MADV_HUGEPAGE"):
+        return torch.empty(n, dtype=dtype)
+    memory = mmap.mmap(-1, n * dtype.itemsize + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    with contextlib.suppress(OSError):  # transparent huge pages switched off: plain pages
+        memory.madvise(mmap.MADV_HUGEPAGE)
+    raw = torch.frombuffer(memory, dtype=torch.uint8)  # keeps `memory` alive
+    start = -raw.data_ptr() % HUGE_PAGE
+    return raw[start : start + n * dtype.itemsize].view(dtype)
 
 
 def qkv(block, x: torch.Tensor) -> torch.Tensor:
@@ -444,9 +466,9 @@ def sample(
                 number = torch.zeros_like(rep).index_copy_(0, kept, torch.arange(len(kept), device=device))
                 tokens, positions, done, live = tokens[kept], positions[kept], done[kept], live[kept]
                 rep = number[rep[kept]]  # a slot's representative is in its group: kept with it
-            runs = None
+            runs = row_of = None
             if branching:
-                rep, runs = branch(rep, tokens, done, cache, t)
+                rep, runs, row_of = branch(rep, tokens, done, cache, t)
             with _autocast(device, autocast_dtype):
                 logits = decoder.step(
                     tokens if runs is None else tokens[runs],
@@ -456,7 +478,6 @@ def sample(
                     t + 1,
                     slots=runs,
                 )
-            row_of = None if runs is None else torch.searchsorted(runs, rep).clamp_(max=len(runs) - 1)
         positions += 1
         at += 1
     slot = torch.tensor(layout.slot, device=device)
@@ -465,25 +486,26 @@ def sample(
 
 
 def branch(rep: torch.Tensor, tokens: torch.Tensor, done: torch.Tensor, cache: KVCache, t: int):
-    """(rep, runs): which slot runs the model for each slot, and the slots that run, ascending.
+    """(rep, runs, row_of): which slot runs the model for each slot, the slots that run (ascending), and each
+    slot's row among them (its logits' row).
 
     Slots with the same prompt and the same tokens so far have the same next-token distribution: one of
     them, their representative, runs the model, and each draws its own token from its logits. Slots that
     drew different tokens branch: each new class of (representative, token) is represented by its first
     slot, which takes a copy of the old representative's keys/values if it was not that slot. Slots that
-    are done run nothing."""
-    alive = done.logical_not().nonzero()[:, 0]
-    vocab = int(tokens.max()) + 1
-    _, cls = torch.unique(rep[alive] * vocab + tokens[alive], return_inverse=True)
-    first = torch.full((int(cls.max()) + 1,), len(rep), device=rep.device)
-    first.scatter_reduce_(0, cls, alive, "amin")
-    old, rep = rep, rep.clone()
-    rep[alive] = first[cls]
-    runs = first.sort().values
-    moved = runs[old[runs] != runs]
-    if t and len(moved):
-        cache.copy(old[moved], moved, columns=t)
-    return rep, runs
+    are done run nothing. (A few dozen slots: Python's dict does this in a fraction of torch.unique's time.)"""
+    old = rep.tolist()
+    new, first = list(old), {}
+    for slot, (r, token, finished) in enumerate(zip(old, tokens.tolist(), done.tolist(), strict=True)):
+        if not finished:
+            new[slot] = first.setdefault((r, token), slot)
+    runs = list(first.values())  # ascending: each class enters at its first slot
+    moved = [slot for slot in runs if old[slot] != slot]
+    if t and moved:
+        cache.copy(torch.tensor([old[slot] for slot in moved]), torch.tensor(moved), columns=t)
+    row = {slot: i for i, slot in enumerate(runs)}
+    row_of = [row.get(r, 0) for r in new]  # a finished slot's row is any: its token is padding
+    return torch.tensor(new), torch.tensor(runs), torch.tensor(row_of)
 
 
 def _cut(tokens: list[list[int]], logps: list[list[float]], eos: set[int]) -> Completions:
