@@ -123,6 +123,8 @@ class KVCache:
         self.queries = torch.zeros(U, H, G, D, dtype=dtype, device=device)
         self.kinds = torch.arange(2, device=device).view(1, 2, 1)  # index of keys / values in `new`
         self.groups, self.width, self.n_head = U, G, H
+        # slot (u, g), head h -> row (u, h, g) of the queries and outputs (and, times max_new, of `new`)
+        self.slot_rows = self.head_rows(torch.arange(U * G, device=device)).view(U * G, H)
         self._views()
 
     def _views(self) -> None:
@@ -300,16 +302,13 @@ class Decoder:
     def step(self, tokens, positions, at, cache: KVCache, end: int, slots=None) -> torch.Tensor:
         """Logits (R, V) after feeding tokens (R,) at positions (R,) to `slots` (R,; None: every slot, in
         order), their keys/values written into new-token column `at` (a 1-element long tensor); attention
-        reads the first `end` new-token columns (a CUDA graph: all of them, the unwritten ones masked). Attention
-        runs for every slot of the groups (a group's rows share its prompt's matmuls; the outputs of the slots
-        not in `slots` are dropped), the rest of the model for `slots` only."""
+        reads the first `end` new-token columns, at least `cache.floor` (a CUDA graph: all), the unwritten ones
+        masked. Attention runs for every slot of the groups (a group's rows share its prompt's matmuls; the
+        outputs of the slots not in `slots` are dropped), the rest of the model for `slots` only."""
         U, G, H, D = cache.groups, cache.width, self.n_head, self.head_dim
         R, C, scale = tokens.size(0), H * D, D**-0.5
         end = max(end, cache.floor)
-        if slots is None:
-            slots = torch.arange(U * G, device=tokens.device)
-        # slot (u, g), head h -> row (u, h, g) of the queries and outputs, (u, h, g, column `at`) of `new`
-        rows = cache.head_rows(slots).view(R, H)
+        rows = cache.slot_rows[: U * G] if slots is None else cache.slot_rows.index_select(0, slots)  # (R, H)
         written = (rows * cache.new.size(-2) + at)[:, None]  # (R, 1, H), with cache.kinds (1, 2, 1)
         flat_rows, unwritten, P = rows.view(-1), cache.unwritten[..., :end], cache.prompt_bias.size(-1)
         cache.unwritten.index_fill_(2, at, 0.0)
