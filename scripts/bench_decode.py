@@ -3,10 +3,12 @@ temperature 0.25, <= 80 new tokens, the embedded model), the same seeds, the two
 
     python scripts/bench_decode.py --against 2bae80a            # P: prompts, 16 rounds
     python scripts/bench_decode.py --against 2bae80a --task A
+    python scripts/bench_decode.py --against 904b3b3 --profile  # also where each side's time goes
 
-Prints each side's median milliseconds per call and the median of the per-round speedups (old / new): the
-ratio holds when the machine's speed drifts, which a run-to-run comparison of tokens/s does not. Also counts
-the rows whose tokens differ (floating-point rounding can move a draw that falls on a boundary)."""
+Prints each side's median milliseconds per call and the median of the per-round speedups (old / new), with
+their middle half and range: the ratio holds when the machine's speed drifts, which a run-to-run comparison of
+tokens/s does not. Also counts the rows whose tokens differ (floating-point rounding can move a draw that falls
+on a boundary)."""
 
 import argparse
 import importlib.util
@@ -51,6 +53,7 @@ def main() -> None:
     p.add_argument("--against", required=True, help="a commit whose sampler to compare with")
     p.add_argument("--task", choices=("P", "A"), default="P")
     p.add_argument("--rounds", type=int, default=16)
+    p.add_argument("--profile", action="store_true", help="also print each side's ops by self time")
     a = p.parse_args()
     from rookworld_trl import decoding, sampling
     from rookworld_trl.data import load_rookworld_dataset
@@ -64,22 +67,21 @@ def main() -> None:
     ]
     eos = tokenizer.eos_token_id
     with tempfile.TemporaryDirectory() as tmp:
-        old = load_at(a.against, tmp)
-        new = (decoding, sampling)
+        sides = {"old": load_at(a.against, tmp), "new": (decoding, sampling)}
+
+        def call(side: str, seed: int):
+            dec, smp = sides[side]
+            torch.manual_seed(seed)
+            sampling_ = smp.Sampling(temperature=TEMPERATURE)
+            return dec.sample(model, prompts, max_new_tokens=MAX_NEW, sampling=sampling_, eos_token_ids=[eos],
+                              pad_token_id=eos)  # fmt: skip
+
         seconds, ratios, differing = {"old": [], "new": []}, [], 0
         for i in range(a.rounds + 1):  # round 0 warms up both
             outs = {}
-            for side, (dec, smp) in (("old", old), ("new", new)):
-                torch.manual_seed(i)
+            for side in sides:
                 start = time.perf_counter()
-                outs[side] = dec.sample(
-                    model,
-                    prompts,
-                    max_new_tokens=MAX_NEW,
-                    sampling=smp.Sampling(temperature=TEMPERATURE),
-                    eos_token_ids=[eos],
-                    pad_token_id=eos,
-                )
+                outs[side] = call(side, i)
                 if i:
                     seconds[side].append(time.perf_counter() - start)
             if i:
@@ -87,12 +89,35 @@ def main() -> None:
             differing += sum(
                 x != y for x, y in zip(outs["old"].completion_ids, outs["new"].completion_ids, strict=True)
             )
+        if a.profile:
+            for side in sides:
+                print(
+                    f"{side}: where a call's time goes (torch.profiler: each op's self time, mean of 4 calls)"
+                )
+                profile_calls(lambda side=side: [call(side, seed) for seed in range(4)], calls=4)
     old_ms, new_ms = (statistics.median(seconds[s]) * 1000 for s in ("old", "new"))
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
     print(
         f"{a.task}: prompts, {a.against} {old_ms:.0f} ms, working tree {new_ms:.0f} ms per call; speedup "
-        f"{statistics.median(ratios):.3f}x (rounds {min(ratios):.2f}-{max(ratios):.2f}); "
+        f"{statistics.median(ratios):.3f}x (half the rounds {q1:.2f}-{q3:.2f}, all {min(ratios):.2f}-{max(ratios):.2f}); "
         f"{differing} of {len(prompts) * (a.rounds + 1)} rows differ"
     )
+
+
+def profile_calls(run, calls: int, top: int = 12) -> None:
+    """The ops that take the most self time in run() (`calls` calls): ms per call and share of all ops'."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    ops = prof.key_averages()
+    total = sum(op.self_cpu_time_total for op in ops)
+    for op in sorted(ops, key=lambda op: -op.self_cpu_time_total)[:top]:
+        ms = op.self_cpu_time_total / 1e3 / calls
+        print(
+            f"  {ms:7.1f} ms {op.self_cpu_time_total / total:6.1%}  {op.key:<32} {op.count // calls:5d} times"
+        )
+    print(f"  {total / 1e3 / calls:7.1f} ms in all (with the profiler's own overhead)")
 
 
 if __name__ == "__main__":
