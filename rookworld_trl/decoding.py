@@ -10,14 +10,16 @@
 How it is fast, and why it computes what transformers' generate() computes:
   - it calls the model's own modules (ln_1, c_attn, c_proj, mlp, ...), so it always sees the current weights,
     LoRA adapters and the fused GELU, and adds nothing to them (GPT-2's math: rookworld_trl/reference_gpt2.py);
-    when they are transformers' own with no hooks, their ops directly (the same arithmetic, bit for bit);
+    when they are transformers' own with no hooks, their ops on their tensors directly, read at each call
+    (the same arithmetic, bit for bit);
   - one prefill per distinct prompt, its keys and values kept once and read by every row that samples from
     that prompt (GRPO's K samples of a group): a query of a group's K rows against its prompt is one matmul,
     and the new tokens' keys and values are laid out by (prompt, head, row), so no step copies them;
   - on CPU, rows with the same prompt and the same tokens so far run the model once for all of them (each
     draws its own token), and rows that are done run nothing (`branch`);
-  - the keys and values of new tokens go into a cache preallocated for max_new_tokens, written in place;
-    positions count real tokens only (left padding), as generate() does;
+  - the keys and values of new tokens go into a cache preallocated for max_new_tokens, written in place
+    (on CPU in memory reused from call to call, in transparent huge pages where the OS has them); positions
+    count real tokens only (left padding), as generate() does; the views a step reads are made once per call;
   - sampling: temperature, top-k, top-p and min-p with transformers' formulas in its order, then one draw
     from the softmax by inverse CDF (15x cheaper than torch.multinomial on CPU); rows that are done emit
     padding, a group whose rows are all done leaves the batch (not a CUDA graph's), and decoding stops once
