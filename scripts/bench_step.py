@@ -9,10 +9,11 @@
               `--profile` also prints where our step's time goes (generation, scoring forward/backward,
               rewards, replay, the guard).
 
-    .venv/bin/python scripts/bench_step.py [--steps 8] [--rounds 3] [--profile]
+    .venv/bin/python scripts/bench_step.py [--steps 8] [--rounds 7] [--profile]
 
-Each figure is the median over steps after the first (warm-up); the load average is printed, since the
-figures depend on what else runs. Ratios are what the issue targets compare (docs/PERFORMANCE.md).
+Each step figure is the median over steps after the first (warm-up); each generation ratio the median over
+rounds (after a warm-up round) of the two backends' ratio in that round. The load average is printed, since
+the figures depend on what else runs. Ratios are what the issue targets compare (docs/PERFORMANCE.md).
 """
 
 import argparse
@@ -180,9 +181,9 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def generation(rounds: int, task: str) -> dict[str, dict[str, float]]:
-    """{backend: {"wall": tokens per second, "cpu": tokens per CPU-second}} on `task` ("P" or "A") prompts:
-    medians over rounds, alternating.
+def generation(rounds: int, task: str) -> dict[tuple[str, str], list[float]]:
+    """{(backend, "wall" tokens per second or "cpu" tokens per CPU-second): one figure per round} on `task`
+    ("P" or "A") prompts, the two backends alternating on the same seeds.
     Tokens per CPU-second hold when other processes share the cores; wall tokens/s do not."""
     from rookworld_trl.data import load_rookworld_dataset
     from rookworld_trl.generation import generate_completions
@@ -212,26 +213,27 @@ def generation(rounds: int, task: str) -> dict[str, dict[str, float]]:
             if i:  # the first round warms up both
                 rates[backend, "wall"].append(tokens / seconds)
                 rates[backend, "cpu"].append(tokens / cpu)
-    return {
-        b: {k: statistics.median(rates[b, k]) for k in ("wall", "cpu")} for b in ("rookworld", "transformers")
-    }
+    return rates
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--profile", action="store_true")
     a = p.parse_args()
     torch.manual_seed(0)
     print(f"load average {os.getloadavg()[0]:.1f}, {torch.get_num_threads()} threads", flush=True)
     for task in ("P", "A"):
-        gen = generation(a.rounds, task)
+        rates = generation(a.rounds, task)
         for kind, unit in (("wall", "tok/s"), ("cpu", "tok per CPU-s")):
-            ours_gen, hf_gen = gen["rookworld"][kind], gen["transformers"][kind]
+            ours_gen, hf_gen = rates["rookworld", kind], rates["transformers", kind]
+            # the median of the rounds' ratios: each round's two calls see the same machine, whose speed drifts
+            ratios = [o / h for o, h in zip(ours_gen, hf_gen, strict=True)]
             print(
-                f"generation  {task}: prompts, rookworld {ours_gen:,.0f} {unit}, transformers {hf_gen:,.0f}: "
-                f"{ours_gen / hf_gen:.2f}x",
+                f"generation  {task}: prompts, rookworld {statistics.median(ours_gen):,.0f} {unit}, transformers "
+                f"{statistics.median(hf_gen):,.0f}: {statistics.median(ratios):.2f}x "
+                f"(rounds {min(ratios):.2f}-{max(ratios):.2f})",
                 flush=True,
             )
     with tempfile.TemporaryDirectory() as tmp:
