@@ -115,10 +115,8 @@ class KVCache:
             self.prompt = torch.empty(shapes[0], dtype=dtype, device=device)
             self.new, self.floor = torch.zeros(shapes[1], dtype=dtype, device=device), max_new
         else:
-            (self.prompt, self.new), self.floor = (
-                _reused(owner, shapes, dtype),
-                min(max_new, -(-NAIVE_BMM // D)),
-            )
+            self.prompt, self.new = _reused(owner, shapes, dtype)
+            self.floor = min(max_new, -(-NAIVE_BMM // D))
             self.new[..., : self.floor, :].zero_()
         self.unwritten = torch.full((1, 1, max_new), -float("inf"), dtype=dtype, device=device)
         # each step's queries by (group, head, slot); slots that do not run keep stale, finite ones
@@ -248,9 +246,10 @@ def _direct_qkv(w: Weights, x: torch.Tensor) -> torch.Tensor:
 
 def _direct_after_attention(w: Weights, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """after_attention() of x, y (B, C) by a plain block's ops (dropout, which the sampler never applies, aside)."""
-    x = torch.addmm(w.c_proj[0], y, w.c_proj[1]).add_(x)
-    h = F.gelu(torch.addmm(w.c_fc[0], torch.layer_norm(x, *w.ln_2), w.c_fc[1]), approximate="tanh")
-    return torch.addmm(w.mlp_proj[0], h, w.mlp_proj[1]).add_(x)
+    (proj_bias, proj), (fc_bias, fc), (out_bias, out) = w.c_proj, w.c_fc, w.mlp_proj
+    x = torch.addmm(proj_bias, y, proj).add_(x)
+    h = F.gelu(torch.addmm(fc_bias, torch.layer_norm(x, *w.ln_2), fc), approximate="tanh")
+    return torch.addmm(out_bias, h, out).add_(x)
 
 
 def _plain(block) -> bool:
