@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -90,11 +91,7 @@ def main() -> None:
                 x != y for x, y in zip(outs["old"].completion_ids, outs["new"].completion_ids, strict=True)
             )
         if a.profile:
-            for side in sides:
-                print(
-                    f"{side}: where a call's time goes (torch.profiler: each op's self time, mean of 4 calls)"
-                )
-                profile_calls(lambda side=side: [call(side, seed) for seed in range(4)], calls=4)
+            profile_calls(call, list(sides), calls=4)
     old_ms, new_ms = (statistics.median(seconds[s]) * 1000 for s in ("old", "new"))
     q1, _, q3 = statistics.quantiles(ratios, n=4)
     print(
@@ -104,20 +101,26 @@ def main() -> None:
     )
 
 
-def profile_calls(run, calls: int, top: int = 12) -> None:
-    """The ops that take the most self time in run() (`calls` calls): ms per call and share of all ops'."""
+def profile_calls(call, sides: list[str], calls: int, top: int = 12) -> None:
+    """Where each side's calls go: the ops with the most self time (torch.profiler), ms per call and share of
+    all ops'. The sides alternate call by call, so that both see the same machine."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        run()
-    ops = prof.key_averages()
-    total = sum(op.self_cpu_time_total for op in ops)
-    for op in sorted(ops, key=lambda op: -op.self_cpu_time_total)[:top]:
-        ms = op.self_cpu_time_total / 1e3 / calls
+    ms = {side: defaultdict(float) for side in sides}
+    for seed in range(calls):
+        for side in sides:
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                call(side, seed)
+            for op in prof.key_averages():
+                ms[side][op.key] += op.self_cpu_time_total / 1e3 / calls
+    for side in sides:
+        total = sum(ms[side].values())
         print(
-            f"  {ms:7.1f} ms {op.self_cpu_time_total / total:6.1%}  {op.key:<32} {op.count // calls:5d} times"
+            f"{side}: a call's ops by self time (torch.profiler, mean of {calls} calls, its overhead included)"
         )
-    print(f"  {total / 1e3 / calls:7.1f} ms in all (with the profiler's own overhead)")
+        for key, value in sorted(ms[side].items(), key=lambda kv: -kv[1])[:top]:
+            print(f"  {value:7.1f} ms {value / total:6.1%}  {key}")
+        print(f"  {total:7.1f} ms in all")
 
 
 if __name__ == "__main__":
