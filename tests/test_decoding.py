@@ -18,7 +18,7 @@ from transformers.generation.logits_process import (
 )
 
 from rookworld_trl.data import load_rookworld_dataset
-from rookworld_trl.decoding import Decoder, left_pad, sample
+from rookworld_trl.decoding import _REUSED, Decoder, left_pad, sample
 from rookworld_trl.generation import generate_completions
 from rookworld_trl.modeling import load_model_and_tokenizer
 from rookworld_trl.sampling import Sampling
@@ -116,6 +116,25 @@ def test_rows_that_agree_run_the_model_once(embedded, monkeypatch):
         assert (distinct == 1) == alike
         assert len(ran) == max(map(len, out)) - 1 and max(ran) <= distinct  # a step per token but the last
         assert ran[-1] <= sum(len(row) == len(ran) + 1 for row in out)  # only the rows still decoding
+
+
+def test_cache_memory_left_over_from_another_call_is_never_read(embedded):
+    """The CPU cache lives in memory kept from call to call; masked columns are read too (torch's bmm needs
+    enough of them), so leftovers must never reach the outputs: NaN there changes nothing."""
+    model, tokenizer, prompts = embedded
+    ids = [row for row in tokenizer(prompts)["input_ids"] for _ in range(4)]
+    eos = tokenizer.eos_token_id
+    kwargs = dict(
+        max_new_tokens=40, sampling=Sampling(temperature=0.8), eos_token_ids=[eos], pad_token_id=eos
+    )
+    torch.manual_seed(0)
+    clean = sample(model, ids, **kwargs)
+    with torch.inference_mode():  # the sampler made that memory in inference mode
+        _REUSED[Decoder(model).transformer].fill_(float("nan"))
+    torch.manual_seed(0)
+    poisoned = sample(model, ids, **kwargs)
+    assert poisoned.completion_ids == clean.completion_ids
+    assert poisoned.logprobs == clean.logprobs
 
 
 def tiny_model(vocab: int = 8) -> GPT2LMHeadModel:
