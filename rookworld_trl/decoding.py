@@ -109,22 +109,23 @@ class KVCache:
         self.prompt_bias = pad.repeat_interleave(H, dim=0)[:, None, :]  # (U*H, 1, P)
         shapes = (n_layer, 2, U * H, P, D), (n_layer, 2, U * H, G, max_new, D)
         # a step reads the first max(end, floor) new-token columns, the unwritten ones masked, so those must be
-        # finite: a CUDA graph reads them all; on CPU enough for MKL's bmm, zeroed (the rest of this reused
-        # memory is never read before it is written)
-        if device.type == "cuda":
-            self.prompt = torch.empty(shapes[0], dtype=dtype, device=device)
-            self.new, self.floor = torch.zeros(shapes[1], dtype=dtype, device=device), max_new
-        else:
+        # finite: on CPU enough columns for MKL's bmm, zeroed (the rest of this reused memory is never read
+        # before it is written); a CUDA graph reads every column (end = max_new)
+        if device.type == "cpu":
             self.prompt, self.new = _reused(owner, shapes, dtype)
             self.floor = min(max_new, -(-NAIVE_BMM // D))
             self.new[..., : self.floor, :].zero_()
+        else:
+            self.prompt = torch.empty(shapes[0], dtype=dtype, device=device)
+            self.new, self.floor = torch.zeros(shapes[1], dtype=dtype, device=device), 1
         self.unwritten = torch.full((1, 1, max_new), -float("inf"), dtype=dtype, device=device)
         # each step's queries by (group, head, slot); slots that do not run keep stale, finite ones
         self.queries = torch.zeros(U, H, G, D, dtype=dtype, device=device)
         self.kinds = torch.arange(2, device=device).view(1, 2, 1)  # index of keys / values in `new`
         self.groups, self.width, self.n_head = U, G, H
         # slot (u, g), head h -> row (u, h, g) of the queries and outputs (and, times max_new, of `new`)
-        self.slot_rows = self.head_rows(torch.arange(U * G, device=device)).view(U * G, H)
+        heads = self.group_rows(torch.arange(U, device=device)).view(U, 1, H)
+        self.slot_rows = (heads * G + torch.arange(G, device=device).view(1, G, 1)).view(U * G, H)
         self._views()
 
     def _views(self) -> None:
@@ -144,12 +145,6 @@ class KVCache:
     def group_rows(self, groups: torch.Tensor) -> torch.Tensor:
         """The rows (group, head) of these groups."""
         return (groups[:, None] * self.n_head + torch.arange(self.n_head, device=groups.device)).flatten()
-
-    def head_rows(self, slots: torch.Tensor) -> torch.Tensor:
-        """The rows (group, head, slot of the group) of these slots in the cache's new tokens, flattened."""
-        return self.group_rows(slots // self.width) * self.width + (slots % self.width).repeat_interleave(
-            self.n_head
-        )
 
     def keep(self, groups: torch.Tensor, columns: int) -> torch.Tensor:
         """Keep only these prompt groups (ascending; the first `columns` new-token columns of their slots);
@@ -175,7 +170,9 @@ class KVCache:
     def copy(self, source: torch.Tensor, target: torch.Tensor, columns: int) -> None:
         """Slots `target` take the first `columns` new-token keys/values of slots `source`."""
         new = self.new.flatten(2, 3)
-        new[:, :, self.head_rows(target), :columns] = new[:, :, self.head_rows(source), :columns]
+        new[:, :, self.slot_rows[target].flatten(), :columns] = new[
+            :, :, self.slot_rows[source].flatten(), :columns
+        ]
 
 
 _REUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> memory of its last cache
