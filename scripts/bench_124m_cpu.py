@@ -70,7 +70,7 @@ def main() -> None:
                   f"after the first (steps: {', '.join(f'{s:.1f}' for s in steps)} s), peak RSS {rss:.2f} GiB; {load()}")  # fmt: skip
         if args.sft_steps:
             out = tmp / "sft"
-            rss = run(["rookworld_trl.sft", "--config", str(ROOT / "recipes" / "sft_rookworld_124m_gpu.yaml"),
+            rss = run(["rookworld_trl.training.sft", "--config", str(ROOT / "recipes" / "sft_rookworld_124m_gpu.yaml"),
                        "--model_name_or_path", model, "--dataset", DATA, "--output_dir", str(out),
                        "--use_cpu", "true", "--bf16", "false", "--max_steps", str(args.sft_steps),
                        "--per_device_train_batch_size", str(args.batch), "--eval_strategy", "no",

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def load_at(commit: str, tmp: str):
-    """rookworld_trl.decoding and .sampling as they were at `commit`, as modules of the package."""
+    """rookworld_trl.model.decoding and .sampling as they were at `commit`, as modules of the package."""
     loaded = {}
     for name in ("sampling", "decoding"):
         shown = subprocess.run(
@@ -56,9 +56,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=16)
     p.add_argument("--profile", action="store_true", help="also print each side's ops by self time")
     a = p.parse_args()
-    from rookworld_trl import decoding, sampling
-    from rookworld_trl.data import load_rookworld_dataset
-    from rookworld_trl.modeling import load_model_and_tokenizer
+    from rookworld_trl.data.load import load_rookworld_dataset
+    from rookworld_trl.model import decoding, sampling
+    from rookworld_trl.model.loading import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(MODEL)
     model.eval()

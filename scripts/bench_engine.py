@@ -21,8 +21,8 @@ import time
 import chess
 import chess.engine
 
-from rookworld_trl.engine import EngineLimit, EnginePool, find_stockfish
-from rookworld_trl.environment import random_boards
+from rookworld_trl.chess.engine import EngineLimit, EnginePool, find_stockfish
+from rookworld_trl.chess.environment import random_boards
 
 
 def random_positions(n: int, seed: int) -> list[str]:

@@ -12,7 +12,7 @@ import time
 import torch
 from transformers import GPT2LMHeadModel
 
-from rookworld_trl.modeling import use_fused_gelu
+from rookworld_trl.model.loading import use_fused_gelu
 
 
 def main() -> None:

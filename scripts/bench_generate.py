@@ -10,7 +10,7 @@ import argparse
 import tempfile
 import time
 
-from rookworld_trl.data_generate import GenerateConfig, generate
+from rookworld_trl.data.generate import GenerateConfig, generate
 
 
 def bench(depth: int, games: int, max_plies: int, workers: int) -> tuple[int, int, float]:

@@ -76,8 +76,8 @@ def plain_trl(steps: int, out: str) -> list[float]:
     """Plain TRL GRPOTrainer on the same model, prompts and sampling, with a trivial reward."""
     from trl import GRPOConfig, GRPOTrainer
 
-    from rookworld_trl.data import load_rookworld_dataset
-    from rookworld_trl.modeling import load_model_and_tokenizer
+    from rookworld_trl.data.load import load_rookworld_dataset
+    from rookworld_trl.model.loading import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(MODEL)
     dataset = load_rookworld_dataset(DATA, split="train", mix_env_ratio=0.0, seed=0)
@@ -130,7 +130,7 @@ def timed(owner, name: str, totals: dict, label: str) -> None:
 
 def ours(steps: int, out: str, overrides: list[str], profile: bool) -> tuple[list[float], dict]:
     """Our trainer from the main job's recipe (no evals, no checkpoints) with these --flag overrides."""
-    from rookworld_trl import grpo
+    from rookworld_trl.grpo import trainer as grpo
 
     trainer, engine, _ = grpo.build(
         [
@@ -185,9 +185,9 @@ def generation(rounds: int, task: str) -> dict[tuple[str, str], list[float]]:
     """{(backend, "wall" tokens per second or "cpu" tokens per CPU-second): one figure per round} on `task`
     ("P" or "A") prompts, the two backends alternating on the same seeds.
     Tokens per CPU-second hold when other processes share the cores; wall tokens/s do not."""
-    from rookworld_trl.data import load_rookworld_dataset
-    from rookworld_trl.generation import generate_completions
-    from rookworld_trl.modeling import load_model_and_tokenizer
+    from rookworld_trl.data.load import load_rookworld_dataset
+    from rookworld_trl.model.generation import generate_completions
+    from rookworld_trl.model.loading import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(MODEL)
     env = 1.0 if task == "A" else 0.0

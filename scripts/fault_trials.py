@@ -86,8 +86,8 @@ def run_inprocess(out: Path, *extra: str) -> tuple[int, str]:
     """The training stage in this process, as `python -m rookworld_trl.grpo` runs it; (exit code, stderr)."""
     import torch
 
-    from rookworld_trl import grpo
-    from rookworld_trl.cli import run_stage
+    from rookworld_trl.grpo import trainer as grpo
+    from rookworld_trl.stage import run_stage
 
     os.environ.update(ENV)
     torch.set_num_threads(

@@ -17,8 +17,8 @@ import sys
 from torch._dynamo.utils import counters
 from transformers import TrainerCallback
 
-from rookworld_trl import grpo
-from rookworld_trl.cli import run_stage
+from rookworld_trl.grpo import trainer as grpo
+from rookworld_trl.stage import run_stage
 
 RECORD = {"scored": [], "positions": set(), "graphs": []}
 

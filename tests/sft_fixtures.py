@@ -16,8 +16,8 @@ import chess
 import chess.engine
 from datasets import Dataset
 
-from rookworld_trl.environment import env_sample
-from rookworld_trl.formats import render_env, render_policy, split_prompt_completion, task_of
+from rookworld_trl.chess.environment import env_sample
+from rookworld_trl.chess.formats import render_env, render_policy, split_prompt_completion, task_of
 
 STOCKFISH = shutil.which("stockfish") or "/usr/games/stockfish"
 

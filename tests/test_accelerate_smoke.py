@@ -55,7 +55,7 @@ def test_accelerate_launch_cpu_config_runs_parity(tmp_path):
     random_hf_model(vocab_size=len(tokenizer), n_positions=128).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "cpu.yaml")]
-    cmd += ["-m", "rookworld_trl.reference_gpt2", str(tmp_path), "--max_new_tokens", "4"]
+    cmd += ["-m", "rookworld_trl.eval.parity", str(tmp_path), "--max_new_tokens", "4"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -137,7 +137,7 @@ def test_two_cpu_processes_run_sft(tmp_path):
             str(ROOT / "rookworld_trl" / "assets" / "data"), "--model_name_or_path", str(ROOT / "rookworld_trl" / "assets" / "model"),
             "--max_steps", "2", "--output_dir", str(tmp_path), "--eval_steps", "1", "--save_steps", "1",
             "--max_eval_samples", "32", "--format_check_samples", "8", "--report_to", "none", "--max_train_samples", "256"]  # fmt: skip
-    cmd, extra = launcher(str(CONFIGS / "multi_cpu.yaml"), ["-m", "rookworld_trl.sft"], argv)
+    cmd, extra = launcher(str(CONFIGS / "multi_cpu.yaml"), ["-m", "rookworld_trl.training.sft"], argv)
     env = {**os.environ, **extra, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     log = result.stdout + result.stderr

@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import GPT2LMHeadModel
 
-from rookworld_trl.data_load import position_key
-from rookworld_trl.formats import parse_policy_completion, split_prompt_completion
-from rookworld_trl.generation import generate_completions
-from rookworld_trl.modeling import load_model_and_tokenizer
+from rookworld_trl.chess.formats import parse_policy_completion, split_prompt_completion
+from rookworld_trl.data.load import position_key
+from rookworld_trl.model.generation import generate_completions
+from rookworld_trl.model.loading import load_model_and_tokenizer
 
 ASSETS = Path(__file__).resolve().parents[1] / "rookworld_trl" / "assets"
 MB = 1_000_000

@@ -11,13 +11,13 @@ import re
 import pytest
 
 ARGPARSE = {  # command -> (module, argv before --help, options without a default: required ones)
-    "data generate": ("rookworld_trl.data", ["generate"], {"--out"}),
-    "data load": ("rookworld_trl.data", ["load"], set()),
-    "data audit": ("rookworld_trl.data", ["audit"], set()),
-    "tokenizer train": ("rookworld_trl.tokenizer", ["train"], {"--data", "--out"}),
-    "eval": ("rookworld_trl.evaluate", [], set()),
-    "report": ("rookworld_trl.report", [], set()),
-    "parity": ("rookworld_trl.reference_gpt2", [], set()),
+    "data generate": ("rookworld_trl.data.commands", ["generate"], {"--out"}),
+    "data load": ("rookworld_trl.data.commands", ["load"], set()),
+    "data audit": ("rookworld_trl.data.commands", ["audit"], set()),
+    "tokenizer train": ("rookworld_trl.data.tokenizer", ["train"], {"--data", "--out"}),
+    "eval": ("rookworld_trl.eval.evaluate", [], set()),
+    "report": ("rookworld_trl.training.report", [], set()),
+    "parity": ("rookworld_trl.eval.parity", [], set()),
 }
 
 
@@ -47,7 +47,9 @@ def test_every_option_shows_its_default_once_and_there_is_an_example(command, ca
         assert block.count("(default:") == expected and block.count("default") == expected, block
 
 
-@pytest.mark.parametrize("command, module", [("train", "rookworld_trl.grpo"), ("sft", "rookworld_trl.sft")])
+@pytest.mark.parametrize(
+    "command, module", [("train", "rookworld_trl.grpo.trainer"), ("sft", "rookworld_trl.training.sft")]
+)
 def test_training_commands_show_defaults_and_an_example(command, module, capsys):
     text = " ".join(help_text(module, [], capsys).split())
     assert f"example: rookworld {command} --config recipes/" in text

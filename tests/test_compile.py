@@ -20,7 +20,7 @@ import yaml
 from test_grpo import make_trainer, model_dir, trainable  # noqa: F401
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from rookworld_trl.modeling import use_padding_aware_positions
+from rookworld_trl.model.loading import use_padding_aware_positions
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow

@@ -4,11 +4,11 @@ import chess
 import pytest
 import torch
 
-from rookworld_trl.credit import field_rewards, group_advantages, per_token_advantages, token_fields
-from rookworld_trl.engine import EngineLimit, EnginePool, find_stockfish
-from rookworld_trl.formats import policy_completion, policy_prompt
-from rookworld_trl.modeling import load_model_and_tokenizer
-from rookworld_trl.policy_grading import PolicyGrader
+from rookworld_trl.chess.engine import EngineLimit, EnginePool, find_stockfish
+from rookworld_trl.chess.formats import policy_completion, policy_prompt
+from rookworld_trl.grpo.credit import field_rewards, group_advantages, per_token_advantages, token_fields
+from rookworld_trl.model.loading import load_model_and_tokenizer
+from rookworld_trl.rewards.policy import PolicyGrader
 
 QUEEN_UP = "rnb1kbnr/pppp1ppp/8/4p3/4P2q/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3"
 

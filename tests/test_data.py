@@ -24,8 +24,10 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
-from rookworld_trl.cli import run_stage
-from rookworld_trl.data import (
+from rookworld_trl.chess.engine import find_stockfish
+from rookworld_trl.chess.environment import KINDS, env_truth
+from rookworld_trl.chess.formats import parse_line, render
+from rookworld_trl.data.commands import (
     COLUMNS,
     FEATURES,
     SPLITS,
@@ -36,10 +38,8 @@ from rookworld_trl.data import (
     load_rookworld_dataset,
     main,
 )
-from rookworld_trl.data_load import position_key
-from rookworld_trl.engine import find_stockfish
-from rookworld_trl.environment import KINDS, env_truth
-from rookworld_trl.formats import parse_line, render
+from rookworld_trl.data.load import position_key
+from rookworld_trl.stage import run_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPTH = 4
@@ -169,7 +169,7 @@ def test_resume_after_lost_shards_gives_the_same_files(generated, tmp_path):
 
 def test_killed_run_resumes_to_the_same_files(generated, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "rookworld_trl.data", "generate", "--out", str(out), *ARGS]
+    cmd = [sys.executable, "-m", "rookworld_trl.data.commands", "generate", "--out", str(out), *ARGS]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not list((out / "shards").glob("*.parquet")) and time.time() < deadline and proc.poll() is None:

@@ -1,5 +1,5 @@
-"""The project's sampler (rookworld_trl/decoding.py) against transformers: tokens, log-probs, distribution,
-and GRPO's rollouts through it (rookworld_trl/rollout.py)."""
+"""The project's sampler (rookworld_trl/model/decoding.py) against transformers: tokens, log-probs, distribution,
+and GRPO's rollouts through it (rookworld_trl/grpo/rollout.py)."""
 
 import copy
 import math
@@ -17,11 +17,11 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from rookworld_trl.data import load_rookworld_dataset
-from rookworld_trl.decoding import _REUSED, Decoder, left_pad, sample
-from rookworld_trl.generation import generate_completions
-from rookworld_trl.modeling import load_model_and_tokenizer
-from rookworld_trl.sampling import Sampling
+from rookworld_trl.data.load import load_rookworld_dataset
+from rookworld_trl.model.decoding import _REUSED, Decoder, left_pad, sample
+from rookworld_trl.model.generation import generate_completions
+from rookworld_trl.model.loading import load_model_and_tokenizer
+from rookworld_trl.model.sampling import Sampling
 
 ASSETS = "rookworld_trl/assets"
 

@@ -1,4 +1,4 @@
-"""Tests for rookworld_trl/engine.py against the real Stockfish and python-chess (no mocks).
+"""Tests for rookworld_trl/chess/engine.py against the real Stockfish and python-chess (no mocks).
 
 Run: .venv/bin/pytest tests/test_engine.py   (engine tests are skipped where Stockfish is not installed)
 """
@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rookworld_trl.engine import (
+from rookworld_trl.chess.engine import (
     AnalysisCache,
     EngineLimit,
     EnginePool,
@@ -26,7 +26,7 @@ from rookworld_trl.engine import (
     find_stockfish,
     format_eval,
 )
-from rookworld_trl.environment import random_boards
+from rookworld_trl.chess.environment import random_boards
 
 try:
     STOCKFISH = find_stockfish()
@@ -224,7 +224,7 @@ def test_unclosed_pool_does_not_hang_exit(tmp_path):
     """A program that forgets close() still exits, and its engine goes with it."""
     pid_file = tmp_path / "pid"
     script = (
-        "from rookworld_trl.engine import EngineLimit, EnginePool\n"
+        "from rookworld_trl.chess.engine import EngineLimit, EnginePool\n"
         "pool = EnginePool(workers=2, limit=EngineLimit(depth=4))\n"
         f"pool.analyse({START!r})\n"
         f"open({str(pid_file)!r}, 'w').write(str(pool.pids()[0]))\n"

@@ -6,8 +6,8 @@
 import chess
 import pytest
 
-from rookworld_trl.environment import env_sample, env_truth, legal_move, parse_board, transition
-from rookworld_trl.formats import render_env, split_prompt_completion
+from rookworld_trl.chess.environment import env_sample, env_truth, legal_move, parse_board, transition
+from rookworld_trl.chess.formats import render_env, split_prompt_completion
 
 START = chess.STARTING_FEN
 

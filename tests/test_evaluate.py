@@ -13,11 +13,20 @@ import pytest
 import torch
 from transformers import Trainer, TrainerControl, TrainerState, TrainingArguments
 
-from rookworld_trl import eval_suites
-from rookworld_trl.engine import EngineLimit, EnginePool
-from rookworld_trl.environment import env_sample, transition
-from rookworld_trl.eval_outputs import summarize, write_outputs
-from rookworld_trl.eval_suites import (
+from rookworld_trl.chess.engine import EngineLimit, EnginePool
+from rookworld_trl.chess.environment import env_sample, transition
+from rookworld_trl.chess.formats import (
+    env_prompt,
+    policy_completion,
+    policy_prompt,
+    render_env,
+    render_policy,
+)
+from rookworld_trl.data.tokenizer import train_tokenizer
+from rookworld_trl.eval import suites as eval_suites
+from rookworld_trl.eval.evaluate import EvalCallback, EvalSettings, main
+from rookworld_trl.eval.outputs import summarize, write_outputs
+from rookworld_trl.eval.suites import (
     ILLEGAL_KINDS,
     env_suite,
     find_mate_in_one,
@@ -29,13 +38,10 @@ from rookworld_trl.eval_suites import (
     policy_suite,
     selfplay_suite,
 )
-from rookworld_trl.evaluate import EvalCallback, EvalSettings, main
-from rookworld_trl.formats import env_prompt, policy_completion, policy_prompt, render_env, render_policy
-from rookworld_trl.generation import generate_completions
-from rookworld_trl.modeling import new_gpt2_model
-from rookworld_trl.policy_grading import score_policy
-from rookworld_trl.rewards import score_env
-from rookworld_trl.tokenizer import train_tokenizer
+from rookworld_trl.model.generation import generate_completions
+from rookworld_trl.model.loading import new_gpt2_model
+from rookworld_trl.rewards.functions import score_env
+from rookworld_trl.rewards.policy import score_policy
 
 START = chess.STARTING_FEN
 AFTER_E4 = "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1"

@@ -21,10 +21,10 @@ import torch
 from test_grpo import make_tiny_model_dir, make_trainer, model_dir, train_logs, trainable  # noqa: F401
 from transformers import TrainerCallback
 
-from rookworld_trl import checkpoints
-from rookworld_trl.grpo import RookWorldGRPOTrainer, train
-from rookworld_trl.grpo_safety import Snapshot, spike
-from rookworld_trl.metrics_log import JSONLMetricsCallback
+from rookworld_trl.grpo.safety import Snapshot, spike
+from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer, train
+from rookworld_trl.training import checkpoints
+from rookworld_trl.training.metrics_log import JSONLMetricsCallback
 
 ROOT = Path(__file__).resolve().parent.parent
 SAVE = dict(save_strategy="steps", save_steps=1, beta=0.01)
@@ -196,7 +196,7 @@ def test_spike_rule():
 def test_huge_finite_update_rolls_back_to_before_it(model_dir, tmp_path, caplog, lr, says):  # noqa: F811
     trainer = make_trainer(model_dir, tmp_path, max_steps=3, learning_rate=lr, nan_max_retries=5, **SAVE)
     start = trainable(trainer.model)
-    with caplog.at_level("WARNING", logger="rookworld_trl.grpo_safety"):
+    with caplog.at_level("WARNING", logger="rookworld_trl.grpo.safety"):
         trainer.train()
     # steps 1 and 2 blow up (a step whose groups all tie has no gradient, and Adam then moves nothing)
     assert trainer.guard.nan_recoveries >= 2 and trainer.halt_reason is None
@@ -273,7 +273,7 @@ def test_full_disk_during_a_checkpoint_is_one_line_then_resumes(model_dir, tmp_p
 
 
 def test_damaged_model_dir_is_one_line_naming_the_file(tmp_path):
-    from rookworld_trl.modeling import ModelLoadError, load_model_and_tokenizer
+    from rookworld_trl.model.loading import ModelLoadError, load_model_and_tokenizer
 
     path = Path(make_tiny_model_dir(tmp_path / "model")) / "model.safetensors"
     with open(path, "r+b") as f:
@@ -292,8 +292,8 @@ def test_damaged_model_dir_is_one_line_naming_the_file(tmp_path):
     ],
 )
 def test_config_errors_are_one_line(tmp_path, capsys, flags, says):
-    from rookworld_trl import grpo
-    from rookworld_trl.cli import run_stage
+    from rookworld_trl.grpo import trainer as grpo
+    from rookworld_trl.stage import run_stage
 
     (tmp_path / "file").write_text("")
     flags = [str(tmp_path / "file") if f == "FILE" else f for f in flags]
@@ -316,7 +316,7 @@ def test_config_errors_are_one_line(tmp_path, capsys, flags, says):
 def test_full_disk_seen_by_any_writer_is_one_line(capsys):
     import sqlite3
 
-    from rookworld_trl.cli import run_stage
+    from rookworld_trl.stage import run_stage
 
     def stage(argv):
         raise sqlite3.OperationalError("database or disk is full")
@@ -329,7 +329,7 @@ def test_full_disk_seen_by_any_writer_is_one_line(capsys):
 
 
 def test_ctrl_c_in_a_stage_exits_130(capsys):
-    from rookworld_trl.cli import run_stage
+    from rookworld_trl.stage import run_stage
 
     def stage(argv):
         raise KeyboardInterrupt
@@ -359,7 +359,7 @@ def test_loss_and_gradient_spike_skips_the_update(model_dir, tmp_path, caplog): 
     SpikeTrainer.spike_step = 7  # after 6 healthy steps: enough history for the medians
     record = Record()
     trainer = make_trainer(model_dir, tmp_path, [record], trainer_cls=SpikeTrainer, max_steps=8)
-    with caplog.at_level("WARNING", logger="rookworld_trl.grpo_safety"):
+    with caplog.at_level("WARNING", logger="rookworld_trl.grpo.safety"):
         trainer.train()
     assert trainer.guard.nan_recoveries == 1 and "diverged:" in caplog.text and "x the median" in caplog.text
     assert all(torch.equal(record.after[7][n], record.after[6][n]) for n in record.after[6])

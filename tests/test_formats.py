@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from rookworld_trl.environment import env_sample
-from rookworld_trl.formats import (
+from rookworld_trl.chess.environment import env_sample
+from rookworld_trl.chess.formats import (
     EOS,
     EnvSample,
     FormatError,

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from rookworld_trl.formats import EOS, env_prompt, policy_prompt
-from rookworld_trl.generation import generate_completions
-from rookworld_trl.modeling import new_gpt2_model
-from rookworld_trl.tokenizer import train_tokenizer
+from rookworld_trl.chess.formats import EOS, env_prompt, policy_prompt
+from rookworld_trl.data.tokenizer import train_tokenizer
+from rookworld_trl.model.generation import generate_completions
+from rookworld_trl.model.loading import new_gpt2_model
 
 START = "rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1"
 AFTER_E4 = "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1"

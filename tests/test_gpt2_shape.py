@@ -22,8 +22,8 @@ import pytest
 import yaml
 from gpt2_shape import gpt2_tokenizer, save_rookworld_124m_shape
 
-from rookworld_trl.data import load_rookworld_dataset
-from rookworld_trl.formats import env_prompt, policy_completion, policy_prompt, split_prompt_completion
+from rookworld_trl.chess.formats import env_prompt, policy_completion, policy_prompt, split_prompt_completion
+from rookworld_trl.data.load import load_rookworld_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED = ROOT / "rookworld_trl" / "assets" / "data"
@@ -84,8 +84,8 @@ def test_gpu_recipes_budget_the_real_completion_lengths():
 
 @pytest.mark.slow
 def test_parity_at_124m_shape(tmp_path):
-    from rookworld_trl.cli import run_stage
-    from rookworld_trl.reference_gpt2 import main
+    from rookworld_trl.eval.parity import main
+    from rookworld_trl.stage import run_stage
 
     model = save_rookworld_124m_shape(tmp_path / "m")
     assert run_stage("parity", main, [model, "--device", "cpu", "--max_new_tokens", "8"]) == 0
@@ -111,7 +111,7 @@ def test_grpo_with_the_124m_recipe_checkpoints_is_killed_resumes_and_evaluates(t
     """The 124M GPU recipe's settings (reference model, adaptive KL, dense reward, field credit, replay off,
     accumulation 2) on this CPU in fp32, a small batch: kill after checkpoint-1, resume to step 3, final
     save and the before/after eval. Prints s/step and peak RSS (docs/PERFORMANCE.md)."""
-    from rookworld_trl import checkpoints
+    from rookworld_trl.training import checkpoints
 
     model, out = save_rookworld_124m_shape(tmp_path / "m"), tmp_path / "run"
     proc = run_124m_stage(model, out, steps=3)
@@ -137,8 +137,8 @@ def test_grpo_with_the_124m_recipe_checkpoints_is_killed_resumes_and_evaluates(t
 def test_sft_continue_path_of_the_124m_recipe(tmp_path):
     """recipes/sft_rookworld_124m_gpu.yaml on this CPU in fp32, a few steps from a 124M-shape model: the
     continue-training path (a loaded model, GPT-2's tokenizer), eval loss, best-model reload, the format check."""
-    from rookworld_trl import sft
-    from rookworld_trl.cli import run_stage
+    from rookworld_trl.stage import run_stage
+    from rookworld_trl.training import sft
 
     model = save_rookworld_124m_shape(tmp_path / "m")
     args = ["--config", str(ROOT / "recipes" / "sft_rookworld_124m_gpu.yaml"), "--model_name_or_path", model,

@@ -19,9 +19,9 @@ import torch
 from datasets import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, TrainerCallback
 
-from rookworld_trl import checkpoints
-from rookworld_trl.grpo import RookWorldGRPOConfig, RookWorldGRPOTrainer, warmup_cosine_linear
-from rookworld_trl.grpo_safety import adapt_beta
+from rookworld_trl.grpo.safety import adapt_beta
+from rookworld_trl.grpo.trainer import RookWorldGRPOConfig, RookWorldGRPOTrainer, warmup_cosine_linear
+from rookworld_trl.training import checkpoints
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CHARS = "PA: abcdefgh12345678rnbqkpRNBQKP/-+wM0.EB"
@@ -168,7 +168,7 @@ def with_completions(ds: Dataset) -> Dataset:
 
 
 def test_replay_batches_label_the_completion_of_the_chosen_task_only(model_dir):
-    from rookworld_trl.replay import Replay
+    from rookworld_trl.grpo.replay import Replay
 
     _, tokenizer = load_tiny(model_dir)
     replay = Replay(with_completions(tiny_dataset()), "A", tokenizer, batch_size=3, seed=0)
@@ -222,7 +222,7 @@ class ReplayProbe(RookWorldGRPOTrainer):
 @pytest.mark.parametrize("accumulation", [1, 2])
 def test_replay_weighs_replay_coef_whatever_the_accumulation(model_dir, tmp_path, accumulation):
     # TRL divides its loss by the accumulation steps; replay must too, or it weighs accumulation x replay_coef
-    from rookworld_trl.replay import replay_loss
+    from rookworld_trl.grpo.replay import replay_loss
 
     model, tokenizer = load_tiny(model_dir)
     start = {k: v.clone() for k, v in model.state_dict().items()}
@@ -486,7 +486,7 @@ def test_warmup_cosine_linear_in_trainer(model_dir, tmp_path):
 
 
 def test_check_completion_length_warns_when_reference_completions_would_be_cut(tmp_path, caplog):
-    from rookworld_trl.grpo import check_completion_length
+    from rookworld_trl.grpo.trainer import check_completion_length
 
     _, tokenizer = load_tiny(make_tiny_model_dir(tmp_path))
     data = Dataset.from_dict(
@@ -504,7 +504,7 @@ def test_reference_model_is_loaded_at_the_policys_revision(model_dir, tmp_path, 
     # a hub-cache layout with two revisions of "me/tiny": main holds other weights than v1
     from trl import ModelConfig
 
-    from rookworld_trl.grpo import load_policy
+    from rookworld_trl.grpo.trainer import load_policy
 
     repo = tmp_path / "hub" / "models--me--tiny"
     for name, seed in (("a" * 40, 0), ("b" * 40, 1)):
@@ -537,7 +537,7 @@ def test_reference_model_is_loaded_at_the_policys_revision(model_dir, tmp_path, 
 
 def test_policy_and_reference_train_without_dropout(model_dir, tmp_path):
     # TRL's disable_dropout, on by default in RookWorldGRPOConfig: dropout would make KL and ratio measure noise
-    from rookworld_trl.modeling import set_dropout
+    from rookworld_trl.model.loading import set_dropout
 
     model, tokenizer = load_tiny(model_dir)
     set_dropout(model, 0.1)
@@ -550,7 +550,7 @@ def test_policy_and_reference_train_without_dropout(model_dir, tmp_path):
 
 
 def test_a_trl_upgrade_that_drops_an_internal_fails_at_import_naming_it(monkeypatch):
-    from rookworld_trl import trl_compat
+    from rookworld_trl.training import trl_compat
 
     trl_compat.check_internals()  # the pinned versions have every one
     monkeypatch.setitem(trl_compat.METHODS, "_score_completions_v2", "a seam a future TRL might rename")

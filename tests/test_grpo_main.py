@@ -18,7 +18,7 @@ import torch
 from test_grpo import file_reward, make_trainer, model_dir  # noqa: F401  (model_dir is a fixture)
 from trl import ModelConfig, TrlParser
 
-from rookworld_trl.grpo import RookWorldGRPOConfig, main, resolve_reward_funcs
+from rookworld_trl.grpo.trainer import RookWorldGRPOConfig, main, resolve_reward_funcs
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").glob("grpo_*.yaml"))
@@ -84,7 +84,7 @@ def test_push_to_hub_offline_is_a_clear_error(monkeypatch, capsys):
     ],
 )
 def test_bad_input_is_one_line_not_a_traceback(flags, says, tmp_path, capsys):
-    from rookworld_trl.cli import run_stage
+    from rookworld_trl.stage import run_stage
 
     argv = ["--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--output_dir", str(tmp_path), *flags]
     assert run_stage("train", main, argv) == 2
@@ -114,8 +114,8 @@ def test_policy_and_reference_score_left_padded_rows_like_unpadded(model_dir, tm
 
 def env_lines(n_moves: int = 16) -> list[str]:
     """A: lines of a short game, rendered by our formats module (the environment task needs no engine)."""
-    from rookworld_trl.environment import env_sample
-    from rookworld_trl.formats import render_env
+    from rookworld_trl.chess.environment import env_sample
+    from rookworld_trl.chess.formats import render_env
 
     board, history, lines = chess.Board(), [], []
     for _ in range(n_moves):

@@ -19,8 +19,8 @@ import pytest
 import torch
 from test_grpo import make_trainer, model_dir, train_logs, trainable  # noqa: F401  (model_dir is a fixture)
 
-from rookworld_trl import checkpoints
-from rookworld_trl.grpo import STATE_FILE, train
+from rookworld_trl.grpo.trainer import STATE_FILE, train
+from rookworld_trl.training import checkpoints
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
@@ -103,7 +103,7 @@ import sys, time
 sys.path.insert(0, {tests!r})
 from transformers import TrainerCallback
 from test_grpo import make_trainer
-from rookworld_trl.grpo import train
+from rookworld_trl.grpo.trainer import train
 
 class Pace(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):

@@ -1,4 +1,4 @@
-"""Tests for rookworld_trl.modeling: loading a local model directory, tokenizer settings, dropout, and
+"""Tests for rookworld_trl.model.loading: loading a local model directory, tokenizer settings, dropout, and
 the one clear error for a missing directory or an unreachable hub id. Runs in seconds, offline.
 
     .venv/bin/python -m pytest tests/test_modeling.py
@@ -15,7 +15,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from rookworld_trl.modeling import (
+from rookworld_trl.model.loading import (
     ModelLoadError,
     is_hub_id,
     load_model_and_tokenizer,

@@ -14,8 +14,8 @@ import pytest
 from huggingface_hub.utils import filter_repo_objects
 from test_grpo import make_trainer, model_dir  # noqa: F401  (model_dir is a fixture)
 
-from rookworld_trl import publish
-from rookworld_trl.grpo import train
+from rookworld_trl.grpo.trainer import train
+from rookworld_trl.training import publish
 
 
 class RecordingHub:

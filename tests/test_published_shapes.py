@@ -13,17 +13,17 @@ import random
 import chess
 import pytest
 
-from rookworld_trl.cli import run_stage
-from rookworld_trl.data import AuditConfig, audit, load_rookworld_dataset, main
-from rookworld_trl.data_load import detect_fen_width
-from rookworld_trl.engine import EngineLimit, EnginePool
-from rookworld_trl.environment import env_sample
-from rookworld_trl.evaluate import EvalSettings, prepare_items
-from rookworld_trl.evaluate import main as eval_main
-from rookworld_trl.formats import policy_completion, policy_prompt, prompt_fen_width, render_env
-from rookworld_trl.rewards import env_reward
-from rookworld_trl.sft import RookWorldSFTConfig, SFTScriptArguments, load_splits, run_sft
-from rookworld_trl.tokenizer import train_tokenizer
+from rookworld_trl.chess.engine import EngineLimit, EnginePool
+from rookworld_trl.chess.environment import env_sample
+from rookworld_trl.chess.formats import policy_completion, policy_prompt, prompt_fen_width, render_env
+from rookworld_trl.data.commands import AuditConfig, audit, load_rookworld_dataset, main
+from rookworld_trl.data.load import detect_fen_width
+from rookworld_trl.data.tokenizer import train_tokenizer
+from rookworld_trl.eval.evaluate import EvalSettings, prepare_items
+from rookworld_trl.eval.evaluate import main as eval_main
+from rookworld_trl.rewards.functions import env_reward
+from rookworld_trl.stage import run_stage
+from rookworld_trl.training.sft import RookWorldSFTConfig, SFTScriptArguments, load_splits, run_sft
 
 LIMIT = EngineLimit(depth=4)
 KINGLESS = "A: 8/8/8/8/8/8/4P3/8 w - - 0 1+e2e4+e2e4+8/8/8/8/4P3/8/8/8 b - - 0 1+0.001+0+0"

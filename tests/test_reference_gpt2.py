@@ -1,4 +1,4 @@
-"""Parity of our pure-PyTorch GPT-2 (rookworld_trl.reference_gpt2) with transformers' GPT2LMHeadModel on a
+"""Parity of our pure-PyTorch GPT-2 (rookworld_trl.model.reference_gpt2) with transformers' GPT2LMHeadModel on a
 small random model: logits on a left-padded batch, KV-cache decoding, greedy generation, the CLI.
 
     .venv/bin/python -m pytest tests/test_reference_gpt2.py
@@ -9,8 +9,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from rookworld_trl.cli import run_stage
-from rookworld_trl.reference_gpt2 import GPTConfig, from_hf, main, parity_checks, position_ids
+from rookworld_trl.eval.parity import main
+from rookworld_trl.model.reference_gpt2 import GPTConfig, from_hf, parity_checks, position_ids
+from rookworld_trl.stage import run_stage
 
 TOL = 1e-4
 PAD = 0  # pad = eos, as in RookWorld

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from rookworld_trl.metrics_log import read_jsonl
-from rookworld_trl.report import (
+from rookworld_trl.training.metrics_log import read_jsonl
+from rookworld_trl.training.report import (
     main,
     moving_average,
     panel_keys,

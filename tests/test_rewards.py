@@ -1,4 +1,4 @@
-"""Tests for rookworld_trl/rewards.py with the real Stockfish and python-chess (no mocks).
+"""Tests for rookworld_trl/rewards/functions.py with the real Stockfish and python-chess (no mocks).
 
 Run: .venv/bin/pytest tests/test_rewards.py   (policy tests are skipped where Stockfish is not installed)
 """
@@ -15,25 +15,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rookworld_trl import rewards
-from rookworld_trl.engine import EngineLimit, EnginePool, MoveEval, StockfishNotFound, find_stockfish
-from rookworld_trl.environment import env_sample
-from rookworld_trl.formats import (
+from rookworld_trl.chess.engine import EngineLimit, EnginePool, MoveEval, StockfishNotFound, find_stockfish
+from rookworld_trl.chess.environment import env_sample
+from rookworld_trl.chess.formats import (
     env_completion,
     env_prompt,
     parse_policy_completion,
     policy_completion,
     policy_prompt,
 )
-from rookworld_trl.policy_grading import POLICY_COMPONENTS, PolicyGrader, label_analysis, score_policy
-from rookworld_trl.reward_shaping import PENALTY, SHAPINGS
-from rookworld_trl.rewards import (
+from rookworld_trl.rewards import functions as rewards
+from rookworld_trl.rewards.functions import (
     env_reward,
     get_reward_funcs,
     make_policy_reward,
     score_env,
     similarity,
 )
+from rookworld_trl.rewards.policy import POLICY_COMPONENTS, PolicyGrader, label_analysis, score_policy
+from rookworld_trl.rewards.shaping import PENALTY, SHAPINGS
 
 try:
     find_stockfish()

@@ -1,4 +1,4 @@
-"""The RL options of issue 19 (rookworld_trl/rl_config.py, rl_options.py): exact KL estimators, EMA/adaptive
+"""The RL options of issue 19 (rookworld_trl/grpo/rl_config.py, rl_options.py): exact KL estimators, EMA/adaptive
 baselines, the value head with GAE, DAPO dynamic sampling. Tiny random GPT-2 of tests/test_grpo.py on CPU.
 
     .venv/bin/pytest tests/test_rl_options.py            (add -m slow for the 3-step runs from the recipe)
@@ -14,11 +14,11 @@ from test_grpo import file_reward, make_trainer, model_dir, tiny_config  # noqa:
 from test_grpo_main import tiny_recipe_argv
 from trl import GRPOTrainer
 
-from rookworld_trl import advantages as adv
-from rookworld_trl import dynamic_sampling as ds
-from rookworld_trl import kl as kl_module
-from rookworld_trl.grpo import main
-from rookworld_trl.kl import divergences, per_token_kl
+from rookworld_trl.grpo import advantages as adv
+from rookworld_trl.grpo import dynamic_sampling as ds
+from rookworld_trl.grpo import kl as kl_module
+from rookworld_trl.grpo.kl import divergences, per_token_kl
+from rookworld_trl.grpo.trainer import main
 
 
 def has_e(prompts, completions, **kwargs):

@@ -1,4 +1,4 @@
-"""Self-play positions (rookworld_trl/selfplay.py): games of the embedded model replayed with python-chess, the
+"""Self-play positions (rookworld_trl/grpo/selfplay.py): games of the embedded model replayed with python-chess, the
 game runner's ends, the buffer, the mix of buffer positions into P: prompts, and GRPO runs that log it all.
 
     OMP_NUM_THREADS=1 .venv/bin/pytest tests/test_selfplay.py        (add -m slow for the 3-step recipe run)
@@ -13,13 +13,12 @@ from pathlib import Path
 import chess
 import pytest
 
-from rookworld_trl.data import load_rookworld_dataset
-from rookworld_trl.data_load import position_key
-from rookworld_trl.formats import parse_policy_prompt, policy_prompt, prompt_fen_width
-from rookworld_trl.generation import generate_completions
-from rookworld_trl.grpo import RookWorldGRPOConfig, RookWorldGRPOTrainer, main
-from rookworld_trl.modeling import load_model_and_tokenizer
-from rookworld_trl.selfplay import ENDS, PositionBuffer, SelfPlay, play_games
+from rookworld_trl.chess.formats import parse_policy_prompt, policy_prompt, prompt_fen_width
+from rookworld_trl.data.load import load_rookworld_dataset, position_key
+from rookworld_trl.grpo.selfplay import ENDS, PositionBuffer, SelfPlay, play_games
+from rookworld_trl.grpo.trainer import RookWorldGRPOConfig, RookWorldGRPOTrainer, main
+from rookworld_trl.model.generation import generate_completions
+from rookworld_trl.model.loading import load_model_and_tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = str(ROOT / "rookworld_trl" / "assets" / "model")
@@ -222,8 +221,8 @@ def test_off_by_default(tmp_path):
 def test_grpo_run_mixes_engine_graded_selfplay_positions_and_logs_them(
     model_and_tokenizer, policy_rows, tmp_path
 ):
-    from rookworld_trl.engine import EngineLimit, EnginePool
-    from rookworld_trl.rewards import make_policy_reward
+    from rookworld_trl.chess.engine import EngineLimit, EnginePool
+    from rookworld_trl.rewards.functions import make_policy_reward
 
     _, tokenizer = model_and_tokenizer
     model, _ = load_model_and_tokenizer(MODEL)  # a copy to train

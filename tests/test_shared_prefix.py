@@ -1,11 +1,11 @@
-"""GRPO scoring: shared prompts (rookworld_trl/shared_prefix.py) against TRL's own forward over every row, and
+"""GRPO scoring: shared prompts (rookworld_trl/model/shared_prefix.py) against TRL's own forward over every row, and
 the LM head on completion tokens only (trl_compat)."""
 
 import pytest
 import torch
 from test_grpo import make_trainer, model_dir  # noqa: F401  (model_dir is a fixture)
 
-from rookworld_trl import shared_prefix
+from rookworld_trl.model import shared_prefix
 
 
 def scored(model_dir, tmp_path, shared: bool, beta: float = 0.0):  # noqa: F811
@@ -63,7 +63,7 @@ def test_cpu_scoring_runs_the_lm_head_on_completion_tokens_only(model_dir, tmp_p
     (COMPACT_SCORING): the completion tokens, with the same log-probs, entropies and gradients."""
     from trl.trainer import utils as trl_utils
 
-    from rookworld_trl import trl_compat
+    from rookworld_trl.training import trl_compat
 
     scored_rows, apply = [], trl_utils._ChunkedLogProbFunction.apply
 

@@ -6,8 +6,8 @@ import pytest
 from sft_fixtures import STOCKFISH, env_lines, mixed_lines
 from transformers import AutoTokenizer
 
-from rookworld_trl.formats import EOS, split_prompt_completion
-from rookworld_trl.tokenizer import main, train_tokenizer
+from rookworld_trl.chess.formats import EOS, split_prompt_completion
+from rookworld_trl.data.tokenizer import main, train_tokenizer
 
 pytestmark = pytest.mark.skipif(not __import__("os").path.exists(STOCKFISH), reason="needs Stockfish")
 
@@ -86,7 +86,7 @@ def test_save_and_auto_tokenizer_round_trip(tokenizer, lines, tmp_path):
 
 
 def test_cli_trains_from_a_text_file(lines, tmp_path):
-    pytest.importorskip("rookworld_trl.data", reason="the data loader is not written yet")
+    pytest.importorskip("rookworld_trl.data.commands", reason="the data loader is not written yet")
     data = tmp_path / "lines.txt"
     data.write_text("\n".join(lines) + "\n")
     assert main(["train", "--data", str(data), "--vocab-size", "300", "--out", str(tmp_path / "tok")]) == 0

@@ -1,0 +1,351 @@
+"""Stockfish analysis for RookWorld: a pool of engines over python-chess `chess.engine`, and an on-disk cache.
+
+The P: task needs, for a position, the engine's top-5 moves with their evaluations (see FORMATS.md).
+`EnginePool.analyse_many` turns FENs into best-first lists of `MoveEval(move, cp)`: it drops duplicates,
+serves what the `AnalysisCache` (sqlite3) already knows and spreads the rest over a few Stockfish
+processes. Results are reproducible: a fixed depth or node limit, Threads=1, and a fresh game
+(`ucinewgame`, which clears Stockfish's hash and history tables) before every position, so the same
+FEN + limit gives the same answer whatever was analysed before it.
+
+    from rookworld_trl.chess.engine import EngineLimit, EnginePool, format_eval
+    with EnginePool(workers=2, limit=EngineLimit(depth=8), cache="data/analysis.sqlite") as pool:
+        evals = pool.analyse("rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1")
+        print([(e.move, format_eval(e.cp)) for e in evals])
+
+Stockfish is found by `find_stockfish`: an explicit path, $STOCKFISH_PATH, `stockfish` on PATH, or
+/usr/games/stockfish (Debian/Ubuntu: `apt-get install stockfish`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import sqlite3
+import threading
+import weakref
+from collections.abc import Iterable
+from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+
+import chess
+import chess.engine
+from tqdm.auto import tqdm
+
+from rookworld_trl.chess.environment import parse_board
+from rookworld_trl.errors import UserError
+
+MATE_SCORE = 100000  # mate in n -> MATE_SCORE - n centipawns, the convention of the published data
+MAX_ATTEMPTS = 3  # a position is tried on at most this many (re)started engines
+STARTUP_TIMEOUT = 120.0  # seconds for the UCI handshake and option commands (searches have no timeout)
+
+
+class StockfishNotFound(UserError):
+    pass
+
+
+def find_stockfish(path: str | None = None) -> str:
+    """Path of a Stockfish binary: `path`, else $STOCKFISH_PATH, else `stockfish` on PATH, else /usr/games."""
+    how = "Install it (Debian/Ubuntu: `apt-get install stockfish`) or set STOCKFISH_PATH to the binary."
+    # An explicit choice that does not work is an error, not a reason to silently use another binary.
+    for source, wanted in (("path", path), ("STOCKFISH_PATH", os.environ.get("STOCKFISH_PATH"))):
+        if wanted:
+            found = shutil.which(wanted)
+            if found is None:
+                raise StockfishNotFound(f"Stockfish not found at {source}={wanted!r}. {how}")
+            return found
+    found = shutil.which("stockfish") or shutil.which("/usr/games/stockfish")
+    if found is None:
+        raise StockfishNotFound(f"Stockfish not found on PATH nor at /usr/games/stockfish. {how}")
+    return found
+
+
+@dataclass(frozen=True)
+class EngineLimit:
+    """A reproducible search limit. Both set: the search stops at whichever comes first.
+    For a node limit alone write EngineLimit(depth=None, nodes=20000)."""
+
+    depth: int | None = 8
+    nodes: int | None = None
+
+    def __post_init__(self):
+        if self.depth is None and self.nodes is None:
+            raise ValueError("EngineLimit needs a depth or a node limit (time limits are not reproducible)")
+        for name in ("depth", "nodes"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"EngineLimit.{name} must be a positive int, got {value!r}")
+
+    def to_chess(self) -> chess.engine.Limit:
+        return chess.engine.Limit(depth=self.depth, nodes=self.nodes)
+
+    def key(self) -> str:
+        """Text for cache keys and dataset metadata: "depth=8", "nodes=20000", "depth=8,nodes=20000"."""
+        parts = [
+            f"{name}={value}"
+            for name, value in (("depth", self.depth), ("nodes", self.nodes))
+            if value is not None
+        ]
+        return ",".join(parts)
+
+
+DEFAULT_LIMIT = EngineLimit()
+
+
+@dataclass(frozen=True)
+class MoveEval:
+    move: str  # UCI
+    cp: int  # centipawns from the side to move's point of view; mate in n is MATE_SCORE - n
+
+    @property
+    def pawns(self) -> float:
+        return self.cp / 100
+
+
+def format_eval(cp: int) -> str:
+    """The E: field text of one evaluation: str(cp / 100), e.g. 30 -> "0.3", 0 -> "0.0", 99997 -> "999.97"."""
+    return str(cp / 100)
+
+
+class AnalysisCache:
+    """Analyses on disk in one sqlite3 file keyed by (fen, limit.key(), multipv).
+
+    One connection behind a lock makes it safe for threads; WAL mode lets several processes share the file.
+    The key does not name the Stockfish version or Hash size: use one cache file per engine setup.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: no fsync on every put, and a crash can lose only the last puts, never corrupt.
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS analysis (fen TEXT NOT NULL, limit_key TEXT NOT NULL,"
+                " multipv INTEGER NOT NULL, evals TEXT NOT NULL, PRIMARY KEY (fen, limit_key, multipv))"
+            )
+            self._conn.commit()
+
+    def get(self, fen: str, limit: EngineLimit, multipv: int) -> list[MoveEval] | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT evals FROM analysis WHERE fen = ? AND limit_key = ? AND multipv = ?",
+                (fen, limit.key(), multipv),
+            ).fetchone()
+        return None if row is None else [MoveEval(move, cp) for move, cp in json.loads(row[0])]
+
+    def put(self, fen: str, limit: EngineLimit, multipv: int, analysis: list[MoveEval]) -> None:
+        evals = json.dumps([[e.move, e.cp] for e in analysis])
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO analysis VALUES (?, ?, ?, ?)", (fen, limit.key(), multipv, evals)
+            )
+            self._conn.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT COUNT(*) FROM analysis").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def normalize_fen(fen: str) -> str:
+    """python-chess's canonical FEN of a valid position; ValueError naming the FEN otherwise (Stockfish may
+    crash or misbehave on impossible positions: no king, the side not to move in check, ...)."""
+    return parse_board(fen).fen()
+
+
+def _popen_daemon(path: str) -> chess.engine.SimpleEngine:
+    """SimpleEngine.popen_uci called from a daemon thread.
+
+    python-chess runs each engine's event loop on a new thread, which inherits the daemon flag of the thread
+    that creates it. A non-daemon loop thread would make the interpreter wait for it at exit before any
+    atexit hook runs, so a pool that was never closed would hang the program; a daemon one lets the
+    pool's finalizer run at exit and quit the engine.
+    """
+    box: dict = {}
+
+    def target():
+        try:
+            # python-chess gives the UCI handshake and each command 10 s by default; a machine busy with
+            # training (or a CI box) can take longer to start Stockfish, so allow STARTUP_TIMEOUT.
+            box["engine"] = chess.engine.SimpleEngine.popen_uci(path, timeout=STARTUP_TIMEOUT)
+        except BaseException as e:  # handed to the caller below
+            box["error"] = e
+
+    thread = threading.Thread(target=target, name="stockfish-start", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["engine"]
+
+
+def _close_engines(engines: list) -> None:
+    """Quit every started engine. Module level so that the pool's finalizer does not keep the pool alive."""
+    for i, engine in enumerate(engines):
+        if engine is None:
+            continue
+        # quit() lets Stockfish exit by itself; an engine that is already dead raises, and close() is enough.
+        with contextlib.suppress(Exception):
+            engine.quit()
+        engine.close()
+        engines[i] = None
+
+
+class EnginePool:
+    """`workers` Stockfish processes, started on first use, each used by one thread at a time.
+
+    Counters for tests and logs: `engine_calls` (searches sent to engines), `restarts` (engines replaced).
+    Safe to call from several threads; do not close() while another thread is using the pool.
+    """
+
+    def __init__(
+        self,
+        workers: int = 1,
+        limit: EngineLimit = DEFAULT_LIMIT,
+        multipv: int = 5,
+        cache: AnalysisCache | str | os.PathLike | None = None,
+        stockfish_path: str | None = None,
+        threads: int = 1,
+        hash_mb: int = 16,
+    ):
+        if workers < 1 or multipv < 1 or threads < 1 or hash_mb < 1:
+            raise ValueError("workers, multipv, threads and hash_mb must be >= 1")
+        self.path = find_stockfish(stockfish_path)  # fail now, with the install hint, not at first analyse
+        self.workers, self.limit, self.multipv = workers, limit, multipv
+        self.options = {"Threads": threads, "Hash": hash_mb}
+        self._owns_cache = cache is not None and not isinstance(cache, AnalysisCache)
+        self.cache = AnalysisCache(cache) if self._owns_cache else cache
+        self._engines: list[chess.engine.SimpleEngine | None] = [None] * workers
+        self._free: queue.SimpleQueue[int] = queue.SimpleQueue()  # indices of engines no thread is using
+        for i in range(workers):
+            self._free.put(i)
+        self._count_lock = threading.Lock()
+        self.engine_calls = 0
+        self.restarts = 0
+        self._closed = False
+        # Engines are quit on close(), when the pool is garbage collected, or at interpreter exit.
+        self._finalizer = weakref.finalize(self, _close_engines, self._engines)
+
+    def analyse(self, fen: str) -> list[MoveEval]:
+        """Best-first top-`multipv` moves of one position.
+
+        [] when python-chess says the game is over (mate, stalemate, insufficient material, 75-move rule).
+        """
+        return self.analyse_many([fen])[0]
+
+    def analyse_many(
+        self, fens: Iterable[str], progress: bool = False, multipv: int | None = None
+    ) -> list[list[MoveEval]]:
+        """analyse() for each FEN, in order; each distinct position is looked up or searched once.
+        `multipv` overrides the pool's (1: the best line only, a third of the time of 5 at depth 8)."""
+        if self._closed:
+            raise RuntimeError("EnginePool is closed")
+        multipv = multipv or self.multipv
+        keys = [normalize_fen(fen) for fen in fens]  # every FEN is checked before any engine work
+        results: dict[str, list[MoveEval]] = {}
+        todo = []
+        for key in dict.fromkeys(keys):  # distinct, first-seen order
+            cached = self.cache.get(key, self.limit, multipv) if self.cache is not None else None
+            if cached is None:
+                todo.append(key)
+            else:
+                results[key] = cached
+        results.update(zip(todo, self._analyse_all(todo, progress, multipv), strict=True))
+        return [list(results[key]) for key in keys]  # copies: duplicates must not share a mutable list
+
+    def _analyse_all(self, fens: list[str], progress: bool, multipv: int) -> list[list[MoveEval]]:
+        with tqdm(total=len(fens), disable=not progress, desc="stockfish", unit="pos") as bar:
+            if self.workers == 1 or len(fens) <= 1:  # no thread hand-off when it cannot help
+                out = []
+                for fen in fens:
+                    out.append(self._analyse_fen(fen, multipv))
+                    bar.update()
+                return out
+            with ThreadPoolExecutor(self.workers, thread_name_prefix="stockfish") as executor:
+                futures = [executor.submit(self._analyse_fen, fen, multipv) for fen in fens]
+                try:
+                    for future in as_completed(futures):
+                        future.result()  # raise the first error now rather than after all the work
+                        bar.update()
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+            return [future.result() for future in futures]
+
+    def _analyse_fen(self, fen: str, multipv: int) -> list[MoveEval]:
+        board = chess.Board(fen)
+        if board.is_game_over():
+            return []
+        i = self._free.get()  # blocks while every engine is busy (other threads using the pool)
+        try:
+            evals = self._search(i, board, multipv)
+        finally:
+            self._free.put(i)
+        if self.cache is not None:
+            self.cache.put(fen, self.limit, multipv, evals)
+        return evals
+
+    def _search(self, i: int, board: chess.Board, multipv: int) -> list[MoveEval]:
+        """One search on engine i, replacing the process if it died (killed, crashed, broken pipe)."""
+        error = None
+        for _ in range(MAX_ATTEMPTS):
+            engine = self._engines[i]
+            with self._count_lock:
+                self.engine_calls += 1
+            try:
+                engine = engine or self._start(i)  # a process may die while it starts, too
+                # A new `game` object makes python-chess send ucinewgame, which clears Stockfish's hash and
+                # history tables: without it results depend on the positions searched before.
+                infos = engine.analyse(board, self.limit.to_chess(), multipv=multipv, game=object())
+                return [MoveEval(info["pv"][0].uci(), _cp(info["score"], board.turn)) for info in infos]
+            # A dead process shows up as EngineTerminatedError (an EngineError), a broken pipe (OSError), or,
+            # when python-chess has already torn down the engine's event loop, a cancelled future.
+            except (chess.engine.EngineError, OSError, CancelledError) as e:
+                error = e
+                if engine is not None:
+                    engine.close()
+                self._engines[i] = None
+                with self._count_lock:
+                    self.restarts += 1
+        raise RuntimeError(f"Stockfish failed {MAX_ATTEMPTS} times on {board.fen()!r}") from error
+
+    def _start(self, i: int) -> chess.engine.SimpleEngine:
+        engine = _popen_daemon(self.path)
+        try:
+            engine.configure(self.options)
+        except BaseException:
+            engine.close()
+            raise
+        self._engines[i] = engine
+        return engine
+
+    def pids(self) -> list[int]:
+        """Process ids of the running engines (none before first use)."""
+        return [engine.transport.get_pid() for engine in self._engines if engine is not None]
+
+    def close(self) -> None:
+        self._closed = True
+        self._finalizer()
+        if self._owns_cache:
+            self.cache.close()
+
+    def __enter__(self) -> EnginePool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _cp(score: chess.engine.PovScore, turn: chess.Color) -> int:
+    return score.pov(turn).score(mate_score=MATE_SCORE)

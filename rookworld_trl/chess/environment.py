@@ -1,0 +1,137 @@
+"""The A: environment task's ground truth, from python-chess.
+
+A transition takes a position (FEN) and a move (UCI, possibly illegal) and gives the next position,
+the reward (0.001 legal, 1.0 mate by the mover, 0.5 a draw, -1.0 illegal), `terminated` (python-chess
+`is_game_over()` after the move) and `truncated` (the move was illegal; the position stays).
+
+The truth follows from the prompt alone: `env_truth(prompt)` needs no label. One consequence: the
+history holds 10 half-moves, too few to see a fivefold repetition (it needs 16 or more), so
+repetition endings are judged on the FEN alone, i.e. not at all; the 75-move rule is in the FEN's
+half-move clock and is judged.
+
+A move is legal only in canonical UCI (`e1g1` castles, promotions need their piece letter). python-chess
+also accepts king-takes-rook castling (`e1h1`, the Chess960 notation); here that is an illegal move,
+because the published data and the engine write `e1g1`, and one spelling per move keeps the task exact.
+
+    python -c "from rookworld_trl.chess.environment import env_sample; print(env_sample(
+        'rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1', 'e2e4', []))"
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import chess
+
+from rookworld_trl.chess.formats import (
+    HISTORY_PLIES,
+    REWARD_DRAW,
+    REWARD_ILLEGAL,
+    REWARD_LEGAL,
+    REWARD_WIN,
+    EnvSample,
+    parse_env_prompt,
+)
+
+
+def parse_board(fen: str) -> chess.Board:
+    """A board from a FEN, or ValueError naming the FEN (python-chess accepts some invalid positions)."""
+    try:
+        board = chess.Board(fen)
+    except ValueError as e:
+        raise ValueError(f"invalid FEN {fen!r}: {e}") from None
+    if not board.is_valid():  # no king, side not to move in check, ...: move generation is not meaningful
+        raise ValueError(f"invalid position {fen!r}: {status_words(board.status())}")
+    return board
+
+
+def status_words(status: chess.Status) -> str:
+    """python-chess's position problems in words: "no black king, too many white pawns"."""
+    return ", ".join(f.name.lower().replace("_", " ") for f in chess.Status if f and f in status)
+
+
+def legal_move(board: chess.Board, move: str) -> chess.Move | None:
+    """The move if `move` is a legal move on `board` written in canonical UCI, else None (garbage included)."""
+    try:
+        parsed = chess.Move.from_uci(move)
+    except ValueError:  # chess.InvalidMoveError is a ValueError
+        return None
+    if not parsed or not board.is_legal(parsed) or board.uci(parsed) != move:
+        return None
+    return parsed
+
+
+def transition(fen: str, move: str) -> tuple[str, float, bool, bool]:
+    """(new_fen, reward, terminated, truncated) for playing `move` on `fen`; ValueError for a bad FEN."""
+    board = parse_board(fen)
+    parsed = legal_move(board, move)
+    if parsed is None:
+        return board.fen(), REWARD_ILLEGAL, False, True
+    board.push(parsed)
+    outcome = board.outcome()  # claim_draw=False: only automatic endings (mate, stalemate, 75-move, ...)
+    if outcome is None:
+        return board.fen(), REWARD_LEGAL, False, False
+    return board.fen(), REWARD_WIN if outcome.winner is not None else REWARD_DRAW, True, False
+
+
+def env_sample(fen: str, move: str, previous: Sequence[str]) -> EnvSample:
+    """The A: sample for `move` on `fen`, where `previous` are the half-moves played before it."""
+    history = (*previous, move)[-HISTORY_PLIES:]
+    new_fen, reward, terminated, truncated = transition(fen, move)
+    return EnvSample(parse_board(fen).fen(), move, tuple(history), new_fen, reward, terminated, truncated)
+
+
+def env_truth(prompt: str) -> EnvSample:
+    """The ground truth of an A: prompt (`A: FEN+move+history+`), from the prompt alone."""
+    fen, move, history = parse_env_prompt(prompt)
+    new_fen, reward, terminated, truncated = transition(fen, move)
+    return EnvSample(fen, move, history, new_fen, reward, terminated, truncated)
+
+
+# Transition kinds, to count and balance the A: data. Endings first: they matter most and are rarest.
+ENDINGS = {
+    chess.Termination.CHECKMATE: "mate",
+    chess.Termination.STALEMATE: "stalemate",
+    chess.Termination.INSUFFICIENT_MATERIAL: "insufficient",
+    chess.Termination.SEVENTYFIVE_MOVES: "75_move",
+}
+KINDS = ("illegal", *ENDINGS.values(), "promotion", "en_passant", "castling", "check", "capture", "normal")
+
+
+def transition_kind(fen: str, move: str) -> str:
+    """The one kind (of KINDS) that best describes `move` on `fen`, judged like `transition` (FEN alone)."""
+    board = parse_board(fen)
+    parsed = legal_move(board, move)
+    if parsed is None:
+        return "illegal"
+    if parsed.promotion:
+        kind = "promotion"
+    elif board.is_en_passant(parsed):
+        kind = "en_passant"
+    elif board.is_castling(parsed):
+        kind = "castling"
+    elif board.gives_check(parsed):
+        kind = "check"
+    elif board.is_capture(parsed):
+        kind = "capture"
+    else:
+        kind = "normal"
+    board.push(parsed)
+    outcome = board.outcome()
+    return kind if outcome is None else ENDINGS.get(outcome.termination, outcome.termination.name.lower())
+
+
+def random_boards(n: int, seed: int, max_plies: int = 80) -> list[chess.Board]:
+    """n distinct unfinished positions, each after 1..max_plies random legal half-moves from the start
+    (each board keeps its move stack). Varied real positions for tests and benchmarks."""
+    rng, boards = random.Random(seed), {}
+    while len(boards) < n:
+        board = chess.Board()
+        for _ in range(rng.randint(1, max_plies)):
+            if board.is_game_over():
+                break
+            board.push(rng.choice(list(board.legal_moves)))
+        if not board.is_game_over():
+            boards.setdefault(board.fen(), board)
+    return list(boards.values())

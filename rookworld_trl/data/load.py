@@ -1,0 +1,438 @@
+"""The RookWorld dataset layout, and loading it from anywhere (our output dir, Parquet, JSONL, raw text, hub).
+
+Layout of a dataset directory (written by `rookworld data generate` and `rookworld data load --out`):
+
+    OUT/{train,validation,test}.parquet   one row per sample, the columns of FEATURES
+    OUT/{train,validation,test}.txt       the same samples as raw lines (the original RookWorld text)
+    OUT/stats.json                        counts (P: rows by FEN width in `fen_widths`) and settings
+
+Columns: `text` (the full line), `prompt` + `completion` (formats.split_prompt_completion), `task` ("P"/"A"),
+`fen`, and the ground truth: P: rows `moves`/`evals` (engine top-k best first, evals in pawns; raw text
+lines keep their written order and `limit` ""), `best`, `limit` (engine limit key, e.g. "depth=8");
+A: rows `move`, `history`, `new_fen`, `reward`, `terminated`, `truncated`, `kind` (environment.KINDS).
+Columns of the other task hold empty values ("" / [] / 0.0 / False) so every row has one Arrow type.
+
+    from rookworld_trl.data.load import load_rookworld_dataset
+    ds = load_rookworld_dataset("data/rookworld", split="train", mix_env_ratio=0.3, seed=0)
+    ds = load_rookworld_dataset("rookworld.txt", streaming=True)          # raw lines, malformed ones counted
+    ds = load_rookworld_dataset("jrahn/rookworld_7m", split="train")      # through datasets.load_dataset
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+import random
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import Features, List, Value
+
+from rookworld_trl.chess.environment import parse_board, transition_kind
+from rookworld_trl.chess.formats import (
+    FEN_WIDTH,
+    EnvSample,
+    FormatError,
+    normalize_line,
+    parse_line,
+    policy_prompt,
+    prompt_fen_width,
+    split_prompt_completion,
+)
+from rookworld_trl.data.sources import open_source, text_lines
+
+SPLITS = ("train", "validation", "test")
+FEATURES = Features(
+    {
+        "text": Value("string"),
+        "prompt": Value("string"),
+        "completion": Value("string"),
+        "task": Value("string"),
+        "fen": Value("string"),
+        "moves": List(Value("string")),
+        "evals": List(Value("float64")),
+        "best": Value("string"),
+        "limit": Value("string"),
+        "move": Value("string"),
+        "history": List(Value("string")),
+        "new_fen": Value("string"),
+        "reward": Value("float64"),
+        "terminated": Value("bool"),
+        "truncated": Value("bool"),
+        "kind": Value("string"),
+    }
+)
+COLUMNS = tuple(FEATURES)
+# Rows per Arrow batch / Parquet row group: bounded memory for any input size (~100 MB), and row groups
+# large enough to compress well (one 92k-row group: 8.3 MB; ten of 10k rows: 9.2 MB).
+BATCH_ROWS = 100_000
+
+
+# ------------------------------------------------------------------------------------------------ rows
+
+
+def make_row(text: str, **fields) -> dict:
+    """A row of FEATURES: the line, its prompt/completion split, `fields`, and empty values for the rest."""
+    prompt, completion = split_prompt_completion(text)
+    empty = {"moves": [], "evals": [], "best": "", "limit": "", "move": "", "history": [], "new_fen": ""}
+    empty.update(reward=0.0, terminated=False, truncated=False, kind="")
+    return {"text": text, "prompt": prompt, "completion": completion, **empty, **fields}
+
+
+def policy_row(text: str, fen: str, moves, evals, best: str, limit: str) -> dict:
+    evals = [float(e) for e in evals]
+    return make_row(text, task="P", fen=fen, moves=list(moves), evals=evals, best=best, limit=limit)
+
+
+def env_row(text: str, sample: EnvSample, kind: str) -> dict:
+    return make_row(
+        text, task="A", fen=sample.fen, move=sample.move, history=list(sample.history), new_fen=sample.new_fen,
+        reward=float(sample.reward), terminated=sample.terminated, truncated=sample.truncated, kind=kind,
+    )  # fmt: skip
+
+
+def row_from_line(line: str) -> dict:
+    """A row from one raw line; FormatError if it is malformed. P: moves/evals stay in written order."""
+    text = normalize_line(line).strip()
+    sample = parse_line(text)
+    try:  # a FEN that reads but is no legal position: nothing to analyse or simulate
+        parse_board(sample.fen)
+    except ValueError as e:
+        raise FormatError(f"{text[0]}: fen: {e}") from None
+    if isinstance(sample, EnvSample):
+        return env_row(text, sample, transition_kind(sample.fen, sample.move))
+    return policy_row(text, sample.fen, sample.moves, sample.evals, sample.best, limit="")
+
+
+def position_key(fen: str) -> str:
+    """The position part of a FEN (board, side, castling, en passant): the same position, any clocks."""
+    return " ".join(fen.split()[:4])
+
+
+def split_of(fen: str, validation_fraction: float, test_fraction: float) -> str:
+    """The split of a position, from a hash of its position part: no position is in two splits.
+
+    Unsalted on purpose: datasets made with other seeds or sources split the same positions the same way.
+    """
+    digest = hashlib.blake2b(position_key(fen).encode(), digest_size=8).digest()
+    u = int.from_bytes(digest, "big") / 2**64
+    if u < test_fraction:
+        return "test"
+    return "validation" if u < test_fraction + validation_fraction else "train"
+
+
+def dedup_key(row: dict) -> int:
+    """P: rows are duplicates by FEN, A: rows by FEN + move (8-byte hashes keep millions in memory)."""
+    key = row["fen"] if row["task"] == "P" else row["fen"] + "+" + row["move"]
+    return int.from_bytes(hashlib.blake2b((row["task"] + key).encode(), digest_size=8).digest(), "big")
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+class LayoutWriter:
+    """Writes rows into OUT/{split}.parquet and OUT/{split}.txt, dropping duplicates; files appear on close."""
+
+    def __init__(self, out: str | os.PathLike, validation_fraction: float, test_fraction: float):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.fractions = (validation_fraction, test_fraction)
+        self.seen: set[int] = set()
+        self.rows = {split: Counter() for split in SPLITS}  # split -> task -> rows
+        self.kinds: Counter[str] = Counter()
+        self.fen_widths: Counter[int] = Counter()  # P: rows by FEN field width: the layout of the prompts
+        self.duplicates: Counter[str] = Counter()
+        self.batches: dict[str, list[dict]] = {split: [] for split in SPLITS}
+        # Written under temporary names and renamed at the end: a killed run never leaves a half file behind.
+        self.parquet = {
+            # zstd at a high level halves the files against the default snappy (6.8 -> 3.4 MB on a 37k-row
+            # train split): the embedded data ships inside the package.
+            s: pq.ParquetWriter(
+                self._tmp(s, "parquet"), FEATURES.arrow_schema, compression="zstd", compression_level=19
+            )
+            for s in SPLITS
+        }
+        # closed in close(), like the Parquet writers
+        self.text = {s: open(self._tmp(s, "txt"), "w", encoding="utf-8") for s in SPLITS}  # noqa: SIM115
+
+    def _tmp(self, split: str, ext: str) -> Path:
+        return self.out / f"{split}.{ext}.tmp"
+
+    def add(self, row: dict) -> None:
+        key = dedup_key(row)
+        if key in self.seen:
+            self.duplicates[row["task"]] += 1
+            return
+        self.seen.add(key)
+        split = split_of(row["fen"], *self.fractions)
+        self.rows[split][row["task"]] += 1
+        if row["kind"]:
+            self.kinds[row["kind"]] += 1
+        if width := row["task"] == "P" and prompt_fen_width(row["prompt"]):
+            self.fen_widths[width] += 1
+        self.batches[split].append(row)
+        if len(self.batches[split]) >= BATCH_ROWS:
+            self._flush(split)
+
+    def _flush(self, split: str) -> None:
+        batch, self.batches[split] = self.batches[split], []
+        if batch:
+            self.parquet[split].write_table(pa.Table.from_pylist(batch, schema=FEATURES.arrow_schema))
+            self.text[split].write("".join(row["text"] + "\n" for row in batch))
+
+    def close(self) -> dict:
+        """Finish the files and return the counts for stats.json."""
+        for split in SPLITS:
+            self._flush(split)
+            self.parquet[split].close()
+            self.text[split].close()
+            for ext in ("parquet", "txt"):
+                os.replace(self._tmp(split, ext), self.out / f"{split}.{ext}")
+        return {
+            "rows": {split: dict(sorted(counts.items())) for split, counts in self.rows.items()},
+            "kinds": dict(sorted(self.kinds.items())),
+            "fen_widths": dict(sorted(self.fen_widths.items())),
+            "duplicates_removed": dict(sorted(self.duplicates.items())),
+        }
+
+
+def write_stats(out: str | os.PathLike, stats: dict) -> None:
+    path = Path(out) / "stats.json"
+    path.with_suffix(".json.tmp").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+    os.replace(path.with_suffix(".json.tmp"), path)
+
+
+# -------------------------------------------------------------------------------------------- raw text
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What a pass over raw lines found: lines read, rows made, malformed lines by reason (first line numbers)."""
+
+    source: str
+    lines: int = 0
+    rows: int = 0
+    malformed: Counter = dataclasses.field(default_factory=Counter)
+    first_lines: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    max_examples: int = 5
+
+    def bad(self, reason: str, line_no: int) -> None:
+        self.malformed[reason] += 1
+        examples = self.first_lines.setdefault(reason, [])
+        if len(examples) < self.max_examples:
+            examples.append(line_no)
+
+    def summary(self) -> str:
+        bad = sum(self.malformed.values())
+        lines = [f"{self.source}: {self.lines} lines, {self.rows} rows, {bad} malformed lines skipped"]
+        for reason, count in self.malformed.most_common():
+            at = ", ".join(f"{self.source}:{n}" for n in self.first_lines[reason])
+            lines.append(f"  {count:>8}  {reason}  (first at {at})")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "lines": self.lines, "rows": self.rows, "malformed": dict(self.malformed),
+                "first_lines": self.first_lines}  # fmt: skip
+
+
+def open_text(path: str | os.PathLike):
+    """A text file for reading, gzip if it ends in .gz; undecodable bytes become U+FFFD, never an error."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    return opener(path, "rt", encoding="utf-8", errors="replace")
+
+
+def read_lines(path: str | os.PathLike) -> Iterator[str]:
+    """Lines of a text file (gzip if it ends in .gz), without their line ends."""
+    with open_text(path) as f:
+        for line in f:
+            yield line.rstrip("\r\n")
+
+
+def rows_from_lines(
+    lines: Iterable[str], report: LoadReport, task: str | None = None, count: bool = True
+) -> Iterator[dict]:
+    """Rows of the well-formed lines; the others are counted in `report` by reason (when `count`).
+
+    `task` keeps only "P" or "A" rows; two filtered passes over one source count malformed lines once
+    (the pass with `count=True`).
+    """
+    for line_no, line in enumerate(lines, 1):
+        if count:
+            report.lines += 1
+        if not line.strip():
+            if count:
+                report.bad("empty line", line_no)
+            continue
+        try:
+            row = row_from_line(line)
+        except FormatError as e:
+            if count:
+                report.bad(e.reason, line_no)
+            continue
+        if task is None or row["task"] == task:
+            report.rows += 1
+            yield row
+
+
+def table_from_rows(rows: Iterable[dict]) -> pa.Table:
+    """An Arrow table of rows, built in batches (compact: no Python objects kept per row)."""
+    batches, batch = [], []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= BATCH_ROWS:
+            batches.append(pa.Table.from_pylist(batch, schema=FEATURES.arrow_schema))
+            batch = []
+    batches.append(pa.Table.from_pylist(batch, schema=FEATURES.arrow_schema))
+    return pa.concat_tables(batches)
+
+
+def dataset_from_lines(
+    lines_fn, report: LoadReport, streaming: bool, task: str | None = None, count: bool = True
+):
+    """A (streaming) dataset of the rows of `lines_fn()`, an iterable of raw lines read anew on each pass."""
+    if streaming:
+
+        def generate():
+            yield from rows_from_lines(lines_fn(), report, task, count)
+
+        return datasets.IterableDataset.from_generator(generate, features=FEATURES)
+    table = table_from_rows(rows_from_lines(lines_fn(), report, task, count))
+    return datasets.Dataset(datasets.table.InMemoryTable(table))
+
+
+# ------------------------------------------------------------------------------------------------ load
+
+
+def to_rows(
+    ds, source: str, report: LoadReport, streaming: bool, task: str | None = None, count: bool = True
+):
+    """Our columns: as they are when present, else parsed from a `text` column of raw lines."""
+    names = ds.column_names or list(next(iter(ds), {}))  # a streamed JSON file names its columns when read
+    if set(COLUMNS) <= set(names):
+        ds = ds.select_columns(list(COLUMNS))
+        ds = ds if ds.features == FEATURES else ds.cast(FEATURES)  # e.g. JSON numbers read as int64
+        return ds if task is None else ds.filter(lambda row: row["task"] == task)
+    return dataset_from_lines(lambda: text_lines(ds, source), report, streaming, task, count)
+
+
+def check_ratio(mix_env_ratio: float) -> None:
+    if not 0.0 <= mix_env_ratio <= 1.0:
+        raise ValueError(f"mix_env_ratio must be in [0, 1], got {mix_env_ratio}")
+
+
+def mix_counts(n_policy: int, n_env: int, mix_env_ratio: float) -> tuple[int, int]:
+    """The most (P:, A:) rows, out of those available, whose A: fraction is `mix_env_ratio` (rounded down)."""
+    check_ratio(mix_env_ratio)
+    if mix_env_ratio in (0.0, 1.0):
+        counts = (0, n_env) if mix_env_ratio == 1.0 else (n_policy, 0)
+    else:
+        total = min(n_policy / (1 - mix_env_ratio), n_env / mix_env_ratio)
+        counts = (int(total * (1 - mix_env_ratio) + 1e-9), int(total * mix_env_ratio + 1e-9))
+    if sum(counts) == 0:
+        raise ValueError(f"mix_env_ratio={mix_env_ratio}: the source has {n_policy} P: and {n_env} A: rows")
+    return counts
+
+
+def mix_tasks(ds: datasets.Dataset, mix_env_ratio: float, seed: int) -> datasets.Dataset:
+    """Exactly the fraction `mix_env_ratio` of A: rows, as many rows as that allows, shuffled by `seed`."""
+    tasks = ds["task"]
+    policy = [i for i, t in enumerate(tasks) if t == "P"]
+    env = [i for i, t in enumerate(tasks) if t == "A"]
+    n_policy, n_env = mix_counts(len(policy), len(env), mix_env_ratio)
+    rng = random.Random(seed)
+    chosen = rng.sample(policy, n_policy) + rng.sample(env, n_env)
+    rng.shuffle(chosen)
+    return ds.select(chosen)
+
+
+def fen_widths(prompts: Iterable[str]) -> Counter:
+    """How many P: prompts among `prompts` are padded to each FEN field width."""
+    return Counter(w for prompt in prompts if (w := prompt_fen_width(prompt)))
+
+
+def detect_fen_width(prompts: Iterable[str]) -> int:
+    """The most common FEN field width of the P: prompts (FEN_WIDTH when none is padded)."""
+    counts = fen_widths(prompts)
+    return counts.most_common(1)[0][0] if counts else FEN_WIDTH
+
+
+def with_fen_width(ds, width: int | None, prompts: Iterable[str], source: str):
+    """`ds` with every P: prompt (and its text) padded to `width` (None: the most common width among
+    `prompts`, ds's or a sample of them): one layout, the way the data was written. Says so when it re-pads."""
+    counts = fen_widths(prompts)
+    width = width or (counts.most_common(1)[0][0] if counts else FEN_WIDTH)
+    if set(counts) <= {width}:
+        return ds
+    others = ", ".join(f"{n} at width {w}" for w, n in sorted(counts.items()) if w != width)
+    print(f"{source}: P: prompts re-padded to FEN width {width} ({others}; set fen_width to choose)")
+
+    def pad(row):
+        if row["task"] != "P":
+            return row
+        prompt = policy_prompt(row["fen"], width)
+        return {**row, "prompt": prompt, "text": prompt + row["completion"]}
+
+    return ds.map(pad)
+
+
+def load_rookworld_dataset(
+    source: str | os.PathLike,
+    split: str = "train",
+    mix_env_ratio: float | None = None,
+    seed: int = 0,
+    streaming: bool = False,
+    max_samples: int | None = None,
+    report: LoadReport | None = None,
+    fen_width: int | None = None,
+):
+    """A `datasets.Dataset` (or `IterableDataset` when streaming) with the columns of FEATURES.
+
+    source: a dataset dir of our layout (`split` picks the file), a .parquet/.jsonl file (of our columns or
+    a `text` column), a raw text file of lines (.txt, .gz; malformed lines are skipped and counted in
+    `report`, a LoadReport, filled as the lines are read), or a hub id such as `jrahn/rookworld_7m`.
+    fen_width: the P: prompts' FEN field width (None: the source's most common one, so that a model is
+    prompted the way its data was written; prompts of other widths are re-padded to it). Streaming decides
+    from the first 1000 P: rows: published files are written at one width each.
+    mix_env_ratio: the fraction of A: rows, deterministic by `seed` (None: all rows, as stored); in memory
+    the counts are exact and the rows shuffled, streaming draws rows from the two tasks with these
+    probabilities until one runs out. max_samples: the first rows, after mixing.
+    A source that cannot be loaded raises DataSourceError saying what was tried.
+    """
+    source = os.fspath(source)
+    report = report if report is not None else LoadReport(source)
+    opened = open_source(source, split, streaming)
+
+    def build(task: str | None = None, count: bool = True, into: LoadReport = report):
+        if opened is None:  # a raw text file
+            return dataset_from_lines(lambda: read_lines(source), into, streaming, task, count)
+        return to_rows(opened, source, into, streaming, task, count)
+
+    if mix_env_ratio is not None:
+        check_ratio(mix_env_ratio)
+    if mix_env_ratio is None:
+        ds = build()
+    elif not streaming:
+        ds = mix_tasks(build(), mix_env_ratio, seed)
+    elif mix_env_ratio in (0.0, 1.0):
+        ds = build("A" if mix_env_ratio == 1.0 else "P")
+    else:
+        # Two passes over the source, one per task; malformed lines are counted by the first only.
+        policy, env = build("P"), build("A", count=False)
+        probabilities = [1 - mix_env_ratio, mix_env_ratio]
+        ds = datasets.interleave_datasets([policy, env], probabilities=probabilities, seed=seed)
+    if report.malformed and not streaming:
+        print(report.summary())
+    probe = build("P", into=LoadReport(source)).take(1000) if streaming else ds  # a pass the report ignores
+    ds = with_fen_width(
+        ds, fen_width, [row["prompt"] for row in probe] if streaming else ds["prompt"], source
+    )
+    if max_samples is not None:
+        ds = ds.take(max_samples) if streaming else ds.select(range(min(max_samples, len(ds))))
+    return ds

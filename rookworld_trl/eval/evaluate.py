@@ -1,0 +1,404 @@
+"""`rookworld eval`: run the evaluation suites on a model (and a baseline) and write JSON, markdown and a PNG.
+
+    rookworld eval jrahn/RookWorld-LM-124M --data DATA --suites policy,env,mate,selfplay,match \\
+        --bigbench path/to/checkmate_in_one/task.json --baseline runs/grpo/final --out eval/run1
+
+Suites (rookworld_trl/eval/suites.py): policy (held-out P: positions against Stockfish at --depth),
+env (held-out A: transitions, also by transition kind), mate (mate-in-one positions from seeded random
+games; BIG-bench `checkmate_in_one` too when --bigbench names its task.json), selfplay, match (against
+Stockfish at --skill_level). Items are drawn once with --seed, so model and baseline answer the same
+positions; each figure comes with a 95% interval and, with a baseline, a paired interval of the difference.
+The published RookWorld-LM figures (docs/FORMATS.md) appear beside the figures they correspond to.
+
+`EvalCallback` runs a small policy + environment evaluation every N steps of a training run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import random
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+
+import chess
+import chess.engine
+from transformers import TrainerCallback
+
+from rookworld_trl import __version__
+from rookworld_trl.chess.engine import EngineLimit, EnginePool, MoveEval, find_stockfish
+from rookworld_trl.chess.formats import FEN_WIDTH, parse_policy_prompt
+from rookworld_trl.data.load import detect_fen_width
+from rookworld_trl.eval.intervals import Metric
+from rookworld_trl.eval.outputs import summarize, write_outputs
+from rookworld_trl.eval.suites import (
+    env_suite,
+    find_mate_in_one,
+    load_bigbench_checkmate,
+    match_suite,
+    mate_suite,
+    policy_suite,
+    selfplay_suite,
+)
+from rookworld_trl.model.generation import generate_completions
+
+SUITES = ("policy", "env", "mate", "selfplay", "match")
+BIGBENCH_REFERENCE = 0.137  # RookWorld-LM on BIG-bench checkmate_in_one (docs/FORMATS.md)
+
+
+@dataclass
+class EvalSettings:
+    """What an evaluation runs and how: `rookworld eval` (its flags are these fields), the before/after eval
+    of a GRPO run and the in-training EvalCallback share it."""
+
+    model: str = field(metadata={"help": "hub id or local model directory"})
+    baseline: str | None = field(
+        default=None, metadata={"help": "a second model, on the same items, side by side"}
+    )
+    data: str | None = field(
+        default=None, metadata={"help": "held-out data for the policy/env suites (rookworld data)"}
+    )
+    split: str = "test"
+    fen_width: int | None = field(
+        default=None,
+        metadata={
+            "help": "P: prompts' FEN field width (None: the model's config.json record, else the data's, else 90)"
+        },
+    )
+    suites: str = field(
+        default="policy,env,mate,selfplay", metadata={"help": f"comma list of {','.join(SUITES)}"}
+    )
+    out: str = field(default="eval_results", metadata={"help": "directory for eval.json, eval.md, eval.png"})
+    seed: int = field(default=0, metadata={"help": "item draws, sampling and bootstrap"})
+    policy_samples: int = 500
+    env_samples: int = 500
+    mate_samples: int = field(default=200, metadata={"help": "mate-in-one positions from random games"})
+    bigbench: str | None = field(
+        default=None, metadata={"help": "BIG-bench checkmate_in_one task.json (your copy)"}
+    )
+    bigbench_samples: int | None = field(
+        default=None, metadata={"help": "first N BIG-bench examples (None: all)"}
+    )
+    selfplay_games: int = 50
+    match_games: int = 20
+    skill_level: int = field(default=0, metadata={"help": "Stockfish 'Skill Level' (0-20) in the match"})
+    max_plies: int = field(default=300, metadata={"help": "half-moves before a game is stopped"})
+    decodings: str = field(
+        default="greedy", metadata={"help": "policy and mate decodings: greedy, sampled or both"}
+    )
+    temperature: float = field(
+        default=0.6, metadata={"help": "sampling temperature (sampled, selfplay, match)"}
+    )
+    top_k: int = field(default=5, metadata={"help": "sampling top-k (ROOK: 5)"})
+    max_new_tokens: int = 128
+    batch_size: int = 64
+    device: str | None = field(default=None, metadata={"help": "cuda, cpu, ... (None: cuda if available)"})
+    depth: int = field(default=8, metadata={"help": "Stockfish depth of the policy truth and the match"})
+    nodes: int | None = field(
+        default=None, metadata={"help": "Stockfish node limit (with or instead of depth)"}
+    )
+    engine_workers: int = 1
+    cache: str | None = field(
+        default=None, metadata={"help": "sqlite file caching engine analyses between runs"}
+    )
+    stockfish: str | None = field(default=None, metadata={"help": "Stockfish binary ($STOCKFISH_PATH, PATH)"})
+
+    def suite_list(self) -> list[str]:
+        """The chosen suites; ValueError naming the unknown ones."""
+        suites = [x.strip() for x in self.suites.split(",") if x.strip()]
+        if unknown := set(suites) - set(SUITES):
+            raise ValueError(f"unknown suites {sorted(unknown)}; choose from {','.join(SUITES)}")
+        return suites
+
+
+@dataclass
+class EvalItems:
+    """What the suites run on, drawn once so that every model answers the same items."""
+
+    policy_fens: list[str] = field(default_factory=list)
+    policy_analyses: list[list[MoveEval]] = field(default_factory=list)
+    env_prompts: list[str] = field(default_factory=list)
+    env_kinds: list[str] | None = None
+    mate_fens: list[str] = field(default_factory=list)
+    bigbench: list[tuple[str, str]] = field(default_factory=list)
+    fen_width: int = FEN_WIDTH  # P: prompts are padded as the data was written
+
+
+def draw_items(
+    dataset, policy_samples: int, env_samples: int, seed: int
+) -> tuple[list[str], list[str], list | None]:
+    """(P: FENs, A: prompts, A: transition kinds or None), sampled without replacement from a dataset."""
+    rng = random.Random(seed)
+    tasks = dataset["task"]
+    p_rows = [i for i, t in enumerate(tasks) if t == "P"]
+    a_rows = [i for i, t in enumerate(tasks) if t == "A"]
+    p_rows = sorted(rng.sample(p_rows, min(policy_samples, len(p_rows))))
+    a_rows = sorted(rng.sample(a_rows, min(env_samples, len(a_rows))))
+    prompts = dataset["prompt"]
+    fens = [parse_policy_prompt(prompts[i]) for i in p_rows]
+    kinds = dataset["kind"] if "kind" in dataset.column_names else None
+    kinds = [kinds[i] for i in a_rows] if kinds is not None else None
+    return fens, [prompts[i] for i in a_rows], kinds
+
+
+def analysed(fens: Sequence[str], engine: EnginePool) -> tuple[list[str], list[list[MoveEval]]]:
+    """The engine's best-first analyses, dropping positions where the game is over (nothing to play)."""
+    analyses = engine.analyse_many(fens, progress=True)
+    keep = [i for i, a in enumerate(analyses) if a]
+    return [fens[i] for i in keep], [analyses[i] for i in keep]
+
+
+def run_suites(
+    generate, items: EvalItems, suites: Sequence[str], args: EvalSettings
+) -> dict[str, dict[str, Metric]]:
+    """{suite: {figure: Metric}} of one model; `args` carries the decoding and game settings."""
+    common = dict(max_new_tokens=args.max_new_tokens, seed=args.seed, fen_width=items.fen_width)
+    sampling = dict(temperature=args.temperature, top_k=args.top_k)
+    decodings = args.decodings.split(",")
+    out = {}
+    if "policy" in suites:
+        out["policy"] = policy_suite(
+            generate, items.policy_fens, items.policy_analyses, decodings=decodings, **sampling, **common
+        )
+    if "env" in suites:
+        out["env"] = env_suite(
+            generate, items.env_prompts, items.env_kinds, max_new_tokens=args.max_new_tokens, seed=args.seed
+        )
+    if "mate" in suites:
+        out["mate"] = mate_suite(generate, items.mate_fens, decodings=decodings, **sampling, **common)
+        if items.bigbench:
+            fens, targets = zip(*items.bigbench, strict=True)
+            out["mate_bigbench"] = mate_suite(
+                generate,
+                fens,
+                targets,
+                decodings=decodings,
+                reference=BIGBENCH_REFERENCE,
+                **sampling,
+                **common,
+            )
+    if "selfplay" in suites:
+        out["selfplay"] = selfplay_suite(
+            generate, games=args.selfplay_games, max_plies=args.max_plies, **sampling, **common
+        )
+    if "match" in suites:
+        out["match"] = match_suite(
+            generate,
+            games=args.match_games,
+            skill_level=args.skill_level,
+            limit=EngineLimit(depth=args.depth, nodes=args.nodes),
+            stockfish_path=args.stockfish,
+            max_plies=args.max_plies,
+            **sampling,
+            **common,
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- command
+
+
+def versions(stockfish_path: str | None) -> dict:
+    import torch
+    import transformers
+    import trl
+
+    with chess.engine.SimpleEngine.popen_uci(find_stockfish(stockfish_path)) as engine:
+        stockfish = engine.id.get("name", "?")
+    return {
+        "rookworld_trl": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "chess": chess.__version__,
+        "stockfish": stockfish,
+    }
+
+
+def prepare_items(args: EvalSettings, suites: Sequence[str], engine: EnginePool) -> EvalItems:
+    """Draw the positions and transitions once, with args.seed; analyse the P: positions with the engine."""
+    items = EvalItems(fen_width=args.fen_width or FEN_WIDTH)
+    if {"policy", "env"} & set(suites):
+        if not args.data:
+            raise ValueError(
+                "the policy and env suites need held-out data: pass --data (see `rookworld data`)"
+            )
+        from rookworld_trl.data.load import load_rookworld_dataset  # here: data pulls in the dataset tooling
+
+        dataset = load_rookworld_dataset(args.data, split=args.split, fen_width=args.fen_width)
+        items.fen_width = detect_fen_width(dataset["prompt"])  # the data's own (all of one width now)
+        fens, items.env_prompts, items.env_kinds = draw_items(
+            dataset, args.policy_samples, args.env_samples, args.seed
+        )
+        if "policy" in suites:
+            items.policy_fens, items.policy_analyses = analysed(fens, engine)
+    if "mate" in suites:
+        items.mate_fens = find_mate_in_one(args.mate_samples, args.seed, engine)
+        if args.bigbench:
+            items.bigbench = load_bigbench_checkmate(args.bigbench, args.bigbench_samples)
+    return items
+
+
+def model_generate(name: str, args: EvalSettings):
+    """(generate(prompts, **settings) of a loaded model: the project's one generation path, bound; the FEN
+    width to prompt it at, --fen_width or the one its config.json records, None if neither says)."""
+    import torch
+
+    from rookworld_trl.model.loading import load_model_and_tokenizer, trained_fen_width
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_model_and_tokenizer(name, device=device)
+    generate = functools.partial(generate_completions, model, tokenizer, batch_size=args.batch_size)
+    return generate, args.fen_width or trained_fen_width(model)
+
+
+def evaluate(args: EvalSettings) -> dict[str, str]:
+    """Run the selected suites on args.model (and args.baseline); write eval.json/md/png; their paths."""
+    suites = args.suite_list()
+    limit = EngineLimit(depth=args.depth, nodes=args.nodes)
+    with EnginePool(
+        args.engine_workers, limit, multipv=5, cache=args.cache, stockfish_path=args.stockfish
+    ) as engine:
+        items = prepare_items(args, suites, engine)
+    widths = {}  # each model is prompted as it was trained; the data's width when its config does not say
+
+    def run(name: str):
+        generate, width = model_generate(name, args)
+        widths[name] = width or items.fen_width
+        return run_suites(generate, dataclasses.replace(items, fen_width=widths[name]), suites, args)
+
+    results = run(args.model)
+    baseline = run(args.baseline) if args.baseline else None
+    settings = {
+        "model": args.model,
+        "baseline": args.baseline,
+        "data": args.data,
+        "split": args.split,
+        "fen_width": widths,
+        "suites": suites,
+        "seed": args.seed,
+        "engine_limit": limit.key(),
+        "multipv": 5,
+        "decodings": args.decodings,
+        "temperature": args.temperature,
+        "top_k": args.top_k,
+        "max_new_tokens": args.max_new_tokens,
+        "sizes": {
+            "policy_positions": len(items.policy_fens),
+            "env_transitions": len(items.env_prompts),
+            "mate_positions": len(items.mate_fens),
+            "bigbench_positions": len(items.bigbench),
+            "selfplay_games": args.selfplay_games,
+            "match_games": args.match_games,
+        },
+        "bigbench": args.bigbench,
+        "max_plies": args.max_plies,
+        "skill_level": args.skill_level,
+        "eval_clip_pawns": 10.0,
+        "versions": versions(args.stockfish),
+    }
+    paths = write_outputs(summarize(results, baseline, args.seed), settings, args.out)
+    print(f"rookworld eval: wrote {', '.join(paths.values())}")
+    return paths
+
+
+def parse_args(argv: list[str] | None) -> EvalSettings:
+    """`rookworld eval` flags: the EvalSettings fields (the model is positional), with their defaults."""
+    p = argparse.ArgumentParser(
+        prog="rookworld eval",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example: rookworld eval runs/grpo_tiny_cpu/final --baseline rookworld_trl/assets/model "
+        "--data rookworld_trl/assets/data --suites policy,env --policy_samples 200 --out eval/run1",
+    )
+    hints = typing.get_type_hints(EvalSettings)
+    for f in fields(EvalSettings):
+        kind = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],) if t is not type(None))
+        name = f.name if f.name == "model" else f"--{f.name}"
+        p.add_argument(
+            name,
+            type=kind,
+            help=f.metadata.get("help", f.name.replace("_", " ")),
+            **({} if f.name == "model" else {"default": f.default}),
+        )
+    return EvalSettings(**vars(p.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    evaluate(parse_args(argv))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+class EvalCallback(TrainerCallback):
+    """A greedy policy + environment evaluation before training and every `every_steps` optimizer steps.
+
+    The figures go through `trainer.log` as "eval/<suite>/<figure>" and so land in the metrics JSONL and
+    TensorBoard. Items are drawn once from `dataset` (columns task, prompt, optionally kind) with the
+    settings' seed and sample sizes; the engine analyses the P: positions once, on first use. Only the main
+    process evaluates.
+
+        trainer.add_callback(EvalCallback(trainer, eval_dataset, pool, 50, EvalSettings(model="", ...)))
+    """
+
+    def __init__(self, trainer, dataset, engine: EnginePool, every_steps: int, settings: EvalSettings):
+        if every_steps < 1:
+            raise ValueError("every_steps must be >= 1")
+        self.trainer, self.engine, self.every_steps, self.settings = trainer, engine, every_steps, settings
+        s = settings
+        self.fens, self.env_prompts, _ = draw_items(dataset, s.policy_samples, s.env_samples, s.seed)
+        self.fen_width = s.fen_width or detect_fen_width(dataset["prompt"])  # as the data was written
+        self.analyses: list[list[MoveEval]] | None = None
+
+    def evaluate(self, model, tokenizer) -> dict[str, float]:
+        if self.analyses is None:
+            self.fens, self.analyses = analysed(self.fens, self.engine)
+        s = self.settings
+        generate = functools.partial(generate_completions, model, tokenizer, batch_size=s.batch_size)
+        results = {}
+        if self.fens:
+            results["policy"] = policy_suite(
+                generate, self.fens, self.analyses, max_new_tokens=s.max_new_tokens, seed=s.seed,
+                fen_width=self.fen_width,
+            )  # fmt: skip
+        if self.env_prompts:
+            results["env"] = env_suite(
+                generate, self.env_prompts, max_new_tokens=s.max_new_tokens, seed=s.seed
+            )
+        return {
+            f"eval/{suite}/{name}": m.value
+            for suite, metrics in results.items()
+            for name, m in metrics.items()
+            if m.value is not None
+        }
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:  # the curve's first point: the model before any update
+            self.on_step_end(args, state, control, **kwargs)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every_steps or not state.is_world_process_zero:
+            return
+        trainer = self.trainer
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        logs = self.evaluate(model, trainer.processing_class)
+        # Log with the model in eval mode: GRPOTrainer.log then merges its (empty) eval metrics, and the
+        # training averages it has gathered since the last log stay for the regular log row. trainer.log
+        # also clears control.should_log (CallbackHandler.on_log): restore it, or this step's row is lost.
+        was_training, should_log = trainer.model.training, control.should_log
+        trainer.model.eval()
+        try:
+            trainer.log(logs)
+        finally:
+            trainer.model.train(was_training)
+            control.should_log = should_log
+
+
+if __name__ == "__main__":
+    from rookworld_trl.stage import run_stage
+
+    raise SystemExit(run_stage("eval", main))

@@ -1,0 +1,449 @@
+"""The evaluation suites: policy, environment, mate-in-one, self-play and a match against Stockfish.
+
+Each suite takes a `generate` callable, `generate(prompts, *, max_new_tokens, do_sample, temperature,
+top_k, seed) -> completions` (in practice `generation.generate_completions` with the model bound; in
+tests a script of known answers), and returns `{name: Metric}` (rookworld_trl/eval/intervals.py: one value per
+item, so a run reports a confidence interval and two models on the same items a paired one).
+python-chess referees everything; Stockfish gives the policy truth (analyses passed in, best first).
+
+    python -m rookworld_trl.eval.evaluate --help      (the command that runs these: `rookworld eval`)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from collections.abc import Callable, Sequence
+
+import chess
+import chess.engine
+from tqdm.auto import tqdm
+
+from rookworld_trl.chess.engine import MATE_SCORE, EngineLimit, EnginePool, MoveEval, find_stockfish
+from rookworld_trl.chess.environment import env_truth, legal_move
+from rookworld_trl.chess.formats import (
+    FEN_WIDTH,
+    parse_env_completion,
+    parse_policy_completion,
+    policy_prompt,
+    strip_eos,
+)
+from rookworld_trl.eval.intervals import Metric
+from rookworld_trl.rewards.functions import score_env, similarity
+from rookworld_trl.rewards.policy import score_policy  # the training rewards, as eval figures
+
+Generate = Callable[..., list[str]]
+CHUNK = 256  # prompts per generate call: one progress-bar tick, still large enough to batch well
+
+
+def generate_all(generate: Generate, prompts: list[str], desc: str, seed: int, **kwargs) -> list[str]:
+    """`generate` over chunks of prompts behind a progress bar; chunk i samples with seed + i."""
+    out: list[str] = []
+    for i, start in enumerate(tqdm(range(0, len(prompts), CHUNK), desc=desc, unit="chunk", leave=False)):
+        chunk = prompts[start : start + CHUNK]
+        completions = generate(chunk, seed=seed + i, **kwargs)
+        if len(completions) != len(chunk):
+            raise ValueError(f"generate returned {len(completions)} completions for {len(chunk)} prompts")
+        out += completions
+    return out
+
+
+def decoding_kwargs(decoding: str, temperature: float, top_k: int) -> dict:
+    """generate() settings of a named decoding: "greedy" or "sampled" (ROOK: top-k 5, temperature 0.6)."""
+    if decoding == "greedy":
+        return {"do_sample": False}
+    if decoding == "sampled":
+        return {"do_sample": True, "temperature": temperature, "top_k": top_k}
+    raise ValueError(f"unknown decoding {decoding!r}: use 'greedy' or 'sampled'")
+
+
+def legal_best_move(board: chess.Board, completion: str) -> chess.Move | None:
+    """The model's B: move if it is legal on `board`."""
+    best = parse_policy_completion(completion).best
+    return legal_move(board, best) if best else None
+
+
+# Why a B: move is illegal (illegal_kind); the rates of these and of a legal B: move sum to 1.
+ILLEGAL_KINDS = (
+    "no_move", "empty_square", "opponent_piece", "king_in_check", "blocked", "geometry", "noncanonical",
+)  # fmt: skip
+
+
+def illegal_kind(board: chess.Board, best: str | None) -> str | None:
+    """Why the B: move `best` is illegal on `board` (one of ILLEGAL_KINDS), None if it is legal.
+
+    king_in_check: the piece can go there but its king would be in check after; blocked: the piece moves
+    that way on an empty board, but here a piece is in the way or on the target square; geometry: not a move
+    this piece makes on an empty board (a pawn's capture of nothing included); noncanonical: legal, but not
+    canonical UCI (e1h1 for e1g1).
+
+    >>> board = chess.Board()
+    >>> [illegal_kind(board, m) for m in ("e2e4", "e3e4", "e7e5", "f1c4", "g1g3", "e2", None)]
+    [None, 'empty_square', 'opponent_piece', 'blocked', 'geometry', 'no_move', 'no_move']
+    """
+    if best and legal_move(board, best) is not None:
+        return None
+    try:
+        move = chess.Move.from_uci(best or "")
+    except ValueError:
+        return "no_move"
+    piece = board.piece_at(move.from_square) if move else None
+    if piece is None:
+        return "no_move" if not move else "empty_square"
+    if piece.color != board.turn:
+        return "opponent_piece"
+    if board.is_legal(move):
+        return "noncanonical"
+    if board.is_pseudo_legal(move):
+        return "king_in_check"
+    alone = chess.Board(None)
+    alone.set_piece_at(move.from_square, piece)
+    alone.turn = piece.color
+    return "blocked" if alone.is_pseudo_legal(move) else "geometry"
+
+
+# ----------------------------------------------------------------------------------------------- policy
+
+
+def policy_figures(fen: str, completion: str, analysis: Sequence[MoveEval], eval_clip: float) -> dict:
+    """Per-position figures of one P: completion against the engine's best-first analysis."""
+    parsed = parse_policy_completion(completion)
+    top = [e.move for e in analysis]
+    said = dict(zip(parsed.moves, parsed.evals, strict=False))  # a short E: list pairs with the first moves
+
+    def clip(x: float) -> float:  # mate scores (999.97) would swamp the mean error of ordinary positions
+        return max(-eval_clip, min(eval_clip, x))
+
+    errors = [abs(clip(said[e.move]) - clip(e.pawns)) for e in analysis if e.move in said]
+    board = chess.Board(fen)
+    why = illegal_kind(board, parsed.best)
+    listed = dict.fromkeys(parsed.moves)
+    return {
+        "invalid": float(not parsed.ok),
+        "layout": float(parsed.exact),  # strict: widths and numbers as the renderer writes them
+        "legal_best_move": float(why is None),
+        **{f"illegal/{kind}": float(why == kind) for kind in ILLEGAL_KINDS},
+        "best_move_accuracy": float(parsed.best == top[0]),
+        "top5_move_accuracy": float(parsed.best in top),
+        "candidate_overlap": len(set(parsed.moves) & set(top)) / len(top),
+        # distinct legal moves listed in M:, out of the five asked for (or all legal moves, if fewer)
+        "legal_moves": sum(legal_move(board, m) is not None for m in listed)
+        / max(len(parsed.moves), len(top)),
+        "eval_mae": sum(errors) / len(errors) if errors else None,
+        # The graduated training reward; a move outside the engine's top 5 is graded as the 5th line (an
+        # upper bound: the eval has the root analysis only, training also searches that move).
+        "reward": score_policy(fen, completion, analysis)[0],
+    }
+
+
+NOT_RATES = {"eval_mae", "reward_mae", "reward"}  # figures shown as numbers, not percentages
+POLICY_REFERENCE = {"best_move_accuracy": 0.166, "top5_move_accuracy": 0.392}
+
+
+def policy_suite(
+    generate: Generate,
+    fens: Sequence[str],
+    analyses: Sequence[Sequence[MoveEval]],
+    *,
+    decodings: Sequence[str] = ("greedy",),
+    temperature: float = 0.6,
+    top_k: int = 5,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    fen_width: int = FEN_WIDTH,
+    eval_clip: float = 10.0,
+) -> dict[str, Metric]:
+    """P: on held-out positions; figures named "<decoding>/<figure>". Positions need a non-empty analysis."""
+    if any(not a for a in analyses):
+        raise ValueError("policy_suite: every position needs an engine analysis (no game-over positions)")
+    prompts = [policy_prompt(fen, fen_width) for fen in fens]
+    out = {}
+    for decoding in decodings:
+        kwargs = decoding_kwargs(decoding, temperature, top_k)
+        completions = generate_all(
+            generate, prompts, f"policy/{decoding}", seed, max_new_tokens=max_new_tokens, **kwargs
+        )
+        rows = [policy_figures(*x, eval_clip) for x in zip(fens, completions, analyses, strict=True)]
+        for name in rows[0] if rows else []:
+            reference = POLICY_REFERENCE.get(name) if decoding == "greedy" else None
+            percent = name not in NOT_RATES
+            out[f"{decoding}/{name}"] = Metric([r[name] for r in rows], percent=percent, reference=reference)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- environment
+
+
+def env_figures(prompt: str, completion: str) -> dict:
+    """Per-transition figures of one A: completion against python-chess's truth for the prompt."""
+    truth = env_truth(prompt)
+    parsed = parse_env_completion(completion)
+    said_fen = strip_eos(completion).split("+")[0].strip()
+    return {
+        "invalid": float(not parsed.ok),
+        "next_state_accuracy": float(parsed.new_fen == truth.new_fen),
+        "next_state_similarity": similarity(said_fen, truth.new_fen),
+        "reward_accuracy": float(parsed.reward is not None and math.isclose(parsed.reward, truth.reward)),
+        "reward_mae": abs(parsed.reward - truth.reward) if parsed.reward is not None else None,
+        "terminated_accuracy": float(parsed.terminated == truth.terminated),
+        "truncated_accuracy": float(parsed.truncated == truth.truncated),
+        "reward": score_env(prompt, completion, truth=truth)[0],  # the graduated training reward
+    }
+
+
+ENV_REFERENCE = {
+    "invalid": 0.0,
+    "next_state_accuracy": 0.9961,
+    "next_state_similarity": 0.9999,
+    "reward_accuracy": 0.9911,
+    "reward_mae": 0.0084,
+    "terminated_accuracy": 0.9913,
+    "truncated_accuracy": 0.9998,
+}
+
+
+def env_suite(
+    generate: Generate,
+    prompts: Sequence[str],
+    kinds: Sequence[str] | None = None,
+    *,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+) -> dict[str, Metric]:
+    """A: on held-out transitions (greedy), overall and, given `kinds`, as "kind=<kind>/<figure>"."""
+    completions = generate_all(
+        generate, list(prompts), "env", seed, max_new_tokens=max_new_tokens, do_sample=False
+    )
+    rows = [env_figures(p, c) for p, c in zip(prompts, completions, strict=True)]
+    out = {}
+    for name in rows[0] if rows else []:
+        values = [r[name] for r in rows]
+        out[name] = Metric(values, percent=name not in NOT_RATES, reference=ENV_REFERENCE.get(name))
+        for kind in sorted(set(kinds or ())):
+            by_kind = [v if k == kind else None for v, k in zip(values, kinds, strict=True)]
+            out[f"kind={kind}/{name}"] = Metric(by_kind, percent=name not in NOT_RATES)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- mate in one
+
+
+def mating_moves(board: chess.Board) -> list[chess.Move]:
+    out = []
+    for move in board.legal_moves:
+        board.push(move)
+        if board.is_checkmate():
+            out.append(move)
+        board.pop()
+    return out
+
+
+def find_mate_in_one(
+    n: int,
+    seed: int = 0,
+    engine: EnginePool | None = None,
+    min_ply: int = 8,
+    max_plies: int = 300,
+    max_games: int = 100_000,
+) -> list[str]:
+    """FENs of `n` positions with a mate in one, from seeded random games (one per game, the first found).
+
+    python-chess finds the mating move; with `engine` (an EnginePool), Stockfish must agree that the
+    position is mate in 1, else the position is dropped.
+    """
+    rng, fens = random.Random(seed), []
+    for _ in range(max_games):
+        if len(fens) == n:
+            break
+        board = chess.Board()
+        for ply in range(max_plies):
+            if board.is_game_over():
+                break
+            if ply >= min_ply and mating_moves(board):
+                fens.append(board.fen())
+                break
+            board.push(rng.choice(list(board.legal_moves)))
+    if engine is not None:
+        analyses = engine.analyse_many(fens)
+        fens = [fen for fen, a in zip(fens, analyses, strict=True) if a and a[0].cp == MATE_SCORE - 1]
+    return fens
+
+
+def load_bigbench_checkmate(path: str, n: int | None = None) -> list[tuple[str, str]]:
+    """(FEN, target UCI) of BIG-bench `checkmate_in_one` task.json examples.
+
+    Each example's "input" is a SAN move list from the start ("1. e4 e5 2. Nf3 ..."), "target" the mating
+    SAN move. Examples that do not replay, or whose target does not mate, raise: the file is wrong.
+    """
+    with open(path) as f:
+        examples = json.load(f)["examples"]
+    out = []
+    for k, example in enumerate(examples[:n]):
+        board = chess.Board()
+        try:
+            for token in example["input"].split():
+                san = re.sub(r"^\d+\.+", "", token)  # "1." "12..." and "1.e4" all lose the move number
+                if san:
+                    board.push_san(san)
+            target = example["target"]
+            target = board.parse_san(target if isinstance(target, str) else target[0])
+        except (ValueError, KeyError, IndexError) as e:
+            raise ValueError(f"{path}: example {k} does not replay: {e}") from None
+        if target not in mating_moves(board):
+            raise ValueError(f"{path}: example {k}: target {example['target']} does not mate")
+        out.append((board.fen(), target.uci()))
+    return out
+
+
+def mate_suite(
+    generate: Generate,
+    fens: Sequence[str],
+    targets: Sequence[str] | None = None,
+    *,
+    decodings: Sequence[str] = ("greedy",),
+    temperature: float = 0.6,
+    top_k: int = 5,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    fen_width: int = FEN_WIDTH,
+    reference: float | None = None,
+) -> dict[str, Metric]:
+    """Mate in one through the P: answer (B:): right if it mates; with `targets`, also the exact target."""
+    prompts = [policy_prompt(fen, fen_width) for fen in fens]
+    out = {}
+    for decoding in decodings:
+        kwargs = decoding_kwargs(decoding, temperature, top_k)
+        completions = generate_all(
+            generate, prompts, f"mate/{decoding}", seed, max_new_tokens=max_new_tokens, **kwargs
+        )
+        moves = [legal_best_move(chess.Board(fen), c) for fen, c in zip(fens, completions, strict=True)]
+        mates = [
+            m is not None and m in mating_moves(chess.Board(fen)) for fen, m in zip(fens, moves, strict=True)
+        ]
+        out[f"{decoding}/mate_accuracy"] = Metric([float(x) for x in mates], reference=reference)
+        out[f"{decoding}/legal_move"] = Metric([float(m is not None) for m in moves])
+        if targets is not None:
+            hits = [m is not None and m.uci() == t for m, t in zip(moves, targets, strict=True)]
+            out[f"{decoding}/target_accuracy"] = Metric([float(x) for x in hits])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ games
+
+
+def selfplay_suite(
+    generate: Generate,
+    *,
+    games: int = 50,
+    max_plies: int = 300,
+    temperature: float = 0.6,
+    top_k: int = 5,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    fen_width: int = FEN_WIDTH,
+) -> dict[str, Metric]:
+    """The model plays itself from the start through P: (sampled); a game stops at its first illegal move.
+
+    Figures: legal half-moves per game before the first illegal move, and the illegal rate = illegal
+    moves / moves tried (ROOK's figure: 36.3 half-moves, 2.7% illegal; 1 / 37.3 = 2.7%).
+    Games also stop when python-chess ends them or at `max_plies`.
+    """
+    boards = [chess.Board() for _ in range(games)]
+    legal, illegal = [0] * games, [0] * games
+    active = list(range(games))
+    for ply in tqdm(range(max_plies), desc="selfplay", unit="ply", leave=False):
+        active = [i for i in active if not boards[i].is_game_over()]
+        if not active:
+            break
+        prompts = [policy_prompt(boards[i].fen(), fen_width) for i in active]
+        completions = generate(
+            prompts,
+            max_new_tokens=max_new_tokens,
+            do_sample=True,
+            temperature=temperature,
+            top_k=top_k,
+            seed=seed + ply,
+        )
+        still = []
+        for i, completion in zip(active, completions, strict=True):
+            move = legal_best_move(boards[i], completion)
+            if move is None:
+                illegal[i] = 1
+                continue
+            boards[i].push(move)
+            legal[i] += 1
+            still.append(i)
+        active = still
+    tried = [a + b for a, b in zip(legal, illegal, strict=True)]
+    return {
+        "legal_half_moves": Metric([float(x) for x in legal], percent=False, reference=36.3),
+        "illegal_rate": Metric(
+            [b / t if t else 0.0 for b, t in zip(illegal, tried, strict=True)], weights=tried, reference=0.027
+        ),
+        "games_ended_illegal": Metric([float(b) for b in illegal]),
+    }
+
+
+def match_suite(
+    generate: Generate,
+    *,
+    games: int = 20,
+    skill_level: int = 0,
+    limit: EngineLimit | None = None,
+    stockfish_path: str | None = None,
+    decoding: str = "sampled",
+    temperature: float = 0.6,
+    top_k: int = 5,
+    max_new_tokens: int = 128,
+    max_plies: int = 300,
+    seed: int = 0,
+    fen_width: int = FEN_WIDTH,
+) -> dict[str, Metric]:
+    """Games against Stockfish at `skill_level` (UCI "Skill Level"), the model White in even games.
+
+    The model moves through its P: answer; an illegal or unreadable move loses the game. Games still
+    running after `max_plies` half-moves count as draws. Stockfish's skill levels below 20 pick moves with
+    its own clock-seeded randomness, so match figures are not exactly reproducible.
+    """
+    limit = limit or EngineLimit(depth=8)
+    boards = [chess.Board() for _ in range(games)]
+    colours = [chess.WHITE if i % 2 == 0 else chess.BLACK for i in range(games)]
+    score: list[float | None] = [None] * games
+    illegal = [0.0] * games
+    kwargs = decoding_kwargs(decoding, temperature, top_k)
+    with chess.engine.SimpleEngine.popen_uci(find_stockfish(stockfish_path)) as engine:
+        engine.configure({"Skill Level": skill_level, "Threads": 1})
+        for rnd in tqdm(range(max_plies), desc="match", unit="round", leave=False):
+            active = [i for i in range(games) if score[i] is None]
+            if not active:
+                break
+            ours = [i for i in active if boards[i].turn == colours[i]]
+            prompts = [policy_prompt(boards[i].fen(), fen_width) for i in ours]
+            completions = (
+                generate(prompts, max_new_tokens=max_new_tokens, seed=seed + rnd, **kwargs) if ours else []
+            )
+            for i, completion in zip(ours, completions, strict=True):
+                move = legal_best_move(boards[i], completion)
+                if move is None:
+                    score[i], illegal[i] = 0.0, 1.0
+                else:
+                    boards[i].push(move)
+            for i in active:  # Stockfish answers in every game where it is now to move
+                board = boards[i]
+                if score[i] is None and board.turn != colours[i] and not board.is_game_over():
+                    board.push(engine.play(board, limit.to_chess()).move)
+                outcome = board.outcome()
+                if score[i] is None and outcome is not None:
+                    score[i] = 0.5 if outcome.winner is None else float(outcome.winner == colours[i])
+                elif score[i] is None and board.ply() >= max_plies:
+                    score[i] = 0.5  # adjudicated
+    score = [0.5 if s is None else s for s in score]
+    return {
+        "score": Metric(score),
+        "win_rate": Metric([float(s == 1.0) for s in score]),
+        "draw_rate": Metric([float(s == 0.5) for s in score]),
+        "loss_rate": Metric([float(s == 0.0) for s in score]),
+        "illegal_move_losses": Metric(illegal),
+    }

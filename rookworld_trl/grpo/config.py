@@ -1,0 +1,331 @@
+"""RookWorldGRPOConfig: TRL's GRPOConfig plus the RookWorld fields (rewards, data mix, engine, adaptive KL,
+KL guard, NaN recovery, reference device, checkpoint tiers, LR schedule, replay, evals, self-play, and the RL
+options of rookworld_trl/grpo/rl_config.py: KL estimator, baseline, value baseline with GAE, dynamic sampling). Every
+field works in a YAML recipe and as a `--flag`; invariants are checked in `__post_init__`. The trainer is in grpo.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from trl import GRPOConfig
+
+from rookworld_trl.grpo.replay import TASKS as REPLAY_TASKS
+from rookworld_trl.grpo.rl_config import RLOptions
+from rookworld_trl.model.generation import BACKENDS
+
+DEVICE_TYPES = ("cpu", "cuda", "xpu", "mps", "npu")
+
+
+@dataclass
+class RookWorldGRPOConfig(RLOptions, GRPOConfig):
+    """GRPOConfig plus the RookWorld fields. The model (and LoRA) comes from TRL's ModelConfig."""
+
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["policy_reward", "env_reward"],
+        metadata={
+            "help": "Reward functions: names in rookworld_trl.rewards.functions.REWARD_FUNCS, or 'module:function' for "
+            "your own. Weight them with TRL's reward_weights (same order)."
+        },
+    )
+    reward_shaping: str = field(
+        default="graduated",
+        metadata={
+            "help": "Shaping of the registry rewards: graduated, linear, continuous, dense or binary (rewards.py)."
+        },
+    )
+    field_credit: bool = field(
+        default=False,
+        metadata={
+            "help": "Give each field of a P: answer (moves, evaluations, best move) the group advantage of its "
+            "own verdict instead of one advantage for the whole completion (rookworld_trl/grpo/credit.py). Needs "
+            "policy_reward among reward_funcs."
+        },
+    )
+    dataset_path: str | None = field(
+        default=None,
+        metadata={"help": "Local dataset dir/file or hub id, read by rookworld_trl.data.commands."},
+    )
+    dataset_split: str = field(default="train", metadata={"help": "Dataset split to train on."})
+    dataset_max_samples: int | None = field(
+        default=None, metadata={"help": "Train on the first N rows (after mixing); None: all."}
+    )
+    fen_width: int | None = field(
+        default=None,
+        metadata={
+            "help": "FEN field width of P: prompts (docs/FORMATS.md: 90, or 89 in some published files). None: "
+            "the data's own (its most common); every prompt of training and eval is padded to it, and the model's "
+            "config.json records it."
+        },
+    )
+    mix_env_ratio: float | None = field(
+        default=0.2,
+        metadata={
+            "help": "Fraction of A: (environment) rows mixed with P: (policy) rows; null (YAML) keeps the "
+            "stored mix."
+        },
+    )
+    padding_aware_positions: bool = field(
+        default=True,
+        metadata={
+            "help": "Number GPT-2 positions from the attention mask when TRL scores left-padded rows, as "
+            "generate() does when sampling (policy and reference model); see "
+            "rookworld_trl.model.loading.use_padding_aware_positions."
+        },
+    )
+    adaptive_kl: bool = field(
+        default=False,
+        metadata={
+            "help": "Adapt beta after each optimizer step from the measured KL (the kl_estimator's: TRL's k3 "
+            "estimate of KL(policy || ref) by default). Needs beta > 0."
+        },
+    )
+    kl_target: float = field(
+        default=0.05,
+        metadata={"help": "Adaptive KL: beta rises when KL > 1.5 x kl_target, falls when < kl_target/1.5."},
+    )
+    kl_horizon: int = field(
+        default=10,
+        metadata={"help": "Adaptive KL: optimizer steps of out-of-band KL that double (or halve) beta."},
+    )
+    beta_min: float = field(default=1e-4, metadata={"help": "Adaptive KL: lower bound of beta."})
+    beta_max: float = field(default=1.0, metadata={"help": "Adaptive KL: upper bound of beta."})
+    kl_warn: float = field(
+        default=10.0,
+        metadata={
+            "help": "KL guard: warn above this KL; a step above it is not 'healthy' (no stable checkpoint)."
+        },
+    )
+    kl_stop: float = field(
+        default=50.0,
+        metadata={"help": "KL guard: above this KL, save a checkpoint and stop. Only active when beta > 0."},
+    )
+    nan_max_retries: int = field(
+        default=3,
+        metadata={
+            "help": "NaN/Inf recovery: consecutive rollbacks allowed before training stops with an error."
+        },
+    )
+    nan_lr_factor: float = field(
+        default=0.5,
+        metadata={"help": "NaN/Inf recovery: multiply the learning rate by this after each rollback."},
+    )
+    nan_snapshot_steps: int = field(
+        default=10,
+        metadata={
+            "help": "NaN/Inf recovery: copy the trainable weights + optimizer state to host memory every N "
+            "healthy steps (the rollback target). 1 is the most precise; the copy takes ~3x the trainable "
+            "weights of RAM."
+        },
+    )
+    ref_model_device: str | None = field(
+        default=None,
+        metadata={
+            "help": "Put the reference model on this device (e.g. 'cuda:1', 'cpu'): frees policy-GPU memory. "
+            "Only with beta > 0 and full fine-tuning (with PEFT the reference is the adapter-disabled "
+            "policy)."
+        },
+    )
+    save_stable: bool = field(
+        default=True,
+        metadata={
+            "help": "Keep the last checkpoint of a healthy step (finite, KL < kl_warn) in output_dir/stable."
+        },
+    )
+    metrics_jsonl: str | None = field(
+        default="metrics.jsonl",
+        metadata={"help": "Append every log entry as one JSON line to this file (relative to output_dir)."},
+    )
+    lr_schedule: str | None = field(
+        default=None,
+        metadata={
+            "help": "'warmup_cosine_linear' replaces lr_scheduler_type: linear warmup (warmup_steps; < 1 is "
+            "a ratio), cosine down to lr_cosine_min_ratio, then a linear decay to zero over the last "
+            "lr_final_decay_ratio of the steps."
+        },
+    )
+    lr_cosine_min_ratio: float = field(
+        default=0.1, metadata={"help": "warmup_cosine_linear: LR (fraction of peak) where the cosine ends."}
+    )
+    lr_final_decay_ratio: float = field(
+        default=0.1,
+        metadata={"help": "warmup_cosine_linear: fraction of the steps in the final linear decay."},
+    )
+    engine_depth: int | None = field(
+        default=8,
+        metadata={
+            "help": "Stockfish depth of the policy reward (and the evals). Dataset labels made at the same "
+            "limit (column `limit`, e.g. 'depth=8') serve as a cache of the engine's answer."
+        },
+    )
+    engine_nodes: int | None = field(
+        default=None, metadata={"help": "Stockfish node limit (with or instead of depth)."}
+    )
+    engine_workers: int = field(default=1, metadata={"help": "Stockfish processes for the policy reward."})
+    engine_cache: str | None = field(
+        default="engine_cache.sqlite",
+        metadata={"help": "sqlite cache of engine analyses (relative to output_dir); null: memory only."},
+    )
+    replay_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of a supervised loss on reference completions added to each micro-batch (InstructGPT's "
+            "PPO-ptx; rookworld_trl/grpo/replay.py): holds what the reward does not train. 0: off."
+        },
+    )
+    replay_task: str = field(
+        default="A",
+        metadata={"help": "Training rows to replay: A (python-chess truth), P (engine labels) or all."},
+    )
+    replay_batch_size: int = field(default=16, metadata={"help": "Rows replayed per micro-batch."})
+    eval_every_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Every N steps (and before the first), a greedy policy + environment eval of the policy on a "
+            "fixed held-out sample of eval_split: the run's learning curve (report/learning_curve.png). 0: off."
+        },
+    )
+    eval_every_samples: int = field(
+        default=200,
+        metadata={"help": "Positions and transitions per suite in each eval_every_steps eval."},
+    )
+    eval_split: str = field(default="test", metadata={"help": "Held-out split of dataset_path for evals."})
+    eval_samples: int = field(
+        default=200,
+        metadata={"help": "Positions and transitions per suite in the before/after eval (0: no final eval)."},
+    )
+    selfplay_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "Fraction of P: prompts replaced by positions from the policy's own self-play games once the "
+            "buffer holds some (rookworld_trl/grpo/selfplay.py); the engine pool grades them. 0: off."
+        },
+    )
+    selfplay_every: int = field(
+        default=10, metadata={"help": "Self-play: play a round of games every N optimizer steps."}
+    )
+    selfplay_games: int = field(
+        default=16, metadata={"help": "Self-play: games per round (per process), from training P: positions."}
+    )
+    selfplay_max_plies: int = field(
+        default=40,
+        metadata={"help": "Self-play: a game ends after N half-moves (or earlier: game over, illegal)."},
+    )
+    selfplay_buffer_size: int = field(
+        default=5000, metadata={"help": "Self-play: positions kept (FIFO, one per position)."}
+    )
+    push_checkpoints: bool = field(
+        default=False,
+        metadata={
+            "help": "With push_to_hub, also upload each complete checkpoint's model files (to checkpoints/"
+            "checkpoint-N in the repo); final/ goes up at the end either way."
+        },
+    )
+    # TRL turns activation checkpointing on; it saves memory a 124M model does not need and costs ~20% speed.
+    # transformers 5 renamed it `activation_checkpointing` (default off): a None alias leaves that name in
+    # charge without a deprecation warning (as in sft.py).
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of `activation_checkpointing` (off unless set)."}
+    )
+    disable_dropout: bool = field(
+        default=True,
+        metadata={
+            "help": "Dropout off in the policy and the reference (TRL's option; on by default here): with dropout "
+            "the same weights give other log-probs at every forward, so the KL and the importance ratio would "
+            "measure dropout noise instead of policy change."
+        },
+    )
+    generation_backend: str = field(
+        default="rookworld",
+        metadata={
+            "help": "Who samples the completions: 'rookworld' (rookworld_trl/model/decoding.py through TRL's rollout_func: "
+            "one prefill per prompt shared by its group, a static KV cache, a CUDA graph per token on GPUs) or "
+            "'transformers' (TRL's generate()). use_vllm: true uses vLLM either way."
+        },
+    )
+    shared_prefix_scoring: bool = field(
+        default=True,
+        metadata={
+            "help": "Score GRPO completions with each distinct prompt computed once for its group "
+            "(rookworld_trl/model/shared_prefix.py: the same log-probs and gradients as TRL's forward, about half "
+            "its FLOPs at 8 samples per prompt). false: TRL's forward over every row."
+        },
+    )
+    print_completions_every: int = field(
+        default=50,
+        metadata={
+            "help": "With log_completions, print a sample table of completions on the console every N steps "
+            "(0: never); the completions Parquet is still written at every logging step."
+        },
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "A checkpoint path, 'auto' (latest complete checkpoint in output_dir, else a fresh "
+            "start) or 'stable'/'recovery' (output_dir/stable). Incomplete checkpoints are never used; "
+            "resuming from step N moves checkpoints past N to output_dir/superseded/."
+        },
+    )
+
+    def __post_init__(self):
+        if not self.reward_funcs:
+            raise ValueError("reward_funcs is empty: name at least one, e.g. ['policy_reward', 'env_reward']")
+        if self.field_credit and "policy_reward" not in self.reward_funcs:
+            raise ValueError("field_credit needs policy_reward among reward_funcs (it reads its components)")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
+            raise ValueError(
+                f"reward_weights has {len(self.reward_weights)} entries, "
+                f"reward_funcs {len(self.reward_funcs)}"
+            )
+        if self.adaptive_kl:
+            if self.beta <= 0.0:
+                raise ValueError("adaptive_kl needs beta > 0 (with beta = 0 TRL loads no reference model)")
+            if not 0.0 < self.beta_min <= self.beta <= self.beta_max:
+                raise ValueError(
+                    "need 0 < beta_min <= beta <= beta_max, "
+                    f"got {self.beta_min}, {self.beta}, {self.beta_max}"
+                )
+            if self.kl_target <= 0.0 or self.kl_horizon < 1:
+                raise ValueError("adaptive_kl needs kl_target > 0 and kl_horizon >= 1")
+        if not 0.0 < self.kl_warn < self.kl_stop:
+            raise ValueError(
+                f"need 0 < kl_warn < kl_stop, got kl_warn={self.kl_warn}, kl_stop={self.kl_stop}"
+            )
+        if self.nan_max_retries < 0 or not 0.0 < self.nan_lr_factor <= 1.0 or self.nan_snapshot_steps < 1:
+            raise ValueError("need nan_max_retries >= 0, 0 < nan_lr_factor <= 1 and nan_snapshot_steps >= 1")
+        if self.ref_model_device is not None:
+            try:
+                kind = torch.device(self.ref_model_device).type
+            except RuntimeError:  # torch's message lists every device type it knows
+                kind = None
+            if kind not in DEVICE_TYPES:
+                raise ValueError(
+                    f"ref_model_device {self.ref_model_device!r}: expected a device of type {DEVICE_TYPES}, "
+                    "e.g. cuda:1"
+                )
+            if self.sync_ref_model:
+                raise ValueError(
+                    "ref_model_device cannot be combined with sync_ref_model (TRL mixes weights in place)"
+                )
+        if self.replay_task not in REPLAY_TASKS:
+            raise ValueError(f"replay_task must be one of {REPLAY_TASKS}, got {self.replay_task!r}")
+        if self.replay_coef < 0.0 or self.replay_batch_size < 1:
+            raise ValueError(
+                f"need replay_coef >= 0 and replay_batch_size >= 1, got {self.replay_coef}, {self.replay_batch_size}"
+            )
+        if self.generation_backend not in BACKENDS:
+            raise ValueError(f"generation_backend must be one of {BACKENDS}, got {self.generation_backend!r}")
+        if not 0.0 <= self.selfplay_ratio <= 1.0:
+            raise ValueError(f"selfplay_ratio must be in [0, 1], got {self.selfplay_ratio}")
+        small = [
+            n for n in ("every", "games", "max_plies", "buffer_size") if getattr(self, f"selfplay_{n}") < 1
+        ]
+        if small:
+            raise ValueError(f"selfplay_{small[0]} must be >= 1, got {getattr(self, f'selfplay_{small[0]}')}")
+        if self.lr_schedule not in (None, "warmup_cosine_linear"):
+            raise ValueError(f"lr_schedule must be None or 'warmup_cosine_linear', got {self.lr_schedule!r}")
+        if not 0.0 <= self.lr_cosine_min_ratio <= 1.0 or not 0.0 <= self.lr_final_decay_ratio < 1.0:
+            raise ValueError("need lr_cosine_min_ratio in [0, 1] and lr_final_decay_ratio in [0, 1)")
+        self.check_rl_options()
+        super().__post_init__()

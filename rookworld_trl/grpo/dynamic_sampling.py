@@ -1,0 +1,110 @@
+"""DAPO's dynamic sampling (`dynamic_sampling: true`, rl_config.py): groups whose rewards all agree carry no
+signal under the group baseline; they are swapped for informative groups of fresh prompts.
+
+`refill` wraps the trainer's scoring (trl_compat.GRPOSeams.score, TRL's own generation and scoring): each round
+scores a whole fresh generation batch of prompts drawn from the training set, and each process fills its own
+zero-std group slots with its informative fresh groups (so rows never move between processes; each process
+holds whole groups, which `check_trainer` demands). Rounds stop when no process has a slot left, or after
+dynamic_sampling_max_rounds. The batch is then reassembled row-group by row-group (`merge`), re-padded.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rookworld_trl.grpo.advantages import row_rewards
+
+LEFT_PADDED = ("prompt_ids", "prompt_mask")  # TRL pads prompts on the left, everything per token on the right
+
+
+def check_trainer(trainer) -> None:
+    """One-line ValueErrors for setups dynamic sampling cannot serve."""
+    local = trainer.args.per_device_train_batch_size * trainer.args.steps_per_generation
+    if local % trainer.num_generations:
+        raise ValueError(
+            f"dynamic_sampling needs per_device_train_batch_size x steps_per_generation ({local}) divisible by "
+            f"num_generations ({trainer.num_generations}): each process must hold whole groups"
+        )
+    if not hasattr(trainer.train_dataset, "__getitem__") or not hasattr(trainer.train_dataset, "__len__"):
+        raise ValueError(
+            "dynamic_sampling draws fresh prompts by index: use a map-style (not streaming) dataset"
+        )
+
+
+def informative(rewards: torch.Tensor, n: int) -> torch.Tensor:
+    """(N,) rewards -> (N / n,) True where the group's rewards differ (TRL's zero-std test, NaN rows ignored)."""
+    groups = rewards.view(-1, n)
+    low = groups.nan_to_num(float("inf")).min(dim=1).values
+    high = groups.nan_to_num(float("-inf")).max(dim=1).values
+    return (high > low) & ~torch.isclose(high, low)
+
+
+def fresh_prompts(trainer, count: int, round_: int) -> list[dict]:
+    """`count` rows for this process: whole groups of random training prompts, the same draw on every process."""
+    n, procs = trainer.num_generations, trainer.accelerator.num_processes
+    seed = (trainer.args.seed * 1_000_003 + trainer.micro_step * 101 + round_) % 2**63
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(len(trainer.train_dataset), (count * procs // n,), generator=generator).tolist()
+    rows = [trainer.train_dataset[i] for i in picks for _ in range(n)]
+    start = trainer.accelerator.process_index * count
+    return rows[start : start + count]
+
+
+def refill(trainer, inputs: list[dict], output: dict) -> dict:
+    """The scored batch with its zero-std groups replaced by informative fresh ones, as far as rounds allow."""
+    n, acc = trainer.num_generations, trainer.accelerator
+    groups = len(inputs) // n
+    local = slice(acc.process_index * groups, (acc.process_index + 1) * groups)
+    flags = informative(row_rewards(trainer.scored_rewards, trainer.reward_weights), n)
+    start_missing = int((~flags).sum())
+    outputs, picks = [output], [(0, g) for g in range(groups)]
+    missing = [g for g, ok in enumerate(flags[local].tolist()) if not ok]
+    redrawn = 0
+    for round_ in range(trainer.args.dynamic_sampling_max_rounds):
+        if int(acc.gather(torch.tensor([len(missing)], device=acc.device)).sum()) == 0:
+            break
+        outputs.append(trainer.score(fresh_prompts(trainer, len(inputs), round_)))
+        fresh = informative(row_rewards(trainer.scored_rewards, trainer.reward_weights), n)
+        redrawn += len(fresh)
+        candidates = [g for g, ok in enumerate(fresh[local].tolist()) if ok]
+        for slot, g in zip(missing, candidates, strict=False):
+            picks[slot] = (len(outputs) - 1, g)
+        missing = missing[len(candidates) :]
+    left = int(acc.gather(torch.tensor([len(missing)], device=acc.device)).sum())
+    trainer.log_metric("dynamic_sampling/dropped", start_missing - left)
+    trainer.log_metric("dynamic_sampling/redrawn", redrawn)
+    trainer.log_metric("dynamic_sampling/left", left)
+    if len(outputs) == 1:
+        return output
+    merged = merge(outputs, picks, n, trainer.processing_class.pad_token_id)
+    mask = merged["completion_mask"] * merged.get("tool_mask", 1)
+    merged["num_items_in_batch"] = acc.gather(mask.sum()).sum()  # as TRL counts it
+    return merged
+
+
+def _pad(pieces: list[torch.Tensor], value, left: bool) -> torch.Tensor:
+    width = max(p.shape[1] for p in pieces)
+    out = []
+    for p in pieces:
+        filler = p.new_full((p.shape[0], width - p.shape[1], *p.shape[2:]), value)
+        out.append(torch.cat([filler, p] if left else [p, filler], dim=1))
+    return torch.cat(out)
+
+
+def merge(outputs: list[dict], picks: list[tuple[int, int]], n: int, pad_id: int) -> dict:
+    """One scored batch from group `g` of `outputs[o]` for each (o, g) in `picks`, re-padded like TRL's."""
+    merged = {}
+    for key, first in outputs[0].items():
+        if not torch.is_tensor(first) or first.dim() == 0:
+            if isinstance(first, list):
+                merged[key] = [x for o, g in picks for x in outputs[o][key][g * n : (g + 1) * n]]
+            else:
+                merged[key] = first
+            continue
+        pieces = [outputs[o][key][g * n : (g + 1) * n] for o, g in picks]
+        if first.dim() == 1:
+            merged[key] = torch.cat(pieces)
+        else:
+            value = pad_id if key.endswith("_ids") else 1 if key == "tool_mask" else 0
+            merged[key] = _pad(pieces, value, left=key in LEFT_PADDED)
+    return merged

@@ -1,0 +1,279 @@
+"""Self-play positions for GRPO: the policy being trained plays itself, and the positions its games reach are
+mixed into its P: prompts.
+
+    rookworld train --config recipes/grpo_tiny_cpu.yaml --selfplay_ratio 0.25 --selfplay_every 10 \\
+        --selfplay_games 16 --selfplay_max_plies 40 --selfplay_buffer_size 5000
+    .venv/bin/pytest tests/test_selfplay.py          (add -m slow for a 3-step run from the recipe)
+
+How (RookWorldGRPOTrainer wires it when `selfplay_ratio` > 0):
+  - Games (`play_games`): every `selfplay_every` optimizer steps (and at the first step of a run or a resume),
+    `SelfPlayCallback` plays `selfplay_games` games with the model being trained, all live games in one batched
+    `generate_completions` call per ply (eval mode, no grad), sampled at the recipe's `temperature` and `top_k`:
+    greedy play from a given start would replay the same game every round, and the deduplicated buffer would
+    learn nothing new. The move is the answer's `B:` field (formats.parse_policy_completion); python-chess plays
+    it. An unparseable or illegal move ends that game and is counted; so do game over and `selfplay_max_plies`.
+  - Starts: P: positions drawn at random from the training dataset (the positions the run trains on; games
+    then go where the policy's own moves lead), the standard start when the dataset has none.
+  - Buffer (`PositionBuffer`): every position a legal move reached that is not game over (a finished game has no
+    move to judge), FIFO over `selfplay_buffer_size` positions, deduplicated by position (board, side, castling,
+    en passant; clocks ignored, as the data's dedup); a position reached again moves to the young end with its
+    new step.
+  - Mix (`SelfPlay.mix`): each P: prompt of a generation batch is replaced, with odds `selfplay_ratio`, by a
+    buffer position (uniform over the buffer), same FEN width, label columns emptied: the policy reward then
+    grades it with the engine pool (a label only counts when its `limit` matches the pool's). The draw hashes
+    (seed, step, prompt), so the num_generations copies of one prompt, a GRPO group, get the same position.
+    A: prompts are never replaced.
+  - Freshness: `selfplay/position_age` = mean steps since the mixed-in positions were produced. The draw is
+    uniform over the buffer, so once it is full the age is about selfplay_every x (buffer size / new positions
+    per round) / 2: a smaller buffer or more games per round give fresher positions.
+  - Figures: selfplay/games, selfplay/mean_plies (legal moves per game), selfplay/illegal_rate (games ended by
+    an unparseable or illegal move) at each round; selfplay/buffer_size, selfplay/mixed_fraction (of the
+    batch's P: prompts) and selfplay/position_age at each generation.
+
+Several processes (accelerate): each rank plays its own `selfplay_games` games (its own starts and seeds); the
+new positions of all ranks are gathered and added in rank order, so every rank holds the same buffer, and the
+hashed draw gives the same substitute to a group's copies on whichever rank they are. Logged game figures are
+over all ranks. The buffer is not checkpointed: a resumed run plays a round at its first step.
+Models sharded by DeepSpeed ZeRO-3 / FSDP are not supported for play (generate would need gathered weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import chess
+from transformers import TrainerCallback
+
+from rookworld_trl.chess.environment import legal_move, parse_board
+from rookworld_trl.chess.formats import (
+    FEN_WIDTH,
+    parse_policy_completion,
+    parse_policy_prompt,
+    policy_prompt,
+    prompt_fen_width,
+    task_of,
+)
+from rookworld_trl.data.load import position_key
+
+ENDS = ("game_over", "max_plies", "illegal", "unparseable")  # why a game ended
+# emptied in a substitute row: its label would be another position's
+LABEL_COLUMNS = {"moves": [], "evals": [], "best": "", "limit": "", "completion": ""}
+Policy = Callable[[list[str]], list[str]]  # P: prompts -> completions, one each
+
+
+@dataclass
+class Game:
+    """One self-play game: its start, the legal moves played, the positions they reached and why it ended."""
+
+    start: str
+    moves: list[str] = field(default_factory=list)
+    positions: list[str] = field(default_factory=list)  # FEN after each move that did not end the game
+    end: str = ""
+    bad_move: str | None = None  # the illegal B: move, or the unparseable completion (cut to 40 chars)
+
+    @property
+    def ended_illegal(self) -> bool:
+        return self.end in ("illegal", "unparseable")
+
+
+def play_games(
+    policy: Policy, starts: Sequence[str], max_plies: int, fen_width: int = FEN_WIDTH
+) -> list[Game]:
+    """Play one game from each start FEN: one `policy` call per ply for all live games; see the module doc."""
+    games = [Game(start) for start in starts]
+    boards = [parse_board(fen) for fen in starts]
+    live = [i for i, board in enumerate(boards) if not _ended(games[i], board, max_plies)]
+    while live:
+        completions = policy([policy_prompt(boards[i].fen(), fen_width) for i in live])
+        for i, completion in zip(live, completions, strict=True):
+            _move(games[i], boards[i], completion)
+        live = [i for i in live if not games[i].end and not _ended(games[i], boards[i], max_plies)]
+    return games
+
+
+def _move(game: Game, board: chess.Board, completion: str) -> None:
+    """Play the completion's B: move on `board`, or end the game when it is unparseable or illegal."""
+    best = parse_policy_completion(completion).best
+    if best is None:
+        game.end, game.bad_move = "unparseable", completion[:40]
+        return
+    move = legal_move(board, best)
+    if move is None:
+        game.end, game.bad_move = "illegal", best
+        return
+    board.push(move)
+    game.moves.append(best)
+    if not board.is_game_over():  # the policy reward has nothing to judge in a finished game
+        game.positions.append(board.fen())
+
+
+def _ended(game: Game, board: chess.Board, max_plies: int) -> bool:
+    if board.is_game_over():  # python-chess's rules: mate, stalemate, too little material, 75 moves, fivefold
+        game.end = "game_over"
+    elif len(game.moves) >= max_plies:
+        game.end = "max_plies"
+    return bool(game.end)
+
+
+class PositionBuffer:
+    """At most `size` positions (FEN + the step that produced it), oldest dropped first, one per position key."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._list: list[tuple[str, int]] | None = None  # indexable view, rebuilt after a change
+
+    def add(self, fens: Sequence[str], step: int) -> None:
+        for fen in fens:
+            key = position_key(fen)
+            self._entries.pop(key, None)  # reached again: young again
+            self._entries[key] = (fen, step)
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        self._list = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, i: int) -> tuple[str, int]:
+        """(fen, step) of the i-th position, oldest first."""
+        if self._list is None:
+            self._list = list(self._entries.values())
+        return self._list[i]
+
+    def fens(self) -> list[str]:
+        return [fen for fen, _ in self._entries.values()]
+
+
+def unit_hash(*parts) -> float:
+    """A number in [0, 1) from `parts`, the same on every process and run (Python's hash() is salted)."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+class SelfPlay:
+    """The buffer, when to play, what to play from, and the mix of buffer positions into prompts."""
+
+    def __init__(self, args, dataset=None):
+        self.ratio, self.every, self.games = args.selfplay_ratio, args.selfplay_every, args.selfplay_games
+        self.max_plies, self.seed = args.selfplay_max_plies, args.seed
+        self.fen_width = args.fen_width
+        self.buffer = PositionBuffer(args.selfplay_buffer_size)
+        self.dataset = dataset
+        self.last_play: int | None = None  # None: not yet in this process (a fresh run or a resume)
+
+    def due(self, step: int) -> bool:
+        return self.last_play is None or step - self.last_play >= self.every
+
+    def starts(self, step: int, rank: int = 0) -> list[str]:
+        """`games` start FENs: P: positions of the dataset at random (per step and rank), else the standard start."""
+        rng = random.Random(f"selfplay-starts-{self.seed}-{step}-{rank}")
+        found: list[str] = []
+        n = len(self.dataset) if self.dataset is not None else 0
+        for _ in range(20 * self.games if n else 0):  # bounded: a dataset of A: rows only has no start
+            if len(found) == self.games:
+                break
+            fen = _playable(self.dataset[rng.randrange(n)])
+            if fen is not None:
+                found.append(fen)
+        return found + [chess.STARTING_FEN] * (self.games - len(found))
+
+    def play(self, policy: Policy, step: int, rank: int = 0, gather=lambda x: x) -> dict[str, float]:
+        """Play a round, add every rank's positions (`gather`: accelerate's gather_object), return the figures."""
+        games = play_games(policy, self.starts(step, rank), self.max_plies, self.fen_width or FEN_WIDTH)
+        rows = gather([(len(g.moves), g.ended_illegal, g.positions) for g in games])
+        for _, _, positions in rows:
+            self.buffer.add(positions, step)
+        self.last_play = step
+        return {
+            "selfplay/games": float(len(rows)),
+            "selfplay/mean_plies": sum(r[0] for r in rows) / len(rows),
+            "selfplay/illegal_rate": sum(r[1] for r in rows) / len(rows),
+            "selfplay/buffer_size": float(len(self.buffer)),
+        }
+
+    def mix(self, rows: list[dict], step: int) -> tuple[list[dict], dict[str, float]]:
+        """`rows` with P: prompts replaced at odds `ratio` by buffer positions; and the figures of the mix."""
+        figures = {"selfplay/buffer_size": float(len(self.buffer))}
+        if not len(self.buffer):
+            return rows, figures
+        out, ages, policy_rows = [], [], 0
+        for row in rows:
+            if _task(row) != "P":
+                out.append(row)
+                continue
+            policy_rows += 1
+            if unit_hash(self.seed, step, row["prompt"], "mix") >= self.ratio:
+                out.append(row)
+                continue
+            pick = unit_hash(self.seed, step, row["prompt"], "pick")
+            fen, produced = self.buffer[int(pick * len(self.buffer))]
+            out.append(self.substitute(row, fen))
+            ages.append(step - produced)
+        if policy_rows:
+            figures["selfplay/mixed_fraction"] = len(ages) / policy_rows
+        if ages:
+            figures["selfplay/position_age"] = sum(ages) / len(ages)
+        return out, figures
+
+    def substitute(self, row: dict, fen: str) -> dict:
+        """A copy of `row` asking for `fen` at the row's FEN width, its label columns emptied (the engine grades)."""
+        width = prompt_fen_width(row["prompt"]) or self.fen_width or FEN_WIDTH
+        prompt = policy_prompt(fen, width)
+        new = {**row, "prompt": prompt}
+        for name, empty in {**LABEL_COLUMNS, "fen": fen, "text": prompt}.items():
+            if name in new:  # the same columns as every other row: TRL reads the keys of the first
+                new[name] = empty
+        return new
+
+
+def _task(row: dict) -> str:
+    task = row.get("task")
+    return task if task in ("P", "A") else task_of(row["prompt"])
+
+
+def _playable(row: dict) -> str | None:
+    """The FEN of a P: row when it is a valid position with a move to play, else None."""
+    if _task(row) != "P":
+        return None
+    try:
+        board = parse_board(row.get("fen") or parse_policy_prompt(row["prompt"]))
+    except ValueError:  # FormatError included
+        return None
+    return None if board.is_game_over() else board.fen()
+
+
+class SelfPlayCallback(TrainerCallback):
+    """Plays a round at the start of each due optimizer step with the trainer's model and logs its figures."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        trainer, selfplay = self.trainer, self.trainer.selfplay
+        if not selfplay.due(state.global_step):
+            return
+        from accelerate.utils import gather_object
+
+        from rookworld_trl.model.generation import generate_completions
+
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        rank = trainer.accelerator.process_index
+
+        def policy(prompts: list[str]) -> list[str]:
+            # a seed per step, rank and ply: reproducible without touching the trainer's random state
+            policy.calls += 1
+            return generate_completions(
+                model, trainer.processing_class, prompts, max_new_tokens=args.max_completion_length,
+                do_sample=True, temperature=args.temperature, top_k=args.top_k or 0,
+                seed=int(unit_hash(args.seed, state.global_step, rank, policy.calls) * 2**31),
+            )  # fmt: skip
+
+        policy.calls = 0
+        gather = gather_object if trainer.accelerator.num_processes > 1 else (lambda x: x)
+        for name, value in selfplay.play(policy, state.global_step, rank, gather).items():
+            trainer.log_metric(name, value)

@@ -1,0 +1,339 @@
+"""Load RookWorld-LM (a transformers GPT2LMHeadModel) and its tokenizer, or make a new small GPT-2.
+
+    from rookworld_trl.model.loading import load_model_and_tokenizer
+    model, tokenizer = load_model_and_tokenizer("jrahn/RookWorld-LM-124M")   # hub id (cached or online)
+    model, tokenizer = load_model_and_tokenizer("runs/sft/checkpoint-500")   # a local HF model directory
+
+One loader for every stage. The tokenizer pads on the left with the end-of-text token (the model's
+documents start after it and completions end with it), which is what batched generation needs.
+A missing directory, or a hub id that cannot be fetched (say HF_HUB_OFFLINE=1 and nothing cached),
+fails with one `ModelLoadError` that says what was tried and what to do.
+`use_padding_aware_positions(model)` makes a plain forward on left-padded rows use the positions that
+generate() uses (GRPO scoring needs it; see there). `use_fused_gelu(model)` swaps GPT-2's GELU for torch's
+fused kernel of the same function. `new_gpt2_model` makes a small one from scratch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import struct
+
+import torch
+from safetensors import SafetensorError
+from torch import nn
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Model, PreTrainedTokenizerBase
+from transformers.activations import ACT2FN
+
+from rookworld_trl.errors import UserError
+
+EOS_TOKEN = "<|endoftext|>"
+FEN_WIDTH_KEY = "rookworld_fen_width"  # in config.json: the P: FEN width of a model's training data
+DROPOUT_KEYS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout")
+# "name" or "owner/name": what the hub accepts as a model id; anything else must be a local path
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+class ModelLoadError(UserError):
+    """A model or tokenizer could not be loaded; the message says what was tried and how to fix it."""
+
+
+def is_hub_id(name: str) -> bool:
+    return HUB_ID.fullmatch(name) is not None and ".." not in name
+
+
+def load_model_and_tokenizer(
+    name_or_path: str,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    tokenizer_name_or_path: str | None = None,
+    revision: str | None = None,
+) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerBase]:
+    """Load a GPT2LMHeadModel and its fast tokenizer from a local directory or a hub id.
+
+    dtype defaults to float32 (transformers 5 would otherwise use the checkpoint's dtype): the optimizer
+    keeps fp32 master weights and accelerate's bf16 autocast does the fast math.
+    The model keeps its own dropout (GRPO turns it off through TRL's `disable_dropout`, which
+    RookWorldGRPOConfig sets). tokenizer_name_or_path, when the model directory has no tokenizer files, names
+    where to take them from (e.g. "openai-community/gpt2").
+    """
+    kwargs = {"revision": revision} if revision else {}
+    tok_source = tokenizer_name_or_path or name_or_path
+    if os.path.isdir(tok_source) and not any(
+        os.path.isfile(os.path.join(tok_source, f)) for f in TOKENIZER_FILES
+    ):  # checked first: it needs no weights read
+        raise ModelLoadError(
+            f"model directory {tok_source!r} has no tokenizer files (any of {', '.join(TOKENIZER_FILES)}): copy "
+            "them from the model it was trained from (save_pretrained writes them), or name that model or "
+            "tokenizer with tokenizer_name_or_path"
+        )
+    # Mismatched sizes are loaded (random) and reported by check_weights_match in one line, in place of
+    # transformers' table of tensors (a warning it logs before raising)
+    with _without_load_report():
+        model, info = _from_pretrained(
+            GPT2LMHeadModel.from_pretrained, name_or_path, "model", dtype=dtype or torch.float32,
+            output_loading_info=True, ignore_mismatched_sizes=True, **kwargs,
+        )  # fmt: skip
+    check_weights_match(model, info, name_or_path)
+    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, tok_source, "tokenizer", **kwargs)
+    if tokenizer.eos_token is None:
+        raise ModelLoadError(f"tokenizer from {tok_source!r} has no eos token; RookWorld needs {EOS_TOKEN!r}")
+    if len(tokenizer) > model.config.vocab_size:
+        raise ModelLoadError(
+            f"tokenizer from {tok_source!r} has {len(tokenizer)} tokens but the model only "
+            f"{model.config.vocab_size}: they do not belong together"
+        )
+    # Left padding keeps every prompt's last token in the last column, where generation continues.
+    tokenizer.padding_side = "left"
+    tokenizer.pad_token = tokenizer.eos_token
+    set_special_token_ids(model, tokenizer)
+    use_fused_gelu(model)
+    if device is not None:
+        model.to(device)
+    return model, tokenizer
+
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
+
+
+def check_weights_match(model: nn.Module, info: dict, name_or_path: str) -> None:
+    """ModelLoadError when the weights file holds other tensors than config.json describes: transformers
+    would start the missing ones from random values with a log line, and train on."""
+    missing = sorted(k for k in info.get("missing_keys", ()) if k not in tied_parameter_names(model))
+    unexpected = sorted(info.get("unexpected_keys", ()))
+    sizes = sorted(info.get("mismatched_keys", ()))  # (name, size in the file, size of config.json), ...
+    if missing or unexpected or sizes:
+        found = [f"{_tensors(missing)} missing (e.g. {', '.join(missing[:2])})" if missing else "",
+                 f"{_tensors(unexpected)} unexpected (e.g. {', '.join(unexpected[:2])})" if unexpected else "",
+                 f"{_tensors(sizes)} of other sizes (e.g. {_size_text(sizes[0])})" if sizes else ""]  # fmt: skip
+        raise ModelLoadError(
+            f"the weights in {name_or_path!r} do not match its config.json: {'; '.join(filter(None, found))}; "
+            "use the config.json the weights were saved with"
+        )
+
+
+def _tensors(names: list) -> str:
+    return f"{len(names)} tensor{'s' * (len(names) != 1)}"
+
+
+def _size_text(mismatch) -> str:
+    name, *shapes = mismatch
+    return (
+        f"{name}: {' in the file, '.join(str(tuple(s)) for s in shapes)} by config.json" if shapes else name
+    )
+
+
+@contextlib.contextmanager
+def _without_load_report():
+    """transformers' table of missing/unexpected/mismatched tensors left out of the log while loading."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    drop = lambda record: "LOAD REPORT" not in record.getMessage()  # noqa: E731
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def _from_pretrained(loader, name_or_path: str, what: str, **kwargs):
+    """Call a transformers from_pretrained; turn any failure into one ModelLoadError with a fix."""
+    if os.path.isdir(name_or_path):
+        damaged = _damaged_weights(name_or_path) if what == "model" else None
+        if damaged:
+            raise ModelLoadError(f"{damaged}; replace it (re-copy or re-download the model directory)")
+        try:
+            return loader(name_or_path, **kwargs)
+        except (OSError, ValueError, SafetensorError) as e:
+            raise ModelLoadError(
+                f"could not load the {what} from local directory {name_or_path!r}: {_first_line(e)}\n"
+                "A model directory needs config.json, model.safetensors and the tokenizer files "
+                "(as written by save_pretrained)."
+            ) from None
+    if not is_hub_id(name_or_path):
+        raise ModelLoadError(
+            f"local model directory {name_or_path!r} does not exist (and it is not a hub id like "
+            "'jrahn/RookWorld-LM-124M'). Check the path."
+        )
+    try:
+        return loader(name_or_path, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(
+            f"could not load the {what} {name_or_path!r}: there is no local directory of that name, and "
+            f"loading it as a Hugging Face hub id failed: {_first_line(e)}\n"
+            "Fix: check the hub id; or pass a local model directory; or, without network, download it once "
+            "where there is network (it lands in the HF cache) and set HF_HUB_OFFLINE=1 to use the cache. "
+            "Without network and without HF_HUB_OFFLINE=1, hub calls retry for a long time before failing."
+        ) from None
+
+
+def safetensors_problem(path: str) -> str | None:
+    """None when a .safetensors file's header parses and its tensors exactly fill the file, else why not.
+
+    Why this check: a truncated or overwritten file fails deep inside the loader with a message that names
+    no file; the header (8-byte length + JSON with every tensor's byte range) tells it in microseconds.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{size} bytes, too short for a safetensors header (truncated)"
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8:
+                return f"{size} bytes, its header claims {n} bytes of metadata (truncated or not safetensors)"
+            header = json.loads(f.read(n))
+    except (OSError, ValueError) as e:
+        return f"unreadable safetensors header ({e})"
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end != size:
+        return f"{size} bytes, but its header describes {8 + n + end} (truncated or damaged)"
+    return None
+
+
+def _damaged_weights(model_dir: str) -> str | None:
+    """'PATH is damaged: why' for the first .safetensors file in model_dir whose header does not describe the
+    file, else None. Why check first: safetensors reports a truncated file without naming it."""
+    for name in sorted(os.listdir(model_dir)):
+        path = os.path.join(model_dir, name)
+        problem = safetensors_problem(path) if name.endswith(".safetensors") else None
+        if problem:
+            return f"model weights {path} are damaged: {problem}"
+    return None
+
+
+def tied_parameter_names(model: nn.Module) -> set[str]:
+    """Names of parameters that are another parameter under a second name (GPT-2's lm_head.weight is
+    transformer.wte.weight): save_pretrained stores them once, so loaders may report them missing."""
+    first = {name for name, _ in model.named_parameters()}
+    return {name for name, _ in model.named_parameters(remove_duplicate=False) if name not in first}
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def set_special_token_ids(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Make config and generation config agree with the tokenizer (pad = eos), so generate() does not guess."""
+    for config in (model.config, model.generation_config):
+        config.eos_token_id = tokenizer.eos_token_id
+        config.pad_token_id = tokenizer.pad_token_id
+        config.bos_token_id = (
+            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        )
+
+
+def trained_fen_width(model: nn.Module) -> int | None:
+    """The P: FEN field width of the data `model` was trained on, as its config.json records it (None: not
+    recorded, e.g. a model trained elsewhere such as RookWorld-LM-124M)."""
+    return getattr(getattr(model, "config", None), FEN_WIDTH_KEY, None)
+
+
+def train_at_fen_width(model: nn.Module, width: int | None) -> int | None:
+    """The P: FEN width a training run uses (the recipe's fen_width, else its data's: chess.formats.fen_width_of),
+    recorded in the model's config, so that checkpoints and the final model say how to prompt them
+    (docs/FORMATS.md). None: the run has no P: prompts, and what the model was trained on before stays."""
+    if width is None:  # no P: rows: what the model was trained on before stays
+        return trained_fen_width(model)
+    before = trained_fen_width(model)
+    if before not in (None, width):
+        print(f"the model was trained on P: prompts at FEN width {before}; this run prompts at {width} "
+              "(its data's; set fen_width to choose)")  # fmt: skip
+    setattr(model.config, FEN_WIDTH_KEY, width)
+    return width
+
+
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Set every dropout probability to p, in the config (saved with the model) and in the live modules."""
+    config = getattr(model, "config", None)
+    for key in DROPOUT_KEYS:
+        if config is not None and hasattr(config, key):
+            setattr(config, key, p)
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+
+
+def use_fused_gelu(model: nn.Module) -> None:
+    """Replace GPT-2's `gelu_new` with `gelu_pytorch_tanh`: the same tanh GELU formula, one fused torch kernel.
+
+    Why: `gelu_new` is five elementwise ops in Python, each a pass over the MLP activations and each kept
+    for backward; with the fused kernel a CPU forward+backward of the embedded model is ~1.2x faster and
+    its logits differ by ~1e-5 (`python scripts/bench_gelu.py`). The config is updated too, so saved
+    checkpoints load with the fused kernel. Other activations are left alone.
+    """
+    for module in model.modules():
+        if isinstance(module, GPT2Model) and module.config.activation_function == "gelu_new":
+            module.config.activation_function = "gelu_pytorch_tanh"
+            for block in module.h:
+                block.mlp.act = ACT2FN["gelu_pytorch_tanh"]
+
+
+def padding_aware_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that count real tokens only (0 on left padding), as transformers' generate() makes them."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def use_padding_aware_positions(model: nn.Module) -> torch.utils.hooks.RemovableHandle:
+    """Make forward calls that pass no position_ids number positions from the attention mask.
+
+    Why: transformers' GPT-2 forward numbers positions 0..T-1 counting the left padding, while
+    generate() passes padding-aware positions. TRL scores GRPO completions with a plain forward over
+    left-padded prompt+completion rows, so a padded row would be scored at positions shifted by its
+    padding, not those it was sampled at (GPT-2's learned position embeddings make that a different
+    distribution). Apply it to the policy AND the reference model (TRL builds the reference itself from
+    the policy's path, so a loader hook would not reach it). Works through PEFT/DDP wrappers and TRL's
+    fused LM head, which all call the inner GPT2Model. Returns the hook handle (.remove() undoes it).
+    """
+    backbone = next((m for m in model.modules() if isinstance(m, GPT2Model)), None)
+    if backbone is None:
+        raise ValueError(f"no GPT2Model inside {type(model).__name__}")
+    return backbone.register_forward_pre_hook(_positions_from_mask, with_kwargs=True)
+
+
+def _positions_from_mask(module, args, kwargs):
+    mask = kwargs.get("attention_mask")
+    if kwargs.get("position_ids") is not None or mask is None or mask.dim() != 2:
+        return None  # given explicitly (generate does), or nothing to derive them from
+    tokens = args[0] if args else kwargs.get("input_ids")
+    length = (tokens if tokens is not None else kwargs["inputs_embeds"]).shape[1]
+    kwargs["position_ids"] = padding_aware_position_ids(mask)[
+        :, -length:
+    ]  # the mask also covers cached tokens
+    return args, kwargs
+
+
+def new_gpt2_model(
+    tokenizer: PreTrainedTokenizerBase,
+    n_layer: int,
+    n_head: int,
+    n_embd: int,
+    n_positions: int,
+    *,
+    dropout: float = 0.0,
+) -> GPT2LMHeadModel:
+    """A freshly initialised GPT-2 sized for `tokenizer` (vocab, eos/bos/pad ids from it), float32."""
+    if n_embd % n_head:
+        raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"the tokenizer needs an eos token ({EOS_TOKEN!r})")
+    eos = tokenizer.eos_token_id
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=n_head,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+        activation_function="gelu_pytorch_tanh",  # GPT-2's tanh GELU as one fused kernel (see use_fused_gelu)
+        bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos,
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
+    )
+    return GPT2LMHeadModel(config)  # its generation_config copies the token ids from config

@@ -1,0 +1,244 @@
+"""Grading P: (policy) answers against Stockfish: `score_policy` for one answer, `PolicyGrader` for batches
+with a memo in front of an EnginePool. rookworld_trl/rewards/functions.py turns it into TRL's `policy_reward`.
+
+    python scripts/bench_rewards.py     # throughput figures
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import chess
+
+from rookworld_trl.chess.engine import MATE_SCORE, EnginePool, MoveEval
+from rookworld_trl.chess.environment import legal_move
+from rookworld_trl.chess.formats import ParsedPolicy, parse_policy_completion
+from rookworld_trl.rewards.shaping import (
+    BEST_ZERO_AT,
+    EVAL_CLOSE,
+    EVAL_ZERO_AT,
+    LAYOUT_PENALTY,
+    PENALTY,
+    TOP_K,
+    check_shaping,
+    expected_score,
+    shape,
+)
+
+MEMO_SIZE = 200_000  # engine analyses kept in memory by a PolicyGrader (~1 kB each)
+POLICY_COMPONENTS = (
+    "parsed", "well_formed", "layout", "best", "best_legal", "best_top5", "best_top1", "cp_loss", "legal_moves",
+    "candidates", "evals",
+)  # fmt: skip
+
+
+def score_policy(
+    fen: str,
+    completion: str | ParsedPolicy,
+    analysis: Sequence[MoveEval],
+    move_cps: Mapping[str, int | None] | None = None,
+    shaping: str = "graduated",
+) -> tuple[float, dict[str, float | None]]:
+    """(reward, components) of a P: completion against the engine's analysis of `fen`.
+
+    `analysis`: the engine's MultiPV (>= 5 lines, or every legal move), best first. `move_cps`: for
+    written moves missing from `analysis`, the engine's eval (centipawns, side to move), None if illegal.
+    A legal move missing from both is graded as the last analysed line: an upper bound, since the root
+    search ranked it no better; for the same reason no eval in `move_cps` counts above that line.
+
+    >>> fen = "6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1"  # Ra8 mates; the other lines are made up
+    >>> top = [MoveEval("a1a8", 99999), *(MoveEval(m, 40) for m in ("h2h3", "g2g3", "g1f1", "f2f3"))]
+    >>> from rookworld_trl.chess.formats import policy_completion
+    >>> moves, evals = ["h2h3", "a1a8", "g2g3", "g1f1", "f2f3"], [0.4, 999.99, 0.4, 0.4, 0.4]
+    >>> score_policy(fen, policy_completion(moves, evals, "a1a8"), top)[0]  # rendered with the widths
+    1.0
+    >>> score_policy(fen, policy_completion(moves, evals, "h2h3"), top)[0]
+    0.8
+    >>> score_policy(fen, " h2h3 a1a8 g2g3 g1f1 f2f3 E: 0.4 999.99 0.4 0.4 0.4 B: a1a8", top)[0]  # no widths
+    0.8
+    >>> score_policy(fen, " a1a8 E: 999.99 B: a1a8", top)[0], score_policy(fen, " a1a8 E: 999.99", top)[0]
+    (0.2, -0.3)
+    """
+    parsed = completion if isinstance(completion, ParsedPolicy) else parse_policy_completion(completion)
+    if not parsed.ok:  # graded without the analysis: callers need not search for it
+        return PENALTY, {**dict.fromkeys(POLICY_COMPONENTS, 0.0), "cp_loss": None}
+    if not analysis:
+        raise ValueError(f"no engine analysis for {fen} (game over?)")
+    if len(analysis) < TOP_K and len(analysis) != chess.Board(fen).legal_moves.count():
+        raise ValueError(f"analysis of {fen} has {len(analysis)} lines for {TOP_K} expected moves")
+    cps, top5, floor = {m.move: m.cp for m in analysis}, {m.move for m in analysis[:TOP_K]}, analysis[-1].cp
+    cps |= {m: None if cp is None else min(cp, floor) for m, cp in (move_cps or {}).items() if m not in cps}
+    board = None  # built only for a move nobody graded: a python-chess board costs more than the rest
+
+    def cp_of(move: str) -> int | None:  # None: illegal
+        nonlocal board
+        if move in cps:
+            return cps[move]
+        board = board or chess.Board(fen)
+        return None if legal_move(board, move) is None else floor
+
+    moves, n_expected = parsed.moves, min(TOP_K, len(analysis))
+    distinct = list(dict.fromkeys(moves))
+    move_cp = {m: cp_of(m) for m in distinct}
+    best_cp, top_cp = cp_of(parsed.best), analysis[0].cp
+    best = 0.0 if best_cp is None else best_move_score(top_cp, best_cp)
+    first_evals: dict[str, float] = {}  # a repeated move's eval is graded once, as first written
+    for move, pawns in zip(moves, parsed.evals, strict=False):  # a move without an eval scores 0
+        first_evals.setdefault(move, pawns)
+    eval_total = sum(eval_score(e, move_cp[m]) for m, e in first_evals.items() if move_cp[m] is not None)
+    formats = [
+        len(moves) == n_expected,
+        len(distinct) == len(moves),
+        all(cp is not None for cp in move_cp.values()),
+        len(parsed.evals) == len(moves),
+        parsed.best in moves,
+    ]
+    components = {
+        "parsed": 1.0,
+        "well_formed": sum(formats) / len(formats),
+        "best": best,
+        "best_legal": float(best_cp is not None),
+        "best_top5": float(parsed.best in top5),
+        "best_top1": float(best_cp is not None and best_cp >= top_cp),
+        "cp_loss": None if best_cp is None else float(min(1000, max(0, top_cp - best_cp))),
+        # Distinct legal moves listed, out of at least n_expected: five legality verdicts per answer.
+        "legal_moves": sum(cp is not None for cp in move_cp.values()) / max(len(moves), n_expected),
+        # Out of at least n_expected, so that writing one good move does not earn full marks.
+        "candidates": len(top5.intersection(distinct)) / max(len(moves), n_expected),
+        "evals": eval_total / max(len(moves), len(parsed.evals), n_expected),
+    }
+    checks = {
+        "well_formed": all(formats),
+        **{k: components[k] == 1 for k in ("best_legal", "best_top5", "best_top1", "candidates")},
+        "evals": components["evals"] >= EVAL_CLOSE,
+    }
+    # Tenths so that all-correct sums to exactly 1.0; the best move weighs most.
+    if shaping == "dense":  # legality of every listed move and of B:, then the continuous quality of B:
+        legal = 3 * components["legal_moves"] + 2 * components["best_legal"]
+        quality = (legal + 3 * best + components["candidates"] + components["evals"]) / 10
+    else:
+        quality = (
+            5 * best + 2 * components["candidates"] + 2 * components["evals"] + components["well_formed"]
+        ) / 10
+    components["layout"] = float(parsed.exact)
+    reward = shape(checks, quality, shaping)
+    if not parsed.exact:
+        # The fixed widths (docs/FORMATS.md) cost at every level: a weak model's answers fail some other check
+        # anyway, so inside a check they would carry no signal, sampling would drift in the padding, and
+        # greedy output would lose the format (seen in the default GRPO run).
+        reward = 0.0 if shaping == "binary" else round(reward - LAYOUT_PENALTY, 6)
+    return reward, components
+
+
+def best_move_score(top_cp: int, cp: int) -> float:
+    """1.0 for the engine's top move, falling linearly in expected score to 0 at a loss of BEST_ZERO_AT.
+    Mates are handled by the expected score: mate in 3 vs mate in 5, or vs +15, loses (almost) nothing.
+
+    >>> best_move_score(30, 30), round(best_move_score(30, 0), 2), best_move_score(99997, 99995)
+    (1.0, 0.86, 1.0)
+    """
+    return max(0.0, 1 - (expected_score(top_cp) - expected_score(cp)) / BEST_ZERO_AT)
+
+
+def eval_score(pawns: float, cp: int) -> float:
+    """1.0 for the engine's eval, falling linearly in expected score to 0 at an error of EVAL_ZERO_AT.
+
+    >>> eval_score(0.3, 30), eval_score(999.97, 99990), round(eval_score(-0.3, 30), 2), eval_score(0.0, 99999)
+    (1.0, 1.0, 0.72, 0.0)
+    """
+    written = round(max(-MATE_SCORE, min(MATE_SCORE, pawns * 100)))  # pawns as written -> exact cp
+    return max(0.0, 1 - abs(expected_score(written) - expected_score(cp)) / EVAL_ZERO_AT)
+
+
+def label_analysis(
+    fen: str, moves: Sequence[str] | None, evals: Sequence[float] | None
+) -> list[MoveEval] | None:
+    """A dataset label (top-k moves best first, evals in pawns) as an engine analysis, or None when it
+    cannot be one: illegal or repeated moves, evals not best-first, fewer moves than the format asks."""
+    if not moves or evals is None or len(moves) != len(evals) or not all(isinstance(m, str) for m in moves):
+        return None
+    try:
+        cps = [round(float(e) * 100) for e in evals]
+    except (TypeError, ValueError, OverflowError):  # None, text, inf, nan
+        return None
+    board = chess.Board(fen)
+    if len(set(moves)) != len(moves) or any(legal_move(board, m) is None for m in moves):
+        return None
+    if cps != sorted(cps, reverse=True) or len(moves) != min(TOP_K, board.legal_moves.count()):
+        return None
+    return [MoveEval(m, cp) for m, cp in zip(moves, cps, strict=True)]
+
+
+class PolicyGrader:
+    """Scores batches of P: completions with an EnginePool, with an in-memory memo in front of it.
+
+    Per batch, at most two rounds of engine work, each one `pool.analyse_many` call (parallel over the
+    pool's workers, every position once): (1) the positions; (2) for each written legal move the root
+    search did not list (it runs MultiPV 5), the position after it, searched at the same limit for its
+    best line only (MultiPV 1: a third of the time at depth 8) and negated: the engine's own eval of that
+    move, kept per (position, move).
+    """
+
+    def __init__(self, pool: EnginePool, shaping: str = "graduated", memo_size: int = MEMO_SIZE):
+        if pool.multipv < TOP_K:
+            raise ValueError(
+                f"the policy reward needs an EnginePool with multipv >= {TOP_K}, got {pool.multipv}"
+            )
+        self.pool, self.shaping, self.memo_size = pool, check_shaping(shaping), memo_size
+        self.memo: dict[str, list[MoveEval]] = {}  # fen -> the engine's analysis at pool.limit
+        self.move_memo: dict[tuple[str, str], int | None] = {}  # (fen, move) -> its cp, None if illegal
+
+    def analyses(self, fens: Sequence[str], labels: Sequence[list[MoveEval] | None] | None = None) -> list:
+        """The engine's analysis of each FEN: memo, else a label at this limit, else the pool."""
+        out: list[list[MoveEval] | None] = [self.memo.get(fen) for fen in fens]
+        if labels is not None:
+            out = [a if a is not None else label for a, label in zip(out, labels, strict=True)]
+        todo = [i for i, a in enumerate(out) if a is None]
+        for i, analysis in zip(todo, self.pool.analyse_many([fens[i] for i in todo]), strict=True):
+            out[i] = self.memo[fens[i]] = analysis
+        return out
+
+    def move_cps(self, fens: Sequence[str], analyses: Sequence, parsed: Sequence[ParsedPolicy]) -> list[dict]:
+        """Per sample, {move: engine cp, None if illegal} of the moves written but not in its analysis."""
+        wanted = []  # per sample: the moves written (M: and B:) that its analysis does not list
+        for analysis, p in zip(analyses, parsed, strict=True):
+            listed = {a.move for a in analysis}
+            moves = dict.fromkeys([*p.moves, p.best]) if p.ok else {}  # unparseable: -0.3, no search
+            wanted.append([m for m in moves if m not in listed])
+        children: dict[tuple[str, str], str] = {}  # (fen, move) -> the position after it, to search
+        for fen, moves in zip(fens, wanted, strict=True):
+            board = None
+            for move in moves:
+                if (fen, move) in self.move_memo or (fen, move) in children:
+                    continue
+                board = board or chess.Board(fen)
+                if (legal := legal_move(board, move)) is None:
+                    self.move_memo[fen, move] = None
+                    continue
+                board.push(legal)
+                if board.is_game_over():  # the pool has nothing to say about a finished game
+                    self.move_memo[fen, move] = MATE_SCORE - 1 if board.is_checkmate() else 0
+                else:
+                    children[fen, move] = board.fen()
+                board.pop()
+        searched = self.pool.analyse_many(list(children.values()), multipv=1)
+        found = dict(zip(children.values(), searched, strict=True))
+        for key, child in children.items():
+            self.move_memo[key] = -found[child][0].cp  # the opponent's best reply, from our side
+        return [{m: self.move_memo[fen, m] for m in moves} for fen, moves in zip(fens, wanted, strict=True)]
+
+    def score(self, fens: Sequence[str], completions: Sequence[str], labels=None) -> list[tuple[float, dict]]:
+        """(reward, components) for each (fen, completion); `labels` as in `analyses`."""
+        if len(self.memo) + len(self.move_memo) > self.memo_size:  # crude bound for long runs
+            self.memo.clear()
+            self.move_memo.clear()
+        parsed = [parse_policy_completion(c) for c in completions]
+        ok = [i for i, p in enumerate(parsed) if p.ok]  # an unparseable answer scores -0.3 without a search
+        fens_ok = [fens[i] for i in ok]
+        analyses = self.analyses(fens_ok, None if labels is None else [labels[i] for i in ok])
+        graded = iter(zip(analyses, self.move_cps(fens_ok, analyses, [parsed[i] for i in ok]), strict=True))
+        out = []
+        for fen, p in zip(fens, parsed, strict=True):
+            analysis, cps = next(graded) if p.ok else ([], None)
+            out.append(score_policy(fen, p, analysis, cps, self.shaping))
+        return out

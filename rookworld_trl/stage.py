@@ -1,0 +1,97 @@
+"""How a stage runs, below the `rookworld` command: recipe + --flag parsing with one-line errors, bundled paths,
+and `run_stage`, which turns bad input into one line and an exit code instead of a traceback.
+
+    from rookworld_trl.stage import run_stage, stage_parser, resolve_path
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rookworld_trl.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve_path(path: str) -> str:
+    """A recipe/config path as given, else relative to the repository root (for the bundled ones)."""
+    if Path(path).exists() or Path(path).is_absolute():
+        return path
+    candidate = REPO_ROOT / path
+    return str(candidate) if candidate.exists() else path
+
+
+def stage_parser(dataclass_types: tuple, command: str):
+    """TRL's TrlParser (recipes + --flags) whose errors are one line: argparse would print the full usage
+    (200+ lines for GRPO) before the error, and TRL words the batch-size check in a field the user never set."""
+    from trl import TrlParser
+
+    class StageParser(TrlParser):
+        def error(self, message):
+            where = " (in the recipe or a --flag)" if message.startswith("argument --") else ""
+            print(f"rookworld {command}: error: {message}{where}; see --help", file=sys.stderr)
+            sys.exit(2)
+
+        def parse_args_and_config(self, *args, **kwargs):
+            try:
+                return super().parse_args_and_config(*args, **kwargs)
+            except ValueError as e:
+                raise ValueError(_batch_size_in_user_fields(str(e))) from None
+
+    parser = StageParser(dataclass_types)  # HfArgumentParser: --help shows each field's default
+    parser.prog = f"rookworld {command}"
+    parser.epilog = EXAMPLES.get(command)
+    return parser
+
+
+EXAMPLES = {  # one example per training command, shown at the end of --help
+    "train": "example: rookworld train --config recipes/grpo_tiny_cpu.yaml --max_steps 300 --learning_rate 5e-5",
+    "sft": "example: rookworld sft --config recipes/sft_tiny_cpu.yaml --max_steps 200",
+}
+
+
+def _batch_size_in_user_fields(message: str) -> str:
+    """TRL's 'generation_batch_size (12) must be divisible by num_generations (8)' in the fields users set."""
+    m = re.match(r"generation_batch_size \((\d+)\) must be divisible by num_generations \((\d+)\)", message)
+    if not m:
+        return message
+    return (
+        f"per_device_train_batch_size x gradient_accumulation_steps x processes is {m[1]} completions per "
+        f"generation round, which must be whole groups of num_generations ({m[2]}): make "
+        f"per_device_train_batch_size a multiple of {m[2]} (e.g. {int(m[2]) * max(1, int(m[1]) // int(m[2]))})"
+    )
+
+
+def run_stage(command: str, stage_main: Callable[[list[str] | None], int | None], argv=None) -> int:
+    """Run a stage's `main(argv)`. Bad input (a ValueError such as a config check or a data source that will
+    not load, a missing file, a model that will not load, no Stockfish) prints one line that names the
+    problem, not a traceback through accelerate, and returns 2; so does a full disk, whichever writer hit it.
+    Ctrl-C returns 130. Other exceptions are bugs and keep their traceback."""
+    try:
+        return int(stage_main(argv) or 0)
+    except (ValueError, OSError, UserError) as e:
+        print(f"rookworld {command}: error: {e or type(e).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # the training stage says more (the step, how to resume) before this
+        print(f"rookworld {command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a full disk seen by any writer (sqlite, parquet, tensorboard) is no bug either
+        if not _disk_full(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(
+            f"rookworld {command}: error: no space left on device ({type(e).__name__}: {first}); free some "
+            "space, then resume with --resume_from_checkpoint auto",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _disk_full(e: BaseException) -> bool:
+    import errno
+
+    text = str(e).lower()
+    return getattr(e, "errno", None) == errno.ENOSPC or "no space left" in text or "disk is full" in text

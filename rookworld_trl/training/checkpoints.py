@@ -1,0 +1,381 @@
+"""Checkpoint tiers and resume modes for GRPO runs (used by rookworld_trl/grpo/trainer.py), and the metrics.jsonl
+log of both training stages, which follows a resume.
+
+A run's output_dir holds three tiers:
+
+    output_dir/checkpoint-N/   regular, written by Trainer every save_steps and rotated by save_total_limit
+    output_dir/stable/         the last regular checkpoint whose step was healthy (finite, KL below kl_warn);
+                               a real copy of checkpoint-N, so it survives rotation and damage to checkpoint-N
+    output_dir/final/          model + tokenizer at the end of training (save_final; push_final uploads it)
+
+A checkpoint counts only once its completion marker exists and verifies: the marker is written (atomically)
+after every file of the checkpoint and records each file's size and sha256, so a directory half-written by a
+killed process, a truncated or damaged file, or a missing optimizer.pt is never resumed from.
+
+Resume modes (`--resume_from_checkpoint`): a path (must verify), "auto" (the newest checkpoint-N in output_dir
+that verifies, walking back past damaged ones, which move to output_dir/damaged/, then stable/; a fresh start
+when there is none), "stable" or "recovery" (output_dir/stable, verified). Problems found are printed, one line
+each. A run whose checkpoint already reached max_steps is finished (`finished_step`): grpo.train trains nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+
+from transformers import TrainerCallback
+
+from rookworld_trl.model.loading import safetensors_problem
+
+logger = logging.getLogger(__name__)
+
+MARKER = "rookworld_complete.json"
+STABLE_DIR = "stable"
+FINAL_DIR = "final"
+INCOMPLETE_DIR = "incomplete"
+SUPERSEDED_DIR = "superseded"
+DAMAGED_DIR = "damaged"
+RESUME_FIX = "resume with --resume_from_checkpoint auto"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def write_json_atomic(path: str, obj: dict) -> None:
+    """Write JSON to a temp file, fsync, then rename: readers see the old file or the whole new one."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def say(message: str) -> None:
+    """One line on stderr: resume decisions must be seen, and INFO logs are not shown by default."""
+    print(f"rookworld: {message}", file=sys.stderr, flush=True)
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _checkpoint_files(checkpoint_dir: str) -> list[str]:
+    """Every file under checkpoint_dir except the marker, as sorted relative paths."""
+    found = []
+    for root, _, names in os.walk(checkpoint_dir):
+        found += [os.path.relpath(os.path.join(root, name), checkpoint_dir) for name in names]
+    return sorted(f for f in found if f != MARKER)
+
+
+def mark_complete(checkpoint_dir: str, global_step: int) -> None:
+    """Write the completion marker: the step, and each file's size and sha256 (what `checkpoint_problem`
+    checks before the checkpoint is trusted). Call it after every file of the checkpoint is written."""
+    files = {}
+    for rel in _checkpoint_files(checkpoint_dir):
+        path = os.path.join(checkpoint_dir, rel)
+        files[rel] = {"size": os.path.getsize(path), "sha256": file_sha256(path)}
+    marker = {"global_step": global_step, "time": time.time(), "files": files}
+    write_json_atomic(os.path.join(checkpoint_dir, MARKER), marker)
+
+
+def is_complete(checkpoint_dir: str) -> bool:
+    return os.path.isfile(os.path.join(checkpoint_dir, MARKER))
+
+
+def _legacy_problem(checkpoint_dir: str) -> str | None:
+    """A marker without a file list (written before checksums): check what can be checked without one."""
+    for path in sorted(glob.glob(os.path.join(checkpoint_dir, "*.safetensors"))):
+        problem = safetensors_problem(path)
+        if problem:
+            return f"{os.path.basename(path)} is {problem}"
+    optimizer = (
+        "optimizer.pt",
+        "optimizer.bin",
+        "global_step*",
+    )  # DeepSpeed keeps its state in global_stepN/
+    if not any(glob.glob(os.path.join(checkpoint_dir, name)) for name in optimizer):
+        return "optimizer.pt is missing (resuming would restart the optimizer from zero)"
+    return None
+
+
+def checkpoint_problem(checkpoint_dir: str) -> str | None:
+    """None when checkpoint_dir can be trusted: its marker exists and every file it lists is there with the
+    recorded size and sha256. Otherwise what is wrong, in words."""
+    try:
+        with open(os.path.join(checkpoint_dir, MARKER)) as f:
+            files = json.load(f).get("files")
+    except FileNotFoundError:
+        return f"it has no completion marker ({MARKER}): its save was interrupted"
+    except (OSError, ValueError) as e:
+        return f"its completion marker {MARKER} is unreadable ({e})"
+    if files is None:
+        return _legacy_problem(checkpoint_dir)
+    for rel, want in files.items():  # sizes first: cheap, and they catch truncation
+        path = os.path.join(checkpoint_dir, rel)
+        if not os.path.isfile(path):
+            why = " (resuming would restart the optimizer from zero)" if "optimizer" in rel else ""
+            return f"{rel} is missing{why}"
+        if os.path.getsize(path) != want["size"]:
+            return f"{rel} is {os.path.getsize(path)} bytes, its marker says {want['size']} (truncated or overwritten)"
+    for rel, want in files.items():
+        if file_sha256(os.path.join(checkpoint_dir, rel)) != want["sha256"]:
+            return f"{rel} does not match the sha256 in its marker (damaged on disk)"
+    return None
+
+
+def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
+    """All checkpoint-N directories (complete or not) as (N, path), oldest first."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = []
+    for name in os.listdir(output_dir):
+        m = _CHECKPOINT_RE.match(name)
+        if m and os.path.isdir(os.path.join(output_dir, name)):
+            found.append((int(m.group(1)), os.path.join(output_dir, name)))
+    return sorted(found)
+
+
+def latest_complete_checkpoint(output_dir: str) -> str | None:
+    complete = [path for _, path in list_checkpoints(output_dir) if is_complete(path)]
+    return complete[-1] if complete else None
+
+
+def _move_aside(path: str, output_dir: str, folder: str, why: str) -> str:
+    dest = os.path.join(output_dir, folder, f"{os.path.basename(path)}-{int(time.time())}")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    os.replace(path, dest)
+    logger.warning(f"checkpoint {path} {why}; moved to {dest}")
+    return dest
+
+
+def quarantine_incomplete(output_dir: str) -> list[str]:
+    """Move checkpoint-N dirs without a marker to output_dir/incomplete/, out of Trainer's sight.
+
+    Why move rather than ignore: Trainer's rotation counts every checkpoint-* dir, and a later save of the
+    same step would write into the stale directory.
+    """
+    return [
+        _move_aside(path, output_dir, INCOMPLETE_DIR, "has no completion marker (interrupted save)")
+        for _, path in list_checkpoints(output_dir)
+        if not is_complete(path)
+    ]
+
+
+def retire_later_checkpoints(output_dir: str, step: int) -> list[str]:
+    """Move checkpoint-N with N > step to output_dir/superseded/: resuming from an earlier step abandons them,
+    and a later 'auto' resume must not jump back onto the abandoned branch."""
+    return [
+        _move_aside(path, output_dir, SUPERSEDED_DIR, f"is past the resumed step {step}")
+        for n, path in list_checkpoints(output_dir)
+        if n > step
+    ]
+
+
+def checkpoint_step(checkpoint_dir: str) -> int:
+    with open(os.path.join(checkpoint_dir, MARKER)) as f:
+        return int(json.load(f)["global_step"])
+
+
+def promote_to_stable(checkpoint_dir: str, output_dir: str) -> str:
+    """Make checkpoint_dir the stable checkpoint: copy it to stable.tmp, then swap it in by renames.
+
+    A real copy, not hard links: damage to a checkpoint's file in place (a bad disk block, a stray write)
+    would otherwise hit stable/ too, and stable/ is the fallback when checkpoint-N is damaged.
+    """
+    stable = os.path.join(output_dir, STABLE_DIR)
+    tmp, old = f"{stable}.tmp", f"{stable}.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(checkpoint_dir, tmp)
+    if os.path.isdir(stable):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(stable, old)
+    os.replace(tmp, stable)
+    shutil.rmtree(old, ignore_errors=True)
+    return stable
+
+
+def replace_dir(tmp_dir: str, final_dir: str) -> None:
+    """Swap a fully written tmp_dir into final_dir (removing an older final_dir)."""
+    if os.path.isdir(final_dir):
+        old = f"{final_dir}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final_dir, old)
+        shutil.rmtree(old)
+    os.replace(tmp_dir, final_dir)
+
+
+def _first_verified(candidates: list[str], output_dir: str | None) -> tuple[str | None, list[str]]:
+    """The first of candidates (newest first) that verifies, and a line for each one skipped on the way.
+    With output_dir, skipped checkpoint-N dirs move to output_dir/damaged/ (Trainer must not rotate or reuse
+    them, and the next 'auto' must not try them again)."""
+    skipped = []
+    for path in candidates:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path, skipped
+        skipped.append(f"skipped {path}: {problem}")
+        say(skipped[-1])
+        if output_dir and _CHECKPOINT_RE.match(os.path.basename(path)):
+            _move_aside(path, output_dir, DAMAGED_DIR, problem)
+    return None, skipped
+
+
+def resolve_resume(mode: str | None, output_dir: str) -> str | None:
+    """Turn a resume mode (None, "auto", "stable"/"recovery" or a path) into a verified checkpoint path or None.
+
+    Call it on the main process first (it moves incomplete, damaged and superseded checkpoint dirs aside).
+    Raises ValueError / FileNotFoundError with one line (the problem, the file, the fix) when the asked-for
+    checkpoint cannot be trusted.
+    """
+    if not mode or str(mode).lower() in ("none", "false", "no"):
+        return None
+    mode = str(mode)
+    if os.path.isdir(mode):  # an explicit path: checked before the quarantine below moves it
+        problem = checkpoint_problem(mode)
+        if problem:
+            raise ValueError(
+                f"--resume_from_checkpoint {mode}: {problem}. Pick an earlier checkpoint, or use "
+                "--resume_from_checkpoint auto to take the newest one that verifies"
+            )
+    quarantine_incomplete(output_dir)
+    if mode.lower() in ("auto", "true", "latest"):
+        newest_first = [path for _, path in reversed(list_checkpoints(output_dir))]
+        path, skipped = _first_verified(newest_first, output_dir)
+        if path is None:  # all damaged, or rotation deleted the last one before the new one's marker
+            path, more = _first_verified(_stable_dirs(output_dir), None)
+            skipped += more
+        if path is None:
+            why = "no checkpoint verifies" if skipped else "no complete checkpoint"
+            say(f"resume 'auto': {why} in {output_dir}; starting from scratch")
+            return None
+    elif mode.lower() in ("stable", "recovery"):
+        path, skipped = _first_verified(_stable_dirs(output_dir), None)
+        if path is None:
+            why = "; ".join(skipped) or f"there is no {os.path.join(output_dir, STABLE_DIR)}"
+            raise FileNotFoundError(
+                f"resume '{mode}': no stable checkpoint that verifies ({why}); use --resume_from_checkpoint auto "
+                "or a checkpoint path"
+            )
+    elif not os.path.isdir(mode):
+        raise FileNotFoundError(f"--resume_from_checkpoint {mode}: no such directory")
+    else:
+        path = mode
+    retire_later_checkpoints(output_dir, checkpoint_step(path))
+    return path
+
+
+def _stable_dirs(output_dir: str) -> list[str]:
+    """output_dir/stable, then the previous copy kept while a new one was being swapped in."""
+    paths = [os.path.join(output_dir, name) for name in (STABLE_DIR, f"{STABLE_DIR}.old")]
+    return [p for p in paths if os.path.isdir(p)]
+
+
+def finished_step(checkpoint_dir: str, max_steps: int) -> int | None:
+    """The checkpoint's step when it already reached the run's end (max_steps, or the max_steps its trainer
+    state recorded when max_steps <= 0, an epoch-based run); None when there are steps left to train."""
+    try:
+        with open(os.path.join(checkpoint_dir, "trainer_state.json")) as f:
+            state = json.load(f)
+    except (OSError, ValueError):  # no trainer state (not a Trainer checkpoint): the marker's step
+        state = {}
+    target = max_steps if max_steps > 0 else state.get("max_steps", 0)
+    step = state.get("global_step", checkpoint_step(checkpoint_dir))
+    return step if target > 0 and step >= target else None
+
+
+def check_output_dir(output_dir: str) -> None:
+    """One clear line when output_dir cannot be a run directory (before anything else writes there)."""
+    for path in (output_dir, os.path.dirname(os.path.abspath(output_dir))):
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(
+                f"output_dir {output_dir}: {path} is a file, not a directory; remove it or set --output_dir "
+                "to another path"
+            )
+
+
+class SaveError(OSError):
+    """A checkpoint, final model or log could not be written; the message says why in words and the fix."""
+
+
+def save_error(e: BaseException, what: str, path: str) -> SaveError | None:
+    """A SaveError for an I/O failure while `what` ("saving checkpoint-4"), else None (a bug: keep its
+    traceback). Why the disk check: torch.save reports a full disk as "basic_ios::clear: iostream error"."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    free = shutil.disk_usage(probe).free
+    full = getattr(e, "errno", None) == errno.ENOSPC or free < 1 << 20
+    if full:
+        return SaveError(
+            errno.ENOSPC,
+            f"no space left on device while {what} ({path}): free some space (or lower save_total_limit), "
+            f"then {RESUME_FIX}",
+        )
+    if isinstance(e, OSError):
+        return SaveError(
+            e.errno, f"{os.strerror(e.errno) if e.errno else e} while {what} ({path}); {RESUME_FIX}"
+        )
+    return None
+
+
+def save_final(trainer) -> str:
+    """Model + tokenizer to output_dir/final, written to a temp dir first and renamed into place."""
+    final = os.path.join(trainer.args.output_dir, FINAL_DIR)
+    tmp = f"{final}.tmp"
+    if trainer.args.should_save:
+        shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        trainer.save_model(tmp)  # on every rank: DeepSpeed/FSDP gather the weights collectively
+    except Exception as e:
+        error = save_error(e, "saving the final model", tmp)
+        if error is None:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise error from None
+    trainer.accelerator.wait_for_everyone()
+    if trainer.args.should_save:
+        replace_dir(tmp, final)
+    return final
+
+
+class SaveOnInterrupt(TrainerCallback):
+    """Ctrl-C (SIGINT) during training: finish the optimizer step under way, save a checkpoint and stop, so
+    that no work since the last save is lost; a second Ctrl-C interrupts at once (KeyboardInterrupt, and the
+    last complete checkpoint is the resume point). After train(), `step` is the step it stopped at, or None."""
+
+    def __init__(self):
+        self.step: int | None = None
+        self._requested = False
+        self._previous = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            self._previous = signal.signal(signal.SIGINT, self._request)
+
+    def _request(self, signum, frame):
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the second Ctrl-C stops at once
+        self._requested = True
+        say("Ctrl-C: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._requested and self.step is None:
+            self.step = state.global_step
+            control.should_save = control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None

@@ -1,0 +1,62 @@
+"""metrics.jsonl: every log entry of a training stage (GRPO or SFT) as one JSON line, following resumes.
+
+A resumed run first drops the lines past its checkpoint's step, so the log always describes the weights on
+disk; a torn last line (a kill or a full disk mid-write) is dropped with a warning instead of blocking the
+resume. rookworld_trl/training/report.py draws the curves from this file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+from transformers import TrainerCallback
+
+from rookworld_trl.training.checkpoints import save_error, say
+
+
+class JSONLMetricsCallback(TrainerCallback):
+    """Every log entry as one JSON line; a resumed run first drops the lines past its checkpoint's step."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or not os.path.isfile(self.path):
+            return
+        rows = [row for row in read_jsonl(self.path) if row.get("step", 0) <= state.global_step]
+        with open(f"{self.path}.tmp", "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in rows)
+        os.replace(f"{self.path}.tmp", self.path)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in logs.items()}
+        row = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **clean}
+        try:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:
+            raise save_error(e, f"writing the metrics log at step {state.global_step}", self.path) from None
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """The rows of a JSONL file. A line that does not parse (torn by a crash or a full disk mid-write) is
+    dropped with a warning naming the file, so a damaged log never blocks a resume."""
+    rows, bad = [], []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                bad.append(number)
+    if bad:
+        lines = ", ".join(map(str, bad))
+        say(f"{path}: dropped {len(bad)} unreadable line(s) (line {lines}; torn by a crash or a full disk)")
+    return rows

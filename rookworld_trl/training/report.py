@@ -1,0 +1,240 @@
+"""`rookworld report`: PNG training curves and a short markdown summary from a run's JSONL metrics.
+
+    rookworld report runs/grpo                  # reads runs/grpo/metrics.jsonl, writes runs/grpo/report/
+    rookworld report runs/grpo/metrics.jsonl --out /tmp/report
+
+The GRPO stage writes one JSON object per log step (TRL's keys plus ours, and "step"). Each panel
+below collects the keys that match its patterns; panels with no such key are skipped, so the report
+works for any run (with or without KL, evaluation callbacks, ...). Keys no panel takes are listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import math
+import os
+import statistics
+
+from rookworld_trl.eval.intervals import Z95
+from rookworld_trl.training.metrics_log import read_jsonl
+
+# panel -> key patterns (fnmatch), in plotting order
+PANELS: dict[str, tuple[str, ...]] = {
+    # held-out figures of the in-training eval (eval_every_steps): is the run learning?
+    "learning_curve": (
+        "eval/policy/greedy/legal_best_move",
+        "eval/policy/greedy/legal_moves",
+        "eval/policy/greedy/best_move_accuracy",
+        "eval/policy/greedy/reward",
+        "eval/env/next_state_accuracy",
+    ),  # fmt: skip
+    "reward": ("reward", "rewards/*/mean"),
+    "reward_spread": ("reward_std", "frac_reward_zero_std"),  # zero-std groups carry no gradient
+    "policy_cp_loss": ("policy/cp_loss",),  # centipawns: apart from the fractions below
+    "reward_components_policy": ("policy/*",),
+    "reward_components_env": ("env/*",),
+    "kl": ("kl",),
+    "beta": ("beta",),
+    "clip_fraction": ("clip_ratio/*",),
+    "entropy": ("entropy",),
+    "lengths": ("completions/*length*",),  # tokens
+    "truncated": ("completions/clipped_ratio",),  # a fraction: apart from the token counts
+    "learning_rate": ("learning_rate",),
+    "step_time": ("step_time",),
+    "loss": ("loss", "replay_loss"),
+    "grad_norm": ("grad_norm",),
+    "eval": ("eval/*",),
+}
+SKIP = {"step", "epoch", "time"}
+UNSMOOTHED = {"learning_curve", "eval", "learning_rate", "beta"}  # few points, or no noise to smooth
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over up to `window` values (shorter at the start), one per input value.
+
+    >>> moving_average([1.0, 2.0, 3.0, 4.0], 2)
+    [1.0, 1.5, 2.5, 3.5]
+    """
+    sums = [0.0]
+    for v in values:
+        sums.append(sums[-1] + v)
+    return [(sums[i + 1] - sums[max(0, i + 1 - window)]) / min(i + 1, window) for i in range(len(values))]
+
+
+def quarter_trend(values: list[float]) -> tuple[float, float, tuple[float, float]] | None:
+    """(first-quarter mean, last-quarter mean, 95% interval of their difference): a Welch normal interval,
+    the steps' batches being independent draws of prompts. None below 8 values."""
+    if len(values) < 8:
+        return None
+    q = len(values) // 4
+    first, last = values[:q], values[-q:]
+    m1, m2 = statistics.fmean(first), statistics.fmean(last)
+    half = Z95 * math.sqrt(statistics.variance(first) / q + statistics.variance(last) / q)
+    return m1, m2, (m2 - m1 - half, m2 - m1 + half)
+
+
+def series(rows: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
+    """key -> (steps, values) over the rows that have a finite number for it."""
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for row in rows:
+        step = row.get("step")
+        for key, value in row.items():
+            if key in SKIP or step is None or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if math.isfinite(value):
+                steps, values = out.setdefault(key, ([], []))
+                steps.append(step)
+                values.append(float(value))
+    return out
+
+
+def panel_keys(keys) -> dict[str, list[str]]:
+    """panel -> the keys it plots (each key in its first matching panel)."""
+    taken, out = set(), {}
+    for panel, patterns in PANELS.items():
+        chosen = [k for k in sorted(keys) if k not in taken and any(fnmatch.fnmatch(k, p) for p in patterns)]
+        if chosen:
+            out[panel] = chosen
+            taken.update(chosen)
+    return out
+
+
+def plot(panel: str, keys: list[str], data: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    for key in keys:
+        steps, values = data[key]
+        if panel in UNSMOOTHED or len(steps) < 10:
+            ax.plot(steps, values, marker="." if len(steps) < 30 else None, label=key)
+            continue
+        window = max(5, len(steps) // 10)
+        (raw,) = ax.plot(steps, values, alpha=0.25, linewidth=0.8)  # the raw line, faint
+        ax.plot(
+            steps, moving_average(values, window), color=raw.get_color(), label=f"{key} (mean of {window})"
+        )
+    if panel == "learning_rate" or (panel == "beta" and all(v > 0 for k in keys for v in data[k][1])):
+        ax.set_yscale("log")  # schedules and adaptive beta move by factors
+    ax.set_title(panel)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the plot, never over a line
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary(run: str, rows: list[dict], data: dict, panels: dict[str, list[str]], images: list[str]) -> str:
+    steps = [r["step"] for r in rows if "step" in r]
+    lines = [f"# Training report: `{run}`", ""]
+    lines += [f"{len(rows)} log rows, steps {min(steps, default='-')} to {max(steps, default='-')}.", ""]
+    trend = quarter_trend(data["reward"][1]) if "reward" in data else None
+    if trend:
+        first, last, (low, high) = trend
+        lines += [
+            f"Training reward: first quarter {first:.3f}, last quarter {last:.3f}, "
+            f"difference {last - first:+.3f} [{low:+.3f}, {high:+.3f}] (95%).",
+            "",
+        ]
+    lines += ["| key | first | last | min | max |", "|---|---|---|---|---|"]
+    for keys in panels.values():
+        for key in keys:
+            v = data[key][1]
+            lines.append(f"| {key} | {v[0]:.4g} | {v[-1]:.4g} | {min(v):.4g} | {max(v):.4g} |")
+    unplotted = sorted(set(data) - {k for keys in panels.values() for k in keys})
+    if unplotted:
+        lines += ["", "Not plotted: " + ", ".join(f"`{k}`" for k in unplotted) + "."]
+    lines += [""] + [f"![{os.path.splitext(name)[0]}]({name})" for name in images] + [""]
+    return "\n".join(lines)
+
+
+def report(run: str, out_dir: str | None = None, metrics: str = "metrics.jsonl") -> dict[str, str]:
+    """Write one PNG per panel and report.md; returns {name: path}."""
+    path = run if os.path.isfile(run) else os.path.join(run, metrics)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no metrics file at {path} (the GRPO stage writes output_dir/{metrics})")
+    out_dir = out_dir or os.path.join(os.path.dirname(os.path.abspath(path)), "report")
+    os.makedirs(out_dir, exist_ok=True)
+    rows = read_jsonl(path)
+    data = series(rows)
+    panels = panel_keys(data)
+    written = {}
+    for panel, keys in panels.items():
+        written[panel] = os.path.join(out_dir, f"{panel}.png")
+        plot(panel, keys, data, written[panel])
+    written["summary"] = os.path.join(out_dir, "report.md")
+    with open(written["summary"], "w") as f:
+        f.write(summary(run, rows, data, panels, [f"{p}.png" for p in panels]))
+    return written
+
+
+HEADLINE = {  # eval.json suite/figure -> how the end-of-run summary names it
+    ("policy", "greedy/legal_best_move"): "P: legal best move",
+    ("policy", "greedy/legal_moves"): "P: legal moves listed",
+    ("policy", "greedy/best_move_accuracy"): "P: best move = engine's top 1",
+    ("policy", "greedy/reward"): "P: reward (graduated)",
+    ("env", "next_state_accuracy"): "A: next state exact",
+}
+
+
+def run_summary(run: str, metrics: str = "metrics.jsonl") -> str:
+    """A few lines for the end of a run: the training reward's trend and the before/after headline figures
+    (from `run/eval/eval.json`, if the run has one) with paired 95% intervals."""
+    lines = [f"run summary: {run}"]
+    path = os.path.join(run, metrics)
+    rows = read_jsonl(path) if os.path.isfile(path) else []
+    runtime = [row["train_runtime"] for row in rows if "train_runtime" in row]
+    if rows:
+        time = f" in {runtime[-1] / 60:.1f} min (this session)" if runtime else ""
+        lines.append(f"  steps trained    {max(row.get('step', 0) for row in rows)}{time}")
+    rewards = series(rows).get("reward", ([], []))[1]
+    if trend := quarter_trend(rewards):
+        first, last, (low, high) = trend
+        lines.append(
+            f"  training reward  first quarter {first:.3f} -> last quarter {last:.3f}  "
+            f"{last - first:+.3f} [{low:+.3f}, {high:+.3f}]"
+        )
+    eval_json = os.path.join(run, "eval", "eval.json")
+    if os.path.isfile(eval_json):
+        with open(eval_json) as f:
+            suites = json.load(f)["suites"]
+        for (suite, name), label in HEADLINE.items():
+            row = suites.get(suite, {}).get(name)
+            if not row or "delta" not in row:
+                continue
+            d = row["delta"]
+            scale, digits, unit = (100, 1, "%") if row["percent"] else (1, 3, "")
+            before, after = (f"{row[k]['value'] * scale:.{digits}f}{unit}" for k in ("baseline", "model"))
+            delta, low, high = (f"{x * scale:+.{digits}f}" for x in (d["value"], *d["ci"]))
+            sig = "*" if d["ci"][0] > 0 or d["ci"][1] < 0 else ""  # the interval excludes 0
+            lines.append(
+                f"  {label:<31}{before:>7} -> {after:>7}  {delta} [{low}, {high}]{sig} (n={row['model']['n']})"
+            )
+    outputs = [os.path.join(run, p) for p in ("final", "eval/eval.md", "report/report.md", "completions")]
+    lines.append(f"  outputs: {', '.join(p for p in outputs if os.path.exists(p))}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rookworld report",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example: rookworld report runs/grpo_tiny_cpu",
+    )
+    parser.add_argument("run", help="a training output_dir, or its metrics JSONL file")
+    parser.add_argument("--out", help="directory for the PNGs and report.md (None: <run>/report)")
+    parser.add_argument("--metrics", default="metrics.jsonl", help="metrics file name inside the output_dir")
+    args = parser.parse_args(argv)
+    written = report(args.run, args.out, args.metrics)
+    print(f"rookworld report: {len(written) - 1} charts and {written['summary']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,312 @@
+"""Supervised training of a RookWorld GPT-2 on P:/A: samples with TRL's SFTTrainer.
+
+    rookworld sft --config recipes/sft_tiny_cpu.yaml [--max_steps 200 ...]
+    accelerate launch --config_file accelerate_configs/cpu.yaml -m rookworld_trl.training.sft --config recipes/sft_tiny_cpu.yaml
+
+Either a new GPT-2 from scratch (n_layer/n_head/n_embd/n_positions and a tokenizer, e.g. one from
+`rookworld tokenizer train`) or a loaded model to continue (`model_name_or_path`: a local dir or hub id).
+The data is the prompt/completion split of FORMATS.md; SFTTrainer appends `<|endoftext|>` to each
+completion (the model learns to stop, as in the original training) and, by default for this kind of
+data, puts the loss on the completion tokens only (`completion_only_loss`).
+
+Outputs in `output_dir`: checkpoints with verified completion markers as GRPO's (resume with
+`--resume_from_checkpoint auto`, or a checkpoint path), TensorBoard logs,
+`metrics.jsonl` (every log line; training logs carry `tokens_per_second`), and the final model and
+tokenizer (loadable with `rookworld_trl.model.loading.load_model_and_tokenizer`). After training, greedy
+completions of held-out P: prompts give `parsed`, `layout` and `legal_best_move`, defined as in
+`rookworld eval` (a completion that parses; one laid out exactly as the renderer would; a legal B: move).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoTokenizer, EarlyStoppingCallback
+from trl import SFTConfig, SFTTrainer
+
+from rookworld_trl.chess.environment import parse_board
+from rookworld_trl.chess.formats import fen_width_of, parse_policy_completion, parse_policy_prompt
+from rookworld_trl.eval.suites import legal_best_move
+from rookworld_trl.model.generation import generate_completions
+from rookworld_trl.model.loading import (
+    load_model_and_tokenizer,
+    new_gpt2_model,
+    set_dropout,
+    train_at_fen_width,
+)
+from rookworld_trl.stage import stage_parser
+from rookworld_trl.training import checkpoints
+from rookworld_trl.training.metrics_log import JSONLMetricsCallback
+from rookworld_trl.training.trl_compat import VerifiedCheckpoints
+
+
+@dataclass
+class SFTScriptArguments:
+    """What to train on and which model to start from."""
+
+    dataset: str = field(
+        default="data/sft_tiny",
+        metadata={
+            "help": "Output directory of `rookworld data generate` (train/validation splits) or a data file."
+        },
+    )
+    eval_split: str = field(
+        default="validation", metadata={"help": "Held-out split for the evaluation loss."}
+    )
+    mix_env_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "Fraction of A: (environment) samples in training and evaluation; unset: as in the data."
+        },
+    )
+    fen_width: int | None = field(
+        default=None,
+        metadata={"help": "FEN field width of P: prompts (None: the data's own; recorded in config.json)."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use at most this many training samples."}
+    )
+    max_eval_samples: int | None = field(
+        default=512, metadata={"help": "Use at most this many held-out samples."}
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Continue this model (local dir or hub id). Unset: a new GPT-2 from scratch."},
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Tokenizer of a new model (a `rookworld tokenizer train` dir or a hub id); with "
+            "`model_name_or_path`, only needed when the model dir has no tokenizer."
+        },
+    )
+    n_layer: int = field(default=4, metadata={"help": "New model: transformer blocks."})
+    n_head: int = field(default=4, metadata={"help": "New model: attention heads (must divide n_embd)."})
+    n_embd: int = field(default=128, metadata={"help": "New model: embedding width."})
+    n_positions: int = field(default=256, metadata={"help": "New model: context length (>= max_length)."})
+    dropout: float | None = field(
+        default=None,
+        metadata={
+            "help": "Dropout during SFT. Unset: 0.0 for a new model, the loaded model's own for a continued one."
+        },
+    )
+
+    def __post_init__(self):
+        if self.model_name_or_path is None and self.tokenizer_name_or_path is None:
+            raise ValueError(
+                "a new model needs `tokenizer_name_or_path` (or set `model_name_or_path` to continue one)"
+            )
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class RookWorldSFTConfig(SFTConfig):
+    """SFTConfig with defaults for small chess models, plus early stopping, metrics file and a format check."""
+
+    # Overridden default: count tokens, for tokens/s. Typed `str`, not transformers' `str | bool`, which its
+    # argument parser reads as a bool only (then "non_padding" cannot be given in a recipe).
+    include_num_input_tokens_seen: str = field(
+        default="non_padding",
+        metadata={"help": "Count input tokens, for tokens/s.", "choices": ["all", "non_padding", "no"]},
+    )
+    # Overridden default: TRL turns activation checkpointing on; it saves memory a small model does not need and
+    # costs ~20% speed. transformers 5 renamed it `activation_checkpointing`: a None alias leaves that name in
+    # charge (default off) without a deprecation warning.
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of `activation_checkpointing` (off unless set)."}
+    )
+    early_stopping_patience: int = field(
+        default=0,
+        metadata={
+            "help": "Stop after this many evaluations without improvement of `metric_for_best_model` (0: off)."
+        },
+    )
+    early_stopping_threshold: float = field(
+        default=0.0, metadata={"help": "Smallest change of the metric that counts as an improvement."}
+    )
+    metrics_jsonl: str | None = field(
+        default="metrics.jsonl",
+        metadata={"help": "Append every log entry as one JSON line to this file (relative to output_dir)."},
+    )
+    format_check_samples: int = field(
+        default=100,
+        metadata={
+            "help": "After training, greedy-complete this many held-out P: prompts and log their checks."
+        },
+    )
+    torch_threads: int | None = field(
+        default=None, metadata={"help": "CPU threads for torch (unset: torch's default, the physical cores)."}
+    )
+
+    def __post_init__(self):
+        if self.early_stopping_patience < 0:
+            raise ValueError(
+                f"early_stopping_patience must be >= 0 (0: off), got {self.early_stopping_patience}"
+            )
+        if self.early_stopping_patience:
+            if self.eval_strategy == "no":  # a str here, or a str-valued enum when built from another config
+                raise ValueError(
+                    "early stopping needs evaluations: set eval_strategy (e.g. 'steps') and eval_steps"
+                )
+            self.metric_for_best_model = self.metric_for_best_model or "eval_loss"
+        if self.format_check_samples < 0:
+            raise ValueError(f"format_check_samples must be >= 0, got {self.format_check_samples}")
+        super().__post_init__()
+
+
+class RookWorldSFTTrainer(VerifiedCheckpoints, SFTTrainer):
+    """SFTTrainer that adds `tokens_per_second` to training logs, so TensorBoard, the progress bar and
+    metrics.jsonl all show it. It is measured over the last logging interval with evaluation time left out
+    (the Trainer's own `train_tokens_per_second` is a run average that includes evaluations)."""
+
+    _speed_mark: tuple[float, int] | None = None  # (time, tokens seen) at the last training log
+    _eval_seconds: float = 0.0  # evaluation time since then
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "eval_runtime" in logs:
+            self._eval_seconds += logs["eval_runtime"]
+        elif "loss" in logs and self.args.include_num_input_tokens_seen != "no":
+            now, tokens = time.time(), self.state.num_input_tokens_seen
+            if self._speed_mark is not None:  # the first interval has no start mark (and holds the warm-up)
+                seconds = max(now - self._speed_mark[0] - self._eval_seconds, 1e-9)
+                logs["tokens_per_second"] = round((tokens - self._speed_mark[1]) / seconds, 1)
+            self._speed_mark, self._eval_seconds = (now, tokens), 0.0
+        super().log(logs, start_time)
+
+
+def build_model(script_args: SFTScriptArguments):
+    """(model, tokenizer): a loaded model to continue, or a new GPT-2 sized by the arguments."""
+    if script_args.model_name_or_path is not None:
+        # the model keeps its own dropout unless `dropout` says otherwise
+        model, tokenizer = load_model_and_tokenizer(
+            script_args.model_name_or_path, tokenizer_name_or_path=script_args.tokenizer_name_or_path
+        )
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(script_args.tokenizer_name_or_path)
+        tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+        tokenizer.padding_side = (
+            "left"  # as load_model_and_tokenizer: batched generation continues on the right
+        )
+        s = script_args
+        model = new_gpt2_model(
+            tokenizer, s.n_layer, s.n_head, s.n_embd, s.n_positions, dropout=s.dropout or 0.0
+        )
+    if script_args.dropout is not None:
+        set_dropout(model, script_args.dropout)
+    return model, tokenizer
+
+
+def load_splits(script_args: SFTScriptArguments, seed: int):
+    """(train, eval) datasets with the columns prompt and completion."""
+    from rookworld_trl.data.load import detect_fen_width, load_rookworld_dataset
+
+    s = script_args
+    train = load_rookworld_dataset(
+        s.dataset,
+        split="train",
+        mix_env_ratio=s.mix_env_ratio,
+        seed=seed,
+        max_samples=s.max_train_samples,
+        fen_width=s.fen_width,
+    )
+    evaluation = load_rookworld_dataset(
+        s.dataset,
+        split=s.eval_split,
+        mix_env_ratio=s.mix_env_ratio,
+        seed=seed,
+        max_samples=s.max_eval_samples,
+        fen_width=s.fen_width or detect_fen_width(train["prompt"]),  # held-out prompts as the training data
+    )
+    # Keep only prompt/completion: with a `text` column present, SFTTrainer appends EOS to `text` and
+    # not to `completion`, then trains on prompt+completion, i.e. without the EOS.
+    return train.select_columns(["prompt", "completion"]), evaluation.select_columns(["prompt", "completion"])
+
+
+@torch.no_grad()
+def policy_checks(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 32) -> dict:
+    """Greedy-complete P: prompts; the fractions that parse, are laid out exactly, and name a legal B: move."""
+    texts = generate_completions(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    parsed = [parse_policy_completion(text) for text in texts]
+    boards = [parse_board(parse_policy_prompt(prompt)) for prompt in prompts]
+    legal = [legal_best_move(board, text) is not None for board, text in zip(boards, texts, strict=True)]
+    n = max(len(prompts), 1)
+    return {
+        "parsed": sum(p.ok for p in parsed) / n,
+        "layout": sum(p.exact for p in parsed) / n,
+        "legal_best_move": sum(legal) / n,
+    }
+
+
+def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_dataset, eval_dataset):
+    """Build the model, train, save model + tokenizer in output_dir, check P: formats; return the trainer."""
+    model, tokenizer = build_model(script_args)
+    train_at_fen_width(
+        model, script_args.fen_width or fen_width_of(train_dataset["prompt"])
+    )  # recorded in config.json
+    n_positions = model.config.n_positions
+    if config.max_length is None or config.max_length > n_positions:
+        raise ValueError(
+            f"max_length ({config.max_length}) must be set and <= the model's n_positions ({n_positions})"
+        )
+    callbacks = []
+    if config.metrics_jsonl:
+        callbacks.append(JSONLMetricsCallback(os.path.join(config.output_dir, config.metrics_jsonl)))
+    if config.early_stopping_patience:
+        callbacks.append(
+            EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_threshold)
+        )
+    trainer = RookWorldSFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset if config.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+    trainer.accelerator.print(f"sft: {n_params / 1e6:.2f}M parameters, {len(train_dataset)} training samples")
+    checkpoints.check_output_dir(config.output_dir)
+    with trainer.accelerator.main_process_first():  # the main process moves damaged checkpoints aside first
+        resume = checkpoints.resolve_resume(config.resume_from_checkpoint, config.output_dir)
+    if resume:
+        checkpoints.say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(config.output_dir)  # model + tokenizer (the best one with load_best_model_at_end)
+
+    if config.format_check_samples and trainer.accelerator.is_main_process:
+        policy = eval_dataset.filter(lambda row: row["prompt"].startswith("P:"))
+        policy = policy.select(range(min(config.format_check_samples, len(policy))))
+        if len(policy):
+            longest = max(len(ids) for ids in tokenizer(list(policy["completion"]))["input_ids"])
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            checks = policy_checks(model, tokenizer, list(policy["prompt"]), max_new_tokens=longest + 8)
+            trainer.log({**checks, "format_check_samples": len(policy)})
+            figures = ", ".join(f"{k} {v:.3f}" for k, v in checks.items())
+            trainer.accelerator.print(f"sft: {figures} on {len(policy)} held-out P: prompts")
+    trainer.accelerator.print(f"sft: model and tokenizer saved in {config.output_dir}")
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser((SFTScriptArguments, RookWorldSFTConfig), "sft")  # one-line errors, as train
+    script_args, config = parser.parse_args_and_config(args=argv)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    train_dataset, eval_dataset = load_splits(script_args, config.seed)
+    run_sft(script_args, config, train_dataset, eval_dataset)
+    return 0
+
+
+if __name__ == "__main__":
+    from rookworld_trl.stage import run_stage
+
+    sys.exit(run_stage("sft", main))

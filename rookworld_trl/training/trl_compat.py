@@ -1,0 +1,304 @@
+"""The one module that touches TRL's, Trainer's and torch's internals (pinned: trl 1.16, transformers 5).
+
+The rest of the package uses public API and the hooks of the classes below: `VerifiedCheckpoints` (a Trainer
+mixin, GRPO and SFT) and `GRPOSeams` (a GRPOTrainer whose private seams call hooks with public names, and
+accessors for the TRL state our trainer reads). INTERNALS lists every private name with why it is needed;
+`check_internals()` runs at import, so an upgrade that drops one fails at once, naming it, instead of deep
+inside a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import shutil
+import warnings
+
+import torch
+import transformers
+import trl
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl import GRPOTrainer
+from trl.trainer import grpo_trainer as trl_grpo_trainer
+from trl.trainer import utils as trl_utils
+
+from rookworld_trl.model import shared_prefix
+from rookworld_trl.model.loading import tied_parameter_names
+from rookworld_trl.training import checkpoints
+
+# Methods of GRPOTrainer / Trainer we override or call: name -> why
+METHODS = {
+    "_generate_and_score_completions": "field credit, baselines and GAE swap TRL's advantages; dynamic sampling "
+    "calls it again on fresh prompts",
+    "_calculate_rewards": "the per-row rewards (all processes) behind TRL's advantages: baselines, GAE and "
+    "dynamic sampling read them",
+    "_get_per_token_logps_and_entropies": "the reference model may sit on its own device; the prompt length "
+    "for shared-prompt scoring (shared_prefix.py)",
+    "_clip_grad_norm": "the step guard's spike check needs the gradient norm before clipping",
+    "_save_checkpoint": "verified completion markers and one-line disk errors around Trainer's save",
+    "_get_output_dir": "where _save_checkpoint writes, to mark it complete",
+    "_issue_warnings_after_load": "GPT-2's tied lm_head.weight is reported missing on every resume",
+    "_load_optimizer_and_scheduler": "on resume: TRL's micro-step count and our controller state",
+    "_load_from_checkpoint": "a run killed during its final save reloads its weights without training",
+}
+# Attributes set in their __init__ (checked in the source): name -> why
+ATTRIBUTES = {
+    "_metrics": "our figures join TRL's per-step averages of the next log line",
+    "_step": "TRL's micro-batch counter: when to generate, which replay rows",
+    "_buffered_inputs": "completions sampled by weights that were rolled back must not be trained on",
+    "_created_lr_scheduler": "Trainer rebuilds a scheduler it created itself on a second train()",
+}
+# A module-level function GRPOTrainer.log calls: the console table of completions
+TABLE_PRINTER = "print_prompt_completions_sample"
+# torch's LRScheduler keeps what get_last_lr() (and so Trainer's logged learning_rate) returns here
+LAST_LR = "_last_lr"
+# What TRL's fused LM head asks to score only the labelled (completion) positions: it does so where Triton runs
+# and scores every position elsewhere, to spare Neuron recompilations; on CPU that is 2-3x the work (prompts)
+COMPACT_SCORING = "compact = _use_triton("
+
+
+def check_internals() -> None:
+    """Raise ImportError naming the first internal the installed TRL / transformers / torch lacks."""
+    sources = inspect.getsource(trl_grpo_trainer) + inspect.getsource(transformers.trainer)
+    missing = [f"GRPOTrainer.{n} ({why})" for n, why in METHODS.items() if not hasattr(GRPOTrainer, n)]
+    missing += [f"self.{n} ({why})" for n, why in ATTRIBUTES.items() if f"self.{n} =" not in sources]
+    if not hasattr(trl_grpo_trainer, TABLE_PRINTER):
+        missing.append(f"trl.trainer.grpo_trainer.{TABLE_PRINTER} (the console table of completions)")
+    if f"self.{LAST_LR} =" not in inspect.getsource(torch.optim.lr_scheduler):
+        missing.append(f"torch LRScheduler.{LAST_LR} (the logged learning rate after an LR cut)")
+    if COMPACT_SCORING not in inspect.getsource(trl_utils):
+        missing.append(
+            "trl.trainer.utils._use_triton deciding compact scoring (completion positions only, on CPU)"
+        )
+    if missing:
+        raise ImportError(
+            f"rookworld_trl relies on {missing[0]}, which trl {trl.__version__} / transformers "
+            f"{transformers.__version__} / torch {torch.__version__} lack: install the versions pyproject.toml "
+            "pins (bash scripts/setup.sh)"
+        )
+
+
+check_internals()
+
+
+def set_logged_lr(scheduler, optimizer) -> None:
+    """After an LR cut: what the scheduler reports (and Trainer logs) is the optimizer's LR now."""
+    setattr(scheduler, LAST_LR, [group["lr"] for group in optimizer.param_groups])
+
+
+class VerifiedCheckpoints:
+    """Trainer mixin: a checkpoint counts once a completion marker that verifies its files is written
+    (rookworld_trl/training/checkpoints.py), after every rank has written its part; a save that fails on I/O is one
+    line (checkpoints.SaveError) and leaves no half-written checkpoint; tied weights are not reported missing
+    on resume. Hooks: `checkpoint_written(path)` (before the marker), `checkpoint_complete(path)` (after)."""
+
+    def checkpoint_written(self, path: str) -> None:
+        """More files for the checkpoint (main process), before its marker blesses them."""
+
+    def checkpoint_complete(self, path: str) -> None:
+        """The checkpoint is marked complete (main process)."""
+
+    def load_weights(self, checkpoint: str) -> None:
+        """The checkpoint's model weights into self.model (no optimizer, no state)."""
+        self._load_from_checkpoint(checkpoint)
+
+    def _save_checkpoint(self, model, trial):
+        run_dir = self._get_output_dir(trial=trial)
+        path = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self.args.should_save and os.path.isdir(path):
+            shutil.rmtree(
+                path
+            )  # left by a run resumed from an earlier step: its marker must not bless new files
+        self.accelerator.wait_for_everyone()  # before any rank writes into it
+        try:
+            super()._save_checkpoint(model, trial)
+            self.accelerator.wait_for_everyone()  # every rank's files are written before the marker
+            if self.args.should_save:
+                self.checkpoint_written(path)
+                checkpoints.mark_complete(path, self.state.global_step)
+                self.checkpoint_complete(path)
+        except Exception as e:  # a full disk surfaces as OSError, or RuntimeError from torch.save's writer
+            error = checkpoints.save_error(e, f"saving {os.path.basename(path)}", path)
+            if error is None:
+                raise
+            shutil.rmtree(path, ignore_errors=True)  # unmarked, so never resumed from; it only takes space
+            shutil.rmtree(os.path.join(run_dir, f"{checkpoints.STABLE_DIR}.tmp"), ignore_errors=True)
+            raise error from None
+
+    def _issue_warnings_after_load(self, load_result):
+        # GPT-2's lm_head.weight is wte: not stored, so reported missing although the model ties it itself
+        tied = tied_parameter_names(self.model)
+        missing = [k for k in load_result.missing_keys if k not in tied]
+        super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
+
+
+class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
+    """GRPOTrainer whose private seams call hooks with public names, plus accessors for TRL's state.
+
+    Hooks: generate_batch(inputs) (default: score(inputs) once), shape_advantages(output), on_grad_norm(norm),
+    on_resume(checkpoint). `score(inputs)` samples and scores one generation batch (TRL's advantages, then
+    shape_advantages); `scored_rewards` then holds its (N, F) rewards of every process (N rows, F reward
+    functions, NaN where a function skipped a row), `scored_prompts` this process's prompts. Attribute
+    `ref_device`: where the reference model's forward runs (None: beside the policy). The console table of completions is printed
+    every `print_completions_every` steps (0: never), without the reward components as extra columns.
+    """
+
+    ref_device: torch.device | None = None
+    scored_rewards: torch.Tensor | None = None
+    scored_prompts: list | None = None
+    _table_step = -1  # the step whose completions table was printed last
+
+    def __init__(self, *args, **kwargs):
+        # TRL says model_init_kwargs are ignored when the policy is an instance, but it builds the reference
+        # with them (grpo.main passes the revision there): that warning would mislead
+        # rollout_func is experimental to TRL; ours (rollout.py) is tested against generate() (tests/test_decoding.py)
+        warnings.filterwarnings("ignore", "You are using 'rollout_func'", UserWarning)
+        with _quiet("trl.trainer.grpo_trainer", "`model_init_kwargs` will be ignored"):
+            super().__init__(*args, **kwargs)
+        # TRL 1.16 reads transformers' deprecated `is_gradient_checkpointing` at every generation
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+
+    def generate_batch(self, inputs: list[dict]) -> dict:
+        """The scored generation batch the next micro-batches train on, from the dataloader's `inputs`."""
+        return self.score(inputs)
+
+    def score(self, inputs: list[dict]) -> dict:
+        """Sample and score completions of `inputs` (TRL's advantages, then shape_advantages)."""
+        return self.shape_advantages(super()._generate_and_score_completions(inputs))
+
+    def shape_advantages(self, output: dict) -> dict:
+        """TRL's scored batch (advantages, completion_ids, ...) before the loss sees it."""
+        return output
+
+    def on_grad_norm(self, norm) -> None:
+        """The gradient norm of the coming optimizer step, before clipping."""
+
+    def on_resume(self, checkpoint: str) -> None:
+        """A resume has loaded the checkpoint's weights, optimizer, scheduler and TrainerState."""
+
+    # ---- accessors ----
+
+    def log_metric(self, name: str, value: float) -> None:
+        """A training figure for the next log line (TRL averages what a logging interval collected)."""
+        self._metrics["train"][name].append(value)
+
+    def metric_values(self, name: str) -> list[float]:
+        """The training values of `name` collected since the last log line (a live list)."""
+        return self._metrics["train"][name]
+
+    @property
+    def micro_step(self) -> int:
+        """Micro-batches trained so far (restored on resume)."""
+        return self._step
+
+    def drop_buffered_completions(self) -> None:
+        """Generate afresh at the next micro-batch: the buffered ones came from weights now rolled back."""
+        self._buffered_inputs = None
+
+    def adopt_scheduler(self, scheduler) -> None:
+        """Use `scheduler` as Trainer's own (it then rebuilds it on a second train(), as its own)."""
+        self.lr_scheduler = scheduler
+        self._created_lr_scheduler = True
+
+    # ---- the seams ----
+
+    def _generate_and_score_completions(self, inputs):
+        return self.generate_batch(inputs)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self.scored_rewards, self.scored_prompts = rewards, list(prompts)
+        return rewards
+
+    def _clip_grad_norm(self, model):
+        norm = super()._clip_grad_norm(model)
+        self.on_grad_norm(norm)
+        return norm
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)  # Trainer calls it on resume, after the state
+        if checkpoint is not None:
+            self._step = self.state.global_step * self.args.gradient_accumulation_steps
+            self.on_resume(checkpoint)
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, *args, **kwargs):
+        # TRL scores prompt + completion rows: the prompt is all but the last logits_to_keep columns
+        # (shared_prefix.py computes it once per group when the backbone is patched)
+        keep = args[0] if args else kwargs["logits_to_keep"]
+        compact = input_ids.device.type in ("cpu", "mps")  # see COMPACT_SCORING: the same figures, less work
+        with (
+            shared_prefix.prompt_length(input_ids.size(1) - keep),
+            _swapped(trl_utils, "_use_triton", _always) if compact else contextlib.nullcontext(),
+        ):
+            return self._score_on_device(model, input_ids, attention_mask, *args, **kwargs)
+
+    def _score_on_device(self, model, input_ids, attention_mask, *args, **kwargs):
+        # TRL calls this for the policy and the reference; only the latter may move
+        if self.ref_device is None or model is not self.ref_model or input_ids.device == self.ref_device:
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, *args, **kwargs
+            )
+        home = input_ids.device
+
+        def move(x, device=self.ref_device):
+            return x.to(device) if torch.is_tensor(x) else x
+
+        kwargs = {k: move(v) for k, v in kwargs.items()}
+        out = super()._get_per_token_logps_and_entropies(
+            model, move(input_ids), move(attention_mask), *args, **kwargs
+        )
+        return tuple(move(o, home) for o in out)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        every, step = getattr(self.args, "print_completions_every", 0), self.state.global_step
+        due = every > 0 and self.model.training and step % every == 0 and step != self._table_step
+        self._table_step = step if due else self._table_step  # the end-of-train log repeats the last step
+        # GRPOTrainer.log prints its table whenever log_completions is set (which also writes the completions
+        # Parquet every log): the printer it calls is swapped for this one call only
+        with (
+            _swapped(trl_grpo_trainer, TABLE_PRINTER, _table_without_extra if due else _no_table),
+            # TRL logs None for a figure with no sample this step (KL at beta 0, a task absent from the batch)
+            _quiet("transformers.integrations.integration_utils", 'log a value of "None"'),
+        ):
+            super().log(logs, start_time)
+
+
+_print_table = getattr(trl_grpo_trainer, TABLE_PRINTER)
+
+
+def _table_without_extra(*args, extra=None, **kwargs):
+    # our reward components as extra columns squash the table to empty cells; Parquet and trackers keep them
+    return _print_table(*args, **kwargs)
+
+
+def _no_table(*args, **kwargs):
+    return None
+
+
+def _always(*args, **kwargs):
+    return True
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str, text: str):
+    """Drop the log records of `logger_name` that contain `text`, within the block."""
+    log = logging.getLogger(logger_name)
+    only_others = logging.Filter()
+    only_others.filter = lambda record: text not in record.getMessage()
+    log.addFilter(only_others)
+    try:
+        yield
+    finally:
+        log.removeFilter(only_others)
+
+
+@contextlib.contextmanager
+def _swapped(module, name: str, value):
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
