@@ -218,14 +218,14 @@ def test_policy_graduated_levels(pool):
 @pytest.mark.parametrize("shaping", SHAPINGS)
 def test_policy_levels_are_ordered_in_every_shaping(pool, shaping):
     """The engine's answer alone scores 1.0 and format-only is the lowest parseable answer in every shaping;
-    the check-counting shapings also keep the graduated order (continuous and dense weigh instead)."""
+    the check-counting shapings also keep the graduated order (continuous, dense and precise weigh instead)."""
     _, table = policy_table(pool)
     scored = PolicyGrader(pool, shaping).score([QUEEN_UP] * len(table), [c for c, _, _ in table])
     levels, got = [e for _, e, _ in table], [r for r, _ in scored]
     assert got.count(1.0) == 1 and got[levels.index(1.0)] == 1.0
     parseable = [r for r, level in zip(got, levels, strict=True) if level > PENALTY]
     assert min(parseable) == got[levels.index(0.2)] and got.count(PENALTY) == levels.count(PENALTY)
-    if shaping not in ("continuous", "dense"):
+    if shaping not in ("continuous", "dense", "precise"):
         for (level_a, reward_a), (level_b, reward_b) in itertools.combinations(
             zip(levels, got, strict=True), 2
         ):
@@ -524,7 +524,8 @@ FUZZ_TRUE = true_completion(FUZZ_ANALYSIS)
 @given(completion=any_text(FUZZ_TRUE), shaping=st.sampled_from(SHAPINGS))
 def test_fuzz_policy_scoring(completion, shaping):
     reward, parts = score_policy(QUEEN_UP, completion, FUZZ_ANALYSIS, shaping=shaping)
-    assert in_range(reward) and all(v is None or math.isfinite(v) for v in parts.values())
+    values = [x for v in parts.values() for x in (v if isinstance(v, list) else [v])]  # move_verdicts: a list
+    assert in_range(reward) and all(v is None or math.isfinite(v) for v in values)
 
 
 @needs_stockfish

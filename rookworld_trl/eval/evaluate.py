@@ -43,6 +43,7 @@ from rookworld_trl.eval.suites import (
     selfplay_suite,
 )
 from rookworld_trl.model.generation import generate_completions
+from rookworld_trl.rewards.policy import label_analysis
 
 SUITES = ("policy", "env", "mate", "selfplay", "match")
 BIGBENCH_REFERENCE = 0.137  # RookWorld-LM on BIG-bench checkmate_in_one (docs/FORMATS.md)
@@ -143,9 +144,15 @@ def draw_items(
     return fens, [prompts[i] for i in a_rows], kinds
 
 
-def analysed(fens: Sequence[str], engine: EnginePool) -> tuple[list[str], list[list[MoveEval]]]:
-    """The engine's best-first analyses, dropping positions where the game is over (nothing to play)."""
-    analyses = engine.analyse_many(fens, progress=True)
+def analysed(
+    fens: Sequence[str], engine: EnginePool, labels: dict | None = None
+) -> tuple[list[str], list[list[MoveEval]]]:
+    """The engine's best-first analyses, dropping positions where the game is over (nothing to play).
+    `labels`: {fen: analysis} from the data, made at the engine's own limit: a cache, searched no more."""
+    labels = labels or {}
+    todo = [f for f in fens if f not in labels]
+    searched = dict(zip(todo, engine.analyse_many(todo, progress=True), strict=True))
+    analyses = [labels[f] if f in labels else searched[f] for f in fens]
     keep = [i for i, a in enumerate(analyses) if a]
     return [fens[i] for i in keep], [analyses[i] for i in keep]
 
@@ -233,12 +240,27 @@ def prepare_items(args: EvalSettings, suites: Sequence[str], engine: EnginePool)
             dataset, args.policy_samples, args.env_samples, args.seed
         )
         if "policy" in suites:
-            items.policy_fens, items.policy_analyses = analysed(fens, engine)
+            items.policy_fens, items.policy_analyses = analysed(fens, engine, data_labels(dataset, engine))
     if "mate" in suites:
         items.mate_fens = find_mate_in_one(args.mate_samples, args.seed, engine)
         if args.bigbench:
             items.bigbench = load_bigbench_checkmate(args.bigbench, args.bigbench_samples)
     return items
+
+
+def data_labels(dataset, engine: EnginePool) -> dict:
+    """{fen: analysis} of the dataset's P: labels made at the engine's limit (the policy reward's cache rule)."""
+    if not {"fen", "moves", "evals", "limit"} <= set(dataset.column_names):
+        return {}
+    key, out = engine.limit.key(), {}
+    for row in dataset.select_columns(["task", "fen", "moves", "evals", "limit"]):
+        if (
+            row["task"] == "P"
+            and row["limit"] == key
+            and (label := label_analysis(row["fen"], row["moves"], row["evals"]))
+        ):
+            out[row["fen"]] = label
+    return out
 
 
 def model_generate(name: str, args: EvalSettings):

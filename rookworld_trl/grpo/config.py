@@ -32,15 +32,19 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
     reward_shaping: str = field(
         default="graduated",
         metadata={
-            "help": "Shaping of the registry rewards: graduated, linear, continuous, dense or binary (rewards.py)."
+            "help": "Shaping of the registry rewards: graduated, linear, continuous, dense, precise or binary "
+            "(rewards/functions.py). precise grades each listed move (+1 engine top 5, 0 other legal, -1 illegal, "
+            "repeated or past the fifth) and B: for legality, quality and consistency with E:: it pays for "
+            "precision, never for count."
         },
     )
     field_credit: bool = field(
         default=False,
         metadata={
-            "help": "Give each field of a P: answer (moves, evaluations, best move) the group advantage of its "
-            "own verdict instead of one advantage for the whole completion (rookworld_trl/grpo/credit.py). Needs "
-            "policy_reward among reward_funcs."
+            "help": "Give each listed move and each field of a P: answer (moves, evaluations, best move) the "
+            "group advantage of its own verdict, and B:'s also to the listed move it copies, instead of one "
+            "advantage for the whole completion (rookworld_trl/grpo/credit.py). Needs policy_reward among "
+            "reward_funcs."
         },
     )
     dataset_path: str | None = field(

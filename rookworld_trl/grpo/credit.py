@@ -1,18 +1,20 @@
-"""Field-level credit for P: completions: each field of the answer gets the advantage of its own reward.
+"""Field credit for P: completions: each part of the answer gets the advantage of its own verdict.
 
 GRPO gives every token of a completion the same advantage. A P: answer is ~40 tokens in three fields
-(docs/FORMATS.md): the moves after `M:`, the evaluations after `E:` and the best move after `B:`. Whether `B:` is
-legal is decided by its ~4 tokens, yet with one sequence advantage the ~36 others (evaluation digits that
-differ between samples for reasons unrelated to B:) are pushed up or down with it, which is noise. Here each
-field's tokens get the group-normalized advantage of that field's own verdict:
+(docs/FORMATS.md): the moves after `M:`, the evaluations after `E:` and the best move after `B:`. Here:
 
-    M: distinct legal moves listed and their overlap with the engine's top 5 (legal_moves, candidates)
-    E: the evaluations' accuracy (evals)
-    B: the best move: legal, and its expected-score loss (best_legal, best)
+    each listed move's tokens   the group-centred advantage of that move's own verdict (legal top-5 / legal /
+                                illegal, repeat or past the fifth: rewards/policy.move_verdicts), plus B:'s
+                                advantage when B: copies that move: B: is a near-certain copy of a listed move,
+                                so the choice it stands for is made where the move was first written
+    the rest of M:              the M: field's advantage
+    E:                          the evaluations' accuracy
+    B:                          B:'s own verdict (legal, engine quality, consistent with the answer's E:)
 
-each minus the layout penalty when the answer misses the fixed widths, and PENALTY for an answer that does not
-parse. A: samples keep TRL's sequence advantage. Switched on by `field_credit: true` in a GRPO recipe; the
-trainer hands TRL (B, T) advantages, which TRL's loss accepts.
+Every term is in reward units (the field's weight in the shaping applied) and divided by one scale, the
+group's reward std as TRL's `scale_rewards` takes it, so the fields weigh what they weigh in the reward: their
+advantages add up to the sequence advantage. An unparseable answer and every A: sample keep TRL's sequence
+advantage. Switched on by `field_credit: true`; the trainer hands TRL (B, T) advantages, which its loss accepts.
 """
 
 from __future__ import annotations
@@ -21,66 +23,121 @@ from collections.abc import Sequence
 
 import torch
 
-from rookworld_trl.rewards.shaping import LAYOUT_PENALTY, PENALTY
+from rookworld_trl.rewards.policy import PRECISE_WEIGHTS
+from rookworld_trl.rewards.shaping import LAYOUT_PENALTY, TOP_K
 
 FIELDS = ("M", "E", "B")  # token field index 0, 1, 2 in completion order
+EPS = 1e-4  # as TRL: advantages / (std + 1e-4)
+SPAN = 0.8  # a parseable answer's reward is 0.2 + 0.8 x quality (rewards/shaping.shape)
 
 
-def field_rewards(components: dict | None) -> tuple[float, float, float] | None:
-    """(M, E, B) rewards of one P: sample from its policy-reward components; None for an A: sample.
+def field_terms(components: dict | None, shaping: str = "precise") -> dict | None:
+    """One P: sample's reward split by where it is decided, in reward units: {"M", "E", "B": field terms,
+    "moves": one term per written move, "best_slot": the written move B: copies (-1: none)}; None for an A:
+    sample or an unparseable answer (both keep the sequence advantage). The components are the policy
+    reward's (rewards/policy.score_policy).
 
-    >>> field_rewards({"parsed": 1.0, "layout": 1.0, "legal_moves": 1.0, "candidates": 1.0, "evals": 1.0,
-    ...                "best_legal": 1.0, "best": 1.0})
-    (1.0, 1.0, 1.0)
+    >>> c = {"parsed": 1.0, "layout": 1.0, "evals": 1.0, "evals_top5": 1.0, "best_legal": 1.0, "best": 1.0, "legal_moves": 1.0,
+    ...      "candidates": 1.0, "move_verdicts": [1.0] * 5, "best_slot": 0, "b_field": 1.0,
+    ...      "n_expected": 5, "moves_score": 1.0}
+    >>> t = field_terms(c)
+    >>> round(t["M"] + t["E"] + t["B"], 6), [round(m, 3) for m in t["moves"]]
+    (0.8, [0.04, 0.04, 0.04, 0.04, 0.04])
     """
-    if components is None:
+    if components is None or not components["parsed"]:
         return None
-    if not components["parsed"]:
-        return PENALTY, PENALTY, PENALTY
-    slip = LAYOUT_PENALTY * (1 - components["layout"])
-    moves = 0.5 * components["legal_moves"] + 0.5 * components["candidates"]
-    best = 0.5 * components["best_legal"] + 0.5 * components["best"]
-    return moves - slip, components["evals"] - slip, best - slip
+    slip = LAYOUT_PENALTY * (1 - components["layout"]) / len(FIELDS)  # the layout costs every field
+    verdicts = components["move_verdicts"]
+    if shaping == "precise":
+        w = {k: SPAN * v for k, v in PRECISE_WEIGHTS.items()}
+        moves = [w["M"] * v / components["n_expected"] for v in verdicts]
+        m_total = w["M"] * components["moves_score"]
+        b_total = w["B"] * components["b_field"]
+        e_total = w["E"] * components["evals_top5"]
+    else:  # dense: 3 x legal_moves + candidates on M:, 2 x best_legal + 3 x best on B:, tenths
+        w = {"M": SPAN * 0.4, "E": SPAN * 0.1}
+        moves = [SPAN * 0.1 * (3 * (v >= 0) + (v == 1)) / TOP_K for v in verdicts]
+        m_total = SPAN * 0.1 * (3 * components["legal_moves"] + components["candidates"])
+        b_total = SPAN * 0.1 * (2 * components["best_legal"] + 3 * components["best"])
+        e_total = w["E"] * components["evals"]
+    return {
+        "M": m_total - slip,
+        "E": e_total - slip,
+        "B": b_total - slip,
+        "moves": moves,
+        "best_slot": components["best_slot"],
+    }
 
 
-def token_fields(texts: Sequence[str]) -> list[int]:
-    """The field (0 M, 1 E, 2 B) of each token of one completion, given the tokens' decoded texts.
+def token_layout(texts: Sequence[str]) -> list[tuple[int, int]]:
+    """(field, slot) of each token of one completion, given the tokens' decoded texts: field 0 M, 1 E, 2 B;
+    slot: the index of the M: word (move) the token's last character falls in, -1 for a space or another field.
+    The fields start at the completion, at "E:" and at "B:" (a missing marker: the field is empty).
 
-    A token belongs to the field its last character falls in (" B" is the B: field's); the fields start at
-    the completion, at "E:" and at "B:" (a missing marker: the field is empty).
-
-    >>> token_fields([" e2e4", " ", "E:", " 0.3", " B", ":", " e2e4", "<eos>"])
-    [0, 0, 1, 1, 2, 2, 2, 2]
+    >>> token_layout([" e2", "e4", " d2d4", " ", "E:", " 0.3", " B", ":", " e2e4", "<eos>"])
+    [(0, 0), (0, 0), (0, 1), (0, -1), (1, -1), (1, -1), (2, -1), (2, -1), (2, -1), (2, -1)]
     """
     text = "".join(texts)
     e_at = text.find(" E:") + 1 or len(text)
     b_at = text.find(" B:") + 1 or len(text)
-    fields, start = [], 0
+    slot_of, slot, prev_space = [], -1, True
+    for ch in text[:e_at]:
+        space = ch.isspace()
+        slot += int(prev_space and not space)
+        slot_of.append(-1 if space else slot)
+        prev_space = space
+    out, end = [], 0
     for piece in texts:
-        start += len(piece)
-        last = start - 1
-        fields.append(0 if last < e_at else 1 if last < b_at else 2)
-    return fields
+        end += len(piece)
+        last = end - 1
+        field = 0 if last < e_at else 1 if last < b_at else 2
+        out.append((field, slot_of[last] if field == 0 and last >= 0 else -1))
+    return out
 
 
-def group_advantages(rewards: torch.Tensor, num_generations: int, scale: bool = True) -> torch.Tensor:
-    """(N, F) rewards -> (N, F) advantages: minus the group mean per column, over the group std if `scale`
-    (as TRL's scale_rewards 'group'); NaN rows (A: samples) stay NaN."""
-    grouped = rewards.view(-1, num_generations, rewards.shape[-1])
-    mean = grouped.nanmean(dim=1, keepdim=True)
-    centred = grouped - mean
-    if scale:
-        n = (~grouped.isnan()).sum(dim=1, keepdim=True).clamp(min=2)
-        std = (centred.nan_to_num() ** 2).sum(dim=1, keepdim=True).div(n - 1).sqrt()
-        centred = centred / (std + 1e-4)
-    return centred.view_as(rewards)
+def row_advantages(terms: Sequence[dict | None], scale: Sequence[float], num_generations: int) -> list:
+    """Per row {"M", "E", "B": field advantages, "moves": one per written move} (None: the row keeps its
+    sequence advantage), from every process's rows in TRL's order (groups of `num_generations`, one prompt
+    each); each term minus its group's mean (a move's: the mean over the group's written moves), over the row's
+    `scale` (its group's reward std, or 1).
+
+    >>> row = {"M": 0.1, "E": 0.0, "B": 0.4, "moves": [0.04, -0.04], "best_slot": 0}
+    >>> low = {"M": 0.0, "E": 0.0, "B": 0.0, "moves": [-0.04], "best_slot": -1}
+    >>> a = row_advantages([row, low], [0.2, 0.2], 2)
+    >>> [round(m, 2) for m in a[0]["moves"]], round(a[1]["B"], 2)  # B:'s advantage joins the move it copies
+    ([1.27, -0.13], -1.0)
+    """
+    out: list[dict | None] = [None] * len(terms)
+    for start in range(0, len(terms), num_generations):
+        ours = [i for i in range(start, min(start + num_generations, len(terms))) if terms[i] is not None]
+        if len(ours) < 2:  # nothing to compare a field against: the sequence advantage stands
+            continue
+        means = {f: sum(terms[i][f] for i in ours) / len(ours) for f in FIELDS}
+        written = [m for i in ours for m in terms[i]["moves"]]
+        move_mean = sum(written) / max(1, len(written))
+        for i in ours:
+            s = float(scale[i]) + EPS
+            adv = {f: (terms[i][f] - means[f]) / s for f in FIELDS}
+            adv["moves"] = [(m - move_mean) / s for m in terms[i]["moves"]]
+            if 0 <= terms[i]["best_slot"] < len(adv["moves"]):
+                adv["moves"][terms[i]["best_slot"]] += adv["B"]
+            out[i] = adv
+    return out
 
 
-def per_token_advantages(
-    sequence: torch.Tensor, field_adv: torch.Tensor, fields: torch.Tensor
+def spread(
+    rows: Sequence[dict | None], layouts: Sequence[Sequence[tuple[int, int]]], sequence: torch.Tensor
 ) -> torch.Tensor:
-    """(B,) sequence advantages, (B, 3) field advantages (NaN rows: keep the sequence one), (B, T) token
-    fields -> (B, T) advantages."""
-    per_token = field_adv.gather(1, fields)
-    keep = field_adv.isnan().any(dim=1, keepdim=True)
-    return torch.where(keep, sequence.unsqueeze(1).expand_as(per_token), per_token)
+    """(B, T) advantages: each token gets its move's or its field's advantage (token_layout); rows without field
+    advantages keep `sequence` (B,), their TRL advantage."""
+    out = sequence.unsqueeze(1).expand(-1, len(layouts[0]) if layouts else 0).clone()
+    for i, adv in enumerate(rows):
+        if adv is None:
+            continue
+        moves = adv["moves"]
+        values = [
+            moves[slot] if field == 0 and 0 <= slot < len(moves) else adv[FIELDS[field]]
+            for field, slot in layouts[i]
+        ]
+        out[i] = torch.tensor(values, dtype=out.dtype, device=out.device)
+    return out

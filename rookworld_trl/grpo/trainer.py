@@ -38,11 +38,13 @@ import os
 import sys
 
 import torch
+from accelerate.utils import gather_object
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import TrainerState
 from trl import ModelConfig, get_peft_config
 
 from rookworld_trl.chess.formats import fen_width_of
+from rookworld_trl.grpo import advantages as adv
 from rookworld_trl.grpo import credit
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.replay import Replay, replay_loss
@@ -184,20 +186,25 @@ class RookWorldGRPOTrainer(RLOptionsTrainer, GRPOSeams):
         return output
 
     def _field_advantages(self, sequence: torch.Tensor, completion_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T) advantages: each P: field's tokens get its own group advantage; TRL's loss takes (B, T)."""
-        source = next(f for f in self.reward_funcs if hasattr(f, "last_components"))  # policy_reward
-        nan = (float("nan"),) * len(credit.FIELDS)
-        rows = [credit.field_rewards(c) or nan for c in source.last_components]
-        local = torch.tensor(rows, dtype=torch.float32, device=sequence.device)
-        everyone = self.accelerator.gather(local)  # a group may span processes, as in TRL
-        field_adv = credit.group_advantages(everyone, self.num_generations, self.scale_rewards != "none")
-        start = self.accelerator.process_index * len(local)
-        field_adv = field_adv[start : start + len(local)]
+        """(B, T) advantages: each listed move and each P: field gets its own verdict's advantage (credit.py);
+        the parts are graded again by the policy reward's grader, from its memo."""
+        from rookworld_trl.rewards.functions import policy_components, policy_grader
+
+        texts = self.processing_class.batch_decode(completion_ids.tolist(), skip_special_tokens=False)
+        eos = self.processing_class.eos_token
+        components = policy_components(
+            policy_grader(self.reward_funcs), self.scored_prompts, [t.split(eos, 1)[0] for t in texts]
+        )
+        terms = gather_object([credit.field_terms(c, self.args.reward_shaping) for c in components])
+        rewards = adv.row_rewards(self.scored_rewards, self.reward_weights)
+        tasks = [adv.task_of(p) for p in gather_object(self.scored_prompts)]
+        scale = adv.reward_scale(rewards, tasks, self.num_generations, self.scale_rewards).tolist()
+        start = self.accelerator.process_index * len(components)  # a group may span processes, as in TRL
+        rows = credit.row_advantages(terms, scale, self.num_generations)[start : start + len(components)]
         pieces = self.processing_class.batch_decode(completion_ids.reshape(-1, 1).tolist())
         width = completion_ids.shape[1]
-        fields = [credit.token_fields(pieces[i : i + width]) for i in range(0, len(pieces), width)]
-        fields = torch.tensor(fields, device=sequence.device)
-        return credit.per_token_advantages(sequence, field_adv, fields)
+        layouts = [credit.token_layout(pieces[i : i + width]) for i in range(0, len(pieces), width)]
+        return credit.spread(rows, layouts, sequence)
 
     # ---- per-micro-batch reports to the StepGuard ----
 

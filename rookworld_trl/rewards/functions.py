@@ -40,6 +40,7 @@ from rookworld_trl.chess.formats import (
 )
 from rookworld_trl.rewards.policy import POLICY_COMPONENTS, PolicyGrader, label_analysis
 from rookworld_trl.rewards.shaping import PENALTY, check_shaping, shape
+from rookworld_trl.rewards.watch import watch
 
 logger = logging.getLogger(__name__)
 
@@ -231,13 +232,31 @@ def make_policy_reward(*, engine: EnginePool | None = None, shaping: str = "grad
             rewards[i], components[i] = reward, parts
         log_components("policy", POLICY_COMPONENTS, components, log_metric, log_extra)
         count_invalid_prompts("policy", len(ours) - len(mine), len(ours), log_metric)
-        policy_reward.last_components = (
-            components  # per sample, for field credit (rookworld_trl/grpo/credit.py)
-        )
+        if log_metric is not None and mine:  # the reward-hacking watch (rewards/watch.py)
+            for name, value in watch(fens, [completions[i] for i in mine]).items():
+                log_metric(f"watch/{name}", value)
         return rewards
 
-    policy_reward.grader = grader  # for tests and benchmarks: the memo and the pool's counters
+    policy_reward.grader = grader  # its memo and pool: field credit re-grades through it (policy_grader)
     return policy_reward
+
+
+def policy_grader(reward_funcs: Sequence[Callable]) -> PolicyGrader | None:
+    """The PolicyGrader behind the policy reward among `reward_funcs` (None: no policy reward): field credit
+    (grpo/credit.py) grades each P: answer's parts with it, from its memo, as the reward did."""
+    return next(
+        (f.grader for f in reward_funcs if isinstance(getattr(f, "grader", None), PolicyGrader)), None
+    )
+
+
+def policy_components(grader: PolicyGrader, prompts: Sequence[str], completions: Sequence[str]) -> list:
+    """The policy reward's components of each sample (None: an A: sample or a P: prompt with no position)."""
+    out: list[dict | None] = [None] * len(prompts)
+    mine = [i for i, p in enumerate(prompts) if task_of(p) == "P" and _prompt_position(p) is not None]
+    scored = grader.score([parse_policy_prompt(prompts[i]) for i in mine], [completions[i] for i in mine])
+    for i, (_, parts) in zip(mine, scored, strict=True):
+        out[i] = parts
+    return out
 
 
 # ------------------------------------------------------------------------------------------ plumbing

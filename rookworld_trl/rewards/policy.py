@@ -25,10 +25,12 @@ from rookworld_trl.rewards.shaping import (
     shape,
 )
 
+PRECISE_WEIGHTS = {"M": 0.25, "E": 0.15, "B": 0.6}  # the fields' shares of the "precise" quality
+
 MEMO_SIZE = 200_000  # engine analyses kept in memory by a PolicyGrader (~1 kB each)
 POLICY_COMPONENTS = (
     "parsed", "well_formed", "layout", "best", "best_legal", "best_top5", "best_top1", "cp_loss", "legal_moves",
-    "candidates", "evals",
+    "candidates", "evals", "evals_top5", "b_field",
 )  # fmt: skip
 
 
@@ -106,14 +108,24 @@ def score_policy(
         # Out of at least n_expected, so that writing one good move does not earn full marks.
         "candidates": len(top5.intersection(distinct)) / max(len(moves), n_expected),
         "evals": eval_total / max(len(moves), len(parsed.evals), n_expected),
+        # The evals of the engine's top moves only, out of n_expected: a filler's eval earns nothing either.
+        "evals_top5": sum(eval_score(e, move_cp[m]) for m, e in first_evals.items() if m in top5)
+        / n_expected,
     }
     checks = {
         "well_formed": all(formats),
         **{k: components[k] == 1 for k in ("best_legal", "best_top5", "best_top1", "candidates")},
         "evals": components["evals"] >= EVAL_CLOSE,
     }
+    components["move_verdicts"] = move_verdicts(moves, move_cp, top5, n_expected)
+    components["n_expected"] = n_expected  # the moves the format asks for here (fewer where fewer are legal)
+    components["moves_score"] = max(-1.0, min(1.0, sum(components["move_verdicts"]) / n_expected))
+    components["best_slot"] = moves.index(parsed.best) if parsed.best in moves else -1
+    components["b_field"] = best_field(components, parsed)
     # Tenths so that all-correct sums to exactly 1.0; the best move weighs most.
-    if shaping == "dense":  # legality of every listed move and of B:, then the continuous quality of B:
+    if shaping == "precise":
+        quality = precise_quality(components)
+    elif shaping == "dense":  # legality of every listed move and of B:, then the continuous quality of B:
         legal = 3 * components["legal_moves"] + 2 * components["best_legal"]
         quality = (legal + 3 * best + components["candidates"] + components["evals"]) / 10
     else:
@@ -128,6 +140,45 @@ def score_policy(
         # greedy output would lose the format (seen in the default GRPO run).
         reward = 0.0 if shaping == "binary" else round(reward - LAYOUT_PENALTY, 6)
     return reward, components
+
+
+def move_verdicts(
+    moves: Sequence[str], move_cp: Mapping[str, int | None], top5: set[str], n_expected: int = TOP_K
+) -> list[float]:
+    """Each written move's verdict, in the order written: +1 one of the engine's top 5, 0 another legal move
+    (a filler earns nothing), -1 illegal, a repeat, or past the n_expected-th (listing more never pays).
+
+    >>> move_verdicts(["e2e4", "h2h3", "e2e4", "e2e5"], {"e2e4": 30, "h2h3": -10, "e2e5": None}, {"e2e4"})
+    [1.0, 0.0, -1.0, -1.0]
+    """
+    out, seen = [], set()
+    for i, move in enumerate(moves):
+        if i >= n_expected or move in seen or move_cp[move] is None:
+            out.append(-1.0)
+        else:
+            out.append(1.0 if move in top5 else 0.0)
+        seen.add(move)
+    return out
+
+
+def precise_quality(components: Mapping) -> float:
+    """The "precise" shaping's quality in [-0.25, 1]: M: 0.25 x the mean verdict over the expected slots
+    (precision, never count), E: 0.15 x the accuracy of the evals of listed top-5 moves, B: 0.6 x B:'s own
+    verdict (best_field)."""
+    w = PRECISE_WEIGHTS
+    return (
+        w["M"] * components["moves_score"]
+        + w["E"] * components["evals_top5"]
+        + w["B"] * components["b_field"]
+    )
+
+
+def best_field(components: Mapping, parsed: ParsedPolicy) -> float:
+    """B:'s own verdict in [0, 1]: 0.4 legal + 0.4 its engine quality + 0.2 consistent (B: is a listed move
+    with the highest E:, as in the data)."""
+    evals = dict(zip(parsed.moves, parsed.evals, strict=False))
+    consistent = bool(evals) and evals.get(parsed.best) == max(evals.values())  # ties: any top one
+    return 0.4 * components["best_legal"] + 0.4 * components["best"] + 0.2 * consistent
 
 
 def best_move_score(top_cp: int, cp: int) -> float:

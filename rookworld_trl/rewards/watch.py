@@ -1,0 +1,138 @@
+"""The reward-hacking watch: what a batch of P: answers does with its move list, from text and python-chess alone.
+
+A rising P: reward can hide a policy that lists more moves (fillers, moves from empty squares) while B: stays
+a blind pick among them. These figures show it the step it starts; the policy reward logs them every step
+as `watch/<name>` (TRL's `log_metric`), the report charts them and the run summary prints them.
+
+    from rookworld_trl.rewards.watch import watch
+    watch(fens, completions)   # {"precision": 0.55, "distinct": 4.1, "b_legal": 0.58, ...}
+
+- precision: distinct legal moves / distinct moves listed (per answer, then the mean)
+- distinct: distinct moves listed per answer
+- b_legal: B: is a legal move
+- selection: on answers whose list mixes legal and illegal moves, B: legal minus a uniform pick among the
+  distinct listed moves (0: B: chooses at chance; 1 - precision at most)
+- b_best_e: B: is the listed move with the highest E: (always so in the data)
+- err_<kind>: the share of distinct listed moves that are illegal for that reason: empty (no piece on the
+  from-square), opponent (the opponent's piece), geometry (that piece never moves so), blocked (a piece on the
+  way or on the target), check (leaves or keeps the own king in check), malformed (no UCI square pair)
+- first_share: the share of the batch's answers that open with the batch's most common first move
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import chess
+
+from rookworld_trl.chess.environment import legal_move
+from rookworld_trl.chess.formats import ParsedPolicy, parse_policy_completion
+
+ERROR_KINDS = ("empty", "opponent", "geometry", "blocked", "check", "malformed")
+NAMES = (
+    "precision",
+    "distinct",
+    "b_legal",
+    "selection",
+    "b_best_e",
+    *(f"err_{k}" for k in ERROR_KINDS),
+    "first_share",
+)
+
+
+def illegal_kind(board: chess.Board, move: str) -> str | None:
+    """Why `move` is illegal on `board` (one of ERROR_KINDS), None when it is legal.
+
+    >>> board = chess.Board()
+    >>> [illegal_kind(board, m) for m in ("e2e4", "e3e4", "e7e5", "e2e5", "f1c4", "e1g1", "zz")]
+    [None, 'empty', 'opponent', 'geometry', 'blocked', 'blocked', 'malformed']
+    >>> illegal_kind(chess.Board("4k3/8/8/8/8/8/4r3/4K3 w - - 0 1"), "e1e2"), illegal_kind(chess.Board("4k3/4r3/8/8/8/8/3P4/4K3 w - - 0 1"), "d2d3")
+    (None, 'check')
+    """
+    if legal_move(board, move) is not None:
+        return None
+    try:
+        parsed = chess.Move.from_uci(move)
+    except ValueError:
+        return "malformed"
+    piece = board.piece_at(parsed.from_square)
+    if piece is None:
+        return "empty"
+    if piece.color != board.turn:
+        return "opponent"
+    if parsed in board.pseudo_legal_moves or (
+        board.is_castling(parsed) and not board.is_legal(parsed) and _castling_through_check(board, parsed)
+    ):
+        return "check"
+    alone = chess.Board(None)
+    alone.set_piece_at(parsed.from_square, piece)
+    alone.turn = piece.color
+    reach = {m.to_square for m in alone.pseudo_legal_moves if m.from_square == parsed.from_square}
+    if piece.piece_type == chess.PAWN:  # captures need a target to show on an empty board
+        reach |= set(alone.attacks(parsed.from_square))
+    if piece.piece_type == chess.KING and chess.square_rank(parsed.from_square) == chess.square_rank(
+        parsed.to_square
+    ):
+        reach |= {parsed.from_square + 2, parsed.from_square - 2}  # castling's two-square step
+    return "blocked" if parsed.to_square in reach else "geometry"
+
+
+def _castling_through_check(board: chess.Board, move: chess.Move) -> bool:
+    """A castling move whose path is clear and rights are held, but the king is or passes through check."""
+    return any(
+        m.from_square == move.from_square and board.is_castling(m) for m in board.generate_castling_moves()
+    ) and (
+        board.is_check()
+        or any(
+            board.is_attacked_by(not board.turn, sq)
+            for sq in chess.SquareSet.between(move.from_square, move.to_square)
+        )
+    )
+
+
+def answer_figures(fen: str, parsed: ParsedPolicy) -> dict[str, float | None]:
+    """The watch's figures of one parsed P: answer (None: not applicable to this answer)."""
+    board = chess.Board(fen)
+    distinct = list(dict.fromkeys(parsed.moves))
+    kinds = [illegal_kind(board, m) for m in distinct]
+    legal = [k is None for k in kinds]
+    b_legal = parsed.best is not None and legal_move(board, parsed.best) is not None
+    mixed = 0 < sum(legal) < len(legal)
+    evals = dict(zip(parsed.moves, parsed.evals, strict=False))
+    top_e = max(evals, key=evals.get) if evals else None
+    out: dict[str, float | None] = {
+        "precision": sum(legal) / len(legal) if distinct else None,
+        "distinct": float(len(distinct)),
+        "b_legal": float(b_legal),
+        "selection": float(b_legal) - sum(legal) / len(legal) if mixed else None,
+        "b_best_e": None if top_e is None or parsed.best is None else float(parsed.best == top_e),
+    }
+    for kind in ERROR_KINDS:
+        out[f"err_{kind}"] = sum(k == kind for k in kinds) / len(kinds) if distinct else None
+    return out
+
+
+def watch(fens: Sequence[str], completions: Sequence[str]) -> dict[str, float]:
+    """Batch means of the watch's figures over the P: answers that parse (figures with no answer are left out).
+
+    >>> fen = chess.STARTING_FEN
+    >>> w = watch([fen, fen], [" e2e4 e3e4 E: 0.3 0.2 B: e3e4", " e2e4 h2h3 E: 0.3 0.1 B: e2e4"])
+    >>> w["precision"], w["distinct"], w["b_legal"], w["selection"], w["b_best_e"], w["first_share"]
+    (0.75, 2.0, 0.5, -0.5, 0.5, 1.0)
+    """
+    rows, firsts = [], []
+    for fen, text in zip(fens, completions, strict=True):
+        parsed = parse_policy_completion(text)
+        if parsed.moves:
+            firsts.append(parsed.moves[0])
+        if parsed.ok:
+            rows.append(answer_figures(fen, parsed))
+    out = {}
+    for name in NAMES[:-1]:
+        values = [r[name] for r in rows if r[name] is not None]
+        if values:
+            out[name] = sum(values) / len(values)
+    if firsts:
+        out["first_share"] = Counter(firsts).most_common(1)[0][1] / len(firsts)
+    return out
