@@ -14,7 +14,7 @@ import torch
 from transformers import Trainer, TrainerControl, TrainerState, TrainingArguments
 
 from rookworld_trl.chess.engine import EngineLimit, EnginePool
-from rookworld_trl.chess.environment import env_sample, transition
+from rookworld_trl.chess.environment import ILLEGAL_KINDS, env_sample, illegal_kind, transition
 from rookworld_trl.chess.formats import (
     env_prompt,
     policy_completion,
@@ -27,10 +27,8 @@ from rookworld_trl.eval import suites as eval_suites
 from rookworld_trl.eval.evaluate import EvalCallback, EvalSettings, main
 from rookworld_trl.eval.outputs import summarize, write_outputs
 from rookworld_trl.eval.suites import (
-    ILLEGAL_KINDS,
     env_suite,
     find_mate_in_one,
-    illegal_kind,
     load_bigbench_checkmate,
     match_suite,
     mate_suite,

@@ -62,6 +62,45 @@ def legal_move(board: chess.Board, move: str) -> chess.Move | None:
     return parsed
 
 
+# Why a written move is illegal (illegal_kind); with legal, the kinds partition every answer.
+ILLEGAL_KINDS = (
+    "no_move", "empty_square", "opponent_piece", "king_in_check", "blocked", "geometry", "noncanonical",
+)  # fmt: skip
+
+
+def illegal_kind(board: chess.Board, best: str | None) -> str | None:
+    """Why the written move `best` is illegal on `board` (one of ILLEGAL_KINDS), None if it is legal.
+
+    king_in_check: the piece can go there but its king would be in check after; blocked: the piece moves
+    that way on an empty board, but here a piece is in the way or on the target square; geometry: not a move
+    this piece makes on an empty board (a pawn's capture of nothing included); noncanonical: legal, but not
+    canonical UCI (e1h1 for e1g1).
+
+    >>> board = chess.Board()
+    >>> [illegal_kind(board, m) for m in ("e2e4", "e3e4", "e7e5", "f1c4", "g1g3", "e2", None)]
+    [None, 'empty_square', 'opponent_piece', 'blocked', 'geometry', 'no_move', 'no_move']
+    """
+    if best and legal_move(board, best) is not None:
+        return None
+    try:
+        move = chess.Move.from_uci(best or "")
+    except ValueError:
+        return "no_move"
+    piece = board.piece_at(move.from_square) if move else None
+    if piece is None:
+        return "no_move" if not move else "empty_square"
+    if piece.color != board.turn:
+        return "opponent_piece"
+    if board.is_legal(move):
+        return "noncanonical"
+    if board.is_pseudo_legal(move):
+        return "king_in_check"
+    alone = chess.Board(None)
+    alone.set_piece_at(move.from_square, piece)
+    alone.turn = piece.color
+    return "blocked" if alone.is_pseudo_legal(move) else "geometry"
+
+
 def transition(fen: str, move: str) -> tuple[str, float, bool, bool]:
     """(new_fen, reward, terminated, truncated) for playing `move` on `fen`; ValueError for a bad FEN."""
     board = parse_board(fen)

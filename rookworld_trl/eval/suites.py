@@ -22,7 +22,7 @@ import chess.engine
 from tqdm.auto import tqdm
 
 from rookworld_trl.chess.engine import MATE_SCORE, EngineLimit, EnginePool, MoveEval, find_stockfish
-from rookworld_trl.chess.environment import env_truth, legal_move
+from rookworld_trl.chess.environment import ILLEGAL_KINDS, env_truth, illegal_kind, legal_move
 from rookworld_trl.chess.formats import (
     FEN_WIDTH,
     parse_env_completion,
@@ -33,6 +33,7 @@ from rookworld_trl.chess.formats import (
 from rookworld_trl.eval.intervals import Metric
 from rookworld_trl.rewards.functions import score_env, similarity
 from rookworld_trl.rewards.policy import score_policy  # the training rewards, as eval figures
+from rookworld_trl.rewards.watch import answer_figures
 
 Generate = Callable[..., list[str]]
 CHUNK = 256  # prompts per generate call: one progress-bar tick, still large enough to batch well
@@ -65,45 +66,6 @@ def legal_best_move(board: chess.Board, completion: str) -> chess.Move | None:
     return legal_move(board, best) if best else None
 
 
-# Why a B: move is illegal (illegal_kind); the rates of these and of a legal B: move sum to 1.
-ILLEGAL_KINDS = (
-    "no_move", "empty_square", "opponent_piece", "king_in_check", "blocked", "geometry", "noncanonical",
-)  # fmt: skip
-
-
-def illegal_kind(board: chess.Board, best: str | None) -> str | None:
-    """Why the B: move `best` is illegal on `board` (one of ILLEGAL_KINDS), None if it is legal.
-
-    king_in_check: the piece can go there but its king would be in check after; blocked: the piece moves
-    that way on an empty board, but here a piece is in the way or on the target square; geometry: not a move
-    this piece makes on an empty board (a pawn's capture of nothing included); noncanonical: legal, but not
-    canonical UCI (e1h1 for e1g1).
-
-    >>> board = chess.Board()
-    >>> [illegal_kind(board, m) for m in ("e2e4", "e3e4", "e7e5", "f1c4", "g1g3", "e2", None)]
-    [None, 'empty_square', 'opponent_piece', 'blocked', 'geometry', 'no_move', 'no_move']
-    """
-    if best and legal_move(board, best) is not None:
-        return None
-    try:
-        move = chess.Move.from_uci(best or "")
-    except ValueError:
-        return "no_move"
-    piece = board.piece_at(move.from_square) if move else None
-    if piece is None:
-        return "no_move" if not move else "empty_square"
-    if piece.color != board.turn:
-        return "opponent_piece"
-    if board.is_legal(move):
-        return "noncanonical"
-    if board.is_pseudo_legal(move):
-        return "king_in_check"
-    alone = chess.Board(None)
-    alone.set_piece_at(move.from_square, piece)
-    alone.turn = piece.color
-    return "blocked" if alone.is_pseudo_legal(move) else "geometry"
-
-
 # ----------------------------------------------------------------------------------------------- policy
 
 
@@ -132,13 +94,22 @@ def policy_figures(fen: str, completion: str, analysis: Sequence[MoveEval], eval
         "legal_moves": sum(legal_move(board, m) is not None for m in listed)
         / max(len(parsed.moves), len(top)),
         "eval_mae": sum(errors) / len(errors) if errors else None,
+        # the reward-hacking watch on held-out answers: precision of the list, B:'s choice among it
+        **{f"watch/{k}": v for k, v in answer_figures(fen, parsed).items() if k in WATCHED},
         # The graduated training reward; a move outside the engine's top 5 is graded as the 5th line (an
         # upper bound: the eval has the root analysis only, training also searches that move).
         "reward": score_policy(fen, completion, analysis)[0],
     }
 
 
-NOT_RATES = {"eval_mae", "reward_mae", "reward"}  # figures shown as numbers, not percentages
+WATCHED = ("precision", "distinct", "selection", "b_best_e")
+NOT_RATES = {
+    "eval_mae",
+    "reward_mae",
+    "reward",
+    "watch/distinct",
+    "watch/selection",
+}  # figures shown as numbers, not percentages
 POLICY_REFERENCE = {"best_move_accuracy": 0.166, "top5_move_accuracy": 0.392}
 
 

@@ -13,9 +13,8 @@ as `watch/<name>` (TRL's `log_metric`), the report charts them and the run summa
 - selection: on answers whose list mixes legal and illegal moves, B: legal minus a uniform pick among the
   distinct listed moves (0: B: chooses at chance; 1 - precision at most)
 - b_best_e: B: is the listed move with the highest E: (always so in the data)
-- err_<kind>: the share of distinct listed moves that are illegal for that reason: empty (no piece on the
-  from-square), opponent (the opponent's piece), geometry (that piece never moves so), blocked (a piece on the
-  way or on the target), check (leaves or keeps the own king in check), malformed (no UCI square pair)
+- err_<kind>: the share of distinct listed moves that are illegal for that reason (chess/environment.py's
+  illegal_kind: empty_square, opponent_piece, king_in_check, blocked, geometry, noncanonical)
 - first_share: the share of the batch's answers that open with the batch's most common first move
 """
 
@@ -26,7 +25,7 @@ from collections.abc import Sequence
 
 import chess
 
-from rookworld_trl.chess.environment import legal_move
+from rookworld_trl.chess.environment import illegal_kind, legal_move
 from rookworld_trl.chess.formats import ParsedPolicy, parse_policy_completion
 
 ERROR_KINDS = ("empty", "opponent", "geometry", "blocked", "check", "malformed")
@@ -41,56 +40,6 @@ NAMES = (
 )
 
 
-def illegal_kind(board: chess.Board, move: str) -> str | None:
-    """Why `move` is illegal on `board` (one of ERROR_KINDS), None when it is legal.
-
-    >>> board = chess.Board()
-    >>> [illegal_kind(board, m) for m in ("e2e4", "e3e4", "e7e5", "e2e5", "f1c4", "e1g1", "zz")]
-    [None, 'empty', 'opponent', 'geometry', 'blocked', 'blocked', 'malformed']
-    >>> illegal_kind(chess.Board("4k3/8/8/8/8/8/4r3/4K3 w - - 0 1"), "e1e2"), illegal_kind(chess.Board("4k3/4r3/8/8/8/8/3P4/4K3 w - - 0 1"), "d2d3")
-    (None, 'check')
-    """
-    if legal_move(board, move) is not None:
-        return None
-    try:
-        parsed = chess.Move.from_uci(move)
-    except ValueError:
-        return "malformed"
-    piece = board.piece_at(parsed.from_square)
-    if piece is None:
-        return "empty"
-    if piece.color != board.turn:
-        return "opponent"
-    if parsed in board.pseudo_legal_moves or (
-        board.is_castling(parsed) and not board.is_legal(parsed) and _castling_through_check(board, parsed)
-    ):
-        return "check"
-    alone = chess.Board(None)
-    alone.set_piece_at(parsed.from_square, piece)
-    alone.turn = piece.color
-    reach = {m.to_square for m in alone.pseudo_legal_moves if m.from_square == parsed.from_square}
-    if piece.piece_type == chess.PAWN:  # captures need a target to show on an empty board
-        reach |= set(alone.attacks(parsed.from_square))
-    if piece.piece_type == chess.KING and chess.square_rank(parsed.from_square) == chess.square_rank(
-        parsed.to_square
-    ):
-        reach |= {parsed.from_square + 2, parsed.from_square - 2}  # castling's two-square step
-    return "blocked" if parsed.to_square in reach else "geometry"
-
-
-def _castling_through_check(board: chess.Board, move: chess.Move) -> bool:
-    """A castling move whose path is clear and rights are held, but the king is or passes through check."""
-    return any(
-        m.from_square == move.from_square and board.is_castling(m) for m in board.generate_castling_moves()
-    ) and (
-        board.is_check()
-        or any(
-            board.is_attacked_by(not board.turn, sq)
-            for sq in chess.SquareSet.between(move.from_square, move.to_square)
-        )
-    )
-
-
 def answer_figures(fen: str, parsed: ParsedPolicy) -> dict[str, float | None]:
     """The watch's figures of one parsed P: answer (None: not applicable to this answer)."""
     board = chess.Board(fen)
@@ -100,13 +49,12 @@ def answer_figures(fen: str, parsed: ParsedPolicy) -> dict[str, float | None]:
     b_legal = parsed.best is not None and legal_move(board, parsed.best) is not None
     mixed = 0 < sum(legal) < len(legal)
     evals = dict(zip(parsed.moves, parsed.evals, strict=False))
-    top_e = max(evals, key=evals.get) if evals else None
     out: dict[str, float | None] = {
         "precision": sum(legal) / len(legal) if distinct else None,
         "distinct": float(len(distinct)),
         "b_legal": float(b_legal),
         "selection": float(b_legal) - sum(legal) / len(legal) if mixed else None,
-        "b_best_e": None if top_e is None or parsed.best is None else float(parsed.best == top_e),
+        "b_best_e": float(evals.get(parsed.best) == max(evals.values())) if evals else None,  # ties: any
     }
     for kind in ERROR_KINDS:
         out[f"err_{kind}"] = sum(k == kind for k in kinds) / len(kinds) if distinct else None

@@ -32,6 +32,10 @@ PANELS: dict[str, tuple[str, ...]] = {
     ),  # fmt: skip
     "reward": ("reward", "rewards/*/mean"),
     "reward_spread": ("reward_std", "frac_reward_zero_std"),  # zero-std groups carry no gradient
+    # the reward-hacking watch (rewards/watch.py): does the list get more precise and B: choose, or only longer?
+    "watch": ("watch/precision", "watch/b_legal", "watch/selection", "watch/b_best_e", "watch/first_share"),
+    "watch_distinct_moves": ("watch/distinct",),
+    "watch_listed_errors": ("watch/err_*",),
     "policy_cp_loss": ("policy/cp_loss",),  # centipawns: apart from the fractions below
     "reward_components_policy": ("policy/*",),
     "reward_components_env": ("env/*",),
@@ -178,8 +182,23 @@ HEADLINE = {  # eval.json suite/figure -> how the end-of-run summary names it
     ("policy", "greedy/legal_moves"): "P: legal moves listed",
     ("policy", "greedy/best_move_accuracy"): "P: best move = engine's top 1",
     ("policy", "greedy/reward"): "P: reward (graduated)",
+    ("policy", "greedy/watch/precision"): "P: listed moves legal (precision)",
     ("env", "next_state_accuracy"): "A: next state exact",
 }
+WATCH_LINE = {"precision": "precision", "selection": "selection", "distinct": "distinct", "b_legal": "B: legal",
+              "b_best_e": "B: = best E:", "first_share": "top first move"}  # fmt: skip
+
+
+def watch_line(rows: list[dict], first: int = 10, last: int = 30) -> str | None:
+    """The watch's figures over the first `first` logged steps -> the last `last`: gaming shows here first."""
+    figures = series(rows)
+    parts = []
+    for name, label in WATCH_LINE.items():
+        values = figures.get(f"watch/{name}", ([], []))[1]
+        if len(values) >= first + last:
+            a, b = statistics.fmean(values[:first]), statistics.fmean(values[-last:])
+            parts.append(f"{label} {a:.2f} -> {b:.2f}")
+    return f"  watch (first {first} -> last {last} steps) " + ", ".join(parts) if parts else None
 
 
 def run_summary(run: str, metrics: str = "metrics.jsonl") -> str:
@@ -199,6 +218,8 @@ def run_summary(run: str, metrics: str = "metrics.jsonl") -> str:
             f"  training reward  first quarter {first:.3f} -> last quarter {last:.3f}  "
             f"{last - first:+.3f} [{low:+.3f}, {high:+.3f}]"
         )
+    if watch := watch_line(rows):
+        lines.append(watch)
     eval_json = os.path.join(run, "eval", "eval.json")
     if os.path.isfile(eval_json):
         with open(eval_json) as f:
