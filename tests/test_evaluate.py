@@ -101,6 +101,11 @@ def test_policy_suite_scripted(pool):
         "candidate_overlap": pytest.approx((1 + 2 / len(a1) + 0 + 0) / 4),
         "legal_moves": pytest.approx((1 + 2 / 5 + 0 + 0) / 4),  # out of five; a1a8 is blocked
         "eval_mae": pytest.approx((0 + 1.0) / 2),
+        # the watch over the three answers that parse: 5 + 2 legal moves listed, then the blocked a1a8
+        "watch/precision": pytest.approx(2 / 3),
+        "watch/distinct": pytest.approx(8 / 3),
+        "watch/selection": None,  # no list mixes legal and illegal moves
+        "watch/b_best_e": 1.0,
         # the training reward: 1.0 for the engine's line, -0.3 for garbage, the graded middle two as
         # rewards.score_policy grades them (tested on its own in test_rewards.py)
         "reward": pytest.approx(

@@ -82,6 +82,7 @@ def policy_figures(fen: str, completion: str, analysis: Sequence[MoveEval], eval
     board = chess.Board(fen)
     why = illegal_kind(board, parsed.best)
     listed = dict.fromkeys(parsed.moves)
+    watched = answer_figures(fen, parsed) if parsed.ok else {}
     return {
         "invalid": float(not parsed.ok),
         "layout": float(parsed.exact),  # strict: widths and numbers as the renderer writes them
@@ -95,7 +96,7 @@ def policy_figures(fen: str, completion: str, analysis: Sequence[MoveEval], eval
         / max(len(parsed.moves), len(top)),
         "eval_mae": sum(errors) / len(errors) if errors else None,
         # the reward-hacking watch on held-out answers: precision of the list, B:'s choice among it
-        **{f"watch/{k}": v for k, v in answer_figures(fen, parsed).items() if k in WATCHED},
+        **{f"watch/{k}": watched.get(k) for k in WATCHED},
         # The graduated training reward; a move outside the engine's top 5 is graded as the 5th line (an
         # upper bound: the eval has the root analysis only, training also searches that move).
         "reward": score_policy(fen, completion, analysis)[0],

@@ -25,10 +25,10 @@ from collections.abc import Sequence
 
 import chess
 
-from rookworld_trl.chess.environment import illegal_kind, legal_move
+from rookworld_trl.chess.environment import ILLEGAL_KINDS, illegal_kind, legal_move
 from rookworld_trl.chess.formats import ParsedPolicy, parse_policy_completion
 
-ERROR_KINDS = ("empty", "opponent", "geometry", "blocked", "check", "malformed")
+ERROR_KINDS = tuple(k for k in ILLEGAL_KINDS if k != "no_move")  # a listed move always parses as UCI
 NAMES = (
     "precision",
     "distinct",
