@@ -26,6 +26,7 @@ from rookworld_trl.rewards.shaping import (
 )
 
 PRECISE_WEIGHTS = {"M": 0.25, "E": 0.15, "B": 0.6}  # the fields' shares of the "precise" quality
+BAD_MOVE = -0.25  # the verdict of a listed move that is illegal, a repeat or one too many
 
 MEMO_SIZE = 200_000  # engine analyses kept in memory by a PolicyGrader (~1 kB each)
 POLICY_COMPONENTS = (
@@ -146,15 +147,17 @@ def move_verdicts(
     moves: Sequence[str], move_cp: Mapping[str, int | None], top5: set[str], n_expected: int = TOP_K
 ) -> list[float]:
     """Each written move's verdict, in the order written: +1 one of the engine's top 5, 0 another legal move
-    (a filler earns nothing), -1 illegal, a repeat, or past the n_expected-th (listing more never pays).
+    (a filler earns nothing), BAD_MOVE for one illegal, repeated or past the n_expected-th: a cost, but a
+    quarter of a top move's worth, so that listing a likely candidate still pays (at -1 a weak policy's lists
+    shrank to one move within 60 steps: docs/EXPERIMENTS.md).
 
     >>> move_verdicts(["e2e4", "h2h3", "e2e4", "e2e5"], {"e2e4": 30, "h2h3": -10, "e2e5": None}, {"e2e4"})
-    [1.0, 0.0, -1.0, -1.0]
+    [1.0, 0.0, -0.25, -0.25]
     """
     out, seen = [], set()
     for i, move in enumerate(moves):
         if i >= n_expected or move in seen or move_cp[move] is None:
-            out.append(-1.0)
+            out.append(BAD_MOVE)
         else:
             out.append(1.0 if move in top5 else 0.0)
         seen.add(move)
