@@ -38,7 +38,9 @@ def test_batch_figures_skip_what_does_not_parse_and_count_the_common_opening():
         " g1f3 E: 1 B: g1f3",
     ]
     got = watch([START] * 4, answers)
-    assert got["first_share"] == 0.75  # h2h3 opens three of four answers, the unparseable one included
+    assert got["first_share"] == 1.0  # h2h3 opens answers to the one position, the unparseable one included
+    other = "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1"
+    assert watch([START] * 3 + [other], answers)["first_share"] == 0.5  # g1f3 opens the other position
     assert got["distinct"] == pytest.approx((2 + 1 + 1) / 3) and got["precision"] == 1.0
     assert set(got) <= set(NAMES)
 

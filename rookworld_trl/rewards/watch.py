@@ -15,7 +15,8 @@ as `watch/<name>` (TRL's `log_metric`), the report charts them and the run summa
 - b_best_e: B: is the listed move with the highest E: (always so in the data)
 - err_<kind>: the share of distinct listed moves that are illegal for that reason (chess/environment.py's
   illegal_kind: empty_square, opponent_piece, king_in_check, blocked, geometry, noncanonical)
-- first_share: the share of the batch's answers that open with the batch's most common first move
+- first_share: the share of the batch's positions where some answer opens with the batch's most common first
+  move (a filler opens answers to many positions; a group agreeing on one position counts once)
 """
 
 from __future__ import annotations
@@ -69,11 +70,11 @@ def watch(fens: Sequence[str], completions: Sequence[str]) -> dict[str, float]:
     >>> w["precision"], w["distinct"], w["b_legal"], w["selection"], w["b_best_e"], w["first_share"]
     (0.75, 2.0, 0.5, -0.5, 0.5, 1.0)
     """
-    rows, firsts = [], []
+    rows, firsts = [], set()
     for fen, text in zip(fens, completions, strict=True):
         parsed = parse_policy_completion(text)
         if parsed.moves:
-            firsts.append(parsed.moves[0])
+            firsts.add((fen, parsed.moves[0]))
         if parsed.ok:
             rows.append(answer_figures(fen, parsed))
     out = {}
@@ -82,5 +83,6 @@ def watch(fens: Sequence[str], completions: Sequence[str]) -> dict[str, float]:
         if values:
             out[name] = sum(values) / len(values)
     if firsts:
-        out["first_share"] = Counter(firsts).most_common(1)[0][1] / len(firsts)
+        opening = Counter(move for _, move in firsts).most_common(1)[0][1]
+        out["first_share"] = opening / len({fen for fen, _ in firsts})
     return out
