@@ -199,6 +199,13 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
         default=200,
         metadata={"help": "Positions and transitions per suite in the before/after eval (0: no final eval)."},
     )
+    eval_env_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Transitions in the before/after eval's env suite, when not eval_samples (A: answers are ~75 "
+            "tokens: the whole test split of both tasks takes ~20 min on 2 cores, its P: half ~2 min)."
+        },
+    )
     selfplay_ratio: float = field(
         default=0.0,
         metadata={

@@ -315,7 +315,7 @@ def engine_pool(args: RookWorldGRPOConfig):
     return EnginePool(args.engine_workers, limit, multipv=5, cache=engine_cache_path(args))
 
 
-def eval_settings(args: RookWorldGRPOConfig, samples: int, **more):
+def eval_settings(args: RookWorldGRPOConfig, samples: int, env_samples: int | None = None, **more):
     """The run's held-out eval: policy + env suites on eval_split, greedy, the engine settings of the reward."""
     from rookworld_trl.eval.evaluate import EvalSettings
 
@@ -326,7 +326,7 @@ def eval_settings(args: RookWorldGRPOConfig, samples: int, **more):
         fen_width=args.fen_width,
         suites="policy,env",
         policy_samples=samples,
-        env_samples=samples,
+        env_samples=samples if env_samples is None else env_samples,
         seed=args.seed,
         max_new_tokens=max(args.max_completion_length, 96),
         device="cpu" if args.use_cpu else None,
@@ -343,7 +343,10 @@ def before_after_eval(args: RookWorldGRPOConfig, initial_model: str, final_dir: 
     from rookworld_trl.eval import evaluate
     from rookworld_trl.training import report
 
-    paths = evaluate.evaluate(eval_settings(args, args.eval_samples, model=final_dir, baseline=initial_model))
+    settings = eval_settings(
+        args, args.eval_samples, args.eval_env_samples, model=final_dir, baseline=initial_model
+    )
+    paths = evaluate.evaluate(settings)
     report.main([args.output_dir])
     with open(paths["md"]) as f:
         return f.read()
