@@ -188,6 +188,14 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         """The training values of `name` collected since the last log line (a live list)."""
         return self._metrics["train"][name]
 
+    def scoring_logps(self, input_ids, attention_mask, logits_to_keep: int) -> torch.Tensor:
+        """TRL's scoring forward of the policy, no grad: the per-token log-probs (B, logits_to_keep) of the last
+        logits_to_keep tokens, at the run's temperature: what the loss trains on (the rollout self-check)."""
+        with torch.no_grad():
+            return self._get_per_token_logps_and_entropies(
+                self.model, input_ids, attention_mask, logits_to_keep
+            )[0]
+
     @property
     def micro_step(self) -> int:
         """Micro-batches trained so far (restored on resume)."""
