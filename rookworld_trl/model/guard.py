@@ -8,7 +8,7 @@ evals, self-play) and GRPO's rollouts (rookworld_trl/grpo/rollout.py) call.
 
 Three paths, fastest first: the CUDA-graph decode step ("graph", CUDA only), the same step run eagerly
 ("eager"), transformers' generate() ("transformers", the reference the sampler is tested against). A model
-starts on the fastest path its device has; an error of the sampler (a CUDA graph's capture or replay
+starts on the fastest path its device has (or the one $ROOKWORLD_SAMPLER names); an error of the sampler (a CUDA graph's capture or replay
 included) or a log-prob gap to the scorer past the tolerance moves it one path down for the rest of the
 process, with one line naming the cause. The path is kept per model, so an eval or a self-play game of the
 policy that GRPO trains follows the rollouts' fallback.
@@ -21,6 +21,7 @@ scores (bf16 rounding, a kernel bug), nothing else would notice.
 from __future__ import annotations
 
 import math
+import os
 import weakref
 from dataclasses import dataclass, field
 
@@ -31,6 +32,7 @@ from rookworld_trl.model.sampling import Sampling
 
 PATHS = ("graph", "eager", "transformers")
 CHECK_EVERY = 50  # calls of generate_completions between self-checks (GRPO: sampler_check_every steps)
+START_ENV = "ROOKWORLD_SAMPLER"  # graph, eager or transformers: the path to start on (e.g. to switch one off)
 TOLERANCE = 0.05  # mean |sampler - scorer| log-prob per token past which the path is left (bf16: ~0.003)
 
 
@@ -71,7 +73,11 @@ def guard_of(model) -> Guard:
     key = next((m for m in model.modules() if isinstance(m, GPT2LMHeadModel)), model)
     if key not in _GUARDS:
         on_cuda = next(model.parameters()).device.type == "cuda"
-        _GUARDS[key] = Guard("graph" if on_cuda else "eager")
+        fastest = "graph" if on_cuda else "eager"
+        start = os.environ.get(START_ENV) or fastest
+        if start not in PATHS:
+            raise ValueError(f"{START_ENV}={start!r}: expected one of {PATHS} (unset: the fastest the device has)")
+        _GUARDS[key] = Guard(PATHS[max(PATHS.index(start), PATHS.index(fastest))])
     return _GUARDS[key]
 
 
