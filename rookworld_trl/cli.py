@@ -171,8 +171,11 @@ def run_group(cmd: list[str], env: dict | None = None) -> int:
     def forward(signum, frame):
         received.append(signum)
         with contextlib.suppress(Exception):  # psutil.Error: a process has just exited
-            for stage in _stage_processes(proc.pid):
+            stages = _stage_processes(proc.pid)
+            for stage in stages:
                 stage.send_signal(signum)
+            if not stages:  # still starting: nothing to save, so the launcher stops (and its session below)
+                proc.terminate()
 
     previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
     try:

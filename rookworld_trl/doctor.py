@@ -61,7 +61,9 @@ def run_checks(checks: list[Check]) -> list[Row]:
         except Exception as e:  # whatever a path raises is that path's FAIL
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             figures, status = f"{type(e).__name__}: {first}"[:200], "FAIL"
-        rows.append(Row(check.name, status, f"{figures} ({time.perf_counter() - start:.1f} s)", check.switch_off))
+        rows.append(
+            Row(check.name, status, f"{figures} ({time.perf_counter() - start:.1f} s)", check.switch_off)
+        )
         print(f"  {status:<4}  {check.name}", flush=True)
     return rows
 
@@ -187,7 +189,9 @@ def sampler_path(path: str, device: str, bf16: bool = False) -> Callable[[dict],
         out = go()
         sync()
         took = time.perf_counter() - start
-        reference = state.setdefault(("generate", device, autocast), guard.generate_sample(model, ids, **kwargs))
+        reference = state.setdefault(
+            ("generate", device, autocast), guard.generate_sample(model, ids, **kwargs)
+        )
         same = sum(a == b for a, b in zip(out.completion_ids, reference.completion_ids, strict=True))
         batch = guard.batch(ids, out, eos, model.device)
         scored = guard.forward_logps(model, batch[0], batch[1], batch[2].size(1), 1.0, autocast)
@@ -195,7 +199,9 @@ def sampler_path(path: str, device: str, bf16: bool = False) -> Callable[[dict],
         tokens = sum(len(c) for c in out.completion_ids)
         figures = (f"greedy = generate() on {same}/{len(ids)} rows, log-prob gap to the forward mean {gap.mean:.2g} "
                    f"max {gap.max:.2g}, {tokens / took:.0f} tokens/s")  # fmt: skip
-        exact = autocast is None  # bf16: kernels of other shapes round differently, a row may take another turn
+        exact = (
+            autocast is None
+        )  # bf16: kernels of other shapes round differently, a row may take another turn
         if (exact and same < len(ids)) or (not exact and same < len(ids) // 2) or gap.mean > guard.TOLERANCE:
             raise RuntimeError(figures)
         return figures
@@ -299,7 +305,9 @@ def grpo_two_steps(state) -> str:
 
 
 def checks(skip_grpo: bool = False) -> list[Check]:
-    graph_off = "ROOKWORLD_SAMPLER=eager (every command); in a GRPO recipe also generation_backend: transformers"
+    graph_off = (
+        "ROOKWORLD_SAMPLER=eager (every command); in a GRPO recipe also generation_backend: transformers"
+    )
     found = [
         Check("versions", versions, "bash scripts/setup.sh (installs the pinned versions)"),
         Check("TRL internals", trl_internals, "bash scripts/setup.sh (installs the pinned trl/transformers)"),
@@ -328,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Check this machine: environment, each GPU path on a tiny model, a 2-step GRPO run.",
         epilog="example: rookworld doctor",
     )
-    parser.add_argument("--skip_grpo", action="store_true", help="leave out the 2-step GRPO run (default: run it)")
+    parser.add_argument(
+        "--skip_grpo", action="store_true", help="leave out the 2-step GRPO run (default: run it)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded model and data: nothing to download
     print("rookworld doctor: checking this machine", flush=True)

@@ -57,10 +57,11 @@ class Guard:
         )
 
     def due(self, step: int, every: int) -> bool:
-        """Whether to self-check at `step`: the first time, every `every` steps (0: never again), after a fall."""
-        if self.path == PATHS[-1] or step == self.checked:
+        """Whether to self-check at `step`: the first time, after a fall, then once `every` steps have passed
+        since the last check (0: never again; steps, not multiples: generation may skip steps)."""
+        if self.path == PATHS[-1]:
             return False
-        return self.checked is None or (every > 0 and step % every == 0)
+        return self.checked is None or (every > 0 and step - self.checked >= every)
 
 
 _GUARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -76,7 +77,9 @@ def guard_of(model) -> Guard:
         fastest = "graph" if on_cuda else "eager"
         start = os.environ.get(START_ENV) or fastest
         if start not in PATHS:
-            raise ValueError(f"{START_ENV}={start!r}: expected one of {PATHS} (unset: the fastest the device has)")
+            raise ValueError(
+                f"{START_ENV}={start!r}: expected one of {PATHS} (unset: the fastest the device has)"
+            )
         _GUARDS[key] = Guard(PATHS[max(PATHS.index(start), PATHS.index(fastest))])
     return _GUARDS[key]
 
