@@ -383,3 +383,50 @@ def test_grpo_rollout_logs_the_gap_to_trls_scoring_forward(model_dir, tmp_path, 
     out = rollout(prompts, trainer)
     assert guard.guard_of(trainer.model).path == "transformers" and len(out["completion_ids"]) == 8
     assert all(len(c) == len(lp) > 0 for c, lp in zip(out["completion_ids"], out["logprobs"], strict=True))
+
+
+def test_importance_ratio_follows_trls_modes():
+    from types import SimpleNamespace
+
+    from rookworld_trl.training.trl_compat import importance_ratio
+
+    scored = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -1.0, 0.0]])
+    sampled = scored - torch.tensor([[0.5, 0.5, 9.0], [2.0, -0.1, 0.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0]])
+
+    def args(mode, low=None, high=3.0):
+        return SimpleNamespace(vllm_importance_sampling_mode=mode, vllm_importance_sampling_clip_min=low,
+                               vllm_importance_sampling_clip_max=high)  # fmt: skip
+
+    ratio, diff = importance_ratio(scored, sampled, mask, args("token_truncate"))
+    assert torch.allclose(diff, torch.tensor([[0.5, 0.5, 0.0], [2.0, -0.1, 0.0]]))
+    assert torch.allclose(ratio[:, :2], torch.tensor([[math.exp(0.5)] * 2, [3.0, math.exp(-0.1)]]))
+    ratio, _ = importance_ratio(scored, sampled, mask, args("token_mask"))
+    assert ratio[1, 0] == 0.0 and torch.isclose(ratio[1, 1], torch.tensor(math.exp(-0.1)))
+    ratio, _ = importance_ratio(scored, sampled, mask, args("sequence_mask"))
+    assert ratio.shape == (2, 1) and torch.isclose(ratio[0, 0], torch.tensor(math.e)) and ratio[1, 0] == 0.0
+    ratio, _ = importance_ratio(scored, sampled, mask, args("sequence_truncate"))
+    assert ratio[1, 0] == 3.0
+
+
+def test_sampler_importance_sampling_corrects_a_sampler_off_its_scorer(model_dir, tmp_path, fresh_guards,  # noqa: F811
+                                                                     monkeypatch):  # fmt: skip
+    trainer = make_trainer(model_dir, tmp_path, max_completion_length=12, per_device_train_batch_size=8,
+                           sampler_importance_sampling=True, sampler_logprob_tolerance=1.0,
+                           vllm_importance_sampling_mode="token_truncate")  # fmt: skip
+    real = guard.sample
+
+    def off(*args, **kwargs):  # a sampler 0.1 nats per token below its scorer
+        out = real(*args, **kwargs)
+        return guard.Completions(out.completion_ids, [[lp - 0.1 for lp in row] for row in out.logprobs])
+
+    monkeypatch.setattr(guard, "sample", off)
+    trainer.model.eval()
+    out = trainer.score([trainer.train_dataset[i] for i in range(8)])
+    m = out["completion_mask"].bool()
+    assert torch.allclose(out["importance_sampling_ratio"][m], torch.tensor(math.exp(0.1)), atol=1e-4)
+    assert abs(trainer.metric_values("sampling/sampling_logp_difference/mean")[0] - 0.1) < 1e-4
+    assert (
+        len(trainer.metric_values("sampling/importance_sampling_ratio/mean")) == 1
+    )  # TRL's, not the check's
+    assert abs(trainer.metric_values("sampling/logprob_gap/mean")[0] - 0.1) < 1e-4

@@ -282,6 +282,15 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
             "of the run (CUDA graph -> eager -> transformers' generate()); a sampler error does so too."
         },
     )
+    sampler_importance_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "generation_backend rookworld: correct the loss for the sampler's distribution as TRL does for "
+            "vLLM (ratio of TRL's scoring forward to the sampler's log-probs, vllm_importance_sampling_mode and "
+            "its clip bounds; logged as sampling/sampling_logp_difference/* and "
+            "sampling/importance_sampling_ratio/*). Costs one scoring forward per generation batch."
+        },
+    )
 
     def __post_init__(self):
         if not self.reward_funcs:

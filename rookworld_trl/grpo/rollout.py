@@ -62,7 +62,9 @@ def rollout(prompts: list[str], trainer) -> dict:
         if guard.path != path:  # these came from the path just left
             out = guarded_sample(model, prompt_ids, **kwargs)
         for name, value in gap.metrics().items():
-            trainer.log_metric(name, value)
+            # with the correction on, TRL's figures (clipped, every batch) carry the importance-ratio names
+            if not (trainer.args.sampler_importance_sampling and "importance" in name):
+                trainer.log_metric(name, value)
     return {"prompt_ids": prompt_ids, "completion_ids": out.completion_ids, "logprobs": out.logprobs}
 
 
