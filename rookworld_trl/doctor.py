@@ -342,9 +342,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded model and data: nothing to download
     print("rookworld doctor: checking this machine", flush=True)
+    wall, cpu = time.perf_counter(), time.process_time()
     rows = run_checks(checks(args.skip_grpo))
     print()
     print(table(rows))
+    took = time.perf_counter() - wall
+    print(
+        f"\n{len(rows)} checks in {took:.0f} s ({time.process_time() - cpu:.0f} s of CPU time in this process)"
+    )
     return 1 if any(r.status == "FAIL" for r in rows) else 0
 
 
