@@ -73,7 +73,7 @@ def default_accelerate_config(argv: list[str]) -> tuple[str, str]:
     if "--use_cpu" in argv[:-1]:  # a flag overrides the recipe, as TrlParser does
         use_cpu = argv[argv.index("--use_cpu") + 1].lower() in ("true", "1", "yes")
     if use_cpu:
-        name, why = "cpu.yaml", "the recipe sets use_cpu: true"
+        name, why = "cpu.yaml", "use_cpu: true in the recipe or as --use_cpu"
     elif torch.cuda.is_available():
         name, why = "single_gpu.yaml", "CUDA is available and the recipe does not set use_cpu"
     else:
@@ -192,7 +192,7 @@ def _end_session(sid: int) -> None:
     import psutil
 
     for p in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
+        with contextlib.suppress(psutil.Error, OSError):  # gone meanwhile
             if os.getsid(p.pid) == sid and p.pid != os.getpid():
                 p.kill()
 
