@@ -379,7 +379,9 @@ class SaveOnInterrupt(TrainerCallback):
             signal.signal(sig, signal.default_int_handler)
         self._requested, self.signum = True, signum
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        say(f"{name}: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)")
+        say(
+            f"{name}: finishing this step and saving a checkpoint (a second signal, e.g. Ctrl-C, stops at once)"
+        )
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._requested and self.step is None:
