@@ -45,6 +45,11 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
         "check our pure-PyTorch GPT-2 against transformers on a model",
         None,
     ),
+    "doctor": (
+        "rookworld_trl.doctor",
+        "check a new machine: environment, each GPU path on a tiny model, a 2-step GRPO run",
+        None,
+    ),
 }
 
 
@@ -53,11 +58,27 @@ def available() -> dict[str, tuple[str, str, str | None]]:
     return {name: spec for name, spec in COMMANDS.items() if importlib.util.find_spec(spec[0]) is not None}
 
 
-def default_accelerate_config() -> str:
+def default_accelerate_config(argv: list[str]) -> tuple[str, str]:
+    """(accelerate config, why) for a stage's argv when --accelerate_config is not given: the recipe decides.
+    A CPU recipe (`use_cpu: true` in its YAML, or --use_cpu true) gets cpu.yaml whatever devices are
+    visible; any other gets single_gpu.yaml (bf16 + torch.compile) where CUDA is available, else cpu.yaml."""
     import torch
+    import yaml
 
-    name = "single_gpu.yaml" if torch.cuda.is_available() else "cpu.yaml"
-    return resolve_path(f"accelerate_configs/{name}")
+    recipe = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+    use_cpu = None
+    if recipe and os.path.isfile(recipe):
+        with open(recipe) as f:
+            use_cpu = (yaml.safe_load(f) or {}).get("use_cpu")
+    if "--use_cpu" in argv[:-1]:  # a flag overrides the recipe, as TrlParser does
+        use_cpu = argv[argv.index("--use_cpu") + 1].lower() in ("true", "1", "yes")
+    if use_cpu:
+        name, why = "cpu.yaml", "use_cpu: true in the recipe or as --use_cpu"
+    elif torch.cuda.is_available():
+        name, why = "single_gpu.yaml", "CUDA is available and the recipe does not set use_cpu"
+    else:
+        name, why = "cpu.yaml", "no CUDA device"
+    return resolve_path(f"accelerate_configs/{name}"), why
 
 
 # torchrun without its own traceback when a process fails: the stage has said what went wrong in one line
@@ -106,54 +127,86 @@ def launch(module: str, argv: list[str], default_recipe: str | None) -> int:
     """Run `accelerate launch --config_file CFG -m MODULE --config RECIPE ARGV` (see `launcher`) and return its
     exit code."""
     argv = list(argv)
-    accel = default_accelerate_config()
+    accel = None
     if "--accelerate_config" in argv:
         i = argv.index("--accelerate_config")
         if i + 1 >= len(argv):
             sys.exit("rookworld: --accelerate_config needs a path (e.g. accelerate_configs/cpu.yaml)")
         accel = resolve_path(argv[i + 1])
         del argv[i : i + 2]
-    if not os.path.exists(accel):
-        sys.exit(f"rookworld: accelerate config not found: {accel}")
     if "--config" in argv:
         i = argv.index("--config")
         if i + 1 < len(argv):
             argv[i + 1] = resolve_path(argv[i + 1])
     elif default_recipe and not ({"-h", "--help"} & set(argv)):
         argv = ["--config", resolve_path(default_recipe), *argv]
+    if accel is None:
+        accel, why = default_accelerate_config(argv)
+        shown = os.path.relpath(accel) if not os.path.relpath(accel).startswith("..") else accel
+        print(f"rookworld: accelerate config {shown} ({why}; --accelerate_config to choose)", flush=True)
+    if not os.path.exists(accel):
+        sys.exit(f"rookworld: accelerate config not found: {accel}")
     cmd, env = launcher(accel, ["-m", module], argv)
     shown = [arg for arg in cmd if arg not in ("-c", TORCHRUN)]  # torch's launcher, shown as what it is
     print("rookworld: " + " ".join(["torchrun", *shown[1:]] if TORCHRUN in cmd else cmd), flush=True)
     return run_group(cmd, env)
 
 
-def run_group(cmd: list[str], env: dict | None = None) -> int:
-    """Run the launcher cmd and return its exit code (130 after a Ctrl-C). Ctrl-C goes to the stage under the
-    launcher only (which finishes its step, saves a checkpoint and says how to resume) and the wait goes on
-    until it has exited: the prompt returns once the checkpoint is on disk, and the launcher prints no
-    traceback of its own."""
-    import psutil  # an accelerate dependency
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill / timeout / a scheduler, hang-up
 
-    # the terminal's Ctrl-C reaches this process only
+
+def run_group(cmd: list[str], env: dict | None = None) -> int:
+    """Run the launcher cmd in a session of its own and return its exit code (128 + the signal's number
+    after a stop signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
+
+    A stop signal (STOP_SIGNALS) goes to the stage under the launcher only, which finishes its step, saves a
+    checkpoint and says how to resume; the wait goes on until it has exited, so the prompt returns once the
+    checkpoint is on disk. A second signal is passed on too: the stage then stops at once. Whatever of the
+    run's session is still running when the launcher has exited (an engine, a stage stuck past its launcher)
+    is killed: nothing of the run is left behind with parent PID 1.
+    """
     proc = subprocess.Popen(cmd, start_new_session=True, env={**os.environ, **(env or {})})
-    interrupted = False
-    while True:
-        try:
-            code = proc.wait()
-            return 130 if interrupted and code else code
-        except KeyboardInterrupt:
-            interrupted = True
-            for stage in _stage_processes(proc.pid):
-                with contextlib.suppress(psutil.Error):
-                    stage.send_signal(signal.SIGINT)
+    received: list[int] = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        with contextlib.suppress(Exception):  # psutil.Error: a process has just exited
+            stages = _stage_processes(proc.pid)
+            for stage in stages:
+                stage.send_signal(signum)
+            if not stages:  # still starting: nothing to save, so the launcher stops (and its session below)
+                proc.terminate()
+
+    previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
+    try:
+        code = proc.wait()  # retried after each handler (PEP 475)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _end_session(proc.pid)
+    return 128 + received[0] if received and code else code
+
+
+def _end_session(sid: int) -> None:
+    """Kill what is left of the launcher's session `sid` (its process group and any group it made)."""
+    import psutil
+
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):  # gone meanwhile
+            if os.getsid(p.pid) == sid and p.pid != os.getpid():
+                p.kill()
 
 
 def _stage_processes(pid: int) -> list:
     """The training processes under a launcher: the Python processes below it with no Python process below
-    them (a launcher's or torchrun's agent would stop its workers on SIGINT; Stockfish must not get it)."""
+    them (a launcher's or torchrun's agent would stop its workers on a signal; Stockfish must not get it)."""
     import psutil
 
-    pythons = [p for p in psutil.Process(pid).children(recursive=True) if "python" in p.name().lower()]
+    try:
+        below = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    pythons = [p for p in below if "python" in p.name().lower()]
     return [p for p in pythons if not any("python" in c.name().lower() for c in p.children())]
 
 

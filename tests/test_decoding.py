@@ -3,6 +3,7 @@ and GRPO's rollouts through it (rookworld_trl/grpo/rollout.py)."""
 
 import copy
 import math
+import weakref
 from collections import Counter
 
 import pytest
@@ -18,7 +19,9 @@ from transformers.generation.logits_process import (
 )
 
 from rookworld_trl.data.load import load_rookworld_dataset
-from rookworld_trl.model.decoding import _REUSED, Decoder, left_pad, sample
+from rookworld_trl.grpo.rollout import rollout
+from rookworld_trl.model import guard
+from rookworld_trl.model.decoding import _REUSED, Decoder, _plain, left_pad, sample
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import load_model_and_tokenizer
 from rookworld_trl.model.sampling import Sampling
@@ -259,3 +262,171 @@ def test_cuda_graph_greedy_equals_eager_and_bf16_runs(embedded):
     assert graph == sample(model, ids, cuda_graph=False, **kwargs).completion_ids
     bf16 = sample(model, ids, autocast_dtype=torch.bfloat16, **kwargs).completion_ids
     assert sum(a == b for a, b in zip(bf16, graph, strict=True)) >= len(graph) // 2  # bf16 rounds differently
+
+
+def scorer_gap(model, ids, out, autocast_dtype) -> torch.Tensor:
+    """|sampler log-prob - the scorer's (the model's forward, under the same autocast)| of every sampled token."""
+    gaps = []
+    for prompt, completion, lps in zip(ids, out.completion_ids, out.logprobs, strict=True):
+        with torch.no_grad(), torch.autocast("cpu", dtype=autocast_dtype):
+            logits = model(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1 : -1].float()
+        expected = logits.log_softmax(-1).gather(-1, torch.tensor(completion)[:, None])[:, 0]
+        gaps.append((expected - torch.tensor(lps)).abs())
+    return torch.cat(gaps)
+
+
+def test_bf16_sampler_keeps_the_residual_stream_in_the_scorers_dtype():
+    """Under bf16 autocast TRL's scoring forward adds each block's bf16 output to an fp32 residual stream; the
+    sampler must too. A residual with a large common offset (LayerNorm removes it) makes a bf16 residual round
+    away what the layers add: with the old in-place add into addmm's bf16 output, mean gap 0.16, max 0.97."""
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=64, n_positions=64, n_embd=64, n_layer=4, n_head=4, bos_token_id=0,
+                        eos_token_id=0, activation_function="gelu_pytorch_tanh")  # fmt: skip
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():
+        model.transformer.wpe.weight += 64.0
+    assert all(_plain(block) for block in model.transformer.h)  # the direct ops run, not the modules
+    ids = [[int(t) for t in torch.randint(1, 64, (n,))] for n in (5, 9, 9, 12)]
+    out = sample(model, ids, max_new_tokens=24, sampling=Sampling(), eos_token_ids=[0], pad_token_id=0,
+                 autocast_dtype=torch.bfloat16)  # fmt: skip
+    gap = scorer_gap(model, ids, out, torch.bfloat16)
+    assert gap.numel() > 40
+    assert gap.mean() < 0.005 and gap.max() < 0.02, (
+        gap.mean().item(),
+        gap.max().item(),
+    )  # measured 0.0004, 0.0017
+
+
+# ----------------------------------------------------------------------------- the guard (model/guard.py)
+
+
+@pytest.fixture
+def fresh_guards(monkeypatch):
+    """Guards made in the test stay in the test (the module's models are shared)."""
+    monkeypatch.setattr(guard, "_GUARDS", weakref.WeakKeyDictionary())
+
+
+def test_a_sampler_error_falls_back_to_generate_and_stays_there(embedded, fresh_guards, monkeypatch, capsys):
+    model, tokenizer, prompts = embedded
+    expected = generate_completions(model, tokenizer, prompts[:4], max_new_tokens=40, backend="transformers")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore")
+
+    monkeypatch.setattr(guard, "sample", broken)
+    assert generate_completions(model, tokenizer, prompts[:4], max_new_tokens=40) == expected
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("rookworld sampler:")]
+    assert said == [
+        "rookworld sampler: eager path left for transformers for the rest of the run: RuntimeError: CUDA error: "
+        "operation not permitted when stream is capturing"
+    ]
+    assert guard.guard_of(model).path == "transformers"
+    generate_completions(model, tokenizer, prompts[:2], max_new_tokens=8)  # no new attempt, no new line
+    assert "rookworld sampler" not in capsys.readouterr().out
+
+
+def test_bad_requests_are_raised_not_fallen_back_from(embedded, fresh_guards):
+    model, tokenizer, _ = embedded
+    with pytest.raises(ValueError, match="exceeds the model's"):
+        guard.guarded_sample(model, [[1] * 10], max_new_tokens=10_000, sampling=Sampling(), eos_token_ids=[0],
+                             pad_token_id=0)  # fmt: skip
+    assert guard.guard_of(model).path == "eager"
+
+
+def test_generate_sample_returns_what_the_sampler_returns(embedded):
+    model, tokenizer, prompts = embedded
+    ids = tokenizer(prompts[:5])["input_ids"]
+    eos = tokenizer.eos_token_id
+    kwargs = dict(
+        max_new_tokens=40, sampling=Sampling(do_sample=False), eos_token_ids=[eos], pad_token_id=eos
+    )
+    ours, theirs = sample(model, ids, **kwargs), guard.generate_sample(model, ids, **kwargs)
+    assert ours.completion_ids == theirs.completion_ids
+    gap = max(
+        abs(a - b)
+        for x, y in zip(ours.logprobs, theirs.logprobs, strict=True)
+        for a, b in zip(x, y, strict=True)
+    )
+    assert gap < 1e-4
+
+
+def test_self_check_measures_the_gap_and_leaves_a_path_that_samples_elsewhere(embedded, fresh_guards, capsys):
+    model, tokenizer, prompts = embedded
+    ids = tokenizer(prompts[:6])["input_ids"]
+    eos, s = tokenizer.eos_token_id, Sampling(temperature=0.7)
+    out = sample(model, ids, max_new_tokens=30, sampling=s, eos_token_ids=[eos], pad_token_id=eos)
+    gap = guard.self_check(model, ids, out, s, eos)
+    assert gap.tokens > 50 and gap.max < 1e-4 and abs(gap.ratio_mean - 1) < 1e-4  # fp32: the same numbers
+    assert guard.guard_of(model).path == "eager"
+    off = guard.Completions(out.completion_ids, [[lp - 0.2 for lp in row] for row in out.logprobs])
+    gap = guard.self_check(model, ids, off, s, eos)  # a sampler 0.2 nats per token off its scorer
+    assert abs(gap.mean - 0.2) < 1e-3 and abs(gap.ratio_mean - math.exp(0.2)) < 1e-3
+    assert guard.guard_of(model).path == "transformers"
+    assert "exceeds the tolerance 0.05" in capsys.readouterr().out
+
+
+def test_grpo_rollout_logs_the_gap_to_trls_scoring_forward(model_dir, tmp_path, fresh_guards, monkeypatch):  # noqa: F811
+    trainer = make_trainer(model_dir, tmp_path, max_completion_length=12, per_device_train_batch_size=8)
+    prompts = [trainer.train_dataset[i]["prompt"] for i in range(8)]
+    trainer.model.eval()
+    rollout(prompts, trainer)
+    gap = {name: trainer.metric_values(name) for name in guard.Gap(0, 0, 1, 1, 1, 0).metrics()}
+    assert len(gap["sampling/logprob_gap/mean"]) == 1 and gap["sampling/logprob_gap/max"][0] < 1e-5
+    assert abs(gap["sampling/importance_sampling_ratio/mean"][0] - 1) < 1e-5
+    rollout(prompts, trainer)  # the same step: checked once
+    assert len(trainer.metric_values("sampling/logprob_gap/mean")) == 1
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("replay failed")
+
+    monkeypatch.setattr(guard, "sample", broken)  # a failing sampler: the run goes on with generate()
+    out = rollout(prompts, trainer)
+    assert guard.guard_of(trainer.model).path == "transformers" and len(out["completion_ids"]) == 8
+    assert all(len(c) == len(lp) > 0 for c, lp in zip(out["completion_ids"], out["logprobs"], strict=True))
+
+
+def test_importance_ratio_follows_trls_modes():
+    from types import SimpleNamespace
+
+    from rookworld_trl.training.trl_compat import importance_ratio
+
+    scored = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -1.0, 0.0]])
+    sampled = scored - torch.tensor([[0.5, 0.5, 9.0], [2.0, -0.1, 0.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0]])
+
+    def args(mode, low=None, high=3.0):
+        return SimpleNamespace(vllm_importance_sampling_mode=mode, vllm_importance_sampling_clip_min=low,
+                               vllm_importance_sampling_clip_max=high)  # fmt: skip
+
+    ratio, diff = importance_ratio(scored, sampled, mask, args("token_truncate"))
+    assert torch.allclose(diff, torch.tensor([[0.5, 0.5, 0.0], [2.0, -0.1, 0.0]]))
+    assert torch.allclose(ratio[:, :2], torch.tensor([[math.exp(0.5)] * 2, [3.0, math.exp(-0.1)]]))
+    ratio, _ = importance_ratio(scored, sampled, mask, args("token_mask"))
+    assert ratio[1, 0] == 0.0 and torch.isclose(ratio[1, 1], torch.tensor(math.exp(-0.1)))
+    ratio, _ = importance_ratio(scored, sampled, mask, args("sequence_mask"))
+    assert ratio.shape == (2, 1) and torch.isclose(ratio[0, 0], torch.tensor(math.e)) and ratio[1, 0] == 0.0
+    ratio, _ = importance_ratio(scored, sampled, mask, args("sequence_truncate"))
+    assert ratio[1, 0] == 3.0
+
+
+def test_sampler_importance_sampling_corrects_a_sampler_off_its_scorer(model_dir, tmp_path, fresh_guards,  # noqa: F811
+                                                                     monkeypatch):  # fmt: skip
+    trainer = make_trainer(model_dir, tmp_path, max_completion_length=12, per_device_train_batch_size=8,
+                           sampler_importance_sampling=True, sampler_logprob_tolerance=1.0,
+                           vllm_importance_sampling_mode="token_truncate")  # fmt: skip
+    real = guard.sample
+
+    def off(*args, **kwargs):  # a sampler 0.1 nats per token below its scorer
+        out = real(*args, **kwargs)
+        return guard.Completions(out.completion_ids, [[lp - 0.1 for lp in row] for row in out.logprobs])
+
+    monkeypatch.setattr(guard, "sample", off)
+    trainer.model.eval()
+    out = trainer.score([trainer.train_dataset[i] for i in range(8)])
+    m = out["completion_mask"].bool()
+    assert torch.allclose(out["importance_sampling_ratio"][m], torch.tensor(math.exp(0.1)), atol=1e-4)
+    assert abs(trainer.metric_values("sampling/sampling_logp_difference/mean")[0] - 0.1) < 1e-4
+    assert (
+        len(trainer.metric_values("sampling/importance_sampling_ratio/mean")) == 1
+    )  # TRL's, not the check's
+    assert abs(trainer.metric_values("sampling/logprob_gap/mean")[0] - 0.1) < 1e-4

@@ -278,6 +278,30 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
             "resuming from step N moves checkpoints past N to output_dir/superseded/."
         },
     )
+    sampler_check_every: int = field(
+        default=50,
+        metadata={
+            "help": "generation_backend rookworld: compare the sampler's log-probs with TRL's scoring forward on the "
+            "same tokens at the first step and every N steps (0: the first step only), logged as "
+            "sampling/logprob_gap/* and sampling/importance_sampling_ratio/* (rookworld_trl/model/guard.py)."
+        },
+    )
+    sampler_logprob_tolerance: float = field(
+        default=0.05,
+        metadata={
+            "help": "Mean |sampler - scorer| log-prob per token past which the sampler leaves its path for the rest "
+            "of the run (CUDA graph -> eager -> transformers' generate()); a sampler error does so too."
+        },
+    )
+    sampler_importance_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "generation_backend rookworld: correct the loss for the sampler's distribution as TRL does for "
+            "vLLM (ratio of TRL's scoring forward to the sampler's log-probs, vllm_importance_sampling_mode and "
+            "its clip bounds; logged as sampling/sampling_logp_difference/* and "
+            "sampling/importance_sampling_ratio/*). Costs one scoring forward per generation batch."
+        },
+    )
 
     def __post_init__(self):
         if not self.reward_funcs:

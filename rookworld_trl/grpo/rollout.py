@@ -6,13 +6,17 @@ TRL hands `rollout(prompts, trainer)` the prompts of this process's batch (each 
 times by its sampler) and expects one completion per prompt with the log-probs of its tokens. The sampler
 shares each distinct prompt's prefill among its repeats (the group's samples) and decodes over a static KV
 cache; on CUDA it replays a captured decode step under bf16 when the run is bf16. `use_vllm` keeps TRL's vLLM.
+The sampler is guarded (rookworld_trl/model/guard.py): on an error it falls back (CUDA graph -> eager ->
+transformers' generate()), and its log-probs are checked against TRL's scoring forward (sampler_check_every,
+sampler_logprob_tolerance; logged as sampling/logprob_gap/* and sampling/importance_sampling_ratio/*).
 """
 
 from __future__ import annotations
 
 import torch
 
-from rookworld_trl.model.decoding import gpt2_parts, sample
+from rookworld_trl.model.decoding import gpt2_parts
+from rookworld_trl.model.guard import Gap, batch, check_against_scorer, gap_of, guard_of, guarded_sample
 from rookworld_trl.model.sampling import Sampling
 
 
@@ -39,18 +43,40 @@ def check_supported(args, model, accelerator) -> None:
 
 
 def rollout(prompts: list[str], trainer) -> dict:
-    """TRL's rollout_func: prompt ids as TRL tokenizes text prompts, completions up to and with EOS, log-probs."""
+    """TRL's rollout_func: prompt ids as TRL tokenizes text prompts, completions up to and with EOS, log-probs.
+    Through model/guard.py: a sampler error moves to the next path (CUDA graph -> eager -> generate()), and at
+    the first step and every `sampler_check_every` the log-probs are checked against TRL's scoring forward."""
     tokenizer = trainer.processing_class
     prompt_ids = tokenizer(text=prompts)["input_ids"]
     model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
     on_gpu = next(model.parameters()).device.type == "cuda"
-    out = sample(
-        model,
-        prompt_ids,
-        max_new_tokens=trainer.args.max_completion_length,
-        sampling=sampling(trainer.args),
-        eos_token_ids=list(trainer.eos_token_ids),
-        pad_token_id=tokenizer.pad_token_id,
-        autocast_dtype=torch.bfloat16 if on_gpu and trainer.args.bf16 else None,
-    )
+    s = sampling(trainer.args)
+    kwargs = dict(max_new_tokens=trainer.args.max_completion_length, sampling=s,
+                  eos_token_ids=list(trainer.eos_token_ids), pad_token_id=tokenizer.pad_token_id,
+                  autocast_dtype=torch.bfloat16 if on_gpu and trainer.args.bf16 else None)  # fmt: skip
+    out = guarded_sample(model, prompt_ids, **kwargs)
+    guard, step = guard_of(model), trainer.state.global_step
+    if guard.due(step, trainer.args.sampler_check_every):
+        path, guard.checked = guard.path, step
+        gap = check(trainer, prompt_ids, out)
+        if guard.path != path:  # these came from the path just left
+            out = guarded_sample(model, prompt_ids, **kwargs)
+        for name, value in gap.metrics().items():
+            # with the correction on, TRL's figures (clipped, every batch) carry the importance-ratio names
+            if not (trainer.args.sampler_importance_sampling and "importance" in name):
+                trainer.log_metric(name, value)
     return {"prompt_ids": prompt_ids, "completion_ids": out.completion_ids, "logprobs": out.logprobs}
+
+
+def check(trainer, prompt_ids: list[list[int]], out) -> Gap:
+    """The sampler's log-probs of `out` against TRL's scoring forward of the same tokens (prompts left
+    padded, completions right padded, as TRL lays them out); leaves the path past sampler_logprob_tolerance."""
+    model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+    device = next(model.parameters()).device
+    ids, mask, sampled, completion_mask = batch(
+        prompt_ids, out, trainer.processing_class.pad_token_id, device
+    )
+    scored = trainer.scoring_logps(ids, mask, sampled.size(1))
+    gap = gap_of(sampled, scored, completion_mask.to(scored.device))
+    check_against_scorer(guard_of(model), gap, trainer.args.sampler_logprob_tolerance)
+    return gap

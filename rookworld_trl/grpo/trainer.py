@@ -353,13 +353,13 @@ def before_after_eval(args: RookWorldGRPOConfig, initial_model: str, final_dir: 
 
 
 def interrupted(trainer: RookWorldGRPOTrainer) -> int:
-    """Say where a Ctrl-C left the run and how to go on; the exit code 130."""
+    """Say where a stop signal left the run and how to go on; the exit code (130 for Ctrl-C, 143 for SIGTERM)."""
     last = checkpoints.latest_complete_checkpoint(trainer.args.output_dir)
     checkpoints.say(
         f"interrupted at step {trainer.state.global_step} (last checkpoint: {last or 'none'}); resume with the "
         "same command and --resume_from_checkpoint auto"
     )
-    return 130
+    return trainer.interrupt.exit_code
 
 
 def train(trainer: RookWorldGRPOTrainer, initial_model: str | None = None) -> int:

@@ -244,9 +244,11 @@ def _direct_qkv(w: Weights, x: torch.Tensor) -> torch.Tensor:
 def _direct_after_attention(w: Weights, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """after_attention() of x, y (B, C) by a plain block's ops (dropout, which the sampler never applies, aside)."""
     (proj_bias, proj), (fc_bias, fc), (out_bias, out) = w.c_proj, w.c_fc, w.mlp_proj
-    x = torch.addmm(proj_bias, y, proj).add_(x)
+    # out of place, as after_attention(): under autocast addmm's output is bf16 and an in-place add would
+    # round the residual stream to bf16, while the scorer (TRL's forward) keeps it in the weights' dtype
+    x = x + torch.addmm(proj_bias, y, proj)
     h = F.gelu(torch.addmm(fc_bias, torch.layer_norm(x, *w.ln_2), fc), approximate="tanh")
-    return torch.addmm(out_bias, h, out).add_(x)
+    return x + torch.addmm(out_bias, h, out)
 
 
 def _plain(block) -> bool:

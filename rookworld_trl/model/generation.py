@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
-from rookworld_trl.model.decoding import left_pad, sample
+from rookworld_trl.model.decoding import left_pad
+from rookworld_trl.model.guard import CHECK_EVERY, guard_of, guarded_sample, self_check
 from rookworld_trl.model.sampling import Sampling
 
 BACKENDS = ("rookworld", "transformers")
@@ -42,16 +43,17 @@ def _generate_batch(
     eos = tokenizer.eos_token_id
     if backend == "rookworld":
         sampling = Sampling(**settings)
-        out = sample(
-            model,
-            rows,
-            max_new_tokens=max_new_tokens,
-            sampling=sampling,
-            eos_token_ids=[eos],
-            pad_token_id=eos,
-        ).completion_ids
+        kwargs = dict(max_new_tokens=max_new_tokens, sampling=sampling, eos_token_ids=[eos], pad_token_id=eos)
+        out = guarded_sample(model, rows, **kwargs)
+        guard = guard_of(model)
+        if guard.due(guard.calls, CHECK_EVERY):  # the first call, every CHECK_EVERY calls, after a fallback
+            path, guard.checked = guard.path, guard.calls
+            self_check(model, rows, out, sampling, eos)
+            if guard.path != path:  # these came from the path just left
+                out = guarded_sample(model, rows, **kwargs)
         return [
-            tokenizer.decode(row, skip_special_tokens=False).split(tokenizer.eos_token, 1)[0] for row in out
+            tokenizer.decode(row, skip_special_tokens=False).split(tokenizer.eos_token, 1)[0]
+            for row in out.completion_ids
         ]
     with torch.inference_mode():
         return _transformers_batch(model, tokenizer, rows, max_new_tokens, settings)
@@ -106,7 +108,8 @@ def generate_completions(
     """One completion per prompt, in the order of `prompts`: greedy by default, else sampled.
 
     `backend`: "rookworld" (rookworld_trl/model/decoding.py: the same tokens as transformers' generate(), faster;
-    repeated prompts share their prefill) or "transformers" (generate()).
+    repeated prompts share their prefill; through model/guard.py: checked against the model's forward on the
+    first call and every CHECK_EVERY, falling back to generate() on a failure) or "transformers" (generate()).
     `seed` makes sampling reproducible without touching the caller's random state. The model is put
     in eval mode for the call and handed back in the mode it came in (a trainer may call this mid-run).
     """

@@ -352,23 +352,36 @@ def save_final(trainer) -> str:
 
 
 class SaveOnInterrupt(TrainerCallback):
-    """Ctrl-C (SIGINT) during training: finish the optimizer step under way, save a checkpoint and stop, so
-    that no work since the last save is lost; a second Ctrl-C interrupts at once (KeyboardInterrupt, and the
-    last complete checkpoint is the resume point). After train(), `step` is the step it stopped at, or None."""
+    """A stop signal during training, Ctrl-C (SIGINT), SIGTERM (kill, timeout, a cluster's preemption) or SIGHUP:
+    finish the optimizer step under way, save a checkpoint and stop, so that no work since the last save is
+    lost; a second signal interrupts at once (KeyboardInterrupt, and the last complete checkpoint is the resume
+    point). After train(), `step` is the step it stopped at, or None; `exit_code` is 128 + the first signal's
+    number (130 for Ctrl-C, 143 for SIGTERM), the code a shell reports for a process that signal ended."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self):
         self.step: int | None = None
+        self.signum: int = signal.SIGINT
         self._requested = False
-        self._previous = None
+        self._previous: dict = {}
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum)
 
     def on_train_begin(self, args, state, control, **kwargs):
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
-            self._previous = signal.signal(signal.SIGINT, self._request)
+            self._previous = {sig: signal.signal(sig, self._request) for sig in self.SIGNALS}
 
     def _request(self, signum, frame):
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # the second Ctrl-C stops at once
-        self._requested = True
-        say("Ctrl-C: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)")
+        for sig in self.SIGNALS:  # the second signal, of any kind, stops at once
+            signal.signal(sig, signal.default_int_handler)
+        self._requested, self.signum = True, signum
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        say(
+            f"{name}: finishing this step and saving a checkpoint (a second signal, e.g. Ctrl-C, stops at once)"
+        )
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._requested and self.step is None:
@@ -376,6 +389,6 @@ class SaveOnInterrupt(TrainerCallback):
             control.should_save = control.should_training_stop = True
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import math
 import os
 import shutil
 import warnings
@@ -42,6 +43,7 @@ METHODS = {
     "_issue_warnings_after_load": "GPT-2's tied lm_head.weight is reported missing on every resume",
     "_load_optimizer_and_scheduler": "on resume: TRL's micro-step count and our controller state",
     "_load_from_checkpoint": "a run killed during its final save reloads its weights without training",
+    "_compute_loss": "the importance-sampling correction of our sampler's log-probs (TRL applies it under vLLM only)",
 }
 # Attributes set in their __init__ (checked in the source): name -> why
 ATTRIBUTES = {
@@ -49,7 +51,11 @@ ATTRIBUTES = {
     "_step": "TRL's micro-batch counter: when to generate, which replay rows",
     "_buffered_inputs": "completions sampled by weights that were rolled back must not be trained on",
     "_created_lr_scheduler": "Trainer rebuilds a scheduler it created itself on a second train()",
+    "use_vllm": "the one flag _compute_loss reads before applying an importance-sampling ratio",
 }
+# The line of GRPOTrainer._compute_loss that applies the importance-sampling ratio (sampler_importance_sampling)
+IS_CORRECTION = 'if self.use_vllm and self.vllm_importance_sampling_correction and self.loss_type != "vespo":'
+
 # A module-level function GRPOTrainer.log calls: the console table of completions
 TABLE_PRINTER = "print_prompt_completions_sample"
 # torch's LRScheduler keeps what get_last_lr() (and so Trainer's logged learning_rate) returns here
@@ -68,6 +74,8 @@ def check_internals() -> None:
         missing.append(f"trl.trainer.grpo_trainer.{TABLE_PRINTER} (the console table of completions)")
     if f"self.{LAST_LR} =" not in inspect.getsource(torch.optim.lr_scheduler):
         missing.append(f"torch LRScheduler.{LAST_LR} (the logged learning rate after an LR cut)")
+    if IS_CORRECTION not in sources:
+        missing.append("GRPOTrainer._compute_loss applying importance_sampling_ratio under use_vllm")
     if COMPACT_SCORING not in inspect.getsource(trl_utils):
         missing.append(
             "trl.trainer.utils._use_triton deciding compact scoring (completion positions only, on CPU)"
@@ -166,7 +174,32 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
 
     def score(self, inputs: list[dict]) -> dict:
         """Sample and score completions of `inputs` (TRL's advantages, then shape_advantages)."""
-        return self.shape_advantages(super()._generate_and_score_completions(inputs))
+        output = super()._generate_and_score_completions(inputs)
+        if getattr(self.args, "sampler_importance_sampling", False) and not self.use_vllm:
+            self._sampler_importance_sampling(output)
+        return self.shape_advantages(output)
+
+    def _sampler_importance_sampling(self, output: dict) -> None:
+        """TRL's vLLM importance-sampling correction for our sampler's log-probs (TRL's vllm_importance_sampling_*
+        settings and metric names): the ratio of TRL's scoring forward to the sampler, per token or sequence,
+        truncated or masked, which _compute_loss multiplies into the per-token loss."""
+        sampled = output.get("sampling_per_token_logps")
+        if sampled is None:  # TRL's own generate(): it scores what it samples
+            return
+        mask = output["completion_mask"] * output.get("tool_mask", 1)
+        old = output.get("old_per_token_logps")
+        if old is None:
+            ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+            attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+            old = self.scoring_logps(ids, attention, output["completion_ids"].size(1))
+        ratio, diff = importance_ratio(old, sampled, mask, self.args)
+        output["importance_sampling_ratio"] = ratio
+        delta, kept = diff.abs()[mask.bool()], ratio.flatten() if ratio.size(1) == 1 else ratio[mask.bool()]
+        if delta.numel():
+            self.log_metric("sampling/sampling_logp_difference/mean", delta.mean().item())
+            self.log_metric("sampling/sampling_logp_difference/max", delta.max().item())
+            for name, reduce in (("min", torch.min), ("mean", torch.mean), ("max", torch.max)):
+                self.log_metric(f"sampling/importance_sampling_ratio/{name}", reduce(kept).item())
 
     def shape_advantages(self, output: dict) -> dict:
         """TRL's scored batch (advantages, completion_ids, ...) before the loss sees it."""
@@ -187,6 +220,14 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
     def metric_values(self, name: str) -> list[float]:
         """The training values of `name` collected since the last log line (a live list)."""
         return self._metrics["train"][name]
+
+    def scoring_logps(self, input_ids, attention_mask, logits_to_keep: int) -> torch.Tensor:
+        """TRL's scoring forward of the policy, no grad: the per-token log-probs (B, logits_to_keep) of the last
+        logits_to_keep tokens, at the run's temperature: what the loss trains on (the rollout self-check)."""
+        with torch.no_grad():
+            return self._get_per_token_logps_and_entropies(
+                self.model, input_ids, attention_mask, logits_to_keep
+            )[0]
 
     @property
     def micro_step(self) -> int:
@@ -211,6 +252,13 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         self.scored_rewards, self.scored_prompts = rewards, list(prompts)
         return rewards
+
+    def _compute_loss(self, model, inputs):
+        if "importance_sampling_ratio" not in inputs or self.use_vllm:
+            return super()._compute_loss(model, inputs)
+        # IS_CORRECTION: TRL multiplies the ratio into the loss only under vLLM; ours comes from our sampler
+        with _swapped(self, "use_vllm", True), _swapped(self, "vllm_importance_sampling_correction", True):
+            return super()._compute_loss(model, inputs)
 
     def _clip_grad_norm(self, model):
         norm = super()._clip_grad_norm(model)
@@ -263,6 +311,27 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
             _quiet("transformers.integrations.integration_utils", 'log a value of "None"'),
         ):
             super().log(logs, start_time)
+
+
+def importance_ratio(scored, sampled, mask, args) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ratio, per-token log-prob difference) of TRL's vLLM correction with args.vllm_importance_sampling_mode
+    (token_/sequence_ truncate or mask) and its clip bounds: exp(scored - sampled) per token (B, T) or summed per
+    sequence (B, 1); truncate clamps it, mask zeroes it outside the bounds."""
+    diff = torch.nan_to_num((scored - sampled) * mask, nan=0.0)
+    mode, low, high = (
+        args.vllm_importance_sampling_mode,
+        args.vllm_importance_sampling_clip_min,
+        args.vllm_importance_sampling_clip_max,
+    )
+    ratio = torch.exp(diff.sum(dim=-1, keepdim=True) if mode.startswith("sequence") else diff)
+    if mode.endswith("truncate"):
+        return ratio.clamp(min=low, max=high), diff
+    if not mode.endswith("mask"):
+        raise ValueError(
+            f"vllm_importance_sampling_mode {mode!r}: expected token_/sequence_ truncate or mask"
+        )
+    low, high = -math.inf if low is None else low, math.inf if high is None else high
+    return ratio.masked_fill((ratio < low) | (ratio > high), 0.0), diff
 
 
 _print_table = getattr(trl_grpo_trainer, TABLE_PRINTER)

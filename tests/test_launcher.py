@@ -1,0 +1,125 @@
+"""`rookworld train`'s launcher (rookworld_trl/cli.py): the accelerate config follows the recipe, and a stop
+signal (SIGTERM from kill, timeout or a scheduler; SIGHUP) saves the step and leaves nothing of the run running.
+
+    .venv/bin/pytest tests/test_launcher.py            (add -m slow for the resume-to-identical run)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from rookworld_trl import cli
+from rookworld_trl.training import checkpoints
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("cuda", [True, False])
+def test_the_accelerate_config_follows_the_recipe(cuda, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    cpu_recipe = ["--config", str(ROOT / "recipes/grpo_tiny_cpu.yaml")]
+    gpu_recipe = ["--config", str(ROOT / "recipes/grpo_rookworld_124m_gpu.yaml")]
+    assert Path(cli.default_accelerate_config(cpu_recipe)[0]).name == "cpu.yaml"  # whatever is visible
+    gpu = cli.default_accelerate_config(gpu_recipe)
+    assert Path(gpu[0]).name == ("single_gpu.yaml" if cuda else "cpu.yaml")
+    assert Path(cli.default_accelerate_config([*gpu_recipe, "--use_cpu", "true"])[0]).name == "cpu.yaml"
+    assert (
+        Path(cli.default_accelerate_config([*cpu_recipe, "--use_cpu", "false"])[0]).name
+        == gpu[0].split("/")[-1]
+    )
+
+
+def tiny_train(out: Path, *flags: str) -> list[str]:
+    """`rookworld train` shrunk: the embedded model on 64 embedded rows, 8 completions a step, both reward
+    functions (Stockfish grades the P: answers, 1 engine at depth 4), no evals, no checkpoint but the stop's."""
+    return [sys.executable, "-m", "rookworld_trl.cli", "train", "--output_dir", str(out),
+            "--dataset_max_samples", "64", "--per_device_train_batch_size", "8", "--num_generations", "4",
+            "--max_completion_length", "56", "--engine_depth", "4", "--engine_workers", "1",
+            "--eval_samples", "0", "--eval_every_steps", "0", "--report_to", "none", "--disable_tqdm", "true",
+            "--save_steps", "1000", *flags]  # fmt: skip
+
+
+def start(cmd: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def wait_for_training(proc: subprocess.Popen, out: Path, timeout: float = 400) -> set[int]:
+    """Once a step is logged: the pids of everything the run started so far (Stockfish among them)."""
+    deadline, seen = time.time() + timeout, set()
+    while True:
+        if proc.poll() is not None or time.time() > deadline:
+            for p in psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []:
+                p.kill()
+            proc.kill()
+            raise AssertionError(f"no training step within {timeout} s:\n{proc.communicate()[0][-3000:]}")
+        with contextlib.suppress(psutil.Error):
+            seen |= {(p.pid, p.name()) for p in psutil.Process(proc.pid).children(recursive=True)}
+        logged = (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().strip()
+        if logged:
+            assert any("stockfish" in name for _, name in seen), seen
+            return {pid for pid, _ in seen}
+        time.sleep(0.2)
+
+
+def alive(pids: set[int]) -> list[str]:
+    left = []
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            if p.status() != psutil.STATUS_ZOMBIE:
+                left.append(" ".join(p.cmdline()[:3]))
+        except psutil.NoSuchProcess:
+            pass
+    return left
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM])
+def test_sigterm_saves_the_step_exits_143_and_leaves_nothing_running(tmp_path, sig):
+    out = tmp_path / "run"
+    proc = start(tiny_train(out, "--max_steps", "100"))
+    run = wait_for_training(proc, out)
+    proc.send_signal(sig)  # as `timeout`, `kill` or a scheduler's preemption does
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, log
+    assert "Traceback" not in log, log
+    assert alive(run) == [], log  # accelerate, the stage and both Stockfish engines are gone
+    said = [line for line in log.splitlines() if "interrupted at step" in line]
+    assert len(said) == 1, log
+    step = int(said[0].split("interrupted at step ")[1].split()[0])
+    assert 1 <= step < 100 and checkpoints.checkpoint_problem(str(out / f"checkpoint-{step}")) is None
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_finishes_like_an_uninterrupted_run(tmp_path):
+    stopped, whole = tmp_path / "stopped", tmp_path / "whole"
+    proc = start(tiny_train(stopped, "--max_steps", "6"))
+    run = wait_for_training(proc, stopped)
+    proc.send_signal(signal.SIGTERM)
+    log, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and alive(run) == [], log
+    resumed = start(tiny_train(stopped, "--max_steps", "6", "--resume_from_checkpoint", "auto"))
+    log, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0 and "resuming from" in log, log
+    straight = start(tiny_train(whole, "--max_steps", "6"))
+    log, _ = straight.communicate(timeout=600)
+    assert straight.returncode == 0, log
+
+    def losses(out):
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+    assert losses(stopped) == losses(whole)
