@@ -334,7 +334,7 @@ def test_eval_callback_logs_through_the_trainer(tiny, pool, tmp_path):
     dataset = Dataset.from_dict({"prompt": prompts, "task": ["P", "P", "A"]})
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
     trainer = Trainer(model=model, args=args, processing_class=tokenizer)
-    callback = EvalCallback(trainer, dataset, pool, 5, EvalSettings(model="", max_new_tokens=8))
+    callback = EvalCallback(trainer, dataset, pool, 5, EvalSettings(max_new_tokens=8))
     state, control = TrainerState(), TrainerControl()
     callback.on_train_begin(args, state, control)  # the curve's first point, at step 0
     assert trainer.state.log_history[-1]["step"] == 0
@@ -438,7 +438,7 @@ def test_eval_callback_in_grpo_keeps_training_metrics(tiny, pool, tmp_path):
             dataset,
             pool,
             1,
-            EvalSettings(model="", policy_samples=1, env_samples=1, max_new_tokens=4),
+            EvalSettings(policy_samples=1, env_samples=1, max_new_tokens=4),
         )
     )
     trainer.train()

@@ -3,7 +3,7 @@
     .venv/bin/pytest tests/test_grpo.py tests/test_grpo_resume.py
 
 The reward is a small deterministic stand-in (fraction of 'e' in the completion) so that the GRPO mechanics
-are tested without the chess rewards. The helpers here are imported by tests/test_grpo_resume.py.
+are tested without the chess rewards. The tiny setup is tests/tiny_grpo.py.
 """
 
 from __future__ import annotations
@@ -12,104 +12,25 @@ import json
 import math
 import os
 import re
-from pathlib import Path
 
 import pytest
 import torch
 from datasets import Dataset
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, TrainerCallback
+from tiny_grpo import (
+    file_reward,
+    load_tiny,
+    make_tiny_model_dir,
+    make_trainer,
+    tiny_config,
+    tiny_dataset,
+    train_logs,
+    trainable,
+)
+from transformers import TrainerCallback
 
-from rookworld_trl.grpo.safety import adapt_beta
-from rookworld_trl.grpo.trainer import RookWorldGRPOConfig, RookWorldGRPOTrainer, warmup_cosine_linear
+from rookworld_trl.grpo.kl_control import adapt_beta
+from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer, warmup_cosine_linear
 from rookworld_trl.training import checkpoints
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-CHARS = "PA: abcdefgh12345678rnbqkpRNBQKP/-+wM0.EB"
-
-
-def make_tiny_model_dir(path: Path) -> str:
-    """A random 2-layer GPT-2 + a character tokenizer, saved like a hub model (the reference reloads it)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-
-    vocab = {"<|endoftext|>": 0, **{c: i + 1 for i, c in enumerate(sorted(set(CHARS)))}}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>", padding_side="left"
-    )
-    config = GPT2Config(
-        vocab_size=len(vocab), n_layer=2, n_head=2, n_embd=64, n_positions=256, bos_token_id=0,
-        eos_token_id=0,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    GPT2LMHeadModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
-def load_tiny(model_dir: str):
-    return GPT2LMHeadModel.from_pretrained(model_dir), PreTrainedTokenizerFast.from_pretrained(model_dir)
-
-
-def tiny_dataset(n: int = 32) -> Dataset:
-    prompts = ["P: e2e4 M:", "A: e7e5+", "P: d2d4 M:", "A: g1f3+"]
-    return Dataset.from_dict(
-        {"prompt": [prompts[i % 4] for i in range(n)], "task": [["P", "A"][i % 2] for i in range(n)]}
-    )
-
-
-def file_reward(prompts, completions, **kwargs):
-    """Fraction of file letters (a-h): dense enough that a group of 4 short samples almost never scores alike."""
-    return [sum(ch in "abcdefgh" for ch in c) / max(len(c), 1) for c in completions]
-
-
-def tiny_config(output_dir, **overrides) -> RookWorldGRPOConfig:
-    kwargs = dict(
-        output_dir=str(output_dir), max_steps=2, per_device_train_batch_size=4, num_generations=4,
-        max_completion_length=8, use_cpu=True, bf16=False, report_to=[], logging_steps=1, save_strategy="no",
-        seed=0, learning_rate=1e-3, reward_funcs=["test_grpo:file_reward"], nan_snapshot_steps=1,
-        disable_tqdm=True,
-        lr_scheduler_type="constant",
-    )  # fmt: skip
-    kwargs.update(overrides)
-    return RookWorldGRPOConfig(**kwargs)
-
-
-def make_trainer(
-    model_dir: str,
-    output_dir,
-    callbacks=None,
-    trainer_cls=RookWorldGRPOTrainer,
-    peft_config=None,
-    **overrides,
-):
-    model, tokenizer = load_tiny(model_dir)
-    return trainer_cls(
-        model=model,
-        reward_funcs=[file_reward],
-        args=tiny_config(output_dir, **overrides),
-        train_dataset=tiny_dataset(),
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        peft_config=peft_config,
-    )
-
-
-def train_logs(trainer) -> list[dict]:
-    """The per-step log entries (not the end-of-training summary)."""
-    return [row for row in trainer.state.log_history if "loss" in row]
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory):
-    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny_model"))
-
-
-def trainable(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
 
 # ---- config ----
 
@@ -418,7 +339,7 @@ def test_lora_snapshot_holds_only_the_adapter_and_recovers(model_dir, tmp_path):
     )  # the reference is the adapter-disabled policy
     trainer.train()
     assert trainer.halt_reason is None and trainer.guard.nan_recoveries == 1
-    names = list(trainer.guard._snapshot.params)
+    names = list(trainer.guard.snapshots.newest.params)
     assert names and all("lora_" in n for n in names)
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
@@ -486,7 +407,7 @@ def test_warmup_cosine_linear_in_trainer(model_dir, tmp_path):
 
 
 def test_check_completion_length_warns_when_reference_completions_would_be_cut(tmp_path, caplog):
-    from rookworld_trl.grpo.trainer import check_completion_length
+    from rookworld_trl.grpo.stage import check_completion_length
 
     _, tokenizer = load_tiny(make_tiny_model_dir(tmp_path))
     data = Dataset.from_dict(
@@ -504,7 +425,7 @@ def test_reference_model_is_loaded_at_the_policys_revision(model_dir, tmp_path, 
     # a hub-cache layout with two revisions of "me/tiny": main holds other weights than v1
     from trl import ModelConfig
 
-    from rookworld_trl.grpo.trainer import load_policy
+    from rookworld_trl.grpo.stage import load_policy
 
     repo = tmp_path / "hub" / "models--me--tiny"
     for name, seed in (("a" * 40, 0), ("b" * 40, 1)):

@@ -15,8 +15,10 @@ import pytest
 
 from rookworld_trl.chess.formats import parse_policy_prompt, policy_prompt, prompt_fen_width
 from rookworld_trl.data.load import load_rookworld_dataset, position_key
+from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.selfplay import ENDS, PositionBuffer, SelfPlay, play_games
-from rookworld_trl.grpo.trainer import RookWorldGRPOConfig, RookWorldGRPOTrainer, main
+from rookworld_trl.grpo.stage import main
+from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import load_model_and_tokenizer
 

@@ -53,7 +53,10 @@ class EvalSettings:
     """What an evaluation runs and how: `rookworld eval` (its flags are these fields), the before/after eval
     of a GRPO run and the in-training EvalCallback share it."""
 
-    model: str = field(metadata={"help": "hub id or local model directory"})
+    model: str | None = field(
+        default=None,
+        metadata={"help": "hub id or local model directory (None: the in-training eval's model)"},
+    )
     baseline: str | None = field(
         default=None, metadata={"help": "a second model, on the same items, side by side"}
     )
@@ -256,6 +259,8 @@ def model_generate(name: str, args: EvalSettings):
 
 def evaluate(args: EvalSettings) -> dict[str, str]:
     """Run the selected suites on args.model (and args.baseline); write eval.json/md/png; their paths."""
+    if not args.model:
+        raise ValueError("evaluate: name the model to evaluate (EvalSettings.model)")
     suites = args.suite_list()
     limit = EngineLimit(depth=args.depth, nodes=args.nodes)
     with EnginePool(
@@ -342,7 +347,7 @@ class EvalCallback(TrainerCallback):
     settings' seed and sample sizes; the engine analyses the P: positions once, on first use. Only the main
     process evaluates.
 
-        trainer.add_callback(EvalCallback(trainer, eval_dataset, pool, 50, EvalSettings(model="", ...)))
+        trainer.add_callback(EvalCallback(trainer, eval_dataset, pool, 50, EvalSettings(data=..., ...)))
     """
 
     def __init__(self, trainer, dataset, engine: EnginePool, every_steps: int, settings: EvalSettings):
@@ -359,16 +364,9 @@ class EvalCallback(TrainerCallback):
             self.fens, self.analyses = analysed(self.fens, self.engine)
         s = self.settings
         generate = functools.partial(generate_completions, model, tokenizer, batch_size=s.batch_size)
-        results = {}
-        if self.fens:
-            results["policy"] = policy_suite(
-                generate, self.fens, self.analyses, max_new_tokens=s.max_new_tokens, seed=s.seed,
-                fen_width=self.fen_width,
-            )  # fmt: skip
-        if self.env_prompts:
-            results["env"] = env_suite(
-                generate, self.env_prompts, max_new_tokens=s.max_new_tokens, seed=s.seed
-            )
+        items = EvalItems(self.fens, self.analyses, self.env_prompts, fen_width=self.fen_width)
+        suites = [name for name, rows in (("policy", self.fens), ("env", self.env_prompts)) if rows]
+        results = run_suites(generate, items, suites, s)
         return {
             f"eval/{suite}/{name}": m.value
             for suite, metrics in results.items()

@@ -258,6 +258,16 @@ def set_dropout(model: nn.Module, p: float) -> None:
             module.p = p
 
 
+def gpt2_backbone(model: nn.Module, required: bool = True) -> GPT2Model | None:
+    """The GPT2Model inside `model` (a GPT2LMHeadModel, through PEFT, DDP and compile wrappers): the transformer
+    under the LM head, which TRL's fused head, our hooks and the value head call. None (or ValueError when
+    `required`) when there is none."""
+    backbone = next((m for m in model.modules() if isinstance(m, GPT2Model)), None)
+    if backbone is None and required:
+        raise ValueError(f"no GPT2Model inside {type(model).__name__}")
+    return backbone
+
+
 def use_fused_gelu(model: nn.Module) -> None:
     """Replace GPT-2's `gelu_new` with `gelu_pytorch_tanh`: the same tanh GELU formula, one fused torch kernel.
 
@@ -266,11 +276,11 @@ def use_fused_gelu(model: nn.Module) -> None:
     its logits differ by ~1e-5 (`python scripts/bench_gelu.py`). The config is updated too, so saved
     checkpoints load with the fused kernel. Other activations are left alone.
     """
-    for module in model.modules():
-        if isinstance(module, GPT2Model) and module.config.activation_function == "gelu_new":
-            module.config.activation_function = "gelu_pytorch_tanh"
-            for block in module.h:
-                block.mlp.act = ACT2FN["gelu_pytorch_tanh"]
+    backbone = gpt2_backbone(model, required=False)
+    if backbone is not None and backbone.config.activation_function == "gelu_new":
+        backbone.config.activation_function = "gelu_pytorch_tanh"
+        for block in backbone.h:
+            block.mlp.act = ACT2FN["gelu_pytorch_tanh"]
 
 
 def padding_aware_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -289,10 +299,7 @@ def use_padding_aware_positions(model: nn.Module) -> torch.utils.hooks.Removable
     the policy's path, so a loader hook would not reach it). Works through PEFT/DDP wrappers and TRL's
     fused LM head, which all call the inner GPT2Model. Returns the hook handle (.remove() undoes it).
     """
-    backbone = next((m for m in model.modules() if isinstance(m, GPT2Model)), None)
-    if backbone is None:
-        raise ValueError(f"no GPT2Model inside {type(model).__name__}")
-    return backbone.register_forward_pre_hook(_positions_from_mask, with_kwargs=True)
+    return gpt2_backbone(model).register_forward_pre_hook(_positions_from_mask, with_kwargs=True)
 
 
 def _positions_from_mask(module, args, kwargs):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
+from rookworld_trl.training.checkpoints import MARKER
+
 # what a model directory needs to load: weights, config, generation config, tokenizer files, the card
 MODEL_FILES = ["*.safetensors", "*.json", "merges.txt", "vocab.*", "README.md"]
 CARD_SETTINGS = (
@@ -82,6 +84,7 @@ def upload(args, folder: str, path_in_repo: str | None = None, message: str = "R
             folder_path=folder,
             path_in_repo=path_in_repo,
             allow_patterns=MODEL_FILES,
+            ignore_patterns=[MARKER],  # our local proof that the files are whole, not a model file
             commit_message=message,
         )
         return True

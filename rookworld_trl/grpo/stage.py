@@ -1,0 +1,256 @@
+"""The GRPO stage: build a RookWorldGRPOTrainer from a recipe, train (resume, final, eval, push), the `main()` of
+`python -m rookworld_trl.grpo`.
+
+    python -m rookworld_trl.grpo --config recipes/grpo_tiny_cpu.yaml [--max_steps 10 ...]
+    accelerate launch --config_file accelerate_configs/cpu.yaml -m rookworld_trl.grpo --config recipes/...
+    rookworld train --config recipes/grpo_rookworld_124m_gpu.yaml       # the same, via rookworld_trl/cli.py
+
+Every GRPOConfig / TrainingArguments field stays reachable from a recipe and as a --flag. Checkpoint tiers with
+verified completion markers and resume modes are rookworld_trl/training/checkpoints.py'; a finished run re-run
+trains nothing; a full disk or Ctrl-C ends with one line saying how to resume; publishing of final/ only is
+rookworld_trl/training/publish.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import torch
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import TrainerState
+from trl import ModelConfig, get_peft_config
+
+from rookworld_trl.chess.formats import fen_width_of
+from rookworld_trl.grpo.config import RookWorldGRPOConfig
+from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
+from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_width
+from rookworld_trl.stage import stage_parser
+from rookworld_trl.training import checkpoints, publish
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_reward_funcs(names: list[str], shaping: str = "graduated", engine=None) -> list:
+    """Registry names (rookworld_trl.rewards.functions, built with `shaping` and `engine`) or 'module:function'."""
+    from rookworld_trl.rewards.functions import get_reward_funcs
+
+    funcs = []
+    for name in names:
+        if ":" in name:
+            module, attr = name.split(":", 1)
+            funcs.append(getattr(importlib.import_module(module), attr))
+        else:  # get_reward_funcs names the known ones when `name` is not among them
+            funcs += get_reward_funcs([name], engine=engine, shaping=shaping)
+    return funcs
+
+
+def engine_cache_path(args: RookWorldGRPOConfig) -> str | None:
+    """The engine's sqlite cache, inside output_dir (None: memory only)."""
+    return os.path.join(args.output_dir, args.engine_cache) if args.engine_cache else None
+
+
+def engine_pool(args: RookWorldGRPOConfig):
+    """The Stockfish pool of the policy reward and the evals, from the config's engine fields."""
+    from rookworld_trl.chess.engine import EngineLimit, EnginePool
+
+    if args.engine_cache:
+        os.makedirs(args.output_dir, exist_ok=True)
+    limit = EngineLimit(depth=args.engine_depth, nodes=args.engine_nodes)
+    return EnginePool(args.engine_workers, limit, multipv=5, cache=engine_cache_path(args))
+
+
+def eval_settings(args: RookWorldGRPOConfig, samples: int, **more):
+    """The run's held-out eval: policy + env suites on eval_split, greedy, the engine settings of the reward."""
+    from rookworld_trl.eval.evaluate import EvalSettings
+
+    return EvalSettings(
+        **more,
+        data=args.dataset_path,
+        split=args.eval_split,
+        fen_width=args.fen_width,
+        suites="policy,env",
+        policy_samples=samples,
+        env_samples=samples,
+        seed=args.seed,
+        max_new_tokens=max(args.max_completion_length, 96),
+        device="cpu" if args.use_cpu else None,
+        depth=args.engine_depth,
+        nodes=args.engine_nodes,
+        cache=engine_cache_path(args),
+        out=os.path.join(args.output_dir, "eval"),
+    )
+
+
+def before_after_eval(args: RookWorldGRPOConfig, initial_model: str, final_dir: str) -> str:
+    """Evaluate the final model against the initial one on held-out data (output_dir/eval/eval.{json,md,png}),
+    draw the run's curves (output_dir/report/); returns the eval's markdown table."""
+    from rookworld_trl.eval import evaluate
+    from rookworld_trl.training import report
+
+    paths = evaluate.evaluate(eval_settings(args, args.eval_samples, model=final_dir, baseline=initial_model))
+    report.main([args.output_dir])
+    with open(paths["md"]) as f:
+        return f.read()
+
+
+def interrupted(trainer: RookWorldGRPOTrainer) -> int:
+    """Say where a Ctrl-C left the run and how to go on; the exit code 130."""
+    last = checkpoints.latest_complete_checkpoint(trainer.args.output_dir)
+    checkpoints.say(
+        f"interrupted at step {trainer.state.global_step} (last checkpoint: {last or 'none'}); resume with the "
+        "same command and --resume_from_checkpoint auto"
+    )
+    return 130
+
+
+def train(trainer: RookWorldGRPOTrainer, initial_model: str | None = None) -> int:
+    """Resume per args.resume_from_checkpoint, train, save final (and push), then the before/after eval
+    against `initial_model` on the main process. Returns a process exit code."""
+    args = trainer.args
+    checkpoints.check_output_dir(args.output_dir)
+    # the main process moves incomplete and damaged checkpoints aside first
+    with trainer.accelerator.main_process_first():
+        resume = checkpoints.resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    done = checkpoints.finished_step(resume, args.max_steps) if resume else None
+    if done is not None and checkpoints.is_finished(args.output_dir):
+        final = os.path.join(args.output_dir, checkpoints.FINAL_DIR)
+        checkpoints.say(
+            f"{args.output_dir} is finished: {resume} is at step {done} (max_steps {args.max_steps}) and the "
+            f"final model is in {final}; nothing to train (raise --max_steps to train on)"
+        )
+        return 0
+    if done is not None:  # killed while saving final/ or evaluating: finish those, train no extra step
+        checkpoints.say(f"{resume} is at max_steps ({done}) but final/ is incomplete: writing it")
+        trainer.load_weights(resume)
+        trainer.state = TrainerState.load_from_json(os.path.join(resume, TRAINER_STATE_NAME))
+    else:
+        if resume:
+            checkpoints.say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
+        try:
+            trainer.train(resume_from_checkpoint=resume)
+        except KeyboardInterrupt:  # a second Ctrl-C: mid-update weights are no step's, so nothing is saved
+            return interrupted(trainer)
+        if trainer.interrupt.step is not None:  # the first Ctrl-C: the step finished and was saved
+            return interrupted(trainer)
+    if trainer.halt_reason:
+        print(f"rookworld grpo: stopped early. {trainer.halt_reason}", file=sys.stderr)
+        return 1
+    final = checkpoints.save_final(trainer)
+    if trainer.accelerator.is_main_process:
+        eval_md = None
+        if initial_model and args.eval_samples > 0:
+            eval_md = before_after_eval(args, initial_model, final)
+        publish.write_model_card(trainer, final, initial_model, eval_md)
+        checkpoints.mark_finished(args.output_dir, trainer.state.global_step)
+        if trainer.publish_to_hub:
+            publish.upload(args, final)
+    if trainer.accelerator.is_main_process:
+        from rookworld_trl.training.report import run_summary
+
+        print(run_summary(args.output_dir))
+    return 0
+
+
+def check_completion_length(dataset, tokenizer, max_completion_length: int, n: int = 2000) -> None:
+    """Warn when reference completions (+ EOS) of the data would not fit in max_completion_length: a cut
+    completion scores as a format failure (or is masked), a silent penalty on the task, not the model."""
+    if "completion" not in dataset.column_names or not len(dataset):
+        return
+    sample = list(dataset.select(range(min(n, len(dataset))))["completion"])
+    lengths = [len(ids) + 1 for ids in tokenizer(sample, add_special_tokens=False)["input_ids"]]
+    over = sum(length > max_completion_length for length in lengths)
+    if over:
+        logger.warning(
+            f"max_completion_length={max_completion_length} cuts {over} of {len(lengths)} sampled reference "
+            f"completions (the longest is {max(lengths)} tokens with EOS): raise it to at least {max(lengths)}"
+        )
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def load_policy(args: RookWorldGRPOConfig, model_args: ModelConfig):
+    """(model, tokenizer) at the recipe's revision and dtype; TRL builds the reference model from the policy's
+    name and `args.model_init_kwargs` (its dtype defaults to the policy's), so the revision goes there too."""
+    dtype = None if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    revision = model_args.model_revision
+    model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, dtype=dtype, revision=revision)
+    if revision:
+        args.model_init_kwargs = {**(args.model_init_kwargs or {}), "revision": revision}
+    return model, tokenizer
+
+
+def build(argv: list[str] | None = None):
+    """(trainer, engine pool, ModelConfig) from a recipe and --flags, as `python -m rookworld_trl.grpo` runs
+    them; the caller closes the engine pool."""
+    parser = stage_parser((RookWorldGRPOConfig, ModelConfig), "train")  # one-line errors, no usage dump
+    args, model_args = parser.parse_args_and_config(argv)
+    checkpoints.check_output_dir(args.output_dir)  # before the engine cache or logs write there
+    if args.push_to_hub and _hub_offline():
+        parser.error(
+            "push_to_hub needs the network but HF_HUB_OFFLINE is set: unset it or drop --push_to_hub"
+        )
+    if not model_args.model_name_or_path or not args.dataset_path:
+        parser.error("set model_name_or_path and dataset_path (in the recipe or as --flags)")
+    from rookworld_trl.data.load import load_rookworld_dataset
+    from rookworld_trl.stage import resolve_path
+
+    # Recipes name the embedded model and data relative to the repository/package root: any cwd works.
+    model_args.model_name_or_path = resolve_path(model_args.model_name_or_path)
+    args.dataset_path = resolve_path(args.dataset_path)
+
+    if args.torch_compile:  # batches change length every step: compile for dynamic shapes at once, as
+        # accelerate_configs/single_gpu.yaml does (torch's default recompiles per length for many steps)
+        os.environ.setdefault("ACCELERATE_DYNAMO_USE_DYNAMIC", "true")
+    model, tokenizer = load_policy(args, model_args)
+    dataset = load_rookworld_dataset(
+        args.dataset_path,
+        split=args.dataset_split,
+        mix_env_ratio=args.mix_env_ratio,
+        seed=args.seed,
+        max_samples=args.dataset_max_samples,
+        fen_width=args.fen_width,
+    )
+    check_completion_length(dataset, tokenizer, args.max_completion_length)
+    # one width for the run's replay and eval prompts too, recorded in the model's config.json
+    args.fen_width = train_at_fen_width(model, args.fen_width or fen_width_of(dataset["prompt"]))
+    # Replay draws from the whole split: the mix above may hold no rows of the replayed task
+    replay_rows = (
+        load_rookworld_dataset(args.dataset_path, split=args.dataset_split, fen_width=args.fen_width)
+        if args.replay_coef
+        else None
+    )
+    engine = engine_pool(args)
+    trainer = RookWorldGRPOTrainer(
+        model=model,
+        reward_funcs=resolve_reward_funcs(args.reward_funcs, args.reward_shaping, engine),
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        replay_dataset=replay_rows,
+    )
+    if args.eval_every_steps:
+        from rookworld_trl.eval.evaluate import EvalCallback
+
+        held_out = load_rookworld_dataset(args.dataset_path, split=args.eval_split, fen_width=args.fen_width)
+        trainer.add_callback(
+            EvalCallback(
+                trainer, held_out, engine, args.eval_every_steps, eval_settings(args, args.eval_every_samples)
+            )
+        )
+    return trainer, engine, model_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    trainer, engine, model_args = build(argv)
+    try:
+        return train(trainer, initial_model=model_args.model_name_or_path)
+    finally:
+        engine.close()
