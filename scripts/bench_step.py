@@ -132,7 +132,7 @@ def ours(steps: int, out: str, overrides: list[str], profile: bool) -> tuple[lis
     """Our trainer from the main job's recipe (no evals, no checkpoints) with these --flag overrides."""
     from rookworld_trl.grpo import stage as grpo
 
-    trainer, engine, _ = grpo.build(
+    trainer, engine, _, _ = grpo.build(
         [
             "--config",
             RECIPE,

@@ -2,8 +2,8 @@
 
 Tiers (markers registered in pyproject.toml): `unit` (seconds, no Trainer, no subprocess), `integration` (a
 Trainer, a training stage or a subprocess), `slow` (minutes; excluded by default, `-m slow`). A test is
-`integration` when it uses a fixture that builds trainers (`model_dir`) or its module or itself says so;
-every other test not marked slow is `unit`:
+`integration` when it uses a fixture that builds trainers (`model_dir`) or runs a stage (`generated`), or its
+module or itself says so; every other test not marked slow is `unit`:
 
     pytest -m unit            # the quick check while editing
     pytest                    # unit + integration (the default tier)
@@ -12,10 +12,17 @@ every other test not marked slow is `unit`:
 
 from __future__ import annotations
 
-import pytest
-from tiny_grpo import make_tiny_model_dir
+import os
 
-INTEGRATION_FIXTURES = {"model_dir"}  # a tiny GPT-2 that the test trains or scores with TRL
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub here: before datasets / huggingface_hub read it
+
+import pytest  # noqa: E402
+from tiny_grpo import make_tiny_model_dir  # noqa: E402
+
+INTEGRATION_FIXTURES = {
+    "model_dir",
+    "generated",
+}  # a tiny GPT-2 trained or scored with TRL; a generated dataset
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +39,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.integration)
         else:
             item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory):
+    """A small dataset made by `rookworld data generate` with Stockfish (tests/data_fixtures.py)."""
+    from data_fixtures import generate
+
+    from rookworld_trl.chess.engine import find_stockfish
+
+    try:
+        find_stockfish()
+    except RuntimeError:
+        pytest.skip("Stockfish is not installed")
+    return generate(tmp_path_factory.mktemp("gen") / "out")

@@ -24,7 +24,9 @@ from rookworld_trl.chess.formats import (
 )
 from rookworld_trl.data.tokenizer import train_tokenizer
 from rookworld_trl.eval import suites as eval_suites
-from rookworld_trl.eval.evaluate import EvalCallback, EvalSettings, main
+from rookworld_trl.eval.callback import EvalCallback
+from rookworld_trl.eval.evaluate import EvalSettings, main
+from rookworld_trl.eval.game_suites import match_suite, selfplay_suite
 from rookworld_trl.eval.outputs import summarize, write_outputs
 from rookworld_trl.eval.suites import (
     ILLEGAL_KINDS,
@@ -32,11 +34,9 @@ from rookworld_trl.eval.suites import (
     find_mate_in_one,
     illegal_kind,
     load_bigbench_checkmate,
-    match_suite,
     mate_suite,
     mating_moves,
     policy_suite,
-    selfplay_suite,
 )
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import new_gpt2_model

@@ -17,29 +17,32 @@ from tiny_grpo import ROOT, env_lines, file_reward, make_trainer, tiny_recipe_ar
 from trl import ModelConfig, TrlParser
 
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
+from rookworld_trl.grpo.script_args import GRPOScriptArguments
 from rookworld_trl.grpo.stage import main, resolve_reward_funcs
 
 RECIPES = sorted((ROOT / "recipes").glob("grpo_*.yaml"))
+STAGE_DATACLASSES = (GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig)  # as grpo/stage.py parses them
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_recipe_parses_into_the_config(recipe):
-    parser = TrlParser((RookWorldGRPOConfig, ModelConfig))
+    parser = TrlParser(STAGE_DATACLASSES)
     # bf16 recipes are for GPUs; on a CPU-only machine TrainingArguments refuses bf16 unless use_cpu is set
     extra = [] if torch.cuda.is_available() else ["--use_cpu", "true"]
-    args, model_args = parser.parse_args_and_config(["--config", str(recipe), *extra])
-    assert model_args.model_name_or_path and args.dataset_path and args.reward_funcs
+    script, args, model_args = parser.parse_args_and_config(["--config", str(recipe), *extra])
+    assert model_args.model_name_or_path and script.dataset_path and args.reward_funcs
+    assert 0 <= script.selfplay_ratio <= 1 and script.engine_depth
     assert args.reward_weights is None or len(args.reward_weights) == len(args.reward_funcs)
     assert args.per_device_train_batch_size % args.num_generations == 0
 
 
 def test_recipes_cover_the_documented_setups():
-    parser = TrlParser((RookWorldGRPOConfig, ModelConfig))
+    parser = TrlParser(STAGE_DATACLASSES)
     extra = [] if torch.cuda.is_available() else ["--use_cpu", "true"]
 
-    def parse(name):  # a fresh parser each time: TrlParser keeps a recipe's values as its defaults
-        fresh = TrlParser((RookWorldGRPOConfig, ModelConfig))
-        return fresh.parse_args_and_config(["--config", str(ROOT / "recipes" / name), *extra])
+    def parse(name):  # (config, model config); a fresh parser each time: TrlParser keeps a recipe's values
+        fresh = TrlParser(STAGE_DATACLASSES)
+        return fresh.parse_args_and_config(["--config", str(ROOT / "recipes" / name), *extra])[1:]
 
     assert parse("grpo_two_gpu_ref_offload.yaml")[0].ref_model_device == "cuda:1"
     assert parse("grpo_lora.yaml")[1].use_peft is True
@@ -57,10 +60,12 @@ def test_recipes_cover_the_documented_setups():
         args = parse(name.name)[0]
         assert (args.reward_shaping, args.field_credit) == ("dense", True), name.name
     # CLI flags override the recipe
-    args, _ = parser.parse_args_and_config(
-        ["--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--kl_stop", "70", "--max_steps", "3"]
-    )
-    assert (args.kl_stop, args.max_steps) == (70.0, 3)
+    script, args, _ = parser.parse_args_and_config(
+        ["--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--kl_stop", "70", "--max_steps", "3",
+         "--eval_samples", "7"]
+    )  # fmt: skip
+    assert (args.kl_stop, args.max_steps, script.eval_samples) == (70.0, 3, 7)
+    assert script.eval_every_steps == 30 and script.engine_workers == 2  # recipe keys of the script arguments
 
 
 def test_push_to_hub_offline_is_a_clear_error(monkeypatch, capsys):
@@ -81,6 +86,8 @@ def test_push_to_hub_offline_is_a_clear_error(monkeypatch, capsys):
         (["--replay_task", "B"], "replay_task must be one of"),
     ],
 )
+@pytest.mark.integration  # the stage loads the model and data
+@pytest.mark.integration  # the stage loads the model and data
 def test_bad_input_is_one_line_not_a_traceback(flags, says, tmp_path, capsys):
     from rookworld_trl.stage import run_stage
 

@@ -7,6 +7,7 @@ makes the model directory a session fixture (`model_dir`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -16,9 +17,12 @@ from datasets import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
+from rookworld_trl.grpo.script_args import GRPOScriptArguments
+from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 
 ROOT = Path(__file__).resolve().parent.parent
+SCRIPT_FIELDS = {f.name for f in dataclasses.fields(GRPOScriptArguments)}
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CHARS = "PA: abcdefgh12345678rnbqkpRNBQKP/-+wM0.EB"
 
@@ -81,15 +85,21 @@ def make_trainer(
     peft_config=None,
     **overrides,
 ):
+    """A trainer of the tiny model on the tiny dataset; `overrides` may name RookWorldGRPOConfig fields and the
+    GRPOScriptArguments fields the trainer takes (push_checkpoints, selfplay_*)."""
     model, tokenizer = load_tiny(model_dir)
+    script = GRPOScriptArguments(**{k: overrides.pop(k) for k in list(overrides) if k in SCRIPT_FIELDS})
+    args, dataset = tiny_config(output_dir, **overrides), tiny_dataset()
     return trainer_cls(
         model=model,
         reward_funcs=[file_reward],
-        args=tiny_config(output_dir, **overrides),
-        train_dataset=tiny_dataset(),
+        args=args,
+        train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=callbacks,
         peft_config=peft_config,
+        selfplay=selfplay_for(script, args.seed, dataset),
+        push_checkpoints=script.push_checkpoints,
     )
 
 

@@ -25,6 +25,8 @@ from trl import ModelConfig, get_peft_config
 
 from rookworld_trl.chess.formats import fen_width_of
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
+from rookworld_trl.grpo.script_args import GRPOScriptArguments
+from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_width
 from rookworld_trl.stage import stage_parser
@@ -47,50 +49,53 @@ def resolve_reward_funcs(names: list[str], shaping: str = "graduated", engine=No
     return funcs
 
 
-def engine_cache_path(args: RookWorldGRPOConfig) -> str | None:
+def engine_cache_path(script: GRPOScriptArguments, output_dir: str) -> str | None:
     """The engine's sqlite cache, inside output_dir (None: memory only)."""
-    return os.path.join(args.output_dir, args.engine_cache) if args.engine_cache else None
+    return os.path.join(output_dir, script.engine_cache) if script.engine_cache else None
 
 
-def engine_pool(args: RookWorldGRPOConfig):
-    """The Stockfish pool of the policy reward and the evals, from the config's engine fields."""
+def engine_pool(script: GRPOScriptArguments, output_dir: str):
+    """The Stockfish pool of the policy reward and the evals, from the engine fields."""
     from rookworld_trl.chess.engine import EngineLimit, EnginePool
 
-    if args.engine_cache:
-        os.makedirs(args.output_dir, exist_ok=True)
-    limit = EngineLimit(depth=args.engine_depth, nodes=args.engine_nodes)
-    return EnginePool(args.engine_workers, limit, multipv=5, cache=engine_cache_path(args))
+    if script.engine_cache:
+        os.makedirs(output_dir, exist_ok=True)
+    limit = EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes)
+    return EnginePool(script.engine_workers, limit, multipv=5, cache=engine_cache_path(script, output_dir))
 
 
-def eval_settings(args: RookWorldGRPOConfig, samples: int, **more):
+def eval_settings(script: GRPOScriptArguments, args: RookWorldGRPOConfig, samples: int, **more):
     """The run's held-out eval: policy + env suites on eval_split, greedy, the engine settings of the reward."""
     from rookworld_trl.eval.evaluate import EvalSettings
 
     return EvalSettings(
         **more,
-        data=args.dataset_path,
-        split=args.eval_split,
-        fen_width=args.fen_width,
+        data=script.dataset_path,
+        split=script.eval_split,
+        fen_width=script.fen_width,
         suites="policy,env",
         policy_samples=samples,
         env_samples=samples,
         seed=args.seed,
         max_new_tokens=max(args.max_completion_length, 96),
         device="cpu" if args.use_cpu else None,
-        depth=args.engine_depth,
-        nodes=args.engine_nodes,
-        cache=engine_cache_path(args),
+        depth=script.engine_depth,
+        nodes=script.engine_nodes,
+        cache=engine_cache_path(script, args.output_dir),
         out=os.path.join(args.output_dir, "eval"),
     )
 
 
-def before_after_eval(args: RookWorldGRPOConfig, initial_model: str, final_dir: str) -> str:
+def before_after_eval(
+    script: GRPOScriptArguments, args: RookWorldGRPOConfig, initial_model: str, final_dir: str
+) -> str:
     """Evaluate the final model against the initial one on held-out data (output_dir/eval/eval.{json,md,png}),
     draw the run's curves (output_dir/report/); returns the eval's markdown table."""
     from rookworld_trl.eval import evaluate
     from rookworld_trl.training import report
 
-    paths = evaluate.evaluate(eval_settings(args, args.eval_samples, model=final_dir, baseline=initial_model))
+    settings = eval_settings(script, args, script.eval_samples, model=final_dir, baseline=initial_model)
+    paths = evaluate.evaluate(settings)
     report.main([args.output_dir])
     with open(paths["md"]) as f:
         return f.read()
@@ -106,10 +111,13 @@ def interrupted(trainer: RookWorldGRPOTrainer) -> int:
     return 130
 
 
-def train(trainer: RookWorldGRPOTrainer, initial_model: str | None = None) -> int:
+def train(
+    trainer: RookWorldGRPOTrainer, script: GRPOScriptArguments | None = None, initial_model: str | None = None
+) -> int:
     """Resume per args.resume_from_checkpoint, train, save final (and push), then the before/after eval
-    against `initial_model` on the main process. Returns a process exit code."""
-    args = trainer.args
+    against `initial_model` on the main process (`script`: its data and engine; default GRPOScriptArguments()).
+    Returns a process exit code."""
+    args, script = trainer.args, script or GRPOScriptArguments()
     checkpoints.check_output_dir(args.output_dir)
     # the main process moves incomplete and damaged checkpoints aside first
     with trainer.accelerator.main_process_first():
@@ -141,9 +149,9 @@ def train(trainer: RookWorldGRPOTrainer, initial_model: str | None = None) -> in
     final = checkpoints.save_final(trainer)
     if trainer.accelerator.is_main_process:
         eval_md = None
-        if initial_model and args.eval_samples > 0:
-            eval_md = before_after_eval(args, initial_model, final)
-        publish.write_model_card(trainer, final, initial_model, eval_md)
+        if initial_model and script.eval_samples > 0:
+            eval_md = before_after_eval(script, args, initial_model, final)
+        publish.write_model_card(trainer, final, initial_model, eval_md, script)
         checkpoints.mark_finished(args.output_dir, trainer.state.global_step)
         if trainer.publish_to_hub:
             publish.upload(args, final)
@@ -186,47 +194,60 @@ def load_policy(args: RookWorldGRPOConfig, model_args: ModelConfig):
     return model, tokenizer
 
 
-def build(argv: list[str] | None = None):
-    """(trainer, engine pool, ModelConfig) from a recipe and --flags, as `python -m rookworld_trl.grpo` runs
-    them; the caller closes the engine pool."""
-    parser = stage_parser((RookWorldGRPOConfig, ModelConfig), "train")  # one-line errors, no usage dump
-    args, model_args = parser.parse_args_and_config(argv)
+def parse(argv: list[str] | None = None):
+    """(GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig) from a recipe and --flags, checked, with the
+    recipe's bundled paths resolved."""
+    parser = stage_parser((GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig), "train")  # one-line errors
+    script, args, model_args = parser.parse_args_and_config(argv)
     checkpoints.check_output_dir(args.output_dir)  # before the engine cache or logs write there
     if args.push_to_hub and _hub_offline():
         parser.error(
             "push_to_hub needs the network but HF_HUB_OFFLINE is set: unset it or drop --push_to_hub"
         )
-    if not model_args.model_name_or_path or not args.dataset_path:
+    if not model_args.model_name_or_path or not script.dataset_path:
         parser.error("set model_name_or_path and dataset_path (in the recipe or as --flags)")
-    from rookworld_trl.data.load import load_rookworld_dataset
     from rookworld_trl.stage import resolve_path
 
     # Recipes name the embedded model and data relative to the repository/package root: any cwd works.
     model_args.model_name_or_path = resolve_path(model_args.model_name_or_path)
-    args.dataset_path = resolve_path(args.dataset_path)
+    script.dataset_path = resolve_path(script.dataset_path)
+    return script, args, model_args
 
+
+def load_training_rows(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model, tokenizer):
+    """(the training rows, the rows supervised replay draws from or None); fixes the run's FEN width (the
+    data's unless set) for training, replay and eval prompts, and records it in the model's config.json."""
+    from rookworld_trl.data.load import load_rookworld_dataset
+
+    dataset = load_rookworld_dataset(
+        script.dataset_path,
+        split=script.dataset_split,
+        mix_env_ratio=script.mix_env_ratio,
+        seed=args.seed,
+        max_samples=script.dataset_max_samples,
+        fen_width=script.fen_width,
+    )
+    check_completion_length(dataset, tokenizer, args.max_completion_length)
+    script.fen_width = train_at_fen_width(model, script.fen_width or fen_width_of(dataset["prompt"]))
+    # Replay draws from the whole split: the mix above may hold no rows of the replayed task
+    replay_rows = (
+        load_rookworld_dataset(script.dataset_path, split=script.dataset_split, fen_width=script.fen_width)
+        if args.replay_coef
+        else None
+    )
+    return dataset, replay_rows
+
+
+def build(argv: list[str] | None = None):
+    """(trainer, engine pool, GRPOScriptArguments, ModelConfig) from a recipe and --flags, as `python -m
+    rookworld_trl.grpo` runs them; the caller closes the engine pool."""
+    script, args, model_args = parse(argv)
     if args.torch_compile:  # batches change length every step: compile for dynamic shapes at once, as
         # accelerate_configs/single_gpu.yaml does (torch's default recompiles per length for many steps)
         os.environ.setdefault("ACCELERATE_DYNAMO_USE_DYNAMIC", "true")
     model, tokenizer = load_policy(args, model_args)
-    dataset = load_rookworld_dataset(
-        args.dataset_path,
-        split=args.dataset_split,
-        mix_env_ratio=args.mix_env_ratio,
-        seed=args.seed,
-        max_samples=args.dataset_max_samples,
-        fen_width=args.fen_width,
-    )
-    check_completion_length(dataset, tokenizer, args.max_completion_length)
-    # one width for the run's replay and eval prompts too, recorded in the model's config.json
-    args.fen_width = train_at_fen_width(model, args.fen_width or fen_width_of(dataset["prompt"]))
-    # Replay draws from the whole split: the mix above may hold no rows of the replayed task
-    replay_rows = (
-        load_rookworld_dataset(args.dataset_path, split=args.dataset_split, fen_width=args.fen_width)
-        if args.replay_coef
-        else None
-    )
-    engine = engine_pool(args)
+    dataset, replay_rows = load_training_rows(script, args, model, tokenizer)
+    engine = engine_pool(script, args.output_dir)
     trainer = RookWorldGRPOTrainer(
         model=model,
         reward_funcs=resolve_reward_funcs(args.reward_funcs, args.reward_shaping, engine),
@@ -235,22 +256,24 @@ def build(argv: list[str] | None = None):
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         replay_dataset=replay_rows,
+        selfplay=selfplay_for(script, args.seed, dataset),
+        push_checkpoints=script.push_checkpoints,
     )
-    if args.eval_every_steps:
-        from rookworld_trl.eval.evaluate import EvalCallback
+    if script.eval_every_steps:
+        from rookworld_trl.data.load import load_rookworld_dataset
+        from rookworld_trl.eval.callback import EvalCallback
 
-        held_out = load_rookworld_dataset(args.dataset_path, split=args.eval_split, fen_width=args.fen_width)
-        trainer.add_callback(
-            EvalCallback(
-                trainer, held_out, engine, args.eval_every_steps, eval_settings(args, args.eval_every_samples)
-            )
+        held_out = load_rookworld_dataset(
+            script.dataset_path, split=script.eval_split, fen_width=script.fen_width
         )
-    return trainer, engine, model_args
+        settings = eval_settings(script, args, script.eval_every_samples)
+        trainer.add_callback(EvalCallback(trainer, held_out, engine, script.eval_every_steps, settings))
+    return trainer, engine, script, model_args
 
 
 def main(argv: list[str] | None = None) -> int:
-    trainer, engine, model_args = build(argv)
+    trainer, engine, script, model_args = build(argv)
     try:
-        return train(trainer, initial_model=model_args.model_name_or_path)
+        return train(trainer, script, initial_model=model_args.model_name_or_path)
     finally:
         engine.close()

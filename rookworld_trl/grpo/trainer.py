@@ -25,7 +25,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import os
 
 import torch
@@ -41,6 +40,7 @@ from rookworld_trl.grpo.kl_control import KLControl
 from rookworld_trl.grpo.replay import Replay, replay_loss
 from rookworld_trl.grpo.rollout import check_supported, rollout
 from rookworld_trl.grpo.safety import StepGuard
+from rookworld_trl.grpo.schedule import warmup_cosine_linear
 from rookworld_trl.grpo.selfplay import SelfPlay, SelfPlayCallback
 from rookworld_trl.model.loading import gpt2_backbone, use_fused_gelu, use_padding_aware_positions
 from rookworld_trl.model.shared_prefix import use_shared_prefix
@@ -55,31 +55,13 @@ STATE_FILE = (
 )
 
 
-def warmup_cosine_linear(
-    step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.1, final_decay_ratio: float = 0.1
-) -> float:
-    """LR multiplier: 0 -> 1 linear over warmup, cosine 1 -> min_ratio, then linear min_ratio -> 0 at the end.
-
-    The final linear leg lands exactly on zero, which a cosine alone reaches only with a zero floor.
-
-    >>> [round(warmup_cosine_linear(s, 2, 20), 2) for s in (0, 1, 2, 10, 18, 19, 20)]
-    [0.0, 0.5, 1.0, 0.55, 0.1, 0.05, 0.0]
-    """
-    decay_start = max(warmup_steps, total_steps - round(final_decay_ratio * total_steps))
-    if step < warmup_steps:
-        return step / max(1, warmup_steps)
-    if step < decay_start:
-        progress = (step - warmup_steps) / max(1, decay_start - warmup_steps)
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    floor = min_ratio if decay_start > warmup_steps else 1.0
-    return max(0.0, floor * (total_steps - step) / max(1, total_steps - decay_start))
-
-
 class RookWorldGRPOTrainer(GRPOSeams):
     """GRPOTrainer with our advantages and loss terms, the step guard, ref-model offload and checkpoint state.
 
     `replay_dataset`: the rows supervised replay draws from (default: `train_dataset`). The stage passes the
     whole training split, so that replay of A: truths works when `mix_env_ratio` leaves no A: prompts to sample.
+    `selfplay`: self-play positions to mix into P: prompts (grpo/selfplay.py; None: off). `push_checkpoints`:
+    with push_to_hub, upload each complete checkpoint's model files too.
     After `train()` returns, `halt_reason` is None for a normal end, else a message saying why it stopped.
     """
 
@@ -96,9 +78,20 @@ class RookWorldGRPOTrainer(GRPOSeams):
         if value != self.kl_control.beta:
             raise AttributeError("beta is KLControl's: use trainer.kl_control.restore(beta)")
 
-    def __init__(self, model, reward_funcs, args: RookWorldGRPOConfig, *rest, replay_dataset=None, **kwargs):
+    def __init__(
+        self,
+        model,
+        reward_funcs,
+        args: RookWorldGRPOConfig,
+        *rest,
+        replay_dataset=None,
+        selfplay: SelfPlay | None = None,
+        push_checkpoints: bool = False,
+        **kwargs,
+    ):
         # Trainer would push output_dir (stable/, Parquet, engine cache) at every save: publish.py pushes final/
         self.publish_to_hub, args.push_to_hub = args.push_to_hub, False
+        self.push_checkpoints = push_checkpoints  # each complete checkpoint's model files too
         self.kl_control = KLControl(args)
         own_sampler = args.generation_backend == "rookworld" and not args.use_vllm
         if own_sampler:
@@ -122,9 +115,8 @@ class RookWorldGRPOTrainer(GRPOSeams):
             self.replay = Replay(
                 rows, a.replay_task, self.processing_class, a.replay_batch_size, a.seed, a.process_index
             )
-        self.selfplay = None
-        if a.selfplay_ratio > 0:  # rookworld_trl/grpo/selfplay.py: the policy's own games as P: prompts
-            self.selfplay = SelfPlay(a, self.train_dataset)
+        self.selfplay = selfplay  # rookworld_trl/grpo/selfplay.py: the policy's own games as P: prompts
+        if selfplay is not None:
             self.add_callback(SelfPlayCallback(self))
         self.interrupt = checkpoints.SaveOnInterrupt()
         self.add_callback(self.interrupt)
@@ -387,7 +379,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
     def checkpoint_complete(self, path):
         if self.args.save_stable and self.guard.healthy:
             checkpoints.promote_to_stable(path, os.path.dirname(path))
-        if self.publish_to_hub and self.args.push_checkpoints:
+        if self.publish_to_hub and self.push_checkpoints:
             publish.push_checkpoint(self.args, path)
 
     def on_resume(self, checkpoint):

@@ -15,9 +15,7 @@ fused kernel of the same function. `new_gpt2_model` makes a small one from scrat
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import re
 import struct
@@ -29,6 +27,7 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Model, 
 from transformers.activations import ACT2FN
 
 from rookworld_trl.errors import UserError
+from rookworld_trl.quiet_logs import dropping
 
 EOS_TOKEN = "<|endoftext|>"
 FEN_WIDTH_KEY = "rookworld_fen_width"  # in config.json: the P: FEN width of a model's training data
@@ -73,7 +72,7 @@ def load_model_and_tokenizer(
         )
     # Mismatched sizes are loaded (random) and reported by check_weights_match in one line, in place of
     # transformers' table of tensors (a warning it logs before raising)
-    with _without_load_report():
+    with dropping("transformers.modeling_utils", "LOAD REPORT"):
         model, info = _from_pretrained(
             GPT2LMHeadModel.from_pretrained, name_or_path, "model", dtype=dtype or torch.float32,
             output_loading_info=True, ignore_mismatched_sizes=True, **kwargs,
@@ -125,18 +124,6 @@ def _size_text(mismatch) -> str:
     return (
         f"{name}: {' in the file, '.join(str(tuple(s)) for s in shapes)} by config.json" if shapes else name
     )
-
-
-@contextlib.contextmanager
-def _without_load_report():
-    """transformers' table of missing/unexpected/mismatched tensors left out of the log while loading."""
-    logger = logging.getLogger("transformers.modeling_utils")
-    drop = lambda record: "LOAD REPORT" not in record.getMessage()  # noqa: E731
-    logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        logger.removeFilter(drop)
 
 
 def _from_pretrained(loader, name_or_path: str, what: str, **kwargs):
