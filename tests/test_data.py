@@ -33,7 +33,7 @@ from rookworld_trl.data.commands import (
     AuditConfig,
     audit,
 )
-from rookworld_trl.data.load import position_key
+from rookworld_trl.data.layout import position_key
 
 pytestmark = (
     pytest.mark.integration

@@ -57,7 +57,7 @@ from rookworld_trl.chess.formats import (
     prompt_fen_width,
     task_of,
 )
-from rookworld_trl.data.load import position_key
+from rookworld_trl.data.layout import position_key
 
 ENDS = ("game_over", "max_plies", "illegal", "unparseable")  # why a game ended
 # emptied in a substitute row: its label would be another position's
