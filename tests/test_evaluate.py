@@ -414,6 +414,7 @@ def test_command_end_to_end_with_baseline(tiny, pool, tmp_path):
     assert (out / "eval.md").is_file() and (out / "eval.png").is_file()
 
 
+@pytest.mark.integration  # a GRPO Trainer
 def test_eval_callback_in_grpo_keeps_training_metrics(tiny, pool, tmp_path):
     """With TRL's GRPOTrainer, eval rows before training and at every step leave the training averages in
     the regular rows."""

@@ -230,6 +230,7 @@ def test_off_unless_a_ratio_is_set():
 # ---- GRPO ----
 
 
+@pytest.mark.integration  # a GRPO Trainer
 def test_grpo_run_mixes_engine_graded_selfplay_positions_and_logs_them(
     model_and_tokenizer, policy_rows, tmp_path
 ):
