@@ -86,7 +86,7 @@ def run_inprocess(out: Path, *extra: str) -> tuple[int, str]:
     """The training stage in this process, as `python -m rookworld_trl.grpo` runs it; (exit code, stderr)."""
     import torch
 
-    from rookworld_trl.grpo import trainer as grpo
+    from rookworld_trl.grpo import stage as grpo
     from rookworld_trl.stage import run_stage
 
     os.environ.update(ENV)

@@ -17,7 +17,7 @@ import sys
 from torch._dynamo.utils import counters
 from transformers import TrainerCallback
 
-from rookworld_trl.grpo import trainer as grpo
+from rookworld_trl.grpo import stage as grpo
 from rookworld_trl.stage import run_stage
 
 RECORD = {"scored": [], "positions": set(), "graphs": []}

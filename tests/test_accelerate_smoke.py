@@ -14,6 +14,8 @@ from accelerate.commands.config.config_args import ClusterConfig, load_config_fr
 from accelerate.utils import DistributedType, DynamoBackend, PrecisionType
 from test_reference_gpt2 import byte_level_tokenizer, random_hf_model
 
+pytestmark = pytest.mark.integration  # accelerate launch of real stages in subprocesses
+
 CONFIGS = Path(__file__).resolve().parent.parent / "accelerate_configs"
 ROOT = CONFIGS.parent
 

@@ -48,7 +48,7 @@ def test_every_option_shows_its_default_once_and_there_is_an_example(command, ca
 
 
 @pytest.mark.parametrize(
-    "command, module", [("train", "rookworld_trl.grpo.trainer"), ("sft", "rookworld_trl.training.sft")]
+    "command, module", [("train", "rookworld_trl.grpo.stage"), ("sft", "rookworld_trl.training.sft")]
 )
 def test_training_commands_show_defaults_and_an_example(command, module, capsys):
     text = " ".join(help_text(module, [], capsys).split())

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_grpo import make_trainer, model_dir, trainable  # noqa: F401
+from tiny_grpo import make_trainer, trainable
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from rookworld_trl.model.loading import use_padding_aware_positions
@@ -60,7 +60,7 @@ def test_padding_aware_positions_under_compile_and_bf16():
     assert (logps(compiled, row, torch.ones_like(row)) - alone).abs().max() < 0.05
 
 
-def test_step_guard_rolls_back_under_bf16_and_compile(model_dir, tmp_path):  # noqa: F811
+def test_step_guard_rolls_back_under_bf16_and_compile(model_dir, tmp_path):
     """A learning rate of 1e30 blows every update up; compiled and in bf16 the guard still sees it, restores
     the weights and goes on (as test_faults checks in eager fp32)."""
     from torch._dynamo.utils import counters

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 import torch
-from test_grpo import make_trainer, model_dir  # noqa: F401
+from tiny_grpo import make_trainer
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.generation.logits_process import (
     LogitsProcessorList,
@@ -196,7 +196,7 @@ def test_two_token_samples_follow_transformers_distribution(s):
     assert chi2 < critical, (chi2, critical, dof)
 
 
-def test_rollout_logprobs_equal_trls_scoring_forward(model_dir, tmp_path):  # noqa: F811
+def test_rollout_logprobs_equal_trls_scoring_forward(model_dir, tmp_path):
     """TRL keeps the sampler's log-probs as sampling_per_token_logps; its own scoring forward of the same
     tokens (with the padding-aware positions) must give the same numbers, so the importance ratio starts at 1."""
     trainer = make_trainer(model_dir, tmp_path, max_completion_length=12, per_device_train_batch_size=8)
@@ -215,7 +215,7 @@ def test_rollout_logprobs_equal_trls_scoring_forward(model_dir, tmp_path):  # no
     assert m.sum() > 20 and diff.max() < 1e-5
 
 
-def test_backend_switch(model_dir, tmp_path):  # noqa: F811
+def test_backend_switch(model_dir, tmp_path):
     assert make_trainer(model_dir, tmp_path, generation_backend="transformers").rollout_func is None
     with pytest.raises(ValueError, match="generation_backend: transformers"):
         make_trainer(model_dir, tmp_path, repetition_penalty=1.2)
@@ -223,7 +223,7 @@ def test_backend_switch(model_dir, tmp_path):  # noqa: F811
         make_trainer(model_dir, tmp_path, generation_backend="vllm")
 
 
-def run_metrics(model_dir, out, **overrides):  # noqa: F811
+def run_metrics(model_dir, out, **overrides):
     trainer = make_trainer(
         model_dir, out, max_steps=4, beta=0.05, per_device_train_batch_size=16, **overrides
     )
@@ -231,7 +231,7 @@ def run_metrics(model_dir, out, **overrides):  # noqa: F811
     return [row for row in trainer.state.log_history if "loss" in row]
 
 
-def test_seeded_grpo_is_reproducible_and_agrees_with_generate(model_dir, tmp_path):  # noqa: F811
+def test_seeded_grpo_is_reproducible_and_agrees_with_generate(model_dir, tmp_path):
     a = run_metrics(model_dir, tmp_path / "a")
     b = run_metrics(model_dir, tmp_path / "b")
     for key in ("loss", "reward", "kl", "completions/mean_length"):

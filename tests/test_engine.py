@@ -220,6 +220,7 @@ def test_lazy_start_and_clean_close():
 
 
 @needs_stockfish
+@pytest.mark.integration  # a subprocess
 def test_unclosed_pool_does_not_hang_exit(tmp_path):
     """A program that forgets close() still exits, and its engine goes with it."""
     pid_file = tmp_path / "pid"

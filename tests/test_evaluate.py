@@ -24,17 +24,17 @@ from rookworld_trl.chess.formats import (
 )
 from rookworld_trl.data.tokenizer import train_tokenizer
 from rookworld_trl.eval import suites as eval_suites
-from rookworld_trl.eval.evaluate import EvalCallback, EvalSettings, main
+from rookworld_trl.eval.callback import EvalCallback
+from rookworld_trl.eval.evaluate import EvalSettings, main
+from rookworld_trl.eval.game_suites import match_suite, selfplay_suite
 from rookworld_trl.eval.outputs import summarize, write_outputs
 from rookworld_trl.eval.suites import (
     env_suite,
     find_mate_in_one,
     load_bigbench_checkmate,
-    match_suite,
     mate_suite,
     mating_moves,
     policy_suite,
-    selfplay_suite,
 )
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import new_gpt2_model
@@ -337,7 +337,7 @@ def test_eval_callback_logs_through_the_trainer(tiny, pool, tmp_path):
     dataset = Dataset.from_dict({"prompt": prompts, "task": ["P", "P", "A"]})
     args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
     trainer = Trainer(model=model, args=args, processing_class=tokenizer)
-    callback = EvalCallback(trainer, dataset, pool, 5, EvalSettings(model="", max_new_tokens=8))
+    callback = EvalCallback(trainer, dataset, pool, 5, EvalSettings(max_new_tokens=8))
     state, control = TrainerState(), TrainerControl()
     callback.on_train_begin(args, state, control)  # the curve's first point, at step 0
     assert trainer.state.log_history[-1]["step"] == 0
@@ -417,6 +417,7 @@ def test_command_end_to_end_with_baseline(tiny, pool, tmp_path):
     assert (out / "eval.md").is_file() and (out / "eval.png").is_file()
 
 
+@pytest.mark.integration  # a GRPO Trainer
 def test_eval_callback_in_grpo_keeps_training_metrics(tiny, pool, tmp_path):
     """With TRL's GRPOTrainer, eval rows before training and at every step leave the training averages in
     the regular rows."""
@@ -441,7 +442,7 @@ def test_eval_callback_in_grpo_keeps_training_metrics(tiny, pool, tmp_path):
             dataset,
             pool,
             1,
-            EvalSettings(model="", policy_samples=1, env_samples=1, max_new_tokens=4),
+            EvalSettings(policy_samples=1, env_samples=1, max_new_tokens=4),
         )
     )
     trainer.train()

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # scripts/fault_trials.py runs the stage
+
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "fault_trials.py"
 
 

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_grpo import make_tiny_model_dir, make_trainer, model_dir, train_logs, trainable  # noqa: F401
+from tiny_grpo import make_tiny_model_dir, make_trainer, trainable
 from transformers import TrainerCallback
 
-from rookworld_trl.grpo.safety import Snapshot, spike
-from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer, train
+from rookworld_trl.grpo.faults import spike
+from rookworld_trl.grpo.snapshots import Snapshot
+from rookworld_trl.grpo.stage import train
+from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.training import checkpoints
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
 
@@ -64,7 +66,7 @@ def test_marker_records_each_file_and_verification_names_the_damage(tmp_path):
     assert "optimizer.pt is missing" in checkpoints.checkpoint_problem(str(ckpt))
 
 
-def test_legacy_marker_gets_a_safetensors_header_check(model_dir, tmp_path):  # noqa: F811
+def test_legacy_marker_gets_a_safetensors_header_check(model_dir, tmp_path):
     ckpt = tmp_path / "checkpoint-1"
     ckpt.mkdir()
     weights = (Path(model_dir) / "model.safetensors").read_bytes()
@@ -117,7 +119,7 @@ def test_stable_is_a_real_copy_and_the_fallback_when_every_checkpoint_is_damaged
 # ---- finished runs, missing optimizer state, resume point on the console ----
 
 
-def test_finished_run_rerun_exits_0_without_training(model_dir, tmp_path, capsys):  # noqa: F811
+def test_finished_run_rerun_exits_0_without_training(model_dir, tmp_path, capsys):
     assert train(make_trainer(model_dir, tmp_path, max_steps=2, **SAVE)) == 0
     log = (tmp_path / "metrics.jsonl").read_text()
     card = (tmp_path / "final" / "README.md").read_text()
@@ -139,7 +141,7 @@ def test_finished_run_rerun_exits_0_without_training(model_dir, tmp_path, capsys
     assert "resuming from" in capsys.readouterr().err
 
 
-def test_missing_optimizer_falls_back_to_the_previous_checkpoint(model_dir, tmp_path, capsys):  # noqa: F811
+def test_missing_optimizer_falls_back_to_the_previous_checkpoint(model_dir, tmp_path, capsys):
     first = make_trainer(model_dir, tmp_path, max_steps=4, **SAVE)
     first.args.max_steps = 3  # stop early, keep the 4-step schedule
     first.train()
@@ -151,7 +153,7 @@ def test_missing_optimizer_falls_back_to_the_previous_checkpoint(model_dir, tmp_
     assert f"resuming from {tmp_path / 'checkpoint-2'} (step 2)" in err
 
 
-def test_resume_does_not_warn_about_the_tied_lm_head(model_dir, tmp_path):  # noqa: F811
+def test_resume_does_not_warn_about_the_tied_lm_head(model_dir, tmp_path):
     from transformers.utils import logging as hf_logging
 
     records = []
@@ -162,9 +164,19 @@ def test_resume_does_not_warn_about_the_tied_lm_head(model_dir, tmp_path):  # no
         trainer = make_trainer(model_dir, tmp_path, max_steps=1, **SAVE)
         trainer.train()
         trainer.load_weights(str(tmp_path / "checkpoint-1"))
+        assert not [r for r in records if "missing keys" in r.getMessage()]
+        # a weight that is really missing is still reported, and only it (the filter drops the tied head only)
+        from safetensors.torch import load_file, save_file
+
+        shutil.copytree(tmp_path / "checkpoint-1", tmp_path / "short")
+        weights = load_file(tmp_path / "short" / "model.safetensors")
+        del weights["transformer.ln_f.weight"]
+        save_file(weights, tmp_path / "short" / "model.safetensors", metadata={"format": "pt"})
+        trainer.load_weights(str(tmp_path / "short"))
     finally:
         hf_logging.get_logger("transformers.trainer").removeHandler(handler)
-    assert not [r for r in records if "missing keys" in r.getMessage()]
+    missing = [r.getMessage() for r in records if "missing keys" in r.getMessage()]
+    assert len(missing) == 1 and "transformer.ln_f.weight" in missing[0] and "lm_head" not in missing[0]
 
 
 # ---- torn metrics log ----
@@ -193,10 +205,10 @@ def test_spike_rule():
 
 
 @pytest.mark.parametrize("lr, says", [(1e30, "a weight reached"), (1e3, "grew the weight norm")])
-def test_huge_finite_update_rolls_back_to_before_it(model_dir, tmp_path, caplog, lr, says):  # noqa: F811
+def test_huge_finite_update_rolls_back_to_before_it(model_dir, tmp_path, caplog, lr, says):
     trainer = make_trainer(model_dir, tmp_path, max_steps=3, learning_rate=lr, nan_max_retries=5, **SAVE)
     start = trainable(trainer.model)
-    with caplog.at_level("WARNING", logger="rookworld_trl.grpo.safety"):
+    with caplog.at_level("WARNING", logger="rookworld_trl.grpo"):
         trainer.train()
     # steps 1 and 2 blow up (a step whose groups all tie has no gradient, and Adam then moves nothing)
     assert trainer.guard.nan_recoveries >= 2 and trainer.halt_reason is None
@@ -211,7 +223,7 @@ def test_huge_finite_update_rolls_back_to_before_it(model_dir, tmp_path, caplog,
     assert blown["reason"].startswith("diverged")
 
 
-def test_kl_far_above_kl_stop_rolls_back_past_the_previous_update(model_dir, tmp_path):  # noqa: F811
+def test_kl_far_above_kl_stop_rolls_back_past_the_previous_update(model_dir, tmp_path):
     class Record(TrainerCallback):
         after = {}
 
@@ -252,7 +264,7 @@ def _mount_tmpfs(path: Path, size: str) -> bool:
                           capture_output=True).returncode == 0  # fmt: skip
 
 
-def test_full_disk_during_a_checkpoint_is_one_line_then_resumes(model_dir, tmp_path):  # noqa: F811
+def test_full_disk_during_a_checkpoint_is_one_line_then_resumes(model_dir, tmp_path):
     mount = tmp_path / "tmpfs"
     if os.geteuid() != 0 or not _mount_tmpfs(mount, "1500k"):
         pytest.skip("needs root to mount a small tmpfs")
@@ -292,7 +304,7 @@ def test_damaged_model_dir_is_one_line_naming_the_file(tmp_path):
     ],
 )
 def test_config_errors_are_one_line(tmp_path, capsys, flags, says):
-    from rookworld_trl.grpo import trainer as grpo
+    from rookworld_trl.grpo import stage as grpo
     from rookworld_trl.stage import run_stage
 
     (tmp_path / "file").write_text("")
@@ -349,7 +361,7 @@ class SpikeTrainer(RookWorldGRPOTrainer):
         return loss * 1e6 if self.state.global_step + 1 == self.spike_step else loss
 
 
-def test_loss_and_gradient_spike_skips_the_update(model_dir, tmp_path, caplog):  # noqa: F811
+def test_loss_and_gradient_spike_skips_the_update(model_dir, tmp_path, caplog):
     class Record(TrainerCallback):
         after = {}
 
@@ -359,7 +371,7 @@ def test_loss_and_gradient_spike_skips_the_update(model_dir, tmp_path, caplog): 
     SpikeTrainer.spike_step = 7  # after 6 healthy steps: enough history for the medians
     record = Record()
     trainer = make_trainer(model_dir, tmp_path, [record], trainer_cls=SpikeTrainer, max_steps=8)
-    with caplog.at_level("WARNING", logger="rookworld_trl.grpo.safety"):
+    with caplog.at_level("WARNING", logger="rookworld_trl.grpo"):
         trainer.train()
     assert trainer.guard.nan_recoveries == 1 and "diverged:" in caplog.text and "x the median" in caplog.text
     assert all(torch.equal(record.after[7][n], record.after[6][n]) for n in record.after[6])

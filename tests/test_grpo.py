@@ -3,113 +3,32 @@
     .venv/bin/pytest tests/test_grpo.py tests/test_grpo_resume.py
 
 The reward is a small deterministic stand-in (fraction of 'e' in the completion) so that the GRPO mechanics
-are tested without the chess rewards. The helpers here are imported by tests/test_grpo_resume.py.
+are tested without the chess rewards. The tiny setup is tests/tiny_grpo.py.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
-from pathlib import Path
 
 import pytest
 import torch
 from datasets import Dataset
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast, TrainerCallback
+from tiny_grpo import (
+    file_reward,
+    load_tiny,
+    make_tiny_model_dir,
+    make_trainer,
+    tiny_config,
+    tiny_dataset,
+    train_logs,
+    trainable,
+)
+from transformers import TrainerCallback
 
-from rookworld_trl.grpo.safety import adapt_beta
-from rookworld_trl.grpo.trainer import RookWorldGRPOConfig, RookWorldGRPOTrainer, warmup_cosine_linear
-from rookworld_trl.training import checkpoints
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-CHARS = "PA: abcdefgh12345678rnbqkpRNBQKP/-+wM0.EB"
-
-
-def make_tiny_model_dir(path: Path) -> str:
-    """A random 2-layer GPT-2 + a character tokenizer, saved like a hub model (the reference reloads it)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-
-    vocab = {"<|endoftext|>": 0, **{c: i + 1 for i, c in enumerate(sorted(set(CHARS)))}}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|endoftext|>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>", padding_side="left"
-    )
-    config = GPT2Config(
-        vocab_size=len(vocab), n_layer=2, n_head=2, n_embd=64, n_positions=256, bos_token_id=0,
-        eos_token_id=0,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    GPT2LMHeadModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
-
-
-def load_tiny(model_dir: str):
-    return GPT2LMHeadModel.from_pretrained(model_dir), PreTrainedTokenizerFast.from_pretrained(model_dir)
-
-
-def tiny_dataset(n: int = 32) -> Dataset:
-    prompts = ["P: e2e4 M:", "A: e7e5+", "P: d2d4 M:", "A: g1f3+"]
-    return Dataset.from_dict(
-        {"prompt": [prompts[i % 4] for i in range(n)], "task": [["P", "A"][i % 2] for i in range(n)]}
-    )
-
-
-def file_reward(prompts, completions, **kwargs):
-    """Fraction of file letters (a-h): dense enough that a group of 4 short samples almost never scores alike."""
-    return [sum(ch in "abcdefgh" for ch in c) / max(len(c), 1) for c in completions]
-
-
-def tiny_config(output_dir, **overrides) -> RookWorldGRPOConfig:
-    kwargs = dict(
-        output_dir=str(output_dir), max_steps=2, per_device_train_batch_size=4, num_generations=4,
-        max_completion_length=8, use_cpu=True, bf16=False, report_to=[], logging_steps=1, save_strategy="no",
-        seed=0, learning_rate=1e-3, reward_funcs=["test_grpo:file_reward"], nan_snapshot_steps=1,
-        disable_tqdm=True,
-        lr_scheduler_type="constant",
-    )  # fmt: skip
-    kwargs.update(overrides)
-    return RookWorldGRPOConfig(**kwargs)
-
-
-def make_trainer(
-    model_dir: str,
-    output_dir,
-    callbacks=None,
-    trainer_cls=RookWorldGRPOTrainer,
-    peft_config=None,
-    **overrides,
-):
-    model, tokenizer = load_tiny(model_dir)
-    return trainer_cls(
-        model=model,
-        reward_funcs=[file_reward],
-        args=tiny_config(output_dir, **overrides),
-        train_dataset=tiny_dataset(),
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        peft_config=peft_config,
-    )
-
-
-def train_logs(trainer) -> list[dict]:
-    """The per-step log entries (not the end-of-training summary)."""
-    return [row for row in trainer.state.log_history if "loss" in row]
-
-
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory):
-    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny_model"))
-
-
-def trainable(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
+from rookworld_trl.grpo.schedule import warmup_cosine_linear
+from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 
 # ---- config ----
 
@@ -133,11 +52,6 @@ def trainable(model) -> dict[str, torch.Tensor]:
 def test_config_rejects_bad_values(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(tmp_path, **overrides)
-
-
-def test_config_accepts_two_gpu_device_string_without_gpus(tmp_path):
-    # The config only checks the syntax; the trainer checks that the device exists.
-    assert tiny_config(tmp_path, ref_model_device="cuda:1", beta=0.01).ref_model_device == "cuda:1"
 
 
 # ---- plain training and observability ----
@@ -261,7 +175,7 @@ def test_replay_weighs_replay_coef_whatever_the_accumulation(model_dir, tmp_path
         assert torch.allclose(grads[name], param.grad, atol=1e-6), name
 
 
-# ---- adaptive KL and the KL guard ----
+# ---- the console table of completions ----
 
 
 def components_reward(prompts, completions, log_extra=None, **kwargs):
@@ -291,136 +205,6 @@ def test_completions_table_every_n_steps_without_the_reward_components(model_dir
 
     tables = sorted((tmp_path / "completions").glob("*.parquet"))
     assert len(tables) == 4 and (pd.read_parquet(tables[0])["policy/cp_loss"] == 987.0).all()
-
-
-def test_adapt_beta_rule():
-    kw = dict(target=0.1, horizon=2, beta_min=1e-3, beta_max=0.05)
-    assert adapt_beta(0.01, kl=0.2, **kw) == pytest.approx(0.01 * 2**0.5)
-    assert adapt_beta(0.01, kl=0.05, **kw) == pytest.approx(0.01 / 2**0.5)
-    assert adapt_beta(0.01, kl=0.149, **kw) == 0.01 and adapt_beta(0.01, kl=0.067, **kw) == 0.01
-    assert adapt_beta(0.049, kl=10.0, **kw) == 0.05 and adapt_beta(0.0011, kl=0.0, **kw) == 1e-3
-
-
-def test_adaptive_kl_follows_measured_kl(model_dir, tmp_path):
-    kw = dict(adaptive_kl=True, beta=0.01, kl_target=1e-3, kl_horizon=1, beta_min=1e-4, beta_max=1.0)
-    trainer = make_trainer(model_dir, tmp_path, max_steps=5, learning_rate=5e-2, **kw)
-    trainer.train()
-    logs = train_logs(trainer)
-    beta = 0.01
-    for row in logs:  # the logged beta is the rule applied to the KL TRL measured in that step
-        beta = adapt_beta(beta, row["kl"], 1e-3, 1, 1e-4, 1.0)
-        assert row["beta"] == pytest.approx(beta)
-    assert logs[0]["kl"] == 0.0 and logs[0]["beta"] == pytest.approx(0.005)  # policy == reference at step 1
-    assert max(row["kl"] for row in logs) > 1.5e-3 and trainer.beta > 0.005  # it moved up once KL grew
-    assert trainer.beta == pytest.approx(logs[-1]["beta"])
-
-
-def test_kl_guard_saves_and_stops(model_dir, tmp_path):
-    trainer = make_trainer(
-        model_dir, tmp_path, max_steps=6, learning_rate=5e-2, beta=0.01, kl_warn=1e-7, kl_stop=1e-6
-    )
-    trainer.train()
-    step = trainer.state.global_step
-    assert 2 <= step < 6, "step 1 has KL 0; a later step must trip the guard"
-    assert "kl_stop" in trainer.halt_reason and "learning_rate" in trainer.halt_reason
-    assert checkpoints.is_complete(str(tmp_path / f"checkpoint-{step}"))
-    assert not (tmp_path / "stable").exists(), "a run-away step is not a stable checkpoint"
-
-
-# ---- NaN / Inf recovery ----
-
-
-class NaNLossTrainer(RookWorldGRPOTrainer):
-    """Test hook: the loss of the optimizer steps listed in nan_steps (1-based) becomes NaN."""
-
-    nan_steps: tuple[int, ...] = ()
-
-    def _compute_loss(self, model, inputs):
-        loss = super()._compute_loss(model, inputs)
-        return loss * float("nan") if self.state.global_step + 1 in self.nan_steps else loss
-
-
-class RecordWeights(TrainerCallback):
-    def __init__(self):
-        self.after_step = {}
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        self.after_step[state.global_step] = trainable(model)
-
-
-def test_nan_loss_skips_update_restores_and_cuts_lr(model_dir, tmp_path):
-    NaNLossTrainer.nan_steps = (3,)
-    recorder = RecordWeights()
-    trainer = make_trainer(model_dir, tmp_path, [recorder], trainer_cls=NaNLossTrainer, max_steps=5)
-    trainer.train()
-    assert trainer.halt_reason is None and trainer.state.global_step == 5
-    for name, value in recorder.after_step[3].items():  # step 3 left the weights as step 2 had them
-        assert torch.equal(value, recorder.after_step[2][name]), name
-    assert not torch.equal(
-        recorder.after_step[4]["transformer.wte.weight"], recorder.after_step[3]["transformer.wte.weight"]
-    )
-    assert all(all(torch.isfinite(v).all() for v in w.values()) for w in recorder.after_step.values())
-    lrs = [row["learning_rate"] for row in train_logs(trainer)]
-    assert (
-        lrs[:3] == [1e-3] * 3 and lrs[3:] == [pytest.approx(5e-4)] * 2
-    )  # logged LR is the one used in the step
-    assert [row["nan_recoveries"] for row in train_logs(trainer)] == [0, 0, 1, 1, 1]
-    saved = torch.load(tmp_path / "nan_batches" / "step-3-rank0.pt", weights_only=True)
-    assert saved["reason"] == "loss" and saved["global_step"] == 3
-    assert saved["micro_batches"][0]["completion_ids"].shape[0] == 4
-
-
-class CorruptWeights(TrainerCallback):
-    """Test hook: right after the optimizer step of the listed steps, a trainable weight turns NaN."""
-
-    def __init__(self, steps):
-        self.steps = steps
-
-    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
-        if state.global_step + 1 in self.steps:
-            with torch.no_grad():
-                next(p for p in model.parameters() if p.requires_grad).fill_(float("nan"))
-
-
-def test_nan_weights_roll_back_then_give_up(model_dir, tmp_path):
-    recorder = RecordWeights()
-    trainer = make_trainer(
-        model_dir, tmp_path, [CorruptWeights({2, 3, 4}), recorder], max_steps=8, nan_max_retries=2
-    )
-    trainer.train()
-    assert trainer.state.global_step == 4, "retries 1 and 2 at steps 2 and 3, the third failure stops"
-    assert (
-        "NaN/Inf recovery gave up" in trainer.halt_reason
-        and "weights are those of step 1" in trainer.halt_reason
-    )
-    final = trainable(trainer.model)
-    assert all(torch.isfinite(v).all() for v in final.values())
-    assert all(torch.equal(final[n], recorder.after_step[1][n]) for n in final)
-    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.5**3)
-    assert sorted(os.listdir(tmp_path / "nan_batches")) == [f"step-{s}-rank0.pt" for s in (2, 3, 4)]
-
-
-def test_lora_snapshot_holds_only_the_adapter_and_recovers(model_dir, tmp_path):
-    from peft import LoraConfig
-
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], task_type="CAUSAL_LM")
-    trainer = make_trainer(
-        model_dir,
-        tmp_path,
-        [CorruptWeights({2})],
-        peft_config=lora,
-        beta=0.01,
-        ref_model_device="cpu",
-        max_steps=3,
-    )
-    assert (
-        trainer.ref_model is None and trainer.ref_device is None
-    )  # the reference is the adapter-disabled policy
-    trainer.train()
-    assert trainer.halt_reason is None and trainer.guard.nan_recoveries == 1
-    names = list(trainer.guard._snapshot.params)
-    assert names and all("lora_" in n for n in names)
-    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
 # ---- reference model on its own device ----
@@ -486,7 +270,7 @@ def test_warmup_cosine_linear_in_trainer(model_dir, tmp_path):
 
 
 def test_check_completion_length_warns_when_reference_completions_would_be_cut(tmp_path, caplog):
-    from rookworld_trl.grpo.trainer import check_completion_length
+    from rookworld_trl.grpo.stage import check_completion_length
 
     _, tokenizer = load_tiny(make_tiny_model_dir(tmp_path))
     data = Dataset.from_dict(
@@ -504,7 +288,7 @@ def test_reference_model_is_loaded_at_the_policys_revision(model_dir, tmp_path, 
     # a hub-cache layout with two revisions of "me/tiny": main holds other weights than v1
     from trl import ModelConfig
 
-    from rookworld_trl.grpo.trainer import load_policy
+    from rookworld_trl.grpo.stage import load_policy
 
     repo = tmp_path / "hub" / "models--me--tiny"
     for name, seed in (("a" * 40, 0), ("b" * 40, 1)):

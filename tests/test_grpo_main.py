@@ -10,38 +10,39 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import chess
 import pytest
 import torch
-from test_grpo import file_reward, make_trainer, model_dir  # noqa: F401  (model_dir is a fixture)
+from tiny_grpo import ROOT, env_lines, file_reward, make_trainer, tiny_recipe_argv
 from trl import ModelConfig, TrlParser
 
-from rookworld_trl.grpo.trainer import RookWorldGRPOConfig, main, resolve_reward_funcs
+from rookworld_trl.grpo.config import RookWorldGRPOConfig
+from rookworld_trl.grpo.script_args import GRPOScriptArguments
+from rookworld_trl.grpo.stage import main, resolve_reward_funcs
 
-ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "recipes").glob("grpo_*.yaml"))
+STAGE_DATACLASSES = (GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig)  # as grpo/stage.py parses them
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_recipe_parses_into_the_config(recipe):
-    parser = TrlParser((RookWorldGRPOConfig, ModelConfig))
+    parser = TrlParser(STAGE_DATACLASSES)
     # bf16 recipes are for GPUs; on a CPU-only machine TrainingArguments refuses bf16 unless use_cpu is set
     extra = [] if torch.cuda.is_available() else ["--use_cpu", "true"]
-    args, model_args = parser.parse_args_and_config(["--config", str(recipe), *extra])
-    assert model_args.model_name_or_path and args.dataset_path and args.reward_funcs
+    script, args, model_args = parser.parse_args_and_config(["--config", str(recipe), *extra])
+    assert model_args.model_name_or_path and script.dataset_path and args.reward_funcs
+    assert 0 <= script.selfplay_ratio <= 1 and script.engine_depth
     assert args.reward_weights is None or len(args.reward_weights) == len(args.reward_funcs)
     assert args.per_device_train_batch_size % args.num_generations == 0
 
 
 def test_recipes_cover_the_documented_setups():
-    parser = TrlParser((RookWorldGRPOConfig, ModelConfig))
+    parser = TrlParser(STAGE_DATACLASSES)
     extra = [] if torch.cuda.is_available() else ["--use_cpu", "true"]
 
-    def parse(name):  # a fresh parser each time: TrlParser keeps a recipe's values as its defaults
-        fresh = TrlParser((RookWorldGRPOConfig, ModelConfig))
-        return fresh.parse_args_and_config(["--config", str(ROOT / "recipes" / name), *extra])
+    def parse(name):  # (config, model config); a fresh parser each time: TrlParser keeps a recipe's values
+        fresh = TrlParser(STAGE_DATACLASSES)
+        return fresh.parse_args_and_config(["--config", str(ROOT / "recipes" / name), *extra])[1:]
 
     assert parse("grpo_two_gpu_ref_offload.yaml")[0].ref_model_device == "cuda:1"
     assert parse("grpo_lora.yaml")[1].use_peft is True
@@ -59,10 +60,12 @@ def test_recipes_cover_the_documented_setups():
         args = parse(name.name)[0]
         assert (args.reward_shaping, args.field_credit) == ("dense", True), name.name
     # CLI flags override the recipe
-    args, _ = parser.parse_args_and_config(
-        ["--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--kl_stop", "70", "--max_steps", "3"]
-    )
-    assert (args.kl_stop, args.max_steps) == (70.0, 3)
+    script, args, _ = parser.parse_args_and_config(
+        ["--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--kl_stop", "70", "--max_steps", "3",
+         "--eval_samples", "7"]
+    )  # fmt: skip
+    assert (args.kl_stop, args.max_steps, script.eval_samples) == (70.0, 3, 7)
+    assert script.eval_every_steps == 30 and script.engine_workers == 2  # recipe keys of the script arguments
 
 
 def test_push_to_hub_offline_is_a_clear_error(monkeypatch, capsys):
@@ -83,6 +86,8 @@ def test_push_to_hub_offline_is_a_clear_error(monkeypatch, capsys):
         (["--replay_task", "B"], "replay_task must be one of"),
     ],
 )
+@pytest.mark.integration  # the stage loads the model and data
+@pytest.mark.integration  # the stage loads the model and data
 def test_bad_input_is_one_line_not_a_traceback(flags, says, tmp_path, capsys):
     from rookworld_trl.stage import run_stage
 
@@ -93,14 +98,14 @@ def test_bad_input_is_one_line_not_a_traceback(flags, says, tmp_path, capsys):
 
 
 def test_resolve_reward_funcs_mixes_registry_and_references():
-    funcs = resolve_reward_funcs(["env_reward", "test_grpo:file_reward"])
+    funcs = resolve_reward_funcs(["env_reward", "tiny_grpo:file_reward"])
     assert [f.__name__ for f in funcs] == ["env_reward", "file_reward"] and funcs[1] is file_reward
     with pytest.raises(ValueError, match="unknown reward"):
         resolve_reward_funcs(["no_such_reward"])
 
 
 @pytest.mark.parametrize("hooked", [True, False])
-def test_policy_and_reference_score_left_padded_rows_like_unpadded(model_dir, tmp_path, hooked):  # noqa: F811
+def test_policy_and_reference_score_left_padded_rows_like_unpadded(model_dir, tmp_path, hooked):
     trainer = make_trainer(model_dir, tmp_path, beta=0.01, padding_aware_positions=hooked)
     ids = torch.randint(1, 40, (1, 10))
     padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], dim=1)
@@ -112,34 +117,7 @@ def test_policy_and_reference_score_left_padded_rows_like_unpadded(model_dir, tm
         assert torch.allclose(left, plain, atol=1e-5, rtol=1e-5) is hooked
 
 
-def env_lines(n_moves: int = 16) -> list[str]:
-    """A: lines of a short game, rendered by our formats module (the environment task needs no engine)."""
-    from rookworld_trl.chess.environment import env_sample
-    from rookworld_trl.chess.formats import render_env
-
-    board, history, lines = chess.Board(), [], []
-    for _ in range(n_moves):
-        move = sorted(m.uci() for m in board.legal_moves)[len(history) % board.legal_moves.count()]
-        lines.append(render_env(env_sample(board.fen(), move, history[-9:])))
-        board.push_uci(move)
-        history.append(move)
-    return lines
-
-
-def tiny_recipe_argv(model_path: str, tmp_path, *flags: str) -> list[str]:
-    """`grpo.main` arguments: the tiny CPU recipe on the tiny model and a file of A: lines, env_reward only,
-    16-token completions, output in tmp_path/run; `flags` override the rest."""
-    data = tmp_path / "env.txt"
-    data.write_text("\n".join(env_lines()) + "\n")
-    return [
-        "--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--model_name_or_path", model_path,
-        "--dataset_path", str(data), "--output_dir", str(tmp_path / "run"), "--reward_funcs", "env_reward",
-        "--reward_weights", "1.0", "--field_credit", "false", "--mix_env_ratio", "1.0",
-        "--max_completion_length", "16", "--disable_tqdm", "true", "--fen_width", "89", *flags,
-    ]  # fmt: skip
-
-
-def test_main_trains_from_the_tiny_recipe(model_dir, tmp_path):  # noqa: F811
+def test_main_trains_from_the_tiny_recipe(model_dir, tmp_path):
     out = tmp_path / "run"
     code = main(
         tiny_recipe_argv(
@@ -166,7 +144,7 @@ def test_main_trains_from_the_tiny_recipe(model_dir, tmp_path):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_accelerate_launch_runs_the_stage(model_dir, tmp_path):  # noqa: F811
+def test_accelerate_launch_runs_the_stage(model_dir, tmp_path):
     data = tmp_path / "env.txt"
     data.write_text("\n".join(env_lines()) + "\n")
     out = tmp_path / "run"

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_grpo import make_trainer, model_dir, train_logs, trainable  # noqa: F401  (model_dir is a fixture)
+from tiny_grpo import make_trainer, train_logs, trainable
 
-from rookworld_trl.grpo.trainer import STATE_FILE, train
+from rookworld_trl.grpo.stage import train
+from rookworld_trl.grpo.trainer import STATE_FILE
 from rookworld_trl.training import checkpoints
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -59,7 +60,7 @@ def test_resolve_resume_modes(tmp_path):
     assert checkpoints.resolve_resume(two, str(tmp_path)) == two
 
 
-def test_tiers_and_auto_resume_continue_bit_exactly(model_dir, tmp_path):  # noqa: F811
+def test_tiers_and_auto_resume_continue_bit_exactly(model_dir, tmp_path):
     kw = dict(save_strategy="steps", save_steps=2, beta=0.01)
     straight = make_trainer(model_dir, tmp_path / "straight", max_steps=6, **kw)
     straight.train()
@@ -85,7 +86,7 @@ def test_tiers_and_auto_resume_continue_bit_exactly(model_dir, tmp_path):  # noq
     assert (out / "final" / "model.safetensors").is_file() and (out / "final" / "tokenizer.json").is_file()
 
 
-def test_stable_checkpoint_is_kept_apart_from_rotation(model_dir, tmp_path):  # noqa: F811
+def test_stable_checkpoint_is_kept_apart_from_rotation(model_dir, tmp_path):
     kw = dict(save_strategy="steps", save_steps=1, save_total_limit=1, beta=0.01, learning_rate=5e-2)
     # KL is 0 at step 1 (healthy), then grows past kl_warn: later checkpoints are not stable
     trainer = make_trainer(model_dir, tmp_path, max_steps=3, kl_warn=1e-9, kl_stop=1e3, **kw)
@@ -102,8 +103,8 @@ SCRIPT = """
 import sys, time
 sys.path.insert(0, {tests!r})
 from transformers import TrainerCallback
-from test_grpo import make_trainer
-from rookworld_trl.grpo.trainer import train
+from tiny_grpo import make_trainer
+from rookworld_trl.grpo.stage import train
 
 class Pace(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
@@ -147,7 +148,7 @@ def started_until_checkpoint_2(model: str, out) -> subprocess.Popen:
     return proc
 
 
-def test_sigkill_then_auto_resume(model_dir, tmp_path):  # noqa: F811
+def test_sigkill_then_auto_resume(model_dir, tmp_path):
     out = tmp_path / "run"
     proc = started_until_checkpoint_2(model_dir, out)
     proc.send_signal(signal.SIGKILL)
@@ -172,7 +173,7 @@ def test_sigkill_then_auto_resume(model_dir, tmp_path):  # noqa: F811
     assert (out / "final" / "model.safetensors").is_file()
 
 
-def test_ctrl_c_says_the_step_and_how_to_resume(model_dir, tmp_path):  # noqa: F811
+def test_ctrl_c_says_the_step_and_how_to_resume(model_dir, tmp_path):
     out = tmp_path / "run"
     proc = started_until_checkpoint_2(model_dir, out)
     proc.send_signal(signal.SIGINT)

@@ -12,9 +12,9 @@ import os
 
 import pytest
 from huggingface_hub.utils import filter_repo_objects
-from test_grpo import make_trainer, model_dir  # noqa: F401  (model_dir is a fixture)
+from tiny_grpo import make_trainer
 
-from rookworld_trl.grpo.trainer import train
+from rookworld_trl.grpo.stage import train
 from rookworld_trl.training import publish
 
 
@@ -30,12 +30,15 @@ class RecordingHub:
         return type("RepoUrl", (), {"repo_id": repo_id})()
 
     def upload_folder(
-        self, repo_id, folder_path, path_in_repo=None, allow_patterns=None, commit_message=None
-    ):
+        self, repo_id, folder_path, path_in_repo=None, allow_patterns=None, ignore_patterns=None,
+        commit_message=None,
+    ):  # fmt: skip
         files = [
             os.path.relpath(os.path.join(d, f), folder_path) for d, _, fs in os.walk(folder_path) for f in fs
         ]
-        sent = sorted(filter_repo_objects(files, allow_patterns=allow_patterns))
+        sent = sorted(
+            filter_repo_objects(files, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns)
+        )
         RecordingHub.uploads.append((repo_id, path_in_repo, sent))
 
 
@@ -63,7 +66,7 @@ MODEL = [
 ]
 
 
-def test_push_uploads_final_only_once_at_the_end(model_dir, tmp_path, hub):  # noqa: F811
+def test_push_uploads_final_only_once_at_the_end(model_dir, tmp_path, hub):
     trainer = make_trainer(model_dir, tmp_path, max_steps=2, save_strategy="steps", save_steps=1,
                            push_to_hub=True, hub_model_id="me/rookworld-grpo", eval_samples=0)  # fmt: skip
     assert train(trainer) == 0
@@ -75,7 +78,7 @@ def test_push_uploads_final_only_once_at_the_end(model_dir, tmp_path, hub):  # n
     assert card.startswith("---\nlibrary_name: transformers") and "steps trained: 2" in card
 
 
-def test_push_checkpoints_adds_each_checkpoints_model_files(model_dir, tmp_path, hub):  # noqa: F811
+def test_push_checkpoints_adds_each_checkpoints_model_files(model_dir, tmp_path, hub):
     trainer = make_trainer(model_dir, tmp_path, max_steps=2, save_strategy="steps", save_steps=1,
                            push_to_hub=True, hub_model_id="me/rookworld-grpo", push_checkpoints=True,
                            eval_samples=0)  # fmt: skip

@@ -90,12 +90,8 @@ def test_eval_prompts_the_way_the_data_was_written(positions, tmp_path):
     path = tmp_path / "p89.txt"
     path.write_text("\n".join(p_line(fen, a, width=89) for fen, a in positions) + "\n")
     with EnginePool(limit=LIMIT) as pool:
-        items = prepare_items(
-            EvalSettings(model="", data=str(path), split="train", policy_samples=4), ["policy"], pool
-        )
-        wide = prepare_items(
-            EvalSettings(model="", data=str(path), fen_width=90, policy_samples=4), ["policy"], pool
-        )
+        items = prepare_items(EvalSettings(data=str(path), split="train", policy_samples=4), ["policy"], pool)
+        wide = prepare_items(EvalSettings(data=str(path), fen_width=90, policy_samples=4), ["policy"], pool)
     assert items.fen_width == 89 and wide.fen_width == 90 and len(items.policy_fens) == 4
     assert detect_fen_width([policy_prompt(items.policy_fens[0], items.fen_width)]) == 89
 

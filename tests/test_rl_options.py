@@ -1,5 +1,5 @@
 """The RL options of issue 19 (rookworld_trl/grpo/rl_config.py, rl_options.py): exact KL estimators, EMA/adaptive
-baselines, the value head with GAE, DAPO dynamic sampling. Tiny random GPT-2 of tests/test_grpo.py on CPU.
+baselines, the value head with GAE, DAPO dynamic sampling. Tiny random GPT-2 of tests/tiny_grpo.py on CPU.
 
     .venv/bin/pytest tests/test_rl_options.py            (add -m slow for the 3-step runs from the recipe)
 """
@@ -10,15 +10,15 @@ import math
 
 import pytest
 import torch
-from test_grpo import file_reward, make_trainer, model_dir, tiny_config  # noqa: F401  (model_dir is a fixture)
-from test_grpo_main import tiny_recipe_argv
+from tiny_grpo import file_reward, make_trainer, tiny_config, tiny_recipe_argv
 from trl import GRPOTrainer
 
 from rookworld_trl.grpo import advantages as adv
 from rookworld_trl.grpo import dynamic_sampling as ds
 from rookworld_trl.grpo import kl as kl_module
 from rookworld_trl.grpo.kl import divergences, per_token_kl
-from rookworld_trl.grpo.trainer import main
+from rookworld_trl.grpo.stage import main
+from rookworld_trl.model.loading import gpt2_backbone
 
 
 def has_e(prompts, completions, **kwargs):
@@ -94,11 +94,11 @@ def test_exact_kl_of_known_distributions_matches_a_hand_computation():
     assert reverse != pytest.approx(forward)  # the estimators do differ here
 
 
-def test_exact_kl_of_identical_models_is_zero(model_dir):  # noqa: F811
+def test_exact_kl_of_identical_models_is_zero(model_dir):
     trainer = make_trainer(model_dir, "unused", beta=0.1, kl_estimator="reverse")
     ids = torch.randint(1, trainer.model.config.vocab_size, (3, 12))
-    hidden = kl_module.backbone_of(trainer.model)(input_ids=ids).last_hidden_state
-    ref_hidden = kl_module.backbone_of(trainer.ref_model)(input_ids=ids).last_hidden_state
+    hidden = gpt2_backbone(trainer.model)(input_ids=ids).last_hidden_state
+    ref_hidden = gpt2_backbone(trainer.ref_model)(input_ids=ids).last_hidden_state
     mask = torch.ones(3, 12)
     for estimator in ("forward", "reverse", "symmetric"):
         kl = per_token_kl(
@@ -128,7 +128,7 @@ def test_chunked_kl_has_the_values_and_gradients_of_the_direct_sum(monkeypatch):
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
-def test_kl_term_is_normalised_as_trls_own(model_dir, loss_type):  # noqa: F811
+def test_kl_term_is_normalised_as_trls_own(model_dir, loss_type):
     """TRL's loss with beta minus without = beta x its k3 term; ours normalises the same k3 to the same value."""
     trainer = make_trainer(model_dir, "unused", beta=0.5, loss_type=loss_type, learning_rate=0.0)
     trainer.model.train()
@@ -137,15 +137,15 @@ def test_kl_term_is_normalised_as_trls_own(model_dir, loss_type):  # noqa: F811
     inputs = trainer.score(generation_rows(trainer, 1))
     with torch.no_grad():
         with_kl = GRPOTrainer.compute_loss(trainer, trainer.model, inputs)
-        trainer.beta = 0.0
+        trainer.kl_control.beta = 0.0
         without = GRPOTrainer.compute_loss(trainer, trainer.model, inputs)
-        trainer.beta = 0.5
+        trainer.kl_control.beta = 0.5
         for param in trainer.model.parameters():  # the policy moves: k3 is no longer 0
             param.add_(0.05 * torch.randn_like(param))
         with_kl_moved = GRPOTrainer.compute_loss(trainer, trainer.model, inputs)
-        trainer.beta = 0.0
+        trainer.kl_control.beta = 0.0
         without_moved = GRPOTrainer.compute_loss(trainer, trainer.model, inputs)
-        trainer.beta = 0.5
+        trainer.kl_control.beta = 0.5
         ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
         mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
         width = inputs["completion_ids"].shape[1]
@@ -188,7 +188,7 @@ def test_adaptive_baseline_weighs_the_group_mean_by_its_noise():
     assert adaptive.state["P:"]["mean"] == pytest.approx(0.5 * 0.0 + 0.5 * 3.0)
 
 
-def test_ema_baseline_in_the_trainer_tracks_the_rewards_it_scored(model_dir):  # noqa: F811
+def test_ema_baseline_in_the_trainer_tracks_the_rewards_it_scored(model_dir):
     trainer = make_trainer(model_dir, "unused", baseline="ema", baseline_ema_decay=0.5)
     trainer.model.train()
     rows = generation_rows(trainer, 1)  # one group of "P: e2e4 M:"
@@ -218,7 +218,7 @@ def test_gae_on_a_known_sequence_matches_a_hand_computation():
     assert mc[0, :3].tolist() == pytest.approx([0.5, 0.8, 0.9])
 
 
-def test_value_loss_decreases_over_a_few_steps(model_dir):  # noqa: F811
+def test_value_loss_decreases_over_a_few_steps(model_dir):
     trainer = make_trainer(
         model_dir,
         "unused",
@@ -246,7 +246,7 @@ def test_value_loss_decreases_over_a_few_steps(model_dir):  # noqa: F811
 # ---- dynamic sampling ----
 
 
-def test_dynamic_sampling_leaves_no_zero_std_group_while_it_can_redraw(model_dir):  # noqa: F811
+def test_dynamic_sampling_leaves_no_zero_std_group_while_it_can_redraw(model_dir):
     trainer = make_trainer(
         model_dir,
         "unused",
@@ -270,7 +270,7 @@ def test_dynamic_sampling_leaves_no_zero_std_group_while_it_can_redraw(model_dir
     assert trainer.metric_values("dynamic_sampling/left") == [0, 0, 0]
 
 
-def test_dynamic_sampling_stops_after_its_rounds_and_says_so(model_dir):  # noqa: F811
+def test_dynamic_sampling_stops_after_its_rounds_and_says_so(model_dir):
     trainer = make_trainer(model_dir, "unused", dynamic_sampling=True, dynamic_sampling_max_rounds=2)
     trainer.reward_funcs[0] = constant  # every group flat, forever
     trainer.model.train()
@@ -296,7 +296,7 @@ def test_dynamic_sampling_stops_after_its_rounds_and_says_so(model_dir):  # noqa
     ],
     ids=["forward_kl", "symmetric_kl", "ema", "adaptive", "gae", "dynamic_sampling"],
 )
-def test_three_steps_from_the_tiny_recipe(model_dir, tmp_path, flags, logged):  # noqa: F811
+def test_three_steps_from_the_tiny_recipe(model_dir, tmp_path, flags, logged):
     import json
 
     out = tmp_path / "run"
@@ -313,7 +313,7 @@ def test_three_steps_from_the_tiny_recipe(model_dir, tmp_path, flags, logged):  
         assert (out / "checkpoint-3" / "value_head.safetensors").is_file()
 
 
-def test_value_head_and_running_baseline_come_back_on_resume(model_dir, tmp_path):  # noqa: F811
+def test_value_head_and_running_baseline_come_back_on_resume(model_dir, tmp_path):
     trainer = make_trainer(model_dir, tmp_path / "a", value_baseline=True)
     with torch.no_grad():
         trainer.value_head.bias.fill_(0.25)

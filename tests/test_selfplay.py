@@ -14,9 +14,13 @@ import chess
 import pytest
 
 from rookworld_trl.chess.formats import parse_policy_prompt, policy_prompt, prompt_fen_width
-from rookworld_trl.data.load import load_rookworld_dataset, position_key
-from rookworld_trl.grpo.selfplay import ENDS, PositionBuffer, SelfPlay, play_games
-from rookworld_trl.grpo.trainer import RookWorldGRPOConfig, RookWorldGRPOTrainer, main
+from rookworld_trl.data.layout import position_key
+from rookworld_trl.data.load import load_rookworld_dataset
+from rookworld_trl.grpo.config import RookWorldGRPOConfig
+from rookworld_trl.grpo.script_args import GRPOScriptArguments
+from rookworld_trl.grpo.selfplay import ENDS, PositionBuffer, SelfPlay, play_games, selfplay_for
+from rookworld_trl.grpo.stage import main
+from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import load_model_and_tokenizer
 
@@ -40,10 +44,16 @@ def config(tmp_path, **overrides) -> RookWorldGRPOConfig:
         output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8, num_generations=4,
         max_completion_length=60, use_cpu=True, bf16=False, report_to=[], logging_steps=1, save_strategy="no",
         seed=0, learning_rate=1e-4, reward_funcs=["policy_reward"], disable_tqdm=True, temperature=0.6,
-        selfplay_ratio=0.5, selfplay_every=1, selfplay_games=8, selfplay_max_plies=6,
     )  # fmt: skip
     kwargs.update(overrides)
     return RookWorldGRPOConfig(**kwargs)
+
+
+def script(**overrides) -> GRPOScriptArguments:
+    """The stage's self-play settings of these tests: a round of 8 games of at most 6 plies every step."""
+    kwargs = dict(selfplay_ratio=0.5, selfplay_every=1, selfplay_games=8, selfplay_max_plies=6)
+    kwargs.update(overrides)
+    return GRPOScriptArguments(**kwargs)
 
 
 def replay(game) -> chess.Board:
@@ -111,7 +121,7 @@ def test_illegal_and_unparseable_moves_end_games_and_are_counted(tmp_path):
     assert (games[0].end, len(games[0].moves)) == ("max_plies", 6)
     replay(games[0])
     # a round counts the illegal games; the buffer holds the one new position, once
-    selfplay = SelfPlay(config(tmp_path, selfplay_games=3))
+    selfplay = SelfPlay(script(selfplay_games=3), seed=0)
     figures = selfplay.play(fixed(" e2e4 E: 0.3 B: e2e4"), step=0)
     assert figures == {
         "selfplay/games": 3.0, "selfplay/mean_plies": 1.0, "selfplay/illegal_rate": 1.0, "selfplay/buffer_size": 1.0
@@ -161,7 +171,7 @@ def groups(prompts, k=4):
 
 @pytest.mark.parametrize("ratio", [0.25, 0.6, 1.0])
 def test_mix_ratio_of_p_prompts_matches_selfplay_ratio(tmp_path, ratio):
-    selfplay = SelfPlay(config(tmp_path, selfplay_ratio=ratio))
+    selfplay = SelfPlay(script(selfplay_ratio=ratio), seed=0)
     assert selfplay.mix(groups([policy_prompt(chess.STARTING_FEN, 89)]), step=0)[1] == {
         "selfplay/buffer_size": 0.0
     }
@@ -205,19 +215,22 @@ def test_mix_ratio_of_p_prompts_matches_selfplay_ratio(tmp_path, ratio):
         (dict(selfplay_buffer_size=0), "selfplay_buffer_size must be >= 1"),
     ],
 )
-def test_config_rejects_bad_selfplay_values(tmp_path, overrides, message):
+def test_script_arguments_reject_bad_selfplay_values(overrides, message):
     with pytest.raises(ValueError, match=message):
-        config(tmp_path, **overrides)
+        script(**overrides)
 
 
-def test_off_by_default(tmp_path):
-    args = RookWorldGRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to=[])
-    assert args.selfplay_ratio == 0.0
+def test_off_unless_a_ratio_is_set():
+    rows = groups([policy_prompt(chess.STARTING_FEN, 90)])
+    assert selfplay_for(GRPOScriptArguments(), seed=0, dataset=rows) is None  # the defaults: no self-play
+    on = selfplay_for(script(selfplay_ratio=0.25, selfplay_games=3), seed=7, dataset=rows)
+    assert (on.ratio, on.games, on.seed, on.dataset) == (0.25, 3, 7, rows)
 
 
 # ---- GRPO ----
 
 
+@pytest.mark.integration  # a GRPO Trainer
 def test_grpo_run_mixes_engine_graded_selfplay_positions_and_logs_them(
     model_and_tokenizer, policy_rows, tmp_path
 ):
@@ -238,7 +251,7 @@ def test_grpo_run_mixes_engine_graded_selfplay_positions_and_logs_them(
 
     trainer = RookWorldGRPOTrainer(
         model=model, reward_funcs=[policy_reward], args=config(tmp_path), train_dataset=policy_rows,
-        processing_class=tokenizer,
+        processing_class=tokenizer, selfplay=selfplay_for(script(), 0, policy_rows),
     )  # fmt: skip
     try:
         trainer.train()

@@ -18,7 +18,8 @@ from rookworld_trl.training import checkpoints
 from rookworld_trl.training.sft import RookWorldSFTConfig, SFTScriptArguments, policy_checks, run_sft
 
 pytestmark = pytest.mark.skipif(not os.path.exists(STOCKFISH), reason="needs Stockfish")
-RECIPES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "recipes", "sft_*.yaml")))
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+RECIPES = sorted(glob.glob(os.path.join(ROOT, "recipes", "sft_*.yaml")))
 
 
 @pytest.fixture(scope="module")
@@ -210,5 +211,15 @@ def test_recipes_parse_with_overrides(recipe):
     assert config.eval_strategy == "steps" and config.early_stopping_patience
 
 
-def test_there_are_two_recipes():
-    assert {os.path.basename(r) for r in RECIPES} >= {"sft_tiny_cpu.yaml", "sft_rookworld_124m_gpu.yaml"}
+def test_the_two_documented_recipes_train_what_their_names_say():
+    def parse(name):  # a fresh parser each time: TrlParser keeps a recipe's values as its defaults
+        parser = TrlParser((SFTScriptArguments, RookWorldSFTConfig))
+        extra = [] if "cpu" in name or torch.cuda.is_available() else ["--bf16", "false"]
+        return parser.parse_args_and_config(args=["--config", os.path.join(ROOT, "recipes", name), *extra])
+
+    tiny, tiny_config = parse("sft_tiny_cpu.yaml")  # a small model from scratch, on CPU, in fp32
+    assert (
+        tiny.model_name_or_path is None and tiny.n_embd < 768 and tiny_config.use_cpu and not tiny_config.bf16
+    )
+    gpu, _ = parse("sft_rookworld_124m_gpu.yaml")  # continues RookWorld-LM-124M
+    assert gpu.model_name_or_path == "jrahn/RookWorld-LM-124M" and gpu.mix_env_ratio == 0.3

@@ -3,12 +3,12 @@ the LM head on completion tokens only (trl_compat)."""
 
 import pytest
 import torch
-from test_grpo import make_trainer, model_dir  # noqa: F401  (model_dir is a fixture)
+from tiny_grpo import make_trainer
 
 from rookworld_trl.model import shared_prefix
 
 
-def scored(model_dir, tmp_path, shared: bool, beta: float = 0.0):  # noqa: F811
+def scored(model_dir, tmp_path, shared: bool, beta: float = 0.0):
     """Log-probs, entropies and gradients of one sampled batch (4 prompts x 4 samples), as TRL scores it."""
     trainer = make_trainer(model_dir, tmp_path / str(shared), shared_prefix_scoring=shared, beta=beta,
                            per_device_train_batch_size=16, max_completion_length=12)  # fmt: skip
@@ -25,7 +25,7 @@ def scored(model_dir, tmp_path, shared: bool, beta: float = 0.0):  # noqa: F811
     return logps.detach(), entropies, grads, out["completion_mask"].bool(), ids
 
 
-def test_same_logprobs_entropies_and_gradients_as_trls_forward(model_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_same_logprobs_entropies_and_gradients_as_trls_forward(model_dir, tmp_path, monkeypatch):
     used = []
     forward = shared_prefix.shared_forward
     monkeypatch.setattr(shared_prefix, "shared_forward", lambda *a: used.append(1) or forward(*a))
@@ -42,8 +42,8 @@ def test_same_logprobs_entropies_and_gradients_as_trls_forward(model_dir, tmp_pa
         assert torch.allclose(grads[name], grad, atol=1e-5, rtol=1e-4), name
 
 
-def test_rows_without_a_repeated_prompt_take_trls_forward(model_dir):  # noqa: F811
-    from test_grpo import load_tiny
+def test_rows_without_a_repeated_prompt_take_trls_forward(model_dir):
+    from tiny_grpo import load_tiny
 
     model, tokenizer = load_tiny(model_dir)
     shared_prefix.use_shared_prefix(model)
@@ -58,7 +58,7 @@ def test_rows_without_a_repeated_prompt_take_trls_forward(model_dir):  # noqa: F
         shared_prefix.use_shared_prefix(torch.nn.Linear(2, 2))
 
 
-def test_cpu_scoring_runs_the_lm_head_on_completion_tokens_only(model_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_cpu_scoring_runs_the_lm_head_on_completion_tokens_only(model_dir, tmp_path, monkeypatch):
     """Off Triton, TRL's fused LM head scores every position; trl_compat asks it for the labelled ones only
     (COMPACT_SCORING): the completion tokens, with the same log-probs, entropies and gradients."""
     from trl.trainer import utils as trl_utils

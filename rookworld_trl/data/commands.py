@@ -20,16 +20,8 @@ from collections import Counter
 from rookworld_trl.chess.formats import prompt_fen_width
 from rookworld_trl.data.audit import AuditConfig, AuditReport, audit
 from rookworld_trl.data.generate import GenerateConfig, generate
-from rookworld_trl.data.load import (
-    COLUMNS,
-    FEATURES,
-    SPLITS,
-    LayoutWriter,
-    LoadReport,
-    load_rookworld_dataset,
-    split_of,
-    write_stats,
-)
+from rookworld_trl.data.layout import COLUMNS, FEATURES, SPLITS, LayoutWriter, split_of, write_stats
+from rookworld_trl.data.load import LoadReport, load_rookworld_dataset
 from rookworld_trl.data.sources import DataSourceError
 
 __all__ = [

@@ -10,7 +10,7 @@ Stockfish at --skill_level). Items are drawn once with --seed, so model and base
 positions; each figure comes with a 95% interval and, with a baseline, a paired interval of the difference.
 The published RookWorld-LM figures (docs/FORMATS.md) appear beside the figures they correspond to.
 
-`EvalCallback` runs a small policy + environment evaluation every N steps of a training run.
+The in-training eval (a small policy + environment evaluation every N steps) is rookworld_trl/eval/callback.py.
 """
 
 from __future__ import annotations
@@ -25,22 +25,20 @@ from dataclasses import dataclass, field, fields
 
 import chess
 import chess.engine
-from transformers import TrainerCallback
 
 from rookworld_trl import __version__
 from rookworld_trl.chess.engine import EngineLimit, EnginePool, MoveEval, find_stockfish
 from rookworld_trl.chess.formats import FEN_WIDTH, parse_policy_prompt
 from rookworld_trl.data.load import detect_fen_width
+from rookworld_trl.eval.game_suites import match_suite, selfplay_suite
 from rookworld_trl.eval.intervals import Metric
 from rookworld_trl.eval.outputs import summarize, write_outputs
 from rookworld_trl.eval.suites import (
     env_suite,
     find_mate_in_one,
     load_bigbench_checkmate,
-    match_suite,
     mate_suite,
     policy_suite,
-    selfplay_suite,
 )
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.rewards.policy import label_analysis
@@ -54,7 +52,10 @@ class EvalSettings:
     """What an evaluation runs and how: `rookworld eval` (its flags are these fields), the before/after eval
     of a GRPO run and the in-training EvalCallback share it."""
 
-    model: str = field(metadata={"help": "hub id or local model directory"})
+    model: str | None = field(
+        default=None,
+        metadata={"help": "hub id or local model directory (None: the in-training eval's model)"},
+    )
     baseline: str | None = field(
         default=None, metadata={"help": "a second model, on the same items, side by side"}
     )
@@ -278,6 +279,8 @@ def model_generate(name: str, args: EvalSettings):
 
 def evaluate(args: EvalSettings) -> dict[str, str]:
     """Run the selected suites on args.model (and args.baseline); write eval.json/md/png; their paths."""
+    if not args.model:
+        raise ValueError("evaluate: name the model to evaluate (EvalSettings.model)")
     suites = args.suite_list()
     limit = EngineLimit(depth=args.depth, nodes=args.nodes)
     with EnginePool(
@@ -351,73 +354,6 @@ def parse_args(argv: list[str] | None) -> EvalSettings:
 def main(argv: list[str] | None = None) -> int:
     evaluate(parse_args(argv))
     return 0
-
-
-# ---------------------------------------------------------------------------------------------- training
-
-
-class EvalCallback(TrainerCallback):
-    """A greedy policy + environment evaluation before training and every `every_steps` optimizer steps.
-
-    The figures go through `trainer.log` as "eval/<suite>/<figure>" and so land in the metrics JSONL and
-    TensorBoard. Items are drawn once from `dataset` (columns task, prompt, optionally kind) with the
-    settings' seed and sample sizes; the engine analyses the P: positions once, on first use. Only the main
-    process evaluates.
-
-        trainer.add_callback(EvalCallback(trainer, eval_dataset, pool, 50, EvalSettings(model="", ...)))
-    """
-
-    def __init__(self, trainer, dataset, engine: EnginePool, every_steps: int, settings: EvalSettings):
-        if every_steps < 1:
-            raise ValueError("every_steps must be >= 1")
-        self.trainer, self.engine, self.every_steps, self.settings = trainer, engine, every_steps, settings
-        s = settings
-        self.fens, self.env_prompts, _ = draw_items(dataset, s.policy_samples, s.env_samples, s.seed)
-        self.fen_width = s.fen_width or detect_fen_width(dataset["prompt"])  # as the data was written
-        self.analyses: list[list[MoveEval]] | None = None
-
-    def evaluate(self, model, tokenizer) -> dict[str, float]:
-        if self.analyses is None:
-            self.fens, self.analyses = analysed(self.fens, self.engine)
-        s = self.settings
-        generate = functools.partial(generate_completions, model, tokenizer, batch_size=s.batch_size)
-        results = {}
-        if self.fens:
-            results["policy"] = policy_suite(
-                generate, self.fens, self.analyses, max_new_tokens=s.max_new_tokens, seed=s.seed,
-                fen_width=self.fen_width,
-            )  # fmt: skip
-        if self.env_prompts:
-            results["env"] = env_suite(
-                generate, self.env_prompts, max_new_tokens=s.max_new_tokens, seed=s.seed
-            )
-        return {
-            f"eval/{suite}/{name}": m.value
-            for suite, metrics in results.items()
-            for name, m in metrics.items()
-            if m.value is not None
-        }
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        if state.global_step == 0:  # the curve's first point: the model before any update
-            self.on_step_end(args, state, control, **kwargs)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every_steps or not state.is_world_process_zero:
-            return
-        trainer = self.trainer
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        logs = self.evaluate(model, trainer.processing_class)
-        # Log with the model in eval mode: GRPOTrainer.log then merges its (empty) eval metrics, and the
-        # training averages it has gathered since the last log stay for the regular log row. trainer.log
-        # also clears control.should_log (CallbackHandler.on_log): restore it, or this step's row is lost.
-        was_training, should_log = trainer.model.training, control.should_log
-        trainer.model.eval()
-        try:
-            trainer.log(logs)
-        finally:
-            trainer.model.train(was_training)
-            control.should_log = should_log
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The evaluation suites: policy, environment, mate-in-one, self-play and a match against Stockfish.
+"""The evaluation suites on held-out items: policy, environment, mate-in-one (the games: game_suites.py).
 
 Each suite takes a `generate` callable, `generate(prompts, *, max_new_tokens, do_sample, temperature,
 top_k, seed) -> completions` (in practice `generation.generate_completions` with the model bound; in
@@ -21,7 +21,7 @@ import chess
 import chess.engine
 from tqdm.auto import tqdm
 
-from rookworld_trl.chess.engine import MATE_SCORE, EngineLimit, EnginePool, MoveEval, find_stockfish
+from rookworld_trl.chess.engine import MATE_SCORE, EnginePool, MoveEval
 from rookworld_trl.chess.environment import ILLEGAL_KINDS, env_truth, illegal_kind, legal_move
 from rookworld_trl.chess.formats import (
     FEN_WIDTH,
@@ -300,122 +300,3 @@ def mate_suite(
             hits = [m is not None and m.uci() == t for m, t in zip(moves, targets, strict=True)]
             out[f"{decoding}/target_accuracy"] = Metric([float(x) for x in hits])
     return out
-
-
-# ------------------------------------------------------------------------------------------------ games
-
-
-def selfplay_suite(
-    generate: Generate,
-    *,
-    games: int = 50,
-    max_plies: int = 300,
-    temperature: float = 0.6,
-    top_k: int = 5,
-    max_new_tokens: int = 128,
-    seed: int = 0,
-    fen_width: int = FEN_WIDTH,
-) -> dict[str, Metric]:
-    """The model plays itself from the start through P: (sampled); a game stops at its first illegal move.
-
-    Figures: legal half-moves per game before the first illegal move, and the illegal rate = illegal
-    moves / moves tried (ROOK's figure: 36.3 half-moves, 2.7% illegal; 1 / 37.3 = 2.7%).
-    Games also stop when python-chess ends them or at `max_plies`.
-    """
-    boards = [chess.Board() for _ in range(games)]
-    legal, illegal = [0] * games, [0] * games
-    active = list(range(games))
-    for ply in tqdm(range(max_plies), desc="selfplay", unit="ply", leave=False):
-        active = [i for i in active if not boards[i].is_game_over()]
-        if not active:
-            break
-        prompts = [policy_prompt(boards[i].fen(), fen_width) for i in active]
-        completions = generate(
-            prompts,
-            max_new_tokens=max_new_tokens,
-            do_sample=True,
-            temperature=temperature,
-            top_k=top_k,
-            seed=seed + ply,
-        )
-        still = []
-        for i, completion in zip(active, completions, strict=True):
-            move = legal_best_move(boards[i], completion)
-            if move is None:
-                illegal[i] = 1
-                continue
-            boards[i].push(move)
-            legal[i] += 1
-            still.append(i)
-        active = still
-    tried = [a + b for a, b in zip(legal, illegal, strict=True)]
-    return {
-        "legal_half_moves": Metric([float(x) for x in legal], percent=False, reference=36.3),
-        "illegal_rate": Metric(
-            [b / t if t else 0.0 for b, t in zip(illegal, tried, strict=True)], weights=tried, reference=0.027
-        ),
-        "games_ended_illegal": Metric([float(b) for b in illegal]),
-    }
-
-
-def match_suite(
-    generate: Generate,
-    *,
-    games: int = 20,
-    skill_level: int = 0,
-    limit: EngineLimit | None = None,
-    stockfish_path: str | None = None,
-    decoding: str = "sampled",
-    temperature: float = 0.6,
-    top_k: int = 5,
-    max_new_tokens: int = 128,
-    max_plies: int = 300,
-    seed: int = 0,
-    fen_width: int = FEN_WIDTH,
-) -> dict[str, Metric]:
-    """Games against Stockfish at `skill_level` (UCI "Skill Level"), the model White in even games.
-
-    The model moves through its P: answer; an illegal or unreadable move loses the game. Games still
-    running after `max_plies` half-moves count as draws. Stockfish's skill levels below 20 pick moves with
-    its own clock-seeded randomness, so match figures are not exactly reproducible.
-    """
-    limit = limit or EngineLimit(depth=8)
-    boards = [chess.Board() for _ in range(games)]
-    colours = [chess.WHITE if i % 2 == 0 else chess.BLACK for i in range(games)]
-    score: list[float | None] = [None] * games
-    illegal = [0.0] * games
-    kwargs = decoding_kwargs(decoding, temperature, top_k)
-    with chess.engine.SimpleEngine.popen_uci(find_stockfish(stockfish_path)) as engine:
-        engine.configure({"Skill Level": skill_level, "Threads": 1})
-        for rnd in tqdm(range(max_plies), desc="match", unit="round", leave=False):
-            active = [i for i in range(games) if score[i] is None]
-            if not active:
-                break
-            ours = [i for i in active if boards[i].turn == colours[i]]
-            prompts = [policy_prompt(boards[i].fen(), fen_width) for i in ours]
-            completions = (
-                generate(prompts, max_new_tokens=max_new_tokens, seed=seed + rnd, **kwargs) if ours else []
-            )
-            for i, completion in zip(ours, completions, strict=True):
-                move = legal_best_move(boards[i], completion)
-                if move is None:
-                    score[i], illegal[i] = 0.0, 1.0
-                else:
-                    boards[i].push(move)
-            for i in active:  # Stockfish answers in every game where it is now to move
-                board = boards[i]
-                if score[i] is None and board.turn != colours[i] and not board.is_game_over():
-                    board.push(engine.play(board, limit.to_chess()).move)
-                outcome = board.outcome()
-                if score[i] is None and outcome is not None:
-                    score[i] = 0.5 if outcome.winner is None else float(outcome.winner == colours[i])
-                elif score[i] is None and board.ply() >= max_plies:
-                    score[i] = 0.5  # adjudicated
-    score = [0.5 if s is None else s for s in score]
-    return {
-        "score": Metric(score),
-        "win_rate": Metric([float(s == 1.0) for s in score]),
-        "draw_rate": Metric([float(s == 0.5) for s in score]),
-        "loss_rate": Metric([float(s == 0.0) for s in score]),
-        "illegal_move_losses": Metric(illegal),
-    }

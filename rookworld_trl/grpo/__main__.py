@@ -2,7 +2,7 @@
 
 import sys
 
-from rookworld_trl.grpo.trainer import main
+from rookworld_trl.grpo.stage import main
 from rookworld_trl.stage import run_stage
 
 sys.exit(run_stage("train", main))

@@ -1,7 +1,8 @@
-"""RookWorldGRPOConfig: TRL's GRPOConfig plus the RookWorld fields (rewards, data mix, engine, adaptive KL,
-KL guard, NaN recovery, reference device, checkpoint tiers, LR schedule, replay, evals, self-play, and the RL
-options of rookworld_trl/grpo/rl_config.py: KL estimator, baseline, value baseline with GAE, dynamic sampling). Every
-field works in a YAML recipe and as a `--flag`; invariants are checked in `__post_init__`. The trainer is in grpo.py.
+"""RookWorldGRPOConfig: TRL's GRPOConfig plus what the trainer reads: rewards and field credit, adaptive KL, the
+KL guard, NaN recovery, the reference device, checkpoint tiers, the LR schedule, supervised replay, the sampler,
+and the RL options (rl_config.py: KL estimator, baseline, value baseline with GAE, dynamic sampling). What only
+the stage reads (data, engine, evals, self-play, publishing) is GRPOScriptArguments (script_args.py). Every
+field works in a YAML recipe and as a `--flag`; invariants are checked in `__post_init__`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 from trl import GRPOConfig
 
 from rookworld_trl.grpo.replay import TASKS as REPLAY_TASKS
-from rookworld_trl.grpo.rl_config import RLOptions
+from rookworld_trl.grpo.rl_config import RLOptions, check_rl_options
 from rookworld_trl.model.generation import BACKENDS
 
 DEVICE_TYPES = ("cpu", "cuda", "xpu", "mps", "npu")
@@ -45,29 +46,6 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
             "group advantage of its own verdict, and B:'s also to the listed move it copies, instead of one "
             "advantage for the whole completion (rookworld_trl/grpo/credit.py). Needs policy_reward among "
             "reward_funcs."
-        },
-    )
-    dataset_path: str | None = field(
-        default=None,
-        metadata={"help": "Local dataset dir/file or hub id, read by rookworld_trl.data.commands."},
-    )
-    dataset_split: str = field(default="train", metadata={"help": "Dataset split to train on."})
-    dataset_max_samples: int | None = field(
-        default=None, metadata={"help": "Train on the first N rows (after mixing); None: all."}
-    )
-    fen_width: int | None = field(
-        default=None,
-        metadata={
-            "help": "FEN field width of P: prompts (docs/FORMATS.md: 90, or 89 in some published files). None: "
-            "the data's own (its most common); every prompt of training and eval is padded to it, and the model's "
-            "config.json records it."
-        },
-    )
-    mix_env_ratio: float | None = field(
-        default=0.2,
-        metadata={
-            "help": "Fraction of A: (environment) rows mixed with P: (policy) rows; null (YAML) keeps the "
-            "stored mix."
         },
     )
     padding_aware_positions: bool = field(
@@ -156,21 +134,6 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
         default=0.1,
         metadata={"help": "warmup_cosine_linear: fraction of the steps in the final linear decay."},
     )
-    engine_depth: int | None = field(
-        default=8,
-        metadata={
-            "help": "Stockfish depth of the policy reward (and the evals). Dataset labels made at the same "
-            "limit (column `limit`, e.g. 'depth=8') serve as a cache of the engine's answer."
-        },
-    )
-    engine_nodes: int | None = field(
-        default=None, metadata={"help": "Stockfish node limit (with or instead of depth)."}
-    )
-    engine_workers: int = field(default=1, metadata={"help": "Stockfish processes for the policy reward."})
-    engine_cache: str | None = field(
-        default="engine_cache.sqlite",
-        metadata={"help": "sqlite cache of engine analyses (relative to output_dir); null: memory only."},
-    )
     replay_coef: float = field(
         default=0.0,
         metadata={
@@ -183,56 +146,6 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
         metadata={"help": "Training rows to replay: A (python-chess truth), P (engine labels) or all."},
     )
     replay_batch_size: int = field(default=16, metadata={"help": "Rows replayed per micro-batch."})
-    eval_every_steps: int = field(
-        default=0,
-        metadata={
-            "help": "Every N steps (and before the first), a greedy policy + environment eval of the policy on a "
-            "fixed held-out sample of eval_split: the run's learning curve (report/learning_curve.png). 0: off."
-        },
-    )
-    eval_every_samples: int = field(
-        default=200,
-        metadata={"help": "Positions and transitions per suite in each eval_every_steps eval."},
-    )
-    eval_split: str = field(default="test", metadata={"help": "Held-out split of dataset_path for evals."})
-    eval_samples: int = field(
-        default=200,
-        metadata={"help": "Positions and transitions per suite in the before/after eval (0: no final eval)."},
-    )
-    eval_env_samples: int | None = field(
-        default=None,
-        metadata={
-            "help": "Transitions in the before/after eval's env suite, when not eval_samples (A: answers are ~75 "
-            "tokens: the whole test split of both tasks takes ~20 min on 2 cores, its P: half ~2 min)."
-        },
-    )
-    selfplay_ratio: float = field(
-        default=0.0,
-        metadata={
-            "help": "Fraction of P: prompts replaced by positions from the policy's own self-play games once the "
-            "buffer holds some (rookworld_trl/grpo/selfplay.py); the engine pool grades them. 0: off."
-        },
-    )
-    selfplay_every: int = field(
-        default=10, metadata={"help": "Self-play: play a round of games every N optimizer steps."}
-    )
-    selfplay_games: int = field(
-        default=16, metadata={"help": "Self-play: games per round (per process), from training P: positions."}
-    )
-    selfplay_max_plies: int = field(
-        default=40,
-        metadata={"help": "Self-play: a game ends after N half-moves (or earlier: game over, illegal)."},
-    )
-    selfplay_buffer_size: int = field(
-        default=5000, metadata={"help": "Self-play: positions kept (FIFO, one per position)."}
-    )
-    push_checkpoints: bool = field(
-        default=False,
-        metadata={
-            "help": "With push_to_hub, also upload each complete checkpoint's model files (to checkpoints/"
-            "checkpoint-N in the repo); final/ goes up at the end either way."
-        },
-    )
     # TRL turns activation checkpointing on; it saves memory a 124M model does not need and costs ~20% speed.
     # transformers 5 renamed it `activation_checkpointing` (default off): a None alias leaves that name in
     # charge without a deprecation warning (as in sft.py).
@@ -304,45 +217,11 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
     )
 
     def __post_init__(self):
-        if not self.reward_funcs:
-            raise ValueError("reward_funcs is empty: name at least one, e.g. ['policy_reward', 'env_reward']")
-        if self.field_credit and "policy_reward" not in self.reward_funcs:
-            raise ValueError("field_credit needs policy_reward among reward_funcs (it reads its components)")
-        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
-            raise ValueError(
-                f"reward_weights has {len(self.reward_weights)} entries, "
-                f"reward_funcs {len(self.reward_funcs)}"
-            )
-        if self.adaptive_kl:
-            if self.beta <= 0.0:
-                raise ValueError("adaptive_kl needs beta > 0 (with beta = 0 TRL loads no reference model)")
-            if not 0.0 < self.beta_min <= self.beta <= self.beta_max:
-                raise ValueError(
-                    "need 0 < beta_min <= beta <= beta_max, "
-                    f"got {self.beta_min}, {self.beta}, {self.beta_max}"
-                )
-            if self.kl_target <= 0.0 or self.kl_horizon < 1:
-                raise ValueError("adaptive_kl needs kl_target > 0 and kl_horizon >= 1")
-        if not 0.0 < self.kl_warn < self.kl_stop:
-            raise ValueError(
-                f"need 0 < kl_warn < kl_stop, got kl_warn={self.kl_warn}, kl_stop={self.kl_stop}"
-            )
+        self._check_rewards()
+        self._check_kl()
+        self._check_ref_model_device()
         if self.nan_max_retries < 0 or not 0.0 < self.nan_lr_factor <= 1.0 or self.nan_snapshot_steps < 1:
             raise ValueError("need nan_max_retries >= 0, 0 < nan_lr_factor <= 1 and nan_snapshot_steps >= 1")
-        if self.ref_model_device is not None:
-            try:
-                kind = torch.device(self.ref_model_device).type
-            except RuntimeError:  # torch's message lists every device type it knows
-                kind = None
-            if kind not in DEVICE_TYPES:
-                raise ValueError(
-                    f"ref_model_device {self.ref_model_device!r}: expected a device of type {DEVICE_TYPES}, "
-                    "e.g. cuda:1"
-                )
-            if self.sync_ref_model:
-                raise ValueError(
-                    "ref_model_device cannot be combined with sync_ref_model (TRL mixes weights in place)"
-                )
         if self.replay_task not in REPLAY_TASKS:
             raise ValueError(f"replay_task must be one of {REPLAY_TASKS}, got {self.replay_task!r}")
         if self.replay_coef < 0.0 or self.replay_batch_size < 1:
@@ -351,16 +230,50 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
             )
         if self.generation_backend not in BACKENDS:
             raise ValueError(f"generation_backend must be one of {BACKENDS}, got {self.generation_backend!r}")
-        if not 0.0 <= self.selfplay_ratio <= 1.0:
-            raise ValueError(f"selfplay_ratio must be in [0, 1], got {self.selfplay_ratio}")
-        small = [
-            n for n in ("every", "games", "max_plies", "buffer_size") if getattr(self, f"selfplay_{n}") < 1
-        ]
-        if small:
-            raise ValueError(f"selfplay_{small[0]} must be >= 1, got {getattr(self, f'selfplay_{small[0]}')}")
         if self.lr_schedule not in (None, "warmup_cosine_linear"):
             raise ValueError(f"lr_schedule must be None or 'warmup_cosine_linear', got {self.lr_schedule!r}")
         if not 0.0 <= self.lr_cosine_min_ratio <= 1.0 or not 0.0 <= self.lr_final_decay_ratio < 1.0:
             raise ValueError("need lr_cosine_min_ratio in [0, 1] and lr_final_decay_ratio in [0, 1)")
-        self.check_rl_options()
+        check_rl_options(self)
         super().__post_init__()
+
+    def _check_rewards(self) -> None:
+        if not self.reward_funcs:
+            raise ValueError("reward_funcs is empty: name at least one, e.g. ['policy_reward', 'env_reward']")
+        if self.field_credit and "policy_reward" not in self.reward_funcs:
+            raise ValueError("field_credit needs policy_reward among reward_funcs (it reads its components)")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
+            raise ValueError(
+                f"reward_weights has {len(self.reward_weights)} entries, reward_funcs {len(self.reward_funcs)}"
+            )
+
+    def _check_kl(self) -> None:
+        if self.adaptive_kl:
+            if self.beta <= 0.0:
+                raise ValueError("adaptive_kl needs beta > 0 (with beta = 0 TRL loads no reference model)")
+            if not 0.0 < self.beta_min <= self.beta <= self.beta_max:
+                raise ValueError(
+                    f"need 0 < beta_min <= beta <= beta_max, got {self.beta_min}, {self.beta}, {self.beta_max}"
+                )
+            if self.kl_target <= 0.0 or self.kl_horizon < 1:
+                raise ValueError("adaptive_kl needs kl_target > 0 and kl_horizon >= 1")
+        if not 0.0 < self.kl_warn < self.kl_stop:
+            raise ValueError(
+                f"need 0 < kl_warn < kl_stop, got kl_warn={self.kl_warn}, kl_stop={self.kl_stop}"
+            )
+
+    def _check_ref_model_device(self) -> None:
+        if self.ref_model_device is None:
+            return
+        try:
+            kind = torch.device(self.ref_model_device).type
+        except RuntimeError:  # torch's message lists every device type it knows
+            kind = None
+        if kind not in DEVICE_TYPES:
+            raise ValueError(
+                f"ref_model_device {self.ref_model_device!r}: expected a device of type {DEVICE_TYPES}, e.g. cuda:1"
+            )
+        if self.sync_ref_model:
+            raise ValueError(
+                "ref_model_device cannot be combined with sync_ref_model (TRL mixes weights in place)"
+            )

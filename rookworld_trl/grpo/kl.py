@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from rookworld_trl.model.loading import gpt2_backbone
+
 CHUNK_FLOATS = 2**24  # logits per chunk (64 MiB in float32): tokens per chunk = CHUNK_FLOATS // vocabulary
 
 
@@ -94,17 +96,10 @@ def per_token_kl(
     return torch.zeros(mask.shape, dtype=flat.dtype, device=flat.device).masked_scatter(keep, flat)
 
 
-def backbone_of(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformer under the LM head (through PEFT and DDP wrappers): what TRL's fused head calls."""
+def lm_head_of(model: torch.nn.Module) -> torch.nn.Module:
+    """The output embeddings (through PEFT and DDP wrappers): what TRL's fused head applies to the backbone."""
     inner = getattr(model, "module", model)  # DDP
     if hasattr(inner, "get_base_model"):  # PEFT
-        inner = inner.get_base_model()
-    return inner.base_model
-
-
-def lm_head_of(model: torch.nn.Module) -> torch.nn.Module:
-    inner = getattr(model, "module", model)
-    if hasattr(inner, "get_base_model"):
         inner = inner.get_base_model()
     return inner.get_output_embeddings()
 
@@ -114,7 +109,7 @@ class HiddenTap:
 
     def __init__(self, model: torch.nn.Module):
         self.records: list[torch.Tensor] | None = None
-        self.handle = backbone_of(model).register_forward_hook(self._hook)
+        self.handle = gpt2_backbone(model).register_forward_hook(self._hook)
 
     def _hook(self, module, args, output):
         if self.records is not None:

@@ -1,5 +1,6 @@
 """The RL options of RookWorldGRPOConfig (issue 19): KL estimator, baseline, value baseline with GAE, dynamic
-sampling. A dataclass mixin, so that grpo_config.py stays readable; the trainer side is rookworld_trl/grpo/rl_options.py.
+sampling. A dataclass of fields that RookWorldGRPOConfig inherits, and `check_rl_options(config)`, which its
+__post_init__ calls; the trainer side is rookworld_trl/grpo/trainer.py with rookworld_trl/grpo/rl_options.py.
 Every default keeps TRL's behaviour (k3 KL, group baseline, no value head, no resampling).
 """
 
@@ -13,7 +14,7 @@ BASELINES = ("group", "ema", "adaptive")
 
 @dataclass
 class RLOptions:
-    """KL estimator, baseline, value baseline (GAE) and dynamic sampling fields; `check_rl_options()` validates."""
+    """KL estimator, baseline, value baseline (GAE) and dynamic sampling fields; `check_rl_options` validates."""
 
     kl_estimator: str = field(
         default="k3",
@@ -93,42 +94,44 @@ class RLOptions:
         default=3, metadata={"help": "dynamic_sampling: most extra generation batches per generation step."}
     )
 
-    def check_rl_options(self) -> None:
-        """One-line ValueErrors for bad or conflicting RL options."""
-        if self.kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
-        if self.kl_estimator != "k3" and self.beta <= 0.0:
+
+def check_rl_options(config) -> None:
+    """One-line ValueErrors for bad or conflicting RL options of a RookWorldGRPOConfig (they depend on its beta,
+    field_credit and multi_objective_aggregation too)."""
+    if config.kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {config.kl_estimator!r}")
+    if config.kl_estimator != "k3" and config.beta <= 0.0:
+        raise ValueError(
+            f"kl_estimator {config.kl_estimator!r} needs beta > 0 (the KL enters the loss as beta x KL)"
+        )
+    if config.baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {config.baseline!r}")
+    if not 0.0 < config.baseline_ema_decay < 1.0:
+        raise ValueError(f"baseline_ema_decay must be in (0, 1), got {config.baseline_ema_decay}")
+    reshaped = config.baseline != "group" or config.value_baseline
+    if reshaped and config.multi_objective_aggregation != "sum_then_normalize":
+        raise ValueError(
+            "baseline ema/adaptive and value_baseline need multi_objective_aggregation: sum_then_normalize"
+        )
+    if config.baseline != "group" and config.field_credit:
+        raise ValueError(
+            f"baseline {config.baseline} does not reach P: answers under field_credit, which takes each "
+            "field's advantage against its group itself: set field_credit: false (or baseline: group)"
+        )
+    if config.value_baseline:
+        if config.baseline != "group":
             raise ValueError(
-                f"kl_estimator {self.kl_estimator!r} needs beta > 0 (the KL enters the loss as beta x KL)"
+                "value_baseline replaces the baseline: set baseline: group (or value_baseline: false)"
             )
-        if self.baseline not in BASELINES:
-            raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
-        if not 0.0 < self.baseline_ema_decay < 1.0:
-            raise ValueError(f"baseline_ema_decay must be in (0, 1), got {self.baseline_ema_decay}")
-        reshaped = self.baseline != "group" or self.value_baseline
-        if reshaped and self.multi_objective_aggregation != "sum_then_normalize":
+        if config.field_credit:
+            raise ValueError("value_baseline and field_credit both set per-token advantages: choose one")
+        if not (0.0 < config.gae_gamma <= 1.0 and 0.0 <= config.gae_lambda <= 1.0):
             raise ValueError(
-                "baseline ema/adaptive and value_baseline need multi_objective_aggregation: sum_then_normalize"
+                f"need 0 < gae_gamma <= 1 and 0 <= gae_lambda <= 1, got {config.gae_gamma}, {config.gae_lambda}"
             )
-        if self.baseline != "group" and self.field_credit:
-            raise ValueError(
-                f"baseline {self.baseline} does not reach P: answers under field_credit, which takes each "
-                "field's advantage against its group itself: set field_credit: false (or baseline: group)"
-            )
-        if self.value_baseline:
-            if self.baseline != "group":
-                raise ValueError(
-                    "value_baseline replaces the baseline: set baseline: group (or value_baseline: false)"
-                )
-            if self.field_credit:
-                raise ValueError("value_baseline and field_credit both set per-token advantages: choose one")
-            if not (0.0 < self.gae_gamma <= 1.0 and 0.0 <= self.gae_lambda <= 1.0):
-                raise ValueError(
-                    f"need 0 < gae_gamma <= 1 and 0 <= gae_lambda <= 1, got {self.gae_gamma}, {self.gae_lambda}"
-                )
-            if self.value_coef < 0.0 or self.value_learning_rate <= 0.0:
-                raise ValueError("need value_coef >= 0 and value_learning_rate > 0")
-        if self.dynamic_sampling_max_rounds < 1:
-            raise ValueError(
-                f"dynamic_sampling_max_rounds must be >= 1, got {self.dynamic_sampling_max_rounds}"
-            )
+        if config.value_coef < 0.0 or config.value_learning_rate <= 0.0:
+            raise ValueError("need value_coef >= 0 and value_learning_rate > 0")
+    if config.dynamic_sampling_max_rounds < 1:
+        raise ValueError(
+            f"dynamic_sampling_max_rounds must be >= 1, got {config.dynamic_sampling_max_rounds}"
+        )

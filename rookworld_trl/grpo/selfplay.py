@@ -5,7 +5,7 @@ mixed into its P: prompts.
         --selfplay_games 16 --selfplay_max_plies 40 --selfplay_buffer_size 5000
     .venv/bin/pytest tests/test_selfplay.py          (add -m slow for a 3-step run from the recipe)
 
-How (RookWorldGRPOTrainer wires it when `selfplay_ratio` > 0):
+How (the stage builds it with `selfplay_for` when `selfplay_ratio` > 0; RookWorldGRPOTrainer wires it in):
   - Games (`play_games`): every `selfplay_every` optimizer steps (and at the first step of a run or a resume),
     `SelfPlayCallback` plays `selfplay_games` games with the model being trained, all live games in one batched
     `generate_completions` call per ply (eval mode, no grad), sampled at the recipe's `temperature` and `top_k`:
@@ -57,7 +57,7 @@ from rookworld_trl.chess.formats import (
     prompt_fen_width,
     task_of,
 )
-from rookworld_trl.data.load import position_key
+from rookworld_trl.data.layout import position_key
 
 ENDS = ("game_over", "max_plies", "illegal", "unparseable")  # why a game ended
 # emptied in a substitute row: its label would be another position's
@@ -158,11 +158,13 @@ def unit_hash(*parts) -> float:
 class SelfPlay:
     """The buffer, when to play, what to play from, and the mix of buffer positions into prompts."""
 
-    def __init__(self, args, dataset=None):
-        self.ratio, self.every, self.games = args.selfplay_ratio, args.selfplay_every, args.selfplay_games
-        self.max_plies, self.seed = args.selfplay_max_plies, args.seed
-        self.fen_width = args.fen_width
-        self.buffer = PositionBuffer(args.selfplay_buffer_size)
+    def __init__(self, script_args, seed: int, dataset=None):
+        """`script_args`: GRPOScriptArguments (selfplay_* and fen_width); `seed`: the run's."""
+        s = script_args
+        self.ratio, self.every, self.games = s.selfplay_ratio, s.selfplay_every, s.selfplay_games
+        self.max_plies, self.seed = s.selfplay_max_plies, seed
+        self.fen_width = s.fen_width
+        self.buffer = PositionBuffer(s.selfplay_buffer_size)
         self.dataset = dataset
         self.last_play: int | None = None  # None: not yet in this process (a fresh run or a resume)
 
@@ -245,6 +247,11 @@ def _playable(row: dict) -> str | None:
     except ValueError:  # FormatError included
         return None
     return None if board.is_game_over() else board.fen()
+
+
+def selfplay_for(script_args, seed: int, dataset) -> SelfPlay | None:
+    """The run's SelfPlay when `selfplay_ratio` > 0, else None (self-play is off)."""
+    return SelfPlay(script_args, seed, dataset) if script_args.selfplay_ratio > 0 else None
 
 
 class SelfPlayCallback(TrainerCallback):

@@ -1,107 +1,103 @@
-"""GRPO fine-tuning of RookWorld-LM on TRL: config, trainer subclass and the `main()` for accelerate launch.
-
-    python -m rookworld_trl.grpo --config recipes/grpo_tiny_cpu.yaml [--max_steps 10 ...]
-    accelerate launch --config_file accelerate_configs/cpu.yaml -m rookworld_trl.grpo --config recipes/...
-    rookworld train --config recipes/grpo_rookworld_124m_gpu.yaml       # the same, via rookworld_trl/cli.py
+"""RookWorldGRPOTrainer: TRL's GRPOTrainer with our advantages, loss terms, step guard and checkpoint state.
+The stage that builds and runs it is rookworld_trl/grpo/stage.py (`python -m rookworld_trl.grpo`).
 
 TRL does the GRPO work (sampling K completions per prompt, group advantages, clipped loss, k3 KL, vLLM, PEFT);
-every GRPOConfig / TrainingArguments field stays reachable from a recipe. RookWorldGRPOTrainer adds, through
-public Trainer methods and the hooks of rookworld_trl/training/trl_compat.py (the one module that touches TRL's
-internals):
-  - adaptive KL, KL guard, NaN/Inf recovery (grpo_safety.StepGuard, a callback at the optimizer-step
-    boundary; `training_step` and `compute_loss` report each micro-batch's loss, KL and inputs to it): beta
-    follows the measured KL; KL above kl_warn warns, above kl_stop saves a checkpoint and stops; a non-finite
-    or diverged step (loss or gradient-norm spike, weights blown up, KL far above kl_stop) skips its update,
-    restores an in-memory snapshot from before the bad update (weights + optimizer), cuts the LR and saves
-    the batch to output_dir/nan_batches/;
-  - field credit (`field_credit`): per-field (B, T) advantages of P: answers, rookworld_trl/grpo/credit.py,
-    in `shape_advantages`;
-  - exact KL estimators, EMA/adaptive baselines, a value head with GAE, DAPO dynamic sampling
-    (rookworld_trl/grpo/rl_options.py, fields in rl_config.py);
-  - GPT-2 positions from the attention mask when TRL scores left-padded rows (policy and reference);
-  - reference model on its own device (`ref_model_device`);
-  - checkpoint tiers with verified completion markers and resume modes (rookworld_trl/training/checkpoints.py); a
-    finished run re-run trains nothing; a full disk or Ctrl-C ends with one line saying how to resume;
-  - publishing of final/ only (rookworld_trl/training/publish.py; Trainer's own push is off);
-  - self-play positions (`selfplay_ratio`): the policy's own games feed P: prompts (rookworld_trl/grpo/selfplay.py);
-  - an LR schedule "warmup_cosine_linear" (`create_scheduler`), a JSONL metrics file, peak memory in the logs.
+the trainer changes it through the hooks of rookworld_trl/training/trl_compat.py (the one module that touches
+TRL's internals), each overridden once, here:
+  - `shape_advantages`: TRL's advantages -> ours, top to bottom: the reference's hidden states kept for an exact
+    KL; the EMA/adaptive baseline or the value head's GAE (rl_config.py, advantages.py); field credit of P:
+    answers (`field_credit`, credit.py);
+  - `compute_loss`: TRL's clipped loss (its k3 KL term unless an exact estimator replaces it) + beta x the
+    exact KL (kl.py) + the value head's loss + supervised replay of A: truths (replay.py);
+  - `training_step`: self-play positions mixed into P: prompts (selfplay.py), each micro-batch's loss and KL
+    reported to the step guard;
+  - the step guard (safety.py: faults.py, kl_control.py, snapshots.py): NaN/divergence rollback, adaptive KL
+    and the KL guard. `beta` (what TRL's loss reads) is KLControl's, its one writer;
+  - `checkpoint_written` / `on_resume`: our controller state in one JSON file per checkpoint (STATE_FILE), the
+    value head beside it; `checkpoint_complete`: the stable/ copy and optional checkpoint pushes;
+  - GPT-2 positions from the attention mask when TRL scores left-padded rows, the reference model on its own
+    device, the "warmup_cosine_linear" LR schedule, a JSONL metrics file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import importlib
 import json
 import logging
-import math
 import os
-import sys
 
 import torch
 from accelerate.utils import gather_object
-from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_callback import TrainerState
-from trl import ModelConfig, get_peft_config
 
-from rookworld_trl.chess.formats import fen_width_of
 from rookworld_trl.grpo import advantages as adv
 from rookworld_trl.grpo import credit
+from rookworld_trl.grpo import dynamic_sampling as ds
+from rookworld_trl.grpo import rl_options as rl
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
+from rookworld_trl.grpo.kl import HiddenTap, completion_hidden, lm_head_of, per_token_kl
+from rookworld_trl.grpo.kl_control import KLControl
 from rookworld_trl.grpo.replay import Replay, replay_loss
-from rookworld_trl.grpo.rl_options import RLOptionsTrainer
 from rookworld_trl.grpo.rollout import check_supported, rollout
 from rookworld_trl.grpo.safety import StepGuard
+from rookworld_trl.grpo.schedule import warmup_cosine_linear
 from rookworld_trl.grpo.selfplay import SelfPlay, SelfPlayCallback
-from rookworld_trl.model.loading import (
-    load_model_and_tokenizer,
-    train_at_fen_width,
-    use_fused_gelu,
-    use_padding_aware_positions,
-)
+from rookworld_trl.model.loading import gpt2_backbone, use_fused_gelu, use_padding_aware_positions
 from rookworld_trl.model.shared_prefix import use_shared_prefix
-from rookworld_trl.stage import stage_parser
 from rookworld_trl.training import checkpoints, publish
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
 from rookworld_trl.training.trl_compat import GRPOSeams
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "rookworld_state.json"  # our controller state inside each checkpoint
+STATE_FILE = (
+    "rookworld_state.json"  # our controller state inside each checkpoint (beta, rollbacks, baselines)
+)
 
 
-def warmup_cosine_linear(
-    step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.1, final_decay_ratio: float = 0.1
-) -> float:
-    """LR multiplier: 0 -> 1 linear over warmup, cosine 1 -> min_ratio, then linear min_ratio -> 0 at the end.
+class RookWorldGRPOTrainer(GRPOSeams):
+    """GRPOTrainer with our advantages and loss terms, the step guard, ref-model offload and checkpoint state.
 
-    The final linear leg lands exactly on zero, which a cosine alone reaches only with a zero floor.
-    """
-    decay_start = max(warmup_steps, total_steps - round(final_decay_ratio * total_steps))
-    if step < warmup_steps:
-        return step / max(1, warmup_steps)
-    if step < decay_start:
-        progress = (step - warmup_steps) / max(1, decay_start - warmup_steps)
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    floor = min_ratio if decay_start > warmup_steps else 1.0
-    return max(0.0, floor * (total_steps - step) / max(1, total_steps - decay_start))
-
-
-class RookWorldGRPOTrainer(RLOptionsTrainer, GRPOSeams):
-    """GRPOTrainer with adaptive KL, a KL guard, NaN/Inf rollback, ref-model offload, checkpoint tiers and
-    supervised replay; the RL options (KL estimator, baseline, GAE, dynamic sampling) come from RLOptionsTrainer.
-
-    `replay_dataset`: the rows supervised replay draws from (default: `train_dataset`). `main` passes the whole
-    training split, so that replay of A: truths works when `mix_env_ratio` leaves no A: prompts to sample.
+    `replay_dataset`: the rows supervised replay draws from (default: `train_dataset`). The stage passes the
+    whole training split, so that replay of A: truths works when `mix_env_ratio` leaves no A: prompts to sample.
+    `selfplay`: self-play positions to mix into P: prompts (grpo/selfplay.py; None: off). `push_checkpoints`:
+    with push_to_hub, upload each complete checkpoint's model files too.
     After `train()` returns, `halt_reason` is None for a normal end, else a message saying why it stopped.
     """
 
-    def __init__(self, model, reward_funcs, args: RookWorldGRPOConfig, *rest, replay_dataset=None, **kwargs):
+    _trl_kl_off = False  # while TRL's loss runs under an exact kl_estimator, which adds its own KL term
+
+    @property
+    def beta(self) -> float:
+        """The KL coefficient TRL reads (in scoring: whether to run the reference; in its loss: the k3 term)."""
+        return 0.0 if self._trl_kl_off else self.kl_control.beta
+
+    @beta.setter
+    def beta(self, value: float) -> None:
+        # GRPOTrainer.__init__ sets args.beta, which KLControl already holds: it is beta's one writer
+        if value != self.kl_control.beta:
+            raise AttributeError("beta is KLControl's: use trainer.kl_control.restore(beta)")
+
+    def __init__(
+        self,
+        model,
+        reward_funcs,
+        args: RookWorldGRPOConfig,
+        *rest,
+        replay_dataset=None,
+        selfplay: SelfPlay | None = None,
+        push_checkpoints: bool = False,
+        **kwargs,
+    ):
         # Trainer would push output_dir (stable/, Parquet, engine cache) at every save: publish.py pushes final/
         self.publish_to_hub, args.push_to_hub = args.push_to_hub, False
+        self.push_checkpoints = push_checkpoints  # each complete checkpoint's model files too
+        self.kl_control = KLControl(args)
         own_sampler = args.generation_backend == "rookworld" and not args.use_vllm
         if own_sampler:
             kwargs["rollout_func"] = rollout
         super().__init__(model, reward_funcs, args, *rest, **kwargs)
+        self._init_rl_options()
         if own_sampler:
             check_supported(self.args, self.model, self.accelerator)
         self.ref_device = self._place_ref_model(self.args.ref_model_device)
@@ -111,30 +107,43 @@ class RookWorldGRPOTrainer(RLOptionsTrainer, GRPOSeams):
         if self.args.padding_aware_positions:
             self._use_padding_aware_positions()
         self.guard = StepGuard(self)
-        self.replay = None
-        if self.args.replay_coef > 0:
-            a = self.args
-            self.replay = Replay(
-                self.train_dataset if replay_dataset is None else replay_dataset,
-                a.replay_task,
-                self.processing_class,
-                a.replay_batch_size,
-                a.seed,
-                a.process_index,
-            )
         self.add_callback(self.guard)
-        self.selfplay = None
-        if (
-            self.args.selfplay_ratio > 0
-        ):  # rookworld_trl/grpo/selfplay.py: the policy's own games as P: prompts
-            self.selfplay = SelfPlay(self.args, self.train_dataset)
+        a = self.args
+        self.replay = None
+        if a.replay_coef > 0:
+            rows = self.train_dataset if replay_dataset is None else replay_dataset
+            self.replay = Replay(
+                rows, a.replay_task, self.processing_class, a.replay_batch_size, a.seed, a.process_index
+            )
+        self.selfplay = selfplay  # rookworld_trl/grpo/selfplay.py: the policy's own games as P: prompts
+        if selfplay is not None:
             self.add_callback(SelfPlayCallback(self))
         self.interrupt = checkpoints.SaveOnInterrupt()
         self.add_callback(self.interrupt)
-        if self.args.metrics_jsonl:
-            self.add_callback(
-                JSONLMetricsCallback(os.path.join(self.args.output_dir, self.args.metrics_jsonl))
+        if a.metrics_jsonl:
+            self.add_callback(JSONLMetricsCallback(os.path.join(a.output_dir, a.metrics_jsonl)))
+
+    def _init_rl_options(self) -> None:
+        """The running baseline, the hidden-state taps of an exact KL and the value head, the checks."""
+        a = self.args
+        self.running_baseline = adv.RunningBaseline(a.baseline_ema_decay)
+        self.exact_kl = a.kl_estimator != "k3"
+        if self.exact_kl and self.ref_model is None:
+            raise ValueError(
+                f"kl_estimator {a.kl_estimator!r} needs a separate reference model: not with PEFT"
             )
+        self.ref_tap = HiddenTap(self.ref_model) if self.exact_kl else None
+        self.policy_tap = HiddenTap(self.model) if self.exact_kl or a.value_baseline else None
+        self.value_head = None
+        if a.value_baseline:
+            if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                raise ValueError(
+                    "value_baseline is not supported with DeepSpeed/FSDP: set value_baseline: false"
+                )
+            hidden = gpt2_backbone(self.model).config.hidden_size
+            self.value_head = adv.ValueHead(hidden).to(self.accelerator.device)
+        if a.dynamic_sampling:
+            ds.check_trainer(self)
 
     @property
     def halt_reason(self) -> str | None:
@@ -144,17 +153,14 @@ class RookWorldGRPOTrainer(RLOptionsTrainer, GRPOSeams):
     def _use_padding_aware_positions(self) -> None:
         # TRL scores completions with a plain forward that passes no position_ids; GPT-2 would then count the
         # left padding as positions, unlike generate(). TRL builds the reference itself, so hook it here.
-        from transformers import GPT2Model
-
         for model in (self.model, self.ref_model):
-            if model is not None and any(isinstance(m, GPT2Model) for m in model.modules()):
+            if model is not None and gpt2_backbone(model, required=False) is not None:
                 use_padding_aware_positions(model)
                 if self.args.shared_prefix_scoring:  # it reads the padding-aware positions
                     use_shared_prefix(model)
 
-    # ---- reference model on its own device ----
-
     def _place_ref_model(self, device: str | None) -> torch.device | None:
+        """The reference model on its own device (`ref_model_device`); trl_compat moves its inputs there."""
         if device is None:
             return None
         if self.ref_model is None:
@@ -177,12 +183,51 @@ class RookWorldGRPOTrainer(RLOptionsTrainer, GRPOSeams):
         self.ref_model.to(device)
         return device
 
-    # ---- field-level credit (rookworld_trl/grpo/credit.py) ----
+    # ---- sampling and advantages ----
+
+    def generate_batch(self, inputs):
+        output = self.score(inputs)
+        if self.args.dynamic_sampling and self.model.training:  # DAPO: zero-std groups swapped for fresh ones
+            output = ds.refill(self, inputs, output)
+        return output
+
+    def score(self, inputs):
+        # an exact KL needs the reference's hidden states, tapped while TRL scores the batch with it
+        with self.ref_tap.recording() if self.ref_tap is not None else contextlib.nullcontext():
+            return super().score(inputs)
 
     def shape_advantages(self, output):
-        output = super().shape_advantages(output)  # the baseline / GAE options first; A: rows keep theirs
+        """TRL's scored batch -> the advantages our loss trains on (A: rows keep theirs under field credit)."""
+        if self.ref_tap is not None and self.ref_tap.records:
+            hidden = completion_hidden(self.ref_tap.records, output["completion_ids"].shape[1])
+            output["ref_hidden"] = hidden.detach().to(output["completion_ids"].device)
+        if self.model.training and (self.args.baseline != "group" or self.args.value_baseline):
+            output = self._baseline_advantages(output)
         if self.args.field_credit and self.model.training:
             output["advantages"] = self._field_advantages(output["advantages"], output["completion_ids"])
+        return output
+
+    def _baseline_advantages(self, output):
+        """(r - b) / s against an EMA/adaptive baseline b, or per token by GAE from the value head's values."""
+        a, n, rows = self.args, self.num_generations, len(output["completion_ids"])
+        start = self.accelerator.process_index * rows
+        local = slice(start, start + rows)
+        rewards = adv.row_rewards(self.scored_rewards, self.reward_weights)  # every process's rows
+        tasks = [adv.task_of(p) for p in gather_object(self.scored_prompts)]
+        scale = adv.reward_scale(rewards, tasks, n, self.scale_rewards)
+        if a.value_baseline:
+            mask = output["completion_mask"] * output.get("tool_mask", 1)
+            batch = self.args.per_device_train_batch_size
+            values = rl.rollout_values(self.model, self.value_head, output, batch, self.accelerator.autocast)
+            advantages, returns = adv.gae(rewards[local], values, mask, a.gae_gamma, a.gae_lambda)
+            output["advantages"] = advantages / (scale[local].unsqueeze(1) + adv.EPS)
+            output["returns"] = returns
+            self.log_metric("value/mean", float((values * mask).sum() / mask.sum().clamp(min=1)))
+        else:
+            baseline = self.running_baseline(a.baseline, rewards, tasks, n)
+            output["advantages"] = adv.baseline_advantages(rewards, baseline, scale)[local]
+            for task, state in self.running_baseline.state.items():
+                self.log_metric(f"baseline/{task.rstrip(':')}", state["mean"])
         return output
 
     def _field_advantages(self, sequence: torch.Tensor, completion_ids: torch.Tensor) -> torch.Tensor:
@@ -206,13 +251,29 @@ class RookWorldGRPOTrainer(RLOptionsTrainer, GRPOSeams):
         layouts = [credit.token_layout(pieces[i : i + width]) for i in range(0, len(pieces), width)]
         return credit.spread(rows, layouts, sequence)
 
-    # ---- per-micro-batch reports to the StepGuard ----
+    # ---- the loss ----
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.model.training:
-            self.guard.record_inputs(inputs)
-        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        if self.replay is not None and self.model.training:
+        """One micro-batch's loss: TRL's clipped GRPO loss (with its k3 KL term unless an exact kl_estimator
+        replaces it) + beta x the exact KL + the value head's loss + supervised replay."""
+        training = self.model.training
+        if training:
+            self.guard.faults.record_inputs(inputs)  # kept until the step ends, to save it if it goes bad
+        if self.policy_tap is None:
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        else:
+            with self.policy_tap.recording() as records, self._without_trl_kl():
+                loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            hidden = completion_hidden(records, inputs["completion_ids"].shape[1])
+            mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
+            if self.exact_kl:
+                loss = loss + self._exact_kl_term(model, hidden, inputs, mask)
+            if self.value_head is not None and "returns" in inputs:
+                value_loss = rl.value_loss(self.value_head, hidden, inputs["returns"], mask)
+                if training:
+                    self.log_metric("value/loss", float(value_loss.detach()))
+                loss = loss + self.args.value_coef * value_loss / self.current_gradient_accumulation_steps
+        if self.replay is not None and training:
             # the replayed rows follow the micro-step count (restored on resume); scaled for accumulation
             # like TRL's own loss, so replay weighs replay_coef whatever gradient_accumulation_steps is
             supervised = replay_loss(model, self.replay.batch(self.micro_step, loss.device))
@@ -220,13 +281,58 @@ class RookWorldGRPOTrainer(RLOptionsTrainer, GRPOSeams):
             loss = loss + self.args.replay_coef * supervised / self.current_gradient_accumulation_steps
         return loss
 
+    @contextlib.contextmanager
+    def _without_trl_kl(self):
+        """TRL's loss without its k3 term (beta reads 0) when an exact KL replaces it."""
+        self._trl_kl_off = self.exact_kl
+        try:
+            yield
+        finally:
+            self._trl_kl_off = False
+
+    def _exact_kl_term(self, model, hidden, inputs, mask) -> torch.Tensor:
+        """beta x the exact KL (kl.py), normalised like TRL's loss; logs `kl` (what the guard and adaptive KL
+        read) and `kl/<estimator>`."""
+        est = self.args.kl_estimator
+        ref_head = lm_head_of(self.ref_model)
+        kl = per_token_kl(
+            hidden, lm_head_of(model), inputs["ref_hidden"], ref_head, mask, est, self.temperature
+        )
+        if self.model.training:
+            totals = self.accelerator.reduce(
+                torch.stack([(kl * mask).sum(), mask.sum().float()]).detach(), "sum"
+            )
+            value = float(totals[0] / totals[1].clamp(min=1.0))
+            self.log_metric("kl", value)
+            self.log_metric(f"kl/{est}", value)
+        return self.beta * self.normalise_like_trl(kl, mask, inputs)
+
+    def normalise_like_trl(self, per_token, mask, inputs) -> torch.Tensor:
+        """A (B, T) per-token term aggregated as TRL aggregates its loss now (rl_options.normalise_like_trl)."""
+        training = self.model.training
+        accumulation = self.current_gradient_accumulation_steps if training else 1.0
+        items = None
+        if self.loss_type in ("cispo", "dapo", "vespo"):  # TRL's normaliser: the batch's completion tokens
+            items = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+            if training:
+                items = items * accumulation / self.args.steps_per_generation
+        return rl.normalise_like_trl(
+            per_token, mask, self.loss_type, accumulation, self.max_completion_length, items
+        )
+
     def training_step(self, model, inputs, num_items_in_batch):
         if self.selfplay is not None:
             inputs = self._mix_selfplay(inputs)
-        kl = self.metric_values("kl")  # TRL appends one value per micro-batch when beta != 0
+        kl = self.metric_values(
+            "kl"
+        )  # TRL appends one value per micro-batch when beta != 0 (ours: the exact KL)
         seen = len(kl)
         loss = super().training_step(model, inputs, num_items_in_batch)
-        self.guard.record_step(loss, kl[seen:])
+        step_kl = list(kl[seen:])
+        if not self.exact_kl:
+            for value in step_kl:  # TRL's k3, also under its estimator's name
+                self.log_metric("kl/k3", value)
+        self.guard.faults.record_step(loss, step_kl)
         return loss
 
     def _mix_selfplay(self, inputs):
@@ -239,9 +345,15 @@ class RookWorldGRPOTrainer(RLOptionsTrainer, GRPOSeams):
         return inputs
 
     def on_grad_norm(self, norm):
-        self.guard.record_grad_norm(norm)  # the norm before clipping: the guard's spike check needs it
+        self.guard.faults.record_grad_norm(norm)  # the norm before clipping: the guard's spike check needs it
 
-    # ---- LR schedule ----
+    # ---- optimizer and LR schedule ----
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
+        if self.value_head is not None:
+            rl.add_value_head(optimizer, self.value_head, self.args.value_learning_rate)
+        return optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.args.lr_schedule != "warmup_cosine_linear" or self.lr_scheduler is not None:
@@ -256,256 +368,32 @@ class RookWorldGRPOTrainer(RLOptionsTrainer, GRPOSeams):
         self.adopt_scheduler(torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, schedule))
         return self.lr_scheduler
 
-    # ---- checkpoints ----
+    # ---- checkpoints: our state in STATE_FILE, the value head beside it ----
 
     def checkpoint_written(self, path):
-        super().checkpoint_written(path)
         state = {
-            "beta": self.beta,
+            "beta": self.kl_control.beta,
             "nan_recoveries": self.guard.nan_recoveries,
             "healthy": self.guard.healthy,
+            "baseline": self.running_baseline.state,
         }
         checkpoints.write_json_atomic(os.path.join(path, STATE_FILE), state)
+        if self.value_head is not None:
+            rl.save_value_head(self.value_head, path)
 
     def checkpoint_complete(self, path):
         if self.args.save_stable and self.guard.healthy:
             checkpoints.promote_to_stable(path, os.path.dirname(path))
-        if self.publish_to_hub and self.args.push_checkpoints:
+        if self.publish_to_hub and self.push_checkpoints:
             publish.push_checkpoint(self.args, path)
 
     def on_resume(self, checkpoint):
-        super().on_resume(checkpoint)
         path = os.path.join(checkpoint, STATE_FILE)
         if os.path.isfile(path):
             with open(path) as f:
                 state = json.load(f)
-            self.beta = state["beta"]
+            self.kl_control.restore(state["beta"])
             self.guard.nan_recoveries = state["nan_recoveries"]
-
-
-# ---- the stage: load, train, save ----
-
-
-def resolve_reward_funcs(names: list[str], shaping: str = "graduated", engine=None) -> list:
-    """Registry names (rookworld_trl.rewards.functions, built with `shaping` and `engine`) or 'module:function'."""
-    from rookworld_trl.rewards.functions import get_reward_funcs
-
-    funcs = []
-    for name in names:
-        if ":" in name:
-            module, attr = name.split(":", 1)
-            funcs.append(getattr(importlib.import_module(module), attr))
-        else:  # get_reward_funcs names the known ones when `name` is not among them
-            funcs += get_reward_funcs([name], engine=engine, shaping=shaping)
-    return funcs
-
-
-def engine_cache_path(args: RookWorldGRPOConfig) -> str | None:
-    """The engine's sqlite cache, inside output_dir (None: memory only)."""
-    return os.path.join(args.output_dir, args.engine_cache) if args.engine_cache else None
-
-
-def engine_pool(args: RookWorldGRPOConfig):
-    """The Stockfish pool of the policy reward and the evals, from the config's engine fields."""
-    from rookworld_trl.chess.engine import EngineLimit, EnginePool
-
-    if args.engine_cache:
-        os.makedirs(args.output_dir, exist_ok=True)
-    limit = EngineLimit(depth=args.engine_depth, nodes=args.engine_nodes)
-    return EnginePool(args.engine_workers, limit, multipv=5, cache=engine_cache_path(args))
-
-
-def eval_settings(args: RookWorldGRPOConfig, samples: int, env_samples: int | None = None, **more):
-    """The run's held-out eval: policy + env suites on eval_split, greedy, the engine settings of the reward."""
-    from rookworld_trl.eval.evaluate import EvalSettings
-
-    return EvalSettings(
-        **{"model": "", **more},
-        data=args.dataset_path,
-        split=args.eval_split,
-        fen_width=args.fen_width,
-        suites="policy,env",
-        policy_samples=samples,
-        env_samples=samples if env_samples is None else env_samples,
-        seed=args.seed,
-        max_new_tokens=max(args.max_completion_length, 96),
-        device="cpu" if args.use_cpu else None,
-        depth=args.engine_depth,
-        nodes=args.engine_nodes,
-        cache=engine_cache_path(args),
-        out=os.path.join(args.output_dir, "eval"),
-    )
-
-
-def before_after_eval(args: RookWorldGRPOConfig, initial_model: str, final_dir: str) -> str:
-    """Evaluate the final model against the initial one on held-out data (output_dir/eval/eval.{json,md,png}),
-    draw the run's curves (output_dir/report/); returns the eval's markdown table."""
-    from rookworld_trl.eval import evaluate
-    from rookworld_trl.training import report
-
-    settings = eval_settings(
-        args, args.eval_samples, args.eval_env_samples, model=final_dir, baseline=initial_model
-    )
-    paths = evaluate.evaluate(settings)
-    report.main([args.output_dir])
-    with open(paths["md"]) as f:
-        return f.read()
-
-
-def interrupted(trainer: RookWorldGRPOTrainer) -> int:
-    """Say where a stop signal left the run and how to go on; the exit code (130 for Ctrl-C, 143 for SIGTERM)."""
-    last = checkpoints.latest_complete_checkpoint(trainer.args.output_dir)
-    checkpoints.say(
-        f"interrupted at step {trainer.state.global_step} (last checkpoint: {last or 'none'}); resume with the "
-        "same command and --resume_from_checkpoint auto"
-    )
-    return trainer.interrupt.exit_code
-
-
-def train(trainer: RookWorldGRPOTrainer, initial_model: str | None = None) -> int:
-    """Resume per args.resume_from_checkpoint, train, save final (and push), then the before/after eval
-    against `initial_model` on the main process. Returns a process exit code."""
-    args = trainer.args
-    checkpoints.check_output_dir(args.output_dir)
-    # the main process moves incomplete and damaged checkpoints aside first
-    with trainer.accelerator.main_process_first():
-        resume = checkpoints.resolve_resume(args.resume_from_checkpoint, args.output_dir)
-    done = checkpoints.finished_step(resume, args.max_steps) if resume else None
-    final_card = os.path.join(args.output_dir, checkpoints.FINAL_DIR, "README.md")
-    if done is not None and os.path.isfile(final_card):
-        checkpoints.say(
-            f"{args.output_dir} is finished: {resume} is at step {done} (max_steps {args.max_steps}) and the "
-            f"final model is in {os.path.dirname(final_card)}; nothing to train (raise --max_steps to train on)"
-        )
-        return 0
-    if done is not None:  # killed while saving final/ or evaluating: finish those, train no extra step
-        checkpoints.say(f"{resume} is at max_steps ({done}) but final/ is incomplete: writing it")
-        trainer.load_weights(resume)
-        trainer.state = TrainerState.load_from_json(os.path.join(resume, TRAINER_STATE_NAME))
-    else:
-        if resume:
-            checkpoints.say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
-        try:
-            trainer.train(resume_from_checkpoint=resume)
-        except KeyboardInterrupt:  # a second Ctrl-C: mid-update weights are no step's, so nothing is saved
-            return interrupted(trainer)
-        if trainer.interrupt.step is not None:  # the first Ctrl-C: the step finished and was saved
-            return interrupted(trainer)
-    if trainer.halt_reason:
-        print(f"rookworld grpo: stopped early. {trainer.halt_reason}", file=sys.stderr)
-        return 1
-    final = checkpoints.save_final(trainer)
-    if trainer.accelerator.is_main_process:
-        eval_md = None
-        if initial_model and args.eval_samples > 0:
-            eval_md = before_after_eval(args, initial_model, final)
-        publish.write_model_card(trainer, final, initial_model, eval_md)
-        if trainer.publish_to_hub:
-            publish.upload(args, final)
-    if trainer.accelerator.is_main_process:
-        from rookworld_trl.training.report import run_summary
-
-        print(run_summary(args.output_dir))
-    return 0
-
-
-def check_completion_length(dataset, tokenizer, max_completion_length: int, n: int = 2000) -> None:
-    """Warn when reference completions (+ EOS) of the data would not fit in max_completion_length: a cut
-    completion scores as a format failure (or is masked), a silent penalty on the task, not the model."""
-    if "completion" not in dataset.column_names or not len(dataset):
-        return
-    sample = list(dataset.select(range(min(n, len(dataset))))["completion"])
-    lengths = [len(ids) + 1 for ids in tokenizer(sample, add_special_tokens=False)["input_ids"]]
-    over = sum(length > max_completion_length for length in lengths)
-    if over:
-        logger.warning(
-            f"max_completion_length={max_completion_length} cuts {over} of {len(lengths)} sampled reference "
-            f"completions (the longest is {max(lengths)} tokens with EOS): raise it to at least {max(lengths)}"
-        )
-
-
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def load_policy(args: RookWorldGRPOConfig, model_args: ModelConfig):
-    """(model, tokenizer) at the recipe's revision and dtype; TRL builds the reference model from the policy's
-    name and `args.model_init_kwargs` (its dtype defaults to the policy's), so the revision goes there too."""
-    dtype = None if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
-    revision = model_args.model_revision
-    model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, dtype=dtype, revision=revision)
-    if revision:
-        args.model_init_kwargs = {**(args.model_init_kwargs or {}), "revision": revision}
-    return model, tokenizer
-
-
-def build(argv: list[str] | None = None):
-    """(trainer, engine pool, ModelConfig) from a recipe and --flags, as `python -m rookworld_trl.grpo` runs
-    them; the caller closes the engine pool."""
-    parser = stage_parser((RookWorldGRPOConfig, ModelConfig), "train")  # one-line errors, no usage dump
-    args, model_args = parser.parse_args_and_config(argv)
-    checkpoints.check_output_dir(args.output_dir)  # before the engine cache or logs write there
-    if args.push_to_hub and _hub_offline():
-        parser.error(
-            "push_to_hub needs the network but HF_HUB_OFFLINE is set: unset it or drop --push_to_hub"
-        )
-    if not model_args.model_name_or_path or not args.dataset_path:
-        parser.error("set model_name_or_path and dataset_path (in the recipe or as --flags)")
-    from rookworld_trl.data.load import load_rookworld_dataset
-    from rookworld_trl.stage import resolve_path
-
-    # Recipes name the embedded model and data relative to the repository/package root: any cwd works.
-    model_args.model_name_or_path = resolve_path(model_args.model_name_or_path)
-    args.dataset_path = resolve_path(args.dataset_path)
-
-    if args.torch_compile:  # batches change length every step: compile for dynamic shapes at once, as
-        # accelerate_configs/single_gpu.yaml does (torch's default recompiles per length for many steps)
-        os.environ.setdefault("ACCELERATE_DYNAMO_USE_DYNAMIC", "true")
-    model, tokenizer = load_policy(args, model_args)
-    dataset = load_rookworld_dataset(
-        args.dataset_path,
-        split=args.dataset_split,
-        mix_env_ratio=args.mix_env_ratio,
-        seed=args.seed,
-        max_samples=args.dataset_max_samples,
-        fen_width=args.fen_width,
-    )
-    check_completion_length(dataset, tokenizer, args.max_completion_length)
-    # one width for the run's replay and eval prompts too, recorded in the model's config.json
-    args.fen_width = train_at_fen_width(model, args.fen_width or fen_width_of(dataset["prompt"]))
-    # Replay draws from the whole split: the mix above may hold no rows of the replayed task
-    replay_rows = (
-        load_rookworld_dataset(args.dataset_path, split=args.dataset_split, fen_width=args.fen_width)
-        if args.replay_coef
-        else None
-    )
-    engine = engine_pool(args)
-    trainer = RookWorldGRPOTrainer(
-        model=model,
-        reward_funcs=resolve_reward_funcs(args.reward_funcs, args.reward_shaping, engine),
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-        replay_dataset=replay_rows,
-    )
-    if args.eval_every_steps:
-        from rookworld_trl.eval.evaluate import EvalCallback
-
-        held_out = load_rookworld_dataset(args.dataset_path, split=args.eval_split, fen_width=args.fen_width)
-        trainer.add_callback(
-            EvalCallback(
-                trainer, held_out, engine, args.eval_every_steps, eval_settings(args, args.eval_every_samples)
-            )
-        )
-    return trainer, engine, model_args
-
-
-def main(argv: list[str] | None = None) -> int:
-    trainer, engine, model_args = build(argv)
-    try:
-        return train(trainer, initial_model=model_args.model_name_or_path)
-    finally:
-        engine.close()
+            self.running_baseline.state = state["baseline"]
+        if self.value_head is not None:
+            rl.load_value_head(self.value_head, checkpoint)

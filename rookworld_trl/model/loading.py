@@ -15,9 +15,7 @@ fused kernel of the same function. `new_gpt2_model` makes a small one from scrat
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import re
 import struct
@@ -29,6 +27,7 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Model, 
 from transformers.activations import ACT2FN
 
 from rookworld_trl.errors import UserError
+from rookworld_trl.quiet_logs import dropping
 
 EOS_TOKEN = "<|endoftext|>"
 FEN_WIDTH_KEY = "rookworld_fen_width"  # in config.json: the P: FEN width of a model's training data
@@ -73,7 +72,7 @@ def load_model_and_tokenizer(
         )
     # Mismatched sizes are loaded (random) and reported by check_weights_match in one line, in place of
     # transformers' table of tensors (a warning it logs before raising)
-    with _without_load_report():
+    with dropping("transformers.modeling_utils", "LOAD REPORT"):
         model, info = _from_pretrained(
             GPT2LMHeadModel.from_pretrained, name_or_path, "model", dtype=dtype or torch.float32,
             output_loading_info=True, ignore_mismatched_sizes=True, **kwargs,
@@ -125,18 +124,6 @@ def _size_text(mismatch) -> str:
     return (
         f"{name}: {' in the file, '.join(str(tuple(s)) for s in shapes)} by config.json" if shapes else name
     )
-
-
-@contextlib.contextmanager
-def _without_load_report():
-    """transformers' table of missing/unexpected/mismatched tensors left out of the log while loading."""
-    logger = logging.getLogger("transformers.modeling_utils")
-    drop = lambda record: "LOAD REPORT" not in record.getMessage()  # noqa: E731
-    logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        logger.removeFilter(drop)
 
 
 def _from_pretrained(loader, name_or_path: str, what: str, **kwargs):
@@ -258,6 +245,16 @@ def set_dropout(model: nn.Module, p: float) -> None:
             module.p = p
 
 
+def gpt2_backbone(model: nn.Module, required: bool = True) -> GPT2Model | None:
+    """The GPT2Model inside `model` (a GPT2LMHeadModel, through PEFT, DDP and compile wrappers): the transformer
+    under the LM head, which TRL's fused head, our hooks and the value head call. None (or ValueError when
+    `required`) when there is none."""
+    backbone = next((m for m in model.modules() if isinstance(m, GPT2Model)), None)
+    if backbone is None and required:
+        raise ValueError(f"no GPT2Model inside {type(model).__name__}")
+    return backbone
+
+
 def use_fused_gelu(model: nn.Module) -> None:
     """Replace GPT-2's `gelu_new` with `gelu_pytorch_tanh`: the same tanh GELU formula, one fused torch kernel.
 
@@ -266,11 +263,11 @@ def use_fused_gelu(model: nn.Module) -> None:
     its logits differ by ~1e-5 (`python scripts/bench_gelu.py`). The config is updated too, so saved
     checkpoints load with the fused kernel. Other activations are left alone.
     """
-    for module in model.modules():
-        if isinstance(module, GPT2Model) and module.config.activation_function == "gelu_new":
-            module.config.activation_function = "gelu_pytorch_tanh"
-            for block in module.h:
-                block.mlp.act = ACT2FN["gelu_pytorch_tanh"]
+    backbone = gpt2_backbone(model, required=False)
+    if backbone is not None and backbone.config.activation_function == "gelu_new":
+        backbone.config.activation_function = "gelu_pytorch_tanh"
+        for block in backbone.h:
+            block.mlp.act = ACT2FN["gelu_pytorch_tanh"]
 
 
 def padding_aware_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -289,10 +286,7 @@ def use_padding_aware_positions(model: nn.Module) -> torch.utils.hooks.Removable
     the policy's path, so a loader hook would not reach it). Works through PEFT/DDP wrappers and TRL's
     fused LM head, which all call the inner GPT2Model. Returns the hook handle (.remove() undoes it).
     """
-    backbone = next((m for m in model.modules() if isinstance(m, GPT2Model)), None)
-    if backbone is None:
-        raise ValueError(f"no GPT2Model inside {type(model).__name__}")
-    return backbone.register_forward_pre_hook(_positions_from_mask, with_kwargs=True)
+    return gpt2_backbone(model).register_forward_pre_hook(_positions_from_mask, with_kwargs=True)
 
 
 def _positions_from_mask(module, args, kwargs):

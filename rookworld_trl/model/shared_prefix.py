@@ -26,6 +26,7 @@ from transformers import GPT2Model
 from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
 
 from rookworld_trl.model.decoding import after_attention, qkv
+from rookworld_trl.model.loading import gpt2_backbone
 from rookworld_trl.model.reference_gpt2 import attention_mask_4d
 
 _PROMPT_LENGTH: contextvars.ContextVar[int | None] = contextvars.ContextVar("prompt_length", default=None)
@@ -44,7 +45,7 @@ def prompt_length(n: int | None):
 def use_shared_prefix(model: torch.nn.Module) -> None:
     """Patch the GPT2Model inside `model` (through PEFT/DDP wrappers) to share prompts while `prompt_length`
     is set; other calls run its own forward."""
-    backbone = next((m for m in model.modules() if isinstance(m, GPT2Model)), None)
+    backbone = gpt2_backbone(model, required=False)
     if backbone is None:
         raise ValueError(f"shared_prefix_scoring needs a GPT-2, not {type(model).__name__}")
     original = backbone.forward

@@ -1,12 +1,13 @@
-"""Checkpoint tiers and resume modes for GRPO runs (used by rookworld_trl/grpo/trainer.py), and the metrics.jsonl
-log of both training stages, which follows a resume.
+"""Checkpoint tiers, verified completion markers and resume modes of the training stages (GRPO: grpo/stage.py and
+the trainer's hooks in training/trl_compat.py; SFT: training/sft.py).
 
 A run's output_dir holds three tiers:
 
     output_dir/checkpoint-N/   regular, written by Trainer every save_steps and rotated by save_total_limit
     output_dir/stable/         the last regular checkpoint whose step was healthy (finite, KL below kl_warn);
                                a real copy of checkpoint-N, so it survives rotation and damage to checkpoint-N
-    output_dir/final/          model + tokenizer at the end of training (save_final; push_final uploads it)
+    output_dir/final/          model + tokenizer at the end of training (save_final), its model card and, last,
+                               its completion marker (mark_finished): the run is finished
 
 A checkpoint counts only once its completion marker exists and verifies: the marker is written (atomically)
 after every file of the checkpoint and records each file's size and sha256, so a directory half-written by a
@@ -15,7 +16,8 @@ killed process, a truncated or damaged file, or a missing optimizer.pt is never 
 Resume modes (`--resume_from_checkpoint`): a path (must verify), "auto" (the newest checkpoint-N in output_dir
 that verifies, walking back past damaged ones, which move to output_dir/damaged/, then stable/; a fresh start
 when there is none), "stable" or "recovery" (output_dir/stable, verified). Problems found are printed, one line
-each. A run whose checkpoint already reached max_steps is finished (`finished_step`): grpo.train trains nothing.
+each. A run whose checkpoint already reached max_steps (`finished_step`) and whose final/ is marked
+(`is_finished`) is finished: grpo/stage.py's train trains nothing.
 """
 
 from __future__ import annotations
@@ -349,6 +351,17 @@ def save_final(trainer) -> str:
     if trainer.args.should_save:
         replace_dir(tmp, final)
     return final
+
+
+def mark_finished(output_dir: str, global_step: int) -> None:
+    """Mark output_dir/final complete (the same verified marker as a checkpoint's), once everything that goes
+    into it (model, tokenizer, model card with the eval) is written: the run is finished."""
+    mark_complete(os.path.join(output_dir, FINAL_DIR), global_step)
+
+
+def is_finished(output_dir: str) -> bool:
+    """Whether output_dir/final is marked complete and its files still verify."""
+    return checkpoint_problem(os.path.join(output_dir, FINAL_DIR)) is None
 
 
 class SaveOnInterrupt(TrainerCallback):

@@ -2,7 +2,8 @@
 
 A resumed run first drops the lines past its checkpoint's step, so the log always describes the weights on
 disk; a torn last line (a kill or a full disk mid-write) is dropped with a warning instead of blocking the
-resume. rookworld_trl/training/report.py draws the curves from this file.
+resume. rookworld_trl/training/report.py draws the curves from this file. `memory_metrics`: the peak memory
+figures the GRPO trainer logs at every step.
 """
 
 from __future__ import annotations
@@ -10,11 +11,24 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
+import sys
 import time
 
+import torch
 from transformers import TrainerCallback
 
 from rookworld_trl.training.checkpoints import save_error, say
+
+
+def memory_metrics() -> dict[str, float]:
+    """Peak host RSS (GiB) and, with CUDA, peak allocated GPU memory on this process's device (GiB)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    rss_gib = rss / 2**30 if sys.platform == "darwin" else rss / 2**20
+    out = {"memory/cpu_peak_rss_gib": rss_gib}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["memory/cuda_max_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    return out
 
 
 class JSONLMetricsCallback(TrainerCallback):

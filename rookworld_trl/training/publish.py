@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
+from rookworld_trl.training.checkpoints import MARKER
+
 # what a model directory needs to load: weights, config, generation config, tokenizer files, the card
 MODEL_FILES = ["*.safetensors", "*.json", "merges.txt", "vocab.*", "README.md"]
 CARD_SETTINGS = (
@@ -20,11 +22,17 @@ CARD_SETTINGS = (
 )
 
 
-def model_card(args, steps: int, base_model: str | None, eval_md: str | None):
-    """A huggingface_hub ModelCard: base model, data, the recipe's GRPO settings, the eval table if any."""
+def model_card(args, steps: int, base_model: str | None, eval_md: str | None, script_args=None):
+    """A huggingface_hub ModelCard: base model, data, the recipe's GRPO settings, the eval table if any.
+    `args`: the trainer's config; `script_args`: the stage's (data, engine), when the stage has them apart."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    dataset = getattr(args, "dataset_path", None)
+    recipe = [c for c in (args, script_args) if c is not None]
+
+    def setting(name: str, default=None):
+        return next((getattr(c, name) for c in recipe if hasattr(c, name)), default)
+
+    dataset = setting("dataset_path")
     data = ModelCardData(
         library_name="transformers",
         tags=["rookworld", "chess", "grpo", "trl", "rlvr"],
@@ -38,12 +46,12 @@ def model_card(args, steps: int, base_model: str | None, eval_md: str | None):
         f"GRPO fine-tune of `{base_model}` with RookWorld-TRL: rewards verified by python-chess (A: task) "
         "and Stockfish (P: task).",
         "",
-        f"- data: `{getattr(args, 'dataset_path', None)}` (split `{getattr(args, 'dataset_split', 'train')}`)",
+        f"- data: `{dataset}` (split `{setting('dataset_split', 'train')}`)",
         f"- steps trained: {steps}",
         "",
         "## Settings",
         "",
-        *[f"- `{k}`: {getattr(args, k)}" for k in CARD_SETTINGS if hasattr(args, k)],
+        *[f"- `{k}`: {setting(k)}" for k in CARD_SETTINGS if any(hasattr(c, k) for c in recipe)],
         "",
     ]
     if eval_md:
@@ -57,10 +65,12 @@ def _on_hub(name: str | None) -> bool:
     return bool(name) and is_hub_id(name) and not os.path.exists(name)
 
 
-def write_model_card(trainer, final_dir: str, base_model: str | None, eval_md: str | None) -> str:
+def write_model_card(
+    trainer, final_dir: str, base_model: str | None, eval_md: str | None, script_args=None
+) -> str:
     """README.md in final_dir (see model_card)."""
     path = os.path.join(final_dir, "README.md")
-    model_card(trainer.args, trainer.state.global_step, base_model, eval_md).save(path)
+    model_card(trainer.args, trainer.state.global_step, base_model, eval_md, script_args).save(path)
     return path
 
 
@@ -82,6 +92,7 @@ def upload(args, folder: str, path_in_repo: str | None = None, message: str = "R
             folder_path=folder,
             path_in_repo=path_in_repo,
             allow_patterns=MODEL_FILES,
+            ignore_patterns=[MARKER],  # our local proof that the files are whole, not a model file
             commit_message=message,
         )
         return True

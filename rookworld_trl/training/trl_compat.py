@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import logging
 import math
 import os
 import shutil
@@ -27,6 +26,7 @@ from trl.trainer import utils as trl_utils
 
 from rookworld_trl.model import shared_prefix
 from rookworld_trl.model.loading import tied_parameter_names
+from rookworld_trl.quiet_logs import dropping
 from rookworld_trl.training import checkpoints
 
 # Methods of GRPOTrainer / Trainer we override or call: name -> why
@@ -163,7 +163,7 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         # with them (grpo.main passes the revision there): that warning would mislead
         # rollout_func is experimental to TRL; ours (rollout.py) is tested against generate() (tests/test_decoding.py)
         warnings.filterwarnings("ignore", "You are using 'rollout_func'", UserWarning)
-        with _quiet("trl.trainer.grpo_trainer", "`model_init_kwargs` will be ignored"):
+        with dropping("trl.trainer.grpo_trainer", "`model_init_kwargs` will be ignored"):
             super().__init__(*args, **kwargs)
         # TRL 1.16 reads transformers' deprecated `is_gradient_checkpointing` at every generation
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
@@ -308,7 +308,7 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         with (
             _swapped(trl_grpo_trainer, TABLE_PRINTER, _table_without_extra if due else _no_table),
             # TRL logs None for a figure with no sample this step (KL at beta 0, a task absent from the batch)
-            _quiet("transformers.integrations.integration_utils", 'log a value of "None"'),
+            dropping("transformers.integrations.integration_utils", 'log a value of "None"'),
         ):
             super().log(logs, start_time)
 
@@ -348,19 +348,6 @@ def _no_table(*args, **kwargs):
 
 def _always(*args, **kwargs):
     return True
-
-
-@contextlib.contextmanager
-def _quiet(logger_name: str, text: str):
-    """Drop the log records of `logger_name` that contain `text`, within the block."""
-    log = logging.getLogger(logger_name)
-    only_others = logging.Filter()
-    only_others.filter = lambda record: text not in record.getMessage()
-    log.addFilter(only_others)
-    try:
-        yield
-    finally:
-        log.removeFilter(only_others)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,213 @@
+"""Numerical faults of an optimizer step and what rolling one back does (used by grpo/safety.py's StepGuard).
+
+A step is bad when it is non-finite (loss, gradient, weights) or diverged though finite: a loss or gradient
+norm SPIKE times the recent median, the weight norm grown WEIGHT_JUMP times by one update, any |weight| above
+WEIGHT_LIMIT, or KL above KL_DIVERGED x kl_stop. `StepFaults` collects a step's reports and judges them;
+`roll_back` restores a snapshot and cuts the LR; `save_batch` keeps the offending micro-batches.
+
+    from rookworld_trl.grpo.faults import StepFaults, spike
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import torch
+
+from rookworld_trl.grpo.snapshots import Snapshot, copy_to_host
+from rookworld_trl.training.trl_compat import set_logged_lr
+
+logger = logging.getLogger(__name__)
+
+# Divergence: finite numbers that no healthy step produces. Each threshold is orders of magnitude past normal,
+# so that noise never triggers a rollback (each costs a step and halves the LR).
+SPIKE = 1e3  # loss or gradient norm this many times the median of the last healthy steps ...
+SPIKE_FLOOR = {"loss": 0.1, "gradient norm": 1.0}  # ... and the median taken at least this (early steps ~0)
+SPIKE_HISTORY = 20  # healthy steps the medians are taken over; judged once 5 are in
+WEIGHT_JUMP = (
+    10.0  # weight norm grown this many times in one update (lr 1e3: ~1e4x; lr 5e-2 on a new model: ~3x)
+)
+WEIGHT_LIMIT = (
+    1e6  # largest |weight|: trained LMs stay below ~1e2; lr 1e30 leaves 1e30, which overflows sampling
+)
+KL_DIVERGED = (
+    10.0  # KL this many times kl_stop in one step: the previous update broke the policy, roll it back
+)
+
+
+def optimizer_params(optimizer) -> list[torch.Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def total_norm(tensors) -> float:
+    """L2 norm over all tensors (inf or nan when any is non-finite); torch's fused per-tensor norms, one sync.
+
+    >>> total_norm([torch.tensor([3.0]), torch.tensor([4.0]), None])
+    5.0
+    """
+    tensors = [t.detach() for t in tensors if t is not None]
+    return float(torch.nn.utils.get_total_norm(tensors, 2.0)) if tensors else 0.0
+
+
+def max_abs(tensors) -> float:
+    """Largest |value| over all tensors (nan when any holds a nan), like total_norm.
+
+    >>> max_abs([torch.tensor([1.0, -7.0]), torch.tensor([2.0])])
+    7.0
+    """
+    tensors = [t.detach() for t in tensors if t is not None and t.numel()]
+    return float(torch.nn.utils.get_total_norm(tensors, float("inf"))) if tensors else 0.0
+
+
+def all_finite(tensors) -> bool:
+    """True when every tensor is finite: the largest |value| over all of them, one fused pass, one host sync.
+
+    >>> all_finite([torch.ones(3)]), all_finite([torch.tensor([1.0, float("inf")])])
+    (True, False)
+    """
+    return math.isfinite(max_abs(tensors))
+
+
+def grads_finite(optimizer) -> bool:
+    return all_finite([p.grad for p in optimizer_params(optimizer)])
+
+
+def spike(value: float, history: list[float], floor: float) -> float | None:
+    """value / median(history) when that exceeds SPIKE (history of at least 5 values, median at least floor).
+
+    >>> spike(2000.0, [1.0] * 5, 0.1), spike(500.0, [1.0] * 5, 0.1), spike(2000.0, [1.0] * 4, 0.1)
+    (2000.0, None, None)
+    """
+    if len(history) < 5:
+        return None
+    ratio = value / max(sorted(history)[len(history) // 2], floor)
+    return ratio if ratio > SPIKE else None
+
+
+def drop_grads(optimizer) -> None:
+    """Set every gradient to None: torch optimizers skip such parameters, so the coming step is a no-op."""
+    for p in optimizer_params(optimizer):
+        p.grad = None
+
+
+def scale_lr(optimizer, scheduler, factor: float) -> None:
+    """Multiply the learning rate by factor for the rest of the run.
+
+    LambdaLR (every Trainer schedule) recomputes lr = base_lr * lambda(step) at each step, so the base LRs are
+    scaled too; they live in the scheduler's state dict, so the cut also survives a resume.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+        if "initial_lr" in group:
+            group["initial_lr"] *= factor
+    if scheduler is not None and hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
+        set_logged_lr(scheduler, optimizer)
+
+
+def save_batch(micro_batches: list, path: str, **info) -> str:
+    """torch.save the micro-batches of an optimizer step (tensors moved to CPU) plus context. Only tensors,
+    numbers and strings: read it back with `torch.load(path, weights_only=True)`, never a full unpickle."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    batches = copy_to_host(list(micro_batches))
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # the copies from a GPU are asynchronous
+    torch.save({**info, "micro_batches": batches}, path)
+    return path
+
+
+def roll_back(snapshot: Snapshot, model, optimizer, scheduler, lr_factor: float) -> None:
+    """Weights + optimizer from `snapshot`, the schedule's current LRs kept, then cut by lr_factor."""
+    lrs = [group["lr"] for group in optimizer.param_groups]
+    snapshot.restore(model, optimizer)
+    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr  # the schedule keeps its course; only the cut below changes it
+    scale_lr(optimizer, scheduler, lr_factor)
+
+
+class StepFaults:
+    """What the micro-batches of one optimizer step reported, and the verdict on it.
+
+    The trainer reports each micro-batch (`record_inputs`, `record_step`, `record_grad_norm`); `judge_update`
+    runs before the optimizer step (on what the forward and backward measured), `judge_weights` after it.
+    `bad` is None for a good step, else what went wrong: "loss", "gradient", "weights after the update" (non-
+    finite) or "diverged: why"; `blame_previous` when the fault is the previous update's (KL).
+    """
+
+    def __init__(self):
+        self.history: dict[str, list[float]] = {"loss": [], "gradient norm": []}  # of healthy steps
+        self.reset()
+
+    def reset(self) -> None:
+        """A new optimizer step."""
+        self.kl: list[float] = []  # KL of each micro-batch
+        self.loss = 0.0  # |loss| summed over the micro-batches
+        self.inputs: list[
+            dict
+        ] = []  # the micro-batches, kept until the step ends to save them if it goes bad
+        self.bad: str | None = None
+        self.measured: dict[str, float] = {}  # loss and gradient norm
+        self.grad_norm: float | None = None  # reported by the trainer's clipping, before the clip
+        self.blame_previous = False
+        self.norm_before = 0.0  # weight norm before the update
+
+    def record_inputs(self, inputs: dict) -> None:
+        self.inputs.append(inputs)
+
+    def record_step(self, loss: torch.Tensor, kl_values: list[float]) -> None:
+        self.kl.extend(kl_values)
+        if self.bad is None and not torch.isfinite(loss).all():
+            self.bad = "loss"
+        else:
+            self.loss += float(loss.detach().abs().sum())
+
+    def record_grad_norm(self, norm) -> None:
+        """The gradient norm before clipping (Trainer clips before on_pre_optimizer_step, which sees the clipped)."""
+        if norm is not None:
+            self.grad_norm = float(norm)
+
+    def mean_kl(self) -> float | None:
+        return sum(self.kl) / len(self.kl) if self.kl else None
+
+    def judge_update(self, optimizer, trainable: list[torch.Tensor], kl_stop: float) -> None:
+        """Before the optimizer step: a bad step's gradients are dropped, so the step is a no-op."""
+        if self.bad is None and not grads_finite(optimizer):
+            self.bad = "gradient"
+        kl = self.mean_kl()
+        if self.bad is None and kl is not None and kl > KL_DIVERGED * kl_stop:
+            self.bad = f"diverged: KL {kl:.4g} > {KL_DIVERGED:g} x kl_stop {kl_stop}"
+            self.blame_previous = True
+        if self.bad is None:
+            grad_norm = self.grad_norm
+            if grad_norm is None:  # no clipping (max_grad_norm 0): measure it here
+                grad_norm = total_norm([p.grad for p in optimizer_params(optimizer)])
+            self.measured = {"loss": self.loss, "gradient norm": grad_norm}
+            for name, value in self.measured.items():
+                ratio = spike(value, self.history[name], SPIKE_FLOOR[name])
+                if ratio is not None and self.bad is None:
+                    self.bad = f"diverged: {name} {value:.4g} is {ratio:.3g}x the median of recent steps"
+        if self.bad is not None:
+            drop_grads(optimizer)
+        else:
+            self.norm_before = total_norm(trainable)
+
+    def judge_weights(self, trainable: list[torch.Tensor]) -> None:
+        """After the optimizer step: what is wrong with the weights the update just made, if anything."""
+        if self.bad is not None:
+            return
+        largest = max_abs(trainable)
+        if not math.isfinite(largest):
+            self.bad = "weights after the update"
+        elif largest > WEIGHT_LIMIT:
+            self.bad = f"diverged: a weight reached {largest:.3g} (limit {WEIGHT_LIMIT:g})"
+        else:
+            norm = total_norm(trainable)
+            if self.norm_before > 0 and norm > WEIGHT_JUMP * self.norm_before:
+                self.bad = f"diverged: one update grew the weight norm {norm / self.norm_before:.3g}x"
+
+    def accept(self) -> None:
+        """A good step: its loss and gradient norm join the history the spikes are measured against."""
+        for name, value in self.measured.items():
+            self.history[name] = (self.history[name] + [value])[-SPIKE_HISTORY:]

@@ -1,0 +1,287 @@
+"""The GRPO stage: build a RookWorldGRPOTrainer from a recipe, train (resume, final, eval, push), the `main()` of
+`python -m rookworld_trl.grpo`.
+
+    python -m rookworld_trl.grpo --config recipes/grpo_tiny_cpu.yaml [--max_steps 10 ...]
+    accelerate launch --config_file accelerate_configs/cpu.yaml -m rookworld_trl.grpo --config recipes/...
+    rookworld train --config recipes/grpo_rookworld_124m_gpu.yaml       # the same, via rookworld_trl/cli.py
+
+Every GRPOConfig / TrainingArguments field stays reachable from a recipe and as a --flag. Checkpoint tiers with
+verified completion markers and resume modes are rookworld_trl/training/checkpoints.py'; a finished run re-run
+trains nothing; a full disk or Ctrl-C ends with one line saying how to resume; publishing of final/ only is
+rookworld_trl/training/publish.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import torch
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_callback import TrainerState
+from trl import ModelConfig, get_peft_config
+
+from rookworld_trl.chess.formats import fen_width_of
+from rookworld_trl.grpo.config import RookWorldGRPOConfig
+from rookworld_trl.grpo.script_args import GRPOScriptArguments
+from rookworld_trl.grpo.selfplay import selfplay_for
+from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
+from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_width
+from rookworld_trl.stage import stage_parser
+from rookworld_trl.training import checkpoints, publish
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_reward_funcs(names: list[str], shaping: str = "graduated", engine=None) -> list:
+    """Registry names (rookworld_trl.rewards.functions, built with `shaping` and `engine`) or 'module:function'."""
+    from rookworld_trl.rewards.functions import get_reward_funcs
+
+    funcs = []
+    for name in names:
+        if ":" in name:
+            module, attr = name.split(":", 1)
+            funcs.append(getattr(importlib.import_module(module), attr))
+        else:  # get_reward_funcs names the known ones when `name` is not among them
+            funcs += get_reward_funcs([name], engine=engine, shaping=shaping)
+    return funcs
+
+
+def engine_cache_path(script: GRPOScriptArguments, output_dir: str) -> str | None:
+    """The engine's sqlite cache, inside output_dir (None: memory only)."""
+    return os.path.join(output_dir, script.engine_cache) if script.engine_cache else None
+
+
+def engine_pool(script: GRPOScriptArguments, output_dir: str):
+    """The Stockfish pool of the policy reward and the evals, from the engine fields."""
+    from rookworld_trl.chess.engine import EngineLimit, EnginePool
+
+    if script.engine_cache:
+        os.makedirs(output_dir, exist_ok=True)
+    limit = EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes)
+    return EnginePool(script.engine_workers, limit, multipv=5, cache=engine_cache_path(script, output_dir))
+
+
+def eval_settings(
+    script: GRPOScriptArguments,
+    args: RookWorldGRPOConfig,
+    samples: int,
+    env_samples: int | None = None,
+    **more,
+):
+    """The run's held-out eval: policy + env suites on eval_split, greedy, the engine settings of the reward."""
+    from rookworld_trl.eval.evaluate import EvalSettings
+
+    return EvalSettings(
+        **more,
+        data=script.dataset_path,
+        split=script.eval_split,
+        fen_width=script.fen_width,
+        suites="policy,env",
+        policy_samples=samples,
+        env_samples=samples if env_samples is None else env_samples,
+        seed=args.seed,
+        max_new_tokens=max(args.max_completion_length, 96),
+        device="cpu" if args.use_cpu else None,
+        depth=script.engine_depth,
+        nodes=script.engine_nodes,
+        cache=engine_cache_path(script, args.output_dir),
+        out=os.path.join(args.output_dir, "eval"),
+    )
+
+
+def before_after_eval(
+    script: GRPOScriptArguments, args: RookWorldGRPOConfig, initial_model: str, final_dir: str
+) -> str:
+    """Evaluate the final model against the initial one on held-out data (output_dir/eval/eval.{json,md,png}),
+    draw the run's curves (output_dir/report/); returns the eval's markdown table."""
+    from rookworld_trl.eval import evaluate
+    from rookworld_trl.training import report
+
+    settings = eval_settings(
+        script, args, script.eval_samples, script.eval_env_samples, model=final_dir, baseline=initial_model
+    )
+    paths = evaluate.evaluate(settings)
+    report.main([args.output_dir])
+    with open(paths["md"]) as f:
+        return f.read()
+
+
+def interrupted(trainer: RookWorldGRPOTrainer) -> int:
+    """Say where a stop signal left the run and how to go on; the exit code (130 for Ctrl-C, 143 for SIGTERM)."""
+    last = checkpoints.latest_complete_checkpoint(trainer.args.output_dir)
+    checkpoints.say(
+        f"interrupted at step {trainer.state.global_step} (last checkpoint: {last or 'none'}); resume with the "
+        "same command and --resume_from_checkpoint auto"
+    )
+    return trainer.interrupt.exit_code
+
+
+def train(
+    trainer: RookWorldGRPOTrainer, script: GRPOScriptArguments | None = None, initial_model: str | None = None
+) -> int:
+    """Resume per args.resume_from_checkpoint, train, save final (and push), then the before/after eval
+    against `initial_model` on the main process (`script`: its data and engine; default GRPOScriptArguments()).
+    Returns a process exit code."""
+    args, script = trainer.args, script or GRPOScriptArguments()
+    checkpoints.check_output_dir(args.output_dir)
+    # the main process moves incomplete and damaged checkpoints aside first
+    with trainer.accelerator.main_process_first():
+        resume = checkpoints.resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    done = checkpoints.finished_step(resume, args.max_steps) if resume else None
+    if done is not None and checkpoints.is_finished(args.output_dir):
+        final = os.path.join(args.output_dir, checkpoints.FINAL_DIR)
+        checkpoints.say(
+            f"{args.output_dir} is finished: {resume} is at step {done} (max_steps {args.max_steps}) and the "
+            f"final model is in {final}; nothing to train (raise --max_steps to train on)"
+        )
+        return 0
+    if done is not None:  # killed while saving final/ or evaluating: finish those, train no extra step
+        checkpoints.say(f"{resume} is at max_steps ({done}) but final/ is incomplete: writing it")
+        trainer.load_weights(resume)
+        trainer.state = TrainerState.load_from_json(os.path.join(resume, TRAINER_STATE_NAME))
+    else:
+        if resume:
+            checkpoints.say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
+        try:
+            trainer.train(resume_from_checkpoint=resume)
+        except KeyboardInterrupt:  # a second Ctrl-C: mid-update weights are no step's, so nothing is saved
+            return interrupted(trainer)
+        if trainer.interrupt.step is not None:  # the first Ctrl-C: the step finished and was saved
+            return interrupted(trainer)
+    if trainer.halt_reason:
+        print(f"rookworld grpo: stopped early. {trainer.halt_reason}", file=sys.stderr)
+        return 1
+    final = checkpoints.save_final(trainer)
+    if trainer.accelerator.is_main_process:
+        eval_md = None
+        if initial_model and script.eval_samples > 0:
+            eval_md = before_after_eval(script, args, initial_model, final)
+        publish.write_model_card(trainer, final, initial_model, eval_md, script)
+        checkpoints.mark_finished(args.output_dir, trainer.state.global_step)
+        if trainer.publish_to_hub:
+            publish.upload(args, final)
+    if trainer.accelerator.is_main_process:
+        from rookworld_trl.training.report import run_summary
+
+        print(run_summary(args.output_dir))
+    return 0
+
+
+def check_completion_length(dataset, tokenizer, max_completion_length: int, n: int = 2000) -> None:
+    """Warn when reference completions (+ EOS) of the data would not fit in max_completion_length: a cut
+    completion scores as a format failure (or is masked), a silent penalty on the task, not the model."""
+    if "completion" not in dataset.column_names or not len(dataset):
+        return
+    sample = list(dataset.select(range(min(n, len(dataset))))["completion"])
+    lengths = [len(ids) + 1 for ids in tokenizer(sample, add_special_tokens=False)["input_ids"]]
+    over = sum(length > max_completion_length for length in lengths)
+    if over:
+        logger.warning(
+            f"max_completion_length={max_completion_length} cuts {over} of {len(lengths)} sampled reference "
+            f"completions (the longest is {max(lengths)} tokens with EOS): raise it to at least {max(lengths)}"
+        )
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def load_policy(args: RookWorldGRPOConfig, model_args: ModelConfig):
+    """(model, tokenizer) at the recipe's revision and dtype; TRL builds the reference model from the policy's
+    name and `args.model_init_kwargs` (its dtype defaults to the policy's), so the revision goes there too."""
+    dtype = None if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    revision = model_args.model_revision
+    model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, dtype=dtype, revision=revision)
+    if revision:
+        args.model_init_kwargs = {**(args.model_init_kwargs or {}), "revision": revision}
+    return model, tokenizer
+
+
+def parse(argv: list[str] | None = None):
+    """(GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig) from a recipe and --flags, checked, with the
+    recipe's bundled paths resolved."""
+    parser = stage_parser((GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig), "train")  # one-line errors
+    script, args, model_args = parser.parse_args_and_config(argv)
+    checkpoints.check_output_dir(args.output_dir)  # before the engine cache or logs write there
+    if args.push_to_hub and _hub_offline():
+        parser.error(
+            "push_to_hub needs the network but HF_HUB_OFFLINE is set: unset it or drop --push_to_hub"
+        )
+    if not model_args.model_name_or_path or not script.dataset_path:
+        parser.error("set model_name_or_path and dataset_path (in the recipe or as --flags)")
+    from rookworld_trl.stage import resolve_path
+
+    # Recipes name the embedded model and data relative to the repository/package root: any cwd works.
+    model_args.model_name_or_path = resolve_path(model_args.model_name_or_path)
+    script.dataset_path = resolve_path(script.dataset_path)
+    return script, args, model_args
+
+
+def load_training_rows(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model, tokenizer):
+    """(the training rows, the rows supervised replay draws from or None); fixes the run's FEN width (the
+    data's unless set) for training, replay and eval prompts, and records it in the model's config.json."""
+    from rookworld_trl.data.load import load_rookworld_dataset
+
+    dataset = load_rookworld_dataset(
+        script.dataset_path,
+        split=script.dataset_split,
+        mix_env_ratio=script.mix_env_ratio,
+        seed=args.seed,
+        max_samples=script.dataset_max_samples,
+        fen_width=script.fen_width,
+    )
+    check_completion_length(dataset, tokenizer, args.max_completion_length)
+    script.fen_width = train_at_fen_width(model, script.fen_width or fen_width_of(dataset["prompt"]))
+    # Replay draws from the whole split: the mix above may hold no rows of the replayed task
+    replay_rows = (
+        load_rookworld_dataset(script.dataset_path, split=script.dataset_split, fen_width=script.fen_width)
+        if args.replay_coef
+        else None
+    )
+    return dataset, replay_rows
+
+
+def build(argv: list[str] | None = None):
+    """(trainer, engine pool, GRPOScriptArguments, ModelConfig) from a recipe and --flags, as `python -m
+    rookworld_trl.grpo` runs them; the caller closes the engine pool."""
+    script, args, model_args = parse(argv)
+    if args.torch_compile:  # batches change length every step: compile for dynamic shapes at once, as
+        # accelerate_configs/single_gpu.yaml does (torch's default recompiles per length for many steps)
+        os.environ.setdefault("ACCELERATE_DYNAMO_USE_DYNAMIC", "true")
+    model, tokenizer = load_policy(args, model_args)
+    dataset, replay_rows = load_training_rows(script, args, model, tokenizer)
+    engine = engine_pool(script, args.output_dir)
+    trainer = RookWorldGRPOTrainer(
+        model=model,
+        reward_funcs=resolve_reward_funcs(args.reward_funcs, args.reward_shaping, engine),
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        replay_dataset=replay_rows,
+        selfplay=selfplay_for(script, args.seed, dataset),
+        push_checkpoints=script.push_checkpoints,
+    )
+    if script.eval_every_steps:
+        from rookworld_trl.data.load import load_rookworld_dataset
+        from rookworld_trl.eval.callback import EvalCallback
+
+        held_out = load_rookworld_dataset(
+            script.dataset_path, split=script.eval_split, fen_width=script.fen_width
+        )
+        settings = eval_settings(script, args, script.eval_every_samples)
+        trainer.add_callback(EvalCallback(trainer, held_out, engine, script.eval_every_steps, settings))
+    return trainer, engine, script, model_args
+
+
+def main(argv: list[str] | None = None) -> int:
+    trainer, engine, script, model_args = build(argv)
+    try:
+        return train(trainer, script, initial_model=model_args.model_name_or_path)
+    finally:
+        engine.close()

@@ -1,0 +1,180 @@
+"""`rookworld data` loading: our layout (dir, Parquet, JSONL, streaming), raw text, malformed lines, the task
+mix, the hub offline, `rookworld data load`. On the generated sample of tests/data_fixtures.py.
+
+.venv/bin/pytest tests/test_data_load.py -q
+"""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before datasets / huggingface_hub read it
+
+import gzip
+import json
+import math
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+from data_fixtures import rows_of, run_cli
+
+from rookworld_trl.chess.engine import find_stockfish
+from rookworld_trl.data.commands import (
+    FEATURES,
+    SPLITS,
+    DataSourceError,
+    LoadReport,
+    load_rookworld_dataset,
+)
+
+try:
+    find_stockfish()
+except RuntimeError:
+    pytest.skip("Stockfish is not installed", allow_module_level=True)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def test_load_our_dir_and_files(generated, tmp_path):
+    ds = load_rookworld_dataset(generated, split="validation")
+    expected = pq.read_table(generated / "validation.parquet").to_pylist()
+    assert isinstance(ds, datasets.Dataset) and ds.features == FEATURES and ds.to_list() == expected
+    assert load_rookworld_dataset(generated / "validation.parquet").to_list() == expected
+    streamed = load_rookworld_dataset(generated, split="validation", streaming=True)
+    assert isinstance(streamed, datasets.IterableDataset) and list(streamed) == expected
+    jsonl = tmp_path / "ours.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in expected))
+    assert load_rookworld_dataset(jsonl).to_list() == expected
+    only_text = tmp_path / "text.jsonl"
+    only_text.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in expected))
+    assert [r["text"] for r in load_rookworld_dataset(only_text).to_list()] == [r["text"] for r in expected]
+
+
+def test_raw_text_fills_the_columns(generated):
+    expected = pq.read_table(generated / "train.parquet").to_pylist()
+    loaded = load_rookworld_dataset(generated / "train.txt").to_list()
+    assert len(loaded) == len(expected)
+    for got, want in zip(loaded, expected, strict=True):
+        if want["task"] == "A":
+            assert got == want
+        else:  # written order and no known engine limit; the same labels
+            assert got["limit"] == "" and got["best"] == want["best"]
+            assert dict(zip(got["moves"], got["evals"], strict=True)) == dict(
+                zip(want["moves"], want["evals"], strict=True)
+            )
+            assert {k: got[k] for k in ("text", "prompt", "completion", "fen")} == {
+                k: want[k] for k in ("text", "prompt", "completion", "fen")
+            }
+
+
+def test_malformed_lines_are_counted_by_reason(generated, tmp_path):
+    good = (generated / "train.txt").read_text().splitlines()[:6]
+    env_line = next(line for line in good if line.startswith("A:"))
+    lines = [
+        good[0],
+        "garbage",  # 2
+        "",  # 3
+        env_line.removeprefix("A: "),  # an A: line without its prefix is fine
+        env_line.rsplit("+", 1)[0] + "+7",  # 5: bad truncated flag
+        "garbage again",  # 6
+        "P: " + "x" * 90 + "M: e2e4 E: 0.3 B: e2e4",  # 7
+        "P: " + "8/8/8/8/8/8/8/8 w - - 0 1".ljust(90) + "M: e2e4 E: 0.3 B: e2e4",  # 8: no kings
+        *good[1:],
+    ]
+    path = tmp_path / "raw.txt.gz"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    report = LoadReport(str(path))
+    ds = load_rookworld_dataset(path, report=report)
+    assert len(ds) == 7 == report.rows and report.lines == len(lines)
+    garbage = "line: starts with neither 'P:' nor 'A:' and is not an A: line without prefix"
+    no_kings = "P: fen: invalid position …: no white king, no black king, empty"
+    assert report.first_lines == {
+        garbage: [2, 6],
+        "empty line": [3],
+        "A: truncated: not 0/1: …": [5],
+        "P: fen: expected 6 FEN fields, got …": [7],
+        no_kings: [8],
+    }  # each reason with its detail, the FEN it cites left out
+    assert dict(report.malformed) == {reason: len(at) for reason, at in report.first_lines.items()}
+    assert f"{no_kings}  (first at {path}:8)" in report.summary()
+
+
+def test_mix_ratio(generated):
+    tasks = list(load_rookworld_dataset(generated)["task"])
+    n_policy, n_env = tasks.count("P"), tasks.count("A")
+    for ratio in (0.0, 0.2, 0.5, 1.0):
+        mixed = list(load_rookworld_dataset(generated, mix_env_ratio=ratio, seed=3)["task"])
+        env = mixed.count("A")
+        assert abs(env - ratio * len(mixed)) < 1.0, (ratio, env, len(mixed))
+        assert env == n_env or len(mixed) - env == n_policy  # as many rows as the ratio allows
+    texts = list(load_rookworld_dataset(generated, mix_env_ratio=0.2, seed=3)["text"])
+    assert texts == list(load_rookworld_dataset(generated, mix_env_ratio=0.2, seed=3)["text"])
+    assert texts != list(load_rookworld_dataset(generated, mix_env_ratio=0.2, seed=4)["text"])
+    assert (
+        list(load_rookworld_dataset(generated, mix_env_ratio=0.2, seed=3, max_samples=10)["text"])
+        == texts[:10]
+    )
+    with pytest.raises(ValueError, match="mix_env_ratio must be in"):
+        load_rookworld_dataset(generated, mix_env_ratio=1.5)
+
+
+def test_streaming_mix_of_raw_text(generated):
+    report = LoadReport("train.txt")
+    stream = load_rookworld_dataset(
+        generated / "train.txt", streaming=True, mix_env_ratio=0.3, seed=1, report=report
+    )
+    rows = list(stream.take(100))
+    env = sum(r["task"] == "A" for r in rows)
+    assert len(rows) == 100 and 15 <= env <= 45
+    assert [r["text"] for r in rows] == [
+        r["text"]
+        for r in load_rookworld_dataset(
+            generated / "train.txt", streaming=True, mix_env_ratio=0.3, seed=1
+        ).take(100)
+    ]
+    assert not report.malformed
+
+
+def test_hub_offline_error_says_what_to_do(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DataSourceError) as error:
+        load_rookworld_dataset("jrahn/rookworld_7m")
+    message = str(error.value)
+    assert "jrahn/rookworld_7m" in message and "hub" in message and "--local-dir" in message
+    with pytest.raises(DataSourceError, match="no such file or directory"):
+        load_rookworld_dataset("missing/dir/file.txt")
+
+
+def test_load_cli_converts_to_our_layout(generated, tmp_path, capsys):
+    raw = tmp_path / "raw.txt"
+    raw.write_text((generated / "train.txt").read_text() + "garbage\n")
+    out = tmp_path / "converted"
+    assert (
+        run_cli(
+            ["load", str(raw), "--out", str(out), "--validation-fraction", "0.1", "--test-fraction", "0.1"]
+        )
+        == 0
+    )
+    assert "1 malformed lines skipped" in capsys.readouterr().out
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["load_report"]["malformed"] == {
+        "line: starts with neither 'P:' nor 'A:' and is not an A: line without prefix": 1
+    }
+    converted = [r for s in SPLITS for r in pq.read_table(out / f"{s}.parquet").to_pylist()]
+    assert sorted(r["text"] for r in converted) == sorted((generated / "train.txt").read_text().splitlines())
+    # the same hash split as generation: train positions stay in train
+    assert {r["text"] for r in converted} == {
+        r["text"] for r in pq.read_table(out / "train.parquet").to_pylist()
+    }
+    assert run_cli(["load", str(raw)]) == 0
+    assert "A: kinds:" in capsys.readouterr().out
+    assert run_cli(["load", str(tmp_path / "nope.txt")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_nan_free_numbers(generated):
+    rows = [r for split in rows_of(generated).values() for r in split]
+    assert all(math.isfinite(r["reward"]) and all(math.isfinite(e) for e in r["evals"]) for r in rows)
