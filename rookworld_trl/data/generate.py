@@ -47,7 +47,7 @@ from rookworld_trl import __version__
 from rookworld_trl.chess.engine import EngineLimit, EnginePool, MoveEval, find_stockfish
 from rookworld_trl.data.layout import FEATURES, LayoutWriter, write_stats
 from rookworld_trl.data.load import open_text
-from rookworld_trl.data.samples import game_rows
+from rookworld_trl.data.samples import Game, game_rows
 
 SOURCES = ("selfplay", "random", "pgn")
 
@@ -105,14 +105,6 @@ class GenerateConfig:
         skip = {"out", "workers", "cache", "stockfish", "progress"}
         settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         return {**settings, "pgn": list(self.pgn), "limit": self.limit.key()}
-
-
-@dataclass
-class Game:
-    start: str  # FEN
-    moves: list[str]  # UCI
-    end: str  # python-chess termination ("checkmate", "fivefold_repetition", ...), "max_plies" or "pgn"
-    plies: list[int]  # the plies that become samples
 
 
 # --------------------------------------------------------------------------------------------- sources

@@ -6,17 +6,31 @@ a promotion) and a half-move-clock position; see generate.py's docstring for the
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
 import chess
 
-from rookworld_trl.chess.engine import MoveEval
+from rookworld_trl.chess.engine import EngineLimit, MoveEval
 from rookworld_trl.chess.environment import env_sample, legal_move, transition_kind
 from rookworld_trl.chess.formats import render_env, render_policy
 from rookworld_trl.data.layout import env_row, policy_row
 
-if TYPE_CHECKING:
-    from rookworld_trl.data.generate import Game, GenerateConfig
+
+class SampleSettings(Protocol):
+    """What making a game's samples reads of the generate run's settings (data/generate.GenerateConfig)."""
+
+    seed: int
+    limit: EngineLimit
+    illegal_fraction: float
+
+
+@dataclass
+class Game:
+    start: str  # FEN
+    moves: list[str]  # UCI
+    end: str  # python-chess termination ("checkmate", "fivefold_repetition", ...), "max_plies" or "pgn"
+    plies: list[int]  # the plies that become samples
 
 
 def illegal_move(board: chess.Board, rng: random.Random) -> str:
@@ -70,14 +84,14 @@ def env_row_for(fen: str, move: str, previous: list[str]) -> dict:
     return env_row(render_env(sample), sample, transition_kind(fen, move))
 
 
-def policy_row_for(fen: str, analysis: list[MoveEval], config: GenerateConfig) -> dict:
+def policy_row_for(fen: str, analysis: list[MoveEval], config: SampleSettings) -> dict:
     moves, evals = [e.move for e in analysis], [e.pawns for e in analysis]
     # The written order is shuffled by a generator seeded per position: the same text whatever the chunking.
     text = render_policy(fen, moves, evals, moves[0], rng=random.Random(f"{config.seed}:{fen}"))
     return policy_row(text, fen, moves, evals, moves[0], config.limit.key())
 
 
-def game_rows(game: Game, analyses: dict, rng: random.Random, config: GenerateConfig) -> list[dict]:
+def game_rows(game: Game, analyses: dict, rng: random.Random, config: SampleSettings) -> list[dict]:
     rows = []
     board = chess.Board(game.start)
     wanted = set(game.plies)
