@@ -6,7 +6,14 @@
 import chess
 import pytest
 
-from rookworld_trl.chess.environment import env_sample, env_truth, legal_move, parse_board, transition
+from rookworld_trl.chess.environment import (
+    env_sample,
+    env_truth,
+    illegal_kind,
+    legal_move,
+    parse_board,
+    transition,
+)
 from rookworld_trl.chess.formats import render_env, split_prompt_completion
 
 START = chess.STARTING_FEN
@@ -158,3 +165,14 @@ def test_bad_fen_is_a_clear_error():
 def test_legal_move_returns_the_move():
     assert legal_move(chess.Board(), "e2e4") == chess.Move.from_uci("e2e4")
     assert legal_move(chess.Board(), "e2e5") is None
+
+
+def test_illegal_kind_names_why_a_move_is_illegal():
+    pinned = chess.Board("4k3/4r3/8/8/8/8/4B3/4K3 w - - 0 1")  # the e2 bishop shields its king
+    assert illegal_kind(pinned, "e2d3") == "king_in_check" and illegal_kind(pinned, "e1d1") is None
+    castle = chess.Board("4k3/8/8/8/8/8/3P4/4K2R w K - 0 1")
+    assert illegal_kind(castle, "e1g1") is None and illegal_kind(castle, "e1h1") == "noncanonical"
+    assert illegal_kind(castle, "d2c3") == "geometry"  # a pawn's capture of an empty square
+    assert (
+        illegal_kind(castle, "d2d5") == "geometry" and illegal_kind(castle, "h1h1") == "no_move"
+    )  # not a move

@@ -3,7 +3,6 @@
 Real Stockfish and python-chess throughout; a scripted `generate` stands in for the model only.
 """
 
-import doctest
 import functools
 import json
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch
 from transformers import Trainer, TrainerControl, TrainerState, TrainingArguments
 
 from rookworld_trl.chess.engine import EngineLimit, EnginePool
-from rookworld_trl.chess.environment import ILLEGAL_KINDS, env_sample, illegal_kind, transition
+from rookworld_trl.chess.environment import ILLEGAL_KINDS, env_sample, transition
 from rookworld_trl.chess.formats import (
     env_prompt,
     policy_completion,
@@ -23,7 +22,6 @@ from rookworld_trl.chess.formats import (
     render_policy,
 )
 from rookworld_trl.data.tokenizer import train_tokenizer
-from rookworld_trl.eval import suites as eval_suites
 from rookworld_trl.eval.callback import EvalCallback
 from rookworld_trl.eval.evaluate import EvalSettings, main
 from rookworld_trl.eval.game_suites import match_suite, selfplay_suite
@@ -128,18 +126,6 @@ def test_policy_suite_scripted(pool):
         "temperature": 0.6,
         "top_k": 5,
     }
-
-
-def test_illegal_kind_names_why_a_move_is_illegal():
-    assert doctest.testmod(eval_suites).failed == 0  # the start position's cases
-    pinned = chess.Board("4k3/4r3/8/8/8/8/4B3/4K3 w - - 0 1")  # the e2 bishop shields its king
-    assert illegal_kind(pinned, "e2d3") == "king_in_check" and illegal_kind(pinned, "e1d1") is None
-    castle = chess.Board("4k3/8/8/8/8/8/3P4/4K2R w K - 0 1")
-    assert illegal_kind(castle, "e1g1") is None and illegal_kind(castle, "e1h1") == "noncanonical"
-    assert illegal_kind(castle, "d2c3") == "geometry"  # a pawn's capture of an empty square
-    assert (
-        illegal_kind(castle, "d2d5") == "geometry" and illegal_kind(castle, "h1h1") == "no_move"
-    )  # not a move
 
 
 def test_policy_suite_clips_mate_scores(pool):
