@@ -32,6 +32,7 @@ from rookworld_trl.chess.formats import (
     REWARD_WIN,
     EnvSample,
     parse_env_prompt,
+    parse_policy_prompt,
 )
 
 
@@ -49,6 +50,21 @@ def parse_board(fen: str) -> chess.Board:
 def status_words(status: chess.Status) -> str:
     """python-chess's position problems in words: "no black king, too many white pawns"."""
     return ", ".join(f.name.lower().replace("_", " ") for f in chess.Status if f and f in status)
+
+
+def playable_position(prompt: str, fen: str | None = None) -> str | None:
+    """The position of a P: prompt (or its `fen` column) when it has a move to judge, else None (never raises):
+    no valid position, or a finished game (mate, stalemate, too little material), which the engine does not
+    analyse and the policy reward does not grade.
+
+    >>> playable_position("P: 7k/8/8/8/8/8/8/K7 w - - 0 1 M:"), playable_position("P: not a fen M:")
+    (None, None)
+    """
+    try:
+        board = parse_board(fen or parse_policy_prompt(prompt))
+    except ValueError:  # FormatError included
+        return None
+    return None if board.is_game_over() else board.fen()
 
 
 def legal_move(board: chess.Board, move: str) -> chess.Move | None:

@@ -48,11 +48,10 @@ from dataclasses import dataclass, field
 import chess
 from transformers import TrainerCallback
 
-from rookworld_trl.chess.environment import legal_move, parse_board
+from rookworld_trl.chess.environment import legal_move, parse_board, playable_position
 from rookworld_trl.chess.formats import (
     FEN_WIDTH,
     parse_policy_completion,
-    parse_policy_prompt,
     policy_prompt,
     prompt_fen_width,
     task_of,
@@ -240,13 +239,7 @@ def _task(row: dict) -> str:
 
 def _playable(row: dict) -> str | None:
     """The FEN of a P: row when it is a valid position with a move to play, else None."""
-    if _task(row) != "P":
-        return None
-    try:
-        board = parse_board(row.get("fen") or parse_policy_prompt(row["prompt"]))
-    except ValueError:  # FormatError included
-        return None
-    return None if board.is_game_over() else board.fen()
+    return playable_position(row["prompt"], row.get("fen")) if _task(row) == "P" else None
 
 
 def selfplay_for(script_args, seed: int, dataset) -> SelfPlay | None:

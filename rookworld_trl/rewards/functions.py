@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from rapidfuzz.distance import Levenshtein
 
 from rookworld_trl.chess.engine import EnginePool
-from rookworld_trl.chess.environment import env_truth, parse_board
+from rookworld_trl.chess.environment import env_truth, parse_board, playable_position
 from rookworld_trl.chess.formats import (
     EnvSample,
     parse_env_completion,
@@ -216,7 +216,7 @@ def make_policy_reward(*, engine: EnginePool | None = None, shaping: str = "grad
         stands in for the engine's analysis (a cache); any other label is ignored.
         """
         ours = [i for i in range(len(prompts)) if _task(prompts, task, i) == "P"]
-        valid = {i: _prompt_position(prompts[i]) for i in ours}
+        valid = {i: playable_position(prompts[i]) for i in ours}
         mine = [i for i in ours if valid[i] is not None]  # the others get None: no position to judge
         fens = [parse_policy_prompt(prompts[i]) for i in mine]
         labels = None
@@ -252,7 +252,7 @@ def policy_grader(reward_funcs: Sequence[Callable]) -> PolicyGrader | None:
 def policy_components(grader: PolicyGrader, prompts: Sequence[str], completions: Sequence[str]) -> list:
     """The policy reward's components of each sample (None: an A: sample or a P: prompt with no position)."""
     out: list[dict | None] = [None] * len(prompts)
-    mine = [i for i, p in enumerate(prompts) if task_of(p) == "P" and _prompt_position(p) is not None]
+    mine = [i for i, p in enumerate(prompts) if task_of(p) == "P" and playable_position(p) is not None]
     scored = grader.score([parse_policy_prompt(prompts[i]) for i in mine], [completions[i] for i in mine])
     for i, (_, parts) in zip(mine, scored, strict=True):
         out[i] = parts
@@ -260,16 +260,6 @@ def policy_components(grader: PolicyGrader, prompts: Sequence[str], completions:
 
 
 # ------------------------------------------------------------------------------------------ plumbing
-
-
-def _prompt_position(prompt: str) -> str | None:
-    """The position of a P: prompt when there is a move to judge, else None (never raises): no valid position,
-    or a finished game (mate, stalemate, too little material), which the engine does not analyse."""
-    try:
-        board = parse_board(parse_policy_prompt(prompt))
-    except ValueError:  # FormatError included
-        return None
-    return None if board.is_game_over() else board.fen()
 
 
 def _task(prompts: Sequence[str], task: Sequence[str] | None, i: int) -> str:
