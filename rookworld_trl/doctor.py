@@ -275,7 +275,7 @@ def grpo_two_steps(state) -> str:
     """Two GRPO steps of the tiny recipe (on the GPU in bf16 where there is one), in this process."""
     import torch
 
-    from rookworld_trl.grpo import trainer as grpo
+    from rookworld_trl.grpo import stage as grpo
     from rookworld_trl.stage import resolve_path
 
     with tempfile.TemporaryDirectory() as out:
@@ -289,7 +289,7 @@ def grpo_two_steps(state) -> str:
         chatter = io.StringIO()
         start = time.perf_counter()
         with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
-            trainer, engine, _ = grpo.build(argv)
+            trainer, engine, _, _ = grpo.build(argv)
             try:
                 trainer.train()
             finally:

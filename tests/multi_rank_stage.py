@@ -1,7 +1,8 @@
 """The GRPO stage under `accelerate launch` (or torchrun), instrumented: each rank writes
 output_dir/rank<N>.json at the end of training with
   sha256    of its final weights (every process must end with the same model),
-  scored    the number of P: completions its own policy reward graded, per call (its share of the batch),
+  scored    the number of P: completions its own grader graded, per call (its share of the batch; field credit
+            grades the same rows again from the memo),
   positions the positions it graded (the ranks' shares are different prompts),
   graphs    torch.compile's count of compiled graphs after each optimizer step (compilation must settle),
   selfplay_buffer  the self-play buffer's FENs at the end (None without self-play; every rank holds the same).

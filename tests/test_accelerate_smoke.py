@@ -105,7 +105,8 @@ def test_two_cpu_processes_train_one_step_to_the_same_weights(tmp_path):
     ranks = rank_records(tmp_path)
     assert len({r["sha256"] for r in ranks}) == 1  # DDP: both ranks end with the same model
     # the global batch of 2 prompts x 4 is split: each rank grades its own 4 completions, of its own prompt
-    assert [r["scored"] for r in ranks] == [[4], [4]]
+    # each rank grades its own 4 of the 8 P: rows: for the reward, then again (from the memo) for field credit
+    assert [r["scored"] for r in ranks] == [[4, 4], [4, 4]]
     assert not set(ranks[0]["positions"]) & set(ranks[1]["positions"])
     assert (tmp_path / "checkpoint-1" / "rookworld_complete.json").is_file()
     assert (tmp_path / "final" / "model.safetensors").is_file()
