@@ -5,7 +5,11 @@ output_dir/rank<N>.json at the end of training with
             grades the same rows again from the memo),
   positions the positions it graded (the ranks' shares are different prompts),
   graphs    torch.compile's count of compiled graphs after each optimizer step (compilation must settle),
-  selfplay_buffer  the self-play buffer's FENs at the end (None without self-play; every rank holds the same).
+  selfplay_buffer  the self-play buffer's FENs at the end (None without self-play; every rank holds the same),
+  nan_recoveries   the step guard's rollbacks (StepGuard.nan_recoveries).
+
+ROOKWORLD_TEST_SPIKE=RANK:STEP:SCALE makes rank RANK's step guard see its loss of step STEP times SCALE (the
+loss the backward uses is untouched): a loss spike on one rank only, which every rank must roll back together.
 
     accelerate launch --config_file accelerate_configs/multi_cpu.yaml tests/multi_rank_stage.py --config ...
 """
@@ -27,6 +31,22 @@ RECORD = {"scored": [], "positions": set(), "graphs": []}
 class RankRecord(TrainerCallback):
     def __init__(self, trainer):
         self.trainer = trainer
+        spike = os.environ.get("ROOKWORLD_TEST_SPIKE")
+        if spike:
+            rank, step, scale = spike.split(":")
+            if trainer.accelerator.process_index == int(rank):
+                self.inject(int(step), float(scale))
+
+    def inject(self, step: int, scale: float) -> None:
+        faults, trainer = self.trainer.guard.faults, self.trainer
+        record_step = faults.record_step
+
+        def record_scaled(loss, kl_values):
+            if trainer.state.global_step + 1 == step:
+                loss = loss * scale
+            record_step(loss, kl_values)
+
+        faults.record_step = record_scaled
 
     def on_step_end(self, args, state, control, **kwargs):
         RECORD["graphs"].append(counters["stats"]["unique_graphs"])
@@ -38,6 +58,7 @@ class RankRecord(TrainerCallback):
         record = {**RECORD, "sha256": digest.hexdigest(), "positions": sorted(RECORD["positions"])}
         selfplay = getattr(self.trainer, "selfplay", None)
         record["selfplay_buffer"] = selfplay.buffer.fens() if selfplay is not None else None
+        record["nan_recoveries"] = self.trainer.guard.nan_recoveries
         with open(os.path.join(args.output_dir, f"rank{args.process_index}.json"), "w") as f:
             json.dump(record, f)
 

@@ -71,7 +71,9 @@ MULTI_CPU_ARGS = [
 ]  # fmt: skip
 
 
-def launch_two_processes(out, steps: int, eval_samples: int = 0) -> subprocess.CompletedProcess:
+def launch_two_processes(
+    out, steps: int, eval_samples: int = 0, env: dict | None = None
+) -> subprocess.CompletedProcess:
     from rookworld_trl.cli import (
         launcher,  # as `rookworld train --accelerate_config multi_cpu.yaml` starts it
     )
@@ -88,7 +90,7 @@ def launch_two_processes(out, steps: int, eval_samples: int = 0) -> subprocess.C
     cmd, extra = launcher(
         str(CONFIGS / "multi_cpu.yaml"), [str(ROOT / "tests" / "multi_rank_stage.py")], argv
     )
-    env = {**os.environ, **extra, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **extra, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -110,6 +112,18 @@ def test_two_cpu_processes_train_one_step_to_the_same_weights(tmp_path):
     assert not set(ranks[0]["positions"]) & set(ranks[1]["positions"])
     assert (tmp_path / "checkpoint-1" / "rookworld_complete.json").is_file()
     assert (tmp_path / "final" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow  # 6 steps on 2 processes: ~2 min of CPU
+def test_a_loss_spike_on_one_rank_rolls_back_every_rank(tmp_path):
+    # the spike check needs 5 healthy steps of history: rank 1 alone sees its loss x1e6 at step 6
+    result = launch_two_processes(tmp_path, steps=6, env={"ROOKWORLD_TEST_SPIKE": "1:6:1e6"})
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    ranks = rank_records(tmp_path)
+    assert [r["nan_recoveries"] for r in ranks] == [1, 1]  # both ranks rolled back ...
+    assert log.count("at step 6: update skipped") == 2, log[-3000:]  # ... at the same step
+    assert len({r["sha256"] for r in ranks}) == 1  # and their weights did not part
 
 
 @pytest.mark.slow

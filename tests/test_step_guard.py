@@ -15,7 +15,8 @@ import torch
 from tiny_grpo import make_trainer, train_logs, trainable
 from transformers import TrainerCallback
 
-from rookworld_trl.grpo.faults import StepFaults, roll_back
+from rookworld_trl.grpo import faults as faults_module
+from rookworld_trl.grpo.faults import StepFaults, across_ranks, roll_back
 from rookworld_trl.grpo.kl_control import KLControl, adapt_beta
 from rookworld_trl.grpo.snapshots import Snapshots
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
@@ -123,6 +124,61 @@ def test_snapshots_roll_back_past_the_last_update_only_when_asked():
     roll_back(target, model, optimizer, None, lr_factor=0.5)
     assert torch.equal(model.weight, weights[1]) and optimizer.param_groups[0]["lr"] == 0.025
     assert snapshots.rollback_target(past_last_update=True).step == 1  # no older one left: the newest
+
+
+def test_across_ranks_leaves_the_values_of_one_process_untouched(monkeypatch):
+    values = [0.1 + 0.2, float("inf"), 3.0]
+    assert across_ranks(values, "max") == values and across_ranks(values) == values  # no process group
+    dist = torch.distributed
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        assert across_ranks(values, "sum") == values  # a group of one: no all-reduce, no float64 round trip
+        monkeypatch.setattr(dist, "get_world_size", lambda *a: 2)  # the all-reduce itself, on a group of one
+        assert across_ranks([1.5, 2.0], "sum") == [1.5, 2.0] and across_ranks([1.5, -2.0], "max") == [
+            1.5,
+            -2.0,
+        ]
+    finally:
+        dist.destroy_process_group()
+
+
+def other_rank(monkeypatch, loss=0.0, kl=(), bad=0.0, bad_weights=0.0):
+    """Two ranks: this one and a simulated other, whose loss, KL values and bad flag join this rank's sums, its
+    gradient norm is this rank's, and its weights after the update are bad when bad_weights."""
+    monkeypatch.setattr(faults_module, "world_size", lambda: 2)
+
+    def reduce(values, op="sum"):
+        if op == "sum":  # judge_update: loss, KL sum, KL count, bad flag
+            return [values[0] + loss, values[1] + sum(kl), values[2] + len(kl), values[3] + bad]
+        if len(values) == 1:  # judge_update: the gradient norm
+            return list(values)
+        return [max(values[0], bad_weights), values[1]]  # judge_weights: bad flag, blame_previous
+
+    monkeypatch.setattr(faults_module, "across_ranks", reduce)
+
+
+def test_step_faults_judge_on_the_ranks_common_figures(monkeypatch):
+    model, optimizer = linear_and_adam()
+    faults = StepFaults()
+    faults.history = {"loss": [1.0] * 5, "gradient norm": [1e6] * 5}
+    other_rank(monkeypatch, loss=1e7, kl=[0.3, 0.5])  # the other rank alone sees a loss spike
+    faults.record_step(backward_step(model, optimizer), [0.1])
+    faults.judge_update(optimizer, list(model.parameters()), kl_stop=5.0)
+    assert faults.bad.startswith("diverged: loss 5e+06") and all(p.grad is None for p in model.parameters())
+    assert faults.mean_kl() == pytest.approx(0.3)  # the mean over both ranks' micro-batches
+    faults.reset()
+    other_rank(monkeypatch, bad=1.0)  # a non-finite loss or gradient on the other rank
+    faults.record_step(backward_step(model, optimizer), [])
+    faults.judge_update(optimizer, list(model.parameters()), kl_stop=5.0)
+    assert faults.bad == "loss or gradient on another rank"
+    faults.reset()
+    other_rank(monkeypatch, bad_weights=1.0)  # the update left bad weights on the other rank only
+    faults.record_step(backward_step(model, optimizer), [])
+    faults.judge_update(optimizer, list(model.parameters()), kl_stop=5.0)
+    assert faults.bad is None
+    optimizer.step()
+    faults.judge_weights(list(model.parameters()))
+    assert faults.bad == "diverged: bad weights after the update on another rank"
 
 
 # ---- in a GRPO run ----

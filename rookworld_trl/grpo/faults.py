@@ -86,6 +86,30 @@ def spike(value: float, history: list[float], floor: float) -> float | None:
     return ratio if ratio > SPIKE else None
 
 
+def across_ranks(values: list[float], op: str = "sum") -> list[float]:
+    """`values` reduced element-wise over the ranks of the torch.distributed group ("sum" or "max"), in one
+    all-reduce, so that every rank judges a step on the same numbers. On one process (no group, or a group of
+    one) the values come back untouched, not even a float64 round trip: single-process runs stay bit-identical.
+
+    >>> across_ranks([1.5, float("inf")], "max")
+    [1.5, inf]
+    """
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(values)
+    device = torch.device("cpu")
+    if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
+        device = torch.device("cuda", torch.cuda.current_device())
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+    return tensor.tolist()
+
+
+def world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def drop_grads(optimizer) -> None:
     """Set every gradient to None: torch optimizers skip such parameters, so the coming step is a no-op."""
     for p in optimizer_params(optimizer):
@@ -134,6 +158,10 @@ class StepFaults:
     runs before the optimizer step (on what the forward and backward measured), `judge_weights` after it.
     `bad` is None for a good step, else what went wrong: "loss", "gradient", "weights after the update" (non-
     finite) or "diverged: why"; `blame_previous` when the fault is the previous update's (KL).
+
+    Under DDP every verdict is the ranks' common one (`across_ranks`): the loss and KL judged are the means over
+    the ranks, the gradient norm the largest, and a step bad on one rank is bad on all ("... on another rank"),
+    so that every rank rolls back (or steps) at the same step and the ranks' weights never part.
     """
 
     def __init__(self):
@@ -152,6 +180,7 @@ class StepFaults:
         self.grad_norm: float | None = None  # reported by the trainer's clipping, before the clip
         self.blame_previous = False
         self.norm_before = 0.0  # weight norm before the update
+        self.agreed_kl: float | None = None  # the ranks' mean KL, once judge_update has reduced it
 
     def record_inputs(self, inputs: dict) -> None:
         self.inputs.append(inputs)
@@ -169,21 +198,45 @@ class StepFaults:
             self.grad_norm = float(norm)
 
     def mean_kl(self) -> float | None:
+        """The step's KL: the mean over the ranks once judge_update has run, before that this rank's own."""
+        if self.agreed_kl is not None:
+            return self.agreed_kl
         return sum(self.kl) / len(self.kl) if self.kl else None
+
+    def _agree(self, reason: str | None) -> None:
+        """Make `bad` (and `blame_previous`) the ranks' common verdict: a rank that found nothing wrong takes
+        on another rank's fault. A collective: every rank calls it at the same point of every step."""
+        if world_size() == 1:
+            return
+        bad_elsewhere, blame = across_ranks([float(self.bad is not None), float(self.blame_previous)], "max")
+        if self.bad is None and bad_elsewhere:
+            self.bad = reason or "diverged on another rank"
+        self.blame_previous = bool(blame)
 
     def judge_update(self, optimizer, trainable: list[torch.Tensor], kl_stop: float) -> None:
         """Before the optimizer step: a bad step's gradients are dropped, so the step is a no-op."""
         if self.bad is None and not grads_finite(optimizer):
             self.bad = "gradient"
-        kl = self.mean_kl()
-        if self.bad is None and kl is not None and kl > KL_DIVERGED * kl_stop:
-            self.bad = f"diverged: KL {kl:.4g} > {KL_DIVERGED:g} x kl_stop {kl_stop}"
-            self.blame_previous = True
+        loss, kl = self.loss, self.mean_kl()
+        grad_norm = 0.0
         if self.bad is None:
             grad_norm = self.grad_norm
             if grad_norm is None:  # no clipping (max_grad_norm 0): measure it here
                 grad_norm = total_norm([p.grad for p in optimizer_params(optimizer)])
-            self.measured = {"loss": self.loss, "gradient norm": grad_norm}
+        ranks = world_size()
+        if ranks > 1:  # the ranks' loss and KL sums and bad flags, and their largest gradient norm
+            local = [loss, sum(self.kl), len(self.kl), float(self.bad is not None)]
+            loss, kl_sum, kl_count, bad_ranks = across_ranks(local, "sum")
+            grad_norm = across_ranks([grad_norm], "max")[0]
+            loss = loss / ranks
+            kl = self.agreed_kl = kl_sum / kl_count if kl_count else None
+            if self.bad is None and bad_ranks:
+                self.bad = "loss or gradient on another rank"
+        if self.bad is None and kl is not None and kl > KL_DIVERGED * kl_stop:
+            self.bad = f"diverged: KL {kl:.4g} > {KL_DIVERGED:g} x kl_stop {kl_stop}"
+            self.blame_previous = True
+        if self.bad is None:
+            self.measured = {"loss": loss, "gradient norm": grad_norm}
             for name, value in self.measured.items():
                 ratio = spike(value, self.history[name], SPIKE_FLOOR[name])
                 if ratio is not None and self.bad is None:
@@ -194,9 +247,13 @@ class StepFaults:
             self.norm_before = total_norm(trainable)
 
     def judge_weights(self, trainable: list[torch.Tensor]) -> None:
-        """After the optimizer step: what is wrong with the weights the update just made, if anything."""
-        if self.bad is not None:
-            return
+        """After the optimizer step: what is wrong with the weights the update just made, if anything (on any
+        rank: the verdict is the ranks' common one)."""
+        if self.bad is None:
+            self._judge_weights(trainable)
+        self._agree("diverged: bad weights after the update on another rank")
+
+    def _judge_weights(self, trainable: list[torch.Tensor]) -> None:
         largest = max_abs(trainable)
         if not math.isfinite(largest):
             self.bad = "weights after the update"
