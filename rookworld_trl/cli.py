@@ -100,7 +100,8 @@ def launcher(accelerate_config: str, target: list[str], argv: list[str]) -> tupl
     `accelerate launch` with the config, for every config but one: several CPU processes on one machine
     (distributed_type MULTI_CPU), which accelerate starts only through mpirun; there torch's own launcher
     (torchrun) starts them and accelerate joins them into one gloo group (the stage gets --use_cpu true).
-    A CPU config gets its thread count per process passed (accelerate would pick the same, with a warning).
+    A CPU config gets its thread count per process passed: OMP_NUM_THREADS when set, else the physical cores
+    shared out (what accelerate would pick, with a warning).
     """
     import psutil  # an accelerate dependency
     import yaml
@@ -108,7 +109,9 @@ def launcher(accelerate_config: str, target: list[str], argv: list[str]) -> tupl
     with open(accelerate_config) as f:
         config = yaml.safe_load(f) or {}
     processes = int(config.get("num_processes", 1))
-    threads = str(max(1, (psutil.cpu_count(logical=False) or 1) // processes))
+    threads = os.environ.get("OMP_NUM_THREADS") or str(
+        max(1, (psutil.cpu_count(logical=False) or 1) // processes)
+    )
     if config.get("distributed_type") == "MULTI_CPU" and int(config.get("num_machines", 1)) == 1:
         port = str(config.get("main_process_port", 29500))
         cmd = [sys.executable, "-c", TORCHRUN, f"--nproc_per_node={processes}", f"--master_port={port}",

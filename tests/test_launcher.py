@@ -105,16 +105,23 @@ def test_sigterm_saves_the_step_exits_143_and_leaves_nothing_running(tmp_path, s
 
 @pytest.mark.slow
 def test_sigterm_then_resume_finishes_like_an_uninterrupted_run(tmp_path):
+    """Bitwise: on 2 threads PyTorch's CPU embedding backward sums repeated tokens in a thread-timing order, so two
+    uninterrupted runs already differ in the last bits after a step; `full_determinism` (the Trainer's switch to
+    deterministic kernels) or OMP_NUM_THREADS=1 makes a run repeat exactly, and then resuming must too."""
     stopped, whole = tmp_path / "stopped", tmp_path / "whole"
-    proc = start(tiny_train(stopped, "--max_steps", "6"))
+    proc = start(tiny_train(stopped, "--max_steps", "6", "--full_determinism", "true"))
     run = wait_for_training(proc, stopped)
     proc.send_signal(signal.SIGTERM)
     log, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143 and alive(run) == [], log
-    resumed = start(tiny_train(stopped, "--max_steps", "6", "--resume_from_checkpoint", "auto"))
+    resumed = start(
+        tiny_train(
+            stopped, "--max_steps", "6", "--full_determinism", "true", "--resume_from_checkpoint", "auto"
+        )
+    )
     log, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0 and "resuming from" in log, log
-    straight = start(tiny_train(whole, "--max_steps", "6"))
+    straight = start(tiny_train(whole, "--max_steps", "6", "--full_determinism", "true"))
     log, _ = straight.communicate(timeout=600)
     assert straight.returncode == 0, log
 

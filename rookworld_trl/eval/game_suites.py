@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from rookworld_trl.chess.engine import EngineLimit, find_stockfish
 from rookworld_trl.chess.formats import FEN_WIDTH, policy_prompt
+from rookworld_trl.chess.games import play_games
 from rookworld_trl.eval.intervals import Metric
 from rookworld_trl.eval.suites import Generate, decoding_kwargs, legal_best_move
 
@@ -31,32 +32,18 @@ def selfplay_suite(
     moves / moves tried (ROOK's figure: 36.3 half-moves, 2.7% illegal; 1 / 37.3 = 2.7%).
     Games also stop when python-chess ends them or at `max_plies`.
     """
-    boards = [chess.Board() for _ in range(games)]
-    legal, illegal = [0] * games, [0] * games
-    active = list(range(games))
-    for ply in tqdm(range(max_plies), desc="selfplay", unit="ply", leave=False):
-        active = [i for i in active if not boards[i].is_game_over()]
-        if not active:
-            break
-        prompts = [policy_prompt(boards[i].fen(), fen_width) for i in active]
-        completions = generate(
-            prompts,
-            max_new_tokens=max_new_tokens,
-            do_sample=True,
-            temperature=temperature,
-            top_k=top_k,
-            seed=seed + ply,
-        )
-        still = []
-        for i, completion in zip(active, completions, strict=True):
-            move = legal_best_move(boards[i], completion)
-            if move is None:
-                illegal[i] = 1
-                continue
-            boards[i].push(move)
-            legal[i] += 1
-            still.append(i)
-        active = still
+    rounds = tqdm(desc="selfplay", unit="ply", leave=False)
+
+    def policy(prompts: list[str]) -> list[str]:  # one call per ply, each ply its own seed
+        out = generate(prompts, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+                       top_k=top_k, seed=seed + rounds.n)  # fmt: skip
+        rounds.update()
+        return out
+
+    played = play_games(policy, [chess.STARTING_FEN] * games, max_plies, fen_width)
+    rounds.close()
+    legal = [len(game.moves) for game in played]
+    illegal = [int(game.ended_illegal) for game in played]
     tried = [a + b for a, b in zip(legal, illegal, strict=True)]
     return {
         "legal_half_moves": Metric([float(x) for x in legal], percent=False, reference=36.3),

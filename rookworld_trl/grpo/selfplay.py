@@ -6,7 +6,7 @@ mixed into its P: prompts.
     .venv/bin/pytest tests/test_selfplay.py          (add -m slow for a 3-step run from the recipe)
 
 How (the stage builds it with `selfplay_for` when `selfplay_ratio` > 0; RookWorldGRPOTrainer wires it in):
-  - Games (`play_games`): every `selfplay_every` optimizer steps (and at the first step of a run or a resume),
+  - Games (`chess/games.play_games`): every `selfplay_every` optimizer steps (and at the first step of a run or a resume),
     `SelfPlayCallback` plays `selfplay_games` games with the model being trained, all live games in one batched
     `generate_completions` call per ply (eval mode, no grad), sampled at the recipe's `temperature` and `top_k`:
     greedy play from a given start would replay the same game every round, and the deduplicated buffer would
@@ -42,80 +42,23 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import chess
 from transformers import TrainerCallback
 
-from rookworld_trl.chess.environment import legal_move, parse_board, playable_position
+from rookworld_trl.chess.environment import playable_position
 from rookworld_trl.chess.formats import (
     FEN_WIDTH,
-    parse_policy_completion,
     policy_prompt,
     prompt_fen_width,
     task_of,
 )
+from rookworld_trl.chess.games import Policy, play_games
 from rookworld_trl.data.layout import position_key
 
-ENDS = ("game_over", "max_plies", "illegal", "unparseable")  # why a game ended
 # emptied in a substitute row: its label would be another position's
 LABEL_COLUMNS = {"moves": [], "evals": [], "best": "", "limit": "", "completion": ""}
-Policy = Callable[[list[str]], list[str]]  # P: prompts -> completions, one each
-
-
-@dataclass
-class Game:
-    """One self-play game: its start, the legal moves played, the positions they reached and why it ended."""
-
-    start: str
-    moves: list[str] = field(default_factory=list)
-    positions: list[str] = field(default_factory=list)  # FEN after each move that did not end the game
-    end: str = ""
-    bad_move: str | None = None  # the illegal B: move, or the unparseable completion (cut to 40 chars)
-
-    @property
-    def ended_illegal(self) -> bool:
-        return self.end in ("illegal", "unparseable")
-
-
-def play_games(
-    policy: Policy, starts: Sequence[str], max_plies: int, fen_width: int = FEN_WIDTH
-) -> list[Game]:
-    """Play one game from each start FEN: one `policy` call per ply for all live games; see the module doc."""
-    games = [Game(start) for start in starts]
-    boards = [parse_board(fen) for fen in starts]
-    live = [i for i, board in enumerate(boards) if not _ended(games[i], board, max_plies)]
-    while live:
-        completions = policy([policy_prompt(boards[i].fen(), fen_width) for i in live])
-        for i, completion in zip(live, completions, strict=True):
-            _move(games[i], boards[i], completion)
-        live = [i for i in live if not games[i].end and not _ended(games[i], boards[i], max_plies)]
-    return games
-
-
-def _move(game: Game, board: chess.Board, completion: str) -> None:
-    """Play the completion's B: move on `board`, or end the game when it is unparseable or illegal."""
-    best = parse_policy_completion(completion).best
-    if best is None:
-        game.end, game.bad_move = "unparseable", completion[:40]
-        return
-    move = legal_move(board, best)
-    if move is None:
-        game.end, game.bad_move = "illegal", best
-        return
-    board.push(move)
-    game.moves.append(best)
-    if not board.is_game_over():  # the policy reward has nothing to judge in a finished game
-        game.positions.append(board.fen())
-
-
-def _ended(game: Game, board: chess.Board, max_plies: int) -> bool:
-    if board.is_game_over():  # python-chess's rules: mate, stalemate, too little material, 75 moves, fivefold
-        game.end = "game_over"
-    elif len(game.moves) >= max_plies:
-        game.end = "max_plies"
-    return bool(game.end)
 
 
 class PositionBuffer:
