@@ -255,7 +255,7 @@ def second_device(state) -> str:
     import torch
 
     from rookworld_trl.model import guard
-    from rookworld_trl.model.decoding import left_pad
+    from rookworld_trl.model.kv_cache import left_pad
 
     needs_cuda()
     if torch.cuda.device_count() < 2:

@@ -21,8 +21,9 @@ from transformers.generation.logits_process import (
 from rookworld_trl.data.load import load_rookworld_dataset
 from rookworld_trl.grpo.rollout import rollout
 from rookworld_trl.model import guard
-from rookworld_trl.model.decoding import _REUSED, Decoder, _plain, left_pad, sample
+from rookworld_trl.model.decoding import Decoder, _plain, sample
 from rookworld_trl.model.generation import generate_completions
+from rookworld_trl.model.kv_cache import _REUSED, left_pad
 from rookworld_trl.model.loading import load_model_and_tokenizer
 from rookworld_trl.model.sampling import Sampling
 

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import torch
 
-from rookworld_trl.model.decoding import left_pad
 from rookworld_trl.model.guard import CHECK_EVERY, guard_of, guarded_sample, self_check
+from rookworld_trl.model.kv_cache import left_pad
 from rookworld_trl.model.sampling import Sampling
 
 BACKENDS = ("rookworld", "transformers")

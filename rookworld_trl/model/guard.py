@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rookworld_trl.model.decoding import Completions, _autocast, _cut, left_pad, sample
+from rookworld_trl.model.decoding import Completions, autocast, cut_at_eos, sample
+from rookworld_trl.model.kv_cache import left_pad
 from rookworld_trl.model.sampling import Sampling
 
 PATHS = ("graph", "eager", "transformers")
@@ -132,7 +133,7 @@ def generate_sample(
     if sampling.do_sample:
         settings = dict(do_sample=True, temperature=sampling.temperature, top_k=sampling.top_k,
                         top_p=sampling.top_p, min_p=sampling.min_p)  # fmt: skip
-    with _autocast(device, autocast_dtype):
+    with autocast(device, autocast_dtype):
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                              eos_token_id=eos_token_ids, pad_token_id=pad_token_id, output_logits=True,
                              return_dict_in_generate=True, **settings)  # fmt: skip
@@ -141,7 +142,7 @@ def generate_sample(
     if sampling.do_sample:
         logits = logits / sampling.temperature
     logps = logits.log_softmax(-1).gather(-1, tokens[..., None])[..., 0]
-    return _cut(tokens.tolist(), logps.tolist(), set(eos_token_ids))
+    return cut_at_eos(tokens.tolist(), logps.tolist(), set(eos_token_ids))
 
 
 @dataclass
@@ -199,7 +200,7 @@ def forward_logps(model, ids, attention_mask, keep: int, temperature: float, aut
     """The scorer of evals: log_softmax(logits / T) of the last `keep` tokens of each row, by the model's own
     forward with positions counting real tokens only (what generate() and the sampler use)."""
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    with _autocast(ids.device, autocast_dtype):
+    with autocast(ids.device, autocast_dtype):
         logits = model(input_ids=ids, attention_mask=attention_mask, position_ids=positions).logits
     logits = logits[:, -keep - 1 : -1].float() / temperature
     return logits.log_softmax(-1).gather(-1, ids[:, -keep:, None])[..., 0]
