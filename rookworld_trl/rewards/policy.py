@@ -69,21 +69,40 @@ def score_policy(
         raise ValueError(f"no engine analysis for {fen} (game over?)")
     if len(analysis) < TOP_K and len(analysis) != chess.Board(fen).legal_moves.count():
         raise ValueError(f"analysis of {fen} has {len(analysis)} lines for {TOP_K} expected moves")
-    cps, top5, floor = {m.move: m.cp for m in analysis}, {m.move for m in analysis[:TOP_K]}, analysis[-1].cp
+    components, checks = _grade(parsed, analysis, _centipawns(fen, analysis, move_cps))
+    reward = shape(checks, _quality(components, shaping), shaping)
+    if not parsed.exact:
+        # The fixed widths (docs/FORMATS.md) cost at every level: a weak model's answers fail some other check
+        # anyway, so inside a check they would carry no signal, sampling would drift in the padding, and
+        # greedy output would lose the format (seen in the default GRPO run).
+        reward = 0.0 if shaping == "binary" else round(reward - LAYOUT_PENALTY, 6)
+    return reward, components
+
+
+def _centipawns(fen: str, analysis: Sequence[MoveEval], move_cps: Mapping[str, int | None] | None):
+    """move -> the engine's eval of it (None: illegal), from the analysis, then move_cps (capped at the last
+    analysed line), then the last line's eval for any other legal move."""
+    cps, floor = {m.move: m.cp for m in analysis}, analysis[-1].cp
     cps |= {m: None if cp is None else min(cp, floor) for m, cp in (move_cps or {}).items() if m not in cps}
     board = None  # built only for a move nobody graded: a python-chess board costs more than the rest
 
-    def cp_of(move: str) -> int | None:  # None: illegal
+    def cp_of(move: str) -> int | None:
         nonlocal board
         if move in cps:
             return cps[move]
         board = board or chess.Board(fen)
         return None if legal_move(board, move) is None else floor
 
+    return cp_of
+
+
+def _grade(parsed: ParsedPolicy, analysis: Sequence[MoveEval], cp_of) -> tuple[dict, dict[str, bool]]:
+    """(components, checks) of a parsed P: answer: see POLICY_COMPONENTS."""
+    top5, top_cp = {m.move for m in analysis[:TOP_K]}, analysis[0].cp
     moves, n_expected = parsed.moves, min(TOP_K, len(analysis))
     distinct = list(dict.fromkeys(moves))
     move_cp = {m: cp_of(m) for m in distinct}
-    best_cp, top_cp = cp_of(parsed.best), analysis[0].cp
+    best_cp = cp_of(parsed.best)
     best = 0.0 if best_cp is None else best_move_score(top_cp, best_cp)
     first_evals: dict[str, float] = {}  # a repeated move's eval is graded once, as first written
     for move, pawns in zip(moves, parsed.evals, strict=False):  # a move without an eval scores 0
@@ -123,24 +142,20 @@ def score_policy(
     components["moves_score"] = max(-1.0, min(1.0, sum(components["move_verdicts"]) / n_expected))
     components["best_slot"] = moves.index(parsed.best) if parsed.best in moves else -1
     components["b_field"] = best_field(components, parsed)
-    # Tenths so that all-correct sums to exactly 1.0; the best move weighs most.
-    if shaping == "precise":
-        quality = precise_quality(components)
-    elif shaping == "dense":  # legality of every listed move and of B:, then the continuous quality of B:
-        legal = 3 * components["legal_moves"] + 2 * components["best_legal"]
-        quality = (legal + 3 * best + components["candidates"] + components["evals"]) / 10
-    else:
-        quality = (
-            5 * best + 2 * components["candidates"] + 2 * components["evals"] + components["well_formed"]
-        ) / 10
     components["layout"] = float(parsed.exact)
-    reward = shape(checks, quality, shaping)
-    if not parsed.exact:
-        # The fixed widths (docs/FORMATS.md) cost at every level: a weak model's answers fail some other check
-        # anyway, so inside a check they would carry no signal, sampling would drift in the padding, and
-        # greedy output would lose the format (seen in the default GRPO run).
-        reward = 0.0 if shaping == "binary" else round(reward - LAYOUT_PENALTY, 6)
-    return reward, components
+    return components, checks
+
+
+def _quality(c: dict, shaping: str) -> float:
+    """The answer's quality in [0, 1] under `shaping`; tenths, so that all-correct sums to exactly 1.0."""
+    if shaping == "precise":
+        return precise_quality(c)
+    if shaping == "dense":  # legality of every listed move and of B:, then the continuous quality of B:
+        legal = 3 * c["legal_moves"] + 2 * c["best_legal"]
+        return (legal + 3 * c["best"] + c["candidates"] + c["evals"]) / 10
+    return (
+        5 * c["best"] + 2 * c["candidates"] + 2 * c["evals"] + c["well_formed"]
+    ) / 10  # the best move weighs most
 
 
 def move_verdicts(
