@@ -153,6 +153,7 @@ def test_accelerate_launch_runs_the_stage(model_dir, tmp_path):
            "-m", "rookworld_trl.grpo", "--config", str(ROOT / "recipes/grpo_tiny_cpu.yaml"),
            "--model_name_or_path", model_dir, "--dataset_path", str(data), "--output_dir", str(out),
            "--reward_funcs", "env_reward", "--reward_weights", "1.0", "--mix_env_ratio", "1.0",
+           "--field_credit", "false", "--eval_samples", "0",  # field credit grades P: answers; an A:-only run
            "--max_steps", "2", "--max_completion_length", "16"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
