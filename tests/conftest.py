@@ -53,3 +53,14 @@ def generated(tmp_path_factory):
     except RuntimeError:
         pytest.skip("Stockfish is not installed")
     return generate(tmp_path_factory.mktemp("gen") / "out")
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """One Stockfish at the reward tests' depth (reward_fixtures.LIMIT), shared by a module's tests."""
+    from reward_fixtures import LIMIT
+
+    from rookworld_trl.chess.engine import EnginePool
+
+    with EnginePool(workers=1, limit=LIMIT) as engines:
+        yield engines

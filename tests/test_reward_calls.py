@@ -40,12 +40,6 @@ from rookworld_trl.rewards.shaping import PENALTY, SHAPINGS
 # --------------------------------------------------------------------------------- labels and caching
 
 
-@pytest.fixture(scope="module")
-def pool():
-    with EnginePool(workers=1, limit=LIMIT) as engines:
-        yield engines
-
-
 @needs_stockfish
 def test_label_at_the_pool_limit_is_a_cache():
     with EnginePool(limit=LIMIT) as fresh:

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from reward_fixtures import (
     E2E4,
     E2E4_TRUE,
-    LIMIT,
     MATE_IN_1,
     ONE_MOVE,
     QUEEN_UP,
@@ -25,7 +24,7 @@ from reward_fixtures import (
     true_completion,
 )
 
-from rookworld_trl.chess.engine import EnginePool, MoveEval
+from rookworld_trl.chess.engine import MoveEval
 from rookworld_trl.chess.environment import env_sample
 from rookworld_trl.chess.formats import (
     env_completion,
@@ -42,12 +41,6 @@ from rookworld_trl.rewards.functions import (
 )
 from rookworld_trl.rewards.policy import PolicyGrader, score_policy
 from rookworld_trl.rewards.shaping import PENALTY, SHAPINGS
-
-
-@pytest.fixture(scope="module")
-def pool():
-    with EnginePool(workers=1, limit=LIMIT) as engines:
-        yield engines
 
 
 def test_doctests():
