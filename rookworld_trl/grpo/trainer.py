@@ -45,6 +45,7 @@ from rookworld_trl.grpo.selfplay import SelfPlay, SelfPlayCallback
 from rookworld_trl.model.loading import gpt2_backbone, use_fused_gelu, use_padding_aware_positions
 from rookworld_trl.model.shared_prefix import use_shared_prefix
 from rookworld_trl.training import checkpoints, publish
+from rookworld_trl.training.interrupt import SaveOnInterrupt
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
 from rookworld_trl.training.trl_compat import GRPOSeams
 
@@ -118,7 +119,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
         self.selfplay = selfplay  # rookworld_trl/grpo/selfplay.py: the policy's own games as P: prompts
         if selfplay is not None:
             self.add_callback(SelfPlayCallback(self))
-        self.interrupt = checkpoints.SaveOnInterrupt()
+        self.interrupt = SaveOnInterrupt()
         self.add_callback(self.interrupt)
         if a.metrics_jsonl:
             self.add_callback(JSONLMetricsCallback(os.path.join(a.output_dir, a.metrics_jsonl)))

@@ -1,0 +1,56 @@
+"""Stop signals during training: Ctrl-C (SIGINT), SIGTERM (kill, timeout, a cluster's preemption) and SIGHUP finish
+the optimizer step under way, save a checkpoint and stop (exit 128 + the signal's number); a second signal stops
+at once. The launcher's side (the whole process group, Stockfish spared) is rookworld_trl/cli.py's.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from transformers import TrainerCallback
+
+from rookworld_trl.training.checkpoints import say
+
+
+class SaveOnInterrupt(TrainerCallback):
+    """A stop signal during training, Ctrl-C (SIGINT), SIGTERM (kill, timeout, a cluster's preemption) or SIGHUP:
+    finish the optimizer step under way, save a checkpoint and stop, so that no work since the last save is
+    lost; a second signal interrupts at once (KeyboardInterrupt, and the last complete checkpoint is the resume
+    point). After train(), `step` is the step it stopped at, or None; `exit_code` is 128 + the first signal's
+    number (130 for Ctrl-C, 143 for SIGTERM), the code a shell reports for a process that signal ended."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self):
+        self.step: int | None = None
+        self.signum: int = signal.SIGINT
+        self._requested = False
+        self._previous: dict = {}
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            self._previous = {sig: signal.signal(sig, self._request) for sig in self.SIGNALS}
+
+    def _request(self, signum, frame):
+        for sig in self.SIGNALS:  # the second signal, of any kind, stops at once
+            signal.signal(sig, signal.default_int_handler)
+        self._requested, self.signum = True, signum
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        say(
+            f"{name}: finishing this step and saving a checkpoint (a second signal, e.g. Ctrl-C, stops at once)"
+        )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._requested and self.step is None:
+            self.step = state.global_step
+            control.should_save = control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
