@@ -105,9 +105,10 @@ def test_sigterm_saves_the_step_exits_143_and_leaves_nothing_running(tmp_path, s
 
 @pytest.mark.slow
 def test_sigterm_then_resume_finishes_like_an_uninterrupted_run(tmp_path):
-    """Bitwise: on 2 threads PyTorch's CPU embedding backward sums repeated tokens in a thread-timing order, so two
-    uninterrupted runs already differ in the last bits after a step; `full_determinism` (the Trainer's switch to
-    deterministic kernels) or OMP_NUM_THREADS=1 makes a run repeat exactly, and then resuming must too."""
+    """Bitwise. On 2 threads two uninterrupted runs already differ in the last bits after one step (some of
+    PyTorch's CPU kernels are not deterministic: with torch.use_deterministic_algorithms they match, with
+    uninitialised memory left unfilled too); `full_determinism` (the Trainer's switch to deterministic kernels)
+    or OMP_NUM_THREADS=1 makes a run repeat exactly, and then resuming must too."""
     stopped, whole = tmp_path / "stopped", tmp_path / "whole"
     proc = start(tiny_train(stopped, "--max_steps", "6", "--full_determinism", "true"))
     run = wait_for_training(proc, stopped)
