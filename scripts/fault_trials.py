@@ -280,7 +280,8 @@ def kill_trials(work: Path, tally: Tally, reference: str, kills: int, rng: rando
 def sigint_trial(work: Path, tally: Tally, reference: str) -> None:
     run, log = work / "sigint", work / "sigint.log"
     proc = start(run, log=log)
-    while not (run / "checkpoint-4" / "rookworld_complete.json").exists() and proc.poll() is None:
+    # the first checkpoint: the run is mid-way, so Ctrl-C interrupts training (not the end of a finished run)
+    while not list(run.glob("checkpoint-*/rookworld_complete.json")) and proc.poll() is None:
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
     proc.wait()

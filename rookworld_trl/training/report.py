@@ -226,8 +226,8 @@ def run_summary(run: str, metrics: str = "metrics.jsonl") -> str:
             suites = json.load(f)["suites"]
         for (suite, name), label in HEADLINE.items():
             row = suites.get(suite, {}).get(name)
-            if not row or "delta" not in row:
-                continue
+            if not row or "delta" not in row or None in (row["baseline"]["value"], row["model"]["value"]):
+                continue  # no figure on either side (e.g. precision where no answer listed a move)
             d = row["delta"]
             scale, digits, unit = (100, 1, "%") if row["percent"] else (1, 3, "")
             before, after = (f"{row[k]['value'] * scale:.{digits}f}{unit}" for k in ("baseline", "model"))
