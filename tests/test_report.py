@@ -134,10 +134,16 @@ def test_run_summary_has_the_trend_and_the_headline_figures(tmp_path):
         "baseline": {"value": 0.62, "ci": [0.58, 0.66], "n": 500},
         "delta": {"value": 0.08, "ci": [0.05, 0.11]},
     }
-    (run / "eval" / "eval.json").write_text(
-        json.dumps({"suites": {"policy": {"greedy/legal_best_move": legal}}})
-    )
+    nothing_listed = {  # a model that lists no move has no listed-move precision
+        "percent": True,
+        "model": {"value": None, "ci": [None, None], "n": 0},
+        "baseline": {"value": 0.59, "ci": [0.57, 0.61], "n": 500},
+        "delta": {"value": None, "ci": [None, None]},
+    }
+    suites = {"greedy/legal_best_move": legal, "greedy/watch/precision": nothing_listed}
+    (run / "eval" / "eval.json").write_text(json.dumps({"suites": {"policy": suites}}))
     text = run_summary(str(run))
+    assert "precision" not in text
     assert "first quarter 0.330 -> last quarter 0.480  +0.150" in text
     assert "P: legal best move" in text and "62.0% ->   70.0%  +8.0 [+5.0, +11.0]* (n=500)" in text
     assert "steps trained    20 in 1.5 min" in text
