@@ -1,7 +1,8 @@
-"""scripts/fault_trials.py: its fast part (in-process faults on the real stage, ~30 s) in the default tier, the
-kills, Ctrl-C, Stockfish kills, lr 1e3 and a full disk in the slow one.
+"""scripts/fault_trials.py, slow tier: its fast part (in-process faults on the real stage, ~2 min here) and all of
+it (+ kills, Ctrl-C, Stockfish kills, lr 1e3 and a full disk). The default tier covers the same faults one at a
+time (tests/test_faults.py, tests/test_grpo_resume.py).
 
-    .venv/bin/pytest tests/test_fault_trials.py            (-m slow for the subprocess trials)
+    .venv/bin/pytest -m slow tests/test_fault_trials.py
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def load_script():
     return module
 
 
+@pytest.mark.slow
 def test_fault_trials_fast_part(tmp_path, capsys):
     assert load_script().main(["--fast", "--steps", "4", "--out", str(tmp_path)]) == 0, (
         capsys.readouterr().out
