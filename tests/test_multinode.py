@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # each test starts two launchers; the rehearsal trains 6 steps (~2-4 min of CPU)
+# each test starts two launchers; the rehearsal trains 6 steps (~2-4 min of CPU)
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 
