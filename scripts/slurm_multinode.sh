@@ -18,7 +18,8 @@
 #SBATCH --signal=TERM@300
 #SBATCH --output=slurm-%j.out
 # --signal: SIGTERM 5 minutes before the time limit; each training process finishes its step, saves a
-# checkpoint and exits 143 (rookworld_trl/training/checkpoints.py SaveOnInterrupt).
+# checkpoint and exits 143 (rookworld_trl/training/checkpoints.py SaveOnInterrupt). torchrun SIGKILLs its
+# workers TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds after a signal (torch's default 30 s): 240 s here.
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
 
@@ -26,6 +27,7 @@ export GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 export MAIN_IP=${MAIN_IP:-$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)}  # the first node
 export MAIN_PORT=${MAIN_PORT:-29500}
 export ACCELERATE=${ACCELERATE:-.venv/bin/accelerate}
+export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-240}
 echo "rookworld: $SLURM_NNODES nodes x $GPUS_PER_NODE GPUs, main process on $MAIN_IP:$MAIN_PORT"
 
 # single quotes: SLURM_NODEID differs per node, so it is read inside each srun task, not here
