@@ -15,10 +15,34 @@ from pathlib import Path
 
 import pytest
 
-# each test starts two launchers; the rehearsal trains 6 steps (~2-4 min of CPU)
-pytestmark = pytest.mark.slow
+from rookworld_trl.grpo.script_args import GRPOScriptArguments
+from rookworld_trl.grpo.stage import engine_cache_path
+from rookworld_trl.training.checkpoints import machine_of_process
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, (0, 1)),  # no launcher
+        ({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "4"}, (0, 1)),  # one machine, 4 processes
+        ({"RANK": "5", "WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8"}, (0, 2)),
+        ({"RANK": "9", "WORLD_SIZE": "16", "LOCAL_WORLD_SIZE": "8"}, (1, 2)),
+        ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1"}, (1, 2)),  # the rehearsal's machine 1
+    ],
+)
+def test_machine_of_process_from_torchruns_variables(monkeypatch, env, expected):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert machine_of_process() == expected
+    path = engine_cache_path(GRPOScriptArguments(), "out")
+    machine, _ = expected
+    assert path == (
+        "out/engine_cache.sqlite" if machine == 0 else f"out/engine_cache.machine{machine}.sqlite"
+    )
 
 
 def free_port() -> int:
@@ -27,6 +51,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two launchers, 6 steps in all: ~2-4 min of CPU
 def test_two_machines_lose_one_resume_and_agree(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "PORT": str(free_port())}
     script = ROOT / "scripts" / "rehearse_multinode.sh"
@@ -56,6 +81,7 @@ def launch_machine(rank: int, port: int, output_dir: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow  # two launchers that build the stage up to the check
 def test_machines_that_do_not_share_output_dir_stop_with_one_line(tmp_path):
     # machine 1 is given another directory: what it sees when output_dir is on a disk of its own
     port = free_port()
