@@ -66,6 +66,7 @@ lose "$m1"  # machine 1 is lost: its launcher, torchrun, its training process an
 echo "rehearsal: $(date -u +%T) checkpoint-2 complete; killed every process of machine 1 (launcher $m1)"
 rc1=0; { wait "$m1"; } 2>/dev/null || rc1=$?  # no "Killed" line from the shell
 rc0=0; wait_for "$m0" 120 || rc0=$?
+m0='' m1=''  # both ended: nothing left for the EXIT trap to stop
 echo "rehearsal: $(date -u +%T) run 1 exit codes: machine 0 $rc0, machine 1 $rc1"
 [[ -d $OUT/final ]] && { echo "rehearsal: FAIL run 1 finished before the kill"; exit 1; }
 
@@ -74,6 +75,7 @@ launch 0 "$LOGS/machine0.run2.log"; m0=$!
 launch 1 "$LOGS/machine1.run2.log"; m1=$!
 rc0=0; wait_for "$m0" 900 || rc0=$?
 rc1=0; wait_for "$m1" 60 || rc1=$?
+m0='' m1=''
 echo "rehearsal: $(date -u +%T) run 2 exit codes: machine 0 $rc0, machine 1 $rc1"
 grep -h "resuming from" "$LOGS"/machine*.run2.log || true
 
