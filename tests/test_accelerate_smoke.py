@@ -27,6 +27,8 @@ EXPECTED = {
     "multi_gpu.yaml": (DistributedType.MULTI_GPU, "bf16", DynamoBackend.NO, 2),
     "deepspeed_zero2.yaml": (DistributedType.DEEPSPEED, "bf16", DynamoBackend.NO, 2),
     "multi_cpu.yaml": (DistributedType.MULTI_CPU, "no", DynamoBackend.NO, 2),
+    "multi_node.yaml": (DistributedType.MULTI_GPU, "bf16", DynamoBackend.NO, 16),
+    "fsdp2.yaml": (DistributedType.FSDP, "bf16", DynamoBackend.NO, 2),
 }
 
 
@@ -50,6 +52,29 @@ def test_config_loads_with_accelerate(name):
     assert config.gpu_ids in (None, "all")
     if distributed == DistributedType.DEEPSPEED:
         assert config.deepspeed_config["zero_stage"] == 2
+    if distributed == DistributedType.FSDP:
+        assert config.fsdp_config["fsdp_version"] == 2
+        assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "GPT2Block"
+    assert (config.num_machines > 1) == (name == "multi_node.yaml")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_accelerate_launch_accepts_config(name):
+    """What `accelerate launch --config_file NAME script.py` checks and fills in before it starts anything
+    (accelerate's own _validate_launch_command: the config's values become the launch arguments)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    args = launch_command_parser().parse_args(["--config_file", str(CONFIGS / name), "train.py"])
+    args = _validate_launch_command(args)[0]
+    distributed, precision, _, processes = EXPECTED[name]
+    assert (args.num_processes, args.mixed_precision) == (processes, precision)
+    assert args.multi_gpu == (distributed == DistributedType.MULTI_GPU)
+    assert args.use_fsdp == (distributed == DistributedType.FSDP)
+    assert args.use_deepspeed == (distributed == DistributedType.DEEPSPEED)
+    if name == "multi_node.yaml":  # the launcher starts num_processes / num_machines processes per machine
+        assert (args.num_machines, args.machine_rank, args.main_process_port) == (2, 0, 29500)
+    if name == "fsdp2.yaml":
+        assert args.fsdp_version == 2
 
 
 def test_accelerate_launch_cpu_config_runs_parity(tmp_path):

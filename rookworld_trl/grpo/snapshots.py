@@ -6,7 +6,8 @@
 
 Two are kept: a step's KL measures the weights the previous update made, so a KL blow-up rolls back past that
 update, to the older one; every other fault is the current update's or batch's. Their memory is reused from
-snapshot to snapshot (allocated once per run).
+snapshot to snapshot (allocated once per run). Under FSDP2 (accelerate_configs/fsdp2.yaml) parameters and
+optimizer state are DTensors: each rank keeps a host copy of its own shard and restores it in place.
 """
 
 from __future__ import annotations
@@ -14,6 +15,25 @@ from __future__ import annotations
 import copy
 
 import torch
+from torch.distributed.tensor import DTensor
+
+
+def local_shard(t):
+    """This rank's shard of an FSDP2 parameter or optimizer state (a DTensor); any other tensor as it is."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def like_live(saved, live):
+    """A snapshot's optimizer state (host copies of this rank's shards) in the form of the live state: a
+    DTensor on the live one's device and mesh wherever the live state holds one (FSDP2), else as saved."""
+    if isinstance(live, DTensor) and torch.is_tensor(saved):
+        return DTensor.from_local(saved.to(live.device), live.device_mesh, live.placements, run_check=False,
+                                  shape=live.shape, stride=live.stride())  # fmt: skip
+    if isinstance(saved, dict) and isinstance(live, dict):
+        return {k: like_live(v, live.get(k)) for k, v in saved.items()}
+    if isinstance(saved, (list, tuple)) and isinstance(live, (list, tuple)) and len(saved) == len(live):
+        return type(saved)(like_live(v, w) for v, w in zip(saved, live, strict=True))
+    return saved
 
 
 def copy_to_host(src, dst=None):
@@ -25,7 +45,7 @@ def copy_to_host(src, dst=None):
     {'w': tensor([1., 1.]), 'n': 3, 'l': [tensor([0.])]}
     """
     if torch.is_tensor(src):
-        src = src.detach()
+        src = local_shard(src).detach()
         if dst is None or not torch.is_tensor(dst) or dst.shape != src.shape or dst.dtype != src.dtype:
             dst = torch.empty(src.shape, dtype=src.dtype, pin_memory=src.is_cuda)
         return dst.copy_(src, non_blocking=src.is_cuda)
@@ -58,9 +78,9 @@ class Snapshot:
         the schedule's if it wants them)."""
         for name, param in model.named_parameters():
             if name in self.params:
-                param.copy_(self.params[name])
+                local_shard(param).copy_(self.params[name])
         # a copy: on CPU torch would adopt these very tensors as the live state, which a later snapshot reuses
-        optimizer.load_state_dict(copy.deepcopy(self.optimizer))
+        optimizer.load_state_dict(like_live(copy.deepcopy(self.optimizer), optimizer.state_dict()))
 
 
 class Snapshots:

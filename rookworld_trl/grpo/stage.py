@@ -50,8 +50,16 @@ def resolve_reward_funcs(names: list[str], shaping: str = "graduated", engine=No
 
 
 def engine_cache_path(script: GRPOScriptArguments, output_dir: str) -> str | None:
-    """The engine's sqlite cache, inside output_dir (None: memory only)."""
-    return os.path.join(output_dir, script.engine_cache) if script.engine_cache else None
+    """The engine's sqlite cache, inside output_dir (None: memory only); on several machines one file per
+    machine (engine_cache.machine1.sqlite): sqlite's WAL mode shares a file between processes of one host only."""
+    if not script.engine_cache:
+        return None
+    path = os.path.join(output_dir, script.engine_cache)
+    machine, machines = checkpoints.machine_of_process()
+    if machines > 1 and machine > 0:
+        stem, ext = os.path.splitext(path)
+        path = f"{stem}.machine{machine}{ext}"
+    return path
 
 
 def engine_pool(script: GRPOScriptArguments, output_dir: str):
@@ -250,6 +258,14 @@ def build(argv: list[str] | None = None):
     """(trainer, engine pool, GRPOScriptArguments, ModelConfig) from a recipe and --flags, as `python -m
     rookworld_trl.grpo` runs them; the caller closes the engine pool."""
     script, args, model_args = parse(argv)
+    from accelerate import PartialState
+
+    from rookworld_trl.grpo.vllm_server import check_vllm_server
+
+    # before anything loads: several machines share output_dir (checkpoints are written once, every rank
+    # resumes from them), and a vLLM server answers (TRL would wait vllm_server_timeout, then a traceback)
+    checkpoints.check_shared_output_dir(PartialState(), args.output_dir)
+    check_vllm_server(args, model_args.model_name_or_path)
     if args.torch_compile:  # batches change length every step: compile for dynamic shapes at once, as
         # accelerate_configs/single_gpu.yaml does (torch's default recompiles per length for many steps)
         os.environ.setdefault("ACCELERATE_DYNAMO_USE_DYNAMIC", "true")

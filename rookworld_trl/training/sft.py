@@ -275,6 +275,7 @@ def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_d
     n_params = sum(p.numel() for p in model.parameters())
     trainer.accelerator.print(f"sft: {n_params / 1e6:.2f}M parameters, {len(train_dataset)} training samples")
     checkpoints.check_output_dir(config.output_dir)
+    checkpoints.check_shared_output_dir(trainer.accelerator, config.output_dir)  # machines share it
     with trainer.accelerator.main_process_first():  # the main process moves damaged checkpoints aside first
         resume = checkpoints.resolve_resume(config.resume_from_checkpoint, config.output_dir)
     if resume:
