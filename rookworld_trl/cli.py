@@ -17,8 +17,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
-from rookworld_trl.stage import resolve_path, run_stage
+from rookworld_trl.stage import EXIT_FILE, resolve_path, run_stage
 
 # command -> (module, one-line help, default recipe for accelerate-launched stages or None)
 COMMANDS: dict[str, tuple[str, str, str | None]] = {
@@ -30,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "sft": (
         "rookworld_trl.training.sft",
         "supervised training with TRL's SFTTrainer (via accelerate launch)",
-        "recipes/sft_tiny_cpu.yaml",
+        "recipes/sft_embedded_cpu.yaml",
     ),
     "data": ("rookworld_trl.data.commands", "generate / load / audit P: and A: datasets", None),
     "tokenizer": ("rookworld_trl.data.tokenizer", "train a compact byte-level BPE tokenizer", None),
@@ -149,7 +151,13 @@ def launch(module: str, argv: list[str], default_recipe: str | None) -> int:
     cmd, env = launcher(accel, ["-m", module], argv)
     shown = [arg for arg in cmd if arg not in ("-c", TORCHRUN)]  # torch's launcher, shown as what it is
     print("rookworld: " + " ".join(["torchrun", *shown[1:]] if TORCHRUN in cmd else cmd), flush=True)
-    return run_group(cmd, env)
+    with tempfile.TemporaryDirectory() as tmp:  # the stage's own exit code (accelerate's is 1 on any failure)
+        exit_file = os.path.join(tmp, "exit_code")
+        code = run_group(cmd, {**env, EXIT_FILE: exit_file})
+        with contextlib.suppress(OSError, ValueError):
+            stage_code = int(Path(exit_file).read_text())
+            code = stage_code if code == 1 and stage_code else code
+    return code
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill / timeout / a scheduler, hang-up

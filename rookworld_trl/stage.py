@@ -6,6 +6,8 @@ and `run_stage`, which turns bad input into one line and an exit code instead of
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -53,6 +55,39 @@ EXAMPLES = {  # one example per training command, shown at the end of --help
 }
 
 
+# fields that count something (steps, rows, processes): (name, smallest value, what the value means)
+POSITIVE = (
+    ("per_device_train_batch_size", 1, ""),
+    ("gradient_accumulation_steps", 1, ""),
+    ("logging_steps", 0, ""),
+    ("save_steps", 0, ""),
+    ("learning_rate", 0, ""),
+    ("num_generations", 2, " (a group needs two completions to compare)"),
+    ("engine_workers", 1, ""),
+    ("eval_samples", 0, " (0: no final eval)"),
+    ("eval_every_steps", 0, " (0: off)"),
+    ("eval_every_samples", 1, ""),
+)
+
+
+def check_numbers(*configs) -> None:
+    """One UserError for a count that cannot be meant: max_steps 0 or below -1 (TrainingArguments would turn
+    -5 into an epoch-based run of thousands of steps), a batch size of 0, a negative learning rate, ..."""
+    for config in configs:
+        steps = getattr(config, "max_steps", None)
+        if steps is not None and (steps == 0 or steps < -1):
+            raise UserError(
+                f"max_steps must be a positive number of optimizer steps (or -1: train num_train_epochs "
+                f"epochs), got {steps}: set e.g. --max_steps 10"
+            )
+        for name, least, meaning in POSITIVE:
+            value = getattr(config, name, None)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < least:
+                raise UserError(
+                    f"{name} must be >= {least}{meaning}, got {value}: fix --{name} or the recipe"
+                )
+
+
 def _batch_size_in_user_fields(message: str) -> str:
     """TRL's 'generation_batch_size (12) must be divisible by num_generations (8)' in the fields users set."""
     m = re.match(r"generation_batch_size \((\d+)\) must be divisible by num_generations \((\d+)\)", message)
@@ -65,7 +100,28 @@ def _batch_size_in_user_fields(message: str) -> str:
     )
 
 
+EXIT_FILE = (
+    "ROOKWORLD_EXIT_FILE"  # set by `rookworld` for the stage it launches: the stage's exit code goes there
+)
+
+
 def run_stage(command: str, stage_main: Callable[[list[str] | None], int | None], argv=None) -> int:
+    """`_run_stage`, with the exit code also written to $ROOKWORLD_EXIT_FILE when set: `accelerate launch`
+    turns every failure into exit code 1, and `rookworld` passes on the stage's own (2: bad input)."""
+    code = 1  # a bug's traceback
+    try:
+        code = _run_stage(command, stage_main, argv)
+    except SystemExit as e:  # argparse (2), --help (0), sys.exit("message") (1)
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        raise
+    finally:
+        if os.environ.get(EXIT_FILE):
+            with contextlib.suppress(OSError):
+                Path(os.environ[EXIT_FILE]).write_text(str(code))
+    return code
+
+
+def _run_stage(command: str, stage_main: Callable[[list[str] | None], int | None], argv=None) -> int:
     """Run a stage's `main(argv)`. Bad input (a ValueError such as a config check or a data source that will
     not load, a missing file, a model that will not load, no Stockfish) prints one line that names the
     problem, not a traceback through accelerate, and returns 2; so does a full disk, whichever writer hit it.

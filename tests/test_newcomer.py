@@ -1,0 +1,144 @@
+"""A newcomer's trial of issue 31, item by item: each command a new user types, with tiny flags, bad inputs and
+`--help`; each answer checked as a demanding user would (one line naming the problem and the fix, exit code 2,
+nothing written; a finished run is not retrained; ...).
+
+    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_newcomer.py -q
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tiny_grpo import make_trainer
+
+from rookworld_trl.grpo import stage as grpo_stage
+from rookworld_trl.stage import run_stage
+from rookworld_trl.training import sft
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = str(ROOT / "recipes" / "grpo_tiny_cpu.yaml")
+SFT_RECIPE = str(ROOT / "recipes" / "sft_embedded_cpu.yaml")
+
+
+def one_error_line(capsys, command: str) -> str:
+    """The stage's stderr, which must be one `rookworld COMMAND: error: ...` line besides progress bars."""
+    lines = capsys.readouterr().err.splitlines()
+    err = [line for line in lines if line.strip() and "%|" not in line]  # progress bars are no error
+    assert len(err) == 1 and err[0].startswith(f"rookworld {command}: error: "), err
+    return err[0]
+
+
+def train_error(tmp_path, capsys, *flags: str) -> str:
+    """`rookworld train FLAGS` in this process (the stage under the launcher): exit 2, one line, nothing written."""
+    out = tmp_path / "run"
+    argv = ["--config", RECIPE, "--output_dir", str(out), *flags]
+    assert run_stage("train", grpo_stage.main, argv) == 2
+    assert not out.exists()
+    return one_error_line(capsys, "train")
+
+
+# ---- 1. re-running a finished run trains nothing and says how to start over; an interrupted one resumes ----
+
+
+def test_cpu_recipe_resumes_automatically(tmp_path):
+    script, args, _ = grpo_stage.parse(["--config", RECIPE, "--output_dir", str(tmp_path / "run")])
+    assert args.resume_from_checkpoint == "auto"
+    assert "resume" in (ROOT / "README.md").read_text().lower().split("## check a new machine")[0]
+
+
+def test_finished_run_is_not_retrained_even_without_auto(model_dir, tmp_path, capsys):
+    save = dict(save_strategy="steps", save_steps=1)
+    assert grpo_stage.train(make_trainer(model_dir, tmp_path, **save)) == 0
+    weights = (tmp_path / "final" / "model.safetensors").read_bytes()
+    again = make_trainer(model_dir, tmp_path, **save)  # no resume_from_checkpoint: still not retrained
+    assert grpo_stage.train(again) == 0 and again.state.global_step == 0
+    said = [line for line in capsys.readouterr().err.splitlines() if "is finished" in line]
+    assert len(said) == 1 and str(tmp_path / "final") in said[0] and "--output_dir" in said[0]
+    assert (tmp_path / "final" / "model.safetensors").read_bytes() == weights
+
+
+# ---- 2. counts that cannot be meant ----
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("max_steps", "-5"),
+        ("max_steps", "0"),
+        ("per_device_train_batch_size", "0"),
+        ("learning_rate", "-0.0001"),
+    ],
+)
+def test_impossible_counts_are_one_line(name, value, tmp_path, capsys):
+    line = train_error(tmp_path, capsys, f"--{name}={value}")
+    assert name in line and value in line
+
+
+def test_sft_max_steps_below_one_is_one_line(tmp_path, capsys):
+    out = tmp_path / "sft"
+    assert (
+        run_stage("sft", sft.main, ["--config", SFT_RECIPE, "--max_steps=-5", "--output_dir", str(out)]) == 2
+    )
+    assert "max_steps" in one_error_line(capsys, "sft") and not out.exists()
+
+
+# ---- 3. `rookworld sft` with no arguments: a short SFT on the embedded model and data ----
+
+
+def test_sft_default_recipe_needs_nothing_made_or_downloaded(tmp_path, capsys):
+    from rookworld_trl.cli import COMMANDS
+
+    recipe = str(ROOT / COMMANDS["sft"][2])
+    out = tmp_path / "sft"
+    tiny = [
+        "--max_steps",
+        "1",
+        "--max_train_samples",
+        "16",
+        "--max_eval_samples",
+        "8",
+        "--eval_strategy",
+        "no",
+    ]
+    tiny += ["--save_strategy", "no", "--format_check_samples", "2", "--report_to", "none"]
+    assert run_stage("sft", sft.main, ["--config", recipe, "--output_dir", str(out), *tiny]) == 0
+    assert (out / "model.safetensors").is_file() and "held-out P: prompts" in capsys.readouterr().out
+
+
+def test_missing_local_dataset_hint_says_how_to_make_it(monkeypatch):
+    import datasets
+
+    from rookworld_trl.data.load import load_rookworld_dataset
+    from rookworld_trl.data.sources import DataSourceError
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DataSourceError, match=r"rookworld data generate --out data/no_such_dir"):
+        load_rookworld_dataset("data/no_such_dir")
+
+
+# ---- 4. a dataset_path that holds no P:/A: rows: what it holds and what is expected ----
+
+BAD_DATA = {"empty.txt": b"", "weights.bin": bytes(range(256)) * 8, "table.csv": b"fen,move\nabc,e2e4\n"}
+
+
+@pytest.mark.parametrize("name", BAD_DATA)
+def test_bad_dataset_path_is_explained(name, tmp_path, capsys):
+    data = tmp_path / name
+    data.write_bytes(BAD_DATA[name])
+    line = train_error(tmp_path, capsys, "--dataset_path", str(data))
+    assert f"{data} (split 'train') holds no P:/A: rows" in line and "rookworld data load" in line
+    assert ("0 lines" if not BAD_DATA[name] else "malformed (") in line
+
+
+# ---- 10. `data audit` of a source with nothing to audit fails ----
+
+
+@pytest.mark.parametrize("name", ["empty.txt", "table.csv"])
+def test_audit_of_nothing_exits_nonzero(name, tmp_path, capsys):
+    from rookworld_trl.data import commands
+
+    data = tmp_path / name
+    data.write_bytes(BAD_DATA[name])
+    assert run_stage("data", commands.main, ["audit", str(data), "--max-lines", "10"]) == 2
+    assert "nothing audited" in one_error_line(capsys, "data")
