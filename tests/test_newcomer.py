@@ -140,5 +140,5 @@ def test_audit_of_nothing_exits_nonzero(name, tmp_path, capsys):
 
     data = tmp_path / name
     data.write_bytes(BAD_DATA[name])
-    assert run_stage("data", commands.main, ["audit", str(data), "--max-lines", "10"]) == 2
+    assert run_stage("data", commands.main, ["audit", str(data), "--max-lines", "10", "--no-progress"]) == 2
     assert "nothing audited" in one_error_line(capsys, "data")

@@ -215,9 +215,8 @@ def no_rows_check(ds, source: str, split: str, report: LoadReport, streaming: bo
     held (an empty file, a binary or CSV file of lines that are not P:/A: lines, ...) and what is expected."""
     if streaming or len(ds):
         return ds
-    held = report.one_line() if report.lines or report.malformed else "no rows"
     raise DataSourceError(
-        f"{source} (split {split!r}) holds no P:/A: rows: {held}. Expected `P: <FEN> ...` / `A: ...` lines "
+        f"{source} (split {split!r}) holds no P:/A: rows: {report.one_line()}. Expected `P: <FEN> ...` / `A: ...` lines "
         f"(docs/FORMATS.md), a `rookworld data generate` output dir, or a .parquet/.jsonl file with prompt and "
         f"completion columns; `rookworld data load {source}` shows what it holds"
     )
