@@ -37,16 +37,71 @@ def stage_parser(dataclass_types: tuple, command: str):
             print(f"rookworld {command}: error: {message}{where}; see --help", file=sys.stderr)
             sys.exit(2)
 
-        def parse_args_and_config(self, *args, **kwargs):
+        def parse_args_and_config(self, args=None, *more, **kwargs):
+            argv = list(sys.argv[1:] if args is None else args)
+            fields = {action.dest for action in self._actions}
+            if "--config" in argv[:-1]:
+                check_recipe(argv[argv.index("--config") + 1], fields)
             try:
-                return super().parse_args_and_config(*args, **kwargs)
+                return super().parse_args_and_config(argv, *more, **kwargs)
             except ValueError as e:
+                unknown = re.match(
+                    r"Some specified arguments are not used by the HfArgumentParser: (.*)", str(e)
+                )
+                if unknown:
+                    flag = next((a for a in eval_list(unknown[1]) if a.startswith("--")), unknown[1])
+                    raise UserError(
+                        f"unknown flag {flag}{did_you_mean(flag, fields)}; see --help-all"
+                    ) from None
                 raise ValueError(_batch_size_in_user_fields(str(e))) from None
 
     parser = StageParser(dataclass_types)  # HfArgumentParser: --help shows each field's default
+    parser.allow_abbrev = False  # --max_step is a typo (did you mean --max_steps?), not a silent prefix
     parser.prog = f"rookworld {command}"
     parser.epilog = EXAMPLES.get(command)
     return parser
+
+
+def did_you_mean(name: str, fields: set[str]) -> str:
+    """' (did you mean --learning_rate?)' for a misspelt field, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(name.lstrip("-").split("=")[0].replace("-", "_"), fields, n=1)
+    return f" (did you mean --{close[0]}?)" if close else ""
+
+
+def eval_list(text: str) -> list[str]:
+    import ast
+
+    try:
+        return [str(item) for item in ast.literal_eval(text)]
+    except (ValueError, SyntaxError):
+        return [text]
+
+
+def check_recipe(path: str, fields: set[str]) -> None:
+    """One UserError for a recipe that is not a YAML mapping of known fields: a syntax error (its line and
+    column), a top-level value that is no mapping, a misspelt field (and the field it is closest to)."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            recipe = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"recipe {path}: YAML syntax error{where}: {problem}; fix that line") from None
+    if not isinstance(recipe, dict):
+        raise UserError(
+            f"recipe {path}: expected `field: value` lines (a YAML mapping), got {type(recipe).__name__}"
+        )
+    for name in recipe:
+        if name not in fields and name != "env":
+            raise UserError(
+                f"recipe {path}: unknown field {name!r}{did_you_mean(str(name), fields)}; "
+                "`rookworld train --help-all` (or sft) lists the fields"
+            )
 
 
 EXAMPLES = {  # one example per training command, shown at the end of --help

@@ -32,7 +32,7 @@ def one_error_line(capsys, command: str) -> str:
 def train_error(tmp_path, capsys, *flags: str) -> str:
     """`rookworld train FLAGS` in this process (the stage under the launcher): exit 2, one line, nothing written."""
     out = tmp_path / "run"
-    argv = ["--config", RECIPE, "--output_dir", str(out), *flags]
+    argv = ([] if "--config" in flags else ["--config", RECIPE]) + ["--output_dir", str(out), *flags]
     assert run_stage("train", grpo_stage.main, argv) == 2
     assert not out.exists()
     return one_error_line(capsys, "train")
@@ -142,3 +142,106 @@ def test_audit_of_nothing_exits_nonzero(name, tmp_path, capsys):
     data.write_bytes(BAD_DATA[name])
     assert run_stage("data", commands.main, ["audit", str(data), "--max-lines", "10", "--no-progress"]) == 2
     assert "nothing audited" in one_error_line(capsys, "data")
+
+
+# ---- 5. --help: what a user sets, with the recipe's values, at once; --help-all: every field ----
+
+
+def test_train_help_is_short_fast_and_shows_the_recipe_values(capsys):
+    import time
+
+    from rookworld_trl.cli import main
+
+    start = time.perf_counter()
+    assert main(["train", "--max_steps", "7", "--help"]) == 0
+    assert time.perf_counter() - start < 2
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert len(lines) < 30 and "--config" in lines[3] and "recipes/grpo_tiny_cpu.yaml" in lines[3]
+    values = {line.split()[0]: line.split()[1] for line in lines if line.startswith("  --")}
+    assert values["--max_steps"] == "7" and values["--output_dir"] == "runs/grpo_tiny_cpu"
+    assert (
+        values["--learning_rate"] == "0.0001"
+        and values["--model_name_or_path"] == "rookworld_trl/assets/model"
+    )
+    assert "--help-all" in text
+    assert main(["sft", "--config", "recipes/sft_tiny_cpu.yaml", "--help"]) == 0
+    sft_values = {
+        line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines() if "  --" in line
+    }
+    assert sft_values["--dataset"] == "data/sft_tiny" and sft_values["--max_steps"] == "1500"
+
+
+def test_help_all_lists_every_field(capsys):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "rookworld_trl.cli", "sft", "--help-all"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert (
+        done.returncode == 0 and "--tokenizer_name_or_path" in done.stdout and "--adam_beta2" in done.stdout
+    )
+
+
+# ---- 8. one line for a recipe with a YAML error or a misspelt field, an unwritable output_dir, a model dir
+# that is no model dir ----
+
+
+def test_recipe_yaml_syntax_error_is_one_line(tmp_path, capsys):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("max_steps: 3\nlearning_rate: [1e-4\n")
+    line = train_error(tmp_path, capsys, "--config", str(recipe))
+    assert f"recipe {recipe}: YAML syntax error at line 3" in line
+
+
+def test_misspelt_recipe_field_and_flag_say_did_you_mean(tmp_path, capsys):
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text(Path(RECIPE).read_text() + "learnin_rate: 1.0e-4\n")
+    line = train_error(tmp_path, capsys, "--config", str(recipe))
+    assert "unknown field 'learnin_rate' (did you mean --learning_rate?)" in line
+    line = train_error(tmp_path, capsys, "--max_step", "3")  # no prefix matching: a typo is no abbreviation
+    assert "unknown flag --max_step (did you mean --max_steps?)" in line
+
+
+def test_unwritable_output_dir_is_one_line(tmp_path, capsys):
+    import tempfile
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        with tempfile.TemporaryFile(dir=locked):  # root writes anyway: take a read-only place of the system
+            locked = Path("/sys/rookworld_run")
+        with tempfile.TemporaryFile(dir="/sys"):
+            pytest.skip("no directory here refuses a write")
+    except OSError:
+        pass
+    assert run_stage("train", grpo_stage.main, ["--config", RECIPE, "--output_dir", str(locked / "run")]) == 2
+    assert "cannot write in" in one_error_line(capsys, "train")
+
+
+def test_empty_model_dir_is_not_a_model_directory(tmp_path, capsys):
+    empty = tmp_path / "empty_model"
+    empty.mkdir()
+    line = train_error(tmp_path, capsys, "--model_name_or_path", str(empty))
+    assert f"'{empty}' is not a model directory" in line and "tokenizer_name_or_path" not in line
+
+
+# ---- 9. a --config with a few fields: one line says it replaces the default recipe ----
+
+
+def test_custom_config_with_few_fields_says_it_replaces_the_recipe(tmp_path, capsys):
+    from rookworld_trl.cli import say_unset_fields
+
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("max_steps: 3\n")
+    say_unset_fields("train", str(recipe), ["--output_dir", "x"], "recipes/grpo_tiny_cpu.yaml")
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and "sets no model_name_or_path, dataset_path, learning_rate" in out[0]
+    assert "replaces the default recipe (recipes/grpo_tiny_cpu.yaml)" in out[0]
+    say_unset_fields("train", RECIPE, [], "recipes/grpo_tiny_cpu.yaml")  # a full recipe: nothing to say
+    assert capsys.readouterr().out == ""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import shutil
 import sys
 
 import torch
@@ -170,6 +171,8 @@ def train(
         if initial_model and script.eval_samples > 0:
             eval_md = before_after_eval(script, args, initial_model, final)
         publish.write_model_card(trainer, final, initial_model, eval_md, script)
+        # the run folder's README.md: our card in place of TRL's (written at each checkpoint, about [None])
+        shutil.copyfile(os.path.join(final, "README.md"), os.path.join(args.output_dir, "README.md"))
         checkpoints.mark_finished(args.output_dir, trainer.state.global_step)
         if trainer.publish_to_hub:
             publish.upload(args, final)
@@ -278,7 +281,11 @@ def build(argv: list[str] | None = None):
         selfplay=selfplay_for(script, args.seed, dataset),
         push_checkpoints=script.push_checkpoints,
     )
-    if script.eval_every_steps:
+    if script.eval_every_steps and 0 < args.max_steps < script.eval_every_steps:  # a curve of one point
+        checkpoints.say(
+            f"no learning curve: eval_every_steps {script.eval_every_steps} > max_steps {args.max_steps}"
+        )
+    elif script.eval_every_steps:
         from rookworld_trl.data.load import load_rookworld_dataset
         from rookworld_trl.eval.callback import EvalCallback
 

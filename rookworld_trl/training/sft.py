@@ -302,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser((SFTScriptArguments, RookWorldSFTConfig), "sft")  # one-line errors, as train
     script_args, config = parser.parse_args_and_config(args=argv)
     check_numbers(config)
+    checkpoints.check_output_dir(config.output_dir)  # before anything writes there
     for name in ("dataset", "model_name_or_path", "tokenizer_name_or_path"):  # the bundled ones from any cwd
         if getattr(script_args, name):
             setattr(script_args, name, resolve_path(getattr(script_args, name)))
