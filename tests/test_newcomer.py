@@ -51,6 +51,8 @@ def test_finished_run_is_not_retrained_even_without_auto(model_dir, tmp_path, ca
     save = dict(save_strategy="steps", save_steps=1)
     assert grpo_stage.train(make_trainer(model_dir, tmp_path, **save)) == 0
     weights = (tmp_path / "final" / "model.safetensors").read_bytes()
+    # item 10: the run folder's README.md is our model card, not TRL's "fine-tuned version of [None]"
+    assert (tmp_path / "README.md").read_text() == (tmp_path / "final" / "README.md").read_text()
     again = make_trainer(model_dir, tmp_path, **save)  # no resume_from_checkpoint: still not retrained
     assert grpo_stage.train(again) == 0 and again.state.global_step == 0
     said = [line for line in capsys.readouterr().err.splitlines() if "is finished" in line]
@@ -245,3 +247,48 @@ def test_custom_config_with_few_fields_says_it_replaces_the_recipe(tmp_path, cap
     assert "replaces the default recipe (recipes/grpo_tiny_cpu.yaml)" in out[0]
     say_unset_fields("train", RECIPE, [], "recipes/grpo_tiny_cpu.yaml")  # a full recipe: nothing to say
     assert capsys.readouterr().out == ""
+
+
+# ---- 6 and 7. `rookworld eval MODEL`: the embedded test split, the table on the console; bundled paths resolve
+# from any working directory (as recipes' do) ----
+
+
+def test_eval_defaults_to_the_embedded_test_split_from_anywhere(tmp_path, monkeypatch, capsys):
+    from rookworld_trl.eval import evaluate
+
+    monkeypatch.chdir(tmp_path)  # outside the repository
+    flags = ["--suites", "policy", "--policy_samples", "4", "--depth", "1", "--out", "ev", "--device", "cpu"]
+    assert run_stage("eval", evaluate.main, ["rookworld_trl/assets/model", *flags]) == 0
+    out = capsys.readouterr().out
+    assert "legal" in out and "|" in out  # the figures table itself, not only "wrote ..."
+    assert "rookworld_trl/assets/data" in (tmp_path / "ev" / "eval.json").read_text()
+
+
+def test_parity_help_example_works_outside_the_repo(tmp_path, monkeypatch):
+    from rookworld_trl.eval import parity
+
+    monkeypatch.chdir(tmp_path)
+    assert run_stage("parity", parity.main, ["rookworld_trl/assets/model", "--max_new_tokens", "2"]) == 0
+
+
+# ---- 10. no one-point learning curve before step 1; no loss_type warning ----
+
+
+def test_tiny_max_steps_runs_no_learning_curve_eval(tmp_path, capsys):
+    from rookworld_trl.eval.callback import EvalCallback
+
+    trainer, engine, _, _ = grpo_stage.build(
+        ["--config", RECIPE, "--output_dir", str(tmp_path), "--max_steps", "3"]
+    )
+    engine.close()
+    assert not any(isinstance(c, EvalCallback) for c in trainer.callback_handler.callbacks)
+    assert "no learning curve: eval_every_steps 30 > max_steps 3" in capsys.readouterr().err
+
+
+def test_our_models_name_their_loss():
+    from transformers.loss.loss_utils import LOSS_MAPPING
+
+    from rookworld_trl.model.loading import load_model_and_tokenizer
+
+    model, _ = load_model_and_tokenizer(str(ROOT / "rookworld_trl" / "assets" / "model"))
+    assert model.loss_type in LOSS_MAPPING  # None made transformers warn on every run with labels
