@@ -292,3 +292,36 @@ def test_our_models_name_their_loss():
 
     model, _ = load_model_and_tokenizer(str(ROOT / "rookworld_trl" / "assets" / "model"))
     assert model.loss_type in LOSS_MAPPING  # None made transformers warn on every run with labels
+
+
+# ---- 11. one compact console line per logging step, the bar with its ETA; the whole dict in metrics.jsonl ----
+
+
+def test_each_logging_step_is_one_compact_line(model_dir, tmp_path, capsys):
+    import json
+
+    from tiny_grpo import tiny_recipe_argv
+
+    from rookworld_trl.training.console import CompactPrinter, CompactProgress, compact_line
+
+    flags = ["--max_steps", "2", "--eval_samples", "0", "--eval_every_steps", "0", "--report_to", "none"]
+    assert grpo_stage.main(tiny_recipe_argv(model_dir, tmp_path, *flags)) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("step ")]
+    assert (
+        [line.split()[1] for line in lines] == ["1/2", "2/2"]
+        and "reward" in lines[0]
+        and "s/step" in lines[0]
+    )
+    assert "'completions/mean_length'" not in out  # TRL's dict stays off the console...
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("completions/mean_length" in row for row in logged)  # ...and goes whole to metrics.jsonl
+    logs = {"reward": 0.41, "watch/b_legal": 0.581, "kl": None, "loss": 0.04, "step_time": 2.6}
+    assert (
+        compact_line(logs, 12, 150)
+        == "step 12/150  reward 0.410  legal best move 58.1%  loss 0.040  2.6 s/step"
+    )
+    trainer = make_trainer(model_dir, tmp_path / "bar", disable_tqdm=False)
+    grpo_stage.use_compact_logs(trainer)
+    kinds = {type(c) for c in trainer.callback_handler.callbacks}
+    assert CompactProgress in kinds and CompactPrinter not in kinds

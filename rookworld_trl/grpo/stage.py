@@ -32,6 +32,7 @@ from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_width
 from rookworld_trl.stage import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints, publish
+from rookworld_trl.training.console import use_compact_logs
 
 logger = logging.getLogger(__name__)
 
@@ -281,6 +282,7 @@ def build(argv: list[str] | None = None):
         selfplay=selfplay_for(script, args.seed, dataset),
         push_checkpoints=script.push_checkpoints,
     )
+    use_compact_logs(trainer)  # one line per logging step; the whole dict goes to metrics.jsonl
     if script.eval_every_steps and 0 < args.max_steps < script.eval_every_steps:  # a curve of one point
         checkpoints.say(
             f"no learning curve: eval_every_steps {script.eval_every_steps} > max_steps {args.max_steps}"
