@@ -135,12 +135,26 @@ def check_numbers(*configs) -> None:
                 f"max_steps must be a positive number of optimizer steps (or -1: train num_train_epochs "
                 f"epochs), got {steps}: set e.g. --max_steps 10"
             )
+        check_report_to(getattr(config, "report_to", None))
         for name, least, meaning in POSITIVE:
             value = getattr(config, name, None)
             if isinstance(value, int | float) and not isinstance(value, bool) and value < least:
                 raise UserError(
                     f"{name} must be >= {least}{meaning}, got {value}: fix --{name} or the recipe"
                 )
+
+
+def check_report_to(report_to) -> None:
+    """`report_to: trackio` (local dashboards, with TRL's completions table) needs the optional trackio package:
+    one line saying how to install it, not transformers' RuntimeError from inside the Trainer."""
+    import importlib.util
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    if "trackio" in names and importlib.util.find_spec("trackio") is None:
+        raise UserError(
+            "report_to trackio needs the trackio package (local, no account): `pip install trackio` in this "
+            "environment (.venv/bin/pip install trackio), or drop trackio from report_to"
+        )
 
 
 def _batch_size_in_user_fields(message: str) -> str:

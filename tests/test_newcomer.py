@@ -325,3 +325,60 @@ def test_each_logging_step_is_one_compact_line(model_dir, tmp_path, capsys):
     grpo_stage.use_compact_logs(trainer)
     kinds = {type(c) for c in trainer.callback_handler.callbacks}
     assert CompactProgress in kinds and CompactPrinter not in kinds
+
+
+# ---- 12. report_to trackio: accepted, or one line saying how to install it ----
+
+
+def test_report_to_trackio_is_accepted_or_says_how_to_install(tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("trackio") is not None:
+        _, args, _ = grpo_stage.parse(
+            ["--config", RECIPE, "--output_dir", str(tmp_path), "--report_to", "trackio"]
+        )
+        assert args.report_to == ["trackio"]
+    else:
+        assert "pip install trackio" in train_error(tmp_path, capsys, "--report_to", "trackio")
+
+
+# ---- 13. README claims: bounded adaptive KL in every GPU recipe; setup.sh's CPU wheel index ----
+
+
+def test_gpu_recipes_bound_their_adaptive_kl():
+    import yaml
+
+    gpu = [p for p in (ROOT / "recipes").glob("grpo_*.yaml") if "tiny_cpu" not in p.name]
+    assert len(gpu) >= 4
+    for path in gpu:
+        recipe = yaml.safe_load(path.read_text())
+        if recipe.get("adaptive_kl"):
+            assert (recipe.get("beta_min"), recipe.get("beta_max")) == (0.005, 0.05), path.name
+
+
+def test_setup_takes_the_cpu_wheel_index_without_a_gpu(tmp_path):
+    """The no-GPU branch of setup.sh, run with a stand-in pip that records its arguments (no download)."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    (repo / "scripts" / "setup.sh").write_text((ROOT / "scripts" / "setup.sh").read_text())
+    (repo / "pyproject.toml").write_text("")
+    bin_dir = repo / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    log = tmp_path / "pip.log"
+    python = bin_dir / "python"  # `import torch` fails, so setup installs it; every pip call is logged
+    python.write_text(f'#!/bin/sh\n[ "$1" = -c ] && exit 1\necho "$@" >> {log}\n')
+    python.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "STOCKFISH_PATH": "/usr/games/stockfish"}
+    for extra, index in (
+        ({}, "https://download.pytorch.org/whl/cpu"),
+        ({"TORCH_INDEX_URL": "http://mirror"}, "http://mirror"),
+    ):
+        log.write_text("")
+        done = subprocess.run(
+            ["bash", "scripts/setup.sh"], cwd=repo, env={**env, **extra}, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        torch_call = next(line for line in log.read_text().splitlines() if "torch==" in line)
+        assert f"--index-url {index}" in torch_call
