@@ -382,3 +382,13 @@ def test_setup_takes_the_cpu_wheel_index_without_a_gpu(tmp_path):
         assert done.returncode == 0, done.stderr
         torch_call = next(line for line in log.read_text().splitlines() if "torch==" in line)
         assert f"--index-url {index}" in torch_call
+
+
+# ---- exit code 2 for bad input reaches the shell through `accelerate launch` (which says 1 for any failure) ----
+
+
+def test_bad_input_exit_code_passes_through_the_launcher(tmp_path, capsys):
+    from rookworld_trl.cli import launch
+
+    argv = ["--accelerate_config", "accelerate_configs/cpu.yaml", "load", str(tmp_path / "missing.txt")]
+    assert launch("rookworld_trl.data.commands", argv, None, "data") == 2
