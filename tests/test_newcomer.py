@@ -104,6 +104,7 @@ def test_sft_default_recipe_needs_nothing_made_or_downloaded(tmp_path, capsys):
         "no",
     ]
     tiny += ["--save_strategy", "no", "--format_check_samples", "2", "--report_to", "none"]
+    tiny += ["--early_stopping_patience", "0", "--load_best_model_at_end", "false"]
     assert run_stage("sft", sft.main, ["--config", recipe, "--output_dir", str(out), *tiny]) == 0
     assert (out / "model.safetensors").is_file() and "held-out P: prompts" in capsys.readouterr().out
 
