@@ -93,9 +93,14 @@ def short_help(command: str, recipe: str, argv: list[str], shown_recipe: str, ac
     return "\n".join([*lines, EXAMPLES[command]])
 
 
+# the fields a recipe of each command should set (an SFT may train a new model, or for num_train_epochs)
+EXPECTED = {
+    "train": ("output_dir", "max_steps", "model_name_or_path", "dataset_path", "learning_rate"),
+    "sft": ("output_dir", "dataset", "learning_rate"),
+}
+
+
 def unset_fields(command: str, recipe: str, argv: list[str]) -> list[str]:
-    """The fields a user sets (FIELDS' first five) that neither the recipe nor a --flag sets."""
+    """The EXPECTED fields that neither the recipe nor a --flag sets."""
     values = {**recipe_values(recipe), **flag_values(argv)}
-    return [
-        name for name, _ in FIELDS[command][:5] if name not in values and name != "tokenizer_name_or_path"
-    ]
+    return [name for name in EXPECTED[command] if name not in values]

@@ -246,7 +246,9 @@ def test_custom_config_with_few_fields_says_it_replaces_the_recipe(tmp_path, cap
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and "sets no model_name_or_path, dataset_path, learning_rate" in out[0]
     assert "replaces the default recipe (recipes/grpo_tiny_cpu.yaml)" in out[0]
-    say_unset_fields("train", RECIPE, [], "recipes/grpo_tiny_cpu.yaml")  # a full recipe: nothing to say
+    for bundled in sorted((ROOT / "recipes").glob("*.yaml")):  # a full recipe: nothing to say
+        command = "sft" if bundled.name.startswith("sft") else "train"
+        say_unset_fields(command, str(bundled), [], "recipes/grpo_tiny_cpu.yaml")
     assert capsys.readouterr().out == ""
 
 
