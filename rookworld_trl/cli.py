@@ -17,8 +17,10 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
-from rookworld_trl.stage import resolve_path, run_stage
+from rookworld_trl.stage import EXIT_FILE, resolve_path, run_stage
 
 # command -> (module, one-line help, default recipe for accelerate-launched stages or None)
 COMMANDS: dict[str, tuple[str, str, str | None]] = {
@@ -30,7 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "sft": (
         "rookworld_trl.training.sft",
         "supervised training with TRL's SFTTrainer (via accelerate launch)",
-        "recipes/sft_tiny_cpu.yaml",
+        "recipes/sft_embedded_cpu.yaml",
     ),
     "data": ("rookworld_trl.data.commands", "generate / load / audit P: and A: datasets", None),
     "tokenizer": ("rookworld_trl.data.tokenizer", "train a compact byte-level BPE tokenizer", None),
@@ -68,8 +70,9 @@ def default_accelerate_config(argv: list[str]) -> tuple[str, str]:
     recipe = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
     use_cpu = None
     if recipe and os.path.isfile(recipe):
-        with open(recipe) as f:
-            use_cpu = (yaml.safe_load(f) or {}).get("use_cpu")
+        with open(recipe) as f, contextlib.suppress(yaml.YAMLError):  # the stage says what is wrong with it
+            values = yaml.safe_load(f)
+            use_cpu = values.get("use_cpu") if isinstance(values, dict) else None
     if "--use_cpu" in argv[:-1]:  # a flag overrides the recipe, as TrlParser does
         use_cpu = argv[argv.index("--use_cpu") + 1].lower() in ("true", "1", "yes")
     if use_cpu:
@@ -126,10 +129,14 @@ def launcher(accelerate_config: str, target: list[str], argv: list[str]) -> tupl
     return [*cmd, *target, *argv], {}
 
 
-def launch(module: str, argv: list[str], default_recipe: str | None) -> int:
+def launch(module: str, argv: list[str], default_recipe: str | None, command: str = "train") -> int:
     """Run `accelerate launch --config_file CFG -m MODULE --config RECIPE ARGV` (see `launcher`) and return its
-    exit code."""
+    exit code. --help: the fields a user sets with the recipe's values (short_help.py); --help-all: all."""
     argv = list(argv)
+    if "--help-all" in argv:  # every field, as the config classes define them
+        return subprocess.call([sys.executable, "-m", module, "--help"])
+    if {"-h", "--help"} & set(argv):
+        return print_short_help(command, argv, default_recipe)
     accel = None
     if "--accelerate_config" in argv:
         i = argv.index("--accelerate_config")
@@ -141,7 +148,8 @@ def launch(module: str, argv: list[str], default_recipe: str | None) -> int:
         i = argv.index("--config")
         if i + 1 < len(argv):
             argv[i + 1] = resolve_path(argv[i + 1])
-    elif default_recipe and not ({"-h", "--help"} & set(argv)):
+        say_unset_fields(command, argv[i + 1], argv, default_recipe)
+    elif default_recipe:
         argv = ["--config", resolve_path(default_recipe), *argv]
     if accel is None:
         accel, why = default_accelerate_config(argv)
@@ -152,7 +160,38 @@ def launch(module: str, argv: list[str], default_recipe: str | None) -> int:
     cmd, env = launcher(accel, ["-m", module], argv)
     shown = [arg for arg in cmd if arg not in ("-c", TORCHRUN)]  # torch's launcher, shown as what it is
     print("rookworld: " + " ".join(["torchrun", *shown[1:]] if TORCHRUN in cmd else cmd), flush=True)
-    return run_group(cmd, env)
+    with tempfile.TemporaryDirectory() as tmp:  # the stage's own exit code (accelerate's is 1 on any failure)
+        exit_file = os.path.join(tmp, "exit_code")
+        code = run_group(cmd, {**env, EXIT_FILE: exit_file})
+        with contextlib.suppress(OSError, ValueError):
+            stage_code = int(Path(exit_file).read_text())
+            code = stage_code if code == 1 and stage_code else code
+    return code
+
+
+def print_short_help(command: str, argv: list[str], default_recipe: str) -> int:
+    from rookworld_trl.short_help import short_help
+
+    given = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+    recipe = resolve_path(given or default_recipe)
+    accel = argv[argv.index("--accelerate_config") + 1] if "--accelerate_config" in argv[:-1] else None
+    print(short_help(command, recipe, argv, given or default_recipe, accel))
+    return 0
+
+
+def say_unset_fields(command: str, recipe: str, argv: list[str], default_recipe: str | None) -> None:
+    """One line when a --config leaves out fields a user sets: it replaces the default recipe, not layers on it
+    (a GPU recipe must not inherit the CPU recipe's use_cpu), so those take the config class's defaults."""
+    from rookworld_trl.short_help import unset_fields
+
+    unset = unset_fields(command, recipe, argv) if os.path.isfile(recipe) else []
+    if unset and default_recipe:
+        print(
+            f"rookworld: {recipe} sets no {', '.join(unset)}: a --config replaces the default recipe "
+            f"({default_recipe}), so these take the config class's defaults (`rookworld {command} --config "
+            f"{recipe} --help` shows the values in effect)",
+            flush=True,
+        )
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill / timeout / a scheduler, hang-up
@@ -232,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module, _, default_recipe = commands[name]
     if default_recipe is not None:
-        return launch(module, rest, default_recipe)
+        return launch(module, rest, default_recipe, name)
     return run_stage(name, importlib.import_module(module).main, rest)
 
 

@@ -6,6 +6,8 @@ and `run_stage`, which turns bad input into one line and an exit code instead of
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -35,22 +37,124 @@ def stage_parser(dataclass_types: tuple, command: str):
             print(f"rookworld {command}: error: {message}{where}; see --help", file=sys.stderr)
             sys.exit(2)
 
-        def parse_args_and_config(self, *args, **kwargs):
+        def parse_args_and_config(self, args=None, *more, **kwargs):
+            argv = list(sys.argv[1:] if args is None else args)
+            fields = {action.dest for action in self._actions}
+            if "--config" in argv[:-1]:
+                check_recipe(argv[argv.index("--config") + 1], fields)
             try:
-                return super().parse_args_and_config(*args, **kwargs)
+                return super().parse_args_and_config(argv, *more, **kwargs)
             except ValueError as e:
+                unknown = re.match(
+                    r"Some specified arguments are not used by the HfArgumentParser: (.*)", str(e)
+                )
+                if unknown:
+                    flag = next((a for a in eval_list(unknown[1]) if a.startswith("--")), unknown[1])
+                    raise UserError(
+                        f"unknown flag {flag}{did_you_mean(flag, fields)}; see --help-all"
+                    ) from None
                 raise ValueError(_batch_size_in_user_fields(str(e))) from None
 
     parser = StageParser(dataclass_types)  # HfArgumentParser: --help shows each field's default
+    parser.allow_abbrev = False  # --max_step is a typo (did you mean --max_steps?), not a silent prefix
     parser.prog = f"rookworld {command}"
     parser.epilog = EXAMPLES.get(command)
     return parser
+
+
+def did_you_mean(name: str, fields: set[str]) -> str:
+    """' (did you mean --learning_rate?)' for a misspelt field, else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(name.lstrip("-").split("=")[0].replace("-", "_"), fields, n=1)
+    return f" (did you mean --{close[0]}?)" if close else ""
+
+
+def eval_list(text: str) -> list[str]:
+    import ast
+
+    try:
+        return [str(item) for item in ast.literal_eval(text)]
+    except (ValueError, SyntaxError):
+        return [text]
+
+
+def check_recipe(path: str, fields: set[str]) -> None:
+    """One UserError for a recipe that is not a YAML mapping of known fields: a syntax error (its line and
+    column), a top-level value that is no mapping, a misspelt field (and the field it is closest to)."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            recipe = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"recipe {path}: YAML syntax error{where}: {problem}; fix that line") from None
+    if not isinstance(recipe, dict):
+        raise UserError(
+            f"recipe {path}: expected `field: value` lines (a YAML mapping), got {type(recipe).__name__}"
+        )
+    for name in recipe:
+        if name not in fields and name != "env":
+            raise UserError(
+                f"recipe {path}: unknown field {name!r}{did_you_mean(str(name), fields)}; "
+                "`rookworld train --help-all` (or sft) lists the fields"
+            )
 
 
 EXAMPLES = {  # one example per training command, shown at the end of --help
     "train": "example: rookworld train --config recipes/grpo_tiny_cpu.yaml --max_steps 300 --learning_rate 5e-5",
     "sft": "example: rookworld sft --config recipes/sft_tiny_cpu.yaml --max_steps 200",
 }
+
+
+# fields that count something (steps, rows, processes): (name, smallest value, what the value means)
+POSITIVE = (
+    ("per_device_train_batch_size", 1, ""),
+    ("gradient_accumulation_steps", 1, ""),
+    ("logging_steps", 0, ""),
+    ("save_steps", 0, ""),
+    ("learning_rate", 0, ""),
+    ("num_generations", 2, " (a group needs two completions to compare)"),
+    ("engine_workers", 1, ""),
+    ("eval_samples", 0, " (0: no final eval)"),
+    ("eval_every_steps", 0, " (0: off)"),
+    ("eval_every_samples", 1, ""),
+)
+
+
+def check_numbers(*configs) -> None:
+    """One UserError for a count that cannot be meant: max_steps 0 or below -1 (TrainingArguments would turn
+    -5 into an epoch-based run of thousands of steps), a batch size of 0, a negative learning rate, ..."""
+    for config in configs:
+        steps = getattr(config, "max_steps", None)
+        if steps is not None and (steps == 0 or steps < -1):
+            raise UserError(
+                f"max_steps must be a positive number of optimizer steps (or -1: train num_train_epochs "
+                f"epochs), got {steps}: set e.g. --max_steps 10"
+            )
+        check_report_to(getattr(config, "report_to", None))
+        for name, least, meaning in POSITIVE:
+            value = getattr(config, name, None)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < least:
+                raise UserError(
+                    f"{name} must be >= {least}{meaning}, got {value}: fix --{name} or the recipe"
+                )
+
+
+def check_report_to(report_to) -> None:
+    """`report_to: trackio` (local dashboards, with TRL's completions table) needs the optional trackio package:
+    one line saying how to install it, not transformers' RuntimeError from inside the Trainer."""
+    import importlib.util
+
+    names = [report_to] if isinstance(report_to, str) else list(report_to or [])
+    if "trackio" in names and importlib.util.find_spec("trackio") is None:
+        raise UserError(
+            "report_to trackio needs the trackio package (local, no account): `pip install trackio` in this "
+            "environment (.venv/bin/pip install trackio), or drop trackio from report_to"
+        )
 
 
 def _batch_size_in_user_fields(message: str) -> str:
@@ -65,7 +169,28 @@ def _batch_size_in_user_fields(message: str) -> str:
     )
 
 
+EXIT_FILE = (
+    "ROOKWORLD_EXIT_FILE"  # set by `rookworld` for the stage it launches: the stage's exit code goes there
+)
+
+
 def run_stage(command: str, stage_main: Callable[[list[str] | None], int | None], argv=None) -> int:
+    """`_run_stage`, with the exit code also written to $ROOKWORLD_EXIT_FILE when set: `accelerate launch`
+    turns every failure into exit code 1, and `rookworld` passes on the stage's own (2: bad input)."""
+    code = 1  # a bug's traceback
+    try:
+        code = _run_stage(command, stage_main, argv)
+    except SystemExit as e:  # argparse (2), --help (0), sys.exit("message") (1)
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        raise
+    finally:
+        if os.environ.get(EXIT_FILE):
+            with contextlib.suppress(OSError):
+                Path(os.environ[EXIT_FILE]).write_text(str(code))
+    return code
+
+
+def _run_stage(command: str, stage_main: Callable[[list[str] | None], int | None], argv=None) -> int:
     """Run a stage's `main(argv)`. Bad input (a ValueError such as a config check or a data source that will
     not load, a missing file, a model that will not load, no Stockfish) prints one line that names the
     problem, not a traceback through accelerate, and returns 2; so does a full disk, whichever writer hit it.

@@ -2,8 +2,8 @@
 # One-step setup: a .venv with torch, this package (editable, with dev tools) and Stockfish.
 #   bash scripts/setup.sh
 # torch: on a machine with an NVIDIA GPU pip's default (CUDA) build; otherwise the CPU build
-# (torch==$TORCH_CPU_VERSION, from $TORCH_INDEX_URL if set, e.g. PyTorch's CPU wheel index), so a
-# laptop or CI box never pulls gigabytes of CUDA wheels. An existing torch is always kept.
+# (torch==$TORCH_CPU_VERSION from PyTorch's CPU wheel index, or from $TORCH_INDEX_URL if set, e.g. a mirror),
+# so a laptop or CI box never pulls gigabytes of CUDA wheels. An existing torch is always kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -15,8 +15,10 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     echo "setup: NVIDIA GPU found, installing the default (CUDA) torch build"
     "${PIP[@]}" install torch
   else
-    echo "setup: no NVIDIA GPU, installing the CPU torch build torch==${TORCH_CPU_VERSION:-2.13.0}"
-    "${PIP[@]}" install "torch==${TORCH_CPU_VERSION:-2.13.0}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+    # the public index's torch is the CUDA build: PyTorch's CPU wheel index unless TORCH_INDEX_URL names another
+    index=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
+    echo "setup: no NVIDIA GPU, installing the CPU torch build torch==${TORCH_CPU_VERSION:-2.13.0} from $index"
+    "${PIP[@]}" install "torch==${TORCH_CPU_VERSION:-2.13.0}" --index-url "$index"
   fi
 fi
 

@@ -23,6 +23,7 @@ from rookworld_trl.data.generate import GenerateConfig, generate
 from rookworld_trl.data.layout import COLUMNS, FEATURES, SPLITS, LayoutWriter, split_of, write_stats
 from rookworld_trl.data.load import LoadReport, load_rookworld_dataset
 from rookworld_trl.data.sources import DataSourceError
+from rookworld_trl.errors import UserError
 
 __all__ = [
     "COLUMNS",
@@ -168,6 +169,17 @@ def add_split_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-fraction", type=float, default=fractions[1], help="of the positions (by hash)")
 
 
+def check_audited(report) -> None:
+    """A UserError (exit 2) when the audit had nothing to check: an empty source, or no line that parses."""
+    unparseable = sum(report.reasons.values())
+    if report.lines == 0 or unparseable >= report.lines:
+        found = f"all {report.lines} lines are unparseable" if report.lines else "it holds no lines"
+        raise UserError(
+            f"nothing audited in {report.source}: {found}; expected P:/A: lines (docs/FORMATS.md), a "
+            f"`rookworld data generate` output dir or a .parquet/.jsonl file of them"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     options = {k: v for k, v in vars(args).items() if k != "command"}
@@ -176,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "generate":
         generate(GenerateConfig(**options))
     elif args.command == "audit":
-        audit(AuditConfig(**options))
+        check_audited(audit(AuditConfig(**options)))
     elif args.out:
         convert(args.source, args.out, args.split, args.validation_fraction, args.test_fraction)
     else:

@@ -26,7 +26,7 @@ from rookworld_trl.chess.formats import (
     prompt_fen_width,
 )
 from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES, row_from_line
-from rookworld_trl.data.sources import open_source, text_lines
+from rookworld_trl.data.sources import DataSourceError, open_source, text_lines
 
 # -------------------------------------------------------------------------------------------- raw text
 
@@ -55,6 +55,15 @@ class LoadReport:
             at = ", ".join(f"{self.source}:{n}" for n in self.first_lines[reason])
             lines.append(f"  {count:>8}  {reason}  (first at {at})")
         return "\n".join(lines)
+
+    def one_line(self) -> str:
+        """The summary in one line: lines read, rows, and the commonest reason a line was skipped."""
+        bad = sum(self.malformed.values())
+        text = f"{self.lines} lines, {self.rows} rows, {bad} malformed"
+        if bad:
+            reason, count = self.malformed.most_common(1)[0]
+            text += f" ({count} x {reason}, first at {self.source}:{self.first_lines[reason][0]})"
+        return text
 
     def to_dict(self) -> dict:
         return {"source": self.source, "lines": self.lines, "rows": self.rows, "malformed": dict(self.malformed),
@@ -201,6 +210,18 @@ def with_fen_width(ds, width: int | None, prompts: Iterable[str], source: str):
     return ds.map(pad)
 
 
+def no_rows_check(ds, source: str, split: str, report: LoadReport, streaming: bool):
+    """`ds`, unless it is an in-memory dataset without rows: then a DataSourceError that says what the source
+    held (an empty file, a binary or CSV file of lines that are not P:/A: lines, ...) and what is expected."""
+    if streaming or len(ds):
+        return ds
+    raise DataSourceError(
+        f"{source} (split {split!r}) holds no P:/A: rows: {report.one_line()}. Expected `P: <FEN> ...` / `A: ...` lines "
+        f"(docs/FORMATS.md), a `rookworld data generate` output dir, or a .parquet/.jsonl file with prompt and "
+        f"completion columns; `rookworld data load {source}` shows what it holds"
+    )
+
+
 def load_rookworld_dataset(
     source: str | os.PathLike,
     split: str = "train",
@@ -236,9 +257,9 @@ def load_rookworld_dataset(
     if mix_env_ratio is not None:
         check_ratio(mix_env_ratio)
     if mix_env_ratio is None:
-        ds = build()
+        ds = no_rows_check(build(), source, split, report, streaming)
     elif not streaming:
-        ds = mix_tasks(build(), mix_env_ratio, seed)
+        ds = mix_tasks(no_rows_check(build(), source, split, report, streaming), mix_env_ratio, seed)
     elif mix_env_ratio in (0.0, 1.0):
         ds = build("A" if mix_env_ratio == 1.0 else "P")
     else:

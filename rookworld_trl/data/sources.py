@@ -23,8 +23,10 @@ def hub_error(source: str, error: Exception) -> DataSourceError:
         f"could not load {source!r}: it is not a local file or directory, so it was tried as a Hugging Face hub "
         f"dataset id, which failed{' (HF_HUB_OFFLINE is set)' if offline else ''}: "
         f"{type(error).__name__}: {error}\n"
-        f"Fix: pass a local source (a `rookworld data generate` output dir, a .parquet/.jsonl/.txt file), or on "
-        f"a machine with internet run `hf download {source} --repo-type dataset --local-dir DIR` and pass DIR."
+        f"Fix: if {source!r} is meant to be a local path, make it (`rookworld data generate --out {source}`) or "
+        f"pass an existing local source (a `rookworld data generate` output dir, a .parquet/.jsonl/.txt file); "
+        f"for a hub dataset, on a machine with internet run `hf download {source} --repo-type dataset "
+        f"--local-dir DIR` and pass DIR."
     )
 
 

@@ -1,5 +1,6 @@
 """`rookworld eval`: run the evaluation suites on a model (and a baseline) and write JSON, markdown and a PNG.
 
+    rookworld eval runs/grpo_tiny_cpu/final          # the embedded test split (--data), figures on the console
     rookworld eval jrahn/RookWorld-LM-124M --data DATA --suites policy,env,mate,selfplay,match \\
         --bigbench path/to/checkmate_in_one/task.json --baseline runs/grpo/final --out eval/run1
 
@@ -42,6 +43,7 @@ from rookworld_trl.eval.suites import (
 )
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.rewards.policy import label_analysis
+from rookworld_trl.stage import resolve_path
 
 SUITES = ("policy", "env", "mate", "selfplay", "match")
 BIGBENCH_REFERENCE = 0.137  # RookWorld-LM on BIG-bench checkmate_in_one (docs/FORMATS.md)
@@ -346,13 +348,22 @@ def parse_args(argv: list[str] | None) -> EvalSettings:
             name,
             type=kind,
             help=f.metadata.get("help", f.name.replace("_", " ")),
-            **({} if f.name == "model" else {"default": f.default}),
+            **({} if f.name == "model" else {"default": CLI_DEFAULTS.get(f.name, f.default)}),
         )
-    return EvalSettings(**vars(p.parse_args(argv)))
+    settings = EvalSettings(**vars(p.parse_args(argv)))
+    for name in ("model", "baseline", "data"):  # as given (the working directory), else a bundled path
+        if getattr(settings, name):
+            setattr(settings, name, resolve_path(getattr(settings, name)))
+    return settings
+
+
+CLI_DEFAULTS = {"data": "rookworld_trl/assets/data"}  # `rookworld eval MODEL`: the embedded test split
 
 
 def main(argv: list[str] | None = None) -> int:
-    evaluate(parse_args(argv))
+    paths = evaluate(parse_args(argv))
+    with open(paths["md"]) as f:  # the figures on the console too, not only in the files
+        print(f.read().rstrip())
     return 0
 
 

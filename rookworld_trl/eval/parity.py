@@ -14,7 +14,7 @@ import torch
 
 from rookworld_trl.model.loading import load_model_and_tokenizer
 from rookworld_trl.model.reference_gpt2 import from_hf, parity_checks
-from rookworld_trl.stage import run_stage
+from rookworld_trl.stage import resolve_path, run_stage
 
 START_FEN = "rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1"
 PROMPTS = [  # different token lengths on purpose: the batch gets left padding
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    args.model = resolve_path(args.model)  # as given (the working directory), else the bundled one
     hf_model, tokenizer = load_model_and_tokenizer(args.model, device=args.device, dtype=torch.float32)
     hf_model.eval()
     ref = from_hf(hf_model).to(args.device).eval()

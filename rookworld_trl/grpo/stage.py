@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import shutil
 import sys
 
 import torch
@@ -29,8 +30,9 @@ from rookworld_trl.grpo.script_args import GRPOScriptArguments
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_width
-from rookworld_trl.stage import stage_parser
+from rookworld_trl.stage import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints, publish
+from rookworld_trl.training.console import use_compact_logs
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +119,20 @@ def before_after_eval(
         return f.read()
 
 
+def say_finished(output_dir: str, max_steps: int, resume: str | None) -> None:
+    """One line: the run in output_dir is finished, where its model is, and how to train on or start over."""
+    final = os.path.join(output_dir, checkpoints.FINAL_DIR)
+    on = (
+        "raise --max_steps to train on"
+        if resume
+        else "--resume_from_checkpoint auto and a higher --max_steps to train on"
+    )
+    checkpoints.say(
+        f"{output_dir} is finished (max_steps {max_steps}): the final model is in {final}; nothing to train "
+        f"({on}; to start over, pass another --output_dir or remove {output_dir})"
+    )
+
+
 def interrupted(trainer: RookWorldGRPOTrainer) -> int:
     """Say where a stop signal left the run and how to go on; the exit code (130 for Ctrl-C, 143 for SIGTERM)."""
     last = checkpoints.latest_complete_checkpoint(trainer.args.output_dir)
@@ -139,12 +155,8 @@ def train(
     with trainer.accelerator.main_process_first():
         resume = checkpoints.resolve_resume(args.resume_from_checkpoint, args.output_dir)
     done = checkpoints.finished_step(resume, args.max_steps) if resume else None
-    if done is not None and checkpoints.is_finished(args.output_dir):
-        final = os.path.join(args.output_dir, checkpoints.FINAL_DIR)
-        checkpoints.say(
-            f"{args.output_dir} is finished: {resume} is at step {done} (max_steps {args.max_steps}) and the "
-            f"final model is in {final}; nothing to train (raise --max_steps to train on)"
-        )
+    if checkpoints.is_finished(args.output_dir) and (done is not None or not resume):
+        say_finished(args.output_dir, args.max_steps, resume)  # never retrain over a finished run silently
         return 0
     if done is not None:  # killed while saving final/ or evaluating: finish those, train no extra step
         checkpoints.say(f"{resume} is at max_steps ({done}) but final/ is incomplete: writing it")
@@ -168,6 +180,8 @@ def train(
         if initial_model and script.eval_samples > 0:
             eval_md = before_after_eval(script, args, initial_model, final)
         publish.write_model_card(trainer, final, initial_model, eval_md, script)
+        # the run folder's README.md: our card in place of TRL's (written at each checkpoint, about [None])
+        shutil.copyfile(os.path.join(final, "README.md"), os.path.join(args.output_dir, "README.md"))
         checkpoints.mark_finished(args.output_dir, trainer.state.global_step)
         if trainer.publish_to_hub:
             publish.upload(args, final)
@@ -215,6 +229,7 @@ def parse(argv: list[str] | None = None):
     recipe's bundled paths resolved."""
     parser = stage_parser((GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig), "train")  # one-line errors
     script, args, model_args = parser.parse_args_and_config(argv)
+    check_numbers(script, args)
     checkpoints.check_output_dir(args.output_dir)  # before the engine cache or logs write there
     if args.push_to_hub and _hub_offline():
         parser.error(
@@ -283,7 +298,12 @@ def build(argv: list[str] | None = None):
         selfplay=selfplay_for(script, args.seed, dataset),
         push_checkpoints=script.push_checkpoints,
     )
-    if script.eval_every_steps:
+    use_compact_logs(trainer)  # one line per logging step; the whole dict goes to metrics.jsonl
+    if script.eval_every_steps and 0 < args.max_steps < script.eval_every_steps:  # a curve of one point
+        checkpoints.say(
+            f"no learning curve: eval_every_steps {script.eval_every_steps} > max_steps {args.max_steps}"
+        )
+    elif script.eval_every_steps:
         from rookworld_trl.data.load import load_rookworld_dataset
         from rookworld_trl.eval.callback import EvalCallback
 

@@ -61,6 +61,13 @@ def load_model_and_tokenizer(
     where to take them from (e.g. "openai-community/gpt2").
     """
     kwargs = {"revision": revision} if revision else {}
+    if os.path.isdir(name_or_path) and not os.path.isfile(os.path.join(name_or_path, "config.json")):
+        held = ", ".join(sorted(os.listdir(name_or_path))[:5]) or "nothing"
+        raise ModelLoadError(
+            f"{name_or_path!r} is not a model directory: it has no config.json (it holds {held}); point "
+            "model_name_or_path at a directory written by save_pretrained (config.json, model.safetensors, "
+            "tokenizer files), e.g. a run's final/"
+        )
     tok_source = tokenizer_name_or_path or name_or_path
     if os.path.isdir(tok_source) and not any(
         os.path.isfile(os.path.join(tok_source, f)) for f in TOKENIZER_FILES
@@ -90,12 +97,16 @@ def load_model_and_tokenizer(
     tokenizer.padding_side = "left"
     tokenizer.pad_token = tokenizer.eos_token
     set_special_token_ids(model, tokenizer)
+    model.loss_type = CAUSAL_LM_LOSS
     use_fused_gelu(model)
     if device is not None:
         model.to(device)
     return model, tokenizer
 
 
+# GPT2LMHeadModel's class name maps to no transformers loss, so every run with labels (SFT, replay) warned
+# "`loss_type=None` was set in the config but it is unrecognized"; it is the causal LM loss, said outright
+CAUSAL_LM_LOSS = "ForCausalLM"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 
 
@@ -330,4 +341,6 @@ def new_gpt2_model(
         eos_token_id=eos,
         pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
     )
-    return GPT2LMHeadModel(config)  # its generation_config copies the token ids from config
+    model = GPT2LMHeadModel(config)  # its generation_config copies the token ids from config
+    model.loss_type = CAUSAL_LM_LOSS
+    return model

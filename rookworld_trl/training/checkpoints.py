@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 
 from rookworld_trl.model.loading import safetensors_problem
@@ -302,6 +303,17 @@ def check_output_dir(output_dir: str) -> None:
                 f"output_dir {output_dir}: {path} is a file, not a directory; remove it or set --output_dir "
                 "to another path"
             )
+    existing = os.path.abspath(output_dir)
+    while not os.path.exists(existing):  # the directory, or the nearest parent it would be made in
+        existing = os.path.dirname(existing)
+    try:  # a real write: os.access says yes to root on a read-only mount
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ValueError(
+            f"output_dir {output_dir}: cannot write in {existing} ({e.strerror}); set --output_dir to a "
+            "directory you can write, or fix its permissions"
+        ) from None
 
 
 SHARED_CHECK = ".rookworld_shared_check"

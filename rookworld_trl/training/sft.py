@@ -1,5 +1,6 @@
 """Supervised training of a RookWorld GPT-2 on P:/A: samples with TRL's SFTTrainer.
 
+    rookworld sft                        # a short SFT of the embedded model on the embedded data (~1 min)
     rookworld sft --config recipes/sft_tiny_cpu.yaml [--max_steps 200 ...]
     accelerate launch --config_file accelerate_configs/cpu.yaml -m rookworld_trl.training.sft --config recipes/sft_tiny_cpu.yaml
 
@@ -38,7 +39,7 @@ from rookworld_trl.model.loading import (
     set_dropout,
     train_at_fen_width,
 )
-from rookworld_trl.stage import stage_parser
+from rookworld_trl.stage import check_numbers, resolve_path, stage_parser
 from rookworld_trl.training import checkpoints
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
 from rookworld_trl.training.trl_compat import VerifiedCheckpoints
@@ -49,9 +50,10 @@ class SFTScriptArguments:
     """What to train on and which model to start from."""
 
     dataset: str = field(
-        default="data/sft_tiny",
+        default="rookworld_trl/assets/data",
         metadata={
-            "help": "Output directory of `rookworld data generate` (train/validation splits) or a data file."
+            "help": "Output directory of `rookworld data generate` (train/validation splits) or a data file; "
+            "default: the embedded dataset."
         },
     )
     eval_split: str = field(
@@ -300,6 +302,11 @@ def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_d
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser((SFTScriptArguments, RookWorldSFTConfig), "sft")  # one-line errors, as train
     script_args, config = parser.parse_args_and_config(args=argv)
+    check_numbers(config)
+    checkpoints.check_output_dir(config.output_dir)  # before anything writes there
+    for name in ("dataset", "model_name_or_path", "tokenizer_name_or_path"):  # the bundled ones from any cwd
+        if getattr(script_args, name):
+            setattr(script_args, name, resolve_path(getattr(script_args, name)))
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     train_dataset, eval_dataset = load_splits(script_args, config.seed)

@@ -1,0 +1,62 @@
+"""What a person reads on the console during GRPO: transformers' tqdm bar (steps, elapsed, ETA) and, per logging
+step, one compact line in place of TRL's ~40-key dict (which still goes whole to metrics.jsonl and TensorBoard).
+
+    step 12/150  reward 0.412  legal best move 58.1%  KL 0.0031  loss 0.043  2.6 s/step
+
+    from rookworld_trl.training.console import use_compact_logs
+    use_compact_logs(trainer)          # after the trainer is built
+"""
+
+from __future__ import annotations
+
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+# (log key, label, format) in the order shown; a key absent or None is left out
+FIELDS = (
+    ("reward", "reward", "{:.3f}"),
+    ("watch/b_legal", "legal best move", "{:.1%}"),
+    ("kl", "KL", "{:.4f}"),
+    ("loss", "loss", "{:.3f}"),
+    ("step_time", "", "{:.1f} s/step"),
+)
+
+
+def compact_line(logs: dict, step: int, max_steps: int) -> str | None:
+    """The one line of a training log entry; None for other entries (evals, the end-of-training summary)."""
+    if "reward" not in logs and "loss" not in logs:
+        return None
+    parts = [f"step {step}/{max_steps}"]
+    for key, label, fmt in FIELDS:
+        if isinstance(logs.get(key), int | float):
+            parts.append(f"{label} {fmt.format(logs[key])}".strip())
+    return "  ".join(parts)
+
+
+class CompactProgress(ProgressCallback):
+    """transformers' progress bar whose log lines are compact_line's (other entries as before)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        line = compact_line(logs or {}, state.global_step, state.max_steps)
+        if line is None:
+            return super().on_log(args, state, control, logs=logs, **kwargs)
+        if state.is_world_process_zero and self.training_bar is not None:
+            self.training_bar.write(line)
+
+
+class CompactPrinter(PrinterCallback):
+    """PrinterCallback (disable_tqdm: true) with compact_line's lines."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        line = compact_line(logs or {}, state.global_step, state.max_steps)
+        if line is None:
+            return super().on_log(args, state, control, logs=logs, **kwargs)
+        if state.is_local_process_zero:
+            print(line, flush=True)
+
+
+def use_compact_logs(trainer) -> None:
+    """Swap the trainer's console callback (bar or printer) for its compact one."""
+    for old, new in ((ProgressCallback, CompactProgress), (PrinterCallback, CompactPrinter)):
+        if any(type(c) is old for c in trainer.callback_handler.callbacks):
+            trainer.remove_callback(old)
+            trainer.add_callback(new)
