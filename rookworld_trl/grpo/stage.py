@@ -33,6 +33,7 @@ from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_w
 from rookworld_trl.stage import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints, publish
 from rookworld_trl.training.console import use_compact_logs
+from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir, machine_of_process
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def engine_cache_path(script: GRPOScriptArguments, output_dir: str) -> str | Non
     if not script.engine_cache:
         return None
     path = os.path.join(output_dir, script.engine_cache)
-    machine, machines = checkpoints.machine_of_process()
+    machine, machines = machine_of_process()
     if machines > 1 and machine > 0:
         stem, ext = os.path.splitext(path)
         path = f"{stem}.machine{machine}{ext}"
@@ -150,7 +151,7 @@ def train(
     against `initial_model` on the main process (`script`: its data and engine; default GRPOScriptArguments()).
     Returns a process exit code."""
     args, script = trainer.args, script or GRPOScriptArguments()
-    checkpoints.check_output_dir(args.output_dir)
+    check_output_dir(args.output_dir)
     # the main process moves incomplete and damaged checkpoints aside first
     with trainer.accelerator.main_process_first():
         resume = checkpoints.resolve_resume(args.resume_from_checkpoint, args.output_dir)
@@ -230,7 +231,7 @@ def parse(argv: list[str] | None = None):
     parser = stage_parser((GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig), "train")  # one-line errors
     script, args, model_args = parser.parse_args_and_config(argv)
     check_numbers(script, args)
-    checkpoints.check_output_dir(args.output_dir)  # before the engine cache or logs write there
+    check_output_dir(args.output_dir)  # before the engine cache or logs write there
     if args.push_to_hub and _hub_offline():
         parser.error(
             "push_to_hub needs the network but HF_HUB_OFFLINE is set: unset it or drop --push_to_hub"
@@ -279,7 +280,7 @@ def build(argv: list[str] | None = None):
 
     # before anything loads: several machines share output_dir (checkpoints are written once, every rank
     # resumes from them), and a vLLM server answers (TRL would wait vllm_server_timeout, then a traceback)
-    checkpoints.check_shared_output_dir(PartialState(), args.output_dir)
+    check_shared_output_dir(PartialState(), args.output_dir)
     check_vllm_server(args, model_args.model_name_or_path)
     if args.torch_compile:  # batches change length every step: compile for dynamic shapes at once, as
         # accelerate_configs/single_gpu.yaml does (torch's default recompiles per length for many steps)

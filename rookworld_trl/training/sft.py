@@ -42,6 +42,7 @@ from rookworld_trl.model.loading import (
 from rookworld_trl.stage import check_numbers, resolve_path, stage_parser
 from rookworld_trl.training import checkpoints
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
+from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir
 from rookworld_trl.training.trl_compat import VerifiedCheckpoints
 
 
@@ -276,8 +277,8 @@ def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_d
     )
     n_params = sum(p.numel() for p in model.parameters())
     trainer.accelerator.print(f"sft: {n_params / 1e6:.2f}M parameters, {len(train_dataset)} training samples")
-    checkpoints.check_output_dir(config.output_dir)
-    checkpoints.check_shared_output_dir(trainer.accelerator, config.output_dir)  # machines share it
+    check_output_dir(config.output_dir)
+    check_shared_output_dir(trainer.accelerator, config.output_dir)  # machines share it
     with trainer.accelerator.main_process_first():  # the main process moves damaged checkpoints aside first
         resume = checkpoints.resolve_resume(config.resume_from_checkpoint, config.output_dir)
     if resume:
@@ -303,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser((SFTScriptArguments, RookWorldSFTConfig), "sft")  # one-line errors, as train
     script_args, config = parser.parse_args_and_config(args=argv)
     check_numbers(config)
-    checkpoints.check_output_dir(config.output_dir)  # before anything writes there
+    check_output_dir(config.output_dir)  # before anything writes there
     for name in ("dataset", "model_name_or_path", "tokenizer_name_or_path"):  # the bundled ones from any cwd
         if getattr(script_args, name):
             setattr(script_args, name, resolve_path(getattr(script_args, name)))
