@@ -290,6 +290,7 @@ def test_value_loss_decreases_over_a_few_steps(model_dir):
         learning_rate=1e-12,
     )
     trainer.reward_funcs[0] = constant  # returns of 1: the head must learn them from 0
+    trainer.value_started = True  # (else its first batch sets the bias to 1 at once)
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
     torch.manual_seed(0)
@@ -305,6 +306,16 @@ def test_value_loss_decreases_over_a_few_steps(model_dir):
         optimizer.zero_grad()
     assert len(losses) == 6 and losses[0] > 0
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False)) and losses[-1] < 0.5 * losses[0]
+
+
+def test_value_head_starts_at_the_mean_return(model_dir):
+    trainer = make_trainer(model_dir, "unused", value_baseline=True)
+    trainer.reward_funcs[0] = constant
+    trainer.model.train()
+    trainer.score(generation_rows(trainer, 1))
+    assert trainer.value_head.bias.item() == pytest.approx(1.0) and trainer.metric_values("value/mean") == [
+        pytest.approx(1.0)
+    ]
 
 
 def test_value_head_past_its_warm_up_gives_centred_gae_advantages_and_clips_its_own_gradient(model_dir):

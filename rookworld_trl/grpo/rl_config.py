@@ -85,8 +85,11 @@ class RLOptions:
         },
     )
     value_learning_rate: float = field(
-        default=1e-3,
-        metadata={"help": "value_baseline: learning rate of the value head's optimizer group."},
+        default=1e-4,
+        metadata={
+            "help": "value_baseline: learning rate of the value head's optimizer group (Adam moves each of its "
+            "hidden_size weights by about this much per step: at 1e-3 the head overshot the returns)."
+        },
     )
     value_max_grad_norm: float = field(
         default=1.0,

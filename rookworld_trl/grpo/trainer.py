@@ -5,10 +5,11 @@ TRL does the GRPO work (sampling K completions per prompt, group advantages, cli
 the trainer changes it through the hooks of rookworld_trl/training/trl_compat.py (the one module that touches
 TRL's internals), each overridden once, here:
   - `shape_advantages`: TRL's advantages -> ours, top to bottom: the reference's hidden states kept for an exact
-    KL; the EMA/adaptive baseline or the value head's GAE (rl_config.py, advantages.py); field credit of P:
-    answers (`field_credit`, credit.py);
+    KL; the EMA/adaptive baseline (rl_config.py, advantages.py); field credit of P: answers (`field_credit`,
+    credit.py, against the same baseline); the value head's GAE over the fields' rewards once its warm-up ends;
   - `compute_loss`: TRL's clipped loss (its k3 KL term unless an exact estimator replaces it) + beta x the
     exact KL (kl.py) + the value head's loss + supervised replay of A: truths (replay.py);
+  - `create_optimizer`: Trainer's, plus the value head's own group and an optimizer hook that clips its gradients;
   - `training_step`: self-play positions mixed into P: prompts (selfplay.py), each micro-batch's loss and KL
     reported to the step guard;
   - the step guard (safety.py: faults.py, kl_control.py, snapshots.py): NaN/divergence rollback, adaptive KL
@@ -128,6 +129,9 @@ class RookWorldGRPOTrainer(GRPOSeams):
         a = self.args
         self.running_baseline = adv.RunningBaseline(a.baseline_ema_decay)
         self.gae_state: dict = {}  # value_baseline: the running scale of GAE advantages per task
+        self.value_started = (
+            False  # value_baseline: the head's bias is set from its first batch (or a checkpoint)
+        )
         self.exact_kl = a.kl_estimator != "k3"
         if self.exact_kl and self.ref_model is None:
             raise ValueError(
@@ -272,11 +276,15 @@ class RookWorldGRPOTrainer(GRPOSeams):
         rewards = adv.row_rewards(self.scored_rewards, self.reward_weights)[self._local(len(ids))]
         mask = output["completion_mask"] * output.get("tool_mask", 1)
         mask = mask * (~rewards.isnan()).unsqueeze(1).to(mask.dtype)  # unscored rows: no target, advantage 0
+        no_terms = [None] * len(ids)
+        per_token = adv.token_rewards(rewards, mask, terms or no_terms, layouts or no_terms).to(mask.device)
+        zero = torch.zeros_like(per_token)
+        returns = adv.gae(per_token, zero, mask, a.gae_gamma, 1.0)[1] * mask  # lambda 1: V does not enter
+        if not self.value_started:  # the head's first batch: its bias starts at the returns' mean, so the
+            rl.start_value_head(self.value_head, returns, mask)  # weights learn the variance, not the level
+            self.value_started = True
         batch = self.args.per_device_train_batch_size
         values = rl.rollout_values(self.model, self.value_head, output, batch, self.accelerator.autocast)
-        no_terms = [None] * len(ids)
-        per_token = adv.token_rewards(rewards, mask, terms or no_terms, layouts or no_terms).to(values.device)
-        returns = adv.gae(per_token, values, mask, a.gae_gamma, 1.0)[1] * mask
         output["returns"] = returns
         tasks = [adv.task_of(p) for p in self.scored_prompts]
         explained = adv.explained_variance(values, returns, mask)
@@ -464,4 +472,4 @@ class RookWorldGRPOTrainer(GRPOSeams):
             self.running_baseline.state = state["baseline"]
             self.gae_state = state.get("gae", {})
         if self.value_head is not None:
-            rl.load_value_head(self.value_head, checkpoint)
+            self.value_started = rl.load_value_head(self.value_head, checkpoint)
