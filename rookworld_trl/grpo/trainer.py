@@ -129,9 +129,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
         a = self.args
         self.running_baseline = adv.RunningBaseline(a.baseline_ema_decay)
         self.gae_state: dict = {}  # value_baseline: the running scale of GAE advantages per task
-        self.value_started = (
-            False  # value_baseline: the head's bias is set from its first batch (or a checkpoint)
-        )
+        self.value_started = False  # value_baseline: its bias comes from its first batch or a checkpoint
         self.exact_kl = a.kl_estimator != "k3"
         if self.exact_kl and self.ref_model is None:
             raise ValueError(
