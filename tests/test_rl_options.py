@@ -463,7 +463,7 @@ def group_run(tmp_path_factory):
     [
         ["--baseline", "ema"],
         ["--baseline", "adaptive"],
-        ["--value_baseline", "true", "--value_warmup_ev", "-1e9"],
+        ["--value_baseline", "true", "--value_warmup_ev=-1e9"],
     ],
     ids=["ema", "adaptive", "value_gae_from_step_1"],
 )
