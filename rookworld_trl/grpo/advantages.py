@@ -8,6 +8,8 @@ function scored: its advantage is 0, as in TRL.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 EPS = 1e-4  # TRL's: advantages are (r - b) / (s + EPS)
@@ -50,81 +52,206 @@ def reward_scale(rewards: torch.Tensor, tasks: list[str], n: int, mode: str) -> 
     return scale
 
 
-class RunningBaseline:
-    """Per-task running means of the reward (the 'ema' and 'adaptive' baselines); `state` is JSON-ready.
+class BaselineAdvantages(NamedTuple):
+    """What RunningBaseline gives each row (N,): its advantage, its group's weight w (field credit reuses it) and
+    its scale s (field credit divides by it)."""
 
-    state[task] = {"mean": e, "spread": t}: e the running mean reward, t the running mean of (g - e)^2 over
-    the task's group means g (the adaptive weight's between-group variance).
+    advantages: torch.Tensor
+    weights: torch.Tensor
+    scale: torch.Tensor
+
+
+class RunningBaseline:
+    """The 'ema' and 'adaptive' baselines, per task, with a scale chosen with them; `state` is JSON-ready.
+
+    For the rows of one task in the batch (groups g of n rows, group mean m_g), with e the task's running mean:
+
+        b_i = w_g m_g + (1 - w_g) e        ema: w_g = 0;  adaptive: w_g = t / (t + v_g / n)
+        d_i = r_i - b_i - c                c = the task's batch mean of (r - b): the baseline's lag, removed
+        a_i = d_i / s                      s = max(sqrt(V), sd(d)): V the running mean of the batch's mean d^2
+
+    (v_g: the group's reward variance, t: the running variance of the group means around e). Why: a running mean
+    lags the rewards; without c every sample of a batch gets an advantage of the same sign, which at a low
+    temperature sharpens the policy onto whatever it sampled (issue 19: -20.6 points of legal best moves). And
+    s is the task's spread of d, not a group's std: a group 0.1 from e with std 0.02 is not worth 5 per sample.
+    With c the batch's advantages of a task have mean 0, and as s >= sd(d) (the population std over the task's
+    N rows), |a_i| <= sqrt(N - 1) (Samuelson's inequality); TRL's group std gives at most (n - 1) / sqrt(n).
+    Under c, `ema`'s e cancels (every row has the same b): its advantages are r minus the task's batch mean,
+    comparing prompts with each other (an all-equal group still gets a signal); e, t and V run across batches.
+    scale_rewards 'none' sets s = 1. state[task] = {"mean": e, "spread": t, "var": V}; NaN rows (unscored)
+    get 0.
     """
 
     def __init__(self, decay: float, state: dict | None = None):
         self.decay = decay
         self.state: dict[str, dict[str, float]] = dict(state or {})
 
-    def __call__(self, kind: str, rewards: torch.Tensor, tasks: list[str], n: int) -> torch.Tensor:
-        """(N,) baseline of each row for this batch ('ema' or 'adaptive'), then the running values move on."""
-        baseline = torch.full_like(rewards, float("nan"))
-        groups = rewards.view(-1, n)
+    def __call__(self, kind: str, rewards: torch.Tensor, tasks: list[str], n: int, scaled: bool = True):
+        """BaselineAdvantages of this batch ('ema' or 'adaptive'); then the running values move on."""
+        out = BaselineAdvantages(*(torch.zeros_like(rewards) for _ in range(3)))
         group_tasks = tasks[::n]
         for task in sorted(set(group_tasks)):
             mine = torch.tensor([t == task for t in group_tasks], device=rewards.device)
-            values = groups[mine]
+            values = rewards.view(-1, n)[mine]
             if values.isnan().all():
                 continue
-            batch_mean = float(values.nanmean())
-            means = values.nanmean(dim=1)
-            old = self.state.get(task)
-            mean = batch_mean if old is None else old["mean"]
-            spread_now = float(((means - mean) ** 2).nanmean().nan_to_num(0.0))
-            spread = spread_now if old is None else old["spread"]
-            if kind == "ema":
-                rows = torch.full_like(means, mean)
-            else:
-                noise = (_nanstd(values, dim=1).squeeze(1).nan_to_num(0.0) ** 2) / (~values.isnan()).sum(
-                    dim=1
-                ).clamp(min=1)
-                total = spread + noise
-                weight = torch.where(total > 0, spread / total.clamp(min=1e-12), torch.ones_like(total))
-                rows = weight * means + (1 - weight) * mean
-            baseline.view(-1, n)[mine] = rows.unsqueeze(1).expand(-1, n).to(baseline.dtype)
-            d = self.decay
-            self.state[task] = {
-                "mean": d * mean + (1 - d) * batch_mean,
-                "spread": d * spread + (1 - d) * spread_now,
-            }
-        return baseline
+            weights, d, s = self._task(task, kind, values, scaled)
+            out.advantages.view(-1, n)[mine] = (d / (s + EPS)).nan_to_num(0.0).to(rewards.dtype)
+            out.weights.view(-1, n)[mine] = weights.unsqueeze(1).expand(-1, n).to(rewards.dtype)
+            out.scale.view(-1, n)[mine] = s
+        return out
+
+    def _task(self, task: str, kind: str, values: torch.Tensor, scaled: bool):
+        """(G,) weights, (G, n) centred deviations d, the scale s of one task's groups; updates its state."""
+        means, batch_mean = values.nanmean(dim=1), float(values.nanmean())
+        old = self.state.get(task, {})
+        e = old.get("mean", batch_mean)
+        spread_now = float(((means - e) ** 2).nanmean().nan_to_num(0.0))
+        t = old.get("spread", spread_now)
+        if kind == "ema":
+            weights = torch.zeros_like(means)
+        else:
+            counts = (~values.isnan()).sum(dim=1).clamp(min=1)
+            total = t + _nanstd(values, dim=1).squeeze(1).nan_to_num(0.0) ** 2 / counts
+            weights = torch.where(total > 0, t / total.clamp(min=1e-12), torch.ones_like(total))
+        means = means.nan_to_num(e)
+        d = values - (weights * means + (1 - weights) * e).unsqueeze(1)
+        d = d - d.nanmean()
+        var_now = float((d**2).nanmean())
+        var = self.decay * old.get("var", var_now) + (1 - self.decay) * var_now
+        s = max(var, var_now) ** 0.5 if scaled else 1.0
+        k = self.decay
+        self.state[task] = {
+            "mean": k * e + (1 - k) * batch_mean,
+            "spread": k * t + (1 - k) * spread_now,
+            "var": var,
+        }
+        return weights, d, s
 
 
-def baseline_advantages(rewards: torch.Tensor, baseline: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """(r - b) / (s + EPS), 0 for unscored rows."""
-    return ((rewards - baseline) / (scale + EPS)).nan_to_num(0.0)
+def recentre_fields(rows: list, terms: list, weights: torch.Tensor, scale: torch.Tensor, n: int) -> list:
+    """Field credit (credit.row_advantages' `rows`, every process's rows) under an ema/adaptive baseline: each
+    field term t of a row (and each written move's) gets (t - b - c) / s, the sequence's formula
+    (RunningBaseline) applied to the term: b = w_g m_g + (1 - w_g) M with m_g the term's mean over its group, M
+    over the batch's rows that field credit covers (no running mean per field: under c it would mostly cancel),
+    c the mean of t - b over those rows, w and s the row's (from the sequence rewards). With w = 1 it is
+    row_advantages' own (t - m_g) / s. B:'s advantage joins the move it copies, as there."""
+    ours = [i for i, row in enumerate(rows) if row is not None]
+    if not ours:
+        return rows
+    w = [float(weights[i]) for i in range(len(rows))]
+
+    def centred(items):  # items: (row, value) pairs -> their (t - b - c) / s
+        groups: dict[int, list[float]] = {}
+        for i, value in items:
+            groups.setdefault(i // n, []).append(value)
+        batch = sum(v for _, v in items) / len(items)
+        raw = [v - w[i] * _mean(groups[i // n]) - (1 - w[i]) * batch for i, v in items]
+        c = sum(raw) / len(raw)
+        return [(r - c) / (float(scale[i]) + EPS) for (i, _), r in zip(items, raw, strict=True)]
+
+    for field in ("M", "E", "B"):
+        for i, a in zip(ours, centred([(i, terms[i][field]) for i in ours]), strict=True):
+            rows[i][field] = a
+    written = [(i, m) for i in ours for m in terms[i]["moves"]]
+    moves = iter(centred(written)) if written else iter(())
+    for i in ours:
+        rows[i]["moves"] = [next(moves) for _ in terms[i]["moves"]]
+        if 0 <= terms[i]["best_slot"] < len(rows[i]["moves"]):
+            rows[i]["moves"][terms[i]["best_slot"]] += rows[i]["B"]
+    return rows
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def token_rewards(rewards: torch.Tensor, mask: torch.Tensor, terms: list, layouts: list) -> torch.Tensor:
+    """(B, T) reward per completion token for GAE: a row's reward at its last token, except where field credit
+    splits a P: answer (credit.field_terms, credit.token_layout): each written move's term at the move's last
+    token, the rest of M:'s term at M:'s last token, E:'s and B:'s at theirs, and what the terms leave of the
+    reward (the 0.2 of any parsed answer) at the last token; a row's token rewards add up to its reward."""
+    out = torch.zeros_like(mask, dtype=torch.float32)
+    for i in range(len(rewards)):
+        length = int(mask[i].sum())
+        if length == 0 or bool(rewards[i].isnan()):
+            continue
+        placed, last = 0.0, length - 1
+        if terms[i] is not None:
+            layout = layouts[i][:length]
+            ends = {}  # (field, slot) -> its last token; (field, None): the field's last token
+            for t, (field, slot) in enumerate(layout):
+                ends[(field, None)] = t
+                if slot >= 0:
+                    ends[(field, slot)] = t
+            for k, term in enumerate(terms[i]["moves"]):
+                out[i, ends.get((0, k), last)] += term
+            parts = {0: terms[i]["M"] - sum(terms[i]["moves"]), 1: terms[i]["E"], 2: terms[i]["B"]}
+            for field, term in parts.items():
+                out[i, ends.get((field, None), last)] += term
+            placed = sum(terms[i]["moves"]) + sum(parts.values())
+        out[i, last] += float(rewards[i]) - placed
+    return out
 
 
 def gae(
     rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """GAE over completion tokens: (B,) sequence rewards, (B, T) values V_t, (B, T) mask -> (advantages, returns).
+    """GAE over completion tokens: (B, T) per-token rewards r_t (token_rewards; a (B,) sequence reward is put at
+    each row's last token), (B, T) values V_t, (B, T) mask -> (advantages, returns).
 
-    The reward comes at each row's last token (r_t = R there, else 0) and the episode ends after it (V = 0
-    beyond): delta_t = r_t + gamma V_{t+1} - V_t, A_t = delta_t + gamma lam A_{t+1}, return_t = A_t + V_t.
-    Masked tokens get 0. Unscored rows (NaN reward) get 0 advantages and their values as returns.
+    The episode ends after the last token (V = 0 beyond): delta_t = r_t + gamma V_{t+1} - V_t,
+    A_t = delta_t + gamma lam A_{t+1}, return_t = A_t + V_t (lam 1: the discounted reward-to-go, whatever V).
+    Masked tokens get 0. Unscored rows (NaN sequence reward) get 0 advantages and their values as returns.
     """
     mask = mask.to(values.dtype)
-    length = mask.sum(dim=1).long()
-    last = torch.zeros_like(values)
-    rows = torch.nonzero(length > 0).squeeze(1)
-    last[rows, length[rows] - 1] = 1.0
-    reward = rewards.nan_to_num(0.0).unsqueeze(1) * last
+    unscored = torch.zeros(len(values), dtype=torch.bool, device=values.device)
+    if rewards.dim() == 1:
+        unscored = rewards.isnan()
+        length = mask.sum(dim=1).long()
+        last = torch.zeros_like(values)
+        rows = torch.nonzero(length > 0).squeeze(1)
+        last[rows, length[rows] - 1] = 1.0
+        rewards = rewards.nan_to_num(0.0).unsqueeze(1) * last
     values = values * mask
     advantages = torch.zeros_like(values)
     running = torch.zeros_like(values[:, 0])
     for t in reversed(range(values.shape[1])):
         following = values[:, t + 1] if t + 1 < values.shape[1] else torch.zeros_like(running)
-        delta = reward[:, t] + gamma * following - values[:, t]
+        delta = rewards[:, t] + gamma * following - values[:, t]
         running = (delta + gamma * lam * running) * mask[:, t]
         advantages[:, t] = running
-    advantages = advantages.masked_fill(rewards.isnan().unsqueeze(1), 0.0)
+    advantages = advantages.masked_fill(unscored.unsqueeze(1), 0.0)
     return advantages, advantages + values
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var(return - V) / Var(return) over the masked tokens (1: V predicts the returns, 0: no better than
+    their mean, < 0: worse); NaN with fewer than 2 tokens or constant returns."""
+    keep = mask.bool()
+    r, v = returns[keep].double(), values[keep].double()
+    if r.numel() < 2 or float(r.var()) == 0.0:
+        return float("nan")
+    return float(1.0 - (r - v).var() / r.var())
+
+
+def centre_tokens(advantages: torch.Tensor, mask: torch.Tensor, tasks: list[str], state: dict, decay: float):
+    """GAE advantages (B, T) -> (A - c) / s per task over its masked tokens, as RunningBaseline does for
+    sequences: c the task's token mean of A (what a lagging V adds to every token), s = max(sqrt(V_run), sd)
+    with V_run the running mean of the batch's mean (A - c)^2 (state["<task>/gae"], updated here)."""
+    out = torch.zeros_like(advantages)
+    for task in sorted(set(tasks)):
+        rows = torch.tensor([t == task for t in tasks], device=advantages.device)
+        keep = mask.bool() & rows.unsqueeze(1)
+        if not keep.any():
+            continue
+        c = advantages[keep].mean()
+        var_now = float(((advantages[keep] - c) ** 2).mean())
+        key = f"{task}/gae"
+        var = decay * state.get(key, {}).get("var", var_now) + (1 - decay) * var_now
+        state[key] = {"var": var}
+        out[keep] = (advantages[keep] - c) / (max(var, var_now) ** 0.5 + EPS)
+    return out
 
 
 class ValueHead(torch.nn.Linear):

@@ -35,48 +35,80 @@ class RLOptions:
         default="group",
         metadata={
             "help": "What each reward is compared with: 'group' (TRL's: the mean of its group of num_generations "
-            "completions); 'ema' (a running mean of the rewards per task prefix P:/A:, decayed by "
-            "baseline_ema_decay: all-equal groups still get a signal, e.g. all right while the task's mean is "
-            "lower); 'adaptive' (per group, b = w g + (1 - w) e with g the group mean, e the task's running "
-            "mean and w = t / (t + v / n): v the group's reward variance, n its size, t the running variance "
-            "of group means around e; a noisy small group leans on e, a consistent one on its own mean). "
-            "Advantages are (r - b) / s with s per scale_rewards (group: the group's std; a zero-std group "
-            "takes the std of its task's rewards in the batch, else 1). Needs multi_objective_aggregation "
-            "sum_then_normalize and field_credit false."
+            "completions, over the group's std per scale_rewards); 'ema' (the task's mean reward, per task prefix "
+            "P:/A:: prompts are compared with each other, so an all-equal group still gets a signal, e.g. all "
+            "right while the task's mean is lower); 'adaptive' (per group, b = w g + (1 - w) e with g the group "
+            "mean, e the task's running mean, w = t / (t + v / n): v the group's reward variance, n its size, t "
+            "the running variance of group means around e; a noisy small group leans on e, a consistent one on "
+            "its own mean). Both: a = (r - b - c) / s, c the task's batch mean of r - b (a running mean lags the "
+            "rewards: without c every sample gets the same sign and the policy collapses, issue 19), s = "
+            "max(sqrt(V), sd of r - b - c over the task's rows) with V the running mean square of r - b - c "
+            "(decay baseline_ema_decay), never a group's std; so a task's advantages have mean 0 and |a| <= "
+            "sqrt(N - 1) for its N rows in the batch; scale_rewards none: s = 1 (formulas: "
+            "grpo/advantages.py RunningBaseline). With field_credit each P: field's term gets the same formula "
+            "(w and s from the sequence rewards, e the batch's mean of the term). Needs "
+            "multi_objective_aggregation sum_then_normalize."
         },
     )
     baseline_ema_decay: float = field(
         default=0.9,
         metadata={
-            "help": "ema/adaptive baselines: e <- decay e + (1 - decay) x (mean reward of the task in this "
-            "batch), after the batch's advantages are taken (the first batch of a task starts e at its mean)."
+            "help": "ema/adaptive baselines and value_baseline's scale: each running value x <- decay x + "
+            "(1 - decay) x (this batch's), after the batch's advantages are taken (a task's first batch starts "
+            "x at its own)."
         },
     )
     value_baseline: bool = field(
         default=False,
         metadata={
             "help": "A value head (linear, on the policy's last hidden states, detached: it does not train the "
-            "policy) predicts the return at each completion token; advantages come from GAE over the "
-            "completion tokens with the sequence reward at the last token (gae_gamma, gae_lambda), per token, "
-            "divided by s as for `baseline`. Helps when where in the completion the reward is decided matters "
-            "(credit per token instead of one per completion), once the head has learned (it starts at 0: "
-            "early advantages are the reward itself). Costs one no-grad policy forward per generation batch "
-            "and a head of hidden_size + 1 weights, saved as value_head.safetensors in each checkpoint (and "
-            "restored on resume; a rollback of a bad step keeps the head). Replaces the baseline (leave "
-            "baseline: group); not with field_credit."
+            "policy) predicts the return to go at each completion token; once it predicts well, advantages "
+            "come from GAE over the completion tokens (gae_gamma, gae_lambda), centred and scaled per task as "
+            "for `baseline` (a = (A - c) / s over the task's tokens). Rewards per token: the sequence reward at "
+            "the last token; with field_credit each P: field's term at the field's last token (each written "
+            "move's at the move's), so GAE credits each token with what follows it. Warm-up: each batch, "
+            "before the head trains on it, its explained variance of these returns is measured; below "
+            "value_warmup_ev the batch keeps the group baseline's advantages (field credit's with field_credit) "
+            "and only the head trains. The head is its own part: its own optimizer group (value_learning_rate, "
+            "no weight decay, the policy's LR schedule), its own gradient clipping (value_max_grad_norm; TRL's "
+            "max_grad_norm clips the policy only), its loss weight value_coef; its bias starts at the first "
+            "batch's mean return. Logs value/loss, "
+            "value/explained_variance (and per task), value/gae_used, value/grad_norm (before clipping), "
+            "value/mean. Costs one no-grad policy forward per generation batch and hidden_size + 1 weights, "
+            "saved as value_head.safetensors in each checkpoint (restored on resume; a rollback of a bad step "
+            "keeps the head). Replaces the baseline (leave baseline: group)."
         },
     )
     value_coef: float = field(
-        default=0.1, metadata={"help": "value_baseline: weight of the value loss 0.5 (V - return)^2."}
+        default=0.1,
+        metadata={
+            "help": "value_baseline: weight of the value loss 0.5 (V - return)^2 (it trains the head only)."
+        },
     )
     value_learning_rate: float = field(
-        default=1e-3,
-        metadata={"help": "value_baseline: learning rate of the value head (same optimizer and schedule)."},
+        default=1e-4,
+        metadata={
+            "help": "value_baseline: learning rate of the value head's optimizer group (Adam moves each of its "
+            "hidden_size weights by about this much per step: at 1e-3 the head overshot the returns)."
+        },
+    )
+    value_max_grad_norm: float = field(
+        default=1.0,
+        metadata={
+            "help": "value_baseline: the value head's gradients are clipped to this norm on their own."
+        },
+    )
+    value_warmup_ev: float = field(
+        default=0.2,
+        metadata={
+            "help": "value_baseline: a batch uses GAE advantages once the head explains at least this share "
+            "of its returns' variance (measured before training on them); 1.1: never (the head only learns)."
+        },
     )
     gae_gamma: float = field(default=1.0, metadata={"help": "value_baseline: GAE discount per token."})
     gae_lambda: float = field(
         default=0.95,
-        metadata={"help": "value_baseline: GAE lambda (1: reward minus value; 0: one-step TD errors)."},
+        metadata={"help": "value_baseline: GAE lambda (1: reward to go minus value; 0: one-step TD errors)."},
     )
     dynamic_sampling: bool = field(
         default=False,
@@ -113,24 +145,17 @@ def check_rl_options(config) -> None:
         raise ValueError(
             "baseline ema/adaptive and value_baseline need multi_objective_aggregation: sum_then_normalize"
         )
-    if config.baseline != "group" and config.field_credit:
-        raise ValueError(
-            f"baseline {config.baseline} does not reach P: answers under field_credit, which takes each "
-            "field's advantage against its group itself: set field_credit: false (or baseline: group)"
-        )
     if config.value_baseline:
         if config.baseline != "group":
             raise ValueError(
                 "value_baseline replaces the baseline: set baseline: group (or value_baseline: false)"
             )
-        if config.field_credit:
-            raise ValueError("value_baseline and field_credit both set per-token advantages: choose one")
         if not (0.0 < config.gae_gamma <= 1.0 and 0.0 <= config.gae_lambda <= 1.0):
             raise ValueError(
                 f"need 0 < gae_gamma <= 1 and 0 <= gae_lambda <= 1, got {config.gae_gamma}, {config.gae_lambda}"
             )
-        if config.value_coef < 0.0 or config.value_learning_rate <= 0.0:
-            raise ValueError("need value_coef >= 0 and value_learning_rate > 0")
+        if config.value_coef < 0.0 or config.value_learning_rate <= 0.0 or config.value_max_grad_norm <= 0.0:
+            raise ValueError("need value_coef >= 0, value_learning_rate > 0 and value_max_grad_norm > 0")
     if config.dynamic_sampling_max_rounds < 1:
         raise ValueError(
             f"dynamic_sampling_max_rounds must be >= 1, got {config.dynamic_sampling_max_rounds}"

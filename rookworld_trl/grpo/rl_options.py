@@ -4,7 +4,8 @@ shape_advantages and compute_loss). Plain functions of tensors and modules, no t
 - `normalise_like_trl`: a per-token loss term aggregated as GRPOTrainer aggregates its loss for a loss_type
   (the exact KL of kl_estimator forward/reverse/symmetric enters the loss so, as beta x KL);
 - `rollout_values`, `value_loss`: the value head of value_baseline (GAE in advantages.py);
-- `add_value_head`, `save_value_head`, `load_value_head`: its optimizer group and its file in each checkpoint.
+- `add_value_head`, `save_value_head`, `load_value_head`, `start_value_head`: its optimizer group, its file in each
+  checkpoint, its starting bias.
 
 Baselines, GAE and the value head are in advantages.py, the exact KL in kl.py, dynamic sampling in
 dynamic_sampling.py.
@@ -92,7 +93,17 @@ def save_value_head(value_head, checkpoint: str) -> None:
     save_file(state, os.path.join(checkpoint, VALUE_HEAD_FILE))
 
 
-def load_value_head(value_head, checkpoint: str) -> None:
+def load_value_head(value_head, checkpoint: str) -> bool:
+    """The checkpoint's head into `value_head`; False when the checkpoint has none."""
     path = os.path.join(checkpoint, VALUE_HEAD_FILE)
     if os.path.isfile(path):
         value_head.load_state_dict(load_file(path, device=str(value_head.weight.device)))
+    return os.path.isfile(path)
+
+
+@torch.no_grad()
+def start_value_head(value_head, returns: torch.Tensor, mask: torch.Tensor) -> None:
+    """The head's bias set to the mean return over the masked tokens (the weights stay 0): a head that starts
+    at 0 climbs towards the returns with every weight moving the same way, and Adam's momentum carries it past
+    them (issue 33's first run: V rose to 0.74 against returns of ~0.4, explained variance -6)."""
+    value_head.bias.fill_(float((returns * mask).sum() / mask.sum().clamp(min=1)))

@@ -5,10 +5,11 @@ TRL does the GRPO work (sampling K completions per prompt, group advantages, cli
 the trainer changes it through the hooks of rookworld_trl/training/trl_compat.py (the one module that touches
 TRL's internals), each overridden once, here:
   - `shape_advantages`: TRL's advantages -> ours, top to bottom: the reference's hidden states kept for an exact
-    KL; the EMA/adaptive baseline or the value head's GAE (rl_config.py, advantages.py); field credit of P:
-    answers (`field_credit`, credit.py);
+    KL; the EMA/adaptive baseline (rl_config.py, advantages.py); field credit of P: answers (`field_credit`,
+    credit.py, against the same baseline); the value head's GAE over the fields' rewards once its warm-up ends;
   - `compute_loss`: TRL's clipped loss (its k3 KL term unless an exact estimator replaces it) + beta x the
     exact KL (kl.py) + the value head's loss + supervised replay of A: truths (replay.py);
+  - `create_optimizer`: Trainer's, plus the value head's own group and an optimizer hook that clips its gradients;
   - `training_step`: self-play positions mixed into P: prompts (selfplay.py), each micro-batch's loss and KL
     reported to the step guard;
   - the step guard (safety.py: faults.py, kl_control.py, snapshots.py): NaN/divergence rollback, adaptive KL
@@ -128,6 +129,8 @@ class RookWorldGRPOTrainer(GRPOSeams):
         """The running baseline, the hidden-state taps of an exact KL and the value head, the checks."""
         a = self.args
         self.running_baseline = adv.RunningBaseline(a.baseline_ema_decay)
+        self.gae_state: dict = {}  # value_baseline: the running scale of GAE advantages per task
+        self.value_started = False  # value_baseline: its bias comes from its first batch or a checkpoint
         self.exact_kl = a.kl_estimator != "k3"
         if self.exact_kl and self.ref_model is None:
             raise ValueError(
@@ -198,42 +201,44 @@ class RookWorldGRPOTrainer(GRPOSeams):
             return super().score(inputs)
 
     def shape_advantages(self, output):
-        """TRL's scored batch -> the advantages our loss trains on (A: rows keep theirs under field credit)."""
+        """TRL's scored batch -> the advantages our loss trains on: the EMA/adaptive baseline, field credit of
+        P: answers (A: rows keep their sequence advantage), then the value head's GAE once it predicts well."""
         if self.ref_tap is not None and self.ref_tap.records:
             hidden = completion_hidden(self.ref_tap.records, output["completion_ids"].shape[1])
             output["ref_hidden"] = hidden.detach().to(output["completion_ids"].device)
-        if self.model.training and (self.args.baseline != "group" or self.args.value_baseline):
-            output = self._baseline_advantages(output)
-        if self.args.field_credit and self.model.training:
-            output["advantages"] = self._field_advantages(output["advantages"], output["completion_ids"])
-        return output
-
-    def _baseline_advantages(self, output):
-        """(r - b) / s against an EMA/adaptive baseline b, or per token by GAE from the value head's values."""
-        a, n, rows = self.args, self.num_generations, len(output["completion_ids"])
-        start = self.accelerator.process_index * rows
-        local = slice(start, start + rows)
-        rewards = adv.row_rewards(self.scored_rewards, self.reward_weights)  # every process's rows
-        tasks = [adv.task_of(p) for p in gather_object(self.scored_prompts)]
-        scale = adv.reward_scale(rewards, tasks, n, self.scale_rewards)
+        if not self.model.training:
+            return output
+        a, sequence, terms, layouts = self.args, None, None, None
+        if a.baseline != "group":
+            sequence = self._running_advantages(output)
+        if a.field_credit:
+            terms, layouts = self._field_parts(output["completion_ids"])
+            output["advantages"] = self._field_advantages(output["advantages"], terms, layouts, sequence)
         if a.value_baseline:
-            mask = output["completion_mask"] * output.get("tool_mask", 1)
-            batch = self.args.per_device_train_batch_size
-            values = rl.rollout_values(self.model, self.value_head, output, batch, self.accelerator.autocast)
-            advantages, returns = adv.gae(rewards[local], values, mask, a.gae_gamma, a.gae_lambda)
-            output["advantages"] = advantages / (scale[local].unsqueeze(1) + adv.EPS)
-            output["returns"] = returns
-            self.log_metric("value/mean", float((values * mask).sum() / mask.sum().clamp(min=1)))
-        else:
-            baseline = self.running_baseline(a.baseline, rewards, tasks, n)
-            output["advantages"] = adv.baseline_advantages(rewards, baseline, scale)[local]
-            for task, state in self.running_baseline.state.items():
-                self.log_metric(f"baseline/{task.rstrip(':')}", state["mean"])
+            self._value_advantages(output, terms, layouts)
+        if a.baseline != "group" or a.value_baseline:
+            self._log_advantages(output)
         return output
 
-    def _field_advantages(self, sequence: torch.Tensor, completion_ids: torch.Tensor) -> torch.Tensor:
-        """(B, T) advantages: each listed move and each P: field gets its own verdict's advantage (credit.py);
-        the parts are graded again by the policy reward's grader, from its memo."""
+    def _local(self, rows: int) -> slice:
+        """This process's rows among every process's (TRL's order)."""
+        start = self.accelerator.process_index * rows
+        return slice(start, start + rows)
+
+    def _running_advantages(self, output) -> adv.BaselineAdvantages:
+        """(r - b - c) / s against the EMA/adaptive baseline (advantages.RunningBaseline), every process's rows."""
+        rewards = adv.row_rewards(self.scored_rewards, self.reward_weights)
+        tasks = [adv.task_of(p) for p in gather_object(self.scored_prompts)]
+        scaled = self.scale_rewards != "none"
+        out = self.running_baseline(self.args.baseline, rewards, tasks, self.num_generations, scaled)
+        output["advantages"] = out.advantages[self._local(len(output["completion_ids"]))]
+        for task, state in self.running_baseline.state.items():
+            self.log_metric(f"baseline/{task.rstrip(':')}", state["mean"])
+        return out
+
+    def _field_parts(self, completion_ids: torch.Tensor) -> tuple[list, list]:
+        """This process's rows: each P: answer's field terms (credit.field_terms; None: A: or unparseable), graded
+        again by the policy reward's grader from its memo, and each row's token layout (credit.token_layout)."""
         from rookworld_trl.rewards.functions import policy_components, policy_grader
 
         texts = self.processing_class.batch_decode(completion_ids.tolist(), skip_special_tokens=False)
@@ -241,16 +246,73 @@ class RookWorldGRPOTrainer(GRPOSeams):
         components = policy_components(
             policy_grader(self.reward_funcs), self.scored_prompts, [t.split(eos, 1)[0] for t in texts]
         )
-        terms = gather_object([credit.field_terms(c, self.args.reward_shaping) for c in components])
-        rewards = adv.row_rewards(self.scored_rewards, self.reward_weights)
-        tasks = [adv.task_of(p) for p in gather_object(self.scored_prompts)]
-        scale = adv.reward_scale(rewards, tasks, self.num_generations, self.scale_rewards).tolist()
-        start = self.accelerator.process_index * len(components)  # a group may span processes, as in TRL
-        rows = credit.row_advantages(terms, scale, self.num_generations)[start : start + len(components)]
+        terms = [credit.field_terms(c, self.args.reward_shaping) for c in components]
         pieces = self.processing_class.batch_decode(completion_ids.reshape(-1, 1).tolist())
         width = completion_ids.shape[1]
         layouts = [credit.token_layout(pieces[i : i + width]) for i in range(0, len(pieces), width)]
-        return credit.spread(rows, layouts, sequence)
+        return terms, layouts
+
+    def _field_advantages(self, sequence, local_terms, layouts, baseline=None) -> torch.Tensor:
+        """(B, T) advantages: each listed move and each P: field gets its own verdict's advantage (credit.py),
+        against its group, or under an ema/adaptive `baseline` against the same baseline as the sequence."""
+        terms = gather_object(local_terms)
+        n = self.num_generations
+        if baseline is None:
+            rewards = adv.row_rewards(self.scored_rewards, self.reward_weights)
+            tasks = [adv.task_of(p) for p in gather_object(self.scored_prompts)]
+            scale = adv.reward_scale(rewards, tasks, n, self.scale_rewards)
+        else:
+            scale = baseline.scale
+        rows = credit.row_advantages(terms, scale.tolist(), n)  # a group may span processes, as in TRL
+        if baseline is not None:
+            rows = adv.recentre_fields(rows, terms, baseline.weights, baseline.scale, n)
+        return credit.spread(rows[self._local(len(local_terms))], layouts, sequence)
+
+    def _value_advantages(self, output, terms, layouts) -> None:
+        """The value head's returns (reward to go) for its loss; GAE advantages once its explained variance
+        of this batch's returns, measured before it trains on them, reaches value_warmup_ev."""
+        a, ids = self.args, output["completion_ids"]
+        rewards = adv.row_rewards(self.scored_rewards, self.reward_weights)[self._local(len(ids))]
+        mask = output["completion_mask"] * output.get("tool_mask", 1)
+        mask = mask * (~rewards.isnan()).unsqueeze(1).to(mask.dtype)  # unscored rows: no target, advantage 0
+        no_terms = [None] * len(ids)
+        per_token = adv.token_rewards(rewards, mask, terms or no_terms, layouts or no_terms).to(mask.device)
+        zero = torch.zeros_like(per_token)
+        returns = adv.gae(per_token, zero, mask, a.gae_gamma, 1.0)[1] * mask  # lambda 1: V does not enter
+        if not self.value_started:  # the head's first batch: its bias starts at the returns' mean, so the
+            rl.start_value_head(self.value_head, returns, mask)  # weights learn the variance, not the level
+            self.value_started = True
+        batch = self.args.per_device_train_batch_size
+        values = rl.rollout_values(self.model, self.value_head, output, batch, self.accelerator.autocast)
+        output["returns"] = returns
+        tasks = [adv.task_of(p) for p in self.scored_prompts]
+        explained = adv.explained_variance(values, returns, mask)
+        self.log_metric("value/explained_variance", explained)
+        for task in sorted(set(tasks)):
+            rows = torch.tensor([t == task for t in tasks], device=mask.device).unsqueeze(1)
+            name = f"value/explained_variance/{task.rstrip(':')}"
+            self.log_metric(name, adv.explained_variance(values, returns, mask * rows))
+        self.log_metric("value/mean", float((values * mask).sum() / mask.sum().clamp(min=1)))
+        use = explained >= a.value_warmup_ev  # False for NaN
+        self.log_metric("value/gae_used", float(use))
+        if use:
+            advantages = adv.gae(per_token, values, mask, a.gae_gamma, a.gae_lambda)[0]
+            output["advantages"] = adv.centre_tokens(
+                advantages, mask, tasks, self.gae_state, a.baseline_ema_decay
+            )
+
+    def _log_advantages(self, output) -> None:
+        """adv/mean/<task>, adv/std/<task>: the advantages this process trains on, over completion tokens."""
+        advantages, mask = output["advantages"], output["completion_mask"].bool()
+        if advantages.dim() == 1:
+            advantages = advantages.unsqueeze(1).expand_as(mask)
+        tasks = [adv.task_of(p) for p in self.scored_prompts]
+        for task in sorted(set(tasks)):
+            rows = torch.tensor([t == task for t in tasks], device=mask.device).unsqueeze(1)
+            values = advantages[mask & rows].float()
+            if values.numel() > 1:
+                self.log_metric(f"adv/mean/{task.rstrip(':')}", float(values.mean()))
+                self.log_metric(f"adv/std/{task.rstrip(':')}", float(values.std()))
 
     # ---- the loss ----
 
@@ -354,7 +416,17 @@ class RookWorldGRPOTrainer(GRPOSeams):
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
         if self.value_head is not None:
             rl.add_value_head(optimizer, self.value_head, self.args.value_learning_rate)
+            if self._value_clip is None:  # the head is no part of the model: TRL's clipping never sees it
+                self._value_clip = optimizer.register_step_pre_hook(self._clip_value_head)
         return optimizer
+
+    _value_clip = None  # the optimizer hook that clips the value head's gradients
+
+    def _clip_value_head(self, optimizer, args, kwargs) -> None:
+        """Before each optimizer step: the value head's gradients clipped to value_max_grad_norm on their own;
+        logs value/grad_norm (before clipping)."""
+        norm = torch.nn.utils.clip_grad_norm_(self.value_head.parameters(), self.args.value_max_grad_norm)
+        self.log_metric("value/grad_norm", float(norm))
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.args.lr_schedule != "warmup_cosine_linear" or self.lr_scheduler is not None:
@@ -377,6 +449,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
             "nan_recoveries": self.guard.nan_recoveries,
             "healthy": self.guard.healthy,
             "baseline": self.running_baseline.state,
+            "gae": self.gae_state,
         }
         checkpoints.write_json_atomic(os.path.join(path, STATE_FILE), state)
         if self.value_head is not None:
@@ -396,5 +469,6 @@ class RookWorldGRPOTrainer(GRPOSeams):
             self.kl_control.restore(state["beta"])
             self.guard.nan_recoveries = state["nan_recoveries"]
             self.running_baseline.state = state["baseline"]
+            self.gae_state = state.get("gae", {})
         if self.value_head is not None:
-            rl.load_value_head(self.value_head, checkpoint)
+            self.value_started = rl.load_value_head(self.value_head, checkpoint)
