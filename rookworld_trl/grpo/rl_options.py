@@ -18,6 +18,7 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 
+from rookworld_trl.grpo import advantages as adv
 from rookworld_trl.model.loading import gpt2_backbone
 
 VALUE_HEAD_FILE = "value_head.safetensors"  # inside each checkpoint
@@ -107,3 +108,61 @@ def start_value_head(value_head, returns: torch.Tensor, mask: torch.Tensor) -> N
     at 0 climbs towards the returns with every weight moving the same way, and Adam's momentum carries it past
     them (issue 33's first run: V rose to 0.74 against returns of ~0.4, explained variance -6)."""
     value_head.bias.fill_(float((returns * mask).sum() / mask.sum().clamp(min=1)))
+
+
+# ---- the trainer's value-head steps (grpo/trainer.py calls them with itself) ----
+
+
+def value_advantages(trainer, output, terms, layouts) -> None:
+    """The value head's returns (reward to go) for its loss; GAE advantages once its explained variance
+    of this batch's returns, measured before it trains on them, reaches value_warmup_ev."""
+    a, ids = trainer.args, output["completion_ids"]
+    rewards = adv.row_rewards(trainer.scored_rewards, trainer.reward_weights)[trainer._local(len(ids))]
+    mask = output["completion_mask"] * output.get("tool_mask", 1)
+    mask = mask * (~rewards.isnan()).unsqueeze(1).to(mask.dtype)  # unscored rows: no target, advantage 0
+    no_terms = [None] * len(ids)
+    per_token = adv.token_rewards(rewards, mask, terms or no_terms, layouts or no_terms).to(mask.device)
+    zero = torch.zeros_like(per_token)
+    returns = adv.gae(per_token, zero, mask, a.gae_gamma, 1.0)[1] * mask  # lambda 1: V does not enter
+    if not trainer.value_started:  # the head's first batch: its bias starts at the returns' mean, so the
+        start_value_head(trainer.value_head, returns, mask)  # weights learn the variance, not the level
+        trainer.value_started = True
+    batch = trainer.args.per_device_train_batch_size
+    values = rollout_values(trainer.model, trainer.value_head, output, batch, trainer.accelerator.autocast)
+    output["returns"] = returns
+    tasks = [adv.task_of(p) for p in trainer.scored_prompts]
+    explained = adv.explained_variance(values, returns, mask)
+    trainer.log_metric("value/explained_variance", explained)
+    for task in sorted(set(tasks)):
+        rows = torch.tensor([t == task for t in tasks], device=mask.device).unsqueeze(1)
+        name = f"value/explained_variance/{task.rstrip(':')}"
+        trainer.log_metric(name, adv.explained_variance(values, returns, mask * rows))
+    trainer.log_metric("value/mean", float((values * mask).sum() / mask.sum().clamp(min=1)))
+    use = explained >= a.value_warmup_ev  # False for NaN
+    trainer.log_metric("value/gae_used", float(use))
+    if use:
+        advantages = adv.gae(per_token, values, mask, a.gae_gamma, a.gae_lambda)[0]
+        output["advantages"] = adv.centre_tokens(
+            advantages, mask, tasks, trainer.gae_state, a.baseline_ema_decay
+        )
+
+
+def log_advantages(trainer, output) -> None:
+    """adv/mean/<task>, adv/std/<task>: the advantages this process trains on, over completion tokens."""
+    advantages, mask = output["advantages"], output["completion_mask"].bool()
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1).expand_as(mask)
+    tasks = [adv.task_of(p) for p in trainer.scored_prompts]
+    for task in sorted(set(tasks)):
+        rows = torch.tensor([t == task for t in tasks], device=mask.device).unsqueeze(1)
+        values = advantages[mask & rows].float()
+        if values.numel() > 1:
+            trainer.log_metric(f"adv/mean/{task.rstrip(':')}", float(values.mean()))
+            trainer.log_metric(f"adv/std/{task.rstrip(':')}", float(values.std()))
+
+
+def clip_value_head(trainer, optimizer, args, kwargs) -> None:
+    """Before each optimizer step: the value head's gradients clipped to value_max_grad_norm on their own;
+    logs value/grad_norm (before clipping)."""
+    norm = torch.nn.utils.clip_grad_norm_(trainer.value_head.parameters(), trainer.args.value_max_grad_norm)
+    trainer.log_metric("value/grad_norm", float(norm))

@@ -48,7 +48,7 @@ from rookworld_trl.model.shared_prefix import use_shared_prefix
 from rookworld_trl.training import checkpoints, publish
 from rookworld_trl.training.interrupt import SaveOnInterrupt
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
-from rookworld_trl.training.trl_compat import GRPOSeams
+from rookworld_trl.training.trl_compat import GRPOSeams, place_ref_model
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
         self._init_rl_options()
         if own_sampler:
             check_supported(self.args, self.model, self.accelerator)
-        self.ref_device = self._place_ref_model(self.args.ref_model_device)
+        self.ref_device = place_ref_model(self, self.args.ref_model_device)
         for model in (self.model, self.ref_model):  # TRL loads the reference itself, not through our loader
             if model is not None:
                 use_fused_gelu(model)
@@ -163,30 +163,6 @@ class RookWorldGRPOTrainer(GRPOSeams):
                 if self.args.shared_prefix_scoring:  # it reads the padding-aware positions
                     use_shared_prefix(model)
 
-    def _place_ref_model(self, device: str | None) -> torch.device | None:
-        """The reference model on its own device (`ref_model_device`); trl_compat moves its inputs there."""
-        if device is None:
-            return None
-        if self.ref_model is None:
-            logger.warning(
-                f"ref_model_device={device} ignored: no separate reference model (beta == 0 or PEFT)"
-            )
-            return None
-        if self.is_deepspeed_enabled or self.is_fsdp_enabled:
-            raise ValueError(
-                "ref_model_device is not supported with DeepSpeed/FSDP, which shard the reference model"
-            )
-        device = torch.device(device)
-        if device.type == "cuda":
-            count = torch.cuda.device_count()
-            device = torch.device(
-                "cuda", torch.cuda.current_device() if device.index is None else device.index
-            )
-            if device.index >= count:
-                raise ValueError(f"ref_model_device={device}: only {count} CUDA device(s) visible")
-        self.ref_model.to(device)
-        return device
-
     # ---- sampling and advantages ----
 
     def generate_batch(self, inputs):
@@ -215,9 +191,9 @@ class RookWorldGRPOTrainer(GRPOSeams):
             terms, layouts = self._field_parts(output["completion_ids"])
             output["advantages"] = self._field_advantages(output["advantages"], terms, layouts, sequence)
         if a.value_baseline:
-            self._value_advantages(output, terms, layouts)
+            rl.value_advantages(self, output, terms, layouts)
         if a.baseline != "group" or a.value_baseline:
-            self._log_advantages(output)
+            rl.log_advantages(self, output)
         return output
 
     def _local(self, rows: int) -> slice:
@@ -267,52 +243,6 @@ class RookWorldGRPOTrainer(GRPOSeams):
         if baseline is not None:
             rows = adv.recentre_fields(rows, terms, baseline.weights, baseline.scale, n)
         return credit.spread(rows[self._local(len(local_terms))], layouts, sequence)
-
-    def _value_advantages(self, output, terms, layouts) -> None:
-        """The value head's returns (reward to go) for its loss; GAE advantages once its explained variance
-        of this batch's returns, measured before it trains on them, reaches value_warmup_ev."""
-        a, ids = self.args, output["completion_ids"]
-        rewards = adv.row_rewards(self.scored_rewards, self.reward_weights)[self._local(len(ids))]
-        mask = output["completion_mask"] * output.get("tool_mask", 1)
-        mask = mask * (~rewards.isnan()).unsqueeze(1).to(mask.dtype)  # unscored rows: no target, advantage 0
-        no_terms = [None] * len(ids)
-        per_token = adv.token_rewards(rewards, mask, terms or no_terms, layouts or no_terms).to(mask.device)
-        zero = torch.zeros_like(per_token)
-        returns = adv.gae(per_token, zero, mask, a.gae_gamma, 1.0)[1] * mask  # lambda 1: V does not enter
-        if not self.value_started:  # the head's first batch: its bias starts at the returns' mean, so the
-            rl.start_value_head(self.value_head, returns, mask)  # weights learn the variance, not the level
-            self.value_started = True
-        batch = self.args.per_device_train_batch_size
-        values = rl.rollout_values(self.model, self.value_head, output, batch, self.accelerator.autocast)
-        output["returns"] = returns
-        tasks = [adv.task_of(p) for p in self.scored_prompts]
-        explained = adv.explained_variance(values, returns, mask)
-        self.log_metric("value/explained_variance", explained)
-        for task in sorted(set(tasks)):
-            rows = torch.tensor([t == task for t in tasks], device=mask.device).unsqueeze(1)
-            name = f"value/explained_variance/{task.rstrip(':')}"
-            self.log_metric(name, adv.explained_variance(values, returns, mask * rows))
-        self.log_metric("value/mean", float((values * mask).sum() / mask.sum().clamp(min=1)))
-        use = explained >= a.value_warmup_ev  # False for NaN
-        self.log_metric("value/gae_used", float(use))
-        if use:
-            advantages = adv.gae(per_token, values, mask, a.gae_gamma, a.gae_lambda)[0]
-            output["advantages"] = adv.centre_tokens(
-                advantages, mask, tasks, self.gae_state, a.baseline_ema_decay
-            )
-
-    def _log_advantages(self, output) -> None:
-        """adv/mean/<task>, adv/std/<task>: the advantages this process trains on, over completion tokens."""
-        advantages, mask = output["advantages"], output["completion_mask"].bool()
-        if advantages.dim() == 1:
-            advantages = advantages.unsqueeze(1).expand_as(mask)
-        tasks = [adv.task_of(p) for p in self.scored_prompts]
-        for task in sorted(set(tasks)):
-            rows = torch.tensor([t == task for t in tasks], device=mask.device).unsqueeze(1)
-            values = advantages[mask & rows].float()
-            if values.numel() > 1:
-                self.log_metric(f"adv/mean/{task.rstrip(':')}", float(values.mean()))
-                self.log_metric(f"adv/std/{task.rstrip(':')}", float(values.std()))
 
     # ---- the loss ----
 
@@ -416,17 +346,13 @@ class RookWorldGRPOTrainer(GRPOSeams):
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
         if self.value_head is not None:
             rl.add_value_head(optimizer, self.value_head, self.args.value_learning_rate)
-            if self._value_clip is None:  # the head is no part of the model: TRL's clipping never sees it
-                self._value_clip = optimizer.register_step_pre_hook(self._clip_value_head)
+            if not getattr(
+                self, "_value_clip", None
+            ):  # the head is no part of the model: TRL's clipping skips it
+                self._value_clip = optimizer.register_step_pre_hook(
+                    functools.partial(rl.clip_value_head, self)
+                )
         return optimizer
-
-    _value_clip = None  # the optimizer hook that clips the value head's gradients
-
-    def _clip_value_head(self, optimizer, args, kwargs) -> None:
-        """Before each optimizer step: the value head's gradients clipped to value_max_grad_norm on their own;
-        logs value/grad_norm (before clipping)."""
-        norm = torch.nn.utils.clip_grad_norm_(self.value_head.parameters(), self.args.value_max_grad_norm)
-        self.log_metric("value/grad_norm", float(norm))
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.args.lr_schedule != "warmup_cosine_linear" or self.lr_scheduler is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import math
 import os
 import shutil
@@ -28,6 +29,8 @@ from rookworld_trl.model import shared_prefix
 from rookworld_trl.model.loading import tied_parameter_names
 from rookworld_trl.quiet_logs import dropping
 from rookworld_trl.training import checkpoints
+
+logger = logging.getLogger(__name__)
 
 # Methods of GRPOTrainer / Trainer we override or call: name -> why
 METHODS = {
@@ -358,3 +361,24 @@ def _swapped(module, name: str, value):
         yield
     finally:
         setattr(module, name, old)
+
+
+def place_ref_model(trainer, device: str | None) -> torch.device | None:
+    """The reference model on its own device (`ref_model_device`); trl_compat moves its inputs there."""
+    if device is None:
+        return None
+    if trainer.ref_model is None:
+        logger.warning(f"ref_model_device={device} ignored: no separate reference model (beta == 0 or PEFT)")
+        return None
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        raise ValueError(
+            "ref_model_device is not supported with DeepSpeed/FSDP, which shard the reference model"
+        )
+    device = torch.device(device)
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
+        if device.index >= count:
+            raise ValueError(f"ref_model_device={device}: only {count} CUDA device(s) visible")
+    trainer.ref_model.to(device)
+    return device
