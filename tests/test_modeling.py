@@ -118,7 +118,7 @@ def test_missing_local_dir_is_one_clear_error(tmp_path):
 
 def test_dir_without_weights_names_the_directory(tmp_path):
     tiny_tokenizer().save_pretrained(tmp_path)
-    with pytest.raises(ModelLoadError, match="local directory") as info:
+    with pytest.raises(ModelLoadError, match="is not a model directory") as info:
         load_model_and_tokenizer(str(tmp_path))
     assert "model.safetensors" in str(info.value)
     assert_not_chained(info.value)
