@@ -77,6 +77,7 @@ def test_accelerate_launch_accepts_config(name):
         assert args.fsdp_version == 2
 
 
+@pytest.mark.slow  # slow: test_launcher's default test launches `rookworld train` through accelerate
 def test_accelerate_launch_cpu_config_runs_parity(tmp_path):
     tokenizer = byte_level_tokenizer()
     random_hf_model(vocab_size=len(tokenizer), n_positions=128).save_pretrained(tmp_path)
@@ -126,6 +127,7 @@ def rank_records(out) -> list[dict]:
     return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
 
 
+@pytest.mark.slow  # slow: test_two_cpu_processes_checkpoint_resume_and_evaluate_once runs 2 processes further
 def test_two_cpu_processes_train_one_step_to_the_same_weights(tmp_path):
     result = launch_two_processes(tmp_path, steps=1)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

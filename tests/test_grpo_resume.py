@@ -148,6 +148,7 @@ def started_until_checkpoint_2(model: str, out) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow  # slow: test_fault_trials_all kills runs 3 times and resumes them
 def test_sigkill_then_auto_resume(model_dir, tmp_path):
     out = tmp_path / "run"
     proc = started_until_checkpoint_2(model_dir, out)
@@ -173,6 +174,7 @@ def test_sigkill_then_auto_resume(model_dir, tmp_path):
     assert (out / "final" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow  # slow: test_launcher's default SIGTERM test takes the same path
 def test_ctrl_c_says_the_step_and_how_to_resume(model_dir, tmp_path):
     out = tmp_path / "run"
     proc = started_until_checkpoint_2(model_dir, out)

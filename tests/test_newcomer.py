@@ -175,6 +175,7 @@ def test_train_help_is_short_fast_and_shows_the_recipe_values(capsys):
     assert sft_values["--dataset"] == "data/sft_tiny" and sft_values["--max_steps"] == "1500"
 
 
+@pytest.mark.slow  # slow: --help-all builds every field's help (11 s)
 def test_help_all_lists_every_field(capsys):
     import subprocess
     import sys
@@ -277,6 +278,7 @@ def test_parity_help_example_works_outside_the_repo(tmp_path, monkeypatch):
 # ---- 10. no one-point learning curve before step 1; no loss_type warning ----
 
 
+@pytest.mark.slow  # slow: a 15 s training stage
 def test_tiny_max_steps_runs_no_learning_curve_eval(tmp_path, capsys):
     from rookworld_trl.eval.callback import EvalCallback
 
