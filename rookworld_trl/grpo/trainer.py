@@ -346,13 +346,13 @@ class RookWorldGRPOTrainer(GRPOSeams):
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
         if self.value_head is not None:
             rl.add_value_head(optimizer, self.value_head, self.args.value_learning_rate)
-            if not getattr(
-                self, "_value_clip", None
-            ):  # the head is no part of the model: TRL's clipping skips it
+            if self._value_clip is None:  # the head is no part of the model: TRL's clipping skips it
                 self._value_clip = optimizer.register_step_pre_hook(
                     functools.partial(rl.clip_value_head, self)
                 )
         return optimizer
+
+    _value_clip = None  # the optimizer hook that clips the value head's gradients, registered once
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.args.lr_schedule != "warmup_cosine_linear" or self.lr_scheduler is not None:
