@@ -137,3 +137,19 @@ def tiny_recipe_argv(model_path: str, tmp_path, *flags: str) -> list[str]:
         "--reward_weights", "1.0", "--field_credit", "false", "--mix_env_ratio", "1.0",
         "--max_completion_length", "16", "--disable_tqdm", "true", "--fen_width", "89", *flags,
     ]  # fmt: skip
+
+
+def generation_rows(trainer, groups: int) -> list[dict]:
+    """A generation batch as TRL's sampler gives it: each prompt repeated num_generations times."""
+    n = trainer.num_generations
+    return [trainer.train_dataset[g] for g in range(groups) for _ in range(n)]
+
+
+def completion_texts(trainer, output) -> list[str]:
+    ids = output["completion_ids"] * output["completion_mask"]  # pad is EOS (0): skipped when decoding
+    return trainer.processing_class.batch_decode(ids, skip_special_tokens=True)
+
+
+def constant(prompts, completions, **kwargs):
+    """1.0 for every completion: every group flat."""
+    return [1.0 for _ in completions]
