@@ -4,6 +4,8 @@ Stockfish. Same `generate` contract and `{name: Metric}` results as rookworld_tr
 
 from __future__ import annotations
 
+import itertools
+
 import chess
 import chess.engine
 from tqdm.auto import tqdm
@@ -32,16 +34,15 @@ def selfplay_suite(
     moves / moves tried (ROOK's figure: 36.3 half-moves, 2.7% illegal; 1 / 37.3 = 2.7%).
     Games also stop when python-chess ends them or at `max_plies`.
     """
-    rounds = tqdm(desc="selfplay", unit="ply", leave=False)
+    plies = itertools.count()
 
     def policy(prompts: list[str]) -> list[str]:  # one call per ply, each ply its own seed
-        out = generate(prompts, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                       top_k=top_k, seed=seed + rounds.n)  # fmt: skip
-        rounds.update()
-        return out
+        bar.update()
+        return generate(prompts, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+                        top_k=top_k, seed=seed + next(plies))  # fmt: skip
 
-    played = play_games(policy, [chess.STARTING_FEN] * games, max_plies, fen_width)
-    rounds.close()
+    with tqdm(desc="selfplay", unit="ply", leave=False) as bar:
+        played = play_games(policy, [chess.STARTING_FEN] * games, max_plies, fen_width)
     legal = [len(game.moves) for game in played]
     illegal = [int(game.ended_illegal) for game in played]
     tried = [a + b for a, b in zip(legal, illegal, strict=True)]
