@@ -115,6 +115,12 @@ def test_series_and_panels():
         "reward": ["reward", "rewards/a/mean"],
         "eval": ["eval/x"],
     }
+    value_run = ["value/explained_variance/P", "value/gae_used", "value/loss", "adv/mean/P", "adv/std/A"]
+    assert panel_keys(value_run) == {
+        "value_explained_variance": ["value/explained_variance/P", "value/gae_used"],
+        "value_loss": ["value/loss"],
+        "advantages": ["adv/mean/P", "adv/std/A"],
+    }
 
 
 def test_missing_metrics_file(tmp_path):

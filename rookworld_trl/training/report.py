@@ -49,6 +49,10 @@ PANELS: dict[str, tuple[str, ...]] = {
     "step_time": ("step_time",),
     "loss": ("loss", "replay_loss"),
     "grad_norm": ("grad_norm",),
+    # value_baseline: can the head predict the returns (> 0), and does GAE stay centred and on scale?
+    "value_explained_variance": ("value/explained_variance*", "value/gae_used"),
+    "value_loss": ("value/loss", "value/grad_norm", "value/mean"),
+    "advantages": ("adv/*",),  # ema/adaptive/value baselines: mean ~0, std ~1 per task
     "eval": ("eval/*",),
 }
 SKIP = {"step", "epoch", "time"}
