@@ -29,7 +29,7 @@ def read(run: str, first: int | None, last: int | None, tail: int) -> pd.DataFra
     frame = frame[frame["prompt"].str.startswith("P:")]
     steps = sorted(frame["step"].unique())
     if first is None:
-        first, last = steps[-tail], steps[-1]
+        first, last = steps[-min(tail, len(steps))], steps[-1]  # a run shorter than the tail: all of it
     return frame[(frame["step"] >= first) & (frame["step"] <= last)]
 
 

@@ -1,0 +1,79 @@
+"""The scripts that read a finished run for docs/EXPERIMENTS.md: scripts/read_completions.py (what the policy wrote,
+from completions/*.parquet) and scripts/experiment_row.py (the row: paired eval, reward trend, watch, value head),
+on a run folder written here with known answers.
+
+    .venv/bin/python -m pytest tests/test_run_scripts.py
+"""
+
+import json
+import subprocess
+import sys
+
+import chess
+import pandas as pd
+from tiny_grpo import ROOT
+
+from rookworld_trl.chess.formats import policy_prompt
+
+START = policy_prompt(chess.STARTING_FEN)
+ANSWERS = [  # precision 0.5, B: legal, selection +0.5 / precision 1, B: legal / precision 0.5, B: illegal, -0.5
+    " e2e4 d2d4 e2e5 e3e4 E: 1 2 3 4 B: d2d4",
+    " e2e4 e2e4 g1f3 E: 1 1 2 B: g1f3",
+    " e2e5 d2d4 E: 1 2 B: e2e5",
+]
+
+
+def write_run(run, with_value: bool):
+    (run / "completions").mkdir(parents=True)
+    for step in (1, 2):
+        rows = [{"step": step, "prompt": START, "completion": c} for c in ANSWERS]
+        rows.append({"step": step, "prompt": "A: not a P: prompt", "completion": " anything"})
+        pd.DataFrame(rows).to_parquet(run / "completions" / f"completions_{step:05d}.parquet")
+    metrics = [{"step": s, "reward": 0.3 + 0.01 * s + 0.002 * (s % 3)} for s in range(1, 41)]
+    if with_value:
+        for row in metrics:
+            row.update({"value/explained_variance": 0.1, "value/gae_used": 1.0, "value/grad_norm": 0.5})
+    metrics.append({"step": 40, "train_runtime": 300.0})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
+    delta = {"value": 0.05, "ci": [0.02, 0.08]}
+    suites = {
+        "policy": {
+            "greedy/legal_best_move": {"model": {"value": 0.65}, "baseline": {"value": 0.6}, "delta": delta},
+            "greedy/best_move_accuracy": {"delta": {"value": -0.01, "ci": [-0.03, 0.01]}},
+            "greedy/reward": {"delta": {"value": 0.02, "ci": [0.01, 0.03]}},
+        },
+        "env": {"next_state_accuracy": {"delta": {"value": 0.0, "ci": [-0.02, 0.02]}}},
+    }
+    (run / "eval_whole").mkdir()
+    (run / "eval_whole" / "eval.json").write_text(json.dumps({"suites": suites}))
+
+
+def script(name, *args):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_read_completions_reads_what_was_written(tmp_path):
+    write_run(tmp_path, with_value=False)
+    got = dict(line.split(None, 1) for line in script("read_completions.py", str(tmp_path)).splitlines())
+    assert got["answers"].strip() == "6"  # P: answers only, both steps
+    assert abs(float(got["precision"]) - 2 / 3) < 1e-3  # 0.5, 1, 0.5
+    assert abs(float(got["b_legal"]) - 2 / 3) < 1e-3
+    assert float(got["selection"]) == 0.0  # +0.5 and -0.5 on the two mixed lists
+    assert abs(float(got["distinct"]) - 8 / 3) < 1e-3  # 4, 2 (a repeat counts once), 2
+
+
+def test_experiment_row_has_the_eval_trend_watch_and_value_head(tmp_path):
+    write_run(tmp_path, with_value=True)
+    row = script("experiment_row.py", str(tmp_path)).strip().split(" | ")
+    assert row[0] == "65.0% vs 60.0%"
+    assert row[1] == "legal best move +5.0* [+2.0, +8.0]"
+    assert row[2] == "top 1 -1.0 [-3.0, +1.0]"
+    assert row[3] == "P: reward +0.020* [+0.010, +0.030]"
+    assert row[5].startswith("reward trend +0.30")  # 0.01 a step over 30 steps between quarters
+    assert row[6].startswith("value EV last 10 steps 0.10 (max 0.10), GAE on 40/40 steps")
+    assert row[7] == "5.0 min training"
+    assert row[8].startswith("watch 0.67 / +0.00 / ")
