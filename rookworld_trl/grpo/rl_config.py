@@ -47,7 +47,8 @@ class RLOptions:
             "sqrt(N - 1) for its N rows in the batch; scale_rewards none: s = 1 (formulas: "
             "grpo/advantages.py RunningBaseline). With field_credit each P: field's term gets the same formula "
             "(w and s from the sequence rewards, e the batch's mean of the term). Needs "
-            "multi_objective_aggregation sum_then_normalize."
+            "multi_objective_aggregation sum_then_normalize. On the main job (docs/EXPERIMENTS.md, issue 33) "
+            "adaptive matches group; ema ends 3-9 points below it (a position's difficulty enters every advantage)."
         },
     )
     baseline_ema_decay: float = field(
