@@ -27,6 +27,18 @@ def task_of(prompt) -> str:
     return text[:2] if text[:2] in ("P:", "A:") else "other"
 
 
+def task_masks(tasks: list[str], device) -> dict[str, torch.Tensor]:
+    """task -> (N,) bool mask of its rows, tasks in sorted order (one per task prefix, see task_of)."""
+    return {task: torch.tensor([t == task for t in tasks], device=device) for task in sorted(set(tasks))}
+
+
+def running_scale(old_var: float | None, var_now: float, decay: float) -> tuple[float, float]:
+    """(V, s): V the running mean of the batch's mean square (old_var None: starts at var_now), and the scale
+    s = sqrt(max(V, var_now)): never below this batch's own spread, so no advantage exceeds what its batch gives."""
+    var = decay * (var_now if old_var is None else old_var) + (1 - decay) * var_now
+    return var, max(var, var_now) ** 0.5
+
+
 def _nanstd(x: torch.Tensor, dim=None) -> torch.Tensor:
     """Bessel-corrected std ignoring NaN (NaN with fewer than 2 values), as TRL's nanstd."""
     mean = x.nanmean(dim=dim, keepdim=dim is not None)
@@ -44,8 +56,7 @@ def reward_scale(rewards: torch.Tensor, tasks: list[str], n: int, mode: str) -> 
     if mode == "batch":
         return _nanstd(rewards).nan_to_num(0.0).expand_as(rewards).clone()
     scale = _nanstd(rewards.view(-1, n), dim=1).nan_to_num(0.0).repeat_interleave(n)
-    for task in set(tasks):
-        rows = torch.tensor([t == task for t in tasks], device=rewards.device)
+    for rows in task_masks(tasks, rewards.device).values():
         fallback = float(_nanstd(rewards[rows]).nan_to_num(0.0))
         flat = rows & torch.isclose(scale, torch.zeros_like(scale))
         scale[flat] = fallback if fallback > 0 else 1.0
@@ -89,9 +100,7 @@ class RunningBaseline:
     def __call__(self, kind: str, rewards: torch.Tensor, tasks: list[str], n: int, scaled: bool = True):
         """BaselineAdvantages of this batch ('ema' or 'adaptive'); then the running values move on."""
         out = BaselineAdvantages(*(torch.zeros_like(rewards) for _ in range(3)))
-        group_tasks = tasks[::n]
-        for task in sorted(set(group_tasks)):
-            mine = torch.tensor([t == task for t in group_tasks], device=rewards.device)
+        for task, mine in task_masks(tasks[::n], rewards.device).items():
             values = rewards.view(-1, n)[mine]
             if values.isnan().all():
                 continue
@@ -117,9 +126,8 @@ class RunningBaseline:
         means = means.nan_to_num(e)
         d = values - (weights * means + (1 - weights) * e).unsqueeze(1)
         d = d - d.nanmean()
-        var_now = float((d**2).nanmean())
-        var = self.decay * old.get("var", var_now) + (1 - self.decay) * var_now
-        s = max(var, var_now) ** 0.5 if scaled else 1.0
+        var, s = running_scale(old.get("var"), float((d**2).nanmean()), self.decay)
+        s = s if scaled else 1.0
         k = self.decay
         self.state[task] = {
             "mean": k * e + (1 - k) * batch_mean,
@@ -240,17 +248,17 @@ def centre_tokens(advantages: torch.Tensor, mask: torch.Tensor, tasks: list[str]
     sequences: c the task's token mean of A (what a lagging V adds to every token), s = max(sqrt(V_run), sd)
     with V_run the running mean of the batch's mean (A - c)^2 (state["<task>/gae"], updated here)."""
     out = torch.zeros_like(advantages)
-    for task in sorted(set(tasks)):
-        rows = torch.tensor([t == task for t in tasks], device=advantages.device)
+    for task, rows in task_masks(tasks, advantages.device).items():
         keep = mask.bool() & rows.unsqueeze(1)
         if not keep.any():
             continue
         c = advantages[keep].mean()
-        var_now = float(((advantages[keep] - c) ** 2).mean())
         key = f"{task}/gae"
-        var = decay * state.get(key, {}).get("var", var_now) + (1 - decay) * var_now
+        var, s = running_scale(
+            state.get(key, {}).get("var"), float(((advantages[keep] - c) ** 2).mean()), decay
+        )
         state[key] = {"var": var}
-        out[keep] = (advantages[keep] - c) / (max(var, var_now) ** 0.5 + EPS)
+        out[keep] = (advantages[keep] - c) / (s + EPS)
     return out
 
 

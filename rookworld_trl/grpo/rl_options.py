@@ -133,10 +133,9 @@ def value_advantages(trainer, output, terms, layouts) -> None:
     tasks = [adv.task_of(p) for p in trainer.scored_prompts]
     explained = adv.explained_variance(values, returns, mask)
     trainer.log_metric("value/explained_variance", explained)
-    for task in sorted(set(tasks)):
-        rows = torch.tensor([t == task for t in tasks], device=mask.device).unsqueeze(1)
+    for task, rows in adv.task_masks(tasks, mask.device).items():
         name = f"value/explained_variance/{task.rstrip(':')}"
-        trainer.log_metric(name, adv.explained_variance(values, returns, mask * rows))
+        trainer.log_metric(name, adv.explained_variance(values, returns, mask * rows.unsqueeze(1)))
     trainer.log_metric("value/mean", float((values * mask).sum() / mask.sum().clamp(min=1)))
     use = explained >= a.value_warmup_ev  # False for NaN
     trainer.log_metric("value/gae_used", float(use))
@@ -153,9 +152,8 @@ def log_advantages(trainer, output) -> None:
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(1).expand_as(mask)
     tasks = [adv.task_of(p) for p in trainer.scored_prompts]
-    for task in sorted(set(tasks)):
-        rows = torch.tensor([t == task for t in tasks], device=mask.device).unsqueeze(1)
-        values = advantages[mask & rows].float()
+    for task, rows in adv.task_masks(tasks, mask.device).items():
+        values = advantages[mask & rows.unsqueeze(1)].float()
         if values.numel() > 1:
             trainer.log_metric(f"adv/mean/{task.rstrip(':')}", float(values.mean()))
             trainer.log_metric(f"adv/std/{task.rstrip(':')}", float(values.std()))
