@@ -65,14 +65,11 @@ def default_accelerate_config(argv: list[str]) -> tuple[str, str]:
     A CPU recipe (`use_cpu: true` in its YAML, or --use_cpu true) gets cpu.yaml whatever devices are
     visible; any other gets single_gpu.yaml (bf16 + torch.compile) where CUDA is available, else cpu.yaml."""
     import torch
-    import yaml
+
+    from rookworld_trl.short_help import recipe_values
 
     recipe = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
-    use_cpu = None
-    if recipe and os.path.isfile(recipe):
-        with open(recipe) as f, contextlib.suppress(yaml.YAMLError):  # the stage says what is wrong with it
-            values = yaml.safe_load(f)
-            use_cpu = values.get("use_cpu") if isinstance(values, dict) else None
+    use_cpu = recipe_values(recipe).get("use_cpu") if recipe else None  # a bad recipe: the stage says why
     if "--use_cpu" in argv[:-1]:  # a flag overrides the recipe, as TrlParser does
         use_cpu = argv[argv.index("--use_cpu") + 1].lower() in ("true", "1", "yes")
     if use_cpu:
