@@ -26,6 +26,13 @@ def resolve_path(path: str) -> str:
     return str(candidate) if candidate.exists() else path
 
 
+def resolve_paths(config, *names: str) -> None:
+    """resolve_path on each named field of `config` that is set (a stage's model, data, ... from any cwd)."""
+    for name in names:
+        if getattr(config, name):
+            setattr(config, name, resolve_path(getattr(config, name)))
+
+
 def stage_parser(dataclass_types: tuple, command: str):
     """TRL's TrlParser (recipes + --flags) whose errors are one line: argparse would print the full usage
     (200+ lines for GRPO) before the error, and TRL words the batch-size check in a field the user never set."""

@@ -43,7 +43,7 @@ from rookworld_trl.eval.suites import (
 )
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.rewards.policy import label_analysis
-from rookworld_trl.stage import resolve_path
+from rookworld_trl.stage import resolve_paths
 
 SUITES = ("policy", "env", "mate", "selfplay", "match")
 BIGBENCH_REFERENCE = 0.137  # RookWorld-LM on BIG-bench checkmate_in_one (docs/FORMATS.md)
@@ -351,9 +351,7 @@ def parse_args(argv: list[str] | None) -> EvalSettings:
             **({} if f.name == "model" else {"default": CLI_DEFAULTS.get(f.name, f.default)}),
         )
     settings = EvalSettings(**vars(p.parse_args(argv)))
-    for name in ("model", "baseline", "data"):  # as given (the working directory), else a bundled path
-        if getattr(settings, name):
-            setattr(settings, name, resolve_path(getattr(settings, name)))
+    resolve_paths(settings, "model", "baseline", "data")  # as given (the working directory), else bundled
     return settings
 
 

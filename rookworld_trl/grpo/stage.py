@@ -30,7 +30,7 @@ from rookworld_trl.grpo.script_args import GRPOScriptArguments
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_width
-from rookworld_trl.stage import check_numbers, stage_parser
+from rookworld_trl.stage import check_numbers, resolve_paths, stage_parser
 from rookworld_trl.training import checkpoints, publish
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir, machine_of_process
@@ -238,11 +238,9 @@ def parse(argv: list[str] | None = None):
         )
     if not model_args.model_name_or_path or not script.dataset_path:
         parser.error("set model_name_or_path and dataset_path (in the recipe or as --flags)")
-    from rookworld_trl.stage import resolve_path
-
     # Recipes name the embedded model and data relative to the repository/package root: any cwd works.
-    model_args.model_name_or_path = resolve_path(model_args.model_name_or_path)
-    script.dataset_path = resolve_path(script.dataset_path)
+    resolve_paths(model_args, "model_name_or_path")
+    resolve_paths(script, "dataset_path")
     return script, args, model_args
 
 

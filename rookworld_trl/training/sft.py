@@ -39,7 +39,7 @@ from rookworld_trl.model.loading import (
     set_dropout,
     train_at_fen_width,
 )
-from rookworld_trl.stage import check_numbers, resolve_path, stage_parser
+from rookworld_trl.stage import check_numbers, resolve_paths, stage_parser
 from rookworld_trl.training import checkpoints
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
 from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir
@@ -305,9 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     script_args, config = parser.parse_args_and_config(args=argv)
     check_numbers(config)
     check_output_dir(config.output_dir)  # before anything writes there
-    for name in ("dataset", "model_name_or_path", "tokenizer_name_or_path"):  # the bundled ones from any cwd
-        if getattr(script_args, name):
-            setattr(script_args, name, resolve_path(getattr(script_args, name)))
+    resolve_paths(script_args, "dataset", "model_name_or_path", "tokenizer_name_or_path")  # bundled, any cwd
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     train_dataset, eval_dataset = load_splits(script_args, config.seed)
