@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -20,7 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from read_completions import figures, read  # noqa: E402
 
 from rookworld_trl.training.metrics_log import read_jsonl  # noqa: E402
-from rookworld_trl.training.report import quarter_trend, series  # noqa: E402
+from rookworld_trl.training.report import quarter_trend, series, value_line  # noqa: E402
 
 DELTAS = [  # (suite, metric, label, in points)
     ("policy", "greedy/legal_best_move", "legal best move", True),
@@ -51,13 +50,8 @@ def metrics_cells(rows: list[dict]) -> list[str]:
     data = series(rows)
     first, last, (lo, hi) = quarter_trend(data["reward"][1])
     cells = [f"reward trend {interval(last - first, lo, hi, False)}"]
-    if "value/explained_variance" in data:
-        ev = [v for v in data["value/explained_variance"][1] if not math.isnan(v)]
-        used = data["value/gae_used"][1]
-        cells.append(
-            f"value EV last 10 steps {sum(ev[-10:]) / len(ev[-10:]):.2f} (max {max(ev):.2f}), GAE on "
-            f"{sum(used):.0f}/{len(used)} steps, value grad norm max {max(data['value/grad_norm'][1]):.2f}"
-        )
+    if value := value_line(rows):
+        cells.append(" ".join(value.split()))
     runtime = [r["train_runtime"] for r in rows if "train_runtime" in r]
     if runtime:
         cells.append(f"{runtime[-1] / 60:.1f} min training")

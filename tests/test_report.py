@@ -157,3 +157,15 @@ def test_run_summary_has_the_trend_and_the_headline_figures(tmp_path):
     assert (
         run_summary(str(run)).splitlines()[-1] == f"  outputs: {run / 'eval' / 'eval.md'}"
     )  # only what exists
+
+
+def test_run_summary_says_how_often_the_value_head_gave_the_advantages(tmp_path):
+    ev = [float("nan")] + [0.01 * s for s in range(1, 20)]  # the first batch: no figure yet
+    rows = [
+        {**grpo_row(s), "value/explained_variance": e, "value/gae_used": float(e >= 0.15)}
+        for s, e in enumerate(ev, start=1)
+    ]
+    line = next(x for x in run_summary(str(write_run(tmp_path, rows))).splitlines() if "value head" in x)
+    assert "last 10 steps 0.14 (max 0.19); GAE on 5 of 20 steps" in line
+    (tmp_path / "b").mkdir()
+    assert "value head" not in run_summary(str(write_run(tmp_path / "b", [grpo_row(1)])))

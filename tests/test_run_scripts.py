@@ -74,6 +74,7 @@ def test_experiment_row_has_the_eval_trend_watch_and_value_head(tmp_path):
     assert row[2] == "top 1 -1.0 [-3.0, +1.0]"
     assert row[3] == "P: reward +0.020* [+0.010, +0.030]"
     assert row[5].startswith("reward trend +0.30")  # 0.01 a step over 30 steps between quarters
-    assert row[6].startswith("value EV last 10 steps 0.10 (max 0.10), GAE on 40/40 steps")
+    assert row[6].startswith("value head explained variance last 10 steps 0.10 (max 0.10); GAE on 40 of 40")
+    assert row[6].endswith("gradient norm max 0.5")
     assert row[7] == "5.0 min training"
     assert row[8].startswith("watch 0.67 / +0.00 / ")

@@ -205,6 +205,22 @@ def watch_line(rows: list[dict], first: int = 10, last: int = 30) -> str | None:
     return f"  watch (first {first} -> last {last} steps) " + ", ".join(parts) if parts else None
 
 
+def value_line(rows: list[dict], last: int = 10) -> str | None:
+    """With value_baseline: the head's explained variance of the returns (last `last` steps, max) and on how many
+    steps GAE gave the advantages (the others kept the group baseline's: the head had not reached
+    value_warmup_ev) and the head's largest gradient norm before clipping."""
+    figures = series(rows)
+    ev = [v for v in figures.get("value/explained_variance", ([], []))[1] if not math.isnan(v)]
+    used = figures.get("value/gae_used", ([], []))[1]
+    if not ev or not used:
+        return None
+    return (
+        f"  value head       explained variance last {min(last, len(ev))} steps {statistics.fmean(ev[-last:]):.2f} "
+        f"(max {max(ev):.2f}); GAE on {sum(used):.0f} of {len(used)} steps, the group baseline on the rest; "
+        f"gradient norm max {max(figures.get('value/grad_norm', ([], [float('nan')]))[1]):.3g}"
+    )
+
+
 def run_summary(run: str, metrics: str = "metrics.jsonl") -> str:
     """A few lines for the end of a run: the training reward's trend and the before/after headline figures
     (from `run/eval/eval.json`, if the run has one) with paired 95% intervals."""
@@ -224,6 +240,8 @@ def run_summary(run: str, metrics: str = "metrics.jsonl") -> str:
         )
     if watch := watch_line(rows):
         lines.append(watch)
+    if value := value_line(rows):
+        lines.append(value)
     eval_json = os.path.join(run, "eval", "eval.json")
     if os.path.isfile(eval_json):
         with open(eval_json) as f:
