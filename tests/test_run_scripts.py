@@ -78,3 +78,21 @@ def test_experiment_row_has_the_eval_trend_watch_and_value_head(tmp_path):
     assert row[6].endswith("gradient norm max 0.5")
     assert row[7] == "5.0 min training"
     assert row[8].startswith("watch 0.67 / +0.00 / ")
+
+
+def test_value_study_knows_a_position_from_its_siblings(tmp_path):
+    """Two positions, each answered twice the same way: the siblings' mean return is each sample's own (EV 1);
+    the heads' figures are finite, measured on batches they had not trained on."""
+    after_e4 = policy_prompt("rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1")
+    (tmp_path / "completions").mkdir()
+    for step in (1, 2, 3):
+        rows = [
+            {"prompt": p, "completion": c, "policy_reward": r}
+            for p, c, r in [(START, ANSWERS[1], 0.9), (after_e4, " e7e5 a1a8 E: 1 2 B: a1a8", 0.3)]
+            for _ in range(2)
+        ]
+        pd.DataFrame(rows).to_parquet(tmp_path / "completions" / f"completions_{step:05d}.parquet")
+    lines = script("value_study.py", str(tmp_path), "--last", "2").splitlines()
+    figures = {line.split()[0]: float(line.split()[-1]) for line in lines[-5:]}
+    assert figures["sibling"] == 1.0
+    assert all(abs(figures[k]) < 1e3 for k in ("token", "linear", "mlp", "model"))
