@@ -168,6 +168,17 @@ def test_value_loss_decreases_over_a_few_steps(model_dir):
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False)) and losses[-1] < 0.5 * losses[0]
 
 
+def test_a_value_head_leaves_the_random_stream_as_it_was():
+    """Adding the head must not change what the policy samples: while its gate is closed, a value run is the
+    group baseline's run (issue 33's first gated runs drew other samples from step 1: Linear's random init)."""
+    torch.manual_seed(0)
+    adv.ValueHead(192)
+    after_head = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(3), after_head)
+    assert adv.ValueHead(192).weight.abs().sum() == 0
+
+
 def test_value_head_starts_at_the_mean_return(model_dir):
     trainer = make_trainer(model_dir, "unused", value_baseline=True)
     trainer.reward_funcs[0] = constant

@@ -266,7 +266,8 @@ class ValueHead(torch.nn.Linear):
     """V(state) = w . h + b on the policy's (detached) last hidden state; starts at 0 (weights zeroed)."""
 
     def __init__(self, hidden_size: int):
-        super().__init__(hidden_size, 1)
+        with torch.random.fork_rng(devices=[]):  # Linear's random init, zeroed below, must not move the
+            super().__init__(hidden_size, 1)  # sampler's stream: a gated run samples what the group run does
         torch.nn.init.zeros_(self.weight)
         torch.nn.init.zeros_(self.bias)
 
