@@ -212,13 +212,14 @@ def value_line(rows: list[dict], last: int = 10) -> str | None:
     figures = series(rows)
     ev = [v for v in figures.get("value/explained_variance", ([], []))[1] if not math.isnan(v)]
     used = figures.get("value/gae_used", ([], []))[1]
+    norms = figures.get("value/grad_norm", ([], []))[1]
     if not ev or not used:
         return None
-    return (
+    line = (
         f"  value head       explained variance last {min(last, len(ev))} steps {statistics.fmean(ev[-last:]):.2f} "
-        f"(max {max(ev):.2f}); GAE on {sum(used):.0f} of {len(used)} steps, the group baseline on the rest; "
-        f"gradient norm max {max(figures.get('value/grad_norm', ([], [float('nan')]))[1]):.3g}"
+        f"(max {max(ev):.2f}); GAE on {sum(used):.0f} of {len(used)} steps, the group baseline on the rest"
     )
+    return line + (f"; gradient norm max {max(norms):.3g}" if norms else "")
 
 
 def run_summary(run: str, metrics: str = "metrics.jsonl") -> str:
