@@ -33,7 +33,7 @@ from rookworld_trl.rewards.policy import PolicyGrader
 
 
 def batches(run: str, tokenizer, grader, shaping: str):
-    """Per logged step: (prompt ids, completion ids, (B, T) returns, (B, T) mask, group of each row)."""
+    """Per logged step: (prompt ids, completion ids, (B, T) returns, (B, T) mask, each row's prompt: its group)."""
     for path in sorted(glob.glob(os.path.join(run, "completions", "completions_*.parquet"))):
         rows = pd.read_parquet(path)
         if "policy_reward" not in rows:
