@@ -24,9 +24,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from rookworld_trl.model.loading import use_padding_aware_positions
 
 ROOT = Path(__file__).resolve().parent.parent
-STEP_LINE = re.compile(
-    r"step \d+/\d+ .* s/step$"
-)  # the console's line per logging step (training/console.py)
+# the console's line per logging step (training/console.py)
+STEP_LINE = re.compile(r"step \d+/\d+ .* s/step$")
 pytestmark = pytest.mark.slow
 
 
