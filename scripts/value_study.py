@@ -106,6 +106,9 @@ def main() -> None:
     parser.add_argument("--last", type=int, default=30, help="steps averaged at the end")
     parser.add_argument("--steps", type=int, default=None, help="only the first STEPS logged steps")
     args = parser.parse_args()
+    if not glob.glob(os.path.join(args.run, "completions", "completions_*.parquet")):
+        parser.exit(2, f"value_study: no completions in {args.run}/completions: give a GRPO output_dir whose "
+                    "recipe has log_completions: true\n")  # fmt: skip
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     frozen = GPT2LMHeadModel.from_pretrained(args.model).transformer.eval()
