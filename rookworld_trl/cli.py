@@ -60,25 +60,48 @@ def available() -> dict[str, tuple[str, str, str | None]]:
     return {name: spec for name, spec in COMMANDS.items() if importlib.util.find_spec(spec[0]) is not None}
 
 
-def default_accelerate_config(argv: list[str]) -> tuple[str, str]:
-    """(accelerate config, why) for a stage's argv when --accelerate_config is not given: the recipe decides.
-    A CPU recipe (`use_cpu: true` in its YAML, or --use_cpu true) gets cpu.yaml whatever devices are
-    visible; any other gets single_gpu.yaml (bf16 + torch.compile) where CUDA is available, else cpu.yaml."""
-    import torch
-
+def recipe_use_cpu(argv: list[str]) -> bool | None:
+    """use_cpu as the stage will read it: the recipe's, overridden by a --use_cpu flag (as TrlParser does)."""
     from rookworld_trl.short_help import recipe_values
 
     recipe = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
     use_cpu = recipe_values(recipe).get("use_cpu") if recipe else None  # a bad recipe: the stage says why
-    if "--use_cpu" in argv[:-1]:  # a flag overrides the recipe, as TrlParser does
+    if "--use_cpu" in argv[:-1]:
         use_cpu = argv[argv.index("--use_cpu") + 1].lower() in ("true", "1", "yes")
-    if use_cpu:
+    return use_cpu
+
+
+def default_accelerate_config(argv: list[str]) -> tuple[str, str]:
+    """(accelerate config, why) for a stage's argv when --accelerate_config is not given: the recipe decides.
+    A CPU recipe (`use_cpu: true` in its YAML, or --use_cpu true) gets cpu.yaml whatever devices are
+    visible; any other gets single_gpu.yaml (bf16) where CUDA is available, else cpu.yaml."""
+    import torch
+
+    if recipe_use_cpu(argv):
         name, why = "cpu.yaml", "use_cpu: true in the recipe or as --use_cpu"
     elif torch.cuda.is_available():
         name, why = "single_gpu.yaml", "CUDA is available and the recipe does not set use_cpu"
     else:
         name, why = "cpu.yaml", "no CUDA device"
     return resolve_path(f"accelerate_configs/{name}"), why
+
+
+def device_line(accel: str, argv: list[str]) -> str:
+    """Where the stage will train, and on a CPU run of a machine with CUDA, how to train on the GPU instead."""
+    import torch
+
+    from rookworld_trl.short_help import recipe_values
+
+    if not torch.cuda.is_available():
+        return "rookworld: device cpu (no CUDA device visible)"
+    gpus = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    if recipe_use_cpu(argv) or recipe_values(accel).get("use_cpu"):
+        return (
+            f"rookworld: device cpu, although CUDA is available ({gpus}): the recipe or the accelerate config "
+            "sets use_cpu. To train on the GPU add `--use_cpu false --bf16 true` (accelerate_configs/"
+            "single_gpu.yaml: bf16), or use recipes/grpo_rookworld_124m_gpu.yaml"
+        )
+    return f"rookworld: device cuda ({gpus})"
 
 
 # torchrun without its own traceback when a process fails: the stage has said what went wrong in one line
@@ -154,6 +177,7 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
         print(f"rookworld: accelerate config {shown} ({why}; --accelerate_config to choose)", flush=True)
     if not os.path.exists(accel):
         sys.exit(f"rookworld: accelerate config not found: {accel}")
+    print(device_line(accel, argv), flush=True)
     cmd, env = launcher(accel, ["-m", module], argv)
     shown = [arg for arg in cmd if arg not in ("-c", TORCHRUN)]  # torch's launcher, shown as what it is
     print("rookworld: " + " ".join(["torchrun", *shown[1:]] if TORCHRUN in cmd else cmd), flush=True)

@@ -15,6 +15,11 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub here: before datasets / huggingface_hub read it
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    # under pytest-xdist each worker's torch would take every core (16 workers x 16 threads on a GPU box
+    # timed tests out): share the cores out, before torch is imported; subprocesses inherit it
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
 
 import pytest  # noqa: E402
 from tiny_grpo import make_tiny_model_dir  # noqa: E402
@@ -32,7 +37,13 @@ def model_dir(tmp_path_factory):
 
 
 def pytest_collection_modifyitems(config, items):
+    import torch
+
     for item in items:
+        gpu = item.get_closest_marker("gpu")
+        needed = gpu.args[0] if gpu is not None and gpu.args else 1
+        if gpu is not None and torch.cuda.device_count() < needed:
+            item.add_marker(pytest.mark.skip(reason=f"needs {needed} CUDA device(s)"))
         if item.get_closest_marker("slow") or item.get_closest_marker("integration"):
             continue
         if INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):

@@ -22,8 +22,9 @@ ROOT = CONFIGS.parent
 # file -> (distributed type, mixed precision, dynamo backend, number of processes)
 EXPECTED = {
     "cpu.yaml": (DistributedType.NO, "no", DynamoBackend.NO, 1),
-    "single_gpu.yaml": (DistributedType.NO, "bf16", DynamoBackend.INDUCTOR, 1),
-    "two_gpu_ref_offload.yaml": (DistributedType.NO, "bf16", DynamoBackend.INDUCTOR, 1),
+    "single_gpu.yaml": (DistributedType.NO, "bf16", DynamoBackend.NO, 1),
+    "single_gpu_compile.yaml": (DistributedType.NO, "bf16", DynamoBackend.INDUCTOR, 1),
+    "two_gpu_ref_offload.yaml": (DistributedType.NO, "bf16", DynamoBackend.NO, 1),
     "multi_gpu.yaml": (DistributedType.MULTI_GPU, "bf16", DynamoBackend.NO, 2),
     "deepspeed_zero2.yaml": (DistributedType.DEEPSPEED, "bf16", DynamoBackend.NO, 2),
     "multi_cpu.yaml": (DistributedType.MULTI_CPU, "no", DynamoBackend.NO, 2),

@@ -1,5 +1,5 @@
-"""bf16 autocast + torch.compile (inductor) on this CPU: what accelerate_configs/single_gpu.yaml turns on for
-the users' GPU run. The position hook and the step guard work compiled, and the single-GPU config itself
+"""bf16 autocast + torch.compile (inductor) on this CPU: what accelerate_configs/single_gpu_compile.yaml turns on
+for the users' long GPU runs. The position hook and the step guard work compiled, and the single-GPU config itself
 (with use_cpu) runs the 124M recipe's features with compilation that settles after the first step.
 Slow tier (each test compiles for a minute or more on 2 cores):
 
@@ -30,8 +30,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_padding_aware_positions_under_compile_and_bf16():
-    """TRL's fused log-prob forward on a left-padded row, compiled as single_gpu.yaml compiles (inductor,
-    dynamic shapes) and under bf16 autocast: the hook still numbers positions from the mask."""
+    """TRL's fused log-prob forward on a left-padded row, compiled with dynamic shapes (the hook must
+    hold for any length) and under bf16 autocast: the hook still numbers positions from the mask."""
     from trl.trainer.utils import add_fused_lm_head
 
     torch.manual_seed(0)
@@ -79,23 +79,25 @@ def test_step_guard_rolls_back_under_bf16_and_compile(model_dir, tmp_path):
     assert all(torch.equal(start[n], now[n]) for n in start), "every update was rolled back"
 
 
-def test_single_gpu_config_runs_the_124m_recipe_on_cpu(tmp_path):
-    """`rookworld train --accelerate_config single_gpu.yaml --config recipes/grpo_rookworld_124m_gpu.yaml`, the
-    users' command, with use_cpu and the embedded model: bf16, inductor with dynamic shapes, a reference
-    model, adaptive KL, A: prompts, accumulation 2. Everything compiles in step 1; later steps compile
-    nothing (TORCH_LOGS=recompiles prints no line after the first step, the graph count stays)."""
+def test_compile_config_runs_the_124m_recipe_with_a_gpu_runs_shapes_and_compiles_only_in_step_1(tmp_path):
+    """`rookworld train --accelerate_config single_gpu_compile.yaml --config recipes/grpo_rookworld_124m_gpu.yaml`,
+    the users' command, with use_cpu and the embedded model, at the recipe's own batch (32 completions per
+    micro-batch, 8 per prompt, accumulation 2: the shapes and the bf16 dtype path a GPU run sees) for 6 steps:
+    a reference model, adaptive KL, A: prompts. Everything compiles in step 1; later steps compile nothing
+    (TORCH_LOGS=recompiles prints no line after the first step, the graph count stays). With the compact scoring
+    and unpadded batches of before, this run recompiled at step 4 (inductor's `batch x length > 4096` guard)
+    and at every new count of completion tokens."""
     from rookworld_trl.cli import launcher
 
-    config = yaml.safe_load((ROOT / "accelerate_configs" / "single_gpu.yaml").read_text())
+    config = yaml.safe_load((ROOT / "accelerate_configs" / "single_gpu_compile.yaml").read_text())
     assert config["dynamo_config"]["dynamo_backend"] == "INDUCTOR" and config["mixed_precision"] == "bf16"
     (tmp_path / "single_gpu_cpu.yaml").write_text(yaml.safe_dump({**config, "use_cpu": True}))
     out = tmp_path / "run"
     argv = ["--config", str(ROOT / "recipes" / "grpo_rookworld_124m_gpu.yaml"),
             "--model_name_or_path", str(ROOT / "rookworld_trl" / "assets" / "model"),
             "--dataset_path", str(ROOT / "rookworld_trl" / "assets" / "data"), "--output_dir", str(out),
-            "--per_device_train_batch_size", "8", "--num_generations", "4", "--max_steps", "3",
-            "--save_steps", "2", "--eval_samples", "0", "--log_completions", "false", "--report_to", "none",
-            "--disable_tqdm", "true"]  # fmt: skip
+            "--max_steps", "6", "--save_steps", "5", "--eval_samples", "0", "--log_completions", "false",
+            "--report_to", "none", "--disable_tqdm", "true"]  # fmt: skip
     cmd, extra = launcher(
         str(tmp_path / "single_gpu_cpu.yaml"), [str(ROOT / "tests" / "multi_rank_stage.py")], argv
     )
@@ -113,7 +115,7 @@ def test_single_gpu_config_runs_the_124m_recipe_on_cpu(tmp_path):
     assert result.returncode == 0, log[-3000:]
     lines = log.splitlines()
     steps = [i for i, line in enumerate(lines) if STEP_LINE.search(line)]
-    assert len(steps) == 3
+    assert len(steps) == 6
     assert not [line for line in lines[steps[0] :] if "Recompiling function" in line], (
         "a later step recompiled"
     )
@@ -121,14 +123,14 @@ def test_single_gpu_config_runs_the_124m_recipe_on_cpu(tmp_path):
     assert graphs[0] > 0 and len(set(graphs)) == 1, graphs
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(r["nan_recoveries"] == 0 for r in rows if "nan_recoveries" in r)
-    assert any(r.get("kl", 0) > 0 for r in rows) and (out / "checkpoint-2").is_dir()
+    assert any(r.get("kl", 0) > 0 for r in rows) and (out / "checkpoint-5").is_dir()
     assert (out / "final" / "model.safetensors").is_file()
-    print("single_gpu.yaml on CPU, s/step:", [r["step_time"] for r in rows if "step_time" in r])
+    print("single_gpu_compile.yaml on CPU, s/step:", [r["step_time"] for r in rows if "step_time" in r])
 
 
 def test_torch_compile_flag_compiles_once(tmp_path):
     """`--bf16 true --torch_compile true` without an accelerate config (the tiny recipe: replay, no reference
-    model): the stage asks for dynamic shapes as single_gpu.yaml does, so no step after the first compiles."""
+    model): the trainer pads to fixed shapes as under single_gpu_compile.yaml, so no step after the first compiles."""
     cmd = [sys.executable, str(ROOT / "tests" / "multi_rank_stage.py"), "--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"),
            "--max_steps", "3", "--bf16", "true", "--torch_compile", "true", "--eval_every_steps", "0",
            "--eval_samples", "0", "--output_dir", str(tmp_path), "--report_to", "none", "--disable_tqdm", "true",

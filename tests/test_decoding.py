@@ -250,10 +250,10 @@ def test_seeded_grpo_is_reproducible_and_agrees_with_generate(model_dir, tmp_pat
     assert abs(mean(a, "loss") - mean(hf, "loss")) < 0.1
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.gpu
 def test_cuda_graph_greedy_equals_eager_and_bf16_runs(embedded):
     model, tokenizer, prompts = embedded
-    model = model.cuda()
+    model = copy.deepcopy(model).cuda()  # Module.cuda() moves in place: the module-scoped fixture stays on the CPU
     ids = tokenizer(prompts)["input_ids"]
     eos = tokenizer.eos_token_id
     kwargs = dict(

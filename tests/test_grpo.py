@@ -227,7 +227,7 @@ def test_ref_model_device_must_exist(model_dir, tmp_path):
         make_trainer(model_dir, tmp_path, beta=0.01, ref_model_device="cuda:7")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: policy on cuda, reference on cpu")
+@pytest.mark.gpu
 def test_ref_model_on_cpu_with_policy_on_gpu(model_dir, tmp_path):
     trainer = make_trainer(model_dir, tmp_path, beta=0.01, ref_model_device="cpu", use_cpu=False, max_steps=1)
     assert next(trainer.model.parameters()).device.type == "cuda"

@@ -40,6 +40,32 @@ def test_the_accelerate_config_follows_the_recipe(cuda, monkeypatch, capsys):
     )
 
 
+def test_the_first_lines_say_the_device_and_how_to_reach_the_gpu(monkeypatch):
+    """On a machine with CUDA the CPU recipe (the main job) says it trains on the CPU and the flags that move it;
+    a GPU recipe says cuda. The CUDA queries are stood in for: this machine may have no GPU."""
+    cpu_recipe = ["--config", str(ROOT / "recipes/grpo_tiny_cpu.yaml")]
+    gpu_recipe = ["--config", str(ROOT / "recipes/grpo_rookworld_124m_gpu.yaml")]
+    single_gpu, cpu_yaml = (
+        str(ROOT / "accelerate_configs/single_gpu.yaml"),
+        str(ROOT / "accelerate_configs/cpu.yaml"),
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.device_line(cpu_yaml, cpu_recipe) == "rookworld: device cpu (no CUDA device visible)"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA H100 80GB HBM3")
+    line = cli.device_line(cpu_yaml, cpu_recipe)
+    assert line.startswith("rookworld: device cpu, although CUDA is available (1 x NVIDIA H100 80GB HBM3)")
+    assert "--use_cpu false --bf16 true" in line
+    assert cli.device_line(single_gpu, gpu_recipe) == "rookworld: device cuda (1 x NVIDIA H100 80GB HBM3)"
+    assert cli.device_line(cpu_yaml, gpu_recipe).startswith(
+        "rookworld: device cpu, although"
+    )  # use_cpu config
+    assert cli.device_line(single_gpu, [*cpu_recipe, "--use_cpu", "false"]).startswith(
+        "rookworld: device cuda"
+    )
+
+
 def tiny_train(out: Path, *flags: str) -> list[str]:
     """`rookworld train` shrunk: the embedded model on 64 embedded rows, 8 completions a step, both reward
     functions (Stockfish grades the P: answers, 1 engine at depth 4), no evals, no checkpoint but the stop's."""

@@ -361,8 +361,10 @@ def test_gpu_recipes_bound_their_adaptive_kl():
             assert (recipe.get("beta_min"), recipe.get("beta_max")) == (0.005, 0.05), path.name
 
 
-def test_setup_takes_the_cpu_wheel_index_without_a_gpu(tmp_path):
-    """The no-GPU branch of setup.sh, run with a stand-in pip that records its arguments (no download)."""
+def test_setup_takes_the_cpu_wheel_index_without_a_gpu_and_the_default_build_with_one(tmp_path):
+    """Both torch branches of setup.sh, run with a stand-in pip that records its arguments (no download) and a
+    stand-in nvidia-smi first on PATH (failing: no GPU; listing one: a GPU box), so the test means the same on
+    a CPU machine and on a GPU machine."""
     import subprocess
 
     repo = tmp_path / "repo"
@@ -375,18 +377,27 @@ def test_setup_takes_the_cpu_wheel_index_without_a_gpu(tmp_path):
     python = bin_dir / "python"  # `import torch` fails, so setup installs it; every pip call is logged
     python.write_text(f'#!/bin/sh\n[ "$1" = -c ] && exit 1\necho "$@" >> {log}\n')
     python.chmod(0o755)
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "STOCKFISH_PATH": "/usr/games/stockfish"}
-    for extra, index in (
-        ({}, "https://download.pytorch.org/whl/cpu"),
-        ({"TORCH_INDEX_URL": "http://mirror"}, "http://mirror"),
+    fake = tmp_path / "fake_bin"
+    fake.mkdir()
+    smi = fake / "nvidia-smi"
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "HOME": str(tmp_path), "STOCKFISH_PATH": "/usr/games/stockfish"}
+    for gpu, extra, index in (
+        (False, {}, "https://download.pytorch.org/whl/cpu"),
+        (False, {"TORCH_INDEX_URL": "http://mirror"}, "http://mirror"),
+        (True, {}, None),
     ):
+        smi.write_text("#!/bin/sh\n" + ("echo 'GPU 0: NVIDIA H100'" if gpu else "exit 9") + "\n")
+        smi.chmod(0o755)
         log.write_text("")
         done = subprocess.run(
             ["bash", "scripts/setup.sh"], cwd=repo, env={**env, **extra}, capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr
-        torch_call = next(line for line in log.read_text().splitlines() if "torch==" in line)
-        assert f"--index-url {index}" in torch_call
+        torch_call = next(line for line in log.read_text().splitlines() if " torch" in line)
+        if index is None:  # a GPU: pip's default (CUDA) build, no CPU index
+            assert "--index-url" not in torch_call and "NVIDIA GPU found" in done.stdout, torch_call
+        else:
+            assert f"--index-url {index}" in torch_call and "torch==" in torch_call, torch_call
 
 
 # ---- exit code 2 for bad input reaches the shell through `accelerate launch` (which says 1 for any failure) ----

@@ -7,6 +7,7 @@ field works in a YAML recipe and as a `--flag`; invariants are checked in `__pos
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import torch
@@ -17,6 +18,18 @@ from rookworld_trl.grpo.rl_config import RLOptions, check_rl_options
 from rookworld_trl.model.generation import BACKENDS
 
 DEVICE_TYPES = ("cpu", "cuda", "xpu", "mps", "npu")
+# Under torch.compile every scored batch is padded to a multiple of this many tokens, prompt and completion
+# each (TRL's pad_to_multiple_of): one shape, so one compile. Without it each new batch length meets new guards
+# (inductor's `batch x length > 4096` recompiled a GPU-shaped run at step 4). 128 holds every RookWorld prompt
+# (GPT-2 BPE: P: <= 87 tokens, A: <= 114) and completion (max_completion_length <= 128).
+COMPILE_PAD = 128
+
+
+def compiling(config) -> bool:
+    """Whether the model will run under torch.compile: the torch_compile flag or an accelerate config's
+    dynamo_backend (which accelerate passes as ACCELERATE_DYNAMO_BACKEND)."""
+    backend = os.environ.get("ACCELERATE_DYNAMO_BACKEND", "NO").upper()
+    return bool(config.torch_compile) or backend not in ("NO", "")
 
 
 @dataclass
@@ -235,6 +248,8 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
         if not 0.0 <= self.lr_cosine_min_ratio <= 1.0 or not 0.0 <= self.lr_final_decay_ratio < 1.0:
             raise ValueError("need lr_cosine_min_ratio in [0, 1] and lr_final_decay_ratio in [0, 1)")
         check_rl_options(self)
+        if self.pad_to_multiple_of == "auto" and compiling(self):  # TRL's "auto" pads on Neuron only
+            self.pad_to_multiple_of = COMPILE_PAD
         super().__post_init__()
 
     def _check_rewards(self) -> None:

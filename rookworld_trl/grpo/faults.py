@@ -110,6 +110,77 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+# A micro-batch's tensors in the order a GRPO step makes them (key -> the name the console and metrics use).
+# The first one non-finite on the tokens that count names the cause of a bad step.
+BATCH_QUANTITIES = (
+    ("advantages", "advantages"),
+    ("sampling_per_token_logps", "sampler log-probs"),
+    ("old_per_token_logps", "old log-probs"),
+    ("ref_per_token_logps", "reference log-probs"),
+    ("importance_sampling_ratio", "importance sampling ratio"),
+)
+
+
+def finite_where(tensor: torch.Tensor, mask: torch.Tensor) -> bool:
+    """True when `tensor` is finite wherever `mask` (B, T) counts; a (B,) or (B, 1) tensor counts per row.
+
+    >>> finite_where(torch.tensor([[1.0, float("nan")]]), torch.tensor([[1, 0]]))
+    True
+    """
+    tensor = tensor.detach().float()
+    if tensor.shape != mask.shape:  # per sequence: its rows with at least one counted token
+        return bool(torch.isfinite(tensor.reshape(len(mask), -1)[mask.sum(-1) > 0]).all())
+    return bool(torch.isfinite(tensor[mask.bool()]).all())
+
+
+def first_non_finite_input(rewards: torch.Tensor | None, batches: list[dict]) -> str | None:
+    """The first non-finite quantity that went into a step's loss: the rewards (NaN marks a reward function
+    skipping a row, so only +-inf counts), then each micro-batch's BATCH_QUANTITIES on its completion tokens.
+
+    >>> first_non_finite_input(torch.tensor([[1.0, float("inf")]]), [])
+    'rewards'
+    """
+    if rewards is not None and torch.isinf(rewards).any():
+        return "rewards"
+    for key, name in BATCH_QUANTITIES:
+        for batch in batches:
+            if batch.get(key) is not None and not finite_where(batch[key], batch["completion_mask"]):
+                return name
+    return None
+
+
+def first_non_finite_policy_term(logps: torch.Tensor, batch: dict) -> str | None:
+    """Given the policy's log-probs of a micro-batch (recomputed by the guard), the first non-finite term the
+    loss builds from them: the log-probs, the policy/old ratio exp(logp - old), the k3 KL's exp(ref - logp).
+
+    >>> batch = {"completion_mask": torch.ones(1, 2), "old_per_token_logps": torch.tensor([[-1.0, -1e4]])}
+    >>> first_non_finite_policy_term(torch.tensor([[-1.0, -1.0]]), batch)
+    'policy/old ratio'
+    """
+    mask = batch["completion_mask"]
+    if not finite_where(logps, mask):
+        return "policy log-probs"
+    terms = (
+        ("old_per_token_logps", "policy/old ratio", 1.0),
+        ("ref_per_token_logps", "KL to the reference", -1.0),
+    )
+    for key, name, sign in terms:
+        if batch.get(key) is not None and not finite_where(torch.exp(sign * (logps - batch[key])), mask):
+            return name
+    return None
+
+
+def first_non_finite_grad(named_parameters) -> str | None:
+    """'gradient of NAME' for the parameter where a non-finite gradient entered the backward pass: the last one in
+    the model's order (nearest the output) whose gradient is non-finite, since backpropagation carries it from
+    there into every parameter before it; how many more it reached follows in brackets."""
+    named = [(name, p.grad) for name, p in named_parameters if p.grad is not None]
+    if all_finite([grad for _, grad in named]):  # one fused pass: the common case costs one host sync
+        return None
+    bad = [name for name, grad in named if not all_finite([grad])]
+    return f"gradient of {bad[-1]}" + (f" (and {len(bad) - 1} parameters before it)" if len(bad) > 1 else "")
+
+
 def drop_grads(optimizer) -> None:
     """Set every gradient to None: torch optimizers skip such parameters, so the coming step is a no-op."""
     for p in optimizer_params(optimizer):
@@ -176,6 +247,8 @@ class StepFaults:
             dict
         ] = []  # the micro-batches, kept until the step ends to save them if it goes bad
         self.bad: str | None = None
+        self.cause: str | None = None  # a non-finite step: the first quantity that went non-finite
+        self.grad_cause: str | None = None  # the parameter whose gradient went non-finite, before clipping
         self.measured: dict[str, float] = {}  # loss and gradient norm
         self.grad_norm: float | None = None  # reported by the trainer's clipping, before the clip
         self.blame_previous = False
@@ -188,9 +261,15 @@ class StepFaults:
     def record_step(self, loss: torch.Tensor, kl_values: list[float]) -> None:
         self.kl.extend(kl_values)
         if self.bad is None and not torch.isfinite(loss).all():
-            self.bad = "loss"
+            self.bad = self.cause = "loss"
         else:
             self.loss += float(loss.detach().abs().sum())
+
+    def record_grads(self, named_parameters) -> None:
+        """Before clipping (a non-finite norm makes clipping scale every gradient to NaN): where a non-finite
+        gradient entered, for `cause`."""
+        if self.cause is None:
+            self.grad_cause = first_non_finite_grad(named_parameters)
 
     def record_grad_norm(self, norm) -> None:
         """The gradient norm before clipping (Trainer clips before on_pre_optimizer_step, which sees the clipped)."""
@@ -213,10 +292,12 @@ class StepFaults:
             self.bad = reason or "diverged on another rank"
         self.blame_previous = bool(blame)
 
-    def judge_update(self, optimizer, trainable: list[torch.Tensor], kl_stop: float) -> None:
-        """Before the optimizer step: a bad step's gradients are dropped, so the step is a no-op."""
+    def judge_update(self, optimizer, trainable: list[torch.Tensor], kl_stop: float, named=()) -> None:
+        """Before the optimizer step: a bad step's gradients are dropped, so the step is a no-op. `named`: the
+        model's (name, parameter) pairs, to name the first non-finite gradient in `cause`."""
         if self.bad is None and not grads_finite(optimizer):
             self.bad = "gradient"
+            self.cause = self.grad_cause or first_non_finite_grad(named) or "gradient"
         loss, kl = self.loss, self.mean_kl()
         grad_norm = 0.0
         if self.bad is None:

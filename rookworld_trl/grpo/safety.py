@@ -13,9 +13,16 @@ from __future__ import annotations
 import logging
 import os
 
+import torch
 from transformers import TrainerCallback
 
-from rookworld_trl.grpo.faults import StepFaults, roll_back, save_batch
+from rookworld_trl.grpo.faults import (
+    StepFaults,
+    first_non_finite_input,
+    first_non_finite_policy_term,
+    roll_back,
+    save_batch,
+)
 from rookworld_trl.grpo.snapshots import Snapshots
 from rookworld_trl.training.metrics_log import memory_metrics
 
@@ -54,7 +61,26 @@ class StepGuard(TrainerCallback):
         self.snapshots.start(t.model, t.optimizer, t.state.global_step, beta=t.kl_control.beta)
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        self.faults.judge_update(self.trainer.optimizer, self._trainable(), args.kl_stop)
+        faults, model = self.faults, self.trainer.model
+        faults.judge_update(self.trainer.optimizer, self._trainable(), args.kl_stop, model.named_parameters())
+        if faults.cause is not None:  # non-finite on this rank: name what went first, upstream of the loss
+            faults.cause = self.explain() or faults.cause
+
+    def explain(self) -> str | None:
+        """The first non-finite quantity upstream of the loss: rewards, advantages, the batch's log-probs and
+        ratios, then the policy's log-probs (scored again with the weights that made the loss) and the terms
+        the loss builds from them. None: all finite, so the loss or a gradient was the first."""
+        t, batches = self.trainer, self.faults.inputs
+        found = first_non_finite_input(t.scored_rewards, batches)
+        for batch in batches if found is None else ():
+            ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+            mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+            found = first_non_finite_policy_term(
+                t.scoring_logps(ids, mask, batch["completion_ids"].size(1)), batch
+            )
+            if found is not None:
+                break
+        return found
 
     def on_step_end(self, args, state, control, **kwargs):
         t, faults = self.trainer, self.faults
@@ -95,17 +121,23 @@ class StepGuard(TrainerCallback):
         self.nan_recoveries += 1
         self.healthy = False
         name = f"step-{step}-rank{t.accelerator.process_index}.pt"
+        cause = self.faults.cause
         path = save_batch(
             self.faults.inputs,
             os.path.join(args.output_dir, "nan_batches", name),
             reason=bad,
+            cause=cause or "",
             global_step=step,
         )
         snapshot = self.snapshots.rollback_target(past_last_update=self.faults.blame_previous)
         roll_back(snapshot, t.model, t.optimizer, t.lr_scheduler, args.nan_lr_factor)
         t.kl_control.restore(snapshot.extra["beta"])
         t.drop_buffered_completions()  # TRL's buffered completions and old log-probs came from the bad weights
-        what = bad if bad.startswith("diverged") else f"non-finite {bad}"
+        what = bad if bad.startswith("diverged") else f"non-finite {bad} (first non-finite: {cause})"
+        if cause is not None:
+            t.log_metric(
+                f"guard/non_finite/{cause.split(' of ')[0]}", 1.0
+            )  # gradient: the name is in the line
         logger.warning(
             f"{what} at step {step}: update skipped, weights + optimizer restored from step "
             f"{snapshot.step}, LR x{args.nan_lr_factor}, batch saved to {path}"

@@ -280,9 +280,6 @@ def build(argv: list[str] | None = None):
     # resumes from them), and a vLLM server answers (TRL would wait vllm_server_timeout, then a traceback)
     check_shared_output_dir(PartialState(), args.output_dir)
     check_vllm_server(args, model_args.model_name_or_path)
-    if args.torch_compile:  # batches change length every step: compile for dynamic shapes at once, as
-        # accelerate_configs/single_gpu.yaml does (torch's default recompiles per length for many steps)
-        os.environ.setdefault("ACCELERATE_DYNAMO_USE_DYNAMIC", "true")
     model, tokenizer = load_policy(args, model_args)
     dataset, replay_rows = load_training_rows(script, args, model, tokenizer)
     engine = engine_pool(script, args.output_dir)

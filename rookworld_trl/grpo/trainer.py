@@ -35,7 +35,7 @@ from rookworld_trl.grpo import advantages as adv
 from rookworld_trl.grpo import credit
 from rookworld_trl.grpo import dynamic_sampling as ds
 from rookworld_trl.grpo import rl_options as rl
-from rookworld_trl.grpo.config import RookWorldGRPOConfig
+from rookworld_trl.grpo.config import RookWorldGRPOConfig, compiling
 from rookworld_trl.grpo.kl import HiddenTap, completion_hidden, lm_head_of, per_token_kl
 from rookworld_trl.grpo.kl_control import KLControl
 from rookworld_trl.grpo.replay import Replay, replay_loss
@@ -103,6 +103,9 @@ class RookWorldGRPOTrainer(GRPOSeams):
         if own_sampler:
             check_supported(self.args, self.model, self.accelerator)
         self.ref_device = place_ref_model(self, self.args.ref_model_device)
+        self.compiled_scoring = compiling(
+            self.args
+        )  # fixed shapes: pad_to_multiple_of, every position scored
         for model in (self.model, self.ref_model):  # TRL loads the reference itself, not through our loader
             if model is not None:
                 use_fused_gelu(model)
@@ -336,6 +339,11 @@ class RookWorldGRPOTrainer(GRPOSeams):
             for name, value in figures.items():
                 self.log_metric(name, value)
         return inputs
+
+    def before_grad_clip(self):
+        self.guard.faults.record_grads(
+            self.model.named_parameters()
+        )  # clipping turns a NaN into NaN everywhere
 
     def on_grad_norm(self, norm):
         self.guard.faults.record_grad_norm(norm)  # the norm before clipping: the guard's spike check needs it

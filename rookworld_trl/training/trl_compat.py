@@ -148,7 +148,8 @@ class VerifiedCheckpoints:
 class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
     """GRPOTrainer whose private seams call hooks with public names, plus accessors for TRL's state.
 
-    Hooks: generate_batch(inputs) (default: score(inputs) once), shape_advantages(output), on_grad_norm(norm),
+    Hooks: generate_batch(inputs) (default: score(inputs) once), shape_advantages(output), before_grad_clip(),
+    on_grad_norm(norm),
     on_resume(checkpoint). `score(inputs)` samples and scores one generation batch (TRL's advantages, then
     shape_advantages); `scored_rewards` then holds its (N, F) rewards of every process (N rows, F reward
     functions, NaN where a function skipped a row), `scored_prompts` this process's prompts. Attribute
@@ -157,6 +158,7 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
     """
 
     ref_device: torch.device | None = None
+    compiled_scoring = False  # the model runs under torch.compile: score fixed shapes (every position)
     scored_rewards: torch.Tensor | None = None
     scored_prompts: list | None = None
     _table_step = -1  # the step whose completions table was printed last
@@ -207,6 +209,9 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
     def shape_advantages(self, output: dict) -> dict:
         """TRL's scored batch (advantages, completion_ids, ...) before the loss sees it."""
         return output
+
+    def before_grad_clip(self) -> None:
+        """The coming optimizer step's gradients, before clipping scales them."""
 
     def on_grad_norm(self, norm) -> None:
         """The gradient norm of the coming optimizer step, before clipping."""
@@ -264,6 +269,7 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
             return super()._compute_loss(model, inputs)
 
     def _clip_grad_norm(self, model):
+        self.before_grad_clip()
         norm = super()._clip_grad_norm(model)
         self.on_grad_norm(norm)
         return norm
@@ -278,10 +284,17 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         # TRL scores prompt + completion rows: the prompt is all but the last logits_to_keep columns
         # (shared_prefix.py computes it once per group when the backbone is patched)
         keep = args[0] if args else kwargs["logits_to_keep"]
-        compact = input_ids.device.type in ("cpu", "mps")  # see COMPACT_SCORING: the same figures, less work
+        # COMPACT_SCORING: on CPU scoring the completion positions only is the same figures for less work; under
+        # torch.compile every position is scored on every device (TRL's rule for Neuron), since the count of
+        # completion tokens changes every batch and each new count recompiled the graph on CUDA
+        compact = (
+            False if self.compiled_scoring else True if input_ids.device.type in ("cpu", "mps") else None
+        )
         with (
             shared_prefix.prompt_length(input_ids.size(1) - keep),
-            _swapped(trl_utils, "_use_triton", _always) if compact else contextlib.nullcontext(),
+            contextlib.nullcontext()
+            if compact is None  # TRL's own choice: compact where Triton runs
+            else _swapped(trl_utils, "_use_triton", _always if compact else _never),
         ):
             return self._score_on_device(model, input_ids, attention_mask, *args, **kwargs)
 
@@ -351,6 +364,10 @@ def _no_table(*args, **kwargs):
 
 def _always(*args, **kwargs):
     return True
+
+
+def _never(*args, **kwargs):
+    return False
 
 
 @contextlib.contextmanager
