@@ -19,7 +19,9 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     # under pytest-xdist each worker's torch would take every core (16 workers x 16 threads on a GPU box
     # timed tests out): share the cores out, before torch is imported; subprocesses inherit it
     _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+    os.environ.setdefault(
+        "OMP_NUM_THREADS", str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    )
 
 import pytest  # noqa: E402
 from tiny_grpo import make_tiny_model_dir  # noqa: E402

@@ -34,7 +34,9 @@ def test_compiling_pads_to_fixed_shapes_and_eager_does_not(tmp_path, monkeypatch
 def test_compiled_scoring_scores_every_position_with_the_same_log_probs(model_dir, tmp_path, monkeypatch):
     trainer = make_trainer(model_dir, tmp_path)
     seen = []
-    kernel = trl_utils._ChunkedLogProbFunction  # TRL's chunked log-prob autograd function, as its utils name it
+    kernel = (
+        trl_utils._ChunkedLogProbFunction
+    )  # TRL's chunked log-prob autograd function, as its utils name it
     apply = kernel.apply
 
     def spy(hidden, *args):  # the real kernel runs; the spy notes how many positions it was handed

@@ -253,7 +253,9 @@ def test_seeded_grpo_is_reproducible_and_agrees_with_generate(model_dir, tmp_pat
 @pytest.mark.gpu
 def test_cuda_graph_greedy_equals_eager_and_bf16_runs(embedded):
     model, tokenizer, prompts = embedded
-    model = copy.deepcopy(model).cuda()  # Module.cuda() moves in place: the module-scoped fixture stays on the CPU
+    model = copy.deepcopy(
+        model
+    ).cuda()  # Module.cuda() moves in place: the module-scoped fixture stays on the CPU
     ids = tokenizer(prompts)["input_ids"]
     eos = tokenizer.eos_token_id
     kwargs = dict(
