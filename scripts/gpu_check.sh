@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# One command for a GPU session: every GPU path, checked and measured, in one markdown report.
+#   bash scripts/gpu_check.sh [OUT_DIR]          # default build/gpu_check; the report is OUT_DIR/report.md
+#   PYTHON=python3 bash scripts/gpu_check.sh      # an environment that has the package (default: .venv, made
+#                                                 # by scripts/setup.sh when missing)
+# Rows: the environment, `rookworld doctor`, the GPU-relevant tests (CUDA tests run where CUDA is, skip elsewhere),
+# and scripts/bench_gpu_step.py: the 124M-shape GRPO step, ours against plain TRL, eager and compiled, with
+# recompilations after step 1 and peak memory. Without CUDA the bench row is SKIP (it is a GPU measurement);
+# everything else runs, so the script itself is checked on CPU (tests/test_gpu_check.py). About 10-15 minutes
+# on a GPU. Exit code 0 when no row FAILs.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-build/gpu_check}
+STEPS=${GPU_CHECK_STEPS:-20}
+mkdir -p "$OUT"
+if [ -z "${PYTHON:-}" ]; then
+  [ -x .venv/bin/rookworld ] || bash scripts/setup.sh || exit 1
+  PYTHON=.venv/bin/python
+fi
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=false PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+cuda=$("$PYTHON" -c "import torch; print(int(torch.cuda.is_available()))")
+rows=()
+failed=0
+
+# row NAME CMD...: run CMD with its output in OUT/NAME.log; PASS or FAIL by its exit code, and its seconds
+row() {
+  local name=$1 log="$OUT/$1.log" start=$SECONDS result
+  shift
+  echo "gpu_check: $name ..."
+  if "$@" >"$log" 2>&1; then result=PASS; else result=FAIL; failed=1; fi
+  rows+=("| $name | $result | $((SECONDS - start)) s | \`$*\` |")
+  echo "gpu_check: $name $result ($((SECONDS - start)) s)"
+}
+
+skip() {
+  rows+=("| $1 | SKIP | - | $2 |")
+  echo "gpu_check: $1 SKIP ($2)"
+}
+
+row environment "$PYTHON" -c "
+import torch, transformers, trl, accelerate, subprocess, shutil
+print('torch', torch.__version__, '| CUDA', torch.version.cuda, '| transformers', transformers.__version__,
+      '| trl', trl.__version__, '| accelerate', accelerate.__version__)
+for i in range(torch.cuda.device_count()):
+    p = torch.cuda.get_device_properties(i)
+    print(f'cuda:{i} {p.name}, {p.total_memory / 2**30:.0f} GiB, bf16 {torch.cuda.is_bf16_supported()}')
+print('no CUDA device' if not torch.cuda.is_available() else '')
+"
+row doctor "$PYTHON" -m rookworld_trl.cli doctor
+row tests "$PYTHON" -m pytest -q -p no:cacheprovider -m "not slow" tests/test_decoding.py tests/test_doctor.py \
+  tests/test_grpo.py tests/test_compile_shapes.py tests/test_nonfinite.py tests/test_step_guard.py
+if [ "$cuda" = 1 ]; then
+  row bench "$PYTHON" scripts/bench_gpu_step.py --steps "$STEPS" --markdown "$OUT/bench.md"
+else
+  skip bench "no CUDA device: the 124M-shape step is a GPU measurement"
+fi
+
+{
+  echo "# GPU check"
+  echo
+  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), \`bash scripts/gpu_check.sh\`"
+  echo
+  echo '```'
+  cat "$OUT/environment.log"
+  echo '```'
+  echo
+  echo "| row | result | time | command |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+  echo
+  echo "## rookworld doctor"
+  echo
+  echo '```'
+  sed -n '/^check/,$p' "$OUT/doctor.log"
+  echo '```'
+  echo
+  echo "## Tests"
+  echo
+  echo '```'
+  grep -E "passed|failed|SKIPPED|FAILED|error" "$OUT/tests.log" | tail -20
+  echo '```'
+  if [ -f "$OUT/bench.md" ]; then
+    echo
+    echo "## Bench (scripts/bench_gpu_step.py --steps $STEPS)"
+    echo
+    cat "$OUT/bench.md"
+  fi
+  for log in "$OUT"/*.log; do
+    name=$(basename "$log" .log)
+    if printf '%s\n' "${rows[@]}" | grep -q "| $name | FAIL |"; then
+      echo
+      echo "## $name failed: the last lines of $log"
+      echo
+      echo '```'
+      tail -40 "$log"
+      echo '```'
+    fi
+  done
+} >"$OUT/report.md"
+echo "gpu_check: report in $OUT/report.md"
+exit $failed
