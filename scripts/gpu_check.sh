@@ -28,7 +28,7 @@ row() {
   shift
   echo "gpu_check: $name ..."
   if "$@" >"$log" 2>&1; then result=PASS; else result=FAIL; failed=1; fi
-  rows+=("| $name | $result | $((SECONDS - start)) s | \`$*\` |")
+  rows+=("| $name | $result | $((SECONDS - start)) s | \`$(echo "$*" | head -1)\` |")
   echo "gpu_check: $name $result ($((SECONDS - start)) s)"
 }
 

@@ -181,7 +181,7 @@ def test_replay_weighs_replay_coef_whatever_the_accumulation(model_dir, tmp_path
 def components_reward(prompts, completions, log_extra=None, **kwargs):
     """file_reward plus a component column, as our chess rewards report theirs (TRL's log_extra)."""
     if log_extra is not None:
-        log_extra("policy/cp_loss", [987.0] * len(completions))
+        log_extra("policy/cp_loss", [98765.25] * len(completions))
     return file_reward(prompts, completions)
 
 
@@ -200,11 +200,11 @@ def test_completions_table_every_n_steps_without_the_reward_components(model_dir
     trainer.train()
     out = capsys.readouterr().out
     assert [int(n) for n in re.findall(r"Step (\d+)", out)] == [2, 4]
-    assert "components_reward" in out and "987" not in out
+    assert "components_reward" in out and "98765" not in out
     import pandas as pd
 
     tables = sorted((tmp_path / "completions").glob("*.parquet"))
-    assert len(tables) == 4 and (pd.read_parquet(tables[0])["policy/cp_loss"] == 987.0).all()
+    assert len(tables) == 4 and (pd.read_parquet(tables[0])["policy/cp_loss"] == 98765.25).all()
 
 
 # ---- reference model on its own device ----
