@@ -3,11 +3,11 @@
 #   bash scripts/gpu_check.sh [OUT_DIR]          # default build/gpu_check; the report is OUT_DIR/report.md
 #   PYTHON=python3 bash scripts/gpu_check.sh      # an environment that has the package (default: .venv, made
 #                                                 # by scripts/setup.sh when missing)
-# Rows: the environment, `rookworld doctor`, the GPU-relevant tests (CUDA tests run where CUDA is, skip elsewhere),
-# and scripts/bench_gpu_step.py: the 124M-shape GRPO step, ours against plain TRL, eager and compiled, with
-# recompilations after step 1 and peak memory. Without CUDA the bench row is SKIP (it is a GPU measurement);
-# everything else runs, so the script itself is checked on CPU (tests/test_gpu_check.py). About 10-15 minutes
-# on a GPU. Exit code 0 when no row FAILs.
+# Rows: the environment, `rookworld doctor`, the GPU-relevant tests (CUDA tests run where CUDA is, skip
+# elsewhere), the main job's GPU variant (3 steps), and scripts/bench_gpu_step.py: the 124M-shape GRPO step,
+# ours against plain TRL, eager and compiled, with recompilations after step 1 and peak memory. Without CUDA the
+# last two rows SKIP (they are GPU runs); the rest runs, so the script itself is checked on CPU
+# (tests/test_gpu_check.py). About 10-15 minutes on a GPU. Exit code 0 when no row FAILs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-build/gpu_check}
@@ -50,8 +50,12 @@ row doctor "$PYTHON" -m rookworld_trl.cli doctor
 row tests "$PYTHON" -m pytest -q -p no:cacheprovider -m "not slow" tests/test_decoding.py tests/test_doctor.py \
   tests/test_grpo.py tests/test_compile_shapes.py tests/test_nonfinite.py tests/test_step_guard.py
 if [ "$cuda" = 1 ]; then
+  # the main job's GPU variant, as `rookworld train` tells a GPU user to run it (3 steps, no evals)
+  row main_job_gpu "$PYTHON" -m rookworld_trl.cli train --use_cpu false --bf16 true --max_steps 3 \
+    --eval_samples 0 --eval_every_steps 0 --save_strategy no --output_dir "$OUT/main_job_gpu"
   row bench "$PYTHON" scripts/bench_gpu_step.py --steps "$STEPS" --markdown "$OUT/bench.md"
 else
+  skip main_job_gpu "no CUDA device"
   skip bench "no CUDA device: the 124M-shape step is a GPU measurement"
 fi
 
