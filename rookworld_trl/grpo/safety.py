@@ -134,10 +134,8 @@ class StepGuard(TrainerCallback):
         t.kl_control.restore(snapshot.extra["beta"])
         t.drop_buffered_completions()  # TRL's buffered completions and old log-probs came from the bad weights
         what = bad if bad.startswith("diverged") else f"non-finite {bad} (first non-finite: {cause})"
-        if cause is not None:
-            t.log_metric(
-                f"guard/non_finite/{cause.split(' of ')[0]}", 1.0
-            )  # gradient: the name is in the line
+        if cause is not None:  # one metric per kind: a gradient's parameter is named in the line below
+            t.log_metric(f"guard/non_finite/{cause.split(' of ')[0]}", 1.0)
         logger.warning(
             f"{what} at step {step}: update skipped, weights + optimizer restored from step "
             f"{snapshot.step}, LR x{args.nan_lr_factor}, batch saved to {path}"

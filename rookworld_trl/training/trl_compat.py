@@ -149,8 +149,7 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
     """GRPOTrainer whose private seams call hooks with public names, plus accessors for TRL's state.
 
     Hooks: generate_batch(inputs) (default: score(inputs) once), shape_advantages(output), before_grad_clip(),
-    on_grad_norm(norm),
-    on_resume(checkpoint). `score(inputs)` samples and scores one generation batch (TRL's advantages, then
+    on_grad_norm(norm), on_resume(checkpoint). `score(inputs)` samples and scores one generation batch (TRL's advantages, then
     shape_advantages); `scored_rewards` then holds its (N, F) rewards of every process (N rows, F reward
     functions, NaN where a function skipped a row), `scored_prompts` this process's prompts. Attribute
     `ref_device`: where the reference model's forward runs (None: beside the policy). The console table of completions is printed
