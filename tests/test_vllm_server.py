@@ -9,7 +9,6 @@ import http.server
 import importlib.metadata
 import json
 import socket
-import sys
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -116,8 +115,6 @@ def test_a_server_without_dev_endpoints_is_named(stand_in):
 
 
 def test_the_vllm_extra_is_trls_range():
-    if sys.version_info < (3, 11):
-        pytest.skip("tomllib")
     import tomllib
 
     ours = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["vllm"]
