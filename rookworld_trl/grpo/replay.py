@@ -19,9 +19,11 @@ TASKS = ("A", "P", "all")
 class Replay:
     """Draws right-padded (input_ids, attention_mask, labels) batches of training rows of one task; labels are
     -100 on the prompt and padding, so the loss is on the completion and EOS only. Batches are a function of
-    (seed, micro-batch counter, rank): a resumed run replays what an uninterrupted one would have."""
+    (seed, micro-batch counter, rank): a resumed run replays what an uninterrupted one would have.
+    `pad_to_multiple_of`: the width rounded up to a multiple of it (under torch.compile: one shape, one graph)."""
 
-    def __init__(self, dataset, task: str, tokenizer, batch_size: int, seed: int, rank: int = 0):
+    def __init__(self, dataset, task: str, tokenizer, batch_size: int, seed: int, rank: int = 0,
+                 pad_to_multiple_of: int | None = None):  # fmt: skip
         if task not in TASKS:
             raise ValueError(f"replay_task must be one of {TASKS}, got {task!r}")
         if "completion" not in dataset.column_names:
@@ -33,6 +35,7 @@ class Replay:
         rows = dataset.select(keep)
         self.pairs = list(zip(rows["prompt"], rows["completion"], strict=True))
         self.tokenizer, self.batch_size, self.seed, self.rank = tokenizer, batch_size, seed, rank
+        self.multiple = pad_to_multiple_of or 1
 
     def batch(self, step: int, device) -> dict[str, torch.Tensor]:
         rng = random.Random(f"{self.seed}/{self.rank}/{step}")
@@ -43,7 +46,7 @@ class Replay:
             p = tok(prompt, add_special_tokens=False)["input_ids"]
             c = tok(completion, add_special_tokens=False)["input_ids"] + [eos]
             rows.append((p + c, [-100] * len(p) + c))
-        width = max(len(ids) for ids, _ in rows)
+        width = -(-max(len(ids) for ids, _ in rows) // self.multiple) * self.multiple
         pad = tok.pad_token_id if tok.pad_token_id is not None else eos
         input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
         labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])

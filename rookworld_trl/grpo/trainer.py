@@ -117,9 +117,8 @@ class RookWorldGRPOTrainer(GRPOSeams):
         self.replay = None
         if a.replay_coef > 0:
             rows = self.train_dataset if replay_dataset is None else replay_dataset
-            self.replay = Replay(
-                rows, a.replay_task, self.processing_class, a.replay_batch_size, a.seed, a.process_index
-            )
+            self.replay = Replay(rows, a.replay_task, self.processing_class, a.replay_batch_size, a.seed,
+                                 a.process_index, a.pad_to_multiple_of)  # fmt: skip
         self.selfplay = selfplay  # rookworld_trl/grpo/selfplay.py: the policy's own games as P: prompts
         if selfplay is not None:
             self.add_callback(SelfPlayCallback(self))
