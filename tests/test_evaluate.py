@@ -339,6 +339,7 @@ def test_eval_callback_logs_through_the_trainer(tiny, pool, tmp_path):
     logged = trainer.state.log_history[-1]
     assert logged["step"] == 5 and model.training
     assert 0.0 <= logged["eval/policy/greedy/top5_move_accuracy"] <= 1.0
+    assert 0.0 <= logged["eval/policy/greedy/best_move_loss"] <= 1.0  # on the learning curve too
     assert "eval/env/next_state_accuracy" in logged and not any("kind=" in k for k in logged)
 
 
