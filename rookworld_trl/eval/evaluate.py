@@ -350,7 +350,10 @@ def parse_args(argv: list[str] | None) -> EvalSettings:
         prog="rookworld eval",
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="example: rookworld eval runs/grpo_tiny_cpu/final --baseline rookworld_trl/assets/model "
+        epilog="B:'s quality: top5_move_accuracy (in the engine's top 5) and best_move_loss (expected-score "
+        "loss against the engine's best, as the policy reward computes it; lower is better; an illegal or "
+        "missing B: counts as the worst loss, 1.0). "
+        "example: rookworld eval runs/grpo_tiny_cpu/final --baseline rookworld_trl/assets/model "
         "--data rookworld_trl/assets/data --suites policy,env --policy_samples 200 --out eval/run1",
     )
     hints = typing.get_type_hints(EvalSettings)
