@@ -37,7 +37,7 @@ from rookworld_trl.eval.suites import (
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import new_gpt2_model
 from rookworld_trl.rewards.functions import score_env
-from rookworld_trl.rewards.policy import score_policy
+from rookworld_trl.rewards.policy import expected_score_loss, score_policy
 
 START = chess.STARTING_FEN
 AFTER_E4 = "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1"
@@ -96,6 +96,8 @@ def test_policy_suite_scripted(pool):
         "legal_best_move": 0.5,
         "best_move_accuracy": 0.25,
         "top5_move_accuracy": 0.5,
+        # 0 for the engine's move, the second line's loss, the worst (1.0) for the illegal B: and the garbage
+        "best_move_loss": pytest.approx((0 + expected_score_loss(a1[0].cp, a1[1].cp) + 1 + 1) / 4),
         "candidate_overlap": pytest.approx((1 + 2 / len(a1) + 0 + 0) / 4),
         "legal_moves": pytest.approx((1 + 2 / 5 + 0 + 0) / 4),  # out of five; a1a8 is blocked
         "eval_mae": pytest.approx((0 + 1.0) / 2),
@@ -337,6 +339,7 @@ def test_eval_callback_logs_through_the_trainer(tiny, pool, tmp_path):
     logged = trainer.state.log_history[-1]
     assert logged["step"] == 5 and model.training
     assert 0.0 <= logged["eval/policy/greedy/top5_move_accuracy"] <= 1.0
+    assert 0.0 <= logged["eval/policy/greedy/best_move_loss"] <= 1.0  # on the learning curve too
     assert "eval/env/next_state_accuracy" in logged and not any("kind=" in k for k in logged)
 
 

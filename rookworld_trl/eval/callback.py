@@ -42,7 +42,7 @@ class EvalCallback(TrainerCallback):
         generate = functools.partial(generate_completions, model, tokenizer, batch_size=s.batch_size)
         items = EvalItems(self.fens, self.analyses, self.env_prompts, fen_width=self.fen_width)
         suites = [name for name, rows in (("policy", self.fens), ("env", self.env_prompts)) if rows]
-        results = run_suites(generate, items, suites, s)
+        results = run_suites(generate, items, suites, s, self.engine)
         return {
             f"eval/{suite}/{name}": m.value
             for suite, metrics in results.items()

@@ -10,6 +10,10 @@ games; BIG-bench `checkmate_in_one` too when --bigbench names its task.json), se
 Stockfish at --skill_level). Items are drawn once with --seed, so model and baseline answer the same
 positions; each figure comes with a 95% interval and, with a baseline, a paired interval of the difference.
 The published RookWorld-LM figures (docs/FORMATS.md) appear beside the figures they correspond to.
+B:'s quality beside its legality: top5_move_accuracy (B: is one of the engine's top 5 moves) and
+best_move_loss (B:'s expected-score loss against the engine's best move, as the policy reward computes it;
+lower is better; an illegal or missing B: counts as the worst loss, 1.0, so writing fewer legal moves
+cannot improve it).
 
 The in-training eval (a small policy + environment evaluation every N steps) is rookworld_trl/eval/callback.py.
 """
@@ -161,16 +165,23 @@ def analysed(
 
 
 def run_suites(
-    generate, items: EvalItems, suites: Sequence[str], args: EvalSettings
+    generate, items: EvalItems, suites: Sequence[str], args: EvalSettings, engine: EnginePool | None = None
 ) -> dict[str, dict[str, Metric]]:
-    """{suite: {figure: Metric}} of one model; `args` carries the decoding and game settings."""
+    """{suite: {figure: Metric}} of one model; `args` carries the decoding and game settings; `engine`
+    searches a legal B: outside a position's analysis (policy_suite)."""
     common = dict(max_new_tokens=args.max_new_tokens, seed=args.seed, fen_width=items.fen_width)
     sampling = dict(temperature=args.temperature, top_k=args.top_k)
     decodings = args.decodings.split(",")
     out = {}
     if "policy" in suites:
         out["policy"] = policy_suite(
-            generate, items.policy_fens, items.policy_analyses, decodings=decodings, **sampling, **common
+            generate,
+            items.policy_fens,
+            items.policy_analyses,
+            decodings=decodings,
+            engine=engine,
+            **sampling,
+            **common,
         )
     if "env" in suites:
         out["env"] = env_suite(
@@ -289,15 +300,17 @@ def evaluate(args: EvalSettings) -> dict[str, str]:
         args.engine_workers, limit, multipv=5, cache=args.cache, stockfish_path=args.stockfish
     ) as engine:
         items = prepare_items(args, suites, engine)
-    widths = {}  # each model is prompted as it was trained; the data's width when its config does not say
+        widths = {}  # each model is prompted as it was trained; the data's width when its config does not say
 
-    def run(name: str):
-        generate, width = model_generate(name, args)
-        widths[name] = width or items.fen_width
-        return run_suites(generate, dataclasses.replace(items, fen_width=widths[name]), suites, args)
+        def run(name: str):
+            generate, width = model_generate(name, args)
+            widths[name] = width or items.fen_width
+            return run_suites(
+                generate, dataclasses.replace(items, fen_width=widths[name]), suites, args, engine
+            )
 
-    results = run(args.model)
-    baseline = run(args.baseline) if args.baseline else None
+        results = run(args.model)
+        baseline = run(args.baseline) if args.baseline else None
     settings = {
         "model": args.model,
         "baseline": args.baseline,
@@ -337,7 +350,10 @@ def parse_args(argv: list[str] | None) -> EvalSettings:
         prog="rookworld eval",
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="example: rookworld eval runs/grpo_tiny_cpu/final --baseline rookworld_trl/assets/model "
+        epilog="B:'s quality: top5_move_accuracy (in the engine's top 5) and best_move_loss (expected-score "
+        "loss against the engine's best, as the policy reward computes it; lower is better; an illegal or "
+        "missing B: counts as the worst loss, 1.0). "
+        "example: rookworld eval runs/grpo_tiny_cpu/final --baseline rookworld_trl/assets/model "
         "--data rookworld_trl/assets/data --suites policy,env --policy_samples 200 --out eval/run1",
     )
     hints = typing.get_type_hints(EvalSettings)

@@ -23,13 +23,14 @@ class Metric:
     """One figure. `values[i]` belongs to item i (None: undefined there); the figure is their (weighted) mean.
 
     `percent`: a rate shown in %, else a plain number (MAE, half-moves). `reference`: the published
-    figure in the same unit, if one applies.
+    figure in the same unit, if one applies. `lower_is_better`: a loss, marked so in the tables.
     """
 
     values: list[float | None]
     weights: list[float] | None = None
     percent: bool = True
     reference: float | None = None
+    lower_is_better: bool = False
 
     def defined(self) -> tuple[np.ndarray, np.ndarray]:
         keep = [i for i, v in enumerate(self.values) if v is not None]

@@ -24,6 +24,8 @@ def summarize(results: dict, baseline: dict | None, seed: int) -> dict:
         out[suite] = {}
         for name, metric in metrics.items():
             row = {"percent": metric.percent, "reference": metric.reference, "model": figure(metric, seed)}
+            if metric.lower_is_better:
+                row["lower_is_better"] = True
             other = (baseline or {}).get(suite, {}).get(name)
             if other is not None:
                 row["baseline"] = figure(other, seed)
@@ -69,7 +71,8 @@ def markdown(summary: dict, settings: dict) -> str:
             lines += [f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
             for name, r in selected.items():
                 p, m = r["percent"], r["model"]
-                cells = [name, fmt(m["value"], p), fmt_ci(m["ci"], p), str(m["n"])]
+                label = name + (" (lower is better)" if r.get("lower_is_better") else "")
+                cells = [label, fmt(m["value"], p), fmt_ci(m["ci"], p), str(m["n"])]
                 if has_base:
                     b, d = r.get("baseline", {}), r.get("delta", {})
                     star = "*" if d.get("ci") and (d["ci"][0] > 0 or d["ci"][1] < 0) else ""

@@ -25,6 +25,7 @@ from rookworld_trl.chess.engine import MATE_SCORE, EnginePool, MoveEval
 from rookworld_trl.chess.environment import ILLEGAL_KINDS, env_truth, illegal_kind, legal_move
 from rookworld_trl.chess.formats import (
     FEN_WIDTH,
+    ParsedPolicy,
     parse_env_completion,
     parse_policy_completion,
     policy_prompt,
@@ -32,7 +33,11 @@ from rookworld_trl.chess.formats import (
 )
 from rookworld_trl.eval.intervals import Metric
 from rookworld_trl.rewards.functions import score_env, similarity
-from rookworld_trl.rewards.policy import score_policy  # the training rewards, as eval figures
+from rookworld_trl.rewards.policy import (  # the training rewards, as eval figures
+    PolicyGrader,
+    best_move_loss,
+    score_policy,
+)
 from rookworld_trl.rewards.watch import answer_figures
 
 Generate = Callable[..., list[str]]
@@ -69,8 +74,15 @@ def legal_best_move(board: chess.Board, completion: str) -> chess.Move | None:
 # ----------------------------------------------------------------------------------------------- policy
 
 
-def policy_figures(fen: str, completion: str, analysis: Sequence[MoveEval], eval_clip: float) -> dict:
-    """Per-position figures of one P: completion against the engine's best-first analysis."""
+def policy_figures(
+    fen: str,
+    completion: str,
+    analysis: Sequence[MoveEval],
+    eval_clip: float,
+    move_cps: dict[str, int | None] | None = None,
+) -> dict:
+    """Per-position figures of one P: completion against the engine's best-first analysis; `move_cps`: the
+    engine's evals of written moves outside it (best_move_cps)."""
     parsed = parse_policy_completion(completion)
     top = [e.move for e in analysis]
     said = dict(zip(parsed.moves, parsed.evals, strict=False))  # a short E: list pairs with the first moves
@@ -89,7 +101,10 @@ def policy_figures(fen: str, completion: str, analysis: Sequence[MoveEval], eval
         "legal_best_move": float(why is None),
         **{f"illegal/{kind}": float(why == kind) for kind in ILLEGAL_KINDS},
         "best_move_accuracy": float(parsed.best == top[0]),
-        "top5_move_accuracy": float(parsed.best in top),
+        "top5_move_accuracy": float(parsed.best in top),  # the share of B: moves in the engine's top 5
+        # B:'s expected-score loss against the engine's top move, as the reward computes it; lower is better.
+        # An illegal or missing B: is the worst, 1.0: writing fewer legal moves cannot improve it.
+        "best_move_loss": best_move_loss(fen, parsed, analysis, move_cps),
         "candidate_overlap": len(set(parsed.moves) & set(top)) / len(top),
         # distinct legal moves listed in M:, out of the five asked for (or all legal moves, if fewer)
         "legal_moves": sum(legal_move(board, m) is not None for m in listed)
@@ -110,7 +125,9 @@ NOT_RATES = {
     "reward",
     "watch/distinct",
     "watch/selection",
+    "best_move_loss",
 }  # figures shown as numbers, not percentages
+LOWER_IS_BETTER = {"best_move_loss"}  # marked so in the tables
 POLICY_REFERENCE = {"best_move_accuracy": 0.166, "top5_move_accuracy": 0.392}
 
 
@@ -126,8 +143,11 @@ def policy_suite(
     seed: int = 0,
     fen_width: int = FEN_WIDTH,
     eval_clip: float = 10.0,
+    engine: EnginePool | None = None,
 ) -> dict[str, Metric]:
-    """P: on held-out positions; figures named "<decoding>/<figure>". Positions need a non-empty analysis."""
+    """P: on held-out positions; figures named "<decoding>/<figure>". Positions need a non-empty analysis.
+    `engine` (multipv >= 5) searches a legal B: outside the analysis for best_move_loss, as the training
+    reward does; without it that B: is graded as the last analysed line (a lower bound of its loss)."""
     if any(not a for a in analyses):
         raise ValueError("policy_suite: every position needs an engine analysis (no game-over positions)")
     prompts = [policy_prompt(fen, fen_width) for fen in fens]
@@ -137,12 +157,29 @@ def policy_suite(
         completions = generate_all(
             generate, prompts, f"policy/{decoding}", seed, max_new_tokens=max_new_tokens, **kwargs
         )
-        rows = [policy_figures(*x, eval_clip) for x in zip(fens, completions, analyses, strict=True)]
+        cps = best_move_cps(engine, fens, analyses, completions) if engine else [None] * len(fens)
+        answers = zip(fens, completions, analyses, cps, strict=True)
+        rows = [policy_figures(fen, c, a, eval_clip, m) for fen, c, a, m in answers]
         for name in rows[0] if rows else []:
             reference = POLICY_REFERENCE.get(name) if decoding == "greedy" else None
-            percent = name not in NOT_RATES
-            out[f"{decoding}/{name}"] = Metric([r[name] for r in rows], percent=percent, reference=reference)
+            percent, lower = name not in NOT_RATES, name in LOWER_IS_BETTER
+            out[f"{decoding}/{name}"] = Metric(
+                [r[name] for r in rows], percent=percent, reference=reference, lower_is_better=lower
+            )
     return out
+
+
+def best_move_cps(
+    engine: EnginePool,
+    fens: Sequence[str],
+    analyses: Sequence[Sequence[MoveEval]],
+    completions: Sequence[str],
+) -> list[dict[str, int | None]]:
+    """Per answer, {B:: the engine's eval, None if illegal} for a B: its analysis does not list, searched
+    as the training reward searches it (PolicyGrader.move_cps; B: only, the M: list is not searched)."""
+    parsed = [parse_policy_completion(c) for c in completions]
+    only_best = [ParsedPolicy(best=p.best) if p.ok else p for p in parsed]
+    return PolicyGrader(engine).move_cps(fens, analyses, only_best)
 
 
 # ---------------------------------------------------------------------------------------------- environment

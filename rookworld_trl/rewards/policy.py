@@ -206,7 +206,40 @@ def best_move_score(top_cp: int, cp: int) -> float:
     >>> best_move_score(30, 30), round(best_move_score(30, 0), 2), best_move_score(99997, 99995)
     (1.0, 0.86, 1.0)
     """
-    return max(0.0, 1 - (expected_score(top_cp) - expected_score(cp)) / BEST_ZERO_AT)
+    return max(0.0, 1 - expected_score_loss(top_cp, cp) / BEST_ZERO_AT)
+
+
+def expected_score_loss(top_cp: int, cp: int) -> float:
+    """The expected score a move with the engine's eval `cp` gives up against the top move's `top_cp` (both
+    centipawns, side to move): what best_move_score grades.
+
+    >>> round(expected_score_loss(30, 0), 4), expected_score_loss(99997, 99995)
+    (0.0276, 0.0)
+    """
+    return expected_score(top_cp) - expected_score(cp)
+
+
+def best_move_loss(
+    fen: str,
+    parsed: ParsedPolicy,
+    analysis: Sequence[MoveEval],
+    move_cps: Mapping[str, int | None] | None = None,
+) -> float:
+    """B:'s expected-score loss against the engine's top move (lower is better), B: graded as score_policy
+    grades it: its eval from the analysis, else from `move_cps` (capped at the last analysed line), else the
+    last line's (a bound). An unparseable answer, or an illegal or missing B:, counts as the worst loss, 1.0,
+    so that the figure cannot improve by writing fewer legal moves.
+
+    >>> fen = "6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1"
+    >>> top = [MoveEval("a1a8", 99999), *(MoveEval(m, 40) for m in ("h2h3", "g2g3", "g1f1", "f2f3"))]
+    >>> [round(best_move_loss(fen, parse_policy_completion(f" a1a8 E: 999.99 B: {b}"), top), 3)
+    ...  for b in ("a1a8", "h2h3", "a1a2", "a1h8")]
+    [0.0, 0.463, 0.463, 1.0]
+    """
+    if not parsed.ok or not parsed.best:
+        return 1.0
+    cp = _centipawns(fen, analysis, move_cps)(parsed.best)
+    return 1.0 if cp is None else expected_score_loss(analysis[0].cp, cp)
 
 
 def eval_score(pawns: float, cp: int) -> float:

@@ -27,6 +27,8 @@ PANELS: dict[str, tuple[str, ...]] = {
         "eval/policy/greedy/legal_best_move",
         "eval/policy/greedy/legal_moves",
         "eval/policy/greedy/best_move_accuracy",
+        "eval/policy/greedy/top5_move_accuracy",
+        "eval/policy/greedy/best_move_loss",  # lower is better
         "eval/policy/greedy/reward",
         "eval/env/next_state_accuracy",
     ),  # fmt: skip
@@ -185,6 +187,8 @@ HEADLINE = {  # eval.json suite/figure -> how the end-of-run summary names it
     ("policy", "greedy/legal_best_move"): "P: legal best move",
     ("policy", "greedy/legal_moves"): "P: legal moves listed",
     ("policy", "greedy/best_move_accuracy"): "P: best move = engine's top 1",
+    ("policy", "greedy/top5_move_accuracy"): "P: best move in engine's top 5",
+    ("policy", "greedy/best_move_loss"): "B: expected-score loss (lower is better)",
     ("policy", "greedy/reward"): "P: reward (graduated)",
     ("policy", "greedy/watch/precision"): "P: listed moves legal (precision)",
     ("env", "next_state_accuracy"): "A: next state exact",
@@ -257,7 +261,7 @@ def run_summary(run: str, metrics: str = "metrics.jsonl") -> str:
             delta, low, high = (f"{x * scale:+.{digits}f}" for x in (d["value"], *d["ci"]))
             sig = "*" if d["ci"][0] > 0 or d["ci"][1] < 0 else ""  # the interval excludes 0
             lines.append(
-                f"  {label:<31}{before:>7} -> {after:>7}  {delta} [{low}, {high}]{sig} (n={row['model']['n']})"
+                f"  {label:<41}{before:>7} -> {after:>7}  {delta} [{low}, {high}]{sig} (n={row['model']['n']})"
             )
     outputs = [os.path.join(run, p) for p in ("final", "eval/eval.md", "report/report.md", "completions")]
     lines.append(f"  outputs: {', '.join(p for p in outputs if os.path.exists(p))}")
