@@ -178,3 +178,25 @@ def test_load_cli_converts_to_our_layout(generated, tmp_path, capsys):
 def test_nan_free_numbers(generated):
     rows = [r for split in rows_of(generated).values() for r in split]
     assert all(math.isfinite(r["reward"]) and all(math.isfinite(e) for e in r["evals"]) for r in rows)
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", "the file is empty"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(range(128, 256)), "line 1 is not UTF-8 text (a binary file?)"),
+        (b'{"text": "P: a"}\n{"text": broken\n{"text": "P: b"}\n', "line 2 is not valid JSON"),
+        (b'{"text": "P: a"}\n["a list"]\n', "line 2 is a JSON list, not an object"),
+    ],
+    ids=["empty", "binary", "bad_line", "not_an_object"],
+)
+def test_a_bad_jsonl_file_is_one_line_naming_the_file_and_its_first_bad_line(
+    tmp_path, capsys, content, expected
+):
+    """datasets reads JSON Lines lazily and failed with StopIteration or pyarrow's ArrowInvalid ('in row 1',
+    0-based): `rookworld data load` says the file, the 1-based line and the fix, and exits 2."""
+    path = tmp_path / "mine.jsonl"
+    path.write_bytes(content)
+    assert run_cli(["load", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: {expected}" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err

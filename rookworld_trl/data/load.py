@@ -26,7 +26,7 @@ from rookworld_trl.chess.formats import (
     prompt_fen_width,
 )
 from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES, row_from_line
-from rookworld_trl.data.sources import DataSourceError, open_source, text_lines
+from rookworld_trl.data.sources import DataSourceError, json_lines_errors, open_source, text_lines
 
 # -------------------------------------------------------------------------------------------- raw text
 
@@ -252,7 +252,8 @@ def load_rookworld_dataset(
     def build(task: str | None = None, count: bool = True, into: LoadReport = report):
         if opened is None:  # a raw text file
             return dataset_from_lines(lambda: read_lines(source), into, streaming, task, count)
-        return to_rows(opened, source, into, streaming, task, count)
+        with json_lines_errors(source):
+            return to_rows(opened, source, into, streaming, task, count)
 
     if mix_env_ratio is not None:
         check_ratio(mix_env_ratio)

@@ -6,11 +6,14 @@ tried, what was found and what is expected.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
+
+from rookworld_trl.quiet_logs import dropping
 
 
 class DataSourceError(ValueError):
@@ -47,7 +50,12 @@ def open_source(source: str, split: str, streaming: bool):
                 return None
             if kind == "json" and _starts_with(path, "["):  # a JSON array of lines or of objects
                 return datasets.Dataset.from_list(json_array_rows(path))
-            return datasets.load_dataset(kind, data_files=str(path), split="train", streaming=streaming)
+            try:
+                return datasets.load_dataset(kind, data_files=str(path), split="train", streaming=streaming)
+            except Exception as e:  # datasets' json builder: StopIteration (empty), ArrowInvalid, ...
+                if kind == "json":
+                    raise DataSourceError(bad_jsonl(path) or f"could not load {source!r}: {e}") from None
+                raise
     except DataSourceError:
         raise
     except (ValueError, OSError) as e:
@@ -62,6 +70,28 @@ def open_source(source: str, split: str, streaming: bool):
         return datasets.load_dataset(source, split=split, streaming=streaming)
     except Exception as e:  # the hub raises many types (offline, not found, gated, ...): one clear message
         raise hub_error(source, e) from None
+
+
+def bad_jsonl(path: Path) -> str | None:
+    """What is wrong with a JSON Lines file, naming its first bad line (1-based) and the fix; None if every
+    line is a JSON object. Read only after datasets failed on the file, so a good file costs nothing."""
+    fix = 'fix or delete that line (each line one JSON object, e.g. {"text": "P: ..."})'
+    with open(path, "rb") as f:
+        lines = 0
+        for lines, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                return f"{path}: line {lines} is not UTF-8 text (a binary file?); pass a JSON Lines file of P:/A: rows"
+            except json.JSONDecodeError as e:
+                return f"{path}: line {lines} is not valid JSON ({e.msg} at column {e.colno}); {fix}"
+            if not isinstance(row, dict):
+                return f"{path}: line {lines} is a JSON {type(row).__name__}, not an object; {fix}"
+    if lines == 0 or path.stat().st_size == 0 or not path.read_bytes().strip():
+        return f"{path}: the file is empty; pass a JSON Lines file with one P:/A: row per line"
+    return None
 
 
 def _starts_with(path: Path, char: str) -> bool:
@@ -82,9 +112,30 @@ def json_array_rows(path: Path) -> list[dict]:
     return [{"text": x} if isinstance(x, str) else x for x in items]
 
 
+@contextlib.contextmanager
+def json_lines_errors(source: str):
+    """A JSON Lines file that datasets fails to read (it reads lazily: an empty file, a binary one, a bad line)
+    becomes one DataSourceError naming its first bad line."""
+    try:
+        with dropping("datasets.packaged_modules.json.json", "Failed to load JSON"):  # ours names the line
+            yield
+    except DataSourceError:
+        raise
+    except Exception as e:  # StopIteration, pyarrow's ArrowInvalid, DatasetGenerationError, ...
+        path = Path(source)
+        if not (path.is_file() and path.suffix in (".jsonl", ".json")):
+            raise
+        raise DataSourceError(bad_jsonl(path) or f"could not read {source!r}: {e}") from None
+
+
 def text_lines(ds, source: str) -> Iterator[str]:
     """The raw lines of a loaded source: its `text` column, or `prompt` + `completion` joined; else one line
     naming the file, what it has and what it expects."""
+    with json_lines_errors(source):
+        yield from _text_lines(ds, source)
+
+
+def _text_lines(ds, source: str) -> Iterator[str]:
     names = ds.column_names or list(next(iter(ds), {}))  # a streamed JSON file names its columns when read
     if "text" in names:
         for example in ds.select_columns(["text"]):
