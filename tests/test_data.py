@@ -264,7 +264,7 @@ def test_audit_finds_wrong_labels(generated, tmp_path):
         "--report",
         str(report_json),
     ]
-    assert run_cli([*args, "--no-progress"]) == 0
+    assert run_cli([*args, "--no-progress"]) == 1  # a check that finds failures says so in its exit code
     report = json.loads(report_json.read_text())
     assert report["lines"] == 8 and report["failed"] == 6
     expected = {"P: best", "P: evals", "A: reward", "A: new_fen", "A: unparseable", "?: unparseable"}

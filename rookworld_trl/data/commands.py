@@ -188,7 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "generate":
         generate(GenerateConfig(**options))
     elif args.command == "audit":
-        check_audited(audit(AuditConfig(**options)))
+        report = audit(AuditConfig(**options))
+        check_audited(report)
+        if report.failed:  # a check that finds failures must say so to scripts too
+            where = "; --failures FILE writes them" if not args.failures else f" (written to {args.failures})"
+            print(
+                f"rookworld data: {report.failed} of {report.lines} lines fail the audit{where}",
+                file=sys.stderr,
+            )
+            return 1
     elif args.out:
         convert(args.source, args.out, args.split, args.validation_fraction, args.test_fraction)
     else:
