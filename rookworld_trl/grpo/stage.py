@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
 import shutil
 import sys
@@ -295,6 +296,8 @@ def build(argv: list[str] | None = None):
         push_checkpoints=script.push_checkpoints,
     )
     use_compact_logs(trainer)  # one line per logging step; the whole dict goes to metrics.jsonl
+    if args.max_steps < 0 and has_len(dataset):  # TRL's epochs rule: say what -1 means before it runs
+        checkpoints.say(epochs_line(args, len(dataset)))
     if script.eval_every_steps and 0 < args.max_steps < script.eval_every_steps:  # a curve of one point
         checkpoints.say(
             f"no learning curve: eval_every_steps {script.eval_every_steps} > max_steps {args.max_steps}"
@@ -309,6 +312,27 @@ def build(argv: list[str] | None = None):
         settings = eval_settings(script, args, script.eval_every_samples)
         trainer.add_callback(EvalCallback(trainer, held_out, engine, script.eval_every_steps, settings))
     return trainer, engine, script, model_args
+
+
+def has_len(dataset) -> bool:
+    return hasattr(dataset, "__len__")  # a streamed dataset has no length: TRL then needs max_steps > 0
+
+
+def epochs_line(args, rows: int) -> str:
+    """What `max_steps -1` means: num_train_epochs passes over the prompts, in optimizer steps.
+
+    >>> from types import SimpleNamespace as A
+    >>> epochs_line(A(max_steps=-1, num_train_epochs=3.0, per_device_train_batch_size=64, num_generations=8,
+    ...               gradient_accumulation_steps=1, world_size=1), 1000)
+    'max_steps -1: 3 epoch(s) of 1000 prompts at 8 prompts per step = 375 optimizer steps (--max_steps N sets the count)'
+    """
+    prompts = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    per_step = max(1, prompts // args.num_generations)
+    steps = math.ceil(rows * args.num_train_epochs / per_step)
+    return (
+        f"max_steps -1: {args.num_train_epochs:g} epoch(s) of {rows} prompts at {per_step} prompts per step = "
+        f"{steps} optimizer steps (--max_steps N sets the count)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
