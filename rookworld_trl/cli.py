@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from rookworld_trl.flags import underscored
 from rookworld_trl.stage import EXIT_FILE, resolve_path, run_stage
 
 # command -> (module, one-line help, default recipe for accelerate-launched stages or None)
@@ -151,9 +152,9 @@ def launcher(accelerate_config: str, target: list[str], argv: list[str]) -> tupl
 
 def launch(module: str, argv: list[str], default_recipe: str | None, command: str = "train") -> int:
     """Run `accelerate launch --config_file CFG -m MODULE --config RECIPE ARGV` (see `launcher`) and return its
-    exit code. --help: the fields a user sets with the recipe's values (short_help.py); --help-all: all."""
-    argv = list(argv)
-    if "--help-all" in argv:  # every field, as the config classes define them
+    exit code. --help: the fields a user sets with the recipe's values (short_help.py); --help_all: all."""
+    argv = underscored(argv)  # --accelerate-config as --accelerate_config: one spelling for what is read here
+    if "--help_all" in argv:  # every field, as the config classes define them
         return subprocess.call([sys.executable, "-m", module, "--help"])
     if {"-h", "--help"} & set(argv):
         return print_short_help(command, argv, default_recipe)

@@ -14,7 +14,6 @@ cause, never a traceback. Exit code: 0 when nothing FAILed, else 1.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import os
@@ -23,6 +22,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from rookworld_trl.flags import FlagParser
 
 MODEL = "rookworld_trl/assets/model"
 DATA = "rookworld_trl/assets/data"
@@ -331,7 +332,7 @@ def checks(skip_grpo: bool = False) -> list[Check]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="rookworld doctor",
         description="Check this machine: environment, each GPU path on a tiny model, a 2-step GRPO run.",
         epilog="example: rookworld doctor",

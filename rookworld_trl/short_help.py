@@ -1,6 +1,6 @@
 """`rookworld train --help` / `rookworld sft --help`: the few fields a user sets, with the values of the recipe in
 use (the default recipe, or --config's) and of the --flags given, read from the YAML alone (no torch, no TRL:
-it answers in a moment). `--help-all` prints every field of the config classes (TRL's parser).
+it answers in a moment). `--help_all` prints every field of the config classes (TRL's parser).
 
     rookworld train --help
     rookworld train --config recipes/grpo_lora.yaml --max_steps 20 --help
@@ -53,7 +53,7 @@ def flag_values(argv: list[str]) -> dict:
     """--field value / --field=value pairs of argv (what overrides the recipe)."""
     values = {}
     for i, arg in enumerate(argv):
-        if not arg.startswith("--") or arg in ("--help", "--help-all", "--config"):
+        if not arg.startswith("--") or arg in ("--help", "--help_all", "--config"):
             continue
         name, sep, value = arg[2:].partition("=")
         if not sep and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
@@ -84,7 +84,7 @@ def short_help(command: str, recipe: str, argv: list[str], shown_recipe: str, ac
     lines += [f"  {flag:<{width}}  {value:<{value_width}}  {what}" for flag, value, what in rows]
     lines += [
         "",
-        f"Every field of the recipe is also a --flag. `rookworld {command} --help-all` lists them all with their "
+        f"Every field of the recipe is also a --flag. `rookworld {command} --help_all` lists them all with their "
         "meaning and the config class's default.",
         "A --config replaces the default recipe: fields it leaves out take the config class's defaults.",
     ]

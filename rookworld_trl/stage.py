@@ -58,7 +58,7 @@ def stage_parser(dataclass_types: tuple, command: str):
                 if unknown:
                     flag = next((a for a in eval_list(unknown[1]) if a.startswith("--")), unknown[1])
                     raise UserError(
-                        f"unknown flag {flag}{did_you_mean(flag, fields)}; see --help-all"
+                        f"unknown flag {flag}{did_you_mean(flag, fields)}; see --help_all"
                     ) from None
                 raise ValueError(_batch_size_in_user_fields(str(e))) from None
 
@@ -107,7 +107,7 @@ def check_recipe(path: str, fields: set[str]) -> None:
         if name not in fields and name != "env":
             raise UserError(
                 f"recipe {path}: unknown field {name!r}{did_you_mean(str(name), fields)}; "
-                "`rookworld train --help-all` (or sft) lists the fields"
+                "`rookworld train --help_all` (or sft) lists the fields"
             )
 
 

@@ -1,6 +1,6 @@
 """Benchmark `rookworld data generate`: analysed positions per second with 1 and 2 Stockfish workers.
 
-    .venv/bin/python scripts/bench_generate.py [--depth 8] [--games 8] [--max-plies 60] [--workers 1 2]
+    .venv/bin/python scripts/bench_generate.py [--depth 8] [--games 8] [--max_plies 60] [--workers 1 2]
 
 Self-play games (every ply analysed with MultiPV 5) into a fresh temporary directory each time, so no
 cached analysis is reused. The figures depend on the CPU and on what else runs on it.
@@ -30,7 +30,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--depth", type=int, default=8)
     p.add_argument("--games", type=int, default=8)
-    p.add_argument("--max-plies", type=int, default=60)
+    p.add_argument("--max_plies", type=int, default=60)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = p.parse_args()
     for workers in args.workers:

@@ -11,10 +11,10 @@ RW=.venv/bin/rookworld
 ASSETS=rookworld_trl/assets
 
 # 1. data: engine self-play + random play, depth-8 MultiPV-5 labels, A: transitions with illegal moves
-$RW data generate --out "$BUILD/data" --selfplay 350 --random 1300 --plies-per-game 12 --max-plies 160 \
+$RW data generate --out "$BUILD/data" --selfplay 350 --random 1300 --plies_per_game 12 --max_plies 160 \
     --depth 8 --workers 2 --seed 0 --no-progress
 # 2. a compact byte-level BPE on the training lines
-$RW tokenizer train --data "$BUILD/data" --vocab-size 1024 --out "$BUILD/tokenizer"
+$RW tokenizer train --data "$BUILD/data" --vocab_size 1024 --out "$BUILD/tokenizer"
 # 3. SFT from scratch (recipe: recipes/sft_default_model.yaml)
 $RW sft --config recipes/sft_default_model.yaml --dataset "$BUILD/data" \
     --tokenizer_name_or_path "$BUILD/tokenizer" --output_dir "$BUILD/sft"

@@ -147,7 +147,7 @@ def test_audit_of_nothing_exits_nonzero(name, tmp_path, capsys):
     assert "nothing audited" in one_error_line(capsys, "data")
 
 
-# ---- 5. --help: what a user sets, with the recipe's values, at once; --help-all: every field ----
+# ---- 5. --help: what a user sets, with the recipe's values, at once; --help_all: every field ----
 
 
 def test_train_help_is_short_fast_and_shows_the_recipe_values(capsys):
@@ -167,7 +167,7 @@ def test_train_help_is_short_fast_and_shows_the_recipe_values(capsys):
         values["--learning_rate"] == "0.0001"
         and values["--model_name_or_path"] == "rookworld_trl/assets/model"
     )
-    assert "--help-all" in text
+    assert "--help_all" in text
     assert main(["sft", "--config", "recipes/sft_tiny_cpu.yaml", "--help"]) == 0
     sft_values = {
         line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines() if "  --" in line
@@ -175,13 +175,13 @@ def test_train_help_is_short_fast_and_shows_the_recipe_values(capsys):
     assert sft_values["--dataset"] == "data/sft_tiny" and sft_values["--max_steps"] == "1500"
 
 
-@pytest.mark.slow  # slow: --help-all builds every field's help (11 s)
+@pytest.mark.slow  # slow: --help_all builds every field's help (11 s)
 def test_help_all_lists_every_field(capsys):
     import subprocess
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "rookworld_trl.cli", "sft", "--help-all"],
+        [sys.executable, "-m", "rookworld_trl.cli", "sft", "--help_all"],
         capture_output=True,
         text=True,
         cwd=ROOT,

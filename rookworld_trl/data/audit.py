@@ -5,8 +5,8 @@
 Content. P: lines: the moves are legal (`legal`), distinct and as many as the engine gives,
 min(multipv, legal moves) (`count`); B: is one of them (`best_in_moves`); the set of moves is Stockfish's
 top-k at the given limit (`moves`: the written order is shuffled, so sets are compared); each evaluation is
-within --eval-tolerance pawns of the engine's for that move (`evals`); B: is the engine's best move or within
---best-tolerance pawns of it (`best`); and where the label's B: move ranks in the engine's list. A: lines:
+within --eval_tolerance pawns of the engine's for that move (`evals`); B: is the engine's best move or within
+--best_tolerance pawns of it (`best`); and where the label's B: move ranks in the engine's list. A: lines:
 the history ends with the move and holds at most 10 plies (`history`), and `new_fen`, `reward`,
 `terminated`, `truncated` equal environment.transition.
 Layout, apart from content: the line is exactly what formats renders (`layout`; a P: FEN padded to any
@@ -69,7 +69,7 @@ class AuditConfig:
 
     def __post_init__(self):
         if min(self.eval_tolerance, self.best_tolerance) < 0:
-            raise ValueError("--eval-tolerance and --best-tolerance must be >= 0")
+            raise ValueError("--eval_tolerance and --best_tolerance must be >= 0")
         self.limit = EngineLimit(depth=self.depth, nodes=self.nodes)
 
 

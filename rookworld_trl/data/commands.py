@@ -24,6 +24,7 @@ from rookworld_trl.data.layout import COLUMNS, FEATURES, SPLITS, LayoutWriter, s
 from rookworld_trl.data.load import LoadReport, load_rookworld_dataset
 from rookworld_trl.data.sources import DataSourceError
 from rookworld_trl.errors import UserError
+from rookworld_trl.flags import FlagParser
 
 __all__ = [
     "COLUMNS",
@@ -80,7 +81,7 @@ def describe(source: str, split: str, max_samples: int | None) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rookworld data", description=__doc__.split("\n")[0])
+    p = FlagParser(prog="rookworld data", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     helpful = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # --help shows the defaults
     g = sub.add_parser(
@@ -100,20 +101,20 @@ def parser() -> argparse.ArgumentParser:
         "--random", dest="random_games", metavar="N", type=int, default=0, help="random legal-play games"
     )
     g.add_argument("--pgn", nargs="+", default=[], help="PGN files (plain or .gz; e.g. a Lichess dump)")
-    g.add_argument("--pgn-games", type=int, default=None, help="use at most this many PGN games (None: all)")
-    g.add_argument("--games-per-chunk", type=int, default=d.games_per_chunk, help="games per resumable shard")
+    g.add_argument("--pgn_games", type=int, default=None, help="use at most this many PGN games (None: all)")
+    g.add_argument("--games_per_chunk", type=int, default=d.games_per_chunk, help="games per resumable shard")
     g.add_argument(
-        "--opening-plies", type=int, default=d.opening_plies, help="self-play: up to N random first plies"
+        "--opening_plies", type=int, default=d.opening_plies, help="self-play: up to N random first plies"
     )
     g.add_argument(
-        "--random-move-prob", type=float, default=d.random_move_prob, help="self-play: random move odds"
+        "--random_move_prob", type=float, default=d.random_move_prob, help="self-play: random move odds"
     )
-    g.add_argument("--max-plies", type=int, default=d.max_plies, help="stop a generated game after N plies")
+    g.add_argument("--max_plies", type=int, default=d.max_plies, help="stop a generated game after N plies")
     g.add_argument(
-        "--plies-per-game", type=int, default=d.plies_per_game, help="random/PGN games: sampled plies"
+        "--plies_per_game", type=int, default=d.plies_per_game, help="random/PGN games: sampled plies"
     )
     g.add_argument(
-        "--illegal-fraction", type=float, default=d.illegal_fraction, help="A: odds of an illegal move"
+        "--illegal_fraction", type=float, default=d.illegal_fraction, help="A: odds of an illegal move"
     )
     g.add_argument("--seed", type=int, default=d.seed, help="seed of the games and the samples")
     add_engine_args(g)
@@ -129,13 +130,13 @@ def parser() -> argparse.ArgumentParser:
     lo.add_argument("source", help="dataset dir, .parquet/.jsonl/.txt file, or hub id (jrahn/rookworld_7m)")
     lo.add_argument("--split", default="train", help="split of a dataset dir or hub id")
     lo.add_argument("--out", default=None, help="write our layout (parquet + txt + stats.json) here")
-    lo.add_argument("--max-samples", type=int, default=None, help="describe only the first N rows")
+    lo.add_argument("--max_samples", type=int, default=None, help="describe only the first N rows")
     add_split_args(lo)
 
     a = sub.add_parser(
         "audit",
         help="re-verify every line with python-chess and Stockfish",
-        epilog="example: rookworld data audit published_p.txt.gz --max-lines 2000 --failures bad.txt",
+        epilog="example: rookworld data audit published_p.txt.gz --max_lines 2000 --failures bad.txt",
         **helpful,
     )
     a.add_argument(
@@ -144,9 +145,9 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--split", default="train", help="split of a dataset dir or hub id")
     a.add_argument("--failures", default=None, help="write the failing lines here")
     a.add_argument("--report", default=None, help="write the report as JSON here")
-    a.add_argument("--eval-tolerance", type=float, default=AuditConfig.eval_tolerance, help="pawns")
-    a.add_argument("--best-tolerance", type=float, default=AuditConfig.best_tolerance, help="pawns")
-    a.add_argument("--max-lines", type=int, default=None, help="audit the first N lines (None: all)")
+    a.add_argument("--eval_tolerance", type=float, default=AuditConfig.eval_tolerance, help="pawns")
+    a.add_argument("--best_tolerance", type=float, default=AuditConfig.best_tolerance, help="pawns")
+    a.add_argument("--max_lines", type=int, default=None, help="audit the first N lines (None: all)")
     a.add_argument("--cache", default=None, help="analysis cache (sqlite)")
     add_engine_args(a)
     return p
@@ -164,9 +165,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
 def add_split_args(p: argparse.ArgumentParser) -> None:
     fractions = GenerateConfig.validation_fraction, GenerateConfig.test_fraction
     p.add_argument(
-        "--validation-fraction", type=float, default=fractions[0], help="of the positions (by hash)"
+        "--validation_fraction", type=float, default=fractions[0], help="of the positions (by hash)"
     )
-    p.add_argument("--test-fraction", type=float, default=fractions[1], help="of the positions (by hash)")
+    p.add_argument("--test_fraction", type=float, default=fractions[1], help="of the positions (by hash)")
 
 
 def check_audited(report) -> None:

@@ -1,14 +1,14 @@
 """Generate RookWorld P:/A: samples from chess games, labelled by Stockfish and python-chess.
 
     rookworld data generate --out data/rookworld --selfplay 200 --random 50 --depth 8 --workers 2
-    rookworld data generate --out data/lichess --pgn lichess_db_standard_rated_2013-01.pgn --pgn-games 5000
+    rookworld data generate --out data/lichess --pgn lichess_db_standard_rated_2013-01.pgn --pgn_games 5000
 
-Games come from engine self-play (a random opening of 0..--opening-plies moves, then the engine's best
-move, or a random legal move with probability --random-move-prob), random legal play, and PGN files
+Games come from engine self-play (a random opening of 0..--opening_plies moves, then the engine's best
+move, or a random legal move with probability --random_move_prob), random legal play, and PGN files
 (plain or .gz). Each game gives samples at some of its plies (self-play: every ply, since the engine
-analysed it anyway; random and PGN games: --plies-per-game random plies):
+analysed it anyway; random and PGN games: --plies_per_game random plies):
 - P: the position with Stockfish's top --multipv moves at a fixed depth (or node) limit, written shuffled;
-- A: the move played, replaced by an illegal move with probability --illegal-fraction (a pseudo-legal
+- A: the move played, replaced by an illegal move with probability --illegal_fraction (a pseudo-legal
   move that leaves the king in check, or random from-to squares); plus, mined from the same position,
   every other legal move that ends the game (mate, stalemate, insufficient material), every en-passant
   capture and one promotion; plus, once per game, the position with its half-move clock set to 149 and a
@@ -16,7 +16,7 @@ analysed it anyway; random and PGN games: --plies-per-game random plies):
 A fivefold repetition that ends a game is not visible in a 10-ply history (environment.py), so its A:
 sample is labelled from the FEN alone (the game goes on) and counted as `fivefold_unseen` in stats.json.
 
-Work is done in chunks of --games-per-chunk games, each written as OUT/shards/{source}-{index}.parquet
+Work is done in chunks of --games_per_chunk games, each written as OUT/shards/{source}-{index}.parquet
 (+ .json stats). A chunk depends only on the settings, its source and index, so a re-run with the same
 settings skips the chunks present and an interrupted run ends with the same files as an uninterrupted
 one. The splits are then assembled from the shards in order (data/layout.py LayoutWriter: dedup, split by
@@ -94,7 +94,7 @@ class GenerateConfig:
             min(self.validation_fraction, self.test_fraction) < 0
             or self.validation_fraction + self.test_fraction >= 1
         ):
-            raise ValueError("--validation-fraction and --test-fraction must be >= 0 and sum to less than 1")
+            raise ValueError("--validation_fraction and --test_fraction must be >= 0 and sum to less than 1")
         for path in self.pgn:
             if not os.path.isfile(path):
                 raise ValueError(f"--pgn: no such file: {path}")
@@ -117,7 +117,7 @@ def game_over(board: chess.Board, config: GenerateConfig) -> bool:
 def game_of(
     board: chess.Board, plies: list[int] | None, rng: random.Random, config: GenerateConfig, unfinished: str
 ) -> Game:
-    """The Game a finished board played; `plies` None: --plies-per-game random plies; `unfinished`: the end
+    """The Game a finished board played; `plies` None: --plies_per_game random plies; `unfinished`: the end
     of a game that python-chess does not see as over."""
     moves = [m.uci() for m in board.move_stack]
     if plies is None:

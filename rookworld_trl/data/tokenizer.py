@@ -4,7 +4,7 @@ GPT-2's 50k vocabulary is mostly English; chess text needs a few hundred tokens 
 runs of padding spaces, numbers). A small vocabulary shrinks the embedding and the LM head of a model
 trained from scratch, which dominate a tiny GPT-2's parameter count.
 
-    rookworld tokenizer train --data /tmp/sft_data --vocab-size 512 --out /tmp/rookworld_tok
+    rookworld tokenizer train --data /tmp/sft_data --vocab_size 512 --out /tmp/rookworld_tok
     python -c "from transformers import AutoTokenizer; print(AutoTokenizer.from_pretrained('/tmp/rookworld_tok'))"
 
 Pre-tokens are single characters, except runs of whitespace and numbers (`0.21`, `-1.5`, `70`), each
@@ -29,6 +29,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, proce
 from transformers import PreTrainedTokenizerFast
 
 from rookworld_trl.chess.formats import EOS
+from rookworld_trl.flags import FlagParser
 
 MIN_VOCAB = 257  # 256 byte symbols + <|endoftext|>
 # Whitespace runs (less the space that leads the next pre-token), numbers, then any other single character.
@@ -77,17 +78,17 @@ def load_texts(source: str, max_samples: int | None, seed: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="rookworld tokenizer",
         description=__doc__.splitlines()[0],
-        epilog="example: rookworld tokenizer train --data data/mine --out tok --vocab-size 512",
+        epilog="example: rookworld tokenizer train --data data/mine --out tok --vocab_size 512",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser(
         "train",
         help="train a byte-level BPE on P:/A: lines and save it",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="example: rookworld tokenizer train --data data/mine --out tok --vocab-size 512",
+        epilog="example: rookworld tokenizer train --data data/mine --out tok --vocab_size 512",
     )
     train.add_argument(
         "--data",
@@ -95,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         default=argparse.SUPPRESS,
         help="a `rookworld data generate` dir, or a data file",
     )
-    train.add_argument("--vocab-size", type=int, default=512, help="at most this many tokens (>= 257)")
+    train.add_argument("--vocab_size", type=int, default=512, help="at most this many tokens (>= 257)")
     train.add_argument("--out", required=True, default=argparse.SUPPRESS, help="save_pretrained directory")
-    train.add_argument("--max-samples", type=int, default=None, help="train on at most this many lines")
+    train.add_argument("--max_samples", type=int, default=None, help="train on at most this many lines")
     train.add_argument("--seed", type=int, default=0, help="seed of the sample selection")
     args = parser.parse_args(argv)
 

@@ -45,6 +45,7 @@ from rookworld_trl.eval.suites import (
     mate_suite,
     policy_suite,
 )
+from rookworld_trl.flags import FlagParser
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.rewards.policy import label_analysis
 from rookworld_trl.stage import resolve_paths
@@ -346,7 +347,7 @@ def evaluate(args: EvalSettings) -> dict[str, str]:
 
 def parse_args(argv: list[str] | None) -> EvalSettings:
     """`rookworld eval` flags: the EvalSettings fields (the model is positional), with their defaults."""
-    p = argparse.ArgumentParser(
+    p = FlagParser(
         prog="rookworld eval",
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -12,6 +12,7 @@ import sys
 
 import torch
 
+from rookworld_trl.flags import FlagParser
 from rookworld_trl.model.loading import load_model_and_tokenizer
 from rookworld_trl.model.reference_gpt2 import from_hf, parity_checks
 from rookworld_trl.stage import resolve_path, run_stage
@@ -25,7 +26,7 @@ PROMPTS = [  # different token lengths on purpose: the batch gets left padding
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="rookworld parity",
         description="Check our pure-PyTorch GPT-2 against transformers on MODEL.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -18,6 +18,7 @@ import os
 import statistics
 
 from rookworld_trl.eval.intervals import Z95
+from rookworld_trl.flags import FlagParser
 from rookworld_trl.training.metrics_log import read_jsonl
 
 # panel -> key patterns (fnmatch), in plotting order
@@ -269,7 +270,7 @@ def run_summary(run: str, metrics: str = "metrics.jsonl") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="rookworld report",
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -1,0 +1,50 @@
+"""One flag style everywhere: `--max_lines` (TRL's, with underscores) is what help and docs show, and `--max-lines`
+works too, for every `rookworld` command. `underscored(argv)` rewrites the names (the training stages: TRL's own
+parser takes both spellings of a field, and `rookworld` reads a few itself); `FlagParser` is argparse that reads
+a flag in whichever spelling it defines.
+
+    from rookworld_trl.flags import FlagParser
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def underscored(argv: list[str]) -> list[str]:
+    """Every long flag's name with underscores (`--max-lines=5` -> `--max_lines=5`); values and anything after a
+    bare `--` stay as they are.
+
+    >>> underscored(["--max-lines", "5", "--out=a-b", "a-b", "-h", "--", "--x-y"])
+    ['--max_lines', '5', '--out=a-b', 'a-b', '-h', '--', '--x-y']
+    """
+    out = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:]
+        if arg.startswith("--"):
+            name, eq, value = arg.partition("=")
+            arg = "--" + name[2:].replace("-", "_") + eq + value
+        out.append(arg)
+    return out
+
+
+class FlagParser(argparse.ArgumentParser):
+    """argparse taking `--a_b` and `--a-b` alike: a flag it does not know in one spelling is read in the other
+    (define flags with underscores: help shows them; argparse's own `--no-x` of BooleanOptionalAction stays)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        import sys
+
+        args = list(sys.argv[1:] if args is None else args)
+        cut = args.index("--") if "--" in args else len(args)
+        return super().parse_known_args([self._known(a) for a in args[:cut]] + args[cut:], namespace)
+
+    def _known(self, arg: str) -> str:
+        name, eq, value = arg.partition("=")
+        if not arg.startswith("--") or name in self._option_string_actions:
+            return arg
+        for other in ("--" + name[2:].replace("-", "_"), "--" + name[2:].replace("_", "-")):
+            if other in self._option_string_actions:
+                return other + eq + value
+        return arg
