@@ -163,9 +163,11 @@ def train(
         checkpoints.say(f"{resume} is at max_steps ({done}) but final/ is incomplete: writing it")
         trainer.load_weights(resume)
         trainer.state = TrainerState.load_from_json(os.path.join(resume, TRAINER_STATE_NAME))
+        start_step = done
     else:
         if resume:
             checkpoints.say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
+        start_step = checkpoints.checkpoint_step(resume) if resume else 0
         try:
             trainer.train(resume_from_checkpoint=resume)
         except KeyboardInterrupt:  # a second Ctrl-C: mid-update weights are no step's, so nothing is saved
@@ -184,12 +186,11 @@ def train(
         # the run folder's README.md: our card in place of TRL's (written at each checkpoint, about [None])
         shutil.copyfile(os.path.join(final, "README.md"), os.path.join(args.output_dir, "README.md"))
         checkpoints.mark_finished(args.output_dir, trainer.state.global_step)
-        if trainer.publish_to_hub:
-            publish.upload(args, final)
-    if trainer.accelerator.is_main_process:
+        pushed = not trainer.publish_to_hub or publish.upload(args, final)
         from rookworld_trl.training.report import run_summary
 
-        print(run_summary(args.output_dir))
+        print(run_summary(args.output_dir, start_step=start_step))
+        return 0 if pushed else 1  # the run is finished on disk: `rookworld push` retries the upload
     return 0
 
 
@@ -236,6 +237,8 @@ def parse(argv: list[str] | None = None):
         parser.error(
             "push_to_hub needs the network but HF_HUB_OFFLINE is set: unset it or drop --push_to_hub"
         )
+    if args.push_to_hub:  # the token and the repo name now, not after hours of training
+        publish.check_hub(args)
     if not model_args.model_name_or_path or not script.dataset_path:
         parser.error("set model_name_or_path and dataset_path (in the recipe or as --flags)")
     # Recipes name the embedded model and data relative to the repository/package root: any cwd works.

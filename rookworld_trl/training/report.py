@@ -222,16 +222,32 @@ def value_line(rows: list[dict], last: int = 10) -> str | None:
     return line + (f"; gradient norm max {max(norms):.3g}" if norms else "")
 
 
-def run_summary(run: str, metrics: str = "metrics.jsonl") -> str:
-    """A few lines for the end of a run: the training reward's trend and the before/after headline figures
-    (from `run/eval/eval.json`, if the run has one) with paired 95% intervals."""
+def steps_line(rows: list[dict], start_step: int = 0) -> str | None:
+    """How many steps the run has and, after a resume from `start_step`, how many of them this session ran
+    (the time is this session's: the Trainer's train_runtime).
+
+    >>> steps_line([{"step": 150, "train_runtime": 120.0}], start_step=131)
+    '  steps trained    150 in all, 19 this session in 2.0 min'
+    """
+    if not rows:
+        return None
+    total = max(row.get("step", 0) for row in rows)
+    runtime = [row["train_runtime"] for row in rows if "train_runtime" in row]
+    time = f" in {runtime[-1] / 60:.1f} min" if runtime else ""
+    if start_step:
+        return f"  steps trained    {total} in all, {total - start_step} this session{time}"
+    return f"  steps trained    {total}{time}"
+
+
+def run_summary(run: str, metrics: str = "metrics.jsonl", start_step: int = 0) -> str:
+    """A few lines for the end of a run: its steps (this session's apart after a resume from `start_step`),
+    the training reward's trend and the before/after headline figures (from `run/eval/eval.json`, if the run
+    has one) with paired 95% intervals."""
     lines = [f"run summary: {run}"]
     path = os.path.join(run, metrics)
     rows = read_jsonl(path) if os.path.isfile(path) else []
-    runtime = [row["train_runtime"] for row in rows if "train_runtime" in row]
-    if rows:
-        time = f" in {runtime[-1] / 60:.1f} min (this session)" if runtime else ""
-        lines.append(f"  steps trained    {max(row.get('step', 0) for row in rows)}{time}")
+    if steps := steps_line(rows, start_step):
+        lines.append(steps)
     rewards = series(rows).get("reward", ([], []))[1]
     if trend := quarter_trend(rewards):
         first, last, (low, high) = trend

@@ -1,0 +1,213 @@
+"""A newcomer's second hour: publishing a run, one's own reward, runs that read at a glance, the docs.
+
+    .venv/bin/python -m pytest tests/test_newcomer_publish.py
+
+The hub is a local stand-in HTTP server (HF_ENDPOINT points at it) that answers the few calls
+huggingface_hub's real client makes for a push: whoami, create a repo, preupload, commit. The pushes run
+`rookworld push` / the GRPO stage as a user would, in a subprocess.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from tiny_grpo import make_trainer
+
+from rookworld_trl.grpo.stage import train
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "hf_standin_token"
+
+
+class HubStandIn(http.server.BaseHTTPRequestHandler):
+    """The hub API calls of a push; `server.files` collects each committed file's path and bytes."""
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _reply(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorized(self) -> bool:
+        if self.headers.get("Authorization") == f"Bearer {TOKEN}":
+            return True
+        self._reply(401, {"error": "Invalid credentials in Authorization header"})
+        return False
+
+    def _body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+    def do_GET(self):
+        if self.path.startswith("/api/whoami-v2") and self._authorized():
+            self._reply(200, {"type": "user", "name": "me", "auth": {"accessToken": {"role": "write"}}})
+        elif not self.path.startswith("/api/whoami-v2"):
+            self._reply(404, {"error": f"not in the stand-in: GET {self.path}"})
+
+    def do_POST(self):
+        body = self._body()
+        if not self._authorized():
+            return
+        if self.path == "/api/repos/create":
+            name = json.loads(body)["name"]
+            organization = json.loads(body).get("organization") or "me"
+            self.server.repos.append(f"{organization}/{name}")
+            self._reply(200, {"url": f"{self.server.url}/{organization}/{name}"})
+        elif self.path == "/api/validate-yaml":  # the model card's metadata
+            self._reply(200, {"warnings": []})
+        elif "/preupload/" in self.path:
+            files = json.loads(body)["files"]
+            self._reply(
+                200,
+                {
+                    "files": [
+                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files
+                    ]
+                },
+            )
+        elif "/commit/" in self.path:
+            for line in body.decode().splitlines():
+                op = json.loads(line)
+                if op["key"] == "file":
+                    self.server.files[op["value"]["path"]] = base64.b64decode(op["value"]["content"])
+            repo = self.path.split("/api/models/")[1].split("/commit/")[0]
+            self._reply(200, {"commitUrl": f"{self.server.url}/{repo}/commit/1", "commitOid": "1" * 40})
+        else:
+            self._reply(404, {"error": f"not in the stand-in: POST {self.path}"})
+
+
+@pytest.fixture
+def hub():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HubStandIn)
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server.repos, server.files = [], {}
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+
+
+def hub_env(tmp_path, url: str, token: str | None = TOKEN) -> dict:
+    """A user's environment pointed at the stand-in: its endpoint, a token or none (an empty HF_HOME)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT=url, HF_HOME=str(tmp_path / "hf_home"), PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    if token:
+        env["HF_TOKEN"] = token
+    return env
+
+
+def rookworld(*args, env: dict, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rookworld_trl.cli", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture
+def finished_run(model_dir, tmp_path):
+    """A finished 1-step GRPO run (final/ with its model card) in tmp_path/run."""
+    trainer = make_trainer(model_dir, tmp_path / "run", max_steps=1, eval_samples=0)
+    assert train(trainer) == 0
+    return tmp_path / "run"
+
+
+MODEL = {
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+}
+
+
+def test_push_uploads_a_finished_runs_final_model_and_card(finished_run, tmp_path, hub):
+    done = rookworld(
+        "push", str(finished_run), "--hub_model_id", "me/rookworld-grpo", env=hub_env(tmp_path, hub.url)
+    )
+    assert done.returncode == 0, done.stderr
+    assert hub.repos == ["me/rookworld-grpo"]
+    assert set(hub.files) == MODEL | {"README.md"}  # no optimizer, checkpoints, metrics, marker
+    assert hub.files["README.md"] == (finished_run / "final" / "README.md").read_bytes()
+    assert b"steps trained: 1" in hub.files["README.md"] and b"learning_rate" in hub.files["README.md"]
+    assert "me/rookworld-grpo" in done.stdout
+
+
+def test_a_failed_push_exits_nonzero_keeps_the_run_and_names_the_retry(finished_run, tmp_path, hub):
+    before = sorted(p.relative_to(finished_run) for p in finished_run.rglob("*"))
+    env = hub_env(tmp_path, hub.url)
+    hub.shutdown()
+    hub.server_close()  # the hub goes away: connection refused
+    done = rookworld("push", str(finished_run), "--hub_model_id", "me/x", env=env)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert sorted(p.relative_to(finished_run) for p in finished_run.rglob("*")) == before
+
+
+def test_a_push_at_the_end_of_training_that_fails_exits_nonzero_with_the_retry_command(
+    model_dir, tmp_path, hub, capsys, monkeypatch
+):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    hub.shutdown()
+    hub.server_close()  # the hub goes away before the end of training: connection refused
+    trainer = make_trainer(model_dir, tmp_path / "run", max_steps=1, eval_samples=0, push_to_hub=True,
+                           hub_model_id="me/x")  # fmt: skip
+    assert train(trainer) == 1
+    err = capsys.readouterr().err
+    assert f"retry with: rookworld push {tmp_path / 'run'} --hub_model_id me/x" in err
+    assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
+
+
+def test_push_of_an_unfinished_run_is_one_line(tmp_path, hub):
+    (tmp_path / "run" / "final").mkdir(parents=True)
+    done = rookworld("push", str(tmp_path / "run"), "--hub_model_id", "me/x", env=hub_env(tmp_path, hub.url))
+    assert done.returncode == 2 and "no finished model to push" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not hub.files
+
+
+@pytest.mark.parametrize(
+    "flags, token, says",
+    [
+        (["--hub_model_id", "me/bad name!"], TOKEN, "no valid repo name"),
+        (["--hub_model_id", "me/x"], None, "needs a Hugging Face token"),
+        (["--hub_model_id", "me/x", "--hub_token", "hf_wrong"], TOKEN, "does not accept the token"),
+    ],
+)
+def test_push_to_hub_checks_the_token_and_name_before_training(tmp_path, hub, flags, token, says):
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "rookworld_trl.grpo", "--config", "recipes/grpo_tiny_cpu.yaml", "--use_cpu",
+         "true", "--output_dir", str(tmp_path / "run"), "--push_to_hub", "true", *flags],
+        env=hub_env(tmp_path, hub.url, token), cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # nothing trained
+    assert time.monotonic() - start < 30  # python + torch + TRL imports; no model or data loaded
+
+
+def test_the_summary_after_a_resume_counts_this_sessions_steps_apart(model_dir, tmp_path, capsys):
+    first = make_trainer(
+        model_dir, tmp_path, max_steps=2, save_strategy="steps", save_steps=2, eval_samples=0
+    )
+    assert train(first) == 0
+    resumed = make_trainer(model_dir, tmp_path, max_steps=5, save_strategy="steps", save_steps=2,
+                           eval_samples=0, resume_from_checkpoint="auto")  # fmt: skip
+    capsys.readouterr()
+    assert train(resumed) == 0
+    steps = next(line for line in capsys.readouterr().out.splitlines() if "steps trained" in line)
+    assert "5 in all, 3 this session in" in steps
