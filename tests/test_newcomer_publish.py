@@ -150,6 +150,7 @@ def test_a_failed_push_exits_nonzero_keeps_the_run_and_names_the_retry(finished_
     done = rookworld("push", str(finished_run), "--hub_model_id", "me/x", env=env)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"retry with: rookworld push {finished_run} --hub_model_id me/x" in done.stderr
     assert sorted(p.relative_to(finished_run) for p in finished_run.rglob("*")) == before
 
 
@@ -171,6 +172,7 @@ def test_a_push_at_the_end_of_training_that_fails_exits_nonzero_with_the_retry_c
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
 
 
+@pytest.mark.integration
 def test_push_of_an_unfinished_run_is_one_line(tmp_path, hub):
     (tmp_path / "run" / "final").mkdir(parents=True)
     done = rookworld("push", str(tmp_path / "run"), "--hub_model_id", "me/x", env=hub_env(tmp_path, hub.url))
@@ -178,6 +180,7 @@ def test_push_of_an_unfinished_run_is_one_line(tmp_path, hub):
     assert len(done.stderr.strip().splitlines()) == 1 and not hub.files
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "flags, token, says",
     [
@@ -211,3 +214,42 @@ def test_the_summary_after_a_resume_counts_this_sessions_steps_apart(model_dir, 
     assert train(resumed) == 0
     steps = next(line for line in capsys.readouterr().out.splitlines() if "steps trained" in line)
     assert "5 in all, 3 this session in" in steps
+
+
+@pytest.mark.integration
+def test_own_reward_by_dotted_path_trains_three_steps_on_the_embedded_model(tmp_path):
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "rookworld_trl.grpo", "--config", "recipes/grpo_tiny_cpu.yaml",
+         "--reward_funcs", "policy_reward", "env_reward", "examples.my_reward.b_gives_check",
+         "--reward_weights", "1.0", "1.0", "0.2", "--max_steps", "3", "--per_device_train_batch_size", "8",
+         "--num_generations", "4", "--eval_samples", "0", "--eval_every_steps", "0", "--save_steps", "3",
+         "--logging_steps", "1", "--engine_workers", "1", "--use_cpu", "true", "--output_dir", str(out)],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}, cwd=ROOT, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    own = [row["rewards/b_gives_check/mean"] for row in rows if "rewards/b_gives_check/mean" in row]
+    assert len(own) == 3 and all(0.0 <= x <= 1.0 for x in own)
+    assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_an_own_reward_that_is_not_there_is_one_line(tmp_path):
+    from rookworld_trl.errors import UserError
+    from rookworld_trl.grpo.stage import resolve_reward_funcs
+
+    with pytest.raises(UserError, match="'examples.my_reward.no_such'.*PYTHONPATH"):
+        resolve_reward_funcs(["examples.my_reward.no_such"])
+    with pytest.raises(UserError, match="no_module"):
+        resolve_reward_funcs(["no_module.reward"])
+
+
+def test_the_example_reward_scores_p_answers_and_leaves_a_out():
+    sys.path.insert(0, str(ROOT))
+    from examples.my_reward import b_gives_check
+
+    fen = "4k3/8/8/8/8/8/8/R3K3 w - - 0 1"
+    prompt = f"P: {fen:<90}M:"
+    answers = [" a1a8 E: 9.0 B: a1a8", " a1a2 E: 1.0 B: a1a2", " a1b8 E: 1.0 B: a1b8", "A: x"]
+    assert b_gives_check([prompt] * 3 + ["A: " + fen + "+e1e2+"], answers) == [1.0, 0.0, 0.0, None]
