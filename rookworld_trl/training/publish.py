@@ -89,9 +89,9 @@ def retry_command(args) -> str:
     return f"rookworld push {args.output_dir} --hub_model_id {hub_repo(args)}"
 
 
-def check_hub(args) -> None:
-    """Before training: a push at the end needs a token and a valid repo name (and the hub must answer), else
-    one UserError now instead of a failure after hours of training."""
+def check_hub(args, training: bool = True) -> None:
+    """Before training (or `rookworld push`): a push needs a token and a valid repo name, and the hub must
+    answer; else one UserError now instead of a failure after hours of training."""
     from huggingface_hub import HfApi, get_token
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -102,26 +102,30 @@ def check_hub(args) -> None:
         raise UserError(f"hub_model_id {repo!r} is no valid repo name ({e}); use NAME or USER/NAME") from None
     if not (args.hub_token or get_token()):
         raise UserError(
-            "push_to_hub needs a Hugging Face token: run `hf auth login` or set HF_TOKEN (or --hub_token)"
+            "pushing needs a Hugging Face token: run `hf auth login` or set HF_TOKEN (or --hub_token)"
         )
     try:
         HfApi(token=args.hub_token).whoami()
     except Exception as e:  # offline, a refused token: one line, before any training
-        raise UserError(f"push_to_hub: the hub does not accept the token ({_reason(e)}); {_fix(e)}") from None
+        raise UserError(_hub_problem(e, args, training)) from None
 
 
 def _reason(e: Exception) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
 
 
-def _fix(e: Exception) -> str:
+def _hub_problem(e: Exception, args, training: bool) -> str:
+    """What the hub's answer to whoami means, and what to do about it."""
+    from huggingface_hub import constants
     from huggingface_hub.errors import HfHubHTTPError
 
     if isinstance(e, HfHubHTTPError) and e.response is not None and e.response.status_code == 401:
-        return "log in again with `hf auth login` or set a valid HF_TOKEN"
-    return (
-        "check the network (HF_ENDPOINT, a proxy) or drop --push_to_hub and push later with `rookworld push`"
+        return "the hub does not accept the token: log in again with `hf auth login` or set a valid HF_TOKEN"
+    later = (
+        "drop --push_to_hub and push the finished run with `rookworld push`" if training else "retry with: "
     )
+    later += "" if training else retry_command(args)
+    return f"cannot reach the hub at {constants.ENDPOINT} ({_reason(e)}); check the network, or {later}"
 
 
 def upload(args, folder: str, path_in_repo: str | None = None, message: str = "RookWorld GRPO final") -> bool:
@@ -169,7 +173,7 @@ def push_run(run: str, hub_model_id: str | None, hub_token: str | None = None, p
     args = argparse.Namespace(
         output_dir=run, hub_model_id=hub_model_id, hub_token=hub_token, hub_private_repo=private
     )
-    check_hub(args)
+    check_hub(args, training=False)
     if not upload(args, final):
         return 1
     print(f"rookworld push: {final} is on the hub as {hub_repo(args)}")
