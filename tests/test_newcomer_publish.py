@@ -253,3 +253,60 @@ def test_the_example_reward_scores_p_answers_and_leaves_a_out():
     prompt = f"P: {fen:<90}M:"
     answers = [" a1a8 E: 9.0 B: a1a8", " a1a2 E: 1.0 B: a1a2", " a1b8 E: 1.0 B: a1b8", "A: x"]
     assert b_gives_check([prompt] * 3 + ["A: " + fen + "+e1e2+"], answers) == [1.0, 0.0, 0.0, None]
+
+
+@pytest.mark.integration
+def test_sft_has_trains_console_a_line_per_logging_step_and_a_summary(tmp_path, capsys):
+    from rookworld_trl.training import sft
+
+    flags = ["--max_steps", "4", "--logging_steps", "2", "--eval_steps", "2", "--save_steps", "4",
+             "--max_train_samples", "64", "--format_check_samples", "4", "--use_cpu", "true",
+             "--report_to", "none", "--output_dir", str(tmp_path / "sft")]  # fmt: skip
+    assert sft.main(["--config", str(ROOT / "recipes/sft_embedded_cpu.yaml"), *flags]) == 0
+    out = capsys.readouterr().out
+    steps = [line for line in out.splitlines() if line.startswith("step ")]
+    assert [line.split()[1] for line in steps] == ["2/4", "2/4", "4/4", "4/4"]  # training, held-out, ...
+    assert "token accuracy" in steps[0] and "held-out loss" in steps[1]
+    assert "{'" not in out  # no raw dicts of TRL's
+    summary = out[out.index("sft summary:") :]
+    assert "steps trained    4 in" in summary and "held-out loss    first" in summary
+    assert "on 4 held-out P: prompts" in summary
+
+
+RUN_KEYS = [  # the keys a GRPO run of the main recipe logs (metrics.jsonl), plus an in-training eval
+    "beta", "clip_ratio/high_max", "clip_ratio/high_mean", "clip_ratio/low_mean", "clip_ratio/low_min",
+    "clip_ratio/region_mean", "completions/clipped_ratio", "completions/max_length", "completions/mean_length",
+    "completions/min_length", "completions/mean_terminated_length", "entropy", "env/castling", "env/clocks",
+    "env/en_passant", "env/fen_exact", "env/fen_similarity", "env/fen_valid", "env/parsed", "env/placement",
+    "env/reward_value", "env/side", "env/terminated", "env/truncated", "frac_reward_zero_std", "grad_norm",
+    "kl", "learning_rate", "loss", "policy/b_field", "policy/best", "policy/best_legal", "policy/best_top1",
+    "policy/best_top5", "policy/candidates", "policy/cp_loss", "policy/evals", "policy/evals_top5",
+    "policy/layout", "policy/legal_moves", "policy/parsed", "policy/well_formed", "reward", "reward_std",
+    "rewards/env_reward/mean", "rewards/policy_reward/mean", "step_time", "watch/b_best_e", "watch/b_legal",
+    "watch/distinct", "watch/err_blocked", "watch/err_empty_square", "watch/err_geometry",
+    "watch/err_king_in_check", "watch/err_noncanonical", "watch/err_opponent_piece", "watch/first_share",
+    "watch/precision", "watch/selection", "replay_loss",
+]  # fmt: skip
+
+
+def test_every_report_chart_reads_title_units_names_at_most_six_series_one_step_axis(tmp_path):
+    import math
+
+    from rookworld_trl.training.report import figures, human_name, panel_keys, report, series
+
+    rows = [
+        {"step": s, **{k: 0.5 + 0.3 * math.sin(s / 7 + i) for i, k in enumerate(RUN_KEYS)}}
+        for s in range(1, 61)
+    ]
+    rows += [{"step": s, "eval/policy/greedy/legal_best_move": 0.6 + s / 1000} for s in (0, 30, 60)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    charts = figures(panel_keys(series(rows)))
+    for name, title, ylabel, keys in charts:
+        assert title and ylabel and 1 <= len(keys) <= 6, name
+        names = [human_name(k) for k in keys]
+        assert len(set(names)) == len(names) and not any("/" in n or "_" in n for n in names), names
+    assert {"reward_components_policy", "reward_components_policy_2", "reward_components_env_2"} <= {
+        c[0] for c in charts
+    }
+    written = report(str(tmp_path))
+    assert set(written) == {c[0] for c in charts} | {"summary"}
