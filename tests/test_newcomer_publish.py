@@ -172,6 +172,12 @@ def test_a_push_at_the_end_of_training_that_fails_exits_nonzero_with_the_retry_c
     assert (tmp_path / "run" / "final" / "model.safetensors").is_file()
 
 
+def test_push_offline_is_one_line(finished_run, tmp_path, hub):
+    done = rookworld("push", str(finished_run), env={**hub_env(tmp_path, hub.url), "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 2 and "HF_HUB_OFFLINE is set" in done.stderr and not hub.files
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
 @pytest.mark.integration
 def test_push_of_an_unfinished_run_is_one_line(tmp_path, hub):
     (tmp_path / "run" / "final").mkdir(parents=True)

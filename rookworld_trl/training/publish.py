@@ -119,6 +119,8 @@ def _hub_problem(e: Exception, args, training: bool) -> str:
     from huggingface_hub import constants
     from huggingface_hub.errors import HfHubHTTPError
 
+    if constants.HF_HUB_OFFLINE:
+        return "pushing needs the network but HF_HUB_OFFLINE is set: unset it (the run stays on disk)"
     if isinstance(e, HfHubHTTPError) and e.response is not None and e.response.status_code == 401:
         return "the hub does not accept the token: log in again with `hf auth login` or set a valid HF_TOKEN"
     later = (
@@ -163,6 +165,12 @@ def push_checkpoint(args, checkpoint_dir: str) -> None:
 def push_run(run: str, hub_model_id: str | None, hub_token: str | None = None, private: bool = False) -> int:
     """`rookworld push`: upload a finished run's final/ (model and card) to the hub; an exit code."""
     final = os.path.join(run, FINAL_DIR)
+    if not os.path.isdir(run):
+        raise UserError(f"no run folder at {run}: pass a training run's output_dir (e.g. runs/grpo_tiny_cpu)")
+    if not os.path.isdir(final):
+        raise UserError(
+            f"{run} has no final/ model: the run has not finished; the same `rookworld train` resumes it"
+        )
     if problem := checkpoint_problem(final):
         raise UserError(
             f"{run} has no finished model to push ({final}: {problem}); finish the run first (the same "
