@@ -123,10 +123,8 @@ def _hub_problem(e: Exception, args, training: bool) -> str:
         return "pushing needs the network but HF_HUB_OFFLINE is set: unset it (the run stays on disk)"
     if isinstance(e, HfHubHTTPError) and e.response is not None and e.response.status_code == 401:
         return "the hub does not accept the token: log in again with `hf auth login` or set a valid HF_TOKEN"
-    later = (
-        "drop --push_to_hub and push the finished run with `rookworld push`" if training else "retry with: "
-    )
-    later += "" if training else retry_command(args)
+    push_later = "drop --push_to_hub and push the finished run with `rookworld push`"
+    later = push_later if training else f"retry with: {retry_command(args)}"
     return f"cannot reach the hub at {constants.ENDPOINT} ({_reason(e)}); check the network, or {later}"
 
 
