@@ -196,7 +196,8 @@ def figures(panels: dict[str, list[str]]) -> list[tuple[str, str, str, list[str]
     out = []
     for panel, keys in panels.items():
         title, ylabel = AXES.get(panel, (panel.replace("_", " "), "value"))
-        chunks = [keys[i : i + MAX_SERIES] for i in range(0, len(keys), MAX_SERIES)]
+        size = math.ceil(len(keys) / math.ceil(len(keys) / MAX_SERIES))  # 13 keys: 5, 5, 3, not 6, 6, 1
+        chunks = [keys[i : i + size] for i in range(0, len(keys), size)]
         for i, chunk in enumerate(chunks):
             name = panel if i == 0 else f"{panel}_{i + 1}"
             part = f" ({i + 1} of {len(chunks)})" if len(chunks) > 1 else ""
@@ -230,6 +231,7 @@ def plot(
     ax.set_title((title or panel) + smoothed, fontsize=10)
     ax.set_ylabel(ylabel, fontsize=9)
     ax.set_xlabel("training step")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # steps are whole
     if steps_range and steps_range[0] < steps_range[1]:
         ax.set_xlim(*steps_range)  # every chart of a run on one step axis: they line up when compared
     ax.grid(alpha=0.3)
