@@ -43,6 +43,11 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
         None,
     ),
     "report": ("rookworld_trl.training.report", "PNG training curves and a markdown summary of a run", None),
+    "push": (
+        "rookworld_trl.training.publish",
+        "upload a finished run's final model and card to the hub",
+        None,
+    ),
     "parity": (
         "rookworld_trl.eval.parity",
         "check our pure-PyTorch GPT-2 against transformers on a model",

@@ -49,6 +49,12 @@ def fmt_ci(ci: list | None, percent: bool) -> str:
     return f"[{fmt(ci[0], percent)}, {fmt(ci[1], percent)}]" if ci else "-"
 
 
+PUBLISHED_NOTE = (
+    "`published (124M)`: RookWorld-LM-124M's published figures (docs/FORMATS.md), a reference for that "
+    "124M-parameter model only; a smaller model such as the embedded 2.9M one is not expected to reach them."
+)
+
+
 def markdown(summary: dict, settings: dict) -> str:
     """One table per suite; by-kind environment figures in their own table. `*`: the 95% CI excludes 0."""
     has_base = settings.get("baseline") is not None
@@ -58,10 +64,11 @@ def markdown(summary: dict, settings: dict) -> str:
             f"Baseline: `{settings['baseline']}`. Δ = model - baseline; `*`: its 95% CI excludes 0.",
             "",
         ]
+    lines += [PUBLISHED_NOTE, ""]
     head = (
         ["figure", "model", "95% CI", "n"]
         + (["baseline", "Δ", "Δ 95% CI"] if has_base else [])
-        + ["published"]
+        + ["published (124M)"]
     )
     for suite, rows in summary.items():
         for title, part in ((suite, False), (f"{suite} by transition kind", True)):
@@ -97,7 +104,7 @@ def bars(rows: dict, side: str) -> tuple[list[float], list[list[float]]]:
 
 
 def chart(summary: dict, settings: dict, path: str) -> None:
-    """Bars of the rate figures (not by kind), a panel per suite, 95% CI whiskers, published figures as x."""
+    """Bars of the rate figures (not by kind), a panel per suite, 95% CI whiskers, 124M's published figures as x."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -122,7 +129,7 @@ def chart(summary: dict, settings: dict, path: str) -> None:
         refs = [(i, 100 * r["reference"]) for i, r in enumerate(rows.values()) if r["reference"] is not None]
         if refs:
             ys, xs = zip(*refs, strict=True)
-            ax.scatter(xs, ys, marker="x", color="black", zorder=3, label="published")
+            ax.scatter(xs, ys, marker="x", color="black", zorder=3, label="published (RookWorld-LM 124M)")
         ax.set_yticks(range(len(rows)), list(rows), fontsize=8)
         ax.set_xlim(0, 100)
         ax.invert_yaxis()

@@ -39,8 +39,9 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
     reward_funcs: list[str] = field(
         default_factory=lambda: ["policy_reward", "env_reward"],
         metadata={
-            "help": "Reward functions: names in rookworld_trl.rewards.functions.REWARD_FUNCS, or 'module:function' for "
-            "your own. Weight them with TRL's reward_weights (same order)."
+            "help": "Reward functions: names in rookworld_trl.rewards.functions.REWARD_FUNCS, or your own by its "
+            "dotted path (my_pkg.rewards.my_reward; examples/my_reward.py). Weight them with TRL's reward_weights "
+            "(same order)."
         },
     )
     reward_shaping: str = field(

@@ -41,14 +41,14 @@ class RLOptions:
             "mean, e the task's running mean, w = t / (t + v / n): v the group's reward variance, n its size, t "
             "the running variance of group means around e; a noisy small group leans on e, a consistent one on "
             "its own mean). Both: a = (r - b - c) / s, c the task's batch mean of r - b (a running mean lags the "
-            "rewards: without c every sample gets the same sign and the policy collapses, issue 19), s = "
+            "rewards: without c every sample gets the same sign and the policy collapses: docs/EXPERIMENTS.md, the seeds' RL options), s = "
             "max(sqrt(V), sd of r - b - c over the task's rows) with V the running mean square of r - b - c "
             "(decay baseline_ema_decay), never a group's std; so a task's advantages have mean 0 and |a| <= "
             "sqrt(N - 1) for its N rows in the batch; scale_rewards none: s = 1 (formulas: "
             "grpo/advantages.py RunningBaseline). With field_credit each P: field's term gets the same formula "
             "(w and s from the sequence rewards, e the batch's mean of the term). Needs "
             "multi_objective_aggregation sum_then_normalize. On the main job with its k3 anchor (docs/EXPERIMENTS.md, "
-            "issue 33) neither ends significantly below group on 2 seeds; at beta 0 ema ended 3-9 points below "
+            "baselines) neither ends significantly below group on 2 seeds; at beta 0 ema ended 3-9 points below "
             "(a position's difficulty enters every advantage)."
         },
     )
@@ -79,7 +79,7 @@ class RLOptions:
             "value/mean. Costs one no-grad policy forward per generation batch and hidden_size + 1 weights, "
             "saved as value_head.safetensors in each checkpoint (restored on resume; a rollback of a bad step "
             "keeps the head). Replaces the baseline (leave baseline: group). On the main job the head explains at "
-            "most ~0.16 of the returns' variance (scripts/value_study.py, docs/EXPERIMENTS.md issue 33): the gate "
+            "most ~0.16 of the returns' variance (scripts/value_study.py, docs/EXPERIMENTS.md, baselines): the gate "
             "stays shut and the run is the group run, bit for bit."
         },
     )

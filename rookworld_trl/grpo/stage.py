@@ -26,6 +26,7 @@ from transformers.trainer_callback import TrainerState
 from trl import ModelConfig, get_peft_config
 
 from rookworld_trl.chess.formats import fen_width_of
+from rookworld_trl.errors import UserError
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.script_args import GRPOScriptArguments
 from rookworld_trl.grpo.selfplay import selfplay_for
@@ -40,17 +41,32 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_reward_funcs(names: list[str], shaping: str = "graduated", engine=None) -> list:
-    """Registry names (rookworld_trl.rewards.functions, built with `shaping` and `engine`) or 'module:function'."""
-    from rookworld_trl.rewards.functions import get_reward_funcs
+    """Registry names (rookworld_trl.rewards.functions, built with `shaping` and `engine`), or your own function
+    by its dotted path (TRL's convention: `my_pkg.rewards.my_reward`; 'module:function' works too)."""
+    from rookworld_trl.rewards.functions import REWARD_FUNCS, get_reward_funcs
 
     funcs = []
     for name in names:
-        if ":" in name:
-            module, attr = name.split(":", 1)
-            funcs.append(getattr(importlib.import_module(module), attr))
-        else:  # get_reward_funcs names the known ones when `name` is not among them
-            funcs += get_reward_funcs([name], engine=engine, shaping=shaping)
+        if name in REWARD_FUNCS or not ("." in name or ":" in name):
+            funcs += get_reward_funcs([name], engine=engine, shaping=shaping)  # names the known ones
+        else:
+            funcs.append(import_reward(name))
     return funcs
+
+
+def import_reward(path: str):
+    """The function at a dotted path (or 'module:function'); one UserError naming the fix when it is not there."""
+    module, _, attr = path.rpartition(":") if ":" in path else path.rpartition(".")
+    try:
+        func = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise UserError(
+            f"reward function {path!r}: {e}; run from the folder that holds {module.split('.')[0]}/ or add it "
+            "to PYTHONPATH"
+        ) from None
+    if not callable(func):
+        raise UserError(f"reward function {path!r} is a {type(func).__name__}, not a function")
+    return func
 
 
 def engine_cache_path(script: GRPOScriptArguments, output_dir: str) -> str | None:
@@ -164,9 +180,11 @@ def train(
         checkpoints.say(f"{resume} is at max_steps ({done}) but final/ is incomplete: writing it")
         trainer.load_weights(resume)
         trainer.state = TrainerState.load_from_json(os.path.join(resume, TRAINER_STATE_NAME))
+        start_step = done
     else:
         if resume:
             checkpoints.say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
+        start_step = checkpoints.checkpoint_step(resume) if resume else 0
         try:
             trainer.train(resume_from_checkpoint=resume)
         except KeyboardInterrupt:  # a second Ctrl-C: mid-update weights are no step's, so nothing is saved
@@ -185,12 +203,11 @@ def train(
         # the run folder's README.md: our card in place of TRL's (written at each checkpoint, about [None])
         shutil.copyfile(os.path.join(final, "README.md"), os.path.join(args.output_dir, "README.md"))
         checkpoints.mark_finished(args.output_dir, trainer.state.global_step)
-        if trainer.publish_to_hub:
-            publish.upload(args, final)
-    if trainer.accelerator.is_main_process:
+        pushed = not trainer.publish_to_hub or publish.upload(args, final)
         from rookworld_trl.training.report import run_summary
 
-        print(run_summary(args.output_dir))
+        print(run_summary(args.output_dir, start_step=start_step))
+        return 0 if pushed else 1  # the run is finished on disk: `rookworld push` retries the upload
     return 0
 
 
@@ -237,6 +254,8 @@ def parse(argv: list[str] | None = None):
         parser.error(
             "push_to_hub needs the network but HF_HUB_OFFLINE is set: unset it or drop --push_to_hub"
         )
+    if args.push_to_hub:  # the token and the repo name now, not after hours of training
+        publish.check_hub(args)
     if not model_args.model_name_or_path or not script.dataset_path:
         parser.error("set model_name_or_path and dataset_path (in the recipe or as --flags)")
     # Recipes name the embedded model and data relative to the repository/package root: any cwd works.

@@ -1,7 +1,10 @@
-"""What a person reads on the console during GRPO: transformers' tqdm bar (steps, elapsed, ETA) and, per logging
-step, one compact line in place of TRL's ~40-key dict (which still goes whole to metrics.jsonl and TensorBoard).
+"""What a person reads on the console during GRPO and SFT: transformers' tqdm bar (steps, elapsed, ETA) and, per
+logging step, one compact line in place of TRL's dict of many keys (which still goes whole to metrics.jsonl and
+TensorBoard); the end-of-training dict is left to the stage's summary.
 
-    step 12/150  reward 0.412  legal best move 58.1%  KL 0.0031  loss 0.043  2.6 s/step
+    step 12/150  reward 0.412  legal best move 58.1%  KL 0.0031  loss 0.043  2.6 s/step          (GRPO)
+    step 10/20  loss 0.912  token accuracy 71.3%  5123 tokens/s                                   (SFT)
+    step 10/20  held-out loss 0.887  token accuracy 72.0%                                         (SFT eval)
 
     from rookworld_trl.training.console import use_compact_logs
     use_compact_logs(trainer)          # after the trainer is built
@@ -18,15 +21,27 @@ FIELDS = (
     ("kl", "KL", "{:.4f}"),
     ("loss", "loss", "{:.3f}"),
     ("step_time", "", "{:.1f} s/step"),
+    ("mean_token_accuracy", "token accuracy", "{:.1%}"),  # SFT
+    ("tokens_per_second", "", "{:.0f} tokens/s"),
 )
+EVAL_FIELDS = (
+    ("eval_loss", "held-out loss", "{:.3f}"),
+    ("eval_mean_token_accuracy", "token accuracy", "{:.1%}"),
+)
+# the Trainer's end-of-training entry and SFT's format check: the stage's summary says them in words
+SUMMARISED = ("train_loss", "format_check_samples")
 
 
 def compact_line(logs: dict, step: int, max_steps: int) -> str | None:
-    """The one line of a training log entry; None for other entries (evals, the end-of-training summary)."""
-    if "reward" not in logs and "loss" not in logs:
+    """The one line of a training or held-out-loss log entry; "" for the end-of-training entry (nothing to
+    print); None for other entries (printed as before)."""
+    if any(key in logs for key in SUMMARISED):
+        return ""
+    fields = FIELDS if "reward" in logs or "loss" in logs else EVAL_FIELDS if "eval_loss" in logs else None
+    if fields is None:
         return None
     parts = [f"step {step}/{max_steps}"]
-    for key, label, fmt in FIELDS:
+    for key, label, fmt in fields:
         if isinstance(logs.get(key), int | float):
             parts.append(f"{label} {fmt.format(logs[key])}".strip())
     return "  ".join(parts)
@@ -39,7 +54,7 @@ class CompactProgress(ProgressCallback):
         line = compact_line(logs or {}, state.global_step, state.max_steps)
         if line is None:
             return super().on_log(args, state, control, logs=logs, **kwargs)
-        if state.is_world_process_zero and self.training_bar is not None:
+        if line and state.is_world_process_zero and self.training_bar is not None:
             self.training_bar.write(line)
 
 
@@ -50,7 +65,7 @@ class CompactPrinter(PrinterCallback):
         line = compact_line(logs or {}, state.global_step, state.max_steps)
         if line is None:
             return super().on_log(args, state, control, logs=logs, **kwargs)
-        if state.is_local_process_zero:
+        if line and state.is_local_process_zero:
             print(line, flush=True)
 
 

@@ -1,5 +1,8 @@
 """Publishing a GRPO run: the model card of output_dir/final and its upload to the Hugging Face hub.
 
+    rookworld push runs/grpo_tiny_cpu --hub_model_id me/rookworld-grpo     # a finished run, any time later
+    rookworld train --push_to_hub true --hub_model_id me/rookworld-grpo    # at the end of training
+
 Only final/ goes up (weights, tokenizer, config, generation config and the README.md model card), once, at
 the end; with `push_checkpoints`, each complete checkpoint's model files go up too, under
 checkpoints/checkpoint-N. Never stable/, optimizer states, the completions Parquet, the engine cache or
@@ -8,10 +11,12 @@ nan_batches/. Trainer's own push is switched off by the trainer (it would upload
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
-from rookworld_trl.training.checkpoints import MARKER
+from rookworld_trl.errors import UserError
+from rookworld_trl.training.checkpoints import FINAL_DIR, MARKER, checkpoint_problem
 
 # what a model directory needs to load: weights, config, generation config, tokenizer files, the card
 MODEL_FILES = ["*.safetensors", "*.json", "merges.txt", "vocab.*", "README.md"]
@@ -79,9 +84,53 @@ def hub_repo(args) -> str:
     return args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
 
 
+def retry_command(args) -> str:
+    """The command that pushes this run's final/ again (the run stays on disk whatever the hub says)."""
+    return f"rookworld push {args.output_dir} --hub_model_id {hub_repo(args)}"
+
+
+def check_hub(args, training: bool = True) -> None:
+    """Before training (or `rookworld push`): a push needs a token and a valid repo name, and the hub must
+    answer; else one UserError now instead of a failure after hours of training."""
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    repo = hub_repo(args)
+    try:
+        validate_repo_id(repo)
+    except HFValidationError as e:
+        raise UserError(f"hub_model_id {repo!r} is no valid repo name ({e}); use NAME or USER/NAME") from None
+    if not (args.hub_token or get_token()):
+        raise UserError(
+            "pushing needs a Hugging Face token: run `hf auth login` or set HF_TOKEN (or --hub_token)"
+        )
+    try:
+        HfApi(token=args.hub_token).whoami()
+    except Exception as e:  # offline, a refused token: one line, before any training
+        raise UserError(_hub_problem(e, args, training)) from None
+
+
+def _reason(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+
+
+def _hub_problem(e: Exception, args, training: bool) -> str:
+    """What the hub's answer to whoami means, and what to do about it."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if constants.HF_HUB_OFFLINE:
+        return "pushing needs the network but HF_HUB_OFFLINE is set: unset it (the run stays on disk)"
+    if isinstance(e, HfHubHTTPError) and e.response is not None and e.response.status_code == 401:
+        return "the hub does not accept the token: log in again with `hf auth login` or set a valid HF_TOKEN"
+    push_later = "drop --push_to_hub and push the finished run with `rookworld push`"
+    later = push_later if training else f"retry with: {retry_command(args)}"
+    return f"cannot reach the hub at {constants.ENDPOINT} ({_reason(e)}); check the network, or {later}"
+
+
 def upload(args, folder: str, path_in_repo: str | None = None, message: str = "RookWorld GRPO final") -> bool:
-    """Upload a model directory's MODEL_FILES to the run's hub repo; a failure is one line, never a crash
-    (the local files are safe). Returns whether it went up."""
+    """Upload a model directory's MODEL_FILES to the run's hub repo; a failure is one line naming the command
+    that retries it, never a crash (the local files are safe). Returns whether it went up."""
     from huggingface_hub import HfApi
 
     try:
@@ -98,7 +147,9 @@ def upload(args, folder: str, path_in_repo: str | None = None, message: str = "R
         return True
     except Exception as e:  # network, auth, offline: say so instead of a traceback
         print(
-            f"push_to_hub failed ({type(e).__name__}: {e}); the model is saved in {folder}", file=sys.stderr
+            f"push_to_hub failed ({_reason(e)}); the model is saved in {folder}; retry with: "
+            f"{retry_command(args)}",
+            file=sys.stderr,
         )
         return False
 
@@ -107,3 +158,52 @@ def push_checkpoint(args, checkpoint_dir: str) -> None:
     """A complete checkpoint's model files to checkpoints/<name> (push_checkpoints)."""
     name = os.path.basename(checkpoint_dir)
     upload(args, checkpoint_dir, f"checkpoints/{name}", f"RookWorld GRPO {name}")
+
+
+def push_run(run: str, hub_model_id: str | None, hub_token: str | None = None, private: bool = False) -> int:
+    """`rookworld push`: upload a finished run's final/ (model and card) to the hub; an exit code."""
+    final = os.path.join(run, FINAL_DIR)
+    if not os.path.isdir(run):
+        raise UserError(f"no run folder at {run}: pass a training run's output_dir (e.g. runs/grpo_tiny_cpu)")
+    if not os.path.isdir(final):
+        raise UserError(
+            f"{run} has no final/ model: the run has not finished; the same `rookworld train` resumes it"
+        )
+    if problem := checkpoint_problem(final):
+        raise UserError(
+            f"{run} has no finished model to push ({final}: {problem}); finish the run first (the same "
+            "`rookworld train` command resumes it)"
+        )
+    if not os.path.isfile(os.path.join(final, "README.md")):
+        raise UserError(f"{final} has no model card (README.md); finish the run with `rookworld train` first")
+    args = argparse.Namespace(
+        output_dir=run, hub_model_id=hub_model_id, hub_token=hub_token, hub_private_repo=private
+    )
+    check_hub(args, training=False)
+    if not upload(args, final):
+        return 1
+    print(f"rookworld push: {final} is on the hub as {hub_repo(args)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rookworld push",
+        description="Upload a finished run's final/ model with its model card (eval table and recipe settings) "
+        "to the Hugging Face hub.",
+        epilog="example: rookworld push runs/grpo_tiny_cpu --hub_model_id me/rookworld-grpo",
+    )
+    parser.add_argument("run", help="the run's output_dir (it holds final/)")
+    parser.add_argument(
+        "--hub_model_id", "--hub-model-id", help="USER/NAME or NAME (default: the run folder's name)"
+    )
+    parser.add_argument("--hub_token", "--hub-token", help="default: HF_TOKEN or `hf auth login`'s token")
+    parser.add_argument("--private", action="store_true", help="create the repo private")
+    args = parser.parse_args(argv)
+    return push_run(args.run.rstrip("/") or args.run, args.hub_model_id, args.hub_token, args.private)
+
+
+if __name__ == "__main__":
+    from rookworld_trl.stage import run_stage
+
+    sys.exit(run_stage("push", main))

@@ -58,6 +58,71 @@ PANELS: dict[str, tuple[str, ...]] = {
     "advantages": ("adv/*",),  # ema/adaptive/value baselines: mean ~0, std ~1 per task
     "eval": ("eval/*",),
 }
+# panel -> (title, y-axis label with its unit)
+AXES: dict[str, tuple[str, str]] = {
+    "learning_curve": ("Held-out skill during training (greedy answers)", "fraction of held-out prompts"),
+    "reward": ("Training reward (batch mean)", "reward (the recipe's scale)"),
+    "reward_spread": ("Reward spread within a group of completions", "reward std; fraction of groups"),
+    "watch": ("Reward-hacking watch: listed moves and B:", "fraction of answers (selection: a difference)"),
+    "watch_distinct_moves": ("Distinct moves listed per answer", "moves"),
+    "watch_listed_errors": ("Why listed moves are illegal", "fraction of listed moves"),
+    "policy_cp_loss": ("Centipawn loss of the B: move (P:)", "centipawns"),
+    "reward_components_policy": ("P: reward components", "fraction of P: answers (mean score)"),
+    "reward_components_env": ("A: reward components", "fraction of A: answers (mean score)"),
+    "kl": ("KL divergence to the reference model", "nats per token"),
+    "beta": ("KL coefficient beta", "beta (log scale)"),
+    "clip_fraction": ("Clipped probability ratios (PPO clip)", "fraction of tokens"),
+    "entropy": ("Policy entropy", "nats per token"),
+    "lengths": ("Completion lengths", "tokens"),
+    "truncated": ("Completions cut at max_completion_length", "fraction of completions"),
+    "learning_rate": ("Learning rate", "learning rate (log scale)"),
+    "step_time": ("Time per optimizer step", "seconds"),
+    "loss": ("Training loss", "loss per token"),
+    "grad_norm": ("Gradient norm before clipping", "L2 norm"),
+    "value_explained_variance": (
+        "Value head: explained variance of the returns",
+        "explained variance (1: all)",
+    ),
+    "value_loss": ("Value head: loss, gradient norm, mean value", "loss / norm / value"),
+    "advantages": ("Advantages per task", "advantage (group std units)"),
+    "eval": ("Held-out evaluation during training", "figure (fractions; cp_loss in centipawns)"),
+}
+NAMES = {  # metric key -> the legend's name (others: human_name's rule)
+    "reward": "total reward",
+    "reward_std": "reward std in a group",
+    "frac_reward_zero_std": "groups with one reward (no gradient)",
+    "kl": "KL (logged estimator)",
+    "completions/clipped_ratio": "cut at max length",
+    "loss": "policy loss",
+    "replay_loss": "replay loss (A: truths)",
+    "watch/b_legal": "B: legal",
+    "watch/b_best_e": "B: = best E:",
+    "watch/first_share": "one common first move",
+    "watch/precision": "listed moves legal",
+    "watch/selection": "B: legal above chance",
+    "policy/best": "B: move score",
+    "policy/best_legal": "B: legal",
+    "policy/best_top1": "B: = engine's top 1",
+    "policy/best_top5": "B: in engine's top 5",
+    "policy/b_field": "B: field score",
+    "policy/candidates": "listed moves in top 5",
+    "policy/legal_moves": "listed moves legal",
+    "policy/evals": "E: evaluations score",
+    "policy/evals_top5": "E: of top-5 moves score",
+    "env/fen_exact": "next FEN exact",
+    "env/fen_valid": "next FEN valid",
+    "env/fen_similarity": "next FEN similarity",
+    "env/placement": "pieces placed right",
+    "env/side": "side to move right",
+    "env/reward_value": "reward value right",
+    "eval/policy/greedy/legal_best_move": "P: legal best move",
+    "eval/policy/greedy/legal_moves": "P: legal moves listed",
+    "eval/policy/greedy/best_move_accuracy": "P: best move = engine's top 1",
+    "eval/policy/greedy/reward": "P: reward",
+    "eval/env/next_state_accuracy": "A: next state exact",
+}
+MAX_SERIES = 6  # per panel: more are split over panel_2.png, ...
+STYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (1, 1)))  # with tab10's colours: each series apart
 SKIP = {"step", "epoch", "time"}
 UNSMOOTHED = {"learning_curve", "eval", "learning_rate", "beta"}  # few points, or no noise to smooth
 
@@ -112,30 +177,71 @@ def panel_keys(keys) -> dict[str, list[str]]:
     return out
 
 
-def plot(panel: str, keys: list[str], data: dict, path: str) -> None:
+def human_name(key: str) -> str:
+    """The legend's name of a metric key: NAMES, else its last meaningful parts in words.
+
+    >>> human_name("rewards/policy_reward/mean"), human_name("policy/well_formed"), human_name("adv/std/A")
+    ('policy reward', 'well formed', 'std A')
+    """
+    if key in NAMES:
+        return NAMES[key]
+    parts = [p for p in key.split("/") if p not in ("rewards", "greedy", "eval", "watch", "value")]
+    if len(parts) > 1 and parts[-1] in ("mean", "std"):  # rewards/<func>/mean: the function's name
+        parts = parts[-2:-1] if parts[-1] == "mean" else [parts[-2], "std"]
+    elif len(parts) > 1 and parts[0] in ("policy", "env", "completions", "clip_ratio", "kl", "adv"):
+        parts = parts[1:]  # the panel's title says P:, A:, lengths, ...
+    return " ".join(parts).replace("_", " ")
+
+
+def figures(panels: dict[str, list[str]]) -> list[tuple[str, str, str, list[str]]]:
+    """(file name, title, y label, keys) per chart: a panel of more than MAX_SERIES keys is split over
+    panel.png, panel_2.png, ... with "(1 of 2)" in the title."""
+    out = []
+    for panel, keys in panels.items():
+        title, ylabel = AXES.get(panel, (panel.replace("_", " "), "value"))
+        size = math.ceil(len(keys) / math.ceil(len(keys) / MAX_SERIES))  # 13 keys: 5, 5, 3, not 6, 6, 1
+        chunks = [keys[i : i + size] for i in range(0, len(keys), size)]
+        for i, chunk in enumerate(chunks):
+            name = panel if i == 0 else f"{panel}_{i + 1}"
+            part = f" ({i + 1} of {len(chunks)})" if len(chunks) > 1 else ""
+            out.append((name, title + part, ylabel, chunk))
+    return out
+
+
+def plot(
+    panel: str, keys: list[str], data: dict, path: str, title: str = "", ylabel: str = "", steps_range=None
+):
+    """One chart: a line per key (raw faint, its moving average bold when noisy), on the run's step axis."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 3.6))
-    for key in keys:
+    smoothed = ""
+    for i, key in enumerate(keys):
         steps, values = data[key]
+        style = {"color": plt.get_cmap("tab10")(i), "linestyle": STYLES[i % len(STYLES)]}
         if panel in UNSMOOTHED or len(steps) < 10:
-            ax.plot(steps, values, marker="." if len(steps) < 30 else None, label=key)
+            ax.plot(steps, values, marker="." if len(steps) < 30 else None, label=human_name(key), **style)
             continue
         window = max(5, len(steps) // 10)
-        (raw,) = ax.plot(steps, values, alpha=0.25, linewidth=0.8)  # the raw line, faint
-        ax.plot(
-            steps, moving_average(values, window), color=raw.get_color(), label=f"{key} (mean of {window})"
-        )
+        smoothed = f"\nbold: mean of the last {window} logged steps; faint: each step"
+        ax.plot(steps, values, alpha=0.2, linewidth=0.8, color=style["color"])  # the raw line, faint
+        ax.plot(steps, moving_average(values, window), label=human_name(key), **style)
     if panel == "learning_rate" or (panel == "beta" and all(v > 0 for k in keys for v in data[k][1])):
         ax.set_yscale("log")  # schedules and adaptive beta move by factors
-    ax.set_title(panel)
-    ax.set_xlabel("step")
+    ax.set_title((title or panel) + smoothed, fontsize=10)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_xlabel("training step")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # steps are whole
+    if steps_range and steps_range[0] < steps_range[1]:
+        ax.set_xlim(*steps_range)  # every chart of a run on one step axis: they line up when compared
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the plot, never over a line
-    fig.tight_layout()
+    fig.subplots_adjust(
+        left=0.09, right=0.7, top=0.86, bottom=0.14
+    )  # one plot box in every chart: they align
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -174,13 +280,17 @@ def report(run: str, out_dir: str | None = None, metrics: str = "metrics.jsonl")
     rows = read_jsonl(path)
     data = series(rows)
     panels = panel_keys(data)
+    all_steps = [step for steps, _ in data.values() for step in steps]
+    steps_range = (min(all_steps), max(all_steps)) if all_steps else None
     written = {}
-    for panel, keys in panels.items():
-        written[panel] = os.path.join(out_dir, f"{panel}.png")
-        plot(panel, keys, data, written[panel])
+    for name, title, ylabel, keys in figures(panels):
+        written[name] = os.path.join(out_dir, f"{name}.png")
+        panel = name if name in panels else name.rsplit("_", 1)[0]
+        plot(panel, keys, data, written[name], title, ylabel, steps_range)
+    images = [f"{name}.png" for name in written]
     written["summary"] = os.path.join(out_dir, "report.md")
     with open(written["summary"], "w") as f:
-        f.write(summary(run, rows, data, panels, [f"{p}.png" for p in panels]))
+        f.write(summary(run, rows, data, panels, images))
     return written
 
 
@@ -227,16 +337,32 @@ def value_line(rows: list[dict], last: int = 10) -> str | None:
     return line + (f"; gradient norm max {max(norms):.3g}" if norms else "")
 
 
-def run_summary(run: str, metrics: str = "metrics.jsonl") -> str:
-    """A few lines for the end of a run: the training reward's trend and the before/after headline figures
-    (from `run/eval/eval.json`, if the run has one) with paired 95% intervals."""
+def steps_line(rows: list[dict], start_step: int = 0) -> str | None:
+    """How many steps the run has and, after a resume from `start_step`, how many of them this session ran
+    (the time is this session's: the Trainer's train_runtime).
+
+    >>> steps_line([{"step": 150, "train_runtime": 120.0}], start_step=131)
+    '  steps trained    150 in all, 19 this session in 2.0 min'
+    """
+    if not rows:
+        return None
+    total = max(row.get("step", 0) for row in rows)
+    runtime = [row["train_runtime"] for row in rows if "train_runtime" in row]
+    time = f" in {runtime[-1] / 60:.1f} min" if runtime else ""
+    if start_step:
+        return f"  steps trained    {total} in all, {total - start_step} this session{time}"
+    return f"  steps trained    {total}{time}"
+
+
+def run_summary(run: str, metrics: str = "metrics.jsonl", start_step: int = 0) -> str:
+    """A few lines for the end of a run: its steps (this session's apart after a resume from `start_step`),
+    the training reward's trend and the before/after headline figures (from `run/eval/eval.json`, if the run
+    has one) with paired 95% intervals."""
     lines = [f"run summary: {run}"]
     path = os.path.join(run, metrics)
     rows = read_jsonl(path) if os.path.isfile(path) else []
-    runtime = [row["train_runtime"] for row in rows if "train_runtime" in row]
-    if rows:
-        time = f" in {runtime[-1] / 60:.1f} min (this session)" if runtime else ""
-        lines.append(f"  steps trained    {max(row.get('step', 0) for row in rows)}{time}")
+    if steps := steps_line(rows, start_step):
+        lines.append(steps)
     rewards = series(rows).get("reward", ([], []))[1]
     if trend := quarter_trend(rewards):
         first, last, (low, high) = trend
@@ -266,6 +392,28 @@ def run_summary(run: str, metrics: str = "metrics.jsonl") -> str:
             )
     outputs = [os.path.join(run, p) for p in ("final", "eval/eval.md", "report/report.md", "completions")]
     lines.append(f"  outputs: {', '.join(p for p in outputs if os.path.exists(p))}")
+    return "\n".join(lines)
+
+
+def sft_summary(run: str, start_step: int = 0, checks: dict | None = None, n_checked: int = 0) -> str:
+    """The end of `rookworld sft`: steps (this session's apart after a resume), training and held-out loss,
+    the format check of held-out P: prompts (`checks`, on `n_checked` prompts) and where the outputs are."""
+    path = os.path.join(run, "metrics.jsonl")
+    rows = read_jsonl(path) if os.path.isfile(path) else []
+    figures = series(rows)
+    lines = [f"sft summary: {run}"] + [line for line in [steps_line(rows, start_step)] if line]
+    for key, label in (("loss", "training loss"), ("eval_loss", "held-out loss")):
+        steps, values = figures.get(key, ([], []))
+        if values:
+            best = min(range(len(values)), key=values.__getitem__)
+            lines.append(
+                f"  {label:<17}first {values[0]:.3f} -> last {values[-1]:.3f} (lowest {values[best]:.3f} "
+                f"at step {steps[best]:.0f})"
+            )
+    if checks:
+        said = ", ".join(f"{k.replace('_', ' ')} {v:.1%}" for k, v in checks.items())
+        lines.append(f"  format check     {said} on {n_checked} held-out P: prompts (greedy)")
+    lines.append(f"  outputs: {run} (model and tokenizer)" + (f", {path}" if rows else ""))
     return "\n".join(lines)
 
 

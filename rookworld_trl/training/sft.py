@@ -41,7 +41,9 @@ from rookworld_trl.model.loading import (
 )
 from rookworld_trl.stage import check_numbers, resolve_paths, stage_parser
 from rookworld_trl.training import checkpoints
+from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
+from rookworld_trl.training.report import sft_summary
 from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir
 from rookworld_trl.training.trl_compat import VerifiedCheckpoints
 
@@ -283,21 +285,27 @@ def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_d
         resume = checkpoints.resolve_resume(config.resume_from_checkpoint, config.output_dir)
     if resume:
         checkpoints.say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
+    use_compact_logs(trainer)  # the bar and one line per logging step, as `rookworld train`
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(config.output_dir)  # model + tokenizer (the best one with load_best_model_at_end)
-
-    if config.format_check_samples and trainer.accelerator.is_main_process:
-        policy = eval_dataset.filter(lambda row: row["prompt"].startswith("P:"))
-        policy = policy.select(range(min(config.format_check_samples, len(policy))))
-        if len(policy):
-            longest = max(len(ids) for ids in tokenizer(list(policy["completion"]))["input_ids"])
-            model = trainer.accelerator.unwrap_model(trainer.model)
-            checks = policy_checks(model, tokenizer, list(policy["prompt"]), max_new_tokens=longest + 8)
-            trainer.log({**checks, "format_check_samples": len(policy)})
-            figures = ", ".join(f"{k} {v:.3f}" for k, v in checks.items())
-            trainer.accelerator.print(f"sft: {figures} on {len(policy)} held-out P: prompts")
-    trainer.accelerator.print(f"sft: model and tokenizer saved in {config.output_dir}")
+    if trainer.accelerator.is_main_process:
+        checks, n = format_check(trainer, tokenizer, eval_dataset, config.format_check_samples)
+        start = checkpoints.checkpoint_step(resume) if resume else 0
+        print(sft_summary(config.output_dir, start, checks, n), flush=True)
     return trainer
+
+
+def format_check(trainer, tokenizer, eval_dataset, samples: int) -> tuple[dict | None, int]:
+    """(policy_checks of up to `samples` held-out P: prompts, logged to metrics.jsonl; how many) or (None, 0)."""
+    policy = eval_dataset.filter(lambda row: row["prompt"].startswith("P:")) if samples else []
+    policy = policy.select(range(min(samples, len(policy)))) if len(policy) else []
+    if not len(policy):
+        return None, 0
+    longest = max(len(ids) for ids in tokenizer(list(policy["completion"]))["input_ids"])
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    checks = policy_checks(model, tokenizer, list(policy["prompt"]), max_new_tokens=longest + 8)
+    trainer.log({**checks, "format_check_samples": len(policy)})
+    return checks, len(policy)
 
 
 def main(argv: list[str] | None = None) -> int:
