@@ -16,6 +16,7 @@ import os
 import sys
 
 from rookworld_trl.errors import UserError
+from rookworld_trl.flags import FlagParser
 from rookworld_trl.training.checkpoints import FINAL_DIR, MARKER, checkpoint_problem
 
 # what a model directory needs to load: weights, config, generation config, tokenizer files, the card
@@ -187,17 +188,15 @@ def push_run(run: str, hub_model_id: str | None, hub_token: str | None = None, p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = FlagParser(
         prog="rookworld push",
         description="Upload a finished run's final/ model with its model card (eval table and recipe settings) "
         "to the Hugging Face hub.",
         epilog="example: rookworld push runs/grpo_tiny_cpu --hub_model_id me/rookworld-grpo",
     )
     parser.add_argument("run", help="the run's output_dir (it holds final/)")
-    parser.add_argument(
-        "--hub_model_id", "--hub-model-id", help="USER/NAME or NAME (default: the run folder's name)"
-    )
-    parser.add_argument("--hub_token", "--hub-token", help="default: HF_TOKEN or `hf auth login`'s token")
+    parser.add_argument("--hub_model_id", help="USER/NAME or NAME (default: the run folder's name)")
+    parser.add_argument("--hub_token", help="default: HF_TOKEN or `hf auth login`'s token")
     parser.add_argument("--private", action="store_true", help="create the repo private")
     args = parser.parse_args(argv)
     return push_run(args.run.rstrip("/") or args.run, args.hub_model_id, args.hub_token, args.private)
