@@ -9,6 +9,7 @@ a flag in whichever spelling it defines.
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def underscored(argv: list[str]) -> list[str]:
@@ -34,8 +35,6 @@ class FlagParser(argparse.ArgumentParser):
     (define flags with underscores: help shows them; argparse's own `--no-x` of BooleanOptionalAction stays)."""
 
     def parse_known_args(self, args=None, namespace=None):
-        import sys
-
         args = list(sys.argv[1:] if args is None else args)
         cut = args.index("--") if "--" in args else len(args)
         return super().parse_known_args([self._known(a) for a in args[:cut]] + args[cut:], namespace)
