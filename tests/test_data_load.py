@@ -200,3 +200,20 @@ def test_a_bad_jsonl_file_is_one_line_naming_the_file_and_its_first_bad_line(
     assert run_cli(["load", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}: {expected}" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_one_task_data_names_the_flag_that_trains_it_alone(tmp_path):
+    """P:-only data with an A: share asked for: the error says which --mix_env_ratio trains it; replay of a task
+    the data lacks says --replay_coef 0 or another --replay_task."""
+    from rookworld_trl.data.load import mix_counts
+    from rookworld_trl.grpo.replay import Replay
+
+    with pytest.raises(
+        ValueError, match=r"has 40 P: and 0 A: rows; set --mix_env_ratio 0 to train on its P: rows"
+    ):
+        mix_counts(40, 0, 0.2)
+    with pytest.raises(ValueError, match=r"set --mix_env_ratio 1 to train on its A: rows alone"):
+        mix_counts(0, 40, 0.2)
+    rows = datasets.Dataset.from_dict({"prompt": ["P: x "], "completion": ["M: e2e4"], "task": ["P"]})
+    with pytest.raises(ValueError, match=r"set --replay_coef 0 \(no supervised replay\) or --replay_task"):
+        Replay(rows, "A", tokenizer=None, batch_size=1, seed=0)

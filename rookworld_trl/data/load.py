@@ -164,7 +164,11 @@ def mix_counts(n_policy: int, n_env: int, mix_env_ratio: float) -> tuple[int, in
         total = min(n_policy / (1 - mix_env_ratio), n_env / mix_env_ratio)
         counts = (int(total * (1 - mix_env_ratio) + 1e-9), int(total * mix_env_ratio + 1e-9))
     if sum(counts) == 0:
-        raise ValueError(f"mix_env_ratio={mix_env_ratio}: the source has {n_policy} P: and {n_env} A: rows")
+        alone = "0 to train on its P: rows alone" if n_policy else "1 to train on its A: rows alone"
+        raise ValueError(
+            f"mix_env_ratio={mix_env_ratio}: the source has {n_policy} P: and {n_env} A: rows; "
+            f"set --mix_env_ratio {alone}"
+        )
     return counts
 
 

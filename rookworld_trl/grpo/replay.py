@@ -31,7 +31,10 @@ class Replay:
         tasks = dataset["task"] if "task" in dataset.column_names else [p[:1] for p in dataset["prompt"]]
         keep = [i for i, t in enumerate(tasks) if task == "all" or t == task]
         if not keep:
-            raise ValueError(f"replay_task={task!r}: the training data has no rows of that task")
+            raise ValueError(
+                f"replay_task={task!r}: the training data has no rows of that task; set --replay_coef 0 (no "
+                "supervised replay) or --replay_task to a task the data has (P, A or all)"
+            )
         rows = dataset.select(keep)
         self.pairs = list(zip(rows["prompt"], rows["completion"], strict=True))
         self.tokenizer, self.batch_size, self.seed, self.rank = tokenizer, batch_size, seed, rank
