@@ -5,7 +5,7 @@
     rookworld <command> --help
 
 Each stage module exposes `main(argv)`. The training stages (`train`, `sft`) go through
-`accelerate launch` so that `rookworld train` and `accelerate launch -m rookworld_trl.grpo` are one path.
+`accelerate launch` so that `rookworld train` and `accelerate launch -m rookworld_trl.stages.grpo` are one path.
 """
 
 from __future__ import annotations
@@ -20,18 +20,18 @@ import sys
 import tempfile
 from pathlib import Path
 
+from rookworld_trl.entry import EXIT_FILE, resolve_path, run_stage
 from rookworld_trl.flags import underscored
-from rookworld_trl.stage import EXIT_FILE, resolve_path, run_stage
 
 # command -> (module, one-line help, default recipe for accelerate-launched stages or None)
 COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "train": (
-        "rookworld_trl.grpo",
+        "rookworld_trl.stages.grpo",
         "GRPO training with chess rewards (via accelerate launch)",
         "recipes/grpo_tiny_cpu.yaml",
     ),
     "sft": (
-        "rookworld_trl.training.sft",
+        "rookworld_trl.stages.sft",
         "supervised training with TRL's SFTTrainer (via accelerate launch)",
         "recipes/sft_embedded_cpu.yaml",
     ),
@@ -42,7 +42,7 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
         "evaluation suites (policy, environment, mate-in-one, self-play, match)",
         None,
     ),
-    "report": ("rookworld_trl.training.report", "PNG training curves and a markdown summary of a run", None),
+    "report": ("rookworld_trl.eval.report", "PNG training curves and a markdown summary of a run", None),
     "push": (
         "rookworld_trl.training.publish",
         "upload a finished run's final model and card to the hub",

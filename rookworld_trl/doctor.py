@@ -150,8 +150,8 @@ def embedded(state, device: str):
     """(model on device, tokenizer, prompt ids of 8 P:/A: prompts), loaded once per device."""
     if device not in state:
         from rookworld_trl.data.load import load_rookworld_dataset
+        from rookworld_trl.entry import resolve_path
         from rookworld_trl.model.loading import load_model_and_tokenizer
-        from rookworld_trl.stage import resolve_path
 
         model, tokenizer = load_model_and_tokenizer(resolve_path(MODEL))
         rows = load_rookworld_dataset(resolve_path(DATA), split="test")
@@ -276,8 +276,8 @@ def grpo_two_steps(state) -> str:
     """Two GRPO steps of the tiny recipe (on the GPU in bf16 where there is one), in this process."""
     import torch
 
-    from rookworld_trl.grpo import stage as grpo
-    from rookworld_trl.stage import resolve_path
+    from rookworld_trl.entry import resolve_path
+    from rookworld_trl.stages import grpo
 
     with tempfile.TemporaryDirectory() as out:
         argv = ["--config", resolve_path("recipes/grpo_tiny_cpu.yaml"), "--output_dir", out, "--max_steps", "2",

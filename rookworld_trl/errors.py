@@ -1,5 +1,5 @@
 """The one exception type for bad input a user can fix (no Stockfish, a model that will not load, ...): stages
-print its message in one line (rookworld_trl.stage.run_stage) instead of a traceback."""
+print its message in one line (rookworld_trl.entry.run_stage) instead of a traceback."""
 
 
 class UserError(RuntimeError):

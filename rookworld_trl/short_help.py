@@ -88,7 +88,7 @@ def short_help(command: str, recipe: str, argv: list[str], shown_recipe: str, ac
         "meaning and the config class's default.",
         "A --config replaces the default recipe: fields it leaves out take the config class's defaults.",
     ]
-    from rookworld_trl.stage import EXAMPLES
+    from rookworld_trl.entry import EXAMPLES
 
     return "\n".join([*lines, EXAMPLES[command]])
 

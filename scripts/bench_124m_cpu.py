@@ -58,7 +58,7 @@ def main() -> None:
         model = save_rookworld_124m_shape(tmp / "model")
         if args.grpo_steps:
             out = tmp / "grpo"
-            rss = run(["rookworld_trl.grpo", "--config", str(ROOT / "recipes" / "grpo_rookworld_124m_gpu.yaml"),
+            rss = run(["rookworld_trl.stages.grpo", "--config", str(ROOT / "recipes" / "grpo_rookworld_124m_gpu.yaml"),
                        "--model_name_or_path", model, "--dataset_path", DATA, "--output_dir", str(out),
                        "--use_cpu", "true", "--bf16", "false", "--max_steps", str(args.grpo_steps),
                        "--per_device_train_batch_size", str(args.batch), "--num_generations", str(args.batch),
@@ -70,7 +70,7 @@ def main() -> None:
                   f"after the first (steps: {', '.join(f'{s:.1f}' for s in steps)} s), peak RSS {rss:.2f} GiB; {load()}")  # fmt: skip
         if args.sft_steps:
             out = tmp / "sft"
-            rss = run(["rookworld_trl.training.sft", "--config", str(ROOT / "recipes" / "sft_rookworld_124m_gpu.yaml"),
+            rss = run(["rookworld_trl.stages.sft", "--config", str(ROOT / "recipes" / "sft_rookworld_124m_gpu.yaml"),
                        "--model_name_or_path", model, "--dataset", DATA, "--output_dir", str(out),
                        "--use_cpu", "true", "--bf16", "false", "--max_steps", str(args.sft_steps),
                        "--per_device_train_batch_size", str(args.batch), "--eval_strategy", "no",

@@ -42,7 +42,7 @@ def run(setting: str, steps: int, tmp: Path) -> str:
             "--per_device_train_batch_size", "8", "--num_generations", "4", "--max_steps", str(steps),
             "--save_strategy", "no", "--eval_samples", "0", "--log_completions", "false", "--report_to", "none",
             "--disable_tqdm", "true"] + (["--bf16", "false"] if setting == "eager" else [])  # fmt: skip
-    cmd, extra = launcher(accelerate_config(setting, tmp), ["-m", "rookworld_trl.grpo"], argv)
+    cmd, extra = launcher(accelerate_config(setting, tmp), ["-m", "rookworld_trl.stages.grpo"], argv)
     env = {**os.environ, **extra, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "TORCH_LOGS": "recompiles",
            "PYTHONUNBUFFERED": "1"}  # fmt: skip
     log = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -67,7 +67,7 @@ def plain(model: str, out: str, steps: int, compiled: bool, cuda: bool, callback
 
 
 def ours(model: str, out: str, steps: int, compiled: bool, cuda: bool, callbacks: list):
-    from rookworld_trl.grpo import stage as grpo
+    from rookworld_trl.stages import grpo
 
     device = [] if cuda else ["--use_cpu", "true", "--bf16", "false"]
     trainer, engine, _, _ = grpo.build(["--config", RECIPE, "--model_name_or_path", model, "--dataset_path", DATA,

@@ -130,7 +130,7 @@ def timed(owner, name: str, totals: dict, label: str) -> None:
 
 def ours(steps: int, out: str, overrides: list[str], profile: bool) -> tuple[list[float], dict]:
     """Our trainer from the main job's recipe (no evals, no checkpoints) with these --flag overrides."""
-    from rookworld_trl.grpo import stage as grpo
+    from rookworld_trl.stages import grpo
 
     trainer, engine, _, _ = grpo.build(
         [

@@ -83,11 +83,11 @@ def final_sha(out: Path) -> str | None:
 
 
 def run_inprocess(out: Path, *extra: str) -> tuple[int, str]:
-    """The training stage in this process, as `python -m rookworld_trl.grpo` runs it; (exit code, stderr)."""
+    """The training stage in this process, as `python -m rookworld_trl.stages.grpo` runs it; (exit code, stderr)."""
     import torch
 
-    from rookworld_trl.grpo import stage as grpo
-    from rookworld_trl.stage import run_stage
+    from rookworld_trl.entry import run_stage
+    from rookworld_trl.stages import grpo
 
     os.environ.update(ENV)
     torch.set_num_threads(
@@ -104,7 +104,7 @@ def run_inprocess(out: Path, *extra: str) -> tuple[int, str]:
 
 def start(out: Path, *extra: str, log: Path) -> subprocess.Popen:
     """The training stage in a subprocess of its own process group (Stockfish included), output to log."""
-    cmd = [sys.executable, "-m", "rookworld_trl.grpo", *STAGE_ARGS, "--output_dir", str(out), *extra]
+    cmd = [sys.executable, "-m", "rookworld_trl.stages.grpo", *STAGE_ARGS, "--output_dir", str(out), *extra]
     env = {**os.environ, **ENV, "PYTHONPATH": str(ROOT)}
     with open(log, "ab") as f:
         return subprocess.Popen(

@@ -6,7 +6,7 @@
 #   sbatch scripts/slurm_multinode.sh --config recipes/grpo_rookworld_124m_gpu.yaml --output_dir /shared/runs/x
 #   sbatch --nodes 4 scripts/slurm_multinode.sh ...          # node count from SLURM; GPUS_PER_NODE=4 sbatch ...
 #
-# Every argument goes to the stage (python -m rookworld_trl.grpo). output_dir must be on a filesystem all nodes
+# Every argument goes to the stage (python -m rookworld_trl.stages.grpo). output_dir must be on a filesystem all nodes
 # mount: the run checks it at start and stops with one line if a node cannot see it. Re-submitting the same
 # command resumes (the GPU recipes set resume_from_checkpoint: auto).
 #SBATCH --job-name=rookworld-grpo
@@ -36,4 +36,4 @@ srun --kill-on-bad-exit=1 bash -c '
   exec "$ACCELERATE" launch --config_file accelerate_configs/multi_node.yaml \
     --num_machines "$SLURM_NNODES" --num_processes $((SLURM_NNODES * GPUS_PER_NODE)) \
     --machine_rank "$SLURM_NODEID" --main_process_ip "$MAIN_IP" --main_process_port "$MAIN_PORT" \
-    -m rookworld_trl.grpo "$@"' rookworld "$@"
+    -m rookworld_trl.stages.grpo "$@"' rookworld "$@"

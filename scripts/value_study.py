@@ -26,8 +26,7 @@ import torch
 from transformers import AutoTokenizer, GPT2LMHeadModel
 
 from rookworld_trl.chess.engine import EnginePool
-from rookworld_trl.grpo import advantages as adv
-from rookworld_trl.grpo import credit
+from rookworld_trl.grpo import credit, value
 from rookworld_trl.rewards.functions import policy_components
 from rookworld_trl.rewards.policy import PolicyGrader
 
@@ -49,8 +48,8 @@ def batches(run: str, tokenizer, grader, shaping: str):
             mask[i, : len(row)] = 1
             layouts.append(credit.token_layout([tokenizer.decode([t]) for t in row]))
         rewards = torch.tensor(rows.policy_reward.to_numpy(), dtype=torch.float32)
-        per_token = adv.token_rewards(rewards, mask, terms, layouts)
-        returns = adv.gae(per_token, torch.zeros_like(per_token), mask, 1.0, 1.0)[1]
+        per_token = value.token_rewards(rewards, mask, terms, layouts)
+        returns = value.gae(per_token, torch.zeros_like(per_token), mask, 1.0, 1.0)[1]
         yield [tokenizer(p).input_ids for p in prompts], ids, returns, mask, prompts
 
 
@@ -126,13 +125,13 @@ def main() -> None:
     previous = None  # the previous batch's mean return per token index
     steps = itertools.islice(batches(args.run, tokenizer, grader, args.shaping), args.steps)
     for step, (p_ids, c_ids, returns, mask, groups) in enumerate(steps):
-        ev["sibling"].append(adv.explained_variance(sibling_values(returns, mask, groups), returns, mask))
+        ev["sibling"].append(value.explained_variance(sibling_values(returns, mask, groups), returns, mask))
         index_mean = (returns * mask).sum(0) / mask.sum(0).clamp(min=1)
         if previous is not None:
             width = min(len(previous), returns.shape[1])
             guess = torch.full_like(returns, float(previous.mean()))
             guess[:, :width] = previous[:width]
-            ev["token index"].append(adv.explained_variance(guess, returns, mask))
+            ev["token index"].append(value.explained_variance(guess, returns, mask))
         previous = index_mean
         with torch.no_grad():
             fixed = states(frozen, p_ids, c_ids)
@@ -141,7 +140,7 @@ def main() -> None:
                 head.last.bias.data.fill_(float((returns * mask).sum() / mask.sum()))
             h = states(trained, p_ids, c_ids) if name == "model" else fixed
             values = head(h)
-            ev[name].append(adv.explained_variance(values.detach(), returns, mask))
+            ev[name].append(value.explained_variance(values.detach(), returns, mask))
             loss = 0.5 * (((values - returns) ** 2) * mask).sum() / mask.sum()
             optims[name].zero_grad()
             loss.backward()

@@ -22,8 +22,8 @@ import sys
 from torch._dynamo.utils import counters
 from transformers import TrainerCallback
 
-from rookworld_trl.grpo import stage as grpo
-from rookworld_trl.stage import run_stage
+from rookworld_trl.entry import run_stage
+from rookworld_trl.stages import grpo
 
 RECORD = {"scored": [], "positions": set(), "graphs": []}
 

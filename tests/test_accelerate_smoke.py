@@ -182,7 +182,7 @@ def test_two_cpu_processes_run_sft(tmp_path):
             str(ROOT / "rookworld_trl" / "assets" / "data"), "--model_name_or_path", str(ROOT / "rookworld_trl" / "assets" / "model"),
             "--max_steps", "2", "--output_dir", str(tmp_path), "--eval_steps", "1", "--save_steps", "1",
             "--max_eval_samples", "32", "--format_check_samples", "8", "--report_to", "none", "--max_train_samples", "256"]  # fmt: skip
-    cmd, extra = launcher(str(CONFIGS / "multi_cpu.yaml"), ["-m", "rookworld_trl.training.sft"], argv)
+    cmd, extra = launcher(str(CONFIGS / "multi_cpu.yaml"), ["-m", "rookworld_trl.stages.sft"], argv)
     env = {**os.environ, **extra, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     log = result.stdout + result.stderr

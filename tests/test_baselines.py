@@ -1,4 +1,4 @@
-"""Baselines of issue 33 (rookworld_trl/grpo/advantages.py, rl_options.py, trainer.py): EMA/adaptive advantages
+"""Baselines of issue 33 (rookworld_trl/grpo/baselines.py, advantages.py, value.py, trainer.py): EMA/adaptive advantages
 centred per task, field credit under them, the value head (its own group, clipping, warm-up, GAE), its resume,
 and 30 steps of each baseline on the embedded model (slow). Tiny random GPT-2 of tests/tiny_grpo.py on CPU.
 
@@ -14,8 +14,9 @@ import pytest
 import torch
 from tiny_grpo import completion_texts, constant, file_reward, generation_rows, make_trainer
 
-from rookworld_trl.grpo import advantages as adv
-from rookworld_trl.grpo.stage import main
+from rookworld_trl.grpo import baselines as adv
+from rookworld_trl.grpo import value
+from rookworld_trl.stages.grpo import main
 
 # ---- baselines ----
 
@@ -113,13 +114,13 @@ def test_ema_baseline_in_the_trainer_tracks_the_rewards_it_scored(model_dir):
 def test_gae_on_a_known_sequence_matches_a_hand_computation():
     values = torch.tensor([[0.5, 0.2, 0.1, 9.0]])
     mask = torch.tensor([[1, 1, 1, 0]])
-    advantages, returns = adv.gae(torch.tensor([1.0]), values, mask, gamma=0.9, lam=0.8)
+    advantages, returns = value.gae(torch.tensor([1.0]), values, mask, gamma=0.9, lam=0.8)
     a2 = 1.0 - 0.1  # the reward at the last token, nothing after it
     a1 = (0.9 * 0.1 - 0.2) + 0.9 * 0.8 * a2
     a0 = (0.9 * 0.2 - 0.5) + 0.9 * 0.8 * a1
     assert advantages[0].tolist() == pytest.approx([a0, a1, a2, 0.0])
     assert returns[0].tolist() == pytest.approx([a0 + 0.5, a1 + 0.2, a2 + 0.1, 0.0])
-    mc, _ = adv.gae(torch.tensor([1.0]), values, mask, gamma=1.0, lam=1.0)  # lambda 1: reward minus value
+    mc, _ = value.gae(torch.tensor([1.0]), values, mask, gamma=1.0, lam=1.0)  # lambda 1: reward minus value
     assert mc[0, :3].tolist() == pytest.approx([0.5, 0.8, 0.9])
 
 
@@ -129,14 +130,16 @@ def test_token_rewards_put_each_field_term_where_the_field_ends():
     layout = token_layout([" e2", "e4", " d2d4", " ", "E:", " 0.3", " B", ":", " e2e4", "<eos>", "<eos>"])
     terms = {"M": 0.3, "E": 0.05, "B": 0.4, "moves": [0.1, 0.12], "best_slot": 0}
     mask = torch.tensor([[1] * 10 + [0], [1] * 3 + [0] * 8])
-    out = adv.token_rewards(torch.tensor([0.95, 0.5]), mask, [terms, None], [layout, layout])
+    out = value.token_rewards(torch.tensor([0.95, 0.5]), mask, [terms, None], [layout, layout])
     assert out[0].tolist() == pytest.approx(
         [0, 0.1, 0.12, 0.3 - 0.22, 0, 0.05, 0, 0, 0, 0.4 + 0.2, 0]
     )  # B: at its last token (EOS), with the 0.2 left
     assert out[0].sum().item() == pytest.approx(0.95) and out[1].tolist() == pytest.approx(
         [0, 0, 0.5] + [0] * 8
     )
-    advantages, returns = adv.gae(out, torch.zeros(2, 11), mask, 1.0, 1.0)  # V = 0: returns are rewards to go
+    advantages, returns = value.gae(
+        out, torch.zeros(2, 11), mask, 1.0, 1.0
+    )  # V = 0: returns are rewards to go
     assert returns[0, 0].item() == pytest.approx(0.95) and returns[0, 2].item() == pytest.approx(0.95 - 0.1)
 
 
@@ -172,11 +175,11 @@ def test_a_value_head_leaves_the_random_stream_as_it_was():
     """Adding the head must not change what the policy samples: while its gate is closed, a value run is the
     group baseline's run (issue 33's first gated runs drew other samples from step 1: Linear's random init)."""
     torch.manual_seed(0)
-    adv.ValueHead(192)
+    value.ValueHead(192)
     after_head = torch.rand(3)
     torch.manual_seed(0)
     assert torch.equal(torch.rand(3), after_head)
-    assert adv.ValueHead(192).weight.abs().sum() == 0
+    assert value.ValueHead(192).weight.abs().sum() == 0
 
 
 def test_value_head_starts_at_the_mean_return(model_dir):

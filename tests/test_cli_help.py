@@ -16,7 +16,7 @@ ARGPARSE = {  # command -> (module, argv before --help, options without a defaul
     "data audit": ("rookworld_trl.data.commands", ["audit"], set()),
     "tokenizer train": ("rookworld_trl.data.tokenizer", ["train"], {"--data", "--out"}),
     "eval": ("rookworld_trl.eval.evaluate", [], set()),
-    "report": ("rookworld_trl.training.report", [], set()),
+    "report": ("rookworld_trl.eval.report", [], set()),
     "parity": ("rookworld_trl.eval.parity", [], set()),
 }
 
@@ -48,7 +48,7 @@ def test_every_option_shows_its_default_once_and_there_is_an_example(command, ca
 
 
 @pytest.mark.parametrize(
-    "command, module", [("train", "rookworld_trl.grpo.stage"), ("sft", "rookworld_trl.training.sft")]
+    "command, module", [("train", "rookworld_trl.stages.grpo"), ("sft", "rookworld_trl.stages.sft")]
 )
 def test_training_commands_show_defaults_and_an_example(command, module, capsys):
     text = " ".join(help_text(module, [], capsys).split())

@@ -51,4 +51,4 @@ def test_help_shows_one_style(command, capsys):
 
 def test_the_launcher_reads_its_own_flags_in_both_spellings(capsys):
     with pytest.raises(SystemExit, match="--accelerate_config needs a path"):
-        cli.launch("rookworld_trl.grpo", ["--accelerate-config"], None)
+        cli.launch("rookworld_trl.stages.grpo", ["--accelerate-config"], None)

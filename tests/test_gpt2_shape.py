@@ -84,8 +84,8 @@ def test_gpu_recipes_budget_the_real_completion_lengths():
 
 @pytest.mark.slow
 def test_parity_at_124m_shape(tmp_path):
+    from rookworld_trl.entry import run_stage
     from rookworld_trl.eval.parity import main
-    from rookworld_trl.stage import run_stage
 
     model = save_rookworld_124m_shape(tmp_path / "m")
     assert run_stage("parity", main, [model, "--device", "cpu", "--max_new_tokens", "8"]) == 0
@@ -100,7 +100,7 @@ GRPO_124M = [
 
 
 def run_124m_stage(model: str, out, steps: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "rookworld_trl.grpo", *GRPO_124M, "--model_name_or_path", model,
+    cmd = [sys.executable, "-m", "rookworld_trl.stages.grpo", *GRPO_124M, "--model_name_or_path", model,
            "--output_dir", str(out), "--max_steps", str(steps)]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -137,7 +137,7 @@ def test_grpo_with_the_124m_recipe_checkpoints_is_killed_resumes_and_evaluates(t
 def test_sft_continue_path_of_the_124m_recipe(tmp_path):
     """recipes/sft_rookworld_124m_gpu.yaml on this CPU in fp32, a few steps from a 124M-shape model: the
     continue-training path (a loaded model, GPT-2's tokenizer), eval loss, best-model reload, the format check."""
-    from rookworld_trl.stage import run_stage
+    from rookworld_trl.entry import run_stage
     from rookworld_trl.training import sft
 
     model = save_rookworld_124m_shape(tmp_path / "m")

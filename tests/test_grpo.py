@@ -270,7 +270,7 @@ def test_warmup_cosine_linear_in_trainer(model_dir, tmp_path):
 
 
 def test_check_completion_length_warns_when_reference_completions_would_be_cut(tmp_path, caplog):
-    from rookworld_trl.grpo.stage import check_completion_length
+    from rookworld_trl.stages.grpo import check_completion_length
 
     _, tokenizer = load_tiny(make_tiny_model_dir(tmp_path))
     data = Dataset.from_dict(
@@ -288,7 +288,7 @@ def test_reference_model_is_loaded_at_the_policys_revision(model_dir, tmp_path, 
     # a hub-cache layout with two revisions of "me/tiny": main holds other weights than v1
     from trl import ModelConfig
 
-    from rookworld_trl.grpo.stage import load_policy
+    from rookworld_trl.stages.grpo import load_policy
 
     repo = tmp_path / "hub" / "models--me--tiny"
     for name, seed in (("a" * 40, 0), ("b" * 40, 1)):

@@ -18,10 +18,10 @@ from trl import ModelConfig, TrlParser
 
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.script_args import GRPOScriptArguments
-from rookworld_trl.grpo.stage import main, resolve_reward_funcs
+from rookworld_trl.stages.grpo import main, resolve_reward_funcs
 
 RECIPES = sorted((ROOT / "recipes").glob("grpo_*.yaml"))
-STAGE_DATACLASSES = (GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig)  # as grpo/stage.py parses them
+STAGE_DATACLASSES = (GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig)  # as stages/grpo.py parses them
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
@@ -89,7 +89,7 @@ def test_push_to_hub_offline_is_a_clear_error(monkeypatch, capsys):
 @pytest.mark.integration  # the stage loads the model and data
 @pytest.mark.integration  # the stage loads the model and data
 def test_bad_input_is_one_line_not_a_traceback(flags, says, tmp_path, capsys):
-    from rookworld_trl.stage import run_stage
+    from rookworld_trl.entry import run_stage
 
     argv = ["--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--output_dir", str(tmp_path), *flags]
     assert run_stage("train", main, argv) == 2
@@ -150,7 +150,7 @@ def test_accelerate_launch_runs_the_stage(model_dir, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "accelerate.commands.launch",
            "--config_file", str(ROOT / "accelerate_configs/cpu.yaml"),
-           "-m", "rookworld_trl.grpo", "--config", str(ROOT / "recipes/grpo_tiny_cpu.yaml"),
+           "-m", "rookworld_trl.stages.grpo", "--config", str(ROOT / "recipes/grpo_tiny_cpu.yaml"),
            "--model_name_or_path", model_dir, "--dataset_path", str(data), "--output_dir", str(out),
            "--reward_funcs", "env_reward", "--reward_weights", "1.0", "--mix_env_ratio", "1.0",
            "--field_credit", "false", "--eval_samples", "0",  # field credit grades P: answers; an A:-only run

@@ -19,8 +19,8 @@ import pytest
 import torch
 from tiny_grpo import make_trainer, train_logs, trainable
 
-from rookworld_trl.grpo.stage import train
 from rookworld_trl.grpo.trainer import STATE_FILE
+from rookworld_trl.stages.grpo import train
 from rookworld_trl.training import checkpoints
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -104,7 +104,7 @@ import sys, time
 sys.path.insert(0, {tests!r})
 from transformers import TrainerCallback
 from tiny_grpo import make_trainer
-from rookworld_trl.grpo.stage import train
+from rookworld_trl.stages.grpo import train
 
 class Pace(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):

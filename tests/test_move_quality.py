@@ -11,12 +11,12 @@ import pytest
 from reward_fixtures import QUEEN_UP, START, needs_stockfish
 
 from rookworld_trl.chess.formats import policy_completion, policy_prompt
-from rookworld_trl.eval.intervals import delta_interval
 from rookworld_trl.eval.outputs import fmt, summarize, write_outputs
+from rookworld_trl.eval.report import panel_keys, run_summary
 from rookworld_trl.eval.suites import policy_suite
 from rookworld_trl.rewards.policy import PolicyGrader, expected_score_loss
 from rookworld_trl.rewards.shaping import BEST_ZERO_AT
-from rookworld_trl.training.report import panel_keys, run_summary
+from rookworld_trl.stats import delta_interval
 
 pytestmark = needs_stockfish
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from rookworld_trl.grpo.script_args import GRPOScriptArguments
-from rookworld_trl.grpo.stage import engine_cache_path
+from rookworld_trl.stages.grpo import engine_cache_path
 from rookworld_trl.training.run_dir import machine_of_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ def launch_machine(rank: int, port: int, output_dir: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(ROOT / "accelerate_configs" / "multi_node.yaml"), "--num_machines", "2", "--num_processes", "2",
            "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
-           "--mixed_precision", "no", "-m", "rookworld_trl.grpo", "--config",
+           "--mixed_precision", "no", "-m", "rookworld_trl.stages.grpo", "--config",
            str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--use_cpu", "true", "--output_dir", str(output_dir),
            "--max_steps", "1", "--report_to", "none"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from tiny_grpo import make_trainer
 
-from rookworld_trl.grpo import stage as grpo_stage
-from rookworld_trl.stage import run_stage
+from rookworld_trl.entry import run_stage
+from rookworld_trl.stages import grpo as grpo_stage
 from rookworld_trl.training import sft
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from tiny_grpo import make_trainer
 
-from rookworld_trl.grpo.stage import train
+from rookworld_trl.stages.grpo import train
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "hf_standin_token"
@@ -198,7 +198,7 @@ def test_push_of_an_unfinished_run_is_one_line(tmp_path, hub):
 def test_push_to_hub_checks_the_token_and_name_before_training(tmp_path, hub, flags, token, says):
     start = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "rookworld_trl.grpo", "--config", "recipes/grpo_tiny_cpu.yaml", "--use_cpu",
+        [sys.executable, "-m", "rookworld_trl.stages.grpo", "--config", "recipes/grpo_tiny_cpu.yaml", "--use_cpu",
          "true", "--output_dir", str(tmp_path / "run"), "--push_to_hub", "true", *flags],
         env=hub_env(tmp_path, hub.url, token), cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -226,7 +226,7 @@ def test_the_summary_after_a_resume_counts_this_sessions_steps_apart(model_dir, 
 def test_own_reward_by_dotted_path_trains_three_steps_on_the_embedded_model(tmp_path):
     out = tmp_path / "run"
     done = subprocess.run(
-        [sys.executable, "-m", "rookworld_trl.grpo", "--config", "recipes/grpo_tiny_cpu.yaml",
+        [sys.executable, "-m", "rookworld_trl.stages.grpo", "--config", "recipes/grpo_tiny_cpu.yaml",
          "--reward_funcs", "policy_reward", "env_reward", "examples.my_reward.b_gives_check",
          "--reward_weights", "1.0", "1.0", "0.2", "--max_steps", "3", "--per_device_train_batch_size", "8",
          "--num_generations", "4", "--eval_samples", "0", "--eval_every_steps", "0", "--save_steps", "3",
@@ -243,7 +243,7 @@ def test_own_reward_by_dotted_path_trains_three_steps_on_the_embedded_model(tmp_
 
 def test_an_own_reward_that_is_not_there_is_one_line(tmp_path):
     from rookworld_trl.errors import UserError
-    from rookworld_trl.grpo.stage import resolve_reward_funcs
+    from rookworld_trl.stages.grpo import resolve_reward_funcs
 
     with pytest.raises(UserError, match="'examples.my_reward.no_such'.*PYTHONPATH"):
         resolve_reward_funcs(["examples.my_reward.no_such"])
@@ -298,7 +298,7 @@ RUN_KEYS = [  # the keys a GRPO run of the main recipe logs (metrics.jsonl), plu
 def test_every_report_chart_reads_title_units_names_at_most_six_series_one_step_axis(tmp_path):
     import math
 
-    from rookworld_trl.training.report import figures, human_name, panel_keys, report, series
+    from rookworld_trl.eval.report import figures, human_name, panel_keys, report, series
 
     rows = [
         {"step": s, **{k: 0.5 + 0.3 * math.sin(s / 7 + i) for i, k in enumerate(RUN_KEYS)}}
@@ -344,7 +344,7 @@ def test_no_issue_numbers_in_what_a_user_reads():
 
     from rookworld_trl.grpo.config import RookWorldGRPOConfig
     from rookworld_trl.grpo.script_args import GRPOScriptArguments
-    from rookworld_trl.training.sft import RookWorldSFTConfig, SFTScriptArguments
+    from rookworld_trl.stages.sft import RookWorldSFTConfig, SFTScriptArguments
 
     issue = re.compile(r"\bissues? #?\d+", re.IGNORECASE)
     texts = {"README.md": (ROOT / "README.md").read_text()}

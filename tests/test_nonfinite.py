@@ -35,7 +35,7 @@ def test_the_first_non_finite_input_is_named_in_the_order_the_step_makes_them():
     bad[0, 1] = NAN
     assert first_non_finite_input(None, [batch(), batch(ref_per_token_logps=bad)]) == "reference log-probs"
     both = batch(advantages=torch.tensor([NAN, 0.0]), sampling_per_token_logps=bad)
-    assert first_non_finite_input(None, [both]) == "advantages"
+    assert first_non_finite_input(None, [both]) == "sampler log-probs"  # made before the advantages
     ratio = batch(importance_sampling_ratio=torch.tensor([[1.0], [float("inf")]]))
     assert first_non_finite_input(None, [ratio]) == "importance sampling ratio"
     assert first_non_finite_policy_term(bad, batch()) == "policy log-probs"
@@ -68,8 +68,9 @@ class Planted(RookWorldGRPOTrainer):
             output["old_per_token_logps"] = poisoned
         elif kind == "policy/old ratio":  # finite, but exp(logp - old) overflows
             output["old_per_token_logps"] = logps - 1e4
-        elif kind == "importance sampling ratio":
+        elif kind == "importance sampling ratio":  # as trl_compat applies it: multiplied into the advantages
             output["importance_sampling_ratio"] = torch.full_like(logps, float("inf"))
+            output["advantages"] = output["advantages"].unsqueeze(1) * output["importance_sampling_ratio"]
         elif kind == "policy log-probs":
             with torch.no_grad():
                 self.model.transformer.ln_f.weight[0] = NAN  # the rollback restores it

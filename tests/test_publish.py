@@ -14,7 +14,7 @@ import pytest
 from huggingface_hub.utils import filter_repo_objects
 from tiny_grpo import make_trainer
 
-from rookworld_trl.grpo.stage import train
+from rookworld_trl.stages.grpo import train
 from rookworld_trl.training import publish
 
 

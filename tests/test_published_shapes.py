@@ -19,11 +19,11 @@ from rookworld_trl.chess.formats import policy_completion, policy_prompt, prompt
 from rookworld_trl.data.commands import AuditConfig, audit, load_rookworld_dataset, main
 from rookworld_trl.data.load import detect_fen_width
 from rookworld_trl.data.tokenizer import train_tokenizer
+from rookworld_trl.entry import run_stage
 from rookworld_trl.eval.evaluate import EvalSettings, prepare_items
 from rookworld_trl.eval.evaluate import main as eval_main
 from rookworld_trl.rewards.functions import env_reward
-from rookworld_trl.stage import run_stage
-from rookworld_trl.training.sft import RookWorldSFTConfig, SFTScriptArguments, load_splits, run_sft
+from rookworld_trl.stages.sft import RookWorldSFTConfig, SFTScriptArguments, load_splits, run_sft
 
 LIMIT = EngineLimit(depth=4)
 KINGLESS = "A: 8/8/8/8/8/8/4P3/8 w - - 0 1+e2e4+e2e4+8/8/8/8/4P3/8/8/8 b - - 0 1+0.001+0+0"

@@ -9,9 +9,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+from rookworld_trl.entry import run_stage
 from rookworld_trl.eval.parity import main
 from rookworld_trl.model.reference_gpt2 import GPTConfig, from_hf, parity_checks, position_ids
-from rookworld_trl.stage import run_stage
 
 TOL = 1e-4
 PAD = 0  # pad = eos, as in RookWorld

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from rookworld_trl.training.metrics_log import read_jsonl
-from rookworld_trl.training.report import (
+from rookworld_trl.eval.report import (
     main,
     moving_average,
     panel_keys,
@@ -15,6 +14,7 @@ from rookworld_trl.training.report import (
     run_summary,
     series,
 )
+from rookworld_trl.training.metrics_log import read_jsonl
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""The RL options of issue 19 (rookworld_trl/grpo/rl_config.py, rl_options.py): exact KL estimators, DAPO dynamic
+"""The RL options of issue 19 (rookworld_trl/grpo/rl_config.py, loss.py, dynamic_sampling.py): exact KL estimators, DAPO dynamic
 sampling, 3-step runs of every option from the recipe (the baselines and the value head: tests/test_baselines.py).
 Tiny random GPT-2 of tests/tiny_grpo.py on CPU.
 
@@ -17,8 +17,9 @@ from trl import GRPOTrainer
 from rookworld_trl.grpo import dynamic_sampling as ds
 from rookworld_trl.grpo import kl as kl_module
 from rookworld_trl.grpo.kl import divergences, per_token_kl
-from rookworld_trl.grpo.stage import main
+from rookworld_trl.grpo.loss import trl_normalised
 from rookworld_trl.model.loading import gpt2_backbone
+from rookworld_trl.stages.grpo import main
 
 
 def has_e(prompts, completions, **kwargs):
@@ -135,7 +136,7 @@ def test_kl_term_is_normalised_as_trls_own(model_dir, loss_type):
         logps = logits.log_softmax(-1).gather(-1, inputs["completion_ids"].unsqueeze(-1)).squeeze(-1)
         diff = inputs["ref_per_token_logps"] - logps
         k3 = diff.exp() - diff - 1
-        ours = 0.5 * trainer.normalise_like_trl(k3, inputs["completion_mask"], inputs)
+        ours = 0.5 * trl_normalised(trainer, k3, inputs["completion_mask"], inputs)
     assert (with_kl - without).abs().item() < 1e-6  # identical models: k3 = 0
     assert (with_kl_moved - without_moved).item() > 1e-5
     assert ours.item() == pytest.approx((with_kl_moved - without_moved).item(), rel=1e-3)

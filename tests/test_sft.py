@@ -14,8 +14,8 @@ from trl import TrlParser
 from rookworld_trl.chess.formats import EOS
 from rookworld_trl.data.tokenizer import train_tokenizer
 from rookworld_trl.model.loading import load_model_and_tokenizer, new_gpt2_model
+from rookworld_trl.stages.sft import RookWorldSFTConfig, SFTScriptArguments, policy_checks, run_sft
 from rookworld_trl.training import checkpoints
-from rookworld_trl.training.sft import RookWorldSFTConfig, SFTScriptArguments, policy_checks, run_sft
 
 pytestmark = pytest.mark.skipif(not os.path.exists(STOCKFISH), reason="needs Stockfish")
 ROOT = os.path.join(os.path.dirname(__file__), "..")

@@ -60,7 +60,7 @@ def test_rows_without_a_repeated_prompt_take_trls_forward(model_dir):
 
 def test_cpu_scoring_runs_the_lm_head_on_completion_tokens_only(model_dir, tmp_path, monkeypatch):
     """Off Triton, TRL's fused LM head scores every position; trl_compat asks it for the labelled ones only
-    (COMPACT_SCORING): the completion tokens, with the same log-probs, entropies and gradients."""
+    (SCORED_POSITIONS): the completion tokens, with the same log-probs, entropies and gradients."""
     from trl.trainer import utils as trl_utils
 
     from rookworld_trl.training import trl_compat

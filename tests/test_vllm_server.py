@@ -37,8 +37,8 @@ def server_args(port: int, **more) -> SimpleNamespace:
 
 
 def test_the_stage_stops_with_one_line_when_no_server_answers(capsys):
-    from rookworld_trl.grpo import stage
-    from rookworld_trl.stage import run_stage
+    from rookworld_trl.entry import run_stage
+    from rookworld_trl.stages import grpo as stage
 
     port = closed_port()
     argv = ["--config", str(RECIPE), "--vllm_server_port", str(port), "--vllm_server_timeout", "0"]

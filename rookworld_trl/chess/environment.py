@@ -32,6 +32,7 @@ from rookworld_trl.chess.formats import (
     REWARD_WIN,
     EnvSample,
     parse_env_prompt,
+    parse_policy_completion,
     parse_policy_prompt,
 )
 
@@ -76,6 +77,12 @@ def legal_move(board: chess.Board, move: str) -> chess.Move | None:
     if not parsed or not board.is_legal(parsed) or board.uci(parsed) != move:
         return None
     return parsed
+
+
+def legal_best_move(board: chess.Board, completion: str) -> chess.Move | None:
+    """The B: move of a P: completion if it is legal on `board` (the figure SFT checks and eval reports)."""
+    best = parse_policy_completion(completion).best
+    return legal_move(board, best) if best else None
 
 
 # Why a written move is illegal (illegal_kind); with legal, the kinds partition every answer.

@@ -206,6 +206,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from rookworld_trl.stage import run_stage  # bad input: one clear line, not a traceback
+    from rookworld_trl.entry import run_stage  # bad input: one clear line, not a traceback
 
     sys.exit(run_stage("data", main))

@@ -35,8 +35,8 @@ from rookworld_trl import __version__
 from rookworld_trl.chess.engine import EngineLimit, EnginePool, MoveEval, find_stockfish
 from rookworld_trl.chess.formats import FEN_WIDTH, parse_policy_prompt
 from rookworld_trl.data.load import detect_fen_width
+from rookworld_trl.entry import resolve_paths
 from rookworld_trl.eval.game_suites import match_suite, selfplay_suite
-from rookworld_trl.eval.intervals import Metric
 from rookworld_trl.eval.outputs import summarize, write_outputs
 from rookworld_trl.eval.suites import (
     env_suite,
@@ -48,7 +48,7 @@ from rookworld_trl.eval.suites import (
 from rookworld_trl.flags import FlagParser
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.rewards.policy import label_analysis
-from rookworld_trl.stage import resolve_paths
+from rookworld_trl.stats import Metric
 
 SUITES = ("policy", "env", "mate", "selfplay", "match")
 BIGBENCH_REFERENCE = 0.137  # RookWorld-LM on BIG-bench checkmate_in_one (docs/FORMATS.md)
@@ -383,6 +383,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from rookworld_trl.stage import run_stage
+    from rookworld_trl.entry import run_stage
 
     raise SystemExit(run_stage("eval", main))

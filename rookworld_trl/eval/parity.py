@@ -12,10 +12,10 @@ import sys
 
 import torch
 
+from rookworld_trl.entry import resolve_path, run_stage
 from rookworld_trl.flags import FlagParser
 from rookworld_trl.model.loading import load_model_and_tokenizer
 from rookworld_trl.model.reference_gpt2 import from_hf, parity_checks
-from rookworld_trl.stage import resolve_path, run_stage
 
 START_FEN = "rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1"
 PROMPTS = [  # different token lengths on purpose: the batch gets left padding

@@ -2,7 +2,7 @@
 
 Each suite takes a `generate` callable, `generate(prompts, *, max_new_tokens, do_sample, temperature,
 top_k, seed) -> completions` (in practice `generation.generate_completions` with the model bound; in
-tests a script of known answers), and returns `{name: Metric}` (rookworld_trl/eval/intervals.py: one value per
+tests a script of known answers), and returns `{name: Metric}` (rookworld_trl/stats.py: one value per
 item, so a run reports a confidence interval and two models on the same items a paired one).
 python-chess referees everything; Stockfish gives the policy truth (analyses passed in, best first).
 
@@ -22,7 +22,13 @@ import chess.engine
 from tqdm.auto import tqdm
 
 from rookworld_trl.chess.engine import MATE_SCORE, EnginePool, MoveEval
-from rookworld_trl.chess.environment import ILLEGAL_KINDS, env_truth, illegal_kind, legal_move
+from rookworld_trl.chess.environment import (
+    ILLEGAL_KINDS,
+    env_truth,
+    illegal_kind,
+    legal_best_move,
+    legal_move,
+)
 from rookworld_trl.chess.formats import (
     FEN_WIDTH,
     ParsedPolicy,
@@ -31,7 +37,6 @@ from rookworld_trl.chess.formats import (
     policy_prompt,
     strip_eos,
 )
-from rookworld_trl.eval.intervals import Metric
 from rookworld_trl.rewards.functions import score_env, similarity
 from rookworld_trl.rewards.policy import (  # the training rewards, as eval figures
     PolicyGrader,
@@ -39,6 +44,7 @@ from rookworld_trl.rewards.policy import (  # the training rewards, as eval figu
     score_policy,
 )
 from rookworld_trl.rewards.watch import answer_figures
+from rookworld_trl.stats import Metric
 
 Generate = Callable[..., list[str]]
 CHUNK = 256  # prompts per generate call: one progress-bar tick, still large enough to batch well
@@ -63,12 +69,6 @@ def decoding_kwargs(decoding: str, temperature: float, top_k: int) -> dict:
     if decoding == "sampled":
         return {"do_sample": True, "temperature": temperature, "top_k": top_k}
     raise ValueError(f"unknown decoding {decoding!r}: use 'greedy' or 'sampled'")
-
-
-def legal_best_move(board: chess.Board, completion: str) -> chess.Move | None:
-    """The model's B: move if it is legal on `board`."""
-    best = parse_policy_completion(completion).best
-    return legal_move(board, best) if best else None
 
 
 # ----------------------------------------------------------------------------------------------- policy

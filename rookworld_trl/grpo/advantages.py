@@ -1,275 +1,94 @@
-"""Baselines and per-token advantages for the `baseline` and `value_baseline` options (rl_config.py defines them;
-rl_options.py applies them to TRL's scored batch).
+"""Step 4 of a GRPO step: TRL's scored batch -> the advantages the loss trains on (`shape_advantages`, which the
+trainer's hook of the same name calls), top to bottom:
 
-Rewards here are the weighted sum of the reward functions per row (TRL's sum_then_normalize), of every
-process, in TRL's order: rows [g n, (g + 1) n) form group g (n = num_generations). NaN marks a row no reward
-function scored: its advantage is 0, as in TRL.
+  1. the EMA/adaptive baseline in place of TRL's group mean (`baseline`: baselines.py);
+  2. field credit: each listed move and each P: field gets its own verdict's advantage (`field_credit`: credit.py),
+     against the same baseline as the sequence; A: rows keep their sequence advantage;
+  3. the value head's GAE over the fields' rewards, once it predicts this batch's returns well
+     (`value_baseline`: value.py).
+
+Rewards are every process's, in TRL's order (a group may span processes); each process keeps its own rows.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
+from accelerate.utils import gather_object
 
-EPS = 1e-4  # TRL's: advantages are (r - b) / (s + EPS)
-
-
-def row_rewards(rewards_per_func: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """(N, F) rewards -> (N,) weighted sums (NaN where every function skipped the row), as TRL sums them."""
-    total = (rewards_per_func * weights.to(rewards_per_func.device)).nansum(dim=1)
-    return total.masked_fill(rewards_per_func.isnan().all(dim=1), float("nan"))
+from rookworld_trl.grpo import baselines as base
+from rookworld_trl.grpo import credit, value
+from rookworld_trl.rewards.functions import policy_components, policy_grader
 
 
-def task_of(prompt) -> str:
-    """The task prefix of a prompt ('P:' or 'A:'); anything else is its own task 'other'."""
-    text = prompt if isinstance(prompt, str) else str(prompt)
-    return text[:2] if text[:2] in ("P:", "A:") else "other"
+def shape_advantages(trainer, output: dict) -> dict:
+    """TRL's scored batch (its group advantages in output["advantages"]) -> ours, in place (training only)."""
+    a, sequence, terms, layouts = trainer.args, None, None, None
+    if a.baseline != "group":
+        sequence = running_advantages(trainer, output)
+    if a.field_credit:
+        terms, layouts = field_parts(trainer, output["completion_ids"])
+        output["advantages"] = field_advantages(trainer, output["advantages"], terms, layouts, sequence)
+    if a.value_baseline:
+        value.value_advantages(trainer, output, terms, layouts)
+    if a.baseline != "group" or a.value_baseline:
+        log_advantages(trainer, output)
+    return output
 
 
-def task_masks(tasks: list[str], device) -> dict[str, torch.Tensor]:
-    """task -> (N,) bool mask of its rows, tasks in sorted order (one per task prefix, see task_of)."""
-    return {task: torch.tensor([t == task for t in tasks], device=device) for task in sorted(set(tasks))}
-
-
-def running_scale(old_var: float | None, var_now: float, decay: float) -> tuple[float, float]:
-    """(V, s): V the running mean of the batch's mean square (old_var None: starts at var_now), and the scale
-    s = sqrt(max(V, var_now)): never below this batch's own spread, so no advantage exceeds what its batch gives."""
-    var = decay * (var_now if old_var is None else old_var) + (1 - decay) * var_now
-    return var, max(var, var_now) ** 0.5
-
-
-def _nanstd(x: torch.Tensor, dim=None) -> torch.Tensor:
-    """Bessel-corrected std ignoring NaN (NaN with fewer than 2 values), as TRL's nanstd."""
-    mean = x.nanmean(dim=dim, keepdim=dim is not None)
-    count = (~x.isnan()).sum(dim=dim, keepdim=dim is not None)
-    var = ((x - mean) ** 2).nansum(dim=dim, keepdim=dim is not None) / (count - 1).clamp(min=1)
-    return var.sqrt().masked_fill(count < 2, float("nan"))
-
-
-def reward_scale(rewards: torch.Tensor, tasks: list[str], n: int, mode: str) -> torch.Tensor:
-    """(N,) divisor s of each row's advantage, per scale_rewards: 'group' the group's std (a zero-std group: the
-    std of its task's rewards in the batch, else 1: r - b may be non-zero there), 'batch' the batch's std,
-    'none' 1."""
-    if mode == "none":
-        return torch.ones_like(rewards)
-    if mode == "batch":
-        return _nanstd(rewards).nan_to_num(0.0).expand_as(rewards).clone()
-    scale = _nanstd(rewards.view(-1, n), dim=1).nan_to_num(0.0).repeat_interleave(n)
-    for rows in task_masks(tasks, rewards.device).values():
-        fallback = float(_nanstd(rewards[rows]).nan_to_num(0.0))
-        flat = rows & torch.isclose(scale, torch.zeros_like(scale))
-        scale[flat] = fallback if fallback > 0 else 1.0
-    return scale
-
-
-class BaselineAdvantages(NamedTuple):
-    """What RunningBaseline gives each row (N,): its advantage, its group's weight w (field credit reuses it) and
-    its scale s (field credit divides by it)."""
-
-    advantages: torch.Tensor
-    weights: torch.Tensor
-    scale: torch.Tensor
-
-
-class RunningBaseline:
-    """The 'ema' and 'adaptive' baselines, per task, with a scale chosen with them; `state` is JSON-ready.
-
-    For the rows of one task in the batch (groups g of n rows, group mean m_g), with e the task's running mean:
-
-        b_i = w_g m_g + (1 - w_g) e        ema: w_g = 0;  adaptive: w_g = t / (t + v_g / n)
-        d_i = r_i - b_i - c                c = the task's batch mean of (r - b): the baseline's lag, removed
-        a_i = d_i / s                      s = max(sqrt(V), sd(d)): V the running mean of the batch's mean d^2
-
-    (v_g: the group's reward variance, t: the running variance of the group means around e). Why: a running mean
-    lags the rewards; without c every sample of a batch gets an advantage of the same sign, which at a low
-    temperature sharpens the policy onto whatever it sampled (issue 19: -20.6 points of legal best moves). And
-    s is the task's spread of d, not a group's std: a group 0.1 from e with std 0.02 is not worth 5 per sample.
-    With c the batch's advantages of a task have mean 0, and as s >= sd(d) (the population std over the task's
-    N rows), |a_i| <= sqrt(N - 1) (Samuelson's inequality); TRL's group std gives at most (n - 1) / sqrt(n).
-    Under c, `ema`'s e cancels (every row has the same b): its advantages are r minus the task's batch mean,
-    comparing prompts with each other (an all-equal group still gets a signal); e, t and V run across batches.
-    scale_rewards 'none' sets s = 1. state[task] = {"mean": e, "spread": t, "var": V}; NaN rows (unscored)
-    get 0.
-    """
-
-    def __init__(self, decay: float, state: dict | None = None):
-        self.decay = decay
-        self.state: dict[str, dict[str, float]] = dict(state or {})
-
-    def __call__(self, kind: str, rewards: torch.Tensor, tasks: list[str], n: int, scaled: bool = True):
-        """BaselineAdvantages of this batch ('ema' or 'adaptive'); then the running values move on."""
-        out = BaselineAdvantages(*(torch.zeros_like(rewards) for _ in range(3)))
-        for task, mine in task_masks(tasks[::n], rewards.device).items():
-            values = rewards.view(-1, n)[mine]
-            if values.isnan().all():
-                continue
-            weights, d, s = self._task(task, kind, values, scaled)
-            out.advantages.view(-1, n)[mine] = (d / (s + EPS)).nan_to_num(0.0).to(rewards.dtype)
-            out.weights.view(-1, n)[mine] = weights.unsqueeze(1).expand(-1, n).to(rewards.dtype)
-            out.scale.view(-1, n)[mine] = s
-        return out
-
-    def _task(self, task: str, kind: str, values: torch.Tensor, scaled: bool):
-        """(G,) weights, (G, n) centred deviations d, the scale s of one task's groups; updates its state."""
-        means, batch_mean = values.nanmean(dim=1), float(values.nanmean())
-        old = self.state.get(task, {})
-        e = old.get("mean", batch_mean)
-        spread_now = float(((means - e) ** 2).nanmean().nan_to_num(0.0))
-        t = old.get("spread", spread_now)
-        if kind == "ema":
-            weights = torch.zeros_like(means)
-        else:
-            counts = (~values.isnan()).sum(dim=1).clamp(min=1)
-            total = t + _nanstd(values, dim=1).squeeze(1).nan_to_num(0.0) ** 2 / counts
-            weights = torch.where(total > 0, t / total.clamp(min=1e-12), torch.ones_like(total))
-        means = means.nan_to_num(e)
-        d = values - (weights * means + (1 - weights) * e).unsqueeze(1)
-        d = d - d.nanmean()
-        var, s = running_scale(old.get("var"), float((d**2).nanmean()), self.decay)
-        s = s if scaled else 1.0
-        k = self.decay
-        self.state[task] = {
-            "mean": k * e + (1 - k) * batch_mean,
-            "spread": k * t + (1 - k) * spread_now,
-            "var": var,
-        }
-        return weights, d, s
-
-
-def recentre_fields(rows: list, terms: list, weights: torch.Tensor, scale: torch.Tensor, n: int) -> list:
-    """Field credit (credit.row_advantages' `rows`, every process's rows) under an ema/adaptive baseline: each
-    field term t of a row (and each written move's) gets (t - b - c) / s, the sequence's formula
-    (RunningBaseline) applied to the term: b = w_g m_g + (1 - w_g) M with m_g the term's mean over its group, M
-    over the batch's rows that field credit covers (no running mean per field: under c it would mostly cancel),
-    c the mean of t - b over those rows, w and s the row's (from the sequence rewards). With w = 1 it is
-    row_advantages' own (t - m_g) / s. B:'s advantage joins the move it copies, as there."""
-    ours = [i for i, row in enumerate(rows) if row is not None]
-    if not ours:
-        return rows
-    w = [float(weights[i]) for i in range(len(rows))]
-
-    def centred(items):  # items: (row, value) pairs -> their (t - b - c) / s
-        groups: dict[int, list[float]] = {}
-        for i, value in items:
-            groups.setdefault(i // n, []).append(value)
-        batch = sum(v for _, v in items) / len(items)
-        raw = [v - w[i] * _mean(groups[i // n]) - (1 - w[i]) * batch for i, v in items]
-        c = sum(raw) / len(raw)
-        return [(r - c) / (float(scale[i]) + EPS) for (i, _), r in zip(items, raw, strict=True)]
-
-    for field in ("M", "E", "B"):
-        for i, a in zip(ours, centred([(i, terms[i][field]) for i in ours]), strict=True):
-            rows[i][field] = a
-    written = [(i, m) for i in ours for m in terms[i]["moves"]]
-    moves = iter(centred(written)) if written else iter(())
-    for i in ours:
-        rows[i]["moves"] = [next(moves) for _ in terms[i]["moves"]]
-        if 0 <= terms[i]["best_slot"] < len(rows[i]["moves"]):
-            rows[i]["moves"][terms[i]["best_slot"]] += rows[i]["B"]
-    return rows
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
-
-
-def token_rewards(rewards: torch.Tensor, mask: torch.Tensor, terms: list, layouts: list) -> torch.Tensor:
-    """(B, T) reward per completion token for GAE: a row's reward at its last token, except where field credit
-    splits a P: answer (credit.field_terms, credit.token_layout): each written move's term at the move's last
-    token, the rest of M:'s term at M:'s last token, E:'s and B:'s at theirs, and what the terms leave of the
-    reward (the 0.2 of any parsed answer) at the last token; a row's token rewards add up to its reward."""
-    out = torch.zeros_like(mask, dtype=torch.float32)
-    for i in range(len(rewards)):
-        length = int(mask[i].sum())
-        if length == 0 or bool(rewards[i].isnan()):
-            continue
-        placed, last = 0.0, length - 1
-        if terms[i] is not None:
-            layout = layouts[i][:length]
-            ends = {}  # (field, slot) -> its last token; (field, None): the field's last token
-            for t, (field, slot) in enumerate(layout):
-                ends[(field, None)] = t
-                if slot >= 0:
-                    ends[(field, slot)] = t
-            for k, term in enumerate(terms[i]["moves"]):
-                out[i, ends.get((0, k), last)] += term
-            parts = {0: terms[i]["M"] - sum(terms[i]["moves"]), 1: terms[i]["E"], 2: terms[i]["B"]}
-            for field, term in parts.items():
-                out[i, ends.get((field, None), last)] += term
-            placed = sum(terms[i]["moves"]) + sum(parts.values())
-        out[i, last] += float(rewards[i]) - placed
+def running_advantages(trainer, output) -> base.BaselineAdvantages:
+    """(r - b - c) / s against the EMA/adaptive baseline (baselines.RunningBaseline), every process's rows."""
+    rewards = base.row_rewards(trainer.scored_rewards, trainer.reward_weights)
+    tasks = [base.task_of(p) for p in gather_object(trainer.scored_prompts)]
+    scaled = trainer.scale_rewards != "none"
+    out = trainer.running_baseline(trainer.args.baseline, rewards, tasks, trainer.num_generations, scaled)
+    output["advantages"] = out.advantages[base.local_rows(trainer.accelerator, len(output["completion_ids"]))]
+    for task, state in trainer.running_baseline.state.items():
+        trainer.log_metric(f"baseline/{task.rstrip(':')}", state["mean"])
     return out
 
 
-def gae(
-    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """GAE over completion tokens: (B, T) per-token rewards r_t (token_rewards; a (B,) sequence reward is put at
-    each row's last token), (B, T) values V_t, (B, T) mask -> (advantages, returns).
-
-    The episode ends after the last token (V = 0 beyond): delta_t = r_t + gamma V_{t+1} - V_t,
-    A_t = delta_t + gamma lam A_{t+1}, return_t = A_t + V_t (lam 1: the discounted reward-to-go, whatever V).
-    Masked tokens get 0. Unscored rows (NaN sequence reward) get 0 advantages and their values as returns.
-    """
-    mask = mask.to(values.dtype)
-    unscored = torch.zeros(len(values), dtype=torch.bool, device=values.device)
-    if rewards.dim() == 1:
-        unscored = rewards.isnan()
-        length = mask.sum(dim=1).long()
-        last = torch.zeros_like(values)
-        rows = torch.nonzero(length > 0).squeeze(1)
-        last[rows, length[rows] - 1] = 1.0
-        rewards = rewards.nan_to_num(0.0).unsqueeze(1) * last
-    values = values * mask
-    advantages = torch.zeros_like(values)
-    running = torch.zeros_like(values[:, 0])
-    for t in reversed(range(values.shape[1])):
-        following = values[:, t + 1] if t + 1 < values.shape[1] else torch.zeros_like(running)
-        delta = rewards[:, t] + gamma * following - values[:, t]
-        running = (delta + gamma * lam * running) * mask[:, t]
-        advantages[:, t] = running
-    advantages = advantages.masked_fill(unscored.unsqueeze(1), 0.0)
-    return advantages, advantages + values
+def field_parts(trainer, completion_ids: torch.Tensor) -> tuple[list, list]:
+    """This process's rows: each P: answer's field terms (credit.field_terms; None: A: or unparseable), graded
+    again by the policy reward's grader from its memo, and each row's token layout (credit.token_layout)."""
+    tokenizer = trainer.processing_class
+    texts = tokenizer.batch_decode(completion_ids.tolist(), skip_special_tokens=False)
+    components = policy_components(
+        policy_grader(trainer.reward_funcs),
+        trainer.scored_prompts,
+        [t.split(tokenizer.eos_token, 1)[0] for t in texts],
+    )
+    terms = [credit.field_terms(c, trainer.args.reward_shaping) for c in components]
+    pieces = tokenizer.batch_decode(completion_ids.reshape(-1, 1).tolist())
+    width = completion_ids.shape[1]
+    layouts = [credit.token_layout(pieces[i : i + width]) for i in range(0, len(pieces), width)]
+    return terms, layouts
 
 
-def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
-    """1 - Var(return - V) / Var(return) over the masked tokens (1: V predicts the returns, 0: no better than
-    their mean, < 0: worse); NaN with fewer than 2 tokens or constant returns."""
-    keep = mask.bool()
-    r, v = returns[keep].double(), values[keep].double()
-    if r.numel() < 2 or float(r.var()) == 0.0:
-        return float("nan")
-    return float(1.0 - (r - v).var() / r.var())
+def field_advantages(trainer, sequence, local_terms, layouts, baseline=None) -> torch.Tensor:
+    """(B, T) advantages: each listed move and each P: field gets its own verdict's advantage (credit.py),
+    against its group, or under an ema/adaptive `baseline` against the same baseline as the sequence."""
+    terms = gather_object(local_terms)
+    n = trainer.num_generations
+    if baseline is None:
+        rewards = base.row_rewards(trainer.scored_rewards, trainer.reward_weights)
+        tasks = [base.task_of(p) for p in gather_object(trainer.scored_prompts)]
+        scale = base.reward_scale(rewards, tasks, n, trainer.scale_rewards)
+    else:
+        scale = baseline.scale
+    rows = credit.row_advantages(terms, scale.tolist(), n)  # a group may span processes, as in TRL
+    if baseline is not None:
+        rows = base.recentre_fields(rows, terms, baseline.weights, baseline.scale, n)
+    return credit.spread(rows[base.local_rows(trainer.accelerator, len(local_terms))], layouts, sequence)
 
 
-def centre_tokens(advantages: torch.Tensor, mask: torch.Tensor, tasks: list[str], state: dict, decay: float):
-    """GAE advantages (B, T) -> (A - c) / s per task over its masked tokens, as RunningBaseline does for
-    sequences: c the task's token mean of A (what a lagging V adds to every token), s = max(sqrt(V_run), sd)
-    with V_run the running mean of the batch's mean (A - c)^2 (state["<task>/gae"], updated here)."""
-    out = torch.zeros_like(advantages)
-    for task, rows in task_masks(tasks, advantages.device).items():
-        keep = mask.bool() & rows.unsqueeze(1)
-        if not keep.any():
-            continue
-        c = advantages[keep].mean()
-        key = f"{task}/gae"
-        var, s = running_scale(
-            state.get(key, {}).get("var"), float(((advantages[keep] - c) ** 2).mean()), decay
-        )
-        state[key] = {"var": var}
-        out[keep] = (advantages[keep] - c) / (s + EPS)
-    return out
-
-
-class ValueHead(torch.nn.Linear):
-    """V(state) = w . h + b on the policy's (detached) last hidden state; starts at 0 (weights zeroed)."""
-
-    def __init__(self, hidden_size: int):
-        with torch.random.fork_rng(devices=[]):  # Linear's random init, zeroed below, must not move the
-            super().__init__(hidden_size, 1)  # sampler's stream: a gated run samples what the group run does
-        torch.nn.init.zeros_(self.weight)
-        torch.nn.init.zeros_(self.bias)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return super().forward(hidden.detach().to(self.weight.dtype)).squeeze(-1)
+def log_advantages(trainer, output) -> None:
+    """adv/mean/<task>, adv/std/<task>: the advantages this process trains on, over completion tokens."""
+    advantages, mask = output["advantages"], output["completion_mask"].bool()
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1).expand_as(mask)
+    tasks = [base.task_of(p) for p in trainer.scored_prompts]
+    for task, rows in base.task_masks(tasks, mask.device).items():
+        values = advantages[mask & rows.unsqueeze(1)].float()
+        if values.numel() > 1:
+            trainer.log_metric(f"adv/mean/{task.rstrip(':')}", float(values.mean()))
+            trainer.log_metric(f"adv/std/{task.rstrip(':')}", float(values.std()))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from rookworld_trl.grpo.advantages import row_rewards
+from rookworld_trl.grpo.baselines import row_rewards
 
 LEFT_PADDED = ("prompt_ids", "prompt_mask")  # TRL pads prompts on the left, everything per token on the right
 

@@ -110,14 +110,15 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-# A micro-batch's tensors in the order a GRPO step makes them (key -> the name the console and metrics use).
+# A micro-batch's tensors in the order a GRPO step makes them (key -> the name the console and metrics use):
+# the advantages come last, since the importance-sampling ratio is multiplied into them.
 # The first one non-finite on the tokens that count names the cause of a bad step.
 BATCH_QUANTITIES = (
-    ("advantages", "advantages"),
     ("sampling_per_token_logps", "sampler log-probs"),
     ("old_per_token_logps", "old log-probs"),
     ("ref_per_token_logps", "reference log-probs"),
     ("importance_sampling_ratio", "importance sampling ratio"),
+    ("advantages", "advantages"),
 )
 
 

@@ -1,7 +1,7 @@
 """GRPOScriptArguments: what the GRPO stage needs besides the trainer's config (RookWorldGRPOConfig) and the
 model's (TRL's ModelConfig): the data, the engine behind the policy reward and the evals, the evals, self-play
-positions and checkpoint publishing. TrlParser parses the three together (grpo/stage.py), as TRL's scripts and
-training/sft.py do, so one YAML recipe feeds all three and every field is also a --flag.
+positions and checkpoint publishing. TrlParser parses the three together (stages/grpo.py), as TRL's scripts and
+stages/sft.py do, so one YAML recipe feeds all three and every field is also a --flag.
 """
 
 from __future__ import annotations

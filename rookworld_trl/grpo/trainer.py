@@ -1,23 +1,17 @@
 """RookWorldGRPOTrainer: TRL's GRPOTrainer with our advantages, loss terms, step guard and checkpoint state.
-The stage that builds and runs it is rookworld_trl/grpo/stage.py (`python -m rookworld_trl.grpo`).
+The stage that builds and runs it is rookworld_trl/stages/grpo.py (`python -m rookworld_trl.stages.grpo`).
 
-TRL does the GRPO work (sampling K completions per prompt, group advantages, clipped loss, k3 KL, vLLM, PEFT);
-the trainer changes it through the hooks of rookworld_trl/training/trl_compat.py (the one module that touches
-TRL's internals), each overridden once, here:
-  - `shape_advantages`: TRL's advantages -> ours, top to bottom: the reference's hidden states kept for an exact
-    KL; the EMA/adaptive baseline (rl_config.py, advantages.py); field credit of P: answers (`field_credit`,
-    credit.py, against the same baseline); the value head's GAE over the fields' rewards once its warm-up ends;
-  - `compute_loss`: TRL's clipped loss (its k3 KL term unless an exact estimator replaces it) + beta x the
-    exact KL (kl.py) + the value head's loss + supervised replay of A: truths (replay.py);
-  - `create_optimizer`: Trainer's, plus the value head's own group and an optimizer hook that clips its gradients;
-  - `training_step`: self-play positions mixed into P: prompts (selfplay.py), each micro-batch's loss and KL
-    reported to the step guard;
-  - the step guard (safety.py: faults.py, kl_control.py, snapshots.py): NaN/divergence rollback, adaptive KL
-    and the KL guard. `beta` (what TRL's loss reads) is KLControl's, its one writer;
-  - `checkpoint_written` / `on_resume`: our controller state in one JSON file per checkpoint (STATE_FILE), the
-    value head beside it; `checkpoint_complete`: the stable/ copy and optional checkpoint pushes;
-  - GPT-2 positions from the attention mask when TRL scores left-padded rows, the reference model on its own
-    device, the "warmup_cosine_linear" LR schedule, a JSONL metrics file.
+One optimizer step, in the order it runs (docs/ARCHITECTURE.md walks it), each hook overridden once, here;
+TRL calls them through the seams of training/trl_compat.py:
+  1. prompts: `training_step` mixes self-play positions into P: prompts (selfplay.py);
+  2. rollout: `generate_batch` -> TRL samples K completions per prompt with our sampler (rollout.py);
+  3. rewards: TRL calls the reward functions (rewards/functions.py) and its group advantages;
+  4. advantages: `shape_advantages` -> advantages.py (baselines, field credit, the value head's GAE);
+  5. loss: `compute_loss` -> TRL's clipped loss + loss.py's terms (exact KL, value loss, replay);
+  6. guard: the StepGuard callback (safety.py) checks the step, `before_grad_clip` / `on_grad_norm` feed it;
+     then the optimizer (`create_optimizer`: Trainer's + the value head's group).
+`beta` (what TRL's loss reads) is KLControl's (kl_control.py), its one writer; `checkpoint_written` /
+`on_resume` keep our controller state in STATE_FILE and the value head beside it.
 """
 
 from __future__ import annotations
@@ -29,20 +23,26 @@ import logging
 import os
 
 import torch
-from accelerate.utils import gather_object
 
-from rookworld_trl.grpo import advantages as adv
-from rookworld_trl.grpo import credit
+from rookworld_trl.grpo import advantages
 from rookworld_trl.grpo import dynamic_sampling as ds
-from rookworld_trl.grpo import rl_options as rl
+from rookworld_trl.grpo.baselines import RunningBaseline
 from rookworld_trl.grpo.config import RookWorldGRPOConfig, compiling
-from rookworld_trl.grpo.kl import HiddenTap, completion_hidden, lm_head_of, per_token_kl
+from rookworld_trl.grpo.kl import HiddenTap, completion_hidden
 from rookworld_trl.grpo.kl_control import KLControl
-from rookworld_trl.grpo.replay import Replay, replay_loss
+from rookworld_trl.grpo.loss import add_terms
+from rookworld_trl.grpo.replay import Replay
 from rookworld_trl.grpo.rollout import check_supported, rollout
 from rookworld_trl.grpo.safety import StepGuard
 from rookworld_trl.grpo.schedule import warmup_cosine_linear
 from rookworld_trl.grpo.selfplay import SelfPlay, SelfPlayCallback
+from rookworld_trl.grpo.value import (
+    ValueHead,
+    add_value_head,
+    clip_value_head,
+    load_value_head,
+    save_value_head,
+)
 from rookworld_trl.model.loading import gpt2_backbone, use_fused_gelu, use_padding_aware_positions
 from rookworld_trl.model.shared_prefix import use_shared_prefix
 from rookworld_trl.training import checkpoints, publish
@@ -130,7 +130,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
     def _init_rl_options(self) -> None:
         """The running baseline, the hidden-state taps of an exact KL and the value head, the checks."""
         a = self.args
-        self.running_baseline = adv.RunningBaseline(a.baseline_ema_decay)
+        self.running_baseline = RunningBaseline(a.baseline_ema_decay)
         self.gae_state: dict = {}  # value_baseline: the running scale of GAE advantages per task
         self.value_started = False  # value_baseline: its bias comes from its first batch or a checkpoint
         self.exact_kl = a.kl_estimator != "k3"
@@ -147,7 +147,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
                     "value_baseline is not supported with DeepSpeed/FSDP: set value_baseline: false"
                 )
             hidden = gpt2_backbone(self.model).config.hidden_size
-            self.value_head = adv.ValueHead(hidden).to(self.accelerator.device)
+            self.value_head = ValueHead(hidden).to(self.accelerator.device)
         if a.dynamic_sampling:
             ds.check_trainer(self)
 
@@ -175,106 +175,34 @@ class RookWorldGRPOTrainer(GRPOSeams):
 
     def score(self, inputs):
         # an exact KL needs the reference's hidden states, tapped while TRL scores the batch with it
-        with self.ref_tap.recording() if self.ref_tap is not None else contextlib.nullcontext():
+        if self.ref_tap is None:
+            return super().score(inputs)
+        with self.ref_tap.recording():
             return super().score(inputs)
 
     def shape_advantages(self, output):
-        """TRL's scored batch -> the advantages our loss trains on: the EMA/adaptive baseline, field credit of
-        P: answers (A: rows keep their sequence advantage), then the value head's GAE once it predicts well."""
+        """TRL's scored batch -> the advantages our loss trains on (advantages.py); the reference's hidden
+        states for an exact KL."""
         if self.ref_tap is not None and self.ref_tap.records:
             hidden = completion_hidden(self.ref_tap.records, output["completion_ids"].shape[1])
             output["ref_hidden"] = hidden.detach().to(output["completion_ids"].device)
         if not self.model.training:
             return output
-        a, sequence, terms, layouts = self.args, None, None, None
-        if a.baseline != "group":
-            sequence = self._running_advantages(output)
-        if a.field_credit:
-            terms, layouts = self._field_parts(output["completion_ids"])
-            output["advantages"] = self._field_advantages(output["advantages"], terms, layouts, sequence)
-        if a.value_baseline:
-            rl.value_advantages(self, output, terms, layouts)
-        if a.baseline != "group" or a.value_baseline:
-            rl.log_advantages(self, output)
-        return output
-
-    def _local(self, rows: int) -> slice:
-        """This process's rows among every process's (TRL's order)."""
-        start = self.accelerator.process_index * rows
-        return slice(start, start + rows)
-
-    def _running_advantages(self, output) -> adv.BaselineAdvantages:
-        """(r - b - c) / s against the EMA/adaptive baseline (advantages.RunningBaseline), every process's rows."""
-        rewards = adv.row_rewards(self.scored_rewards, self.reward_weights)
-        tasks = [adv.task_of(p) for p in gather_object(self.scored_prompts)]
-        scaled = self.scale_rewards != "none"
-        out = self.running_baseline(self.args.baseline, rewards, tasks, self.num_generations, scaled)
-        output["advantages"] = out.advantages[self._local(len(output["completion_ids"]))]
-        for task, state in self.running_baseline.state.items():
-            self.log_metric(f"baseline/{task.rstrip(':')}", state["mean"])
-        return out
-
-    def _field_parts(self, completion_ids: torch.Tensor) -> tuple[list, list]:
-        """This process's rows: each P: answer's field terms (credit.field_terms; None: A: or unparseable), graded
-        again by the policy reward's grader from its memo, and each row's token layout (credit.token_layout)."""
-        from rookworld_trl.rewards.functions import policy_components, policy_grader
-
-        texts = self.processing_class.batch_decode(completion_ids.tolist(), skip_special_tokens=False)
-        eos = self.processing_class.eos_token
-        components = policy_components(
-            policy_grader(self.reward_funcs), self.scored_prompts, [t.split(eos, 1)[0] for t in texts]
-        )
-        terms = [credit.field_terms(c, self.args.reward_shaping) for c in components]
-        pieces = self.processing_class.batch_decode(completion_ids.reshape(-1, 1).tolist())
-        width = completion_ids.shape[1]
-        layouts = [credit.token_layout(pieces[i : i + width]) for i in range(0, len(pieces), width)]
-        return terms, layouts
-
-    def _field_advantages(self, sequence, local_terms, layouts, baseline=None) -> torch.Tensor:
-        """(B, T) advantages: each listed move and each P: field gets its own verdict's advantage (credit.py),
-        against its group, or under an ema/adaptive `baseline` against the same baseline as the sequence."""
-        terms = gather_object(local_terms)
-        n = self.num_generations
-        if baseline is None:
-            rewards = adv.row_rewards(self.scored_rewards, self.reward_weights)
-            tasks = [adv.task_of(p) for p in gather_object(self.scored_prompts)]
-            scale = adv.reward_scale(rewards, tasks, n, self.scale_rewards)
-        else:
-            scale = baseline.scale
-        rows = credit.row_advantages(terms, scale.tolist(), n)  # a group may span processes, as in TRL
-        if baseline is not None:
-            rows = adv.recentre_fields(rows, terms, baseline.weights, baseline.scale, n)
-        return credit.spread(rows[self._local(len(local_terms))], layouts, sequence)
+        return advantages.shape_advantages(self, output)
 
     # ---- the loss ----
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """One micro-batch's loss: TRL's clipped GRPO loss (with its k3 KL term unless an exact kl_estimator
-        replaces it) + beta x the exact KL + the value head's loss + supervised replay."""
-        training = self.model.training
-        if training:
+        """One micro-batch's loss: TRL's clipped GRPO loss + our terms (loss.py)."""
+        if self.model.training:
             self.guard.faults.record_inputs(inputs)  # kept until the step ends, to save it if it goes bad
         if self.policy_tap is None:
-            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            trl_loss, hidden = super().compute_loss(model, inputs, return_outputs, num_items_in_batch), None
         else:
             with self.policy_tap.recording() as records, self._without_trl_kl():
-                loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+                trl_loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             hidden = completion_hidden(records, inputs["completion_ids"].shape[1])
-            mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
-            if self.exact_kl:
-                loss = loss + self._exact_kl_term(model, hidden, inputs, mask)
-            if self.value_head is not None and "returns" in inputs:
-                value_loss = rl.value_loss(self.value_head, hidden, inputs["returns"], mask)
-                if training:
-                    self.log_metric("value/loss", float(value_loss.detach()))
-                loss = loss + self.args.value_coef * value_loss / self.current_gradient_accumulation_steps
-        if self.replay is not None and training:
-            # the replayed rows follow the micro-step count (restored on resume); scaled for accumulation
-            # like TRL's own loss, so replay weighs replay_coef whatever gradient_accumulation_steps is
-            supervised = replay_loss(model, self.replay.batch(self.micro_step, loss.device))
-            self.log_metric("replay_loss", supervised.item())
-            loss = loss + self.args.replay_coef * supervised / self.current_gradient_accumulation_steps
-        return loss
+        return add_terms(self, model, inputs, trl_loss, hidden)
 
     @contextlib.contextmanager
     def _without_trl_kl(self):
@@ -284,36 +212,6 @@ class RookWorldGRPOTrainer(GRPOSeams):
             yield
         finally:
             self._trl_kl_off = False
-
-    def _exact_kl_term(self, model, hidden, inputs, mask) -> torch.Tensor:
-        """beta x the exact KL (kl.py), normalised like TRL's loss; logs `kl` (what the guard and adaptive KL
-        read) and `kl/<estimator>`."""
-        est = self.args.kl_estimator
-        ref_head = lm_head_of(self.ref_model)
-        kl = per_token_kl(
-            hidden, lm_head_of(model), inputs["ref_hidden"], ref_head, mask, est, self.temperature
-        )
-        if self.model.training:
-            totals = self.accelerator.reduce(
-                torch.stack([(kl * mask).sum(), mask.sum().float()]).detach(), "sum"
-            )
-            value = float(totals[0] / totals[1].clamp(min=1.0))
-            self.log_metric("kl", value)
-            self.log_metric(f"kl/{est}", value)
-        return self.beta * self.normalise_like_trl(kl, mask, inputs)
-
-    def normalise_like_trl(self, per_token, mask, inputs) -> torch.Tensor:
-        """A (B, T) per-token term aggregated as TRL aggregates its loss now (rl_options.normalise_like_trl)."""
-        training = self.model.training
-        accumulation = self.current_gradient_accumulation_steps if training else 1.0
-        items = None
-        if self.loss_type in ("cispo", "dapo", "vespo"):  # TRL's normaliser: the batch's completion tokens
-            items = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
-            if training:
-                items = items * accumulation / self.args.steps_per_generation
-        return rl.normalise_like_trl(
-            per_token, mask, self.loss_type, accumulation, self.max_completion_length, items
-        )
 
     def training_step(self, model, inputs, num_items_in_batch):
         if self.selfplay is not None:
@@ -352,11 +250,9 @@ class RookWorldGRPOTrainer(GRPOSeams):
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
         if self.value_head is not None:
-            rl.add_value_head(optimizer, self.value_head, self.args.value_learning_rate)
+            add_value_head(optimizer, self.value_head, self.args.value_learning_rate)
             if self._value_clip is None:  # the head is no part of the model: TRL's clipping skips it
-                self._value_clip = optimizer.register_step_pre_hook(
-                    functools.partial(rl.clip_value_head, self)
-                )
+                self._value_clip = optimizer.register_step_pre_hook(functools.partial(clip_value_head, self))
         return optimizer
 
     _value_clip = None  # the optimizer hook that clips the value head's gradients, registered once
@@ -386,7 +282,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
         }
         checkpoints.write_json_atomic(os.path.join(path, STATE_FILE), state)
         if self.value_head is not None:
-            rl.save_value_head(self.value_head, path)
+            save_value_head(self.value_head, path)
 
     def checkpoint_complete(self, path):
         if self.args.save_stable and self.guard.healthy:
@@ -404,4 +300,4 @@ class RookWorldGRPOTrainer(GRPOSeams):
             self.running_baseline.state = state["baseline"]
             self.gae_state = state.get("gae", {})
         if self.value_head is not None:
-            self.value_started = rl.load_value_head(self.value_head, checkpoint)
+            self.value_started = load_value_head(self.value_head, checkpoint)

@@ -1,4 +1,4 @@
-"""Checkpoint tiers, verified completion markers and resume modes of the training stages (GRPO: grpo/stage.py and
+"""Checkpoint tiers, verified completion markers and resume modes of the training stages (GRPO: stages/grpo.py and
 the trainer's hooks in training/trl_compat.py; SFT: training/sft.py).
 
 A run's output_dir holds three tiers:
@@ -17,7 +17,7 @@ Resume modes (`--resume_from_checkpoint`): a path (must verify), "auto" (the new
 that verifies, walking back past damaged ones, which move to output_dir/damaged/, then stable/; a fresh start
 when there is none), "stable" or "recovery" (output_dir/stable, verified). Problems found are printed, one line
 each. A run whose checkpoint already reached max_steps (`finished_step`) and whose final/ is marked
-(`is_finished`) is finished: grpo/stage.py's train trains nothing.
+(`is_finished`) is finished: stages/grpo.py's train trains nothing.
 """
 
 from __future__ import annotations

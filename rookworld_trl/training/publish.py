@@ -203,6 +203,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from rookworld_trl.stage import run_stage
+    from rookworld_trl.entry import run_stage
 
     sys.exit(run_stage("push", main))

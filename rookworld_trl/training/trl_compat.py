@@ -46,7 +46,6 @@ METHODS = {
     "_issue_warnings_after_load": "GPT-2's tied lm_head.weight is reported missing on every resume",
     "_load_optimizer_and_scheduler": "on resume: TRL's micro-step count and our controller state",
     "_load_from_checkpoint": "a run killed during its final save reloads its weights without training",
-    "_compute_loss": "the importance-sampling correction of our sampler's log-probs (TRL applies it under vLLM only)",
 }
 # Attributes set in their __init__ (checked in the source): name -> why
 ATTRIBUTES = {
@@ -54,18 +53,42 @@ ATTRIBUTES = {
     "_step": "TRL's micro-batch counter: when to generate, which replay rows",
     "_buffered_inputs": "completions sampled by weights that were rolled back must not be trained on",
     "_created_lr_scheduler": "Trainer rebuilds a scheduler it created itself on a second train()",
-    "use_vllm": "the one flag _compute_loss reads before applying an importance-sampling ratio",
 }
-# The line of GRPOTrainer._compute_loss that applies the importance-sampling ratio (sampler_importance_sampling)
-IS_CORRECTION = 'if self.use_vllm and self.vllm_importance_sampling_correction and self.loss_type != "vespo":'
+# GRPOTrainer._compute_loss multiplies the advantages into the per-token loss linearly (and the ratio of vLLM's
+# importance sampling after them): a non-negative ratio folded into the advantages is the same correction
+LINEAR_IN_ADVANTAGES = "per_token_loss1 = coef_1 * advantages"
 
-# A module-level function GRPOTrainer.log calls: the console table of completions
-TABLE_PRINTER = "print_prompt_completions_sample"
 # torch's LRScheduler keeps what get_last_lr() (and so Trainer's logged learning_rate) returns here
 LAST_LR = "_last_lr"
-# What TRL's fused LM head asks to score only the labelled (completion) positions: it does so where Triton runs
-# and scores every position elsewhere, to spare Neuron recompilations; on CPU that is 2-3x the work (prompts)
-COMPACT_SCORING = "compact = _use_triton("
+
+
+class ModuleFunction:
+    """A function that TRL looks up in its own module at call time, where TRL offers no hook: `replaced_by(f)`
+    puts `f` in its place for the duration of one call of ours. Two exist (below); check_internals() fails at
+    import when TRL no longer has one, and tests/test_trl_compat.py when TRL stops calling it."""
+
+    def __init__(self, module, name: str, why: str):
+        self.module, self.name, self.why = module, name, why
+        self.original = getattr(module, name, None)
+
+    @contextlib.contextmanager
+    def replaced_by(self, function):
+        setattr(self.module, self.name, function)
+        try:
+            yield
+        finally:
+            setattr(self.module, self.name, self.original)
+
+
+# Which positions TRL's fused LM head scores: the completion positions only where Triton runs, every position
+# elsewhere (to spare Neuron recompilations). On CPU that is 2-3x the work (the prompts); under torch.compile the
+# count of completion tokens would change the graph's shapes every batch.
+SCORED_POSITIONS = ModuleFunction(trl_utils, "_use_triton", "compact = _use_triton(")
+# The console table of completions GRPOTrainer.log prints whenever log_completions is set (which also writes the
+# completions Parquet at every log): ours prints every print_completions_every steps, without the extra columns.
+COMPLETIONS_TABLE = ModuleFunction(
+    trl_grpo_trainer, "print_prompt_completions_sample", "print_prompt_completions_sample("
+)
 
 
 def check_internals() -> None:
@@ -73,15 +96,14 @@ def check_internals() -> None:
     sources = inspect.getsource(trl_grpo_trainer) + inspect.getsource(transformers.trainer)
     missing = [f"GRPOTrainer.{n} ({why})" for n, why in METHODS.items() if not hasattr(GRPOTrainer, n)]
     missing += [f"self.{n} ({why})" for n, why in ATTRIBUTES.items() if f"self.{n} =" not in sources]
-    if not hasattr(trl_grpo_trainer, TABLE_PRINTER):
-        missing.append(f"trl.trainer.grpo_trainer.{TABLE_PRINTER} (the console table of completions)")
+    for seam in (SCORED_POSITIONS, COMPLETIONS_TABLE):
+        if seam.original is None or seam.why not in inspect.getsource(seam.module):
+            missing.append(f"{seam.module.__name__}.{seam.name} called as `{seam.why}`")
     if f"self.{LAST_LR} =" not in inspect.getsource(torch.optim.lr_scheduler):
         missing.append(f"torch LRScheduler.{LAST_LR} (the logged learning rate after an LR cut)")
-    if IS_CORRECTION not in sources:
-        missing.append("GRPOTrainer._compute_loss applying importance_sampling_ratio under use_vllm")
-    if COMPACT_SCORING not in inspect.getsource(trl_utils):
+    if LINEAR_IN_ADVANTAGES not in sources:
         missing.append(
-            "trl.trainer.utils._use_triton deciding compact scoring (completion positions only, on CPU)"
+            "GRPOTrainer._compute_loss's loss linear in the advantages (sampler_importance_sampling)"
         )
     if missing:
         raise ImportError(
@@ -178,15 +200,16 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
 
     def score(self, inputs: list[dict]) -> dict:
         """Sample and score completions of `inputs` (TRL's advantages, then shape_advantages)."""
-        output = super()._generate_and_score_completions(inputs)
+        output = self.shape_advantages(super()._generate_and_score_completions(inputs))
         if getattr(self.args, "sampler_importance_sampling", False) and not self.use_vllm:
             self._sampler_importance_sampling(output)
-        return self.shape_advantages(output)
+        return output
 
     def _sampler_importance_sampling(self, output: dict) -> None:
         """TRL's vLLM importance-sampling correction for our sampler's log-probs (TRL's vllm_importance_sampling_*
         settings and metric names): the ratio of TRL's scoring forward to the sampler, per token or sequence,
-        truncated or masked, which _compute_loss multiplies into the per-token loss."""
+        truncated or masked, multiplied into the advantages. TRL's loss is linear in them (LINEAR_IN_ADVANTAGES),
+        so that is TRL's own correction, which it applies under vLLM only; vespo reads the ratio itself."""
         sampled = output.get("sampling_per_token_logps")
         if sampled is None:  # TRL's own generate(): it scores what it samples
             return
@@ -197,7 +220,10 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
             attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
             old = self.scoring_logps(ids, attention, output["completion_ids"].size(1))
         ratio, diff = importance_ratio(old, sampled, mask, self.args)
-        output["importance_sampling_ratio"] = ratio
+        output["importance_sampling_ratio"] = ratio  # the step guard checks it; vespo's loss reads it
+        if self.loss_type != "vespo":
+            advantages = output["advantages"]
+            output["advantages"] = (advantages.unsqueeze(1) if advantages.dim() == 1 else advantages) * ratio
         delta, kept = diff.abs()[mask.bool()], ratio.flatten() if ratio.size(1) == 1 else ratio[mask.bool()]
         if delta.numel():
             self.log_metric("sampling/sampling_logp_difference/mean", delta.mean().item())
@@ -260,13 +286,6 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         self.scored_rewards, self.scored_prompts = rewards, list(prompts)
         return rewards
 
-    def _compute_loss(self, model, inputs):
-        if "importance_sampling_ratio" not in inputs or self.use_vllm:
-            return super()._compute_loss(model, inputs)
-        # IS_CORRECTION: TRL multiplies the ratio into the loss only under vLLM; ours comes from our sampler
-        with _swapped(self, "use_vllm", True), _swapped(self, "vllm_importance_sampling_correction", True):
-            return super()._compute_loss(model, inputs)
-
     def _clip_grad_norm(self, model):
         self.before_grad_clip()
         norm = super()._clip_grad_norm(model)
@@ -283,7 +302,7 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         # TRL scores prompt + completion rows: the prompt is all but the last logits_to_keep columns
         # (shared_prefix.py computes it once per group when the backbone is patched)
         keep = args[0] if args else kwargs["logits_to_keep"]
-        # COMPACT_SCORING: on CPU scoring the completion positions only is the same figures for less work; under
+        # SCORED_POSITIONS: on CPU scoring the completion positions only is the same figures for less work; under
         # torch.compile every position is scored on every device (TRL's rule for Neuron), since the count of
         # completion tokens changes every batch and each new count recompiled the graph on CUDA
         compact = (
@@ -293,7 +312,7 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
             shared_prefix.prompt_length(input_ids.size(1) - keep),
             contextlib.nullcontext()
             if compact is None  # TRL's own choice: compact where Triton runs
-            else _swapped(trl_utils, "_use_triton", _always if compact else _never),
+            else SCORED_POSITIONS.replaced_by(_always if compact else _never),
         ):
             return self._score_on_device(model, input_ids, attention_mask, *args, **kwargs)
 
@@ -319,9 +338,9 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         due = every > 0 and self.model.training and step % every == 0 and step != self._table_step
         self._table_step = step if due else self._table_step  # the end-of-train log repeats the last step
         # GRPOTrainer.log prints its table whenever log_completions is set (which also writes the completions
-        # Parquet every log): the printer it calls is swapped for this one call only
+        # Parquet every log): COMPLETIONS_TABLE prints ours instead, when due
         with (
-            _swapped(trl_grpo_trainer, TABLE_PRINTER, _table_without_extra if due else _no_table),
+            COMPLETIONS_TABLE.replaced_by(_table_without_extra if due else _no_table),
             # TRL logs None for a figure with no sample this step (KL at beta 0, a task absent from the batch)
             dropping("transformers.integrations.integration_utils", 'log a value of "None"'),
         ):
@@ -349,12 +368,9 @@ def importance_ratio(scored, sampled, mask, args) -> tuple[torch.Tensor, torch.T
     return ratio.masked_fill((ratio < low) | (ratio > high), 0.0), diff
 
 
-_print_table = getattr(trl_grpo_trainer, TABLE_PRINTER)
-
-
 def _table_without_extra(*args, extra=None, **kwargs):
     # our reward components as extra columns squash the table to empty cells; Parquet and trackers keep them
-    return _print_table(*args, **kwargs)
+    return COMPLETIONS_TABLE.original(*args, **kwargs)
 
 
 def _no_table(*args, **kwargs):
@@ -367,16 +383,6 @@ def _always(*args, **kwargs):
 
 def _never(*args, **kwargs):
     return False
-
-
-@contextlib.contextmanager
-def _swapped(module, name: str, value):
-    old = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, old)
 
 
 def place_ref_model(trainer, device: str | None) -> torch.device | None:

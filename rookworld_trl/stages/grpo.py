@@ -1,8 +1,8 @@
 """The GRPO stage: build a RookWorldGRPOTrainer from a recipe, train (resume, final, eval, push), the `main()` of
-`python -m rookworld_trl.grpo`.
+`python -m rookworld_trl.stages.grpo`.
 
-    python -m rookworld_trl.grpo --config recipes/grpo_tiny_cpu.yaml [--max_steps 10 ...]
-    accelerate launch --config_file accelerate_configs/cpu.yaml -m rookworld_trl.grpo --config recipes/...
+    python -m rookworld_trl.stages.grpo --config recipes/grpo_tiny_cpu.yaml [--max_steps 10 ...]
+    accelerate launch --config_file accelerate_configs/cpu.yaml -m rookworld_trl.stages.grpo --config recipes/...
     rookworld train --config recipes/grpo_rookworld_124m_gpu.yaml       # the same, via rookworld_trl/cli.py
 
 Every GRPOConfig / TrainingArguments field stays reachable from a recipe and as a --flag. Checkpoint tiers with
@@ -26,13 +26,13 @@ from transformers.trainer_callback import TrainerState
 from trl import ModelConfig, get_peft_config
 
 from rookworld_trl.chess.formats import fen_width_of
+from rookworld_trl.entry import check_numbers, resolve_paths, stage_parser
 from rookworld_trl.errors import UserError
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.script_args import GRPOScriptArguments
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_width
-from rookworld_trl.stage import check_numbers, resolve_paths, stage_parser
 from rookworld_trl.training import checkpoints, publish
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir, machine_of_process
@@ -125,8 +125,7 @@ def before_after_eval(
 ) -> str:
     """Evaluate the final model against the initial one on held-out data (output_dir/eval/eval.{json,md,png}),
     draw the run's curves (output_dir/report/); returns the eval's markdown table."""
-    from rookworld_trl.eval import evaluate
-    from rookworld_trl.training import report
+    from rookworld_trl.eval import evaluate, report
 
     settings = eval_settings(
         script, args, script.eval_samples, script.eval_env_samples, model=final_dir, baseline=initial_model
@@ -204,7 +203,7 @@ def train(
         shutil.copyfile(os.path.join(final, "README.md"), os.path.join(args.output_dir, "README.md"))
         checkpoints.mark_finished(args.output_dir, trainer.state.global_step)
         pushed = not trainer.publish_to_hub or publish.upload(args, final)
-        from rookworld_trl.training.report import run_summary
+        from rookworld_trl.eval.report import run_summary
 
         print(run_summary(args.output_dir, start_step=start_step))
         return 0 if pushed else 1  # the run is finished on disk: `rookworld push` retries the upload
@@ -360,3 +359,9 @@ def main(argv: list[str] | None = None) -> int:
         return train(trainer, script, initial_model=model_args.model_name_or_path)
     finally:
         engine.close()
+
+
+if __name__ == "__main__":
+    from rookworld_trl.entry import run_stage
+
+    sys.exit(run_stage("train", main))

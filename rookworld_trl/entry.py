@@ -1,7 +1,7 @@
 """How a stage runs, below the `rookworld` command: recipe + --flag parsing with one-line errors, bundled paths,
 and `run_stage`, which turns bad input into one line and an exit code instead of a traceback.
 
-    from rookworld_trl.stage import run_stage, stage_parser, resolve_path
+    from rookworld_trl.entry import run_stage, stage_parser, resolve_path
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ import math
 import os
 import statistics
 
-from rookworld_trl.eval.intervals import Z95
 from rookworld_trl.flags import FlagParser
+from rookworld_trl.stats import Z95
 from rookworld_trl.training.metrics_log import read_jsonl
 
 # panel -> key patterns (fnmatch), in plotting order

@@ -1,0 +1,180 @@
+"""The baselines of the `baseline` option (fields in rl_config.py; applied by advantages.py): rewards per row
+and task, the EMA/adaptive running baseline, reward scales, and field credit recentred on the same baseline.
+
+Rewards here are the weighted sum of the reward functions per row (TRL's sum_then_normalize), of every
+process, in TRL's order: rows [g n, (g + 1) n) form group g (n = num_generations). NaN marks a row no reward
+function scored: its advantage is 0, as in TRL.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+EPS = 1e-4  # TRL's: advantages are (r - b) / (s + EPS)
+
+
+def row_rewards(rewards_per_func: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(N, F) rewards -> (N,) weighted sums (NaN where every function skipped the row), as TRL sums them."""
+    total = (rewards_per_func * weights.to(rewards_per_func.device)).nansum(dim=1)
+    return total.masked_fill(rewards_per_func.isnan().all(dim=1), float("nan"))
+
+
+def local_rows(accelerator, rows: int) -> slice:
+    """This process's `rows` among every process's (TRL's order)."""
+    start = accelerator.process_index * rows
+    return slice(start, start + rows)
+
+
+def task_of(prompt) -> str:
+    """The task prefix of a prompt ('P:' or 'A:'); anything else is its own task 'other'."""
+    text = prompt if isinstance(prompt, str) else str(prompt)
+    return text[:2] if text[:2] in ("P:", "A:") else "other"
+
+
+def task_masks(tasks: list[str], device) -> dict[str, torch.Tensor]:
+    """task -> (N,) bool mask of its rows, tasks in sorted order (one per task prefix, see task_of)."""
+    return {task: torch.tensor([t == task for t in tasks], device=device) for task in sorted(set(tasks))}
+
+
+def running_scale(old_var: float | None, var_now: float, decay: float) -> tuple[float, float]:
+    """(V, s): V the running mean of the batch's mean square (old_var None: starts at var_now), and the scale
+    s = sqrt(max(V, var_now)): never below this batch's own spread, so no advantage exceeds what its batch gives."""
+    var = decay * (var_now if old_var is None else old_var) + (1 - decay) * var_now
+    return var, max(var, var_now) ** 0.5
+
+
+def _nanstd(x: torch.Tensor, dim=None) -> torch.Tensor:
+    """Bessel-corrected std ignoring NaN (NaN with fewer than 2 values), as TRL's nanstd."""
+    mean = x.nanmean(dim=dim, keepdim=dim is not None)
+    count = (~x.isnan()).sum(dim=dim, keepdim=dim is not None)
+    var = ((x - mean) ** 2).nansum(dim=dim, keepdim=dim is not None) / (count - 1).clamp(min=1)
+    return var.sqrt().masked_fill(count < 2, float("nan"))
+
+
+def reward_scale(rewards: torch.Tensor, tasks: list[str], n: int, mode: str) -> torch.Tensor:
+    """(N,) divisor s of each row's advantage, per scale_rewards: 'group' the group's std (a zero-std group: the
+    std of its task's rewards in the batch, else 1: r - b may be non-zero there), 'batch' the batch's std,
+    'none' 1."""
+    if mode == "none":
+        return torch.ones_like(rewards)
+    if mode == "batch":
+        return _nanstd(rewards).nan_to_num(0.0).expand_as(rewards).clone()
+    scale = _nanstd(rewards.view(-1, n), dim=1).nan_to_num(0.0).repeat_interleave(n)
+    for rows in task_masks(tasks, rewards.device).values():
+        fallback = float(_nanstd(rewards[rows]).nan_to_num(0.0))
+        flat = rows & torch.isclose(scale, torch.zeros_like(scale))
+        scale[flat] = fallback if fallback > 0 else 1.0
+    return scale
+
+
+class BaselineAdvantages(NamedTuple):
+    """What RunningBaseline gives each row (N,): its advantage, its group's weight w (field credit reuses it) and
+    its scale s (field credit divides by it)."""
+
+    advantages: torch.Tensor
+    weights: torch.Tensor
+    scale: torch.Tensor
+
+
+class RunningBaseline:
+    """The 'ema' and 'adaptive' baselines, per task, with a scale chosen with them; `state` is JSON-ready.
+
+    For the rows of one task in the batch (groups g of n rows, group mean m_g), with e the task's running mean:
+
+        b_i = w_g m_g + (1 - w_g) e        ema: w_g = 0;  adaptive: w_g = t / (t + v_g / n)
+        d_i = r_i - b_i - c                c = the task's batch mean of (r - b): the baseline's lag, removed
+        a_i = d_i / s                      s = max(sqrt(V), sd(d)): V the running mean of the batch's mean d^2
+
+    (v_g: the group's reward variance, t: the running variance of the group means around e). Why: a running mean
+    lags the rewards; without c every sample of a batch gets an advantage of the same sign, which at a low
+    temperature sharpens the policy onto whatever it sampled (issue 19: -20.6 points of legal best moves). And
+    s is the task's spread of d, not a group's std: a group 0.1 from e with std 0.02 is not worth 5 per sample.
+    With c the batch's advantages of a task have mean 0, and as s >= sd(d) (the population std over the task's
+    N rows), |a_i| <= sqrt(N - 1) (Samuelson's inequality); TRL's group std gives at most (n - 1) / sqrt(n).
+    Under c, `ema`'s e cancels (every row has the same b): its advantages are r minus the task's batch mean,
+    comparing prompts with each other (an all-equal group still gets a signal); e, t and V run across batches.
+    scale_rewards 'none' sets s = 1. state[task] = {"mean": e, "spread": t, "var": V}; NaN rows (unscored)
+    get 0.
+    """
+
+    def __init__(self, decay: float, state: dict | None = None):
+        self.decay = decay
+        self.state: dict[str, dict[str, float]] = dict(state or {})
+
+    def __call__(self, kind: str, rewards: torch.Tensor, tasks: list[str], n: int, scaled: bool = True):
+        """BaselineAdvantages of this batch ('ema' or 'adaptive'); then the running values move on."""
+        out = BaselineAdvantages(*(torch.zeros_like(rewards) for _ in range(3)))
+        for task, mine in task_masks(tasks[::n], rewards.device).items():
+            values = rewards.view(-1, n)[mine]
+            if values.isnan().all():
+                continue
+            weights, d, s = self._task(task, kind, values, scaled)
+            out.advantages.view(-1, n)[mine] = (d / (s + EPS)).nan_to_num(0.0).to(rewards.dtype)
+            out.weights.view(-1, n)[mine] = weights.unsqueeze(1).expand(-1, n).to(rewards.dtype)
+            out.scale.view(-1, n)[mine] = s
+        return out
+
+    def _task(self, task: str, kind: str, values: torch.Tensor, scaled: bool):
+        """(G,) weights, (G, n) centred deviations d, the scale s of one task's groups; updates its state."""
+        means, batch_mean = values.nanmean(dim=1), float(values.nanmean())
+        old = self.state.get(task, {})
+        e = old.get("mean", batch_mean)
+        spread_now = float(((means - e) ** 2).nanmean().nan_to_num(0.0))
+        t = old.get("spread", spread_now)
+        if kind == "ema":
+            weights = torch.zeros_like(means)
+        else:
+            counts = (~values.isnan()).sum(dim=1).clamp(min=1)
+            total = t + _nanstd(values, dim=1).squeeze(1).nan_to_num(0.0) ** 2 / counts
+            weights = torch.where(total > 0, t / total.clamp(min=1e-12), torch.ones_like(total))
+        means = means.nan_to_num(e)
+        d = values - (weights * means + (1 - weights) * e).unsqueeze(1)
+        d = d - d.nanmean()
+        var, s = running_scale(old.get("var"), float((d**2).nanmean()), self.decay)
+        s = s if scaled else 1.0
+        k = self.decay
+        self.state[task] = {
+            "mean": k * e + (1 - k) * batch_mean,
+            "spread": k * t + (1 - k) * spread_now,
+            "var": var,
+        }
+        return weights, d, s
+
+
+def recentre_fields(rows: list, terms: list, weights: torch.Tensor, scale: torch.Tensor, n: int) -> list:
+    """Field credit (credit.row_advantages' `rows`, every process's rows) under an ema/adaptive baseline: each
+    field term t of a row (and each written move's) gets (t - b - c) / s, the sequence's formula
+    (RunningBaseline) applied to the term: b = w_g m_g + (1 - w_g) M with m_g the term's mean over its group, M
+    over the batch's rows that field credit covers (no running mean per field: under c it would mostly cancel),
+    c the mean of t - b over those rows, w and s the row's (from the sequence rewards). With w = 1 it is
+    row_advantages' own (t - m_g) / s. B:'s advantage joins the move it copies, as there."""
+    ours = [i for i, row in enumerate(rows) if row is not None]
+    if not ours:
+        return rows
+    w = [float(weights[i]) for i in range(len(rows))]
+
+    def centred(items):  # items: (row, value) pairs -> their (t - b - c) / s
+        groups: dict[int, list[float]] = {}
+        for i, value in items:
+            groups.setdefault(i // n, []).append(value)
+        batch = sum(v for _, v in items) / len(items)
+        raw = [v - w[i] * _mean(groups[i // n]) - (1 - w[i]) * batch for i, v in items]
+        c = sum(raw) / len(raw)
+        return [(r - c) / (float(scale[i]) + EPS) for (i, _), r in zip(items, raw, strict=True)]
+
+    for field in ("M", "E", "B"):
+        for i, a in zip(ours, centred([(i, terms[i][field]) for i in ours]), strict=True):
+            rows[i][field] = a
+    written = [(i, m) for i in ours for m in terms[i]["moves"]]
+    moves = iter(centred(written)) if written else iter(())
+    for i in ours:
+        rows[i]["moves"] = [next(moves) for _ in terms[i]["moves"]]
+        if 0 <= terms[i]["best_slot"] < len(rows[i]["moves"]):
+            rows[i]["moves"][terms[i]["best_slot"]] += rows[i]["B"]
+    return rows
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)

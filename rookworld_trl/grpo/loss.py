@@ -1,0 +1,106 @@
+"""Step 5 of a GRPO step: one micro-batch's loss. TRL's clipped GRPO loss (with its k3 KL term unless an exact
+kl_estimator replaces it) is computed by the trainer's compute_loss; `add_terms` adds ours to it, in this order:
+
+  + beta x the exact KL to the reference (`kl_estimator` forward/reverse/symmetric: kl.py), normalised as TRL
+    normalises its loss (`normalise_like_trl`);
+  + value_coef x the value head's loss (`value_baseline`: value.py);
+  + replay_coef x the supervised loss of replayed A: truths (`replay_coef`: replay.py).
+
+Each is scaled for gradient accumulation like TRL's own loss, so a coefficient weighs the same whatever
+gradient_accumulation_steps is.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rookworld_trl.grpo import value
+from rookworld_trl.grpo.kl import lm_head_of, per_token_kl
+from rookworld_trl.grpo.replay import replay_loss
+
+
+def add_terms(trainer, model, inputs, loss: torch.Tensor, hidden: torch.Tensor | None) -> torch.Tensor:
+    """TRL's `loss` of this micro-batch + our terms; `hidden`: the policy's completion hidden states (None when
+    neither an exact KL nor the value head reads them)."""
+    training = trainer.model.training
+    if hidden is not None:
+        mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
+        if trainer.exact_kl:
+            loss = loss + exact_kl_term(trainer, model, hidden, inputs, mask)
+        if trainer.value_head is not None and "returns" in inputs:
+            value_loss = value.value_loss(trainer.value_head, hidden, inputs["returns"], mask)
+            if training:
+                trainer.log_metric("value/loss", float(value_loss.detach()))
+            loss = loss + trainer.args.value_coef * value_loss / trainer.current_gradient_accumulation_steps
+    if trainer.replay is not None and training:
+        # the replayed rows follow the micro-step count (restored on resume)
+        supervised = replay_loss(model, trainer.replay.batch(trainer.micro_step, loss.device))
+        trainer.log_metric("replay_loss", supervised.item())
+        loss = loss + trainer.args.replay_coef * supervised / trainer.current_gradient_accumulation_steps
+    return loss
+
+
+def exact_kl_term(trainer, model, hidden, inputs, mask) -> torch.Tensor:
+    """beta x the exact KL (kl.py), normalised like TRL's loss; logs `kl` (what the guard and adaptive KL
+    read) and `kl/<estimator>`."""
+    est = trainer.args.kl_estimator
+    ref_head = lm_head_of(trainer.ref_model)
+    kl = per_token_kl(
+        hidden, lm_head_of(model), inputs["ref_hidden"], ref_head, mask, est, trainer.temperature
+    )
+    if trainer.model.training:
+        totals = trainer.accelerator.reduce(
+            torch.stack([(kl * mask).sum(), mask.sum().float()]).detach(), "sum"
+        )
+        kl_value = float(totals[0] / totals[1].clamp(min=1.0))
+        trainer.log_metric("kl", kl_value)
+        trainer.log_metric(f"kl/{est}", kl_value)
+    return trainer.beta * trl_normalised(trainer, kl, mask, inputs)
+
+
+def trl_normalised(trainer, per_token, mask, inputs) -> torch.Tensor:
+    """A (B, T) per-token term aggregated as the trainer's TRL loss is now (normalise_like_trl's arguments)."""
+    training = trainer.model.training
+    accumulation = trainer.current_gradient_accumulation_steps if training else 1.0
+    items = None
+    if trainer.loss_type in ("cispo", "dapo", "vespo"):  # TRL's normaliser: the batch's completion tokens
+        items = inputs["num_items_in_batch"].clamp(min=1.0) / trainer.accelerator.num_processes
+        if training:
+            items = items * accumulation / trainer.args.steps_per_generation
+    return normalise_like_trl(
+        per_token, mask, trainer.loss_type, accumulation, trainer.max_completion_length, items
+    )
+
+
+def normalise_like_trl(
+    per_token: torch.Tensor,
+    mask: torch.Tensor,
+    loss_type: str,
+    accumulation: float,
+    max_completion_length: int,
+    items_per_update: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Aggregate a (B, T) per-token loss term as GRPOTrainer aggregates its loss for `loss_type` (the KL it
+    adds per token is aggregated so); tests/test_rl_options.py checks this against TRL's own k3 term.
+
+    `accumulation`: micro-batches per optimizer step (1 outside training); `items_per_update` (cispo, dapo,
+    vespo): TRL's normaliser, the completion tokens one process trains on per micro-batch.
+
+    >>> per_token, mask = torch.tensor([[1.0, 3.0], [2.0, 0.0]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    >>> float(normalise_like_trl(per_token, mask, "grpo", 1, 2)), float(normalise_like_trl(per_token, mask, "bnpo", 1, 2))
+    (2.0, 2.0)
+    >>> float(normalise_like_trl(per_token, mask, "dr_grpo", 1, 4))
+    0.75
+    """
+    masked = per_token * mask
+    if loss_type in ("grpo", "sapo"):
+        return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
+    if loss_type == "bnpo":
+        return masked.sum() / mask.sum().clamp(min=1.0) / accumulation
+    if loss_type == "dr_grpo":
+        return masked.sum() / (per_token.size(0) * max_completion_length) / accumulation
+    if loss_type in ("cispo", "dapo", "vespo"):
+        return masked.sum() / items_per_update
+    if loss_type == "luspo":
+        return masked.sum(-1).mean() / accumulation
+    raise ValueError(f"an exact kl_estimator does not know loss_type {loss_type!r}")

@@ -1,0 +1,214 @@
+"""The value head of `value_baseline` in one place (fields in rl_config.py): V(state) on the policy's hidden
+states, the per-token rewards and GAE it trains on and feeds back as advantages, its loss, optimizer group,
+gradient clipping and file in each checkpoint. advantages.py calls `value_advantages`, loss.py `value_loss`;
+the trainer owns the head (`value_head`, `value_started`, `gae_state`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from rookworld_trl.grpo.baselines import EPS, local_rows, row_rewards, running_scale, task_masks, task_of
+from rookworld_trl.model.loading import gpt2_backbone
+
+
+def token_rewards(rewards: torch.Tensor, mask: torch.Tensor, terms: list, layouts: list) -> torch.Tensor:
+    """(B, T) reward per completion token for GAE: a row's reward at its last token, except where field credit
+    splits a P: answer (credit.field_terms, credit.token_layout): each written move's term at the move's last
+    token, the rest of M:'s term at M:'s last token, E:'s and B:'s at theirs, and what the terms leave of the
+    reward (the 0.2 of any parsed answer) at the last token; a row's token rewards add up to its reward."""
+    out = torch.zeros_like(mask, dtype=torch.float32)
+    for i in range(len(rewards)):
+        length = int(mask[i].sum())
+        if length == 0 or bool(rewards[i].isnan()):
+            continue
+        placed, last = 0.0, length - 1
+        if terms[i] is not None:
+            layout = layouts[i][:length]
+            ends = {}  # (field, slot) -> its last token; (field, None): the field's last token
+            for t, (field, slot) in enumerate(layout):
+                ends[(field, None)] = t
+                if slot >= 0:
+                    ends[(field, slot)] = t
+            for k, term in enumerate(terms[i]["moves"]):
+                out[i, ends.get((0, k), last)] += term
+            parts = {0: terms[i]["M"] - sum(terms[i]["moves"]), 1: terms[i]["E"], 2: terms[i]["B"]}
+            for field, term in parts.items():
+                out[i, ends.get((field, None), last)] += term
+            placed = sum(terms[i]["moves"]) + sum(parts.values())
+        out[i, last] += float(rewards[i]) - placed
+    return out
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE over completion tokens: (B, T) per-token rewards r_t (token_rewards; a (B,) sequence reward is put at
+    each row's last token), (B, T) values V_t, (B, T) mask -> (advantages, returns).
+
+    The episode ends after the last token (V = 0 beyond): delta_t = r_t + gamma V_{t+1} - V_t,
+    A_t = delta_t + gamma lam A_{t+1}, return_t = A_t + V_t (lam 1: the discounted reward-to-go, whatever V).
+    Masked tokens get 0. Unscored rows (NaN sequence reward) get 0 advantages and their values as returns.
+    """
+    mask = mask.to(values.dtype)
+    unscored = torch.zeros(len(values), dtype=torch.bool, device=values.device)
+    if rewards.dim() == 1:
+        unscored = rewards.isnan()
+        length = mask.sum(dim=1).long()
+        last = torch.zeros_like(values)
+        rows = torch.nonzero(length > 0).squeeze(1)
+        last[rows, length[rows] - 1] = 1.0
+        rewards = rewards.nan_to_num(0.0).unsqueeze(1) * last
+    values = values * mask
+    advantages = torch.zeros_like(values)
+    running = torch.zeros_like(values[:, 0])
+    for t in reversed(range(values.shape[1])):
+        following = values[:, t + 1] if t + 1 < values.shape[1] else torch.zeros_like(running)
+        delta = rewards[:, t] + gamma * following - values[:, t]
+        running = (delta + gamma * lam * running) * mask[:, t]
+        advantages[:, t] = running
+    advantages = advantages.masked_fill(unscored.unsqueeze(1), 0.0)
+    return advantages, advantages + values
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var(return - V) / Var(return) over the masked tokens (1: V predicts the returns, 0: no better than
+    their mean, < 0: worse); NaN with fewer than 2 tokens or constant returns."""
+    keep = mask.bool()
+    r, v = returns[keep].double(), values[keep].double()
+    if r.numel() < 2 or float(r.var()) == 0.0:
+        return float("nan")
+    return float(1.0 - (r - v).var() / r.var())
+
+
+def centre_tokens(advantages: torch.Tensor, mask: torch.Tensor, tasks: list[str], state: dict, decay: float):
+    """GAE advantages (B, T) -> (A - c) / s per task over its masked tokens, as RunningBaseline does for
+    sequences: c the task's token mean of A (what a lagging V adds to every token), s = max(sqrt(V_run), sd)
+    with V_run the running mean of the batch's mean (A - c)^2 (state["<task>/gae"], updated here)."""
+    out = torch.zeros_like(advantages)
+    for task, rows in task_masks(tasks, advantages.device).items():
+        keep = mask.bool() & rows.unsqueeze(1)
+        if not keep.any():
+            continue
+        c = advantages[keep].mean()
+        key = f"{task}/gae"
+        var, s = running_scale(
+            state.get(key, {}).get("var"), float(((advantages[keep] - c) ** 2).mean()), decay
+        )
+        state[key] = {"var": var}
+        out[keep] = (advantages[keep] - c) / (s + EPS)
+    return out
+
+
+class ValueHead(torch.nn.Linear):
+    """V(state) = w . h + b on the policy's (detached) last hidden state; starts at 0 (weights zeroed)."""
+
+    def __init__(self, hidden_size: int):
+        with torch.random.fork_rng(devices=[]):  # Linear's random init, zeroed below, must not move the
+            super().__init__(hidden_size, 1)  # sampler's stream: a gated run samples what the group run does
+        torch.nn.init.zeros_(self.weight)
+        torch.nn.init.zeros_(self.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return super().forward(hidden.detach().to(self.weight.dtype)).squeeze(-1)
+
+
+VALUE_HEAD_FILE = "value_head.safetensors"  # inside each checkpoint
+
+
+@torch.no_grad()
+def rollout_values(model, value_head, output: dict, batch_size: int, autocast) -> torch.Tensor:
+    """(B, T) value of the state before each completion token, by the policy as it sampled them (one no-grad
+    backbone forward per `batch_size` rows, under `autocast`, the accelerator's)."""
+    ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+    mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+    width = output["completion_ids"].shape[1]
+    backbone, values = gpt2_backbone(model), []
+    for i in range(0, len(ids), batch_size):
+        with autocast():
+            hidden = backbone(
+                input_ids=ids[i : i + batch_size], attention_mask=mask[i : i + batch_size], use_cache=False
+            )
+        values.append(value_head(hidden.last_hidden_state[:, -width - 1 : -1]))
+    return torch.cat(values).float()
+
+
+def value_loss(value_head, hidden: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """0.5 (V - return)^2 averaged over completion tokens (the head reads detached states: no policy gradient)."""
+    values = value_head(hidden)
+    return 0.5 * (((values - returns) ** 2) * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def add_value_head(optimizer, value_head, learning_rate: float) -> None:
+    """The head's own parameter group (its LR, no weight decay), once."""
+    if not any(p is value_head.weight for g in optimizer.param_groups for p in g["params"]):
+        optimizer.add_param_group(
+            {"params": list(value_head.parameters()), "lr": learning_rate, "weight_decay": 0.0}
+        )
+
+
+def save_value_head(value_head, checkpoint: str) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()}
+    save_file(state, os.path.join(checkpoint, VALUE_HEAD_FILE))
+
+
+def load_value_head(value_head, checkpoint: str) -> bool:
+    """The checkpoint's head into `value_head`; False when the checkpoint has none."""
+    path = os.path.join(checkpoint, VALUE_HEAD_FILE)
+    if os.path.isfile(path):
+        value_head.load_state_dict(load_file(path, device=str(value_head.weight.device)))
+    return os.path.isfile(path)
+
+
+@torch.no_grad()
+def start_value_head(value_head, returns: torch.Tensor, mask: torch.Tensor) -> None:
+    """The head's bias set to the mean return over the masked tokens (the weights stay 0): a head that starts
+    at 0 climbs towards the returns with every weight moving the same way, and Adam's momentum carries it past
+    them (issue 33's first run: V rose to 0.74 against returns of ~0.4, explained variance -6)."""
+    value_head.bias.fill_(float((returns * mask).sum() / mask.sum().clamp(min=1)))
+
+
+# ---- the value head in a step: advantages.py and loss.py call these with the trainer ----
+
+
+def value_advantages(trainer, output, terms, layouts) -> None:
+    """The value head's returns (reward to go) for its loss; GAE advantages once its explained variance
+    of this batch's returns, measured before it trains on them, reaches value_warmup_ev."""
+    a, ids = trainer.args, output["completion_ids"]
+    rewards = row_rewards(trainer.scored_rewards, trainer.reward_weights)[
+        local_rows(trainer.accelerator, len(ids))
+    ]
+    mask = output["completion_mask"] * output.get("tool_mask", 1)
+    mask = mask * (~rewards.isnan()).unsqueeze(1).to(mask.dtype)  # unscored rows: no target, advantage 0
+    no_terms = [None] * len(ids)
+    per_token = token_rewards(rewards, mask, terms or no_terms, layouts or no_terms).to(mask.device)
+    zero = torch.zeros_like(per_token)
+    returns = gae(per_token, zero, mask, a.gae_gamma, 1.0)[1] * mask  # lambda 1: V does not enter
+    if not trainer.value_started:  # the head's first batch: its bias starts at the returns' mean, so the
+        start_value_head(trainer.value_head, returns, mask)  # weights learn the variance, not the level
+        trainer.value_started = True
+    batch = trainer.args.per_device_train_batch_size
+    values = rollout_values(trainer.model, trainer.value_head, output, batch, trainer.accelerator.autocast)
+    output["returns"] = returns
+    tasks = [task_of(p) for p in trainer.scored_prompts]
+    explained = explained_variance(values, returns, mask)
+    trainer.log_metric("value/explained_variance", explained)
+    for task, rows in task_masks(tasks, mask.device).items():
+        name = f"value/explained_variance/{task.rstrip(':')}"
+        trainer.log_metric(name, explained_variance(values, returns, mask * rows.unsqueeze(1)))
+    trainer.log_metric("value/mean", float((values * mask).sum() / mask.sum().clamp(min=1)))
+    use = explained >= a.value_warmup_ev  # False for NaN
+    trainer.log_metric("value/gae_used", float(use))
+    if use:
+        advantages = gae(per_token, values, mask, a.gae_gamma, a.gae_lambda)[0]
+        output["advantages"] = centre_tokens(advantages, mask, tasks, trainer.gae_state, a.baseline_ema_decay)
+
+
+def clip_value_head(trainer, optimizer, args, kwargs) -> None:
+    """Before each optimizer step: the value head's gradients clipped to value_max_grad_norm on their own;
+    logs value/grad_norm (before clipping)."""
+    norm = torch.nn.utils.clip_grad_norm_(trainer.value_head.parameters(), trainer.args.value_max_grad_norm)
+    trainer.log_metric("value/grad_norm", float(norm))

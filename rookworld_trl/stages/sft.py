@@ -1,0 +1,249 @@
+"""The SFT stage (`rookworld sft`): supervised training of a RookWorld GPT-2 on P:/A: samples with TRL's SFTTrainer.
+
+    rookworld sft                        # a short SFT of the embedded model on the embedded data (~1 min)
+    rookworld sft --config recipes/sft_tiny_cpu.yaml [--max_steps 200 ...]
+    accelerate launch --config_file accelerate_configs/cpu.yaml -m rookworld_trl.stages.sft --config recipes/sft_tiny_cpu.yaml
+
+Either a new GPT-2 from scratch (n_layer/n_head/n_embd/n_positions and a tokenizer, e.g. one from
+`rookworld tokenizer train`) or a loaded model to continue (`model_name_or_path`: a local dir or hub id).
+The data is the prompt/completion split of FORMATS.md; SFTTrainer appends `<|endoftext|>` to each
+completion (the model learns to stop, as in the original training) and, by default for this kind of
+data, puts the loss on the completion tokens only (`completion_only_loss`).
+
+Outputs in `output_dir`: checkpoints with verified completion markers as GRPO's (resume with
+`--resume_from_checkpoint auto`, or a checkpoint path), TensorBoard logs,
+`metrics.jsonl` (every log line; training logs carry `tokens_per_second`), and the final model and
+tokenizer (loadable with `rookworld_trl.model.loading.load_model_and_tokenizer`). After training, greedy
+completions of held-out P: prompts give `parsed`, `layout` and `legal_best_move`, defined as in
+`rookworld eval` (a completion that parses; one laid out exactly as the renderer would; a legal B: move).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoTokenizer, EarlyStoppingCallback
+
+from rookworld_trl.chess.environment import legal_best_move, parse_board
+from rookworld_trl.chess.formats import fen_width_of, parse_policy_completion, parse_policy_prompt
+from rookworld_trl.entry import check_numbers, resolve_paths, stage_parser
+from rookworld_trl.eval.report import sft_summary
+from rookworld_trl.model.generation import generate_completions
+from rookworld_trl.model.loading import (
+    load_model_and_tokenizer,
+    new_gpt2_model,
+    set_dropout,
+    train_at_fen_width,
+)
+from rookworld_trl.training import checkpoints
+from rookworld_trl.training.console import use_compact_logs
+from rookworld_trl.training.metrics_log import JSONLMetricsCallback
+from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir
+from rookworld_trl.training.sft import RookWorldSFTConfig, RookWorldSFTTrainer
+
+
+@dataclass
+class SFTScriptArguments:
+    """What to train on and which model to start from."""
+
+    dataset: str = field(
+        default="rookworld_trl/assets/data",
+        metadata={
+            "help": "Output directory of `rookworld data generate` (train/validation splits) or a data file; "
+            "default: the embedded dataset."
+        },
+    )
+    eval_split: str = field(
+        default="validation", metadata={"help": "Held-out split for the evaluation loss."}
+    )
+    mix_env_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "Fraction of A: (environment) samples in training and evaluation; unset: as in the data."
+        },
+    )
+    fen_width: int | None = field(
+        default=None,
+        metadata={"help": "FEN field width of P: prompts (None: the data's own; recorded in config.json)."},
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use at most this many training samples."}
+    )
+    max_eval_samples: int | None = field(
+        default=512, metadata={"help": "Use at most this many held-out samples."}
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Continue this model (local dir or hub id). Unset: a new GPT-2 from scratch."},
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Tokenizer of a new model (a `rookworld tokenizer train` dir or a hub id); with "
+            "`model_name_or_path`, only needed when the model dir has no tokenizer."
+        },
+    )
+    n_layer: int = field(default=4, metadata={"help": "New model: transformer blocks."})
+    n_head: int = field(default=4, metadata={"help": "New model: attention heads (must divide n_embd)."})
+    n_embd: int = field(default=128, metadata={"help": "New model: embedding width."})
+    n_positions: int = field(default=256, metadata={"help": "New model: context length (>= max_length)."})
+    dropout: float | None = field(
+        default=None,
+        metadata={
+            "help": "Dropout during SFT. Unset: 0.0 for a new model, the loaded model's own for a continued one."
+        },
+    )
+
+    def __post_init__(self):
+        if self.model_name_or_path is None and self.tokenizer_name_or_path is None:
+            raise ValueError(
+                "a new model needs `tokenizer_name_or_path` (or set `model_name_or_path` to continue one)"
+            )
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def build_model(script_args: SFTScriptArguments):
+    """(model, tokenizer): a loaded model to continue, or a new GPT-2 sized by the arguments."""
+    if script_args.model_name_or_path is not None:
+        # the model keeps its own dropout unless `dropout` says otherwise
+        model, tokenizer = load_model_and_tokenizer(
+            script_args.model_name_or_path, tokenizer_name_or_path=script_args.tokenizer_name_or_path
+        )
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(script_args.tokenizer_name_or_path)
+        tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+        tokenizer.padding_side = (
+            "left"  # as load_model_and_tokenizer: batched generation continues on the right
+        )
+        s = script_args
+        model = new_gpt2_model(
+            tokenizer, s.n_layer, s.n_head, s.n_embd, s.n_positions, dropout=s.dropout or 0.0
+        )
+    if script_args.dropout is not None:
+        set_dropout(model, script_args.dropout)
+    return model, tokenizer
+
+
+def load_splits(script_args: SFTScriptArguments, seed: int):
+    """(train, eval) datasets with the columns prompt and completion."""
+    from rookworld_trl.data.load import detect_fen_width, load_rookworld_dataset
+
+    s = script_args
+    train = load_rookworld_dataset(
+        s.dataset,
+        split="train",
+        mix_env_ratio=s.mix_env_ratio,
+        seed=seed,
+        max_samples=s.max_train_samples,
+        fen_width=s.fen_width,
+    )
+    evaluation = load_rookworld_dataset(
+        s.dataset,
+        split=s.eval_split,
+        mix_env_ratio=s.mix_env_ratio,
+        seed=seed,
+        max_samples=s.max_eval_samples,
+        fen_width=s.fen_width or detect_fen_width(train["prompt"]),  # held-out prompts as the training data
+    )
+    # Keep only prompt/completion: with a `text` column present, SFTTrainer appends EOS to `text` and
+    # not to `completion`, then trains on prompt+completion, i.e. without the EOS.
+    return train.select_columns(["prompt", "completion"]), evaluation.select_columns(["prompt", "completion"])
+
+
+@torch.no_grad()
+def policy_checks(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_size: int = 32) -> dict:
+    """Greedy-complete P: prompts; the fractions that parse, are laid out exactly, and name a legal B: move."""
+    texts = generate_completions(
+        model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    parsed = [parse_policy_completion(text) for text in texts]
+    boards = [parse_board(parse_policy_prompt(prompt)) for prompt in prompts]
+    legal = [legal_best_move(board, text) is not None for board, text in zip(boards, texts, strict=True)]
+    n = max(len(prompts), 1)
+    return {
+        "parsed": sum(p.ok for p in parsed) / n,
+        "layout": sum(p.exact for p in parsed) / n,
+        "legal_best_move": sum(legal) / n,
+    }
+
+
+def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_dataset, eval_dataset):
+    """Build the model, train, save model + tokenizer in output_dir, check P: formats; return the trainer."""
+    model, tokenizer = build_model(script_args)
+    train_at_fen_width(
+        model, script_args.fen_width or fen_width_of(train_dataset["prompt"])
+    )  # recorded in config.json
+    n_positions = model.config.n_positions
+    if config.max_length is None or config.max_length > n_positions:
+        raise ValueError(
+            f"max_length ({config.max_length}) must be set and <= the model's n_positions ({n_positions})"
+        )
+    callbacks = []
+    if config.metrics_jsonl:
+        callbacks.append(JSONLMetricsCallback(os.path.join(config.output_dir, config.metrics_jsonl)))
+    if config.early_stopping_patience:
+        callbacks.append(
+            EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_threshold)
+        )
+    trainer = RookWorldSFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset if config.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+    trainer.accelerator.print(f"sft: {n_params / 1e6:.2f}M parameters, {len(train_dataset)} training samples")
+    check_output_dir(config.output_dir)
+    check_shared_output_dir(trainer.accelerator, config.output_dir)  # machines share it
+    with trainer.accelerator.main_process_first():  # the main process moves damaged checkpoints aside first
+        resume = checkpoints.resolve_resume(config.resume_from_checkpoint, config.output_dir)
+    if resume:
+        checkpoints.say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
+    use_compact_logs(trainer)  # the bar and one line per logging step, as `rookworld train`
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(config.output_dir)  # model + tokenizer (the best one with load_best_model_at_end)
+    if trainer.accelerator.is_main_process:
+        checks, n = format_check(trainer, tokenizer, eval_dataset, config.format_check_samples)
+        start = checkpoints.checkpoint_step(resume) if resume else 0
+        print(sft_summary(config.output_dir, start, checks, n), flush=True)
+    return trainer
+
+
+def format_check(trainer, tokenizer, eval_dataset, samples: int) -> tuple[dict | None, int]:
+    """(policy_checks of up to `samples` held-out P: prompts, logged to metrics.jsonl; how many) or (None, 0)."""
+    policy = eval_dataset.filter(lambda row: row["prompt"].startswith("P:")) if samples else []
+    policy = policy.select(range(min(samples, len(policy)))) if len(policy) else []
+    if not len(policy):
+        return None, 0
+    longest = max(len(ids) for ids in tokenizer(list(policy["completion"]))["input_ids"])
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    checks = policy_checks(model, tokenizer, list(policy["prompt"]), max_new_tokens=longest + 8)
+    trainer.log({**checks, "format_check_samples": len(policy)})
+    return checks, len(policy)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser((SFTScriptArguments, RookWorldSFTConfig), "sft")  # one-line errors, as train
+    script_args, config = parser.parse_args_and_config(args=argv)
+    check_numbers(config)
+    check_output_dir(config.output_dir)  # before anything writes there
+    resolve_paths(script_args, "dataset", "model_name_or_path", "tokenizer_name_or_path")  # bundled, any cwd
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    train_dataset, eval_dataset = load_splits(script_args, config.seed)
+    run_sft(script_args, config, train_dataset, eval_dataset)
+    return 0
+
+
+if __name__ == "__main__":
+    from rookworld_trl.entry import run_stage
+
+    sys.exit(run_stage("sft", main))
