@@ -14,7 +14,7 @@ FIELDS = {
         ("output_dir", "where checkpoints, final/, eval/, report/ and metrics.jsonl go"),
         ("max_steps", "optimizer steps"),
         ("model_name_or_path", "the model to train: a local dir or a hub id"),
-        ("dataset_path", "P:/A: data: a `rookworld data generate` dir, .txt/.jsonl/.parquet, a hub id"),
+        ("dataset_name", "P:/A: data: a `rookworld data generate` dir, .txt/.jsonl/.parquet, a hub id"),
         ("learning_rate", "peak learning rate"),
         ("per_device_train_batch_size", "completions per step and process (whole groups of num_generations)"),
         ("num_generations", "completions per prompt (the group)"),
@@ -95,7 +95,7 @@ def short_help(command: str, recipe: str, argv: list[str], shown_recipe: str, ac
 
 # the fields a recipe of each command should set (an SFT may train a new model, or for num_train_epochs)
 EXPECTED = {
-    "train": ("output_dir", "max_steps", "model_name_or_path", "dataset_path", "learning_rate"),
+    "train": ("output_dir", "max_steps", "model_name_or_path", "dataset_name", "learning_rate"),
     "sft": ("output_dir", "dataset", "learning_rate"),
 }
 

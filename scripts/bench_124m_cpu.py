@@ -59,7 +59,7 @@ def main() -> None:
         if args.grpo_steps:
             out = tmp / "grpo"
             rss = run(["rookworld_trl.stages.grpo", "--config", str(ROOT / "recipes" / "grpo_rookworld_124m_gpu.yaml"),
-                       "--model_name_or_path", model, "--dataset_path", DATA, "--output_dir", str(out),
+                       "--model_name_or_path", model, "--dataset_name", DATA, "--output_dir", str(out),
                        "--use_cpu", "true", "--bf16", "false", "--max_steps", str(args.grpo_steps),
                        "--per_device_train_batch_size", str(args.batch), "--num_generations", str(args.batch),
                        "--save_strategy", "no", "--eval_samples", "0", "--log_completions", "false",

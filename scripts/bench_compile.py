@@ -38,7 +38,7 @@ def run(setting: str, steps: int, tmp: Path) -> str:
     out = tmp / setting
     argv = ["--config", str(ROOT / "recipes" / "grpo_rookworld_124m_gpu.yaml"),
             "--model_name_or_path", str(ROOT / "rookworld_trl" / "assets" / "model"),
-            "--dataset_path", str(ROOT / "rookworld_trl" / "assets" / "data"), "--output_dir", str(out),
+            "--dataset_name", str(ROOT / "rookworld_trl" / "assets" / "data"), "--output_dir", str(out),
             "--per_device_train_batch_size", "8", "--num_generations", "4", "--max_steps", str(steps),
             "--save_strategy", "no", "--eval_samples", "0", "--log_completions", "false", "--report_to", "none",
             "--disable_tqdm", "true"] + (["--bf16", "false"] if setting == "eager" else [])  # fmt: skip

@@ -70,7 +70,7 @@ def ours(model: str, out: str, steps: int, compiled: bool, cuda: bool, callbacks
     from rookworld_trl.stages import grpo
 
     device = [] if cuda else ["--use_cpu", "true", "--bf16", "false"]
-    trainer, engine, _, _ = grpo.build(["--config", RECIPE, "--model_name_or_path", model, "--dataset_path", DATA,
+    trainer, engine, _, _ = grpo.build(["--config", RECIPE, "--model_name_or_path", model, "--dataset_name", DATA,
                                         "--output_dir", out, "--max_steps", str(steps), "--save_strategy", "no",
                                         "--eval_samples", "0", "--eval_every_steps", "0", "--log_completions",
                                         "false", "--report_to", "none", "--disable_tqdm", "true", "--metrics_jsonl",

@@ -95,7 +95,7 @@ def test_compile_config_runs_the_124m_recipe_with_a_gpu_runs_shapes_and_compiles
     out = tmp_path / "run"
     argv = ["--config", str(ROOT / "recipes" / "grpo_rookworld_124m_gpu.yaml"),
             "--model_name_or_path", str(ROOT / "rookworld_trl" / "assets" / "model"),
-            "--dataset_path", str(ROOT / "rookworld_trl" / "assets" / "data"), "--output_dir", str(out),
+            "--dataset_name", str(ROOT / "rookworld_trl" / "assets" / "data"), "--output_dir", str(out),
             "--max_steps", "6", "--save_steps", "5", "--eval_samples", "0", "--log_completions", "false",
             "--report_to", "none", "--disable_tqdm", "true"]  # fmt: skip
     cmd, extra = launcher(

@@ -92,7 +92,7 @@ def test_parity_at_124m_shape(tmp_path):
 
 
 GRPO_124M = [
-    "--config", str(ROOT / "recipes" / "grpo_rookworld_124m_gpu.yaml"), "--dataset_path", str(EMBEDDED),
+    "--config", str(ROOT / "recipes" / "grpo_rookworld_124m_gpu.yaml"), "--dataset_name", str(EMBEDDED),
     "--use_cpu", "true", "--bf16", "false", "--per_device_train_batch_size", "4", "--num_generations", "4",
     "--save_steps", "1", "--eval_samples", "4", "--log_completions", "false", "--report_to", "none",
     "--disable_tqdm", "true",

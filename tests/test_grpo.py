@@ -43,8 +43,6 @@ from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
         (dict(ref_model_device="gpu:1"), "ref_model_device 'gpu:1': expected a device of type"),
         (dict(ref_model_device="cuda:1", beta=0.01, sync_ref_model=True), "sync_ref_model"),
         (dict(lr_schedule="cosine_forever"), "lr_schedule"),
-        (dict(reward_funcs=[]), "reward_funcs is empty"),
-        (dict(reward_funcs=["a", "b"], reward_weights=[1.0]), "reward_weights"),
         (dict(replay_coef=-1.0), "replay_coef >= 0"),
         (dict(replay_task="B"), "replay_task must be"),
     ],
@@ -52,6 +50,17 @@ from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 def test_config_rejects_bad_values(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         tiny_config(tmp_path, **overrides)
+
+
+def test_reward_funcs_are_checked_against_the_config(tmp_path):
+    from rookworld_trl.grpo.script_args import GRPOScriptArguments, check_rewards
+
+    with pytest.raises(ValueError, match="reward_funcs is empty"):
+        GRPOScriptArguments(reward_funcs=[])
+    with pytest.raises(ValueError, match="reward_weights has 1 entries, reward_funcs 2"):
+        check_rewards(GRPOScriptArguments(reward_funcs=["a", "b"]), tiny_config(tmp_path, reward_weights=[1.0]))
+    with pytest.raises(ValueError, match="field_credit needs policy_reward"):
+        check_rewards(GRPOScriptArguments(reward_funcs=["env_reward"]), tiny_config(tmp_path, field_credit=True))
 
 
 # ---- plain training and observability ----
@@ -157,7 +166,6 @@ def test_replay_weighs_replay_coef_whatever_the_accumulation(model_dir, tmp_path
             replay_batch_size=2,
             max_grad_norm=0.0,
             gradient_accumulation_steps=accumulation,
-            reward_funcs=["test_grpo:constant_reward"],
         ),  # fmt: skip
         train_dataset=with_completions(tiny_dataset()),
         processing_class=tokenizer,

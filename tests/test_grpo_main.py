@@ -30,9 +30,9 @@ def test_recipe_parses_into_the_config(recipe):
     # bf16 recipes are for GPUs; on a CPU-only machine TrainingArguments refuses bf16 unless use_cpu is set
     extra = [] if torch.cuda.is_available() else ["--use_cpu", "true"]
     script, args, model_args = parser.parse_args_and_config(["--config", str(recipe), *extra])
-    assert model_args.model_name_or_path and script.dataset_path and args.reward_funcs
+    assert model_args.model_name_or_path and script.dataset_name and script.reward_funcs
     assert 0 <= script.selfplay_ratio <= 1 and script.engine_depth
-    assert args.reward_weights is None or len(args.reward_weights) == len(args.reward_funcs)
+    assert args.reward_weights is None or len(args.reward_weights) == len(script.reward_funcs)
     assert args.per_device_train_batch_size % args.num_generations == 0
 
 
@@ -81,7 +81,7 @@ def test_push_to_hub_offline_is_a_clear_error(monkeypatch, capsys):
 @pytest.mark.parametrize(
     "flags, says",
     [
-        (["--dataset_path", "no/such/dir"], "no/such/dir"),
+        (["--dataset_name", "no/such/dir"], "no/such/dir"),
         (["--model_name_or_path", "/no/such/model"], "/no/such/model"),
         (["--replay_task", "B"], "replay_task must be one of"),
     ],
@@ -121,7 +121,7 @@ def test_main_trains_from_the_tiny_recipe(model_dir, tmp_path):
     out = tmp_path / "run"
     code = main(
         tiny_recipe_argv(
-            model_dir, tmp_path, "--max_steps", "2", "--eval_samples", "4", "--eval_split", "train"
+            model_dir, tmp_path, "--max_steps", "2", "--eval_samples", "4", "--dataset_test_split", "train"
         )
     )
     assert code == 0
@@ -151,7 +151,7 @@ def test_accelerate_launch_runs_the_stage(model_dir, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch",
            "--config_file", str(ROOT / "accelerate_configs/cpu.yaml"),
            "-m", "rookworld_trl.stages.grpo", "--config", str(ROOT / "recipes/grpo_tiny_cpu.yaml"),
-           "--model_name_or_path", model_dir, "--dataset_path", str(data), "--output_dir", str(out),
+           "--model_name_or_path", model_dir, "--dataset_name", str(data), "--output_dir", str(out),
            "--reward_funcs", "env_reward", "--reward_weights", "1.0", "--mix_env_ratio", "1.0",
            "--field_credit", "false", "--eval_samples", "0",  # field credit grades P: answers; an A:-only run
            "--max_steps", "2", "--max_completion_length", "16"]  # fmt: skip

@@ -14,7 +14,7 @@ from tiny_grpo import make_trainer
 
 from rookworld_trl.entry import run_stage
 from rookworld_trl.stages import grpo as grpo_stage
-from rookworld_trl.training import sft
+from rookworld_trl.stages import sft
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = str(ROOT / "recipes" / "grpo_tiny_cpu.yaml")
@@ -120,7 +120,7 @@ def test_missing_local_dataset_hint_says_how_to_make_it(monkeypatch):
         load_rookworld_dataset("data/no_such_dir")
 
 
-# ---- 4. a dataset_path that holds no P:/A: rows: what it holds and what is expected ----
+# ---- 4. a dataset_name that holds no P:/A: rows: what it holds and what is expected ----
 
 BAD_DATA = {"empty.txt": b"", "weights.bin": bytes(range(256)) * 8, "table.csv": b"fen,move\nabc,e2e4\n"}
 
@@ -129,7 +129,7 @@ BAD_DATA = {"empty.txt": b"", "weights.bin": bytes(range(256)) * 8, "table.csv":
 def test_bad_dataset_path_is_explained(name, tmp_path, capsys):
     data = tmp_path / name
     data.write_bytes(BAD_DATA[name])
-    line = train_error(tmp_path, capsys, "--dataset_path", str(data))
+    line = train_error(tmp_path, capsys, "--dataset_name", str(data))
     assert f"{data} (split 'train') holds no P:/A: rows" in line and "rookworld data load" in line
     assert ("0 lines" if not BAD_DATA[name] else "malformed (") in line
 
@@ -245,7 +245,7 @@ def test_custom_config_with_few_fields_says_it_replaces_the_recipe(tmp_path, cap
     recipe.write_text("max_steps: 3\n")
     say_unset_fields("train", str(recipe), ["--output_dir", "x"], "recipes/grpo_tiny_cpu.yaml")
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 1 and "sets no model_name_or_path, dataset_path, learning_rate" in out[0]
+    assert len(out) == 1 and "sets no model_name_or_path, dataset_name, learning_rate" in out[0]
     assert "replaces the default recipe (recipes/grpo_tiny_cpu.yaml)" in out[0]
     for bundled in sorted((ROOT / "recipes").glob("*.yaml")):  # a full recipe: nothing to say
         command = "sft" if bundled.name.startswith("sft") else "train"

@@ -263,7 +263,7 @@ def test_the_example_reward_scores_p_answers_and_leaves_a_out():
 
 @pytest.mark.integration
 def test_sft_has_trains_console_a_line_per_logging_step_and_a_summary(tmp_path, capsys):
-    from rookworld_trl.training import sft
+    from rookworld_trl.stages import sft
 
     flags = ["--max_steps", "4", "--logging_steps", "2", "--eval_steps", "2", "--save_steps", "4",
              "--max_train_samples", "64", "--format_check_samples", "4", "--use_cpu", "true",

@@ -44,7 +44,7 @@ def config(tmp_path, **overrides) -> RookWorldGRPOConfig:
     kwargs = dict(
         output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=8, num_generations=4,
         max_completion_length=60, use_cpu=True, bf16=False, report_to=[], logging_steps=1, save_strategy="no",
-        seed=0, learning_rate=1e-4, reward_funcs=["policy_reward"], disable_tqdm=True, temperature=0.6,
+        seed=0, learning_rate=1e-4, disable_tqdm=True, temperature=0.6,
     )  # fmt: skip
     kwargs.update(overrides)
     return RookWorldGRPOConfig(**kwargs)

@@ -69,7 +69,7 @@ def tiny_config(output_dir, **overrides) -> RookWorldGRPOConfig:
     kwargs = dict(
         output_dir=str(output_dir), max_steps=2, per_device_train_batch_size=4, num_generations=4,
         max_completion_length=8, use_cpu=True, bf16=False, report_to=[], logging_steps=1, save_strategy="no",
-        seed=0, learning_rate=1e-3, reward_funcs=["tiny_grpo:file_reward"], nan_snapshot_steps=1,
+        seed=0, learning_rate=1e-3, nan_snapshot_steps=1,
         disable_tqdm=True,
         lr_scheduler_type="constant",
     )  # fmt: skip
@@ -133,7 +133,7 @@ def tiny_recipe_argv(model_path: str, tmp_path, *flags: str) -> list[str]:
     data.write_text("\n".join(env_lines()) + "\n")
     return [
         "--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--model_name_or_path", model_path,
-        "--dataset_path", str(data), "--output_dir", str(tmp_path / "run"), "--reward_funcs", "env_reward",
+        "--dataset_name", str(data), "--output_dir", str(tmp_path / "run"), "--reward_funcs", "env_reward",
         "--reward_weights", "1.0", "--field_credit", "false", "--mix_env_ratio", "1.0",
         "--max_completion_length", "16", "--disable_tqdm", "true", "--fen_width", "89", *flags,
     ]  # fmt: skip

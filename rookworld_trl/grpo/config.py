@@ -34,16 +34,10 @@ def compiling(config) -> bool:
 
 @dataclass
 class RookWorldGRPOConfig(RLOptions, GRPOConfig):
-    """GRPOConfig plus the RookWorld fields. The model (and LoRA) comes from TRL's ModelConfig."""
+    """GRPOConfig plus the RookWorld fields, by section (the RL options: rl_config.py). The model (and LoRA)
+    comes from TRL's ModelConfig; what only the stage reads (data, rewards, evals): script_args.py."""
 
-    reward_funcs: list[str] = field(
-        default_factory=lambda: ["policy_reward", "env_reward"],
-        metadata={
-            "help": "Reward functions: names in rookworld_trl.rewards.functions.REWARD_FUNCS, or your own by its "
-            "dotted path (my_pkg.rewards.my_reward; examples/my_reward.py). Weight them with TRL's reward_weights "
-            "(same order)."
-        },
-    )
+    # ---- rewards and credit ----
     reward_shaping: str = field(
         default="graduated",
         metadata={
@@ -62,14 +56,7 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
             "reward_funcs."
         },
     )
-    padding_aware_positions: bool = field(
-        default=True,
-        metadata={
-            "help": "Number GPT-2 positions from the attention mask when TRL scores left-padded rows, as "
-            "generate() does when sampling (policy and reference model); see "
-            "rookworld_trl.model.loading.use_padding_aware_positions."
-        },
-    )
+    # ---- KL: adaptive beta and the KL guard ----
     adaptive_kl: bool = field(
         default=False,
         metadata={
@@ -97,6 +84,7 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
         default=50.0,
         metadata={"help": "KL guard: above this KL, save a checkpoint and stop. Only active when beta > 0."},
     )
+    # ---- safety: non-finite steps, rollback and the stable checkpoint ----
     nan_max_retries: int = field(
         default=3,
         metadata={
@@ -115,86 +103,10 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
             "weights of RAM."
         },
     )
-    ref_model_device: str | None = field(
-        default=None,
-        metadata={
-            "help": "Put the reference model on this device (e.g. 'cuda:1', 'cpu'): frees policy-GPU memory. "
-            "Only with beta > 0 and full fine-tuning (with PEFT the reference is the adapter-disabled "
-            "policy)."
-        },
-    )
     save_stable: bool = field(
         default=True,
         metadata={
             "help": "Keep the last checkpoint of a healthy step (finite, KL < kl_warn) in output_dir/stable."
-        },
-    )
-    metrics_jsonl: str | None = field(
-        default="metrics.jsonl",
-        metadata={"help": "Append every log entry as one JSON line to this file (relative to output_dir)."},
-    )
-    lr_schedule: str | None = field(
-        default=None,
-        metadata={
-            "help": "'warmup_cosine_linear' replaces lr_scheduler_type: linear warmup (warmup_steps; < 1 is "
-            "a ratio), cosine down to lr_cosine_min_ratio, then a linear decay to zero over the last "
-            "lr_final_decay_ratio of the steps."
-        },
-    )
-    lr_cosine_min_ratio: float = field(
-        default=0.1, metadata={"help": "warmup_cosine_linear: LR (fraction of peak) where the cosine ends."}
-    )
-    lr_final_decay_ratio: float = field(
-        default=0.1,
-        metadata={"help": "warmup_cosine_linear: fraction of the steps in the final linear decay."},
-    )
-    replay_coef: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of a supervised loss on reference completions added to each micro-batch (InstructGPT's "
-            "PPO-ptx; rookworld_trl/grpo/replay.py): holds what the reward does not train. 0: off."
-        },
-    )
-    replay_task: str = field(
-        default="A",
-        metadata={"help": "Training rows to replay: A (python-chess truth), P (engine labels) or all."},
-    )
-    replay_batch_size: int = field(default=16, metadata={"help": "Rows replayed per micro-batch."})
-    # TRL turns activation checkpointing on; it saves memory a 124M model does not need and costs ~20% speed.
-    # transformers 5 renamed it `activation_checkpointing` (default off): a None alias leaves that name in
-    # charge without a deprecation warning (as in sft.py).
-    gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "Deprecated alias of `activation_checkpointing` (off unless set)."}
-    )
-    disable_dropout: bool = field(
-        default=True,
-        metadata={
-            "help": "Dropout off in the policy and the reference (TRL's option; on by default here): with dropout "
-            "the same weights give other log-probs at every forward, so the KL and the importance ratio would "
-            "measure dropout noise instead of policy change."
-        },
-    )
-    generation_backend: str = field(
-        default="rookworld",
-        metadata={
-            "help": "Who samples the completions: 'rookworld' (rookworld_trl/model/decoding.py through TRL's rollout_func: "
-            "one prefill per prompt shared by its group, a static KV cache, a CUDA graph per token on GPUs) or "
-            "'transformers' (TRL's generate()). use_vllm: true uses vLLM either way."
-        },
-    )
-    shared_prefix_scoring: bool = field(
-        default=True,
-        metadata={
-            "help": "Score GRPO completions with each distinct prompt computed once for its group "
-            "(rookworld_trl/model/shared_prefix.py: the same log-probs and gradients as TRL's forward, about half "
-            "its FLOPs at 8 samples per prompt). false: TRL's forward over every row."
-        },
-    )
-    print_completions_every: int = field(
-        default=50,
-        metadata={
-            "help": "With log_completions, print a sample table of completions on the console every N steps "
-            "(0: never); the completions Parquet is still written at every logging step."
         },
     )
     resume_from_checkpoint: str | None = field(
@@ -203,6 +115,15 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
             "help": "A checkpoint path, 'auto' (latest complete checkpoint in output_dir, else a fresh "
             "start) or 'stable'/'recovery' (output_dir/stable). Incomplete checkpoints are never used; "
             "resuming from step N moves checkpoints past N to output_dir/superseded/."
+        },
+    )
+    # ---- sampler and scoring ----
+    generation_backend: str = field(
+        default="rookworld",
+        metadata={
+            "help": "Who samples the completions: 'rookworld' (rookworld_trl/model/decoding.py through TRL's rollout_func: "
+            "one prefill per prompt shared by its group, a static KV cache, a CUDA graph per token on GPUs) or "
+            "'transformers' (TRL's generate()). use_vllm: true uses vLLM either way."
         },
     )
     sampler_check_every: int = field(
@@ -229,9 +150,87 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
             "sampling/importance_sampling_ratio/*). Costs one scoring forward per generation batch."
         },
     )
+    padding_aware_positions: bool = field(
+        default=True,
+        metadata={
+            "help": "Number GPT-2 positions from the attention mask when TRL scores left-padded rows, as "
+            "generate() does when sampling (policy and reference model); see "
+            "rookworld_trl.model.loading.use_padding_aware_positions."
+        },
+    )
+    shared_prefix_scoring: bool = field(
+        default=True,
+        metadata={
+            "help": "Score GRPO completions with each distinct prompt computed once for its group "
+            "(rookworld_trl/model/shared_prefix.py: the same log-probs and gradients as TRL's forward, about half "
+            "its FLOPs at 8 samples per prompt). false: TRL's forward over every row."
+        },
+    )
+    ref_model_device: str | None = field(
+        default=None,
+        metadata={
+            "help": "Put the reference model on this device (e.g. 'cuda:1', 'cpu'): frees policy-GPU memory. "
+            "Only with beta > 0 and full fine-tuning (with PEFT the reference is the adapter-disabled "
+            "policy)."
+        },
+    )
+    # ---- replay of A: truths ----
+    replay_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of a supervised loss on reference completions added to each micro-batch (InstructGPT's "
+            "PPO-ptx; rookworld_trl/grpo/replay.py): holds what the reward does not train. 0: off."
+        },
+    )
+    replay_task: str = field(
+        default="A",
+        metadata={"help": "Training rows to replay: A (python-chess truth), P (engine labels) or all."},
+    )
+    replay_batch_size: int = field(default=16, metadata={"help": "Rows replayed per micro-batch."})
+    # ---- learning-rate schedule ----
+    lr_schedule: str | None = field(
+        default=None,
+        metadata={
+            "help": "'warmup_cosine_linear' replaces lr_scheduler_type: linear warmup (warmup_steps; < 1 is "
+            "a ratio), cosine down to lr_cosine_min_ratio, then a linear decay to zero over the last "
+            "lr_final_decay_ratio of the steps."
+        },
+    )
+    lr_cosine_min_ratio: float = field(
+        default=0.1, metadata={"help": "warmup_cosine_linear: LR (fraction of peak) where the cosine ends."}
+    )
+    lr_final_decay_ratio: float = field(
+        default=0.1,
+        metadata={"help": "warmup_cosine_linear: fraction of the steps in the final linear decay."},
+    )
+    # ---- TRL defaults we change, and the console ----
+    # TRL turns activation checkpointing on; it saves memory a 124M model does not need and costs ~20% speed.
+    # transformers 5 renamed it `activation_checkpointing` (default off): a None alias leaves that name in
+    # charge without a deprecation warning (as in sft.py).
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of `activation_checkpointing` (off unless set)."}
+    )
+    disable_dropout: bool = field(
+        default=True,
+        metadata={
+            "help": "Dropout off in the policy and the reference (TRL's option; on by default here): with dropout "
+            "the same weights give other log-probs at every forward, so the KL and the importance ratio would "
+            "measure dropout noise instead of policy change."
+        },
+    )
+    print_completions_every: int = field(
+        default=50,
+        metadata={
+            "help": "With log_completions, print a sample table of completions on the console every N steps "
+            "(0: never); the completions Parquet is still written at every logging step."
+        },
+    )
+    metrics_jsonl: str | None = field(
+        default="metrics.jsonl",
+        metadata={"help": "Append every log entry as one JSON line to this file (relative to output_dir)."},
+    )
 
     def __post_init__(self):
-        self._check_rewards()
         self._check_kl()
         self._check_ref_model_device()
         if self.nan_max_retries < 0 or not 0.0 < self.nan_lr_factor <= 1.0 or self.nan_snapshot_steps < 1:
@@ -252,16 +251,6 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
         if self.pad_to_multiple_of == "auto" and compiling(self):  # TRL's "auto" pads on Neuron only
             self.pad_to_multiple_of = COMPILE_PAD
         super().__post_init__()
-
-    def _check_rewards(self) -> None:
-        if not self.reward_funcs:
-            raise ValueError("reward_funcs is empty: name at least one, e.g. ['policy_reward', 'env_reward']")
-        if self.field_credit and "policy_reward" not in self.reward_funcs:
-            raise ValueError("field_credit needs policy_reward among reward_funcs (it reads its components)")
-        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_funcs):
-            raise ValueError(
-                f"reward_weights has {len(self.reward_weights)} entries, reward_funcs {len(self.reward_funcs)}"
-            )
 
     def _check_kl(self) -> None:
         if self.adaptive_kl:

@@ -1,6 +1,6 @@
-"""GRPOScriptArguments: what the GRPO stage needs besides the trainer's config (RookWorldGRPOConfig) and the
-model's (TRL's ModelConfig): the data, the engine behind the policy reward and the evals, the evals, self-play
-positions and checkpoint publishing. TrlParser parses the three together (stages/grpo.py), as TRL's scripts and
+"""GRPOScriptArguments: what only the GRPO stage reads, besides the trainer's config (RookWorldGRPOConfig) and the
+model's (TRL's ModelConfig): the data (TRL's ScriptArguments fields, dataset_name and its splits), the reward
+functions, the engine behind the policy reward and the evals, the evals, self-play positions and publishing. TrlParser parses the three together (stages/grpo.py), as TRL's scripts and
 stages/sft.py do, so one YAML recipe feeds all three and every field is also a --flag.
 """
 
@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from trl import ScriptArguments
+
 
 @dataclass
-class GRPOScriptArguments:
-    """Data, engine, evals, self-play and publishing of a GRPO run; checked in `__post_init__`."""
+class GRPOScriptArguments(ScriptArguments):
+    """Data, rewards, engine, evals, self-play and publishing of a GRPO run; checked in `__post_init__`."""
 
-    dataset_path: str | None = field(
+    # ---- data (TRL's ScriptArguments: dataset_name, dataset_train_split, dataset_test_split) ----
+    dataset_name: str | None = field(
         default=None,
-        metadata={"help": "Local dataset dir/file or hub id, read by rookworld_trl.data.commands."},
+        metadata={"help": "P:/A: data: a local dataset dir/file or a hub id (rookworld_trl/data/load.py)."},
     )
-    dataset_split: str = field(default="train", metadata={"help": "Dataset split to train on."})
     dataset_max_samples: int | None = field(
         default=None, metadata={"help": "Train on the first N rows (after mixing); None: all."}
     )
@@ -36,6 +38,15 @@ class GRPOScriptArguments:
             "stored mix."
         },
     )
+    # ---- rewards and the engine behind them ----
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["policy_reward", "env_reward"],
+        metadata={
+            "help": "Reward functions: names in rookworld_trl.rewards.functions.REWARD_FUNCS, or your own by its "
+            "dotted path (my_pkg.rewards.my_reward; examples/my_reward.py). Weight them with TRL's reward_weights "
+            "(same order)."
+        },
+    )
     engine_depth: int | None = field(
         default=8,
         metadata={
@@ -51,18 +62,21 @@ class GRPOScriptArguments:
         default="engine_cache.sqlite",
         metadata={"help": "sqlite cache of engine analyses (relative to output_dir); null: memory only."},
     )
+    # ---- evals ----
     eval_every_steps: int = field(
         default=0,
         metadata={
             "help": "Every N steps (and before the first), a greedy policy + environment eval of the policy on a "
-            "fixed held-out sample of eval_split: the run's learning curve (report/learning_curve.png). 0: off."
+            "fixed held-out sample of dataset_test_split: the run's learning curve (report/learning_curve.png). 0: off."
         },
     )
     eval_every_samples: int = field(
         default=200,
         metadata={"help": "Positions and transitions per suite in each eval_every_steps eval."},
     )
-    eval_split: str = field(default="test", metadata={"help": "Held-out split of dataset_path for evals."})
+    dataset_test_split: str = field(
+        default="test", metadata={"help": "Held-out split of dataset_name for evals."}
+    )
     eval_samples: int = field(
         default=200,
         metadata={"help": "Positions and transitions per suite in the before/after eval (0: no final eval)."},
@@ -74,6 +88,7 @@ class GRPOScriptArguments:
             "tokens: the whole test split of both tasks takes ~20 min on 2 cores, its P: half ~2 min)."
         },
     )
+    # ---- self-play ----
     selfplay_ratio: float = field(
         default=0.0,
         metadata={
@@ -94,6 +109,7 @@ class GRPOScriptArguments:
     selfplay_buffer_size: int = field(
         default=5000, metadata={"help": "Self-play: positions kept (FIFO, one per position)."}
     )
+    # ---- publishing ----
     push_checkpoints: bool = field(
         default=False,
         metadata={
@@ -103,6 +119,10 @@ class GRPOScriptArguments:
     )
 
     def __post_init__(self):
+        if not self.reward_funcs:
+            raise ValueError("reward_funcs is empty: name at least one, e.g. ['policy_reward', 'env_reward']")
+        if self.dataset_streaming:
+            raise ValueError("dataset_streaming is not supported: the stage mixes and samples a loaded split")
         if not 0.0 <= self.selfplay_ratio <= 1.0:
             raise ValueError(f"selfplay_ratio must be in [0, 1], got {self.selfplay_ratio}")
         small = [
@@ -110,3 +130,13 @@ class GRPOScriptArguments:
         ]
         if small:
             raise ValueError(f"selfplay_{small[0]} must be >= 1, got {getattr(self, f'selfplay_{small[0]}')}")
+
+
+def check_rewards(script: GRPOScriptArguments, config) -> None:
+    """reward_funcs against the trainer's config: its weights and field credit."""
+    if config.field_credit and "policy_reward" not in script.reward_funcs:
+        raise ValueError("field_credit needs policy_reward among reward_funcs (it reads its components)")
+    if config.reward_weights is not None and len(config.reward_weights) != len(script.reward_funcs):
+        raise ValueError(
+            f"reward_weights has {len(config.reward_weights)} entries, reward_funcs {len(script.reward_funcs)}"
+        )

@@ -29,7 +29,7 @@ from rookworld_trl.chess.formats import fen_width_of
 from rookworld_trl.entry import check_numbers, resolve_paths, stage_parser
 from rookworld_trl.errors import UserError
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
-from rookworld_trl.grpo.script_args import GRPOScriptArguments
+from rookworld_trl.grpo.script_args import GRPOScriptArguments, check_rewards
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_width
@@ -99,13 +99,13 @@ def eval_settings(
     env_samples: int | None = None,
     **more,
 ):
-    """The run's held-out eval: policy + env suites on eval_split, greedy, the engine settings of the reward."""
+    """The run's held-out eval: policy + env suites on dataset_test_split, greedy, the engine settings of the reward."""
     from rookworld_trl.eval.evaluate import EvalSettings
 
     return EvalSettings(
         **more,
-        data=script.dataset_path,
-        split=script.eval_split,
+        data=script.dataset_name,
+        split=script.dataset_test_split,
         fen_width=script.fen_width,
         suites="policy,env",
         policy_samples=samples,
@@ -248,6 +248,10 @@ def parse(argv: list[str] | None = None):
     parser = stage_parser((GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig), "train")  # one-line errors
     script, args, model_args = parser.parse_args_and_config(argv)
     check_numbers(script, args)
+    try:
+        check_rewards(script, args)
+    except ValueError as e:
+        parser.error(str(e))
     check_output_dir(args.output_dir)  # before the engine cache or logs write there
     if args.push_to_hub and _hub_offline():
         parser.error(
@@ -255,11 +259,11 @@ def parse(argv: list[str] | None = None):
         )
     if args.push_to_hub:  # the token and the repo name now, not after hours of training
         publish.check_hub(args)
-    if not model_args.model_name_or_path or not script.dataset_path:
-        parser.error("set model_name_or_path and dataset_path (in the recipe or as --flags)")
+    if not model_args.model_name_or_path or not script.dataset_name:
+        parser.error("set model_name_or_path and dataset_name (in the recipe or as --flags)")
     # Recipes name the embedded model and data relative to the repository/package root: any cwd works.
     resolve_paths(model_args, "model_name_or_path")
-    resolve_paths(script, "dataset_path")
+    resolve_paths(script, "dataset_name")
     return script, args, model_args
 
 
@@ -269,8 +273,8 @@ def load_training_rows(script: GRPOScriptArguments, args: RookWorldGRPOConfig, m
     from rookworld_trl.data.load import load_rookworld_dataset
 
     dataset = load_rookworld_dataset(
-        script.dataset_path,
-        split=script.dataset_split,
+        script.dataset_name,
+        split=script.dataset_train_split,
         mix_env_ratio=script.mix_env_ratio,
         seed=args.seed,
         max_samples=script.dataset_max_samples,
@@ -280,7 +284,9 @@ def load_training_rows(script: GRPOScriptArguments, args: RookWorldGRPOConfig, m
     script.fen_width = train_at_fen_width(model, script.fen_width or fen_width_of(dataset["prompt"]))
     # Replay draws from the whole split: the mix above may hold no rows of the replayed task
     replay_rows = (
-        load_rookworld_dataset(script.dataset_path, split=script.dataset_split, fen_width=script.fen_width)
+        load_rookworld_dataset(
+            script.dataset_name, split=script.dataset_train_split, fen_width=script.fen_width
+        )
         if args.replay_coef
         else None
     )
@@ -304,7 +310,7 @@ def build(argv: list[str] | None = None):
     engine = engine_pool(script, args.output_dir)
     trainer = RookWorldGRPOTrainer(
         model=model,
-        reward_funcs=resolve_reward_funcs(args.reward_funcs, args.reward_shaping, engine),
+        reward_funcs=resolve_reward_funcs(script.reward_funcs, args.reward_shaping, engine),
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
@@ -325,7 +331,7 @@ def build(argv: list[str] | None = None):
         from rookworld_trl.eval.callback import EvalCallback
 
         held_out = load_rookworld_dataset(
-            script.dataset_path, split=script.eval_split, fen_width=script.fen_width
+            script.dataset_name, split=script.dataset_test_split, fen_width=script.fen_width
         )
         settings = eval_settings(script, args, script.eval_every_samples)
         trainer.add_callback(EvalCallback(trainer, held_out, engine, script.eval_every_steps, settings))

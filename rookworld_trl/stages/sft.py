@@ -56,7 +56,7 @@ class SFTScriptArguments:
             "default: the embedded dataset."
         },
     )
-    eval_split: str = field(
+    dataset_test_split: str = field(
         default="validation", metadata={"help": "Held-out split for the evaluation loss."}
     )
     mix_env_ratio: float | None = field(
@@ -145,7 +145,7 @@ def load_splits(script_args: SFTScriptArguments, seed: int):
     )
     evaluation = load_rookworld_dataset(
         s.dataset,
-        split=s.eval_split,
+        split=s.dataset_test_split,
         mix_env_ratio=s.mix_env_ratio,
         seed=seed,
         max_samples=s.max_eval_samples,

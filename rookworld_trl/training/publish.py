@@ -38,7 +38,7 @@ def model_card(args, steps: int, base_model: str | None, eval_md: str | None, sc
     def setting(name: str, default=None):
         return next((getattr(c, name) for c in recipe if hasattr(c, name)), default)
 
-    dataset = setting("dataset_path")
+    dataset = setting("dataset_name")
     data = ModelCardData(
         library_name="transformers",
         tags=["rookworld", "chess", "grpo", "trl", "rlvr"],
@@ -52,7 +52,7 @@ def model_card(args, steps: int, base_model: str | None, eval_md: str | None, sc
         f"GRPO fine-tune of `{base_model}` with RookWorld-TRL: rewards verified by python-chess (A: task) "
         "and Stockfish (P: task).",
         "",
-        f"- data: `{dataset}` (split `{setting('dataset_split', 'train')}`)",
+        f"- data: `{dataset}` (split `{setting('dataset_train_split', 'train')}`)",
         f"- steps trained: {steps}",
         "",
         "## Settings",
