@@ -58,9 +58,13 @@ def test_reward_funcs_are_checked_against_the_config(tmp_path):
     with pytest.raises(ValueError, match="reward_funcs is empty"):
         GRPOScriptArguments(reward_funcs=[])
     with pytest.raises(ValueError, match="reward_weights has 1 entries, reward_funcs 2"):
-        check_rewards(GRPOScriptArguments(reward_funcs=["a", "b"]), tiny_config(tmp_path, reward_weights=[1.0]))
+        check_rewards(
+            GRPOScriptArguments(reward_funcs=["a", "b"]), tiny_config(tmp_path, reward_weights=[1.0])
+        )
     with pytest.raises(ValueError, match="field_credit needs policy_reward"):
-        check_rewards(GRPOScriptArguments(reward_funcs=["env_reward"]), tiny_config(tmp_path, field_credit=True))
+        check_rewards(
+            GRPOScriptArguments(reward_funcs=["env_reward"]), tiny_config(tmp_path, field_credit=True)
+        )
 
 
 # ---- plain training and observability ----

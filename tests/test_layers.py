@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LINT = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command as c; sys.exit(c())"]
+LINT = [
+    sys.executable,
+    "-c",
+    "import sys; from importlinter.cli import lint_imports_command as c; sys.exit(c())",
+]
 
 pytestmark = pytest.mark.integration  # a subprocess
 
@@ -28,7 +32,9 @@ def test_the_package_keeps_its_layers():
 
 
 def test_an_upward_import_breaks_the_layers(tmp_path):
-    shutil.copytree(ROOT / "rookworld_trl", tmp_path / "rookworld_trl", ignore=shutil.ignore_patterns("assets"))
+    shutil.copytree(
+        ROOT / "rookworld_trl", tmp_path / "rookworld_trl", ignore=shutil.ignore_patterns("assets")
+    )
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
     trainer = tmp_path / "rookworld_trl" / "grpo" / "trainer.py"
     trainer.write_text(trainer.read_text() + "\nfrom rookworld_trl.eval import report  # noqa: E402\n")
