@@ -83,7 +83,11 @@ def test_malformed_lines_are_counted_by_reason(generated, tmp_path):
     ]
     path = tmp_path / "raw.txt.gz"
     path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
-    report = LoadReport(str(path))
+    with pytest.raises(
+        DataSourceError, match=f"^{path}:2: line: starts with neither .* pass --skip_bad_rows"
+    ):
+        load_rookworld_dataset(path)  # by default the first malformed line stops the load, named
+    report = LoadReport(str(path), skip_bad_rows=True)
     ds = load_rookworld_dataset(path, report=report)
     assert len(ds) == 7 == report.rows and report.lines == len(lines)
     garbage = "line: starts with neither 'P:' nor 'A:' and is not an A: line without prefix"
@@ -156,8 +160,19 @@ def test_load_cli_converts_to_our_layout(generated, tmp_path, capsys):
         run_cli(
             ["load", str(raw), "--out", str(out), "--validation-fraction", "0.1", "--test-fraction", "0.1"]
         )
-        == 0
+        == 2
     )
+    assert (
+        f"{raw}:{len((generated / 'train.txt').read_text().splitlines()) + 1}: line"
+        in capsys.readouterr().err
+    )
+    assert (
+        run_cli(
+            ["load", str(raw), "--out", str(out), "--validation-fraction", "0.1", "--test-fraction", "0.1",
+             "--skip_bad_rows"]
+        )
+        == 0
+    )  # fmt: skip
     assert "1 malformed lines skipped" in capsys.readouterr().out
     stats = json.loads((out / "stats.json").read_text())
     assert stats["load_report"]["malformed"] == {
@@ -169,7 +184,7 @@ def test_load_cli_converts_to_our_layout(generated, tmp_path, capsys):
     assert {r["text"] for r in converted} == {
         r["text"] for r in pq.read_table(out / "train.parquet").to_pylist()
     }
-    assert run_cli(["load", str(raw)]) == 0
+    assert run_cli(["load", str(raw), "--skip_bad_rows"]) == 0
     assert "A: kinds:" in capsys.readouterr().out
     assert run_cli(["load", str(tmp_path / "nope.txt")]) == 2
     assert "no such file" in capsys.readouterr().err

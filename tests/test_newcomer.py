@@ -130,6 +130,9 @@ def test_bad_dataset_path_is_explained(name, tmp_path, capsys):
     data = tmp_path / name
     data.write_bytes(BAD_DATA[name])
     line = train_error(tmp_path, capsys, "--dataset_name", str(data))
+    if BAD_DATA[name]:  # the first malformed line, named, and the two fixes
+        assert line.startswith(f"rookworld train: error: {data}:1: ") and "pass --skip_bad_rows" in line
+        line = train_error(tmp_path, capsys, "--dataset_name", str(data), "--skip_bad_rows", "true")
     assert f"{data} (split 'train') holds no P:/A: rows" in line and "rookworld data load" in line
     assert ("0 lines" if not BAD_DATA[name] else "malformed (") in line
 

@@ -44,9 +44,16 @@ __all__ = [
 ]
 
 
-def convert(source: str, out: str, split: str, validation_fraction: float, test_fraction: float) -> dict:
+def convert(
+    source: str,
+    out: str,
+    split: str,
+    validation_fraction: float,
+    test_fraction: float,
+    skip_bad_rows: bool = False,
+) -> dict:
     """Write `source` (anything load_rookworld_dataset reads) in our layout, re-split by position hash."""
-    report = LoadReport(source)
+    report = LoadReport(source, skip_bad_rows)
     rows = load_rookworld_dataset(source, split=split, streaming=True, report=report)
     writer = LayoutWriter(out, validation_fraction, test_fraction)
     for row in rows:
@@ -61,9 +68,9 @@ def convert(source: str, out: str, split: str, validation_fraction: float, test_
     return stats
 
 
-def describe(source: str, split: str, max_samples: int | None) -> None:
+def describe(source: str, split: str, max_samples: int | None, skip_bad_rows: bool = False) -> None:
     """Print what a source holds: the load report, rows by task (P: by FEN width) and A: rows by kind."""
-    report = LoadReport(source)
+    report = LoadReport(source, skip_bad_rows)
     tasks, kinds, widths = Counter(), Counter(), Counter()
     for row in load_rookworld_dataset(
         source, split=split, streaming=True, report=report, max_samples=max_samples
@@ -123,7 +130,7 @@ def parser() -> argparse.ArgumentParser:
 
     lo = sub.add_parser(
         "load",
-        help="load a source, report malformed lines, convert it to our layout",
+        help="load a source (stops at a malformed line unless --skip_bad_rows), describe it or convert it to our layout",
         epilog="example: rookworld data load published_p.txt.gz --out data/published",
         **helpful,
     )
@@ -131,6 +138,11 @@ def parser() -> argparse.ArgumentParser:
     lo.add_argument("--split", default="train", help="split of a dataset dir or hub id")
     lo.add_argument("--out", default=None, help="write our layout (parquet + txt + stats.json) here")
     lo.add_argument("--max_samples", type=int, default=None, help="describe only the first N rows")
+    lo.add_argument(
+        "--skip_bad_rows",
+        action="store_true",
+        help="skip malformed lines and count them (default: stop at the first)",
+    )
     add_split_args(lo)
 
     a = sub.add_parser(
@@ -199,9 +211,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1
     elif args.out:
-        convert(args.source, args.out, args.split, args.validation_fraction, args.test_fraction)
+        convert(
+            args.source,
+            args.out,
+            args.split,
+            args.validation_fraction,
+            args.test_fraction,
+            args.skip_bad_rows,
+        )
     else:
-        describe(args.source, args.split, args.max_samples)
+        describe(args.source, args.split, args.max_samples, args.skip_bad_rows)
     return 0
 
 

@@ -3,7 +3,7 @@ counted by reason), the hub; the P:/A: mix and the FEN width. The layout itself 
 
     from rookworld_trl.data.load import load_rookworld_dataset
     ds = load_rookworld_dataset("data/rookworld", split="train", mix_env_ratio=0.3, seed=0)
-    ds = load_rookworld_dataset("rookworld.txt", streaming=True)          # raw lines, malformed ones counted
+    ds = load_rookworld_dataset("rookworld.txt", streaming=True, skip_bad_rows=True)  # malformed lines counted
     ds = load_rookworld_dataset("jrahn/rookworld_7m", split="train")      # through datasets.load_dataset
 """
 
@@ -31,11 +31,17 @@ from rookworld_trl.data.sources import DataSourceError, json_lines_errors, open_
 # -------------------------------------------------------------------------------------------- raw text
 
 
+EMPTY_LINE = "empty line"
+
+
 @dataclasses.dataclass
 class LoadReport:
-    """What a pass over raw lines found: lines read, rows made, malformed lines by reason (first line numbers)."""
+    """What a pass over raw lines found: lines read, rows made, malformed lines by reason (first line numbers).
+    Unless `skip_bad_rows`, the first malformed line stops the load with a DataSourceError naming it (blank lines
+    are always skipped)."""
 
     source: str
+    skip_bad_rows: bool = False
     lines: int = 0
     rows: int = 0
     malformed: Counter = dataclasses.field(default_factory=Counter)
@@ -43,6 +49,11 @@ class LoadReport:
     max_examples: int = 5
 
     def bad(self, reason: str, line_no: int) -> None:
+        if not self.skip_bad_rows and reason != EMPTY_LINE:
+            raise DataSourceError(
+                f"{self.source}:{line_no}: {reason}: fix or delete that line, or pass --skip_bad_rows to skip "
+                "malformed lines (they are counted)"
+            )
         self.malformed[reason] += 1
         examples = self.first_lines.setdefault(reason, [])
         if len(examples) < self.max_examples:
@@ -96,7 +107,7 @@ def rows_from_lines(
             report.lines += 1
         if not line.strip():
             if count:
-                report.bad("empty line", line_no)
+                report.bad(EMPTY_LINE, line_no)
             continue
         try:
             row = row_from_line(line)
@@ -235,12 +246,13 @@ def load_rookworld_dataset(
     max_samples: int | None = None,
     report: LoadReport | None = None,
     fen_width: int | None = None,
+    skip_bad_rows: bool = False,
 ):
     """A `datasets.Dataset` (or `IterableDataset` when streaming) with the columns of FEATURES.
 
     source: a dataset dir of our layout (`split` picks the file), a .parquet/.jsonl file (of our columns or
-    a `text` column), a raw text file of lines (.txt, .gz; malformed lines are skipped and counted in
-    `report`, a LoadReport, filled as the lines are read), or a hub id such as `jrahn/rookworld_7m`.
+    a `text` column), a raw text file of lines (.txt, .gz; a malformed line raises DataSourceError naming it,
+    or with `skip_bad_rows` is skipped and counted in `report`, a LoadReport, filled as the lines are read), or a hub id such as `jrahn/rookworld_7m`.
     fen_width: the P: prompts' FEN field width (None: the source's most common one, so that a model is
     prompted the way its data was written; prompts of other widths are re-padded to it). Streaming decides
     from the first 1000 P: rows: published files are written at one width each.
@@ -250,7 +262,7 @@ def load_rookworld_dataset(
     A source that cannot be loaded raises DataSourceError saying what was tried.
     """
     source = os.fspath(source)
-    report = report if report is not None else LoadReport(source)
+    report = report if report is not None else LoadReport(source, skip_bad_rows)
     opened = open_source(source, split, streaming)
 
     def build(task: str | None = None, count: bool = True, into: LoadReport = report):
@@ -274,7 +286,9 @@ def load_rookworld_dataset(
         ds = datasets.interleave_datasets([policy, env], probabilities=probabilities, seed=seed)
     if report.malformed and not streaming:
         print(report.summary())
-    probe = build("P", into=LoadReport(source)).take(1000) if streaming else ds  # a pass the report ignores
+    probe = (
+        build("P", into=LoadReport(source, skip_bad_rows=True)).take(1000) if streaming else ds
+    )  # a pass the report ignores
     ds = with_fen_width(
         ds, fen_width, [row["prompt"] for row in probe] if streaming else ds["prompt"], source
     )

@@ -23,6 +23,12 @@ class GRPOScriptArguments(ScriptArguments):
     dataset_max_samples: int | None = field(
         default=None, metadata={"help": "Train on the first N rows (after mixing); None: all."}
     )
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Skip malformed lines of raw-text data and count them (default: stop at the first, naming it)."
+        },
+    )
     fen_width: int | None = field(
         default=None,
         metadata={

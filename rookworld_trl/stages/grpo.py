@@ -279,13 +279,17 @@ def load_training_rows(script: GRPOScriptArguments, args: RookWorldGRPOConfig, m
         seed=args.seed,
         max_samples=script.dataset_max_samples,
         fen_width=script.fen_width,
+        skip_bad_rows=script.skip_bad_rows,
     )
     check_completion_length(dataset, tokenizer, args.max_completion_length)
     script.fen_width = train_at_fen_width(model, script.fen_width or fen_width_of(dataset["prompt"]))
     # Replay draws from the whole split: the mix above may hold no rows of the replayed task
     replay_rows = (
         load_rookworld_dataset(
-            script.dataset_name, split=script.dataset_train_split, fen_width=script.fen_width
+            script.dataset_name,
+            split=script.dataset_train_split,
+            fen_width=script.fen_width,
+            skip_bad_rows=script.skip_bad_rows,
         )
         if args.replay_coef
         else None
@@ -295,7 +299,7 @@ def load_training_rows(script: GRPOScriptArguments, args: RookWorldGRPOConfig, m
 
 def build(argv: list[str] | None = None):
     """(trainer, engine pool, GRPOScriptArguments, ModelConfig) from a recipe and --flags, as `python -m
-    rookworld_trl.grpo` runs them; the caller closes the engine pool."""
+    rookworld_trl.stages.grpo` runs them; the caller closes the engine pool."""
     script, args, model_args = parse(argv)
     from accelerate import PartialState
 

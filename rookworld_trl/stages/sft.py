@@ -59,6 +59,12 @@ class SFTScriptArguments:
     dataset_test_split: str = field(
         default="validation", metadata={"help": "Held-out split for the evaluation loss."}
     )
+    skip_bad_rows: bool = field(
+        default=False,
+        metadata={
+            "help": "Skip malformed lines of raw-text data and count them (default: stop at the first, naming it)."
+        },
+    )
     mix_env_ratio: float | None = field(
         default=None,
         metadata={
@@ -142,6 +148,7 @@ def load_splits(script_args: SFTScriptArguments, seed: int):
         seed=seed,
         max_samples=s.max_train_samples,
         fen_width=s.fen_width,
+        skip_bad_rows=s.skip_bad_rows,
     )
     evaluation = load_rookworld_dataset(
         s.dataset,
@@ -150,6 +157,7 @@ def load_splits(script_args: SFTScriptArguments, seed: int):
         seed=seed,
         max_samples=s.max_eval_samples,
         fen_width=s.fen_width or detect_fen_width(train["prompt"]),  # held-out prompts as the training data
+        skip_bad_rows=s.skip_bad_rows,
     )
     # Keep only prompt/completion: with a `text` column present, SFTTrainer appends EOS to `text` and
     # not to `completion`, then trains on prompt+completion, i.e. without the EOS.
