@@ -141,7 +141,7 @@ def parser() -> argparse.ArgumentParser:
     lo.add_argument(
         "--skip_bad_rows",
         action="store_true",
-        help="skip malformed lines and count them (default: stop at the first)",
+        help="skip malformed lines and count them (off: stop at the first, naming it)",
     )
     add_split_args(lo)
 
