@@ -21,7 +21,9 @@ import tempfile
 from pathlib import Path
 
 from rookworld_trl.entry import EXIT_FILE, resolve_path, run_stage
+from rookworld_trl.errors import UserError
 from rookworld_trl.flags import underscored
+from rookworld_trl.preflight import preflight
 
 # command -> (module, one-line help, default recipe for accelerate-launched stages or None)
 COMMANDS: dict[str, tuple[str, str, str | None]] = {
@@ -174,9 +176,15 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
         i = argv.index("--config")
         if i + 1 < len(argv):
             argv[i + 1] = resolve_path(argv[i + 1])
-        say_unset_fields(command, argv[i + 1], argv, default_recipe)
     elif default_recipe:
         argv = ["--config", resolve_path(default_recipe), *argv]
+    try:  # bad input costs a second here, not the launch's 10-20 s
+        preflight(command, argv)
+    except UserError as e:
+        print(f"rookworld {command}: error: {e}", file=sys.stderr)
+        return 2
+    if "--config" in argv[:-1] and argv[argv.index("--config") + 1] != resolve_path(default_recipe or ""):
+        say_unset_fields(command, argv[argv.index("--config") + 1], argv, default_recipe)
     if accel is None:
         accel, why = default_accelerate_config(argv)
         shown = os.path.relpath(accel) if not os.path.relpath(accel).startswith("..") else accel

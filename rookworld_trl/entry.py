@@ -16,6 +16,8 @@ from pathlib import Path
 from rookworld_trl.errors import UserError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# the fix a malformed data line's one-line error ends with (data loading, the stages, the preflight)
+BAD_LINE_FIX = "fix or delete that line, or pass --skip_bad_rows to skip malformed lines (they are counted)"
 
 
 def resolve_path(path: str) -> str:

@@ -31,7 +31,11 @@ from rookworld_trl.chess.formats import (
     REWARD_LEGAL,
     REWARD_WIN,
     EnvSample,
+    FormatError,
+    PolicySample,
+    normalize_line,
     parse_env_prompt,
+    parse_line,
     parse_policy_completion,
     parse_policy_prompt,
 )
@@ -77,6 +81,18 @@ def legal_move(board: chess.Board, move: str) -> chess.Move | None:
     if not parsed or not board.is_legal(parsed) or board.uci(parsed) != move:
         return None
     return parsed
+
+
+def sample_from_line(line: str) -> tuple[str, PolicySample | EnvSample]:
+    """(the normalised line, its sample) of one raw P:/A: line whose FEN is a legal position; FormatError naming
+    the failing field otherwise (what `rookworld data load` and the stages report for a malformed line)."""
+    text = normalize_line(line).strip()
+    sample = parse_line(text)
+    try:  # a FEN that reads but is no legal position: nothing to analyse or simulate
+        parse_board(sample.fen)
+    except ValueError as e:
+        raise FormatError(f"{text[0]}: fen: {e}") from None
+    return text, sample
 
 
 def legal_best_move(board: chess.Board, completion: str) -> chess.Move | None:

@@ -25,12 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features, List, Value
 
-from rookworld_trl.chess.environment import parse_board, transition_kind
+from rookworld_trl.chess.environment import sample_from_line, transition_kind
 from rookworld_trl.chess.formats import (
     EnvSample,
-    FormatError,
-    normalize_line,
-    parse_line,
     prompt_fen_width,
     split_prompt_completion,
 )
@@ -87,12 +84,7 @@ def env_row(text: str, sample: EnvSample, kind: str) -> dict:
 
 def row_from_line(line: str) -> dict:
     """A row from one raw line; FormatError if it is malformed. P: moves/evals stay in written order."""
-    text = normalize_line(line).strip()
-    sample = parse_line(text)
-    try:  # a FEN that reads but is no legal position: nothing to analyse or simulate
-        parse_board(sample.fen)
-    except ValueError as e:
-        raise FormatError(f"{text[0]}: fen: {e}") from None
+    text, sample = sample_from_line(line)
     if isinstance(sample, EnvSample):
         return env_row(text, sample, transition_kind(sample.fen, sample.move))
     return policy_row(text, sample.fen, sample.moves, sample.evals, sample.best, limit="")

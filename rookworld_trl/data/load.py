@@ -27,6 +27,7 @@ from rookworld_trl.chess.formats import (
 )
 from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES, row_from_line
 from rookworld_trl.data.sources import DataSourceError, json_lines_errors, open_source, text_lines
+from rookworld_trl.entry import BAD_LINE_FIX
 
 # -------------------------------------------------------------------------------------------- raw text
 
@@ -50,10 +51,7 @@ class LoadReport:
 
     def bad(self, reason: str, line_no: int) -> None:
         if not self.skip_bad_rows and reason != EMPTY_LINE:
-            raise DataSourceError(
-                f"{self.source}:{line_no}: {reason}: fix or delete that line, or pass --skip_bad_rows to skip "
-                "malformed lines (they are counted)"
-            )
+            raise DataSourceError(f"{self.source}:{line_no}: {reason}: {BAD_LINE_FIX}")
         self.malformed[reason] += 1
         examples = self.first_lines.setdefault(reason, [])
         if len(examples) < self.max_examples:

@@ -1,0 +1,185 @@
+"""Checks of a training command's recipe, --flags and data in the `rookworld` process, before `accelerate
+launch` starts (which costs 10-20 s: the launcher, then TRL's import): a bad input is one line in about a
+second, not after the wait. The stage checks everything again with the real parser; this is the fast half.
+
+    rookworld train --config my.yaml --max_step 5      # -> one line: unknown flag --max_step (did you mean ...)
+
+What it checks, without importing TRL or datasets: the recipe (YAML syntax, a mapping, known fields), each
+--flag's name, the numbers (int and float fields parse; entry.check_numbers' bounds), and a local data file's
+lines (JSON Lines: each line a JSON object; every P:/A: line parses, as `rookworld data load` parses it) for up to
+DATA_SECONDS. The field names and kinds come from RECIPE_FIELDS, which `python -m rookworld_trl.preflight` writes
+from the stages' dataclasses (tests/test_preflight.py fails when it is stale).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+from rookworld_trl.entry import BAD_LINE_FIX, check_numbers, check_recipe, did_you_mean, resolve_path
+from rookworld_trl.errors import UserError
+
+RECIPE_FIELDS = Path(__file__).resolve().parent / "assets" / "recipe_fields.json"
+DATA_FIELD = {"train": "dataset_name", "sft": "dataset"}  # the field naming each stage's data
+DATA_SECONDS = 1.5  # a longer file's later lines are checked by the stage as it loads them
+LAUNCHER_FLAGS = {"config", "accelerate_config"}
+
+
+def flag_values(argv: list[str]) -> dict[str, list[str]]:
+    """{name: [values]} of `--name v1 v2` and `--name=v` in argv (names with underscores).
+
+    >>> flag_values(["--max_steps", "5", "--reward_funcs", "a", "b", "--bf16=false"])
+    {'max_steps': ['5'], 'reward_funcs': ['a', 'b'], 'bf16': ['false']}
+    """
+    out, name = {}, None
+    for arg in argv:
+        if arg.startswith("--"):
+            name, _, value = arg[2:].partition("=")
+            name = name.replace("-", "_")
+            out[name] = [value] if value else []
+        elif name is not None:
+            out[name].append(arg)
+    return out
+
+
+def typed(name: str, kind: str, value, where: str):
+    """`value` as the field's kind ("int", "float", "bool", ...), or a UserError naming it and where it is set."""
+    text = str(value).strip()
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "bool" and text.lower() not in ("true", "false", "yes", "no", "1", "0"):
+            raise ValueError
+    except ValueError:
+        raise UserError(f"{name} must be {'a number' if kind != 'bool' else 'true or false'}, got {text!r} "
+                        f"({where})") from None  # fmt: skip
+    return value
+
+
+def values(command: str, recipe: str | None, argv: list[str]) -> dict:
+    """The recipe's values overlaid by the flags', typed; UserError for an unknown field or flag, a bad number."""
+    fields = json.loads(RECIPE_FIELDS.read_text())[command]
+    merged = {}
+    if recipe is not None:
+        check_recipe(recipe, set(fields))
+        import yaml
+
+        with open(recipe) as f:
+            for name, value in (yaml.safe_load(f) or {}).items():
+                merged[name] = typed(name, fields.get(name, "str"), value, f"in {recipe}")
+    for name, given in flag_values(argv).items():
+        if name in LAUNCHER_FLAGS or name.startswith("help"):
+            continue
+        if name not in fields:
+            raise UserError(f"unknown flag --{name}{did_you_mean(name, set(fields))}; see --help_all")
+        kind = fields[name]
+        value = given if kind == "list" else (given[0] if given else "true" if kind == "bool" else "")
+        merged[name] = value if kind == "list" else typed(name, kind, value, f"--{name}")
+    return merged
+
+
+def check_data(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS) -> None:
+    """A local .jsonl/.txt/.gz file's first bad line, within `seconds`: UserError naming file:line and the fix."""
+    from rookworld_trl.chess.environment import sample_from_line
+    from rookworld_trl.chess.formats import FormatError
+
+    path = Path(source)
+    if not path.is_file() or path.suffix not in (".jsonl", ".json", ".txt", ".gz"):
+        return  # a dataset dir, Parquet, a hub id, a missing path: the stage says what it found
+    deadline = time.monotonic() + seconds
+    for line_no, line in enumerate(raw_lines(path), start=1):
+        if time.monotonic() > deadline:
+            return
+        if not line.strip():
+            continue
+        if path.suffix in (".jsonl", ".json"):
+            line = json_text(path, line_no, line)
+        try:
+            sample_from_line(line)
+        except FormatError as e:
+            if not skip_bad_rows:
+                raise UserError(f"{path}:{line_no}: {e}: {BAD_LINE_FIX}") from None
+
+
+def raw_lines(path: Path):
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            yield line.rstrip("\r\n")
+
+
+def json_text(path: Path, line_no: int, line: str) -> str:
+    """The P:/A: line a JSON Lines row holds (`text`, or `prompt` + `completion`); UserError when it holds none."""
+    fix = 'fix or delete that line (each line one JSON object, e.g. {"text": "P: ..."})'
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{line_no}: not valid JSON ({e.msg} at column {e.colno}); {fix}") from None
+    if isinstance(row, dict) and isinstance(row.get("text"), str):
+        return row["text"]
+    if (
+        isinstance(row, dict)
+        and isinstance(row.get("prompt"), str)
+        and isinstance(row.get("completion"), str)
+    ):
+        return row["prompt"] + row["completion"]
+    raise UserError(f"{path}:{line_no}: no 'text' (or 'prompt' and 'completion') string in this row; {fix}")
+
+
+def preflight(command: str, argv: list[str]) -> None:
+    """The fast checks of `rookworld train` / `sft` (argv: the stage's, its --config resolved); other commands
+    launched through accelerate check their own arguments."""
+    if command not in DATA_FIELD:
+        return
+    recipe = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
+    if recipe is not None and not os.path.isfile(recipe):
+        raise UserError(
+            f"recipe not found: {recipe}; pass a YAML file (e.g. --config recipes/grpo_tiny_cpu.yaml)"
+        )
+    merged = values(command, recipe, argv)
+    check_numbers(SimpleNamespace(**merged))
+    source = merged.get(DATA_FIELD[command])
+    if isinstance(source, str) and source:
+        skip = str(merged.get("skip_bad_rows", False)).lower() in ("true", "yes", "1")
+        check_data(resolve_path(source), skip)
+
+
+def field_kinds(dataclass_types) -> dict[str, str]:
+    """{field: kind} as the stage's parser reads them: int, float, bool, list or str (the rest)."""
+    from trl import TrlParser
+
+    kinds = {}
+    for action in TrlParser(dataclass_types)._actions:
+        if action.dest == "help":
+            continue
+        kind = {int: "int", float: "float"}.get(action.type, "str")
+        kind = "bool" if getattr(action.type, "__name__", "") == "string_to_bool" else kind
+        kinds[action.dest] = "list" if action.nargs in ("+", "*") else kind
+    return dict(sorted(kinds.items()))
+
+
+def stage_fields() -> dict[str, dict[str, str]]:
+    """RECIPE_FIELDS' content, from the stages' dataclasses (imports TRL: seconds)."""
+    from trl import ModelConfig
+
+    from rookworld_trl.grpo.config import RookWorldGRPOConfig
+    from rookworld_trl.grpo.script_args import GRPOScriptArguments
+    from rookworld_trl.stages.sft import RookWorldSFTConfig, SFTScriptArguments
+
+    return {
+        "train": field_kinds((GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig)),
+        "sft": field_kinds((SFTScriptArguments, RookWorldSFTConfig)),
+    }
+
+
+if __name__ == "__main__":  # python -m rookworld_trl.preflight: rewrite RECIPE_FIELDS
+    RECIPE_FIELDS.write_text(json.dumps(stage_fields(), indent=1) + "\n")
+    print(f"wrote {RECIPE_FIELDS}", file=sys.stderr)

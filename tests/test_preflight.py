@@ -1,0 +1,97 @@
+"""The checks `rookworld train` / `sft` run before accelerate starts (rookworld_trl/preflight.py): each bad input is
+one line and exit 2 from the `rookworld` process itself (accelerate never starts: no launch line), and every
+shipped recipe passes them. RECIPE_FIELDS matches the stages' dataclasses."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rookworld_trl import preflight
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD = (
+    "P: " + "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq e3 0 1".ljust(90) + "M: e7e5 E: 0.1 B: e7e5"
+)
+
+
+def rookworld(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rookworld_trl.cli", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, what its one line must say)."""
+    txt, jsonl, notjson, yaml_bad = (
+        tmp / "bad.txt",
+        tmp / "bad.jsonl",
+        tmp / "notjson.jsonl",
+        tmp / "bad.yaml",
+    )
+    txt.write_text(f"{GOOD}\n\nP: garbage\n")
+    jsonl.write_text(
+        json.dumps({"text": GOOD}) + "\n" + json.dumps({"prompt": "P: x", "completion": " y"}) + "\n"
+    )
+    notjson.write_text(json.dumps({"text": GOOD}) + "\n{oops\n")
+    yaml_bad.write_text("max_steps: 5\nlearning_rate: [\n")
+    return {
+        "txt": (txt, f"{txt}:3: P: "),
+        "jsonl": (jsonl, f"{jsonl}:2: P: "),
+        "notjson": (notjson, f"{notjson}:2: not valid JSON"),
+        "yaml": (yaml_bad, f"recipe {yaml_bad}: YAML syntax error at line 3"),
+    }
+
+
+@pytest.mark.integration  # a subprocess per case
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--max_step", "5"], "unknown flag --max_step (did you mean --max_steps?)"),
+        (["--max_steps", "0"], "max_steps must be a positive number"),
+        (["--learning_rate", "fast"], "learning_rate must be a number, got 'fast' (--learning_rate)"),
+        (["--use_cpu", "maybe"], "use_cpu must be true or false"),
+        (["--config", "no/such.yaml"], "recipe not found"),
+        (["--dataset_name", "FILE:txt"], None),
+        (["--dataset_name", "FILE:jsonl"], None),
+        (["--dataset_name", "FILE:notjson"], None),
+        (["--config", "FILE:yaml"], None),
+    ],
+)
+def test_bad_input_is_one_line_before_accelerate_starts(argv, says, tmp_path):
+    files = bad_files(tmp_path)
+    if argv[1].startswith("FILE:"):
+        path, says = files[argv[1][5:]]
+        argv = [argv[0], str(path)]
+    result = rookworld("train", *argv)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rookworld train: error: ") and says in lines[0], lines
+    assert "accelerate" not in result.stdout  # the launcher never ran
+
+
+def test_bad_lines_name_the_fix_and_can_be_skipped(tmp_path):
+    path, _ = bad_files(tmp_path)["txt"]
+    with pytest.raises(preflight.UserError, match="pass --skip_bad_rows"):
+        preflight.preflight(
+            "train", ["--config", str(ROOT / "recipes/grpo_tiny_cpu.yaml"), "--dataset_name", str(path)]
+        )
+    preflight.preflight("train", ["--dataset_name", str(path), "--skip_bad_rows", "true"])
+
+
+def test_every_shipped_recipe_passes():
+    for recipe in sorted((ROOT / "recipes").glob("*.yaml")):
+        preflight.preflight("sft" if recipe.name.startswith("sft_") else "train", ["--config", str(recipe)])
+
+
+@pytest.mark.integration  # imports TRL
+def test_recipe_fields_match_the_stages_dataclasses():
+    assert json.loads(preflight.RECIPE_FIELDS.read_text()) == preflight.stage_fields(), (
+        "stale: run `.venv/bin/python -m rookworld_trl.preflight`"
+    )
