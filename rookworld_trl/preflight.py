@@ -92,12 +92,13 @@ def check_data(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS) 
     path = Path(source)
     if not path.is_file() or path.suffix not in (".jsonl", ".json", ".txt", ".gz"):
         return  # a dataset dir, Parquet, a hub id, a missing path: the stage says what it found
-    deadline = time.monotonic() + seconds
+    deadline, seen = time.monotonic() + seconds, False
     for line_no, line in enumerate(raw_lines(path), start=1):
         if time.monotonic() > deadline:
             return
         if not line.strip():
             continue
+        seen = True
         if path.suffix in (".jsonl", ".json"):
             line = json_text(path, line_no, line)
         try:
@@ -105,6 +106,10 @@ def check_data(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS) 
         except FormatError as e:
             if not skip_bad_rows:
                 raise UserError(f"{path}:{line_no}: {e}: {BAD_LINE_FIX}") from None
+    if not seen:
+        raise UserError(
+            f"{path}: the file is empty; pass a file with one P:/A: row per line (docs/FORMATS.md)"
+        )
 
 
 def raw_lines(path: Path):

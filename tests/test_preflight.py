@@ -41,7 +41,9 @@ def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
     )
     notjson.write_text(json.dumps({"text": GOOD}) + "\n{oops\n")
     yaml_bad.write_text("max_steps: 5\nlearning_rate: [\n")
+    (tmp / "empty.jsonl").write_text("\n")
     return {
+        "empty": (tmp / "empty.jsonl", f"{tmp / 'empty.jsonl'}: the file is empty"),
         "txt": (txt, f"{txt}:3: P: "),
         "jsonl": (jsonl, f"{jsonl}:2: P: "),
         "notjson": (notjson, f"{notjson}:2: not valid JSON"),
@@ -61,6 +63,7 @@ def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
         (["--dataset_name", "FILE:txt"], None),
         (["--dataset_name", "FILE:jsonl"], None),
         (["--dataset_name", "FILE:notjson"], None),
+        (["--dataset_name", "FILE:empty"], None),
         (["--config", "FILE:yaml"], None),
     ],
 )
