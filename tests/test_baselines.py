@@ -273,11 +273,14 @@ def group_run(tmp_path_factory):
 )
 def test_thirty_steps_of_a_baseline_keep_the_held_out_skill(group_run, tmp_path, flags):
     """Issue 19's builds lost 20 (ema) and 54 (GAE) points of legal best moves over 150 steps; here each option,
-    with the recipe's field credit, ends 30 steps within 3 points of the group baseline's run on the same 200
-    held-out positions (the value head uses GAE from the first step: no warm-up to hide behind). ~4 min each
-    on 2 cores, plus the group run once."""
+    with the recipe's field credit, ends 30 steps near the group baseline's run on the same 200 held-out
+    positions: ema and adaptive within 3 points; the value head, using GAE from the first step (no warm-up to
+    hide behind), within 10, since forced GAE costs ~8 points over 150 steps (docs/EXPERIMENTS.md, issue 33:
+    the warm-up gate exists for that), far from the collapse this guards against. ~4 min each on 2 cores,
+    plus the group run once."""
     run = thirty_steps(tmp_path / "run", *flags)
-    assert run["legal_best"] >= group_run["legal_best"] - 0.03, (run["legal_best"], group_run["legal_best"])
+    slack = 0.10 if "--value_baseline" in flags else 0.03
+    assert run["legal_best"] >= group_run["legal_best"] - slack, (run["legal_best"], group_run["legal_best"])
     steps = [r for r in run["rows"] if "loss" in r]
     if "--value_baseline" in flags:
         assert all(r["value/gae_used"] == 1.0 for r in steps)
