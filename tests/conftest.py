@@ -1,6 +1,6 @@
 """Shared fixtures and the test tiers.
 
-Tiers (markers registered in pyproject.toml): `unit` (seconds, no Trainer, no subprocess), `integration` (a
+Tiers (markers registered in pyproject.toml): `unit` (no Trainer, no subprocess: ~2 min for the tier on 2 cores), `integration` (a
 Trainer, a training stage or a subprocess), `slow` (minutes; excluded by default, `-m slow`). A test is
 `integration` when it uses a fixture that builds trainers (`model_dir`) or runs a stage (`generated`), or its
 module or itself says so; every other test not marked slow is `unit`:
