@@ -24,6 +24,8 @@ from rookworld_trl.training.metrics_log import read_jsonl  # noqa: E402
 DELTAS = [  # (suite, metric, label, in points)
     ("policy", "greedy/legal_best_move", "legal best move", True),
     ("policy", "greedy/best_move_accuracy", "top 1", True),
+    ("policy", "greedy/top5_move_accuracy", "top 5", True),
+    ("policy", "greedy/best_move_loss", "B: loss", False),
     ("policy", "greedy/reward", "P: reward", False),
     ("env", "next_state_accuracy", "A: next state exact", True),
 ]
