@@ -24,7 +24,7 @@ from rookworld_trl.entry import BAD_LINE_FIX, check_numbers, check_recipe, did_y
 from rookworld_trl.errors import UserError
 
 RECIPE_FIELDS = Path(__file__).resolve().parent / "assets" / "recipe_fields.json"
-DATA_FIELD = {"train": "dataset_name", "sft": "dataset"}  # the field naming each stage's data
+STAGES = ("train", "sft")  # both name their data dataset_name (TRL's ScriptArguments)
 DATA_SECONDS = 1.5  # a longer file's later lines are checked by the stage as it loads them
 LAUNCHER_FLAGS = {"config", "accelerate_config"}
 
@@ -142,7 +142,7 @@ def json_text(path: Path, line_no: int, line: str) -> str:
 def preflight(command: str, argv: list[str]) -> None:
     """The fast checks of `rookworld train` / `sft` (argv: the stage's, its --config resolved); other commands
     launched through accelerate check their own arguments."""
-    if command not in DATA_FIELD:
+    if command not in STAGES:
         return
     recipe = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
     if recipe is not None and not os.path.isfile(recipe):
@@ -151,7 +151,7 @@ def preflight(command: str, argv: list[str]) -> None:
         )
     merged = values(command, recipe, argv)
     check_numbers(SimpleNamespace(**merged))
-    source = merged.get(DATA_FIELD[command])
+    source = merged.get("dataset_name")
     if isinstance(source, str) and source:
         skip = str(merged.get("skip_bad_rows", False)).lower() in ("true", "yes", "1")
         check_data(resolve_path(source), skip)

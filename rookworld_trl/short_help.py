@@ -27,7 +27,7 @@ FIELDS = {
         ("output_dir", "where checkpoints, the model and metrics.jsonl go"),
         ("max_steps", "optimizer steps"),
         ("model_name_or_path", "a model to continue (unset: a new GPT-2 from scratch)"),
-        ("dataset", "P:/A: data: a `rookworld data generate` dir or a .txt/.jsonl/.parquet file"),
+        ("dataset_name", "P:/A: data: a `rookworld data generate` dir or a .txt/.jsonl/.parquet file"),
         ("tokenizer_name_or_path", "a new model's tokenizer (`rookworld tokenizer train`)"),
         ("learning_rate", "peak learning rate"),
         ("per_device_train_batch_size", "samples per step and process"),
@@ -96,7 +96,7 @@ def short_help(command: str, recipe: str, argv: list[str], shown_recipe: str, ac
 # the fields a recipe of each command should set (an SFT may train a new model, or for num_train_epochs)
 EXPECTED = {
     "train": ("output_dir", "max_steps", "model_name_or_path", "dataset_name", "learning_rate"),
-    "sft": ("output_dir", "dataset", "learning_rate"),
+    "sft": ("output_dir", "dataset_name", "learning_rate"),
 }
 
 

@@ -71,7 +71,7 @@ def main() -> None:
         if args.sft_steps:
             out = tmp / "sft"
             rss = run(["rookworld_trl.stages.sft", "--config", str(ROOT / "recipes" / "sft_rookworld_124m_gpu.yaml"),
-                       "--model_name_or_path", model, "--dataset", DATA, "--output_dir", str(out),
+                       "--model_name_or_path", model, "--dataset_name", DATA, "--output_dir", str(out),
                        "--use_cpu", "true", "--bf16", "false", "--max_steps", str(args.sft_steps),
                        "--per_device_train_batch_size", str(args.batch), "--eval_strategy", "no",
                        "--eval_on_start", "false", "--early_stopping_patience", "0", "--load_best_model_at_end",

@@ -16,13 +16,13 @@ $RW data generate --out "$BUILD/data" --selfplay 350 --random 1300 --plies_per_g
 # 2. a compact byte-level BPE on the training lines
 $RW tokenizer train --data "$BUILD/data" --vocab_size 1024 --out "$BUILD/tokenizer"
 # 3. SFT from scratch (recipe: recipes/sft_default_model.yaml)
-$RW sft --config recipes/sft_default_model.yaml --dataset "$BUILD/data" \
+$RW sft --config recipes/sft_default_model.yaml --dataset_name "$BUILD/data" \
     --tokenizer_name_or_path "$BUILD/tokenizer" --output_dir "$BUILD/sft"
 # 3b. continue it: a second warmup + cosine with more P: rows (recipes/sft_default_model_continue.yaml)
-$RW sft --config recipes/sft_default_model_continue.yaml --dataset "$BUILD/data" \
+$RW sft --config recipes/sft_default_model_continue.yaml --dataset_name "$BUILD/data" \
     --model_name_or_path "$BUILD/sft" --output_dir "$BUILD/sft2"
 # 3c. and once more, shorter, with still more P: rows
-$RW sft --config recipes/sft_default_model_continue.yaml --dataset "$BUILD/data" \
+$RW sft --config recipes/sft_default_model_continue.yaml --dataset_name "$BUILD/data" \
     --model_name_or_path "$BUILD/sft2" --output_dir "$BUILD/sft3" \
     --max_steps 1500 --learning_rate 3e-4 --mix_env_ratio 0.3 --seed 2
 # 4. held-out evaluation of the result (figures go into the model card)

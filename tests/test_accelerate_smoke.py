@@ -178,7 +178,7 @@ def test_two_cpu_processes_checkpoint_resume_and_evaluate_once(tmp_path):
 def test_two_cpu_processes_run_sft(tmp_path):
     from rookworld_trl.cli import launcher
 
-    argv = ["--config", str(ROOT / "recipes" / "sft_default_model_continue.yaml"), "--dataset",
+    argv = ["--config", str(ROOT / "recipes" / "sft_default_model_continue.yaml"), "--dataset_name",
             str(ROOT / "rookworld_trl" / "assets" / "data"), "--model_name_or_path", str(ROOT / "rookworld_trl" / "assets" / "model"),
             "--max_steps", "2", "--output_dir", str(tmp_path), "--eval_steps", "1", "--save_steps", "1",
             "--max_eval_samples", "32", "--format_check_samples", "8", "--report_to", "none", "--max_train_samples", "256"]  # fmt: skip

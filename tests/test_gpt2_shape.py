@@ -138,11 +138,11 @@ def test_sft_continue_path_of_the_124m_recipe(tmp_path):
     """recipes/sft_rookworld_124m_gpu.yaml on this CPU in fp32, a few steps from a 124M-shape model: the
     continue-training path (a loaded model, GPT-2's tokenizer), eval loss, best-model reload, the format check."""
     from rookworld_trl.entry import run_stage
-    from rookworld_trl.training import sft
+    from rookworld_trl.stages import sft
 
     model = save_rookworld_124m_shape(tmp_path / "m")
     args = ["--config", str(ROOT / "recipes" / "sft_rookworld_124m_gpu.yaml"), "--model_name_or_path", model,
-            "--dataset", str(EMBEDDED), "--output_dir", str(tmp_path / "run"), "--use_cpu", "true", "--bf16", "false",
+            "--dataset_name", str(EMBEDDED), "--output_dir", str(tmp_path / "run"), "--use_cpu", "true", "--bf16", "false",
             "--max_steps", "4", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
             "--max_eval_samples", "16", "--eval_steps", "2", "--save_steps", "2", "--logging_steps", "1",
             "--format_check_samples", "4", "--dataloader_num_workers", "0", "--report_to", "none"]  # fmt: skip

@@ -175,7 +175,7 @@ def test_train_help_is_short_fast_and_shows_the_recipe_values(capsys):
     sft_values = {
         line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines() if "  --" in line
     }
-    assert sft_values["--dataset"] == "data/sft_tiny" and sft_values["--max_steps"] == "1500"
+    assert sft_values["--dataset_name"] == "data/sft_tiny" and sft_values["--max_steps"] == "1500"
 
 
 @pytest.mark.slow  # slow: --help_all builds every field's help (11 s)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import AutoTokenizer, EarlyStoppingCallback
+from trl import ScriptArguments
 
 from rookworld_trl.chess.environment import legal_best_move, parse_board
 from rookworld_trl.chess.formats import fen_width_of, parse_policy_completion, parse_policy_prompt
@@ -46,10 +47,10 @@ from rookworld_trl.training.sft import RookWorldSFTConfig, RookWorldSFTTrainer
 
 
 @dataclass
-class SFTScriptArguments:
-    """What to train on and which model to start from."""
+class SFTScriptArguments(ScriptArguments):
+    """What to train on (TRL's ScriptArguments: dataset_name and its splits) and which model to start from."""
 
-    dataset: str = field(
+    dataset_name: str | None = field(
         default="rookworld_trl/assets/data",
         metadata={
             "help": "Output directory of `rookworld data generate` (train/validation splits) or a data file; "
@@ -142,8 +143,8 @@ def load_splits(script_args: SFTScriptArguments, seed: int):
 
     s = script_args
     train = load_rookworld_dataset(
-        s.dataset,
-        split="train",
+        s.dataset_name,
+        split=s.dataset_train_split,
         mix_env_ratio=s.mix_env_ratio,
         seed=seed,
         max_samples=s.max_train_samples,
@@ -151,7 +152,7 @@ def load_splits(script_args: SFTScriptArguments, seed: int):
         skip_bad_rows=s.skip_bad_rows,
     )
     evaluation = load_rookworld_dataset(
-        s.dataset,
+        s.dataset_name,
         split=s.dataset_test_split,
         mix_env_ratio=s.mix_env_ratio,
         seed=seed,
@@ -243,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     script_args, config = parser.parse_args_and_config(args=argv)
     check_numbers(config)
     check_output_dir(config.output_dir)  # before anything writes there
-    resolve_paths(script_args, "dataset", "model_name_or_path", "tokenizer_name_or_path")  # bundled, any cwd
+    resolve_paths(
+        script_args, "dataset_name", "model_name_or_path", "tokenizer_name_or_path"
+    )  # bundled, any cwd
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     train_dataset, eval_dataset = load_splits(script_args, config.seed)
