@@ -28,6 +28,15 @@ def resolve_path(path: str) -> str:
     return str(candidate) if candidate.exists() else path
 
 
+def hub_id_like(source: str) -> bool:
+    """Whether a data source that is no local path is tried as a hub dataset id ('owner/name').
+
+    >>> hub_id_like("jrahn/rookworld_7m"), hub_id_like("mydata.jsonl"), hub_id_like("./a/b")
+    (True, False, False)
+    """
+    return source.count("/") == 1 and not source.startswith((".", "/"))
+
+
 def resolve_paths(config, *names: str) -> None:
     """resolve_path on each named field of `config` that is set (a stage's model, data, ... from any cwd)."""
     for name in names:

@@ -5,9 +5,9 @@ second, not after the wait. The stage checks everything again with the real pars
     rookworld train --config my.yaml --max_step 5      # -> one line: unknown flag --max_step (did you mean ...)
 
 What it checks, without importing TRL or datasets: the recipe (YAML syntax, a mapping, known fields), each
---flag's name, the numbers (int and float fields parse; entry.check_numbers' bounds), and a local data file's
-lines (JSON Lines: each line a JSON object; every P:/A: line parses, as `rookworld data load` parses it) for up to
-DATA_SECONDS. The field names and kinds come from RECIPE_FIELDS, which `python -m rookworld_trl.preflight` writes
+--flag's name, the numbers (int and float fields parse; entry.check_numbers' bounds), and the data source: a
+missing path, an empty directory, a Parquet file without its markers, and a text / JSON Lines file's lines (each
+line a JSON object; every P:/A: line parses, as `rookworld data load` parses it) for up to DATA_SECONDS. The field names and kinds come from RECIPE_FIELDS, which `python -m rookworld_trl.preflight` writes
 from the stages' dataclasses (tests/test_preflight.py fails when it is stale).
 """
 
@@ -20,7 +20,14 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from rookworld_trl.entry import BAD_LINE_FIX, check_numbers, check_recipe, did_you_mean, resolve_path
+from rookworld_trl.entry import (
+    BAD_LINE_FIX,
+    check_numbers,
+    check_recipe,
+    did_you_mean,
+    hub_id_like,
+    resolve_path,
+)
 from rookworld_trl.errors import UserError
 
 RECIPE_FIELDS = Path(__file__).resolve().parent / "assets" / "recipe_fields.json"
@@ -85,13 +92,49 @@ def values(command: str, recipe: str | None, argv: list[str]) -> dict:
 
 
 def check_data(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS) -> None:
-    """A local .jsonl/.txt/.gz file's first bad line, within `seconds`: UserError naming file:line and the fix."""
+    """What is wrong with a data source, as one UserError naming it and the fix: a missing path, an empty
+    directory, a file that is no Parquet though named so, or a text / JSON Lines file's first bad line (read for
+    `seconds`; the stage checks later lines as it loads them). A hub id is the stage's to try."""
+    path = Path(source)
+    if not path.exists():
+        if hub_id_like(source):
+            return
+        raise UserError(
+            f"no such file or directory: {source!r} (nor a hub dataset id like 'owner/name'); pass a data "
+            "file or a `rookworld data generate` output dir"
+        )
+    if path.is_dir():
+        if not any(p.is_file() for p in path.rglob("*")):
+            raise UserError(
+                f"{path}: the directory holds no data files; pass a `rookworld data generate` output dir or a file"
+            )
+        return
+    if path.suffix == ".parquet":
+        check_parquet(path)
+        return
+    check_lines(path, skip_bad_rows, seconds)  # the stage reads any other file as lines of text
+
+
+def check_parquet(path: Path) -> None:
+    """A Parquet file starts and ends with the bytes PAR1; a truncated or mislabelled one does not."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 4))
+        tail = f.read(4)
+    if size < 12 or head != b"PAR1" or tail != b"PAR1":
+        raise UserError(
+            f"{path}: not a Parquet file (no PAR1 marker: truncated, or another format named .parquet); "
+            "write it again, or pass the rows as a .jsonl/.txt file (docs/FORMATS.md)"
+        )
+
+
+def check_lines(path: Path, skip_bad_rows: bool, seconds: float) -> None:
+    """A text / JSON Lines file's first bad line within `seconds`: UserError naming file:line and the fix."""
     from rookworld_trl.chess.environment import sample_from_line
     from rookworld_trl.chess.formats import FormatError
 
-    path = Path(source)
-    if not path.is_file() or path.suffix not in (".jsonl", ".json", ".txt", ".gz"):
-        return  # a dataset dir, Parquet, a hub id, a missing path: the stage says what it found
     deadline, seen = time.monotonic() + seconds, False
     for line_no, line in enumerate(raw_lines(path), start=1):
         if time.monotonic() > deadline:

@@ -42,7 +42,14 @@ def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
     notjson.write_text(json.dumps({"text": GOOD}) + "\n{oops\n")
     yaml_bad.write_text("max_steps: 5\nlearning_rate: [\n")
     (tmp / "empty.jsonl").write_text("\n")
+    (tmp / "broken.parquet").write_bytes(b"PAR1 but cut short")
+    (tmp / "rows.csv").write_text("fen,move\nx,e2e4\n")
+    (tmp / "nothing").mkdir()
     return {
+        "parquet": (tmp / "broken.parquet", f"{tmp / 'broken.parquet'}: not a Parquet file"),
+        "csv": (tmp / "rows.csv", f"{tmp / 'rows.csv'}:1: "),
+        "dir": (tmp / "nothing", f"{tmp / 'nothing'}: the directory holds no data files"),
+        "missing": (tmp / "no.jsonl", f"no such file or directory: '{tmp / 'no.jsonl'}'"),
         "empty": (tmp / "empty.jsonl", f"{tmp / 'empty.jsonl'}: the file is empty"),
         "txt": (txt, f"{txt}:3: P: "),
         "jsonl": (jsonl, f"{jsonl}:2: P: "),
@@ -64,6 +71,10 @@ def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
         (["--dataset_name", "FILE:jsonl"], None),
         (["--dataset_name", "FILE:notjson"], None),
         (["--dataset_name", "FILE:empty"], None),
+        (["--dataset_name", "FILE:parquet"], None),
+        (["--dataset_name", "FILE:csv"], None),
+        (["--dataset_name", "FILE:dir"], None),
+        (["--dataset_name", "FILE:missing"], None),
         (["--config", "FILE:yaml"], None),
     ],
 )
@@ -89,8 +100,11 @@ def test_bad_lines_name_the_fix_and_can_be_skipped(tmp_path):
 
 
 def test_every_shipped_recipe_passes():
+    """Their fields and numbers; the data is the embedded one (some recipes read data a script makes first)."""
+    data = ["--dataset_name", str(ROOT / "rookworld_trl/assets/data")]
     for recipe in sorted((ROOT / "recipes").glob("*.yaml")):
-        preflight.preflight("sft" if recipe.name.startswith("sft_") else "train", ["--config", str(recipe)])
+        command = "sft" if recipe.name.startswith("sft_") else "train"
+        preflight.preflight(command, ["--config", str(recipe), *data])
 
 
 @pytest.mark.integration  # imports TRL

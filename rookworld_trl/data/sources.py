@@ -13,6 +13,7 @@ from pathlib import Path
 
 import datasets
 
+from rookworld_trl.entry import hub_id_like
 from rookworld_trl.quiet_logs import dropping
 
 
@@ -62,7 +63,7 @@ def open_source(source: str, split: str, streaming: bool):
         raise DataSourceError(
             f"could not load {source!r} (split {split!r}): {type(e).__name__}: {e}"
         ) from None
-    if source.count("/") != 1 or source.startswith((".", "/")):
+    if not hub_id_like(source):
         raise DataSourceError(
             f"no such file or directory: {source!r} (nor a hub dataset id like 'owner/name')"
         )
