@@ -217,6 +217,16 @@ def test_a_bad_jsonl_file_is_one_line_naming_the_file_and_its_first_bad_line(
     assert f"{path}: {expected}" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("name", ["broken.parquet", "empty_dir"])
+def test_a_source_datasets_cannot_read_is_one_line_with_the_fix(tmp_path, capsys, name):
+    path = tmp_path / name
+    path.mkdir() if name == "empty_dir" else path.write_bytes(b"PAR1 cut short")
+    assert run_cli(["load", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"could not load {str(path)!r}" in err and "pass a `rookworld data generate` output dir" in err
+
+
 def test_one_task_data_names_the_flag_that_trains_it_alone(tmp_path):
     """P:-only data with an A: share asked for: the error says which --mix_env_ratio trains it; replay of a task
     the data lacks says --replay_coef 0 or another --replay_task."""

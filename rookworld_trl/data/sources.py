@@ -52,7 +52,10 @@ def open_source(source: str, split: str, streaming: bool):
             if kind == "json" and _starts_with(path, "["):  # a JSON array of lines or of objects
                 return datasets.Dataset.from_list(json_array_rows(path))
             try:
-                return datasets.load_dataset(kind, data_files=str(path), split="train", streaming=streaming)
+                with dropping(f"datasets.packaged_modules.{kind}.{kind}", "Failed to read"):  # ours says it
+                    return datasets.load_dataset(
+                        kind, data_files=str(path), split="train", streaming=streaming
+                    )
             except Exception as e:  # datasets' json builder: StopIteration (empty), ArrowInvalid, ...
                 if kind == "json":
                     raise DataSourceError(bad_jsonl(path) or f"could not load {source!r}: {e}") from None
@@ -61,7 +64,8 @@ def open_source(source: str, split: str, streaming: bool):
         raise
     except (ValueError, OSError) as e:
         raise DataSourceError(
-            f"could not load {source!r} (split {split!r}): {type(e).__name__}: {e}"
+            f"could not load {source!r} (split {split!r}): {type(e).__name__}: {str(e).rstrip('.')}; pass a `rookworld data "
+            "generate` output dir or a .parquet/.jsonl/.txt file of P:/A: rows (docs/FORMATS.md)"
         ) from None
     if not hub_id_like(source):
         raise DataSourceError(
