@@ -178,7 +178,7 @@ def test_a_model_is_prompted_the_way_its_data_was_written(positions, tmp_path):
     data.write_text("\n".join(lines) + "\n")
     tokenizer_dir = tmp_path / "tok"
     train_tokenizer(lines, vocab_size=300).save_pretrained(tokenizer_dir)
-    script_args = SFTScriptArguments(dataset=str(data), dataset_test_split="train", max_eval_samples=4,
+    script_args = SFTScriptArguments(dataset_name=str(data), dataset_test_split="train", max_eval_samples=4,
                                      tokenizer_name_or_path=str(tokenizer_dir), n_layer=1, n_head=2, n_embd=32)  # fmt: skip
     config = RookWorldSFTConfig(output_dir=str(tmp_path / "sft"), max_steps=1, max_length=256, use_cpu=True,
                                 report_to="none", save_strategy="no", format_check_samples=0, bf16=False)  # fmt: skip

@@ -40,6 +40,8 @@ def write_run(run, with_value: bool):
         "policy": {
             "greedy/legal_best_move": {"model": {"value": 0.65}, "baseline": {"value": 0.6}, "delta": delta},
             "greedy/best_move_accuracy": {"delta": {"value": -0.01, "ci": [-0.03, 0.01]}},
+            "greedy/top5_move_accuracy": {"delta": {"value": 0.004, "ci": [-0.01, 0.02]}},
+            "greedy/best_move_loss": {"delta": {"value": -0.044, "ci": [-0.064, -0.023]}},
             "greedy/reward": {"delta": {"value": 0.02, "ci": [0.01, 0.03]}},
         },
         "env": {"next_state_accuracy": {"delta": {"value": 0.0, "ci": [-0.02, 0.02]}}},
@@ -72,12 +74,14 @@ def test_experiment_row_has_the_eval_trend_watch_and_value_head(tmp_path):
     assert row[0] == "65.0% vs 60.0%"
     assert row[1] == "legal best move +5.0* [+2.0, +8.0]"
     assert row[2] == "top 1 -1.0 [-3.0, +1.0]"
-    assert row[3] == "P: reward +0.020* [+0.010, +0.030]"
-    assert row[5].startswith("reward trend +0.30")  # 0.01 a step over 30 steps between quarters
-    assert row[6].startswith("value head explained variance last 10 steps 0.10 (max 0.10); GAE on 40 of 40")
-    assert row[6].endswith("gradient norm max 0.5")
-    assert row[7] == "5.0 min training"
-    assert row[8].startswith("watch 0.67 / +0.00 / ")
+    assert row[3] == "top 5 +0.4 [-1.0, +2.0]"
+    assert row[4] == "B: loss -0.044* [-0.064, -0.023]"  # lower is better
+    assert row[5] == "P: reward +0.020* [+0.010, +0.030]"
+    assert row[7].startswith("reward trend +0.30")  # 0.01 a step over 30 steps between quarters
+    assert row[8].startswith("value head explained variance last 10 steps 0.10 (max 0.10); GAE on 40 of 40")
+    assert row[8].endswith("gradient norm max 0.5")
+    assert row[9] == "5.0 min training"
+    assert row[10].startswith("watch 0.67 / +0.00 / ")
 
 
 def test_value_study_knows_a_position_from_its_siblings(tmp_path):
