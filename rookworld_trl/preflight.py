@@ -7,8 +7,9 @@ second, not after the wait. The stage checks everything again with the real pars
 What it checks, without importing TRL or datasets: the recipe (YAML syntax, a mapping, known fields), each
 --flag's name, the numbers (int and float fields parse; entry.check_numbers' bounds), and the data source: a
 missing path, an empty directory, a Parquet file without its markers, and a text / JSON Lines file's lines (each
-line a JSON object; every P:/A: line parses, as `rookworld data load` parses it) for up to DATA_SECONDS. The field names and kinds come from RECIPE_FIELDS, which `python -m rookworld_trl.preflight` writes
-from the stages' dataclasses (tests/test_preflight.py fails when it is stale).
+line a JSON object; every P:/A: line parses, as `rookworld data load` parses it) for up to DATA_SECONDS. The
+field names and kinds come from RECIPE_FIELDS, which `python -m rookworld_trl.preflight` writes from the stages'
+dataclasses (tests/test_preflight.py fails when it is stale).
 """
 
 from __future__ import annotations
