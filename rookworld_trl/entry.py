@@ -28,6 +28,17 @@ def resolve_path(path: str) -> str:
     return str(candidate) if candidate.exists() else path
 
 
+# what a data source's one-line error ends with when the source cannot be read at all (the preflight, data loading)
+DATA_SOURCE_FIX = "pass a `rookworld data generate` output dir or a .parquet/.jsonl/.txt file of P:/A: rows"
+
+
+def missing_source(source: str) -> str:
+    """The one line for a data source that is neither a local path nor tried on the hub."""
+    return (
+        f"no such file or directory: {source!r} (nor a hub dataset id like 'owner/name'); {DATA_SOURCE_FIX}"
+    )
+
+
 def hub_id_like(source: str) -> bool:
     """Whether a data source that is no local path is tried as a hub dataset id ('owner/name').
 

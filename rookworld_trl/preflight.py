@@ -23,10 +23,12 @@ from types import SimpleNamespace
 
 from rookworld_trl.entry import (
     BAD_LINE_FIX,
+    DATA_SOURCE_FIX,
     check_numbers,
     check_recipe,
     did_you_mean,
     hub_id_like,
+    missing_source,
     resolve_path,
 )
 from rookworld_trl.errors import UserError
@@ -100,15 +102,10 @@ def check_data(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS) 
     if not path.exists():
         if hub_id_like(source):
             return
-        raise UserError(
-            f"no such file or directory: {source!r} (nor a hub dataset id like 'owner/name'); pass a data "
-            "file or a `rookworld data generate` output dir"
-        )
+        raise UserError(missing_source(source))
     if path.is_dir():
         if not any(p.is_file() for p in path.rglob("*")):
-            raise UserError(
-                f"{path}: the directory holds no data files; pass a `rookworld data generate` output dir or a file"
-            )
+            raise UserError(f"{path}: the directory holds no data files; {DATA_SOURCE_FIX}")
         return
     if path.suffix == ".parquet":
         check_parquet(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import datasets
 
-from rookworld_trl.entry import hub_id_like
+from rookworld_trl.entry import DATA_SOURCE_FIX, hub_id_like, missing_source
 from rookworld_trl.quiet_logs import dropping
 
 
@@ -64,13 +64,11 @@ def open_source(source: str, split: str, streaming: bool):
         raise
     except (ValueError, OSError) as e:
         raise DataSourceError(
-            f"could not load {source!r} (split {split!r}): {type(e).__name__}: {str(e).rstrip('.')}; pass a `rookworld data "
-            "generate` output dir or a .parquet/.jsonl/.txt file of P:/A: rows (docs/FORMATS.md)"
+            f"could not load {source!r} (split {split!r}): {type(e).__name__}: {str(e).rstrip('.')}; "
+            f"{DATA_SOURCE_FIX} (docs/FORMATS.md)"
         ) from None
     if not hub_id_like(source):
-        raise DataSourceError(
-            f"no such file or directory: {source!r} (nor a hub dataset id like 'owner/name')"
-        )
+        raise DataSourceError(missing_source(source))
     try:
         return datasets.load_dataset(source, split=split, streaming=streaming)
     except Exception as e:  # the hub raises many types (offline, not found, gated, ...): one clear message

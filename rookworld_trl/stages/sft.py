@@ -244,9 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     script_args, config = parser.parse_args_and_config(args=argv)
     check_numbers(config)
     check_output_dir(config.output_dir)  # before anything writes there
-    resolve_paths(
-        script_args, "dataset_name", "model_name_or_path", "tokenizer_name_or_path"
-    )  # bundled, any cwd
+    # the bundled model and data, from any working directory
+    resolve_paths(script_args, "dataset_name", "model_name_or_path", "tokenizer_name_or_path")
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     train_dataset, eval_dataset = load_splits(script_args, config.seed)
