@@ -7,7 +7,7 @@ import torch
 
 from rookworld_trl.chess.engine import EngineLimit, EnginePool, find_stockfish
 from rookworld_trl.chess.formats import policy_completion
-from rookworld_trl.grpo.credit import FIELDS, field_terms, row_advantages, spread, token_layout
+from rookworld_trl.grpo.credit import FIELDS, add_choice, field_terms, row_advantages, spread, token_layout
 from rookworld_trl.model.loading import load_model_and_tokenizer
 from rookworld_trl.rewards.policy import PolicyGrader
 
@@ -61,3 +61,25 @@ def test_credit_lands_on_the_move_and_the_choice_that_decide():
     assert torch.allclose(adv[0, others], adv[1, others])  # the same verdicts, centred on the group's moves
     text = tokenizer.decode([t for t, (field, _) in zip(ids[0], layouts[0], strict=True) if field == 2])
     assert text.strip().startswith("B:")
+
+
+@pytest.mark.skipif(find_stockfish() is None, reason="needs Stockfish")
+def test_choice_credit_pays_for_the_best_of_ones_own_list_where_the_group_agrees():
+    """A group that writes one answer alike has no B: advantage; with choice_credit B: and the move it copies
+    gain when B: is the best of the listed moves (here the queen capture) and lose when it is the worst."""
+    with EnginePool(1, EngineLimit(depth=8), multipv=5) as pool:
+        analysis = pool.analyse(QUEEN_UP)
+        top, evals = [m.move for m in analysis[:5]], [m.cp / 100 for m in analysis[:5]]
+        good = policy_completion(top, evals, top[0])
+        worst = policy_completion(top, evals, top[-1])
+        components = [
+            parts
+            for _, parts in PolicyGrader(pool, "dense").score([QUEEN_UP] * 4, [good, good, worst, worst])
+        ]
+    terms = [field_terms(c, "dense") for c in components]
+    rows = row_advantages(terms, [0.3] * 4, 2)  # two groups of two alike answers
+    assert all(abs(r["B"]) < 1e-6 for r in rows)
+    rows = add_choice(rows, terms, [0.3] * 4, 1.0)
+    assert rows[0]["B"] > 0.2 and rows[0]["moves"][0] == pytest.approx(rows[0]["B"])
+    assert rows[2]["B"] < -0.05 and rows[2]["moves"][4] == pytest.approx(rows[2]["B"])
+    assert rows[2]["moves"][0] == pytest.approx(0.0)

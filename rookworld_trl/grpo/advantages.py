@@ -78,6 +78,7 @@ def field_advantages(trainer, sequence, local_terms, layouts, baseline=None) -> 
     rows = credit.row_advantages(terms, scale.tolist(), n)  # a group may span processes, as in TRL
     if baseline is not None:
         rows = base.recentre_fields(rows, terms, baseline.weights, baseline.scale, n)
+    rows = credit.add_choice(rows, terms, scale.tolist(), trainer.args.choice_credit)
     return credit.spread(rows[base.local_rows(trainer.accelerator, len(local_terms))], layouts, sequence)
 
 

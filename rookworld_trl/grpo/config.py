@@ -56,6 +56,15 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
             "reward_funcs."
         },
     )
+    choice_credit: float = field(
+        default=0.0,
+        metadata={
+            "help": "Field credit: add this x B:'s choice to the advantage of B: and of the listed move it copies: "
+            "B:'s value (0.4 legal + 0.6 engine quality) minus the mean value of the answer's listed moves, so "
+            "that picking the best of one's own list pays even where the whole group picks alike (grpo/credit.py). "
+            "0: off."
+        },
+    )
     # ---- KL: adaptive beta and the KL guard ----
     adaptive_kl: bool = field(
         default=False,

@@ -10,6 +10,8 @@ GRPO gives every token of a completion the same advantage. A P: answer is ~40 to
     the rest of M:              the M: field's advantage
     E:                          the evaluations' accuracy
     B:                          B:'s own verdict (legal, engine quality, consistent with the answer's E:)
+    B:'s choice (choice_credit) B:'s value minus a uniform pick among the answer's listed moves, on B: and the
+                                move it copies: a baseline inside the answer, so it pays where the group agrees
 
 Every term is in reward units (the field's weight in the shaping applied) and divided by one scale, the
 group's reward std as TRL's `scale_rewards` takes it, so the fields weigh what they weigh in the reward: their
@@ -60,12 +62,14 @@ def field_terms(components: dict | None, shaping: str = "precise") -> dict | Non
         m_total = SPAN * 0.1 * (3 * components["legal_moves"] + components["candidates"])
         b_total = SPAN * 0.1 * (2 * components["best_legal"] + 3 * components["best"])
         e_total = w["E"] * components["evals"]
+    b_value = 0.4 * components["best_legal"] + 0.6 * components["best"]  # a listed move's value on this scale
     return {
         "M": m_total - slip,
         "E": e_total - slip,
         "B": b_total - slip,
         "moves": moves,
         "best_slot": components["best_slot"],
+        "choice": SPAN * 0.5 * (b_value - components.get("list_value", b_value)),  # B:'s half of the quality
     }
 
 
@@ -123,6 +127,24 @@ def row_advantages(terms: Sequence[dict | None], scale: Sequence[float], num_gen
                 adv["moves"][terms[i]["best_slot"]] += adv["B"]
             out[i] = adv
     return out
+
+
+def add_choice(rows: list, terms: Sequence[dict | None], scale: Sequence[float], coef: float) -> list:
+    """Adds coef x B:'s choice term over the row's scale to B:'s advantage and to the move B: copies, in place.
+
+    >>> rows = [{"B": 0.5, "moves": [0.0, 0.0]}, None]
+    >>> terms = [{"choice": 0.1, "best_slot": 1}, None]
+    >>> [round(m, 3) for m in add_choice(rows, terms, [0.2, 0.2], 1.0)[0]["moves"]]
+    [0.0, 0.5]
+    """
+    for row, term, s in zip(rows, terms, scale, strict=True):
+        if row is None or not coef:
+            continue
+        bonus = coef * term["choice"] / (float(s) + EPS)
+        row["B"] += bonus
+        if 0 <= term["best_slot"] < len(row["moves"]):
+            row["moves"][term["best_slot"]] += bonus
+    return rows
 
 
 def spread(
