@@ -329,6 +329,11 @@ def test_each_logging_step_is_one_compact_line(model_dir, tmp_path, capsys):
         compact_line(logs, 12, 150)
         == "step 12/150  reward 0.410  legal best move 58.1%  loss 0.040  2.6 s/step"
     )
+    held_out = {"eval/policy/greedy/legal_best_move": 0.615, "eval/policy/greedy/best_move_accuracy": 0.02,
+                "eval/policy/greedy/best_move_loss": 0.4941, "eval/env/next_state_accuracy": 0.32, "epoch": 0.04}  # fmt: skip
+    assert compact_line(held_out, 30, 150) == (
+        "step 30/150  held-out legal best move 61.5%  top 1 2.0%  B: loss 0.494  A: next state exact 32.0%"
+    )
     trainer = make_trainer(model_dir, tmp_path / "bar", disable_tqdm=False)
     grpo_stage.use_compact_logs(trainer)
     kinds = {type(c) for c in trainer.callback_handler.callbacks}

@@ -5,6 +5,7 @@ TensorBoard); the end-of-training dict is left to the stage's summary.
     step 12/150  reward 0.412  legal best move 58.1%  KL 0.0031  loss 0.043  2.6 s/step          (GRPO)
     step 10/20  loss 0.912  token accuracy 71.3%  5123 tokens/s                                   (SFT)
     step 10/20  held-out loss 0.887  token accuracy 72.0%                                         (SFT eval)
+    step 30/150  held-out legal best move 61.5%  top 1 2.0%  B: loss 0.494  A: next state exact 32.0%  (GRPO eval)
 
     from rookworld_trl.training.console import use_compact_logs
     use_compact_logs(trainer)          # after the trainer is built
@@ -28,16 +29,28 @@ EVAL_FIELDS = (
     ("eval_loss", "held-out loss", "{:.3f}"),
     ("eval_mean_token_accuracy", "token accuracy", "{:.1%}"),
 )
+HELD_OUT_FIELDS = (  # GRPO's learning-curve eval (eval/callback.py); the whole dict goes to metrics.jsonl
+    ("eval/policy/greedy/legal_best_move", "held-out legal best move", "{:.1%}"),
+    ("eval/policy/greedy/best_move_accuracy", "top 1", "{:.1%}"),
+    ("eval/policy/greedy/best_move_loss", "B: loss", "{:.3f}"),
+    ("eval/env/next_state_accuracy", "A: next state exact", "{:.1%}"),
+)
+# (keys that mark a log entry's kind, its fields): training, SFT's held-out loss, GRPO's learning-curve eval
+KINDS = (
+    (("reward", "loss"), FIELDS),
+    (("eval_loss",), EVAL_FIELDS),
+    ((HELD_OUT_FIELDS[0][0],), HELD_OUT_FIELDS),
+)
 # the Trainer's end-of-training entry and SFT's format check: the stage's summary says them in words
 SUMMARISED = ("train_loss", "format_check_samples")
 
 
 def compact_line(logs: dict, step: int, max_steps: int) -> str | None:
-    """The one line of a training or held-out-loss log entry; "" for the end-of-training entry (nothing to
+    """The one line of a training or held-out log entry (KINDS); "" for the end-of-training entry (nothing to
     print); None for other entries (printed as before)."""
     if any(key in logs for key in SUMMARISED):
         return ""
-    fields = FIELDS if "reward" in logs or "loss" in logs else EVAL_FIELDS if "eval_loss" in logs else None
+    fields = next((f for keys, f in KINDS if any(key in logs for key in keys)), None)
     if fields is None:
         return None
     parts = [f"step {step}/{max_steps}"]
