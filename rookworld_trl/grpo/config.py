@@ -62,7 +62,7 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
             "help": "Field credit: add this x B:'s choice to the advantage of B: and of the listed move it copies: "
             "B:'s value (0.4 legal + 0.6 engine quality) minus the mean value of the answer's listed moves, so "
             "that picking the best of one's own list pays even where the whole group picks alike (grpo/credit.py). "
-            "0: off."
+            "0: off (at 1.0 the main job gained +5.1 / -2.1 on two seeds with top 5 lower: docs/EXPERIMENTS.md)."
         },
     )
     # ---- KL: adaptive beta and the KL guard ----
