@@ -62,14 +62,17 @@ def field_terms(components: dict | None, shaping: str = "precise") -> dict | Non
         m_total = SPAN * 0.1 * (3 * components["legal_moves"] + components["candidates"])
         b_total = SPAN * 0.1 * (2 * components["best_legal"] + 3 * components["best"])
         e_total = w["E"] * components["evals"]
-    b_value = 0.4 * components["best_legal"] + 0.6 * components["best"]  # a listed move's value on this scale
+    b_value = (
+        0.4 * components["best_legal"] + 0.6 * components["best"]
+    )  # on list_value's scale (rewards/policy.py)
     return {
         "M": m_total - slip,
         "E": e_total - slip,
         "B": b_total - slip,
         "moves": moves,
         "best_slot": components["best_slot"],
-        "choice": SPAN * 0.5 * (b_value - components.get("list_value", b_value)),  # B:'s half of the quality
+        # in reward units: B: weighs 5 tenths of the dense quality
+        "choice": SPAN * 0.5 * (b_value - components.get("list_value", b_value)),
     }
 
 
