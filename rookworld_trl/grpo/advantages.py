@@ -75,10 +75,11 @@ def field_advantages(trainer, sequence, local_terms, layouts, baseline=None) -> 
         scale = base.reward_scale(rewards, tasks, n, trainer.scale_rewards)
     else:
         scale = baseline.scale
-    rows = credit.row_advantages(terms, scale.tolist(), n)  # a group may span processes, as in TRL
+    scales = scale.tolist()
+    rows = credit.row_advantages(terms, scales, n)  # a group may span processes, as in TRL
     if baseline is not None:
         rows = base.recentre_fields(rows, terms, baseline.weights, baseline.scale, n)
-    rows = credit.add_choice(rows, terms, scale.tolist(), trainer.args.choice_credit)
+    rows = credit.add_choice(rows, terms, scales, trainer.args.choice_credit)
     return credit.spread(rows[base.local_rows(trainer.accelerator, len(local_terms))], layouts, sequence)
 
 

@@ -62,17 +62,14 @@ def field_terms(components: dict | None, shaping: str = "precise") -> dict | Non
         m_total = SPAN * 0.1 * (3 * components["legal_moves"] + components["candidates"])
         b_total = SPAN * 0.1 * (2 * components["best_legal"] + 3 * components["best"])
         e_total = w["E"] * components["evals"]
-    b_value = (
-        0.4 * components["best_legal"] + 0.6 * components["best"]
-    )  # on list_value's scale (rewards/policy.py)
     return {
         "M": m_total - slip,
         "E": e_total - slip,
         "B": b_total - slip,
         "moves": moves,
         "best_slot": components["best_slot"],
-        # in reward units: B: weighs 5 tenths of the dense quality
-        "choice": SPAN * 0.5 * (b_value - components.get("list_value", b_value)),
+        # rewards/policy.py's b_choice in reward units: B: weighs 5 tenths of the dense quality
+        "choice": SPAN * 0.5 * components.get("b_choice", 0.0),
     }
 
 
@@ -140,8 +137,10 @@ def add_choice(rows: list, terms: Sequence[dict | None], scale: Sequence[float],
     >>> [round(m, 3) for m in add_choice(rows, terms, [0.2, 0.2], 1.0)[0]["moves"]]
     [0.0, 0.5]
     """
+    if not coef:
+        return rows
     for row, term, s in zip(rows, terms, scale, strict=True):
-        if row is None or not coef:
+        if row is None:
             continue
         bonus = coef * term["choice"] / (float(s) + EPS)
         row["B"] += bonus

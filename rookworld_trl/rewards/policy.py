@@ -142,10 +142,13 @@ def _grade(parsed: ParsedPolicy, analysis: Sequence[MoveEval], cp_of) -> tuple[d
     components["moves_score"] = max(-1.0, min(1.0, sum(components["move_verdicts"]) / n_expected))
     components["best_slot"] = moves.index(parsed.best) if parsed.best in moves else -1
     components["b_field"] = best_field(components, parsed)
-    # What a uniform pick among the listed moves is worth on B:'s scale (0.4 legal + 0.6 engine quality):
-    # B: minus it is B:'s choice, the credit of `choice_credit` (grpo/credit.py).
-    values = [0.0 if cp is None else 0.4 + 0.6 * best_move_score(top_cp, cp) for cp in move_cp.values()]
-    components["list_value"] = sum(values) / len(values) if values else 0.0
+    # B:'s choice, the credit of `choice_credit` (grpo/credit.py): B:'s value minus a uniform pick among the
+    # listed moves, each valued 0.4 legal + 0.6 engine quality.
+    values = [
+        0.0 if cp is None else 0.4 + 0.6 * best_move_score(top_cp, cp) for cp in (best_cp, *move_cp.values())
+    ]
+    b_value, *listed = values
+    components["b_choice"] = b_value - (sum(listed) / len(listed) if listed else 0.0)
     components["layout"] = float(parsed.exact)
     return components, checks
 
