@@ -50,18 +50,25 @@ def running_advantages(trainer, output) -> base.BaselineAdvantages:
 def field_parts(trainer, completion_ids: torch.Tensor) -> tuple[list, list]:
     """This process's rows: each P: answer's field terms (credit.field_terms; None: A: or unparseable), graded
     again by the policy reward's grader from its memo, and each row's token layout (credit.token_layout)."""
+    terms = [
+        credit.field_terms(c, trainer.args.reward_shaping) for c in answer_components(trainer, completion_ids)
+    ]
     tokenizer = trainer.processing_class
-    texts = tokenizer.batch_decode(completion_ids.tolist(), skip_special_tokens=False)
-    components = policy_components(
-        policy_grader(trainer.reward_funcs),
-        trainer.scored_prompts,
-        [t.split(tokenizer.eos_token, 1)[0] for t in texts],
-    )
-    terms = [credit.field_terms(c, trainer.args.reward_shaping) for c in components]
     pieces = tokenizer.batch_decode(completion_ids.reshape(-1, 1).tolist())
     width = completion_ids.shape[1]
     layouts = [credit.token_layout(pieces[i : i + width]) for i in range(0, len(pieces), width)]
     return terms, layouts
+
+
+def answer_components(trainer, completion_ids: torch.Tensor) -> list[dict | None]:
+    """This process's rows: each P: answer's policy-reward components (None: A:), from the grader's memo."""
+    tokenizer = trainer.processing_class
+    texts = tokenizer.batch_decode(completion_ids.tolist(), skip_special_tokens=False)
+    return policy_components(
+        policy_grader(trainer.reward_funcs),
+        trainer.scored_prompts,
+        [t.split(tokenizer.eos_token, 1)[0] for t in texts],
+    )
 
 
 def field_advantages(trainer, sequence, local_terms, layouts, baseline=None) -> torch.Tensor:

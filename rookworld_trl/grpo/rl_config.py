@@ -1,7 +1,7 @@
 """The RL options of RookWorldGRPOConfig (issue 19): KL estimator, baseline, value baseline with GAE, dynamic
-sampling. A dataclass of fields that RookWorldGRPOConfig inherits, and `check_rl_options(config)`, which its
+sampling, the curriculum. A dataclass of fields that RookWorldGRPOConfig inherits, and `check_rl_options(config)`, which its
 __post_init__ calls; the trainer side: grpo/advantages.py (baselines, GAE), grpo/loss.py (the exact KL), grpo/value.py (the value
-head), grpo/dynamic_sampling.py.
+head), grpo/dynamic_sampling.py, grpo/curriculum.py.
 Every default keeps TRL's behaviour (k3 KL, group baseline, no value head, no resampling).
 """
 
@@ -130,6 +130,21 @@ class RLOptions:
     dynamic_sampling_max_rounds: int = field(
         default=3, metadata={"help": "dynamic_sampling: most extra generation batches per generation step."}
     )
+    curriculum_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "A curriculum of the positions the policy gets wrong (grpo/curriculum.py): each P: prompt is "
+            "replaced at these odds by a training position whose group wrote a legal B: in fewer than "
+            "curriculum_threshold of its samples, until a group gets it right. 0: off."
+        },
+    )
+    curriculum_threshold: float = field(
+        default=0.5,
+        metadata={"help": "curriculum: a position is wrong below this share of legal B: in its group."},
+    )
+    curriculum_buffer_size: int = field(
+        default=2000, metadata={"help": "curriculum: most wrong positions kept (oldest dropped first)."}
+    )
 
 
 def check_rl_options(config) -> None:
@@ -161,6 +176,13 @@ def check_rl_options(config) -> None:
             )
         if config.value_coef < 0.0 or config.value_learning_rate <= 0.0 or config.value_max_grad_norm <= 0.0:
             raise ValueError("need value_coef >= 0, value_learning_rate > 0 and value_max_grad_norm > 0")
+    if not (0.0 <= config.curriculum_ratio <= 1.0 and 0.0 < config.curriculum_threshold <= 1.0):
+        raise ValueError(
+            f"need curriculum_ratio in [0, 1] and curriculum_threshold in (0, 1], got {config.curriculum_ratio}, "
+            f"{config.curriculum_threshold}"
+        )
+    if config.curriculum_buffer_size < 1:
+        raise ValueError(f"curriculum_buffer_size must be >= 1, got {config.curriculum_buffer_size}")
     if config.dynamic_sampling_max_rounds < 1:
         raise ValueError(
             f"dynamic_sampling_max_rounds must be >= 1, got {config.dynamic_sampling_max_rounds}"

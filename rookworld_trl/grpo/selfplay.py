@@ -147,7 +147,7 @@ class SelfPlay:
             return rows, figures
         out, ages, policy_rows = [], [], 0
         for row in rows:
-            if _task(row) != "P":
+            if task_of_row(row) != "P":
                 out.append(row)
                 continue
             policy_rows += 1
@@ -175,14 +175,15 @@ class SelfPlay:
         return new
 
 
-def _task(row: dict) -> str:
+def task_of_row(row: dict) -> str:
+    """A dataset row's task: its `task` column, else its prompt's prefix."""
     task = row.get("task")
     return task if task in ("P", "A") else task_of(row["prompt"])
 
 
 def _playable(row: dict) -> str | None:
     """The FEN of a P: row when it is a valid position with a move to play, else None."""
-    return playable_position(row["prompt"], row.get("fen")) if _task(row) == "P" else None
+    return playable_position(row["prompt"], row.get("fen")) if task_of_row(row) == "P" else None
 
 
 def selfplay_for(script_args, seed: int, dataset) -> SelfPlay | None:

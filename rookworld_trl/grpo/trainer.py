@@ -3,7 +3,8 @@ The stage that builds and runs it is rookworld_trl/stages/grpo.py (`python -m ro
 
 One optimizer step, in the order it runs (docs/ARCHITECTURE.md walks it), each hook overridden once, here;
 TRL calls them through the seams of training/trl_compat.py:
-  1. prompts: `training_step` mixes self-play positions into P: prompts (selfplay.py);
+  1. prompts: `training_step` mixes self-play positions (selfplay.py) and the curriculum's (curriculum.py) into
+     P: prompts;
   2. rollout: `generate_batch` -> TRL samples K completions per prompt with our sampler (rollout.py);
   3. rewards: TRL calls the reward functions (rewards/functions.py) and its group advantages;
   4. advantages: `shape_advantages` -> advantages.py (baselines, field credit, the value head's GAE);
@@ -23,11 +24,13 @@ import logging
 import os
 
 import torch
+from accelerate.utils import gather_object
 
 from rookworld_trl.grpo import advantages
 from rookworld_trl.grpo import dynamic_sampling as ds
 from rookworld_trl.grpo.baselines import RunningBaseline
 from rookworld_trl.grpo.config import RookWorldGRPOConfig, compiling
+from rookworld_trl.grpo.curriculum import curriculum_for
 from rookworld_trl.grpo.kl import HiddenTap, completion_hidden
 from rookworld_trl.grpo.kl_control import KLControl
 from rookworld_trl.grpo.loss import add_terms
@@ -45,6 +48,7 @@ from rookworld_trl.grpo.value import (
 )
 from rookworld_trl.model.loading import gpt2_backbone, use_fused_gelu, use_padding_aware_positions
 from rookworld_trl.model.shared_prefix import use_shared_prefix
+from rookworld_trl.rewards.functions import policy_grader
 from rookworld_trl.training import checkpoints, publish
 from rookworld_trl.training.interrupt import SaveOnInterrupt
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
@@ -150,6 +154,11 @@ class RookWorldGRPOTrainer(GRPOSeams):
             self.value_head = ValueHead(hidden).to(self.accelerator.device)
         if a.dynamic_sampling:
             ds.check_trainer(self)
+        self.curriculum = curriculum_for(a)  # curriculum.py: positions the policy gets wrong, mixed back in
+        if self.curriculum is not None and policy_grader(self.reward_funcs) is None:
+            raise ValueError(
+                "curriculum_ratio > 0 grades P: answers with the policy reward: add policy_reward"
+            )
 
     @property
     def halt_reason(self) -> str | None:
@@ -169,9 +178,18 @@ class RookWorldGRPOTrainer(GRPOSeams):
 
     def generate_batch(self, inputs):
         output = self.score(inputs)
+        if self.curriculum is not None and self.model.training:
+            self._observe_curriculum(inputs, output)
         if self.args.dynamic_sampling and self.model.training:  # DAPO: zero-std groups swapped for fresh ones
             output = ds.refill(self, inputs, output)
         return output
+
+    def _observe_curriculum(self, inputs, output) -> None:
+        """Every process's rows and answer components into the curriculum (each rank keeps the same buffer)."""
+        components = advantages.answer_components(self, output["completion_ids"])
+        rows, components = gather_object(list(inputs)), gather_object(components)
+        for name, value in self.curriculum.observe(rows, components, self.num_generations).items():
+            self.log_metric(name, value)
 
     def score(self, inputs):
         # an exact KL needs the reference's hidden states, tapped while TRL scores the batch with it
@@ -214,8 +232,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
             self._trl_kl_off = False
 
     def training_step(self, model, inputs, num_items_in_batch):
-        if self.selfplay is not None:
-            inputs = self._mix_selfplay(inputs)
+        inputs = self._mix_prompts(inputs)
         kl = self.metric_values(
             "kl"
         )  # TRL appends one value per micro-batch when beta != 0 (ours: the exact KL)
@@ -228,10 +245,14 @@ class RookWorldGRPOTrainer(GRPOSeams):
         self.guard.faults.record_step(loss, step_kl)
         return loss
 
-    def _mix_selfplay(self, inputs):
-        """Self-play positions into this generation batch's P: prompts. TRL hands every micro-batch the rows
-        of its generation batch but generates only on the first: the figures are logged for that one."""
-        inputs, figures = self.selfplay.mix(inputs, self.state.global_step)
+    def _mix_prompts(self, inputs):
+        """Self-play positions, then the curriculum's, into this generation batch's P: prompts. TRL hands every
+        micro-batch the rows of its generation batch but generates only on the first: figures are logged for it."""
+        figures = {}
+        for source in (self.selfplay, self.curriculum):
+            if source is not None:
+                inputs, more = source.mix(inputs, self.state.global_step)
+                figures |= more
         if self.micro_step % (self.args.steps_per_generation * self.args.num_iterations) == 0:
             for name, value in figures.items():
                 self.log_metric(name, value)

@@ -1,0 +1,83 @@
+"""A curriculum of the positions the policy gets wrong (`curriculum_ratio` > 0, rl_config.py): training P: prompts
+whose group wrote a legal B: in fewer than `curriculum_threshold` of its samples are kept in a buffer, and each P:
+prompt of a later generation batch is replaced, at odds `curriculum_ratio`, by one of them, until a group gets it
+right (then it leaves the buffer).
+
+    rookworld train --curriculum_ratio 0.25 --output_dir build/curriculum_s0
+    .venv/bin/pytest tests/test_curriculum.py
+
+How: `RookWorldGRPOTrainer.generate_batch` calls `observe` with the scored rows and each sample's policy-reward
+components (the grader's memo: no new engine call); `training_step` calls `mix`. Rows are kept whole, labels
+included (they are the training set's own). Every process gathers all rows before observing, so every rank holds
+the same buffer; the draw hashes (seed, step, prompt), so the copies of one prompt (a GRPO group) get the same
+position on whichever rank they are. The buffer is FIFO over `curriculum_buffer_size` prompts and is not
+checkpointed: a resumed run starts it empty.
+Figures: curriculum/wrong (share of this batch's P: groups below the threshold), curriculum/buffer_size,
+curriculum/mixed_fraction (of the batch's P: prompts).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from rookworld_trl.grpo.selfplay import task_of_row, unit_hash
+
+
+class Curriculum:
+    """The buffer of wrongly answered P: rows, what to keep (`observe`) and the mix into prompts (`mix`)."""
+
+    def __init__(self, ratio: float, size: int, threshold: float, seed: int):
+        self.ratio, self.size, self.threshold, self.seed = ratio, size, threshold, seed
+        self.buffer: OrderedDict[str, dict] = OrderedDict()  # prompt -> row, oldest first
+
+    def observe(self, rows: Sequence[dict], components: Sequence[dict | None], n: int) -> dict[str, float]:
+        """Keep each P: group (n rows in a row) whose share of legal B: is below the threshold, drop one that is
+        not; return the figures."""
+        wrong = groups = 0
+        for g in range(0, len(rows), n):
+            parts = [c for c in components[g : g + n] if c is not None]
+            if task_of_row(rows[g]) != "P" or not parts:
+                continue
+            groups += 1
+            prompt = rows[g]["prompt"]
+            self.buffer.pop(prompt, None)
+            if sum(c["best_legal"] for c in parts) / len(parts) < self.threshold:
+                wrong += 1
+                self.buffer[prompt] = rows[g]
+                if len(self.buffer) > self.size:
+                    self.buffer.popitem(last=False)
+        figures = {"curriculum/buffer_size": float(len(self.buffer))}
+        if groups:
+            figures["curriculum/wrong"] = wrong / groups
+        return figures
+
+    def mix(self, rows: list[dict], step: int) -> tuple[list[dict], dict[str, float]]:
+        """`rows` with P: prompts replaced at odds `ratio` by buffered rows; and the share replaced."""
+        if not self.buffer:
+            return rows, {}
+        kept = list(self.buffer.values())
+        out, mixed, policy_rows = [], 0, 0
+        for row in rows:
+            if task_of_row(row) != "P":
+                out.append(row)
+                continue
+            policy_rows += 1
+            if unit_hash(self.seed, step, row["prompt"], "curriculum") >= self.ratio:
+                out.append(row)
+                continue
+            pick = kept[int(unit_hash(self.seed, step, row["prompt"], "curriculum pick") * len(kept))]
+            out.append(
+                {**row, **pick}
+            )  # the same columns as every other row: TRL reads the keys of the first
+            mixed += 1
+        return out, {"curriculum/mixed_fraction": mixed / policy_rows} if policy_rows else {}
+
+
+def curriculum_for(args) -> Curriculum | None:
+    """The run's Curriculum when `curriculum_ratio` > 0, else None."""
+    if args.curriculum_ratio <= 0:
+        return None
+    return Curriculum(
+        args.curriculum_ratio, args.curriculum_buffer_size, args.curriculum_threshold, args.seed
+    )
