@@ -67,9 +67,8 @@ class Curriculum:
                 out.append(row)
                 continue
             pick = kept[int(unit_hash(self.seed, step, row["prompt"], "curriculum pick") * len(kept))]
-            out.append(
-                {**row, **pick}
-            )  # the same columns as every other row: TRL reads the keys of the first
+            # the same columns as every other row: TRL reads the keys of the first
+            out.append({**row, **pick})
             mixed += 1
         return out, {"curriculum/mixed_fraction": mixed / policy_rows} if policy_rows else {}
 

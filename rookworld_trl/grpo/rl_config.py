@@ -1,8 +1,8 @@
 """The RL options of RookWorldGRPOConfig (issue 19): KL estimator, baseline, value baseline with GAE, dynamic
-sampling, the curriculum. A dataclass of fields that RookWorldGRPOConfig inherits, and `check_rl_options(config)`, which its
-__post_init__ calls; the trainer side: grpo/advantages.py (baselines, GAE), grpo/loss.py (the exact KL), grpo/value.py (the value
-head), grpo/dynamic_sampling.py, grpo/curriculum.py.
-Every default keeps TRL's behaviour (k3 KL, group baseline, no value head, no resampling).
+sampling, the curriculum. A dataclass of fields that RookWorldGRPOConfig inherits, and `check_rl_options(config)`,
+which its __post_init__ calls; the trainer side: grpo/advantages.py (baselines, GAE), grpo/loss.py (the exact KL),
+grpo/value.py (the value head), grpo/dynamic_sampling.py, grpo/curriculum.py.
+Every default keeps TRL's behaviour (k3 KL, group baseline, no value head, no resampling, no curriculum).
 """
 
 from __future__ import annotations

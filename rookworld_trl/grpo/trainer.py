@@ -233,9 +233,8 @@ class RookWorldGRPOTrainer(GRPOSeams):
 
     def training_step(self, model, inputs, num_items_in_batch):
         inputs = self._mix_prompts(inputs)
-        kl = self.metric_values(
-            "kl"
-        )  # TRL appends one value per micro-batch when beta != 0 (ours: the exact KL)
+        # TRL appends one value per micro-batch when beta != 0 (ours: the exact KL)
+        kl = self.metric_values("kl")
         seen = len(kl)
         loss = super().training_step(model, inputs, num_items_in_batch)
         step_kl = list(kl[seen:])
