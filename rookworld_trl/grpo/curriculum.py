@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from rookworld_trl.grpo.selfplay import task_of_row, unit_hash
+from rookworld_trl.grpo.selfplay import replace_policy_rows, task_of_row
 
 
 class Curriculum:
@@ -56,21 +56,16 @@ class Curriculum:
         """`rows` with P: prompts replaced at odds `ratio` by buffered rows; and the share replaced."""
         if not self.buffer:
             return rows, {}
-        kept = list(self.buffer.values())
-        out, mixed, policy_rows = [], 0, 0
-        for row in rows:
-            if task_of_row(row) != "P":
-                out.append(row)
-                continue
-            policy_rows += 1
-            if unit_hash(self.seed, step, row["prompt"], "curriculum") >= self.ratio:
-                out.append(row)
-                continue
-            pick = kept[int(unit_hash(self.seed, step, row["prompt"], "curriculum pick") * len(kept))]
+        kept, mixed = list(self.buffer.values()), []
+
+        def pick(row: dict, u: float) -> dict:
+            mixed.append(row)
             # the same columns as every other row: TRL reads the keys of the first
-            out.append({**row, **pick})
-            mixed += 1
-        return out, {"curriculum/mixed_fraction": mixed / policy_rows} if policy_rows else {}
+            return {**row, **kept[int(u * len(kept))]}
+
+        key, tags = (self.seed, step), ("curriculum", "curriculum pick")
+        out, policy_rows = replace_policy_rows(rows, self.ratio, key, tags, pick)
+        return out, {"curriculum/mixed_fraction": len(mixed) / policy_rows} if policy_rows else {}
 
 
 def curriculum_for(args) -> Curriculum | None:

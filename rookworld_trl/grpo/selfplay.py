@@ -97,6 +97,22 @@ def unit_hash(*parts) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+def replace_policy_rows(
+    rows: list[dict], ratio: float, key: tuple, tags: tuple[str, str], pick
+) -> tuple[list, int]:
+    """`rows` with each P: row replaced, at odds `ratio`, by `pick(row, u)` (u uniform in [0, 1)); and the number
+    of P: rows. Both draws hash (*key, prompt, tag), so every copy of a prompt (a GRPO group) on every rank gets
+    the same replacement."""
+    out, policy_rows = [], 0
+    for row in rows:
+        if task_of_row(row) == "P":
+            policy_rows += 1
+            if unit_hash(*key, row["prompt"], tags[0]) < ratio:
+                row = pick(row, unit_hash(*key, row["prompt"], tags[1]))
+        out.append(row)
+    return out, policy_rows
+
+
 class SelfPlay:
     """The buffer, when to play, what to play from, and the mix of buffer positions into prompts."""
 
@@ -145,19 +161,14 @@ class SelfPlay:
         figures = {"selfplay/buffer_size": float(len(self.buffer))}
         if not len(self.buffer):
             return rows, figures
-        out, ages, policy_rows = [], [], 0
-        for row in rows:
-            if task_of_row(row) != "P":
-                out.append(row)
-                continue
-            policy_rows += 1
-            if unit_hash(self.seed, step, row["prompt"], "mix") >= self.ratio:
-                out.append(row)
-                continue
-            pick = unit_hash(self.seed, step, row["prompt"], "pick")
-            fen, produced = self.buffer[int(pick * len(self.buffer))]
-            out.append(self.substitute(row, fen))
+        ages = []
+
+        def pick(row: dict, u: float) -> dict:
+            fen, produced = self.buffer[int(u * len(self.buffer))]
             ages.append(step - produced)
+            return self.substitute(row, fen)
+
+        out, policy_rows = replace_policy_rows(rows, self.ratio, (self.seed, step), ("mix", "pick"), pick)
         if policy_rows:
             figures["selfplay/mixed_fraction"] = len(ages) / policy_rows
         if ages:
