@@ -56,16 +56,15 @@ class Curriculum:
         """`rows` with P: prompts replaced at odds `ratio` by buffered rows; and the share replaced."""
         if not self.buffer:
             return rows, {}
-        kept, mixed = list(self.buffer.values()), []
+        kept = list(self.buffer.values())
 
         def pick(row: dict, u: float) -> dict:
-            mixed.append(row)
             # the same columns as every other row: TRL reads the keys of the first
             return {**row, **kept[int(u * len(kept))]}
 
         key, tags = (self.seed, step), ("curriculum", "curriculum pick")
-        out, policy_rows = replace_policy_rows(rows, self.ratio, key, tags, pick)
-        return out, {"curriculum/mixed_fraction": len(mixed) / policy_rows} if policy_rows else {}
+        out, policy_rows, replaced = replace_policy_rows(rows, self.ratio, key, tags, pick)
+        return out, {"curriculum/mixed_fraction": replaced / policy_rows} if policy_rows else {}
 
 
 def curriculum_for(args) -> Curriculum | None:

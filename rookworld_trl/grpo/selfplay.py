@@ -99,18 +99,19 @@ def unit_hash(*parts) -> float:
 
 def replace_policy_rows(
     rows: list[dict], ratio: float, key: tuple, tags: tuple[str, str], pick
-) -> tuple[list, int]:
-    """`rows` with each P: row replaced, at odds `ratio`, by `pick(row, u)` (u uniform in [0, 1)); and the number
-    of P: rows. Both draws hash (*key, prompt, tag), so every copy of a prompt (a GRPO group) on every rank gets
-    the same replacement."""
-    out, policy_rows = [], 0
+) -> tuple[list, int, int]:
+    """`rows` with each P: row replaced, at odds `ratio`, by `pick(row, u)` (u uniform in [0, 1)); the number of
+    P: rows and of replaced ones. Both draws hash (*key, prompt, tag), so every copy of a prompt (a GRPO group) on
+    every rank gets the same replacement."""
+    out, policy_rows, replaced = [], 0, 0
     for row in rows:
         if task_of_row(row) == "P":
             policy_rows += 1
             if unit_hash(*key, row["prompt"], tags[0]) < ratio:
                 row = pick(row, unit_hash(*key, row["prompt"], tags[1]))
+                replaced += 1
         out.append(row)
-    return out, policy_rows
+    return out, policy_rows, replaced
 
 
 class SelfPlay:
@@ -168,9 +169,11 @@ class SelfPlay:
             ages.append(step - produced)
             return self.substitute(row, fen)
 
-        out, policy_rows = replace_policy_rows(rows, self.ratio, (self.seed, step), ("mix", "pick"), pick)
+        out, policy_rows, replaced = replace_policy_rows(
+            rows, self.ratio, (self.seed, step), ("mix", "pick"), pick
+        )
         if policy_rows:
-            figures["selfplay/mixed_fraction"] = len(ages) / policy_rows
+            figures["selfplay/mixed_fraction"] = replaced / policy_rows
         if ages:
             figures["selfplay/position_age"] = sum(ages) / len(ages)
         return out, figures
