@@ -92,11 +92,10 @@ def stage_parser(dataclass_types: tuple, command: str):
 
 
 def did_you_mean(name: str, fields: set[str]) -> str:
-    """' (did you mean --learning_rate?)' for a misspelt field, else ''."""
-    import difflib
+    """' (did you mean --learning_rate?)' for a misspelt field, else '' (errors.did_you_mean: every command's)."""
+    from rookworld_trl.errors import did_you_mean as suggest
 
-    close = difflib.get_close_matches(name.lstrip("-").split("=")[0].replace("-", "_"), fields, n=1)
-    return f" (did you mean --{close[0]}?)" if close else ""
+    return suggest(name, fields)
 
 
 def eval_list(text: str) -> list[str]:
@@ -226,6 +225,9 @@ def _run_stage(command: str, stage_main: Callable[[list[str] | None], int | None
     Ctrl-C returns 130. Other exceptions are bugs and keep their traceback."""
     try:
         return int(stage_main(argv) or 0)
+    except BrokenPipeError:  # `rookworld data load ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a writer the reader left
     except (ValueError, OSError, UserError) as e:
         print(f"rookworld {command}: error: {e or type(e).__name__}", file=sys.stderr)
         return 2

@@ -13,7 +13,6 @@ rookworld_trl/training/publish.py.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import os
@@ -27,7 +26,6 @@ from trl import ModelConfig, get_peft_config
 
 from rookworld_trl.chess.formats import fen_width_of
 from rookworld_trl.entry import check_numbers, resolve_paths, stage_parser
-from rookworld_trl.errors import UserError
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.script_args import GRPOScriptArguments, check_rewards
 from rookworld_trl.grpo.selfplay import selfplay_for
@@ -42,31 +40,18 @@ logger = logging.getLogger(__name__)
 
 def resolve_reward_funcs(names: list[str], shaping: str = "graduated", engine=None) -> list:
     """Registry names (rookworld_trl.rewards.functions, built with `shaping` and `engine`), or your own function
-    by its dotted path (TRL's convention: `my_pkg.rewards.my_reward`; 'module:function' works too)."""
+    by its dotted path (TRL's convention: `my_pkg.rewards.my_reward`; 'module:function' works too), checked as
+    TRL will call it (rewards/own.py)."""
     from rookworld_trl.rewards.functions import REWARD_FUNCS, get_reward_funcs
+    from rookworld_trl.rewards.own import import_reward, is_own
 
     funcs = []
     for name in names:
-        if name in REWARD_FUNCS or not ("." in name or ":" in name):
+        if name in REWARD_FUNCS or not is_own(name):
             funcs += get_reward_funcs([name], engine=engine, shaping=shaping)  # names the known ones
         else:
             funcs.append(import_reward(name))
     return funcs
-
-
-def import_reward(path: str):
-    """The function at a dotted path (or 'module:function'); one UserError naming the fix when it is not there."""
-    module, _, attr = path.rpartition(":") if ":" in path else path.rpartition(".")
-    try:
-        func = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise UserError(
-            f"reward function {path!r}: {e}; run from the folder that holds {module.split('.')[0]}/ or add it "
-            "to PYTHONPATH"
-        ) from None
-    if not callable(func):
-        raise UserError(f"reward function {path!r} is a {type(func).__name__}, not a function")
-    return func
 
 
 def engine_cache_path(script: GRPOScriptArguments, output_dir: str) -> str | None:
