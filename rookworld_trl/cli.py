@@ -168,9 +168,9 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
         return subprocess.call([sys.executable, "-m", module, "--help"])
     if {"-h", "--help"} & set(argv):
         return print_short_help(command, argv, default_recipe)
-    accel = launcher_flag(argv, "--accelerate_config", "a path (e.g. accelerate_configs/cpu.yaml)")
+    accel = launcher_flag(argv, "--accelerate_config", "a path (e.g. accelerate_configs/cpu.yaml)", command)
     accel = resolve_path(accel) if accel else None
-    processes = launcher_flag(argv, "--num_processes", "a count (e.g. --num_processes 4)")
+    processes = launcher_flag(argv, "--num_processes", "a count (e.g. --num_processes 4)", command)
     if processes is not None and not (processes.isdigit() and int(processes) > 0):
         raise_usage(command, f"--num_processes must be a positive whole number, got {processes!r}")
     if accel is not None and not os.path.isfile(accel):
@@ -207,13 +207,13 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
     return code
 
 
-def launcher_flag(argv: list[str], flag: str, what: str) -> str | None:
+def launcher_flag(argv: list[str], flag: str, what: str, command: str) -> str | None:
     """The value of a flag `rookworld` reads itself (and takes out of argv), or None when not given."""
     if flag not in argv:
         return None
     i = argv.index(flag)
     if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-        raise_usage("train", f"{flag} needs {what}")
+        raise_usage(command, f"{flag} needs {what}")
     value = argv[i + 1]
     del argv[i : i + 2]
     return value

@@ -69,7 +69,7 @@ def coerce(kind: str, value):
     for part in split_type(kind):
         try:
             return _coerce_part(part, value)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, KeyError):
             continue
     raise ValueError(kind)
 
@@ -168,12 +168,13 @@ def values(command: str, recipe: str | None, argv: list[str]) -> dict:
             raise UserError(f"unknown flag --{name}{did_you_mean(name, set(fields))}; see --help_all")
         kind, default = fields[name]
         if "list[" not in kind and len(given) > 1:
-            raise UserError(f"--{name} takes one value, got {' '.join(given)}; e.g. --{name} {default}")
+            example = merged.get(name, default)
+            raise UserError(f"--{name} takes one value, got {' '.join(given)}; e.g. --{name} {example}")
         value = given if "list[" in kind else (given[0] if given else "true" if "bool" in kind else "")
         try:
             merged[name] = coerce(kind, value)
-        except ValueError:
-            raise bad_value(name, kind, value, default, None) from None
+        except ValueError:  # the example: the recipe's value, else the class default
+            raise bad_value(name, kind, value, merged.get(name, default), None) from None
     return merged
 
 
