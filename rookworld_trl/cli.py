@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rookworld_trl.entry import EXIT_FILE, resolve_path, run_stage
+from rookworld_trl.entry import EXIT_FILE, resolve_path, run_stage, started_file
 from rookworld_trl.errors import UserError
 from rookworld_trl.flags import underscored
 from rookworld_trl.preflight import preflight
@@ -200,7 +200,7 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
     print("rookworld: " + " ".join(["torchrun", *shown[1:]] if TORCHRUN in cmd else cmd), flush=True)
     with tempfile.TemporaryDirectory() as tmp:  # the stage's own exit code (accelerate's is 1 on any failure)
         exit_file = os.path.join(tmp, "exit_code")
-        code = run_group(cmd, {**env, EXIT_FILE: exit_file})
+        code = run_group(cmd, {**env, EXIT_FILE: exit_file}, command)
         with contextlib.suppress(OSError, ValueError):
             stage_code = int(Path(exit_file).read_text())
             code = stage_code if code == 1 and stage_code else code
@@ -265,27 +265,36 @@ def say_unset_fields(command: str, recipe: str, argv: list[str], default_recipe:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill / timeout / a scheduler, hang-up
 
 
-def run_group(cmd: list[str], env: dict | None = None) -> int:
+def run_group(cmd: list[str], env: dict | None = None, command: str = "train") -> int:
     """Run the launcher cmd in a session of its own and return its exit code (128 + the signal's number
     after a stop signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
 
     A stop signal (STOP_SIGNALS) goes to the stage under the launcher only, which finishes its step, saves a
     checkpoint and says how to resume; the wait goes on until it has exited, so the prompt returns once the
-    checkpoint is on disk. A second signal is passed on too: the stage then stops at once. Whatever of the
-    run's session is still running when the launcher has exited (an engine, a stage stuck past its launcher)
-    is killed: nothing of the run is left behind with parent PID 1.
+    checkpoint is on disk. A second signal is passed on too: the stage then stops at once. A signal before
+    every stage process has finished its imports (entry.started_file) stops the whole launch instead, with one
+    line: there is nothing to save yet, and a stage stopped inside an import would print a traceback.
+    Whatever of the run's session is still running when the launcher has exited (an engine, a stage stuck past
+    its launcher) is killed: nothing of the run is left behind with parent PID 1.
     """
     proc = subprocess.Popen(cmd, start_new_session=True, env={**os.environ, **(env or {})})
+    exit_file = (env or {}).get(EXIT_FILE)
     received: list[int] = []
 
     def forward(signum, frame):
         received.append(signum)
         with contextlib.suppress(Exception):  # psutil.Error: a process has just exited
             stages = _stage_processes(proc.pid)
-            for stage in stages:
+            ready = bool(stages) and all(
+                os.path.exists(started_file(exit_file, p.pid)) for p in stages if exit_file
+            )
+            if not ready and len(received) == 1:  # still starting: nothing to save, so the launch stops
+                name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+                print(f"rookworld {command}: {name} before training began: stopped, nothing to save",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                _end_session(proc.pid)
+            for stage in stages if ready else []:
                 stage.send_signal(signum)
-            if not stages:  # still starting: nothing to save, so the launcher stops (and its session below)
-                proc.terminate()
 
     previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
     try:
@@ -370,7 +379,32 @@ def dispatch(argv: list[str]) -> int:
     module, _, default_recipe = commands[name]
     if default_recipe is not None:
         return launch(module, rest, default_recipe, name)
+    try:  # a wrong model name in a second, before the command's imports (torch) and its engines
+        check_models(name, rest)
+    except UserError as e:
+        print(f"rookworld {name}: error: {e}", file=sys.stderr)
+        return 2
     return run_stage(name, importlib.import_module(module).main, rest)
+
+
+def check_models(command: str, argv: list[str]) -> None:
+    """The models `rookworld eval` / `parity` name (the first argument, eval's --baseline): model/source.py's
+    check, which the command repeats as it loads them."""
+    if (
+        command not in ("eval", "parity")
+        or not argv
+        or argv[0].startswith("-")
+        or {"-h", "--help"} & set(argv)
+    ):
+        return
+    from rookworld_trl.model.source import model_source
+
+    names = [argv[0]]
+    flags = underscored(argv)
+    if command == "eval" and "--baseline" in flags[:-1]:
+        names.append(flags[flags.index("--baseline") + 1])
+    for name in names:
+        model_source(resolve_path(name))
 
 
 if __name__ == "__main__":

@@ -202,10 +202,19 @@ EXIT_FILE = (
 )
 
 
+def started_file(exit_file: str, pid: int) -> str:
+    """The file a stage process under `rookworld` touches once its imports are done (`run_stage`): a Ctrl-C
+    before then would be a traceback from inside an import, so `rookworld` stops such a process itself."""
+    return f"{exit_file}.{pid}.started"
+
+
 def run_stage(command: str, stage_main: Callable[[list[str] | None], int | None], argv=None) -> int:
     """`_run_stage`, with the exit code also written to $ROOKWORLD_EXIT_FILE when set: `accelerate launch`
     turns every failure into exit code 1, and `rookworld` passes on the stage's own (2: bad input)."""
     code = 1  # a bug's traceback
+    if os.environ.get(EXIT_FILE):  # the imports are done: from here a Ctrl-C is this function's to answer
+        with contextlib.suppress(OSError):
+            Path(started_file(os.environ[EXIT_FILE], os.getpid())).touch()
     try:
         code = _run_stage(command, stage_main, argv)
     except SystemExit as e:  # argparse (2), --help (0), sys.exit("message") (1)

@@ -280,10 +280,16 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
         )
     merged = values(command, recipe, argv)
     check_numbers(SimpleNamespace(**merged))
+    defaults = {name: spec[1] for name, spec in json.loads(RECIPE_FIELDS.read_text())[command].items()}
+    config = {**defaults, **merged}
     if command == "train":
-        defaults = {name: spec[1] for name, spec in json.loads(RECIPE_FIELDS.read_text())[command].items()}
-        check_batch({**defaults, **merged}, processes)
-        check_reward_funcs({**defaults, **merged})
+        check_batch(config, processes)
+        check_reward_funcs(config)
+    if config.get("model_name_or_path"):  # a local folder's parts, or one request to the hub
+        from rookworld_trl.model.source import model_source
+
+        tokenizer = not config.get("tokenizer_name_or_path")
+        model_source(resolve_path(config["model_name_or_path"]), config.get("model_revision"), tokenizer)
     source = merged.get("dataset_name")
     if isinstance(source, str) and source:
         skip = str(merged.get("skip_bad_rows", False)).lower() in ("true", "yes", "1")
