@@ -123,10 +123,10 @@ def bf16(state) -> str:
 def stockfish(state) -> str:
     import chess
 
-    from rookworld_trl.chess.engine import EngineLimit, EnginePool, find_stockfish
+    from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool, find_stockfish
 
     path = find_stockfish()
-    pool = EnginePool(1, EngineLimit(depth=10), multipv=5)
+    pool = EnginePool(1, EngineLimit(depth=10), multipv=MULTIPV)
     try:
         start = time.perf_counter()
         best = pool.analyse(chess.STARTING_FEN)
@@ -169,7 +169,7 @@ def sampler_path(path: str, device: str, bf16: bool = False) -> Callable[[dict],
     def run(state) -> str:
         import torch
 
-        from rookworld_trl.model import decoding, guard
+        from rookworld_trl.model import decoding, fallback
         from rookworld_trl.model.sampling import Sampling
 
         autocast = torch.bfloat16 if bf16 else None
@@ -180,7 +180,7 @@ def sampler_path(path: str, device: str, bf16: bool = False) -> Callable[[dict],
         kwargs = dict(max_new_tokens=NEW_TOKENS, sampling=Sampling(do_sample=False), eos_token_ids=[eos],
                       pad_token_id=eos, autocast_dtype=autocast)  # fmt: skip
         if path == "transformers":
-            go = lambda: guard.generate_sample(model, ids, **kwargs)  # noqa: E731
+            go = lambda: fallback.generate_sample(model, ids, **kwargs)  # noqa: E731
         else:
             go = lambda: decoding.sample(model, ids, cuda_graph=path == "graph", **kwargs)  # noqa: E731
         go()  # warm-up (a CUDA graph is captured per call: the timed call captures too)
@@ -191,19 +191,23 @@ def sampler_path(path: str, device: str, bf16: bool = False) -> Callable[[dict],
         sync()
         took = time.perf_counter() - start
         reference = state.setdefault(
-            ("generate", device, autocast), guard.generate_sample(model, ids, **kwargs)
+            ("generate", device, autocast), fallback.generate_sample(model, ids, **kwargs)
         )
         same = sum(a == b for a, b in zip(out.completion_ids, reference.completion_ids, strict=True))
-        batch = guard.batch(ids, out, eos, model.device)
-        scored = guard.forward_logps(model, batch[0], batch[1], batch[2].size(1), 1.0, autocast)
-        gap = guard.gap_of(batch[2], scored, batch[3].to(model.device))
+        batch = fallback.batch(ids, out, eos, model.device)
+        scored = fallback.forward_logps(model, batch[0], batch[1], batch[2].size(1), 1.0, autocast)
+        gap = fallback.gap_of(batch[2], scored, batch[3].to(model.device))
         tokens = sum(len(c) for c in out.completion_ids)
         figures = (f"greedy = generate() on {same}/{len(ids)} rows, log-prob gap to the forward mean {gap.mean:.2g} "
                    f"max {gap.max:.2g}, {tokens / took:.0f} tokens/s")  # fmt: skip
         exact = (
             autocast is None
         )  # bf16: kernels of other shapes round differently, a row may take another turn
-        if (exact and same < len(ids)) or (not exact and same < len(ids) // 2) or gap.mean > guard.TOLERANCE:
+        if (
+            (exact and same < len(ids))
+            or (not exact and same < len(ids) // 2)
+            or gap.mean > fallback.TOLERANCE
+        ):
             raise RuntimeError(figures)
         return figures
 
@@ -214,19 +218,19 @@ def bf16_scoring(state) -> str:
     """The scoring forward under bf16 autocast against fp32 on the same tokens."""
     import torch
 
-    from rookworld_trl.model import guard
+    from rookworld_trl.model import fallback
     from rookworld_trl.model.sampling import Sampling
 
     needs_cuda()
     model, tokenizer, ids = embedded(state, "cuda")
-    out = state.get(("generate", "cuda", None)) or guard.generate_sample(
+    out = state.get(("generate", "cuda", None)) or fallback.generate_sample(
         model, ids, max_new_tokens=NEW_TOKENS, sampling=Sampling(do_sample=False),
         eos_token_ids=[tokenizer.eos_token_id], pad_token_id=tokenizer.eos_token_id)  # fmt: skip
-    x, mask, _, completion_mask = guard.batch(ids, out, tokenizer.eos_token_id, model.device)
-    fp32 = guard.forward_logps(model, x, mask, completion_mask.size(1), 1.0)
-    bf16 = guard.forward_logps(model, x, mask, completion_mask.size(1), 1.0, torch.bfloat16)
-    gap = guard.gap_of(fp32, bf16, completion_mask.to(model.device))
-    if gap.mean > guard.TOLERANCE:
+    x, mask, _, completion_mask = fallback.batch(ids, out, tokenizer.eos_token_id, model.device)
+    fp32 = fallback.forward_logps(model, x, mask, completion_mask.size(1), 1.0)
+    bf16 = fallback.forward_logps(model, x, mask, completion_mask.size(1), 1.0, torch.bfloat16)
+    gap = fallback.gap_of(fp32, bf16, completion_mask.to(model.device))
+    if gap.mean > fallback.TOLERANCE:
         raise RuntimeError(f"bf16 log-probs {gap.mean:.2g} per token from fp32 (max {gap.max:.2g})")
     return f"log-prob gap bf16 vs fp32 mean {gap.mean:.2g}, max {gap.max:.2g} over {gap.tokens} tokens"
 
@@ -255,7 +259,7 @@ def second_device(state) -> str:
 
     import torch
 
-    from rookworld_trl.model import guard
+    from rookworld_trl.model import fallback
     from rookworld_trl.model.kv_cache import left_pad
 
     needs_cuda()
@@ -264,8 +268,8 @@ def second_device(state) -> str:
     model, tokenizer, ids = embedded(state, "cuda")
     ref = copy.deepcopy(model).to("cuda:1")
     x, mask = left_pad(ids, tokenizer.eos_token_id, "cuda")
-    a = guard.forward_logps(model, x, mask, 8, 1.0)
-    b = guard.forward_logps(ref, x.to("cuda:1"), mask.to("cuda:1"), 8, 1.0).to("cuda")
+    a = fallback.forward_logps(model, x, mask, 8, 1.0)
+    b = fallback.forward_logps(ref, x.to("cuda:1"), mask.to("cuda:1"), 8, 1.0).to("cuda")
     diff = (a - b).abs().max().item()
     if diff > 1e-4:
         raise RuntimeError(f"cuda:1 scores {diff:.2g} from cuda:0")

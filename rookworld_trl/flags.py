@@ -15,6 +15,23 @@ import sys
 from rookworld_trl.errors import did_you_mean
 
 
+def flag_values(argv: list[str]) -> dict[str, list[str]]:
+    """{name: [values]} of `--name v1 v2` and `--name=v` in argv (names with underscores).
+
+    >>> flag_values(["--max_steps", "5", "--reward_funcs", "a", "b", "--bf16=false"])
+    {'max_steps': ['5'], 'reward_funcs': ['a', 'b'], 'bf16': ['false']}
+    """
+    out, name = {}, None
+    for arg in argv:
+        if arg.startswith("--"):
+            name, _, value = arg[2:].partition("=")
+            name = name.replace("-", "_")
+            out[name] = [value] if value else []
+        elif name is not None:
+            out[name].append(arg)
+    return out
+
+
 def underscored(argv: list[str]) -> list[str]:
     """Every long flag's name with underscores (`--max-lines=5` -> `--max_lines=5`); values and anything after a
     bare `--` stay as they are.

@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+from rookworld_trl.data import files
 from rookworld_trl.entry import (
-    BAD_LINE_FIX,
-    DATA_SOURCE_FIX,
     check_numbers,
     check_recipe,
     did_you_mean,
@@ -32,28 +31,12 @@ from rookworld_trl.entry import (
     resolve_path,
 )
 from rookworld_trl.errors import UserError
+from rookworld_trl.flags import flag_values
 
 RECIPE_FIELDS = Path(__file__).resolve().parent / "assets" / "recipe_fields.json"
 STAGES = ("train", "sft")  # both name their data dataset_name (TRL's ScriptArguments)
 DATA_SECONDS = 1.5  # a longer file's later lines are checked by the stage as it loads them
 LAUNCHER_FLAGS = {"config", "accelerate_config"}
-
-
-def flag_values(argv: list[str]) -> dict[str, list[str]]:
-    """{name: [values]} of `--name v1 v2` and `--name=v` in argv (names with underscores).
-
-    >>> flag_values(["--max_steps", "5", "--reward_funcs", "a", "b", "--bf16=false"])
-    {'max_steps': ['5'], 'reward_funcs': ['a', 'b'], 'bf16': ['false']}
-    """
-    out, name = {}, None
-    for arg in argv:
-        if arg.startswith("--"):
-            name, _, value = arg[2:].partition("=")
-            name = name.replace("-", "_")
-            out[name] = [value] if value else []
-        elif name is not None:
-            out[name].append(arg)
-    return out
 
 
 BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
@@ -180,88 +163,44 @@ def values(command: str, recipe: str | None, argv: list[str]) -> dict:
 
 def check_data(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS) -> None:
     """What is wrong with a data source, as one UserError naming it and the fix: a missing path, an empty
-    directory, a file that is no Parquet though named so, or a text / JSON Lines file's first bad line (read for
-    `seconds`; the stage checks later lines as it loads them). A hub id is the stage's to try."""
+    directory, a file whose structure its format refuses (data/files.py, which the loader reads through too), or
+    its first bad P:/A: line (read for `seconds`; the stage checks later lines as it loads them). A hub id is the
+    stage's to try."""
     path = Path(source)
     if not path.exists():
         if hub_id_like(source):
             return
         raise UserError(missing_source(source))
     if path.is_dir():
-        if not any(p.is_file() for p in path.rglob("*")):
-            raise UserError(f"{path}: the directory holds no data files; {DATA_SOURCE_FIX}")
+        files.check_dir(path)
         return
-    if path.suffix == ".parquet":
-        check_parquet(path)
+    fmt = files.sniff(path)
+    if fmt.lines is None:  # a table that datasets reads (Parquet): its structure only
+        if fmt.check is not None:
+            fmt.check(path)
         return
-    check_lines(path, skip_bad_rows, seconds)  # the stage reads any other file as lines of text
-
-
-def check_parquet(path: Path) -> None:
-    """A Parquet file starts and ends with the bytes PAR1; a truncated or mislabelled one does not."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(0, size - 4))
-        tail = f.read(4)
-    if size < 12 or head != b"PAR1" or tail != b"PAR1":
-        raise UserError(
-            f"{path}: not a Parquet file (no PAR1 marker: truncated, or another format named .parquet); "
-            "write it again, or pass the rows as a .jsonl/.txt file (docs/FORMATS.md)"
-        )
+    check_lines(path, skip_bad_rows, seconds)
 
 
 def check_lines(path: Path, skip_bad_rows: bool, seconds: float) -> None:
-    """A text / JSON Lines file's first bad line within `seconds`: UserError naming file:line and the fix."""
+    """A file's first bad P:/A: line within `seconds`: UserError naming file:line and the fix."""
     from rookworld_trl.chess.environment import sample_from_line
     from rookworld_trl.chess.formats import FormatError
 
     deadline, seen = time.monotonic() + seconds, False
-    for line_no, line in enumerate(raw_lines(path), start=1):
+    for line_no, line in enumerate(files.read_lines(path), start=1):
         if time.monotonic() > deadline:
             return
         if not line.strip():
             continue
         seen = True
-        if path.suffix in (".jsonl", ".json"):
-            line = json_text(path, line_no, line)
         try:
             sample_from_line(line)
         except FormatError as e:
             if not skip_bad_rows:
-                raise UserError(f"{path}:{line_no}: {e}: {BAD_LINE_FIX}") from None
+                raise files.line_error(path, line_no, str(e)) from None
     if not seen:
-        raise UserError(
-            f"{path}: the file is empty; pass a file with one P:/A: row per line (docs/FORMATS.md)"
-        )
-
-
-def raw_lines(path: Path):
-    import gzip
-
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            yield line.rstrip("\r\n")
-
-
-def json_text(path: Path, line_no: int, line: str) -> str:
-    """The P:/A: line a JSON Lines row holds (`text`, or `prompt` + `completion`); UserError when it holds none."""
-    fix = 'fix or delete that line (each line one JSON object, e.g. {"text": "P: ..."})'
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{line_no}: not valid JSON ({e.msg} at column {e.colno}); {fix}") from None
-    if isinstance(row, dict) and isinstance(row.get("text"), str):
-        return row["text"]
-    if (
-        isinstance(row, dict)
-        and isinstance(row.get("prompt"), str)
-        and isinstance(row.get("completion"), str)
-    ):
-        return row["prompt"] + row["completion"]
-    raise UserError(f"{path}:{line_no}: no 'text' (or 'prompt' and 'completion') string in this row; {fix}")
+        raise files.empty_error(path)
 
 
 def preflight(command: str, argv: list[str], processes: int = 1) -> None:

@@ -8,6 +8,8 @@ it answers in a moment). `--help_all` prints every field of the config classes (
 
 from __future__ import annotations
 
+from rookworld_trl.flags import flag_values
+
 # command -> (field, what it is) in the order a user decides them
 FIELDS = {
     "train": (
@@ -47,19 +49,6 @@ def recipe_values(path: str) -> dict:
     except (OSError, yaml.YAMLError):
         return {}
     return values if isinstance(values, dict) else {}
-
-
-def flag_values(argv: list[str]) -> dict:
-    """--field value / --field=value pairs of argv (what overrides the recipe)."""
-    values = {}
-    for i, arg in enumerate(argv):
-        if not arg.startswith("--") or arg in ("--help", "--help_all", "--config"):
-            continue
-        name, sep, value = arg[2:].partition("=")
-        if not sep and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-            value = argv[i + 1]
-        values[name.replace("-", "_")] = value
-    return values
 
 
 def short_help(command: str, recipe: str, argv: list[str], shown_recipe: str, accelerate: str | None) -> str:

@@ -20,7 +20,7 @@ from transformers.generation.logits_process import (
 
 from rookworld_trl.data.load import load_rookworld_dataset
 from rookworld_trl.grpo.rollout import rollout
-from rookworld_trl.model import guard
+from rookworld_trl.model import fallback
 from rookworld_trl.model.decoding import Decoder, _plain, sample
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.kv_cache import _REUSED, left_pad
@@ -300,40 +300,40 @@ def test_bf16_sampler_keeps_the_residual_stream_in_the_scorers_dtype():
     )  # measured 0.0004, 0.0017
 
 
-# ----------------------------------------------------------------------------- the guard (model/guard.py)
+# ----------------------------------------------------------------------------- the fallbacks (model/fallback.py)
 
 
 @pytest.fixture
-def fresh_guards(monkeypatch):
-    """Guards made in the test stay in the test (the module's models are shared)."""
-    monkeypatch.setattr(guard, "_GUARDS", weakref.WeakKeyDictionary())
+def fresh_paths(monkeypatch):
+    """Sampler paths chosen in the test stay in the test (the module's models are shared)."""
+    monkeypatch.setattr(fallback, "_SAMPLER_PATHS", weakref.WeakKeyDictionary())
 
 
-def test_a_sampler_error_falls_back_to_generate_and_stays_there(embedded, fresh_guards, monkeypatch, capsys):
+def test_a_sampler_error_falls_back_to_generate_and_stays_there(embedded, fresh_paths, monkeypatch, capsys):
     model, tokenizer, prompts = embedded
     expected = generate_completions(model, tokenizer, prompts[:4], max_new_tokens=40, backend="transformers")
 
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore")
 
-    monkeypatch.setattr(guard, "sample", broken)
+    monkeypatch.setattr(fallback, "sample", broken)
     assert generate_completions(model, tokenizer, prompts[:4], max_new_tokens=40) == expected
     said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("rookworld sampler:")]
     assert said == [
         "rookworld sampler: eager path left for transformers for the rest of the run: RuntimeError: CUDA error: "
         "operation not permitted when stream is capturing"
     ]
-    assert guard.guard_of(model).path == "transformers"
+    assert fallback.sampler_path_of(model).path == "transformers"
     generate_completions(model, tokenizer, prompts[:2], max_new_tokens=8)  # no new attempt, no new line
     assert "rookworld sampler" not in capsys.readouterr().out
 
 
-def test_bad_requests_are_raised_not_fallen_back_from(embedded, fresh_guards):
+def test_bad_requests_are_raised_not_fallen_back_from(embedded, fresh_paths):
     model, tokenizer, _ = embedded
     with pytest.raises(ValueError, match="exceeds the model's"):
-        guard.guarded_sample(model, [[1] * 10], max_new_tokens=10_000, sampling=Sampling(), eos_token_ids=[0],
+        fallback.sample_with_fallback(model, [[1] * 10], max_new_tokens=10_000, sampling=Sampling(), eos_token_ids=[0],
                              pad_token_id=0)  # fmt: skip
-    assert guard.guard_of(model).path == "eager"
+    assert fallback.sampler_path_of(model).path == "eager"
 
 
 def test_generate_sample_returns_what_the_sampler_returns(embedded):
@@ -343,7 +343,7 @@ def test_generate_sample_returns_what_the_sampler_returns(embedded):
     kwargs = dict(
         max_new_tokens=40, sampling=Sampling(do_sample=False), eos_token_ids=[eos], pad_token_id=eos
     )
-    ours, theirs = sample(model, ids, **kwargs), guard.generate_sample(model, ids, **kwargs)
+    ours, theirs = sample(model, ids, **kwargs), fallback.generate_sample(model, ids, **kwargs)
     assert ours.completion_ids == theirs.completion_ids
     gap = max(
         abs(a - b)
@@ -353,27 +353,27 @@ def test_generate_sample_returns_what_the_sampler_returns(embedded):
     assert gap < 1e-4
 
 
-def test_self_check_measures_the_gap_and_leaves_a_path_that_samples_elsewhere(embedded, fresh_guards, capsys):
+def test_self_check_measures_the_gap_and_leaves_a_path_that_samples_elsewhere(embedded, fresh_paths, capsys):
     model, tokenizer, prompts = embedded
     ids = tokenizer(prompts[:6])["input_ids"]
     eos, s = tokenizer.eos_token_id, Sampling(temperature=0.7)
     out = sample(model, ids, max_new_tokens=30, sampling=s, eos_token_ids=[eos], pad_token_id=eos)
-    gap = guard.self_check(model, ids, out, s, eos)
+    gap = fallback.self_check(model, ids, out, s, eos)
     assert gap.tokens > 50 and gap.max < 1e-4 and abs(gap.ratio_mean - 1) < 1e-4  # fp32: the same numbers
-    assert guard.guard_of(model).path == "eager"
-    off = guard.Completions(out.completion_ids, [[lp - 0.2 for lp in row] for row in out.logprobs])
-    gap = guard.self_check(model, ids, off, s, eos)  # a sampler 0.2 nats per token off its scorer
+    assert fallback.sampler_path_of(model).path == "eager"
+    off = fallback.Completions(out.completion_ids, [[lp - 0.2 for lp in row] for row in out.logprobs])
+    gap = fallback.self_check(model, ids, off, s, eos)  # a sampler 0.2 nats per token off its scorer
     assert abs(gap.mean - 0.2) < 1e-3 and abs(gap.ratio_mean - math.exp(0.2)) < 1e-3
-    assert guard.guard_of(model).path == "transformers"
+    assert fallback.sampler_path_of(model).path == "transformers"
     assert "exceeds the tolerance 0.05" in capsys.readouterr().out
 
 
-def test_grpo_rollout_logs_the_gap_to_trls_scoring_forward(model_dir, tmp_path, fresh_guards, monkeypatch):  # noqa: F811
+def test_grpo_rollout_logs_the_gap_to_trls_scoring_forward(model_dir, tmp_path, fresh_paths, monkeypatch):  # noqa: F811
     trainer = make_trainer(model_dir, tmp_path, max_completion_length=12, per_device_train_batch_size=8)
     prompts = [trainer.train_dataset[i]["prompt"] for i in range(8)]
     trainer.model.eval()
     rollout(prompts, trainer)
-    gap = {name: trainer.metric_values(name) for name in guard.Gap(0, 0, 1, 1, 1, 0).metrics()}
+    gap = {name: trainer.metric_values(name) for name in fallback.Gap(0, 0, 1, 1, 1, 0).metrics()}
     assert len(gap["sampling/logprob_gap/mean"]) == 1 and gap["sampling/logprob_gap/max"][0] < 1e-5
     assert abs(gap["sampling/importance_sampling_ratio/mean"][0] - 1) < 1e-5
     rollout(prompts, trainer)  # the same step: checked once
@@ -382,9 +382,9 @@ def test_grpo_rollout_logs_the_gap_to_trls_scoring_forward(model_dir, tmp_path, 
     def broken(*args, **kwargs):
         raise RuntimeError("replay failed")
 
-    monkeypatch.setattr(guard, "sample", broken)  # a failing sampler: the run goes on with generate()
+    monkeypatch.setattr(fallback, "sample", broken)  # a failing sampler: the run goes on with generate()
     out = rollout(prompts, trainer)
-    assert guard.guard_of(trainer.model).path == "transformers" and len(out["completion_ids"]) == 8
+    assert fallback.sampler_path_of(trainer.model).path == "transformers" and len(out["completion_ids"]) == 8
     assert all(len(c) == len(lp) > 0 for c, lp in zip(out["completion_ids"], out["logprobs"], strict=True))
 
 
@@ -412,18 +412,18 @@ def test_importance_ratio_follows_trls_modes():
     assert ratio[1, 0] == 3.0
 
 
-def test_sampler_importance_sampling_corrects_a_sampler_off_its_scorer(model_dir, tmp_path, fresh_guards,  # noqa: F811
+def test_sampler_importance_sampling_corrects_a_sampler_off_its_scorer(model_dir, tmp_path, fresh_paths,  # noqa: F811
                                                                      monkeypatch):  # fmt: skip
     trainer = make_trainer(model_dir, tmp_path, max_completion_length=12, per_device_train_batch_size=8,
                            sampler_importance_sampling=True, sampler_logprob_tolerance=1.0,
                            vllm_importance_sampling_mode="token_truncate")  # fmt: skip
-    real = guard.sample
+    real = fallback.sample
 
     def off(*args, **kwargs):  # a sampler 0.1 nats per token below its scorer
         out = real(*args, **kwargs)
-        return guard.Completions(out.completion_ids, [[lp - 0.1 for lp in row] for row in out.logprobs])
+        return fallback.Completions(out.completion_ids, [[lp - 0.1 for lp in row] for row in out.logprobs])
 
-    monkeypatch.setattr(guard, "sample", off)
+    monkeypatch.setattr(fallback, "sample", off)
     trainer.model.eval()
     out = trainer.score([trainer.train_dataset[i] for i in range(8)])
     m = out["completion_mask"].bool()

@@ -15,9 +15,14 @@ import pytest
 
 from rookworld_trl.chess.engine import EngineLimit, EnginePool
 from rookworld_trl.chess.environment import env_sample
-from rookworld_trl.chess.formats import policy_completion, policy_prompt, prompt_fen_width, render_env
+from rookworld_trl.chess.formats import (
+    fen_width_of,
+    policy_completion,
+    policy_prompt,
+    prompt_fen_width,
+    render_env,
+)
 from rookworld_trl.data.commands import AuditConfig, audit, load_rookworld_dataset, main
-from rookworld_trl.data.load import detect_fen_width
 from rookworld_trl.data.tokenizer import train_tokenizer
 from rookworld_trl.entry import run_stage
 from rookworld_trl.eval.evaluate import EvalSettings, prepare_items
@@ -93,7 +98,7 @@ def test_eval_prompts_the_way_the_data_was_written(positions, tmp_path):
         items = prepare_items(EvalSettings(data=str(path), split="train", policy_samples=4), ["policy"], pool)
         wide = prepare_items(EvalSettings(data=str(path), fen_width=90, policy_samples=4), ["policy"], pool)
     assert items.fen_width == 89 and wide.fen_width == 90 and len(items.policy_fens) == 4
-    assert detect_fen_width([policy_prompt(items.policy_fens[0], items.fen_width)]) == 89
+    assert fen_width_of([policy_prompt(items.policy_fens[0], items.fen_width)]) == 89
 
 
 def test_audit_shows_wrong_black_labels_at_a_glance(positions, tmp_path, capsys):

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from rookworld_trl.chess.environment import parse_board
 from rookworld_trl.errors import UserError
 
+MULTIPV = 5  # the P: format lists the engine's top 5 moves: every analysis is MultiPV 5
 MATE_SCORE = 100000  # mate in n -> MATE_SCORE - n centipawns, the convention of the published data
 MAX_ATTEMPTS = 3  # a position is tried on at most this many (re)started engines
 STARTUP_TIMEOUT = 120.0  # seconds for the UCI handshake and option commands (searches have no timeout)
@@ -212,7 +213,7 @@ class EnginePool:
         self,
         workers: int = 1,
         limit: EngineLimit = DEFAULT_LIMIT,
-        multipv: int = 5,
+        multipv: int = MULTIPV,
         cache: AnalysisCache | str | os.PathLike | None = None,
         stockfish_path: str | None = None,
         threads: int = 1,

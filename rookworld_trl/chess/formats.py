@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -97,8 +98,10 @@ def prompt_fen_width(prompt: str) -> int | None:
 
 
 def fen_width_of(prompts: Iterable[str]) -> int | None:
-    """The FEN width of the first padded P: prompt among `prompts` (None: none is padded, or no P: prompts)."""
-    return next((w for p in prompts if (w := prompt_fen_width(p))), None)
+    """The most common FEN width of the padded P: prompts among `prompts` (None: none is padded, or no P:
+    prompts; callers that need a width then use FEN_WIDTH)."""
+    counts = Counter(w for p in prompts if (w := prompt_fen_width(p)))
+    return counts.most_common(1)[0][0] if counts else None
 
 
 def policy_completion(moves: Sequence[str], evals: Sequence[float], best: str) -> str:
@@ -146,8 +149,11 @@ def render(sample: PolicySample | EnvSample) -> str:
 # ----------------------------------------------------------------------------------- strict line parse
 
 
-def task_of(text: str) -> str:
-    """'P' or 'A' for a line or prompt (A: lines may lack their prefix in the published data)."""
+def task_of(text: str, column: str | None = None) -> str:
+    """'P' or 'A' for a line or prompt (A: lines may lack their prefix in the published data); a dataset's
+    `task` column, when given as 'P' or 'A', is taken as it is."""
+    if column in ("P", "A"):
+        return column
     return "P" if text.lstrip().startswith("P:") else "A"
 
 

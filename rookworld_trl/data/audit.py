@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 
 import chess
 from tqdm.auto import tqdm
 
-from rookworld_trl.chess.engine import EngineLimit, EnginePool, MoveEval
+from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool, MoveEval
 from rookworld_trl.chess.environment import parse_board, transition
 from rookworld_trl.chess.formats import (
     FEN_WIDTH,
@@ -43,8 +42,7 @@ from rookworld_trl.chess.formats import (
     render_env,
     split_prompt_completion,
 )
-from rookworld_trl.data.load import read_lines
-from rookworld_trl.data.sources import open_source, text_lines
+from rookworld_trl.data.sources import source_lines
 
 EVAL_CLIP = 10.0  # pawns: eval errors are measured on clipped evals, as the eval suite's (evaluate.py)
 BATCH_LINES = 256  # lines per engine batch: enough to keep every worker busy
@@ -56,7 +54,7 @@ class AuditConfig:
     split: str = "train"  # of a dataset dir or hub dataset
     depth: int | None = 8
     nodes: int | None = None
-    multipv: int = 5
+    multipv: int = MULTIPV
     eval_tolerance: float = 0.3  # pawns
     best_tolerance: float = 0.0  # pawns; 0 still accepts a move the engine scores exactly like its best
     failures: str | None = None  # write failing lines here
@@ -185,12 +183,6 @@ class AuditReport:
 SIDES = {"w": "white", "b": "black", "?": "unknown"}
 
 
-def iter_lines(source: str, split: str = "train") -> Iterator[str]:
-    """The raw lines of any source `rookworld data load` reads (a dataset dir's `split`)."""
-    opened = open_source(source, split, streaming=True)
-    return read_lines(source) if opened is None else text_lines(opened, source)
-
-
 def label_rank(best: str, analysis: list[MoveEval]) -> str:
     """Where `best` is in the engine's best-first list: "1".."5", or "not listed"."""
     engine = [e.move for e in analysis]
@@ -299,7 +291,7 @@ def audit(config: AuditConfig) -> AuditReport:
     )
     try:
         with pool, tqdm(unit="line", desc="audit", disable=not config.progress) as bar:
-            lines = islice(enumerate(iter_lines(config.source, config.split), 1), config.max_lines)
+            lines = islice(enumerate(source_lines(config.source, config.split), 1), config.max_lines)
             for batch in batches(lines, BATCH_LINES):
                 audit_batch(batch, pool, config, report, failures)
                 bar.update(len(batch))

@@ -4,8 +4,9 @@
     rookworld data load rookworld.txt --out data/converted       # report malformed lines, convert to our layout
     rookworld data audit data/rookworld/test.txt --depth 8 --failures failing.txt
 
-The work lives in data_generate.py (position sources, engine labels, shards, resume), data_load.py (the
-dataset layout and columns, `load_rookworld_dataset`) and data_audit.py (re-verifying labels). This module
+The work lives in generate.py (engine labels, shards, resume; the position sources in positions.py), load.py
+(`load_rookworld_dataset`; the layout and columns in layout.py, reading files in files.py) and audit.py
+(re-verifying labels). This module
 is their command line and the place to import from:
 
     from rookworld_trl.data.load import load_rookworld_dataset
@@ -17,12 +18,13 @@ import argparse
 import sys
 from collections import Counter
 
+from rookworld_trl.chess.engine import MULTIPV
 from rookworld_trl.chess.formats import prompt_fen_width
 from rookworld_trl.data.audit import AuditConfig, AuditReport, audit
+from rookworld_trl.data.files import DataSourceError
 from rookworld_trl.data.generate import GenerateConfig, generate
 from rookworld_trl.data.layout import COLUMNS, FEATURES, SPLITS, LayoutWriter, split_of, write_stats
 from rookworld_trl.data.load import LoadReport, load_rookworld_dataset
-from rookworld_trl.data.sources import DataSourceError
 from rookworld_trl.errors import UserError
 from rookworld_trl.flags import FlagParser
 
@@ -168,7 +170,7 @@ def parser() -> argparse.ArgumentParser:
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", type=int, default=8, help="engine search depth (reproducible)")
     p.add_argument("--nodes", type=int, default=None, help="engine node limit (with --depth 0: nodes only)")
-    p.add_argument("--multipv", type=int, default=5, help="moves per P: sample")
+    p.add_argument("--multipv", type=int, default=MULTIPV, help="moves per P: sample")
     p.add_argument("--workers", type=int, default=1, help="Stockfish processes")
     p.add_argument("--stockfish", default=None, help="Stockfish binary (None: $STOCKFISH_PATH, else PATH)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="a progress bar")

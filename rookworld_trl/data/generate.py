@@ -44,12 +44,12 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from rookworld_trl import __version__
-from rookworld_trl.chess.engine import EngineLimit, EnginePool, MoveEval, find_stockfish
+from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool, MoveEval, find_stockfish
 from rookworld_trl.data.layout import FEATURES, LayoutWriter, write_stats
-from rookworld_trl.data.load import open_text
-from rookworld_trl.data.samples import Game, game_rows
+from rookworld_trl.data.positions import POSITION_SOURCES
+from rookworld_trl.data.samples import game_rows
 
-SOURCES = ("selfplay", "random", "pgn")
+SOURCES = tuple(POSITION_SOURCES)
 
 
 @dataclass
@@ -62,7 +62,7 @@ class GenerateConfig:
     games_per_chunk: int = 16
     depth: int | None = 8
     nodes: int | None = None
-    multipv: int = 5
+    multipv: int = MULTIPV
     seed: int = 0
     opening_plies: int = 8
     random_move_prob: float = 0.05
@@ -107,114 +107,12 @@ class GenerateConfig:
         return {**settings, "pgn": list(self.pgn), "limit": self.limit.key()}
 
 
-# --------------------------------------------------------------------------------------------- sources
-
-
-def game_over(board: chess.Board, config: GenerateConfig) -> bool:
-    return board.is_game_over() or len(board.move_stack) >= config.max_plies
-
-
-def game_of(
-    board: chess.Board, plies: list[int] | None, rng: random.Random, config: GenerateConfig, unfinished: str
-) -> Game:
-    """The Game a finished board played; `plies` None: --plies_per_game random plies; `unfinished`: the end
-    of a game that python-chess does not see as over."""
-    moves = [m.uci() for m in board.move_stack]
-    if plies is None:
-        plies = sorted(rng.sample(range(len(moves)), min(config.plies_per_game, len(moves))))
-    outcome = board.outcome()
-    end = outcome.termination.name.lower() if outcome else unfinished
-    return Game(board.root().fen(), moves, end, plies)
-
-
-def play_selfplay(n: int, rng: random.Random, config: GenerateConfig, pool: EnginePool):
-    """n engine games played side by side (one parallel analyse_many per ply); (games, analyses by FEN)."""
-    boards = []
-    for _ in range(n):
-        board = chess.Board()
-        for _ in range(rng.randint(0, config.opening_plies)):
-            if not game_over(board, config):
-                board.push(rng.choice(list(board.legal_moves)))
-        boards.append(board)
-    analyses: dict[str, list[MoveEval]] = {}
-    active = [b for b in boards if not game_over(b, config)]
-    while active:
-        for board, analysis in zip(active, pool.analyse_many([b.fen() for b in active]), strict=True):
-            analyses[board.fen()] = analysis
-            explore = rng.random() < config.random_move_prob or not analysis
-            move = rng.choice(list(board.legal_moves)) if explore else chess.Move.from_uci(analysis[0].move)
-            board.push(move)
-        active = [b for b in active if not game_over(b, config)]
-    games = [game_of(b, list(range(len(b.move_stack))), rng, config, "max_plies") for b in boards]
-    return games, analyses
-
-
-def play_random(rng: random.Random, config: GenerateConfig) -> Game:
-    board = chess.Board()
-    while not game_over(board, config):
-        board.push(rng.choice(list(board.legal_moves)))
-    return game_of(board, None, rng, config, "max_plies")
-
-
-def pgn_chunks(paths, per_chunk: int, max_games: int | None, done: set[int]) -> Iterator[tuple[int, list]]:
-    """(index, games) for each chunk of `per_chunk` games of the PGN files in order; chunks in `done` are
-    skipped without parsing (chess.pgn.skip_game), so a resume does not re-read what it has."""
-    index, in_chunk, total, games = 0, 0, 0, []
-    for path in paths:
-        with open_text(path) as handle:
-            while max_games is None or total < max_games:
-                if index in done:
-                    if not chess.pgn.skip_game(handle):
-                        break
-                else:
-                    game = chess.pgn.read_game(handle)
-                    if game is None:
-                        break
-                    games.append(game)
-                total, in_chunk = total + 1, in_chunk + 1
-                if in_chunk == per_chunk:
-                    if index not in done:
-                        yield index, games
-                    index, in_chunk, games = index + 1, 0, []
-    if in_chunk and index not in done:
-        yield index, games
-
-
-def game_from_pgn(game: chess.pgn.Game, rng: random.Random, config: GenerateConfig) -> Game | str:
-    """The Game of a PGN game, or why it is skipped."""
-    if game.errors:
-        return "pgn_error"
-    if game.headers.get("Variant", "Standard").lower() not in ("standard", "chess", "from position"):
-        return "variant"
-    board = game.board()
-    if board.chess960:
-        return "variant"
-    if not board.is_valid():
-        return "invalid_start"
-    for move in game.mainline_moves():
-        board.push(move)
-    if not board.move_stack:
-        return "no_moves"
-    return game_of(board, None, rng, config, "pgn")  # resigned, timed out, agreed, ...
-
-
 def make_chunk(source: str, index: int, games_in, config: GenerateConfig, pool: EnginePool):
     """(rows, stats) of one chunk; `games_in` is a game count (self-play, random) or PGN games."""
     rng = random.Random(f"rookworld:{config.seed}:{source}:{index}")
     stats = Counter()
     analyses: dict[str, list[MoveEval]] = {}
-    if source == "selfplay":
-        games, analyses = play_selfplay(games_in, rng, config, pool)
-    elif source == "random":
-        games = [play_random(rng, config) for _ in range(games_in)]
-    else:
-        games = []
-        for pgn_game in games_in:
-            game = game_from_pgn(pgn_game, rng, config)
-            if isinstance(game, str):
-                stats[f"skipped_{game}"] += 1
-            else:
-                games.append(game)
+    games = POSITION_SOURCES[source].play(games_in, rng, config, pool, analyses, stats)
     fens = []
     for game in games:
         board, wanted = chess.Board(game.start), set(game.plies)
@@ -266,14 +164,10 @@ def check_settings(shards: Path, settings: dict) -> None:
 
 def chunk_plan(config: GenerateConfig, done: set[str]) -> Iterator[tuple[str, int, object]]:
     """(source, index, games) for every chunk not done yet, in order."""
-    for source, count in (("selfplay", config.selfplay_games), ("random", config.random_games)):
-        for index, start in enumerate(range(0, count, config.games_per_chunk)):
-            if f"{source}-{index:05d}" not in done:
-                yield source, index, min(config.games_per_chunk, count - start)
-    if config.pgn:
-        skip = {int(name.split("-")[1]) for name in done if name.startswith("pgn-")}
-        for index, games in pgn_chunks(config.pgn, config.games_per_chunk, config.pgn_games, skip):
-            yield "pgn", index, games
+    for source in POSITION_SOURCES.values():
+        skip = {int(name.split("-")[1]) for name in done if name.startswith(f"{source.name}-")}
+        for index, games in source.plan(config, skip):
+            yield source.name, index, games
 
 
 def shard_names(shards: Path) -> list[str]:

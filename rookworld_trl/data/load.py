@@ -10,7 +10,6 @@ counted by reason), the hub; the P:/A: mix and the FEN width. The layout itself 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import os
 import random
 from collections import Counter
@@ -25,9 +24,9 @@ from rookworld_trl.chess.formats import (
     policy_prompt,
     prompt_fen_width,
 )
+from rookworld_trl.data.files import DataSourceError, line_error
 from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES, row_from_line
-from rookworld_trl.data.sources import DataSourceError, json_lines_errors, open_source, text_lines
-from rookworld_trl.entry import BAD_LINE_FIX
+from rookworld_trl.data.sources import Lines, file_errors, open_source, table_lines
 
 # -------------------------------------------------------------------------------------------- raw text
 
@@ -51,7 +50,7 @@ class LoadReport:
 
     def bad(self, reason: str, line_no: int) -> None:
         if not self.skip_bad_rows and reason != EMPTY_LINE:
-            raise DataSourceError(f"{self.source}:{line_no}: {reason}: {BAD_LINE_FIX}")
+            raise line_error(self.source, line_no, reason)
         self.malformed[reason] += 1
         examples = self.first_lines.setdefault(reason, [])
         if len(examples) < self.max_examples:
@@ -77,19 +76,6 @@ class LoadReport:
     def to_dict(self) -> dict:
         return {"source": self.source, "lines": self.lines, "rows": self.rows, "malformed": dict(self.malformed),
                 "first_lines": self.first_lines}  # fmt: skip
-
-
-def open_text(path: str | os.PathLike):
-    """A text file for reading, gzip if it ends in .gz; undecodable bytes become U+FFFD, never an error."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    return opener(path, "rt", encoding="utf-8", errors="replace")
-
-
-def read_lines(path: str | os.PathLike) -> Iterator[str]:
-    """Lines of a text file (gzip if it ends in .gz), without their line ends."""
-    with open_text(path) as f:
-        for line in f:
-            yield line.rstrip("\r\n")
 
 
 def rows_from_lines(
@@ -156,7 +142,7 @@ def to_rows(
         ds = ds.select_columns(list(COLUMNS))
         ds = ds if ds.features == FEATURES else ds.cast(FEATURES)  # e.g. JSON numbers read as int64
         return ds if task is None else ds.filter(lambda row: row["task"] == task)
-    return dataset_from_lines(lambda: text_lines(ds, source), report, streaming, task, count)
+    return dataset_from_lines(lambda: table_lines(ds, source), report, streaming, task, count)
 
 
 def check_ratio(mix_env_ratio: float) -> None:
@@ -196,12 +182,6 @@ def mix_tasks(ds: datasets.Dataset, mix_env_ratio: float, seed: int) -> datasets
 def fen_widths(prompts: Iterable[str]) -> Counter:
     """How many P: prompts among `prompts` are padded to each FEN field width."""
     return Counter(w for prompt in prompts if (w := prompt_fen_width(prompt)))
-
-
-def detect_fen_width(prompts: Iterable[str]) -> int:
-    """The most common FEN field width of the P: prompts (FEN_WIDTH when none is padded)."""
-    counts = fen_widths(prompts)
-    return counts.most_common(1)[0][0] if counts else FEN_WIDTH
 
 
 def with_fen_width(ds, width: int | None, prompts: Iterable[str], source: str):
@@ -264,9 +244,9 @@ def load_rookworld_dataset(
     opened = open_source(source, split, streaming)
 
     def build(task: str | None = None, count: bool = True, into: LoadReport = report):
-        if opened is None:  # a raw text file
-            return dataset_from_lines(lambda: read_lines(source), into, streaming, task, count)
-        with json_lines_errors(source):
+        if isinstance(opened, Lines):  # a file read as lines
+            return dataset_from_lines(opened.__iter__, into, streaming, task, count)
+        with file_errors(source):
             return to_rows(opened, source, into, streaming, task, count)
 
     if mix_env_ratio is not None:

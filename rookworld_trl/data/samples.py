@@ -26,7 +26,10 @@ class SampleSettings(Protocol):
 
 
 @dataclass
-class Game:
+class GameRecord:
+    """A finished game to label: where it started, its moves, how it ended and which plies become samples
+    (chess/games.py's Game is a game the model plays)."""
+
     start: str  # FEN
     moves: list[str]  # UCI
     end: str  # python-chess termination ("checkmate", "fivefold_repetition", ...), "max_plies" or "pgn"
@@ -91,7 +94,7 @@ def policy_row_for(fen: str, analysis: list[MoveEval], config: SampleSettings) -
     return policy_row(text, fen, moves, evals, moves[0], config.limit.key())
 
 
-def game_rows(game: Game, analyses: dict, rng: random.Random, config: SampleSettings) -> list[dict]:
+def game_rows(game: GameRecord, analyses: dict, rng: random.Random, config: SampleSettings) -> list[dict]:
     rows = []
     board = chess.Board(game.start)
     wanted = set(game.plies)

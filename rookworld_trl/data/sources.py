@@ -1,24 +1,21 @@
-"""Opening what a user names as data: a file (Parquet, JSONL/JSON with a `text` column or `prompt` +
-`completion`, a JSON array of lines or objects), a dataset directory, or a hub dataset id; raw text files
-are read line by line by data_load. A source that cannot be read is one DataSourceError saying what was
-tried, what was found and what is expected.
+"""Opening what a user names as data: a file (its format read by data/files.py), a dataset directory, or a hub
+dataset id. `open_source` gives a `datasets` table or, for a file read as lines, the `Lines` to read anew on
+each pass; `table_lines` reads a table's P:/A: lines. A source that cannot be read is one DataSourceError
+saying what was tried, what was found and what is expected.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 
+from rookworld_trl.data.files import DataSourceError, check_dir, first_error, open_file, read_lines, sniff
 from rookworld_trl.entry import DATA_SOURCE_FIX, hub_id_like, missing_source
 from rookworld_trl.quiet_logs import dropping
-
-
-class DataSourceError(ValueError):
-    """A source that cannot be loaded; the message says what was tried and how to fix it."""
 
 
 def hub_error(source: str, error: Exception) -> DataSourceError:
@@ -34,39 +31,37 @@ def hub_error(source: str, error: Exception) -> DataSourceError:
     )
 
 
+@dataclass(frozen=True)
+class Lines:
+    """A file read as P:/A: lines: each iteration reads it anew (data/files.py read_lines)."""
+
+    path: str
+
+    def __iter__(self) -> Iterator[str]:
+        return read_lines(self.path)
+
+
 def open_source(source: str, split: str, streaming: bool):
-    """datasets.load_dataset on what `source` names (a file's split is the file); None for raw text."""
+    """A `datasets` table of what `source` names (a file's split is the file), or `Lines` for a file read as
+    lines."""
     path = Path(source)
-    kind = {".parquet": "parquet", ".jsonl": "json", ".json": "json"}.get(path.suffix)
-    try:
-        if path.is_dir():
-            ours = path / f"{split}.parquet"
+    if path.is_file():
+        opened = open_file(path, streaming)
+        return Lines(source) if opened is None else opened
+    if path.is_dir():
+        check_dir(path)
+        ours = path / f"{split}.parquet"
+        try:
             if ours.exists():
                 return datasets.load_dataset(
                     "parquet", data_files=str(ours), split="train", streaming=streaming
                 )
             return datasets.load_dataset(str(path), split=split, streaming=streaming)
-        if path.is_file():
-            if kind is None:
-                return None
-            if kind == "json" and _starts_with(path, "["):  # a JSON array of lines or of objects
-                return datasets.Dataset.from_list(json_array_rows(path))
-            try:
-                with dropping(f"datasets.packaged_modules.{kind}.{kind}", "Failed to read"):  # ours says it
-                    return datasets.load_dataset(
-                        kind, data_files=str(path), split="train", streaming=streaming
-                    )
-            except Exception as e:  # datasets' json builder: StopIteration (empty), ArrowInvalid, ...
-                if kind == "json":
-                    raise DataSourceError(bad_jsonl(path) or f"could not load {source!r}: {e}") from None
-                raise
-    except DataSourceError:
-        raise
-    except (ValueError, OSError) as e:
-        raise DataSourceError(
-            f"could not load {source!r} (split {split!r}): {type(e).__name__}: {str(e).rstrip('.')}; "
-            f"{DATA_SOURCE_FIX} (docs/FORMATS.md)"
-        ) from None
+        except (ValueError, OSError) as e:
+            raise DataSourceError(
+                f"could not load {source!r} (split {split!r}): {type(e).__name__}: {str(e).rstrip('.')}; "
+                f"{DATA_SOURCE_FIX} (docs/FORMATS.md)"
+            ) from None
     if not hub_id_like(source):
         raise DataSourceError(missing_source(source))
     try:
@@ -75,50 +70,16 @@ def open_source(source: str, split: str, streaming: bool):
         raise hub_error(source, e) from None
 
 
-def bad_jsonl(path: Path) -> str | None:
-    """What is wrong with a JSON Lines file, naming its first bad line (1-based) and the fix; None if every
-    line is a JSON object. Read only after datasets failed on the file, so a good file costs nothing."""
-    fix = 'fix or delete that line (each line one JSON object, e.g. {"text": "P: ..."})'
-    with open(path, "rb") as f:
-        lines = 0
-        for lines, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                return f"{path}: line {lines} is not UTF-8 text (a binary file?); pass a JSON Lines file of P:/A: rows"
-            except json.JSONDecodeError as e:
-                return f"{path}: line {lines} is not valid JSON ({e.msg} at column {e.colno}); {fix}"
-            if not isinstance(row, dict):
-                return f"{path}: line {lines} is a JSON {type(row).__name__}, not an object; {fix}"
-    if lines == 0 or path.stat().st_size == 0 or not path.read_bytes().strip():
-        return f"{path}: the file is empty; pass a JSON Lines file with one P:/A: row per line"
-    return None
-
-
-def _starts_with(path: Path, char: str) -> bool:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return f.read(64).lstrip().startswith(char)
-
-
-def json_array_rows(path: Path) -> list[dict]:
-    """The rows of a JSON array file: strings become {"text": line}, objects stay as they are."""
-    with open(path, encoding="utf-8") as f:
-        items = json.load(f)
-    if not isinstance(items, list) or not all(isinstance(x, str | dict) for x in items):
-        found = sorted({type(x).__name__ for x in items}) if isinstance(items, list) else type(items).__name__
-        raise DataSourceError(
-            f"{path}: a JSON array of {found}; expected one of P:/A: lines (strings) or of objects with a 'text' "
-            "column or 'prompt' and 'completion'"
-        )
-    return [{"text": x} if isinstance(x, str) else x for x in items]
+def source_lines(source: str, split: str = "train") -> Iterator[str]:
+    """The raw P:/A: lines of any source (a dataset dir's or hub dataset's `split`), streamed."""
+    opened = open_source(source, split, streaming=True)
+    return iter(opened) if isinstance(opened, Lines) else table_lines(opened, source)
 
 
 @contextlib.contextmanager
-def json_lines_errors(source: str):
-    """A JSON Lines file that datasets fails to read (it reads lazily: an empty file, a binary one, a bad line)
-    becomes one DataSourceError naming its first bad line."""
+def file_errors(source: str):
+    """A file that datasets fails to read lazily (an empty file, a binary one, a bad line) becomes the one
+    DataSourceError its format's lines reader gives (data/files.py)."""
     try:
         with dropping("datasets.packaged_modules.json.json", "Failed to load JSON"):  # ours names the line
             yield
@@ -126,28 +87,38 @@ def json_lines_errors(source: str):
         raise
     except Exception as e:  # StopIteration, pyarrow's ArrowInvalid, DatasetGenerationError, ...
         path = Path(source)
-        if not (path.is_file() and path.suffix in (".jsonl", ".json")):
+        if not (path.is_file() and sniff(path).lines is not None):
             raise
-        raise DataSourceError(bad_jsonl(path) or f"could not read {source!r}: {e}") from None
+        raise first_error(path) or DataSourceError(f"could not read {source!r}: {e}") from None
 
 
-def text_lines(ds, source: str) -> Iterator[str]:
-    """The raw lines of a loaded source: its `text` column, or `prompt` + `completion` joined; else one line
+def table_lines(ds, source: str) -> Iterator[str]:
+    """The raw lines of a loaded table: its `text` column, or `prompt` + `completion` joined; else one line
     naming the file, what it has and what it expects."""
-    with json_lines_errors(source):
-        yield from _text_lines(ds, source)
+    with file_errors(source):
+        yield from _table_lines(ds, source)
 
 
-def _text_lines(ds, source: str) -> Iterator[str]:
+def _table_lines(ds, source: str) -> Iterator[str]:
     names = ds.column_names or list(next(iter(ds), {}))  # a streamed JSON file names its columns when read
     if "text" in names:
-        for example in ds.select_columns(["text"]):
-            yield example["text"]
+        columns = ["text"]
     elif {"prompt", "completion"} <= set(names):
-        for example in ds.select_columns(["prompt", "completion"]):
-            yield example["prompt"] + example["completion"]
+        columns = ["prompt", "completion"]
     else:
-        raise DataSourceError(
-            f"{source}: has columns {sorted(names)}; expected a 'text' column of P:/A: lines, 'prompt' and "
-            "'completion' columns, or our dataset columns (rookworld data load --out)"
-        )
+        raise no_text_error(source, names)
+    for example in ds.select_columns(columns):
+        if any(not isinstance(example[c], str) for c in columns):
+            raise no_text_error(source, names)  # a row without them, in a file whose other rows have them
+        yield "".join(example[c] for c in columns)
+
+
+def no_text_error(source: str, names) -> DataSourceError:
+    """A file's own line-reader wording when it has one (the preflight's), else what the table's columns are."""
+    path = Path(source)
+    if path.is_file() and (error := first_error(path)) is not None:
+        return error
+    return DataSourceError(
+        f"{source}: has columns {sorted(names)}; expected a 'text' column of P:/A: lines, 'prompt' and "
+        "'completion' columns, or our dataset columns (rookworld data load --out)"
+    )

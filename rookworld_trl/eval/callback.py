@@ -10,7 +10,7 @@ import functools
 from transformers import TrainerCallback
 
 from rookworld_trl.chess.engine import EnginePool, MoveEval
-from rookworld_trl.data.load import detect_fen_width
+from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of
 from rookworld_trl.eval.evaluate import EvalItems, EvalSettings, analysed, draw_items, run_suites
 from rookworld_trl.model.generation import generate_completions
 
@@ -32,7 +32,9 @@ class EvalCallback(TrainerCallback):
         self.trainer, self.engine, self.every_steps, self.settings = trainer, engine, every_steps, settings
         s = settings
         self.fens, self.env_prompts, _ = draw_items(dataset, s.policy_samples, s.env_samples, s.seed)
-        self.fen_width = s.fen_width or detect_fen_width(dataset["prompt"])  # as the data was written
+        self.fen_width = (
+            s.fen_width or fen_width_of(dataset["prompt"]) or FEN_WIDTH
+        )  # as the data was written
         self.analyses: list[list[MoveEval]] | None = None
 
     def evaluate(self, model, tokenizer) -> dict[str, float]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import random
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -32,26 +31,16 @@ import chess
 import chess.engine
 
 from rookworld_trl import __version__
-from rookworld_trl.chess.engine import EngineLimit, EnginePool, MoveEval, find_stockfish
-from rookworld_trl.chess.formats import FEN_WIDTH, parse_policy_prompt
-from rookworld_trl.data.load import detect_fen_width
+from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool, find_stockfish
+from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of
 from rookworld_trl.entry import resolve_paths
-from rookworld_trl.eval.game_suites import match_suite, selfplay_suite
 from rookworld_trl.eval.outputs import summarize, write_outputs
-from rookworld_trl.eval.suites import (
-    env_suite,
-    find_mate_in_one,
-    load_bigbench_checkmate,
-    mate_suite,
-    policy_suite,
-)
+from rookworld_trl.eval.registry import SUITES, EvalItems, analysed, draw_items
 from rookworld_trl.flags import FlagParser
 from rookworld_trl.model.generation import generate_completions
-from rookworld_trl.rewards.policy import label_analysis
 from rookworld_trl.stats import Metric
 
-SUITES = ("policy", "env", "mate", "selfplay", "match")
-BIGBENCH_REFERENCE = 0.137  # RookWorld-LM on BIG-bench checkmate_in_one (docs/FORMATS.md)
+__all__ = ["SUITES", "EvalItems", "EvalSettings", "analysed", "draw_items", "evaluate", "run_suites"]
 
 
 @dataclass
@@ -122,100 +111,15 @@ class EvalSettings:
         return suites
 
 
-@dataclass
-class EvalItems:
-    """What the suites run on, drawn once so that every model answers the same items."""
-
-    policy_fens: list[str] = field(default_factory=list)
-    policy_analyses: list[list[MoveEval]] = field(default_factory=list)
-    env_prompts: list[str] = field(default_factory=list)
-    env_kinds: list[str] | None = None
-    mate_fens: list[str] = field(default_factory=list)
-    bigbench: list[tuple[str, str]] = field(default_factory=list)
-    fen_width: int = FEN_WIDTH  # P: prompts are padded as the data was written
-
-
-def draw_items(
-    dataset, policy_samples: int, env_samples: int, seed: int
-) -> tuple[list[str], list[str], list | None]:
-    """(P: FENs, A: prompts, A: transition kinds or None), sampled without replacement from a dataset."""
-    rng = random.Random(seed)
-    tasks = dataset["task"]
-    p_rows = [i for i, t in enumerate(tasks) if t == "P"]
-    a_rows = [i for i, t in enumerate(tasks) if t == "A"]
-    p_rows = sorted(rng.sample(p_rows, min(policy_samples, len(p_rows))))
-    a_rows = sorted(rng.sample(a_rows, min(env_samples, len(a_rows))))
-    prompts = dataset["prompt"]
-    fens = [parse_policy_prompt(prompts[i]) for i in p_rows]
-    kinds = dataset["kind"] if "kind" in dataset.column_names else None
-    kinds = [kinds[i] for i in a_rows] if kinds is not None else None
-    return fens, [prompts[i] for i in a_rows], kinds
-
-
-def analysed(
-    fens: Sequence[str], engine: EnginePool, labels: dict | None = None
-) -> tuple[list[str], list[list[MoveEval]]]:
-    """The engine's best-first analyses, dropping positions where the game is over (nothing to play).
-    `labels`: {fen: analysis} from the data, made at the engine's own limit: a cache, searched no more."""
-    labels = labels or {}
-    todo = [f for f in fens if f not in labels]
-    searched = dict(zip(todo, engine.analyse_many(todo, progress=True), strict=True))
-    analyses = [labels[f] if f in labels else searched[f] for f in fens]
-    keep = [i for i, a in enumerate(analyses) if a]
-    return [fens[i] for i in keep], [analyses[i] for i in keep]
-
-
 def run_suites(
     generate, items: EvalItems, suites: Sequence[str], args: EvalSettings, engine: EnginePool | None = None
 ) -> dict[str, dict[str, Metric]]:
-    """{suite: {figure: Metric}} of one model; `args` carries the decoding and game settings; `engine`
-    searches a legal B: outside a position's analysis (policy_suite)."""
-    common = dict(max_new_tokens=args.max_new_tokens, seed=args.seed, fen_width=items.fen_width)
-    sampling = dict(temperature=args.temperature, top_k=args.top_k)
-    decodings = args.decodings.split(",")
+    """{suite: {figure: Metric}} of one model, the suites in SUITES' order; `args` carries the decoding and game
+    settings; `engine` searches a legal B: outside a position's analysis (policy_suite)."""
     out = {}
-    if "policy" in suites:
-        out["policy"] = policy_suite(
-            generate,
-            items.policy_fens,
-            items.policy_analyses,
-            decodings=decodings,
-            engine=engine,
-            **sampling,
-            **common,
-        )
-    if "env" in suites:
-        out["env"] = env_suite(
-            generate, items.env_prompts, items.env_kinds, max_new_tokens=args.max_new_tokens, seed=args.seed
-        )
-    if "mate" in suites:
-        out["mate"] = mate_suite(generate, items.mate_fens, decodings=decodings, **sampling, **common)
-        if items.bigbench:
-            fens, targets = zip(*items.bigbench, strict=True)
-            out["mate_bigbench"] = mate_suite(
-                generate,
-                fens,
-                targets,
-                decodings=decodings,
-                reference=BIGBENCH_REFERENCE,
-                **sampling,
-                **common,
-            )
-    if "selfplay" in suites:
-        out["selfplay"] = selfplay_suite(
-            generate, games=args.selfplay_games, max_plies=args.max_plies, **sampling, **common
-        )
-    if "match" in suites:
-        out["match"] = match_suite(
-            generate,
-            games=args.match_games,
-            skill_level=args.skill_level,
-            limit=EngineLimit(depth=args.depth, nodes=args.nodes),
-            stockfish_path=args.stockfish,
-            max_plies=args.max_plies,
-            **sampling,
-            **common,
-        )
+    for name, suite in SUITES.items():
+        if name in suites:
+            out.update(suite.run(generate, items, args, engine))
     return out
 
 
@@ -241,41 +145,25 @@ def versions(stockfish_path: str | None) -> dict:
 
 def prepare_items(args: EvalSettings, suites: Sequence[str], engine: EnginePool) -> EvalItems:
     """Draw the positions and transitions once, with args.seed; analyse the P: positions with the engine."""
-    items = EvalItems(fen_width=args.fen_width or FEN_WIDTH)
-    if {"policy", "env"} & set(suites):
+    items, dataset = EvalItems(fen_width=args.fen_width or FEN_WIDTH), None
+    chosen = [suite for name, suite in SUITES.items() if name in suites]
+    if any(suite.needs_data for suite in chosen):
         if not args.data:
-            raise ValueError(
-                "the policy and env suites need held-out data: pass --data (see `rookworld data`)"
-            )
+            needing = " and ".join(name for name, suite in SUITES.items() if suite.needs_data)
+            raise ValueError(f"the {needing} suites need held-out data: pass --data (see `rookworld data`)")
         from rookworld_trl.data.load import load_rookworld_dataset  # here: data pulls in the dataset tooling
 
         dataset = load_rookworld_dataset(args.data, split=args.split, fen_width=args.fen_width)
-        items.fen_width = detect_fen_width(dataset["prompt"])  # the data's own (all of one width now)
-        fens, items.env_prompts, items.env_kinds = draw_items(
+        items.fen_width = (
+            fen_width_of(dataset["prompt"]) or FEN_WIDTH
+        )  # the data's own (all of one width now)
+        items.drawn_fens, items.env_prompts, items.env_kinds = draw_items(
             dataset, args.policy_samples, args.env_samples, args.seed
         )
-        if "policy" in suites:
-            items.policy_fens, items.policy_analyses = analysed(fens, engine, data_labels(dataset, engine))
-    if "mate" in suites:
-        items.mate_fens = find_mate_in_one(args.mate_samples, args.seed, engine)
-        if args.bigbench:
-            items.bigbench = load_bigbench_checkmate(args.bigbench, args.bigbench_samples)
+    for suite in chosen:
+        if suite.prepare is not None:
+            suite.prepare(items, args, engine, dataset)
     return items
-
-
-def data_labels(dataset, engine: EnginePool) -> dict:
-    """{fen: analysis} of the dataset's P: labels made at the engine's limit (the policy reward's cache rule)."""
-    if not {"fen", "moves", "evals", "limit"} <= set(dataset.column_names):
-        return {}
-    key, out = engine.limit.key(), {}
-    for row in dataset.select_columns(["task", "fen", "moves", "evals", "limit"]):
-        if (
-            row["task"] == "P"
-            and row["limit"] == key
-            and (label := label_analysis(row["fen"], row["moves"], row["evals"]))
-        ):
-            out[row["fen"]] = label
-    return out
 
 
 def model_generate(name: str, args: EvalSettings):
@@ -302,7 +190,7 @@ def evaluate(args: EvalSettings) -> dict[str, str]:
         model_source(name)
     limit = EngineLimit(depth=args.depth, nodes=args.nodes)
     with EnginePool(
-        args.engine_workers, limit, multipv=5, cache=args.cache, stockfish_path=args.stockfish
+        args.engine_workers, limit, multipv=MULTIPV, cache=args.cache, stockfish_path=args.stockfish
     ) as engine:
         items = prepare_items(args, suites, engine)
         widths = {}  # each model is prompted as it was trained; the data's width when its config does not say
@@ -325,19 +213,12 @@ def evaluate(args: EvalSettings) -> dict[str, str]:
         "suites": suites,
         "seed": args.seed,
         "engine_limit": limit.key(),
-        "multipv": 5,
+        "multipv": MULTIPV,
         "decodings": args.decodings,
         "temperature": args.temperature,
         "top_k": args.top_k,
         "max_new_tokens": args.max_new_tokens,
-        "sizes": {
-            "policy_positions": len(items.policy_fens),
-            "env_transitions": len(items.env_prompts),
-            "mate_positions": len(items.mate_fens),
-            "bigbench_positions": len(items.bigbench),
-            "selfplay_games": args.selfplay_games,
-            "match_games": args.match_games,
-        },
+        "sizes": {key: n for suite in SUITES.values() for key, n in suite.sizes(items, args).items()},
         "bigbench": args.bigbench,
         "max_plies": args.max_plies,
         "skill_level": args.skill_level,

@@ -38,7 +38,7 @@ def shape_advantages(trainer, output: dict) -> dict:
 def running_advantages(trainer, output) -> base.BaselineAdvantages:
     """(r - b - c) / s against the EMA/adaptive baseline (baselines.RunningBaseline), every process's rows."""
     rewards = base.row_rewards(trainer.scored_rewards, trainer.reward_weights)
-    tasks = [base.task_of(p) for p in gather_object(trainer.scored_prompts)]
+    tasks = [base.group_task(p) for p in gather_object(trainer.scored_prompts)]
     scaled = trainer.scale_rewards != "none"
     out = trainer.running_baseline(trainer.args.baseline, rewards, tasks, trainer.num_generations, scaled)
     output["advantages"] = out.advantages[base.local_rows(trainer.accelerator, len(output["completion_ids"]))]
@@ -78,7 +78,7 @@ def field_advantages(trainer, sequence, local_terms, layouts, baseline=None) -> 
     n = trainer.num_generations
     if baseline is None:
         rewards = base.row_rewards(trainer.scored_rewards, trainer.reward_weights)
-        tasks = [base.task_of(p) for p in gather_object(trainer.scored_prompts)]
+        tasks = [base.group_task(p) for p in gather_object(trainer.scored_prompts)]
         scale = base.reward_scale(rewards, tasks, n, trainer.scale_rewards)
     else:
         scale = baseline.scale
@@ -95,7 +95,7 @@ def log_advantages(trainer, output) -> None:
     advantages, mask = output["advantages"], output["completion_mask"].bool()
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(1).expand_as(mask)
-    tasks = [base.task_of(p) for p in trainer.scored_prompts]
+    tasks = [base.group_task(p) for p in trainer.scored_prompts]
     for task, rows in base.task_masks(tasks, mask.device).items():
         values = advantages[mask & rows.unsqueeze(1)].float()
         if values.numel() > 1:

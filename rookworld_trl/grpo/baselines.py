@@ -27,14 +27,15 @@ def local_rows(accelerator, rows: int) -> slice:
     return slice(start, start + rows)
 
 
-def task_of(prompt) -> str:
-    """The task prefix of a prompt ('P:' or 'A:'); anything else is its own task 'other'."""
+def group_task(prompt) -> str:
+    """The group a prompt's rewards are baselined in: its task prefix ('P:' or 'A:'); anything else is its own
+    group 'other' (the keys of the saved baselines: chess/formats.task_of is the P/A task of a line)."""
     text = prompt if isinstance(prompt, str) else str(prompt)
     return text[:2] if text[:2] in ("P:", "A:") else "other"
 
 
 def task_masks(tasks: list[str], device) -> dict[str, torch.Tensor]:
-    """task -> (N,) bool mask of its rows, tasks in sorted order (one per task prefix, see task_of)."""
+    """task -> (N,) bool mask of its rows, tasks in sorted order (one per task prefix, see group_task)."""
     return {task: torch.tensor([t == task for t in tasks], device=device) for task in sorted(set(tasks))}
 
 

@@ -140,7 +140,7 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
         metadata={
             "help": "generation_backend rookworld: compare the sampler's log-probs with TRL's scoring forward on the "
             "same tokens at the first step and every N steps (0: the first step only), logged as "
-            "sampling/logprob_gap/* and sampling/importance_sampling_ratio/* (rookworld_trl/model/guard.py)."
+            "sampling/logprob_gap/* and sampling/importance_sampling_ratio/* (rookworld_trl/model/fallback.py)."
         },
     )
     sampler_logprob_tolerance: float = field(

@@ -25,8 +25,9 @@ from collections.abc import Sequence
 
 import torch
 
+from rookworld_trl.chess.engine import MULTIPV
 from rookworld_trl.rewards.policy import PRECISE_WEIGHTS
-from rookworld_trl.rewards.shaping import LAYOUT_PENALTY, TOP_K
+from rookworld_trl.rewards.shaping import LAYOUT_PENALTY
 
 FIELDS = ("M", "E", "B")  # token field index 0, 1, 2 in completion order
 EPS = 1e-4  # as TRL: advantages / (std + 1e-4)
@@ -58,7 +59,7 @@ def field_terms(components: dict | None, shaping: str = "precise") -> dict | Non
         e_total = w["E"] * components["evals_top5"]
     else:  # dense: 3 x legal_moves + candidates on M:, 2 x best_legal + 3 x best on B:, tenths
         w = {"M": SPAN * 0.4, "E": SPAN * 0.1}
-        moves = [SPAN * 0.1 * (3 * (v >= 0) + (v == 1)) / TOP_K for v in verdicts]
+        moves = [SPAN * 0.1 * (3 * (v >= 0) + (v == 1)) / MULTIPV for v in verdicts]
         m_total = SPAN * 0.1 * (3 * components["legal_moves"] + components["candidates"])
         b_total = SPAN * 0.1 * (2 * components["best_legal"] + 3 * components["best"])
         e_total = w["E"] * components["evals"]

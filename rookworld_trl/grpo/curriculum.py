@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from rookworld_trl.grpo.selfplay import replace_policy_rows, task_of_row
+from rookworld_trl.chess.formats import task_of
+from rookworld_trl.grpo.selfplay import replace_policy_rows
 
 
 class Curriculum:
@@ -37,7 +38,7 @@ class Curriculum:
         wrong = groups = 0
         for g in range(0, len(rows), n):
             parts = [c for c in components[g : g + n] if c is not None]
-            if task_of_row(rows[g]) != "P" or not parts:
+            if task_of(rows[g]["prompt"], rows[g].get("task")) != "P" or not parts:
                 continue
             groups += 1
             prompt = rows[g]["prompt"]

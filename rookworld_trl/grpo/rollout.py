@@ -6,7 +6,7 @@ TRL hands `rollout(prompts, trainer)` the prompts of this process's batch (each 
 times by its sampler) and expects one completion per prompt with the log-probs of its tokens. The sampler
 shares each distinct prompt's prefill among its repeats (the group's samples) and decodes over a static KV
 cache; on CUDA it replays a captured decode step under bf16 when the run is bf16. `use_vllm` keeps TRL's vLLM.
-The sampler is guarded (rookworld_trl/model/guard.py): on an error it falls back (CUDA graph -> eager ->
+The sampler falls back and checks itself (rookworld_trl/model/fallback.py): on an error it falls back (CUDA graph -> eager ->
 transformers' generate()), and its log-probs are checked against TRL's scoring forward (sampler_check_every,
 sampler_logprob_tolerance; logged as sampling/logprob_gap/* and sampling/importance_sampling_ratio/*).
 """
@@ -16,7 +16,14 @@ from __future__ import annotations
 import torch
 
 from rookworld_trl.model.decoding import gpt2_parts
-from rookworld_trl.model.guard import Gap, batch, check_against_scorer, gap_of, guard_of, guarded_sample
+from rookworld_trl.model.fallback import (
+    Gap,
+    batch,
+    check_against_scorer,
+    gap_of,
+    sample_with_fallback,
+    sampler_path_of,
+)
 from rookworld_trl.model.sampling import Sampling
 
 
@@ -44,7 +51,7 @@ def check_supported(args, model, accelerator) -> None:
 
 def rollout(prompts: list[str], trainer) -> dict:
     """TRL's rollout_func: prompt ids as TRL tokenizes text prompts, completions up to and with EOS, log-probs.
-    Through model/guard.py: a sampler error moves to the next path (CUDA graph -> eager -> generate()), and at
+    Through model/fallback.py: a sampler error moves to the next path (CUDA graph -> eager -> generate()), and at
     the first step and every `sampler_check_every` the log-probs are checked against TRL's scoring forward."""
     tokenizer = trainer.processing_class
     prompt_ids = tokenizer(text=prompts)["input_ids"]
@@ -54,13 +61,13 @@ def rollout(prompts: list[str], trainer) -> dict:
     kwargs = dict(max_new_tokens=trainer.args.max_completion_length, sampling=s,
                   eos_token_ids=list(trainer.eos_token_ids), pad_token_id=tokenizer.pad_token_id,
                   autocast_dtype=torch.bfloat16 if on_gpu and trainer.args.bf16 else None)  # fmt: skip
-    out = guarded_sample(model, prompt_ids, **kwargs)
-    guard, step = guard_of(model), trainer.state.global_step
-    if guard.due(step, trainer.args.sampler_check_every):
-        path, guard.checked = guard.path, step
+    out = sample_with_fallback(model, prompt_ids, **kwargs)
+    sampler, step = sampler_path_of(model), trainer.state.global_step
+    if sampler.due(step, trainer.args.sampler_check_every):
+        path, sampler.checked = sampler.path, step
         gap = check(trainer, prompt_ids, out)
-        if guard.path != path:  # these came from the path just left
-            out = guarded_sample(model, prompt_ids, **kwargs)
+        if sampler.path != path:  # these came from the path just left
+            out = sample_with_fallback(model, prompt_ids, **kwargs)
         for name, value in gap.metrics().items():
             # with the correction on, TRL's figures (clipped, every batch) carry the importance-ratio names
             if not (trainer.args.sampler_importance_sampling and "importance" in name):
@@ -78,5 +85,5 @@ def check(trainer, prompt_ids: list[list[int]], out) -> Gap:
     )
     scored = trainer.scoring_logps(ids, mask, sampled.size(1))
     gap = gap_of(sampled, scored, completion_mask.to(scored.device))
-    check_against_scorer(guard_of(model), gap, trainer.args.sampler_logprob_tolerance)
+    check_against_scorer(sampler_path_of(model), gap, trainer.args.sampler_logprob_tolerance)
     return gap

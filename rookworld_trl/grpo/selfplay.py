@@ -105,7 +105,7 @@ def replace_policy_rows(
     every rank gets the same replacement."""
     out, policy_rows, replaced = [], 0, 0
     for row in rows:
-        if task_of_row(row) == "P":
+        if task_of(row["prompt"], row.get("task")) == "P":
             policy_rows += 1
             if unit_hash(*key, row["prompt"], tags[0]) < ratio:
                 row = pick(row, unit_hash(*key, row["prompt"], tags[1]))
@@ -189,15 +189,13 @@ class SelfPlay:
         return new
 
 
-def task_of_row(row: dict) -> str:
-    """A dataset row's task: its `task` column, else its prompt's prefix."""
-    task = row.get("task")
-    return task if task in ("P", "A") else task_of(row["prompt"])
-
-
 def _playable(row: dict) -> str | None:
     """The FEN of a P: row when it is a valid position with a move to play, else None."""
-    return playable_position(row["prompt"], row.get("fen")) if task_of_row(row) == "P" else None
+    return (
+        playable_position(row["prompt"], row.get("fen"))
+        if task_of(row["prompt"], row.get("task")) == "P"
+        else None
+    )
 
 
 def selfplay_for(script_args, seed: int, dataset) -> SelfPlay | None:

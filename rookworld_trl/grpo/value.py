@@ -11,7 +11,7 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 
-from rookworld_trl.grpo.baselines import EPS, local_rows, row_rewards, running_scale, task_masks, task_of
+from rookworld_trl.grpo.baselines import EPS, group_task, local_rows, row_rewards, running_scale, task_masks
 from rookworld_trl.model.loading import gpt2_backbone
 
 
@@ -193,7 +193,7 @@ def value_advantages(trainer, output, terms, layouts) -> None:
     batch = trainer.args.per_device_train_batch_size
     values = rollout_values(trainer.model, trainer.value_head, output, batch, trainer.accelerator.autocast)
     output["returns"] = returns
-    tasks = [task_of(p) for p in trainer.scored_prompts]
+    tasks = [group_task(p) for p in trainer.scored_prompts]
     explained = explained_variance(values, returns, mask)
     trainer.log_metric("value/explained_variance", explained)
     for task, rows in task_masks(tasks, mask.device).items():

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from rookworld_trl.model.guard import CHECK_EVERY, guard_of, guarded_sample, self_check
+from rookworld_trl.model.fallback import CHECK_EVERY, sample_with_fallback, sampler_path_of, self_check
 from rookworld_trl.model.kv_cache import left_pad
 from rookworld_trl.model.sampling import Sampling
 
@@ -44,13 +44,15 @@ def _generate_batch(
     if backend == "rookworld":
         sampling = Sampling(**settings)
         kwargs = dict(max_new_tokens=max_new_tokens, sampling=sampling, eos_token_ids=[eos], pad_token_id=eos)
-        out = guarded_sample(model, rows, **kwargs)
-        guard = guard_of(model)
-        if guard.due(guard.calls, CHECK_EVERY):  # the first call, every CHECK_EVERY calls, after a fallback
-            path, guard.checked = guard.path, guard.calls
+        out = sample_with_fallback(model, rows, **kwargs)
+        sampler = sampler_path_of(model)
+        if sampler.due(
+            sampler.calls, CHECK_EVERY
+        ):  # the first call, every CHECK_EVERY calls, after a fallback
+            path, sampler.checked = sampler.path, sampler.calls
             self_check(model, rows, out, sampling, eos)
-            if guard.path != path:  # these came from the path just left
-                out = guarded_sample(model, rows, **kwargs)
+            if sampler.path != path:  # these came from the path just left
+                out = sample_with_fallback(model, rows, **kwargs)
         return [
             tokenizer.decode(row, skip_special_tokens=False).split(tokenizer.eos_token, 1)[0]
             for row in out.completion_ids
@@ -108,7 +110,7 @@ def generate_completions(
     """One completion per prompt, in the order of `prompts`: greedy by default, else sampled.
 
     `backend`: "rookworld" (rookworld_trl/model/decoding.py: the same tokens as transformers' generate(), faster;
-    repeated prompts share their prefill; through model/guard.py: checked against the model's forward on the
+    repeated prompts share their prefill; through model/fallback.py: checked against the model's forward on the
     first call and every CHECK_EVERY, falling back to generate() on a failure) or "transformers" (generate()).
     `seed` makes sampling reproducible without touching the caller's random state. The model is put
     in eval mode for the call and handed back in the mode it came in (a trainer may call this mid-run).

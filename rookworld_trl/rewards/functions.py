@@ -166,7 +166,7 @@ def make_env_reward(*, shaping: str = "graduated", engine: EnginePool | None = N
         truths: dict[str, EnvSample | None] = {}  # GRPO repeats each prompt num_generations times
         rewards, components, invalid = [], [], 0
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
-            if _task(prompts, task, i) != "A":
+            if task_of(prompts[i], task and task[i]) != "A":
                 rewards.append(None)
                 components.append(None)
                 continue
@@ -215,7 +215,7 @@ def make_policy_reward(*, engine: EnginePool | None = None, shaping: str = "grad
         Columns `moves`/`evals`/`limit` (optional): a label whose `limit` equals the pool's limit key
         stands in for the engine's analysis (a cache); any other label is ignored.
         """
-        ours = [i for i in range(len(prompts)) if _task(prompts, task, i) == "P"]
+        ours = [i for i in range(len(prompts)) if task_of(prompts[i], task and task[i]) == "P"]
         valid = {i: playable_position(prompts[i]) for i in ours}
         mine = [i for i in ours if valid[i] is not None]  # the others get None: no position to judge
         fens = [parse_policy_prompt(prompts[i]) for i in mine]
@@ -260,11 +260,6 @@ def policy_components(grader: PolicyGrader, prompts: Sequence[str], completions:
 
 
 # ------------------------------------------------------------------------------------------ plumbing
-
-
-def _task(prompts: Sequence[str], task: Sequence[str] | None, i: int) -> str:
-    """'P' or 'A': the `task` column when present, else read from the prompt."""
-    return task[i] if task is not None and task[i] in ("P", "A") else task_of(prompts[i])
 
 
 def log_components(

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import chess
 
-from rookworld_trl.chess.engine import MATE_SCORE, EnginePool, MoveEval
+from rookworld_trl.chess.engine import MATE_SCORE, MULTIPV, EnginePool, MoveEval
 from rookworld_trl.chess.environment import legal_move
 from rookworld_trl.chess.formats import ParsedPolicy, parse_policy_completion
 from rookworld_trl.rewards.shaping import (
@@ -19,7 +19,6 @@ from rookworld_trl.rewards.shaping import (
     EVAL_ZERO_AT,
     LAYOUT_PENALTY,
     PENALTY,
-    TOP_K,
     check_shaping,
     expected_score,
     shape,
@@ -67,8 +66,8 @@ def score_policy(
         return PENALTY, {**dict.fromkeys(POLICY_COMPONENTS, 0.0), "cp_loss": None}
     if not analysis:
         raise ValueError(f"no engine analysis for {fen} (game over?)")
-    if len(analysis) < TOP_K and len(analysis) != chess.Board(fen).legal_moves.count():
-        raise ValueError(f"analysis of {fen} has {len(analysis)} lines for {TOP_K} expected moves")
+    if len(analysis) < MULTIPV and len(analysis) != chess.Board(fen).legal_moves.count():
+        raise ValueError(f"analysis of {fen} has {len(analysis)} lines for {MULTIPV} expected moves")
     components, checks = _grade(parsed, analysis, _centipawns(fen, analysis, move_cps))
     reward = shape(checks, _quality(components, shaping), shaping)
     if not parsed.exact:
@@ -98,8 +97,8 @@ def _centipawns(fen: str, analysis: Sequence[MoveEval], move_cps: Mapping[str, i
 
 def _grade(parsed: ParsedPolicy, analysis: Sequence[MoveEval], cp_of) -> tuple[dict, dict[str, bool]]:
     """(components, checks) of a parsed P: answer: see POLICY_COMPONENTS."""
-    top5, top_cp = {m.move for m in analysis[:TOP_K]}, analysis[0].cp
-    moves, n_expected = parsed.moves, min(TOP_K, len(analysis))
+    top5, top_cp = {m.move for m in analysis[:MULTIPV]}, analysis[0].cp
+    moves, n_expected = parsed.moves, min(MULTIPV, len(analysis))
     distinct = list(dict.fromkeys(moves))
     move_cp = {m: cp_of(m) for m in distinct}
     best_cp = cp_of(parsed.best)
@@ -166,7 +165,7 @@ def _quality(c: dict, shaping: str) -> float:
 
 
 def move_verdicts(
-    moves: Sequence[str], move_cp: Mapping[str, int | None], top5: set[str], n_expected: int = TOP_K
+    moves: Sequence[str], move_cp: Mapping[str, int | None], top5: set[str], n_expected: int = MULTIPV
 ) -> list[float]:
     """Each written move's verdict, in the order written: +1 one of the engine's top 5, 0 another legal move
     (a filler earns nothing), BAD_MOVE for one illegal, repeated or past the n_expected-th: a cost, but a
@@ -273,7 +272,7 @@ def label_analysis(
     board = chess.Board(fen)
     if len(set(moves)) != len(moves) or any(legal_move(board, m) is None for m in moves):
         return None
-    if cps != sorted(cps, reverse=True) or len(moves) != min(TOP_K, board.legal_moves.count()):
+    if cps != sorted(cps, reverse=True) or len(moves) != min(MULTIPV, board.legal_moves.count()):
         return None
     return [MoveEval(m, cp) for m, cp in zip(moves, cps, strict=True)]
 
@@ -289,9 +288,9 @@ class PolicyGrader:
     """
 
     def __init__(self, pool: EnginePool, shaping: str = "graduated", memo_size: int = MEMO_SIZE):
-        if pool.multipv < TOP_K:
+        if pool.multipv < MULTIPV:
             raise ValueError(
-                f"the policy reward needs an EnginePool with multipv >= {TOP_K}, got {pool.multipv}"
+                f"the policy reward needs an EnginePool with multipv >= {MULTIPV}, got {pool.multipv}"
             )
         self.pool, self.shaping, self.memo_size = pool, check_shaping(shaping), memo_size
         self.memo: dict[str, list[MoveEval]] = {}  # fen -> the engine's analysis at pool.limit

@@ -12,7 +12,6 @@ from rookworld_trl.chess.engine import MATE_SCORE
 LAYOUT_PENALTY = 0.2  # a P: answer that parses but is not laid out in the fixed widths
 PENALTY = -0.3  # unparseable: mild, the seeds found -1.0 destabilised training
 SHAPINGS = ("graduated", "linear", "continuous", "dense", "precise", "binary")
-TOP_K = 5  # the P: format lists the engine's top 5 moves
 WIN_K = 0.00368208  # lichess's centipawn -> expected score slope; saturates, so mates and +20 agree
 BEST_ZERO_AT = 0.2  # best move: a loss of 0.2 expected score (~230 cp from equality; lichess: a mistake) is 0
 EVAL_ZERO_AT = 0.2  # evaluation: an error of 0.2 expected score scores 0

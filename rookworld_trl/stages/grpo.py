@@ -31,7 +31,7 @@ from rookworld_trl.grpo.script_args import GRPOScriptArguments, check_rewards
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_width
-from rookworld_trl.training import checkpoints, publish
+from rookworld_trl.training import checkpoints, console, publish
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir, machine_of_process
 
@@ -69,12 +69,14 @@ def engine_cache_path(script: GRPOScriptArguments, output_dir: str) -> str | Non
 
 def engine_pool(script: GRPOScriptArguments, output_dir: str):
     """The Stockfish pool of the policy reward and the evals, from the engine fields."""
-    from rookworld_trl.chess.engine import EngineLimit, EnginePool
+    from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool
 
     if script.engine_cache:
         os.makedirs(output_dir, exist_ok=True)
     limit = EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes)
-    return EnginePool(script.engine_workers, limit, multipv=5, cache=engine_cache_path(script, output_dir))
+    return EnginePool(
+        script.engine_workers, limit, multipv=MULTIPV, cache=engine_cache_path(script, output_dir)
+    )
 
 
 def eval_settings(
@@ -129,7 +131,7 @@ def say_finished(output_dir: str, max_steps: int, resume: str | None) -> None:
         if resume
         else "--resume_from_checkpoint auto and a higher --max_steps to train on"
     )
-    checkpoints.say(
+    console.say(
         f"{output_dir} is finished (max_steps {max_steps}): the final model is in {final}; nothing to train "
         f"({on}; to start over, pass another --output_dir or remove {output_dir})"
     )
@@ -138,7 +140,7 @@ def say_finished(output_dir: str, max_steps: int, resume: str | None) -> None:
 def interrupted(trainer: RookWorldGRPOTrainer) -> int:
     """Say where a stop signal left the run and how to go on; the exit code (130 for Ctrl-C, 143 for SIGTERM)."""
     last = checkpoints.latest_complete_checkpoint(trainer.args.output_dir)
-    checkpoints.say(
+    console.say(
         f"interrupted at step {trainer.state.global_step} (last checkpoint: {last or 'none'}); resume with the "
         "same command and --resume_from_checkpoint auto"
     )
@@ -161,13 +163,13 @@ def train(
         say_finished(args.output_dir, args.max_steps, resume)  # never retrain over a finished run silently
         return 0
     if done is not None:  # killed while saving final/ or evaluating: finish those, train no extra step
-        checkpoints.say(f"{resume} is at max_steps ({done}) but final/ is incomplete: writing it")
+        console.say(f"{resume} is at max_steps ({done}) but final/ is incomplete: writing it")
         trainer.load_weights(resume)
         trainer.state = TrainerState.load_from_json(os.path.join(resume, TRAINER_STATE_NAME))
         start_step = done
     else:
         if resume:
-            checkpoints.say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
+            console.say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
         start_step = checkpoints.checkpoint_step(resume) if resume else 0
         try:
             trainer.train(resume_from_checkpoint=resume)
@@ -310,9 +312,9 @@ def build(argv: list[str] | None = None):
     )
     use_compact_logs(trainer)  # one line per logging step; the whole dict goes to metrics.jsonl
     if args.max_steps < 0 and has_len(dataset):  # TRL's epochs rule: say what -1 means before it runs
-        checkpoints.say(epochs_line(args, len(dataset)))
+        console.say(epochs_line(args, len(dataset)))
     if script.eval_every_steps and 0 < args.max_steps < script.eval_every_steps:  # a curve of one point
-        checkpoints.say(
+        console.say(
             f"no learning curve: eval_every_steps {script.eval_every_steps} > max_steps {args.max_steps}"
         )
     elif script.eval_every_steps:

@@ -29,7 +29,7 @@ from transformers import AutoTokenizer, EarlyStoppingCallback
 from trl import ScriptArguments
 
 from rookworld_trl.chess.environment import legal_best_move, parse_board
-from rookworld_trl.chess.formats import fen_width_of, parse_policy_completion, parse_policy_prompt
+from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of, parse_policy_completion, parse_policy_prompt
 from rookworld_trl.entry import check_numbers, resolve_paths, stage_parser
 from rookworld_trl.eval.report import sft_summary
 from rookworld_trl.model.generation import generate_completions
@@ -39,7 +39,7 @@ from rookworld_trl.model.loading import (
     set_dropout,
     train_at_fen_width,
 )
-from rookworld_trl.training import checkpoints
+from rookworld_trl.training import checkpoints, console
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
 from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir
@@ -139,7 +139,7 @@ def build_model(script_args: SFTScriptArguments):
 
 def load_splits(script_args: SFTScriptArguments, seed: int):
     """(train, eval) datasets with the columns prompt and completion."""
-    from rookworld_trl.data.load import detect_fen_width, load_rookworld_dataset
+    from rookworld_trl.data.load import load_rookworld_dataset
 
     s = script_args
     train = load_rookworld_dataset(
@@ -157,7 +157,9 @@ def load_splits(script_args: SFTScriptArguments, seed: int):
         mix_env_ratio=s.mix_env_ratio,
         seed=seed,
         max_samples=s.max_eval_samples,
-        fen_width=s.fen_width or detect_fen_width(train["prompt"]),  # held-out prompts as the training data
+        fen_width=s.fen_width
+        or fen_width_of(train["prompt"])
+        or FEN_WIDTH,  # held-out prompts as the training data
         skip_bad_rows=s.skip_bad_rows,
     )
     # Keep only prompt/completion: with a `text` column present, SFTTrainer appends EOS to `text` and
@@ -215,7 +217,7 @@ def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_d
     with trainer.accelerator.main_process_first():  # the main process moves damaged checkpoints aside first
         resume = checkpoints.resolve_resume(config.resume_from_checkpoint, config.output_dir)
     if resume:
-        checkpoints.say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
+        console.say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
     use_compact_logs(trainer)  # the bar and one line per logging step, as `rookworld train`
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(config.output_dir)  # model + tokenizer (the best one with load_best_model_at_end)

@@ -30,10 +30,10 @@ import logging
 import os
 import re
 import shutil
-import sys
 import time
 
 from rookworld_trl.model.loading import safetensors_problem
+from rookworld_trl.training.console import say
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +55,6 @@ def write_json_atomic(path: str, obj: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def say(message: str) -> None:
-    """One line on stderr: resume decisions must be seen, and INFO logs are not shown by default."""
-    print(f"rookworld: {message}", file=sys.stderr, flush=True)
 
 
 def file_sha256(path: str) -> str:

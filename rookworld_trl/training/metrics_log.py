@@ -18,7 +18,8 @@ import time
 import torch
 from transformers import TrainerCallback
 
-from rookworld_trl.training.checkpoints import save_error, say
+from rookworld_trl.training.checkpoints import save_error
+from rookworld_trl.training.console import say
 
 
 def memory_metrics() -> dict[str, float]:

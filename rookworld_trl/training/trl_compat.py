@@ -65,7 +65,8 @@ LAST_LR = "_last_lr"
 class ModuleFunction:
     """A function that TRL looks up in its own module at call time, where TRL offers no hook: `replaced_by(f)`
     puts `f` in its place for the duration of one call of ours. Two exist (below); check_internals() fails at
-    import when TRL no longer has one, and tests/test_trl_compat.py when TRL stops calling it."""
+    import when TRL no longer has one, and tests/test_shared_prefix.py (the scored positions) and tests/test_grpo.py
+    (the completions table) when TRL stops calling it."""
 
     def __init__(self, module, name: str, why: str):
         self.module, self.name, self.why = module, name, why

@@ -1,9 +1,9 @@
 """The sampler with its fallbacks and its self-check: what generation.generate_completions (evals, learning-curve
 evals, self-play) and GRPO's rollouts (rookworld_trl/grpo/rollout.py) call.
 
-    from rookworld_trl.model.guard import guarded_sample, self_check
+    from rookworld_trl.model.fallback import sample_with_fallback, self_check
     s = Sampling(temperature=0.4)
-    out = guarded_sample(model, prompt_ids, max_new_tokens=80, sampling=s, eos_token_ids=[0], pad_token_id=0)
+    out = sample_with_fallback(model, prompt_ids, max_new_tokens=80, sampling=s, eos_token_ids=[0], pad_token_id=0)
     gap = self_check(model, prompt_ids, out, s, pad_token_id=0)   # on the first call and every N: Gap(mean, max, ...)
 
 Three paths, fastest first: the CUDA-graph decode step ("graph", CUDA only), the same step run eagerly
@@ -38,7 +38,7 @@ TOLERANCE = 0.05  # mean |sampler - scorer| log-prob per token past which the pa
 
 
 @dataclass
-class Guard:
+class SamplerPath:
     """Which path samples for one model, why it left the faster ones, and when it checked last."""
 
     path: str
@@ -65,15 +65,15 @@ class Guard:
         return self.checked is None or (every > 0 and step - self.checked >= every)
 
 
-_GUARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SAMPLER_PATHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def guard_of(model) -> Guard:
-    """The model's Guard (one per GPT-2 inside any wrappers), made on first use at its device's fastest path."""
+def sampler_path_of(model) -> SamplerPath:
+    """The model's SamplerPath (one per GPT-2 inside any wrappers), made on first use at its device's fastest path."""
     from transformers import GPT2LMHeadModel
 
     key = next((m for m in model.modules() if isinstance(m, GPT2LMHeadModel)), model)
-    if key not in _GUARDS:
+    if key not in _SAMPLER_PATHS:
         on_cuda = next(model.parameters()).device.type == "cuda"
         fastest = "graph" if on_cuda else "eager"
         start = os.environ.get(START_ENV) or fastest
@@ -81,11 +81,11 @@ def guard_of(model) -> Guard:
             raise ValueError(
                 f"{START_ENV}={start!r}: expected one of {PATHS} (unset: the fastest the device has)"
             )
-        _GUARDS[key] = Guard(PATHS[max(PATHS.index(start), PATHS.index(fastest))])
-    return _GUARDS[key]
+        _SAMPLER_PATHS[key] = SamplerPath(PATHS[max(PATHS.index(start), PATHS.index(fastest))])
+    return _SAMPLER_PATHS[key]
 
 
-def guarded_sample(
+def sample_with_fallback(
     model,
     prompt_ids: list[list[int]],
     *,
@@ -98,21 +98,21 @@ def guarded_sample(
     """decoding.sample() on the model's current path; on an error of the sampler, the next path, for good.
     A ValueError is the request's own problem (a prompt too long, a model the sampler does not run) and is
     raised: generate() would not do better."""
-    guard = guard_of(model)
-    guard.calls += 1
+    sampler = sampler_path_of(model)
+    sampler.calls += 1
     kwargs = dict(max_new_tokens=max_new_tokens, sampling=sampling, eos_token_ids=eos_token_ids,
                   pad_token_id=pad_token_id, autocast_dtype=autocast_dtype)  # fmt: skip
     while True:
         try:
-            if guard.path == "transformers":
+            if sampler.path == "transformers":
                 return generate_sample(model, prompt_ids, **kwargs)
-            return sample(model, prompt_ids, cuda_graph=guard.path == "graph", **kwargs)
+            return sample(model, prompt_ids, cuda_graph=sampler.path == "graph", **kwargs)
         except ValueError:
             raise
         except Exception as e:  # CUDA graph capture/replay, a kernel, out of memory in the captured pool
-            if guard.path == PATHS[-1]:
+            if sampler.path == PATHS[-1]:
                 raise
-            guard.fall(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+            sampler.fall(f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
 
 
 @torch.inference_mode()
@@ -206,10 +206,10 @@ def forward_logps(model, ids, attention_mask, keep: int, temperature: float, aut
     return logits.log_softmax(-1).gather(-1, ids[:, -keep:, None])[..., 0]
 
 
-def check_against_scorer(guard: Guard, gap: Gap, tolerance: float) -> None:
+def check_against_scorer(sampler: SamplerPath, gap: Gap, tolerance: float) -> None:
     """Leave the path when its mean gap is past the tolerance (or not finite)."""
     if not math.isfinite(gap.mean) or gap.mean > tolerance:
-        guard.fall(
+        sampler.fall(
             f"log-prob gap to the scorer {gap.mean:.3g} per token (max {gap.max:.3g}) over {gap.tokens} tokens "
             f"exceeds the tolerance {tolerance}"
         )
@@ -224,5 +224,5 @@ def self_check(model, prompt_ids, out: Completions, sampling: Sampling, pad_toke
     temperature = sampling.temperature if sampling.do_sample else 1.0
     scored = forward_logps(model, ids, mask, sampled.size(1), temperature, autocast_dtype)
     gap = gap_of(sampled, scored, completion_mask.to(device))
-    check_against_scorer(guard_of(model), gap, tolerance)
+    check_against_scorer(sampler_path_of(model), gap, tolerance)
     return gap

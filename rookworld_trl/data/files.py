@@ -1,0 +1,256 @@
+"""Reading the files a user names as data, in one place: which format a file is (`sniff`: by suffix, then by its
+first bytes where a suffix is shared), its P:/A: lines (`read_lines`) or its table (`open_file`), and every
+format's problems in one wording (`DataSourceError`: problem, file, fix). The preflight (before accelerate
+starts), the loader (data/load.py) and the audit (data/audit.py) all read files through here, so a file is
+accepted by all of them or refused by all of them with the same line.
+
+    from rookworld_trl.data.files import sniff, read_lines, open_file
+    sniff("lines.json").name            # 'json-array': a JSON array of lines or of objects
+    for line in read_lines("mine.jsonl"): ...   # the P:/A: line of each row ('' for a blank line)
+    open_file("mine.parquet")           # a `datasets` table (imports datasets), or None: read its lines
+
+A new format is one `Format` in FORMATS: its name, its suffixes, optionally `looks_like` (its first bytes, when
+another format shares the suffix), a `lines` reader (the P:/A: line of each record, '' for a blank one; bad
+records raise `DataSourceError` through `line_error`) and optionally a `table` reader (for formats `datasets`
+reads faster or with more columns than its lines carry) and a `check` (the structure, without reading every
+record). This module imports no `datasets` at import time: the preflight runs without it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rookworld_trl.entry import BAD_LINE_FIX, DATA_SOURCE_FIX
+from rookworld_trl.errors import UserError
+
+FORMATS_DOC = "docs/FORMATS.md"
+JSON_ROW_FIX = 'fix or delete that line (each line one JSON object, e.g. {"text": "P: ..."})'
+
+
+class DataSourceError(UserError, ValueError):
+    """A source that cannot be loaded; the message says what was tried and how to fix it."""
+
+
+def line_error(path, line_no: int, problem: str, fix: str = BAD_LINE_FIX) -> DataSourceError:
+    """The one wording of a bad record: `file:line: problem; fix`."""
+    return DataSourceError(f"{path}:{line_no}: {problem}; {fix}")
+
+
+def empty_error(path) -> DataSourceError:
+    return DataSourceError(
+        f"{path}: the file is empty; pass a file with one P:/A: row per line ({FORMATS_DOC})"
+    )
+
+
+def open_text(path: str | os.PathLike):
+    """A text file for reading, gzip if it ends in .gz; undecodable bytes become U+FFFD, never an error."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    return opener(path, "rt", encoding="utf-8", errors="replace")
+
+
+# ---------------------------------------------------------------------------------------- the formats
+
+
+def text_lines(path: Path) -> Iterator[str]:
+    """Lines of a text file (gzip if it ends in .gz), without their line ends."""
+    with open_text(path) as f:
+        for line in f:
+            yield line.rstrip("\r\n")
+
+
+def row_text(row, path, line_no: int) -> str:
+    """The P:/A: line a JSON object holds: `text`, or `prompt` + `completion`; else the one-line error."""
+    if isinstance(row, dict) and isinstance(row.get("text"), str):
+        return row["text"]
+    if (
+        isinstance(row, dict)
+        and isinstance(row.get("prompt"), str)
+        and isinstance(row.get("completion"), str)
+    ):
+        return row["prompt"] + row["completion"]
+    if not isinstance(row, dict):
+        raise line_error(path, line_no, f"a JSON {type(row).__name__}, not an object", JSON_ROW_FIX)
+    raise line_error(
+        path,
+        line_no,
+        f"a row with keys {sorted(row)}, no 'text' (or 'prompt' and 'completion') string",
+        JSON_ROW_FIX,
+    )
+
+
+def json_lines(path: Path) -> Iterator[str]:
+    """The P:/A: line of each JSON Lines row ('' for a blank line), naming the first bad line."""
+    seen = False
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            if not raw.strip():
+                yield ""
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise line_error(path, line_no, "not UTF-8 text (a binary file?)",
+                                 "pass a JSON Lines file of P:/A: rows") from None  # fmt: skip
+            except json.JSONDecodeError as e:
+                raise line_error(
+                    path, line_no, f"not valid JSON ({e.msg} at column {e.colno})", JSON_ROW_FIX
+                ) from None
+            seen = True
+            yield row_text(row, path, line_no)
+    if not seen:
+        raise empty_error(path)
+
+
+def json_array_rows(path: Path) -> list[dict]:
+    """The rows of a JSON array file: strings become {"text": line}, objects stay as they are."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            items = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataSourceError(f"{path}: not a valid JSON array ({e}); fix the file ({FORMATS_DOC})") from None
+    if not isinstance(items, list) or not all(isinstance(x, str | dict) for x in items):
+        found = sorted({type(x).__name__ for x in items}) if isinstance(items, list) else type(items).__name__
+        raise DataSourceError(
+            f"{path}: a JSON array of {found}; expected one of P:/A: lines (strings) or of objects with a 'text' "
+            "column or 'prompt' and 'completion'"
+        )
+    if not items:
+        raise empty_error(path)
+    return [{"text": x} if isinstance(x, str) else x for x in items]
+
+
+def json_array_lines(path: Path) -> Iterator[str]:
+    """The P:/A: line of each item of a JSON array (its line number: the item's, 1-based)."""
+    for item_no, row in enumerate(json_array_rows(path), start=1):
+        yield row_text(row, path, item_no)
+
+
+def json_array_table(path: Path, streaming: bool):
+    import datasets
+
+    return datasets.Dataset.from_list(json_array_rows(path))
+
+
+def starts_with_bracket(path: Path) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read(64).lstrip().startswith("[")
+
+
+def json_lines_table(path: Path, streaming: bool):
+    """datasets' JSON builder (it keeps our columns when a file has them); its failures become our line."""
+    import datasets
+
+    from rookworld_trl.quiet_logs import dropping
+
+    try:
+        with dropping("datasets.packaged_modules.json.json", "Failed to read"):  # ours names the line
+            return datasets.load_dataset("json", data_files=str(path), split="train", streaming=streaming)
+    except Exception as e:  # datasets' json builder: StopIteration (empty), ArrowInvalid, ...
+        raise first_error(path) or DataSourceError(f"could not load {str(path)!r}: {e}") from None
+
+
+def check_parquet(path: Path) -> None:
+    """A Parquet file starts and ends with the bytes PAR1; a truncated or mislabelled one does not."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 4))
+        tail = f.read(4)
+    if size < 12 or head != b"PAR1" or tail != b"PAR1":
+        raise DataSourceError(
+            f"{path}: not a Parquet file (no PAR1 marker: truncated, or another format named .parquet); "
+            f"write it again, or pass the rows as a .jsonl/.txt file ({FORMATS_DOC})"
+        )
+
+
+def parquet_table(path: Path, streaming: bool):
+    import datasets
+
+    try:
+        return datasets.load_dataset("parquet", data_files=str(path), split="train", streaming=streaming)
+    except (ValueError, OSError) as e:
+        raise DataSourceError(
+            f"could not load {str(path)!r}: {type(e).__name__}: {str(e).rstrip('.')}; {DATA_SOURCE_FIX} ({FORMATS_DOC})"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Format:
+    """How one file format is read (see the module docstring)."""
+
+    name: str
+    suffixes: tuple[str, ...]
+    lines: Callable[[Path], Iterator[str]] | None
+    table: Callable[[Path, bool], object] | None = None
+    looks_like: Callable[[Path], bool] | None = None
+    check: Callable[[Path], None] | None = None
+
+
+TEXT = Format("text", (), text_lines)  # any suffix no other format claims: lines of text (.gz: gzip)
+FORMATS = (  # the first whose suffix (and `looks_like`) fits; else TEXT
+    Format(
+        "json-array", (".json", ".jsonl"), json_array_lines, json_array_table, looks_like=starts_with_bracket
+    ),
+    Format("json-lines", (".jsonl", ".json"), json_lines, json_lines_table),
+    Format("parquet", (".parquet",), None, parquet_table, check=check_parquet),
+)
+
+
+def sniff(path: str | os.PathLike) -> Format:
+    """The format of an existing file: by its suffix, then by its first bytes where a suffix is shared."""
+    path = Path(path)
+    for fmt in FORMATS:
+        if path.suffix in fmt.suffixes and (fmt.looks_like is None or fmt.looks_like(path)):
+            return fmt
+    return TEXT
+
+
+# ----------------------------------------------------------------------------------------- reading
+
+
+def read_lines(path: str | os.PathLike) -> Iterator[str]:
+    """The P:/A: lines of a file in order ('' for a blank record), whatever its format; DataSourceError (one
+    line naming the file, the record and the fix) for a record that holds none, or a format without lines."""
+    path = Path(path)
+    fmt = sniff(path)
+    if fmt.check is not None:
+        fmt.check(path)
+    if fmt.lines is None:
+        raise DataSourceError(
+            f"{path}: a {fmt.name} file is read as a table, not as lines; {DATA_SOURCE_FIX}"
+        )
+    return fmt.lines(path)
+
+
+def open_file(path: str | os.PathLike, streaming: bool = False):
+    """A `datasets` table of a file whose format has one (Parquet, JSON), checked first; None for a format that
+    is read as lines (`read_lines`)."""
+    path = Path(path)
+    fmt = sniff(path)
+    if fmt.check is not None:
+        fmt.check(path)
+    return None if fmt.table is None else fmt.table(path, streaming)
+
+
+def first_error(path: str | os.PathLike) -> DataSourceError | None:
+    """The error its lines reader gives a file (None when every record holds a line, or it has no reader)."""
+    fmt = sniff(path)
+    if fmt.lines is None:
+        return None
+    try:
+        for _ in fmt.lines(Path(path)):
+            pass
+    except DataSourceError as e:
+        return e
+    return None
+
+
+def check_dir(path: Path) -> None:
+    if not any(p.is_file() for p in path.rglob("*")):
+        raise DataSourceError(f"{path}: the directory holds no data files; {DATA_SOURCE_FIX}")

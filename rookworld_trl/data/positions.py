@@ -1,0 +1,174 @@
+"""Where the games that data/generate.py labels come from, one registry entry per source: engine self-play, random
+legal play, PGN files. A source plans its chunks (`plan`: (index, what the chunk plays) for each chunk not yet
+written) and plays one chunk (`play`: its Games; it may add engine analyses it already made, and counts of games
+it skipped). A new source is one `PositionSource` in POSITION_SOURCES, its config field in
+generate.GenerateConfig and its flag in commands.py.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import chess
+import chess.pgn
+
+from rookworld_trl.chess.engine import EnginePool, MoveEval
+from rookworld_trl.data.files import open_text
+from rookworld_trl.data.samples import GameRecord
+
+if TYPE_CHECKING:
+    from rookworld_trl.data.generate import GenerateConfig
+
+
+def game_over(board: chess.Board, config: GenerateConfig) -> bool:
+    return board.is_game_over() or len(board.move_stack) >= config.max_plies
+
+
+def game_of(
+    board: chess.Board, plies: list[int] | None, rng: random.Random, config: GenerateConfig, unfinished: str
+) -> GameRecord:
+    """The GameRecord a finished board played; `plies` None: --plies_per_game random plies; `unfinished`: the end
+    of a game that python-chess does not see as over."""
+    moves = [m.uci() for m in board.move_stack]
+    if plies is None:
+        plies = sorted(rng.sample(range(len(moves)), min(config.plies_per_game, len(moves))))
+    outcome = board.outcome()
+    end = outcome.termination.name.lower() if outcome else unfinished
+    return GameRecord(board.root().fen(), moves, end, plies)
+
+
+def play_selfplay(n: int, rng: random.Random, config: GenerateConfig, pool: EnginePool):
+    """n engine games played side by side (one parallel analyse_many per ply); (games, analyses by FEN)."""
+    boards = []
+    for _ in range(n):
+        board = chess.Board()
+        for _ in range(rng.randint(0, config.opening_plies)):
+            if not game_over(board, config):
+                board.push(rng.choice(list(board.legal_moves)))
+        boards.append(board)
+    analyses: dict[str, list[MoveEval]] = {}
+    active = [b for b in boards if not game_over(b, config)]
+    while active:
+        for board, analysis in zip(active, pool.analyse_many([b.fen() for b in active]), strict=True):
+            analyses[board.fen()] = analysis
+            explore = rng.random() < config.random_move_prob or not analysis
+            move = rng.choice(list(board.legal_moves)) if explore else chess.Move.from_uci(analysis[0].move)
+            board.push(move)
+        active = [b for b in active if not game_over(b, config)]
+    games = [game_of(b, list(range(len(b.move_stack))), rng, config, "max_plies") for b in boards]
+    return games, analyses
+
+
+def play_random(rng: random.Random, config: GenerateConfig) -> GameRecord:
+    board = chess.Board()
+    while not game_over(board, config):
+        board.push(rng.choice(list(board.legal_moves)))
+    return game_of(board, None, rng, config, "max_plies")
+
+
+def pgn_chunks(paths, per_chunk: int, max_games: int | None, done: set[int]) -> Iterator[tuple[int, list]]:
+    """(index, games) for each chunk of `per_chunk` games of the PGN files in order; chunks in `done` are
+    skipped without parsing (chess.pgn.skip_game), so a resume does not re-read what it has."""
+    index, in_chunk, total, games = 0, 0, 0, []
+    for path in paths:
+        with open_text(path) as handle:
+            while max_games is None or total < max_games:
+                if index in done:
+                    if not chess.pgn.skip_game(handle):
+                        break
+                else:
+                    game = chess.pgn.read_game(handle)
+                    if game is None:
+                        break
+                    games.append(game)
+                total, in_chunk = total + 1, in_chunk + 1
+                if in_chunk == per_chunk:
+                    if index not in done:
+                        yield index, games
+                    index, in_chunk, games = index + 1, 0, []
+    if in_chunk and index not in done:
+        yield index, games
+
+
+def game_from_pgn(game: chess.pgn.Game, rng: random.Random, config: GenerateConfig) -> GameRecord | str:
+    """The GameRecord of a PGN game, or why it is skipped."""
+    if game.errors:
+        return "pgn_error"
+    if game.headers.get("Variant", "Standard").lower() not in ("standard", "chess", "from position"):
+        return "variant"
+    board = game.board()
+    if board.chess960:
+        return "variant"
+    if not board.is_valid():
+        return "invalid_start"
+    for move in game.mainline_moves():
+        board.push(move)
+    if not board.move_stack:
+        return "no_moves"
+    return game_of(board, None, rng, config, "pgn")  # resigned, timed out, agreed, ...
+
+
+def counted_chunks(count: int, per_chunk: int, done: set[int]) -> Iterator[tuple[int, int]]:
+    """(index, games) of `count` games in chunks of `per_chunk`, skipping the chunks in `done`."""
+    for index, start in enumerate(range(0, count, per_chunk)):
+        if index not in done:
+            yield index, min(per_chunk, count - start)
+
+
+def play_selfplay_chunk(
+    n: int, rng, config, pool: EnginePool, analyses: dict, stats: Counter
+) -> list[GameRecord]:
+    games, made = play_selfplay(n, rng, config, pool)
+    analyses.update(made)
+    return games
+
+
+def play_random_chunk(n: int, rng, config, pool, analyses, stats) -> list[GameRecord]:
+    return [play_random(rng, config) for _ in range(n)]
+
+
+def play_pgn_chunk(pgn_games: list, rng, config, pool, analyses, stats: Counter) -> list[GameRecord]:
+    games = []
+    for pgn_game in pgn_games:
+        game = game_from_pgn(pgn_game, rng, config)
+        if isinstance(game, str):
+            stats[f"skipped_{game}"] += 1
+        else:
+            games.append(game)
+    return games
+
+
+@dataclass(frozen=True)
+class PositionSource:
+    """One source of games: `plan(config, done)` -> (index, chunk) for each chunk not in `done` (indices), and
+    `play(chunk, rng, config, pool, analyses, stats)` -> its Games."""
+
+    name: str
+    plan: Callable[[GenerateConfig, set[int]], Iterator[tuple[int, object]]]
+    play: Callable[..., list[GameRecord]]
+
+
+POSITION_SOURCES = {  # in the order the shards are written and assembled
+    source.name: source
+    for source in (
+        PositionSource(
+            "selfplay",
+            lambda config, done: counted_chunks(config.selfplay_games, config.games_per_chunk, done),
+            play_selfplay_chunk,
+        ),
+        PositionSource(
+            "random",
+            lambda config, done: counted_chunks(config.random_games, config.games_per_chunk, done),
+            play_random_chunk,
+        ),
+        PositionSource(
+            "pgn",
+            lambda config, done: pgn_chunks(config.pgn, config.games_per_chunk, config.pgn_games, done),
+            play_pgn_chunk,
+        ),
+    )
+}
