@@ -30,7 +30,7 @@ from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.script_args import GRPOScriptArguments, check_rewards
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
-from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_width
+from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_width, trained_fen_width
 from rookworld_trl.training import checkpoints, console, publish
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir, machine_of_process
@@ -255,21 +255,23 @@ def parse(argv: list[str] | None = None):
 
 
 def load_training_rows(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model, tokenizer):
-    """(the training rows, the rows supervised replay draws from or None); fixes the run's FEN width (the
-    data's unless set) for training, replay and eval prompts, and records it in the model's config.json."""
+    """(the training rows, the rows supervised replay draws from or None); fixes the run's FEN width for
+    training, replay and eval prompts (fen_width when set, else the one the model was trained at, as its
+    config.json records it, else the data's), and records it in the model's config.json."""
     from rookworld_trl.data.load import load_rookworld_dataset
 
+    width = script.fen_width or trained_fen_width(model)  # a model is prompted as it was trained
     dataset = load_rookworld_dataset(
         script.dataset_name,
         split=script.dataset_train_split,
         mix_env_ratio=script.mix_env_ratio,
         seed=args.seed,
         max_samples=script.dataset_max_samples,
-        fen_width=script.fen_width,
+        fen_width=width,
         skip_bad_rows=script.skip_bad_rows,
     )
     check_completion_length(dataset, tokenizer, args.max_completion_length)
-    script.fen_width = train_at_fen_width(model, script.fen_width or fen_width_of(dataset["prompt"]))
+    script.fen_width = train_at_fen_width(model, width or fen_width_of(dataset["prompt"]))
     # Replay draws from the whole split: the mix above may hold no rows of the replayed task
     replay_rows = (
         load_rookworld_dataset(
