@@ -277,32 +277,42 @@ def run_group(cmd: list[str], env: dict | None = None, command: str = "train") -
     Whatever of the run's session is still running when the launcher has exited (an engine, a stage stuck past
     its launcher) is killed: nothing of the run is left behind with parent PID 1.
     """
-    proc = subprocess.Popen(cmd, start_new_session=True, env={**os.environ, **(env or {})})
     exit_file = (env or {}).get(EXIT_FILE)
     received: list[int] = []
+    proc = None
+
+    def stop_launch(signum) -> None:
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"rookworld {command}: {name} before training began: stopped, nothing to save",
+              file=sys.stderr, flush=True)  # fmt: skip
+        _end_session(proc.pid)
 
     def forward(signum, frame):
         received.append(signum)
+        if proc is None:  # not started yet: stopped as soon as it is
+            return
         with contextlib.suppress(Exception):  # psutil.Error: a process has just exited
             stages = _stage_processes(proc.pid)
             ready = bool(stages) and all(
                 os.path.exists(started_file(exit_file, p.pid)) for p in stages if exit_file
             )
             if not ready and len(received) == 1:  # still starting: nothing to save, so the launch stops
-                name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-                print(f"rookworld {command}: {name} before training began: stopped, nothing to save",
-                      file=sys.stderr, flush=True)  # fmt: skip
-                _end_session(proc.pid)
+                stop_launch(signum)
             for stage in stages if ready else []:
                 stage.send_signal(signum)
 
+    # the handler first: a signal between the start and the handler would leave the launch running on its own
     previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
     try:
+        proc = subprocess.Popen(cmd, start_new_session=True, env={**os.environ, **(env or {})})
+        if received:
+            stop_launch(received[0])
         code = proc.wait()  # retried after each handler (PEP 475)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        _end_session(proc.pid)
+        if proc is not None:
+            _end_session(proc.pid)
     return 128 + received[0] if received and code else code
 
 

@@ -93,7 +93,7 @@ def json_lines(path: Path) -> Iterator[str]:
                 yield ""
                 continue
             try:
-                row = json.loads(raw.decode("utf-8"))
+                row = json.loads(raw.decode("utf-8-sig"))  # a byte-order mark, as open_text drops it
             except UnicodeDecodeError:
                 raise line_error(path, line_no, "not UTF-8 text (a binary file?)",
                                  "pass a JSON Lines file of P:/A: rows") from None  # fmt: skip
