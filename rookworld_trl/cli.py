@@ -173,14 +173,13 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
     processes = launcher_flag(argv, "--num_processes", "a count (e.g. --num_processes 4)", command)
     if processes is not None and not (processes.isdigit() and int(processes) > 0):
         raise_usage(command, f"--num_processes must be a positive whole number, got {processes!r}")
-    if accel is not None and not os.path.isfile(accel):
-        what = "is a directory" if os.path.isdir(accel) else "not found"
-        raise_usage(command, f"accelerate config {accel} {what}; pass a YAML file of accelerate_configs/ "
-                    "(e.g. accelerate_configs/cpu.yaml)")  # fmt: skip
+    if accel is not None:
+        check_accelerate_config(accel, command)
     if "--config" in argv:
         i = argv.index("--config")
-        if i + 1 < len(argv):
-            argv[i + 1] = resolve_path(argv[i + 1])
+        if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+            raise_usage(command, f"--config needs a recipe, e.g. --config {default_recipe}")
+        argv[i + 1] = resolve_path(argv[i + 1])
     elif default_recipe:
         argv = ["--config", resolve_path(default_recipe), *argv]
     try:  # bad input costs a second here, not the launch's 10-20 s
@@ -217,6 +216,27 @@ def launcher_flag(argv: list[str], flag: str, what: str, command: str) -> str | 
     value = argv[i + 1]
     del argv[i : i + 2]
     return value
+
+
+def check_accelerate_config(path: str, command: str) -> None:
+    """One line, before the launcher's traceback, for an --accelerate_config that is missing, a directory, or
+    no accelerate config (a recipe given there: it has no distributed_type)."""
+    import yaml
+
+    fix = "pass a YAML file of accelerate_configs/ (e.g. accelerate_configs/cpu.yaml)"
+    if not os.path.isfile(path):
+        raise_usage(
+            command,
+            f"accelerate config {path} {'is a directory' if os.path.isdir(path) else 'not found'}; {fix}",
+        )
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise_usage(command, f"accelerate config {path}: not readable YAML ({str(e).splitlines()[0]}); {fix}")
+    if not isinstance(config, dict) or "distributed_type" not in config:
+        raise_usage(command, f"{path} is no accelerate config (it sets no distributed_type); {fix}; a recipe "
+                    "goes to --config")  # fmt: skip
 
 
 def raise_usage(command: str, message: str):

@@ -172,17 +172,36 @@ def check_numbers(*configs) -> None:
                 )
 
 
+# report_to's integrations (transformers' names) -> the package each needs
+REPORTERS = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb", "mlflow": "mlflow",
+             "comet_ml": "comet_ml", "clearml": "clearml", "neptune": "neptune", "dvclive": "dvclive",
+             "swanlab": "swanlab", "codecarbon": "codecarbon", "azure_ml": "azureml", "dagshub": "dagshub",
+             "flyte": "flytekit"}  # fmt: skip
+
+
 def check_report_to(report_to) -> None:
-    """`report_to: trackio` (local dashboards, with TRL's completions table) needs the optional trackio package:
-    one line saying how to install it, not transformers' RuntimeError from inside the Trainer."""
+    """report_to names integrations whose packages are installed (trackio: local dashboards with TRL's
+    completions table, no account): one line saying how to install one, not transformers' RuntimeError from
+    inside the Trainer; a misspelt name gets a "did you mean"."""
     import importlib.util
 
+    from rookworld_trl.errors import did_you_mean as suggest
+
     names = [report_to] if isinstance(report_to, str) else list(report_to or [])
-    if "trackio" in names and importlib.util.find_spec("trackio") is None:
-        raise UserError(
-            "report_to trackio needs the trackio package (local, no account): `pip install trackio` in this "
-            "environment (.venv/bin/pip install trackio), or drop trackio from report_to"
-        )
+    for name in names:
+        if name in ("none", "all"):
+            continue
+        if name not in REPORTERS:
+            raise UserError(
+                f"report_to: unknown integration {name!r}{suggest(name, REPORTERS, prefix='')}; use one of "
+                f"{', '.join(REPORTERS)}, or none"
+            )
+        if importlib.util.find_spec(REPORTERS[name]) is None:
+            local = " (local, no account)" if name == "trackio" else ""
+            raise UserError(
+                f"report_to {name} needs the {REPORTERS[name]} package{local}: `pip install {REPORTERS[name]}` in "
+                f"this environment (.venv/bin/pip install {REPORTERS[name]}), or drop {name} from report_to"
+            )
 
 
 def _batch_size_in_user_fields(message: str) -> str:

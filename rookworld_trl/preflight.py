@@ -134,7 +134,10 @@ def values(command: str, recipe: str | None, argv: list[str]) -> dict:
     fields = json.loads(RECIPE_FIELDS.read_text())[command]
     merged = {}
     if recipe is not None:
-        check_recipe(recipe, set(fields))
+        try:
+            check_recipe(recipe, set(fields))
+        except UserError as e:
+            raise UserError(f"{e}{other_kind(command, recipe)}") from None
         import yaml
 
         with open(recipe) as f:
@@ -150,6 +153,8 @@ def values(command: str, recipe: str | None, argv: list[str]) -> dict:
         if name not in fields:
             raise UserError(f"unknown flag --{name}{did_you_mean(name, set(fields))}; see --help_all")
         kind, default = fields[name]
+        if not given and "bool" not in kind:  # `--output_dir` at the end of a line, its value forgotten
+            raise UserError(f"--{name} needs a value, e.g. --{name} {merged.get(name, default)}")
         if "list[" not in kind and len(given) > 1:
             example = merged.get(name, default)
             raise UserError(f"--{name} takes one value, got {' '.join(given)}; e.g. --{name} {example}")
@@ -159,6 +164,38 @@ def values(command: str, recipe: str | None, argv: list[str]) -> dict:
         except ValueError:  # the example: the recipe's value, else the class default
             raise bad_value(name, kind, value, merged.get(name, default), None) from None
     return merged
+
+
+def other_kind(command: str, recipe: str) -> str:
+    """'; it looks like ...' when a recipe that `command` refuses is an accelerate config, or the other
+    training command's recipe (a GRPO recipe given to sft), else ''."""
+    import yaml
+
+    with open(recipe) as f:
+        keys = set(yaml.safe_load(f) or {})
+    if keys & {"distributed_type", "compute_environment"}:
+        return (
+            f"; {recipe} is an accelerate config: pass it as --accelerate_config (a recipe goes to --config)"
+        )
+    everything = json.loads(RECIPE_FIELDS.read_text())
+    other = next((c for c in STAGES if c != command), None)
+    unknown = keys - set(everything[command]) - {"env"}
+    if other and unknown and unknown <= set(everything[other]):
+        return f"; it is a `rookworld {other}` recipe (`rookworld {other} --config {recipe}`)"
+    return ""
+
+
+def missing_recipe(recipe: str) -> str:
+    """The one line for a --config that is not there, with the recipe of a close name when there is one."""
+    import difflib
+
+    folder = resolve_path(os.path.dirname(recipe) or ".")  # recipes/ from anywhere, as the recipe itself
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    close = difflib.get_close_matches(os.path.basename(recipe), names, n=1)
+    hint = f"did you mean {os.path.join(os.path.dirname(recipe), close[0])}?" if close else ""
+    return (
+        f"recipe not found: {recipe}; {hint or 'pass a YAML file (e.g. --config recipes/grpo_tiny_cpu.yaml)'}"
+    )
 
 
 def check_data(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS) -> None:
@@ -214,9 +251,7 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
             f"--config {recipe} is a directory; pass a recipe YAML file (e.g. --config recipes/grpo_tiny_cpu.yaml)"
         )
     if recipe is not None and not os.path.isfile(recipe):
-        raise UserError(
-            f"recipe not found: {recipe}; pass a YAML file (e.g. --config recipes/grpo_tiny_cpu.yaml)"
-        )
+        raise UserError(missing_recipe(recipe))
     merged = values(command, recipe, argv)
     check_numbers(SimpleNamespace(**merged))
     defaults = {name: spec[1] for name, spec in json.loads(RECIPE_FIELDS.read_text())[command].items()}
