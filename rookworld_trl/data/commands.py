@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from pathlib import Path
 
 from rookworld_trl.chess.engine import MULTIPV
 from rookworld_trl.chess.formats import prompt_fen_width
@@ -61,13 +62,38 @@ def convert(
     for row in rows:
         writer.add(row)
     stats = writer.close()
+    check_train_split(out, stats["rows"], validation_fraction, test_fraction)
     settings = dict(
         source=source, split=split, validation_fraction=validation_fraction, test_fraction=test_fraction
     )
     stats.update(settings=settings, load_report=report.to_dict())
     write_stats(out, stats)
     print(report.summary())
+    print(f"wrote {out}: " + ", ".join(f"{s} {split_text(stats['rows'][s])}" for s in SPLITS))
     return stats
+
+
+def split_text(counts: dict) -> str:
+    """'12 rows (P: 7, A: 5)' for a split's {task: rows}."""
+    tasks = ", ".join(f"{task}: {n}" for task, n in sorted(counts.items()))
+    return f"{sum(counts.values())} rows" + (f" ({tasks})" if tasks else "")
+
+
+def check_train_split(out: str, rows: dict, validation_fraction: float, test_fraction: float) -> None:
+    """UserError, and no layout left behind, when the train split came out empty: training on OUT would
+    fail later in datasets ("corresponds to no data"). Rows go to a split by their position's hash, so a few
+    rows can all land in validation/test."""
+    if sum(rows["train"].values()):
+        return
+    for name in SPLITS:
+        for ext in ("parquet", "txt"):
+            Path(out, f"{name}.{ext}").unlink(missing_ok=True)
+    held = sum(sum(counts.values()) for counts in rows.values())
+    raise UserError(
+        f"{out}: no rows for the train split ({held} rows in all went to validation/test by position hash, "
+        f"fractions {validation_fraction}/{test_fraction}); convert more rows, or keep all in train with "
+        "--validation_fraction 0 --test_fraction 0"
+    )
 
 
 def describe(source: str, split: str, max_samples: int | None, skip_bad_rows: bool = False) -> None:

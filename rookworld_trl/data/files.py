@@ -48,9 +48,10 @@ def empty_error(path) -> DataSourceError:
 
 
 def open_text(path: str | os.PathLike):
-    """A text file for reading, gzip if it ends in .gz; undecodable bytes become U+FFFD, never an error."""
+    """A text file for reading, gzip if it ends in .gz; undecodable bytes become U+FFFD, never an error. A
+    UTF-8 byte-order mark (Windows editors write one) is dropped: line 1 reads as the user sees it."""
     opener = gzip.open if str(path).endswith(".gz") else open
-    return opener(path, "rt", encoding="utf-8", errors="replace")
+    return opener(path, "rt", encoding="utf-8-sig", errors="replace")
 
 
 # ---------------------------------------------------------------------------------------- the formats
@@ -92,7 +93,7 @@ def json_lines(path: Path) -> Iterator[str]:
                 yield ""
                 continue
             try:
-                row = json.loads(raw.decode("utf-8"))
+                row = json.loads(raw.decode("utf-8-sig"))  # a byte-order mark, as open_text drops it
             except UnicodeDecodeError:
                 raise line_error(path, line_no, "not UTF-8 text (a binary file?)",
                                  "pass a JSON Lines file of P:/A: rows") from None  # fmt: skip

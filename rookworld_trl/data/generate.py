@@ -52,6 +52,14 @@ from rookworld_trl.data.samples import game_rows
 SOURCES = tuple(POSITION_SOURCES)
 
 
+# the `rookworld data generate` flag of a GenerateConfig field, where the two names differ
+FLAGS = {"selfplay_games": "--selfplay", "random_games": "--random"}
+
+
+def flag_of(name: str) -> str:
+    return FLAGS.get(name, f"--{name}")
+
+
 @dataclass
 class GenerateConfig:
     out: str
@@ -83,13 +91,13 @@ class GenerateConfig:
             raise ValueError("nothing to generate: give --selfplay N, --random N or --pgn FILE")
         for name in ("selfplay_games", "random_games", "opening_plies"):
             if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"{flag_of(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("games_per_chunk", "multipv", "max_plies", "plies_per_game", "workers"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"{flag_of(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("random_move_prob", "illegal_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+                raise ValueError(f"{flag_of(name)} must be in [0, 1], got {getattr(self, name)}")
         if (
             min(self.validation_fraction, self.test_fraction) < 0
             or self.validation_fraction + self.test_fraction >= 1

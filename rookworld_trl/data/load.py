@@ -48,9 +48,10 @@ class LoadReport:
     first_lines: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     max_examples: int = 5
 
-    def bad(self, reason: str, line_no: int) -> None:
+    def bad(self, reason: str, line_no: int, message: str | None = None) -> None:
+        """Count a malformed line by `reason`; without skip_bad_rows stop at it, citing it whole (`message`)."""
         if not self.skip_bad_rows and reason != EMPTY_LINE:
-            raise line_error(self.source, line_no, reason)
+            raise line_error(self.source, line_no, message or reason)
         self.malformed[reason] += 1
         examples = self.first_lines.setdefault(reason, [])
         if len(examples) < self.max_examples:
@@ -97,7 +98,7 @@ def rows_from_lines(
             row = row_from_line(line)
         except FormatError as e:
             if count:
-                report.bad(e.reason, line_no)
+                report.bad(e.reason, line_no, str(e))
             continue
         if task is None or row["task"] == task:
             report.rows += 1

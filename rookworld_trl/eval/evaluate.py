@@ -184,6 +184,10 @@ def evaluate(args: EvalSettings) -> dict[str, str]:
     if not args.model:
         raise ValueError("evaluate: name the model to evaluate (EvalSettings.model)")
     suites = args.suite_list()
+    from rookworld_trl.model.source import model_source
+
+    for name in filter(None, (args.model, args.baseline)):  # a wrong name: one line before Stockfish starts
+        model_source(name)
     limit = EngineLimit(depth=args.depth, nodes=args.nodes)
     with EnginePool(
         args.engine_workers, limit, multipv=MULTIPV, cache=args.cache, stockfish_path=args.stockfish
