@@ -199,8 +199,8 @@ def test_preflight_checks_a_puzzle_file_and_the_exclude_files(tmp_path):
     bad = write(tmp_path / "bad.csv", [HEADER, PUZZLES[0].replace("g8f6 h5f7", "g8f6")])
     with pytest.raises(preflight.UserError, match=r"bad\.csv:2: Moves 'g8f6' has 1 move\(s\)"):
         check("--dataset_name", str(bad))
-    other = write(tmp_path / "rows.csv", ["fen,move", "x,e2e4"])
-    with pytest.raises(preflight.UserError, match=r"rows\.csv:1: the header has no FEN or Moves column"):
+    other = write(tmp_path / "rows.csv", ["PuzzleId,FEN,Rating", f"x,{SCHOLAR},600"])
+    with pytest.raises(preflight.UserError, match=r"rows\.csv:1: the header has no Moves column"):
         check("--dataset_name", str(other))
     with pytest.raises(preflight.UserError, match="no ratings or themes"):
         check("--dataset_name", str(write(tmp_path / "s.epd", EPD)), "--puzzle_rating", "1000-1800")
@@ -219,3 +219,15 @@ def test_excluded_and_capped_puzzles_are_never_labelled(tmp_path, engine):
     assert (report.excluded, report.capped, report.rows) == (1, 1, 1) and exclude.dropped == {"P": 1}
     assert engine.engine_calls - calls <= 1  # only the kept puzzle reached the engine (if not cached)
     assert "1 excluded (--exclude), the first 1 taken (max_samples), 1 P: rows" in report.one_line()
+
+
+def test_the_file_registry_knows_puzzle_files(tmp_path):
+    from rookworld_trl.data.files import read_lines, sniff
+
+    assert sniff(write(tmp_path / "p.csv", [HEADER, *PUZZLES])).name == "lichess-puzzles"
+    assert sniff(write(tmp_path / "bare.csv", PUZZLES)).name == "lichess-puzzles"  # no header: a board
+    assert sniff(write(tmp_path / "s.epd", EPD)).name == "epd"
+    lines = write(tmp_path / "lines.csv", ["P: " + SCHOLAR.ljust(90) + "M: g8f6 E: 0.1 B: g8f6"])
+    assert sniff(lines).name == "text"  # P:/A: lines named .csv stay lines
+    with pytest.raises(DataSourceError, match="holds positions to label, not P:/A: lines"):
+        read_lines(tmp_path / "p.csv")

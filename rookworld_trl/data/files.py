@@ -194,6 +194,15 @@ class Format:
     positions: Callable[..., Iterator] | None = None  # a puzzle file: (path, keep, counts) -> its Puzzles
 
 
+def puzzle_csv_like(path: Path) -> bool:
+    """A CSV of puzzles, not P:/A: lines named .csv: its first line has three or more comma-separated cells,
+    among them a FEN header or a board (eight ranks)."""
+    with open_text(path) as f:
+        head = next((line for line in f if line.strip()), "")
+    cells = [c.strip().lstrip("\ufeff") for c in head.split(",")]
+    return len(cells) >= 3 and ("FEN" in cells or any(c.split(" ")[0].count("/") == 7 for c in cells[:2]))
+
+
 def lichess_puzzles(path: Path, keep=None, counts=None) -> Iterator:
     from rookworld_trl.data.puzzles import (
         read_lichess,  # python-chess reads them: imported for such a file only
@@ -216,7 +225,7 @@ FORMATS = (  # the first whose suffix (and `looks_like`) fits; else TEXT
     Format("json-lines", (".jsonl", ".json"), json_lines, json_lines_table),
     Format("parquet", (".parquet",), None, parquet_table, check=check_parquet),
     # positions to solve, which the loader labels with Stockfish into P: rows (data/puzzles.py)
-    Format("lichess-puzzles", (".csv",), None, positions=lichess_puzzles),
+    Format("lichess-puzzles", (".csv",), None, looks_like=puzzle_csv_like, positions=lichess_puzzles),
     Format("epd", (".epd",), None, positions=epd_positions),
 )
 
