@@ -3,7 +3,7 @@
     rookworld data generate --out data/rookworld --selfplay 100 --random 20 --depth 8 --workers 2
     rookworld data load rookworld.txt --out data/converted       # report malformed lines, convert to our layout
     rookworld data load lichess_db_puzzle.csv --puzzle_rating 1000-1800 --puzzle_themes mateIn1 --out data/puzzles
-    rookworld data load data/mine --exclude checkmate_in_one/task.json --out data/clean   # decontaminate
+    rookworld data load data/mine --exclude path/to/checkmate_in_one/task.json --out data/clean   # decontaminate
     rookworld data audit data/rookworld/test.txt --depth 8 --failures failing.txt
 
 The work lives in generate.py (engine labels, shards, resume; the position sources in positions.py), load.py

@@ -1,6 +1,6 @@
 """Decontamination: the positions of exclude files, and the filter that drops every data row on one of them.
 
-    rookworld data generate --out data/mine --selfplay 100 --exclude checkmate_in_one/task.json
+    rookworld data generate --out data/mine --selfplay 100 --exclude path/to/checkmate_in_one/task.json
     rookworld train --dataset_name data/mine --exclude puzzles.csv bench.epd
 
 A position is its first four FEN fields (layout.position_key: placement, side to move, castling, en passant),

@@ -2,7 +2,7 @@
 
     rookworld data generate --out data/rookworld --selfplay 200 --random 50 --depth 8 --workers 2
     rookworld data generate --out data/lichess --pgn lichess_db_standard_rated_2013-01.pgn --pgn_games 5000
-    rookworld data generate --out data/mine --selfplay 200 --exclude checkmate_in_one/task.json   # held out
+    rookworld data generate --out data/mine --selfplay 200 --exclude path/to/checkmate_in_one/task.json   # held out
 
 Games come from engine self-play (a random opening of 0..--opening_plies moves, then the engine's best
 move, or a random legal move with probability --random_move_prob), random legal play, and PGN files
