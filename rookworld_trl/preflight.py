@@ -198,7 +198,7 @@ def missing_recipe(recipe: str) -> str:
     )
 
 
-def check_data(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS) -> None:
+def check_data(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS, puzzles=(None, None)) -> None:
     """What is wrong with a data source, as one UserError naming it and the fix: a missing path, an empty
     directory, a file whose structure its format refuses (data/files.py, which the loader reads through too), or
     its first bad P:/A: line (read for `seconds`; the stage checks later lines as it loads them). A hub id is the
@@ -212,11 +212,27 @@ def check_data(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS) 
         files.check_dir(path)
         return
     fmt = files.sniff(path)
+    if fmt.positions is not None:  # a puzzle file: positions the stage labels
+        check_puzzles(path, *puzzles, seconds=seconds)
+        return
     if fmt.lines is None:  # a table that datasets reads (Parquet): its structure only
         if fmt.check is not None:
             fmt.check(path)
         return
     check_lines(path, skip_bad_rows, seconds)
+
+
+def check_puzzles(path: Path, rating: str | None, themes: str | None, seconds: float) -> None:
+    """A puzzle file's filters and its first bad row within `seconds`: one UserError naming file:row and the fix."""
+    from rookworld_trl.data.puzzles import PuzzleFilter, read_puzzles
+
+    deadline = time.monotonic() + seconds
+    try:
+        for _ in read_puzzles(path, PuzzleFilter.parse(rating, themes)):
+            if time.monotonic() > deadline:
+                return
+    except ValueError as e:  # a bad --puzzle_rating; DataSourceError is a UserError already
+        raise UserError(str(e)) from None
 
 
 def check_lines(path: Path, skip_bad_rows: bool, seconds: float) -> None:
@@ -265,9 +281,15 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
         tokenizer = not config.get("tokenizer_name_or_path")
         model_source(resolve_path(config["model_name_or_path"]), config.get("model_revision"), tokenizer)
     source = merged.get("dataset_name")
+    for path in merged.get("exclude") or []:
+        if not os.path.isfile(path):
+            raise UserError(f"--exclude {path}: no such file; pass a FEN list, an .epd file, a Lichess puzzle "
+                            ".csv or a BIG-bench checkmate_in_one task.json")  # fmt: skip
     if isinstance(source, str) and source:
         skip = str(merged.get("skip_bad_rows", False)).lower() in ("true", "yes", "1")
-        check_data(resolve_path(source), skip)
+        check_data(
+            resolve_path(source), skip, puzzles=(merged.get("puzzle_rating"), merged.get("puzzle_themes"))
+        )
 
 
 def check_batch(config: dict, processes: int) -> None:

@@ -93,6 +93,8 @@ def eval_settings(
         **more,
         data=script.dataset_name,
         split=script.dataset_test_split,
+        train_data=script.dataset_name,  # the items' overlap with what this run trained on, said in eval.md
+        train_split=script.dataset_train_split,
         fen_width=script.fen_width,
         suites="policy,env",
         policy_samples=samples,
@@ -258,9 +260,22 @@ def load_training_rows(script: GRPOScriptArguments, args: RookWorldGRPOConfig, m
     """(the training rows, the rows supervised replay draws from or None); fixes the run's FEN width for
     training, replay and eval prompts (fen_width when set, else the one the model was trained at, as its
     config.json records it, else the data's), and records it in the model's config.json."""
+    from rookworld_trl.chess.engine import EngineLimit
+    from rookworld_trl.data.exclude import Exclusion
     from rookworld_trl.data.load import load_rookworld_dataset
+    from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource
 
     width = script.fen_width or trained_fen_width(model)  # a model is prompted as it was trained
+    exclude = Exclusion.of(script.exclude)
+    if script.engine_cache:
+        os.makedirs(args.output_dir, exist_ok=True)
+    puzzles = PuzzleSource(  # a puzzle file is labelled at the reward's limit, into its cache
+        keep=PuzzleFilter.parse(script.puzzle_rating, script.puzzle_themes),
+        limit=EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes),
+        workers=script.engine_workers,
+        cache=engine_cache_path(script, args.output_dir),
+        seed=args.seed,
+    )
     dataset = load_rookworld_dataset(
         script.dataset_name,
         split=script.dataset_train_split,
@@ -269,6 +284,8 @@ def load_training_rows(script: GRPOScriptArguments, args: RookWorldGRPOConfig, m
         max_samples=script.dataset_max_samples,
         fen_width=width,
         skip_bad_rows=script.skip_bad_rows,
+        puzzles=puzzles,
+        exclude=exclude,
     )
     check_completion_length(dataset, tokenizer, args.max_completion_length)
     script.fen_width = train_at_fen_width(model, width or fen_width_of(dataset["prompt"]))
@@ -279,6 +296,8 @@ def load_training_rows(script: GRPOScriptArguments, args: RookWorldGRPOConfig, m
             split=script.dataset_train_split,
             fen_width=script.fen_width,
             skip_bad_rows=script.skip_bad_rows,
+            puzzles=puzzles,
+            exclude=Exclusion(exclude.files, exclude.keys),
         )
         if args.replay_coef
         else None
@@ -299,7 +318,10 @@ def build(argv: list[str] | None = None):
     check_shared_output_dir(PartialState(), args.output_dir)
     check_vllm_server(args, model_args.model_name_or_path)
     model, tokenizer = load_policy(args, model_args)
-    dataset, replay_rows = load_training_rows(script, args, model, tokenizer)
+    with (
+        PartialState().main_process_first()
+    ):  # a puzzle file: one process labels it, the others read its cache
+        dataset, replay_rows = load_training_rows(script, args, model, tokenizer)
     engine = engine_pool(script, args.output_dir)
     trainer = RookWorldGRPOTrainer(
         model=model,
