@@ -18,7 +18,7 @@
 
     .venv/bin/python scripts/bench_step.py [--steps 8] [--rounds 7] [--profile]
     .venv/bin/python scripts/bench_step.py --what step --steps 5 --json out.json   # the ratio only
-    .venv/bin/python scripts/bench_step.py --cost_table [--steps 3]
+    .venv/bin/python scripts/bench_step.py --cost_table [--steps 3] [--threads 1]
     .venv/bin/python scripts/bench_step.py --smoke                                   # seconds: every path
 
 Each step figure is the median over steps after the first (warm-up); each generation ratio the median over
@@ -249,13 +249,13 @@ def slope(xs: list[float], ys: list[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
 
 
-def cost_table(steps: int) -> None:
+def cost_table(steps: int, threads: int) -> None:
     """Markdown: each setting in a fresh process (its own peak memory), plain TRL and ours side by side."""
     settings = [(n, 80) for n in COST_COMPLETIONS] + [(64, n) for n in COST_LENGTHS if n != 80]
     got = {}
     for completions, max_new in settings:
         for which in ("plain", "ours"):
-            cmd = [sys.executable, __file__, "--only", which, "--steps", str(steps)]
+            cmd = [sys.executable, __file__, "--only", which, "--steps", str(steps), "--threads", str(threads)]
             cmd += ["--completions", str(completions), "--max_new", str(max_new)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             got[which, completions, max_new] = json.loads(out.strip().splitlines()[-1])
@@ -283,18 +283,21 @@ def main() -> None:
     p.add_argument("--what", choices=("all", "step", "generation"), default="all")
     p.add_argument("--cost_table", action="store_true")
     p.add_argument("--smoke", action="store_true", help="every path at its smallest: seconds, no figures")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 steadies a crowded machine")
     p.add_argument("--json", help="also write the ratios to this file")
     p.add_argument("--only", choices=("plain", "ours"), help=argparse.SUPPRESS)  # one cost-table setting
     a = p.parse_args()
     if a.smoke:
         a.steps, a.rounds, a.completions, a.max_new, a.profile = 2, 1, 16, 40, True
     torch.manual_seed(0)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     if a.only:
         print(json.dumps(one_setting(a.only, a.steps, a.completions, a.max_new)))
         return
     print(f"load average {os.getloadavg()[0]:.1f}, {torch.get_num_threads()} threads", flush=True)
     if a.cost_table:
-        cost_table(2 if a.smoke else a.steps)
+        cost_table(2 if a.smoke else a.steps, torch.get_num_threads())
         return
     report = {}
     if a.what in ("all", "generation"):
