@@ -53,7 +53,9 @@ def main() -> None:
     p.add_argument("--grpo_steps", type=int, default=3)
     p.add_argument("--sft_steps", type=int, default=6)
     p.add_argument("--batch", type=int, default=4, help="GRPO completions per micro-batch; SFT rows per step")
-    p.add_argument("--smoke", action="store_true", help="one layer, one step each, 2 rows: seconds, no figures")
+    p.add_argument(
+        "--smoke", action="store_true", help="one layer, one step each, 2 rows: seconds, no figures"
+    )
     args = p.parse_args()
     if args.smoke:
         args.grpo_steps, args.sft_steps, args.batch = 1, 1, 2

@@ -129,7 +129,11 @@ def ours(steps: int, out: str, completions: int, max_new: int, every: int, eval_
             *("--config", RECIPE, "--output_dir", out, "--max_steps", str(steps)),
             *("--per_device_train_batch_size", str(completions), "--max_completion_length", str(max_new)),
             *("--eval_every_steps", str(every), "--eval_samples", "0", "--disable_tqdm", "true"),
-            *(("--save_strategy", "steps", "--save_steps", str(every)) if every else ("--save_strategy", "no")),
+            *(
+                ("--save_strategy", "steps", "--save_steps", str(every))
+                if every
+                else ("--save_strategy", "no")
+            ),
             *eval_rows,
         ]
     )
@@ -201,20 +205,33 @@ def print_generation(rounds: int, completions: int, max_new: int, report: dict) 
             )
 
 
-def print_profile(step: float, parts: step_profile.StepParts, steps: int, every: int) -> None:
+def print_profile(seconds: list[float], parts: step_profile.StepParts) -> None:
     """Each part per step (the eval and the save per call and at the recipe's intervals), what is left, and
     the training forward+backward's FLOP/s against the matmul peak of the model's shapes."""
+    steps = len(seconds)
     periodic = {"learning-curve eval": EVAL_EVERY, "checkpoint saves": SAVE_EVERY}
     per_step = {k: v / steps for k, v in parts.seconds.items() if k not in periodic}
     for part, value in sorted(per_step.items(), key=lambda kv: -kv[1]):
         print(f"              {part:<28} {value:.3f} s/step")
-    print(f"              {'other (optimizer, TRL)':<28} {step - sum(per_step.values()):.3f} s/step (the median step less the parts)")
+    other = (sum(seconds) - sum(parts.seconds.values())) / steps
+    print(f"              {'other (optimizer, TRL)':<28} {other:.3f} s/step (the mean step less every part)")
+    amortised = statistics.median(seconds)
     for part, interval in periodic.items():
         calls = parts.calls.get(part, 0)
         if calls:
             each = parts.seconds[part] / calls
-            print(f"              {part:<28} {each:.3f} s a call: {each / interval:.3f} s/step every {interval} steps (the recipe's)")
-    train = parts.seconds["training forward"] + parts.seconds["replay forward"] + parts.seconds["backward (GRPO + replay)"]
+            amortised += each / interval
+            print(
+                f"              {part:<28} {each:.3f} s a call: {each / interval:.3f} s/step every {interval} steps (the recipe's)"
+            )
+    print(
+        f"main job    {amortised:.2f} s/step: the median step + the eval and the save at the recipe's intervals"
+    )
+    train = (
+        parts.seconds["training forward"]
+        + parts.seconds["replay forward"]
+        + parts.seconds["backward (GRPO + replay)"]
+    )
     achieved = parts.flops / train if train else 0.0
     from transformers import AutoConfig
 
@@ -255,35 +272,61 @@ def cost_table(steps: int, threads: int) -> None:
     got = {}
     for completions, max_new in settings:
         for which in ("plain", "ours"):
-            cmd = [sys.executable, __file__, "--only", which, "--steps", str(steps), "--threads", str(threads)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--only",
+                which,
+                "--steps",
+                str(steps),
+                "--threads",
+                str(threads),
+            ]
             cmd += ["--completions", str(completions), "--max_new", str(max_new)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
             got[which, completions, max_new] = json.loads(out.strip().splitlines()[-1])
-            print(f"  {which} {completions} x {max_new}: {got[which, completions, max_new]}", file=sys.stderr, flush=True)
-    print("| completions per step x max length | plain TRL s/step | ours s/step | ours/plain | plain peak MiB | ours peak MiB |")
+            print(
+                f"  {which} {completions} x {max_new}: {got[which, completions, max_new]}",
+                file=sys.stderr,
+                flush=True,
+            )
+    print(
+        "| completions per step x max length | plain TRL s/step | ours s/step | ours/plain | plain peak MiB | ours peak MiB |"
+    )
     print("|---|---|---|---|---|---|")
     for completions, max_new in sorted(settings, key=lambda s: (s[1] != 80, s)):
         p, o = got["plain", completions, max_new], got["ours", completions, max_new]
-        print(f"| {completions} x {max_new} | {p['step']:.2f} | {o['step']:.2f} | {o['step'] / p['step']:.2f} "
-              f"| {p['peak_mib']:.0f} | {o['peak_mib']:.0f} |")
-    for axis, values, key in (("completion", COST_COMPLETIONS, lambda v: (v, 80)), ("token of max length", COST_LENGTHS, lambda v: (64, v))):
+        print(
+            f"| {completions} x {max_new} | {p['step']:.2f} | {o['step']:.2f} | {o['step'] / p['step']:.2f} "
+            f"| {p['peak_mib']:.0f} | {o['peak_mib']:.0f} |"
+        )
+    for axis, values, key in (
+        ("completion", COST_COMPLETIONS, lambda v: (v, 80)),
+        ("token of max length", COST_LENGTHS, lambda v: (64, v)),
+    ):
         for which in ("plain", "ours"):
             rows = [got[(which, *key(v))] for v in values]
-            print(f"slope per {axis}, {which}: {slope(values, [r['step'] for r in rows]) * 1e3:.1f} ms/step, "
-                  f"{slope(values, [r['peak_mib'] for r in rows]):.2f} MiB")
+            print(
+                f"slope per {axis}, {which}: {slope(values, [r['step'] for r in rows]) * 1e3:.1f} ms/step, "
+                f"{slope(values, [r['peak_mib'] for r in rows]):.2f} MiB"
+            )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--completions", type=int, default=PROMPTS * SAMPLES, help=f"per step ({SAMPLES} a prompt)")
+    p.add_argument(
+        "--completions", type=int, default=PROMPTS * SAMPLES, help=f"per step ({SAMPLES} a prompt)"
+    )
     p.add_argument("--max_new", type=int, default=MAX_NEW, help="max completion length")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--what", choices=("all", "step", "generation"), default="all")
     p.add_argument("--cost_table", action="store_true")
     p.add_argument("--smoke", action="store_true", help="every path at its smallest: seconds, no figures")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's); 1 steadies a crowded machine")
+    p.add_argument(
+        "--threads", type=int, help="torch threads (default: torch's); 1 steadies a crowded machine"
+    )
     p.add_argument("--json", help="also write the ratios to this file")
     p.add_argument("--only", choices=("plain", "ours"), help=argparse.SUPPRESS)  # one cost-table setting
     a = p.parse_args()
@@ -318,9 +361,12 @@ def print_steps(a, report: dict) -> None:
         seconds, parts = ours(a.steps, f"{tmp}/ours", a.completions, a.max_new, every, small_eval)
     step = statistics.median(seconds)
     report |= {"plain": plain, "ours": step, "ratio": step / plain}
-    print(f"step        ours {step:.2f} s = {step / plain:.2f}x plain TRL (eval and save every {every} steps; median)", flush=True)
+    print(
+        f"step        ours {step:.2f} s = {step / plain:.2f}x plain TRL (eval and save every {every} steps; median)",
+        flush=True,
+    )
     if a.profile:
-        print_profile(step, parts, len(seconds), every)
+        print_profile(seconds, parts)
 
 
 if __name__ == "__main__":

@@ -107,10 +107,13 @@ class StepParts:
         callers = [
             m
             for m in list(sys.modules.values())
-            if getattr(m, "__name__", "").startswith("rookworld_trl") and getattr(m, "replay_loss", None) is replay_loss
+            if getattr(m, "__name__", "").startswith("rookworld_trl")
+            and getattr(m, "replay_loss", None) is replay_loss
         ]
         if not callers:
-            raise SystemExit("bench_step: nothing calls grpo.replay.replay_loss: update scripts/step_profile.py")
+            raise SystemExit(
+                "bench_step: nothing calls grpo.replay.replay_loss: update scripts/step_profile.py"
+            )
         for module in callers:
             clock(module, "replay_loss", "replay forward")
         make = trainer.replay.batch
@@ -131,7 +134,11 @@ def block_params(config) -> int:
 
 def forward_flops(config, tokens: int, head_tokens: int, pairs: int) -> float:
     d = config.n_embd
-    return 2 * block_params(config) * tokens + 2 * d * config.vocab_size * head_tokens + 4 * d * config.n_layer * pairs
+    return (
+        2 * block_params(config) * tokens
+        + 2 * d * config.vocab_size * head_tokens
+        + 4 * d * config.n_layer * pairs
+    )
 
 
 def grpo_forward_flops(config, ids, mask, keep: int, shared: bool) -> tuple[float, int]:

@@ -135,7 +135,9 @@ NOT_RUN = {  # what they need; test_unrun_scripts_name_only_what_exists checks t
 
 
 def listed_scripts() -> set[str]:
-    return {p.name for p in (ROOT / "scripts").glob("bench_*.py")} | {p.name for p in (ROOT / "scripts").glob("*.sh")}
+    return {p.name for p in (ROOT / "scripts").glob("bench_*.py")} | {
+        p.name for p in (ROOT / "scripts").glob("*.sh")
+    }
 
 
 def test_every_bench_and_shell_script_has_a_run_or_a_reason():
@@ -159,7 +161,11 @@ def test_script_runs_at_its_smallest_setting(name, tmp_path):
 def test_unrun_scripts_name_only_what_exists(name):
     """What a script that no test runs names (recipes, configs, modules, scripts) is there."""
     text = (ROOT / "scripts" / name).read_text()
-    paths = set(re.findall(r"\b((?:recipes|accelerate_configs|scripts|rookworld_trl)/[\w./-]+\.(?:ya?ml|py|sh))", text))
+    paths = set(
+        re.findall(
+            r"\b((?:recipes|accelerate_configs|scripts|rookworld_trl)/[\w./-]+\.(?:ya?ml|py|sh))", text
+        )
+    )
     modules = set(re.findall(r"-m (rookworld_trl(?:\.\w+)+)", text))
     assert paths or modules, f"{name} names no file of the repository: is this check still right?"
     for path in paths:

@@ -18,7 +18,16 @@ MOST = 0.6  # ours / plain TRL; docs/PERFORMANCE.md has the figures behind it
 
 def test_our_step_takes_at_most_0_6_of_plain_trls(tmp_path):
     out = tmp_path / "ratio.json"
-    cmd = [sys.executable, str(ROOT / "scripts" / "bench_step.py"), "--what", "step", "--steps", "5", "--json", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "bench_step.py"),
+        "--what",
+        "step",
+        "--steps",
+        "5",
+        "--json",
+        str(out),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
     ratio = json.loads(out.read_text())["ratio"]
