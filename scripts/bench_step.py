@@ -5,8 +5,8 @@
               transformers `generate`;
   step        seconds per optimizer step of plain TRL (GRPOTrainer, a trivial length reward, TRL's generate)
               and of ours (`recipes/grpo_tiny_cpu.yaml` as the main job runs it: chess rewards, step guard,
-              replay, its logging; the learning-curve eval and a checkpoint save every `--steps`/2 steps), at
-              equal model, prompts, completions per step and length;
+              replay, its logging; one learning-curve eval and one checkpoint save in the timed steps, reported
+              per call and left out of the step), at equal model, prompts, completions per step and length;
   profile     (`--profile`) where our step goes, part by part (scripts/step_profile.py), with the eval and
               the checkpoint save per call and per step at the recipe's intervals, and the achieved FLOP/s of
               the training forward+backward against the matmul peak of the model's shapes measured in this
@@ -49,25 +49,30 @@ RECIPE = str(ROOT / "recipes" / "grpo_tiny_cpu.yaml")
 MODEL = str(ROOT / "rookworld_trl" / "assets" / "model")
 DATA = str(ROOT / "rookworld_trl" / "assets" / "data")
 TEMPERATURE, MAX_NEW, PROMPTS, SAMPLES = 0.25, 80, 8, 8  # bench_decode.py's too
-EVAL_EVERY, SAVE_EVERY = 30, 25  # the recipe's intervals, for the per-step share of an eval and a save
+PERIODIC = {"learning-curve eval": 30, "checkpoint saves": 25}  # the recipe's intervals: their per-step share
 COST_COMPLETIONS, COST_LENGTHS = (16, 32, 64, 128), (40, 80, 160)
 
 
 class StepClock(TrainerCallback):
-    """Wall time from one step's start to the next's: everything the step costs, logging included.
-    `parts` is cleared when the second step begins: the warm-up step is left out."""
+    """Wall time from one step's start to the next's: everything the step costs, logging included, less the
+    learning-curve eval and checkpoint saves in it (`parts`' PERIODIC: reported per call). `parts` is cleared
+    when the second step begins: the warm-up step is left out."""
 
     def __init__(self, parts=None):
         self.starts: list[float] = []
         self.parts = parts
 
+    def _mark(self) -> None:
+        periodic = sum(self.parts.seconds.get(k, 0.0) for k in PERIODIC) if self.parts is not None else 0.0
+        self.starts.append(time.perf_counter() - periodic)
+
     def on_step_begin(self, args, state, control, **kwargs):
-        self.starts.append(time.perf_counter())
-        if len(self.starts) == 2 and self.parts is not None:
+        if len(self.starts) == 1 and self.parts is not None:
             self.parts.clear()
+        self._mark()
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.starts.append(time.perf_counter())
+        self._mark()
 
     def seconds(self) -> list[float]:
         steps = [b - a for a, b in zip(self.starts[:-1], self.starts[1:], strict=True)]
@@ -209,14 +214,13 @@ def print_profile(seconds: list[float], parts: step_profile.StepParts) -> None:
     """Each part per step (the eval and the save per call and at the recipe's intervals), what is left, and
     the training forward+backward's FLOP/s against the matmul peak of the model's shapes."""
     steps = len(seconds)
-    periodic = {"learning-curve eval": EVAL_EVERY, "checkpoint saves": SAVE_EVERY}
-    per_step = {k: v / steps for k, v in parts.seconds.items() if k not in periodic}
+    per_step = {k: v / steps for k, v in parts.seconds.items() if k not in PERIODIC}
     for part, value in sorted(per_step.items(), key=lambda kv: -kv[1]):
         print(f"              {part:<28} {value:.3f} s/step")
-    other = (sum(seconds) - sum(parts.seconds.values())) / steps
+    other = sum(seconds) / steps - sum(per_step.values())
     print(f"              {'other (optimizer, TRL)':<28} {other:.3f} s/step (the mean step less every part)")
     amortised = statistics.median(seconds)
-    for part, interval in periodic.items():
+    for part, interval in PERIODIC.items():
         calls = parts.calls.get(part, 0)
         if calls:
             each = parts.seconds[part] / calls
@@ -353,7 +357,7 @@ def main() -> None:
 
 
 def print_steps(a, report: dict) -> None:
-    every = max(1, a.steps // 2)
+    every = max(1, a.steps - 1)  # one eval and one save in the timed steps
     with tempfile.TemporaryDirectory() as tmp:
         plain = statistics.median(plain_trl(a.steps, f"{tmp}/plain", a.completions, a.max_new))
         print(f"step        plain TRL {plain:.2f} s", flush=True)
