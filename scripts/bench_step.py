@@ -366,7 +366,7 @@ def print_steps(a, report: dict) -> None:
     step = statistics.median(seconds)
     report |= {"plain": plain, "ours": step, "ratio": step / plain}
     print(
-        f"step        ours {step:.2f} s = {step / plain:.2f}x plain TRL (eval and save every {every} steps; median)",
+        f"step        ours {step:.2f} s = {step / plain:.2f}x plain TRL (median; the eval and the save left out)",
         flush=True,
     )
     if a.profile:
