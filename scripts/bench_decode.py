@@ -42,6 +42,7 @@ def load_at(commit: str, tmp: str):
         for other in loaded:  # relative (older layout) and absolute (model/) imports of its siblings
             for old in (f"from .{other} import", f"from rookworld_trl.model.{other} import"):
                 source = source.replace(old, f"from rookworld_trl._old_{other} import")
+        source = source.replace("from .", "from rookworld_trl.model.")  # the rest: the working tree's model/
         path = Path(tmp) / f"_old_{name}.py"
         path.write_text(source)
         spec = importlib.util.spec_from_file_location(f"rookworld_trl._old_{name}", path)
