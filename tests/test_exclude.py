@@ -66,7 +66,7 @@ def test_filter_drops_rows_on_excluded_positions(tmp_path):
     ]
     kept = exclusion.filter(datasets.Dataset.from_list(rows))
     assert kept["fen"] == [other] and exclusion.dropped == {"P": 1, "A": 1} and exclusion.seen == 3
-    assert exclusion.one_line().endswith("1 positions; dropped 2 of 3 rows (A: 1, P: 1) on one of them")
+    assert exclusion.one_line().endswith("1 position; dropped 2 of 3 rows (A: 1, P: 1) on one of them")
     streamed = Exclusion.of(tmp_path / "fens.txt")
     assert [r["fen"] for r in streamed.filter(datasets.Dataset.from_list(rows).to_iterable_dataset())] == [
         other

@@ -146,7 +146,7 @@ class Exclusion:
         total = sum(self.dropped.values())
         by_task = ", ".join(f"{task}: {n}" for task, n in sorted(self.dropped.items()))
         return (
-            f"--exclude {' '.join(self.files)}: {len(self.keys)} positions; dropped {total} of {self.seen} rows"
+            f"--exclude {' '.join(self.files)}: {len(self.keys)} position{'' if len(self.keys) == 1 else 's'}; dropped {total} of {self.seen} rows"
             f"{f' ({by_task})' if by_task else ''} on one of them"
         )
 
