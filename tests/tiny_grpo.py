@@ -17,7 +17,7 @@ from datasets import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
-from rookworld_trl.grpo.script_args import GRPOScriptArguments
+from rookworld_trl.stages.grpo_args import GRPOScriptArguments
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 
