@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rookworld_trl.entry import EXIT_FILE, resolve_path, run_stage
+from rookworld_trl.entry import EXIT_FILE, resolve_path, run_stage, started_file
 from rookworld_trl.errors import UserError
 from rookworld_trl.flags import underscored
 from rookworld_trl.preflight import preflight
@@ -124,9 +124,11 @@ except ChildFailedError as e:
 """
 
 
-def launcher(accelerate_config: str, target: list[str], argv: list[str]) -> tuple[list[str], dict]:
+def launcher(
+    accelerate_config: str, target: list[str], argv: list[str], processes: str | None = None
+) -> tuple[list[str], dict]:
     """(command, extra environment) that starts `target` (["-m", module] or [script]) with `argv` as the
-    accelerate config says.
+    accelerate config says (`processes`: --num_processes, in place of the config's).
 
     `accelerate launch` with the config, for every config but one: several CPU processes on one machine
     (distributed_type MULTI_CPU), which accelerate starts only through mpirun; there torch's own launcher
@@ -139,7 +141,7 @@ def launcher(accelerate_config: str, target: list[str], argv: list[str]) -> tupl
 
     with open(accelerate_config) as f:
         config = yaml.safe_load(f) or {}
-    processes = int(config.get("num_processes", 1))
+    given, processes = processes, int(processes or config.get("num_processes", 1))
     threads = os.environ.get("OMP_NUM_THREADS") or str(
         max(1, (psutil.cpu_count(logical=False) or 1) // processes)
     )
@@ -151,6 +153,7 @@ def launcher(accelerate_config: str, target: list[str], argv: list[str]) -> tupl
     # --quiet: when the stage exits with an error it has already printed, accelerate exits 1 instead of adding
     # a traceback of its own launcher
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", accelerate_config]
+    cmd += ["--num_processes", given] if given else []
     if config.get("use_cpu"):  # the stage must know too: a bf16 recipe would fail the Trainer's GPU check
         cmd += ["--num_cpu_threads_per_process", threads]
         argv = [*argv, "--use_cpu", "true"]
@@ -165,21 +168,22 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
         return subprocess.call([sys.executable, "-m", module, "--help"])
     if {"-h", "--help"} & set(argv):
         return print_short_help(command, argv, default_recipe)
-    accel = None
-    if "--accelerate_config" in argv:
-        i = argv.index("--accelerate_config")
-        if i + 1 >= len(argv):
-            sys.exit("rookworld: --accelerate_config needs a path (e.g. accelerate_configs/cpu.yaml)")
-        accel = resolve_path(argv[i + 1])
-        del argv[i : i + 2]
+    accel = launcher_flag(argv, "--accelerate_config", "a path (e.g. accelerate_configs/cpu.yaml)", command)
+    accel = resolve_path(accel) if accel else None
+    processes = launcher_flag(argv, "--num_processes", "a count (e.g. --num_processes 4)", command)
+    if processes is not None and not (processes.isdigit() and int(processes) > 0):
+        raise_usage(command, f"--num_processes must be a positive whole number, got {processes!r}")
+    if accel is not None:
+        check_accelerate_config(accel, command)
     if "--config" in argv:
         i = argv.index("--config")
-        if i + 1 < len(argv):
-            argv[i + 1] = resolve_path(argv[i + 1])
+        if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+            raise_usage(command, f"--config needs a recipe, e.g. --config {default_recipe}")
+        argv[i + 1] = resolve_path(argv[i + 1])
     elif default_recipe:
         argv = ["--config", resolve_path(default_recipe), *argv]
     try:  # bad input costs a second here, not the launch's 10-20 s
-        preflight(command, argv)
+        preflight(command, argv, int(processes or config_processes(accel)))
     except UserError as e:
         print(f"rookworld {command}: error: {e}", file=sys.stderr)
         return 2
@@ -189,19 +193,68 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
         accel, why = default_accelerate_config(argv)
         shown = os.path.relpath(accel) if not os.path.relpath(accel).startswith("..") else accel
         print(f"rookworld: accelerate config {shown} ({why}; --accelerate_config to choose)", flush=True)
-    if not os.path.exists(accel):
-        sys.exit(f"rookworld: accelerate config not found: {accel}")
     print(device_line(accel, argv), flush=True)
-    cmd, env = launcher(accel, ["-m", module], argv)
+    cmd, env = launcher(accel, ["-m", module], argv, processes)
     shown = [arg for arg in cmd if arg not in ("-c", TORCHRUN)]  # torch's launcher, shown as what it is
     print("rookworld: " + " ".join(["torchrun", *shown[1:]] if TORCHRUN in cmd else cmd), flush=True)
     with tempfile.TemporaryDirectory() as tmp:  # the stage's own exit code (accelerate's is 1 on any failure)
         exit_file = os.path.join(tmp, "exit_code")
-        code = run_group(cmd, {**env, EXIT_FILE: exit_file})
+        code = run_group(cmd, {**env, EXIT_FILE: exit_file}, command)
         with contextlib.suppress(OSError, ValueError):
             stage_code = int(Path(exit_file).read_text())
             code = stage_code if code == 1 and stage_code else code
     return code
+
+
+def launcher_flag(argv: list[str], flag: str, what: str, command: str) -> str | None:
+    """The value of a flag `rookworld` reads itself (and takes out of argv), or None when not given."""
+    if flag not in argv:
+        return None
+    i = argv.index(flag)
+    if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+        raise_usage(command, f"{flag} needs {what}")
+    value = argv[i + 1]
+    del argv[i : i + 2]
+    return value
+
+
+def check_accelerate_config(path: str, command: str) -> None:
+    """One line, before the launcher's traceback, for an --accelerate_config that is missing, a directory, or
+    no accelerate config (a recipe given there: it has no distributed_type)."""
+    import yaml
+
+    fix = "pass a YAML file of accelerate_configs/ (e.g. accelerate_configs/cpu.yaml)"
+    if not os.path.isfile(path):
+        raise_usage(
+            command,
+            f"accelerate config {path} {'is a directory' if os.path.isdir(path) else 'not found'}; {fix}",
+        )
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise_usage(command, f"accelerate config {path}: not readable YAML ({str(e).splitlines()[0]}); {fix}")
+    if not isinstance(config, dict) or "distributed_type" not in config:
+        raise_usage(command, f"{path} is no accelerate config (it sets no distributed_type); {fix}; a recipe "
+                    "goes to --config")  # fmt: skip
+
+
+def raise_usage(command: str, message: str):
+    print(f"rookworld {command}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def config_processes(accelerate_config: str | None) -> int:
+    """num_processes of an accelerate config (1 when none is given: cpu.yaml and single_gpu.yaml have one)."""
+    import yaml
+
+    if accelerate_config is None:
+        return 1
+    try:
+        with open(accelerate_config) as f:
+            return int((yaml.safe_load(f) or {}).get("num_processes", 1))
+    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
+        return 1  # accelerate says what is wrong with it
 
 
 def print_short_help(command: str, argv: list[str], default_recipe: str) -> int:
@@ -232,35 +285,54 @@ def say_unset_fields(command: str, recipe: str, argv: list[str], default_recipe:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill / timeout / a scheduler, hang-up
 
 
-def run_group(cmd: list[str], env: dict | None = None) -> int:
+def run_group(cmd: list[str], env: dict | None = None, command: str = "train") -> int:
     """Run the launcher cmd in a session of its own and return its exit code (128 + the signal's number
     after a stop signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
 
     A stop signal (STOP_SIGNALS) goes to the stage under the launcher only, which finishes its step, saves a
     checkpoint and says how to resume; the wait goes on until it has exited, so the prompt returns once the
-    checkpoint is on disk. A second signal is passed on too: the stage then stops at once. Whatever of the
-    run's session is still running when the launcher has exited (an engine, a stage stuck past its launcher)
-    is killed: nothing of the run is left behind with parent PID 1.
+    checkpoint is on disk. A second signal is passed on too: the stage then stops at once. A signal before
+    every stage process has finished its imports (entry.started_file) stops the whole launch instead, with one
+    line: there is nothing to save yet, and a stage stopped inside an import would print a traceback.
+    Whatever of the run's session is still running when the launcher has exited (an engine, a stage stuck past
+    its launcher) is killed: nothing of the run is left behind with parent PID 1.
     """
-    proc = subprocess.Popen(cmd, start_new_session=True, env={**os.environ, **(env or {})})
+    exit_file = (env or {}).get(EXIT_FILE)
     received: list[int] = []
+    proc = None
+
+    def stop_launch(signum) -> None:
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"rookworld {command}: {name} before training began: stopped, nothing to save",
+              file=sys.stderr, flush=True)  # fmt: skip
+        _end_session(proc.pid)
 
     def forward(signum, frame):
         received.append(signum)
+        if proc is None:  # not started yet: stopped as soon as it is
+            return
         with contextlib.suppress(Exception):  # psutil.Error: a process has just exited
             stages = _stage_processes(proc.pid)
-            for stage in stages:
+            ready = bool(stages) and all(
+                os.path.exists(started_file(exit_file, p.pid)) for p in stages if exit_file
+            )
+            if not ready and len(received) == 1:  # still starting: nothing to save, so the launch stops
+                stop_launch(signum)
+            for stage in stages if ready else []:
                 stage.send_signal(signum)
-            if not stages:  # still starting: nothing to save, so the launcher stops (and its session below)
-                proc.terminate()
 
+    # the handler first: a signal between the start and the handler would leave the launch running on its own
     previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
     try:
+        proc = subprocess.Popen(cmd, start_new_session=True, env={**os.environ, **(env or {})})
+        if received:
+            stop_launch(received[0])
         code = proc.wait()  # retried after each handler (PEP 475)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        _end_session(proc.pid)
+        if proc is not None:
+            _end_session(proc.pid)
     return 128 + received[0] if received and code else code
 
 
@@ -295,19 +367,74 @@ def usage(commands: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """`rookworld ARGS`: the exit code. Ctrl-C anywhere before a stage's trainer takes it over (the checks, the
+    imports, the launch) is one line and exit 130; the trainer's own saves the step first (training/interrupt.py)."""
+    try:
+        return dispatch(sys.argv[1:] if argv is None else list(argv))
+    except KeyboardInterrupt:
+        print("rookworld: interrupted (Ctrl-C) before training began: nothing to save", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `rookworld ... | head`: the reader has what it wanted
+        return quiet_broken_pipe()
+
+
+def quiet_broken_pipe() -> int:
+    """Python's way out of a closed stdout without a second error at exit; the code a SIGPIPE gives."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
+
+
+def dispatch(argv: list[str]) -> int:
     commands = available()
-    if not argv or argv[0] in {"-h", "--help", "help"}:
+    if argv and argv[0] in {"-h", "--help", "help"}:
         print(usage(commands))
         return 0
+    if not argv:  # a script that forgot its command must not pass: the usage, and a nonzero exit
+        print(usage(commands), file=sys.stderr)
+        return 2
     name, rest = argv[0], argv[1:]
     if name not in commands:
-        print(f"rookworld: unknown command {name!r}\n\n{usage(commands)}", file=sys.stderr)
+        from rookworld_trl.errors import did_you_mean
+
+        if name.startswith("-"):  # a flag before the command: say where it goes
+            print(f"rookworld: error: {name} comes after a command, e.g. `rookworld train {' '.join(argv)}`; "
+                  f"commands: {', '.join(commands)}", file=sys.stderr)  # fmt: skip
+            return 2
+        print(
+            f"rookworld: error: unknown command {name!r}{did_you_mean(name, commands, prefix='')}; choose from "
+            f"{', '.join(commands)} (`rookworld --help` says what each does)",
+            file=sys.stderr,
+        )
         return 2
     module, _, default_recipe = commands[name]
     if default_recipe is not None:
         return launch(module, rest, default_recipe, name)
+    try:  # a wrong model name in a second, before the command's imports (torch) and its engines
+        check_models(name, rest)
+    except UserError as e:
+        print(f"rookworld {name}: error: {e}", file=sys.stderr)
+        return 2
     return run_stage(name, importlib.import_module(module).main, rest)
+
+
+def check_models(command: str, argv: list[str]) -> None:
+    """The models `rookworld eval` / `parity` name (the first argument, eval's --baseline): model/source.py's
+    check, which the command repeats as it loads them."""
+    if (
+        command not in ("eval", "parity")
+        or not argv
+        or argv[0].startswith("-")
+        or {"-h", "--help"} & set(argv)
+    ):
+        return
+    from rookworld_trl.model.source import model_source
+
+    names = [argv[0]]
+    flags = underscored(argv)
+    if command == "eval" and "--baseline" in flags[:-1]:
+        names.append(flags[flags.index("--baseline") + 1])
+    for name in names:
+        model_source(resolve_path(name))
 
 
 if __name__ == "__main__":

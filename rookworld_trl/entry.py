@@ -92,11 +92,10 @@ def stage_parser(dataclass_types: tuple, command: str):
 
 
 def did_you_mean(name: str, fields: set[str]) -> str:
-    """' (did you mean --learning_rate?)' for a misspelt field, else ''."""
-    import difflib
+    """' (did you mean --learning_rate?)' for a misspelt field, else '' (errors.did_you_mean: every command's)."""
+    from rookworld_trl.errors import did_you_mean as suggest
 
-    close = difflib.get_close_matches(name.lstrip("-").split("=")[0].replace("-", "_"), fields, n=1)
-    return f" (did you mean --{close[0]}?)" if close else ""
+    return suggest(name, fields)
 
 
 def eval_list(text: str) -> list[str]:
@@ -173,17 +172,36 @@ def check_numbers(*configs) -> None:
                 )
 
 
+# report_to's integrations (transformers' names) -> the package each needs
+REPORTERS = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb", "mlflow": "mlflow",
+             "comet_ml": "comet_ml", "clearml": "clearml", "neptune": "neptune", "dvclive": "dvclive",
+             "swanlab": "swanlab", "codecarbon": "codecarbon", "azure_ml": "azureml", "dagshub": "dagshub",
+             "flyte": "flytekit"}  # fmt: skip
+
+
 def check_report_to(report_to) -> None:
-    """`report_to: trackio` (local dashboards, with TRL's completions table) needs the optional trackio package:
-    one line saying how to install it, not transformers' RuntimeError from inside the Trainer."""
+    """report_to names integrations whose packages are installed (trackio: local dashboards with TRL's
+    completions table, no account): one line saying how to install one, not transformers' RuntimeError from
+    inside the Trainer; a misspelt name gets a "did you mean"."""
     import importlib.util
 
+    from rookworld_trl.errors import did_you_mean as suggest
+
     names = [report_to] if isinstance(report_to, str) else list(report_to or [])
-    if "trackio" in names and importlib.util.find_spec("trackio") is None:
-        raise UserError(
-            "report_to trackio needs the trackio package (local, no account): `pip install trackio` in this "
-            "environment (.venv/bin/pip install trackio), or drop trackio from report_to"
-        )
+    for name in names:
+        if name in ("none", "all"):
+            continue
+        if name not in REPORTERS:
+            raise UserError(
+                f"report_to: unknown integration {name!r}{suggest(name, REPORTERS, prefix='')}; use one of "
+                f"{', '.join(REPORTERS)}, or none"
+            )
+        if importlib.util.find_spec(REPORTERS[name]) is None:
+            local = " (local, no account)" if name == "trackio" else ""
+            raise UserError(
+                f"report_to {name} needs the {REPORTERS[name]} package{local}: `pip install {REPORTERS[name]}` in "
+                f"this environment (.venv/bin/pip install {REPORTERS[name]}), or drop {name} from report_to"
+            )
 
 
 def _batch_size_in_user_fields(message: str) -> str:
@@ -203,10 +221,19 @@ EXIT_FILE = (
 )
 
 
+def started_file(exit_file: str, pid: int) -> str:
+    """The file a stage process under `rookworld` touches once its imports are done (`run_stage`): a Ctrl-C
+    before then would be a traceback from inside an import, so `rookworld` stops such a process itself."""
+    return f"{exit_file}.{pid}.started"
+
+
 def run_stage(command: str, stage_main: Callable[[list[str] | None], int | None], argv=None) -> int:
     """`_run_stage`, with the exit code also written to $ROOKWORLD_EXIT_FILE when set: `accelerate launch`
     turns every failure into exit code 1, and `rookworld` passes on the stage's own (2: bad input)."""
     code = 1  # a bug's traceback
+    if os.environ.get(EXIT_FILE):  # the imports are done: from here a Ctrl-C is this function's to answer
+        with contextlib.suppress(OSError):
+            Path(started_file(os.environ[EXIT_FILE], os.getpid())).touch()
     try:
         code = _run_stage(command, stage_main, argv)
     except SystemExit as e:  # argparse (2), --help (0), sys.exit("message") (1)
@@ -226,6 +253,9 @@ def _run_stage(command: str, stage_main: Callable[[list[str] | None], int | None
     Ctrl-C returns 130. Other exceptions are bugs and keep their traceback."""
     try:
         return int(stage_main(argv) or 0)
+    except BrokenPipeError:  # `rookworld data load ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a writer the reader left
     except (ValueError, OSError, UserError) as e:
         print(f"rookworld {command}: error: {e or type(e).__name__}", file=sys.stderr)
         return 2

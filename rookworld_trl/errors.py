@@ -1,6 +1,21 @@
 """The one exception type for bad input a user can fix (no Stockfish, a model that will not load, ...): stages
-print its message in one line (rookworld_trl.entry.run_stage) instead of a traceback."""
+print its message in one line (rookworld_trl.entry.run_stage) instead of a traceback. `did_you_mean` words the
+suggestion every command gives for a misspelt flag, field or command name, alike."""
 
 
 class UserError(RuntimeError):
     """Bad input or a missing tool; the message says what, where and how to fix it."""
+
+
+def did_you_mean(name: str, choices, prefix: str = "--") -> str:
+    """' (did you mean --learning_rate?)' for a misspelt name among `choices` (compared without dashes and
+    with underscores for hyphens), else ''.
+
+    >>> did_you_mean("--max-step", {"max_steps", "seed"}), did_you_mean("trian", ["train", "sft"], prefix="")
+    (' (did you mean --max_steps?)', ' (did you mean train?)')
+    """
+    import difflib
+
+    key = name.lstrip("-").split("=")[0].replace("-", "_")
+    close = difflib.get_close_matches(key, [c.lstrip("-") for c in choices], n=1)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""

@@ -9,7 +9,10 @@ a flag in whichever spelling it defines.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+
+from rookworld_trl.errors import did_you_mean
 
 
 def flag_values(argv: list[str]) -> dict[str, list[str]]:
@@ -49,7 +52,39 @@ def underscored(argv: list[str]) -> list[str]:
 
 class FlagParser(argparse.ArgumentParser):
     """argparse taking `--a_b` and `--a-b` alike: a flag it does not know in one spelling is read in the other
-    (define flags with underscores: help shows them; argparse's own `--no-x` of BooleanOptionalAction stays)."""
+    (define flags with underscores: help shows them; argparse's own `--no-x` of BooleanOptionalAction stays).
+    Its errors are one line, as the training stages' are: the problem, a "did you mean" for a misspelt flag or
+    subcommand (the subcommand's own flags under `rookworld data load`), and the usage when it is short."""
+
+    def parse_args(self, args=None, namespace=None):
+        args, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = self._chosen_subparser(args) or self
+            flag = next((a for a in extras if a.startswith("-")), None)
+            if flag is None:
+                parser.error(f"unexpected argument {extras[0]!r}")
+            parser.error(f"unknown flag {flag.split('=')[0]}{did_you_mean(flag, parser._flags())}")
+        return args
+
+    def error(self, message: str):
+        choice = re.match(r"argument (\S+): invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:  # a subcommand (or a choices flag) misspelt
+            options = [c.strip("'") for c in choice[3].split(", ")]
+            prefix = "" if choice[1].isidentifier() else "--"
+            message = (f"unknown {choice[1] if prefix else 'command'} {choice[2]!r}"
+                       f"{did_you_mean(choice[2], options, prefix='')}; choose from {', '.join(options)}")  # fmt: skip
+        usage = " ".join(self.format_usage().split())
+        hint = f"usage: {usage.removeprefix('usage: ')}" if len(usage) <= 100 else f"see `{self.prog} --help`"
+        self.exit(2, f"{self.prog}: error: {message}; {hint}\n")
+
+    def _flags(self) -> list[str]:
+        return [s for action in self._actions for s in action.option_strings if s.startswith("--")]
+
+    def _chosen_subparser(self, namespace):
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices.get(getattr(namespace, action.dest, None))
+        return None
 
     def parse_known_args(self, args=None, namespace=None):
         args = list(sys.argv[1:] if args is None else args)

@@ -8,6 +8,8 @@ it answers in a moment). `--help_all` prints every field of the config classes (
 
 from __future__ import annotations
 
+import textwrap
+
 from rookworld_trl.flags import flag_values
 
 # command -> (field, what it is) in the order a user decides them
@@ -68,18 +70,31 @@ def short_help(command: str, recipe: str, argv: list[str], shown_recipe: str, ac
     lines = [
         f"usage: rookworld {command} [--config RECIPE] [--FIELD VALUE ...]",
         "",
-        f"What you set, with the values in effect ({shown_recipe} and the flags given):",
+        *textwrap.wrap(
+            f"What you set, with the values in effect ({shown_recipe} and the flags given):", help_width()
+        ),
     ]
-    lines += [f"  {flag:<{width}}  {value:<{value_width}}  {what}" for flag, value, what in rows]
-    lines += [
-        "",
+    columns = help_width()
+    for flag, value, what in rows:  # the meaning wrapped under itself, so no line wraps in the terminal
+        lead = f"  {flag:<{width}}  {value:<{value_width}}  "
+        lines += textwrap.wrap(what, columns, initial_indent=lead, subsequent_indent=" " * len(lead))
+    lines += [""]
+    lines += textwrap.wrap(
         f"Every field of the recipe is also a --flag. `rookworld {command} --help_all` lists them all with their "
-        "meaning and the config class's default.",
-        "A --config replaces the default recipe: fields it leaves out take the config class's defaults.",
-    ]
+        "meaning and the config class's default. A --config replaces the default recipe: fields it leaves out "
+        "take the config class's defaults.",
+        columns,
+    )
     from rookworld_trl.entry import EXAMPLES
 
     return "\n".join([*lines, EXAMPLES[command]])
+
+
+def help_width() -> int:
+    """The terminal's width, between 80 and 100 columns (100 when not a terminal)."""
+    import shutil
+
+    return max(80, min(100, shutil.get_terminal_size((100, 24)).columns))
 
 
 # the fields a recipe of each command should set (an SFT may train a new model, or for num_train_epochs)

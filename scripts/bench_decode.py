@@ -27,19 +27,22 @@ sys.path.insert(0, str(ROOT))
 
 
 def load_at(commit: str, tmp: str):
-    """rookworld_trl.model.decoding and .sampling as they were at `commit`, as modules of the package."""
-    loaded = {}
-    for name in ("sampling", "decoding"):
-        shown = subprocess.run(
-            ["git", "show", f"{commit}:rookworld_trl/{name}.py"], cwd=ROOT, capture_output=True, text=True
+    """rookworld_trl's sampler modules (decoding, sampling, kv_cache where it exists) as they were at `commit`,
+    importing each other, not the working tree's."""
+    names = ("sampling", "kv_cache", "decoding")  # each after what it imports
+    sources = {n: source_at(commit, n) for n in names}
+    if sources["decoding"] is None or sources["sampling"] is None:
+        sys.exit(
+            f"bench_decode: no rookworld_trl/[model/]decoding.py and sampling.py at {commit!r}: pass a commit of "
+            "this repository from after the sampler was split out (a634d12 or later)"
         )
-        if shown.returncode:
-            sys.exit(
-                f"bench_decode: no rookworld_trl/{name}.py at {commit!r} ({shown.stderr.strip()}): pass a "
-                "commit of this repository from after the sampler was split out (a634d12 or later)"
-            )
-        source = shown.stdout
-        source = source.replace("from .sampling import", "from ._old_sampling import")
+    loaded = {}
+    for name in (n for n in names if sources[n] is not None):
+        source = sources[name]
+        for other in loaded:  # relative (older layout) and absolute (model/) imports of its siblings
+            for old in (f"from .{other} import", f"from rookworld_trl.model.{other} import"):
+                source = source.replace(old, f"from rookworld_trl._old_{other} import")
+        source = source.replace("from .", "from rookworld_trl.model.")  # the rest: the working tree's model/
         path = Path(tmp) / f"_old_{name}.py"
         path.write_text(source)
         spec = importlib.util.spec_from_file_location(f"rookworld_trl._old_{name}", path)
@@ -47,6 +50,15 @@ def load_at(commit: str, tmp: str):
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
     return loaded["decoding"], loaded["sampling"]
+
+
+def source_at(commit: str, name: str) -> str | None:
+    """rookworld_trl/model/NAME.py at `commit`, or rookworld_trl/NAME.py (before the model/ folder); None: neither."""
+    for path in (f"rookworld_trl/model/{name}.py", f"rookworld_trl/{name}.py"):
+        shown = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True, text=True)
+        if not shown.returncode:
+            return shown.stdout
+    return None
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from rookworld_trl.chess.formats import (
     render_env,
     render_policy,
 )
+from rookworld_trl.data.puzzles import load_bigbench_checkmate
 from rookworld_trl.data.tokenizer import train_tokenizer
 from rookworld_trl.eval.callback import EvalCallback
 from rookworld_trl.eval.evaluate import EvalSettings, main
@@ -29,7 +30,6 @@ from rookworld_trl.eval.outputs import summarize, write_outputs
 from rookworld_trl.eval.suites import (
     env_suite,
     find_mate_in_one,
-    load_bigbench_checkmate,
     mate_suite,
     mating_moves,
     policy_suite,

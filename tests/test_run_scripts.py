@@ -1,19 +1,26 @@
 """The scripts that read a finished run for docs/EXPERIMENTS.md: scripts/read_completions.py (what the policy wrote,
 from completions/*.parquet) and scripts/experiment_row.py (the row: paired eval, reward trend, watch, value head),
-on a run folder written here with known answers.
+on a run folder written here with known answers; and (slow tier) every scripts/bench_*.py at its smallest
+setting, so that a rename or a move in the package fails here rather than in the next session that runs one.
 
     .venv/bin/python -m pytest tests/test_run_scripts.py
+    .venv/bin/python -m pytest -m slow tests/test_run_scripts.py        # the benchmarks (~10 min on 2 cores)
 """
 
+import importlib.util
 import json
+import os
+import re
 import subprocess
 import sys
 
 import chess
 import pandas as pd
+import pytest
 from tiny_grpo import ROOT
 
 from rookworld_trl.chess.formats import policy_prompt
+from rookworld_trl.cli import available
 
 START = policy_prompt(chess.STARTING_FEN)
 ANSWERS = [  # precision 0.5, B: legal, selection +0.5 / precision 1, B: legal / precision 0.5, B: illegal, -0.5
@@ -100,3 +107,70 @@ def test_value_study_knows_a_position_from_its_siblings(tmp_path):
     figures = {line.split()[0]: float(line.split()[-1]) for line in lines[-5:]}
     assert figures["sibling"] == 1.0
     assert all(abs(figures[k]) < 1e3 for k in ("token", "linear", "mlp", "model"))
+
+
+# ---- every benchmark and shell script runs (slow tier), so that a rename or a move fails a test ----
+
+SMOKE = {  # the script and its smallest setting: seconds to a minute or two each on 2 busy cores
+    "bench_124m_cpu.py": ["--smoke"],
+    "bench_compile.py": ["--settings", "eager", "--steps", "2"],
+    "bench_decode.py": ["--against", "HEAD", "--rounds", "2"],
+    "bench_engine.py": ["--n", "6", "--depth", "4", "--repeats", "1"],
+    "bench_gelu.py": ["--batch", "4", "--tokens", "16", "--repeats", "1"],
+    "bench_generate.py": ["--depth", "4", "--games", "1", "--max_plies", "6", "--workers", "1"],
+    "bench_gpu_step.py": ["--model", "embedded", "--steps", "2", "--variants", "plain,ours"],
+    "bench_rewards.py": ["--positions", "8", "--depth", "4", "--workers", "1", "--prompts-per-batch", "1"],
+    "bench_step.py": ["--smoke"],
+}
+ELSEWHERE = {  # run end to end by their own tests
+    "check_floors.sh": "test_floors.py",
+    "gpu_check.sh": "test_gpu_check.py",
+    "rehearse_multinode.sh": "test_multinode.py",
+    "setup.sh": "test_newcomer.py",
+}
+NOT_RUN = {  # what they need; test_unrun_scripts_name_only_what_exists checks the files they name
+    "build_default_model.sh": "hours (SFT from scratch) and it overwrites rookworld_trl/assets/",
+    "slurm_multinode.sh": "a SLURM cluster with GPUs (sbatch, srun, scontrol)",
+}
+
+
+def listed_scripts() -> set[str]:
+    return {p.name for p in (ROOT / "scripts").glob("bench_*.py")} | {
+        p.name for p in (ROOT / "scripts").glob("*.sh")
+    }
+
+
+def test_every_bench_and_shell_script_has_a_run_or_a_reason():
+    """A new scripts/bench_*.py or scripts/*.sh needs a smallest setting in SMOKE (or a reason): else it can rot."""
+    assert listed_scripts() == set(SMOKE) | set(ELSEWHERE) | set(NOT_RUN)
+    for name, test in ELSEWHERE.items():
+        assert name in (ROOT / "tests" / test).read_text(), f"{test} does not run scripts/{name}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SMOKE))
+def test_script_runs_at_its_smallest_setting(name, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *SMOKE[name]], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert done.stdout.strip(), "it printed no figures"
+
+
+@pytest.mark.parametrize("name", sorted(NOT_RUN))
+def test_unrun_scripts_name_only_what_exists(name):
+    """What a script that no test runs names (recipes, configs, modules, scripts) is there."""
+    text = (ROOT / "scripts" / name).read_text()
+    paths = set(
+        re.findall(
+            r"\b((?:recipes|accelerate_configs|scripts|rookworld_trl)/[\w./-]+\.(?:ya?ml|py|sh))", text
+        )
+    )
+    modules = set(re.findall(r"-m (rookworld_trl(?:\.\w+)+)", text))
+    assert paths or modules, f"{name} names no file of the repository: is this check still right?"
+    for path in paths:
+        assert (ROOT / path).exists(), f"scripts/{name} names {path}, which is gone"
+    for module in modules:
+        assert importlib.util.find_spec(module) is not None, f"scripts/{name} runs -m {module}, which is gone"
+    for command in set(re.findall(r"\$RW (\w+)", text)):
+        assert command in available(), f"scripts/{name} runs `rookworld {command}`, which is gone"

@@ -200,6 +200,17 @@ def transition_kind(fen: str, move: str) -> str:
     return kind if outcome is None else ENDINGS.get(outcome.termination, outcome.termination.name.lower())
 
 
+def mating_moves(board: chess.Board) -> list[chess.Move]:
+    """The legal moves of `board` that mate."""
+    out = []
+    for move in board.legal_moves:
+        board.push(move)
+        if board.is_checkmate():
+            out.append(move)
+        board.pop()
+    return out
+
+
 def random_boards(n: int, seed: int, max_plies: int = 80) -> list[chess.Board]:
     """n distinct unfinished positions, each after 1..max_plies random legal half-moves from the start
     (each board keeps its move stack). Varied real positions for tests and benchmarks."""

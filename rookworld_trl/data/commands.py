@@ -2,6 +2,8 @@
 
     rookworld data generate --out data/rookworld --selfplay 100 --random 20 --depth 8 --workers 2
     rookworld data load rookworld.txt --out data/converted       # report malformed lines, convert to our layout
+    rookworld data load lichess_db_puzzle.csv --puzzle_rating 1000-1800 --puzzle_themes mateIn1 --out data/puzzles
+    rookworld data load data/mine --exclude path/to/checkmate_in_one/task.json --out data/clean   # decontaminate
     rookworld data audit data/rookworld/test.txt --depth 8 --failures failing.txt
 
 The work lives in generate.py (engine labels, shards, resume; the position sources in positions.py), load.py
@@ -17,14 +19,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
+from pathlib import Path
 
-from rookworld_trl.chess.engine import MULTIPV
+from rookworld_trl.chess.engine import MULTIPV, EngineLimit
 from rookworld_trl.chess.formats import prompt_fen_width
 from rookworld_trl.data.audit import AuditConfig, AuditReport, audit
+from rookworld_trl.data.exclude import Exclusion
 from rookworld_trl.data.files import DataSourceError
 from rookworld_trl.data.generate import GenerateConfig, generate
 from rookworld_trl.data.layout import COLUMNS, FEATURES, SPLITS, LayoutWriter, split_of, write_stats
 from rookworld_trl.data.load import LoadReport, load_rookworld_dataset
+from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource
 from rookworld_trl.errors import UserError
 from rookworld_trl.flags import FlagParser
 
@@ -53,36 +58,91 @@ def convert(
     validation_fraction: float,
     test_fraction: float,
     skip_bad_rows: bool = False,
+    puzzles: PuzzleSource | None = None,
+    exclude: Exclusion | None = None,
 ) -> dict:
     """Write `source` (anything load_rookworld_dataset reads) in our layout, re-split by position hash."""
     report = LoadReport(source, skip_bad_rows)
-    rows = load_rookworld_dataset(source, split=split, streaming=True, report=report)
+    rows = load_rookworld_dataset(
+        source, split=split, streaming=True, report=report, puzzles=puzzles, exclude=exclude
+    )
     writer = LayoutWriter(out, validation_fraction, test_fraction)
     for row in rows:
         writer.add(row)
     stats = writer.close()
+    check_train_split(out, stats["rows"], validation_fraction, test_fraction)
     settings = dict(
         source=source, split=split, validation_fraction=validation_fraction, test_fraction=test_fraction
     )
-    stats.update(settings=settings, load_report=report.to_dict())
+    if puzzles is not None and puzzles.report is not None:
+        stats.update(settings=settings, puzzles=puzzles.report.to_dict())
+    else:
+        stats.update(settings=settings, load_report=report.to_dict())
+    if exclude:
+        stats["excluded"] = exclude.to_dict()
     write_stats(out, stats)
-    print(report.summary())
+    say_loaded(report, puzzles, exclude)
+    print(f"wrote {out}: " + ", ".join(f"{s} {split_text(stats['rows'][s])}" for s in SPLITS))
     return stats
 
 
-def describe(source: str, split: str, max_samples: int | None, skip_bad_rows: bool = False) -> None:
+def split_text(counts: dict) -> str:
+    """'12 rows (P: 7, A: 5)' for a split's {task: rows}."""
+    tasks = ", ".join(f"{task}: {n}" for task, n in sorted(counts.items()))
+    return f"{sum(counts.values())} rows" + (f" ({tasks})" if tasks else "")
+
+
+def check_train_split(out: str, rows: dict, validation_fraction: float, test_fraction: float) -> None:
+    """UserError, and no layout left behind, when the train split came out empty: training on OUT would
+    fail later in datasets ("corresponds to no data"). Rows go to a split by their position's hash, so a few
+    rows can all land in validation/test."""
+    if sum(rows["train"].values()):
+        return
+    for name in SPLITS:
+        for ext in ("parquet", "txt"):
+            Path(out, f"{name}.{ext}").unlink(missing_ok=True)
+    held = sum(sum(counts.values()) for counts in rows.values())
+    raise UserError(
+        f"{out}: no rows for the train split ({held} rows in all went to validation/test by position hash, "
+        f"fractions {validation_fraction}/{test_fraction}); convert more rows, or keep all in train with "
+        "--validation_fraction 0 --test_fraction 0"
+    )
+
+
+def say_loaded(report: LoadReport, puzzles: PuzzleSource | None, exclude: Exclusion | None) -> None:
+    """What a streamed load read (a puzzle file said it as it was labelled, in memory) and excluded."""
+    if puzzles is None or puzzles.report is None:
+        print(report.summary())
+        if exclude:
+            print(exclude.one_line())
+
+
+def describe(
+    source: str,
+    split: str,
+    max_samples: int | None,
+    skip_bad_rows: bool = False,
+    puzzles: PuzzleSource | None = None,
+    exclude: Exclusion | None = None,
+) -> None:
     """Print what a source holds: the load report, rows by task (P: by FEN width) and A: rows by kind."""
     report = LoadReport(source, skip_bad_rows)
     tasks, kinds, widths = Counter(), Counter(), Counter()
     for row in load_rookworld_dataset(
-        source, split=split, streaming=True, report=report, max_samples=max_samples
+        source,
+        split=split,
+        streaming=True,
+        report=report,
+        max_samples=max_samples,
+        puzzles=puzzles,
+        exclude=exclude,
     ):
         tasks[row["task"]] += 1
         if row["task"] == "A":
             kinds[row["kind"]] += 1
         else:
             widths[prompt_fen_width(row["prompt"])] += 1
-    print(report.summary())
+    say_loaded(report, puzzles, exclude)
     at = ", ".join(f"{n} at FEN width {w}" for w, n in sorted(widths.items(), key=str))
     print(f"  P: {tasks['P']} rows{f' ({at})' if at else ''}, A: {tasks['A']} rows")
     if kinds:
@@ -129,6 +189,7 @@ def parser() -> argparse.ArgumentParser:
     add_engine_args(g)
     add_split_args(g)
     g.add_argument("--cache", default=None, help="analysis cache (sqlite; None: OUT/analysis.sqlite)")
+    add_exclude_arg(g)
 
     lo = sub.add_parser(
         "load",
@@ -136,7 +197,11 @@ def parser() -> argparse.ArgumentParser:
         epilog="example: rookworld data load published_p.txt.gz --out data/published",
         **helpful,
     )
-    lo.add_argument("source", help="dataset dir, .parquet/.jsonl/.txt file, or hub id (jrahn/rookworld_7m)")
+    lo.add_argument(
+        "source",
+        help="dataset dir, .parquet/.jsonl/.txt file, hub id (jrahn/rookworld_7m), or a puzzle file: a Lichess "
+        "puzzle .csv or an .epd suite (labelled by Stockfish)",
+    )
     lo.add_argument("--split", default="train", help="split of a dataset dir or hub id")
     lo.add_argument("--out", default=None, help="write our layout (parquet + txt + stats.json) here")
     lo.add_argument("--max_samples", type=int, default=None, help="describe only the first N rows")
@@ -146,6 +211,10 @@ def parser() -> argparse.ArgumentParser:
         help="skip malformed lines and count them (off: stop at the first, naming it)",
     )
     add_split_args(lo)
+    add_puzzle_args(lo)
+    add_engine_args(lo)
+    lo.add_argument("--cache", default=None, help="puzzle files: analysis cache (sqlite; None: memory only)")
+    add_exclude_arg(lo)
 
     a = sub.add_parser(
         "audit",
@@ -174,6 +243,29 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="Stockfish processes")
     p.add_argument("--stockfish", default=None, help="Stockfish binary (None: $STOCKFISH_PATH, else PATH)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="a progress bar")
+
+
+def add_exclude_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--exclude",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="drop every row whose position (first four FEN fields) is in FILE: a FEN list, an .epd file, a "
+        "Lichess puzzle .csv or a BIG-bench checkmate_in_one task.json (docs/FORMATS.md)",
+    )
+
+
+def add_puzzle_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--puzzle_rating", default=None, metavar="LOW-HIGH", help="puzzle .csv: keep this rating range"
+    )
+    p.add_argument(
+        "--puzzle_themes",
+        default=None,
+        metavar="T1,T2",
+        help="puzzle .csv: keep puzzles with any of these themes",
+    )
 
 
 def add_split_args(p: argparse.ArgumentParser) -> None:
@@ -212,17 +304,22 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-    elif args.out:
-        convert(
-            args.source,
-            args.out,
-            args.split,
-            args.validation_fraction,
-            args.test_fraction,
-            args.skip_bad_rows,
-        )
     else:
-        describe(args.source, args.split, args.max_samples, args.skip_bad_rows)
+        exclude = Exclusion.of(args.exclude)  # read before any labelling: a bad file fails first
+        puzzles = PuzzleSource(
+            keep=PuzzleFilter.parse(args.puzzle_rating, args.puzzle_themes),
+            limit=EngineLimit(depth=options["depth"], nodes=args.nodes),
+            multipv=args.multipv,
+            workers=args.workers,
+            cache=args.cache,
+            stockfish=args.stockfish,
+            progress=args.progress,
+        )
+        if args.out:
+            convert(*(options[k] for k in ("source", "out", "split", "validation_fraction", "test_fraction")),
+                    args.skip_bad_rows, puzzles, exclude)  # fmt: skip
+        else:
+            describe(args.source, args.split, args.max_samples, args.skip_bad_rows, puzzles, exclude)
     return 0
 
 

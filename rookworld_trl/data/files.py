@@ -13,7 +13,8 @@ A new format is one `Format` in FORMATS: its name, its suffixes, optionally `loo
 another format shares the suffix), a `lines` reader (the P:/A: line of each record, '' for a blank one; bad
 records raise `DataSourceError` through `line_error`) and optionally a `table` reader (for formats `datasets`
 reads faster or with more columns than its lines carry) and a `check` (the structure, without reading every
-record). This module imports no `datasets` at import time: the preflight runs without it.
+record). A puzzle file has `positions` instead (data/puzzles.py: the Puzzles of a Lichess CSV or an EPD
+suite, which the loader labels with Stockfish). This module imports no `datasets` at import time: the preflight runs without it.
 """
 
 from __future__ import annotations
@@ -48,9 +49,10 @@ def empty_error(path) -> DataSourceError:
 
 
 def open_text(path: str | os.PathLike):
-    """A text file for reading, gzip if it ends in .gz; undecodable bytes become U+FFFD, never an error."""
+    """A text file for reading, gzip if it ends in .gz; undecodable bytes become U+FFFD, never an error. A
+    UTF-8 byte-order mark (Windows editors write one) is dropped: line 1 reads as the user sees it."""
     opener = gzip.open if str(path).endswith(".gz") else open
-    return opener(path, "rt", encoding="utf-8", errors="replace")
+    return opener(path, "rt", encoding="utf-8-sig", errors="replace")
 
 
 # ---------------------------------------------------------------------------------------- the formats
@@ -92,7 +94,7 @@ def json_lines(path: Path) -> Iterator[str]:
                 yield ""
                 continue
             try:
-                row = json.loads(raw.decode("utf-8"))
+                row = json.loads(raw.decode("utf-8-sig"))  # a byte-order mark, as open_text drops it
             except UnicodeDecodeError:
                 raise line_error(path, line_no, "not UTF-8 text (a binary file?)",
                                  "pass a JSON Lines file of P:/A: rows") from None  # fmt: skip
@@ -190,6 +192,30 @@ class Format:
     table: Callable[[Path, bool], object] | None = None
     looks_like: Callable[[Path], bool] | None = None
     check: Callable[[Path], None] | None = None
+    positions: Callable[..., Iterator] | None = None  # a puzzle file: (path, keep, counts) -> its Puzzles
+
+
+def puzzle_csv_like(path: Path) -> bool:
+    """A CSV of puzzles, not P:/A: lines named .csv: its first line has three or more comma-separated cells,
+    among them a FEN header or a board (eight ranks)."""
+    with open_text(path) as f:
+        head = next((line for line in f if line.strip()), "")
+    cells = [c.strip().lstrip("\ufeff") for c in head.split(",")]
+    return len(cells) >= 3 and ("FEN" in cells or any(c.split(" ")[0].count("/") == 7 for c in cells[:2]))
+
+
+def lichess_puzzles(path: Path, keep=None, counts=None) -> Iterator:
+    from rookworld_trl.data.puzzles import (
+        read_lichess,  # python-chess reads them: imported for such a file only
+    )
+
+    return read_lichess(path, keep, counts)
+
+
+def epd_positions(path: Path, keep=None, counts=None) -> Iterator:
+    from rookworld_trl.data.puzzles import read_epd
+
+    return read_epd(path, keep, counts)
 
 
 TEXT = Format("text", (), text_lines)  # any suffix no other format claims: lines of text (.gz: gzip)
@@ -199,6 +225,9 @@ FORMATS = (  # the first whose suffix (and `looks_like`) fits; else TEXT
     ),
     Format("json-lines", (".jsonl", ".json"), json_lines, json_lines_table),
     Format("parquet", (".parquet",), None, parquet_table, check=check_parquet),
+    # positions to solve, which the loader labels with Stockfish into P: rows (data/puzzles.py)
+    Format("lichess-puzzles", (".csv",), None, looks_like=puzzle_csv_like, positions=lichess_puzzles),
+    Format("epd", (".epd",), None, positions=epd_positions),
 )
 
 
@@ -221,6 +250,11 @@ def read_lines(path: str | os.PathLike) -> Iterator[str]:
     fmt = sniff(path)
     if fmt.check is not None:
         fmt.check(path)
+    if fmt.positions is not None:
+        raise DataSourceError(
+            f"{path}: a {fmt.name} file holds positions to label, not P:/A: lines; `rookworld data load {path} "
+            "--out DIR` labels them (docs/FORMATS.md)"
+        )
     if fmt.lines is None:
         raise DataSourceError(
             f"{path}: a {fmt.name} file is read as a table, not as lines; {DATA_SOURCE_FIX}"

@@ -2,6 +2,7 @@
 
     rookworld data generate --out data/rookworld --selfplay 200 --random 50 --depth 8 --workers 2
     rookworld data generate --out data/lichess --pgn lichess_db_standard_rated_2013-01.pgn --pgn_games 5000
+    rookworld data generate --out data/mine --selfplay 200 --exclude path/to/checkmate_in_one/task.json   # held out
 
 Games come from engine self-play (a random opening of 0..--opening_plies moves, then the engine's best
 move, or a random legal move with probability --random_move_prob), random legal play, and PGN files
@@ -45,11 +46,20 @@ from tqdm.auto import tqdm
 
 from rookworld_trl import __version__
 from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool, MoveEval, find_stockfish
+from rookworld_trl.data.exclude import Exclusion
 from rookworld_trl.data.layout import FEATURES, LayoutWriter, write_stats
 from rookworld_trl.data.positions import POSITION_SOURCES
 from rookworld_trl.data.samples import game_rows
 
 SOURCES = tuple(POSITION_SOURCES)
+
+
+# the `rookworld data generate` flag of a GenerateConfig field, where the two names differ
+FLAGS = {"selfplay_games": "--selfplay", "random_games": "--random"}
+
+
+def flag_of(name: str) -> str:
+    return FLAGS.get(name, f"--{name}")
 
 
 @dataclass
@@ -76,20 +86,24 @@ class GenerateConfig:
     cache: str | None = None  # analysis cache (sqlite); None: OUT/analysis.sqlite
     stockfish: str | None = None
     progress: bool = True
+    # Positions kept out of the splits (exclude.py), dropped when they are assembled: the shards keep them, so
+    # a re-run with another --exclude reassembles without generating again.
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self):
         self.pgn = tuple(self.pgn)
+        self.exclude = tuple(self.exclude)
         if not (self.selfplay_games or self.random_games or self.pgn):
             raise ValueError("nothing to generate: give --selfplay N, --random N or --pgn FILE")
         for name in ("selfplay_games", "random_games", "opening_plies"):
             if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"{flag_of(name)} must be >= 0, got {getattr(self, name)}")
         for name in ("games_per_chunk", "multipv", "max_plies", "plies_per_game", "workers"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"{flag_of(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("random_move_prob", "illegal_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+                raise ValueError(f"{flag_of(name)} must be in [0, 1], got {getattr(self, name)}")
         if (
             min(self.validation_fraction, self.test_fraction) < 0
             or self.validation_fraction + self.test_fraction >= 1
@@ -102,7 +116,7 @@ class GenerateConfig:
 
     def content(self) -> dict:
         """The settings that decide the samples (stored with the shards: a resume must not mix settings)."""
-        skip = {"out", "workers", "cache", "stockfish", "progress"}
+        skip = {"out", "workers", "cache", "stockfish", "progress", "exclude"}
         settings = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         return {**settings, "pgn": list(self.pgn), "limit": self.limit.key()}
 
@@ -187,16 +201,20 @@ def run_chunks(config: GenerateConfig, shards: Path, pool: EnginePool) -> None:
             bar.update(games if isinstance(games, int) else len(games))
 
 
-def assemble(config: GenerateConfig, shards: Path, settings: dict) -> dict:
-    """The splits from the shards, in order, and stats.json."""
+def assemble(config: GenerateConfig, shards: Path, settings: dict, exclude: Exclusion | None = None) -> dict:
+    """The splits from the shards, in order, without the rows on `exclude`'s positions; and stats.json."""
+    exclude = exclude or Exclusion()
     writer = LayoutWriter(config.out, config.validation_fraction, config.test_fraction)
     sources = {source: Counter() for source in SOURCES}
     for name in shard_names(shards):
         sources[name.split("-")[0]].update(json.loads((shards / f"{name}.json").read_text()))
         for batch in pq.ParquetFile(shards / f"{name}.parquet").iter_batches():
             for row in batch.to_pylist():
-                writer.add(row)
+                if not (exclude and exclude.drops(row["fen"], row["task"])):
+                    writer.add(row)
     stats = writer.close()
+    if exclude:
+        stats["excluded"] = exclude.to_dict()
     env_rows = sum(split.get("A", 0) for split in stats["rows"].values())
     stats.update(
         settings=settings,
@@ -216,6 +234,7 @@ def assemble(config: GenerateConfig, shards: Path, settings: dict) -> dict:
 def generate(config: GenerateConfig) -> dict:
     """Generate (or finish generating) the dataset in config.out; returns the stats written to stats.json."""
     shards = Path(config.out) / "shards"
+    exclude = Exclusion.of(config.exclude)  # before any engine work: a bad file fails now
     shards.mkdir(parents=True, exist_ok=True)
     stockfish = find_stockfish(config.stockfish)
     settings = {**config.content(), "stockfish": engine_name(stockfish)}
@@ -226,8 +245,10 @@ def generate(config: GenerateConfig) -> dict:
         config.workers, config.limit, config.multipv, cache=cache, stockfish_path=stockfish
     ) as pool:
         run_chunks(config, shards, pool)
-    stats = assemble(config, shards, settings)
+    stats = assemble(config, shards, settings, exclude)
     print(summary(stats, time.time() - started))
+    if exclude:
+        print(exclude.one_line())
     return stats
 
 

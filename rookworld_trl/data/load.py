@@ -24,8 +24,10 @@ from rookworld_trl.chess.formats import (
     policy_prompt,
     prompt_fen_width,
 )
-from rookworld_trl.data.files import DataSourceError, line_error
+from rookworld_trl.data.exclude import Exclusion
+from rookworld_trl.data.files import DataSourceError, line_error, sniff
 from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES, row_from_line
+from rookworld_trl.data.puzzles import PuzzleSource
 from rookworld_trl.data.sources import Lines, file_errors, open_source, table_lines
 
 # -------------------------------------------------------------------------------------------- raw text
@@ -48,9 +50,10 @@ class LoadReport:
     first_lines: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     max_examples: int = 5
 
-    def bad(self, reason: str, line_no: int) -> None:
+    def bad(self, reason: str, line_no: int, message: str | None = None) -> None:
+        """Count a malformed line by `reason`; without skip_bad_rows stop at it, citing it whole (`message`)."""
         if not self.skip_bad_rows and reason != EMPTY_LINE:
-            raise line_error(self.source, line_no, reason)
+            raise line_error(self.source, line_no, message or reason)
         self.malformed[reason] += 1
         examples = self.first_lines.setdefault(reason, [])
         if len(examples) < self.max_examples:
@@ -97,7 +100,7 @@ def rows_from_lines(
             row = row_from_line(line)
         except FormatError as e:
             if count:
-                report.bad(e.reason, line_no)
+                report.bad(e.reason, line_no, str(e))
             continue
         if task is None or row["task"] == task:
             report.rows += 1
@@ -225,6 +228,8 @@ def load_rookworld_dataset(
     report: LoadReport | None = None,
     fen_width: int | None = None,
     skip_bad_rows: bool = False,
+    puzzles: PuzzleSource | None = None,
+    exclude: Exclusion | None = None,
 ):
     """A `datasets.Dataset` (or `IterableDataset` when streaming) with the columns of FEATURES.
 
@@ -237,17 +242,31 @@ def load_rookworld_dataset(
     mix_env_ratio: the fraction of A: rows, deterministic by `seed` (None: all rows, as stored); in memory
     the counts are exact and the rows shuffled, streaming draws rows from the two tasks with these
     probabilities until one runs out. max_samples: the first rows, after mixing.
+    puzzles: how a puzzle file (a Lichess puzzle .csv, an .epd suite) is filtered and labelled (None: every
+    puzzle, Stockfish at depth 8): such a source is read whole, into memory, as engine-labelled P: rows.
+    exclude: rows on its positions are dropped (before mixing), and counted; in memory the count is printed.
     A source that cannot be loaded raises DataSourceError saying what was tried.
     """
     source = os.fspath(source)
+    if os.path.isfile(source) and sniff(source).positions is not None:
+        return puzzle_dataset(
+            source, puzzles or PuzzleSource(), mix_env_ratio, seed, max_samples, fen_width, exclude
+        )
+    if puzzles is not None and puzzles.keep:
+        raise DataSourceError(
+            f"{source}: --puzzle_rating/--puzzle_themes filter puzzle files (a Lichess puzzle .csv, an .epd "
+            "suite), which this source is not: drop them"
+        )
     report = report if report is not None else LoadReport(source, skip_bad_rows)
     opened = open_source(source, split, streaming)
 
     def build(task: str | None = None, count: bool = True, into: LoadReport = report):
         if isinstance(opened, Lines):  # a file read as lines
-            return dataset_from_lines(opened.__iter__, into, streaming, task, count)
-        with file_errors(source):
-            return to_rows(opened, source, into, streaming, task, count)
+            ds = dataset_from_lines(opened.__iter__, into, streaming, task, count)
+        else:
+            with file_errors(source):
+                ds = to_rows(opened, source, into, streaming, task, count)
+        return exclude.filter(ds) if exclude and into is report else ds
 
     if mix_env_ratio is not None:
         check_ratio(mix_env_ratio)
@@ -264,6 +283,8 @@ def load_rookworld_dataset(
         ds = datasets.interleave_datasets([policy, env], probabilities=probabilities, seed=seed)
     if report.malformed and not streaming:
         print(report.summary())
+    if exclude and not streaming:
+        print(exclude.one_line())
     probe = (
         build("P", into=LoadReport(source, skip_bad_rows=True)).take(1000) if streaming else ds
     )  # a pass the report ignores
@@ -273,3 +294,27 @@ def load_rookworld_dataset(
     if max_samples is not None:
         ds = ds.take(max_samples) if streaming else ds.select(range(min(max_samples, len(ds))))
     return ds
+
+
+def puzzle_dataset(
+    source: str,
+    puzzles: PuzzleSource,
+    mix_env_ratio: float | None,
+    seed: int,
+    max_samples: int | None,
+    fen_width: int | None,
+    exclude: Exclusion | None,
+) -> datasets.Dataset:
+    """The engine-labelled P: rows of a puzzle file, as load_rookworld_dataset returns a source's rows."""
+    if mix_env_ratio:  # said before the labelling, which can take a while
+        raise DataSourceError(
+            f"mix_env_ratio={mix_env_ratio}: {source} is a puzzle file, P: rows only; set --mix_env_ratio 0 "
+            "to train on its P: rows alone"
+        )
+    rows = puzzles.rows(source, exclude, max_samples)  # filtered before the engine labels them
+    if exclude:
+        print(exclude.one_line())
+    ds = datasets.Dataset(datasets.table.InMemoryTable(table_from_rows(rows)))
+    if mix_env_ratio is not None:
+        ds = mix_tasks(ds, mix_env_ratio, seed)
+    return with_fen_width(ds, fen_width, ds["prompt"], source)

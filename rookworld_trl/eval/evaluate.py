@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import os
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -32,7 +33,10 @@ import chess.engine
 
 from rookworld_trl import __version__
 from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool, find_stockfish
-from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of
+from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of, parse_env_prompt
+from rookworld_trl.data.exclude import fen4
+from rookworld_trl.data.files import sniff
+from rookworld_trl.data.puzzles import read_puzzles
 from rookworld_trl.entry import resolve_paths
 from rookworld_trl.eval.outputs import summarize, write_outputs
 from rookworld_trl.eval.registry import SUITES, EvalItems, analysed, draw_items
@@ -102,6 +106,14 @@ class EvalSettings:
         default=None, metadata={"help": "sqlite file caching engine analyses between runs"}
     )
     stockfish: str | None = field(default=None, metadata={"help": "Stockfish binary ($STOCKFISH_PATH, PATH)"})
+    train_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "the model's training data (any --data source or puzzle file): the outputs say how many "
+            "items of each suite occur in it, by position (first four FEN fields)"
+        },
+    )
+    train_split: str = field(default="train", metadata={"help": "split of --train_data"})
 
     def suite_list(self) -> list[str]:
         """The chosen suites; ValueError naming the unknown ones."""
@@ -166,6 +178,39 @@ def prepare_items(args: EvalSettings, suites: Sequence[str], engine: EnginePool)
     return items
 
 
+def training_positions(source: str, split: str) -> set[str]:
+    """The positions (fen4) of a training source: a puzzle file's positions to solve (read, not labelled),
+    else the `fen` column of what load_rookworld_dataset loads."""
+    from rookworld_trl.data.load import load_rookworld_dataset
+
+    if os.path.isfile(source) and sniff(source).positions is not None:
+        return {fen4(puzzle.fen) for puzzle in read_puzzles(source)}
+    return {fen4(fen) for fen in load_rookworld_dataset(source, split=split)["fen"]}
+
+
+def items_in_training(items: EvalItems, source: str, split: str) -> dict:
+    """How many of each suite's items occur in the training data, by position: {suite: {"in": k, "of": n}}."""
+    seen = training_positions(source, split)
+    suites = {
+        "policy": items.policy_fens,
+        "env": [parse_env_prompt(prompt)[0] for prompt in items.env_prompts],
+        "mate": items.mate_fens,
+        "mate_bigbench": [fen for fen, _ in items.bigbench],
+    }
+    counts = {
+        name: {"in": sum(fen4(f) in seen for f in fens), "of": len(fens)}
+        for name, fens in suites.items()
+        if fens
+    }
+    return {"source": source, "split": split, "positions": len(seen), "items": counts}
+
+
+def training_line(found: dict) -> str:
+    """The items-in-training-data figures in one line."""
+    parts = ", ".join(f"{name} {c['in']} of {c['of']}" for name, c in found["items"].items())
+    return f"items in the training data ({found['source']}, split {found['split']}, by position): {parts or 'none'}"
+
+
 def model_generate(name: str, args: EvalSettings):
     """(generate(prompts, **settings) of a loaded model: the project's one generation path, bound; the FEN
     width to prompt it at, --fen_width or the one its config.json records, None if neither says)."""
@@ -184,11 +229,18 @@ def evaluate(args: EvalSettings) -> dict[str, str]:
     if not args.model:
         raise ValueError("evaluate: name the model to evaluate (EvalSettings.model)")
     suites = args.suite_list()
+    from rookworld_trl.model.source import model_source
+
+    for name in filter(None, (args.model, args.baseline)):  # a wrong name: one line before Stockfish starts
+        model_source(name)
     limit = EngineLimit(depth=args.depth, nodes=args.nodes)
     with EnginePool(
         args.engine_workers, limit, multipv=MULTIPV, cache=args.cache, stockfish_path=args.stockfish
     ) as engine:
         items = prepare_items(args, suites, engine)
+        found = items_in_training(items, args.train_data, args.train_split) if args.train_data else None
+        if found:
+            print(f"rookworld eval: {training_line(found)}")
         widths = {}  # each model is prompted as it was trained; the data's width when its config does not say
 
         def run(name: str):
@@ -216,6 +268,7 @@ def evaluate(args: EvalSettings) -> dict[str, str]:
         "max_new_tokens": args.max_new_tokens,
         "sizes": {key: n for suite in SUITES.values() for key, n in suite.sizes(items, args).items()},
         "bigbench": args.bigbench,
+        "in_training_data": found,
         "max_plies": args.max_plies,
         "skill_level": args.skill_level,
         "eval_clip_pawns": 10.0,
@@ -249,7 +302,9 @@ def parse_args(argv: list[str] | None) -> EvalSettings:
             **({} if f.name == "model" else {"default": CLI_DEFAULTS.get(f.name, f.default)}),
         )
     settings = EvalSettings(**vars(p.parse_args(argv)))
-    resolve_paths(settings, "model", "baseline", "data")  # as given (the working directory), else bundled
+    resolve_paths(
+        settings, "model", "baseline", "data", "train_data"
+    )  # as given (the working directory), else bundled
     return settings
 
 

@@ -65,6 +65,9 @@ def markdown(summary: dict, settings: dict) -> str:
             "",
         ]
     lines += [PUBLISHED_NOTE, ""]
+    if found := settings.get("in_training_data"):
+        parts = ", ".join(f"{name} {c['in']} of {c['of']}" for name, c in found["items"].items())
+        lines += [f"Items in the training data (`{found['source']}`, by position): {parts or 'none'}.", ""]
     head = (
         ["figure", "model", "95% CI", "n"]
         + (["baseline", "Δ", "Δ 95% CI"] if has_base else [])

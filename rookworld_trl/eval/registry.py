@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 
 from rookworld_trl.chess.engine import EngineLimit, EnginePool, MoveEval
 from rookworld_trl.chess.formats import FEN_WIDTH, parse_policy_prompt
+from rookworld_trl.data.puzzles import load_bigbench_checkmate
 from rookworld_trl.eval.game_suites import match_suite, selfplay_suite
 from rookworld_trl.eval.suites import (
     env_suite,
     find_mate_in_one,
-    load_bigbench_checkmate,
     mate_suite,
     policy_suite,
 )

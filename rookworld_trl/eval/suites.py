@@ -11,10 +11,8 @@ python-chess referees everything; Stockfish gives the policy truth (analyses pas
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import re
 from collections.abc import Callable, Sequence
 
 import chess
@@ -28,6 +26,7 @@ from rookworld_trl.chess.environment import (
     illegal_kind,
     legal_best_move,
     legal_move,
+    mating_moves,
 )
 from rookworld_trl.chess.formats import (
     FEN_WIDTH,
@@ -239,16 +238,6 @@ def env_suite(
 # ---------------------------------------------------------------------------------------------- mate in one
 
 
-def mating_moves(board: chess.Board) -> list[chess.Move]:
-    out = []
-    for move in board.legal_moves:
-        board.push(move)
-        if board.is_checkmate():
-            out.append(move)
-        board.pop()
-    return out
-
-
 def find_mate_in_one(
     n: int,
     seed: int = 0,
@@ -278,32 +267,6 @@ def find_mate_in_one(
         analyses = engine.analyse_many(fens)
         fens = [fen for fen, a in zip(fens, analyses, strict=True) if a and a[0].cp == MATE_SCORE - 1]
     return fens
-
-
-def load_bigbench_checkmate(path: str, n: int | None = None) -> list[tuple[str, str]]:
-    """(FEN, target UCI) of BIG-bench `checkmate_in_one` task.json examples.
-
-    Each example's "input" is a SAN move list from the start ("1. e4 e5 2. Nf3 ..."), "target" the mating
-    SAN move. Examples that do not replay, or whose target does not mate, raise: the file is wrong.
-    """
-    with open(path) as f:
-        examples = json.load(f)["examples"]
-    out = []
-    for k, example in enumerate(examples[:n]):
-        board = chess.Board()
-        try:
-            for token in example["input"].split():
-                san = re.sub(r"^\d+\.+", "", token)  # "1." "12..." and "1.e4" all lose the move number
-                if san:
-                    board.push_san(san)
-            target = example["target"]
-            target = board.parse_san(target if isinstance(target, str) else target[0])
-        except (ValueError, KeyError, IndexError) as e:
-            raise ValueError(f"{path}: example {k} does not replay: {e}") from None
-        if target not in mating_moves(board):
-            raise ValueError(f"{path}: example {k}: target {example['target']} does not mate")
-        out.append((board.fen(), target.uci()))
-    return out
 
 
 def mate_suite(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import struct
 
 import torch
@@ -26,22 +25,12 @@ from torch import nn
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Model, PreTrainedTokenizerBase
 from transformers.activations import ACT2FN
 
-from rookworld_trl.errors import UserError
+from rookworld_trl.model.source import ModelLoadError, is_hub_id, model_source
 from rookworld_trl.quiet_logs import dropping
 
 EOS_TOKEN = "<|endoftext|>"
 FEN_WIDTH_KEY = "rookworld_fen_width"  # in config.json: the P: FEN width of a model's training data
 DROPOUT_KEYS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout")
-# "name" or "owner/name": what the hub accepts as a model id; anything else must be a local path
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-
-
-class ModelLoadError(UserError):
-    """A model or tokenizer could not be loaded; the message says what was tried and how to fix it."""
-
-
-def is_hub_id(name: str) -> bool:
-    return HUB_ID.fullmatch(name) is not None and ".." not in name
 
 
 def load_model_and_tokenizer(
@@ -61,22 +50,12 @@ def load_model_and_tokenizer(
     where to take them from (e.g. "openai-community/gpt2").
     """
     kwargs = {"revision": revision} if revision else {}
-    if os.path.isdir(name_or_path) and not os.path.isfile(os.path.join(name_or_path, "config.json")):
-        held = ", ".join(sorted(os.listdir(name_or_path))[:5]) or "nothing"
-        raise ModelLoadError(
-            f"{name_or_path!r} is not a model directory: it has no config.json (it holds {held}); point "
-            "model_name_or_path at a directory written by save_pretrained (config.json, model.safetensors, "
-            "tokenizer files), e.g. a run's final/"
-        )
     tok_source = tokenizer_name_or_path or name_or_path
-    if os.path.isdir(tok_source) and not any(
-        os.path.isfile(os.path.join(tok_source, f)) for f in TOKENIZER_FILES
-    ):  # checked first: it needs no weights read
-        raise ModelLoadError(
-            f"model directory {tok_source!r} has no tokenizer files (any of {', '.join(TOKENIZER_FILES)}): copy "
-            "them from the model it was trained from (save_pretrained writes them), or name that model or "
-            "tokenizer with tokenizer_name_or_path"
-        )
+    # every part of a local folder, or one request to the hub, before any weights are read
+    if model_source(name_or_path, revision, tokenizer=tokenizer_name_or_path is None) == "cache":
+        kwargs["local_files_only"] = True  # the hub cannot be reached: no minute of retries
+    if tokenizer_name_or_path and model_source(tokenizer_name_or_path, revision) == "cache":
+        kwargs["local_files_only"] = True
     # Mismatched sizes are loaded (random) and reported by check_weights_match in one line, in place of
     # transformers' table of tensors (a warning it logs before raising)
     with dropping("transformers.modeling_utils", "LOAD REPORT"):
@@ -107,7 +86,6 @@ def load_model_and_tokenizer(
 # GPT2LMHeadModel's class name maps to no transformers loss, so every run with labels (SFT, replay) warned
 # "`loss_type=None` was set in the config but it is unrecognized"; it is the causal LM loss, said outright
 CAUSAL_LM_LOSS = "ForCausalLM"
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
 
 
 def check_weights_match(model: nn.Module, info: dict, name_or_path: str) -> None:

@@ -13,7 +13,6 @@ rookworld_trl/training/publish.py.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import os
@@ -27,11 +26,10 @@ from trl import ModelConfig, get_peft_config
 
 from rookworld_trl.chess.formats import fen_width_of
 from rookworld_trl.entry import check_numbers, resolve_paths, stage_parser
-from rookworld_trl.errors import UserError
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
-from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_width
+from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_width, trained_fen_width
 from rookworld_trl.stages.grpo_args import GRPOScriptArguments, check_rewards
 from rookworld_trl.training import checkpoints, console, publish
 from rookworld_trl.training.console import use_compact_logs
@@ -42,31 +40,18 @@ logger = logging.getLogger(__name__)
 
 def resolve_reward_funcs(names: list[str], shaping: str = "graduated", engine=None) -> list:
     """Registry names (rookworld_trl.rewards.functions, built with `shaping` and `engine`), or your own function
-    by its dotted path (TRL's convention: `my_pkg.rewards.my_reward`; 'module:function' works too)."""
+    by its dotted path (TRL's convention: `my_pkg.rewards.my_reward`; 'module:function' works too), checked as
+    TRL will call it (rewards/own.py)."""
     from rookworld_trl.rewards.functions import REWARD_FUNCS, get_reward_funcs
+    from rookworld_trl.rewards.own import import_reward, is_own
 
     funcs = []
     for name in names:
-        if name in REWARD_FUNCS or not ("." in name or ":" in name):
+        if name in REWARD_FUNCS or not is_own(name):
             funcs += get_reward_funcs([name], engine=engine, shaping=shaping)  # names the known ones
         else:
             funcs.append(import_reward(name))
     return funcs
-
-
-def import_reward(path: str):
-    """The function at a dotted path (or 'module:function'); one UserError naming the fix when it is not there."""
-    module, _, attr = path.rpartition(":") if ":" in path else path.rpartition(".")
-    try:
-        func = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as e:
-        raise UserError(
-            f"reward function {path!r}: {e}; run from the folder that holds {module.split('.')[0]}/ or add it "
-            "to PYTHONPATH"
-        ) from None
-    if not callable(func):
-        raise UserError(f"reward function {path!r} is a {type(func).__name__}, not a function")
-    return func
 
 
 def engine_cache_path(script: GRPOScriptArguments, output_dir: str) -> str | None:
@@ -108,6 +93,8 @@ def eval_settings(
         **more,
         data=script.dataset_name,
         split=script.dataset_test_split,
+        train_data=script.dataset_name,  # the items' overlap with what this run trained on, said in eval.md
+        train_split=script.dataset_train_split,
         fen_width=script.fen_width,
         suites="policy,env",
         policy_samples=samples,
@@ -270,21 +257,38 @@ def parse(argv: list[str] | None = None):
 
 
 def load_training_rows(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model, tokenizer):
-    """(the training rows, the rows supervised replay draws from or None); fixes the run's FEN width (the
-    data's unless set) for training, replay and eval prompts, and records it in the model's config.json."""
+    """(the training rows, the rows supervised replay draws from or None); fixes the run's FEN width for
+    training, replay and eval prompts (fen_width when set, else the one the model was trained at, as its
+    config.json records it, else the data's), and records it in the model's config.json."""
+    from rookworld_trl.chess.engine import EngineLimit
+    from rookworld_trl.data.exclude import Exclusion
     from rookworld_trl.data.load import load_rookworld_dataset
+    from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource
 
+    width = script.fen_width or trained_fen_width(model)  # a model is prompted as it was trained
+    exclude = Exclusion.of(script.exclude)
+    if script.engine_cache:
+        os.makedirs(args.output_dir, exist_ok=True)
+    puzzles = PuzzleSource(  # a puzzle file is labelled at the reward's limit, into its cache
+        keep=PuzzleFilter.parse(script.puzzle_rating, script.puzzle_themes),
+        limit=EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes),
+        workers=script.engine_workers,
+        cache=engine_cache_path(script, args.output_dir),
+        seed=args.seed,
+    )
     dataset = load_rookworld_dataset(
         script.dataset_name,
         split=script.dataset_train_split,
         mix_env_ratio=script.mix_env_ratio,
         seed=args.seed,
         max_samples=script.dataset_max_samples,
-        fen_width=script.fen_width,
+        fen_width=width,
         skip_bad_rows=script.skip_bad_rows,
+        puzzles=puzzles,
+        exclude=exclude,
     )
     check_completion_length(dataset, tokenizer, args.max_completion_length)
-    script.fen_width = train_at_fen_width(model, script.fen_width or fen_width_of(dataset["prompt"]))
+    script.fen_width = train_at_fen_width(model, width or fen_width_of(dataset["prompt"]))
     # Replay draws from the whole split: the mix above may hold no rows of the replayed task
     replay_rows = (
         load_rookworld_dataset(
@@ -292,6 +296,8 @@ def load_training_rows(script: GRPOScriptArguments, args: RookWorldGRPOConfig, m
             split=script.dataset_train_split,
             fen_width=script.fen_width,
             skip_bad_rows=script.skip_bad_rows,
+            puzzles=puzzles,
+            exclude=Exclusion(exclude.files, exclude.keys),
         )
         if args.replay_coef
         else None
@@ -312,7 +318,10 @@ def build(argv: list[str] | None = None):
     check_shared_output_dir(PartialState(), args.output_dir)
     check_vllm_server(args, model_args.model_name_or_path)
     model, tokenizer = load_policy(args, model_args)
-    dataset, replay_rows = load_training_rows(script, args, model, tokenizer)
+    with (
+        PartialState().main_process_first()
+    ):  # a puzzle file: one process labels it, the others read its cache
+        dataset, replay_rows = load_training_rows(script, args, model, tokenizer)
     engine = engine_pool(script, args.output_dir)
     trainer = RookWorldGRPOTrainer(
         model=model,

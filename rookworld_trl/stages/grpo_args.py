@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from trl import ScriptArguments
 
+from rookworld_trl.data.puzzles import PuzzleFilter
+
 
 @dataclass
 class GRPOScriptArguments(ScriptArguments):
@@ -35,6 +37,26 @@ class GRPOScriptArguments(ScriptArguments):
             "help": "FEN field width of P: prompts (docs/FORMATS.md: 90, or 89 in some published files). None: "
             "the data's own (its most common); every prompt of training and eval is padded to it, and the model's "
             "config.json records it."
+        },
+    )
+    puzzle_rating: str | None = field(
+        default=None,
+        metadata={
+            "help": "A puzzle dataset_name (Lichess .csv): keep puzzles rated LOW-HIGH, e.g. 1000-1800."
+        },
+    )
+    puzzle_themes: str | None = field(
+        default=None,
+        metadata={
+            "help": "A puzzle dataset_name (Lichess .csv): keep puzzles with any of these themes, e.g. "
+            "mateIn1,mateIn2."
+        },  # fmt: skip
+    )
+    exclude: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Drop every training row whose position (first four FEN fields) is in these files: FEN lists, "
+            ".epd files, Lichess puzzle .csv files, BIG-bench checkmate_in_one task.json (data/exclude.py)."
         },
     )
     mix_env_ratio: float | None = field(
@@ -125,6 +147,7 @@ class GRPOScriptArguments(ScriptArguments):
     )
 
     def __post_init__(self):
+        PuzzleFilter.parse(self.puzzle_rating, self.puzzle_themes)  # a bad range fails now, in one line
         if not self.reward_funcs:
             raise ValueError("reward_funcs is empty: name at least one, e.g. ['policy_reward', 'env_reward']")
         if self.dataset_streaming:

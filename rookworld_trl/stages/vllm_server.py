@@ -1,6 +1,6 @@
 """vLLM server mode (`use_vllm: true`, `vllm_mode: server`): check at start that the server answers and runs the
 log-probs mode TRL's importance-sampling correction needs, before TRL's client waits for it (vllm_server_timeout)
-and fails with a traceback. The recipe: recipes/grpo_vllm_server.yaml; the topology: README, docs/SCALING.md.
+and fails with a traceback. The recipe: recipes/grpo_vllm_server.yaml; the topology: docs/GPU.md, docs/SCALING.md.
 
     check_vllm_server(args, model="jrahn/RookWorld-LM-124M")     # raises UserError with one line, else None
 """
@@ -84,7 +84,7 @@ def check_vllm_server(args, model: str) -> None:
         raise UserError(
             f"no vLLM server answers at {url} ({why}; waited {args.vllm_server_timeout:g} s, vllm_server_timeout): "
             f"start one on the generation GPU with `{serve_command(args, model)}`, or fix {fields} in the recipe "
-            "(README: vLLM server mode)"
+            "(docs/GPU.md: vLLM server mode)"
         )
     problem = logprobs_problem(url, args.vllm_importance_sampling_correction)
     if problem:

@@ -1,0 +1,83 @@
+"""Your own reward function, named by its dotted path in `reward_funcs` (TRL's convention), imported and checked
+the same way by `rookworld train`'s checks before accelerate starts and by the GRPO stage.
+
+    from rookworld_trl.rewards.own import import_reward
+    func = import_reward("examples.my_reward.b_gives_check")   # UserError: one line naming the fix
+
+A module that does not import (missing, a syntax error, an error it raises), a name that is not in it or not
+callable, and a function TRL cannot call (it calls `f(prompts=..., completions=..., completion_ids=...,
+trainer_state=..., **columns)`, every argument a keyword) are each one UserError naming the function and the fix.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+
+from rookworld_trl.errors import UserError
+
+SIGNATURE = "def NAME(prompts, completions, **kwargs)"  # returns a float (or None) per completion
+# what TRL 1.16's GRPOTrainer passes every reward function, besides each dataset column
+TRL_KEYWORDS = ("prompts", "completions", "completion_ids", "trainer_state")
+
+
+def is_own(name: str) -> bool:
+    """Whether a reward_funcs entry names a function by its path ('pkg.mod.func' or 'pkg.mod:func') rather than
+    a registry name."""
+    return "." in name or ":" in name
+
+
+def import_reward(path: str):
+    """The function at a dotted path (or 'module:function'), checked as TRL will call it; UserError otherwise.
+    The working directory is searched first, as `python -m` does for the stage."""
+    module, _, attr = path.rpartition(":") if ":" in path else path.rpartition(".")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        func = getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as e:
+        top = (e.name or module).split(".")[0]
+        raise UserError(
+            f"reward function {path!r}: no module named {e.name or module!r} here ({os.getcwd()}) or on "
+            f"PYTHONPATH; run from the folder that holds {top}.py (or {top}/), or add that folder to PYTHONPATH"
+        ) from None
+    except AttributeError:
+        raise UserError(
+            f"reward function {path!r}: module {module!r} has no {attr!r}; check the name after the last dot"
+        ) from None
+    except SyntaxError as e:
+        where = f"{e.filename}:{e.lineno}" if e.filename else module
+        raise UserError(f"reward function {path!r}: {where}: syntax error ({e.msg}); fix that line") from None
+    except Exception as e:  # the module raised while importing: its own bug, in one line
+        raise UserError(
+            f"reward function {path!r}: importing {module!r} raised {type(e).__name__}: {e}; fix the module"
+        ) from None
+    check_signature(path, func)
+    return func
+
+
+def check_signature(path: str, func) -> None:
+    """UserError when TRL could not call `func` with its keywords (TRL_KEYWORDS and the dataset's columns)."""
+    if not callable(func):
+        raise UserError(
+            f"reward function {path!r} is not callable (it is the {type(func).__name__} {func!r}); name a "
+            f"function: {SIGNATURE.replace('NAME', path.rpartition('.')[2])}"
+        )
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):  # a builtin or C function without a signature: TRL will tell
+        return
+    # without **kwargs TRL's other keywords (completion_ids, trainer_state, the columns) raise a TypeError; a
+    # required positional-only argument cannot be given by keyword at all (other required names may be columns)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    positional = [n for n, p in params.items() if p.kind is p.POSITIONAL_ONLY and p.default is p.empty]
+    if not takes_any or positional:
+        shown = f"({', '.join(str(p) for p in params.values())})"
+        name = getattr(func, "__name__", path.rpartition(".")[2])
+        raise UserError(
+            f"reward function {path!r} takes {shown}, but TRL calls it with the keywords prompts, completions "
+            f"and each dataset column: define it as `{SIGNATURE.replace('NAME', name)}`, returning a float (or "
+            "None) per completion (examples/my_reward.py)"
+        )

@@ -1,0 +1,389 @@
+"""A newcomer's third hour: each mistake in a recipe, a reward module, a model name, a flag or a keypress, made
+as a new user makes it (a scratch folder, the installed `rookworld` in a subprocess), answered by one line that
+names the file or field, the problem and the fix, a nonzero exit and no traceback; the recipe and reward
+mistakes before accelerate starts (no launch line).
+
+    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_newcomer_third.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rookworld_trl import preflight
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "recipes" / "grpo_tiny_cpu.yaml"
+FEN = "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq e3 0 1"
+GOOD = f"P: {FEN:<90}M: e7e5 E: 0.1 B: e7e5"
+LAUNCHED = "accelerate.commands.launch"  # in the line `rookworld train` prints as it starts the launcher
+
+pytestmark = pytest.mark.integration  # a subprocess per case
+
+
+def command() -> list[str]:
+    """The installed console script beside this Python, else the module it runs."""
+    script = Path(sys.executable).parent / "rookworld"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "rookworld_trl.cli"]
+
+
+def user_env(**extra: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **extra}
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def rookworld(
+    *argv: str, cwd: Path, env: dict | None = None, timeout: int = 180
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*command(), *argv], cwd=cwd, env=env or user_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def one_line(done: subprocess.CompletedProcess, prefix: str, *says: str) -> str:
+    """The single stderr line of a refused command: nonzero exit, no traceback, every `says` in it."""
+    assert done.returncode not in (0, None), (done.returncode, done.stderr[-2000:])
+    assert "Traceback" not in done.stdout + done.stderr, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(prefix), lines
+    for said in says:
+        assert said in lines[0], (said, lines[0])
+    return lines[0]
+
+
+def before_launch(done: subprocess.CompletedProcess) -> None:
+    assert LAUNCHED not in done.stdout, done.stdout  # accelerate never started
+
+
+def train_refuses(tmp_path: Path, *argv: str, says: tuple[str, ...]) -> str:
+    """`rookworld train ARGV` in the scratch folder: refused before accelerate starts, nothing written."""
+    out = tmp_path / "run"
+    done = rookworld("train", "--output_dir", str(out), *argv, cwd=tmp_path)
+    line = one_line(done, "rookworld train: error: ", *says)
+    before_launch(done)
+    assert done.returncode == 2 and not out.exists()
+    return line
+
+
+# ---- 1, 3 and 9. your own reward: a wrong signature, a syntax error, a missing module, a non-function ----
+
+REWARDS = {
+    "rw_sig.py": "def b(x):\n    return [1.0]\n",
+    "rw_syntax.py": "def b(prompts, completions, **kwargs)\n    return [1.0 for _ in completions]\n",
+    "rw_value.py": "b = 3\n",
+    "rw_raises.py": "raise RuntimeError('no config here')\n",
+}
+
+
+@pytest.mark.parametrize(
+    "name, says",
+    [
+        ("rw_sig.b", ("'rw_sig.b' takes (x)", "def b(prompts, completions, **kwargs)")),
+        ("rw_syntax.b", ("rw_syntax.py:1: syntax error", "fix that line")),
+        ("rw_missing.b", ("no module named 'rw_missing'", "rw_missing.py (or rw_missing/)", "PYTHONPATH")),
+        ("rw_value.b", ("'rw_value.b' is not callable (it is the int 3)", "def b(prompts, completions")),
+        ("rw_raises.b", ("importing 'rw_raises' raised RuntimeError: no config here",)),
+        ("rw_sig.nope", ("module 'rw_sig' has no 'nope'",)),
+        ("polcy_reward", ("unknown reward function 'polcy_reward' (did you mean policy_reward?)",)),
+    ],
+)
+def test_a_reward_function_is_checked_before_accelerate_starts(name, says, tmp_path):
+    for file, text in REWARDS.items():
+        (tmp_path / file).write_text(text)
+    train_refuses(
+        tmp_path, "--reward_funcs", "policy_reward", name, "--reward_weights", "1", "1", says=(name, *says)
+    )
+
+
+def test_reward_signatures_trl_can_call_pass():
+    from rookworld_trl.rewards.own import check_signature
+
+    def keywords(prompts, completions, **kwargs): ...
+
+    def columns(completions, task, **kwargs): ...  # a dataset column by name
+
+    def only_kwargs(**kwargs): ...
+
+    for func in (keywords, columns, only_kwargs):
+        check_signature(func.__name__, func)
+    with pytest.raises(preflight.UserError, match="TRL calls it with the keywords"):
+        check_signature("positional", lambda prompts, completions, /, **kwargs: None)
+
+
+# ---- 2. every recipe field against its dataclass type; TRL's batch rule; both before accelerate starts ----
+
+
+@pytest.mark.parametrize(
+    "line, says",
+    [
+        ("num_generations: [8, 4]", "num_generations must be a whole number (or null), got [8, 4]; e.g. `num_generations: 8`"),
+        ("num_generations: eight", "num_generations must be a whole number (or null), got 'eight'"),
+        ("num_generations: 128", "x processes 1 = 64 completions per generation round, which must be whole groups of num_generations (128)"),
+        ("lr_scheduler_type: cosin", "lr_scheduler_type must be one of linear, cosine"),
+        ("reward_funcs: policy_reward", "reward_funcs must be a list ([...]) of strings, got 'policy_reward'"),
+        ("bf16: maybe", "bf16 must be true or false (or null), got 'maybe'"),
+        ("max_grad_norm: [1]", "max_grad_norm must be a number, got [1]"),
+    ],
+)  # fmt: skip
+def test_every_recipe_field_is_type_checked(line, says, tmp_path):
+    recipe = tmp_path / "mine.yaml"
+    kept = [row for row in RECIPE.read_text().splitlines() if not row.startswith(line.split(":")[0] + ":")]
+    recipe.write_text("\n".join([*kept, line]) + "\n")
+    where = () if "whole groups" in says else (f"recipe {recipe}: ",)  # the batch rule: no one field
+    train_refuses(tmp_path, "--config", str(recipe), says=(*where, says))
+
+
+def test_flags_are_type_checked_and_the_batch_rule_counts_processes(tmp_path):
+    train_refuses(
+        tmp_path, "--num_generations", "8", "4", says=("--num_generations takes one value, got 8 4",)
+    )
+    train_refuses(
+        tmp_path, "--eval_strategy", "step", says=("one of no, steps, epoch", "(did you mean steps?)")
+    )
+    line = train_refuses(tmp_path, "--num_generations", "7", says=("whole groups of num_generations (7)",))
+    assert "per_device_train_batch_size to a multiple of 7" in line
+    config = {"per_device_train_batch_size": 4, "num_generations": 8, "gradient_accumulation_steps": 1,
+              "steps_per_generation": None, "generation_batch_size": None}  # fmt: skip
+    preflight.check_batch(config, processes=2)  # 4 x 2 processes: one group of 8
+    with pytest.raises(preflight.UserError, match="processes 1 = 4 completions"):
+        preflight.check_batch(config, processes=1)
+
+
+def test_the_fields_file_holds_types_and_defaults():
+    fields = json.loads(preflight.RECIPE_FIELDS.read_text())["train"]
+    assert fields["num_generations"] == ["int|None", 8] and fields["reward_funcs"][0] == "list[str]"
+    assert fields["eval_strategy"][0] == "{no,steps,epoch}" and fields["learning_rate"][0] == "float"
+
+
+# ---- 4. Ctrl-C from the first line of `rookworld` to the trainer's: one line, exit 130 ----
+
+
+def interrupt_after(argv: list[str], cwd: Path, marker: str, env: dict | None = None) -> tuple[int, str]:
+    """Start `rookworld ARGV`, send SIGINT (as a terminal's Ctrl-C) once `marker` is on its stdout; (exit code,
+    stderr). SIGINT at its default in the child, whatever the test runner's is."""
+    proc = subprocess.Popen(
+        [*command(), *argv], cwd=cwd, env=env or user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    seen = ""
+    for line in proc.stdout:
+        seen += line
+        if marker in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert marker in seen, (seen + out)[-2000:]
+    assert "Traceback" not in out + err, err[-3000:]
+    return proc.returncode, err
+
+
+def test_ctrl_c_during_the_checks_is_one_line(tmp_path):
+    (tmp_path / "rw_slow.py").write_text(
+        "import time\nprint('importing rw_slow', flush=True)\ntime.sleep(60)\n"
+        "def b(prompts, completions, **kwargs):\n    return [0.0 for _ in completions]\n"
+    )
+    code, err = interrupt_after(
+        ["train", "--reward_funcs", "policy_reward", "rw_slow.b", "--reward_weights", "1", "1",
+         "--output_dir", str(tmp_path / "run")], tmp_path, "importing rw_slow",
+    )  # fmt: skip
+    assert code == 130 and err.strip().splitlines() == [
+        "rookworld: interrupted (Ctrl-C) before training began: nothing to save"
+    ]
+    assert not (tmp_path / "run").exists()
+
+
+def test_ctrl_c_while_the_stage_imports_stops_the_launch_in_one_line(tmp_path):
+    out = tmp_path / "run"
+    code, err = interrupt_after(["train", "--output_dir", str(out), "--max_steps", "1"], tmp_path, LAUNCHED)
+    lines = [line for line in err.splitlines() if line.strip() and "%|" not in line]
+    # the launcher's start, or the stage's imports: either way the launch stops, nothing trains
+    assert code == 130 and len(lines) == 1 and lines[0].startswith("rookworld"), lines
+    assert "before training began" in lines[0] or "interrupted" in lines[0], lines
+    assert not (out / "final").exists()
+
+
+# ---- 5. a UTF-8 byte-order mark (Windows editors write one) is no part of line 1 ----
+
+
+@pytest.mark.parametrize("name", ["bom.txt", "bom.jsonl"])
+def test_a_byte_order_mark_is_read_past(name, tmp_path):
+    path = tmp_path / name
+    line = GOOD if name.endswith(".txt") else json.dumps({"text": GOOD})
+    path.write_bytes(b"\xef\xbb\xbf" + f"{line}\n{line}\n".encode())
+    done = rookworld("data", "load", name, cwd=tmp_path)
+    assert done.returncode == 0 and "P: 2 rows" in done.stdout, done.stderr
+    preflight.check_data(str(path), skip_bad_rows=False)  # `rookworld train`'s check of the file
+
+
+# ---- 6. model names: a local-looking one never goes to the hub; an unreachable hub is asked once ----
+
+
+def closed_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens there once closed
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["eval", "runs/nosuch/final"], "'runs/nosuch/final' does not exist (looked in"),
+        (["eval", "./mymodel"], "a path is never tried on the hub"),
+        (["eval", "mymodel", "--suites", "policy"], "the hub (http://127.0.0.1:"),
+        (["parity", "nosuchdir"], "cannot be reached"),
+        (
+            ["eval", "rookworld_trl/assets/model", "--baseline", "runs/x/final"],
+            "'runs/x/final' does not exist",
+        ),
+    ],
+)
+def test_a_wrong_model_name_is_one_line_before_stockfish_starts(argv, says, tmp_path):
+    # no Stockfish at all: had the engine started first, the line would be about it
+    env = user_env(HF_HUB_OFFLINE=None, HF_ENDPOINT=closed_port(), STOCKFISH_PATH=str(tmp_path / "no_engine"))
+    start = time.monotonic()
+    done = rookworld(*argv, cwd=tmp_path, env=env)
+    one_line(done, f"rookworld {argv[0]}: error: ", says)
+    assert done.returncode == 2 and time.monotonic() - start < 60  # hub retries took a minute
+
+
+def test_offline_without_a_cached_copy_and_local_model_mistakes_in_train(tmp_path):
+    done = rookworld("eval", "mymodel", cwd=tmp_path)  # HF_HUB_OFFLINE=1
+    one_line(
+        done, "rookworld eval: error: ", "HF_HUB_OFFLINE=1 is set but it is not in the Hugging Face cache"
+    )
+    train_refuses(tmp_path, "--model_name_or_path", "./nosuch", says=("'./nosuch' does not exist",))
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")
+    train_refuses(  # every missing part at once
+        tmp_path, "--model_name_or_path", "half", says=("no weights (model.safetensors), no tokenizer files",)
+    )
+
+
+# ---- 7. data load --out: the rows per split; no empty train split left behind ----
+
+
+def test_data_load_out_counts_the_splits_and_refuses_an_empty_train_split(tmp_path):
+    import pyarrow.parquet as pq
+
+    test_rows = pq.read_table(ROOT / "rookworld_trl/assets/data/test.parquet", columns=["text"])
+    rows = test_rows.column("text").to_pylist()[:3]  # the held-out split's positions: none hash to train
+    (tmp_path / "held_out.jsonl").write_text("".join(json.dumps({"text": r}) + "\n" for r in rows))
+    done = rookworld("data", "load", "held_out.jsonl", "--out", "mine", cwd=tmp_path)
+    one_line(done, "rookworld data: error: mine: no rows for the train split", "--validation_fraction 0")
+    assert not list((tmp_path / "mine").glob("*.parquet"))
+    done = rookworld("data", "load", "held_out.jsonl", "--out", "mine", "--validation_fraction", "0",
+                     "--test_fraction", "0", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0 and "wrote mine: train 3 rows (" in done.stdout, done.stderr
+
+
+# ---- 8. one "did you mean" for every command's flags and for the command name ----
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["trian"], "rookworld: error: unknown command 'trian' (did you mean train?)"),
+        (["--max_steps", "3"], "rookworld: error: --max_steps comes after a command, e.g. `rookworld train"),
+        (["eval", "rookworld_trl/assets/model", "--suits", "policy"], "rookworld eval: error: unknown flag --suits (did you mean --suites?)"),
+        (["data", "load", "a.jsonl", "--skip-bad"], "rookworld data load: error: unknown flag --skip-bad (did you mean --skip_bad_rows?)"),
+        (["data", "lod", "a.jsonl"], "rookworld data: error: unknown command 'lod' (did you mean load?)"),
+        (["tokenizer", "trane"], "rookworld tokenizer: error: unknown command 'trane' (did you mean train?)"),
+        (["report", "runs/x", "--metrix", "m"], "rookworld report: error: unknown flag --metrix (did you mean --metrics?)"),
+        (["train", "--max_step", "3"], "rookworld train: error: unknown flag --max_step (did you mean --max_steps?)"),
+    ],
+)  # fmt: skip
+def test_every_command_says_did_you_mean(argv, says, tmp_path):
+    one_line(rookworld(*argv, cwd=tmp_path), says)
+
+
+def test_rookworld_alone_fails_with_the_short_usage(tmp_path):
+    done = rookworld(cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith("usage: rookworld <command>")
+    assert len(done.stderr.splitlines()) < 20
+
+
+# ---- 9. small things: flag names, the bad FEN shown, --config DIR, --help within 100 columns ----
+
+
+def test_the_small_things(tmp_path):
+    done = rookworld("data", "generate", "--out", "g", "--selfplay", "-1", cwd=tmp_path)
+    one_line(done, "rookworld data: error: --selfplay must be >= 0, got -1")
+    (tmp_path / "bad.txt").write_text(f"P: {FEN.replace('PPPP1PPP', 'PPPP1PPX'):<90}M: e7e5 E: 0.1 B: e7e5\n")
+    done = rookworld("data", "load", "bad.txt", cwd=tmp_path)
+    one_line(
+        done, "rookworld data: error: bad.txt:1: P: fen: ", "'rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPX/RNBQKBNR'"
+    )
+    train_refuses(tmp_path, "--config", str(tmp_path), says=("is a directory; pass a recipe YAML file",))
+    done = rookworld("train", "--help", cwd=tmp_path)
+    assert done.returncode == 0 and max(map(len, done.stdout.splitlines())) <= 100
+
+
+# ---- 10. the embedded model is prompted at the FEN width it was trained at ----
+
+
+def test_the_embedded_model_is_prompted_at_its_trained_width(tmp_path):
+    import pyarrow.parquet as pq
+
+    from rookworld_trl.chess.formats import prompt_fen_width
+    from rookworld_trl.stages import grpo
+
+    config = json.loads((ROOT / "rookworld_trl/assets/model/config.json").read_text())
+    assert config["rookworld_fen_width"] == 90
+    table = pq.read_table(ROOT / "rookworld_trl/assets/data/test.parquet", columns=["text", "fen", "task"])
+    narrow = [f"P: {r['fen']:<89}" + r["text"][r["text"].index("M:") :]
+              for r in table.to_pylist() if r["task"] == "P"][:16]  # fmt: skip
+    (tmp_path / "narrow.txt").write_text("\n".join(narrow) + "\n")
+    script, args, model_args = grpo.parse(
+        [
+            "--config",
+            str(RECIPE),
+            "--dataset_name",
+            str(tmp_path / "narrow.txt"),
+            "--output_dir",
+            str(tmp_path),
+        ]
+    )
+    model, tokenizer = grpo.load_policy(args, model_args)
+    rows, _ = grpo.load_training_rows(script, args, model, tokenizer)
+    assert script.fen_width == 90 and {prompt_fen_width(p) for p in rows["prompt"]} == {90}
+
+
+# ---- 11. the entry point older scripts name ----
+
+
+def test_python_m_rookworld_trl_grpo_runs_the_stage(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "rookworld_trl.grpo", "--config", str(RECIPE), "--dataset_path", "x"],
+        cwd=tmp_path, env=user_env(), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    notice, error = [line for line in done.stderr.splitlines() if line.strip()]
+    assert "rookworld_trl.stages.grpo" in notice
+    assert (
+        error
+        == "rookworld train: error: unknown flag --dataset_path (did you mean --dataset_name?); see --help_all"
+    )
+
+
+# ---- 12. the README: short, narrow, the two commands, every page it links exists ----
+
+
+def test_the_readme_is_a_front_page():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    lines = text.splitlines()
+    assert len(lines) <= 160 and max(map(len, lines)) <= 110
+    assert "bash scripts/setup.sh && .venv/bin/rookworld train" in text
+    assert "bash scripts/setup.sh && .venv/bin/python -m pytest -q" in text
+    for link in re.findall(r"\]\(([^)#]+)\)", text):
+        assert (ROOT / link).exists(), link
