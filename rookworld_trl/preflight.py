@@ -413,7 +413,7 @@ def stage_fields() -> dict[str, dict[str, str]]:
     from trl import ModelConfig
 
     from rookworld_trl.grpo.config import RookWorldGRPOConfig
-    from rookworld_trl.grpo.script_args import GRPOScriptArguments
+    from rookworld_trl.stages.grpo_args import GRPOScriptArguments
     from rookworld_trl.stages.sft import RookWorldSFTConfig, SFTScriptArguments
 
     return {

@@ -345,7 +345,7 @@ def test_no_issue_numbers_in_what_a_user_reads():
     from dataclasses import fields
 
     from rookworld_trl.grpo.config import RookWorldGRPOConfig
-    from rookworld_trl.grpo.script_args import GRPOScriptArguments
+    from rookworld_trl.stages.grpo_args import GRPOScriptArguments
     from rookworld_trl.stages.sft import RookWorldSFTConfig, SFTScriptArguments
 
     issue = re.compile(r"\bissues? #?\d+", re.IGNORECASE)

@@ -17,7 +17,7 @@ from trl import GRPOTrainer
 from rookworld_trl.grpo import dynamic_sampling as ds
 from rookworld_trl.grpo import kl as kl_module
 from rookworld_trl.grpo.kl import divergences, per_token_kl
-from rookworld_trl.grpo.loss import trl_normalised
+from rookworld_trl.grpo.loss import LOSS_TYPES, trl_normalised
 from rookworld_trl.model.loading import gpt2_backbone
 from rookworld_trl.stages.grpo import main
 
@@ -110,7 +110,7 @@ def test_chunked_kl_has_the_values_and_gradients_of_the_direct_sum(monkeypatch):
     assert torch.allclose(chunked, direct, atol=1e-6) and torch.allclose(grad_chunked, grad_direct, atol=1e-6)
 
 
-@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
 def test_kl_term_is_normalised_as_trls_own(model_dir, loss_type):
     """TRL's loss with beta minus without = beta x its k3 term; ours normalises the same k3 to the same value."""
     trainer = make_trainer(model_dir, "unused", beta=0.5, loss_type=loss_type, learning_rate=0.0)

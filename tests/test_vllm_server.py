@@ -1,4 +1,4 @@
-"""vLLM server mode: the start-up check (rookworld_trl/grpo/vllm_server.py) against a port with nothing listening
+"""vLLM server mode: the start-up check (rookworld_trl/stages/vllm_server.py) against a port with nothing listening
 (through the GRPO stage and its one-line error) and against a stand-in HTTP server that answers vLLM's /health
 and /server_info the way TRL 1.16's client reads them (vLLM itself needs a GPU); the `[vllm]` extra is TRL's range.
 
@@ -17,7 +17,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from rookworld_trl.errors import UserError
-from rookworld_trl.grpo import vllm_server
+from rookworld_trl.stages import vllm_server
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "grpo_vllm_server.yaml"

@@ -390,7 +390,15 @@ def run_summary(run: str, metrics: str = "metrics.jsonl", start_step: int = 0) -
             lines.append(
                 f"  {label:<41}{before:>7} -> {after:>7}  {delta} [{low}, {high}]{sig} (n={row['model']['n']})"
             )
-    outputs = [os.path.join(run, p) for p in ("final", os.path.join("eval", "eval.md"), os.path.join("report", "report.md"), "completions")]
+    outputs = [
+        os.path.join(run, p)
+        for p in (
+            "final",
+            os.path.join("eval", "eval.md"),
+            os.path.join("report", "report.md"),
+            "completions",
+        )
+    ]
     lines.append(f"  outputs: {', '.join(p for p in outputs if os.path.exists(p))}")
     return "\n".join(lines)
 

@@ -1,5 +1,6 @@
 """Step 4 of a GRPO step: TRL's scored batch -> the advantages the loss trains on (`shape_advantages`, which the
-trainer's hook of the same name calls), top to bottom:
+trainer's hook of the same name calls): the options of ADVANTAGE_STEPS in order, each a function
+(trainer, Shaping) that does nothing unless its config section turns it on:
 
   1. the EMA/adaptive baseline in place of TRL's group mean (`baseline`: baselines.py);
   2. field credit: each listed move and each P: field gets its own verdict's advantage (`field_credit`: credit.py),
@@ -7,10 +8,14 @@ trainer's hook of the same name calls), top to bottom:
   3. the value head's GAE over the fields' rewards, once it predicts this batch's returns well
      (`value_baseline`: value.py).
 
-Rewards are every process's, in TRL's order (a group may span processes); each process keeps its own rows.
+A new advantage option is its fields and check in rl_config.py (a section) and its step here, in
+ADVANTAGE_STEPS (its maths may live in a leaf module of its own). Rewards are every process's, in TRL's order
+(a group may span processes); each process keeps its own rows.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from accelerate.utils import gather_object
@@ -20,17 +25,46 @@ from rookworld_trl.grpo import credit, value
 from rookworld_trl.rewards.functions import policy_components, policy_grader
 
 
+@dataclass
+class Shaping:
+    """What the advantage steps pass down: TRL's scored batch (advantages replaced in place), the running
+    baseline's advantages (for field credit to share), each P: answer's field terms and token layouts."""
+
+    output: dict
+    sequence: base.BaselineAdvantages | None = None
+    terms: list | None = None
+    layouts: list | None = None
+    reshaped: bool = False  # a step replaced TRL's group advantages: log ours per task
+
+
+def baseline_step(trainer, s: Shaping) -> None:
+    if trainer.args.baseline != "group":
+        s.sequence, s.reshaped = running_advantages(trainer, s.output), True
+
+
+def field_credit_step(trainer, s: Shaping) -> None:
+    if trainer.args.field_credit:
+        s.terms, s.layouts = field_parts(trainer, s.output["completion_ids"])
+        s.output["advantages"] = field_advantages(
+            trainer, s.output["advantages"], s.terms, s.layouts, s.sequence
+        )
+
+
+def value_step(trainer, s: Shaping) -> None:
+    if trainer.args.value_baseline:
+        value.value_advantages(trainer, s.output, s.terms, s.layouts)
+        s.reshaped = True
+
+
+ADVANTAGE_STEPS = (baseline_step, field_credit_step, value_step)  # in this order: each reads what came before
+
+
 def shape_advantages(trainer, output: dict) -> dict:
     """TRL's scored batch (its group advantages in output["advantages"]) -> ours, in place (training only)."""
-    a, sequence, terms, layouts = trainer.args, None, None, None
-    if a.baseline != "group":
-        sequence = running_advantages(trainer, output)
-    if a.field_credit:
-        terms, layouts = field_parts(trainer, output["completion_ids"])
-        output["advantages"] = field_advantages(trainer, output["advantages"], terms, layouts, sequence)
-    if a.value_baseline:
-        value.value_advantages(trainer, output, terms, layouts)
-    if a.baseline != "group" or a.value_baseline:
+    shaping = Shaping(output)
+    for step in ADVANTAGE_STEPS:
+        step(trainer, shaping)
+    if shaping.reshaped:
         log_advantages(trainer, output)
     return output
 

@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import torch
 
+from rookworld_trl.grpo.options import Stateful
+
 EPS = 1e-4  # TRL's: advantages are (r - b) / (s + EPS)
 
 
@@ -79,7 +81,7 @@ class BaselineAdvantages(NamedTuple):
     scale: torch.Tensor
 
 
-class RunningBaseline:
+class RunningBaseline(Stateful):
     """The 'ema' and 'adaptive' baselines, per task, with a scale chosen with them; `state` is JSON-ready.
 
     For the rows of one task in the batch (groups g of n rows, group mean m_g), with e the task's running mean:
@@ -103,6 +105,12 @@ class RunningBaseline:
     def __init__(self, decay: float, state: dict | None = None):
         self.decay = decay
         self.state: dict[str, dict[str, float]] = dict(state or {})
+
+    def saved_state(self) -> dict:
+        return {"baseline": self.state}
+
+    def restore_state(self, state: dict) -> None:
+        self.state = state["baseline"]
 
     def __call__(self, kind: str, rewards: torch.Tensor, tasks: list[str], n: int, scaled: bool = True):
         """BaselineAdvantages of this batch ('ema' or 'adaptive'); then the running values move on."""

@@ -1,7 +1,8 @@
-"""RookWorldGRPOConfig: TRL's GRPOConfig plus what the trainer reads: rewards and field credit, adaptive KL, the
-KL guard, NaN recovery, the reference device, checkpoint tiers, the LR schedule, supervised replay, the sampler,
-and the RL options (rl_config.py: KL estimator, baseline, value baseline with GAE, dynamic sampling). What only
-the stage reads (data, engine, evals, self-play, publishing) is GRPOScriptArguments (script_args.py). Every
+"""RookWorldGRPOConfig: TRL's GRPOConfig plus what the trainer reads: rewards and field credit, NaN recovery, the
+reference device, checkpoint tiers, the LR schedule, supervised replay, the sampler, and the RL options
+(rl_config.py, a section each: the KL with adaptive beta and the KL guard, the baseline, the value baseline
+with GAE, dynamic sampling, the curriculum). What only
+the stage reads (data, engine, evals, self-play, publishing) is GRPOScriptArguments (stages/grpo_args.py). Every
 field works in a YAML recipe and as a `--flag`; invariants are checked in `__post_init__`.
 """
 
@@ -35,7 +36,7 @@ def compiling(config) -> bool:
 @dataclass
 class RookWorldGRPOConfig(RLOptions, GRPOConfig):
     """GRPOConfig plus the RookWorld fields, by section (the RL options: rl_config.py). The model (and LoRA)
-    comes from TRL's ModelConfig; what only the stage reads (data, rewards, evals): script_args.py."""
+    comes from TRL's ModelConfig; what only the stage reads (data, rewards, evals): stages/grpo_args.py."""
 
     # ---- rewards and credit ----
     reward_shaping: str = field(
@@ -64,34 +65,6 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
             "that picking the best of one's own list pays even where the whole group picks alike (grpo/credit.py). "
             "0: off (at 1.0 the main job gained +5.1 / -2.1 on two seeds with top 5 lower: docs/EXPERIMENTS.md)."
         },
-    )
-    # ---- KL: adaptive beta and the KL guard ----
-    adaptive_kl: bool = field(
-        default=False,
-        metadata={
-            "help": "Adapt beta after each optimizer step from the measured KL (the kl_estimator's: TRL's k3 "
-            "estimate of KL(policy || ref) by default). Needs beta > 0."
-        },
-    )
-    kl_target: float = field(
-        default=0.05,
-        metadata={"help": "Adaptive KL: beta rises when KL > 1.5 x kl_target, falls when < kl_target/1.5."},
-    )
-    kl_horizon: int = field(
-        default=10,
-        metadata={"help": "Adaptive KL: optimizer steps of out-of-band KL that double (or halve) beta."},
-    )
-    beta_min: float = field(default=1e-4, metadata={"help": "Adaptive KL: lower bound of beta."})
-    beta_max: float = field(default=1.0, metadata={"help": "Adaptive KL: upper bound of beta."})
-    kl_warn: float = field(
-        default=10.0,
-        metadata={
-            "help": "KL guard: warn above this KL; a step above it is not 'healthy' (no stable checkpoint)."
-        },
-    )
-    kl_stop: float = field(
-        default=50.0,
-        metadata={"help": "KL guard: above this KL, save a checkpoint and stop. Only active when beta > 0."},
     )
     # ---- safety: non-finite steps, rollback and the stable checkpoint ----
     nan_max_retries: int = field(
@@ -240,7 +213,6 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
     )
 
     def __post_init__(self):
-        self._check_kl()
         self._check_ref_model_device()
         if self.nan_max_retries < 0 or not 0.0 < self.nan_lr_factor <= 1.0 or self.nan_snapshot_steps < 1:
             raise ValueError("need nan_max_retries >= 0, 0 < nan_lr_factor <= 1 and nan_snapshot_steps >= 1")
@@ -260,21 +232,6 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
         if self.pad_to_multiple_of == "auto" and compiling(self):  # TRL's "auto" pads on Neuron only
             self.pad_to_multiple_of = COMPILE_PAD
         super().__post_init__()
-
-    def _check_kl(self) -> None:
-        if self.adaptive_kl:
-            if self.beta <= 0.0:
-                raise ValueError("adaptive_kl needs beta > 0 (with beta = 0 TRL loads no reference model)")
-            if not 0.0 < self.beta_min <= self.beta <= self.beta_max:
-                raise ValueError(
-                    f"need 0 < beta_min <= beta <= beta_max, got {self.beta_min}, {self.beta}, {self.beta_max}"
-                )
-            if self.kl_target <= 0.0 or self.kl_horizon < 1:
-                raise ValueError("adaptive_kl needs kl_target > 0 and kl_horizon >= 1")
-        if not 0.0 < self.kl_warn < self.kl_stop:
-            raise ValueError(
-                f"need 0 < kl_warn < kl_stop, got kl_warn={self.kl_warn}, kl_stop={self.kl_stop}"
-            )
 
     def _check_ref_model_device(self) -> None:
         if self.ref_model_device is None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 
+from rookworld_trl.grpo.options import Stateful
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,7 +39,7 @@ def adapt_beta(
     return float(min(max(beta, beta_min), beta_max))
 
 
-class KLControl:
+class KLControl(Stateful):
     """beta and the KL guard of a run (fields of RookWorldGRPOConfig: beta, adaptive_kl, kl_target, kl_horizon,
     beta_min, beta_max, kl_warn, kl_stop).
 
@@ -82,3 +84,9 @@ class KLControl:
     def restore(self, beta: float) -> None:
         """beta as a snapshot or a checkpoint recorded it."""
         self.beta = float(beta)
+
+    def saved_state(self) -> dict:
+        return {"beta": self.beta}
+
+    def restore_state(self, state: dict) -> None:
+        self.restore(state["beta"])

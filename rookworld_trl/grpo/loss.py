@@ -58,6 +58,11 @@ def exact_kl_term(trainer, model, hidden, inputs, mask) -> torch.Tensor:
     return trainer.beta * trl_normalised(trainer, kl, mask, inputs)
 
 
+# The loss types whose normalisation normalise_like_trl copies; tests/test_rl_options.py compares each with TRL's
+# own loss (its beta x k3 term).
+LOSS_TYPES = ("grpo", "sapo", "bnpo", "dr_grpo", "cispo", "dapo", "vespo", "luspo")
+
+
 def trl_normalised(trainer, per_token, mask, inputs) -> torch.Tensor:
     """A (B, T) per-token term aggregated as the trainer's TRL loss is now (normalise_like_trl's arguments)."""
     training = trainer.model.training
@@ -81,7 +86,8 @@ def normalise_like_trl(
     items_per_update: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Aggregate a (B, T) per-token loss term as GRPOTrainer aggregates its loss for `loss_type` (the KL it
-    adds per token is aggregated so); tests/test_rl_options.py checks this against TRL's own k3 term.
+    adds per token is aggregated so); tests/test_rl_options.py checks this against TRL's own k3 term for every
+    one of LOSS_TYPES.
 
     `accumulation`: micro-batches per optimizer step (1 outside training); `items_per_update` (cispo, dapo,
     vespo): TRL's normaliser, the completion tokens one process trains on per micro-batch.

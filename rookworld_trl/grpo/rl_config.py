@@ -1,8 +1,9 @@
-"""The RL options of RookWorldGRPOConfig (issue 19): KL estimator, baseline, value baseline with GAE, dynamic
-sampling, the curriculum. A dataclass of fields that RookWorldGRPOConfig inherits, and `check_rl_options(config)`,
-which its __post_init__ calls; the trainer side: grpo/advantages.py (baselines, GAE), grpo/loss.py (the exact KL),
-grpo/value.py (the value head), grpo/dynamic_sampling.py, grpo/curriculum.py.
-Every default keeps TRL's behaviour (k3 KL, group baseline, no value head, no resampling, no curriculum).
+"""The RL options of RookWorldGRPOConfig, one section per concept, each with its fields and its check: the KL
+(the estimator in the loss, adaptive beta, the KL guard's bounds), the baseline, the value baseline with GAE,
+dynamic sampling, the curriculum. RookWorldGRPOConfig inherits `RLOptions` (every section) and its __post_init__
+calls `check_rl_options`; the trainer side: grpo/kl.py and kl_control.py, grpo/advantages.py (baselines, GAE),
+grpo/value.py (the value head), grpo/dynamic_sampling.py, grpo/curriculum.py. Every default keeps TRL's
+behaviour (k3 KL, fixed beta, group baseline, no value head, no resampling, no curriculum).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ BASELINES = ("group", "ema", "adaptive")
 
 
 @dataclass
-class RLOptions:
-    """KL estimator, baseline, value baseline (GAE) and dynamic sampling fields; `check_rl_options` validates."""
+class KLSection:
+    """The KL to the reference: its estimator, adaptive beta and the KL guard's bounds."""
 
     kl_estimator: str = field(
         default="k3",
@@ -32,6 +33,61 @@ class RLOptions:
             "(a sampled-token ratio) applies to k3 only. Logged as kl/<estimator>."
         },
     )
+    adaptive_kl: bool = field(
+        default=False,
+        metadata={
+            "help": "Adapt beta after each optimizer step from the measured KL (the kl_estimator's: TRL's k3 "
+            "estimate of KL(policy || ref) by default). Needs beta > 0."
+        },
+    )
+    kl_target: float = field(
+        default=0.05,
+        metadata={"help": "Adaptive KL: beta rises when KL > 1.5 x kl_target, falls when < kl_target/1.5."},
+    )
+    kl_horizon: int = field(
+        default=10,
+        metadata={"help": "Adaptive KL: optimizer steps of out-of-band KL that double (or halve) beta."},
+    )
+    beta_min: float = field(default=1e-4, metadata={"help": "Adaptive KL: lower bound of beta."})
+    beta_max: float = field(default=1.0, metadata={"help": "Adaptive KL: upper bound of beta."})
+    kl_warn: float = field(
+        default=10.0,
+        metadata={
+            "help": "KL guard: warn above this KL; a step above it is not 'healthy' (no stable checkpoint)."
+        },
+    )
+    kl_stop: float = field(
+        default=50.0,
+        metadata={"help": "KL guard: above this KL, save a checkpoint and stop. Only active when beta > 0."},
+    )
+
+
+def check_kl(config) -> None:
+    if config.kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {config.kl_estimator!r}")
+    if config.kl_estimator != "k3" and config.beta <= 0.0:
+        raise ValueError(
+            f"kl_estimator {config.kl_estimator!r} needs beta > 0 (the KL enters the loss as beta x KL)"
+        )
+    if config.adaptive_kl:
+        if config.beta <= 0.0:
+            raise ValueError("adaptive_kl needs beta > 0 (with beta = 0 TRL loads no reference model)")
+        if not 0.0 < config.beta_min <= config.beta <= config.beta_max:
+            raise ValueError(
+                f"need 0 < beta_min <= beta <= beta_max, got {config.beta_min}, {config.beta}, {config.beta_max}"
+            )
+        if config.kl_target <= 0.0 or config.kl_horizon < 1:
+            raise ValueError("adaptive_kl needs kl_target > 0 and kl_horizon >= 1")
+    if not 0.0 < config.kl_warn < config.kl_stop:
+        raise ValueError(
+            f"need 0 < kl_warn < kl_stop, got kl_warn={config.kl_warn}, kl_stop={config.kl_stop}"
+        )
+
+
+@dataclass
+class BaselineSection:
+    """What each reward is compared with."""
+
     baseline: str = field(
         default="group",
         metadata={
@@ -61,6 +117,24 @@ class RLOptions:
             "x at its own)."
         },
     )
+
+
+def check_baseline(config) -> None:
+    if config.baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {config.baseline!r}")
+    if not 0.0 < config.baseline_ema_decay < 1.0:
+        raise ValueError(f"baseline_ema_decay must be in (0, 1), got {config.baseline_ema_decay}")
+    reshaped = config.baseline != "group" or config.value_baseline
+    if reshaped and config.multi_objective_aggregation != "sum_then_normalize":
+        raise ValueError(
+            "baseline ema/adaptive and value_baseline need multi_objective_aggregation: sum_then_normalize"
+        )
+
+
+@dataclass
+class ValueSection:
+    """A learned value head as the baseline, with GAE."""
+
     value_baseline: bool = field(
         default=False,
         metadata={
@@ -115,6 +189,27 @@ class RLOptions:
         default=0.95,
         metadata={"help": "value_baseline: GAE lambda (1: reward to go minus value; 0: one-step TD errors)."},
     )
+
+
+def check_value(config) -> None:
+    if not config.value_baseline:
+        return
+    if config.baseline != "group":
+        raise ValueError(
+            "value_baseline replaces the baseline: set baseline: group (or value_baseline: false)"
+        )
+    if not (0.0 < config.gae_gamma <= 1.0 and 0.0 <= config.gae_lambda <= 1.0):
+        raise ValueError(
+            f"need 0 < gae_gamma <= 1 and 0 <= gae_lambda <= 1, got {config.gae_gamma}, {config.gae_lambda}"
+        )
+    if config.value_coef < 0.0 or config.value_learning_rate <= 0.0 or config.value_max_grad_norm <= 0.0:
+        raise ValueError("need value_coef >= 0, value_learning_rate > 0 and value_max_grad_norm > 0")
+
+
+@dataclass
+class DynamicSamplingSection:
+    """Resampling groups whose rewards are all equal."""
+
     dynamic_sampling: bool = field(
         default=False,
         metadata={
@@ -130,6 +225,19 @@ class RLOptions:
     dynamic_sampling_max_rounds: int = field(
         default=3, metadata={"help": "dynamic_sampling: most extra generation batches per generation step."}
     )
+
+
+def check_dynamic_sampling(config) -> None:
+    if config.dynamic_sampling_max_rounds < 1:
+        raise ValueError(
+            f"dynamic_sampling_max_rounds must be >= 1, got {config.dynamic_sampling_max_rounds}"
+        )
+
+
+@dataclass
+class CurriculumSection:
+    """Wrongly answered positions again."""
+
     curriculum_ratio: float = field(
         default=0.0,
         metadata={
@@ -148,35 +256,7 @@ class RLOptions:
     )
 
 
-def check_rl_options(config) -> None:
-    """One-line ValueErrors for bad or conflicting RL options of a RookWorldGRPOConfig (they depend on its beta,
-    field_credit and multi_objective_aggregation too)."""
-    if config.kl_estimator not in KL_ESTIMATORS:
-        raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {config.kl_estimator!r}")
-    if config.kl_estimator != "k3" and config.beta <= 0.0:
-        raise ValueError(
-            f"kl_estimator {config.kl_estimator!r} needs beta > 0 (the KL enters the loss as beta x KL)"
-        )
-    if config.baseline not in BASELINES:
-        raise ValueError(f"baseline must be one of {BASELINES}, got {config.baseline!r}")
-    if not 0.0 < config.baseline_ema_decay < 1.0:
-        raise ValueError(f"baseline_ema_decay must be in (0, 1), got {config.baseline_ema_decay}")
-    reshaped = config.baseline != "group" or config.value_baseline
-    if reshaped and config.multi_objective_aggregation != "sum_then_normalize":
-        raise ValueError(
-            "baseline ema/adaptive and value_baseline need multi_objective_aggregation: sum_then_normalize"
-        )
-    if config.value_baseline:
-        if config.baseline != "group":
-            raise ValueError(
-                "value_baseline replaces the baseline: set baseline: group (or value_baseline: false)"
-            )
-        if not (0.0 < config.gae_gamma <= 1.0 and 0.0 <= config.gae_lambda <= 1.0):
-            raise ValueError(
-                f"need 0 < gae_gamma <= 1 and 0 <= gae_lambda <= 1, got {config.gae_gamma}, {config.gae_lambda}"
-            )
-        if config.value_coef < 0.0 or config.value_learning_rate <= 0.0 or config.value_max_grad_norm <= 0.0:
-            raise ValueError("need value_coef >= 0, value_learning_rate > 0 and value_max_grad_norm > 0")
+def check_curriculum(config) -> None:
     if not (0.0 <= config.curriculum_ratio <= 1.0 and 0.0 < config.curriculum_threshold <= 1.0):
         raise ValueError(
             f"need curriculum_ratio in [0, 1] and curriculum_threshold in (0, 1], got {config.curriculum_ratio}, "
@@ -184,7 +264,26 @@ def check_rl_options(config) -> None:
         )
     if config.curriculum_buffer_size < 1:
         raise ValueError(f"curriculum_buffer_size must be >= 1, got {config.curriculum_buffer_size}")
-    if config.dynamic_sampling_max_rounds < 1:
-        raise ValueError(
-            f"dynamic_sampling_max_rounds must be >= 1, got {config.dynamic_sampling_max_rounds}"
-        )
+
+
+# A section is its dataclass and its check; the fields appear in this order (dataclasses collect a class's bases
+# last first).
+SECTIONS = (
+    (KLSection, check_kl),
+    (BaselineSection, check_baseline),
+    (ValueSection, check_value),
+    (DynamicSamplingSection, check_dynamic_sampling),
+    (CurriculumSection, check_curriculum),
+)
+
+
+@dataclass
+class RLOptions(CurriculumSection, DynamicSamplingSection, ValueSection, BaselineSection, KLSection):
+    """Every RL option's section (SECTIONS); `check_rl_options` runs their checks."""
+
+
+def check_rl_options(config) -> None:
+    """One-line ValueErrors for bad or conflicting RL options of a RookWorldGRPOConfig (they depend on its beta,
+    field_credit and multi_objective_aggregation too), section by section."""
+    for _, check in SECTIONS:
+        check(config)

@@ -23,13 +23,14 @@ from rookworld_trl.grpo.faults import (
     roll_back,
     save_batch,
 )
+from rookworld_trl.grpo.options import Stateful
 from rookworld_trl.grpo.snapshots import Snapshots
 from rookworld_trl.training.metrics_log import memory_metrics
 
 logger = logging.getLogger(__name__)
 
 
-class StepGuard(TrainerCallback):
+class StepGuard(TrainerCallback, Stateful):
     """Judges each optimizer step of RookWorldGRPOTrainer: on_pre_optimizer_step what the forward and backward
     measured (a bad step's gradients are dropped, so the optimizer step is a no-op), on_step_end the updated
     weights. A bad step rolls back to a snapshot taken before the bad update (weights + optimizer), cuts the LR
@@ -48,6 +49,12 @@ class StepGuard(TrainerCallback):
         self.healthy = True  # last step good with KL below kl_warn: its checkpoint may become stable
         self.nan_recoveries = 0  # rollbacks in the whole run
         self._retries = 0  # consecutive rollbacks
+
+    def saved_state(self) -> dict:
+        return {"nan_recoveries": self.nan_recoveries, "healthy": self.healthy}
+
+    def restore_state(self, state: dict) -> None:
+        self.nan_recoveries = state["nan_recoveries"]  # `healthy` is the next step's to decide
 
     def _trainable(self) -> list:
         return [p for p in self.trainer.model.parameters() if p.requires_grad]

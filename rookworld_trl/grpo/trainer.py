@@ -40,11 +40,10 @@ from rookworld_trl.grpo.safety import StepGuard
 from rookworld_trl.grpo.schedule import warmup_cosine_linear
 from rookworld_trl.grpo.selfplay import SelfPlay, SelfPlayCallback
 from rookworld_trl.grpo.value import (
+    ValueCheckpoint,
     ValueHead,
     add_value_head,
     clip_value_head,
-    load_value_head,
-    save_value_head,
 )
 from rookworld_trl.model.loading import gpt2_backbone, use_fused_gelu, use_padding_aware_positions
 from rookworld_trl.model.shared_prefix import use_shared_prefix
@@ -117,6 +116,8 @@ class RookWorldGRPOTrainer(GRPOSeams):
             self._use_padding_aware_positions()
         self.guard = StepGuard(self)
         self.add_callback(self.guard)
+        # what checkpoint_written / on_resume keep (grpo/options.py's protocol), in STATE_FILE's key order
+        self.stateful = [self.kl_control, self.guard, self.running_baseline, ValueCheckpoint(self)]
         a = self.args
         self.replay = None
         if a.replay_coef > 0:
@@ -290,19 +291,15 @@ class RookWorldGRPOTrainer(GRPOSeams):
         self.adopt_scheduler(torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, schedule))
         return self.lr_scheduler
 
-    # ---- checkpoints: our state in STATE_FILE, the value head beside it ----
+    # ---- checkpoints: the stateful parts' state in STATE_FILE, their files beside it (grpo/options.py) ----
 
     def checkpoint_written(self, path):
-        state = {
-            "beta": self.kl_control.beta,
-            "nan_recoveries": self.guard.nan_recoveries,
-            "healthy": self.guard.healthy,
-            "baseline": self.running_baseline.state,
-            "gae": self.gae_state,
-        }
+        state = {}
+        for part in self.stateful:
+            state |= part.saved_state()
         checkpoints.write_json_atomic(os.path.join(path, STATE_FILE), state)
-        if self.value_head is not None:
-            save_value_head(self.value_head, path)
+        for part in self.stateful:
+            part.write_files(path)
 
     def checkpoint_complete(self, path):
         if self.args.save_stable and self.guard.healthy:
@@ -315,9 +312,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
         if os.path.isfile(path):
             with open(path) as f:
                 state = json.load(f)
-            self.kl_control.restore(state["beta"])
-            self.guard.nan_recoveries = state["nan_recoveries"]
-            self.running_baseline.state = state["baseline"]
-            self.gae_state = state.get("gae", {})
-        if self.value_head is not None:
-            self.value_started = load_value_head(self.value_head, checkpoint)
+            for part in self.stateful:
+                part.restore_state(state)
+        for part in self.stateful:
+            part.read_files(checkpoint)

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rookworld_trl.grpo.baselines import EPS, group_task, local_rows, row_rewards, running_scale, task_masks
+from rookworld_trl.grpo.options import Stateful
 from rookworld_trl.model.loading import gpt2_backbone
 
 
@@ -148,6 +149,27 @@ def add_value_head(optimizer, value_head, learning_rate: float) -> None:
         optimizer.add_param_group(
             {"params": list(value_head.parameters()), "lr": learning_rate, "weight_decay": 0.0}
         )
+
+
+class ValueCheckpoint(Stateful):
+    """value_baseline's state: the running GAE scale per task (STATE_FILE's "gae"), the head's weights beside it."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def saved_state(self) -> dict:
+        return {"gae": self.trainer.gae_state}
+
+    def restore_state(self, state: dict) -> None:
+        self.trainer.gae_state = state.get("gae", {})
+
+    def write_files(self, checkpoint: str) -> None:
+        if self.trainer.value_head is not None:
+            save_value_head(self.trainer.value_head, checkpoint)
+
+    def read_files(self, checkpoint: str) -> None:
+        if self.trainer.value_head is not None:
+            self.trainer.value_started = load_value_head(self.trainer.value_head, checkpoint)
 
 
 def save_value_head(value_head, checkpoint: str) -> None:

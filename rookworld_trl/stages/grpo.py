@@ -27,10 +27,10 @@ from trl import ModelConfig, get_peft_config
 from rookworld_trl.chess.formats import fen_width_of
 from rookworld_trl.entry import check_numbers, resolve_paths, stage_parser
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
-from rookworld_trl.grpo.script_args import GRPOScriptArguments, check_rewards
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_width, trained_fen_width
+from rookworld_trl.stages.grpo_args import GRPOScriptArguments, check_rewards
 from rookworld_trl.training import checkpoints, console, publish
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir, machine_of_process
@@ -311,7 +311,7 @@ def build(argv: list[str] | None = None):
     script, args, model_args = parse(argv)
     from accelerate import PartialState
 
-    from rookworld_trl.grpo.vllm_server import check_vllm_server
+    from rookworld_trl.stages.vllm_server import check_vllm_server
 
     # before anything loads: several machines share output_dir (checkpoints are written once, every rank
     # resumes from them), and a vLLM server answers (TRL would wait vllm_server_timeout, then a traceback)

@@ -54,6 +54,37 @@ ATTRIBUTES = {
     "_buffered_inputs": "completions sampled by weights that were rolled back must not be trained on",
     "_created_lr_scheduler": "Trainer rebuilds a scheduler it created itself on a second train()",
 }
+# Public attributes of a GRPOTrainer / Trainer that grpo/ reads (set in their __init__, or properties): name -> why.
+# tests/test_trl_seam.py fails when grpo/ reads an attribute TRL sets that is not listed here.
+TRL_ATTRIBUTES = {
+    "accelerator": "processes, gathers and the device",
+    "args": "the config (RookWorldGRPOConfig) TRL keeps",
+    "beta": "the KL coefficient TRL's loss reads; adaptive KL moves it",
+    "current_gradient_accumulation_steps": "the KL term and replay are normalised as TRL's loss",
+    "eos_token_ids": "where our sampler stops",
+    "is_deepspeed_enabled": "where the value head's optimizer and snapshots cannot go",
+    "is_fsdp_enabled": "as is_deepspeed_enabled",
+    "loss_type": "how TRL normalises its loss (grpo/loss.py copies it for the KL and value terms)",
+    "lr_scheduler": "the LR cut after a rollback",
+    "max_completion_length": "dr_grpo's normaliser",
+    "model": "the policy",
+    "model_wrapped": "the policy as accelerate wrapped it (the sampler unwraps it)",
+    "num_generations": "the group size: completions per prompt",
+    "optimizer": "snapshots and rollback",
+    "processing_class": "the tokenizer",
+    "ref_model": "the reference of the exact KL (and its device)",
+    "reward_funcs": "the reward functions, to score fresh prompts and log components",
+    "reward_weights": "the weighted reward row behind the baselines and dynamic sampling",
+    "scale_rewards": "whether advantages are divided by a scale",
+    "state": "global_step and the log history",
+    "temperature": "the sampling temperature of the exact KL's distributions",
+    "train_dataset": "self-play, the curriculum and dynamic sampling draw from it",
+}
+# Keys of the dict GRPOTrainer._generate_and_score_completions returns (compute_loss's inputs) that grpo/ reads
+OUTPUT_KEYS = ("prompt", "prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages",
+               "num_items_in_batch", "old_per_token_logps", "importance_sampling_ratio")  # fmt: skip
+# Keys of the dict TRL's rollout_func returns (grpo/rollout.py writes them)
+ROLLOUT_KEYS = ("prompt_ids", "completion_ids", "logprobs")
 # GRPOTrainer._compute_loss multiplies the advantages into the per-token loss linearly (and the ratio of vLLM's
 # importance sampling after them): a non-negative ratio folded into the advantages is the same correction
 LINEAR_IN_ADVANTAGES = "per_token_loss1 = coef_1 * advantages"
@@ -102,6 +133,10 @@ def check_internals() -> None:
             missing.append(f"{seam.module.__name__}.{seam.name} called as `{seam.why}`")
     if f"self.{LAST_LR} =" not in inspect.getsource(torch.optim.lr_scheduler):
         missing.append(f"torch LRScheduler.{LAST_LR} (the logged learning rate after an LR cut)")
+    missing += [f"self.{n} ({why})" for n, why in TRL_ATTRIBUTES.items() if not trl_sets(n, sources)]
+    generation = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    missing += [f"the generation batch's {k!r}" for k in OUTPUT_KEYS if f'"{k}"' not in generation]
+    missing += [f"rollout_func's {k!r}" for k in ROLLOUT_KEYS if f'"{k}"' not in sources]
     if LINEAR_IN_ADVANTAGES not in sources:
         missing.append(
             "GRPOTrainer._compute_loss's loss linear in the advantages (sampler_importance_sampling)"
@@ -112,6 +147,11 @@ def check_internals() -> None:
             f"{transformers.__version__} / torch {torch.__version__} lack: install the versions pyproject.toml "
             "pins (bash scripts/setup.sh)"
         )
+
+
+def trl_sets(name: str, sources: str) -> bool:
+    """Whether TRL's / Trainer's source sets `self.<name>` or defines it as a property."""
+    return f"self.{name} =" in sources or f"def {name}(self)" in sources
 
 
 check_internals()
