@@ -405,7 +405,7 @@ def test_the_readme_is_a_front_page():
         (["--reward_funcs", "policy_reward", "examples/my_reward.py:b_gives_check", "--reward_weights", "1", "1"],
          "not the file: examples.my_reward.b_gives_check"),
         (["--report_to", "tensorbord"], "unknown integration 'tensorbord' (did you mean tensorboard?)"),
-        (["--field_credit", "true", "--reward_funcs", "env_reward"], "field_credit: true needs policy_reward"),
+        (["--field_credit", "true", "--reward_funcs", "env_reward", "--reward_weights", "1"], "needs policy_reward"),
     ],
 )  # fmt: skip
 def test_more_train_mistakes_are_one_line(argv, says, tmp_path):
