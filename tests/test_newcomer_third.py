@@ -396,7 +396,7 @@ def test_the_readme_is_a_front_page():
     "argv, says",
     [
         (["--num_processes", "x"], "--num_processes must be a positive whole number, got 'x'"),
-        (["--config", "recipes/grpo_tiny_cpu.yml"], "did you mean recipes/grpo_tiny_cpu.yaml?"),
+        (["--config", "recipes/grpo_tiny_cpu" + ".yml"], "did you mean recipes/grpo_tiny_cpu.yaml?"),  # a typo
         (["--config"], "--config needs a recipe, e.g. --config recipes/grpo_tiny_cpu.yaml"),
         (["--max_steps", "3", "--output_dir"], "--output_dir needs a value, e.g. --output_dir runs/grpo_tiny_cpu"),
         (["--accelerate_config", "recipes/grpo_tiny_cpu.yaml"], "is no accelerate config (it sets no distributed_type)"),
