@@ -171,8 +171,11 @@ def other_kind(command: str, recipe: str) -> str:
     training command's recipe (a GRPO recipe given to sft), else ''."""
     import yaml
 
-    with open(recipe) as f:
-        keys = set(yaml.safe_load(f) or {})
+    try:
+        with open(recipe) as f:
+            keys = set(yaml.safe_load(f) or {})
+    except (yaml.YAMLError, TypeError):  # not a mapping of fields: check_recipe's line says so
+        return ""
     if keys & {"distributed_type", "compute_environment"}:
         return (
             f"; {recipe} is an accelerate config: pass it as --accelerate_config (a recipe goes to --config)"

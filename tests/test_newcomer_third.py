@@ -387,3 +387,60 @@ def test_the_readme_is_a_front_page():
     assert "bash scripts/setup.sh && .venv/bin/python -m pytest -q" in text
     for link in re.findall(r"\]\(([^)#]+)\)", text):
         assert (ROOT / link).exists(), link
+
+
+# ---- more mistakes a newcomer makes, each one line before accelerate starts ----
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--num_processes", "x"], "--num_processes must be a positive whole number, got 'x'"),
+        (["--config", "recipes/grpo_tiny_cpu" + ".yml"], "did you mean recipes/grpo_tiny_cpu.yaml?"),  # a typo
+        (["--config"], "--config needs a recipe, e.g. --config recipes/grpo_tiny_cpu.yaml"),
+        (["--max_steps", "3", "--output_dir"], "--output_dir needs a value, e.g. --output_dir runs/grpo_tiny_cpu"),
+        (["--accelerate_config", "recipes/grpo_tiny_cpu.yaml"], "is no accelerate config (it sets no distributed_type)"),
+        (["--config", "accelerate_configs/cpu.yaml"], "is an accelerate config: pass it as --accelerate_config"),
+        (["--reward_funcs", "policy_reward", "env_reward", "--reward_weights", "1"], "reward_weights has 1 entries for 2"),
+        (["--reward_funcs", "policy_reward", "examples/my_reward.py:b_gives_check", "--reward_weights", "1", "1"],
+         "not the file: examples.my_reward.b_gives_check"),
+        (["--report_to", "tensorbord"], "unknown integration 'tensorbord' (did you mean tensorboard?)"),
+        (["--field_credit", "true", "--reward_funcs", "env_reward", "--reward_weights", "1"], "needs policy_reward"),
+    ],
+)  # fmt: skip
+def test_more_train_mistakes_are_one_line(argv, says, tmp_path):
+    done = rookworld("train", *argv, cwd=tmp_path)
+    one_line(done, "rookworld train: error: ", says)
+    before_launch(done)
+
+
+def test_a_train_recipe_given_to_sft_says_so(tmp_path):
+    done = rookworld("sft", "--config", "recipes/grpo_tiny_cpu.yaml", cwd=tmp_path)
+    one_line(done, "rookworld sft: error: ", "unknown field", "it is a `rookworld train` recipe")
+
+
+def test_num_processes_reaches_the_launcher():
+    from rookworld_trl.cli import launcher
+
+    cmd, _ = launcher(str(ROOT / "accelerate_configs/multi_gpu.yaml"), ["-m", "x"], [], "7")
+    assert cmd[cmd.index("--num_processes") + 1] == "7"
+    cmd, _ = launcher(str(ROOT / "accelerate_configs/multi_gpu.yaml"), ["-m", "x"], [])
+    assert "--num_processes" not in cmd  # the config's own count
+
+
+def test_help_piped_into_head_is_quiet(tmp_path):
+    done = subprocess.run(
+        f"{' '.join(command())} --help | head -1; {' '.join(command())} train --help | head -1",
+        shell=True, cwd=tmp_path, env=user_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.stderr == "" and done.stdout.count("usage: rookworld") == 2, done.stderr
+
+
+def test_eval_on_a_cuda_device_that_is_not_there_is_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here")
+    done = rookworld("eval", "rookworld_trl/assets/model", "--device", "cuda", cwd=tmp_path,
+                     env=user_env(STOCKFISH_PATH=str(tmp_path / "no_engine")))  # fmt: skip
+    one_line(done, "rookworld eval: error: --device cuda: no CUDA device is visible here")

@@ -38,6 +38,7 @@ from rookworld_trl.data.exclude import fen4
 from rookworld_trl.data.files import sniff
 from rookworld_trl.data.puzzles import read_puzzles
 from rookworld_trl.entry import resolve_paths
+from rookworld_trl.errors import UserError
 from rookworld_trl.eval.outputs import summarize, write_outputs
 from rookworld_trl.eval.registry import SUITES, EvalItems, analysed, draw_items
 from rookworld_trl.flags import FlagParser
@@ -224,6 +225,16 @@ def model_generate(name: str, args: EvalSettings):
     return generate, args.fen_width or trained_fen_width(model)
 
 
+def check_device(device: str | None) -> None:
+    """A UserError for --device cuda where no CUDA device is visible (torch would fail at the first tensor)."""
+    if device and device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA device is visible here; leave --device out (cuda when "
+                            "there is one, else cpu) or pass --device cpu")  # fmt: skip
+
+
 def evaluate(args: EvalSettings) -> dict[str, str]:
     """Run the selected suites on args.model (and args.baseline); write eval.json/md/png; their paths."""
     if not args.model:
@@ -233,6 +244,7 @@ def evaluate(args: EvalSettings) -> dict[str, str]:
 
     for name in filter(None, (args.model, args.baseline)):  # a wrong name: one line before Stockfish starts
         model_source(name)
+    check_device(args.device)
     limit = EngineLimit(depth=args.depth, nodes=args.nodes)
     with EnginePool(
         args.engine_workers, limit, multipv=MULTIPV, cache=args.cache, stockfish_path=args.stockfish

@@ -33,6 +33,13 @@ def import_reward(path: str):
     """The function at a dotted path (or 'module:function'), checked as TRL will call it; UserError otherwise.
     The working directory is searched first, as `python -m` does for the stage."""
     module, _, attr = path.rpartition(":") if ":" in path else path.rpartition(".")
+    if "/" in path or os.sep in path or attr == "py" or module.endswith(".py"):  # a file, not a function
+        dotted = (path if attr == "py" else module).removesuffix(".py").replace(os.sep, ".").replace("/", ".")
+        raise UserError(
+            f"reward function {path!r}: name the function by its dotted path, not the file: "
+            f"{dotted}.{'FUNCTION' if attr == 'py' else attr}, run from the folder that holds "
+            f"{dotted.split('.')[0]}{'/' if '.' in dotted else '.py'} (or add that folder to PYTHONPATH)"
+        )
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
