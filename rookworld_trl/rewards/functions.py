@@ -13,7 +13,9 @@ Scale (docs/FORMATS.md): -0.3 unparseable; otherwise a shaping of the per-task c
 graduated (default) 0.2 format only / 0.4 some checks / 0.6 most / 0.8 near perfect / 1.0 all;
 linear 0.2 + 0.8 x fraction of checks; continuous 0.2 + 0.8 x weighted smooth quality; dense as continuous,
 with a P: quality that also grades the legality of every listed move (five verdicts per sample instead of
-the one of B:; for A: it is continuous); binary 1/0.
+the one of B:; for A: it is continuous); decisive as dense, with half of the P: quality on B:, whose share also
+follows B:'s expected-score loss up to 0.5 (rewards/policy.py QUALITY_WEIGHTS: a missed mate costs about what it
+gives up in a game; A: continuous); binary 1/0.
 A P: answer that parses but misses the fixed widths loses LAYOUT_PENALTY (0.2) at every level (binary: 0).
 The true completion scores exactly 1.0 under every shaping.
 

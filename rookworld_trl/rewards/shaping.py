@@ -11,7 +11,7 @@ from rookworld_trl.chess.engine import MATE_SCORE
 
 LAYOUT_PENALTY = 0.2  # a P: answer that parses but is not laid out in the fixed widths
 PENALTY = -0.3  # unparseable: mild, the seeds found -1.0 destabilised training
-SHAPINGS = ("graduated", "linear", "continuous", "dense", "precise", "binary")
+SHAPINGS = ("graduated", "linear", "continuous", "dense", "decisive", "precise", "binary")
 WIN_K = 0.00368208  # lichess's centipawn -> expected score slope; saturates, so mates and +20 agree
 BEST_ZERO_AT = 0.2  # best move: a loss of 0.2 expected score (~230 cp from equality; lichess: a mistake) is 0
 EVAL_ZERO_AT = 0.2  # evaluation: an error of 0.2 expected score scores 0
@@ -33,7 +33,7 @@ def shape(checks: Mapping[str, bool], quality: float, shaping: str) -> float:
         return 0.6 if passed > 0.5 else 0.4 if passed > 0 else 0.2  # most / some / format only
     if shaping == "linear":
         return 0.2 + 0.8 * passed
-    if shaping in ("continuous", "dense", "precise"):  # the callers pass their own quality
+    if shaping in ("continuous", "dense", "decisive", "precise"):  # the callers pass their own quality
         return 0.2 + 0.8 * quality
     if shaping == "binary":
         return float(passed == 1)
