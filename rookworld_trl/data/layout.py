@@ -144,13 +144,14 @@ class LayoutWriter:
     def _tmp(self, split: str, ext: str) -> Path:
         return self.out / f"{split}.{ext}.tmp"
 
-    def add(self, row: dict) -> None:
+    def add(self, row: dict, split: str | None = None) -> None:
+        """Add a row to `split` (None: its position's, split_of), unless it is a duplicate."""
         key = dedup_key(row)
         if key in self.seen:
             self.duplicates[row["task"]] += 1
             return
         self.seen.add(key)
-        split = split_of(row["fen"], *self.fractions)
+        split = split or split_of(row["fen"], *self.fractions)
         self.rows[split][row["task"]] += 1
         if row["kind"]:
             self.kinds[row["kind"]] += 1
