@@ -192,7 +192,10 @@ def parser() -> argparse.ArgumentParser:
         help="P: rows of tactics only (mate in one, mate in two, only move; kind column), split by game",
     )
     g.add_argument(
-        "--tactics_per_game", type=int, default=d.tactics_per_game, help="tactics: positions of a kind per game"
+        "--tactics_per_game",
+        type=int,
+        default=d.tactics_per_game,
+        help="tactics: positions of a kind per game",
     )
     add_engine_args(g)
     add_split_args(g)

@@ -42,4 +42,3 @@ def check_shaping(shaping: str) -> str:
     if shaping not in SHAPINGS:
         raise ValueError(f"unknown shaping {shaping!r}, expected one of {SHAPINGS}")
     return shaping
-
