@@ -8,7 +8,8 @@ their kind in the `kind` column, split by game.
 Which positions a game offers (generate.py makes the games): every ply of a self-play game (the engine
 analysed each one to play it); in random and PGN games the --plies_per_game sampled plies, plus up to
 --tactics_per_game plies where a mate in one exists (python-chess scans every ply for those: the cheap kind,
-and rare enough in sampled plies that a scan is what finds them). Each analysed position is classified; a game
+and rare enough in sampled plies that a scan is what finds them) and the ply two before each (a mate in two
+is most often there). Each analysed position is classified; a game
 gives at most --tactics_per_game positions of each kind (chosen at random among its own), so that no few
 long games fill the set with near-copies of one position.
 
@@ -53,7 +54,8 @@ def positions(game: GameRecord) -> list[str]:
 
 def candidate_plies(game: GameRecord, every_ply: bool, per_game: int, rng: random.Random) -> list[int]:
     """The plies to classify: every ply (`every_ply`: a self-play game, analysed anyway), else the game's
-    sampled plies and up to `per_game` plies with a mate in one."""
+    sampled plies, up to `per_game` plies with a mate in one, and the ply two before each of those (the same
+    side to move, a move earlier: where a mate in two most often is, found without searching every ply)."""
     if every_ply:
         return list(range(len(game.moves)))
     board, mates = chess.Board(game.start), []
@@ -61,7 +63,8 @@ def candidate_plies(game: GameRecord, every_ply: bool, per_game: int, rng: rando
         if board.legal_moves.count() > 1 and mating_moves(board):
             mates.append(ply)
         board.push_uci(move)
-    return sorted(set(game.plies) | set(rng.sample(mates, min(per_game, len(mates)))))
+    chosen = rng.sample(mates, min(per_game, len(mates)))
+    return sorted(set(game.plies) | set(chosen) | {p - 2 for p in chosen if p >= 2})
 
 
 def tactic_rows(
