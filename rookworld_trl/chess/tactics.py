@@ -22,10 +22,10 @@ import chess
 from rookworld_trl.chess.engine import MATE_SCORE, MoveEval, expected_score
 
 KINDS = ("mate1", "mate2", "only")
-# Every other move gives up >= 0.3 expected score: twice what lichess calls a blunder (a drop of 0.3 in its
-# winning chances, 0.15 in expected score), so the position is decided by this one move, and the policy
-# reward's B: share under `decisive` (zero at 0.5) separates it from the rest by at least 0.24 of the reward.
-ONLY_MARGIN = 0.3
+# Every other move gives up >= 0.2 expected score: the loss at which the policy reward's engine quality of B:
+# reaches 0 (rewards/shaping.BEST_ZERO_AT; ~230 cp from equality, more than lichess's blunder, 0.15), so every
+# other move earns nothing for its quality and the position is decided by this one move.
+ONLY_MARGIN = 0.2
 
 
 def mating_moves(board: chess.Board) -> list[chess.Move]:
