@@ -132,3 +132,13 @@ def test_random_games_split_by_game_not_position():
         games.append(Game(chess.STARTING_FEN, [m.uci() for m in board.move_stack], "max_plies", []))
     splits = [game_split(g, 0.0, 0.5) for g in games]
     assert 5 < splits.count("test") < 35  # a hash of the whole game spreads games over both splits
+
+
+def test_tactics_flags_need_their_data():
+    from rookworld_trl.grpo.script_args import GRPOScriptArguments
+
+    with pytest.raises(ValueError, match="need tactics_dataset"):
+        GRPOScriptArguments(dataset_name="d", tactics_ratio=0.25)
+    with pytest.raises(ValueError, match="tactics_ratio must be in"):
+        GRPOScriptArguments(dataset_name="d", tactics_dataset="t", tactics_ratio=1.5)
+    assert GRPOScriptArguments(dataset_name="d", tactics_dataset="t", tactics_replay_coef=1.0).tactics_ratio == 0
