@@ -17,7 +17,7 @@ from rookworld_trl.chess.engine import EngineLimit, EnginePool, expected_score
 from rookworld_trl.chess.formats import parse_policy_completion, policy_completion, policy_prompt
 from rookworld_trl.chess.tactics import ONLY_MARGIN, forces_mate, solves, tactic_kind
 from rookworld_trl.data.generate import GenerateConfig, generate
-from rookworld_trl.data.samples import Game
+from rookworld_trl.data.samples import GameRecord
 from rookworld_trl.data.tactics import game_split, held_out_first
 from rookworld_trl.eval.suites import tactics_suite
 from rookworld_trl.grpo.tactics import TacticsMix
@@ -79,9 +79,11 @@ def test_generate_tactics_labels_kinds_and_game_split(tmp_path):
 
 
 def test_split_is_by_game_and_held_out_positions_win():
-    game = Game(chess.STARTING_FEN, ["e2e4", "e7e5"], "max_plies", [0, 1])
+    game = GameRecord(chess.STARTING_FEN, ["e2e4", "e7e5"], "max_plies", [0, 1])
     assert game_split(game, 0.0, 1.0) == "test" and game_split(game, 0.0, 0.0) == "train"
-    splits = {game_split(Game(chess.STARTING_FEN, [m], "x", [0]), 0.1, 0.3) for m in ("e2e4", "d2d4", "g1f3")}
+    splits = {
+        game_split(GameRecord(chess.STARTING_FEN, [m], "x", [0]), 0.1, 0.3) for m in ("e2e4", "d2d4", "g1f3")
+    }
     assert splits <= {"train", "validation", "test"}
     a, b = {"fen": MATE1, "kind": "mate1"}, {"fen": MATE1.replace(" 0 1", " 5 9"), "kind": "mate1"}
     kept = held_out_first([([a], ["train"]), ([b, {"fen": ONLY}], ["test", "train"])])
@@ -129,7 +131,7 @@ def test_random_games_split_by_game_not_position():
         board = chess.Board()
         for _ in range(20):
             board.push(rng.choice(list(board.legal_moves)))
-        games.append(Game(chess.STARTING_FEN, [m.uci() for m in board.move_stack], "max_plies", []))
+        games.append(GameRecord(chess.STARTING_FEN, [m.uci() for m in board.move_stack], "max_plies", []))
     splits = [game_split(g, 0.0, 0.5) for g in games]
     assert 5 < splits.count("test") < 35  # a hash of the whole game spreads games over both splits
 
@@ -141,4 +143,6 @@ def test_tactics_flags_need_their_data():
         GRPOScriptArguments(dataset_name="d", tactics_ratio=0.25)
     with pytest.raises(ValueError, match="tactics_ratio must be in"):
         GRPOScriptArguments(dataset_name="d", tactics_dataset="t", tactics_ratio=1.5)
-    assert GRPOScriptArguments(dataset_name="d", tactics_dataset="t", tactics_replay_coef=1.0).tactics_ratio == 0
+    assert (
+        GRPOScriptArguments(dataset_name="d", tactics_dataset="t", tactics_replay_coef=1.0).tactics_ratio == 0
+    )

@@ -159,7 +159,9 @@ def make_chunk(source: str, index: int, games_in, config: GenerateConfig, pool: 
     return rows, dict(stats)
 
 
-def tactics_chunk(source: str, games: list[GameRecord], analyses: dict, rng, config: GenerateConfig, pool, stats):
+def tactics_chunk(
+    source: str, games: list[GameRecord], analyses: dict, rng, config: GenerateConfig, pool, stats
+):
     """(rows, stats) of one chunk's tactics: each game's candidate positions analysed (self-play's already
     are) and classified; stats["splits"] holds each row's split (its game's)."""
     plan = [
