@@ -49,7 +49,9 @@ def eval_cells(path: str) -> list[str]:
         if metric not in suites.get(suite, {}):  # the tactics suite runs with tactics_dataset only
             continue
         row = suites[suite][metric]
-        before = f"{row['baseline']['value']:.1%} -> {row['model']['value']:.1%} " if suite == "tactics" else ""
+        before = (
+            f"{row['baseline']['value']:.1%} -> {row['model']['value']:.1%} " if suite == "tactics" else ""
+        )
         cells.append(f"{label} {before}{interval(row['delta']['value'], *row['delta']['ci'], points)}")
     return cells
 

@@ -20,23 +20,13 @@ from collections.abc import Sequence
 import chess
 
 from rookworld_trl.chess.engine import MATE_SCORE, MoveEval, expected_score
+from rookworld_trl.chess.environment import mating_moves
 
 KINDS = ("mate1", "mate2", "only")
 # Every other move gives up >= 0.2 expected score: the loss at which the policy reward's engine quality of B:
 # reaches 0 (rewards/shaping.BEST_ZERO_AT; ~230 cp from equality, more than lichess's blunder, 0.15), so every
 # other move earns nothing for its quality and the position is decided by this one move.
 ONLY_MARGIN = 0.2
-
-
-def mating_moves(board: chess.Board) -> list[chess.Move]:
-    """The legal moves that checkmate at once."""
-    out = []
-    for move in board.legal_moves:
-        board.push(move)
-        if board.is_checkmate():
-            out.append(move)
-        board.pop()
-    return out
 
 
 def forces_mate(board: chess.Board, move: chess.Move) -> bool:

@@ -110,7 +110,14 @@ class GenerateConfig:
         for name in ("selfplay_games", "random_games", "opening_plies"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{flag_of(name)} must be >= 0, got {getattr(self, name)}")
-        for name in ("games_per_chunk", "multipv", "max_plies", "plies_per_game", "workers", "tactics_per_game"):
+        for name in (
+            "games_per_chunk",
+            "multipv",
+            "max_plies",
+            "plies_per_game",
+            "workers",
+            "tactics_per_game",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{flag_of(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("random_move_prob", "illegal_fraction"):

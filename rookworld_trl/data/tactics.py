@@ -26,7 +26,8 @@ from collections import Counter, defaultdict
 
 import chess
 
-from rookworld_trl.chess.tactics import KINDS, mating_moves, tactic_kind
+from rookworld_trl.chess.environment import mating_moves
+from rookworld_trl.chess.tactics import KINDS, tactic_kind
 from rookworld_trl.data.layout import position_key
 from rookworld_trl.data.samples import GameRecord, SampleSettings, policy_row_for
 

@@ -36,7 +36,7 @@ from rookworld_trl.chess.formats import (
     policy_prompt,
     strip_eos,
 )
-from rookworld_trl.chess.tactics import KINDS, mating_moves, solves
+from rookworld_trl.chess.tactics import KINDS, solves
 from rookworld_trl.rewards.functions import score_env, similarity
 from rookworld_trl.rewards.policy import (  # the training rewards, as eval figures
     PolicyGrader,
