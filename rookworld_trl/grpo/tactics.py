@@ -1,4 +1,4 @@
-"""Tactics in GRPO (`tactics_dataset`, script_args.py): positions where one move decides (mate in one, mate in
+"""Tactics in GRPO (`tactics_dataset`, stages/grpo_args.py): positions where one move decides (mate in one, mate in
 two, an only move: `rookworld data generate --tactics`, data/tactics.py) mixed into the run's P: prompts, and
 their labels replayed as supervised rows.
 
