@@ -28,6 +28,9 @@ DELTAS = [  # (suite, metric, label, in points)
     ("policy", "greedy/best_move_loss", "B: loss", False),
     ("policy", "greedy/reward", "P: reward", False),
     ("env", "next_state_accuracy", "A: next state exact", True),
+    ("tactics", "greedy/mate_in_one", "mate in one", True),
+    ("tactics", "greedy/mate_in_two_first_move", "mate in two", True),
+    ("tactics", "greedy/only_move", "only move", True),
 ]
 
 
@@ -43,8 +46,13 @@ def eval_cells(path: str) -> list[str]:
     best = suites["policy"]["greedy/legal_best_move"]
     cells = [f"{best['model']['value']:.1%} vs {best['baseline']['value']:.1%}"]
     for suite, metric, label, points in DELTAS:
-        delta = suites[suite][metric]["delta"]
-        cells.append(f"{label} {interval(delta['value'], *delta['ci'], points)}")
+        if metric not in suites.get(suite, {}):  # the tactics suite runs with tactics_dataset only
+            continue
+        row = suites[suite][metric]
+        before = (
+            f"{row['baseline']['value']:.1%} -> {row['model']['value']:.1%} " if suite == "tactics" else ""
+        )
+        cells.append(f"{label} {before}{interval(row['delta']['value'], *row['delta']['ci'], points)}")
     return cells
 
 

@@ -3,10 +3,13 @@ sampled, straight from its completions/*.parquet (independent of the figures the
 
     python scripts/read_completions.py runs/grpo_tiny_cpu              # the last 30 steps
     python scripts/read_completions.py runs/grpo_tiny_cpu --steps 1-10
+    python scripts/read_completions.py runs/tactics --tactics rookworld_trl/assets/tactics   # + per tactic kind
 
 Per answer that parses (python-chess only): precision = distinct legal / distinct listed; B: legal; selection =
 B: legal minus the legal share of the distinct listed moves, on lists that mix legal and illegal moves; B: = the
-listed move with the highest E:; and the five most common first-listed moves with their share.
+listed move with the highest E:; and the five most common first-listed moves with their share. With --tactics
+(the run's tactics data), the answers to its train positions by kind: solved (chess/tactics.solves), B: legal,
+the solution among the listed moves.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from collections import Counter
 import chess
 import pandas as pd
 
+from rookworld_trl.chess.environment import legal_best_move
 from rookworld_trl.chess.formats import parse_policy_completion, parse_policy_prompt
+from rookworld_trl.chess.tactics import solves
 
 
 def read(run: str, first: int | None, last: int | None, tail: int) -> pd.DataFrame:
@@ -68,6 +73,24 @@ def figures(frame: pd.DataFrame) -> dict:
     }
 
 
+def tactics_figures(frame: pd.DataFrame, tactics: str) -> pd.DataFrame:
+    """Per tactic kind: the answers to the tactics train positions, the share solved, B: legal, solution listed."""
+    rows = pd.read_parquet(os.path.join(tactics, "train.parquet"), columns=["fen", "kind", "best"])
+    kind, best = dict(zip(rows.fen, rows.kind, strict=True)), dict(zip(rows.fen, rows.best, strict=True))
+    out = []
+    for prompt, completion in zip(frame["prompt"], frame["completion"], strict=True):
+        fen = parse_policy_prompt(prompt)
+        if fen in kind:
+            board, parsed = chess.Board(fen), parse_policy_completion(completion)
+            move = legal_best_move(board, completion)
+            right = solves(board, kind[fen], move, best[fen])
+            out.append({"kind": kind[fen], "solved": right, "b_legal": move is not None,
+                        "listed": best[fen] in parsed.moves})  # fmt: skip
+    table = pd.DataFrame(out, columns=["kind", "solved", "b_legal", "listed"])
+    return table.groupby("kind").agg(answers=("solved", "size"), solved=("solved", "mean"),
+                                      b_legal=("b_legal", "mean"), listed=("listed", "mean"))  # fmt: skip
+
+
 def _legal(board: chess.Board, move: str) -> bool:
     try:
         return chess.Move.from_uci(move) in board.legal_moves
@@ -80,10 +103,14 @@ def main() -> None:
     parser.add_argument("run", help="a GRPO output_dir with completions/")
     parser.add_argument("--steps", help="FIRST-LAST (default: the last --tail steps)")
     parser.add_argument("--tail", type=int, default=30)
+    parser.add_argument("--tactics", help="the run's tactics data: answers to its positions by kind")
     args = parser.parse_args()
     first, last = map(int, args.steps.split("-")) if args.steps else (None, None)
-    for name, value in figures(read(args.run, first, last, args.tail)).items():
+    frame = read(args.run, first, last, args.tail)
+    for name, value in figures(frame).items():
         print(f"{name:<12} {value:.3f}" if isinstance(value, float) else f"{name:<12} {value}")
+    if args.tactics:
+        print(tactics_figures(frame, args.tactics).round(3).to_string())
 
 
 if __name__ == "__main__":

@@ -76,3 +76,20 @@ def test_model_card_reports_the_shipped_eval():
     ]:
         value = suites[suite][name]["model"]["value"]
         assert f"{100 * value:.1f}%" in card, (suite, name)
+
+
+def test_tactics_split_by_game_and_held_out_from_every_training_split():
+    """The embedded tactics (rookworld data generate --tactics): small, every row a tactic of its kind's label,
+    and no test position among the tactics train rows or the embedded data's train rows (the main job trains
+    on both)."""
+    tactics = ASSETS / "tactics"
+    assert size(tactics) <= 2 * MB
+    rows = {s: pq.read_table(tactics / f"{s}.parquet").to_pandas() for s in ("train", "test")}
+    assert set(rows["test"].kind) == set(rows["train"].kind) == {"mate1", "mate2", "only"}
+    assert len(rows["test"]) >= 1000 and (rows["test"].task == "P").all()
+    test_keys = {position_key(f) for f in rows["test"].fen}
+    data_train = pq.read_table(ASSETS / "data" / "train.parquet", columns=["fen"]).column("fen").to_pylist()
+    assert not test_keys & {position_key(f) for f in rows["train"].fen}
+    assert not test_keys & {position_key(f) for f in data_train}
+    stats = json.loads((tactics / "stats.json").read_text())
+    assert stats["settings"]["tactics"] and stats["rows"]["test"]["P"] == len(rows["test"])

@@ -130,6 +130,7 @@ ELSEWHERE = {  # run end to end by their own tests
 }
 NOT_RUN = {  # what they need; test_unrun_scripts_name_only_what_exists checks the files they name
     "build_default_model.sh": "hours (SFT from scratch) and it overwrites rookworld_trl/assets/",
+    "build_tactics.sh": "~20 min of Stockfish, and it overwrites rookworld_trl/assets/tactics/",
     "slurm_multinode.sh": "a SLURM cluster with GPUs (sbatch, srun, scontrol)",
 }
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import queue
 import shutil
@@ -39,6 +40,7 @@ from rookworld_trl.errors import UserError
 
 MULTIPV = 5  # the P: format lists the engine's top 5 moves: every analysis is MultiPV 5
 MATE_SCORE = 100000  # mate in n -> MATE_SCORE - n centipawns, the convention of the published data
+WIN_K = 0.00368208  # lichess's centipawn -> expected score slope; saturates, so mates and +20 agree
 MAX_ATTEMPTS = 3  # a position is tried on at most this many (re)started engines
 STARTUP_TIMEOUT = 120.0  # seconds for the UCI handshake and option commands (searches have no timeout)
 
@@ -103,6 +105,11 @@ class MoveEval:
     @property
     def pawns(self) -> float:
         return self.cp / 100
+
+
+def expected_score(cp: float) -> float:
+    """Centipawns (side to move) -> expected score in (0, 1). A mate (+-100000) is 1 or 0."""
+    return 1 / (1 + math.exp(-WIN_K * max(-MATE_SCORE, min(MATE_SCORE, cp))))
 
 
 def format_eval(cp: int) -> str:

@@ -186,6 +186,17 @@ def parser() -> argparse.ArgumentParser:
         "--illegal_fraction", type=float, default=d.illegal_fraction, help="A: odds of an illegal move"
     )
     g.add_argument("--seed", type=int, default=d.seed, help="seed of the games and the samples")
+    g.add_argument(
+        "--tactics",
+        action="store_true",
+        help="P: rows of tactics only (mate in one, mate in two, only move; kind column), split by game",
+    )
+    g.add_argument(
+        "--tactics_per_game",
+        type=int,
+        default=d.tactics_per_game,
+        help="tactics: positions of a kind per game",
+    )
     add_engine_args(g)
     add_split_args(g)
     g.add_argument("--cache", default=None, help="analysis cache (sqlite; None: OUT/analysis.sqlite)")

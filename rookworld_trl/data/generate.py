@@ -14,6 +14,8 @@ analysed it anyway; random and PGN games: --plies_per_game random plies):
   every other legal move that ends the game (mate, stalemate, insufficient material), every en-passant
   capture and one promotion; plus, once per game, the position with its half-move clock set to 149 and a
   random move (half the time a quiet piece move, which then ends the game by the 75-move rule).
+--tactics makes tactics instead (data/tactics.py): P: rows only, of the positions where one move decides (mate in
+one, mate in two, an only move), their kind in the `kind` column, split by game (not by position).
 A fivefold repetition that ends a game is not visible in a 10-ply history (environment.py), so its A:
 sample is labelled from the FEN alone (the game goes on) and counted as `fivefold_unseen` in stats.json.
 
@@ -49,7 +51,15 @@ from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool, MoveEva
 from rookworld_trl.data.exclude import Exclusion
 from rookworld_trl.data.layout import FEATURES, LayoutWriter, write_stats
 from rookworld_trl.data.positions import POSITION_SOURCES
-from rookworld_trl.data.samples import game_rows
+from rookworld_trl.data.samples import GameRecord, game_rows
+from rookworld_trl.data.tactics import (
+    candidate_plies,
+    game_split,
+    held_out_first,
+    kind_counts,
+    positions,
+    tactic_rows,
+)
 
 SOURCES = tuple(POSITION_SOURCES)
 
@@ -81,6 +91,8 @@ class GenerateConfig:
     illegal_fraction: float = 0.1
     validation_fraction: float = 0.05
     test_fraction: float = 0.05
+    tactics: bool = False  # P: rows of tactics only, split by game (data/tactics.py)
+    tactics_per_game: int = 2  # at most this many positions of each tactic kind per game
     # How the work runs, not what it makes:
     workers: int = 1
     cache: str | None = None  # analysis cache (sqlite); None: OUT/analysis.sqlite
@@ -98,7 +110,14 @@ class GenerateConfig:
         for name in ("selfplay_games", "random_games", "opening_plies"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{flag_of(name)} must be >= 0, got {getattr(self, name)}")
-        for name in ("games_per_chunk", "multipv", "max_plies", "plies_per_game", "workers"):
+        for name in (
+            "games_per_chunk",
+            "multipv",
+            "max_plies",
+            "plies_per_game",
+            "workers",
+            "tactics_per_game",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{flag_of(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("random_move_prob", "illegal_fraction"):
@@ -127,6 +146,8 @@ def make_chunk(source: str, index: int, games_in, config: GenerateConfig, pool: 
     stats = Counter()
     analyses: dict[str, list[MoveEval]] = {}
     games = POSITION_SOURCES[source].play(games_in, rng, config, pool, analyses, stats)
+    if config.tactics:
+        return tactics_chunk(source, games, analyses, rng, config, pool, stats)
     fens = []
     for game in games:
         board, wanted = chess.Board(game.start), set(game.plies)
@@ -143,6 +164,28 @@ def make_chunk(source: str, index: int, games_in, config: GenerateConfig, pool: 
         g.end == "fivefold_repetition" and len(g.moves) - 1 in g.plies for g in games
     )
     return rows, dict(stats)
+
+
+def tactics_chunk(
+    source: str, games: list[GameRecord], analyses: dict, rng, config: GenerateConfig, pool, stats
+):
+    """(rows, stats) of one chunk's tactics: each game's candidate positions analysed (self-play's already
+    are) and classified; stats["splits"] holds each row's split (its game's)."""
+    plan = [
+        (g, positions(g), candidate_plies(g, source == "selfplay", config.tactics_per_game, rng))
+        for g in games
+    ]
+    todo = list(dict.fromkeys(fens[p] for _, fens, plies in plan for p in plies if fens[p] not in analyses))
+    analyses.update(zip(todo, pool.analyse_many(todo), strict=True))
+    rows, splits = [], []
+    for game, fens, plies in plan:
+        found = tactic_rows(game, fens, plies, analyses, rng, config.tactics_per_game, config)
+        rows += found
+        splits += [game_split(game, config.validation_fraction, config.test_fraction)] * len(found)
+    stats.update(games=len(games), plies=sum(len(g.moves) for g in games), sampled_plies=len(todo))
+    stats.update(f"end_{g.end}" for g in games)
+    stats.update(kind_counts(rows, splits))
+    return rows, {**stats, "splits": splits}
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -206,12 +249,21 @@ def assemble(config: GenerateConfig, shards: Path, settings: dict, exclude: Excl
     exclude = exclude or Exclusion()
     writer = LayoutWriter(config.out, config.validation_fraction, config.test_fraction)
     sources = {source: Counter() for source in SOURCES}
+    by_game = []  # tactics: (rows, their splits) per shard, written once all are read
     for name in shard_names(shards):
-        sources[name.split("-")[0]].update(json.loads((shards / f"{name}.json").read_text()))
-        for batch in pq.ParquetFile(shards / f"{name}.parquet").iter_batches():
-            for row in batch.to_pylist():
-                if not (exclude and exclude.drops(row["fen"], row["task"])):
-                    writer.add(row)
+        chunk = json.loads((shards / f"{name}.json").read_text())
+        splits = chunk.pop("splits", None)
+        sources[name.split("-")[0]].update(chunk)
+        rows = pq.read_table(shards / f"{name}.parquet").to_pylist()
+        if config.tactics:
+            by_game.append((rows, splits))
+            continue
+        for row in rows:
+            if not (exclude and exclude.drops(row["fen"], row["task"])):
+                writer.add(row)
+    for row, split in held_out_first(by_game):
+        if not (exclude and exclude.drops(row["fen"], row["task"])):
+            writer.add(row, split)
     stats = writer.close()
     if exclude:
         stats["excluded"] = exclude.to_dict()
@@ -256,7 +308,7 @@ def summary(stats: dict, seconds: float) -> str:
     lines = [f"{stats['settings']['limit']}, {seconds:.1f}s"]
     for split, counts in stats["rows"].items():
         lines.append(f"  {split:<10} P: {counts.get('P', 0):>8}  A: {counts.get('A', 0):>8}")
-    lines.append("  A: kinds: " + ", ".join(f"{k} {v}" for k, v in stats["kinds"].items()))
+    lines.append("  kinds: " + ", ".join(f"{k} {v}" for k, v in stats["kinds"].items()))
     lines.append(
         f"  illegal fraction {stats['illegal_fraction']}, fivefold_unseen {stats['fivefold_unseen']}"
     )

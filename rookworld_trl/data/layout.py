@@ -8,7 +8,8 @@ a position, and LayoutWriter, which writes a dataset directory.
 Columns: `text` (the full line), `prompt` + `completion` (formats.split_prompt_completion), `task` ("P"/"A"),
 `fen`, and the ground truth: P: rows `moves`/`evals` (engine top-k best first, evals in pawns; raw text
 lines keep their written order and `limit` ""), `best`, `limit` (engine limit key, e.g. "depth=8");
-A: rows `move`, `history`, `new_fen`, `reward`, `terminated`, `truncated`, `kind` (environment.KINDS).
+A: rows `move`, `history`, `new_fen`, `reward`, `terminated`, `truncated`, `kind` (environment.KINDS); a P:
+row's `kind` is empty, or its tactic (mate1, mate2, only: data/tactics.py) in a tactics dataset.
 Columns of the other task hold empty values ("" / [] / 0.0 / False) so every row has one Arrow type.
 Loading from anywhere is rookworld_trl/data/load.py.
 """
@@ -144,13 +145,14 @@ class LayoutWriter:
     def _tmp(self, split: str, ext: str) -> Path:
         return self.out / f"{split}.{ext}.tmp"
 
-    def add(self, row: dict) -> None:
+    def add(self, row: dict, split: str | None = None) -> None:
+        """Add a row to `split` (None: its position's, split_of), unless it is a duplicate."""
         key = dedup_key(row)
         if key in self.seen:
             self.duplicates[row["task"]] += 1
             return
         self.seen.add(key)
-        split = split_of(row["fen"], *self.fractions)
+        split = split or split_of(row["fen"], *self.fractions)
         self.rows[split][row["task"]] += 1
         if row["kind"]:
             self.kinds[row["kind"]] += 1

@@ -6,8 +6,9 @@
 
 Suites (rookworld_trl/eval/suites.py): policy (held-out P: positions against Stockfish at --depth),
 env (held-out A: transitions, also by transition kind), mate (mate-in-one positions from seeded random
-games; BIG-bench `checkmate_in_one` too when --bigbench names its task.json), selfplay, match (against
-Stockfish at --skill_level). Items are drawn once with --seed, so model and baseline answer the same
+games; BIG-bench `checkmate_in_one` too when --bigbench names its task.json), tactics (the test split of
+`rookworld data generate --tactics` data named by --tactics: mate in one, mate in two's first move and only-move
+accuracy, from games no training tactic comes from), selfplay, match (against Stockfish at --skill_level). Items are drawn once with --seed, so model and baseline answer the same
 positions; each figure comes with a 95% interval and, with a baseline, a paired interval of the difference.
 The published RookWorld-LM figures (docs/FORMATS.md) appear beside the figures they correspond to.
 B:'s quality beside its legality: top5_move_accuracy (B: is one of the engine's top 5 moves) and
@@ -81,6 +82,11 @@ class EvalSettings:
     bigbench: str | None = field(
         default=None, metadata={"help": "BIG-bench checkmate_in_one task.json (your copy)"}
     )
+    tactics: str | None = field(
+        default=None,
+        metadata={"help": "tactics data (rookworld data generate --tactics): the tactics suite's test split"},
+    )
+    tactics_samples: int = field(default=2000, metadata={"help": "tactics test positions (all kinds)"})
     bigbench_samples: int | None = field(
         default=None, metadata={"help": "first N BIG-bench examples (None: all)"}
     )
@@ -281,6 +287,7 @@ def evaluate(args: EvalSettings) -> dict[str, str]:
         "sizes": {key: n for suite in SUITES.values() for key, n in suite.sizes(items, args).items()},
         "bigbench": args.bigbench,
         "in_training_data": found,
+        "tactics": args.tactics,
         "max_plies": args.max_plies,
         "skill_level": args.skill_level,
         "eval_clip_pawns": 10.0,
@@ -315,7 +322,7 @@ def parse_args(argv: list[str] | None) -> EvalSettings:
         )
     settings = EvalSettings(**vars(p.parse_args(argv)))
     resolve_paths(
-        settings, "model", "baseline", "data", "train_data"
+        settings, "model", "baseline", "data", "train_data", "tactics"
     )  # as given (the working directory), else bundled
     return settings
 

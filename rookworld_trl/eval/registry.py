@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from rookworld_trl.chess.engine import EngineLimit, EnginePool, MoveEval
 from rookworld_trl.chess.formats import FEN_WIDTH, parse_policy_prompt
+from rookworld_trl.chess.tactics import KINDS
 from rookworld_trl.data.puzzles import load_bigbench_checkmate
 from rookworld_trl.eval.game_suites import match_suite, selfplay_suite
 from rookworld_trl.eval.suites import (
@@ -23,6 +24,7 @@ from rookworld_trl.eval.suites import (
     find_mate_in_one,
     mate_suite,
     policy_suite,
+    tactics_suite,
 )
 from rookworld_trl.rewards.policy import label_analysis
 
@@ -39,6 +41,7 @@ class EvalItems:
     env_kinds: list[str] | None = None
     mate_fens: list[str] = field(default_factory=list)
     bigbench: list[tuple[str, str]] = field(default_factory=list)
+    tactics: list[tuple[str, str, str]] = field(default_factory=list)  # (FEN, kind, engine's best)
     drawn_fens: list[str] = field(default_factory=list)  # P: positions drawn from the data, before analysis
     fen_width: int = FEN_WIDTH  # P: prompts are padded as the data was written
 
@@ -130,6 +133,29 @@ def prepare_mate(items: EvalItems, args, engine: EnginePool, dataset) -> None:
         items.bigbench = load_bigbench_checkmate(args.bigbench, args.bigbench_samples)
 
 
+def run_tactics(generate, items: EvalItems, args, engine):
+    fens, kinds, bests = zip(*items.tactics, strict=True) if items.tactics else ((), (), ())
+    return {"tactics": tactics_suite(generate, fens, kinds, bests, decodings=args.decodings.split(","),
+                                     fen_width=items.fen_width, **decoding(args))}  # fmt: skip
+
+
+def prepare_tactics(items: EvalItems, args, engine: EnginePool, dataset) -> None:
+    """Up to args.tactics_samples positions of the tactics data's test split (args.tactics), drawn with args.seed,
+    in the data's order: (FEN, kind, engine's best)."""
+    if not args.tactics:
+        raise ValueError(
+            "the tactics suite needs tactics data: pass --tactics (rookworld data generate --tactics)"
+        )
+    from rookworld_trl.data.load import load_rookworld_dataset  # here: data pulls in the dataset tooling
+
+    rows = load_rookworld_dataset(args.tactics, split="test").select_columns(["task", "fen", "kind", "best"])
+    found = [(r["fen"], r["kind"], r["best"]) for r in rows if r["task"] == "P" and r["kind"] in KINDS]
+    if not found:
+        raise ValueError(f"{args.tactics}: its test split holds no tactics (kind mate1, mate2 or only)")
+    keep = sorted(random.Random(args.seed).sample(range(len(found)), min(args.tactics_samples, len(found))))
+    items.tactics = [found[i] for i in keep]
+
+
 def run_selfplay(generate, items: EvalItems, args, engine):
     return {"selfplay": selfplay_suite(generate, games=args.selfplay_games, max_plies=args.max_plies,
                                        fen_width=items.fen_width, **decoding(args))}  # fmt: skip
@@ -160,6 +186,8 @@ SUITES = {  # in the order they run and are reported
         Suite("env", run_env, lambda items, args: {"env_transitions": len(items.env_prompts)}, needs_data=True),
         Suite("mate", run_mate, lambda items, args: {"mate_positions": len(items.mate_fens),
                                                      "bigbench_positions": len(items.bigbench)}, prepare_mate),
+        Suite("tactics", run_tactics, lambda items, args: {"tactics_positions": len(items.tactics)},
+              prepare_tactics),
         Suite("selfplay", run_selfplay, lambda items, args: {"selfplay_games": args.selfplay_games}),
         Suite("match", run_match, lambda items, args: {"match_games": args.match_games}),
     )

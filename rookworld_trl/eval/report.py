@@ -303,6 +303,9 @@ HEADLINE = {  # eval.json suite/figure -> how the end-of-run summary names it
     ("policy", "greedy/reward"): "P: reward (graduated)",
     ("policy", "greedy/watch/precision"): "P: listed moves legal (precision)",
     ("env", "next_state_accuracy"): "A: next state exact",
+    ("tactics", "greedy/mate_in_one"): "mate in one (tactics test split)",
+    ("tactics", "greedy/mate_in_two_first_move"): "mate in two, first move (tactics)",
+    ("tactics", "greedy/only_move"): "only move (tactics)",
 }
 WATCH_LINE = {"precision": "precision", "selection": "selection", "distinct": "distinct", "b_legal": "B: legal",
               "b_best_e": "B: = best E:", "first_share": "top first move"}  # fmt: skip

@@ -1,4 +1,4 @@
-"""The evaluation suites on held-out items: policy, environment, mate-in-one (the games: game_suites.py).
+"""The evaluation suites on held-out items: policy, environment, mate-in-one, tactics (the games: game_suites.py).
 
 Each suite takes a `generate` callable, `generate(prompts, *, max_new_tokens, do_sample, temperature,
 top_k, seed) -> completions` (in practice `generation.generate_completions` with the model bound; in
@@ -36,6 +36,7 @@ from rookworld_trl.chess.formats import (
     policy_prompt,
     strip_eos,
 )
+from rookworld_trl.chess.tactics import KINDS, solves
 from rookworld_trl.rewards.functions import score_env, similarity
 from rookworld_trl.rewards.policy import (  # the training rewards, as eval figures
     PolicyGrader,
@@ -299,4 +300,47 @@ def mate_suite(
         if targets is not None:
             hits = [m is not None and m.uci() == t for m, t in zip(moves, targets, strict=True)]
             out[f"{decoding}/target_accuracy"] = Metric([float(x) for x in hits])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- tactics
+
+TACTIC_FIGURES = {"mate1": "mate_in_one", "mate2": "mate_in_two_first_move", "only": "only_move"}
+
+
+def tactics_suite(
+    generate: Generate,
+    fens: Sequence[str],
+    kinds: Sequence[str],
+    bests: Sequence[str],
+    *,
+    decodings: Sequence[str] = ("greedy",),
+    temperature: float = 0.6,
+    top_k: int = 5,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    fen_width: int = FEN_WIDTH,
+) -> dict[str, Metric]:
+    """Tactics through the P: answer's B: (chess/tactics.solves): per kind (`kinds`, KINDS) the share solved,
+    "<decoding>/mate_in_one", "/mate_in_two_first_move" (B: forces mate in two), "/only_move" (B: is the
+    engine's best, `bests`), each with a value on its kind's items only (None elsewhere: paired intervals
+    compare the same items), and "/legal_move" over all."""
+    prompts = [policy_prompt(fen, fen_width) for fen in fens]
+    out = {}
+    for decoding in decodings:
+        kwargs = decoding_kwargs(decoding, temperature, top_k)
+        completions = generate_all(
+            generate, prompts, f"tactics/{decoding}", seed, max_new_tokens=max_new_tokens, **kwargs
+        )
+        boards = [chess.Board(fen) for fen in fens]
+        moves = [legal_best_move(board, c) for board, c in zip(boards, completions, strict=True)]
+        right = [
+            float(solves(board, kind, move, best))
+            for board, kind, move, best in zip(boards, kinds, moves, bests, strict=True)
+        ]
+        for kind in KINDS:
+            values = [r if k == kind else None for r, k in zip(right, kinds, strict=True)]
+            if any(v is not None for v in values):
+                out[f"{decoding}/{TACTIC_FIGURES[kind]}"] = Metric(values)
+        out[f"{decoding}/legal_move"] = Metric([float(m is not None) for m in moves])
     return out

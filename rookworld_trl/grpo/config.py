@@ -42,8 +42,9 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
     reward_shaping: str = field(
         default="graduated",
         metadata={
-            "help": "Shaping of the registry rewards: graduated, linear, continuous, dense, precise or binary "
-            "(rewards/functions.py). precise grades each listed move (+1 engine top 5, 0 other legal, -1 illegal, "
+            "help": "Shaping of the registry rewards: graduated, linear, continuous, dense, decisive, precise or "
+            "binary (rewards/functions.py). decisive is dense with half of the P: quality on B:, which also follows "
+            "B:'s expected-score loss up to 0.5 (a missed mate costs about what it gives up). precise grades each listed move (+1 engine top 5, 0 other legal, -1 illegal, "
             "repeated or past the fifth) and B: for legality, quality and consistency with E:: it pays for "
             "precision, never for count."
         },

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from rookworld_trl.chess.engine import MULTIPV
-from rookworld_trl.rewards.policy import PRECISE_WEIGHTS
+from rookworld_trl.rewards.policy import B_COMPONENTS, PRECISE_WEIGHTS, QUALITY_WEIGHTS
 from rookworld_trl.rewards.shaping import LAYOUT_PENALTY
 
 FIELDS = ("M", "E", "B")  # token field index 0, 1, 2 in completion order
@@ -57,12 +57,12 @@ def field_terms(components: dict | None, shaping: str = "precise") -> dict | Non
         m_total = w["M"] * components["moves_score"]
         b_total = w["B"] * components["b_field"]
         e_total = w["E"] * components["evals_top5"]
-    else:  # dense: 3 x legal_moves + candidates on M:, 2 x best_legal + 3 x best on B:, tenths
-        w = {"M": SPAN * 0.4, "E": SPAN * 0.1}
-        moves = [SPAN * 0.1 * (3 * (v >= 0) + (v == 1)) / MULTIPV for v in verdicts]
-        m_total = SPAN * 0.1 * (3 * components["legal_moves"] + components["candidates"])
-        b_total = SPAN * 0.1 * (2 * components["best_legal"] + 3 * components["best"])
-        e_total = w["E"] * components["evals"]
+    else:  # dense (and the other shapings), decisive: M: legal_moves + candidates, E: evals, B: its components
+        w = {k: SPAN * 0.1 * v for k, v in weights_of(shaping).items()}
+        moves = [(w["legal_moves"] * (v >= 0) + w["candidates"] * (v == 1)) / MULTIPV for v in verdicts]
+        m_total = w["legal_moves"] * components["legal_moves"] + w["candidates"] * components["candidates"]
+        b_total = sum(w[k] * components[k] for k in B_COMPONENTS if k in w)
+        e_total = w["evals"] * components["evals"]
     return {
         "M": m_total - slip,
         "E": e_total - slip,
@@ -70,8 +70,23 @@ def field_terms(components: dict | None, shaping: str = "precise") -> dict | Non
         "moves": moves,
         "best_slot": components["best_slot"],
         # rewards/policy.py's b_choice in reward units: B: weighs 5 tenths of the dense quality
-        "choice": SPAN * 0.5 * components.get("b_choice", 0.0),
+        "choice": SPAN * b_share(shaping) * components.get("b_choice", 0.0),
     }
+
+
+def weights_of(shaping: str) -> dict[str, int]:
+    """The tenths field credit splits: the shaping's own, the dense ones for a shaping without any."""
+    return QUALITY_WEIGHTS.get(shaping, QUALITY_WEIGHTS["dense"])
+
+
+def b_share(shaping: str) -> float:
+    """B:'s share of the quality, the scale of B:'s choice term: 0.5 (dense's B: tenths) but under decisive 0.6.
+
+    >>> b_share("dense"), b_share("precise"), b_share("decisive")
+    (0.5, 0.5, 0.6)
+    """
+    weights = QUALITY_WEIGHTS["decisive" if shaping == "decisive" else "dense"]
+    return sum(weights.get(k, 0) for k in B_COMPONENTS) / 10
 
 
 def token_layout(texts: Sequence[str]) -> list[tuple[int, int]]:

@@ -4,7 +4,8 @@ kl_estimator replaces it) is computed by the trainer's compute_loss; `add_terms`
   + beta x the exact KL to the reference (`kl_estimator` forward/reverse/symmetric: kl.py), normalised as TRL
     normalises its loss (`normalise_like_trl`);
   + value_coef x the value head's loss (`value_baseline`: value.py);
-  + replay_coef x the supervised loss of replayed A: truths (`replay_coef`: replay.py).
+  + replay_coef x the supervised loss of replayed A: truths (`replay_coef`: replay.py);
+  + tactics_replay_coef x the supervised loss of replayed tactics labels (`tactics_replay_coef`: tactics.py).
 
 Each is scaled for gradient accumulation like TRL's own loss, so a coefficient weighs the same whatever
 gradient_accumulation_steps is.
@@ -37,6 +38,11 @@ def add_terms(trainer, model, inputs, loss: torch.Tensor, hidden: torch.Tensor |
         supervised = replay_loss(model, trainer.replay.batch(trainer.micro_step, loss.device))
         trainer.log_metric("replay_loss", supervised.item())
         loss = loss + trainer.args.replay_coef * supervised / trainer.current_gradient_accumulation_steps
+    if trainer.tactics_replay is not None and training:
+        supervised = replay_loss(model, trainer.tactics_replay.batch(trainer.micro_step, loss.device))
+        trainer.log_metric("tactics_replay_loss", supervised.item())
+        coef = trainer.tactics.replay_coef
+        loss = loss + coef * supervised / trainer.current_gradient_accumulation_steps
     return loss
 
 

@@ -3,8 +3,8 @@ The stage that builds and runs it is rookworld_trl/stages/grpo.py (`python -m ro
 
 One optimizer step, in the order it runs (docs/ARCHITECTURE.md walks it), each hook overridden once, here;
 TRL calls them through the seams of training/trl_compat.py:
-  1. prompts: `training_step` mixes self-play positions (selfplay.py) and the curriculum's (curriculum.py) into
-     P: prompts;
+  1. prompts: `training_step` mixes self-play positions (selfplay.py), the curriculum's (curriculum.py) and
+     tactics (tactics.py) into P: prompts;
   2. rollout: `generate_batch` -> TRL samples K completions per prompt with our sampler (rollout.py);
   3. rewards: TRL calls the reward functions (rewards/functions.py) and its group advantages;
   4. advantages: `shape_advantages` -> advantages.py (baselines, field credit, the value head's GAE);
@@ -39,6 +39,7 @@ from rookworld_trl.grpo.rollout import check_supported, rollout
 from rookworld_trl.grpo.safety import StepGuard
 from rookworld_trl.grpo.schedule import warmup_cosine_linear
 from rookworld_trl.grpo.selfplay import SelfPlay, SelfPlayCallback
+from rookworld_trl.grpo.tactics import TacticsMix
 from rookworld_trl.grpo.value import (
     ValueCheckpoint,
     ValueHead,
@@ -65,7 +66,8 @@ class RookWorldGRPOTrainer(GRPOSeams):
 
     `replay_dataset`: the rows supervised replay draws from (default: `train_dataset`). The stage passes the
     whole training split, so that replay of A: truths works when `mix_env_ratio` leaves no A: prompts to sample.
-    `selfplay`: self-play positions to mix into P: prompts (grpo/selfplay.py; None: off). `push_checkpoints`:
+    `selfplay`: self-play positions to mix into P: prompts (grpo/selfplay.py; None: off). `tactics`: tactics
+    rows to mix into P: prompts and replay (grpo/tactics.py; None: off). `push_checkpoints`:
     with push_to_hub, upload each complete checkpoint's model files too.
     After `train()` returns, `halt_reason` is None for a normal end, else a message saying why it stopped.
     """
@@ -91,6 +93,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
         *rest,
         replay_dataset=None,
         selfplay: SelfPlay | None = None,
+        tactics: TacticsMix | None = None,
         push_checkpoints: bool = False,
         **kwargs,
     ):
@@ -124,6 +127,10 @@ class RookWorldGRPOTrainer(GRPOSeams):
             rows = self.train_dataset if replay_dataset is None else replay_dataset
             self.replay = Replay(rows, a.replay_task, self.processing_class, a.replay_batch_size, a.seed,
                                  a.process_index, a.pad_to_multiple_of)  # fmt: skip
+        self.tactics, self.tactics_replay = tactics, None  # grpo/tactics.py: decisive positions, their labels
+        if tactics is not None and tactics.replay_coef > 0:
+            self.tactics_replay = Replay(tactics.dataset, "P", self.processing_class, tactics.replay_batch_size,
+                                         a.seed, a.process_index, a.pad_to_multiple_of)  # fmt: skip
         self.selfplay = selfplay  # rookworld_trl/grpo/selfplay.py: the policy's own games as P: prompts
         if selfplay is not None:
             self.add_callback(SelfPlayCallback(self))
@@ -246,10 +253,11 @@ class RookWorldGRPOTrainer(GRPOSeams):
         return loss
 
     def _mix_prompts(self, inputs):
-        """Self-play positions, then the curriculum's, into this generation batch's P: prompts. TRL hands every
-        micro-batch the rows of its generation batch but generates only on the first: figures are logged for it."""
+        """Self-play positions, then the curriculum's, then tactics, into this generation batch's P: prompts. TRL
+        hands every micro-batch the rows of its generation batch but generates only on the first: figures are
+        logged for it."""
         figures = {}
-        for source in (self.selfplay, self.curriculum):
+        for source in (self.selfplay, self.curriculum, self.tactics):
             if source is not None:
                 inputs, more = source.mix(inputs, self.state.global_step)
                 figures |= more

@@ -13,7 +13,9 @@ Scale (docs/FORMATS.md): -0.3 unparseable; otherwise a shaping of the per-task c
 graduated (default) 0.2 format only / 0.4 some checks / 0.6 most / 0.8 near perfect / 1.0 all;
 linear 0.2 + 0.8 x fraction of checks; continuous 0.2 + 0.8 x weighted smooth quality; dense as continuous,
 with a P: quality that also grades the legality of every listed move (five verdicts per sample instead of
-the one of B:; for A: it is continuous); binary 1/0.
+the one of B:; for A: it is continuous); decisive as dense, with half of the P: quality on B:, whose share also
+follows B:'s expected-score loss up to 0.5 (rewards/policy.py QUALITY_WEIGHTS: a missed mate costs about what it
+gives up in a game; A: continuous); binary 1/0.
 A P: answer that parses but misses the fixed widths loses LAYOUT_PENALTY (0.2) at every level (binary: 0).
 The true completion scores exactly 1.0 under every shaping.
 
@@ -31,13 +33,14 @@ from collections.abc import Callable, Sequence
 from rapidfuzz.distance import Levenshtein
 
 from rookworld_trl.chess.engine import EnginePool
-from rookworld_trl.chess.environment import env_truth, parse_board, playable_position
+from rookworld_trl.chess.environment import env_truth, legal_best_move, parse_board, playable_position
 from rookworld_trl.chess.formats import (
     EnvSample,
     parse_env_completion,
     parse_policy_prompt,
     task_of,
 )
+from rookworld_trl.chess.tactics import KINDS, solves
 from rookworld_trl.rewards.policy import POLICY_COMPONENTS, PolicyGrader, label_analysis
 from rookworld_trl.rewards.shaping import PENALTY, check_shaping, shape
 from rookworld_trl.rewards.watch import watch
@@ -206,6 +209,8 @@ def make_policy_reward(*, engine: EnginePool | None = None, shaping: str = "grad
         moves: list | None = None,
         evals: list | None = None,
         limit: list[str] | None = None,
+        kind: list[str] | None = None,
+        best: list[str] | None = None,
         log_metric: Callable[[str, float], None] | None = None,
         log_extra: Callable[[str, list], None] | None = None,
         **kwargs,
@@ -235,10 +240,30 @@ def make_policy_reward(*, engine: EnginePool | None = None, shaping: str = "grad
         if log_metric is not None and mine:  # the reward-hacking watch (rewards/watch.py)
             for name, value in watch(fens, [completions[i] for i in mine]).items():
                 log_metric(f"watch/{name}", value)
+        if log_metric is not None and kind is not None and best is not None:  # tactics rows (grpo/tactics.py)
+            for name, value in tactics_solved(fens, [completions[i] for i in mine], kind, best, mine).items():
+                log_metric(name, value)
         return rewards
 
     policy_reward.grader = grader  # its memo and pool: field credit re-grades through it (policy_grader)
     return policy_reward
+
+
+def tactics_solved(fens, completions, kind, best, rows) -> dict[str, float]:
+    """{"tactics/<kind>_solved": the share of this batch's samples on tactics rows of that kind whose B: solves
+    it (chess/tactics.solves)}: how often sampling finds the deciding move. `rows`: each sample's batch row.
+
+    >>> fen = "6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1"
+    >>> tactics_solved([fen, fen], [" a1a8 E: 999.99 B: a1a8", " h2h3 E: 0.4 B: h2h3"], ["mate1"], ["a1a8"], [0, 0])
+    {'tactics/mate1_solved': 0.5}
+    """
+    solved: dict[str, list[float]] = {}
+    for fen, completion, i in zip(fens, completions, rows, strict=True):
+        if kind[i] in KINDS:
+            board = parse_board(fen)
+            right = solves(board, kind[i], legal_best_move(board, completion), best[i])
+            solved.setdefault(kind[i], []).append(float(right))
+    return {f"tactics/{k}_solved": sum(v) / len(v) for k, v in solved.items()}
 
 
 def policy_grader(reward_funcs: Sequence[Callable]) -> PolicyGrader | None:

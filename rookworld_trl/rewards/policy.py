@@ -25,12 +25,24 @@ from rookworld_trl.rewards.shaping import (
 )
 
 PRECISE_WEIGHTS = {"M": 0.25, "E": 0.15, "B": 0.6}  # the fields' shares of the "precise" quality
+# The tenths of the "dense" and "decisive" qualities, by component (each in [0, 1]; all-correct sums to 1.0).
+# dense: every listed move's legality, then B:'s legality and its engine quality (best: 0 at a loss of 0.2).
+# decisive: B:'s share also follows its expected-score loss past 0.2 (`kept`: 1 at no loss, 0 at a loss of
+# DECISIVE_ZERO_AT), so that a move that gives up more (a missed mate, a lost piece) keeps costing about what
+# it gives up: half of the quality is B:'s. The tenths come from the listed moves' legality and B:'s own;
+# B:'s legality still pays on its own, so a legal B: that loses everything scores above an illegal one.
+QUALITY_WEIGHTS = {
+    "dense": {"legal_moves": 3, "best_legal": 2, "best": 3, "candidates": 1, "evals": 1},
+    "decisive": {"legal_moves": 2, "best_legal": 1, "best": 2, "kept": 3, "candidates": 1, "evals": 1},
+}
+B_COMPONENTS = ("best_legal", "best", "kept")  # the components B: decides (field credit puts them on B:)
+DECISIVE_ZERO_AT = 0.5  # kept: a loss of half a point (a won game drawn, a drawn one lost) keeps nothing
 BAD_MOVE = -0.25  # the verdict of a listed move that is illegal, a repeat or one too many
 
 MEMO_SIZE = 200_000  # engine analyses kept in memory by a PolicyGrader (~1 kB each)
 POLICY_COMPONENTS = (
     "parsed", "well_formed", "layout", "best", "best_legal", "best_top5", "best_top1", "cp_loss", "legal_moves",
-    "candidates", "evals", "evals_top5", "b_field",
+    "candidates", "evals", "evals_top5", "b_field", "b_loss",
 )  # fmt: skip
 
 
@@ -60,10 +72,17 @@ def score_policy(
     0.8
     >>> score_policy(fen, " a1a8 E: 999.99 B: a1a8", top)[0], score_policy(fen, " a1a8 E: 999.99", top)[0]
     (0.2, -0.3)
+
+    Under "decisive" B:'s share follows its expected-score loss: missing the mate (a loss of 0.46 here) costs
+    0.38 of the reward (dense: 0.24), an illegal B: 0.48.
+
+    >>> [round(score_policy(fen, policy_completion(moves, evals, b), top, shaping=s)[0], 2)
+    ...  for s in ("dense", "decisive") for b in ("a1a8", "h2h3", "b2b3")]
+    [1.0, 0.76, 0.6, 1.0, 0.62, 0.52]
     """
     parsed = completion if isinstance(completion, ParsedPolicy) else parse_policy_completion(completion)
     if not parsed.ok:  # graded without the analysis: callers need not search for it
-        return PENALTY, {**dict.fromkeys(POLICY_COMPONENTS, 0.0), "cp_loss": None}
+        return PENALTY, {**dict.fromkeys(POLICY_COMPONENTS, 0.0), "cp_loss": None, "b_loss": None}
     if not analysis:
         raise ValueError(f"no engine analysis for {fen} (game over?)")
     if len(analysis) < MULTIPV and len(analysis) != chess.Board(fen).legal_moves.count():
@@ -122,6 +141,8 @@ def _grade(parsed: ParsedPolicy, analysis: Sequence[MoveEval], cp_of) -> tuple[d
         "best_top5": float(parsed.best in top5),
         "best_top1": float(best_cp is not None and best_cp >= top_cp),
         "cp_loss": None if best_cp is None else float(min(1000, max(0, top_cp - best_cp))),
+        # B:'s expected-score loss against the top move (None: B: illegal) and what a legal B: keeps of it
+        "b_loss": None if best_cp is None else max(0.0, expected_score_loss(top_cp, best_cp)),
         # Distinct legal moves listed, out of at least n_expected: five legality verdicts per answer.
         "legal_moves": sum(cp is not None for cp in move_cp.values()) / max(len(moves), n_expected),
         # Out of at least n_expected, so that writing one good move does not earn full marks.
@@ -149,6 +170,7 @@ def _grade(parsed: ParsedPolicy, analysis: Sequence[MoveEval], cp_of) -> tuple[d
     b_value, *listed = values
     components["b_choice"] = b_value - (sum(listed) / len(listed) if listed else 0.0)
     components["layout"] = float(parsed.exact)
+    components["kept"] = 0.0 if best_cp is None else max(0.0, 1 - components["b_loss"] / DECISIVE_ZERO_AT)
     return components, checks
 
 
@@ -156,9 +178,8 @@ def _quality(c: dict, shaping: str) -> float:
     """The answer's quality in [0, 1] under `shaping`; tenths, so that all-correct sums to exactly 1.0."""
     if shaping == "precise":
         return precise_quality(c)
-    if shaping == "dense":  # legality of every listed move and of B:, then the continuous quality of B:
-        legal = 3 * c["legal_moves"] + 2 * c["best_legal"]
-        return (legal + 3 * c["best"] + c["candidates"] + c["evals"]) / 10
+    if shaping in QUALITY_WEIGHTS:  # dense, decisive
+        return sum(w * c[name] for name, w in QUALITY_WEIGHTS[shaping].items()) / 10
     return (
         5 * c["best"] + 2 * c["candidates"] + 2 * c["evals"] + c["well_formed"]
     ) / 10  # the best move weighs most

@@ -4,15 +4,13 @@ checks and smooth quality into its reward under each shaping (docs/FORMATS.md, r
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
-from rookworld_trl.chess.engine import MATE_SCORE
+from rookworld_trl.chess.engine import WIN_K, expected_score  # noqa: F401 (the scale's, re-exported here)
 
 LAYOUT_PENALTY = 0.2  # a P: answer that parses but is not laid out in the fixed widths
 PENALTY = -0.3  # unparseable: mild, the seeds found -1.0 destabilised training
-SHAPINGS = ("graduated", "linear", "continuous", "dense", "precise", "binary")
-WIN_K = 0.00368208  # lichess's centipawn -> expected score slope; saturates, so mates and +20 agree
+SHAPINGS = ("graduated", "linear", "continuous", "dense", "decisive", "precise", "binary")
 BEST_ZERO_AT = 0.2  # best move: a loss of 0.2 expected score (~230 cp from equality; lichess: a mistake) is 0
 EVAL_ZERO_AT = 0.2  # evaluation: an error of 0.2 expected score scores 0
 EVAL_CLOSE = 0.75  # evals check: mean score >= 0.75, i.e. errors of ~0.05 expected score (~50 cp at equality)
@@ -33,7 +31,7 @@ def shape(checks: Mapping[str, bool], quality: float, shaping: str) -> float:
         return 0.6 if passed > 0.5 else 0.4 if passed > 0 else 0.2  # most / some / format only
     if shaping == "linear":
         return 0.2 + 0.8 * passed
-    if shaping in ("continuous", "dense", "precise"):  # the callers pass their own quality
+    if shaping in ("continuous", "dense", "decisive", "precise"):  # the callers pass their own quality
         return 0.2 + 0.8 * quality
     if shaping == "binary":
         return float(passed == 1)
@@ -44,8 +42,3 @@ def check_shaping(shaping: str) -> str:
     if shaping not in SHAPINGS:
         raise ValueError(f"unknown shaping {shaping!r}, expected one of {SHAPINGS}")
     return shaping
-
-
-def expected_score(cp: float) -> float:
-    """Centipawns (side to move) -> expected score in (0, 1). A mate (+-100000) is 1 or 0."""
-    return 1 / (1 + math.exp(-WIN_K * max(-MATE_SCORE, min(MATE_SCORE, cp))))

@@ -28,6 +28,7 @@ from rookworld_trl.chess.formats import fen_width_of
 from rookworld_trl.entry import check_numbers, resolve_paths, stage_parser
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.selfplay import selfplay_for
+from rookworld_trl.grpo.tactics import tactics_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_width, trained_fen_width
 from rookworld_trl.stages.grpo_args import GRPOScriptArguments, check_rewards
@@ -119,6 +120,9 @@ def before_after_eval(
     settings = eval_settings(
         script, args, script.eval_samples, script.eval_env_samples, model=final_dir, baseline=initial_model
     )
+    if script.tactics_dataset and script.eval_tactics_samples > 0:  # its test split: games trained on by none
+        settings.suites += ",tactics"
+        settings.tactics, settings.tactics_samples = script.tactics_dataset, script.eval_tactics_samples
     paths = evaluate.evaluate(settings)
     report.main([args.output_dir])
     with open(paths["md"]) as f:
@@ -252,7 +256,7 @@ def parse(argv: list[str] | None = None):
         parser.error("set model_name_or_path and dataset_name (in the recipe or as --flags)")
     # Recipes name the embedded model and data relative to the repository/package root: any cwd works.
     resolve_paths(model_args, "model_name_or_path")
-    resolve_paths(script, "dataset_name")
+    resolve_paths(script, "dataset_name", "tactics_dataset")
     return script, args, model_args
 
 
@@ -332,6 +336,7 @@ def build(argv: list[str] | None = None):
         peft_config=get_peft_config(model_args),
         replay_dataset=replay_rows,
         selfplay=selfplay_for(script, args.seed, dataset),
+        tactics=tactics_for(script, args.seed, script.fen_width),
         push_checkpoints=script.push_checkpoints,
     )
     use_compact_logs(trainer)  # one line per logging step; the whole dict goes to metrics.jsonl

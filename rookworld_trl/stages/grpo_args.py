@@ -137,6 +137,31 @@ class GRPOScriptArguments(ScriptArguments):
     selfplay_buffer_size: int = field(
         default=5000, metadata={"help": "Self-play: positions kept (FIFO, one per position)."}
     )
+    # ---- tactics ----
+    tactics_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Tactics data (`rookworld data generate --tactics`: mate in one, mate in two, only moves, split "
+            "by game): its train split mixes into P: prompts (tactics_ratio) and is replayed (tactics_replay_coef), "
+            "its test split joins the before/after eval as the `tactics` suite (rookworld_trl/grpo/tactics.py)."
+        },
+    )
+    tactics_ratio: float = field(
+        default=0.0, metadata={"help": "Fraction of P: prompts replaced by tactics train rows. 0: none."}
+    )
+    tactics_replay_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the supervised loss of tactics labels added to each micro-batch. 0: off."
+        },
+    )
+    tactics_replay_batch_size: int = field(
+        default=16, metadata={"help": "Tactics rows replayed per micro-batch (tactics_replay_coef > 0)."}
+    )
+    eval_tactics_samples: int = field(
+        default=2000,
+        metadata={"help": "Tactics test positions in the before/after eval (with tactics_dataset; 0: none)."},
+    )
     # ---- publishing ----
     push_checkpoints: bool = field(
         default=False,
@@ -154,6 +179,14 @@ class GRPOScriptArguments(ScriptArguments):
             raise ValueError("dataset_streaming is not supported: the stage mixes and samples a loaded split")
         if not 0.0 <= self.selfplay_ratio <= 1.0:
             raise ValueError(f"selfplay_ratio must be in [0, 1], got {self.selfplay_ratio}")
+        if not 0.0 <= self.tactics_ratio <= 1.0:
+            raise ValueError(f"tactics_ratio must be in [0, 1], got {self.tactics_ratio}")
+        if self.tactics_replay_coef < 0 or self.tactics_replay_batch_size < 1:
+            raise ValueError("tactics_replay_coef must be >= 0 and tactics_replay_batch_size >= 1")
+        if (self.tactics_ratio or self.tactics_replay_coef) and not self.tactics_dataset:
+            raise ValueError(
+                "tactics_ratio and tactics_replay_coef need tactics_dataset (rookworld data generate --tactics)"
+            )
         small = [
             n for n in ("every", "games", "max_plies", "buffer_size") if getattr(self, f"selfplay_{n}") < 1
         ]

@@ -1,0 +1,66 @@
+"""Tactics in GRPO (`tactics_dataset`, stages/grpo_args.py): positions where one move decides (mate in one, mate in
+two, an only move: `rookworld data generate --tactics`, data/tactics.py) mixed into the run's P: prompts, and
+their labels replayed as supervised rows.
+
+    rookworld train --tactics_dataset rookworld_trl/assets/tactics --tactics_ratio 0.25 \\
+        --tactics_replay_coef 1.0 --output_dir runs/tactics
+    .venv/bin/pytest tests/test_tactics.py
+
+How:
+  - Mix (`TacticsMix.mix`, called by the trainer's `training_step` with self-play and the curriculum): each P:
+    prompt of a generation batch is replaced, at odds `tactics_ratio`, by a row of the tactics train split
+    (uniform), whole: its engine label at the reward's limit is the policy reward's cache, and its `kind`
+    column reaches the reward, which logs how often the samples solve each kind (`tactics/<kind>_solved`).
+    The draw hashes (seed, step, prompt) as self-play's does, so a GRPO group's copies get the same position.
+  - Replay (`tactics_replay_coef` > 0): each micro-batch also adds that coefficient x the mean NLL of
+    `tactics_replay_batch_size` tactics rows' labels (grpo/replay.py's Replay over the tactics rows): the
+    mating move is imitated where sampling rarely finds it (at temperature 0.25 a group of 8 holds a mate
+    about one time in six: docs/EXPERIMENTS.md).
+  - Eval: the before/after eval adds the `tactics` suite on the tactics test split (eval/suites.py), whose
+    games no training position comes from.
+Figures: tactics/mixed_fraction (of the batch's P: prompts), tactics_replay_loss.
+"""
+
+from __future__ import annotations
+
+from rookworld_trl.grpo.selfplay import replace_policy_rows
+
+
+class TacticsMix:
+    """The tactics train rows and their mix into P: prompts."""
+
+    def __init__(self, rows, ratio: float, seed: int, replay_coef: float = 0.0, replay_batch_size: int = 16):
+        """`rows`: a datasets.Dataset of tactics P: rows; `ratio`: the odds a P: prompt is replaced by one of
+        them; `replay_coef`, `replay_batch_size`: their supervised replay (the trainer builds it from `dataset`)."""
+        self.dataset, self.rows = rows, [dict(r) for r in rows]
+        self.ratio, self.seed = ratio, seed
+        self.replay_coef, self.replay_batch_size = replay_coef, replay_batch_size
+        if ratio > 0 and not self.rows:
+            raise ValueError("tactics_ratio > 0 but the tactics data has no training rows")
+
+    def mix(self, rows: list[dict], step: int) -> tuple[list[dict], dict[str, float]]:
+        """`rows` with P: prompts replaced at odds `ratio` by tactics rows; and the share replaced."""
+        if self.ratio <= 0:
+            return rows, {}
+
+        def pick(row: dict, u: float) -> dict:
+            tactic = self.rows[int(u * len(self.rows))]
+            # the same columns as every other row: TRL reads the keys of the first
+            return {name: tactic.get(name, value) for name, value in row.items()}
+
+        out, policy_rows, replaced = replace_policy_rows(
+            rows, self.ratio, (self.seed, step), ("tactics", "tactics pick"), pick
+        )
+        return out, {"tactics/mixed_fraction": replaced / policy_rows} if policy_rows else {}
+
+
+def tactics_for(script_args, seed: int, fen_width: int | None) -> TacticsMix | None:
+    """The run's TacticsMix when `tactics_dataset` is set and it mixes or replays, else None."""
+    s = script_args
+    if not s.tactics_dataset or (s.tactics_ratio <= 0 and s.tactics_replay_coef <= 0):
+        return None
+    from rookworld_trl.data.load import load_rookworld_dataset
+
+    rows = load_rookworld_dataset(s.tactics_dataset, split="train", fen_width=fen_width)
+    rows = rows.filter(lambda task: task == "P", input_columns="task")
+    return TacticsMix(rows, s.tactics_ratio, seed, s.tactics_replay_coef, s.tactics_replay_batch_size)
