@@ -245,9 +245,9 @@ def test_an_own_reward_that_is_not_there_is_one_line(tmp_path):
     from rookworld_trl.errors import UserError
     from rookworld_trl.stages.grpo import resolve_reward_funcs
 
-    with pytest.raises(UserError, match="'examples.my_reward.no_such'.*PYTHONPATH"):
-        resolve_reward_funcs(["examples.my_reward.no_such"])
-    with pytest.raises(UserError, match="no_module"):
+    with pytest.raises(UserError, match="'examples.my_reward.no_such'.* has no 'no_such'; check the name"):
+        resolve_reward_funcs(["examples.my_reward.no_such"])  # the module imports: the function is missing
+    with pytest.raises(UserError, match="no_module.*PYTHONPATH"):
         resolve_reward_funcs(["no_module.reward"])
 
 

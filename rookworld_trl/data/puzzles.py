@@ -375,6 +375,8 @@ class PuzzleSource:
     ) -> list[dict]:
         """The P: rows of the puzzles of `path` that `keep` keeps and `exclude` does not drop (the first
         `max_puzzles`); says what it did in one line."""
+        if self.cache:  # made here, not before: a run whose data is refused leaves no output_dir behind
+            os.makedirs(os.path.dirname(self.cache) or ".", exist_ok=True)
         with EnginePool(self.workers, self.limit, self.multipv, self.cache, self.stockfish) as pool:
             rows, self.report = puzzle_rows(
                 path, pool, self.keep, self.seed, self.progress, exclude, max_puzzles

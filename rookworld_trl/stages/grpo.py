@@ -271,8 +271,6 @@ def load_training_rows(script: GRPOScriptArguments, args: RookWorldGRPOConfig, m
 
     width = script.fen_width or trained_fen_width(model)  # a model is prompted as it was trained
     exclude = Exclusion.of(script.exclude)
-    if script.engine_cache:
-        os.makedirs(args.output_dir, exist_ok=True)
     puzzles = PuzzleSource(  # a puzzle file is labelled at the reward's limit, into its cache
         keep=PuzzleFilter.parse(script.puzzle_rating, script.puzzle_themes),
         limit=EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes),
