@@ -20,6 +20,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BAD_LINE_FIX = "fix or delete that line, or pass --skip_bad_rows to skip malformed lines (they are counted)"
 
 
+def say(message: str) -> None:
+    """One line on stderr: resume decisions must be seen, and INFO logs are not shown by default."""
+    print(f"rookworld: {message}", file=sys.stderr, flush=True)
+
+
 def resolve_path(path: str) -> str:
     """A recipe/config path as given, else relative to the repository root (for the bundled ones)."""
     if Path(path).exists() or Path(path).is_absolute():

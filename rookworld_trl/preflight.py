@@ -278,6 +278,13 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
     if command == "train":
         check_batch(config, processes)
         check_reward_funcs(config)
+    if config.get("output_dir"):  # a file or a read-only place: before accelerate starts
+        from rookworld_trl.training.run_dir import check_output_dir
+
+        try:
+            check_output_dir(config["output_dir"])
+        except ValueError as e:
+            raise UserError(str(e)) from None
     if config.get("model_name_or_path"):  # a local folder's parts, or one request to the hub
         from rookworld_trl.model.source import model_source
 

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from read_completions import figures, read  # noqa: E402
 
 from rookworld_trl.eval.report import quarter_trend, series, value_line  # noqa: E402
-from rookworld_trl.training.metrics_log import read_jsonl  # noqa: E402
+from rookworld_trl.training.jsonl import read_jsonl  # noqa: E402
 
 DELTAS = [  # (suite, metric, label, in points)
     ("policy", "greedy/legal_best_move", "legal best move", True),

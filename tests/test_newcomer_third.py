@@ -444,3 +444,31 @@ def test_eval_on_a_cuda_device_that_is_not_there_is_one_line(tmp_path):
     done = rookworld("eval", "rookworld_trl/assets/model", "--device", "cuda", cwd=tmp_path,
                      env=user_env(STOCKFISH_PATH=str(tmp_path / "no_engine")))  # fmt: skip
     one_line(done, "rookworld eval: error: --device cuda: no CUDA device is visible here")
+
+
+def test_an_output_dir_that_is_a_file_is_refused_before_accelerate(tmp_path):
+    (tmp_path / "taken").write_text("not a folder\n")
+    done = rookworld("train", "--output_dir", "taken", "--max_steps", "1", cwd=tmp_path)
+    one_line(done, "rookworld train: error: ", "taken is a file, not a directory", "--output_dir")
+    before_launch(done)
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["report", "runs/nosuch"], "no metrics file at runs/nosuch/metrics.jsonl"),
+        (["push", "runs/nosuch"], "no run folder at runs/nosuch"),
+        (["data", "audit", "nosuch.txt"], "no such file or directory: 'nosuch.txt'"),
+    ],
+)
+def test_a_missing_run_or_file_is_one_line_before_torch_or_stockfish(argv, says, tmp_path):
+    """The wrong path is said before the command's heavy imports (torch) and engines, and no progress bar."""
+    probe = (
+        "import sys; from rookworld_trl.cli import main; code = main(sys.argv[1:]); "
+        "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *argv], cwd=tmp_path, env=user_env(), capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    one_line(done, f"rookworld {argv[0]}: error: ", says)

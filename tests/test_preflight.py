@@ -64,7 +64,10 @@ def bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
     [
         (["--max_step", "5"], "unknown flag --max_step (did you mean --max_steps?)"),
         (["--max_steps", "0"], "max_steps must be a positive number"),
-        (["--learning_rate", "fast"], "--learning_rate must be a number, got 'fast'; e.g. --learning_rate 0.0001"),
+        (
+            ["--learning_rate", "fast"],
+            "--learning_rate must be a number, got 'fast'; e.g. --learning_rate 0.0001",
+        ),
         (["--use_cpu", "maybe"], "use_cpu must be true or false"),
         (["--config", "no/such.yaml"], "recipe not found"),
         (["--dataset_name", "FILE:txt"], None),

@@ -14,7 +14,7 @@ from rookworld_trl.eval.report import (
     run_summary,
     series,
 )
-from rookworld_trl.training.metrics_log import read_jsonl
+from rookworld_trl.training.jsonl import read_jsonl
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 
 import chess
 from tqdm.auto import tqdm
@@ -285,13 +285,15 @@ def batches(items, size: int):
 def audit(config: AuditConfig) -> AuditReport:
     """Audit config.source (see the module docstring), print the summary and return the report."""
     report = AuditReport(config.source, config.limit.key())
+    numbered = enumerate(source_lines(config.source, config.split), 1)
+    first = list(islice(numbered, 1))  # a missing or unreadable source is one line before Stockfish or a bar
+    lines = islice(chain(first, numbered), config.max_lines)
     failures = open(config.failures, "w", encoding="utf-8") if config.failures else None  # noqa: SIM115
     pool = EnginePool(
         config.workers, config.limit, config.multipv, cache=config.cache, stockfish_path=config.stockfish
     )
     try:
         with pool, tqdm(unit="line", desc="audit", disable=not config.progress) as bar:
-            lines = islice(enumerate(source_lines(config.source, config.split), 1), config.max_lines)
             for batch in batches(lines, BATCH_LINES):
                 audit_batch(batch, pool, config, report, failures)
                 bar.update(len(batch))

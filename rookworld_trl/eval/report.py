@@ -19,7 +19,7 @@ import statistics
 
 from rookworld_trl.flags import FlagParser
 from rookworld_trl.stats import Z95
-from rookworld_trl.training.metrics_log import read_jsonl
+from rookworld_trl.training.jsonl import read_jsonl
 
 # panel -> key patterns (fnmatch), in plotting order
 PANELS: dict[str, tuple[str, ...]] = {

@@ -15,9 +15,7 @@ fused kernel of the same function. `new_gpt2_model` makes a small one from scrat
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 
 import torch
 from safetensors import SafetensorError
@@ -25,7 +23,7 @@ from torch import nn
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Model, PreTrainedTokenizerBase
 from transformers.activations import ACT2FN
 
-from rookworld_trl.model.source import ModelLoadError, is_hub_id, model_source
+from rookworld_trl.model.source import ModelLoadError, is_hub_id, model_source, safetensors_problem
 from rookworld_trl.quiet_logs import dropping
 
 EOS_TOKEN = "<|endoftext|>"
@@ -144,30 +142,6 @@ def _from_pretrained(loader, name_or_path: str, what: str, **kwargs):
             "where there is network (it lands in the HF cache) and set HF_HUB_OFFLINE=1 to use the cache. "
             "Without network and without HF_HUB_OFFLINE=1, hub calls retry for a long time before failing."
         ) from None
-
-
-def safetensors_problem(path: str) -> str | None:
-    """None when a .safetensors file's header parses and its tensors exactly fill the file, else why not.
-
-    Why this check: a truncated or overwritten file fails deep inside the loader with a message that names
-    no file; the header (8-byte length + JSON with every tensor's byte range) tells it in microseconds.
-    """
-    try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                return f"{size} bytes, too short for a safetensors header (truncated)"
-            (n,) = struct.unpack("<Q", head)
-            if n > size - 8:
-                return f"{size} bytes, its header claims {n} bytes of metadata (truncated or not safetensors)"
-            header = json.loads(f.read(n))
-    except (OSError, ValueError) as e:
-        return f"unreadable safetensors header ({e})"
-    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    if 8 + n + end != size:
-        return f"{size} bytes, but its header describes {8 + n + end} (truncated or damaged)"
-    return None
 
 
 def _damaged_weights(model_dir: str) -> str | None:

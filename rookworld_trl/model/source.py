@@ -10,8 +10,10 @@ cached copy when there is one.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import struct
 
 from rookworld_trl.errors import UserError
 
@@ -123,3 +125,27 @@ def hub_source(name: str, revision: str | None = None) -> str:
             "set HF_HUB_OFFLINE=1 to use the cache"
         ) from None
     return "hub"
+
+
+def safetensors_problem(path: str) -> str | None:
+    """None when a .safetensors file's header parses and its tensors exactly fill the file, else why not.
+
+    Why this check: a truncated or overwritten file fails deep inside the loader with a message that names
+    no file; the header (8-byte length + JSON with every tensor's byte range) tells it in microseconds.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{size} bytes, too short for a safetensors header (truncated)"
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8:
+                return f"{size} bytes, its header claims {n} bytes of metadata (truncated or not safetensors)"
+            header = json.loads(f.read(n))
+    except (OSError, ValueError) as e:
+        return f"unreadable safetensors header ({e})"
+    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end != size:
+        return f"{size} bytes, but its header describes {8 + n + end} (truncated or damaged)"
+    return None

@@ -25,14 +25,14 @@ from transformers.trainer_callback import TrainerState
 from trl import ModelConfig, get_peft_config
 
 from rookworld_trl.chess.formats import fen_width_of
-from rookworld_trl.entry import check_numbers, resolve_paths, stage_parser
+from rookworld_trl.entry import check_numbers, resolve_paths, say, stage_parser
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.tactics import tactics_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_width, trained_fen_width
 from rookworld_trl.stages.grpo_args import GRPOScriptArguments, check_rewards
-from rookworld_trl.training import checkpoints, console, publish
+from rookworld_trl.training import checkpoints, publish
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir, machine_of_process
 
@@ -137,7 +137,7 @@ def say_finished(output_dir: str, max_steps: int, resume: str | None) -> None:
         if resume
         else "--resume_from_checkpoint auto and a higher --max_steps to train on"
     )
-    console.say(
+    say(
         f"{output_dir} is finished (max_steps {max_steps}): the final model is in {final}; nothing to train "
         f"({on}; to start over, pass another --output_dir or remove {output_dir})"
     )
@@ -146,7 +146,7 @@ def say_finished(output_dir: str, max_steps: int, resume: str | None) -> None:
 def interrupted(trainer: RookWorldGRPOTrainer) -> int:
     """Say where a stop signal left the run and how to go on; the exit code (130 for Ctrl-C, 143 for SIGTERM)."""
     last = checkpoints.latest_complete_checkpoint(trainer.args.output_dir)
-    console.say(
+    say(
         f"interrupted at step {trainer.state.global_step} (last checkpoint: {last or 'none'}); resume with the "
         "same command and --resume_from_checkpoint auto"
     )
@@ -169,13 +169,13 @@ def train(
         say_finished(args.output_dir, args.max_steps, resume)  # never retrain over a finished run silently
         return 0
     if done is not None:  # killed while saving final/ or evaluating: finish those, train no extra step
-        console.say(f"{resume} is at max_steps ({done}) but final/ is incomplete: writing it")
+        say(f"{resume} is at max_steps ({done}) but final/ is incomplete: writing it")
         trainer.load_weights(resume)
         trainer.state = TrainerState.load_from_json(os.path.join(resume, TRAINER_STATE_NAME))
         start_step = done
     else:
         if resume:
-            console.say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
+            say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
         start_step = checkpoints.checkpoint_step(resume) if resume else 0
         try:
             trainer.train(resume_from_checkpoint=resume)
@@ -339,11 +339,9 @@ def build(argv: list[str] | None = None):
     )
     use_compact_logs(trainer)  # one line per logging step; the whole dict goes to metrics.jsonl
     if args.max_steps < 0 and has_len(dataset):  # TRL's epochs rule: say what -1 means before it runs
-        console.say(epochs_line(args, len(dataset)))
+        say(epochs_line(args, len(dataset)))
     if script.eval_every_steps and 0 < args.max_steps < script.eval_every_steps:  # a curve of one point
-        console.say(
-            f"no learning curve: eval_every_steps {script.eval_every_steps} > max_steps {args.max_steps}"
-        )
+        say(f"no learning curve: eval_every_steps {script.eval_every_steps} > max_steps {args.max_steps}")
     elif script.eval_every_steps:
         from rookworld_trl.data.load import load_rookworld_dataset
         from rookworld_trl.eval.callback import EvalCallback

@@ -30,7 +30,7 @@ from trl import ScriptArguments
 
 from rookworld_trl.chess.environment import legal_best_move, parse_board
 from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of, parse_policy_completion, parse_policy_prompt
-from rookworld_trl.entry import check_numbers, resolve_paths, stage_parser
+from rookworld_trl.entry import check_numbers, resolve_paths, say, stage_parser
 from rookworld_trl.eval.report import sft_summary
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import (
@@ -39,7 +39,7 @@ from rookworld_trl.model.loading import (
     set_dropout,
     train_at_fen_width,
 )
-from rookworld_trl.training import checkpoints, console
+from rookworld_trl.training import checkpoints
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
 from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir
@@ -217,7 +217,7 @@ def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_d
     with trainer.accelerator.main_process_first():  # the main process moves damaged checkpoints aside first
         resume = checkpoints.resolve_resume(config.resume_from_checkpoint, config.output_dir)
     if resume:
-        console.say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
+        say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
     use_compact_logs(trainer)  # the bar and one line per logging step, as `rookworld train`
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(config.output_dir)  # model + tokenizer (the best one with load_best_model_at_end)

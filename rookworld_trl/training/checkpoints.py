@@ -32,8 +32,8 @@ import re
 import shutil
 import time
 
-from rookworld_trl.model.loading import safetensors_problem
-from rookworld_trl.training.console import say
+from rookworld_trl.entry import say
+from rookworld_trl.model.source import safetensors_problem
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,6 @@ TensorBoard); the end-of-training dict is left to the stage's summary.
 
 from __future__ import annotations
 
-import sys
-
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 # (log key, label, format) in the order shown; a key absent or None is left out
@@ -45,11 +43,6 @@ KINDS = (
 )
 # the Trainer's end-of-training entry and SFT's format check: the stage's summary says them in words
 SUMMARISED = ("train_loss", "format_check_samples")
-
-
-def say(message: str) -> None:
-    """One line on stderr: resume decisions must be seen, and INFO logs are not shown by default."""
-    print(f"rookworld: {message}", file=sys.stderr, flush=True)
 
 
 def compact_line(logs: dict, step: int, max_steps: int) -> str | None:

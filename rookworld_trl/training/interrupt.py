@@ -10,7 +10,7 @@ import threading
 
 from transformers import TrainerCallback
 
-from rookworld_trl.training.console import say
+from rookworld_trl.entry import say
 
 
 class SaveOnInterrupt(TrainerCallback):

@@ -2,7 +2,7 @@
 
 A resumed run first drops the lines past its checkpoint's step, so the log always describes the weights on
 disk; a torn last line (a kill or a full disk mid-write) is dropped with a warning instead of blocking the
-resume. rookworld_trl/eval/report.py draws the curves from this file. `memory_metrics`: the peak memory
+resume. rookworld_trl/eval/report.py draws the curves from this file (read by training/jsonl.py). `memory_metrics`: the peak memory
 figures the GRPO trainer logs at every step.
 """
 
@@ -19,7 +19,7 @@ import torch
 from transformers import TrainerCallback
 
 from rookworld_trl.training.checkpoints import save_error
-from rookworld_trl.training.console import say
+from rookworld_trl.training.jsonl import read_jsonl
 
 
 def memory_metrics() -> dict[str, float]:
@@ -57,21 +57,3 @@ class JSONLMetricsCallback(TrainerCallback):
                 f.write(json.dumps(row) + "\n")
         except OSError as e:
             raise save_error(e, f"writing the metrics log at step {state.global_step}", self.path) from None
-
-
-def read_jsonl(path: str) -> list[dict]:
-    """The rows of a JSONL file. A line that does not parse (torn by a crash or a full disk mid-write) is
-    dropped with a warning naming the file, so a damaged log never blocks a resume."""
-    rows, bad = [], []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                bad.append(number)
-    if bad:
-        lines = ", ".join(map(str, bad))
-        say(f"{path}: dropped {len(bad)} unreadable line(s) (line {lines}; torn by a crash or a full disk)")
-    return rows
