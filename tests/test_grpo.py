@@ -110,6 +110,24 @@ def test_replay_batches_label_the_completion_of_the_chosen_task_only(model_dir):
         Replay(with_completions(tiny_dataset().filter(lambda r: r["task"] == "P")), "A", tokenizer, 2, 0)
 
 
+def test_replay_of_the_best_move_labels_the_move_after_b_only(model_dir):
+    from rookworld_trl.grpo.replay import Replay
+
+    _, tokenizer = load_tiny(model_dir)
+    rows = with_completions(tiny_dataset())
+    replay = Replay(rows, "P", tokenizer, batch_size=3, seed=0, target="best_move")
+    batch = replay.batch(step=1, device="cpu")
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
+        assert tokenizer.decode(ids[mask.bool()]).endswith(
+            " e2e4 B: e2e4<|endoftext|>"
+        )  # the whole row is read
+        assert tokenizer.decode(ids[labels != -100]) == " e2e4<|endoftext|>"  # the move after B: is taught
+    whole = Replay(rows, "P", tokenizer, batch_size=3, seed=0).batch(step=1, device="cpu")
+    assert torch.equal(whole["input_ids"], batch["input_ids"])  # the same tokens, fewer of them labelled
+    with pytest.raises(ValueError, match="replay target"):
+        Replay(rows, "P", tokenizer, 2, 0, target="move")
+
+
 def test_replay_loss_joins_the_grpo_loss(model_dir, tmp_path):
     model, tokenizer = load_tiny(model_dir)
     rows = with_completions(tiny_dataset())

@@ -14,18 +14,23 @@ import random
 import torch
 
 TASKS = ("A", "P", "all")
+TARGETS = ("completion", "best_move")  # what of a row's completion the loss is on
 
 
 class Replay:
     """Draws right-padded (input_ids, attention_mask, labels) batches of training rows of one task; labels are
     -100 on the prompt and padding, so the loss is on the completion and EOS only. Batches are a function of
     (seed, micro-batch counter, rank): a resumed run replays what an uninterrupted one would have.
-    `pad_to_multiple_of`: the width rounded up to a multiple of it (under torch.compile: one shape, one graph)."""
+    `pad_to_multiple_of`: the width rounded up to a multiple of it (under torch.compile: one shape, one graph).
+    `target` "best_move": the loss only on a P: label's best move after "B:" and EOS, so the move is imitated
+    and the rest of the answer (the list, its evaluations) is left to the reward."""
 
     def __init__(self, dataset, task: str, tokenizer, batch_size: int, seed: int, rank: int = 0,
-                 pad_to_multiple_of: int | None = None):  # fmt: skip
+                 pad_to_multiple_of: int | None = None, target: str = "completion"):  # fmt: skip
         if task not in TASKS:
             raise ValueError(f"replay_task must be one of {TASKS}, got {task!r}")
+        if target not in TARGETS:
+            raise ValueError(f"the replay target must be one of {TARGETS}, got {target!r}")
         if "completion" not in dataset.column_names:
             raise ValueError("replay needs a `completion` column in the training data")
         tasks = dataset["task"] if "task" in dataset.column_names else [p[:1] for p in dataset["prompt"]]
@@ -38,7 +43,7 @@ class Replay:
         rows = dataset.select(keep)
         self.pairs = list(zip(rows["prompt"], rows["completion"], strict=True))
         self.tokenizer, self.batch_size, self.seed, self.rank = tokenizer, batch_size, seed, rank
-        self.multiple = pad_to_multiple_of or 1
+        self.multiple, self.target = pad_to_multiple_of or 1, target
 
     def batch(self, step: int, device) -> dict[str, torch.Tensor]:
         rng = random.Random(f"{self.seed}/{self.rank}/{step}")
@@ -46,8 +51,12 @@ class Replay:
         tok, eos = self.tokenizer, self.tokenizer.eos_token_id
         rows = []
         for prompt, completion in picked:
-            p = tok(prompt, add_special_tokens=False)["input_ids"]
-            c = tok(completion, add_special_tokens=False)["input_ids"] + [eos]
+            head, taught = self.split(completion)
+            p = (
+                tok(prompt, add_special_tokens=False)["input_ids"]
+                + tok(head, add_special_tokens=False)["input_ids"]
+            )
+            c = tok(taught, add_special_tokens=False)["input_ids"] + [eos]
             rows.append((p + c, [-100] * len(p) + c))
         width = -(-max(len(ids) for ids, _ in rows) // self.multiple) * self.multiple
         pad = tok.pad_token_id if tok.pad_token_id is not None else eos
@@ -59,6 +68,11 @@ class Replay:
             "attention_mask": mask.to(device),
             "labels": labels.to(device),
         }
+
+    def split(self, completion: str) -> tuple[str, str]:
+        """(the part read as context, the part taught): under "best_move" the cut is after the last "B:"."""
+        cut = completion.rfind("B:") + 2 if self.target == "best_move" else 0
+        return (completion[:cut], completion[cut:]) if cut >= 2 else ("", completion)
 
 
 def replay_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:

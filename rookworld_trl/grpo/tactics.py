@@ -13,8 +13,8 @@ How:
     column reaches the reward, which logs how often the samples solve each kind (`tactics/<kind>_solved`).
     The draw hashes (seed, step, prompt) as self-play's does, so a GRPO group's copies get the same position.
   - Replay (`tactics_replay_coef` > 0): each micro-batch also adds that coefficient x the mean NLL of
-    `tactics_replay_batch_size` tactics rows' labels (grpo/replay.py's Replay over the tactics rows): the
-    mating move is imitated where sampling rarely finds it (at temperature 0.25 a group of 8 holds a mate
+    `tactics_replay_batch_size` tactics rows' labels (grpo/replay.py's Replay over the tactics rows; with
+    `tactics_replay_target: best_move` only the move after B:): the mating move is imitated where sampling rarely finds it (at temperature 0.25 a group of 8 holds a mate
     about one time in six: docs/EXPERIMENTS.md).
   - Eval: the before/after eval adds the `tactics` suite on the tactics test split (eval/suites.py), whose
     games no training position comes from.
@@ -29,12 +29,18 @@ from rookworld_trl.grpo.selfplay import replace_policy_rows
 class TacticsMix:
     """The tactics train rows and their mix into P: prompts."""
 
-    def __init__(self, rows, ratio: float, seed: int, replay_coef: float = 0.0, replay_batch_size: int = 16):
+    def __init__(self, rows, ratio: float, seed: int, replay_coef: float = 0.0, replay_batch_size: int = 16,
+                 replay_target: str = "completion"):  # fmt: skip
         """`rows`: a datasets.Dataset of tactics P: rows; `ratio`: the odds a P: prompt is replaced by one of
-        them; `replay_coef`, `replay_batch_size`: their supervised replay (the trainer builds it from `dataset`)."""
+        them; `replay_coef`, `replay_batch_size`, `replay_target`: their supervised replay (the trainer builds it
+        from `dataset`; replay.py's Replay)."""
         self.dataset, self.rows = rows, [dict(r) for r in rows]
         self.ratio, self.seed = ratio, seed
-        self.replay_coef, self.replay_batch_size = replay_coef, replay_batch_size
+        self.replay_coef, self.replay_batch_size, self.replay_target = (
+            replay_coef,
+            replay_batch_size,
+            replay_target,
+        )
         if ratio > 0 and not self.rows:
             raise ValueError("tactics_ratio > 0 but the tactics data has no training rows")
 
@@ -63,4 +69,5 @@ def tactics_for(script_args, seed: int, fen_width: int | None) -> TacticsMix | N
 
     rows = load_rookworld_dataset(s.tactics_dataset, split="train", fen_width=fen_width)
     rows = rows.filter(lambda task: task == "P", input_columns="task")
-    return TacticsMix(rows, s.tactics_ratio, seed, s.tactics_replay_coef, s.tactics_replay_batch_size)
+    return TacticsMix(rows, s.tactics_ratio, seed, s.tactics_replay_coef, s.tactics_replay_batch_size,
+                      s.tactics_replay_target)  # fmt: skip

@@ -130,7 +130,8 @@ class RookWorldGRPOTrainer(GRPOSeams):
         self.tactics, self.tactics_replay = tactics, None  # grpo/tactics.py: decisive positions, their labels
         if tactics is not None and tactics.replay_coef > 0:
             self.tactics_replay = Replay(tactics.dataset, "P", self.processing_class, tactics.replay_batch_size,
-                                         a.seed, a.process_index, a.pad_to_multiple_of)  # fmt: skip
+                                         a.seed, a.process_index, a.pad_to_multiple_of,
+                                         tactics.replay_target)  # fmt: skip
         self.selfplay = selfplay  # rookworld_trl/grpo/selfplay.py: the policy's own games as P: prompts
         if selfplay is not None:
             self.add_callback(SelfPlayCallback(self))

@@ -158,6 +158,14 @@ class GRPOScriptArguments(ScriptArguments):
     tactics_replay_batch_size: int = field(
         default=16, metadata={"help": "Tactics rows replayed per micro-batch (tactics_replay_coef > 0)."}
     )
+    tactics_replay_target: str = field(
+        default="completion",
+        metadata={
+            "help": "What of a tactics label the replay teaches: the whole completion, or best_move (the move after "
+            "B: only: the move is imitated, the list and its evaluations are left to the reward).",
+            "choices": ["completion", "best_move"],
+        },
+    )
     eval_tactics_samples: int = field(
         default=2000,
         metadata={"help": "Tactics test positions in the before/after eval (with tactics_dataset; 0: none)."},
