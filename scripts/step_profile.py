@@ -100,9 +100,10 @@ class StepParts:
 
     def _time_replay(self, trainer, config, clock) -> None:
         """The replay forward: wherever the package calls replay_loss by name; its FLOPs from each batch."""
-        from rookworld_trl.grpo.replay import replay_loss
+        from rookworld_trl.grpo.replay import Replay, replay_loss
 
-        if trainer.replay is None:
+        replay = trainer.option(Replay)
+        if replay is None:
             return
         callers = [
             m
@@ -116,7 +117,7 @@ class StepParts:
             )
         for module in callers:
             clock(module, "replay_loss", "replay forward")
-        make = trainer.replay.batch
+        make = replay.batch
 
         def batch(*args, **kwargs):
             out = make(*args, **kwargs)
@@ -125,7 +126,7 @@ class StepParts:
             self.tokens.append(B * L)
             return out
 
-        trainer.replay.batch = batch
+        replay.batch = batch
 
 
 def block_params(config) -> int:

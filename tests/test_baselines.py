@@ -102,7 +102,9 @@ def test_ema_baseline_in_the_trainer_tracks_the_rewards_it_scored(model_dir):
     rows = generation_rows(trainer, 1)  # one group of "P: e2e4 M:"
     first = trainer.score(rows)
     r1 = torch.tensor(file_reward(None, completion_texts(trainer, first)))
-    assert trainer.running_baseline.state["P:"]["mean"] == pytest.approx(r1.mean().item(), abs=1e-6)
+    assert trainer.option(adv.RunningBaseline).state["P:"]["mean"] == pytest.approx(
+        r1.mean().item(), abs=1e-6
+    )
     expected = adv.RunningBaseline(0.5)("ema", r1, ["P:"] * 4, 4).advantages
     assert torch.allclose(first["advantages"], expected, atol=1e-4)
     assert first["advantages"].mean().abs().item() < 1e-4
@@ -153,7 +155,7 @@ def test_value_loss_decreases_over_a_few_steps(model_dir):
         learning_rate=1e-12,
     )
     trainer.reward_funcs[0] = constant  # returns of 1: the head must learn them from 0
-    trainer.value_started = True  # (else its first batch sets the bias to 1 at once)
+    trainer.value.started = True  # (else its first batch sets the bias to 1 at once)
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
     torch.manual_seed(0)
@@ -187,7 +189,7 @@ def test_value_head_starts_at_the_mean_return(model_dir):
     trainer.reward_funcs[0] = constant
     trainer.model.train()
     trainer.score(generation_rows(trainer, 1))
-    assert trainer.value_head.bias.item() == pytest.approx(1.0) and trainer.metric_values("value/mean") == [
+    assert trainer.value.head.bias.item() == pytest.approx(1.0) and trainer.metric_values("value/mean") == [
         pytest.approx(1.0)
     ]
 
@@ -211,7 +213,7 @@ def test_value_head_past_its_warm_up_gives_centred_gae_advantages_and_clips_its_
     assert abs(inputs["advantages"][mask].mean().item()) < 1e-4  # centred over the task's tokens
     optimizer = trainer.create_optimizer()
     head_group = optimizer.param_groups[-1]  # the head's own group, after Trainer's (decay / no decay)
-    assert head_group["params"] == list(trainer.value_head.parameters())
+    assert head_group["params"] == list(trainer.value.head.parameters())
     assert head_group["lr"] == trainer.args.value_learning_rate
     trainer.compute_loss(trainer.model, inputs).backward()
     policy_norm = torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), float("inf"))
@@ -224,13 +226,13 @@ def test_value_head_past_its_warm_up_gives_centred_gae_advantages_and_clips_its_
 def test_value_head_and_running_baseline_come_back_on_resume(model_dir, tmp_path):
     trainer = make_trainer(model_dir, tmp_path / "a", value_baseline=True)
     with torch.no_grad():
-        trainer.value_head.bias.fill_(0.25)
-    trainer.running_baseline.state = {"P:": {"mean": 0.5, "spread": 0.1}}
+        trainer.value.head.bias.fill_(0.25)
+    trainer.option(adv.RunningBaseline).state = {"P:": {"mean": 0.5, "spread": 0.1}}
     trainer.checkpoint_written(str(tmp_path))
     resumed = make_trainer(model_dir, tmp_path / "b", value_baseline=True)
     resumed.on_resume(str(tmp_path))
-    assert resumed.value_head.bias.item() == 0.25
-    assert resumed.running_baseline.state == {"P:": {"mean": 0.5, "spread": 0.1}}
+    assert resumed.value.head.bias.item() == 0.25
+    assert resumed.option(adv.RunningBaseline).state == {"P:": {"mean": 0.5, "spread": 0.1}}
 
 
 # ---- 30 steps of each baseline on the embedded model (issue 33) ----

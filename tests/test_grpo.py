@@ -27,6 +27,7 @@ from tiny_grpo import (
 )
 from transformers import TrainerCallback
 
+from rookworld_trl.grpo.replay import Replay
 from rookworld_trl.grpo.schedule import warmup_cosine_linear
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 
@@ -139,7 +140,7 @@ def test_replay_loss_joins_the_grpo_loss(model_dir, tmp_path):
         replay_dataset=rows,  # ... while A: truths are replayed from the whole split
         processing_class=tokenizer,
     )
-    assert {p[:2] for p, _ in trainer.replay.pairs} == {"A:"}
+    assert {p[:2] for p, _ in trainer.option(Replay).pairs} == {"A:"}
     trainer.train()
     losses = [row["replay_loss"] for row in train_logs(trainer)]
     assert len(losses) == 2 and all(math.isfinite(x) and x > 0.5 for x in losses)  # a random model's NLL
@@ -155,8 +156,9 @@ class ReplayProbe(RookWorldGRPOTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.losses, self.replayed, draw = [], [], self.replay.batch
-        self.replay.batch = lambda step, device: self.replayed.append(draw(step, device)) or self.replayed[-1]
+        replay = self.option(Replay)
+        self.losses, self.replayed, draw = [], [], replay.batch
+        replay.batch = lambda step, device: self.replayed.append(draw(step, device)) or self.replayed[-1]
 
     def training_step(self, model, inputs, num_items_in_batch):
         loss = super().training_step(model, inputs, num_items_in_batch)

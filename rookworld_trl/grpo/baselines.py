@@ -1,5 +1,6 @@
-"""The baselines of the `baseline` option (fields in rl_config.py; applied by advantages.py): rewards per row
-and task, the EMA/adaptive running baseline, reward scales, and field credit recentred on the same baseline.
+"""The baselines of the `baseline` option (fields in rl_config.py): rewards per row and task, the EMA/adaptive
+running baseline (an option of grpo/options.py: its advantages in step 4, its state in the checkpoint), reward
+scales, and field credit recentred on the same baseline.
 
 Rewards here are the weighted sum of the reward functions per row (TRL's sum_then_normalize), of every
 process, in TRL's order: rows [g n, (g + 1) n) form group g (n = num_generations). NaN marks a row no reward
@@ -11,8 +12,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from accelerate.utils import gather_object
 
-from rookworld_trl.grpo.options import Stateful
+from rookworld_trl.grpo.options import Option
 
 EPS = 1e-4  # TRL's: advantages are (r - b) / (s + EPS)
 
@@ -81,7 +83,7 @@ class BaselineAdvantages(NamedTuple):
     scale: torch.Tensor
 
 
-class RunningBaseline(Stateful):
+class RunningBaseline(Option):
     """The 'ema' and 'adaptive' baselines, per task, with a scale chosen with them; `state` is JSON-ready.
 
     For the rows of one task in the batch (groups g of n rows, group mean m_g), with e the task's running mean:
@@ -111,6 +113,21 @@ class RunningBaseline(Stateful):
 
     def restore_state(self, state: dict) -> None:
         self.state = state["baseline"]
+
+    def shape(self, trainer, shaping) -> None:
+        """(r - b - c) / s in place of TRL's group advantages, every process's rows; kept in `shaping.sequence`
+        for field credit to share."""
+        if trainer.args.baseline == "group":
+            return
+        rewards = row_rewards(trainer.scored_rewards, trainer.reward_weights)
+        tasks = [group_task(p) for p in gather_object(trainer.scored_prompts)]
+        scaled = trainer.scale_rewards != "none"
+        out = self(trainer.args.baseline, rewards, tasks, trainer.num_generations, scaled)
+        rows = local_rows(trainer.accelerator, len(shaping.output["completion_ids"]))
+        shaping.output["advantages"] = out.advantages[rows]
+        shaping.sequence, shaping.reshaped = out, True
+        for task, state in self.state.items():
+            trainer.log_metric(f"baseline/{task.rstrip(':')}", state["mean"])
 
     def __call__(self, kind: str, rewards: torch.Tensor, tasks: list[str], n: int, scaled: bool = True):
         """BaselineAdvantages of this batch ('ema' or 'adaptive'); then the running values move on."""

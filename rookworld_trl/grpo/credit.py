@@ -16,7 +16,8 @@ GRPO gives every token of a completion the same advantage. A P: answer is ~40 to
 Every term is in reward units (the field's weight in the shaping applied) and divided by one scale, the
 group's reward std as TRL's `scale_rewards` takes it, so the fields weigh what they weigh in the reward: their
 advantages add up to the sequence advantage. An unparseable answer and every A: sample keep TRL's sequence
-advantage. Switched on by `field_credit: true`; the trainer hands TRL (B, T) advantages, which its loss accepts.
+advantage. Switched on by `field_credit: true` (`FieldCredit`, an option of grpo/options.py: step 4, after the
+running baseline); the trainer hands TRL (B, T) advantages, which its loss accepts.
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from accelerate.utils import gather_object
 
 from rookworld_trl.chess.engine import MULTIPV
+from rookworld_trl.grpo import baselines as base
+from rookworld_trl.grpo.advantages import answer_components
+from rookworld_trl.grpo.options import Option
 from rookworld_trl.rewards.policy import B_COMPONENTS, PRECISE_WEIGHTS, QUALITY_WEIGHTS
 from rookworld_trl.rewards.shaping import LAYOUT_PENALTY
 
@@ -181,3 +186,46 @@ def spread(
         ]
         out[i] = torch.tensor(values, dtype=out.dtype, device=out.device)
     return out
+
+
+class FieldCredit(Option):
+    """`field_credit: true` in step 4: the (B, T) advantages of each field's verdict; the terms and token layouts
+    stay in the Shaping for the value baseline."""
+
+    def shape(self, trainer, shaping) -> None:
+        if not trainer.args.field_credit:
+            return
+        shaping.terms, shaping.layouts = field_parts(trainer, shaping.output["completion_ids"])
+        shaping.output["advantages"] = field_advantages(
+            trainer, shaping.output["advantages"], shaping.terms, shaping.layouts, shaping.sequence
+        )
+
+
+def field_parts(trainer, completion_ids: torch.Tensor) -> tuple[list, list]:
+    """This process's rows: each P: answer's field terms (field_terms; None: A: or unparseable), graded again by
+    the policy reward's grader from its memo, and each row's token layout (token_layout)."""
+    terms = [field_terms(c, trainer.args.reward_shaping) for c in answer_components(trainer, completion_ids)]
+    tokenizer = trainer.processing_class
+    pieces = tokenizer.batch_decode(completion_ids.reshape(-1, 1).tolist())
+    width = completion_ids.shape[1]
+    layouts = [token_layout(pieces[i : i + width]) for i in range(0, len(pieces), width)]
+    return terms, layouts
+
+
+def field_advantages(trainer, sequence, local_terms, layouts, baseline=None) -> torch.Tensor:
+    """(B, T) advantages: each listed move and each P: field gets its own verdict's advantage, against its group,
+    or under an ema/adaptive `baseline` against the same baseline as the sequence."""
+    terms = gather_object(local_terms)
+    n = trainer.num_generations
+    if baseline is None:
+        rewards = base.row_rewards(trainer.scored_rewards, trainer.reward_weights)
+        tasks = [base.group_task(p) for p in gather_object(trainer.scored_prompts)]
+        scale = base.reward_scale(rewards, tasks, n, trainer.scale_rewards)
+    else:
+        scale = baseline.scale
+    scales = scale.tolist()
+    rows = row_advantages(terms, scales, n)  # a group may span processes, as in TRL
+    if baseline is not None:
+        rows = base.recentre_fields(rows, terms, baseline.weights, baseline.scale, n)
+    rows = add_choice(rows, terms, scales, trainer.args.choice_credit)
+    return spread(rows[base.local_rows(trainer.accelerator, len(local_terms))], layouts, sequence)

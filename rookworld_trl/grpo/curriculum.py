@@ -6,8 +6,8 @@ right (then it leaves the buffer).
     rookworld train --curriculum_ratio 0.25 --output_dir build/curriculum_s0
     .venv/bin/pytest tests/test_curriculum.py
 
-How: `RookWorldGRPOTrainer.generate_batch` calls `observe` with the scored rows and each sample's policy-reward
-components (the grader's memo: no new engine call); `training_step` calls `mix`. Rows are kept whole, labels
+How: an option of grpo/options.py. After scoring (`after_scoring`), `observe` takes the scored rows and each
+sample's policy-reward components (the grader's memo: no new engine call); `mix` mixes into the next prompts. Rows are kept whole, labels
 included (they are the training set's own). Every process gathers all rows before observing, so every rank holds
 the same buffer; the draw hashes (seed, step, prompt), so the copies of one prompt (a GRPO group) get the same
 position on whichever rank they are. The buffer is FIFO over `curriculum_buffer_size` prompts and is not
@@ -21,16 +21,28 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from accelerate.utils import gather_object
+
 from rookworld_trl.chess.formats import task_of
+from rookworld_trl.grpo.advantages import answer_components
+from rookworld_trl.grpo.options import Option
 from rookworld_trl.grpo.selfplay import replace_policy_rows
+from rookworld_trl.rewards.functions import policy_grader
 
 
-class Curriculum:
+class Curriculum(Option):
     """The buffer of wrongly answered P: rows, what to keep (`observe`) and the mix into prompts (`mix`)."""
 
     def __init__(self, ratio: float, size: int, threshold: float, seed: int):
         self.ratio, self.size, self.threshold, self.seed = ratio, size, threshold, seed
         self.buffer: OrderedDict[str, dict] = OrderedDict()  # prompt -> row, oldest first
+
+    def after_scoring(self, trainer, rows, output) -> None:
+        """Every process's rows and answer components into the buffer (each rank keeps the same buffer)."""
+        components = answer_components(trainer, output["completion_ids"])
+        rows, components = gather_object(list(rows)), gather_object(components)
+        for name, value in self.observe(rows, components, trainer.num_generations).items():
+            trainer.log_metric(name, value)
 
     def observe(self, rows: Sequence[dict], components: Sequence[dict | None], n: int) -> dict[str, float]:
         """Keep each P: group (n rows in a row) whose share of legal B: is below the threshold, drop one that is
@@ -68,10 +80,13 @@ class Curriculum:
         return out, {"curriculum/mixed_fraction": replaced / policy_rows} if policy_rows else {}
 
 
-def curriculum_for(args) -> Curriculum | None:
-    """The run's Curriculum when `curriculum_ratio` > 0, else None."""
+def curriculum_for(args, reward_funcs=None) -> Curriculum | None:
+    """The run's Curriculum when `curriculum_ratio` > 0, else None; `reward_funcs`: the trainer's, which must
+    grade P: answers."""
     if args.curriculum_ratio <= 0:
         return None
+    if reward_funcs is not None and policy_grader(reward_funcs) is None:
+        raise ValueError("curriculum_ratio > 0 grades P: answers with the policy reward: add policy_reward")
     return Curriculum(
         args.curriculum_ratio, args.curriculum_buffer_size, args.curriculum_threshold, args.seed
     )

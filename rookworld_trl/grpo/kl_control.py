@@ -1,17 +1,23 @@
-"""KL control: beta (the KL coefficient of the loss) and the KL guard, after each optimizer step.
+"""KL control: beta (the KL coefficient of the loss), the exact KL's loss term and the KL guard.
 
     from rookworld_trl.grpo.kl_control import KLControl, adapt_beta
     control = KLControl(args); control.update(kl)            # adaptive KL (args.adaptive_kl)
     control.check(kl, step, output_dir)                      # the KL guard: None, or why the run must stop
 
-`KLControl.beta` is the one place beta is written: the trainer's `beta` (what TRL's loss reads) returns it.
+`KLControl.beta` is the one place beta is written: the trainer's `beta` (what TRL's loss reads) returns it. As an
+option (grpo/options.py) it keeps beta in the checkpoint and, under an exact `kl_estimator` (kl.py), adds beta x
+that KL to the loss, normalised as TRL normalises its own (loss.py).
 """
 
 from __future__ import annotations
 
 import logging
 
-from rookworld_trl.grpo.options import Stateful
+import torch
+
+from rookworld_trl.grpo.kl import lm_head_of, per_token_kl
+from rookworld_trl.grpo.loss import trl_normalised
+from rookworld_trl.grpo.options import Option
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +45,7 @@ def adapt_beta(
     return float(min(max(beta, beta_min), beta_max))
 
 
-class KLControl(Stateful):
+class KLControl(Option):
     """beta and the KL guard of a run (fields of RookWorldGRPOConfig: beta, adaptive_kl, kl_target, kl_horizon,
     beta_min, beta_max, kl_warn, kl_stop).
 
@@ -90,3 +96,28 @@ class KLControl(Stateful):
 
     def restore_state(self, state: dict) -> None:
         self.restore(state["beta"])
+
+    def loss_term(self, trainer, model, inputs, hidden):
+        if not trainer.exact_kl or hidden is None:
+            return None  # k3: TRL's loss adds it
+        return exact_kl_term(
+            trainer, model, hidden, inputs, inputs["completion_mask"] * inputs.get("tool_mask", 1)
+        )
+
+
+def exact_kl_term(trainer, model, hidden, inputs, mask) -> torch.Tensor:
+    """beta x the exact KL (kl.py), normalised like TRL's loss; logs `kl` (what the guard and adaptive KL
+    read) and `kl/<estimator>`."""
+    est = trainer.args.kl_estimator
+    ref_head = lm_head_of(trainer.ref_model)
+    kl = per_token_kl(
+        hidden, lm_head_of(model), inputs["ref_hidden"], ref_head, mask, est, trainer.temperature
+    )
+    if trainer.model.training:
+        totals = trainer.accelerator.reduce(
+            torch.stack([(kl * mask).sum(), mask.sum().float()]).detach(), "sum"
+        )
+        kl_value = float(totals[0] / totals[1].clamp(min=1.0))
+        trainer.log_metric("kl", kl_value)
+        trainer.log_metric(f"kl/{est}", kl_value)
+    return trainer.beta * trl_normalised(trainer, kl, mask, inputs)

@@ -1,11 +1,12 @@
 """Step 5 of a GRPO step: one micro-batch's loss. TRL's clipped GRPO loss (with its k3 KL term unless an exact
-kl_estimator replaces it) is computed by the trainer's compute_loss; `add_terms` adds ours to it, in this order:
+kl_estimator replaces it) is computed by the trainer's compute_loss; `add_terms` adds each option's
+`loss_term` (grpo/options.py), in the trainer's option order:
 
-  + beta x the exact KL to the reference (`kl_estimator` forward/reverse/symmetric: kl.py), normalised as TRL
-    normalises its loss (`normalise_like_trl`);
+  + beta x the exact KL to the reference (`kl_estimator` forward/reverse/symmetric: kl_control.py), normalised as
+    TRL normalises its loss (`normalise_like_trl`, here);
   + value_coef x the value head's loss (`value_baseline`: value.py);
   + replay_coef x the supervised loss of replayed A: truths (`replay_coef`: replay.py);
-  + tactics_replay_coef x the supervised loss of replayed tactics labels (`tactics_replay_coef`: tactics.py).
+  + tactics_replay_coef x the supervised loss of replayed tactics labels (`tactics_replay_coef`: replay.py).
 
 Each is scaled for gradient accumulation like TRL's own loss, so a coefficient weighs the same whatever
 gradient_accumulation_steps is.
@@ -15,53 +16,15 @@ from __future__ import annotations
 
 import torch
 
-from rookworld_trl.grpo import value
-from rookworld_trl.grpo.kl import lm_head_of, per_token_kl
-from rookworld_trl.grpo.replay import replay_loss
-
 
 def add_terms(trainer, model, inputs, loss: torch.Tensor, hidden: torch.Tensor | None) -> torch.Tensor:
-    """TRL's `loss` of this micro-batch + our terms; `hidden`: the policy's completion hidden states (None when
-    neither an exact KL nor the value head reads them)."""
-    training = trainer.model.training
-    if hidden is not None:
-        mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
-        if trainer.exact_kl:
-            loss = loss + exact_kl_term(trainer, model, hidden, inputs, mask)
-        if trainer.value_head is not None and "returns" in inputs:
-            value_loss = value.value_loss(trainer.value_head, hidden, inputs["returns"], mask)
-            if training:
-                trainer.log_metric("value/loss", float(value_loss.detach()))
-            loss = loss + trainer.args.value_coef * value_loss / trainer.current_gradient_accumulation_steps
-    if trainer.replay is not None and training:
-        # the replayed rows follow the micro-step count (restored on resume)
-        supervised = replay_loss(model, trainer.replay.batch(trainer.micro_step, loss.device))
-        trainer.log_metric("replay_loss", supervised.item())
-        loss = loss + trainer.args.replay_coef * supervised / trainer.current_gradient_accumulation_steps
-    if trainer.tactics_replay is not None and training:
-        supervised = replay_loss(model, trainer.tactics_replay.batch(trainer.micro_step, loss.device))
-        trainer.log_metric("tactics_replay_loss", supervised.item())
-        coef = trainer.tactics.replay_coef
-        loss = loss + coef * supervised / trainer.current_gradient_accumulation_steps
+    """TRL's `loss` of this micro-batch + every option's term; `hidden`: the policy's completion hidden states
+    (None when no option reads them)."""
+    for option in trainer.options:
+        term = option.loss_term(trainer, model, inputs, hidden)
+        if term is not None:
+            loss = loss + term
     return loss
-
-
-def exact_kl_term(trainer, model, hidden, inputs, mask) -> torch.Tensor:
-    """beta x the exact KL (kl.py), normalised like TRL's loss; logs `kl` (what the guard and adaptive KL
-    read) and `kl/<estimator>`."""
-    est = trainer.args.kl_estimator
-    ref_head = lm_head_of(trainer.ref_model)
-    kl = per_token_kl(
-        hidden, lm_head_of(model), inputs["ref_hidden"], ref_head, mask, est, trainer.temperature
-    )
-    if trainer.model.training:
-        totals = trainer.accelerator.reduce(
-            torch.stack([(kl * mask).sum(), mask.sum().float()]).detach(), "sum"
-        )
-        kl_value = float(totals[0] / totals[1].clamp(min=1.0))
-        trainer.log_metric("kl", kl_value)
-        trainer.log_metric(f"kl/{est}", kl_value)
-    return trainer.beta * trl_normalised(trainer, kl, mask, inputs)
 
 
 # The loss types whose normalisation normalise_like_trl copies; tests/test_rl_options.py compares each with TRL's

@@ -13,20 +13,24 @@ import random
 
 import torch
 
+from rookworld_trl.grpo.options import Option
+
 TASKS = ("A", "P", "all")
 TARGETS = ("completion", "best_move")  # what of a row's completion the loss is on
 
 
-class Replay:
+class Replay(Option):
     """Draws right-padded (input_ids, attention_mask, labels) batches of training rows of one task; labels are
     -100 on the prompt and padding, so the loss is on the completion and EOS only. Batches are a function of
     (seed, micro-batch counter, rank): a resumed run replays what an uninterrupted one would have.
     `pad_to_multiple_of`: the width rounded up to a multiple of it (under torch.compile: one shape, one graph).
     `target` "best_move": the loss only on a P: label's best move after "B:" and EOS, so the move is imitated
-    and the rest of the answer (the list, its evaluations) is left to the reward."""
+    and the rest of the answer (the list, its evaluations) is left to the reward. As an option its loss term is
+    `coef` x that NLL, logged as `metric`."""
 
     def __init__(self, dataset, task: str, tokenizer, batch_size: int, seed: int, rank: int = 0,
-                 pad_to_multiple_of: int | None = None, target: str = "completion"):  # fmt: skip
+                 pad_to_multiple_of: int | None = None, target: str = "completion", coef: float = 1.0,
+                 metric: str = "replay_loss"):  # fmt: skip
         if task not in TASKS:
             raise ValueError(f"replay_task must be one of {TASKS}, got {task!r}")
         if target not in TARGETS:
@@ -44,6 +48,15 @@ class Replay:
         self.pairs = list(zip(rows["prompt"], rows["completion"], strict=True))
         self.tokenizer, self.batch_size, self.seed, self.rank = tokenizer, batch_size, seed, rank
         self.multiple, self.target = pad_to_multiple_of or 1, target
+        self.coef, self.metric = coef, metric
+
+    def loss_term(self, trainer, model, inputs, hidden):
+        if not trainer.model.training:
+            return None
+        # the replayed rows follow the micro-step count (restored on resume)
+        supervised = replay_loss(model, self.batch(trainer.micro_step, inputs["completion_ids"].device))
+        trainer.log_metric(self.metric, supervised.item())
+        return self.coef * supervised / trainer.current_gradient_accumulation_steps
 
     def batch(self, step: int, device) -> dict[str, torch.Tensor]:
         rng = random.Random(f"{self.seed}/{self.rank}/{step}")

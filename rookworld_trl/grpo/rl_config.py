@@ -287,3 +287,37 @@ def check_rl_options(config) -> None:
     field_credit and multi_objective_aggregation too), section by section."""
     for _, check in SECTIONS:
         check(config)
+
+
+def rl_options(trainer, replay_rows, selfplay=None, tactics=None) -> list:
+    """The run's options (grpo/options.py) that the trainer's `options` list holds after KL control and the step
+    guard, in step order: each hook runs over them in this order (advantages: the running baseline, field credit,
+    the value baseline; loss terms: the value loss, then the replays; prompts: self-play, the curriculum, then
+    tactics). `replay_rows`: what supervised replay draws from; `selfplay`, `tactics`: the stage's prompt sources
+    (None: off). A new option adds its section above and its entry here."""
+    from rookworld_trl.grpo.baselines import RunningBaseline
+    from rookworld_trl.grpo.credit import FieldCredit
+    from rookworld_trl.grpo.curriculum import curriculum_for
+    from rookworld_trl.grpo.replay import Replay
+    from rookworld_trl.grpo.value import ValueBaseline
+
+    a, tokenizer = trainer.args, trainer.processing_class
+    replay = tactics_replay = None
+    if a.replay_coef > 0:
+        replay = Replay(replay_rows, a.replay_task, tokenizer, a.replay_batch_size, a.seed, a.process_index,
+                        a.pad_to_multiple_of, coef=a.replay_coef)  # fmt: skip
+    if tactics is not None and tactics.replay_coef > 0:
+        tactics_replay = Replay(tactics.dataset, "P", tokenizer, tactics.replay_batch_size, a.seed, a.process_index,
+                                a.pad_to_multiple_of, tactics.replay_target, tactics.replay_coef,
+                                "tactics_replay_loss")  # fmt: skip
+    options = (
+        RunningBaseline(a.baseline_ema_decay),
+        FieldCredit(),
+        ValueBaseline(trainer) if a.value_baseline else None,
+        replay,
+        selfplay,
+        curriculum_for(a, trainer.reward_funcs),
+        tactics,
+        tactics_replay,
+    )
+    return [option for option in options if option is not None]

@@ -23,14 +23,14 @@ from rookworld_trl.grpo.faults import (
     roll_back,
     save_batch,
 )
-from rookworld_trl.grpo.options import Stateful
+from rookworld_trl.grpo.options import Option
 from rookworld_trl.grpo.snapshots import Snapshots
 from rookworld_trl.training.metrics_log import memory_metrics
 
 logger = logging.getLogger(__name__)
 
 
-class StepGuard(TrainerCallback, Stateful):
+class StepGuard(TrainerCallback, Option):
     """Judges each optimizer step of RookWorldGRPOTrainer: on_pre_optimizer_step what the forward and backward
     measured (a bad step's gradients are dropped, so the optimizer step is a no-op), on_step_end the updated
     weights. A bad step rolls back to a snapshot taken before the bad update (weights + optimizer), cuts the LR

@@ -56,6 +56,7 @@ from rookworld_trl.chess.formats import (
 )
 from rookworld_trl.chess.games import Policy, play_games
 from rookworld_trl.data.layout import position_key
+from rookworld_trl.grpo.options import Option
 
 # emptied in a substitute row: its label would be another position's
 LABEL_COLUMNS = {"moves": [], "evals": [], "best": "", "limit": "", "completion": ""}
@@ -114,7 +115,7 @@ def replace_policy_rows(
     return out, policy_rows, replaced
 
 
-class SelfPlay:
+class SelfPlay(Option):
     """The buffer, when to play, what to play from, and the mix of buffer positions into prompts."""
 
     def __init__(self, script_args, seed: int, dataset=None):

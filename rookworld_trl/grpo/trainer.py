@@ -8,11 +8,13 @@ TRL calls them through the seams of training/trl_compat.py:
   2. rollout: `generate_batch` -> TRL samples K completions per prompt with our sampler (rollout.py);
   3. rewards: TRL calls the reward functions (rewards/functions.py) and its group advantages;
   4. advantages: `shape_advantages` -> advantages.py (baselines, field credit, the value head's GAE);
-  5. loss: `compute_loss` -> TRL's clipped loss + loss.py's terms (exact KL, value loss, replay);
+  5. loss: `compute_loss` -> TRL's clipped loss + loss.py's terms (exact KL, value loss, replays);
   6. guard: the StepGuard callback (safety.py) checks the step, `before_grad_clip` / `on_grad_norm` feed it;
      then the optimizer (`create_optimizer`: Trainer's + the value head's group).
-`beta` (what TRL's loss reads) is KLControl's (kl_control.py), its one writer; `checkpoint_written` /
-`on_resume` keep our controller state in STATE_FILE and the value head beside it.
+Every RL option is an `Option` (grpo/options.py) in `options`, and each of these steps loops over that list:
+KL control and the step guard, then grpo/rl_config.py's `rl_options`. `beta` (what TRL's loss reads) is
+KLControl's (kl_control.py), its one writer; `checkpoint_written` / `on_resume` keep the options' state in
+STATE_FILE and their files beside it.
 """
 
 from __future__ import annotations
@@ -24,31 +26,22 @@ import logging
 import os
 
 import torch
-from accelerate.utils import gather_object
 
 from rookworld_trl.grpo import advantages
 from rookworld_trl.grpo import dynamic_sampling as ds
-from rookworld_trl.grpo.baselines import RunningBaseline
 from rookworld_trl.grpo.config import RookWorldGRPOConfig, compiling
-from rookworld_trl.grpo.curriculum import curriculum_for
 from rookworld_trl.grpo.kl import HiddenTap, completion_hidden
 from rookworld_trl.grpo.kl_control import KLControl
 from rookworld_trl.grpo.loss import add_terms
-from rookworld_trl.grpo.replay import Replay
+from rookworld_trl.grpo.rl_config import rl_options
 from rookworld_trl.grpo.rollout import check_supported, rollout
 from rookworld_trl.grpo.safety import StepGuard
 from rookworld_trl.grpo.schedule import warmup_cosine_linear
 from rookworld_trl.grpo.selfplay import SelfPlay, SelfPlayCallback
 from rookworld_trl.grpo.tactics import TacticsMix
-from rookworld_trl.grpo.value import (
-    ValueCheckpoint,
-    ValueHead,
-    add_value_head,
-    clip_value_head,
-)
+from rookworld_trl.grpo.value import ValueBaseline, add_value_head, clip_value_head
 from rookworld_trl.model.loading import gpt2_backbone, use_fused_gelu, use_padding_aware_positions
 from rookworld_trl.model.shared_prefix import use_shared_prefix
-from rookworld_trl.rewards.functions import policy_grader
 from rookworld_trl.training import checkpoints, publish
 from rookworld_trl.training.interrupt import SaveOnInterrupt
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
@@ -56,9 +49,7 @@ from rookworld_trl.training.trl_compat import GRPOSeams, place_ref_model
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = (
-    "rookworld_state.json"  # our controller state inside each checkpoint (beta, rollbacks, baselines)
-)
+STATE_FILE = "rookworld_state.json"  # the options' state inside each checkpoint (beta, rollbacks, baselines)
 
 
 class RookWorldGRPOTrainer(GRPOSeams):
@@ -119,33 +110,27 @@ class RookWorldGRPOTrainer(GRPOSeams):
             self._use_padding_aware_positions()
         self.guard = StepGuard(self)
         self.add_callback(self.guard)
-        # what checkpoint_written / on_resume keep (grpo/options.py's protocol), in STATE_FILE's key order
-        self.stateful = [self.kl_control, self.guard, self.running_baseline, ValueCheckpoint(self)]
-        a = self.args
-        self.replay = None
-        if a.replay_coef > 0:
-            rows = self.train_dataset if replay_dataset is None else replay_dataset
-            self.replay = Replay(rows, a.replay_task, self.processing_class, a.replay_batch_size, a.seed,
-                                 a.process_index, a.pad_to_multiple_of)  # fmt: skip
-        self.tactics, self.tactics_replay = tactics, None  # grpo/tactics.py: decisive positions, their labels
-        if tactics is not None and tactics.replay_coef > 0:
-            self.tactics_replay = Replay(tactics.dataset, "P", self.processing_class, tactics.replay_batch_size,
-                                         a.seed, a.process_index, a.pad_to_multiple_of,
-                                         tactics.replay_target)  # fmt: skip
+        rows = self.train_dataset if replay_dataset is None else replay_dataset
+        # every step loops over these (grpo/options.py), in this order; STATE_FILE's keys follow it
+        self.options = [self.kl_control, self.guard, *rl_options(self, rows, selfplay, tactics)]
+        self.value = self.option(ValueBaseline)  # its head joins the optimizer
         self.selfplay = selfplay  # rookworld_trl/grpo/selfplay.py: the policy's own games as P: prompts
         if selfplay is not None:
             self.add_callback(SelfPlayCallback(self))
         self.interrupt = SaveOnInterrupt()
         self.add_callback(self.interrupt)
-        if a.metrics_jsonl:
-            self.add_callback(JSONLMetricsCallback(os.path.join(a.output_dir, a.metrics_jsonl)))
+        if self.args.metrics_jsonl:
+            self.add_callback(
+                JSONLMetricsCallback(os.path.join(self.args.output_dir, self.args.metrics_jsonl))
+            )
+
+    def option(self, kind: type):
+        """The first of `options` of that type, or None (off)."""
+        return next((option for option in self.options if isinstance(option, kind)), None)
 
     def _init_rl_options(self) -> None:
-        """The running baseline, the hidden-state taps of an exact KL and the value head, the checks."""
+        """The hidden-state taps of an exact KL and the value head, the checks that need the built trainer."""
         a = self.args
-        self.running_baseline = RunningBaseline(a.baseline_ema_decay)
-        self.gae_state: dict = {}  # value_baseline: the running scale of GAE advantages per task
-        self.value_started = False  # value_baseline: its bias comes from its first batch or a checkpoint
         self.exact_kl = a.kl_estimator != "k3"
         if self.exact_kl and self.ref_model is None:
             raise ValueError(
@@ -153,21 +138,8 @@ class RookWorldGRPOTrainer(GRPOSeams):
             )
         self.ref_tap = HiddenTap(self.ref_model) if self.exact_kl else None
         self.policy_tap = HiddenTap(self.model) if self.exact_kl or a.value_baseline else None
-        self.value_head = None
-        if a.value_baseline:
-            if self.is_deepspeed_enabled or self.is_fsdp_enabled:
-                raise ValueError(
-                    "value_baseline is not supported with DeepSpeed/FSDP: set value_baseline: false"
-                )
-            hidden = gpt2_backbone(self.model).config.hidden_size
-            self.value_head = ValueHead(hidden).to(self.accelerator.device)
         if a.dynamic_sampling:
             ds.check_trainer(self)
-        self.curriculum = curriculum_for(a)  # curriculum.py: positions the policy gets wrong, mixed back in
-        if self.curriculum is not None and policy_grader(self.reward_funcs) is None:
-            raise ValueError(
-                "curriculum_ratio > 0 grades P: answers with the policy reward: add policy_reward"
-            )
 
     @property
     def halt_reason(self) -> str | None:
@@ -187,18 +159,12 @@ class RookWorldGRPOTrainer(GRPOSeams):
 
     def generate_batch(self, inputs):
         output = self.score(inputs)
-        if self.curriculum is not None and self.model.training:
-            self._observe_curriculum(inputs, output)
+        if self.model.training:
+            for option in self.options:
+                option.after_scoring(self, inputs, output)
         if self.args.dynamic_sampling and self.model.training:  # DAPO: zero-std groups swapped for fresh ones
             output = ds.refill(self, inputs, output)
         return output
-
-    def _observe_curriculum(self, inputs, output) -> None:
-        """Every process's rows and answer components into the curriculum (each rank keeps the same buffer)."""
-        components = advantages.answer_components(self, output["completion_ids"])
-        rows, components = gather_object(list(inputs)), gather_object(components)
-        for name, value in self.curriculum.observe(rows, components, self.num_generations).items():
-            self.log_metric(name, value)
 
     def score(self, inputs):
         # an exact KL needs the reference's hidden states, tapped while TRL scores the batch with it
@@ -254,14 +220,13 @@ class RookWorldGRPOTrainer(GRPOSeams):
         return loss
 
     def _mix_prompts(self, inputs):
-        """Self-play positions, then the curriculum's, then tactics, into this generation batch's P: prompts. TRL
-        hands every micro-batch the rows of its generation batch but generates only on the first: figures are
+        """Each option's positions (self-play, the curriculum's, tactics) into this generation batch's P: prompts.
+        TRL hands every micro-batch the rows of its generation batch but generates only on the first: figures are
         logged for it."""
         figures = {}
-        for source in (self.selfplay, self.curriculum, self.tactics):
-            if source is not None:
-                inputs, more = source.mix(inputs, self.state.global_step)
-                figures |= more
+        for option in self.options:
+            inputs, more = option.mix(inputs, self.state.global_step)
+            figures |= more
         if self.micro_step % (self.args.steps_per_generation * self.args.num_iterations) == 0:
             for name, value in figures.items():
                 self.log_metric(name, value)
@@ -279,8 +244,8 @@ class RookWorldGRPOTrainer(GRPOSeams):
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
-        if self.value_head is not None:
-            add_value_head(optimizer, self.value_head, self.args.value_learning_rate)
+        if self.value is not None:
+            add_value_head(optimizer, self.value.head, self.args.value_learning_rate)
             if self._value_clip is None:  # the head is no part of the model: TRL's clipping skips it
                 self._value_clip = optimizer.register_step_pre_hook(functools.partial(clip_value_head, self))
         return optimizer
@@ -300,15 +265,15 @@ class RookWorldGRPOTrainer(GRPOSeams):
         self.adopt_scheduler(torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, schedule))
         return self.lr_scheduler
 
-    # ---- checkpoints: the stateful parts' state in STATE_FILE, their files beside it (grpo/options.py) ----
+    # ---- checkpoints: the options' state in STATE_FILE, their files beside it (grpo/options.py) ----
 
     def checkpoint_written(self, path):
         state = {}
-        for part in self.stateful:
-            state |= part.saved_state()
+        for option in self.options:
+            state |= option.saved_state()
         checkpoints.write_json_atomic(os.path.join(path, STATE_FILE), state)
-        for part in self.stateful:
-            part.write_files(path)
+        for option in self.options:
+            option.write_files(path)
 
     def checkpoint_complete(self, path):
         if self.args.save_stable and self.guard.healthy:
@@ -321,7 +286,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
         if os.path.isfile(path):
             with open(path) as f:
                 state = json.load(f)
-            for part in self.stateful:
-                part.restore_state(state)
-        for part in self.stateful:
-            part.read_files(checkpoint)
+            for option in self.options:
+                option.restore_state(state)
+        for option in self.options:
+            option.read_files(checkpoint)

@@ -1,7 +1,8 @@
 """The value head of `value_baseline` in one place (fields in rl_config.py): V(state) on the policy's hidden
 states, the per-token rewards and GAE it trains on and feeds back as advantages, its loss, optimizer group,
-gradient clipping and file in each checkpoint. advantages.py calls `value_advantages`, loss.py `value_loss`;
-the trainer owns the head (`value_head`, `value_started`, `gae_state`).
+gradient clipping and file in each checkpoint. `ValueBaseline`, an option of grpo/options.py, owns the head,
+whether it has started and the running GAE scale (the trainer's `value`): its advantages in step 4, its loss
+in step 5, its state and file in each checkpoint.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rookworld_trl.grpo.baselines import EPS, group_task, local_rows, row_rewards, running_scale, task_masks
-from rookworld_trl.grpo.options import Stateful
+from rookworld_trl.grpo.options import Option
 from rookworld_trl.model.loading import gpt2_backbone
 
 
@@ -151,25 +152,42 @@ def add_value_head(optimizer, value_head, learning_rate: float) -> None:
         )
 
 
-class ValueCheckpoint(Stateful):
-    """value_baseline's state: the running GAE scale per task (STATE_FILE's "gae"), the head's weights beside it."""
+class ValueBaseline(Option):
+    """`value_baseline: true`: the head (`head`), whether its bias has started (`started`), the running GAE scale
+    per task (`gae_state`, STATE_FILE's "gae"); the head's weights beside STATE_FILE."""
 
     def __init__(self, trainer):
-        self.trainer = trainer
+        if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+            raise ValueError("value_baseline is not supported with DeepSpeed/FSDP: set value_baseline: false")
+        hidden = gpt2_backbone(trainer.model).config.hidden_size
+        self.head = ValueHead(hidden).to(trainer.accelerator.device)
+        self.started = False  # its bias comes from its first batch or a checkpoint
+        self.gae_state: dict = {}
+
+    def shape(self, trainer, shaping) -> None:
+        value_advantages(trainer, self, shaping.output, shaping.terms, shaping.layouts)
+        shaping.reshaped = True
+
+    def loss_term(self, trainer, model, inputs, hidden):
+        if hidden is None or "returns" not in inputs:
+            return None
+        mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
+        loss = value_loss(self.head, hidden, inputs["returns"], mask)
+        if trainer.model.training:
+            trainer.log_metric("value/loss", float(loss.detach()))
+        return trainer.args.value_coef * loss / trainer.current_gradient_accumulation_steps
 
     def saved_state(self) -> dict:
-        return {"gae": self.trainer.gae_state}
+        return {"gae": self.gae_state}
 
     def restore_state(self, state: dict) -> None:
-        self.trainer.gae_state = state.get("gae", {})
+        self.gae_state = state.get("gae", {})
 
     def write_files(self, checkpoint: str) -> None:
-        if self.trainer.value_head is not None:
-            save_value_head(self.trainer.value_head, checkpoint)
+        save_value_head(self.head, checkpoint)
 
     def read_files(self, checkpoint: str) -> None:
-        if self.trainer.value_head is not None:
-            self.trainer.value_started = load_value_head(self.trainer.value_head, checkpoint)
+        self.started = load_value_head(self.head, checkpoint)
 
 
 def save_value_head(value_head, checkpoint: str) -> None:
@@ -193,10 +211,10 @@ def start_value_head(value_head, returns: torch.Tensor, mask: torch.Tensor) -> N
     value_head.bias.fill_(float((returns * mask).sum() / mask.sum().clamp(min=1)))
 
 
-# ---- the value head in a step: advantages.py and loss.py call these with the trainer ----
+# ---- the value head in a step ----
 
 
-def value_advantages(trainer, output, terms, layouts) -> None:
+def value_advantages(trainer, value: ValueBaseline, output, terms, layouts) -> None:
     """The value head's returns (reward to go) for its loss; GAE advantages once its explained variance
     of this batch's returns, measured before it trains on them, reaches value_warmup_ev."""
     a, ids = trainer.args, output["completion_ids"]
@@ -209,11 +227,11 @@ def value_advantages(trainer, output, terms, layouts) -> None:
     per_token = token_rewards(rewards, mask, terms or no_terms, layouts or no_terms).to(mask.device)
     zero = torch.zeros_like(per_token)
     returns = gae(per_token, zero, mask, a.gae_gamma, 1.0)[1] * mask  # lambda 1: V does not enter
-    if not trainer.value_started:  # the head's first batch: its bias starts at the returns' mean, so the
-        start_value_head(trainer.value_head, returns, mask)  # weights learn the variance, not the level
-        trainer.value_started = True
+    if not value.started:  # the head's first batch: its bias starts at the returns' mean, so the
+        start_value_head(value.head, returns, mask)  # weights learn the variance, not the level
+        value.started = True
     batch = trainer.args.per_device_train_batch_size
-    values = rollout_values(trainer.model, trainer.value_head, output, batch, trainer.accelerator.autocast)
+    values = rollout_values(trainer.model, value.head, output, batch, trainer.accelerator.autocast)
     output["returns"] = returns
     tasks = [group_task(p) for p in trainer.scored_prompts]
     explained = explained_variance(values, returns, mask)
@@ -226,11 +244,11 @@ def value_advantages(trainer, output, terms, layouts) -> None:
     trainer.log_metric("value/gae_used", float(use))
     if use:
         advantages = gae(per_token, values, mask, a.gae_gamma, a.gae_lambda)[0]
-        output["advantages"] = centre_tokens(advantages, mask, tasks, trainer.gae_state, a.baseline_ema_decay)
+        output["advantages"] = centre_tokens(advantages, mask, tasks, value.gae_state, a.baseline_ema_decay)
 
 
 def clip_value_head(trainer, optimizer, args, kwargs) -> None:
     """Before each optimizer step: the value head's gradients clipped to value_max_grad_norm on their own;
     logs value/grad_norm (before clipping)."""
-    norm = torch.nn.utils.clip_grad_norm_(trainer.value_head.parameters(), trainer.args.value_max_grad_norm)
+    norm = torch.nn.utils.clip_grad_norm_(trainer.value.head.parameters(), trainer.args.value_max_grad_norm)
     trainer.log_metric("value/grad_norm", float(norm))
