@@ -13,9 +13,11 @@ Rewards are every process's, in TRL's order (a group may span processes); each p
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
+from accelerate.utils import gather_object
 
 from rookworld_trl.grpo import baselines as base
 from rookworld_trl.rewards.functions import policy_components, policy_grader
@@ -24,18 +26,30 @@ from rookworld_trl.rewards.functions import policy_components, policy_grader
 @dataclass
 class Shaping:
     """What the advantage steps pass down: TRL's scored batch (advantages replaced in place), the running
-    baseline's advantages (for field credit to share), each P: answer's field terms and token layouts."""
+    baseline's advantages (for field credit to share), each P: answer's field terms and token layouts; every
+    process's weighted rewards and group tasks, computed once when a step first reads them."""
 
+    trainer: object
     output: dict
     sequence: base.BaselineAdvantages | None = None
     terms: list | None = None
     layouts: list | None = None
     reshaped: bool = False  # a step replaced TRL's group advantages: log ours per task
 
+    @functools.cached_property
+    def rewards(self) -> torch.Tensor:
+        """(N,) every process's rows: the reward functions' weighted sum (NaN: unscored), TRL's order."""
+        return base.row_rewards(self.trainer.scored_rewards, self.trainer.reward_weights)
+
+    @functools.cached_property
+    def tasks(self) -> list[str]:
+        """Every process's rows: the group each is baselined in (baselines.group_task)."""
+        return [base.group_task(p) for p in gather_object(self.trainer.scored_prompts)]
+
 
 def shape_advantages(trainer, output: dict) -> dict:
     """TRL's scored batch (its group advantages in output["advantages"]) -> ours, in place (training only)."""
-    shaping = Shaping(output)
+    shaping = Shaping(trainer, output)
     for option in trainer.options:
         option.shape(trainer, shaping)
     if shaping.reshaped:

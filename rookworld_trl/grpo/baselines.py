@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from accelerate.utils import gather_object
 
 from rookworld_trl.grpo.options import Option
 
@@ -119,10 +118,8 @@ class RunningBaseline(Option):
         for field credit to share."""
         if trainer.args.baseline == "group":
             return
-        rewards = row_rewards(trainer.scored_rewards, trainer.reward_weights)
-        tasks = [group_task(p) for p in gather_object(trainer.scored_prompts)]
         scaled = trainer.scale_rewards != "none"
-        out = self(trainer.args.baseline, rewards, tasks, trainer.num_generations, scaled)
+        out = self(trainer.args.baseline, shaping.rewards, shaping.tasks, trainer.num_generations, scaled)
         rows = local_rows(trainer.accelerator, len(shaping.output["completion_ids"]))
         shaping.output["advantages"] = out.advantages[rows]
         shaping.sequence, shaping.reshaped = out, True

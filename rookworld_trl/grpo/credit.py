@@ -196,9 +196,7 @@ class FieldCredit(Option):
         if not trainer.args.field_credit:
             return
         shaping.terms, shaping.layouts = field_parts(trainer, shaping.output["completion_ids"])
-        shaping.output["advantages"] = field_advantages(
-            trainer, shaping.output["advantages"], shaping.terms, shaping.layouts, shaping.sequence
-        )
+        shaping.output["advantages"] = field_advantages(trainer, shaping)
 
 
 def field_parts(trainer, completion_ids: torch.Tensor) -> tuple[list, list]:
@@ -212,15 +210,15 @@ def field_parts(trainer, completion_ids: torch.Tensor) -> tuple[list, list]:
     return terms, layouts
 
 
-def field_advantages(trainer, sequence, local_terms, layouts, baseline=None) -> torch.Tensor:
+def field_advantages(trainer, shaping) -> torch.Tensor:
     """(B, T) advantages: each listed move and each P: field gets its own verdict's advantage, against its group,
-    or under an ema/adaptive `baseline` against the same baseline as the sequence."""
+    or under an ema/adaptive baseline (`shaping.sequence`) against the same baseline as the sequence."""
+    local_terms, layouts, baseline = shaping.terms, shaping.layouts, shaping.sequence
+    sequence = shaping.output["advantages"]
     terms = gather_object(local_terms)
     n = trainer.num_generations
     if baseline is None:
-        rewards = base.row_rewards(trainer.scored_rewards, trainer.reward_weights)
-        tasks = [base.group_task(p) for p in gather_object(trainer.scored_prompts)]
-        scale = base.reward_scale(rewards, tasks, n, trainer.scale_rewards)
+        scale = base.reward_scale(shaping.rewards, shaping.tasks, n, trainer.scale_rewards)
     else:
         scale = baseline.scale
     scales = scale.tolist()

@@ -12,7 +12,7 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 
-from rookworld_trl.grpo.baselines import EPS, group_task, local_rows, row_rewards, running_scale, task_masks
+from rookworld_trl.grpo.baselines import EPS, group_task, local_rows, running_scale, task_masks
 from rookworld_trl.grpo.options import Option
 from rookworld_trl.model.loading import gpt2_backbone
 
@@ -165,7 +165,7 @@ class ValueBaseline(Option):
         self.gae_state: dict = {}
 
     def shape(self, trainer, shaping) -> None:
-        value_advantages(trainer, self, shaping.output, shaping.terms, shaping.layouts)
+        value_advantages(trainer, self, shaping)
         shaping.reshaped = True
 
     def loss_term(self, trainer, model, inputs, hidden):
@@ -214,13 +214,12 @@ def start_value_head(value_head, returns: torch.Tensor, mask: torch.Tensor) -> N
 # ---- the value head in a step ----
 
 
-def value_advantages(trainer, value: ValueBaseline, output, terms, layouts) -> None:
+def value_advantages(trainer, value: ValueBaseline, shaping) -> None:
     """The value head's returns (reward to go) for its loss; GAE advantages once its explained variance
     of this batch's returns, measured before it trains on them, reaches value_warmup_ev."""
-    a, ids = trainer.args, output["completion_ids"]
-    rewards = row_rewards(trainer.scored_rewards, trainer.reward_weights)[
-        local_rows(trainer.accelerator, len(ids))
-    ]
+    a, output, terms, layouts = trainer.args, shaping.output, shaping.terms, shaping.layouts
+    ids = output["completion_ids"]
+    rewards = shaping.rewards[local_rows(trainer.accelerator, len(ids))]
     mask = output["completion_mask"] * output.get("tool_mask", 1)
     mask = mask * (~rewards.isnan()).unsqueeze(1).to(mask.dtype)  # unscored rows: no target, advantage 0
     no_terms = [None] * len(ids)
