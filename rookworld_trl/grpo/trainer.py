@@ -96,13 +96,12 @@ class RookWorldGRPOTrainer(GRPOSeams):
         if own_sampler:
             kwargs["rollout_func"] = rollout
         super().__init__(model, reward_funcs, args, *rest, **kwargs)
-        self._init_rl_options()
+        self._init_taps()
         if own_sampler:
             check_supported(self.args, self.model, self.accelerator)
         self.ref_device = place_ref_model(self, self.args.ref_model_device)
-        self.compiled_scoring = compiling(
-            self.args
-        )  # fixed shapes: pad_to_multiple_of, every position scored
+        # fixed shapes: pad_to_multiple_of, every position scored
+        self.compiled_scoring = compiling(self.args)
         for model in (self.model, self.ref_model):  # TRL loads the reference itself, not through our loader
             if model is not None:
                 use_fused_gelu(model)
@@ -128,8 +127,8 @@ class RookWorldGRPOTrainer(GRPOSeams):
         """The first of `options` of that type, or None (off)."""
         return next((option for option in self.options if isinstance(option, kind)), None)
 
-    def _init_rl_options(self) -> None:
-        """The hidden-state taps of an exact KL and the value head, the checks that need the built trainer."""
+    def _init_taps(self) -> None:
+        """The hidden-state taps an exact KL and the value head read; the checks that need the built trainer."""
         a = self.args
         self.exact_kl = a.kl_estimator != "k3"
         if self.exact_kl and self.ref_model is None:
