@@ -12,6 +12,7 @@ import time
 import torch
 from transformers import GPT2LMHeadModel
 
+from rookworld_trl.entry import resolve_path
 from rookworld_trl.model.loading import use_fused_gelu
 
 
@@ -22,8 +23,9 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=120)
     p.add_argument("--repeats", type=int, default=10)
     args = p.parse_args()
-    models = {"gelu_new": GPT2LMHeadModel.from_pretrained(args.model, activation_function="gelu_new")}
-    models["fused"] = GPT2LMHeadModel.from_pretrained(args.model, activation_function="gelu_new")
+    model = resolve_path(args.model)  # the bundled model from any folder
+    models = {"gelu_new": GPT2LMHeadModel.from_pretrained(model, activation_function="gelu_new")}
+    models["fused"] = GPT2LMHeadModel.from_pretrained(model, activation_function="gelu_new")
     use_fused_gelu(models["fused"])
     x = torch.randint(0, models["fused"].config.vocab_size, (args.batch, args.tokens))
     seconds = dict.fromkeys(models, 0.0)
