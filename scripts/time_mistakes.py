@@ -54,7 +54,7 @@ CASES = [  # (what, argv)
     ("own: --learning_rate fast", ["train", "--learning_rate", "fast"]),
     ("own: --output_dir forgotten value", ["train", "--max_steps", "3", "--output_dir"]),
     ("own: --output_dir is a file", ["train", "--output_dir", "taken"]),
-    ("own: --config .yml typo", ["train", "--config", "recipes/grpo_tiny_cpu.yml"]),
+    ("own: --config .yml typo", ["train", "--config", "recipes/grpo_tiny_cpu" + ".yml"]),  # no such file
     ("own: accelerate config as recipe", ["train", "--config", "accelerate_configs/cpu.yaml"]),
     ("own: reward_weights count", ["train", *R, "env_reward", "--reward_weights", "1"]),
     ("own: --report_to tensorbord", ["train", "--report_to", "tensorbord"]),

@@ -153,10 +153,12 @@ def test_audit_of_nothing_exits_nonzero(name, tmp_path, capsys):
 # ---- 5. --help: what a user sets, with the recipe's values, at once; --help_all: every field ----
 
 
-def test_train_help_is_short_fast_and_shows_the_recipe_values(capsys):
+def test_train_help_is_short_fast_and_shows_the_recipe_values(capsys, monkeypatch):
     import time
 
     from rookworld_trl.cli import main
+
+    monkeypatch.setenv("COLUMNS", "100")  # the help wraps to the terminal (80-100 columns): count it at 100
 
     start = time.perf_counter()
     assert main(["train", "--max_steps", "7", "--help"]) == 0

@@ -138,6 +138,11 @@ def json_array_table(path: Path, streaming: bool):
     return datasets.Dataset.from_list(json_array_rows(path))
 
 
+def starts_with_bom(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(3) == b"\xef\xbb\xbf"
+
+
 def starts_with_bracket(path: Path) -> bool:
     with open(path, encoding="utf-8", errors="replace") as f:
         return f.read(64).lstrip().startswith("[")
@@ -150,6 +155,10 @@ def json_lines_table(path: Path, streaming: bool):
     from rookworld_trl.quiet_logs import dropping
 
     try:
+        if starts_with_bom(path):  # datasets 4.7's JSON builder reads the mark as data: the rows read here
+            with open(path, encoding="utf-8-sig") as f:
+                table = datasets.Dataset.from_list([json.loads(line) for line in f if line.strip()])
+            return table.to_iterable_dataset() if streaming else table
         with dropping("datasets.packaged_modules.json.json", "Failed to read"):  # ours names the line
             return datasets.load_dataset("json", data_files=str(path), split="train", streaming=streaming)
     except Exception as e:  # datasets' json builder: StopIteration (empty), ArrowInvalid, ...
