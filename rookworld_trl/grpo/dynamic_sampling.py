@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from rookworld_trl.grpo.baselines import row_rewards
+from rookworld_trl.training.trl_compat import loss_mask
 
 LEFT_PADDED = ("prompt_ids", "prompt_mask")  # TRL pads prompts on the left, everything per token on the right
 
@@ -77,7 +78,7 @@ def refill(trainer, inputs: list[dict], output: dict) -> dict:
     if len(outputs) == 1:
         return output
     merged = merge(outputs, picks, n, trainer.processing_class.pad_token_id)
-    mask = merged["completion_mask"] * merged.get("tool_mask", 1)
+    mask = loss_mask(merged)
     merged["num_items_in_batch"] = acc.gather(mask.sum()).sum()  # as TRL counts it
     return merged
 

@@ -18,6 +18,7 @@ import torch
 from rookworld_trl.grpo.kl import lm_head_of, per_token_kl
 from rookworld_trl.grpo.loss import trl_normalised
 from rookworld_trl.grpo.options import Option
+from rookworld_trl.training.trl_compat import loss_mask
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +101,7 @@ class KLControl(Option):
     def loss_term(self, trainer, model, inputs, hidden):
         if not trainer.exact_kl or hidden is None:
             return None  # k3: TRL's loss adds it
-        return exact_kl_term(
-            trainer, model, hidden, inputs, inputs["completion_mask"] * inputs.get("tool_mask", 1)
-        )
+        return exact_kl_term(trainer, model, hidden, inputs, loss_mask(inputs))
 
 
 def exact_kl_term(trainer, model, hidden, inputs, mask) -> torch.Tensor:

@@ -65,10 +65,9 @@ class Replay(Option):
         rows = []
         for prompt, completion in picked:
             head, taught = self.split(completion)
-            p = (
-                tok(prompt, add_special_tokens=False)["input_ids"]
-                + tok(head, add_special_tokens=False)["input_ids"]
-            )
+            p = tok(prompt, add_special_tokens=False)["input_ids"]
+            if head:  # best_move: the list before B: is read, not taught
+                p += tok(head, add_special_tokens=False)["input_ids"]
             c = tok(taught, add_special_tokens=False)["input_ids"] + [eos]
             rows.append((p + c, [-100] * len(p) + c))
         width = -(-max(len(ids) for ids, _ in rows) // self.multiple) * self.multiple

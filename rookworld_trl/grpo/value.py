@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from rookworld_trl.grpo.baselines import EPS, group_task, local_rows, running_scale, task_masks
 from rookworld_trl.grpo.options import Option
 from rookworld_trl.model.loading import gpt2_backbone
+from rookworld_trl.training.trl_compat import loss_mask
 
 
 def token_rewards(rewards: torch.Tensor, mask: torch.Tensor, terms: list, layouts: list) -> torch.Tensor:
@@ -171,7 +172,7 @@ class ValueBaseline(Option):
     def loss_term(self, trainer, model, inputs, hidden):
         if hidden is None or "returns" not in inputs:
             return None
-        mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
+        mask = loss_mask(inputs)
         loss = value_loss(self.head, hidden, inputs["returns"], mask)
         if trainer.model.training:
             trainer.log_metric("value/loss", float(loss.detach()))
@@ -220,7 +221,7 @@ def value_advantages(trainer, value: ValueBaseline, shaping) -> None:
     a, output, terms, layouts = trainer.args, shaping.output, shaping.terms, shaping.layouts
     ids = output["completion_ids"]
     rewards = shaping.rewards[local_rows(trainer.accelerator, len(ids))]
-    mask = output["completion_mask"] * output.get("tool_mask", 1)
+    mask = loss_mask(output)
     mask = mask * (~rewards.isnan()).unsqueeze(1).to(mask.dtype)  # unscored rows: no target, advantage 0
     no_terms = [None] * len(ids)
     per_token = token_rewards(rewards, mask, terms or no_terms, layouts or no_terms).to(mask.device)

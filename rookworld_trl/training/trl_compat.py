@@ -254,7 +254,7 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         sampled = output.get("sampling_per_token_logps")
         if sampled is None:  # TRL's own generate(): it scores what it samples
             return
-        mask = output["completion_mask"] * output.get("tool_mask", 1)
+        mask = loss_mask(output)
         old = output.get("old_per_token_logps")
         if old is None:
             ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
@@ -386,6 +386,11 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
             dropping("transformers.integrations.integration_utils", 'log a value of "None"'),
         ):
             super().log(logs, start_time)
+
+
+def loss_mask(batch: dict) -> torch.Tensor:
+    """The completion tokens TRL's loss trains on: its completion mask without tool-output tokens."""
+    return batch["completion_mask"] * batch.get("tool_mask", 1)
 
 
 def importance_ratio(scored, sampled, mask, args) -> tuple[torch.Tensor, torch.Tensor]:
