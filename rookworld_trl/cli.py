@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rookworld_trl.entry import EXIT_FILE, resolve_path, run_stage, started_file
 from rookworld_trl.errors import UserError
-from rookworld_trl.flags import underscored
+from rookworld_trl.flags import flag_values, underscored
 from rookworld_trl.preflight import preflight
 
 # command -> (module, one-line help, default recipe for accelerate-launched stages or None)
@@ -409,8 +409,9 @@ def dispatch(argv: list[str]) -> int:
     module, _, default_recipe = commands[name]
     if default_recipe is not None:
         return launch(module, rest, default_recipe, name)
-    try:  # a wrong model name in a second, before the command's imports (torch) and its engines
+    try:  # a wrong model name or a bad data file in a second, before the command's imports and its engines
         check_models(name, rest)
+        check_source(name, rest)
     except UserError as e:
         print(f"rookworld {name}: error: {e}", file=sys.stderr)
         return 2
@@ -435,6 +436,22 @@ def check_models(command: str, argv: list[str]) -> None:
         names.append(flags[flags.index("--baseline") + 1])
     for name in names:
         model_source(resolve_path(name))
+
+
+def check_source(command: str, argv: list[str]) -> None:
+    """The file `rookworld data load` / `audit` name: the preflight's check (a missing path, an empty file; for
+    load its first bad line, which audit counts as a failure instead), which the command repeats as it reads the
+    file, before `datasets` and Stockfish load."""
+    if command != "data" or len(argv) < 2 or argv[0] not in ("load", "audit") or argv[1].startswith("-"):
+        return
+    if {"-h", "--help"} & set(argv):
+        return
+    from rookworld_trl.preflight import check_data
+
+    flags = flag_values(underscored(argv[2:]))
+    puzzles = tuple((flags.get(k) or [None])[0] for k in ("puzzle_rating", "puzzle_themes"))
+    skip_bad_rows = argv[0] == "audit" or "skip_bad_rows" in flags
+    check_data(resolve_path(argv[1]), skip_bad_rows, puzzles=puzzles)
 
 
 if __name__ == "__main__":

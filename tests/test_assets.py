@@ -9,8 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import GPT2LMHeadModel
 
-from rookworld_trl.chess.formats import parse_policy_completion, split_prompt_completion
-from rookworld_trl.data.layout import position_key
+from rookworld_trl.chess.formats import parse_policy_completion, position_key, split_prompt_completion
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import load_model_and_tokenizer
 

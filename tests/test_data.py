@@ -25,7 +25,7 @@ from data_fixtures import ARGS, DEPTH, ROOT, rows_of, run_cli, same_files
 
 from rookworld_trl.chess.engine import find_stockfish
 from rookworld_trl.chess.environment import KINDS, env_truth
-from rookworld_trl.chess.formats import parse_line, render
+from rookworld_trl.chess.formats import parse_line, position_key, render
 from rookworld_trl.data.commands import (
     COLUMNS,
     FEATURES,
@@ -33,7 +33,6 @@ from rookworld_trl.data.commands import (
     AuditConfig,
     audit,
 )
-from rookworld_trl.data.layout import position_key
 
 pytestmark = (
     pytest.mark.integration

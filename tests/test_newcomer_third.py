@@ -302,6 +302,7 @@ def test_data_load_out_counts_the_splits_and_refuses_an_empty_train_split(tmp_pa
     ],
 )  # fmt: skip
 def test_every_command_says_did_you_mean(argv, says, tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"text": "P: 8/8/8/8/8/8/8/K6k w - - 0 1 M: a1a2 E: 0.0 B: a1a2"}\n')
     one_line(rookworld(*argv, cwd=tmp_path), says)
 
 
@@ -453,19 +454,29 @@ def test_an_output_dir_that_is_a_file_is_refused_before_accelerate(tmp_path):
     before_launch(done)
 
 
+BAD_FEN = "P: rnbqkbnr/pppp1ppp/8/4p3/4P3/8/PPPP1PPX/RNBQKBNR w KQkq - 0 2 M: e7e5 E: 0.1 B: e7e5\n"
+
+
 @pytest.mark.parametrize(
     "argv, says",
     [
         (["report", "runs/nosuch"], "no metrics file at runs/nosuch/metrics.jsonl"),
         (["push", "runs/nosuch"], "no run folder at runs/nosuch"),
         (["data", "audit", "nosuch.txt"], "no such file or directory: 'nosuch.txt'"),
+        (["data", "load", "bad_fen.txt"], "bad_fen.txt:1: P: fen: invalid character in position part of fen"),
+        (
+            ["eval", "rookworld_trl/assets/model", "--suits", "policy"],
+            "unknown flag --suits (did you mean --suites?)",
+        ),
     ],
 )
-def test_a_missing_run_or_file_is_one_line_before_torch_or_stockfish(argv, says, tmp_path):
-    """The wrong path is said before the command's heavy imports (torch) and engines, and no progress bar."""
+def test_a_wrong_path_flag_or_line_is_one_line_before_the_heavy_imports(argv, says, tmp_path):
+    """The mistake is said before the command's heavy imports (torch, datasets) and engines, and no progress
+    bar: one line in about a second, not after seconds of imports."""
+    (tmp_path / "bad_fen.txt").write_text(BAD_FEN)
     probe = (
         "import sys; from rookworld_trl.cli import main; code = main(sys.argv[1:]); "
-        "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)"
+        "heavy = {'torch', 'datasets'} & set(sys.modules); assert not heavy, heavy; sys.exit(code)"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe, *argv], cwd=tmp_path, env=user_env(), capture_output=True, text=True,

@@ -84,6 +84,11 @@ def format_number(x: float) -> str:
     return str(float(x))
 
 
+def position_key(fen: str) -> str:
+    """The position part of a FEN (board, side, castling, en passant): the same position, any clocks."""
+    return " ".join(fen.split()[:4])
+
+
 def policy_prompt(fen: str, width: int = FEN_WIDTH) -> str:
     """The P: prompt ends with `M:` so the completion starts with a space (token-boundary safe). `width`: the
     FEN field's width, a property of the data (90 as the RookWorld generator writes it, 89 in whole

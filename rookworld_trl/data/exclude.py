@@ -3,7 +3,7 @@
     rookworld data generate --out data/mine --selfplay 100 --exclude path/to/checkmate_in_one/task.json
     rookworld train --dataset_name data/mine --exclude puzzles.csv bench.epd
 
-A position is its first four FEN fields (layout.position_key: placement, side to move, castling, en passant),
+A position is its first four FEN fields (chess/formats.py position_key: placement, side to move, castling, en passant),
 so the same position with other clocks is the same position. An exclude file is one of:
 - a BIG-bench `checkmate_in_one` task.json (a JSON object with "examples": each game replayed to its position);
 - a Lichess puzzle CSV (.csv: each puzzle's position to solve, after Moves' first move);
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import chess
 
+from rookworld_trl.chess.formats import position_key
 from rookworld_trl.data.files import DataSourceError, open_text, sniff
-from rookworld_trl.data.layout import position_key
 from rookworld_trl.data.puzzles import bad_row, legal_position, load_bigbench_checkmate, read_puzzles
 
 LINE_FIX = "an exclude file holds one FEN or EPD position per line: fix or delete that line"

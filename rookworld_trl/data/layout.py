@@ -29,6 +29,7 @@ from datasets import Features, List, Value
 from rookworld_trl.chess.environment import sample_from_line, transition_kind
 from rookworld_trl.chess.formats import (
     EnvSample,
+    position_key,
     prompt_fen_width,
     split_prompt_completion,
 )
@@ -89,11 +90,6 @@ def row_from_line(line: str) -> dict:
     if isinstance(sample, EnvSample):
         return env_row(text, sample, transition_kind(sample.fen, sample.move))
     return policy_row(text, sample.fen, sample.moves, sample.evals, sample.best, limit="")
-
-
-def position_key(fen: str) -> str:
-    """The position part of a FEN (board, side, castling, en passant): the same position, any clocks."""
-    return " ".join(fen.split()[:4])
 
 
 def split_of(fen: str, validation_fraction: float, test_fraction: float) -> str:

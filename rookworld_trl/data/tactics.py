@@ -27,8 +27,8 @@ from collections import Counter, defaultdict
 import chess
 
 from rookworld_trl.chess.environment import mating_moves
+from rookworld_trl.chess.formats import position_key
 from rookworld_trl.chess.tactics import KINDS, tactic_kind
-from rookworld_trl.data.layout import position_key
 from rookworld_trl.data.samples import GameRecord, SampleSettings, policy_row_for
 
 SPLIT_ORDER = ("test", "validation", "train")  # a position in two splits stays in the first

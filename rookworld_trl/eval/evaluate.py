@@ -43,7 +43,6 @@ from rookworld_trl.errors import UserError
 from rookworld_trl.eval.outputs import summarize, write_outputs
 from rookworld_trl.eval.registry import SUITES, EvalItems, analysed, draw_items
 from rookworld_trl.flags import FlagParser
-from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.stats import Metric
 
 __all__ = ["SUITES", "EvalItems", "EvalSettings", "analysed", "draw_items", "evaluate", "run_suites"]
@@ -223,6 +222,7 @@ def model_generate(name: str, args: EvalSettings):
     width to prompt it at, --fen_width or the one its config.json records, None if neither says)."""
     import torch
 
+    from rookworld_trl.model.generation import generate_completions
     from rookworld_trl.model.loading import load_model_and_tokenizer, trained_fen_width
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

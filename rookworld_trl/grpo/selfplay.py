@@ -51,11 +51,11 @@ from rookworld_trl.chess.environment import playable_position
 from rookworld_trl.chess.formats import (
     FEN_WIDTH,
     policy_prompt,
+    position_key,
     prompt_fen_width,
     task_of,
 )
 from rookworld_trl.chess.games import Policy, play_games
-from rookworld_trl.data.layout import position_key
 from rookworld_trl.grpo.options import Option
 
 # emptied in a substitute row: its label would be another position's
