@@ -22,6 +22,7 @@ def rows_of(text: str) -> dict[str, str]:
             body.splitlines()}  # fmt: skip
 
 
+@pytest.mark.slow  # the whole doctor, its short training included (~20 s quiet): the slow tier
 def test_doctor_passes_here_and_skips_the_gpu_rows(capsys):
     code = cli.main(["doctor"])
     out = capsys.readouterr().out

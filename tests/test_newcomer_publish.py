@@ -190,8 +190,9 @@ def test_push_of_an_unfinished_run_is_one_line(tmp_path, hub):
 @pytest.mark.parametrize(
     "flags, token, says",
     [
-        (["--hub_model_id", "me/bad name!"], TOKEN, "no valid repo name"),
-        (["--hub_model_id", "me/x"], None, "needs a Hugging Face token"),
+        # each a stage process (its imports ~8 s): the default tier keeps the one that asks the hub
+        pytest.param(["--hub_model_id", "me/bad name!"], TOKEN, "no valid repo name", marks=pytest.mark.slow),
+        pytest.param(["--hub_model_id", "me/x"], None, "needs a Hugging Face token", marks=pytest.mark.slow),
         (["--hub_model_id", "me/x", "--hub_token", "hf_wrong"], TOKEN, "does not accept the token"),
     ],
 )
@@ -222,7 +223,7 @@ def test_the_summary_after_a_resume_counts_this_sessions_steps_apart(model_dir, 
     assert "5 in all, 3 this session in" in steps
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # training with it (~30 s); its checks before accelerate: test_newcomer_third.py
 def test_own_reward_by_dotted_path_trains_three_steps_on_the_embedded_model(tmp_path):
     out = tmp_path / "run"
     done = subprocess.run(
@@ -261,7 +262,7 @@ def test_the_example_reward_scores_p_answers_and_leaves_a_out():
     assert b_gives_check([prompt] * 3 + ["A: " + fen + "+e1e2+"], answers) == [1.0, 0.0, 0.0, None]
 
 
-@pytest.mark.integration
+@pytest.mark.slow  # an SFT run (~12 s quiet); the GRPO console stays in the default tier (test_newcomer.py)
 def test_sft_has_trains_console_a_line_per_logging_step_and_a_summary(tmp_path, capsys):
     from rookworld_trl.stages import sft
 

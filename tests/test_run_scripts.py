@@ -91,6 +91,7 @@ def test_experiment_row_has_the_eval_trend_watch_and_value_head(tmp_path):
     assert row[10].startswith("watch 0.67 / +0.00 / ")
 
 
+@pytest.mark.slow  # a script's study (~10 s quiet): the slow tier runs the scripts
 def test_value_study_knows_a_position_from_its_siblings(tmp_path):
     """Two positions, each answered twice the same way: the siblings' mean return is each sample's own (EV 1);
     the heads' figures are finite, measured on batches they had not trained on."""
