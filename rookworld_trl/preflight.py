@@ -285,6 +285,13 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
             check_output_dir(config["output_dir"])
         except ValueError as e:
             raise UserError(str(e)) from None
+    pushes = str(config.get("push_to_hub")).lower() in ("true", "yes", "1")
+    if pushes and (
+        config.get("hub_model_id") or config.get("output_dir")
+    ):  # the token and name, before training
+        from rookworld_trl.training.publish import check_hub
+
+        check_hub(SimpleNamespace(**{k: config.get(k) for k in ("hub_model_id", "hub_token", "output_dir")}))
     if config.get("model_name_or_path"):  # a local folder's parts, or one request to the hub
         from rookworld_trl.model.source import model_source
 

@@ -76,8 +76,10 @@ def test_offline_without_a_cached_copy_and_local_model_mistakes_in_train(tmp_pat
 # ---- 7. data load --out: the rows per split; no empty train split left behind ----
 
 
-def test_data_load_out_counts_the_splits_and_refuses_an_empty_train_split(tmp_path):
+def test_data_load_out_counts_the_splits_and_refuses_an_empty_train_split(tmp_path, monkeypatch, capsys):
     import pyarrow.parquet as pq
+
+    from rookworld_trl.data.commands import main as data_main
 
     test_rows = pq.read_table(ROOT / "rookworld_trl/assets/data/test.parquet", columns=["text"])
     rows = test_rows.column("text").to_pylist()[:3]  # the held-out split's positions: none hash to train
@@ -85,9 +87,14 @@ def test_data_load_out_counts_the_splits_and_refuses_an_empty_train_split(tmp_pa
     done = rookworld("data", "load", "held_out.jsonl", "--out", "mine", cwd=tmp_path)
     one_line(done, "rookworld data: error: mine: no rows for the train split", "--validation_fraction 0")
     assert not list((tmp_path / "mine").glob("*.parquet"))
-    done = rookworld("data", "load", "held_out.jsonl", "--out", "mine", "--validation_fraction", "0",
-                     "--test_fraction", "0", cwd=tmp_path)  # fmt: skip
-    assert done.returncode == 0 and "wrote mine: train 3 rows (" in done.stdout, done.stderr
+    monkeypatch.chdir(tmp_path)  # the same load kept in train: in this process (a conversion, not a refusal)
+    assert (
+        data_main(
+            ["load", "held_out.jsonl", "--out", "mine", "--validation_fraction", "0", "--test_fraction", "0"]
+        )
+        == 0
+    )
+    assert "wrote mine: train 3 rows (" in capsys.readouterr().out
 
 
 # ---- 8. one "did you mean" for every command's flags and for the command name ----

@@ -139,7 +139,9 @@ class Exclusion:
         if not self:
             return ds
         if hasattr(ds, "__len__"):
-            return ds.select(self.keep_indices(ds["fen"], ds["task"]))
+            from rookworld_trl.data.layout import column  # datasets' tooling: only where a dataset is
+
+            return ds.select(self.keep_indices(column(ds, "fen"), column(ds, "task")))
         return ds.filter(lambda row: not self.drops(row["fen"], row["task"]))
 
     def one_line(self) -> str:

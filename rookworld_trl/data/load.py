@@ -26,7 +26,7 @@ from rookworld_trl.chess.formats import (
 )
 from rookworld_trl.data.exclude import Exclusion
 from rookworld_trl.data.files import DataSourceError, line_error, sniff
-from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES, row_from_line
+from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES, column, row_from_line
 from rookworld_trl.data.puzzles import PuzzleSource
 from rookworld_trl.data.sources import Lines, file_errors, open_source, table_lines
 
@@ -172,7 +172,7 @@ def mix_counts(n_policy: int, n_env: int, mix_env_ratio: float) -> tuple[int, in
 
 def mix_tasks(ds: datasets.Dataset, mix_env_ratio: float, seed: int) -> datasets.Dataset:
     """Exactly the fraction `mix_env_ratio` of A: rows, as many rows as that allows, shuffled by `seed`."""
-    tasks = ds["task"]
+    tasks = column(ds, "task")
     policy = [i for i, t in enumerate(tasks) if t == "P"]
     env = [i for i, t in enumerate(tasks) if t == "A"]
     n_policy, n_env = mix_counts(len(policy), len(env), mix_env_ratio)
@@ -289,7 +289,7 @@ def load_rookworld_dataset(
         build("P", into=LoadReport(source, skip_bad_rows=True)).take(1000) if streaming else ds
     )  # a pass the report ignores
     ds = with_fen_width(
-        ds, fen_width, [row["prompt"] for row in probe] if streaming else ds["prompt"], source
+        ds, fen_width, [row["prompt"] for row in probe] if streaming else column(ds, "prompt"), source
     )
     if max_samples is not None:
         ds = ds.take(max_samples) if streaming else ds.select(range(min(max_samples, len(ds))))
@@ -317,4 +317,4 @@ def puzzle_dataset(
     ds = datasets.Dataset(datasets.table.InMemoryTable(table_from_rows(rows)))
     if mix_env_ratio is not None:
         ds = mix_tasks(ds, mix_env_ratio, seed)
-    return with_fen_width(ds, fen_width, ds["prompt"], source)
+    return with_fen_width(ds, fen_width, column(ds, "prompt"), source)

@@ -69,12 +69,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTo
 
 def load_texts(source: str, max_samples: int | None, seed: int) -> list[str]:
     """The full P:/A: lines of a data source (a `rookworld data generate` directory or a file)."""
-    from rookworld_trl.data.load import (
-        load_rookworld_dataset,  # imported here: data pulls in the engine tooling
-    )
+    from rookworld_trl.data.layout import column  # imported here: data pulls in the engine tooling
+    from rookworld_trl.data.load import load_rookworld_dataset
 
     dataset = load_rookworld_dataset(source, split="train", seed=seed, max_samples=max_samples)
-    return list(dataset["text"])
+    return column(dataset, "text")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from transformers import TrainerCallback
 
 from rookworld_trl.chess.engine import EnginePool, MoveEval
 from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of
+from rookworld_trl.data.layout import column
 from rookworld_trl.eval.evaluate import EvalItems, EvalSettings, analysed, draw_items, run_suites
 from rookworld_trl.model.generation import generate_completions
 
@@ -33,7 +34,7 @@ class EvalCallback(TrainerCallback):
         s = settings
         self.fens, self.env_prompts, _ = draw_items(dataset, s.policy_samples, s.env_samples, s.seed)
         self.fen_width = (
-            s.fen_width or fen_width_of(dataset["prompt"]) or FEN_WIDTH
+            s.fen_width or fen_width_of(column(dataset, "prompt")) or FEN_WIDTH
         )  # as the data was written
         self.analyses: list[list[MoveEval]] | None = None
 

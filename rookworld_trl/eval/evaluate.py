@@ -169,11 +169,12 @@ def prepare_items(args: EvalSettings, suites: Sequence[str], engine: EnginePool)
         if not args.data:
             needing = " and ".join(name for name, suite in SUITES.items() if suite.needs_data)
             raise ValueError(f"the {needing} suites need held-out data: pass --data (see `rookworld data`)")
-        from rookworld_trl.data.load import load_rookworld_dataset  # here: data pulls in the dataset tooling
+        from rookworld_trl.data.layout import column  # here: data pulls in the dataset tooling
+        from rookworld_trl.data.load import load_rookworld_dataset
 
         dataset = load_rookworld_dataset(args.data, split=args.split, fen_width=args.fen_width)
         items.fen_width = (
-            fen_width_of(dataset["prompt"]) or FEN_WIDTH
+            fen_width_of(column(dataset, "prompt")) or FEN_WIDTH
         )  # the data's own (all of one width now)
         items.drawn_fens, items.env_prompts, items.env_kinds = draw_items(
             dataset, args.policy_samples, args.env_samples, args.seed

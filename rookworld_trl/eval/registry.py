@@ -50,15 +50,17 @@ def draw_items(
     dataset, policy_samples: int, env_samples: int, seed: int
 ) -> tuple[list[str], list[str], list | None]:
     """(P: FENs, A: prompts, A: transition kinds or None), sampled without replacement from a dataset."""
+    from rookworld_trl.data.layout import column  # datasets' tooling: only where a dataset is
+
     rng = random.Random(seed)
-    tasks = dataset["task"]
+    tasks = column(dataset, "task")
     p_rows = [i for i, t in enumerate(tasks) if t == "P"]
     a_rows = [i for i, t in enumerate(tasks) if t == "A"]
     p_rows = sorted(rng.sample(p_rows, min(policy_samples, len(p_rows))))
     a_rows = sorted(rng.sample(a_rows, min(env_samples, len(a_rows))))
-    prompts = dataset["prompt"]
+    prompts = column(dataset, "prompt")
     fens = [parse_policy_prompt(prompts[i]) for i in p_rows]
-    kinds = dataset["kind"] if "kind" in dataset.column_names else None
+    kinds = column(dataset, "kind") if "kind" in dataset.column_names else None
     kinds = [kinds[i] for i in a_rows] if kinds is not None else None
     return fens, [prompts[i] for i in a_rows], kinds
 

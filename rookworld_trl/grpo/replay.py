@@ -13,6 +13,7 @@ import random
 
 import torch
 
+from rookworld_trl.data.layout import column
 from rookworld_trl.grpo.options import Option
 
 TASKS = ("A", "P", "all")
@@ -37,7 +38,8 @@ class Replay(Option):
             raise ValueError(f"the replay target must be one of {TARGETS}, got {target!r}")
         if "completion" not in dataset.column_names:
             raise ValueError("replay needs a `completion` column in the training data")
-        tasks = dataset["task"] if "task" in dataset.column_names else [p[:1] for p in dataset["prompt"]]
+        tasks = column(dataset, "task" if "task" in dataset.column_names else "prompt")
+        tasks = [t[:1] for t in tasks]  # "P"/"A", or a prompt's first letter
         keep = [i for i, t in enumerate(tasks) if task == "all" or t == task]
         if not keep:
             raise ValueError(
@@ -45,7 +47,7 @@ class Replay(Option):
                 "supervised replay) or --replay_task to a task the data has (P, A or all)"
             )
         rows = dataset.select(keep)
-        self.pairs = list(zip(rows["prompt"], rows["completion"], strict=True))
+        self.pairs = list(zip(column(rows, "prompt"), column(rows, "completion"), strict=True))
         self.tokenizer, self.batch_size, self.seed, self.rank = tokenizer, batch_size, seed, rank
         self.multiple, self.target = pad_to_multiple_of or 1, target
         self.coef, self.metric = coef, metric

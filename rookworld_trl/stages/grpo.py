@@ -25,6 +25,7 @@ from transformers.trainer_callback import TrainerState
 from trl import ModelConfig, get_peft_config
 
 from rookworld_trl.chess.formats import fen_width_of
+from rookworld_trl.data.layout import column
 from rookworld_trl.entry import check_numbers, resolve_paths, say, stage_parser
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.selfplay import selfplay_for
@@ -208,7 +209,7 @@ def check_completion_length(dataset, tokenizer, max_completion_length: int, n: i
     completion scores as a format failure (or is masked), a silent penalty on the task, not the model."""
     if "completion" not in dataset.column_names or not len(dataset):
         return
-    sample = list(dataset.select(range(min(n, len(dataset))))["completion"])
+    sample = column(dataset.select(range(min(n, len(dataset)))), "completion")
     lengths = [len(ids) + 1 for ids in tokenizer(sample, add_special_tokens=False)["input_ids"]]
     over = sum(length > max_completion_length for length in lengths)
     if over:
@@ -290,7 +291,7 @@ def load_training_rows(script: GRPOScriptArguments, args: RookWorldGRPOConfig, m
         exclude=exclude,
     )
     check_completion_length(dataset, tokenizer, args.max_completion_length)
-    script.fen_width = train_at_fen_width(model, width or fen_width_of(dataset["prompt"]))
+    script.fen_width = train_at_fen_width(model, width or fen_width_of(column(dataset, "prompt")))
     # Replay draws from the whole split: the mix above may hold no rows of the replayed task
     replay_rows = (
         load_rookworld_dataset(

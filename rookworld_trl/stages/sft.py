@@ -30,6 +30,7 @@ from trl import ScriptArguments
 
 from rookworld_trl.chess.environment import legal_best_move, parse_board
 from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of, parse_policy_completion, parse_policy_prompt
+from rookworld_trl.data.layout import column
 from rookworld_trl.entry import check_numbers, resolve_paths, say, stage_parser
 from rookworld_trl.eval.report import sft_summary
 from rookworld_trl.model.generation import generate_completions
@@ -158,7 +159,7 @@ def load_splits(script_args: SFTScriptArguments, seed: int):
         seed=seed,
         max_samples=s.max_eval_samples,
         fen_width=s.fen_width
-        or fen_width_of(train["prompt"])
+        or fen_width_of(column(train, "prompt"))
         or FEN_WIDTH,  # held-out prompts as the training data
         skip_bad_rows=s.skip_bad_rows,
     )
@@ -188,7 +189,7 @@ def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_d
     """Build the model, train, save model + tokenizer in output_dir, check P: formats; return the trainer."""
     model, tokenizer = build_model(script_args)
     train_at_fen_width(
-        model, script_args.fen_width or fen_width_of(train_dataset["prompt"])
+        model, script_args.fen_width or fen_width_of(column(train_dataset, "prompt"))
     )  # recorded in config.json
     n_positions = model.config.n_positions
     if config.max_length is None or config.max_length > n_positions:
@@ -234,9 +235,9 @@ def format_check(trainer, tokenizer, eval_dataset, samples: int) -> tuple[dict |
     policy = policy.select(range(min(samples, len(policy)))) if len(policy) else []
     if not len(policy):
         return None, 0
-    longest = max(len(ids) for ids in tokenizer(list(policy["completion"]))["input_ids"])
+    longest = max(len(ids) for ids in tokenizer(column(policy, "completion"))["input_ids"])
     model = trainer.accelerator.unwrap_model(trainer.model)
-    checks = policy_checks(model, tokenizer, list(policy["prompt"]), max_new_tokens=longest + 8)
+    checks = policy_checks(model, tokenizer, column(policy, "prompt"), max_new_tokens=longest + 8)
     trainer.log({**checks, "format_check_samples": len(policy)})
     return checks, len(policy)
 
