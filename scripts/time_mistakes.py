@@ -29,6 +29,7 @@ FILES = {
     "bad_fen.txt": f"P: {FEN.replace('PPPP1PPP', 'PPPP1PPX'):<90}M: e7e5 E: 0.1 B: e7e5\n",
     "taken": "a file, not a folder\n",
     "f.parquet": "x",
+    "a.jsonl": '{"text": "P: 8/8/8/8/8/8/8/K6k w - - 0 1 M: a1a2 E: 0.0 B: a1a2"}\n',  # good: the flag is the mistake
 }
 R = ["--reward_funcs", "policy_reward"]
 CASES = [  # (what, argv)
