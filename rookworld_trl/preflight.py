@@ -285,10 +285,9 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
             check_output_dir(config["output_dir"])
         except ValueError as e:
             raise UserError(str(e)) from None
+    # a push's token and repo name: before training, not after it
     pushes = str(config.get("push_to_hub")).lower() in ("true", "yes", "1")
-    if pushes and (
-        config.get("hub_model_id") or config.get("output_dir")
-    ):  # the token and name, before training
+    if pushes and (config.get("hub_model_id") or config.get("output_dir")):
         from rookworld_trl.training.publish import check_hub
 
         check_hub(SimpleNamespace(**{k: config.get(k) for k in ("hub_model_id", "hub_token", "output_dir")}))
