@@ -83,13 +83,10 @@ def data_labels(dataset, engine: EnginePool) -> dict:
     if not {"fen", "moves", "evals", "limit"} <= set(dataset.column_names):
         return {}
     key, out = engine.limit.key(), {}
-    for row in dataset.select_columns(["task", "fen", "moves", "evals", "limit"]):
-        if (
-            row["task"] == "P"
-            and row["limit"] == key
-            and (label := label_analysis(row["fen"], row["moves"], row["evals"]))
-        ):
-            out[row["fen"]] = label
+    cols = dataset.select_columns(["task", "fen", "moves", "evals", "limit"]).to_dict()  # one Arrow read
+    for task, fen, moves, evals, limit in zip(*cols.values(), strict=True):
+        if task == "P" and limit == key and (label := label_analysis(fen, moves, evals)):
+            out[fen] = label
     return out
 
 
