@@ -83,8 +83,9 @@ def data_labels(dataset, engine: EnginePool) -> dict:
     if not {"fen", "moves", "evals", "limit"} <= set(dataset.column_names):
         return {}
     key, out = engine.limit.key(), {}
-    cols = dataset.select_columns(["task", "fen", "moves", "evals", "limit"]).to_dict()  # one Arrow read
-    for task, fen, moves, evals, limit in zip(*cols.values(), strict=True):
+    names = ["task", "fen", "moves", "evals", "limit"]
+    cols = dataset.select_columns(names).to_dict()  # one Arrow read, not a row at a time
+    for task, fen, moves, evals, limit in zip(*(cols[name] for name in names), strict=True):
         if task == "P" and limit == key and (label := label_analysis(fen, moves, evals)):
             out[fen] = label
     return out
