@@ -60,7 +60,7 @@ def test_the_buffer_is_bounded_oldest_first():
     assert list(curriculum.buffer) == [policy_prompt(START), policy_prompt(QUEEN_UP.replace("2 3", "2 4"))]
 
 
-@pytest.mark.parametrize("ratio", [0.25, 1.0])
+@pytest.mark.parametrize("ratio", [0.25, pytest.param(1.0, marks=pytest.mark.slow)])  # each a Trainer (~6 s)
 def test_mix_replaces_p_prompts_at_the_ratio_and_gives_a_group_one_row(ratio):
     rows = load_rookworld_dataset(DATA, split="train", mix_env_ratio=0.0, max_samples=200).to_list()
     curriculum = Curriculum(ratio=ratio, size=100, threshold=0.5, seed=3)
