@@ -83,7 +83,7 @@ def test_off_by_default_and_bad_values_are_one_line():
 
 
 @needs_stockfish
-@pytest.mark.integration  # a GRPO Trainer
+@pytest.mark.slow  # a GRPO run (~10 s); the mix and the buffer are the default tier's
 def test_grpo_run_trains_on_the_positions_it_got_wrong(tmp_path):
     from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
     from rookworld_trl.model.loading import load_model_and_tokenizer
