@@ -137,6 +137,22 @@ def test_bad_dataset_path_is_explained(name, tmp_path, capsys):
     assert ("0 lines" if not BAD_DATA[name] else "malformed (") in line
 
 
+def test_an_empty_split_of_a_generated_dir_names_the_split_flags(tmp_path):
+    """A generated dir may hold a split of no rows (the tactics data's validation split): datasets' parquet
+    builder fails on such a file, so it loads as an empty table and the loader names the split flags."""
+    import pyarrow.parquet as pq
+
+    from rookworld_trl.data.files import DataSourceError
+    from rookworld_trl.data.load import load_rookworld_dataset
+
+    rows = pq.read_table("rookworld_trl/assets/tactics/train.parquet").slice(0, 8)
+    pq.write_table(rows, tmp_path / "train.parquet")
+    pq.write_table(rows.slice(0, 0), tmp_path / "validation.parquet")
+    assert len(load_rookworld_dataset(tmp_path, split="train")) == 8
+    with pytest.raises(DataSourceError, match="its 'validation' split has no rows; name another split"):
+        load_rookworld_dataset(tmp_path, split="validation")
+
+
 # ---- 10. `data audit` of a source with nothing to audit fails ----
 
 

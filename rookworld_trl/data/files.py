@@ -182,7 +182,12 @@ def check_parquet(path: Path) -> None:
 
 def parquet_table(path: Path, streaming: bool):
     import datasets
+    import pyarrow.parquet as pq
 
+    check_parquet(path)
+    if pq.ParquetFile(path).metadata.num_rows == 0:  # datasets' builder fails on a file of no rows
+        table = datasets.Dataset(pq.read_table(path))
+        return table.to_iterable_dataset() if streaming else table
     try:
         return datasets.load_dataset("parquet", data_files=str(path), split="train", streaming=streaming)
     except (ValueError, OSError) as e:

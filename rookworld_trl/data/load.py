@@ -211,6 +211,11 @@ def no_rows_check(ds, source: str, split: str, report: LoadReport, streaming: bo
     held (an empty file, a binary or CSV file of lines that are not P:/A: lines, ...) and what is expected."""
     if streaming or len(ds):
         return ds
+    if os.path.isfile(os.path.join(source, f"{split}.parquet")):  # a generated dir may leave a split empty
+        raise DataSourceError(
+            f"{source}: its {split!r} split has no rows; name another split (--dataset_train_split / "
+            f"--dataset_test_split; `rookworld data load {source} --split SPLIT` counts each)"
+        )
     raise DataSourceError(
         f"{source} (split {split!r}) holds no P:/A: rows: {report.one_line()}. Expected `P: <FEN> ...` / `A: ...` lines "
         f"(docs/FORMATS.md), a `rookworld data generate` output dir, or a .parquet/.jsonl file with prompt and "

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import datasets
 
-from rookworld_trl.data.files import DataSourceError, check_dir, first_error, open_file, read_lines, sniff
+from rookworld_trl.data.files import (
+    DataSourceError,
+    check_dir,
+    first_error,
+    open_file,
+    parquet_table,
+    read_lines,
+    sniff,
+)
 from rookworld_trl.entry import DATA_SOURCE_FIX, hub_id_like, missing_source
 from rookworld_trl.quiet_logs import dropping
 
@@ -51,11 +59,9 @@ def open_source(source: str, split: str, streaming: bool):
     if path.is_dir():
         check_dir(path)
         ours = path / f"{split}.parquet"
+        if ours.exists():
+            return parquet_table(ours, streaming)
         try:
-            if ours.exists():
-                return datasets.load_dataset(
-                    "parquet", data_files=str(ours), split="train", streaming=streaming
-                )
             return datasets.load_dataset(str(path), split=split, streaming=streaming)
         except (ValueError, OSError) as e:
             raise DataSourceError(
