@@ -110,6 +110,18 @@ def test_value_study_knows_a_position_from_its_siblings(tmp_path):
     assert all(abs(figures[k]) < 1e3 for k in ("token", "linear", "mlp", "model"))
 
 
+@pytest.mark.slow  # generation on a few positions (~10 s quiet)
+def test_tactics_sampling_counts_solutions_per_temperature():
+    """The exploration pilot of docs/EXPERIMENTS.md ("Tactics"): one line per temperature, shares in [0, 1],
+    and no more solved answers than legal ones."""
+    out = script("tactics_sampling.py", "rookworld_trl/assets/model", "--positions", "3", "--samples", "2",
+                 "--temperatures", "0.25,1.0")  # fmt: skip
+    rows = [re.findall(r"([\d.]+)%", line) for line in out.splitlines() if line.startswith("T=")]
+    assert len(rows) == 2
+    for legal, solved, groups in (map(float, r) for r in rows):
+        assert 0 <= solved <= legal <= 100 and 0 <= groups <= 100
+
+
 # ---- every benchmark and shell script runs (slow tier), so that a rename or a move fails a test ----
 
 SMOKE = {  # the script and its smallest setting: seconds to a minute or two each on 2 busy cores
