@@ -70,6 +70,12 @@ def column(ds, name: str) -> list:
     return ds.select_columns([name]).to_dict()[name]
 
 
+def task_rows(ds) -> tuple[list[int], list[int]]:
+    """(indices of the P: rows, indices of the A: rows) of an in-memory dataset, in order."""
+    tasks = column(ds, "task")
+    return [i for i, t in enumerate(tasks) if t == "P"], [i for i, t in enumerate(tasks) if t == "A"]
+
+
 def make_row(text: str, **fields) -> dict:
     """A row of FEATURES: the line, its prompt/completion split, `fields`, and empty values for the rest."""
     prompt, completion = split_prompt_completion(text)

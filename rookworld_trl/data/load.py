@@ -26,7 +26,7 @@ from rookworld_trl.chess.formats import (
 )
 from rookworld_trl.data.exclude import Exclusion
 from rookworld_trl.data.files import DataSourceError, line_error, sniff
-from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES, column, row_from_line
+from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES, column, row_from_line, task_rows
 from rookworld_trl.data.puzzles import PuzzleSource
 from rookworld_trl.data.sources import Lines, file_errors, open_source, table_lines
 
@@ -172,9 +172,7 @@ def mix_counts(n_policy: int, n_env: int, mix_env_ratio: float) -> tuple[int, in
 
 def mix_tasks(ds: datasets.Dataset, mix_env_ratio: float, seed: int) -> datasets.Dataset:
     """Exactly the fraction `mix_env_ratio` of A: rows, as many rows as that allows, shuffled by `seed`."""
-    tasks = column(ds, "task")
-    policy = [i for i, t in enumerate(tasks) if t == "P"]
-    env = [i for i, t in enumerate(tasks) if t == "A"]
+    policy, env = task_rows(ds)
     n_policy, n_env = mix_counts(len(policy), len(env), mix_env_ratio)
     rng = random.Random(seed)
     chosen = rng.sample(policy, n_policy) + rng.sample(env, n_env)

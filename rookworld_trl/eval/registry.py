@@ -50,12 +50,10 @@ def draw_items(
     dataset, policy_samples: int, env_samples: int, seed: int
 ) -> tuple[list[str], list[str], list | None]:
     """(P: FENs, A: prompts, A: transition kinds or None), sampled without replacement from a dataset."""
-    from rookworld_trl.data.layout import column  # datasets' tooling: only where a dataset is
+    from rookworld_trl.data.layout import column, task_rows  # datasets' tooling: only where a dataset is
 
     rng = random.Random(seed)
-    tasks = column(dataset, "task")
-    p_rows = [i for i, t in enumerate(tasks) if t == "P"]
-    a_rows = [i for i, t in enumerate(tasks) if t == "A"]
+    p_rows, a_rows = task_rows(dataset)
     p_rows = sorted(rng.sample(p_rows, min(policy_samples, len(p_rows))))
     a_rows = sorted(rng.sample(a_rows, min(env_samples, len(a_rows))))
     prompts = column(dataset, "prompt")
