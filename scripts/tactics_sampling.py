@@ -16,22 +16,12 @@ import argparse
 
 import chess
 
-from rookworld_trl.chess.formats import parse_policy_completion
+from rookworld_trl.chess.environment import legal_best_move
 from rookworld_trl.chess.tactics import solves
 from rookworld_trl.data.layout import column
 from rookworld_trl.data.load import load_rookworld_dataset
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import load_model_and_tokenizer, trained_fen_width
-
-
-def b_move(board: chess.Board, completion: str) -> chess.Move | None:
-    """B:'s move when it is legal here, else None."""
-    best = parse_policy_completion(completion).best
-    try:
-        move = chess.Move.from_uci(best) if best else None
-    except ValueError:
-        return None
-    return move if move in board.legal_moves else None
 
 
 def rates(model, tokenizer, rows: dict, samples: int, temperature: float, seed: int) -> dict[str, float]:
@@ -41,7 +31,7 @@ def rates(model, tokenizer, rows: dict, samples: int, temperature: float, seed: 
     legal = solved = groups = 0
     for i, (fen, kind, best) in enumerate(zip(rows["fen"], rows["kind"], rows["best"], strict=True)):
         board = chess.Board(fen)
-        moves = [b_move(board, o) for o in outs[i * samples : (i + 1) * samples]]
+        moves = [legal_best_move(board, o) for o in outs[i * samples : (i + 1) * samples]]
         legal += sum(m is not None for m in moves)
         hits = sum(solves(board, kind, m, best) for m in moves)
         solved, groups = solved + hits, groups + (hits > 0)
