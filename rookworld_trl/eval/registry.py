@@ -80,10 +80,12 @@ def data_labels(dataset, engine: EnginePool) -> dict:
     """{fen: analysis} of the dataset's P: labels made at the engine's limit (the policy reward's cache rule)."""
     if not {"fen", "moves", "evals", "limit"} <= set(dataset.column_names):
         return {}
+    from rookworld_trl.data.layout import columns  # datasets' tooling: only where a dataset is
+
     key, out = engine.limit.key(), {}
-    names = ["task", "fen", "moves", "evals", "limit"]
-    cols = dataset.select_columns(names).to_dict()  # one Arrow read, not a row at a time
-    for task, fen, moves, evals, limit in zip(*(cols[name] for name in names), strict=True):
+    for task, fen, moves, evals, limit in zip(
+        *columns(dataset, "task", "fen", "moves", "evals", "limit"), strict=True
+    ):
         if task == "P" and limit == key and (label := label_analysis(fen, moves, evals)):
             out[fen] = label
     return out
@@ -144,10 +146,15 @@ def prepare_tactics(items: EvalItems, args, engine: EnginePool, dataset) -> None
         raise ValueError(
             "the tactics suite needs tactics data: pass --tactics (rookworld data generate --tactics)"
         )
-    from rookworld_trl.data.load import load_rookworld_dataset  # here: data pulls in the dataset tooling
+    from rookworld_trl.data.layout import columns  # here: data pulls in the dataset tooling
+    from rookworld_trl.data.load import load_rookworld_dataset
 
-    rows = load_rookworld_dataset(args.tactics, split="test").select_columns(["task", "fen", "kind", "best"])
-    found = [(r["fen"], r["kind"], r["best"]) for r in rows if r["task"] == "P" and r["kind"] in KINDS]
+    rows = columns(load_rookworld_dataset(args.tactics, split="test"), "task", "fen", "kind", "best")
+    found = [
+        (fen, kind, best)
+        for task, fen, kind, best in zip(*rows, strict=True)
+        if task == "P" and kind in KINDS
+    ]
     if not found:
         raise ValueError(f"{args.tactics}: its test split holds no tactics (kind mate1, mate2 or only)")
     keep = sorted(random.Random(args.seed).sample(range(len(found)), min(args.tactics_samples, len(found))))
