@@ -49,6 +49,9 @@ def test_label_at_the_pool_limit_is_a_cache():
         label = dict(moves=[[m.move for m in analysis]], evals=[[m.cp / 100 for m in analysis]])
         out = reward([policy_prompt(QUEEN_UP)], [true_completion(analysis)], limit=[LIMIT.key()], **label)
         assert out == [1.0] and fresh.engine_calls == calls  # answered from the label, no search
+        # field credit grades the same answers again without the labels: from the memo, not the engine
+        again = rewards.policy_grader([reward]).score([QUEEN_UP], [true_completion(analysis)])
+        assert again[0][0] == 1.0 and fresh.engine_calls == calls
 
 
 @needs_stockfish

@@ -320,8 +320,9 @@ class PolicyGrader:
     def analyses(self, fens: Sequence[str], labels: Sequence[list[MoveEval] | None] | None = None) -> list:
         """The engine's analysis of each FEN: memo, else a label at this limit, else the pool."""
         out: list[list[MoveEval] | None] = [self.memo.get(fen) for fen in fens]
-        if labels is not None:
-            out = [a if a is not None else label for a, label in zip(out, labels, strict=True)]
+        for i, label in enumerate(labels or []):
+            if out[i] is None and label is not None:  # memoised too: field credit grades again without labels
+                out[i] = self.memo[fens[i]] = label
         todo = [i for i, a in enumerate(out) if a is None]
         for i, analysis in zip(todo, self.pool.analyse_many([fens[i] for i in todo]), strict=True):
             out[i] = self.memo[fens[i]] = analysis
