@@ -2,8 +2,8 @@
 peak; imported by scripts/bench_step.py (which prints it), not run on its own.
 
 Parts (`StepParts.attach`: each wraps one seam of the trainer and adds its wall time): generation, the
-reference's scoring forward (no gradient), the training forward, backward, rewards, replay forward, guard, the
-learning-curve eval, checkpoint saves and logging; "other" is the step's time the parts do not cover (the
+reference's scoring forward (no gradient), the training forward, backward, rewards, our advantages (field credit
+grades each answer's parts), replay forward, guard, the learning-curve eval, checkpoint saves and logging; "other" is the step's time the parts do not cover (the
 optimizer, TRL's bookkeeping). A seam that is gone fails with its name (the bench then cannot rot silently).
 
 FLOPs of the training forward+backward, counted from the shapes each forward computed (GPT-2, n_layer layers
@@ -72,6 +72,7 @@ class StepParts:
 
         clock(trainer, "_generate", "generation")
         clock(trainer, "_calculate_rewards", "rewards")
+        clock(trainer, "shape_advantages", "advantages (field credit)")
         clock(trainer, "_get_per_token_logps_and_entropies", "", split=self._scoring(trainer, config))
         clock(trainer.accelerator, "backward", "backward (GRPO + replay)")
         self._time_replay(trainer, config, clock)
