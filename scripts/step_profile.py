@@ -2,9 +2,10 @@
 peak; imported by scripts/bench_step.py (which prints it), not run on its own.
 
 Parts (`StepParts.attach`: each wraps one seam of the trainer and adds its wall time): generation, the
-reference's scoring forward (no gradient), the training forward, backward, rewards, our advantages (field credit
-grades each answer's parts), replay forward, guard, the learning-curve eval, checkpoint saves and logging; "other" is the step's time the parts do not cover (the
-optimizer, TRL's bookkeeping). A seam that is gone fails with its name (the bench then cannot rot silently).
+reference's scoring forward (no gradient), the training forward, backward, rewards, our advantages (field
+credit grades each answer's parts; any other advantage option), replay forward, guard, the learning-curve eval,
+checkpoint saves and logging; "other" is the step's time the parts do not cover (the optimizer, TRL's
+bookkeeping). A seam that is gone fails with its name (the bench then cannot rot silently).
 
 FLOPs of the training forward+backward, counted from the shapes each forward computed (GPT-2, n_layer layers
 of width d, vocabulary V; N = 12 d^2 n_layer, the blocks' matmul weights):
