@@ -145,7 +145,7 @@ def test_an_empty_split_of_a_generated_dir_names_the_split_flags(tmp_path):
     from rookworld_trl.data.files import DataSourceError
     from rookworld_trl.data.load import load_rookworld_dataset
 
-    tactics = Path(__file__).resolve().parents[1] / "rookworld_trl" / "assets" / "tactics"
+    tactics = ROOT / "rookworld_trl" / "assets" / "tactics"
     rows = pq.read_table(tactics / "train.parquet").slice(0, 8)
     pq.write_table(rows, tmp_path / "train.parquet")
     pq.write_table(rows.slice(0, 0), tmp_path / "validation.parquet")
