@@ -116,6 +116,7 @@ def test_generate_reassembles_without_excluded_positions(generated, tmp_path, ca
 def test_eval_counts_its_items_in_the_training_data(generated, tmp_path):
     from data_fixtures import rows_of
 
+    from rookworld_trl.data.run import eval_data
     from rookworld_trl.eval.evaluate import EvalItems, items_in_training, training_line
     from rookworld_trl.eval.outputs import markdown
 
@@ -129,7 +130,7 @@ def test_eval_counts_its_items_in_the_training_data(generated, tmp_path):
         env_prompts=[r["prompt"] for r in of("train", "A", 1) + of("test", "A", 1)],
         mate_fens=[SCHOLAR_MATE],
     )
-    found = items_in_training(items, str(generated), "train")
+    found = items_in_training(items, eval_data(None, "test", None, train_data=str(generated)))
     assert found["items"] == {
         "policy": {"in": 2, "of": 5},
         "env": {"in": 1, "of": 2},
@@ -137,7 +138,8 @@ def test_eval_counts_its_items_in_the_training_data(generated, tmp_path):
     }
     assert training_line(found).endswith("by position): policy 2 of 5, env 1 of 2, mate 0 of 1")
     puzzles = write(tmp_path / "p.csv", [HEADER, *PUZZLES])  # a puzzle file: its positions to solve
-    assert items_in_training(items, str(puzzles), "train")["items"]["mate"] == {"in": 1, "of": 1}
+    in_puzzles = items_in_training(items, eval_data(None, "test", None, train_data=str(puzzles)))
+    assert in_puzzles["items"]["mate"] == {"in": 1, "of": 1}
     text = markdown({}, {"model": "m", "baseline": None, "in_training_data": found})
     assert "Items in the training data" in text and "policy 2 of 5" in text
 

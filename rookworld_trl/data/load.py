@@ -204,11 +204,17 @@ def with_fen_width(ds, width: int | None, prompts: Iterable[str], source: str):
     return ds.map(pad)
 
 
-def no_rows_check(ds, source: str, split: str, report: LoadReport, streaming: bool):
+def no_rows_check(ds, source: str, split: str, report: LoadReport, streaming: bool, exclude: Exclusion | None = None):
     """`ds`, unless it is an in-memory dataset without rows: then a DataSourceError that says what the source
-    held (an empty file, a binary or CSV file of lines that are not P:/A: lines, ...) and what is expected."""
+    held (an empty file, a binary or CSV file of lines that are not P:/A: lines, ...), or that --exclude dropped
+    every row of it, and what is expected."""
     if streaming or len(ds):
         return ds
+    if exclude and exclude.seen:  # the source had rows: the exclude files named every one of them
+        raise DataSourceError(
+            f"{exclude.one_line()}: {source} (split {split!r}) has no row left to train on; exclude fewer "
+            "positions (--exclude) or pass a source with other positions"
+        )
     if os.path.isfile(os.path.join(source, f"{split}.parquet")):  # a generated dir may leave a split empty
         raise DataSourceError(
             f"{source}: its {split!r} split has no rows; name another split (--dataset_train_split / "
@@ -219,6 +225,59 @@ def no_rows_check(ds, source: str, split: str, report: LoadReport, streaming: bo
         f"(docs/FORMATS.md), a `rookworld data generate` output dir, or a .parquet/.jsonl file with prompt and "
         f"completion columns; `rookworld data load {source}` shows what it holds"
     )
+
+
+def read_rows(
+    source: str | os.PathLike,
+    split: str = "train",
+    skip_bad_rows: bool = False,
+    puzzles: PuzzleSource | None = None,
+    exclude: Exclusion | None = None,
+    max_puzzles: int | None = None,
+    report: LoadReport | None = None,
+) -> datasets.Dataset:
+    """The rows of a source's split, in memory, as stored (no mix, no FEN width, no cap): read -> rows ->
+    exclude, each said in one line (malformed lines skipped, rows excluded). A puzzle file is labelled by
+    `puzzles` (its first `max_puzzles` after the filter and `exclude`: the engine is the slow part); malformed lines are counted in
+    `report`."""
+    source = os.fspath(source)
+    if os.path.isfile(source) and sniff(source).positions is not None:
+        rows = (puzzles or PuzzleSource()).rows(source, exclude, max_puzzles)  # filtered before labelling
+        if exclude:
+            print(exclude.one_line())
+        return datasets.Dataset(datasets.table.InMemoryTable(table_from_rows(rows)))
+    check_no_puzzle_filter(source, puzzles)
+    report = report if report is not None else LoadReport(source, skip_bad_rows)
+    opened = open_source(source, split, streaming=False)
+    if isinstance(opened, Lines):  # a file read as lines
+        ds = dataset_from_lines(opened.__iter__, report, False)
+    else:
+        with file_errors(source):
+            ds = to_rows(opened, source, report, False)
+    ds = no_rows_check(exclude.filter(ds) if exclude else ds, source, split, report, False, exclude)
+    if report.malformed:
+        print(report.summary())
+    if exclude:
+        print(exclude.one_line())
+    return ds
+
+
+def check_no_puzzle_filter(source: str, puzzles: PuzzleSource | None) -> None:
+    if puzzles is not None and puzzles.keep:
+        raise DataSourceError(
+            f"{source}: --puzzle_rating/--puzzle_themes filter puzzle files (a Lichess puzzle .csv, an .epd "
+            "suite), which this source is not: drop them"
+        )
+
+
+def shape(ds, source: str, mix_env_ratio: float | None = None, seed: int = 0, fen_width: int | None = None,
+          max_samples: int | None = None):  # fmt: skip
+    """Rows as a run trains on them: the P:/A: mix (by `seed`), every P: prompt at one FEN width, the first
+    `max_samples`."""
+    if mix_env_ratio is not None:
+        ds = mix_tasks(ds, mix_env_ratio, seed)
+    ds = with_fen_width(ds, fen_width, column(ds, "prompt"), source)
+    return ds if max_samples is None else ds.select(range(min(max_samples, len(ds))))
 
 
 def load_rookworld_dataset(
@@ -251,32 +310,39 @@ def load_rookworld_dataset(
     A source that cannot be loaded raises DataSourceError saying what was tried.
     """
     source = os.fspath(source)
-    if os.path.isfile(source) and sniff(source).positions is not None:
-        return puzzle_dataset(
-            source, puzzles or PuzzleSource(), mix_env_ratio, seed, max_samples, fen_width, exclude
-        )
-    if puzzles is not None and puzzles.keep:
+    if mix_env_ratio is not None:
+        check_ratio(mix_env_ratio)
+    puzzle = os.path.isfile(source) and sniff(source).positions is not None
+    if puzzle and mix_env_ratio:  # said before the labelling, which can take a while
         raise DataSourceError(
-            f"{source}: --puzzle_rating/--puzzle_themes filter puzzle files (a Lichess puzzle .csv, an .epd "
-            "suite), which this source is not: drop them"
+            f"mix_env_ratio={mix_env_ratio}: {source} is a puzzle file, P: rows only; set --mix_env_ratio 0 "
+            "to train on its P: rows alone"
         )
+    if streaming and not puzzle:
+        return stream_rows(source, split, mix_env_ratio, seed, max_samples, report, fen_width, skip_bad_rows,
+                           puzzles, exclude)  # fmt: skip
+    # in memory (a puzzle file is read whole): read -> rows -> exclude, then mix / FEN width / cap
+    ds = read_rows(source, split, skip_bad_rows, puzzles, exclude, max_samples if puzzle else None, report)
+    return shape(ds, source, mix_env_ratio, seed, fen_width, None if puzzle else max_samples)
+
+
+def stream_rows(source, split, mix_env_ratio, seed, max_samples, report, fen_width, skip_bad_rows, puzzles,
+                exclude):  # fmt: skip
+    """load_rookworld_dataset streaming: the rows as they are read, malformed lines counted in `report`."""
+    check_no_puzzle_filter(source, puzzles)
     report = report if report is not None else LoadReport(source, skip_bad_rows)
-    opened = open_source(source, split, streaming)
+    opened = open_source(source, split, streaming=True)
 
     def build(task: str | None = None, count: bool = True, into: LoadReport = report):
         if isinstance(opened, Lines):  # a file read as lines
-            ds = dataset_from_lines(opened.__iter__, into, streaming, task, count)
+            ds = dataset_from_lines(opened.__iter__, into, True, task, count)
         else:
             with file_errors(source):
-                ds = to_rows(opened, source, into, streaming, task, count)
+                ds = to_rows(opened, source, into, True, task, count)
         return exclude.filter(ds) if exclude and into is report else ds
 
-    if mix_env_ratio is not None:
-        check_ratio(mix_env_ratio)
     if mix_env_ratio is None:
-        ds = no_rows_check(build(), source, split, report, streaming)
-    elif not streaming:
-        ds = mix_tasks(no_rows_check(build(), source, split, report, streaming), mix_env_ratio, seed)
+        ds = build()
     elif mix_env_ratio in (0.0, 1.0):
         ds = build("A" if mix_env_ratio == 1.0 else "P")
     else:
@@ -284,40 +350,6 @@ def load_rookworld_dataset(
         policy, env = build("P"), build("A", count=False)
         probabilities = [1 - mix_env_ratio, mix_env_ratio]
         ds = datasets.interleave_datasets([policy, env], probabilities=probabilities, seed=seed)
-    if report.malformed and not streaming:
-        print(report.summary())
-    if exclude and not streaming:
-        print(exclude.one_line())
-    probe = (
-        build("P", into=LoadReport(source, skip_bad_rows=True)).take(1000) if streaming else ds
-    )  # a pass the report ignores
-    ds = with_fen_width(
-        ds, fen_width, [row["prompt"] for row in probe] if streaming else column(ds, "prompt"), source
-    )
-    if max_samples is not None:
-        ds = ds.take(max_samples) if streaming else ds.select(range(min(max_samples, len(ds))))
-    return ds
-
-
-def puzzle_dataset(
-    source: str,
-    puzzles: PuzzleSource,
-    mix_env_ratio: float | None,
-    seed: int,
-    max_samples: int | None,
-    fen_width: int | None,
-    exclude: Exclusion | None,
-) -> datasets.Dataset:
-    """The engine-labelled P: rows of a puzzle file, as load_rookworld_dataset returns a source's rows."""
-    if mix_env_ratio:  # said before the labelling, which can take a while
-        raise DataSourceError(
-            f"mix_env_ratio={mix_env_ratio}: {source} is a puzzle file, P: rows only; set --mix_env_ratio 0 "
-            "to train on its P: rows alone"
-        )
-    rows = puzzles.rows(source, exclude, max_samples)  # filtered before the engine labels them
-    if exclude:
-        print(exclude.one_line())
-    ds = datasets.Dataset(datasets.table.InMemoryTable(table_from_rows(rows)))
-    if mix_env_ratio is not None:
-        ds = mix_tasks(ds, mix_env_ratio, seed)
-    return with_fen_width(ds, fen_width, column(ds, "prompt"), source)
+    probe = build("P", into=LoadReport(source, skip_bad_rows=True)).take(1000)  # a pass the report ignores
+    ds = with_fen_width(ds, fen_width, [row["prompt"] for row in probe], source)
+    return ds if max_samples is None else ds.take(max_samples)

@@ -36,8 +36,6 @@ from rookworld_trl import __version__
 from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool, find_stockfish
 from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of, parse_env_prompt
 from rookworld_trl.data.exclude import fen4
-from rookworld_trl.data.files import sniff
-from rookworld_trl.data.puzzles import read_puzzles
 from rookworld_trl.entry import resolve_paths
 from rookworld_trl.errors import UserError
 from rookworld_trl.eval.outputs import summarize, write_outputs
@@ -161,43 +159,45 @@ def versions(stockfish_path: str | None) -> dict:
     }
 
 
-def prepare_items(args: EvalSettings, suites: Sequence[str], engine: EnginePool) -> EvalItems:
-    """Draw the positions and transitions once, with args.seed; analyse the P: positions with the engine."""
-    items, dataset = EvalItems(fen_width=args.fen_width or FEN_WIDTH), None
+def read_data(args: EvalSettings, suites: Sequence[str]):
+    """What `rookworld eval` reads when no run hands it its data (data/run.py eval_data): the held-out split when
+    a suite needs it, the tactics test split, the training data's positions."""
+    from rookworld_trl.data.run import eval_data  # here: data pulls in the dataset tooling
+
+    chosen = [suite for name, suite in SUITES.items() if name in suites]
+    needs_data = any(suite.needs_data for suite in chosen)
+    if needs_data and not args.data:
+        needing = " and ".join(name for name, suite in SUITES.items() if suite.needs_data)
+        raise ValueError(f"the {needing} suites need held-out data: pass --data (see `rookworld data`)")
+    return eval_data(args.data if needs_data else None, args.split, args.fen_width,
+                     args.tactics if "tactics" in suites else None, args.train_data, args.train_split)  # fmt: skip
+
+
+def prepare_items(args: EvalSettings, suites: Sequence[str], engine: EnginePool, data=None) -> EvalItems:
+    """Draw the positions and transitions once, with args.seed, from `data` (a RunData: its held-out rows and
+    tactics test rows; None: read_data); analyse the P: positions with the engine."""
+    data = data if data is not None else read_data(args, suites)
+    items = EvalItems(fen_width=args.fen_width or FEN_WIDTH)
     chosen = [suite for name, suite in SUITES.items() if name in suites]
     if any(suite.needs_data for suite in chosen):
-        if not args.data:
-            needing = " and ".join(name for name, suite in SUITES.items() if suite.needs_data)
-            raise ValueError(f"the {needing} suites need held-out data: pass --data (see `rookworld data`)")
+        if data.held_out is None:
+            raise ValueError("the policy and env suites need held-out data: pass --data (see `rookworld data`)")
         from rookworld_trl.data.layout import column  # here: data pulls in the dataset tooling
-        from rookworld_trl.data.load import load_rookworld_dataset
 
-        dataset = load_rookworld_dataset(args.data, split=args.split, fen_width=args.fen_width)
-        items.fen_width = (
-            fen_width_of(column(dataset, "prompt")) or FEN_WIDTH
-        )  # the data's own (all of one width now)
+        items.fen_width = fen_width_of(column(data.held_out, "prompt")) or FEN_WIDTH  # the data's own width
         items.drawn_fens, items.env_prompts, items.env_kinds = draw_items(
-            dataset, args.policy_samples, args.env_samples, args.seed
+            data.held_out, args.policy_samples, args.env_samples, args.seed
         )
     for suite in chosen:
         if suite.prepare is not None:
-            suite.prepare(items, args, engine, dataset)
+            suite.prepare(items, args, engine, data)
     return items
 
 
-def training_positions(source: str, split: str) -> set[str]:
-    """The positions (fen4) of a training source: a puzzle file's positions to solve (read, not labelled),
-    else the `fen` column of what load_rookworld_dataset loads."""
-    from rookworld_trl.data.load import load_rookworld_dataset
-
-    if os.path.isfile(source) and sniff(source).positions is not None:
-        return {fen4(puzzle.fen) for puzzle in read_puzzles(source)}
-    return {fen4(fen) for fen in load_rookworld_dataset(source, split=split)["fen"]}
-
-
-def items_in_training(items: EvalItems, source: str, split: str) -> dict:
-    """How many of each suite's items occur in the training data, by position: {suite: {"in": k, "of": n}}."""
-    seen = training_positions(source, split)
+def items_in_training(items: EvalItems, data) -> dict:
+    """How many of each suite's items occur in the run's training data (`data.training_keys`), by position:
+    {suite: {"in": k, "of": n}}."""
+    seen = data.training_keys
     suites = {
         "policy": items.policy_fens,
         "env": [parse_env_prompt(prompt)[0] for prompt in items.env_prompts],
@@ -209,7 +209,7 @@ def items_in_training(items: EvalItems, source: str, split: str) -> dict:
         for name, fens in suites.items()
         if fens
     }
-    return {"source": source, "split": split, "positions": len(seen), "items": counts}
+    return {"source": data.source, "split": data.train_split, "positions": len(seen), "items": counts}
 
 
 def training_line(found: dict) -> str:
@@ -242,8 +242,10 @@ def check_device(device: str | None) -> None:
                             "there is one, else cpu) or pass --device cpu")  # fmt: skip
 
 
-def evaluate(args: EvalSettings) -> dict[str, str]:
-    """Run the selected suites on args.model (and args.baseline); write eval.json/md/png; their paths."""
+def evaluate(args: EvalSettings, data=None) -> dict[str, str]:
+    """Run the selected suites on args.model (and args.baseline); write eval.json/md/png; their paths. `data`: a
+    run's RunData (data/run.py: held-out rows, tactics test rows, training positions), read once by the run;
+    None: read from args.data, args.tactics and args.train_data."""
     if not args.model:
         raise ValueError("evaluate: name the model to evaluate (EvalSettings.model)")
     suites = args.suite_list()
@@ -252,12 +254,13 @@ def evaluate(args: EvalSettings) -> dict[str, str]:
     for name in filter(None, (args.model, args.baseline)):  # a wrong name: one line before Stockfish starts
         model_source(name)
     check_device(args.device)
+    data = data if data is not None else read_data(args, suites)
     limit = EngineLimit(depth=args.depth, nodes=args.nodes)
     with EnginePool(
         args.engine_workers, limit, multipv=MULTIPV, cache=args.cache, stockfish_path=args.stockfish
     ) as engine:
-        items = prepare_items(args, suites, engine)
-        found = items_in_training(items, args.train_data, args.train_split) if args.train_data else None
+        items = prepare_items(args, suites, engine, data)
+        found = items_in_training(items, data) if data.training_keys is not None else None
         if found:
             print(f"rookworld eval: {training_line(found)}")
         widths = {}  # each model is prompted as it was trained; the data's width when its config does not say

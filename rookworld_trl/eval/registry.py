@@ -3,7 +3,7 @@ of a run and the in-training EvalCallback all run the suites through SUITES, in 
 
 A new suite is its `*_suite` function in suites.py (held-out items) or game_suites.py (games), returning
 `{figure: Metric}`, and one `Suite` entry here: `run(generate, items, args, engine)` -> {result name: figures};
-optionally `prepare(items, args, engine, dataset)` to draw its items once (every model answers the same ones),
+optionally `prepare(items, args, engine, data)` (data: a RunData, data/run.py) to draw its items once (every model answers the same ones),
 `needs_data` (it reads the held-out data's drawn rows) and `sizes` (what eval.json records of its size).
 `args` is evaluate.EvalSettings: the decoding, game and engine settings.
 """
@@ -107,9 +107,9 @@ def run_policy(generate, items: EvalItems, args, engine):
                                    fen_width=items.fen_width, **decoding(args))}  # fmt: skip
 
 
-def prepare_policy(items: EvalItems, args, engine: EnginePool, dataset) -> None:
+def prepare_policy(items: EvalItems, args, engine: EnginePool, data) -> None:
     items.policy_fens, items.policy_analyses = analysed(
-        items.drawn_fens, engine, data_labels(dataset, engine)
+        items.drawn_fens, engine, data_labels(data.held_out, engine)
     )
 
 
@@ -127,7 +127,7 @@ def run_mate(generate, items: EvalItems, args, engine):
     return out
 
 
-def prepare_mate(items: EvalItems, args, engine: EnginePool, dataset) -> None:
+def prepare_mate(items: EvalItems, args, engine: EnginePool, data) -> None:
     items.mate_fens = find_mate_in_one(args.mate_samples, args.seed, engine)
     if args.bigbench:
         items.bigbench = load_bigbench_checkmate(args.bigbench, args.bigbench_samples)
@@ -139,17 +139,16 @@ def run_tactics(generate, items: EvalItems, args, engine):
                                      fen_width=items.fen_width, **decoding(args))}  # fmt: skip
 
 
-def prepare_tactics(items: EvalItems, args, engine: EnginePool, dataset) -> None:
-    """Up to args.tactics_samples positions of the tactics data's test split (args.tactics), drawn with args.seed,
-    in the data's order: (FEN, kind, engine's best)."""
-    if not args.tactics:
+def prepare_tactics(items: EvalItems, args, engine: EnginePool, data) -> None:
+    """Up to args.tactics_samples positions of the tactics data's test split (`data.tactics_test`, of
+    args.tactics), drawn with args.seed, in the data's order: (FEN, kind, engine's best)."""
+    if not args.tactics or data.tactics_test is None:
         raise ValueError(
             "the tactics suite needs tactics data: pass --tactics (rookworld data generate --tactics)"
         )
     from rookworld_trl.data.layout import columns  # here: data pulls in the dataset tooling
-    from rookworld_trl.data.load import load_rookworld_dataset
 
-    rows = columns(load_rookworld_dataset(args.tactics, split="test"), "task", "fen", "kind", "best")
+    rows = columns(data.tactics_test, "task", "fen", "kind", "best")
     found = [
         (fen, kind, best)
         for task, fen, kind, best in zip(*rows, strict=True)

@@ -61,14 +61,11 @@ class TacticsMix(Option):
         return out, {"tactics/mixed_fraction": replaced / policy_rows} if policy_rows else {}
 
 
-def tactics_for(script_args, seed: int, fen_width: int | None) -> TacticsMix | None:
-    """The run's TacticsMix when `tactics_dataset` is set and it mixes or replays, else None."""
+def tactics_for(script_args, seed: int, rows) -> TacticsMix | None:
+    """The run's TacticsMix over `rows` (its tactics train P: rows, data/run.py) when `tactics_dataset` is set and
+    it mixes or replays, else None."""
     s = script_args
     if not s.tactics_dataset or (s.tactics_ratio <= 0 and s.tactics_replay_coef <= 0):
         return None
-    from rookworld_trl.data.load import load_rookworld_dataset
-
-    rows = load_rookworld_dataset(s.tactics_dataset, split="train", fen_width=fen_width)
-    rows = rows.filter(lambda task: task == "P", input_columns="task")
     return TacticsMix(rows, s.tactics_ratio, seed, s.tactics_replay_coef, s.tactics_replay_batch_size,
                       s.tactics_replay_target)  # fmt: skip

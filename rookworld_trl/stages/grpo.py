@@ -112,7 +112,7 @@ def eval_settings(
 
 
 def before_after_eval(
-    script: GRPOScriptArguments, args: RookWorldGRPOConfig, initial_model: str, final_dir: str
+    script: GRPOScriptArguments, args: RookWorldGRPOConfig, initial_model: str, final_dir: str, data=None
 ) -> str:
     """Evaluate the final model against the initial one on held-out data (output_dir/eval/eval.{json,md,png}),
     draw the run's curves (output_dir/report/); returns the eval's markdown table."""
@@ -124,7 +124,7 @@ def before_after_eval(
     if script.tactics_dataset and script.eval_tactics_samples > 0:  # its test split: games trained on by none
         settings.suites += ",tactics"
         settings.tactics, settings.tactics_samples = script.tactics_dataset, script.eval_tactics_samples
-    paths = evaluate.evaluate(settings)
+    paths = evaluate.evaluate(settings, data)
     report.main([args.output_dir])
     with open(paths["md"]) as f:
         return f.read()
@@ -155,11 +155,14 @@ def interrupted(trainer: RookWorldGRPOTrainer) -> int:
 
 
 def train(
-    trainer: RookWorldGRPOTrainer, script: GRPOScriptArguments | None = None, initial_model: str | None = None
+    trainer: RookWorldGRPOTrainer,
+    script: GRPOScriptArguments | None = None,
+    initial_model: str | None = None,
+    data=None,
 ) -> int:
     """Resume per args.resume_from_checkpoint, train, save final (and push), then the before/after eval
-    against `initial_model` on the main process (`script`: its data and engine; default GRPOScriptArguments()).
-    Returns a process exit code."""
+    against `initial_model` on the main process (`script`: its data and engine; default GRPOScriptArguments();
+    `data`: the run's RunData, None: the eval reads the script's data itself). Returns a process exit code."""
     args, script = trainer.args, script or GRPOScriptArguments()
     check_output_dir(args.output_dir)
     # the main process moves incomplete and damaged checkpoints aside first
@@ -191,7 +194,7 @@ def train(
     if trainer.accelerator.is_main_process:
         eval_md = None
         if initial_model and script.eval_samples > 0:
-            eval_md = before_after_eval(script, args, initial_model, final)
+            eval_md = before_after_eval(script, args, initial_model, final, data)
         publish.write_model_card(trainer, final, initial_model, eval_md, script)
         # the run folder's README.md: our card in place of TRL's (written at each checkpoint, about [None])
         shutil.copyfile(os.path.join(final, "README.md"), os.path.join(args.output_dir, "README.md"))
@@ -261,17 +264,13 @@ def parse(argv: list[str] | None = None):
     return script, args, model_args
 
 
-def load_training_rows(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model, tokenizer):
-    """(the training rows, the rows supervised replay draws from or None); fixes the run's FEN width for
-    training, replay and eval prompts (fen_width when set, else the one the model was trained at, as its
-    config.json records it, else the data's), and records it in the model's config.json."""
+def data_options(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
+    """The run's DataOptions (data/run.py): one set of options for every read of the run's data. The FEN width is
+    fen_width when set, else the one the model was trained at (its config.json), else the data's."""
     from rookworld_trl.chess.engine import EngineLimit
-    from rookworld_trl.data.exclude import Exclusion
-    from rookworld_trl.data.load import load_rookworld_dataset
     from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource
+    from rookworld_trl.data.run import DataOptions
 
-    width = script.fen_width or trained_fen_width(model)  # a model is prompted as it was trained
-    exclude = Exclusion.of(script.exclude)
     puzzles = PuzzleSource(  # a puzzle file is labelled at the reward's limit, into its cache
         keep=PuzzleFilter.parse(script.puzzle_rating, script.puzzle_themes),
         limit=EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes),
@@ -279,38 +278,36 @@ def load_training_rows(script: GRPOScriptArguments, args: RookWorldGRPOConfig, m
         cache=engine_cache_path(script, args.output_dir),
         seed=args.seed,
     )
-    dataset = load_rookworld_dataset(
-        script.dataset_name,
-        split=script.dataset_train_split,
-        mix_env_ratio=script.mix_env_ratio,
-        seed=args.seed,
-        max_samples=script.dataset_max_samples,
-        fen_width=width,
-        skip_bad_rows=script.skip_bad_rows,
-        puzzles=puzzles,
-        exclude=exclude,
-    )
-    check_completion_length(dataset, tokenizer, args.max_completion_length)
-    script.fen_width = train_at_fen_width(model, width or fen_width_of(column(dataset, "prompt")))
-    # Replay draws from the whole split: the mix above may hold no rows of the replayed task
-    replay_rows = (
-        load_rookworld_dataset(
-            script.dataset_name,
-            split=script.dataset_train_split,
-            fen_width=script.fen_width,
-            skip_bad_rows=script.skip_bad_rows,
-            puzzles=puzzles,
-            exclude=Exclusion(exclude.files, exclude.keys),
-        )
-        if args.replay_coef
-        else None
-    )
-    return dataset, replay_rows
+    curve = bool(script.eval_every_steps) and not 0 < args.max_steps < script.eval_every_steps
+    return DataOptions(
+        script.dataset_name, script.dataset_train_split, script.dataset_test_split, script.mix_env_ratio,
+        args.seed, script.dataset_max_samples, script.fen_width or trained_fen_width(model), script.skip_bad_rows,
+        puzzles, tuple(script.exclude or ()), script.tactics_dataset, replay=bool(args.replay_coef),
+        held_out=curve or script.eval_samples > 0,
+        tactics_train=script.tactics_ratio > 0 or script.tactics_replay_coef > 0,
+        tactics_test=script.eval_samples > 0 and script.eval_tactics_samples > 0,
+    )  # fmt: skip
+
+
+def load_run_data(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model, tokenizer):
+    """The run's RunData, read once; records its FEN width (for training, replay and eval prompts) in the
+    model's config.json and in script.fen_width."""
+    from rookworld_trl.data import run
+
+    data = run.load_run_data(data_options(script, args, model))
+    check_completion_length(data.train, tokenizer, args.max_completion_length)
+    script.fen_width = train_at_fen_width(model, data.fen_width)
+    return data
 
 
 def build(argv: list[str] | None = None):
     """(trainer, engine pool, GRPOScriptArguments, ModelConfig) from a recipe and --flags, as `python -m
     rookworld_trl.stages.grpo` runs them; the caller closes the engine pool."""
+    return build_run(argv)[:4]
+
+
+def build_run(argv: list[str] | None = None):
+    """build()'s four and the run's RunData (data/run.py), which the final eval reads too."""
     script, args, model_args = parse(argv)
     from accelerate import PartialState
 
@@ -324,35 +321,31 @@ def build(argv: list[str] | None = None):
     with (
         PartialState().main_process_first()
     ):  # a puzzle file: one process labels it, the others read its cache
-        dataset, replay_rows = load_training_rows(script, args, model, tokenizer)
+        data = load_run_data(script, args, model, tokenizer)
     engine = engine_pool(script, args.output_dir)
     trainer = RookWorldGRPOTrainer(
         model=model,
         reward_funcs=resolve_reward_funcs(script.reward_funcs, args.reward_shaping, engine),
         args=args,
-        train_dataset=dataset,
+        train_dataset=data.train,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
-        replay_dataset=replay_rows,
-        selfplay=selfplay_for(script, args.seed, dataset),
-        tactics=tactics_for(script, args.seed, script.fen_width),
+        replay_dataset=data.replay,
+        selfplay=selfplay_for(script, args.seed, data.train),
+        tactics=tactics_for(script, args.seed, data.tactics),
         push_checkpoints=script.push_checkpoints,
     )
     use_compact_logs(trainer)  # one line per logging step; the whole dict goes to metrics.jsonl
-    if args.max_steps < 0 and has_len(dataset):  # TRL's epochs rule: say what -1 means before it runs
-        say(epochs_line(args, len(dataset)))
+    if args.max_steps < 0 and has_len(data.train):  # TRL's epochs rule: say what -1 means before it runs
+        say(epochs_line(args, len(data.train)))
     if script.eval_every_steps and 0 < args.max_steps < script.eval_every_steps:  # a curve of one point
         say(f"no learning curve: eval_every_steps {script.eval_every_steps} > max_steps {args.max_steps}")
     elif script.eval_every_steps:
-        from rookworld_trl.data.load import load_rookworld_dataset
         from rookworld_trl.eval.callback import EvalCallback
 
-        held_out = load_rookworld_dataset(
-            script.dataset_name, split=script.dataset_test_split, fen_width=script.fen_width
-        )
         settings = eval_settings(script, args, script.eval_every_samples)
-        trainer.add_callback(EvalCallback(trainer, held_out, engine, script.eval_every_steps, settings))
-    return trainer, engine, script, model_args
+        trainer.add_callback(EvalCallback(trainer, data.held_out, engine, script.eval_every_steps, settings))
+    return trainer, engine, script, model_args, data
 
 
 def has_len(dataset) -> bool:
@@ -377,9 +370,9 @@ def epochs_line(args, rows: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    trainer, engine, script, model_args = build(argv)
+    trainer, engine, script, model_args, data = build_run(argv)
     try:
-        return train(trainer, script, initial_model=model_args.model_name_or_path)
+        return train(trainer, script, initial_model=model_args.model_name_or_path, data=data)
     finally:
         engine.close()
 
