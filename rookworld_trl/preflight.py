@@ -17,25 +17,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from rookworld_trl.data import files
-from rookworld_trl.entry import (
-    check_numbers,
-    check_recipe,
-    did_you_mean,
-    hub_id_like,
-    missing_source,
-    resolve_path,
-)
+from rookworld_trl.data.check import DATA_SECONDS, check_source
+from rookworld_trl.entry import check_numbers, check_recipe, did_you_mean, resolve_path
 from rookworld_trl.errors import UserError
 from rookworld_trl.flags import flag_values
 
 RECIPE_FIELDS = Path(__file__).resolve().parent / "assets" / "recipe_fields.json"
 STAGES = ("train", "sft")  # both name their data dataset_name (TRL's ScriptArguments)
-DATA_SECONDS = 1.5  # a longer file's later lines are checked by the stage as it loads them
 LAUNCHER_FLAGS = {"config", "accelerate_config"}
 
 
@@ -202,61 +193,9 @@ def missing_recipe(recipe: str) -> str:
 
 
 def check_data(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS, puzzles=(None, None)) -> None:
-    """What is wrong with a data source, as one UserError naming it and the fix: a missing path, an empty
-    directory, a file whose structure its format refuses (data/files.py, which the loader reads through too), or
-    its first bad P:/A: line (read for `seconds`; the stage checks later lines as it loads them). A hub id is the
-    stage's to try."""
-    path = Path(source)
-    if not path.exists():
-        if hub_id_like(source):
-            return
-        raise UserError(missing_source(source))
-    if path.is_dir():
-        files.check_dir(path)
-        return
-    fmt = files.sniff(path)
-    if fmt.positions is not None:  # a puzzle file: positions the stage labels
-        check_puzzles(path, *puzzles, seconds=seconds)
-        return
-    if fmt.lines is None:  # a table that datasets reads (Parquet): its structure only
-        if fmt.check is not None:
-            fmt.check(path)
-        return
-    check_lines(path, skip_bad_rows, seconds)
-
-
-def check_puzzles(path: Path, rating: str | None, themes: str | None, seconds: float) -> None:
-    """A puzzle file's filters and its first bad row within `seconds`: one UserError naming file:row and the fix."""
-    from rookworld_trl.data.puzzles import PuzzleFilter, read_puzzles
-
-    deadline = time.monotonic() + seconds
-    try:
-        for _ in read_puzzles(path, PuzzleFilter.parse(rating, themes)):
-            if time.monotonic() > deadline:
-                return
-    except ValueError as e:  # a bad --puzzle_rating; DataSourceError is a UserError already
-        raise UserError(str(e)) from None
-
-
-def check_lines(path: Path, skip_bad_rows: bool, seconds: float) -> None:
-    """A file's first bad P:/A: line within `seconds`: UserError naming file:line and the fix."""
-    from rookworld_trl.chess.environment import sample_from_line
-    from rookworld_trl.chess.formats import FormatError
-
-    deadline, seen = time.monotonic() + seconds, False
-    for line_no, line in enumerate(files.read_lines(path), start=1):
-        if time.monotonic() > deadline:
-            return
-        if not line.strip():
-            continue
-        seen = True
-        try:
-            sample_from_line(line)
-        except FormatError as e:
-            if not skip_bad_rows:
-                raise files.line_error(path, line_no, str(e)) from None
-    if not seen:
-        raise files.empty_error(path)
+    """What is wrong with a data source, as one UserError naming it and the fix (data/check.py: read the way the
+    loader reads it, for `seconds`)."""
+    check_source(source, skip_bad_rows, seconds, *puzzles)
 
 
 def preflight(command: str, argv: list[str], processes: int = 1) -> None:

@@ -9,8 +9,10 @@ import pytest
 
 from rookworld_trl.chess.engine import EngineLimit, EnginePool, find_stockfish
 from rookworld_trl.chess.formats import parse_policy_prompt, policy_prompt
-from rookworld_trl.data.files import DataSourceError
-from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource, puzzle_rows, read_puzzles
+from rookworld_trl.data.errors import DataSourceError
+from rookworld_trl.data.files import read_puzzles
+from rookworld_trl.data.labels import PuzzleSource, puzzle_rows
+from rookworld_trl.data.puzzles import PuzzleFilter
 
 HEADER = "PuzzleId,FEN,Moves,Rating,RatingDeviation,Popularity,NbPlays,Themes,GameUrl,OpeningTags"
 # Black blunders, White mates: Scholar's mate; a back-rank mate; K+R against K, mate in two.
@@ -176,8 +178,8 @@ def test_train_loads_a_puzzle_file_without_excluded_positions(model_dir, tmp_pat
              "--exclude", str(held_out), "--output_dir", str(tmp_path / "run"), "--replay_coef", "0"]  # fmt: skip
     script, args, _ = grpo_stage.parse(["--config", str(recipe), *flags])
     model, tokenizer = load_model_and_tokenizer(str(model_dir))
-    dataset, _ = grpo_stage.load_training_rows(script, args, model, tokenizer)
-    assert sorted(dataset["fen"]) == sorted(after_first(*r.split(",")[1:3]) for r in PUZZLES[1:])
+    data = grpo_stage.load_run_data(script, args, model, tokenizer)
+    assert sorted(data.train["fen"]) == sorted(after_first(*r.split(",")[1:3]) for r in PUZZLES[1:])
 
 
 def test_a_puzzle_file_mixed_with_a_rows_is_refused_before_labelling(tmp_path):

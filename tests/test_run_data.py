@@ -67,7 +67,9 @@ def test_the_eval_counts_what_the_run_trained_on_after_exclude(model_dir, tmp_pa
 
 def test_tactics_rows_keep_the_runs_exclude(model_dir, tmp_path):
     tactics = load_rookworld_dataset(TACTICS, split="train")
-    policy = [fen for fen, task in zip(column(tactics, "fen"), column(tactics, "task"), strict=True) if task == "P"]
+    policy = [
+        fen for fen, task in zip(column(tactics, "fen"), column(tactics, "task"), strict=True) if task == "P"
+    ]
     dropped = {fen4(fen) for fen in policy[:40]}
     excluded = write(tmp_path / "bench.txt", policy[:40])
     trainer, _ = built(tiny_recipe_argv(model_dir, tmp_path, "--tactics_dataset", str(TACTICS),

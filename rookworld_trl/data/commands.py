@@ -27,9 +27,10 @@ from rookworld_trl.data.audit import AuditConfig, AuditReport, audit
 from rookworld_trl.data.exclude import Exclusion
 from rookworld_trl.data.files import DataSourceError
 from rookworld_trl.data.generate import GenerateConfig, generate
+from rookworld_trl.data.labels import PuzzleSource
 from rookworld_trl.data.layout import COLUMNS, FEATURES, SPLITS, LayoutWriter, split_of, write_stats
 from rookworld_trl.data.load import LoadReport, load_rookworld_dataset
-from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource
+from rookworld_trl.data.puzzles import PuzzleFilter
 from rookworld_trl.errors import UserError
 from rookworld_trl.flags import FlagParser
 

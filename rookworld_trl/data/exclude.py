@@ -25,8 +25,9 @@ from pathlib import Path
 import chess
 
 from rookworld_trl.chess.formats import position_key
-from rookworld_trl.data.files import DataSourceError, open_text, sniff
-from rookworld_trl.data.puzzles import bad_row, legal_position, load_bigbench_checkmate, read_puzzles
+from rookworld_trl.data.errors import DataSourceError, open_text
+from rookworld_trl.data.files import read_puzzles, sniff
+from rookworld_trl.data.puzzles import bad_row, legal_position, load_bigbench_checkmate
 
 LINE_FIX = "an exclude file holds one FEN or EPD position per line: fix or delete that line"
 

@@ -19,40 +19,24 @@ suite, which the loader labels with Stockfish). This module imports no `datasets
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rookworld_trl.entry import BAD_LINE_FIX, DATA_SOURCE_FIX
-from rookworld_trl.errors import UserError
+from rookworld_trl.data.errors import (
+    DATA_SOURCE_FIX,
+    FORMATS_DOC,
+    DataSourceError,
+    empty_error,
+    hub_id_like,
+    line_error,
+    open_text,
+)
+from rookworld_trl.data.puzzles import read_epd, read_lichess
 
-FORMATS_DOC = "docs/FORMATS.md"
 JSON_ROW_FIX = 'fix or delete that line (each line one JSON object, e.g. {"text": "P: ..."})'
-
-
-class DataSourceError(UserError, ValueError):
-    """A source that cannot be loaded; the message says what was tried and how to fix it."""
-
-
-def line_error(path, line_no: int, problem: str, fix: str = BAD_LINE_FIX) -> DataSourceError:
-    """The one wording of a bad record: `file:line: problem; fix`."""
-    return DataSourceError(f"{path}:{line_no}: {problem}; {fix}")
-
-
-def empty_error(path) -> DataSourceError:
-    return DataSourceError(
-        f"{path}: the file is empty; pass a file with one P:/A: row per line ({FORMATS_DOC})"
-    )
-
-
-def open_text(path: str | os.PathLike):
-    """A text file for reading, gzip if it ends in .gz; undecodable bytes become U+FFFD, never an error. A
-    UTF-8 byte-order mark (Windows editors write one) is dropped: line 1 reads as the user sees it."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    return opener(path, "rt", encoding="utf-8-sig", errors="replace")
 
 
 # ---------------------------------------------------------------------------------------- the formats
@@ -85,13 +69,14 @@ def row_text(row, path, line_no: int) -> str:
     )
 
 
-def json_lines(path: Path) -> Iterator[str]:
-    """The P:/A: line of each JSON Lines row ('' for a blank line), naming the first bad line."""
+def json_objects(path: Path) -> Iterator[tuple[int, object]]:
+    """The JSON Lines reader: (line number, the line's JSON value, None for a blank line), naming the first bad
+    line; an empty file is an error."""
     seen = False
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
-                yield ""
+                yield line_no, None
                 continue
             try:
                 row = json.loads(raw.decode("utf-8-sig"))  # a byte-order mark, as open_text drops it
@@ -103,9 +88,15 @@ def json_lines(path: Path) -> Iterator[str]:
                     path, line_no, f"not valid JSON ({e.msg} at column {e.colno})", JSON_ROW_FIX
                 ) from None
             seen = True
-            yield row_text(row, path, line_no)
+            yield line_no, row
     if not seen:
         raise empty_error(path)
+
+
+def json_lines(path: Path) -> Iterator[str]:
+    """The P:/A: line of each JSON Lines row ('' for a blank line), naming the first bad line."""
+    for line_no, row in json_objects(path):
+        yield "" if row is None else row_text(row, path, line_no)
 
 
 def json_array_rows(path: Path) -> list[dict]:
@@ -156,8 +147,7 @@ def json_lines_table(path: Path, streaming: bool):
 
     try:
         if starts_with_bom(path):  # datasets 4.7's JSON builder reads the mark as data: the rows read here
-            with open(path, encoding="utf-8-sig") as f:
-                table = datasets.Dataset.from_list([json.loads(line) for line in f if line.strip()])
+            table = datasets.Dataset.from_list([row for _, row in json_objects(path) if row is not None])
             return table.to_iterable_dataset() if streaming else table
         with dropping("datasets.packaged_modules.json.json", "Failed to read"):  # ours names the line
             return datasets.load_dataset("json", data_files=str(path), split="train", streaming=streaming)
@@ -218,20 +208,6 @@ def puzzle_csv_like(path: Path) -> bool:
     return len(cells) >= 3 and ("FEN" in cells or any(c.split(" ")[0].count("/") == 7 for c in cells[:2]))
 
 
-def lichess_puzzles(path: Path, keep=None, counts=None) -> Iterator:
-    from rookworld_trl.data.puzzles import (
-        read_lichess,  # python-chess reads them: imported for such a file only
-    )
-
-    return read_lichess(path, keep, counts)
-
-
-def epd_positions(path: Path, keep=None, counts=None) -> Iterator:
-    from rookworld_trl.data.puzzles import read_epd
-
-    return read_epd(path, keep, counts)
-
-
 TEXT = Format("text", (), text_lines)  # any suffix no other format claims: lines of text (.gz: gzip)
 FORMATS = (  # the first whose suffix (and `looks_like`) fits; else TEXT
     Format(
@@ -240,8 +216,8 @@ FORMATS = (  # the first whose suffix (and `looks_like`) fits; else TEXT
     Format("json-lines", (".jsonl", ".json"), json_lines, json_lines_table),
     Format("parquet", (".parquet",), None, parquet_table, check=check_parquet),
     # positions to solve, which the loader labels with Stockfish into P: rows (data/puzzles.py)
-    Format("lichess-puzzles", (".csv",), None, looks_like=puzzle_csv_like, positions=lichess_puzzles),
-    Format("epd", (".epd",), None, positions=epd_positions),
+    Format("lichess-puzzles", (".csv",), None, looks_like=puzzle_csv_like, positions=read_lichess),
+    Format("epd", (".epd",), None, positions=read_epd),
 )
 
 
@@ -252,6 +228,23 @@ def sniff(path: str | os.PathLike) -> Format:
         if path.suffix in fmt.suffixes and (fmt.looks_like is None or fmt.looks_like(path)):
             return fmt
     return TEXT
+
+
+def kind_of(source: str | os.PathLike) -> Format | str:
+    """What a data source names, decided here only: a file's Format, "dir", "hub" (no local path, tried as a hub
+    dataset id) or "missing"."""
+    path = Path(source)
+    if path.is_file():
+        return sniff(path)
+    if path.is_dir():
+        return "dir"
+    return "hub" if hub_id_like(str(source)) else "missing"
+
+
+def is_puzzle_file(source: str | os.PathLike) -> bool:
+    """Whether `source` is a file of positions to label (a Lichess puzzle .csv, an .epd suite)."""
+    kind = kind_of(source)
+    return isinstance(kind, Format) and kind.positions is not None
 
 
 # ----------------------------------------------------------------------------------------- reading
@@ -274,6 +267,15 @@ def read_lines(path: str | os.PathLike) -> Iterator[str]:
             f"{path}: a {fmt.name} file is read as a table, not as lines; {DATA_SOURCE_FIX}"
         )
     return fmt.lines(path)
+
+
+def read_puzzles(path: str | os.PathLike, keep=None, counts=None) -> Iterator:
+    """The Puzzles of a puzzle file (a Lichess .csv or an .epd suite, data/puzzles.py) that `keep` (a
+    PuzzleFilter) keeps; `counts["read"]` counts the puzzles read."""
+    reader = sniff(path).positions
+    if reader is None:
+        raise DataSourceError(f"{path}: not a puzzle file; pass a Lichess puzzle .csv or an .epd file")
+    return reader(Path(path), keep, counts)
 
 
 def open_file(path: str | os.PathLike, streaming: bool = False):

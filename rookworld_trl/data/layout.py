@@ -26,13 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features, List, Value
 
-from rookworld_trl.chess.environment import sample_from_line, transition_kind
-from rookworld_trl.chess.formats import (
-    EnvSample,
-    position_key,
-    prompt_fen_width,
-    split_prompt_completion,
-)
+from rookworld_trl.chess.formats import position_key, prompt_fen_width
 
 SPLITS = ("train", "validation", "test")
 FEATURES = Features(
@@ -80,34 +74,6 @@ def task_rows(ds) -> tuple[list[int], list[int]]:
     """(indices of the P: rows, indices of the A: rows) of an in-memory dataset, in order."""
     tasks = column(ds, "task")
     return [i for i, t in enumerate(tasks) if t == "P"], [i for i, t in enumerate(tasks) if t == "A"]
-
-
-def make_row(text: str, **fields) -> dict:
-    """A row of FEATURES: the line, its prompt/completion split, `fields`, and empty values for the rest."""
-    prompt, completion = split_prompt_completion(text)
-    empty = {"moves": [], "evals": [], "best": "", "limit": "", "move": "", "history": [], "new_fen": ""}
-    empty.update(reward=0.0, terminated=False, truncated=False, kind="")
-    return {"text": text, "prompt": prompt, "completion": completion, **empty, **fields}
-
-
-def policy_row(text: str, fen: str, moves, evals, best: str, limit: str) -> dict:
-    evals = [float(e) for e in evals]
-    return make_row(text, task="P", fen=fen, moves=list(moves), evals=evals, best=best, limit=limit)
-
-
-def env_row(text: str, sample: EnvSample, kind: str) -> dict:
-    return make_row(
-        text, task="A", fen=sample.fen, move=sample.move, history=list(sample.history), new_fen=sample.new_fen,
-        reward=float(sample.reward), terminated=sample.terminated, truncated=sample.truncated, kind=kind,
-    )  # fmt: skip
-
-
-def row_from_line(line: str) -> dict:
-    """A row from one raw line; FormatError if it is malformed. P: moves/evals stay in written order."""
-    text, sample = sample_from_line(line)
-    if isinstance(sample, EnvSample):
-        return env_row(text, sample, transition_kind(sample.fen, sample.move))
-    return policy_row(text, sample.fen, sample.moves, sample.evals, sample.best, limit="")
 
 
 def split_of(fen: str, validation_fraction: float, test_fraction: float) -> str:

@@ -9,102 +9,28 @@ counted by reason), the hub; the P:/A: mix and the FEN width. The layout itself 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import datasets
 import pyarrow as pa
 
 from rookworld_trl.chess.formats import (
     FEN_WIDTH,
-    FormatError,
     policy_prompt,
     prompt_fen_width,
 )
+from rookworld_trl.data.errors import DataSourceError
 from rookworld_trl.data.exclude import Exclusion
-from rookworld_trl.data.files import DataSourceError, line_error, sniff
-from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES, column, row_from_line, task_rows
-from rookworld_trl.data.puzzles import PuzzleSource
+from rookworld_trl.data.files import is_puzzle_file
+from rookworld_trl.data.labels import PuzzleSource
+from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES, column, task_rows
+from rookworld_trl.data.rows import LoadReport, rows_from_lines
 from rookworld_trl.data.sources import Lines, file_errors, open_source, table_lines
 
 # -------------------------------------------------------------------------------------------- raw text
-
-
-EMPTY_LINE = "empty line"
-
-
-@dataclasses.dataclass
-class LoadReport:
-    """What a pass over raw lines found: lines read, rows made, malformed lines by reason (first line numbers).
-    Unless `skip_bad_rows`, the first malformed line stops the load with a DataSourceError naming it (blank lines
-    are always skipped)."""
-
-    source: str
-    skip_bad_rows: bool = False
-    lines: int = 0
-    rows: int = 0
-    malformed: Counter = dataclasses.field(default_factory=Counter)
-    first_lines: dict[str, list[int]] = dataclasses.field(default_factory=dict)
-    max_examples: int = 5
-
-    def bad(self, reason: str, line_no: int, message: str | None = None) -> None:
-        """Count a malformed line by `reason`; without skip_bad_rows stop at it, citing it whole (`message`)."""
-        if not self.skip_bad_rows and reason != EMPTY_LINE:
-            raise line_error(self.source, line_no, message or reason)
-        self.malformed[reason] += 1
-        examples = self.first_lines.setdefault(reason, [])
-        if len(examples) < self.max_examples:
-            examples.append(line_no)
-
-    def summary(self) -> str:
-        bad = sum(self.malformed.values())
-        lines = [f"{self.source}: {self.lines} lines, {self.rows} rows, {bad} malformed lines skipped"]
-        for reason, count in self.malformed.most_common():
-            at = ", ".join(f"{self.source}:{n}" for n in self.first_lines[reason])
-            lines.append(f"  {count:>8}  {reason}  (first at {at})")
-        return "\n".join(lines)
-
-    def one_line(self) -> str:
-        """The summary in one line: lines read, rows, and the commonest reason a line was skipped."""
-        bad = sum(self.malformed.values())
-        text = f"{self.lines} lines, {self.rows} rows, {bad} malformed"
-        if bad:
-            reason, count = self.malformed.most_common(1)[0]
-            text += f" ({count} x {reason}, first at {self.source}:{self.first_lines[reason][0]})"
-        return text
-
-    def to_dict(self) -> dict:
-        return {"source": self.source, "lines": self.lines, "rows": self.rows, "malformed": dict(self.malformed),
-                "first_lines": self.first_lines}  # fmt: skip
-
-
-def rows_from_lines(
-    lines: Iterable[str], report: LoadReport, task: str | None = None, count: bool = True
-) -> Iterator[dict]:
-    """Rows of the well-formed lines; the others are counted in `report` by reason (when `count`).
-
-    `task` keeps only "P" or "A" rows; two filtered passes over one source count malformed lines once
-    (the pass with `count=True`).
-    """
-    for line_no, line in enumerate(lines, 1):
-        if count:
-            report.lines += 1
-        if not line.strip():
-            if count:
-                report.bad(EMPTY_LINE, line_no)
-            continue
-        try:
-            row = row_from_line(line)
-        except FormatError as e:
-            if count:
-                report.bad(e.reason, line_no, str(e))
-            continue
-        if task is None or row["task"] == task:
-            report.rows += 1
-            yield row
 
 
 def table_from_rows(rows: Iterable[dict]) -> pa.Table:
@@ -204,7 +130,9 @@ def with_fen_width(ds, width: int | None, prompts: Iterable[str], source: str):
     return ds.map(pad)
 
 
-def no_rows_check(ds, source: str, split: str, report: LoadReport, streaming: bool, exclude: Exclusion | None = None):
+def no_rows_check(
+    ds, source: str, split: str, report: LoadReport, streaming: bool, exclude: Exclusion | None = None
+):
     """`ds`, unless it is an in-memory dataset without rows: then a DataSourceError that says what the source
     held (an empty file, a binary or CSV file of lines that are not P:/A: lines, ...), or that --exclude dropped
     every row of it, and what is expected."""
@@ -241,7 +169,7 @@ def read_rows(
     `puzzles` (its first `max_puzzles` after the filter and `exclude`: the engine is the slow part); malformed lines are counted in
     `report`."""
     source = os.fspath(source)
-    if os.path.isfile(source) and sniff(source).positions is not None:
+    if is_puzzle_file(source):
         rows = (puzzles or PuzzleSource()).rows(source, exclude, max_puzzles)  # filtered before labelling
         if exclude:
             print(exclude.one_line())
@@ -312,7 +240,7 @@ def load_rookworld_dataset(
     source = os.fspath(source)
     if mix_env_ratio is not None:
         check_ratio(mix_env_ratio)
-    puzzle = os.path.isfile(source) and sniff(source).positions is not None
+    puzzle = is_puzzle_file(source)
     if puzzle and mix_env_ratio:  # said before the labelling, which can take a while
         raise DataSourceError(
             f"mix_env_ratio={mix_env_ratio}: {source} is a puzzle file, P: rows only; set --mix_env_ratio 0 "

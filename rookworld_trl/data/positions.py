@@ -2,7 +2,7 @@
 legal play, PGN files. A source plans its chunks (`plan`: (index, what the chunk plays) for each chunk not yet
 written) and plays one chunk (`play`: its Games; it may add engine analyses it already made, and counts of games
 it skipped). A new source is one `PositionSource` in POSITION_SOURCES, its config field in
-generate.GenerateConfig and its flag in commands.py.
+generate.GenerateConfig (and GameSettings here) and its flag in commands.py.
 """
 
 from __future__ import annotations
@@ -11,25 +11,36 @@ import random
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import chess
 import chess.pgn
 
 from rookworld_trl.chess.engine import EnginePool, MoveEval
-from rookworld_trl.data.files import open_text
+from rookworld_trl.data.errors import open_text
 from rookworld_trl.data.samples import GameRecord
 
-if TYPE_CHECKING:
-    from rookworld_trl.data.generate import GenerateConfig
+
+class GameSettings(Protocol):
+    """What the position sources read of the generate run's settings (data/generate.GenerateConfig)."""
+
+    selfplay_games: int
+    random_games: int
+    pgn: tuple[str, ...]
+    pgn_games: int | None
+    games_per_chunk: int
+    opening_plies: int
+    random_move_prob: float
+    max_plies: int
+    plies_per_game: int
 
 
-def game_over(board: chess.Board, config: GenerateConfig) -> bool:
+def game_over(board: chess.Board, config: GameSettings) -> bool:
     return board.is_game_over() or len(board.move_stack) >= config.max_plies
 
 
 def game_of(
-    board: chess.Board, plies: list[int] | None, rng: random.Random, config: GenerateConfig, unfinished: str
+    board: chess.Board, plies: list[int] | None, rng: random.Random, config: GameSettings, unfinished: str
 ) -> GameRecord:
     """The GameRecord a finished board played; `plies` None: --plies_per_game random plies; `unfinished`: the end
     of a game that python-chess does not see as over."""
@@ -41,7 +52,7 @@ def game_of(
     return GameRecord(board.root().fen(), moves, end, plies)
 
 
-def play_selfplay(n: int, rng: random.Random, config: GenerateConfig, pool: EnginePool):
+def play_selfplay(n: int, rng: random.Random, config: GameSettings, pool: EnginePool):
     """n engine games played side by side (one parallel analyse_many per ply); (games, analyses by FEN)."""
     boards = []
     for _ in range(n):
@@ -63,7 +74,7 @@ def play_selfplay(n: int, rng: random.Random, config: GenerateConfig, pool: Engi
     return games, analyses
 
 
-def play_random(rng: random.Random, config: GenerateConfig) -> GameRecord:
+def play_random(rng: random.Random, config: GameSettings) -> GameRecord:
     board = chess.Board()
     while not game_over(board, config):
         board.push(rng.choice(list(board.legal_moves)))
@@ -94,7 +105,7 @@ def pgn_chunks(paths, per_chunk: int, max_games: int | None, done: set[int]) -> 
         yield index, games
 
 
-def game_from_pgn(game: chess.pgn.Game, rng: random.Random, config: GenerateConfig) -> GameRecord | str:
+def game_from_pgn(game: chess.pgn.Game, rng: random.Random, config: GameSettings) -> GameRecord | str:
     """The GameRecord of a PGN game, or why it is skipped."""
     if game.errors:
         return "pgn_error"
@@ -148,7 +159,7 @@ class PositionSource:
     `play(chunk, rng, config, pool, analyses, stats)` -> its Games."""
 
     name: str
-    plan: Callable[[GenerateConfig, set[int]], Iterator[tuple[int, object]]]
+    plan: Callable[[GameSettings, set[int]], Iterator[tuple[int, object]]]
     play: Callable[..., list[GameRecord]]
 
 

@@ -1,13 +1,13 @@
-"""Puzzle files as position sources: the Lichess puzzle database CSV and EPD test suites, read into Puzzle
-records (the position to solve, the solution's first move or the suite's best/avoid moves, rating, themes) and
-filtered by rating and theme; `puzzle_rows` labels them with Stockfish into P: rows, the same way
-`rookworld data generate` labels a position (data/samples.py policy_row_for). Also the BIG-bench
-`checkmate_in_one` task.json, which is a benchmark: read for the eval and for --exclude, never to train on.
+"""Puzzle files read: the Lichess puzzle database CSV and EPD test suites, into Puzzle records (the position to
+solve, the solution's first move or the suite's best/avoid moves, rating, themes), filtered by rating and theme
+(data/files.py's FORMATS name these readers; data/labels.py labels the puzzles with Stockfish into P: rows). Also
+the BIG-bench `checkmate_in_one` task.json, which is a benchmark: read for the eval and for --exclude, never to
+train on.
 
-    from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource, read_puzzles
+    from rookworld_trl.data.files import read_puzzles
+    from rookworld_trl.data.puzzles import PuzzleFilter
     keep = PuzzleFilter.parse(rating="1000-1800", themes="mateIn1,mateIn2")
-    puzzles = [p for p in read_puzzles("lichess_db_puzzle.csv", keep) if keep.keeps(p)]   # or "suite.epd"
-    rows = PuzzleSource(keep).rows("lichess_db_puzzle.csv")    # P: rows labelled by Stockfish (depth 8)
+    puzzles = list(read_puzzles("lichess_db_puzzle.csv", keep))   # or "suite.epd"
 
 Lichess CSV (https://database.lichess.org/#puzzles): PuzzleId,FEN,Moves,Rating,RatingDeviation,Popularity,
 NbPlays,Themes,GameUrl,OpeningTags, with or without that header. FEN is the position BEFORE the opponent's
@@ -19,25 +19,17 @@ solution's first move is Moves' second. EPD: one position per line, its operatio
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import SimpleNamespace
-from typing import TYPE_CHECKING
 
 import chess
 
-from rookworld_trl.chess.engine import EngineLimit, EnginePool
 from rookworld_trl.chess.environment import mating_moves
-from rookworld_trl.data.files import DataSourceError, line_error, open_text, sniff
-
-if TYPE_CHECKING:  # exclude.py reads puzzle files: it imports this module
-    from rookworld_trl.data.exclude import Exclusion
+from rookworld_trl.data.errors import DataSourceError, line_error, open_text
 
 LICHESS_COLUMNS = (
     "PuzzleId",
@@ -262,132 +254,6 @@ def read_epd(
             f"{path}: no EPD lines; expected one position per line, e.g. "
             "'6k1/5ppp/8/8/8/8/5PPP/3R2K1 w - - bm Rd8#;' (docs/FORMATS.md)"
         )
-
-
-def read_puzzles(
-    path: str | os.PathLike, keep: PuzzleFilter | None = None, counts: Counter | None = None
-) -> Iterator[Puzzle]:
-    """The puzzles of a puzzle file (data/files.py sniffs which: a Lichess .csv or an .epd suite) that `keep`
-    keeps; `counts["read"]` counts the puzzles read."""
-    reader = sniff(path).positions
-    if reader is None:
-        raise DataSourceError(f"{path}: not a puzzle file; pass a Lichess puzzle .csv or an .epd file")
-    return reader(Path(path), keep, counts)
-
-
-# ------------------------------------------------------------------------------------------ the labels
-
-
-@dataclass
-class PuzzleReport:
-    """What labelling a puzzle file did: puzzles read, kept by the filter, P: rows made, and how often the
-    engine's best move is the file's solution (or one of its `bm` moves) or one of its `am` moves."""
-
-    source: str
-    keep: PuzzleFilter = field(default_factory=PuzzleFilter)
-    limit: str = ""
-    read: int = 0
-    kept: int = 0
-    excluded: int = 0
-    capped: int | None = None  # reading stopped at this many puzzles (max_samples)
-    rows: int = 0
-    with_solution: int = 0
-    solved: int = 0
-    avoided: int = 0
-
-    def one_line(self) -> str:
-        kept = f", {self.kept} kept ({self.keep.describe()})" if self.keep else ""
-        kept += f", {self.excluded} excluded (--exclude)" if self.excluded else ""
-        kept += f", the first {self.capped} taken (max_samples)" if self.capped else ""
-        text = f"{self.source}: {self.read} puzzles{kept}, {self.rows} P: rows labelled by Stockfish {self.limit}"
-        if self.with_solution:
-            text += f"; its best move is the file's solution in {self.solved} of {self.with_solution}"
-        if self.avoided:
-            text += f", an `am` move in {self.avoided}"
-        return text
-
-    def to_dict(self) -> dict:
-        keep = {
-            "rating": list(self.keep.rating) if self.keep.rating else None,
-            "themes": sorted(self.keep.themes),
-        }
-        return {**dataclasses.asdict(self), "keep": keep}
-
-
-def puzzle_rows(
-    path: str | os.PathLike,
-    pool: EnginePool,
-    keep: PuzzleFilter | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    exclude: Exclusion | None = None,
-    max_puzzles: int | None = None,
-) -> tuple[list[dict], PuzzleReport]:
-    """(P: rows, report) of the puzzles of `path` that `keep` keeps and `exclude` does not drop (the first
-    `max_puzzles`), labelled by `pool` as `rookworld data generate` labels a position (top moves at the pool's
-    limit, written in a per-position shuffled order). Filtered before labelling: the engine is the slow part."""
-    from rookworld_trl.data.samples import policy_row_for  # the datasets layout: not for the preflight
-
-    keep = keep or PuzzleFilter()
-    report, counts, puzzles = PuzzleReport(str(path), keep, pool.limit.key()), Counter(), []
-    for puzzle in read_puzzles(path, keep, counts):
-        report.kept += 1
-        if exclude and exclude.drops(puzzle.fen):
-            report.excluded += 1
-        elif len(puzzles) == max_puzzles:
-            report.capped = max_puzzles
-            break
-        else:
-            puzzles.append(puzzle)
-    report.read = counts["read"]
-    settings = SimpleNamespace(seed=seed, limit=pool.limit)
-    rows = []
-    for puzzle, analysis in zip(
-        puzzles, pool.analyse_many([p.fen for p in puzzles], progress=progress), strict=True
-    ):
-        if not analysis:  # the game is over: nothing to play (a puzzle file should hold none)
-            continue
-        rows.append(policy_row_for(puzzle.fen, analysis, settings))
-        report.with_solution += bool(puzzle.best)
-        report.solved += analysis[0].move in puzzle.best
-        report.avoided += analysis[0].move in puzzle.avoid
-    report.rows = len(rows)
-    return rows, report
-
-
-@dataclass
-class PuzzleSource:
-    """How a puzzle file becomes P: rows: which puzzles (`keep`) and the engine that labels them; `report`
-    holds what the last labelling did."""
-
-    keep: PuzzleFilter = field(default_factory=PuzzleFilter)
-    limit: EngineLimit = field(default_factory=lambda: EngineLimit(depth=8))
-    multipv: int = 5
-    workers: int = 1
-    cache: str | None = None  # sqlite analysis cache: a training run's engine cache serves its reward too
-    stockfish: str | None = None
-    seed: int = 0
-    progress: bool = True
-    report: PuzzleReport | None = None
-
-    def rows(
-        self, path: str | os.PathLike, exclude: Exclusion | None = None, max_puzzles: int | None = None
-    ) -> list[dict]:
-        """The P: rows of the puzzles of `path` that `keep` keeps and `exclude` does not drop (the first
-        `max_puzzles`); says what it did in one line."""
-        if self.cache:  # made here, not before: a run whose data is refused leaves no output_dir behind
-            os.makedirs(os.path.dirname(self.cache) or ".", exist_ok=True)
-        with EnginePool(self.workers, self.limit, self.multipv, self.cache, self.stockfish) as pool:
-            rows, self.report = puzzle_rows(
-                path, pool, self.keep, self.seed, self.progress, exclude, max_puzzles
-            )
-        print(self.report.one_line())
-        if not rows:
-            raise DataSourceError(
-                f"{path}: no puzzle left to train on ({self.report.one_line()}); widen --puzzle_rating / "
-                "--puzzle_themes (Lichess themes such as mateIn1, fork, endgame)"
-            )
-        return rows
 
 
 def load_bigbench_checkmate(path: str, n: int | None = None) -> list[tuple[str, str]]:

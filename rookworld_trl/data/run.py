@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 
 from rookworld_trl.chess.formats import fen_width_of
 from rookworld_trl.data.exclude import Exclusion, fen4
-from rookworld_trl.data.files import sniff
+from rookworld_trl.data.files import is_puzzle_file, read_puzzles
+from rookworld_trl.data.labels import PuzzleSource
 from rookworld_trl.data.layout import column
 from rookworld_trl.data.load import LoadReport, no_rows_check, read_rows, shape, with_fen_width
-from rookworld_trl.data.puzzles import PuzzleSource, read_puzzles
 
 
 @dataclass(frozen=True)
@@ -65,17 +65,14 @@ class RunData:
     exclusion: Exclusion = field(default_factory=Exclusion)
 
 
-def is_puzzle_file(source: str) -> bool:
-    """Whether `source` is a file of positions to label (a Lichess puzzle .csv, an .epd suite)."""
-    return os.path.isfile(source) and sniff(source).positions is not None
-
-
 def load_run_data(o: DataOptions) -> RunData:
     """Every set of rows `o` asks for, each split read once (see the module docstring)."""
     exclude, puzzle = Exclusion.of(o.exclude), is_puzzle_file(o.source)
     one_file = os.path.isfile(o.source)  # a file's test split is the file itself
     if puzzle:
-        whole = read_rows(o.source, o.train_split, puzzles=o.puzzles, exclude=exclude, max_puzzles=o.max_samples)
+        whole = read_rows(
+            o.source, o.train_split, puzzles=o.puzzles, exclude=exclude, max_puzzles=o.max_samples
+        )
         stored = whole
     else:
         stored = read_rows(o.source, o.train_split, o.skip_bad_rows, o.puzzles)

@@ -14,7 +14,7 @@ import chess
 from rookworld_trl.chess.engine import EngineLimit, MoveEval
 from rookworld_trl.chess.environment import env_sample, legal_move, transition_kind
 from rookworld_trl.chess.formats import render_env, render_policy
-from rookworld_trl.data.layout import env_row, policy_row
+from rookworld_trl.data.rows import env_row, policy_row
 
 
 class SampleSettings(Protocol):

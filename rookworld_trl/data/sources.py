@@ -13,16 +13,16 @@ from pathlib import Path
 
 import datasets
 
+from rookworld_trl.data.errors import DATA_SOURCE_FIX, DataSourceError, missing_source
 from rookworld_trl.data.files import (
-    DataSourceError,
     check_dir,
     first_error,
+    kind_of,
     open_file,
     parquet_table,
     read_lines,
     sniff,
 )
-from rookworld_trl.entry import DATA_SOURCE_FIX, hub_id_like, missing_source
 from rookworld_trl.quiet_logs import dropping
 
 
@@ -52,11 +52,10 @@ class Lines:
 def open_source(source: str, split: str, streaming: bool):
     """A `datasets` table of what `source` names (a file's split is the file), or `Lines` for a file read as
     lines."""
-    path = Path(source)
-    if path.is_file():
-        opened = open_file(path, streaming)
-        return Lines(source) if opened is None else opened
-    if path.is_dir():
+    path, kind = Path(source), kind_of(source)
+    if kind == "missing":
+        raise DataSourceError(missing_source(source))
+    if kind == "dir":
         check_dir(path)
         ours = path / f"{split}.parquet"
         if ours.exists():
@@ -68,8 +67,9 @@ def open_source(source: str, split: str, streaming: bool):
                 f"could not load {source!r} (split {split!r}): {type(e).__name__}: {str(e).rstrip('.')}; "
                 f"{DATA_SOURCE_FIX} (docs/FORMATS.md)"
             ) from None
-    if not hub_id_like(source):
-        raise DataSourceError(missing_source(source))
+    if kind != "hub":  # a file
+        opened = open_file(path, streaming)
+        return Lines(source) if opened is None else opened
     try:
         return datasets.load_dataset(source, split=split, streaming=streaming)
     except Exception as e:  # the hub raises many types (offline, not found, gated, ...): one clear message

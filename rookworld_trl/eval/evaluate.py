@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import os
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -181,7 +180,9 @@ def prepare_items(args: EvalSettings, suites: Sequence[str], engine: EnginePool,
     chosen = [suite for name, suite in SUITES.items() if name in suites]
     if any(suite.needs_data for suite in chosen):
         if data.held_out is None:
-            raise ValueError("the policy and env suites need held-out data: pass --data (see `rookworld data`)")
+            raise ValueError(
+                "the policy and env suites need held-out data: pass --data (see `rookworld data`)"
+            )
         from rookworld_trl.data.layout import column  # here: data pulls in the dataset tooling
 
         items.fen_width = fen_width_of(column(data.held_out, "prompt")) or FEN_WIDTH  # the data's own width

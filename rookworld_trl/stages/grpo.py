@@ -24,7 +24,6 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import TrainerState
 from trl import ModelConfig, get_peft_config
 
-from rookworld_trl.chess.formats import fen_width_of
 from rookworld_trl.data.layout import column
 from rookworld_trl.entry import check_numbers, resolve_paths, say, stage_parser
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
@@ -268,7 +267,8 @@ def data_options(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
     """The run's DataOptions (data/run.py): one set of options for every read of the run's data. The FEN width is
     fen_width when set, else the one the model was trained at (its config.json), else the data's."""
     from rookworld_trl.chess.engine import EngineLimit
-    from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource
+    from rookworld_trl.data.labels import PuzzleSource
+    from rookworld_trl.data.puzzles import PuzzleFilter
     from rookworld_trl.data.run import DataOptions
 
     puzzles = PuzzleSource(  # a puzzle file is labelled at the reward's limit, into its cache

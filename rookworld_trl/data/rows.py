@@ -1,0 +1,125 @@
+"""One line -> one row, in one place: a raw P:/A: line parsed into a row of the dataset's columns
+(data/layout.py FEATURES), and `rows_from_lines`, which reads lines into rows and counts the malformed ones by
+reason (`LoadReport`). No `datasets` here: the preflight checks a file's lines through it before accelerate
+starts, and the loader (data/load.py) builds its tables from the same rows.
+
+    report = LoadReport("mine.txt", skip_bad_rows=True)
+    rows = list(rows_from_lines(read_lines("mine.txt"), report)); print(report.summary())
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Iterable, Iterator
+
+from rookworld_trl.chess.environment import sample_from_line, transition_kind
+from rookworld_trl.chess.formats import EnvSample, FormatError, split_prompt_completion
+from rookworld_trl.data.errors import line_error
+
+# ------------------------------------------------------------------------------------------------ rows
+
+
+def make_row(text: str, **fields) -> dict:
+    """A row of FEATURES: the line, its prompt/completion split, `fields`, and empty values for the rest."""
+    prompt, completion = split_prompt_completion(text)
+    empty = {"moves": [], "evals": [], "best": "", "limit": "", "move": "", "history": [], "new_fen": ""}
+    empty.update(reward=0.0, terminated=False, truncated=False, kind="")
+    return {"text": text, "prompt": prompt, "completion": completion, **empty, **fields}
+
+
+def policy_row(text: str, fen: str, moves, evals, best: str, limit: str) -> dict:
+    evals = [float(e) for e in evals]
+    return make_row(text, task="P", fen=fen, moves=list(moves), evals=evals, best=best, limit=limit)
+
+
+def env_row(text: str, sample: EnvSample, kind: str) -> dict:
+    return make_row(
+        text, task="A", fen=sample.fen, move=sample.move, history=list(sample.history), new_fen=sample.new_fen,
+        reward=float(sample.reward), terminated=sample.terminated, truncated=sample.truncated, kind=kind,
+    )  # fmt: skip
+
+
+def row_from_line(line: str) -> dict:
+    """A row from one raw line; FormatError if it is malformed. P: moves/evals stay in written order."""
+    text, sample = sample_from_line(line)
+    if isinstance(sample, EnvSample):
+        return env_row(text, sample, transition_kind(sample.fen, sample.move))
+    return policy_row(text, sample.fen, sample.moves, sample.evals, sample.best, limit="")
+
+
+# ------------------------------------------------------------------------------------------------ lines
+
+
+EMPTY_LINE = "empty line"
+
+
+@dataclasses.dataclass
+class LoadReport:
+    """What a pass over raw lines found: lines read, rows made, malformed lines by reason (first line numbers).
+    Unless `skip_bad_rows`, the first malformed line stops the load with a DataSourceError naming it (blank lines
+    are always skipped)."""
+
+    source: str
+    skip_bad_rows: bool = False
+    lines: int = 0
+    rows: int = 0
+    malformed: Counter = dataclasses.field(default_factory=Counter)
+    first_lines: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    max_examples: int = 5
+
+    def bad(self, reason: str, line_no: int, message: str | None = None) -> None:
+        """Count a malformed line by `reason`; without skip_bad_rows stop at it, citing it whole (`message`)."""
+        if not self.skip_bad_rows and reason != EMPTY_LINE:
+            raise line_error(self.source, line_no, message or reason)
+        self.malformed[reason] += 1
+        examples = self.first_lines.setdefault(reason, [])
+        if len(examples) < self.max_examples:
+            examples.append(line_no)
+
+    def summary(self) -> str:
+        bad = sum(self.malformed.values())
+        lines = [f"{self.source}: {self.lines} lines, {self.rows} rows, {bad} malformed lines skipped"]
+        for reason, count in self.malformed.most_common():
+            at = ", ".join(f"{self.source}:{n}" for n in self.first_lines[reason])
+            lines.append(f"  {count:>8}  {reason}  (first at {at})")
+        return "\n".join(lines)
+
+    def one_line(self) -> str:
+        """The summary in one line: lines read, rows, and the commonest reason a line was skipped."""
+        bad = sum(self.malformed.values())
+        text = f"{self.lines} lines, {self.rows} rows, {bad} malformed"
+        if bad:
+            reason, count = self.malformed.most_common(1)[0]
+            text += f" ({count} x {reason}, first at {self.source}:{self.first_lines[reason][0]})"
+        return text
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "lines": self.lines, "rows": self.rows, "malformed": dict(self.malformed),
+                "first_lines": self.first_lines}  # fmt: skip
+
+
+def rows_from_lines(
+    lines: Iterable[str], report: LoadReport, task: str | None = None, count: bool = True
+) -> Iterator[dict]:
+    """Rows of the well-formed lines; the others are counted in `report` by reason (when `count`).
+
+    `task` keeps only "P" or "A" rows; two filtered passes over one source count malformed lines once
+    (the pass with `count=True`).
+    """
+    for line_no, line in enumerate(lines, 1):
+        if count:
+            report.lines += 1
+        if not line.strip():
+            if count:
+                report.bad(EMPTY_LINE, line_no)
+            continue
+        try:
+            row = row_from_line(line)
+        except FormatError as e:
+            if count:
+                report.bad(e.reason, line_no, str(e))
+            continue
+        if task is None or row["task"] == task:
+            report.rows += 1
+            yield row
