@@ -17,12 +17,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from rookworld_trl.chess.engine import EngineLimit
 from rookworld_trl.chess.formats import fen_width_of
 from rookworld_trl.data.exclude import Exclusion, fen4
 from rookworld_trl.data.files import is_puzzle_file, read_puzzles
 from rookworld_trl.data.labels import PuzzleSource
 from rookworld_trl.data.layout import column
 from rookworld_trl.data.load import LoadReport, no_rows_check, read_rows, shape, with_fen_width
+from rookworld_trl.data.puzzles import PuzzleFilter
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,11 @@ class DataOptions:
     max_samples: int | None = None
     fen_width: int | None = None
     skip_bad_rows: bool = False
-    puzzles: PuzzleSource | None = None
+    puzzle_rating: str | None = None  # a puzzle file's filter (--puzzle_rating / --puzzle_themes) and labels
+    puzzle_themes: str | None = None
+    engine_limit: EngineLimit = field(default_factory=lambda: EngineLimit(depth=8))
+    engine_workers: int = 1
+    engine_cache: str | None = None
     exclude: tuple[str, ...] = ()
     tactics: str | None = None
     replay: bool = False
@@ -69,13 +75,14 @@ def load_run_data(o: DataOptions) -> RunData:
     """Every set of rows `o` asks for, each split read once (see the module docstring)."""
     exclude, puzzle = Exclusion.of(o.exclude), is_puzzle_file(o.source)
     one_file = os.path.isfile(o.source)  # a file's test split is the file itself
-    if puzzle:
-        whole = read_rows(
-            o.source, o.train_split, puzzles=o.puzzles, exclude=exclude, max_puzzles=o.max_samples
-        )
-        stored = whole
+    puzzles = PuzzleSource(  # a puzzle file is labelled at the reward's limit, into its cache
+        PuzzleFilter.parse(o.puzzle_rating, o.puzzle_themes), o.engine_limit, workers=o.engine_workers,
+        cache=o.engine_cache, seed=o.seed,
+    )  # fmt: skip
+    if puzzle:  # labelled once: its first max_samples after the filter and --exclude
+        stored = whole = read_rows(o.source, puzzles=puzzles, exclude=exclude, max_puzzles=o.max_samples)
     else:
-        stored = read_rows(o.source, o.train_split, o.skip_bad_rows, o.puzzles)
+        stored = read_rows(o.source, o.train_split, o.skip_bad_rows, puzzles)
         whole = read_excluded(stored, o.source, o.train_split, exclude)
     train = shape(whole, o.source, o.mix_env_ratio, o.seed, o.fen_width, None if puzzle else o.max_samples)
     width = o.fen_width or fen_width_of(column(train, "prompt"))

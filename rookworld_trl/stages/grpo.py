@@ -265,25 +265,18 @@ def parse(argv: list[str] | None = None):
 
 def data_options(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
     """The run's DataOptions (data/run.py): one set of options for every read of the run's data. The FEN width is
-    fen_width when set, else the one the model was trained at (its config.json), else the data's."""
+    fen_width when set, else the one the model was trained at (its config.json), else the data's; a puzzle file
+    is labelled at the reward's engine limit, into its cache."""
     from rookworld_trl.chess.engine import EngineLimit
-    from rookworld_trl.data.labels import PuzzleSource
-    from rookworld_trl.data.puzzles import PuzzleFilter
     from rookworld_trl.data.run import DataOptions
 
-    puzzles = PuzzleSource(  # a puzzle file is labelled at the reward's limit, into its cache
-        keep=PuzzleFilter.parse(script.puzzle_rating, script.puzzle_themes),
-        limit=EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes),
-        workers=script.engine_workers,
-        cache=engine_cache_path(script, args.output_dir),
-        seed=args.seed,
-    )
     curve = bool(script.eval_every_steps) and not 0 < args.max_steps < script.eval_every_steps
     return DataOptions(
         script.dataset_name, script.dataset_train_split, script.dataset_test_split, script.mix_env_ratio,
         args.seed, script.dataset_max_samples, script.fen_width or trained_fen_width(model), script.skip_bad_rows,
-        puzzles, tuple(script.exclude or ()), script.tactics_dataset, replay=bool(args.replay_coef),
-        held_out=curve or script.eval_samples > 0,
+        script.puzzle_rating, script.puzzle_themes, EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes),
+        script.engine_workers, engine_cache_path(script, args.output_dir), tuple(script.exclude or ()),
+        script.tactics_dataset, replay=bool(args.replay_coef), held_out=curve or script.eval_samples > 0,
         tactics_train=script.tactics_ratio > 0 or script.tactics_replay_coef > 0,
         tactics_test=script.eval_samples > 0 and script.eval_tactics_samples > 0,
     )  # fmt: skip
