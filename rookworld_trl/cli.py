@@ -1,29 +1,25 @@
-"""The `rookworld` console command: a thin dispatcher to the stage modules.
+"""The `rookworld` console command: a thin dispatcher to the command modules.
 
     rookworld --help
     rookworld train [--accelerate_config accelerate_configs/cpu.yaml] [--config recipe.yaml] [overrides]
     rookworld <command> --help
 
-Each stage module exposes `main(argv)`. The training stages (`train`, `sft`) go through
-`accelerate launch` so that `rookworld train` and `accelerate launch -m rookworld_trl.stages.grpo` are one path.
+Each command module exposes `main(argv)`. The training stages (`train`, `sft`) go through `accelerate launch`
+(stages/launch.py) so that `rookworld train` and `accelerate launch -m rookworld_trl.stages.grpo` are one path;
+the others run in this process, after a second's check of the models and data they name.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
-import os
-import signal
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
-from rookworld_trl.entry import EXIT_FILE, resolve_path, run_stage, started_file
-from rookworld_trl.errors import UserError
-from rookworld_trl.flags import flag_values, underscored
-from rookworld_trl.preflight import preflight
+from rookworld_trl.common.entry import quiet_broken_pipe, run_stage
+from rookworld_trl.common.errors import UserError, did_you_mean
+from rookworld_trl.common.flags import flag_values, underscored
+from rookworld_trl.common.paths import resolve_path
+from rookworld_trl.stages.launch import launch
 
 # command -> (module, one-line help, default recipe for accelerate-launched stages or None)
 COMMANDS: dict[str, tuple[str, str, str | None]] = {
@@ -56,7 +52,7 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
         None,
     ),
     "doctor": (
-        "rookworld_trl.doctor",
+        "rookworld_trl.stages.doctor",
         "check a new machine: environment, each GPU path on a tiny model, a 2-step GRPO run",
         None,
     ),
@@ -66,297 +62,6 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
 def available() -> dict[str, tuple[str, str, str | None]]:
     """The commands whose module exists in this install."""
     return {name: spec for name, spec in COMMANDS.items() if importlib.util.find_spec(spec[0]) is not None}
-
-
-def recipe_use_cpu(argv: list[str]) -> bool | None:
-    """use_cpu as the stage will read it: the recipe's, overridden by a --use_cpu flag (as TrlParser does)."""
-    from rookworld_trl.short_help import recipe_values
-
-    recipe = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
-    use_cpu = recipe_values(recipe).get("use_cpu") if recipe else None  # a bad recipe: the stage says why
-    if "--use_cpu" in argv[:-1]:
-        use_cpu = argv[argv.index("--use_cpu") + 1].lower() in ("true", "1", "yes")
-    return use_cpu
-
-
-def default_accelerate_config(argv: list[str]) -> tuple[str, str]:
-    """(accelerate config, why) for a stage's argv when --accelerate_config is not given: the recipe decides.
-    A CPU recipe (`use_cpu: true` in its YAML, or --use_cpu true) gets cpu.yaml whatever devices are
-    visible; any other gets single_gpu.yaml (bf16) where CUDA is available, else cpu.yaml."""
-    import torch
-
-    if recipe_use_cpu(argv):
-        name, why = "cpu.yaml", "use_cpu: true in the recipe or as --use_cpu"
-    elif torch.cuda.is_available():
-        name, why = "single_gpu.yaml", "CUDA is available and the recipe does not set use_cpu"
-    else:
-        name, why = "cpu.yaml", "no CUDA device"
-    return resolve_path(f"accelerate_configs/{name}"), why
-
-
-def device_line(accel: str, argv: list[str]) -> str:
-    """Where the stage will train, and on a CPU run of a machine with CUDA, how to train on the GPU instead."""
-    import torch
-
-    from rookworld_trl.short_help import recipe_values
-
-    if not torch.cuda.is_available():
-        return "rookworld: device cpu (no CUDA device visible)"
-    gpus = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
-    if recipe_use_cpu(argv) or recipe_values(accel).get("use_cpu"):
-        return (
-            f"rookworld: device cpu, although CUDA is available ({gpus}): the recipe or the accelerate config "
-            "sets use_cpu. To train on the GPU add `--use_cpu false --bf16 true` (accelerate_configs/"
-            "single_gpu.yaml: bf16), or use recipes/grpo_rookworld_124m_gpu.yaml"
-        )
-    return f"rookworld: device cuda ({gpus})"
-
-
-# torchrun without its own traceback when a process fails: the stage has said what went wrong in one line
-TORCHRUN = """
-import sys
-from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-from torch.distributed.run import parse_args, run
-try:
-    run(parse_args(sys.argv[1:]))
-except ChildFailedError as e:
-    sys.exit(max(f.exitcode for f in e.failures.values()) if e.failures else 1)  # the others were stopped
-"""
-
-
-def launcher(
-    accelerate_config: str, target: list[str], argv: list[str], processes: str | None = None
-) -> tuple[list[str], dict]:
-    """(command, extra environment) that starts `target` (["-m", module] or [script]) with `argv` as the
-    accelerate config says (`processes`: --num_processes, in place of the config's).
-
-    `accelerate launch` with the config, for every config but one: several CPU processes on one machine
-    (distributed_type MULTI_CPU), which accelerate starts only through mpirun; there torch's own launcher
-    (torchrun) starts them and accelerate joins them into one gloo group (the stage gets --use_cpu true).
-    A CPU config gets its thread count per process passed: OMP_NUM_THREADS when set, else the physical cores
-    shared out (what accelerate would pick, with a warning).
-    """
-    import psutil  # an accelerate dependency
-    import yaml
-
-    with open(accelerate_config) as f:
-        config = yaml.safe_load(f) or {}
-    given, processes = processes, int(processes or config.get("num_processes", 1))
-    threads = os.environ.get("OMP_NUM_THREADS") or str(
-        max(1, (psutil.cpu_count(logical=False) or 1) // processes)
-    )
-    if config.get("distributed_type") == "MULTI_CPU" and int(config.get("num_machines", 1)) == 1:
-        port = str(config.get("main_process_port", 29500))
-        cmd = [sys.executable, "-c", TORCHRUN, f"--nproc_per_node={processes}", f"--master_port={port}",
-               *target, *argv, "--use_cpu", "true"]  # fmt: skip
-        return cmd, {"OMP_NUM_THREADS": threads}
-    # --quiet: when the stage exits with an error it has already printed, accelerate exits 1 instead of adding
-    # a traceback of its own launcher
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--config_file", accelerate_config]
-    cmd += ["--num_processes", given] if given else []
-    if config.get("use_cpu"):  # the stage must know too: a bf16 recipe would fail the Trainer's GPU check
-        cmd += ["--num_cpu_threads_per_process", threads]
-        argv = [*argv, "--use_cpu", "true"]
-    return [*cmd, *target, *argv], {}
-
-
-def launch(module: str, argv: list[str], default_recipe: str | None, command: str = "train") -> int:
-    """Run `accelerate launch --config_file CFG -m MODULE --config RECIPE ARGV` (see `launcher`) and return its
-    exit code. --help: the fields a user sets with the recipe's values (short_help.py); --help_all: all."""
-    argv = underscored(argv)  # --accelerate-config as --accelerate_config: one spelling for what is read here
-    if "--help_all" in argv:  # every field, as the config classes define them
-        return subprocess.call([sys.executable, "-m", module, "--help"])
-    if {"-h", "--help"} & set(argv):
-        return print_short_help(command, argv, default_recipe)
-    accel = launcher_flag(argv, "--accelerate_config", "a path (e.g. accelerate_configs/cpu.yaml)", command)
-    accel = resolve_path(accel) if accel else None
-    processes = launcher_flag(argv, "--num_processes", "a count (e.g. --num_processes 4)", command)
-    if processes is not None and not (processes.isdigit() and int(processes) > 0):
-        raise_usage(command, f"--num_processes must be a positive whole number, got {processes!r}")
-    if accel is not None:
-        check_accelerate_config(accel, command)
-    if "--config" in argv:
-        i = argv.index("--config")
-        if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-            raise_usage(command, f"--config needs a recipe, e.g. --config {default_recipe}")
-        argv[i + 1] = resolve_path(argv[i + 1])
-    elif default_recipe:
-        argv = ["--config", resolve_path(default_recipe), *argv]
-    try:  # bad input costs a second here, not the launch's 10-20 s
-        preflight(command, argv, int(processes or config_processes(accel)))
-    except UserError as e:
-        print(f"rookworld {command}: error: {e}", file=sys.stderr)
-        return 2
-    if "--config" in argv[:-1] and argv[argv.index("--config") + 1] != resolve_path(default_recipe or ""):
-        say_unset_fields(command, argv[argv.index("--config") + 1], argv, default_recipe)
-    if accel is None:
-        accel, why = default_accelerate_config(argv)
-        shown = os.path.relpath(accel) if not os.path.relpath(accel).startswith("..") else accel
-        print(f"rookworld: accelerate config {shown} ({why}; --accelerate_config to choose)", flush=True)
-    print(device_line(accel, argv), flush=True)
-    cmd, env = launcher(accel, ["-m", module], argv, processes)
-    shown = [arg for arg in cmd if arg not in ("-c", TORCHRUN)]  # torch's launcher, shown as what it is
-    print("rookworld: " + " ".join(["torchrun", *shown[1:]] if TORCHRUN in cmd else cmd), flush=True)
-    with tempfile.TemporaryDirectory() as tmp:  # the stage's own exit code (accelerate's is 1 on any failure)
-        exit_file = os.path.join(tmp, "exit_code")
-        code = run_group(cmd, {**env, EXIT_FILE: exit_file}, command)
-        with contextlib.suppress(OSError, ValueError):
-            stage_code = int(Path(exit_file).read_text())
-            code = stage_code if code == 1 and stage_code else code
-    return code
-
-
-def launcher_flag(argv: list[str], flag: str, what: str, command: str) -> str | None:
-    """The value of a flag `rookworld` reads itself (and takes out of argv), or None when not given."""
-    if flag not in argv:
-        return None
-    i = argv.index(flag)
-    if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-        raise_usage(command, f"{flag} needs {what}")
-    value = argv[i + 1]
-    del argv[i : i + 2]
-    return value
-
-
-def check_accelerate_config(path: str, command: str) -> None:
-    """One line, before the launcher's traceback, for an --accelerate_config that is missing, a directory, or
-    no accelerate config (a recipe given there: it has no distributed_type)."""
-    import yaml
-
-    fix = "pass a YAML file of accelerate_configs/ (e.g. accelerate_configs/cpu.yaml)"
-    if not os.path.isfile(path):
-        raise_usage(
-            command,
-            f"accelerate config {path} {'is a directory' if os.path.isdir(path) else 'not found'}; {fix}",
-        )
-    try:
-        with open(path) as f:
-            config = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as e:
-        raise_usage(command, f"accelerate config {path}: not readable YAML ({str(e).splitlines()[0]}); {fix}")
-    if not isinstance(config, dict) or "distributed_type" not in config:
-        raise_usage(command, f"{path} is no accelerate config (it sets no distributed_type); {fix}; a recipe "
-                    "goes to --config")  # fmt: skip
-
-
-def raise_usage(command: str, message: str):
-    print(f"rookworld {command}: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def config_processes(accelerate_config: str | None) -> int:
-    """num_processes of an accelerate config (1 when none is given: cpu.yaml and single_gpu.yaml have one)."""
-    import yaml
-
-    if accelerate_config is None:
-        return 1
-    try:
-        with open(accelerate_config) as f:
-            return int((yaml.safe_load(f) or {}).get("num_processes", 1))
-    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
-        return 1  # accelerate says what is wrong with it
-
-
-def print_short_help(command: str, argv: list[str], default_recipe: str) -> int:
-    from rookworld_trl.short_help import short_help
-
-    given = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
-    recipe = resolve_path(given or default_recipe)
-    accel = argv[argv.index("--accelerate_config") + 1] if "--accelerate_config" in argv[:-1] else None
-    print(short_help(command, recipe, argv, given or default_recipe, accel))
-    return 0
-
-
-def say_unset_fields(command: str, recipe: str, argv: list[str], default_recipe: str | None) -> None:
-    """One line when a --config leaves out fields a user sets: it replaces the default recipe, not layers on it
-    (a GPU recipe must not inherit the CPU recipe's use_cpu), so those take the config class's defaults."""
-    from rookworld_trl.short_help import unset_fields
-
-    unset = unset_fields(command, recipe, argv) if os.path.isfile(recipe) else []
-    if unset and default_recipe:
-        print(
-            f"rookworld: {recipe} sets no {', '.join(unset)}: a --config replaces the default recipe "
-            f"({default_recipe}), so these take the config class's defaults (`rookworld {command} --config "
-            f"{recipe} --help` shows the values in effect)",
-            flush=True,
-        )
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill / timeout / a scheduler, hang-up
-
-
-def run_group(cmd: list[str], env: dict | None = None, command: str = "train") -> int:
-    """Run the launcher cmd in a session of its own and return its exit code (128 + the signal's number
-    after a stop signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
-
-    A stop signal (STOP_SIGNALS) goes to the stage under the launcher only, which finishes its step, saves a
-    checkpoint and says how to resume; the wait goes on until it has exited, so the prompt returns once the
-    checkpoint is on disk. A second signal is passed on too: the stage then stops at once. A signal before
-    every stage process has finished its imports (entry.started_file) stops the whole launch instead, with one
-    line: there is nothing to save yet, and a stage stopped inside an import would print a traceback.
-    Whatever of the run's session is still running when the launcher has exited (an engine, a stage stuck past
-    its launcher) is killed: nothing of the run is left behind with parent PID 1.
-    """
-    exit_file = (env or {}).get(EXIT_FILE)
-    received: list[int] = []
-    proc = None
-
-    def stop_launch(signum) -> None:
-        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        print(f"rookworld {command}: {name} before training began: stopped, nothing to save",
-              file=sys.stderr, flush=True)  # fmt: skip
-        _end_session(proc.pid)
-
-    def forward(signum, frame):
-        received.append(signum)
-        if proc is None:  # not started yet: stopped as soon as it is
-            return
-        with contextlib.suppress(Exception):  # psutil.Error: a process has just exited
-            stages = _stage_processes(proc.pid)
-            ready = bool(stages) and all(
-                os.path.exists(started_file(exit_file, p.pid)) for p in stages if exit_file
-            )
-            if not ready and len(received) == 1:  # still starting: nothing to save, so the launch stops
-                stop_launch(signum)
-            for stage in stages if ready else []:
-                stage.send_signal(signum)
-
-    # the handler first: a signal between the start and the handler would leave the launch running on its own
-    previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
-    try:
-        proc = subprocess.Popen(cmd, start_new_session=True, env={**os.environ, **(env or {})})
-        if received:
-            stop_launch(received[0])
-        code = proc.wait()  # retried after each handler (PEP 475)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if proc is not None:
-            _end_session(proc.pid)
-    return 128 + received[0] if received and code else code
-
-
-def _end_session(sid: int) -> None:
-    """Kill what is left of the launcher's session `sid` (its process group and any group it made)."""
-    import psutil
-
-    for p in psutil.process_iter():
-        with contextlib.suppress(psutil.Error, OSError):  # gone meanwhile
-            if os.getsid(p.pid) == sid and p.pid != os.getpid():
-                p.kill()
-
-
-def _stage_processes(pid: int) -> list:
-    """The training processes under a launcher: the Python processes below it with no Python process below
-    them (a launcher's or torchrun's agent would stop its workers on a signal; Stockfish must not get it)."""
-    import psutil
-
-    try:
-        below = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
-    pythons = [p for p in below if "python" in p.name().lower()]
-    return [p for p in pythons if not any("python" in c.name().lower() for c in p.children())]
 
 
 def usage(commands: dict) -> str:
@@ -378,12 +83,6 @@ def main(argv: list[str] | None = None) -> int:
         return quiet_broken_pipe()
 
 
-def quiet_broken_pipe() -> int:
-    """Python's way out of a closed stdout without a second error at exit; the code a SIGPIPE gives."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 128 + signal.SIGPIPE
-
-
 def dispatch(argv: list[str]) -> int:
     commands = available()
     if argv and argv[0] in {"-h", "--help", "help"}:
@@ -394,8 +93,6 @@ def dispatch(argv: list[str]) -> int:
         return 2
     name, rest = argv[0], argv[1:]
     if name not in commands:
-        from rookworld_trl.errors import did_you_mean
-
         if name.startswith("-"):  # a flag before the command: say where it goes
             print(f"rookworld: error: {name} comes after a command, e.g. `rookworld train {' '.join(argv)}`; "
                   f"commands: {', '.join(commands)}", file=sys.stderr)  # fmt: skip
@@ -446,7 +143,7 @@ def check_source(command: str, argv: list[str]) -> None:
         return
     if {"-h", "--help"} & set(argv):
         return
-    from rookworld_trl.preflight import check_data
+    from rookworld_trl.stages.preflight import check_data
 
     flags = flag_values(underscored(argv[2:]))
     puzzles = tuple((flags.get(k) or [None])[0] for k in ("puzzle_rating", "puzzle_themes"))

@@ -20,7 +20,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from rookworld_trl.cli import launcher  # noqa: E402
+from rookworld_trl.stages.launch import launcher  # noqa: E402
 
 
 def accelerate_config(setting: str, tmp: Path) -> str:

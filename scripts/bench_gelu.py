@@ -12,7 +12,7 @@ import time
 import torch
 from transformers import GPT2LMHeadModel
 
-from rookworld_trl.entry import resolve_path
+from rookworld_trl.common.paths import resolve_path
 from rookworld_trl.model.loading import use_fused_gelu
 
 

@@ -26,7 +26,7 @@ import chess
 from rookworld_trl.chess.engine import EngineLimit, EnginePool
 from rookworld_trl.chess.environment import env_sample, random_boards
 from rookworld_trl.chess.formats import env_completion, env_prompt, policy_completion, policy_prompt
-from rookworld_trl.rewards.functions import make_env_reward, make_policy_reward
+from rookworld_trl.grpo.rewards.functions import make_env_reward, make_policy_reward
 
 
 def random_games(n: int, seed: int) -> list[tuple[str, list[str]]]:

@@ -86,7 +86,7 @@ def run_inprocess(out: Path, *extra: str) -> tuple[int, str]:
     """The training stage in this process, as `python -m rookworld_trl.stages.grpo` runs it; (exit code, stderr)."""
     import torch
 
-    from rookworld_trl.entry import run_stage
+    from rookworld_trl.common.entry import run_stage
     from rookworld_trl.stages import grpo
 
     os.environ.update(ENV)

@@ -27,8 +27,8 @@ from transformers import AutoTokenizer, GPT2LMHeadModel
 
 from rookworld_trl.chess.engine import EnginePool
 from rookworld_trl.grpo import credit, value
-from rookworld_trl.rewards.functions import policy_components
-from rookworld_trl.rewards.policy import PolicyGrader
+from rookworld_trl.grpo.rewards.functions import policy_components
+from rookworld_trl.grpo.rewards.policy import PolicyGrader
 
 
 def batches(run: str, tokenizer, grader, shaping: str):

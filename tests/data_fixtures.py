@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from rookworld_trl.common.entry import run_stage
 from rookworld_trl.data.commands import SPLITS, main
-from rookworld_trl.entry import run_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPTH = 4

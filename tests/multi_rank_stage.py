@@ -22,7 +22,7 @@ import sys
 from torch._dynamo.utils import counters
 from transformers import TrainerCallback
 
-from rookworld_trl.entry import run_stage
+from rookworld_trl.common.entry import run_stage
 from rookworld_trl.stages import grpo
 
 RECORD = {"scored": [], "positions": set(), "graphs": []}

@@ -101,7 +101,7 @@ MULTI_CPU_ARGS = [
 def launch_two_processes(
     out, steps: int, eval_samples: int = 0, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    from rookworld_trl.cli import (
+    from rookworld_trl.stages.launch import (
         launcher,  # as `rookworld train --accelerate_config multi_cpu.yaml` starts it
     )
 
@@ -176,7 +176,7 @@ def test_two_cpu_processes_checkpoint_resume_and_evaluate_once(tmp_path):
 
 @pytest.mark.slow
 def test_two_cpu_processes_run_sft(tmp_path):
-    from rookworld_trl.cli import launcher
+    from rookworld_trl.stages.launch import launcher
 
     argv = ["--config", str(ROOT / "recipes" / "sft_default_model_continue.yaml"), "--dataset_name",
             str(ROOT / "rookworld_trl" / "assets" / "data"), "--model_name_or_path", str(ROOT / "rookworld_trl" / "assets" / "model"),

@@ -87,7 +87,7 @@ def test_compile_config_runs_the_124m_recipe_with_a_gpu_runs_shapes_and_compiles
     (TORCH_LOGS=recompiles prints no line after the first step, the graph count stays). With the compact scoring
     and unpadded batches of before, this run recompiled at step 4 (inductor's `batch x length > 4096` guard)
     and at every new count of completion tokens."""
-    from rookworld_trl.cli import launcher
+    from rookworld_trl.stages.launch import launcher
 
     config = yaml.safe_load((ROOT / "accelerate_configs" / "single_gpu_compile.yaml").read_text())
     assert config["dynamo_config"]["dynamo_backend"] == "INDUCTOR" and config["mixed_precision"] == "bf16"

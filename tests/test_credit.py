@@ -8,8 +8,8 @@ import torch
 from rookworld_trl.chess.engine import EngineLimit, EnginePool, find_stockfish
 from rookworld_trl.chess.formats import policy_completion
 from rookworld_trl.grpo.credit import FIELDS, add_choice, field_terms, row_advantages, spread, token_layout
+from rookworld_trl.grpo.rewards.policy import PolicyGrader
 from rookworld_trl.model.loading import load_model_and_tokenizer
-from rookworld_trl.rewards.policy import PolicyGrader
 
 QUEEN_UP = "rnb1kbnr/pppp1ppp/8/4p3/4P2q/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3"
 

@@ -15,7 +15,7 @@ from rookworld_trl.chess.formats import policy_completion, policy_prompt
 from rookworld_trl.data.load import load_rookworld_dataset
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.curriculum import Curriculum, curriculum_for
-from rookworld_trl.rewards.policy import PolicyGrader
+from rookworld_trl.grpo.rewards.policy import PolicyGrader
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = str(ROOT / "rookworld_trl" / "assets" / "model")
@@ -85,9 +85,9 @@ def test_off_by_default_and_bad_values_are_one_line():
 @needs_stockfish
 @pytest.mark.slow  # a GRPO run (~10 s); the mix and the buffer are the default tier's
 def test_grpo_run_trains_on_the_positions_it_got_wrong(tmp_path):
+    from rookworld_trl.grpo.rewards.functions import make_policy_reward
     from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
     from rookworld_trl.model.loading import load_model_and_tokenizer
-    from rookworld_trl.rewards.functions import make_policy_reward
 
     model, tokenizer = load_model_and_tokenizer(MODEL)
     rows = load_rookworld_dataset(DATA, split="train", mix_env_ratio=0.0, max_samples=64)

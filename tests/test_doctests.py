@@ -25,7 +25,7 @@ MODULES = sorted(
 def test_the_walk_finds_the_modules_with_examples():
     assert {
         "rookworld_trl.chess.formats",
-        "rookworld_trl.rewards.functions",
+        "rookworld_trl.grpo.rewards.functions",
         "rookworld_trl.grpo.faults",
     } <= set(MODULES)
 

@@ -1,4 +1,4 @@
-"""`rookworld doctor` (rookworld_trl/doctor.py): every row PASS or SKIP here, GPU rows SKIP without CUDA, and a
+"""`rookworld doctor` (rookworld_trl/stages/doctor.py): every row PASS or SKIP here, GPU rows SKIP without CUDA, and a
 path that raises is a FAIL row with its cause and the line that switches it off, never a traceback.
 
     .venv/bin/pytest tests/test_doctor.py
@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rookworld_trl import cli, doctor
+from rookworld_trl import cli
+from rookworld_trl.stages import doctor
 
 GPU_ROWS = ("CUDA", "bf16", "sampler: CUDA graph", "sampler: eager, CUDA", "bf16 scoring", "torch.compile",
             "reference model on cuda:1")  # fmt: skip

@@ -34,10 +34,10 @@ from rookworld_trl.eval.suites import (
     mating_moves,
     policy_suite,
 )
+from rookworld_trl.grpo.rewards.functions import score_env
+from rookworld_trl.grpo.rewards.policy import expected_score_loss, score_policy
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import new_gpt2_model
-from rookworld_trl.rewards.functions import score_env
-from rookworld_trl.rewards.policy import expected_score_loss, score_policy
 
 START = chess.STARTING_FEN
 AFTER_E4 = "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1"

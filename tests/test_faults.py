@@ -304,7 +304,7 @@ def test_damaged_model_dir_is_one_line_naming_the_file(tmp_path):
     ],
 )
 def test_config_errors_are_one_line(tmp_path, capsys, flags, says):
-    from rookworld_trl.entry import run_stage
+    from rookworld_trl.common.entry import run_stage
     from rookworld_trl.stages import grpo
 
     (tmp_path / "file").write_text("")
@@ -328,7 +328,7 @@ def test_config_errors_are_one_line(tmp_path, capsys, flags, says):
 def test_full_disk_seen_by_any_writer_is_one_line(capsys):
     import sqlite3
 
-    from rookworld_trl.entry import run_stage
+    from rookworld_trl.common.entry import run_stage
 
     def stage(argv):
         raise sqlite3.OperationalError("database or disk is full")
@@ -341,7 +341,7 @@ def test_full_disk_seen_by_any_writer_is_one_line(capsys):
 
 
 def test_ctrl_c_in_a_stage_exits_130(capsys):
-    from rookworld_trl.entry import run_stage
+    from rookworld_trl.common.entry import run_stage
 
     def stage(argv):
         raise KeyboardInterrupt

@@ -9,9 +9,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from rookworld_trl import preflight
 from rookworld_trl.data.files import FORMATS, DataSourceError, sniff
 from rookworld_trl.data.load import load_rookworld_dataset
+from rookworld_trl.stages import preflight
 
 pytestmark = pytest.mark.unit
 

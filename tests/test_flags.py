@@ -1,5 +1,5 @@
 """One flag style: help and docs show `--max_lines` (TRL's underscores) and every `rookworld` command takes
-`--max-lines` as well (rookworld_trl/flags.py).
+`--max-lines` as well (rookworld_trl/common/flags.py).
 
     .venv/bin/pytest tests/test_flags.py
 """

@@ -84,7 +84,7 @@ def test_gpu_recipes_budget_the_real_completion_lengths():
 
 @pytest.mark.slow
 def test_parity_at_124m_shape(tmp_path):
-    from rookworld_trl.entry import run_stage
+    from rookworld_trl.common.entry import run_stage
     from rookworld_trl.eval.parity import main
 
     model = save_rookworld_124m_shape(tmp_path / "m")
@@ -137,7 +137,7 @@ def test_grpo_with_the_124m_recipe_checkpoints_is_killed_resumes_and_evaluates(t
 def test_sft_continue_path_of_the_124m_recipe(tmp_path):
     """recipes/sft_rookworld_124m_gpu.yaml on this CPU in fp32, a few steps from a 124M-shape model: the
     continue-training path (a loaded model, GPT-2's tokenizer), eval loss, best-model reload, the format check."""
-    from rookworld_trl.entry import run_stage
+    from rookworld_trl.common.entry import run_stage
     from rookworld_trl.stages import sft
 
     model = save_rookworld_124m_shape(tmp_path / "m")

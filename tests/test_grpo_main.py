@@ -89,7 +89,7 @@ def test_push_to_hub_offline_is_a_clear_error(monkeypatch, capsys):
 @pytest.mark.integration  # the stage loads the model and data
 @pytest.mark.integration  # the stage loads the model and data
 def test_bad_input_is_one_line_not_a_traceback(flags, says, tmp_path, capsys):
-    from rookworld_trl.entry import run_stage
+    from rookworld_trl.common.entry import run_stage
 
     argv = ["--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--output_dir", str(tmp_path), *flags]
     assert run_stage("train", main, argv) == 2

@@ -1,4 +1,4 @@
-"""`rookworld train`'s launcher (rookworld_trl/cli.py): the accelerate config follows the recipe, and a stop
+"""`rookworld train`'s launcher (rookworld_trl/stages/launch.py): the accelerate config follows the recipe, and a stop
 signal (SIGTERM from kill, timeout or a scheduler; SIGHUP) saves the step and leaves nothing of the run running.
 
     .venv/bin/pytest tests/test_launcher.py            (add -m slow for the resume-to-identical run)
@@ -19,7 +19,7 @@ import psutil
 import pytest
 import torch
 
-from rookworld_trl import cli
+from rookworld_trl.stages import launch
 from rookworld_trl.training import checkpoints
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,12 +30,12 @@ def test_the_accelerate_config_follows_the_recipe(cuda, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     cpu_recipe = ["--config", str(ROOT / "recipes/grpo_tiny_cpu.yaml")]
     gpu_recipe = ["--config", str(ROOT / "recipes/grpo_rookworld_124m_gpu.yaml")]
-    assert Path(cli.default_accelerate_config(cpu_recipe)[0]).name == "cpu.yaml"  # whatever is visible
-    gpu = cli.default_accelerate_config(gpu_recipe)
+    assert Path(launch.default_accelerate_config(cpu_recipe)[0]).name == "cpu.yaml"  # whatever is visible
+    gpu = launch.default_accelerate_config(gpu_recipe)
     assert Path(gpu[0]).name == ("single_gpu.yaml" if cuda else "cpu.yaml")
-    assert Path(cli.default_accelerate_config([*gpu_recipe, "--use_cpu", "true"])[0]).name == "cpu.yaml"
+    assert Path(launch.default_accelerate_config([*gpu_recipe, "--use_cpu", "true"])[0]).name == "cpu.yaml"
     assert (
-        Path(cli.default_accelerate_config([*cpu_recipe, "--use_cpu", "false"])[0]).name
+        Path(launch.default_accelerate_config([*cpu_recipe, "--use_cpu", "false"])[0]).name
         == gpu[0].split("/")[-1]
     )
 
@@ -50,18 +50,18 @@ def test_the_first_lines_say_the_device_and_how_to_reach_the_gpu(monkeypatch):
         str(ROOT / "accelerate_configs/cpu.yaml"),
     )
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert cli.device_line(cpu_yaml, cpu_recipe) == "rookworld: device cpu (no CUDA device visible)"
+    assert launch.device_line(cpu_yaml, cpu_recipe) == "rookworld: device cpu (no CUDA device visible)"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA H100 80GB HBM3")
-    line = cli.device_line(cpu_yaml, cpu_recipe)
+    line = launch.device_line(cpu_yaml, cpu_recipe)
     assert line.startswith("rookworld: device cpu, although CUDA is available (1 x NVIDIA H100 80GB HBM3)")
     assert "--use_cpu false --bf16 true" in line
-    assert cli.device_line(single_gpu, gpu_recipe) == "rookworld: device cuda (1 x NVIDIA H100 80GB HBM3)"
-    assert cli.device_line(cpu_yaml, gpu_recipe).startswith(
+    assert launch.device_line(single_gpu, gpu_recipe) == "rookworld: device cuda (1 x NVIDIA H100 80GB HBM3)"
+    assert launch.device_line(cpu_yaml, gpu_recipe).startswith(
         "rookworld: device cpu, although"
     )  # use_cpu config
-    assert cli.device_line(single_gpu, [*cpu_recipe, "--use_cpu", "false"]).startswith(
+    assert launch.device_line(single_gpu, [*cpu_recipe, "--use_cpu", "false"]).startswith(
         "rookworld: device cuda"
     )
 

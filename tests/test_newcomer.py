@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from tiny_grpo import make_trainer
 
-from rookworld_trl.entry import run_stage
+from rookworld_trl.common.entry import run_stage
 from rookworld_trl.stages import grpo as grpo_stage
 from rookworld_trl.stages import sft
 

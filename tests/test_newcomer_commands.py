@@ -166,7 +166,7 @@ def test_the_embedded_model_is_prompted_at_its_trained_width(tmp_path):
         ]
     )
     model, tokenizer = grpo.load_policy(args, model_args)
-    rows, _ = grpo.load_training_rows(script, args, model, tokenizer)
+    rows = grpo.load_run_data(script, args, model, tokenizer).train
     assert script.fen_width == 90 and {prompt_fen_width(p) for p in rows["prompt"]} == {90}
 
 
@@ -234,7 +234,7 @@ def test_a_train_recipe_given_to_sft_says_so(tmp_path):
 
 
 def test_num_processes_reaches_the_launcher():
-    from rookworld_trl.cli import launcher
+    from rookworld_trl.stages.launch import launcher
 
     cmd, _ = launcher(str(ROOT / "accelerate_configs/multi_gpu.yaml"), ["-m", "x"], [], "7")
     assert cmd[cmd.index("--num_processes") + 1] == "7"

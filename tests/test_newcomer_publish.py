@@ -247,7 +247,7 @@ def test_own_reward_by_dotted_path_trains_three_steps_on_the_embedded_model(tmp_
 
 
 def test_an_own_reward_that_is_not_there_is_one_line(tmp_path):
-    from rookworld_trl.errors import UserError
+    from rookworld_trl.common.errors import UserError
     from rookworld_trl.stages.grpo import resolve_reward_funcs
 
     with pytest.raises(UserError, match="'examples.my_reward.no_such'.* has no 'no_such'; check the name"):

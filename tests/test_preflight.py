@@ -1,4 +1,4 @@
-"""The checks `rookworld train` / `sft` run before accelerate starts (rookworld_trl/preflight.py): each bad input is
+"""The checks `rookworld train` / `sft` run before accelerate starts (rookworld_trl/stages/preflight.py): each bad input is
 one line and exit 2 from the `rookworld` process itself (accelerate never starts: no launch line), and every
 shipped recipe passes them. RECIPE_FIELDS matches the stages' dataclasses."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rookworld_trl import preflight
+from rookworld_trl.stages import preflight
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = (
@@ -115,5 +115,5 @@ def test_every_shipped_recipe_passes():
 @pytest.mark.integration  # imports TRL
 def test_recipe_fields_match_the_stages_dataclasses():
     assert json.loads(preflight.RECIPE_FIELDS.read_text()) == preflight.stage_fields(), (
-        "stale: run `.venv/bin/python -m rookworld_trl.preflight`"
+        "stale: run `.venv/bin/python -m rookworld_trl.stages.preflight`"
     )

@@ -22,12 +22,12 @@ from rookworld_trl.chess.formats import (
     prompt_fen_width,
     render_env,
 )
+from rookworld_trl.common.entry import run_stage
 from rookworld_trl.data.commands import AuditConfig, audit, load_rookworld_dataset, main
 from rookworld_trl.data.tokenizer import train_tokenizer
-from rookworld_trl.entry import run_stage
 from rookworld_trl.eval.evaluate import EvalSettings, prepare_items
 from rookworld_trl.eval.evaluate import main as eval_main
-from rookworld_trl.rewards.functions import env_reward
+from rookworld_trl.grpo.rewards.functions import env_reward
 from rookworld_trl.stages.sft import RookWorldSFTConfig, SFTScriptArguments, load_splits, run_sft
 
 LIMIT = EngineLimit(depth=4)

@@ -191,7 +191,7 @@ def test_a_puzzle_file_mixed_with_a_rows_is_refused_before_labelling(tmp_path):
 
 
 def test_preflight_checks_a_puzzle_file_and_the_exclude_files(tmp_path):
-    from rookworld_trl import preflight
+    from rookworld_trl.stages import preflight
 
     def check(*flags):
         preflight.preflight("train", ["--output_dir", str(tmp_path / "run"), *flags])

@@ -9,7 +9,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from rookworld_trl.entry import run_stage
+from rookworld_trl.common.entry import run_stage
 from rookworld_trl.eval.parity import main
 from rookworld_trl.model.reference_gpt2 import GPTConfig, from_hf, parity_checks, position_ids
 

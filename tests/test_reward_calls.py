@@ -28,14 +28,14 @@ from rookworld_trl.chess.engine import EnginePool, MoveEval
 from rookworld_trl.chess.formats import (
     policy_prompt,
 )
-from rookworld_trl.rewards import functions as rewards
-from rookworld_trl.rewards.functions import (
+from rookworld_trl.grpo.rewards import functions as rewards
+from rookworld_trl.grpo.rewards.functions import (
     get_reward_funcs,
     make_policy_reward,
     score_env,
 )
-from rookworld_trl.rewards.policy import POLICY_COMPONENTS, label_analysis, score_policy
-from rookworld_trl.rewards.shaping import PENALTY, SHAPINGS
+from rookworld_trl.grpo.rewards.policy import POLICY_COMPONENTS, label_analysis, score_policy
+from rookworld_trl.grpo.rewards.shaping import PENALTY, SHAPINGS
 
 # --------------------------------------------------------------------------------- labels and caching
 

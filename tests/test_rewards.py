@@ -1,4 +1,4 @@
-"""Tests for rookworld_trl/rewards/functions.py with the real Stockfish and python-chess (no mocks): the A: and P:
+"""Tests for rookworld_trl/grpo/rewards/functions.py with the real Stockfish and python-chess (no mocks): the A: and P:
 grades (labels, caching, TRL calls and fuzzing: test_reward_calls.py).
 
 Run: .venv/bin/pytest tests/test_rewards.py   (policy tests are skipped where Stockfish is not installed)
@@ -33,14 +33,14 @@ from rookworld_trl.chess.formats import (
     policy_completion,
     policy_prompt,
 )
-from rookworld_trl.rewards import functions as rewards
-from rookworld_trl.rewards.functions import (
+from rookworld_trl.grpo.rewards import functions as rewards
+from rookworld_trl.grpo.rewards.functions import (
     env_reward,
     score_env,
     similarity,
 )
-from rookworld_trl.rewards.policy import PolicyGrader, score_policy
-from rookworld_trl.rewards.shaping import PENALTY, SHAPINGS
+from rookworld_trl.grpo.rewards.policy import PolicyGrader, score_policy
+from rookworld_trl.grpo.rewards.shaping import PENALTY, SHAPINGS
 
 
 def test_doctests():

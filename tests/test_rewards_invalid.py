@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from rookworld_trl.chess.engine import EngineLimit, EnginePool
 from rookworld_trl.chess.formats import env_prompt, policy_prompt
-from rookworld_trl.rewards import functions as rewards
-from rookworld_trl.rewards.functions import env_reward, make_policy_reward, score_env
-from rookworld_trl.rewards.shaping import SHAPINGS
+from rookworld_trl.grpo.rewards import functions as rewards
+from rookworld_trl.grpo.rewards.functions import env_reward, make_policy_reward, score_env
+from rookworld_trl.grpo.rewards.shaping import SHAPINGS
 
 E2E4 = env_prompt(chess.STARTING_FEN, "e2e4", ["e2e4"])
 E2E4_TRUE = "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1+0.001+0+0"
@@ -98,7 +98,7 @@ def test_a_finished_game_is_no_p_prompt_to_judge(pool, name):
 def test_kingless_published_prompt_warns_once(caplog):
     kingless = "A: 8/8/8/8/8/8/4P3/8 w - - 0 1+e2e4+e2e4+"
     rewards._WARNED.discard("env")
-    with caplog.at_level("WARNING", logger="rookworld_trl.rewards.functions"):
+    with caplog.at_level("WARNING", logger="rookworld_trl.grpo.rewards.functions"):
         for _ in range(3):
             assert env_reward([kingless], ["8/8/8/8/4P3/8/8/8 b - - 0 1+0.001+0+0"]) == [None]
     assert len([r for r in caplog.records if "no valid chess position" in r.getMessage()]) == 1

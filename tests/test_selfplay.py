@@ -235,7 +235,7 @@ def test_grpo_run_mixes_engine_graded_selfplay_positions_and_logs_them(
     model_and_tokenizer, policy_rows, tmp_path
 ):
     from rookworld_trl.chess.engine import EngineLimit, EnginePool
-    from rookworld_trl.rewards.functions import make_policy_reward
+    from rookworld_trl.grpo.rewards.functions import make_policy_reward
 
     _, tokenizer = model_and_tokenizer
     model, _ = load_model_and_tokenizer(MODEL)  # a copy to train
@@ -299,7 +299,7 @@ def test_two_processes_share_one_buffer_and_give_a_group_one_position(tmp_path):
     import os
     import subprocess
 
-    from rookworld_trl.cli import launcher
+    from rookworld_trl.stages.launch import launcher
 
     argv = ["--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--per_device_train_batch_size", "2",
             "--num_generations", "4", "--eval_every_steps", "0", "--eval_samples", "0", "--log_completions",

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 from packaging.requirements import Requirement
 
-from rookworld_trl.errors import UserError
+from rookworld_trl.common.errors import UserError
 from rookworld_trl.stages import vllm_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ def server_args(port: int, **more) -> SimpleNamespace:
 
 
 def test_the_stage_stops_with_one_line_when_no_server_answers(capsys):
-    from rookworld_trl.entry import run_stage
+    from rookworld_trl.common.entry import run_stage
     from rookworld_trl.stages import grpo as stage
 
     port = closed_port()

@@ -11,7 +11,7 @@ import pytest
 
 from rookworld_trl.chess.formats import parse_policy_completion
 from rookworld_trl.eval.report import run_summary
-from rookworld_trl.rewards.watch import NAMES, answer_figures, watch
+from rookworld_trl.grpo.rewards.watch import NAMES, answer_figures, watch
 
 START = chess.STARTING_FEN
 

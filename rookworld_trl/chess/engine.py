@@ -36,7 +36,7 @@ import chess.engine
 from tqdm.auto import tqdm
 
 from rookworld_trl.chess.environment import parse_board
-from rookworld_trl.errors import UserError
+from rookworld_trl.common.errors import UserError
 
 MULTIPV = 5  # the P: format lists the engine's top 5 moves: every analysis is MultiPV 5
 MATE_SCORE = 100000  # mate in n -> MATE_SCORE - n centipawns, the convention of the published data

@@ -1,4 +1,4 @@
-"""The fast check of a data source, before `accelerate launch` starts (the preflight, rookworld_trl/preflight.py):
+"""The fast check of a data source, before `accelerate launch` starts (the preflight, rookworld_trl/stages/preflight.py):
 what is wrong with it as one DataSourceError naming it and the fix, read the way the loader reads it (data/files.py
 decides the kind, data/rows.py parses each line) but without `datasets`, and for `seconds` at most: the stage
 checks later lines as it loads them.

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from rookworld_trl.chess.engine import MULTIPV, EngineLimit
 from rookworld_trl.chess.formats import prompt_fen_width
+from rookworld_trl.common.errors import UserError
+from rookworld_trl.common.flags import FlagParser
 from rookworld_trl.data.audit import AuditConfig, AuditReport, audit
 from rookworld_trl.data.exclude import Exclusion
 from rookworld_trl.data.files import DataSourceError
@@ -31,8 +33,6 @@ from rookworld_trl.data.labels import PuzzleSource
 from rookworld_trl.data.layout import COLUMNS, FEATURES, SPLITS, LayoutWriter, split_of, write_stats
 from rookworld_trl.data.load import LoadReport, load_rookworld_dataset
 from rookworld_trl.data.puzzles import PuzzleFilter
-from rookworld_trl.errors import UserError
-from rookworld_trl.flags import FlagParser
 
 __all__ = [
     "COLUMNS",
@@ -336,6 +336,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from rookworld_trl.entry import run_stage  # bad input: one clear line, not a traceback
+    from rookworld_trl.common.entry import run_stage  # bad input: one clear line, not a traceback
 
     sys.exit(run_stage("data", main))

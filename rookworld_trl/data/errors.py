@@ -8,7 +8,7 @@ from __future__ import annotations
 import gzip
 import os
 
-from rookworld_trl.errors import UserError
+from rookworld_trl.common.errors import UserError
 
 FORMATS_DOC = "docs/FORMATS.md"
 # the fix a malformed data line's one-line error ends with (data loading, the stages, the preflight)

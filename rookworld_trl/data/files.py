@@ -143,7 +143,7 @@ def json_lines_table(path: Path, streaming: bool):
     """datasets' JSON builder (it keeps our columns when a file has them); its failures become our line."""
     import datasets
 
-    from rookworld_trl.quiet_logs import dropping
+    from rookworld_trl.common.quiet_logs import dropping
 
     try:
         if starts_with_bom(path):  # datasets 4.7's JSON builder reads the mark as data: the rows read here

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import datasets
 
+from rookworld_trl.common.quiet_logs import dropping
 from rookworld_trl.data.errors import DATA_SOURCE_FIX, DataSourceError, missing_source
 from rookworld_trl.data.files import (
     check_dir,
@@ -23,7 +24,6 @@ from rookworld_trl.data.files import (
     read_lines,
     sniff,
 )
-from rookworld_trl.quiet_logs import dropping
 
 
 def hub_error(source: str, error: Exception) -> DataSourceError:

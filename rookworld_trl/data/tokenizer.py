@@ -29,7 +29,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, proce
 from transformers import PreTrainedTokenizerFast
 
 from rookworld_trl.chess.formats import EOS
-from rookworld_trl.flags import FlagParser
+from rookworld_trl.common.flags import FlagParser
 
 MIN_VOCAB = 257  # 256 byte symbols + <|endoftext|>
 # Whitespace runs (less the space that leads the next pre-token), numbers, then any other single character.

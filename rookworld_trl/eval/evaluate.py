@@ -34,13 +34,13 @@ import chess.engine
 from rookworld_trl import __version__
 from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool, find_stockfish
 from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of, parse_env_prompt
+from rookworld_trl.common.errors import UserError
+from rookworld_trl.common.flags import FlagParser
+from rookworld_trl.common.paths import resolve_paths
 from rookworld_trl.data.exclude import fen4
-from rookworld_trl.entry import resolve_paths
-from rookworld_trl.errors import UserError
 from rookworld_trl.eval.outputs import summarize, write_outputs
 from rookworld_trl.eval.registry import SUITES, EvalItems, analysed, draw_items
-from rookworld_trl.flags import FlagParser
-from rookworld_trl.stats import Metric
+from rookworld_trl.eval.stats import Metric
 
 __all__ = ["SUITES", "EvalItems", "EvalSettings", "analysed", "draw_items", "evaluate", "run_suites"]
 
@@ -343,6 +343,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from rookworld_trl.entry import run_stage
+    from rookworld_trl.common.entry import run_stage
 
     raise SystemExit(run_stage("eval", main))

@@ -14,8 +14,8 @@ from rookworld_trl.chess.engine import EngineLimit, find_stockfish
 from rookworld_trl.chess.environment import legal_best_move
 from rookworld_trl.chess.formats import FEN_WIDTH, policy_prompt
 from rookworld_trl.chess.games import play_games
+from rookworld_trl.eval.stats import Metric
 from rookworld_trl.eval.suites import Generate, decoding_kwargs
-from rookworld_trl.stats import Metric
 
 
 def selfplay_suite(

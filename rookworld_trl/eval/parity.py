@@ -12,8 +12,9 @@ import sys
 
 import torch
 
-from rookworld_trl.entry import resolve_path, run_stage
-from rookworld_trl.flags import FlagParser
+from rookworld_trl.common.entry import run_stage
+from rookworld_trl.common.flags import FlagParser
+from rookworld_trl.common.paths import resolve_path
 from rookworld_trl.model.loading import load_model_and_tokenizer
 from rookworld_trl.model.reference_gpt2 import from_hf, parity_checks
 

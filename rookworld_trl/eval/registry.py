@@ -26,7 +26,7 @@ from rookworld_trl.eval.suites import (
     policy_suite,
     tactics_suite,
 )
-from rookworld_trl.rewards.policy import label_analysis
+from rookworld_trl.grpo.rewards.policy import label_analysis
 
 BIGBENCH_REFERENCE = 0.137  # RookWorld-LM on BIG-bench checkmate_in_one (docs/FORMATS.md)
 

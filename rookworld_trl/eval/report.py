@@ -17,8 +17,8 @@ import math
 import os
 import statistics
 
-from rookworld_trl.flags import FlagParser
-from rookworld_trl.stats import Z95
+from rookworld_trl.common.flags import FlagParser
+from rookworld_trl.eval.stats import Z95
 from rookworld_trl.training.jsonl import read_jsonl
 
 # panel -> key patterns (fnmatch), in plotting order
@@ -35,7 +35,7 @@ PANELS: dict[str, tuple[str, ...]] = {
     ),  # fmt: skip
     "reward": ("reward", "rewards/*/mean"),
     "reward_spread": ("reward_std", "frac_reward_zero_std"),  # zero-std groups carry no gradient
-    # the reward-hacking watch (rewards/watch.py): does the list get more precise and B: choose, or only longer?
+    # the reward-hacking watch (grpo/rewards/watch.py): does the list get more precise and B: choose, or only longer?
     "watch": ("watch/precision", "watch/b_legal", "watch/selection", "watch/b_best_e", "watch/first_share"),
     "watch_distinct_moves": ("watch/distinct",),
     "watch_listed_errors": ("watch/err_*",),

@@ -2,7 +2,7 @@
 
 Each suite takes a `generate` callable, `generate(prompts, *, max_new_tokens, do_sample, temperature,
 top_k, seed) -> completions` (in practice `generation.generate_completions` with the model bound; in
-tests a script of known answers), and returns `{name: Metric}` (rookworld_trl/stats.py: one value per
+tests a script of known answers), and returns `{name: Metric}` (rookworld_trl/eval/stats.py: one value per
 item, so a run reports a confidence interval and two models on the same items a paired one).
 python-chess referees everything; Stockfish gives the policy truth (analyses passed in, best first).
 
@@ -37,14 +37,14 @@ from rookworld_trl.chess.formats import (
     strip_eos,
 )
 from rookworld_trl.chess.tactics import KINDS, solves
-from rookworld_trl.rewards.functions import score_env, similarity
-from rookworld_trl.rewards.policy import (  # the training rewards, as eval figures
+from rookworld_trl.eval.stats import Metric
+from rookworld_trl.grpo.rewards.functions import score_env, similarity
+from rookworld_trl.grpo.rewards.policy import (  # the training rewards, as eval figures
     PolicyGrader,
     best_move_loss,
     score_policy,
 )
-from rookworld_trl.rewards.watch import answer_figures
-from rookworld_trl.stats import Metric
+from rookworld_trl.grpo.rewards.watch import answer_figures
 
 Generate = Callable[..., list[str]]
 CHUNK = 256  # prompts per generate call: one progress-bar tick, still large enough to batch well

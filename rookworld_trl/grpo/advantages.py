@@ -20,7 +20,7 @@ import torch
 from accelerate.utils import gather_object
 
 from rookworld_trl.grpo import baselines as base
-from rookworld_trl.rewards.functions import policy_components, policy_grader
+from rookworld_trl.grpo.rewards.functions import policy_components, policy_grader
 
 
 @dataclass

@@ -43,7 +43,7 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
         default="graduated",
         metadata={
             "help": "Shaping of the registry rewards: graduated, linear, continuous, dense, decisive, precise or "
-            "binary (rewards/functions.py). decisive is dense with half of the P: quality on B:, which also follows "
+            "binary (grpo/rewards/functions.py). decisive is dense with half of the P: quality on B:, which also follows "
             "B:'s expected-score loss up to 0.5 (a missed mate costs about what it gives up). precise grades each listed move (+1 engine top 5, 0 other legal, -1 illegal, "
             "repeated or past the fifth) and B: for legality, quality and consistency with E:: it pays for "
             "precision, never for count."

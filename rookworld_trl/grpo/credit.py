@@ -31,8 +31,8 @@ from rookworld_trl.chess.engine import MULTIPV
 from rookworld_trl.grpo import baselines as base
 from rookworld_trl.grpo.advantages import answer_components
 from rookworld_trl.grpo.options import Option
-from rookworld_trl.rewards.policy import B_COMPONENTS, PRECISE_WEIGHTS, QUALITY_WEIGHTS
-from rookworld_trl.rewards.shaping import LAYOUT_PENALTY
+from rookworld_trl.grpo.rewards.policy import B_COMPONENTS, PRECISE_WEIGHTS, QUALITY_WEIGHTS
+from rookworld_trl.grpo.rewards.shaping import LAYOUT_PENALTY
 
 FIELDS = ("M", "E", "B")  # token field index 0, 1, 2 in completion order
 EPS = 1e-4  # as TRL: advantages / (std + 1e-4)
@@ -74,7 +74,7 @@ def field_terms(components: dict | None, shaping: str = "precise") -> dict | Non
         "B": b_total - slip,
         "moves": moves,
         "best_slot": components["best_slot"],
-        # rewards/policy.py's b_choice in reward units: B: weighs 5 tenths of the dense quality
+        # grpo/rewards/policy.py's b_choice in reward units: B: weighs 5 tenths of the dense quality
         "choice": SPAN * b_share(shaping) * components.get("b_choice", 0.0),
     }
 

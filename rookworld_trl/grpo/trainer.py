@@ -6,7 +6,7 @@ TRL calls them through the seams of training/trl_compat.py:
   1. prompts: `training_step` mixes self-play positions (selfplay.py), the curriculum's (curriculum.py) and
      tactics (tactics.py) into P: prompts;
   2. rollout: `generate_batch` -> TRL samples K completions per prompt with our sampler (rollout.py);
-  3. rewards: TRL calls the reward functions (rewards/functions.py) and its group advantages;
+  3. rewards: TRL calls the reward functions (grpo/rewards/functions.py) and its group advantages;
   4. advantages: `shape_advantages` -> advantages.py (baselines, field credit, the value head's GAE);
   5. loss: `compute_loss` -> TRL's clipped loss + loss.py's terms (exact KL, value loss, replays);
   6. guard: the StepGuard callback (safety.py) checks the step, `before_grad_clip` / `on_grad_norm` feed it;

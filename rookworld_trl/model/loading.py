@@ -23,8 +23,8 @@ from torch import nn
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Model, PreTrainedTokenizerBase
 from transformers.activations import ACT2FN
 
+from rookworld_trl.common.quiet_logs import dropping
 from rookworld_trl.model.source import ModelLoadError, is_hub_id, model_source, safetensors_problem
-from rookworld_trl.quiet_logs import dropping
 
 EOS_TOKEN = "<|endoftext|>"
 FEN_WIDTH_KEY = "rookworld_fen_width"  # in config.json: the P: FEN width of a model's training data

@@ -15,7 +15,7 @@ import os
 import re
 import struct
 
-from rookworld_trl.errors import UserError
+from rookworld_trl.common.errors import UserError
 
 # "name" or "owner/name": what the hub accepts as a model id; anything else must be a local path
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")

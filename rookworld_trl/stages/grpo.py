@@ -24,14 +24,16 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import TrainerState
 from trl import ModelConfig, get_peft_config
 
+from rookworld_trl.common.entry import say
+from rookworld_trl.common.paths import resolve_paths
 from rookworld_trl.data.layout import column
-from rookworld_trl.entry import check_numbers, resolve_paths, say, stage_parser
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.tactics import tactics_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_width, trained_fen_width
 from rookworld_trl.stages.grpo_args import GRPOScriptArguments, check_rewards
+from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints, publish
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir, machine_of_process
@@ -40,11 +42,11 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_reward_funcs(names: list[str], shaping: str = "graduated", engine=None) -> list:
-    """Registry names (rookworld_trl.rewards.functions, built with `shaping` and `engine`), or your own function
+    """Registry names (rookworld_trl.grpo.rewards.functions, built with `shaping` and `engine`), or your own function
     by its dotted path (TRL's convention: `my_pkg.rewards.my_reward`; 'module:function' works too), checked as
-    TRL will call it (rewards/own.py)."""
-    from rookworld_trl.rewards.functions import REWARD_FUNCS, get_reward_funcs
-    from rookworld_trl.rewards.own import import_reward, is_own
+    TRL will call it (grpo/rewards/own.py)."""
+    from rookworld_trl.grpo.rewards.functions import REWARD_FUNCS, get_reward_funcs
+    from rookworld_trl.grpo.rewards.own import import_reward, is_own
 
     funcs = []
     for name in names:
@@ -371,6 +373,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from rookworld_trl.entry import run_stage
+    from rookworld_trl.common.entry import run_stage
 
     sys.exit(run_stage("train", main))

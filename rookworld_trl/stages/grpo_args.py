@@ -70,7 +70,7 @@ class GRPOScriptArguments(ScriptArguments):
     reward_funcs: list[str] = field(
         default_factory=lambda: ["policy_reward", "env_reward"],
         metadata={
-            "help": "Reward functions: names in rookworld_trl.rewards.functions.REWARD_FUNCS, or your own by its "
+            "help": "Reward functions: names in rookworld_trl.grpo.rewards.functions.REWARD_FUNCS, or your own by its "
             "dotted path (my_pkg.rewards.my_reward; examples/my_reward.py). Weight them with TRL's reward_weights "
             "(same order)."
         },

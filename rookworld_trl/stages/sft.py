@@ -30,8 +30,9 @@ from trl import ScriptArguments
 
 from rookworld_trl.chess.environment import legal_best_move, parse_board
 from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of, parse_policy_completion, parse_policy_prompt
+from rookworld_trl.common.entry import say
+from rookworld_trl.common.paths import resolve_paths
 from rookworld_trl.data.layout import column
-from rookworld_trl.entry import check_numbers, resolve_paths, say, stage_parser
 from rookworld_trl.eval.report import sft_summary
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import (
@@ -40,6 +41,7 @@ from rookworld_trl.model.loading import (
     set_dropout,
     train_at_fen_width,
 )
+from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
@@ -257,6 +259,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from rookworld_trl.entry import run_stage
+    from rookworld_trl.common.entry import run_stage
 
     sys.exit(run_stage("sft", main))

@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 
-from rookworld_trl.errors import UserError
+from rookworld_trl.common.errors import UserError
 
 
 def server_url(args) -> str:

@@ -32,7 +32,7 @@ import re
 import shutil
 import time
 
-from rookworld_trl.entry import say
+from rookworld_trl.common.entry import say
 from rookworld_trl.model.source import safetensors_problem
 
 logger = logging.getLogger(__name__)

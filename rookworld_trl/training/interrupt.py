@@ -10,7 +10,7 @@ import threading
 
 from transformers import TrainerCallback
 
-from rookworld_trl.entry import say
+from rookworld_trl.common.entry import say
 
 
 class SaveOnInterrupt(TrainerCallback):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from rookworld_trl.entry import say
+from rookworld_trl.common.entry import say
 
 
 def read_jsonl(path: str) -> list[dict]:

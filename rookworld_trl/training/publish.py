@@ -15,8 +15,8 @@ import argparse
 import os
 import sys
 
-from rookworld_trl.errors import UserError
-from rookworld_trl.flags import FlagParser
+from rookworld_trl.common.errors import UserError
+from rookworld_trl.common.flags import FlagParser
 from rookworld_trl.training.checkpoints import FINAL_DIR, MARKER, checkpoint_problem
 
 # what a model directory needs to load: weights, config, generation config, tokenizer files, the card
@@ -203,6 +203,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from rookworld_trl.entry import run_stage
+    from rookworld_trl.common.entry import run_stage
 
     sys.exit(run_stage("push", main))

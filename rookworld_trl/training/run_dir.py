@@ -77,7 +77,7 @@ def check_shared_output_dir(accelerator, output_dir: str, wait_s: float = 10.0) 
 
     from accelerate.utils import broadcast_object_list, gather_object
 
-    from rookworld_trl.errors import UserError
+    from rookworld_trl.common.errors import UserError
 
     token = broadcast_object_list([uuid.uuid4().hex if accelerator.is_main_process else None])[0]
     path = os.path.join(output_dir, SHARED_CHECK)

@@ -25,9 +25,9 @@ from trl import GRPOTrainer
 from trl.trainer import grpo_trainer as trl_grpo_trainer
 from trl.trainer import utils as trl_utils
 
+from rookworld_trl.common.quiet_logs import dropping
 from rookworld_trl.model import shared_prefix
 from rookworld_trl.model.loading import tied_parameter_names
-from rookworld_trl.quiet_logs import dropping
 from rookworld_trl.training import checkpoints
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rookworld_trl.flags import FlagParser
+from rookworld_trl.common.flags import FlagParser
 
 MODEL = "rookworld_trl/assets/model"
 DATA = "rookworld_trl/assets/data"
@@ -149,8 +149,8 @@ def needs_cuda() -> None:
 def embedded(state, device: str):
     """(model on device, tokenizer, prompt ids of 8 P:/A: prompts), loaded once per device."""
     if device not in state:
+        from rookworld_trl.common.paths import resolve_path
         from rookworld_trl.data.load import load_rookworld_dataset
-        from rookworld_trl.entry import resolve_path
         from rookworld_trl.model.loading import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(resolve_path(MODEL))
@@ -280,7 +280,7 @@ def grpo_two_steps(state) -> str:
     """Two GRPO steps of the tiny recipe (on the GPU in bf16 where there is one), in this process."""
     import torch
 
-    from rookworld_trl.entry import resolve_path
+    from rookworld_trl.common.paths import resolve_path
     from rookworld_trl.stages import grpo
 
     with tempfile.TemporaryDirectory() as out:

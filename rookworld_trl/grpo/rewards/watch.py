@@ -4,7 +4,7 @@ A rising P: reward can hide a policy that lists more moves (fillers, moves from 
 a blind pick among them. These figures show it the step it starts; the policy reward logs them every step
 as `watch/<name>` (TRL's `log_metric`), the report charts them and the run summary prints them.
 
-    from rookworld_trl.rewards.watch import watch
+    from rookworld_trl.grpo.rewards.watch import watch
     watch(fens, completions)   # {"precision": 0.55, "distinct": 4.1, "b_legal": 0.58, ...}
 
 - precision: distinct legal moves / distinct moves listed (per answer, then the mean)

@@ -1,6 +1,6 @@
 """`dropping(logger_name, text)`: leave a library's log records that contain `text` out, within a block.
 
-    from rookworld_trl.quiet_logs import dropping
+    from rookworld_trl.common.quiet_logs import dropping
     with dropping("transformers.modeling_utils", "LOAD REPORT"):
         model = GPT2LMHeadModel.from_pretrained(path)
 

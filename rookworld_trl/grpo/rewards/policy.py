@@ -1,5 +1,5 @@
 """Grading P: (policy) answers against Stockfish: `score_policy` for one answer, `PolicyGrader` for batches
-with a memo in front of an EnginePool. rookworld_trl/rewards/functions.py turns it into TRL's `policy_reward`.
+with a memo in front of an EnginePool. rookworld_trl/grpo/rewards/functions.py turns it into TRL's `policy_reward`.
 
     python scripts/bench_rewards.py     # throughput figures
 """
@@ -13,7 +13,7 @@ import chess
 from rookworld_trl.chess.engine import MATE_SCORE, MULTIPV, EnginePool, MoveEval
 from rookworld_trl.chess.environment import legal_move
 from rookworld_trl.chess.formats import ParsedPolicy, parse_policy_completion
-from rookworld_trl.rewards.shaping import (
+from rookworld_trl.grpo.rewards.shaping import (
     BEST_ZERO_AT,
     EVAL_CLOSE,
     EVAL_ZERO_AT,

@@ -1,63 +1,17 @@
-"""How a stage runs, below the `rookworld` command: recipe + --flag parsing with one-line errors, bundled paths,
-and `run_stage`, which turns bad input into one line and an exit code instead of a traceback.
+"""A training stage's recipe and --flags: TRL's parser with one-line errors (`stage_parser`), the recipe's own
+check (a YAML mapping of known fields, with the one did-you-mean), and the counts no run can mean
+(`check_numbers`), which the preflight (stages/preflight.py) runs before accelerate starts too.
 
-    from rookworld_trl.entry import run_stage, stage_parser, resolve_path
+    from rookworld_trl.stages.recipe import check_numbers, stage_parser
+    script, args, model_args = stage_parser((GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig), "train")...
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import sys
-from collections.abc import Callable
-from pathlib import Path
 
-from rookworld_trl.errors import UserError
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# the fix a malformed data line's one-line error ends with (data loading, the stages, the preflight)
-BAD_LINE_FIX = "fix or delete that line, or pass --skip_bad_rows to skip malformed lines (they are counted)"
-
-
-def say(message: str) -> None:
-    """One line on stderr: resume decisions must be seen, and INFO logs are not shown by default."""
-    print(f"rookworld: {message}", file=sys.stderr, flush=True)
-
-
-def resolve_path(path: str) -> str:
-    """A recipe/config path as given, else relative to the repository root (for the bundled ones)."""
-    if Path(path).exists() or Path(path).is_absolute():
-        return path
-    candidate = REPO_ROOT / path
-    return str(candidate) if candidate.exists() else path
-
-
-# what a data source's one-line error ends with when the source cannot be read at all (the preflight, data loading)
-DATA_SOURCE_FIX = "pass a `rookworld data generate` output dir or a .parquet/.jsonl/.txt file of P:/A: rows"
-
-
-def missing_source(source: str) -> str:
-    """The one line for a data source that is neither a local path nor tried on the hub."""
-    return (
-        f"no such file or directory: {source!r} (nor a hub dataset id like 'owner/name'); {DATA_SOURCE_FIX}"
-    )
-
-
-def hub_id_like(source: str) -> bool:
-    """Whether a data source that is no local path is tried as a hub dataset id ('owner/name').
-
-    >>> hub_id_like("jrahn/rookworld_7m"), hub_id_like("mydata.jsonl"), hub_id_like("./a/b")
-    (True, False, False)
-    """
-    return source.count("/") == 1 and not source.startswith((".", "/"))
-
-
-def resolve_paths(config, *names: str) -> None:
-    """resolve_path on each named field of `config` that is set (a stage's model, data, ... from any cwd)."""
-    for name in names:
-        if getattr(config, name):
-            setattr(config, name, resolve_path(getattr(config, name)))
+from rookworld_trl.common.errors import UserError, did_you_mean
 
 
 def stage_parser(dataclass_types: tuple, command: str):
@@ -94,13 +48,6 @@ def stage_parser(dataclass_types: tuple, command: str):
     parser.prog = f"rookworld {command}"
     parser.epilog = EXAMPLES.get(command)
     return parser
-
-
-def did_you_mean(name: str, fields: set[str]) -> str:
-    """' (did you mean --learning_rate?)' for a misspelt field, else '' (errors.did_you_mean: every command's)."""
-    from rookworld_trl.errors import did_you_mean as suggest
-
-    return suggest(name, fields)
 
 
 def eval_list(text: str) -> list[str]:
@@ -190,15 +137,13 @@ def check_report_to(report_to) -> None:
     inside the Trainer; a misspelt name gets a "did you mean"."""
     import importlib.util
 
-    from rookworld_trl.errors import did_you_mean as suggest
-
     names = [report_to] if isinstance(report_to, str) else list(report_to or [])
     for name in names:
         if name in ("none", "all"):
             continue
         if name not in REPORTERS:
             raise UserError(
-                f"report_to: unknown integration {name!r}{suggest(name, REPORTERS, prefix='')}; use one of "
+                f"report_to: unknown integration {name!r}{did_you_mean(name, REPORTERS, prefix='')}; use one of "
                 f"{', '.join(REPORTERS)}, or none"
             )
         if importlib.util.find_spec(REPORTERS[name]) is None:
@@ -219,68 +164,3 @@ def _batch_size_in_user_fields(message: str) -> str:
         f"generation round, which must be whole groups of num_generations ({m[2]}): make "
         f"per_device_train_batch_size a multiple of {m[2]} (e.g. {int(m[2]) * max(1, int(m[1]) // int(m[2]))})"
     )
-
-
-EXIT_FILE = (
-    "ROOKWORLD_EXIT_FILE"  # set by `rookworld` for the stage it launches: the stage's exit code goes there
-)
-
-
-def started_file(exit_file: str, pid: int) -> str:
-    """The file a stage process under `rookworld` touches once its imports are done (`run_stage`): a Ctrl-C
-    before then would be a traceback from inside an import, so `rookworld` stops such a process itself."""
-    return f"{exit_file}.{pid}.started"
-
-
-def run_stage(command: str, stage_main: Callable[[list[str] | None], int | None], argv=None) -> int:
-    """`_run_stage`, with the exit code also written to $ROOKWORLD_EXIT_FILE when set: `accelerate launch`
-    turns every failure into exit code 1, and `rookworld` passes on the stage's own (2: bad input)."""
-    code = 1  # a bug's traceback
-    if os.environ.get(EXIT_FILE):  # the imports are done: from here a Ctrl-C is this function's to answer
-        with contextlib.suppress(OSError):
-            Path(started_file(os.environ[EXIT_FILE], os.getpid())).touch()
-    try:
-        code = _run_stage(command, stage_main, argv)
-    except SystemExit as e:  # argparse (2), --help (0), sys.exit("message") (1)
-        code = e.code if isinstance(e.code, int) else int(e.code is not None)
-        raise
-    finally:
-        if os.environ.get(EXIT_FILE):
-            with contextlib.suppress(OSError):
-                Path(os.environ[EXIT_FILE]).write_text(str(code))
-    return code
-
-
-def _run_stage(command: str, stage_main: Callable[[list[str] | None], int | None], argv=None) -> int:
-    """Run a stage's `main(argv)`. Bad input (a ValueError such as a config check or a data source that will
-    not load, a missing file, a model that will not load, no Stockfish) prints one line that names the
-    problem, not a traceback through accelerate, and returns 2; so does a full disk, whichever writer hit it.
-    Ctrl-C returns 130. Other exceptions are bugs and keep their traceback."""
-    try:
-        return int(stage_main(argv) or 0)
-    except BrokenPipeError:  # `rookworld data load ... | head`: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141  # 128 + SIGPIPE, as a shell reports a writer the reader left
-    except (ValueError, OSError, UserError) as e:
-        print(f"rookworld {command}: error: {e or type(e).__name__}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # the training stage says more (the step, how to resume) before this
-        print(f"rookworld {command}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # a full disk seen by any writer (sqlite, parquet, tensorboard) is no bug either
-        if not _disk_full(e):
-            raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        print(
-            f"rookworld {command}: error: no space left on device ({type(e).__name__}: {first}); free some "
-            "space, then resume with --resume_from_checkpoint auto",
-            file=sys.stderr,
-        )
-        return 2
-
-
-def _disk_full(e: BaseException) -> bool:
-    import errno
-
-    text = str(e).lower()
-    return getattr(e, "errno", None) == errno.ENOSPC or "no space left" in text or "disk is full" in text

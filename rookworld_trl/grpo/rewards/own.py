@@ -1,7 +1,7 @@
 """Your own reward function, named by its dotted path in `reward_funcs` (TRL's convention), imported and checked
 the same way by `rookworld train`'s checks before accelerate starts and by the GRPO stage.
 
-    from rookworld_trl.rewards.own import import_reward
+    from rookworld_trl.grpo.rewards.own import import_reward
     func = import_reward("examples.my_reward.b_gives_check")   # UserError: one line naming the fix
 
 A module that does not import (missing, a syntax error, an error it raises), a name that is not in it or not
@@ -16,7 +16,7 @@ import inspect
 import os
 import sys
 
-from rookworld_trl.errors import UserError
+from rookworld_trl.common.errors import UserError
 
 SIGNATURE = "def NAME(prompts, completions, **kwargs)"  # returns a float (or None) per completion
 # what TRL 1.16's GRPOTrainer passes every reward function, besides each dataset column

@@ -1,5 +1,5 @@
 """Reward shaping shared by both tasks: the scale's constants and `shape`, which turns a completion's pass/fail
-checks and smooth quality into its reward under each shaping (docs/FORMATS.md, rookworld_trl/rewards/functions.py).
+checks and smooth quality into its reward under each shaping (docs/FORMATS.md, rookworld_trl/grpo/rewards/functions.py).
 """
 
 from __future__ import annotations

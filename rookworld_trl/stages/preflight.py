@@ -8,7 +8,7 @@ What it checks, without importing TRL or datasets: the recipe (YAML syntax, a ma
 --flag's name, the numbers (int and float fields parse; entry.check_numbers' bounds), and the data source: a
 missing path, an empty directory, a Parquet file without its markers, and a text / JSON Lines file's lines (each
 line a JSON object; every P:/A: line parses, as `rookworld data load` parses it) for up to DATA_SECONDS. The
-field names and kinds come from RECIPE_FIELDS, which `python -m rookworld_trl.preflight` writes from the stages'
+field names and kinds come from RECIPE_FIELDS, which `python -m rookworld_trl.stages.preflight` writes from the stages'
 dataclasses (tests/test_preflight.py fails when it is stale).
 """
 
@@ -20,12 +20,13 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from rookworld_trl.common.errors import UserError, did_you_mean
+from rookworld_trl.common.flags import flag_values
+from rookworld_trl.common.paths import resolve_path
 from rookworld_trl.data.check import DATA_SECONDS, check_source
-from rookworld_trl.entry import check_numbers, check_recipe, did_you_mean, resolve_path
-from rookworld_trl.errors import UserError
-from rookworld_trl.flags import flag_values
+from rookworld_trl.stages.recipe import check_numbers, check_recipe
 
-RECIPE_FIELDS = Path(__file__).resolve().parent / "assets" / "recipe_fields.json"
+RECIPE_FIELDS = Path(__file__).resolve().parents[1] / "assets" / "recipe_fields.json"
 STAGES = ("train", "sft")  # both name their data dataset_name (TRL's ScriptArguments)
 LAUNCHER_FLAGS = {"config", "accelerate_config"}
 
@@ -283,9 +284,9 @@ def check_batch(config: dict, processes: int) -> None:
 
 def check_reward_funcs(config: dict) -> None:
     """Each reward_funcs entry: a registry name, or your own function that imports and that TRL can call
-    (rewards/own.py); the same count of reward_weights."""
-    from rookworld_trl.rewards.functions import REWARD_FUNCS
-    from rookworld_trl.rewards.own import import_reward, is_own
+    (grpo/rewards/own.py); the same count of reward_weights."""
+    from rookworld_trl.grpo.rewards.functions import REWARD_FUNCS
+    from rookworld_trl.grpo.rewards.own import import_reward, is_own
 
     names, weights = config["reward_funcs"] or [], config.get("reward_weights")
     for name in names:
@@ -386,6 +387,6 @@ def fields_text(stages: dict) -> str:
     return "{\n" + ",\n".join(blocks) + "\n}\n"
 
 
-if __name__ == "__main__":  # python -m rookworld_trl.preflight: rewrite RECIPE_FIELDS
+if __name__ == "__main__":  # python -m rookworld_trl.stages.preflight: rewrite RECIPE_FIELDS
     RECIPE_FIELDS.write_text(fields_text(stage_fields()))
     print(f"wrote {RECIPE_FIELDS}", file=sys.stderr)

@@ -1,5 +1,5 @@
 """The one exception type for bad input a user can fix (no Stockfish, a model that will not load, ...): stages
-print its message in one line (rookworld_trl.entry.run_stage) instead of a traceback. `did_you_mean` words the
+print its message in one line (rookworld_trl.common.entry.run_stage) instead of a traceback. `did_you_mean` words the
 suggestion every command gives for a misspelt flag, field or command name, alike."""
 
 

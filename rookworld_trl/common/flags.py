@@ -3,7 +3,7 @@ works too, for every `rookworld` command. `underscored(argv)` rewrites the names
 parser takes both spellings of a field, and `rookworld` reads a few itself); `FlagParser` is argparse that reads
 a flag in whichever spelling it defines.
 
-    from rookworld_trl.flags import FlagParser
+    from rookworld_trl.common.flags import FlagParser
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import re
 import sys
 
-from rookworld_trl.errors import did_you_mean
+from rookworld_trl.common.errors import did_you_mean
 
 
 def flag_values(argv: list[str]) -> dict[str, list[str]]:

@@ -14,12 +14,12 @@ graduated (default) 0.2 format only / 0.4 some checks / 0.6 most / 0.8 near perf
 linear 0.2 + 0.8 x fraction of checks; continuous 0.2 + 0.8 x weighted smooth quality; dense as continuous,
 with a P: quality that also grades the legality of every listed move (five verdicts per sample instead of
 the one of B:; for A: it is continuous); decisive as dense, with half of the P: quality on B:, whose share also
-follows B:'s expected-score loss up to 0.5 (rewards/policy.py QUALITY_WEIGHTS: a missed mate costs about what it
+follows B:'s expected-score loss up to 0.5 (grpo/rewards/policy.py QUALITY_WEIGHTS: a missed mate costs about what it
 gives up in a game; A: continuous); binary 1/0.
 A P: answer that parses but misses the fixed widths loses LAYOUT_PENALTY (0.2) at every level (binary: 0).
 The true completion scores exactly 1.0 under every shaping.
 
-    python -c "from rookworld_trl.rewards.functions import score_env; print(score_env(
+    python -c "from rookworld_trl.grpo.rewards.functions import score_env; print(score_env(
         'A: rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1+e2e4+e2e4+',
         'rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1+0.001+0+0'))"
     python scripts/bench_rewards.py     # throughput figures
@@ -41,9 +41,9 @@ from rookworld_trl.chess.formats import (
     task_of,
 )
 from rookworld_trl.chess.tactics import KINDS, solves
-from rookworld_trl.rewards.policy import POLICY_COMPONENTS, PolicyGrader, label_analysis
-from rookworld_trl.rewards.shaping import PENALTY, check_shaping, shape
-from rookworld_trl.rewards.watch import watch
+from rookworld_trl.grpo.rewards.policy import POLICY_COMPONENTS, PolicyGrader, label_analysis
+from rookworld_trl.grpo.rewards.shaping import PENALTY, check_shaping, shape
+from rookworld_trl.grpo.rewards.watch import watch
 
 logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def make_policy_reward(*, engine: EnginePool | None = None, shaping: str = "grad
             rewards[i], components[i] = reward, parts
         log_components("policy", POLICY_COMPONENTS, components, log_metric, log_extra)
         count_invalid_prompts("policy", len(ours) - len(mine), len(ours), log_metric)
-        if log_metric is not None and mine:  # the reward-hacking watch (rewards/watch.py)
+        if log_metric is not None and mine:  # the reward-hacking watch (grpo/rewards/watch.py)
             for name, value in watch(fens, [completions[i] for i in mine]).items():
                 log_metric(f"watch/{name}", value)
         if log_metric is not None and kind is not None and best is not None:  # tactics rows (grpo/tactics.py)

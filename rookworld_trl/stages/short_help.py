@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import textwrap
 
-from rookworld_trl.flags import flag_values
+from rookworld_trl.common.flags import flag_values
 
 # command -> (field, what it is) in the order a user decides them
 FIELDS = {
@@ -85,7 +85,7 @@ def short_help(command: str, recipe: str, argv: list[str], shown_recipe: str, ac
         "take the config class's defaults.",
         columns,
     )
-    from rookworld_trl.entry import EXAMPLES
+    from rookworld_trl.stages.recipe import EXAMPLES
 
     return "\n".join([*lines, EXAMPLES[command]])
 

@@ -1,0 +1,94 @@
+"""How every command runs below its own parsing: `run_stage` turns bad input into one line and an exit code
+instead of a traceback (and writes the code where `rookworld` reads it), `say` is a one-line notice on stderr, and
+a closed stdout (`rookworld ... | head`) ends quietly.
+
+    from rookworld_trl.common.entry import run_stage
+    raise SystemExit(run_stage("eval", main))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rookworld_trl.common.errors import UserError
+
+
+def say(message: str) -> None:
+    """One line on stderr: resume decisions must be seen, and INFO logs are not shown by default."""
+    print(f"rookworld: {message}", file=sys.stderr, flush=True)
+
+
+EXIT_FILE = (
+    "ROOKWORLD_EXIT_FILE"  # set by `rookworld` for the stage it launches: the stage's exit code goes there
+)
+
+
+def started_file(exit_file: str, pid: int) -> str:
+    """The file a stage process under `rookworld` touches once its imports are done (`run_stage`): a Ctrl-C
+    before then would be a traceback from inside an import, so `rookworld` stops such a process itself."""
+    return f"{exit_file}.{pid}.started"
+
+
+def run_stage(command: str, stage_main: Callable[[list[str] | None], int | None], argv=None) -> int:
+    """`_run_stage`, with the exit code also written to $ROOKWORLD_EXIT_FILE when set: `accelerate launch`
+    turns every failure into exit code 1, and `rookworld` passes on the stage's own (2: bad input)."""
+    code = 1  # a bug's traceback
+    if os.environ.get(EXIT_FILE):  # the imports are done: from here a Ctrl-C is this function's to answer
+        with contextlib.suppress(OSError):
+            Path(started_file(os.environ[EXIT_FILE], os.getpid())).touch()
+    try:
+        code = _run_stage(command, stage_main, argv)
+    except SystemExit as e:  # argparse (2), --help (0), sys.exit("message") (1)
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+        raise
+    finally:
+        if os.environ.get(EXIT_FILE):
+            with contextlib.suppress(OSError):
+                Path(os.environ[EXIT_FILE]).write_text(str(code))
+    return code
+
+
+def _run_stage(command: str, stage_main: Callable[[list[str] | None], int | None], argv=None) -> int:
+    """Run a stage's `main(argv)`. Bad input (a ValueError such as a config check or a data source that will
+    not load, a missing file, a model that will not load, no Stockfish) prints one line that names the
+    problem, not a traceback through accelerate, and returns 2; so does a full disk, whichever writer hit it.
+    Ctrl-C returns 130. Other exceptions are bugs and keep their traceback."""
+    try:
+        return int(stage_main(argv) or 0)
+    except BrokenPipeError:  # `rookworld data load ... | head`: the reader has what it wanted
+        return quiet_broken_pipe()
+    except (ValueError, OSError, UserError) as e:
+        print(f"rookworld {command}: error: {e or type(e).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # the training stage says more (the step, how to resume) before this
+        print(f"rookworld {command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a full disk seen by any writer (sqlite, parquet, tensorboard) is no bug either
+        if not _disk_full(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(
+            f"rookworld {command}: error: no space left on device ({type(e).__name__}: {first}); free some "
+            "space, then resume with --resume_from_checkpoint auto",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _disk_full(e: BaseException) -> bool:
+    import errno
+
+    text = str(e).lower()
+    return getattr(e, "errno", None) == errno.ENOSPC or "no space left" in text or "disk is full" in text
+
+
+def quiet_broken_pipe() -> int:
+    """Python's way out of a closed stdout without a second error at exit; the code a SIGPIPE gives (141, as a
+    shell reports a writer the reader left)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 128 + signal.SIGPIPE
