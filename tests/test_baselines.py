@@ -16,6 +16,7 @@ from tiny_grpo import completion_texts, constant, file_reward, generation_rows, 
 
 from rookworld_trl.grpo import baselines as adv
 from rookworld_trl.grpo import value
+from rookworld_trl.grpo.groups import EPS
 from rookworld_trl.stages.grpo import main
 
 # ---- baselines ----
@@ -52,7 +53,7 @@ def test_advantages_under_a_lagging_ema_stay_centred_and_bounded():
             assert abs(a.mean().item()) < 1e-4, (kind, step)
             assert a.abs().max().item() <= math.sqrt(n * groups - 1), (kind, step)
             assert 0.3 < a.std(correction=0).item() <= 1.0 + 1e-3  # s >= the batch's spread of r - b - c
-            naive = (rewards - 0.4) / (0.02 + adv.EPS)  # the old formula, for contrast
+            naive = (rewards - 0.4) / (0.02 + EPS)  # the old formula, for contrast
             assert naive.mean().item() > 3.0
 
 
@@ -88,9 +89,7 @@ def test_fields_under_weights_of_one_are_field_credits_own():
             assert a["moves"] == pytest.approx(b["moves"])
     batch = adv.recentre_fields(copy.deepcopy(group), rows, torch.zeros(6), scale, 3)
     b_mean = (0.4 + 0.0 + 0.2 + 0.2) / 4
-    assert batch[3]["B"] == pytest.approx(
-        (0.2 - b_mean) / (0.5 + adv.EPS)
-    )  # group 2's B: was 0 against itself
+    assert batch[3]["B"] == pytest.approx((0.2 - b_mean) / (0.5 + EPS))  # group 2's B: was 0 against itself
     assert group[3]["B"] == pytest.approx(0.0)
     assert sum(r["E"] for r in batch if r is not None) == pytest.approx(0.0, abs=1e-6)
 

@@ -20,6 +20,7 @@ import torch
 from accelerate.utils import gather_object
 
 from rookworld_trl.grpo import baselines as base
+from rookworld_trl.grpo import groups
 from rookworld_trl.grpo.rewards.functions import policy_components, policy_grader
 
 
@@ -39,12 +40,12 @@ class Shaping:
     @functools.cached_property
     def rewards(self) -> torch.Tensor:
         """(N,) every process's rows: the reward functions' weighted sum (NaN: unscored), TRL's order."""
-        return base.row_rewards(self.trainer.scored_rewards, self.trainer.reward_weights)
+        return groups.row_rewards(self.trainer.scored_rewards, self.trainer.reward_weights)
 
     @functools.cached_property
     def tasks(self) -> list[str]:
-        """Every process's rows: the group each is baselined in (baselines.group_task)."""
-        return [base.group_task(p) for p in gather_object(self.trainer.scored_prompts)]
+        """Every process's rows: the group each is baselined in (groups.group_task)."""
+        return [groups.group_task(p) for p in gather_object(self.trainer.scored_prompts)]
 
 
 def shape_advantages(trainer, output: dict) -> dict:
@@ -73,8 +74,8 @@ def log_advantages(trainer, output) -> None:
     advantages, mask = output["advantages"], output["completion_mask"].bool()
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(1).expand_as(mask)
-    tasks = [base.group_task(p) for p in trainer.scored_prompts]
-    for task, rows in base.task_masks(tasks, mask.device).items():
+    tasks = [groups.group_task(p) for p in trainer.scored_prompts]
+    for task, rows in groups.task_masks(tasks, mask.device).items():
         values = advantages[mask & rows.unsqueeze(1)].float()
         if values.numel() > 1:
             trainer.log_metric(f"adv/mean/{task.rstrip(':')}", float(values.mean()))

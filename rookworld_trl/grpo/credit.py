@@ -29,13 +29,14 @@ from accelerate.utils import gather_object
 
 from rookworld_trl.chess.engine import MULTIPV
 from rookworld_trl.grpo import baselines as base
+from rookworld_trl.grpo import groups
 from rookworld_trl.grpo.advantages import answer_components
+from rookworld_trl.grpo.groups import EPS
 from rookworld_trl.grpo.options import Option
 from rookworld_trl.grpo.rewards.policy import B_COMPONENTS, PRECISE_WEIGHTS, QUALITY_WEIGHTS
 from rookworld_trl.grpo.rewards.shaping import LAYOUT_PENALTY
 
 FIELDS = ("M", "E", "B")  # token field index 0, 1, 2 in completion order
-EPS = 1e-4  # as TRL: advantages / (std + 1e-4)
 SPAN = 0.8  # a parseable answer's reward is 0.2 + 0.8 x quality (rewards/shaping.shape)
 
 
@@ -226,4 +227,4 @@ def field_advantages(trainer, shaping) -> torch.Tensor:
     if baseline is not None:
         rows = base.recentre_fields(rows, terms, baseline.weights, baseline.scale, n)
     rows = add_choice(rows, terms, scales, trainer.args.choice_credit)
-    return spread(rows[base.local_rows(trainer.accelerator, len(local_terms))], layouts, sequence)
+    return spread(rows[groups.local_rows(trainer.accelerator, len(local_terms))], layouts, sequence)

@@ -26,8 +26,8 @@ from accelerate.utils import gather_object
 from rookworld_trl.chess.formats import task_of
 from rookworld_trl.grpo.advantages import answer_components
 from rookworld_trl.grpo.options import Option
+from rookworld_trl.grpo.prompts import replace_policy_rows
 from rookworld_trl.grpo.rewards.functions import policy_grader
-from rookworld_trl.grpo.selfplay import replace_policy_rows
 
 
 class Curriculum(Option):

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from rookworld_trl.grpo.baselines import row_rewards
-from rookworld_trl.training.trl_compat import loss_mask
+from rookworld_trl.grpo.groups import loss_mask, row_rewards
 
 LEFT_PADDED = ("prompt_ids", "prompt_mask")  # TRL pads prompts on the left, everything per token on the right
 

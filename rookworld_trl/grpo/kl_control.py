@@ -15,10 +15,10 @@ import logging
 
 import torch
 
+from rookworld_trl.grpo.groups import loss_mask
 from rookworld_trl.grpo.kl import lm_head_of, per_token_kl
 from rookworld_trl.grpo.loss import trl_normalised
 from rookworld_trl.grpo.options import Option
-from rookworld_trl.training.trl_compat import loss_mask
 
 logger = logging.getLogger(__name__)
 

@@ -39,7 +39,6 @@ Models sharded by DeepSpeed ZeRO-3 / FSDP are not supported for play (generate w
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -57,6 +56,7 @@ from rookworld_trl.chess.formats import (
 )
 from rookworld_trl.chess.games import Policy, play_games
 from rookworld_trl.grpo.options import Option
+from rookworld_trl.grpo.prompts import replace_policy_rows, unit_hash
 
 # emptied in a substitute row: its label would be another position's
 LABEL_COLUMNS = {"moves": [], "evals": [], "best": "", "limit": "", "completion": ""}
@@ -90,29 +90,6 @@ class PositionBuffer:
 
     def fens(self) -> list[str]:
         return [fen for fen, _ in self._entries.values()]
-
-
-def unit_hash(*parts) -> float:
-    """A number in [0, 1) from `parts`, the same on every process and run (Python's hash() is salted)."""
-    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
-def replace_policy_rows(
-    rows: list[dict], ratio: float, key: tuple, tags: tuple[str, str], pick
-) -> tuple[list, int, int]:
-    """`rows` with each P: row replaced, at odds `ratio`, by `pick(row, u)` (u uniform in [0, 1)); the number of
-    P: rows and of replaced ones. Both draws hash (*key, prompt, tag), so every copy of a prompt (a GRPO group) on
-    every rank gets the same replacement."""
-    out, policy_rows, replaced = [], 0, 0
-    for row in rows:
-        if task_of(row["prompt"], row.get("task")) == "P":
-            policy_rows += 1
-            if unit_hash(*key, row["prompt"], tags[0]) < ratio:
-                row = pick(row, unit_hash(*key, row["prompt"], tags[1]))
-                replaced += 1
-        out.append(row)
-    return out, policy_rows, replaced
 
 
 class SelfPlay(Option):

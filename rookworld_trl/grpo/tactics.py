@@ -24,7 +24,7 @@ Figures: tactics/mixed_fraction (of the batch's P: prompts), tactics_replay_loss
 from __future__ import annotations
 
 from rookworld_trl.grpo.options import Option
-from rookworld_trl.grpo.selfplay import replace_policy_rows
+from rookworld_trl.grpo.prompts import replace_policy_rows
 
 
 class TacticsMix(Option):

@@ -30,6 +30,7 @@ import torch
 from rookworld_trl.grpo import advantages
 from rookworld_trl.grpo import dynamic_sampling as ds
 from rookworld_trl.grpo.config import RookWorldGRPOConfig, compiling
+from rookworld_trl.grpo.importance import correct_for_sampler
 from rookworld_trl.grpo.kl import HiddenTap, completion_hidden
 from rookworld_trl.grpo.kl_control import KLControl
 from rookworld_trl.grpo.loss import add_terms
@@ -45,7 +46,7 @@ from rookworld_trl.model.shared_prefix import use_shared_prefix
 from rookworld_trl.training import checkpoints, publish
 from rookworld_trl.training.interrupt import SaveOnInterrupt
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
-from rookworld_trl.training.trl_compat import GRPOSeams, place_ref_model
+from rookworld_trl.training.trl_compat import GRPOSeams
 
 logger = logging.getLogger(__name__)
 
@@ -167,10 +168,11 @@ class RookWorldGRPOTrainer(GRPOSeams):
 
     def score(self, inputs):
         # an exact KL needs the reference's hidden states, tapped while TRL scores the batch with it
-        if self.ref_tap is None:
-            return super().score(inputs)
-        with self.ref_tap.recording():
-            return super().score(inputs)
+        with self.ref_tap.recording() if self.ref_tap is not None else contextlib.nullcontext():
+            output = super().score(inputs)
+        if self.args.sampler_importance_sampling and not self.use_vllm:
+            correct_for_sampler(self, output)
+        return output
 
     def shape_advantages(self, output):
         """TRL's scored batch -> the advantages our loss trains on (advantages.py); the reference's hidden
@@ -289,3 +291,24 @@ class RookWorldGRPOTrainer(GRPOSeams):
                 option.restore_state(state)
         for option in self.options:
             option.read_files(checkpoint)
+
+
+def place_ref_model(trainer, device: str | None) -> torch.device | None:
+    """The reference model on its own device (`ref_model_device`); training/trl_compat.py moves its inputs there."""
+    if device is None:
+        return None
+    if trainer.ref_model is None:
+        logger.warning(f"ref_model_device={device} ignored: no separate reference model (beta == 0 or PEFT)")
+        return None
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        raise ValueError(
+            "ref_model_device is not supported with DeepSpeed/FSDP, which shard the reference model"
+        )
+    device = torch.device(device)
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
+        if device.index >= count:
+            raise ValueError(f"ref_model_device={device}: only {count} CUDA device(s) visible")
+    trainer.ref_model.to(device)
+    return device

@@ -12,10 +12,9 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 
-from rookworld_trl.grpo.baselines import EPS, group_task, local_rows, running_scale, task_masks
+from rookworld_trl.grpo.groups import EPS, group_task, local_rows, loss_mask, running_scale, task_masks
 from rookworld_trl.grpo.options import Option
 from rookworld_trl.model.loading import gpt2_backbone
-from rookworld_trl.training.trl_compat import loss_mask
 
 
 def token_rewards(rewards: torch.Tensor, mask: torch.Tensor, terms: list, layouts: list) -> torch.Tensor:

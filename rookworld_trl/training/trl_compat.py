@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-import math
 import os
 import shutil
 import warnings
@@ -79,6 +78,7 @@ TRL_ATTRIBUTES = {
     "state": "global_step and the log history",
     "temperature": "the sampling temperature of the exact KL's distributions",
     "train_dataset": "self-play, the curriculum and dynamic sampling draw from it",
+    "use_vllm": "vLLM samples with its own correction: our sampler's importance sampling is off then",
 }
 # Keys of the dict GRPOTrainer._generate_and_score_completions returns (compute_loss's inputs) that grpo/ reads
 OUTPUT_KEYS = ("prompt", "prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages",
@@ -241,36 +241,7 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
 
     def score(self, inputs: list[dict]) -> dict:
         """Sample and score completions of `inputs` (TRL's advantages, then shape_advantages)."""
-        output = self.shape_advantages(super()._generate_and_score_completions(inputs))
-        if getattr(self.args, "sampler_importance_sampling", False) and not self.use_vllm:
-            self._sampler_importance_sampling(output)
-        return output
-
-    def _sampler_importance_sampling(self, output: dict) -> None:
-        """TRL's vLLM importance-sampling correction for our sampler's log-probs (TRL's vllm_importance_sampling_*
-        settings and metric names): the ratio of TRL's scoring forward to the sampler, per token or sequence,
-        truncated or masked, multiplied into the advantages. TRL's loss is linear in them (LINEAR_IN_ADVANTAGES),
-        so that is TRL's own correction, which it applies under vLLM only; vespo reads the ratio itself."""
-        sampled = output.get("sampling_per_token_logps")
-        if sampled is None:  # TRL's own generate(): it scores what it samples
-            return
-        mask = loss_mask(output)
-        old = output.get("old_per_token_logps")
-        if old is None:
-            ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
-            attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-            old = self.scoring_logps(ids, attention, output["completion_ids"].size(1))
-        ratio, diff = importance_ratio(old, sampled, mask, self.args)
-        output["importance_sampling_ratio"] = ratio  # the step guard checks it; vespo's loss reads it
-        if self.loss_type != "vespo":
-            advantages = output["advantages"]
-            output["advantages"] = (advantages.unsqueeze(1) if advantages.dim() == 1 else advantages) * ratio
-        delta, kept = diff.abs()[mask.bool()], ratio.flatten() if ratio.size(1) == 1 else ratio[mask.bool()]
-        if delta.numel():
-            self.log_metric("sampling/sampling_logp_difference/mean", delta.mean().item())
-            self.log_metric("sampling/sampling_logp_difference/max", delta.max().item())
-            for name, reduce in (("min", torch.min), ("mean", torch.mean), ("max", torch.max)):
-                self.log_metric(f"sampling/importance_sampling_ratio/{name}", reduce(kept).item())
+        return self.shape_advantages(super()._generate_and_score_completions(inputs))
 
     def shape_advantages(self, output: dict) -> dict:
         """TRL's scored batch (advantages, completion_ids, ...) before the loss sees it."""
@@ -388,32 +359,6 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
             super().log(logs, start_time)
 
 
-def loss_mask(batch: dict) -> torch.Tensor:
-    """The completion tokens TRL's loss trains on: its completion mask without tool-output tokens."""
-    return batch["completion_mask"] * batch.get("tool_mask", 1)
-
-
-def importance_ratio(scored, sampled, mask, args) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ratio, per-token log-prob difference) of TRL's vLLM correction with args.vllm_importance_sampling_mode
-    (token_/sequence_ truncate or mask) and its clip bounds: exp(scored - sampled) per token (B, T) or summed per
-    sequence (B, 1); truncate clamps it, mask zeroes it outside the bounds."""
-    diff = torch.nan_to_num((scored - sampled) * mask, nan=0.0)
-    mode, low, high = (
-        args.vllm_importance_sampling_mode,
-        args.vllm_importance_sampling_clip_min,
-        args.vllm_importance_sampling_clip_max,
-    )
-    ratio = torch.exp(diff.sum(dim=-1, keepdim=True) if mode.startswith("sequence") else diff)
-    if mode.endswith("truncate"):
-        return ratio.clamp(min=low, max=high), diff
-    if not mode.endswith("mask"):
-        raise ValueError(
-            f"vllm_importance_sampling_mode {mode!r}: expected token_/sequence_ truncate or mask"
-        )
-    low, high = -math.inf if low is None else low, math.inf if high is None else high
-    return ratio.masked_fill((ratio < low) | (ratio > high), 0.0), diff
-
-
 def _table_without_extra(*args, extra=None, **kwargs):
     # our reward components as extra columns squash the table to empty cells; Parquet and trackers keep them
     return COMPLETIONS_TABLE.original(*args, **kwargs)
@@ -429,24 +374,3 @@ def _always(*args, **kwargs):
 
 def _never(*args, **kwargs):
     return False
-
-
-def place_ref_model(trainer, device: str | None) -> torch.device | None:
-    """The reference model on its own device (`ref_model_device`); trl_compat moves its inputs there."""
-    if device is None:
-        return None
-    if trainer.ref_model is None:
-        logger.warning(f"ref_model_device={device} ignored: no separate reference model (beta == 0 or PEFT)")
-        return None
-    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
-        raise ValueError(
-            "ref_model_device is not supported with DeepSpeed/FSDP, which shard the reference model"
-        )
-    device = torch.device(device)
-    if device.type == "cuda":
-        count = torch.cuda.device_count()
-        device = torch.device("cuda", torch.cuda.current_device() if device.index is None else device.index)
-        if device.index >= count:
-            raise ValueError(f"ref_model_device={device}: only {count} CUDA device(s) visible")
-    trainer.ref_model.to(device)
-    return device

@@ -1,0 +1,46 @@
+"""A generation batch's rows, groups and tokens, as every advantage and loss option reads them: the weighted reward
+of a row, this process's rows, the task group of a prompt, the tokens TRL's loss trains on, and the running scale
+the baselines share. Rows are TRL's order: rows [g n, (g + 1) n) form group g (n = num_generations).
+"""
+
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-4  # TRL's: advantages are (r - b) / (s + EPS)
+
+
+def row_rewards(rewards_per_func: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(N, F) rewards -> (N,) weighted sums (NaN where every function skipped the row), as TRL sums them."""
+    total = (rewards_per_func * weights.to(rewards_per_func.device)).nansum(dim=1)
+    return total.masked_fill(rewards_per_func.isnan().all(dim=1), float("nan"))
+
+
+def local_rows(accelerator, rows: int) -> slice:
+    """This process's `rows` among every process's (TRL's order)."""
+    start = accelerator.process_index * rows
+    return slice(start, start + rows)
+
+
+def group_task(prompt) -> str:
+    """The group a prompt's rewards are baselined in: its task prefix ('P:' or 'A:'); anything else is its own
+    group 'other' (the keys of the saved baselines: chess/formats.task_of is the P/A task of a line)."""
+    text = prompt if isinstance(prompt, str) else str(prompt)
+    return text[:2] if text[:2] in ("P:", "A:") else "other"
+
+
+def task_masks(tasks: list[str], device) -> dict[str, torch.Tensor]:
+    """task -> (N,) bool mask of its rows, tasks in sorted order (one per task prefix, see group_task)."""
+    return {task: torch.tensor([t == task for t in tasks], device=device) for task in sorted(set(tasks))}
+
+
+def running_scale(old_var: float | None, var_now: float, decay: float) -> tuple[float, float]:
+    """(V, s): V the running mean of the batch's mean square (old_var None: starts at var_now), and the scale
+    s = sqrt(max(V, var_now)): never below this batch's own spread, so no advantage exceeds what its batch gives."""
+    var = decay * (var_now if old_var is None else old_var) + (1 - decay) * var_now
+    return var, max(var, var_now) ** 0.5
+
+
+def loss_mask(batch: dict) -> torch.Tensor:
+    """The completion tokens TRL's loss trains on: its completion mask without tool-output tokens."""
+    return batch["completion_mask"] * batch.get("tool_mask", 1)
