@@ -15,7 +15,7 @@ LINT = [
     "import sys; from importlinter.cli import lint_imports_command as c; sys.exit(c())",
 ]
 
-pytestmark = pytest.mark.integration  # a subprocess
+pytestmark = pytest.mark.integration  # a subprocess (the lint runs)
 
 
 def lint(root: Path) -> subprocess.CompletedProcess:
@@ -41,3 +41,15 @@ def test_an_upward_import_breaks_the_layers(tmp_path):
     result = lint(tmp_path)
     assert result.returncode == 1
     assert "rookworld_trl.grpo.trainer -> rookworld_trl.eval.report" in result.stdout
+
+
+def test_the_house_has_no_circle_no_module_over_400_lines_and_few_entries():
+    """scripts/house_figures.py's figures (docs/ARCHITECTURE.md quotes them): a file's imports never come back to
+    it, no module outgrows a screenful of screens, and the package's folder stays a short list."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from house_figures import figures
+
+    found = figures()
+    assert found["circles"] == []
+    assert found["largest"][0]["lines"] <= 400, found["largest"][0]
+    assert len(found["top_level"]["code"]) <= 9, found["top_level"]

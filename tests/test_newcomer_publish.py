@@ -303,7 +303,7 @@ RUN_KEYS = [  # the keys a GRPO run of the main recipe logs (metrics.jsonl), plu
 def test_every_report_chart_reads_title_units_names_at_most_six_series_one_step_axis(tmp_path):
     import math
 
-    from rookworld_trl.eval.report import figures, human_name, panel_keys, report, series
+    from rookworld_trl.eval.charts import figures, human_name, panel_keys, report, series
 
     rows = [
         {"step": s, **{k: 0.5 + 0.3 * math.sin(s / 7 + i) for i, k in enumerate(RUN_KEYS)}}

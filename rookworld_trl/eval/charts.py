@@ -1,0 +1,293 @@
+"""A run's curves: one PNG per panel of its JSONL metrics and report.md, a table of each plotted figure's first,
+last, lowest and highest value (`report`); the `rookworld report` command is eval/report.py, the end-of-run
+summary on the console eval/summary.py.
+
+    from rookworld_trl.eval.charts import report
+    report("runs/grpo")                      # runs/grpo/report/*.png and report.md
+
+The GRPO stage writes one JSON object per log step (TRL's keys plus ours, and "step"). Each panel below collects
+the keys that match its patterns; panels with no such key are skipped, so the report works for any run (with or
+without KL, evaluation callbacks, ...). Keys no panel takes are listed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+import statistics
+
+from rookworld_trl.eval.stats import Z95
+from rookworld_trl.training.jsonl import read_jsonl
+
+# panel -> key patterns (fnmatch), in plotting order
+PANELS: dict[str, tuple[str, ...]] = {
+    # held-out figures of the in-training eval (eval_every_steps): is the run learning?
+    "learning_curve": (
+        "eval/policy/greedy/legal_best_move",
+        "eval/policy/greedy/legal_moves",
+        "eval/policy/greedy/best_move_accuracy",
+        "eval/policy/greedy/top5_move_accuracy",
+        "eval/policy/greedy/best_move_loss",  # lower is better
+        "eval/policy/greedy/reward",
+        "eval/env/next_state_accuracy",
+    ),  # fmt: skip
+    "reward": ("reward", "rewards/*/mean"),
+    "reward_spread": ("reward_std", "frac_reward_zero_std"),  # zero-std groups carry no gradient
+    # the reward-hacking watch (grpo/rewards/watch.py): does the list get more precise and B: choose, or only longer?
+    "watch": ("watch/precision", "watch/b_legal", "watch/selection", "watch/b_best_e", "watch/first_share"),
+    "watch_distinct_moves": ("watch/distinct",),
+    "watch_listed_errors": ("watch/err_*",),
+    "policy_cp_loss": ("policy/cp_loss",),  # centipawns: apart from the fractions below
+    "reward_components_policy": ("policy/*",),
+    "reward_components_env": ("env/*",),
+    "kl": ("kl",),
+    "beta": ("beta",),
+    "clip_fraction": ("clip_ratio/*",),
+    "entropy": ("entropy",),
+    "lengths": ("completions/*length*",),  # tokens
+    "truncated": ("completions/clipped_ratio",),  # a fraction: apart from the token counts
+    "learning_rate": ("learning_rate",),
+    "step_time": ("step_time",),
+    "loss": ("loss", "replay_loss"),
+    "grad_norm": ("grad_norm",),
+    # value_baseline: can the head predict the returns (> 0), and does GAE stay centred and on scale?
+    "value_explained_variance": ("value/explained_variance*", "value/gae_used"),
+    "value_loss": ("value/loss", "value/grad_norm", "value/mean"),
+    "advantages": ("adv/*",),  # ema/adaptive/value baselines: mean ~0, std ~1 per task
+    "eval": ("eval/*",),
+}
+# panel -> (title, y-axis label with its unit)
+AXES: dict[str, tuple[str, str]] = {
+    "learning_curve": ("Held-out skill during training (greedy answers)", "fraction of held-out prompts"),
+    "reward": ("Training reward (batch mean)", "reward (the recipe's scale)"),
+    "reward_spread": ("Reward spread within a group of completions", "reward std; fraction of groups"),
+    "watch": ("Reward-hacking watch: listed moves and B:", "fraction of answers (selection: a difference)"),
+    "watch_distinct_moves": ("Distinct moves listed per answer", "moves"),
+    "watch_listed_errors": ("Why listed moves are illegal", "fraction of listed moves"),
+    "policy_cp_loss": ("Centipawn loss of the B: move (P:)", "centipawns"),
+    "reward_components_policy": ("P: reward components", "fraction of P: answers (mean score)"),
+    "reward_components_env": ("A: reward components", "fraction of A: answers (mean score)"),
+    "kl": ("KL divergence to the reference model", "nats per token"),
+    "beta": ("KL coefficient beta", "beta (log scale)"),
+    "clip_fraction": ("Clipped probability ratios (PPO clip)", "fraction of tokens"),
+    "entropy": ("Policy entropy", "nats per token"),
+    "lengths": ("Completion lengths", "tokens"),
+    "truncated": ("Completions cut at max_completion_length", "fraction of completions"),
+    "learning_rate": ("Learning rate", "learning rate (log scale)"),
+    "step_time": ("Time per optimizer step", "seconds"),
+    "loss": ("Training loss", "loss per token"),
+    "grad_norm": ("Gradient norm before clipping", "L2 norm"),
+    "value_explained_variance": (
+        "Value head: explained variance of the returns",
+        "explained variance (1: all)",
+    ),
+    "value_loss": ("Value head: loss, gradient norm, mean value", "loss / norm / value"),
+    "advantages": ("Advantages per task", "advantage (group std units)"),
+    "eval": ("Held-out evaluation during training", "figure (fractions; cp_loss in centipawns)"),
+}
+NAMES = {  # metric key -> the legend's name (others: human_name's rule)
+    "reward": "total reward",
+    "reward_std": "reward std in a group",
+    "frac_reward_zero_std": "groups with one reward (no gradient)",
+    "kl": "KL (logged estimator)",
+    "completions/clipped_ratio": "cut at max length",
+    "loss": "policy loss",
+    "replay_loss": "replay loss (A: truths)",
+    "watch/b_legal": "B: legal",
+    "watch/b_best_e": "B: = best E:",
+    "watch/first_share": "one common first move",
+    "watch/precision": "listed moves legal",
+    "watch/selection": "B: legal above chance",
+    "policy/best": "B: move score",
+    "policy/best_legal": "B: legal",
+    "policy/best_top1": "B: = engine's top 1",
+    "policy/best_top5": "B: in engine's top 5",
+    "policy/b_field": "B: field score",
+    "policy/candidates": "listed moves in top 5",
+    "policy/legal_moves": "listed moves legal",
+    "policy/evals": "E: evaluations score",
+    "policy/evals_top5": "E: of top-5 moves score",
+    "env/fen_exact": "next FEN exact",
+    "env/fen_valid": "next FEN valid",
+    "env/fen_similarity": "next FEN similarity",
+    "env/placement": "pieces placed right",
+    "env/side": "side to move right",
+    "env/reward_value": "reward value right",
+    "eval/policy/greedy/legal_best_move": "P: legal best move",
+    "eval/policy/greedy/legal_moves": "P: legal moves listed",
+    "eval/policy/greedy/best_move_accuracy": "P: best move = engine's top 1",
+    "eval/policy/greedy/reward": "P: reward",
+    "eval/env/next_state_accuracy": "A: next state exact",
+}
+MAX_SERIES = 6  # per panel: more are split over panel_2.png, ...
+STYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (1, 1)))  # with tab10's colours: each series apart
+SKIP = {"step", "epoch", "time"}
+UNSMOOTHED = {"learning_curve", "eval", "learning_rate", "beta"}  # few points, or no noise to smooth
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over up to `window` values (shorter at the start), one per input value.
+
+    >>> moving_average([1.0, 2.0, 3.0, 4.0], 2)
+    [1.0, 1.5, 2.5, 3.5]
+    """
+    sums = [0.0]
+    for v in values:
+        sums.append(sums[-1] + v)
+    return [(sums[i + 1] - sums[max(0, i + 1 - window)]) / min(i + 1, window) for i in range(len(values))]
+
+
+def quarter_trend(values: list[float]) -> tuple[float, float, tuple[float, float]] | None:
+    """(first-quarter mean, last-quarter mean, 95% interval of their difference): a Welch normal interval,
+    the steps' batches being independent draws of prompts. None below 8 values."""
+    if len(values) < 8:
+        return None
+    q = len(values) // 4
+    first, last = values[:q], values[-q:]
+    m1, m2 = statistics.fmean(first), statistics.fmean(last)
+    half = Z95 * math.sqrt(statistics.variance(first) / q + statistics.variance(last) / q)
+    return m1, m2, (m2 - m1 - half, m2 - m1 + half)
+
+
+def series(rows: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
+    """key -> (steps, values) over the rows that have a finite number for it."""
+    out: dict[str, tuple[list[float], list[float]]] = {}
+    for row in rows:
+        step = row.get("step")
+        for key, value in row.items():
+            if key in SKIP or step is None or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if math.isfinite(value):
+                steps, values = out.setdefault(key, ([], []))
+                steps.append(step)
+                values.append(float(value))
+    return out
+
+
+def panel_keys(keys) -> dict[str, list[str]]:
+    """panel -> the keys it plots (each key in its first matching panel)."""
+    taken, out = set(), {}
+    for panel, patterns in PANELS.items():
+        chosen = [k for k in sorted(keys) if k not in taken and any(fnmatch.fnmatch(k, p) for p in patterns)]
+        if chosen:
+            out[panel] = chosen
+            taken.update(chosen)
+    return out
+
+
+def human_name(key: str) -> str:
+    """The legend's name of a metric key: NAMES, else its last meaningful parts in words.
+
+    >>> human_name("rewards/policy_reward/mean"), human_name("policy/well_formed"), human_name("adv/std/A")
+    ('policy reward', 'well formed', 'std A')
+    """
+    if key in NAMES:
+        return NAMES[key]
+    parts = [p for p in key.split("/") if p not in ("rewards", "greedy", "eval", "watch", "value")]
+    if len(parts) > 1 and parts[-1] in ("mean", "std"):  # rewards/<func>/mean: the function's name
+        parts = parts[-2:-1] if parts[-1] == "mean" else [parts[-2], "std"]
+    elif len(parts) > 1 and parts[0] in ("policy", "env", "completions", "clip_ratio", "kl", "adv"):
+        parts = parts[1:]  # the panel's title says P:, A:, lengths, ...
+    return " ".join(parts).replace("_", " ")
+
+
+def figures(panels: dict[str, list[str]]) -> list[tuple[str, str, str, list[str]]]:
+    """(file name, title, y label, keys) per chart: a panel of more than MAX_SERIES keys is split over
+    panel.png, panel_2.png, ... with "(1 of 2)" in the title."""
+    out = []
+    for panel, keys in panels.items():
+        title, ylabel = AXES.get(panel, (panel.replace("_", " "), "value"))
+        size = math.ceil(len(keys) / math.ceil(len(keys) / MAX_SERIES))  # 13 keys: 5, 5, 3, not 6, 6, 1
+        chunks = [keys[i : i + size] for i in range(0, len(keys), size)]
+        for i, chunk in enumerate(chunks):
+            name = panel if i == 0 else f"{panel}_{i + 1}"
+            part = f" ({i + 1} of {len(chunks)})" if len(chunks) > 1 else ""
+            out.append((name, title + part, ylabel, chunk))
+    return out
+
+
+def plot(
+    panel: str, keys: list[str], data: dict, path: str, title: str = "", ylabel: str = "", steps_range=None
+):
+    """One chart: a line per key (raw faint, its moving average bold when noisy), on the run's step axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    smoothed = ""
+    for i, key in enumerate(keys):
+        steps, values = data[key]
+        style = {"color": plt.get_cmap("tab10")(i), "linestyle": STYLES[i % len(STYLES)]}
+        if panel in UNSMOOTHED or len(steps) < 10:
+            ax.plot(steps, values, marker="." if len(steps) < 30 else None, label=human_name(key), **style)
+            continue
+        window = max(5, len(steps) // 10)
+        smoothed = f"\nbold: mean of the last {window} logged steps; faint: each step"
+        ax.plot(steps, values, alpha=0.2, linewidth=0.8, color=style["color"])  # the raw line, faint
+        ax.plot(steps, moving_average(values, window), label=human_name(key), **style)
+    if panel == "learning_rate" or (panel == "beta" and all(v > 0 for k in keys for v in data[k][1])):
+        ax.set_yscale("log")  # schedules and adaptive beta move by factors
+    ax.set_title((title or panel) + smoothed, fontsize=10)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_xlabel("training step")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # steps are whole
+    if steps_range and steps_range[0] < steps_range[1]:
+        ax.set_xlim(*steps_range)  # every chart of a run on one step axis: they line up when compared
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the plot, never over a line
+    fig.subplots_adjust(
+        left=0.09, right=0.7, top=0.86, bottom=0.14
+    )  # one plot box in every chart: they align
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary(run: str, rows: list[dict], data: dict, panels: dict[str, list[str]], images: list[str]) -> str:
+    steps = [r["step"] for r in rows if "step" in r]
+    lines = [f"# Training report: `{run}`", ""]
+    lines += [f"{len(rows)} log rows, steps {min(steps, default='-')} to {max(steps, default='-')}.", ""]
+    trend = quarter_trend(data["reward"][1]) if "reward" in data else None
+    if trend:
+        first, last, (low, high) = trend
+        lines += [
+            f"Training reward: first quarter {first:.3f}, last quarter {last:.3f}, "
+            f"difference {last - first:+.3f} [{low:+.3f}, {high:+.3f}] (95%).",
+            "",
+        ]
+    lines += ["| key | first | last | min | max |", "|---|---|---|---|---|"]
+    for keys in panels.values():
+        for key in keys:
+            v = data[key][1]
+            lines.append(f"| {key} | {v[0]:.4g} | {v[-1]:.4g} | {min(v):.4g} | {max(v):.4g} |")
+    unplotted = sorted(set(data) - {k for keys in panels.values() for k in keys})
+    if unplotted:
+        lines += ["", "Not plotted: " + ", ".join(f"`{k}`" for k in unplotted) + "."]
+    lines += [""] + [f"![{os.path.splitext(name)[0]}]({name})" for name in images] + [""]
+    return "\n".join(lines)
+
+
+def report(run: str, out_dir: str | None = None, metrics: str = "metrics.jsonl") -> dict[str, str]:
+    """Write one PNG per panel and report.md; returns {name: path}."""
+    path = run if os.path.isfile(run) else os.path.join(run, metrics)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no metrics file at {path} (the GRPO stage writes output_dir/{metrics})")
+    out_dir = out_dir or os.path.join(os.path.dirname(os.path.abspath(path)), "report")
+    os.makedirs(out_dir, exist_ok=True)
+    rows = read_jsonl(path)
+    data = series(rows)
+    panels = panel_keys(data)
+    all_steps = [step for steps, _ in data.values() for step in steps]
+    steps_range = (min(all_steps), max(all_steps)) if all_steps else None
+    written = {}
+    for name, title, ylabel, keys in figures(panels):
+        written[name] = os.path.join(out_dir, f"{name}.png")
+        panel = name if name in panels else name.rsplit("_", 1)[0]
+        plot(panel, keys, data, written[name], title, ylabel, steps_range)
+    images = [f"{name}.png" for name in written]
+    written["summary"] = os.path.join(out_dir, "report.md")
+    with open(written["summary"], "w") as f:
+        f.write(summary(run, rows, data, panels, images))
+    return written
