@@ -1,4 +1,4 @@
-"""The RL options of issue 19 (rookworld_trl/grpo/rl_config.py, loss.py, dynamic_sampling.py): exact KL estimators, DAPO dynamic
+"""The RL options of issue 19 (rookworld_trl/grpo/rl_options.py, loss.py, dynamic_sampling.py): exact KL estimators, DAPO dynamic
 sampling, 3-step runs of every option from the recipe (the baselines and the value head: tests/test_baselines.py).
 Tiny random GPT-2 of tests/tiny_grpo.py on CPU.
 

@@ -1,9 +1,9 @@
-"""RookWorldGRPOConfig: TRL's GRPOConfig plus what the trainer reads: rewards and field credit, NaN recovery, the
-reference device, checkpoint tiers, the LR schedule, supervised replay, the sampler, and the RL options
-(rl_config.py, a section each: the KL with adaptive beta and the KL guard, the baseline, the value baseline
-with GAE, dynamic sampling, the curriculum). What only
-the stage reads (data, engine, evals, self-play, publishing) is GRPOScriptArguments (stages/grpo_args.py). Every
-field works in a YAML recipe and as a `--flag`; invariants are checked in `__post_init__`.
+"""RookWorldGRPOConfig: TRL's GRPOConfig plus what the trainer reads: the reward shaping, NaN recovery, the reference
+device, checkpoint tiers, the LR schedule, the sampler, and the RL options' sections (grpo/rl_options.py composes
+them; each lives in its option's module: the KL with adaptive beta and the KL guard, the baseline, the value
+baseline with GAE, dynamic sampling, the curriculum, field credit, supervised replay). What only the stage reads
+(data, engine, evals, self-play, tactics, publishing) is GRPOScriptArguments (stages/grpo_args.py). Every field
+works in a YAML recipe and as a `--flag`; invariants are checked in `__post_init__`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig
 
-from rookworld_trl.grpo.replay import TASKS as REPLAY_TASKS
-from rookworld_trl.grpo.rl_config import RLOptions, check_rl_options
+from rookworld_trl.grpo.rl_options import RLOptions, check_rl_options
 from rookworld_trl.model.generation import BACKENDS
 
 DEVICE_TYPES = ("cpu", "cuda", "xpu", "mps", "npu")
@@ -35,7 +34,7 @@ def compiling(config) -> bool:
 
 @dataclass
 class RookWorldGRPOConfig(RLOptions, GRPOConfig):
-    """GRPOConfig plus the RookWorld fields, by section (the RL options: rl_config.py). The model (and LoRA)
+    """GRPOConfig plus the RookWorld fields, by section (the RL options: grpo/rl_options.py RLOptions). The model (and LoRA)
     comes from TRL's ModelConfig; what only the stage reads (data, rewards, evals): stages/grpo_args.py."""
 
     # ---- rewards and credit ----
@@ -47,24 +46,6 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
             "B:'s expected-score loss up to 0.5 (a missed mate costs about what it gives up). precise grades each listed move (+1 engine top 5, 0 other legal, -1 illegal, "
             "repeated or past the fifth) and B: for legality, quality and consistency with E:: it pays for "
             "precision, never for count."
-        },
-    )
-    field_credit: bool = field(
-        default=False,
-        metadata={
-            "help": "Give each listed move and each field of a P: answer (moves, evaluations, best move) the "
-            "group advantage of its own verdict, and B:'s also to the listed move it copies, instead of one "
-            "advantage for the whole completion (rookworld_trl/grpo/credit.py). Needs policy_reward among "
-            "reward_funcs."
-        },
-    )
-    choice_credit: float = field(
-        default=0.0,
-        metadata={
-            "help": "Field credit: add this x B:'s choice to the advantage of B: and of the listed move it copies: "
-            "B:'s value (0.4 legal + 0.6 engine quality) minus the mean value of the answer's listed moves, so "
-            "that picking the best of one's own list pays even where the whole group picks alike (grpo/credit.py). "
-            "0: off (at 1.0 the main job gained +5.1 / -2.1 on two seeds with top 5 lower: docs/EXPERIMENTS.md)."
         },
     )
     # ---- safety: non-finite steps, rollback and the stable checkpoint ----
@@ -157,19 +138,6 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
             "policy)."
         },
     )
-    # ---- replay of A: truths ----
-    replay_coef: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of a supervised loss on reference completions added to each micro-batch (InstructGPT's "
-            "PPO-ptx; rookworld_trl/grpo/replay.py): holds what the reward does not train. 0: off."
-        },
-    )
-    replay_task: str = field(
-        default="A",
-        metadata={"help": "Training rows to replay: A (python-chess truth), P (engine labels) or all."},
-    )
-    replay_batch_size: int = field(default=16, metadata={"help": "Rows replayed per micro-batch."})
     # ---- learning-rate schedule ----
     lr_schedule: str | None = field(
         default=None,
@@ -217,12 +185,6 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
         self._check_ref_model_device()
         if self.nan_max_retries < 0 or not 0.0 < self.nan_lr_factor <= 1.0 or self.nan_snapshot_steps < 1:
             raise ValueError("need nan_max_retries >= 0, 0 < nan_lr_factor <= 1 and nan_snapshot_steps >= 1")
-        if self.replay_task not in REPLAY_TASKS:
-            raise ValueError(f"replay_task must be one of {REPLAY_TASKS}, got {self.replay_task!r}")
-        if self.replay_coef < 0.0 or self.replay_batch_size < 1:
-            raise ValueError(
-                f"need replay_coef >= 0 and replay_batch_size >= 1, got {self.replay_coef}, {self.replay_batch_size}"
-            )
         if self.generation_backend not in BACKENDS:
             raise ValueError(f"generation_backend must be one of {BACKENDS}, got {self.generation_backend!r}")
         if self.lr_schedule not in (None, "warmup_cosine_linear"):

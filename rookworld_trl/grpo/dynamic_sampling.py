@@ -1,4 +1,4 @@
-"""DAPO's dynamic sampling (`dynamic_sampling: true`, rl_config.py): groups whose rewards all agree carry no
+"""DAPO's dynamic sampling (`dynamic_sampling: true`: DynamicSamplingSection below): groups whose rewards all agree carry no
 signal under the group baseline; they are swapped for informative groups of fresh prompts.
 
 `refill` wraps the trainer's scoring (trl_compat.GRPOSeams.score, TRL's own generation and scoring): each round
@@ -10,11 +10,42 @@ dynamic_sampling_max_rounds. The batch is then reassembled row-group by row-grou
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 from rookworld_trl.grpo.groups import loss_mask, row_rewards
+from rookworld_trl.grpo.options import Option
 
 LEFT_PADDED = ("prompt_ids", "prompt_mask")  # TRL pads prompts on the left, everything per token on the right
+
+
+@dataclass
+class DynamicSamplingSection:
+    """Resampling groups whose rewards are all equal."""
+
+    dynamic_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "DAPO's dynamic sampling: groups whose rewards all agree (zero std: no signal under the "
+            "group baseline) are dropped and replaced by informative groups of fresh prompts drawn from the "
+            "training set, at most dynamic_sampling_max_rounds extra generation batches per step (each costs "
+            "a full generation and scoring). Zero-std groups left after the last round stay. Logs "
+            "dynamic_sampling/dropped, /redrawn (fresh groups sampled) and /left. Needs each process to hold "
+            "whole groups (per_device_train_batch_size x steps_per_generation divisible by num_generations) "
+            "and an indexable dataset."
+        },
+    )
+    dynamic_sampling_max_rounds: int = field(
+        default=3, metadata={"help": "dynamic_sampling: most extra generation batches per generation step."}
+    )
+
+
+def check_dynamic_sampling(config) -> None:
+    if config.dynamic_sampling_max_rounds < 1:
+        raise ValueError(
+            f"dynamic_sampling_max_rounds must be >= 1, got {config.dynamic_sampling_max_rounds}"
+        )
 
 
 def check_trainer(trainer) -> None:
@@ -108,3 +139,18 @@ def merge(outputs: list[dict], picks: list[tuple[int, int]], n: int, pad_id: int
             value = pad_id if key.endswith("_ids") else 1 if key == "tool_mask" else 0
             merged[key] = _pad(pieces, value, left=key in LEFT_PADDED)
     return merged
+
+
+class DynamicSampling(Option):
+    """`dynamic_sampling: true` after scoring: the batch with its zero-std groups refilled (`refill`)."""
+
+    def after_scoring(self, trainer, rows: list[dict], output: dict) -> dict:
+        return refill(trainer, rows, output)
+
+
+def dynamic_sampling_for(trainer) -> DynamicSampling | None:
+    """The run's DynamicSampling when `dynamic_sampling` is on (and the trainer can serve it), else None."""
+    if not trainer.args.dynamic_sampling:
+        return None
+    check_trainer(trainer)
+    return DynamicSampling()

@@ -12,6 +12,7 @@ that KL to the loss, normalised as TRL normalises its own (loss.py).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 import torch
 
@@ -21,6 +22,79 @@ from rookworld_trl.grpo.loss import trl_normalised
 from rookworld_trl.grpo.options import Option
 
 logger = logging.getLogger(__name__)
+
+
+KL_ESTIMATORS = ("k3", "forward", "reverse", "symmetric")
+
+
+@dataclass
+class KLSection:
+    """The KL to the reference: its estimator, adaptive beta and the KL guard's bounds."""
+
+    kl_estimator: str = field(
+        default="k3",
+        metadata={
+            "help": "The KL to the reference that enters the loss as beta x KL, and that adaptive_kl and the KL "
+            "guard read. With p the policy and q the reference distribution (both at the sampling temperature) "
+            "over the whole vocabulary at each completion token: 'k3' is TRL's one-sample estimator "
+            "exp(log q - log p) - (log q - log p) - 1 of KL(p || q) at the sampled token (cheap, unbiased, "
+            "noisy); 'reverse' is KL(p || q) = sum_v p (log p - log q), exact; 'forward' is KL(q || p) = "
+            "sum_v q (log q - log p), exact (mass-covering: penalises the policy for dropping what the "
+            "reference does); 'symmetric' is their mean (KL(p||q) + KL(q||p)) / 2. The exact ones cost a "
+            "vocabulary-wide softmax of both models per completion token (chunked over tokens, recomputed in "
+            "backward) and need beta > 0 and a separate reference model (no PEFT); TRL's use_bias_correction_kl "
+            "(a sampled-token ratio) applies to k3 only. Logged as kl/<estimator>."
+        },
+    )
+    adaptive_kl: bool = field(
+        default=False,
+        metadata={
+            "help": "Adapt beta after each optimizer step from the measured KL (the kl_estimator's: TRL's k3 "
+            "estimate of KL(policy || ref) by default). Needs beta > 0."
+        },
+    )
+    kl_target: float = field(
+        default=0.05,
+        metadata={"help": "Adaptive KL: beta rises when KL > 1.5 x kl_target, falls when < kl_target/1.5."},
+    )
+    kl_horizon: int = field(
+        default=10,
+        metadata={"help": "Adaptive KL: optimizer steps of out-of-band KL that double (or halve) beta."},
+    )
+    beta_min: float = field(default=1e-4, metadata={"help": "Adaptive KL: lower bound of beta."})
+    beta_max: float = field(default=1.0, metadata={"help": "Adaptive KL: upper bound of beta."})
+    kl_warn: float = field(
+        default=10.0,
+        metadata={
+            "help": "KL guard: warn above this KL; a step above it is not 'healthy' (no stable checkpoint)."
+        },
+    )
+    kl_stop: float = field(
+        default=50.0,
+        metadata={"help": "KL guard: above this KL, save a checkpoint and stop. Only active when beta > 0."},
+    )
+
+
+def check_kl(config) -> None:
+    if config.kl_estimator not in KL_ESTIMATORS:
+        raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {config.kl_estimator!r}")
+    if config.kl_estimator != "k3" and config.beta <= 0.0:
+        raise ValueError(
+            f"kl_estimator {config.kl_estimator!r} needs beta > 0 (the KL enters the loss as beta x KL)"
+        )
+    if config.adaptive_kl:
+        if config.beta <= 0.0:
+            raise ValueError("adaptive_kl needs beta > 0 (with beta = 0 TRL loads no reference model)")
+        if not 0.0 < config.beta_min <= config.beta <= config.beta_max:
+            raise ValueError(
+                f"need 0 < beta_min <= beta <= beta_max, got {config.beta_min}, {config.beta}, {config.beta_max}"
+            )
+        if config.kl_target <= 0.0 or config.kl_horizon < 1:
+            raise ValueError("adaptive_kl needs kl_target > 0 and kl_horizon >= 1")
+    if not 0.0 < config.kl_warn < config.kl_stop:
+        raise ValueError(
+            f"need 0 < kl_warn < kl_stop, got kl_warn={config.kl_warn}, kl_stop={config.kl_stop}"
+        )
 
 
 def adapt_beta(

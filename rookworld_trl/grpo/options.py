@@ -1,15 +1,17 @@
 """An RL option as one small protocol the trainer loops over: `Option`, whose hooks are each a no-op until the option
-overrides it. The trainer's `options` list (built by grpo/rl_config.py's `rl_options`, in step order) is the one
+overrides it. The trainer's `options` list (built by grpo/rl_options.py's `build_options`, in step order) is the one
 place that names them; each hook of a step runs over the list in that order:
 
   1. prompts      `mix(rows, step)`                  self-play, curriculum and tactics positions into P: prompts
-  2. scoring      `after_scoring(trainer, rows, out)` what an option learns from the scored batch (the curriculum)
+  2. scoring      `after_scoring(trainer, rows, out)` what an option learns from the scored batch (the curriculum),
+                                                     or a batch in its place (dynamic sampling)
   3. advantages   `shape(trainer, shaping)`          running baseline, field credit, value baseline (advantages.py)
   4. loss         `loss_term(trainer, model, inputs, hidden)`  exact KL, value loss, replays (loss.py)
   5. checkpoints  `saved_state` / `restore_state`    keys of the trainer's STATE_FILE (beta, rollbacks, baselines)
                   `write_files` / `read_files`       files beside it (the value head's weights)
 
-A new option is its module (an `Option`) and its config section with its entry in `rl_options`.
+A new option is its module (an `Option`, its config section and check, its builder) and its entries in
+grpo/rl_options.py (`RLOptions`, `SECTIONS`, `build_options`).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ class Option:
         """A generation batch's rows, some P: prompts replaced; and the figures to log."""
         return rows, {}
 
-    def after_scoring(self, trainer, rows: list[dict], output: dict) -> None:
-        """The batch TRL scored (training only), before its advantages."""
+    def after_scoring(self, trainer, rows: list[dict], output: dict) -> dict | None:
+        """The batch TRL scored (training only): what the option learns from it, and a batch in its place (dynamic
+        sampling), or None to keep it."""
 
     def shape(self, trainer, shaping) -> None:
         """Advantages: change `shaping.output["advantages"]` in place (advantages.Shaping; training only)."""

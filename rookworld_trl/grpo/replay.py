@@ -10,6 +10,7 @@ labels and holds what the reward does not train. Switched on by `replay_coef > 0
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 
 import torch
 
@@ -92,3 +93,39 @@ class Replay(Option):
 def replay_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean NLL of the labelled tokens (the model shifts the labels itself)."""
     return model(**batch).loss
+
+
+@dataclass
+class ReplaySection:
+    """Supervised replay of the training rows' reference completions."""
+
+    replay_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of a supervised loss on reference completions added to each micro-batch (InstructGPT's "
+            "PPO-ptx; rookworld_trl/grpo/replay.py): holds what the reward does not train. 0: off."
+        },
+    )
+    replay_task: str = field(
+        default="A",
+        metadata={"help": "Training rows to replay: A (python-chess truth), P (engine labels) or all."},
+    )
+    replay_batch_size: int = field(default=16, metadata={"help": "Rows replayed per micro-batch."})
+
+
+def check_replay(config) -> None:
+    if config.replay_task not in TASKS:
+        raise ValueError(f"replay_task must be one of {TASKS}, got {config.replay_task!r}")
+    if config.replay_coef < 0.0 or config.replay_batch_size < 1:
+        raise ValueError(
+            f"need replay_coef >= 0 and replay_batch_size >= 1, got {config.replay_coef}, {config.replay_batch_size}"
+        )
+
+
+def replay_for(trainer, rows) -> Replay | None:
+    """The run's Replay of `rows` (the whole train split, data/run.py) when `replay_coef` > 0, else None."""
+    a = trainer.args
+    if a.replay_coef <= 0:
+        return None
+    return Replay(rows, a.replay_task, trainer.processing_class, a.replay_batch_size, a.seed, a.process_index,
+                  a.pad_to_multiple_of, coef=a.replay_coef)  # fmt: skip

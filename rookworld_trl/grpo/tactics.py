@@ -23,8 +23,56 @@ Figures: tactics/mixed_fraction (of the batch's P: prompts), tactics_replay_loss
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from rookworld_trl.grpo.options import Option
 from rookworld_trl.grpo.prompts import replace_policy_rows
+from rookworld_trl.grpo.replay import Replay
+
+
+@dataclass
+class TacticsSection:
+    """The stage's tactics fields (GRPOScriptArguments inherits them)."""
+
+    tactics_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Tactics data (`rookworld data generate --tactics`: mate in one, mate in two, only moves, split "
+            "by game): its train split mixes into P: prompts (tactics_ratio) and is replayed (tactics_replay_coef), "
+            "its test split joins the before/after eval as the `tactics` suite (rookworld_trl/grpo/tactics.py)."
+        },
+    )
+    tactics_ratio: float = field(
+        default=0.0, metadata={"help": "Fraction of P: prompts replaced by tactics train rows. 0: none."}
+    )
+    tactics_replay_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the supervised loss of tactics labels added to each micro-batch. 0: off."
+        },
+    )
+    tactics_replay_batch_size: int = field(
+        default=16, metadata={"help": "Tactics rows replayed per micro-batch (tactics_replay_coef > 0)."}
+    )
+    tactics_replay_target: str = field(
+        default="completion",
+        metadata={
+            "help": "What of a tactics label the replay teaches: the whole completion, or best_move (the move after "
+            "B: only: the move is imitated, the list and its evaluations are left to the reward).",
+            "choices": ["completion", "best_move"],
+        },
+    )
+
+
+def check_tactics(config) -> None:
+    if not 0.0 <= config.tactics_ratio <= 1.0:
+        raise ValueError(f"tactics_ratio must be in [0, 1], got {config.tactics_ratio}")
+    if config.tactics_replay_coef < 0 or config.tactics_replay_batch_size < 1:
+        raise ValueError("tactics_replay_coef must be >= 0 and tactics_replay_batch_size >= 1")
+    if (config.tactics_ratio or config.tactics_replay_coef) and not config.tactics_dataset:
+        raise ValueError(
+            "tactics_ratio and tactics_replay_coef need tactics_dataset (rookworld data generate --tactics)"
+        )
 
 
 class TacticsMix(Option):
@@ -69,3 +117,13 @@ def tactics_for(script_args, seed: int, rows) -> TacticsMix | None:
         return None
     return TacticsMix(rows, s.tactics_ratio, seed, s.tactics_replay_coef, s.tactics_replay_batch_size,
                       s.tactics_replay_target)  # fmt: skip
+
+
+def tactics_replay_for(trainer, tactics: TacticsMix | None) -> Replay | None:
+    """The supervised replay of the tactics rows when `tactics_replay_coef` > 0, else None."""
+    if tactics is None or tactics.replay_coef <= 0:
+        return None
+    a = trainer.args
+    return Replay(tactics.dataset, "P", trainer.processing_class, tactics.replay_batch_size, a.seed,
+                  a.process_index, a.pad_to_multiple_of, tactics.replay_target, tactics.replay_coef,
+                  "tactics_replay_loss")  # fmt: skip

@@ -12,7 +12,7 @@ TRL calls them through the seams of training/trl_compat.py:
   6. guard: the StepGuard callback (safety.py) checks the step, `before_grad_clip` / `on_grad_norm` feed it;
      then the optimizer (`create_optimizer`: Trainer's + the value head's group).
 Every RL option is an `Option` (grpo/options.py) in `options`, and each of these steps loops over that list:
-KL control and the step guard, then grpo/rl_config.py's `rl_options`. `beta` (what TRL's loss reads) is
+KL control and the step guard, then grpo/rl_options.py's `build_options`. `beta` (what TRL's loss reads) is
 KLControl's (kl_control.py), its one writer; `checkpoint_written` / `on_resume` keep the options' state in
 STATE_FILE and their files beside it.
 """
@@ -28,13 +28,12 @@ import os
 import torch
 
 from rookworld_trl.grpo import advantages
-from rookworld_trl.grpo import dynamic_sampling as ds
 from rookworld_trl.grpo.config import RookWorldGRPOConfig, compiling
 from rookworld_trl.grpo.importance import correct_for_sampler
 from rookworld_trl.grpo.kl import HiddenTap, completion_hidden
 from rookworld_trl.grpo.kl_control import KLControl
 from rookworld_trl.grpo.loss import add_terms
-from rookworld_trl.grpo.rl_config import rl_options
+from rookworld_trl.grpo.rl_options import build_options
 from rookworld_trl.grpo.rollout import check_supported, rollout
 from rookworld_trl.grpo.safety import StepGuard
 from rookworld_trl.grpo.schedule import warmup_cosine_linear
@@ -112,7 +111,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
         self.add_callback(self.guard)
         rows = self.train_dataset if replay_dataset is None else replay_dataset
         # every step loops over these (grpo/options.py), in this order; STATE_FILE's keys follow it
-        self.options = [self.kl_control, self.guard, *rl_options(self, rows, selfplay, tactics)]
+        self.options = [self.kl_control, self.guard, *build_options(self, rows, selfplay, tactics)]
         self.value = self.option(ValueBaseline)  # its head joins the optimizer
         self.selfplay = selfplay  # rookworld_trl/grpo/selfplay.py: the policy's own games as P: prompts
         if selfplay is not None:
@@ -138,8 +137,6 @@ class RookWorldGRPOTrainer(GRPOSeams):
             )
         self.ref_tap = HiddenTap(self.ref_model) if self.exact_kl else None
         self.policy_tap = HiddenTap(self.model) if self.exact_kl or a.value_baseline else None
-        if a.dynamic_sampling:
-            ds.check_trainer(self)
 
     @property
     def halt_reason(self) -> str | None:
@@ -160,10 +157,9 @@ class RookWorldGRPOTrainer(GRPOSeams):
     def generate_batch(self, inputs):
         output = self.score(inputs)
         if self.model.training:
-            for option in self.options:
-                option.after_scoring(self, inputs, output)
-        if self.args.dynamic_sampling and self.model.training:  # DAPO: zero-std groups swapped for fresh ones
-            output = ds.refill(self, inputs, output)
+            for option in self.options:  # the curriculum observes; dynamic sampling refills zero-std groups
+                replaced = option.after_scoring(self, inputs, output)
+                output = output if replaced is None else replaced
         return output
 
     def score(self, inputs):

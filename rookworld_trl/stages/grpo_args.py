@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 from trl import ScriptArguments
 
 from rookworld_trl.data.puzzles import PuzzleFilter
+from rookworld_trl.grpo.selfplay import SelfPlaySection, check_selfplay
+from rookworld_trl.grpo.tactics import TacticsSection, check_tactics
 
 
 @dataclass
-class GRPOScriptArguments(ScriptArguments):
-    """Data, rewards, engine, evals, self-play and publishing of a GRPO run; checked in `__post_init__`."""
+class GRPOScriptArguments(TacticsSection, SelfPlaySection, ScriptArguments):
+    """Data, rewards, engine, evals, self-play and tactics (their sections: grpo/selfplay.py, grpo/tactics.py) and
+    publishing of a GRPO run; checked in `__post_init__`."""
 
     # ---- data (TRL's ScriptArguments: dataset_name, dataset_train_split, dataset_test_split) ----
     dataset_name: str | None = field(
@@ -116,56 +119,7 @@ class GRPOScriptArguments(ScriptArguments):
             "tokens: the whole test split of both tasks takes ~20 min on 2 cores, its P: half ~2 min)."
         },
     )
-    # ---- self-play ----
-    selfplay_ratio: float = field(
-        default=0.0,
-        metadata={
-            "help": "Fraction of P: prompts replaced by positions from the policy's own self-play games once the "
-            "buffer holds some (rookworld_trl/grpo/selfplay.py); the engine pool grades them. 0: off."
-        },
-    )
-    selfplay_every: int = field(
-        default=10, metadata={"help": "Self-play: play a round of games every N optimizer steps."}
-    )
-    selfplay_games: int = field(
-        default=16, metadata={"help": "Self-play: games per round (per process), from training P: positions."}
-    )
-    selfplay_max_plies: int = field(
-        default=40,
-        metadata={"help": "Self-play: a game ends after N half-moves (or earlier: game over, illegal)."},
-    )
-    selfplay_buffer_size: int = field(
-        default=5000, metadata={"help": "Self-play: positions kept (FIFO, one per position)."}
-    )
     # ---- tactics ----
-    tactics_dataset: str | None = field(
-        default=None,
-        metadata={
-            "help": "Tactics data (`rookworld data generate --tactics`: mate in one, mate in two, only moves, split "
-            "by game): its train split mixes into P: prompts (tactics_ratio) and is replayed (tactics_replay_coef), "
-            "its test split joins the before/after eval as the `tactics` suite (rookworld_trl/grpo/tactics.py)."
-        },
-    )
-    tactics_ratio: float = field(
-        default=0.0, metadata={"help": "Fraction of P: prompts replaced by tactics train rows. 0: none."}
-    )
-    tactics_replay_coef: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of the supervised loss of tactics labels added to each micro-batch. 0: off."
-        },
-    )
-    tactics_replay_batch_size: int = field(
-        default=16, metadata={"help": "Tactics rows replayed per micro-batch (tactics_replay_coef > 0)."}
-    )
-    tactics_replay_target: str = field(
-        default="completion",
-        metadata={
-            "help": "What of a tactics label the replay teaches: the whole completion, or best_move (the move after "
-            "B: only: the move is imitated, the list and its evaluations are left to the reward).",
-            "choices": ["completion", "best_move"],
-        },
-    )
     eval_tactics_samples: int = field(
         default=2000,
         metadata={"help": "Tactics test positions in the before/after eval (with tactics_dataset; 0: none)."},
@@ -185,21 +139,8 @@ class GRPOScriptArguments(ScriptArguments):
             raise ValueError("reward_funcs is empty: name at least one, e.g. ['policy_reward', 'env_reward']")
         if self.dataset_streaming:
             raise ValueError("dataset_streaming is not supported: the stage mixes and samples a loaded split")
-        if not 0.0 <= self.selfplay_ratio <= 1.0:
-            raise ValueError(f"selfplay_ratio must be in [0, 1], got {self.selfplay_ratio}")
-        if not 0.0 <= self.tactics_ratio <= 1.0:
-            raise ValueError(f"tactics_ratio must be in [0, 1], got {self.tactics_ratio}")
-        if self.tactics_replay_coef < 0 or self.tactics_replay_batch_size < 1:
-            raise ValueError("tactics_replay_coef must be >= 0 and tactics_replay_batch_size >= 1")
-        if (self.tactics_ratio or self.tactics_replay_coef) and not self.tactics_dataset:
-            raise ValueError(
-                "tactics_ratio and tactics_replay_coef need tactics_dataset (rookworld data generate --tactics)"
-            )
-        small = [
-            n for n in ("every", "games", "max_plies", "buffer_size") if getattr(self, f"selfplay_{n}") < 1
-        ]
-        if small:
-            raise ValueError(f"selfplay_{small[0]} must be >= 1, got {getattr(self, f'selfplay_{small[0]}')}")
+        check_selfplay(self)
+        check_tactics(self)
 
 
 def check_rewards(script: GRPOScriptArguments, config) -> None:

@@ -116,7 +116,7 @@ def launcher(
 
 def launch(module: str, argv: list[str], default_recipe: str | None, command: str = "train") -> int:
     """Run `accelerate launch --config_file CFG -m MODULE --config RECIPE ARGV` (see `launcher`) and return its
-    exit code. --help: the fields a user sets with the recipe's values (short_help.py); --help_all: all."""
+    exit code. --help: the fields a user sets with the recipe's values (stages/short_help.py); --help_all: all."""
     argv = underscored(argv)  # --accelerate-config as --accelerate_config: one spelling for what is read here
     if "--help_all" in argv:  # every field, as the config classes define them
         return subprocess.call([sys.executable, "-m", module, "--help"])
