@@ -81,7 +81,7 @@ def ours(model: str, out: str, steps: int, compiled: bool, cuda: bool, callbacks
 
 
 class Rollbacks(logging.Handler):
-    """The step guard's rollback lines (grpo/safety.py): each names the first non-finite quantity."""
+    """The step guard's rollback lines (grpo/guard/safety.py): each names the first non-finite quantity."""
 
     def __init__(self):
         super().__init__(logging.WARNING)

@@ -1,4 +1,4 @@
-"""The step guard (rookworld_trl/grpo/safety.py) and its three parts, each alone: numerical faults and rollback
+"""The step guard (rookworld_trl/grpo/guard/safety.py) and its three parts, each alone: numerical faults and rollback
 (faults.py), KL control (kl_control.py), snapshots (snapshots.py); then the guard inside a tiny GRPO run.
 
     .venv/bin/pytest tests/test_step_guard.py          (-m unit: the parts alone, no Trainer)
@@ -15,10 +15,10 @@ import torch
 from tiny_grpo import make_trainer, train_logs, trainable
 from transformers import TrainerCallback
 
-from rookworld_trl.grpo import faults as faults_module
-from rookworld_trl.grpo.faults import StepFaults, across_ranks, roll_back
+from rookworld_trl.grpo.guard import faults as faults_module
+from rookworld_trl.grpo.guard.faults import StepFaults, across_ranks, roll_back
+from rookworld_trl.grpo.guard.snapshots import Snapshots
 from rookworld_trl.grpo.kl_control import KLControl, adapt_beta
-from rookworld_trl.grpo.snapshots import Snapshots
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.training import checkpoints
 

@@ -29,13 +29,13 @@ import torch
 
 from rookworld_trl.grpo import advantages
 from rookworld_trl.grpo.config import RookWorldGRPOConfig, compiling
+from rookworld_trl.grpo.guard.safety import StepGuard
 from rookworld_trl.grpo.importance import correct_for_sampler
 from rookworld_trl.grpo.kl import HiddenTap, completion_hidden
 from rookworld_trl.grpo.kl_control import KLControl
 from rookworld_trl.grpo.loss import add_terms
 from rookworld_trl.grpo.rl_options import build_options
 from rookworld_trl.grpo.rollout import check_supported, rollout
-from rookworld_trl.grpo.safety import StepGuard
 from rookworld_trl.grpo.schedule import warmup_cosine_linear
 from rookworld_trl.grpo.selfplay import SelfPlay, SelfPlayCallback
 from rookworld_trl.grpo.tactics import TacticsMix

@@ -70,16 +70,15 @@ def engine_cache_path(script: GRPOScriptArguments, output_dir: str) -> str | Non
     return path
 
 
-def engine_pool(script: GRPOScriptArguments, output_dir: str):
-    """The Stockfish pool of the policy reward and the evals, from the engine fields."""
+def engine_pool(script: GRPOScriptArguments, cache: str | None):
+    """The Stockfish pool of the policy reward and the evals, from the engine fields; `cache`: its sqlite file
+    (engine_cache_path)."""
     from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool
 
-    if script.engine_cache:
-        os.makedirs(output_dir, exist_ok=True)
+    if cache:
+        os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
     limit = EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes)
-    return EnginePool(
-        script.engine_workers, limit, multipv=MULTIPV, cache=engine_cache_path(script, output_dir)
-    )
+    return EnginePool(script.engine_workers, limit, multipv=MULTIPV, cache=cache)
 
 
 def eval_settings(
@@ -267,23 +266,35 @@ def parse(argv: list[str] | None = None):
     return script, args, model_args
 
 
-def data_options(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
+def data_options(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model, cache: str | None):
     """The run's DataOptions (data/run.py): one set of options for every read of the run's data. The FEN width is
     fen_width when set, else the one the model was trained at (its config.json), else the data's; a puzzle file
-    is labelled at the reward's engine limit, into its cache."""
+    is labelled at the reward's engine limit, into its cache (`cache`)."""
     from rookworld_trl.chess.engine import EngineLimit
     from rookworld_trl.data.run import DataOptions
 
     curve = bool(script.eval_every_steps) and not 0 < args.max_steps < script.eval_every_steps
     return DataOptions(
-        script.dataset_name, script.dataset_train_split, script.dataset_test_split, script.mix_env_ratio,
-        args.seed, script.dataset_max_samples, script.fen_width or trained_fen_width(model), script.skip_bad_rows,
-        script.puzzle_rating, script.puzzle_themes, EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes),
-        script.engine_workers, engine_cache_path(script, args.output_dir), tuple(script.exclude or ()),
-        script.tactics_dataset, replay=bool(args.replay_coef), held_out=curve or script.eval_samples > 0,
+        source=script.dataset_name,
+        train_split=script.dataset_train_split,
+        test_split=script.dataset_test_split,
+        mix_env_ratio=script.mix_env_ratio,
+        seed=args.seed,
+        max_samples=script.dataset_max_samples,
+        fen_width=script.fen_width or trained_fen_width(model),
+        skip_bad_rows=script.skip_bad_rows,
+        puzzle_rating=script.puzzle_rating,
+        puzzle_themes=script.puzzle_themes,
+        engine_limit=EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes),
+        engine_workers=script.engine_workers,
+        engine_cache=cache,
+        exclude=tuple(script.exclude or ()),
+        tactics=script.tactics_dataset,
+        replay=args.replay_coef > 0,
+        held_out=curve or script.eval_samples > 0,
         tactics_train=script.tactics_ratio > 0 or script.tactics_replay_coef > 0,
         tactics_test=script.eval_samples > 0 and script.eval_tactics_samples > 0,
-    )  # fmt: skip
+    )
 
 
 def load_run_data(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model, tokenizer):
@@ -291,7 +302,8 @@ def load_run_data(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model,
     model's config.json and in script.fen_width."""
     from rookworld_trl.data import run
 
-    data = run.load_run_data(data_options(script, args, model))
+    cache = engine_cache_path(script, args.output_dir)
+    data = run.load_run_data(data_options(script, args, model, cache))
     check_completion_length(data.train, tokenizer, args.max_completion_length)
     script.fen_width = train_at_fen_width(model, data.fen_width)
     return data
@@ -319,7 +331,7 @@ def build_run(argv: list[str] | None = None):
         PartialState().main_process_first()
     ):  # a puzzle file: one process labels it, the others read its cache
         data = load_run_data(script, args, model, tokenizer)
-    engine = engine_pool(script, args.output_dir)
+    engine = engine_pool(script, engine_cache_path(script, args.output_dir))
     trainer = RookWorldGRPOTrainer(
         model=model,
         reward_funcs=resolve_reward_funcs(script.reward_funcs, args.reward_shaping, engine),

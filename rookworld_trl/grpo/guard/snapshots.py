@@ -1,6 +1,6 @@
 """Host-memory snapshots of the trainable weights + optimizer state: the rollback target of a bad step.
 
-    from rookworld_trl.grpo.snapshots import Snapshots
+    from rookworld_trl.grpo.guard.snapshots import Snapshots
     snapshots = Snapshots(); snapshots.take(model, optimizer, step, beta=0.01)
     target = snapshots.rollback_target(past_last_update=False); target.restore(model, optimizer)
 

@@ -1,11 +1,11 @@
-"""Numerical faults of an optimizer step and what rolling one back does (used by grpo/safety.py's StepGuard).
+"""Numerical faults of an optimizer step and what rolling one back does (used by grpo/guard/safety.py's StepGuard).
 
 A step is bad when it is non-finite (loss, gradient, weights) or diverged though finite: a loss or gradient
 norm SPIKE times the recent median, the weight norm grown WEIGHT_JUMP times by one update, any |weight| above
 WEIGHT_LIMIT, or KL above KL_DIVERGED x kl_stop. `StepFaults` collects a step's reports and judges them;
 `roll_back` restores a snapshot and cuts the LR; `save_batch` keeps the offending micro-batches.
 
-    from rookworld_trl.grpo.faults import StepFaults, spike
+    from rookworld_trl.grpo.guard.faults import StepFaults, spike
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from rookworld_trl.grpo.snapshots import Snapshot, copy_to_host
+from rookworld_trl.grpo.guard.snapshots import Snapshot, copy_to_host
 from rookworld_trl.training.trl_compat import set_logged_lr
 
 logger = logging.getLogger(__name__)

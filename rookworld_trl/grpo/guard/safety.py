@@ -1,11 +1,11 @@
 """StepGuard: the GRPO trainer's judge at each optimizer-step boundary (a TrainerCallback), composing the three
 concerns that live in their own modules:
 
-- numerical faults and rollback (grpo/faults.py): non-finite or diverged steps are skipped and rolled back to
+- numerical faults and rollback (grpo/guard/faults.py): non-finite or diverged steps are skipped and rolled back to
   a snapshot, with the LR cut and the batch saved to output_dir/nan_batches/;
 - KL control (grpo/kl_control.py): adaptive KL and the KL guard (warn above kl_warn, save and stop above
   kl_stop);
-- snapshots (grpo/snapshots.py): host copies of the last healthy weights + optimizer, the rollback targets.
+- snapshots (grpo/guard/snapshots.py): host copies of the last healthy weights + optimizer, the rollback targets.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ import os
 import torch
 from transformers import TrainerCallback
 
-from rookworld_trl.grpo.faults import (
+from rookworld_trl.grpo.guard.faults import (
     StepFaults,
     first_non_finite_input,
     first_non_finite_policy_term,
     roll_back,
     save_batch,
 )
+from rookworld_trl.grpo.guard.snapshots import Snapshots
 from rookworld_trl.grpo.options import Option
-from rookworld_trl.grpo.snapshots import Snapshots
 from rookworld_trl.training.metrics_log import memory_metrics
 
 logger = logging.getLogger(__name__)
