@@ -109,7 +109,7 @@ def bad_value(name: str, kind: str, value, default, recipe: str | None) -> UserE
 
     shown = value if recipe else " ".join(value) if isinstance(value, list) else value
     choices = [c for p in split_type(kind) if p.startswith("{") for c in p[1:-1].split(",")]
-    close = did_you_mean(str(value), choices).replace("--", "") if choices else ""
+    close = did_you_mean(str(value), choices, prefix="") if choices else ""
     if recipe:
         example = f"`{name}: {yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip()}`"
         where = f"recipe {recipe}: {name}"
@@ -181,16 +181,13 @@ def other_kind(command: str, recipe: str) -> str:
 
 
 def missing_recipe(recipe: str) -> str:
-    """The one line for a --config that is not there, with the recipe of a close name when there is one."""
-    import difflib
-
+    """The one line for a --config that is not there, with the recipe of a close name when there is one (the one
+    did-you-mean, common/errors.py)."""
     folder = resolve_path(os.path.dirname(recipe) or ".")  # recipes/ from anywhere, as the recipe itself
     names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-    close = difflib.get_close_matches(os.path.basename(recipe), names, n=1)
-    hint = f"did you mean {os.path.join(os.path.dirname(recipe), close[0])}?" if close else ""
-    return (
-        f"recipe not found: {recipe}; {hint or 'pass a YAML file (e.g. --config recipes/grpo_tiny_cpu.yaml)'}"
-    )
+    prefix = os.path.join(os.path.dirname(recipe), "")
+    hint = did_you_mean(os.path.basename(recipe), names, prefix=prefix)
+    return f"recipe not found: {recipe}{hint or '; pass a YAML file (e.g. --config recipes/grpo_tiny_cpu.yaml)'}"
 
 
 def check_data(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS, puzzles=(None, None)) -> None:
