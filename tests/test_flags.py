@@ -10,9 +10,9 @@ import re
 
 import pytest
 
-from rookworld_trl import cli
 from rookworld_trl.data.commands import parser as data_parser
 from rookworld_trl.eval.evaluate import parse_args as eval_args
+from rookworld_trl.stages.launch import launch
 
 AUDIT = ["audit", "f.txt", "--max_lines", "5", "--eval_tolerance", "0.5", "--no-progress"]
 GENERATE = [
@@ -51,5 +51,5 @@ def test_help_shows_one_style(command, capsys):
 
 def test_the_launcher_reads_its_own_flags_in_both_spellings(capsys):
     with pytest.raises(SystemExit) as stop:
-        cli.launch("rookworld_trl.stages.grpo", ["--accelerate-config"], None)
+        launch("rookworld_trl.stages.grpo", ["--accelerate-config"], None)
     assert stop.value.code == 2 and "--accelerate_config needs a path" in capsys.readouterr().err

@@ -261,7 +261,7 @@ def test_empty_model_dir_is_not_a_model_directory(tmp_path, capsys):
 
 
 def test_custom_config_with_few_fields_says_it_replaces_the_recipe(tmp_path, capsys):
-    from rookworld_trl.cli import say_unset_fields
+    from rookworld_trl.stages.launch import say_unset_fields
 
     recipe = tmp_path / "mine.yaml"
     recipe.write_text("max_steps: 3\n")
@@ -431,7 +431,7 @@ def test_setup_takes_the_cpu_wheel_index_without_a_gpu_and_the_default_build_wit
 
 
 def test_bad_input_exit_code_passes_through_the_launcher(tmp_path, capsys):
-    from rookworld_trl.cli import launch
+    from rookworld_trl.stages.launch import launch
 
     argv = ["--accelerate_config", "accelerate_configs/cpu.yaml", "load", str(tmp_path / "missing.txt")]
     assert launch("rookworld_trl.data.commands", argv, None, "data") == 2

@@ -68,7 +68,6 @@ class RunData:
     tactics_test: object = None
     fen_width: int | None = None
     training_keys: frozenset[str] | None = None
-    exclusion: Exclusion = field(default_factory=Exclusion)
 
 
 def load_run_data(o: DataOptions) -> RunData:
@@ -86,8 +85,8 @@ def load_run_data(o: DataOptions) -> RunData:
         whole = read_excluded(stored, o.source, o.train_split, exclude)
     train = shape(whole, o.source, o.mix_env_ratio, o.seed, o.fen_width, None if puzzle else o.max_samples)
     width = o.fen_width or fen_width_of(column(train, "prompt"))
-    data = RunData(o.source, o.train_split, train, fen_width=width, exclusion=exclude,
-                   training_keys=frozenset(fen4(fen) for fen in column(whole, "fen")))  # fmt: skip
+    keys = frozenset(fen4(fen) for fen in column(whole, "fen"))
+    data = RunData(o.source, o.train_split, train, fen_width=width, training_keys=keys)
     if o.replay:  # the whole split: the mix may hold no rows of the replayed task
         data.replay = with_fen_width(whole, width, column(whole, "prompt"), o.source)
     if o.held_out:
