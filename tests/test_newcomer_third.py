@@ -23,7 +23,7 @@ from newcomer_cli import (
     user_env,
 )
 
-from rookworld_trl.stages import preflight
+from rookworld_trl.stages import preflight, recipe_fields
 
 pytestmark = pytest.mark.integration  # a subprocess per case
 
@@ -113,7 +113,7 @@ def test_flags_are_type_checked_and_the_batch_rule_counts_processes(tmp_path):
 
 
 def test_the_fields_file_holds_types_and_defaults():
-    fields = json.loads(preflight.RECIPE_FIELDS.read_text())["train"]
+    fields = json.loads(recipe_fields.RECIPE_FIELDS.read_text())["train"]
     assert fields["num_generations"] == ["int|None", 8] and fields["reward_funcs"][0] == "list[str]"
     assert fields["eval_strategy"][0] == "{no,steps,epoch}" and fields["learning_rate"][0] == "float"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rookworld_trl.stages import preflight
+from rookworld_trl.stages import preflight, recipe_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = (
@@ -114,6 +114,6 @@ def test_every_shipped_recipe_passes():
 
 @pytest.mark.integration  # imports TRL
 def test_recipe_fields_match_the_stages_dataclasses():
-    assert json.loads(preflight.RECIPE_FIELDS.read_text()) == preflight.stage_fields(), (
-        "stale: run `.venv/bin/python -m rookworld_trl.stages.preflight`"
+    assert json.loads(recipe_fields.RECIPE_FIELDS.read_text()) == recipe_fields.stage_fields(), (
+        "stale: run `.venv/bin/python -m rookworld_trl.stages.recipe_fields`"
     )

@@ -5,19 +5,17 @@ second, not after the wait. The stage checks everything again with the real pars
     rookworld train --config my.yaml --max_step 5      # -> one line: unknown flag --max_step (did you mean ...)
 
 What it checks, without importing TRL or datasets: the recipe (YAML syntax, a mapping, known fields), each
---flag's name, the numbers (int and float fields parse; entry.check_numbers' bounds), and the data source: a
+--flag's name, the numbers (int and float fields parse; stages/recipe.py check_numbers' bounds), and the data source: a
 missing path, an empty directory, a Parquet file without its markers, and a text / JSON Lines file's lines (each
 line a JSON object; every P:/A: line parses, as `rookworld data load` parses it) for up to DATA_SECONDS. The
-field names and kinds come from RECIPE_FIELDS, which `python -m rookworld_trl.stages.preflight` writes from the stages'
-dataclasses (tests/test_preflight.py fails when it is stale).
+field names and kinds come from RECIPE_FIELDS (stages/recipe_fields.py, which writes it from the stages'
+dataclasses; tests/test_preflight.py fails when it is stale).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 from rookworld_trl.common.errors import UserError, did_you_mean
@@ -25,82 +23,10 @@ from rookworld_trl.common.flags import flag_values
 from rookworld_trl.common.paths import resolve_path
 from rookworld_trl.data.check import DATA_SECONDS, check_source
 from rookworld_trl.stages.recipe import check_numbers, check_recipe
+from rookworld_trl.stages.recipe_fields import RECIPE_FIELDS, coerce, describe, split_type
 
-RECIPE_FIELDS = Path(__file__).resolve().parents[1] / "assets" / "recipe_fields.json"
 STAGES = ("train", "sft")  # both name their data dataset_name (TRL's ScriptArguments)
 LAUNCHER_FLAGS = {"config", "accelerate_config"}
-
-
-BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-
-
-def coerce(kind: str, value):
-    """`value` as a field of type `kind` (type_text's) reads it: a recipe's YAML value or a flag's text;
-    ValueError when no part of the type takes it.
-
-    >>> coerce("int|None", "8"), coerce("list[float]|None", ["1", 0.5]), coerce("{no,steps}", "steps")
-    (8, [1.0, 0.5], 'steps')
-    """
-    for part in split_type(kind):
-        try:
-            return _coerce_part(part, value)
-        except (ValueError, TypeError, KeyError):
-            continue
-    raise ValueError(kind)
-
-
-def split_type(kind: str) -> list[str]:
-    """The |-parts of a type text, keeping {a,b} and list[...] whole (their insides hold no |)."""
-    return kind.split("|")
-
-
-def _coerce_part(part: str, value):
-    if part == "any":
-        return value
-    if part.startswith("list["):
-        if not isinstance(value, list):
-            raise ValueError(part)
-        return [coerce(part[5:-1], item) for item in value]
-    if isinstance(value, list | dict):
-        if part == "dict" and isinstance(value, dict):
-            return value
-        raise ValueError(part)
-    if part == "None" and value is None:
-        return None
-    if part.startswith("{") and value is not None and str(value) in part[1:-1].split(","):
-        return str(value)
-    if part == "bool" and isinstance(value, bool | str):
-        return value if isinstance(value, bool) else BOOL_WORDS[value.strip().lower()]
-    if isinstance(value, bool) or value is None:  # `true` where a number or a name belongs
-        raise ValueError(part)
-    if part == "int" and not isinstance(value, float):
-        return int(value.strip() if isinstance(value, str) else value)
-    if part == "float":
-        return float(value)
-    if part == "str":  # a YAML number where a name belongs (a revision, a path) reads as its text
-        return value if isinstance(value, str) else str(value)
-    raise ValueError(part)
-
-
-def describe(kind: str) -> str:
-    """What a type text takes, in words: 'a whole number (or null)', 'one of no, steps, epoch', ..."""
-    words = {"int": "a whole number", "float": "a number", "bool": "true or false", "str": "a string",
-             "dict": "a mapping", "any": "a value"}  # fmt: skip
-    parts = [p for p in split_type(kind) if p != "None"]
-    said = []
-    for part in parts:
-        if part.startswith("{"):
-            choices = part[1:-1].split(",")
-            said.append("one of " + ", ".join(choices[:8]) + (", ..." if len(choices) > 8 else ""))
-        elif part.startswith("list["):
-            said.append(
-                f"a list ([...]) of {describe(part[5:-1]).removeprefix('a ')}s".replace(
-                    "one of", "each one of"
-                )
-            )
-        else:
-            said.append(words.get(part, part))
-    return " or ".join(said) + (" (or null)" if "None" in split_type(kind) else "")
 
 
 def bad_value(name: str, kind: str, value, default, recipe: str | None) -> UserError:
@@ -187,7 +113,9 @@ def missing_recipe(recipe: str) -> str:
     names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
     prefix = os.path.join(os.path.dirname(recipe), "")
     hint = did_you_mean(os.path.basename(recipe), names, prefix=prefix)
-    return f"recipe not found: {recipe}{hint or '; pass a YAML file (e.g. --config recipes/grpo_tiny_cpu.yaml)'}"
+    return (
+        f"recipe not found: {recipe}{hint or '; pass a YAML file (e.g. --config recipes/grpo_tiny_cpu.yaml)'}"
+    )
 
 
 def check_data(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS, puzzles=(None, None)) -> None:
@@ -305,85 +233,3 @@ def check_reward_funcs(config: dict) -> None:
             "field_credit: true needs policy_reward among reward_funcs (it reads its components): add "
             "policy_reward, or set --field_credit false"
         )
-
-
-def field_specs(dataclass_types) -> dict[str, list]:
-    """{field: [type, default]} of the dataclasses a stage's parser reads: the type as `type_text` writes it,
-    the default when JSON can hold it (else None). A field of several classes keeps the first one's."""
-    import dataclasses
-    import typing
-
-    specs = {}
-    for cls in dataclass_types:
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            if not f.init or f.name in specs:
-                continue
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            default = getattr(default, "value", default)  # an Enum's value, as a recipe writes it
-            try:
-                json.dumps(default)
-            except TypeError:
-                default = None
-            specs[f.name] = [type_text(hints[f.name], f.metadata.get("choices")), default]
-    return dict(sorted(specs.items()))
-
-
-def type_text(hint, choices=None) -> str:
-    """A field's type as the preflight checks it: parts joined by |, each int, float, bool, str, dict, None,
-    list[PART], {a,b,...} (an Enum's or a Literal's values) or any (not checked).
-
-    >>> import enum, typing
-    >>> type_text(int | None), type_text(list[str]), type_text(enum.Enum("E", {"A": "no", "B": "steps"}) | str)
-    ('int|None', 'list[str]', '{no,steps}')
-    """
-    import enum
-    import typing
-
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if choices:
-        return "{" + ",".join(map(str, choices)) + "}" + ("|None" if type(None) in args else "")
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
-        if enums:  # Enum | str: TrainingArguments turns the string into the Enum, so only its values pass
-            args = tuple(a for a in args if a is not str)
-        return "|".join(dict.fromkeys(type_text(a) for a in args))
-    if origin is typing.Literal:
-        return "{" + ",".join(map(str, args)) + "}" if all(isinstance(a, str) for a in args) else "any"
-    if origin in (list, tuple) or hint in (list, tuple):
-        return f"list[{type_text(args[0]) if args else 'any'}]"
-    if origin is dict or hint is dict:
-        return "dict"
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return "{" + ",".join(str(m.value) for m in hint) + "}"
-    if hint is type(None):
-        return "None"
-    return {int: "int", float: "float", bool: "bool", str: "str"}.get(hint, "any")
-
-
-def stage_fields() -> dict[str, dict[str, str]]:
-    """RECIPE_FIELDS' content, from the stages' dataclasses (imports TRL: seconds)."""
-    from trl import ModelConfig
-
-    from rookworld_trl.grpo.config import RookWorldGRPOConfig
-    from rookworld_trl.stages.grpo_args import GRPOScriptArguments
-    from rookworld_trl.stages.sft import RookWorldSFTConfig, SFTScriptArguments
-
-    return {
-        "train": field_specs((GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig)),
-        "sft": field_specs((SFTScriptArguments, RookWorldSFTConfig)),
-    }
-
-
-def fields_text(stages: dict) -> str:
-    """RECIPE_FIELDS' JSON, one field a line: a diff shows which field changed."""
-    blocks = []
-    for stage, specs in stages.items():
-        rows = ",\n".join(f"  {json.dumps(name)}: {json.dumps(spec)}" for name, spec in specs.items())
-        blocks.append(f" {json.dumps(stage)}: {{\n{rows}\n }}")
-    return "{\n" + ",\n".join(blocks) + "\n}\n"
-
-
-if __name__ == "__main__":  # python -m rookworld_trl.stages.preflight: rewrite RECIPE_FIELDS
-    RECIPE_FIELDS.write_text(fields_text(stage_fields()))
-    print(f"wrote {RECIPE_FIELDS}", file=sys.stderr)
