@@ -1,3 +1,5 @@
-"""The stage runners: each parses a recipe, builds a trainer, trains and evaluates, and is what
-`rookworld train` / `rookworld sft` launch through accelerate (`-m rookworld_trl.stages.grpo`, `-m rookworld_trl.stages.sft`).
+"""The front door and the stage runners: how `rookworld train` / `sft` start (launch.py, signals.py, preflight.py
+with recipe_fields.py, recipe.py; doctor.py, short_help.py) and what they start, through accelerate (grpo.py,
+sft.py: `-m rookworld_trl.stages.grpo`, `-m rookworld_trl.stages.sft`), each parsing a recipe, building a trainer,
+training and evaluating.
 """

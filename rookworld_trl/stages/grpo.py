@@ -36,6 +36,7 @@ from rookworld_trl.stages.grpo_args import GRPOScriptArguments, check_rewards
 from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints, publish
 from rookworld_trl.training.console import use_compact_logs
+from rookworld_trl.training.interrupt import said_interrupted
 from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir, machine_of_process
 
 logger = logging.getLogger(__name__)
@@ -146,16 +147,6 @@ def say_finished(output_dir: str, max_steps: int, resume: str | None) -> None:
     )
 
 
-def interrupted(trainer: RookWorldGRPOTrainer) -> int:
-    """Say where a stop signal left the run and how to go on; the exit code (130 for Ctrl-C, 143 for SIGTERM)."""
-    last = checkpoints.latest_complete_checkpoint(trainer.args.output_dir)
-    say(
-        f"interrupted at step {trainer.state.global_step} (last checkpoint: {last or 'none'}); resume with the "
-        "same command and --resume_from_checkpoint auto"
-    )
-    return trainer.interrupt.exit_code
-
-
 def train(
     trainer: RookWorldGRPOTrainer,
     script: GRPOScriptArguments | None = None,
@@ -186,9 +177,9 @@ def train(
         try:
             trainer.train(resume_from_checkpoint=resume)
         except KeyboardInterrupt:  # a second Ctrl-C: mid-update weights are no step's, so nothing is saved
-            return interrupted(trainer)
+            return said_interrupted(trainer)
         if trainer.interrupt.step is not None:  # the first Ctrl-C: the step finished and was saved
-            return interrupted(trainer)
+            return said_interrupted(trainer)
     if trainer.halt_reason:
         print(f"rookworld grpo: stopped early. {trainer.halt_reason}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ import threading
 from transformers import TrainerCallback
 
 from rookworld_trl.common.entry import say
+from rookworld_trl.training.checkpoints import latest_complete_checkpoint
 
 
 class SaveOnInterrupt(TrainerCallback):
@@ -54,3 +55,13 @@ class SaveOnInterrupt(TrainerCallback):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
+
+
+def said_interrupted(trainer) -> int:
+    """Say where a stop signal left the run and how to go on; the exit code (130 for Ctrl-C, 143 for SIGTERM)."""
+    last = latest_complete_checkpoint(trainer.args.output_dir)
+    say(
+        f"interrupted at step {trainer.state.global_step} (last checkpoint: {last or 'none'}); resume with the "
+        "same command and --resume_from_checkpoint auto"
+    )
+    return trainer.interrupt.exit_code
