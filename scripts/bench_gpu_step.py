@@ -236,7 +236,10 @@ def table(results: dict[str, dict], device: str, peak: str) -> str:
 def child_env() -> dict:
     """The caller's environment for a variant's process, the repository first on PYTHONPATH and the caller's
     entries after it (packages that come through PYTHONPATH: a container, a cluster module, a --target folder)."""
-    paths = [str(ROOT), *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    paths = [
+        str(ROOT),
+        *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT)),
+    ]
     return {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
