@@ -71,6 +71,8 @@ def test_the_completions_sweep_runs_on_the_embedded_model(tmp_path):
     for row in rows:
         assert row["s_per_step"] > 0 and row["peak_gib"] > 0
         assert row["completions_per_s"] == pytest.approx(row["completions"] / row["s_per_step"])
-        assert 0 < row["mfu"] < 1
+        assert row["mfu"] == pytest.approx(
+            row["tflop_per_step"] * 1e12 / row["s_per_step"] / figures["peak_flops"]
+        )
         assert f"| ours | {row['completions']} |" in done.stdout
     assert rows[2]["tflop_per_step"] == pytest.approx(16 * rows[0]["tflop_per_step"])
