@@ -311,6 +311,11 @@ def main() -> None:
                          flops=flops)  # fmt: skip
                 results[f"{name}@{c}"] = r
                 print(f"{name} at {c}: {r}", flush=True)
+    again, _ = matmul_peak()  # the best of two times: a shared CPU may have been busy at the first
+    if again > peak:
+        peak = again
+        for r in results.values():
+            r["mfu"] = r["tflop_per_step"] * 1e12 / r["s_per_step"] / peak
     text = table(results, device, f"{peak / 1e12:.3g} TFLOP/s, {peak_what}")
     print(text)
     if a.markdown:

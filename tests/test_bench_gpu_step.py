@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -58,12 +59,19 @@ def test_children_inherit_the_environment_with_the_repository_first(monkeypatch,
 
 @pytest.mark.slow
 def test_the_completions_sweep_runs_on_the_embedded_model(tmp_path):
-    """The sweep of the issue (64, 256, 1,024 completions per step) on this CPU: our step, 2 steps a point."""
-    out = tmp_path / "sweep.json"
+    """The sweep of the issue (64, 256, 1,024 completions per step) on this CPU: our step, 2 steps a point, the
+    124M recipe with 32 new tokens (~5 min on 2 idle cores)."""
+    out, recipe = tmp_path / "sweep.json", tmp_path / "recipe.yaml"
+    short = {
+        **yaml.safe_load((ROOT / "recipes" / "grpo_rookworld_124m_gpu.yaml").read_text()),
+        "max_completion_length": 32,
+    }
+    recipe.write_text(yaml.safe_dump(short))  # small steps: 32 new tokens instead of 96
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_gpu_step.py"), "--model", "embedded",
-                           "--variants", "ours", "--steps", "2", "--completions", "64,256,1024", "--json", str(out)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)  # fmt: skip
+                           "--variants", "ours", "--steps", "2", "--recipe", str(recipe), "--completions",
+                           "64,256,1024", "--json", str(out), "--markdown", str(tmp_path / "sweep.md")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = json.loads(out.read_text())
     assert "fp32 matmul" in figures["peak"] and figures["peak_flops"] > 0
