@@ -52,10 +52,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts"), str(ROOT / "tests")]
 from bench_step import StepClock, length_reward  # noqa: E402
 
+from rookworld_trl.grpo.config import COMPILE_PAD as PAD  # noqa: E402  (every prompt fits it; the compiled shapes)
+
 RECIPE = str(ROOT / "recipes" / "grpo_rookworld_124m_gpu.yaml")
 DATA = str(ROOT / "rookworld_trl" / "assets" / "data")
 VARIANTS = ("plain", "plain_compiled", "ours", "ours_compiled")
-PAD = 128  # rookworld_trl/grpo/config.py COMPILE_PAD: every prompt fits it; the compiled shapes' multiple
 
 
 def forward_flops(n_layer: int, d: int, vocab: int, tokens: float, head: float, pairs: float) -> float:
