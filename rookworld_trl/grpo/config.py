@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 
 import torch
 from trl import GRPOConfig
@@ -268,7 +268,8 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
 
 def as_rookworld_config(args) -> RookWorldGRPOConfig:
     """`args` for RookWorldGRPOTrainer: a RookWorldGRPOConfig as is; a plain trl.GRPOConfig converted (the
-    fields set away from GRPOConfig's defaults are kept, the others take ours); None: the defaults."""
+    fields set away from GRPOConfig's defaults are kept, the others take ours, activation checkpointing off
+    among them unless set through gradient_checkpointing); None: the defaults."""
     if isinstance(args, RookWorldGRPOConfig):
         return args
     if args is None:
@@ -277,19 +278,24 @@ def as_rookworld_config(args) -> RookWorldGRPOConfig:
         raise UserError(
             f"args must be a RookWorldGRPOConfig (or a trl.GRPOConfig), got {type(args).__name__}"
         )
-    defaults = GRPOConfig(output_dir=args.output_dir)
-    changed = {
-        f.name: getattr(args, f.name)
-        for f in fields(GRPOConfig)
-        if f.init and getattr(args, f.name) != getattr(defaults, f.name)
-    }
+    changed = {f.name: getattr(args, f.name) for f in fields(GRPOConfig) if f.init and _changed(args, f)}
+    changed.pop("generation_batch_size", None)  # __post_init__ derives it from steps_per_generation
+    if "gradient_checkpointing" not in changed:  # TRL's default on, copied into activation_checkpointing: ours off
+        changed.pop("activation_checkpointing", None)
     try:
-        return RookWorldGRPOConfig(output_dir=args.output_dir, **changed)
+        return RookWorldGRPOConfig(**{"output_dir": args.output_dir, **changed})
     except (ValueError, TypeError) as e:
         raise UserError(
             f"args: this trl.GRPOConfig does not convert to RookWorldGRPOConfig ({e}); build "
             "RookWorldGRPOConfig(...) with the same fields instead"
         ) from None
+
+
+def _changed(config, f) -> bool:
+    """Whether a field of `config` holds another value than its dataclass default (set by the user, or by
+    __post_init__ from what the user set)."""
+    default = f.default_factory() if f.default_factory is not MISSING else f.default
+    return default is MISSING or getattr(config, f.name) != default
 
 
 def check_completion_length(
