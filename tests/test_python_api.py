@@ -39,7 +39,9 @@ def one_line(e: pytest.ExceptionInfo) -> str:
     """The exception's message, checked to be one line with no chained traceback behind it."""
     message = str(e.value)
     assert "\n" not in message and "Traceback" not in message, message
-    assert e.value.__cause__ is None and (e.value.__context__ is None or e.value.__suppress_context__), message
+    assert e.value.__cause__ is None and (e.value.__context__ is None or e.value.__suppress_context__), (
+        message
+    )
     return message
 
 
@@ -79,7 +81,8 @@ def test_import_is_light_and_typed():
 # ------------------------------------------------------------------------------- assets and recipes
 
 
-def test_assets_are_paths_that_exist_anywhere():
+def test_assets_are_paths_that_exist_anywhere(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside the repository
     for path in (assets.MODEL, assets.DATA, assets.TACTICS, assets.RECIPES):
         assert Path(path).is_absolute() and Path(path).is_dir(), path
     recipe = assets.recipe("grpo_tiny_cpu")
@@ -159,7 +162,10 @@ def build(tmp_path, dataset, rewards, args=None, model=None):
     from rookworld_trl import RookWorldGRPOTrainer
 
     return RookWorldGRPOTrainer(
-        model=model or assets.MODEL, reward_funcs=rewards, args=args or config(tmp_path), train_dataset=dataset
+        model=model or assets.MODEL,
+        reward_funcs=rewards,
+        args=args or config(tmp_path),
+        train_dataset=dataset,
     )
 
 
@@ -181,7 +187,9 @@ CASES = {  # name: (build args, what the one line must say)
         "unknown reward function 'policy_rewad' (did you mean policy_reward?)",
     ),
     "a built-in reward of another shaping": (
-        lambda t, ds: build(t, ds, [rookworld_trl.make_env_reward(shaping="linear")], config(t, reward_shaping="dense")),
+        lambda t, ds: build(
+            t, ds, [rookworld_trl.make_env_reward(shaping="linear")], config(t, reward_shaping="dense")
+        ),
         "build it with make_env_reward(shaping='dense')",
     ),
     "a model path typo": (
@@ -274,7 +282,9 @@ def test_model_card_snippet_runs_with_transformers(tmp_path):
     (tmp_path / "final").symlink_to(assets.MODEL)
     width = getattr(AutoConfig.from_pretrained(assets.MODEL), FEN_WIDTH_KEY)
     args = SimpleNamespace(output_dir=str(tmp_path))
-    card = str(model_card(args, 5, assets.MODEL, None, SimpleNamespace(fen_width=width, dataset_name=assets.DATA)))
+    card = str(
+        model_card(args, 5, assets.MODEL, None, SimpleNamespace(fen_width=width, dataset_name=assets.DATA))
+    )
     assert f"fen.ljust({width})" in card
     snippet = re.search(r"## Usage.*?```python\n(.*?)```", card, re.S)[1]
     run = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=300)

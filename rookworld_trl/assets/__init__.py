@@ -38,7 +38,10 @@ def recipe(name: str) -> str:
     path = Path(RECIPES) / f"{stem}.yaml"
     if path.is_file():
         return str(path)
+    from rookworld_trl.errors import did_you_mean
+
     known = sorted(p.stem for p in Path(RECIPES).glob("*.yaml"))
     raise FileNotFoundError(
-        f"recipe not found: {name!r}; pass a YAML file or one of the bundled: {', '.join(known)}"
+        f"recipe not found: {name!r}{did_you_mean(stem, known, prefix='')}; pass a YAML file or one of the "
+        f"bundled: {', '.join(known)}"
     )

@@ -45,7 +45,16 @@ from rookworld_trl.eval.registry import SUITES, EvalItems, analysed, draw_items
 from rookworld_trl.flags import FlagParser
 from rookworld_trl.stats import Metric
 
-__all__ = ["SUITES", "EvalItems", "EvalResult", "EvalSettings", "analysed", "draw_items", "evaluate", "run_suites"]
+__all__ = [
+    "SUITES",
+    "EvalItems",
+    "EvalResult",
+    "EvalSettings",
+    "analysed",
+    "draw_items",
+    "evaluate",
+    "run_suites",
+]
 
 
 @dataclass

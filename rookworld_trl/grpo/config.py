@@ -280,7 +280,9 @@ def as_rookworld_config(args) -> RookWorldGRPOConfig:
         )
     changed = {f.name: getattr(args, f.name) for f in fields(GRPOConfig) if f.init and _changed(args, f)}
     changed.pop("generation_batch_size", None)  # __post_init__ derives it from steps_per_generation
-    if "gradient_checkpointing" not in changed:  # TRL's default on, copied into activation_checkpointing: ours off
+    # TRL's default turns gradient_checkpointing on, which __post_init__ copies into activation_checkpointing:
+    # unless the user set it, ours (off) applies
+    if "gradient_checkpointing" not in changed:
         changed.pop("activation_checkpointing", None)
     try:
         return RookWorldGRPOConfig(**{"output_dir": args.output_dir, **changed})
