@@ -73,6 +73,9 @@ class RookWorldGRPOTrainer(GRPOSeams):
     rows to mix into P: prompts and replay (grpo/tactics.py; None: off). `push_checkpoints`:
     with push_to_hub, upload each complete checkpoint's model files too.
     After `train()` returns, `halt_reason` is None for a normal end, else a message saying why it stopped.
+    Built from Python it checks what `rookworld train` checks (`_checked_inputs`): `model` may be a path or hub
+    id, `reward_funcs` names or functions, `args` a plain trl.GRPOConfig, `train_dataset` a `text` column of
+    P:/A: lines (docs/GUIDE.md, "From Python"); `check_lengths` False leaves the completion budget unchecked.
     """
 
     _trl_kl_off = False  # while TRL's loss runs under an exact kl_estimator, which adds its own KL term
@@ -149,7 +152,10 @@ class RookWorldGRPOTrainer(GRPOSeams):
         UserError; some: a warning; `check_lengths` False: not here, the stage warns itself)."""
         args = as_rookworld_config(args)
         if isinstance(model, str):  # a typo is one line, not transformers' two chained tracebacks
-            model, tokenizer = load_model_and_tokenizer(model)
+            init = args.model_init_kwargs or {}
+            dtype = init.get("dtype")
+            dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else None
+            model, tokenizer = load_model_and_tokenizer(model, dtype=dtype, revision=init.get("revision"))
             if len(rest) < 3:
                 kwargs.setdefault("processing_class", tokenizer)
         reward_funcs = resolve_rewards(
