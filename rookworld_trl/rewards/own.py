@@ -134,7 +134,7 @@ def resolve_rewards(funcs, shaping: str = "graduated", engine=None, weights=None
     string) becomes its function; `policy_reward`/`env_reward` (the ready ones) are built with `shaping`
     (and `engine`); every function is checked as TRL calls it, and with check_reward_names. A built-in made by
     a factory with another shaping than `shaping` is a UserError (reward_shaping would silently not apply).
-    A string with a '/' and no '.' (a hub reward model, 'owner/name') is left to TRL."""
+    A string with a '/' and no '.' (a hub reward model, 'owner/name') and a reward model are left to TRL."""
     from rookworld_trl.rewards.functions import REWARD_FUNCS, policy_grader
 
     funcs = [funcs] if isinstance(funcs, str) or callable(funcs) else list(funcs)
@@ -147,6 +147,8 @@ def resolve_rewards(funcs, shaping: str = "graduated", engine=None, weights=None
         elif isinstance(func, str):
             check_reward_names([func])  # an unknown name: UserError with the built-in ones
             out.append(import_reward(func))
+        elif hasattr(func, "forward") and hasattr(func, "config"):
+            out.append(func)  # a reward model (PreTrainedModel): TRL calls it with token ids, not keywords
         elif getattr(func, "ready", False):
             out.append(REWARD_FUNCS[func.__name__](engine=engine, shaping=shaping))
         else:
