@@ -297,7 +297,7 @@ def test_model_card_snippet_runs_with_transformers(tmp_path):
 
 def readme_quickstart() -> str:
     readme = (ROOT / "README.md").read_text()
-    return re.search(r"## From Python.*?```python\n(.*?)```", readme, re.S)[1]
+    return re.search(r"From Python, .*?```python\n(.*?)```", readme, re.S)[1]
 
 
 def test_readme_quickstart_is_short():
@@ -315,4 +315,4 @@ def test_readme_quickstart_runs_as_written(tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "runs" / "quickstart" / "final" / "model.safetensors").is_file()
-    assert "greedy/legal_best_move" in run.stdout
+    assert "greedy/legal_best_move" in run.stdout and (tmp_path / "eval_results" / "eval.json").is_file()
