@@ -30,7 +30,12 @@ def resolve_path(path: str) -> str:
     if Path(path).exists() or Path(path).is_absolute():
         return path
     candidate = REPO_ROOT / path
-    return str(candidate) if candidate.exists() else path
+    if candidate.exists():
+        return str(candidate)
+    bundled = (
+        Path(__file__).resolve().parent / "assets" / path
+    )  # recipes/ ships in the package (assets/recipes)
+    return str(bundled) if bundled.exists() else path
 
 
 # what a data source's one-line error ends with when the source cannot be read at all (the preflight, data loading)
@@ -74,8 +79,10 @@ def stage_parser(dataclass_types: tuple, command: str):
         def parse_args_and_config(self, args=None, *more, **kwargs):
             argv = list(sys.argv[1:] if args is None else args)
             fields = {action.dest for action in self._actions}
-            if "--config" in argv[:-1]:
-                check_recipe(argv[argv.index("--config") + 1], fields)
+            if "--config" in argv[:-1]:  # recipes/NAME.yaml from any working directory, as `rookworld` does
+                at = argv.index("--config") + 1
+                argv[at] = resolve_path(argv[at])
+                check_recipe(argv[at], fields)
             try:
                 return super().parse_args_and_config(argv, *more, **kwargs)
             except ValueError as e:
@@ -135,6 +142,44 @@ def check_recipe(path: str, fields: set[str]) -> None:
                 f"recipe {path}: unknown field {name!r}{did_you_mean(str(name), fields)}; "
                 "`rookworld train --help_all` (or sft) lists the fields"
             )
+
+
+def recipe_config(config_class, recipe: str, command: str, overrides: dict):
+    """A `config_class` (RookWorldGRPOConfig, RookWorldSFTConfig) with the fields a recipe sets, by name
+    ("grpo_tiny_cpu") or path, then `overrides`; the recipe's other fields (model, data, rewards: the
+    stage's, `rookworld train --help_all`) are left out. Values are read as the stage's parser reads them."""
+    import dataclasses
+    import json
+
+    import yaml
+    from trl import TrlParser
+
+    from rookworld_trl import assets
+
+    try:
+        path = assets.recipe(str(recipe))
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+    stage_fields = json.loads((Path(assets.HERE) / "recipe_fields.json").read_text())[command]
+    own = {f.name for f in dataclasses.fields(config_class) if f.init}
+    check_recipe(path, own | set(stage_fields))
+    with open(path) as f:
+        values = yaml.safe_load(f)
+    for key, value in (values.pop("env", None) or {}).items():  # as TrlParser does
+        os.environ[key] = str(value)
+    values = {k: v for k, v in values.items() if k in own} | overrides
+    unknown = [k for k in overrides if k not in own]
+    if unknown:
+        raise TypeError(
+            f"{config_class.__name__}.from_recipe: unknown field {unknown[0]!r}"
+            f"{did_you_mean(unknown[0], own).replace('--', '')}; help({config_class.__name__}) lists the fields"
+        )
+    parser = TrlParser((config_class,))
+    parser.set_defaults_with_config(**values)  # argparse converts string values by the field's type
+    try:
+        return parser.parse_args_into_dataclasses(args=[])[0]
+    except SystemExit:  # argparse printed which value it could not read
+        raise UserError(f"recipe {path}: a value does not fit its field (see above)") from None
 
 
 EXAMPLES = {  # one example per training command, shown at the end of --help
