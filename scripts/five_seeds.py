@@ -7,7 +7,7 @@ the mean and range over the seeds, and mate in one pooled over them against the 
 
 Each seed is `rookworld train --seed N --output_dir OUT/seedN [ARGS after --]`; a seed whose OUT/seedN/eval/eval.json
 exists is not run again (an interrupted run resumes as `rookworld train` does). With --jobs J > 1 the runs go J at a
-time, each with OMP_NUM_THREADS = cores / J. The table reads each run's own before/after eval (eval/eval.json:
+time, each with OMP_NUM_THREADS = cores / J. The table reads each run's own before/after eval (OUT/seedN/eval/eval.json:
 the whole test split, the tactics test split). `*`: the paired 95% interval excludes 0.
 """
 
