@@ -21,7 +21,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "scripts")]
+from bench_gpu_step import child_env  # noqa: E402
 from gpt2_shape import save_rookworld_124m_shape  # noqa: E402
 
 DATA = str(ROOT / "rookworld_trl" / "assets" / "data")
@@ -29,9 +30,8 @@ DATA = str(ROOT / "rookworld_trl" / "assets" / "data")
 
 def run(cmd: list[str]) -> float:
     """Run a stage to its end; its peak RSS in GiB (its own, not Stockfish's)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", *cmd], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [sys.executable, "-m", *cmd], env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     log = proc.stdout.read().decode(errors="replace")
     _, status, usage = os.wait4(proc.pid, 0)

@@ -4,7 +4,9 @@
 #   bash scripts/check_floors.sh [VENV_DIR]       # default build/floors-venv; exit 0 when all of it passes
 # The floors are read from pyproject.toml (no second list). torch comes as scripts/setup.sh installs it: the CPU
 # build where there is no NVIDIA GPU (PyTorch's CPU index, or TORCH_INDEX_URL), the default build where there is.
-# Needs only the package registries. Takes 10-20 minutes (the install, then the default tier).
+# Needs only the package registries. Takes 10-20 minutes (the install, then the default tier). Where PyTorch's
+# CPU index cannot be reached, TORCH_INDEX_URL=https://pypi.org/simple takes PyPI's build (CUDA, ~5 GB with its
+# nvidia-* wheels), whose CPU paths run on a machine without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${1:-build/floors-venv}
@@ -46,7 +48,7 @@ for req in project["dependencies"] + project["optional-dependencies"]["dev"]:
     name, floor = re.match(r"^([A-Za-z0-9_.\-]+)\s*>=\s*([^,;\s]+)", req).groups()
     got = m.version(name)
     print(f"  {name:18} floor {floor:10} installed {got}")
-    if Version(got.split("+")[0]) != Version(floor):  # 2.13.0+cpu is floor 2.13
+    if Version(got.split("+")[0]) != Version(floor):  # 2.11.0+cpu (or +cu130) is floor 2.11
         wrong.append(f"{name} {got} (floor {floor})")
 if wrong:
     raise SystemExit(f"check_floors: not at the floor: {', '.join(wrong)}")

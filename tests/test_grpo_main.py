@@ -16,6 +16,7 @@ import torch
 from tiny_grpo import ROOT, env_lines, file_reward, make_trainer, tiny_recipe_argv
 from trl import ModelConfig, TrlParser
 
+from rookworld_trl.common.errors import UserError
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.stages.grpo import main, resolve_reward_funcs
 from rookworld_trl.stages.grpo_args import GRPOScriptArguments
@@ -100,7 +101,7 @@ def test_bad_input_is_one_line_not_a_traceback(flags, says, tmp_path, capsys):
 def test_resolve_reward_funcs_mixes_registry_and_references():
     funcs = resolve_reward_funcs(["env_reward", "tiny_grpo:file_reward"])
     assert [f.__name__ for f in funcs] == ["env_reward", "file_reward"] and funcs[1] is file_reward
-    with pytest.raises(ValueError, match="unknown reward"):
+    with pytest.raises(UserError, match="unknown reward"):  # grpo/rewards/own.py: one line with the known ones
         resolve_reward_funcs(["no_such_reward"])
 
 

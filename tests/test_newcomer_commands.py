@@ -196,7 +196,7 @@ def test_the_readme_is_a_front_page():
 
     text = (ROOT / "README.md").read_text()
     lines = text.splitlines()
-    assert len(lines) <= 160 and max(map(len, lines)) <= 110
+    assert len(lines) <= 170 and max(map(len, lines)) <= 110  # 160 + the Python quickstart (issue 63)
     assert "bash scripts/setup.sh && .venv/bin/rookworld train" in text
     assert "bash scripts/setup.sh && .venv/bin/python -m pytest -q" in text
     for link in re.findall(r"\]\(([^)#]+)\)", text):

@@ -131,7 +131,16 @@ SMOKE = {  # the script and its smallest setting: seconds to a minute or two eac
     "bench_engine.py": ["--n", "6", "--depth", "4", "--repeats", "1"],
     "bench_gelu.py": ["--batch", "4", "--tokens", "16", "--repeats", "1"],
     "bench_generate.py": ["--depth", "4", "--games", "1", "--max_plies", "6", "--workers", "1"],
-    "bench_gpu_step.py": ["--model", "embedded", "--steps", "2", "--variants", "plain,ours"],
+    "bench_gpu_step.py": [
+        "--model",
+        "embedded",
+        "--steps",
+        "2",
+        "--variants",
+        "plain,ours",
+        "--completions",
+        "16",
+    ],
     "bench_rewards.py": ["--positions", "8", "--depth", "4", "--workers", "1", "--prompts-per-batch", "1"],
     "bench_step.py": ["--smoke"],
 }

@@ -19,3 +19,27 @@ def did_you_mean(name: str, choices, prefix: str = "--") -> str:
     key = name.lstrip("-").split("=")[0].replace("-", "_")
     close = difflib.get_close_matches(key, [c.lstrip("-") for c in choices], n=1)
     return f" (did you mean {prefix}{close[0]}?)" if close else ""
+
+
+def suggest_fields(cls):
+    """Class decorator for a dataclass config: an unknown keyword is one TypeError naming it, with the field
+    it is closest to (Python's own says only "unexpected keyword argument")."""
+    import dataclasses
+    import functools
+
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        known = {f.name for f in dataclasses.fields(self) if f.init}
+        unknown = [name for name in kwargs if name not in known]
+        if unknown:
+            name, kind = unknown[0], type(self).__name__
+            raise TypeError(
+                f"{kind}: unknown field {name!r}{did_you_mean(name, known, prefix='')}; help({kind}) lists "
+                "the fields"
+            )
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls

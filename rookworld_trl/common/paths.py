@@ -16,7 +16,10 @@ def resolve_path(path: str) -> str:
     if Path(path).exists() or Path(path).is_absolute():
         return path
     candidate = REPO_ROOT / path
-    return str(candidate) if candidate.exists() else path
+    if candidate.exists():
+        return str(candidate)
+    bundled = REPO_ROOT / "rookworld_trl" / "assets" / path  # recipes/ ships in the package (assets/recipes)
+    return str(bundled) if bundled.exists() else path
 
 
 def resolve_paths(config, *names: str) -> None:

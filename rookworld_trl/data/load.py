@@ -74,6 +74,22 @@ def to_rows(
     return dataset_from_lines(lambda: table_lines(ds, source), report, streaming, task, count)
 
 
+def prompt_rows(ds, name: str = "train_dataset"):
+    """A dataset a RookWorld trainer can sample prompts from: as given when it has a `prompt` column; our columns
+    (prompt, completion, task, labels) parsed from a `text` column of P:/A: lines; else a DataSourceError
+    naming its columns and the fix. A streamed dataset is passed on as it is."""
+    names = getattr(ds, "column_names", None)
+    if names is None or "prompt" in names:
+        return ds
+    if "text" not in names:
+        raise DataSourceError(
+            f"{name} has the columns {names} but no `prompt`: give it a `prompt` column (P:/A: prompts, e.g. "
+            "from rookworld_trl.chess.formats.policy_prompt) or a `text` column of whole P:/A: lines, or load it "
+            "with load_rookworld_dataset"
+        )
+    return to_rows(ds, name, LoadReport(name), streaming=False)  # a malformed line: DataSourceError naming it
+
+
 def check_ratio(mix_env_ratio: float) -> None:
     if not 0.0 <= mix_env_ratio <= 1.0:
         raise ValueError(f"mix_env_ratio must be in [0, 1], got {mix_env_ratio}")

@@ -42,7 +42,16 @@ from rookworld_trl.eval.outputs import summarize, write_outputs
 from rookworld_trl.eval.registry import SUITES, EvalItems, analysed, draw_items
 from rookworld_trl.eval.stats import Metric
 
-__all__ = ["SUITES", "EvalItems", "EvalSettings", "analysed", "draw_items", "evaluate", "run_suites"]
+__all__ = [
+    "SUITES",
+    "EvalItems",
+    "EvalResult",
+    "EvalSettings",
+    "analysed",
+    "draw_items",
+    "evaluate",
+    "run_suites",
+]
 
 
 @dataclass
@@ -243,19 +252,52 @@ def check_device(device: str | None) -> None:
                             "there is one, else cpu) or pass --device cpu")  # fmt: skip
 
 
-def evaluate(args: EvalSettings, data=None) -> dict[str, str]:
-    """Run the selected suites on args.model (and args.baseline); write eval.json/md/png; their paths. `data`: a
-    run's RunData (data/run.py: held-out rows, tactics test rows, training positions), read once by the run;
-    None: read from args.data, args.tactics and args.train_data."""
+class EvalResult(dict):
+    """What `evaluate` returns: the paths of eval.json/md/png by kind (`result["md"]`), and `figures`: {suite:
+    {figure: {"model": {"value", "ci", "n"}, "baseline", "delta", ...}}} as in eval.json; `str(result)`: the
+    markdown table."""
+
+    def __init__(self, paths: dict[str, str], figures: dict):
+        super().__init__(paths)
+        self.figures = figures
+
+    def value(self, suite: str, figure: str, of: str = "model") -> float | None:
+        """One figure of `of` ("model" or "baseline"), e.g. value("policy", "best_move_legal")."""
+        return self.figures[suite][figure][of]["value"]
+
+    def __str__(self) -> str:
+        with open(self["md"]) as f:
+            return f.read().rstrip()
+
+
+def evaluate(args: EvalSettings | str | None = None, /, run_data=None, **settings) -> EvalResult:
+    """Run the selected suites on a model (and a baseline); write eval.json/md/png; return them (EvalResult).
+
+    `args`: EvalSettings, or the model's path or hub id with `settings` as EvalSettings fields; the defaults are
+    `rookworld eval`'s (held-out data: the embedded test split). `run_data`: a run's RunData (data/run.py: its
+    held-out rows, tactics test rows and training positions, read once by the run); None: read from args.data,
+    args.tactics and args.train_data. From Python:
+
+        from rookworld_trl import evaluate
+        result = evaluate("runs/grpo_tiny_cpu/final", baseline=assets.MODEL, suites="policy", policy_samples=200)
+        result.value("policy", "best_move_legal"), result["md"]
+    """
+    if not isinstance(args, EvalSettings):
+        args = EvalSettings(**({"model": str(args)} if args else {}), **settings)
+    elif settings:
+        args = dataclasses.replace(args, **settings)
     if not args.model:
         raise ValueError("evaluate: name the model to evaluate (EvalSettings.model)")
+    if args.data is None:  # as `rookworld eval`: the embedded test split
+        args = dataclasses.replace(args, data=CLI_DEFAULTS["data"])
+    resolve_paths(args, "model", "baseline", "data", "train_data", "tactics")
     suites = args.suite_list()
     from rookworld_trl.model.source import model_source
 
     for name in filter(None, (args.model, args.baseline)):  # a wrong name: one line before Stockfish starts
         model_source(name)
     check_device(args.device)
-    data = data if data is not None else read_data(args, suites)
+    data = run_data if run_data is not None else read_data(args, suites)
     limit = EngineLimit(depth=args.depth, nodes=args.nodes)
     with EnginePool(
         args.engine_workers, limit, multipv=MULTIPV, cache=args.cache, stockfish_path=args.stockfish
@@ -298,9 +340,10 @@ def evaluate(args: EvalSettings, data=None) -> dict[str, str]:
         "eval_clip_pawns": 10.0,
         "versions": versions(args.stockfish),
     }
-    paths = write_outputs(summarize(results, baseline, args.seed), settings, args.out)
+    figures = summarize(results, baseline, args.seed)
+    paths = write_outputs(figures, settings, args.out)
     print(f"rookworld eval: wrote {', '.join(paths.values())}")
-    return paths
+    return EvalResult(paths, figures)
 
 
 def parse_args(argv: list[str] | None) -> EvalSettings:

@@ -8,12 +8,14 @@ works in a YAML recipe and as a `--flag`; invariants are checked in `__post_init
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 
 import torch
 from trl import GRPOConfig
 
+from rookworld_trl.common.errors import UserError, suggest_fields
 from rookworld_trl.grpo.rl_options import RLOptions, check_rl_options
 from rookworld_trl.model.generation import BACKENDS
 
@@ -24,6 +26,8 @@ DEVICE_TYPES = ("cpu", "cuda", "xpu", "mps", "npu")
 # (GPT-2 BPE: P: <= 87 tokens, A: <= 114) and completion (max_completion_length <= 128).
 COMPILE_PAD = 128
 
+logger = logging.getLogger(__name__)
+
 
 def compiling(config) -> bool:
     """Whether the model will run under torch.compile: the torch_compile flag or an accelerate config's
@@ -32,10 +36,21 @@ def compiling(config) -> bool:
     return bool(config.torch_compile) or backend not in ("NO", "")
 
 
+@suggest_fields
 @dataclass
 class RookWorldGRPOConfig(RLOptions, GRPOConfig):
     """GRPOConfig plus the RookWorld fields, by section (the RL options: grpo/rl_options.py RLOptions). The model (and LoRA)
-    comes from TRL's ModelConfig; what only the stage reads (data, rewards, evals): stages/grpo_args.py."""
+    comes from TRL's ModelConfig; what only the stage reads (data, rewards, evals): stages/grpo_args.py.
+    The defaults are TRL's where not said otherwise; the tested settings are a recipe's:
+    `RookWorldGRPOConfig.from_recipe("grpo_tiny_cpu", max_steps=5, output_dir="runs/try")`."""
+
+    @classmethod
+    def from_recipe(cls, recipe: str = "grpo_tiny_cpu", **overrides) -> RookWorldGRPOConfig:
+        """The trainer settings of a recipe (a bundled name such as "grpo_tiny_cpu", or a YAML path), with
+        `overrides`; the recipe's model, data and reward names are the stage's and are left out."""
+        from rookworld_trl.training.recipes import recipe_config
+
+        return recipe_config(cls, recipe, "train", overrides)
 
     # ---- rewards and credit ----
     reward_shaping: str = field(
@@ -211,3 +226,62 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
             raise ValueError(
                 "ref_model_device cannot be combined with sync_ref_model (TRL mixes weights in place)"
             )
+
+
+def as_rookworld_config(args) -> RookWorldGRPOConfig:
+    """`args` for RookWorldGRPOTrainer: a RookWorldGRPOConfig as is; a plain trl.GRPOConfig converted (the
+    fields set away from GRPOConfig's defaults are kept, the others take ours, activation checkpointing off
+    among them unless set through gradient_checkpointing); None: the defaults."""
+    if isinstance(args, RookWorldGRPOConfig):
+        return args
+    if args is None:
+        return RookWorldGRPOConfig()
+    if not isinstance(args, GRPOConfig):
+        raise UserError(
+            f"args must be a RookWorldGRPOConfig (or a trl.GRPOConfig), got {type(args).__name__}"
+        )
+    changed = {f.name: getattr(args, f.name) for f in fields(GRPOConfig) if f.init and _changed(args, f)}
+    changed.pop("generation_batch_size", None)  # __post_init__ derives it from steps_per_generation
+    # TRL's default turns gradient_checkpointing on, which __post_init__ copies into activation_checkpointing:
+    # unless the user set it, ours (off) applies
+    if "gradient_checkpointing" not in changed:
+        changed.pop("activation_checkpointing", None)
+    try:
+        return RookWorldGRPOConfig(**{"output_dir": args.output_dir, **changed})
+    except (ValueError, TypeError) as e:
+        raise UserError(
+            f"args: this trl.GRPOConfig does not convert to RookWorldGRPOConfig ({e}); build "
+            "RookWorldGRPOConfig(...) with the same fields instead"
+        ) from None
+
+
+def _changed(config, f) -> bool:
+    """Whether a field of `config` holds another value than its dataclass default (set by the user, or by
+    __post_init__ from what the user set)."""
+    default = f.default_factory() if f.default_factory is not MISSING else f.default
+    return default is MISSING or getattr(config, f.name) != default
+
+
+def check_completion_length(
+    dataset, tokenizer, max_completion_length: int, n: int = 2000, strict=False
+) -> None:
+    """Warn when reference completions (+ EOS) of the data would not fit in max_completion_length: a cut
+    completion scores as a format failure (or is masked), a silent penalty on the task, not the model.
+    `strict`: a UserError instead when it cuts more than half of them (nothing left to learn)."""
+    from rookworld_trl.data.layout import column
+
+    names = getattr(dataset, "column_names", None) or []
+    if "completion" not in names or not len(dataset):
+        return
+    sample = column(dataset.select(range(min(n, len(dataset)))), "completion")
+    lengths = [len(ids) + 1 for ids in tokenizer(sample, add_special_tokens=False)["input_ids"]]
+    over = sum(length > max_completion_length for length in lengths)
+    if not over:
+        return
+    message = (
+        f"max_completion_length={max_completion_length} cuts {over} of {len(lengths)} sampled reference "
+        f"completions (the longest is {max(lengths)} tokens with EOS): raise it to at least {max(lengths)}"
+    )
+    if strict and 2 * over > len(lengths):
+        raise UserError(message)
+    logger.warning(message)

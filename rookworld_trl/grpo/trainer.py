@@ -27,20 +27,32 @@ import os
 
 import torch
 
+from rookworld_trl.data.load import prompt_rows
 from rookworld_trl.grpo import advantages
-from rookworld_trl.grpo.config import RookWorldGRPOConfig, compiling
+from rookworld_trl.grpo.config import (
+    RookWorldGRPOConfig,
+    as_rookworld_config,
+    check_completion_length,
+    compiling,
+)
 from rookworld_trl.grpo.guard.safety import StepGuard
 from rookworld_trl.grpo.importance import correct_for_sampler
 from rookworld_trl.grpo.kl import HiddenTap, completion_hidden
 from rookworld_trl.grpo.kl_control import KLControl
 from rookworld_trl.grpo.loss import add_terms
+from rookworld_trl.grpo.rewards.own import resolve_rewards
 from rookworld_trl.grpo.rl_options import build_options
 from rookworld_trl.grpo.rollout import check_supported, rollout
 from rookworld_trl.grpo.schedule import warmup_cosine_linear
 from rookworld_trl.grpo.selfplay import SelfPlay, SelfPlayCallback
 from rookworld_trl.grpo.tactics import TacticsMix
 from rookworld_trl.grpo.value import ValueBaseline, add_value_head, clip_value_head
-from rookworld_trl.model.loading import gpt2_backbone, use_fused_gelu, use_padding_aware_positions
+from rookworld_trl.model.loading import (
+    gpt2_backbone,
+    load_model_and_tokenizer,
+    use_fused_gelu,
+    use_padding_aware_positions,
+)
 from rookworld_trl.model.shared_prefix import use_shared_prefix
 from rookworld_trl.training import checkpoints, publish
 from rookworld_trl.training.interrupt import SaveOnInterrupt
@@ -61,6 +73,9 @@ class RookWorldGRPOTrainer(GRPOSeams):
     rows to mix into P: prompts and replay (grpo/tactics.py; None: off). `push_checkpoints`:
     with push_to_hub, upload each complete checkpoint's model files too.
     After `train()` returns, `halt_reason` is None for a normal end, else a message saying why it stopped.
+    Built from Python it checks what `rookworld train` checks (`_checked_inputs`): `model` may be a path or hub
+    id, `reward_funcs` names or functions, `args` a plain trl.GRPOConfig, `train_dataset` a `text` column of
+    P:/A: lines (docs/GUIDE.md, "From Python"); `check_lengths` False leaves the completion budget unchecked.
     """
 
     _trl_kl_off = False  # while TRL's loss runs under an exact kl_estimator, which adds its own KL term
@@ -80,14 +95,19 @@ class RookWorldGRPOTrainer(GRPOSeams):
         self,
         model,
         reward_funcs,
-        args: RookWorldGRPOConfig,
+        args: RookWorldGRPOConfig | None = None,
         *rest,
         replay_dataset=None,
         selfplay: SelfPlay | None = None,
         tactics: TacticsMix | None = None,
         push_checkpoints: bool = False,
+        check_lengths: bool = True,
         **kwargs,
     ):
+        rest = list(rest)
+        args, model, reward_funcs = self._checked_inputs(
+            model, reward_funcs, args, rest, kwargs, check_lengths
+        )
         # Trainer would push output_dir (stable/, Parquet, engine cache) at every save: publish.py pushes final/
         self.publish_to_hub, args.push_to_hub = args.push_to_hub, False
         self.push_checkpoints = push_checkpoints  # each complete checkpoint's model files too
@@ -122,6 +142,37 @@ class RookWorldGRPOTrainer(GRPOSeams):
             self.add_callback(
                 JSONLMetricsCallback(os.path.join(self.args.output_dir, self.args.metrics_jsonl))
             )
+
+    @staticmethod
+    def _checked_inputs(model, reward_funcs, args, rest, kwargs, check_lengths):
+        """`rookworld train`'s checks, for a trainer built in Python, each one UserError naming the fix: the
+        config (a plain GRPOConfig is converted), the model path (loaded here with its tokenizer), the rewards
+        (grpo/rewards/own.py resolve_rewards: names, signatures, shaping, field credit), the dataset's columns (a
+        `text` column is split) and the completion length against its reference completions (more than half cut:
+        UserError; some: a warning; `check_lengths` False: not here, the stage warns itself)."""
+        args = as_rookworld_config(args)
+        if isinstance(model, str):  # a typo is one line, not transformers' two chained tracebacks
+            init = args.model_init_kwargs or {}
+            dtype = init.get("dtype")
+            dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else None
+            model, tokenizer = load_model_and_tokenizer(model, dtype=dtype, revision=init.get("revision"))
+            if len(rest) < 3:
+                kwargs.setdefault("processing_class", tokenizer)
+        reward_funcs = resolve_rewards(
+            reward_funcs, args.reward_shaping, weights=args.reward_weights, field_credit=args.field_credit
+        )
+        key = "train_dataset" if not rest else None
+        dataset = kwargs.get("train_dataset") if key else rest[0]
+        if dataset is not None:
+            dataset = prompt_rows(dataset)
+            if key:
+                kwargs[key] = dataset
+            else:
+                rest[:1] = [dataset]
+            tokenizer = kwargs.get("processing_class") or (rest[2] if len(rest) > 2 else None)
+            if tokenizer is not None and check_lengths:
+                check_completion_length(dataset, tokenizer, args.max_completion_length, strict=True)
+        return args, model, reward_funcs
 
     def option(self, kind: type):
         """The first of `options` of that type, or None (off)."""

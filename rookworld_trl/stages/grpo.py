@@ -26,8 +26,7 @@ from trl import ModelConfig, get_peft_config
 
 from rookworld_trl.common.entry import say
 from rookworld_trl.common.paths import resolve_paths
-from rookworld_trl.data.layout import column
-from rookworld_trl.grpo.config import RookWorldGRPOConfig
+from rookworld_trl.grpo.config import RookWorldGRPOConfig, check_completion_length
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.tactics import tactics_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
@@ -46,16 +45,9 @@ def resolve_reward_funcs(names: list[str], shaping: str = "graduated", engine=No
     """Registry names (rookworld_trl.grpo.rewards.functions, built with `shaping` and `engine`), or your own function
     by its dotted path (TRL's convention: `my_pkg.rewards.my_reward`; 'module:function' works too), checked as
     TRL will call it (grpo/rewards/own.py)."""
-    from rookworld_trl.grpo.rewards.functions import REWARD_FUNCS, get_reward_funcs
-    from rookworld_trl.grpo.rewards.own import import_reward, is_own
+    from rookworld_trl.grpo.rewards.own import resolve_rewards
 
-    funcs = []
-    for name in names:
-        if name in REWARD_FUNCS or not is_own(name):
-            funcs += get_reward_funcs([name], engine=engine, shaping=shaping)  # names the known ones
-        else:
-            funcs.append(import_reward(name))
-    return funcs
+    return resolve_rewards(list(names), shaping, engine)
 
 
 def engine_cache_path(script: GRPOScriptArguments, output_dir: str) -> str | None:
@@ -127,7 +119,7 @@ def before_after_eval(
     if script.tactics_dataset and script.eval_tactics_samples > 0:  # its test split: games trained on by none
         settings.suites += ",tactics"
         settings.tactics, settings.tactics_samples = script.tactics_dataset, script.eval_tactics_samples
-    paths = evaluate.evaluate(settings, data)
+    paths = evaluate.evaluate(settings, run_data=data)
     print(written_line(report(args.output_dir)))
     with open(paths["md"]) as f:
         return f.read()
@@ -198,21 +190,6 @@ def train(
         print(run_summary(args.output_dir, start_step=start_step))
         return 0 if pushed else 1  # the run is finished on disk: `rookworld push` retries the upload
     return 0
-
-
-def check_completion_length(dataset, tokenizer, max_completion_length: int, n: int = 2000) -> None:
-    """Warn when reference completions (+ EOS) of the data would not fit in max_completion_length: a cut
-    completion scores as a format failure (or is masked), a silent penalty on the task, not the model."""
-    if "completion" not in dataset.column_names or not len(dataset):
-        return
-    sample = column(dataset.select(range(min(n, len(dataset)))), "completion")
-    lengths = [len(ids) + 1 for ids in tokenizer(sample, add_special_tokens=False)["input_ids"]]
-    over = sum(length > max_completion_length for length in lengths)
-    if over:
-        logger.warning(
-            f"max_completion_length={max_completion_length} cuts {over} of {len(lengths)} sampled reference "
-            f"completions (the longest is {max(lengths)} tokens with EOS): raise it to at least {max(lengths)}"
-        )
 
 
 def _hub_offline() -> bool:
@@ -334,6 +311,7 @@ def build_run(argv: list[str] | None = None):
         selfplay=selfplay_for(script, args.seed, data.train),
         tactics=tactics_for(script, args.seed, data.tactics),
         push_checkpoints=script.push_checkpoints,
+        check_lengths=False,  # load_run_data warned already
     )
     use_compact_logs(trainer)  # one line per logging step; the whole dict goes to metrics.jsonl
     if args.max_steps < 0 and has_len(data.train):  # TRL's epochs rule: say what -1 means before it runs

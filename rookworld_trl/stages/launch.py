@@ -42,21 +42,38 @@ def default_accelerate_config(argv: list[str]) -> tuple[str, str]:
     if recipe_use_cpu(argv):
         name, why = "cpu.yaml", "use_cpu: true in the recipe or as --use_cpu"
     elif torch.cuda.is_available():
-        name, why = "single_gpu.yaml", "CUDA is available and the recipe does not set use_cpu"
+        name, why = "single_gpu.yaml", "CUDA is available and use_cpu is not true"
     else:
         name, why = "cpu.yaml", "no CUDA device"
     return resolve_path(f"accelerate_configs/{name}"), why
 
 
-def device_line(accel: str, argv: list[str]) -> str:
-    """Where the stage will train, and on a CPU run of a machine with CUDA, how to train on the GPU instead."""
+def to_gpu(command: str, argv: list[str], accel: str | None) -> list[str]:
+    """The flags that move `rookworld train` to the GPU where CUDA is available (stages/device.py decides)."""
     import torch
 
+    from rookworld_trl.stages.device import gpu_flags
+    from rookworld_trl.stages.short_help import recipe_values
+
+    if command != "train":
+        return []
+    config_cpu = recipe_values(accel).get("use_cpu") if accel else None
+    return gpu_flags(argv, recipe_use_cpu(argv), config_cpu, torch.cuda.is_available())
+
+
+def device_line(accel: str, argv: list[str], moved: list[str] | None = None) -> str:
+    """Where the stage will train, and on a CPU run of a machine with CUDA, how to train on the GPU instead
+    (`moved`: the flags to_gpu added, said with how to stay on the CPU)."""
+    import torch
+
+    from rookworld_trl.stages.device import gpu_line
     from rookworld_trl.stages.short_help import recipe_values
 
     if not torch.cuda.is_available():
         return "rookworld: device cpu (no CUDA device visible)"
     gpus = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    if moved:
+        return gpu_line(gpus, moved)
     if recipe_use_cpu(argv) or recipe_values(accel).get("use_cpu"):
         return (
             f"rookworld: device cpu, although CUDA is available ({gpus}): the recipe or the accelerate config "
@@ -136,6 +153,8 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
         argv[i + 1] = resolve_path(argv[i + 1])
     elif default_recipe:
         argv = ["--config", resolve_path(default_recipe), *argv]
+    moved = to_gpu(command, argv, accel)
+    argv += moved
     try:  # bad input costs a second here, not the launch's 10-20 s
         preflight(command, argv, int(processes or config_processes(accel)))
     except UserError as e:
@@ -147,7 +166,7 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
         accel, why = default_accelerate_config(argv)
         shown = os.path.relpath(accel) if not os.path.relpath(accel).startswith("..") else accel
         print(f"rookworld: accelerate config {shown} ({why}; --accelerate_config to choose)", flush=True)
-    print(device_line(accel, argv), flush=True)
+    print(device_line(accel, argv, moved), flush=True)
     cmd, env = launcher(accel, ["-m", module], argv, processes)
     shown = [arg for arg in cmd if arg not in ("-c", TORCHRUN)]  # torch's launcher, shown as what it is
     print("rookworld: " + " ".join(["torchrun", *shown[1:]] if TORCHRUN in cmd else cmd), flush=True)

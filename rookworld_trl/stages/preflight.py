@@ -210,26 +210,6 @@ def check_batch(config: dict, processes: int) -> None:
 def check_reward_funcs(config: dict) -> None:
     """Each reward_funcs entry: a registry name, or your own function that imports and that TRL can call
     (grpo/rewards/own.py); the same count of reward_weights."""
-    from rookworld_trl.grpo.rewards.functions import REWARD_FUNCS
-    from rookworld_trl.grpo.rewards.own import import_reward, is_own
+    from rookworld_trl.grpo.rewards.own import check_reward_names
 
-    names, weights = config["reward_funcs"] or [], config.get("reward_weights")
-    for name in names:
-        if is_own(name):
-            import_reward(name)
-        elif name not in REWARD_FUNCS:
-            raise UserError(
-                f"reward_funcs: unknown reward function {name!r}{did_you_mean(name, set(REWARD_FUNCS)).replace('--', '')}; "
-                f"the built-in ones are {', '.join(REWARD_FUNCS)}, or name your own by its dotted path "
-                "(my_module.my_reward; examples/my_reward.py)"
-            )
-    if weights is not None and len(weights) != len(names):
-        raise UserError(
-            f"reward_weights has {len(weights)} entries for {len(names)} reward_funcs ({', '.join(names)}): "
-            "give one weight per function, in the same order"
-        )
-    if config.get("field_credit") and "policy_reward" not in names:
-        raise UserError(
-            "field_credit: true needs policy_reward among reward_funcs (it reads its components): add "
-            "policy_reward, or set --field_credit false"
-        )
+    check_reward_names(config["reward_funcs"], config.get("reward_weights"), config.get("field_credit"))

@@ -12,6 +12,8 @@ import re
 import sys
 
 from rookworld_trl.common.errors import UserError, did_you_mean
+from rookworld_trl.common.paths import resolve_path
+from rookworld_trl.training.recipes import check_recipe
 
 
 def stage_parser(dataclass_types: tuple, command: str):
@@ -28,8 +30,10 @@ def stage_parser(dataclass_types: tuple, command: str):
         def parse_args_and_config(self, args=None, *more, **kwargs):
             argv = list(sys.argv[1:] if args is None else args)
             fields = {action.dest for action in self._actions}
-            if "--config" in argv[:-1]:
-                check_recipe(argv[argv.index("--config") + 1], fields)
+            if "--config" in argv[:-1]:  # recipes/NAME.yaml from any working directory, as `rookworld` does
+                at = argv.index("--config") + 1
+                argv[at] = resolve_path(argv[at])
+                check_recipe(argv[at], fields)
             try:
                 return super().parse_args_and_config(argv, *more, **kwargs)
             except ValueError as e:
@@ -57,31 +61,6 @@ def eval_list(text: str) -> list[str]:
         return [str(item) for item in ast.literal_eval(text)]
     except (ValueError, SyntaxError):
         return [text]
-
-
-def check_recipe(path: str, fields: set[str]) -> None:
-    """One UserError for a recipe that is not a YAML mapping of known fields: a syntax error (its line and
-    column), a top-level value that is no mapping, a misspelt field (and the field it is closest to)."""
-    import yaml
-
-    try:
-        with open(path) as f:
-            recipe = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"recipe {path}: YAML syntax error{where}: {problem}; fix that line") from None
-    if not isinstance(recipe, dict):
-        raise UserError(
-            f"recipe {path}: expected `field: value` lines (a YAML mapping), got {type(recipe).__name__}"
-        )
-    for name in recipe:
-        if name not in fields and name != "env":
-            raise UserError(
-                f"recipe {path}: unknown field {name!r}{did_you_mean(str(name), fields)}; "
-                "`rookworld train --help_all` (or sft) lists the fields"
-            )
 
 
 EXAMPLES = {  # one example per training command, shown at the end of --help

@@ -62,7 +62,13 @@ def short_help(command: str, recipe: str, argv: list[str], shown_recipe: str, ac
         rows.append((f"--{name}", ",".join(map(str, value)) if isinstance(value, list) else str(value), what))
     if accelerate is None:  # as cli.default_accelerate_config decides
         accelerate = (
-            "cpu.yaml (use_cpu)" if str(values.get("use_cpu")).lower() == "true" else "auto: GPU or CPU"
+            (
+                "cpu.yaml (GPU where CUDA)"
+                if command == "train" and "use_cpu" not in flag_values(argv)
+                else "cpu.yaml (use_cpu)"
+            )
+            if str(values.get("use_cpu")).lower() == "true"
+            else "auto: GPU or CPU"
         )
     rows.append(("--accelerate_config", accelerate, "how processes and devices are launched"))
     width = max(len(r[0]) for r in rows)

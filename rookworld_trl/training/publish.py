@@ -60,9 +60,40 @@ def model_card(args, steps: int, base_model: str | None, eval_md: str | None, sc
         *[f"- `{k}`: {setting(k)}" for k in CARD_SETTINGS if any(hasattr(c, k) for c in recipe)],
         "",
     ]
+    where = setting("hub_model_id") or os.path.join(args.output_dir, FINAL_DIR)
+    lines += usage(where, setting("fen_width"))
     if eval_md:
         lines += ["## Held-out evaluation (this model vs. the base model)", "", eval_md]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(lines))
+
+
+USAGE = """## Usage
+
+The task is the prompt's prefix (RookWorld-TRL's docs/FORMATS.md has every field):
+
+- `P: ` + the FEN padded with spaces to {width} characters + `M:` -> ` <top-5 moves> E: <their evaluations> B: <best move>`
+- `A: ` + FEN + `+` + a UCI move + `+` + the recent moves, space-separated + `+` -> `<next FEN>+<reward>+<terminated>+<truncated>`
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+path = "{where}"
+tokenizer = AutoTokenizer.from_pretrained(path)
+model = AutoModelForCausalLM.from_pretrained(path)
+fen = "rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1"
+prompt = "P: " + fen.ljust({width}) + "M:"  # the padding matters: a bare "P: " + fen gives garbage
+ids = tokenizer(prompt, return_tensors="pt").input_ids
+out = model.generate(ids, max_new_tokens=96, do_sample=False, pad_token_id=tokenizer.eos_token_id)
+print(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))  # " e2e4 ... E: ... B: e2e4"
+```
+"""
+
+
+def usage(where: str, fen_width: int | None) -> list[str]:
+    """The card's usage section: the prompt format at the model's FEN width and a transformers snippet."""
+    from rookworld_trl.chess.formats import FEN_WIDTH
+
+    return USAGE.format(where=where, width=fen_width or FEN_WIDTH).splitlines() + [""]
 
 
 def _on_hub(name: str | None) -> bool:

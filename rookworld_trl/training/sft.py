@@ -9,12 +9,23 @@ from dataclasses import dataclass, field
 
 from trl import SFTConfig, SFTTrainer
 
+from rookworld_trl.common.errors import suggest_fields
 from rookworld_trl.training.trl_compat import VerifiedCheckpoints
 
 
+@suggest_fields
 @dataclass
 class RookWorldSFTConfig(SFTConfig):
-    """SFTConfig with defaults for small chess models, plus early stopping, metrics file and a format check."""
+    """SFTConfig with defaults for small chess models, plus early stopping, metrics file and a format check.
+    A recipe's settings: `RookWorldSFTConfig.from_recipe("sft_embedded_cpu", max_steps=20)`."""
+
+    @classmethod
+    def from_recipe(cls, recipe: str = "sft_embedded_cpu", **overrides) -> RookWorldSFTConfig:
+        """The trainer settings of a recipe (a bundled name or a YAML path), with `overrides`; the recipe's
+        model and data are the stage's and are left out."""
+        from rookworld_trl.training.recipes import recipe_config
+
+        return recipe_config(cls, recipe, "sft", overrides)
 
     # Overridden default: count tokens, for tokens/s. Typed `str`, not transformers' `str | bool`, which its
     # argument parser reads as a bool only (then "non_padding" cannot be given in a recipe).

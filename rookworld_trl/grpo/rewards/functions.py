@@ -187,10 +187,12 @@ def make_env_reward(*, shaping: str = "graduated", engine: EnginePool | None = N
         count_invalid_prompts("env", invalid, sum(c is not None for c in components) + invalid, log_metric)
         return rewards
 
+    env_reward.shaping = shaping  # what RookWorldGRPOTrainer compares with the config's reward_shaping
     return env_reward
 
 
 env_reward = make_env_reward()  # a plain function (graduated), as in trl.rewards
+env_reward.ready = True  # RookWorldGRPOTrainer rebuilds it with the config's reward_shaping
 
 
 # ------------------------------------------------------------------------------------- policy (P:)
@@ -246,7 +248,27 @@ def make_policy_reward(*, engine: EnginePool | None = None, shaping: str = "grad
         return rewards
 
     policy_reward.grader = grader  # its memo and pool: field credit re-grades through it (policy_grader)
+    policy_reward.shaping = shaping
     return policy_reward
+
+
+def _ready_policy_reward() -> Callable:
+    """`policy_reward`, ready to pass to TRL: make_policy_reward() (graduated, Stockfish at depth 8, one worker),
+    built on its first call so that importing this module needs no Stockfish. RookWorldGRPOTrainer builds it
+    anew with the config's reward_shaping; for another engine or shaping elsewhere, call make_policy_reward."""
+    built: list[Callable] = []
+
+    def policy_reward(prompts: list[str], completions: list[str], **kwargs) -> list[float | None]:
+        """P: reward of each completion (None for A: samples), graded by Stockfish (make_policy_reward)."""
+        if not built:
+            built.append(make_policy_reward())
+        return built[0](prompts, completions, **kwargs)
+
+    policy_reward.ready, policy_reward.shaping = True, "graduated"
+    return policy_reward
+
+
+policy_reward = _ready_policy_reward()
 
 
 def tactics_solved(fens, completions, kind, best, rows) -> dict[str, float]:

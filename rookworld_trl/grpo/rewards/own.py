@@ -88,3 +88,78 @@ def check_signature(path: str, func) -> None:
             f"and each dataset column: define it as `{SIGNATURE.replace('NAME', name)}`, returning a float (or "
             "None) per completion (examples/my_reward.py)"
         )
+
+
+def check_reward_names(names, weights=None, field_credit: bool = False) -> None:
+    """Each reward_funcs entry: a registry name, or your own function that imports and that TRL can call; the
+    same count of reward_weights; policy_reward among them for field credit. UserError otherwise (`rookworld
+    train`'s checks and RookWorldGRPOTrainer's)."""
+    from rookworld_trl.common.errors import did_you_mean
+    from rookworld_trl.grpo.rewards.functions import REWARD_FUNCS
+
+    names = list(names or [])
+    for name in names:
+        if is_own(name):
+            import_reward(name)
+        elif name not in REWARD_FUNCS:
+            raise UserError(
+                f"reward_funcs: unknown reward function {name!r}{did_you_mean(name, set(REWARD_FUNCS), prefix='')}; "
+                f"the built-in ones are {', '.join(REWARD_FUNCS)}, or name your own by its dotted path "
+                "(my_module.my_reward; examples/my_reward.py)"
+            )
+    check_reward_counts(names, weights, field_credit and "policy_reward" not in names)
+
+
+def check_reward_counts(names, weights=None, credit_without_policy: bool = False) -> None:
+    """UserError unless there is one weight per reward function and, for field credit, a policy reward."""
+    if weights is not None and len(weights) != len(names):
+        raise UserError(
+            f"reward_weights has {len(weights)} entries for {len(names)} reward_funcs ({', '.join(names)}): "
+            "give one weight per function, in the same order"
+        )
+    if credit_without_policy:
+        raise UserError(
+            "field_credit: true needs policy_reward among reward_funcs (it reads its components): add "
+            "policy_reward, or set field_credit false"
+        )
+
+
+def name_of(func) -> str:
+    """A reward entry's name as TRL logs it (a string as given, a function's __name__)."""
+    return func if isinstance(func, str) else getattr(func, "__name__", type(func).__name__)
+
+
+def resolve_rewards(funcs, shaping: str = "graduated", engine=None, weights=None, field_credit=False) -> list:
+    """The reward functions a trainer is given, as TRL will call them: a registry name or a dotted path (a
+    string) becomes its function; `policy_reward`/`env_reward` (the ready ones) are built with `shaping`
+    (and `engine`); every function is checked as TRL calls it, and with check_reward_names. A built-in made by
+    a factory with another shaping than `shaping` is a UserError (reward_shaping would silently not apply).
+    A string with a '/' and no '.' (a hub reward model, 'owner/name') and a reward model are left to TRL."""
+    from rookworld_trl.grpo.rewards.functions import REWARD_FUNCS, policy_grader
+
+    funcs = [funcs] if isinstance(funcs, str) or callable(funcs) else list(funcs)
+    out = []
+    for func in funcs:
+        if isinstance(func, str) and "/" in func and not is_own(func):
+            out.append(func)  # TRL loads it as a reward model
+        elif isinstance(func, str) and func in REWARD_FUNCS:
+            out.append(REWARD_FUNCS[func](engine=engine, shaping=shaping))
+        elif isinstance(func, str):
+            check_reward_names([func])  # an unknown name: UserError with the built-in ones
+            out.append(import_reward(func))
+        elif hasattr(func, "forward") and hasattr(func, "config"):
+            out.append(func)  # a reward model (PreTrainedModel): TRL calls it with token ids, not keywords
+        elif getattr(func, "ready", False):
+            out.append(REWARD_FUNCS[func.__name__](engine=engine, shaping=shaping))
+        else:
+            check_signature(name_of(func), func)
+            built = getattr(func, "shaping", None)
+            if built is not None and built != shaping and func.__name__ in REWARD_FUNCS:
+                raise UserError(
+                    f"reward_shaping is {shaping!r} but the {func.__name__} passed in was built with shaping "
+                    f"{built!r}, which is what it applies: pass the ready {func.__name__} (it takes "
+                    f"reward_shaping), or build it with make_{func.__name__}(shaping={shaping!r})"
+                )
+            out.append(func)
+    check_reward_counts([name_of(f) for f in out], weights, field_credit and policy_grader(out) is None)
+    return out
