@@ -43,15 +43,27 @@ def run_seeds(seeds: list[int], out: str, extra: list[str], jobs: int) -> None:
     while todo or running:
         while todo and len(running) < jobs:
             seed = todo.pop(0)
-            cmd = [rookworld, "train", "--seed", str(seed), "--output_dir", os.path.join(out, f"seed{seed}"), *extra]
+            cmd = [
+                rookworld,
+                "train",
+                "--seed",
+                str(seed),
+                "--output_dir",
+                os.path.join(out, f"seed{seed}"),
+                *extra,
+            ]
             print(f"seed {seed}: {' '.join(cmd[1:])}", flush=True)
-            log = open(os.path.join(out, f"seed{seed}.log"), "a")
-            running.append((seed, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), time.time()))
+            log = open(os.path.join(out, f"seed{seed}.log"), "a")  # noqa: SIM115 (the child writes it until it ends)
+            running.append(
+                (seed, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), time.time())
+            )
         time.sleep(5)
         for item in [r for r in running if r[1].poll() is not None]:
             seed, proc, start = item
             running.remove(item)
-            print(f"seed {seed}: exit {proc.returncode} after {(time.time() - start) / 60:.1f} min", flush=True)
+            print(
+                f"seed {seed}: exit {proc.returncode} after {(time.time() - start) / 60:.1f} min", flush=True
+            )
 
 
 def cell(delta: dict, points: bool) -> str:
@@ -86,7 +98,11 @@ def table(out: str, seeds: list[int]) -> str:
             + " | ".join(cell(r["delta"], points) for r in rows)
             + f" | {sum(deltas) / len(deltas):+.{digits}f} ({min(deltas):+.{digits}f} .. {max(deltas):+.{digits}f}) |"
         )
-    mates = [r["tactics"]["greedy/mate_in_one"] for r in runs.values() if "greedy/mate_in_one" in r.get("tactics", {})]
+    mates = [
+        r["tactics"]["greedy/mate_in_one"]
+        for r in runs.values()
+        if "greedy/mate_in_one" in r.get("tactics", {})
+    ]
     if mates:
         n = mates[0]["model"]["n"]
         pooled = sum(round(m["model"]["value"] * n) for m in mates) / (n * len(mates))
@@ -100,7 +116,9 @@ def table(out: str, seeds: list[int]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=os.path.join(ROOT, "build", "five_seeds"), help="one folder per seed")
+    parser.add_argument(
+        "--out", default=os.path.join(ROOT, "build", "five_seeds"), help="one folder per seed"
+    )
     parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--table_only", action="store_true", help="print the table of the runs already made")

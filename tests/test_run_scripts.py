@@ -1,5 +1,6 @@
 """The scripts that read a finished run for docs/EXPERIMENTS.md: scripts/read_completions.py (what the policy wrote,
-from completions/*.parquet) and scripts/experiment_row.py (the row: paired eval, reward trend, watch, value head),
+from completions/*.parquet), scripts/experiment_row.py (the row: paired eval, reward trend, watch, value head) and
+scripts/five_seeds.py (the seeds' table),
 on a run folder written here with known answers; and (slow tier) every scripts/bench_*.py at its smallest
 setting, so that a rename or a move in the package fails here rather than in the next session that runs one.
 
@@ -197,3 +198,32 @@ def test_unrun_scripts_name_only_what_exists(name):
         assert importlib.util.find_spec(module) is not None, f"scripts/{name} runs -m {module}, which is gone"
     for command in set(re.findall(r"\$RW (\w+)", text)):
         assert command in available(), f"scripts/{name} runs `rookworld {command}`, which is gone"
+
+
+def write_seed(run, legal: float, mates: int):
+    """An eval.json as the GRPO stage writes it: legal best move's delta and mate in one's count out of 827."""
+
+    def row(model, base, lo, hi):
+        return {"model": {"value": model, "n": 827}, "baseline": {"value": base, "n": 827},
+                "delta": {"value": model - base, "ci": [lo, hi]}}  # fmt: skip
+
+    suites = {"policy": {"greedy/legal_best_move": row(0.6 + legal, 0.6, legal - 0.02, legal + 0.02)},
+              "tactics": {"greedy/mate_in_one": row(mates / 827, 28 / 827, -0.01, 0.03)}}  # fmt: skip
+    (run / "eval").mkdir(parents=True)
+    (run / "eval" / "eval.json").write_text(json.dumps({"settings": {}, "suites": suites}))
+
+
+def test_five_seeds_table_has_each_seed_the_mean_and_the_pooled_mates(tmp_path):
+    write_seed(tmp_path / "seed0", 0.05, 42)
+    write_seed(tmp_path / "seed3", 0.07, 35)
+    out = script("five_seeds.py", "--out", str(tmp_path), "--seeds", "0,3", "--table_only").splitlines()
+    legal = next(line for line in out if line.startswith("| P: legal best move"))
+    assert (
+        legal
+        == "| P: legal best move | 60.0% | +5.0* [+3.0, +7.0] | +7.0* [+5.0, +9.0] | +6.0 (+5.0 .. +7.0) |"
+    )
+    mates = next(line for line in out if line.startswith("| mate in one"))
+    assert "+1.7 [-1.0, +3.0]" in mates  # seed 0: 42 of 827 against 28, interval through 0: no star
+    assert out[-1].startswith(
+        "mate in one pooled over 2 seeds: 4.66% against the embedded model's 3.39% (1.38x"
+    )
