@@ -19,6 +19,7 @@ from rookworld_trl.data.exclude import Exclusion, fen4
 from rookworld_trl.data.files import DataSourceError
 from rookworld_trl.data.layout import column
 from rookworld_trl.data.load import load_rookworld_dataset
+from rookworld_trl.grpo.tactics import TacticsMix
 from rookworld_trl.stages.grpo import build, main
 from rookworld_trl.training import checkpoints
 
@@ -74,7 +75,7 @@ def test_tactics_rows_keep_the_runs_exclude(model_dir, tmp_path):
     excluded = write(tmp_path / "bench.txt", policy[:40])
     trainer, _ = built(tiny_recipe_argv(model_dir, tmp_path, "--tactics_dataset", str(TACTICS),
                                         "--tactics_ratio", "0.5", "--exclude", str(excluded)))  # fmt: skip
-    mixed = {fen4(row["fen"]) for row in trainer.options[-1].rows}
+    mixed = {fen4(row["fen"]) for row in trainer.option(TacticsMix).rows}
     assert mixed and not mixed & dropped
     assert len(mixed) == len({fen4(fen) for fen in policy} - dropped)
 
