@@ -1,5 +1,6 @@
 """The layers of docs/ARCHITECTURE.md, checked by import-linter (its contracts are in pyproject.toml): the
-package keeps them, and a planted upward import (grpo -> eval) breaks them."""
+package keeps them, and a planted import breaks each kind (upward, data reading -> building, rewards -> torch);
+and the house's figures (scripts/house_figures.py): no circle, no module over 400 lines, few top-level entries."""
 
 import shutil
 import subprocess
@@ -31,16 +32,25 @@ def test_the_package_keeps_its_layers():
     assert "0 broken" in result.stdout
 
 
-def test_an_upward_import_breaks_the_layers(tmp_path):
+@pytest.mark.parametrize(
+    "module, line, broken",
+    [
+        ("grpo/trainer.py", "from rookworld_trl.eval import report", "rookworld_trl.grpo.trainer -> rookworld_trl.eval.report"),
+        ("data/load.py", "from rookworld_trl.data import generate", "rookworld_trl.data.load -> rookworld_trl.data.generate"),
+        ("grpo/rewards/policy.py", "import torch", "rookworld_trl.grpo.rewards.policy -> torch"),
+    ],
+    ids=["upward", "reading-imports-building", "rewards-import-torch"],
+)  # fmt: skip
+def test_a_planted_import_breaks_a_contract(tmp_path, module, line, broken):
     shutil.copytree(
         ROOT / "rookworld_trl", tmp_path / "rookworld_trl", ignore=shutil.ignore_patterns("assets")
     )
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
-    trainer = tmp_path / "rookworld_trl" / "grpo" / "trainer.py"
-    trainer.write_text(trainer.read_text() + "\nfrom rookworld_trl.eval import report  # noqa: E402\n")
+    planted = tmp_path / "rookworld_trl" / module
+    planted.write_text(planted.read_text() + f"\n{line}  # noqa: E402\n")
     result = lint(tmp_path)
     assert result.returncode == 1
-    assert "rookworld_trl.grpo.trainer -> rookworld_trl.eval.report" in result.stdout
+    assert broken in result.stdout
 
 
 def test_the_house_has_no_circle_no_module_over_400_lines_and_few_entries():
