@@ -83,20 +83,24 @@ def table(out: str, seeds: list[int]) -> str:
                 runs[s] = json.load(f)["suites"]
     if not runs:
         return f"no finished seed under {out} (OUT/seedN/eval/eval.json)"
-    head = ["figure", "embedded model", *[f"seed {s}" for s in runs], "mean (range)"]
+    head = ["figure", "embedded model", *[f"seed {s}" for s in runs], "mean (range)", "seeds up* / down*"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for suite, metric, label, points in FIGURES:
         rows = [r[suite][metric] for r in runs.values() if metric in r.get(suite, {})]
         if len(rows) < len(runs):
             continue
         scale, digits = (100, 1) if points else (1, 3)
-        base = rows[0]["baseline"]["value"] * scale
+        bases = sorted(
+            {round(r["baseline"]["value"] * scale, digits) for r in rows}
+        )  # A: items differ by seed
+        base = f"{bases[0]:.{digits}f}" + (f"-{bases[-1]:.{digits}f}" if len(bases) > 1 else "")
         deltas = [r["delta"]["value"] * scale for r in rows]
         unit = "%" if points else ""
         lines.append(
-            f"| {label} | {base:.{digits}f}{unit} | "
+            f"| {label} | {base}{unit} | "
             + " | ".join(cell(r["delta"], points) for r in rows)
-            + f" | {sum(deltas) / len(deltas):+.{digits}f} ({min(deltas):+.{digits}f} .. {max(deltas):+.{digits}f}) |"
+            + f" | {sum(deltas) / len(deltas):+.{digits}f} ({min(deltas):+.{digits}f} .. {max(deltas):+.{digits}f})"
+            + f" | {sum(r['delta']['ci'][0] > 0 for r in rows)} / {sum(r['delta']['ci'][1] < 0 for r in rows)} |"
         )
     mates = [
         r["tactics"]["greedy/mate_in_one"]

@@ -220,7 +220,7 @@ def test_five_seeds_table_has_each_seed_the_mean_and_the_pooled_mates(tmp_path):
     legal = next(line for line in out if line.startswith("| P: legal best move"))
     assert (
         legal
-        == "| P: legal best move | 60.0% | +5.0* [+3.0, +7.0] | +7.0* [+5.0, +9.0] | +6.0 (+5.0 .. +7.0) |"
+        == "| P: legal best move | 60.0% | +5.0* [+3.0, +7.0] | +7.0* [+5.0, +9.0] | +6.0 (+5.0 .. +7.0) | 2 / 0 |"
     )
     mates = next(line for line in out if line.startswith("| mate in one"))
     assert "+1.7 [-1.0, +3.0]" in mates  # seed 0: 42 of 827 against 28, interval through 0: no star
