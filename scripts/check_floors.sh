@@ -5,7 +5,7 @@
 # The floors are read from pyproject.toml (no second list). torch comes as scripts/setup.sh installs it: the CPU
 # build where there is no NVIDIA GPU (PyTorch's CPU index, or TORCH_INDEX_URL), the default build where there is.
 # Needs only the package registries. Takes 10-20 minutes (the install, then the default tier). Where PyTorch's
-# CPU index cannot be reached, TORCH_INDEX_URL=https://pypi.org/simple takes PyPI's build (CUDA, ~5 GB with its
+# CPU index cannot be reached (nor TORCH_INDEX_URL set), torch comes from PyPI's build (CUDA, ~5 GB with its
 # nvidia-* wheels), whose CPU paths run on a machine without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,10 +29,16 @@ torch_pin=$(printf '%s\n' "${pins[@]}" | grep '^torch==')
 others=$(printf '%s\n' "${pins[@]}" | grep -v '^torch==')
 echo "check_floors: pins: ${pins[*]}"
 
+cpu_index=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
+if [ -z "${TORCH_INDEX_URL:-}" ] && ! "$PYTHON" -c "import urllib.request as u; u.urlopen('$cpu_index/', timeout=10)" \
+    >/dev/null 2>&1; then
+  cpu_index=https://pypi.org/simple  # only the package registries reach here: PyPI's build (~5 GB with nvidia-*)
+  echo "check_floors: PyTorch's CPU index cannot be reached; torch from PyPI (set TORCH_INDEX_URL to choose)"
+fi
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   "${PIP[@]}" install "$torch_pin"
 else
-  "${PIP[@]}" install "$torch_pin" --index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
+  "${PIP[@]}" install "$torch_pin" --index-url "$cpu_index"
 fi
 # the pins in one resolve, so that pip proves they install together (torch pinned again: it must not move)
 # shellcheck disable=SC2086
