@@ -20,6 +20,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(__file__))
+from experiment_row import interval  # noqa: E402  (one way to write a delta and its interval)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIGURES = [  # (suite, metric, label, in points)
     ("policy", "greedy/legal_best_move", "P: legal best move", True),
@@ -66,13 +69,6 @@ def run_seeds(seeds: list[int], out: str, extra: list[str], jobs: int) -> None:
             )
 
 
-def cell(delta: dict, points: bool) -> str:
-    scale, digits = (100, 1) if points else (1, 3)
-    lo, hi = delta["ci"]
-    star = "*" if lo > 0 or hi < 0 else ""
-    return f"{delta['value'] * scale:+.{digits}f}{star} [{lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}]"
-
-
 def table(out: str, seeds: list[int]) -> str:
     """Markdown: a row per figure, the embedded model, each seed's delta, mean and range; pooled mate in one."""
     runs = {}
@@ -98,7 +94,7 @@ def table(out: str, seeds: list[int]) -> str:
         unit = "%" if points else ""
         lines.append(
             f"| {label} | {base}{unit} | "
-            + " | ".join(cell(r["delta"], points) for r in rows)
+            + " | ".join(interval(r["delta"]["value"], *r["delta"]["ci"], points) for r in rows)
             + f" | {sum(deltas) / len(deltas):+.{digits}f} ({min(deltas):+.{digits}f} .. {max(deltas):+.{digits}f})"
             + f" | {sum(r['delta']['ci'][0] > 0 for r in rows)} / {sum(r['delta']['ci'][1] < 0 for r in rows)} |"
         )
