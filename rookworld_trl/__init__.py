@@ -15,8 +15,9 @@ Subpackages, bottom layer first (docs/ARCHITECTURE.md; import-linter checks the 
   common/    one-line errors, --flags, running a command       chess/    formats, python-chess transitions, Stockfish
   data/      a run's data read once, building data              model/    GPT2LMHeadModel loading, our sampler
   training/  TRL seams, checkpoints, metrics, publishing, SFT   grpo/     the GRPO trainer, its step, options, rewards
-  eval/      `rookworld eval`, suites, charts and summary       stages/   the front door, `rookworld train` and `sft`
-and cli.py (the `rookworld` dispatcher, above all); assets/: the embedded model, data and recipes as paths.
+  stages/    the front door: cli.py (the `rookworld` dispatcher), `rookworld train` and `sft`, and eval/ (`rookworld
+             eval`, its suites, charts and summary)
+assets/: the embedded model, data and recipes as paths.
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ _EXPORTS = {
     "policy_prompt": "rookworld_trl.chess.formats",
     "env_prompt": "rookworld_trl.chess.formats",
     "EnginePool": "rookworld_trl.chess.engine",
-    "evaluate": "rookworld_trl.eval.evaluate",
-    "EvalSettings": "rookworld_trl.eval.evaluate",
-    "EvalResult": "rookworld_trl.eval.evaluate",
+    "evaluate": "rookworld_trl.stages.eval.evaluate",
+    "EvalSettings": "rookworld_trl.stages.eval.evaluate",
+    "EvalResult": "rookworld_trl.stages.eval.evaluate",
     "UserError": "rookworld_trl.common.errors",
 }
 __all__ = [  # noqa: F822 (each is loaded by __getattr__)

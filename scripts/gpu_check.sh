@@ -62,13 +62,13 @@ for i in range(torch.cuda.device_count()):
     print(f'cuda:{i} {p.name}, {p.total_memory / 2**30:.0f} GiB, bf16 {torch.cuda.is_bf16_supported()}')
 print('no CUDA device' if not torch.cuda.is_available() else '')
 "
-row doctor "$PYTHON" -m rookworld_trl.cli doctor
+row doctor "$PYTHON" -m rookworld_trl.stages.cli doctor
 row tests "$PYTHON" -m pytest -q -p no:cacheprovider -m "not slow" tests/test_decoding.py tests/test_doctor.py \
   tests/test_grpo.py tests/test_compile_shapes.py tests/test_nonfinite.py tests/test_step_guard.py
 if [ "$cuda" = 1 ]; then
   # the main job as a GPU user runs it: `rookworld train` alone moves to CUDA in bf16 (3 steps, no evals)
   main_job() {
-    "$PYTHON" -m rookworld_trl.cli train --max_steps 3 --eval_samples 0 --eval_every_steps 0 \
+    "$PYTHON" -m rookworld_trl.stages.cli train --max_steps 3 --eval_samples 0 --eval_every_steps 0 \
       --save_strategy no --output_dir "$OUT/main_job_gpu" && grep -q "rookworld: device cuda" "$OUT/main_job_gpu.log"
   }
   row main_job_gpu main_job

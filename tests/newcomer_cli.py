@@ -19,7 +19,7 @@ LAUNCHED = "accelerate.commands.launch"  # in the line `rookworld train` prints 
 def command() -> list[str]:
     """The installed console script beside this Python, else the module it runs."""
     script = Path(sys.executable).parent / "rookworld"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "rookworld_trl.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "rookworld_trl.stages.cli"]
 
 
 def user_env(**extra: str) -> dict:

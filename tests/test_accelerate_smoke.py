@@ -84,7 +84,7 @@ def test_accelerate_launch_cpu_config_runs_parity(tmp_path):
     random_hf_model(vocab_size=len(tokenizer), n_positions=128).save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "cpu.yaml")]
-    cmd += ["-m", "rookworld_trl.eval.parity", str(tmp_path), "--max_new_tokens", "4"]
+    cmd += ["-m", "rookworld_trl.stages.eval.parity", str(tmp_path), "--max_new_tokens", "4"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -15,9 +15,9 @@ ARGPARSE = {  # command -> (module, argv before --help, options without a defaul
     "data load": ("rookworld_trl.data.commands", ["load"], set()),
     "data audit": ("rookworld_trl.data.commands", ["audit"], set()),
     "tokenizer train": ("rookworld_trl.data.tokenizer", ["train"], {"--data", "--out"}),
-    "eval": ("rookworld_trl.eval.evaluate", [], set()),
-    "report": ("rookworld_trl.eval.report", [], set()),
-    "parity": ("rookworld_trl.eval.parity", [], set()),
+    "eval": ("rookworld_trl.stages.eval.evaluate", [], set()),
+    "report": ("rookworld_trl.stages.eval.report", [], set()),
+    "parity": ("rookworld_trl.stages.eval.parity", [], set()),
 }
 
 

@@ -23,11 +23,11 @@ from rookworld_trl.chess.formats import (
 )
 from rookworld_trl.data.puzzles import load_bigbench_checkmate
 from rookworld_trl.data.tokenizer import train_tokenizer
-from rookworld_trl.eval.callback import EvalCallback
-from rookworld_trl.eval.evaluate import EvalSettings, main
-from rookworld_trl.eval.game_suites import match_suite, selfplay_suite
-from rookworld_trl.eval.outputs import summarize, write_outputs
-from rookworld_trl.eval.suites import (
+from rookworld_trl.stages.eval.callback import EvalCallback
+from rookworld_trl.stages.eval.evaluate import EvalSettings, main
+from rookworld_trl.stages.eval.game_suites import match_suite, selfplay_suite
+from rookworld_trl.stages.eval.outputs import summarize, write_outputs
+from rookworld_trl.stages.eval.suites import (
     env_suite,
     find_mate_in_one,
     mate_suite,

@@ -117,8 +117,8 @@ def test_eval_counts_its_items_in_the_training_data(generated, tmp_path):
     from data_fixtures import rows_of
 
     from rookworld_trl.data.run import eval_data
-    from rookworld_trl.eval.evaluate import EvalItems, items_in_training, training_line
-    from rookworld_trl.eval.outputs import markdown
+    from rookworld_trl.stages.eval.evaluate import EvalItems, items_in_training, training_line
+    from rookworld_trl.stages.eval.outputs import markdown
 
     rows = rows_of(generated)
 

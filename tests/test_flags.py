@@ -11,7 +11,7 @@ import re
 import pytest
 
 from rookworld_trl.data.commands import parser as data_parser
-from rookworld_trl.eval.evaluate import parse_args as eval_args
+from rookworld_trl.stages.eval.evaluate import parse_args as eval_args
 from rookworld_trl.stages.launch import launch
 
 AUDIT = ["audit", "f.txt", "--max_lines", "5", "--eval_tolerance", "0.5", "--no-progress"]

@@ -85,7 +85,7 @@ def test_gpu_recipes_budget_the_real_completion_lengths():
 @pytest.mark.slow
 def test_parity_at_124m_shape(tmp_path):
     from rookworld_trl.common.entry import run_stage
-    from rookworld_trl.eval.parity import main
+    from rookworld_trl.stages.eval.parity import main
 
     model = save_rookworld_124m_shape(tmp_path / "m")
     assert run_stage("parity", main, [model, "--device", "cpu", "--max_new_tokens", "8"]) == 0

@@ -194,7 +194,7 @@ def test_ctrl_c_says_the_step_and_how_to_resume(model_dir, tmp_path):
 def test_ctrl_c_on_rookworld_train_waits_for_the_checkpoint(tmp_path):
     # as a terminal's Ctrl-C reaches `rookworld train`: the launcher and the stage are left to the CLI
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "rookworld_trl.cli", "train", "--output_dir", str(out), "--max_steps", "50",
+    cmd = [sys.executable, "-m", "rookworld_trl.stages.cli", "train", "--output_dir", str(out), "--max_steps", "50",
            "--save_steps", "20", "--eval_every_steps", "0", "--eval_samples", "0", "--report_to", "none"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -69,7 +69,7 @@ def test_the_first_lines_say_the_device_and_how_to_reach_the_gpu(monkeypatch):
 def tiny_train(out: Path, *flags: str) -> list[str]:
     """`rookworld train` shrunk: the embedded model on 64 embedded rows, 8 completions a step, both reward
     functions (Stockfish grades the P: answers, 1 engine at depth 4), no evals, no checkpoint but the stop's."""
-    return [sys.executable, "-m", "rookworld_trl.cli", "train", "--output_dir", str(out),
+    return [sys.executable, "-m", "rookworld_trl.stages.cli", "train", "--output_dir", str(out),
             "--dataset_max_samples", "64", "--per_device_train_batch_size", "8", "--num_generations", "4",
             "--max_completion_length", "56", "--engine_depth", "4", "--engine_workers", "1",
             "--eval_samples", "0", "--eval_every_steps", "0", "--report_to", "none", "--disable_tqdm", "true",

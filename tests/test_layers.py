@@ -35,7 +35,7 @@ def test_the_package_keeps_its_layers():
 @pytest.mark.parametrize(
     "module, line, broken",
     [
-        ("grpo/trainer.py", "from rookworld_trl.eval import report", "rookworld_trl.grpo.trainer -> rookworld_trl.eval.report"),
+        ("grpo/trainer.py", "from rookworld_trl.stages.eval import report", "rookworld_trl.grpo.trainer -> rookworld_trl.stages.eval.report"),
         ("data/load.py", "from rookworld_trl.data import generate", "rookworld_trl.data.load -> rookworld_trl.data.generate"),
         ("grpo/rewards/policy.py", "import torch", "rookworld_trl.grpo.rewards.policy -> torch"),
     ],
@@ -62,4 +62,4 @@ def test_the_house_has_no_circle_no_module_over_400_lines_and_few_entries():
     found = figures()
     assert found["circles"] == []
     assert found["largest"][0]["lines"] <= 400, found["largest"][0]
-    assert len(found["top_level"]["code"]) <= 9, found["top_level"]
+    assert len(found["top_level"]["code"]) + len(found["top_level"]["data"]) <= 8, found["top_level"]

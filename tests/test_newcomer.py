@@ -89,7 +89,7 @@ def test_sft_max_steps_below_one_is_one_line(tmp_path, capsys):
 
 
 def test_sft_default_recipe_needs_nothing_made_or_downloaded(tmp_path, capsys):
-    from rookworld_trl.cli import COMMANDS
+    from rookworld_trl.stages.cli import COMMANDS
 
     recipe = str(ROOT / COMMANDS["sft"][2])
     out = tmp_path / "sft"
@@ -173,7 +173,7 @@ def test_audit_of_nothing_exits_nonzero(name, tmp_path, capsys):
 def test_train_help_is_short_fast_and_shows_the_recipe_values(capsys, monkeypatch):
     import time
 
-    from rookworld_trl.cli import main
+    from rookworld_trl.stages.cli import main
 
     monkeypatch.setenv("COLUMNS", "100")  # the help wraps to the terminal (80-100 columns): count it at 100
 
@@ -203,7 +203,7 @@ def test_help_all_lists_every_field(capsys):
     import sys
 
     done = subprocess.run(
-        [sys.executable, "-m", "rookworld_trl.cli", "sft", "--help_all"],
+        [sys.executable, "-m", "rookworld_trl.stages.cli", "sft", "--help_all"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -280,7 +280,7 @@ def test_custom_config_with_few_fields_says_it_replaces_the_recipe(tmp_path, cap
 
 
 def test_eval_defaults_to_the_embedded_test_split_from_anywhere(tmp_path, monkeypatch, capsys):
-    from rookworld_trl.eval import evaluate
+    from rookworld_trl.stages.eval import evaluate
 
     monkeypatch.chdir(tmp_path)  # outside the repository
     flags = ["--suites", "policy", "--policy_samples", "4", "--depth", "1", "--out", "ev", "--device", "cpu"]
@@ -291,7 +291,7 @@ def test_eval_defaults_to_the_embedded_test_split_from_anywhere(tmp_path, monkey
 
 
 def test_parity_help_example_works_outside_the_repo(tmp_path, monkeypatch):
-    from rookworld_trl.eval import parity
+    from rookworld_trl.stages.eval import parity
 
     monkeypatch.chdir(tmp_path)
     assert run_stage("parity", parity.main, ["rookworld_trl/assets/model", "--max_new_tokens", "2"]) == 0
@@ -302,7 +302,7 @@ def test_parity_help_example_works_outside_the_repo(tmp_path, monkeypatch):
 
 @pytest.mark.slow  # slow: a 15 s training stage
 def test_tiny_max_steps_runs_no_learning_curve_eval(tmp_path, capsys):
-    from rookworld_trl.eval.callback import EvalCallback
+    from rookworld_trl.stages.eval.callback import EvalCallback
 
     trainer, engine, _, _ = grpo_stage.build(
         ["--config", RECIPE, "--output_dir", str(tmp_path), "--max_steps", "3"]

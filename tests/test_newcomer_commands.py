@@ -288,7 +288,7 @@ def test_a_wrong_path_flag_or_line_is_one_line_before_the_heavy_imports(argv, sa
     bar: one line in about a second, not after seconds of imports."""
     (tmp_path / "bad_fen.txt").write_text(BAD_FEN)
     probe = (
-        "import sys; from rookworld_trl.cli import main; code = main(sys.argv[1:]); "
+        "import sys; from rookworld_trl.stages.cli import main; code = main(sys.argv[1:]); "
         "heavy = {'torch', 'datasets'} & set(sys.modules); assert not heavy, heavy; sys.exit(code)"
     )
     done = subprocess.run(

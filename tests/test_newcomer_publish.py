@@ -108,7 +108,7 @@ def hub_env(tmp_path, url: str, token: str | None = TOKEN) -> dict:
 
 
 def rookworld(*args, env: dict, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rookworld_trl.cli", *args], env=env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "rookworld_trl.stages.cli", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
@@ -303,7 +303,7 @@ RUN_KEYS = [  # the keys a GRPO run of the main recipe logs (metrics.jsonl), plu
 def test_every_report_chart_reads_title_units_names_at_most_six_series_one_step_axis(tmp_path):
     import math
 
-    from rookworld_trl.eval.charts import figures, human_name, panel_keys, report, series
+    from rookworld_trl.stages.eval.charts import figures, human_name, panel_keys, report, series
 
     rows = [
         {"step": s, **{k: 0.5 + 0.3 * math.sin(s / 7 + i) for i, k in enumerate(RUN_KEYS)}}
@@ -324,7 +324,7 @@ def test_every_report_chart_reads_title_units_names_at_most_six_series_one_step_
 
 
 def test_eval_says_the_published_figures_are_124ms():
-    from rookworld_trl.eval.outputs import markdown
+    from rookworld_trl.stages.eval.outputs import markdown
 
     row = {"percent": True, "reference": 0.166, "model": {"value": 0.03, "ci": [0.02, 0.04], "n": 500}}
     text = markdown({"policy": {"greedy/best_move_accuracy": row}}, {"model": "rookworld_trl/assets/model"})

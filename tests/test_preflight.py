@@ -19,7 +19,7 @@ GOOD = (
 
 def rookworld(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "rookworld_trl.cli", *argv],
+        [sys.executable, "-m", "rookworld_trl.stages.cli", *argv],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -21,7 +21,7 @@ import pytest
 from tiny_grpo import ROOT
 
 from rookworld_trl.chess.formats import policy_prompt
-from rookworld_trl.cli import available
+from rookworld_trl.stages.cli import available
 
 START = policy_prompt(chess.STARTING_FEN)
 ANSWERS = [  # precision 0.5, B: legal, selection +0.5 / precision 1, B: legal / precision 0.5, B: illegal, -0.5

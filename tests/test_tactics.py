@@ -19,7 +19,7 @@ from rookworld_trl.chess.tactics import ONLY_MARGIN, forces_mate, solves, tactic
 from rookworld_trl.data.generate import GenerateConfig, generate
 from rookworld_trl.data.samples import GameRecord
 from rookworld_trl.data.tactics import game_split, held_out_first
-from rookworld_trl.eval.suites import tactics_suite
+from rookworld_trl.stages.eval.suites import tactics_suite
 from rookworld_trl.grpo.tactics import TacticsMix
 
 MATE1 = "6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1"  # Ra8#

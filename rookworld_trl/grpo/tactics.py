@@ -16,7 +16,7 @@ How:
     `tactics_replay_batch_size` tactics rows' labels (grpo/replay.py's Replay over the tactics rows; with
     `tactics_replay_target: best_move` only the move after B:): the mating move is imitated where sampling rarely finds it (at temperature 0.25 a group of 8 holds a mate
     about one time in six: docs/EXPERIMENTS.md).
-  - Eval: the before/after eval adds the `tactics` suite on the tactics test split (eval/suites.py), whose
+  - Eval: the before/after eval adds the `tactics` suite on the tactics test split (stages/eval/suites.py), whose
     games no training position comes from.
 Figures: tactics/mixed_fraction (of the batch's P: prompts), tactics_replay_loss.
 """

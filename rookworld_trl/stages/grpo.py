@@ -3,7 +3,7 @@
 
     python -m rookworld_trl.stages.grpo --config recipes/grpo_tiny_cpu.yaml [--max_steps 10 ...]
     accelerate launch --config_file accelerate_configs/cpu.yaml -m rookworld_trl.stages.grpo --config recipes/...
-    rookworld train --config recipes/grpo_rookworld_124m_gpu.yaml       # the same, via rookworld_trl/cli.py
+    rookworld train --config recipes/grpo_rookworld_124m_gpu.yaml       # the same, via rookworld_trl/stages/cli.py
 
 Every GRPOConfig / TrainingArguments field stays reachable from a recipe and as a --flag. Checkpoint tiers with
 verified completion markers and resume modes are rookworld_trl/training/checkpoints.py'; a finished run re-run
@@ -82,7 +82,7 @@ def eval_settings(
     **more,
 ):
     """The run's held-out eval: policy + env suites on dataset_test_split, greedy, the engine settings of the reward."""
-    from rookworld_trl.eval.evaluate import EvalSettings
+    from rookworld_trl.stages.eval.evaluate import EvalSettings
 
     return EvalSettings(
         **more,
@@ -109,9 +109,9 @@ def before_after_eval(
 ) -> str:
     """Evaluate the final model against the initial one on held-out data (output_dir/eval/eval.{json,md,png}),
     draw the run's curves (output_dir/report/); returns the eval's markdown table."""
-    from rookworld_trl.eval import evaluate
-    from rookworld_trl.eval.charts import report
-    from rookworld_trl.eval.report import written_line
+    from rookworld_trl.stages.eval import evaluate
+    from rookworld_trl.stages.eval.charts import report
+    from rookworld_trl.stages.eval.report import written_line
 
     settings = eval_settings(
         script, args, script.eval_samples, script.eval_env_samples, model=final_dir, baseline=initial_model
@@ -185,7 +185,7 @@ def train(
         shutil.copyfile(os.path.join(final, "README.md"), os.path.join(args.output_dir, "README.md"))
         checkpoints.mark_finished(args.output_dir, trainer.state.global_step)
         pushed = not trainer.publish_to_hub or publish.upload(args, final)
-        from rookworld_trl.eval.summary import run_summary
+        from rookworld_trl.stages.eval.summary import run_summary
 
         print(run_summary(args.output_dir, start_step=start_step))
         return 0 if pushed else 1  # the run is finished on disk: `rookworld push` retries the upload
@@ -319,7 +319,7 @@ def build_run(argv: list[str] | None = None):
     if script.eval_every_steps and 0 < args.max_steps < script.eval_every_steps:  # a curve of one point
         say(f"no learning curve: eval_every_steps {script.eval_every_steps} > max_steps {args.max_steps}")
     elif script.eval_every_steps:
-        from rookworld_trl.eval.callback import EvalCallback
+        from rookworld_trl.stages.eval.callback import EvalCallback
 
         settings = eval_settings(script, args, script.eval_every_samples)
         trainer.add_callback(EvalCallback(trainer, data.held_out, engine, script.eval_every_steps, settings))

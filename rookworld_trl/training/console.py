@@ -29,7 +29,7 @@ EVAL_FIELDS = (
     ("eval_loss", "held-out loss", "{:.3f}"),
     ("eval_mean_token_accuracy", "token accuracy", "{:.1%}"),
 )
-HELD_OUT_FIELDS = (  # GRPO's learning-curve eval (eval/callback.py); the whole dict goes to metrics.jsonl
+HELD_OUT_FIELDS = (  # GRPO's learning-curve eval (stages/eval/callback.py); the whole dict goes to metrics.jsonl
     ("eval/policy/greedy/legal_best_move", "held-out legal best move", "{:.1%}"),
     ("eval/policy/greedy/best_move_accuracy", "top 1", "{:.1%}"),
     ("eval/policy/greedy/best_move_loss", "B: loss", "{:.3f}"),

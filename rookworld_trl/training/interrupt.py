@@ -1,6 +1,6 @@
 """Stop signals during training: Ctrl-C (SIGINT), SIGTERM (kill, timeout, a cluster's preemption) and SIGHUP finish
 the optimizer step under way, save a checkpoint and stop (exit 128 + the signal's number); a second signal stops
-at once. The launcher's side (the whole process group, Stockfish spared) is rookworld_trl/cli.py's.
+at once. The launcher's side (the whole process group, Stockfish spared) is rookworld_trl/stages/cli.py's.
 """
 
 from __future__ import annotations

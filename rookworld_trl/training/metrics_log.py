@@ -2,7 +2,7 @@
 
 A resumed run first drops the lines past its checkpoint's step, so the log always describes the weights on
 disk; a torn last line (a kill or a full disk mid-write) is dropped with a warning instead of blocking the
-resume. rookworld_trl/eval/charts.py draws the curves from this file (read by training/jsonl.py). `memory_metrics`: the peak memory
+resume. rookworld_trl/stages/eval/charts.py draws the curves from this file (read by training/jsonl.py). `memory_metrics`: the peak memory
 figures the GRPO trainer logs at every step.
 """
 

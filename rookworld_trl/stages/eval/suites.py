@@ -2,11 +2,11 @@
 
 Each suite takes a `generate` callable, `generate(prompts, *, max_new_tokens, do_sample, temperature,
 top_k, seed) -> completions` (in practice `generation.generate_completions` with the model bound; in
-tests a script of known answers), and returns `{name: Metric}` (rookworld_trl/eval/stats.py: one value per
+tests a script of known answers), and returns `{name: Metric}` (rookworld_trl/stages/eval/stats.py: one value per
 item, so a run reports a confidence interval and two models on the same items a paired one).
 python-chess referees everything; Stockfish gives the policy truth (analyses passed in, best first).
 
-    python -m rookworld_trl.eval.evaluate --help      (the command that runs these: `rookworld eval`)
+    python -m rookworld_trl.stages.eval.evaluate --help      (the command that runs these: `rookworld eval`)
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from rookworld_trl.chess.formats import (
     strip_eos,
 )
 from rookworld_trl.chess.tactics import KINDS, solves
-from rookworld_trl.eval.stats import Metric
+from rookworld_trl.stages.eval.stats import Metric
 from rookworld_trl.grpo.rewards.functions import score_env, similarity
 from rookworld_trl.grpo.rewards.policy import (  # the training rewards, as eval figures
     PolicyGrader,

@@ -1,5 +1,5 @@
 """The evaluation suites that play games: self-play (the model against itself through P:) and a match against
-Stockfish. Same `generate` contract and `{name: Metric}` results as rookworld_trl/eval/suites.py.
+Stockfish. Same `generate` contract and `{name: Metric}` results as rookworld_trl/stages/eval/suites.py.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from rookworld_trl.chess.engine import EngineLimit, find_stockfish
 from rookworld_trl.chess.environment import legal_best_move
 from rookworld_trl.chess.formats import FEN_WIDTH, policy_prompt
 from rookworld_trl.chess.games import play_games
-from rookworld_trl.eval.stats import Metric
-from rookworld_trl.eval.suites import Generate, decoding_kwargs
+from rookworld_trl.stages.eval.stats import Metric
+from rookworld_trl.stages.eval.suites import Generate, decoding_kwargs
 
 
 def selfplay_suite(

@@ -36,18 +36,18 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
     "data": ("rookworld_trl.data.commands", "generate / load / audit P: and A: datasets", None),
     "tokenizer": ("rookworld_trl.data.tokenizer", "train a compact byte-level BPE tokenizer", None),
     "eval": (
-        "rookworld_trl.eval.evaluate",
+        "rookworld_trl.stages.eval.evaluate",
         "evaluation suites (policy, environment, mate-in-one, self-play, match)",
         None,
     ),
-    "report": ("rookworld_trl.eval.report", "PNG training curves and a markdown summary of a run", None),
+    "report": ("rookworld_trl.stages.eval.report", "PNG training curves and a markdown summary of a run", None),
     "push": (
         "rookworld_trl.training.publish",
         "upload a finished run's final model and card to the hub",
         None,
     ),
     "parity": (
-        "rookworld_trl.eval.parity",
+        "rookworld_trl.stages.eval.parity",
         "check our pure-PyTorch GPT-2 against transformers on a model",
         None,
     ),

@@ -1,8 +1,8 @@
 """The end of a run on the console: what it trained (steps, time), how the training reward moved, the reward-hacking
 watch, how often the value head gave the advantages, and the before/after eval's headline figures (`run_summary`);
-SFT's `sft_summary`. The stages print them; the curves are eval/charts.py.
+SFT's `sft_summary`. The stages print them; the curves are stages/eval/charts.py.
 
-    from rookworld_trl.eval.summary import run_summary
+    from rookworld_trl.stages.eval.summary import run_summary
     print(run_summary("runs/grpo"))
 """
 
@@ -13,7 +13,7 @@ import math
 import os
 import statistics
 
-from rookworld_trl.eval.charts import quarter_trend, series
+from rookworld_trl.stages.eval.charts import quarter_trend, series
 from rookworld_trl.training.jsonl import read_jsonl
 
 HEADLINE = {  # eval.json suite/figure -> how the end-of-run summary names it

@@ -4,7 +4,7 @@
     rookworld eval jrahn/RookWorld-LM-124M --data DATA --suites policy,env,mate,selfplay,match \\
         --bigbench path/to/checkmate_in_one/task.json --baseline runs/grpo/final --out eval/run1
 
-Suites (rookworld_trl/eval/suites.py): policy (held-out P: positions against Stockfish at --depth),
+Suites (rookworld_trl/stages/eval/suites.py): policy (held-out P: positions against Stockfish at --depth),
 env (held-out A: transitions, also by transition kind), mate (mate-in-one positions from seeded random
 games; BIG-bench `checkmate_in_one` too when --bigbench names its task.json), tactics (the test split of
 `rookworld data generate --tactics` data named by --tactics: mate in one, mate in two's first move and only-move
@@ -16,7 +16,7 @@ best_move_loss (B:'s expected-score loss against the engine's best move, as the 
 lower is better; an illegal or missing B: counts as the worst loss, 1.0, so writing fewer legal moves
 cannot improve it).
 
-The in-training eval (a small policy + environment evaluation every N steps) is rookworld_trl/eval/callback.py.
+The in-training eval (a small policy + environment evaluation every N steps) is rookworld_trl/stages/eval/callback.py.
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from rookworld_trl.common.errors import UserError
 from rookworld_trl.common.flags import FlagParser
 from rookworld_trl.common.paths import resolve_paths
 from rookworld_trl.data.exclude import fen4
-from rookworld_trl.eval.outputs import summarize, write_outputs
-from rookworld_trl.eval.registry import SUITES, EvalItems, analysed, draw_items
-from rookworld_trl.eval.stats import Metric
+from rookworld_trl.stages.eval.outputs import summarize, write_outputs
+from rookworld_trl.stages.eval.registry import SUITES, EvalItems, analysed, draw_items
+from rookworld_trl.stages.eval.stats import Metric
 
 __all__ = [
     "SUITES",

@@ -2,7 +2,7 @@
 figure does not apply), so a run reports its interval and two models evaluated on the same items get a
 paired interval of their difference (`delta_interval`).
 
-    from rookworld_trl.eval.stats import Metric, delta_interval
+    from rookworld_trl.stages.eval.stats import Metric, delta_interval
     a, b = Metric([1.0, 0.0, 1.0, 1.0]), Metric([0.0, 0.0, 1.0, 0.0])
     a.value, a.interval(), delta_interval(a, b)
 """

@@ -1,8 +1,8 @@
 """A run's curves: one PNG per panel of its JSONL metrics and report.md, a table of each plotted figure's first,
-last, lowest and highest value (`report`); the `rookworld report` command is eval/report.py, the end-of-run
-summary on the console eval/summary.py.
+last, lowest and highest value (`report`); the `rookworld report` command is stages/eval/report.py, the end-of-run
+summary on the console stages/eval/summary.py.
 
-    from rookworld_trl.eval.charts import report
+    from rookworld_trl.stages.eval.charts import report
     report("runs/grpo")                      # runs/grpo/report/*.png and report.md
 
 The GRPO stage writes one JSON object per log step (TRL's keys plus ours, and "step"). Each panel below collects
@@ -17,7 +17,7 @@ import math
 import os
 import statistics
 
-from rookworld_trl.eval.stats import Z95
+from rookworld_trl.stages.eval.stats import Z95
 from rookworld_trl.training.jsonl import read_jsonl
 
 # panel -> key patterns (fnmatch), in plotting order

@@ -1,5 +1,5 @@
 """EvalCallback: a greedy policy + environment evaluation of the model being trained, before training and every
-N optimizer steps, through the suites of `rookworld eval` (rookworld_trl/eval/evaluate.py: run_suites); its
+N optimizer steps, through the suites of `rookworld eval` (rookworld_trl/stages/eval/evaluate.py: run_suites); its
 figures are the run's learning curve (report/learning_curve.png).
 """
 
@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 from rookworld_trl.chess.engine import EnginePool, MoveEval
 from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of
 from rookworld_trl.data.layout import column
-from rookworld_trl.eval.evaluate import EvalItems, EvalSettings, analysed, draw_items, run_suites
+from rookworld_trl.stages.eval.evaluate import EvalItems, EvalSettings, analysed, draw_items, run_suites
 from rookworld_trl.model.generation import generate_completions
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from rookworld_trl.eval.stats import Metric, delta_interval
+from rookworld_trl.stages.eval.stats import Metric, delta_interval
 
 
 def figure(metric: Metric, seed: int) -> dict:

@@ -18,8 +18,8 @@ from rookworld_trl.chess.engine import EngineLimit, EnginePool, MoveEval
 from rookworld_trl.chess.formats import FEN_WIDTH, parse_policy_prompt
 from rookworld_trl.chess.tactics import KINDS
 from rookworld_trl.data.puzzles import load_bigbench_checkmate
-from rookworld_trl.eval.game_suites import match_suite, selfplay_suite
-from rookworld_trl.eval.suites import (
+from rookworld_trl.stages.eval.game_suites import match_suite, selfplay_suite
+from rookworld_trl.stages.eval.suites import (
     env_suite,
     find_mate_in_one,
     mate_suite,

@@ -1,4 +1,4 @@
-"""`rookworld report`: PNG training curves and a short markdown summary from a run's JSONL metrics (eval/charts.py).
+"""`rookworld report`: PNG training curves and a short markdown summary from a run's JSONL metrics (stages/eval/charts.py).
 
 rookworld report runs/grpo                  # reads runs/grpo/metrics.jsonl, writes runs/grpo/report/
 rookworld report runs/grpo/metrics.jsonl --out /tmp/report
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from rookworld_trl.common.flags import FlagParser
-from rookworld_trl.eval.charts import report
+from rookworld_trl.stages.eval.charts import report
 
 
 def written_line(written: dict[str, str]) -> str:
