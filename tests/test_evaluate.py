@@ -23,6 +23,10 @@ from rookworld_trl.chess.formats import (
 )
 from rookworld_trl.data.puzzles import load_bigbench_checkmate
 from rookworld_trl.data.tokenizer import train_tokenizer
+from rookworld_trl.grpo.rewards.functions import score_env
+from rookworld_trl.grpo.rewards.policy import expected_score_loss, score_policy
+from rookworld_trl.model.generation import generate_completions
+from rookworld_trl.model.loading import new_gpt2_model
 from rookworld_trl.stages.eval.callback import EvalCallback
 from rookworld_trl.stages.eval.evaluate import EvalSettings, main
 from rookworld_trl.stages.eval.game_suites import match_suite, selfplay_suite
@@ -34,10 +38,6 @@ from rookworld_trl.stages.eval.suites import (
     mating_moves,
     policy_suite,
 )
-from rookworld_trl.grpo.rewards.functions import score_env
-from rookworld_trl.grpo.rewards.policy import expected_score_loss, score_policy
-from rookworld_trl.model.generation import generate_completions
-from rookworld_trl.model.loading import new_gpt2_model
 
 START = chess.STARTING_FEN
 AFTER_E4 = "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1"

@@ -25,9 +25,9 @@ from rookworld_trl.chess.formats import (
 from rookworld_trl.common.entry import run_stage
 from rookworld_trl.data.commands import AuditConfig, audit, load_rookworld_dataset, main
 from rookworld_trl.data.tokenizer import train_tokenizer
+from rookworld_trl.grpo.rewards.functions import env_reward
 from rookworld_trl.stages.eval.evaluate import EvalSettings, prepare_items
 from rookworld_trl.stages.eval.evaluate import main as eval_main
-from rookworld_trl.grpo.rewards.functions import env_reward
 from rookworld_trl.stages.sft import RookWorldSFTConfig, SFTScriptArguments, load_splits, run_sft
 
 LIMIT = EngineLimit(depth=4)

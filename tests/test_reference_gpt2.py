@@ -10,8 +10,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from rookworld_trl.common.entry import run_stage
-from rookworld_trl.stages.eval.parity import main
 from rookworld_trl.model.reference_gpt2 import GPTConfig, from_hf, parity_checks, position_ids
+from rookworld_trl.stages.eval.parity import main
 
 TOL = 1e-4
 PAD = 0  # pad = eos, as in RookWorld

@@ -19,8 +19,8 @@ from rookworld_trl.chess.tactics import ONLY_MARGIN, forces_mate, solves, tactic
 from rookworld_trl.data.generate import GenerateConfig, generate
 from rookworld_trl.data.samples import GameRecord
 from rookworld_trl.data.tactics import game_split, held_out_first
-from rookworld_trl.stages.eval.suites import tactics_suite
 from rookworld_trl.grpo.tactics import TacticsMix
+from rookworld_trl.stages.eval.suites import tactics_suite
 
 MATE1 = "6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1"  # Ra8#
 MATE2 = "2r3r1/p5B1/1p3p2/3k4/Q5p1/3nK2P/1N6/2RB3R w - - 1 57"  # Qd7+ and mate next (from a random game)

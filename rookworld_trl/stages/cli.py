@@ -40,7 +40,11 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
         "evaluation suites (policy, environment, mate-in-one, self-play, match)",
         None,
     ),
-    "report": ("rookworld_trl.stages.eval.report", "PNG training curves and a markdown summary of a run", None),
+    "report": (
+        "rookworld_trl.stages.eval.report",
+        "PNG training curves and a markdown summary of a run",
+        None,
+    ),
     "push": (
         "rookworld_trl.training.publish",
         "upload a finished run's final model and card to the hub",

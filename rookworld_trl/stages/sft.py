@@ -33,7 +33,6 @@ from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of, parse_policy_co
 from rookworld_trl.common.entry import say
 from rookworld_trl.common.paths import resolve_paths
 from rookworld_trl.data.layout import column
-from rookworld_trl.stages.eval.summary import sft_summary
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import (
     load_model_and_tokenizer,
@@ -41,6 +40,7 @@ from rookworld_trl.model.loading import (
     set_dropout,
     train_at_fen_width,
 )
+from rookworld_trl.stages.eval.summary import sft_summary
 from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints
 from rookworld_trl.training.console import use_compact_logs

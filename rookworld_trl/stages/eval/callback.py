@@ -12,8 +12,8 @@ from transformers import TrainerCallback
 from rookworld_trl.chess.engine import EnginePool, MoveEval
 from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of
 from rookworld_trl.data.layout import column
-from rookworld_trl.stages.eval.evaluate import EvalItems, EvalSettings, analysed, draw_items, run_suites
 from rookworld_trl.model.generation import generate_completions
+from rookworld_trl.stages.eval.evaluate import EvalItems, EvalSettings, analysed, draw_items, run_suites
 
 
 class EvalCallback(TrainerCallback):

@@ -18,6 +18,7 @@ from rookworld_trl.chess.engine import EngineLimit, EnginePool, MoveEval
 from rookworld_trl.chess.formats import FEN_WIDTH, parse_policy_prompt
 from rookworld_trl.chess.tactics import KINDS
 from rookworld_trl.data.puzzles import load_bigbench_checkmate
+from rookworld_trl.grpo.rewards.policy import label_analysis
 from rookworld_trl.stages.eval.game_suites import match_suite, selfplay_suite
 from rookworld_trl.stages.eval.suites import (
     env_suite,
@@ -26,7 +27,6 @@ from rookworld_trl.stages.eval.suites import (
     policy_suite,
     tactics_suite,
 )
-from rookworld_trl.grpo.rewards.policy import label_analysis
 
 BIGBENCH_REFERENCE = 0.137  # RookWorld-LM on BIG-bench checkmate_in_one (docs/FORMATS.md)
 

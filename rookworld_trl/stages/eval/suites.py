@@ -37,7 +37,6 @@ from rookworld_trl.chess.formats import (
     strip_eos,
 )
 from rookworld_trl.chess.tactics import KINDS, solves
-from rookworld_trl.stages.eval.stats import Metric
 from rookworld_trl.grpo.rewards.functions import score_env, similarity
 from rookworld_trl.grpo.rewards.policy import (  # the training rewards, as eval figures
     PolicyGrader,
@@ -45,6 +44,7 @@ from rookworld_trl.grpo.rewards.policy import (  # the training rewards, as eval
     score_policy,
 )
 from rookworld_trl.grpo.rewards.watch import answer_figures
+from rookworld_trl.stages.eval.stats import Metric
 
 Generate = Callable[..., list[str]]
 CHUNK = 256  # prompts per generate call: one progress-bar tick, still large enough to batch well
