@@ -129,6 +129,21 @@ def test_replay_of_the_best_move_labels_the_move_after_b_only(model_dir):
         Replay(rows, "P", tokenizer, 2, 0, target="move")
 
 
+def test_replay_of_the_moves_reads_the_evaluations_without_teaching_them(model_dir):
+    from rookworld_trl.grpo.replay import Replay
+
+    _, tokenizer = load_tiny(model_dir)
+    rows = with_completions(tiny_dataset())
+    label = " e2e4 d2d4      E: 0.31 0.25      B: e2e4"
+    rows = rows.map(lambda r: {"completion": label if r["task"] == "P" else r["completion"]})
+    batch = Replay(rows, "P", tokenizer, batch_size=3, seed=0, target="moves").batch(step=1, device="cpu")
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
+        assert tokenizer.decode(ids[mask.bool()]).endswith(label + "<|endoftext|>")  # the whole row is read
+        taught = tokenizer.decode(ids[labels != -100])
+        assert "e2e4 d2d4" in taught and taught.endswith(": e2e4<|endoftext|>")  # the list and B:'s move
+        assert "0.31" not in taught and "0.25" not in taught and "E" not in taught  # not the evaluations
+
+
 def test_replay_loss_joins_the_grpo_loss(model_dir, tmp_path):
     model, tokenizer = load_tiny(model_dir)
     rows = with_completions(tiny_dataset())

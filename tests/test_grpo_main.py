@@ -101,7 +101,9 @@ def test_bad_input_is_one_line_not_a_traceback(flags, says, tmp_path, capsys):
 def test_resolve_reward_funcs_mixes_registry_and_references():
     funcs = resolve_reward_funcs(["env_reward", "tiny_grpo:file_reward"])
     assert [f.__name__ for f in funcs] == ["env_reward", "file_reward"] and funcs[1] is file_reward
-    with pytest.raises(UserError, match="unknown reward"):  # grpo/rewards/own.py: one line with the known ones
+    with pytest.raises(
+        UserError, match="unknown reward"
+    ):  # grpo/rewards/own.py: one line with the known ones
         resolve_reward_funcs(["no_such_reward"])
 
 

@@ -18,7 +18,7 @@ from rookworld_trl.data.layout import column
 from rookworld_trl.grpo.options import Option
 
 TASKS = ("A", "P", "all")
-TARGETS = ("completion", "best_move")  # what of a row's completion the loss is on
+TARGETS = ("completion", "best_move", "moves")  # what of a row's completion the loss is on
 
 
 class Replay(Option):
@@ -27,7 +27,8 @@ class Replay(Option):
     (seed, micro-batch counter, rank): a resumed run replays what an uninterrupted one would have.
     `pad_to_multiple_of`: the width rounded up to a multiple of it (under torch.compile: one shape, one graph).
     `target` "best_move": the loss only on a P: label's best move after "B:" and EOS, so the move is imitated
-    and the rest of the answer (the list, its evaluations) is left to the reward. As an option its loss term is
+    and the rest of the answer (the list, its evaluations) is left to the reward; "moves": the loss on the listed
+    moves and B:'s move, the E: evaluations read, not taught (moves_row). As an option its loss term is
     `coef` x that NLL, logged as `metric`."""
 
     def __init__(self, dataset, task: str, tokenizer, batch_size: int, seed: int, rank: int = 0,
@@ -67,6 +68,9 @@ class Replay(Option):
         tok, eos = self.tokenizer, self.tokenizer.eos_token_id
         rows = []
         for prompt, completion in picked:
+            if self.target == "moves":
+                rows.append(self.moves_row(prompt, completion))
+                continue
             head, taught = self.split(completion)
             p = tok(prompt, add_special_tokens=False)["input_ids"]
             if head:  # best_move: the list before B: is read, not taught
@@ -83,6 +87,20 @@ class Replay(Option):
             "attention_mask": mask.to(device),
             "labels": labels.to(device),
         }
+
+    def moves_row(self, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+        """(ids, labels) taught on the moves only: the E: evaluations are read, not taught (a P: label's numbers
+        carry most of its NLL and none of the move choice)."""
+        tok = self.tokenizer
+        p = tok(prompt, add_special_tokens=False)["input_ids"]
+        enc = tok(completion, add_special_tokens=False, return_offsets_mapping=True)
+        lo, hi = completion.find("E:"), completion.rfind("B:")
+        labels = [
+            -100 if lo >= 0 and a < hi and b > lo else i
+            for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+        ]
+        c = enc["input_ids"] + [tok.eos_token_id]
+        return p + c, [-100] * len(p) + labels + [tok.eos_token_id]
 
     def split(self, completion: str) -> tuple[str, str]:
         """(the part read as context, the part taught): under "best_move" the cut is after the last "B:"."""

@@ -57,9 +57,10 @@ class TacticsSection:
     tactics_replay_target: str = field(
         default="completion",
         metadata={
-            "help": "What of a tactics label the replay teaches: the whole completion, or best_move (the move after "
-            "B: only: the move is imitated, the list and its evaluations are left to the reward).",
-            "choices": ["completion", "best_move"],
+            "help": "What of a tactics label the replay teaches: the whole completion; best_move (the move after "
+            "B: only: the move is imitated, the list and its evaluations are left to the reward); or moves (the "
+            "listed moves and B:'s, the E: evaluations read but not taught).",
+            "choices": ["completion", "best_move", "moves"],
         },
     )
 
