@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rookworld_trl import cli
-from rookworld_trl.stages import doctor
+from rookworld_trl.stages import cli, doctor
 
 GPU_ROWS = ("CUDA", "bf16", "sampler: CUDA graph", "sampler: eager, CUDA", "bf16 scoring", "torch.compile",
             "reference model on cuda:1")  # fmt: skip

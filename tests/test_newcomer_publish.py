@@ -194,14 +194,14 @@ WRONG_TOKEN = (["--hub_model_id", "me/x", "--hub_token", "hf_wrong"], TOKEN, "do
     # `rookworld train`'s preflight, before accelerate; the stage's own check (`accelerate launch -m` users) in a
     # process that imports torch and TRL: the slow tier
     [
-        ("cli", ["--hub_model_id", "me/bad name!"], TOKEN, "no valid repo name"),
-        ("cli", ["--hub_model_id", "me/x"], None, "needs a Hugging Face token"),
-        ("cli", *WRONG_TOKEN),
+        ("stages.cli", ["--hub_model_id", "me/bad name!"], TOKEN, "no valid repo name"),
+        ("stages.cli", ["--hub_model_id", "me/x"], None, "needs a Hugging Face token"),
+        ("stages.cli", *WRONG_TOKEN),
         pytest.param("stages.grpo", *WRONG_TOKEN, marks=pytest.mark.slow),
     ],
 )
 def test_push_to_hub_checks_the_token_and_name_before_training(tmp_path, hub, stage, flags, token, says):
-    argv = ["train"] if stage == "cli" else ["--config", "recipes/grpo_tiny_cpu.yaml", "--use_cpu", "true"]
+    argv = ["train"] if stage == "stages.cli" else ["--config", "recipes/grpo_tiny_cpu.yaml", "--use_cpu", "true"]
     done = subprocess.run(
         [sys.executable, "-m", f"rookworld_trl.{stage}", *argv, "--output_dir", str(tmp_path / "run"),
          "--push_to_hub", "true", *flags],
