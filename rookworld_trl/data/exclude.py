@@ -140,9 +140,11 @@ class Exclusion:
         if not self:
             return ds
         if hasattr(ds, "__len__"):
-            from rookworld_trl.data.layout import column  # datasets' tooling: only where a dataset is
+            from rookworld_trl.data.layout import column_batches  # datasets' tooling: only where a dataset is
 
-            return ds.select(self.keep_indices(column(ds, "fen"), column(ds, "task")))
+            keep = [start + i for start, (fens, tasks) in column_batches(ds, "fen", "task")
+                    for i in self.keep_indices(fens, tasks)]  # fmt: skip
+            return ds.select(keep)
         return ds.filter(lambda row: not self.drops(row["fen"], row["task"]))
 
     def one_line(self) -> str:

@@ -70,6 +70,21 @@ def column(ds, name: str) -> list:
     return columns(ds, name)[0]
 
 
+def column_batches(ds, *names: str, size: int = BATCH_ROWS):
+    """(offset, [column lists]) of `ds`'s columns `names`, BATCH_ROWS rows at a time: a pass over millions of
+    memory-mapped rows that holds one batch of Python objects, not the column."""
+    offset = 0
+    for batch in ds.select_columns(list(names)).with_format("arrow").iter(batch_size=size):
+        yield offset, [batch.column(name).to_pylist() for name in names]
+        offset += batch.num_rows
+
+
+def iter_column(ds, name: str):
+    """The values of `ds`'s column `name`, one at a time (column_batches)."""
+    for _, (values,) in column_batches(ds, name):
+        yield from values
+
+
 def task_rows(ds) -> tuple[list[int], list[int]]:
     """(indices of the P: rows, indices of the A: rows) of an in-memory dataset, in order."""
     tasks = column(ds, "task")

@@ -26,9 +26,10 @@ from rookworld_trl.data.errors import DataSourceError
 from rookworld_trl.data.exclude import Exclusion
 from rookworld_trl.data.files import is_puzzle_file
 from rookworld_trl.data.labels import PuzzleSource
-from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES, column, task_rows
+from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES, iter_column, task_rows
 from rookworld_trl.data.rows import LoadReport, rows_from_lines
-from rookworld_trl.data.sources import Lines, file_errors, open_source, table_lines
+from rookworld_trl.data.parse import parse_table
+from rookworld_trl.data.sources import Lines, file_errors, line_table, open_source, table_lines, text_table
 
 # -------------------------------------------------------------------------------------------- raw text
 
@@ -45,33 +46,34 @@ def table_from_rows(rows: Iterable[dict]) -> pa.Table:
     return pa.concat_tables(batches)
 
 
-def dataset_from_lines(
-    lines_fn, report: LoadReport, streaming: bool, task: str | None = None, count: bool = True
-):
-    """A (streaming) dataset of the rows of `lines_fn()`, an iterable of raw lines read anew on each pass."""
-    if streaming:
+def dataset_from_lines(lines_fn, report: LoadReport, task: str | None = None, count: bool = True):
+    """A streaming dataset of the rows of `lines_fn()`, an iterable of raw lines read anew on each pass (in
+    memory, a source's lines are parsed in parallel and cached: data/parse.py)."""
 
-        def generate():
-            yield from rows_from_lines(lines_fn(), report, task, count)
+    def generate():
+        yield from rows_from_lines(lines_fn(), report, task, count)
 
-        return datasets.IterableDataset.from_generator(generate, features=FEATURES)
-    table = table_from_rows(rows_from_lines(lines_fn(), report, task, count))
-    return datasets.Dataset(datasets.table.InMemoryTable(table))
+    return datasets.IterableDataset.from_generator(generate, features=FEATURES)
 
 
 # ------------------------------------------------------------------------------------------------ load
 
 
 def to_rows(
-    ds, source: str, report: LoadReport, streaming: bool, task: str | None = None, count: bool = True
-):
-    """Our columns: as they are when present, else parsed from a `text` column of raw lines."""
+    ds, source: str, report: LoadReport, streaming: bool, task: str | None = None, count: bool = True,
+    num_proc: int | None = None,
+):  # fmt: skip
+    """Our columns: as they are when present, else parsed from a `text` column of raw lines (in memory: in
+    `num_proc` processes, cached, data/parse.py)."""
     names = ds.column_names or list(next(iter(ds), {}))  # a streamed JSON file names its columns when read
     if set(COLUMNS) <= set(names):
         ds = ds.select_columns(list(COLUMNS))
         ds = ds if ds.features == FEATURES else ds.cast(FEATURES)  # e.g. JSON numbers read as int64
         return ds if task is None else ds.filter(lambda row: row["task"] == task)
-    return dataset_from_lines(lambda: table_lines(ds, source), report, streaming, task, count)
+    if streaming:
+        return dataset_from_lines(lambda: table_lines(ds, source), report, task, count)
+    rows = parse_table(line_table(ds, source), source, report, num_proc)
+    return rows if task is None else rows.filter(lambda t: t == task, input_columns="task")
 
 
 def prompt_rows(ds, name: str = "train_dataset"):
@@ -179,11 +181,13 @@ def read_rows(
     exclude: Exclusion | None = None,
     max_puzzles: int | None = None,
     report: LoadReport | None = None,
+    num_proc: int | None = None,
 ) -> datasets.Dataset:
-    """The rows of a source's split, in memory, as stored (no mix, no FEN width, no cap): read -> rows ->
-    exclude, each said in one line (malformed lines skipped, rows excluded). A puzzle file is labelled by
-    `puzzles` (its first `max_puzzles` after the filter and `exclude`: the engine is the slow part); malformed lines are counted in
-    `report`."""
+    """The rows of a source's split, as stored (no mix, no FEN width, no cap): read -> rows -> exclude, each
+    said in one line (malformed lines skipped, rows excluded). Raw lines are parsed in `num_proc` processes
+    (None: this machine's cores) into datasets' cache, memory-mapped (data/parse.py). A puzzle file is
+    labelled by `puzzles` (its first `max_puzzles` after the filter and `exclude`: the engine is the slow
+    part); malformed lines are counted in `report`."""
     source = os.fspath(source)
     if is_puzzle_file(source):
         rows = (puzzles or PuzzleSource()).rows(source, exclude, max_puzzles)  # filtered before labelling
@@ -193,11 +197,9 @@ def read_rows(
     check_no_puzzle_filter(source, puzzles)
     report = report if report is not None else LoadReport(source, skip_bad_rows)
     opened = open_source(source, split, streaming=False)
-    if isinstance(opened, Lines):  # a file read as lines
-        ds = dataset_from_lines(opened.__iter__, report, False)
-    else:
-        with file_errors(source):
-            ds = to_rows(opened, source, report, False)
+    with file_errors(source):
+        raw = text_table(source) if isinstance(opened, Lines) else opened  # a text file: its lines as a table
+        ds = to_rows(raw, source, report, False, num_proc=num_proc)
     ds = no_rows_check(exclude.filter(ds) if exclude else ds, source, split, report, False, exclude)
     if report.malformed:
         print(report.summary())
@@ -220,7 +222,7 @@ def shape(ds, source: str, mix_env_ratio: float | None = None, seed: int = 0, fe
     `max_samples`."""
     if mix_env_ratio is not None:
         ds = mix_tasks(ds, mix_env_ratio, seed)
-    ds = with_fen_width(ds, fen_width, column(ds, "prompt"), source)
+    ds = with_fen_width(ds, fen_width, iter_column(ds, "prompt"), source)
     return ds if max_samples is None else ds.select(range(min(max_samples, len(ds))))
 
 
@@ -279,7 +281,7 @@ def stream_rows(source, split, mix_env_ratio, seed, max_samples, report, fen_wid
 
     def build(task: str | None = None, count: bool = True, into: LoadReport = report):
         if isinstance(opened, Lines):  # a file read as lines
-            ds = dataset_from_lines(opened.__iter__, into, True, task, count)
+            ds = dataset_from_lines(opened.__iter__, into, task, count)
         else:
             with file_errors(source):
                 ds = to_rows(opened, source, into, True, task, count)
