@@ -18,6 +18,7 @@ whole tree summed (sampled every 0.2 s; counts pages shared by forked workers mo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import re
@@ -55,7 +56,9 @@ def build_sources(n: int, work: Path) -> tuple[Path, Path]:
             chunk = list(itertools.islice(lines, ROWS_PER_FILE))
             out.write("".join(line + "\n" for line in chunk))
             table = pa.table({"text": pa.array(chunk, pa.string())})
-            pq.write_table(table, hub / "data" / f"train-{i:05d}-of-{files:05d}.parquet", row_group_size=100_000)
+            pq.write_table(
+                table, hub / "data" / f"train-{i:05d}-of-{files:05d}.parquet", row_group_size=100_000
+            )
     return text, hub
 
 
@@ -67,10 +70,8 @@ def tree_rss(process: psutil.Process) -> int:
         return 0
     total = 0
     for p in procs:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):  # gone since it was listed
             total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
     return total
 
 

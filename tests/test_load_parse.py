@@ -27,7 +27,7 @@ def sample_lines(n: int) -> list[str]:
     """n embedded lines, P: and A: alternating (both tasks in every batch)."""
     policy = (r["text"] for r in EMBEDDED if r["task"] == "P")
     env = (r["text"] for r in EMBEDDED if r["task"] == "A")
-    return list(itertools.islice(itertools.chain.from_iterable(zip(policy, env)), n))
+    return list(itertools.islice(itertools.chain.from_iterable(zip(policy, env, strict=False)), n))
 
 
 def write(path, lines: list[str]):

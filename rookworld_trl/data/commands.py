@@ -39,7 +39,7 @@ from rookworld_trl.data.layout import (
     split_of,
     write_stats,
 )
-from rookworld_trl.data.load import LoadReport, load_rookworld_dataset, read_rows
+from rookworld_trl.data.load import LoadReport, load_rookworld_dataset, read_rows, shape
 from rookworld_trl.data.puzzles import PuzzleFilter
 
 __all__ = [
@@ -75,6 +75,7 @@ def convert(
     lines are parsed in `num_proc` processes (None: the machine's cores), cached (data/parse.py)."""
     report = LoadReport(source, skip_bad_rows)
     rows = read_rows(source, split, skip_bad_rows, puzzles, exclude, report=report, num_proc=num_proc)
+    rows = shape(rows, source)  # one FEN width, the source's most common
     writer = LayoutWriter(out, validation_fraction, test_fraction)
     for _, batch in column_batches(rows, *COLUMNS):
         for values in zip(*batch, strict=True):
@@ -143,9 +144,14 @@ def describe(
     report = LoadReport(source, skip_bad_rows)
     if max_samples is None:
         rows = read_rows(source, split, skip_bad_rows, puzzles, exclude, report=report, num_proc=num_proc)
+        rows = shape(rows, source)  # one FEN width, the source's most common
         if not report.malformed and (puzzles is None or puzzles.report is None):  # read_rows said the rest
             print(report.summary())
-        fields = (row for _, batch in column_batches(rows, "task", "kind", "prompt") for row in zip(*batch))
+        fields = (
+            row
+            for _, batch in column_batches(rows, "task", "kind", "prompt")
+            for row in zip(*batch, strict=True)
+        )
     else:
         rows = load_rookworld_dataset(source, split=split, streaming=True, report=report,
                                       max_samples=max_samples, puzzles=puzzles, exclude=exclude)  # fmt: skip

@@ -27,8 +27,8 @@ from rookworld_trl.data.exclude import Exclusion
 from rookworld_trl.data.files import is_puzzle_file
 from rookworld_trl.data.labels import PuzzleSource
 from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES, iter_column, task_rows
-from rookworld_trl.data.rows import LoadReport, rows_from_lines
 from rookworld_trl.data.parse import parse_table
+from rookworld_trl.data.rows import LoadReport, rows_from_lines
 from rookworld_trl.data.sources import Lines, file_errors, line_table, open_source, table_lines, text_table
 
 # -------------------------------------------------------------------------------------------- raw text

@@ -66,9 +66,16 @@ def no_bars():
 def text_table(path: str | os.PathLike) -> datasets.Dataset:
     """A text file's lines as a `text` column, read by datasets' text builder into its cache, memory-mapped (as
     files.py open_text reads them: gzip by suffix, a byte-order mark dropped, undecodable bytes replaced)."""
-    with no_bars():
-        return datasets.load_dataset(
-            "text", data_files=str(path), split="train", encoding="utf-8-sig", encoding_errors="replace"
+    try:
+        with no_bars():
+            return datasets.load_dataset(
+                "text", data_files=str(path), split="train", encoding="utf-8-sig", encoding_errors="replace"
+            )
+    except datasets.exceptions.DatasetGenerationError:
+        if next(iter(read_lines(path)), None) is not None:
+            raise
+        return datasets.Dataset.from_dict(
+            {"text": []}, features=datasets.Features({"text": datasets.Value("string")})
         )
 
 
