@@ -193,6 +193,7 @@ PLAIN_FEN_RE = re.compile(
     r"((?:[1-8pnbrqkPNBRQK]{1,8}/){7}[1-8pnbrqkPNBRQK]{1,8}) [wb] (?:-|KQ?k?q?|Qk?q?|kq?|q) (?:-|[a-h][1-8]) [0-9]+ [0-9]+"
 )
 TWO_DIGITS_RE = re.compile(r"[1-8][1-8]")
+EMPTY_SQUARES = str.maketrans({str(n): "1" * n for n in range(2, 9)})  # a row's digits as that many squares
 
 
 def plain_fen(fen: str) -> bool:
@@ -201,7 +202,7 @@ def plain_fen(fen: str) -> bool:
     match = PLAIN_FEN_RE.fullmatch(fen)
     if match is None or TWO_DIGITS_RE.search(match[1]):
         return False
-    return all(sum(int(c) if c.isdigit() else 1 for c in row) == 8 for row in match[1].split("/"))
+    return all(len(row) == 8 for row in match[1].translate(EMPTY_SQUARES).split("/"))
 
 
 def check_fen_syntax(fen: str, where: str) -> None:

@@ -60,6 +60,9 @@ __all__ = [
 ]
 
 
+CONVERT_LEVEL = 3  # zstd level of a converted layout: 1M rows in seconds, not minutes (layout.py LayoutWriter)
+
+
 def convert(
     source: str,
     out: str,
@@ -76,7 +79,7 @@ def convert(
     report = LoadReport(source, skip_bad_rows)
     rows = read_rows(source, split, skip_bad_rows, puzzles, exclude, report=report, num_proc=num_proc)
     rows = shape(rows, source)  # one FEN width, the source's most common
-    writer = LayoutWriter(out, validation_fraction, test_fraction)
+    writer = LayoutWriter(out, validation_fraction, test_fraction, compression_level=CONVERT_LEVEL)
     for _, batch in column_batches(rows, *COLUMNS):
         for values in zip(*batch, strict=True):
             writer.add(dict(zip(COLUMNS, values, strict=True)))

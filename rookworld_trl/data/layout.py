@@ -115,7 +115,8 @@ def dedup_key(row: dict) -> int:
 class LayoutWriter:
     """Writes rows into OUT/{split}.parquet and OUT/{split}.txt, dropping duplicates; files appear on close."""
 
-    def __init__(self, out: str | os.PathLike, validation_fraction: float, test_fraction: float):
+    def __init__(self, out: str | os.PathLike, validation_fraction: float, test_fraction: float,
+                 compression_level: int = 19):  # fmt: skip
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.fractions = (validation_fraction, test_fraction)
@@ -128,10 +129,12 @@ class LayoutWriter:
         # Written under temporary names and renamed at the end: a killed run never leaves a half file behind.
         self.parquet = {
             # zstd at a high level halves the files against the default snappy (6.8 -> 3.4 MB on a 37k-row
-            # train split): the embedded data ships inside the package.
+            # train split): the embedded data ships inside the package. It costs ~140 us a row (level 3: ~3 us,
+            # files ~25% larger), which a conversion of millions of rows does not pay (commands.py convert).
             s: pq.ParquetWriter(
-                self._tmp(s, "parquet"), FEATURES.arrow_schema, compression="zstd", compression_level=19
-            )
+                self._tmp(s, "parquet"), FEATURES.arrow_schema, compression="zstd",
+                compression_level=compression_level,
+            )  # fmt: skip
             for s in SPLITS
         }
         # closed in close(), like the Parquet writers
