@@ -31,6 +31,7 @@ from rookworld_trl.data.files import DataSourceError
 from rookworld_trl.data.generate import GenerateConfig, generate
 from rookworld_trl.data.labels import PuzzleSource
 from rookworld_trl.data.layout import (
+    BATCH_ROWS,
     COLUMNS,
     FEATURES,
     SPLITS,
@@ -60,7 +61,9 @@ __all__ = [
 ]
 
 
-CONVERT_LEVEL = 3  # zstd level of a converted layout: 1M rows in seconds, not minutes (layout.py LayoutWriter)
+CONVERT_LEVEL = (
+    3  # zstd level of a converted layout: 1M rows in seconds, not minutes (layout.py LayoutWriter)
+)
 
 
 def convert(
@@ -80,9 +83,8 @@ def convert(
     rows = read_rows(source, split, skip_bad_rows, puzzles, exclude, report=report, num_proc=num_proc)
     rows = shape(rows, source)  # one FEN width, the source's most common
     writer = LayoutWriter(out, validation_fraction, test_fraction, compression_level=CONVERT_LEVEL)
-    for _, batch in column_batches(rows, *COLUMNS):
-        for values in zip(*batch, strict=True):
-            writer.add(dict(zip(COLUMNS, values, strict=True)))
+    for table in rows.with_format("arrow").iter(batch_size=BATCH_ROWS):
+        writer.add_table(table)
     stats = writer.close()
     check_train_split(out, stats["rows"], validation_fraction, test_fraction)
     settings = dict(

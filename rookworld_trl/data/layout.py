@@ -132,7 +132,9 @@ class LayoutWriter:
             # train split): the embedded data ships inside the package. It costs ~140 us a row (level 3: ~3 us,
             # files ~25% larger), which a conversion of millions of rows does not pay (commands.py convert).
             s: pq.ParquetWriter(
-                self._tmp(s, "parquet"), FEATURES.arrow_schema, compression="zstd",
+                self._tmp(s, "parquet"),
+                FEATURES.arrow_schema,
+                compression="zstd",
                 compression_level=compression_level,
             )  # fmt: skip
             for s in SPLITS
@@ -145,10 +147,35 @@ class LayoutWriter:
 
     def add(self, row: dict, split: str | None = None) -> None:
         """Add a row to `split` (None: its position's, split_of), unless it is a duplicate."""
+        split = self._place(row, split)
+        if split is not None:
+            self.batches[split].append(row)
+            if len(self.batches[split]) >= BATCH_ROWS:
+                self._flush(split)
+
+    def add_table(self, table: pa.Table) -> None:
+        """add() every row of an Arrow table of FEATURES' columns, in order, each to its position's split: the
+        rows are written as Arrow, without a Python dict per row (a conversion of millions, commands.py)."""
+        names = ("task", "fen", "move", "kind", "prompt")
+        picked: dict[str, list[int]] = {split: [] for split in SPLITS}
+        for i, values in enumerate(zip(*(table.column(n).to_pylist() for n in names), strict=True)):
+            split = self._place(dict(zip(names, values, strict=True)))
+            if split is not None:
+                picked[split].append(i)
+        table = table.select(list(FEATURES)).cast(FEATURES.arrow_schema)
+        for split, indices in picked.items():
+            if indices:
+                self._flush(split)  # rows add() holds go first: a split's rows stay in order
+                rows = table.take(pa.array(indices, pa.int64()))
+                self.parquet[split].write_table(rows)
+                self.text[split].write("".join(text + "\n" for text in rows.column("text").to_pylist()))
+
+    def _place(self, row: dict, split: str | None = None) -> str | None:
+        """The split a row goes to, counted (None: a duplicate, counted as one)."""
         key = dedup_key(row)
         if key in self.seen:
             self.duplicates[row["task"]] += 1
-            return
+            return None
         self.seen.add(key)
         split = split or split_of(row["fen"], *self.fractions)
         self.rows[split][row["task"]] += 1
@@ -156,9 +183,7 @@ class LayoutWriter:
             self.kinds[row["kind"]] += 1
         if width := row["task"] == "P" and prompt_fen_width(row["prompt"]):
             self.fen_widths[width] += 1
-        self.batches[split].append(row)
-        if len(self.batches[split]) >= BATCH_ROWS:
-            self._flush(split)
+        return split
 
     def _flush(self, split: str) -> None:
         batch, self.batches[split] = self.batches[split], []
