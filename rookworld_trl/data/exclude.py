@@ -16,6 +16,7 @@ rights only where king and rook stand), so a FEN written by another tool still m
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from collections import Counter
@@ -23,6 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import chess
+import numpy as np
 
 from rookworld_trl.chess.formats import position_key
 from rookworld_trl.data.errors import DataSourceError, open_text
@@ -43,6 +45,27 @@ def fen4(fen: str) -> str:
     if len(fields) >= 4 and fields[3] == "-":
         return " ".join(fields[:4])
     return position_key(chess.Board(" ".join(fields[:4])).fen())
+
+
+class Positions:
+    """A set of positions (fen4 keys) held as sorted 8-byte hashes: a run's millions of training positions in
+    tens of MB, not a GB of strings. `fen4(fen) in positions`, `len(positions)`."""
+
+    def __init__(self, fens: Iterable[str]):
+        hashes = np.fromiter((position_hash(fen4(fen)) for fen in fens), dtype=np.uint64)
+        self.hashes = np.unique(hashes)
+
+    def __contains__(self, key: str) -> bool:
+        h = np.uint64(position_hash(key))
+        i = int(np.searchsorted(self.hashes, h))
+        return i < len(self.hashes) and self.hashes[i] == h
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+
+def position_hash(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
 
 
 def canonical_fen4(fen: str) -> str:

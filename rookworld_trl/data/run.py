@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from rookworld_trl.chess.engine import EngineLimit
 from rookworld_trl.chess.formats import fen_width_of
-from rookworld_trl.data.exclude import Exclusion, fen4
+from rookworld_trl.data.exclude import Exclusion, Positions
 from rookworld_trl.data.files import is_puzzle_file, read_puzzles
 from rookworld_trl.data.labels import PuzzleSource
 from rookworld_trl.data.layout import iter_column
@@ -68,7 +68,7 @@ class RunData:
     tactics: object = None
     tactics_test: object = None
     fen_width: int | None = None
-    training_keys: frozenset[str] | None = None
+    training_keys: Positions | None = None
 
 
 def load_run_data(o: DataOptions) -> RunData:
@@ -86,7 +86,7 @@ def load_run_data(o: DataOptions) -> RunData:
         whole = read_excluded(stored, o.source, o.train_split, exclude)
     train = shape(whole, o.source, o.mix_env_ratio, o.seed, o.fen_width, None if puzzle else o.max_samples)
     width = o.fen_width or fen_width_of(iter_column(train, "prompt"))
-    keys = frozenset(fen4(fen) for fen in iter_column(whole, "fen"))
+    keys = Positions(iter_column(whole, "fen"))
     data = RunData(o.source, o.train_split, train, fen_width=width, training_keys=keys)
     if o.replay:  # the whole split: the mix may hold no rows of the replayed task
         data.replay = with_fen_width(whole, width, iter_column(whole, "prompt"), o.source)
@@ -129,5 +129,5 @@ def eval_data(data: str | None, split: str, fen_width: int | None, tactics: str 
             if is_puzzle_file(train_data)
             else iter_column(read_rows(train_data, train_split), "fen")
         )
-        out.training_keys = frozenset(fen4(fen) for fen in fens)
+        out.training_keys = Positions(fens)
     return out
