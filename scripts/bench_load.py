@@ -10,8 +10,10 @@ The source: the embedded train split's lines (rookworld_trl/assets/data) repeate
 data/train-*.parquet, for `rookworld train --dataset_name DIR --max_steps 1`). Each command runs in a child
 process with HF_DATASETS_CACHE in the bench's own folder, so "cold" parses and "cached" reads the parse back.
 Printed per run: wall seconds, CPU seconds of the command's process tree, lines/s (wall) and lines per CPU
-second (per core), and peak RSS: of its largest process (getrusage, as /usr/bin/time -v says it) and of the
-whole tree summed (sampled every 0.2 s; counts pages shared by forked workers more than once). For train,
+second (per core), and peak RSS: of its largest process (GNU /usr/bin/time's %M, as `time -v` says it) and of
+the whole tree summed (sampled every 0.2 s; counts pages shared by forked workers more than once), and the largest
+anonymous RSS (sampled: memory a process holds itself; the rest of its RSS is mostly pages of the memory-mapped
+Arrow cache, which the kernel drops under pressure and which grow with the rows a pass touches). For train,
 "start" is the time until the trainer's first step begins (its 0/1 progress line).
 """
 
@@ -39,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "rookworld_trl" / "assets" / "data" / "train.parquet"
 TRAIN_STARTED = re.compile(rb"\b0/1 \[")  # the trainer's progress bar at step 0 of 1
 ROWS_PER_FILE = 500_000
+TIME = "/usr/bin/time"  # GNU time: -f %M, the peak RSS of the command's largest process (as `time -v` says)
 
 
 def embedded_lines() -> list[str]:
@@ -62,24 +65,30 @@ def build_sources(n: int, work: Path) -> tuple[Path, Path]:
     return text, hub
 
 
-def tree_rss(process: psutil.Process) -> int:
-    """RSS of a process and its children, summed (0 once it is gone)."""
+def tree_rss(process: psutil.Process) -> tuple[int, int]:
+    """(RSS of a process and its children summed, the largest anonymous RSS among them): anonymous memory is
+    what the process holds itself; the rest of RSS is mostly pages of memory-mapped files (the Arrow cache),
+    which the kernel drops under pressure. (0, 0) once it is gone."""
     try:
         procs = [process, *process.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
-    total = 0
+        return 0, 0
+    total, anon = 0, 0
     for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):  # gone since it was listed
+        with contextlib.suppress(psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):  # gone since
             total += p.memory_info().rss
-    return total
+            status = Path(f"/proc/{p.pid}/status").read_text()
+            anon = max(anon, int(re.search(r"RssAnon:\s+(\d+) kB", status)[1]) * 1024)
+    return total, anon
 
 
-def timed(argv: list[str], env: dict, marker: re.Pattern | None = None) -> dict:
+def timed(argv: list[str], env: dict, work: Path, marker: re.Pattern | None = None) -> dict:
     """Run argv; wall and CPU seconds, peak RSS (largest process, tree sum) and the seconds until `marker` first
     appears in its output (None: never). Exits with its output when it fails."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
+    rss_file = work / "maxrss"
+    argv = [TIME, "-f", "%M", "-o", str(rss_file), *argv]  # its largest process's peak, this run's alone
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     out, seen = bytearray(), {}
 
@@ -91,9 +100,10 @@ def timed(argv: list[str], env: dict, marker: re.Pattern | None = None) -> dict:
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    proc, peak_tree = psutil.Process(child.pid), 0
+    proc, peak_tree, peak_anon = psutil.Process(child.pid), 0, 0
     while child.poll() is None:
-        peak_tree = max(peak_tree, tree_rss(proc))
+        tree, anon = tree_rss(proc)
+        peak_tree, peak_anon = max(peak_tree, tree), max(peak_anon, anon)
         time.sleep(0.2)
     reader.join()
     wall = time.perf_counter() - start
@@ -101,9 +111,8 @@ def timed(argv: list[str], env: dict, marker: re.Pattern | None = None) -> dict:
     if child.returncode:
         sys.exit(f"{' '.join(argv)} failed ({child.returncode}):\n{out.decode(errors='replace')[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    # ru_maxrss of RUSAGE_CHILDREN: the largest process waited for so far (KB on Linux); runs go from small
-    # to large in this script, so the figure after each is that run's
-    return {"wall": wall, "cpu": cpu, "rss_max": after.ru_maxrss * 1024, "rss_tree": peak_tree,
+    rss_max = int(rss_file.read_text().split()[-1]) * 1024  # GNU time's %M: KB
+    return {"wall": wall, "cpu": cpu, "rss_max": rss_max, "rss_tree": peak_tree, "rss_anon": peak_anon,
             "started": seen.get("at")}  # fmt: skip
 
 
@@ -111,8 +120,8 @@ def line(name: str, n: int, r: dict) -> str:
     started = f"  training starts at {r['started']:.1f} s" if r.get("started") is not None else ""
     return (
         f"{name:<22} {r['wall']:7.1f} s wall {r['cpu']:7.1f} s CPU  {n / r['wall']:9,.0f} lines/s  "
-        f"{n / max(r['cpu'], 1e-9):9,.0f} lines/CPU-s  peak RSS {r['rss_max'] / 2**20:6,.0f} MB (largest process), "
-        f"{r['rss_tree'] / 2**20:6,.0f} MB (tree){started}"
+        f"{n / max(r['cpu'], 1e-9):9,.0f} lines/CPU-s  peak RSS {r['rss_max'] / 2**20:6,.0f} MB (largest process; "
+        f"anonymous {r['rss_anon'] / 2**20:,.0f} MB), {r['rss_tree'] / 2**20:,.0f} MB (tree){started}"
     )
 
 
@@ -136,14 +145,14 @@ def main() -> None:
     procs = ["--num_proc", str(a.num_proc)] if a.num_proc else []
     for run in ("cold", "cached"):
         out = work / f"layout_{run}"
-        r = timed([*rookworld, "data", "load", str(text), "--out", str(out), *procs], env)
+        r = timed([*rookworld, "data", "load", str(text), "--out", str(out), *procs], env, work)
         print(line(f"data load --out {run}", a.n, r), flush=True)
     if not a.skip_train:
         train = [*rookworld, "train", "--dataset_name", str(hub), "--max_steps", "1", "--eval_samples", "0",
                  "--eval_every_steps", "0", "--per_device_train_batch_size", "8", "--num_generations", "8",
                  "--save_strategy", "no", *(["--dataset_num_proc", str(a.num_proc)] if a.num_proc else [])]  # fmt: skip
         for run in ("cold", "cached"):
-            r = timed([*train, "--output_dir", str(work / f"train_{run}")], env, TRAIN_STARTED)
+            r = timed([*train, "--output_dir", str(work / f"train_{run}")], env, work, TRAIN_STARTED)
             print(line(f"train start {run}", a.n, r), flush=True)
     if not a.work:
         shutil.rmtree(work, ignore_errors=True)
