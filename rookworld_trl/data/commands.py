@@ -31,11 +31,11 @@ from rookworld_trl.data.files import DataSourceError
 from rookworld_trl.data.generate import GenerateConfig, generate
 from rookworld_trl.data.labels import PuzzleSource
 from rookworld_trl.data.layout import (
-    BATCH_ROWS,
     COLUMNS,
     FEATURES,
     SPLITS,
     LayoutWriter,
+    arrow_batches,
     column_batches,
     split_of,
     write_stats,
@@ -83,7 +83,7 @@ def convert(
     rows = read_rows(source, split, skip_bad_rows, puzzles, exclude, report=report, num_proc=num_proc)
     rows = shape(rows, source)  # one FEN width, the source's most common
     writer = LayoutWriter(out, validation_fraction, test_fraction, compression_level=CONVERT_LEVEL)
-    for table in rows.with_format("arrow").iter(batch_size=BATCH_ROWS):
+    for _, table in arrow_batches(rows, *COLUMNS):
         writer.add_table(table)
     stats = writer.close()
     check_train_split(out, stats["rows"], validation_fraction, test_fraction)

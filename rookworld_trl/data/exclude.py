@@ -48,12 +48,19 @@ def fen4(fen: str) -> str:
 
 
 class Positions:
-    """A set of positions (fen4 keys) held as sorted 8-byte hashes: a run's millions of training positions in
-    tens of MB, not a GB of strings. `fen4(fen) in positions`, `len(positions)`."""
+    """The positions (fen4 keys) of `fens`, held as sorted 8-byte hashes: a run's millions of training positions
+    in tens of MB, not a GB of strings. `fen4(fen) in positions`, `len(positions)`. Read from `fens` when first
+    asked (~3 s a million: a run whose eval never asks does not pay it before its first step)."""
 
     def __init__(self, fens: Iterable[str]):
-        hashes = np.fromiter((position_hash(fen4(fen)) for fen in fens), dtype=np.uint64)
-        self.hashes = np.unique(hashes)
+        self.fens, self._hashes = fens, None
+
+    @property
+    def hashes(self) -> np.ndarray:
+        if self._hashes is None:
+            self._hashes = np.unique(np.fromiter((position_hash(fen4(f)) for f in self.fens), dtype=np.uint64))
+            self.fens = None
+        return self._hashes
 
     def __contains__(self, key: str) -> bool:
         h = np.uint64(position_hash(key))
@@ -167,7 +174,9 @@ class Exclusion:
 
             keep = [start + i for start, (fens, tasks) in column_batches(ds, "fen", "task")
                     for i in self.keep_indices(fens, tasks)]  # fmt: skip
-            return ds.select(keep)
+            return ds.select(
+                np.array(keep, dtype=np.int64)
+            )  # an array: datasets hashes it at once, a list per item
         return ds.filter(lambda row: not self.drops(row["fen"], row["task"]))
 
     def one_line(self) -> str:

@@ -70,13 +70,21 @@ def column(ds, name: str) -> list:
     return columns(ds, name)[0]
 
 
+def arrow_batches(ds, *names: str, size: int = BATCH_ROWS):
+    """(offset, Arrow table of `ds`'s columns `names`), `size` rows at a time in `ds`'s order. A dataset that
+    selects or shuffles rows (datasets' indices mapping: the mix, --exclude) is read by one Arrow `take` per
+    batch: datasets' own iteration gathers such rows one by one (5 s a pass over a million)."""
+    table = ds.data.table.select(list(names))
+    indices = ds._indices.column(0) if ds._indices is not None else None  # datasets' row selection
+    for start in range(0, len(ds), size):
+        yield start, table.slice(start, size) if indices is None else table.take(indices.slice(start, size))
+
+
 def column_batches(ds, *names: str, size: int = BATCH_ROWS):
     """(offset, [column lists]) of `ds`'s columns `names`, BATCH_ROWS rows at a time: a pass over millions of
     memory-mapped rows that holds one batch of Python objects, not the column."""
-    offset = 0
-    for batch in ds.select_columns(list(names)).with_format("arrow").iter(batch_size=size):
+    for offset, batch in arrow_batches(ds, *names, size=size):
         yield offset, [batch.column(name).to_pylist() for name in names]
-        offset += batch.num_rows
 
 
 def iter_column(ds, name: str):

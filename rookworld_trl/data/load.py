@@ -15,7 +15,9 @@ from collections import Counter
 from collections.abc import Iterable
 
 import datasets
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rookworld_trl.chess.formats import (
     FEN_WIDTH,
@@ -26,7 +28,7 @@ from rookworld_trl.data.errors import DataSourceError
 from rookworld_trl.data.exclude import Exclusion
 from rookworld_trl.data.files import is_puzzle_file
 from rookworld_trl.data.labels import PuzzleSource
-from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES, iter_column, task_rows
+from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES, arrow_batches, task_rows
 from rookworld_trl.data.parse import parse_table
 from rookworld_trl.data.rows import LoadReport, rows_from_lines
 from rookworld_trl.data.sources import Lines, file_errors, line_table, open_source, table_lines, text_table
@@ -121,7 +123,9 @@ def mix_tasks(ds: datasets.Dataset, mix_env_ratio: float, seed: int) -> datasets
     rng = random.Random(seed)
     chosen = rng.sample(policy, n_policy) + rng.sample(env, n_env)
     rng.shuffle(chosen)
-    return ds.select(chosen)
+    return ds.select(
+        np.array(chosen, dtype=np.int64)
+    )  # an array: datasets hashes it at once, a list per item
 
 
 def fen_widths(prompts: Iterable[str]) -> Counter:
@@ -129,10 +133,36 @@ def fen_widths(prompts: Iterable[str]) -> Counter:
     return Counter(w for prompt in prompts if (w := prompt_fen_width(prompt)))
 
 
-def with_fen_width(ds, width: int | None, prompts: Iterable[str], source: str):
+def rows_fen_widths(ds: datasets.Dataset) -> Counter:
+    """fen_widths of a dataset's prompts, counted by Arrow a batch at a time (millions of rows in a second or
+    two); a batch holding non-ASCII text is counted by fen_widths itself (Arrow's lengths are in bytes)."""
+    counts = Counter()
+    for _, batch in arrow_batches(ds, "prompt"):
+        prompts = batch.column("prompt")
+        if not pc.all(pc.string_is_ascii(prompts)).as_py():
+            counts.update(fen_widths(prompts.to_pylist()))
+            continue
+        length = pc.binary_length(prompts)  # prompt_fen_width: "P: " + a body ending in a space + "M:"
+        padded = pc.and_(
+            pc.and_(pc.starts_with(prompts, "P: "), pc.greater_equal(length, 6)),
+            pc.equal(pc.utf8_slice_codeunits(prompts, -3, -2), " "),
+        )
+        for item in pc.value_counts(pc.filter(pc.subtract(length, 5), padded)).to_pylist():
+            counts[item["values"]] += item["counts"]
+    return counts
+
+
+def rows_fen_width(ds: datasets.Dataset) -> int | None:
+    """chess/formats.py fen_width_of a dataset's prompts (rows_fen_widths)."""
+    counts = rows_fen_widths(ds)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def with_fen_width(ds, width: int | None, prompts: Iterable[str] | None, source: str):
     """`ds` with every P: prompt (and its text) padded to `width` (None: the most common width among
-    `prompts`, ds's or a sample of them): one layout, the way the data was written. Says so when it re-pads."""
-    counts = fen_widths(prompts)
+    `prompts`, a sample of ds's, or None: all of ds's): one layout, the way the data was written. Says so when it
+    re-pads."""
+    counts = rows_fen_widths(ds) if prompts is None else fen_widths(prompts)
     width = width or (counts.most_common(1)[0][0] if counts else FEN_WIDTH)
     if set(counts) <= {width}:
         return ds
@@ -222,7 +252,7 @@ def shape(ds, source: str, mix_env_ratio: float | None = None, seed: int = 0, fe
     `max_samples`."""
     if mix_env_ratio is not None:
         ds = mix_tasks(ds, mix_env_ratio, seed)
-    ds = with_fen_width(ds, fen_width, iter_column(ds, "prompt"), source)
+    ds = with_fen_width(ds, fen_width, None, source)
     return ds if max_samples is None else ds.select(range(min(max_samples, len(ds))))
 
 

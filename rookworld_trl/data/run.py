@@ -18,12 +18,18 @@ import os
 from dataclasses import dataclass, field
 
 from rookworld_trl.chess.engine import EngineLimit
-from rookworld_trl.chess.formats import fen_width_of
 from rookworld_trl.data.exclude import Exclusion, Positions
 from rookworld_trl.data.files import is_puzzle_file, read_puzzles
 from rookworld_trl.data.labels import PuzzleSource
 from rookworld_trl.data.layout import iter_column
-from rookworld_trl.data.load import LoadReport, no_rows_check, read_rows, shape, with_fen_width
+from rookworld_trl.data.load import (
+    LoadReport,
+    no_rows_check,
+    read_rows,
+    rows_fen_width,
+    shape,
+    with_fen_width,
+)
 from rookworld_trl.data.puzzles import PuzzleFilter
 
 
@@ -85,19 +91,19 @@ def load_run_data(o: DataOptions) -> RunData:
         stored = read_rows(o.source, o.train_split, o.skip_bad_rows, puzzles, num_proc=o.num_proc)
         whole = read_excluded(stored, o.source, o.train_split, exclude)
     train = shape(whole, o.source, o.mix_env_ratio, o.seed, o.fen_width, None if puzzle else o.max_samples)
-    width = o.fen_width or fen_width_of(iter_column(train, "prompt"))
+    width = o.fen_width or rows_fen_width(train)
     keys = Positions(iter_column(whole, "fen"))
     data = RunData(o.source, o.train_split, train, fen_width=width, training_keys=keys)
     if o.replay:  # the whole split: the mix may hold no rows of the replayed task
-        data.replay = with_fen_width(whole, width, iter_column(whole, "prompt"), o.source)
+        data.replay = with_fen_width(whole, width, None, o.source)
     if o.held_out:
         rows = stored if one_file else read_rows(o.source, o.test_split, o.skip_bad_rows, num_proc=o.num_proc)
-        data.held_out = with_fen_width(rows, width, iter_column(rows, "prompt"), o.source)
+        data.held_out = with_fen_width(rows, width, None, o.source)
     if o.tactics and o.tactics_train:
         tactics_exclude = Exclusion(exclude.files, exclude.keys)  # counted apart from the main source's rows
         rows = read_rows(o.tactics, "train", exclude=tactics_exclude)  # every training row keeps --exclude
         rows = rows.filter(lambda task: task == "P", input_columns="task")
-        data.tactics = with_fen_width(rows, width, iter_column(rows, "prompt"), o.tactics)
+        data.tactics = with_fen_width(rows, width, None, o.tactics)
     if o.tactics and o.tactics_test:
         data.tactics_test = read_rows(o.tactics, "test")
     return data
@@ -120,7 +126,7 @@ def eval_data(data: str | None, split: str, fen_width: int | None, tactics: str 
     out = RunData(train_data or "", train_split)
     if data:
         rows = read_rows(data, split)
-        out.held_out = with_fen_width(rows, fen_width, iter_column(rows, "prompt"), data)
+        out.held_out = with_fen_width(rows, fen_width, None, data)
     if tactics:
         out.tactics_test = read_rows(tactics, "test")
     if train_data:

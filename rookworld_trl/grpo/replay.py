@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from rookworld_trl.data.layout import column
@@ -49,7 +50,7 @@ class Replay(Option):
                 "supervised replay) or --replay_task to a task the data has (P, A or all)"
             )
         # the rows are read when drawn: a split of millions stays on disk (memory-mapped), not in Python strings
-        self.rows = dataset.select(keep).select_columns(["prompt", "completion"])
+        self.rows = dataset.select(np.array(keep, dtype=np.int64)).select_columns(["prompt", "completion"])
         self.tokenizer, self.batch_size, self.seed, self.rank = tokenizer, batch_size, seed, rank
         self.multiple, self.target = pad_to_multiple_of or 1, target
         self.coef, self.metric = coef, metric
