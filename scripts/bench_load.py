@@ -77,8 +77,8 @@ def tree_rss(process: psutil.Process) -> tuple[int, int]:
     for p in procs:
         with contextlib.suppress(psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):  # gone since
             total += p.memory_info().rss
-            status = Path(f"/proc/{p.pid}/status").read_text()
-            anon = max(anon, int(re.search(r"RssAnon:\s+(\d+) kB", status)[1]) * 1024)
+            found = re.search(r"RssAnon:\s+(\d+) kB", Path(f"/proc/{p.pid}/status").read_text())
+            anon = max(anon, int(found[1]) * 1024 if found else 0)  # a zombie has no memory lines
     return total, anon
 
 
