@@ -298,7 +298,7 @@ def build_run(argv: list[str] | None = None):
     model, tokenizer = load_policy(args, model_args)
     with (
         PartialState().main_process_first()
-    ):  # a puzzle file: one process labels it, the others read its cache
+    ):  # one process labels a puzzle file or parses raw lines (data/parse.py), the others read its cache
         data = load_run_data(script, args, model, tokenizer)
     engine = engine_pool(script, engine_cache_path(script, args.output_dir))
     trainer = RookWorldGRPOTrainer(
