@@ -61,9 +61,8 @@ __all__ = [
 ]
 
 
-CONVERT_LEVEL = (
-    3  # zstd level of a converted layout: 1M rows in seconds, not minutes (layout.py LayoutWriter)
-)
+# zstd level of a converted layout: 1M rows in seconds, not minutes (layout.py LayoutWriter)
+CONVERT_LEVEL = 3
 
 
 def convert(

@@ -58,7 +58,9 @@ class Positions:
     @property
     def hashes(self) -> np.ndarray:
         if self._hashes is None:
-            self._hashes = np.unique(np.fromiter((position_hash(fen4(f)) for f in self.fens), dtype=np.uint64))
+            self._hashes = np.unique(
+                np.fromiter((position_hash(fen4(f)) for f in self.fens), dtype=np.uint64)
+            )
             self.fens = None
         return self._hashes
 
@@ -174,9 +176,7 @@ class Exclusion:
 
             keep = [start + i for start, (fens, tasks) in column_batches(ds, "fen", "task")
                     for i in self.keep_indices(fens, tasks)]  # fmt: skip
-            return ds.select(
-                np.array(keep, dtype=np.int64)
-            )  # an array: datasets hashes it at once, a list per item
+            return ds.select(np.array(keep, dtype=np.int64))  # an array: hashed at once, not item by item
         return ds.filter(lambda row: not self.drops(row["fen"], row["task"]))
 
     def one_line(self) -> str:

@@ -123,9 +123,8 @@ def mix_tasks(ds: datasets.Dataset, mix_env_ratio: float, seed: int) -> datasets
     rng = random.Random(seed)
     chosen = rng.sample(policy, n_policy) + rng.sample(env, n_env)
     rng.shuffle(chosen)
-    return ds.select(
-        np.array(chosen, dtype=np.int64)
-    )  # an array: datasets hashes it at once, a list per item
+    # an array: datasets hashes it for the fingerprint at once, a list item by item (3 s for 478k)
+    return ds.select(np.array(chosen, dtype=np.int64))
 
 
 def fen_widths(prompts: Iterable[str]) -> Counter:

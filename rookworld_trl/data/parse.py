@@ -41,6 +41,8 @@ PARSED = datasets.Features(
 ROWS_PER_PROC = 20_000
 # Sources of this many lines show the parse's progress bar (lines/s); a smaller one's error stays one line.
 PROGRESS_ROWS = 100_000
+# A malformed line's row: its values are never read (checked_rows drops it), one Arrow type per column.
+EMPTY_ROW = {name: [] if isinstance(feature, datasets.List) else None for name, feature in FEATURES.items()}
 
 
 def fingerprint(text: str) -> str:
@@ -86,9 +88,6 @@ def parse_batch(batch: dict) -> dict[str, list]:
     return out
 
 
-EMPTY_ROW = {name: [] if isinstance(feature, datasets.List) else None for name, feature in FEATURES.items()}
-
-
 def parse_table(raw: datasets.Dataset, source: str, report: LoadReport, num_proc: int | None = None):
     """The rows of the lines of `raw` (see the module docstring); a malformed line stops with its one line
     (file:line, the fix) unless `report.skip_bad_rows`, which counts it."""
@@ -103,8 +102,9 @@ def parse_table(raw: datasets.Dataset, source: str, report: LoadReport, num_proc
             remove_columns=raw.column_names,
             features=PARSED,
             num_proc=procs if procs > 1 and len(raw) > 1 else None,
+            # the source's fingerprint (datasets' builder: path, size, mtime) and the parser's: the cache key
             new_fingerprint=fingerprint(f"{raw._fingerprint}/{columns}/{PARSER}"),
-            desc=f"parsing {Path(source).name} ({procs} process{'es' if procs > 1 else ''})",
+            desc=f"parsing {Path(source).name}",  # datasets adds "(num_proc=N)"
         )
     return checked_rows(parsed, report)
 
