@@ -141,7 +141,7 @@ def main() -> None:
     text, hub = build_sources(a.n, work)
     print(f"source: {a.n:,} lines ({text.stat().st_size / 2**20:,.0f} MB text) built in {time.perf_counter() - t:.1f} s; "
           f"{cores} cores, num_proc {a.num_proc or 'default'}")  # fmt: skip
-    rookworld = [sys.executable, "-m", "rookworld_trl.cli"]
+    rookworld = [sys.executable, "-m", "rookworld_trl.stages.cli"]
     procs = ["--num_proc", str(a.num_proc)] if a.num_proc else []
     for run in ("cold", "cached"):
         out = work / f"layout_{run}"
