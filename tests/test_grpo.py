@@ -156,7 +156,7 @@ def test_replay_loss_joins_the_grpo_loss(model_dir, tmp_path):
         processing_class=tokenizer,
         check_lengths=False,  # the tiny model's 8-token budget cuts the replayed truths on purpose
     )
-    assert {p[:2] for p, _ in trainer.option(Replay).pairs} == {"A:"}
+    assert {p[:2] for p in trainer.option(Replay).rows["prompt"]} == {"A:"}
     trainer.train()
     losses = [row["replay_loss"] for row in train_logs(trainer)]
     assert len(losses) == 2 and all(math.isfinite(x) and x > 0.5 for x in losses)  # a random model's NLL

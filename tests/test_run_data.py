@@ -89,7 +89,7 @@ def test_replay_and_held_out_keep_the_puzzle_cap_and_filter(model_dir, tmp_path)
     argv[argv.index("--dataset_name") + 1] = str(puzzles)
     trainer, _ = built(argv)
     replay = next(option for option in trainer.options if type(option).__name__ == "Replay")
-    assert len(trainer.train_dataset) == 1 and len(replay.pairs) == 1  # the cap, before the engine labels
+    assert len(trainer.train_dataset) == 1 and len(replay.rows) == 1  # the cap, before the engine labels
     curve = next(cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "EvalCallback")
     mate_in_two = fen4(chess.Board(PUZZLES[2].split(",")[1]).fen())
     assert mate_in_two not in {fen4(fen) for fen in curve.fens}  # the theme filter holds there too

@@ -131,6 +131,7 @@ SMOKE = {  # the script and its smallest setting: seconds to a minute or two eac
     "bench_decode.py": ["--against", "HEAD", "--rounds", "2"],
     "bench_engine.py": ["--n", "6", "--depth", "4", "--repeats", "1"],
     "bench_gelu.py": ["--batch", "4", "--tokens", "16", "--repeats", "1"],
+    "bench_load.py": ["2000", "--num_proc", "2"],
     "bench_generate.py": ["--depth", "4", "--games", "1", "--max_plies", "6", "--workers", "1"],
     "bench_gpu_step.py": [
         "--model",

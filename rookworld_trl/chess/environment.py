@@ -86,13 +86,19 @@ def legal_move(board: chess.Board, move: str) -> chess.Move | None:
 def sample_from_line(line: str) -> tuple[str, PolicySample | EnvSample]:
     """(the normalised line, its sample) of one raw P:/A: line whose FEN is a legal position; FormatError naming
     the failing field otherwise (what `rookworld data load` and the stages report for a malformed line)."""
+    text, sample, _ = sample_and_board(line)
+    return text, sample
+
+
+def sample_and_board(line: str) -> tuple[str, PolicySample | EnvSample, chess.Board]:
+    """sample_from_line, and the board of its FEN (the one python-chess board the loader builds per line)."""
     text = normalize_line(line).strip()
     sample = parse_line(text)
     try:  # a FEN that reads but is no legal position: nothing to analyse or simulate
-        parse_board(sample.fen)
+        board = parse_board(sample.fen)
     except ValueError as e:
         raise FormatError(f"{text[0]}: fen: {e}") from None
-    return text, sample
+    return text, sample, board
 
 
 def legal_best_move(board: chess.Board, completion: str) -> chess.Move | None:
@@ -179,7 +185,11 @@ KINDS = ("illegal", *ENDINGS.values(), "promotion", "en_passant", "castling", "c
 
 def transition_kind(fen: str, move: str) -> str:
     """The one kind (of KINDS) that best describes `move` on `fen`, judged like `transition` (FEN alone)."""
-    board = parse_board(fen)
+    return kind_on(parse_board(fen), move)
+
+
+def kind_on(board: chess.Board, move: str) -> str:
+    """transition_kind on a board already read (it plays the move on it)."""
     parsed = legal_move(board, move)
     if parsed is None:
         return "illegal"

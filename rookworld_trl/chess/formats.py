@@ -187,8 +187,28 @@ def split_prompt_completion(line: str) -> tuple[str, str]:
     raise FormatError("line: starts with neither 'P:' nor 'A:' and is not an A: line without prefix")
 
 
+# FENs python-chess surely reads (its set_fen), checked without building a board: eight rows of pieces and
+# digits, one space between fields, canonical castling and en-passant fields; the row sums are checked apart.
+PLAIN_FEN_RE = re.compile(
+    r"((?:[1-8pnbrqkPNBRQK]{1,8}/){7}[1-8pnbrqkPNBRQK]{1,8}) [wb] (?:-|KQ?k?q?|Qk?q?|kq?|q) (?:-|[a-h][1-8]) [0-9]+ [0-9]+"
+)
+TWO_DIGITS_RE = re.compile(r"[1-8][1-8]")
+EMPTY_SQUARES = str.maketrans({str(n): "1" * n for n in range(2, 9)})  # a row's digits as that many squares
+
+
+def plain_fen(fen: str) -> bool:
+    """True only for a FEN that python-chess reads without error (a subset of those: the rest go to it). A board
+    is the load's cost: this check is ~10x cheaper than building one."""
+    match = PLAIN_FEN_RE.fullmatch(fen)
+    if match is None or TWO_DIGITS_RE.search(match[1]):
+        return False
+    return all(len(row) == 8 for row in match[1].translate(EMPTY_SQUARES).split("/"))
+
+
 def check_fen_syntax(fen: str, where: str) -> None:
     """FormatError unless python-chess can read the FEN (whether the position is legal is the audit's job)."""
+    if plain_fen(fen):
+        return
     try:
         chess.Board(fen)
     except ValueError as e:

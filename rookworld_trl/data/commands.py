@@ -30,8 +30,17 @@ from rookworld_trl.data.exclude import Exclusion
 from rookworld_trl.data.files import DataSourceError
 from rookworld_trl.data.generate import GenerateConfig, generate
 from rookworld_trl.data.labels import PuzzleSource
-from rookworld_trl.data.layout import COLUMNS, FEATURES, SPLITS, LayoutWriter, split_of, write_stats
-from rookworld_trl.data.load import LoadReport, load_rookworld_dataset
+from rookworld_trl.data.layout import (
+    COLUMNS,
+    FEATURES,
+    SPLITS,
+    LayoutWriter,
+    arrow_batches,
+    column_batches,
+    split_of,
+    write_stats,
+)
+from rookworld_trl.data.load import LoadReport, load_rookworld_dataset, read_rows, shape
 from rookworld_trl.data.puzzles import PuzzleFilter
 
 __all__ = [
@@ -52,6 +61,10 @@ __all__ = [
 ]
 
 
+# zstd level of a converted layout: 1M rows in seconds, not minutes (layout.py LayoutWriter)
+CONVERT_LEVEL = 3
+
+
 def convert(
     source: str,
     out: str,
@@ -61,15 +74,16 @@ def convert(
     skip_bad_rows: bool = False,
     puzzles: PuzzleSource | None = None,
     exclude: Exclusion | None = None,
+    num_proc: int | None = None,
 ) -> dict:
-    """Write `source` (anything load_rookworld_dataset reads) in our layout, re-split by position hash."""
+    """Write `source` (anything load_rookworld_dataset reads) in our layout, re-split by position hash. Its
+    lines are parsed in `num_proc` processes (None: the machine's cores), cached (data/parse.py)."""
     report = LoadReport(source, skip_bad_rows)
-    rows = load_rookworld_dataset(
-        source, split=split, streaming=True, report=report, puzzles=puzzles, exclude=exclude
-    )
-    writer = LayoutWriter(out, validation_fraction, test_fraction)
-    for row in rows:
-        writer.add(row)
+    rows = read_rows(source, split, skip_bad_rows, puzzles, exclude, report=report, num_proc=num_proc)
+    rows = shape(rows, source)  # one FEN width, the source's most common
+    writer = LayoutWriter(out, validation_fraction, test_fraction, compression_level=CONVERT_LEVEL)
+    for _, table in arrow_batches(rows, *COLUMNS):
+        writer.add_table(table)
     stats = writer.close()
     check_train_split(out, stats["rows"], validation_fraction, test_fraction)
     settings = dict(
@@ -82,7 +96,8 @@ def convert(
     if exclude:
         stats["excluded"] = exclude.to_dict()
     write_stats(out, stats)
-    say_loaded(report, puzzles, exclude)
+    if not report.malformed and (puzzles is None or puzzles.report is None):  # read_rows said the rest
+        print(report.summary())
     print(f"wrote {out}: " + ", ".join(f"{s} {split_text(stats['rows'][s])}" for s in SPLITS))
     return stats
 
@@ -125,25 +140,35 @@ def describe(
     skip_bad_rows: bool = False,
     puzzles: PuzzleSource | None = None,
     exclude: Exclusion | None = None,
+    num_proc: int | None = None,
 ) -> None:
-    """Print what a source holds: the load report, rows by task (P: by FEN width) and A: rows by kind."""
+    """Print what a source holds: the load report, rows by task (P: by FEN width) and A: rows by kind. The
+    whole source is parsed in `num_proc` processes and cached (data/parse.py); its first `max_samples` rows
+    are streamed."""
     report = LoadReport(source, skip_bad_rows)
+    if max_samples is None:
+        rows = read_rows(source, split, skip_bad_rows, puzzles, exclude, report=report, num_proc=num_proc)
+        rows = shape(rows, source)  # one FEN width, the source's most common
+        if not report.malformed and (puzzles is None or puzzles.report is None):  # read_rows said the rest
+            print(report.summary())
+        fields = (
+            row
+            for _, batch in column_batches(rows, "task", "kind", "prompt")
+            for row in zip(*batch, strict=True)
+        )
+    else:
+        rows = load_rookworld_dataset(source, split=split, streaming=True, report=report,
+                                      max_samples=max_samples, puzzles=puzzles, exclude=exclude)  # fmt: skip
+        fields = ((row["task"], row["kind"], row["prompt"]) for row in rows)
     tasks, kinds, widths = Counter(), Counter(), Counter()
-    for row in load_rookworld_dataset(
-        source,
-        split=split,
-        streaming=True,
-        report=report,
-        max_samples=max_samples,
-        puzzles=puzzles,
-        exclude=exclude,
-    ):
-        tasks[row["task"]] += 1
-        if row["task"] == "A":
-            kinds[row["kind"]] += 1
+    for task, kind, prompt in fields:
+        tasks[task] += 1
+        if task == "A":
+            kinds[kind] += 1
         else:
-            widths[prompt_fen_width(row["prompt"])] += 1
-    say_loaded(report, puzzles, exclude)
+            widths[prompt_fen_width(prompt)] += 1
+    if max_samples is not None:
+        say_loaded(report, puzzles, exclude)
     at = ", ".join(f"{n} at FEN width {w}" for w, n in sorted(widths.items(), key=str))
     print(f"  P: {tasks['P']} rows{f' ({at})' if at else ''}, A: {tasks['A']} rows")
     if kinds:
@@ -227,6 +252,13 @@ def parser() -> argparse.ArgumentParser:
     add_engine_args(lo)
     lo.add_argument("--cache", default=None, help="puzzle files: analysis cache (sqlite; None: memory only)")
     add_exclude_arg(lo)
+    lo.add_argument(
+        "--num_proc",
+        type=int,
+        default=None,
+        help="processes that parse raw lines (None: this machine's cores); the rows are cached by the source's "
+        "fingerprint in HF_DATASETS_CACHE, so a second load of the same file is read, not parsed",
+    )
 
     a = sub.add_parser(
         "audit",
@@ -329,9 +361,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         if args.out:
             convert(*(options[k] for k in ("source", "out", "split", "validation_fraction", "test_fraction")),
-                    args.skip_bad_rows, puzzles, exclude)  # fmt: skip
+                    args.skip_bad_rows, puzzles, exclude, args.num_proc)  # fmt: skip
         else:
-            describe(args.source, args.split, args.max_samples, args.skip_bad_rows, puzzles, exclude)
+            describe(args.source, args.split, args.max_samples, args.skip_bad_rows, puzzles, exclude,
+                     args.num_proc)  # fmt: skip
     return 0
 
 

@@ -16,6 +16,7 @@ rights only where king and rook stand), so a FEN written by another tool still m
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from collections import Counter
@@ -23,6 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import chess
+import numpy as np
 
 from rookworld_trl.chess.formats import position_key
 from rookworld_trl.data.errors import DataSourceError, open_text
@@ -43,6 +45,36 @@ def fen4(fen: str) -> str:
     if len(fields) >= 4 and fields[3] == "-":
         return " ".join(fields[:4])
     return position_key(chess.Board(" ".join(fields[:4])).fen())
+
+
+class Positions:
+    """The positions (fen4 keys) of `fens`, held as sorted 8-byte hashes: a run's millions of training positions
+    in tens of MB, not a GB of strings. `fen4(fen) in positions`, `len(positions)`. Read from `fens` when first
+    asked (~3 s a million: a run whose eval never asks does not pay it before its first step)."""
+
+    def __init__(self, fens: Iterable[str]):
+        self.fens, self._hashes = fens, None
+
+    @property
+    def hashes(self) -> np.ndarray:
+        if self._hashes is None:
+            self._hashes = np.unique(
+                np.fromiter((position_hash(fen4(f)) for f in self.fens), dtype=np.uint64)
+            )
+            self.fens = None
+        return self._hashes
+
+    def __contains__(self, key: str) -> bool:
+        h = np.uint64(position_hash(key))
+        i = int(np.searchsorted(self.hashes, h))
+        return i < len(self.hashes) and self.hashes[i] == h
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+
+def position_hash(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
 
 
 def canonical_fen4(fen: str) -> str:
@@ -140,9 +172,11 @@ class Exclusion:
         if not self:
             return ds
         if hasattr(ds, "__len__"):
-            from rookworld_trl.data.layout import column  # datasets' tooling: only where a dataset is
+            from rookworld_trl.data.layout import column_batches  # datasets' tooling: only where a dataset is
 
-            return ds.select(self.keep_indices(column(ds, "fen"), column(ds, "task")))
+            keep = [start + i for start, (fens, tasks) in column_batches(ds, "fen", "task")
+                    for i in self.keep_indices(fens, tasks)]  # fmt: skip
+            return ds.select(np.array(keep, dtype=np.int64))  # an array: hashed at once, not item by item
         return ds.filter(lambda row: not self.drops(row["fen"], row["task"]))
 
     def one_line(self) -> str:

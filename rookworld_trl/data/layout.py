@@ -70,6 +70,29 @@ def column(ds, name: str) -> list:
     return columns(ds, name)[0]
 
 
+def arrow_batches(ds, *names: str, size: int = BATCH_ROWS):
+    """(offset, Arrow table of `ds`'s columns `names`), `size` rows at a time in `ds`'s order. A dataset that
+    selects or shuffles rows (datasets' indices mapping: the mix, --exclude) is read by one Arrow `take` per
+    batch: datasets' own iteration gathers such rows one by one (5 s a pass over a million)."""
+    table = ds.data.table.select(list(names))
+    indices = ds._indices.column(0) if ds._indices is not None else None  # datasets' row selection
+    for start in range(0, len(ds), size):
+        yield start, table.slice(start, size) if indices is None else table.take(indices.slice(start, size))
+
+
+def column_batches(ds, *names: str, size: int = BATCH_ROWS):
+    """(offset, [column lists]) of `ds`'s columns `names`, BATCH_ROWS rows at a time: a pass over millions of
+    memory-mapped rows that holds one batch of Python objects, not the column."""
+    for offset, batch in arrow_batches(ds, *names, size=size):
+        yield offset, [batch.column(name).to_pylist() for name in names]
+
+
+def iter_column(ds, name: str):
+    """The values of `ds`'s column `name`, one at a time (column_batches)."""
+    for _, (values,) in column_batches(ds, name):
+        yield from values
+
+
 def task_rows(ds) -> tuple[list[int], list[int]]:
     """(indices of the P: rows, indices of the A: rows) of an in-memory dataset, in order."""
     tasks = column(ds, "task")
@@ -100,7 +123,8 @@ def dedup_key(row: dict) -> int:
 class LayoutWriter:
     """Writes rows into OUT/{split}.parquet and OUT/{split}.txt, dropping duplicates; files appear on close."""
 
-    def __init__(self, out: str | os.PathLike, validation_fraction: float, test_fraction: float):
+    def __init__(self, out: str | os.PathLike, validation_fraction: float, test_fraction: float,
+                 compression_level: int = 19):  # fmt: skip
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.fractions = (validation_fraction, test_fraction)
@@ -113,10 +137,14 @@ class LayoutWriter:
         # Written under temporary names and renamed at the end: a killed run never leaves a half file behind.
         self.parquet = {
             # zstd at a high level halves the files against the default snappy (6.8 -> 3.4 MB on a 37k-row
-            # train split): the embedded data ships inside the package.
+            # train split): the embedded data ships inside the package. It costs ~140 us a row (level 3: ~3 us,
+            # files ~25% larger), which a conversion of millions of rows does not pay (commands.py convert).
             s: pq.ParquetWriter(
-                self._tmp(s, "parquet"), FEATURES.arrow_schema, compression="zstd", compression_level=19
-            )
+                self._tmp(s, "parquet"),
+                FEATURES.arrow_schema,
+                compression="zstd",
+                compression_level=compression_level,
+            )  # fmt: skip
             for s in SPLITS
         }
         # closed in close(), like the Parquet writers
@@ -127,10 +155,35 @@ class LayoutWriter:
 
     def add(self, row: dict, split: str | None = None) -> None:
         """Add a row to `split` (None: its position's, split_of), unless it is a duplicate."""
+        split = self._place(row, split)
+        if split is not None:
+            self.batches[split].append(row)
+            if len(self.batches[split]) >= BATCH_ROWS:
+                self._flush(split)
+
+    def add_table(self, table: pa.Table) -> None:
+        """add() every row of an Arrow table of FEATURES' columns, in order, each to its position's split: the
+        rows are written as Arrow, without a Python dict per row (a conversion of millions, commands.py)."""
+        names = ("task", "fen", "move", "kind", "prompt")
+        picked: dict[str, list[int]] = {split: [] for split in SPLITS}
+        for i, values in enumerate(zip(*(table.column(n).to_pylist() for n in names), strict=True)):
+            split = self._place(dict(zip(names, values, strict=True)))
+            if split is not None:
+                picked[split].append(i)
+        table = table.select(list(FEATURES)).cast(FEATURES.arrow_schema)
+        for split, indices in picked.items():
+            if indices:
+                self._flush(split)  # rows add() holds go first: a split's rows stay in order
+                rows = table.take(pa.array(indices, pa.int64()))
+                self.parquet[split].write_table(rows)
+                self.text[split].write("".join(text + "\n" for text in rows.column("text").to_pylist()))
+
+    def _place(self, row: dict, split: str | None = None) -> str | None:
+        """The split a row goes to, counted (None: a duplicate, counted as one)."""
         key = dedup_key(row)
         if key in self.seen:
             self.duplicates[row["task"]] += 1
-            return
+            return None
         self.seen.add(key)
         split = split or split_of(row["fen"], *self.fractions)
         self.rows[split][row["task"]] += 1
@@ -138,9 +191,7 @@ class LayoutWriter:
             self.kinds[row["kind"]] += 1
         if width := row["task"] == "P" and prompt_fen_width(row["prompt"]):
             self.fen_widths[width] += 1
-        self.batches[split].append(row)
-        if len(self.batches[split]) >= BATCH_ROWS:
-            self._flush(split)
+        return split
 
     def _flush(self, split: str) -> None:
         batch, self.batches[split] = self.batches[split], []

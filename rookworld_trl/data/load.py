@@ -15,7 +15,9 @@ from collections import Counter
 from collections.abc import Iterable
 
 import datasets
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rookworld_trl.chess.formats import (
     FEN_WIDTH,
@@ -26,9 +28,10 @@ from rookworld_trl.data.errors import DataSourceError
 from rookworld_trl.data.exclude import Exclusion
 from rookworld_trl.data.files import is_puzzle_file
 from rookworld_trl.data.labels import PuzzleSource
-from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES, column, task_rows
+from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES, arrow_batches, task_rows
+from rookworld_trl.data.parse import parse_table
 from rookworld_trl.data.rows import LoadReport, rows_from_lines
-from rookworld_trl.data.sources import Lines, file_errors, open_source, table_lines
+from rookworld_trl.data.sources import Lines, file_errors, line_table, open_source, table_lines, text_table
 
 # -------------------------------------------------------------------------------------------- raw text
 
@@ -45,33 +48,34 @@ def table_from_rows(rows: Iterable[dict]) -> pa.Table:
     return pa.concat_tables(batches)
 
 
-def dataset_from_lines(
-    lines_fn, report: LoadReport, streaming: bool, task: str | None = None, count: bool = True
-):
-    """A (streaming) dataset of the rows of `lines_fn()`, an iterable of raw lines read anew on each pass."""
-    if streaming:
+def dataset_from_lines(lines_fn, report: LoadReport, task: str | None = None, count: bool = True):
+    """A streaming dataset of the rows of `lines_fn()`, an iterable of raw lines read anew on each pass (in
+    memory, a source's lines are parsed in parallel and cached: data/parse.py)."""
 
-        def generate():
-            yield from rows_from_lines(lines_fn(), report, task, count)
+    def generate():
+        yield from rows_from_lines(lines_fn(), report, task, count)
 
-        return datasets.IterableDataset.from_generator(generate, features=FEATURES)
-    table = table_from_rows(rows_from_lines(lines_fn(), report, task, count))
-    return datasets.Dataset(datasets.table.InMemoryTable(table))
+    return datasets.IterableDataset.from_generator(generate, features=FEATURES)
 
 
 # ------------------------------------------------------------------------------------------------ load
 
 
 def to_rows(
-    ds, source: str, report: LoadReport, streaming: bool, task: str | None = None, count: bool = True
-):
-    """Our columns: as they are when present, else parsed from a `text` column of raw lines."""
+    ds, source: str, report: LoadReport, streaming: bool, task: str | None = None, count: bool = True,
+    num_proc: int | None = None,
+):  # fmt: skip
+    """Our columns: as they are when present, else parsed from a `text` column of raw lines (in memory: in
+    `num_proc` processes, cached, data/parse.py)."""
     names = ds.column_names or list(next(iter(ds), {}))  # a streamed JSON file names its columns when read
     if set(COLUMNS) <= set(names):
         ds = ds.select_columns(list(COLUMNS))
         ds = ds if ds.features == FEATURES else ds.cast(FEATURES)  # e.g. JSON numbers read as int64
         return ds if task is None else ds.filter(lambda row: row["task"] == task)
-    return dataset_from_lines(lambda: table_lines(ds, source), report, streaming, task, count)
+    if streaming:
+        return dataset_from_lines(lambda: table_lines(ds, source), report, task, count)
+    rows = parse_table(line_table(ds, source), source, report, num_proc)
+    return rows if task is None else rows.filter(lambda t: t == task, input_columns="task")
 
 
 def prompt_rows(ds, name: str = "train_dataset"):
@@ -119,7 +123,8 @@ def mix_tasks(ds: datasets.Dataset, mix_env_ratio: float, seed: int) -> datasets
     rng = random.Random(seed)
     chosen = rng.sample(policy, n_policy) + rng.sample(env, n_env)
     rng.shuffle(chosen)
-    return ds.select(chosen)
+    # an array: datasets hashes it for the fingerprint at once, a list item by item (3 s for 478k)
+    return ds.select(np.array(chosen, dtype=np.int64))
 
 
 def fen_widths(prompts: Iterable[str]) -> Counter:
@@ -127,10 +132,36 @@ def fen_widths(prompts: Iterable[str]) -> Counter:
     return Counter(w for prompt in prompts if (w := prompt_fen_width(prompt)))
 
 
-def with_fen_width(ds, width: int | None, prompts: Iterable[str], source: str):
+def rows_fen_widths(ds: datasets.Dataset) -> Counter:
+    """fen_widths of a dataset's prompts, counted by Arrow a batch at a time (millions of rows in a second or
+    two); a batch holding non-ASCII text is counted by fen_widths itself (Arrow's lengths are in bytes)."""
+    counts = Counter()
+    for _, batch in arrow_batches(ds, "prompt"):
+        prompts = batch.column("prompt")
+        if not pc.all(pc.string_is_ascii(prompts)).as_py():
+            counts.update(fen_widths(prompts.to_pylist()))
+            continue
+        length = pc.binary_length(prompts)  # prompt_fen_width: "P: " + a body ending in a space + "M:"
+        padded = pc.and_(
+            pc.and_(pc.starts_with(prompts, "P: "), pc.greater_equal(length, 6)),
+            pc.equal(pc.utf8_slice_codeunits(prompts, -3, -2), " "),
+        )
+        for item in pc.value_counts(pc.filter(pc.subtract(length, 5), padded)).to_pylist():
+            counts[item["values"]] += item["counts"]
+    return counts
+
+
+def rows_fen_width(ds: datasets.Dataset) -> int | None:
+    """chess/formats.py fen_width_of a dataset's prompts (rows_fen_widths)."""
+    counts = rows_fen_widths(ds)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def with_fen_width(ds, width: int | None, prompts: Iterable[str] | None, source: str):
     """`ds` with every P: prompt (and its text) padded to `width` (None: the most common width among
-    `prompts`, ds's or a sample of them): one layout, the way the data was written. Says so when it re-pads."""
-    counts = fen_widths(prompts)
+    `prompts`, a sample of ds's, or None: all of ds's): one layout, the way the data was written. Says so when it
+    re-pads."""
+    counts = rows_fen_widths(ds) if prompts is None else fen_widths(prompts)
     width = width or (counts.most_common(1)[0][0] if counts else FEN_WIDTH)
     if set(counts) <= {width}:
         return ds
@@ -179,11 +210,13 @@ def read_rows(
     exclude: Exclusion | None = None,
     max_puzzles: int | None = None,
     report: LoadReport | None = None,
+    num_proc: int | None = None,
 ) -> datasets.Dataset:
-    """The rows of a source's split, in memory, as stored (no mix, no FEN width, no cap): read -> rows ->
-    exclude, each said in one line (malformed lines skipped, rows excluded). A puzzle file is labelled by
-    `puzzles` (its first `max_puzzles` after the filter and `exclude`: the engine is the slow part); malformed lines are counted in
-    `report`."""
+    """The rows of a source's split, as stored (no mix, no FEN width, no cap): read -> rows -> exclude, each
+    said in one line (malformed lines skipped, rows excluded). Raw lines are parsed in `num_proc` processes
+    (None: this machine's cores) into datasets' cache, memory-mapped (data/parse.py). A puzzle file is
+    labelled by `puzzles` (its first `max_puzzles` after the filter and `exclude`: the engine is the slow
+    part); malformed lines are counted in `report`."""
     source = os.fspath(source)
     if is_puzzle_file(source):
         rows = (puzzles or PuzzleSource()).rows(source, exclude, max_puzzles)  # filtered before labelling
@@ -193,11 +226,9 @@ def read_rows(
     check_no_puzzle_filter(source, puzzles)
     report = report if report is not None else LoadReport(source, skip_bad_rows)
     opened = open_source(source, split, streaming=False)
-    if isinstance(opened, Lines):  # a file read as lines
-        ds = dataset_from_lines(opened.__iter__, report, False)
-    else:
-        with file_errors(source):
-            ds = to_rows(opened, source, report, False)
+    with file_errors(source):
+        raw = text_table(source) if isinstance(opened, Lines) else opened  # a text file: its lines as a table
+        ds = to_rows(raw, source, report, False, num_proc=num_proc)
     ds = no_rows_check(exclude.filter(ds) if exclude else ds, source, split, report, False, exclude)
     if report.malformed:
         print(report.summary())
@@ -220,7 +251,7 @@ def shape(ds, source: str, mix_env_ratio: float | None = None, seed: int = 0, fe
     `max_samples`."""
     if mix_env_ratio is not None:
         ds = mix_tasks(ds, mix_env_ratio, seed)
-    ds = with_fen_width(ds, fen_width, column(ds, "prompt"), source)
+    ds = with_fen_width(ds, fen_width, None, source)
     return ds if max_samples is None else ds.select(range(min(max_samples, len(ds))))
 
 
@@ -279,7 +310,7 @@ def stream_rows(source, split, mix_env_ratio, seed, max_samples, report, fen_wid
 
     def build(task: str | None = None, count: bool = True, into: LoadReport = report):
         if isinstance(opened, Lines):  # a file read as lines
-            ds = dataset_from_lines(opened.__iter__, into, True, task, count)
+            ds = dataset_from_lines(opened.__iter__, into, task, count)
         else:
             with file_errors(source):
                 ds = to_rows(opened, source, into, True, task, count)

@@ -13,7 +13,7 @@ import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-from rookworld_trl.chess.environment import sample_from_line, transition_kind
+from rookworld_trl.chess.environment import kind_on, sample_and_board
 from rookworld_trl.chess.formats import EnvSample, FormatError, split_prompt_completion
 from rookworld_trl.data.errors import line_error
 
@@ -42,9 +42,9 @@ def env_row(text: str, sample: EnvSample, kind: str) -> dict:
 
 def row_from_line(line: str) -> dict:
     """A row from one raw line; FormatError if it is malformed. P: moves/evals stay in written order."""
-    text, sample = sample_from_line(line)
+    text, sample, board = sample_and_board(line)  # one board per line: the load's cost (docs/PERFORMANCE.md)
     if isinstance(sample, EnvSample):
-        return env_row(text, sample, transition_kind(sample.fen, sample.move))
+        return env_row(text, sample, kind_on(board, sample.move))
     return policy_row(text, sample.fen, sample.moves, sample.evals, sample.best, limit="")
 
 

@@ -18,12 +18,18 @@ import os
 from dataclasses import dataclass, field
 
 from rookworld_trl.chess.engine import EngineLimit
-from rookworld_trl.chess.formats import fen_width_of
-from rookworld_trl.data.exclude import Exclusion, fen4
+from rookworld_trl.data.exclude import Exclusion, Positions
 from rookworld_trl.data.files import is_puzzle_file, read_puzzles
 from rookworld_trl.data.labels import PuzzleSource
-from rookworld_trl.data.layout import column
-from rookworld_trl.data.load import LoadReport, no_rows_check, read_rows, shape, with_fen_width
+from rookworld_trl.data.layout import iter_column
+from rookworld_trl.data.load import (
+    LoadReport,
+    no_rows_check,
+    read_rows,
+    rows_fen_width,
+    shape,
+    with_fen_width,
+)
 from rookworld_trl.data.puzzles import PuzzleFilter
 
 
@@ -41,6 +47,7 @@ class DataOptions:
     max_samples: int | None = None
     fen_width: int | None = None
     skip_bad_rows: bool = False
+    num_proc: int | None = None  # processes that parse raw lines (None: the machine's cores; data/parse.py)
     puzzle_rating: str | None = None  # a puzzle file's filter (--puzzle_rating / --puzzle_themes) and labels
     puzzle_themes: str | None = None
     engine_limit: EngineLimit = field(default_factory=lambda: EngineLimit(depth=8))
@@ -67,7 +74,7 @@ class RunData:
     tactics: object = None
     tactics_test: object = None
     fen_width: int | None = None
-    training_keys: frozenset[str] | None = None
+    training_keys: Positions | None = None
 
 
 def load_run_data(o: DataOptions) -> RunData:
@@ -81,22 +88,22 @@ def load_run_data(o: DataOptions) -> RunData:
     if puzzle:  # labelled once: its first max_samples after the filter and --exclude
         stored = whole = read_rows(o.source, puzzles=puzzles, exclude=exclude, max_puzzles=o.max_samples)
     else:
-        stored = read_rows(o.source, o.train_split, o.skip_bad_rows, puzzles)
+        stored = read_rows(o.source, o.train_split, o.skip_bad_rows, puzzles, num_proc=o.num_proc)
         whole = read_excluded(stored, o.source, o.train_split, exclude)
     train = shape(whole, o.source, o.mix_env_ratio, o.seed, o.fen_width, None if puzzle else o.max_samples)
-    width = o.fen_width or fen_width_of(column(train, "prompt"))
-    keys = frozenset(fen4(fen) for fen in column(whole, "fen"))
+    width = o.fen_width or rows_fen_width(train)
+    keys = Positions(iter_column(whole, "fen"))
     data = RunData(o.source, o.train_split, train, fen_width=width, training_keys=keys)
     if o.replay:  # the whole split: the mix may hold no rows of the replayed task
-        data.replay = with_fen_width(whole, width, column(whole, "prompt"), o.source)
+        data.replay = with_fen_width(whole, width, None, o.source)
     if o.held_out:
-        rows = stored if one_file else read_rows(o.source, o.test_split, o.skip_bad_rows)
-        data.held_out = with_fen_width(rows, width, column(rows, "prompt"), o.source)
+        rows = stored if one_file else read_rows(o.source, o.test_split, o.skip_bad_rows, num_proc=o.num_proc)
+        data.held_out = with_fen_width(rows, width, None, o.source)
     if o.tactics and o.tactics_train:
         tactics_exclude = Exclusion(exclude.files, exclude.keys)  # counted apart from the main source's rows
         rows = read_rows(o.tactics, "train", exclude=tactics_exclude)  # every training row keeps --exclude
         rows = rows.filter(lambda task: task == "P", input_columns="task")
-        data.tactics = with_fen_width(rows, width, column(rows, "prompt"), o.tactics)
+        data.tactics = with_fen_width(rows, width, None, o.tactics)
     if o.tactics and o.tactics_test:
         data.tactics_test = read_rows(o.tactics, "test")
     return data
@@ -119,14 +126,14 @@ def eval_data(data: str | None, split: str, fen_width: int | None, tactics: str 
     out = RunData(train_data or "", train_split)
     if data:
         rows = read_rows(data, split)
-        out.held_out = with_fen_width(rows, fen_width, column(rows, "prompt"), data)
+        out.held_out = with_fen_width(rows, fen_width, None, data)
     if tactics:
         out.tactics_test = read_rows(tactics, "test")
     if train_data:
         fens = (
             [puzzle.fen for puzzle in read_puzzles(train_data)]
             if is_puzzle_file(train_data)
-            else column(read_rows(train_data, train_split), "fen")
+            else iter_column(read_rows(train_data, train_split), "fen")
         )
-        out.training_keys = frozenset(fen4(fen) for fen in fens)
+        out.training_keys = Positions(fens)
     return out

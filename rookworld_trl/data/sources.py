@@ -7,6 +7,7 @@ saying what was tried, what was found and what is expected.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,9 +50,43 @@ class Lines:
         return read_lines(self.path)
 
 
+@contextlib.contextmanager
+def no_bars():
+    """datasets' progress bars off within the block: a source's Arrow copy is written in seconds, and a bad
+    file's error stays the one line on stderr (the parse's bar, data/parse.py, shows lines/s)."""
+    was_on = not datasets.utils.are_progress_bars_disabled()
+    datasets.utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_on:
+            datasets.utils.enable_progress_bars()
+
+
+def text_table(path: str | os.PathLike) -> datasets.Dataset:
+    """A text file's lines as a `text` column, read by datasets' text builder into its cache, memory-mapped (as
+    files.py open_text reads them: gzip by suffix, a byte-order mark dropped, undecodable bytes replaced)."""
+    try:
+        with no_bars():
+            return datasets.load_dataset(
+                "text", data_files=str(path), split="train", encoding="utf-8-sig", encoding_errors="replace"
+            )
+    except datasets.exceptions.DatasetGenerationError:
+        if next(iter(read_lines(path)), None) is not None:
+            raise
+        return datasets.Dataset.from_dict(
+            {"text": []}, features=datasets.Features({"text": datasets.Value("string")})
+        )
+
+
 def open_source(source: str, split: str, streaming: bool):
     """A `datasets` table of what `source` names (a file's split is the file), or `Lines` for a file read as
     lines."""
+    with no_bars():
+        return _open_source(source, split, streaming)
+
+
+def _open_source(source: str, split: str, streaming: bool):
     path, kind = Path(source), kind_of(source)
     if kind == "missing":
         raise DataSourceError(missing_source(source))
@@ -105,14 +140,30 @@ def table_lines(ds, source: str) -> Iterator[str]:
         yield from _table_lines(ds, source)
 
 
+def line_columns(names, source: str) -> list[str]:
+    """The columns a table's P:/A: lines are in: `text`, or `prompt` + `completion`; else no_text_error."""
+    if "text" in names:
+        return ["text"]
+    if {"prompt", "completion"} <= set(names):
+        return ["prompt", "completion"]
+    raise no_text_error(source, names)
+
+
+def line_table(ds: datasets.Dataset, source: str) -> datasets.Dataset:
+    """A loaded table's columns of P:/A: lines (line_columns), checked whole by Arrow: strings, no row
+    without them; else the error `table_lines` gives."""
+    columns = line_columns(ds.column_names, source)
+    for name in columns:
+        if ds.features[name] not in (datasets.Value("string"), datasets.Value("large_string")):
+            raise no_text_error(source, ds.column_names)
+        if ds.data.column(name).null_count:  # a row without them, in a file whose other rows have them
+            raise no_text_error(source, ds.column_names)
+    return ds.select_columns(columns)
+
+
 def _table_lines(ds, source: str) -> Iterator[str]:
     names = ds.column_names or list(next(iter(ds), {}))  # a streamed JSON file names its columns when read
-    if "text" in names:
-        columns = ["text"]
-    elif {"prompt", "completion"} <= set(names):
-        columns = ["prompt", "completion"]
-    else:
-        raise no_text_error(source, names)
+    columns = line_columns(names, source)
     for example in ds.select_columns(columns):
         if any(not isinstance(example[c], str) for c in columns):
             raise no_text_error(source, names)  # a row without them, in a file whose other rows have them

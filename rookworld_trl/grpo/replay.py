@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from rookworld_trl.data.layout import column
@@ -48,8 +49,8 @@ class Replay(Option):
                 f"replay_task={task!r}: the training data has no rows of that task; set --replay_coef 0 (no "
                 "supervised replay) or --replay_task to a task the data has (P, A or all)"
             )
-        rows = dataset.select(keep)
-        self.pairs = list(zip(column(rows, "prompt"), column(rows, "completion"), strict=True))
+        # the rows are read when drawn: a split of millions stays on disk (memory-mapped), not in Python strings
+        self.rows = dataset.select(np.array(keep, dtype=np.int64)).select_columns(["prompt", "completion"])
         self.tokenizer, self.batch_size, self.seed, self.rank = tokenizer, batch_size, seed, rank
         self.multiple, self.target = pad_to_multiple_of or 1, target
         self.coef, self.metric = coef, metric
@@ -64,7 +65,8 @@ class Replay(Option):
 
     def batch(self, step: int, device) -> dict[str, torch.Tensor]:
         rng = random.Random(f"{self.seed}/{self.rank}/{step}")
-        picked = rng.sample(self.pairs, min(self.batch_size, len(self.pairs)))
+        drawn = self.rows[rng.sample(range(len(self.rows)), min(self.batch_size, len(self.rows)))]
+        picked = zip(drawn["prompt"], drawn["completion"], strict=True)
         tok, eos = self.tokenizer, self.tokenizer.eos_token_id
         rows = []
         for prompt, completion in picked:

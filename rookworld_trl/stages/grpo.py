@@ -251,6 +251,7 @@ def data_options(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model, 
         max_samples=script.dataset_max_samples,
         fen_width=script.fen_width or trained_fen_width(model),
         skip_bad_rows=script.skip_bad_rows,
+        num_proc=script.dataset_num_proc,
         puzzle_rating=script.puzzle_rating,
         puzzle_themes=script.puzzle_themes,
         engine_limit=EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes),
@@ -297,7 +298,7 @@ def build_run(argv: list[str] | None = None):
     model, tokenizer = load_policy(args, model_args)
     with (
         PartialState().main_process_first()
-    ):  # a puzzle file: one process labels it, the others read its cache
+    ):  # one process labels a puzzle file or parses raw lines (data/parse.py), the others read its cache
         data = load_run_data(script, args, model, tokenizer)
     engine = engine_pool(script, engine_cache_path(script, args.output_dir))
     trainer = RookWorldGRPOTrainer(

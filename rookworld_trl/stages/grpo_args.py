@@ -34,6 +34,13 @@ class GRPOScriptArguments(TacticsSection, SelfPlaySection, ScriptArguments):
             "help": "Skip malformed lines of raw-text data and count them (default: stop at the first, naming it)."
         },
     )
+    dataset_num_proc: int | None = field(
+        default=None,
+        metadata={
+            "help": "Processes that parse raw P:/A: lines (cached by the source's fingerprint in HF_DATASETS_CACHE; "
+            "data/parse.py). None: the machine's cores."
+        },
+    )
     fen_width: int | None = field(
         default=None,
         metadata={
