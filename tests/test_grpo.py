@@ -319,7 +319,7 @@ def test_warmup_cosine_linear_in_trainer(model_dir, tmp_path):
 
 
 def test_check_completion_length_warns_when_reference_completions_would_be_cut(tmp_path, caplog):
-    from rookworld_trl.stages.grpo import check_completion_length
+    from rookworld_trl.grpo.config import check_completion_length
 
     _, tokenizer = load_tiny(make_tiny_model_dir(tmp_path))
     data = Dataset.from_dict(

@@ -165,8 +165,8 @@ def test_the_embedded_model_is_prompted_at_its_trained_width(tmp_path):
             str(tmp_path),
         ]
     )
-    model, tokenizer = grpo.load_policy(args, model_args)
-    rows = grpo.load_run_data(script, args, model, tokenizer).train
+    model, _ = grpo.load_policy(args, model_args)
+    rows = grpo.load_run_data(script, args, model).train
     assert script.fen_width == 90 and {prompt_fen_width(p) for p in rows["prompt"]} == {90}
 
 

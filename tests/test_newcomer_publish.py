@@ -201,7 +201,11 @@ WRONG_TOKEN = (["--hub_model_id", "me/x", "--hub_token", "hf_wrong"], TOKEN, "do
     ],
 )
 def test_push_to_hub_checks_the_token_and_name_before_training(tmp_path, hub, stage, flags, token, says):
-    argv = ["train"] if stage == "stages.cli" else ["--config", "recipes/grpo_tiny_cpu.yaml", "--use_cpu", "true"]
+    argv = (
+        ["train"]
+        if stage == "stages.cli"
+        else ["--config", "recipes/grpo_tiny_cpu.yaml", "--use_cpu", "true"]
+    )
     done = subprocess.run(
         [sys.executable, "-m", f"rookworld_trl.{stage}", *argv, "--output_dir", str(tmp_path / "run"),
          "--push_to_hub", "true", *flags],

@@ -177,8 +177,8 @@ def test_train_loads_a_puzzle_file_without_excluded_positions(model_dir, tmp_pat
     flags = ["--dataset_name", str(path), "--mix_env_ratio", "0", "--puzzle_themes", "mateIn1,mateIn2",
              "--exclude", str(held_out), "--output_dir", str(tmp_path / "run"), "--replay_coef", "0"]  # fmt: skip
     script, args, _ = grpo_stage.parse(["--config", str(recipe), *flags])
-    model, tokenizer = load_model_and_tokenizer(str(model_dir))
-    data = grpo_stage.load_run_data(script, args, model, tokenizer)
+    model, _ = load_model_and_tokenizer(str(model_dir))
+    data = grpo_stage.load_run_data(script, args, model)
     assert sorted(data.train["fen"]) == sorted(after_first(*r.split(",")[1:3]) for r in PUZZLES[1:])
 
 

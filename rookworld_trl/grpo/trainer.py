@@ -75,7 +75,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
     After `train()` returns, `halt_reason` is None for a normal end, else a message saying why it stopped.
     Built from Python it checks what `rookworld train` checks (`_checked_inputs`): `model` may be a path or hub
     id, `reward_funcs` names or functions, `args` a plain trl.GRPOConfig, `train_dataset` a `text` column of
-    P:/A: lines (docs/GUIDE.md, "From Python"); `check_lengths` False leaves the completion budget unchecked.
+    P:/A: lines (docs/GUIDE.md, "From Python"); `check_lengths` False leaves the completion budget unchecked, "warn" only warns.
     """
 
     _trl_kl_off = False  # while TRL's loss runs under an exact kl_estimator, which adds its own KL term
@@ -101,7 +101,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
         selfplay: SelfPlay | None = None,
         tactics: TacticsMix | None = None,
         push_checkpoints: bool = False,
-        check_lengths: bool = True,
+        check_lengths: bool | str = True,
         **kwargs,
     ):
         rest = list(rest)
@@ -149,7 +149,8 @@ class RookWorldGRPOTrainer(GRPOSeams):
         config (a plain GRPOConfig is converted), the model path (loaded here with its tokenizer), the rewards
         (grpo/rewards/own.py resolve_rewards: names, signatures, shaping, field credit), the dataset's columns (a
         `text` column is split) and the completion length against its reference completions (more than half cut:
-        UserError; some: a warning; `check_lengths` False: not here, the stage warns itself)."""
+        UserError; some: a warning; `check_lengths` "warn": a warning whatever it cuts, as `rookworld train` does;
+        False: unchecked)."""
         args = as_rookworld_config(args)
         if isinstance(model, str):  # a typo is one line, not transformers' two chained tracebacks
             init = args.model_init_kwargs or {}
@@ -171,7 +172,9 @@ class RookWorldGRPOTrainer(GRPOSeams):
                 rest[:1] = [dataset]
             tokenizer = kwargs.get("processing_class") or (rest[2] if len(rest) > 2 else None)
             if tokenizer is not None and check_lengths:
-                check_completion_length(dataset, tokenizer, args.max_completion_length, strict=True)
+                check_completion_length(
+                    dataset, tokenizer, args.max_completion_length, strict=check_lengths is True
+                )
         return args, model, reward_funcs
 
     def option(self, kind: type):

@@ -26,7 +26,7 @@ from trl import ModelConfig, get_peft_config
 
 from rookworld_trl.common.entry import say
 from rookworld_trl.common.paths import resolve_paths
-from rookworld_trl.grpo.config import RookWorldGRPOConfig, check_completion_length
+from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.tactics import tactics_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
@@ -266,14 +266,13 @@ def data_options(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model, 
     )
 
 
-def load_run_data(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model, tokenizer):
+def load_run_data(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
     """The run's RunData, read once; records its FEN width (for training, replay and eval prompts) in the
     model's config.json and in script.fen_width."""
     from rookworld_trl.data import run
 
-    cache = engine_cache_path(script, args.output_dir)
-    data = run.load_run_data(data_options(script, args, model, cache))
-    check_completion_length(data.train, tokenizer, args.max_completion_length)
+    options = data_options(script, args, model, engine_cache_path(script, args.output_dir))
+    data = run.load_run_data(options)
     script.fen_width = train_at_fen_width(model, data.fen_width)
     return data
 
@@ -299,7 +298,7 @@ def build_run(argv: list[str] | None = None):
     with (
         PartialState().main_process_first()
     ):  # one process labels a puzzle file or parses raw lines (data/parse.py), the others read its cache
-        data = load_run_data(script, args, model, tokenizer)
+        data = load_run_data(script, args, model)
     engine = engine_pool(script, engine_cache_path(script, args.output_dir))
     trainer = RookWorldGRPOTrainer(
         model=model,
@@ -312,7 +311,7 @@ def build_run(argv: list[str] | None = None):
         selfplay=selfplay_for(script, args.seed, data.train),
         tactics=tactics_for(script, args.seed, data.tactics),
         push_checkpoints=script.push_checkpoints,
-        check_lengths=False,  # load_run_data warned already
+        check_lengths="warn",  # a recipe's budget is the user's choice: said, not refused
     )
     use_compact_logs(trainer)  # one line per logging step; the whole dict goes to metrics.jsonl
     if args.max_steps < 0 and has_len(data.train):  # TRL's epochs rule: say what -1 means before it runs
