@@ -92,7 +92,7 @@ class Replay(Option):
 
     def moves_row(self, prompt: str, completion: str) -> tuple[list[int], list[int]]:
         """(ids, labels) taught on the moves only: the E: evaluations are read, not taught (a P: label's numbers
-        carry most of its NLL and none of the move choice)."""
+        carry about half of its NLL and none of the move choice: docs/EXPERIMENTS.md, "No harm", arm M)."""
         tok = self.tokenizer
         p = tok(prompt, add_special_tokens=False)["input_ids"]
         enc = tok(completion, add_special_tokens=False, return_offsets_mapping=True)

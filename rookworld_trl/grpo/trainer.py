@@ -75,7 +75,8 @@ class RookWorldGRPOTrainer(GRPOSeams):
     After `train()` returns, `halt_reason` is None for a normal end, else a message saying why it stopped.
     Built from Python it checks what `rookworld train` checks (`_checked_inputs`): `model` may be a path or hub
     id, `reward_funcs` names or functions, `args` a plain trl.GRPOConfig, `train_dataset` a `text` column of
-    P:/A: lines (docs/GUIDE.md, "From Python"); `check_lengths` False leaves the completion budget unchecked, "warn" only warns.
+    P:/A: lines (docs/GUIDE.md, "From Python"); `check_lengths` False leaves the completion budget unchecked,
+    "warn" only warns.
     """
 
     _trl_kl_off = False  # while TRL's loss runs under an exact kl_estimator, which adds its own KL term
