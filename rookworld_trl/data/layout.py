@@ -73,11 +73,35 @@ def column(ds, name: str) -> list:
 def arrow_batches(ds, *names: str, size: int = BATCH_ROWS):
     """(offset, Arrow table of `ds`'s columns `names`), `size` rows at a time in `ds`'s order. A dataset that
     selects or shuffles rows (datasets' indices mapping: the mix, --exclude) is read by one Arrow `take` per
-    batch: datasets' own iteration gathers such rows one by one (5 s a pass over a million)."""
-    table = ds.data.table.select(list(names))
+    batch: datasets' own iteration gathers such rows one by one (5 s a pass over a million). A file-backed
+    dataset is read through mappings of its files made anew every REMAP_ROWS rows (`remapped`): the pages a
+    pass has read leave the process with them, so a pass over 7M rows (~4 GB of Arrow) stays bounded in RSS."""
     indices = ds._indices.column(0) if ds._indices is not None else None  # datasets' row selection
-    for start in range(0, len(ds), size):
-        yield start, table.slice(start, size) if indices is None else table.take(indices.slice(start, size))
+    for chunk in range(0, len(ds), REMAP_ROWS):
+        table = remapped(ds, names)
+        for start in range(chunk, min(chunk + REMAP_ROWS, len(ds)), size):
+            rows = table.slice(start, size) if indices is None else table.take(indices.slice(start, size))
+            yield start, rows
+        del table
+
+
+REMAP_ROWS = 500_000  # ~300 MB of mapped rows at ~590 bytes a row
+
+
+def remapped(ds, names) -> pa.Table:
+    """`ds`'s columns `names` read through new mappings of its cache files, or from `ds`'s own table when that
+    is not exactly those files' rows and types (in memory, cast, or rows added since)."""
+    table = ds.data.table.select(list(names))
+    files = [f["filename"] for f in ds.cache_files]
+    parts = [pa.ipc.open_stream(pa.memory_map(f)).read_all() for f in files]
+    # files of other schemas: the rows were put together since (their own table is read)
+    if parts and all(part.schema == parts[0].schema for part in parts):
+        fresh = pa.concat_tables(parts)
+        if set(names) <= set(fresh.column_names):
+            fresh = fresh.select(list(names))
+            if fresh.num_rows == table.num_rows and fresh.schema == table.schema:
+                return fresh
+    return table
 
 
 def column_batches(ds, *names: str, size: int = BATCH_ROWS):
