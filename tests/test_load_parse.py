@@ -90,3 +90,21 @@ def test_bad_lines_are_named_by_their_line_across_batches_and_processes(tmp_path
     assert sorted(n for ns in report.first_lines.values() for n in ns) == [1001, 1500, 2300]
     good = [line for i, line in enumerate(lines) if i not in (1000, 1499, 2299)]
     assert rows["text"] == [row_from_line(line)["text"] for line in good]
+
+
+def test_a_pass_over_parsed_rows_reads_them_through_fresh_mappings_row_for_row(tmp_path, monkeypatch):
+    """layout.arrow_batches reads a file-backed dataset through new mappings of its cache files (the pages a pass
+    has read leave the process with them): the same rows in the same order, with a row selection too, and the
+    dataset's own table where it is not exactly its files' rows (in memory)."""
+    from rookworld_trl.data import layout
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(layout, "REMAP_ROWS", 700)  # several mappings in one pass
+    rows = read_rows(str(write(tmp_path / "s.txt", sample_lines(3000))), "train", num_proc=2)
+    assert rows.cache_files  # file-backed: read through fresh mappings
+    picked = rows.select([i for i in range(len(rows)) if i % 3])  # an indices mapping over the files' rows
+    for ds in (rows, picked, datasets.Dataset.from_list(picked.to_list()[:500])):
+        read = [
+            r for _, batch in layout.arrow_batches(ds, "fen", "task", size=256) for r in batch.to_pylist()
+        ]
+        assert read == ds.select_columns(["fen", "task"]).to_list()

@@ -77,12 +77,11 @@ def arrow_batches(ds, *names: str, size: int = BATCH_ROWS):
     dataset is read through mappings of its files made anew every REMAP_ROWS rows (`remapped`): the pages a
     pass has read leave the process with them, so a pass over 7M rows (~4 GB of Arrow) stays bounded in RSS."""
     indices = ds._indices.column(0) if ds._indices is not None else None  # datasets' row selection
-    for chunk in range(0, len(ds), REMAP_ROWS):
-        table = remapped(ds, names)
-        for start in range(chunk, min(chunk + REMAP_ROWS, len(ds)), size):
-            rows = table.slice(start, size) if indices is None else table.take(indices.slice(start, size))
-            yield start, rows
-        del table
+    remap_at = 0
+    for start in range(0, len(ds), size):
+        if start >= remap_at:  # the previous mapping, and the pages read through it, go with `table`
+            table, remap_at = remapped(ds, names), start + REMAP_ROWS
+        yield start, table.slice(start, size) if indices is None else table.take(indices.slice(start, size))
 
 
 REMAP_ROWS = 500_000  # ~300 MB of mapped rows at ~590 bytes a row
