@@ -92,19 +92,25 @@ def test_bad_lines_are_named_by_their_line_across_batches_and_processes(tmp_path
     assert rows["text"] == [row_from_line(line)["text"] for line in good]
 
 
-def test_a_pass_over_parsed_rows_reads_them_through_fresh_mappings_row_for_row(tmp_path, monkeypatch):
-    """layout.arrow_batches reads a file-backed dataset through new mappings of its cache files (the pages a pass
-    has read leave the process with them): the same rows in the same order, with a row selection too, and the
-    dataset's own table where it is not exactly its files' rows (in memory)."""
+def test_a_pass_over_parsed_rows_streams_or_remaps_them_row_for_row(tmp_path, monkeypatch):
+    """layout.arrow_batches streams a dataset that is its cache files' rows from the files (no mapped pages
+    left behind), reads a row selection through new mappings of the files, and an in-memory or sliced dataset
+    from its own table: the same rows in the same order each way, at batch sizes below and above the files'."""
     from rookworld_trl.data import layout
 
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(layout, "REMAP_ROWS", 700)  # several mappings in one pass
     rows = read_rows(str(write(tmp_path / "s.txt", sample_lines(3000))), "train", num_proc=2)
-    assert rows.cache_files  # file-backed: read through fresh mappings
     picked = rows.select([i for i in range(len(rows)) if i % 3])  # an indices mapping over the files' rows
-    for ds in (rows, picked, datasets.Dataset.from_list(picked.to_list()[:500])):
-        read = [
-            r for _, batch in layout.arrow_batches(ds, "fen", "task", size=256) for r in batch.to_pylist()
-        ]
-        assert read == ds.select_columns(["fen", "task"]).to_list()
+    sliced = rows.select(range(100, 2500))  # contiguous: datasets slices the table instead
+    in_memory = datasets.Dataset.from_list(picked.to_list()[:500])
+    assert layout.stream_files(rows, ["fen", "task"])  # the parse's files, two processes' shards
+    assert not any(layout.stream_files(ds, ["fen", "task"]) for ds in (picked, sliced, in_memory))
+    for ds in (rows, picked, sliced, in_memory):
+        for size in (256, 1500):
+            read = [
+                r
+                for _, batch in layout.arrow_batches(ds, "fen", "task", size=size)
+                for r in batch.to_pylist()
+            ]
+            assert read == ds.select_columns(["fen", "task"]).to_list()

@@ -25,6 +25,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features, List, Value
+from datasets.table import ConcatenationTable, MemoryMappedTable
 
 from rookworld_trl.chess.formats import position_key, prompt_fen_width
 
@@ -71,11 +72,16 @@ def column(ds, name: str) -> list:
 
 
 def arrow_batches(ds, *names: str, size: int = BATCH_ROWS):
-    """(offset, Arrow table of `ds`'s columns `names`), `size` rows at a time in `ds`'s order. A dataset that
-    selects or shuffles rows (datasets' indices mapping: the mix, --exclude) is read by one Arrow `take` per
-    batch: datasets' own iteration gathers such rows one by one (5 s a pass over a million). A file-backed
-    dataset is read through mappings of its files made anew every REMAP_ROWS rows (`remapped`): the pages a
-    pass has read leave the process with them, so a pass over 7M rows (~4 GB of Arrow) stays bounded in RSS."""
+    """(offset, Arrow table of `ds`'s columns `names`), `size` rows at a time in `ds`'s order. A dataset that is
+    its cache files' rows as written (a parse, a `map`) is streamed from them batch by batch (`streamed`), so a
+    pass over 7M rows (~4 GB of Arrow) holds one batch, not the pages it read. A dataset that selects or
+    shuffles rows (datasets' indices mapping: the mix, --exclude) is read by one Arrow `take` per batch:
+    datasets' own iteration gathers such rows one by one (5 s a pass over a million); its files are mapped anew
+    every REMAP_ROWS rows (`remapped`), so the pages read leave the process with the old mapping."""
+    files = stream_files(ds, names)
+    if files:
+        yield from streamed(files, ds.data.table.select(list(names)).schema, size)
+        return
     indices = ds._indices.column(0) if ds._indices is not None else None  # datasets' row selection
     remap_at = 0
     for start in range(0, len(ds), size):
@@ -85,6 +91,44 @@ def arrow_batches(ds, *names: str, size: int = BATCH_ROWS):
 
 
 REMAP_ROWS = 500_000  # ~300 MB of mapped rows at ~590 bytes a row
+KEPT_ROWS_OPS = {"replace_schema_metadata", "drop", "select"}  # datasets' replays that keep a file's rows
+
+
+def stream_files(ds, names) -> list[str] | None:
+    """The cache files whose record batches, read in order, are `ds`'s rows with its columns `names`; None when
+    `ds` is anything else (a row selection, in memory, sliced, cast, rows or columns added since)."""
+    if ds._indices is not None or not ds.cache_files:
+        return None
+    data = ds.data
+    rows = data.blocks if isinstance(data, ConcatenationTable) else [[data]]
+    blocks = [row[0] for row in rows if len(row) == 1 and isinstance(row[0], MemoryMappedTable)]
+    if len(blocks) != len(rows) or any(op not in KEPT_ROWS_OPS for b in blocks for op, *_ in b.replays):
+        return None
+    want = data.table.select(list(names)).schema
+    for block in blocks:
+        with pa.OSFile(block.path) as source:
+            schema = pa.ipc.open_stream(source).schema
+        if not set(names) <= set(schema.names) or not pa.schema([schema.field(n) for n in names]).equals(
+            want
+        ):
+            return None
+    return [block.path for block in blocks]
+
+
+def streamed(files: list[str], schema: pa.Schema, size: int):
+    """(offset, table of `size` rows) read from Arrow stream `files` in order, each record batch copied in and
+    let go: the read leaves no mapped pages behind."""
+    pending, start = [], 0
+    for path in files:
+        with pa.OSFile(path) as source:
+            for batch in pa.ipc.open_stream(source):
+                pending.append(batch.select(schema.names))
+                while sum(len(b) for b in pending) >= size:
+                    table = pa.Table.from_batches(pending).replace_schema_metadata(schema.metadata)
+                    yield start, table.slice(0, size)
+                    pending, start = table.slice(size).to_batches(), start + size
+    if pending and sum(len(b) for b in pending):
+        yield start, pa.Table.from_batches(pending).replace_schema_metadata(schema.metadata)
 
 
 def remapped(ds, names) -> pa.Table:
