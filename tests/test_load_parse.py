@@ -92,6 +92,22 @@ def test_bad_lines_are_named_by_their_line_across_batches_and_processes(tmp_path
     assert rows["text"] == [row_from_line(line)["text"] for line in good]
 
 
+def test_a_big_source_with_a_bad_early_line_stops_before_the_whole_parse(tmp_path, monkeypatch):
+    """A big source's first lines are parsed before the map over all of it: a wrong file stops at once."""
+    monkeypatch.setattr(parse, "PROGRESS_ROWS", 2000)  # "big" at the test's size
+    lines = sample_lines(3000)
+    lines[4] = "A: garbage"
+    path = write(tmp_path / "big.txt", lines)
+
+    def whole_parse(*args, **kwargs):
+        raise AssertionError("the whole source was parsed before its line 5 was named")
+
+    monkeypatch.setattr(datasets.Dataset, "map", whole_parse)
+    with pytest.raises(DataSourceError) as stopped:
+        read_rows(path, num_proc=1)
+    assert str(stopped.value).startswith(f"{path}:5: ")
+
+
 def test_a_pass_over_parsed_rows_streams_or_remaps_them_row_for_row(tmp_path, monkeypatch):
     """layout.arrow_batches streams a dataset that is its cache files' rows from the files (no mapped pages
     left behind), reads a row selection through new mappings of the files, and an in-memory or sliced dataset

@@ -11,7 +11,8 @@ well-formed). map writes the result beside `raw`, named by `raw`'s fingerprint (
 modification time) and PARSER (a hash of the parsing code), so the same unchanged source is parsed once:
 a second load reads the cached rows; a changed file, or a changed parser, is parsed again. The errors are
 read after the map, in line order: the first malformed line is the file's first, whatever the batch or the
-process that read it, and `skip_bad_rows` counts them by reason as rows.py's `rows_from_lines` does.
+process that read it, and `skip_bad_rows` counts them by reason as rows.py's `rows_from_lines` does. A big
+source's first lines are checked before the map, so a wrong file stops at once (`check_first_lines`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ PARSED = datasets.Features(
 ROWS_PER_PROC = 20_000
 # Sources of this many lines show the parse's progress bar (lines/s); a smaller one's error stays one line.
 PROGRESS_ROWS = 100_000
+# A source that large has its first lines parsed before the map: a file that is not P:/A: lines stops at once.
+FIRST_LINES = 1_000
 # A malformed line's row: its values are never read (checked_rows drops it), one Arrow type per column.
 EMPTY_ROW = {name: [] if isinstance(feature, datasets.List) else None for name, feature in FEATURES.items()}
 
@@ -93,6 +96,8 @@ def parse_table(raw: datasets.Dataset, source: str, report: LoadReport, num_proc
     (file:line, the fix) unless `report.skip_bad_rows`, which counts it."""
     if not len(raw):  # map gives a table of no columns
         return datasets.Dataset.from_dict({name: [] for name in FEATURES}, features=FEATURES)
+    if len(raw) >= PROGRESS_ROWS and not report.skip_bad_rows:
+        check_first_lines(raw, report)
     procs = num_proc or min(default_num_proc(), max(1, len(raw) // ROWS_PER_PROC))
     columns = ["text"] if "text" in raw.column_names else ["prompt", "completion"]
     with contextlib.nullcontext() if len(raw) >= PROGRESS_ROWS else no_bars():
@@ -107,6 +112,15 @@ def parse_table(raw: datasets.Dataset, source: str, report: LoadReport, num_proc
             desc=f"parsing {Path(source).name}",  # datasets adds "(num_proc=N)"
         )
     return checked_rows(parsed, report)
+
+
+def check_first_lines(raw: datasets.Dataset, report: LoadReport) -> None:
+    """Stop at the first malformed line among `raw`'s first FIRST_LINES (its file:line, the fix) before the
+    parse of the whole source: a wrong file or format is said in a second, not after minutes of parsing."""
+    head = parse_batch(raw[:FIRST_LINES])
+    for line_no, (reason, error) in enumerate(zip(head["reason"], head["error"], strict=True), start=1):
+        if reason and reason != EMPTY_LINE:
+            report.bad(reason, line_no, error)
 
 
 def checked_rows(parsed: datasets.Dataset, report: LoadReport) -> datasets.Dataset:
