@@ -29,7 +29,7 @@ class Replay(Option):
     `pad_to_multiple_of`: the width rounded up to a multiple of it (under torch.compile: one shape, one graph).
     `target` "best_move": the loss only on a P: label's best move after "B:" and EOS, so the move is imitated
     and the rest of the answer (the list, its evaluations) is left to the reward; "moves": the loss on the listed
-    moves and B:'s move, the E: evaluations read, not taught (moves_row). As an option its loss term is
+    moves and B:'s move, the E: evaluations read, not taught (`row`). As an option its loss term is
     `coef` x that NLL, logged as `metric`."""
 
     def __init__(self, dataset, task: str, tokenizer, batch_size: int, seed: int, rank: int = 0,
@@ -66,19 +66,8 @@ class Replay(Option):
     def batch(self, step: int, device) -> dict[str, torch.Tensor]:
         rng = random.Random(f"{self.seed}/{self.rank}/{step}")
         drawn = self.rows[rng.sample(range(len(self.rows)), min(self.batch_size, len(self.rows)))]
-        picked = zip(drawn["prompt"], drawn["completion"], strict=True)
+        rows = [self.row(p, c) for p, c in zip(drawn["prompt"], drawn["completion"], strict=True)]
         tok, eos = self.tokenizer, self.tokenizer.eos_token_id
-        rows = []
-        for prompt, completion in picked:
-            if self.target == "moves":
-                rows.append(self.moves_row(prompt, completion))
-                continue
-            head, taught = self.split(completion)
-            p = tok(prompt, add_special_tokens=False)["input_ids"]
-            if head:  # best_move: the list before B: is read, not taught
-                p += tok(head, add_special_tokens=False)["input_ids"]
-            c = tok(taught, add_special_tokens=False)["input_ids"] + [eos]
-            rows.append((p + c, [-100] * len(p) + c))
         width = -(-max(len(ids) for ids, _ in rows) // self.multiple) * self.multiple
         pad = tok.pad_token_id if tok.pad_token_id is not None else eos
         input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
@@ -90,19 +79,25 @@ class Replay(Option):
             "labels": labels.to(device),
         }
 
-    def moves_row(self, prompt: str, completion: str) -> tuple[list[int], list[int]]:
-        """(ids, labels) taught on the moves only: the E: evaluations are read, not taught (a P: label's numbers
-        carry about half of its NLL and none of the move choice: docs/EXPERIMENTS.md, "No harm", arm M)."""
-        tok = self.tokenizer
+    def row(self, prompt: str, completion: str) -> tuple[list[int], list[int]]:
+        """(ids, labels) of one replayed row: labels -100 on the prompt and on what the target reads, not teaches
+        (under "best_move" the list before B:; under "moves" the E: evaluations, which carry about half of a P:
+        label's NLL and none of the move choice: docs/EXPERIMENTS.md, "No harm", arm M)."""
+        tok, eos = self.tokenizer, self.tokenizer.eos_token_id
         p = tok(prompt, add_special_tokens=False)["input_ids"]
-        enc = tok(completion, add_special_tokens=False, return_offsets_mapping=True)
-        lo, hi = completion.find("E:"), completion.rfind("B:")
-        labels = [
-            -100 if lo >= 0 and a < hi and b > lo else i
-            for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
-        ]
-        c = enc["input_ids"] + [tok.eos_token_id]
-        return p + c, [-100] * len(p) + labels + [tok.eos_token_id]
+        if self.target == "moves":
+            enc = tok(completion, add_special_tokens=False, return_offsets_mapping=True)
+            lo, hi = completion.find("E:"), completion.rfind("B:")
+            labels = [
+                -100 if lo >= 0 and a < hi and b > lo else i
+                for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
+            ]
+            return p + enc["input_ids"] + [eos], [-100] * len(p) + labels + [eos]
+        head, taught = self.split(completion)
+        if head:  # best_move: the list before B: is read, not taught
+            p += tok(head, add_special_tokens=False)["input_ids"]
+        c = tok(taught, add_special_tokens=False)["input_ids"] + [eos]
+        return p + c, [-100] * len(p) + c
 
     def split(self, completion: str) -> tuple[str, str]:
         """(the part read as context, the part taught): under "best_move" the cut is after the last "B:"."""
