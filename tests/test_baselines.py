@@ -94,9 +94,9 @@ def test_fields_under_weights_of_one_are_field_credits_own():
     assert sum(r["E"] for r in batch if r is not None) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_ema_baseline_in_the_trainer_tracks_the_rewards_it_scored(model_dir):
+def test_ema_baseline_in_the_trainer_tracks_the_rewards_it_scored(model_dir, tmp_path):
     """The trainer's ema advantages are RunningBaseline's of the rewards it scored, centred."""
-    trainer = make_trainer(model_dir, "unused", baseline="ema", baseline_ema_decay=0.5)
+    trainer = make_trainer(model_dir, str(tmp_path), baseline="ema", baseline_ema_decay=0.5)
     trainer.model.train()
     rows = generation_rows(trainer, 1)  # one group of "P: e2e4 M:"
     first = trainer.score(rows)
@@ -144,10 +144,10 @@ def test_token_rewards_put_each_field_term_where_the_field_ends():
     assert returns[0, 0].item() == pytest.approx(0.95) and returns[0, 2].item() == pytest.approx(0.95 - 0.1)
 
 
-def test_value_loss_decreases_over_a_few_steps(model_dir):
+def test_value_loss_decreases_over_a_few_steps(model_dir, tmp_path):
     trainer = make_trainer(
         model_dir,
-        "unused",
+        str(tmp_path),
         value_baseline=True,
         value_coef=1.0,
         value_learning_rate=0.005,
@@ -183,8 +183,8 @@ def test_a_value_head_leaves_the_random_stream_as_it_was():
     assert value.ValueHead(192).weight.abs().sum() == 0
 
 
-def test_value_head_starts_at_the_mean_return(model_dir):
-    trainer = make_trainer(model_dir, "unused", value_baseline=True)
+def test_value_head_starts_at_the_mean_return(model_dir, tmp_path):
+    trainer = make_trainer(model_dir, str(tmp_path), value_baseline=True)
     trainer.reward_funcs[0] = constant
     trainer.model.train()
     trainer.score(generation_rows(trainer, 1))
@@ -193,10 +193,12 @@ def test_value_head_starts_at_the_mean_return(model_dir):
     ]
 
 
-def test_value_head_past_its_warm_up_gives_centred_gae_advantages_and_clips_its_own_gradient(model_dir):
+def test_value_head_past_its_warm_up_gives_centred_gae_advantages_and_clips_its_own_gradient(
+    model_dir, tmp_path
+):
     trainer = make_trainer(
         model_dir,
-        "unused",
+        str(tmp_path),
         value_baseline=True,
         value_warmup_ev=-1e9,
         value_max_grad_norm=0.01,

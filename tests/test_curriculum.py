@@ -76,10 +76,10 @@ def test_mix_replaces_p_prompts_at_the_ratio_and_gives_a_group_one_row(ratio):
     assert curriculum.mix(batch, step=7)[0] == mixed  # the same draw on every process
 
 
-def test_off_by_default_and_bad_values_are_one_line():
-    assert curriculum_for(RookWorldGRPOConfig(output_dir="unused", use_cpu=True, report_to=[])) is None
+def test_off_by_default_and_bad_values_are_one_line(tmp_path):
+    assert curriculum_for(RookWorldGRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[])) is None
     with pytest.raises(ValueError, match="curriculum_ratio in"):
-        RookWorldGRPOConfig(output_dir="unused", use_cpu=True, report_to=[], curriculum_ratio=1.5)
+        RookWorldGRPOConfig(output_dir=str(tmp_path), use_cpu=True, report_to=[], curriculum_ratio=1.5)
 
 
 @needs_stockfish

@@ -77,8 +77,8 @@ def test_exact_kl_of_known_distributions_matches_a_hand_computation():
     assert reverse != pytest.approx(forward)  # the estimators do differ here
 
 
-def test_exact_kl_of_identical_models_is_zero(model_dir):
-    trainer = make_trainer(model_dir, "unused", beta=0.1, kl_estimator="reverse")
+def test_exact_kl_of_identical_models_is_zero(model_dir, tmp_path):
+    trainer = make_trainer(model_dir, str(tmp_path), beta=0.1, kl_estimator="reverse")
     ids = torch.randint(1, trainer.model.config.vocab_size, (3, 12))
     hidden = gpt2_backbone(trainer.model)(input_ids=ids).last_hidden_state
     ref_hidden = gpt2_backbone(trainer.ref_model)(input_ids=ids).last_hidden_state
@@ -111,9 +111,9 @@ def test_chunked_kl_has_the_values_and_gradients_of_the_direct_sum(monkeypatch):
 
 
 @pytest.mark.parametrize("loss_type", LOSS_TYPES)
-def test_kl_term_is_normalised_as_trls_own(model_dir, loss_type):
+def test_kl_term_is_normalised_as_trls_own(model_dir, loss_type, tmp_path):
     """TRL's loss with beta minus without = beta x its k3 term; ours normalises the same k3 to the same value."""
-    trainer = make_trainer(model_dir, "unused", beta=0.5, loss_type=loss_type, learning_rate=0.0)
+    trainer = make_trainer(model_dir, str(tmp_path), beta=0.5, loss_type=loss_type, learning_rate=0.0)
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
     torch.manual_seed(1)
@@ -145,10 +145,10 @@ def test_kl_term_is_normalised_as_trls_own(model_dir, loss_type):
 # ---- dynamic sampling ----
 
 
-def test_dynamic_sampling_leaves_no_zero_std_group_while_it_can_redraw(model_dir):
+def test_dynamic_sampling_leaves_no_zero_std_group_while_it_can_redraw(model_dir, tmp_path):
     trainer = make_trainer(
         model_dir,
-        "unused",
+        str(tmp_path),
         dynamic_sampling=True,
         dynamic_sampling_max_rounds=30,
         per_device_train_batch_size=16,
@@ -169,8 +169,8 @@ def test_dynamic_sampling_leaves_no_zero_std_group_while_it_can_redraw(model_dir
     assert trainer.metric_values("dynamic_sampling/left") == [0, 0, 0]
 
 
-def test_dynamic_sampling_stops_after_its_rounds_and_says_so(model_dir):
-    trainer = make_trainer(model_dir, "unused", dynamic_sampling=True, dynamic_sampling_max_rounds=2)
+def test_dynamic_sampling_stops_after_its_rounds_and_says_so(model_dir, tmp_path):
+    trainer = make_trainer(model_dir, str(tmp_path), dynamic_sampling=True, dynamic_sampling_max_rounds=2)
     trainer.reward_funcs[0] = constant  # every group flat, forever
     trainer.model.train()
     trainer.generate_batch(generation_rows(trainer, 1))
