@@ -156,6 +156,7 @@ NOT_RUN = {  # what they need; test_unrun_scripts_name_only_what_exists checks t
     "build_default_model.sh": "hours (SFT from scratch) and it overwrites rookworld_trl/assets/",
     "build_tactics.sh": "~20 min of Stockfish, and it overwrites rookworld_trl/assets/tactics/",
     "slurm_multinode.sh": "a SLURM cluster with GPUs (sbatch, srun, scontrol)",
+    "warmup_pilot.sh": "~40 min: an experiment (an SFT warm-up, then two main-job runs and their evals)",
 }
 
 
