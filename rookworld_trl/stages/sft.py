@@ -32,7 +32,7 @@ from rookworld_trl.chess.environment import legal_best_move, parse_board
 from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of, parse_policy_completion, parse_policy_prompt
 from rookworld_trl.common.entry import say
 from rookworld_trl.common.paths import resolve_paths
-from rookworld_trl.data.layout import column
+from rookworld_trl.data.layout import column, iter_column
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import (
     load_model_and_tokenizer,
@@ -161,7 +161,7 @@ def load_splits(script_args: SFTScriptArguments, seed: int):
         seed=seed,
         max_samples=s.max_eval_samples,
         fen_width=s.fen_width
-        or fen_width_of(column(train, "prompt"))
+        or fen_width_of(iter_column(train, "prompt"))
         or FEN_WIDTH,  # held-out prompts as the training data
         skip_bad_rows=s.skip_bad_rows,
     )
@@ -191,7 +191,7 @@ def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_d
     """Build the model, train, save model + tokenizer in output_dir, check P: formats; return the trainer."""
     model, tokenizer = build_model(script_args)
     train_at_fen_width(
-        model, script_args.fen_width or fen_width_of(column(train_dataset, "prompt"))
+        model, script_args.fen_width or fen_width_of(iter_column(train_dataset, "prompt"))
     )  # recorded in config.json
     n_positions = model.config.n_positions
     if config.max_length is None or config.max_length > n_positions:
