@@ -108,9 +108,7 @@ def stream_files(ds, names) -> list[str] | None:
     for block in blocks:
         with pa.OSFile(block.path) as source:
             schema = pa.ipc.open_stream(source).schema
-        if not set(names) <= set(schema.names) or not pa.schema([schema.field(n) for n in names]).equals(
-            want
-        ):
+        if any(schema.get_field_index(n) < 0 or schema.field(n).type != want.field(n).type for n in names):
             return None
     return [block.path for block in blocks]
 

@@ -194,7 +194,9 @@ def prepare_items(args: EvalSettings, suites: Sequence[str], engine: EnginePool,
             )
         from rookworld_trl.data.layout import iter_column  # here: data pulls in the dataset tooling
 
-        items.fen_width = fen_width_of(iter_column(data.held_out, "prompt")) or FEN_WIDTH  # the data's own width
+        items.fen_width = (
+            fen_width_of(iter_column(data.held_out, "prompt")) or FEN_WIDTH
+        )  # the data's own width
         items.drawn_fens, items.env_prompts, items.env_kinds = draw_items(
             data.held_out, args.policy_samples, args.env_samples, args.seed
         )
