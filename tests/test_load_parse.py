@@ -120,8 +120,10 @@ def test_a_pass_over_parsed_rows_streams_or_remaps_them_row_for_row(tmp_path, mo
     picked = rows.select([i for i in range(len(rows)) if i % 3])  # an indices mapping over the files' rows
     sliced = rows.select(range(100, 2500))  # contiguous: datasets slices the table instead
     in_memory = datasets.Dataset.from_list(picked.to_list()[:500])
-    assert layout.stream_files(rows, ["fen", "task"])  # the parse's files, two processes' shards
-    assert not any(layout.stream_files(ds, ["fen", "task"]) for ds in (picked, sliced, in_memory))
+    schema = rows.data.table.select(["fen", "task"]).schema
+    assert layout.source_files(rows, schema) and rows._indices is None  # the parse's two shards, streamed
+    assert layout.source_files(picked, schema)  # a row selection: taken through fresh mappings of the files
+    assert not any(layout.source_files(ds, schema) for ds in (sliced, in_memory))  # their own table
     for ds in (rows, picked, sliced, in_memory):
         for size in (256, 1500):
             read = [

@@ -78,15 +78,16 @@ def arrow_batches(ds, *names: str, size: int = BATCH_ROWS):
     shuffles rows (datasets' indices mapping: the mix, --exclude) is read by one Arrow `take` per batch:
     datasets' own iteration gathers such rows one by one (5 s a pass over a million); its files are mapped anew
     every REMAP_ROWS rows (`remapped`), so the pages read leave the process with the old mapping."""
-    files = stream_files(ds, names)
-    if files:
-        yield from streamed(files, ds.data.table.select(list(names)).schema, size)
+    schema = ds.data.table.select(list(names)).schema
+    files = source_files(ds, schema)
+    if files and ds._indices is None:
+        yield from streamed(files, schema, size)
         return
     indices = ds._indices.column(0) if ds._indices is not None else None  # datasets' row selection
     remap_at = 0
     for start in range(0, len(ds), size):
         if start >= remap_at:  # the previous mapping, and the pages read through it, go with `table`
-            table, remap_at = remapped(ds, names), start + REMAP_ROWS
+            table, remap_at = remapped(ds, schema, files), start + REMAP_ROWS
         yield start, table.slice(start, size) if indices is None else table.take(indices.slice(start, size))
 
 
@@ -94,21 +95,21 @@ REMAP_ROWS = 500_000  # ~300 MB of mapped rows at ~590 bytes a row
 KEPT_ROWS_OPS = {"replace_schema_metadata", "drop", "select"}  # datasets' replays that keep a file's rows
 
 
-def stream_files(ds, names) -> list[str] | None:
-    """The cache files whose record batches, read in order, are `ds`'s rows with its columns `names`; None when
-    `ds` is anything else (a row selection, in memory, sliced, cast, rows or columns added since)."""
-    if ds._indices is not None or not ds.cache_files:
+def source_files(ds, schema: pa.Schema) -> list[str] | None:
+    """The cache files whose record batches, read in order, are the rows of `ds`'s table (its row selection
+    aside) with the columns of `schema`; None when the table is anything else (in memory, sliced, cast, rows or
+    columns added since)."""
+    if not ds.cache_files:
         return None
     data = ds.data
     rows = data.blocks if isinstance(data, ConcatenationTable) else [[data]]
     blocks = [row[0] for row in rows if len(row) == 1 and isinstance(row[0], MemoryMappedTable)]
     if len(blocks) != len(rows) or any(op not in KEPT_ROWS_OPS for b in blocks for op, *_ in b.replays):
         return None
-    want = data.table.select(list(names)).schema
     for block in blocks:
         with pa.OSFile(block.path) as source:
-            schema = pa.ipc.open_stream(source).schema
-        if any(schema.get_field_index(n) < 0 or schema.field(n).type != want.field(n).type for n in names):
+            found = pa.ipc.open_stream(source).schema
+        if any(found.get_field_index(f.name) < 0 or found.field(f.name).type != f.type for f in schema):
             return None
     return [block.path for block in blocks]
 
@@ -116,33 +117,28 @@ def stream_files(ds, names) -> list[str] | None:
 def streamed(files: list[str], schema: pa.Schema, size: int):
     """(offset, table of `size` rows) read from Arrow stream `files` in order, each record batch copied in and
     let go: the read leaves no mapped pages behind."""
-    pending, start = [], 0
+    pending, held, start = [], 0, 0
     for path in files:
         with pa.OSFile(path) as source:
             for batch in pa.ipc.open_stream(source):
                 pending.append(batch.select(schema.names))
-                while sum(len(b) for b in pending) >= size:
+                held += len(batch)
+                while held >= size:
                     table = pa.Table.from_batches(pending).replace_schema_metadata(schema.metadata)
                     yield start, table.slice(0, size)
-                    pending, start = table.slice(size).to_batches(), start + size
-    if pending and sum(len(b) for b in pending):
+                    pending, held, start = table.slice(size).to_batches(), held - size, start + size
+    if held:
         yield start, pa.Table.from_batches(pending).replace_schema_metadata(schema.metadata)
 
 
-def remapped(ds, names) -> pa.Table:
-    """`ds`'s columns `names` read through new mappings of its cache files, or from `ds`'s own table when that
-    is not exactly those files' rows and types (in memory, cast, or rows added since)."""
-    table = ds.data.table.select(list(names))
-    files = [f["filename"] for f in ds.cache_files]
-    parts = [pa.ipc.open_stream(pa.memory_map(f)).read_all() for f in files]
-    # files of other schemas: the rows were put together since (their own table is read)
-    if parts and all(part.schema == parts[0].schema for part in parts):
-        fresh = pa.concat_tables(parts)
-        if set(names) <= set(fresh.column_names):
-            fresh = fresh.select(list(names))
-            if fresh.num_rows == table.num_rows and fresh.schema == table.schema:
-                return fresh
-    return table
+def remapped(ds, schema: pa.Schema, files: list[str] | None) -> pa.Table:
+    """`ds`'s table with the columns of `schema`, read through new mappings of its cache `files` (source_files),
+    or `ds`'s own table where there are none."""
+    if not files:
+        return ds.data.table.select(schema.names)
+    return pa.concat_tables(
+        [pa.ipc.open_stream(pa.memory_map(f)).read_all().select(schema.names) for f in files]
+    )
 
 
 def column_batches(ds, *names: str, size: int = BATCH_ROWS):
