@@ -1,37 +1,103 @@
 #!/usr/bin/env bash
-# Rebuild the embedded default model and data (rookworld_trl/assets/) with the project's own commands:
-# Stockfish-labelled data -> compact tokenizer -> SFT from scratch, then continued twice -> held-out eval
-# -> copy into assets/.
-#   bash scripts/setup.sh && bash scripts/build_default_model.sh          # ~3.2 h on 2 CPU cores
-# BUILD (default build/default_model) keeps the intermediate outputs; re-running resumes the data step.
+# Build the embedded default model (rookworld_trl/assets/model) with the project's own commands, in resumable
+# stages: Stockfish-labelled data -> SFT from scratch -> learning curve -> held-out eval -> ship.
+#   bash scripts/setup.sh && bash scripts/build_default_model.sh            # every stage not done yet
+#   bash scripts/build_default_model.sh status                              # how far each stage is
+#   bash scripts/build_default_model.sh sft curve                           # only these stages
+#   nohup bash scripts/build_default_model.sh > build/default_model.log 2>&1 &   # hours on 2 cores: background it
+# Each stage resumes where it stopped: data from its finished chunks (16 games each), SFT from its last checkpoint
+# (every 500 steps), the curve and the eval from the checkpoints already evaluated. A stage that finished writes
+# BUILD/STAGE.done and a line of BUILD/timings.tsv (stage, host, device, seconds); re-running skips it.
+# On a GPU machine the same command trains in bf16 on the GPU and labels with one Stockfish per core:
+#   bash .gpu/device.sh bash scripts/build_default_model.sh sft curve eval   # data made here, carried there
+# Settings (environment): BUILD (build/default_model), WORKERS (Stockfish processes: the cores), DEVICE (cpu or
+# cuda: CUDA when there is one), SFT_ARGS / EVAL_ARGS (extra `rookworld sft` / `rookworld eval` flags, e.g.
+# SFT_ARGS="--max_steps 2000"), DATA (the `data generate` settings, starting "--selfplay N --random N").
+# Decontamination: the shipped validation and test splits and the tactics validation and test splits are excluded
+# from the training data by position (--exclude), so the eval and the main job's eval never see a trained position.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build/default_model}
-RW=.venv/bin/rookworld
+PY=${PYTHON:-.venv/bin/python}
+RW=("$PY" -m rookworld_trl.stages.cli)
 ASSETS=rookworld_trl/assets
+WORKERS=${WORKERS:-$(nproc)}
+DEVICE=${DEVICE:-$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")}
+HELD_OUT=("$ASSETS/data/validation.parquet" "$ASSETS/data/test.parquet"
+          "$ASSETS/tactics/validation.parquet" "$ASSETS/tactics/test.parquet")
+# the data: engine self-play (every ply analysed; games reach mates) and random play (odd positions, illegal
+# moves); seed 1, so none of the shipped data's games (seed 0) is made again
+DATA_ARGS=(--selfplay 4000 --random 12000 --plies_per_game 12 --max_plies 160 --depth 8 --seed 1
+           --validation_fraction 0.01 --test_fraction 0.01)
+[ -n "${DATA:-}" ] && read -ra DATA_ARGS <<< "$DATA"
+read -ra EVAL_EXTRA <<< "${EVAL_ARGS:-}"
+export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+mkdir -p "$BUILD"
 
-# 1. data: engine self-play + random play, depth-8 MultiPV-5 labels, A: transitions with illegal moves
-$RW data generate --out "$BUILD/data" --selfplay 350 --random 1300 --plies_per_game 12 --max_plies 160 \
-    --depth 8 --workers 2 --seed 0 --no-progress
-# 2. a compact byte-level BPE on the training lines
-$RW tokenizer train --data "$BUILD/data" --vocab_size 1024 --out "$BUILD/tokenizer"
-# 3. SFT from scratch (recipe: recipes/sft_default_model.yaml)
-$RW sft --config recipes/sft_default_model.yaml --dataset_name "$BUILD/data" \
-    --tokenizer_name_or_path "$BUILD/tokenizer" --output_dir "$BUILD/sft"
-# 3b. continue it: a second warmup + cosine with more P: rows (recipes/sft_default_model_continue.yaml)
-$RW sft --config recipes/sft_default_model_continue.yaml --dataset_name "$BUILD/data" \
-    --model_name_or_path "$BUILD/sft" --output_dir "$BUILD/sft2"
-# 3c. and once more, shorter, with still more P: rows
-$RW sft --config recipes/sft_default_model_continue.yaml --dataset_name "$BUILD/data" \
-    --model_name_or_path "$BUILD/sft2" --output_dir "$BUILD/sft3" \
-    --max_steps 1500 --learning_rate 3e-4 --mix_env_ratio 0.3 --seed 2
-# 4. held-out evaluation of the result (figures go into the model card)
-$RW eval "$BUILD/sft3" --data "$BUILD/data" --split test --suites policy,env \
-    --policy_samples 500 --env_samples 500 --depth 8 --cache "$BUILD/data/analysis.sqlite" --out "$BUILD/eval"
-# 5. ship: model + tokenizer, the Parquet splits and their stats, the eval and the card
-rm -rf "$ASSETS/model" "$ASSETS/data"
-mkdir -p "$ASSETS/model" "$ASSETS/data"
-cp "$BUILD"/sft3/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} "$ASSETS/model/"
-cp "$BUILD"/data/{train,validation,test}.parquet "$BUILD/data/stats.json" "$ASSETS/data/"
-cp "$BUILD/eval/eval.json" "$BUILD/eval/eval.md" "$ASSETS/model/"
-echo "build_default_model: done; update $ASSETS/README.md (the model card) with $BUILD/eval/eval.md"
+# run STAGE FUNCTION: FUNCTION unless BUILD/STAGE.done exists; then the marker and the timing line
+run() {
+  local stage=$1 start=$SECONDS
+  if [ -f "$BUILD/$stage.done" ]; then echo "build: $stage done ($(cat "$BUILD/$stage.done"))"; return; fi
+  echo "build: $stage ... ($(date -u +%H:%M:%S) UTC, $DEVICE, $WORKERS engine workers)"
+  "$2"
+  local took=$((SECONDS - start))
+  printf '%s\t%s\t%s\t%s\n' "$stage" "$(hostname)" "$(where)" "$took" >> "$BUILD/timings.tsv"
+  echo "$(where), $took s this sitting" > "$BUILD/$stage.done"
+  echo "build: $stage done in $took s"
+}
+
+where() {
+  if [ "$DEVICE" = cuda ]; then
+    "$PY" -c "import torch, os; print(f'{torch.cuda.get_device_name(0)} + {os.cpu_count()} cores')"
+  else
+    echo "CPU, $(nproc) cores"
+  fi
+}
+
+data() {
+  "${RW[@]}" data generate --out "$BUILD/data" "${DATA_ARGS[@]}" --workers "$WORKERS" --exclude "${HELD_OUT[@]}"
+}
+
+sft() {
+  local device_args=()
+  [ "$DEVICE" = cuda ] && device_args=(--use_cpu false --bf16 true --dataloader_num_workers 4)
+  # shellcheck disable=SC2086  # SFT_ARGS is a list of flags
+  "${RW[@]}" sft --config recipes/sft_strong_model.yaml --dataset_name "$BUILD/data" \
+    --output_dir "$BUILD/sft" --resume_from_checkpoint auto "${device_args[@]}" ${SFT_ARGS:-}
+}
+
+curve() {
+  "$PY" scripts/learning_curve.py "$BUILD/sft" --device "$DEVICE" --workers "$WORKERS" -- "${EVAL_EXTRA[@]}"
+}
+
+eval_final() {
+  "${RW[@]}" eval "$BUILD/sft" --baseline "$ASSETS/model" --data "$ASSETS/data" --split test \
+    --suites policy,env,tactics --tactics "$ASSETS/tactics" --policy_samples 100000 --env_samples 500 \
+    --tactics_samples 100000 --device "$DEVICE" --engine_workers "$WORKERS" --out "$BUILD/eval" "${EVAL_EXTRA[@]}"
+}
+
+ship() {
+  rm -rf "$ASSETS/model" && mkdir -p "$ASSETS/model"
+  cp "$BUILD"/sft/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} \
+    "$ASSETS/model/"
+  cp "$BUILD/eval/eval.json" "$BUILD/eval/eval.md" "$BUILD/sft/curve.md" "$ASSETS/model/"
+  echo "build: shipped; put $BUILD/eval/eval.md and $BUILD/sft/curve.md into $ASSETS/README.md (the model card)"
+}
+
+status() {
+  echo "build: $BUILD ($DEVICE)"
+  "$PY" scripts/learning_curve.py "$BUILD/sft" --status --data "$BUILD/data" "${DATA_ARGS[@]:0:4}"
+  [ -f "$BUILD/timings.tsv" ] && { echo "stage	host	where	seconds"; cat "$BUILD/timings.tsv"; }
+  return 0
+}
+
+stages=("$@")
+[ ${#stages[@]} = 0 ] && stages=(data sft curve eval ship)
+for stage in "${stages[@]}"; do
+  case $stage in
+    status) status ;;
+    data|sft|curve|ship) run "$stage" "$stage" ;;
+    eval) run eval eval_final ;;
+    *) echo "build: no stage '$stage'; stages: data sft curve eval ship, or status" >&2; exit 2 ;;
+  esac
+done

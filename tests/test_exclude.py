@@ -47,6 +47,22 @@ def test_each_kind_gives_its_positions(tmp_path):
     assert both.keys == keys(SCHOLAR_MATE, FOOLS_MATE, BACK_RANK_MATE) and len(both.files) == 2
 
 
+def test_a_data_file_excludes_its_positions(tmp_path):
+    """A split of our layout (its `fen` column) and a JSON Lines file of P:/A: lines: every row's position."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rookworld_trl.chess.formats import env_prompt, policy_prompt
+
+    pq.write_table(pa.table({"fen": [SCHOLAR_MATE, FOOLS_MATE]}), tmp_path / "test.parquet")
+    rows = [{"text": policy_prompt(SCHOLAR_MATE) + " e2e4 E: 0.1 B: e2e4"},
+            {"prompt": env_prompt(FOOLS_MATE, "d8h4", ["d8h4"]), "completion": "x+1+1+0"}]  # fmt: skip
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert [exclude_kind(tmp_path / n) for n in ("test.parquet", "rows.jsonl")] == ["data", "data"]
+    assert Exclusion.of(tmp_path / "test.parquet").keys == keys(SCHOLAR_MATE, FOOLS_MATE)
+    assert Exclusion.of(tmp_path / "rows.jsonl").keys == keys(SCHOLAR_MATE, FOOLS_MATE)
+
+
 def test_positions_match_as_python_chess_writes_them(tmp_path):
     # after 1. e4 no capture en passant is possible: python-chess writes no square, another tool may write e3
     written = "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq e3 0 1"

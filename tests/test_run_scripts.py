@@ -145,15 +145,16 @@ SMOKE = {  # the script and its smallest setting: seconds to a minute or two eac
     ],
     "bench_rewards.py": ["--positions", "8", "--depth", "4", "--workers", "1", "--prompts-per-batch", "1"],
     "bench_step.py": ["--smoke"],
+    "bench_sft.py": ["--steps", "6", "--rounds", "1"],
 }
 ELSEWHERE = {  # run end to end by their own tests
+    "build_default_model.sh": "test_build_default_model.py",
     "check_floors.sh": "test_floors.py",
     "gpu_check.sh": "test_gpu_check.py",
     "rehearse_multinode.sh": "test_multinode.py",
     "setup.sh": "test_newcomer.py",
 }
 NOT_RUN = {  # what they need; test_unrun_scripts_name_only_what_exists checks the files they name
-    "build_default_model.sh": "hours (SFT from scratch) and it overwrites rookworld_trl/assets/",
     "build_tactics.sh": "~20 min of Stockfish, and it overwrites rookworld_trl/assets/tactics/",
     "slurm_multinode.sh": "a SLURM cluster with GPUs (sbatch, srun, scontrol)",
     "warmup_pilot.sh": "~40 min: an experiment (an SFT warm-up, then two main-job runs and their evals)",

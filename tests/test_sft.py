@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 
 import pytest
 import torch
 from sft_fixtures import STOCKFISH, mixed_lines, to_dataset
 from trl import TrlParser
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from rookworld_trl.chess.formats import EOS
 from rookworld_trl.data.tokenizer import train_tokenizer
@@ -105,6 +107,34 @@ def test_tiny_sft_lowers_eval_loss_and_saves_a_loadable_model(data, tmp_path):
     assert (
         out.shape[0] == 2 and batch["input_ids"].shape[1] < out.shape[1] <= batch["input_ids"].shape[1] + 20
     )
+
+
+def test_packed_rows_give_the_padded_batchs_loss_and_train(data, tmp_path):
+    """`packing: true`: each packed row holds several samples, told apart by position ids; the loss of the packed batch
+    is the padded batch's (attention masked sample by sample), and a run trains on packed rows."""
+    from rookworld_trl.training.sft import PackedRows, RookWorldSFTTrainer
+
+    train, held_out, tok_dir = data
+    model, tok = load_model_and_tokenizer(os.path.join(ROOT, "rookworld_trl", "assets", "model"))
+    rows = []
+    for example in train.select(range(6)):
+        prompt = tok(example["prompt"])["input_ids"]
+        completion = tok(example["completion"] + EOS)["input_ids"]
+        rows.append({"input_ids": prompt + completion, "labels": [-100] * len(prompt) + completion})
+    padded = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)(rows)
+    packs = [{key: sum((r[key] for r in rows[i : i + 3]), []) for key in ("input_ids", "labels")} for i in (0, 3)]
+    for pack, i in zip(packs, (0, 3), strict=True):
+        pack["seq_lengths"] = [len(r["input_ids"]) for r in rows[i : i + 3]]
+    packed = PackedRows(tok.pad_token_id)(packs)
+    assert packed["input_ids"].shape[0] == 2 and "attention_mask" not in packed
+    with torch.no_grad():
+        assert model(**packed).loss.item() == pytest.approx(model(**padded).loss.item(), rel=1e-5)
+
+    config = tiny_config(tmp_path, max_steps=3, packing=True, per_device_train_batch_size=4)
+    trainer = run_sft(tiny_args(tok_dir), config, train, held_out)
+    assert isinstance(trainer, RookWorldSFTTrainer) and isinstance(trainer.data_collator, PackedRows)
+    assert len(trainer.train_dataset) < 0.8 * len(train)  # samples share rows
+    assert trainer.state.global_step == 3 and all(math.isfinite(m.get("loss", 0)) for m in read_metrics(tmp_path))
 
 
 def test_overfit_policy_lines_give_valid_formats(data, tmp_path):
@@ -208,7 +238,9 @@ def test_recipes_parse_with_overrides(recipe):
     assert config.max_steps == 7
     assert config.max_length <= script_args.n_positions or script_args.model_name_or_path
     assert config.lr_scheduler_type == "cosine" and config.max_grad_norm > 0
-    assert config.eval_strategy == "steps" and config.early_stopping_patience
+    # each recipe evaluates as it goes, and either stops early on its best step or keeps every checkpoint (a curve)
+    assert config.eval_strategy == "steps"
+    assert config.early_stopping_patience or (config.save_total_limit is None and not config.load_best_model_at_end)
 
 
 def test_the_two_documented_recipes_train_what_their_names_say():

@@ -7,6 +7,7 @@ A position is its first four FEN fields (chess/formats.py position_key: placemen
 so the same position with other clocks is the same position. An exclude file is one of:
 - a BIG-bench `checkmate_in_one` task.json (a JSON object with "examples": each game replayed to its position);
 - a Lichess puzzle CSV (.csv: each puzzle's position to solve, after Moves' first move);
+- a data file of P:/A: lines (.parquet, .jsonl: e.g. a shipped test split): each line's position (the prompt's FEN);
 - an EPD file (.epd) or a FEN list (any other file): one position per line, its first four fields read;
   blank lines and lines starting with '#' are skipped.
 Positions are compared as python-chess writes them (an en-passant square only where a capture is legal, castling
@@ -26,9 +27,14 @@ from pathlib import Path
 import chess
 import numpy as np
 
-from rookworld_trl.chess.formats import position_key
+from rookworld_trl.chess.formats import (
+    parse_env_prompt,
+    parse_policy_prompt,
+    position_key,
+    split_prompt_completion,
+)
 from rookworld_trl.data.errors import DataSourceError, open_text
-from rookworld_trl.data.files import read_puzzles, sniff
+from rookworld_trl.data.files import read_lines, read_puzzles, sniff
 from rookworld_trl.data.puzzles import bad_row, legal_position, load_bigbench_checkmate
 
 LINE_FIX = "an exclude file holds one FEN or EPD position per line: fix or delete that line"
@@ -97,11 +103,31 @@ def bigbench_like(path: Path) -> bool:
 
 
 def exclude_kind(path: str | os.PathLike) -> str:
-    """Which kind of exclude file `path` is: 'bigbench', 'lichess', 'epd' or 'fens'."""
+    """Which kind of exclude file `path` is: 'bigbench', 'lichess', 'epd', 'data' (P:/A: lines) or 'fens'."""
     path = Path(path)
     if bigbench_like(path):
         return "bigbench"
-    return {"lichess-puzzles": "lichess", "epd": "epd"}.get(sniff(path).name, "fens")
+    kinds = {"lichess-puzzles": "lichess", "epd": "epd", "parquet": "data", "json-lines": "data"}
+    return kinds.get(sniff(path).name, "fens")
+
+
+def line_fens(path: Path) -> Iterator[str]:
+    """The positions of a data file (each P:/A: line's FEN); a Parquet file of our layout: its `fen` column."""
+    if sniff(path).name == "parquet" and "fen" in parquet_columns(path):
+        import pyarrow.parquet as pq
+
+        yield from pq.read_table(path, columns=["fen"]).column("fen").to_pylist()
+        return
+    for line in read_lines(path):
+        if line:
+            prompt, _ = split_prompt_completion(line)
+            yield parse_policy_prompt(prompt) if prompt.startswith("P:") else parse_env_prompt(prompt)[0]
+
+
+def parquet_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).schema_arrow.names
 
 
 def fen_lines(path: Path) -> Iterator[str]:
@@ -123,14 +149,16 @@ def exclude_fens(path: str | os.PathLike) -> Iterator[str]:
     path = Path(path)
     if not path.is_file():
         raise DataSourceError(
-            f"--exclude {path}: no such file; pass a FEN list, an .epd file, a Lichess puzzle .csv or a "
-            "BIG-bench checkmate_in_one task.json"
+            f"--exclude {path}: no such file; pass a FEN list, an .epd file, a Lichess puzzle .csv, a "
+            "BIG-bench checkmate_in_one task.json or a data file (.parquet, .jsonl)"
         )
     kind = exclude_kind(path)
     if kind == "bigbench":
         yield from (fen for fen, _ in load_bigbench_checkmate(str(path)))
     elif kind in ("lichess", "epd"):
         yield from (puzzle.fen for puzzle in read_puzzles(path))
+    elif kind == "data":
+        yield from line_fens(path)
     else:
         yield from fen_lines(path)
 

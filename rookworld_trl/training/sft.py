@@ -1,5 +1,6 @@
 """RookWorldSFTConfig and RookWorldSFTTrainer: TRL's SFTConfig and SFTTrainer with verified checkpoints, early
-stopping, a metrics file and tokens/s in the logs. The stage that builds and runs them: rookworld_trl/stages/sft.py.
+stopping, a metrics file, tokens/s in the logs and packed rows kept row by row (`packing: true`). The stage that
+builds and runs them: rookworld_trl/stages/sft.py.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from trl import SFTConfig, SFTTrainer
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from rookworld_trl.common.errors import suggest_fields
 from rookworld_trl.training.trl_compat import VerifiedCheckpoints
@@ -78,13 +80,36 @@ class RookWorldSFTConfig(SFTConfig):
         super().__post_init__()
 
 
+class PackedRows:
+    """The collator of packed data (`packing: true`, TRL's best-fit packing into rows of `max_length`) that keeps each
+    packed row a row of the batch, its samples told apart by position ids that restart at each one: transformers then
+    masks attention sample by sample (a block-diagonal causal mask; the loss equals the padded batch's, tested).
+    TRL's own padding-free collator flattens the whole batch into one row, which only a varlen (flash) kernel makes
+    cheap: on sdpa, as on CPU, its attention costs (rows x length)^2. Padding is ~40% of a padded P:/A: batch (a
+    91-token P: row padded to a 150-190-token A: row); packed rows are ~95% full."""
+
+    def __init__(self, pad_token_id: int):
+        self.collate = DataCollatorForLanguageModeling(pad_token_id=pad_token_id, return_position_ids=True)
+
+    def __call__(self, examples: list[dict]) -> dict:
+        batch = self.collate(examples)
+        batch.pop("attention_mask")  # with a mask transformers would not look for the samples in the position ids
+        return batch
+
+
 class RookWorldSFTTrainer(VerifiedCheckpoints, SFTTrainer):
     """SFTTrainer that adds `tokens_per_second` to training logs, so TensorBoard, the progress bar and
     metrics.jsonl all show it. It is measured over the last logging interval with evaluation time left out
-    (the Trainer's own `train_tokens_per_second` is a run average that includes evaluations)."""
+    (the Trainer's own `train_tokens_per_second` is a run average that includes evaluations). Packed data is
+    collated row by row (`PackedRows`)."""
 
     _speed_mark: tuple[float, int] | None = None  # (time, tokens seen) at the last training log
     _eval_seconds: float = 0.0  # evaluation time since then
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.args.packing and self.args.packing_strategy in ("bfd", "bfd_split"):
+            self.data_collator = PackedRows(self.processing_class.pad_token_id)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "eval_runtime" in logs:

@@ -1,0 +1,52 @@
+"""scripts/build_default_model.sh at its smallest: every stage but `ship` (which overwrites the shipped model) on a
+few games and steps, with real Stockfish; each stage resumes or is skipped when re-run, and `status` reports.
+
+    .venv/bin/python -m pytest -m slow tests/test_build_default_model.py     # ~3 min on 2 cores
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from tiny_grpo import ROOT
+
+TINY = {
+    "DATA": "--selfplay 2 --random 4 --plies_per_game 4 --max_plies 30 --depth 4 --seed 1 "
+    "--validation_fraction 0.2 --test_fraction 0.1",
+    "SFT_ARGS": "--save_steps 2 --eval_steps 2 --per_device_train_batch_size 8 --max_eval_samples 16 "
+    "--format_check_samples 4 --logging_steps 2",
+    "EVAL_ARGS": "--policy_samples 12 --env_samples 12 --tactics_samples 12",
+    "WORKERS": "1",
+    "PYTHON": sys.executable,
+}
+
+
+def build(tmp_path, *stages, sft_steps=4):
+    env = {**os.environ, **TINY, "BUILD": str(tmp_path)}
+    env["SFT_ARGS"] += f" --max_steps {sft_steps}"
+    cmd = ["bash", str(ROOT / "scripts" / "build_default_model.sh"), *stages]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_the_build_runs_resumes_and_reports(tmp_path):
+    out = build(tmp_path, "data", "sft", sft_steps=2)
+    stats = json.loads((tmp_path / "data" / "stats.json").read_text())
+    assert stats["excluded"]["positions"] > 5000  # the shipped held-out splits are kept out of training
+    assert (tmp_path / "sft" / "checkpoint-2").is_dir() and "build: sft done" in out
+    # a longer SFT resumes from the last checkpoint once its marker is gone; the data stage is skipped
+    (tmp_path / "sft.done").unlink()
+    out = build(tmp_path, "data", "sft", "curve", "eval", "status", sft_steps=4)
+    assert "build: data done (" in out and "resuming from" in out and "(step 2)" in out
+    curve = (tmp_path / "sft" / "curve.md").read_text().splitlines()
+    assert [line.split("|")[1].strip() for line in curve[2:]] == ["2", "4"]  # doubling steps and the last
+    assert (tmp_path / "sft" / "curve.png").stat().st_size > 0
+    suites = json.loads((tmp_path / "eval" / "eval.json").read_text())["suites"]
+    assert {"policy", "env", "tactics"} <= set(suites)
+    stages = [line.split("\t")[0] for line in (tmp_path / "timings.tsv").read_text().splitlines()]
+    assert stages == ["data", "sft", "sft", "curve", "eval"]
+    assert "data: 6 of 6 games labelled" in out and "sft: checkpoint 4" in out and "curve: 2 point(s)" in out
