@@ -17,7 +17,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {
-    "padded": ["--per_device_train_batch_size", "128"],
+    "padded": ["--per_device_train_batch_size", "128", "--packing", "false"],
     "packed": ["--per_device_train_batch_size", "64", "--packing", "true"],
 }
 
@@ -27,7 +27,7 @@ def run(variant: str, steps: int, out: str, extra: list[str]) -> float:
     cmd = [sys.executable, "-m", "rookworld_trl.stages.cli", "sft", "--config", "recipes/sft_strong_model.yaml",
            "--dataset_name", "rookworld_trl/assets/data", "--output_dir", out, "--max_steps", str(steps),
            "--logging_steps", "5", "--eval_strategy", "no", "--save_strategy", "no", "--report_to", "none",
-           "--format_check_samples", "0", "--max_train_samples", "20000", *VARIANTS[variant], *extra]  # fmt: skip
+           "--format_check_samples", "0", "--max_train_samples", "8000", *VARIANTS[variant], *extra]  # fmt: skip
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(os.path.join(out, "metrics.jsonl")) as f:
         speeds = [row["tokens_per_second"] for row in map(json.loads, f) if "tokens_per_second" in row]

@@ -146,6 +146,7 @@ SMOKE = {  # the script and its smallest setting: seconds to a minute or two eac
     "bench_rewards.py": ["--positions", "8", "--depth", "4", "--workers", "1", "--prompts-per-batch", "1"],
     "bench_step.py": ["--smoke"],
     "bench_sft.py": ["--steps", "6", "--rounds", "1"],
+    "bench_sizes.py": ["--shapes", "2x64", "--steps", "2", "--rounds", "1"],
 }
 ELSEWHERE = {  # run end to end by their own tests
     "build_default_model.sh": "test_build_default_model.py",
