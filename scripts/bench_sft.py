@@ -52,7 +52,9 @@ def main() -> int:
     base = variants[0]
     for v in variants[1:]:
         ratios = [b / a for a, b in zip(speeds[base], speeds[v], strict=True)]
-        print(f"{v} / {base}: {statistics.median(ratios):.2f}x (rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
+        print(
+            f"{v} / {base}: {statistics.median(ratios):.2f}x (rounds: {', '.join(f'{x:.2f}' for x in ratios)})"
+        )
     return 0
 
 

@@ -58,7 +58,9 @@ def main() -> int:
         params = {s: make_model(s, os.path.join(tmp, s)) for s in shapes}
         for r in range(args.rounds):
             for s in shapes:
-                seconds[s].append(step_seconds(os.path.join(tmp, s), args.steps, os.path.join(tmp, f"run{s}{r}")))
+                seconds[s].append(
+                    step_seconds(os.path.join(tmp, s), args.steps, os.path.join(tmp, f"run{s}{r}"))
+                )
                 print(f"round {r + 1} {s}: {seconds[s][-1]:.2f} s/step", flush=True)
     base = statistics.median(seconds[shapes[0]])
     for s in shapes:

@@ -8,11 +8,14 @@
 # Each stage resumes where it stopped: data from its finished chunks (16 games each), SFT from its last checkpoint
 # (every 500 steps), the curve and the eval from the checkpoints already evaluated. A stage that finished writes
 # BUILD/STAGE.done and a line of BUILD/timings.tsv (stage, host, device, seconds); re-running skips it.
-# On a GPU machine the same command trains in bf16 on the GPU and labels with one Stockfish per core:
-#   bash .gpu/device.sh bash scripts/build_default_model.sh sft curve eval   # data made here, carried there
+# On a GPU machine the same command trains in bf16 on the GPU and labels with one Stockfish per core. The data is
+# made on CPU and carried: `carry` writes its train and validation lines, text only (~24 bytes a row, ~25 MB), to
+# build/carry/, which the GPU run trains on (device tool: carry ["build/carry", ".gpu"]):
+#   bash .gpu/device.sh env SFT_DATA=build/carry BUILD=build/gpu bash scripts/build_default_model.sh sft curve eval
 # Settings (environment): BUILD (build/default_model), WORKERS (Stockfish processes: the cores), DEVICE (cpu or
 # cuda: CUDA when there is one), SFT_ARGS / EVAL_ARGS (extra `rookworld sft` / `rookworld eval` flags, e.g.
-# SFT_ARGS="--max_steps 2000"), DATA (the `data generate` settings, starting "--selfplay N --random N").
+# SFT_ARGS="--max_steps 2000"), DATA (the `data generate` settings, starting "--selfplay N --random N"), SFT_DATA
+# (what sft trains on: BUILD/data), CARRY (where `carry` writes: build/carry).
 # Decontamination: the shipped validation and test splits and the tactics validation and test splits are excluded
 # from the training data by position (--exclude), so the eval and the main job's eval never see a trained position.
 set -euo pipefail
@@ -31,6 +34,8 @@ DATA_ARGS=(--selfplay 4000 --random 12000 --plies_per_game 12 --max_plies 160 --
            --validation_fraction 0.01 --test_fraction 0.01)
 [ -n "${DATA:-}" ] && read -ra DATA_ARGS <<< "$DATA"
 read -ra EVAL_EXTRA <<< "${EVAL_ARGS:-}"
+SFT_DATA=${SFT_DATA:-$BUILD/data}
+CARRY=${CARRY:-build/carry}
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 mkdir -p "$BUILD"
 
@@ -62,8 +67,20 @@ sft() {
   local device_args=()
   [ "$DEVICE" = cuda ] && device_args=(--use_cpu false --bf16 true --dataloader_num_workers 4)
   # shellcheck disable=SC2086  # SFT_ARGS is a list of flags
-  "${RW[@]}" sft --config recipes/sft_strong_model.yaml --dataset_name "$BUILD/data" \
+  "${RW[@]}" sft --config recipes/sft_strong_model.yaml --dataset_name "$SFT_DATA" \
     --output_dir "$BUILD/sft" --resume_from_checkpoint auto "${device_args[@]}" ${SFT_ARGS:-}
+}
+
+carry() {
+  mkdir -p "$CARRY"
+  "$PY" - "$BUILD/data" "$CARRY" <<'PYTHON'
+import sys, pyarrow.parquet as pq
+for split in ("train", "validation"):  # the loader parses text-only splits into every column again
+    table = pq.read_table(f"{sys.argv[1]}/{split}.parquet", columns=["text"])
+    pq.write_table(table, f"{sys.argv[2]}/{split}.parquet", compression="zstd", compression_level=19)
+    print(f"carry: {split} {table.num_rows:,} rows")
+PYTHON
+  du -sh "$CARRY"
 }
 
 curve() {
@@ -96,8 +113,8 @@ stages=("$@")
 for stage in "${stages[@]}"; do
   case $stage in
     status) status ;;
-    data|sft|curve|ship) run "$stage" "$stage" ;;
+    data|carry|sft|curve|ship) run "$stage" "$stage" ;;
     eval) run eval eval_final ;;
-    *) echo "build: no stage '$stage'; stages: data sft curve eval ship, or status" >&2; exit 2 ;;
+    *) echo "build: no stage '$stage'; stages: data carry sft curve eval ship, or status" >&2; exit 2 ;;
   esac
 done

@@ -35,7 +35,9 @@ TARGETS = [
 def checkpoints(sft_dir: str) -> list[tuple[int, str]]:
     """(step, path) of the run's checkpoints, by step."""
     found = [(int(p.rsplit("-", 1)[1]), p) for p in glob.glob(os.path.join(sft_dir, "checkpoint-*"))]
-    return sorted((step, path) for step, path in found if os.path.isfile(os.path.join(path, "model.safetensors")))
+    return sorted(
+        (step, path) for step, path in found if os.path.isfile(os.path.join(path, "model.safetensors"))
+    )
 
 
 def curve_points(found: list[tuple[int, str]]) -> list[tuple[int, str]]:
@@ -51,8 +53,7 @@ def curve_points(found: list[tuple[int, str]]) -> list[tuple[int, str]]:
 
 
 def tokens_seen(path: str) -> int:
-    with open(os.path.join(path, "trainer_state.json")) as f:
-        return int(json.load(f).get("num_input_tokens_seen", 0))
+    return int(read_json(os.path.join(path, "trainer_state.json")).get("num_input_tokens_seen", 0))
 
 
 def evaluate(path: str, out: str, device: str, workers: int, extra: list[str]) -> dict:
@@ -64,8 +65,7 @@ def evaluate(path: str, out: str, device: str, workers: int, extra: list[str]) -
                "--policy_samples", "100000", "--env_samples", "500", "--tactics_samples", "100000",
                "--device", device, "--engine_workers", str(workers), "--out", out, *extra]  # fmt: skip
         subprocess.run(cmd, check=True, cwd=ROOT)
-    with open(result) as f:
-        return json.load(f)["suites"]
+    return read_json(result)["suites"]
 
 
 def value(suites: dict, suite: str, metric: str) -> float | None:
@@ -107,12 +107,19 @@ def write_curve(sft_dir: str, rows: list[tuple[int, int, dict]]) -> None:
     fig.savefig(os.path.join(sft_dir, "curve.png"), dpi=120)
 
 
+def read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
 def status(sft_dir: str, data_dir: str, games: int) -> None:
     """One line for the data (chunks and games done) and one for the SFT (step, tokens)."""
     shards = glob.glob(os.path.join(data_dir, "shards", "*.json"))
-    done = sum(json.load(open(p)).get("games", 0) for p in shards if not p.endswith("settings.json"))
+    done = sum(read_json(p).get("games", 0) for p in shards if not p.endswith("settings.json"))
     assembled = os.path.isfile(os.path.join(data_dir, "stats.json"))
-    print(f"data: {done:,} of {games:,} games labelled ({len(shards) - 1} chunks){', assembled' if assembled else ''}")
+    print(
+        f"data: {done:,} of {games:,} games labelled ({len(shards) - 1} chunks){', assembled' if assembled else ''}"
+    )
     found = checkpoints(sft_dir)
     if found:
         step, path = found[-1]

@@ -1,5 +1,6 @@
 """scripts/build_default_model.sh at its smallest: every stage but `ship` (which overwrites the shipped model) on a
-few games and steps, with real Stockfish; each stage resumes or is skipped when re-run, and `status` reports.
+few games and steps, with real Stockfish, the SFT on the carried text-only lines as on a GPU machine; each stage
+resumes or is skipped when re-run, and `status` reports.
 
     .venv/bin/python -m pytest -m slow tests/test_build_default_model.py     # ~3 min on 2 cores
 """
@@ -24,7 +25,14 @@ TINY = {
 
 
 def build(tmp_path, *stages, sft_steps=4):
-    env = {**os.environ, **TINY, "BUILD": str(tmp_path)}
+    # sft trains on the text-only lines `carry` writes, as a GPU machine does
+    env = {
+        **os.environ,
+        **TINY,
+        "BUILD": str(tmp_path),
+        "CARRY": str(tmp_path / "carry"),
+        "SFT_DATA": str(tmp_path / "carry"),
+    }
     env["SFT_ARGS"] += f" --max_steps {sft_steps}"
     cmd = ["bash", str(ROOT / "scripts" / "build_default_model.sh"), *stages]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
@@ -34,9 +42,11 @@ def build(tmp_path, *stages, sft_steps=4):
 
 @pytest.mark.slow
 def test_the_build_runs_resumes_and_reports(tmp_path):
-    out = build(tmp_path, "data", "sft", sft_steps=2)
+    out = build(tmp_path, "data", "carry", "sft", sft_steps=2)
     stats = json.loads((tmp_path / "data" / "stats.json").read_text())
     assert stats["excluded"]["positions"] > 5000  # the shipped held-out splits are kept out of training
+    train = sum(stats["rows"]["train"].values())
+    assert f"carry: train {train:,} rows" in out and (tmp_path / "carry" / "validation.parquet").is_file()
     assert (tmp_path / "sft" / "checkpoint-2").is_dir() and "build: sft done" in out
     # a longer SFT resumes from the last checkpoint once its marker is gone; the data stage is skipped
     (tmp_path / "sft.done").unlink()
@@ -48,5 +58,5 @@ def test_the_build_runs_resumes_and_reports(tmp_path):
     suites = json.loads((tmp_path / "eval" / "eval.json").read_text())["suites"]
     assert {"policy", "env", "tactics"} <= set(suites)
     stages = [line.split("\t")[0] for line in (tmp_path / "timings.tsv").read_text().splitlines()]
-    assert stages == ["data", "sft", "sft", "curve", "eval"]
+    assert stages == ["data", "carry", "sft", "sft", "curve", "eval"]
     assert "data: 6 of 6 games labelled" in out and "sft: checkpoint 4" in out and "curve: 2 point(s)" in out

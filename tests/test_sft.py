@@ -122,7 +122,9 @@ def test_packed_rows_give_the_padded_batchs_loss_and_train(data, tmp_path):
         completion = tok(example["completion"] + EOS)["input_ids"]
         rows.append({"input_ids": prompt + completion, "labels": [-100] * len(prompt) + completion})
     padded = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)(rows)
-    packs = [{key: sum((r[key] for r in rows[i : i + 3]), []) for key in ("input_ids", "labels")} for i in (0, 3)]
+    packs = [
+        {key: sum((r[key] for r in rows[i : i + 3]), []) for key in ("input_ids", "labels")} for i in (0, 3)
+    ]
     for pack, i in zip(packs, (0, 3), strict=True):
         pack["seq_lengths"] = [len(r["input_ids"]) for r in rows[i : i + 3]]
     packed = PackedRows(tok.pad_token_id)(packs)
@@ -134,7 +136,9 @@ def test_packed_rows_give_the_padded_batchs_loss_and_train(data, tmp_path):
     trainer = run_sft(tiny_args(tok_dir), config, train, held_out)
     assert isinstance(trainer, RookWorldSFTTrainer) and isinstance(trainer.data_collator, PackedRows)
     assert len(trainer.train_dataset) < 0.8 * len(train)  # samples share rows
-    assert trainer.state.global_step == 3 and all(math.isfinite(m.get("loss", 0)) for m in read_metrics(tmp_path))
+    assert trainer.state.global_step == 3 and all(
+        math.isfinite(m.get("loss", 0)) for m in read_metrics(tmp_path)
+    )
 
 
 def test_overfit_policy_lines_give_valid_formats(data, tmp_path):
@@ -240,7 +244,9 @@ def test_recipes_parse_with_overrides(recipe):
     assert config.lr_scheduler_type == "cosine" and config.max_grad_norm > 0
     # each recipe evaluates as it goes, and either stops early on its best step or keeps every checkpoint (a curve)
     assert config.eval_strategy == "steps"
-    assert config.early_stopping_patience or (config.save_total_limit is None and not config.load_best_model_at_end)
+    assert config.early_stopping_patience or (
+        config.save_total_limit is None and not config.load_best_model_at_end
+    )
 
 
 def test_the_two_documented_recipes_train_what_their_names_say():

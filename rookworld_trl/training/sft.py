@@ -93,7 +93,8 @@ class PackedRows:
 
     def __call__(self, examples: list[dict]) -> dict:
         batch = self.collate(examples)
-        batch.pop("attention_mask")  # with a mask transformers would not look for the samples in the position ids
+        # with a mask transformers would not look for the samples in the position ids
+        batch.pop("attention_mask")
         return batch
 
 
