@@ -226,7 +226,8 @@ class RookWorldGRPOTrainer(GRPOSeams):
         # an exact KL needs the reference's hidden states, tapped while TRL scores the batch with it
         with self.ref_tap.recording() if self.ref_tap is not None else contextlib.nullcontext():
             output = super().score(inputs)
-        if self.args.sampler_importance_sampling and not self.use_vllm:
+        a = self.args  # vllm_importance_sampling_correction false turns it off, as it does TRL's under vLLM
+        if a.sampler_importance_sampling and a.vllm_importance_sampling_correction and not self.use_vllm:
             correct_for_sampler(self, output)
         return output
 

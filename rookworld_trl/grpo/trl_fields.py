@@ -148,9 +148,10 @@ GRPO_FIELDS: dict[str, Parity] = {
     "num_completions_to_print": works("rows of the console table"),
     "log_unique_prompts": LOGGING,
     "log_completions_hub_repo": LOGGING,
+    # before the name TRL copies it into, so that the refusal names what the user set
+    "use_transformers_paged": sampler_refuses("batch continuously (TRL's deprecated name)"),
     "use_transformers_continuous_batching": sampler_refuses("batch continuously"),
     "transformers_continuous_batching_config": sampler_refuses("batch continuously"),
-    "use_transformers_paged": sampler_refuses("batch continuously (TRL's deprecated name)"),
 }
 
 # transformers' TrainingArguments fields (GRPOConfig inherits them): Trainer's, where ours differs said so
