@@ -23,6 +23,7 @@ import torch
 from datasets import Dataset
 from tiny_grpo import file_reward, load_tiny, tiny_config, tiny_dataset, train_logs
 
+from rookworld_trl.chess.engine import find_stockfish
 from rookworld_trl.common.errors import UserError
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
@@ -83,7 +84,8 @@ def test_every_grpo_config_field_is_classified():
 
 
 def test_guide_holds_the_classification_table():
-    """docs/GUIDE.md's parity table is markdown_table() (`python -m rookworld_trl.grpo.trl_fields` prints it)."""
+    """docs/GUIDE.md's parity table is markdown_table() (`python -m rookworld_trl.grpo.trl_fields --write docs/GUIDE.md`
+    rewrites it)."""
     assert markdown_table() in GUIDE.read_text()
 
 
@@ -163,6 +165,39 @@ def test_aggregation_that_field_credit_overrides_is_refused(tmp_path):
         ):
             RookWorldGRPOConfig(**cpu(tmp_path), multi_objective_aggregation="normalize_then_sum", **option)
     RookWorldGRPOConfig(**cpu(tmp_path), multi_objective_aggregation="normalize_then_sum")
+
+
+@pytest.mark.skipif(find_stockfish() is None, reason="needs Stockfish")
+def test_field_credit_applies_the_policy_rewards_weight(tmp_path):
+    """Field credit's terms take the policy reward's weight, as TRL's sequence advantages do: under the group's
+    scale a P: group's advantages are the same at weight 2 as at 1 (the std scales with the weight); before,
+    field credit divided unweighted terms by the weighted std and halved them. The embedded model, real
+    Stockfish, one step of the recipe on P: prompts."""
+    from rookworld_trl import assets, env_reward, load_rookworld_dataset, policy_reward
+
+    figures, advantages = [], []
+    for weights in ([1.0, 1.0], [2.0, 1.0]):
+        args = RookWorldGRPOConfig.from_recipe(
+            "grpo_tiny_cpu", max_steps=1, output_dir=str(tmp_path / str(weights[0])), reward_weights=weights,
+            replay_coef=0.0, report_to=[], save_strategy="no", disable_tqdm=True, metrics_jsonl=None,
+            log_completions=False, per_device_train_batch_size=8, num_generations=8,
+        )  # fmt: skip
+        assert args.field_credit and args.scale_rewards == "group"
+        data = load_rookworld_dataset(assets.DATA, mix_env_ratio=0.0, max_samples=8)
+        trainer = RookWorldGRPOTrainer(assets.MODEL, [policy_reward, env_reward], args, train_dataset=data)
+        shape = trainer.shape_advantages
+
+        def recorded(output, shape=shape):
+            output = shape(output)
+            advantages.append(output["advantages"].clone())
+            return output
+
+        trainer.shape_advantages = recorded
+        trainer.train()
+        figures.append(train_logs(trainer)[0])
+    assert figures[0]["reward"] * 2 == pytest.approx(figures[1]["reward"], rel=1e-5)  # the same completions
+    assert advantages[0].dim() == 2 and advantages[0].abs().max() > 0  # field credit's (B, T) advantages
+    assert torch.allclose(advantages[0], advantages[1], atol=1e-5)
 
 
 def test_model_init_kwargs_reach_policy_and_reference(model_dir, tmp_path):

@@ -34,7 +34,7 @@ from rookworld_trl.grpo import groups
 from rookworld_trl.grpo.advantages import answer_components
 from rookworld_trl.grpo.groups import EPS
 from rookworld_trl.grpo.options import Option
-from rookworld_trl.grpo.rewards.policy import B_COMPONENTS, PRECISE_WEIGHTS, QUALITY_WEIGHTS
+from rookworld_trl.grpo.rewards.policy import B_COMPONENTS, PRECISE_WEIGHTS, QUALITY_WEIGHTS, PolicyGrader
 from rookworld_trl.grpo.rewards.shaping import LAYOUT_PENALTY
 
 FIELDS = ("M", "E", "B")  # token field index 0, 1, 2 in completion order
@@ -227,13 +227,38 @@ class FieldCredit(Option):
 
 def field_parts(trainer, completion_ids: torch.Tensor) -> tuple[list, list]:
     """This process's rows: each P: answer's field terms (field_terms; None: A: or unparseable), graded again by
-    the policy reward's grader from its memo, and each row's token layout (token_layout)."""
-    terms = [field_terms(c, trainer.args.reward_shaping) for c in answer_components(trainer, completion_ids)]
+    the policy reward's grader from its memo, times the policy reward's weight in reward_weights (the sequence
+    rewards they are compared with are weighted), and each row's token layout (token_layout)."""
+    weight = policy_weight(trainer)
+    terms = [
+        weighted(field_terms(c, trainer.args.reward_shaping), weight)
+        for c in answer_components(trainer, completion_ids)
+    ]
     tokenizer = trainer.processing_class
     pieces = tokenizer.batch_decode(completion_ids.reshape(-1, 1).tolist())
     width = completion_ids.shape[1]
     layouts = [token_layout(pieces[i : i + width]) for i in range(0, len(pieces), width)]
     return terms, layouts
+
+
+def policy_weight(trainer) -> float:
+    """The policy reward's weight among reward_weights (1.0 when it has none)."""
+    for i, f in enumerate(trainer.reward_funcs):
+        if isinstance(getattr(f, "grader", None), PolicyGrader):
+            return float(trainer.reward_weights[i])
+    return 1.0
+
+
+def weighted(terms: dict | None, weight: float) -> dict | None:
+    """One answer's field terms (field_terms) times `weight`.
+
+    >>> weighted({"M": 0.1, "E": 0.2, "B": 0.3, "moves": [0.1], "best_slot": 0, "choice": 0.5}, 2.0)["moves"]
+    [0.2]
+    """
+    if terms is None or weight == 1.0:
+        return terms
+    scaled = {k: weight * terms[k] for k in (*FIELDS, "choice")}
+    return terms | scaled | {"moves": [weight * m for m in terms["moves"]]}
 
 
 def field_advantages(trainer, shaping) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Every field of TRL's GRPOConfig, classified once: what it does through RookWorldGRPOTrainer.
 
-    PYTHONPATH=$PWD .venv/bin/python -m rookworld_trl.grpo.trl_fields    # the table docs/GUIDE.md holds
+    PYTHONPATH=$PWD .venv/bin/python -m rookworld_trl.grpo.trl_fields                          # the table
+    PYTHONPATH=$PWD .venv/bin/python -m rookworld_trl.grpo.trl_fields --write docs/GUIDE.md    # rewrite it there
 
 `FIELDS` maps each GRPOConfig field (TRL's own and the TrainingArguments it inherits) to a `Parity`: "works"
 (it takes effect as in trl.GRPOTrainer; the note says where ours differs), or "refused" (set away from TRL's
@@ -114,7 +115,9 @@ GRPO_FIELDS: dict[str, Parity] = {
         works("with its loss_type (sapo, vespo)"),
     ),
     "importance_sampling_level": works(),
-    "reward_weights": works("the baselines, field credit and dynamic sampling read the weighted row"),
+    "reward_weights": works(
+        "the baselines and dynamic sampling read the weighted row; field credit weighs its terms by the policy reward's weight"
+    ),
     "multi_objective_aggregation": refused(
         "has no effect with field_credit, baseline ema/adaptive or value_baseline, which recompute the "
         "advantages from the summed reward",
@@ -237,5 +240,22 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
+def write_table(path: str) -> None:
+    """Replace the parity table in the markdown file at `path` (docs/GUIDE.md) with markdown_table()."""
+    with open(path) as f:
+        text = f.read()
+    first, last = markdown_table().splitlines()[0], markdown_table().splitlines()[-1]
+    start = text.index(first)
+    end = text.index(last.split("|")[-2], start)  # the last row's closing text
+    end = text.index("\n", end)
+    with open(path, "w") as f:
+        f.write(text[:start] + markdown_table() + text[end:])
+
+
 if __name__ == "__main__":
-    print(markdown_table())
+    import sys
+
+    if sys.argv[1:2] == ["--write"]:  # python -m rookworld_trl.grpo.trl_fields --write docs/GUIDE.md
+        write_table(sys.argv[2])
+    else:
+        print(markdown_table())
