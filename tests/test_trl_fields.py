@@ -264,19 +264,19 @@ def reaches(attribute: str):
     return check
 
 
-def asks_for_vllm(model_dir, tmp_path, name, value):
+def asks_for_vllm(model_dir, tmp_path, overrides):
     """use_vllm: TRL's vLLM path is taken (here, without vllm installed, TRL asks for it at construction)."""
     with pytest.raises((ImportError, ModuleNotFoundError, ValueError), match="(?i)vllm"):
-        build(model_dir, tmp_path, **{name: value})
+        build(model_dir, tmp_path, **overrides)
 
 
-def dropout_kept(model_dir, tmp_path, name, value):
+def dropout_kept(model_dir, tmp_path, overrides):
     """disable_dropout false keeps the model's dropout; ours (true) zeroes it, as TRL's option does."""
     policy, _ = load_tiny(model_dir)
     for module in policy.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.1
-    trainer = build(model_dir, tmp_path, model=policy, **{name: value})
+    trainer = build(model_dir, tmp_path, model=policy, **overrides)
     assert {m.p for m in trainer.model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
     policy, _ = load_tiny(model_dir)
     for module in policy.modules():
@@ -286,20 +286,36 @@ def dropout_kept(model_dir, tmp_path, name, value):
     assert {m.p for m in ours.model.modules() if isinstance(m, torch.nn.Dropout)} == {0.0}
 
 
-def policy_loaded_with(model_dir, tmp_path, name, value):
+def policy_loaded_with(model_dir, tmp_path, overrides):
     """model_init_kwargs / trust_remote_code: a model path loads with them (policy and reference alike)."""
-    trainer = build(model_dir, tmp_path, model=model_dir, beta=0.04, **{name: value})
+    trainer = build(model_dir, tmp_path, model=model_dir, beta=0.04, **overrides)
     for model in (trainer.model, trainer.ref_model):
         assert model.config._attn_implementation == "eager"
 
 
-def writes_completions(model_dir, tmp_path, name, value):
+def writes_completions(model_dir, tmp_path, overrides):
     """log_completions: TRL's completions Parquet at each logging step (the console table: the test above)."""
-    build(model_dir, tmp_path, **{name: value}).train()
+    build(model_dir, tmp_path, **overrides).train()
     assert sorted(p.name for p in (tmp_path / "completions").iterdir()) == [
         "completions_00001.parquet",
         "completions_00002.parquet",
     ]
+
+
+def pushes_completions(model_dir, tmp_path, overrides):
+    """log_completions_hub_repo: TRL creates that dataset repo and schedules the completions' upload (the hub
+    calls recorded here: no network)."""
+    from trl.trainer import grpo_trainer
+
+    calls = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(grpo_trainer, "create_repo", lambda repo_id, **kw: calls.append(repo_id))
+        patch.setattr(
+            grpo_trainer.DatasetCard, "push_to_hub", lambda self, repo_id, **kw: calls.append(repo_id)
+        )
+        patch.setattr(grpo_trainer, "CommitScheduler", lambda repo_id, **kw: calls.append(repo_id))
+        build(model_dir, tmp_path, **overrides)
+    assert calls == [overrides["log_completions_hub_repo"]] * 3
 
 
 LOGS = "logs"  # the check: a logged quantity differs from the run without the field
@@ -318,7 +334,7 @@ WALK = {  # field: (value, the overrides both runs share, the check)
     "temperature": (0.5, {}, LOGS),
     "top_p": (0.3, {}, LOGS),
     "top_k": (2, {}, LOGS),
-    "min_p": (0.2, {}, LOGS),
+    "min_p": (0.9, {}, LOGS),  # the tiny model's distribution is flat: 0.2 of its top keeps every token
     "use_vllm": (True, {}, asks_for_vllm),
     "beta": (0.04, {}, LOGS),
     "num_iterations": (2, {}, LOGS),
@@ -363,7 +379,7 @@ WALK = {  # field: (value, the overrides both runs share, the check)
     "log_multimodal": (False, {}, reaches(None)),  # images only, as in TRL
     "num_completions_to_print": (1, {}, reaches("num_completions_to_print")),
     "log_unique_prompts": (True, {}, reaches("log_unique_prompts")),  # wandb / trackio tables only
-    "log_completions_hub_repo": ("me/completions", {}, reaches(None)),  # a hub push: not here
+    "log_completions_hub_repo": ("me/completions", {"log_completions": True}, pushes_completions),
 }
 VLLM_VALUES = {  # TRL's vLLM settings: read by TRL's vLLM path only (use_vllm), which needs vllm and a GPU
     "vllm_mode": "server", "vllm_model_impl": "transformers", "vllm_enable_sleep_mode": True,
@@ -431,4 +447,4 @@ def test_each_trl_field_takes_effect(name, model_dir, tmp_path):
     elif check.__name__ == "check":
         check(build(model_dir, tmp_path, **shared, **{name: value}), name, value)
     else:
-        check(model_dir, tmp_path, name, value)
+        check(model_dir, tmp_path, shared | {name: value})
