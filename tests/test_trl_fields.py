@@ -167,39 +167,56 @@ def test_aggregation_that_field_credit_overrides_is_refused(tmp_path):
     RookWorldGRPOConfig(**cpu(tmp_path), multi_objective_aggregation="normalize_then_sum")
 
 
-@pytest.mark.slow  # two steps of the embedded model: ~30-55 s on 2 cores
+def odd_sum(prompts, completions, **kwargs):
+    """A reward of one's own on P: answers (1.0 when its characters' codes sum to an odd number), None for A:."""
+    pairs = zip(prompts, completions, strict=True)
+    return [float(sum(map(ord, c)) % 2) if p.startswith("P:") else None for p, c in pairs]
+
+
+def recipe_step(tmp_path, rewards: list, weights: list[float]) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """One step of the recipe (field credit) with scale_rewards none (advantages in reward units: a reward's
+    change shows as itself) on 8 P: prompts of the embedded model, real Stockfish: (its log line, the
+    advantages the loss trains on, their completion mask)."""
+    from rookworld_trl import assets, load_rookworld_dataset
+
+    args = RookWorldGRPOConfig.from_recipe(
+        "grpo_tiny_cpu", max_steps=1, output_dir=str(tmp_path), reward_weights=weights, replay_coef=0.0,
+        report_to=[], save_strategy="no", disable_tqdm=True, metrics_jsonl=None, log_completions=False,
+        per_device_train_batch_size=8, num_generations=8, scale_rewards="none",
+    )  # fmt: skip
+    assert args.field_credit
+    data = load_rookworld_dataset(assets.DATA, mix_env_ratio=0.0, max_samples=8)
+    trainer = RookWorldGRPOTrainer(assets.MODEL, rewards, args, train_dataset=data)
+    seen, shape = [], trainer.shape_advantages
+
+    def recorded(output):
+        output = shape(output)
+        seen.append((output["advantages"].clone(), output["completion_mask"].bool()))
+        return output
+
+    trainer.shape_advantages = recorded
+    trainer.train()
+    return train_logs(trainer)[0], *seen[0]
+
+
+@pytest.mark.slow  # three steps of the embedded model: ~1-2 min on 2 cores
 @pytest.mark.skipif(find_stockfish() is None, reason="needs Stockfish")
-def test_field_credit_applies_the_policy_rewards_weight(tmp_path):
-    """Field credit's terms take the policy reward's weight, as TRL's sequence advantages do: under the group's
-    scale a P: group's advantages are the same at weight 2 as at 1 (the std scales with the weight); before,
-    field credit divided unweighted terms by the weighted std and halved them. The embedded model, real
-    Stockfish, one step of the recipe on P: prompts."""
-    from rookworld_trl import assets, env_reward, load_rookworld_dataset, policy_reward
+def test_field_credit_applies_reward_weights_and_your_own_rewards(tmp_path):
+    """What field credit used to override, now applied: (1) the policy reward's weight: at weight 2 a P: answer's
+    advantages double, as TRL's sequence advantages do (before, field credit's terms ignored the weight); (2) a
+    reward of yours on P: answers moves every token of an answer by its centred value (before, dropped)."""
+    from rookworld_trl import env_reward, policy_reward
 
-    figures, advantages = [], []
-    for weights in ([1.0, 1.0], [2.0, 1.0]):
-        args = RookWorldGRPOConfig.from_recipe(
-            "grpo_tiny_cpu", max_steps=1, output_dir=str(tmp_path / str(weights[0])), reward_weights=weights,
-            replay_coef=0.0, report_to=[], save_strategy="no", disable_tqdm=True, metrics_jsonl=None,
-            log_completions=False, per_device_train_batch_size=8, num_generations=8,
-        )  # fmt: skip
-        assert args.field_credit and args.scale_rewards == "group"
-        data = load_rookworld_dataset(assets.DATA, mix_env_ratio=0.0, max_samples=8)
-        trainer = RookWorldGRPOTrainer(assets.MODEL, [policy_reward, env_reward], args, train_dataset=data)
-        shape = trainer.shape_advantages
-
-        def recorded(output, shape=shape):
-            output = shape(output)
-            advantages.append(output["advantages"].clone())
-            return output
-
-        trainer.shape_advantages = recorded
-        trainer.train()
-        figures.append(train_logs(trainer)[0])
-    assert figures[0]["reward"] * 2 == pytest.approx(figures[1]["reward"], rel=1e-5)  # the same completions
-    assert advantages[0].dim() == 2 and advantages[0].abs().max() > 0  # field credit's (B, T) advantages
-    # equal but for the scale's EPS (std + 1e-4: the doubled std leaves it half the weight); unweighted: half
-    assert torch.allclose(advantages[0], advantages[1], rtol=1e-2, atol=1e-4)
+    line, plain, mask = recipe_step(tmp_path / "1", [policy_reward, env_reward], [1.0, 1.0])
+    doubled, weighted, _ = recipe_step(tmp_path / "2", [policy_reward, env_reward], [2.0, 1.0])
+    assert line["reward"] * 2 == pytest.approx(doubled["reward"], rel=1e-5)  # the same completions
+    assert plain.dim() == 2 and plain.abs().max() > 0  # field credit's (B, T) advantages
+    assert torch.allclose(weighted[mask], 2 * plain[mask], atol=1e-3)  # (EPS: advantages / (1 + 1e-4))
+    _, mine, _ = recipe_step(tmp_path / "3", [policy_reward, env_reward, odd_sum], [1.0, 1.0, 1.0])
+    shift = (mine - plain).masked_fill(~mask, float("nan"))
+    per_row = shift.nanmean(dim=1, keepdim=True)
+    assert per_row.abs().max() > 0.05  # the odd sums count
+    assert torch.allclose(shift[mask], per_row.expand_as(shift)[mask], atol=1e-3)  # alike on every token
 
 
 def test_model_init_kwargs_reach_policy_and_reference(model_dir, tmp_path):

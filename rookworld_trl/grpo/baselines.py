@@ -205,7 +205,7 @@ def recentre_fields(rows: list, terms: list, weights: torch.Tensor, scale: torch
         c = sum(raw) / len(raw)
         return [(r - c) / (float(scale[i]) + EPS) for (i, _), r in zip(items, raw, strict=True)]
 
-    for part in ("M", "E", "B"):
+    for part in ("M", "E", "B", "rest") if "rest" in terms[ours[0]] else ("M", "E", "B"):
         for i, a in zip(ours, centred([(i, terms[i][part]) for i in ours]), strict=True):
             rows[i][part] = a
     written = [(i, m) for i in ours for m in terms[i]["moves"]]

@@ -116,7 +116,8 @@ GRPO_FIELDS: dict[str, Parity] = {
     ),
     "importance_sampling_level": works(),
     "reward_weights": works(
-        "the baselines and dynamic sampling read the weighted row; field credit weighs its terms by the policy reward's weight"
+        "the baselines and dynamic sampling read the weighted row; field credit weighs the policy reward's terms "
+        "by its weight and gives the other rewards' share to every token of the answer"
     ),
     "multi_objective_aggregation": refused(
         "has no effect with field_credit, baseline ema/adaptive or value_baseline, which recompute the "
