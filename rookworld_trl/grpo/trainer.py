@@ -74,7 +74,9 @@ class RookWorldGRPOTrainer(GRPOSeams):
     whole training split, so that replay of A: truths works when `mix_env_ratio` leaves no A: prompts to sample.
     `selfplay`: self-play positions to mix into P: prompts (grpo/selfplay.py; None: off). `tactics`: tactics
     rows to mix into P: prompts and replay (grpo/tactics.py; None: off). `push_checkpoints`:
-    with push_to_hub, upload each complete checkpoint's model files too.
+    with push_to_hub, upload each complete checkpoint's model files too. TRL's `rollout_func`, when given,
+    samples in place of our sampler (rollout.py, the default); every GRPOConfig field takes effect as in TRL or
+    is refused here in one line (grpo/trl_fields.py, docs/GUIDE.md's table).
     After `train()` returns, `halt_reason` is None for a normal end, else a message saying why it stopped.
     Built from Python it checks what `rookworld train` checks (`_checked_inputs`): `model` may be a path or hub
     id, `reward_funcs` names or functions, `args` a plain trl.GRPOConfig, `train_dataset` a `text` column of
