@@ -212,10 +212,9 @@ def load_policy(args: RookWorldGRPOConfig, model_args: ModelConfig):
         init["revision"] = model_args.model_revision
     if model_args.attn_implementation:
         init["attn_implementation"] = model_args.attn_implementation
-    if model_args.dtype not in (None, "auto"):
-        init["dtype"] = model_args.dtype
     args.model_init_kwargs = init or None
-    loading = init_kwargs({"trust_remote_code": args.trust_remote_code, **init})
+    # a dtype in model_init_kwargs wins over ModelConfig's (float32 unless set); TRL's reference takes the policy's
+    loading = init_kwargs({"trust_remote_code": args.trust_remote_code, "dtype": model_args.dtype, **init})
     return load_model_and_tokenizer(model_args.model_name_or_path, **loading)
 
 
