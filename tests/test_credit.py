@@ -7,7 +7,15 @@ import torch
 
 from rookworld_trl.chess.engine import EngineLimit, EnginePool, find_stockfish
 from rookworld_trl.chess.formats import policy_completion
-from rookworld_trl.grpo.credit import FIELDS, add_choice, field_terms, row_advantages, spread, token_layout
+from rookworld_trl.grpo.credit import (
+    FIELDS,
+    add_choice,
+    field_terms,
+    row_advantages,
+    spread,
+    token_layout,
+    with_rest,
+)
 from rookworld_trl.grpo.rewards.policy import PolicyGrader
 from rookworld_trl.model.loading import load_model_and_tokenizer
 
@@ -19,6 +27,17 @@ def test_unparseable_and_a_rows_keep_the_sequence_advantage():
     rows = row_advantages([None, None], [1.0, 1.0], 2)
     layouts = [[(0, 0), (1, -1)], [(0, 0), (2, -1)]]
     assert spread(rows, layouts, torch.tensor([0.5, -0.5])).tolist() == [[0.5, 0.5], [-0.5, -0.5]]
+
+
+def test_other_rewards_reach_every_token_of_the_answer():
+    """A reward of yours on P: answers ("rest", credit.with_rest): centred in the group and over the row's scale
+    on every token of the answer, beside its fields' advantages; all-zero rest leaves the terms as they were."""
+    terms = [{"M": 0.1, "E": 0.0, "B": 0.2, "moves": [0.1], "best_slot": -1} for _ in range(2)]
+    assert with_rest(terms, [0.0, 0.0]) is terms
+    layouts = [[(0, 0), (1, -1), (2, -1)]] * 2
+    plain = spread(row_advantages(terms, [0.5, 0.5], 2), layouts, torch.zeros(2))
+    mine = spread(row_advantages(with_rest(terms, [1.0, 0.0]), [0.5, 0.5], 2), layouts, torch.zeros(2))
+    assert torch.allclose(mine - plain, torch.tensor([[1.0] * 3, [-1.0] * 3]), atol=1e-3)
 
 
 def test_field_terms_add_up_to_the_reward_above_its_floor():

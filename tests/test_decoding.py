@@ -18,6 +18,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+from rookworld_trl.common.errors import UserError
 from rookworld_trl.data.load import load_rookworld_dataset
 from rookworld_trl.grpo.rollout import rollout
 from rookworld_trl.model import fallback
@@ -218,7 +219,7 @@ def test_rollout_logprobs_equal_trls_scoring_forward(model_dir, tmp_path):
 
 def test_backend_switch(model_dir, tmp_path):
     assert make_trainer(model_dir, tmp_path, generation_backend="transformers").rollout_func is None
-    with pytest.raises(ValueError, match="generation_backend: transformers"):
+    with pytest.raises(UserError, match="repetition_penalty=1.2: .*generation_backend: transformers"):
         make_trainer(model_dir, tmp_path, repetition_penalty=1.2)
     with pytest.raises(ValueError, match="generation_backend must be one of"):
         make_trainer(model_dir, tmp_path, generation_backend="vllm")

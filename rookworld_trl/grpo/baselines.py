@@ -16,6 +16,7 @@ import torch
 
 from rookworld_trl.grpo.groups import EPS, local_rows, running_scale, task_masks
 from rookworld_trl.grpo.options import Option
+from rookworld_trl.grpo.trl_fields import refusal
 
 BASELINES = ("group", "ema", "adaptive")
 
@@ -60,11 +61,10 @@ def check_baseline(config) -> None:
         raise ValueError(f"baseline must be one of {BASELINES}, got {config.baseline!r}")
     if not 0.0 < config.baseline_ema_decay < 1.0:
         raise ValueError(f"baseline_ema_decay must be in (0, 1), got {config.baseline_ema_decay}")
-    reshaped = config.baseline != "group" or config.value_baseline
-    if reshaped and config.multi_objective_aggregation != "sum_then_normalize":
-        raise ValueError(
-            "baseline ema/adaptive and value_baseline need multi_objective_aggregation: sum_then_normalize"
-        )
+    # field credit, these baselines and GAE recompute the advantages from the summed reward (grpo/trl_fields.py)
+    message = refusal(config, "multi_objective_aggregation", sampler=False)
+    if message:
+        raise ValueError(message)
 
 
 def _nanstd(x: torch.Tensor, dim=None) -> torch.Tensor:
@@ -205,7 +205,7 @@ def recentre_fields(rows: list, terms: list, weights: torch.Tensor, scale: torch
         c = sum(raw) / len(raw)
         return [(r - c) / (float(scale[i]) + EPS) for (i, _), r in zip(items, raw, strict=True)]
 
-    for part in ("M", "E", "B"):
+    for part in ("M", "E", "B", "rest") if "rest" in terms[ours[0]] else ("M", "E", "B"):
         for i, a in zip(ours, centred([(i, terms[i][part]) for i in ours]), strict=True):
             rows[i][part] = a
     written = [(i, m) for i in ours for m in terms[i]["moves"]]

@@ -184,11 +184,12 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
             "measure dropout noise instead of policy change."
         },
     )
-    print_completions_every: int = field(
-        default=50,
+    print_completions_every: int | None = field(
+        default=None,
         metadata={
             "help": "With log_completions, print a sample table of completions on the console every N steps "
-            "(0: never); the completions Parquet is still written at every logging step."
+            "(0: never; unset: at every logging step, as TRL does); the completions Parquet is still written at "
+            "every logging step."
         },
     )
     metrics_jsonl: str | None = field(

@@ -12,8 +12,11 @@ GRPO gives every token of a completion the same advantage. A P: answer is ~40 to
     B:                          B:'s own verdict (legal, engine quality, consistent with the answer's E:)
     B:'s choice (choice_credit) B:'s value minus a uniform pick among the answer's listed moves, on B: and the
                                 move it copies: a baseline inside the answer, so it pays where the group agrees
+    every token                 what the other reward functions (yours) give the answer, centred in the group
+                                as a field is ("rest"): they count as in TRL's sequence advantage
 
-Every term is in reward units (the field's weight in the shaping applied) and divided by one scale, the
+Every term is in reward units (the field's weight in the shaping and the policy reward's in reward_weights
+applied) and divided by one scale, the
 group's reward std as TRL's `scale_rewards` takes it, so the fields weigh what they weigh in the reward: their
 advantages add up to the sequence advantage. An unparseable answer and every A: sample keep TRL's sequence
 advantage. Switched on by `field_credit: true` (`FieldCredit`, an option of grpo/options.py: step 4, after the
@@ -34,7 +37,7 @@ from rookworld_trl.grpo import groups
 from rookworld_trl.grpo.advantages import answer_components
 from rookworld_trl.grpo.groups import EPS
 from rookworld_trl.grpo.options import Option
-from rookworld_trl.grpo.rewards.policy import B_COMPONENTS, PRECISE_WEIGHTS, QUALITY_WEIGHTS
+from rookworld_trl.grpo.rewards.policy import B_COMPONENTS, PRECISE_WEIGHTS, QUALITY_WEIGHTS, PolicyGrader
 from rookworld_trl.grpo.rewards.shaping import LAYOUT_PENALTY
 
 FIELDS = ("M", "E", "B")  # token field index 0, 1, 2 in completion order
@@ -139,17 +142,24 @@ def row_advantages(terms: Sequence[dict | None], scale: Sequence[float], num_gen
         ours = [i for i in range(start, min(start + num_generations, len(terms))) if terms[i] is not None]
         if len(ours) < 2:  # nothing to compare a field against: the sequence advantage stands
             continue
-        means = {f: sum(terms[i][f] for i in ours) / len(ours) for f in FIELDS}
+        parts = term_parts(terms[ours[0]])
+        means = {f: sum(terms[i][f] for i in ours) / len(ours) for f in parts}
         written = [m for i in ours for m in terms[i]["moves"]]
         move_mean = sum(written) / max(1, len(written))
         for i in ours:
             s = float(scale[i]) + EPS
-            adv = {f: (terms[i][f] - means[f]) / s for f in FIELDS}
+            adv = {f: (terms[i][f] - means[f]) / s for f in parts}
             adv["moves"] = [(m - move_mean) / s for m in terms[i]["moves"]]
             if 0 <= terms[i]["best_slot"] < len(adv["moves"]):
                 adv["moves"][terms[i]["best_slot"]] += adv["B"]
             out[i] = adv
     return out
+
+
+def term_parts(terms: dict) -> tuple[str, ...]:
+    """The parts of a row's terms that are centred in their group: the fields, and "rest" (the other reward
+    functions' share of the row's reward, with_rest) when the terms carry it."""
+    return (*FIELDS, "rest") if "rest" in terms else FIELDS
 
 
 def add_choice(rows: list, terms: Sequence[dict | None], scale: Sequence[float], coef: float) -> list:
@@ -181,9 +191,9 @@ def spread(
     for i, adv in enumerate(rows):
         if adv is None:
             continue
-        moves = adv["moves"]
+        moves, rest = adv["moves"], adv.get("rest", 0.0)  # the other rewards' advantage: every token's
         values = [
-            moves[slot] if field == 0 and 0 <= slot < len(moves) else adv[FIELDS[field]]
+            rest + (moves[slot] if field == 0 and 0 <= slot < len(moves) else adv[FIELDS[field]])
             for field, slot in layouts[i]
         ]
         out[i] = torch.tensor(values, dtype=out.dtype, device=out.device)
@@ -227,8 +237,13 @@ class FieldCredit(Option):
 
 def field_parts(trainer, completion_ids: torch.Tensor) -> tuple[list, list]:
     """This process's rows: each P: answer's field terms (field_terms; None: A: or unparseable), graded again by
-    the policy reward's grader from its memo, and each row's token layout (token_layout)."""
-    terms = [field_terms(c, trainer.args.reward_shaping) for c in answer_components(trainer, completion_ids)]
+    the policy reward's grader from its memo, times the policy reward's weight in reward_weights (the sequence
+    rewards they are compared with are weighted), and each row's token layout (token_layout)."""
+    weight = policy_weight(trainer)
+    terms = [
+        weighted(field_terms(c, trainer.args.reward_shaping), weight)
+        for c in answer_components(trainer, completion_ids)
+    ]
     tokenizer = trainer.processing_class
     pieces = tokenizer.batch_decode(completion_ids.reshape(-1, 1).tolist())
     width = completion_ids.shape[1]
@@ -236,12 +251,59 @@ def field_parts(trainer, completion_ids: torch.Tensor) -> tuple[list, list]:
     return terms, layouts
 
 
+def policy_index(trainer) -> int | None:
+    """Where the policy reward is among reward_funcs (None: not there)."""
+    graders = [isinstance(getattr(f, "grader", None), PolicyGrader) for f in trainer.reward_funcs]
+    return graders.index(True) if any(graders) else None
+
+
+def policy_weight(trainer) -> float:
+    """The policy reward's weight among reward_weights (1.0 when it has none)."""
+    index = policy_index(trainer)
+    return 1.0 if index is None else float(trainer.reward_weights[index])
+
+
+def other_rewards(trainer, rewards: torch.Tensor) -> list[float]:
+    """Every process's rows: the weighted reward less the policy reward's share, i.e. what the other reward
+    functions (your own, by its dotted path) give the row; 0.0 where only the policy reward scored it."""
+    index = policy_index(trainer)
+    if index is None:
+        return [0.0] * len(rewards)
+    policy = trainer.scored_rewards[:, index].to(rewards.device).nan_to_num(0.0) * policy_weight(trainer)
+    return (rewards - policy).nan_to_num(0.0).tolist()
+
+
+def with_rest(terms: list, rest: list[float]) -> list:
+    """Each row's terms with "rest", the other reward functions' share of its reward: field credit centres it in
+    the group as a field and gives it to every token of the answer (a reward of yours on P: answers counts, as
+    in TRL's sequence advantage); rows where it is 0 everywhere are left as they are.
+
+    >>> with_rest([{"M": 0.1}, None], [0.5, 0.0])
+    [{'M': 0.1, 'rest': 0.5}, None]
+    """
+    if not any(rest[i] for i, t in enumerate(terms) if t is not None):
+        return terms
+    return [None if t is None else t | {"rest": r} for t, r in zip(terms, rest, strict=True)]
+
+
+def weighted(terms: dict | None, weight: float) -> dict | None:
+    """One answer's field terms (field_terms) times `weight`.
+
+    >>> weighted({"M": 0.1, "E": 0.2, "B": 0.3, "moves": [0.1], "best_slot": 0, "choice": 0.5}, 2.0)["moves"]
+    [0.2]
+    """
+    if terms is None or weight == 1.0:
+        return terms
+    scaled = {k: weight * terms[k] for k in (*FIELDS, "choice")}
+    return terms | scaled | {"moves": [weight * m for m in terms["moves"]]}
+
+
 def field_advantages(trainer, shaping) -> torch.Tensor:
     """(B, T) advantages: each listed move and each P: field gets its own verdict's advantage, against its group,
     or under an ema/adaptive baseline (`shaping.sequence`) against the same baseline as the sequence."""
     local_terms, layouts, baseline = shaping.terms, shaping.layouts, shaping.sequence
     sequence = shaping.output["advantages"]
-    terms = gather_object(local_terms)
+    terms = with_rest(gather_object(local_terms), other_rewards(trainer, shaping.rewards))
     n = trainer.num_generations
     if baseline is None:
         scale = base.reward_scale(shaping.rewards, shaping.tasks, n, trainer.scale_rewards)

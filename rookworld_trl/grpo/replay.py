@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from rookworld_trl.common.errors import UserError
 from rookworld_trl.data.layout import column
 from rookworld_trl.grpo.options import Option
 
@@ -142,5 +143,12 @@ def replay_for(trainer, rows) -> Replay | None:
     a = trainer.args
     if a.replay_coef <= 0:
         return None
+    names = getattr(rows, "column_names", None) or []
+    if "completion" not in names:  # TRL-style data: prompts only
+        raise UserError(
+            f"replay_coef={a.replay_coef} needs rows with a `completion` column to imitate, and the training data "
+            f"has {names}: set replay_coef=0 (no supervised replay) or pass replay_dataset= (rows with `prompt` "
+            "and `completion`, e.g. load_rookworld_dataset(assets.DATA))"
+        )
     return Replay(rows, a.replay_task, trainer.processing_class, a.replay_batch_size, a.seed, a.process_index,
                   a.pad_to_multiple_of, coef=a.replay_coef)  # fmt: skip

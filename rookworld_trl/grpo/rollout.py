@@ -40,9 +40,7 @@ def sampling(args) -> Sampling:
 
 def check_supported(args, model, accelerator) -> None:
     """One-line ValueError when the run asks for what the rookworld backend does not do."""
-    switch = "set generation_backend: transformers"
-    if args.repetition_penalty != 1.0 or args.generation_kwargs:
-        raise ValueError(f"repetition_penalty and generation_kwargs need transformers' generate(): {switch}")
+    switch = "set generation_backend: transformers"  # the config's fields: grpo/trl_fields.py check_fields
     plugin = accelerator.state.deepspeed_plugin
     if plugin is not None and getattr(plugin, "zero_stage", 0) == 3:
         raise ValueError(f"ZeRO-3 shards the weights the rookworld sampler reads: {switch}")

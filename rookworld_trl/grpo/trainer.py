@@ -27,6 +27,7 @@ import os
 
 import torch
 
+from rookworld_trl.common.errors import UserError
 from rookworld_trl.data.load import prompt_rows
 from rookworld_trl.grpo import advantages
 from rookworld_trl.grpo.config import (
@@ -46,9 +47,11 @@ from rookworld_trl.grpo.rollout import check_supported, rollout
 from rookworld_trl.grpo.schedule import warmup_cosine_linear
 from rookworld_trl.grpo.selfplay import SelfPlay, SelfPlayCallback
 from rookworld_trl.grpo.tactics import TacticsMix
+from rookworld_trl.grpo.trl_fields import check_fields
 from rookworld_trl.grpo.value import ValueBaseline, add_value_head, clip_value_head
 from rookworld_trl.model.loading import (
     gpt2_backbone,
+    init_kwargs,
     load_model_and_tokenizer,
     use_fused_gelu,
     use_padding_aware_positions,
@@ -71,7 +74,9 @@ class RookWorldGRPOTrainer(GRPOSeams):
     whole training split, so that replay of A: truths works when `mix_env_ratio` leaves no A: prompts to sample.
     `selfplay`: self-play positions to mix into P: prompts (grpo/selfplay.py; None: off). `tactics`: tactics
     rows to mix into P: prompts and replay (grpo/tactics.py; None: off). `push_checkpoints`:
-    with push_to_hub, upload each complete checkpoint's model files too.
+    with push_to_hub, upload each complete checkpoint's model files too. TRL's `rollout_func`, when given,
+    samples in place of our sampler (rollout.py, the default); every GRPOConfig field takes effect as in TRL or
+    is refused here in one line (grpo/trl_fields.py, docs/GUIDE.md's table).
     After `train()` returns, `halt_reason` is None for a normal end, else a message saying why it stopped.
     Built from Python it checks what `rookworld train` checks (`_checked_inputs`): `model` may be a path or hub
     id, `reward_funcs` names or functions, `args` a plain trl.GRPOConfig, `train_dataset` a `text` column of
@@ -113,7 +118,9 @@ class RookWorldGRPOTrainer(GRPOSeams):
         self.publish_to_hub, args.push_to_hub = args.push_to_hub, False
         self.push_checkpoints = push_checkpoints  # each complete checkpoint's model files too
         self.kl_control = KLControl(args)
-        own_sampler = args.generation_backend == "rookworld" and not args.use_vllm
+        # a rollout_func of the user's samples in place of ours, as TRL calls it
+        own_sampler = own_sampling(args, kwargs)
+        check_fields(args, own_sampler)  # what this run cannot honour, one line each (grpo/trl_fields.py)
         if own_sampler:
             kwargs["rollout_func"] = rollout
         super().__init__(model, reward_funcs, args, *rest, **kwargs)
@@ -154,10 +161,9 @@ class RookWorldGRPOTrainer(GRPOSeams):
         False: unchecked)."""
         args = as_rookworld_config(args)
         if isinstance(model, str):  # a typo is one line, not transformers' two chained tracebacks
-            init = args.model_init_kwargs or {}
-            dtype = init.get("dtype")
-            dtype = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else None
-            model, tokenizer = load_model_and_tokenizer(model, dtype=dtype, revision=init.get("revision"))
+            # the policy takes every model_init_kwargs as TRL's reference does (attn_implementation, ...)
+            init = {"trust_remote_code": args.trust_remote_code, **(args.model_init_kwargs or {})}
+            model, tokenizer = load_model_and_tokenizer(model, **init_kwargs(init))
             if len(rest) < 3:
                 kwargs.setdefault("processing_class", tokenizer)
         reward_funcs = resolve_rewards(
@@ -167,6 +173,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
         dataset = kwargs.get("train_dataset") if key else rest[0]
         if dataset is not None:
             dataset = prompt_rows(dataset)
+            check_prompts(dataset, own_sampling(args, kwargs))
             if key:
                 kwargs[key] = dataset
             else:
@@ -221,7 +228,8 @@ class RookWorldGRPOTrainer(GRPOSeams):
         # an exact KL needs the reference's hidden states, tapped while TRL scores the batch with it
         with self.ref_tap.recording() if self.ref_tap is not None else contextlib.nullcontext():
             output = super().score(inputs)
-        if self.args.sampler_importance_sampling and not self.use_vllm:
+        a = self.args  # vllm_importance_sampling_correction false turns it off, as it does TRL's under vLLM
+        if a.sampler_importance_sampling and a.vllm_importance_sampling_correction and not self.use_vllm:
             correct_for_sampler(self, output)
         return output
 
@@ -342,6 +350,25 @@ class RookWorldGRPOTrainer(GRPOSeams):
                 option.restore_state(state)
         for option in self.options:
             option.read_files(checkpoint)
+
+
+def own_sampling(args, kwargs: dict) -> bool:
+    """Whether our sampler (rollout.py) samples: generation_backend rookworld, no vLLM, no rollout_func given."""
+    return args.generation_backend == "rookworld" and not args.use_vllm and kwargs.get("rollout_func") is None
+
+
+def check_prompts(dataset, own_sampler: bool) -> None:
+    """UserError, one line, for conversational prompts (lists of messages) where they cannot be sampled: our
+    sampler takes text; TRL's generate() applies the tokenizer's chat template (RookWorld-LM has none)."""
+    names = getattr(dataset, "column_names", None) or []
+    if not own_sampler or "prompt" not in names or not len(dataset):
+        return
+    if isinstance(dataset[0]["prompt"], list):
+        raise UserError(
+            "train_dataset has conversational prompts (lists of messages), which RookWorld-LM (no chat template) "
+            "and our sampler do not take: give text prompts (P:/A: lines, rookworld_trl.policy_prompt), or for a "
+            "chat model with a chat template set generation_backend: transformers (TRL's generate() applies it)"
+        )
 
 
 def place_ref_model(trainer, device: str | None) -> torch.device | None:

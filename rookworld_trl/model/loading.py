@@ -38,6 +38,7 @@ def load_model_and_tokenizer(
     dtype: torch.dtype | None = None,
     tokenizer_name_or_path: str | None = None,
     revision: str | None = None,
+    model_kwargs: dict | None = None,
 ) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerBase]:
     """Load a GPT2LMHeadModel and its fast tokenizer from a local directory or a hub id.
 
@@ -45,7 +46,8 @@ def load_model_and_tokenizer(
     keeps fp32 master weights and accelerate's bf16 autocast does the fast math.
     The model keeps its own dropout (GRPO turns it off through TRL's `disable_dropout`, which
     RookWorldGRPOConfig sets). tokenizer_name_or_path, when the model directory has no tokenizer files, names
-    where to take them from (e.g. "openai-community/gpt2").
+    where to take them from (e.g. "openai-community/gpt2"). `model_kwargs`: more keywords for the model's
+    from_pretrained (a GRPOConfig's model_init_kwargs, e.g. attn_implementation).
     """
     kwargs = {"revision": revision} if revision else {}
     tok_source = tokenizer_name_or_path or name_or_path
@@ -59,7 +61,7 @@ def load_model_and_tokenizer(
     with dropping("transformers.modeling_utils", "LOAD REPORT"):
         model, info = _from_pretrained(
             GPT2LMHeadModel.from_pretrained, name_or_path, "model", dtype=dtype or torch.float32,
-            output_loading_info=True, ignore_mismatched_sizes=True, **kwargs,
+            output_loading_info=True, ignore_mismatched_sizes=True, **kwargs, **(model_kwargs or {}),
         )  # fmt: skip
     check_weights_match(model, info, name_or_path)
     tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, tok_source, "tokenizer", **kwargs)
@@ -79,6 +81,19 @@ def load_model_and_tokenizer(
     if device is not None:
         model.to(device)
     return model, tokenizer
+
+
+def init_kwargs(model_init_kwargs: dict | None) -> dict:
+    """load_model_and_tokenizer's keywords from TRL's `model_init_kwargs`: dtype (a name, "auto" or a torch
+    dtype), revision, and the rest for from_pretrained (attn_implementation, ...), as TRL loads the reference.
+
+    >>> init_kwargs({"dtype": "bfloat16", "attn_implementation": "eager"})
+    {'dtype': torch.bfloat16, 'revision': None, 'model_kwargs': {'attn_implementation': 'eager'}}
+    """
+    rest = dict(model_init_kwargs or {})
+    dtype, revision = rest.pop("dtype", None), rest.pop("revision", None)
+    dtype = None if dtype == "auto" else getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    return {"dtype": dtype, "revision": revision, "model_kwargs": rest}
 
 
 # GPT2LMHeadModel's class name maps to no transformers loss, so every run with labels (SFT, replay) warned

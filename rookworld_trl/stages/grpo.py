@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 
-import torch
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import TrainerState
 from trl import ModelConfig, get_peft_config
@@ -30,7 +30,12 @@ from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.tactics import tactics_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
-from rookworld_trl.model.loading import load_model_and_tokenizer, train_at_fen_width, trained_fen_width
+from rookworld_trl.model.loading import (
+    init_kwargs,
+    load_model_and_tokenizer,
+    train_at_fen_width,
+    trained_fen_width,
+)
 from rookworld_trl.stages.grpo_args import GRPOScriptArguments, check_rewards
 from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints, publish
@@ -199,14 +204,28 @@ def _hub_offline() -> bool:
 
 
 def load_policy(args: RookWorldGRPOConfig, model_args: ModelConfig):
-    """(model, tokenizer) at the recipe's revision and dtype; TRL builds the reference model from the policy's
-    name and `args.model_init_kwargs` (its dtype defaults to the policy's), so the revision goes there too."""
-    dtype = None if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
-    revision = model_args.model_revision
-    model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, dtype=dtype, revision=revision)
-    if revision:
-        args.model_init_kwargs = {**(args.model_init_kwargs or {}), "revision": revision}
-    return model, tokenizer
+    """(model, tokenizer) at the recipe's revision, dtype, attn_implementation and model_init_kwargs; TRL builds
+    the reference model from the policy's name and `args.model_init_kwargs` (its dtype defaults to the
+    policy's), so the revision and attn_implementation go there too: both models load alike."""
+    init = dict(args.model_init_kwargs or {})
+    if model_args.model_revision:
+        init["revision"] = model_args.model_revision
+    if model_args.attn_implementation:
+        init["attn_implementation"] = model_args.attn_implementation
+    args.model_init_kwargs = init or None
+    # a dtype in model_init_kwargs wins over ModelConfig's (float32 unless set); TRL's reference takes the policy's
+    loading = init_kwargs({"trust_remote_code": args.trust_remote_code, "dtype": model_args.dtype, **init})
+    return load_model_and_tokenizer(model_args.model_name_or_path, **loading)
+
+
+def lora_targets(model_args: ModelConfig) -> ModelConfig:
+    """TRL's ModelConfig turns a one-item `lora_target_modules: [c_attn]` into the string "c_attn", which PEFT
+    reads as a regex of the whole module name ("transformer.h.0.attn.c_attn" does not match): a plain module
+    name becomes the one-item list again (PEFT then matches it as a name's suffix, as the list meant)."""
+    target = model_args.lora_target_modules
+    if isinstance(target, str) and target != "all-linear" and re.fullmatch(r"[\w.]+", target):
+        model_args.lora_target_modules = [target]
+    return model_args
 
 
 def parse(argv: list[str] | None = None):
@@ -306,7 +325,7 @@ def build_run(argv: list[str] | None = None):
         args=args,
         train_dataset=data.train,
         processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
+        peft_config=get_peft_config(lora_targets(model_args)),
         replay_dataset=data.replay,
         selfplay=selfplay_for(script, args.seed, data.train),
         tactics=tactics_for(script, args.seed, data.tactics),

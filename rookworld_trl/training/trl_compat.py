@@ -216,7 +216,7 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
     shape_advantages); `scored_rewards` then holds its (N, F) rewards of every process (N rows, F reward
     functions, NaN where a function skipped a row), `scored_prompts` this process's prompts. Attribute
     `ref_device`: where the reference model's forward runs (None: beside the policy). The console table of completions is printed
-    every `print_completions_every` steps (0: never), without the reward components as extra columns.
+    every `print_completions_every` steps (0: never; None: at every log, as TRL), without the reward components as extra columns.
     """
 
     ref_device: torch.device | None = None
@@ -346,7 +346,9 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         return tuple(move(o, home) for o in out)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        every, step = getattr(self.args, "print_completions_every", 0), self.state.global_step
+        every, step = getattr(self.args, "print_completions_every", None), self.state.global_step
+        # None: TRL's rhythm (every logging step); the end-of-train log repeats the last step
+        every = every if every is not None else 1
         due = every > 0 and self.model.training and step % every == 0 and step != self._table_step
         self._table_step = step if due else self._table_step  # the end-of-train log repeats the last step
         # GRPOTrainer.log prints its table whenever log_completions is set (which also writes the completions
