@@ -14,18 +14,31 @@ FEN + limit gives the same answer whatever was analysed before it.
 
 Stockfish is found by `find_stockfish`: an explicit path, $STOCKFISH_PATH, `stockfish` on PATH, or
 /usr/games/stockfish (Debian/Ubuntu: `apt-get install stockfish`).
+
+Every engine call is bounded (issue 71): a start (the UCI handshake and options) gets `start_timeout()` seconds
+($ROOKWORLD_ENGINE_START_TIMEOUT, default 30), a search `search_timeout()` ($ROOKWORLD_ENGINE_TIMEOUT, default
+60: a depth-8 MultiPV-5 search takes well under a second), then an EngineFailure (a UserError: one line naming
+the binary, STOCKFISH_PATH and the fix). An engine whose answers are not legal UCI for the position (an illegal
+or missing move) is refused the same way, at once. After `request_stop()` (a stop signal in training,
+training/interrupt.py) a wait ends within STOP_GRACE seconds with EngineStopped, a KeyboardInterrupt: the step
+under way is dropped and the last checkpoint stays the resume point.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import json
+import logging
 import math
 import os
 import queue
+import re
 import shutil
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterable
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
@@ -42,11 +55,109 @@ MULTIPV = 5  # the P: format lists the engine's top 5 moves: every analysis is M
 MATE_SCORE = 100000  # mate in n -> MATE_SCORE - n centipawns, the convention of the published data
 WIN_K = 0.00368208  # lichess's centipawn -> expected score slope; saturates, so mates and +20 agree
 MAX_ATTEMPTS = 3  # a position is tried on at most this many (re)started engines
-STARTUP_TIMEOUT = 120.0  # seconds for the UCI handshake and option commands (searches have no timeout)
+START_TIMEOUT_ENV, SEARCH_TIMEOUT_ENV = "ROOKWORLD_ENGINE_START_TIMEOUT", "ROOKWORLD_ENGINE_TIMEOUT"
+START_TIMEOUT = 30.0  # seconds for the UCI handshake and options: Stockfish answers in ~0.1 s, a busy box in a few
+SEARCH_TIMEOUT = 60.0  # seconds for one search: depth 8 MultiPV 5 takes 20-200 ms; generous for deeper limits too
+STOP_GRACE = 5.0  # seconds an engine wait may go on after request_stop(): a healthy search ends well before
+POLL_S = 0.25  # how often a wait looks at the stop request and its engine's protocol errors
+FIX = "set STOCKFISH_PATH (or --stockfish) to a working Stockfish binary (Debian/Ubuntu: `apt-get install stockfish`)"
 
 
 class StockfishNotFound(UserError):
     pass
+
+
+class EngineFailure(UserError):
+    """An engine that does not start, hangs past its timeout, or answers what is not legal UCI: one line naming
+    the binary and the fix (a UserError: the stages print it and exit 2)."""
+
+
+class EngineStopped(KeyboardInterrupt):
+    """An engine wait cut short by request_stop(): the stage stops as after a second Ctrl-C."""
+
+
+def _seconds(env: str, default: float) -> float:
+    """A timeout from the environment variable `env` (seconds > 0), else `default`; a bad value is one line."""
+    raw = os.environ.get(env)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and math.isfinite(value)):
+        raise UserError(f"{env}={raw[:40]!r}: expected a number of seconds > 0; unset it for {default:g}")
+    return value
+
+
+def start_timeout() -> float:
+    """Seconds an engine start may take ($ROOKWORLD_ENGINE_START_TIMEOUT, default START_TIMEOUT)."""
+    return _seconds(START_TIMEOUT_ENV, START_TIMEOUT)
+
+
+def search_timeout() -> float:
+    """Seconds one search may take ($ROOKWORLD_ENGINE_TIMEOUT, default SEARCH_TIMEOUT)."""
+    return _seconds(SEARCH_TIMEOUT_ENV, SEARCH_TIMEOUT)
+
+
+_STOP = threading.Event()
+_STOP_AT: list[float] = []
+
+
+def request_stop() -> None:
+    """A stop signal arrived (training/interrupt.py): every engine wait ends within STOP_GRACE seconds."""
+    if not _STOP.is_set():
+        _STOP_AT.append(time.monotonic())
+        _STOP.set()
+
+
+def clear_stop() -> None:
+    """Forget a stop request (tests, and a trainer started again in the same process)."""
+    _STOP.clear()
+    _STOP_AT.clear()
+
+
+def _stop_deadline() -> float | None:
+    return _STOP_AT[0] + STOP_GRACE if _STOP.is_set() and _STOP_AT else None
+
+
+class _ProtocolErrors(logging.Filter):
+    """python-chess drops what it cannot parse: an illegal pv move is logged (with a traceback), an illegal
+    `bestmove` goes to the event loop's exception handler and the search never ends. This filter (on python-chess's
+    logger) and `on_loop_error` (each engine's loop handler) keep those off the console and file them by engine
+    pid, so the wait for that engine refuses it by name at once."""
+
+    PID = re.compile(r"pid=(\d+)")
+
+    def __init__(self):
+        super().__init__()
+        self.by_pid: dict[int | None, str] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        text = record.getMessage()
+        found = self.PID.search(text)
+        cause = record.exc_info[1] if record.exc_info else None
+        self.by_pid[int(found.group(1)) if found else None] = str(cause or text).splitlines()[0][:200]
+        return False
+
+    def on_loop_error(self, loop, context: dict) -> None:
+        protocol, cause = context.get("protocol"), context.get("exception")
+        # python-chess ending a search we cancelled (a timeout), or a dead engine's future nobody awaited: the
+        # pool restarts the engine, and says so in one line when it cannot
+        if isinstance(cause, (asyncio.InvalidStateError, chess.engine.EngineTerminatedError)):
+            return
+        try:
+            pid = protocol.transport.get_pid()
+        except Exception:  # not an engine's error: asyncio's own handling
+            loop.default_exception_handler(context)
+            return
+        self.by_pid[pid] = str(cause or context.get("message", "")).splitlines()[0][:200]
+
+
+PROTOCOL_ERRORS = _ProtocolErrors()
+logging.getLogger("chess.engine").addFilter(PROTOCOL_ERRORS)
 
 
 def find_stockfish(path: str | None = None) -> str:
@@ -171,8 +282,9 @@ def normalize_fen(fen: str) -> str:
     return parse_board(fen).fen()
 
 
-def _popen_daemon(path: str) -> chess.engine.SimpleEngine:
-    """SimpleEngine.popen_uci called from a daemon thread.
+def _popen_daemon(path: str, timeout: float | None = None) -> chess.engine.SimpleEngine:
+    """SimpleEngine.popen_uci called from a daemon thread, its handshake bounded by `timeout` (None:
+    start_timeout()): asyncio.TimeoutError past it, EngineStopped after request_stop().
 
     python-chess runs each engine's event loop on a new thread, which inherits the daemon flag of the thread
     that creates it. A non-daemon loop thread would make the interpreter wait for it at exit before any
@@ -180,21 +292,63 @@ def _popen_daemon(path: str) -> chess.engine.SimpleEngine:
     pool's finalizer run at exit and quit the engine.
     """
     box: dict = {}
+    timeout = start_timeout() if timeout is None else timeout
 
     def target():
         try:
-            # python-chess gives the UCI handshake and each command 10 s by default; a machine busy with
-            # training (or a CI box) can take longer to start Stockfish, so allow STARTUP_TIMEOUT.
-            box["engine"] = chess.engine.SimpleEngine.popen_uci(path, timeout=STARTUP_TIMEOUT)
+            box["engine"] = chess.engine.SimpleEngine.popen_uci(path, timeout=timeout)
         except BaseException as e:  # handed to the caller below
             box["error"] = e
 
     thread = threading.Thread(target=target, name="stockfish-start", daemon=True)
     thread.start()
-    thread.join()
+    while thread.is_alive():  # polled: a stop request must not wait for a start that hangs
+        thread.join(POLL_S)
+        stop = _stop_deadline()
+        if stop is not None and time.monotonic() > stop:
+            raise EngineStopped()  # the start thread is a daemon; its engine, if any, dies with the process
     if "error" in box:
         raise box["error"]
     return box["engine"]
+
+
+def _bounded_analyse(engine, board: chess.Board, limit: chess.engine.Limit, multipv: int, timeout: float):
+    """engine.analyse(...) (a fresh `game`: ucinewgame) that gives up after `timeout` seconds (TimeoutError),
+    after a stop request (EngineStopped), or as soon as python-chess logs that it could not parse the engine's
+    answer (EngineFailure raised by the caller: `_ProtocolError`)."""
+    pid = engine.transport.get_pid()
+    PROTOCOL_ERRORS.by_pid.pop(pid, None)
+    # A new `game` object makes python-chess send ucinewgame, which clears Stockfish's hash and history tables:
+    # without it results depend on the positions searched before.
+    loop = engine.protocol.loop
+    if loop.is_closed() or getattr(engine, "_shutdown", False):  # it died and python-chess has noticed
+        raise chess.engine.EngineTerminatedError("engine event loop dead")
+    coro = engine.protocol.analyse(board, limit, multipv=multipv, game=object())
+    try:
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+    except RuntimeError:  # the loop closed meanwhile
+        coro.close()
+        raise chess.engine.EngineTerminatedError("engine event loop dead") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return future.result(timeout=POLL_S)
+        except concurrent.futures.TimeoutError:
+            pass
+        if pid in PROTOCOL_ERRORS.by_pid:
+            future.cancel()
+            raise _ProtocolError(PROTOCOL_ERRORS.by_pid.pop(pid))
+        now, stop = time.monotonic(), _stop_deadline()
+        if stop is not None and now > stop:
+            future.cancel()
+            raise EngineStopped()
+        if now > deadline:
+            future.cancel()
+            raise TimeoutError(f"no answer in {timeout:g} s")
+
+
+class _ProtocolError(Exception):
+    """An answer python-chess could not parse (an illegal move, ...): the pool refuses the engine by name."""
 
 
 def _close_engines(engines: list) -> None:
@@ -225,10 +379,16 @@ class EnginePool:
         stockfish_path: str | None = None,
         threads: int = 1,
         hash_mb: int = 16,
+        search_timeout: float | None = None,
+        start_timeout: float | None = None,
     ):
+        """search_timeout / start_timeout: seconds (None: $ROOKWORLD_ENGINE_TIMEOUT / _START_TIMEOUT, else 60 /
+        30); past them a search or a start is an EngineFailure naming the binary and the fix."""
         if workers < 1 or multipv < 1 or threads < 1 or hash_mb < 1:
             raise ValueError("workers, multipv, threads and hash_mb must be >= 1")
         self.path = find_stockfish(stockfish_path)  # fail now, with the install hint, not at first analyse
+        self.search_timeout = search_timeout or globals()["search_timeout"]()
+        self.start_timeout = start_timeout or globals()["start_timeout"]()
         self.workers, self.limit, self.multipv = workers, limit, multipv
         self.options = {"Threads": threads, "Hash": hash_mb}
         self._owns_cache = cache is not None and not isinstance(cache, AnalysisCache)
@@ -305,7 +465,9 @@ class EnginePool:
         return evals
 
     def _search(self, i: int, board: chess.Board, multipv: int) -> list[MoveEval]:
-        """One search on engine i, replacing the process if it died (killed, crashed, broken pipe)."""
+        """One search on engine i, replacing the process if it died (killed, crashed, broken pipe); a start or a
+        search past its timeout, or an answer that is not legal UCI, is an EngineFailure at once (a hung or
+        lying engine does so again)."""
         error = None
         for _ in range(MAX_ATTEMPTS):
             engine = self._engines[i]
@@ -313,24 +475,72 @@ class EnginePool:
                 self.engine_calls += 1
             try:
                 engine = engine or self._start(i)  # a process may die while it starts, too
-                # A new `game` object makes python-chess send ucinewgame, which clears Stockfish's hash and
-                # history tables: without it results depend on the positions searched before.
-                infos = engine.analyse(board, self.limit.to_chess(), multipv=multipv, game=object())
-                return [MoveEval(info["pv"][0].uci(), _cp(info["score"], board.turn)) for info in infos]
+                infos = _bounded_analyse(engine, board, self.limit.to_chess(), multipv, self.search_timeout)
+                break
+            except TimeoutError:  # asyncio's too (3.11): a start or a search that hangs
+                self._drop(i, engine)
+                what = (
+                    f"did not start in {self.start_timeout:g} s ({START_TIMEOUT_ENV} sets it)"
+                    if engine is None  # the start timed out: nothing was assigned
+                    else f"did not answer a {self.limit.key()} search in {self.search_timeout:g} s on "
+                    f"{board.fen()!r} ({SEARCH_TIMEOUT_ENV} sets it)"
+                )
+                raise EngineFailure(f"Stockfish at {self.path} {what}: it hangs or this machine is overloaded; {FIX}") from None
+            except (_ProtocolError, chess.engine.EngineError) as e:
+                if isinstance(e, chess.engine.EngineTerminatedError):
+                    error = e
+                else:  # it answered, but not legal UCI: a lying engine is refused, not restarted
+                    self._drop(i, engine)
+                    raise self._lying(board, e) from None
             # A dead process shows up as EngineTerminatedError (an EngineError), a broken pipe (OSError), or,
             # when python-chess has already torn down the engine's event loop, a cancelled future.
-            except (chess.engine.EngineError, OSError, CancelledError) as e:
+            except (OSError, CancelledError, RuntimeError) as e:  # RuntimeError: its event loop is closed
                 error = e
-                if engine is not None:
-                    engine.close()
-                self._engines[i] = None
-                with self._count_lock:
-                    self.restarts += 1
-        raise RuntimeError(f"Stockfish failed {MAX_ATTEMPTS} times on {board.fen()!r}") from error
+            except BaseException:  # EngineStopped, a Ctrl-C: the engine is mid-search, so it goes
+                self._drop(i, engine)
+                raise
+            self._drop(i, engine)
+            with self._count_lock:
+                self.restarts += 1
+        else:
+            raise self._failed(board, error)
+        return self._evals(infos, board)  # outside the retries: a lying engine is refused, not restarted
+
+    def _failed(self, board: chess.Board, error: BaseException | None) -> EngineFailure:
+        return EngineFailure(
+            f"Stockfish at {self.path} failed {MAX_ATTEMPTS} times on {board.fen()!r} "
+            f"({type(error).__name__}: {str(error)[:200] or 'it exited'}); {FIX}"
+        )
+
+    def _drop(self, i: int, engine) -> None:
+        """Close engine i (killing its process) and forget it: the next search starts a new one."""
+        if engine is not None:
+            engine.close()
+        self._engines[i] = None
+
+    def _lying(self, board: chess.Board, error: Exception) -> EngineFailure:
+        return EngineFailure(
+            f"Stockfish at {self.path} answered what is not legal UCI on {board.fen()!r} ({str(error)[:200]}); "
+            f"{FIX}"
+        )
+
+    def _evals(self, infos: list[dict], board: chess.Board) -> list[MoveEval]:
+        """MoveEvals of an analysis, each line's first move checked legal; an engine that leaves out the move
+        or the score, or names an illegal move, is refused by name (EngineFailure)."""
+        out = []
+        for info in infos:
+            pv, score = info.get("pv"), info.get("score")
+            if not pv or score is None or pv[0] not in board.legal_moves:
+                raise self._lying(board, ValueError(f"an info line without a legal move and a score: {info}"))
+            out.append(MoveEval(pv[0].uci(), _cp(score, board.turn)))
+        if not out:
+            raise self._lying(board, ValueError("no info line before bestmove"))
+        return out
 
     def _start(self, i: int) -> chess.engine.SimpleEngine:
-        engine = _popen_daemon(self.path)
+        engine = _popen_daemon(self.path, self.start_timeout)
         try:
+            engine.protocol.loop.set_exception_handler(PROTOCOL_ERRORS.on_loop_error)
             engine.configure(self.options)
         except BaseException:
             engine.close()

@@ -10,6 +10,7 @@ import threading
 
 from transformers import TrainerCallback
 
+from rookworld_trl.chess.engine import request_stop
 from rookworld_trl.common.entry import say
 from rookworld_trl.training.checkpoints import latest_complete_checkpoint
 
@@ -41,6 +42,7 @@ class SaveOnInterrupt(TrainerCallback):
         for sig in self.SIGNALS:  # the second signal, of any kind, stops at once
             signal.signal(sig, signal.default_int_handler)
         self._requested, self.signum = True, signum
+        request_stop()  # an engine that hangs must not hold the step: its wait ends within STOP_GRACE seconds
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         say(
             f"{name}: finishing this step and saving a checkpoint (a second signal, e.g. Ctrl-C, stops at once)"
