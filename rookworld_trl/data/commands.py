@@ -17,6 +17,8 @@ is their command line and the place to import from:
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -24,6 +26,7 @@ from pathlib import Path
 from rookworld_trl.chess.engine import MULTIPV, EngineLimit
 from rookworld_trl.chess.formats import prompt_fen_width
 from rookworld_trl.common.errors import UserError
+from rookworld_trl.common.locks import holding
 from rookworld_trl.common.flags import FlagParser
 from rookworld_trl.data.audit import AuditConfig, AuditReport, audit
 from rookworld_trl.data.exclude import Exclusion
@@ -33,12 +36,12 @@ from rookworld_trl.data.labels import PuzzleSource
 from rookworld_trl.data.layout import (
     COLUMNS,
     FEATURES,
+    LAYOUT_FILES,
     SPLITS,
     LayoutWriter,
     arrow_batches,
     column_batches,
     split_of,
-    write_stats,
 )
 from rookworld_trl.data.load import LoadReport, load_rookworld_dataset, read_rows, shape
 from rookworld_trl.data.puzzles import PuzzleFilter
@@ -77,29 +80,66 @@ def convert(
     num_proc: int | None = None,
 ) -> dict:
     """Write `source` (anything load_rookworld_dataset reads) in our layout, re-split by position hash. Its
-    lines are parsed in `num_proc` processes (None: the machine's cores), cached (data/parse.py)."""
-    report = LoadReport(source, skip_bad_rows)
-    rows = read_rows(source, split, skip_bad_rows, puzzles, exclude, report=report, num_proc=num_proc)
-    rows = shape(rows, source)  # one FEN width, the source's most common
-    writer = LayoutWriter(out, validation_fraction, test_fraction, compression_level=CONVERT_LEVEL)
-    for _, table in arrow_batches(rows, *COLUMNS):
-        writer.add_table(table)
-    stats = writer.close()
-    check_train_split(out, stats["rows"], validation_fraction, test_fraction)
-    settings = dict(
-        source=source, split=split, validation_fraction=validation_fraction, test_fraction=test_fraction
-    )
-    if puzzles is not None and puzzles.report is not None:
-        stats.update(settings=settings, puzzles=puzzles.report.to_dict())
-    else:
-        stats.update(settings=settings, load_report=report.to_dict())
-    if exclude:
-        stats["excluded"] = exclude.to_dict()
-    write_stats(out, stats)
+    lines are parsed in `num_proc` processes (None: the machine's cores), cached (data/parse.py). OUT is locked
+    from before the read (a second load into it is refused) and replaced as a whole at the end (LayoutWriter's
+    staging folder and commit): an interrupted load leaves the old dataset as it was."""
+    check_out(out)
+    with holding(out, "rookworld data load --out", "wait for that load to finish or stop it"):
+        say_replaced(out)
+        report = LoadReport(source, skip_bad_rows)
+        rows = read_rows(source, split, skip_bad_rows, puzzles, exclude, report=report, num_proc=num_proc)
+        rows = shape(rows, source)  # one FEN width, the source's most common
+        writer = LayoutWriter(out, validation_fraction, test_fraction, compression_level=CONVERT_LEVEL)
+        try:
+            for _, table in arrow_batches(rows, *COLUMNS):
+                writer.add_table(table)
+            stats = writer.close()
+            check_train_split(out, stats["rows"], validation_fraction, test_fraction)
+        except BaseException:  # Ctrl-C, a full disk, no train rows: the old dataset stays as it was
+            writer.abort()
+            raise
+        settings = dict(
+            source=source, split=split, validation_fraction=validation_fraction, test_fraction=test_fraction
+        )
+        if puzzles is not None and puzzles.report is not None:
+            stats.update(settings=settings, puzzles=puzzles.report.to_dict())
+        else:
+            stats.update(settings=settings, load_report=report.to_dict())
+        if exclude:
+            stats["excluded"] = exclude.to_dict()
+        writer.commit(stats)
     if not report.malformed and (puzzles is None or puzzles.report is None):  # read_rows said the rest
         print(report.summary())
     print(f"wrote {out}: " + ", ".join(f"{s} {split_text(stats['rows'][s])}" for s in SPLITS))
     return stats
+
+
+def check_out(out: str) -> None:
+    """One line, before any reading, for an --out that cannot become a dataset folder: empty, a file, or in a
+    place this process cannot write."""
+    if not out.strip():
+        raise UserError("--out is empty; name the folder to write, e.g. --out data/mine")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out} is a file, not a folder; name a folder (it is made), or remove the file")
+    existing = os.path.abspath(out)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"--out {out}: cannot write in {existing}; choose a folder you can write")
+
+
+def say_replaced(out: str) -> None:
+    """One line when OUT already holds a dataset: what the load replaces (its rows per split, from stats.json)."""
+    held = [name for name in LAYOUT_FILES if os.path.exists(os.path.join(out, name))]
+    if not held:
+        return
+    try:
+        rows = json.loads(Path(out, "stats.json").read_text())["rows"]
+        what = ", ".join(f"{s} {split_text(rows[s])}" for s in SPLITS if s in rows)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        what = ", ".join(held)
+    print(f"rookworld data: {out} holds a dataset ({what}); this load replaces it when it has finished "
+          "(stopped before then, the old one stays)", flush=True)  # fmt: skip
 
 
 def split_text(counts: dict) -> str:
@@ -109,14 +149,11 @@ def split_text(counts: dict) -> str:
 
 
 def check_train_split(out: str, rows: dict, validation_fraction: float, test_fraction: float) -> None:
-    """UserError, and no layout left behind, when the train split came out empty: training on OUT would
+    """UserError (the caller drops the staged layout) when the train split came out empty: training on OUT would
     fail later in datasets ("corresponds to no data"). Rows go to a split by their position's hash, so a few
     rows can all land in validation/test."""
     if sum(rows["train"].values()):
         return
-    for name in SPLITS:
-        for ext in ("parquet", "txt"):
-            Path(out, f"{name}.{ext}").unlink(missing_ok=True)
     held = sum(sum(counts.values()) for counts in rows.values())
     raise UserError(
         f"{out}: no rows for the train split ({held} rows in all went to validation/test by position hash, "

@@ -36,7 +36,12 @@ from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints, publish
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.interrupt import said_interrupted
-from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir, machine_of_process
+from rookworld_trl.training.run_dir import (
+    check_output_dir,
+    check_shared_output_dir,
+    lock_run_dir,
+    machine_of_process,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +225,7 @@ def parse(argv: list[str] | None = None):
     except ValueError as e:
         parser.error(str(e))
     check_output_dir(args.output_dir)  # before the engine cache or logs write there
+    lock_run_dir(args.output_dir, "rookworld train")  # one run per output_dir
     if args.push_to_hub and _hub_offline():
         parser.error(
             "push_to_hub needs the network but HF_HUB_OFFLINE is set: unset it or drop --push_to_hub"

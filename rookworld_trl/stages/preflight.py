@@ -143,11 +143,12 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
     if command == "train":
         check_batch(config, processes)
         check_reward_funcs(config)
-    if config.get("output_dir"):  # a file or a read-only place: before accelerate starts
-        from rookworld_trl.training.run_dir import check_output_dir
+    if config.get("output_dir") is not None:  # empty, a file, a read-only place, a live run's: before accelerate
+        from rookworld_trl.training.run_dir import check_output_dir, check_run_free
 
         try:
-            check_output_dir(config["output_dir"])
+            check_output_dir(str(config["output_dir"]))
+            check_run_free(str(config["output_dir"]))
         except ValueError as e:
             raise UserError(str(e)) from None
     # a push's token and repo name: before training, not after it

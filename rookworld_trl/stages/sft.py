@@ -45,7 +45,7 @@ from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
-from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir
+from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir, lock_run_dir
 from rookworld_trl.training.sft import RookWorldSFTConfig, RookWorldSFTTrainer
 
 
@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     script_args, config = parser.parse_args_and_config(args=argv)
     check_numbers(config)
     check_output_dir(config.output_dir)  # before anything writes there
+    lock_run_dir(config.output_dir, "rookworld sft")  # one run per output_dir
     # the bundled model and data, from any working directory
     resolve_paths(script_args, "dataset_name", "model_name_or_path", "tokenizer_name_or_path")
     if config.torch_threads:
