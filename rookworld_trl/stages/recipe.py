@@ -8,6 +8,8 @@ check (a YAML mapping of known fields, with the one did-you-mean), and the count
 
 from __future__ import annotations
 
+import math
+
 import re
 import sys
 
@@ -101,6 +103,25 @@ def check_numbers(*configs) -> None:
                 raise UserError(
                     f"{name} must be >= {least}{meaning}, got {value}: fix --{name} or the recipe"
                 )
+        check_finite(config)
+
+
+# fields that must be a finite number (inf trains nothing: every update is skipped), and those that must be > 0
+FINITE = ("learning_rate", "beta", "temperature", "top_p", "weight_decay", "replay_coef", "tactics_replay_coef",
+          "max_grad_norm", "epsilon", "warmup_ratio", "mix_env_ratio")  # fmt: skip
+ABOVE_ZERO = {"temperature": " (sampling divides the logits by it; 0 is no sampling)", "top_p": ""}
+
+
+def check_finite(config) -> None:
+    """One UserError for a NaN in any number field, an infinite one among FINITE, or ABOVE_ZERO's at or below 0:
+    such runs trained nothing or crashed deep in the step (--learning_rate inf, --beta nan, --temperature 0)."""
+    for name, value in sorted(vars(config).items()):
+        if not isinstance(value, float):
+            continue
+        if math.isnan(value) or (math.isinf(value) and name in FINITE):
+            raise UserError(f"{name} must be a finite number, got {value}: fix --{name} or the recipe")
+        if name in ABOVE_ZERO and value <= 0:
+            raise UserError(f"{name} must be > 0{ABOVE_ZERO[name]}, got {value}: fix --{name} or the recipe")
 
 
 # report_to's integrations (transformers' names) -> the package each needs
