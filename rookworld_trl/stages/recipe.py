@@ -104,6 +104,23 @@ def check_numbers(*configs) -> None:
                     f"{name} must be >= {least}{meaning}, got {value}: fix --{name} or the recipe"
                 )
         check_finite(config)
+        check_no_remote_code(config)
+
+
+def check_no_remote_code(config) -> None:
+    """One UserError for trust_remote_code (a field, or in model_init_kwargs): it would run Python files from the
+    model folder, for TRL's reference model only (the policy loads as plain GPT-2), so it never helps here and
+    only widens what a model folder can do."""
+    kwargs = getattr(config, "model_init_kwargs", None)
+    wanted = getattr(config, "trust_remote_code", False) or (
+        isinstance(kwargs, dict) and kwargs.get("trust_remote_code")
+    )
+    if wanted not in (False, None, "false", "False", 0):
+        raise UserError(
+            "trust_remote_code is refused: it would run Python code from the model folder (for TRL's reference "
+            "model only; the policy is loaded as plain GPT-2, which needs no code); drop trust_remote_code from "
+            "the recipe or flags"
+        )
 
 
 # fields that must be a finite number (inf trains nothing: every update is skipped), and those that must be > 0
