@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from rookworld_trl.common.errors import UserError
+from rookworld_trl.common.errors import UserError, clip
 
 
 def say(message: str) -> None:
@@ -103,7 +103,7 @@ def _run_stage(command: str, stage_main: Callable[[list[str] | None], int | None
     except BrokenPipeError:  # `rookworld data load ... | head`: the reader has what it wanted
         return quiet_broken_pipe()
     except (ValueError, OSError, UserError) as e:
-        print(f"rookworld {command}: error: {e or type(e).__name__}", file=sys.stderr)
+        print(f"rookworld {command}: error: {clip(str(e)) or type(e).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # the training stage says more (the step, how to resume) before this
         print(f"rookworld {command}: interrupted", file=sys.stderr)
