@@ -18,7 +18,7 @@ import json
 import os
 from types import SimpleNamespace
 
-from rookworld_trl.common.errors import UserError, did_you_mean
+from rookworld_trl.common.errors import UserError, clip, did_you_mean
 from rookworld_trl.common.flags import flag_values
 from rookworld_trl.common.paths import resolve_path
 from rookworld_trl.data.check import DATA_SECONDS, check_source
@@ -35,7 +35,7 @@ def bad_value(name: str, kind: str, value, default, recipe: str | None) -> UserE
 
     shown = value if recipe else " ".join(value) if isinstance(value, list) else value
     choices = [c for p in split_type(kind) if p.startswith("{") for c in p[1:-1].split(",")]
-    close = did_you_mean(str(value), choices, prefix="") if choices else ""
+    close = did_you_mean(str(value)[:200], choices, prefix="") if choices else ""
     if recipe:
         example = f"`{name}: {yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip()}`"
         where = f"recipe {recipe}: {name}"
@@ -43,7 +43,7 @@ def bad_value(name: str, kind: str, value, default, recipe: str | None) -> UserE
         flat = " ".join(map(str, default)) if isinstance(default, list) else default
         example, where = f"--{name} {flat}", f"--{name}"
     hint = f"; e.g. {example}" if default is not None and not isinstance(default, dict) else ""
-    return UserError(f"{where} must be {describe(kind)}, got {shown!r}{close}{hint}")
+    return UserError(f"{where} must be {describe(kind)}, got {clip(repr(shown), 120)}{close}{hint}")
 
 
 def values(command: str, recipe: str | None, argv: list[str]) -> dict:
