@@ -87,6 +87,8 @@ def json_objects(path: Path) -> Iterator[tuple[int, object]]:
                 raise line_error(
                     path, line_no, f"not valid JSON ({e.msg} at column {e.colno})", JSON_ROW_FIX
                 ) from None
+            except RecursionError:  # a value nested thousands deep: no row of ours is deeper than 2
+                raise line_error(path, line_no, "JSON nested too deep to be a row", JSON_ROW_FIX) from None
             seen = True
             yield line_no, row
     if not seen:
