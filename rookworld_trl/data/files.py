@@ -342,10 +342,30 @@ def layout_problem(folder: str | os.PathLike) -> str | None:
     return None
 
 
+FOLDER_FORMATS = {".txt": "text", ".text": "text", ".json": "JSON", ".jsonl": "JSON", ".parquet": "Parquet",
+                  ".csv": "CSV", ".tsv": "CSV", ".arrow": "Arrow"}  # fmt: skip
+NOT_DATA = {"stats.json", "dataset_info.json", "state.json", "dataset_dict.json"}  # metadata beside the data
+
+
 def check_dir(path: Path) -> None:
-    """A DataSourceError for a folder with no data files, or a layout folder half-written or mixed from two
-    writes (layout_problem)."""
+    """A DataSourceError for a folder with no data files, a layout folder half-written or mixed from two
+    writes (layout_problem), or another folder holding data files of several formats (datasets would read one
+    format and drop the rest without a word)."""
     if (problem := layout_problem(path)) is not None:
         raise DataSourceError(problem)
     if not any(p.is_file() for p in path.rglob("*")):
         raise DataSourceError(f"{path}: the directory holds no data files; {DATA_SOURCE_FIX}")
+    if (path / "train.parquet").exists() or (path / "stats.json").exists():
+        return  # our layout: Parquet read, the .txt beside it is the same rows
+    counts: dict[str, int] = {}
+    for file in path.rglob("*"):
+        kind = FOLDER_FORMATS.get(file.suffix.lower())
+        hidden = any(part.startswith(".") for part in file.relative_to(path).parts)
+        if kind and file.is_file() and not hidden and file.name not in NOT_DATA:
+            counts[kind] = counts.get(kind, 0) + 1
+    if len(counts) > 1:
+        held = ", ".join(f"{n} {kind} file{'s' * (n != 1)}" for kind, n in sorted(counts.items()))
+        raise DataSourceError(
+            f"{path} holds data files of several formats ({held}); a folder is read as one format, so the others "
+            "would be dropped: keep one format per folder, or name each file as its own source"
+        )
