@@ -38,7 +38,7 @@ from rookworld_trl.common.errors import UserError
 from rookworld_trl.common.flags import FlagParser
 from rookworld_trl.common.paths import resolve_paths
 from rookworld_trl.data.exclude import fen4
-from rookworld_trl.stages.eval.outputs import summarize, write_outputs
+from rookworld_trl.stages.eval.outputs import check_out_dir, summarize, write_outputs
 from rookworld_trl.stages.eval.registry import SUITES, EvalItems, analysed, draw_items
 from rookworld_trl.stages.eval.stats import Metric
 
@@ -298,6 +298,7 @@ def evaluate(args: EvalSettings | str | None = None, /, run_data=None, **setting
 
     for name in filter(None, (args.model, args.baseline)):  # a wrong name: one line before Stockfish starts
         model_source(name)
+    check_out_dir(args.out)  # a read-only --out: now, not after the whole eval
     check_device(args.device)
     data = run_data if run_data is not None else read_data(args, suites)
     limit = EngineLimit(depth=args.depth, nodes=args.nodes)
