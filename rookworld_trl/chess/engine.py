@@ -548,6 +548,15 @@ class EnginePool:
         self._engines[i] = engine
         return engine
 
+    def check(self) -> None:
+        """Start one engine and search the starting position with it, past the cache: an engine that does not
+        start, hangs or lies is an EngineFailure now, before a run or an eval has done its first minute of work."""
+        i = self._free.get()
+        try:
+            self._search(i, chess.Board(), 1)
+        finally:
+            self._free.put(i)
+
     def pids(self) -> list[int]:
         """Process ids of the running engines (none before first use)."""
         return [engine.transport.get_pid() for engine in self._engines if engine is not None]

@@ -306,6 +306,8 @@ def build_run(argv: list[str] | None = None):
     ):  # one process labels a puzzle file or parses raw lines (data/parse.py), the others read its cache
         data = load_run_data(script, args, model)
     engine = engine_pool(script, engine_cache_path(script, args.output_dir))
+    if "policy_reward" in script.reward_funcs or script.eval_samples > 0:
+        engine.check()  # a broken STOCKFISH_PATH: one line before training, not inside its first step
     trainer = RookWorldGRPOTrainer(
         model=model,
         reward_funcs=resolve_reward_funcs(script.reward_funcs, args.reward_shaping, engine),

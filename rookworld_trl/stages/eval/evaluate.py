@@ -305,6 +305,8 @@ def evaluate(args: EvalSettings | str | None = None, /, run_data=None, **setting
     with EnginePool(
         args.engine_workers, limit, multipv=MULTIPV, cache=args.cache, stockfish_path=args.stockfish
     ) as engine:
+        if any(name in suites for name in ENGINE_SUITES):
+            engine.check()  # a broken STOCKFISH_PATH: one line now, not after the model's generations
         items = prepare_items(args, suites, engine, data)
         found = items_in_training(items, data) if data.training_keys is not None else None
         if found:
@@ -378,6 +380,7 @@ def parse_args(argv: list[str] | None) -> EvalSettings:
     return settings
 
 
+ENGINE_SUITES = ("policy", "match")  # the suites that ask Stockfish
 CLI_DEFAULTS = {"data": "rookworld_trl/assets/data"}  # `rookworld eval MODEL`: the embedded test split
 
 
