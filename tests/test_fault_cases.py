@@ -92,7 +92,9 @@ def hold_elsewhere(folder: Path, seconds: float = 60) -> subprocess.Popen:
 @pytest.fixture
 def sources(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
-    return text_file(tmp_path / "a.txt", lines_of(400)), text_file(tmp_path / "b.txt", lines_of(150, skip=400))
+    return text_file(tmp_path / "a.txt", lines_of(400)), text_file(
+        tmp_path / "b.txt", lines_of(150, skip=400)
+    )
 
 
 def counts(out: Path) -> dict[str, int]:
@@ -261,9 +263,10 @@ def fake_engine(tmp_path: Path, mode: str) -> str:
 def test_an_engine_that_hangs_or_lies_is_one_line_within_its_timeout(tmp_path, mode, says):
     path = mode if mode.startswith("/") else fake_engine(tmp_path, mode)
     started = time.monotonic()
-    with pytest.raises(EngineFailure, match=says) as caught, EnginePool(
-        stockfish_path=path, search_timeout=2, start_timeout=2
-    ) as pool:
+    with (
+        pytest.raises(EngineFailure, match=says) as caught,
+        EnginePool(stockfish_path=path, search_timeout=2, start_timeout=2) as pool,
+    ):
         pool.analyse(START)
     assert time.monotonic() - started < 2 + 5
     assert "STOCKFISH_PATH" in str(caught.value) and "\n" not in str(caught.value)
@@ -336,7 +339,11 @@ def bomb(levels: int) -> str:
     [
         (os.urandom(300), ["train"], "is not UTF-8 text"),
         ("learning_rate: 1e-5\nmodel_name_or_path: caf\xe9\n".encode("latin-1"), ["sft"], "not UTF-8 text"),
-        ("learning_rate: 1e-5\nmodel_name_or_path: caf\xe9\n".encode("latin-1"), ["train", "--help"], "not UTF-8"),
+        (
+            "learning_rate: 1e-5\nmodel_name_or_path: caf\xe9\n".encode("latin-1"),
+            ["train", "--help"],
+            "not UTF-8",
+        ),
         (bomb(9).encode(), ["train"], "aliases (*name) expand to more than"),
         (b"a" * (2 << 20), ["train"], "is 2.1 MB; a recipe is a few kB"),
     ],
@@ -353,7 +360,9 @@ def test_hostile_recipes_are_one_line(tmp_path, content, command, says):
 def test_an_echoed_value_is_cut_to_a_readable_length(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("learning_rate: [" + ", ".join(["1"] * 5000) + "]\n")
-    line = one_line(run("train", "--config", str(recipe), cwd=tmp_path), "rookworld train: error:", "more characters")
+    line = one_line(
+        run("train", "--config", str(recipe), cwd=tmp_path), "rookworld train: error:", "more characters"
+    )
     assert len(line) < 400
 
 
@@ -366,7 +375,9 @@ def damaged_model(tmp_path: Path, how: str) -> str:
     model = tmp_path / how
     shutil.copytree(assets.MODEL, model)
     if how == "nan":
-        weights = {k: torch.full_like(v, float("nan")) for k, v in load_file(model / "model.safetensors").items()}
+        weights = {
+            k: torch.full_like(v, float("nan")) for k, v in load_file(model / "model.safetensors").items()
+        }
         save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
     elif how == "pickle_only":
         (model / "model.safetensors").unlink()
@@ -454,7 +465,9 @@ def wait_for(predicate, timeout: float) -> bool:
 
 
 def stage_pids(out: Path) -> list[int]:
-    found = subprocess.run(["pgrep", "-f", f"rookworld_trl.stages.grpo .*{out}"], capture_output=True, text=True)
+    found = subprocess.run(
+        ["pgrep", "-f", f"rookworld_trl.stages.grpo .*{out}"], capture_output=True, text=True
+    )
     return [int(p) for p in found.stdout.split()]
 
 
@@ -465,7 +478,9 @@ def test_two_runs_on_one_folder_and_a_front_killed_with_sigkill(tmp_path):
     out = tmp_path / "run"
     front = start_train(out, tmp_path / "first.log")
     try:
-        assert wait_for(lambda: (out / "checkpoint-1").is_dir(), 600), (tmp_path / "first.log").read_text()[-3000:]
+        assert wait_for(lambda: (out / "checkpoint-1").is_dir(), 600), (tmp_path / "first.log").read_text()[
+            -3000:
+        ]
         stage = locks.holder(out)["pid"]
         done = run("train", *SMALL, "--output_dir", str(out))
         one_line(done, "rookworld train: error:", f"in use by PID {stage}")
@@ -486,7 +501,8 @@ def test_sigterm_is_honoured_within_seconds_while_the_engine_hangs(tmp_path):
     """Stockfish answers the preflight's search and two more, then never again; SIGTERM to `rookworld train`
     ends the run within STOP_GRACE and a few seconds (exit 143), without a traceback."""
     proxy = tmp_path / "proxy.py"
-    proxy.write_text(textwrap.dedent(f"""
+    proxy.write_text(
+        textwrap.dedent(f"""
         import subprocess, sys, threading
         sf = subprocess.Popen([{engine_mod.find_stockfish()!r}], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True, bufsize=1)
@@ -501,12 +517,15 @@ def test_sigterm_is_honoured_within_seconds_while_the_engine_hangs(tmp_path):
                 if searches > 3:
                     continue
             sf.stdin.write(line); sf.stdin.flush()
-    """))
+    """)
+    )
     wrapper = tmp_path / "stockfish.sh"
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{proxy}"\n')
     wrapper.chmod(0o755)
     log = tmp_path / "train.log"
-    front = start_train(tmp_path / "run", log, {"STOCKFISH_PATH": str(wrapper), "ROOKWORLD_ENGINE_TIMEOUT": "600"})
+    front = start_train(
+        tmp_path / "run", log, {"STOCKFISH_PATH": str(wrapper), "ROOKWORLD_ENGINE_TIMEOUT": "600"}
+    )
     try:
         assert wait_for(lambda: "starting from scratch" in log.read_text(), 600), log.read_text()[-3000:]
         time.sleep(15)  # the step's rewards are waiting on the silent engine

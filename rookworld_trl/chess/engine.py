@@ -56,8 +56,12 @@ MATE_SCORE = 100000  # mate in n -> MATE_SCORE - n centipawns, the convention of
 WIN_K = 0.00368208  # lichess's centipawn -> expected score slope; saturates, so mates and +20 agree
 MAX_ATTEMPTS = 3  # a position is tried on at most this many (re)started engines
 START_TIMEOUT_ENV, SEARCH_TIMEOUT_ENV = "ROOKWORLD_ENGINE_START_TIMEOUT", "ROOKWORLD_ENGINE_TIMEOUT"
-START_TIMEOUT = 30.0  # seconds for the UCI handshake and options: Stockfish answers in ~0.1 s, a busy box in a few
-SEARCH_TIMEOUT = 60.0  # seconds for one search: depth 8 MultiPV 5 takes 20-200 ms; generous for deeper limits too
+START_TIMEOUT = (
+    30.0  # seconds for the UCI handshake and options: Stockfish answers in ~0.1 s, a busy box in a few
+)
+SEARCH_TIMEOUT = (
+    60.0  # seconds for one search: depth 8 MultiPV 5 takes 20-200 ms; generous for deeper limits too
+)
 STOP_GRACE = 5.0  # seconds an engine wait may go on after request_stop(): a healthy search ends well before
 POLL_S = 0.25  # how often a wait looks at the stop request and its engine's protocol errors
 FIX = "set STOCKFISH_PATH (or --stockfish) to a working Stockfish binary (Debian/Ubuntu: `apt-get install stockfish`)"
@@ -485,7 +489,9 @@ class EnginePool:
                     else f"did not answer a {self.limit.key()} search in {self.search_timeout:g} s on "
                     f"{board.fen()!r} ({SEARCH_TIMEOUT_ENV} sets it)"
                 )
-                raise EngineFailure(f"Stockfish at {self.path} {what}: it hangs or this machine is overloaded; {FIX}") from None
+                raise EngineFailure(
+                    f"Stockfish at {self.path} {what}: it hangs or this machine is overloaded; {FIX}"
+                ) from None
             except (_ProtocolError, chess.engine.EngineError) as e:
                 if isinstance(e, chess.engine.EngineTerminatedError):
                     error = e

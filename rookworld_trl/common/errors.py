@@ -51,4 +51,6 @@ MAX_MESSAGE = 2000  # characters of an error line: a value echoed in it is cut, 
 def clip(message: str, limit: int = MAX_MESSAGE) -> str:
     """`message` cut to `limit` characters (a value a user gave may be megabytes), saying how much was left out."""
     message = str(message)
-    return message if len(message) <= limit else f"{message[:limit]}... ({len(message) - limit} more characters)"
+    return (
+        message if len(message) <= limit else f"{message[:limit]}... ({len(message) - limit} more characters)"
+    )

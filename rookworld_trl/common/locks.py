@@ -43,7 +43,9 @@ def _read(path: str) -> dict:
 def who(info: dict) -> str:
     """'PID 123 on host (rookworld train, since 21:03:04)' from a lock file's contents."""
     since = time.strftime("%H:%M:%S", time.localtime(info["since"])) if "since" in info else "?"
-    return f"PID {info.get('pid', '?')} on {info.get('host', '?')} ({info.get('command', '?')}, since {since})"
+    return (
+        f"PID {info.get('pid', '?')} on {info.get('host', '?')} ({info.get('command', '?')}, since {since})"
+    )
 
 
 def holder(folder: str | os.PathLike) -> dict | None:

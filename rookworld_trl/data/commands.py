@@ -26,8 +26,8 @@ from pathlib import Path
 from rookworld_trl.chess.engine import MULTIPV, EngineLimit
 from rookworld_trl.chess.formats import prompt_fen_width
 from rookworld_trl.common.errors import UserError
-from rookworld_trl.common.locks import holding
 from rookworld_trl.common.flags import FlagParser
+from rookworld_trl.common.locks import holding
 from rookworld_trl.data.audit import AuditConfig, AuditReport, audit
 from rookworld_trl.data.exclude import Exclusion
 from rookworld_trl.data.files import DataSourceError
@@ -120,7 +120,9 @@ def check_out(out: str) -> None:
     if not out.strip():
         raise UserError("--out is empty; name the folder to write, e.g. --out data/mine")
     if os.path.exists(out) and not os.path.isdir(out):
-        raise UserError(f"--out {out} is a file, not a folder; name a folder (it is made), or remove the file")
+        raise UserError(
+            f"--out {out} is a file, not a folder; name a folder (it is made), or remove the file"
+        )
     existing = os.path.abspath(out)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)

@@ -303,7 +303,9 @@ def first_error(path: str | os.PathLike) -> DataSourceError | None:
     return None
 
 
-INCOMPLETE = ".rookworld_incomplete"  # a layout's files are being replaced (data/layout.py LayoutWriter.commit)
+INCOMPLETE = (
+    ".rookworld_incomplete"  # a layout's files are being replaced (data/layout.py LayoutWriter.commit)
+)
 LAYOUT_SPLITS = ("train", "validation", "test")
 
 
@@ -319,7 +321,9 @@ def layout_problem(folder: str | os.PathLike) -> str | None:
         )
     try:
         rows = json.loads((folder / "stats.json").read_text())["rows"]
-        expected = {split: sum(int(n) for n in rows[split].values()) for split in LAYOUT_SPLITS if split in rows}
+        expected = {
+            split: sum(int(n) for n in rows[split].values()) for split in LAYOUT_SPLITS if split in rows
+        }
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # no stats.json of ours: nothing to compare with
     import pyarrow as pa  # here: the preflight imports this module, mostly for folders without stats.json

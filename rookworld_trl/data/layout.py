@@ -289,7 +289,6 @@ class LayoutWriter:
             "duplicates_removed": dict(sorted(self.duplicates.items())),
         }
 
-
     def commit(self, stats: dict) -> None:
         """stats.json beside the staged files, then all of them into OUT as one change (`publish`)."""
         (self.stage / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")

@@ -71,7 +71,7 @@ def check_model_dir(path: str, tokenizer: bool = True) -> None:
         if not have & {"model.safetensors", "model.safetensors.index.json"}:  # pytorch_model.bin alone
             raise ModelLoadError(
                 f"model directory {path!r} holds its weights only as pytorch_model.bin, a pickle, which is not "
-                "loaded (unpickling can run code); if you trust the file, convert it once: `python -c \"from "
+                'loaded (unpickling can run code); if you trust the file, convert it once: `python -c "from '
                 f"transformers import GPT2LMHeadModel as M; M.from_pretrained('{path}', use_safetensors=False)."
                 f"save_pretrained('{path}')\"` writes model.safetensors"
             )
@@ -160,7 +160,9 @@ def safetensors_problem(path: str) -> str | None:
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a model's config.json is a few kB
-MAX_PARAMETERS = 3e9  # what config.json may describe (GPT-2 XL: 1.5e9): beyond it, building the model takes minutes
+MAX_PARAMETERS = (
+    3e9  # what config.json may describe (GPT-2 XL: 1.5e9): beyond it, building the model takes minutes
+)
 
 
 def check_config(path: str) -> None:

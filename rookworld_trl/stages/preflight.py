@@ -143,7 +143,9 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
     if command == "train":
         check_batch(config, processes)
         check_reward_funcs(config)
-    if config.get("output_dir") is not None:  # empty, a file, a read-only place, a live run's: before accelerate
+    if (
+        config.get("output_dir") is not None
+    ):  # empty, a file, a read-only place, a live run's: before accelerate
         from rookworld_trl.training.run_dir import check_output_dir, check_run_free
 
         try:

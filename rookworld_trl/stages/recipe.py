@@ -9,7 +9,6 @@ check (a YAML mapping of known fields, with the one did-you-mean), and the count
 from __future__ import annotations
 
 import math
-
 import re
 import sys
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from rookworld_trl.common.errors import UserError, did_you_mean
 
-
-MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few kB; a larger file is no recipe, and YAML would parse it for minutes
+MAX_RECIPE_BYTES = (
+    1 << 20
+)  # a recipe is a few kB; a larger file is no recipe, and YAML would parse it for minutes
 MAX_RECIPE_NODES = 100_000  # values a recipe may expand to, aliases counted each time they are used
 
 
@@ -52,7 +53,9 @@ def _expanded(node, seen: dict) -> int:
         return seen[id(node)]
     seen[id(node)] = 1  # a node that contains itself counts once
     value = node.value if isinstance(node.value, list) else []
-    total = 1 + sum(_expanded(child, seen) for item in value for child in (item if isinstance(item, tuple) else (item,)))
+    total = 1 + sum(
+        _expanded(child, seen) for item in value for child in (item if isinstance(item, tuple) else (item,))
+    )
     seen[id(node)] = total
     return total
 

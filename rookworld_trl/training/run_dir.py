@@ -16,7 +16,9 @@ from rookworld_trl.training.checkpoints import write_json_atomic
 def check_output_dir(output_dir: str) -> None:
     """One clear line when output_dir cannot be a run directory (before anything else writes there)."""
     if not str(output_dir).strip():
-        raise ValueError("output_dir is empty; set --output_dir to the run's folder, e.g. --output_dir runs/mine")
+        raise ValueError(
+            "output_dir is empty; set --output_dir to the run's folder, e.g. --output_dir runs/mine"
+        )
     for path in (output_dir, os.path.dirname(os.path.abspath(output_dir))):
         if os.path.exists(path) and not os.path.isdir(path):
             raise ValueError(

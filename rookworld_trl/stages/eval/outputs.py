@@ -175,7 +175,9 @@ def check_out_dir(out_dir: str) -> None:
     if not str(out_dir).strip():
         raise ValueError("--out is empty; name the folder for eval.json/md/png, e.g. --out eval/run1")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"--out {out_dir} is a file, not a folder; name a folder (it is made) or remove the file")
+        raise ValueError(
+            f"--out {out_dir} is a file, not a folder; name a folder (it is made) or remove the file"
+        )
     existing = os.path.abspath(out_dir)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
