@@ -25,6 +25,7 @@ import pytest
 
 from rookworld_trl import assets
 from rookworld_trl.chess import engine as engine_mod
+from rookworld_trl.chess import engine_calls
 from rookworld_trl.chess.engine import EngineFailure, EngineLimit, EnginePool, EngineStopped
 from rookworld_trl.common import locks
 from rookworld_trl.common.errors import UserError
@@ -273,7 +274,7 @@ def test_an_engine_that_hangs_or_lies_is_one_line_within_its_timeout(tmp_path, m
 
 
 def test_a_stop_request_ends_a_hung_search_within_the_grace(tmp_path, monkeypatch):
-    monkeypatch.setattr(engine_mod, "STOP_GRACE", 1.0)
+    monkeypatch.setattr(engine_calls, "STOP_GRACE", 1.0)
     with EnginePool(stockfish_path=fake_engine(tmp_path, "hang_go"), search_timeout=600) as pool:
         timer = __import__("threading").Timer(1.0, engine_mod.request_stop)
         timer.start()

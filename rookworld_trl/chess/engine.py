@@ -26,19 +26,12 @@ under way is dropped and the last checkpoint stays the resume point.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
-import json
-import logging
 import math
 import os
 import queue
-import re
 import shutil
-import sqlite3
 import threading
-import time
 import weakref
 from collections.abc import Iterable
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
@@ -48,6 +41,25 @@ import chess
 import chess.engine
 from tqdm.auto import tqdm
 
+from rookworld_trl.chess.analysis_cache import AnalysisCache, MoveEval
+from rookworld_trl.chess.engine_calls import (  # noqa: F401  (the bounded calls, also importable from here)
+    FIX,
+    PROTOCOL_ERRORS,
+    SEARCH_TIMEOUT,
+    SEARCH_TIMEOUT_ENV,
+    START_TIMEOUT,
+    START_TIMEOUT_ENV,
+    STOP_GRACE,
+    EngineFailure,
+    EngineStopped,
+    ProtocolError,
+    bounded_analyse,
+    clear_stop,
+    popen_daemon,
+    request_stop,
+)
+from rookworld_trl.chess.engine_calls import search_timeout as default_search_timeout
+from rookworld_trl.chess.engine_calls import start_timeout as default_start_timeout
 from rookworld_trl.chess.environment import parse_board
 from rookworld_trl.common.errors import UserError
 
@@ -55,113 +67,10 @@ MULTIPV = 5  # the P: format lists the engine's top 5 moves: every analysis is M
 MATE_SCORE = 100000  # mate in n -> MATE_SCORE - n centipawns, the convention of the published data
 WIN_K = 0.00368208  # lichess's centipawn -> expected score slope; saturates, so mates and +20 agree
 MAX_ATTEMPTS = 3  # a position is tried on at most this many (re)started engines
-START_TIMEOUT_ENV, SEARCH_TIMEOUT_ENV = "ROOKWORLD_ENGINE_START_TIMEOUT", "ROOKWORLD_ENGINE_TIMEOUT"
-START_TIMEOUT = (
-    30.0  # seconds for the UCI handshake and options: Stockfish answers in ~0.1 s, a busy box in a few
-)
-SEARCH_TIMEOUT = (
-    60.0  # seconds for one search: depth 8 MultiPV 5 takes 20-200 ms; generous for deeper limits too
-)
-STOP_GRACE = 5.0  # seconds an engine wait may go on after request_stop(): a healthy search ends well before
-POLL_S = 0.25  # how often a wait looks at the stop request and its engine's protocol errors
-FIX = "set STOCKFISH_PATH (or --stockfish) to a working Stockfish binary (Debian/Ubuntu: `apt-get install stockfish`)"
 
 
 class StockfishNotFound(UserError):
     pass
-
-
-class EngineFailure(UserError):
-    """An engine that does not start, hangs past its timeout, or answers what is not legal UCI: one line naming
-    the binary and the fix (a UserError: the stages print it and exit 2)."""
-
-
-class EngineStopped(KeyboardInterrupt):
-    """An engine wait cut short by request_stop(): the stage stops as after a second Ctrl-C."""
-
-
-def _seconds(env: str, default: float) -> float:
-    """A timeout from the environment variable `env` (seconds > 0), else `default`; a bad value is one line."""
-    raw = os.environ.get(env)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not (value > 0 and math.isfinite(value)):
-        raise UserError(f"{env}={raw[:40]!r}: expected a number of seconds > 0; unset it for {default:g}")
-    return value
-
-
-def start_timeout() -> float:
-    """Seconds an engine start may take ($ROOKWORLD_ENGINE_START_TIMEOUT, default START_TIMEOUT)."""
-    return _seconds(START_TIMEOUT_ENV, START_TIMEOUT)
-
-
-def search_timeout() -> float:
-    """Seconds one search may take ($ROOKWORLD_ENGINE_TIMEOUT, default SEARCH_TIMEOUT)."""
-    return _seconds(SEARCH_TIMEOUT_ENV, SEARCH_TIMEOUT)
-
-
-_STOP = threading.Event()
-_STOP_AT: list[float] = []
-
-
-def request_stop() -> None:
-    """A stop signal arrived (training/interrupt.py): every engine wait ends within STOP_GRACE seconds."""
-    if not _STOP.is_set():
-        _STOP_AT.append(time.monotonic())
-        _STOP.set()
-
-
-def clear_stop() -> None:
-    """Forget a stop request (tests, and a trainer started again in the same process)."""
-    _STOP.clear()
-    _STOP_AT.clear()
-
-
-def _stop_deadline() -> float | None:
-    return _STOP_AT[0] + STOP_GRACE if _STOP.is_set() and _STOP_AT else None
-
-
-class _ProtocolErrors(logging.Filter):
-    """python-chess drops what it cannot parse: an illegal pv move is logged (with a traceback), an illegal
-    `bestmove` goes to the event loop's exception handler and the search never ends. This filter (on python-chess's
-    logger) and `on_loop_error` (each engine's loop handler) keep those off the console and file them by engine
-    pid, so the wait for that engine refuses it by name at once."""
-
-    PID = re.compile(r"pid=(\d+)")
-
-    def __init__(self):
-        super().__init__()
-        self.by_pid: dict[int | None, str] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR:
-            return True
-        text = record.getMessage()
-        found = self.PID.search(text)
-        cause = record.exc_info[1] if record.exc_info else None
-        self.by_pid[int(found.group(1)) if found else None] = str(cause or text).splitlines()[0][:200]
-        return False
-
-    def on_loop_error(self, loop, context: dict) -> None:
-        protocol, cause = context.get("protocol"), context.get("exception")
-        # python-chess ending a search we cancelled (a timeout), or a dead engine's future nobody awaited: the
-        # pool restarts the engine, and says so in one line when it cannot
-        if isinstance(cause, (asyncio.InvalidStateError, chess.engine.EngineTerminatedError)):
-            return
-        try:
-            pid = protocol.transport.get_pid()
-        except Exception:  # not an engine's error: asyncio's own handling
-            loop.default_exception_handler(context)
-            return
-        self.by_pid[pid] = str(cause or context.get("message", "")).splitlines()[0][:200]
-
-
-PROTOCOL_ERRORS = _ProtocolErrors()
-logging.getLogger("chess.engine").addFilter(PROTOCOL_ERRORS)
 
 
 def find_stockfish(path: str | None = None) -> str:
@@ -212,16 +121,6 @@ class EngineLimit:
 DEFAULT_LIMIT = EngineLimit()
 
 
-@dataclass(frozen=True)
-class MoveEval:
-    move: str  # UCI
-    cp: int  # centipawns from the side to move's point of view; mate in n is MATE_SCORE - n
-
-    @property
-    def pawns(self) -> float:
-        return self.cp / 100
-
-
 def expected_score(cp: float) -> float:
     """Centipawns (side to move) -> expected score in (0, 1). A mate (+-100000) is 1 or 0."""
     return 1 / (1 + math.exp(-WIN_K * max(-MATE_SCORE, min(MATE_SCORE, cp))))
@@ -232,127 +131,10 @@ def format_eval(cp: int) -> str:
     return str(cp / 100)
 
 
-class AnalysisCache:
-    """Analyses on disk in one sqlite3 file keyed by (fen, limit.key(), multipv).
-
-    One connection behind a lock makes it safe for threads; WAL mode lets several processes share the file.
-    The key does not name the Stockfish version or Hash size: use one cache file per engine setup.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = os.fspath(path)
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # WAL + NORMAL: no fsync on every put, and a crash can lose only the last puts, never corrupt.
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS analysis (fen TEXT NOT NULL, limit_key TEXT NOT NULL,"
-                " multipv INTEGER NOT NULL, evals TEXT NOT NULL, PRIMARY KEY (fen, limit_key, multipv))"
-            )
-            self._conn.commit()
-
-    def get(self, fen: str, limit: EngineLimit, multipv: int) -> list[MoveEval] | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT evals FROM analysis WHERE fen = ? AND limit_key = ? AND multipv = ?",
-                (fen, limit.key(), multipv),
-            ).fetchone()
-        return None if row is None else [MoveEval(move, cp) for move, cp in json.loads(row[0])]
-
-    def put(self, fen: str, limit: EngineLimit, multipv: int, analysis: list[MoveEval]) -> None:
-        evals = json.dumps([[e.move, e.cp] for e in analysis])
-        with self._lock:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO analysis VALUES (?, ?, ?, ?)", (fen, limit.key(), multipv, evals)
-            )
-            self._conn.commit()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return self._conn.execute("SELECT COUNT(*) FROM analysis").fetchone()[0]
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-
 def normalize_fen(fen: str) -> str:
     """python-chess's canonical FEN of a valid position; ValueError naming the FEN otherwise (Stockfish may
     crash or misbehave on impossible positions: no king, the side not to move in check, ...)."""
     return parse_board(fen).fen()
-
-
-def _popen_daemon(path: str, timeout: float | None = None) -> chess.engine.SimpleEngine:
-    """SimpleEngine.popen_uci called from a daemon thread, its handshake bounded by `timeout` (None:
-    start_timeout()): asyncio.TimeoutError past it, EngineStopped after request_stop().
-
-    python-chess runs each engine's event loop on a new thread, which inherits the daemon flag of the thread
-    that creates it. A non-daemon loop thread would make the interpreter wait for it at exit before any
-    atexit hook runs, so a pool that was never closed would hang the program; a daemon one lets the
-    pool's finalizer run at exit and quit the engine.
-    """
-    box: dict = {}
-    timeout = start_timeout() if timeout is None else timeout
-
-    def target():
-        try:
-            box["engine"] = chess.engine.SimpleEngine.popen_uci(path, timeout=timeout)
-        except BaseException as e:  # handed to the caller below
-            box["error"] = e
-
-    thread = threading.Thread(target=target, name="stockfish-start", daemon=True)
-    thread.start()
-    while thread.is_alive():  # polled: a stop request must not wait for a start that hangs
-        thread.join(POLL_S)
-        stop = _stop_deadline()
-        if stop is not None and time.monotonic() > stop:
-            raise EngineStopped()  # the start thread is a daemon; its engine, if any, dies with the process
-    if "error" in box:
-        raise box["error"]
-    return box["engine"]
-
-
-def _bounded_analyse(engine, board: chess.Board, limit: chess.engine.Limit, multipv: int, timeout: float):
-    """engine.analyse(...) (a fresh `game`: ucinewgame) that gives up after `timeout` seconds (TimeoutError),
-    after a stop request (EngineStopped), or as soon as python-chess logs that it could not parse the engine's
-    answer (EngineFailure raised by the caller: `_ProtocolError`)."""
-    pid = engine.transport.get_pid()
-    PROTOCOL_ERRORS.by_pid.pop(pid, None)
-    # A new `game` object makes python-chess send ucinewgame, which clears Stockfish's hash and history tables:
-    # without it results depend on the positions searched before.
-    loop = engine.protocol.loop
-    if loop.is_closed() or getattr(engine, "_shutdown", False):  # it died and python-chess has noticed
-        raise chess.engine.EngineTerminatedError("engine event loop dead")
-    coro = engine.protocol.analyse(board, limit, multipv=multipv, game=object())
-    try:
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
-    except RuntimeError:  # the loop closed meanwhile
-        coro.close()
-        raise chess.engine.EngineTerminatedError("engine event loop dead") from None
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return future.result(timeout=POLL_S)
-        except concurrent.futures.TimeoutError:
-            pass
-        if pid in PROTOCOL_ERRORS.by_pid:
-            future.cancel()
-            raise _ProtocolError(PROTOCOL_ERRORS.by_pid.pop(pid))
-        now, stop = time.monotonic(), _stop_deadline()
-        if stop is not None and now > stop:
-            future.cancel()
-            raise EngineStopped()
-        if now > deadline:
-            future.cancel()
-            raise TimeoutError(f"no answer in {timeout:g} s")
-
-
-class _ProtocolError(Exception):
-    """An answer python-chess could not parse (an illegal move, ...): the pool refuses the engine by name."""
 
 
 def _close_engines(engines: list) -> None:
@@ -391,8 +173,8 @@ class EnginePool:
         if workers < 1 or multipv < 1 or threads < 1 or hash_mb < 1:
             raise ValueError("workers, multipv, threads and hash_mb must be >= 1")
         self.path = find_stockfish(stockfish_path)  # fail now, with the install hint, not at first analyse
-        self.search_timeout = search_timeout or globals()["search_timeout"]()
-        self.start_timeout = start_timeout or globals()["start_timeout"]()
+        self.search_timeout = search_timeout or default_search_timeout()
+        self.start_timeout = start_timeout or default_start_timeout()
         self.workers, self.limit, self.multipv = workers, limit, multipv
         self.options = {"Threads": threads, "Hash": hash_mb}
         self._owns_cache = cache is not None and not isinstance(cache, AnalysisCache)
@@ -479,7 +261,7 @@ class EnginePool:
                 self.engine_calls += 1
             try:
                 engine = engine or self._start(i)  # a process may die while it starts, too
-                infos = _bounded_analyse(engine, board, self.limit.to_chess(), multipv, self.search_timeout)
+                infos = bounded_analyse(engine, board, self.limit.to_chess(), multipv, self.search_timeout)
                 break
             except TimeoutError:  # asyncio's too (3.11): a start or a search that hangs
                 self._drop(i, engine)
@@ -492,7 +274,7 @@ class EnginePool:
                 raise EngineFailure(
                     f"Stockfish at {self.path} {what}: it hangs or this machine is overloaded; {FIX}"
                 ) from None
-            except (_ProtocolError, chess.engine.EngineError) as e:
+            except (ProtocolError, chess.engine.EngineError) as e:
                 if isinstance(e, chess.engine.EngineTerminatedError):
                     error = e
                 else:  # it answered, but not legal UCI: a lying engine is refused, not restarted
@@ -544,7 +326,7 @@ class EnginePool:
         return out
 
     def _start(self, i: int) -> chess.engine.SimpleEngine:
-        engine = _popen_daemon(self.path, self.start_timeout)
+        engine = popen_daemon(self.path, self.start_timeout)
         try:
             engine.protocol.loop.set_exception_handler(PROTOCOL_ERRORS.on_loop_error)
             engine.configure(self.options)

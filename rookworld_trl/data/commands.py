@@ -17,11 +17,8 @@ is their command line and the place to import from:
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from collections import Counter
-from pathlib import Path
 
 from rookworld_trl.chess.engine import MULTIPV, EngineLimit
 from rookworld_trl.chess.formats import prompt_fen_width
@@ -36,12 +33,14 @@ from rookworld_trl.data.labels import PuzzleSource
 from rookworld_trl.data.layout import (
     COLUMNS,
     FEATURES,
-    LAYOUT_FILES,
     SPLITS,
     LayoutWriter,
     arrow_batches,
+    check_out,
     column_batches,
+    say_replaced,
     split_of,
+    split_text,
 )
 from rookworld_trl.data.load import LoadReport, load_rookworld_dataset, read_rows, shape
 from rookworld_trl.data.puzzles import PuzzleFilter
@@ -112,42 +111,6 @@ def convert(
         print(report.summary())
     print(f"wrote {out}: " + ", ".join(f"{s} {split_text(stats['rows'][s])}" for s in SPLITS))
     return stats
-
-
-def check_out(out: str) -> None:
-    """One line, before any reading, for an --out that cannot become a dataset folder: empty, a file, or in a
-    place this process cannot write."""
-    if not out.strip():
-        raise UserError("--out is empty; name the folder to write, e.g. --out data/mine")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UserError(
-            f"--out {out} is a file, not a folder; name a folder (it is made), or remove the file"
-        )
-    existing = os.path.abspath(out)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.access(existing, os.W_OK):
-        raise UserError(f"--out {out}: cannot write in {existing}; choose a folder you can write")
-
-
-def say_replaced(out: str) -> None:
-    """One line when OUT already holds a dataset: what the load replaces (its rows per split, from stats.json)."""
-    held = [name for name in LAYOUT_FILES if os.path.exists(os.path.join(out, name))]
-    if not held:
-        return
-    try:
-        rows = json.loads(Path(out, "stats.json").read_text())["rows"]
-        what = ", ".join(f"{s} {split_text(rows[s])}" for s in SPLITS if s in rows)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        what = ", ".join(held)
-    print(f"rookworld data: {out} holds a dataset ({what}); this load replaces it when it has finished "
-          "(stopped before then, the old one stays)", flush=True)  # fmt: skip
-
-
-def split_text(counts: dict) -> str:
-    """'12 rows (P: 7, A: 5)' for a split's {task: rows}."""
-    tasks = ", ".join(f"{task}: {n}" for task, n in sorted(counts.items()))
-    return f"{sum(counts.values())} rows" + (f" ({tasks})" if tasks else "")
 
 
 def check_train_split(out: str, rows: dict, validation_fraction: float, test_fraction: float) -> None:

@@ -36,6 +36,7 @@ from datasets import Features, List, Value
 from datasets.table import ConcatenationTable, MemoryMappedTable
 
 from rookworld_trl.chess.formats import position_key, prompt_fen_width
+from rookworld_trl.common.errors import UserError
 from rookworld_trl.data.files import INCOMPLETE, layout_problem  # noqa: F401  (the readers' check, re-exported)
 
 SPLITS = ("train", "validation", "test")
@@ -330,3 +331,39 @@ def write_stats(out: str | os.PathLike, stats: dict) -> None:
     path = Path(out) / "stats.json"
     path.with_suffix(".json.tmp").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     os.replace(path.with_suffix(".json.tmp"), path)
+
+
+def check_out(out: str) -> None:
+    """One line, before any reading, for an --out that cannot become a dataset folder: empty, a file, or in a
+    place this process cannot write."""
+    if not out.strip():
+        raise UserError("--out is empty; name the folder to write, e.g. --out data/mine")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(
+            f"--out {out} is a file, not a folder; name a folder (it is made), or remove the file"
+        )
+    existing = os.path.abspath(out)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"--out {out}: cannot write in {existing}; choose a folder you can write")
+
+
+def say_replaced(out: str) -> None:
+    """One line when OUT already holds a dataset: what the load replaces (its rows per split, from stats.json)."""
+    held = [name for name in LAYOUT_FILES if os.path.exists(os.path.join(out, name))]
+    if not held:
+        return
+    try:
+        rows = json.loads(Path(out, "stats.json").read_text())["rows"]
+        what = ", ".join(f"{s} {split_text(rows[s])}" for s in SPLITS if s in rows)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        what = ", ".join(held)
+    print(f"rookworld data: {out} holds a dataset ({what}); this load replaces it when it has finished "
+          "(stopped before then, the old one stays)", flush=True)  # fmt: skip
+
+
+def split_text(counts: dict) -> str:
+    """'12 rows (P: 7, A: 5)' for a split's {task: rows}."""
+    tasks = ", ".join(f"{task}: {n}" for task, n in sorted(counts.items()))
+    return f"{sum(counts.values())} rows" + (f" ({tasks})" if tasks else "")
