@@ -25,6 +25,7 @@ from transformers.trainer_callback import TrainerState
 from trl import ModelConfig, get_peft_config
 
 from rookworld_trl.common.entry import say
+from rookworld_trl.common.locks import release
 from rookworld_trl.common.paths import resolve_paths
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.selfplay import selfplay_for
@@ -361,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         return train(trainer, script, initial_model=model_args.model_name_or_path, data=data)
     finally:
         engine.close()
+        release(trainer.args.output_dir)  # the run is over (a process exiting drops it anyway)
 
 
 if __name__ == "__main__":
