@@ -307,6 +307,15 @@ def test_eval_with_a_hung_engine_is_one_line_before_any_work(tmp_path):
     assert time.monotonic() - started < 60 and not (tmp_path / "ev" / "eval.json").exists()
 
 
+@pytest.mark.parametrize("mode", ["/bin/false", "hang_uci", "illegal"])
+def test_train_with_a_broken_engine_is_one_line_before_launch(tmp_path, mode):
+    path = mode if mode.startswith("/") else fake_engine(tmp_path, mode)
+    env = {"STOCKFISH_PATH": path, "ROOKWORLD_ENGINE_START_TIMEOUT": "2"}
+    done = run("train", "--output_dir", str(tmp_path / "run"), env=env, cwd=tmp_path)
+    one_line(done, "rookworld train: error:", f"Stockfish at {path}", "STOCKFISH_PATH")
+    assert "accelerate.commands.launch" not in done.stdout
+
+
 # ------------------------------------------------------------- 5, 6, 7, 8, 9. settings, recipes, models, report
 
 

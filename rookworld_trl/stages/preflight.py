@@ -143,6 +143,7 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
     if command == "train":
         check_batch(config, processes)
         check_reward_funcs(config)
+        check_engine(config)
     if (
         config.get("output_dir") is not None
     ):  # empty, a file, a read-only place, a live run's: before accelerate
@@ -174,6 +175,18 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
         check_data(
             resolve_path(source), skip, puzzles=(merged.get("puzzle_rating"), merged.get("puzzle_themes"))
         )
+
+
+def check_engine(config: dict) -> None:
+    """Stockfish starts and answers one search (a fraction of a second), when the run will ask it: a broken or
+    hanging STOCKFISH_PATH is one line now, not after the model and data have loaded (chess/engine_calls.py)."""
+    funcs = config.get("reward_funcs") or []
+    if "policy_reward" not in funcs and not config.get("eval_samples"):
+        return
+    from rookworld_trl.chess.engine import EngineLimit, EnginePool
+
+    with EnginePool(1, EngineLimit(depth=1)) as pool:
+        pool.check()
 
 
 def check_batch(config: dict, processes: int) -> None:
