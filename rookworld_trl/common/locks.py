@@ -60,8 +60,10 @@ def holder(folder: str | os.PathLike) -> dict | None:
         return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         return _read(path) or {"pid": "?"}
+    except OSError:  # a filesystem without locks: nobody can be seen holding one
+        return None
     finally:
         os.close(fd)  # closing drops the probe's lock
     return None
@@ -79,13 +81,18 @@ def hold(folder: str | os.PathLike, command: str, fix: str = "wait for it to fin
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except BlockingIOError:
         os.close(fd)
         info = _read(path)
         raise UserError(
             f"{folder} is in use by {who(info)}: two writers would mix their files; {fix} "
             f"(kill {info.get('pid', 'PID')}), or choose another folder"
         ) from None
+    except OSError as e:  # a filesystem without flock (some network mounts): run, but say what is not checked
+        os.close(fd)
+        print(f"rookworld: {folder}: cannot lock it ({e.strerror}); a second writer would not be refused",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return
     stale = _read(path)
     if stale.get("pid") and (stale.get("pid"), stale.get("host")) != (os.getpid(), socket.gethostname()):
         print(f"rookworld: {folder}: a stale lock of {who(stale)}, which is no longer running, taken over",
