@@ -24,12 +24,10 @@ import chess.engine
 from rookworld_trl.common.errors import UserError
 
 START_TIMEOUT_ENV, SEARCH_TIMEOUT_ENV = "ROOKWORLD_ENGINE_START_TIMEOUT", "ROOKWORLD_ENGINE_TIMEOUT"
-START_TIMEOUT = (
-    30.0  # seconds for the UCI handshake and options: Stockfish answers in ~0.1 s, a busy box in a few
-)
-SEARCH_TIMEOUT = (
-    60.0  # seconds for one search: depth 8 MultiPV 5 takes 20-200 ms; generous for deeper limits too
-)
+# seconds for the UCI handshake and options: Stockfish answers in ~0.1 s, a busy box in a few
+START_TIMEOUT = 30.0
+# seconds for one search: depth 8 MultiPV 5 takes 20-200 ms; generous for deeper limits too
+SEARCH_TIMEOUT = 60.0
 STOP_GRACE = 5.0  # seconds an engine wait may go on after request_stop(): a healthy search ends well before
 POLL_S = 0.25  # how often a wait looks at the stop request and its engine's protocol errors
 FIX = "set STOCKFISH_PATH (or --stockfish) to a working Stockfish binary (Debian/Ubuntu: `apt-get install stockfish`)"
