@@ -20,7 +20,7 @@ Every engine call is bounded (issue 71): a start (the UCI handshake and options)
 60: a depth-8 MultiPV-5 search takes well under a second), then an EngineFailure (a UserError: one line naming
 the binary, STOCKFISH_PATH and the fix). An engine whose answers are not legal UCI for the position (an illegal
 or missing move) is refused the same way, at once. After `request_stop()` (a stop signal in training,
-training/interrupt.py) a wait ends within STOP_GRACE seconds with EngineStopped, a KeyboardInterrupt: the step
+training/interrupt.py) no wait lasts more than STOP_GRACE seconds past it (EngineStopped), a KeyboardInterrupt: the step
 under way is dropped and the last checkpoint stays the resume point.
 """
 

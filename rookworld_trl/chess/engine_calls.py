@@ -1,7 +1,7 @@
 """Bounded calls to a UCI engine (issue 71): a start gets `start_timeout()` seconds ($ROOKWORLD_ENGINE_START_TIMEOUT,
 default 30), a search `search_timeout()` ($ROOKWORLD_ENGINE_TIMEOUT, default 60); an answer python-chess cannot parse
 (an illegal or missing move) is caught as it is logged, not waited for; after `request_stop()` (a stop signal in
-training) every wait ends within STOP_GRACE seconds with EngineStopped. chess/engine.py's EnginePool calls these.
+training) a wait ends STOP_GRACE seconds after it (or after its own start) with EngineStopped. chess/engine.py's EnginePool calls these.
 
     engine = popen_daemon("/usr/games/stockfish")                      # asyncio.TimeoutError past the start timeout
     infos = bounded_analyse(engine, board, limit, multipv=5, timeout=60)  # TimeoutError, ProtocolError, EngineStopped
@@ -83,8 +83,10 @@ def clear_stop() -> None:
     _STOP_AT.clear()
 
 
-def _stop_deadline() -> float | None:
-    return _STOP_AT[0] + STOP_GRACE if _STOP.is_set() and _STOP_AT else None
+def _stop_deadline(since: float) -> float | None:
+    """When a wait that began at `since` gives up after a stop request: STOP_GRACE after the later of the two, so a
+    healthy search under way (or started while the step finishes) is never cut; None without a request."""
+    return max(_STOP_AT[0], since) + STOP_GRACE if _STOP.is_set() and _STOP_AT else None
 
 
 class _ProtocolErrors(logging.Filter):
@@ -146,9 +148,10 @@ def popen_daemon(path: str, timeout: float | None = None) -> chess.engine.Simple
 
     thread = threading.Thread(target=target, name="stockfish-start", daemon=True)
     thread.start()
+    since = time.monotonic()
     while thread.is_alive():  # polled: a stop request must not wait for a start that hangs
         thread.join(POLL_S)
-        stop = _stop_deadline()
+        stop = _stop_deadline(since)
         if stop is not None and time.monotonic() > stop:
             raise EngineStopped()  # the start thread is a daemon; its engine, if any, dies with the process
     if "error" in box:
@@ -173,7 +176,8 @@ def bounded_analyse(engine, board: chess.Board, limit: chess.engine.Limit, multi
     except RuntimeError:  # the loop closed meanwhile
         coro.close()
         raise chess.engine.EngineTerminatedError("engine event loop dead") from None
-    deadline = time.monotonic() + timeout
+    since = time.monotonic()
+    deadline = since + timeout
     while True:
         try:
             return future.result(timeout=POLL_S)
@@ -182,7 +186,7 @@ def bounded_analyse(engine, board: chess.Board, limit: chess.engine.Limit, multi
         if pid in PROTOCOL_ERRORS.by_pid:
             future.cancel()
             raise ProtocolError(PROTOCOL_ERRORS.by_pid.pop(pid))
-        now, stop = time.monotonic(), _stop_deadline()
+        now, stop = time.monotonic(), _stop_deadline(since)
         if stop is not None and now > stop:
             future.cancel()
             raise EngineStopped()
