@@ -32,20 +32,33 @@ FRONT_PID = "ROOKWORLD_FRONT_PID"  # set by `rookworld` for what it launches: th
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def die_with_parent(signum: int = signal.SIGTERM) -> bool:
-    """Ask Linux to send this process `signum` when its parent exits, however it exits (kill -9 included):
-    prctl(PR_SET_PDEATHSIG). SIGTERM, so a training stage saves its step first (training/interrupt.py). True when
-    set; False elsewhere (not Linux, no libc). Called in a child between fork and exec (subprocess's
-    preexec_fn) it survives the exec."""
+def _prctl():
+    """libc's prctl, or None (not Linux, no libc)."""
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        return False
+        return None
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send this process `signum` when its parent exits, however it exits (kill -9 included):
+    prctl(PR_SET_PDEATHSIG). SIGTERM, so a training stage saves its step first (training/interrupt.py). True when
+    set; False elsewhere (not Linux, no libc)."""
+    prctl = _prctl()
+    return prctl is not None and prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+
+
+def death_signal_preexec(signum: int = signal.SIGTERM):
+    """A subprocess preexec_fn that makes the child die_with_parent (it survives the exec), or None where there is
+    no prctl. libc is looked up here, in the parent: between fork and exec the child only makes the call."""
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    return lambda: prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
 
 
 def front_gone() -> bool:

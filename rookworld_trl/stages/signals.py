@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 
-from rookworld_trl.common.entry import EXIT_FILE, FRONT_PID, die_with_parent, started_file
+from rookworld_trl.common.entry import EXIT_FILE, FRONT_PID, death_signal_preexec, started_file
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill / timeout / a scheduler, hang-up
 
@@ -59,13 +59,13 @@ def run_group(cmd: list[str], env: dict | None = None, command: str = "train") -
     # the handler first: a signal between the start and the handler would leave the launch running on its own
     previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
     try:
-        # die_with_parent: a `rookworld` killed with -9 runs no handler, so the launcher learns it from the kernel
+        # the parent-death signal: a `rookworld` killed with -9 runs no handler, so the launcher learns it from the kernel
         # (SIGTERM); each stage process does the same with its launcher (common/entry.py run_stage)
         proc = subprocess.Popen(
             cmd,
             start_new_session=True,
             env={**os.environ, **(env or {}), FRONT_PID: str(os.getpid())},
-            preexec_fn=die_with_parent,
+            preexec_fn=death_signal_preexec(),
         )
         if received:
             stop_launch(received[0])
