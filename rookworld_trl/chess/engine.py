@@ -31,6 +31,7 @@ import math
 import os
 import queue
 import shutil
+import signal
 import threading
 import weakref
 from collections.abc import Iterable
@@ -301,8 +302,12 @@ class EnginePool:
         )
 
     def _drop(self, i: int, engine) -> None:
-        """Close engine i (killing its process) and forget it: the next search starts a new one."""
+        """Kill engine i's process now and forget it: the next search starts a new one. Killed here, not only
+        through python-chess's close() (which its event loop runs later): a hung engine must not outlive a
+        process that exits right after the error."""
         if engine is not None:
+            with contextlib.suppress(Exception):  # gone already
+                os.kill(engine.transport.get_pid(), signal.SIGKILL)
             engine.close()
         self._engines[i] = None
 

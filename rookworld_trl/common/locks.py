@@ -129,3 +129,15 @@ def holding(folder: str | os.PathLike, command: str, fix: str = "wait for it to 
     finally:
         if not held_before:
             release(folder)
+
+
+@contextlib.contextmanager
+def scoped():
+    """Every lock taken inside the block is released when it ends, however it ends: a stage's main() run in a
+    process that goes on (tests, a notebook) leaves no folder locked behind it."""
+    before = set(_HELD)
+    try:
+        yield
+    finally:
+        for path in set(_HELD) - before:
+            release(os.path.dirname(path))

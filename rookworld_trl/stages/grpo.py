@@ -25,7 +25,7 @@ from transformers.trainer_callback import TrainerState
 from trl import ModelConfig, get_peft_config
 
 from rookworld_trl.common.entry import say
-from rookworld_trl.common.locks import release
+from rookworld_trl.common.locks import scoped
 from rookworld_trl.common.paths import resolve_paths
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.selfplay import selfplay_for
@@ -357,12 +357,14 @@ def epochs_line(args, rows: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    trainer, engine, script, model_args, data = build_run(argv)
-    try:
-        return train(trainer, script, initial_model=model_args.model_name_or_path, data=data)
-    finally:
-        engine.close()
-        release(trainer.args.output_dir)  # the run is over (a process exiting drops it anyway)
+    with (
+        scoped()
+    ):  # the run's lock goes with it, also when it is refused halfway (a process exiting drops it too)
+        trainer, engine, script, model_args, data = build_run(argv)
+        try:
+            return train(trainer, script, initial_model=model_args.model_name_or_path, data=data)
+        finally:
+            engine.close()
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from trl import ScriptArguments
 from rookworld_trl.chess.environment import legal_best_move, parse_board
 from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of, parse_policy_completion, parse_policy_prompt
 from rookworld_trl.common.entry import say
-from rookworld_trl.common.locks import release
+from rookworld_trl.common.locks import scoped
 from rookworld_trl.common.paths import resolve_paths
 from rookworld_trl.data.layout import column, iter_column
 from rookworld_trl.model.generation import generate_completions
@@ -246,6 +246,11 @@ def format_check(trainer, tokenizer, eval_dataset, samples: int) -> tuple[dict |
 
 
 def main(argv: list[str] | None = None) -> int:
+    with scoped():  # the run's lock goes with it, however it ends (a process exiting drops it too)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = stage_parser((SFTScriptArguments, RookWorldSFTConfig), "sft")  # one-line errors, as train
     script_args, config = parser.parse_args_and_config(args=argv)
     check_numbers(config)
@@ -255,11 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     resolve_paths(script_args, "dataset_name", "model_name_or_path", "tokenizer_name_or_path")
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
-    try:
-        train_dataset, eval_dataset = load_splits(script_args, config.seed)
-        run_sft(script_args, config, train_dataset, eval_dataset)
-    finally:
-        release(config.output_dir)  # the run is over (a process exiting drops it anyway)
+    train_dataset, eval_dataset = load_splits(script_args, config.seed)
+    run_sft(script_args, config, train_dataset, eval_dataset)
     return 0
 
 
