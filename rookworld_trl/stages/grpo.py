@@ -226,7 +226,6 @@ def parse(argv: list[str] | None = None):
     except ValueError as e:
         parser.error(str(e))
     check_output_dir(args.output_dir)  # before the engine cache or logs write there
-    lock_run_dir(args.output_dir, "rookworld train")  # one run per output_dir
     if args.push_to_hub and _hub_offline():
         parser.error(
             "push_to_hub needs the network but HF_HUB_OFFLINE is set: unset it or drop --push_to_hub"
@@ -238,6 +237,7 @@ def parse(argv: list[str] | None = None):
     # Recipes name the embedded model and data relative to the repository/package root: any cwd works.
     resolve_paths(model_args, "model_name_or_path")
     resolve_paths(script, "dataset_name", "tactics_dataset")
+    lock_run_dir(args.output_dir, "rookworld train")  # one run per output_dir; the checks above write nothing
     return script, args, model_args
 
 
