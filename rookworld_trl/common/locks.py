@@ -25,6 +25,7 @@ from rookworld_trl.common.errors import UserError
 
 LOCK_NAME = ".rookworld.lock"
 _HELD: dict[str, int] = {}  # lock path -> descriptor, for this process's lifetime
+_MADE: set[str] = set()  # lock paths whose folder hold() made: removed again when nothing else was written
 
 
 def lock_path(folder: str | os.PathLike) -> str:
@@ -77,6 +78,7 @@ def hold(folder: str | os.PathLike, command: str, fix: str = "wait for it to fin
     path = lock_path(folder)
     if path in _HELD:
         return
+    made = not os.path.isdir(folder)
     os.makedirs(folder, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -101,16 +103,25 @@ def hold(folder: str | os.PathLike, command: str, fix: str = "wait for it to fin
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode(), 0)
     _HELD[path] = fd
+    if made:
+        _MADE.add(path)
 
 
 def release(folder: str | os.PathLike) -> None:
     """Drop FOLDER's lock (emptied first: only a holder that died leaves its name behind, so the next one can tell
     a stale lock from a clean end)."""
-    fd = _HELD.pop(lock_path(folder), None)
+    path = lock_path(folder)
+    fd = _HELD.pop(path, None)
     if fd is not None:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
         os.close(fd)
+    if path in _MADE:  # a run refused before it wrote anything leaves no folder behind
+        _MADE.discard(path)
+        with contextlib.suppress(OSError):
+            if os.listdir(os.path.dirname(path)) == [LOCK_NAME]:
+                os.unlink(path)
+                os.rmdir(os.path.dirname(path))
 
 
 @atexit.register
