@@ -14,17 +14,24 @@ FEN + limit gives the same answer whatever was analysed before it.
 
 Stockfish is found by `find_stockfish`: an explicit path, $STOCKFISH_PATH, `stockfish` on PATH, or
 /usr/games/stockfish (Debian/Ubuntu: `apt-get install stockfish`).
+
+Every engine call is bounded (issue 71): a start (the UCI handshake and options) gets `start_timeout()` seconds
+($ROOKWORLD_ENGINE_START_TIMEOUT, default 30), a search `search_timeout()` ($ROOKWORLD_ENGINE_TIMEOUT, default
+60: a depth-8 MultiPV-5 search takes well under a second), then an EngineFailure (a UserError: one line naming
+the binary, STOCKFISH_PATH and the fix). An engine whose answers are not legal UCI for the position (an illegal
+or missing move) is refused the same way, at once. After `request_stop()` (a stop signal in training,
+training/interrupt.py) no wait lasts more than STOP_GRACE seconds past it (EngineStopped), a KeyboardInterrupt: the step
+under way is dropped and the last checkpoint stays the resume point.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import queue
 import shutil
-import sqlite3
+import signal
 import threading
 import weakref
 from collections.abc import Iterable
@@ -35,6 +42,25 @@ import chess
 import chess.engine
 from tqdm.auto import tqdm
 
+from rookworld_trl.chess.analysis_cache import AnalysisCache, MoveEval
+from rookworld_trl.chess.engine_calls import (  # noqa: F401  (the bounded calls, also importable from here)
+    FIX,
+    PROTOCOL_ERRORS,
+    SEARCH_TIMEOUT,
+    SEARCH_TIMEOUT_ENV,
+    START_TIMEOUT,
+    START_TIMEOUT_ENV,
+    STOP_GRACE,
+    EngineFailure,
+    EngineStopped,
+    ProtocolError,
+    bounded_analyse,
+    clear_stop,
+    popen_daemon,
+    request_stop,
+)
+from rookworld_trl.chess.engine_calls import search_timeout as default_search_timeout
+from rookworld_trl.chess.engine_calls import start_timeout as default_start_timeout
 from rookworld_trl.chess.environment import parse_board
 from rookworld_trl.common.errors import UserError
 
@@ -42,7 +68,6 @@ MULTIPV = 5  # the P: format lists the engine's top 5 moves: every analysis is M
 MATE_SCORE = 100000  # mate in n -> MATE_SCORE - n centipawns, the convention of the published data
 WIN_K = 0.00368208  # lichess's centipawn -> expected score slope; saturates, so mates and +20 agree
 MAX_ATTEMPTS = 3  # a position is tried on at most this many (re)started engines
-STARTUP_TIMEOUT = 120.0  # seconds for the UCI handshake and option commands (searches have no timeout)
 
 
 class StockfishNotFound(UserError):
@@ -97,16 +122,6 @@ class EngineLimit:
 DEFAULT_LIMIT = EngineLimit()
 
 
-@dataclass(frozen=True)
-class MoveEval:
-    move: str  # UCI
-    cp: int  # centipawns from the side to move's point of view; mate in n is MATE_SCORE - n
-
-    @property
-    def pawns(self) -> float:
-        return self.cp / 100
-
-
 def expected_score(cp: float) -> float:
     """Centipawns (side to move) -> expected score in (0, 1). A mate (+-100000) is 1 or 0."""
     return 1 / (1 + math.exp(-WIN_K * max(-MATE_SCORE, min(MATE_SCORE, cp))))
@@ -117,84 +132,10 @@ def format_eval(cp: int) -> str:
     return str(cp / 100)
 
 
-class AnalysisCache:
-    """Analyses on disk in one sqlite3 file keyed by (fen, limit.key(), multipv).
-
-    One connection behind a lock makes it safe for threads; WAL mode lets several processes share the file.
-    The key does not name the Stockfish version or Hash size: use one cache file per engine setup.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = os.fspath(path)
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # WAL + NORMAL: no fsync on every put, and a crash can lose only the last puts, never corrupt.
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS analysis (fen TEXT NOT NULL, limit_key TEXT NOT NULL,"
-                " multipv INTEGER NOT NULL, evals TEXT NOT NULL, PRIMARY KEY (fen, limit_key, multipv))"
-            )
-            self._conn.commit()
-
-    def get(self, fen: str, limit: EngineLimit, multipv: int) -> list[MoveEval] | None:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT evals FROM analysis WHERE fen = ? AND limit_key = ? AND multipv = ?",
-                (fen, limit.key(), multipv),
-            ).fetchone()
-        return None if row is None else [MoveEval(move, cp) for move, cp in json.loads(row[0])]
-
-    def put(self, fen: str, limit: EngineLimit, multipv: int, analysis: list[MoveEval]) -> None:
-        evals = json.dumps([[e.move, e.cp] for e in analysis])
-        with self._lock:
-            self._conn.execute(
-                "INSERT OR REPLACE INTO analysis VALUES (?, ?, ?, ?)", (fen, limit.key(), multipv, evals)
-            )
-            self._conn.commit()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return self._conn.execute("SELECT COUNT(*) FROM analysis").fetchone()[0]
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-
 def normalize_fen(fen: str) -> str:
     """python-chess's canonical FEN of a valid position; ValueError naming the FEN otherwise (Stockfish may
     crash or misbehave on impossible positions: no king, the side not to move in check, ...)."""
     return parse_board(fen).fen()
-
-
-def _popen_daemon(path: str) -> chess.engine.SimpleEngine:
-    """SimpleEngine.popen_uci called from a daemon thread.
-
-    python-chess runs each engine's event loop on a new thread, which inherits the daemon flag of the thread
-    that creates it. A non-daemon loop thread would make the interpreter wait for it at exit before any
-    atexit hook runs, so a pool that was never closed would hang the program; a daemon one lets the
-    pool's finalizer run at exit and quit the engine.
-    """
-    box: dict = {}
-
-    def target():
-        try:
-            # python-chess gives the UCI handshake and each command 10 s by default; a machine busy with
-            # training (or a CI box) can take longer to start Stockfish, so allow STARTUP_TIMEOUT.
-            box["engine"] = chess.engine.SimpleEngine.popen_uci(path, timeout=STARTUP_TIMEOUT)
-        except BaseException as e:  # handed to the caller below
-            box["error"] = e
-
-    thread = threading.Thread(target=target, name="stockfish-start", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["engine"]
 
 
 def _close_engines(engines: list) -> None:
@@ -225,10 +166,16 @@ class EnginePool:
         stockfish_path: str | None = None,
         threads: int = 1,
         hash_mb: int = 16,
+        search_timeout: float | None = None,
+        start_timeout: float | None = None,
     ):
+        """search_timeout / start_timeout: seconds (None: $ROOKWORLD_ENGINE_TIMEOUT / _START_TIMEOUT, else 60 /
+        30); past them a search or a start is an EngineFailure naming the binary and the fix."""
         if workers < 1 or multipv < 1 or threads < 1 or hash_mb < 1:
             raise ValueError("workers, multipv, threads and hash_mb must be >= 1")
         self.path = find_stockfish(stockfish_path)  # fail now, with the install hint, not at first analyse
+        self.search_timeout = search_timeout or default_search_timeout()
+        self.start_timeout = start_timeout or default_start_timeout()
         self.workers, self.limit, self.multipv = workers, limit, multipv
         self.options = {"Threads": threads, "Hash": hash_mb}
         self._owns_cache = cache is not None and not isinstance(cache, AnalysisCache)
@@ -305,7 +252,9 @@ class EnginePool:
         return evals
 
     def _search(self, i: int, board: chess.Board, multipv: int) -> list[MoveEval]:
-        """One search on engine i, replacing the process if it died (killed, crashed, broken pipe)."""
+        """One search on engine i, replacing the process if it died (killed, crashed, broken pipe); a start or a
+        search past its timeout, or an answer that is not legal UCI, is an EngineFailure at once (a hung or
+        lying engine does so again)."""
         error = None
         for _ in range(MAX_ATTEMPTS):
             engine = self._engines[i]
@@ -313,30 +262,93 @@ class EnginePool:
                 self.engine_calls += 1
             try:
                 engine = engine or self._start(i)  # a process may die while it starts, too
-                # A new `game` object makes python-chess send ucinewgame, which clears Stockfish's hash and
-                # history tables: without it results depend on the positions searched before.
-                infos = engine.analyse(board, self.limit.to_chess(), multipv=multipv, game=object())
-                return [MoveEval(info["pv"][0].uci(), _cp(info["score"], board.turn)) for info in infos]
+                infos = bounded_analyse(engine, board, self.limit.to_chess(), multipv, self.search_timeout)
+                break
+            except TimeoutError:  # asyncio's too (3.11): a start or a search that hangs
+                self._drop(i, engine)
+                what = (
+                    f"did not start in {self.start_timeout:g} s ({START_TIMEOUT_ENV} sets it)"
+                    if engine is None  # the start timed out: nothing was assigned
+                    else f"did not answer a {self.limit.key()} search in {self.search_timeout:g} s on "
+                    f"{board.fen()!r} ({SEARCH_TIMEOUT_ENV} sets it)"
+                )
+                raise EngineFailure(
+                    f"Stockfish at {self.path} {what}: it hangs or this machine is overloaded; {FIX}"
+                ) from None
+            except (ProtocolError, chess.engine.EngineError) as e:
+                if isinstance(e, chess.engine.EngineTerminatedError):
+                    error = e
+                else:  # it answered, but not legal UCI: a lying engine is refused, not restarted
+                    self._drop(i, engine)
+                    raise self._lying(board, e) from None
             # A dead process shows up as EngineTerminatedError (an EngineError), a broken pipe (OSError), or,
             # when python-chess has already torn down the engine's event loop, a cancelled future.
-            except (chess.engine.EngineError, OSError, CancelledError) as e:
+            except (OSError, CancelledError, RuntimeError) as e:  # RuntimeError: its event loop is closed
                 error = e
-                if engine is not None:
-                    engine.close()
-                self._engines[i] = None
-                with self._count_lock:
-                    self.restarts += 1
-        raise RuntimeError(f"Stockfish failed {MAX_ATTEMPTS} times on {board.fen()!r}") from error
+            except BaseException:  # EngineStopped, a Ctrl-C: the engine is mid-search, so it goes
+                self._drop(i, engine)
+                raise
+            self._drop(i, engine)
+            with self._count_lock:
+                self.restarts += 1
+        else:
+            raise self._failed(board, error)
+        return self._evals(infos, board)  # outside the retries: a lying engine is refused, not restarted
+
+    def _failed(self, board: chess.Board, error: BaseException | None) -> EngineFailure:
+        return EngineFailure(
+            f"Stockfish at {self.path} failed {MAX_ATTEMPTS} times on {board.fen()!r} "
+            f"({type(error).__name__}: {str(error)[:200] or 'it exited'}); {FIX}"
+        )
+
+    def _drop(self, i: int, engine) -> None:
+        """Kill engine i's process now and forget it: the next search starts a new one. Killed here, not only
+        through python-chess's close() (which its event loop runs later): a hung engine must not outlive a
+        process that exits right after the error."""
+        if engine is not None:
+            with contextlib.suppress(Exception):  # gone already
+                os.kill(engine.transport.get_pid(), signal.SIGKILL)
+            engine.close()
+        self._engines[i] = None
+
+    def _lying(self, board: chess.Board, error: Exception) -> EngineFailure:
+        return EngineFailure(
+            f"Stockfish at {self.path} answered what is not legal UCI on {board.fen()!r} ({str(error)[:200]}); "
+            f"{FIX}"
+        )
+
+    def _evals(self, infos: list[dict], board: chess.Board) -> list[MoveEval]:
+        """MoveEvals of an analysis, each line's first move checked legal; an engine that leaves out the move
+        or the score, or names an illegal move, is refused by name (EngineFailure)."""
+        out = []
+        for info in infos:
+            pv, score = info.get("pv"), info.get("score")
+            if not pv or score is None or pv[0] not in board.legal_moves:
+                raise self._lying(board, ValueError(f"an info line without a legal move and a score: {info}"))
+            out.append(MoveEval(pv[0].uci(), _cp(score, board.turn)))
+        if not out:
+            raise self._lying(board, ValueError("no info line before bestmove"))
+        return out
 
     def _start(self, i: int) -> chess.engine.SimpleEngine:
-        engine = _popen_daemon(self.path)
+        engine = popen_daemon(self.path, self.start_timeout)
         try:
+            engine.protocol.loop.set_exception_handler(PROTOCOL_ERRORS.on_loop_error)
             engine.configure(self.options)
         except BaseException:
             engine.close()
             raise
         self._engines[i] = engine
         return engine
+
+    def check(self) -> None:
+        """Start one engine and search the starting position with it, past the cache: an engine that does not
+        start, hangs or lies is an EngineFailure now, before a run or an eval has done its first minute of work."""
+        i = self._free.get()
+        try:
+            self._search(i, chess.Board(), 1)
+        finally:
+            self._free.put(i)
 
     def pids(self) -> list[int]:
         """Process ids of the running engines (none before first use)."""

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from rookworld_trl.common.errors import UserError
+from rookworld_trl.common.errors import UserError, clip
 
 
 def say(message: str) -> None:
@@ -28,6 +28,54 @@ EXIT_FILE = (
 )
 
 
+FRONT_PID = "ROOKWORLD_FRONT_PID"  # set by `rookworld` for what it launches: the process a stage dies with
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _prctl():
+    """libc's prctl, or None (not Linux, no libc)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send this process `signum` when its parent exits, however it exits (kill -9 included):
+    prctl(PR_SET_PDEATHSIG). SIGTERM, so a training stage saves its step first (training/interrupt.py). True when
+    set; False elsewhere (not Linux, no libc)."""
+    prctl = _prctl()
+    return prctl is not None and prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
+
+
+def death_signal_preexec(signum: int = signal.SIGTERM):
+    """A subprocess preexec_fn that makes the child die_with_parent (it survives the exec), or None where there is
+    no prctl. libc is looked up here, in the parent: between fork and exec the child only makes the call."""
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    return lambda: prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
+
+
+def front_gone() -> bool:
+    """Whether the `rookworld` process that launched this one ($ROOKWORLD_FRONT_PID) has exited: a stage started
+    just as its front was killed, before die_with_parent could take effect."""
+    pid = os.environ.get(FRONT_PID, "")
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's process of that number: alive
+        return False
+    return False
+
+
 def started_file(exit_file: str, pid: int) -> str:
     """The file a stage process under `rookworld` touches once its imports are done (`run_stage`): a Ctrl-C
     before then would be a traceback from inside an import, so `rookworld` stops such a process itself."""
@@ -38,6 +86,11 @@ def run_stage(command: str, stage_main: Callable[[list[str] | None], int | None]
     """`_run_stage`, with the exit code also written to $ROOKWORLD_EXIT_FILE when set: `accelerate launch`
     turns every failure into exit code 1, and `rookworld` passes on the stage's own (2: bad input)."""
     code = 1  # a bug's traceback
+    if os.environ.get(FRONT_PID):  # launched by `rookworld`: this stage ends with its launcher, on every path
+        die_with_parent(signal.SIGTERM)
+        if front_gone():
+            print(f"rookworld {command}: its `rookworld` process has exited; stopping", file=sys.stderr)
+            return 143
     if os.environ.get(EXIT_FILE):  # the imports are done: from here a Ctrl-C is this function's to answer
         with contextlib.suppress(OSError):
             Path(started_file(os.environ[EXIT_FILE], os.getpid())).touch()
@@ -63,7 +116,7 @@ def _run_stage(command: str, stage_main: Callable[[list[str] | None], int | None
     except BrokenPipeError:  # `rookworld data load ... | head`: the reader has what it wanted
         return quiet_broken_pipe()
     except (ValueError, OSError, UserError) as e:
-        print(f"rookworld {command}: error: {e or type(e).__name__}", file=sys.stderr)
+        print(f"rookworld {command}: error: {clip(str(e)) or type(e).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # the training stage says more (the step, how to resume) before this
         print(f"rookworld {command}: interrupted", file=sys.stderr)

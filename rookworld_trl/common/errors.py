@@ -43,3 +43,14 @@ def suggest_fields(cls):
 
     cls.__init__ = __init__
     return cls
+
+
+MAX_MESSAGE = 2000  # characters of an error line: a value echoed in it is cut, not printed whole
+
+
+def clip(message: str, limit: int = MAX_MESSAGE) -> str:
+    """`message` cut to `limit` characters (a value a user gave may be megabytes), saying how much was left out."""
+    message = str(message)
+    return (
+        message if len(message) <= limit else f"{message[:limit]}... ({len(message) - limit} more characters)"
+    )

@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from pathlib import Path
 
 from rookworld_trl.chess.engine import MULTIPV, EngineLimit
 from rookworld_trl.chess.formats import prompt_fen_width
 from rookworld_trl.common.errors import UserError
 from rookworld_trl.common.flags import FlagParser
+from rookworld_trl.common.locks import holding
 from rookworld_trl.data.audit import AuditConfig, AuditReport, audit
 from rookworld_trl.data.exclude import Exclusion
 from rookworld_trl.data.files import DataSourceError
@@ -36,9 +36,11 @@ from rookworld_trl.data.layout import (
     SPLITS,
     LayoutWriter,
     arrow_batches,
+    check_out,
     column_batches,
+    say_replaced,
     split_of,
-    write_stats,
+    split_text,
 )
 from rookworld_trl.data.load import LoadReport, load_rookworld_dataset, read_rows, shape
 from rookworld_trl.data.puzzles import PuzzleFilter
@@ -77,46 +79,46 @@ def convert(
     num_proc: int | None = None,
 ) -> dict:
     """Write `source` (anything load_rookworld_dataset reads) in our layout, re-split by position hash. Its
-    lines are parsed in `num_proc` processes (None: the machine's cores), cached (data/parse.py)."""
-    report = LoadReport(source, skip_bad_rows)
-    rows = read_rows(source, split, skip_bad_rows, puzzles, exclude, report=report, num_proc=num_proc)
-    rows = shape(rows, source)  # one FEN width, the source's most common
-    writer = LayoutWriter(out, validation_fraction, test_fraction, compression_level=CONVERT_LEVEL)
-    for _, table in arrow_batches(rows, *COLUMNS):
-        writer.add_table(table)
-    stats = writer.close()
-    check_train_split(out, stats["rows"], validation_fraction, test_fraction)
-    settings = dict(
-        source=source, split=split, validation_fraction=validation_fraction, test_fraction=test_fraction
-    )
-    if puzzles is not None and puzzles.report is not None:
-        stats.update(settings=settings, puzzles=puzzles.report.to_dict())
-    else:
-        stats.update(settings=settings, load_report=report.to_dict())
-    if exclude:
-        stats["excluded"] = exclude.to_dict()
-    write_stats(out, stats)
+    lines are parsed in `num_proc` processes (None: the machine's cores), cached (data/parse.py). OUT is locked
+    from before the read (a second load into it is refused) and replaced as a whole at the end (LayoutWriter's
+    staging folder and commit): an interrupted load leaves the old dataset as it was."""
+    check_out(out)
+    with holding(out, "rookworld data load --out", "wait for that load to finish or stop it"):
+        say_replaced(out)
+        report = LoadReport(source, skip_bad_rows)
+        rows = read_rows(source, split, skip_bad_rows, puzzles, exclude, report=report, num_proc=num_proc)
+        rows = shape(rows, source)  # one FEN width, the source's most common
+        writer = LayoutWriter(out, validation_fraction, test_fraction, compression_level=CONVERT_LEVEL)
+        try:
+            for _, table in arrow_batches(rows, *COLUMNS):
+                writer.add_table(table)
+            stats = writer.close()
+            check_train_split(out, stats["rows"], validation_fraction, test_fraction)
+        except BaseException:  # Ctrl-C, a full disk, no train rows: the old dataset stays as it was
+            writer.abort()
+            raise
+        settings = dict(
+            source=source, split=split, validation_fraction=validation_fraction, test_fraction=test_fraction
+        )
+        if puzzles is not None and puzzles.report is not None:
+            stats.update(settings=settings, puzzles=puzzles.report.to_dict())
+        else:
+            stats.update(settings=settings, load_report=report.to_dict())
+        if exclude:
+            stats["excluded"] = exclude.to_dict()
+        writer.commit(stats)
     if not report.malformed and (puzzles is None or puzzles.report is None):  # read_rows said the rest
         print(report.summary())
     print(f"wrote {out}: " + ", ".join(f"{s} {split_text(stats['rows'][s])}" for s in SPLITS))
     return stats
 
 
-def split_text(counts: dict) -> str:
-    """'12 rows (P: 7, A: 5)' for a split's {task: rows}."""
-    tasks = ", ".join(f"{task}: {n}" for task, n in sorted(counts.items()))
-    return f"{sum(counts.values())} rows" + (f" ({tasks})" if tasks else "")
-
-
 def check_train_split(out: str, rows: dict, validation_fraction: float, test_fraction: float) -> None:
-    """UserError, and no layout left behind, when the train split came out empty: training on OUT would
+    """UserError (the caller drops the staged layout) when the train split came out empty: training on OUT would
     fail later in datasets ("corresponds to no data"). Rows go to a split by their position's hash, so a few
     rows can all land in validation/test."""
     if sum(rows["train"].values()):
         return
-    for name in SPLITS:
-        for ext in ("parquet", "txt"):
-            Path(out, f"{name}.{ext}").unlink(missing_ok=True)
     held = sum(sum(counts.values()) for counts in rows.values())
     raise UserError(
         f"{out}: no rows for the train split ({held} rows in all went to validation/test by position hash, "

@@ -48,8 +48,9 @@ from tqdm.auto import tqdm
 
 from rookworld_trl import __version__
 from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool, MoveEval, find_stockfish
+from rookworld_trl.common.locks import holding
 from rookworld_trl.data.exclude import Exclusion
-from rookworld_trl.data.layout import FEATURES, LayoutWriter, write_stats
+from rookworld_trl.data.layout import FEATURES, LayoutWriter
 from rookworld_trl.data.positions import POSITION_SOURCES
 from rookworld_trl.data.samples import GameRecord, game_rows
 from rookworld_trl.data.tactics import (
@@ -279,12 +280,19 @@ def assemble(config: GenerateConfig, shards: Path, settings: dict, exclude: Excl
             "datasets": datasets.__version__,
         },
     )
-    write_stats(config.out, stats)
+    writer.commit(stats)  # the splits and stats.json replace the old ones as a whole
     return stats
 
 
 def generate(config: GenerateConfig) -> dict:
-    """Generate (or finish generating) the dataset in config.out; returns the stats written to stats.json."""
+    """Generate (or finish generating) the dataset in config.out, holding its lock (one writer of OUT); returns the
+    stats written to stats.json."""
+    Exclusion.of(config.exclude)  # before the lock and any engine work: a bad file fails now
+    with holding(config.out, "rookworld data generate", "wait for it to finish or stop it"):
+        return _generate(config)
+
+
+def _generate(config: GenerateConfig) -> dict:
     shards = Path(config.out) / "shards"
     exclude = Exclusion.of(config.exclude)  # before any engine work: a bad file fails now
     shards.mkdir(parents=True, exist_ok=True)

@@ -12,13 +12,21 @@ A: rows `move`, `history`, `new_fen`, `reward`, `terminated`, `truncated`, `kind
 row's `kind` is empty, or its tactic (mate1, mate2, only: data/tactics.py) in a tactics dataset.
 Columns of the other task hold empty values ("" / [] / 0.0 / False) so every row has one Arrow type.
 Loading from anywhere is rookworld_trl/data/load.py.
+
+A layout is written as a whole (issue 71): every file goes to a staging folder OUT/.incoming-*, and `commit`
+moves them in with OUT/.rookworld_incomplete present for the few renames it takes; a reader refuses a folder
+holding that marker, or whose Parquet row counts disagree with its stats.json (files of two writes), with one
+line (`check_layout`). The writer holds OUT's lock (common/locks.py) from before it reads its source.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -28,6 +36,8 @@ from datasets import Features, List, Value
 from datasets.table import ConcatenationTable, MemoryMappedTable
 
 from rookworld_trl.chess.formats import position_key, prompt_fen_width
+from rookworld_trl.common.errors import UserError
+from rookworld_trl.data.files import INCOMPLETE, layout_problem  # noqa: F401  (the readers' check, re-exported)
 
 SPLITS = ("train", "validation", "test")
 FEATURES = Features(
@@ -181,13 +191,20 @@ def dedup_key(row: dict) -> int:
 # ---------------------------------------------------------------------------------------------- writing
 
 
+STAGING = ".incoming-"  # the prefix of a writer's staging folder inside OUT
+LAYOUT_FILES = tuple(f"{s}.{ext}" for s in SPLITS for ext in ("parquet", "txt")) + ("stats.json",)
+
+
 class LayoutWriter:
-    """Writes rows into OUT/{split}.parquet and OUT/{split}.txt, dropping duplicates; files appear on close."""
+    """Writes rows into OUT/{split}.parquet and OUT/{split}.txt, dropping duplicates, through a staging folder:
+    close() finishes the files, commit(stats) moves them and stats.json into OUT as a whole, abort() drops them."""
 
     def __init__(self, out: str | os.PathLike, validation_fraction: float, test_fraction: float,
                  compression_level: int = 19):  # fmt: skip
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
+        drop_stale_staging(self.out)
+        self.stage = Path(tempfile.mkdtemp(prefix=STAGING, dir=self.out))
         self.fractions = (validation_fraction, test_fraction)
         self.seen: set[int] = set()
         self.rows = {split: Counter() for split in SPLITS}  # split -> task -> rows
@@ -195,7 +212,7 @@ class LayoutWriter:
         self.fen_widths: Counter[int] = Counter()  # P: rows by FEN field width: the layout of the prompts
         self.duplicates: Counter[str] = Counter()
         self.batches: dict[str, list[dict]] = {split: [] for split in SPLITS}
-        # Written under temporary names and renamed at the end: a killed run never leaves a half file behind.
+        # Written in the staging folder and moved in at the end: a killed run never leaves a half file behind.
         self.parquet = {
             # zstd at a high level halves the files against the default snappy (6.8 -> 3.4 MB on a 37k-row
             # train split): the embedded data ships inside the package. It costs ~140 us a row (level 3: ~3 us,
@@ -212,7 +229,7 @@ class LayoutWriter:
         self.text = {s: open(self._tmp(s, "txt"), "w", encoding="utf-8") for s in SPLITS}  # noqa: SIM115
 
     def _tmp(self, split: str, ext: str) -> Path:
-        return self.out / f"{split}.{ext}.tmp"
+        return self.stage / f"{split}.{ext}"
 
     def add(self, row: dict, split: str | None = None) -> None:
         """Add a row to `split` (None: its position's, split_of), unless it is a duplicate."""
@@ -261,13 +278,11 @@ class LayoutWriter:
             self.text[split].write("".join(row["text"] + "\n" for row in batch))
 
     def close(self) -> dict:
-        """Finish the files and return the counts for stats.json."""
+        """Finish the files (still staged: commit moves them in) and return the counts for stats.json."""
         for split in SPLITS:
             self._flush(split)
             self.parquet[split].close()
             self.text[split].close()
-            for ext in ("parquet", "txt"):
-                os.replace(self._tmp(split, ext), self.out / f"{split}.{ext}")
         return {
             "rows": {split: dict(sorted(counts.items())) for split, counts in self.rows.items()},
             "kinds": dict(sorted(self.kinds.items())),
@@ -275,8 +290,80 @@ class LayoutWriter:
             "duplicates_removed": dict(sorted(self.duplicates.items())),
         }
 
+    def commit(self, stats: dict) -> None:
+        """stats.json beside the staged files, then all of them into OUT as one change (`publish`)."""
+        (self.stage / "stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
+        publish(self.out, self.stage)
+
+    def abort(self) -> None:
+        """Drop the staged files: OUT keeps what it held."""
+        for files in (self.parquet, self.text):
+            for f in files.values():
+                with contextlib.suppress(Exception):  # a writer that failed mid-write
+                    f.close()
+        shutil.rmtree(self.stage, ignore_errors=True)
+
+
+def publish(out: Path, stage: Path) -> None:
+    """Move a complete staged layout into OUT: the INCOMPLETE marker first (naming the staging folder), then
+    one rename per file (stats.json last), then the marker and the staging folder go. A process killed between
+    the first and the last step leaves the marker: readers refuse the folder (check_layout) until the command
+    is run again."""
+    marker = out / INCOMPLETE
+    tmp = out / f"{INCOMPLETE}.tmp"
+    tmp.write_text(json.dumps({"staging": stage.name, "pid": os.getpid()}) + "\n")
+    os.replace(tmp, marker)
+    for name in LAYOUT_FILES:
+        if (stage / name).exists():
+            os.replace(stage / name, out / name)
+    os.unlink(marker)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def drop_stale_staging(out: Path) -> None:
+    """Remove staging folders a killed writer left (the caller holds OUT's lock: none is in use)."""
+    for stale in out.glob(f"{STAGING}*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+
 
 def write_stats(out: str | os.PathLike, stats: dict) -> None:
     path = Path(out) / "stats.json"
     path.with_suffix(".json.tmp").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
     os.replace(path.with_suffix(".json.tmp"), path)
+
+
+def check_out(out: str) -> None:
+    """One line, before any reading, for an --out that cannot become a dataset folder: empty, a file, or in a
+    place this process cannot write."""
+    if not out.strip():
+        raise UserError("--out is empty; name the folder to write, e.g. --out data/mine")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(
+            f"--out {out} is a file, not a folder; name a folder (it is made), or remove the file"
+        )
+    existing = os.path.abspath(out)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"--out {out}: cannot write in {existing}; choose a folder you can write")
+
+
+def say_replaced(out: str) -> None:
+    """One line when OUT already holds a dataset: what the load replaces (its rows per split, from stats.json)."""
+    held = [name for name in LAYOUT_FILES if os.path.exists(os.path.join(out, name))]
+    if not held:
+        return
+    try:
+        rows = json.loads(Path(out, "stats.json").read_text())["rows"]
+        what = ", ".join(f"{s} {split_text(rows[s])}" for s in SPLITS if s in rows)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        what = ", ".join(held)
+    print(f"rookworld data: {out} holds a dataset ({what}); this load replaces it when it has finished "
+          "(stopped before then, the old one stays)", flush=True)  # fmt: skip
+
+
+def split_text(counts: dict) -> str:
+    """'12 rows (P: 7, A: 5)' for a split's {task: rows}."""
+    tasks = ", ".join(f"{task}: {n}" for task, n in sorted(counts.items()))
+    return f"{sum(counts.values())} rows" + (f" ({tasks})" if tasks else "")

@@ -155,7 +155,11 @@ def line_table(ds: datasets.Dataset, source: str) -> datasets.Dataset:
     columns = line_columns(ds.column_names, source)
     for name in columns:
         if ds.features[name] not in (datasets.Value("string"), datasets.Value("large_string")):
-            raise no_text_error(source, ds.column_names)
+            kind = getattr(ds.features[name], "dtype", None) or type(ds.features[name]).__name__
+            raise DataSourceError(
+                f"{source}: its {name!r} column holds {kind} values, not text; expected strings of P:/A: lines "
+                f"(docs/FORMATS.md): write the column as strings"
+            )
         if ds.data.column(name).null_count:  # a row without them, in a file whose other rows have them
             raise no_text_error(source, ds.column_names)
     return ds.select_columns(columns)

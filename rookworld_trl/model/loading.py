@@ -16,6 +16,7 @@ fused kernel of the same function. `new_gpt2_model` makes a small one from scrat
 from __future__ import annotations
 
 import os
+import pickle
 
 import torch
 from safetensors import SafetensorError
@@ -64,6 +65,7 @@ def load_model_and_tokenizer(
             output_loading_info=True, ignore_mismatched_sizes=True, **kwargs, **(model_kwargs or {}),
         )  # fmt: skip
     check_weights_match(model, info, name_or_path)
+    check_finite_weights(model, name_or_path)
     tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, tok_source, "tokenizer", **kwargs)
     if tokenizer.eos_token is None:
         raise ModelLoadError(f"tokenizer from {tok_source!r} has no eos token; RookWorld needs {EOS_TOKEN!r}")
@@ -117,6 +119,17 @@ def check_weights_match(model: nn.Module, info: dict, name_or_path: str) -> None
         )
 
 
+def check_finite_weights(model: nn.Module, name_or_path: str) -> None:
+    """ModelLoadError when a weight is NaN or infinite: such a model answers nothing, and an eval of it reads as
+    a normal table of 0% (a diverged run's weights; training would fail in its first step)."""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise ModelLoadError(
+            f"the weights in {name_or_path!r} hold NaN or Inf values ({_tensors(bad)}, e.g. {bad[0]}): a diverged "
+            "model; use an earlier checkpoint (a run's stable/ holds the last verified one) or retrain"
+        )
+
+
 def _tensors(names: list) -> str:
     return f"{len(names)} tensor{'s' * (len(names) != 1)}"
 
@@ -136,7 +149,7 @@ def _from_pretrained(loader, name_or_path: str, what: str, **kwargs):
             raise ModelLoadError(f"{damaged}; replace it (re-copy or re-download the model directory)")
         try:
             return loader(name_or_path, **kwargs)
-        except (OSError, ValueError, SafetensorError) as e:
+        except (OSError, ValueError, SafetensorError, pickle.UnpicklingError) as e:
             raise ModelLoadError(
                 f"could not load the {what} from local directory {name_or_path!r}: {_first_line(e)}\n"
                 "A model directory needs config.json, model.safetensors and the tokenizer files "

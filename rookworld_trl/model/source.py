@@ -68,6 +68,14 @@ def check_model_dir(path: str, tokenizer: bool = True) -> None:
     ]  # fmt: skip
     missing = [part for part in missing if part]
     if not missing:
+        if not have & {"model.safetensors", "model.safetensors.index.json"}:  # pytorch_model.bin alone
+            raise ModelLoadError(
+                f"model directory {path!r} holds its weights only as pytorch_model.bin, a pickle, which is not "
+                'loaded (unpickling can run code); if you trust the file, convert it once: `python -c "from '
+                f"transformers import GPT2LMHeadModel as M; M.from_pretrained('{path}', use_safetensors=False)."
+                f"save_pretrained('{path}')\"` writes model.safetensors"
+            )
+        check_config(path)
         return
     held = ", ".join(n if len(n) < 30 else n[:27] + "..." for n in sorted(have)[:5]) or "nothing"
     if "config.json" in have and len(missing) == 1 and missing[0].startswith("tokenizer"):
@@ -149,3 +157,37 @@ def safetensors_problem(path: str) -> str | None:
     if 8 + n + end != size:
         return f"{size} bytes, but its header describes {8 + n + end} (truncated or damaged)"
     return None
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a model's config.json is a few kB
+MAX_PARAMETERS = (
+    3e9  # what config.json may describe (GPT-2 XL: 1.5e9): beyond it, building the model takes minutes
+)
+
+
+def check_config(path: str) -> None:
+    """ModelLoadError for a folder's config.json that is too large, not a JSON object, or describes a model
+    beyond MAX_PARAMETERS (n_layer x 12 x n_embd^2 + vocab x n_embd): said before transformers reads it."""
+    import json
+
+    file = os.path.join(path, "config.json")
+    if os.path.getsize(file) > MAX_CONFIG_BYTES:
+        raise ModelLoadError(f"{file} is {os.path.getsize(file)} bytes, not a model config (a few kB); replace it "
+                             "with the config.json the weights were saved with")  # fmt: skip
+    try:
+        with open(file, encoding="utf-8") as f:
+            config = json.load(f)
+    except (ValueError, OSError) as e:
+        raise ModelLoadError(f"{file} is not readable JSON ({str(e)[:120]}); replace it with the config.json the "
+                             "weights were saved with") from None  # fmt: skip
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{file} holds a JSON {type(config).__name__}, not an object of settings; replace it "
+                             "with the config.json the weights were saved with")  # fmt: skip
+    sizes = {k: config.get(k) for k in ("n_layer", "n_embd", "vocab_size")}
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in sizes.values()):
+        count = sizes["n_layer"] * 12 * sizes["n_embd"] ** 2 + sizes["vocab_size"] * sizes["n_embd"]
+        if count > MAX_PARAMETERS or min(sizes.values()) < 1:
+            shown = ", ".join(f"{k} {v}" for k, v in sizes.items())
+            raise ModelLoadError(f"{file} describes a model of ~{count:.3g} parameters ({shown}); no weights file "
+                                 "of this package's models is that size: replace it with the config.json the "
+                                 "weights were saved with")  # fmt: skip

@@ -16,7 +16,7 @@ import importlib.util
 import sys
 
 from rookworld_trl.common.entry import quiet_broken_pipe, run_stage
-from rookworld_trl.common.errors import UserError, did_you_mean
+from rookworld_trl.common.errors import UserError, clip, did_you_mean
 from rookworld_trl.common.flags import flag_values, underscored
 from rookworld_trl.common.paths import resolve_path
 from rookworld_trl.stages.launch import launch
@@ -114,7 +114,7 @@ def dispatch(argv: list[str]) -> int:
         check_models(name, rest)
         check_source(name, rest)
     except UserError as e:
-        print(f"rookworld {name}: error: {e}", file=sys.stderr)
+        print(f"rookworld {name}: error: {clip(str(e))}", file=sys.stderr)
         return 2
     return run_stage(name, importlib.import_module(module).main, rest)
 

@@ -25,6 +25,7 @@ from transformers.trainer_callback import TrainerState
 from trl import ModelConfig, get_peft_config
 
 from rookworld_trl.common.entry import say
+from rookworld_trl.common.locks import scoped
 from rookworld_trl.common.paths import resolve_paths
 from rookworld_trl.grpo.config import RookWorldGRPOConfig
 from rookworld_trl.grpo.selfplay import selfplay_for
@@ -41,7 +42,12 @@ from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints, publish
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.interrupt import said_interrupted
-from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir, machine_of_process
+from rookworld_trl.training.run_dir import (
+    check_output_dir,
+    check_shared_output_dir,
+    lock_run_dir,
+    machine_of_process,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +256,7 @@ def parse(argv: list[str] | None = None):
     # Recipes name the embedded model and data relative to the repository/package root: any cwd works.
     resolve_paths(model_args, "model_name_or_path")
     resolve_paths(script, "dataset_name", "tactics_dataset")
+    lock_run_dir(args.output_dir, "rookworld train")  # one run per output_dir; the checks above write nothing
     return script, args, model_args
 
 
@@ -319,6 +326,8 @@ def build_run(argv: list[str] | None = None):
     ):  # one process labels a puzzle file or parses raw lines (data/parse.py), the others read its cache
         data = load_run_data(script, args, model)
     engine = engine_pool(script, engine_cache_path(script, args.output_dir))
+    if "policy_reward" in script.reward_funcs or script.eval_samples > 0:
+        engine.check()  # a broken STOCKFISH_PATH: one line before training, not inside its first step
     trainer = RookWorldGRPOTrainer(
         model=model,
         reward_funcs=resolve_reward_funcs(script.reward_funcs, args.reward_shaping, engine),
@@ -367,11 +376,14 @@ def epochs_line(args, rows: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    trainer, engine, script, model_args, data = build_run(argv)
-    try:
-        return train(trainer, script, initial_model=model_args.model_name_or_path, data=data)
-    finally:
-        engine.close()
+    with (
+        scoped()
+    ):  # the run's lock goes with it, also when it is refused halfway (a process exiting drops it too)
+        trainer, engine, script, model_args, data = build_run(argv)
+        try:
+            return train(trainer, script, initial_model=model_args.model_name_or_path, data=data)
+        finally:
+            engine.close()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from rookworld_trl.common.entry import EXIT_FILE
-from rookworld_trl.common.errors import UserError
+from rookworld_trl.common.errors import UserError, clip
 from rookworld_trl.common.flags import underscored
 from rookworld_trl.common.paths import resolve_path
 from rookworld_trl.stages.preflight import preflight
@@ -135,6 +135,7 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
     """Run `accelerate launch --config_file CFG -m MODULE --config RECIPE ARGV` (see `launcher`) and return its
     exit code. --help: the fields a user sets with the recipe's values (stages/short_help.py); --help_all: all."""
     argv = underscored(argv)  # --accelerate-config as --accelerate_config: one spelling for what is read here
+    check_given_recipe(argv, command)  # too large, binary, an alias bomb: one line before anything reads it
     if "--help_all" in argv:  # every field, as the config classes define them
         return subprocess.call([sys.executable, "-m", module, "--help"])
     if {"-h", "--help"} & set(argv):
@@ -158,7 +159,7 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
     try:  # bad input costs a second here, not the launch's 10-20 s
         preflight(command, argv, int(processes or config_processes(accel)))
     except UserError as e:
-        print(f"rookworld {command}: error: {e}", file=sys.stderr)
+        print(f"rookworld {command}: error: {clip(str(e))}", file=sys.stderr)
         return 2
     if "--config" in argv[:-1] and argv[argv.index("--config") + 1] != resolve_path(default_recipe or ""):
         say_unset_fields(command, argv[argv.index("--config") + 1], argv, default_recipe)
@@ -177,6 +178,20 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
             stage_code = int(Path(exit_file).read_text())
             code = stage_code if code == 1 and stage_code else code
     return code
+
+
+def check_given_recipe(argv: list[str], command: str) -> None:
+    """The --config recipe through training/recipes.py check_recipe_file (when it is a file); one line, exit 2."""
+    from rookworld_trl.training.recipes import check_recipe_file
+
+    if "--config" not in argv[:-1]:
+        return
+    path = resolve_path(argv[argv.index("--config") + 1])
+    if os.path.isfile(path):
+        try:
+            check_recipe_file(path)
+        except UserError as e:
+            raise_usage(command, str(e))
 
 
 def launcher_flag(argv: list[str], flag: str, what: str, command: str) -> str | None:
@@ -213,7 +228,7 @@ def check_accelerate_config(path: str, command: str) -> None:
 
 
 def raise_usage(command: str, message: str):
-    print(f"rookworld {command}: error: {message}", file=sys.stderr)
+    print(f"rookworld {command}: error: {clip(message)}", file=sys.stderr)
     sys.exit(2)
 
 

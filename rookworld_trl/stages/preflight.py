@@ -18,7 +18,7 @@ import json
 import os
 from types import SimpleNamespace
 
-from rookworld_trl.common.errors import UserError, did_you_mean
+from rookworld_trl.common.errors import UserError, clip, did_you_mean
 from rookworld_trl.common.flags import flag_values
 from rookworld_trl.common.paths import resolve_path
 from rookworld_trl.data.check import DATA_SECONDS, check_source
@@ -35,7 +35,7 @@ def bad_value(name: str, kind: str, value, default, recipe: str | None) -> UserE
 
     shown = value if recipe else " ".join(value) if isinstance(value, list) else value
     choices = [c for p in split_type(kind) if p.startswith("{") for c in p[1:-1].split(",")]
-    close = did_you_mean(str(value), choices, prefix="") if choices else ""
+    close = did_you_mean(str(value)[:200], choices, prefix="") if choices else ""
     if recipe:
         example = f"`{name}: {yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip()}`"
         where = f"recipe {recipe}: {name}"
@@ -43,7 +43,7 @@ def bad_value(name: str, kind: str, value, default, recipe: str | None) -> UserE
         flat = " ".join(map(str, default)) if isinstance(default, list) else default
         example, where = f"--{name} {flat}", f"--{name}"
     hint = f"; e.g. {example}" if default is not None and not isinstance(default, dict) else ""
-    return UserError(f"{where} must be {describe(kind)}, got {shown!r}{close}{hint}")
+    return UserError(f"{where} must be {describe(kind)}, got {clip(repr(shown), 120)}{close}{hint}")
 
 
 def values(command: str, recipe: str | None, argv: list[str]) -> dict:
@@ -143,11 +143,15 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
     if command == "train":
         check_batch(config, processes)
         check_reward_funcs(config)
-    if config.get("output_dir"):  # a file or a read-only place: before accelerate starts
-        from rookworld_trl.training.run_dir import check_output_dir
+        check_engine(config)
+    if (
+        config.get("output_dir") is not None
+    ):  # empty, a file, a read-only place, a live run's: before accelerate
+        from rookworld_trl.training.run_dir import check_output_dir, check_run_free
 
         try:
-            check_output_dir(config["output_dir"])
+            check_output_dir(str(config["output_dir"]))
+            check_run_free(str(config["output_dir"]))
         except ValueError as e:
             raise UserError(str(e)) from None
     # a push's token and repo name: before training, not after it
@@ -171,6 +175,18 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
         check_data(
             resolve_path(source), skip, puzzles=(merged.get("puzzle_rating"), merged.get("puzzle_themes"))
         )
+
+
+def check_engine(config: dict) -> None:
+    """Stockfish starts and answers one search (a fraction of a second), when the run will ask it: a broken or
+    hanging STOCKFISH_PATH is one line now, not after the model and data have loaded (chess/engine_calls.py)."""
+    funcs = config.get("reward_funcs") or []
+    if "policy_reward" not in funcs and not config.get("eval_samples"):
+        return
+    from rookworld_trl.chess.engine import EngineLimit, EnginePool
+
+    with EnginePool(1, EngineLimit(depth=1)) as pool:
+        pool.check()
 
 
 def check_batch(config: dict, processes: int) -> None:

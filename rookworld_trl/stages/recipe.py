@@ -8,6 +8,7 @@ check (a YAML mapping of known fields, with the one did-you-mean), and the count
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 
@@ -101,6 +102,42 @@ def check_numbers(*configs) -> None:
                 raise UserError(
                     f"{name} must be >= {least}{meaning}, got {value}: fix --{name} or the recipe"
                 )
+        check_finite(config)
+        check_no_remote_code(config)
+
+
+def check_no_remote_code(config) -> None:
+    """One UserError for trust_remote_code (a field, or in model_init_kwargs): it would run Python files from the
+    model folder, for TRL's reference model only (the policy loads as plain GPT-2), so it never helps here and
+    only widens what a model folder can do."""
+    kwargs = getattr(config, "model_init_kwargs", None)
+    wanted = getattr(config, "trust_remote_code", False) or (
+        isinstance(kwargs, dict) and kwargs.get("trust_remote_code")
+    )
+    if wanted not in (False, None, "false", "False", 0):
+        raise UserError(
+            "trust_remote_code is refused: it would run Python code from the model folder (for TRL's reference "
+            "model only; the policy is loaded as plain GPT-2, which needs no code); drop trust_remote_code from "
+            "the recipe or flags"
+        )
+
+
+# fields that must be a finite number (inf trains nothing: every update is skipped), and those that must be > 0
+FINITE = ("learning_rate", "beta", "temperature", "top_p", "weight_decay", "replay_coef", "tactics_replay_coef",
+          "max_grad_norm", "epsilon", "warmup_ratio", "mix_env_ratio")  # fmt: skip
+ABOVE_ZERO = {"temperature": " (sampling divides the logits by it; 0 is no sampling)", "top_p": ""}
+
+
+def check_finite(config) -> None:
+    """One UserError for a NaN in any number field, an infinite one among FINITE, or ABOVE_ZERO's at or below 0:
+    such runs trained nothing or crashed deep in the step (--learning_rate inf, --beta nan, --temperature 0)."""
+    for name, value in sorted(vars(config).items()):
+        if not isinstance(value, float):
+            continue
+        if math.isnan(value) or (math.isinf(value) and name in FINITE):
+            raise UserError(f"{name} must be a finite number, got {value}: fix --{name} or the recipe")
+        if name in ABOVE_ZERO and value <= 0:
+            raise UserError(f"{name} must be > 0{ABOVE_ZERO[name]}, got {value}: fix --{name} or the recipe")
 
 
 # report_to's integrations (transformers' names) -> the package each needs

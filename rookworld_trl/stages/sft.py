@@ -31,6 +31,7 @@ from trl import ScriptArguments
 from rookworld_trl.chess.environment import legal_best_move, parse_board
 from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of, parse_policy_completion, parse_policy_prompt
 from rookworld_trl.common.entry import say
+from rookworld_trl.common.locks import scoped
 from rookworld_trl.common.paths import resolve_paths
 from rookworld_trl.data.layout import column, iter_column
 from rookworld_trl.model.generation import generate_completions
@@ -45,7 +46,7 @@ from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
-from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir
+from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir, lock_run_dir
 from rookworld_trl.training.sft import RookWorldSFTConfig, RookWorldSFTTrainer
 
 
@@ -245,10 +246,16 @@ def format_check(trainer, tokenizer, eval_dataset, samples: int) -> tuple[dict |
 
 
 def main(argv: list[str] | None = None) -> int:
+    with scoped():  # the run's lock goes with it, however it ends (a process exiting drops it too)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = stage_parser((SFTScriptArguments, RookWorldSFTConfig), "sft")  # one-line errors, as train
     script_args, config = parser.parse_args_and_config(args=argv)
     check_numbers(config)
     check_output_dir(config.output_dir)  # before anything writes there
+    lock_run_dir(config.output_dir, "rookworld sft")  # one run per output_dir
     # the bundled model and data, from any working directory
     resolve_paths(script_args, "dataset_name", "model_name_or_path", "tokenizer_name_or_path")
     if config.torch_threads:

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 
-from rookworld_trl.common.entry import EXIT_FILE, started_file
+from rookworld_trl.common.entry import EXIT_FILE, FRONT_PID, death_signal_preexec, started_file
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill / timeout / a scheduler, hang-up
 
@@ -28,7 +28,9 @@ def run_group(cmd: list[str], env: dict | None = None, command: str = "train") -
     every stage process has finished its imports (entry.started_file) stops the whole launch instead, with one
     line: there is nothing to save yet, and a stage stopped inside an import would print a traceback.
     Whatever of the run's session is still running when the launcher has exited (an engine, a stage stuck past
-    its launcher) is killed: nothing of the run is left behind with parent PID 1.
+    its launcher) is killed: nothing of the run is left behind with parent PID 1. When this process itself is
+    killed (kill -9 runs no handler), the kernel sends the launcher SIGTERM (PR_SET_PDEATHSIG), and each stage
+    process under it the same when the launcher goes: the stage saves its step and stops.
     """
     exit_file = (env or {}).get(EXIT_FILE)
     received: list[int] = []
@@ -57,7 +59,14 @@ def run_group(cmd: list[str], env: dict | None = None, command: str = "train") -
     # the handler first: a signal between the start and the handler would leave the launch running on its own
     previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
     try:
-        proc = subprocess.Popen(cmd, start_new_session=True, env={**os.environ, **(env or {})})
+        # the parent-death signal: a `rookworld` killed with -9 runs no handler, so the launcher learns it from the kernel
+        # (SIGTERM); each stage process does the same with its launcher (common/entry.py run_stage)
+        proc = subprocess.Popen(
+            cmd,
+            start_new_session=True,
+            env={**os.environ, **(env or {}), FRONT_PID: str(os.getpid())},
+            preexec_fn=death_signal_preexec(),
+        )
         if received:
             stop_launch(received[0])
         code = proc.wait()  # retried after each handler (PEP 475)

@@ -10,6 +10,7 @@ import threading
 
 from transformers import TrainerCallback
 
+from rookworld_trl.chess.engine import clear_stop, request_stop
 from rookworld_trl.common.entry import say
 from rookworld_trl.training.checkpoints import latest_complete_checkpoint
 
@@ -34,6 +35,7 @@ class SaveOnInterrupt(TrainerCallback):
         return 128 + int(self.signum)
 
     def on_train_begin(self, args, state, control, **kwargs):
+        clear_stop()  # a stop request of an earlier run in this process is not this run's
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
             self._previous = {sig: signal.signal(sig, self._request) for sig in self.SIGNALS}
 
@@ -41,6 +43,7 @@ class SaveOnInterrupt(TrainerCallback):
         for sig in self.SIGNALS:  # the second signal, of any kind, stops at once
             signal.signal(sig, signal.default_int_handler)
         self._requested, self.signum = True, signum
+        request_stop()  # an engine that hangs must not hold the step: its wait ends within STOP_GRACE seconds
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         say(
             f"{name}: finishing this step and saving a checkpoint (a second signal, e.g. Ctrl-C, stops at once)"
@@ -52,6 +55,7 @@ class SaveOnInterrupt(TrainerCallback):
             control.should_save = control.should_training_stop = True
 
     def on_train_end(self, args, state, control, **kwargs):
+        clear_stop()  # engine calls after training (a caller's own) are not cut short
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}

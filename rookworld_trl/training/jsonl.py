@@ -8,23 +8,38 @@
 from __future__ import annotations
 
 import json
+import math
 
 from rookworld_trl.common.entry import say
 
 
 def read_jsonl(path: str) -> list[dict]:
-    """The rows of a JSONL file. A line that does not parse (torn by a crash or a full disk mid-write) is
-    dropped with a warning naming the file, so a damaged log never blocks a resume."""
+    """The rows of a JSONL file. A line that does not parse (torn by a crash or a full disk mid-write, not UTF-8,
+    nested too deep), is no JSON object, or has a `step` that is not a finite number, is dropped with a warning
+    naming the file and the lines, so a damaged log never blocks a resume or a report."""
     rows, bad = [], []
-    with open(path) as f:
+    with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
-            except ValueError:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
+                row = None
+            if is_row(row):
+                rows.append(row)
+            else:
                 bad.append(number)
     if bad:
-        lines = ", ".join(map(str, bad))
-        say(f"{path}: dropped {len(bad)} unreadable line(s) (line {lines}; torn by a crash or a full disk)")
+        lines = ", ".join(map(str, bad[:10])) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        say(f"{path}: dropped {len(bad)} unreadable line(s) (line {lines}: not a JSON object with a numeric step; "
+            "torn by a crash or a full disk, or written by something else)")  # fmt: skip
     return rows
+
+
+def is_row(row) -> bool:
+    """A metrics row: a JSON object whose `step`, when present, is a finite number."""
+    if not isinstance(row, dict):
+        return False
+    step = row.get("step", 0)
+    return isinstance(step, int | float) and not isinstance(step, bool) and math.isfinite(step)

@@ -13,12 +13,60 @@ from pathlib import Path
 
 from rookworld_trl.common.errors import UserError, did_you_mean
 
+MAX_RECIPE_BYTES = (
+    1 << 20
+)  # a recipe is a few kB; a larger file is no recipe, and YAML would parse it for minutes
+MAX_RECIPE_NODES = 100_000  # values a recipe may expand to, aliases counted each time they are used
 
-def check_recipe(path: str, fields: set[str]) -> None:
-    """One UserError for a recipe that is not a YAML mapping of known fields: a syntax error (its line and
-    column), a top-level value that is no mapping, a misspelt field (and the field it is closest to)."""
+
+def check_recipe_file(path: str) -> None:
+    """One UserError, before YAML reads it, for a recipe that is too large, binary, not UTF-8, or whose aliases
+    expand past MAX_RECIPE_NODES values (a few hundred bytes of nested aliases stand for millions; echoing one in
+    an error took 312 MB). Syntax errors are left to check_recipe, which names their line."""
     import yaml
 
+    size = os.path.getsize(path)
+    if size > MAX_RECIPE_BYTES:
+        raise UserError(f"recipe {path} is {size / 1e6:.1f} MB; a recipe is a few kB of `field: value` lines (at "
+                        f"most {MAX_RECIPE_BYTES >> 20} MB): pass the recipe YAML, not a data or model file")  # fmt: skip
+    raw = Path(path).read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise UserError(f"recipe {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}): save it as "
+                        "UTF-8, or pass the recipe YAML, not a binary file") from None  # fmt: skip
+    if "\x00" in text:
+        raise UserError(f"recipe {path} holds NUL bytes: it is a binary file, not a recipe YAML")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return  # check_recipe names the line
+    if root is not None and _expanded(root, {}) > MAX_RECIPE_NODES:
+        raise UserError(f"recipe {path}: its aliases (*name) expand to more than {MAX_RECIPE_NODES} values; a "
+                        "recipe needs none: write the values out")  # fmt: skip
+
+
+def _expanded(node, seen: dict) -> int:
+    """How many values `node` stands for, each alias counted every time it is used (memoized: no expansion)."""
+    if id(node) in seen:
+        return seen[id(node)]
+    seen[id(node)] = 1  # a node that contains itself counts once
+    value = node.value if isinstance(node.value, list) else []
+    total = 1 + sum(
+        _expanded(child, seen) for item in value for child in (item if isinstance(item, tuple) else (item,))
+    )
+    seen[id(node)] = total
+    return total
+
+
+def check_recipe(path: str, fields: set[str]) -> None:
+    """One UserError for a recipe that is not a YAML mapping of known fields: too large, binary or an alias bomb
+    (check_recipe_file), a syntax error (its line and column), a top-level value that is no mapping, a misspelt
+    field (and the field it is closest to)."""
+    import yaml
+
+    check_recipe_file(path)
     try:
         with open(path) as f:
             recipe = yaml.safe_load(f)

@@ -1,5 +1,6 @@
-"""Whether output_dir can hold a run: a directory this process can write (check_output_dir), and, with several
-machines, one that every machine sees (check_shared_output_dir); which machine a process is on.
+"""Whether output_dir can hold a run: a directory this process can write (check_output_dir), no other run's
+(lock_run_dir, check_run_free), and, with several machines, one that every machine sees (check_shared_output_dir);
+which machine a process is on.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from rookworld_trl.training.checkpoints import write_json_atomic
 
 def check_output_dir(output_dir: str) -> None:
     """One clear line when output_dir cannot be a run directory (before anything else writes there)."""
+    if not str(output_dir).strip():
+        raise ValueError(
+            "output_dir is empty; set --output_dir to the run's folder, e.g. --output_dir runs/mine"
+        )
     for path in (output_dir, os.path.dirname(os.path.abspath(output_dir))):
         if os.path.exists(path) and not os.path.isdir(path):
             raise ValueError(
@@ -98,3 +103,27 @@ def check_shared_output_dir(accelerator, output_dir: str, wait_s: float = 10.0) 
         "the main process wrote there; checkpoints and resumes need one output_dir every machine mounts: set "
         "--output_dir to a path on a shared filesystem (NFS, Lustre, ...), see docs/SCALING.md"
     )
+
+
+RUN_FIX = "wait for that run to finish or stop it"
+
+
+def lock_run_dir(output_dir: str, command: str) -> None:
+    """Lock output_dir for this run (common/locks.py), on the main process of the first machine: a second run on it
+    is refused with one line naming the live PID; the lock goes when this process exits, however it exits."""
+    from rookworld_trl.common.locks import hold
+
+    if int(os.environ.get("RANK", "0") or 0) == 0:
+        hold(output_dir, command, RUN_FIX)
+
+
+def check_run_free(output_dir: str) -> None:
+    """ValueError naming the live process when another run holds output_dir's lock (the launcher's early check,
+    before accelerate starts; the stage takes the lock itself)."""
+    from rookworld_trl.common.locks import holder, who
+
+    if (info := holder(output_dir)) is not None:
+        raise ValueError(
+            f"output_dir {output_dir} is in use by {who(info)}: two runs would mix their checkpoints and logs; "
+            f"{RUN_FIX} (kill {info.get('pid', 'PID')}), or set --output_dir to another folder"
+        )

@@ -150,15 +150,19 @@ def quarter_trend(values: list[float]) -> tuple[float, float, tuple[float, float
     return m1, m2, (m2 - m1 - half, m2 - m1 + half)
 
 
+PLOTTABLE = 1e100
+
+
 def series(rows: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
-    """key -> (steps, values) over the rows that have a finite number for it."""
+    """key -> (steps, values) over the rows that have a finite number for it, below PLOTTABLE in size (a
+    diverged run's 1e308 would overflow the axes' arithmetic)."""
     out: dict[str, tuple[list[float], list[float]]] = {}
     for row in rows:
         step = row.get("step")
         for key, value in row.items():
             if key in SKIP or step is None or isinstance(value, bool) or not isinstance(value, int | float):
                 continue
-            if math.isfinite(value):
+            if math.isfinite(value) and abs(value) < PLOTTABLE:
                 steps, values = out.setdefault(key, ([], []))
                 steps.append(step)
                 values.append(float(value))

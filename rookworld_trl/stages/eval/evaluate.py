@@ -38,7 +38,7 @@ from rookworld_trl.common.errors import UserError
 from rookworld_trl.common.flags import FlagParser
 from rookworld_trl.common.paths import resolve_paths
 from rookworld_trl.data.exclude import fen4
-from rookworld_trl.stages.eval.outputs import summarize, write_outputs
+from rookworld_trl.stages.eval.outputs import check_out_dir, summarize, write_outputs
 from rookworld_trl.stages.eval.registry import SUITES, EvalItems, analysed, draw_items
 from rookworld_trl.stages.eval.stats import Metric
 
@@ -298,12 +298,15 @@ def evaluate(args: EvalSettings | str | None = None, /, run_data=None, **setting
 
     for name in filter(None, (args.model, args.baseline)):  # a wrong name: one line before Stockfish starts
         model_source(name)
+    check_out_dir(args.out)  # a read-only --out: now, not after the whole eval
     check_device(args.device)
     data = run_data if run_data is not None else read_data(args, suites)
     limit = EngineLimit(depth=args.depth, nodes=args.nodes)
     with EnginePool(
         args.engine_workers, limit, multipv=MULTIPV, cache=args.cache, stockfish_path=args.stockfish
     ) as engine:
+        if any(name in suites for name in ENGINE_SUITES):
+            engine.check()  # a broken STOCKFISH_PATH: one line now, not after the model's generations
         items = prepare_items(args, suites, engine, data)
         found = items_in_training(items, data) if data.training_keys is not None else None
         if found:
@@ -377,6 +380,7 @@ def parse_args(argv: list[str] | None) -> EvalSettings:
     return settings
 
 
+ENGINE_SUITES = ("policy", "match")  # the suites that ask Stockfish
 CLI_DEFAULTS = {"data": "rookworld_trl/assets/data"}  # `rookworld eval MODEL`: the embedded test split
 
 

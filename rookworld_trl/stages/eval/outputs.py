@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 
 from rookworld_trl.stages.eval.stats import Metric, delta_interval
 
@@ -148,11 +150,40 @@ def chart(summary: dict, settings: dict, path: str) -> None:
 
 
 def write_outputs(summary: dict, settings: dict, out_dir: str) -> dict[str, str]:
+    """eval.json, eval.md and eval.png in out_dir, written in a staging folder beside them and moved in by one
+    rename each, eval.json (the figures) last: a stopped eval leaves the previous files whole, never a torn one."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {ext: os.path.join(out_dir, f"eval.{ext}") for ext in ("json", "md", "png")}
-    with open(paths["json"], "w") as f:
-        json.dump({"settings": settings, "suites": summary}, f, indent=1)
-    with open(paths["md"], "w") as f:
-        f.write(markdown(summary, settings))
-    chart(summary, settings, paths["png"])
+    stage = tempfile.mkdtemp(prefix=".incoming-", dir=out_dir)
+    try:
+        staged = {ext: os.path.join(stage, os.path.basename(path)) for ext, path in paths.items()}
+        with open(staged["json"], "w") as f:
+            json.dump({"settings": settings, "suites": summary}, f, indent=1)
+        with open(staged["md"], "w") as f:
+            f.write(markdown(summary, settings))
+        chart(summary, settings, staged["png"])
+        for ext in ("png", "md", "json"):
+            os.replace(staged[ext], paths[ext])
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return paths
+
+
+def check_out_dir(out_dir: str) -> None:
+    """ValueError, before an eval starts, when out_dir cannot take its files: empty, a file, or a place this
+    process cannot write (a real write: os.access says yes to root on a read-only mount)."""
+    if not str(out_dir).strip():
+        raise ValueError("--out is empty; name the folder for eval.json/md/png, e.g. --out eval/run1")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(
+            f"--out {out_dir} is a file, not a folder; name a folder (it is made) or remove the file"
+        )
+    existing = os.path.abspath(out_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ValueError(f"--out {out_dir}: cannot write in {existing} ({e.strerror}); choose a folder you can "
+                         "write") from None  # fmt: skip
