@@ -19,7 +19,7 @@ PATH = re.compile(r"(?<![\w/.$-])((?:[\w.-]+/)+[\w.-]+\.(?:py|md|yaml|yml|sh|tom
 WRITTEN = {"runs", "build", "data", "out", "OUT", "tmp", "eval_results", "DIR", "output_dir", "path", "your",
            "my", "site-packages", "trl", "transformers", "accelerate", "torch", "home", "usr", "work", "root",
            "checkpoint-N", "final", "stable", "report", "completions", "shards", "lichess", "wandb", "models",
-           "OUTPUT_DIR", "OUT_DIR", "MODEL", "RUN", "run", "missing", "no", "~", "."}  # fmt: skip
+           "OUTPUT_DIR", "OUT_DIR", "SFT_DIR", "MODEL", "RUN", "run", "missing", "no", "~", ".", ".gpu"}  # fmt: skip
 
 
 def cited_files() -> list[Path]:
