@@ -7,7 +7,7 @@
 #   nohup bash scripts/build_default_model.sh > build/default_model.log 2>&1 &   # hours on 2 cores: background it
 # Each stage resumes where it stopped: data from its finished chunks (16 games each), SFT from its last checkpoint
 # (every 500 steps), the curve and the eval from the checkpoints already evaluated. A stage that finished writes
-# BUILD/STAGE.done and a line of BUILD/timings.tsv (stage, host, device, seconds); re-running skips it.
+# BUILD/STAGE.done; re-running skips it. BUILD/timings.tsv has a line per sitting of each stage (where, seconds).
 # On a GPU machine the same command trains in bf16 on the GPU and labels with one Stockfish per core. The data is
 # made on CPU and carried: `carry` writes its train and validation lines, text only (~24 bytes a row, ~25 MB), to
 # build/carry/, which the GPU run trains on (device tool: carry ["build/carry", ".gpu"]):
@@ -39,16 +39,22 @@ CARRY=${CARRY:-build/carry}
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 mkdir -p "$BUILD"
 
-# run STAGE FUNCTION: FUNCTION unless BUILD/STAGE.done exists; then the marker and the timing line
+# run STAGE FUNCTION: FUNCTION unless BUILD/STAGE.done exists; then the marker. Every sitting of a stage, finished
+# or stopped (Ctrl-C, kill, an error), adds its line to BUILD/timings.tsv: stage, host, where, seconds, how it ended.
+STAGE="" STARTED=0
+timing() { printf '%s\t%s\t%s\t%s\t%s\n' "$STAGE" "$(hostname)" "$(where)" $((SECONDS - STARTED)) "$1" >> "$BUILD/timings.tsv"; }
+trap '[ -n "$STAGE" ] && timing stopped' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 run() {
-  local stage=$1 start=$SECONDS
-  if [ -f "$BUILD/$stage.done" ]; then echo "build: $stage done ($(cat "$BUILD/$stage.done"))"; return; fi
-  echo "build: $stage ... ($(date -u +%H:%M:%S) UTC, $DEVICE, $WORKERS engine workers)"
+  if [ -f "$BUILD/$1.done" ]; then echo "build: $1 done ($(cat "$BUILD/$1.done"))"; return; fi
+  echo "build: $1 ... ($(date -u +%H:%M:%S) UTC, $DEVICE, $WORKERS engine workers)"
+  STAGE=$1 STARTED=$SECONDS
   "$2"
-  local took=$((SECONDS - start))
-  printf '%s\t%s\t%s\t%s\n' "$stage" "$(hostname)" "$(where)" "$took" >> "$BUILD/timings.tsv"
-  echo "$(where), $took s this sitting" > "$BUILD/$stage.done"
-  echo "build: $stage done in $took s"
+  timing done
+  echo "$(where), $((SECONDS - STARTED)) s in its last sitting" > "$BUILD/$1.done"
+  echo "build: $1 done in $((SECONDS - STARTED)) s"
+  STAGE=""
 }
 
 where() {
@@ -104,7 +110,7 @@ ship() {
 status() {
   echo "build: $BUILD ($DEVICE)"
   "$PY" scripts/learning_curve.py "$BUILD/sft" --status --data "$BUILD/data" "${DATA_ARGS[@]:0:4}"
-  [ -f "$BUILD/timings.tsv" ] && { echo "stage	host	where	seconds"; cat "$BUILD/timings.tsv"; }
+  [ -f "$BUILD/timings.tsv" ] && { printf 'stage\thost\twhere\tseconds\tended\n'; cat "$BUILD/timings.tsv"; }
   return 0
 }
 
