@@ -2,10 +2,14 @@
 `rookworld_trl/assets/...` and `recipes/...` work from any working directory.
 
     from rookworld_trl.common.paths import resolve_path
+
+And where a command writes: `out_folder_problem(out, what)`, one line when `--out` cannot become its folder.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -27,3 +31,22 @@ def resolve_paths(config, *names: str) -> None:
     for name in names:
         if getattr(config, name):
             setattr(config, name, resolve_path(getattr(config, name)))
+
+
+def out_folder_problem(out: str, what: str) -> str | None:
+    """Why `out` cannot become a folder of outputs, as one line with the fix (`what`: the folder's purpose and an
+    example), or None: empty, a file, or a place this process cannot write (a real write: os.access says yes to
+    root on a read-only mount). Checked before any work, so a bad --out never costs a whole run."""
+    if not str(out).strip():
+        return f"--out is empty; name the folder {what}"
+    if os.path.exists(out) and not os.path.isdir(out):
+        return f"--out {out} is a file, not a folder; name a folder (it is made) or remove the file"
+    existing = os.path.abspath(out)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        return f"--out {out}: cannot write in {existing} ({e.strerror}); choose a folder you can write"
+    return None

@@ -37,6 +37,7 @@ from datasets.table import ConcatenationTable, MemoryMappedTable
 
 from rookworld_trl.chess.formats import position_key, prompt_fen_width
 from rookworld_trl.common.errors import UserError
+from rookworld_trl.common.paths import out_folder_problem
 from rookworld_trl.data.files import INCOMPLETE, layout_problem  # noqa: F401  (the readers' check, re-exported)
 
 SPLITS = ("train", "validation", "test")
@@ -334,19 +335,9 @@ def write_stats(out: str | os.PathLike, stats: dict) -> None:
 
 
 def check_out(out: str) -> None:
-    """One line, before any reading, for an --out that cannot become a dataset folder: empty, a file, or in a
-    place this process cannot write."""
-    if not out.strip():
-        raise UserError("--out is empty; name the folder to write, e.g. --out data/mine")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UserError(
-            f"--out {out} is a file, not a folder; name a folder (it is made), or remove the file"
-        )
-    existing = os.path.abspath(out)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.access(existing, os.W_OK):
-        raise UserError(f"--out {out}: cannot write in {existing}; choose a folder you can write")
+    """One line, before any reading, for an --out that cannot become a dataset folder (common/paths.py)."""
+    if problem := out_folder_problem(out, "to write, e.g. --out data/mine"):
+        raise UserError(problem)
 
 
 def say_replaced(out: str) -> None:

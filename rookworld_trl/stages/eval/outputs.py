@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 
+from rookworld_trl.common.paths import out_folder_problem
 from rookworld_trl.stages.eval.stats import Metric, delta_interval
 
 
@@ -170,20 +171,6 @@ def write_outputs(summary: dict, settings: dict, out_dir: str) -> dict[str, str]
 
 
 def check_out_dir(out_dir: str) -> None:
-    """ValueError, before an eval starts, when out_dir cannot take its files: empty, a file, or a place this
-    process cannot write (a real write: os.access says yes to root on a read-only mount)."""
-    if not str(out_dir).strip():
-        raise ValueError("--out is empty; name the folder for eval.json/md/png, e.g. --out eval/run1")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(
-            f"--out {out_dir} is a file, not a folder; name a folder (it is made) or remove the file"
-        )
-    existing = os.path.abspath(out_dir)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as e:
-        raise ValueError(f"--out {out_dir}: cannot write in {existing} ({e.strerror}); choose a folder you can "
-                         "write") from None  # fmt: skip
+    """ValueError, before an eval starts, when out_dir cannot take its files (common/paths.py)."""
+    if problem := out_folder_problem(out_dir, "for eval.json/md/png, e.g. --out eval/run1"):
+        raise ValueError(problem)
