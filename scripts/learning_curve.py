@@ -44,11 +44,11 @@ def curve_points(found: list[tuple[int, str]]) -> list[tuple[int, str]]:
     """The checkpoints at doubling steps from the first, and the last."""
     if not found:
         return []
-    first, chosen, want = found[0][0], [], found[0][0]
+    chosen, want = [], found[0][0]
     for step, path in found:
         if step >= want:
             chosen.append((step, path))
-            want = 2 * step if step >= first else first
+            want = 2 * step
     return chosen if chosen[-1] == found[-1] else [*chosen, found[-1]]
 
 
