@@ -109,7 +109,11 @@ ship() {
 
 status() {
   echo "build: $BUILD ($DEVICE)"
-  "$PY" scripts/learning_curve.py "$BUILD/sft" --status --data "$BUILD/data" "${DATA_ARGS[@]:0:4}"
+  local games=() i
+  for ((i = 0; i < ${#DATA_ARGS[@]}; i++)); do  # the game counts, wherever DATA puts them
+    case "${DATA_ARGS[i]}" in --selfplay | --random) games+=("${DATA_ARGS[i]}" "${DATA_ARGS[i + 1]}") ;; esac
+  done
+  "$PY" scripts/learning_curve.py "$BUILD/sft" --status --data "$BUILD/data" "${games[@]}"
   [ -f "$BUILD/timings.tsv" ] && { printf 'stage\thost\twhere\tseconds\tended\n'; cat "$BUILD/timings.tsv"; }
   return 0
 }
