@@ -33,9 +33,10 @@ def interval(value: float, lo: float, hi: float, points: bool) -> str:
 def eval_cells(path: str) -> list[str]:
     with open(path) as f:
         suites = json.load(f)["suites"]
-    best = suites["policy"]["greedy/legal_best_move"]
-    cells = [f"{best['model']['value']:.1%} vs {best['baseline']['value']:.1%}"]
-    for f in shown_in("row"):
+    figures = shown_in("row")
+    lead = suites[figures[0].suite][figures[0].figure]  # the headline's first: P: legal best move
+    cells = [f"{lead['model']['value']:.1%} vs {lead['baseline']['value']:.1%}"]
+    for f in figures:
         if f.figure not in suites.get(f.suite, {}):  # the tactics suite runs with tactics_dataset only
             continue
         row = suites[f.suite][f.figure]
