@@ -20,19 +20,8 @@ from read_completions import figures, read  # noqa: E402
 
 from rookworld_trl.stages.eval.charts import quarter_trend, series  # noqa: E402
 from rookworld_trl.stages.eval.summary import value_line  # noqa: E402
+from rookworld_trl.training.headline import shown_in  # noqa: E402
 from rookworld_trl.training.jsonl import read_jsonl  # noqa: E402
-
-DELTAS = [  # (suite, metric, label, in points)
-    ("policy", "greedy/legal_best_move", "legal best move", True),
-    ("policy", "greedy/best_move_accuracy", "top 1", True),
-    ("policy", "greedy/top5_move_accuracy", "top 5", True),
-    ("policy", "greedy/best_move_loss", "B: loss", False),
-    ("policy", "greedy/reward", "P: reward", False),
-    ("env", "next_state_accuracy", "A: next state exact", True),
-    ("tactics", "greedy/mate_in_one", "mate in one", True),
-    ("tactics", "greedy/mate_in_two_first_move", "mate in two", True),
-    ("tactics", "greedy/only_move", "only move", True),
-]
 
 
 def interval(value: float, lo: float, hi: float, points: bool) -> str:
@@ -44,16 +33,17 @@ def interval(value: float, lo: float, hi: float, points: bool) -> str:
 def eval_cells(path: str) -> list[str]:
     with open(path) as f:
         suites = json.load(f)["suites"]
-    best = suites["policy"]["greedy/legal_best_move"]
-    cells = [f"{best['model']['value']:.1%} vs {best['baseline']['value']:.1%}"]
-    for suite, metric, label, points in DELTAS:
-        if metric not in suites.get(suite, {}):  # the tactics suite runs with tactics_dataset only
+    figures = shown_in("row")
+    lead = suites[figures[0].suite][figures[0].figure]  # the headline's first: P: legal best move
+    cells = [f"{lead['model']['value']:.1%} vs {lead['baseline']['value']:.1%}"]
+    for f in figures:
+        if f.figure not in suites.get(f.suite, {}):  # the tactics suite runs with tactics_dataset only
             continue
-        row = suites[suite][metric]
+        row = suites[f.suite][f.figure]
         before = (
-            f"{row['baseline']['value']:.1%} -> {row['model']['value']:.1%} " if suite == "tactics" else ""
+            f"{row['baseline']['value']:.1%} -> {row['model']['value']:.1%} " if f.suite == "tactics" else ""
         )
-        cells.append(f"{label} {before}{interval(row['delta']['value'], *row['delta']['ci'], points)}")
+        cells.append(f"{f.short} {before}{interval(row['delta']['value'], *row['delta']['ci'], f.percent)}")
     return cells
 
 

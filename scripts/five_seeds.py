@@ -23,16 +23,9 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from experiment_row import interval  # noqa: E402  (one way to write a delta and its interval)
 
+from rookworld_trl.training.headline import shown_in  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FIGURES = [  # (suite, metric, label, in points)
-    ("policy", "greedy/legal_best_move", "P: legal best move", True),
-    ("policy", "greedy/best_move_accuracy", "P: best move = engine's top 1", True),
-    ("policy", "greedy/best_move_loss", "P: B: expected-score loss", False),
-    ("env", "next_state_accuracy", "A: next state exact", True),
-    ("tactics", "greedy/mate_in_one", "mate in one", True),
-    ("tactics", "greedy/mate_in_two_first_move", "mate in two (first move)", True),
-    ("tactics", "greedy/only_move", "only move", True),
-]
 
 
 def run_seeds(seeds: list[int], out: str, extra: list[str], jobs: int) -> None:
@@ -81,20 +74,20 @@ def table(out: str, seeds: list[int]) -> str:
         return f"no finished seed under {out} (OUT/seedN/eval/eval.json)"
     head = ["figure", "embedded model", *[f"seed {s}" for s in runs], "mean (range)", "seeds up* / down*"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for suite, metric, label, points in FIGURES:
-        rows = [r[suite][metric] for r in runs.values() if metric in r.get(suite, {})]
+    for f in shown_in("seeds"):
+        rows = [r[f.suite][f.figure] for r in runs.values() if f.figure in r.get(f.suite, {})]
         if len(rows) < len(runs):
             continue
-        scale, digits = (100, 1) if points else (1, 3)
+        scale, digits = (100, 1) if f.percent else (1, 3)
         bases = sorted(
             {round(r["baseline"]["value"] * scale, digits) for r in rows}
         )  # A: items differ by seed
         base = f"{bases[0]:.{digits}f}" + (f"-{bases[-1]:.{digits}f}" if len(bases) > 1 else "")
         deltas = [r["delta"]["value"] * scale for r in rows]
-        unit = "%" if points else ""
+        unit = "%" if f.percent else ""
         lines.append(
-            f"| {label} | {base}{unit} | "
-            + " | ".join(interval(r["delta"]["value"], *r["delta"]["ci"], points) for r in rows)
+            f"| {f.label} | {base}{unit} | "
+            + " | ".join(interval(r["delta"]["value"], *r["delta"]["ci"], f.percent) for r in rows)
             + f" | {sum(deltas) / len(deltas):+.{digits}f} ({min(deltas):+.{digits}f} .. {max(deltas):+.{digits}f})"
             + f" | {sum(r['delta']['ci'][0] > 0 for r in rows)} / {sum(r['delta']['ci'][1] < 0 for r in rows)} |"
         )

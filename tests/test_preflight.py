@@ -114,6 +114,41 @@ def test_every_shipped_recipe_passes():
 
 @pytest.mark.integration  # imports TRL
 def test_recipe_fields_match_the_stages_dataclasses():
+    from rookworld_trl.stages.recipe import TRL_BOUNDS
+
     assert json.loads(recipe_fields.RECIPE_FIELDS.read_text()) == recipe_fields.stage_fields(), (
         "stale: run `.venv/bin/python -m rookworld_trl.stages.recipe_fields`"
     )
+    every = {name for specs in recipe_fields.stage_fields().values() for name in specs}
+    assert set(TRL_BOUNDS) <= every, "TRL_BOUNDS names a field no stage has"
+
+
+def test_a_bound_declared_with_its_field_is_checked_by_the_preflight_and_the_stage(tmp_path):
+    """engine_workers' bound is in GRPOScriptArguments.BOUNDS (stages/grpo_args.py): the preflight reads it from
+    RECIPE_FIELDS, the stage's check_numbers from the dataclass; a misspelt bound or field name is refused when
+    RECIPE_FIELDS is written."""
+    import dataclasses
+    from typing import ClassVar
+
+    from rookworld_trl.stages.recipe import check_numbers
+
+    with pytest.raises(
+        preflight.UserError, match=r"^engine_workers must be >= 1, got 0: fix --engine_workers"
+    ):
+        preflight.preflight("train", ["--engine_workers", "0", "--output_dir", str(tmp_path / "run")])
+
+    @dataclasses.dataclass
+    class Section:
+        BOUNDS: ClassVar[dict[str, str]] = {"workers": ">= 1", "ratio": "finite > 0 (a share)"}
+        workers: int = 1
+        ratio: float = 0.5
+
+    check_numbers(Section())
+    with pytest.raises(preflight.UserError, match=r"ratio must be > 0 \(a share\), got 0.0"):
+        check_numbers(Section(ratio=0.0))
+    with pytest.raises(preflight.UserError, match=r"workers must be >= 1, got 0"):
+        check_numbers(Section(workers=0))
+    for bounds in ({"workers": "=> 1"}, {"worker": ">= 1"}):
+        misspelt = type("Misspelt", (Section,), {"BOUNDS": bounds})
+        with pytest.raises(ValueError, match="Misspelt.BOUNDS"):
+            recipe_fields.field_specs([dataclasses.dataclass(misspelt)])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -115,6 +116,7 @@ def replay_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 class ReplaySection:
     """Supervised replay of the training rows' reference completions."""
 
+    BOUNDS: ClassVar[dict[str, str]] = {"replay_coef": "finite"}  # stages/recipe.py bounds_of
     replay_coef: float = field(
         default=0.0,
         metadata={

@@ -24,7 +24,7 @@ from rookworld_trl.model.fallback import (
     sample_with_fallback,
     sampler_path_of,
 )
-from rookworld_trl.model.sampling import Sampling
+from rookworld_trl.model.sampling import Decoding, Sampling
 
 
 def sampling(args) -> Sampling:
@@ -55,17 +55,15 @@ def rollout(prompts: list[str], trainer) -> dict:
     prompt_ids = tokenizer(text=prompts)["input_ids"]
     model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
     on_gpu = next(model.parameters()).device.type == "cuda"
-    s = sampling(trainer.args)
-    kwargs = dict(max_new_tokens=trainer.args.max_completion_length, sampling=s,
-                  eos_token_ids=list(trainer.eos_token_ids), pad_token_id=tokenizer.pad_token_id,
-                  autocast_dtype=torch.bfloat16 if on_gpu and trainer.args.bf16 else None)  # fmt: skip
-    out = sample_with_fallback(model, prompt_ids, **kwargs)
+    decoding = Decoding(trainer.args.max_completion_length, sampling(trainer.args), tuple(trainer.eos_token_ids),
+                        tokenizer.pad_token_id, torch.bfloat16 if on_gpu and trainer.args.bf16 else None)  # fmt: skip
+    out = sample_with_fallback(model, prompt_ids, decoding)
     sampler, step = sampler_path_of(model), trainer.state.global_step
     if sampler.due(step, trainer.args.sampler_check_every):
         path, sampler.checked = sampler.path, step
         gap = check(trainer, prompt_ids, out)
         if sampler.path != path:  # these came from the path just left
-            out = sample_with_fallback(model, prompt_ids, **kwargs)
+            out = sample_with_fallback(model, prompt_ids, decoding)
         for name, value in gap.metrics().items():
             # with the correction on, TRL's figures (clipped, every batch) carry the importance-ratio names
             if not (trainer.args.sampler_importance_sampling and "importance" in name):

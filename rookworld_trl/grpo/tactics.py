@@ -24,6 +24,7 @@ Figures: tactics/mixed_fraction (of the batch's P: prompts), tactics_replay_loss
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from rookworld_trl.grpo.options import Option
 from rookworld_trl.grpo.prompts import replace_policy_rows
@@ -34,6 +35,7 @@ from rookworld_trl.grpo.replay import Replay
 class TacticsSection:
     """The stage's tactics fields (GRPOScriptArguments inherits them)."""
 
+    BOUNDS: ClassVar[dict[str, str]] = {"tactics_replay_coef": "finite"}  # stages/recipe.py bounds_of
     tactics_dataset: str | None = field(
         default=None,
         metadata={

@@ -2,9 +2,9 @@
 `generation.generate_completions` and GRPO's rollouts (rookworld_trl/grpo/rollout.py) run.
 
     from rookworld_trl.model.decoding import sample
-    from rookworld_trl.model.sampling import Sampling
-    out = sample(model, [[ids of prompt 1], [ids of prompt 2]], max_new_tokens=80,
-                 sampling=Sampling(temperature=0.4), eos_token_ids=[0], pad_token_id=0)
+    from rookworld_trl.model.sampling import Decoding, Sampling
+    decoding = Decoding(max_new_tokens=80, sampling=Sampling(temperature=0.4), eos_token_ids=[0], pad_token_id=0)
+    out = sample(model, [[ids of prompt 1], [ids of prompt 2]], decoding)    # or its fields as keywords
     out.completion_ids, out.logprobs      # per row: tokens up to and with the first EOS; their log-probs
 
 How it is fast, and why it computes what transformers' generate() computes:
@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from rookworld_trl.model.kv_cache import KVCache, Layout
 from rookworld_trl.model.reference_gpt2 import GPTConfig, attention_mask_4d, position_ids
-from rookworld_trl.model.sampling import Sampling, next_tokens
+from rookworld_trl.model.sampling import Decoding, decoding_of, next_tokens
 
 SYNC_EVERY = 8  # CUDA: decode steps between checks that every row is done (each check waits for the GPU)
 
@@ -243,21 +243,16 @@ def autocast(device: torch.device, dtype):
 
 @torch.inference_mode()
 def sample(
-    model,
-    prompt_ids: list[list[int]],
-    *,
-    max_new_tokens: int,
-    sampling: Sampling,
-    eos_token_ids: list[int],
-    pad_token_id: int,
-    cuda_graph: bool = True,
-    autocast_dtype: torch.dtype | None = None,
+    model, prompt_ids: list[list[int]], decoding: Decoding | None = None, *, cuda_graph: bool = True, **fields
 ) -> Completions:
-    """One completion per row of prompt_ids (rows may repeat a prompt: they share its prefill).
+    """One completion per row of prompt_ids (rows may repeat a prompt: they share its prefill), decoded as
+    `decoding` (model/sampling.py's Decoding) says, or as its fields given as keywords say.
 
     On CUDA, `cuda_graph` replays a captured decode step; `autocast_dtype` (e.g. torch.bfloat16) runs the
     model's matmuls in that dtype (sampling and log-probs stay fp32).
     """
+    d = decoding_of(decoding, fields)
+    max_new_tokens, pad_token_id, autocast_dtype = d.max_new_tokens, d.pad_token_id, d.autocast_dtype
     if not prompt_ids or max_new_tokens < 1:
         return Completions([[] for _ in prompt_ids], [[] for _ in prompt_ids])
     decoder = Decoder(model)
@@ -266,7 +261,7 @@ def sample(
     graph = None
     if cuda_graph and device.type == "cuda":
         graph = GraphStep(decoder, cache, len(layout.unused), autocast_dtype)
-    eos = torch.tensor(eos_token_ids, device=device)
+    eos = torch.tensor(d.eos_token_ids, device=device)
     positions = layout.mask.sum(dim=1).repeat_interleave(layout.width)  # the first new token's position
     slots = len(layout.unused)
     tokens_out = torch.full((slots, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
@@ -281,7 +276,7 @@ def sample(
     rep = row_of * layout.width  # slot -> the slot that runs the model for it (see `branch`)
     steps = max_new_tokens
     for t in range(max_new_tokens):
-        tokens, logps = next_tokens(logits, sampling, row_of)
+        tokens, logps = next_tokens(logits, d.sampling, row_of)
         tokens.masked_fill_(done, pad_token_id)  # rows that are done emit padding, as generate() does
         tokens_out[live, t] = tokens
         logps_out[live, t] = logps
@@ -308,7 +303,7 @@ def sample(
         at += 1
     slot = torch.tensor(layout.slot, device=device)
     tokens_out, logps_out = tokens_out[slot, :steps].tolist(), logps_out[slot, :steps].tolist()
-    return cut_at_eos(tokens_out, logps_out, set(eos_token_ids))
+    return cut_at_eos(tokens_out, logps_out, set(d.eos_token_ids))
 
 
 def _prefill(decoder: Decoder, prompt_ids, max_new_tokens: int, pad_token_id: int, autocast_dtype):

@@ -3,7 +3,7 @@ evals, self-play) and GRPO's rollouts (rookworld_trl/grpo/rollout.py) call.
 
     from rookworld_trl.model.fallback import sample_with_fallback, self_check
     s = Sampling(temperature=0.4)
-    out = sample_with_fallback(model, prompt_ids, max_new_tokens=80, sampling=s, eos_token_ids=[0], pad_token_id=0)
+    out = sample_with_fallback(model, prompt_ids, Decoding(max_new_tokens=80, sampling=s, eos_token_ids=[0], pad_token_id=0))
     gap = self_check(model, prompt_ids, out, s, pad_token_id=0)   # on the first call and every N: Gap(mean, max, ...)
 
 Three paths, fastest first: the CUDA-graph decode step ("graph", CUDA only), the same step run eagerly
@@ -29,7 +29,7 @@ import torch
 
 from rookworld_trl.model.decoding import Completions, autocast, cut_at_eos, sample
 from rookworld_trl.model.kv_cache import left_pad
-from rookworld_trl.model.sampling import Sampling
+from rookworld_trl.model.sampling import Decoding, Sampling, decoding_of
 
 PATHS = ("graph", "eager", "transformers")
 CHECK_EVERY = 50  # calls of generate_completions between self-checks (GRPO: sampler_check_every steps)
@@ -86,27 +86,19 @@ def sampler_path_of(model) -> SamplerPath:
 
 
 def sample_with_fallback(
-    model,
-    prompt_ids: list[list[int]],
-    *,
-    max_new_tokens: int,
-    sampling: Sampling,
-    eos_token_ids: list[int],
-    pad_token_id: int,
-    autocast_dtype: torch.dtype | None = None,
+    model, prompt_ids: list[list[int]], decoding: Decoding | None = None, **fields
 ) -> Completions:
     """decoding.sample() on the model's current path; on an error of the sampler, the next path, for good.
-    A ValueError is the request's own problem (a prompt too long, a model the sampler does not run) and is
-    raised: generate() would not do better."""
+    `decoding` (model/sampling.py), or its fields as keywords. A ValueError is the request's own problem (a
+    prompt too long, a model the sampler does not run) and is raised: generate() would not do better."""
+    d = decoding_of(decoding, fields)
     sampler = sampler_path_of(model)
     sampler.calls += 1
-    kwargs = dict(max_new_tokens=max_new_tokens, sampling=sampling, eos_token_ids=eos_token_ids,
-                  pad_token_id=pad_token_id, autocast_dtype=autocast_dtype)  # fmt: skip
     while True:
         try:
             if sampler.path == "transformers":
-                return generate_sample(model, prompt_ids, **kwargs)
-            return sample(model, prompt_ids, cuda_graph=sampler.path == "graph", **kwargs)
+                return generate_sample(model, prompt_ids, d)
+            return sample(model, prompt_ids, d, cuda_graph=sampler.path == "graph")
         except ValueError:
             raise
         except Exception as e:  # CUDA graph capture/replay, a kernel, out of memory in the captured pool
@@ -117,32 +109,21 @@ def sample_with_fallback(
 
 @torch.inference_mode()
 def generate_sample(
-    model,
-    prompt_ids: list[list[int]],
-    *,
-    max_new_tokens: int,
-    sampling: Sampling,
-    eos_token_ids: list[int],
-    pad_token_id: int,
-    autocast_dtype: torch.dtype | None = None,
+    model, prompt_ids: list[list[int]], decoding: Decoding | None = None, **fields
 ) -> Completions:
     """What sample() returns, by transformers' generate(): tokens up to and with EOS, log_softmax(logits / T)."""
+    d = decoding_of(decoding, fields)
     device = next(model.parameters()).device
-    ids, mask = left_pad(prompt_ids, pad_token_id, device)
-    settings = {"do_sample": False}
-    if sampling.do_sample:
-        settings = dict(do_sample=True, temperature=sampling.temperature, top_k=sampling.top_k,
-                        top_p=sampling.top_p, min_p=sampling.min_p)  # fmt: skip
-    with autocast(device, autocast_dtype):
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                             eos_token_id=eos_token_ids, pad_token_id=pad_token_id, output_logits=True,
-                             return_dict_in_generate=True, **settings)  # fmt: skip
+    ids, mask = left_pad(prompt_ids, d.pad_token_id, device)
+    with autocast(device, d.autocast_dtype):
+        out = model.generate(input_ids=ids, attention_mask=mask, output_logits=True, return_dict_in_generate=True,
+                             **d.generate_kwargs())  # fmt: skip
     tokens = out.sequences[:, ids.size(1) :]
     logits = torch.stack(out.logits, dim=1).float()  # (B, T, V): before the warpers
-    if sampling.do_sample:
-        logits = logits / sampling.temperature
+    if d.sampling.do_sample:
+        logits = logits / d.sampling.temperature
     logps = logits.log_softmax(-1).gather(-1, tokens[..., None])[..., 0]
-    return cut_at_eos(tokens.tolist(), logps.tolist(), set(eos_token_ids))
+    return cut_at_eos(tokens.tolist(), logps.tolist(), set(d.eos_token_ids))
 
 
 @dataclass

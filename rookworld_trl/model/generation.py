@@ -21,60 +21,38 @@ import torch
 
 from rookworld_trl.model.fallback import CHECK_EVERY, sample_with_fallback, sampler_path_of, self_check
 from rookworld_trl.model.kv_cache import left_pad
-from rookworld_trl.model.sampling import Sampling
+from rookworld_trl.model.sampling import Decoding, Sampling
 
 BACKENDS = ("rookworld", "transformers")
 
 
-def sampling_kwargs(do_sample: bool, temperature: float, top_k: int) -> dict:
-    """Explicit generate() settings: unset values would be filled from the model's generation config."""
+def sampling_of(do_sample: bool, temperature: float, top_k: int) -> Sampling:
+    """generate_completions' settings as the sampler's (both backends read them through a Decoding)."""
     if not do_sample:
-        return {"do_sample": False}
+        return Sampling(do_sample=False)
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
-    # top_k=0 switches top-k off (None would fall back to transformers' default of 50).
-    return {"do_sample": True, "temperature": float(temperature), "top_k": int(top_k), "top_p": 1.0}
+    # top_k=0 switches top-k off (generate() given None would fall back to its default of 50)
+    return Sampling(do_sample=True, temperature=float(temperature), top_k=int(top_k), top_p=1.0)
 
 
-def _generate_batch(
-    model, tokenizer, rows: list[list[int]], max_new_tokens: int, settings: dict, backend: str
-):
+def _generate_batch(model, tokenizer, rows: list[list[int]], decoding: Decoding, backend: str) -> list[str]:
     """Decoded completions of one batch, cut at the first EOS."""
-    eos = tokenizer.eos_token_id
     if backend == "rookworld":
-        sampling = Sampling(**settings)
-        kwargs = dict(max_new_tokens=max_new_tokens, sampling=sampling, eos_token_ids=[eos], pad_token_id=eos)
-        out = sample_with_fallback(model, rows, **kwargs)
+        out = sample_with_fallback(model, rows, decoding)
         sampler = sampler_path_of(model)
-        if sampler.due(
-            sampler.calls, CHECK_EVERY
-        ):  # the first call, every CHECK_EVERY calls, after a fallback
+        # the first call, every CHECK_EVERY calls, after a fallback
+        if sampler.due(sampler.calls, CHECK_EVERY):
             path, sampler.checked = sampler.path, sampler.calls
-            self_check(model, rows, out, sampling, eos)
+            self_check(model, rows, out, decoding.sampling, decoding.pad_token_id)
             if sampler.path != path:  # these came from the path just left
-                out = sample_with_fallback(model, rows, **kwargs)
-        return [
-            tokenizer.decode(row, skip_special_tokens=False).split(tokenizer.eos_token, 1)[0]
-            for row in out.completion_ids
-        ]
-    with torch.inference_mode():
-        return _transformers_batch(model, tokenizer, rows, max_new_tokens, settings)
-
-
-def _transformers_batch(
-    model, tokenizer, rows: list[list[int]], max_new_tokens: int, settings: dict
-) -> list[str]:
-    eos = tokenizer.eos_token_id
-    input_ids, mask = left_pad(rows, eos, model.device)
-    out = model.generate(
-        input_ids=input_ids,
-        attention_mask=mask,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=eos,
-        pad_token_id=eos,
-        **settings,
-    )
-    new_tokens = out[:, input_ids.shape[1] :].tolist()
+                out = sample_with_fallback(model, rows, decoding)
+        new_tokens = out.completion_ids
+    else:
+        with torch.inference_mode():
+            input_ids, mask = left_pad(rows, decoding.pad_token_id, model.device)
+            out = model.generate(input_ids=input_ids, attention_mask=mask, **decoding.generate_kwargs())
+            new_tokens = out[:, input_ids.shape[1] :].tolist()
     # Decode with special tokens kept, then cut at the first EOS: what follows it is padding.
     return [
         tokenizer.decode(row, skip_special_tokens=False).split(tokenizer.eos_token, 1)[0]
@@ -119,7 +97,8 @@ def generate_completions(
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if not prompts:
         return []
-    settings = sampling_kwargs(do_sample, temperature, top_k)
+    eos = tokenizer.eos_token_id
+    decoding = Decoding(max_new_tokens, sampling_of(do_sample, temperature, top_k), (eos,), pad_token_id=eos)
     rows = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths share a batch
     out: list[str] = [""] * len(rows)
@@ -129,9 +108,7 @@ def generate_completions(
         with _seeded(seed, model.device):
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
-                texts = _generate_batch(
-                    model, tokenizer, [rows[i] for i in batch], max_new_tokens, settings, backend
-                )
+                texts = _generate_batch(model, tokenizer, [rows[i] for i in batch], decoding, backend)
                 for i, text in zip(batch, texts, strict=True):
                     out[i] = text
     finally:

@@ -1,9 +1,11 @@
 """Picking the next token as transformers' generate() does: its sampling warpers (temperature, top-k, top-p,
 min-p) in its order, one inverse-CDF draw per row, and the log-probs TRL's scoring computes. Used by the
-sampler (rookworld_trl/model/decoding.py).
+sampler (rookworld_trl/model/decoding.py). `Decoding`: the settings of one decode call, which the sampler, its
+fallbacks (model/fallback.py) and transformers' generate() (`generate_kwargs`) all read.
 
-    from rookworld_trl.model.sampling import Sampling, next_tokens
+    from rookworld_trl.model.sampling import Decoding, Sampling, next_tokens
     tokens, logps = next_tokens(last_logits, Sampling(temperature=0.4))
+    d = Decoding(max_new_tokens=80, sampling=Sampling(temperature=0.4), eos_token_ids=(0,), pad_token_id=0)
 """
 
 from __future__ import annotations
@@ -22,6 +24,47 @@ class Sampling:
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1.0: off
     min_p: float | None = None
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """One decode call's settings besides the model and the prompts: how many tokens at most, how each is
+    picked, which tokens end a completion, the padding, and the autocast dtype of the model's matmuls (None:
+    the weights' own; sampling and log-probs stay fp32)."""
+
+    max_new_tokens: int
+    sampling: Sampling
+    eos_token_ids: tuple[int, ...]
+    pad_token_id: int
+    autocast_dtype: torch.dtype | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "eos_token_ids", tuple(self.eos_token_ids))  # a list may be given
+
+    def generate_kwargs(self) -> dict:
+        """The same decode as transformers' generate() keywords, every sampling setting explicit (unset ones
+        would be filled from the model's generation config, e.g. top_k 50).
+
+        >>> Decoding(8, Sampling(do_sample=False), [0], 0).generate_kwargs()
+        {'max_new_tokens': 8, 'eos_token_id': [0], 'pad_token_id': 0, 'do_sample': False}
+        """
+        s = self.sampling
+        picking = {"do_sample": False}
+        if s.do_sample:
+            picking = dict(
+                do_sample=True, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p
+            )
+        return dict(max_new_tokens=self.max_new_tokens, eos_token_id=list(self.eos_token_ids),
+                    pad_token_id=self.pad_token_id, **picking)  # fmt: skip
+
+
+def decoding_of(decoding: Decoding | None, fields: dict) -> Decoding:
+    """`decoding`, or a Decoding of its fields given as keywords: the sampler's calls may name either."""
+    if decoding is None:
+        return Decoding(**fields)
+    if fields:
+        raise TypeError(f"a Decoding and its fields {sorted(fields)} given together: give one")
+    return decoding
 
 
 def warp(logits: torch.Tensor, s: Sampling) -> torch.Tensor:

@@ -170,19 +170,18 @@ def sampler_path(path: str, device: str, bf16: bool = False) -> Callable[[dict],
         import torch
 
         from rookworld_trl.model import decoding, fallback
-        from rookworld_trl.model.sampling import Sampling
+        from rookworld_trl.model.sampling import Decoding, Sampling
 
         autocast = torch.bfloat16 if bf16 else None
         if device == "cuda":
             needs_cuda()
         model, tokenizer, ids = embedded(state, device)
         eos = tokenizer.eos_token_id
-        kwargs = dict(max_new_tokens=NEW_TOKENS, sampling=Sampling(do_sample=False), eos_token_ids=[eos],
-                      pad_token_id=eos, autocast_dtype=autocast)  # fmt: skip
+        greedy = Decoding(NEW_TOKENS, Sampling(do_sample=False), (eos,), eos, autocast_dtype=autocast)
         if path == "transformers":
-            go = lambda: fallback.generate_sample(model, ids, **kwargs)  # noqa: E731
+            go = lambda: fallback.generate_sample(model, ids, greedy)  # noqa: E731
         else:
-            go = lambda: decoding.sample(model, ids, cuda_graph=path == "graph", **kwargs)  # noqa: E731
+            go = lambda: decoding.sample(model, ids, greedy, cuda_graph=path == "graph")  # noqa: E731
         go()  # warm-up (a CUDA graph is captured per call: the timed call captures too)
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         sync()
@@ -191,7 +190,7 @@ def sampler_path(path: str, device: str, bf16: bool = False) -> Callable[[dict],
         sync()
         took = time.perf_counter() - start
         reference = state.setdefault(
-            ("generate", device, autocast), fallback.generate_sample(model, ids, **kwargs)
+            ("generate", device, autocast), fallback.generate_sample(model, ids, greedy)
         )
         same = sum(a == b for a, b in zip(out.completion_ids, reference.completion_ids, strict=True))
         batch = fallback.batch(ids, out, eos, model.device)
@@ -219,13 +218,13 @@ def bf16_scoring(state) -> str:
     import torch
 
     from rookworld_trl.model import fallback
-    from rookworld_trl.model.sampling import Sampling
+    from rookworld_trl.model.sampling import Decoding, Sampling
 
     needs_cuda()
     model, tokenizer, ids = embedded(state, "cuda")
-    out = state.get(("generate", "cuda", None)) or fallback.generate_sample(
-        model, ids, max_new_tokens=NEW_TOKENS, sampling=Sampling(do_sample=False),
-        eos_token_ids=[tokenizer.eos_token_id], pad_token_id=tokenizer.eos_token_id)  # fmt: skip
+    eos = tokenizer.eos_token_id
+    greedy = Decoding(NEW_TOKENS, Sampling(do_sample=False), (eos,), pad_token_id=eos)
+    out = state.get(("generate", "cuda", None)) or fallback.generate_sample(model, ids, greedy)
     x, mask, _, completion_mask = fallback.batch(ids, out, tokenizer.eos_token_id, model.device)
     fp32 = fallback.forward_logps(model, x, mask, completion_mask.size(1), 1.0)
     bf16 = fallback.forward_logps(model, x, mask, completion_mask.size(1), 1.0, torch.bfloat16)

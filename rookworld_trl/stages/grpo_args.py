@@ -7,6 +7,7 @@ stages/sft.py do, so one YAML recipe feeds all three and every field is also a -
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from trl import ScriptArguments
 
@@ -20,6 +21,14 @@ class GRPOScriptArguments(TacticsSection, SelfPlaySection, ScriptArguments):
     """Data, rewards, engine, evals, self-play and tactics (their sections: grpo/selfplay.py, grpo/tactics.py) and
     publishing of a GRPO run; checked in `__post_init__`."""
 
+    # the bounded fields' bounds (stages/recipe.py: the preflight and the stage check them)
+    BOUNDS: ClassVar[dict[str, str]] = {
+        "mix_env_ratio": "finite",
+        "engine_workers": ">= 1",
+        "eval_every_steps": ">= 0 (0: off)",
+        "eval_every_samples": ">= 1",
+        "eval_samples": ">= 0 (0: no final eval)",
+    }
     # ---- data (TRL's ScriptArguments: dataset_name, dataset_train_split, dataset_test_split) ----
     dataset_name: str | None = field(
         default=None,

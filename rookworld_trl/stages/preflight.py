@@ -5,11 +5,11 @@ second, not after the wait. The stage checks everything again with the real pars
     rookworld train --config my.yaml --max_step 5      # -> one line: unknown flag --max_step (did you mean ...)
 
 What it checks, without importing TRL or datasets: the recipe (YAML syntax, a mapping, known fields), each
---flag's name, the numbers (int and float fields parse; stages/recipe.py check_numbers' bounds), and the data source: a
+--flag's name, the numbers (int and float fields parse; each field's bound, stages/recipe.py check_numbers), and the data source: a
 missing path, an empty directory, a Parquet file without its markers, and a text / JSON Lines file's lines (each
 line a JSON object; every P:/A: line parses, as `rookworld data load` parses it) for up to DATA_SECONDS. The
-field names and kinds come from RECIPE_FIELDS (stages/recipe_fields.py, which writes it from the stages'
-dataclasses; tests/test_preflight.py fails when it is stale).
+field names, kinds, defaults and bounds come from RECIPE_FIELDS (stages/recipe_fields.py, which writes it from the
+stages' dataclasses; tests/test_preflight.py fails when it is stale).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def values(command: str, recipe: str | None, argv: list[str]) -> dict:
 
         with open(recipe) as f:
             for name, value in (yaml.safe_load(f) or {}).items():
-                kind, default = fields.get(name, ["any", None])
+                kind, default, _ = fields.get(name, ["any", None, None])
                 try:
                     merged[name] = coerce(kind, value)
                 except ValueError:
@@ -70,7 +70,7 @@ def values(command: str, recipe: str | None, argv: list[str]) -> dict:
             continue
         if name not in fields:
             raise UserError(f"unknown flag --{name}{did_you_mean(name, set(fields))}; see --help_all")
-        kind, default = fields[name]
+        kind, default, _ = fields[name]
         if not given and "bool" not in kind:  # `--output_dir` at the end of a line, its value forgotten
             raise UserError(f"--{name} needs a value, e.g. --{name} {merged.get(name, default)}")
         if "list[" not in kind and len(given) > 1:
@@ -137,8 +137,9 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
     if recipe is not None and not os.path.isfile(recipe):
         raise UserError(missing_recipe(recipe))
     merged = values(command, recipe, argv)
-    check_numbers(SimpleNamespace(**merged))
-    defaults = {name: spec[1] for name, spec in json.loads(RECIPE_FIELDS.read_text())[command].items()}
+    fields = json.loads(RECIPE_FIELDS.read_text())[command]
+    check_numbers(SimpleNamespace(**merged), bounds={name: spec[2] for name, spec in fields.items()})
+    defaults = {name: spec[1] for name, spec in fields.items()}
     config = {**defaults, **merged}
     if command == "train":
         check_batch(config, processes)

@@ -1,6 +1,7 @@
 """A training stage's recipe and --flags: TRL's parser with one-line errors (`stage_parser`), the recipe's own
-check (a YAML mapping of known fields, with the one did-you-mean), and the counts no run can mean
-(`check_numbers`), which the preflight (stages/preflight.py) runs before accelerate starts too.
+check (a YAML mapping of known fields, with the one did-you-mean), and the numbers no run can mean
+(`check_numbers`: each field's bound, declared beside it in its dataclass's BOUNDS), which the preflight
+(stages/preflight.py) runs before accelerate starts too.
 
     from rookworld_trl.stages.recipe import check_numbers, stage_parser
     script, args, model_args = stage_parser((GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig), "train")...
@@ -8,6 +9,7 @@ check (a YAML mapping of known fields, with the one did-you-mean), and the count
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import sys
@@ -70,24 +72,65 @@ EXAMPLES = {  # one example per training command, shown at the end of --help
 }
 
 
-# fields that count something (steps, rows, processes): (name, smallest value, what the value means)
-POSITIVE = (
-    ("per_device_train_batch_size", 1, ""),
-    ("gradient_accumulation_steps", 1, ""),
-    ("logging_steps", 0, ""),
-    ("save_steps", 0, ""),
-    ("learning_rate", 0, ""),
-    ("num_generations", 2, " (a group needs two completions to compare)"),
-    ("engine_workers", 1, ""),
-    ("eval_samples", 0, " (0: no final eval)"),
-    ("eval_every_steps", 0, " (0: off)"),
-    ("eval_every_samples", 1, ""),
-)
+# A field's bound is declared beside it, in its dataclass's BOUNDS (metadata would not do: TRL's parser hands a
+# field's metadata to argparse whole): "finite", ">= N" or "> N", together as "finite > 0", a (reason) after.
+# The stage checks the parsed dataclasses' bounds, the preflight RECIPE_FIELDS' (stages/recipe_fields.py).
+TRL_BOUNDS = {  # TRL's and transformers' fields that count something or must be finite (ours: their class's BOUNDS)
+    "per_device_train_batch_size": ">= 1",
+    "gradient_accumulation_steps": ">= 1",
+    "logging_steps": ">= 0",
+    "save_steps": ">= 0",
+    "learning_rate": "finite >= 0",
+    "num_generations": ">= 2 (a group needs two completions to compare)",
+    "beta": "finite",
+    "temperature": "finite > 0 (sampling divides the logits by it; 0 is no sampling)",
+    "top_p": "finite > 0",
+    "weight_decay": "finite",
+    "max_grad_norm": "finite",
+    "epsilon": "finite",
+}
+BOUND = re.compile(r"(finite)?\s*(?:(>=|>)\s*(-?[0-9.]+))?\s*(\(.*\))?")
 
 
-def check_numbers(*configs) -> None:
+def bounds_of(cls) -> dict[str, str | None]:
+    """{field: bound} of a dataclass: the `BOUNDS` of it and its bases (a subclass's win), else TRL_BOUNDS' by
+    the field's name; ValueError for a bound BOUND cannot read or one naming no field."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    declared = {}
+    for klass in reversed(cls.__mro__):
+        declared.update(vars(klass).get("BOUNDS", {}))
+    for name, bound in declared.items():
+        if name not in names or not BOUND.fullmatch(bound):
+            raise ValueError(
+                f"{cls.__name__}.BOUNDS[{name!r}] = {bound!r}: a field's name -> 'finite', '>= N', '> N' or "
+                "'finite > N', a (reason) after"
+            )
+    return {name: declared.get(name, TRL_BOUNDS.get(name)) for name in names}
+
+
+def bound_problem(value, bound: str | None) -> str | None:
+    """What a number must be, in words, when `value` breaks `bound` (a NaN breaks any); None when it keeps it.
+
+    >>> bound_problem(0, ">= 1"), bound_problem(float("inf"), "finite >= 0"), bound_problem(0.5, "> 0 (why)")
+    ('>= 1', 'a finite number', None)
+    >>> bound_problem(1, ">= 2 (a group needs two)"), bound_problem(float("nan"), None)
+    ('>= 2 (a group needs two)', 'a finite number')
+    """
+    if isinstance(value, float) and math.isnan(value):
+        return "a finite number"
+    finite, op, limit, why = BOUND.fullmatch((bound or "").strip()).groups()
+    if finite and math.isinf(value):
+        return "a finite number"
+    if op and not (value >= float(limit) if op == ">=" else value > float(limit)):
+        return f"{op} {limit}" + (f" {why}" if why else "")
+    return None
+
+
+def check_numbers(*configs, bounds: dict[str, str | None] | None = None) -> None:
     """One UserError for a count that cannot be meant: max_steps 0 or below -1 (TrainingArguments would turn
-    -5 into an epoch-based run of thousands of steps), a batch size of 0, a negative learning rate, ..."""
+    -5 into an epoch-based run of thousands of steps), and any number outside its field's bound (`bounds_of`:
+    a batch size of 0, a negative learning rate, --temperature 0, --beta nan, ...). `bounds`: {field: bound}
+    for configs that are no dataclasses (the preflight's, from RECIPE_FIELDS)."""
     for config in configs:
         steps = getattr(config, "max_steps", None)
         if steps is not None and (steps == 0 or steps < -1):
@@ -96,14 +139,18 @@ def check_numbers(*configs) -> None:
                 f"epochs), got {steps}: set e.g. --max_steps 10"
             )
         check_report_to(getattr(config, "report_to", None))
-        for name, least, meaning in POSITIVE:
-            value = getattr(config, name, None)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value < least:
-                raise UserError(
-                    f"{name} must be >= {least}{meaning}, got {value}: fix --{name} or the recipe"
-                )
-        check_finite(config)
+        check_bounds(config, bounds if bounds is not None else bounds_of(type(config)))
         check_no_remote_code(config)
+
+
+def check_bounds(config, bounds: dict[str, str | None]) -> None:
+    """One UserError for the first number field (by name) that breaks its bound, or is NaN: such runs trained
+    nothing or crashed deep in the step (--learning_rate inf, --beta nan, --temperature 0)."""
+    for name, value in sorted(vars(config).items()):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        if problem := bound_problem(value, bounds.get(name)):
+            raise UserError(f"{name} must be {problem}, got {value}: fix --{name} or the recipe")
 
 
 def check_no_remote_code(config) -> None:
@@ -120,24 +167,6 @@ def check_no_remote_code(config) -> None:
             "model only; the policy is loaded as plain GPT-2, which needs no code); drop trust_remote_code from "
             "the recipe or flags"
         )
-
-
-# fields that must be a finite number (inf trains nothing: every update is skipped), and those that must be > 0
-FINITE = ("learning_rate", "beta", "temperature", "top_p", "weight_decay", "replay_coef", "tactics_replay_coef",
-          "max_grad_norm", "epsilon", "warmup_ratio", "mix_env_ratio")  # fmt: skip
-ABOVE_ZERO = {"temperature": " (sampling divides the logits by it; 0 is no sampling)", "top_p": ""}
-
-
-def check_finite(config) -> None:
-    """One UserError for a NaN in any number field, an infinite one among FINITE, or ABOVE_ZERO's at or below 0:
-    such runs trained nothing or crashed deep in the step (--learning_rate inf, --beta nan, --temperature 0)."""
-    for name, value in sorted(vars(config).items()):
-        if not isinstance(value, float):
-            continue
-        if math.isnan(value) or (math.isinf(value) and name in FINITE):
-            raise UserError(f"{name} must be a finite number, got {value}: fix --{name} or the recipe")
-        if name in ABOVE_ZERO and value <= 0:
-            raise UserError(f"{name} must be > 0{ABOVE_ZERO[name]}, got {value}: fix --{name} or the recipe")
 
 
 # report_to's integrations (transformers' names) -> the package each needs

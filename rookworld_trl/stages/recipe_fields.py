@@ -1,6 +1,9 @@
 """The fields of a training command's recipe, as the preflight (stages/preflight.py) checks them without importing
-TRL: RECIPE_FIELDS ({command: {field: [type, default]}}), written from the stages' dataclasses, and how a recipe
-value or a --flag's text is read as a field of a type (`coerce`).
+TRL: RECIPE_FIELDS ({command: {field: [type, default, bound]}}), written from the stages' dataclasses, how a
+recipe value or a --flag's text is read as a field of a type (`coerce`).
+
+A field is declared once, in its dataclass: its type, default, help and, in the class's `BOUNDS` beside it, its
+bound (stages/recipe.py `bounds_of`); this file is written from them, and a test fails when it is stale.
 
     python -m rookworld_trl.stages.recipe_fields     # rewrite RECIPE_FIELDS after a field changes
 """
@@ -11,8 +14,9 @@ import json
 import sys
 from pathlib import Path
 
-RECIPE_FIELDS = Path(__file__).resolve().parents[1] / "assets" / "recipe_fields.json"
+from rookworld_trl.stages.recipe import bounds_of
 
+RECIPE_FIELDS = Path(__file__).resolve().parents[1] / "assets" / "recipe_fields.json"
 
 BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
@@ -87,14 +91,15 @@ def describe(kind: str) -> str:
 
 
 def field_specs(dataclass_types) -> dict[str, list]:
-    """{field: [type, default]} of the dataclasses a stage's parser reads: the type as `type_text` writes it,
-    the default when JSON can hold it (else None). A field of several classes keeps the first one's."""
+    """{field: [type, default, bound]} of the dataclasses a stage's parser reads: the type as `type_text` writes
+    it, the default when JSON can hold it (else None), the bound (`field_bound`). A field of several classes keeps
+    the first one's."""
     import dataclasses
     import typing
 
     specs = {}
     for cls in dataclass_types:
-        hints = typing.get_type_hints(cls)
+        hints, bounds = typing.get_type_hints(cls), bounds_of(cls)
         for f in dataclasses.fields(cls):
             if not f.init or f.name in specs:
                 continue
@@ -104,7 +109,7 @@ def field_specs(dataclass_types) -> dict[str, list]:
                 json.dumps(default)
             except TypeError:
                 default = None
-            specs[f.name] = [type_text(hints[f.name], f.metadata.get("choices")), default]
+            specs[f.name] = [type_text(hints[f.name], f.metadata.get("choices")), default, bounds[f.name]]
     return dict(sorted(specs.items()))
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from transformers import AutoTokenizer, EarlyStoppingCallback
@@ -54,6 +55,7 @@ from rookworld_trl.training.sft import RookWorldSFTConfig, RookWorldSFTTrainer
 class SFTScriptArguments(ScriptArguments):
     """What to train on (TRL's ScriptArguments: dataset_name and its splits) and which model to start from."""
 
+    BOUNDS: ClassVar[dict[str, str]] = {"mix_env_ratio": "finite"}  # checked as stages/recipe.py says
     dataset_name: str | None = field(
         default="rookworld_trl/assets/data",
         metadata={

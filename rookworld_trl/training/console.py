@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from rookworld_trl.training.headline import shown_in
+
 # (log key, label, format) in the order shown; a key absent or None is left out
 FIELDS = (
     ("reward", "reward", "{:.3f}"),
@@ -29,11 +31,10 @@ EVAL_FIELDS = (
     ("eval_loss", "held-out loss", "{:.3f}"),
     ("eval_mean_token_accuracy", "token accuracy", "{:.1%}"),
 )
-HELD_OUT_FIELDS = (  # GRPO's learning-curve eval (stages/eval/callback.py); the whole dict goes to metrics.jsonl
-    ("eval/policy/greedy/legal_best_move", "held-out legal best move", "{:.1%}"),
-    ("eval/policy/greedy/best_move_accuracy", "top 1", "{:.1%}"),
-    ("eval/policy/greedy/best_move_loss", "B: loss", "{:.3f}"),
-    ("eval/env/next_state_accuracy", "A: next state exact", "{:.1%}"),
+# GRPO's learning-curve eval (stages/eval/callback.py; the whole dict goes to metrics.jsonl): training/headline.py
+HELD_OUT_FIELDS = tuple(
+    (f.key, ("held-out " if i == 0 else "") + f.short, "{:.1%}" if f.percent else "{:.3f}")
+    for i, f in enumerate(shown_in("console"))
 )
 # (keys that mark a log entry's kind, its fields): training, SFT's held-out loss, GRPO's learning-curve eval
 KINDS = (

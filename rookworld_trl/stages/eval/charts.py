@@ -18,20 +18,13 @@ import os
 import statistics
 
 from rookworld_trl.stages.eval.stats import Z95
+from rookworld_trl.training.headline import HEADLINE, shown_in
 from rookworld_trl.training.jsonl import read_jsonl
 
 # panel -> key patterns (fnmatch), in plotting order
 PANELS: dict[str, tuple[str, ...]] = {
     # held-out figures of the in-training eval (eval_every_steps): is the run learning?
-    "learning_curve": (
-        "eval/policy/greedy/legal_best_move",
-        "eval/policy/greedy/legal_moves",
-        "eval/policy/greedy/best_move_accuracy",
-        "eval/policy/greedy/top5_move_accuracy",
-        "eval/policy/greedy/best_move_loss",  # lower is better
-        "eval/policy/greedy/reward",
-        "eval/env/next_state_accuracy",
-    ),  # fmt: skip
+    "learning_curve": tuple(f.key for f in shown_in("curve")),
     "reward": ("reward", "rewards/*/mean"),
     "reward_spread": ("reward_std", "frac_reward_zero_std"),  # zero-std groups carry no gradient
     # the reward-hacking watch (grpo/rewards/watch.py): does the list get more precise and B: choose, or only longer?
@@ -114,11 +107,7 @@ NAMES = {  # metric key -> the legend's name (others: human_name's rule)
     "env/placement": "pieces placed right",
     "env/side": "side to move right",
     "env/reward_value": "reward value right",
-    "eval/policy/greedy/legal_best_move": "P: legal best move",
-    "eval/policy/greedy/legal_moves": "P: legal moves listed",
-    "eval/policy/greedy/best_move_accuracy": "P: best move = engine's top 1",
-    "eval/policy/greedy/reward": "P: reward",
-    "eval/env/next_state_accuracy": "A: next state exact",
+    **{f.key: f.label for f in HEADLINE},
 }
 MAX_SERIES = 6  # per panel: more are split over panel_2.png, ...
 STYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (1, 1)))  # with tab10's colours: each series apart

@@ -14,21 +14,9 @@ import os
 import statistics
 
 from rookworld_trl.stages.eval.charts import quarter_trend, series
+from rookworld_trl.training.headline import shown_in
 from rookworld_trl.training.jsonl import read_jsonl
 
-HEADLINE = {  # eval.json suite/figure -> how the end-of-run summary names it
-    ("policy", "greedy/legal_best_move"): "P: legal best move",
-    ("policy", "greedy/legal_moves"): "P: legal moves listed",
-    ("policy", "greedy/best_move_accuracy"): "P: best move = engine's top 1",
-    ("policy", "greedy/top5_move_accuracy"): "P: best move in engine's top 5",
-    ("policy", "greedy/best_move_loss"): "B: expected-score loss (lower is better)",
-    ("policy", "greedy/reward"): "P: reward (graduated)",
-    ("policy", "greedy/watch/precision"): "P: listed moves legal (precision)",
-    ("env", "next_state_accuracy"): "A: next state exact",
-    ("tactics", "greedy/mate_in_one"): "mate in one (tactics test split)",
-    ("tactics", "greedy/mate_in_two_first_move"): "mate in two, first move (tactics)",
-    ("tactics", "greedy/only_move"): "only move (tactics)",
-}
 WATCH_LINE = {"precision": "precision", "selection": "selection", "distinct": "distinct", "b_legal": "B: legal",
               "b_best_e": "B: = best E:", "first_share": "top first move"}  # fmt: skip
 
@@ -103,8 +91,8 @@ def run_summary(run: str, metrics: str = "metrics.jsonl", start_step: int = 0) -
     if os.path.isfile(eval_json):
         with open(eval_json) as f:
             suites = json.load(f)["suites"]
-        for (suite, name), label in HEADLINE.items():
-            row = suites.get(suite, {}).get(name)
+        for figure in shown_in("summary"):
+            row = suites.get(figure.suite, {}).get(figure.figure)
             if not row or "delta" not in row or None in (row["baseline"]["value"], row["model"]["value"]):
                 continue  # no figure on either side (e.g. precision where no answer listed a move)
             d = row["delta"]
@@ -113,7 +101,7 @@ def run_summary(run: str, metrics: str = "metrics.jsonl", start_step: int = 0) -
             delta, low, high = (f"{x * scale:+.{digits}f}" for x in (d["value"], *d["ci"]))
             sig = "*" if d["ci"][0] > 0 or d["ci"][1] < 0 else ""  # the interval excludes 0
             lines.append(
-                f"  {label:<41}{before:>7} -> {after:>7}  {delta} [{low}, {high}]{sig} (n={row['model']['n']})"
+                f"  {figure.label:<41}{before:>7} -> {after:>7}  {delta} [{low}, {high}]{sig} (n={row['model']['n']})"
             )
     outputs = [
         os.path.join(run, p)
