@@ -2,9 +2,14 @@
 
 The rest of the package uses public API and the hooks of the classes below: `VerifiedCheckpoints` (a Trainer
 mixin, GRPO and SFT) and `GRPOSeams` (a GRPOTrainer whose private seams call hooks with public names, and
-accessors for the TRL state our trainer reads). INTERNALS lists every private name with why it is needed;
-`check_internals()` runs at import, so an upgrade that drops one fails at once, naming it, instead of deep
-inside a run.
+accessors for the TRL state our trainer reads). METHODS, ATTRIBUTES and TRL_ATTRIBUTES list every name with why
+it is needed. TRL is checked by version and by behaviour, never by reading its source: `check_internals()` runs
+at import (the versions, the methods, the private arguments we take by name, the scheduler's `_last_lr`),
+`check_trainer()` on each built GRPOSeams (the attributes), and tests/test_trl_seam.py runs what TRL must still
+do (the generation batch's keys, a loss linear in the advantages); so an upgrade that drops one fails at once,
+naming it, instead of deep inside a run.
+
+    .venv/bin/pytest tests/test_trl_seam.py
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import warnings
 import torch
 import transformers
 import trl
+from packaging.version import Version
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.trainer import grpo_trainer as trl_grpo_trainer
@@ -46,7 +52,12 @@ METHODS = {
     "_load_optimizer_and_scheduler": "on resume: TRL's micro-step count and our controller state",
     "_load_from_checkpoint": "a run killed during its final save reloads its weights without training",
 }
-# Attributes set in their __init__ (checked in the source): name -> why
+# The private arguments our overrides take by name (inspect.signature binds TRL's call): method -> names
+PRIVATE_ARGUMENTS = {
+    "_calculate_rewards": ("prompts",),
+    "_get_per_token_logps_and_entropies": ("model", "input_ids", "attention_mask", "logits_to_keep"),
+}
+# Attributes of a GRPOTrainer / Trainer we write or read (checked on each built trainer): name -> why
 ATTRIBUTES = {
     "_metrics": "our figures join TRL's per-step averages of the next log line",
     "_step": "TRL's micro-batch counter: when to generate, which replay rows",
@@ -54,7 +65,7 @@ ATTRIBUTES = {
     "_created_lr_scheduler": "Trainer rebuilds a scheduler it created itself on a second train()",
 }
 # Public attributes of a GRPOTrainer / Trainer that grpo/ reads (set in their __init__, or properties): name -> why.
-# tests/test_trl_seam.py fails when grpo/ reads an attribute TRL sets that is not listed here.
+# tests/test_trl_seam.py fails when grpo/ reads an attribute of TRL's trainer that is not listed here.
 TRL_ATTRIBUTES = {
     "accelerator": "processes, gathers and the device",
     "args": "the config (RookWorldGRPOConfig) TRL keeps",
@@ -81,13 +92,17 @@ TRL_ATTRIBUTES = {
     "use_vllm": "vLLM samples with its own correction: our sampler's importance sampling is off then",
 }
 # Keys of the dict GRPOTrainer._generate_and_score_completions returns (compute_loss's inputs) that grpo/ reads
-OUTPUT_KEYS = ("prompt", "prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages",
+# (tests/test_trl_seam.py: a generation batch of each kind has them)
+OUTPUT_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages",
                "num_items_in_batch", "old_per_token_logps", "importance_sampling_ratio")  # fmt: skip
-# Keys of the dict TRL's rollout_func returns (grpo/rollout.py writes them)
+# Keys of the dict TRL's rollout_func returns (grpo/rollout.py writes them; tests/test_decoding.py trains on them)
 ROLLOUT_KEYS = ("prompt_ids", "completion_ids", "logprobs")
-# GRPOTrainer._compute_loss multiplies the advantages into the per-token loss linearly (and the ratio of vLLM's
-# importance sampling after them): a non-negative ratio folded into the advantages is the same correction
-LINEAR_IN_ADVANTAGES = "per_token_loss1 = coef_1 * advantages"
+# GRPOTrainer._compute_loss is linear in the advantages (a non-negative factor folded into them is the same
+# correction as vLLM's importance-sampling ratio, which TRL multiplies in after them): tests/test_trl_seam.py
+# compares its loss at 2x the advantages with twice its loss
+LINEAR_IN_ADVANTAGES = "GRPOTrainer._compute_loss linear in the advantages"
+# The versions whose internals the names above were read from, and tested with (pyproject.toml pins them)
+TESTED = {"trl": (trl.__version__, "1.16", "1.17"), "transformers": (transformers.__version__, "5.23", "6")}
 
 # torch's LRScheduler keeps what get_last_lr() (and so Trainer's logged learning_rate) returns here
 LAST_LR = "_last_lr"
@@ -124,36 +139,52 @@ COMPLETIONS_TABLE = ModuleFunction(
 
 
 def check_internals() -> None:
-    """Raise ImportError naming the first internal the installed TRL / transformers / torch lacks."""
-    sources = inspect.getsource(trl_grpo_trainer) + inspect.getsource(transformers.trainer)
-    missing = [f"GRPOTrainer.{n} ({why})" for n, why in METHODS.items() if not hasattr(GRPOTrainer, n)]
-    missing += [f"self.{n} ({why})" for n, why in ATTRIBUTES.items() if f"self.{n} =" not in sources]
+    """Raise ImportError naming the first internal the installed TRL / transformers / torch lacks: versions outside
+    TESTED, a method of METHODS, a private argument of PRIVATE_ARGUMENTS, a ModuleFunction, the scheduler's
+    `_last_lr` (a scheduler is built to see it)."""
+    missing = [f"{name} >={low},<{high} (installed: {v})" for name, (v, low, high) in TESTED.items()
+               if not Version(low) <= Version(v) < Version(high)]  # fmt: skip
+    missing += [f"GRPOTrainer.{n} ({why})" for n, why in METHODS.items() if not hasattr(GRPOTrainer, n)]
+    for method, names in PRIVATE_ARGUMENTS.items():
+        params = PRIVATE_SIGNATURES[method].parameters if method in PRIVATE_SIGNATURES else {}
+        missing += [f"GRPOTrainer.{method}'s argument {n!r}" for n in names if n not in params]
     for seam in (SCORED_POSITIONS, COMPLETIONS_TABLE):
-        if seam.original is None or seam.why not in inspect.getsource(seam.module):
+        if not callable(seam.original):
             missing.append(f"{seam.module.__name__}.{seam.name} called as `{seam.why}`")
-    if f"self.{LAST_LR} =" not in inspect.getsource(torch.optim.lr_scheduler):
+    weight = torch.zeros(1, requires_grad=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([weight], lr=1.0), lambda step: 1.0)
+    if not isinstance(getattr(scheduler, LAST_LR, None), list):
         missing.append(f"torch LRScheduler.{LAST_LR} (the logged learning rate after an LR cut)")
-    missing += [f"self.{n} ({why})" for n, why in TRL_ATTRIBUTES.items() if not trl_sets(n, sources)]
-    generation = inspect.getsource(GRPOTrainer._generate_and_score_completions)
-    missing += [f"the generation batch's {k!r}" for k in OUTPUT_KEYS if f'"{k}"' not in generation]
-    missing += [f"rollout_func's {k!r}" for k in ROLLOUT_KEYS if f'"{k}"' not in sources]
-    if LINEAR_IN_ADVANTAGES not in sources:
-        missing.append(
-            "GRPOTrainer._compute_loss's loss linear in the advantages (sampler_importance_sampling)"
-        )
     if missing:
-        raise ImportError(
-            f"rookworld_trl relies on {missing[0]}, which trl {trl.__version__} / transformers "
-            f"{transformers.__version__} / torch {torch.__version__} lack: install the versions pyproject.toml "
-            "pins (bash scripts/setup.sh)"
-        )
+        raise ImportError(internals_error(missing[0]))
 
 
-def trl_sets(name: str, sources: str) -> bool:
-    """Whether TRL's / Trainer's source sets `self.<name>` or defines it as a property."""
-    return f"self.{name} =" in sources or f"def {name}(self)" in sources
+def internals_error(what: str) -> str:
+    return (
+        f"rookworld_trl relies on {what}, which trl {trl.__version__} / transformers {transformers.__version__} / "
+        f"torch {torch.__version__} lack: install the versions pyproject.toml pins (bash scripts/setup.sh)"
+    )
 
 
+def check_trainer(trainer) -> None:
+    """RuntimeError naming the first attribute of ATTRIBUTES / TRL_ATTRIBUTES a built GRPOTrainer lacks."""
+    names = {**ATTRIBUTES, **TRL_ATTRIBUTES}
+    missing = [f"self.{n} ({why})" for n, why in names.items() if n not in LATER and not hasattr(trainer, n)]
+    if missing:
+        raise RuntimeError(internals_error(missing[0]))
+
+
+# Set by Trainer once training starts, not in __init__: checked where they are read
+LATER = {"current_gradient_accumulation_steps"}
+
+
+def argument(method: str, name: str, trainer, args: tuple, kwargs: dict):
+    """The argument `name` of TRL's call `trainer.<method>(*args, **kwargs)`, bound by its signature."""
+    return PRIVATE_SIGNATURES[method].bind(trainer, *args, **kwargs).arguments[name]
+
+
+PRIVATE_SIGNATURES = {m: inspect.signature(getattr(GRPOTrainer, m)) for m in PRIVATE_ARGUMENTS
+                      if hasattr(GRPOTrainer, m)}  # fmt: skip
 check_internals()
 
 
@@ -211,18 +242,17 @@ class VerifiedCheckpoints:
 class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
     """GRPOTrainer whose private seams call hooks with public names, plus accessors for TRL's state.
 
-    Hooks: generate_batch(inputs) (default: score(inputs) once), shape_advantages(output), before_grad_clip(),
-    on_grad_norm(norm), on_resume(checkpoint). `score(inputs)` samples and scores one generation batch (TRL's advantages, then
-    shape_advantages); `scored_rewards` then holds its (N, F) rewards of every process (N rows, F reward
-    functions, NaN where a function skipped a row), `scored_prompts` this process's prompts. Attribute
-    `ref_device`: where the reference model's forward runs (None: beside the policy). The console table of completions is printed
-    every `print_completions_every` steps (0: never; None: at every log, as TRL), without the reward components as extra columns.
+    Hooks: generate_batch(inputs) (default: TRL's generation batch of `trl_scored(inputs)`), before_grad_clip(),
+    on_grad_norm(norm), on_resume(checkpoint). `trl_scored(inputs)` samples and scores one generation batch and
+    returns it with the rewards and prompts TRL scored (as values: nothing is kept on the trainer). Attribute
+    `ref_device`: where the reference model's forward runs (None: beside the policy). The console table of
+    completions is printed every `print_completions_every` steps (0: never; None: at every log, as TRL), without
+    the reward components as extra columns. A built GRPOSeams has every attribute we use (`check_trainer`).
     """
 
     ref_device: torch.device | None = None
     compiled_scoring = False  # the model runs under torch.compile: score fixed shapes (every position)
-    scored_rewards: torch.Tensor | None = None
-    scored_prompts: list | None = None
+    _scored: list | None = None  # the rewards and prompts TRL scored, while trl_scored runs
     _table_step = -1  # the step whose completions table was printed last
 
     def __init__(self, *args, **kwargs):
@@ -232,20 +262,25 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         warnings.filterwarnings("ignore", "You are using 'rollout_func'", UserWarning)
         with dropping("trl.trainer.grpo_trainer", "`model_init_kwargs` will be ignored"):
             super().__init__(*args, **kwargs)
+        check_trainer(self)
         # TRL 1.16 reads transformers' deprecated `is_gradient_checkpointing` at every generation
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
 
     def generate_batch(self, inputs: list[dict]) -> dict:
         """The scored generation batch the next micro-batches train on, from the dataloader's `inputs`."""
-        return self.score(inputs)
+        return self.trl_scored(inputs)[0]
 
-    def score(self, inputs: list[dict]) -> dict:
-        """Sample and score completions of `inputs` (TRL's advantages, then shape_advantages)."""
-        return self.shape_advantages(super()._generate_and_score_completions(inputs))
-
-    def shape_advantages(self, output: dict) -> dict:
-        """TRL's scored batch (advantages, completion_ids, ...) before the loss sees it."""
-        return output
+    def trl_scored(self, inputs: list[dict]) -> tuple[dict, torch.Tensor, list]:
+        """TRL samples and scores completions of `inputs`: its generation batch (with TRL's group advantages),
+        and what it scored them by, as values: the (N, F) rewards of every process (N rows, F reward functions,
+        NaN where a function skipped a row) and this process's prompts."""
+        self._scored = []
+        try:
+            output = super()._generate_and_score_completions(inputs)
+            rewards, prompts = self._scored[-1]
+        finally:
+            self._scored = None
+        return output, rewards, prompts
 
     def before_grad_clip(self) -> None:
         """The coming optimizer step's gradients, before clipping scales them."""
@@ -293,9 +328,11 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         return self.generate_batch(inputs)
 
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self.scored_rewards, self.scored_prompts = rewards, list(prompts)
+    def _calculate_rewards(self, *args, **kwargs):
+        rewards = super()._calculate_rewards(*args, **kwargs)
+        if self._scored is not None:  # inside trl_scored, which hands them back
+            prompts = argument("_calculate_rewards", "prompts", self, args, kwargs)
+            self._scored.append((rewards, list(prompts)))
         return rewards
 
     def _clip_grad_norm(self, model):
@@ -310,10 +347,12 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
             self._step = self.state.global_step * self.args.gradient_accumulation_steps
             self.on_resume(checkpoint)
 
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, *args, **kwargs):
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        call = PRIVATE_SIGNATURES["_get_per_token_logps_and_entropies"].bind(self, *args, **kwargs).arguments
+        del call["self"]
         # TRL scores prompt + completion rows: the prompt is all but the last logits_to_keep columns
         # (shared_prefix.py computes it once per group when the backbone is patched)
-        keep = args[0] if args else kwargs["logits_to_keep"]
+        input_ids, keep = call["input_ids"], call["logits_to_keep"]
         # SCORED_POSITIONS: on CPU scoring the completion positions only is the same figures for less work; under
         # torch.compile every position is scored on every device (TRL's rule for Neuron), since the count of
         # completion tokens changes every batch and each new count recompiled the graph on CUDA
@@ -326,23 +365,19 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
             if compact is None  # TRL's own choice: compact where Triton runs
             else SCORED_POSITIONS.replaced_by(_always if compact else _never),
         ):
-            return self._score_on_device(model, input_ids, attention_mask, *args, **kwargs)
+            return self._score_on_device(call)
 
-    def _score_on_device(self, model, input_ids, attention_mask, *args, **kwargs):
+    def _score_on_device(self, call: dict):
         # TRL calls this for the policy and the reference; only the latter may move
+        model, input_ids = call["model"], call["input_ids"]
         if self.ref_device is None or model is not self.ref_model or input_ids.device == self.ref_device:
-            return super()._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, *args, **kwargs
-            )
+            return super()._get_per_token_logps_and_entropies(**call)
         home = input_ids.device
 
         def move(x, device=self.ref_device):
             return x.to(device) if torch.is_tensor(x) else x
 
-        kwargs = {k: move(v) for k, v in kwargs.items()}
-        out = super()._get_per_token_logps_and_entropies(
-            model, move(input_ids), move(attention_mask), *args, **kwargs
-        )
+        out = super()._get_per_token_logps_and_entropies(**{k: move(v) for k, v in call.items()})
         return tuple(move(o, home) for o in out)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
