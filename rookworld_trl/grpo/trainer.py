@@ -2,17 +2,21 @@
 The stage that builds and runs it is rookworld_trl/stages/grpo.py (`python -m rookworld_trl.stages.grpo`).
 
 One optimizer step, in the order it runs (docs/ARCHITECTURE.md walks it), each hook overridden once, here;
-TRL calls them through the seams of training/trl_compat.py:
-  1. prompts: `training_step` mixes self-play positions (selfplay.py), the curriculum's (curriculum.py) and
-     tactics (tactics.py) into P: prompts;
-  2. rollout: `generate_batch` -> TRL samples K completions per prompt with our sampler (rollout.py);
-  3. rewards: TRL calls the reward functions (grpo/rewards/functions.py) and its group advantages;
-  4. advantages: `shape_advantages` -> advantages.py (baselines, field credit, the value head's GAE);
-  5. loss: `compute_loss` -> TRL's clipped loss + loss.py's terms (exact KL, value loss, replays);
-  6. guard: the StepGuard callback (safety.py) checks the step, `before_grad_clip` / `on_grad_norm` feed it;
+TRL calls them through the seams of training/trl_compat.py, and each hands its part to grpo/step.py's `Step`
+(`grpo_step`), which reads top to bottom:
+  1. prompts: `training_step` -> Step.mix_prompts: self-play (selfplay.py), curriculum (curriculum.py) and
+     tactics (tactics.py) positions into P: prompts;
+  2. rollout and rewards: `generate_batch` -> Step.generate_batch -> Step.score: TRL samples K completions per
+     prompt with our sampler (rollout.py), calls the reward functions (grpo/rewards/functions.py) and hands
+     back the batch and its rewards as a ScoredBatch (grpo/options.py);
+  3. advantages: Step.shape_advantages (baselines, field credit, the value head's GAE), then what the options
+     learn from the batch (after_scoring: the guard, the curriculum, dynamic sampling);
+  4. loss: `compute_loss` -> TRL's clipped loss + Step.add_terms (exact KL, value loss, replays);
+  5. guard: the StepGuard callback (safety.py) checks the step, `before_grad_clip` / `on_grad_norm` feed it;
      then the optimizer (`create_optimizer`: Trainer's + the value head's group).
 Every RL option is an `Option` (grpo/options.py) in `options`, and each of these steps loops over that list:
-KL control and the step guard, then grpo/rl_options.py's `build_options`. `beta` (what TRL's loss reads) is
+KL control and the step guard, then grpo/rl_options.py's `build_options`; options read the run through a
+StepContext, not the trainer. `beta` (what TRL's loss reads) is
 KLControl's (kl_control.py), its one writer; `checkpoint_written` / `on_resume` keep the options' state in
 STATE_FILE and their files beside it.
 """

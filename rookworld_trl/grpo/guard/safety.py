@@ -39,7 +39,8 @@ class StepGuard(TrainerCallback, Option):
 
     What it uses of the trainer (trl_compat.GRPOSeams): model, optimizer, lr_scheduler, accelerator,
     kl_control, log_metric() and drop_buffered_completions(); as an option (grpo/options.py) it keeps the rewards
-    of each scored batch (`scored_rewards`: the first place a fault is looked for). `halt_reason` says why it
+    of each batch TRL scored for training (`scored_rewards`, before dynamic sampling refills it: the first place
+    a fault is looked for). `halt_reason` says why it
     stopped the run.
     """
 
