@@ -2,19 +2,17 @@
 
 The rest of the package uses public API and the hooks of the classes below: `VerifiedCheckpoints` (a Trainer
 mixin, GRPO and SFT) and `GRPOSeams` (a GRPOTrainer whose private seams call hooks with public names, and
-accessors for the TRL state our trainer reads). METHODS, ATTRIBUTES and TRL_ATTRIBUTES list every name with why
-it is needed. TRL is checked by version and by behaviour, never by reading its source: `check_internals()` runs
-at import (the versions, the methods, the private arguments we take by name, the scheduler's `_last_lr`),
-`check_trainer()` on each built GRPOSeams (the attributes), and tests/test_trl_seam.py runs what TRL must still
-do (the generation batch's keys, a loss linear in the advantages); so an upgrade that drops one fails at once,
-naming it, instead of deep inside a run.
-
-    .venv/bin/pytest tests/test_trl_seam.py
+accessors for the TRL state our trainer reads). The registries below list every name with why it is needed.
+TRL is checked by version and behaviour, never by reading its source: `check_internals()` at import (versions,
+methods, the private arguments we bind by name, `_last_lr`), `check_trainer()` on each built GRPOSeams (the
+attributes), tests/test_trl_seam.py what TRL must still do (its batch's keys, a loss linear in the advantages);
+so an upgrade that drops one fails at once, naming it, instead of deep inside a run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -57,13 +55,14 @@ PRIVATE_ARGUMENTS = {
     "_calculate_rewards": ("prompts",),
     "_get_per_token_logps_and_entropies": ("model", "input_ids", "attention_mask", "logits_to_keep"),
 }
-# Attributes of a GRPOTrainer / Trainer we write or read (checked on each built trainer): name -> why
+# Attributes of a GRPOTrainer / Trainer we write or read (checked on each built trainer but LATER): name -> why
 ATTRIBUTES = {
     "_metrics": "our figures join TRL's per-step averages of the next log line",
     "_step": "TRL's micro-batch counter: when to generate, which replay rows",
     "_buffered_inputs": "completions sampled by weights that were rolled back must not be trained on",
     "_created_lr_scheduler": "Trainer rebuilds a scheduler it created itself on a second train()",
 }
+LATER = {"current_gradient_accumulation_steps"}  # set by Trainer once training starts, not in __init__
 # Public attributes of a GRPOTrainer / Trainer that grpo/ reads (set in their __init__, or properties): name -> why.
 # tests/test_trl_seam.py fails when grpo/ reads an attribute of TRL's trainer that is not listed here.
 TRL_ATTRIBUTES = {
@@ -103,19 +102,17 @@ ROLLOUT_KEYS = ("prompt_ids", "completion_ids", "logprobs")
 LINEAR_IN_ADVANTAGES = "GRPOTrainer._compute_loss linear in the advantages"
 # The versions whose internals the names above were read from, and tested with (pyproject.toml pins them)
 TESTED = {"trl": (trl.__version__, "1.16", "1.17"), "transformers": (transformers.__version__, "5.23", "6")}
-
 # torch's LRScheduler keeps what get_last_lr() (and so Trainer's logged learning_rate) returns here
 LAST_LR = "_last_lr"
 
 
 class ModuleFunction:
-    """A function that TRL looks up in its own module at call time, where TRL offers no hook: `replaced_by(f)`
-    puts `f` in its place for the duration of one call of ours. Two exist (below); check_internals() fails at
-    import when TRL no longer has one, and tests/test_shared_prefix.py (the scored positions) and tests/test_grpo.py
-    (the completions table) when TRL stops calling it."""
+    """A function TRL looks up in its own module at call time, where it offers no hook: `replaced_by(f)` puts `f`
+    there for one call of ours. check_internals() fails when TRL lacks one, tests/test_shared_prefix.py (the
+    scored positions) and tests/test_grpo.py (the completions table) when TRL stops calling it."""
 
-    def __init__(self, module, name: str, why: str):
-        self.module, self.name, self.why = module, name, why
+    def __init__(self, module, name: str):
+        self.module, self.name = module, name
         self.original = getattr(module, name, None)
 
     @contextlib.contextmanager
@@ -130,12 +127,10 @@ class ModuleFunction:
 # Which positions TRL's fused LM head scores: the completion positions only where Triton runs, every position
 # elsewhere (to spare Neuron recompilations). On CPU that is 2-3x the work (the prompts); under torch.compile the
 # count of completion tokens would change the graph's shapes every batch.
-SCORED_POSITIONS = ModuleFunction(trl_utils, "_use_triton", "compact = _use_triton(")
+SCORED_POSITIONS = ModuleFunction(trl_utils, "_use_triton")
 # The console table of completions GRPOTrainer.log prints whenever log_completions is set (which also writes the
 # completions Parquet at every log): ours prints every print_completions_every steps, without the extra columns.
-COMPLETIONS_TABLE = ModuleFunction(
-    trl_grpo_trainer, "print_prompt_completions_sample", "print_prompt_completions_sample("
-)
+COMPLETIONS_TABLE = ModuleFunction(trl_grpo_trainer, "print_prompt_completions_sample")
 
 
 def check_internals() -> None:
@@ -145,21 +140,18 @@ def check_internals() -> None:
     missing = [f"{name} >={low},<{high} (installed: {v})" for name, (v, low, high) in TESTED.items()
                if not Version(low) <= Version(v) < Version(high)]  # fmt: skip
     missing += [f"GRPOTrainer.{n} ({why})" for n, why in METHODS.items() if not hasattr(GRPOTrainer, n)]
-    for method, names in PRIVATE_ARGUMENTS.items():
-        params = PRIVATE_SIGNATURES[method].parameters if method in PRIVATE_SIGNATURES else {}
-        missing += [f"GRPOTrainer.{method}'s argument {n!r}" for n in names if n not in params]
-    for seam in (SCORED_POSITIONS, COMPLETIONS_TABLE):
-        if not callable(seam.original):
-            missing.append(f"{seam.module.__name__}.{seam.name} called as `{seam.why}`")
-    weight = torch.zeros(1, requires_grad=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([weight], lr=1.0), lambda step: 1.0)
+    missing += [f"GRPOTrainer.{m}'s argument {n!r}" for m, names in PRIVATE_ARGUMENTS.items() for n in names
+                if n not in signature(m).parameters]  # fmt: skip
+    missing += [f"{seam.module.__name__}.{seam.name}" for seam in (SCORED_POSITIONS, COMPLETIONS_TABLE)
+                if not callable(seam.original)]  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([torch.zeros(1)], lr=1.0), lambda step: 1.0)
     if not isinstance(getattr(scheduler, LAST_LR, None), list):
         missing.append(f"torch LRScheduler.{LAST_LR} (the logged learning rate after an LR cut)")
     if missing:
         raise ImportError(internals_error(missing[0]))
 
 
-def internals_error(what: str) -> str:
+def internals_error(what: str) -> str:  # one wording for check_internals and check_trainer
     return (
         f"rookworld_trl relies on {what}, which trl {trl.__version__} / transformers {transformers.__version__} / "
         f"torch {torch.__version__} lack: install the versions pyproject.toml pins (bash scripts/setup.sh)"
@@ -174,17 +166,17 @@ def check_trainer(trainer) -> None:
         raise RuntimeError(internals_error(missing[0]))
 
 
-# Set by Trainer once training starts, not in __init__: checked where they are read
-LATER = {"current_gradient_accumulation_steps"}
+@functools.cache
+def signature(method: str) -> inspect.Signature:
+    """The signature of GRPOTrainer.<method> (none when TRL dropped it)."""
+    return inspect.signature(getattr(GRPOTrainer, method, lambda: None))
 
 
 def argument(method: str, name: str, trainer, args: tuple, kwargs: dict):
     """The argument `name` of TRL's call `trainer.<method>(*args, **kwargs)`, bound by its signature."""
-    return PRIVATE_SIGNATURES[method].bind(trainer, *args, **kwargs).arguments[name]
+    return signature(method).bind(trainer, *args, **kwargs).arguments[name]
 
 
-PRIVATE_SIGNATURES = {m: inspect.signature(getattr(GRPOTrainer, m)) for m in PRIVATE_ARGUMENTS
-                      if hasattr(GRPOTrainer, m)}  # fmt: skip
 check_internals()
 
 
@@ -212,10 +204,9 @@ class VerifiedCheckpoints:
     def _save_checkpoint(self, model, trial):
         run_dir = self._get_output_dir(trial=trial)
         path = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        # left by a run resumed from an earlier step: its marker must not bless new files
         if self.args.should_save and os.path.isdir(path):
-            shutil.rmtree(
-                path
-            )  # left by a run resumed from an earlier step: its marker must not bless new files
+            shutil.rmtree(path)
         self.accelerator.wait_for_everyone()  # before any rank writes into it
         try:
             super()._save_checkpoint(model, trial)
@@ -242,12 +233,11 @@ class VerifiedCheckpoints:
 class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
     """GRPOTrainer whose private seams call hooks with public names, plus accessors for TRL's state.
 
-    Hooks: generate_batch(inputs) (default: TRL's generation batch of `trl_scored(inputs)`), before_grad_clip(),
-    on_grad_norm(norm), on_resume(checkpoint). `trl_scored(inputs)` samples and scores one generation batch and
-    returns it with the rewards and prompts TRL scored (as values: nothing is kept on the trainer). Attribute
-    `ref_device`: where the reference model's forward runs (None: beside the policy). The console table of
-    completions is printed every `print_completions_every` steps (0: never; None: at every log, as TRL), without
-    the reward components as extra columns. A built GRPOSeams has every attribute we use (`check_trainer`).
+    Hooks: generate_batch(inputs) (default: trl_scored's batch), before_grad_clip(), on_grad_norm(norm),
+    on_resume(checkpoint). `trl_scored(inputs)`: one generation batch with the rewards and prompts TRL scored, as
+    values. `ref_device`: where the reference model's forward runs (None: beside the policy). The completions
+    table is printed every `print_completions_every` steps (0: never; None: every log, as TRL), without the reward
+    components as extra columns. A built GRPOSeams has every attribute we use (`check_trainer`).
     """
 
     ref_device: torch.device | None = None
@@ -271,9 +261,8 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         return self.trl_scored(inputs)[0]
 
     def trl_scored(self, inputs: list[dict]) -> tuple[dict, torch.Tensor, list]:
-        """TRL samples and scores completions of `inputs`: its generation batch (with TRL's group advantages),
-        and what it scored them by, as values: the (N, F) rewards of every process (N rows, F reward functions,
-        NaN where a function skipped a row) and this process's prompts."""
+        """TRL samples and scores completions of `inputs`: its generation batch (TRL's group advantages), the (N, F)
+        rewards of every process (F reward functions, NaN: a function skipped the row) and this process's prompts."""
         self._scored = []
         try:
             output = super()._generate_and_score_completions(inputs)
@@ -348,7 +337,7 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
             self.on_resume(checkpoint)
 
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):
-        call = PRIVATE_SIGNATURES["_get_per_token_logps_and_entropies"].bind(self, *args, **kwargs).arguments
+        call = signature("_get_per_token_logps_and_entropies").bind(self, *args, **kwargs).arguments
         del call["self"]
         # TRL scores prompt + completion rows: the prompt is all but the last logits_to_keep columns
         # (shared_prefix.py computes it once per group when the backbone is patched)
@@ -386,8 +375,6 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         every = every if every is not None else 1
         due = every > 0 and self.model.training and step % every == 0 and step != self._table_step
         self._table_step = step if due else self._table_step  # the end-of-train log repeats the last step
-        # GRPOTrainer.log prints its table whenever log_completions is set (which also writes the completions
-        # Parquet every log): COMPLETIONS_TABLE prints ours instead, when due
         with (
             COMPLETIONS_TABLE.replaced_by(_table_without_extra if due else _no_table),
             # TRL logs None for a figure with no sample this step (KL at beta 0, a task absent from the batch)
