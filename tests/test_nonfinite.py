@@ -58,7 +58,8 @@ class Planted(RookWorldGRPOTrainer):
         poisoned = logps.clone()
         poisoned[0, 0] = NAN
         if kind == "rewards":
-            self.guard.scored_rewards[0, 0] = float("inf")  # the rewards of the batch, as the guard keeps them
+            # the rewards of the batch, as the guard keeps them
+            self.guard.scored_rewards[0, 0] = float("inf")
             output["advantages"] = output["advantages"] * NAN
         elif kind == "advantages":
             output["advantages"] = output["advantages"] * NAN
