@@ -73,7 +73,7 @@ class StepParts:
 
         clock(trainer, "_generate", "generation")
         clock(trainer, "_calculate_rewards", "rewards")
-        clock(trainer, "shape_advantages", "advantages (field credit)")
+        clock(trainer.grpo_step, "shape_advantages", "advantages (field credit)")
         clock(trainer, "_get_per_token_logps_and_entropies", "", split=self._scoring(trainer, config))
         clock(trainer.accelerator, "backward", "backward (GRPO + replay)")
         self._time_replay(trainer, config, clock)

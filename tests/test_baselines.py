@@ -1,4 +1,4 @@
-"""Baselines of issue 33 (rookworld_trl/grpo/baselines.py, advantages.py, value.py, trainer.py): EMA/adaptive advantages
+"""Baselines of issue 33 (rookworld_trl/grpo/baselines.py, step.py, value.py, trainer.py): EMA/adaptive advantages
 centred per task, field credit under them, the value head (its own group, clipping, warm-up, GAE), its resume,
 and 30 steps of each baseline on the embedded model (slow). Tiny random GPT-2 of tests/tiny_grpo.py on CPU.
 

@@ -390,6 +390,10 @@ def test_a_trl_upgrade_that_drops_an_internal_fails_at_import_naming_it(monkeypa
     with pytest.raises(ImportError, match=r"GRPOTrainer\._score_completions_v2 .* pyproject.toml"):
         trl_compat.check_internals()
     monkeypatch.delitem(trl_compat.METHODS, "_score_completions_v2")
-    monkeypatch.setitem(trl_compat.ATTRIBUTES, "_gone", "an attribute no TRL sets")
-    with pytest.raises(ImportError, match="self._gone"):
+    monkeypatch.setitem(trl_compat.PRIVATE_ARGUMENTS, "_calculate_rewards", ("prompts", "prompt_texts"))
+    with pytest.raises(ImportError, match="_calculate_rewards's argument 'prompt_texts'"):
+        trl_compat.check_internals()
+    monkeypatch.setitem(trl_compat.PRIVATE_ARGUMENTS, "_calculate_rewards", ("prompts",))
+    monkeypatch.setitem(trl_compat.TESTED, "trl", ("1.17.0", "1.16", "1.17"))
+    with pytest.raises(ImportError, match=r"trl >=1.16,<1.17 \(installed: 1.17.0\)"):
         trl_compat.check_internals()

@@ -52,13 +52,14 @@ class Planted(RookWorldGRPOTrainer):
         6: "importance sampling ratio", 7: "policy log-probs", 8: "loss", 9: "gradient",
     }  # fmt: skip
 
-    def shape_advantages(self, output):
-        output = super().shape_advantages(output)
+    def generate_batch(self, inputs):
+        output = super().generate_batch(inputs)
         kind, logps = self.PLAN.get(self.state.global_step + 1), output["ref_per_token_logps"]
         poisoned = logps.clone()
         poisoned[0, 0] = NAN
         if kind == "rewards":
-            self.scored_rewards[0, 0] = float("inf")
+            # the rewards of the batch, as the guard keeps them
+            self.guard.scored_rewards[0, 0] = float("inf")
             output["advantages"] = output["advantages"] * NAN
         elif kind == "advantages":
             output["advantages"] = output["advantages"] * NAN

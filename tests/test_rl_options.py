@@ -136,7 +136,7 @@ def test_kl_term_is_normalised_as_trls_own(model_dir, loss_type, tmp_path):
         logps = logits.log_softmax(-1).gather(-1, inputs["completion_ids"].unsqueeze(-1)).squeeze(-1)
         diff = inputs["ref_per_token_logps"] - logps
         k3 = diff.exp() - diff - 1
-        ours = 0.5 * trl_normalised(trainer, k3, inputs["completion_mask"], inputs)
+        ours = 0.5 * trl_normalised(trainer.grpo_step.ctx, k3, inputs["completion_mask"], inputs)
     assert (with_kl - without).abs().item() < 1e-6  # identical models: k3 = 0
     assert (with_kl_moved - without_moved).item() > 1e-5
     assert ours.item() == pytest.approx((with_kl_moved - without_moved).item(), rel=1e-3)

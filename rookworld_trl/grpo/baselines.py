@@ -39,7 +39,7 @@ class BaselineSection:
             "max(sqrt(V), sd of r - b - c over the task's rows) with V the running mean square of r - b - c "
             "(decay baseline_ema_decay), never a group's std; so a task's advantages have mean 0 and |a| <= "
             "sqrt(N - 1) for its N rows in the batch; scale_rewards none: s = 1 (formulas: "
-            "grpo/advantages.py RunningBaseline). With field_credit each P: field's term gets the same formula "
+            "grpo/baselines.py RunningBaseline). With field_credit each P: field's term gets the same formula "
             "(w and s from the sequence rewards, e the batch's mean of the term). Needs "
             "multi_objective_aggregation sum_then_normalize. On the main job with its k3 anchor (docs/EXPERIMENTS.md, "
             "baselines) neither ends significantly below group on 2 seeds; at beta 0 ema ended 3-9 points below "
@@ -131,18 +131,18 @@ class RunningBaseline(Option):
     def restore_state(self, state: dict) -> None:
         self.state = state["baseline"]
 
-    def shape(self, trainer, shaping) -> None:
+    def shape(self, ctx, shaping) -> None:
         """(r - b - c) / s in place of TRL's group advantages, every process's rows; kept in `shaping.sequence`
         for field credit to share."""
-        if trainer.args.baseline == "group":
+        if ctx.args.baseline == "group":
             return
-        scaled = trainer.scale_rewards != "none"
-        out = self(trainer.args.baseline, shaping.rewards, shaping.tasks, trainer.num_generations, scaled)
-        rows = local_rows(trainer.accelerator, len(shaping.output["completion_ids"]))
+        scaled = ctx.scale_rewards != "none"
+        out = self(ctx.args.baseline, shaping.rewards, shaping.tasks, ctx.num_generations, scaled)
+        rows = local_rows(ctx.accelerator, len(shaping.output["completion_ids"]))
         shaping.output["advantages"] = out.advantages[rows]
         shaping.sequence, shaping.reshaped = out, True
         for task, state in self.state.items():
-            trainer.log_metric(f"baseline/{task.rstrip(':')}", state["mean"])
+            ctx.log(f"baseline/{task.rstrip(':')}", state["mean"])
 
     def __call__(self, kind: str, rewards: torch.Tensor, tasks: list[str], n: int, scaled: bool = True):
         """BaselineAdvantages of this batch ('ema' or 'adaptive'); then the running values move on."""

@@ -34,7 +34,6 @@ from accelerate.utils import gather_object
 from rookworld_trl.chess.engine import MULTIPV
 from rookworld_trl.grpo import baselines as base
 from rookworld_trl.grpo import groups
-from rookworld_trl.grpo.advantages import answer_components
 from rookworld_trl.grpo.groups import EPS
 from rookworld_trl.grpo.options import Option
 from rookworld_trl.grpo.rewards.policy import B_COMPONENTS, PRECISE_WEIGHTS, QUALITY_WEIGHTS, PolicyGrader
@@ -228,48 +227,51 @@ class FieldCredit(Option):
     """`field_credit: true` in step 4: the (B, T) advantages of each field's verdict; the terms and token layouts
     stay in the Shaping for the value baseline."""
 
-    def shape(self, trainer, shaping) -> None:
-        if not trainer.args.field_credit:
+    def shape(self, ctx, shaping) -> None:
+        if not ctx.args.field_credit:
             return
-        shaping.terms, shaping.layouts = field_parts(trainer, shaping.output["completion_ids"])
-        shaping.output["advantages"] = field_advantages(trainer, shaping)
+        ids = shaping.output["completion_ids"]
+        shaping.terms, shaping.layouts = field_parts(ctx, ids, shaping.batch.prompts)
+        shaping.output["advantages"] = field_advantages(ctx, shaping)
 
 
-def field_parts(trainer, completion_ids: torch.Tensor) -> tuple[list, list]:
+def field_parts(ctx, completion_ids: torch.Tensor, prompts: list) -> tuple[list, list]:
     """This process's rows: each P: answer's field terms (field_terms; None: A: or unparseable), graded again by
     the policy reward's grader from its memo, times the policy reward's weight in reward_weights (the sequence
-    rewards they are compared with are weighted), and each row's token layout (token_layout)."""
-    weight = policy_weight(trainer)
+    rewards they are compared with are weighted), and each row's token layout (token_layout). `ctx`: the step's
+    StepContext (grpo/options.py)."""
+    weight = policy_weight(ctx)
     terms = [
-        weighted(field_terms(c, trainer.args.reward_shaping), weight)
-        for c in answer_components(trainer, completion_ids)
+        weighted(field_terms(c, ctx.args.reward_shaping), weight)
+        for c in ctx.answer_components(completion_ids, prompts)
     ]
-    tokenizer = trainer.processing_class
+    tokenizer = ctx.tokenizer
     pieces = tokenizer.batch_decode(completion_ids.reshape(-1, 1).tolist())
     width = completion_ids.shape[1]
     layouts = [token_layout(pieces[i : i + width]) for i in range(0, len(pieces), width)]
     return terms, layouts
 
 
-def policy_index(trainer) -> int | None:
+def policy_index(reward_funcs) -> int | None:
     """Where the policy reward is among reward_funcs (None: not there)."""
-    graders = [isinstance(getattr(f, "grader", None), PolicyGrader) for f in trainer.reward_funcs]
+    graders = [isinstance(getattr(f, "grader", None), PolicyGrader) for f in reward_funcs]
     return graders.index(True) if any(graders) else None
 
 
-def policy_weight(trainer) -> float:
+def policy_weight(ctx) -> float:
     """The policy reward's weight among reward_weights (1.0 when it has none)."""
-    index = policy_index(trainer)
-    return 1.0 if index is None else float(trainer.reward_weights[index])
+    index = policy_index(ctx.reward_funcs)
+    return 1.0 if index is None else float(ctx.reward_weights[index])
 
 
-def other_rewards(trainer, rewards: torch.Tensor) -> list[float]:
+def other_rewards(ctx, per_function: torch.Tensor, rewards: torch.Tensor) -> list[float]:
     """Every process's rows: the weighted reward less the policy reward's share, i.e. what the other reward
-    functions (your own, by its dotted path) give the row; 0.0 where only the policy reward scored it."""
-    index = policy_index(trainer)
+    functions (your own, by its dotted path) give the row; 0.0 where only the policy reward scored it.
+    `per_function`: the (N, F) rewards the weighted `rewards` (N,) sum."""
+    index = policy_index(ctx.reward_funcs)
     if index is None:
         return [0.0] * len(rewards)
-    policy = trainer.scored_rewards[:, index].to(rewards.device).nan_to_num(0.0) * policy_weight(trainer)
+    policy = per_function[:, index].to(rewards.device).nan_to_num(0.0) * policy_weight(ctx)
     return (rewards - policy).nan_to_num(0.0).tolist()
 
 
@@ -298,20 +300,21 @@ def weighted(terms: dict | None, weight: float) -> dict | None:
     return terms | scaled | {"moves": [weight * m for m in terms["moves"]]}
 
 
-def field_advantages(trainer, shaping) -> torch.Tensor:
+def field_advantages(ctx, shaping) -> torch.Tensor:
     """(B, T) advantages: each listed move and each P: field gets its own verdict's advantage, against its group,
     or under an ema/adaptive baseline (`shaping.sequence`) against the same baseline as the sequence."""
     local_terms, layouts, baseline = shaping.terms, shaping.layouts, shaping.sequence
     sequence = shaping.output["advantages"]
-    terms = with_rest(gather_object(local_terms), other_rewards(trainer, shaping.rewards))
-    n = trainer.num_generations
+    rest = other_rewards(ctx, shaping.batch.rewards, shaping.rewards)
+    terms = with_rest(gather_object(local_terms), rest)
+    n = ctx.num_generations
     if baseline is None:
-        scale = base.reward_scale(shaping.rewards, shaping.tasks, n, trainer.scale_rewards)
+        scale = base.reward_scale(shaping.rewards, shaping.tasks, n, ctx.scale_rewards)
     else:
         scale = baseline.scale
     scales = scale.tolist()
     rows = row_advantages(terms, scales, n)  # a group may span processes, as in TRL
     if baseline is not None:
         rows = base.recentre_fields(rows, terms, baseline.weights, baseline.scale, n)
-    rows = add_choice(rows, terms, scales, trainer.args.choice_credit)
-    return spread(rows[groups.local_rows(trainer.accelerator, len(local_terms))], layouts, sequence)
+    rows = add_choice(rows, terms, scales, ctx.args.choice_credit)
+    return spread(rows[groups.local_rows(ctx.accelerator, len(local_terms))], layouts, sequence)

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from accelerate.utils import gather_object
 
 from rookworld_trl.chess.formats import task_of
-from rookworld_trl.grpo.advantages import answer_components
 from rookworld_trl.grpo.options import Option
 from rookworld_trl.grpo.prompts import replace_policy_rows
 from rookworld_trl.grpo.rewards.functions import policy_grader
@@ -70,12 +69,12 @@ class Curriculum(Option):
         self.ratio, self.size, self.threshold, self.seed = ratio, size, threshold, seed
         self.buffer: OrderedDict[str, dict] = OrderedDict()  # prompt -> row, oldest first
 
-    def after_scoring(self, trainer, rows, output) -> None:
+    def after_scoring(self, ctx, batch, score) -> None:
         """Every process's rows and answer components into the buffer (each rank keeps the same buffer)."""
-        components = answer_components(trainer, output["completion_ids"])
-        rows, components = gather_object(list(rows)), gather_object(components)
-        for name, value in self.observe(rows, components, trainer.num_generations).items():
-            trainer.log_metric(name, value)
+        components = ctx.answer_components(batch.output["completion_ids"], batch.prompts)
+        rows, components = gather_object(list(batch.rows)), gather_object(components)
+        for name, value in self.observe(rows, components, ctx.num_generations).items():
+            ctx.log(name, value)
 
     def observe(self, rows: Sequence[dict], components: Sequence[dict | None], n: int) -> dict[str, float]:
         """Keep each P: group (n rows in a row) whose share of legal B: is below the threshold, drop one that is

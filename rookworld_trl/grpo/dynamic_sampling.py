@@ -1,11 +1,12 @@
 """DAPO's dynamic sampling (`dynamic_sampling: true`: DynamicSamplingSection below): groups whose rewards all agree carry no
 signal under the group baseline; they are swapped for informative groups of fresh prompts.
 
-`refill` wraps the trainer's scoring (trl_compat.GRPOSeams.score, TRL's own generation and scoring): each round
+`refill` re-scores through the step's own scoring (grpo/step.py `Step.score`, handed to it as `score`): each round
 scores a whole fresh generation batch of prompts drawn from the training set, and each process fills its own
 zero-std group slots with its informative fresh groups (so rows never move between processes; each process
 holds whole groups, which `check_trainer` demands). Rounds stop when no process has a slot left, or after
-dynamic_sampling_max_rounds. The batch is then reassembled row-group by row-group (`merge`), re-padded.
+dynamic_sampling_max_rounds. The batch is then reassembled row-group by row-group (`merge`), re-padded, with its
+rows, prompts and every process's rewards (`merged_batch`).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from accelerate.utils import gather_object
 
 from rookworld_trl.grpo.groups import loss_mask, row_rewards
-from rookworld_trl.grpo.options import Option
+from rookworld_trl.grpo.options import Option, ScoredBatch
 
 LEFT_PADDED = ("prompt_ids", "prompt_mask")  # TRL pads prompts on the left, everything per token on the right
 
@@ -70,47 +72,59 @@ def informative(rewards: torch.Tensor, n: int) -> torch.Tensor:
     return (high > low) & ~torch.isclose(high, low)
 
 
-def fresh_prompts(trainer, count: int, round_: int) -> list[dict]:
+def fresh_prompts(ctx, count: int, round_: int) -> list[dict]:
     """`count` rows for this process: whole groups of random training prompts, the same draw on every process."""
-    n, procs = trainer.num_generations, trainer.accelerator.num_processes
-    seed = (trainer.args.seed * 1_000_003 + trainer.micro_step * 101 + round_) % 2**63
+    n, procs = ctx.num_generations, ctx.accelerator.num_processes
+    seed = (ctx.args.seed * 1_000_003 + ctx.micro_step * 101 + round_) % 2**63
     generator = torch.Generator().manual_seed(seed)
-    picks = torch.randint(len(trainer.train_dataset), (count * procs // n,), generator=generator).tolist()
-    rows = [trainer.train_dataset[i] for i in picks for _ in range(n)]
-    start = trainer.accelerator.process_index * count
+    picks = torch.randint(len(ctx.train_dataset), (count * procs // n,), generator=generator).tolist()
+    rows = [ctx.train_dataset[i] for i in picks for _ in range(n)]
+    start = ctx.accelerator.process_index * count
     return rows[start : start + count]
 
 
-def refill(trainer, inputs: list[dict], output: dict) -> dict:
-    """The scored batch with its zero-std groups replaced by informative fresh ones, as far as rounds allow."""
-    n, acc = trainer.num_generations, trainer.accelerator
-    groups = len(inputs) // n
+def refill(ctx, batch: ScoredBatch, score) -> ScoredBatch:
+    """The scored batch with its zero-std groups replaced by informative fresh ones, as far as rounds allow;
+    `score(rows)`: the step's scoring of fresh rows (a ScoredBatch). `ctx`: the step's StepContext."""
+    n, acc = ctx.num_generations, ctx.accelerator
+    groups = len(batch.rows) // n
     local = slice(acc.process_index * groups, (acc.process_index + 1) * groups)
-    flags = informative(row_rewards(trainer.scored_rewards, trainer.reward_weights), n)
+    flags = informative(row_rewards(batch.rewards, ctx.reward_weights), n)
     start_missing = int((~flags).sum())
-    outputs, picks = [output], [(0, g) for g in range(groups)]
+    batches, picks = [batch], [(0, g) for g in range(groups)]
     missing = [g for g, ok in enumerate(flags[local].tolist()) if not ok]
     redrawn = 0
-    for round_ in range(trainer.args.dynamic_sampling_max_rounds):
+    for round_ in range(ctx.args.dynamic_sampling_max_rounds):
         if int(acc.gather(torch.tensor([len(missing)], device=acc.device)).sum()) == 0:
             break
-        outputs.append(trainer.score(fresh_prompts(trainer, len(inputs), round_)))
-        fresh = informative(row_rewards(trainer.scored_rewards, trainer.reward_weights), n)
+        batches.append(score(fresh_prompts(ctx, len(batch.rows), round_)))
+        fresh = informative(row_rewards(batches[-1].rewards, ctx.reward_weights), n)
         redrawn += len(fresh)
         candidates = [g for g, ok in enumerate(fresh[local].tolist()) if ok]
         for slot, g in zip(missing, candidates, strict=False):
-            picks[slot] = (len(outputs) - 1, g)
+            picks[slot] = (len(batches) - 1, g)
         missing = missing[len(candidates) :]
     left = int(acc.gather(torch.tensor([len(missing)], device=acc.device)).sum())
-    trainer.log_metric("dynamic_sampling/dropped", start_missing - left)
-    trainer.log_metric("dynamic_sampling/redrawn", redrawn)
-    trainer.log_metric("dynamic_sampling/left", left)
-    if len(outputs) == 1:
-        return output
-    merged = merge(outputs, picks, n, trainer.processing_class.pad_token_id)
+    ctx.log("dynamic_sampling/dropped", start_missing - left)
+    ctx.log("dynamic_sampling/redrawn", redrawn)
+    ctx.log("dynamic_sampling/left", left)
+    if len(batches) == 1:
+        return batch
+    return merged_batch(batches, picks, n, ctx)
+
+
+def merged_batch(batches: list[ScoredBatch], picks: list[tuple[int, int]], n: int, ctx) -> ScoredBatch:
+    """One ScoredBatch from group `g` of `batches[b]` for each (b, g) in this process's `picks`: TRL's dict merged
+    and re-padded (`merge`), its rows and prompts, and every process's rewards (each process's picks gathered)."""
+    merged = merge([b.output for b in batches], picks, n, ctx.tokenizer.pad_token_id)
     mask = loss_mask(merged)
-    merged["num_items_in_batch"] = acc.gather(mask.sum()).sum()  # as TRL counts it
-    return merged
+    merged["num_items_in_batch"] = ctx.accelerator.gather(mask.sum()).sum()  # as TRL counts it
+    groups = len(picks)
+    rewards = torch.cat([batches[b].rewards[(rank * groups + g) * n : (rank * groups + g + 1) * n]
+                         for rank, mine in enumerate(gather_object([picks])) for b, g in mine])  # fmt: skip
+    rows = [row for b, g in picks for row in batches[b].rows[g * n : (g + 1) * n]]
+    prompts = [p for b, g in picks for p in batches[b].prompts[g * n : (g + 1) * n]]
+    return ScoredBatch(rows, prompts, rewards, merged)
 
 
 def _pad(pieces: list[torch.Tensor], value, left: bool) -> torch.Tensor:
@@ -144,8 +158,8 @@ def merge(outputs: list[dict], picks: list[tuple[int, int]], n: int, pad_id: int
 class DynamicSampling(Option):
     """`dynamic_sampling: true` after scoring: the batch with its zero-std groups refilled (`refill`)."""
 
-    def after_scoring(self, trainer, rows: list[dict], output: dict) -> dict:
-        return refill(trainer, rows, output)
+    def after_scoring(self, ctx, batch: ScoredBatch, score) -> ScoredBatch:
+        return refill(ctx, batch, score)
 
 
 def dynamic_sampling_for(trainer) -> DynamicSampling | None:

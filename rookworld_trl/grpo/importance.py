@@ -13,11 +13,12 @@ import torch
 from rookworld_trl.grpo.groups import loss_mask
 
 
-def correct_for_sampler(trainer, output: dict) -> None:
+def correct_for_sampler(ctx, output: dict) -> None:
     """TRL's vLLM importance-sampling correction for our sampler's log-probs (TRL's vllm_importance_sampling_*
     settings and metric names): the ratio of TRL's scoring forward to the sampler, per token or sequence,
     truncated or masked, multiplied into the advantages. TRL's loss is linear in them (training/trl_compat.py LINEAR_IN_ADVANTAGES),
-    so that is TRL's own correction, which it applies under vLLM only; vespo reads the ratio itself."""
+    so that is TRL's own correction, which it applies under vLLM only; vespo reads the ratio itself. `ctx`: the
+    step's StepContext (grpo/options.py)."""
     sampled = output.get("sampling_per_token_logps")
     if sampled is None:  # TRL's own generate(): it scores what it samples
         return
@@ -26,18 +27,18 @@ def correct_for_sampler(trainer, output: dict) -> None:
     if old is None:
         ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
         attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-        old = trainer.scoring_logps(ids, attention, output["completion_ids"].size(1))
-    ratio, diff = importance_ratio(old, sampled, mask, trainer.args)
+        old = ctx.scoring_logps(ids, attention, output["completion_ids"].size(1))
+    ratio, diff = importance_ratio(old, sampled, mask, ctx.args)
     output["importance_sampling_ratio"] = ratio  # the step guard checks it; vespo's loss reads it
-    if trainer.loss_type != "vespo":
+    if ctx.loss_type != "vespo":
         advantages = output["advantages"]
         output["advantages"] = (advantages.unsqueeze(1) if advantages.dim() == 1 else advantages) * ratio
     delta, kept = diff.abs()[mask.bool()], ratio.flatten() if ratio.size(1) == 1 else ratio[mask.bool()]
     if delta.numel():
-        trainer.log_metric("sampling/sampling_logp_difference/mean", delta.mean().item())
-        trainer.log_metric("sampling/sampling_logp_difference/max", delta.max().item())
+        ctx.log("sampling/sampling_logp_difference/mean", delta.mean().item())
+        ctx.log("sampling/sampling_logp_difference/max", delta.max().item())
         for name, reduce in (("min", torch.min), ("mean", torch.mean), ("max", torch.max)):
-            trainer.log_metric(f"sampling/importance_sampling_ratio/{name}", reduce(kept).item())
+            ctx.log(f"sampling/importance_sampling_ratio/{name}", reduce(kept).item())
 
 
 def importance_ratio(scored, sampled, mask, args) -> tuple[torch.Tensor, torch.Tensor]:

@@ -172,25 +172,21 @@ class KLControl(Option):
     def restore_state(self, state: dict) -> None:
         self.restore(state["beta"])
 
-    def loss_term(self, trainer, model, inputs, hidden):
-        if not trainer.exact_kl or hidden is None:
+    def loss_term(self, ctx, model, inputs, hidden):
+        if not ctx.exact_kl or hidden is None:
             return None  # k3: TRL's loss adds it
-        return exact_kl_term(trainer, model, hidden, inputs, loss_mask(inputs))
+        return exact_kl_term(ctx, self.beta, model, hidden, inputs, loss_mask(inputs))
 
 
-def exact_kl_term(trainer, model, hidden, inputs, mask) -> torch.Tensor:
+def exact_kl_term(ctx, beta: float, model, hidden, inputs, mask) -> torch.Tensor:
     """beta x the exact KL (kl.py), normalised like TRL's loss; logs `kl` (what the guard and adaptive KL
-    read) and `kl/<estimator>`."""
-    est = trainer.args.kl_estimator
-    ref_head = lm_head_of(trainer.ref_model)
-    kl = per_token_kl(
-        hidden, lm_head_of(model), inputs["ref_hidden"], ref_head, mask, est, trainer.temperature
-    )
-    if trainer.model.training:
-        totals = trainer.accelerator.reduce(
-            torch.stack([(kl * mask).sum(), mask.sum().float()]).detach(), "sum"
-        )
+    read) and `kl/<estimator>`. `ctx`: the options' StepContext (grpo/options.py)."""
+    est = ctx.args.kl_estimator
+    ref_head = lm_head_of(ctx.ref_model)
+    kl = per_token_kl(hidden, lm_head_of(model), inputs["ref_hidden"], ref_head, mask, est, ctx.temperature)
+    if ctx.training:
+        totals = ctx.accelerator.reduce(torch.stack([(kl * mask).sum(), mask.sum().float()]).detach(), "sum")
         kl_value = float(totals[0] / totals[1].clamp(min=1.0))
-        trainer.log_metric("kl", kl_value)
-        trainer.log_metric(f"kl/{est}", kl_value)
-    return trainer.beta * trl_normalised(trainer, kl, mask, inputs)
+        ctx.log("kl", kl_value)
+        ctx.log(f"kl/{est}", kl_value)
+    return beta * trl_normalised(ctx, kl, mask, inputs)

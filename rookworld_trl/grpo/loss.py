@@ -1,6 +1,6 @@
-"""Step 5 of a GRPO step: one micro-batch's loss. TRL's clipped GRPO loss (with its k3 KL term unless an exact
-kl_estimator replaces it) is computed by the trainer's compute_loss; `add_terms` adds each option's
-`loss_term` (grpo/options.py), in the trainer's option order:
+"""The loss's terms normalised as TRL normalises its own. Step 5 of a GRPO step (grpo/step.py `add_terms`): TRL's
+clipped GRPO loss (with its k3 KL term unless an exact kl_estimator replaces it), computed by the trainer's
+compute_loss, plus each option's `loss_term` (grpo/options.py), in the options' order:
 
   + beta x the exact KL to the reference (`kl_estimator` forward/reverse/symmetric: kl_control.py), normalised as
     TRL normalises its loss (`normalise_like_trl`, here);
@@ -16,34 +16,22 @@ from __future__ import annotations
 
 import torch
 
-
-def add_terms(trainer, model, inputs, loss: torch.Tensor, hidden: torch.Tensor | None) -> torch.Tensor:
-    """TRL's `loss` of this micro-batch + every option's term; `hidden`: the policy's completion hidden states
-    (None when no option reads them)."""
-    for option in trainer.options:
-        term = option.loss_term(trainer, model, inputs, hidden)
-        if term is not None:
-            loss = loss + term
-    return loss
-
-
 # The loss types whose normalisation normalise_like_trl copies; tests/test_rl_options.py compares each with TRL's
 # own loss (its beta x k3 term).
 LOSS_TYPES = ("grpo", "sapo", "bnpo", "dr_grpo", "cispo", "dapo", "vespo", "luspo")
 
 
-def trl_normalised(trainer, per_token, mask, inputs) -> torch.Tensor:
-    """A (B, T) per-token term aggregated as the trainer's TRL loss is now (normalise_like_trl's arguments)."""
-    training = trainer.model.training
-    accumulation = trainer.current_gradient_accumulation_steps if training else 1.0
+def trl_normalised(ctx, per_token, mask, inputs) -> torch.Tensor:
+    """A (B, T) per-token term aggregated as the run's TRL loss is now (normalise_like_trl's arguments); `ctx`:
+    the options' StepContext (grpo/options.py)."""
+    training = ctx.training
+    accumulation = ctx.accumulation if training else 1.0
     items = None
-    if trainer.loss_type in ("cispo", "dapo", "vespo"):  # TRL's normaliser: the batch's completion tokens
-        items = inputs["num_items_in_batch"].clamp(min=1.0) / trainer.accelerator.num_processes
+    if ctx.loss_type in ("cispo", "dapo", "vespo"):  # TRL's normaliser: the batch's completion tokens
+        items = inputs["num_items_in_batch"].clamp(min=1.0) / ctx.accelerator.num_processes
         if training:
-            items = items * accumulation / trainer.args.steps_per_generation
-    return normalise_like_trl(
-        per_token, mask, trainer.loss_type, accumulation, trainer.max_completion_length, items
-    )
+            items = items * accumulation / ctx.args.steps_per_generation
+    return normalise_like_trl(per_token, mask, ctx.loss_type, accumulation, ctx.max_completion_length, items)
 
 
 def normalise_like_trl(

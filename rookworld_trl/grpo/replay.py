@@ -57,13 +57,13 @@ class Replay(Option):
         self.multiple, self.target = pad_to_multiple_of or 1, target
         self.coef, self.metric = coef, metric
 
-    def loss_term(self, trainer, model, inputs, hidden):
-        if not trainer.model.training:
+    def loss_term(self, ctx, model, inputs, hidden):
+        if not ctx.training:
             return None
         # the replayed rows follow the micro-step count (restored on resume)
-        supervised = replay_loss(model, self.batch(trainer.micro_step, inputs["completion_ids"].device))
-        trainer.log_metric(self.metric, supervised.item())
-        return self.coef * supervised / trainer.current_gradient_accumulation_steps
+        supervised = replay_loss(model, self.batch(ctx.micro_step, inputs["completion_ids"].device))
+        ctx.log(self.metric, supervised.item())
+        return self.coef * supervised / ctx.accumulation
 
     def batch(self, step: int, device) -> dict[str, torch.Tensor]:
         rng = random.Random(f"{self.seed}/{self.rank}/{step}")

@@ -2,17 +2,21 @@
 The stage that builds and runs it is rookworld_trl/stages/grpo.py (`python -m rookworld_trl.stages.grpo`).
 
 One optimizer step, in the order it runs (docs/ARCHITECTURE.md walks it), each hook overridden once, here;
-TRL calls them through the seams of training/trl_compat.py:
-  1. prompts: `training_step` mixes self-play positions (selfplay.py), the curriculum's (curriculum.py) and
-     tactics (tactics.py) into P: prompts;
-  2. rollout: `generate_batch` -> TRL samples K completions per prompt with our sampler (rollout.py);
-  3. rewards: TRL calls the reward functions (grpo/rewards/functions.py) and its group advantages;
-  4. advantages: `shape_advantages` -> advantages.py (baselines, field credit, the value head's GAE);
-  5. loss: `compute_loss` -> TRL's clipped loss + loss.py's terms (exact KL, value loss, replays);
-  6. guard: the StepGuard callback (safety.py) checks the step, `before_grad_clip` / `on_grad_norm` feed it;
+TRL calls them through the seams of training/trl_compat.py, and each hands its part to grpo/step.py's `Step`
+(`grpo_step`), which reads top to bottom:
+  1. prompts: `training_step` -> Step.mix_prompts: self-play (selfplay.py), curriculum (curriculum.py) and
+     tactics (tactics.py) positions into P: prompts;
+  2. rollout and rewards: `generate_batch` -> Step.generate_batch -> Step.score: TRL samples K completions per
+     prompt with our sampler (rollout.py), calls the reward functions (grpo/rewards/functions.py) and hands
+     back the batch and its rewards as a ScoredBatch (grpo/options.py);
+  3. advantages: Step.shape_advantages (baselines, field credit, the value head's GAE), then what the options
+     learn from the batch (after_scoring: the guard, the curriculum, dynamic sampling);
+  4. loss: `compute_loss` -> TRL's clipped loss + Step.add_terms (exact KL, value loss, replays);
+  5. guard: the StepGuard callback (safety.py) checks the step, `before_grad_clip` / `on_grad_norm` feed it;
      then the optimizer (`create_optimizer`: Trainer's + the value head's group).
 Every RL option is an `Option` (grpo/options.py) in `options`, and each of these steps loops over that list:
-KL control and the step guard, then grpo/rl_options.py's `build_options`. `beta` (what TRL's loss reads) is
+KL control and the step guard, then grpo/rl_options.py's `build_options`; options read the run through a
+StepContext, not the trainer. `beta` (what TRL's loss reads) is
 KLControl's (kl_control.py), its one writer; `checkpoint_written` / `on_resume` keep the options' state in
 STATE_FILE and their files beside it.
 """
@@ -29,7 +33,6 @@ import torch
 
 from rookworld_trl.common.errors import UserError
 from rookworld_trl.data.load import prompt_rows
-from rookworld_trl.grpo import advantages
 from rookworld_trl.grpo.config import (
     RookWorldGRPOConfig,
     as_rookworld_config,
@@ -37,15 +40,15 @@ from rookworld_trl.grpo.config import (
     compiling,
 )
 from rookworld_trl.grpo.guard.safety import StepGuard
-from rookworld_trl.grpo.importance import correct_for_sampler
 from rookworld_trl.grpo.kl import HiddenTap, completion_hidden
 from rookworld_trl.grpo.kl_control import KLControl
-from rookworld_trl.grpo.loss import add_terms
+from rookworld_trl.grpo.options import StepContext
 from rookworld_trl.grpo.rewards.own import resolve_rewards
 from rookworld_trl.grpo.rl_options import build_options
 from rookworld_trl.grpo.rollout import check_supported, rollout
 from rookworld_trl.grpo.schedule import warmup_cosine_linear
 from rookworld_trl.grpo.selfplay import SelfPlay, SelfPlayCallback
+from rookworld_trl.grpo.step import Step
 from rookworld_trl.grpo.tactics import TacticsMix
 from rookworld_trl.grpo.trl_fields import check_fields
 from rookworld_trl.grpo.value import ValueBaseline, add_value_head, clip_value_head
@@ -141,6 +144,12 @@ class RookWorldGRPOTrainer(GRPOSeams):
         # every step loops over these (grpo/options.py), in this order; STATE_FILE's keys follow it
         self.options = [self.kl_control, self.guard, *build_options(self, rows, selfplay, tactics)]
         self.value = self.option(ValueBaseline)  # its head joins the optimizer
+        a = self.args  # vllm_importance_sampling_correction false turns it off, as it does TRL's under vLLM
+        correct = (
+            a.sampler_importance_sampling and a.vllm_importance_sampling_correction and not self.use_vllm
+        )
+        # grpo/step.py: the step's parts, over the options and what they may read of the run
+        self.grpo_step = Step(self.options, StepContext(self), self.trl_scored, self.ref_tap, correct)
         self.selfplay = selfplay  # rookworld_trl/grpo/selfplay.py: the policy's own games as P: prompts
         if selfplay is not None:
             self.add_callback(SelfPlayCallback(self))
@@ -214,34 +223,14 @@ class RookWorldGRPOTrainer(GRPOSeams):
                 if self.args.shared_prefix_scoring:  # it reads the padding-aware positions
                     use_shared_prefix(model)
 
-    # ---- sampling and advantages ----
+    # ---- sampling and advantages: grpo/step.py ----
 
     def generate_batch(self, inputs):
-        output = self.score(inputs)
-        if self.model.training:
-            for option in self.options:  # the curriculum observes; dynamic sampling refills zero-std groups
-                replaced = option.after_scoring(self, inputs, output)
-                output = output if replaced is None else replaced
-        return output
+        return self.grpo_step.generate_batch(inputs)
 
-    def score(self, inputs):
-        # an exact KL needs the reference's hidden states, tapped while TRL scores the batch with it
-        with self.ref_tap.recording() if self.ref_tap is not None else contextlib.nullcontext():
-            output = super().score(inputs)
-        a = self.args  # vllm_importance_sampling_correction false turns it off, as it does TRL's under vLLM
-        if a.sampler_importance_sampling and a.vllm_importance_sampling_correction and not self.use_vllm:
-            correct_for_sampler(self, output)
-        return output
-
-    def shape_advantages(self, output):
-        """TRL's scored batch -> the advantages our loss trains on (advantages.py); the reference's hidden
-        states for an exact KL."""
-        if self.ref_tap is not None and self.ref_tap.records:
-            hidden = completion_hidden(self.ref_tap.records, output["completion_ids"].shape[1])
-            output["ref_hidden"] = hidden.detach().to(output["completion_ids"].device)
-        if not self.model.training:
-            return output
-        return advantages.shape_advantages(self, output)
+    def score(self, inputs) -> dict:
+        """Sample and score `inputs` as a step does (our advantages in training): TRL's generation batch."""
+        return self.grpo_step.score(inputs).output
 
     # ---- the loss ----
 
@@ -255,7 +244,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
             with self.policy_tap.recording() as records, self._without_trl_kl():
                 trl_loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             hidden = completion_hidden(records, inputs["completion_ids"].shape[1])
-        return add_terms(self, model, inputs, trl_loss, hidden)
+        return self.grpo_step.add_terms(model, inputs, trl_loss, hidden)
 
     @contextlib.contextmanager
     def _without_trl_kl(self):
@@ -280,13 +269,9 @@ class RookWorldGRPOTrainer(GRPOSeams):
         return loss
 
     def _mix_prompts(self, inputs):
-        """Each option's positions (self-play, the curriculum's, tactics) into this generation batch's P: prompts.
-        TRL hands every micro-batch the rows of its generation batch but generates only on the first: figures are
-        logged for it."""
-        figures = {}
-        for option in self.options:
-            inputs, more = option.mix(inputs, self.state.global_step)
-            figures |= more
+        """TRL hands every micro-batch the rows of its generation batch but generates only on the first: the mix's
+        figures are logged for it."""
+        inputs, figures = self.grpo_step.mix_prompts(inputs, self.state.global_step)
         if self.micro_step % (self.args.steps_per_generation * self.args.num_iterations) == 0:
             for name, value in figures.items():
                 self.log_metric(name, value)

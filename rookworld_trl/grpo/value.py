@@ -240,18 +240,18 @@ class ValueBaseline(Option):
         self.started = False  # its bias comes from its first batch or a checkpoint
         self.gae_state: dict = {}
 
-    def shape(self, trainer, shaping) -> None:
-        value_advantages(trainer, self, shaping)
+    def shape(self, ctx, shaping) -> None:
+        value_advantages(ctx, self, shaping)
         shaping.reshaped = True
 
-    def loss_term(self, trainer, model, inputs, hidden):
+    def loss_term(self, ctx, model, inputs, hidden):
         if hidden is None or "returns" not in inputs:
             return None
         mask = loss_mask(inputs)
         loss = value_loss(self.head, hidden, inputs["returns"], mask)
-        if trainer.model.training:
-            trainer.log_metric("value/loss", float(loss.detach()))
-        return trainer.args.value_coef * loss / trainer.current_gradient_accumulation_steps
+        if ctx.training:
+            ctx.log("value/loss", float(loss.detach()))
+        return ctx.args.value_coef * loss / ctx.accumulation
 
     def saved_state(self) -> dict:
         return {"gae": self.gae_state}
@@ -290,12 +290,13 @@ def start_value_head(value_head, returns: torch.Tensor, mask: torch.Tensor) -> N
 # ---- the value head in a step ----
 
 
-def value_advantages(trainer, value: ValueBaseline, shaping) -> None:
+def value_advantages(ctx, value: ValueBaseline, shaping) -> None:
     """The value head's returns (reward to go) for its loss; GAE advantages once its explained variance
-    of this batch's returns, measured before it trains on them, reaches value_warmup_ev."""
-    a, output, terms, layouts = trainer.args, shaping.output, shaping.terms, shaping.layouts
+    of this batch's returns, measured before it trains on them, reaches value_warmup_ev. `ctx`: the step's
+    StepContext (grpo/options.py)."""
+    a, output, terms, layouts = ctx.args, shaping.output, shaping.terms, shaping.layouts
     ids = output["completion_ids"]
-    rewards = shaping.rewards[local_rows(trainer.accelerator, len(ids))]
+    rewards = shaping.rewards[local_rows(ctx.accelerator, len(ids))]
     mask = loss_mask(output)
     mask = mask * (~rewards.isnan()).unsqueeze(1).to(mask.dtype)  # unscored rows: no target, advantage 0
     no_terms = [None] * len(ids)
@@ -305,18 +306,18 @@ def value_advantages(trainer, value: ValueBaseline, shaping) -> None:
     if not value.started:  # the head's first batch: its bias starts at the returns' mean, so the
         start_value_head(value.head, returns, mask)  # weights learn the variance, not the level
         value.started = True
-    batch = trainer.args.per_device_train_batch_size
-    values = rollout_values(trainer.model, value.head, output, batch, trainer.accelerator.autocast)
+    batch = a.per_device_train_batch_size
+    values = rollout_values(ctx.model, value.head, output, batch, ctx.accelerator.autocast)
     output["returns"] = returns
-    tasks = [group_task(p) for p in trainer.scored_prompts]
+    tasks = [group_task(p) for p in shaping.batch.prompts]
     explained = explained_variance(values, returns, mask)
-    trainer.log_metric("value/explained_variance", explained)
+    ctx.log("value/explained_variance", explained)
     for task, rows in task_masks(tasks, mask.device).items():
         name = f"value/explained_variance/{task.rstrip(':')}"
-        trainer.log_metric(name, explained_variance(values, returns, mask * rows.unsqueeze(1)))
-    trainer.log_metric("value/mean", float((values * mask).sum() / mask.sum().clamp(min=1)))
+        ctx.log(name, explained_variance(values, returns, mask * rows.unsqueeze(1)))
+    ctx.log("value/mean", float((values * mask).sum() / mask.sum().clamp(min=1)))
     use = explained >= a.value_warmup_ev  # False for NaN
-    trainer.log_metric("value/gae_used", float(use))
+    ctx.log("value/gae_used", float(use))
     if use:
         advantages = gae(per_token, values, mask, a.gae_gamma, a.gae_lambda)[0]
         output["advantages"] = centre_tokens(advantages, mask, tasks, value.gae_state, a.baseline_ema_decay)

@@ -2,14 +2,17 @@
 
 The rest of the package uses public API and the hooks of the classes below: `VerifiedCheckpoints` (a Trainer
 mixin, GRPO and SFT) and `GRPOSeams` (a GRPOTrainer whose private seams call hooks with public names, and
-accessors for the TRL state our trainer reads). INTERNALS lists every private name with why it is needed;
-`check_internals()` runs at import, so an upgrade that drops one fails at once, naming it, instead of deep
-inside a run.
+accessors for the TRL state our trainer reads). The registries below list every name with why it is needed.
+TRL is checked by version and behaviour, never by reading its source: `check_internals()` at import (versions,
+methods, the private arguments we bind by name, `_last_lr`), `check_trainer()` on each built GRPOSeams (the
+attributes), tests/test_trl_seam.py what TRL must still do (its batch's keys, a loss linear in the advantages);
+so an upgrade that drops one fails at once, naming it, instead of deep inside a run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -19,6 +22,7 @@ import warnings
 import torch
 import transformers
 import trl
+from packaging.version import Version
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.trainer import grpo_trainer as trl_grpo_trainer
@@ -46,15 +50,21 @@ METHODS = {
     "_load_optimizer_and_scheduler": "on resume: TRL's micro-step count and our controller state",
     "_load_from_checkpoint": "a run killed during its final save reloads its weights without training",
 }
-# Attributes set in their __init__ (checked in the source): name -> why
+# The private arguments our overrides take by name (inspect.signature binds TRL's call): method -> names
+PRIVATE_ARGUMENTS = {
+    "_calculate_rewards": ("prompts",),
+    "_get_per_token_logps_and_entropies": ("model", "input_ids", "attention_mask", "logits_to_keep"),
+}
+# Attributes of a GRPOTrainer / Trainer we write or read (checked on each built trainer but LATER): name -> why
 ATTRIBUTES = {
     "_metrics": "our figures join TRL's per-step averages of the next log line",
     "_step": "TRL's micro-batch counter: when to generate, which replay rows",
     "_buffered_inputs": "completions sampled by weights that were rolled back must not be trained on",
     "_created_lr_scheduler": "Trainer rebuilds a scheduler it created itself on a second train()",
 }
+LATER = {"current_gradient_accumulation_steps"}  # set by Trainer once training starts, not in __init__
 # Public attributes of a GRPOTrainer / Trainer that grpo/ reads (set in their __init__, or properties): name -> why.
-# tests/test_trl_seam.py fails when grpo/ reads an attribute TRL sets that is not listed here.
+# tests/test_trl_seam.py fails when grpo/ reads an attribute of TRL's trainer that is not listed here.
 TRL_ATTRIBUTES = {
     "accelerator": "processes, gathers and the device",
     "args": "the config (RookWorldGRPOConfig) TRL keeps",
@@ -81,26 +91,28 @@ TRL_ATTRIBUTES = {
     "use_vllm": "vLLM samples with its own correction: our sampler's importance sampling is off then",
 }
 # Keys of the dict GRPOTrainer._generate_and_score_completions returns (compute_loss's inputs) that grpo/ reads
-OUTPUT_KEYS = ("prompt", "prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages",
+# (tests/test_trl_seam.py: a generation batch of each kind has them)
+OUTPUT_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages",
                "num_items_in_batch", "old_per_token_logps", "importance_sampling_ratio")  # fmt: skip
-# Keys of the dict TRL's rollout_func returns (grpo/rollout.py writes them)
+# Keys of the dict TRL's rollout_func returns (grpo/rollout.py writes them; tests/test_decoding.py trains on them)
 ROLLOUT_KEYS = ("prompt_ids", "completion_ids", "logprobs")
-# GRPOTrainer._compute_loss multiplies the advantages into the per-token loss linearly (and the ratio of vLLM's
-# importance sampling after them): a non-negative ratio folded into the advantages is the same correction
-LINEAR_IN_ADVANTAGES = "per_token_loss1 = coef_1 * advantages"
-
+# GRPOTrainer._compute_loss is linear in the advantages (a non-negative factor folded into them is the same
+# correction as vLLM's importance-sampling ratio, which TRL multiplies in after them): tests/test_trl_seam.py
+# compares its loss at 2x the advantages with twice its loss
+LINEAR_IN_ADVANTAGES = "GRPOTrainer._compute_loss linear in the advantages"
+# The versions whose internals the names above were read from, and tested with (pyproject.toml pins them)
+TESTED = {"trl": (trl.__version__, "1.16", "1.17"), "transformers": (transformers.__version__, "5.23", "6")}
 # torch's LRScheduler keeps what get_last_lr() (and so Trainer's logged learning_rate) returns here
 LAST_LR = "_last_lr"
 
 
 class ModuleFunction:
-    """A function that TRL looks up in its own module at call time, where TRL offers no hook: `replaced_by(f)`
-    puts `f` in its place for the duration of one call of ours. Two exist (below); check_internals() fails at
-    import when TRL no longer has one, and tests/test_shared_prefix.py (the scored positions) and tests/test_grpo.py
-    (the completions table) when TRL stops calling it."""
+    """A function TRL looks up in its own module at call time, where it offers no hook: `replaced_by(f)` puts `f`
+    there for one call of ours. check_internals() fails when TRL lacks one, tests/test_shared_prefix.py (the
+    scored positions) and tests/test_grpo.py (the completions table) when TRL stops calling it."""
 
-    def __init__(self, module, name: str, why: str):
-        self.module, self.name, self.why = module, name, why
+    def __init__(self, module, name: str):
+        self.module, self.name = module, name
         self.original = getattr(module, name, None)
 
     @contextlib.contextmanager
@@ -115,43 +127,54 @@ class ModuleFunction:
 # Which positions TRL's fused LM head scores: the completion positions only where Triton runs, every position
 # elsewhere (to spare Neuron recompilations). On CPU that is 2-3x the work (the prompts); under torch.compile the
 # count of completion tokens would change the graph's shapes every batch.
-SCORED_POSITIONS = ModuleFunction(trl_utils, "_use_triton", "compact = _use_triton(")
+SCORED_POSITIONS = ModuleFunction(trl_utils, "_use_triton")
 # The console table of completions GRPOTrainer.log prints whenever log_completions is set (which also writes the
 # completions Parquet at every log): ours prints every print_completions_every steps, without the extra columns.
-COMPLETIONS_TABLE = ModuleFunction(
-    trl_grpo_trainer, "print_prompt_completions_sample", "print_prompt_completions_sample("
-)
+COMPLETIONS_TABLE = ModuleFunction(trl_grpo_trainer, "print_prompt_completions_sample")
 
 
 def check_internals() -> None:
-    """Raise ImportError naming the first internal the installed TRL / transformers / torch lacks."""
-    sources = inspect.getsource(trl_grpo_trainer) + inspect.getsource(transformers.trainer)
-    missing = [f"GRPOTrainer.{n} ({why})" for n, why in METHODS.items() if not hasattr(GRPOTrainer, n)]
-    missing += [f"self.{n} ({why})" for n, why in ATTRIBUTES.items() if f"self.{n} =" not in sources]
-    for seam in (SCORED_POSITIONS, COMPLETIONS_TABLE):
-        if seam.original is None or seam.why not in inspect.getsource(seam.module):
-            missing.append(f"{seam.module.__name__}.{seam.name} called as `{seam.why}`")
-    if f"self.{LAST_LR} =" not in inspect.getsource(torch.optim.lr_scheduler):
+    """Raise ImportError naming the first internal the installed TRL / transformers / torch lacks: versions outside
+    TESTED, a method of METHODS, a private argument of PRIVATE_ARGUMENTS, a ModuleFunction, the scheduler's
+    `_last_lr` (a scheduler is built to see it)."""
+    missing = [f"{name} >={low},<{high} (installed: {v})" for name, (v, low, high) in TESTED.items()
+               if not Version(low) <= Version(v) < Version(high)]  # fmt: skip
+    missing += [f"GRPOTrainer.{n} ({why})" for n, why in METHODS.items() if not hasattr(GRPOTrainer, n)]
+    missing += [f"GRPOTrainer.{m}'s argument {n!r}" for m, names in PRIVATE_ARGUMENTS.items() for n in names
+                if n not in signature(m).parameters]  # fmt: skip
+    missing += [f"{seam.module.__name__}.{seam.name}" for seam in (SCORED_POSITIONS, COMPLETIONS_TABLE)
+                if not callable(seam.original)]  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([torch.zeros(1)], lr=1.0), lambda step: 1.0)
+    if not isinstance(getattr(scheduler, LAST_LR, None), list):
         missing.append(f"torch LRScheduler.{LAST_LR} (the logged learning rate after an LR cut)")
-    missing += [f"self.{n} ({why})" for n, why in TRL_ATTRIBUTES.items() if not trl_sets(n, sources)]
-    generation = inspect.getsource(GRPOTrainer._generate_and_score_completions)
-    missing += [f"the generation batch's {k!r}" for k in OUTPUT_KEYS if f'"{k}"' not in generation]
-    missing += [f"rollout_func's {k!r}" for k in ROLLOUT_KEYS if f'"{k}"' not in sources]
-    if LINEAR_IN_ADVANTAGES not in sources:
-        missing.append(
-            "GRPOTrainer._compute_loss's loss linear in the advantages (sampler_importance_sampling)"
-        )
     if missing:
-        raise ImportError(
-            f"rookworld_trl relies on {missing[0]}, which trl {trl.__version__} / transformers "
-            f"{transformers.__version__} / torch {torch.__version__} lack: install the versions pyproject.toml "
-            "pins (bash scripts/setup.sh)"
-        )
+        raise ImportError(internals_error(missing[0]))
 
 
-def trl_sets(name: str, sources: str) -> bool:
-    """Whether TRL's / Trainer's source sets `self.<name>` or defines it as a property."""
-    return f"self.{name} =" in sources or f"def {name}(self)" in sources
+def internals_error(what: str) -> str:  # one wording for check_internals and check_trainer
+    return (
+        f"rookworld_trl relies on {what}, which trl {trl.__version__} / transformers {transformers.__version__} / "
+        f"torch {torch.__version__} lack: install the versions pyproject.toml pins (bash scripts/setup.sh)"
+    )
+
+
+def check_trainer(trainer) -> None:
+    """RuntimeError naming the first attribute of ATTRIBUTES / TRL_ATTRIBUTES a built GRPOTrainer lacks."""
+    names = {**ATTRIBUTES, **TRL_ATTRIBUTES}
+    missing = [f"self.{n} ({why})" for n, why in names.items() if n not in LATER and not hasattr(trainer, n)]
+    if missing:
+        raise RuntimeError(internals_error(missing[0]))
+
+
+@functools.cache
+def signature(method: str) -> inspect.Signature:
+    """The signature of GRPOTrainer.<method> (none when TRL dropped it)."""
+    return inspect.signature(getattr(GRPOTrainer, method, lambda: None))
+
+
+def argument(method: str, name: str, trainer, args: tuple, kwargs: dict):
+    """The argument `name` of TRL's call `trainer.<method>(*args, **kwargs)`, bound by its signature."""
+    return signature(method).bind(trainer, *args, **kwargs).arguments[name]
 
 
 check_internals()
@@ -181,10 +204,9 @@ class VerifiedCheckpoints:
     def _save_checkpoint(self, model, trial):
         run_dir = self._get_output_dir(trial=trial)
         path = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        # left by a run resumed from an earlier step: its marker must not bless new files
         if self.args.should_save and os.path.isdir(path):
-            shutil.rmtree(
-                path
-            )  # left by a run resumed from an earlier step: its marker must not bless new files
+            shutil.rmtree(path)
         self.accelerator.wait_for_everyone()  # before any rank writes into it
         try:
             super()._save_checkpoint(model, trial)
@@ -211,18 +233,16 @@ class VerifiedCheckpoints:
 class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
     """GRPOTrainer whose private seams call hooks with public names, plus accessors for TRL's state.
 
-    Hooks: generate_batch(inputs) (default: score(inputs) once), shape_advantages(output), before_grad_clip(),
-    on_grad_norm(norm), on_resume(checkpoint). `score(inputs)` samples and scores one generation batch (TRL's advantages, then
-    shape_advantages); `scored_rewards` then holds its (N, F) rewards of every process (N rows, F reward
-    functions, NaN where a function skipped a row), `scored_prompts` this process's prompts. Attribute
-    `ref_device`: where the reference model's forward runs (None: beside the policy). The console table of completions is printed
-    every `print_completions_every` steps (0: never; None: at every log, as TRL), without the reward components as extra columns.
+    Hooks: generate_batch(inputs) (default: trl_scored's batch), before_grad_clip(), on_grad_norm(norm),
+    on_resume(checkpoint). `trl_scored(inputs)`: one generation batch with the rewards and prompts TRL scored, as
+    values. `ref_device`: where the reference model's forward runs (None: beside the policy). The completions
+    table is printed every `print_completions_every` steps (0: never; None: every log, as TRL), without the reward
+    components as extra columns. A built GRPOSeams has every attribute we use (`check_trainer`).
     """
 
     ref_device: torch.device | None = None
     compiled_scoring = False  # the model runs under torch.compile: score fixed shapes (every position)
-    scored_rewards: torch.Tensor | None = None
-    scored_prompts: list | None = None
+    _scored: list | None = None  # the rewards and prompts TRL scored, while trl_scored runs
     _table_step = -1  # the step whose completions table was printed last
 
     def __init__(self, *args, **kwargs):
@@ -232,20 +252,24 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         warnings.filterwarnings("ignore", "You are using 'rollout_func'", UserWarning)
         with dropping("trl.trainer.grpo_trainer", "`model_init_kwargs` will be ignored"):
             super().__init__(*args, **kwargs)
+        check_trainer(self)
         # TRL 1.16 reads transformers' deprecated `is_gradient_checkpointing` at every generation
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
 
     def generate_batch(self, inputs: list[dict]) -> dict:
         """The scored generation batch the next micro-batches train on, from the dataloader's `inputs`."""
-        return self.score(inputs)
+        return self.trl_scored(inputs)[0]
 
-    def score(self, inputs: list[dict]) -> dict:
-        """Sample and score completions of `inputs` (TRL's advantages, then shape_advantages)."""
-        return self.shape_advantages(super()._generate_and_score_completions(inputs))
-
-    def shape_advantages(self, output: dict) -> dict:
-        """TRL's scored batch (advantages, completion_ids, ...) before the loss sees it."""
-        return output
+    def trl_scored(self, inputs: list[dict]) -> tuple[dict, torch.Tensor, list]:
+        """TRL samples and scores completions of `inputs`: its generation batch (TRL's group advantages), the (N, F)
+        rewards of every process (F reward functions, NaN: a function skipped the row) and this process's prompts."""
+        self._scored = []
+        try:
+            output = super()._generate_and_score_completions(inputs)
+            rewards, prompts = self._scored[-1]
+        finally:
+            self._scored = None
+        return output, rewards, prompts
 
     def before_grad_clip(self) -> None:
         """The coming optimizer step's gradients, before clipping scales them."""
@@ -293,9 +317,11 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         return self.generate_batch(inputs)
 
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self.scored_rewards, self.scored_prompts = rewards, list(prompts)
+    def _calculate_rewards(self, *args, **kwargs):
+        rewards = super()._calculate_rewards(*args, **kwargs)
+        if self._scored is not None:  # inside trl_scored, which hands them back
+            prompts = argument("_calculate_rewards", "prompts", self, args, kwargs)
+            self._scored.append((rewards, list(prompts)))
         return rewards
 
     def _clip_grad_norm(self, model):
@@ -310,10 +336,12 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
             self._step = self.state.global_step * self.args.gradient_accumulation_steps
             self.on_resume(checkpoint)
 
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, *args, **kwargs):
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        call = signature("_get_per_token_logps_and_entropies").bind(self, *args, **kwargs).arguments
+        del call["self"]
         # TRL scores prompt + completion rows: the prompt is all but the last logits_to_keep columns
         # (shared_prefix.py computes it once per group when the backbone is patched)
-        keep = args[0] if args else kwargs["logits_to_keep"]
+        input_ids, keep = call["input_ids"], call["logits_to_keep"]
         # SCORED_POSITIONS: on CPU scoring the completion positions only is the same figures for less work; under
         # torch.compile every position is scored on every device (TRL's rule for Neuron), since the count of
         # completion tokens changes every batch and each new count recompiled the graph on CUDA
@@ -326,23 +354,19 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
             if compact is None  # TRL's own choice: compact where Triton runs
             else SCORED_POSITIONS.replaced_by(_always if compact else _never),
         ):
-            return self._score_on_device(model, input_ids, attention_mask, *args, **kwargs)
+            return self._score_on_device(call)
 
-    def _score_on_device(self, model, input_ids, attention_mask, *args, **kwargs):
+    def _score_on_device(self, call: dict):
         # TRL calls this for the policy and the reference; only the latter may move
+        model, input_ids = call["model"], call["input_ids"]
         if self.ref_device is None or model is not self.ref_model or input_ids.device == self.ref_device:
-            return super()._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, *args, **kwargs
-            )
+            return super()._get_per_token_logps_and_entropies(**call)
         home = input_ids.device
 
         def move(x, device=self.ref_device):
             return x.to(device) if torch.is_tensor(x) else x
 
-        kwargs = {k: move(v) for k, v in kwargs.items()}
-        out = super()._get_per_token_logps_and_entropies(
-            model, move(input_ids), move(attention_mask), *args, **kwargs
-        )
+        out = super()._get_per_token_logps_and_entropies(**{k: move(v) for k, v in call.items()})
         return tuple(move(o, home) for o in out)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -351,8 +375,6 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         every = every if every is not None else 1
         due = every > 0 and self.model.training and step % every == 0 and step != self._table_step
         self._table_step = step if due else self._table_step  # the end-of-train log repeats the last step
-        # GRPOTrainer.log prints its table whenever log_completions is set (which also writes the completions
-        # Parquet every log): COMPLETIONS_TABLE prints ours instead, when due
         with (
             COMPLETIONS_TABLE.replaced_by(_table_without_extra if due else _no_table),
             # TRL logs None for a figure with no sample this step (KL at beta 0, a task absent from the batch)

@@ -38,7 +38,10 @@ class StepGuard(TrainerCallback, Option):
     far above kl_stop is the previous update's: it rolls back past it, then the KL guard stops the run.
 
     What it uses of the trainer (trl_compat.GRPOSeams): model, optimizer, lr_scheduler, accelerator,
-    kl_control, log_metric() and drop_buffered_completions(). `halt_reason` says why it stopped the run.
+    kl_control, log_metric() and drop_buffered_completions(); as an option (grpo/options.py) it keeps the rewards
+    of each batch TRL scored for training (`scored_rewards`, before dynamic sampling refills it: the first place
+    a fault is looked for). `halt_reason` says why it
+    stopped the run.
     """
 
     def __init__(self, trainer):
@@ -49,6 +52,10 @@ class StepGuard(TrainerCallback, Option):
         self.healthy = True  # last step good with KL below kl_warn: its checkpoint may become stable
         self.nan_recoveries = 0  # rollbacks in the whole run
         self._retries = 0  # consecutive rollbacks
+        self.scored_rewards = None  # (N, F) of the generation batch the coming steps train on
+
+    def after_scoring(self, ctx, batch, score) -> None:
+        self.scored_rewards = batch.rewards
 
     def saved_state(self) -> dict:
         return {"nan_recoveries": self.nan_recoveries, "healthy": self.healthy}
@@ -78,7 +85,7 @@ class StepGuard(TrainerCallback, Option):
         ratios, then the policy's log-probs (scored again with the weights that made the loss) and the terms
         the loss builds from them. None: all finite, so the loss or a gradient was the first."""
         t, batches = self.trainer, self.faults.inputs
-        found = first_non_finite_input(t.scored_rewards, batches)
+        found = first_non_finite_input(self.scored_rewards, batches)
         for batch in batches if found is None else ():
             ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
             mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
