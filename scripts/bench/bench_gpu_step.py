@@ -14,17 +14,11 @@ gradient_accumulation_steps; the recipe's group size and length). Per variant an
 seconds, the median s/step after it, completions/s, model TFLOP per step, MFU, graphs compiled after step 1
 (recompilations: 0 is the goal), peak memory; then ours/plain and the step at which compile pays back.
 
-Model FLOPs of a step (measure.py's `step_flops`), GPT-2 with n_layer layers of width d, vocabulary V, N = 12 d^2 n_layer
-matmul weights in the blocks; C completions per step in groups of G (C/G prompts), every prompt padded to
-P = 128 positions (COMPILE_PAD: every prompt fits it) and every completion to L: compiled variants the recipe's
+Model FLOPs of a step: measure.py's `step_flops` (its docstring has the formula), every prompt padded to P = 128
+positions (COMPILE_PAD: every prompt fits it) and every completion to L: compiled variants the recipe's
 max_completion_length rounded up to 128 (the compiled shapes), eager ones max_completion_length itself (the
-budget); a forward over T positions, T_head of them through the LM head, S query-key pairs:
-    F(T, T_head, S) = 2 N T + 2 d V T_head + 4 d n_layer S
-    generation = F(C/G P, C/G, C/G P(P+1)/2)  +  F(C L, C L, C (L P + L(L+1)/2))   prefill once per prompt, L decode steps
-    training   = 3 F(C (P+L), C (P+L), C (P+L)(P+L+1)/2)                            forward + backward (2x forward)
-    reference  = F(C (P+L), C (P+L), C (P+L)(P+L+1)/2)                              when beta > 0
-Padding counts as work (compiled steps compute it; eager ones compute less: shorter prompts, completions that
-end before the budget, so their MFU reads high by that share). LayerNorm, GELU, softmax and the embedding are left out (a few % at this width).
+budget). Padding counts as work (compiled steps compute it; eager ones compute less: shorter prompts, completions
+that end before the budget, so their MFU reads high by that share).
 MFU = step FLOPs / s per step / the peak of a plain matmul measured in the same run: bf16 8192^3 on a GPU;
 on a CPU fp32 2048^3 (torch's threads), since CPUs without AVX512-BF16/AMX have no fast bf16.
 

@@ -9,8 +9,12 @@ weights) over T token positions, T_head of them through the LM head, S query-key
 T counts padding (the machine does that work; with shared-prefix scoring a group's prompt counts once), T_head
 the positions the LM head scores (the compact path: the completion tokens; replay: every position), S the pairs
 attention computes (the 4: QK^T and AV, a multiply-add each). LayerNorm, GELU, softmax and the embedding are
-left out (a few % at this width). `step_flops` adds up a whole step from it (bench_gpu_step.py's docstring);
-`StepParts` counts the training forward+backward of each step from the shapes each forward computed.
+left out (a few % at this width). A whole step (`step_flops`): C completions in groups of G (C/G prompts),
+prompts padded to P positions and completions to L:
+    generation = F(C/G P, C/G, C/G P(P+1)/2)  +  F(C L, C L, C (L P + L(L+1)/2))   prefill once per prompt, L decode steps
+    training   = 3 F(C (P+L), C (P+L), C (P+L)(P+L+1)/2)                            forward + backward
+    reference  = F(C (P+L), C (P+L), C (P+L)(P+L+1)/2)                              when beta > 0
+`StepParts` counts the training forward+backward of each step of ours from the shapes each forward computed.
 
 `StepParts.attach` wraps one seam of the trainer per part and adds its wall time: generation, the reference's
 scoring forward (no gradient), the training forward, backward, rewards, our advantages (field credit grades
@@ -49,8 +53,7 @@ def forward_flops(n_layer: int, d: int, vocab: int, tokens: float, head: float, 
 
 def step_flops(n_layer: int, d: int, vocab: int, completions: int, group: int, prompt: int, completion: int,
                reference: bool) -> dict[str, float]:  # fmt: skip
-    """Model FLOPs of one GRPO step by part (generation, training, reference) and in all (bench_gpu_step.py's
-    docstring: C completions in groups of G, prompts padded to P positions and completions to L)."""
+    """Model FLOPs of one GRPO step by part (generation, training, reference) and in all (the module docstring)."""
     C, G, P, L = completions, group, prompt, completion
     F = lambda T, head, S: forward_flops(n_layer, d, vocab, T, head, S)  # noqa: E731
     rows = C * (P + L)
