@@ -108,7 +108,7 @@ SMOKE = {  # the script and its smallest setting: seconds to a minute or two eac
     "scripts/bench/bench_gpu_step.py": ["--model", "embedded", "--steps", "2", "--variants", "plain,ours", "--completions", "16"],
     "scripts/bench/bench_rewards.py": ["--positions", "8", "--depth", "4", "--workers", "1", "--prompts-per-batch", "1"],
     "scripts/bench/bench_step.py": ["--smoke"],
-    "scripts/bench/bench_sft.py": ["--steps", "6", "--rounds", "1"],
+    "scripts/bench/bench_sft.py": ["--steps", "10", "--rounds", "1"],  # two logging intervals: one speed
     "scripts/bench/bench_sizes.py": ["--shapes", "2x64", "--steps", "2", "--rounds", "1"],
 }  # fmt: skip
 ELSEWHERE = {  # run end to end by their own tests

@@ -31,6 +31,10 @@ def run(variant: str, steps: int, out: str, extra: list[str]) -> float:
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(os.path.join(out, "metrics.jsonl")) as f:
         speeds = [row["tokens_per_second"] for row in map(json.loads, f) if "tokens_per_second" in row]
+    if not speeds:  # the first logging interval carries no speed (it has no start mark)
+        sys.exit(
+            f"bench_sft: no tokens_per_second in {steps} steps: give it two logging intervals (--steps >= 10)"
+        )
     return statistics.median(speeds)
 
 
