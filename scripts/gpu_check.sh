@@ -5,7 +5,7 @@
 #                                                 # by scripts/setup.sh when missing)
 # Rows: the environment (the device named), `rookworld doctor`, the GPU-relevant tests (CUDA tests run where
 # CUDA is, skip elsewhere), the main job on the GPU (3 steps: `rookworld train` moves to CUDA by itself), and
-# scripts/bench_gpu_step.py: the 124M-shape GRPO step, ours against plain TRL eager at the 124M recipe's 64
+# scripts/bench/bench_gpu_step.py: the 124M-shape GRPO step, ours against plain TRL eager at the 124M recipe's 64
 # completions (bench), and ours compiled at recipes/grpo_rookworld_124m_80gb.yaml's batch (bench_80gb:
 # completions/s, MFU, recompilations after step 1, peak memory). ~5 min on an H200 by the 2026-11-26 run's
 # timings (GPU_CHECK_STEPS=6 bench steps). --full: today's long form as well (GPU_CHECK_STEPS=20; plain TRL
@@ -73,12 +73,12 @@ if [ "$cuda" = 1 ]; then
   }
   row main_job_gpu main_job
   if [ $FULL = 1 ]; then
-    row bench "$PYTHON" scripts/bench_gpu_step.py --steps "$STEPS" --markdown "$OUT/bench.md"
-    row bench_80gb "$PYTHON" scripts/bench_gpu_step.py --recipe $BIG --steps "$STEPS" --variants ours,ours_compiled \
+    row bench "$PYTHON" scripts/bench/bench_gpu_step.py --steps "$STEPS" --markdown "$OUT/bench.md"
+    row bench_80gb "$PYTHON" scripts/bench/bench_gpu_step.py --recipe $BIG --steps "$STEPS" --variants ours,ours_compiled \
       --completions 64,256,1024 --markdown "$OUT/bench_80gb.md"
   else
-    row bench "$PYTHON" scripts/bench_gpu_step.py --steps "$STEPS" --variants ours,plain --markdown "$OUT/bench.md"
-    row bench_80gb "$PYTHON" scripts/bench_gpu_step.py --recipe $BIG --steps "$STEPS" --variants ours_compiled \
+    row bench "$PYTHON" scripts/bench/bench_gpu_step.py --steps "$STEPS" --variants ours,plain --markdown "$OUT/bench.md"
+    row bench_80gb "$PYTHON" scripts/bench/bench_gpu_step.py --recipe $BIG --steps "$STEPS" --variants ours_compiled \
       --markdown "$OUT/bench_80gb.md"
   fi
 else
@@ -115,7 +115,7 @@ fi
   echo '```'
   if [ -f "$OUT/bench.md" ]; then
     echo
-    echo "## Bench (scripts/bench_gpu_step.py --steps $STEPS)"
+    echo "## Bench (scripts/bench/bench_gpu_step.py --steps $STEPS)"
     echo
     cat "$OUT/bench.md"
   fi

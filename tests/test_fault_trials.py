@@ -7,7 +7,7 @@ time (tests/test_faults.py, tests/test_grpo_resume.py).
 
 from __future__ import annotations
 
-import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,25 +18,18 @@ pytestmark = pytest.mark.integration  # scripts/fault_trials.py runs the stage
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "fault_trials.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("fault_trials", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass resolves annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+def fault_trials(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
 
 
 @pytest.mark.slow
-def test_fault_trials_fast_part(tmp_path, capsys):
-    assert load_script().main(["--fast", "--steps", "4", "--out", str(tmp_path)]) == 0, (
-        capsys.readouterr().out
-    )
-    out = capsys.readouterr().out
-    assert "FAIL" not in out and "identical 2/2" in out, out
+def test_fault_trials_fast_part(tmp_path):
+    done = fault_trials("--fast", "--steps", "4", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "FAIL" not in done.stdout and "identical 2/2" in done.stdout, done.stdout
 
 
 @pytest.mark.slow
-def test_fault_trials_all(tmp_path, capsys):
-    code = load_script().main(["--steps", "4", "--kills", "3", "--engine_kills", "3", "--out", str(tmp_path)])
-    out = capsys.readouterr().out
-    assert code == 0 and "FAIL" not in out, out
+def test_fault_trials_all(tmp_path):
+    done = fault_trials("--steps", "4", "--kills", "3", "--engine_kills", "3", "--out", str(tmp_path))
+    assert done.returncode == 0 and "FAIL" not in done.stdout, done.stdout + done.stderr[-3000:]

@@ -173,7 +173,7 @@ def test_the_embedded_model_is_prompted_at_its_trained_width(tmp_path):
 # ---- 11. the entry point older scripts name ----
 
 
-@pytest.mark.slow  # a stage process (~10 s); scripts/time_mistakes.py times the same command
+@pytest.mark.slow  # a stage process (~10 s); scripts/experiments/time_mistakes.py times the same command
 def test_python_m_rookworld_trl_grpo_runs_the_stage(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "rookworld_trl.grpo", "--config", str(RECIPE), "--dataset_path", "x"],

@@ -1,8 +1,10 @@
 """The scripts that read a finished run for docs/EXPERIMENTS.md: scripts/read_completions.py (what the policy wrote,
 from completions/*.parquet), scripts/experiment_row.py (the row: paired eval, reward trend, watch, value head) and
 scripts/five_seeds.py (the seeds' table),
-on a run folder written here with known answers; and (slow tier) every scripts/bench_*.py at its smallest
-setting, so that a rename or a move in the package fails here rather than in the next session that runs one.
+on a run folder written here with known answers; and (slow tier) every benchmark (scripts/bench/bench_*.py) at
+its smallest setting, so that a rename or a move in the package fails here rather than in the next session that
+runs one. Every benchmark, experiment (scripts/experiments/) and shell script has a run here, a test that runs
+it, or a reason it is not run.
 
     .venv/bin/python -m pytest tests/test_run_scripts.py
     .venv/bin/python -m pytest -m slow tests/test_run_scripts.py        # the benchmarks (~10 min on 2 cores)
@@ -14,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import chess
 import pandas as pd
@@ -92,94 +95,61 @@ def test_experiment_row_has_the_eval_trend_watch_and_value_head(tmp_path):
     assert row[10].startswith("watch 0.67 / +0.00 / ")
 
 
-@pytest.mark.slow  # a script's study (~10 s quiet): the slow tier runs the scripts
-def test_value_study_knows_a_position_from_its_siblings(tmp_path):
-    """Two positions, each answered twice the same way: the siblings' mean return is each sample's own (EV 1);
-    the heads' figures are finite, measured on batches they had not trained on."""
-    after_e4 = policy_prompt("rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1")
-    (tmp_path / "completions").mkdir()
-    for step in (1, 2, 3):
-        rows = [
-            {"prompt": p, "completion": c, "policy_reward": r}
-            for p, c, r in [(START, ANSWERS[1], 0.9), (after_e4, " e7e5 a1a8 E: 1 2 B: a1a8", 0.3)]
-            for _ in range(2)
-        ]
-        pd.DataFrame(rows).to_parquet(tmp_path / "completions" / f"completions_{step:05d}.parquet")
-    lines = script("value_study.py", str(tmp_path), "--last", "2").splitlines()
-    figures = {line.split()[0]: float(line.split()[-1]) for line in lines[-5:]}
-    assert figures["sibling"] == 1.0
-    assert all(abs(figures[k]) < 1e3 for k in ("token", "linear", "mlp", "model"))
-
-
-@pytest.mark.slow  # generation on a few positions (~10 s quiet)
-def test_tactics_sampling_counts_solutions_per_temperature():
-    """The exploration pilot of docs/EXPERIMENTS.md ("Tactics"): one line per temperature, shares in [0, 1],
-    and no more solved answers than legal ones."""
-    out = script("tactics_sampling.py", "rookworld_trl/assets/model", "--positions", "3", "--samples", "2",
-                 "--temperatures", "0.25,1.0")  # fmt: skip
-    rows = [re.findall(r"([\d.]+)%", line) for line in out.splitlines() if line.startswith("T=")]
-    assert len(rows) == 2
-    for legal, solved, groups in (map(float, r) for r in rows):
-        assert 0 <= solved <= legal <= 100 and 0 <= groups <= 100
-
-
 # ---- every benchmark and shell script runs (slow tier), so that a rename or a move fails a test ----
 
 SMOKE = {  # the script and its smallest setting: seconds to a minute or two each on 2 busy cores
-    "bench_124m_cpu.py": ["--smoke"],
-    "bench_compile.py": ["--settings", "eager", "--steps", "2"],
-    "bench_decode.py": ["--against", "HEAD", "--rounds", "2"],
-    "bench_engine.py": ["--n", "6", "--depth", "4", "--repeats", "1"],
-    "bench_gelu.py": ["--batch", "4", "--tokens", "16", "--repeats", "1"],
-    "bench_load.py": ["2000", "--num_proc", "2"],
-    "bench_generate.py": ["--depth", "4", "--games", "1", "--max_plies", "6", "--workers", "1"],
-    "bench_gpu_step.py": [
-        "--model",
-        "embedded",
-        "--steps",
-        "2",
-        "--variants",
-        "plain,ours",
-        "--completions",
-        "16",
-    ],
-    "bench_rewards.py": ["--positions", "8", "--depth", "4", "--workers", "1", "--prompts-per-batch", "1"],
-    "bench_step.py": ["--smoke"],
-    "bench_sft.py": ["--steps", "6", "--rounds", "1"],
-    "bench_sizes.py": ["--shapes", "2x64", "--steps", "2", "--rounds", "1"],
-}
+    "scripts/bench/bench_124m_cpu.py": ["--smoke"],
+    "scripts/bench/bench_compile.py": ["--settings", "eager", "--steps", "2"],
+    "scripts/bench/bench_decode.py": ["--against", "HEAD", "--rounds", "2"],
+    "scripts/bench/bench_engine.py": ["--n", "6", "--depth", "4", "--repeats", "1"],
+    "scripts/bench/bench_gelu.py": ["--batch", "4", "--tokens", "16", "--repeats", "1"],
+    "scripts/bench/bench_load.py": ["2000", "--num_proc", "2"],
+    "scripts/bench/bench_generate.py": ["--depth", "4", "--games", "1", "--max_plies", "6", "--workers", "1"],
+    "scripts/bench/bench_gpu_step.py": ["--model", "embedded", "--steps", "2", "--variants", "plain,ours", "--completions", "16"],
+    "scripts/bench/bench_rewards.py": ["--positions", "8", "--depth", "4", "--workers", "1", "--prompts-per-batch", "1"],
+    "scripts/bench/bench_step.py": ["--smoke"],
+    "scripts/bench/bench_sft.py": ["--steps", "10", "--rounds", "1"],  # two logging intervals: one speed
+    "scripts/bench/bench_sizes.py": ["--shapes", "2x64", "--steps", "2", "--rounds", "1"],
+}  # fmt: skip
 ELSEWHERE = {  # run end to end by their own tests
-    "build_default_model.sh": "test_build_default_model.py",
-    "check_floors.sh": "test_floors.py",
-    "gpu_check.sh": "test_gpu_check.py",
-    "rehearse_multinode.sh": "test_multinode.py",
-    "setup.sh": "test_newcomer.py",
+    "scripts/build_default_model.sh": "test_build_default_model.py",
+    "scripts/check_floors.sh": "test_floors.py",
+    "scripts/gpu_check.sh": "test_gpu_check.py",
+    "scripts/rehearse_multinode.sh": "test_multinode.py",
+    "scripts/setup.sh": "test_newcomer.py",
+    "scripts/experiments/tactics_sampling.py": "test_experiments.py",
+    "scripts/experiments/time_mistakes.py": "test_experiments.py",
+    "scripts/experiments/value_study.py": "test_experiments.py",
 }
 NOT_RUN = {  # what they need; test_unrun_scripts_name_only_what_exists checks the files they name
-    "build_tactics.sh": "~20 min of Stockfish, and it overwrites rookworld_trl/assets/tactics/",
-    "slurm_multinode.sh": "a SLURM cluster with GPUs (sbatch, srun, scontrol)",
-    "warmup_pilot.sh": "~40 min: an experiment (an SFT warm-up, then two main-job runs and their evals)",
+    "scripts/build_tactics.sh": "~20 min of Stockfish, and it overwrites rookworld_trl/assets/tactics/",
+    "scripts/slurm_multinode.sh": "a SLURM cluster with GPUs (sbatch, srun, scontrol)",
+    "scripts/experiments/warmup_pilot.sh": "~40 min: an experiment (an SFT warm-up, then two main-job runs and their evals)",
 }
 
 
 def listed_scripts() -> set[str]:
-    return {p.name for p in (ROOT / "scripts").glob("bench_*.py")} | {
-        p.name for p in (ROOT / "scripts").glob("*.sh")
-    }
+    """The benchmarks, the experiments and the shell scripts, by their path in the repository."""
+    scripts = ROOT / "scripts"
+    found = {*scripts.glob("bench/bench_*.py"), *scripts.glob("experiments/*"), *scripts.rglob("*.sh")}
+    return {p.relative_to(ROOT).as_posix() for p in found}
 
 
-def test_every_bench_and_shell_script_has_a_run_or_a_reason():
-    """A new scripts/bench_*.py or scripts/*.sh needs a smallest setting in SMOKE (or a reason): else it can rot."""
+def test_every_benchmark_experiment_and_shell_script_has_a_run_or_a_reason():
+    """A new benchmark, experiment or shell script needs a smallest setting in SMOKE, a test that runs it or a
+    reason: else it can rot. scripts/bench/ holds benchmarks (bench_*.py) and measure.py, which they import."""
     assert listed_scripts() == set(SMOKE) | set(ELSEWHERE) | set(NOT_RUN)
+    others = {p.name for p in (ROOT / "scripts" / "bench").glob("*.py") if not p.name.startswith("bench_")}
+    assert others == {"measure.py"}, others
     for name, test in ELSEWHERE.items():
-        assert name in (ROOT / "tests" / test).read_text(), f"{test} does not run scripts/{name}"
+        assert Path(name).name in (ROOT / "tests" / test).read_text(), f"{test} does not run {name}"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(SMOKE))
 def test_script_runs_at_its_smallest_setting(name, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / name), *SMOKE[name]], cwd=tmp_path, env=env,
+    done = subprocess.run([sys.executable, str(ROOT / name), *SMOKE[name]], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert done.stdout.strip(), "it printed no figures"
@@ -188,7 +158,7 @@ def test_script_runs_at_its_smallest_setting(name, tmp_path):
 @pytest.mark.parametrize("name", sorted(NOT_RUN))
 def test_unrun_scripts_name_only_what_exists(name):
     """What a script that no test runs names (recipes, configs, modules, scripts) is there."""
-    text = (ROOT / "scripts" / name).read_text()
+    text = (ROOT / name).read_text()
     paths = set(
         re.findall(
             r"\b((?:recipes|accelerate_configs|scripts|rookworld_trl)/[\w./-]+\.(?:ya?ml|py|sh))", text
@@ -197,11 +167,11 @@ def test_unrun_scripts_name_only_what_exists(name):
     modules = set(re.findall(r"-m (rookworld_trl(?:\.\w+)+)", text))
     assert paths or modules, f"{name} names no file of the repository: is this check still right?"
     for path in paths:
-        assert (ROOT / path).exists(), f"scripts/{name} names {path}, which is gone"
+        assert (ROOT / path).exists(), f"{name} names {path}, which is gone"
     for module in modules:
-        assert importlib.util.find_spec(module) is not None, f"scripts/{name} runs -m {module}, which is gone"
+        assert importlib.util.find_spec(module) is not None, f"{name} runs -m {module}, which is gone"
     for command in set(re.findall(r"\$RW (\w+)", text)):
-        assert command in available(), f"scripts/{name} runs `rookworld {command}`, which is gone"
+        assert command in available(), f"{name} runs `rookworld {command}`, which is gone"
 
 
 def write_seed(run, legal: float, mates: int):

@@ -1,4 +1,4 @@
-"""Our GRPO step against plain TRL's, side by side in one run (scripts/bench_step.py at equal model, prompts,
+"""Our GRPO step against plain TRL's, side by side in one run (scripts/bench/bench_step.py at equal model, prompts,
 completions per step and length): the ratio, never seconds, so the test holds on a fast or a slow machine.
 Slow tier (two trainers, a few steps each: minutes on 2 cores):
 
@@ -26,7 +26,7 @@ def measured(tmp_path_factory) -> tuple[float, str]:
     out = tmp_path_factory.mktemp("ratio") / "ratio.json"
     cmd = [
         sys.executable,
-        str(ROOT / "scripts" / "bench_step.py"),
+        str(ROOT / "scripts" / "bench" / "bench_step.py"),
         "--what",
         "step",
         "--steps",

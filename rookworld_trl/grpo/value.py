@@ -41,8 +41,8 @@ class ValueSection:
             "value/mean. Costs one no-grad policy forward per generation batch and hidden_size + 1 weights, "
             "saved as value_head.safetensors in each checkpoint (restored on resume; a rollback of a bad step "
             "keeps the head). Replaces the baseline (leave baseline: group). On the main job the head explains at "
-            "most ~0.16 of the returns' variance (scripts/value_study.py, docs/EXPERIMENTS.md, baselines): the gate "
-            "stays shut and the run is the group run, bit for bit."
+            "most ~0.16 of the returns' variance (scripts/experiments/value_study.py, docs/EXPERIMENTS.md, "
+            "baselines): the gate stays shut and the run is the group run, bit for bit."
         },
     )
     value_coef: float = field(

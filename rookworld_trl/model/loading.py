@@ -251,7 +251,7 @@ def use_fused_gelu(model: nn.Module) -> None:
 
     Why: `gelu_new` is five elementwise ops in Python, each a pass over the MLP activations and each kept
     for backward; with the fused kernel a CPU forward+backward of the embedded model is ~1.2x faster and
-    its logits differ by ~1e-5 (`python scripts/bench_gelu.py`). The config is updated too, so saved
+    its logits differ by ~1e-5 (`python scripts/bench/bench_gelu.py`). The config is updated too, so saved
     checkpoints load with the fused kernel. Other activations are left alone.
     """
     backbone = gpt2_backbone(model, required=False)

@@ -7,7 +7,7 @@ row, its attention reading the prompt's keys and values; every row gets its prom
 index, whose backward sums the group's gradients. The output is the backbone's `last_hidden_state` at every
 position, so TRL's fused LM head, its log-probs and everything after them are unchanged (tests/test_decoding.py
 checks log-probs and gradients against TRL's own forward). 8 samples of a ~70-token prompt with ~45-token
-completions: about half the scoring FLOPs (`python scripts/bench_step.py`).
+completions: about half the scoring FLOPs (`python scripts/bench/bench_step.py`).
 
     shared_prefix_scoring: true    # GRPO config field (default); false: TRL's forward over every row
 

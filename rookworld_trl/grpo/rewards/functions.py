@@ -22,7 +22,7 @@ The true completion scores exactly 1.0 under every shaping.
     python -c "from rookworld_trl.grpo.rewards.functions import score_env; print(score_env(
         'A: rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1+e2e4+e2e4+',
         'rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1+0.001+0+0'))"
-    python scripts/bench_rewards.py     # throughput figures
+    python scripts/bench/bench_rewards.py     # throughput figures
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Grading P: (policy) answers against Stockfish: `score_policy` for one answer, `PolicyGrader` for batches
 with a memo in front of an EnginePool. rookworld_trl/grpo/rewards/functions.py turns it into TRL's `policy_reward`.
 
-    python scripts/bench_rewards.py     # throughput figures
+    python scripts/bench/bench_rewards.py     # throughput figures
 """
 
 from __future__ import annotations

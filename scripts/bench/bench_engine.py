@@ -10,7 +10,7 @@ Engines are started before the clock runs; the setups take turns for --repeats r
 counts, which damps noise from other processes sharing the CPU. The `cpu s` column (this process plus the
 engines, from /proc) is steadier than wall time on a busy machine.
 
-Run (after scripts/setup.sh, or with PYTHONPATH=.):  .venv/bin/python scripts/bench_engine.py --n 200
+Run (after scripts/setup.sh, or with PYTHONPATH=.):  .venv/bin/python scripts/bench/bench_engine.py --n 200
 """
 
 import argparse

@@ -14,21 +14,15 @@ gradient_accumulation_steps; the recipe's group size and length). Per variant an
 seconds, the median s/step after it, completions/s, model TFLOP per step, MFU, graphs compiled after step 1
 (recompilations: 0 is the goal), peak memory; then ours/plain and the step at which compile pays back.
 
-Model FLOPs of a step (`step_flops`), GPT-2 with n_layer layers of width d, vocabulary V, N = 12 d^2 n_layer
-matmul weights in the blocks; C completions per step in groups of G (C/G prompts), every prompt padded to
-P = 128 positions (COMPILE_PAD: every prompt fits it) and every completion to L: compiled variants the recipe's
+Model FLOPs of a step: measure.py's `step_flops` (its docstring has the formula), every prompt padded to P = 128
+positions (COMPILE_PAD: every prompt fits it) and every completion to L: compiled variants the recipe's
 max_completion_length rounded up to 128 (the compiled shapes), eager ones max_completion_length itself (the
-budget); a forward over T positions, T_head of them through the LM head, S query-key pairs:
-    F(T, T_head, S) = 2 N T + 2 d V T_head + 4 d n_layer S
-    generation = F(C/G P, C/G, C/G P(P+1)/2)  +  F(C L, C L, C (L P + L(L+1)/2))   prefill once per prompt, L decode steps
-    training   = 3 F(C (P+L), C (P+L), C (P+L)(P+L+1)/2)                            forward + backward (2x forward)
-    reference  = F(C (P+L), C (P+L), C (P+L)(P+L+1)/2)                              when beta > 0
-Padding counts as work (compiled steps compute it; eager ones compute less: shorter prompts, completions that
-end before the budget, so their MFU reads high by that share). LayerNorm, GELU, softmax and the embedding are left out (a few % at this width).
+budget). Padding counts as work (compiled steps compute it; eager ones compute less: shorter prompts, completions
+that end before the budget, so their MFU reads high by that share).
 MFU = step FLOPs / s per step / the peak of a plain matmul measured in the same run: bf16 8192^3 on a GPU;
 on a CPU fp32 2048^3 (torch's threads), since CPUs without AVX512-BF16/AMX have no fast bf16.
 
-    .venv/bin/python scripts/bench_gpu_step.py [--steps 20] [--model 124m|embedded] [--variants a,b]
+    .venv/bin/python scripts/bench/bench_gpu_step.py [--steps 20] [--model 124m|embedded] [--variants a,b]
         [--completions 64,256,1024] [--recipe recipes/X.yaml] [--markdown F] [--json F]
 """
 
@@ -36,7 +30,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import resource
 import statistics
 import subprocess
@@ -49,60 +42,26 @@ import torch
 import yaml
 from transformers import TrainerCallback
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "scripts"), str(ROOT / "tests")]
-from bench_step import StepClock, length_reward  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the package; tests/gpt2_shape.py
+from measure import DATA, StepClock, child_env, matmul_peak, plain_trl, step_flops  # noqa: E402
 
 from rookworld_trl.grpo.config import COMPILE_PAD as PAD  # noqa: E402  (every prompt fits it; the compiled shapes)
 
 RECIPE = str(ROOT / "recipes" / "grpo_rookworld_124m_gpu.yaml")
-DATA = str(ROOT / "rookworld_trl" / "assets" / "data")
 VARIANTS = ("plain", "plain_compiled", "ours", "ours_compiled")
 
 
-def forward_flops(n_layer: int, d: int, vocab: int, tokens: float, head: float, pairs: float) -> float:
-    """F(T, T_head, S) of the module docstring: the blocks' matmuls, the LM head, attention's QK^T and AV."""
-    return 2 * 12 * d * d * n_layer * tokens + 2 * d * vocab * head + 4 * d * n_layer * pairs
-
-
-def step_flops(n_layer: int, d: int, vocab: int, completions: int, group: int, prompt: int, completion: int,
-               reference: bool) -> dict[str, float]:  # fmt: skip
-    """Model FLOPs of one GRPO step by part (generation, training, reference) and in all (module docstring)."""
-    C, G, P, L = completions, group, prompt, completion
-    F = lambda T, head, S: forward_flops(n_layer, d, vocab, T, head, S)  # noqa: E731
-    rows = C * (P + L)
-    pairs = C * (P + L) * (P + L + 1) / 2
-    parts = {
-        "generation": F(C / G * P, C / G, C / G * P * (P + 1) / 2)
-        + F(C * L, C * L, C * (L * P + L * (L + 1) / 2)),
-        "training": 3 * F(rows, rows, pairs),
-        "reference": F(rows, rows, pairs) if reference else 0.0,
-    }
-    return {**parts, "total": sum(parts.values())}
-
-
-def matmul_peak(seconds: float = 2.0) -> tuple[float, str]:
+def device_peak(seconds: float = 2.0) -> tuple[float, str]:
     """(FLOP/s, what was timed): the best of repeated plain matmuls, bf16 8192^3 on CUDA, fp32 2048^3 on CPU."""
     cuda = torch.cuda.is_available()
-    n, dtype = (8192, torch.bfloat16) if cuda else (2048, torch.float32)
-    device = "cuda" if cuda else "cpu"
-    a, b = (torch.randn(n, n, dtype=dtype, device=device) for _ in range(2))
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    best, deadline = float("inf"), time.perf_counter() + seconds
-    with torch.inference_mode():
-        torch.mm(a, b)  # warm-up: cuBLAS picks its kernel, the CPU's pages are touched
-        sync()
-        while time.perf_counter() < deadline or best == float("inf"):
-            start = time.perf_counter()
-            for _ in range(10 if cuda else 1):
-                torch.mm(a, b)
-            sync()
-            best = min(best, (time.perf_counter() - start) / (10 if cuda else 1))
-    what = f"{'bf16' if cuda else 'fp32'} matmul {n}^3 on {device}"
-    del a, b
+    n, dtype, device, repeats = (
+        (8192, torch.bfloat16, "cuda", 10) if cuda else (2048, torch.float32, "cpu", 1)
+    )
+    peak = matmul_peak([(n, n, n)], dtype, device, seconds, repeats)
     if cuda:
         torch.cuda.empty_cache()
-    return 2 * n**3 / best, what
+    return peak, f"{'bf16' if cuda else 'fp32'} matmul {n}^3 on {device}"
 
 
 class GraphCount(TrainerCallback):
@@ -128,21 +87,13 @@ def recipe_batch(recipe: str) -> dict:
 
 
 def plain(model, recipe, out, steps, completions, compiled, cuda, callbacks):
-    from trl import GRPOConfig, GRPOTrainer
-
-    from rookworld_trl.data.load import load_rookworld_dataset
-    from rookworld_trl.model.loading import load_model_and_tokenizer
-
     batch = recipe_batch(recipe)
-    policy, tokenizer = load_model_and_tokenizer(model)
-    dataset = load_rookworld_dataset(DATA, split="train", mix_env_ratio=0.2, seed=0)
-    args = GRPOConfig(output_dir=out, per_device_train_batch_size=completions // batch["accumulation"],
-                      gradient_accumulation_steps=batch["accumulation"], num_generations=batch["group"],
-                      max_completion_length=batch["max_new"], learning_rate=1e-5, beta=batch["beta"],
-                      max_steps=steps, use_cpu=not cuda, bf16=cuda, torch_compile=compiled, seed=0, logging_steps=1,
-                      report_to=[], save_strategy="no", activation_checkpointing=False, disable_tqdm=True)  # fmt: skip
-    return GRPOTrainer(policy, [length_reward], args=args, train_dataset=dataset, processing_class=tokenizer,
-                       callbacks=callbacks), None  # fmt: skip
+    trainer = plain_trl(model, out, callbacks, mix_env_ratio=0.2,
+                        per_device_train_batch_size=completions // batch["accumulation"],
+                        gradient_accumulation_steps=batch["accumulation"], num_generations=batch["group"],
+                        max_completion_length=batch["max_new"], learning_rate=1e-5, beta=batch["beta"],
+                        max_steps=steps, use_cpu=not cuda, bf16=cuda, torch_compile=compiled)  # fmt: skip
+    return trainer, None
 
 
 def ours(model, recipe, out, steps, completions, compiled, cuda, callbacks):
@@ -235,21 +186,6 @@ def table(results: dict[str, dict], device: str, peak: str) -> str:
     return "\n".join(lines)
 
 
-def child_env() -> dict:
-    """The caller's environment for a variant's process, the repository first on PYTHONPATH and the caller's
-    entries after it (packages that come through PYTHONPATH: a container, a cluster module, a --target folder)."""
-    paths = [
-        str(ROOT),
-        *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(ROOT)),
-    ]
-    return {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": os.pathsep.join(paths),
-    }
-
-
 def model_shape(model: str) -> tuple[int, int, int]:
     config = json.loads((Path(model) / "config.json").read_text())
     return config["n_layer"], config["n_embd"], config["vocab_size"]
@@ -285,7 +221,7 @@ def main() -> None:
         if torch.cuda.is_available()
         else f"CPU, torch threads {torch.get_num_threads()}"
     )
-    peak, peak_what = matmul_peak()
+    peak, peak_what = device_peak()
     print(f"bench_gpu_step: peak {peak / 1e12:.3g} TFLOP/s ({peak_what})", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         if a.model == "embedded":
@@ -314,7 +250,7 @@ def main() -> None:
                          flops=flops)  # fmt: skip
                 results[f"{name}@{c}"] = r
                 print(f"{name} at {c}: {r}", flush=True)
-    again, _ = matmul_peak()  # the best of two times: a shared CPU may have been busy at the first
+    again, _ = device_peak()  # the best of two times: a shared CPU may have been busy at the first
     if again > peak:
         peak = again
         for r in results.values():

@@ -1,8 +1,8 @@
 """How often a model's sampled answers solve tactics positions, by temperature: the exploration GRPO has on them
 (a group whose samples never solve a position has nothing to push towards the solution).
 
-    python scripts/tactics_sampling.py rookworld_trl/assets/model                     # mate1, 150 positions x 8
-    python scripts/tactics_sampling.py runs/grpo_tiny_cpu/final --kind only --temperatures 0.25,0.5
+    python scripts/experiments/tactics_sampling.py rookworld_trl/assets/model                     # mate1, 150 positions x 8
+    python scripts/experiments/tactics_sampling.py runs/grpo_tiny_cpu/final --kind only --temperatures 0.25,0.5
 
 Per temperature, on `--positions` positions of `--kind` from the tactics data's `--split` (seeded draw), each
 sampled `--samples` times as a GRPO group would be: the share of answers whose B: is legal, the share whose B:

@@ -1,10 +1,10 @@
 #!/bin/bash
 # Issue 62's warm-up pilot: SFT on the tactics train split (alone, or mixed 1:1 with embedded train rows), then
 # the main job from the warmed-up model on seeds 0 and 1, each final model evaluated against the embedded model.
-#   bash scripts/warmup_pilot.sh OUT tactics|mixed SFT_STEPS REPLAY_COEF   # e.g. build/warm_mixed mixed 300 0.3
+#   bash scripts/experiments/warmup_pilot.sh OUT tactics|mixed SFT_STEPS REPLAY_COEF   # e.g. build/warm_mixed mixed 300 0.3
 # ~40 min on 2 cores. OUT/table.md: the pair's table (scripts/five_seeds.py's); docs/EXPERIMENTS.md, "No harm".
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=$1 DATA=$2 STEPS=$3 COEF=$4
 PY=.venv/bin/python RW=.venv/bin/rookworld
 mkdir -p "$OUT"

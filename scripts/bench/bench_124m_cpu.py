@@ -7,8 +7,8 @@ steps with the 124M recipes in fp32:
         tokens/s and peak RSS.
 Prints one line per stage with the load average, since the figures depend on what else runs.
 
-    .venv/bin/python scripts/bench_124m_cpu.py [--grpo_steps 3] [--sft_steps 6] [--batch 4]
-    .venv/bin/python scripts/bench_124m_cpu.py --smoke     # one layer of that width, a step or two each: seconds
+    .venv/bin/python scripts/bench/bench_124m_cpu.py [--grpo_steps 3] [--sft_steps 6] [--batch 4]
+    .venv/bin/python scripts/bench/bench_124m_cpu.py --smoke     # one layer of that width, a step or two each: seconds
 """
 
 import argparse
@@ -20,10 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "scripts")]
-from bench_gpu_step import child_env  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))  # tests/gpt2_shape.py
 from gpt2_shape import save_rookworld_124m_shape  # noqa: E402
+from measure import child_env  # noqa: E402
 
 DATA = str(ROOT / "rookworld_trl" / "assets" / "data")
 

@@ -1,7 +1,7 @@
 """Benchmark `modeling.use_fused_gelu`: a forward+backward of a GPT-2 with `gelu_new` and with torch's fused
 tanh GELU, timed alternately in one run, and the largest logit difference between them.
 
-    .venv/bin/python scripts/bench_gelu.py [--model rookworld_trl/assets/model] [--batch 64] [--tokens 120]
+    .venv/bin/python scripts/bench/bench_gelu.py [--model rookworld_trl/assets/model] [--batch 64] [--tokens 120]
 
 The figures depend on the CPU (or GPU) and on what else runs on it.
 """

@@ -1,6 +1,6 @@
 """Benchmark `rookworld data generate`: analysed positions per second with 1 and 2 Stockfish workers.
 
-    .venv/bin/python scripts/bench_generate.py [--depth 8] [--games 8] [--max_plies 60] [--workers 1 2]
+    .venv/bin/python scripts/bench/bench_generate.py [--depth 8] [--games 8] [--max_plies 60] [--workers 1 2]
 
 Self-play games (every ply analysed with MultiPV 5) into a fresh temporary directory each time, so no
 cached analysis is reused. The figures depend on the CPU and on what else runs on it.

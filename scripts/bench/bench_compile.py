@@ -3,7 +3,7 @@ use_cpu and its dynamo_use_dynamic set to true (the file's) or false (also what 
 eager fp32 (cpu.yaml) for scale; the 124M recipe's features (reference model, adaptive KL, A: prompts,
 accumulation 2) on the embedded model. Prints, per setting, each step's seconds and its recompilations.
 
-    .venv/bin/python scripts/bench_compile.py [--steps 4] [--settings true,false,eager]
+    .venv/bin/python scripts/bench/bench_compile.py [--steps 4] [--settings true,false,eager]
 
 bf16 on a CPU without bf16 matrix units is far slower than fp32: the figures compare settings, not devices.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from rookworld_trl.stages.launch import launcher  # noqa: E402
 

@@ -1,6 +1,6 @@
 """How much of a GRPO run's returns a value head can explain: the ceiling behind value_baseline's warm-up.
 
-    python scripts/value_study.py runs/grpo_tiny_cpu                 # ~10 min for 150 steps on 2 cores
+    python scripts/experiments/value_study.py runs/grpo_tiny_cpu                 # ~10 min for 150 steps on 2 cores
 
 For each logged step of RUN (completions/*.parquet, P: rows) the returns to go are rebuilt as value_baseline
 builds them (field terms graded again from RUN's engine cache, token rewards, GAE lambda 1, gamma 1), on the

@@ -4,7 +4,7 @@ to the recipe's max_completion_length, so the shapes compare at equal lengths; a
 for a few steps of recipes/grpo_tiny_cpu.yaml without its evals; shapes alternate over rounds, so all meet the same
 load. Prints each shape's parameters, median step seconds and its ratio to the first shape.
 
-    .venv/bin/python scripts/bench_sizes.py [--shapes 6x192,6x256,8x256] [--steps 4] [--rounds 2]
+    .venv/bin/python scripts/bench/bench_sizes.py [--shapes 6x192,6x256,8x256] [--steps 4] [--rounds 2]
 
 The main job's minutes at a shape ~ its measured minutes x the ratio (docs/PERFORMANCE.md, "The embedded model's size").
 """
@@ -19,7 +19,7 @@ import tempfile
 
 from transformers import AutoTokenizer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 from rookworld_trl.model.loading import new_gpt2_model  # noqa: E402
 

@@ -2,7 +2,7 @@
 model's shape from scratch on the embedded data, in alternating rounds so both meet the same machine load. Prints
 each round's tokens/s (training tokens, not padding: the SFT logs' `tokens_per_second`) and the median ratio.
 
-    .venv/bin/python scripts/bench_sft.py [--steps 40] [--rounds 2] [--variants padded,packed] [-- SFT flags]
+    .venv/bin/python scripts/bench/bench_sft.py [--steps 40] [--rounds 2] [--variants padded,packed] [-- SFT flags]
 
 The variants train the same tokens per step (128 padded rows ~ 64 packed rows: ~2.1 samples per packed row).
 """
@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VARIANTS = {
     "padded": ["--per_device_train_batch_size", "128", "--packing", "false"],
     "packed": ["--per_device_train_batch_size", "64", "--packing", "true"],
@@ -31,6 +31,10 @@ def run(variant: str, steps: int, out: str, extra: list[str]) -> float:
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(os.path.join(out, "metrics.jsonl")) as f:
         speeds = [row["tokens_per_second"] for row in map(json.loads, f) if "tokens_per_second" in row]
+    if not speeds:  # the first logging interval carries no speed (it has no start mark)
+        sys.exit(
+            f"bench_sft: no tokens_per_second in {steps} steps: give it two logging intervals (--steps >= 10)"
+        )
     return statistics.median(speeds)
 
 

@@ -7,19 +7,19 @@
               and of ours (`recipes/grpo_tiny_cpu.yaml` as the main job runs it: chess rewards, step guard,
               replay, its logging; one learning-curve eval and one checkpoint save in the timed steps, reported
               per call and left out of the step), at equal model, prompts, completions per step and length;
-  profile     (`--profile`) where our step goes, part by part (scripts/step_profile.py), with the eval and
+  profile     (`--profile`) where our step goes, part by part (scripts/bench/measure.py), with the eval and
               the checkpoint save per call and per step at the recipe's intervals, and the achieved FLOP/s of
               the training forward+backward against the matmul peak of the model's shapes measured in this
-              run (step_profile.py's docstring has the FLOP formula);
+              run (measure.py's docstring has the FLOP formula);
   cost table  (`--cost_table`) step time and peak memory of plain TRL and ours against completions per step
               (16, 32, 64, 128 at 80 tokens) and completion length (40, 80, 160 at 64 completions), each
               setting in a fresh process, with the least-squares slope of each: the table of
               docs/PERFORMANCE.md.
 
-    .venv/bin/python scripts/bench_step.py [--steps 8] [--rounds 7] [--profile]
-    .venv/bin/python scripts/bench_step.py --what step --steps 5 --json out.json   # the ratio only
-    .venv/bin/python scripts/bench_step.py --cost_table [--steps 3] [--threads 1]
-    .venv/bin/python scripts/bench_step.py --smoke                                   # seconds: every path
+    .venv/bin/python scripts/bench/bench_step.py [--steps 8] [--rounds 7] [--profile]
+    .venv/bin/python scripts/bench/bench_step.py --what step --steps 5 --json out.json   # the ratio only
+    .venv/bin/python scripts/bench/bench_step.py --cost_table [--steps 3] [--threads 1]
+    .venv/bin/python scripts/bench/bench_step.py --smoke                                   # seconds: every path
 
 Each step figure is the median over steps after the first (warm-up); each generation ratio the median over
 rounds (after a warm-up round) of the two backends' ratio in that round. The load average is printed, since
@@ -38,88 +38,21 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import measure
 import torch
-from transformers import TrainerCallback
+from measure import DATA, MAX_NEW, MODEL, PERIODIC, PROMPTS, ROOT, SAMPLES, TEMPERATURE, StepClock
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import step_profile  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
 RECIPE = str(ROOT / "recipes" / "grpo_tiny_cpu.yaml")
-MODEL = str(ROOT / "rookworld_trl" / "assets" / "model")
-DATA = str(ROOT / "rookworld_trl" / "assets" / "data")
-TEMPERATURE, MAX_NEW, PROMPTS, SAMPLES = 0.25, 80, 8, 8  # bench_decode.py's too
-PERIODIC = {"learning-curve eval": 30, "checkpoint saves": 25}  # the recipe's intervals: their per-step share
 COST_COMPLETIONS, COST_LENGTHS = (16, 32, 64, 128), (40, 80, 160)
-
-
-class StepClock(TrainerCallback):
-    """Wall time from one step's start to the next's: everything the step costs, logging included, less the
-    learning-curve eval and checkpoint saves in it (`parts`' PERIODIC: reported per call). `parts` is cleared
-    when the second step begins: the warm-up step is left out."""
-
-    def __init__(self, parts=None):
-        self.starts: list[float] = []
-        self.parts = parts
-
-    def _mark(self) -> None:
-        periodic = sum(self.parts.seconds.get(k, 0.0) for k in PERIODIC) if self.parts is not None else 0.0
-        self.starts.append(time.perf_counter() - periodic)
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if len(self.starts) == 1 and self.parts is not None:
-            self.parts.clear()
-        self._mark()
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self._mark()
-
-    def seconds(self) -> list[float]:
-        steps = [b - a for a, b in zip(self.starts[:-1], self.starts[1:], strict=True)]
-        return steps[1:]  # without the warm-up step
-
-
-def length_reward(completions, **kwargs):
-    return [float(len(c)) / 100 for c in completions]
 
 
 def plain_trl(steps: int, out: str, completions: int, max_new: int) -> list[float]:
     """Plain TRL GRPOTrainer on the same model, prompts and sampling, with a trivial reward."""
-    from trl import GRPOConfig, GRPOTrainer
-
-    from rookworld_trl.data.load import load_rookworld_dataset
-    from rookworld_trl.model.loading import load_model_and_tokenizer
-
-    model, tokenizer = load_model_and_tokenizer(MODEL)
-    dataset = load_rookworld_dataset(DATA, split="train", mix_env_ratio=0.0, seed=0)
-    args = GRPOConfig(
-        output_dir=out,
-        per_device_train_batch_size=completions,
-        num_generations=SAMPLES,
-        max_completion_length=max_new,
-        temperature=TEMPERATURE,
-        learning_rate=1e-4,
-        beta=0.0,
-        max_steps=steps,
-        use_cpu=True,
-        bf16=False,
-        seed=0,
-        logging_steps=1,
-        report_to=[],
-        save_strategy="no",
-        activation_checkpointing=False,
-        disable_dropout=True,
-        disable_tqdm=True,
-    )
     clock = StepClock()
-    trainer = GRPOTrainer(
-        model,
-        [length_reward],
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        callbacks=[clock],
-    )
+    trainer = measure.plain_trl(MODEL, out, [clock], mix_env_ratio=0.0, per_device_train_batch_size=completions,
+                                num_generations=SAMPLES, max_completion_length=max_new, temperature=TEMPERATURE,
+                                learning_rate=1e-4, beta=0.0, max_steps=steps, use_cpu=True, bf16=False,
+                                disable_dropout=True)  # fmt: skip
     trainer.train()
     return clock.seconds()
 
@@ -142,7 +75,7 @@ def ours(steps: int, out: str, completions: int, max_new: int, every: int, eval_
             *eval_rows,
         ]
     )
-    parts = step_profile.StepParts()
+    parts = measure.StepParts()
     parts.attach(trainer)
     clock = StepClock(parts)
     trainer.add_callback(clock)
@@ -210,7 +143,7 @@ def print_generation(rounds: int, completions: int, max_new: int, report: dict) 
             )
 
 
-def print_profile(seconds: list[float], parts: step_profile.StepParts) -> None:
+def print_profile(seconds: list[float], parts: measure.StepParts) -> None:
     """Each part per step (the eval and the save per call and at the recipe's intervals), what is left, and
     the training forward+backward's FLOP/s against the matmul peak of the model's shapes."""
     steps = len(seconds)
@@ -241,9 +174,10 @@ def print_profile(seconds: list[float], parts: step_profile.StepParts) -> None:
 
     config = AutoConfig.from_pretrained(MODEL)
     tokens = int(statistics.median(parts.tokens)) if parts.tokens else 1024
-    peaks = {"fp32": step_profile.matmul_peak(config, tokens, torch.float32)}
-    if step_profile.cpu_has_native_bf16():
-        peaks["bf16"] = step_profile.matmul_peak(config, tokens, torch.bfloat16)
+    shapes = measure.model_matmuls(config, tokens)
+    peaks = {"fp32": measure.matmul_peak(shapes, torch.float32)}
+    if measure.cpu_has_native_bf16():
+        peaks["bf16"] = measure.matmul_peak(shapes, torch.bfloat16)
     peak_text = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s ({achieved / v:.0%})" for k, v in peaks.items())
     if "bf16" not in peaks:
         peak_text += "; bf16: no native bf16 on this CPU (no AVX512-BF16 or AMX), not measured"

@@ -1,9 +1,9 @@
 """Loading at scale: an N-line source built from the embedded data, loaded by `rookworld data load` and by the
 start of `rookworld train`, each cold (a private, empty datasets cache) and cached (the same command again).
 
-    .venv/bin/python scripts/bench_load.py 100000                  # ~1 min on 2 cores
-    .venv/bin/python scripts/bench_load.py 1000000 --skip_train    # the load alone
-    .venv/bin/python scripts/bench_load.py 2000 --num_proc 2       # the test's size (tests/test_run_scripts.py)
+    .venv/bin/python scripts/bench/bench_load.py 100000                  # ~1 min on 2 cores
+    .venv/bin/python scripts/bench/bench_load.py 1000000 --skip_train    # the load alone
+    .venv/bin/python scripts/bench/bench_load.py 2000 --num_proc 2       # the test's size (tests/test_run_scripts.py)
 
 The source: the embedded train split's lines (rookworld_trl/assets/data) repeated to N, as a text file (for
 `rookworld data load SRC --out DIR`) and as a Parquet folder in the published hub layout (one `text` column,
@@ -37,7 +37,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "rookworld_trl" / "assets" / "data" / "train.parquet"
 TRAIN_STARTED = re.compile(rb"\b0/1 \[")  # the trainer's progress bar at step 0 of 1
 ROWS_PER_FILE = 500_000

@@ -1,9 +1,9 @@
 """The sampler of a git commit against the working tree's: bench_step.py's 64 rows (8 prompts x 8 samples,
 temperature 0.25, <= 80 new tokens, the embedded model), the same seeds, the two alternating in one process.
 
-    python scripts/bench_decode.py --against 2bae80a            # P: prompts, 16 rounds
-    python scripts/bench_decode.py --against 2bae80a --task A
-    python scripts/bench_decode.py --against 904b3b3 --profile  # also where each side's time goes
+    python scripts/bench/bench_decode.py --against 2bae80a            # P: prompts, 16 rounds
+    python scripts/bench/bench_decode.py --against 2bae80a --task A
+    python scripts/bench/bench_decode.py --against 904b3b3 --profile  # also where each side's time goes
 
 Prints each side's median milliseconds per call and the median of the per-round speedups (old / new), with
 their middle half and range: the ratio holds when the machine's speed drifts, which a run-to-run comparison of
@@ -21,7 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from bench_step import DATA, MAX_NEW, MODEL, PROMPTS, ROOT, SAMPLES, TEMPERATURE
+from measure import DATA, MAX_NEW, MODEL, PROMPTS, ROOT, SAMPLES, TEMPERATURE
 
 sys.path.insert(0, str(ROOT))
 

@@ -1,7 +1,7 @@
 """Throughput of the reward functions, as TRL calls them (batches of prompts x generations).
 
-    .venv/bin/python scripts/bench_rewards.py                        # defaults: 128 positions, 8 generations
-    .venv/bin/python scripts/bench_rewards.py --depth 8 --workers 2 --positions 256
+    .venv/bin/python scripts/bench/bench_rewards.py                        # defaults: 128 positions, 8 generations
+    .venv/bin/python scripts/bench/bench_rewards.py --depth 8 --workers 2 --positions 256
 
 Figures printed (completions per second):
 - A: env_reward on one CPU core (the process is pinned), each prompt repeated per generation as in GRPO

@@ -1,8 +1,8 @@
 """Time a newcomer's mistakes as a user makes them: each command in a scratch folder with the installed `rookworld`,
 and per mistake its wall seconds, exit code, stderr lines, whether a traceback showed, and the line it printed.
 
-    .venv/bin/python scripts/time_mistakes.py            # the table (docs/GUIDE.md's promise: one line, ~1 s)
-    .venv/bin/python scripts/time_mistakes.py --only eval
+    .venv/bin/python scripts/experiments/time_mistakes.py            # the table (docs/GUIDE.md's promise: one line, ~1 s)
+    .venv/bin/python scripts/experiments/time_mistakes.py --only eval
 
 The cases are issue 53's and the twenty tried beside them (tests/test_newcomer_third.py and
 test_newcomer_commands.py check their wording); this script only measures. No network: the hub is a closed local port, so a hub lookup fails at once.
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FEN = "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq e3 0 1"
 FILES = {
     "rw_sig.py": "def b(x):\n    return [1.0]\n",
