@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rookworld_trl.chess.formats import parse_env_prompt, parse_policy_prompt, split_prompt_completion
 from rookworld_trl.data.errors import (
     DATA_SOURCE_FIX,
     FORMATS_DOC,
@@ -34,7 +35,7 @@ from rookworld_trl.data.errors import (
     line_error,
     open_text,
 )
-from rookworld_trl.data.puzzles import read_epd, read_lichess
+from rookworld_trl.data.puzzles import load_bigbench_checkmate, read_epd, read_fen_list, read_lichess
 
 JSON_ROW_FIX = 'fix or delete that line (each line one JSON object, e.g. {"text": "P: ..."})'
 
@@ -247,6 +248,67 @@ def is_puzzle_file(source: str | os.PathLike) -> bool:
     """Whether `source` is a file of positions to label (a Lichess puzzle .csv, an .epd suite)."""
     kind = kind_of(source)
     return isinstance(kind, Format) and kind.positions is not None
+
+
+# --------------------------------------------------------------------------- files of positions (--exclude)
+
+
+def bigbench_like(path: Path) -> bool:
+    """A .json file holding one object with "examples" (BIG-bench's task.json), not a JSON array of rows."""
+    if path.suffix != ".json":
+        return False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        if not f.read(64).lstrip().startswith("{"):
+            return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            return isinstance(json.load(f).get("examples"), list)
+    except (ValueError, AttributeError):
+        return False
+
+
+def positions_kind(path: str | os.PathLike) -> str:
+    """Which kind of file of positions `path` is (an --exclude file): 'bigbench', 'lichess', 'epd', 'data'
+    (P:/A: rows) or 'fens' (a FEN list: any other file)."""
+    path = Path(path)
+    if bigbench_like(path):
+        return "bigbench"
+    kinds = {"lichess-puzzles": "lichess", "epd": "epd", "parquet": "data", "json-lines": "data"}
+    return kinds.get(sniff(path).name, "fens")
+
+
+def position_fens(path: str | os.PathLike) -> Iterator[str]:
+    """The FENs of the positions a file names, by its kind (positions_kind): a BIG-bench game's position, a
+    puzzle's position to solve, a data row's FEN, a FEN list's line."""
+    path = Path(path)
+    kind = positions_kind(path)
+    if kind == "bigbench":
+        yield from (fen for fen, _ in load_bigbench_checkmate(str(path)))
+    elif kind in ("lichess", "epd"):
+        yield from (puzzle.fen for puzzle in read_puzzles(path))
+    elif kind == "data":
+        yield from data_fens(path)
+    else:
+        yield from read_fen_list(path)
+
+
+def data_fens(path: Path) -> Iterator[str]:
+    """The FEN of each row of a data file: a Parquet file's `fen` column, each P:/A: line's of a JSON Lines one."""
+    if sniff(path).name == "parquet":
+        import pyarrow.parquet as pq
+
+        check_parquet(path)
+        if "fen" not in (names := pq.ParquetFile(path).schema_arrow.names):
+            raise DataSourceError(
+                f"{path}: a Parquet file of positions needs a `fen` column (it has {names}); write it in our "
+                "layout (`rookworld data load FILE --out DIR`, then DIR/test.parquet) or as a FEN list"
+            )
+        yield from pq.read_table(path, columns=["fen"]).column("fen").to_pylist()
+        return
+    for line in read_lines(path):
+        if line:
+            prompt, _ = split_prompt_completion(line)
+            yield parse_policy_prompt(prompt) if prompt.startswith("P:") else parse_env_prompt(prompt)[0]
 
 
 # ----------------------------------------------------------------------------------------- reading
