@@ -100,7 +100,9 @@ def test_a_parquet_exclude_file_without_fens_is_one_line(tmp_path):
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"text": ["P: x"]}), tmp_path / "rows.parquet")
-    with pytest.raises(DataSourceError, match=r"rows\.parquet: a Parquet file of positions needs a `fen` column"):
+    with pytest.raises(
+        DataSourceError, match=r"rows\.parquet: a Parquet file of positions needs a `fen` column"
+    ):
         Exclusion.of(tmp_path / "rows.parquet")
 
 

@@ -121,7 +121,8 @@ def test_a_pass_over_parsed_rows_streams_or_remaps_them_row_for_row(tmp_path, mo
     sliced = rows.select(range(100, 2500))  # contiguous: datasets slices the table instead
     in_memory = datasets.Dataset.from_list(picked.to_list()[:500])
     schema = rows.data.table.select(["fen", "task"]).schema
-    assert layout.source_files(rows, schema) and layout.internals(rows).indices is None  # the parse's two shards, streamed
+    # the parse's two shards, streamed
+    assert layout.source_files(rows, schema) and layout.internals(rows).indices is None
     assert layout.source_files(picked, schema)  # a row selection: taken through fresh mappings of the files
     assert not any(layout.source_files(ds, schema) for ds in (sliced, in_memory))  # their own table
     for ds in (rows, picked, sliced, in_memory):

@@ -1,6 +1,6 @@
 """Puzzles labelled: the positions of a puzzle file (data/puzzles.py reads them) that a filter keeps and --exclude
 does not drop, labelled by Stockfish into P: rows the way `rookworld data generate` labels a position
-(data/samples.py policy_row_for); the loader (data/load.py) reads a puzzle file through `PuzzleSource`.
+(data/samples.py policy_row_for); the reader (data/read.py) reads a puzzle file through `PuzzleSource`.
 
     from rookworld_trl.data.labels import PuzzleSource
     from rookworld_trl.data.puzzles import PuzzleFilter
@@ -68,9 +68,10 @@ def puzzle_rows(
     exclude: Exclusion | None = None,
     max_puzzles: int | None = None,
 ) -> tuple[list[dict], PuzzleReport, ExcludeReport | None]:
-    """(P: rows, report, what `exclude` dropped: None when nothing is excluded) of the puzzles of `path` that `keep` keeps and `exclude` does not drop (the first
-    `max_puzzles`), labelled by `pool` as `rookworld data generate` labels a position (top moves at the pool's
-    limit, written in a per-position shuffled order). Filtered before labelling: the engine is the slow part."""
+    """(P: rows, report, what `exclude` dropped: None when nothing is excluded) of the puzzles of `path` that
+    `keep` keeps and `exclude` does not drop (the first `max_puzzles`), labelled by `pool` as `rookworld data
+    generate` labels a position (top moves at the pool's limit, written in a per-position shuffled order).
+    Filtered and excluded before labelling (data/exclude.py exclude_items): the engine is the slow part."""
     keep = keep or PuzzleFilter()
     report, counts, puzzles = PuzzleReport(str(path), keep, pool.limit.key()), Counter(), []
     kept, excluded = exclude_items(read_puzzles(path, keep, counts), exclude or Exclusion(), lambda p: p.fen)
