@@ -39,7 +39,7 @@ from datasets.table import ConcatenationTable, MemoryMappedTable
 from rookworld_trl.chess.formats import position_key, prompt_fen_width
 from rookworld_trl.common.errors import UserError
 from rookworld_trl.common.paths import out_folder_problem
-from rookworld_trl.data.files import INCOMPLETE, layout_problem  # noqa: F401  (the readers' check, re-exported)
+from rookworld_trl.data.folders import INCOMPLETE, layout_problem  # noqa: F401  (the readers' check, re-exported)
 
 SPLITS = ("train", "validation", "test")
 FEATURES = Features(

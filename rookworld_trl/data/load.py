@@ -13,7 +13,9 @@ its own report; `load` says them, each in one line, here only.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import datasets
 
@@ -23,7 +25,7 @@ from rookworld_trl.data.files import is_puzzle_file
 from rookworld_trl.data.labels import PuzzleSource
 from rookworld_trl.data.read import check_no_puzzle_filter, read, stream_rows, to_rows
 from rookworld_trl.data.rows import LoadReport
-from rookworld_trl.data.transforms import cap, check_ratio, mix, pad_fen_width, rows_fen_width
+from rookworld_trl.data.transforms import cap, check_ratio, mix, only_task, pad_fen_width, rows_fen_width
 
 KEEP = -1  # Spec.fen_width: leave the prompts as they are written
 
@@ -64,55 +66,48 @@ class Loaded:
 
 
 def load(spec: Spec) -> Loaded:
-    """The rows `spec` asks for, read once, each step said in one line (see the module docstring)."""
+    """The rows `spec` asks for, read once, then each step in turn, each said in one line (the module
+    docstring)."""
     source = spec.source or "the rows"
-    check_mix(spec.source if spec.rows is None else "", spec.mix_env_ratio)
     report = spec.report if spec.report is not None else LoadReport(source, spec.skip_bad_rows)
-    puzzle = False
-    if spec.rows is not None:
-        stored, excluded = spec.rows, None
-    else:
+    puzzle, excluded = False, None
+    stored = spec.rows
+    if stored is None:
         stored, excluded, puzzle = read(spec.source, spec.split, spec.exclusion, spec.max_samples,
-                                        spec.skip_bad_rows, report, spec.num_proc, spec.puzzles)  # fmt: skip
-    reports = {"read": report, "exclude": excluded}
-    rows = stored
-    if not puzzle:  # a puzzle file's positions were excluded (and capped) before the engine labelled them
-        rows, reports["exclude"] = exclude_rows(stored, spec.exclusion, f"{source} (split {spec.split!r})")
-    excluded_rows = rows
-    if spec.task is not None:
-        rows = rows.filter(lambda task: task == spec.task, input_columns="task")
-    rows, reports["mix"] = mix(rows, spec.mix_env_ratio, spec.seed)
+                                        spec.mix_env_ratio, spec.skip_bad_rows, report, spec.num_proc,
+                                        spec.puzzles)  # fmt: skip
+    rows, reports, after = stored, {"read": report, "exclude": excluded}, {}
+    for name, step in steps(spec, source, puzzle):
+        rows, reports[name] = step(rows)
+        after[name] = rows
     width = None
     if spec.fen_width != KEEP:
-        rows, padded = pad_fen_width(rows, spec.fen_width, source)
-        reports["fen_width"] = padded
-        width = spec.fen_width or (padded.width if padded.found else None)
-    rows, reports["cap"] = cap(rows, None if puzzle else spec.max_samples)
-    if spec.fen_width != KEEP and reports["cap"] is not None:  # the first rows may hold no P: prompt
-        width = spec.fen_width or rows_fen_width(rows)
+        width = spec.fen_width or (reports["fen_width"].width if reports["fen_width"].found else None)
+        if reports["cap"] is not None:  # the first rows may hold no P: prompt
+            width = spec.fen_width or rows_fen_width(rows)
     say(reports)
-    return Loaded(stored, excluded_rows, rows, width, reports)
+    return Loaded(stored, after.get("exclude", stored), rows, width, reports)
 
 
-def check_mix(source: str, mix_env_ratio: float | None) -> None:
-    """A ValueError for a ratio outside [0, 1]; a DataSourceError for A: rows asked of a puzzle file (P: rows
-    only), said before the labelling, which can take a while."""
-    if mix_env_ratio is not None:
-        check_ratio(mix_env_ratio)
-    if mix_env_ratio and source and is_puzzle_file(source):
-        raise DataSourceError(
-            f"mix_env_ratio={mix_env_ratio}: {source} is a puzzle file, P: rows only; set --mix_env_ratio 0 "
-            "to train on its P: rows alone"
-        )
+def steps(spec: Spec, source: str, puzzle: bool) -> list[tuple[str, Callable]]:
+    """The steps `spec` asks of the rows read, in order, by name: each a pure function of the rows that
+    returns (rows, its report). A puzzle file's positions were excluded and capped before the engine labelled
+    them."""
+    where = f"{source} (split {spec.split!r})"
+    chosen = [] if puzzle else [("exclude", partial(exclude_rows, exclusion=spec.exclusion, where=where))]
+    chosen += [("task", partial(only_task, task=spec.task)),
+               ("mix", partial(mix, mix_env_ratio=spec.mix_env_ratio, seed=spec.seed))]  # fmt: skip
+    if spec.fen_width != KEEP:
+        chosen.append(("fen_width", partial(pad_fen_width, width=spec.fen_width, source=source)))
+    return [*chosen, ("cap", partial(cap, max_samples=None if puzzle else spec.max_samples))]
 
 
 def say(reports: dict) -> None:
     """Each report that has something to say, in one line (a puzzle file's labelling said its own)."""
     if reports["read"].malformed:
         print(reports["read"].summary())
-    for name in ("exclude", "fen_width"):
-        line = reports.get(name) and reports[name].one_line()
-        if line:
+    for report in (reports["exclude"], reports.get("fen_width")):
+        if report and (line := report.one_line()):
             print(line)
 
 
@@ -162,7 +157,8 @@ def load_rookworld_dataset(
     A source that cannot be loaded raises DataSourceError saying what was tried.
     """
     source = os.fspath(source)
-    check_mix(source, mix_env_ratio)
+    if mix_env_ratio is not None:
+        check_ratio(mix_env_ratio)
     exclusion = exclude or Exclusion()
     if streaming and not is_puzzle_file(source):
         return stream(source, split, mix_env_ratio, seed, max_samples, report, fen_width, skip_bad_rows,

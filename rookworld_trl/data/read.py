@@ -120,12 +120,18 @@ def read_puzzle_rows(
     return datasets.Dataset(datasets.table.InMemoryTable(table_from_rows(rows))), excluded
 
 
-def read(source: str, split: str, exclusion: Exclusion, max_samples: int | None, skip_bad_rows: bool = False,
-         report: LoadReport | None = None, num_proc: int | None = None,
+def read(source: str, split: str, exclusion: Exclusion, max_samples: int | None, mix_env_ratio: float | None,
+         skip_bad_rows: bool = False, report: LoadReport | None = None, num_proc: int | None = None,
          puzzles: PuzzleSource | None = None) -> tuple[datasets.Dataset, ExcludeReport | None, bool]:  # fmt: skip
     """(the rows of `source`'s split, what `exclusion` dropped from them, whether they are a puzzle file's: then
-    already excluded and capped to `max_samples`, before labelling)."""
+    already excluded and capped to `max_samples`, before labelling; A: rows asked of one (`mix_env_ratio`) are
+    refused first, since labelling can take a while)."""
     if is_puzzle_file(source):
+        if mix_env_ratio:
+            raise DataSourceError(
+                f"mix_env_ratio={mix_env_ratio}: {source} is a puzzle file, P: rows only; set --mix_env_ratio 0 "
+                "to train on its P: rows alone"
+            )
         return *read_puzzle_rows(source, puzzles, exclusion, max_samples), True
     return read_rows(source, split, skip_bad_rows, report, num_proc, puzzles), None, False
 

@@ -1,4 +1,5 @@
-"""What a run does to the rows it read (after --exclude, data/exclude.py): the P:/A: mix, one FEN width, the cap.
+"""What a run does to the rows it read (after --exclude, data/exclude.py): one task, the P:/A: mix, one FEN width,
+the cap.
 Each is a pure function of the rows and its settings that returns (rows, its own report); data/load.py runs
 them in that order and says the reports.
 
@@ -20,6 +21,14 @@ import pyarrow.compute as pc
 
 from rookworld_trl.chess.formats import FEN_WIDTH, policy_prompt, prompt_fen_width
 from rookworld_trl.data.layout import arrow_batches, task_rows
+
+
+def only_task(ds, task: str | None) -> tuple[object, None]:
+    """(the rows of `task`, "P" or "A"; None: `ds` as it is) and no report: nothing to say."""
+    if task is None:
+        return ds, None
+    return ds.filter(lambda t: t == task, input_columns="task"), None
+
 
 # ------------------------------------------------------------------------------------------------- mix
 
