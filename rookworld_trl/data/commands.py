@@ -8,9 +8,8 @@
 
 The work lives in generate.py (engine labels, shards, resume; the position sources in positions.py), load.py
 (the pipeline every consumer reads through: `load`, `load_rookworld_dataset`; the layout and columns in
-layout.py, reading files in files.py) and audit.py
-(re-verifying labels). This module
-is their command line and the place to import from:
+layout.py, reading files in files.py) and audit.py (re-verifying labels). This module is their command line
+and the place to import from:
 
     from rookworld_trl.data.load import load_rookworld_dataset
 """
