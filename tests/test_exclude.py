@@ -4,6 +4,7 @@ the rows they drop from data."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import chess
@@ -11,8 +12,8 @@ import datasets
 import pytest
 from test_puzzles import BACK_RANK, EPD, HEADER, PUZZLES, SCHOLAR, after_first, write
 
-from rookworld_trl.data.exclude import Exclusion, exclude_kind, fen4
-from rookworld_trl.data.files import DataSourceError
+from rookworld_trl.data.exclude import Exclusion, exclude_rows, fen4
+from rookworld_trl.data.files import DataSourceError, positions_kind
 
 SCHOLAR_MATE = after_first(SCHOLAR, "g8f6")  # the position to solve, White to mate with Qxf7#
 BACK_RANK_MATE = after_first(BACK_RANK, "g8h8")
@@ -40,7 +41,7 @@ def test_each_kind_gives_its_positions(tmp_path):
         SCHOLAR_MATE, BACK_RANK_MATE
     )
     assert Exclusion.of(tmp_path / "task.json").keys == keys(SCHOLAR_MATE, FOOLS_MATE)
-    assert [exclude_kind(tmp_path / n) for n in ("fens.txt", "suite.epd", "p.csv", "task.json")] == [
+    assert [positions_kind(tmp_path / n) for n in ("fens.txt", "suite.epd", "p.csv", "task.json")] == [
         "fens", "epd", "lichess", "bigbench"
     ]  # fmt: skip
     both = Exclusion.of([fens, tmp_path / "p.csv"])
@@ -58,7 +59,7 @@ def test_a_data_file_excludes_its_positions(tmp_path):
     rows = [{"text": policy_prompt(SCHOLAR_MATE) + " e2e4 E: 0.1 B: e2e4"},
             {"prompt": env_prompt(FOOLS_MATE, "d8h4", ["d8h4"]), "completion": "x+1+1+0"}]  # fmt: skip
     (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    assert [exclude_kind(tmp_path / n) for n in ("test.parquet", "rows.jsonl")] == ["data", "data"]
+    assert [positions_kind(tmp_path / n) for n in ("test.parquet", "rows.jsonl")] == ["data", "data"]
     assert Exclusion.of(tmp_path / "test.parquet").keys == keys(SCHOLAR_MATE, FOOLS_MATE)
     assert Exclusion.of(tmp_path / "rows.jsonl").keys == keys(SCHOLAR_MATE, FOOLS_MATE)
 
@@ -69,7 +70,7 @@ def test_positions_match_as_python_chess_writes_them(tmp_path):
     exclusion = Exclusion.of(write(tmp_path / "fens.txt", [written]))
     board = chess.Board()
     board.push_uci("e2e4")
-    assert exclusion.drops(board.fen()) and fen4(written) == fen4(board.fen())
+    assert exclusion.holds(board.fen()) and fen4(written) == fen4(board.fen())
 
 
 def test_filter_drops_rows_on_excluded_positions(tmp_path):
@@ -80,15 +81,29 @@ def test_filter_drops_rows_on_excluded_positions(tmp_path):
         {"task": "P", "fen": other},
         {"task": "A", "fen": SCHOLAR_MATE},
     ]
-    kept = exclusion.filter(datasets.Dataset.from_list(rows))
-    assert kept["fen"] == [other] and exclusion.dropped == {"P": 1, "A": 1} and exclusion.seen == 3
-    assert exclusion.one_line().endswith("1 position; dropped 2 of 3 rows (A: 1, P: 1) on one of them")
-    streamed = Exclusion.of(tmp_path / "fens.txt")
-    assert [r["fen"] for r in streamed.filter(datasets.Dataset.from_list(rows).to_iterable_dataset())] == [
-        other
-    ]
-    assert streamed.dropped == {"P": 1, "A": 1}
-    assert not Exclusion.of(None) and Exclusion.of(None).filter(rows) is rows
+    kept, report = exclude_rows(datasets.Dataset.from_list(rows), exclusion)
+    assert kept["fen"] == [other] and report.dropped == {"P": 1, "A": 1} and report.seen == 3
+    assert report.one_line().endswith("1 position; dropped 2 of 3 rows (A: 1, P: 1) on one of them")
+    streamed, counted = exclude_rows(datasets.Dataset.from_list(rows).to_iterable_dataset(), exclusion)
+    assert counted.seen == 0  # a stream is counted as it is read, in its own report
+    assert [r["fen"] for r in streamed] == [other] and counted.dropped == {"P": 1, "A": 1}
+    assert report.seen == 3  # the first use's report is its own: the keys carry no counts
+    assert not Exclusion.of(None) and exclude_rows(rows, Exclusion.of(None)) == (rows, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        exclusion.keys = frozenset()
+    with pytest.raises(DataSourceError, match=r"dropped 1 of 1 rows .*: mine has no row left to train on"):
+        exclude_rows(datasets.Dataset.from_list(rows[:1]), exclusion, "mine")
+
+
+def test_a_parquet_exclude_file_without_fens_is_one_line(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["P: x"]}), tmp_path / "rows.parquet")
+    with pytest.raises(
+        DataSourceError, match=r"rows\.parquet: a Parquet file of positions needs a `fen` column"
+    ):
+        Exclusion.of(tmp_path / "rows.parquet")
 
 
 def test_a_bad_exclude_file_is_one_line(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 from rookworld_trl import assets
 from rookworld_trl.data import parse
 from rookworld_trl.data.errors import DataSourceError
-from rookworld_trl.data.load import read_rows
+from rookworld_trl.data.read import read_rows
 from rookworld_trl.data.rows import LoadReport, row_from_line
 
 EMBEDDED = pq.read_table(f"{assets.DATA}/train.parquet", columns=["text", "task"]).to_pylist()
@@ -121,7 +121,8 @@ def test_a_pass_over_parsed_rows_streams_or_remaps_them_row_for_row(tmp_path, mo
     sliced = rows.select(range(100, 2500))  # contiguous: datasets slices the table instead
     in_memory = datasets.Dataset.from_list(picked.to_list()[:500])
     schema = rows.data.table.select(["fen", "task"]).schema
-    assert layout.source_files(rows, schema) and rows._indices is None  # the parse's two shards, streamed
+    # the parse's two shards, streamed
+    assert layout.source_files(rows, schema) and layout.internals(rows).indices is None
     assert layout.source_files(picked, schema)  # a row selection: taken through fresh mappings of the files
     assert not any(layout.source_files(ds, schema) for ds in (sliced, in_memory))  # their own table
     for ds in (rows, picked, sliced, in_memory):
@@ -132,3 +133,21 @@ def test_a_pass_over_parsed_rows_streams_or_remaps_them_row_for_row(tmp_path, mo
                 for r in batch.to_pylist()
             ]
             assert read == ds.select_columns(["fen", "task"]).to_list()
+
+
+def test_the_datasets_internals_we_read_are_as_we_read_them():
+    """layout.internals is the one place that reads datasets' private state: a row selection's indices (the mix,
+    --exclude, arrow_batches) and the fingerprint (parse.py's cache key). An upgrade that renames or changes
+    them fails here, not as wrong rows or a cache that never hits."""
+    from rookworld_trl.data import layout
+
+    ds = datasets.Dataset.from_dict({"x": [10, 11, 12, 13]})
+    whole = layout.internals(ds)
+    assert whole.indices is None and isinstance(whole.fingerprint, str) and whole.fingerprint
+    picked = ds.select([3, 1])
+    assert layout.internals(picked).indices.column(0).to_pylist() == [3, 1]  # rows of ds's table, in order
+    assert layout.internals(picked).fingerprint != whole.fingerprint
+    again = datasets.Dataset.from_dict({"x": [10, 11, 12, 13]}).select([3, 1])
+    assert layout.internals(again).fingerprint == layout.internals(picked).fingerprint  # the same content
+    mapped = ds.map(lambda row: row, new_fingerprint="ours")
+    assert layout.internals(mapped).fingerprint == "ours"  # what parse.py names its cache by

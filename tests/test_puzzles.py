@@ -89,7 +89,8 @@ def test_epd_reads_bm_and_am(tmp_path):
 
 def test_rows_are_engine_labelled_p_lines(tmp_path, engine):
     path = write(tmp_path / "p.csv", [HEADER, *PUZZLES])
-    rows, report = puzzle_rows(path, engine, PuzzleFilter.parse(themes="mateIn1,mateIn2"))
+    rows, report, excluded = puzzle_rows(path, engine, PuzzleFilter.parse(themes="mateIn1,mateIn2"))
+    assert excluded is None  # nothing to exclude: no report
     assert (report.read, report.kept, report.rows) == (3, 3, 3)
     for row, puzzle in zip(rows, read_puzzles(path), strict=True):
         analysis = engine.analyse(puzzle.fen)
@@ -101,7 +102,7 @@ def test_rows_are_engine_labelled_p_lines(tmp_path, engine):
         row["best"] in p.best for row, p in zip(rows, read_puzzles(path), strict=True)
     )
     assert "3 puzzles, 3 kept" in report.one_line() and f"in {report.solved} of 3" in report.one_line()
-    epd_rows, epd_report = puzzle_rows(write(tmp_path / "s.epd", EPD), engine)
+    epd_rows, epd_report, _ = puzzle_rows(write(tmp_path / "s.epd", EPD), engine)
     assert [r["best"] for r in epd_rows] == ["h5f7", "d1d8"] and epd_report.avoided == 0
 
 
@@ -216,9 +217,9 @@ def test_excluded_and_capped_puzzles_are_never_labelled(tmp_path, engine):
     path = write(tmp_path / "p.csv", [HEADER, *PUZZLES])
     exclude = Exclusion.of(write(tmp_path / "held_out.txt", [after_first(SCHOLAR, "g8f6")]))
     calls = engine.engine_calls
-    rows, report = puzzle_rows(path, engine, exclude=exclude, max_puzzles=1, progress=False)
+    rows, report, excluded = puzzle_rows(path, engine, exclude=exclude, max_puzzles=1, progress=False)
     assert [row["fen"] for row in rows] == [after_first(BACK_RANK, "g8h8")]
-    assert (report.excluded, report.capped, report.rows) == (1, 1, 1) and exclude.dropped == {"P": 1}
+    assert (report.excluded, report.capped, report.rows) == (1, 1, 1) and excluded.dropped == {"P": 1}
     assert engine.engine_calls - calls <= 1  # only the kept puzzle reached the engine (if not cached)
     assert "1 excluded (--exclude), the first 1 taken (max_samples), 1 P: rows" in report.one_line()
 

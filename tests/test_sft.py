@@ -261,3 +261,25 @@ def test_the_two_documented_recipes_train_what_their_names_say():
     )
     gpu, _ = parse("sft_rookworld_124m_gpu.yaml")  # continues RookWorld-LM-124M
     assert gpu.model_name_or_path == "jrahn/RookWorld-LM-124M" and gpu.mix_env_ratio == 0.3
+
+
+def test_sft_exclude_drops_training_rows_through_the_data_pipeline(tmp_path, capsys):
+    """--exclude means what it means in `rookworld train`: no training row on one of the files' positions (the
+    held-out split is evaluated as it is); the count is said in one line."""
+    from rookworld_trl import assets
+    from rookworld_trl.chess.formats import parse_policy_prompt
+    from rookworld_trl.data.exclude import fen4
+    from rookworld_trl.data.layout import column
+    from rookworld_trl.stages.sft import load_splits
+
+    def positions(rows) -> list[str]:
+        return [fen4(parse_policy_prompt(p)) for p in column(rows, "prompt") if p.startswith("P: ")]
+
+    args = dict(tokenizer_name_or_path="gpt2", dataset_name=assets.DATA, max_eval_samples=None)
+    train, evaluation = load_splits(SFTScriptArguments(**args), seed=0)
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("\n".join(positions(train)[:200]) + "\n")
+    kept, kept_evaluation = load_splits(SFTScriptArguments(**args, exclude=[str(held_out)]), seed=0)
+    assert "--exclude" in capsys.readouterr().out
+    assert len(kept) < len(train) and not set(positions(kept)) & set(positions(train)[:200])
+    assert len(kept_evaluation) == len(evaluation)

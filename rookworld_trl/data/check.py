@@ -13,7 +13,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from rookworld_trl.data.errors import DataSourceError, empty_error, missing_source
-from rookworld_trl.data.files import check_dir, kind_of, read_lines, read_puzzles
+from rookworld_trl.data.files import kind_of, read_lines, read_puzzles
+from rookworld_trl.data.folders import check_dir
 from rookworld_trl.data.puzzles import PuzzleFilter
 from rookworld_trl.data.rows import EMPTY_LINE, LoadReport, rows_from_lines
 

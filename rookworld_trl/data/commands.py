@@ -7,9 +7,9 @@
     rookworld data audit data/rookworld/test.txt --depth 8 --failures failing.txt
 
 The work lives in generate.py (engine labels, shards, resume; the position sources in positions.py), load.py
-(`load_rookworld_dataset`; the layout and columns in layout.py, reading files in files.py) and audit.py
-(re-verifying labels). This module
-is their command line and the place to import from:
+(the pipeline every consumer reads through: `load`, `load_rookworld_dataset`; the layout and columns in
+layout.py, reading files in files.py) and audit.py (re-verifying labels). This module is their command line
+and the place to import from:
 
     from rookworld_trl.data.load import load_rookworld_dataset
 """
@@ -26,8 +26,8 @@ from rookworld_trl.common.errors import UserError
 from rookworld_trl.common.flags import FlagParser
 from rookworld_trl.common.locks import holding
 from rookworld_trl.data.audit import AuditConfig, AuditReport, audit
-from rookworld_trl.data.exclude import Exclusion
-from rookworld_trl.data.files import DataSourceError
+from rookworld_trl.data.exclude import ExcludeReport, Exclusion
+from rookworld_trl.data.files import DataSourceError, is_puzzle_file
 from rookworld_trl.data.generate import GenerateConfig, generate
 from rookworld_trl.data.labels import PuzzleSource
 from rookworld_trl.data.layout import (
@@ -42,7 +42,7 @@ from rookworld_trl.data.layout import (
     split_of,
     split_text,
 )
-from rookworld_trl.data.load import LoadReport, load_rookworld_dataset, read_rows, shape
+from rookworld_trl.data.load import LoadReport, Spec, load, load_rookworld_dataset, stream
 from rookworld_trl.data.puzzles import PuzzleFilter
 
 __all__ = [
@@ -86,8 +86,18 @@ def convert(
     with holding(out, "rookworld data load --out", "wait for that load to finish or stop it"):
         say_replaced(out)
         report = LoadReport(source, skip_bad_rows)
-        rows = read_rows(source, split, skip_bad_rows, puzzles, exclude, report=report, num_proc=num_proc)
-        rows = shape(rows, source)  # one FEN width, the source's most common
+        loaded = load(
+            Spec(
+                source,
+                split,
+                exclusion=exclude or Exclusion(),
+                skip_bad_rows=skip_bad_rows,
+                num_proc=num_proc,
+                puzzles=puzzles,
+                report=report,
+            )
+        )  # one FEN width: the most common
+        rows = loaded.rows
         writer = LayoutWriter(out, validation_fraction, test_fraction, compression_level=CONVERT_LEVEL)
         try:
             for _, table in arrow_batches(rows, *COLUMNS):
@@ -104,10 +114,10 @@ def convert(
             stats.update(settings=settings, puzzles=puzzles.report.to_dict())
         else:
             stats.update(settings=settings, load_report=report.to_dict())
-        if exclude:
-            stats["excluded"] = exclude.to_dict()
+        if loaded.reports["exclude"]:
+            stats["excluded"] = loaded.reports["exclude"].to_dict()
         writer.commit(stats)
-    if not report.malformed and (puzzles is None or puzzles.report is None):  # read_rows said the rest
+    if not report.malformed and (puzzles is None or puzzles.report is None):  # load said the rest
         print(report.summary())
     print(f"wrote {out}: " + ", ".join(f"{s} {split_text(stats['rows'][s])}" for s in SPLITS))
     return stats
@@ -127,12 +137,12 @@ def check_train_split(out: str, rows: dict, validation_fraction: float, test_fra
     )
 
 
-def say_loaded(report: LoadReport, puzzles: PuzzleSource | None, exclude: Exclusion | None) -> None:
+def say_loaded(report: LoadReport, puzzles: PuzzleSource | None, excluded: ExcludeReport | None) -> None:
     """What a streamed load read (a puzzle file said it as it was labelled, in memory) and excluded."""
     if puzzles is None or puzzles.report is None:
         print(report.summary())
-        if exclude:
-            print(exclude.one_line())
+        if excluded and excluded.exclusion:
+            print(excluded.one_line())
 
 
 def describe(
@@ -149,9 +159,18 @@ def describe(
     are streamed."""
     report = LoadReport(source, skip_bad_rows)
     if max_samples is None:
-        rows = read_rows(source, split, skip_bad_rows, puzzles, exclude, report=report, num_proc=num_proc)
-        rows = shape(rows, source)  # one FEN width, the source's most common
-        if not report.malformed and (puzzles is None or puzzles.report is None):  # read_rows said the rest
+        rows = load(
+            Spec(
+                source,
+                split,
+                exclusion=exclude or Exclusion(),
+                skip_bad_rows=skip_bad_rows,
+                num_proc=num_proc,
+                puzzles=puzzles,
+                report=report,
+            )
+        ).rows  # one FEN width: the most common
+        if not report.malformed and (puzzles is None or puzzles.report is None):  # load said the rest
             print(report.summary())
         fields = (
             row
@@ -159,8 +178,13 @@ def describe(
             for row in zip(*batch, strict=True)
         )
     else:
-        rows = load_rookworld_dataset(source, split=split, streaming=True, report=report,
-                                      max_samples=max_samples, puzzles=puzzles, exclude=exclude)  # fmt: skip
+        if is_puzzle_file(source):  # read whole, as load_rookworld_dataset reads one
+            rows = load(Spec(source, split, exclusion=exclude or Exclusion(), max_samples=max_samples,
+                             puzzles=puzzles, report=report)).rows  # fmt: skip
+            excluded = None  # said as it was labelled
+        else:
+            rows, excluded = stream(source, split, None, 0, max_samples, report, None, skip_bad_rows, puzzles,
+                                    exclude or Exclusion())  # fmt: skip
         fields = ((row["task"], row["kind"], row["prompt"]) for row in rows)
     tasks, kinds, widths = Counter(), Counter(), Counter()
     for task, kind, prompt in fields:
@@ -170,7 +194,7 @@ def describe(
         else:
             widths[prompt_fen_width(prompt)] += 1
     if max_samples is not None:
-        say_loaded(report, puzzles, exclude)
+        say_loaded(report, puzzles, excluded)
     at = ", ".join(f"{n} at FEN width {w}" for w, n in sorted(widths.items(), key=str))
     print(f"  P: {tasks['P']} rows{f' ({at})' if at else ''}, A: {tasks['A']} rows")
     if kinds:

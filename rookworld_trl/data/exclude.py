@@ -7,37 +7,34 @@ A position is its first four FEN fields (chess/formats.py position_key: placemen
 so the same position with other clocks is the same position. An exclude file is one of:
 - a BIG-bench `checkmate_in_one` task.json (a JSON object with "examples": each game replayed to its position);
 - a Lichess puzzle CSV (.csv: each puzzle's position to solve, after Moves' first move);
-- a data file of P:/A: lines (.parquet, .jsonl: e.g. a shipped test split): each line's position (the prompt's FEN);
+- a data file (.parquet of our layout: its `fen` column; .jsonl of P:/A: lines: each line's position);
 - an EPD file (.epd) or a FEN list (any other file): one position per line, its first four fields read;
   blank lines and lines starting with '#' are skipped.
-Positions are compared as python-chess writes them (an en-passant square only where a capture is legal, castling
-rights only where king and rook stand), so a FEN written by another tool still matches.
+data/files.py decides a file's kind and reads its positions (`positions_kind`, `position_fens`). Positions are
+compared as python-chess writes them (an en-passant square only where a capture is legal, castling rights only
+where king and rook stand), so a FEN written by another tool still matches.
+
+The keys (`Exclusion`) never change; each use counts what it dropped in its own ExcludeReport:
+
+    exclusion = Exclusion.of(["bench.epd"])
+    rows, report = exclude_rows(rows, exclusion, "data/mine")     # print(report.one_line())
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import chess
 import numpy as np
 
-from rookworld_trl.chess.formats import (
-    parse_env_prompt,
-    parse_policy_prompt,
-    position_key,
-    split_prompt_completion,
-)
-from rookworld_trl.data.errors import DataSourceError, open_text
-from rookworld_trl.data.files import read_lines, read_puzzles, sniff
-from rookworld_trl.data.puzzles import bad_row, legal_position, load_bigbench_checkmate
-
-LINE_FIX = "an exclude file holds one FEN or EPD position per line: fix or delete that line"
+from rookworld_trl.chess.formats import position_key
+from rookworld_trl.data.errors import DataSourceError
+from rookworld_trl.data.files import position_fens
 
 
 def fen4(fen: str) -> str:
@@ -88,89 +85,24 @@ def canonical_fen4(fen: str) -> str:
     return position_key(chess.Board(" ".join(fen.split()[:4])).fen())
 
 
-def bigbench_like(path: Path) -> bool:
-    """A .json file holding one object with "examples" (BIG-bench's task.json), not a JSON array of rows."""
-    if path.suffix != ".json":
-        return False
-    with open(path, encoding="utf-8", errors="replace") as f:
-        if not f.read(64).lstrip().startswith("{"):
-            return False
-    try:
-        with open(path, encoding="utf-8") as f:
-            return isinstance(json.load(f).get("examples"), list)
-    except (ValueError, AttributeError):
-        return False
-
-
-def exclude_kind(path: str | os.PathLike) -> str:
-    """Which kind of exclude file `path` is: 'bigbench', 'lichess', 'epd', 'data' (P:/A: lines) or 'fens'."""
-    path = Path(path)
-    if bigbench_like(path):
-        return "bigbench"
-    kinds = {"lichess-puzzles": "lichess", "epd": "epd", "parquet": "data", "json-lines": "data"}
-    return kinds.get(sniff(path).name, "fens")
-
-
-def line_fens(path: Path) -> Iterator[str]:
-    """The positions of a data file (each P:/A: line's FEN); a Parquet file of our layout: its `fen` column."""
-    if sniff(path).name == "parquet" and "fen" in parquet_columns(path):
-        import pyarrow.parquet as pq
-
-        yield from pq.read_table(path, columns=["fen"]).column("fen").to_pylist()
-        return
-    for line in read_lines(path):
-        if line:
-            prompt, _ = split_prompt_completion(line)
-            yield parse_policy_prompt(prompt) if prompt.startswith("P:") else parse_env_prompt(prompt)[0]
-
-
-def parquet_columns(path: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).schema_arrow.names
-
-
-def fen_lines(path: Path) -> Iterator[str]:
-    """The positions of a FEN list or EPD file, as canonical FENs; the first bad line is one clear error."""
-    with open_text(path) as f:
-        for row, line in enumerate(f, start=1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            fields = line.split()
-            if len(fields) < 4:
-                raise bad_row(
-                    path, row, f"{line.strip()[:60]!r} has {len(fields)} field(s), not a FEN", LINE_FIX
-                )
-            yield legal_position(" ".join(fields[:4]), path, row, LINE_FIX).fen()
-
-
 def exclude_fens(path: str | os.PathLike) -> Iterator[str]:
-    """The FENs of the positions an exclude file names (see the module docstring for the kinds)."""
-    path = Path(path)
-    if not path.is_file():
+    """The FENs of the positions an exclude file names (its kind decided by data/files.py: see the module
+    docstring)."""
+    if not Path(path).is_file():
         raise DataSourceError(
             f"--exclude {path}: no such file; pass a FEN list, an .epd file, a Lichess puzzle .csv, a "
             "BIG-bench checkmate_in_one task.json or a data file (.parquet, .jsonl)"
         )
-    kind = exclude_kind(path)
-    if kind == "bigbench":
-        yield from (fen for fen, _ in load_bigbench_checkmate(str(path)))
-    elif kind in ("lichess", "epd"):
-        yield from (puzzle.fen for puzzle in read_puzzles(path))
-    elif kind == "data":
-        yield from line_fens(path)
-    else:
-        yield from fen_lines(path)
+    return position_fens(path)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Exclusion:
-    """The positions of some exclude files, and what dropping them from data dropped (rows by task)."""
+    """The positions of some exclude files: what to drop, never changed. Each use of it counts what it dropped in
+    its own ExcludeReport (`exclude_rows`, `exclude_items`, `report`)."""
 
     files: tuple[str, ...] = ()
     keys: frozenset[str] = frozenset()
-    seen: int = 0
-    dropped: Counter = dataclasses.field(default_factory=Counter)
 
     @classmethod
     def of(cls, files: Iterable[str | os.PathLike] | str | None) -> Exclusion:
@@ -182,39 +114,68 @@ class Exclusion:
     def __bool__(self) -> bool:
         return bool(self.files)
 
+    def holds(self, fen: str) -> bool:
+        """Whether the position of `fen` is one of the excluded ones."""
+        return fen4(fen) in self.keys
+
+    def report(self) -> ExcludeReport:
+        """A new report of what a use of these positions drops."""
+        return ExcludeReport(self)
+
+
+@dataclasses.dataclass
+class ExcludeReport:
+    """What one use of an Exclusion dropped: the rows it saw, and those it dropped by task."""
+
+    exclusion: Exclusion
+    seen: int = 0
+    dropped: Counter = dataclasses.field(default_factory=Counter)
+
     def drops(self, fen: str, task: str = "P") -> bool:
         """Whether a row of this position and task goes (counted)."""
         self.seen += 1
-        if fen4(fen) in self.keys:
+        if self.exclusion.holds(fen):
             self.dropped[task] += 1
             return True
         return False
 
-    def keep_indices(self, fens: Sequence[str], tasks: Sequence[str]) -> list[int]:
-        """The indices of the rows to keep, counting the others."""
-        return [i for i, (fen, task) in enumerate(zip(fens, tasks, strict=True)) if not self.drops(fen, task)]
-
-    def filter(self, ds):
-        """`ds` (a datasets Dataset or IterableDataset with fen and task columns) without the excluded rows;
-        a Dataset is counted now, an IterableDataset as it is read."""
-        if not self:
-            return ds
-        if hasattr(ds, "__len__"):
-            from rookworld_trl.data.layout import column_batches  # datasets' tooling: only where a dataset is
-
-            keep = [start + i for start, (fens, tasks) in column_batches(ds, "fen", "task")
-                    for i in self.keep_indices(fens, tasks)]  # fmt: skip
-            return ds.select(np.array(keep, dtype=np.int64))  # an array: hashed at once, not item by item
-        return ds.filter(lambda row: not self.drops(row["fen"], row["task"]))
-
     def one_line(self) -> str:
+        files, n = self.exclusion.files, len(self.exclusion.keys)
         total = sum(self.dropped.values())
         by_task = ", ".join(f"{task}: {n}" for task, n in sorted(self.dropped.items()))
         return (
-            f"--exclude {' '.join(self.files)}: {len(self.keys)} position{'' if len(self.keys) == 1 else 's'}; dropped {total} of {self.seen} rows"
+            f"--exclude {' '.join(files)}: {n} position{'' if n == 1 else 's'}; dropped {total} of {self.seen} rows"
             f"{f' ({by_task})' if by_task else ''} on one of them"
         )
 
     def to_dict(self) -> dict:
-        return {"files": list(self.files), "positions": len(self.keys), "rows_seen": self.seen,
+        return {"files": list(self.exclusion.files), "positions": len(self.exclusion.keys), "rows_seen": self.seen,
                 "rows_dropped": dict(sorted(self.dropped.items()))}  # fmt: skip
+
+
+def exclude_rows(ds, exclusion: Exclusion, where: str = "the data", report: ExcludeReport | None = None):
+    """(`ds` without the rows on an excluded position, its report; None when nothing is excluded). `ds`: a
+    datasets Dataset (counted now; none left: a DataSourceError naming `where`) or IterableDataset (counted as
+    it is read, into `report` when given: two streams of one source count together)."""
+    if not exclusion:
+        return ds, None
+    report = report or exclusion.report()
+    if not hasattr(ds, "__len__"):
+        return ds.filter(lambda row: not report.drops(row["fen"], row["task"])), report
+    from rookworld_trl.data.layout import column_batches  # datasets' tooling: only where a dataset is
+
+    keep = [start + i for start, (fens, tasks) in column_batches(ds, "fen", "task")
+            for i, (fen, task) in enumerate(zip(fens, tasks, strict=True)) if not report.drops(fen, task)]  # fmt: skip
+    if report.seen and not keep:
+        raise DataSourceError(
+            f"{report.one_line()}: {where} has no row left to train on; exclude fewer positions (--exclude) or "
+            "pass a source with other positions"
+        )
+    return ds.select(np.array(keep, dtype=np.int64)), report  # an array: hashed at once, not item by item
+
+
+def exclude_items(items: Iterable, exclusion: Exclusion, fen_of) -> tuple[Iterator, ExcludeReport]:
+    """(the `items` whose position (`fen_of(item)`) is not excluded, read lazily; the report counting them):
+    a puzzle file's puzzles are dropped before the engine labels them."""
+    report = exclusion.report()
+    return (item for item in items if not report.drops(fen_of(item))), report

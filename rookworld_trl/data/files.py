@@ -1,8 +1,9 @@
 """Reading the files a user names as data, in one place: which format a file is (`sniff`: by suffix, then by its
 first bytes where a suffix is shared), its P:/A: lines (`read_lines`) or its table (`open_file`), and every
 format's problems in one wording (`DataSourceError`: problem, file, fix). The preflight (before accelerate
-starts), the loader (data/load.py) and the audit (data/audit.py) all read files through here, so a file is
-accepted by all of them or refused by all of them with the same line.
+starts), the reader (data/read.py, through sources.py), --exclude (`positions_kind`, `position_fens`) and the
+audit (data/audit.py) all read files through here, so a file is accepted by all of them or refused by all of
+them with the same line.
 
     from rookworld_trl.data.files import sniff, read_lines, open_file
     sniff("lines.json").name            # 'json-array': a JSON array of lines or of objects
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from rookworld_trl.chess.formats import parse_env_prompt, parse_policy_prompt, split_prompt_completion
 from rookworld_trl.data.errors import (
     DATA_SOURCE_FIX,
     FORMATS_DOC,
@@ -34,7 +36,7 @@ from rookworld_trl.data.errors import (
     line_error,
     open_text,
 )
-from rookworld_trl.data.puzzles import read_epd, read_lichess
+from rookworld_trl.data.puzzles import load_bigbench_checkmate, read_epd, read_fen_list, read_lichess
 
 JSON_ROW_FIX = 'fix or delete that line (each line one JSON object, e.g. {"text": "P: ..."})'
 
@@ -249,6 +251,67 @@ def is_puzzle_file(source: str | os.PathLike) -> bool:
     return isinstance(kind, Format) and kind.positions is not None
 
 
+# --------------------------------------------------------------------------- files of positions (--exclude)
+
+
+def bigbench_like(path: Path) -> bool:
+    """A .json file holding one object with "examples" (BIG-bench's task.json), not a JSON array of rows."""
+    if path.suffix != ".json":
+        return False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        if not f.read(64).lstrip().startswith("{"):
+            return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            return isinstance(json.load(f).get("examples"), list)
+    except (ValueError, AttributeError):
+        return False
+
+
+def positions_kind(path: str | os.PathLike) -> str:
+    """Which kind of file of positions `path` is (an --exclude file): 'bigbench', 'lichess', 'epd', 'data'
+    (P:/A: rows) or 'fens' (a FEN list: any other file)."""
+    path = Path(path)
+    if bigbench_like(path):
+        return "bigbench"
+    kinds = {"lichess-puzzles": "lichess", "epd": "epd", "parquet": "data", "json-lines": "data"}
+    return kinds.get(sniff(path).name, "fens")
+
+
+def position_fens(path: str | os.PathLike) -> Iterator[str]:
+    """The FENs of the positions a file names, by its kind (positions_kind): a BIG-bench game's position, a
+    puzzle's position to solve, a data row's FEN, a FEN list's line."""
+    path = Path(path)
+    kind = positions_kind(path)
+    if kind == "bigbench":
+        yield from (fen for fen, _ in load_bigbench_checkmate(str(path)))
+    elif kind in ("lichess", "epd"):
+        yield from (puzzle.fen for puzzle in read_puzzles(path))
+    elif kind == "data":
+        yield from data_fens(path)
+    else:
+        yield from read_fen_list(path)
+
+
+def data_fens(path: Path) -> Iterator[str]:
+    """The FEN of each row of a data file: a Parquet file's `fen` column, each P:/A: line's of a JSON Lines one."""
+    if sniff(path).name == "parquet":
+        import pyarrow.parquet as pq
+
+        check_parquet(path)
+        if "fen" not in (names := pq.ParquetFile(path).schema_arrow.names):
+            raise DataSourceError(
+                f"{path}: a Parquet file of positions needs a `fen` column (it has {names}); write it in our "
+                "layout (`rookworld data load FILE --out DIR`, then DIR/test.parquet) or as a FEN list"
+            )
+        yield from pq.read_table(path, columns=["fen"]).column("fen").to_pylist()
+        return
+    for line in read_lines(path):
+        if line:
+            prompt, _ = split_prompt_completion(line)
+            yield parse_policy_prompt(prompt) if prompt.startswith("P:") else parse_env_prompt(prompt)[0]
+
+
 # ----------------------------------------------------------------------------------------- reading
 
 
@@ -301,75 +364,3 @@ def first_error(path: str | os.PathLike) -> DataSourceError | None:
     except DataSourceError as e:
         return e
     return None
-
-
-INCOMPLETE = (
-    ".rookworld_incomplete"  # a layout's files are being replaced (data/layout.py LayoutWriter.commit)
-)
-LAYOUT_SPLITS = ("train", "validation", "test")
-
-
-def layout_problem(folder: str | os.PathLike) -> str | None:
-    """Why a layout folder cannot be read as one dataset, or None: a write into it was stopped while replacing
-    its files (the INCOMPLETE marker), or its Parquet files' row counts disagree with its stats.json (files of
-    two writes; stats.json's `rows`). Reads Parquet footers only: milliseconds."""
-    folder = Path(folder)
-    if (folder / INCOMPLETE).exists():
-        return (
-            f"{folder} is half-written: a `rookworld data load --out` or `data generate` into it was stopped while "
-            f"replacing its files ({INCOMPLETE} is there); run that command again, or remove the folder"
-        )
-    try:
-        rows = json.loads((folder / "stats.json").read_text())["rows"]
-        expected = {
-            split: sum(int(n) for n in rows[split].values()) for split in LAYOUT_SPLITS if split in rows
-        }
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None  # no stats.json of ours: nothing to compare with
-    import pyarrow as pa  # here: the preflight imports this module, mostly for folders without stats.json
-    import pyarrow.parquet as pq
-
-    for split, n in expected.items():
-        path = folder / f"{split}.parquet"
-        if not path.exists():
-            continue
-        try:
-            found = pq.ParquetFile(path).metadata.num_rows
-        except (OSError, pa.ArrowException):
-            return f"{path} is not a readable Parquet file; run the command that wrote {folder} again"
-        if found != n:
-            return (
-                f"{folder} mixes files of two writes: {split}.parquet holds {found} rows, its stats.json says {n} "
-                "(a write into it was stopped halfway, or two wrote at once); run the command that wrote it again, "
-                "or remove the folder"
-            )
-    return None
-
-
-FOLDER_FORMATS = {".txt": "text", ".text": "text", ".json": "JSON", ".jsonl": "JSON", ".parquet": "Parquet",
-                  ".csv": "CSV", ".tsv": "CSV", ".arrow": "Arrow"}  # fmt: skip
-NOT_DATA = {"stats.json", "dataset_info.json", "state.json", "dataset_dict.json"}  # metadata beside the data
-
-
-def check_dir(path: Path) -> None:
-    """A DataSourceError for a folder with no data files, a layout folder half-written or mixed from two
-    writes (layout_problem), or another folder holding data files of several formats (datasets would read one
-    format and drop the rest without a word)."""
-    if (problem := layout_problem(path)) is not None:
-        raise DataSourceError(problem)
-    if not any(p.is_file() for p in path.rglob("*")):
-        raise DataSourceError(f"{path}: the directory holds no data files; {DATA_SOURCE_FIX}")
-    if (path / "train.parquet").exists() or (path / "stats.json").exists():
-        return  # our layout: Parquet read, the .txt beside it is the same rows
-    counts: dict[str, int] = {}
-    for file in path.rglob("*"):
-        kind = FOLDER_FORMATS.get(file.suffix.lower())
-        hidden = any(part.startswith(".") for part in file.relative_to(path).parts)
-        if kind and file.is_file() and not hidden and file.name not in NOT_DATA:
-            counts[kind] = counts.get(kind, 0) + 1
-    if len(counts) > 1:
-        held = ", ".join(f"{n} {kind} file{'s' * (n != 1)}" for kind, n in sorted(counts.items()))
-        raise DataSourceError(
-            f"{path} holds data files of several formats ({held}); a folder is read as one format, so the others "
-            "would be dropped: keep one format per folder, or name each file as its own source"
-        )

@@ -245,9 +245,10 @@ def run_chunks(config: GenerateConfig, shards: Path, pool: EnginePool) -> None:
             bar.update(games if isinstance(games, int) else len(games))
 
 
-def assemble(config: GenerateConfig, shards: Path, settings: dict, exclude: Exclusion | None = None) -> dict:
-    """The splits from the shards, in order, without the rows on `exclude`'s positions; and stats.json."""
-    exclude = exclude or Exclusion()
+def assemble(config: GenerateConfig, shards: Path, settings: dict, exclude: Exclusion | None = None):
+    """(stats.json's content, what `exclude` dropped) of the splits from the shards, in order, without the rows on
+    `exclude`'s positions."""
+    excluded = (exclude or Exclusion()).report()
     writer = LayoutWriter(config.out, config.validation_fraction, config.test_fraction)
     sources = {source: Counter() for source in SOURCES}
     by_game = []  # tactics: (rows, their splits) per shard, written once all are read
@@ -260,14 +261,14 @@ def assemble(config: GenerateConfig, shards: Path, settings: dict, exclude: Excl
             by_game.append((rows, splits))
             continue
         for row in rows:
-            if not (exclude and exclude.drops(row["fen"], row["task"])):
+            if not (exclude and excluded.drops(row["fen"], row["task"])):
                 writer.add(row)
     for row, split in held_out_first(by_game):
-        if not (exclude and exclude.drops(row["fen"], row["task"])):
+        if not (exclude and excluded.drops(row["fen"], row["task"])):
             writer.add(row, split)
     stats = writer.close()
     if exclude:
-        stats["excluded"] = exclude.to_dict()
+        stats["excluded"] = excluded.to_dict()
     env_rows = sum(split.get("A", 0) for split in stats["rows"].values())
     stats.update(
         settings=settings,
@@ -281,7 +282,7 @@ def assemble(config: GenerateConfig, shards: Path, settings: dict, exclude: Excl
         },
     )
     writer.commit(stats)  # the splits and stats.json replace the old ones as a whole
-    return stats
+    return stats, excluded
 
 
 def generate(config: GenerateConfig) -> dict:
@@ -305,10 +306,10 @@ def _generate(config: GenerateConfig) -> dict:
         config.workers, config.limit, config.multipv, cache=cache, stockfish_path=stockfish
     ) as pool:
         run_chunks(config, shards, pool)
-    stats = assemble(config, shards, settings, exclude)
+    stats, excluded = assemble(config, shards, settings, exclude)
     print(summary(stats, time.time() - started))
     if exclude:
-        print(exclude.one_line())
+        print(excluded.one_line())
     return stats
 
 

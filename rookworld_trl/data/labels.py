@@ -1,6 +1,6 @@
 """Puzzles labelled: the positions of a puzzle file (data/puzzles.py reads them) that a filter keeps and --exclude
 does not drop, labelled by Stockfish into P: rows the way `rookworld data generate` labels a position
-(data/samples.py policy_row_for); the loader (data/load.py) reads a puzzle file through `PuzzleSource`.
+(data/samples.py policy_row_for); the reader (data/read.py) reads a puzzle file through `PuzzleSource`.
 
     from rookworld_trl.data.labels import PuzzleSource
     from rookworld_trl.data.puzzles import PuzzleFilter
@@ -14,16 +14,13 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
 
 from rookworld_trl.chess.engine import EngineLimit, EnginePool
 from rookworld_trl.data.errors import DataSourceError
+from rookworld_trl.data.exclude import ExcludeReport, Exclusion, exclude_items
 from rookworld_trl.data.files import read_puzzles
 from rookworld_trl.data.puzzles import PuzzleFilter
 from rookworld_trl.data.samples import policy_row_for
-
-if TYPE_CHECKING:
-    from rookworld_trl.data.exclude import Exclusion
 
 
 @dataclass
@@ -70,22 +67,20 @@ def puzzle_rows(
     progress: bool = True,
     exclude: Exclusion | None = None,
     max_puzzles: int | None = None,
-) -> tuple[list[dict], PuzzleReport]:
-    """(P: rows, report) of the puzzles of `path` that `keep` keeps and `exclude` does not drop (the first
-    `max_puzzles`), labelled by `pool` as `rookworld data generate` labels a position (top moves at the pool's
-    limit, written in a per-position shuffled order). Filtered before labelling: the engine is the slow part."""
+) -> tuple[list[dict], PuzzleReport, ExcludeReport | None]:
+    """(P: rows, report, what `exclude` dropped: None when nothing is excluded) of the puzzles of `path` that
+    `keep` keeps and `exclude` does not drop (the first `max_puzzles`), labelled by `pool` as `rookworld data
+    generate` labels a position (top moves at the pool's limit, written in a per-position shuffled order).
+    Filtered and excluded before labelling (data/exclude.py exclude_items): the engine is the slow part."""
     keep = keep or PuzzleFilter()
     report, counts, puzzles = PuzzleReport(str(path), keep, pool.limit.key()), Counter(), []
-    for puzzle in read_puzzles(path, keep, counts):
-        report.kept += 1
-        if exclude and exclude.drops(puzzle.fen):
-            report.excluded += 1
-        elif len(puzzles) == max_puzzles:
+    kept, excluded = exclude_items(read_puzzles(path, keep, counts), exclude or Exclusion(), lambda p: p.fen)
+    for puzzle in kept:
+        if len(puzzles) == max_puzzles:
             report.capped = max_puzzles
             break
-        else:
-            puzzles.append(puzzle)
-    report.read = counts["read"]
+        puzzles.append(puzzle)
+    report.read, report.kept, report.excluded = counts["read"], excluded.seen, sum(excluded.dropped.values())
     settings = SimpleNamespace(seed=seed, limit=pool.limit)
     rows = []
     for puzzle, analysis in zip(
@@ -98,7 +93,7 @@ def puzzle_rows(
         report.solved += analysis[0].move in puzzle.best
         report.avoided += analysis[0].move in puzzle.avoid
     report.rows = len(rows)
-    return rows, report
+    return rows, report, excluded if exclude else None
 
 
 @dataclass
@@ -118,13 +113,13 @@ class PuzzleSource:
 
     def rows(
         self, path: str | os.PathLike, exclude: Exclusion | None = None, max_puzzles: int | None = None
-    ) -> list[dict]:
-        """The P: rows of the puzzles of `path` that `keep` keeps and `exclude` does not drop (the first
-        `max_puzzles`); says what it did in one line."""
+    ) -> tuple[list[dict], ExcludeReport | None]:
+        """(the P: rows of the puzzles of `path` that `keep` keeps and `exclude` does not drop (the first
+        `max_puzzles`), what `exclude` dropped); says what it did in one line."""
         if self.cache:  # made here, not before: a run whose data is refused leaves no output_dir behind
             os.makedirs(os.path.dirname(self.cache) or ".", exist_ok=True)
         with EnginePool(self.workers, self.limit, self.multipv, self.cache, self.stockfish) as pool:
-            rows, self.report = puzzle_rows(
+            rows, self.report, excluded = puzzle_rows(
                 path, pool, self.keep, self.seed, self.progress, exclude, max_puzzles
             )
         print(self.report.one_line())
@@ -133,4 +128,4 @@ class PuzzleSource:
                 f"{path}: no puzzle left to train on ({self.report.one_line()}); widen --puzzle_rating / "
                 "--puzzle_themes (Lichess themes such as mateIn1, fork, endgame)"
             )
-        return rows
+        return rows, excluded

@@ -29,6 +29,7 @@ import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -38,7 +39,7 @@ from datasets.table import ConcatenationTable, MemoryMappedTable
 from rookworld_trl.chess.formats import position_key, prompt_fen_width
 from rookworld_trl.common.errors import UserError
 from rookworld_trl.common.paths import out_folder_problem
-from rookworld_trl.data.files import INCOMPLETE, layout_problem  # noqa: F401  (the readers' check, re-exported)
+from rookworld_trl.data.folders import INCOMPLETE, layout_problem  # noqa: F401  (the readers' check, re-exported)
 
 SPLITS = ("train", "validation", "test")
 FEATURES = Features(
@@ -90,16 +91,29 @@ def arrow_batches(ds, *names: str, size: int = BATCH_ROWS):
     datasets' own iteration gathers such rows one by one (5 s a pass over a million); its files are mapped anew
     every REMAP_ROWS rows (`remapped`), so the pages read leave the process with the old mapping."""
     schema = ds.data.table.select(list(names)).schema
-    files = source_files(ds, schema)
-    if files and ds._indices is None:
+    files, selection = source_files(ds, schema), internals(ds).indices
+    if files and selection is None:
         yield from streamed(files, schema, size)
         return
-    indices = ds._indices.column(0) if ds._indices is not None else None  # datasets' row selection
+    indices = selection.column(0) if selection is not None else None
     remap_at = 0
     for start in range(0, len(ds), size):
         if start >= remap_at:  # the previous mapping, and the pages read through it, go with `table`
             table, remap_at = remapped(ds, schema, files), start + REMAP_ROWS
         yield start, table.slice(start, size) if indices is None else table.take(indices.slice(start, size))
+
+
+class Internals(NamedTuple):
+    indices: pa.Table | None  # the rows of its table it reads, in order (None: all, as they are)
+    fingerprint: str  # names the cache files a `map` of it writes
+
+
+def internals(ds) -> Internals:
+    """The private state of a `datasets.Dataset` we read, here only: its row selection (`_indices`: a select,
+    shuffle or filter keeps an Arrow table of row numbers, not a copy) and its fingerprint (`_fingerprint`, the
+    key of data/parse.py's cache). datasets offers neither publicly; tests/test_load_parse.py fails when an upgrade
+    renames or changes them."""
+    return Internals(ds._indices, ds._fingerprint)
 
 
 REMAP_ROWS = 500_000  # ~300 MB of mapped rows at ~590 bytes a row

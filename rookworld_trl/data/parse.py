@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from rookworld_trl.chess import environment, formats
 from rookworld_trl.chess.formats import FormatError
 from rookworld_trl.data import rows as rows_module
-from rookworld_trl.data.layout import FEATURES
+from rookworld_trl.data.layout import FEATURES, internals
 from rookworld_trl.data.rows import EMPTY_LINE, LoadReport, row_from_line
 from rookworld_trl.data.sources import no_bars
 
@@ -108,7 +108,7 @@ def parse_table(raw: datasets.Dataset, source: str, report: LoadReport, num_proc
             features=PARSED,
             num_proc=procs if procs > 1 and len(raw) > 1 else None,
             # the source's fingerprint (datasets' builder: path, size, mtime) and the parser's: the cache key
-            new_fingerprint=fingerprint(f"{raw._fingerprint}/{columns}/{PARSER}"),
+            new_fingerprint=fingerprint(f"{internals(raw).fingerprint}/{columns}/{PARSER}"),
             desc=f"parsing {Path(source).name}",  # datasets adds "(num_proc=N)"
         )
     return checked_rows(parsed, report)

@@ -280,3 +280,21 @@ def load_bigbench_checkmate(path: str, n: int | None = None) -> list[tuple[str, 
             raise ValueError(f"{path}: example {k}: target {example['target']} does not mate")
         out.append((board.fen(), target.uci()))
     return out
+
+
+FEN_LIST_FIX = "an exclude file holds one FEN or EPD position per line: fix or delete that line"
+
+
+def read_fen_list(path) -> Iterator[str]:
+    """The positions of a FEN list (one per line, its first four fields read; blank lines and '#' comments
+    skipped), as python-chess writes them; the first bad line is one clear error."""
+    with open_text(path) as f:
+        for row, line in enumerate(f, start=1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            fields = line.split()
+            if len(fields) < 4:
+                raise bad_row(
+                    path, row, f"{line.strip()[:60]!r} has {len(fields)} field(s), not a FEN", FEN_LIST_FIX
+                )
+            yield legal_position(" ".join(fields[:4]), path, row, FEN_LIST_FIX).fen()

@@ -7,9 +7,9 @@ cap; `rookworld eval` builds one from its flags (`eval_data`).
     data = load_run_data(DataOptions("rookworld_trl/assets/data", mix_env_ratio=0.3, replay=True, held_out=True))
     data.train, data.replay, data.held_out, data.fen_width
 
-A source's split is read once (a file's splits are the file itself: read once for both), then excluded, then
-shaped (mix, FEN width, cap: data/load.py); a puzzle file is labelled once, and its rows are also its held-out
-rows.
+Each set of rows goes through the one pipeline (data/load.py `load`: read -> exclude -> mix -> FEN width -> cap);
+the train split is read once (a file's splits are the file itself: its rows as read are also the held-out rows;
+the replay rows are the train split after --exclude, before the mix); a puzzle file is labelled once.
 """
 
 from __future__ import annotations
@@ -19,17 +19,10 @@ from dataclasses import dataclass, field
 
 from rookworld_trl.chess.engine import EngineLimit
 from rookworld_trl.data.exclude import Exclusion, Positions
-from rookworld_trl.data.files import is_puzzle_file, read_puzzles
+from rookworld_trl.data.files import is_puzzle_file, position_fens
 from rookworld_trl.data.labels import PuzzleSource
 from rookworld_trl.data.layout import iter_column
-from rookworld_trl.data.load import (
-    LoadReport,
-    no_rows_check,
-    read_rows,
-    rows_fen_width,
-    shape,
-    with_fen_width,
-)
+from rookworld_trl.data.load import KEEP, Spec, load
 from rookworld_trl.data.puzzles import PuzzleFilter
 
 
@@ -79,43 +72,34 @@ class RunData:
 
 def load_run_data(o: DataOptions) -> RunData:
     """Every set of rows `o` asks for, each split read once (see the module docstring)."""
-    exclude, puzzle = Exclusion.of(o.exclude), is_puzzle_file(o.source)
-    one_file = os.path.isfile(o.source)  # a file's test split is the file itself
+    exclusion = Exclusion.of(o.exclude)
     puzzles = PuzzleSource(  # a puzzle file is labelled at the reward's limit, into its cache
         PuzzleFilter.parse(o.puzzle_rating, o.puzzle_themes), o.engine_limit, workers=o.engine_workers,
         cache=o.engine_cache, seed=o.seed,
     )  # fmt: skip
-    if puzzle:  # labelled once: its first max_samples after the filter and --exclude
-        stored = whole = read_rows(o.source, puzzles=puzzles, exclude=exclude, max_puzzles=o.max_samples)
-    else:
-        stored = read_rows(o.source, o.train_split, o.skip_bad_rows, puzzles, num_proc=o.num_proc)
-        whole = read_excluded(stored, o.source, o.train_split, exclude)
-    train = shape(whole, o.source, o.mix_env_ratio, o.seed, o.fen_width, None if puzzle else o.max_samples)
-    width = o.fen_width or rows_fen_width(train)
-    keys = Positions(iter_column(whole, "fen"))
-    data = RunData(o.source, o.train_split, train, fen_width=width, training_keys=keys)
-    if o.replay:  # the whole split: the mix may hold no rows of the replayed task
-        data.replay = with_fen_width(whole, width, None, o.source)
-    if o.held_out:
-        rows = stored if one_file else read_rows(o.source, o.test_split, o.skip_bad_rows, num_proc=o.num_proc)
-        data.held_out = with_fen_width(rows, width, None, o.source)
-    if o.tactics and o.tactics_train:
-        tactics_exclude = Exclusion(exclude.files, exclude.keys)  # counted apart from the main source's rows
-        rows = read_rows(o.tactics, "train", exclude=tactics_exclude)  # every training row keeps --exclude
-        rows = rows.filter(lambda task: task == "P", input_columns="task")
-        data.tactics = with_fen_width(rows, width, None, o.tactics)
-    if o.tactics and o.tactics_test:
-        data.tactics_test = read_rows(o.tactics, "test")
+    read = dict(skip_bad_rows=o.skip_bad_rows, num_proc=o.num_proc)
+    train = load(Spec(o.source, o.train_split, exclusion=exclusion, mix_env_ratio=o.mix_env_ratio, seed=o.seed,
+                      fen_width=o.fen_width, max_samples=o.max_samples, puzzles=puzzles, **read))  # fmt: skip
+    width = train.fen_width
+    one_file = os.path.isfile(o.source)  # a file's test split is the file itself: its rows as read
+    tactics = o.tactics or ""
+    # fmt: off
+    later = {  # replay: the whole split, since the mix may hold no rows of the replayed task
+        "replay": o.replay and Spec(o.source, rows=train.excluded_rows, fen_width=width),
+        "held_out": o.held_out and Spec(o.source, o.test_split, train.stored if one_file else None,
+                                        fen_width=width, **read),
+        # every training row keeps --exclude (counted apart from the main source's rows)
+        "tactics": tactics and o.tactics_train and Spec(tactics, exclusion=exclusion, task="P",
+                                                        fen_width=width),
+        "tactics_test": tactics and o.tactics_test and Spec(tactics, "test", fen_width=KEEP),
+    }
+    # fmt: on
+    keys = Positions(iter_column(train.excluded_rows, "fen"))  # read when first asked
+    data = RunData(o.source, o.train_split, train.rows, fen_width=width, training_keys=keys)
+    for name, spec in later.items():
+        if spec:
+            setattr(data, name, load(spec).rows)
     return data
-
-
-def read_excluded(rows, source: str, split: str, exclude: Exclusion):
-    """`rows` without those on an excluded position, said in one line (an error when none is left)."""
-    if not exclude:
-        return rows
-    kept = no_rows_check(exclude.filter(rows), source, split, LoadReport(source), False, exclude)
-    print(exclude.one_line())
-    return kept
 
 
 def eval_data(data: str | None, split: str, fen_width: int | None, tactics: str | None = None,
@@ -125,15 +109,17 @@ def eval_data(data: str | None, split: str, fen_width: int | None, tactics: str 
     labelled)."""
     out = RunData(train_data or "", train_split)
     if data:
-        rows = read_rows(data, split)
-        out.held_out = with_fen_width(rows, fen_width, None, data)
+        out.held_out = load(Spec(data, split, fen_width=fen_width)).rows
     if tactics:
-        out.tactics_test = read_rows(tactics, "test")
+        out.tactics_test = load(Spec(tactics, "test", fen_width=KEEP)).rows
     if train_data:
-        fens = (
-            [puzzle.fen for puzzle in read_puzzles(train_data)]
-            if is_puzzle_file(train_data)
-            else iter_column(read_rows(train_data, train_split), "fen")
-        )
-        out.training_keys = Positions(fens)
+        out.training_keys = Positions(training_fens(train_data, train_split))
     return out
+
+
+def training_fens(source: str, split: str):
+    """The FENs a model trained on `source`'s `split` saw: a puzzle file's positions to solve (read, not
+    labelled), else its rows' (read through the pipeline)."""
+    if is_puzzle_file(source):
+        return position_fens(source)
+    return iter_column(load(Spec(source, split, fen_width=KEEP)).rows, "fen")

@@ -17,7 +17,6 @@ import datasets
 from rookworld_trl.common.quiet_logs import dropping
 from rookworld_trl.data.errors import DATA_SOURCE_FIX, DataSourceError, missing_source
 from rookworld_trl.data.files import (
-    check_dir,
     first_error,
     kind_of,
     open_file,
@@ -25,6 +24,7 @@ from rookworld_trl.data.files import (
     read_lines,
     sniff,
 )
+from rookworld_trl.data.folders import check_dir
 
 
 def hub_error(source: str, error: Exception) -> DataSourceError:

@@ -72,6 +72,13 @@ class SFTScriptArguments(ScriptArguments):
             "help": "Skip malformed lines of raw-text data and count them (default: stop at the first, naming it)."
         },
     )
+    exclude: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Drop every training row whose position (first four FEN fields) is in these files: FEN lists, "
+            ".epd files, Lichess puzzle .csv files, BIG-bench checkmate_in_one task.json (data/exclude.py)."
+        },
+    )
     mix_env_ratio: float | None = field(
         default=None,
         metadata={
@@ -144,33 +151,23 @@ def build_model(script_args: SFTScriptArguments):
 
 
 def load_splits(script_args: SFTScriptArguments, seed: int):
-    """(train, eval) datasets with the columns prompt and completion."""
-    from rookworld_trl.data.load import load_rookworld_dataset
+    """(train, eval) datasets with the columns prompt and completion, through the data pipeline (data/load.py):
+    the train split without the rows on --exclude's positions; the held-out prompts at the training data's FEN
+    width."""
+    from rookworld_trl.data.exclude import Exclusion
+    from rookworld_trl.data.load import Spec, load
 
     s = script_args
-    train = load_rookworld_dataset(
-        s.dataset_name,
-        split=s.dataset_train_split,
-        mix_env_ratio=s.mix_env_ratio,
-        seed=seed,
-        max_samples=s.max_train_samples,
-        fen_width=s.fen_width,
-        skip_bad_rows=s.skip_bad_rows,
-    )
-    evaluation = load_rookworld_dataset(
-        s.dataset_name,
-        split=s.dataset_test_split,
-        mix_env_ratio=s.mix_env_ratio,
-        seed=seed,
-        max_samples=s.max_eval_samples,
-        fen_width=s.fen_width
-        or fen_width_of(iter_column(train, "prompt"))
-        or FEN_WIDTH,  # held-out prompts as the training data
-        skip_bad_rows=s.skip_bad_rows,
-    )
+    both = dict(mix_env_ratio=s.mix_env_ratio, seed=seed, skip_bad_rows=s.skip_bad_rows)
+    train = load(Spec(s.dataset_name, s.dataset_train_split, exclusion=Exclusion.of(s.exclude),
+                      fen_width=s.fen_width, max_samples=s.max_train_samples, **both))  # fmt: skip
+    width = s.fen_width or train.fen_width or FEN_WIDTH  # held-out prompts as the training data
+    evaluation = load(Spec(s.dataset_name, s.dataset_test_split, fen_width=width, max_samples=s.max_eval_samples,
+                           **both))  # fmt: skip
     # Keep only prompt/completion: with a `text` column present, SFTTrainer appends EOS to `text` and
     # not to `completion`, then trains on prompt+completion, i.e. without the EOS.
-    return train.select_columns(["prompt", "completion"]), evaluation.select_columns(["prompt", "completion"])
+    columns = ["prompt", "completion"]
+    return train.rows.select_columns(columns), evaluation.rows.select_columns(columns)
 
 
 @torch.no_grad()
