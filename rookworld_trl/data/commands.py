@@ -67,6 +67,19 @@ __all__ = [
 CONVERT_LEVEL = 3
 
 
+def whole_source(source, split, exclude, skip_bad_rows, num_proc, puzzles, report) -> Spec:
+    """A source read whole through the one pipeline: exclude, then one FEN width (the most common); no mix, no cap."""
+    return Spec(
+        source,
+        split,
+        exclusion=exclude or Exclusion(),
+        skip_bad_rows=skip_bad_rows,
+        num_proc=num_proc,
+        puzzles=puzzles,
+        report=report,
+    )
+
+
 def convert(
     source: str,
     out: str,
@@ -86,17 +99,7 @@ def convert(
     with holding(out, "rookworld data load --out", "wait for that load to finish or stop it"):
         say_replaced(out)
         report = LoadReport(source, skip_bad_rows)
-        loaded = load(
-            Spec(
-                source,
-                split,
-                exclusion=exclude or Exclusion(),
-                skip_bad_rows=skip_bad_rows,
-                num_proc=num_proc,
-                puzzles=puzzles,
-                report=report,
-            )
-        )  # one FEN width: the most common
+        loaded = load(whole_source(source, split, exclude, skip_bad_rows, num_proc, puzzles, report))
         rows = loaded.rows
         writer = LayoutWriter(out, validation_fraction, test_fraction, compression_level=CONVERT_LEVEL)
         try:
@@ -159,17 +162,7 @@ def describe(
     are streamed."""
     report = LoadReport(source, skip_bad_rows)
     if max_samples is None:
-        rows = load(
-            Spec(
-                source,
-                split,
-                exclusion=exclude or Exclusion(),
-                skip_bad_rows=skip_bad_rows,
-                num_proc=num_proc,
-                puzzles=puzzles,
-                report=report,
-            )
-        ).rows  # one FEN width: the most common
+        rows = load(whole_source(source, split, exclude, skip_bad_rows, num_proc, puzzles, report)).rows
         if not report.malformed and (puzzles is None or puzzles.report is None):  # load said the rest
             print(report.summary())
         fields = (
