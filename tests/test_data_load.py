@@ -186,6 +186,10 @@ def test_load_cli_converts_to_our_layout(generated, tmp_path, capsys):
     }
     assert run_cli(["load", str(raw), "--skip_bad_rows"]) == 0
     assert "A: kinds:" in capsys.readouterr().out
+    # our layout is read by column: its rows are counted, not "0 lines, 0 rows"
+    train_rows = pq.read_table(out / "train.parquet").num_rows
+    assert run_cli(["load", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"{out}: {train_rows} rows\n")
     assert run_cli(["load", str(tmp_path / "nope.txt")]) == 2
     assert "no such file" in capsys.readouterr().err
 
