@@ -164,8 +164,7 @@ def describe(
     if max_samples is None:
         rows = load(whole_source(source, split, exclude, skip_bad_rows, num_proc, puzzles, report)).rows
         if not report.malformed and (puzzles is None or puzzles.report is None):  # load said the rest
-            # a table (our Parquet layout) is read by column, not line by line: no lines to count
-            print(report.summary() if report.lines else f"{source}: {len(rows)} rows")
+            print(report.summary())
         fields = (
             row
             for _, batch in column_batches(rows, "task", "kind", "prompt")

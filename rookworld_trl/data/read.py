@@ -56,6 +56,8 @@ def to_rows(
     if set(COLUMNS) <= set(names):
         ds = ds.select_columns(list(COLUMNS))
         ds = ds if ds.features == FEATURES else ds.cast(FEATURES)  # e.g. JSON numbers read as int64
+        if not streaming:  # read by column, not line by line: its rows are what the report counts
+            report.rows += len(ds)
         return ds if task is None else ds.filter(lambda row: row["task"] == task)
     if streaming:
         return dataset_from_lines(lambda: table_lines(ds, source), report, task, count)

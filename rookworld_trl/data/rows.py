@@ -78,6 +78,8 @@ class LoadReport:
             examples.append(line_no)
 
     def summary(self) -> str:
+        if self.lines == 0 and self.rows:  # a table in our columns: read by column, no line parsed
+            return f"{self.source}: {self.rows} rows"
         bad = sum(self.malformed.values())
         lines = [f"{self.source}: {self.lines} lines, {self.rows} rows, {bad} malformed lines skipped"]
         for reason, count in self.malformed.most_common():
