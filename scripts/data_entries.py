@@ -6,7 +6,7 @@ it (a loop's call is one site; datasets calling our functions back, e.g. a `map`
         --eval_samples 0 --eval_every_steps 0 --save_strategy no --output_dir /tmp/entries
     ... -v      # each call site too
 
-Issue 72's figure: each data module entered from at most two places.
+The house's figure (docs/ARCHITECTURE.md): each data module entered from at most two places.
 """
 
 from __future__ import annotations
