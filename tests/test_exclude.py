@@ -12,7 +12,8 @@ import datasets
 import pytest
 from test_puzzles import BACK_RANK, EPD, HEADER, PUZZLES, SCHOLAR, after_first, write
 
-from rookworld_trl.data.exclude import Exclusion, exclude_rows, fen4
+from rookworld_trl.data.exclude import Exclusion, exclude_rows
+from rookworld_trl.data.keys import fen4
 from rookworld_trl.data.files import DataSourceError, positions_kind
 
 SCHOLAR_MATE = after_first(SCHOLAR, "g8f6")  # the position to solve, White to mate with Qxf7#

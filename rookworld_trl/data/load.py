@@ -19,11 +19,10 @@ from functools import partial
 
 import datasets
 
-from rookworld_trl.data.errors import DataSourceError
 from rookworld_trl.data.exclude import Exclusion, exclude_rows
 from rookworld_trl.data.files import is_puzzle_file
 from rookworld_trl.data.labels import PuzzleSource
-from rookworld_trl.data.read import check_no_puzzle_filter, read, stream_rows, to_rows
+from rookworld_trl.data.read import check_no_puzzle_filter, read, stream_rows
 from rookworld_trl.data.rows import LoadReport
 from rookworld_trl.data.transforms import cap, check_ratio, mix, only_task, pad_fen_width, rows_fen_width
 
@@ -109,22 +108,6 @@ def say(reports: dict) -> None:
     for report in (reports["exclude"], reports.get("fen_width")):
         if report and (line := report.one_line()):
             print(line)
-
-
-def prompt_rows(ds, name: str = "train_dataset"):
-    """A dataset a RookWorld trainer can sample prompts from: as given when it has a `prompt` column; our columns
-    (prompt, completion, task, labels) parsed from a `text` column of P:/A: lines; else a DataSourceError
-    naming its columns and the fix. A streamed dataset is passed on as it is."""
-    names = getattr(ds, "column_names", None)
-    if names is None or "prompt" in names:
-        return ds
-    if "text" not in names:
-        raise DataSourceError(
-            f"{name} has the columns {names} but no `prompt`: give it a `prompt` column (P:/A: prompts, e.g. "
-            "from rookworld_trl.chess.formats.policy_prompt) or a `text` column of whole P:/A: lines, or load it "
-            "with load_rookworld_dataset"
-        )
-    return to_rows(ds, name, LoadReport(name), streaming=False)  # a malformed line: DataSourceError naming it
 
 
 def load_rookworld_dataset(

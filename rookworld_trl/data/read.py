@@ -16,12 +16,19 @@ import pyarrow as pa
 
 from rookworld_trl.data.errors import DataSourceError
 from rookworld_trl.data.exclude import ExcludeReport, Exclusion
-from rookworld_trl.data.files import is_puzzle_file
 from rookworld_trl.data.labels import PuzzleSource
 from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES
 from rookworld_trl.data.parse import parse_table
 from rookworld_trl.data.rows import LoadReport, rows_from_lines
-from rookworld_trl.data.sources import Lines, file_errors, line_table, open_source, table_lines, text_table
+from rookworld_trl.data.sources import (
+    Lines,
+    PuzzleFile,
+    file_errors,
+    line_table,
+    open_source,
+    table_lines,
+    text_table,
+)
 
 
 def table_from_rows(rows: Iterable[dict]) -> pa.Table:
@@ -65,6 +72,22 @@ def to_rows(
     return rows if task is None else rows.filter(lambda t: t == task, input_columns="task")
 
 
+def prompt_rows(ds, name: str = "train_dataset"):
+    """A dataset a RookWorld trainer can sample prompts from: as given when it has a `prompt` column; our columns
+    (prompt, completion, task, labels) parsed from a `text` column of P:/A: lines; else a DataSourceError
+    naming its columns and the fix. A streamed dataset is passed on as it is."""
+    names = getattr(ds, "column_names", None)
+    if names is None or "prompt" in names:
+        return ds
+    if "text" not in names:
+        raise DataSourceError(
+            f"{name} has the columns {names} but no `prompt`: give it a `prompt` column (P:/A: prompts, e.g. "
+            "from rookworld_trl.chess.formats.policy_prompt) or a `text` column of whole P:/A: lines, or load it "
+            "with load_rookworld_dataset"
+        )
+    return to_rows(ds, name, LoadReport(name), streaming=False)  # a malformed line: DataSourceError naming it
+
+
 def no_rows_check(ds, source: str, split: str, report: LoadReport):
     """`ds`, unless it is an in-memory dataset without rows: then a DataSourceError that says what the source
     held (an empty file, a binary or CSV file of lines that are not P:/A: lines, ...) and what is expected."""
@@ -90,6 +113,15 @@ def check_no_puzzle_filter(source: str, puzzles: PuzzleSource | None) -> None:
         )
 
 
+def not_puzzles(opened) -> None:
+    """A DataSourceError when what open_source gave is a puzzle file: its positions are labelled, not read."""
+    if isinstance(opened, PuzzleFile):
+        raise DataSourceError(
+            f"{opened.path}: a puzzle file holds positions to label, not P:/A: rows; read it with "
+            f"load(Spec(...)) or `rookworld data load {opened.path} --out DIR`, which label them"
+        )
+
+
 def read_rows(
     source: str | os.PathLike,
     split: str = "train",
@@ -97,14 +129,17 @@ def read_rows(
     report: LoadReport | None = None,
     num_proc: int | None = None,
     puzzles: PuzzleSource | None = None,
+    opened=None,
 ) -> datasets.Dataset:
     """The rows of a source's split, as stored; malformed lines counted in `report` (without skip_bad_rows the
     first one stops the read, named). Raw lines are parsed in `num_proc` processes (None: this machine's cores)
-    into datasets' cache, memory-mapped (data/parse.py). Not for a puzzle file (`read_puzzle_rows`)."""
+    into datasets' cache, memory-mapped (data/parse.py). `opened`: what open_source gave for it, if asked
+    already. Not for a puzzle file (`read_puzzle_rows`)."""
     source = os.fspath(source)
     check_no_puzzle_filter(source, puzzles)
     report = report if report is not None else LoadReport(source, skip_bad_rows)
-    opened = open_source(source, split, streaming=False)
+    opened = open_source(source, split, streaming=False) if opened is None else opened
+    not_puzzles(opened)
     with file_errors(source):
         raw = text_table(source) if isinstance(opened, Lines) else opened  # a text file: its lines as a table
         ds = to_rows(raw, source, report, False, num_proc=num_proc)
@@ -128,20 +163,22 @@ def read(source: str, split: str, exclusion: Exclusion, max_samples: int | None,
     """(the rows of `source`'s split, what `exclusion` dropped from them, whether they are a puzzle file's: then
     already excluded and capped to `max_samples`, before labelling; A: rows asked of one (`mix_env_ratio`) are
     refused first, since labelling can take a while)."""
-    if is_puzzle_file(source):
+    opened = open_source(source, split, streaming=False)
+    if isinstance(opened, PuzzleFile):
         if mix_env_ratio:
             raise DataSourceError(
                 f"mix_env_ratio={mix_env_ratio}: {source} is a puzzle file, P: rows only; set --mix_env_ratio 0 "
                 "to train on its P: rows alone"
             )
         return *read_puzzle_rows(source, puzzles, exclusion, max_samples), True
-    return read_rows(source, split, skip_bad_rows, report, num_proc, puzzles), None, False
+    return read_rows(source, split, skip_bad_rows, report, num_proc, puzzles, opened), None, False
 
 
 def stream_rows(source: str, split: str, report: LoadReport, task: str | None = None, count: bool = True):
     """The rows of `source`'s split (of `task`: None both) as they are read, malformed lines counted in `report`
     (when `count`); each pass reads the source anew."""
     opened = open_source(source, split, streaming=True)
+    not_puzzles(opened)
     if isinstance(opened, Lines):  # a file read as lines
         return dataset_from_lines(opened.__iter__, report, task, count)
     with file_errors(source):

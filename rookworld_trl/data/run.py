@@ -18,8 +18,9 @@ import os
 from dataclasses import dataclass, field
 
 from rookworld_trl.chess.engine import EngineLimit
-from rookworld_trl.data.exclude import Exclusion, Positions
+from rookworld_trl.data.exclude import Exclusion
 from rookworld_trl.data.files import is_puzzle_file, position_fens
+from rookworld_trl.data.keys import Positions
 from rookworld_trl.data.labels import PuzzleSource
 from rookworld_trl.data.layout import iter_column
 from rookworld_trl.data.load import KEEP, Spec, load
@@ -41,8 +42,8 @@ class DataOptions:
     fen_width: int | None = None
     skip_bad_rows: bool = False
     num_proc: int | None = None  # processes that parse raw lines (None: the machine's cores; data/parse.py)
-    puzzle_rating: str | None = None  # a puzzle file's filter (--puzzle_rating / --puzzle_themes) and labels
-    puzzle_themes: str | None = None
+    # a puzzle file's filter (--puzzle_rating / --puzzle_themes) and how it is labelled
+    puzzle_filter: PuzzleFilter = field(default_factory=PuzzleFilter)
     engine_limit: EngineLimit = field(default_factory=lambda: EngineLimit(depth=8))
     engine_workers: int = 1
     engine_cache: str | None = None
@@ -74,9 +75,8 @@ def load_run_data(o: DataOptions) -> RunData:
     """Every set of rows `o` asks for, each split read once (see the module docstring)."""
     exclusion = Exclusion.of(o.exclude)
     puzzles = PuzzleSource(  # a puzzle file is labelled at the reward's limit, into its cache
-        PuzzleFilter.parse(o.puzzle_rating, o.puzzle_themes), o.engine_limit, workers=o.engine_workers,
-        cache=o.engine_cache, seed=o.seed,
-    )  # fmt: skip
+        o.puzzle_filter, o.engine_limit, workers=o.engine_workers, cache=o.engine_cache, seed=o.seed
+    )
     read = dict(skip_bad_rows=o.skip_bad_rows, num_proc=o.num_proc)
     train = load(Spec(o.source, o.train_split, exclusion=exclusion, mix_env_ratio=o.mix_env_ratio, seed=o.seed,
                       fen_width=o.fen_width, max_samples=o.max_samples, puzzles=puzzles, **read))  # fmt: skip

@@ -17,10 +17,10 @@ import datasets
 from rookworld_trl.common.quiet_logs import dropping
 from rookworld_trl.data.errors import DATA_SOURCE_FIX, DataSourceError, missing_source
 from rookworld_trl.data.files import (
+    Format,
     first_error,
     kind_of,
     open_file,
-    parquet_table,
     read_lines,
     sniff,
 )
@@ -48,6 +48,13 @@ class Lines:
 
     def __iter__(self) -> Iterator[str]:
         return read_lines(self.path)
+
+
+@dataclass(frozen=True)
+class PuzzleFile:
+    """A file of positions to label (a Lichess puzzle .csv, an .epd suite): read by data/labels.py, not as rows."""
+
+    path: str
 
 
 @contextlib.contextmanager
@@ -90,25 +97,28 @@ def _open_source(source: str, split: str, streaming: bool):
     path, kind = Path(source), kind_of(source)
     if kind == "missing":
         raise DataSourceError(missing_source(source))
+    if kind == "hub":
+        try:
+            return datasets.load_dataset(source, split=split, streaming=streaming)
+        except (
+            Exception
+        ) as e:  # the hub raises many types (offline, not found, gated, ...): one clear message
+            raise hub_error(source, e) from None
     if kind == "dir":
         check_dir(path)
-        ours = path / f"{split}.parquet"
-        if ours.exists():
-            return parquet_table(ours, streaming)
-        try:
-            return datasets.load_dataset(str(path), split=split, streaming=streaming)
-        except (ValueError, OSError) as e:
-            raise DataSourceError(
-                f"could not load {source!r} (split {split!r}): {type(e).__name__}: {str(e).rstrip('.')}; "
-                f"{DATA_SOURCE_FIX} (docs/FORMATS.md)"
-            ) from None
-    if kind != "hub":  # a file
-        opened = open_file(path, streaming)
-        return Lines(source) if opened is None else opened
-    try:
-        return datasets.load_dataset(source, split=split, streaming=streaming)
-    except Exception as e:  # the hub raises many types (offline, not found, gated, ...): one clear message
-        raise hub_error(source, e) from None
+        path = path / f"{split}.parquet"  # our layout: a split is one Parquet file
+        if not path.exists():
+            try:
+                return datasets.load_dataset(source, split=split, streaming=streaming)
+            except (ValueError, OSError) as e:
+                raise DataSourceError(
+                    f"could not load {source!r} (split {split!r}): {type(e).__name__}: {str(e).rstrip('.')}; "
+                    f"{DATA_SOURCE_FIX} (docs/FORMATS.md)"
+                ) from None
+    if isinstance(kind, Format) and kind.positions is not None:
+        return PuzzleFile(source)
+    opened = open_file(path, streaming)  # a file, or our layout's split
+    return Lines(source) if opened is None else opened
 
 
 def source_lines(source: str, split: str = "train") -> Iterator[str]:

@@ -269,12 +269,10 @@ def check_completion_length(
     """Warn when reference completions (+ EOS) of the data would not fit in max_completion_length: a cut
     completion scores as a format failure (or is masked), a silent penalty on the task, not the model.
     `strict`: a UserError instead when it cuts more than half of them (nothing left to learn)."""
-    from rookworld_trl.data.layout import column
-
     names = getattr(dataset, "column_names", None) or []
     if "completion" not in names or not len(dataset):
         return
-    sample = column(dataset.select(range(min(n, len(dataset)))), "completion")
+    sample = list(dataset.select(range(min(n, len(dataset))))["completion"])
     lengths = [len(ids) + 1 for ids in tokenizer(sample, add_special_tokens=False)["input_ids"]]
     over = sum(length > max_completion_length for length in lengths)
     if not over:

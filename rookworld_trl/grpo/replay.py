@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from rookworld_trl.common.errors import UserError
-from rookworld_trl.data.layout import column
 from rookworld_trl.grpo.options import Option
 
 TASKS = ("A", "P", "all")
@@ -43,8 +42,9 @@ class Replay(Option):
             raise ValueError(f"the replay target must be one of {TARGETS}, got {target!r}")
         if "completion" not in dataset.column_names:
             raise ValueError("replay needs a `completion` column in the training data")
-        tasks = column(dataset, "task" if "task" in dataset.column_names else "prompt")
-        tasks = [t[:1] for t in tasks]  # "P"/"A", or a prompt's first letter
+        name = "task" if "task" in dataset.column_names else "prompt"
+        # "P"/"A", or a prompt's first letter; one Arrow read of the column, not row by row
+        tasks = [t[:1] for t in dataset.select_columns([name]).to_dict()[name]]
         keep = [i for i, t in enumerate(tasks) if task == "all" or t == task]
         if not keep:
             raise ValueError(

@@ -32,7 +32,7 @@ import os
 import torch
 
 from rookworld_trl.common.errors import UserError
-from rookworld_trl.data.load import prompt_rows
+from rookworld_trl.data.read import prompt_rows
 from rookworld_trl.grpo.config import (
     RookWorldGRPOConfig,
     as_rookworld_config,

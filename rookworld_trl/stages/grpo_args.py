@@ -149,8 +149,13 @@ class GRPOScriptArguments(TacticsSection, SelfPlaySection, ScriptArguments):
         },
     )
 
+    @property
+    def puzzle_filter(self) -> PuzzleFilter:
+        """--puzzle_rating and --puzzle_themes, parsed (a bad range: ValueError, in one line)."""
+        return PuzzleFilter.parse(self.puzzle_rating, self.puzzle_themes)
+
     def __post_init__(self):
-        PuzzleFilter.parse(self.puzzle_rating, self.puzzle_themes)  # a bad range fails now, in one line
+        self.puzzle_filter  # noqa: B018  (a bad range fails now, not when the data is read)
         if not self.reward_funcs:
             raise ValueError("reward_funcs is empty: name at least one, e.g. ['policy_reward', 'env_reward']")
         if self.dataset_streaming:
