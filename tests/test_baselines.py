@@ -161,9 +161,9 @@ def test_value_loss_decreases_over_a_few_steps(model_dir, tmp_path):
     inputs = trainer.score(generation_rows(trainer, 1))
     # warm-up: constant returns have no variance to explain, so the batch keeps the group's advantages
     assert inputs["advantages"].shape == inputs["completion_ids"].shape[:1]
-    assert trainer.metric_values("value/gae_used") == [0.0]
+    assert trainer.metrics.values("value/gae_used") == [0.0]
     optimizer = trainer.create_optimizer()
-    losses = trainer.metric_values("value/loss")
+    losses = trainer.metrics.values("value/loss")
     for _ in range(6):
         trainer.compute_loss(trainer.model, inputs).backward()
         optimizer.step()
@@ -188,7 +188,7 @@ def test_value_head_starts_at_the_mean_return(model_dir, tmp_path):
     trainer.reward_funcs[0] = constant
     trainer.model.train()
     trainer.score(generation_rows(trainer, 1))
-    assert trainer.value.head.bias.item() == pytest.approx(1.0) and trainer.metric_values("value/mean") == [
+    assert trainer.value.head.bias.item() == pytest.approx(1.0) and trainer.metrics.values("value/mean") == [
         pytest.approx(1.0)
     ]
 
@@ -208,7 +208,7 @@ def test_value_head_past_its_warm_up_gives_centred_gae_advantages_and_clips_its_
     trainer.current_gradient_accumulation_steps = 1
     torch.manual_seed(0)
     inputs = trainer.score(generation_rows(trainer, 2))
-    assert trainer.metric_values("value/gae_used") == [1.0]
+    assert trainer.metrics.values("value/gae_used") == [1.0]
     assert inputs["advantages"].shape == inputs["completion_ids"].shape  # per token
     mask = inputs["completion_mask"].bool()
     assert abs(inputs["advantages"][mask].mean().item()) < 1e-4  # centred over the task's tokens
@@ -219,7 +219,7 @@ def test_value_head_past_its_warm_up_gives_centred_gae_advantages_and_clips_its_
     trainer.compute_loss(trainer.model, inputs).backward()
     policy_norm = torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), float("inf"))
     optimizer.step()
-    head_norm = trainer.metric_values("value/grad_norm")[-1]
+    head_norm = trainer.metrics.values("value/grad_norm")[-1]
     assert head_norm > 0.01  # a loss weighted 1000: a large gradient, clipped before the step on its own
     assert policy_norm.item() < head_norm  # the head's gradient never enters the policy's norm
 

@@ -374,11 +374,11 @@ def test_grpo_rollout_logs_the_gap_to_trls_scoring_forward(model_dir, tmp_path, 
     prompts = [trainer.train_dataset[i]["prompt"] for i in range(8)]
     trainer.model.eval()
     rollout(prompts, trainer)
-    gap = {name: trainer.metric_values(name) for name in fallback.Gap(0, 0, 1, 1, 1, 0).metrics()}
+    gap = {name: trainer.metrics.values(name) for name in fallback.Gap(0, 0, 1, 1, 1, 0).metrics()}
     assert len(gap["sampling/logprob_gap/mean"]) == 1 and gap["sampling/logprob_gap/max"][0] < 1e-5
     assert abs(gap["sampling/importance_sampling_ratio/mean"][0] - 1) < 1e-5
     rollout(prompts, trainer)  # the same step: checked once
-    assert len(trainer.metric_values("sampling/logprob_gap/mean")) == 1
+    assert len(trainer.metrics.values("sampling/logprob_gap/mean")) == 1
 
     def broken(*args, **kwargs):
         raise RuntimeError("replay failed")
@@ -429,8 +429,8 @@ def test_sampler_importance_sampling_corrects_a_sampler_off_its_scorer(model_dir
     out = trainer.score([trainer.train_dataset[i] for i in range(8)])
     m = out["completion_mask"].bool()
     assert torch.allclose(out["importance_sampling_ratio"][m], torch.tensor(math.exp(0.1)), atol=1e-4)
-    assert abs(trainer.metric_values("sampling/sampling_logp_difference/mean")[0] - 0.1) < 1e-4
+    assert abs(trainer.metrics.values("sampling/sampling_logp_difference/mean")[0] - 0.1) < 1e-4
     assert (
-        len(trainer.metric_values("sampling/importance_sampling_ratio/mean")) == 1
+        len(trainer.metrics.values("sampling/importance_sampling_ratio/mean")) == 1
     )  # TRL's, not the check's
-    assert abs(trainer.metric_values("sampling/logprob_gap/mean")[0] - 0.1) < 1e-4
+    assert abs(trainer.metrics.values("sampling/logprob_gap/mean")[0] - 0.1) < 1e-4

@@ -13,8 +13,8 @@ import pytest
 from test_puzzles import BACK_RANK, EPD, HEADER, PUZZLES, SCHOLAR, after_first, write
 
 from rookworld_trl.data.exclude import Exclusion, exclude_rows
-from rookworld_trl.data.keys import fen4
 from rookworld_trl.data.files import DataSourceError, positions_kind
+from rookworld_trl.data.keys import fen4
 
 SCHOLAR_MATE = after_first(SCHOLAR, "g8f6")  # the position to solve, White to mate with Qxf7#
 BACK_RANK_MATE = after_first(BACK_RANK, "g8h8")

@@ -162,11 +162,11 @@ def test_dynamic_sampling_leaves_no_zero_std_group_while_it_can_redraw(model_dir
         assert ds.informative(rewards, 4).all()
         assert output["num_items_in_batch"].item() == output["completion_mask"].sum().item()
     dropped, redrawn = (
-        trainer.metric_values("dynamic_sampling/dropped"),
-        trainer.metric_values("dynamic_sampling/redrawn"),
+        trainer.metrics.values("dynamic_sampling/dropped"),
+        trainer.metrics.values("dynamic_sampling/redrawn"),
     )
     assert sum(dropped) > 0 and sum(redrawn) > 0 and redrawn[0] % 4 == 0
-    assert trainer.metric_values("dynamic_sampling/left") == [0, 0, 0]
+    assert trainer.metrics.values("dynamic_sampling/left") == [0, 0, 0]
 
 
 def test_dynamic_sampling_stops_after_its_rounds_and_says_so(model_dir, tmp_path):
@@ -174,9 +174,9 @@ def test_dynamic_sampling_stops_after_its_rounds_and_says_so(model_dir, tmp_path
     trainer.reward_funcs[0] = constant  # every group flat, forever
     trainer.model.train()
     trainer.generate_batch(generation_rows(trainer, 1))
-    assert trainer.metric_values("dynamic_sampling/redrawn") == [2]  # 2 rounds of 1 group
-    assert trainer.metric_values("dynamic_sampling/dropped") == [0]
-    assert trainer.metric_values("dynamic_sampling/left") == [1]
+    assert trainer.metrics.values("dynamic_sampling/redrawn") == [2]  # 2 rounds of 1 group
+    assert trainer.metrics.values("dynamic_sampling/dropped") == [0]
+    assert trainer.metrics.values("dynamic_sampling/left") == [1]
 
 
 # ---- 3-step runs from the recipe ----

@@ -89,7 +89,7 @@ class StepContext:
         self.max_completion_length, self.train_dataset = trainer.max_completion_length, trainer.train_dataset
         self.reward_funcs, self.reward_weights = trainer.reward_funcs, trainer.reward_weights
         self.ref_model, self.exact_kl = trainer.ref_model, trainer.exact_kl
-        self.log, self.scoring_logps = trainer.log_metric, trainer.scoring_logps
+        self.log, self.scoring_logps = trainer.metrics.add, trainer.scoring_logps
 
     @property
     def model(self):

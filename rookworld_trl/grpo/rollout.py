@@ -67,7 +67,7 @@ def rollout(prompts: list[str], trainer) -> dict:
         for name, value in gap.metrics().items():
             # with the correction on, TRL's figures (clipped, every batch) carry the importance-ratio names
             if not (trainer.args.sampler_importance_sampling and "importance" in name):
-                trainer.log_metric(name, value)
+                trainer.metrics.add(name, value)
     return {"prompt_ids": prompt_ids, "completion_ids": out.completion_ids, "logprobs": out.logprobs}
 
 

@@ -247,4 +247,4 @@ class SelfPlayCallback(TrainerCallback):
         policy.calls = 0
         gather = gather_object if trainer.accelerator.num_processes > 1 else (lambda x: x)
         for name, value in selfplay.play(policy, state.global_step, rank, gather).items():
-            trainer.log_metric(name, value)
+            trainer.metrics.add(name, value)

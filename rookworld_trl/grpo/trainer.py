@@ -258,13 +258,13 @@ class RookWorldGRPOTrainer(GRPOSeams):
     def training_step(self, model, inputs, num_items_in_batch):
         inputs = self._mix_prompts(inputs)
         # TRL appends one value per micro-batch when beta != 0 (ours: the exact KL)
-        kl = self.metric_values("kl")
+        kl = self.metrics.values("kl")
         seen = len(kl)
         loss = super().training_step(model, inputs, num_items_in_batch)
         step_kl = list(kl[seen:])
         if not self.exact_kl:
             for value in step_kl:  # TRL's k3, also under its estimator's name
-                self.log_metric("kl/k3", value)
+                self.metrics.add("kl/k3", value)
         self.guard.faults.record_step(loss, step_kl)
         return loss
 
@@ -274,7 +274,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
         inputs, figures = self.grpo_step.mix_prompts(inputs, self.state.global_step)
         if self.micro_step % (self.args.steps_per_generation * self.args.num_iterations) == 0:
             for name, value in figures.items():
-                self.log_metric(name, value)
+                self.metrics.add(name, value)
         return inputs
 
     def before_grad_clip(self):

@@ -327,7 +327,7 @@ def clip_value_head(trainer, optimizer, args, kwargs) -> None:
     """Before each optimizer step: the value head's gradients clipped to value_max_grad_norm on their own;
     logs value/grad_norm (before clipping)."""
     norm = torch.nn.utils.clip_grad_norm_(trainer.value.head.parameters(), trainer.args.value_max_grad_norm)
-    trainer.log_metric("value/grad_norm", float(norm))
+    trainer.metrics.add("value/grad_norm", float(norm))
 
 
 def value_baseline_for(trainer) -> ValueBaseline | None:

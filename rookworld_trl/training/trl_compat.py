@@ -32,6 +32,7 @@ from rookworld_trl.common.quiet_logs import dropping
 from rookworld_trl.model import shared_prefix
 from rookworld_trl.model.loading import tied_parameter_names
 from rookworld_trl.training import checkpoints
+from rookworld_trl.training.metric_log import MetricLog
 
 logger = logging.getLogger(__name__)
 
@@ -253,6 +254,7 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         with dropping("trl.trainer.grpo_trainer", "`model_init_kwargs` will be ignored"):
             super().__init__(*args, **kwargs)
         check_trainer(self)
+        self.metrics = MetricLog(self._metrics["train"])  # TRL clears it in place after each log line
         # TRL 1.16 reads transformers' deprecated `is_gradient_checkpointing` at every generation
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
 
@@ -281,14 +283,6 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         """A resume has loaded the checkpoint's weights, optimizer, scheduler and TrainerState."""
 
     # ---- accessors ----
-
-    def log_metric(self, name: str, value: float) -> None:
-        """A training figure for the next log line (TRL averages what a logging interval collected)."""
-        self._metrics["train"][name].append(value)
-
-    def metric_values(self, name: str) -> list[float]:
-        """The training values of `name` collected since the last log line (a live list)."""
-        return self._metrics["train"][name]
 
     def scoring_logps(self, input_ids, attention_mask, logits_to_keep: int) -> torch.Tensor:
         """TRL's scoring forward of the policy, no grad: the per-token log-probs (B, logits_to_keep) of the last

@@ -38,7 +38,7 @@ class StepGuard(TrainerCallback, Option):
     far above kl_stop is the previous update's: it rolls back past it, then the KL guard stops the run.
 
     What it uses of the trainer (trl_compat.GRPOSeams): model, optimizer, lr_scheduler, accelerator,
-    kl_control, log_metric() and drop_buffered_completions(); as an option (grpo/options.py) it keeps the rewards
+    kl_control, metrics and drop_buffered_completions(); as an option (grpo/options.py) it keeps the rewards
     of each batch TRL scored for training (`scored_rewards`, before dynamic sampling refills it: the first place
     a fault is looked for). `halt_reason` says why it
     stopped the run.
@@ -115,10 +115,10 @@ class StepGuard(TrainerCallback, Option):
                 t.kl_control.update(kl)
             if self.healthy and state.global_step % args.nan_snapshot_steps == 0:
                 self.take_snapshot()
-        t.log_metric("beta", t.kl_control.beta)
-        t.log_metric("nan_recoveries", self.nan_recoveries)
+        t.metrics.add("beta", t.kl_control.beta)
+        t.metrics.add("nan_recoveries", self.nan_recoveries)
         for name, value in memory_metrics().items():
-            t.log_metric(name, value)
+            t.metrics.add(name, value)
         faults.reset()
 
     def _kl_guard(self, kl, args, state, control, rolled_back_to=None) -> None:
@@ -149,7 +149,7 @@ class StepGuard(TrainerCallback, Option):
         t.drop_buffered_completions()  # TRL's buffered completions and old log-probs came from the bad weights
         what = bad if bad.startswith("diverged") else f"non-finite {bad} (first non-finite: {cause})"
         if cause is not None:  # one metric per kind: a gradient's parameter is named in the line below
-            t.log_metric(f"guard/non_finite/{cause.split(' of ')[0]}", 1.0)
+            t.metrics.add(f"guard/non_finite/{cause.split(' of ')[0]}", 1.0)
         logger.warning(
             f"{what} at step {step}: update skipped, weights + optimizer restored from step "
             f"{snapshot.step}, LR x{args.nan_lr_factor}, batch saved to {path}"
