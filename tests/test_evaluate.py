@@ -32,6 +32,7 @@ from rookworld_trl.stages.eval.evaluate import EvalSettings, main
 from rookworld_trl.stages.eval.game_suites import match_suite, selfplay_suite
 from rookworld_trl.stages.eval.outputs import summarize, write_outputs
 from rookworld_trl.stages.eval.suites import (
+    SuiteDecoding,
     env_suite,
     find_mate_in_one,
     mate_suite,
@@ -40,6 +41,7 @@ from rookworld_trl.stages.eval.suites import (
 )
 
 START = chess.STARTING_FEN
+SAMPLED_8 = SuiteDecoding(("sampled",), max_new_tokens=8)
 AFTER_E4 = "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1"
 SCHOLAR = "r1bqkb1r/pppp1ppp/2n2n2/4p2Q/2B1P3/8/PPPP1PPP/RNB1K1NR w KQkq - 4 4"  # Qxf7# (h5f7)
 KQ_ENDING = "8/8/8/8/8/2k5/8/4K2Q w - - 0 1"
@@ -85,7 +87,9 @@ def test_policy_suite_scripted(pool):
         # KQ_ENDING: garbage (default)
     }
     script = Script(answers, default="hello")
-    figures = policy_suite(script, fens, analyses, decodings=("greedy", "sampled"), max_new_tokens=50)
+    figures = policy_suite(
+        script, fens, analyses, decoding=SuiteDecoding(("greedy", "sampled"), max_new_tokens=50)
+    )
     greedy = {k.split("/", 1)[1]: v for k, v in values(figures).items() if k.startswith("greedy/")}
     illegal = {k: greedy.pop(k) for k in list(greedy) if k.startswith("illegal/")}
     # SCHOLAR's a1a8 runs into the a2 pawn; the garbage has no move at all
@@ -289,12 +293,15 @@ def test_suites_on_a_tiny_model(tiny, pool, tmp_path):
     fens = [START, AFTER_E4, SCHOLAR]
     results = {
         "policy": policy_suite(
-            generate, fens, pool.analyse_many(fens), decodings=("greedy", "sampled"), max_new_tokens=8
+            generate,
+            fens,
+            pool.analyse_many(fens),
+            decoding=SuiteDecoding(("greedy", "sampled"), max_new_tokens=8),
         ),
         "env": env_suite(generate, [env_prompt(START, "e2e4", ["e2e4"])], ["normal"], max_new_tokens=8),
-        "mate": mate_suite(generate, [SCHOLAR], max_new_tokens=8),
-        "selfplay": selfplay_suite(generate, games=2, max_plies=3, max_new_tokens=8),
-        "match": match_suite(generate, games=2, limit=EngineLimit(depth=1), max_plies=4, max_new_tokens=8),
+        "mate": mate_suite(generate, [SCHOLAR], decoding=SuiteDecoding(max_new_tokens=8)),
+        "selfplay": selfplay_suite(generate, games=2, max_plies=3, decoding=SAMPLED_8),
+        "match": match_suite(generate, games=2, limit=EngineLimit(depth=1), max_plies=4, decoding=SAMPLED_8),
     }
     for metrics in results.values():
         for name, metric in metrics.items():

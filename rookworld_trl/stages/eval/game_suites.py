@@ -12,10 +12,10 @@ from tqdm.auto import tqdm
 
 from rookworld_trl.chess.engine import EngineLimit, find_stockfish
 from rookworld_trl.chess.environment import legal_best_move
-from rookworld_trl.chess.formats import FEN_WIDTH, policy_prompt
+from rookworld_trl.chess.formats import policy_prompt
 from rookworld_trl.chess.games import play_games
 from rookworld_trl.stages.eval.stats import Metric
-from rookworld_trl.stages.eval.suites import Generate, decoding_kwargs
+from rookworld_trl.stages.eval.suites import SAMPLED, Generate, SuiteDecoding
 
 
 def selfplay_suite(
@@ -23,11 +23,7 @@ def selfplay_suite(
     *,
     games: int = 50,
     max_plies: int = 300,
-    temperature: float = 0.6,
-    top_k: int = 5,
-    max_new_tokens: int = 128,
-    seed: int = 0,
-    fen_width: int = FEN_WIDTH,
+    decoding: SuiteDecoding = SAMPLED,
 ) -> dict[str, Metric]:
     """The model plays itself from the start through P: (sampled); a game stops at its first illegal move.
 
@@ -39,11 +35,10 @@ def selfplay_suite(
 
     def policy(prompts: list[str]) -> list[str]:  # one call per ply, each ply its own seed
         bar.update()
-        return generate(prompts, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
-                        top_k=top_k, seed=seed + next(plies))  # fmt: skip
+        return generate(prompts, seed=decoding.seed + next(plies), **decoding.kwargs("sampled"))
 
     with tqdm(desc="selfplay", unit="ply", leave=False) as bar:
-        played = play_games(policy, [chess.STARTING_FEN] * games, max_plies, fen_width)
+        played = play_games(policy, [chess.STARTING_FEN] * games, max_plies, decoding.fen_width)
     legal = [len(game.moves) for game in played]
     illegal = [int(game.ended_illegal) for game in played]
     tried = [a + b for a, b in zip(legal, illegal, strict=True)]
@@ -63,13 +58,8 @@ def match_suite(
     skill_level: int = 0,
     limit: EngineLimit | None = None,
     stockfish_path: str | None = None,
-    decoding: str = "sampled",
-    temperature: float = 0.6,
-    top_k: int = 5,
-    max_new_tokens: int = 128,
     max_plies: int = 300,
-    seed: int = 0,
-    fen_width: int = FEN_WIDTH,
+    decoding: SuiteDecoding = SAMPLED,
 ) -> dict[str, Metric]:
     """Games against Stockfish at `skill_level` (UCI "Skill Level"), the model White in even games.
 
@@ -82,7 +72,7 @@ def match_suite(
     colours = [chess.WHITE if i % 2 == 0 else chess.BLACK for i in range(games)]
     score: list[float | None] = [None] * games
     illegal = [0.0] * games
-    kwargs = decoding_kwargs(decoding, temperature, top_k)
+    kwargs = decoding.kwargs(decoding.names[0])
     with chess.engine.SimpleEngine.popen_uci(find_stockfish(stockfish_path)) as engine:
         engine.configure({"Skill Level": skill_level, "Threads": 1})
         for rnd in tqdm(range(max_plies), desc="match", unit="round", leave=False):
@@ -90,10 +80,8 @@ def match_suite(
             if not active:
                 break
             ours = [i for i in active if boards[i].turn == colours[i]]
-            prompts = [policy_prompt(boards[i].fen(), fen_width) for i in ours]
-            completions = (
-                generate(prompts, max_new_tokens=max_new_tokens, seed=seed + rnd, **kwargs) if ours else []
-            )
+            prompts = [policy_prompt(boards[i].fen(), decoding.fen_width) for i in ours]
+            completions = generate(prompts, seed=decoding.seed + rnd, **kwargs) if ours else []
             for i, completion in zip(ours, completions, strict=True):
                 move = legal_best_move(boards[i], completion)
                 if move is None:

@@ -21,6 +21,7 @@ from rookworld_trl.data.puzzles import load_bigbench_checkmate
 from rookworld_trl.grpo.rewards.policy import label_analysis
 from rookworld_trl.stages.eval.game_suites import match_suite, selfplay_suite
 from rookworld_trl.stages.eval.suites import (
+    SuiteDecoding,
     env_suite,
     find_mate_in_one,
     mate_suite,
@@ -94,17 +95,15 @@ def data_labels(dataset, engine: EnginePool) -> dict:
 # ------------------------------------------------------------------------------------------- the suites
 
 
-def decoding(args) -> dict:
-    """The settings every generating suite shares: sampling, the seed, the prompts' FEN width is the items'."""
-    return dict(
-        temperature=args.temperature, top_k=args.top_k, max_new_tokens=args.max_new_tokens, seed=args.seed
-    )
+def decoding(args, items: EvalItems, names: str | None = None) -> SuiteDecoding:
+    """How every generating suite decodes (`names`: args.decodings); P: prompts at the items' FEN width."""
+    return SuiteDecoding(tuple((names or args.decodings).split(",")), args.temperature, args.top_k,
+                         args.max_new_tokens, args.seed, items.fen_width)  # fmt: skip
 
 
 def run_policy(generate, items: EvalItems, args, engine):
     return {"policy": policy_suite(generate, items.policy_fens, items.policy_analyses,
-                                   decodings=args.decodings.split(","), engine=engine,
-                                   fen_width=items.fen_width, **decoding(args))}  # fmt: skip
+                                   decoding=decoding(args, items), engine=engine)}  # fmt: skip
 
 
 def prepare_policy(items: EvalItems, args, engine: EnginePool, data) -> None:
@@ -119,7 +118,7 @@ def run_env(generate, items: EvalItems, args, engine):
 
 
 def run_mate(generate, items: EvalItems, args, engine):
-    common = dict(decodings=args.decodings.split(","), fen_width=items.fen_width, **decoding(args))
+    common = dict(decoding=decoding(args, items))
     out = {"mate": mate_suite(generate, items.mate_fens, **common)}
     if items.bigbench:
         fens, targets = zip(*items.bigbench, strict=True)
@@ -135,8 +134,7 @@ def prepare_mate(items: EvalItems, args, engine: EnginePool, data) -> None:
 
 def run_tactics(generate, items: EvalItems, args, engine):
     fens, kinds, bests = zip(*items.tactics, strict=True) if items.tactics else ((), (), ())
-    return {"tactics": tactics_suite(generate, fens, kinds, bests, decodings=args.decodings.split(","),
-                                     fen_width=items.fen_width, **decoding(args))}  # fmt: skip
+    return {"tactics": tactics_suite(generate, fens, kinds, bests, decoding=decoding(args, items))}
 
 
 def prepare_tactics(items: EvalItems, args, engine: EnginePool, data) -> None:
@@ -162,13 +160,13 @@ def prepare_tactics(items: EvalItems, args, engine: EnginePool, data) -> None:
 
 def run_selfplay(generate, items: EvalItems, args, engine):
     return {"selfplay": selfplay_suite(generate, games=args.selfplay_games, max_plies=args.max_plies,
-                                       fen_width=items.fen_width, **decoding(args))}  # fmt: skip
+                                       decoding=decoding(args, items, "sampled"))}  # fmt: skip
 
 
 def run_match(generate, items: EvalItems, args, engine):
     return {"match": match_suite(generate, games=args.match_games, skill_level=args.skill_level,
                                  limit=EngineLimit(depth=args.depth, nodes=args.nodes), stockfish_path=args.stockfish,
-                                 max_plies=args.max_plies, fen_width=items.fen_width, **decoding(args))}  # fmt: skip
+                                 max_plies=args.max_plies, decoding=decoding(args, items, "sampled"))}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import chess
 import chess.engine
@@ -62,13 +63,35 @@ def generate_all(generate: Generate, prompts: list[str], desc: str, seed: int, *
     return out
 
 
-def decoding_kwargs(decoding: str, temperature: float, top_k: int) -> dict:
-    """generate() settings of a named decoding: "greedy" or "sampled" (ROOK: top-k 5, temperature 0.6)."""
-    if decoding == "greedy":
-        return {"do_sample": False}
-    if decoding == "sampled":
-        return {"do_sample": True, "temperature": temperature, "top_k": top_k}
-    raise ValueError(f"unknown decoding {decoding!r}: use 'greedy' or 'sampled'")
+@dataclass(frozen=True)
+class SuiteDecoding:
+    """How a generating suite decodes: each of `names` ("greedy"; "sampled": top-k `top_k` at `temperature`,
+    ROOK's 5 and 0.6), up to `max_new_tokens`, seeded by `seed`; P: prompts padded to `fen_width`."""
+
+    names: tuple[str, ...] = ("greedy",)
+    temperature: float = 0.6
+    top_k: int = 5
+    max_new_tokens: int = 128
+    seed: int = 0
+    fen_width: int = FEN_WIDTH
+
+    def kwargs(self, name: str) -> dict:
+        """generate() settings of the decoding `name`."""
+        if name == "greedy":
+            return {"max_new_tokens": self.max_new_tokens, "do_sample": False}
+        if name == "sampled":
+            return {"max_new_tokens": self.max_new_tokens, "do_sample": True, "temperature": self.temperature,
+                    "top_k": self.top_k}  # fmt: skip
+        raise ValueError(f"unknown decoding {name!r}: use 'greedy' or 'sampled'")
+
+    def answers(self, generate: Generate, fens: Sequence[str], suite: str) -> Iterator[tuple[str, list[str]]]:
+        """(decoding name, the completions of `fens`' P: prompts) for each decoding, with `suite`'s bar."""
+        prompts = [policy_prompt(fen, self.fen_width) for fen in fens]
+        for name in self.names:
+            yield name, generate_all(generate, prompts, f"{suite}/{name}", self.seed, **self.kwargs(name))
+
+
+GREEDY, SAMPLED = SuiteDecoding(), SuiteDecoding(("sampled",))  # the suites' defaults
 
 
 # ----------------------------------------------------------------------------------------------- policy
@@ -136,12 +159,7 @@ def policy_suite(
     fens: Sequence[str],
     analyses: Sequence[Sequence[MoveEval]],
     *,
-    decodings: Sequence[str] = ("greedy",),
-    temperature: float = 0.6,
-    top_k: int = 5,
-    max_new_tokens: int = 128,
-    seed: int = 0,
-    fen_width: int = FEN_WIDTH,
+    decoding: SuiteDecoding = GREEDY,
     eval_clip: float = 10.0,
     engine: EnginePool | None = None,
 ) -> dict[str, Metric]:
@@ -150,20 +168,15 @@ def policy_suite(
     reward does; without it that B: is graded as the last analysed line (a lower bound of its loss)."""
     if any(not a for a in analyses):
         raise ValueError("policy_suite: every position needs an engine analysis (no game-over positions)")
-    prompts = [policy_prompt(fen, fen_width) for fen in fens]
     out = {}
-    for decoding in decodings:
-        kwargs = decoding_kwargs(decoding, temperature, top_k)
-        completions = generate_all(
-            generate, prompts, f"policy/{decoding}", seed, max_new_tokens=max_new_tokens, **kwargs
-        )
+    for dec, completions in decoding.answers(generate, fens, "policy"):
         cps = best_move_cps(engine, fens, analyses, completions) if engine else [None] * len(fens)
         answers = zip(fens, completions, analyses, cps, strict=True)
         rows = [policy_figures(fen, c, a, eval_clip, m) for fen, c, a, m in answers]
         for name in rows[0] if rows else []:
-            reference = POLICY_REFERENCE.get(name) if decoding == "greedy" else None
+            reference = POLICY_REFERENCE.get(name) if dec == "greedy" else None
             percent, lower = name not in NOT_RATES, name in LOWER_IS_BETTER
-            out[f"{decoding}/{name}"] = Metric(
+            out[f"{dec}/{name}"] = Metric(
                 [r[name] for r in rows], percent=percent, reference=reference, lower_is_better=lower
             )
     return out
@@ -275,31 +288,21 @@ def mate_suite(
     fens: Sequence[str],
     targets: Sequence[str] | None = None,
     *,
-    decodings: Sequence[str] = ("greedy",),
-    temperature: float = 0.6,
-    top_k: int = 5,
-    max_new_tokens: int = 128,
-    seed: int = 0,
-    fen_width: int = FEN_WIDTH,
+    decoding: SuiteDecoding = GREEDY,
     reference: float | None = None,
 ) -> dict[str, Metric]:
     """Mate in one through the P: answer (B:): right if it mates; with `targets`, also the exact target."""
-    prompts = [policy_prompt(fen, fen_width) for fen in fens]
     out = {}
-    for decoding in decodings:
-        kwargs = decoding_kwargs(decoding, temperature, top_k)
-        completions = generate_all(
-            generate, prompts, f"mate/{decoding}", seed, max_new_tokens=max_new_tokens, **kwargs
-        )
+    for dec, completions in decoding.answers(generate, fens, "mate"):
         moves = [legal_best_move(chess.Board(fen), c) for fen, c in zip(fens, completions, strict=True)]
         mates = [
             m is not None and m in mating_moves(chess.Board(fen)) for fen, m in zip(fens, moves, strict=True)
         ]
-        out[f"{decoding}/mate_accuracy"] = Metric([float(x) for x in mates], reference=reference)
-        out[f"{decoding}/legal_move"] = Metric([float(m is not None) for m in moves])
+        out[f"{dec}/mate_accuracy"] = Metric([float(x) for x in mates], reference=reference)
+        out[f"{dec}/legal_move"] = Metric([float(m is not None) for m in moves])
         if targets is not None:
             hits = [m is not None and m.uci() == t for m, t in zip(moves, targets, strict=True)]
-            out[f"{decoding}/target_accuracy"] = Metric([float(x) for x in hits])
+            out[f"{dec}/target_accuracy"] = Metric([float(x) for x in hits])
     return out
 
 
@@ -314,24 +317,14 @@ def tactics_suite(
     kinds: Sequence[str],
     bests: Sequence[str],
     *,
-    decodings: Sequence[str] = ("greedy",),
-    temperature: float = 0.6,
-    top_k: int = 5,
-    max_new_tokens: int = 128,
-    seed: int = 0,
-    fen_width: int = FEN_WIDTH,
+    decoding: SuiteDecoding = GREEDY,
 ) -> dict[str, Metric]:
     """Tactics through the P: answer's B: (chess/tactics.solves): per kind (`kinds`, KINDS) the share solved,
     "<decoding>/mate_in_one", "/mate_in_two_first_move" (B: forces mate in two), "/only_move" (B: is the
     engine's best, `bests`), each with a value on its kind's items only (None elsewhere: paired intervals
     compare the same items), and "/legal_move" over all."""
-    prompts = [policy_prompt(fen, fen_width) for fen in fens]
     out = {}
-    for decoding in decodings:
-        kwargs = decoding_kwargs(decoding, temperature, top_k)
-        completions = generate_all(
-            generate, prompts, f"tactics/{decoding}", seed, max_new_tokens=max_new_tokens, **kwargs
-        )
+    for dec, completions in decoding.answers(generate, fens, "tactics"):
         boards = [chess.Board(fen) for fen in fens]
         moves = [legal_best_move(board, c) for board, c in zip(boards, completions, strict=True)]
         right = [
@@ -341,6 +334,6 @@ def tactics_suite(
         for kind in KINDS:
             values = [r if k == kind else None for r, k in zip(right, kinds, strict=True)]
             if any(v is not None for v in values):
-                out[f"{decoding}/{TACTIC_FIGURES[kind]}"] = Metric(values)
-        out[f"{decoding}/legal_move"] = Metric([float(m is not None) for m in moves])
+                out[f"{dec}/{TACTIC_FIGURES[kind]}"] = Metric(values)
+        out[f"{dec}/legal_move"] = Metric([float(m is not None) for m in moves])
     return out
