@@ -14,10 +14,11 @@ from trl import ScriptArguments
 from rookworld_trl.data.puzzles import PuzzleFilter
 from rookworld_trl.grpo.selfplay import SelfPlaySection, check_selfplay
 from rookworld_trl.grpo.tactics import TacticsSection, check_tactics
+from rookworld_trl.stages.data_args import DataReading
 
 
 @dataclass
-class GRPOScriptArguments(TacticsSection, SelfPlaySection, ScriptArguments):
+class GRPOScriptArguments(TacticsSection, SelfPlaySection, DataReading, ScriptArguments):
     """Data, rewards, engine, evals, self-play and tactics (their sections: grpo/selfplay.py, grpo/tactics.py) and
     publishing of a GRPO run; checked in `__post_init__`."""
 
@@ -36,12 +37,6 @@ class GRPOScriptArguments(TacticsSection, SelfPlaySection, ScriptArguments):
     )
     dataset_max_samples: int | None = field(
         default=None, metadata={"help": "Train on the first N rows (after mixing); None: all."}
-    )
-    skip_bad_rows: bool = field(
-        default=False,
-        metadata={
-            "help": "Skip malformed lines of raw-text data and count them (default: stop at the first, naming it)."
-        },
     )
     dataset_num_proc: int | None = field(
         default=None,
@@ -70,13 +65,6 @@ class GRPOScriptArguments(TacticsSection, SelfPlaySection, ScriptArguments):
             "help": "A puzzle dataset_name (Lichess .csv): keep puzzles with any of these themes, e.g. "
             "mateIn1,mateIn2."
         },  # fmt: skip
-    )
-    exclude: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Drop every training row whose position (first four FEN fields) is in these files: FEN lists, "
-            ".epd files, Lichess puzzle .csv files, BIG-bench checkmate_in_one task.json (data/exclude.py)."
-        },
     )
     mix_env_ratio: float | None = field(
         default=0.2,

@@ -42,6 +42,7 @@ from rookworld_trl.model.loading import (
     set_dropout,
     train_at_fen_width,
 )
+from rookworld_trl.stages.data_args import DataReading
 from rookworld_trl.stages.eval.summary import sft_summary
 from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints
@@ -52,7 +53,7 @@ from rookworld_trl.training.sft import RookWorldSFTConfig, RookWorldSFTTrainer
 
 
 @dataclass
-class SFTScriptArguments(ScriptArguments):
+class SFTScriptArguments(DataReading, ScriptArguments):
     """What to train on (TRL's ScriptArguments: dataset_name and its splits) and which model to start from."""
 
     BOUNDS: ClassVar[dict[str, str]] = {"mix_env_ratio": "finite"}  # checked as stages/recipe.py says
@@ -65,19 +66,6 @@ class SFTScriptArguments(ScriptArguments):
     )
     dataset_test_split: str = field(
         default="validation", metadata={"help": "Held-out split for the evaluation loss."}
-    )
-    skip_bad_rows: bool = field(
-        default=False,
-        metadata={
-            "help": "Skip malformed lines of raw-text data and count them (default: stop at the first, naming it)."
-        },
-    )
-    exclude: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Drop every training row whose position (first four FEN fields) is in these files: FEN lists, "
-            ".epd files, Lichess puzzle .csv files, BIG-bench checkmate_in_one task.json (data/exclude.py)."
-        },
     )
     mix_env_ratio: float | None = field(
         default=None,
