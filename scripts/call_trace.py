@@ -10,12 +10,14 @@
     PYTHONPATH=$PWD python scripts/call_trace.py --config recipes/grpo_tiny_cpu.yaml --max_steps 1 \
         --eval_samples 0 --eval_every_steps 0 --save_strategy no --output_dir /tmp/trace
     ... -v      # each call site too
+    ... --json  # the figures as one JSON line at the end: {"entries": {module: sites}, "backs": [[from, to], ...]}
 
 The house's figures: each data module entered from at most two places; at most six calls back up.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -41,8 +43,8 @@ def package_stack(frame):
 
 
 def main(argv: list[str]) -> None:
-    verbose = "-v" in argv
-    argv = [a for a in argv if a != "-v"]
+    verbose, as_json = "-v" in argv, "--json" in argv
+    argv = [a for a in argv if a not in ("-v", "--json")]
     entries: dict[str, set[str]] = defaultdict(set)
     backs: dict[tuple[str, str], set[str]] = defaultdict(set)
 
@@ -69,6 +71,9 @@ def main(argv: list[str]) -> None:
     finally:
         sys.setprofile(None)
         threading.setprofile(None)
+    if as_json:
+        print(json.dumps({"entries": {m: len(f) for m, f in entries.items()}, "backs": sorted(backs)}))
+        return
     print("\ncall sites entering each data module (from outside it):")
     for module, found in sorted(entries.items(), key=lambda item: -len(item[1])):
         print(f"  {len(found):3d}  {module}")

@@ -3,6 +3,7 @@ package keeps them, and a planted import breaks each kind (upward, data reading 
 and the house's figures (scripts/house_figures.py): no circle, no module over 400 lines, few top-level entries."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -63,3 +64,22 @@ def test_the_house_has_no_circle_no_module_over_400_lines_and_few_entries():
     assert found["circles"] == []
     assert found["largest"][0]["lines"] <= 400, found["largest"][0]
     assert len(found["top_level"]["code"]) + len(found["top_level"]["data"]) <= 8, found["top_level"]
+
+
+# every RL option on: each adds its hooks to the step (docs/ARCHITECTURE.md, "The house in figures")
+EVERY_OPTION = ["--curriculum_ratio", "0.25", "--dynamic_sampling", "true", "--value_baseline", "true",
+                "--sampler_importance_sampling", "true", "--beta", "0.02", "--kl_estimator", "forward",
+                "--replay_coef", "0.1", "--field_credit", "true", "--choice_credit", "0.1", "--adaptive_kl", "true"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_grpo_stage_enters_each_data_module_from_two_places_and_climbs_back_up_six_times(tmp_path):
+    """scripts/call_trace.py profiles a whole 2-step GRPO run from main(argv) with every RL option on."""
+    args = ["--config", "recipes/grpo_tiny_cpu.yaml", "--max_steps", "2", "--eval_samples", "0",
+            "--eval_every_steps", "0", "--save_strategy", "no", "--output_dir", str(tmp_path / "run")]  # fmt: skip
+    done = subprocess.run([sys.executable, "scripts/call_trace.py", "--json", *args, *EVERY_OPTION], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(figures["entries"]) >= 8 and max(figures["entries"].values()) <= 2, figures["entries"]
+    assert 1 <= len(figures["backs"]) <= 6, figures["backs"]
