@@ -9,10 +9,9 @@ import time
 from dataclasses import dataclass, field
 
 from trl import SFTConfig, SFTTrainer
-from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from rookworld_trl.common.errors import suggest_fields
-from rookworld_trl.training.trl_compat import VerifiedCheckpoints
+from rookworld_trl.training.trl_compat import DataCollatorForLanguageModeling, VerifiedCheckpoints
 
 
 @suggest_fields

@@ -27,6 +27,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.trainer import grpo_trainer as trl_grpo_trainer
 from trl.trainer import utils as trl_utils
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling  # noqa: F401  (SFT's collator: not in trl's top level)
 
 from rookworld_trl.common.quiet_logs import dropping
 from rookworld_trl.model import shared_prefix
