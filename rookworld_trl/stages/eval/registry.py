@@ -118,11 +118,13 @@ def run_env(generate, items: EvalItems, args, engine):
 
 
 def run_mate(generate, items: EvalItems, args, engine):
-    common = dict(decoding=decoding(args, items))
-    out = {"mate": mate_suite(generate, items.mate_fens, **common)}
+    settings = decoding(args, items)
+    out = {"mate": mate_suite(generate, items.mate_fens, decoding=settings)}
     if items.bigbench:
         fens, targets = zip(*items.bigbench, strict=True)
-        out["mate_bigbench"] = mate_suite(generate, fens, targets, reference=BIGBENCH_REFERENCE, **common)
+        out["mate_bigbench"] = mate_suite(
+            generate, fens, targets, reference=BIGBENCH_REFERENCE, decoding=settings
+        )
     return out
 
 
