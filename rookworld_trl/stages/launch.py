@@ -154,13 +154,13 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
         argv[i + 1] = resolve_path(argv[i + 1])
     elif default_recipe:
         argv = ["--config", resolve_path(default_recipe), *argv]
-    moved = to_gpu(command, argv, accel)
-    argv += moved
-    try:  # bad input costs a second here, not the launch's 10-20 s
+    try:  # bad input costs a second here, not the launch's 10-20 s (nor torch's import: to_gpu)
         preflight(command, argv, int(processes or config_processes(accel)))
     except UserError as e:
         print(f"rookworld {command}: error: {clip(str(e))}", file=sys.stderr)
         return 2
+    moved = to_gpu(command, argv, accel)  # system-made flags: --use_cpu false --bf16 true, nothing to check
+    argv += moved
     if "--config" in argv[:-1] and argv[argv.index("--config") + 1] != resolve_path(default_recipe or ""):
         say_unset_fields(command, argv[argv.index("--config") + 1], argv, default_recipe)
     if accel is None:
