@@ -61,7 +61,7 @@ if wrong:
 EOF
 
 echo "check_floors: the default test tier"
-if ! "$VENV/bin/python" -m pytest -q -p no:cacheprovider >"$VENV/tests.log" 2>&1; then
+if ! "$VENV/bin/python" -m pytest -q -n auto -p no:cacheprovider >"$VENV/tests.log" 2>&1; then
   tail -30 "$VENV/tests.log"
   echo "check_floors: FAIL: the default tier failed at the floors ($VENV/tests.log)"
   exit 1

@@ -198,7 +198,7 @@ def test_the_readme_is_a_front_page():
     lines = text.splitlines()
     assert len(lines) <= 170 and max(map(len, lines)) <= 110  # 160 + the Python quickstart (issue 63)
     assert "bash scripts/setup.sh && .venv/bin/rookworld train" in text
-    assert "bash scripts/setup.sh && .venv/bin/python -m pytest -q" in text
+    assert "bash scripts/setup.sh && .venv/bin/python -m pytest -q -n auto" in text
     for link in re.findall(r"\]\(([^)#]+)\)", text):
         assert (ROOT / link).exists(), link
 
