@@ -42,10 +42,15 @@ def bomb(levels: int) -> str:
     return text + f"learning_rate: *a{levels - 1}\n"
 
 
+BINARY = (
+    bytes(range(256)) * 2
+)  # not UTF-8; fixed, not random: every pytest-xdist worker must collect the same tests
+
+
 @pytest.mark.parametrize(
     ("content", "command", "says"),
     [
-        (os.urandom(300), ["train"], "is not UTF-8 text"),
+        (BINARY, ["train"], "is not UTF-8 text"),
         ("learning_rate: 1e-5\nmodel_name_or_path: caf\xe9\n".encode("latin-1"), ["sft"], "not UTF-8 text"),
         (
             "learning_rate: 1e-5\nmodel_name_or_path: caf\xe9\n".encode("latin-1"),
@@ -55,6 +60,7 @@ def bomb(levels: int) -> str:
         (bomb(9).encode(), ["train"], "aliases (*name) expand to more than"),
         (b"a" * (2 << 20), ["train"], "is 2.1 MB; a recipe is a few kB"),
     ],
+    ids=["binary", "latin-1-sft", "latin-1-help", "alias-bomb", "huge"],
 )
 def test_hostile_recipes_are_one_line(tmp_path, content, command, says):
     recipe = tmp_path / "recipe.yaml"
