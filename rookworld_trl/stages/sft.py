@@ -47,6 +47,7 @@ from rookworld_trl.stages.eval.summary import sft_summary
 from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints
 from rookworld_trl.training.console import use_compact_logs
+from rookworld_trl.training.interrupt import said_interrupted
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
 from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir, lock_run_dir
 from rookworld_trl.training.sft import RookWorldSFTConfig, RookWorldSFTTrainer
@@ -176,7 +177,8 @@ def policy_checks(model, tokenizer, prompts: list[str], max_new_tokens: int, bat
 
 
 def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_dataset, eval_dataset):
-    """Build the model, train, save model + tokenizer in output_dir, check P: formats; return the trainer."""
+    """Build the model, train, save model + tokenizer in output_dir, check P: formats; return the trainer (its
+    `interrupt.step` is the step a stop signal saved and ended the run at, else None)."""
     model, tokenizer = build_model(script_args)
     train_at_fen_width(
         model, script_args.fen_width or fen_width_of(iter_column(train_dataset, "prompt"))
@@ -210,7 +212,12 @@ def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_d
     if resume:
         say(f"resuming from {resume} (step {checkpoints.checkpoint_step(resume)})")
     use_compact_logs(trainer)  # the bar and one line per logging step, as `rookworld train`
-    trainer.train(resume_from_checkpoint=resume)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt:  # a second signal: mid-update weights are no step's, so nothing more is saved
+        trainer.interrupt.step = trainer.state.global_step
+    if trainer.interrupt.step is not None:  # the first signal: the step finished and was saved
+        return trainer
     trainer.save_model(config.output_dir)  # model + tokenizer (the best one with load_best_model_at_end)
     if trainer.accelerator.is_main_process:
         checks, n = format_check(trainer, tokenizer, eval_dataset, config.format_check_samples)
@@ -248,8 +255,8 @@ def _main(argv: list[str] | None) -> int:
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     train_dataset, eval_dataset = load_splits(script_args, config.seed)
-    run_sft(script_args, config, train_dataset, eval_dataset)
-    return 0
+    trainer = run_sft(script_args, config, train_dataset, eval_dataset)
+    return said_interrupted(trainer) if trainer.interrupt.step is not None else 0
 
 
 if __name__ == "__main__":

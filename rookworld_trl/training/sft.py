@@ -1,6 +1,6 @@
 """RookWorldSFTConfig and RookWorldSFTTrainer: TRL's SFTConfig and SFTTrainer with verified checkpoints, early
-stopping, a metrics file, tokens/s in the logs and packed rows kept row by row (`packing: true`). The stage that
-builds and runs them: rookworld_trl/stages/sft.py.
+stopping, a metrics file, tokens/s in the logs, packed rows kept row by row (`packing: true`) and a checkpoint on a
+stop signal (Ctrl-C, SIGTERM, SIGHUP). The stage that builds and runs them: rookworld_trl/stages/sft.py.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from trl import SFTConfig, SFTTrainer
 
 from rookworld_trl.common.errors import suggest_fields
+from rookworld_trl.training.interrupt import SaveOnInterrupt
 from rookworld_trl.training.trl_compat import DataCollatorForLanguageModeling, VerifiedCheckpoints
 
 
@@ -101,7 +102,8 @@ class RookWorldSFTTrainer(VerifiedCheckpoints, SFTTrainer):
     """SFTTrainer that adds `tokens_per_second` to training logs, so TensorBoard, the progress bar and
     metrics.jsonl all show it. It is measured over the last logging interval with evaluation time left out
     (the Trainer's own `train_tokens_per_second` is a run average that includes evaluations). Packed data is
-    collated row by row (`PackedRows`)."""
+    collated row by row (`PackedRows`). A stop signal finishes the step and saves a checkpoint (`interrupt`), so a
+    long SFT stopped between sittings loses nothing."""
 
     _speed_mark: tuple[float, int] | None = None  # (time, tokens seen) at the last training log
     _eval_seconds: float = 0.0  # evaluation time since then
@@ -110,6 +112,8 @@ class RookWorldSFTTrainer(VerifiedCheckpoints, SFTTrainer):
         super().__init__(*args, **kwargs)
         if self.args.packing and self.args.packing_strategy in ("bfd", "bfd_split"):
             self.data_collator = PackedRows(self.processing_class.pad_token_id)
+        self.interrupt = SaveOnInterrupt()
+        self.add_callback(self.interrupt)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "eval_runtime" in logs:
