@@ -4,7 +4,8 @@ each round's tokens/s (training tokens, not padding: the SFT logs' `tokens_per_s
 
     .venv/bin/python scripts/bench/bench_sft.py [--steps 40] [--rounds 2] [--variants padded,packed] [-- SFT flags]
 
-The variants train the same tokens per step (128 padded rows ~ 64 packed rows: ~2.1 samples per packed row).
+The variants train the same tokens per step (128 padded rows ~ 64 packed rows: ~2.1 samples per packed row);
+`compiled` is `packed` under torch.compile (--variants packed,compiled).
 """
 
 import argparse
@@ -19,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 VARIANTS = {
     "padded": ["--per_device_train_batch_size", "128", "--packing", "false"],
     "packed": ["--per_device_train_batch_size", "64", "--packing", "true"],
+    "compiled": ["--per_device_train_batch_size", "64", "--packing", "true", "--torch_compile", "true"],
 }
 
 
