@@ -125,6 +125,15 @@ def alive(pids: set[int]) -> list[str]:
     return left
 
 
+def saved_step(log: str, out: Path) -> int:
+    """The step a stopped run says it saved (one "interrupted at step N" line), its checkpoint complete."""
+    said = [line for line in log.splitlines() if "interrupted at step" in line]
+    assert len(said) == 1, log
+    step = int(said[0].split("interrupted at step ")[1].split()[0])
+    assert checkpoints.checkpoint_problem(str(out / f"checkpoint-{step}")) is None, log
+    return step
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM])
 def test_sigterm_saves_the_step_exits_143_and_leaves_nothing_running(tmp_path, sig):
     out = tmp_path / "run"
@@ -135,10 +144,7 @@ def test_sigterm_saves_the_step_exits_143_and_leaves_nothing_running(tmp_path, s
     assert proc.returncode == 128 + sig, log
     assert "Traceback" not in log, log
     assert alive(run) == [], log  # accelerate, the stage and both Stockfish engines are gone
-    said = [line for line in log.splitlines() if "interrupted at step" in line]
-    assert len(said) == 1, log
-    step = int(said[0].split("interrupted at step ")[1].split()[0])
-    assert 1 <= step < 100 and checkpoints.checkpoint_problem(str(out / f"checkpoint-{step}")) is None
+    assert 1 <= saved_step(log, out) < 100
 
 
 def test_sft_saves_its_step_on_sigterm_and_resumes_from_it(tmp_path):
@@ -149,10 +155,8 @@ def test_sft_saves_its_step_on_sigterm_and_resumes_from_it(tmp_path):
     proc.send_signal(signal.SIGTERM)
     log, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "Traceback" not in log and alive(run) == [], log
-    said = [line for line in log.splitlines() if "interrupted at step" in line]
-    assert len(said) == 1, log
-    step = int(said[0].split("interrupted at step ")[1].split()[0])
-    assert 1 <= step < 1000 and checkpoints.checkpoint_problem(str(out / f"checkpoint-{step}")) is None
+    step = saved_step(log, out)
+    assert 1 <= step < 1000
     assert not (out / "model.safetensors").exists()  # a stopped run is not a finished one
     resumed = start(tiny_sft(out, "--max_steps", str(step + 2), "--resume_from_checkpoint", "auto"))
     log, _ = resumed.communicate(timeout=300)

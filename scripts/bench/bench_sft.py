@@ -17,10 +17,11 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PACKED = ["--per_device_train_batch_size", "64", "--packing", "true"]
 VARIANTS = {
     "padded": ["--per_device_train_batch_size", "128", "--packing", "false"],
-    "packed": ["--per_device_train_batch_size", "64", "--packing", "true"],
-    "compiled": ["--per_device_train_batch_size", "64", "--packing", "true", "--torch_compile", "true"],
+    "packed": PACKED,
+    "compiled": [*PACKED, "--torch_compile", "true"],
 }
 
 
