@@ -99,6 +99,11 @@ def write_curve(sft_dir: str, rows: list[tuple[int, int, dict]]) -> None:
         ax.plot(xs, ys, "o-", color=color, label=label)
         ax.axhline(100 * target, color=color, linestyle=":", linewidth=1)
     ax.set_xscale("log")
+    # plain millions at 1, 2, 5, 10, 20, ... (matplotlib's default writes 3x10^0 at every minor tick)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(
+        matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}" if f"{x:g}"[0] in "25" else "")
+    )
     ax.set_xlabel("tokens trained (millions, log scale)")
     ax.set_ylabel("% of the test positions (dotted: target)")
     ax.legend(fontsize=8, loc="upper left")
