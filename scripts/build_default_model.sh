@@ -4,10 +4,15 @@
 #   bash scripts/setup.sh && bash scripts/build_default_model.sh            # every stage not done yet
 #   bash scripts/build_default_model.sh status                              # how far each stage is
 #   bash scripts/build_default_model.sh sft curve                           # only these stages
+#   bash scripts/build_default_model.sh cooldown curve                      # a finished model from the SFT so far
+#   MODEL=build/default_model/cooldown-4000 bash scripts/build_default_model.sh eval ship   # ship that one
 #   nohup bash scripts/build_default_model.sh > build/default_model.log 2>&1 &   # hours on 2 cores: background it
 # Each stage resumes where it stopped: data from its finished chunks (16 games each), SFT from its last checkpoint
 # (every 500 steps), the curve and the eval from the checkpoints already evaluated. A stage that finished writes
 # BUILD/STAGE.done; re-running skips it. BUILD/timings.tsv has a line per sitting of each stage (where, seconds).
+# The SFT holds its learning rate until its last fifth (the recipe's warmup_stable_decay), so `cooldown` can decay
+# any checkpoint K (COOLDOWN_FROM, default the newest) over K/4 more steps into BUILD/cooldown-K: the model that
+# K steps give, finished, for the curve or to ship, while the SFT itself goes on from K in a later sitting.
 # On a GPU machine the same command trains in bf16 on the GPU and labels with one Stockfish per core. The data is
 # made on CPU and carried: `carry` writes its train and validation lines, text only (~24 bytes a row, ~25 MB), to
 # build/carry/, which the GPU run trains on (device tool: carry ["build/carry", ".gpu"]):
@@ -15,7 +20,8 @@
 # Settings (environment): BUILD (build/default_model), WORKERS (Stockfish processes: the cores), DEVICE (cpu or
 # cuda: CUDA when there is one), SFT_ARGS / EVAL_ARGS (extra `rookworld sft` / `rookworld eval` flags, e.g.
 # SFT_ARGS="--max_steps 2000"), DATA (the `data generate` settings, starting "--selfplay N --random N"), SFT_DATA
-# (what sft trains on: BUILD/data), CARRY (where `carry` writes: build/carry).
+# (what sft trains on: BUILD/data), CARRY (where `carry` writes: build/carry), COOLDOWN_FROM (a checkpoint's
+# step), MODEL (the run eval and ship take: BUILD/sft, or a BUILD/cooldown-K).
 # Decontamination: the shipped validation and test splits and the tactics validation and test splits are excluded
 # from the training data by position (--exclude), so the eval and the main job's eval never see a trained position.
 set -euo pipefail
@@ -35,6 +41,7 @@ DATA_ARGS=(--selfplay 4000 --random 12000 --plies_per_game 12 --max_plies 160 --
 [ -n "${DATA:-}" ] && read -ra DATA_ARGS <<< "$DATA"
 read -ra EVAL_EXTRA <<< "${EVAL_ARGS:-}"
 SFT_DATA=${SFT_DATA:-$BUILD/data}
+MODEL=${MODEL:-$BUILD/sft}
 CARRY=${CARRY:-build/carry}
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
 mkdir -p "$BUILD"
@@ -69,12 +76,29 @@ data() {
   "${RW[@]}" data generate --out "$BUILD/data" "${DATA_ARGS[@]}" --workers "$WORKERS" --exclude "${HELD_OUT[@]}"
 }
 
-sft() {
+# train OUTPUT_DIR RESUME [FLAGS]: the recipe's SFT on this machine; FLAGS come after SFT_ARGS, so they win
+train() {
   local device_args=()
   [ "$DEVICE" = cuda ] && device_args=(--use_cpu false --bf16 true --dataloader_num_workers 4)
   # shellcheck disable=SC2086  # SFT_ARGS is a list of flags
-  "${RW[@]}" sft --config recipes/sft_strong_model.yaml --dataset_name "$SFT_DATA" \
-    --output_dir "$BUILD/sft" --resume_from_checkpoint auto "${device_args[@]}" ${SFT_ARGS:-}
+  "${RW[@]}" sft --config recipes/sft_strong_model.yaml --dataset_name "$SFT_DATA" --output_dir "$1" \
+    --resume_from_checkpoint "$2" "${device_args[@]}" ${SFT_ARGS:-} "${@:3}"
+}
+
+sft() { train "$BUILD/sft" auto; }
+
+newest_step() {
+  local steps
+  steps=$(find "$BUILD/sft" -maxdepth 1 -name 'checkpoint-*' 2>/dev/null | sed 's/.*checkpoint-//' | sort -n)
+  [ -n "$steps" ] || { echo "build: no checkpoint in $BUILD/sft to cool down; run the sft stage first" >&2; exit 2; }
+  tail -n 1 <<< "$steps"
+}
+
+# the checkpoint's run with max_steps 5K/4: the recipe's decay is its last fifth, so it starts at K
+cooldown() {
+  local out=$BUILD/cooldown-$COOLDOWN_FROM resume=$BUILD/sft/checkpoint-$COOLDOWN_FROM
+  compgen -G "$out/checkpoint-*" > /dev/null && resume=auto  # a cooldown stopped midway goes on from its own
+  train "$out" "$resume" --max_steps $((COOLDOWN_FROM * 5 / 4))
 }
 
 carry() {
@@ -89,31 +113,37 @@ PYTHON
   du -sh "$CARRY"
 }
 
+cooled() { find "$BUILD" -maxdepth 1 -name 'cooldown-*' -type d | sort; }
+
 curve() {
-  "$PY" scripts/learning_curve.py "$BUILD/sft" --device "$DEVICE" --workers "$WORKERS" -- "${EVAL_EXTRA[@]}"
+  local runs=()
+  mapfile -t runs < <(cooled)
+  "$PY" scripts/learning_curve.py "$BUILD/sft" "${runs[@]}" --device "$DEVICE" --workers "$WORKERS" \
+    -- "${EVAL_EXTRA[@]}"
 }
 
 eval_final() {
-  "${RW[@]}" eval "$BUILD/sft" --baseline "$ASSETS/model" --data "$ASSETS/data" --split test \
+  "${RW[@]}" eval "$MODEL" --baseline "$ASSETS/model" --data "$ASSETS/data" --split test \
     --suites policy,env,tactics --tactics "$ASSETS/tactics" --policy_samples 100000 --env_samples 500 \
     --tactics_samples 100000 --device "$DEVICE" --engine_workers "$WORKERS" --out "$BUILD/eval" "${EVAL_EXTRA[@]}"
 }
 
 ship() {
   rm -rf "$ASSETS/model" && mkdir -p "$ASSETS/model"
-  cp "$BUILD"/sft/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} \
+  cp "$MODEL"/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} \
     "$ASSETS/model/"
   cp "$BUILD/eval/eval.json" "$BUILD/eval/eval.md" "$BUILD/sft/curve.md" "$ASSETS/model/"
-  echo "build: shipped; put $BUILD/eval/eval.md and $BUILD/sft/curve.md into $ASSETS/README.md (the model card)"
+  echo "build: shipped $MODEL; put $BUILD/eval/eval.md and $BUILD/sft/curve.md into $ASSETS/README.md (the model card)"
 }
 
 status() {
   echo "build: $BUILD ($DEVICE)"
-  local games=() i
+  local games=() i runs=()
+  mapfile -t runs < <(cooled)
   for ((i = 0; i < ${#DATA_ARGS[@]}; i++)); do  # the game counts, wherever DATA puts them
     case "${DATA_ARGS[i]}" in --selfplay | --random) games+=("${DATA_ARGS[i]}" "${DATA_ARGS[i + 1]}") ;; esac
   done
-  "$PY" scripts/learning_curve.py "$BUILD/sft" --status --data "$BUILD/data" "${games[@]}"
+  "$PY" scripts/learning_curve.py "$BUILD/sft" "${runs[@]}" --status --data "$BUILD/data" "${games[@]}"
   [ -f "$BUILD/timings.tsv" ] && { printf 'stage\thost\twhere\tseconds\tended\n'; cat "$BUILD/timings.tsv"; }
   return 0
 }
@@ -124,7 +154,8 @@ for stage in "${stages[@]}"; do
   case $stage in
     status) status ;;
     data|carry|sft|curve|ship) run "$stage" "$stage" ;;
+    cooldown) COOLDOWN_FROM=${COOLDOWN_FROM:-$(newest_step)}; run "cooldown-$COOLDOWN_FROM" cooldown ;;
     eval) run eval eval_final ;;
-    *) echo "build: no stage '$stage'; stages: data carry sft curve eval ship, or status" >&2; exit 2 ;;
+    *) echo "build: no stage '$stage'; stages: data carry sft cooldown curve eval ship, or status" >&2; exit 2 ;;
   esac
 done

@@ -1,6 +1,6 @@
 """scripts/build_default_model.sh at its smallest: every stage but `ship` (which overwrites the shipped model) on a
 few games and steps, with real Stockfish, the SFT on the carried text-only lines as on a GPU machine; each stage
-resumes or is skipped when re-run, and `status` reports.
+resumes or is skipped when re-run, a cooldown finishes the SFT's last checkpoint, and `status` reports.
 
     .venv/bin/python -m pytest -m slow tests/test_build_default_model.py     # ~3 min on 2 cores
 """
@@ -24,7 +24,7 @@ TINY = {
 }
 
 
-def build(tmp_path, *stages, sft_steps=4):
+def build(tmp_path, *stages, sft_steps=4, sft_args=""):
     # sft trains on the text-only lines `carry` writes, as a GPU machine does
     env = {
         **os.environ,
@@ -33,7 +33,7 @@ def build(tmp_path, *stages, sft_steps=4):
         "CARRY": str(tmp_path / "carry"),
         "SFT_DATA": str(tmp_path / "carry"),
     }
-    env["SFT_ARGS"] += f" --max_steps {sft_steps}"
+    env["SFT_ARGS"] += f" --max_steps {sft_steps} {sft_args}"
     cmd = ["bash", str(ROOT / "scripts" / "build_default_model.sh"), *stages]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
@@ -50,13 +50,29 @@ def test_the_build_runs_resumes_and_reports(tmp_path):
     assert (tmp_path / "sft" / "checkpoint-2").is_dir() and "build: sft done" in out
     # a longer SFT resumes from the last checkpoint once its marker is gone; the data stage is skipped
     (tmp_path / "sft.done").unlink()
-    out = build(tmp_path, "data", "sft", "curve", "eval", "status", sft_steps=4)
+    out = build(tmp_path, "data", "sft", "curve", "eval", "status", sft_steps=8)
     assert "build: data done (" in out and "resuming from" in out and "(step 2)" in out
     curve = (tmp_path / "sft" / "curve.md").read_text().splitlines()
-    assert [line.split("|")[1].strip() for line in curve[2:]] == ["2", "4"]  # doubling steps and the last
+    assert [line.split("|")[1].strip() for line in curve[2:]] == [
+        "2",
+        "4",
+        "8",
+    ]  # doubling steps and the last
     assert (tmp_path / "sft" / "curve.png").stat().st_size > 0
     suites = json.loads((tmp_path / "eval" / "eval.json").read_text())["suites"]
     assert {"policy", "env", "tactics"} <= set(suites)
     stages = [line.split("\t")[0] for line in (tmp_path / "timings.tsv").read_text().splitlines()]
     assert stages == ["data", "carry", "sft", "sft", "curve", "eval"]
-    assert "data: 6 of 6 games labelled" in out and "sft: checkpoint 4" in out and "curve: 2 point(s)" in out
+    assert "data: 6 of 6 games labelled" in out and "sft: checkpoint 8" in out and "curve: 3 point(s)" in out
+
+    # a cooldown runs the SFT's newest checkpoint (8) on to step 10, decaying from 8, and joins the curve
+    (tmp_path / "curve.done").unlink()
+    out = build(tmp_path, "cooldown", "curve", "status", sft_args="--logging_steps 1")
+    assert "resuming from" in out and "sft/checkpoint-8 (step 8)" in out and "build: cooldown-8 done" in out
+    curve = (tmp_path / "sft" / "curve.md").read_text().splitlines()
+    assert [line.split("|")[1].strip() for line in curve[2:]] == ["2", "4", "8", "10"]
+    rate, marker = curve[-1].split("|")[3].split()
+    assert (
+        float(rate) < 2e-3 / 2 and marker == "(cooldown)"
+    )  # its last step's rate: 1 - sqrt(1/2) of the peak
+    assert "cooldown-8: checkpoint 10" in out and "curve: 4 point(s)" in out

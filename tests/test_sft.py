@@ -241,12 +241,42 @@ def test_recipes_parse_with_overrides(recipe):
     script_args, config = parser.parse_args_and_config(args=["--config", recipe, *overrides])
     assert config.max_steps == 7
     assert config.max_length <= script_args.n_positions or script_args.model_name_or_path
-    assert config.lr_scheduler_type == "cosine" and config.max_grad_norm > 0
+    assert config.lr_scheduler_type in ("cosine", "warmup_stable_decay") and config.max_grad_norm > 0
     # each recipe evaluates as it goes, and either stops early on its best step or keeps every checkpoint (a curve)
     assert config.eval_strategy == "steps"
     assert config.early_stopping_patience or (
         config.save_total_limit is None and not config.load_best_model_at_end
     )
+
+
+def test_the_strong_recipe_decays_its_last_fifth_so_a_cooldown_is_a_longer_run():
+    """warmup_stable_decay with num_decay_steps 0.2: the rate holds until 80% of max_steps, then falls to 0; the
+    same recipe run to 5/4 of a checkpoint's step (the build's cooldown) holds the rate up to that checkpoint."""
+    from transformers import get_scheduler
+
+    def rates(max_steps: int, at: list[int]) -> list[float]:
+        parser = TrlParser((SFTScriptArguments, RookWorldSFTConfig))
+        recipe = os.path.join(ROOT, "recipes", "sft_strong_model.yaml")
+        _, config = parser.parse_args_and_config(args=["--config", recipe, "--max_steps", str(max_steps)])
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        scheduler = get_scheduler(
+            config.lr_scheduler_type, optimizer, config.get_warmup_steps(max_steps), max_steps,
+            scheduler_specific_kwargs=config.lr_scheduler_kwargs,
+        )  # fmt: skip
+        return [scheduler.lr_lambdas[0](step) for step in at]
+
+    assert rates(13000, [100, 10399, 10400, 11700, 13000]) == pytest.approx(
+        [0.38, 1, 1, 1 - 0.5**0.5, 0], abs=0.01
+    )
+    cooldown_of_4000 = rates(5000, [3999, 4000, 4500, 5000])
+    assert cooldown_of_4000 == pytest.approx([1, 1, 1 - 0.5**0.5, 0])
+    with pytest.raises(ValueError, match="fraction of max_steps: set max_steps"):
+        RookWorldSFTConfig(
+            output_dir="/tmp/x",
+            use_cpu=True,
+            lr_scheduler_type="warmup_stable_decay",
+            lr_scheduler_kwargs={"num_decay_steps": 0.2},
+        )
 
 
 def test_the_two_documented_recipes_train_what_their_names_say():

@@ -78,6 +78,22 @@ class RookWorldSFTConfig(SFTConfig):
         if self.format_check_samples < 0:
             raise ValueError(f"format_check_samples must be >= 0, got {self.format_check_samples}")
         super().__post_init__()
+        self._decay_steps_of_max_steps()
+
+    def _decay_steps_of_max_steps(self) -> None:
+        """warmup_stable_decay's `num_decay_steps` below 1 is a fraction of max_steps, as `warmup_steps` below 1 is:
+        a run extended or branched with another `--max_steps` then decays over the same share of its steps (a
+        cooldown from any checkpoint is that run's last fifth; transformers takes only a count)."""
+        kwargs = self.lr_scheduler_kwargs or {}
+        share = kwargs.get("num_decay_steps")
+        if self.lr_scheduler_type != "warmup_stable_decay" or share is None or share >= 1:
+            return
+        if self.max_steps <= 0:
+            raise ValueError(
+                f"lr_scheduler_kwargs num_decay_steps {share} is a fraction of max_steps: set max_steps, "
+                "or give num_decay_steps as a number of steps"
+            )
+        self.lr_scheduler_kwargs = {**kwargs, "num_decay_steps": max(1, round(share * self.max_steps))}
 
 
 class PackedRows:
