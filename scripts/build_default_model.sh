@@ -96,7 +96,13 @@ newest_step() {
 
 # the checkpoint's run with max_steps 5K/4: the recipe's decay is its last fifth, so it starts at K
 cooldown() {
-  local out=$BUILD/cooldown-$COOLDOWN_FROM resume=$BUILD/sft/checkpoint-$COOLDOWN_FROM
+  local out=$BUILD/cooldown-$COOLDOWN_FROM resume=$BUILD/sft/checkpoint-$COOLDOWN_FROM total
+  total=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['max_steps'])" "$resume/trainer_state.json")
+  if ((COOLDOWN_FROM * 5 > total * 4)); then  # past the constant rate, a cooldown would climb back to the peak
+    echo "build: checkpoint $COOLDOWN_FROM is in the SFT's own decay (the last fifth of its $total steps): its" \
+      "end is the finished model; set COOLDOWN_FROM to a step <= $((total * 4 / 5))" >&2
+    exit 2
+  fi
   compgen -G "$out/checkpoint-*" > /dev/null && resume=auto  # a cooldown stopped midway goes on from its own
   train "$out" "$resume" --max_steps $((COOLDOWN_FROM * 5 / 4))
 }
