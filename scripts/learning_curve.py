@@ -127,7 +127,9 @@ def write_curve(sft_dir: str, rows: list[tuple[int, int, float | None, bool, dic
         matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}" if f"{x:g}"[0] in "25" else "")
     )
     ax.set_xlabel("tokens trained (millions, log scale)")
-    ax.set_ylabel("% of the test positions (dotted: target; star: cooldown)")
+    ax.set_ylabel("% of the test positions")
+    ax.plot([], [], ":", color="gray", label="target")  # keys for the line styles every figure shares
+    ax.plot([], [], "*", color="gray", markersize=11, label="cooldown (finished)")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
     fig.tight_layout()
