@@ -87,22 +87,30 @@ train() {
 
 sft() { train "$BUILD/sft" auto; }
 
-newest_step() {
-  local steps
+# cooldown_step: the step to cool down (COOLDOWN_FROM, default the SFT's newest checkpoint), checked before the stage
+# starts: a checkpoint that exists, at the constant rate (past it, a cooldown would climb back to the peak)
+cooldown_step() {
+  local steps step total
   steps=$(find "$BUILD/sft" -maxdepth 1 -name 'checkpoint-*' 2>/dev/null | sed 's/.*checkpoint-//' | sort -n)
   [ -n "$steps" ] || { echo "build: no checkpoint in $BUILD/sft to cool down; run the sft stage first" >&2; exit 2; }
-  tail -n 1 <<< "$steps"
+  step=${COOLDOWN_FROM:-$(tail -n 1 <<< "$steps")}
+  if ! grep -qxF "$step" <<< "$steps"; then
+    echo "build: no checkpoint-$step in $BUILD/sft; COOLDOWN_FROM takes one of its steps:" $steps >&2
+    exit 2
+  fi
+  total=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['max_steps'])" \
+    "$BUILD/sft/checkpoint-$step/trainer_state.json")
+  if ((step * 5 > total * 4)); then
+    echo "build: checkpoint $step is in the SFT's own decay (the last fifth of its $total steps): its end is" \
+      "the finished model; set COOLDOWN_FROM to a step <= $((total * 4 / 5))" >&2
+    exit 2
+  fi
+  echo "$step"
 }
 
 # the checkpoint's run with max_steps 5K/4: the recipe's decay is its last fifth, so it starts at K
 cooldown() {
-  local out=$BUILD/cooldown-$COOLDOWN_FROM resume=$BUILD/sft/checkpoint-$COOLDOWN_FROM total
-  total=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['max_steps'])" "$resume/trainer_state.json")
-  if ((COOLDOWN_FROM * 5 > total * 4)); then  # past the constant rate, a cooldown would climb back to the peak
-    echo "build: checkpoint $COOLDOWN_FROM is in the SFT's own decay (the last fifth of its $total steps): its" \
-      "end is the finished model; set COOLDOWN_FROM to a step <= $((total * 4 / 5))" >&2
-    exit 2
-  fi
+  local out=$BUILD/cooldown-$COOLDOWN_FROM resume=$BUILD/sft/checkpoint-$COOLDOWN_FROM
   compgen -G "$out/checkpoint-*" > /dev/null && resume=auto  # a cooldown stopped midway goes on from its own
   train "$out" "$resume" --max_steps $((COOLDOWN_FROM * 5 / 4))
 }
@@ -160,7 +168,7 @@ for stage in "${stages[@]}"; do
   case $stage in
     status) status ;;
     data|carry|sft|curve|ship) run "$stage" "$stage" ;;
-    cooldown) COOLDOWN_FROM=${COOLDOWN_FROM:-$(newest_step)}; run "cooldown-$COOLDOWN_FROM" cooldown ;;
+    cooldown) COOLDOWN_FROM=$(cooldown_step); run "cooldown-$COOLDOWN_FROM" cooldown ;;
     eval) run eval eval_final ;;
     *) echo "build: no stage '$stage'; stages: data carry sft cooldown curve eval ship, or status" >&2; exit 2 ;;
   esac
