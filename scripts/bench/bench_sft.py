@@ -5,7 +5,8 @@ each round's tokens/s (training tokens, not padding: the SFT logs' `tokens_per_s
     .venv/bin/python scripts/bench/bench_sft.py [--steps 40] [--rounds 2] [--variants padded,packed] [-- SFT flags]
 
 The variants train the same tokens per step (128 padded rows ~ 64 packed rows: ~2.1 samples per packed row);
-`compiled` is `packed` under torch.compile (--variants packed,compiled).
+`compiled` is `packed` under torch.compile (--variants packed,compiled), `bf16` is `packed` under CPU bf16 autocast
+(--variants packed,bf16: worth it only where the CPU has bf16 dot products, e.g. AVX-512 BF16 or AMX).
 """
 
 import argparse
@@ -22,6 +23,7 @@ VARIANTS = {
     "padded": ["--per_device_train_batch_size", "128", "--packing", "false"],
     "packed": PACKED,
     "compiled": [*PACKED, "--torch_compile", "true"],
+    "bf16": [*PACKED, "--bf16", "true"],
 }
 
 
