@@ -90,10 +90,11 @@ train() {
 
 sft() { train "$BUILD/sft" auto; }
 
-# cooldown_step: the step to cool down (COOLDOWN_FROM, default the SFT's newest checkpoint), checked before the stage
-# starts: a checkpoint that exists, at the constant rate (past it, a cooldown would climb back to the peak)
+# cooldown_step: "K MAX_STEPS": the step to cool down (COOLDOWN_FROM, default the SFT's newest checkpoint) and the
+# max_steps whose decay (the recipe's share) starts at K, checked before the stage starts: a checkpoint that exists,
+# at the constant rate (past it, a cooldown would climb back to the peak)
 cooldown_step() {
-  local steps step total
+  local steps step total start cool
   steps=$(find "$BUILD/sft" -maxdepth 1 -name 'checkpoint-*' 2>/dev/null | sed 's/.*checkpoint-//' | sort -n)
   [ -n "$steps" ] || { echo "build: no checkpoint in $BUILD/sft to cool down; run the sft stage first" >&2; exit 2; }
   step=${COOLDOWN_FROM:-$(tail -n 1 <<< "$steps")}
@@ -101,21 +102,27 @@ cooldown_step() {
     echo "build: no checkpoint-$step in $BUILD/sft; COOLDOWN_FROM takes one of its steps:" $steps >&2
     exit 2
   fi
-  total=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['max_steps'])" \
-    "$BUILD/sft/checkpoint-$step/trainer_state.json")
-  if ((step * 5 > total * 4)); then
-    echo "build: checkpoint $step is in the SFT's own decay (the last fifth of its $total steps): its end is" \
-      "the finished model; set COOLDOWN_FROM to a step <= $((total * 4 / 5))" >&2
+  read -r total start cool < <("$PY" - "$BUILD/sft/checkpoint-$step/trainer_state.json" "$step" <<'PYTHON'
+import json, sys, yaml
+from rookworld_trl.training.sft import cooldown_max_steps, decay_steps
+share = yaml.safe_load(open("recipes/sft_strong_model.yaml"))["lr_scheduler_kwargs"]["num_decay_steps"]
+total = json.load(open(sys.argv[1]))["max_steps"]
+print(total, total - decay_steps(total, share), cooldown_max_steps(int(sys.argv[2]), share))
+PYTHON
+  )
+  if ((step > start)); then
+    echo "build: checkpoint $step is in the SFT's own decay (from step $start of its $total): its end is" \
+      "the finished model; set COOLDOWN_FROM to a step <= $start" >&2
     exit 2
   fi
-  echo "$step"
+  echo "$step $cool"
 }
 
-# the checkpoint's run with max_steps 5K/4: the recipe's decay is its last fifth, so it starts at K
+# checkpoint K's run with a max_steps whose decay starts at K (COOLDOWN_STEPS)
 cooldown() {
   local out=$BUILD/cooldown-$COOLDOWN_FROM resume=$BUILD/sft/checkpoint-$COOLDOWN_FROM
   compgen -G "$out/checkpoint-*" > /dev/null && resume=auto  # a cooldown stopped midway goes on from its own
-  train "$out" "$resume" --max_steps $((COOLDOWN_FROM * 5 / 4))
+  train "$out" "$resume" --max_steps "$COOLDOWN_STEPS"
 }
 
 carry() {
@@ -171,7 +178,9 @@ for stage in "${stages[@]}"; do
   case $stage in
     status) status ;;
     data|carry|sft|curve|ship) run "$stage" "$stage" ;;
-    cooldown) COOLDOWN_FROM=$(cooldown_step); run "cooldown-$COOLDOWN_FROM" cooldown ;;
+    cooldown) cool=$(cooldown_step)  # its own line: set -e stops the build on a refusal
+      read -r COOLDOWN_FROM COOLDOWN_STEPS <<< "$cool"
+      run "cooldown-$COOLDOWN_FROM" cooldown ;;
     eval) run eval eval_final ;;
     *) echo "build: no stage '$stage'; stages: data carry sft cooldown curve eval ship, or status" >&2; exit 2 ;;
   esac

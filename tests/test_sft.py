@@ -18,6 +18,7 @@ from rookworld_trl.data.tokenizer import train_tokenizer
 from rookworld_trl.model.loading import load_model_and_tokenizer, new_gpt2_model
 from rookworld_trl.stages.sft import RookWorldSFTConfig, SFTScriptArguments, policy_checks, run_sft
 from rookworld_trl.training import checkpoints
+from rookworld_trl.training.sft import cooldown_max_steps, decay_steps
 
 pytestmark = pytest.mark.skipif(not os.path.exists(STOCKFISH), reason="needs Stockfish")
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -270,6 +271,15 @@ def test_the_strong_recipe_decays_its_last_fifth_so_a_cooldown_is_a_longer_run()
     )
     cooldown_of_4000 = rates(5000, [3999, 4000, 4500, 5000])
     assert cooldown_of_4000 == pytest.approx([1, 1, 1 - 0.5**0.5, 0])
+    assert cooldown_max_steps(4000, 0.2) == 5000
+    for step in (408, 409, 1003):  # not multiples of 4: the decay still starts at the checkpoint
+        before, after = rates(cooldown_max_steps(step, 0.2), [step, step + 1])
+        assert before == 1 > after
+    for share in (0.1, 0.2, 0.33):
+        assert all(
+            (total := cooldown_max_steps(step, share)) - decay_steps(total, share) == step
+            for step in range(1, 3000)
+        )
     with pytest.raises(ValueError, match="fraction of max_steps: set max_steps"):
         RookWorldSFTConfig(
             output_dir="/tmp/x",

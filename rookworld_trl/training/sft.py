@@ -82,8 +82,8 @@ class RookWorldSFTConfig(SFTConfig):
 
     def _decay_steps_of_max_steps(self) -> None:
         """warmup_stable_decay's `num_decay_steps` below 1 is a fraction of max_steps, as `warmup_steps` below 1 is:
-        a run extended or branched with another `--max_steps` then decays over the same share of its steps (a
-        cooldown from any checkpoint is that run's last fifth; transformers takes only a count)."""
+        a run extended or branched with another `--max_steps` then decays over the same share of its steps
+        (cooldown_max_steps; transformers takes only a count)."""
         kwargs = self.lr_scheduler_kwargs or {}
         share = kwargs.get("num_decay_steps")
         if self.lr_scheduler_type != "warmup_stable_decay" or share is None or share >= 1:
@@ -93,7 +93,26 @@ class RookWorldSFTConfig(SFTConfig):
                 f"lr_scheduler_kwargs num_decay_steps {share} is a fraction of max_steps: set max_steps, "
                 "or give num_decay_steps as a number of steps"
             )
-        self.lr_scheduler_kwargs = {**kwargs, "num_decay_steps": max(1, round(share * self.max_steps))}
+        self.lr_scheduler_kwargs = {**kwargs, "num_decay_steps": decay_steps(self.max_steps, share)}
+
+
+def decay_steps(max_steps: int, share: float) -> int:
+    """How many of max_steps a warmup_stable_decay share (`num_decay_steps` below 1) decays over."""
+    return max(1, round(share * max_steps))
+
+
+def cooldown_max_steps(step: int, share: float) -> int:
+    """The max_steps whose decay starts at `step`: a checkpoint of the constant phase resumed with it is finished
+    (the build's cooldown). Each added step moves the decay's start by 0 or 1, so one count starts exactly there.
+
+        python -c "from rookworld_trl.training.sft import cooldown_max_steps as c; print(c(4000, 0.2))"  # 5000
+    """
+    total = round(step / (1 - share))
+    while total - decay_steps(total, share) < step:
+        total += 1
+    while total - decay_steps(total, share) > step:
+        total -= 1
+    return total
 
 
 class PackedRows:
