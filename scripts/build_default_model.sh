@@ -29,6 +29,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build/default_model}
 PY=${PYTHON:-.venv/bin/python}
 RW=("$PY" -m rookworld_trl.stages.cli)
+RECIPE=recipes/sft_strong_model.yaml
 ASSETS=rookworld_trl/assets
 WORKERS=${WORKERS:-$(nproc)}
 DEVICE=${DEVICE:-$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")}
@@ -84,7 +85,7 @@ train() {
   # packed,bf16 on a Zen4); elsewhere bf16 is emulated and slower. SFT_ARGS="--bf16 false" keeps fp32.
   [ "$DEVICE" = cpu ] && grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo && device_args=(--bf16 true)
   # shellcheck disable=SC2086  # SFT_ARGS is a list of flags
-  "${RW[@]}" sft --config recipes/sft_strong_model.yaml --dataset_name "$SFT_DATA" --output_dir "$1" \
+  "${RW[@]}" sft --config "$RECIPE" --dataset_name "$SFT_DATA" --output_dir "$1" \
     --resume_from_checkpoint "$2" "${device_args[@]}" ${SFT_ARGS:-} "${@:3}"
 }
 
@@ -102,12 +103,12 @@ cooldown_step() {
     echo "build: no checkpoint-$step in $BUILD/sft; COOLDOWN_FROM takes one of its steps:" $steps >&2
     exit 2
   fi
-  read -r total start cool < <("$PY" - "$BUILD/sft/checkpoint-$step/trainer_state.json" "$step" <<'PYTHON'
+  read -r total start cool < <("$PY" - "$RECIPE" "$BUILD/sft/checkpoint-$step/trainer_state.json" "$step" <<'PYTHON'
 import json, sys, yaml
 from rookworld_trl.training.sft import cooldown_max_steps, decay_steps
-share = yaml.safe_load(open("recipes/sft_strong_model.yaml"))["lr_scheduler_kwargs"]["num_decay_steps"]
-total = json.load(open(sys.argv[1]))["max_steps"]
-print(total, total - decay_steps(total, share), cooldown_max_steps(int(sys.argv[2]), share))
+share = yaml.safe_load(open(sys.argv[1]))["lr_scheduler_kwargs"]["num_decay_steps"]
+total = json.load(open(sys.argv[2]))["max_steps"]
+print(total, total - decay_steps(total, share), cooldown_max_steps(int(sys.argv[3]), share))
 PYTHON
   )
   if ((step > start)); then
