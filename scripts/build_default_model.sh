@@ -68,9 +68,17 @@ run() {
 where() {
   if [ "$DEVICE" = cuda ]; then
     "$PY" -c "import torch, os; print(f'{torch.cuda.get_device_name(0)} + {os.cpu_count()} cores')"
+  elif [[ "$STAGE" == sft || "$STAGE" == cooldown-* ]] && cpu_bf16; then
+    echo "CPU bf16, $(nproc) cores"
   else
     echo "CPU, $(nproc) cores"
   fi
+}
+
+# a CPU with bf16 dot products trains 1.32x faster under bf16 autocast (scripts/bench/bench_sft.py --variants
+# packed,bf16 on a Zen4); elsewhere bf16 is emulated and slower. SFT_ARGS="--bf16 false" keeps fp32.
+cpu_bf16() {
+  [ "$DEVICE" = cpu ] && grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo && [[ "${SFT_ARGS:-}" != *"--bf16 false"* ]]
 }
 
 data() {
@@ -81,9 +89,7 @@ data() {
 train() {
   local device_args=()
   [ "$DEVICE" = cuda ] && device_args=(--use_cpu false --bf16 true --dataloader_num_workers 4)
-  # a CPU with bf16 dot products trains 1.32x faster under bf16 autocast (scripts/bench/bench_sft.py --variants
-  # packed,bf16 on a Zen4); elsewhere bf16 is emulated and slower. SFT_ARGS="--bf16 false" keeps fp32.
-  [ "$DEVICE" = cpu ] && grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo && device_args=(--bf16 true)
+  cpu_bf16 && device_args=(--bf16 true)
   # shellcheck disable=SC2086  # SFT_ARGS is a list of flags
   "${RW[@]}" sft --config "$RECIPE" --dataset_name "$SFT_DATA" --output_dir "$1" \
     --resume_from_checkpoint "$2" "${device_args[@]}" ${SFT_ARGS:-} "${@:3}"

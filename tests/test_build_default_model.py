@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from tiny_grpo import ROOT
@@ -62,8 +63,13 @@ def test_the_build_runs_resumes_and_reports(tmp_path):
     assert (tmp_path / "sft" / "curve.png").stat().st_size > 0
     suites = json.loads((tmp_path / "eval" / "eval.json").read_text())["suites"]
     assert {"policy", "env", "tactics"} <= set(suites)
-    stages = [line.split("\t")[0] for line in (tmp_path / "timings.tsv").read_text().splitlines()]
-    assert stages == ["data", "carry", "sft", "sft", "curve", "eval"]
+    lines = [line.split("\t") for line in (tmp_path / "timings.tsv").read_text().splitlines()]
+    assert [line[0] for line in lines] == ["data", "carry", "sft", "sft", "curve", "eval"]
+    # where each sitting ran: the SFT's precision on a CPU with bf16 dot products (the build turns bf16 on there)
+    flags = Path("/proc/cpuinfo").read_text().split()
+    cores = f"{len(os.sched_getaffinity(0))} cores"  # as nproc counts them
+    sft = f"CPU{' bf16' if {'avx512_bf16', 'amx_bf16'} & set(flags) else ''}, {cores}"
+    assert [line[2] for line in lines[1:4]] == [f"CPU, {cores}", sft, sft]
     assert "data: 6 of 6 games labelled" in out and "sft: checkpoint 8" in out and "curve: 3 point(s)" in out
 
     # the newest checkpoint (8) is in the SFT's own decay: no cooldown; checkpoint 4, at the constant rate, is cooled
