@@ -76,9 +76,12 @@ where() {
 }
 
 # a CPU with bf16 dot products trains 1.32x faster under bf16 autocast (scripts/bench/bench_sft.py --variants
-# packed,bf16 on a Zen4); elsewhere bf16 is emulated and slower. SFT_ARGS="--bf16 false" keeps fp32.
+# packed,bf16 on a Zen4); elsewhere bf16 is emulated and slower. SFT_ARGS="--bf16 false" keeps fp32 (any spelling
+# the SFT's parser takes as false: --bf16=False, no, n, 0; so that timings.tsv says what ran).
 cpu_bf16() {
-  [ "$DEVICE" = cpu ] && grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo && [[ "${SFT_ARGS:-}" != *"--bf16 false"* ]]
+  local sft_args=${SFT_ARGS:-}
+  [ "$DEVICE" = cpu ] && grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo \
+    && ! [[ "${sft_args,,}" =~ --bf16[=\ ]+(false|no|n|0)( |$) ]]
 }
 
 data() {
