@@ -21,7 +21,9 @@
 # cuda: CUDA when there is one), SFT_ARGS / EVAL_ARGS (extra `rookworld sft` / `rookworld eval` flags, e.g.
 # SFT_ARGS="--max_steps 2000"), DATA (the `data generate` settings, starting "--selfplay N --random N"), SFT_DATA
 # (what sft trains on: BUILD/data), CARRY (where `carry` writes: build/carry), COOLDOWN_FROM (a checkpoint's
-# step), MODEL (the run eval and ship take: BUILD/sft, or a BUILD/cooldown-K).
+# step), MODEL (the run eval and ship take: BUILD/sft, or a BUILD/cooldown-K), RECIPE (the SFT recipe:
+# recipes/sft_strong_model.yaml from scratch, or recipes/sft_strong_model_continue.yaml for a sitting that continues
+# the shipped model on fresh games; its header has the command).
 # Decontamination: the shipped validation and test splits and the tactics validation and test splits are excluded
 # from the training data by position (--exclude), so the eval and the main job's eval never see a trained position.
 set -euo pipefail
@@ -29,7 +31,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build/default_model}
 PY=${PYTHON:-.venv/bin/python}
 RW=("$PY" -m rookworld_trl.stages.cli)
-RECIPE=recipes/sft_strong_model.yaml
+RECIPE=${RECIPE:-recipes/sft_strong_model.yaml}
 ASSETS=rookworld_trl/assets
 WORKERS=${WORKERS:-$(nproc)}
 DEVICE=${DEVICE:-$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")}
@@ -166,8 +168,9 @@ ship() {
   rm -rf "$ASSETS/model" && mkdir -p "$ASSETS/model"
   cp "$MODEL"/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} \
     "$ASSETS/model/"
-  cp "$BUILD/eval/eval.json" "$BUILD/eval/eval.md" "$BUILD/sft/curve.md" "$ASSETS/model/"
-  echo "build: shipped $MODEL; put $BUILD/eval/eval.md and $BUILD/sft/curve.md into $ASSETS/README.md (the model card)"
+  cp "$BUILD/eval/eval.json" "$BUILD/eval/eval.md" "$ASSETS/model/"
+  [ -f "$BUILD/sft/curve.md" ] && cp "$BUILD/sft/curve.md" "$ASSETS/model/"  # a continued sitting has no curve
+  echo "build: shipped $MODEL; put $BUILD/eval/eval.md (and any curve.md) into $ASSETS/README.md (the model card)"
 }
 
 status() {
