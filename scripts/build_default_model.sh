@@ -31,7 +31,7 @@ cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build/default_model}
 PY=${PYTHON:-.venv/bin/python}
 RW=("$PY" -m rookworld_trl.stages.cli)
-RECIPE=${RECIPE:-recipes/sft_strong_model.yaml}
+RECIPE=${RECIPE:-"recipes/sft_strong_model.yaml"}
 ASSETS=rookworld_trl/assets
 WORKERS=${WORKERS:-$(nproc)}
 DEVICE=${DEVICE:-$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")}
