@@ -85,7 +85,8 @@ def worst_logprob_error(model, ids, completions, logprobs, temperature) -> float
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
 def test_logprobs_are_the_models_log_softmax_of_the_sampled_tokens(embedded, temperature):
     """Exact in float64; in fp32 as close as transformers' own cached decoding comes to its full forward
-    (~2e-5 at worst on this model, whose logits reach ~22: a few ulps)."""
+    (on the shipped model, whose logits reach ~22: up to 1.2e-4 over the vocabulary, model.generate's
+    output_logits against a full forward of the same sequence). A real bug is off by 1e-2 or more."""
     model, tokenizer, prompts = embedded
     ids = [row for row in tokenizer(prompts)["input_ids"] for _ in range(3)]
     eos = tokenizer.eos_token_id
@@ -94,7 +95,7 @@ def test_logprobs_are_the_models_log_softmax_of_the_sampled_tokens(embedded, tem
     )
     torch.manual_seed(0)
     got = sample(model, ids, **kwargs)
-    assert worst_logprob_error(model, ids, got.completion_ids, got.logprobs, temperature) < 5e-5
+    assert worst_logprob_error(model, ids, got.completion_ids, got.logprobs, temperature) < 2.5e-4
     double = copy.deepcopy(model).double()
     got = sample(double, ids, **kwargs)
     assert worst_logprob_error(double, ids, got.completion_ids, got.logprobs, temperature) < 1e-9
