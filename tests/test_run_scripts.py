@@ -21,7 +21,9 @@ from pathlib import Path
 import chess
 import pandas as pd
 import pytest
+import torch
 from tiny_grpo import ROOT
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from rookworld_trl.chess.formats import policy_prompt
 from rookworld_trl.stages.cli import available
@@ -93,6 +95,40 @@ def test_experiment_row_has_the_eval_trend_watch_and_value_head(tmp_path):
     assert row[8].endswith("gradient norm max 0.5")
     assert row[9] == "5.0 min training"
     assert row[10].startswith("watch 0.67 / +0.00 / ")
+
+
+def test_interpolate_writes_the_weights_between(tmp_path):
+    """initial + alpha x (trained - initial), tensor by tensor; two shapes give one line, not a traceback."""
+    from safetensors.torch import load_file
+    from tiny_grpo import make_tiny_model_dir
+
+    initial = make_tiny_model_dir(tmp_path / "initial")
+    model = GPT2LMHeadModel.from_pretrained(initial)
+    with torch.no_grad():
+        for weight in model.parameters():
+            weight.add_(torch.randn_like(weight))
+    model.save_pretrained(tmp_path / "trained")
+    script("interpolate.py", initial, str(tmp_path / "trained"), "0.25", str(tmp_path / "mixed"))
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("initial", "trained"))
+    mixed = load_file(tmp_path / "mixed" / "model.safetensors")
+    for name, tensor in mixed.items():
+        assert torch.allclose(tensor, a[name] + 0.25 * (b[name] - a[name]), atol=1e-6), name
+    assert not torch.equal(mixed["transformer.h.0.mlp.c_fc.weight"], a["transformer.h.0.mlp.c_fc.weight"])
+    wider = GPT2Config(vocab_size=8, n_layer=2, n_head=2, n_embd=32, n_positions=16)
+    GPT2LMHeadModel(wider).save_pretrained(tmp_path / "other")
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "interpolate.py"), initial,
+                          str(tmp_path / "other"), "0.5", str(tmp_path / "x")], capture_output=True, text=True)  # fmt: skip
+    assert out.returncode != 0 and "not the same shape" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_compare_env_finds_no_difference_between_a_model_and_itself():
+    """The embedded model against itself on 8 test transitions: the same exact rate, nothing lost or won."""
+    model = "rookworld_trl/assets/model"
+    out = script("compare_env.py", model, model, "--split", "test", "--rows", "8", "--nll_rows", "4")
+    rates = re.findall(r"exact (\S+)% of 8, truth NLL (\S+)", out)
+    assert len(rates) == 2 and rates[0] == rates[1], out
+    assert float(rates[0][0]) > 0 and 0 < float(rates[0][1]) < 1, out  # it writes some states exactly
+    assert "test: lost 0, won 0" in out
 
 
 # ---- every benchmark and shell script runs (slow tier), so that a rename or a move fails a test ----
