@@ -12,7 +12,7 @@
     ... -v      # each call site too
     ... --json  # the figures as one JSON line at the end: {"entries": {module: sites}, "backs": [[from, to], ...]}
 
-The house's figures: each data module entered from at most two places; at most six calls back up.
+The house's figures: each data module entered from at most two places; at most eight calls back up.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ EVERY_OPTION = ["--curriculum_ratio", "0.25", "--dynamic_sampling", "true", "--v
 
 
 @pytest.mark.slow
-def test_the_grpo_stage_enters_each_data_module_from_two_places_and_climbs_back_up_six_times(tmp_path):
+def test_the_grpo_stage_enters_each_data_module_from_two_places_and_climbs_back_up_eight_times(tmp_path):
     """scripts/call_trace.py profiles a whole 2-step GRPO run from main(argv) with every RL option on."""
     args = ["--config", "recipes/grpo_tiny_cpu.yaml", "--max_steps", "2", "--eval_samples", "0",
             "--eval_every_steps", "0", "--save_strategy", "no", "--output_dir", str(tmp_path / "run")]  # fmt: skip
@@ -82,4 +82,5 @@ def test_the_grpo_stage_enters_each_data_module_from_two_places_and_climbs_back_
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(figures["entries"]) >= 8 and max(figures["entries"].values()) <= 2, figures["entries"]
-    assert 1 <= len(figures["backs"]) <= 6, figures["backs"]
+    # 8: the six of docs/ARCHITECTURE.md's fifth round and two paths the stage-5 model's steps reach (refill, micro_step)
+    assert 1 <= len(figures["backs"]) <= 8, figures["backs"]
