@@ -5,8 +5,9 @@ et al. 2022; WARP's interpolation towards the initialisation, Ramé et al. 2024)
     python scripts/interpolate.py rookworld_trl/assets/model runs/grpo_tiny_cpu/final 0.5 build/half
     rookworld eval build/half --baseline rookworld_trl/assets/model --split validation --out build/half/eval
 
-alpha 0 is the initial model, 1 the trained one. The folder is a copy of the trained model's with its weights
-replaced (safetensors in, safetensors out).
+alpha 0 is the initial model, 1 the trained one. The folder holds the trained model's config and tokenizer with the
+new weights (safetensors in, safetensors out); not its model card, training arguments or completion marker, which
+describe the trained weights. It is written beside `out` and renamed into place; an existing `out` is refused.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ import os
 import shutil
 
 from safetensors.torch import load_file, save_file
+
+from rookworld_trl.training.checkpoints import MARKER
+
+# what a run's final/ holds about the trained weights themselves, not about loading them
+NOT_COPIED = ("model.safetensors", "README.md", "training_args.bin", MARKER)
 
 
 def main() -> None:
@@ -30,9 +36,16 @@ def main() -> None:
     if initial.keys() != trained.keys() or any(initial[k].shape != trained[k].shape for k in trained):
         raise SystemExit(f"{args.initial} and {args.trained} are not the same shape: interpolate a run's final/ with "
                          "the model it started from")  # fmt: skip
+    if os.path.exists(args.out):
+        raise SystemExit(
+            f"{args.out} exists: give a new folder (or remove it) to write the interpolated model to"
+        )
     mixed = {k: (initial[k] + args.alpha * (trained[k] - initial[k])).contiguous() for k in trained}
-    shutil.copytree(args.trained, args.out, dirs_exist_ok=True)
-    save_file(mixed, os.path.join(args.out, "model.safetensors"), metadata={"format": "pt"})
+    tmp = f"{args.out}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(args.trained, tmp, ignore=shutil.ignore_patterns(*NOT_COPIED))
+    save_file(mixed, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+    os.replace(tmp, args.out)
     print(f"{args.out}: {args.initial} + {args.alpha} x ({args.trained} - {args.initial})")
 
 

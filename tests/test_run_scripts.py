@@ -114,6 +114,12 @@ def test_interpolate_writes_the_weights_between(tmp_path):
     for name, tensor in mixed.items():
         assert torch.allclose(tensor, a[name] + 0.25 * (b[name] - a[name]), atol=1e-6), name
     assert not torch.equal(mixed["transformer.h.0.mlp.c_fc.weight"], a["transformer.h.0.mlp.c_fc.weight"])
+    assert GPT2LMHeadModel.from_pretrained(tmp_path / "mixed").config.n_layer == 2  # a folder that loads
+    again = subprocess.run([sys.executable, str(ROOT / "scripts" / "interpolate.py"), initial,
+                            str(tmp_path / "trained"), "0.5", str(tmp_path / "mixed")], capture_output=True, text=True)  # fmt: skip
+    assert again.returncode != 0 and "exists" in again.stderr and "Traceback" not in again.stderr
+    kept = load_file(tmp_path / "mixed" / "model.safetensors")["transformer.h.0.mlp.c_fc.weight"]
+    assert torch.equal(kept, mixed["transformer.h.0.mlp.c_fc.weight"])  # the refused run wrote nothing
     wider = GPT2Config(vocab_size=8, n_layer=2, n_head=2, n_embd=32, n_positions=16)
     GPT2LMHeadModel(wider).save_pretrained(tmp_path / "other")
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "interpolate.py"), initial,
