@@ -140,8 +140,11 @@ GRPO_FIELDS: dict[str, Parity] = {
         "with tools= (TRL's tool loop; tools need a chat template, as in TRL)"
     ),
     **each(
-        "vllm_importance_sampling_correction vllm_importance_sampling_mode vllm_importance_sampling_clip_max vllm_importance_sampling_clip_min vllm_importance_sampling_cap",
+        "vllm_importance_sampling_correction vllm_importance_sampling_mode vllm_importance_sampling_clip_max vllm_importance_sampling_clip_min",
         works("vLLM's correction, and our sampler's with sampler_importance_sampling"),
+    ),
+    "vllm_importance_sampling_cap": works(
+        "TRL's deprecated name of vllm_importance_sampling_clip_max (TRL warns; removed in TRL 2.0)"
     ),
     "off_policy_mask_threshold": works(),
     "use_bias_correction_kl": works(),
