@@ -31,15 +31,20 @@ def main() -> None:
     p.add_argument("alpha", type=float)
     p.add_argument("out")
     args = p.parse_args()
+    if os.path.exists(args.out):
+        raise SystemExit(
+            f"{args.out} exists: give a new folder (or remove it) to write the interpolated model to"
+        )
+    for folder in (args.initial, args.trained):
+        if not os.path.isfile(os.path.join(folder, "model.safetensors")):
+            raise SystemExit(
+                f"{folder}: no model.safetensors: give a model folder (a run's final/, the embedded model)"
+            )
     initial = load_file(os.path.join(args.initial, "model.safetensors"))
     trained = load_file(os.path.join(args.trained, "model.safetensors"))
     if initial.keys() != trained.keys() or any(initial[k].shape != trained[k].shape for k in trained):
         raise SystemExit(f"{args.initial} and {args.trained} are not the same shape: interpolate a run's final/ with "
                          "the model it started from")  # fmt: skip
-    if os.path.exists(args.out):
-        raise SystemExit(
-            f"{args.out} exists: give a new folder (or remove it) to write the interpolated model to"
-        )
     mixed = {k: (initial[k] + args.alpha * (trained[k] - initial[k])).contiguous() for k in trained}
     tmp = f"{args.out}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -120,6 +120,13 @@ def test_interpolate_writes_the_weights_between(tmp_path):
     assert again.returncode != 0 and "exists" in again.stderr and "Traceback" not in again.stderr
     kept = load_file(tmp_path / "mixed" / "model.safetensors")["transformer.h.0.mlp.c_fc.weight"]
     assert torch.equal(kept, mixed["transformer.h.0.mlp.c_fc.weight"])  # the refused run wrote nothing
+    missing = subprocess.run([sys.executable, str(ROOT / "scripts" / "interpolate.py"), str(tmp_path / "none"),
+                              str(tmp_path / "trained"), "0.5", str(tmp_path / "m2")], capture_output=True, text=True)  # fmt: skip
+    assert (
+        missing.returncode != 0
+        and "no model.safetensors" in missing.stderr
+        and "Traceback" not in missing.stderr
+    )
     wider = GPT2Config(vocab_size=8, n_layer=2, n_head=2, n_embd=32, n_positions=16)
     GPT2LMHeadModel(wider).save_pretrained(tmp_path / "other")
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "interpolate.py"), initial,
