@@ -299,7 +299,7 @@ def test_damaged_model_dir_is_one_line_naming_the_file(tmp_path):
     "flags, says",
     [
         (["--learning_rate", "fast"], "invalid float value: 'fast' (in the recipe or a --flag); see --help"),
-        (["--per_device_train_batch_size", "12"], "make per_device_train_batch_size a multiple of 16"),
+        (["--per_device_train_batch_size", "12"], "make per_device_train_batch_size a multiple of 8"),
         (["--output_dir", "FILE"], "is a file, not a directory"),
     ],
 )
