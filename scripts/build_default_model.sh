@@ -1,27 +1,30 @@
 #!/usr/bin/env bash
 # Build the embedded default model (rookworld_trl/assets/model) with the project's own commands, in resumable
-# stages: Stockfish-labelled data -> SFT from scratch -> learning curve -> held-out eval -> ship.
+# stages: Stockfish-labelled data -> SFT from scratch -> learning curve -> bf16 pack -> held-out eval -> ship.
 #   bash scripts/setup.sh && bash scripts/build_default_model.sh            # every stage not done yet
 #   bash scripts/build_default_model.sh status                              # how far each stage is
 #   bash scripts/build_default_model.sh sft curve                           # only these stages
 #   bash scripts/build_default_model.sh cooldown curve                      # a finished model from the SFT so far
-#   MODEL=build/default_model/cooldown-4000 bash scripts/build_default_model.sh eval ship   # ship that one
+#   MODEL=build/default_model/cooldown-4000 bash scripts/build_default_model.sh pack eval ship   # ship that one
+#   SFT_S=7200 bash scripts/build_default_model.sh sft cooldown    # a 2-hour sitting, then its model, finished
 #   nohup bash scripts/build_default_model.sh > build/default_model.log 2>&1 &   # hours on 2 cores: background it
 # Each stage resumes where it stopped: data from its finished chunks (16 games each), SFT from its last checkpoint
 # (every 500 steps), the curve and the eval from the checkpoints already evaluated. A stage that finished writes
 # BUILD/STAGE.done; re-running skips it. BUILD/timings.tsv has a line per sitting of each stage (where, seconds).
 # The SFT holds its learning rate until its last fifth (the recipe's warmup_stable_decay), so `cooldown` can decay
 # any checkpoint K (COOLDOWN_FROM, default the newest) over K/4 more steps into BUILD/cooldown-K: the model that
-# K steps give, finished, for the curve or to ship, while the SFT itself goes on from K in a later sitting.
+# K steps give, finished, for the curve or to ship, while the SFT itself goes on from K in a later sitting. SFT_S
+# ends a sitting at a deadline: the SFT saves the step it reached and its stage stays open.
 # On a GPU machine the same command trains in bf16 on the GPU and labels with one Stockfish per core. The data is
-# made on CPU and carried: `carry` writes its train and validation lines, text only (~24 bytes a row, ~25 MB), to
-# build/carry/, which the GPU run trains on (device tool: carry ["build/carry", ".gpu"]):
+# made on CPU and carried: `carry` writes its train and validation lines, text only (~24 bytes a row, ~25 MB), with
+# the shipped train and tactics train splits added to train, to build/carry/, which the GPU run trains on (device tool: carry ["build/carry", ".gpu"]):
 #   bash .gpu/device.sh env SFT_DATA=build/carry BUILD=build/gpu bash scripts/build_default_model.sh sft curve eval
 # Settings (environment): BUILD (build/default_model), WORKERS (Stockfish processes: the cores), DEVICE (cpu or
 # cuda: CUDA when there is one), SFT_ARGS / EVAL_ARGS (extra `rookworld sft` / `rookworld eval` flags, e.g.
 # SFT_ARGS="--max_steps 2000"), DATA (the `data generate` settings, starting "--selfplay N --random N"), SFT_DATA
 # (what sft trains on: BUILD/data), CARRY (where `carry` writes: build/carry), COOLDOWN_FROM (a checkpoint's
-# step), MODEL (the run eval and ship take: BUILD/sft, or a BUILD/cooldown-K), RECIPE (the SFT recipe:
+# step), SFT_S (a sitting's deadline, seconds), MODEL (the run pack, eval and ship take: BUILD/sft, or a
+# BUILD/cooldown-K; after `pack`, BUILD/packed), RECIPE (the SFT recipe:
 # recipes/sft_strong_model.yaml from scratch, or recipes/sft_strong_model_continue.yaml for a sitting that continues
 # the shipped model on fresh games; its header has the command).
 # Decontamination: the shipped validation and test splits and the tactics validation and test splits are excluded
@@ -51,7 +54,7 @@ mkdir -p "$BUILD"
 
 # run STAGE FUNCTION: FUNCTION unless BUILD/STAGE.done exists; then the marker. Every sitting of a stage, finished
 # or stopped (Ctrl-C, kill, an error), adds its line to BUILD/timings.tsv: stage, host, where, seconds, how it ended.
-STAGE="" STARTED=0
+STAGE="" STARTED=0 OPEN="" DEADLINE=()
 timing() { printf '%s\t%s\t%s\t%s\t%s\n' "$STAGE" "$(hostname)" "$(where)" $((SECONDS - STARTED)) "$1" >> "$BUILD/timings.tsv"; }
 trap '[ -n "$STAGE" ] && timing stopped' EXIT
 trap 'exit 130' INT
@@ -59,8 +62,9 @@ trap 'exit 143' TERM
 run() {
   if [ -f "$BUILD/$1.done" ]; then echo "build: $1 done ($(cat "$BUILD/$1.done"))"; return; fi
   echo "build: $1 ... ($(date -u +%H:%M:%S) UTC, $DEVICE, $WORKERS engine workers)"
-  STAGE=$1 STARTED=$SECONDS
+  STAGE=$1 STARTED=$SECONDS OPEN=""
   "$2"
+  if [ -n "$OPEN" ]; then timing "$OPEN"; STAGE=""; return; fi  # stopped on purpose: not done, resumable
   timing done
   echo "$(where), $((SECONDS - STARTED)) s in its last sitting" > "$BUILD/$1.done"
   echo "build: $1 done in $((SECONDS - STARTED)) s"
@@ -96,11 +100,21 @@ train() {
   [ "$DEVICE" = cuda ] && device_args=(--use_cpu false --bf16 true --dataloader_num_workers 4)
   cpu_bf16 && device_args=(--bf16 true)
   # shellcheck disable=SC2086  # SFT_ARGS is a list of flags
-  "${RW[@]}" sft --config "$RECIPE" --dataset_name "$SFT_DATA" --output_dir "$1" \
+  "${DEADLINE[@]}" "${RW[@]}" sft --config "$RECIPE" --dataset_name "$SFT_DATA" --output_dir "$1" \
     --resume_from_checkpoint "$2" "${device_args[@]}" ${SFT_ARGS:-} "${@:3}"
 }
 
-sft() { train "$BUILD/sft" auto; }
+# sft: the recipe's SFT, resumed from its newest checkpoint. SFT_S (seconds) is a sitting's deadline: then SIGTERM to
+# the front `rookworld sft` (it saves the step and stops); the stage stays open, so `cooldown` finishes that
+# checkpoint and a later sitting goes on from it. --foreground keeps Ctrl-C reaching the SFT.
+sft() {
+  [ -n "${SFT_S:-}" ] || { train "$BUILD/sft" auto; return; }
+  local rc=0 DEADLINE=(timeout --foreground -s TERM "$SFT_S")
+  train "$BUILD/sft" auto || rc=$?
+  ((rc == 124)) || return $rc
+  echo "build: sft stopped at its deadline (SFT_S=$SFT_S s), its step saved; cooldown finishes it"
+  OPEN=deadline
+}
 
 # cooldown_step: "K MAX_STEPS": the step to cool down (COOLDOWN_FROM, default the SFT's newest checkpoint) and the
 # max_steps whose decay (the recipe's share) starts at K, checked before the stage starts: a checkpoint that exists,
@@ -139,12 +153,14 @@ cooldown() {
 
 carry() {
   mkdir -p "$CARRY"
-  "$PY" - "$BUILD/data" "$CARRY" <<'PYTHON'
-import sys, pyarrow.parquet as pq
+  "$PY" - "$BUILD/data" "$CARRY" "$ASSETS/data/train.parquet" "$ASSETS/tactics/train.parquet" <<'PYTHON'
+import sys, pyarrow as pa, pyarrow.parquet as pq
+data, carry, *shipped = sys.argv[1:]
 for split in ("train", "validation"):  # the loader parses text-only splits into every column again
-    table = pq.read_table(f"{sys.argv[1]}/{split}.parquet", columns=["text"])
-    pq.write_table(table, f"{sys.argv[2]}/{split}.parquet", compression="zstd", compression_level=19)
-    print(f"carry: {split} {table.num_rows:,} rows")
+    files = [f"{data}/{split}.parquet"] + (shipped if split == "train" else [])
+    table = pa.concat_tables([pq.read_table(f, columns=["text"]) for f in files])
+    pq.write_table(table, f"{carry}/{split}.parquet", compression="zstd", compression_level=19)
+    print(f"carry: {split} {table.num_rows:,} rows ({' + '.join(files)})")
 PYTHON
   du -sh "$CARRY"
 }
@@ -162,6 +178,24 @@ eval_final() {
   "${RW[@]}" eval "$MODEL" --baseline "$ASSETS/model" --data "$ASSETS/data" --split test \
     --suites policy,env,tactics --tactics "$ASSETS/tactics" --policy_samples 100000 --env_samples 500 \
     --tactics_samples 100000 --device "$DEVICE" --engine_workers "$WORKERS" --out "$BUILD/eval" "${EVAL_EXTRA[@]}"
+}
+
+# pack: MODEL's files with its weights stored in bf16 (half the bytes in git) in BUILD/packed, which the stages after
+# it take; config.json keeps dtype float32, so GPT2LMHeadModel.from_pretrained loads it as fp32, as it trains
+pack() {
+  rm -rf "$BUILD/packed" && mkdir -p "$BUILD/packed"
+  cp "$MODEL"/{config.json,generation_config.json,tokenizer.json,tokenizer_config.json} "$BUILD/packed/"
+  "$PY" - "$MODEL" "$BUILD/packed" <<'PYTHON'
+import json, sys, torch
+from safetensors.torch import load_file, save_file
+src, out = sys.argv[1:]
+weights = load_file(f"{src}/model.safetensors")
+save_file({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in weights.items()},
+          f"{out}/model.safetensors", metadata={"format": "pt"})
+config = json.load(open(f"{out}/config.json"))
+json.dump({**config, "dtype": "float32"}, open(f"{out}/config.json", "w"), indent=2)
+print(f"pack: {len(weights)} tensors of {src} in bf16 -> {out}")
+PYTHON
 }
 
 ship() {
@@ -186,15 +220,16 @@ status() {
 }
 
 stages=("$@")
-[ ${#stages[@]} = 0 ] && stages=(data sft curve eval ship)
+[ ${#stages[@]} = 0 ] && stages=(data sft curve pack eval ship)
 for stage in "${stages[@]}"; do
   case $stage in
     status) status ;;
     data|carry|sft|curve|ship) run "$stage" "$stage" ;;
+    pack) run pack pack; MODEL=$BUILD/packed ;;
     cooldown) cool=$(cooldown_step)  # its own line: set -e stops the build on a refusal
       read -r COOLDOWN_FROM COOLDOWN_STEPS <<< "$cool"
       run "cooldown-$COOLDOWN_FROM" cooldown ;;
     eval) run eval eval_final ;;
-    *) echo "build: no stage '$stage'; stages: data carry sft cooldown curve eval ship, or status" >&2; exit 2 ;;
+    *) echo "build: no stage '$stage'; stages: data carry sft cooldown curve pack eval ship, or status" >&2; exit 2 ;;
   esac
 done

@@ -11,8 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
+import torch
+from safetensors import safe_open
 from tiny_grpo import ROOT
+from transformers import GPT2LMHeadModel
 
 TINY = {
     "DATA": "--selfplay 2 --random 4 --plies_per_game 4 --max_plies 30 --depth 4 --seed 1 "
@@ -47,12 +51,16 @@ def test_the_build_runs_resumes_and_reports(tmp_path):
     out = build(tmp_path, "data", "carry", "sft", sft_steps=2)
     stats = json.loads((tmp_path / "data" / "stats.json").read_text())
     assert stats["excluded"]["positions"] > 5000  # the shipped held-out splits are kept out of training
-    train = sum(stats["rows"]["train"].values())
+    shipped = [
+        pq.read_metadata(ROOT / "rookworld_trl" / "assets" / d / "train.parquet").num_rows
+        for d in ("data", "tactics")
+    ]
+    train = sum(stats["rows"]["train"].values()) + sum(shipped)  # the carry adds the shipped train splits
     assert f"carry: train {train:,} rows" in out and (tmp_path / "carry" / "validation.parquet").is_file()
     assert (tmp_path / "sft" / "checkpoint-2").is_dir() and "build: sft done" in out
     # a longer SFT resumes from the last checkpoint once its marker is gone; the data stage is skipped
     (tmp_path / "sft.done").unlink()
-    out = build(tmp_path, "data", "sft", "curve", "eval", "status", sft_steps=8)
+    out = build(tmp_path, "data", "sft", "curve", "pack", "eval", "status", sft_steps=8)
     assert "build: data done (" in out and "resuming from" in out and "(step 2)" in out
     curve = (tmp_path / "sft" / "curve.md").read_text().splitlines()
     assert [line.split("|")[1].strip() for line in curve[2:]] == [
@@ -61,10 +69,16 @@ def test_the_build_runs_resumes_and_reports(tmp_path):
         "8",
     ]  # doubling steps and the last
     assert (tmp_path / "sft" / "curve.png").stat().st_size > 0
-    suites = json.loads((tmp_path / "eval" / "eval.json").read_text())["suites"]
+    # pack stores the weights in bf16 (what ships); they load as fp32, and the eval after it reads the packed model
+    packed = safe_open(tmp_path / "packed" / "model.safetensors", "pt")
+    assert {packed.get_tensor(k).dtype for k in packed.keys()}  # noqa: SIM118 (a safe_open handle is no dict) == {torch.bfloat16}
+    assert GPT2LMHeadModel.from_pretrained(tmp_path / "packed").dtype == torch.float32
+    eval_json = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert eval_json["settings"]["model"].endswith("packed")
+    suites = eval_json["suites"]
     assert {"policy", "env", "tactics"} <= set(suites)
     lines = [line.split("\t") for line in (tmp_path / "timings.tsv").read_text().splitlines()]
-    assert [line[0] for line in lines] == ["data", "carry", "sft", "sft", "curve", "eval"]
+    assert [line[0] for line in lines] == ["data", "carry", "sft", "sft", "curve", "pack", "eval"]
     # where each sitting ran: the SFT's precision on a CPU with bf16 dot products (the build turns bf16 on there)
     flags = Path("/proc/cpuinfo").read_text().split()
     cores = f"{len(os.sched_getaffinity(0))} cores"  # as nproc counts them
@@ -83,3 +97,11 @@ def test_the_build_runs_resumes_and_reports(tmp_path):
     assert [line.split("|")[1].strip() for line in curve[2:]] == ["2", "4", "5", "8"]  # by tokens trained
     assert curve[-2].split("|")[3].strip().endswith("(cooldown)")
     assert "cooldown-4: checkpoint 5" in out and "curve: 4 point(s)" in out
+
+    # a sitting with a deadline (SFT_S): SIGTERM saves the step it reached, the stage stays open for the next sitting
+    (tmp_path / "sft.done").unlink()
+    out = build(tmp_path, "sft", sft_steps=100_000, sft_args="--save_steps 100000", SFT_S="90")
+    assert "build: sft stopped at its deadline" in out and not (tmp_path / "sft.done").exists()
+    steps = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "sft").glob("checkpoint-*"))
+    assert steps[-1] > 8, steps  # the stopped step's checkpoint
+    assert (tmp_path / "timings.tsv").read_text().splitlines()[-1].split("\t")[-1] == "deadline"
