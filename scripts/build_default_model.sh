@@ -193,7 +193,7 @@ weights = load_file(f"{src}/model.safetensors")
 save_file({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in weights.items()},
           f"{out}/model.safetensors", metadata={"format": "pt"})
 config = json.load(open(f"{out}/config.json"))
-json.dump({**config, "dtype": "float32"}, open(f"{out}/config.json", "w"), indent=2)
+open(f"{out}/config.json", "w").write(json.dumps({**config, "dtype": "float32"}, indent=2) + "\n")
 print(f"pack: {len(weights)} tensors of {src} in bf16 -> {out}")
 PYTHON
 }

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import torch
+from safetensors import safe_open
 from transformers import GPT2LMHeadModel
 
 from rookworld_trl.chess.formats import parse_policy_completion, position_key, split_prompt_completion
@@ -32,6 +34,13 @@ def splits():
 def test_sizes_within_the_limits():
     assert size(ASSETS / "model") <= 20 * MB
     assert size(ASSETS / "data") <= 10 * MB
+
+
+def test_model_is_stored_in_bf16_and_loads_as_fp32():
+    # half the bytes in git (the build's `pack`); transformers reads config.json's dtype, so it trains in fp32
+    weights = safe_open(ASSETS / "model" / "model.safetensors", "pt")
+    assert {weights.get_tensor(k).dtype for k in weights.keys()} == {torch.bfloat16}  # noqa: SIM118 (no dict)
+    assert GPT2LMHeadModel.from_pretrained(ASSETS / "model").dtype == torch.float32
 
 
 def test_model_loads_and_completes_held_out_prompts(splits):
