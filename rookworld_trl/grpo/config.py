@@ -1,9 +1,14 @@
-"""RookWorldGRPOConfig: TRL's GRPOConfig plus every field the GRPO trainer reads, by section: the RL options (the
-KL with adaptive beta and the KL guard, the baseline, the value baseline with GAE, dynamic sampling, the curriculum,
-field credit, supervised replay: each option's maths and its check live in its module), the reward shaping, NaN
-recovery, the reference device, the LR schedule and the sampler. What only the stage reads (data, engine, evals,
-self-play, tactics, publishing) is GRPOScriptArguments (stages/grpo_args.py). Every field works in a YAML recipe
-and as a `--flag`; invariants are checked in `__post_init__`, bounds (BOUNDS) by stages/recipe.py.
+"""Every field of a GRPO run, in two dataclasses that TrlParser reads with TRL's ModelConfig (stages/grpo.py):
+
+- RookWorldGRPOConfig: TRL's GRPOConfig plus what the trainer reads, by section: the RL options (the KL with
+  adaptive beta and the KL guard, the baseline, the value baseline with GAE, dynamic sampling, the curriculum,
+  field credit, supervised replay: each option's maths and its check live in its module), the reward shaping, NaN
+  recovery, the reference device, the LR schedule and the sampler.
+- GRPOScriptArguments: what the stage reads: the data (DataArguments, data/args.py, shared with SFT), the rewards,
+  the engine, the evals, self-play, tactics and publishing.
+
+Every field works in a YAML recipe and as a `--flag`; invariants are checked in `__post_init__`, a number's bound
+(the class's BOUNDS) by stages/recipe.py, in the stage and in the preflight.
 """
 
 from __future__ import annotations
@@ -14,14 +19,18 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import ClassVar
 
 import torch
-from trl import GRPOConfig
+from trl import GRPOConfig, ModelConfig
 
 from rookworld_trl.common.errors import UserError, suggest_fields
+from rookworld_trl.data.args import DataArguments
+from rookworld_trl.data.puzzles import PuzzleFilter
 from rookworld_trl.grpo.baselines import check_baseline
 from rookworld_trl.grpo.curriculum import check_curriculum
 from rookworld_trl.grpo.dynamic_sampling import check_dynamic_sampling
 from rookworld_trl.grpo.kl_control import check_kl
 from rookworld_trl.grpo.replay import check_replay
+from rookworld_trl.grpo.selfplay import check_selfplay
+from rookworld_trl.grpo.tactics import check_tactics
 from rookworld_trl.grpo.value import check_value
 from rookworld_trl.model.generation import BACKENDS
 
@@ -46,7 +55,7 @@ def compiling(config) -> bool:
 @dataclass
 class RookWorldGRPOConfig(GRPOConfig):
     """GRPOConfig plus the RookWorld fields, by section. The model (and LoRA) comes from TRL's ModelConfig; what
-    only the stage reads (data, rewards, evals): stages/grpo_args.py.
+    only the stage reads (data, rewards, evals): GRPOScriptArguments below.
     The defaults are TRL's where not said otherwise; the tested settings are a recipe's:
     `RookWorldGRPOConfig.from_recipe("grpo_tiny_cpu", max_steps=5, output_dir="runs/try")`."""
 
@@ -56,7 +65,7 @@ class RookWorldGRPOConfig(GRPOConfig):
         `overrides`; the recipe's model, data and reward names are the stage's and are left out."""
         from rookworld_trl.training.recipes import recipe_config
 
-        return recipe_config(cls, recipe, "train", overrides)
+        return recipe_config(cls, recipe, (GRPOScriptArguments, ModelConfig), overrides)
 
     # the bounded fields' bounds (stages/recipe.py: the preflight and the stage check them)
     BOUNDS: ClassVar[dict[str, str]] = {"replay_coef": "finite"}
@@ -437,6 +446,182 @@ class RookWorldGRPOConfig(GRPOConfig):
             raise ValueError(
                 "ref_model_device cannot be combined with sync_ref_model (TRL mixes weights in place)"
             )
+
+
+@dataclass
+class GRPOScriptArguments(DataArguments):
+    """What the GRPO stage (stages/grpo.py) reads besides the trainer's config: the data (DataArguments, shared
+    with SFT, and GRPO's own), the reward functions, the engine behind the policy reward and the evals, the evals,
+    self-play positions and tactics (the stage builds them and hands them to the trainer) and publishing. TrlParser
+    parses it with RookWorldGRPOConfig and TRL's ModelConfig, so one YAML recipe feeds all three; checked in
+    `__post_init__`."""
+
+    # the bounded fields' bounds (stages/recipe.py: the preflight and the stage check them)
+    BOUNDS: ClassVar[dict[str, str]] = {
+        "tactics_replay_coef": "finite",
+        "engine_workers": ">= 1",
+        "eval_every_steps": ">= 0 (0: off)",
+        "eval_every_samples": ">= 1",
+        "eval_samples": ">= 0 (0: no final eval)",
+    }
+    # ---- data: GRPO's own (the shared fields: DataArguments, data/args.py) ----
+    dataset_max_samples: int | None = field(
+        default=None, metadata={"help": "Train on the first N rows (after mixing); None: all."}
+    )
+    dataset_num_proc: int | None = field(
+        default=None,
+        metadata={
+            "help": "Processes that parse raw P:/A: lines (cached by the source's fingerprint in HF_DATASETS_CACHE; "
+            "data/parse.py). None: the machine's cores."
+        },
+    )
+    puzzle_rating: str | None = field(
+        default=None,
+        metadata={
+            "help": "A puzzle dataset_name (Lichess .csv): keep puzzles rated LOW-HIGH, e.g. 1000-1800."
+        },
+    )
+    puzzle_themes: str | None = field(
+        default=None,
+        metadata={
+            "help": "A puzzle dataset_name (Lichess .csv): keep puzzles with any of these themes, e.g. "
+            "mateIn1,mateIn2."
+        },  # fmt: skip
+    )
+    # ---- rewards and the engine behind them ----
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["policy_reward", "env_reward"],
+        metadata={
+            "help": "Reward functions: names in rookworld_trl.grpo.rewards.functions.REWARD_FUNCS, or your own by its "
+            "dotted path (my_pkg.rewards.my_reward; examples/my_reward.py). Weight them with TRL's reward_weights "
+            "(same order)."
+        },
+    )
+    engine_depth: int | None = field(
+        default=8,
+        metadata={
+            "help": "Stockfish depth of the policy reward (and the evals). Dataset labels made at the same "
+            "limit (column `limit`, e.g. 'depth=8') serve as a cache of the engine's answer."
+        },
+    )
+    engine_nodes: int | None = field(
+        default=None, metadata={"help": "Stockfish node limit (with or instead of depth)."}
+    )
+    engine_workers: int = field(default=1, metadata={"help": "Stockfish processes for the policy reward."})
+    engine_cache: str | None = field(
+        default="engine_cache.sqlite",
+        metadata={"help": "sqlite cache of engine analyses (relative to output_dir); null: memory only."},
+    )
+    # ---- evals ----
+    eval_every_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Every N steps (and before the first), a greedy policy + environment eval of the policy on a "
+            "fixed held-out sample of dataset_test_split: the run's learning curve (report/learning_curve.png). 0: off."
+        },
+    )
+    eval_every_samples: int = field(
+        default=200,
+        metadata={"help": "Positions and transitions per suite in each eval_every_steps eval."},
+    )
+    eval_samples: int = field(
+        default=200,
+        metadata={"help": "Positions and transitions per suite in the before/after eval (0: no final eval)."},
+    )
+    eval_env_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Transitions in the before/after eval's env suite, when not eval_samples (A: answers are ~75 "
+            "tokens: the whole test split of both tasks takes ~20 min on 2 cores, its P: half ~2 min)."
+        },
+    )
+    eval_tactics_samples: int = field(
+        default=2000,
+        metadata={"help": "Tactics test positions in the before/after eval (with tactics_dataset; 0: none)."},
+    )
+    # ---- self-play positions (grpo/selfplay.py) ----
+    selfplay_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "Fraction of P: prompts replaced by positions from the policy's own self-play games once the "
+            "buffer holds some (rookworld_trl/grpo/selfplay.py); the engine pool grades them. 0: off."
+        },
+    )
+    selfplay_every: int = field(
+        default=10, metadata={"help": "Self-play: play a round of games every N optimizer steps."}
+    )
+    selfplay_games: int = field(
+        default=16, metadata={"help": "Self-play: games per round (per process), from training P: positions."}
+    )
+    selfplay_max_plies: int = field(
+        default=40,
+        metadata={"help": "Self-play: a game ends after N half-moves (or earlier: game over, illegal)."},
+    )
+    selfplay_buffer_size: int = field(
+        default=5000, metadata={"help": "Self-play: positions kept (FIFO, one per position)."}
+    )
+    # ---- tactics: their prompts and replay (grpo/tactics.py) ----
+    tactics_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Tactics data (`rookworld data generate --tactics`: mate in one, mate in two, only moves, split "
+            "by game): its train split mixes into P: prompts (tactics_ratio) and is replayed (tactics_replay_coef), "
+            "its test split joins the before/after eval as the `tactics` suite (rookworld_trl/grpo/tactics.py)."
+        },
+    )
+    tactics_ratio: float = field(
+        default=0.0, metadata={"help": "Fraction of P: prompts replaced by tactics train rows. 0: none."}
+    )
+    tactics_replay_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the supervised loss of tactics labels added to each micro-batch. 0: off."
+        },
+    )
+    tactics_replay_batch_size: int = field(
+        default=16, metadata={"help": "Tactics rows replayed per micro-batch (tactics_replay_coef > 0)."}
+    )
+    tactics_replay_target: str = field(
+        default="completion",
+        metadata={
+            "help": "What of a tactics label the replay teaches: the whole completion; best_move (the move after "
+            "B: only: the move is imitated, the list and its evaluations are left to the reward); or moves (the "
+            "listed moves and B:'s, the E: evaluations read but not taught).",
+            "choices": ["completion", "best_move", "moves"],
+        },
+    )
+    # ---- publishing ----
+    push_checkpoints: bool = field(
+        default=False,
+        metadata={
+            "help": "With push_to_hub, also upload each complete checkpoint's model files (to checkpoints/"
+            "checkpoint-N in the repo); final/ goes up at the end either way."
+        },
+    )
+
+    @property
+    def puzzle_filter(self) -> PuzzleFilter:
+        """--puzzle_rating and --puzzle_themes, parsed (a bad range: ValueError, in one line)."""
+        return PuzzleFilter.parse(self.puzzle_rating, self.puzzle_themes)
+
+    def __post_init__(self):
+        self.puzzle_filter  # noqa: B018  (a bad range fails now, not when the data is read)
+        if not self.reward_funcs:
+            raise ValueError("reward_funcs is empty: name at least one, e.g. ['policy_reward', 'env_reward']")
+        if self.dataset_streaming:
+            raise ValueError("dataset_streaming is not supported: the stage mixes and samples a loaded split")
+        check_selfplay(self)
+        check_tactics(self)
+
+
+def check_rewards(script: GRPOScriptArguments, config) -> None:
+    """reward_funcs against the trainer's config: its weights and field credit."""
+    if config.field_credit and "policy_reward" not in script.reward_funcs:
+        raise ValueError("field_credit needs policy_reward among reward_funcs (it reads its components)")
+    if config.reward_weights is not None and len(config.reward_weights) != len(script.reward_funcs):
+        raise ValueError(
+            f"reward_weights has {len(config.reward_weights)} entries, reward_funcs {len(script.reward_funcs)}"
+        )
 
 
 def as_rookworld_config(args) -> RookWorldGRPOConfig:

@@ -3,7 +3,7 @@ module holding its maths, its check and its builder (grpo/options.py's protocol)
 running baseline (baselines.py), field credit (credit.py), the value baseline with GAE (value.py), supervised
 replay (replay.py), self-play (selfplay.py), the curriculum (curriculum.py), tactics and their replay (tactics.py),
 dynamic sampling (dynamic_sampling.py). Their fields are RookWorldGRPOConfig's (grpo/config.py, one section each,
-whose `__post_init__` runs their checks); self-play and tactics read the stage's fields (stages/grpo_args.py): the
+whose `__post_init__` runs their checks); self-play and tactics read the stage's fields (GRPOScriptArguments): the
 stage builds them (`selfplay_for`, `tactics_for`) and hands them over. Every default keeps TRL's behaviour.
 
 A new option: its module (an Option, a check, a builder), its fields and check in grpo/config.py, its builder here.
