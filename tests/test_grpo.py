@@ -54,7 +54,7 @@ def test_config_rejects_bad_values(tmp_path, overrides, message):
 
 
 def test_reward_funcs_are_checked_against_the_config(tmp_path):
-    from rookworld_trl.stages.grpo_args import GRPOScriptArguments, check_rewards
+    from rookworld_trl.grpo.config import GRPOScriptArguments, check_rewards
 
     with pytest.raises(ValueError, match="reward_funcs is empty"):
         GRPOScriptArguments(reward_funcs=[])

@@ -17,9 +17,8 @@ from tiny_grpo import ROOT, env_lines, file_reward, make_trainer, tiny_recipe_ar
 from trl import ModelConfig, TrlParser
 
 from rookworld_trl.common.errors import UserError
-from rookworld_trl.grpo.config import RookWorldGRPOConfig
+from rookworld_trl.grpo.config import GRPOScriptArguments, RookWorldGRPOConfig
 from rookworld_trl.stages.grpo import main, resolve_reward_funcs
-from rookworld_trl.stages.grpo_args import GRPOScriptArguments
 
 RECIPES = sorted((ROOT / "recipes").glob("grpo_*.yaml"))
 STAGE_DATACLASSES = (GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig)  # as stages/grpo.py parses them

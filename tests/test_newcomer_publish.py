@@ -353,8 +353,7 @@ def test_no_issue_numbers_in_what_a_user_reads():
     import re
     from dataclasses import fields
 
-    from rookworld_trl.grpo.config import RookWorldGRPOConfig
-    from rookworld_trl.stages.grpo_args import GRPOScriptArguments
+    from rookworld_trl.grpo.config import GRPOScriptArguments, RookWorldGRPOConfig
     from rookworld_trl.stages.sft import RookWorldSFTConfig, SFTScriptArguments
 
     issue = re.compile(r"\bissues? #?\d+", re.IGNORECASE)
