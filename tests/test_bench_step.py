@@ -2,7 +2,7 @@
 completions per step and length): the ratio, never seconds, so the test holds on a fast or a slow machine.
 Slow tier (two trainers, a few steps each: minutes on 2 cores):
 
-    .venv/bin/python -m pytest -m slow tests/test_step_ratio.py
+    .venv/bin/python -m pytest -m slow tests/test_bench_step.py
 """
 
 import json

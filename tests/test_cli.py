@@ -1,8 +1,8 @@
-"""A newcomer's trial of issue 31, item by item: each command a new user types, with tiny flags, bad inputs and
-`--help`; each answer checked as a demanding user would (one line naming the problem and the fix, exit code 2,
+"""The `rookworld` commands as a user types them, with tiny flags, bad inputs and `--help`; each answer checked as
+a demanding user would (one line naming the problem and the fix, exit code 2,
 nothing written; a finished run is not retrained; ...).
 
-    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_newcomer.py -q
+    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_cli.py -q
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""A newcomer's third hour, part 2: model names, data files, flags and commands, the entry point older scripts
-name and the README, each mistake made as a new user makes it (tests/newcomer_cli.py) and answered by one line.
-Part 1 (rewards, recipes, Ctrl-C): tests/test_newcomer_third.py.
+"""The CLI's answers to mistakes, part 2: model names, data files, flags and commands, the entry point older
+scripts name and the README, each mistake made as a new user makes it (tests/cli_user.py) and answered by one line.
+Part 1 (rewards, recipes, Ctrl-C): tests/test_cli_checks.py.
 
-    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_newcomer_commands.py -q
+    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_cli_mistakes.py -q
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from newcomer_cli import (
+from cli_user import (
     FEN,
     RECIPE,
     ROOT,

@@ -1,6 +1,6 @@
-"""A newcomer's second hour: publishing a run, one's own reward, runs that read at a glance, the docs.
+"""The CLI around a run: publishing it (`rookworld push`), one's own reward, runs that read at a glance.
 
-    .venv/bin/python -m pytest tests/test_newcomer_publish.py
+    .venv/bin/python -m pytest tests/test_cli_publish.py
 
 The hub is a local stand-in HTTP server (HF_ENDPOINT points at it) that answers the few calls
 huggingface_hub's real client makes for a push: whoami, create a repo, preupload, commit. The pushes run
@@ -231,7 +231,7 @@ def test_the_summary_after_a_resume_counts_this_sessions_steps_apart(model_dir, 
     assert "5 in all, 3 this session in" in steps
 
 
-@pytest.mark.slow  # training with it (~30 s); its checks before accelerate: test_newcomer_third.py
+@pytest.mark.slow  # training with it (~30 s); its checks before accelerate: test_cli_checks.py
 def test_own_reward_by_dotted_path_trains_three_steps_on_the_embedded_model(tmp_path):
     out = tmp_path / "run"
     done = subprocess.run(
@@ -270,7 +270,7 @@ def test_the_example_reward_scores_p_answers_and_leaves_a_out():
     assert b_gives_check([prompt] * 3 + ["A: " + fen + "+e1e2+"], answers) == [1.0, 0.0, 0.0, None]
 
 
-@pytest.mark.slow  # an SFT run (~12 s quiet); the GRPO console stays in the default tier (test_newcomer.py)
+@pytest.mark.slow  # an SFT run (~12 s quiet); the GRPO console stays in the default tier (test_cli.py)
 def test_sft_has_trains_console_a_line_per_logging_step_and_a_summary(tmp_path, capsys):
     from rookworld_trl.stages import sft
 

@@ -165,7 +165,7 @@ ELSEWHERE = {  # run end to end by their own tests
     "scripts/check_floors.sh": "test_floors.py",
     "scripts/gpu_check.sh": "test_gpu_check.py",
     "scripts/rehearse_multinode.sh": "test_multinode.py",
-    "scripts/setup.sh": "test_newcomer.py",
+    "scripts/setup.sh": "test_cli.py",
     "scripts/experiments/tactics_sampling.py": "test_experiments.py",
     "scripts/experiments/time_mistakes.py": "test_experiments.py",
     "scripts/experiments/value_study.py": "test_experiments.py",

@@ -1,7 +1,7 @@
 """Faults and what the GRPO stage does about each: damaged checkpoints, finished runs re-run, torn logs,
-divergence, a full disk, bad config, a damaged model directory (tiny GPT-2 on CPU; issue 20).
+divergence, a full disk, bad config, a damaged model directory (tiny GPT-2 on CPU).
 
-    .venv/bin/pytest tests/test_faults.py
+    .venv/bin/pytest tests/test_training_faults.py
 
 scripts/fault_trials.py runs the same faults on the real stage (test_fault_trials.py runs its fast part).
 """
