@@ -188,18 +188,13 @@ def test_python_m_rookworld_trl_grpo_runs_the_stage(tmp_path):
     )
 
 
-# ---- 12. the README: short, narrow, the two commands, every page it links exists ----
+# ---- 12. every page the README links exists ----
 
 
-def test_the_readme_is_a_front_page():
+def test_every_page_the_readme_links_exists():
     import re
 
-    text = (ROOT / "README.md").read_text()
-    lines = text.splitlines()
-    assert len(lines) <= 170 and max(map(len, lines)) <= 110  # 160 + the Python quickstart (issue 63)
-    assert "bash scripts/setup.sh && .venv/bin/rookworld train" in text
-    assert "bash scripts/setup.sh && .venv/bin/python -m pytest -q -n auto" in text
-    for link in re.findall(r"\]\(([^)#]+)\)", text):
+    for link in re.findall(r"\]\(([^)#]+)\)", (ROOT / "README.md").read_text()):
         assert (ROOT / link).exists(), link
 
 

@@ -334,32 +334,3 @@ def test_eval_says_the_published_figures_are_124ms():
     text = markdown({"policy": {"greedy/best_move_accuracy": row}}, {"model": "rookworld_trl/assets/model"})
     assert "| published (124M) |" in text and "2.9M" in text and "not expected to reach them" in text
     assert "| published (124M) |" in (ROOT / "rookworld_trl/assets/model/eval.md").read_text()
-
-
-def test_the_docs_give_one_time_for_the_main_job_and_the_second_hours_sections():
-    import re
-
-    readme, guide = (ROOT / "README.md").read_text(), (ROOT / "docs/GUIDE.md").read_text()
-    header = (ROOT / "recipes/grpo_tiny_cpu.yaml").read_text().split("\n#   rookworld train")[0]
-    main_job = next(line for line in readme.splitlines() if "rookworld train " in line and "main job" in line)
-    assert re.findall(r"~(\d+) min", header)[0] == re.findall(r"~(\d+) min", main_job)[0]
-    # the README shows the command, the guide (which it links) the whole section
-    assert "examples.my_reward.b_gives_check" in readme and "docs/GUIDE.md" in readme
-    assert "## Your own reward" in guide and "examples.my_reward.b_gives_check" in guide
-    assert "rookworld push runs/" in readme and "## Publish a run" in guide
-
-
-def test_no_issue_numbers_in_what_a_user_reads():
-    import re
-    from dataclasses import fields
-
-    from rookworld_trl.grpo.config import RookWorldGRPOConfig
-    from rookworld_trl.stages.grpo_args import GRPOScriptArguments
-    from rookworld_trl.stages.sft import RookWorldSFTConfig, SFTScriptArguments
-
-    issue = re.compile(r"\bissues? #?\d+", re.IGNORECASE)
-    texts = {name: (ROOT / name).read_text() for name in ("README.md", "docs/GUIDE.md", "docs/GPU.md")}
-    texts |= {str(p.relative_to(ROOT)): p.read_text() for p in (ROOT / "recipes").glob("*.yaml")}
-    for config in (RookWorldGRPOConfig, GRPOScriptArguments, RookWorldSFTConfig, SFTScriptArguments):
-        texts |= {f"{config.__name__}.{f.name}": f.metadata.get("help", "") for f in fields(config)}
-    assert [name for name, text in texts.items() if issue.search(text)] == []

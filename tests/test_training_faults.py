@@ -299,7 +299,17 @@ def test_damaged_model_dir_is_one_line_naming_the_file(tmp_path):
     "flags, says",
     [
         (["--learning_rate", "fast"], "invalid float value: 'fast' (in the recipe or a --flag); see --help"),
-        (["--per_device_train_batch_size", "12"], "make per_device_train_batch_size a multiple of 8"),
+        (
+            [
+                "--num_generations",
+                "4",
+                "--gradient_accumulation_steps",
+                "1",
+                "--per_device_train_batch_size",
+                "6",
+            ],
+            "make per_device_train_batch_size a multiple of 4",
+        ),
         (["--output_dir", "FILE"], "is a file, not a directory"),
     ],
 )
