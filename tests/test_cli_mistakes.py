@@ -198,7 +198,7 @@ def test_every_page_the_readme_links_exists():
         assert (ROOT / link).exists(), link
 
 
-# ---- more mistakes a newcomer makes, each one line before accelerate starts ----
+# ---- more mistakes, each one line before accelerate starts ----
 
 
 @pytest.mark.parametrize(
