@@ -463,7 +463,7 @@ def main() -> None:
         print("RESULT " + json.dumps(run_child(a)), flush=True)
         return
     if a.smoke:
-        a.steps, a.rounds, a.completions, a.max_new, a.profile = 2, 1, "16", "40", True
+        a.steps, a.rounds, a.completions, a.max_new, a.profile = 2, 1, "8", "24", True
     if a.steps < 2:
         sys.exit("bench_step: --steps must be >= 2 (the first step is timed apart)")
     device = (
