@@ -1,6 +1,6 @@
 """Tests of rookworld_trl.grpo on a tiny random GPT-2 (2 layers, 64 dims, a character tokenizer) on CPU.
 
-    .venv/bin/pytest tests/test_grpo.py tests/test_grpo_resume.py
+    .venv/bin/pytest tests/test_grpo.py tests/test_checkpoints.py
 
 The reward is a small deterministic stand-in (fraction of 'e' in the completion) so that the GRPO mechanics
 are tested without the chess rewards. The tiny setup is tests/tiny_grpo.py.

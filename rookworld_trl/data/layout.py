@@ -111,7 +111,7 @@ class Internals(NamedTuple):
 def internals(ds) -> Internals:
     """The private state of a `datasets.Dataset` we read, here only: its row selection (`_indices`: a select,
     shuffle or filter keeps an Arrow table of row numbers, not a copy) and its fingerprint (`_fingerprint`, the
-    key of data/parse.py's cache). datasets offers neither publicly; tests/test_load_parse.py fails when an upgrade
+    key of data/parse.py's cache). datasets offers neither publicly; tests/test_data_parse.py fails when an upgrade
     renames or changes them."""
     return Internals(ds._indices, ds._fingerprint)
 

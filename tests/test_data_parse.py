@@ -2,7 +2,7 @@
 fingerprint; the rows are rows.py's, line for line, and a malformed line is named by its exact line number
 whatever batch or process read it.
 
-    .venv/bin/python -m pytest -q tests/test_load_parse.py
+    .venv/bin/python -m pytest -q tests/test_data_parse.py
 """
 
 import itertools
