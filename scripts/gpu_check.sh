@@ -5,7 +5,7 @@
 #                                                 # by scripts/setup.sh when missing)
 # Rows: the environment (the device named), `rookworld doctor`, the GPU-relevant tests (CUDA tests run where
 # CUDA is, skip elsewhere), the main job on the GPU (3 steps: `rookworld train` moves to CUDA by itself), and
-# scripts/bench/bench_gpu_step.py: the 124M-shape GRPO step, ours against plain TRL eager at the 124M recipe's 64
+# scripts/bench/bench_step.py --model 124m: the 124M-shape GRPO step, ours against plain TRL eager at the 124M recipe's 64
 # completions (bench), and ours compiled at recipes/grpo_rookworld_124m_80gb.yaml's batch (bench_80gb:
 # completions/s, MFU, recompilations after step 1, peak memory). ~5 min on an H200 by the 2026-11-26 run's
 # timings (GPU_CHECK_STEPS=6 bench steps). --full: today's long form as well (GPU_CHECK_STEPS=20; plain TRL
@@ -19,6 +19,7 @@ if [ "${1:-}" = "--full" ]; then FULL=1; shift; fi
 OUT=${1:-build/gpu_check}
 STEPS=${GPU_CHECK_STEPS:-$([ $FULL = 1 ] && echo 20 || echo 6)}
 BIG=recipes/grpo_rookworld_124m_80gb.yaml
+BENCH="scripts/bench/bench_step.py --model 124m --what step"
 mkdir -p "$OUT"
 if [ -z "${PYTHON:-}" ]; then
   [ -x .venv/bin/rookworld ] || bash scripts/setup.sh || exit 1
@@ -73,13 +74,13 @@ if [ "$cuda" = 1 ]; then
   }
   row main_job_gpu main_job
   if [ $FULL = 1 ]; then
-    row bench "$PYTHON" scripts/bench/bench_gpu_step.py --steps "$STEPS" --markdown "$OUT/bench.md"
-    row bench_80gb "$PYTHON" scripts/bench/bench_gpu_step.py --recipe $BIG --steps "$STEPS" --variants ours,ours_compiled \
+    row bench "$PYTHON" $BENCH --steps "$STEPS" --variants plain,plain_compiled,ours,ours_compiled \
+      --markdown "$OUT/bench.md"
+    row bench_80gb "$PYTHON" $BENCH --recipe $BIG --steps "$STEPS" --variants ours,ours_compiled \
       --completions 64,256,1024 --markdown "$OUT/bench_80gb.md"
   else
-    row bench "$PYTHON" scripts/bench/bench_gpu_step.py --steps "$STEPS" --variants ours,plain --markdown "$OUT/bench.md"
-    row bench_80gb "$PYTHON" scripts/bench/bench_gpu_step.py --recipe $BIG --steps "$STEPS" --variants ours_compiled \
-      --markdown "$OUT/bench_80gb.md"
+    row bench "$PYTHON" $BENCH --steps "$STEPS" --variants ours,plain --markdown "$OUT/bench.md"
+    row bench_80gb "$PYTHON" $BENCH --recipe $BIG --steps "$STEPS" --variants ours_compiled --markdown "$OUT/bench_80gb.md"
   fi
 else
   skip main_job_gpu "no CUDA device"
@@ -115,7 +116,7 @@ fi
   echo '```'
   if [ -f "$OUT/bench.md" ]; then
     echo
-    echo "## Bench (scripts/bench/bench_gpu_step.py --steps $STEPS)"
+    echo "## Bench ($BENCH --steps $STEPS)"
     echo
     cat "$OUT/bench.md"
   fi

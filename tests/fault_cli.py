@@ -1,6 +1,6 @@
 """Running `rookworld` as a careless or hostile user would and checking its refusal: one stderr line, exit 2, no
-traceback. Shared by tests/test_fault_datasets.py, test_fault_engines.py, test_fault_settings.py and
-test_fault_runs.py."""
+traceback. Shared by tests/test_data_faults.py, test_engine_faults.py, test_settings_faults.py and
+test_run_faults.py."""
 
 from __future__ import annotations
 

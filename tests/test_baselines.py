@@ -1,4 +1,4 @@
-"""Baselines of issue 33 (rookworld_trl/grpo/baselines.py, step.py, value.py, trainer.py): EMA/adaptive advantages
+"""Baselines (rookworld_trl/grpo/baselines.py, step.py, value.py, trainer.py): EMA/adaptive advantages
 centred per task, field credit under them, the value head (its own group, clipping, warm-up, GAE), its resume,
 and 30 steps of each baseline on the embedded model (slow). Tiny random GPT-2 of tests/tiny_grpo.py on CPU.
 
@@ -236,7 +236,7 @@ def test_value_head_and_running_baseline_come_back_on_resume(model_dir, tmp_path
     assert resumed.option(adv.RunningBaseline).state == {"P:": {"mean": 0.5, "spread": 0.1}}
 
 
-# ---- 30 steps of each baseline on the embedded model (issue 33) ----
+# ---- 30 steps of each baseline on the embedded model ----
 
 LEGAL_BEST = "eval/policy/greedy/legal_best_move"
 

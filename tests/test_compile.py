@@ -65,7 +65,7 @@ def test_padding_aware_positions_under_compile_and_bf16():
 
 def test_step_guard_rolls_back_under_bf16_and_compile(model_dir, tmp_path):
     """A learning rate of 1e30 blows every update up; compiled and in bf16 the guard still sees it, restores
-    the weights and goes on (as test_faults checks in eager fp32)."""
+    the weights and goes on (as test_training_faults checks in eager fp32)."""
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()

@@ -237,7 +237,7 @@ def test_a_source_datasets_cannot_read_is_one_line_with_the_fix(tmp_path, capsys
 def test_one_task_data_names_the_flag_that_trains_it_alone(tmp_path):
     """P:-only data with an A: share asked for: the error says which --mix_env_ratio trains it; replay of a task
     the data lacks says --replay_coef 0 or another --replay_task."""
-    from rookworld_trl.data.transforms import mix_counts
+    from rookworld_trl.data.load import mix_counts
     from rookworld_trl.grpo.replay import Replay
 
     with pytest.raises(

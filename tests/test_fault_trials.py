@@ -1,6 +1,6 @@
 """scripts/fault_trials.py, slow tier: its fast part (in-process faults on the real stage, ~2 min here) and all of
 it (+ kills, Ctrl-C, Stockfish kills, lr 1e3 and a full disk). The default tier covers the same faults one at a
-time (tests/test_faults.py, tests/test_grpo_resume.py).
+time (tests/test_training_faults.py, tests/test_checkpoints.py).
 
     .venv/bin/pytest -m slow tests/test_fault_trials.py
 """

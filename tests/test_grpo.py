@@ -1,6 +1,6 @@
 """Tests of rookworld_trl.grpo on a tiny random GPT-2 (2 layers, 64 dims, a character tokenizer) on CPU.
 
-    .venv/bin/pytest tests/test_grpo.py tests/test_grpo_resume.py
+    .venv/bin/pytest tests/test_grpo.py tests/test_checkpoints.py
 
 The reward is a small deterministic stand-in (fraction of 'e' in the completion) so that the GRPO mechanics
 are tested without the chess rewards. The tiny setup is tests/tiny_grpo.py.
@@ -54,7 +54,7 @@ def test_config_rejects_bad_values(tmp_path, overrides, message):
 
 
 def test_reward_funcs_are_checked_against_the_config(tmp_path):
-    from rookworld_trl.stages.grpo_args import GRPOScriptArguments, check_rewards
+    from rookworld_trl.grpo.config import GRPOScriptArguments, check_rewards
 
     with pytest.raises(ValueError, match="reward_funcs is empty"):
         GRPOScriptArguments(reward_funcs=[])

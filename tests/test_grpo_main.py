@@ -13,13 +13,13 @@ import sys
 
 import pytest
 import torch
+import yaml
 from tiny_grpo import ROOT, env_lines, file_reward, make_trainer, tiny_recipe_argv
 from trl import ModelConfig, TrlParser
 
 from rookworld_trl.common.errors import UserError
-from rookworld_trl.grpo.config import RookWorldGRPOConfig
+from rookworld_trl.grpo.config import GRPOScriptArguments, RookWorldGRPOConfig
 from rookworld_trl.stages.grpo import main, resolve_reward_funcs
-from rookworld_trl.stages.grpo_args import GRPOScriptArguments
 
 RECIPES = sorted((ROOT / "recipes").glob("grpo_*.yaml"))
 STAGE_DATACLASSES = (GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig)  # as stages/grpo.py parses them
@@ -49,24 +49,19 @@ def test_recipes_cover_the_documented_setups():
     assert parse("grpo_lora.yaml")[1].use_peft is True
     vllm = parse("grpo_vllm_colocate.yaml")[0]
     assert vllm.use_vllm and vllm.vllm_mode == "colocate"
-    gpu = parse("grpo_rookworld_124m_gpu.yaml")[0]
-    assert (gpu.learning_rate, gpu.epsilon, gpu.beta, gpu.num_generations, gpu.bf16) == (
-        1e-5,
-        0.2,
-        0.01,
-        8,
-        True,
-    )
-    for name in RECIPES:  # every GRPO recipe trains with the reward options the CPU experiments chose
-        args = parse(name.name)[0]
-        assert (args.reward_shaping, args.field_credit) == ("dense", True), name.name
+    assert parse("grpo_rookworld_124m_gpu.yaml")[0].bf16 is True
     # CLI flags override the recipe
     script, args, _ = parser.parse_args_and_config(
         ["--config", str(ROOT / "recipes" / "grpo_tiny_cpu.yaml"), "--kl_stop", "70", "--max_steps", "3",
          "--eval_samples", "7"]
     )  # fmt: skip
     assert (args.kl_stop, args.max_steps, script.eval_samples) == (70.0, 3, 7)
-    assert script.eval_every_steps == 30 and script.engine_workers == 2  # recipe keys of the script arguments
+    recipe = yaml.safe_load((ROOT / "recipes" / "grpo_tiny_cpu.yaml").read_text())
+    # recipe keys of the script arguments
+    assert (script.eval_every_steps, script.engine_workers) == (
+        recipe["eval_every_steps"],
+        recipe["engine_workers"],
+    )
 
 
 def test_push_to_hub_offline_is_a_clear_error(monkeypatch, capsys):

@@ -1,6 +1,6 @@
 """The checks `rookworld train` / `sft` run before accelerate starts (rookworld_trl/stages/preflight.py): each bad input is
 one line and exit 2 from the `rookworld` process itself (accelerate never starts: no launch line), and every
-shipped recipe passes them. RECIPE_FIELDS matches the stages' dataclasses."""
+shipped recipe passes them. The fields it checks are the stages' dataclasses'."""
 
 import json
 import subprocess
@@ -113,20 +113,24 @@ def test_every_shipped_recipe_passes():
 
 
 @pytest.mark.integration  # imports TRL
-def test_recipe_fields_match_the_stages_dataclasses():
+def test_the_preflight_reads_the_stages_dataclasses(tmp_path, monkeypatch):
+    """fields_of reads the dataclasses in a child process once, then from the user's cache; an edited source is
+    another key, so a new field is seen at once."""
     from rookworld_trl.stages.recipe import TRL_BOUNDS
 
-    assert json.loads(recipe_fields.RECIPE_FIELDS.read_text()) == recipe_fields.stage_fields(), (
-        "stale: run `.venv/bin/python -m rookworld_trl.stages.recipe_fields`"
-    )
-    every = {name for specs in recipe_fields.stage_fields().values() for name in specs}
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    stages = recipe_fields.stage_fields()
+    assert {command: recipe_fields.fields_of(command) for command in stages} == stages
+    assert len(list(tmp_path.glob("rookworld_trl/fields-*.json"))) == 1  # read once, then cached
+    every = {name for specs in stages.values() for name in specs}
     assert set(TRL_BOUNDS) <= every, "TRL_BOUNDS names a field no stage has"
+    monkeypatch.setattr(recipe_fields, "PACKAGE", tmp_path)  # other sources: another key
+    assert recipe_fields.cache_path() != next(tmp_path.glob("rookworld_trl/fields-*.json"))
 
 
 def test_a_bound_declared_with_its_field_is_checked_by_the_preflight_and_the_stage(tmp_path):
-    """engine_workers' bound is in GRPOScriptArguments.BOUNDS (stages/grpo_args.py): the preflight reads it from
-    RECIPE_FIELDS, the stage's check_numbers from the dataclass; a misspelt bound or field name is refused when
-    RECIPE_FIELDS is written."""
+    """engine_workers' bound is in GRPOScriptArguments.BOUNDS (grpo/config.py): the preflight and the stage's
+    check_numbers read it from the dataclass; a misspelt bound or field name is refused when it is read."""
     import dataclasses
     from typing import ClassVar
 

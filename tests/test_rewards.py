@@ -1,5 +1,5 @@
 """Tests for rookworld_trl/grpo/rewards/functions.py with the real Stockfish and python-chess (no mocks): the A: and P:
-grades (labels, caching, TRL calls and fuzzing: test_reward_calls.py).
+grades (labels, caching, TRL calls and fuzzing: test_rewards_calls.py).
 
 Run: .venv/bin/pytest tests/test_rewards.py   (policy tests are skipped where Stockfish is not installed)
 """

@@ -147,25 +147,21 @@ def test_compare_env_finds_no_difference_between_a_model_and_itself():
 # ---- every benchmark and shell script runs (slow tier), so that a rename or a move fails a test ----
 
 SMOKE = {  # the script and its smallest setting: seconds to a minute or two each on 2 busy cores
-    "scripts/bench/bench_124m_cpu.py": ["--smoke"],
-    "scripts/bench/bench_compile.py": ["--settings", "eager", "--steps", "2"],
     "scripts/bench/bench_decode.py": ["--against", "HEAD", "--rounds", "2"],
     "scripts/bench/bench_engine.py": ["--n", "6", "--depth", "4", "--repeats", "1"],
     "scripts/bench/bench_gelu.py": ["--batch", "4", "--tokens", "16", "--repeats", "1"],
     "scripts/bench/bench_load.py": ["2000", "--num_proc", "2"],
     "scripts/bench/bench_generate.py": ["--depth", "4", "--games", "1", "--max_plies", "6", "--workers", "1"],
-    "scripts/bench/bench_gpu_step.py": ["--model", "embedded", "--steps", "2", "--variants", "plain,ours", "--completions", "16"],
     "scripts/bench/bench_rewards.py": ["--positions", "8", "--depth", "4", "--workers", "1", "--prompts-per-batch", "1"],
     "scripts/bench/bench_step.py": ["--smoke"],
     "scripts/bench/bench_sft.py": ["--steps", "10", "--rounds", "1"],  # two logging intervals: one speed
-    "scripts/bench/bench_sizes.py": ["--shapes", "2x64", "--steps", "2", "--rounds", "1"],
 }  # fmt: skip
 ELSEWHERE = {  # run end to end by their own tests
     "scripts/build_default_model.sh": "test_build_default_model.py",
     "scripts/check_floors.sh": "test_floors.py",
     "scripts/gpu_check.sh": "test_gpu_check.py",
     "scripts/rehearse_multinode.sh": "test_multinode.py",
-    "scripts/setup.sh": "test_newcomer.py",
+    "scripts/setup.sh": "test_cli.py",
     "scripts/experiments/tactics_sampling.py": "test_experiments.py",
     "scripts/experiments/time_mistakes.py": "test_experiments.py",
     "scripts/experiments/value_study.py": "test_experiments.py",

@@ -16,13 +16,12 @@ import pytest
 from rookworld_trl.chess.formats import parse_policy_prompt, policy_prompt, position_key, prompt_fen_width
 from rookworld_trl.chess.games import ENDS, play_games
 from rookworld_trl.data.load import load_rookworld_dataset
-from rookworld_trl.grpo.config import RookWorldGRPOConfig
+from rookworld_trl.grpo.config import GRPOScriptArguments, RookWorldGRPOConfig
 from rookworld_trl.grpo.selfplay import PositionBuffer, SelfPlay, selfplay_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import load_model_and_tokenizer
 from rookworld_trl.stages.grpo import main
-from rookworld_trl.stages.grpo_args import GRPOScriptArguments
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = str(ROOT / "rookworld_trl" / "assets" / "model")

@@ -137,7 +137,7 @@ def test_random_games_split_by_game_not_position():
 
 
 def test_tactics_flags_need_their_data():
-    from rookworld_trl.stages.grpo_args import GRPOScriptArguments
+    from rookworld_trl.grpo.config import GRPOScriptArguments
 
     with pytest.raises(ValueError, match="need tactics_dataset"):
         GRPOScriptArguments(dataset_name="d", tactics_ratio=0.25)

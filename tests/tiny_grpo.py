@@ -16,10 +16,9 @@ import torch
 from datasets import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-from rookworld_trl.grpo.config import RookWorldGRPOConfig
+from rookworld_trl.grpo.config import GRPOScriptArguments, RookWorldGRPOConfig
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
-from rookworld_trl.stages.grpo_args import GRPOScriptArguments
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT_FIELDS = {f.name for f in dataclasses.fields(GRPOScriptArguments)}

@@ -42,7 +42,7 @@ from rookworld_trl.chess.formats import (
     render_env,
     split_prompt_completion,
 )
-from rookworld_trl.data.sources import source_lines
+from rookworld_trl.data.read import source_lines
 
 EVAL_CLIP = 10.0  # pawns: eval errors are measured on clipped evals, as the eval suite's (evaluate.py)
 BATCH_LINES = 256  # lines per engine batch: enough to keep every worker busy

@@ -1,7 +1,7 @@
 """Reading the files a user names as data, in one place: which format a file is (`sniff`: by suffix, then by its
 first bytes where a suffix is shared), its P:/A: lines (`read_lines`) or its table (`open_file`), and every
 format's problems in one wording (`DataSourceError`: problem, file, fix). The preflight (before accelerate
-starts), the reader (data/read.py, through sources.py), --exclude (`positions_kind`, `position_fens`) and the
+starts), the reader (data/read.py), --exclude (`positions_kind`, `position_fens`) and the
 audit (data/audit.py) all read files through here, so a file is accepted by all of them or refused by all of
 them with the same line.
 

@@ -29,7 +29,6 @@ import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -91,7 +90,7 @@ def arrow_batches(ds, *names: str, size: int = BATCH_ROWS):
     datasets' own iteration gathers such rows one by one (5 s a pass over a million); its files are mapped anew
     every REMAP_ROWS rows (`remapped`), so the pages read leave the process with the old mapping."""
     schema = ds.data.table.select(list(names)).schema
-    files, selection = source_files(ds, schema), internals(ds).indices
+    files, selection = source_files(ds, schema), row_selection(ds)
     if files and selection is None:
         yield from streamed(files, schema, size)
         return
@@ -103,17 +102,12 @@ def arrow_batches(ds, *names: str, size: int = BATCH_ROWS):
         yield start, table.slice(start, size) if indices is None else table.take(indices.slice(start, size))
 
 
-class Internals(NamedTuple):
-    indices: pa.Table | None  # the rows of its table it reads, in order (None: all, as they are)
-    fingerprint: str  # names the cache files a `map` of it writes
-
-
-def internals(ds) -> Internals:
-    """The private state of a `datasets.Dataset` we read, here only: its row selection (`_indices`: a select,
-    shuffle or filter keeps an Arrow table of row numbers, not a copy) and its fingerprint (`_fingerprint`, the
-    key of data/parse.py's cache). datasets offers neither publicly; tests/test_load_parse.py fails when an upgrade
-    renames or changes them."""
-    return Internals(ds._indices, ds._fingerprint)
+def row_selection(ds) -> pa.Table | None:
+    """The one private state of a `datasets.Dataset` we read, here only: its row selection (`_indices`: a select,
+    shuffle or filter keeps an Arrow table of the row numbers of its table it reads, in order; None: all, as they
+    are). datasets offers none publicly, and its own iteration over one gathers rows one by one;
+    tests/test_data_parse.py fails when an upgrade renames or changes it."""
+    return ds._indices
 
 
 REMAP_ROWS = 500_000  # ~300 MB of mapped rows at ~590 bytes a row

@@ -4,12 +4,13 @@ fingerprint, on disk (memory-mapped Arrow), with the first malformed line named 
     rows = parse_table(raw, "big.txt", LoadReport("big.txt"), num_proc=None)   # raw: a `text` column
 
 How: `raw` is a file-backed table of lines (datasets' text, JSON or Parquet builder wrote it as Arrow in
-HF_DATASETS_CACHE; sources.py `text_table` reads a text file so). One `Dataset.map(parse_batch,
+HF_DATASETS_CACHE; read.py `text_table` reads a text file so). One `Dataset.map(parse_batch,
 batched=True, num_proc=N)` parses it: each line through rows.py `row_from_line` (python-chess builds one
 board per line, the load's cost: docs/PERFORMANCE.md "Loading at scale"), each row with its error ("" when
-well-formed). map writes the result beside `raw`, named by `raw`'s fingerprint (the file's path, size and
-modification time) and PARSER (a hash of the parsing code), so the same unchanged source is parsed once:
-a second load reads the cached rows; a changed file, or a changed parser, is parsed again. The errors are
+well-formed). map caches the result beside `raw` under datasets' own fingerprint of the map: `raw`'s (the
+file's path, size and modification time) and its arguments, among them PARSER (a hash of the parsing code), so
+the same unchanged source is parsed once: a second load reads the cached rows; a changed file, or a changed
+parser, is parsed again. The errors are
 read after the map, in line order: the first malformed line is the file's first, whatever the batch or the
 process that read it, and `skip_bad_rows` counts them by reason as rows.py's `rows_from_lines` does. A big
 source's first lines are checked before the map, so a wrong file stops at once (`check_first_lines`).
@@ -30,9 +31,8 @@ import pyarrow.compute as pc
 from rookworld_trl.chess import environment, formats
 from rookworld_trl.chess.formats import FormatError
 from rookworld_trl.data import rows as rows_module
-from rookworld_trl.data.layout import FEATURES, internals
+from rookworld_trl.data.layout import FEATURES
 from rookworld_trl.data.rows import EMPTY_LINE, LoadReport, row_from_line
-from rookworld_trl.data.sources import no_bars
 
 # Each row's `reason` (the count key: "" when well-formed) and `error` (the whole message of a bad line).
 PARSED = datasets.Features(
@@ -48,18 +48,28 @@ FIRST_LINES = 1_000
 EMPTY_ROW = {name: [] if isinstance(feature, datasets.List) else None for name, feature in FEATURES.items()}
 
 
-def fingerprint(text: str) -> str:
+@contextlib.contextmanager
+def no_bars():
+    """datasets' progress bars off within the block: a source's Arrow copy is written in seconds, and a bad
+    file's error stays the one line on stderr (the parse's bar shows lines/s)."""
+    was_on = not datasets.utils.are_progress_bars_disabled()
+    datasets.utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_on:
+            datasets.utils.enable_progress_bars()
+
+
+def parser_version() -> str:
+    """A hash of the code that turns a line into a row (and python-chess's version): datasets names a map's
+    cache by the function's name, not its code, so a changed parser is told apart by this argument."""
+    code = (Path(module.__file__).read_bytes() for module in (formats, environment, rows_module))
+    text = chess.__version__ + "".join(map(repr, code)) + Path(__file__).read_text()
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-def parser_fingerprint() -> str:
-    """A hash of the code that turns a line into a row (and python-chess's version): a changed parser never
-    reads rows a previous one cached."""
-    code = (Path(module.__file__).read_bytes() for module in (formats, environment, rows_module))
-    return fingerprint(chess.__version__ + "".join(map(repr, code)) + Path(__file__).read_text())
-
-
-PARSER = parser_fingerprint()
+PARSER = parser_version()
 
 
 def default_num_proc() -> int:
@@ -67,8 +77,9 @@ def default_num_proc() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def parse_batch(batch: dict) -> dict[str, list]:
-    """The rows of a batch of raw lines (`text`, or `prompt` + `completion`), each with its reason and error."""
+def parse_batch(batch: dict, parser: str = PARSER) -> dict[str, list]:
+    """The rows of a batch of raw lines (`text`, or `prompt` + `completion`), each with its reason and error.
+    `parser`: PARSER, read by datasets' cache key only."""
     lines = (
         batch["text"]
         if "text" in batch
@@ -99,7 +110,6 @@ def parse_table(raw: datasets.Dataset, source: str, report: LoadReport, num_proc
     if len(raw) >= PROGRESS_ROWS and not report.skip_bad_rows:
         check_first_lines(raw, report)
     procs = num_proc or min(default_num_proc(), max(1, len(raw) // ROWS_PER_PROC))
-    columns = ["text"] if "text" in raw.column_names else ["prompt", "completion"]
     with contextlib.nullcontext() if len(raw) >= PROGRESS_ROWS else no_bars():
         parsed = raw.map(
             parse_batch,
@@ -107,8 +117,7 @@ def parse_table(raw: datasets.Dataset, source: str, report: LoadReport, num_proc
             remove_columns=raw.column_names,
             features=PARSED,
             num_proc=procs if procs > 1 and len(raw) > 1 else None,
-            # the source's fingerprint (datasets' builder: path, size, mtime) and the parser's: the cache key
-            new_fingerprint=fingerprint(f"{internals(raw).fingerprint}/{columns}/{PARSER}"),
+            fn_kwargs={"parser": PARSER},  # in datasets' cache key, beside the source's fingerprint
             desc=f"parsing {Path(source).name}",  # datasets adds "(num_proc=N)"
         )
     return checked_rows(parsed, report)

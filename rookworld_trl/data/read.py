@@ -1,6 +1,9 @@
-"""Bytes -> rows: a source's split read into rows of FEATURES, as stored (no exclusion, mix, FEN width or cap:
-those are data/load.py's steps). Raw lines are parsed in parallel and cached (data/parse.py); a puzzle file is
-labelled by Stockfish (data/labels.py), its positions dropped by --exclude and capped before the engine sees them.
+"""Bytes -> rows: what a user names as data (a file, its format read by data/files.py; a dataset directory; a hub
+dataset id) read into rows of FEATURES, as stored (no exclusion, mix, FEN width or cap: those are data/load.py's
+steps). `datasets` reads each source with its builder (text, JSON, Parquet, the hub); raw lines are parsed in
+parallel and cached (data/parse.py); a puzzle file, decided here only (`read`), is labelled by Stockfish
+(data/labels.py), its positions dropped by --exclude and capped before the engine sees them. A source that cannot
+be read is one DataSourceError saying what was tried, what was found and what is expected.
 
     rows = read_rows("data/mine", "train", skip_bad_rows=True)          # a Dataset, memory-mapped
     rows = stream_rows("big.txt", "train", LoadReport("big.txt"))       # an IterableDataset, read as iterated
@@ -8,39 +11,162 @@ labelled by Stockfish (data/labels.py), its positions dropped by --exclude and c
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterator
+from pathlib import Path
 
 import datasets
-import pyarrow as pa
 
-from rookworld_trl.data.errors import DataSourceError
+from rookworld_trl.common.quiet_logs import dropping
+from rookworld_trl.data.errors import DATA_SOURCE_FIX, DataSourceError, missing_source
 from rookworld_trl.data.exclude import ExcludeReport, Exclusion
+from rookworld_trl.data.files import first_error, is_puzzle_file, kind_of, open_file, read_lines, sniff
+from rookworld_trl.data.folders import check_dir
 from rookworld_trl.data.labels import PuzzleSource
-from rookworld_trl.data.layout import BATCH_ROWS, COLUMNS, FEATURES
-from rookworld_trl.data.parse import parse_table
+from rookworld_trl.data.layout import COLUMNS, FEATURES
+from rookworld_trl.data.parse import no_bars, parse_table
 from rookworld_trl.data.rows import LoadReport, rows_from_lines
-from rookworld_trl.data.sources import (
-    Lines,
-    PuzzleFile,
-    file_errors,
-    line_table,
-    open_source,
-    table_lines,
-    text_table,
-)
+
+# ------------------------------------------------------------------------------------------ opening a source
 
 
-def table_from_rows(rows: Iterable[dict]) -> pa.Table:
-    """An Arrow table of rows, built in batches (compact: no Python objects kept per row)."""
-    batches, batch = [], []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= BATCH_ROWS:
-            batches.append(pa.Table.from_pylist(batch, schema=FEATURES.arrow_schema))
-            batch = []
-    batches.append(pa.Table.from_pylist(batch, schema=FEATURES.arrow_schema))
-    return pa.concat_tables(batches)
+def hub_error(source: str, error: Exception) -> DataSourceError:
+    offline = datasets.config.HF_HUB_OFFLINE
+    return DataSourceError(
+        f"could not load {source!r}: it is not a local file or directory, so it was tried as a Hugging Face hub "
+        f"dataset id, which failed{' (HF_HUB_OFFLINE is set)' if offline else ''}: "
+        f"{type(error).__name__}: {error}\n"
+        f"Fix: if {source!r} is meant to be a local path, make it (`rookworld data generate --out {source}`) or "
+        f"pass an existing local source (a `rookworld data generate` output dir, a .parquet/.jsonl/.txt file); "
+        f"for a hub dataset, on a machine with internet run `hf download {source} --repo-type dataset "
+        f"--local-dir DIR` and pass DIR."
+    )
+
+
+def open_source(source: str, split: str, streaming: bool):
+    """A `datasets` table of what `source` names (a file's split is the file itself), or None for a file read as
+    lines (files.py read_lines). A puzzle file is refused: its positions are labelled (`read`), not read."""
+    path, kind = Path(source), kind_of(source)
+    if kind == "missing":
+        raise DataSourceError(missing_source(source))
+    if is_puzzle_file(source):
+        raise DataSourceError(
+            f"{source}: a puzzle file holds positions to label, not P:/A: rows; read it with "
+            f"load(Spec(...)) or `rookworld data load {source} --out DIR`, which label them"
+        )
+    with no_bars():
+        if kind == "hub":
+            try:
+                return datasets.load_dataset(source, split=split, streaming=streaming)
+            # the hub raises many types (offline, not found, gated, ...): one clear message
+            except Exception as e:
+                raise hub_error(source, e) from None
+        if kind == "dir":
+            check_dir(path)
+            path = path / f"{split}.parquet"  # our layout: a split is one Parquet file
+            if not path.exists():
+                try:
+                    return datasets.load_dataset(source, split=split, streaming=streaming)
+                except (ValueError, OSError) as e:
+                    raise DataSourceError(
+                        f"could not load {source!r} (split {split!r}): {type(e).__name__}: {str(e).rstrip('.')}; "
+                        f"{DATA_SOURCE_FIX} (docs/FORMATS.md)"
+                    ) from None
+        return open_file(path, streaming)  # a file, or our layout's split
+
+
+def text_table(path: str | os.PathLike) -> datasets.Dataset:
+    """A text file's lines as a `text` column, read by datasets' text builder into its cache, memory-mapped (as
+    files.py open_text reads them: gzip by suffix, a byte-order mark dropped, undecodable bytes replaced)."""
+    try:
+        with no_bars():
+            return datasets.load_dataset(
+                "text", data_files=str(path), split="train", encoding="utf-8-sig", encoding_errors="replace"
+            )
+    except datasets.exceptions.DatasetGenerationError:
+        if next(iter(read_lines(path)), None) is not None:
+            raise
+        return datasets.Dataset.from_dict(
+            {"text": []}, features=datasets.Features({"text": datasets.Value("string")})
+        )
+
+
+def source_lines(source: str, split: str = "train") -> Iterator[str]:
+    """The raw P:/A: lines of any source (a dataset dir's or hub dataset's `split`), streamed."""
+    opened = open_source(source, split, streaming=True)
+    return read_lines(source) if opened is None else table_lines(opened, source)
+
+
+@contextlib.contextmanager
+def file_errors(source: str):
+    """A file that datasets fails to read lazily (an empty file, a binary one, a bad line) becomes the one
+    DataSourceError its format's lines reader gives (data/files.py)."""
+    try:
+        with dropping("datasets.packaged_modules.json.json", "Failed to load JSON"):  # ours names the line
+            yield
+    except DataSourceError:
+        raise
+    except Exception as e:  # StopIteration, pyarrow's ArrowInvalid, DatasetGenerationError, ...
+        path = Path(source)
+        if not (path.is_file() and sniff(path).lines is not None):
+            raise
+        raise first_error(path) or DataSourceError(f"could not read {source!r}: {e}") from None
+
+
+# ------------------------------------------------------------------------------------ a table's P:/A: lines
+
+
+def line_columns(names, source: str) -> list[str]:
+    """The columns a table's P:/A: lines are in: `text`, or `prompt` + `completion`; else no_text_error."""
+    if "text" in names:
+        return ["text"]
+    if {"prompt", "completion"} <= set(names):
+        return ["prompt", "completion"]
+    raise no_text_error(source, names)
+
+
+def line_table(ds: datasets.Dataset, source: str) -> datasets.Dataset:
+    """A loaded table's columns of P:/A: lines (line_columns), checked whole by Arrow: strings, no row
+    without them; else the error `table_lines` gives."""
+    columns = line_columns(ds.column_names, source)
+    for name in columns:
+        if ds.features[name] not in (datasets.Value("string"), datasets.Value("large_string")):
+            kind = getattr(ds.features[name], "dtype", None) or type(ds.features[name]).__name__
+            raise DataSourceError(
+                f"{source}: its {name!r} column holds {kind} values, not text; expected strings of P:/A: lines "
+                f"(docs/FORMATS.md): write the column as strings"
+            )
+        if ds.data.column(name).null_count:  # a row without them, in a file whose other rows have them
+            raise no_text_error(source, ds.column_names)
+    return ds.select_columns(columns)
+
+
+def table_lines(ds, source: str) -> Iterator[str]:
+    """The raw lines of a loaded table: its `text` column, or `prompt` + `completion` joined; else one line
+    naming the file, what it has and what it expects."""
+    with file_errors(source):
+        # a streamed JSON file names its columns when read
+        names = ds.column_names or list(next(iter(ds), {}))
+        columns = line_columns(names, source)
+        for example in ds.select_columns(columns):
+            if any(not isinstance(example[c], str) for c in columns):
+                raise no_text_error(source, names)  # a row without them, in a file whose other rows have them
+            yield "".join(example[c] for c in columns)
+
+
+def no_text_error(source: str, names) -> DataSourceError:
+    """A file's own line-reader wording when it has one (the preflight's), else what the table's columns are."""
+    path = Path(source)
+    if path.is_file() and (error := first_error(path)) is not None:
+        return error
+    return DataSourceError(
+        f"{source}: has columns {sorted(names)}; expected a 'text' column of P:/A: lines, 'prompt' and "
+        "'completion' columns, or our dataset columns (rookworld data load --out)"
+    )
+
+
+# ----------------------------------------------------------------------------------------------- rows
 
 
 def dataset_from_lines(lines_fn, report: LoadReport, task: str | None = None, count: bool = True):
@@ -113,15 +239,6 @@ def check_no_puzzle_filter(source: str, puzzles: PuzzleSource | None) -> None:
         )
 
 
-def not_puzzles(opened) -> None:
-    """A DataSourceError when what open_source gave is a puzzle file: its positions are labelled, not read."""
-    if isinstance(opened, PuzzleFile):
-        raise DataSourceError(
-            f"{opened.path}: a puzzle file holds positions to label, not P:/A: rows; read it with "
-            f"load(Spec(...)) or `rookworld data load {opened.path} --out DIR`, which label them"
-        )
-
-
 def read_rows(
     source: str | os.PathLike,
     split: str = "train",
@@ -129,57 +246,45 @@ def read_rows(
     report: LoadReport | None = None,
     num_proc: int | None = None,
     puzzles: PuzzleSource | None = None,
-    opened=None,
 ) -> datasets.Dataset:
     """The rows of a source's split, as stored; malformed lines counted in `report` (without skip_bad_rows the
     first one stops the read, named). Raw lines are parsed in `num_proc` processes (None: this machine's cores)
-    into datasets' cache, memory-mapped (data/parse.py). `opened`: what open_source gave for it, if asked
-    already. Not for a puzzle file (`read_puzzle_rows`)."""
+    into datasets' cache, memory-mapped (data/parse.py). Not for a puzzle file (`read` labels one)."""
     source = os.fspath(source)
     check_no_puzzle_filter(source, puzzles)
     report = report if report is not None else LoadReport(source, skip_bad_rows)
-    opened = open_source(source, split, streaming=False) if opened is None else opened
-    not_puzzles(opened)
+    opened = open_source(source, split, streaming=False)
     with file_errors(source):
-        raw = text_table(source) if isinstance(opened, Lines) else opened  # a text file: its lines as a table
+        raw = text_table(source) if opened is None else opened  # a text file: its lines as a table
         ds = to_rows(raw, source, report, False, num_proc=num_proc)
     return no_rows_check(ds, source, split, report)
-
-
-def read_puzzle_rows(
-    source: str, puzzles: PuzzleSource | None, exclusion: Exclusion, max_puzzles: int | None
-):
-    """(the P: rows of a puzzle file's puzzles that `puzzles` keeps and `exclusion` does not drop, the first
-    `max_puzzles`, labelled by Stockfish; what `exclusion` dropped)."""
-    rows, excluded = (puzzles or PuzzleSource()).rows(
-        source, exclusion, max_puzzles
-    )  # filtered before labelling
-    return datasets.Dataset(datasets.table.InMemoryTable(table_from_rows(rows))), excluded
 
 
 def read(source: str, split: str, exclusion: Exclusion, max_samples: int | None, mix_env_ratio: float | None,
          skip_bad_rows: bool = False, report: LoadReport | None = None, num_proc: int | None = None,
          puzzles: PuzzleSource | None = None) -> tuple[datasets.Dataset, ExcludeReport | None, bool]:  # fmt: skip
     """(the rows of `source`'s split, what `exclusion` dropped from them, whether they are a puzzle file's: then
-    already excluded and capped to `max_samples`, before labelling; A: rows asked of one (`mix_env_ratio`) are
-    refused first, since labelling can take a while)."""
-    opened = open_source(source, split, streaming=False)
-    if isinstance(opened, PuzzleFile):
-        if mix_env_ratio:
-            raise DataSourceError(
-                f"mix_env_ratio={mix_env_ratio}: {source} is a puzzle file, P: rows only; set --mix_env_ratio 0 "
-                "to train on its P: rows alone"
-            )
-        return *read_puzzle_rows(source, puzzles, exclusion, max_samples), True
-    return read_rows(source, split, skip_bad_rows, report, num_proc, puzzles, opened), None, False
+    the P: rows of its puzzles that `puzzles` keeps and `exclusion` does not drop, the first `max_samples`,
+    labelled by Stockfish; A: rows asked of one (`mix_env_ratio`) are refused first, since labelling can take
+    a while)."""
+    if not is_puzzle_file(source):
+        return read_rows(source, split, skip_bad_rows, report, num_proc, puzzles), None, False
+    if mix_env_ratio:
+        raise DataSourceError(
+            f"mix_env_ratio={mix_env_ratio}: {source} is a puzzle file, P: rows only; set --mix_env_ratio 0 "
+            "to train on its P: rows alone"
+        )
+    # filtered and capped before labelling; the columns in FEATURES' order, as every source's
+    rows, excluded = (puzzles or PuzzleSource()).rows(source, exclusion, max_samples)
+    columns = {name: [row[name] for row in rows] for name in FEATURES}
+    return datasets.Dataset.from_dict(columns, features=FEATURES), excluded, True
 
 
 def stream_rows(source: str, split: str, report: LoadReport, task: str | None = None, count: bool = True):
     """The rows of `source`'s split (of `task`: None both) as they are read, malformed lines counted in `report`
     (when `count`); each pass reads the source anew."""
     opened = open_source(source, split, streaming=True)
-    not_puzzles(opened)
-    if isinstance(opened, Lines):  # a file read as lines
-        return dataset_from_lines(opened.__iter__, report, task, count)
+    if opened is None:  # a file read as lines
+        return dataset_from_lines(lambda: read_lines(source), report, task, count)
     with file_errors(source):
         return to_rows(opened, source, report, True, task, count)

@@ -1,4 +1,4 @@
-"""The baselines of the `baseline` option (its fields: BaselineSection below): rewards per row and task, the EMA/adaptive
+"""The baselines of the `baseline` option (its fields: grpo/config.py): rewards per row and task, the EMA/adaptive
 running baseline (an option of grpo/options.py: its advantages in step 4, its state in the checkpoint), reward
 scales, and field credit recentred on the same baseline.
 
@@ -9,7 +9,6 @@ function scored: its advantage is 0, as in TRL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -19,41 +18,6 @@ from rookworld_trl.grpo.options import Option
 from rookworld_trl.grpo.trl_fields import refusal
 
 BASELINES = ("group", "ema", "adaptive")
-
-
-@dataclass
-class BaselineSection:
-    """What each reward is compared with."""
-
-    baseline: str = field(
-        default="group",
-        metadata={
-            "help": "What each reward is compared with: 'group' (TRL's: the mean of its group of num_generations "
-            "completions, over the group's std per scale_rewards); 'ema' (the task's mean reward, per task prefix "
-            "P:/A:: prompts are compared with each other, so an all-equal group still gets a signal, e.g. all "
-            "right while the task's mean is lower); 'adaptive' (per group, b = w g + (1 - w) e with g the group "
-            "mean, e the task's running mean, w = t / (t + v / n): v the group's reward variance, n its size, t "
-            "the running variance of group means around e; a noisy small group leans on e, a consistent one on "
-            "its own mean). Both: a = (r - b - c) / s, c the task's batch mean of r - b (a running mean lags the "
-            "rewards: without c every sample gets the same sign and the policy collapses: docs/EXPERIMENTS.md, the seeds' RL options), s = "
-            "max(sqrt(V), sd of r - b - c over the task's rows) with V the running mean square of r - b - c "
-            "(decay baseline_ema_decay), never a group's std; so a task's advantages have mean 0 and |a| <= "
-            "sqrt(N - 1) for its N rows in the batch; scale_rewards none: s = 1 (formulas: "
-            "grpo/baselines.py RunningBaseline). With field_credit each P: field's term gets the same formula "
-            "(w and s from the sequence rewards, e the batch's mean of the term). Needs "
-            "multi_objective_aggregation sum_then_normalize. On the main job with its k3 anchor (docs/EXPERIMENTS.md, "
-            "baselines) neither ends significantly below group on 2 seeds; at beta 0 ema ended 3-9 points below "
-            "(a position's difficulty enters every advantage)."
-        },
-    )
-    baseline_ema_decay: float = field(
-        default=0.9,
-        metadata={
-            "help": "ema/adaptive baselines and value_baseline's scale: each running value x <- decay x + "
-            "(1 - decay) x (this batch's), after the batch's advantages are taken (a task's first batch starts "
-            "x at its own)."
-        },
-    )
 
 
 def check_baseline(config) -> None:

@@ -1,9 +1,14 @@
-"""RookWorldGRPOConfig: TRL's GRPOConfig plus what the trainer reads: the reward shaping, NaN recovery, the reference
-device, checkpoint tiers, the LR schedule, the sampler, and the RL options' sections (grpo/rl_options.py composes
-them; each lives in its option's module: the KL with adaptive beta and the KL guard, the baseline, the value
-baseline with GAE, dynamic sampling, the curriculum, field credit, supervised replay). What only the stage reads
-(data, engine, evals, self-play, tactics, publishing) is GRPOScriptArguments (stages/grpo_args.py). Every field
-works in a YAML recipe and as a `--flag`; invariants are checked in `__post_init__`.
+"""Every field of a GRPO run, in two dataclasses that TrlParser reads with TRL's ModelConfig (stages/grpo.py):
+
+- RookWorldGRPOConfig: TRL's GRPOConfig plus what the trainer reads, by section: the RL options (the KL with
+  adaptive beta and the KL guard, the baseline, the value baseline with GAE, dynamic sampling, the curriculum,
+  field credit, supervised replay: each option's maths and its check live in its module), the reward shaping, NaN
+  recovery, the reference device, the LR schedule and the sampler.
+- GRPOScriptArguments: what the stage reads: the data (DataArguments, data/args.py, shared with SFT), the rewards,
+  the engine, the evals, self-play, tactics and publishing.
+
+Every field works in a YAML recipe and as a `--flag`; invariants are checked in `__post_init__`, a number's bound
+(the class's BOUNDS) by stages/recipe.py, in the stage and in the preflight.
 """
 
 from __future__ import annotations
@@ -11,12 +16,22 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import MISSING, dataclass, field, fields
+from typing import ClassVar
 
 import torch
-from trl import GRPOConfig
+from trl import GRPOConfig, ModelConfig
 
 from rookworld_trl.common.errors import UserError, suggest_fields
-from rookworld_trl.grpo.rl_options import RLOptions, check_rl_options
+from rookworld_trl.data.args import DataArguments
+from rookworld_trl.data.puzzles import PuzzleFilter
+from rookworld_trl.grpo.baselines import check_baseline
+from rookworld_trl.grpo.curriculum import check_curriculum
+from rookworld_trl.grpo.dynamic_sampling import check_dynamic_sampling
+from rookworld_trl.grpo.kl_control import check_kl
+from rookworld_trl.grpo.replay import check_replay
+from rookworld_trl.grpo.selfplay import check_selfplay
+from rookworld_trl.grpo.tactics import check_tactics
+from rookworld_trl.grpo.value import check_value
 from rookworld_trl.model.generation import BACKENDS
 
 DEVICE_TYPES = ("cpu", "cuda", "xpu", "mps", "npu")
@@ -38,9 +53,9 @@ def compiling(config) -> bool:
 
 @suggest_fields
 @dataclass
-class RookWorldGRPOConfig(RLOptions, GRPOConfig):
-    """GRPOConfig plus the RookWorld fields, by section (the RL options: grpo/rl_options.py RLOptions). The model (and LoRA)
-    comes from TRL's ModelConfig; what only the stage reads (data, rewards, evals): stages/grpo_args.py.
+class RookWorldGRPOConfig(GRPOConfig):
+    """GRPOConfig plus the RookWorld fields, by section. The model (and LoRA) comes from TRL's ModelConfig; what
+    only the stage reads (data, rewards, evals): GRPOScriptArguments below.
     The defaults are TRL's where not said otherwise; the tested settings are a recipe's:
     `RookWorldGRPOConfig.from_recipe("grpo_tiny_cpu", max_steps=5, output_dir="runs/try")`."""
 
@@ -50,8 +65,203 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
         `overrides`; the recipe's model, data and reward names are the stage's and are left out."""
         from rookworld_trl.training.recipes import recipe_config
 
-        return recipe_config(cls, recipe, "train", overrides)
+        return recipe_config(cls, recipe, (GRPOScriptArguments, ModelConfig), overrides)
 
+    # the bounded fields' bounds (stages/recipe.py: the preflight and the stage check them)
+    BOUNDS: ClassVar[dict[str, str]] = {"replay_coef": "finite"}
+    # ---- KL control: the KL to the reference, adaptive beta and the KL guard (kl_control.py) ----
+    kl_estimator: str = field(
+        default="k3",
+        metadata={
+            "help": "The KL to the reference that enters the loss as beta x KL, and that adaptive_kl and the KL "
+            "guard read. With p the policy and q the reference distribution (both at the sampling temperature) "
+            "over the whole vocabulary at each completion token: 'k3' is TRL's one-sample estimator "
+            "exp(log q - log p) - (log q - log p) - 1 of KL(p || q) at the sampled token (cheap, unbiased, "
+            "noisy); 'reverse' is KL(p || q) = sum_v p (log p - log q), exact; 'forward' is KL(q || p) = "
+            "sum_v q (log q - log p), exact (mass-covering: penalises the policy for dropping what the "
+            "reference does); 'symmetric' is their mean (KL(p||q) + KL(q||p)) / 2. The exact ones cost a "
+            "vocabulary-wide softmax of both models per completion token (chunked over tokens, recomputed in "
+            "backward) and need beta > 0 and a separate reference model (no PEFT); TRL's use_bias_correction_kl "
+            "(a sampled-token ratio) applies to k3 only. Logged as kl/<estimator>."
+        },
+    )
+    adaptive_kl: bool = field(
+        default=False,
+        metadata={
+            "help": "Adapt beta after each optimizer step from the measured KL (the kl_estimator's: TRL's k3 "
+            "estimate of KL(policy || ref) by default). Needs beta > 0."
+        },
+    )
+    kl_target: float = field(
+        default=0.05,
+        metadata={"help": "Adaptive KL: beta rises when KL > 1.5 x kl_target, falls when < kl_target/1.5."},
+    )
+    kl_horizon: int = field(
+        default=10,
+        metadata={"help": "Adaptive KL: optimizer steps of out-of-band KL that double (or halve) beta."},
+    )
+    beta_min: float = field(default=1e-4, metadata={"help": "Adaptive KL: lower bound of beta."})
+    beta_max: float = field(default=1.0, metadata={"help": "Adaptive KL: upper bound of beta."})
+    kl_warn: float = field(
+        default=10.0,
+        metadata={
+            "help": "KL guard: warn above this KL; a step above it is not 'healthy' (no stable checkpoint)."
+        },
+    )
+    kl_stop: float = field(
+        default=50.0,
+        metadata={"help": "KL guard: above this KL, save a checkpoint and stop. Only active when beta > 0."},
+    )
+    # ---- the baseline each reward is compared with (baselines.py) ----
+    baseline: str = field(
+        default="group",
+        metadata={
+            "help": "What each reward is compared with: 'group' (TRL's: the mean of its group of num_generations "
+            "completions, over the group's std per scale_rewards); 'ema' (the task's mean reward, per task prefix "
+            "P:/A:: prompts are compared with each other, so an all-equal group still gets a signal, e.g. all "
+            "right while the task's mean is lower); 'adaptive' (per group, b = w g + (1 - w) e with g the group "
+            "mean, e the task's running mean, w = t / (t + v / n): v the group's reward variance, n its size, t "
+            "the running variance of group means around e; a noisy small group leans on e, a consistent one on "
+            "its own mean). Both: a = (r - b - c) / s, c the task's batch mean of r - b (a running mean lags the "
+            "rewards: without c every sample gets the same sign and the policy collapses: docs/EXPERIMENTS.md, the seeds' RL options), s = "
+            "max(sqrt(V), sd of r - b - c over the task's rows) with V the running mean square of r - b - c "
+            "(decay baseline_ema_decay), never a group's std; so a task's advantages have mean 0 and |a| <= "
+            "sqrt(N - 1) for its N rows in the batch; scale_rewards none: s = 1 (formulas: "
+            "grpo/baselines.py RunningBaseline). With field_credit each P: field's term gets the same formula "
+            "(w and s from the sequence rewards, e the batch's mean of the term). Needs "
+            "multi_objective_aggregation sum_then_normalize. On the main job with its k3 anchor (docs/EXPERIMENTS.md, "
+            "baselines) neither ends significantly below group on 2 seeds; at beta 0 ema ended 3-9 points below "
+            "(a position's difficulty enters every advantage)."
+        },
+    )
+    baseline_ema_decay: float = field(
+        default=0.9,
+        metadata={
+            "help": "ema/adaptive baselines and value_baseline's scale: each running value x <- decay x + "
+            "(1 - decay) x (this batch's), after the batch's advantages are taken (a task's first batch starts "
+            "x at its own)."
+        },
+    )
+    # ---- a learned value head as the baseline, with GAE (value.py) ----
+    value_baseline: bool = field(
+        default=False,
+        metadata={
+            "help": "A value head (linear, on the policy's last hidden states, detached: it does not train the "
+            "policy) predicts the return to go at each completion token; once it predicts well, advantages "
+            "come from GAE over the completion tokens (gae_gamma, gae_lambda), centred and scaled per task as "
+            "for `baseline` (a = (A - c) / s over the task's tokens). Rewards per token: the sequence reward at "
+            "the last token; with field_credit each P: field's term at the field's last token (each written "
+            "move's at the move's), so GAE credits each token with what follows it. Warm-up: each batch, "
+            "before the head trains on it, its explained variance of these returns is measured; below "
+            "value_warmup_ev the batch keeps the group baseline's advantages (field credit's with field_credit) "
+            "and only the head trains. The head is its own part: its own optimizer group (value_learning_rate, "
+            "no weight decay, the policy's LR schedule), its own gradient clipping (value_max_grad_norm; TRL's "
+            "max_grad_norm clips the policy only), its loss weight value_coef; its bias starts at the first "
+            "batch's mean return. Logs value/loss, "
+            "value/explained_variance (and per task), value/gae_used, value/grad_norm (before clipping), "
+            "value/mean. Costs one no-grad policy forward per generation batch and hidden_size + 1 weights, "
+            "saved as value_head.safetensors in each checkpoint (restored on resume; a rollback of a bad step "
+            "keeps the head). Replaces the baseline (leave baseline: group). On the main job the head explains at "
+            "most ~0.16 of the returns' variance (scripts/experiments/value_study.py, docs/EXPERIMENTS.md, "
+            "baselines): the gate stays shut and the run is the group run, bit for bit."
+        },
+    )
+    value_coef: float = field(
+        default=0.1,
+        metadata={
+            "help": "value_baseline: weight of the value loss 0.5 (V - return)^2 (it trains the head only)."
+        },
+    )
+    value_learning_rate: float = field(
+        default=1e-4,
+        metadata={
+            "help": "value_baseline: learning rate of the value head's optimizer group (Adam moves each of its "
+            "hidden_size weights by about this much per step: at 1e-3 the head overshot the returns)."
+        },
+    )
+    value_max_grad_norm: float = field(
+        default=1.0,
+        metadata={
+            "help": "value_baseline: the value head's gradients are clipped to this norm on their own."
+        },
+    )
+    value_warmup_ev: float = field(
+        default=0.2,
+        metadata={
+            "help": "value_baseline: a batch uses GAE advantages once the head explains at least this share "
+            "of its returns' variance (measured before training on them); 1.1: never (the head only learns)."
+        },
+    )
+    gae_gamma: float = field(default=1.0, metadata={"help": "value_baseline: GAE discount per token."})
+    gae_lambda: float = field(
+        default=0.95,
+        metadata={"help": "value_baseline: GAE lambda (1: reward to go minus value; 0: one-step TD errors)."},
+    )
+    # ---- dynamic sampling: resampling groups whose rewards all agree (dynamic_sampling.py) ----
+    dynamic_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "DAPO's dynamic sampling: groups whose rewards all agree (zero std: no signal under the "
+            "group baseline) are dropped and replaced by informative groups of fresh prompts drawn from the "
+            "training set, at most dynamic_sampling_max_rounds extra generation batches per step (each costs "
+            "a full generation and scoring). Zero-std groups left after the last round stay. Logs "
+            "dynamic_sampling/dropped, /redrawn (fresh groups sampled) and /left. Needs each process to hold "
+            "whole groups (per_device_train_batch_size x steps_per_generation divisible by num_generations) "
+            "and an indexable dataset."
+        },
+    )
+    dynamic_sampling_max_rounds: int = field(
+        default=3, metadata={"help": "dynamic_sampling: most extra generation batches per generation step."}
+    )
+    # ---- the curriculum: wrongly answered positions again (curriculum.py) ----
+    curriculum_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "A curriculum of the positions the policy gets wrong (grpo/curriculum.py): each P: prompt is "
+            "replaced at these odds by a training position whose group wrote a legal B: in fewer than "
+            "curriculum_threshold of its samples, until a group gets it right. 0: off (at 0.5 the main job gained "
+            "+2.0 / +1.8 on two seeds, below the recipe without it: docs/EXPERIMENTS.md)."
+        },
+    )
+    curriculum_threshold: float = field(
+        default=0.5,
+        metadata={"help": "curriculum: a position is wrong below this share of legal B: in its group."},
+    )
+    curriculum_buffer_size: int = field(
+        default=2000, metadata={"help": "curriculum: most wrong positions kept (oldest dropped first)."}
+    )
+    # ---- field credit: each field of a P: answer its own advantage (credit.py) ----
+    field_credit: bool = field(
+        default=False,
+        metadata={
+            "help": "Give each listed move and each field of a P: answer (moves, evaluations, best move) the "
+            "group advantage of its own verdict, and B:'s also to the listed move it copies, instead of one "
+            "advantage for the whole completion (rookworld_trl/grpo/credit.py). Needs policy_reward among "
+            "reward_funcs."
+        },
+    )
+    choice_credit: float = field(
+        default=0.0,
+        metadata={
+            "help": "Field credit: add this x B:'s choice to the advantage of B: and of the listed move it copies: "
+            "B:'s value (0.4 legal + 0.6 engine quality) minus the mean value of the answer's listed moves, so "
+            "that picking the best of one's own list pays even where the whole group picks alike (grpo/credit.py). "
+            "0: off (at 1.0 the main job gained +5.1 / -2.1 on two seeds with top 5 lower: docs/EXPERIMENTS.md)."
+        },
+    )
+    # ---- supervised replay of the training rows' reference completions (replay.py) ----
+    replay_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of a supervised loss on reference completions added to each micro-batch (InstructGPT's "
+            "PPO-ptx; rookworld_trl/grpo/replay.py): holds what the reward does not train. 0: off."
+        },
+    )
+    replay_task: str = field(
+        default="A",
+        metadata={"help": "Training rows to replay: A (python-chess truth), P (engine labels) or all."},
+    )
+    replay_batch_size: int = field(default=16, metadata={"help": "Rows replayed per micro-batch."})
     # ---- rewards and credit ----
     reward_shaping: str = field(
         default="graduated",
@@ -207,7 +417,16 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
             raise ValueError(f"lr_schedule must be None or 'warmup_cosine_linear', got {self.lr_schedule!r}")
         if not 0.0 <= self.lr_cosine_min_ratio <= 1.0 or not 0.0 <= self.lr_final_decay_ratio < 1.0:
             raise ValueError("need lr_cosine_min_ratio in [0, 1] and lr_final_decay_ratio in [0, 1)")
-        check_rl_options(self)
+        # the RL options' checks (they read beta, field_credit and multi_objective_aggregation too)
+        for check in (
+            check_kl,
+            check_baseline,
+            check_value,
+            check_dynamic_sampling,
+            check_curriculum,
+            check_replay,
+        ):
+            check(self)
         if self.pad_to_multiple_of == "auto" and compiling(self):  # TRL's "auto" pads on Neuron only
             self.pad_to_multiple_of = COMPILE_PAD
         super().__post_init__()
@@ -227,6 +446,182 @@ class RookWorldGRPOConfig(RLOptions, GRPOConfig):
             raise ValueError(
                 "ref_model_device cannot be combined with sync_ref_model (TRL mixes weights in place)"
             )
+
+
+@dataclass
+class GRPOScriptArguments(DataArguments):
+    """What the GRPO stage (stages/grpo.py) reads besides the trainer's config: the data (DataArguments, shared
+    with SFT, and GRPO's own), the reward functions, the engine behind the policy reward and the evals, the evals,
+    self-play positions and tactics (the stage builds them and hands them to the trainer) and publishing. TrlParser
+    parses it with RookWorldGRPOConfig and TRL's ModelConfig, so one YAML recipe feeds all three; checked in
+    `__post_init__`."""
+
+    # the bounded fields' bounds (stages/recipe.py: the preflight and the stage check them)
+    BOUNDS: ClassVar[dict[str, str]] = {
+        "tactics_replay_coef": "finite",
+        "engine_workers": ">= 1",
+        "eval_every_steps": ">= 0 (0: off)",
+        "eval_every_samples": ">= 1",
+        "eval_samples": ">= 0 (0: no final eval)",
+    }
+    # ---- data: GRPO's own (the shared fields: DataArguments, data/args.py) ----
+    dataset_max_samples: int | None = field(
+        default=None, metadata={"help": "Train on the first N rows (after mixing); None: all."}
+    )
+    dataset_num_proc: int | None = field(
+        default=None,
+        metadata={
+            "help": "Processes that parse raw P:/A: lines (cached by the source's fingerprint in HF_DATASETS_CACHE; "
+            "data/parse.py). None: the machine's cores."
+        },
+    )
+    puzzle_rating: str | None = field(
+        default=None,
+        metadata={
+            "help": "A puzzle dataset_name (Lichess .csv): keep puzzles rated LOW-HIGH, e.g. 1000-1800."
+        },
+    )
+    puzzle_themes: str | None = field(
+        default=None,
+        metadata={
+            "help": "A puzzle dataset_name (Lichess .csv): keep puzzles with any of these themes, e.g. "
+            "mateIn1,mateIn2."
+        },  # fmt: skip
+    )
+    # ---- rewards and the engine behind them ----
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["policy_reward", "env_reward"],
+        metadata={
+            "help": "Reward functions: names in rookworld_trl.grpo.rewards.functions.REWARD_FUNCS, or your own by its "
+            "dotted path (my_pkg.rewards.my_reward; examples/my_reward.py). Weight them with TRL's reward_weights "
+            "(same order)."
+        },
+    )
+    engine_depth: int | None = field(
+        default=8,
+        metadata={
+            "help": "Stockfish depth of the policy reward (and the evals). Dataset labels made at the same "
+            "limit (column `limit`, e.g. 'depth=8') serve as a cache of the engine's answer."
+        },
+    )
+    engine_nodes: int | None = field(
+        default=None, metadata={"help": "Stockfish node limit (with or instead of depth)."}
+    )
+    engine_workers: int = field(default=1, metadata={"help": "Stockfish processes for the policy reward."})
+    engine_cache: str | None = field(
+        default="engine_cache.sqlite",
+        metadata={"help": "sqlite cache of engine analyses (relative to output_dir); null: memory only."},
+    )
+    # ---- evals ----
+    eval_every_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Every N steps (and before the first), a greedy policy + environment eval of the policy on a "
+            "fixed held-out sample of dataset_test_split: the run's learning curve (report/learning_curve.png). 0: off."
+        },
+    )
+    eval_every_samples: int = field(
+        default=200,
+        metadata={"help": "Positions and transitions per suite in each eval_every_steps eval."},
+    )
+    eval_samples: int = field(
+        default=200,
+        metadata={"help": "Positions and transitions per suite in the before/after eval (0: no final eval)."},
+    )
+    eval_env_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Transitions in the before/after eval's env suite, when not eval_samples (A: answers are ~75 "
+            "tokens: the whole test split of both tasks takes ~20 min on 2 cores, its P: half ~2 min)."
+        },
+    )
+    eval_tactics_samples: int = field(
+        default=2000,
+        metadata={"help": "Tactics test positions in the before/after eval (with tactics_dataset; 0: none)."},
+    )
+    # ---- self-play positions (grpo/selfplay.py) ----
+    selfplay_ratio: float = field(
+        default=0.0,
+        metadata={
+            "help": "Fraction of P: prompts replaced by positions from the policy's own self-play games once the "
+            "buffer holds some (rookworld_trl/grpo/selfplay.py); the engine pool grades them. 0: off."
+        },
+    )
+    selfplay_every: int = field(
+        default=10, metadata={"help": "Self-play: play a round of games every N optimizer steps."}
+    )
+    selfplay_games: int = field(
+        default=16, metadata={"help": "Self-play: games per round (per process), from training P: positions."}
+    )
+    selfplay_max_plies: int = field(
+        default=40,
+        metadata={"help": "Self-play: a game ends after N half-moves (or earlier: game over, illegal)."},
+    )
+    selfplay_buffer_size: int = field(
+        default=5000, metadata={"help": "Self-play: positions kept (FIFO, one per position)."}
+    )
+    # ---- tactics: their prompts and replay (grpo/tactics.py) ----
+    tactics_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Tactics data (`rookworld data generate --tactics`: mate in one, mate in two, only moves, split "
+            "by game): its train split mixes into P: prompts (tactics_ratio) and is replayed (tactics_replay_coef), "
+            "its test split joins the before/after eval as the `tactics` suite (rookworld_trl/grpo/tactics.py)."
+        },
+    )
+    tactics_ratio: float = field(
+        default=0.0, metadata={"help": "Fraction of P: prompts replaced by tactics train rows. 0: none."}
+    )
+    tactics_replay_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the supervised loss of tactics labels added to each micro-batch. 0: off."
+        },
+    )
+    tactics_replay_batch_size: int = field(
+        default=16, metadata={"help": "Tactics rows replayed per micro-batch (tactics_replay_coef > 0)."}
+    )
+    tactics_replay_target: str = field(
+        default="completion",
+        metadata={
+            "help": "What of a tactics label the replay teaches: the whole completion; best_move (the move after "
+            "B: only: the move is imitated, the list and its evaluations are left to the reward); or moves (the "
+            "listed moves and B:'s, the E: evaluations read but not taught).",
+            "choices": ["completion", "best_move", "moves"],
+        },
+    )
+    # ---- publishing ----
+    push_checkpoints: bool = field(
+        default=False,
+        metadata={
+            "help": "With push_to_hub, also upload each complete checkpoint's model files (to checkpoints/"
+            "checkpoint-N in the repo); final/ goes up at the end either way."
+        },
+    )
+
+    @property
+    def puzzle_filter(self) -> PuzzleFilter:
+        """--puzzle_rating and --puzzle_themes, parsed (a bad range: ValueError, in one line)."""
+        return PuzzleFilter.parse(self.puzzle_rating, self.puzzle_themes)
+
+    def __post_init__(self):
+        self.puzzle_filter  # noqa: B018  (a bad range fails now, not when the data is read)
+        if not self.reward_funcs:
+            raise ValueError("reward_funcs is empty: name at least one, e.g. ['policy_reward', 'env_reward']")
+        if self.dataset_streaming:
+            raise ValueError("dataset_streaming is not supported: the stage mixes and samples a loaded split")
+        check_selfplay(self)
+        check_tactics(self)
+
+
+def check_rewards(script: GRPOScriptArguments, config) -> None:
+    """reward_funcs against the trainer's config: its weights and field credit."""
+    if config.field_credit and "policy_reward" not in script.reward_funcs:
+        raise ValueError("field_credit needs policy_reward among reward_funcs (it reads its components)")
+    if config.reward_weights is not None and len(config.reward_weights) != len(script.reward_funcs):
+        raise ValueError(
+            f"reward_weights has {len(config.reward_weights)} entries, reward_funcs {len(script.reward_funcs)}"
+        )
 
 
 def as_rookworld_config(args) -> RookWorldGRPOConfig:

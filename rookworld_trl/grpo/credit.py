@@ -26,7 +26,6 @@ running baseline); the trainer hands TRL (B, T) advantages, which its loss accep
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import torch
 from accelerate.utils import gather_object
@@ -197,30 +196,6 @@ def spread(
         ]
         out[i] = torch.tensor(values, dtype=out.dtype, device=out.device)
     return out
-
-
-@dataclass
-class CreditSection:
-    """Field credit: each field of a P: answer its own advantage."""
-
-    field_credit: bool = field(
-        default=False,
-        metadata={
-            "help": "Give each listed move and each field of a P: answer (moves, evaluations, best move) the "
-            "group advantage of its own verdict, and B:'s also to the listed move it copies, instead of one "
-            "advantage for the whole completion (rookworld_trl/grpo/credit.py). Needs policy_reward among "
-            "reward_funcs."
-        },
-    )
-    choice_credit: float = field(
-        default=0.0,
-        metadata={
-            "help": "Field credit: add this x B:'s choice to the advantage of B: and of the listed move it copies: "
-            "B:'s value (0.4 legal + 0.6 engine quality) minus the mean value of the answer's listed moves, so "
-            "that picking the best of one's own list pays even where the whole group picks alike (grpo/credit.py). "
-            "0: off (at 1.0 the main job gained +5.1 / -2.1 on two seeds with top 5 lower: docs/EXPERIMENTS.md)."
-        },
-    )
 
 
 class FieldCredit(Option):

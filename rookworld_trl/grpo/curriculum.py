@@ -1,4 +1,4 @@
-"""A curriculum of the positions the policy gets wrong (`curriculum_ratio` > 0: CurriculumSection below): training P: prompts
+"""A curriculum of the positions the policy gets wrong (`curriculum_ratio` > 0, grpo/config.py): training P: prompts
 whose group wrote a legal B: in fewer than `curriculum_threshold` of its samples are kept in a buffer, and each P:
 prompt of a later generation batch is replaced, at odds `curriculum_ratio`, by one of them, until a group gets it
 right (then it leaves the buffer).
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from accelerate.utils import gather_object
 
@@ -28,28 +27,6 @@ from rookworld_trl.chess.formats import task_of
 from rookworld_trl.grpo.options import Option
 from rookworld_trl.grpo.prompts import replace_policy_rows
 from rookworld_trl.grpo.rewards.functions import policy_grader
-
-
-@dataclass
-class CurriculumSection:
-    """Wrongly answered positions again."""
-
-    curriculum_ratio: float = field(
-        default=0.0,
-        metadata={
-            "help": "A curriculum of the positions the policy gets wrong (grpo/curriculum.py): each P: prompt is "
-            "replaced at these odds by a training position whose group wrote a legal B: in fewer than "
-            "curriculum_threshold of its samples, until a group gets it right. 0: off (at 0.5 the main job gained "
-            "+2.0 / +1.8 on two seeds, below the recipe without it: docs/EXPERIMENTS.md)."
-        },
-    )
-    curriculum_threshold: float = field(
-        default=0.5,
-        metadata={"help": "curriculum: a position is wrong below this share of legal B: in its group."},
-    )
-    curriculum_buffer_size: int = field(
-        default=2000, metadata={"help": "curriculum: most wrong positions kept (oldest dropped first)."}
-    )
 
 
 def check_curriculum(config) -> None:

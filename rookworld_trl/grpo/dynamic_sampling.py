@@ -1,4 +1,4 @@
-"""DAPO's dynamic sampling (`dynamic_sampling: true`: DynamicSamplingSection below): groups whose rewards all agree carry no
+"""DAPO's dynamic sampling (`dynamic_sampling: true`, grpo/config.py): groups whose rewards all agree carry no
 signal under the group baseline; they are swapped for informative groups of fresh prompts.
 
 `refill` re-scores through the step's own scoring (grpo/step.py `Step.score`, handed to it as `score`): each round
@@ -11,8 +11,6 @@ rows, prompts and every process's rewards (`merged_batch`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from accelerate.utils import gather_object
 
@@ -20,27 +18,6 @@ from rookworld_trl.grpo.groups import loss_mask, row_rewards
 from rookworld_trl.grpo.options import Option, ScoredBatch
 
 LEFT_PADDED = ("prompt_ids", "prompt_mask")  # TRL pads prompts on the left, everything per token on the right
-
-
-@dataclass
-class DynamicSamplingSection:
-    """Resampling groups whose rewards are all equal."""
-
-    dynamic_sampling: bool = field(
-        default=False,
-        metadata={
-            "help": "DAPO's dynamic sampling: groups whose rewards all agree (zero std: no signal under the "
-            "group baseline) are dropped and replaced by informative groups of fresh prompts drawn from the "
-            "training set, at most dynamic_sampling_max_rounds extra generation batches per step (each costs "
-            "a full generation and scoring). Zero-std groups left after the last round stay. Logs "
-            "dynamic_sampling/dropped, /redrawn (fresh groups sampled) and /left. Needs each process to hold "
-            "whole groups (per_device_train_batch_size x steps_per_generation divisible by num_generations) "
-            "and an indexable dataset."
-        },
-    )
-    dynamic_sampling_max_rounds: int = field(
-        default=3, metadata={"help": "dynamic_sampling: most extra generation batches per generation step."}
-    )
 
 
 def check_dynamic_sampling(config) -> None:

@@ -1,5 +1,5 @@
 """Exact KL divergences between the policy and the reference over the whole vocabulary (kl_estimator forward,
-reverse, symmetric; grpo/kl_control.py KLSection defines them), from the models' last hidden states.
+reverse, symmetric; grpo/config.py kl_estimator), from the models' last hidden states.
 
 TRL's fused LM head returns log-probs of the sampled tokens only, never the (B, T, V) logits. So the final
 hidden states are tapped (HiddenTap: a forward hook on the backbone, public torch API) and the LM head is

@@ -12,7 +12,6 @@ that KL to the loss, normalised as TRL normalises its own (loss.py).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 
 import torch
 
@@ -25,54 +24,6 @@ logger = logging.getLogger(__name__)
 
 
 KL_ESTIMATORS = ("k3", "forward", "reverse", "symmetric")
-
-
-@dataclass
-class KLSection:
-    """The KL to the reference: its estimator, adaptive beta and the KL guard's bounds."""
-
-    kl_estimator: str = field(
-        default="k3",
-        metadata={
-            "help": "The KL to the reference that enters the loss as beta x KL, and that adaptive_kl and the KL "
-            "guard read. With p the policy and q the reference distribution (both at the sampling temperature) "
-            "over the whole vocabulary at each completion token: 'k3' is TRL's one-sample estimator "
-            "exp(log q - log p) - (log q - log p) - 1 of KL(p || q) at the sampled token (cheap, unbiased, "
-            "noisy); 'reverse' is KL(p || q) = sum_v p (log p - log q), exact; 'forward' is KL(q || p) = "
-            "sum_v q (log q - log p), exact (mass-covering: penalises the policy for dropping what the "
-            "reference does); 'symmetric' is their mean (KL(p||q) + KL(q||p)) / 2. The exact ones cost a "
-            "vocabulary-wide softmax of both models per completion token (chunked over tokens, recomputed in "
-            "backward) and need beta > 0 and a separate reference model (no PEFT); TRL's use_bias_correction_kl "
-            "(a sampled-token ratio) applies to k3 only. Logged as kl/<estimator>."
-        },
-    )
-    adaptive_kl: bool = field(
-        default=False,
-        metadata={
-            "help": "Adapt beta after each optimizer step from the measured KL (the kl_estimator's: TRL's k3 "
-            "estimate of KL(policy || ref) by default). Needs beta > 0."
-        },
-    )
-    kl_target: float = field(
-        default=0.05,
-        metadata={"help": "Adaptive KL: beta rises when KL > 1.5 x kl_target, falls when < kl_target/1.5."},
-    )
-    kl_horizon: int = field(
-        default=10,
-        metadata={"help": "Adaptive KL: optimizer steps of out-of-band KL that double (or halve) beta."},
-    )
-    beta_min: float = field(default=1e-4, metadata={"help": "Adaptive KL: lower bound of beta."})
-    beta_max: float = field(default=1.0, metadata={"help": "Adaptive KL: upper bound of beta."})
-    kl_warn: float = field(
-        default=10.0,
-        metadata={
-            "help": "KL guard: warn above this KL; a step above it is not 'healthy' (no stable checkpoint)."
-        },
-    )
-    kl_stop: float = field(
-        default=50.0,
-        metadata={"help": "KL guard: above this KL, save a checkpoint and stop. Only active when beta > 0."},
-    )
 
 
 def check_kl(config) -> None:

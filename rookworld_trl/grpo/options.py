@@ -13,8 +13,8 @@ runs each hook over the list in that order:
   5. checkpoints  `saved_state` / `restore_state`            keys of the trainer's STATE_FILE (beta, baselines)
                   `write_files` / `read_files`               files beside it (the value head's weights)
 
-A new option is its module (an `Option`, its config section and check, its builder) and its entries in
-grpo/rl_options.py (`RLOptions`, `SECTIONS`, `build_options`).
+A new option is its module (an `Option`, its check, its builder), its fields and check call in grpo/config.py and
+its builder in grpo/rl_options.py's `build_options`.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class StepContext:
     """What an option's hooks may read of the run and the services they may call, by name; built once by the
     trainer over itself (the values live: `training`, `micro_step` and `accumulation` move as the run does).
 
-    The run: `args` (RookWorldGRPOConfig: every option's section), `num_generations`, `scale_rewards`,
+    The run: `args` (RookWorldGRPOConfig: every option's fields), `num_generations`, `scale_rewards`,
     `loss_type`, `max_completion_length`, `temperature`, `reward_funcs`, `reward_weights`, `tokenizer`,
     `accelerator`, `model` (the policy), `ref_model`, `exact_kl`, `train_dataset`. Services: `log(name, value)`
     (a figure for the next log line), `scoring_logps(ids, mask, keep)` (TRL's scoring forward, no grad),

@@ -10,8 +10,6 @@ labels and holds what the reward does not train. Switched on by `replay_coef > 0
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -110,25 +108,6 @@ class Replay(Option):
 def replay_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean NLL of the labelled tokens (the model shifts the labels itself)."""
     return model(**batch).loss
-
-
-@dataclass
-class ReplaySection:
-    """Supervised replay of the training rows' reference completions."""
-
-    BOUNDS: ClassVar[dict[str, str]] = {"replay_coef": "finite"}  # stages/recipe.py bounds_of
-    replay_coef: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of a supervised loss on reference completions added to each micro-batch (InstructGPT's "
-            "PPO-ptx; rookworld_trl/grpo/replay.py): holds what the reward does not train. 0: off."
-        },
-    )
-    replay_task: str = field(
-        default="A",
-        metadata={"help": "Training rows to replay: A (python-chess truth), P (engine labels) or all."},
-    )
-    replay_batch_size: int = field(default=16, metadata={"help": "Rows replayed per micro-batch."})
 
 
 def check_replay(config) -> None:

@@ -42,7 +42,6 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import chess
 from transformers import TrainerCallback
@@ -61,32 +60,6 @@ from rookworld_trl.grpo.prompts import replace_policy_rows, unit_hash
 
 # emptied in a substitute row: its label would be another position's
 LABEL_COLUMNS = {"moves": [], "evals": [], "best": "", "limit": "", "completion": ""}
-
-
-@dataclass
-class SelfPlaySection:
-    """The stage's self-play fields (GRPOScriptArguments inherits them)."""
-
-    selfplay_ratio: float = field(
-        default=0.0,
-        metadata={
-            "help": "Fraction of P: prompts replaced by positions from the policy's own self-play games once the "
-            "buffer holds some (rookworld_trl/grpo/selfplay.py); the engine pool grades them. 0: off."
-        },
-    )
-    selfplay_every: int = field(
-        default=10, metadata={"help": "Self-play: play a round of games every N optimizer steps."}
-    )
-    selfplay_games: int = field(
-        default=16, metadata={"help": "Self-play: games per round (per process), from training P: positions."}
-    )
-    selfplay_max_plies: int = field(
-        default=40,
-        metadata={"help": "Self-play: a game ends after N half-moves (or earlier: game over, illegal)."},
-    )
-    selfplay_buffer_size: int = field(
-        default=5000, metadata={"help": "Self-play: positions kept (FIFO, one per position)."}
-    )
 
 
 def check_selfplay(config) -> None:

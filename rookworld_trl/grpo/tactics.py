@@ -1,4 +1,4 @@
-"""Tactics in GRPO (`tactics_dataset`, stages/grpo_args.py): positions where one move decides (mate in one, mate in
+"""Tactics in GRPO (`tactics_dataset`, grpo/config.py GRPOScriptArguments): positions where one move decides (mate in one, mate in
 two, an only move: `rookworld data generate --tactics`, data/tactics.py) mixed into the run's P: prompts, and
 their labels replayed as supervised rows.
 
@@ -23,48 +23,9 @@ Figures: tactics/mixed_fraction (of the batch's P: prompts), tactics_replay_loss
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar
-
 from rookworld_trl.grpo.options import Option
 from rookworld_trl.grpo.prompts import replace_policy_rows
 from rookworld_trl.grpo.replay import Replay
-
-
-@dataclass
-class TacticsSection:
-    """The stage's tactics fields (GRPOScriptArguments inherits them)."""
-
-    BOUNDS: ClassVar[dict[str, str]] = {"tactics_replay_coef": "finite"}  # stages/recipe.py bounds_of
-    tactics_dataset: str | None = field(
-        default=None,
-        metadata={
-            "help": "Tactics data (`rookworld data generate --tactics`: mate in one, mate in two, only moves, split "
-            "by game): its train split mixes into P: prompts (tactics_ratio) and is replayed (tactics_replay_coef), "
-            "its test split joins the before/after eval as the `tactics` suite (rookworld_trl/grpo/tactics.py)."
-        },
-    )
-    tactics_ratio: float = field(
-        default=0.0, metadata={"help": "Fraction of P: prompts replaced by tactics train rows. 0: none."}
-    )
-    tactics_replay_coef: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of the supervised loss of tactics labels added to each micro-batch. 0: off."
-        },
-    )
-    tactics_replay_batch_size: int = field(
-        default=16, metadata={"help": "Tactics rows replayed per micro-batch (tactics_replay_coef > 0)."}
-    )
-    tactics_replay_target: str = field(
-        default="completion",
-        metadata={
-            "help": "What of a tactics label the replay teaches: the whole completion; best_move (the move after "
-            "B: only: the move is imitated, the list and its evaluations are left to the reward); or moves (the "
-            "listed moves and B:'s, the E: evaluations read but not taught).",
-            "choices": ["completion", "best_move", "moves"],
-        },
-    )
 
 
 def check_tactics(config) -> None:

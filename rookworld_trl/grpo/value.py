@@ -1,4 +1,4 @@
-"""The value head of `value_baseline` in one place (its fields: ValueSection below): V(state) on the policy's hidden
+"""The value head of `value_baseline` in one place (its fields: grpo/config.py): V(state) on the policy's hidden
 states, the per-token rewards and GAE it trains on and feeds back as advantages, its loss, optimizer group,
 gradient clipping and file in each checkpoint. `ValueBaseline`, an option of grpo/options.py, owns the head,
 whether it has started and the running GAE scale (the trainer's `value`): its advantages in step 4, its loss
@@ -8,7 +8,6 @@ in step 5, its state and file in each checkpoint.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -16,66 +15,6 @@ from safetensors.torch import load_file, save_file
 from rookworld_trl.grpo.groups import EPS, group_task, local_rows, loss_mask, running_scale, task_masks
 from rookworld_trl.grpo.options import Option
 from rookworld_trl.model.loading import gpt2_backbone
-
-
-@dataclass
-class ValueSection:
-    """A learned value head as the baseline, with GAE."""
-
-    value_baseline: bool = field(
-        default=False,
-        metadata={
-            "help": "A value head (linear, on the policy's last hidden states, detached: it does not train the "
-            "policy) predicts the return to go at each completion token; once it predicts well, advantages "
-            "come from GAE over the completion tokens (gae_gamma, gae_lambda), centred and scaled per task as "
-            "for `baseline` (a = (A - c) / s over the task's tokens). Rewards per token: the sequence reward at "
-            "the last token; with field_credit each P: field's term at the field's last token (each written "
-            "move's at the move's), so GAE credits each token with what follows it. Warm-up: each batch, "
-            "before the head trains on it, its explained variance of these returns is measured; below "
-            "value_warmup_ev the batch keeps the group baseline's advantages (field credit's with field_credit) "
-            "and only the head trains. The head is its own part: its own optimizer group (value_learning_rate, "
-            "no weight decay, the policy's LR schedule), its own gradient clipping (value_max_grad_norm; TRL's "
-            "max_grad_norm clips the policy only), its loss weight value_coef; its bias starts at the first "
-            "batch's mean return. Logs value/loss, "
-            "value/explained_variance (and per task), value/gae_used, value/grad_norm (before clipping), "
-            "value/mean. Costs one no-grad policy forward per generation batch and hidden_size + 1 weights, "
-            "saved as value_head.safetensors in each checkpoint (restored on resume; a rollback of a bad step "
-            "keeps the head). Replaces the baseline (leave baseline: group). On the main job the head explains at "
-            "most ~0.16 of the returns' variance (scripts/experiments/value_study.py, docs/EXPERIMENTS.md, "
-            "baselines): the gate stays shut and the run is the group run, bit for bit."
-        },
-    )
-    value_coef: float = field(
-        default=0.1,
-        metadata={
-            "help": "value_baseline: weight of the value loss 0.5 (V - return)^2 (it trains the head only)."
-        },
-    )
-    value_learning_rate: float = field(
-        default=1e-4,
-        metadata={
-            "help": "value_baseline: learning rate of the value head's optimizer group (Adam moves each of its "
-            "hidden_size weights by about this much per step: at 1e-3 the head overshot the returns)."
-        },
-    )
-    value_max_grad_norm: float = field(
-        default=1.0,
-        metadata={
-            "help": "value_baseline: the value head's gradients are clipped to this norm on their own."
-        },
-    )
-    value_warmup_ev: float = field(
-        default=0.2,
-        metadata={
-            "help": "value_baseline: a batch uses GAE advantages once the head explains at least this share "
-            "of its returns' variance (measured before training on them); 1.1: never (the head only learns)."
-        },
-    )
-    gae_gamma: float = field(default=1.0, metadata={"help": "value_baseline: GAE discount per token."})
-    gae_lambda: float = field(
-        default=0.95,
-        metadata={"help": "value_baseline: GAE lambda (1: reward to go minus value; 0: one-step TD errors)."},
-    )
 
 
 def check_value(config) -> None:

@@ -27,7 +27,7 @@ from trl import ModelConfig, get_peft_config
 from rookworld_trl.common.entry import say
 from rookworld_trl.common.locks import scoped
 from rookworld_trl.common.paths import resolve_paths
-from rookworld_trl.grpo.config import RookWorldGRPOConfig
+from rookworld_trl.grpo.config import GRPOScriptArguments, RookWorldGRPOConfig, check_rewards
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.tactics import tactics_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
@@ -37,7 +37,6 @@ from rookworld_trl.model.loading import (
     train_at_fen_width,
     trained_fen_width,
 )
-from rookworld_trl.stages.grpo_args import GRPOScriptArguments, check_rewards
 from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints, publish
 from rookworld_trl.training.console import use_compact_logs

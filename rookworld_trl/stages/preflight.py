@@ -8,13 +8,12 @@ What it checks, without importing TRL or datasets: the recipe (YAML syntax, a ma
 --flag's name, the numbers (int and float fields parse; each field's bound, stages/recipe.py check_numbers), and the data source: a
 missing path, an empty directory, a Parquet file without its markers, and a text / JSON Lines file's lines (each
 line a JSON object; every P:/A: line parses, as `rookworld data load` parses it) for up to DATA_SECONDS. The
-field names, kinds, defaults and bounds come from RECIPE_FIELDS (stages/recipe_fields.py, which writes it from the
-stages' dataclasses; tests/test_preflight.py fails when it is stale).
+field names, kinds, defaults and bounds come from the stages' dataclasses (stages/recipe_fields.py `fields_of`, read
+once per version of the package and of TRL, then from the user's cache).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from types import SimpleNamespace
 
@@ -23,7 +22,7 @@ from rookworld_trl.common.flags import flag_values
 from rookworld_trl.common.paths import resolve_path
 from rookworld_trl.data.check import DATA_SECONDS, check_source
 from rookworld_trl.stages.recipe import check_numbers, check_recipe
-from rookworld_trl.stages.recipe_fields import RECIPE_FIELDS, coerce, describe, split_type
+from rookworld_trl.stages.recipe_fields import coerce, describe, fields_of, split_type
 
 STAGES = ("train", "sft")  # both name their data dataset_name (TRL's ScriptArguments)
 LAUNCHER_FLAGS = {"config", "accelerate_config"}
@@ -47,9 +46,9 @@ def bad_value(name: str, kind: str, value, default, recipe: str | None) -> UserE
 
 
 def values(command: str, recipe: str | None, argv: list[str]) -> dict:
-    """The recipe's values overlaid by the flags', each read as its field's type (RECIPE_FIELDS); UserError for
+    """The recipe's values overlaid by the flags', each read as its field's type (`fields_of`); UserError for
     an unknown field or flag, or a value its field's type does not take (`num_generations: [8, 4]`, `eight`)."""
-    fields = json.loads(RECIPE_FIELDS.read_text())[command]
+    fields = fields_of(command)
     merged = {}
     if recipe is not None:
         try:
@@ -98,10 +97,9 @@ def other_kind(command: str, recipe: str) -> str:
         return (
             f"; {recipe} is an accelerate config: pass it as --accelerate_config (a recipe goes to --config)"
         )
-    everything = json.loads(RECIPE_FIELDS.read_text())
     other = next((c for c in STAGES if c != command), None)
-    unknown = keys - set(everything[command]) - {"env"}
-    if other and unknown and unknown <= set(everything[other]):
+    unknown = keys - set(fields_of(command)) - {"env"}
+    if other and unknown and unknown <= set(fields_of(other)):
         return f"; it is a `rookworld {other}` recipe (`rookworld {other} --config {recipe}`)"
     return ""
 
@@ -137,7 +135,7 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
     if recipe is not None and not os.path.isfile(recipe):
         raise UserError(missing_recipe(recipe))
     merged = values(command, recipe, argv)
-    fields = json.loads(RECIPE_FIELDS.read_text())[command]
+    fields = fields_of(command)
     check_numbers(SimpleNamespace(**merged), bounds={name: spec[2] for name, spec in fields.items()})
     defaults = {name: spec[1] for name, spec in fields.items()}
     config = {**defaults, **merged}

@@ -74,7 +74,7 @@ EXAMPLES = {  # one example per training command, shown at the end of --help
 
 # A field's bound is declared beside it, in its dataclass's BOUNDS (metadata would not do: TRL's parser hands a
 # field's metadata to argparse whole): "finite", ">= N" or "> N", together as "finite > 0", a (reason) after.
-# The stage checks the parsed dataclasses' bounds, the preflight RECIPE_FIELDS' (stages/recipe_fields.py).
+# The stage checks the parsed dataclasses' bounds, the preflight the same bounds read by stages/recipe_fields.py.
 TRL_BOUNDS = {  # TRL's and transformers' fields that count something or must be finite (ours: their class's BOUNDS)
     "per_device_train_batch_size": ">= 1",
     "gradient_accumulation_steps": ">= 1",
@@ -130,7 +130,7 @@ def check_numbers(*configs, bounds: dict[str, str | None] | None = None) -> None
     """One UserError for a count that cannot be meant: max_steps 0 or below -1 (TrainingArguments would turn
     -5 into an epoch-based run of thousands of steps), and any number outside its field's bound (`bounds_of`:
     a batch size of 0, a negative learning rate, --temperature 0, --beta nan, ...). `bounds`: {field: bound}
-    for configs that are no dataclasses (the preflight's, from RECIPE_FIELDS)."""
+    for configs that are no dataclasses (the preflight's, from recipe_fields.fields_of)."""
     for config in configs:
         steps = getattr(config, "max_steps", None)
         if steps is not None and (steps == 0 or steps < -1):

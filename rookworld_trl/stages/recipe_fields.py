@@ -1,22 +1,27 @@
-"""The fields of a training command's recipe, as the preflight (stages/preflight.py) checks them without importing
-TRL: RECIPE_FIELDS ({command: {field: [type, default, bound]}}), written from the stages' dataclasses, how a
-recipe value or a --flag's text is read as a field of a type (`coerce`).
+"""The fields of a training command's recipe as the preflight (stages/preflight.py) checks them: `fields_of(command)`
+({field: [type, default, bound]}, read from the stages' dataclasses) and how a recipe value or a --flag's text is
+read as a field of a type (`coerce`).
 
 A field is declared once, in its dataclass: its type, default, help and, in the class's `BOUNDS` beside it, its
-bound (stages/recipe.py `bounds_of`); this file is written from them, and a test fails when it is stale.
+bound (stages/recipe.py `bounds_of`). Reading them means importing TRL's configs, which import torch and
+transformers' TrainingArguments (5-10 s on 2 cores; the preflight's budget is about a second): a child process
+reads them once and the table is kept in the user's cache, under a key of the package's sources and the versions
+of TRL and transformers, so an edited field or an upgrade reads them again.
 
-    python -m rookworld_trl.stages.recipe_fields     # rewrite RECIPE_FIELDS after a field changes
+    python -m rookworld_trl.stages.recipe_fields     # the table, as JSON (what the child process prints)
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
+from rookworld_trl.common.errors import UserError
 from rookworld_trl.stages.recipe import bounds_of
 
-RECIPE_FIELDS = Path(__file__).resolve().parents[1] / "assets" / "recipe_fields.json"
+PACKAGE = Path(__file__).resolve().parents[1]
 
 BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 
@@ -145,13 +150,12 @@ def type_text(hint, choices=None) -> str:
     return {int: "int", float: "float", bool: "bool", str: "str"}.get(hint, "any")
 
 
-def stage_fields() -> dict[str, dict[str, str]]:
-    """RECIPE_FIELDS' content, from the stages' dataclasses (imports TRL: seconds)."""
+def stage_fields() -> dict[str, dict[str, list]]:
+    """{command: {field: [type, default, bound]}} of the dataclasses each stage's parser reads (imports TRL)."""
     from trl import ModelConfig
 
-    from rookworld_trl.grpo.config import RookWorldGRPOConfig
-    from rookworld_trl.stages.grpo_args import GRPOScriptArguments
-    from rookworld_trl.stages.sft import RookWorldSFTConfig, SFTScriptArguments
+    from rookworld_trl.grpo.config import GRPOScriptArguments, RookWorldGRPOConfig
+    from rookworld_trl.training.sft import RookWorldSFTConfig, SFTScriptArguments
 
     return {
         "train": field_specs((GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig)),
@@ -159,15 +163,47 @@ def stage_fields() -> dict[str, dict[str, str]]:
     }
 
 
-def fields_text(stages: dict) -> str:
-    """RECIPE_FIELDS' JSON, one field a line: a diff shows which field changed."""
-    blocks = []
-    for stage, specs in stages.items():
-        rows = ",\n".join(f"  {json.dumps(name)}: {json.dumps(spec)}" for name, spec in specs.items())
-        blocks.append(f" {json.dumps(stage)}: {{\n{rows}\n }}")
-    return "{\n" + ",\n".join(blocks) + "\n}\n"
+def fields_of(command: str) -> dict[str, list]:
+    """stage_fields()[command], from the user's cache when this package and its TRL have been read before."""
+    path = cache_path()
+    try:
+        return json.loads(path.read_text())[command]
+    except (OSError, ValueError, KeyError):
+        pass
+    import subprocess
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(PACKAGE.parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run([sys.executable, "-m", __name__], capture_output=True, text=True, env=env)
+    if done.returncode:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"reading the config classes' fields failed: {last}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(done.stdout)
+        os.replace(temporary, path)  # a reader sees the old table or the new one, never half
+        for old in sorted(path.parent.glob("fields-*.json"), key=os.path.getmtime)[:-8]:
+            old.unlink(missing_ok=True)  # a few checkouts' tables kept
+    except OSError:  # a read-only cache: read again next time
+        pass
+    return json.loads(done.stdout)[command]
 
 
-if __name__ == "__main__":  # python -m rookworld_trl.stages.recipe_fields: rewrite RECIPE_FIELDS
-    RECIPE_FIELDS.write_text(fields_text(stage_fields()))
-    print(f"wrote {RECIPE_FIELDS}", file=sys.stderr)
+def cache_path() -> Path:
+    """The table's file in the user's cache: its name a hash of this package's sources and the versions of TRL and
+    transformers (a few milliseconds)."""
+    import hashlib
+    from importlib.metadata import version
+
+    key = hashlib.sha256(f"{version('trl')} {version('transformers')} {sys.version}".encode())
+    for source in sorted(PACKAGE.rglob("*.py")):
+        key.update(source.read_bytes())
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rookworld_trl"
+    return cache / f"fields-{key.hexdigest()[:20]}.json"
+
+
+if __name__ == "__main__":  # the table as JSON, for fields_of in the parent process
+    print(json.dumps(stage_fields()))

@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
-from typing import ClassVar
 
 import torch
 from transformers import AutoTokenizer, EarlyStoppingCallback
-from trl import ScriptArguments
 
 from rookworld_trl.chess.environment import legal_best_move, parse_board
 from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of, parse_policy_completion, parse_policy_prompt
@@ -42,7 +39,6 @@ from rookworld_trl.model.loading import (
     set_dropout,
     train_at_fen_width,
 )
-from rookworld_trl.stages.data_args import DataReading
 from rookworld_trl.stages.eval.summary import sft_summary
 from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints
@@ -50,71 +46,7 @@ from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.interrupt import said_interrupted
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
 from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir, lock_run_dir
-from rookworld_trl.training.sft import RookWorldSFTConfig, RookWorldSFTTrainer
-
-
-@dataclass
-class SFTScriptArguments(DataReading, ScriptArguments):
-    """What to train on (TRL's ScriptArguments: dataset_name and its splits) and which model to start from."""
-
-    BOUNDS: ClassVar[dict[str, str]] = {"mix_env_ratio": "finite"}  # checked as stages/recipe.py says
-    dataset_name: str | None = field(
-        default="rookworld_trl/assets/data",
-        metadata={
-            "help": "Output directory of `rookworld data generate` (train/validation splits) or a data file; "
-            "default: the embedded dataset."
-        },
-    )
-    dataset_test_split: str = field(
-        default="validation", metadata={"help": "Held-out split for the evaluation loss."}
-    )
-    mix_env_ratio: float | None = field(
-        default=None,
-        metadata={
-            "help": "Fraction of A: (environment) samples in training and evaluation; unset: as in the data."
-        },
-    )
-    fen_width: int | None = field(
-        default=None,
-        metadata={"help": "FEN field width of P: prompts (None: the data's own; recorded in config.json)."},
-    )
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Use at most this many training samples."}
-    )
-    max_eval_samples: int | None = field(
-        default=512, metadata={"help": "Use at most this many held-out samples."}
-    )
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "Continue this model (local dir or hub id). Unset: a new GPT-2 from scratch."},
-    )
-    tokenizer_name_or_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "Tokenizer of a new model (a `rookworld tokenizer train` dir or a hub id); with "
-            "`model_name_or_path`, only needed when the model dir has no tokenizer."
-        },
-    )
-    n_layer: int = field(default=4, metadata={"help": "New model: transformer blocks."})
-    n_head: int = field(default=4, metadata={"help": "New model: attention heads (must divide n_embd)."})
-    n_embd: int = field(default=128, metadata={"help": "New model: embedding width."})
-    n_positions: int = field(default=256, metadata={"help": "New model: context length (>= max_length)."})
-    dropout: float | None = field(
-        default=None,
-        metadata={
-            "help": "Dropout during SFT. Unset: 0.0 for a new model, the loaded model's own for a continued one."
-        },
-    )
-
-    def __post_init__(self):
-        if self.model_name_or_path is None and self.tokenizer_name_or_path is None:
-            raise ValueError(
-                "a new model needs `tokenizer_name_or_path` (or set `model_name_or_path` to continue one)"
-            )
-        if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+from rookworld_trl.training.sft import RookWorldSFTConfig, RookWorldSFTTrainer, SFTScriptArguments
 
 
 def build_model(script_args: SFTScriptArguments):

@@ -87,12 +87,11 @@ def check_recipe(path: str, fields: set[str]) -> None:
             )
 
 
-def recipe_config(config_class, recipe: str, command: str, overrides: dict):
+def recipe_config(config_class, recipe: str, stage_classes: tuple, overrides: dict):
     """A `config_class` (RookWorldGRPOConfig, RookWorldSFTConfig) with the fields a recipe sets, by name
-    ("grpo_tiny_cpu") or path, then `overrides`; the recipe's other fields (model, data, rewards: the
-    stage's, `rookworld train --help_all`) are left out. Values are read as the stage's parser reads them."""
+    ("grpo_tiny_cpu") or path, then `overrides`; the recipe's fields of the stage's other dataclasses
+    (`stage_classes`: model, data, rewards) are left out. Values are read as the stage's parser reads them."""
     import dataclasses
-    import json
 
     import yaml
     from trl import TrlParser
@@ -103,9 +102,9 @@ def recipe_config(config_class, recipe: str, command: str, overrides: dict):
         path = assets.recipe(str(recipe))
     except FileNotFoundError as e:
         raise UserError(str(e)) from None
-    stage_fields = json.loads((Path(assets.HERE) / "recipe_fields.json").read_text())[command]
     own = {f.name for f in dataclasses.fields(config_class) if f.init}
-    check_recipe(path, own | set(stage_fields))
+    stage = {f.name for cls in stage_classes for f in dataclasses.fields(cls) if f.init}
+    check_recipe(path, own | stage)
     with open(path) as f:
         values = yaml.safe_load(f)
     for key, value in (values.pop("env", None) or {}).items():  # as TrlParser does

@@ -1,6 +1,7 @@
 """RookWorldSFTConfig and RookWorldSFTTrainer: TRL's SFTConfig and SFTTrainer with verified checkpoints, early
 stopping, a metrics file, tokens/s in the logs, packed rows kept row by row (`packing: true`) and a checkpoint on a
-stop signal (Ctrl-C, SIGTERM, SIGHUP). The stage that builds and runs them: rookworld_trl/stages/sft.py.
+stop signal (Ctrl-C, SIGTERM, SIGHUP); SFTScriptArguments, the rest of an SFT recipe (the data and the model to
+start from). The stage that builds and runs them: rookworld_trl/stages/sft.py.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from trl import SFTConfig, SFTTrainer
 
 from rookworld_trl.common.errors import suggest_fields
+from rookworld_trl.data.args import DataArguments, stage_defaults
 from rookworld_trl.training.interrupt import SaveOnInterrupt
 from rookworld_trl.training.trl_compat import DataCollatorForLanguageModeling, VerifiedCheckpoints
 
@@ -27,7 +29,7 @@ class RookWorldSFTConfig(SFTConfig):
         model and data are the stage's and are left out."""
         from rookworld_trl.training.recipes import recipe_config
 
-        return recipe_config(cls, recipe, "sft", overrides)
+        return recipe_config(cls, recipe, (SFTScriptArguments,), overrides)
 
     # Overridden default: count tokens, for tokens/s. Typed `str`, not transformers' `str | bool`, which its
     # argument parser reads as a bool only (then "non_padding" cannot be given in a recipe).
@@ -160,3 +162,48 @@ class RookWorldSFTTrainer(VerifiedCheckpoints, SFTTrainer):
                 logs["tokens_per_second"] = round((tokens - self._speed_mark[1]) / seconds, 1)
             self._speed_mark, self._eval_seconds = (now, tokens), 0.0
         super().log(logs, start_time)
+
+
+@dataclass
+@stage_defaults(dataset_name="rookworld_trl/assets/data", dataset_test_split="validation", mix_env_ratio=None)
+class SFTScriptArguments(DataArguments):
+    """What to train on (DataArguments, shared with GRPO: dataset_name and its splits, the mix, exclusions; here
+    the embedded data, its validation split and the data's own mix by default) and which model to start from."""
+
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use at most this many training samples."}
+    )
+    max_eval_samples: int | None = field(
+        default=512, metadata={"help": "Use at most this many held-out samples."}
+    )
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Continue this model (local dir or hub id). Unset: a new GPT-2 from scratch."},
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Tokenizer of a new model (a `rookworld tokenizer train` dir or a hub id); with "
+            "`model_name_or_path`, only needed when the model dir has no tokenizer."
+        },
+    )
+    n_layer: int = field(default=4, metadata={"help": "New model: transformer blocks."})
+    n_head: int = field(default=4, metadata={"help": "New model: attention heads (must divide n_embd)."})
+    n_embd: int = field(default=128, metadata={"help": "New model: embedding width."})
+    n_positions: int = field(default=256, metadata={"help": "New model: context length (>= max_length)."})
+    dropout: float | None = field(
+        default=None,
+        metadata={
+            "help": "Dropout during SFT. Unset: 0.0 for a new model, the loaded model's own for a continued one."
+        },
+    )
+
+    def __post_init__(self):
+        if self.model_name_or_path is None and self.tokenizer_name_or_path is None:
+            raise ValueError(
+                "a new model needs `tokenizer_name_or_path` (or set `model_name_or_path` to continue one)"
+            )
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")

@@ -1,7 +1,6 @@
-"""What the benchmarks of the GRPO step share (bench_step.py, bench_gpu_step.py, bench_decode.py,
-bench_124m_cpu.py import it; it is not run on its own): the settings they measure at, the model-FLOPs count, a
-matmul peak, the step clock, plain TRL's trainer as the baseline, where a step of ours goes (`StepParts`) and a
-child process's environment.
+"""What the benchmarks of the GRPO step share (bench_step.py and bench_decode.py import it; it is not run on its
+own): the settings they measure at, the model-FLOPs count, a matmul peak, the step clock, plain TRL's trainer as
+the baseline, where a step of ours goes (`StepParts`) and a child process's environment.
 
 FLOPs of a forward of GPT-2 (n_layer layers of width d, vocabulary V; N = 12 d^2 n_layer, the blocks' matmul
 weights) over T token positions, T_head of them through the LM head, S query-key pairs:

@@ -4,8 +4,8 @@ and per mistake its wall seconds, exit code, stderr lines, whether a traceback s
     .venv/bin/python scripts/experiments/time_mistakes.py            # the table (docs/GUIDE.md's promise: one line, ~1 s)
     .venv/bin/python scripts/experiments/time_mistakes.py --only eval
 
-The cases are issue 53's and the twenty tried beside them (tests/test_newcomer_third.py and
-test_newcomer_commands.py check their wording); this script only measures. No network: the hub is a closed local port, so a hub lookup fails at once.
+The cases are issue 53's and the twenty tried beside them (tests/test_cli_checks.py and
+test_cli_mistakes.py check their wording); this script only measures. No network: the hub is a closed local port, so a hub lookup fails at once.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Faults and what the GRPO stage does about each: damaged checkpoints, finished runs re-run, torn logs,
-divergence, a full disk, bad config, a damaged model directory (tiny GPT-2 on CPU; issue 20).
+divergence, a full disk, bad config, a damaged model directory (tiny GPT-2 on CPU).
 
-    .venv/bin/pytest tests/test_faults.py
+    .venv/bin/pytest tests/test_training_faults.py
 
 scripts/fault_trials.py runs the same faults on the real stage (test_fault_trials.py runs its fast part).
 """
@@ -299,7 +299,17 @@ def test_damaged_model_dir_is_one_line_naming_the_file(tmp_path):
     "flags, says",
     [
         (["--learning_rate", "fast"], "invalid float value: 'fast' (in the recipe or a --flag); see --help"),
-        (["--per_device_train_batch_size", "12"], "make per_device_train_batch_size a multiple of 8"),
+        (
+            [
+                "--num_generations",
+                "4",
+                "--gradient_accumulation_steps",
+                "1",
+                "--per_device_train_batch_size",
+                "6",
+            ],
+            "make per_device_train_batch_size a multiple of 4",
+        ),
         (["--output_dir", "FILE"], "is a file, not a directory"),
     ],
 )

@@ -2,7 +2,7 @@
 tactics mix, the learning curve and the final eval are handed keeps the run's --skip_bad_rows, --exclude, puzzle
 filter and cap, whichever of them reads it.
 
-    .venv/bin/pytest tests/test_run_data.py
+    .venv/bin/pytest tests/test_data_run.py
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 
 import chess
 import pytest
-from test_puzzles import HEADER, PUZZLES, write
+from test_data_puzzles import HEADER, PUZZLES, write
 from tiny_grpo import ROOT, env_lines, tiny_recipe_argv
 
 from rookworld_trl.chess.environment import env_sample

@@ -2,7 +2,7 @@
 90 mixed, black-to-move labels taken from the wrong end of the engine's list, king-less A: prompts, JSON
 arrays of lines, JSONL without a `text` column. The files are made here from real Stockfish analyses.
 
-    .venv/bin/python -m pytest tests/test_published_shapes.py
+    .venv/bin/python -m pytest tests/test_data_published.py
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import json
 import chess
 import datasets
 import pytest
-from test_puzzles import BACK_RANK, EPD, HEADER, PUZZLES, SCHOLAR, after_first, write
+from test_data_puzzles import BACK_RANK, EPD, HEADER, PUZZLES, SCHOLAR, after_first, write
 
 from rookworld_trl.data.exclude import Exclusion, exclude_rows
 from rookworld_trl.data.files import DataSourceError, positions_kind

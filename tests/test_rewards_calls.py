@@ -1,7 +1,7 @@
 """The reward functions as TRL calls them: dataset labels as an engine cache, batches, a killed engine, the
 columns and loggers TRL passes, and fuzzed answers; real Stockfish and python-chess (no mocks).
 
-Run: .venv/bin/pytest tests/test_reward_calls.py   (policy tests are skipped where Stockfish is not installed)
+Run: .venv/bin/pytest tests/test_rewards_calls.py   (policy tests are skipped where Stockfish is not installed)
 """
 
 import math

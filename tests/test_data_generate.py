@@ -1,6 +1,6 @@
 """`rookworld data`: generation (real Stockfish, low depth), resume and determinism, loading, audit.
 
-.venv/bin/pytest tests/test_data.py -q
+.venv/bin/pytest tests/test_data_generate.py -q
 """
 
 import os

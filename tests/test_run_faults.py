@@ -1,8 +1,8 @@
 """Run folders: one run per folder (a second is refused naming the PID), and a run dies with its front process
 (SIGKILL of `rookworld`, SIGTERM while the engine hangs) leaving its last checkpoint resumable.
 
-    PYTHONPATH=$PWD .venv/bin/python -m pytest -q tests/test_fault_runs.py              # default tier
-    PYTHONPATH=$PWD .venv/bin/python -m pytest -q -m slow tests/test_fault_runs.py      # + two runs, kills
+    PYTHONPATH=$PWD .venv/bin/python -m pytest -q tests/test_run_faults.py              # default tier
+    PYTHONPATH=$PWD .venv/bin/python -m pytest -q -m slow tests/test_run_faults.py      # + two runs, kills
 """
 
 from __future__ import annotations

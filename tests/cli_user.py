@@ -1,6 +1,6 @@
 """Running `rookworld` as a new user does (a scratch folder, the installed console script in a subprocess) and
 checking its refusal: one stderr line with the file or field, the problem and the fix, a nonzero exit, no
-traceback. Shared by tests/test_newcomer_third.py and tests/test_newcomer_commands.py."""
+traceback. Shared by tests/test_cli_checks.py and tests/test_cli_mistakes.py."""
 
 from __future__ import annotations
 

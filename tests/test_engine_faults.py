@@ -2,7 +2,7 @@
 and eval or train says so in one line before any work. Fake engines are small Python scripts written in tmp_path;
 the real Stockfish answers everything else.
 
-    PYTHONPATH=$PWD .venv/bin/python -m pytest -q tests/test_fault_engines.py
+    PYTHONPATH=$PWD .venv/bin/python -m pytest -q tests/test_engine_faults.py
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 fingerprint; the rows are rows.py's, line for line, and a malformed line is named by its exact line number
 whatever batch or process read it.
 
-    .venv/bin/python -m pytest -q tests/test_load_parse.py
+    .venv/bin/python -m pytest -q tests/test_data_parse.py
 """
 
 import itertools
@@ -122,7 +122,7 @@ def test_a_pass_over_parsed_rows_streams_or_remaps_them_row_for_row(tmp_path, mo
     in_memory = datasets.Dataset.from_list(picked.to_list()[:500])
     schema = rows.data.table.select(["fen", "task"]).schema
     # the parse's two shards, streamed
-    assert layout.source_files(rows, schema) and layout.internals(rows).indices is None
+    assert layout.source_files(rows, schema) and layout.row_selection(rows) is None
     assert layout.source_files(picked, schema)  # a row selection: taken through fresh mappings of the files
     assert not any(layout.source_files(ds, schema) for ds in (sliced, in_memory))  # their own table
     for ds in (rows, picked, sliced, in_memory):
@@ -136,18 +136,11 @@ def test_a_pass_over_parsed_rows_streams_or_remaps_them_row_for_row(tmp_path, mo
 
 
 def test_the_datasets_internals_we_read_are_as_we_read_them():
-    """layout.internals is the one place that reads datasets' private state: a row selection's indices (the mix,
-    --exclude, arrow_batches) and the fingerprint (parse.py's cache key). An upgrade that renames or changes
-    them fails here, not as wrong rows or a cache that never hits."""
+    """layout.row_selection is the one place that reads datasets' private state: a row selection's indices (the
+    mix, --exclude, arrow_batches). An upgrade that renames or changes it fails here, not as wrong rows."""
     from rookworld_trl.data import layout
 
     ds = datasets.Dataset.from_dict({"x": [10, 11, 12, 13]})
-    whole = layout.internals(ds)
-    assert whole.indices is None and isinstance(whole.fingerprint, str) and whole.fingerprint
-    picked = ds.select([3, 1])
-    assert layout.internals(picked).indices.column(0).to_pylist() == [3, 1]  # rows of ds's table, in order
-    assert layout.internals(picked).fingerprint != whole.fingerprint
-    again = datasets.Dataset.from_dict({"x": [10, 11, 12, 13]}).select([3, 1])
-    assert layout.internals(again).fingerprint == layout.internals(picked).fingerprint  # the same content
-    mapped = ds.map(lambda row: row, new_fingerprint="ours")
-    assert layout.internals(mapped).fingerprint == "ours"  # what parse.py names its cache by
+    assert layout.row_selection(ds) is None
+    picked = layout.row_selection(ds.select([3, 1]))
+    assert picked.column(0).to_pylist() == [3, 1]  # the rows of ds's table, in order

@@ -1,7 +1,7 @@
 """Nonsense settings, hostile recipes, damaged models and metrics, unwritable outputs: each refused in one line
 before any work, with the value echoed at a readable length.
 
-    PYTHONPATH=$PWD .venv/bin/python -m pytest -q tests/test_fault_settings.py
+    PYTHONPATH=$PWD .venv/bin/python -m pytest -q tests/test_settings_faults.py
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""A newcomer's trial of issue 31, item by item: each command a new user types, with tiny flags, bad inputs and
-`--help`; each answer checked as a demanding user would (one line naming the problem and the fix, exit code 2,
+"""The `rookworld` commands as a user types them, with tiny flags, bad inputs and `--help`; each answer checked as
+a demanding user would (one line naming the problem and the fix, exit code 2,
 nothing written; a finished run is not retrained; ...).
 
-    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_newcomer.py -q
+    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_cli.py -q
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from tiny_grpo import make_trainer
 
 from rookworld_trl.common.entry import run_stage
@@ -44,7 +45,6 @@ def train_error(tmp_path, capsys, *flags: str) -> str:
 def test_cpu_recipe_resumes_automatically(tmp_path):
     script, args, _ = grpo_stage.parse(["--config", RECIPE, "--output_dir", str(tmp_path / "run")])
     assert args.resume_from_checkpoint == "auto"
-    assert "resume" in (ROOT / "README.md").read_text().lower().split("## check a new machine")[0]
 
 
 def test_finished_run_is_not_retrained_even_without_auto(model_dir, tmp_path, capsys):
@@ -112,8 +112,8 @@ def test_sft_default_recipe_needs_nothing_made_or_downloaded(tmp_path, capsys):
 def test_missing_local_dataset_hint_says_how_to_make_it(monkeypatch):
     import datasets
 
+    from rookworld_trl.data.errors import DataSourceError
     from rookworld_trl.data.load import load_rookworld_dataset
-    from rookworld_trl.data.sources import DataSourceError
 
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(DataSourceError, match=r"rookworld data generate --out data/no_such_dir"):
@@ -184,17 +184,18 @@ def test_train_help_is_short_fast_and_shows_the_recipe_values(capsys, monkeypatc
     lines = text.splitlines()
     assert len(lines) < 30 and "--config" in lines[3] and "recipes/grpo_tiny_cpu.yaml" in lines[3]
     values = {line.split()[0]: line.split()[1] for line in lines if line.startswith("  --")}
-    assert values["--max_steps"] == "7" and values["--output_dir"] == "runs/grpo_tiny_cpu"
-    assert (
-        values["--learning_rate"] == "0.0001"
-        and values["--model_name_or_path"] == "rookworld_trl/assets/model"
-    )
+    recipe = yaml.safe_load((ROOT / "recipes" / "grpo_tiny_cpu.yaml").read_text())
+    assert values["--max_steps"] == "7" and values["--output_dir"] == recipe["output_dir"]
+    assert float(values["--learning_rate"]) == float(recipe["learning_rate"])
+    assert values["--model_name_or_path"] == recipe["model_name_or_path"]
     assert "--help_all" in text
     assert main(["sft", "--config", "recipes/sft_tiny_cpu.yaml", "--help"]) == 0
     sft_values = {
         line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines() if "  --" in line
     }
-    assert sft_values["--dataset_name"] == "data/sft_tiny" and sft_values["--max_steps"] == "1500"
+    sft_recipe = yaml.safe_load((ROOT / "recipes" / "sft_tiny_cpu.yaml").read_text())
+    assert sft_values["--dataset_name"] == sft_recipe["dataset_name"]
+    assert sft_values["--max_steps"] == str(sft_recipe["max_steps"])
 
 
 @pytest.mark.slow  # slow: --help_all builds every field's help (11 s)
@@ -374,18 +375,18 @@ def test_report_to_trackio_is_accepted_or_says_how_to_install(tmp_path, capsys):
         assert "pip install trackio" in train_error(tmp_path, capsys, "--report_to", "trackio")
 
 
-# ---- 13. README claims: bounded adaptive KL in every GPU recipe; setup.sh's CPU wheel index ----
+# ---- 13. bounded adaptive KL in every GPU recipe; setup.sh's CPU wheel index ----
 
 
 def test_gpu_recipes_bound_their_adaptive_kl():
+    """Each recipe with adaptive KL sets both bounds, the lower below the upper (their values are tuning)."""
     import yaml
 
     gpu = [p for p in (ROOT / "recipes").glob("grpo_*.yaml") if "tiny_cpu" not in p.name]
-    assert len(gpu) >= 4
     for path in gpu:
         recipe = yaml.safe_load(path.read_text())
         if recipe.get("adaptive_kl"):
-            assert (recipe.get("beta_min"), recipe.get("beta_max")) == (0.005, 0.05), path.name
+            assert 0 < recipe["beta_min"] < recipe["beta_max"], path.name
 
 
 def test_setup_takes_the_cpu_wheel_index_without_a_gpu_and_the_default_build_with_one(tmp_path):

@@ -1,6 +1,6 @@
-"""A newcomer's second hour: publishing a run, one's own reward, runs that read at a glance, the docs.
+"""The CLI around a run: publishing it (`rookworld push`), one's own reward, runs that read at a glance.
 
-    .venv/bin/python -m pytest tests/test_newcomer_publish.py
+    .venv/bin/python -m pytest tests/test_cli_publish.py
 
 The hub is a local stand-in HTTP server (HF_ENDPOINT points at it) that answers the few calls
 huggingface_hub's real client makes for a push: whoami, create a repo, preupload, commit. The pushes run
@@ -231,7 +231,7 @@ def test_the_summary_after_a_resume_counts_this_sessions_steps_apart(model_dir, 
     assert "5 in all, 3 this session in" in steps
 
 
-@pytest.mark.slow  # training with it (~30 s); its checks before accelerate: test_newcomer_third.py
+@pytest.mark.slow  # training with it (~30 s); its checks before accelerate: test_cli_checks.py
 def test_own_reward_by_dotted_path_trains_three_steps_on_the_embedded_model(tmp_path):
     out = tmp_path / "run"
     done = subprocess.run(
@@ -270,7 +270,7 @@ def test_the_example_reward_scores_p_answers_and_leaves_a_out():
     assert b_gives_check([prompt] * 3 + ["A: " + fen + "+e1e2+"], answers) == [1.0, 0.0, 0.0, None]
 
 
-@pytest.mark.slow  # an SFT run (~12 s quiet); the GRPO console stays in the default tier (test_newcomer.py)
+@pytest.mark.slow  # an SFT run (~12 s quiet); the GRPO console stays in the default tier (test_cli.py)
 def test_sft_has_trains_console_a_line_per_logging_step_and_a_summary(tmp_path, capsys):
     from rookworld_trl.stages import sft
 
@@ -334,32 +334,3 @@ def test_eval_says_the_published_figures_are_124ms():
     text = markdown({"policy": {"greedy/best_move_accuracy": row}}, {"model": "rookworld_trl/assets/model"})
     assert "| published (124M) |" in text and "2.9M" in text and "not expected to reach them" in text
     assert "| published (124M) |" in (ROOT / "rookworld_trl/assets/model/eval.md").read_text()
-
-
-def test_the_docs_give_one_time_for_the_main_job_and_the_second_hours_sections():
-    import re
-
-    readme, guide = (ROOT / "README.md").read_text(), (ROOT / "docs/GUIDE.md").read_text()
-    header = (ROOT / "recipes/grpo_tiny_cpu.yaml").read_text().split("\n#   rookworld train")[0]
-    main_job = next(line for line in readme.splitlines() if "rookworld train " in line and "main job" in line)
-    assert re.findall(r"~(\d+) min", header)[0] == re.findall(r"~(\d+) min", main_job)[0]
-    # the README shows the command, the guide (which it links) the whole section
-    assert "examples.my_reward.b_gives_check" in readme and "docs/GUIDE.md" in readme
-    assert "## Your own reward" in guide and "examples.my_reward.b_gives_check" in guide
-    assert "rookworld push runs/" in readme and "## Publish a run" in guide
-
-
-def test_no_issue_numbers_in_what_a_user_reads():
-    import re
-    from dataclasses import fields
-
-    from rookworld_trl.grpo.config import RookWorldGRPOConfig
-    from rookworld_trl.stages.grpo_args import GRPOScriptArguments
-    from rookworld_trl.stages.sft import RookWorldSFTConfig, SFTScriptArguments
-
-    issue = re.compile(r"\bissues? #?\d+", re.IGNORECASE)
-    texts = {name: (ROOT / name).read_text() for name in ("README.md", "docs/GUIDE.md", "docs/GPU.md")}
-    texts |= {str(p.relative_to(ROOT)): p.read_text() for p in (ROOT / "recipes").glob("*.yaml")}
-    for config in (RookWorldGRPOConfig, GRPOScriptArguments, RookWorldSFTConfig, SFTScriptArguments):
-        texts |= {f"{config.__name__}.{f.name}": f.metadata.get("help", "") for f in fields(config)}
-    assert [name for name, text in texts.items() if issue.search(text)] == []

@@ -2,7 +2,7 @@
 (more moves listed, fillers, repeats) scores no higher, illegal moves cost, B: is graded as the move it is
 and for agreeing with the answer's own E:. Real Stockfish and python-chess.
 
-    .venv/bin/python -m pytest tests/test_precise_reward.py
+    .venv/bin/python -m pytest tests/test_rewards_precise.py
 """
 
 import random

@@ -1,8 +1,8 @@
-"""A newcomer's third hour, part 2: model names, data files, flags and commands, the entry point older scripts
-name and the README, each mistake made as a new user makes it (tests/newcomer_cli.py) and answered by one line.
-Part 1 (rewards, recipes, Ctrl-C): tests/test_newcomer_third.py.
+"""The CLI's answers to mistakes, part 2: model names, data files, flags and commands, the entry point older
+scripts name and the README, each mistake made as a new user makes it (tests/cli_user.py) and answered by one line.
+Part 1 (rewards, recipes, Ctrl-C): tests/test_cli_checks.py.
 
-    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_newcomer_commands.py -q
+    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_cli_mistakes.py -q
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from newcomer_cli import (
+from cli_user import (
     FEN,
     RECIPE,
     ROOT,
@@ -188,22 +188,17 @@ def test_python_m_rookworld_trl_grpo_runs_the_stage(tmp_path):
     )
 
 
-# ---- 12. the README: short, narrow, the two commands, every page it links exists ----
+# ---- 12. every page the README links exists ----
 
 
-def test_the_readme_is_a_front_page():
+def test_every_page_the_readme_links_exists():
     import re
 
-    text = (ROOT / "README.md").read_text()
-    lines = text.splitlines()
-    assert len(lines) <= 170 and max(map(len, lines)) <= 110  # 160 + the Python quickstart (issue 63)
-    assert "bash scripts/setup.sh && .venv/bin/rookworld train" in text
-    assert "bash scripts/setup.sh && .venv/bin/python -m pytest -q -n auto" in text
-    for link in re.findall(r"\]\(([^)#]+)\)", text):
+    for link in re.findall(r"\]\(([^)#]+)\)", (ROOT / "README.md").read_text()):
         assert (ROOT / link).exists(), link
 
 
-# ---- more mistakes a newcomer makes, each one line before accelerate starts ----
+# ---- more mistakes, each one line before accelerate starts ----
 
 
 @pytest.mark.parametrize(

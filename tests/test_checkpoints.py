@@ -1,6 +1,6 @@
 """Checkpoint tiers, completion markers and resume modes of rookworld_trl.grpo (tiny GPT-2 on CPU).
 
-    .venv/bin/pytest tests/test_grpo_resume.py
+    .venv/bin/pytest tests/test_checkpoints.py
 
 The kill test runs the stage in a real subprocess and SIGKILLs it after its first checkpoint.
 """

@@ -1,7 +1,7 @@
 """Datasets written as a whole by one writer, and hostile or mixed data files: a stopped or killed load loses
 nothing, a folder in use or left mixed by an old writer is refused, each bad file is one line.
 
-    PYTHONPATH=$PWD .venv/bin/python -m pytest -q tests/test_fault_datasets.py
+    PYTHONPATH=$PWD .venv/bin/python -m pytest -q tests/test_data_faults.py
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""A newcomer's third hour, part 1: a mistake in a reward module, a recipe's field types, a keypress (Ctrl-C) or a
-byte-order mark, made as a new user makes it (tests/newcomer_cli.py), answered by one line that names the file or
+"""The CLI's checks before launch, part 1: a mistake in a reward module, a recipe's field types, a keypress (Ctrl-C) or a
+byte-order mark, made as a new user makes it (tests/cli_user.py), answered by one line that names the file or
 field, the problem and the fix, a nonzero exit and no traceback, before accelerate starts (no launch line). Part
-2 (model names, data, flags, commands, the README): tests/test_newcomer_commands.py.
+2 (model names, data, flags, commands, the README): tests/test_cli_mistakes.py.
 
-    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_newcomer_third.py -q
+    PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_cli_checks.py -q
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from newcomer_cli import (
+from cli_user import (
     GOOD,
     LAUNCHED,
     RECIPE,
@@ -113,7 +113,7 @@ def test_flags_are_type_checked_and_the_batch_rule_counts_processes(tmp_path):
 
 
 def test_the_fields_file_holds_types_defaults_and_bounds():
-    fields = json.loads(recipe_fields.RECIPE_FIELDS.read_text())["train"]
+    fields = recipe_fields.fields_of("train")
     assert fields["num_generations"] == ["int|None", 8, ">= 2 (a group needs two completions to compare)"]
     assert fields["reward_funcs"][0] == "list[str]" and fields["eval_samples"][2] == ">= 0 (0: no final eval)"
     assert fields["eval_strategy"][0] == "{no,steps,epoch}" and fields["learning_rate"][0] == "float"
