@@ -17,7 +17,8 @@
 # ends a sitting at a deadline: the SFT saves the step it reached and its stage stays open.
 # On a GPU machine the same command trains in bf16 on the GPU and labels with one Stockfish per core. The data is
 # made on CPU and carried: `carry` writes its train and validation lines, text only (~24 bytes a row, ~25 MB), with
-# the shipped train and tactics train splits added to train, to build/carry/, which the GPU run trains on (device tool: carry ["build/carry", ".gpu"]):
+# the shipped train and tactics train splits added to train, to build/carry/, which the GPU run trains on (the
+# device tool's carry: ["build/carry", ".gpu"]):
 #   bash .gpu/device.sh env SFT_DATA=build/carry BUILD=build/gpu bash scripts/build_default_model.sh sft curve eval
 # Settings (environment): BUILD (build/default_model), WORKERS (Stockfish processes: the cores), DEVICE (cpu or
 # cuda: CUDA when there is one), SFT_ARGS / EVAL_ARGS (extra `rookworld sft` / `rookworld eval` flags, e.g.
@@ -181,11 +182,12 @@ eval_final() {
 }
 
 # pack: MODEL's files with its weights stored in bf16 (half the bytes in git) in BUILD/packed, which the stages after
-# it take; config.json keeps dtype float32, so GPT2LMHeadModel.from_pretrained loads it as fp32, as it trains
+# it take; config.json keeps dtype float32, so GPT2LMHeadModel.from_pretrained loads it as fp32, as it trains.
+# Written beside it and renamed: a kill midway leaves the last whole pack, never half of one.
 pack() {
-  rm -rf "$BUILD/packed" && mkdir -p "$BUILD/packed"
-  cp "$MODEL"/{config.json,generation_config.json,tokenizer.json,tokenizer_config.json} "$BUILD/packed/"
-  "$PY" - "$MODEL" "$BUILD/packed" <<'PYTHON'
+  rm -rf "$BUILD/packed.tmp" && mkdir -p "$BUILD/packed.tmp"
+  cp "$MODEL"/{config.json,generation_config.json,tokenizer.json,tokenizer_config.json} "$BUILD/packed.tmp/"
+  "$PY" - "$MODEL" "$BUILD/packed.tmp" <<'PYTHON'
 import json, sys, torch
 from safetensors.torch import load_file, save_file
 src, out = sys.argv[1:]
@@ -194,8 +196,9 @@ save_file({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in w
           f"{out}/model.safetensors", metadata={"format": "pt"})
 config = json.load(open(f"{out}/config.json"))
 open(f"{out}/config.json", "w").write(json.dumps({**config, "dtype": "float32"}, indent=2) + "\n")
-print(f"pack: {len(weights)} tensors of {src} in bf16 -> {out}")
+print(f"pack: {len(weights)} tensors of {src} in bf16")
 PYTHON
+  rm -rf "$BUILD/packed" && mv "$BUILD/packed.tmp" "$BUILD/packed" && echo "pack: -> $BUILD/packed"
 }
 
 ship() {

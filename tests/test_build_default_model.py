@@ -71,7 +71,8 @@ def test_the_build_runs_resumes_and_reports(tmp_path):
     assert (tmp_path / "sft" / "curve.png").stat().st_size > 0
     # pack stores the weights in bf16 (what ships); they load as fp32, and the eval after it reads the packed model
     packed = safe_open(tmp_path / "packed" / "model.safetensors", "pt")
-    assert {packed.get_tensor(k).dtype for k in packed.keys()}  # noqa: SIM118 (a safe_open handle is no dict) == {torch.bfloat16}
+    dtypes = {packed.get_tensor(k).dtype for k in packed.keys()}  # noqa: SIM118 (a safe_open handle is no dict)
+    assert dtypes == {torch.bfloat16}
     assert GPT2LMHeadModel.from_pretrained(tmp_path / "packed").dtype == torch.float32
     eval_json = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert eval_json["settings"]["model"].endswith("packed")
