@@ -7,8 +7,8 @@ right (then it leaves the buffer).
     .venv/bin/pytest tests/test_curriculum.py
 
 How: after each scored training batch grpo/trainer.py hands `observe` every process's rows and each sample's
-policy-reward components (the grader's memo: no new engine call); `mix` mixes into the next prompts. Rows are kept whole, labels
-included (they are the training set's own). Every process gathers all rows before observing, so every rank holds
+policy-reward components (the grader's memo: no new engine call); `mix` mixes into the next prompts. Rows are
+kept whole, labels included (they are the training set's own). Every process gathers all rows before observing, so every rank holds
 the same buffer; the draw hashes (seed, step, prompt), so the copies of one prompt (a GRPO group) get the same
 position on whichever rank they are. The buffer is FIFO over `curriculum_buffer_size` prompts and is not
 checkpointed: a resumed run starts it empty.

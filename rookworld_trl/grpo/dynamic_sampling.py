@@ -4,9 +4,9 @@ signal under the group baseline; they are swapped for informative groups of fres
 `refill` re-scores through the step's own scoring (grpo/trainer.py `score_batch`, handed to it as `score`): each round
 scores a whole fresh generation batch of prompts drawn from the training set, and each process fills its own
 zero-std group slots with its informative fresh groups (so rows never move between processes; each process
-holds whole groups, which `check_trainer` demands, called by the trainer when the option is on). Rounds stop when no process has a slot left, or after
-dynamic_sampling_max_rounds. The batch is then reassembled row-group by row-group (`merge`), re-padded, with its
-rows, prompts and every process's rewards (`merged_batch`).
+holds whole groups, which `check_trainer` demands when the trainer is built with the option on). Rounds stop
+when no process has a slot left, or after dynamic_sampling_max_rounds. The batch is then reassembled row-group by
+row-group (`merge`), re-padded, with its rows, prompts and every process's rewards (`merged_batch`).
 """
 
 from __future__ import annotations

@@ -383,21 +383,25 @@ class RookWorldGRPOTrainer(GRPOInternals):
         mine = local_rows(self.accelerator, len(output["completion_ids"]))
         sequence = terms = layouts = None
         if a.baseline != "group":
+            scaled = self.scale_rewards != "none"
             sequence, self.run.baseline = running_advantages(
-                self.run.baseline, a.baseline, rewards, tasks, n, a.baseline_ema_decay, self.scale_rewards != "none"
-            )  # fmt: skip
+                self.run.baseline, a.baseline, rewards, tasks, n, a.baseline_ema_decay, scaled
+            )
             output["advantages"] = sequence.advantages[mine]
             self.log_figures({f"baseline/{t.rstrip(':')}": s["mean"] for t, s in self.run.baseline.items()})
         if a.field_credit:
-            tokenizer, funcs, weights = self.processing_class, self.reward_funcs, self.reward_weights
-            terms, layouts = field_parts(tokenizer, funcs, weights, a.reward_shaping, output["completion_ids"],
-                                         batch.prompts)  # fmt: skip
+            ids, funcs, weights = output["completion_ids"], self.reward_funcs, self.reward_weights
+            terms, layouts = field_parts(
+                self.processing_class, funcs, weights, a.reward_shaping, ids, batch.prompts
+            )
             rest = other_rewards(funcs, weights, batch.rewards, rewards)  # your reward functions' share
             scale = (
                 reward_scale(rewards, tasks, n, self.scale_rewards) if sequence is None else sequence.scale
             )
-            output["advantages"] = field_advantages(with_rest(gather_object(terms), rest), layouts,
-                                                    output["advantages"], scale, n, mine, a.choice_credit, sequence)  # fmt: skip
+            every = with_rest(gather_object(terms), rest)  # every process's rows: a group may span processes
+            output["advantages"] = field_advantages(
+                every, layouts, output["advantages"], scale, n, mine, a.choice_credit, sequence
+            )
         if self.value_head is not None:
             figures = value_advantages(
                 self.value_head, self.run.gae, output, rewards[mine], batch.prompts, terms, layouts, self.model, a,
