@@ -6,7 +6,7 @@ output_dir/rank<N>.json at the end of training with
   positions the positions it graded (the ranks' shares are different prompts),
   graphs    torch.compile's count of compiled graphs after each optimizer step (compilation must settle),
   selfplay_buffer  the self-play buffer's FENs at the end (None without self-play; every rank holds the same),
-  nan_recoveries   the step guard's rollbacks (StepGuard.nan_recoveries).
+  nan_recoveries   the step guard's rollbacks (the trainer's RunState.nan_recoveries).
 
 ROOKWORLD_TEST_SPIKE=RANK:STEP:SCALE makes rank RANK's step guard see its loss of step STEP times SCALE (the
 loss the backward uses is untouched): a loss spike on one rank only, which every rank must roll back together.
@@ -58,7 +58,7 @@ class RankRecord(TrainerCallback):
         record = {**RECORD, "sha256": digest.hexdigest(), "positions": sorted(RECORD["positions"])}
         selfplay = getattr(self.trainer, "selfplay", None)
         record["selfplay_buffer"] = selfplay.buffer.fens() if selfplay is not None else None
-        record["nan_recoveries"] = self.trainer.guard.nan_recoveries
+        record["nan_recoveries"] = self.trainer.run.nan_recoveries
         with open(os.path.join(args.output_dir, f"rank{args.process_index}.json"), "w") as f:
             json.dump(record, f)
 

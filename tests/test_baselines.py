@@ -1,4 +1,4 @@
-"""Baselines (rookworld_trl/grpo/baselines.py, step.py, value.py, trainer.py): EMA/adaptive advantages
+"""Baselines (rookworld_trl/grpo/baselines.py, value.py, trainer.py): EMA/adaptive advantages
 centred per task, field credit under them, the value head (its own group, clipping, warm-up, GAE), its resume,
 and 30 steps of each baseline on the embedded model (slow). Tiny random GPT-2 of tests/tiny_grpo.py on CPU.
 
@@ -22,8 +22,19 @@ from rookworld_trl.stages.grpo import main
 # ---- baselines ----
 
 
+class Running:
+    """running_advantages with its state carried from batch to batch, as the trainer's RunState carries it."""
+
+    def __init__(self, decay: float, state: dict | None = None):
+        self.decay, self.state = decay, dict(state or {})
+
+    def __call__(self, kind, rewards, tasks, n):
+        out, self.state = adv.running_advantages(self.state, kind, rewards, tasks, n, self.decay)
+        return out
+
+
 def test_ema_advantages_are_each_tasks_rewards_against_its_batch_mean():
-    ema = adv.RunningBaseline(decay=0.5)
+    ema = Running(decay=0.5)
     tasks = ["P:", "P:", "A:", "A:"]
     first = ema("ema", torch.tensor([1.0, 0.0, 2.0, 2.0]), tasks, 2)
     # P: d = r - 0.5; sd(d) = 0.5 (population) = s -> +-1; A: all equal -> 0
@@ -40,11 +51,11 @@ def test_ema_advantages_are_each_tasks_rewards_against_its_batch_mean():
 
 def test_advantages_under_a_lagging_ema_stay_centred_and_bounded():
     """Issue 19's collapse: rewards 0.1 above the running mean, groups of std 0.02: TRL's group-std scaling gave
-    ~+5 to every sample. Here: mean 0 per task and |a| <= sqrt(N - 1) (RunningBaseline's bound), on every batch."""
+    ~+5 to every sample. Here: mean 0 per task and |a| <= sqrt(N - 1) (running_advantages' bound), on every batch."""
     n, groups = 8, 8
     torch.manual_seed(0)
     for kind in ("ema", "adaptive"):
-        running = adv.RunningBaseline(0.9, state={"P:": {"mean": 0.4, "spread": 0.01**2, "var": 0.05**2}})
+        running = Running(0.9, state={"P:": {"mean": 0.4, "spread": 0.01**2, "var": 0.05**2}})
         for step in range(5):
             level = 0.5 + 0.03 * torch.randn(groups, 1)  # the batch's prompts, 0.1 above e = 0.4 on average
             rewards = (level + 0.02 * torch.randn(groups, n)).flatten()
@@ -58,7 +69,7 @@ def test_advantages_under_a_lagging_ema_stay_centred_and_bounded():
 
 
 def test_adaptive_baseline_weighs_the_group_mean_by_its_noise():
-    adaptive = adv.RunningBaseline(decay=0.5, state={"P:": {"mean": 0.0, "spread": 1.0}})
+    adaptive = Running(decay=0.5, state={"P:": {"mean": 0.0, "spread": 1.0}})
     # group [1, 3]: mean 2, variance 2, noise 2 / 2 = 1 -> w = 1 / (1 + 1) = 0.5 -> b = 0.5 x 2 + 0.5 x 0 = 1
     # group [4, 4]: no noise -> w = 1 -> b = 4. r - b: [0, 2, 0, 0], c = 0.5 -> d = [-0.5, 1.5, -0.5, -0.5]
     out = adaptive("adaptive", torch.tensor([1.0, 3.0, 4.0, 4.0]), ["P:"] * 4, 2)
@@ -95,16 +106,15 @@ def test_fields_under_weights_of_one_are_field_credits_own():
 
 
 def test_ema_baseline_in_the_trainer_tracks_the_rewards_it_scored(model_dir, tmp_path):
-    """The trainer's ema advantages are RunningBaseline's of the rewards it scored, centred."""
+    """The trainer's ema advantages are running_advantages' of the rewards it scored, centred; its state is the
+    RunState's."""
     trainer = make_trainer(model_dir, str(tmp_path), baseline="ema", baseline_ema_decay=0.5)
     trainer.model.train()
     rows = generation_rows(trainer, 1)  # one group of "P: e2e4 M:"
     first = trainer.score(rows)
     r1 = torch.tensor(file_reward(None, completion_texts(trainer, first)))
-    assert trainer.option(adv.RunningBaseline).state["P:"]["mean"] == pytest.approx(
-        r1.mean().item(), abs=1e-6
-    )
-    expected = adv.RunningBaseline(0.5)("ema", r1, ["P:"] * 4, 4).advantages
+    assert trainer.run.baseline["P:"]["mean"] == pytest.approx(r1.mean().item(), abs=1e-6)
+    expected = Running(0.5)("ema", r1, ["P:"] * 4, 4).advantages
     assert torch.allclose(first["advantages"], expected, atol=1e-4)
     assert first["advantages"].mean().abs().item() < 1e-4
 
@@ -154,7 +164,7 @@ def test_value_loss_decreases_over_a_few_steps(model_dir, tmp_path):
         learning_rate=1e-12,
     )
     trainer.reward_funcs[0] = constant  # returns of 1: the head must learn them from 0
-    trainer.value.started = True  # (else its first batch sets the bias to 1 at once)
+    trainer.run.value_started = True  # (else its first batch sets the bias to 1 at once)
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
     torch.manual_seed(0)
@@ -188,7 +198,7 @@ def test_value_head_starts_at_the_mean_return(model_dir, tmp_path):
     trainer.reward_funcs[0] = constant
     trainer.model.train()
     trainer.score(generation_rows(trainer, 1))
-    assert trainer.value.head.bias.item() == pytest.approx(1.0) and trainer.metrics.values("value/mean") == [
+    assert trainer.value_head.bias.item() == pytest.approx(1.0) and trainer.metrics.values("value/mean") == [
         pytest.approx(1.0)
     ]
 
@@ -214,7 +224,7 @@ def test_value_head_past_its_warm_up_gives_centred_gae_advantages_and_clips_its_
     assert abs(inputs["advantages"][mask].mean().item()) < 1e-4  # centred over the task's tokens
     optimizer = trainer.create_optimizer()
     head_group = optimizer.param_groups[-1]  # the head's own group, after Trainer's (decay / no decay)
-    assert head_group["params"] == list(trainer.value.head.parameters())
+    assert head_group["params"] == list(trainer.value_head.parameters())
     assert head_group["lr"] == trainer.args.value_learning_rate
     trainer.compute_loss(trainer.model, inputs).backward()
     policy_norm = torch.nn.utils.clip_grad_norm_(trainer.model.parameters(), float("inf"))
@@ -227,13 +237,13 @@ def test_value_head_past_its_warm_up_gives_centred_gae_advantages_and_clips_its_
 def test_value_head_and_running_baseline_come_back_on_resume(model_dir, tmp_path):
     trainer = make_trainer(model_dir, tmp_path / "a", value_baseline=True)
     with torch.no_grad():
-        trainer.value.head.bias.fill_(0.25)
-    trainer.option(adv.RunningBaseline).state = {"P:": {"mean": 0.5, "spread": 0.1}}
+        trainer.value_head.bias.fill_(0.25)
+    trainer.run.baseline = {"P:": {"mean": 0.5, "spread": 0.1}}
     trainer.checkpoint_written(str(tmp_path))
     resumed = make_trainer(model_dir, tmp_path / "b", value_baseline=True)
     resumed.on_resume(str(tmp_path))
-    assert resumed.value.head.bias.item() == 0.25
-    assert resumed.option(adv.RunningBaseline).state == {"P:": {"mean": 0.5, "spread": 0.1}}
+    assert resumed.value_head.bias.item() == 0.25
+    assert resumed.run.baseline == {"P:": {"mean": 0.5, "spread": 0.1}}
 
 
 # ---- 30 steps of each baseline on the embedded model ----

@@ -74,7 +74,7 @@ def test_step_guard_rolls_back_under_bf16_and_compile(model_dir, tmp_path):
     start = trainable(trainer.model)
     trainer.train()
     assert counters["stats"]["unique_graphs"] > 0, "nothing was compiled"
-    assert trainer.guard.nan_recoveries >= 2 and trainer.halt_reason is None
+    assert trainer.run.nan_recoveries >= 2 and trainer.halt_reason is None
     now = trainable(trainer.model)
     assert all(torch.equal(start[n], now[n]) for n in start), "every update was rolled back"
 

@@ -110,7 +110,7 @@ def test_grpo_run_trains_on_the_positions_it_got_wrong(tmp_path):
         model=model, reward_funcs=[policy_reward], args=args, train_dataset=rows, processing_class=tokenizer
     )
     kept = []
-    curriculum = trainer.option(Curriculum)
+    curriculum = trainer.curriculum
     observe = curriculum.observe
     curriculum.observe = lambda *a: (kept.append(set(curriculum.buffer)), observe(*a))[1]
     try:

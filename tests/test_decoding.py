@@ -393,7 +393,7 @@ def test_grpo_rollout_logs_the_gap_to_trls_scoring_forward(model_dir, tmp_path, 
 def test_importance_ratio_follows_trls_modes():
     from types import SimpleNamespace
 
-    from rookworld_trl.grpo.importance import importance_ratio
+    from rookworld_trl.grpo.rollout import importance_ratio
 
     scored = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -1.0, 0.0]])
     sampled = scored - torch.tensor([[0.5, 0.5, 9.0], [2.0, -0.1, 0.0]])

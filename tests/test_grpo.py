@@ -96,7 +96,6 @@ def with_completions(ds: Dataset) -> Dataset:
 
 
 def test_replay_batches_label_the_completion_of_the_chosen_task_only(model_dir):
-    from rookworld_trl.grpo.replay import Replay
 
     _, tokenizer = load_tiny(model_dir)
     replay = Replay(with_completions(tiny_dataset()), "A", tokenizer, batch_size=3, seed=0)
@@ -112,7 +111,6 @@ def test_replay_batches_label_the_completion_of_the_chosen_task_only(model_dir):
 
 
 def test_replay_of_the_best_move_labels_the_move_after_b_only(model_dir):
-    from rookworld_trl.grpo.replay import Replay
 
     _, tokenizer = load_tiny(model_dir)
     rows = with_completions(tiny_dataset())
@@ -130,7 +128,6 @@ def test_replay_of_the_best_move_labels_the_move_after_b_only(model_dir):
 
 
 def test_replay_of_the_moves_reads_the_evaluations_without_teaching_them(model_dir):
-    from rookworld_trl.grpo.replay import Replay
 
     _, tokenizer = load_tiny(model_dir)
     rows = with_completions(tiny_dataset())
@@ -156,7 +153,7 @@ def test_replay_loss_joins_the_grpo_loss(model_dir, tmp_path):
         processing_class=tokenizer,
         check_lengths=False,  # the tiny model's 8-token budget cuts the replayed truths on purpose
     )
-    assert {p[:2] for p in trainer.option(Replay).rows["prompt"]} == {"A:"}
+    assert {p[:2] for p in trainer.replay.rows["prompt"]} == {"A:"}
     trainer.train()
     losses = [row["replay_loss"] for row in train_logs(trainer)]
     assert len(losses) == 2 and all(math.isfinite(x) and x > 0.5 for x in losses)  # a random model's NLL
@@ -172,7 +169,7 @@ class ReplayProbe(RookWorldGRPOTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        replay = self.option(Replay)
+        replay = self.replay
         self.losses, self.replayed, draw = [], [], replay.batch
         replay.batch = lambda step, device: self.replayed.append(draw(step, device)) or self.replayed[-1]
 

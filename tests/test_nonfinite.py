@@ -52,8 +52,8 @@ class Planted(RookWorldGRPOTrainer):
         6: "importance sampling ratio", 7: "policy log-probs", 8: "loss", 9: "gradient",
     }  # fmt: skip
 
-    def generate_batch(self, inputs):
-        output = super().generate_batch(inputs)
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
         kind, logps = self.PLAN.get(self.state.global_step + 1), output["ref_per_token_logps"]
         poisoned = logps.clone()
         poisoned[0, 0] = NAN
@@ -69,7 +69,7 @@ class Planted(RookWorldGRPOTrainer):
             output["old_per_token_logps"] = poisoned
         elif kind == "policy/old ratio":  # finite, but exp(logp - old) overflows
             output["old_per_token_logps"] = logps - 1e4
-        elif kind == "importance sampling ratio":  # as trl_compat applies it: multiplied into the advantages
+        elif kind == "importance sampling ratio":  # as the trainer applies it: multiplied into the advantages
             output["importance_sampling_ratio"] = torch.full_like(logps, float("inf"))
             output["advantages"] = output["advantages"].unsqueeze(1) * output["importance_sampling_ratio"]
         elif kind == "policy log-probs":
@@ -111,4 +111,4 @@ def test_the_guard_names_each_planted_non_finite_quantity(model_dir, tmp_path, c
         if k.startswith("guard/non_finite/")
     }
     assert logged == set(Planted.PLAN.values()), logged
-    assert trainer.guard.nan_recoveries == 9 and trainer.halt_reason is None
+    assert trainer.run.nan_recoveries == 9 and trainer.halt_reason is None

@@ -1,4 +1,4 @@
-"""The RL options of issue 19 (rookworld_trl/grpo/rl_options.py, loss.py, dynamic_sampling.py): exact KL estimators, DAPO dynamic
+"""The RL options of issue 19 (rookworld_trl/grpo/trainer.py, kl_control.py, dynamic_sampling.py): exact KL estimators, DAPO dynamic
 sampling, 3-step runs of every option from the recipe (the baselines and the value head: tests/test_baselines.py).
 Tiny random GPT-2 of tests/tiny_grpo.py on CPU.
 
@@ -17,7 +17,7 @@ from trl import GRPOTrainer
 from rookworld_trl.grpo import dynamic_sampling as ds
 from rookworld_trl.grpo import kl as kl_module
 from rookworld_trl.grpo.kl import divergences, per_token_kl
-from rookworld_trl.grpo.loss import LOSS_TYPES, trl_normalised
+from rookworld_trl.grpo.kl_control import LOSS_TYPES
 from rookworld_trl.model.loading import gpt2_backbone
 from rookworld_trl.stages.grpo import main
 
@@ -120,15 +120,15 @@ def test_kl_term_is_normalised_as_trls_own(model_dir, loss_type, tmp_path):
     inputs = trainer.score(generation_rows(trainer, 1))
     with torch.no_grad():
         with_kl = GRPOTrainer.compute_loss(trainer, trainer.model, inputs)
-        trainer.kl_control.beta = 0.0
+        trainer.run.beta = 0.0
         without = GRPOTrainer.compute_loss(trainer, trainer.model, inputs)
-        trainer.kl_control.beta = 0.5
+        trainer.run.beta = 0.5
         for param in trainer.model.parameters():  # the policy moves: k3 is no longer 0
             param.add_(0.05 * torch.randn_like(param))
         with_kl_moved = GRPOTrainer.compute_loss(trainer, trainer.model, inputs)
-        trainer.kl_control.beta = 0.0
+        trainer.run.beta = 0.0
         without_moved = GRPOTrainer.compute_loss(trainer, trainer.model, inputs)
-        trainer.kl_control.beta = 0.5
+        trainer.run.beta = 0.5
         ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
         mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
         width = inputs["completion_ids"].shape[1]
@@ -136,7 +136,7 @@ def test_kl_term_is_normalised_as_trls_own(model_dir, loss_type, tmp_path):
         logps = logits.log_softmax(-1).gather(-1, inputs["completion_ids"].unsqueeze(-1)).squeeze(-1)
         diff = inputs["ref_per_token_logps"] - logps
         k3 = diff.exp() - diff - 1
-        ours = 0.5 * trl_normalised(trainer.grpo_step.ctx, k3, inputs["completion_mask"], inputs)
+        ours = 0.5 * trainer.normalised_like_trl(k3, inputs["completion_mask"], inputs)
     assert (with_kl - without).abs().item() < 1e-6  # identical models: k3 = 0
     assert (with_kl_moved - without_moved).item() > 1e-5
     assert ours.item() == pytest.approx((with_kl_moved - without_moved).item(), rel=1e-3)
@@ -157,7 +157,7 @@ def test_dynamic_sampling_leaves_no_zero_std_group_while_it_can_redraw(model_dir
     trainer.model.train()
     torch.manual_seed(0)
     for _ in range(3):
-        output = trainer.generate_batch(generation_rows(trainer, 4))
+        output = trainer._generate_and_score_completions(generation_rows(trainer, 4))
         rewards = torch.tensor(has_e(None, completion_texts(trainer, output)))
         assert ds.informative(rewards, 4).all()
         assert output["num_items_in_batch"].item() == output["completion_mask"].sum().item()
@@ -173,7 +173,7 @@ def test_dynamic_sampling_stops_after_its_rounds_and_says_so(model_dir, tmp_path
     trainer = make_trainer(model_dir, str(tmp_path), dynamic_sampling=True, dynamic_sampling_max_rounds=2)
     trainer.reward_funcs[0] = constant  # every group flat, forever
     trainer.model.train()
-    trainer.generate_batch(generation_rows(trainer, 1))
+    trainer._generate_and_score_completions(generation_rows(trainer, 1))
     assert trainer.metrics.values("dynamic_sampling/redrawn") == [2]  # 2 rounds of 1 group
     assert trainer.metrics.values("dynamic_sampling/dropped") == [0]
     assert trainer.metrics.values("dynamic_sampling/left") == [1]

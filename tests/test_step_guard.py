@@ -18,7 +18,7 @@ from transformers import TrainerCallback
 from rookworld_trl.grpo.guard import faults as faults_module
 from rookworld_trl.grpo.guard.faults import StepFaults, across_ranks, roll_back
 from rookworld_trl.grpo.guard.snapshots import Snapshots
-from rookworld_trl.grpo.kl_control import KLControl, adapt_beta
+from rookworld_trl.grpo.kl_control import adapt_beta, kl_guard
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.training import checkpoints
 
@@ -85,23 +85,20 @@ def test_step_faults_find_a_blown_up_update_and_a_spike():
 
 
 def test_kl_control_adapts_beta_within_bounds_and_stops_above_kl_stop(caplog):
-    control = KLControl(SimpleNamespace(**KL_ARGS))
-    for _ in range(3):
-        control.update(1.0)  # far above the target: x2 a step, up to beta_max
-    assert control.beta == 0.04
-    control.update(0.01)
-    assert control.beta == 0.02
+    a = SimpleNamespace(**KL_ARGS)
+    beta = a.beta
+    for _ in range(3):  # far above the target: x2 a step, up to beta_max
+        beta = adapt_beta(beta, 1.0, a.kl_target, a.kl_horizon, a.beta_min, a.beta_max)
+    assert beta == 0.04
+    assert adapt_beta(beta, 0.01, a.kl_target, a.kl_horizon, a.beta_min, a.beta_max) == 0.02
     with caplog.at_level(logging.WARNING, logger="rookworld_trl.grpo.kl_control"):
-        assert control.check(2.0, step=3, output_dir="out") is None  # above kl_warn: a warning, once
-        assert control.check(3.0, step=4, output_dir="out") is None
-        halt = control.check(6.0, step=5, output_dir="out", rolled_back_to=2)
+        assert kl_guard(2.0, a, step=3, output_dir="out", warned=False) is None  # above kl_warn: a warning
+        assert kl_guard(3.0, a, step=4, output_dir="out", warned=True) is None  # ... once per excursion
+        halt = kl_guard(6.0, a, step=5, output_dir="out", warned=True, rolled_back_to=2)
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
     assert (
         halt.startswith("KL guard: KL 6 > kl_stop 5.0 at step 5") and "(rolled back to step 2 first)" in halt
     )
-    fixed = KLControl(SimpleNamespace(**{**KL_ARGS, "adaptive_kl": False}))
-    fixed.update(1.0)
-    assert fixed.beta == 0.01
 
 
 def test_snapshots_roll_back_past_the_last_update_only_when_asked():
@@ -308,7 +305,7 @@ def test_lora_snapshot_holds_only_the_adapter_and_recovers(model_dir, tmp_path):
         trainer.ref_model is None and trainer.ref_device is None
     )  # the reference is the adapter-disabled policy
     trainer.train()
-    assert trainer.halt_reason is None and trainer.guard.nan_recoveries == 1
+    assert trainer.halt_reason is None and trainer.run.nan_recoveries == 1
     names = list(trainer.guard.snapshots.newest.params)
     assert names and all("lora_" in n for n in names)
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())

@@ -211,7 +211,7 @@ def test_huge_finite_update_rolls_back_to_before_it(model_dir, tmp_path, caplog,
     with caplog.at_level("WARNING", logger="rookworld_trl.grpo"):
         trainer.train()
     # steps 1 and 2 blow up (a step whose groups all tie has no gradient, and Adam then moves nothing)
-    assert trainer.guard.nan_recoveries >= 2 and trainer.halt_reason is None
+    assert trainer.run.nan_recoveries >= 2 and trainer.halt_reason is None
     assert says in caplog.text and "restored from step 0" in caplog.text
     now = trainable(trainer.model)
     assert all(torch.equal(start[n], now[n]) for n in start), "every update was rolled back"
@@ -383,7 +383,7 @@ def test_loss_and_gradient_spike_skips_the_update(model_dir, tmp_path, caplog):
     trainer = make_trainer(model_dir, tmp_path, [record], trainer_cls=SpikeTrainer, max_steps=8)
     with caplog.at_level("WARNING", logger="rookworld_trl.grpo"):
         trainer.train()
-    assert trainer.guard.nan_recoveries == 1 and "diverged:" in caplog.text and "x the median" in caplog.text
+    assert trainer.run.nan_recoveries == 1 and "diverged:" in caplog.text and "x the median" in caplog.text
     assert all(torch.equal(record.after[7][n], record.after[6][n]) for n in record.after[6])
 
 

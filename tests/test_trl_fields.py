@@ -187,14 +187,14 @@ def recipe_step(tmp_path, rewards: list, weights: list[float]) -> tuple[dict, to
     assert args.field_credit
     data = load_rookworld_dataset(assets.DATA, mix_env_ratio=0.0, max_samples=8)
     trainer = RookWorldGRPOTrainer(assets.MODEL, rewards, args, train_dataset=data)
-    seen, generate = [], trainer.generate_batch
+    seen, generate = [], trainer._generate_and_score_completions
 
     def recorded(inputs):
         output = generate(inputs)
         seen.append((output["advantages"].clone(), output["completion_mask"].bool()))
         return output
 
-    trainer.generate_batch = recorded
+    trainer._generate_and_score_completions = recorded
     trainer.train()
     return train_logs(trainer)[0], *seen[0]
 

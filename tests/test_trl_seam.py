@@ -23,7 +23,7 @@ GRPO = Path(__file__).resolve().parent.parent / "rookworld_trl" / "grpo"
 # Names grpo/ reads on its own objects (a snapshot's optimizer, a fault's reset, a config field) that TRL
 # happens to set on its trainer too
 OWN = {"reset", "pad_to_multiple_of", "add_callback"}
-# `trainer.x`, `self.x` and the StepContext's `self._trainer.x`
+# `trainer.x` and `self.x` (and `self._trainer.x`)
 READ = re.compile(r"(?<![\w.])(?:trainer|self(?:\._trainer)?)\.([a-zA-Z_]\w*)")
 
 
@@ -69,7 +69,7 @@ def test_an_attribute_trl_drops_fails_the_built_trainers_check(model_dir, tmp_pa
         trl_compat.check_trainer(trainer)
 
 
-# TRL writes it under vLLM only (not on this machine): our sampler's correction writes it (grpo/importance.py),
+# TRL writes it under vLLM only (not on this machine): our sampler's correction writes it (grpo/rollout.py correct_for_sampler),
 # TRL's vespo loss and the guard read it: tests/test_decoding.py's importance-sampling tests
 VLLM_ONLY = {"importance_sampling_ratio"}
 

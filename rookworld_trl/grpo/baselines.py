@@ -1,6 +1,6 @@
 """The baselines of the `baseline` option (its fields: grpo/config.py): rewards per row and task, the EMA/adaptive
-running baseline (an option of grpo/options.py: its advantages in step 4, its state in the checkpoint), reward
-scales, and field credit recentred on the same baseline.
+running baseline (`running_advantages`, called by grpo/trainer.py's advantages step; its state lives in the
+trainer's RunState and checkpoint), reward scales, and field credit recentred on the same baseline.
 
 Rewards here are the weighted sum of the reward functions per row (TRL's sum_then_normalize), of every
 process, in TRL's order: rows [g n, (g + 1) n) form group g (n = num_generations). NaN marks a row no reward
@@ -13,8 +13,7 @@ from typing import NamedTuple
 
 import torch
 
-from rookworld_trl.grpo.groups import EPS, local_rows, running_scale, task_masks
-from rookworld_trl.grpo.options import Option
+from rookworld_trl.grpo.groups import EPS, running_scale, task_masks
 from rookworld_trl.grpo.trl_fields import refusal
 
 BASELINES = ("group", "ema", "adaptive")
@@ -56,7 +55,7 @@ def reward_scale(rewards: torch.Tensor, tasks: list[str], n: int, mode: str) -> 
 
 
 class BaselineAdvantages(NamedTuple):
-    """What RunningBaseline gives each row (N,): its advantage, its group's weight w (field credit reuses it) and
+    """What running_advantages gives each row (N,): its advantage, its group's weight w (field credit reuses it) and
     its scale s (field credit divides by it)."""
 
     advantages: torch.Tensor
@@ -64,8 +63,12 @@ class BaselineAdvantages(NamedTuple):
     scale: torch.Tensor
 
 
-class RunningBaseline(Option):
-    """The 'ema' and 'adaptive' baselines, per task, with a scale chosen with them; `state` is JSON-ready.
+def running_advantages(
+    state: dict, kind: str, rewards: torch.Tensor, tasks: list[str], n: int, decay: float, scaled: bool = True
+) -> tuple[BaselineAdvantages, dict]:
+    """The 'ema' and 'adaptive' baselines, per task: this batch's BaselineAdvantages and the running `state`
+    moved on (a new dict: state[task] = {"mean": e, "spread": t, "var": V}, JSON-ready; the trainer keeps it in
+    its RunState and checkpoints it).
 
     For the rows of one task in the batch (groups g of n rows, group mean m_g), with e the task's running mean:
 
@@ -81,77 +84,47 @@ class RunningBaseline(Option):
     N rows), |a_i| <= sqrt(N - 1) (Samuelson's inequality); TRL's group std gives at most (n - 1) / sqrt(n).
     Under c, `ema`'s e cancels (every row has the same b): its advantages are r minus the task's batch mean,
     comparing prompts with each other (an all-equal group still gets a signal); e, t and V run across batches.
-    scale_rewards 'none' sets s = 1. state[task] = {"mean": e, "spread": t, "var": V}; NaN rows (unscored)
-    get 0.
+    `scaled` False (scale_rewards 'none') sets s = 1. NaN rows (unscored) get 0.
     """
+    state = dict(state)
+    out = BaselineAdvantages(*(torch.zeros_like(rewards) for _ in range(3)))
+    for task, mine in task_masks(tasks[::n], rewards.device).items():
+        values = rewards.view(-1, n)[mine]
+        if values.isnan().all():
+            continue
+        weights, d, s, state[task] = _task_baseline(state.get(task, {}), kind, values, decay, scaled)
+        out.advantages.view(-1, n)[mine] = (d / (s + EPS)).nan_to_num(0.0).to(rewards.dtype)
+        out.weights.view(-1, n)[mine] = weights.unsqueeze(1).expand(-1, n).to(rewards.dtype)
+        out.scale.view(-1, n)[mine] = s
+    return out, state
 
-    def __init__(self, decay: float, state: dict | None = None):
-        self.decay = decay
-        self.state: dict[str, dict[str, float]] = dict(state or {})
 
-    def saved_state(self) -> dict:
-        return {"baseline": self.state}
-
-    def restore_state(self, state: dict) -> None:
-        self.state = state["baseline"]
-
-    def shape(self, ctx, shaping) -> None:
-        """(r - b - c) / s in place of TRL's group advantages, every process's rows; kept in `shaping.sequence`
-        for field credit to share."""
-        if ctx.args.baseline == "group":
-            return
-        scaled = ctx.scale_rewards != "none"
-        out = self(ctx.args.baseline, shaping.rewards, shaping.tasks, ctx.num_generations, scaled)
-        rows = local_rows(ctx.accelerator, len(shaping.output["completion_ids"]))
-        shaping.output["advantages"] = out.advantages[rows]
-        shaping.sequence, shaping.reshaped = out, True
-        for task, state in self.state.items():
-            ctx.log(f"baseline/{task.rstrip(':')}", state["mean"])
-
-    def __call__(self, kind: str, rewards: torch.Tensor, tasks: list[str], n: int, scaled: bool = True):
-        """BaselineAdvantages of this batch ('ema' or 'adaptive'); then the running values move on."""
-        out = BaselineAdvantages(*(torch.zeros_like(rewards) for _ in range(3)))
-        for task, mine in task_masks(tasks[::n], rewards.device).items():
-            values = rewards.view(-1, n)[mine]
-            if values.isnan().all():
-                continue
-            weights, d, s = self._task(task, kind, values, scaled)
-            out.advantages.view(-1, n)[mine] = (d / (s + EPS)).nan_to_num(0.0).to(rewards.dtype)
-            out.weights.view(-1, n)[mine] = weights.unsqueeze(1).expand(-1, n).to(rewards.dtype)
-            out.scale.view(-1, n)[mine] = s
-        return out
-
-    def _task(self, task: str, kind: str, values: torch.Tensor, scaled: bool):
-        """(G,) weights, (G, n) centred deviations d, the scale s of one task's groups; updates its state."""
-        means, batch_mean = values.nanmean(dim=1), float(values.nanmean())
-        old = self.state.get(task, {})
-        e = old.get("mean", batch_mean)
-        spread_now = float(((means - e) ** 2).nanmean().nan_to_num(0.0))
-        t = old.get("spread", spread_now)
-        if kind == "ema":
-            weights = torch.zeros_like(means)
-        else:
-            counts = (~values.isnan()).sum(dim=1).clamp(min=1)
-            total = t + _nanstd(values, dim=1).squeeze(1).nan_to_num(0.0) ** 2 / counts
-            weights = torch.where(total > 0, t / total.clamp(min=1e-12), torch.ones_like(total))
-        means = means.nan_to_num(e)
-        d = values - (weights * means + (1 - weights) * e).unsqueeze(1)
-        d = d - d.nanmean()
-        var, s = running_scale(old.get("var"), float((d**2).nanmean()), self.decay)
-        s = s if scaled else 1.0
-        k = self.decay
-        self.state[task] = {
-            "mean": k * e + (1 - k) * batch_mean,
-            "spread": k * t + (1 - k) * spread_now,
-            "var": var,
-        }
-        return weights, d, s
+def _task_baseline(old: dict, kind: str, values: torch.Tensor, decay: float, scaled: bool):
+    """(G,) weights, (G, n) centred deviations d, the scale s of one task's groups, and its new running state."""
+    means, batch_mean = values.nanmean(dim=1), float(values.nanmean())
+    e = old.get("mean", batch_mean)
+    spread_now = float(((means - e) ** 2).nanmean().nan_to_num(0.0))
+    t = old.get("spread", spread_now)
+    if kind == "ema":
+        weights = torch.zeros_like(means)
+    else:
+        counts = (~values.isnan()).sum(dim=1).clamp(min=1)
+        total = t + _nanstd(values, dim=1).squeeze(1).nan_to_num(0.0) ** 2 / counts
+        weights = torch.where(total > 0, t / total.clamp(min=1e-12), torch.ones_like(total))
+    means = means.nan_to_num(e)
+    d = values - (weights * means + (1 - weights) * e).unsqueeze(1)
+    d = d - d.nanmean()
+    var, s = running_scale(old.get("var"), float((d**2).nanmean()), decay)
+    s = s if scaled else 1.0
+    k = decay
+    new = {"mean": k * e + (1 - k) * batch_mean, "spread": k * t + (1 - k) * spread_now, "var": var}
+    return weights, d, s, new
 
 
 def recentre_fields(rows: list, terms: list, weights: torch.Tensor, scale: torch.Tensor, n: int) -> list:
     """Field credit (credit.row_advantages' `rows`, every process's rows) under an ema/adaptive baseline: each
     field term t of a row (and each written move's) gets (t - b - c) / s, the sequence's formula
-    (RunningBaseline) applied to the term: b = w_g m_g + (1 - w_g) M with m_g the term's mean over its group, M
+    (running_advantages) applied to the term: b = w_g m_g + (1 - w_g) M with m_g the term's mean over its group, M
     over the batch's rows that field credit covers (no running mean per field: under c it would mostly cancel),
     c the mean of t - b over those rows, w and s the row's (from the sequence rewards). With w = 1 it is
     row_advantages' own (t - m_g) / s. B:'s advantage joins the move it copies, as there."""

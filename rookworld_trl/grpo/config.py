@@ -127,7 +127,7 @@ class RookWorldGRPOConfig(GRPOConfig):
             "max(sqrt(V), sd of r - b - c over the task's rows) with V the running mean square of r - b - c "
             "(decay baseline_ema_decay), never a group's std; so a task's advantages have mean 0 and |a| <= "
             "sqrt(N - 1) for its N rows in the batch; scale_rewards none: s = 1 (formulas: "
-            "grpo/baselines.py RunningBaseline). With field_credit each P: field's term gets the same formula "
+            "grpo/baselines.py running_advantages). With field_credit each P: field's term gets the same formula "
             "(w and s from the sequence rewards, e the batch's mean of the term). Needs "
             "multi_objective_aggregation sum_then_normalize. On the main job with its k3 anchor (docs/EXPERIMENTS.md, "
             "baselines) neither ends significantly below group on 2 seeds; at beta 0 ema ended 3-9 points below "

@@ -19,8 +19,8 @@ Every term is in reward units (the field's weight in the shaping and the policy 
 applied) and divided by one scale, the
 group's reward std as TRL's `scale_rewards` takes it, so the fields weigh what they weigh in the reward: their
 advantages add up to the sequence advantage. An unparseable answer and every A: sample keep TRL's sequence
-advantage. Switched on by `field_credit: true` (`FieldCredit`, an option of grpo/options.py: step 4, after the
-running baseline); the trainer hands TRL (B, T) advantages, which its loss accepts.
+advantage. Switched on by `field_credit: true`: grpo/trainer.py's advantages step calls `field_parts` and
+`field_advantages` after the running baseline; the trainer hands TRL (B, T) advantages, which its loss accepts.
 """
 
 from __future__ import annotations
@@ -28,13 +28,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from accelerate.utils import gather_object
 
 from rookworld_trl.chess.engine import MULTIPV
 from rookworld_trl.grpo import baselines as base
-from rookworld_trl.grpo import groups
 from rookworld_trl.grpo.groups import EPS
-from rookworld_trl.grpo.options import Option
+from rookworld_trl.grpo.rewards.functions import policy_components, policy_grader
 from rookworld_trl.grpo.rewards.policy import B_COMPONENTS, PRECISE_WEIGHTS, QUALITY_WEIGHTS, PolicyGrader
 from rookworld_trl.grpo.rewards.shaping import LAYOUT_PENALTY
 
@@ -198,29 +196,25 @@ def spread(
     return out
 
 
-class FieldCredit(Option):
-    """`field_credit: true` in step 4: the (B, T) advantages of each field's verdict; the terms and token layouts
-    stay in the Shaping for the value baseline."""
-
-    def shape(self, ctx, shaping) -> None:
-        if not ctx.args.field_credit:
-            return
-        ids = shaping.output["completion_ids"]
-        shaping.terms, shaping.layouts = field_parts(ctx, ids, shaping.batch.prompts)
-        shaping.output["advantages"] = field_advantages(ctx, shaping)
+def answer_components(
+    tokenizer, reward_funcs, completion_ids: torch.Tensor, prompts: list
+) -> list[dict | None]:
+    """This process's rows: each P: answer's policy-reward components (None: A:), from the grader's memo (no new
+    engine call)."""
+    texts = tokenizer.batch_decode(completion_ids.tolist(), skip_special_tokens=False)
+    answers = [t.split(tokenizer.eos_token, 1)[0] for t in texts]
+    return policy_components(policy_grader(reward_funcs), prompts, answers)
 
 
-def field_parts(ctx, completion_ids: torch.Tensor, prompts: list) -> tuple[list, list]:
+def field_parts(
+    tokenizer, reward_funcs, reward_weights, shaping: str, completion_ids, prompts
+) -> tuple[list, list]:
     """This process's rows: each P: answer's field terms (field_terms; None: A: or unparseable), graded again by
     the policy reward's grader from its memo, times the policy reward's weight in reward_weights (the sequence
-    rewards they are compared with are weighted), and each row's token layout (token_layout). `ctx`: the step's
-    StepContext (grpo/options.py)."""
-    weight = policy_weight(ctx)
-    terms = [
-        weighted(field_terms(c, ctx.args.reward_shaping), weight)
-        for c in ctx.answer_components(completion_ids, prompts)
-    ]
-    tokenizer = ctx.tokenizer
+    rewards they are compared with are weighted), and each row's token layout (token_layout)."""
+    weight = policy_weight(reward_funcs, reward_weights)
+    components = answer_components(tokenizer, reward_funcs, completion_ids, prompts)
+    terms = [weighted(field_terms(c, shaping), weight) for c in components]
     pieces = tokenizer.batch_decode(completion_ids.reshape(-1, 1).tolist())
     width = completion_ids.shape[1]
     layouts = [token_layout(pieces[i : i + width]) for i in range(0, len(pieces), width)]
@@ -233,20 +227,24 @@ def policy_index(reward_funcs) -> int | None:
     return graders.index(True) if any(graders) else None
 
 
-def policy_weight(ctx) -> float:
+def policy_weight(reward_funcs, reward_weights) -> float:
     """The policy reward's weight among reward_weights (1.0 when it has none)."""
-    index = policy_index(ctx.reward_funcs)
-    return 1.0 if index is None else float(ctx.reward_weights[index])
+    index = policy_index(reward_funcs)
+    return 1.0 if index is None else float(reward_weights[index])
 
 
-def other_rewards(ctx, per_function: torch.Tensor, rewards: torch.Tensor) -> list[float]:
+def other_rewards(
+    reward_funcs, reward_weights, per_function: torch.Tensor, rewards: torch.Tensor
+) -> list[float]:
     """Every process's rows: the weighted reward less the policy reward's share, i.e. what the other reward
     functions (your own, by its dotted path) give the row; 0.0 where only the policy reward scored it.
     `per_function`: the (N, F) rewards the weighted `rewards` (N,) sum."""
-    index = policy_index(ctx.reward_funcs)
+    index = policy_index(reward_funcs)
     if index is None:
         return [0.0] * len(rewards)
-    policy = per_function[:, index].to(rewards.device).nan_to_num(0.0) * policy_weight(ctx)
+    policy = per_function[:, index].to(rewards.device).nan_to_num(0.0) * policy_weight(
+        reward_funcs, reward_weights
+    )
     return (rewards - policy).nan_to_num(0.0).tolist()
 
 
@@ -275,21 +273,18 @@ def weighted(terms: dict | None, weight: float) -> dict | None:
     return terms | scaled | {"moves": [weight * m for m in terms["moves"]]}
 
 
-def field_advantages(ctx, shaping) -> torch.Tensor:
-    """(B, T) advantages: each listed move and each P: field gets its own verdict's advantage, against its group,
-    or under an ema/adaptive baseline (`shaping.sequence`) against the same baseline as the sequence."""
-    local_terms, layouts, baseline = shaping.terms, shaping.layouts, shaping.sequence
-    sequence = shaping.output["advantages"]
-    rest = other_rewards(ctx, shaping.batch.rewards, shaping.rewards)
-    terms = with_rest(gather_object(local_terms), rest)
-    n = ctx.num_generations
-    if baseline is None:
-        scale = base.reward_scale(shaping.rewards, shaping.tasks, n, ctx.scale_rewards)
-    else:
-        scale = baseline.scale
+def field_advantages(
+    all_terms: list, layouts: list, sequence: torch.Tensor, scale: torch.Tensor, n: int, mine: slice,
+    choice_credit: float = 0.0, baseline=None,
+) -> torch.Tensor:  # fmt: skip
+    """(B, T) advantages of this process's rows (`mine` among every process's): each listed move and each P: field
+    gets its own verdict's advantage, against its group, or under an ema/adaptive baseline (`baseline`:
+    baselines.BaselineAdvantages) against the same baseline as the sequence. `all_terms`: every process's rows'
+    terms (with_rest applied); `layouts`: this process's token layouts; `sequence`: its (B,) advantages, kept by
+    rows without terms; `scale`: every row's reward scale."""
     scales = scale.tolist()
-    rows = row_advantages(terms, scales, n)  # a group may span processes, as in TRL
+    rows = row_advantages(all_terms, scales, n)  # a group may span processes, as in TRL
     if baseline is not None:
-        rows = base.recentre_fields(rows, terms, baseline.weights, baseline.scale, n)
-    rows = add_choice(rows, terms, scales, ctx.args.choice_credit)
-    return spread(rows[groups.local_rows(ctx.accelerator, len(local_terms))], layouts, sequence)
+        rows = base.recentre_fields(rows, all_terms, baseline.weights, baseline.scale, n)
+    rows = add_choice(rows, all_terms, scales, choice_credit)
+    return spread(rows[mine], layouts, sequence)

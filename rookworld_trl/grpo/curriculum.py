@@ -6,9 +6,9 @@ right (then it leaves the buffer).
     rookworld train --curriculum_ratio 0.25 --output_dir build/curriculum_s0
     .venv/bin/pytest tests/test_curriculum.py
 
-How: an option of grpo/options.py. After scoring (`after_scoring`), `observe` takes the scored rows and each
-sample's policy-reward components (the grader's memo: no new engine call); `mix` mixes into the next prompts. Rows are kept whole, labels
-included (they are the training set's own). Every process gathers all rows before observing, so every rank holds
+How: after each scored training batch grpo/trainer.py hands `observe` every process's rows and each sample's
+policy-reward components (the grader's memo: no new engine call); `mix` mixes into the next prompts. Rows are
+kept whole, labels included (they are the training set's own). Every process gathers all rows before observing, so every rank holds
 the same buffer; the draw hashes (seed, step, prompt), so the copies of one prompt (a GRPO group) get the same
 position on whichever rank they are. The buffer is FIFO over `curriculum_buffer_size` prompts and is not
 checkpointed: a resumed run starts it empty.
@@ -21,10 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from accelerate.utils import gather_object
-
 from rookworld_trl.chess.formats import task_of
-from rookworld_trl.grpo.options import Option
 from rookworld_trl.grpo.prompts import replace_policy_rows
 from rookworld_trl.grpo.rewards.functions import policy_grader
 
@@ -39,19 +36,12 @@ def check_curriculum(config) -> None:
         raise ValueError(f"curriculum_buffer_size must be >= 1, got {config.curriculum_buffer_size}")
 
 
-class Curriculum(Option):
+class Curriculum:
     """The buffer of wrongly answered P: rows, what to keep (`observe`) and the mix into prompts (`mix`)."""
 
     def __init__(self, ratio: float, size: int, threshold: float, seed: int):
         self.ratio, self.size, self.threshold, self.seed = ratio, size, threshold, seed
         self.buffer: OrderedDict[str, dict] = OrderedDict()  # prompt -> row, oldest first
-
-    def after_scoring(self, ctx, batch, score) -> None:
-        """Every process's rows and answer components into the buffer (each rank keeps the same buffer)."""
-        components = ctx.answer_components(batch.output["completion_ids"], batch.prompts)
-        rows, components = gather_object(list(batch.rows)), gather_object(components)
-        for name, value in self.observe(rows, components, ctx.num_generations).items():
-            ctx.log(name, value)
 
     def observe(self, rows: Sequence[dict], components: Sequence[dict | None], n: int) -> dict[str, float]:
         """Keep each P: group (n rows in a row) whose share of legal B: is below the threshold, drop one that is

@@ -1,12 +1,12 @@
 """DAPO's dynamic sampling (`dynamic_sampling: true`, grpo/config.py): groups whose rewards all agree carry no
 signal under the group baseline; they are swapped for informative groups of fresh prompts.
 
-`refill` re-scores through the step's own scoring (grpo/step.py `Step.score`, handed to it as `score`): each round
+`refill` re-scores through the step's own scoring (grpo/trainer.py `score_batch`, handed to it as `score`): each round
 scores a whole fresh generation batch of prompts drawn from the training set, and each process fills its own
 zero-std group slots with its informative fresh groups (so rows never move between processes; each process
-holds whole groups, which `check_trainer` demands). Rounds stop when no process has a slot left, or after
-dynamic_sampling_max_rounds. The batch is then reassembled row-group by row-group (`merge`), re-padded, with its
-rows, prompts and every process's rewards (`merged_batch`).
+holds whole groups, which `check_trainer` demands when the trainer is built with the option on). Rounds stop
+when no process has a slot left, or after dynamic_sampling_max_rounds. The batch is then reassembled row-group by
+row-group (`merge`), re-padded, with its rows, prompts and every process's rewards (`merged_batch`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch
 from accelerate.utils import gather_object
 
-from rookworld_trl.grpo.groups import loss_mask, row_rewards
-from rookworld_trl.grpo.options import Option, ScoredBatch
+from rookworld_trl.grpo.groups import ScoredBatch, loss_mask, row_rewards
 
 LEFT_PADDED = ("prompt_ids", "prompt_mask")  # TRL pads prompts on the left, everything per token on the right
 
@@ -49,53 +48,53 @@ def informative(rewards: torch.Tensor, n: int) -> torch.Tensor:
     return (high > low) & ~torch.isclose(high, low)
 
 
-def fresh_prompts(ctx, count: int, round_: int) -> list[dict]:
-    """`count` rows for this process: whole groups of random training prompts, the same draw on every process."""
-    n, procs = ctx.num_generations, ctx.accelerator.num_processes
-    seed = (ctx.args.seed * 1_000_003 + ctx.micro_step * 101 + round_) % 2**63
+def fresh_prompts(dataset, count: int, n: int, accelerator, seed: int) -> list[dict]:
+    """`count` rows for this process: whole groups of random training prompts, the same draw on every process
+    (`seed`: the run's, the micro-step and the round mixed in)."""
+    procs = accelerator.num_processes
     generator = torch.Generator().manual_seed(seed)
-    picks = torch.randint(len(ctx.train_dataset), (count * procs // n,), generator=generator).tolist()
-    rows = [ctx.train_dataset[i] for i in picks for _ in range(n)]
-    start = ctx.accelerator.process_index * count
+    picks = torch.randint(len(dataset), (count * procs // n,), generator=generator).tolist()
+    rows = [dataset[i] for i in picks for _ in range(n)]
+    start = accelerator.process_index * count
     return rows[start : start + count]
 
 
-def refill(ctx, batch: ScoredBatch, score) -> ScoredBatch:
-    """The scored batch with its zero-std groups replaced by informative fresh ones, as far as rounds allow;
-    `score(rows)`: the step's scoring of fresh rows (a ScoredBatch). `ctx`: the step's StepContext."""
-    n, acc = ctx.num_generations, ctx.accelerator
+def refill(batch: ScoredBatch, score, draw, n: int, weights, accelerator, max_rounds: int, pad_id: int):
+    """(the scored batch with its zero-std groups replaced by informative fresh ones, as far as rounds allow; the
+    figures). `score(rows)`: the step's scoring of fresh rows (a ScoredBatch, advantages shaped); `draw(count,
+    round)`: `count` fresh rows of this process for that round (fresh_prompts); `weights`: the reward weights."""
+    acc = accelerator
     groups = len(batch.rows) // n
     local = slice(acc.process_index * groups, (acc.process_index + 1) * groups)
-    flags = informative(row_rewards(batch.rewards, ctx.reward_weights), n)
+    flags = informative(row_rewards(batch.rewards, weights), n)
     start_missing = int((~flags).sum())
     batches, picks = [batch], [(0, g) for g in range(groups)]
     missing = [g for g, ok in enumerate(flags[local].tolist()) if not ok]
     redrawn = 0
-    for round_ in range(ctx.args.dynamic_sampling_max_rounds):
+    for round_ in range(max_rounds):
         if int(acc.gather(torch.tensor([len(missing)], device=acc.device)).sum()) == 0:
             break
-        batches.append(score(fresh_prompts(ctx, len(batch.rows), round_)))
-        fresh = informative(row_rewards(batches[-1].rewards, ctx.reward_weights), n)
+        batches.append(score(draw(len(batch.rows), round_)))
+        fresh = informative(row_rewards(batches[-1].rewards, weights), n)
         redrawn += len(fresh)
         candidates = [g for g, ok in enumerate(fresh[local].tolist()) if ok]
         for slot, g in zip(missing, candidates, strict=False):
             picks[slot] = (len(batches) - 1, g)
         missing = missing[len(candidates) :]
     left = int(acc.gather(torch.tensor([len(missing)], device=acc.device)).sum())
-    ctx.log("dynamic_sampling/dropped", start_missing - left)
-    ctx.log("dynamic_sampling/redrawn", redrawn)
-    ctx.log("dynamic_sampling/left", left)
+    figures = {"dynamic_sampling/dropped": start_missing - left, "dynamic_sampling/redrawn": redrawn,
+               "dynamic_sampling/left": left}  # fmt: skip
     if len(batches) == 1:
-        return batch
-    return merged_batch(batches, picks, n, ctx)
+        return batch, figures
+    return merged_batch(batches, picks, n, acc, pad_id), figures
 
 
-def merged_batch(batches: list[ScoredBatch], picks: list[tuple[int, int]], n: int, ctx) -> ScoredBatch:
+def merged_batch(batches: list[ScoredBatch], picks: list[tuple[int, int]], n: int, accelerator, pad_id: int):
     """One ScoredBatch from group `g` of `batches[b]` for each (b, g) in this process's `picks`: TRL's dict merged
     and re-padded (`merge`), its rows and prompts, and every process's rewards (each process's picks gathered)."""
-    merged = merge([b.output for b in batches], picks, n, ctx.tokenizer.pad_token_id)
+    merged = merge([b.output for b in batches], picks, n, pad_id)
     mask = loss_mask(merged)
-    merged["num_items_in_batch"] = ctx.accelerator.gather(mask.sum()).sum()  # as TRL counts it
+    merged["num_items_in_batch"] = accelerator.gather(mask.sum()).sum()  # as TRL counts it
     groups = len(picks)
     rewards = torch.cat([batches[b].rewards[(rank * groups + g) * n : (rank * groups + g + 1) * n]
                          for rank, mine in enumerate(gather_object([picks])) for b, g in mine])  # fmt: skip
@@ -130,18 +129,3 @@ def merge(outputs: list[dict], picks: list[tuple[int, int]], n: int, pad_id: int
             value = pad_id if key.endswith("_ids") else 1 if key == "tool_mask" else 0
             merged[key] = _pad(pieces, value, left=key in LEFT_PADDED)
     return merged
-
-
-class DynamicSampling(Option):
-    """`dynamic_sampling: true` after scoring: the batch with its zero-std groups refilled (`refill`)."""
-
-    def after_scoring(self, ctx, batch: ScoredBatch, score) -> ScoredBatch:
-        return refill(ctx, batch, score)
-
-
-def dynamic_sampling_for(trainer) -> DynamicSampling | None:
-    """The run's DynamicSampling when `dynamic_sampling` is on (and the trainer can serve it), else None."""
-    if not trainer.args.dynamic_sampling:
-        return None
-    check_trainer(trainer)
-    return DynamicSampling()

@@ -5,9 +5,24 @@ the baselines share. Rows are TRL's order: rows [g n, (g + 1) n) form group g (n
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 EPS = 1e-4  # TRL's: advantages are (r - b) / (s + EPS)
+
+
+@dataclass
+class ScoredBatch:
+    """One generation batch as TRL sampled and scored it, passed down the step as a value: this process's `rows`
+    (the dataloader's, whole) and `prompts` (as TRL scored them), every process's `rewards` (N, F: N rows in
+    TRL's order, F reward functions, NaN where a function skipped a row), and `output`, TRL's generation batch
+    (completion ids and masks, log-probs, `advantages`): what the loss trains on."""
+
+    rows: list[dict]
+    prompts: list
+    rewards: torch.Tensor
+    output: dict
 
 
 def row_rewards(rewards_per_func: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

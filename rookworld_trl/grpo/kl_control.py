@@ -1,12 +1,12 @@
-"""KL control: beta (the KL coefficient of the loss), the exact KL's loss term and the KL guard.
+"""KL control as functions: adaptive beta, the KL guard and the exact KL's per-token term.
 
-    from rookworld_trl.grpo.kl_control import KLControl, adapt_beta
-    control = KLControl(args); control.update(kl)            # adaptive KL (args.adaptive_kl)
-    control.check(kl, step, output_dir)                      # the KL guard: None, or why the run must stop
+    from rookworld_trl.grpo.kl_control import adapt_beta, kl_guard
+    beta = adapt_beta(beta, kl, args.kl_target, args.kl_horizon, args.beta_min, args.beta_max)   # adaptive KL
+    kl_guard(kl, args, step, output_dir, warned)     # the KL guard: None, or why the run must stop
 
-`KLControl.beta` is the one place beta is written: the trainer's `beta` (what TRL's loss reads) returns it. As an
-option (grpo/options.py) it keeps beta in the checkpoint and, under an exact `kl_estimator` (kl.py), adds beta x
-that KL to the loss, normalised as TRL normalises its own (loss.py).
+beta itself lives in the trainer's RunState (grpo/trainer.py: the step guard moves it after each healthy step, a
+rollback or a resume restores it); under an exact `kl_estimator` the trainer adds beta x `exact_kl` to the loss,
+normalised as TRL normalises its own (`normalise_like_trl`, below).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import torch
 
 from rookworld_trl.grpo.groups import loss_mask
 from rookworld_trl.grpo.kl import lm_head_of, per_token_kl
-from rookworld_trl.grpo.loss import trl_normalised
-from rookworld_trl.grpo.options import Option
 
 logger = logging.getLogger(__name__)
 
@@ -71,73 +69,73 @@ def adapt_beta(
     return float(min(max(beta, beta_min), beta_max))
 
 
-class KLControl(Option):
-    """beta and the KL guard of a run (fields of RookWorldGRPOConfig: beta, adaptive_kl, kl_target, kl_horizon,
-    beta_min, beta_max, kl_warn, kl_stop).
+def kl_guard(kl: float, args, step: int, output_dir: str, warned: bool, rolled_back_to: int | None = None):
+    """The KL guard: why the run must stop (KL above kl_stop; the caller saves a checkpoint and stops), else None;
+    KL above kl_warn warns once per excursion (`warned`: it was above at the last check).
 
     >>> from types import SimpleNamespace as Args
-    >>> control = KLControl(Args(beta=0.01, adaptive_kl=True, kl_target=0.1, kl_horizon=1, beta_min=1e-4,
-    ...                          beta_max=1.0, kl_warn=10.0, kl_stop=50.0))
-    >>> control.update(1.0); control.beta
-    0.02
-    >>> control.check(60.0, step=7, output_dir="out").split(";")[0]
+    >>> kl_guard(60.0, Args(kl_warn=10.0, kl_stop=50.0), step=7, output_dir="out", warned=False).split(";")[0]
     'KL guard: KL 60 > kl_stop 50.0 at step 7'
     """
-
-    def __init__(self, args):
-        self.args = args
-        self.beta = float(args.beta)
-        self._warned = False  # KL above kl_warn at the last check: warn once per excursion
-
-    def update(self, kl: float) -> None:
-        """Adaptive KL: beta follows the step's measured KL (when args.adaptive_kl)."""
-        a = self.args
-        if a.adaptive_kl:
-            self.beta = adapt_beta(self.beta, kl, a.kl_target, a.kl_horizon, a.beta_min, a.beta_max)
-
-    def check(self, kl: float, step: int, output_dir: str, rolled_back_to: int | None = None) -> str | None:
-        """The KL guard: why the run must stop (KL above kl_stop; the caller saves a checkpoint and stops), else
-        None; KL above kl_warn warns once per excursion."""
-        a = self.args
-        halt = None
-        if kl > a.kl_stop:
-            rolled = f" (rolled back to step {rolled_back_to} first)" if rolled_back_to is not None else ""
-            halt = (
-                f"KL guard: KL {kl:.4g} > kl_stop {a.kl_stop} at step {step}; the policy ran away from the "
-                f"reference{rolled}. A checkpoint was saved in {output_dir}. Lower learning_rate, raise beta "
-                "(or set adaptive_kl: true), or raise kl_stop; resume with --resume_from_checkpoint stable."
-            )
-            logger.error(halt)
-        elif kl > a.kl_warn and not self._warned:
-            logger.warning(f"KL {kl:.4g} > kl_warn {a.kl_warn} at step {step} (kl_stop {a.kl_stop})")
-        self._warned = kl > a.kl_warn
-        return halt
-
-    def restore(self, beta: float) -> None:
-        """beta as a snapshot or a checkpoint recorded it."""
-        self.beta = float(beta)
-
-    def saved_state(self) -> dict:
-        return {"beta": self.beta}
-
-    def restore_state(self, state: dict) -> None:
-        self.restore(state["beta"])
-
-    def loss_term(self, ctx, model, inputs, hidden):
-        if not ctx.exact_kl or hidden is None:
-            return None  # k3: TRL's loss adds it
-        return exact_kl_term(ctx, self.beta, model, hidden, inputs, loss_mask(inputs))
+    halt = None
+    if kl > args.kl_stop:
+        rolled = f" (rolled back to step {rolled_back_to} first)" if rolled_back_to is not None else ""
+        halt = (
+            f"KL guard: KL {kl:.4g} > kl_stop {args.kl_stop} at step {step}; the policy ran away from the "
+            f"reference{rolled}. A checkpoint was saved in {output_dir}. Lower learning_rate, raise beta "
+            "(or set adaptive_kl: true), or raise kl_stop; resume with --resume_from_checkpoint stable."
+        )
+        logger.error(halt)
+    elif kl > args.kl_warn and not warned:
+        logger.warning(f"KL {kl:.4g} > kl_warn {args.kl_warn} at step {step} (kl_stop {args.kl_stop})")
+    return halt
 
 
-def exact_kl_term(ctx, beta: float, model, hidden, inputs, mask) -> torch.Tensor:
-    """beta x the exact KL (kl.py), normalised like TRL's loss; logs `kl` (what the guard and adaptive KL
-    read) and `kl/<estimator>`. `ctx`: the options' StepContext (grpo/options.py)."""
-    est = ctx.args.kl_estimator
-    ref_head = lm_head_of(ctx.ref_model)
-    kl = per_token_kl(hidden, lm_head_of(model), inputs["ref_hidden"], ref_head, mask, est, ctx.temperature)
-    if ctx.training:
-        totals = ctx.accelerator.reduce(torch.stack([(kl * mask).sum(), mask.sum().float()]).detach(), "sum")
-        kl_value = float(totals[0] / totals[1].clamp(min=1.0))
-        ctx.log("kl", kl_value)
-        ctx.log(f"kl/{est}", kl_value)
-    return beta * trl_normalised(ctx, kl, mask, inputs)
+def exact_kl(model, hidden, ref_model, inputs: dict, estimator: str, temperature: float) -> torch.Tensor:
+    """(B, T) the exact per-token KL of `estimator` (kl.py) between the policy (its completion `hidden` states)
+    and the reference (inputs["ref_hidden"], tapped while TRL scored the batch), over the loss's tokens."""
+    mask = loss_mask(inputs)
+    ref_head = lm_head_of(ref_model)
+    return per_token_kl(
+        hidden, lm_head_of(model), inputs["ref_hidden"], ref_head, mask, estimator, temperature
+    )
+
+
+# The loss types whose normalisation normalise_like_trl copies; tests/test_rl_options.py compares each with TRL's
+# own loss (its beta x k3 term).
+LOSS_TYPES = ("grpo", "sapo", "bnpo", "dr_grpo", "cispo", "dapo", "vespo", "luspo")
+
+
+def normalise_like_trl(
+    per_token: torch.Tensor,
+    mask: torch.Tensor,
+    loss_type: str,
+    accumulation: float,
+    max_completion_length: int,
+    items_per_update: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Aggregate a (B, T) per-token loss term as GRPOTrainer aggregates its loss for `loss_type` (the KL it
+    adds per token is aggregated so); tests/test_rl_options.py checks this against TRL's own k3 term for every
+    one of LOSS_TYPES.
+
+    `accumulation`: micro-batches per optimizer step (1 outside training); `items_per_update` (cispo, dapo,
+    vespo): TRL's normaliser, the completion tokens one process trains on per micro-batch.
+
+    >>> per_token, mask = torch.tensor([[1.0, 3.0], [2.0, 0.0]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    >>> float(normalise_like_trl(per_token, mask, "grpo", 1, 2)), float(normalise_like_trl(per_token, mask, "bnpo", 1, 2))
+    (2.0, 2.0)
+    >>> float(normalise_like_trl(per_token, mask, "dr_grpo", 1, 4))
+    0.75
+    """
+    masked = per_token * mask
+    if loss_type in ("grpo", "sapo"):
+        return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
+    if loss_type == "bnpo":
+        return masked.sum() / mask.sum().clamp(min=1.0) / accumulation
+    if loss_type == "dr_grpo":
+        return masked.sum() / (per_token.size(0) * max_completion_length) / accumulation
+    if loss_type in ("cispo", "dapo", "vespo"):
+        return masked.sum() / items_per_update
+    if loss_type == "luspo":
+        return masked.sum(-1).mean() / accumulation
+    raise ValueError(f"an exact kl_estimator does not know loss_type {loss_type!r}")

@@ -15,21 +15,20 @@ import numpy as np
 import torch
 
 from rookworld_trl.common.errors import UserError
-from rookworld_trl.grpo.options import Option
 
 TASKS = ("A", "P", "all")
 TARGETS = ("completion", "best_move", "moves")  # what of a row's completion the loss is on
 
 
-class Replay(Option):
+class Replay:
     """Draws right-padded (input_ids, attention_mask, labels) batches of training rows of one task; labels are
     -100 on the prompt and padding, so the loss is on the completion and EOS only. Batches are a function of
     (seed, micro-batch counter, rank): a resumed run replays what an uninterrupted one would have.
     `pad_to_multiple_of`: the width rounded up to a multiple of it (under torch.compile: one shape, one graph).
     `target` "best_move": the loss only on a P: label's best move after "B:" and EOS, so the move is imitated
     and the rest of the answer (the list, its evaluations) is left to the reward; "moves": the loss on the listed
-    moves and B:'s move, the E: evaluations read, not taught (`row`). As an option its loss term is
-    `coef` x that NLL, logged as `metric`."""
+    moves and B:'s move, the E: evaluations read, not taught (`row`). The trainer adds `coef` x its NLL
+    (`replay_loss`) to each training micro-batch's loss, logged as `metric`."""
 
     def __init__(self, dataset, task: str, tokenizer, batch_size: int, seed: int, rank: int = 0,
                  pad_to_multiple_of: int | None = None, target: str = "completion", coef: float = 1.0,
@@ -54,14 +53,6 @@ class Replay(Option):
         self.tokenizer, self.batch_size, self.seed, self.rank = tokenizer, batch_size, seed, rank
         self.multiple, self.target = pad_to_multiple_of or 1, target
         self.coef, self.metric = coef, metric
-
-    def loss_term(self, ctx, model, inputs, hidden):
-        if not ctx.training:
-            return None
-        # the replayed rows follow the micro-step count (restored on resume)
-        supervised = replay_loss(model, self.batch(ctx.micro_step, inputs["completion_ids"].device))
-        ctx.log(self.metric, supervised.item())
-        return self.coef * supervised / ctx.accumulation
 
     def batch(self, step: int, device) -> dict[str, torch.Tensor]:
         rng = random.Random(f"{self.seed}/{self.rank}/{step}")

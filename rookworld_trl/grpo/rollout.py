@@ -8,13 +8,18 @@ shares each distinct prompt's prefill among its repeats (the group's samples) an
 cache; on CUDA it replays a captured decode step under bf16 when the run is bf16. `use_vllm` keeps TRL's vLLM.
 The sampler falls back and checks itself (rookworld_trl/model/fallback.py): on an error it falls back (CUDA graph -> eager ->
 transformers' generate()), and its log-probs are checked against TRL's scoring forward (sampler_check_every,
-sampler_logprob_tolerance; logged as sampling/logprob_gap/* and sampling/importance_sampling_ratio/*).
+sampler_logprob_tolerance; logged as sampling/logprob_gap/* and sampling/importance_sampling_ratio/*). With
+`sampler_importance_sampling` the trainer applies TRL's vLLM importance-sampling correction to what our sampler
+wrote (`correct_for_sampler`).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from rookworld_trl.grpo.groups import loss_mask
 from rookworld_trl.model.decoding import gpt2_parts
 from rookworld_trl.model.fallback import (
     Gap,
@@ -83,3 +88,57 @@ def check(trainer, prompt_ids: list[list[int]], out) -> Gap:
     gap = gap_of(sampled, scored, completion_mask.to(scored.device))
     check_against_scorer(sampler_path_of(model), gap, trainer.args.sampler_logprob_tolerance)
     return gap
+
+
+def correct_for_sampler(output: dict, scoring_logps, args, loss_type: str) -> dict[str, float]:
+    """TRL's vLLM importance-sampling correction for our sampler's log-probs (`sampler_importance_sampling`; TRL's
+    vllm_importance_sampling_* settings and metric names): the ratio of TRL's scoring forward (`scoring_logps`) to
+    the sampler, per token or sequence, truncated or masked, multiplied into the advantages. TRL's loss is linear
+    in them (training/trl_compat.py LINEAR_IN_ADVANTAGES), so that is TRL's own correction, which it applies under
+    vLLM only; vespo reads the ratio itself. Returns the figures.
+
+        .venv/bin/pytest tests/test_decoding.py -k importance
+    """
+    sampled = output.get("sampling_per_token_logps")
+    if sampled is None:  # TRL's own generate(): it scores what it samples
+        return {}
+    mask = loss_mask(output)
+    old = output.get("old_per_token_logps")
+    if old is None:
+        ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+        attention = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        old = scoring_logps(ids, attention, output["completion_ids"].size(1))
+    ratio, diff = importance_ratio(old, sampled, mask, args)
+    output["importance_sampling_ratio"] = ratio  # the step guard checks it; vespo's loss reads it
+    if loss_type != "vespo":
+        advantages = output["advantages"]
+        output["advantages"] = (advantages.unsqueeze(1) if advantages.dim() == 1 else advantages) * ratio
+    delta, kept = diff.abs()[mask.bool()], ratio.flatten() if ratio.size(1) == 1 else ratio[mask.bool()]
+    figures = {}
+    if delta.numel():
+        figures["sampling/sampling_logp_difference/mean"] = delta.mean().item()
+        figures["sampling/sampling_logp_difference/max"] = delta.max().item()
+        for name, reduce in (("min", torch.min), ("mean", torch.mean), ("max", torch.max)):
+            figures[f"sampling/importance_sampling_ratio/{name}"] = reduce(kept).item()
+    return figures
+
+
+def importance_ratio(scored, sampled, mask, args) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ratio, per-token log-prob difference) of TRL's vLLM correction with args.vllm_importance_sampling_mode
+    (token_/sequence_ truncate or mask) and its clip bounds: exp(scored - sampled) per token (B, T) or summed per
+    sequence (B, 1); truncate clamps it, mask zeroes it outside the bounds."""
+    diff = torch.nan_to_num((scored - sampled) * mask, nan=0.0)
+    mode, low, high = (
+        args.vllm_importance_sampling_mode,
+        args.vllm_importance_sampling_clip_min,
+        args.vllm_importance_sampling_clip_max,
+    )
+    ratio = torch.exp(diff.sum(dim=-1, keepdim=True) if mode.startswith("sequence") else diff)
+    if mode.endswith("truncate"):
+        return ratio.clamp(min=low, max=high), diff
+    if not mode.endswith("mask"):
+        raise ValueError(
+            f"vllm_importance_sampling_mode {mode!r}: expected token_/sequence_ truncate or mask"
+        )
+    low, high = -math.inf if low is None else low, math.inf if high is None else high
+    return ratio.masked_fill((ratio < low) | (ratio > high), 0.0), diff

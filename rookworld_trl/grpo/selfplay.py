@@ -55,7 +55,6 @@ from rookworld_trl.chess.formats import (
     task_of,
 )
 from rookworld_trl.chess.games import Policy, play_games
-from rookworld_trl.grpo.options import Option
 from rookworld_trl.grpo.prompts import replace_policy_rows, unit_hash
 
 # emptied in a substitute row: its label would be another position's
@@ -102,7 +101,7 @@ class PositionBuffer:
         return [fen for fen, _ in self._entries.values()]
 
 
-class SelfPlay(Option):
+class SelfPlay:
     """The buffer, when to play, what to play from, and the mix of buffer positions into prompts."""
 
     def __init__(self, script_args, seed: int, dataset=None):

@@ -23,7 +23,6 @@ Figures: tactics/mixed_fraction (of the batch's P: prompts), tactics_replay_loss
 
 from __future__ import annotations
 
-from rookworld_trl.grpo.options import Option
 from rookworld_trl.grpo.prompts import replace_policy_rows
 from rookworld_trl.grpo.replay import Replay
 
@@ -39,7 +38,7 @@ def check_tactics(config) -> None:
         )
 
 
-class TacticsMix(Option):
+class TacticsMix:
     """The tactics train rows and their mix into P: prompts."""
 
     def __init__(self, rows, ratio: float, seed: int, replay_coef: float = 0.0, replay_batch_size: int = 16,

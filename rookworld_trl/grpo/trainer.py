@@ -1,24 +1,24 @@
-"""RookWorldGRPOTrainer: TRL's GRPOTrainer with our advantages, loss terms, step guard and checkpoint state.
-The stage that builds and runs it is rookworld_trl/stages/grpo.py (`python -m rookworld_trl.stages.grpo`).
+"""RookWorldGRPOTrainer: TRL's GRPOTrainer with our advantages, loss terms, step guard and run state; one GRPO step
+reads top to bottom in this file. The stage that builds and runs it is rookworld_trl/stages/grpo.py:
 
-One optimizer step, in the order it runs (docs/ARCHITECTURE.md walks it), each hook overridden once, here;
-TRL calls them through the seams of training/trl_compat.py, and each hands its part to grpo/step.py's `Step`
-(`grpo_step`), which reads top to bottom:
-  1. prompts: `training_step` -> Step.mix_prompts: self-play (selfplay.py), curriculum (curriculum.py) and
-     tactics (tactics.py) positions into P: prompts;
-  2. rollout and rewards: `generate_batch` -> Step.generate_batch -> Step.score: TRL samples K completions per
-     prompt with our sampler (rollout.py), calls the reward functions (grpo/rewards/functions.py) and hands
-     back the batch and its rewards as a ScoredBatch (grpo/options.py);
-  3. advantages: Step.shape_advantages (baselines, field credit, the value head's GAE), then what the options
-     learn from the batch (after_scoring: the guard, the curriculum, dynamic sampling);
-  4. loss: `compute_loss` -> TRL's clipped loss + Step.add_terms (exact KL, value loss, replays);
-  5. guard: the StepGuard callback (safety.py) checks the step, `before_grad_clip` / `on_grad_norm` feed it;
-     then the optimizer (`create_optimizer`: Trainer's + the value head's group).
-Every RL option is an `Option` (grpo/options.py) in `options`, and each of these steps loops over that list:
-KL control and the step guard, then grpo/rl_options.py's `build_options`; options read the run through a
-StepContext, not the trainer. `beta` (what TRL's loss reads) is
-KLControl's (kl_control.py), its one writer; `checkpoint_written` / `on_resume` keep the options' state in
-STATE_FILE and their files beside it.
+    python -m rookworld_trl.stages.grpo --config recipes/grpo_tiny_cpu.yaml --max_steps 5
+
+One optimizer step, in the order it runs (docs/ARCHITECTURE.md walks it). TRL drives the loop; we override its
+seams here, and each RL option is a plain `if args.X:` calling the functions of its own module:
+  1. prompts     `training_step` -> `mix_prompts`: self-play (selfplay.py), curriculum (curriculum.py) and tactics
+                 (tactics.py) positions into P: prompts;
+  2. rollout     `_generate_and_score_completions` (TRL's seam) -> `score_batch` -> `trl_scored`: TRL samples K
+                 completions per prompt with our sampler (rollout.py) and calls the reward functions
+                 (rewards/functions.py); `_calculate_rewards` (TRL's seam) hands their (N, F) rewards back;
+  3. advantages  `advantages`: the ema/adaptive baseline (baselines.py), field credit (credit.py), the value head's
+                 GAE (value.py); then what learns from the scored batch: the guard, the curriculum, dynamic
+                 sampling (dynamic_sampling.py), which may score fresh prompts in its place;
+  4. loss        `compute_loss`: TRL's clipped loss + the exact KL (kl_control.py), the value loss, supervised replay
+                 and tactics replay (replay.py);
+  5. guard       `_clip_grad_norm` (TRL's seam) records the gradients for StepGuard (guard/safety.py), a
+                 TrainerCallback that judges each step, rolls back a bad one and moves beta (adaptive KL).
+The state a run carries between steps lives in one place, `self.run` (RunState, below): saved as STATE_FILE in each
+checkpoint and read back on resume; the value head's weights go beside it.
 """
 
 from __future__ import annotations
@@ -28,30 +28,50 @@ import functools
 import json
 import logging
 import os
+from dataclasses import asdict, dataclass, field
 
 import torch
+from accelerate.utils import gather_object
 
 from rookworld_trl.common.errors import UserError
 from rookworld_trl.data.read import prompt_rows
+from rookworld_trl.grpo import dynamic_sampling
+from rookworld_trl.grpo.baselines import reward_scale, running_advantages
 from rookworld_trl.grpo.config import (
     RookWorldGRPOConfig,
     as_rookworld_config,
     check_completion_length,
     compiling,
 )
+from rookworld_trl.grpo.credit import (
+    answer_components,
+    field_advantages,
+    field_parts,
+    other_rewards,
+    with_rest,
+)
+from rookworld_trl.grpo.curriculum import curriculum_for
+from rookworld_trl.grpo.dynamic_sampling import fresh_prompts, refill
+from rookworld_trl.grpo.groups import ScoredBatch, group_task, local_rows, loss_mask, row_rewards, task_masks
 from rookworld_trl.grpo.guard.safety import StepGuard
 from rookworld_trl.grpo.kl import HiddenTap, completion_hidden
-from rookworld_trl.grpo.kl_control import KLControl
-from rookworld_trl.grpo.options import StepContext
+from rookworld_trl.grpo.kl_control import exact_kl, normalise_like_trl
+from rookworld_trl.grpo.replay import replay_for, replay_loss
 from rookworld_trl.grpo.rewards.own import resolve_rewards
-from rookworld_trl.grpo.rl_options import build_options
-from rookworld_trl.grpo.rollout import check_supported, rollout
+from rookworld_trl.grpo.rollout import check_supported, correct_for_sampler, rollout
 from rookworld_trl.grpo.schedule import warmup_cosine_linear
 from rookworld_trl.grpo.selfplay import SelfPlay, SelfPlayCallback
-from rookworld_trl.grpo.step import Step
-from rookworld_trl.grpo.tactics import TacticsMix
+from rookworld_trl.grpo.tactics import TacticsMix, tactics_replay_for
 from rookworld_trl.grpo.trl_fields import check_fields
-from rookworld_trl.grpo.value import ValueBaseline, add_value_head, clip_value_head
+from rookworld_trl.grpo.value import (
+    add_value_head,
+    clip_value_head,
+    load_value_head,
+    new_value_head,
+    save_value_head,
+    value_advantages,
+    value_loss,
+)
 from rookworld_trl.model.loading import (
     gpt2_backbone,
     init_kwargs,
@@ -63,14 +83,37 @@ from rookworld_trl.model.shared_prefix import use_shared_prefix
 from rookworld_trl.training import checkpoints, publish
 from rookworld_trl.training.interrupt import SaveOnInterrupt
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
-from rookworld_trl.training.trl_compat import GRPOSeams
+from rookworld_trl.training.trl_compat import GRPOInternals, argument
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "rookworld_state.json"  # the options' state inside each checkpoint (beta, rollbacks, baselines)
+STATE_FILE = "rookworld_state.json"  # the RunState inside each checkpoint
 
 
-class RookWorldGRPOTrainer(GRPOSeams):
+@dataclass
+class RunState:
+    """What a run carries from step to step besides its weights, optimizer and TRL's TrainerState, in one place
+    (`trainer.run`); every field but `value_started` is saved in each checkpoint's STATE_FILE and read back on
+    resume (value_started: whether value_head.safetensors was there)."""
+
+    beta: float  # the KL coefficient TRL's loss reads; adaptive KL (the guard) and rollbacks move it
+    nan_recoveries: int = 0  # the guard's rollbacks in the whole run
+    healthy: bool = (
+        True  # last step finite with KL <= kl_warn: its checkpoint may become stable (the guard's)
+    )
+    baseline: dict = field(default_factory=dict)  # ema/adaptive baselines: task -> {"mean", "spread", "var"}
+    gae: dict = field(default_factory=dict)  # value baseline: "<task>/gae" -> {"var"}, GAE's running scale
+    value_started: bool = False  # the value head's bias has been set (its first batch, or a checkpoint)
+
+    def saved(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "value_started"}
+
+    def restore(self, state: dict) -> None:
+        self.beta, self.nan_recoveries = float(state["beta"]), state["nan_recoveries"]
+        self.baseline, self.gae = state["baseline"], state.get("gae", {})  # `healthy`: the next step decides
+
+
+class RookWorldGRPOTrainer(GRPOInternals):
     """GRPOTrainer with our advantages and loss terms, the step guard, ref-model offload and checkpoint state.
 
     `replay_dataset`: the rows supervised replay draws from (default: `train_dataset`). The stage passes the
@@ -88,17 +131,18 @@ class RookWorldGRPOTrainer(GRPOSeams):
     """
 
     _trl_kl_off = False  # while TRL's loss runs under an exact kl_estimator, which adds its own KL term
+    _scored: list | None = None  # the rewards and prompts TRL scored, while trl_scored runs
 
     @property
     def beta(self) -> float:
         """The KL coefficient TRL reads (in scoring: whether to run the reference; in its loss: the k3 term)."""
-        return 0.0 if self._trl_kl_off else self.kl_control.beta
+        return 0.0 if self._trl_kl_off else self.run.beta
 
     @beta.setter
     def beta(self, value: float) -> None:
-        # GRPOTrainer.__init__ sets args.beta, which KLControl already holds: it is beta's one writer
-        if value != self.kl_control.beta:
-            raise AttributeError("beta is KLControl's: use trainer.kl_control.restore(beta)")
+        # GRPOTrainer.__init__ sets args.beta, which the RunState already holds: it is beta's one home
+        if value != self.run.beta:
+            raise AttributeError("beta is the RunState's: set trainer.run.beta")
 
     def __init__(
         self,
@@ -120,7 +164,7 @@ class RookWorldGRPOTrainer(GRPOSeams):
         # Trainer would push output_dir (stable/, Parquet, engine cache) at every save: publish.py pushes final/
         self.publish_to_hub, args.push_to_hub = args.push_to_hub, False
         self.push_checkpoints = push_checkpoints  # each complete checkpoint's model files too
-        self.kl_control = KLControl(args)
+        self.run = RunState(beta=float(args.beta))
         # a rollout_func of the user's samples in place of ours, as TRL calls it
         own_sampler = own_sampling(args, kwargs)
         check_fields(args, own_sampler)  # what this run cannot honour, one line each (grpo/trl_fields.py)
@@ -140,25 +184,39 @@ class RookWorldGRPOTrainer(GRPOSeams):
             self._use_padding_aware_positions()
         self.guard = StepGuard(self)
         self.add_callback(self.guard)
-        rows = self.train_dataset if replay_dataset is None else replay_dataset
-        # every step loops over these (grpo/options.py), in this order; STATE_FILE's keys follow it
-        self.options = [self.kl_control, self.guard, *build_options(self, rows, selfplay, tactics)]
-        self.value = self.option(ValueBaseline)  # its head joins the optimizer
-        a = self.args  # vllm_importance_sampling_correction false turns it off, as it does TRL's under vLLM
-        correct = (
-            a.sampler_importance_sampling and a.vllm_importance_sampling_correction and not self.use_vllm
+        self._build_options(
+            self.train_dataset if replay_dataset is None else replay_dataset, selfplay, tactics
         )
-        # grpo/step.py: the step's parts, over the options and what they may read of the run
-        self.grpo_step = Step(self.options, StepContext(self), self.trl_scored, self.ref_tap, correct)
-        self.selfplay = selfplay  # rookworld_trl/grpo/selfplay.py: the policy's own games as P: prompts
-        if selfplay is not None:
-            self.add_callback(SelfPlayCallback(self))
         self.interrupt = SaveOnInterrupt()
         self.add_callback(self.interrupt)
         if self.args.metrics_jsonl:
             self.add_callback(
                 JSONLMetricsCallback(os.path.join(self.args.output_dir, self.args.metrics_jsonl))
             )
+
+    def _build_options(self, replay_rows, selfplay, tactics) -> None:
+        """The RL options' parts, each None when off (their fields: grpo/config.py, one section each)."""
+        a = self.args
+        self.value_head = None  # value_baseline: V on the policy's hidden states (value.py)
+        if a.value_baseline:
+            if self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                raise ValueError(
+                    "value_baseline is not supported with DeepSpeed/FSDP: set value_baseline: false"
+                )
+            self.value_head = new_value_head(self.model, self.accelerator.device)
+        self.replay = replay_for(self, replay_rows)  # replay_coef: supervised replay (replay.py)
+        self.selfplay = selfplay  # selfplay_ratio: the policy's own games as P: prompts (selfplay.py)
+        if selfplay is not None:
+            self.add_callback(SelfPlayCallback(self))
+        self.curriculum = curriculum_for(a, self.reward_funcs)  # curriculum_ratio (curriculum.py)
+        self.tactics = tactics  # tactics_ratio / tactics_replay_coef (tactics.py)
+        self.tactics_replay = tactics_replay_for(self, tactics)
+        if a.dynamic_sampling:
+            dynamic_sampling.check_trainer(self)
+        # vllm_importance_sampling_correction false turns it off, as it does TRL's under vLLM
+        self.correct_sampler = (
+            a.sampler_importance_sampling and a.vllm_importance_sampling_correction and not self.use_vllm
+        )
 
     @staticmethod
     def _checked_inputs(model, reward_funcs, args, rest, kwargs, check_lengths):
@@ -194,10 +252,6 @@ class RookWorldGRPOTrainer(GRPOSeams):
                 )
         return args, model, reward_funcs
 
-    def option(self, kind: type):
-        """The first of `options` of that type, or None (off)."""
-        return next((option for option in self.options if isinstance(option, kind)), None)
-
     def _init_taps(self) -> None:
         """The hidden-state taps an exact KL and the value head read; the checks that need the built trainer."""
         a = self.args
@@ -223,28 +277,195 @@ class RookWorldGRPOTrainer(GRPOSeams):
                 if self.args.shared_prefix_scoring:  # it reads the padding-aware positions
                     use_shared_prefix(model)
 
-    # ---- sampling and advantages: grpo/step.py ----
+    def log_figures(self, figures: dict[str, float]) -> None:
+        for name, value in figures.items():
+            self.metrics.add(name, value)
 
-    def generate_batch(self, inputs):
-        return self.grpo_step.generate_batch(inputs)
+    # ---- 1. prompts ----
+
+    def training_step(self, model, inputs, num_items_in_batch):
+        inputs = self.mix_prompts(inputs)
+        # TRL appends one value per micro-batch when beta != 0 (ours: the exact KL)
+        kl = self.metrics.values("kl")
+        seen = len(kl)
+        loss = super().training_step(model, inputs, num_items_in_batch)  # 2-4 below, then backward
+        step_kl = list(kl[seen:])
+        if not self.exact_kl:
+            for value in step_kl:  # TRL's k3, also under its estimator's name
+                self.metrics.add("kl/k3", value)
+        self.guard.faults.record_step(loss, step_kl)
+        return loss
+
+    def mix_prompts(self, rows: list[dict]) -> list[dict]:
+        """Self-play, the curriculum's and tactics positions into this generation batch's P: prompts, in that
+        order. TRL hands every micro-batch the rows of its generation batch but generates only on the first: the
+        mix's figures are logged for it."""
+        step, figures = self.state.global_step, {}
+        if self.selfplay is not None:
+            rows, more = self.selfplay.mix(rows, step)
+            figures |= more
+        if self.curriculum is not None:
+            rows, more = self.curriculum.mix(rows, step)
+            figures |= more
+        if self.tactics is not None and self.tactics.ratio > 0:  # (tactics replay alone mixes nothing)
+            rows, more = self.tactics.mix(rows, step)
+            figures |= more
+        if self.micro_step % (self.args.steps_per_generation * self.args.num_iterations) == 0:
+            self.log_figures(figures)
+        return rows
+
+    # ---- 2. rollout and rewards ----
+
+    def _generate_and_score_completions(self, inputs):
+        """TRL's seam: the generation batch the next micro-batches train on, from the dataloader's rows; in
+        training, what learns from it (the guard, the curriculum) and dynamic sampling, which may replace it."""
+        batch = self.score_batch(inputs)
+        if self.model.training:
+            self.guard.scored_rewards = batch.rewards  # where the guard looks first for a fault
+            if self.curriculum is not None:
+                self.observe_curriculum(batch)
+            if self.args.dynamic_sampling:
+                batch, figures = refill(
+                    batch, self.score_batch, self._fresh_rows, self.num_generations, self.reward_weights,
+                    self.accelerator, self.args.dynamic_sampling_max_rounds, self.processing_class.pad_token_id,
+                )  # fmt: skip
+                self.log_figures(figures)
+        return batch.output
 
     def score(self, inputs) -> dict:
         """Sample and score `inputs` as a step does (our advantages in training): TRL's generation batch."""
-        return self.grpo_step.score(inputs).output
+        return self.score_batch(inputs).output
 
-    # ---- the loss ----
+    def score_batch(self, rows: list[dict]) -> ScoredBatch:
+        """Sample and score completions of `rows` (TRL), then our advantages (training only) and the sampler's
+        importance-sampling correction. An exact KL needs the reference's hidden states, tapped while TRL scores
+        the batch with it."""
+        tap = self.ref_tap
+        with tap.recording() if tap is not None else contextlib.nullcontext():
+            output, rewards, prompts = self.trl_scored(rows)
+            if tap is not None and tap.records:
+                hidden = completion_hidden(tap.records, output["completion_ids"].shape[1])
+                output["ref_hidden"] = hidden.detach().to(output["completion_ids"].device)
+            batch = ScoredBatch(rows, list(prompts), rewards, output)
+            if self.model.training:
+                self.advantages(batch)
+        if self.correct_sampler:
+            self.log_figures(correct_for_sampler(output, self.scoring_logps, self.args, self.loss_type))
+        return batch
+
+    def trl_scored(self, rows: list[dict]) -> tuple[dict, torch.Tensor, list]:
+        """TRL samples and scores completions of `rows`: its generation batch (TRL's group advantages), the (N, F)
+        rewards of every process (F reward functions, NaN: a function skipped the row) and this process's prompts.
+        TRL's dict carries no rewards: `_calculate_rewards` hands them back through `_scored` while this runs."""
+        self._scored = []
+        try:
+            output = super()._generate_and_score_completions(rows)
+            rewards, prompts = self._scored[-1]
+        finally:
+            self._scored = None
+        return output, rewards, prompts
+
+    def _calculate_rewards(self, *args, **kwargs):
+        rewards = super()._calculate_rewards(*args, **kwargs)
+        if self._scored is not None:  # inside trl_scored, which hands them back
+            prompts = argument("_calculate_rewards", "prompts", self, args, kwargs)
+            self._scored.append((rewards, list(prompts)))
+        return rewards
+
+    # ---- 3. advantages, and what learns from the scored batch ----
+
+    def advantages(self, batch: ScoredBatch) -> None:
+        """TRL's group advantages in batch.output -> ours, in place: the ema/adaptive baseline, then field credit
+        (against that baseline when on), then the value head's GAE (once its warm-up gate opens)."""
+        a, output, n = self.args, batch.output, self.num_generations
+        rewards = row_rewards(batch.rewards, self.reward_weights)  # (N,) every process's, TRL's order
+        tasks = [group_task(p) for p in gather_object(batch.prompts)]
+        mine = local_rows(self.accelerator, len(output["completion_ids"]))
+        sequence = terms = layouts = None
+        if a.baseline != "group":
+            scaled = self.scale_rewards != "none"
+            sequence, self.run.baseline = running_advantages(
+                self.run.baseline, a.baseline, rewards, tasks, n, a.baseline_ema_decay, scaled
+            )
+            output["advantages"] = sequence.advantages[mine]
+            self.log_figures({f"baseline/{t.rstrip(':')}": s["mean"] for t, s in self.run.baseline.items()})
+        if a.field_credit:
+            ids, funcs, weights = output["completion_ids"], self.reward_funcs, self.reward_weights
+            terms, layouts = field_parts(
+                self.processing_class, funcs, weights, a.reward_shaping, ids, batch.prompts
+            )
+            rest = other_rewards(funcs, weights, batch.rewards, rewards)  # your reward functions' share
+            scale = (
+                reward_scale(rewards, tasks, n, self.scale_rewards) if sequence is None else sequence.scale
+            )
+            every = with_rest(gather_object(terms), rest)  # every process's rows: a group may span processes
+            output["advantages"] = field_advantages(
+                every, layouts, output["advantages"], scale, n, mine, a.choice_credit, sequence
+            )
+        if self.value_head is not None:
+            figures = value_advantages(
+                self.value_head, self.run.gae, output, rewards[mine], batch.prompts, terms, layouts, self.model, a,
+                self.accelerator.autocast, start=not self.run.value_started,
+            )  # fmt: skip
+            self.run.value_started = True
+            self.log_figures(figures)
+        if a.baseline != "group" or self.value_head is not None:  # not TRL's advantages: ours per task
+            self.log_advantages(batch)
+
+    def log_advantages(self, batch: ScoredBatch) -> None:
+        """adv/mean/<task>, adv/std/<task>: the advantages this process trains on, over completion tokens."""
+        advantages, mask = batch.output["advantages"], batch.output["completion_mask"].bool()
+        if advantages.dim() == 1:
+            advantages = advantages.unsqueeze(1).expand_as(mask)
+        tasks = [group_task(p) for p in batch.prompts]
+        for task, rows in task_masks(tasks, mask.device).items():
+            values = advantages[mask & rows.unsqueeze(1)].float()
+            if values.numel() > 1:
+                self.metrics.add(f"adv/mean/{task.rstrip(':')}", float(values.mean()))
+                self.metrics.add(f"adv/std/{task.rstrip(':')}", float(values.std()))
+
+    def observe_curriculum(self, batch: ScoredBatch) -> None:
+        """Every process's rows and answer components into the curriculum's buffer (each rank keeps the same)."""
+        ids = batch.output["completion_ids"]
+        components = answer_components(self.processing_class, self.reward_funcs, ids, batch.prompts)
+        rows, components = gather_object(list(batch.rows)), gather_object(components)
+        self.log_figures(self.curriculum.observe(rows, components, self.num_generations))
+
+    def _fresh_rows(self, count: int, round_: int) -> list[dict]:
+        """Dynamic sampling's fresh training rows for this process: a draw per (seed, micro-step, round)."""
+        seed = (self.args.seed * 1_000_003 + self.micro_step * 101 + round_) % 2**63
+        return fresh_prompts(self.train_dataset, count, self.num_generations, self.accelerator, seed)
+
+    # ---- 4. the loss ----
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """One micro-batch's loss: TRL's clipped GRPO loss + our terms (loss.py)."""
-        if self.model.training:
+        """One micro-batch's loss: TRL's clipped GRPO loss, then in this order beta x the exact KL, the value loss,
+        supervised replay and tactics replay (each scaled for gradient accumulation as TRL's loss is)."""
+        training = self.model.training
+        if training:
             self.guard.faults.record_inputs(inputs)  # kept until the step ends, to save it if it goes bad
         if self.policy_tap is None:
-            trl_loss, hidden = super().compute_loss(model, inputs, return_outputs, num_items_in_batch), None
+            loss, hidden = super().compute_loss(model, inputs, return_outputs, num_items_in_batch), None
         else:
             with self.policy_tap.recording() as records, self._without_trl_kl():
-                trl_loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+                loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             hidden = completion_hidden(records, inputs["completion_ids"].shape[1])
-        return self.grpo_step.add_terms(model, inputs, trl_loss, hidden)
+        a = self.args
+        if self.exact_kl and hidden is not None:  # k3: TRL's loss has added it
+            loss = loss + self.run.beta * self.exact_kl_term(model, hidden, inputs)
+        if self.value_head is not None and hidden is not None and "returns" in inputs:
+            value = value_loss(self.value_head, hidden, inputs["returns"], loss_mask(inputs))
+            if training:
+                self.metrics.add("value/loss", float(value.detach()))
+            loss = loss + a.value_coef * value / self.current_gradient_accumulation_steps
+        for replay in (self.replay, self.tactics_replay) if training else ():
+            if replay is not None:  # the replayed rows follow the micro-step count (restored on resume)
+                supervised = replay_loss(
+                    model, replay.batch(self.micro_step, inputs["completion_ids"].device)
+                )
+                self.metrics.add(replay.metric, supervised.item())
+                loss = loss + replay.coef * supervised / self.current_gradient_accumulation_steps
+        return loss
 
     @contextlib.contextmanager
     def _without_trl_kl(self):
@@ -255,42 +476,48 @@ class RookWorldGRPOTrainer(GRPOSeams):
         finally:
             self._trl_kl_off = False
 
-    def training_step(self, model, inputs, num_items_in_batch):
-        inputs = self._mix_prompts(inputs)
-        # TRL appends one value per micro-batch when beta != 0 (ours: the exact KL)
-        kl = self.metrics.values("kl")
-        seen = len(kl)
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        step_kl = list(kl[seen:])
-        if not self.exact_kl:
-            for value in step_kl:  # TRL's k3, also under its estimator's name
-                self.metrics.add("kl/k3", value)
-        self.guard.faults.record_step(loss, step_kl)
-        return loss
+    def exact_kl_term(self, model, hidden, inputs: dict) -> torch.Tensor:
+        """The exact KL (kl_control.py), normalised like TRL's loss; logs `kl` (what the guard and adaptive KL
+        read) and `kl/<estimator>`."""
+        est, mask = self.args.kl_estimator, loss_mask(inputs)
+        kl = exact_kl(model, hidden, self.ref_model, inputs, est, self.temperature)
+        if self.model.training:
+            totals = self.accelerator.reduce(
+                torch.stack([(kl * mask).sum(), mask.sum().float()]).detach(), "sum"
+            )
+            kl_value = float(totals[0] / totals[1].clamp(min=1.0))
+            self.log_figures({"kl": kl_value, f"kl/{est}": kl_value})
+        return self.normalised_like_trl(kl, mask, inputs)
 
-    def _mix_prompts(self, inputs):
-        """TRL hands every micro-batch the rows of its generation batch but generates only on the first: the mix's
-        figures are logged for it."""
-        inputs, figures = self.grpo_step.mix_prompts(inputs, self.state.global_step)
-        if self.micro_step % (self.args.steps_per_generation * self.args.num_iterations) == 0:
-            for name, value in figures.items():
-                self.metrics.add(name, value)
-        return inputs
+    def normalised_like_trl(self, per_token, mask, inputs: dict) -> torch.Tensor:
+        """A (B, T) per-token term aggregated as the run's TRL loss is now (kl_control.normalise_like_trl)."""
+        training = self.model.training
+        accumulation = self.current_gradient_accumulation_steps if training else 1.0
+        items = None
+        if self.loss_type in ("cispo", "dapo", "vespo"):  # TRL's normaliser: the batch's completion tokens
+            items = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+            if training:
+                items = items * accumulation / self.args.steps_per_generation
+        return normalise_like_trl(
+            per_token, mask, self.loss_type, accumulation, self.max_completion_length, items
+        )
 
-    def before_grad_clip(self):
-        self.guard.faults.record_grads(
-            self.model.named_parameters()
-        )  # clipping turns a NaN into NaN everywhere
+    # ---- 5. the guard (StepGuard, a TrainerCallback, judges the step at its boundaries) ----
 
-    def on_grad_norm(self, norm):
-        self.guard.faults.record_grad_norm(norm)  # the norm before clipping: the guard's spike check needs it
+    def _clip_grad_norm(self, model):
+        # TRL's seam: the guard reads the gradients before clipping turns one NaN into NaN everywhere, and the
+        # norm before clipping (its spike check)
+        self.guard.faults.record_grads(self.model.named_parameters())
+        norm = super()._clip_grad_norm(model)
+        self.guard.faults.record_grad_norm(norm)
+        return norm
 
     # ---- optimizer and LR schedule ----
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
-        if self.value is not None:
-            add_value_head(optimizer, self.value.head, self.args.value_learning_rate)
+        if self.value_head is not None:
+            add_value_head(optimizer, self.value_head, self.args.value_learning_rate)
             if self._value_clip is None:  # the head is no part of the model: TRL's clipping skips it
                 self._value_clip = optimizer.register_step_pre_hook(functools.partial(clip_value_head, self))
         return optimizer
@@ -310,18 +537,15 @@ class RookWorldGRPOTrainer(GRPOSeams):
         self.adopt_scheduler(torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, schedule))
         return self.lr_scheduler
 
-    # ---- checkpoints: the options' state in STATE_FILE, their files beside it (grpo/options.py) ----
+    # ---- checkpoints: the RunState in STATE_FILE, the value head beside it ----
 
     def checkpoint_written(self, path):
-        state = {}
-        for option in self.options:
-            state |= option.saved_state()
-        checkpoints.write_json_atomic(os.path.join(path, STATE_FILE), state)
-        for option in self.options:
-            option.write_files(path)
+        checkpoints.write_json_atomic(os.path.join(path, STATE_FILE), self.run.saved())
+        if self.value_head is not None:
+            save_value_head(self.value_head, path)
 
     def checkpoint_complete(self, path):
-        if self.args.save_stable and self.guard.healthy:
+        if self.args.save_stable and self.run.healthy:
             checkpoints.promote_to_stable(path, os.path.dirname(path))
         if self.publish_to_hub and self.push_checkpoints:
             publish.push_checkpoint(self.args, path)
@@ -330,11 +554,9 @@ class RookWorldGRPOTrainer(GRPOSeams):
         path = os.path.join(checkpoint, STATE_FILE)
         if os.path.isfile(path):
             with open(path) as f:
-                state = json.load(f)
-            for option in self.options:
-                option.restore_state(state)
-        for option in self.options:
-            option.read_files(checkpoint)
+                self.run.restore(json.load(f))
+        if self.value_head is not None:
+            self.run.value_started = load_value_head(self.value_head, checkpoint)
 
 
 def own_sampling(args, kwargs: dict) -> bool:

@@ -1,8 +1,8 @@
 """The value head of `value_baseline` in one place (its fields: grpo/config.py): V(state) on the policy's hidden
 states, the per-token rewards and GAE it trains on and feeds back as advantages, its loss, optimizer group,
-gradient clipping and file in each checkpoint. `ValueBaseline`, an option of grpo/options.py, owns the head,
-whether it has started and the running GAE scale (the trainer's `value`): its advantages in step 4, its loss
-in step 5, its state and file in each checkpoint.
+gradient clipping and file in each checkpoint, as functions: grpo/trainer.py holds the head (`value_head`) and
+keeps whether it has started and the running GAE scale in its RunState, and calls `value_advantages` in the
+advantages step and `value_term` in the loss.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 
-from rookworld_trl.grpo.groups import EPS, group_task, local_rows, loss_mask, running_scale, task_masks
-from rookworld_trl.grpo.options import Option
+from rookworld_trl.grpo.groups import EPS, group_task, loss_mask, running_scale, task_masks
 from rookworld_trl.model.loading import gpt2_backbone
 
 
@@ -102,7 +101,7 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 
 
 def centre_tokens(advantages: torch.Tensor, mask: torch.Tensor, tasks: list[str], state: dict, decay: float):
-    """GAE advantages (B, T) -> (A - c) / s per task over its masked tokens, as RunningBaseline does for
+    """GAE advantages (B, T) -> (A - c) / s per task over its masked tokens, as running_advantages does for
     sequences: c the task's token mean of A (what a lagging V adds to every token), s = max(sqrt(V_run), sd)
     with V_run the running mean of the batch's mean (A - c)^2 (state["<task>/gae"], updated here)."""
     out = torch.zeros_like(advantages)
@@ -167,42 +166,9 @@ def add_value_head(optimizer, value_head, learning_rate: float) -> None:
         )
 
 
-class ValueBaseline(Option):
-    """`value_baseline: true`: the head (`head`), whether its bias has started (`started`), the running GAE scale
-    per task (`gae_state`, STATE_FILE's "gae"); the head's weights beside STATE_FILE."""
-
-    def __init__(self, trainer):
-        if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
-            raise ValueError("value_baseline is not supported with DeepSpeed/FSDP: set value_baseline: false")
-        hidden = gpt2_backbone(trainer.model).config.hidden_size
-        self.head = ValueHead(hidden).to(trainer.accelerator.device)
-        self.started = False  # its bias comes from its first batch or a checkpoint
-        self.gae_state: dict = {}
-
-    def shape(self, ctx, shaping) -> None:
-        value_advantages(ctx, self, shaping)
-        shaping.reshaped = True
-
-    def loss_term(self, ctx, model, inputs, hidden):
-        if hidden is None or "returns" not in inputs:
-            return None
-        mask = loss_mask(inputs)
-        loss = value_loss(self.head, hidden, inputs["returns"], mask)
-        if ctx.training:
-            ctx.log("value/loss", float(loss.detach()))
-        return ctx.args.value_coef * loss / ctx.accumulation
-
-    def saved_state(self) -> dict:
-        return {"gae": self.gae_state}
-
-    def restore_state(self, state: dict) -> None:
-        self.gae_state = state.get("gae", {})
-
-    def write_files(self, checkpoint: str) -> None:
-        save_value_head(self.head, checkpoint)
-
-    def read_files(self, checkpoint: str) -> None:
-        self.started = load_value_head(self.head, checkpoint)
+def new_value_head(model, device) -> ValueHead:
+    """A zeroed value head on `model`'s backbone width (not with DeepSpeed/FSDP, which shard what it reads)."""
+    return ValueHead(gpt2_backbone(model).config.hidden_size).to(device)
 
 
 def save_value_head(value_head, checkpoint: str) -> None:
@@ -229,46 +195,43 @@ def start_value_head(value_head, returns: torch.Tensor, mask: torch.Tensor) -> N
 # ---- the value head in a step ----
 
 
-def value_advantages(ctx, value: ValueBaseline, shaping) -> None:
-    """The value head's returns (reward to go) for its loss; GAE advantages once its explained variance
-    of this batch's returns, measured before it trains on them, reaches value_warmup_ev. `ctx`: the step's
-    StepContext (grpo/options.py)."""
-    a, output, terms, layouts = ctx.args, shaping.output, shaping.terms, shaping.layouts
-    ids = output["completion_ids"]
-    rewards = shaping.rewards[local_rows(ctx.accelerator, len(ids))]
+def value_advantages(
+    value_head, gae_state: dict, output: dict, rewards: torch.Tensor, prompts: list, terms, layouts, model, args,
+    autocast, start: bool = False,
+) -> dict[str, float]:  # fmt: skip
+    """The value head's returns (reward to go) into output["returns"] for its loss; GAE advantages into
+    output["advantages"] once its explained variance of this batch's returns, measured before it trains on them,
+    reaches value_warmup_ev (centred with the running scale `gae_state`, updated in place). `rewards`: this
+    process's (B,) weighted rewards; `terms`, `layouts`: field credit's (None: off); `start`: the head's first
+    batch (its bias starts at the returns' mean). Returns the figures."""
+    a, ids = args, output["completion_ids"]
     mask = loss_mask(output)
     mask = mask * (~rewards.isnan()).unsqueeze(1).to(mask.dtype)  # unscored rows: no target, advantage 0
     no_terms = [None] * len(ids)
     per_token = token_rewards(rewards, mask, terms or no_terms, layouts or no_terms).to(mask.device)
     zero = torch.zeros_like(per_token)
     returns = gae(per_token, zero, mask, a.gae_gamma, 1.0)[1] * mask  # lambda 1: V does not enter
-    if not value.started:  # the head's first batch: its bias starts at the returns' mean, so the
-        start_value_head(value.head, returns, mask)  # weights learn the variance, not the level
-        value.started = True
-    batch = a.per_device_train_batch_size
-    values = rollout_values(ctx.model, value.head, output, batch, ctx.accelerator.autocast)
+    if start:  # the bias starts at the returns' mean, so the weights learn the variance, not the level
+        start_value_head(value_head, returns, mask)
+    values = rollout_values(model, value_head, output, a.per_device_train_batch_size, autocast)
     output["returns"] = returns
-    tasks = [group_task(p) for p in shaping.batch.prompts]
+    tasks = [group_task(p) for p in prompts]
     explained = explained_variance(values, returns, mask)
-    ctx.log("value/explained_variance", explained)
+    figures = {"value/explained_variance": explained}
     for task, rows in task_masks(tasks, mask.device).items():
         name = f"value/explained_variance/{task.rstrip(':')}"
-        ctx.log(name, explained_variance(values, returns, mask * rows.unsqueeze(1)))
-    ctx.log("value/mean", float((values * mask).sum() / mask.sum().clamp(min=1)))
+        figures[name] = explained_variance(values, returns, mask * rows.unsqueeze(1))
+    figures["value/mean"] = float((values * mask).sum() / mask.sum().clamp(min=1))
     use = explained >= a.value_warmup_ev  # False for NaN
-    ctx.log("value/gae_used", float(use))
+    figures["value/gae_used"] = float(use)
     if use:
         advantages = gae(per_token, values, mask, a.gae_gamma, a.gae_lambda)[0]
-        output["advantages"] = centre_tokens(advantages, mask, tasks, value.gae_state, a.baseline_ema_decay)
+        output["advantages"] = centre_tokens(advantages, mask, tasks, gae_state, a.baseline_ema_decay)
+    return figures
 
 
 def clip_value_head(trainer, optimizer, args, kwargs) -> None:
     """Before each optimizer step: the value head's gradients clipped to value_max_grad_norm on their own;
     logs value/grad_norm (before clipping)."""
-    norm = torch.nn.utils.clip_grad_norm_(trainer.value.head.parameters(), trainer.args.value_max_grad_norm)
+    norm = torch.nn.utils.clip_grad_norm_(trainer.value_head.parameters(), trainer.args.value_max_grad_norm)
     trainer.metrics.add("value/grad_norm", float(norm))
-
-
-def value_baseline_for(trainer) -> ValueBaseline | None:
-    """The run's ValueBaseline when `value_baseline` is on, else None."""
-    return ValueBaseline(trainer) if trainer.args.value_baseline else None

@@ -1,6 +1,6 @@
 """The training figures a run logs between two log lines, by name: `add` one, `values` reads them. The trainer
 builds it on TRL's own collection (training/trl_compat.py: TRL averages each name over the logging interval,
-then clears it in place), and hands `add` to the step and its options as `ctx.log`.
+then clears it in place); grpo/trainer.py adds the step's figures to it.
 
     metrics = MetricLog(collections.defaultdict(list))
     metrics.add("value/loss", 0.3); metrics.values("value/loss")  # [0.3]

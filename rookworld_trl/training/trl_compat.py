@@ -1,10 +1,10 @@
 """The one module that touches TRL's, Trainer's and torch's internals (pinned: trl 1.16, transformers 5).
 
 The rest of the package uses public API and the hooks of the classes below: `VerifiedCheckpoints` (a Trainer
-mixin, GRPO and SFT) and `GRPOSeams` (a GRPOTrainer whose private seams call hooks with public names, and
-accessors for the TRL state our trainer reads). The registries below list every name with why it is needed.
+mixin, GRPO and SFT) and `GRPOInternals` (a GRPOTrainer with accessors for the TRL state our trainer reads and
+the scoring and logging internals it patches; the GRPO step's own seams are overridden in grpo/trainer.py). The registries below list every name with why it is needed.
 TRL is checked by version and behaviour, never by reading its source: `check_internals()` at import (versions,
-methods, the private arguments we bind by name, `_last_lr`), `check_trainer()` on each built GRPOSeams (the
+methods, the private arguments we bind by name, `_last_lr`), `check_trainer()` on each built GRPOInternals (the
 attributes), tests/test_trl_seam.py what TRL must still do (its batch's keys, a loss linear in the advantages);
 so an upgrade that drops one fails at once, naming it, instead of deep inside a run.
 """
@@ -75,7 +75,7 @@ TRL_ATTRIBUTES = {
     "eos_token_ids": "where our sampler stops",
     "is_deepspeed_enabled": "where the value head's optimizer and snapshots cannot go",
     "is_fsdp_enabled": "as is_deepspeed_enabled",
-    "loss_type": "how TRL normalises its loss (grpo/loss.py copies it for the KL and value terms)",
+    "loss_type": "how TRL normalises its loss (grpo/kl_control.py normalise_like_trl copies it for the exact KL)",
     "lr_scheduler": "the LR cut after a rollback",
     "max_completion_length": "dr_grpo's normaliser",
     "model": "the policy",
@@ -232,19 +232,18 @@ class VerifiedCheckpoints:
         super()._issue_warnings_after_load(load_result._replace(missing_keys=missing))
 
 
-class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
-    """GRPOTrainer whose private seams call hooks with public names, plus accessors for TRL's state.
-
-    Hooks: generate_batch(inputs) (default: trl_scored's batch), before_grad_clip(), on_grad_norm(norm),
-    on_resume(checkpoint). `trl_scored(inputs)`: one generation batch with the rewards and prompts TRL scored, as
-    values. `ref_device`: where the reference model's forward runs (None: beside the policy). The completions
-    table is printed every `print_completions_every` steps (0: never; None: every log, as TRL), without the reward
-    components as extra columns. A built GRPOSeams has every attribute we use (`check_trainer`).
+class GRPOInternals(VerifiedCheckpoints, GRPOTrainer):
+    """GRPOTrainer with the TRL internals a GRPO run reads or patches that are no part of its step: accessors for
+    TRL's state (`scoring_logps`, `micro_step`, `drop_buffered_completions`, `adopt_scheduler`), the reference
+    model's own device (`ref_device`: None, beside the policy), the positions TRL's scoring forward computes,
+    and the completions table printed every `print_completions_every` steps (0: never; None: every log, as TRL),
+    without the reward components as extra columns. The step's own seams (_generate_and_score_completions,
+    _calculate_rewards, _clip_grad_norm) are overridden in grpo/trainer.py. A built one has every attribute we
+    use (`check_trainer`).
     """
 
     ref_device: torch.device | None = None
     compiled_scoring = False  # the model runs under torch.compile: score fixed shapes (every position)
-    _scored: list | None = None  # the rewards and prompts TRL scored, while trl_scored runs
     _table_step = -1  # the step whose completions table was printed last
 
     def __init__(self, *args, **kwargs):
@@ -258,32 +257,6 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         self.metrics = MetricLog(self._metrics["train"])  # TRL clears it in place after each log line
         # TRL 1.16 reads transformers' deprecated `is_gradient_checkpointing` at every generation
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
-
-    def generate_batch(self, inputs: list[dict]) -> dict:
-        """The scored generation batch the next micro-batches train on, from the dataloader's `inputs`."""
-        return self.trl_scored(inputs)[0]
-
-    def trl_scored(self, inputs: list[dict]) -> tuple[dict, torch.Tensor, list]:
-        """TRL samples and scores completions of `inputs`: its generation batch (TRL's group advantages), the (N, F)
-        rewards of every process (F reward functions, NaN: a function skipped the row) and this process's prompts."""
-        self._scored = []
-        try:
-            output = super()._generate_and_score_completions(inputs)
-            rewards, prompts = self._scored[-1]
-        finally:
-            self._scored = None
-        return output, rewards, prompts
-
-    def before_grad_clip(self) -> None:
-        """The coming optimizer step's gradients, before clipping scales them."""
-
-    def on_grad_norm(self, norm) -> None:
-        """The gradient norm of the coming optimizer step, before clipping."""
-
-    def on_resume(self, checkpoint: str) -> None:
-        """A resume has loaded the checkpoint's weights, optimizer, scheduler and TrainerState."""
-
-    # ---- accessors ----
 
     def scoring_logps(self, input_ids, attention_mask, logits_to_keep: int) -> torch.Tensor:
         """TRL's scoring forward of the policy, no grad: the per-token log-probs (B, logits_to_keep) of the last
@@ -307,29 +280,14 @@ class GRPOSeams(VerifiedCheckpoints, GRPOTrainer):
         self.lr_scheduler = scheduler
         self._created_lr_scheduler = True
 
-    # ---- the seams ----
-
-    def _generate_and_score_completions(self, inputs):
-        return self.generate_batch(inputs)
-
-    def _calculate_rewards(self, *args, **kwargs):
-        rewards = super()._calculate_rewards(*args, **kwargs)
-        if self._scored is not None:  # inside trl_scored, which hands them back
-            prompts = argument("_calculate_rewards", "prompts", self, args, kwargs)
-            self._scored.append((rewards, list(prompts)))
-        return rewards
-
-    def _clip_grad_norm(self, model):
-        self.before_grad_clip()
-        norm = super()._clip_grad_norm(model)
-        self.on_grad_norm(norm)
-        return norm
-
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)  # Trainer calls it on resume, after the state
         if checkpoint is not None:
             self._step = self.state.global_step * self.args.gradient_accumulation_steps
             self.on_resume(checkpoint)
+
+    def on_resume(self, checkpoint: str) -> None:
+        """A resume has loaded the checkpoint's weights, optimizer, scheduler and TrainerState."""
 
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):
         call = signature("_get_per_token_logps_and_entropies").bind(self, *args, **kwargs).arguments

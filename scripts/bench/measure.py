@@ -236,7 +236,7 @@ class StepParts:
 
         clock(trainer, "_generate", "generation")
         clock(trainer, "_calculate_rewards", "rewards")
-        clock(trainer.grpo_step, "shape_advantages", "advantages (field credit)")
+        clock(trainer, "advantages", "advantages (field credit)")
         clock(trainer, "_get_per_token_logps_and_entropies", "", split=self._scoring(trainer, config))
         clock(trainer.accelerator, "backward", "backward (GRPO + replay)")
         self._time_replay(trainer, config, clock)
@@ -265,9 +265,9 @@ class StepParts:
 
     def _time_replay(self, trainer, config, clock) -> None:
         """The replay forward: wherever the package calls replay_loss by name; its FLOPs from each batch."""
-        from rookworld_trl.grpo.replay import Replay, replay_loss
+        from rookworld_trl.grpo.replay import replay_loss
 
-        replay = trainer.option(Replay)
+        replay = trainer.replay
         if replay is None:
             return
         callers = [

@@ -3,8 +3,8 @@ concerns that live in their own modules:
 
 - numerical faults and rollback (grpo/guard/faults.py): non-finite or diverged steps are skipped and rolled back to
   a snapshot, with the LR cut and the batch saved to output_dir/nan_batches/;
-- KL control (grpo/kl_control.py): adaptive KL and the KL guard (warn above kl_warn, save and stop above
-  kl_stop);
+- KL control (grpo/kl_control.py): adaptive KL (beta in the trainer's RunState) and the KL guard (warn above
+  kl_warn, save and stop above kl_stop);
 - snapshots (grpo/guard/snapshots.py): host copies of the last healthy weights + optimizer, the rollback targets.
 """
 
@@ -24,24 +24,23 @@ from rookworld_trl.grpo.guard.faults import (
     save_batch,
 )
 from rookworld_trl.grpo.guard.snapshots import Snapshots
-from rookworld_trl.grpo.options import Option
+from rookworld_trl.grpo.kl_control import adapt_beta, kl_guard
 from rookworld_trl.training.metrics_log import memory_metrics
 
 logger = logging.getLogger(__name__)
 
 
-class StepGuard(TrainerCallback, Option):
+class StepGuard(TrainerCallback):
     """Judges each optimizer step of RookWorldGRPOTrainer: on_pre_optimizer_step what the forward and backward
     measured (a bad step's gradients are dropped, so the optimizer step is a no-op), on_step_end the updated
     weights. A bad step rolls back to a snapshot taken before the bad update (weights + optimizer), cuts the LR
     and saves the batch; a healthy one runs the KL guard and the beta update and may take a new snapshot. A KL
     far above kl_stop is the previous update's: it rolls back past it, then the KL guard stops the run.
 
-    What it uses of the trainer (trl_compat.GRPOSeams): model, optimizer, lr_scheduler, accelerator,
-    kl_control, metrics and drop_buffered_completions(); as an option (grpo/options.py) it keeps the rewards
-    of each batch TRL scored for training (`scored_rewards`, before dynamic sampling refills it: the first place
-    a fault is looked for). `halt_reason` says why it
-    stopped the run.
+    What it uses of the trainer (grpo/trainer.py): model, optimizer, lr_scheduler, accelerator, metrics,
+    drop_buffered_completions() and `run` (the RunState: beta, nan_recoveries and healthy are written here); the
+    trainer hands it the rewards of each batch TRL scored for training (`scored_rewards`, before dynamic sampling
+    refills it: the first place a fault is looked for). `halt_reason` says why it stopped the run.
     """
 
     def __init__(self, trainer):
@@ -49,30 +48,20 @@ class StepGuard(TrainerCallback, Option):
         self.faults = StepFaults()  # the trainer reports each micro-batch to it
         self.snapshots = Snapshots()
         self.halt_reason: str | None = None
-        self.healthy = True  # last step good with KL below kl_warn: its checkpoint may become stable
-        self.nan_recoveries = 0  # rollbacks in the whole run
         self._retries = 0  # consecutive rollbacks
+        self._warned = False  # KL above kl_warn at the last check: warn once per excursion
         self.scored_rewards = None  # (N, F) of the generation batch the coming steps train on
-
-    def after_scoring(self, ctx, batch, score) -> None:
-        self.scored_rewards = batch.rewards
-
-    def saved_state(self) -> dict:
-        return {"nan_recoveries": self.nan_recoveries, "healthy": self.healthy}
-
-    def restore_state(self, state: dict) -> None:
-        self.nan_recoveries = state["nan_recoveries"]  # `healthy` is the next step's to decide
 
     def _trainable(self) -> list:
         return [p for p in self.trainer.model.parameters() if p.requires_grad]
 
     def take_snapshot(self) -> None:
         t = self.trainer
-        self.snapshots.take(t.model, t.optimizer, t.state.global_step, beta=t.kl_control.beta)
+        self.snapshots.take(t.model, t.optimizer, t.state.global_step, beta=t.run.beta)
 
     def on_train_begin(self, args, state, control, **kwargs):
         t = self.trainer  # after a resume has loaded weights and optimizer
-        self.snapshots.start(t.model, t.optimizer, t.state.global_step, beta=t.kl_control.beta)
+        self.snapshots.start(t.model, t.optimizer, t.state.global_step, beta=t.run.beta)
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         faults, model = self.faults, self.trainer.model
@@ -97,7 +86,7 @@ class StepGuard(TrainerCallback, Option):
         return found
 
     def on_step_end(self, args, state, control, **kwargs):
-        t, faults = self.trainer, self.faults
+        t, faults, run = self.trainer, self.faults, self.trainer.run
         faults.judge_weights(self._trainable())
         kl = faults.mean_kl()
         if faults.bad is not None:
@@ -109,20 +98,24 @@ class StepGuard(TrainerCallback, Option):
         else:
             self._retries = 0
             faults.accept()
-            self.healthy = kl is None or kl <= args.kl_warn
+            run.healthy = kl is None or kl <= args.kl_warn
             if kl is not None:
                 self._kl_guard(kl, args, state, control)
-                t.kl_control.update(kl)
-            if self.healthy and state.global_step % args.nan_snapshot_steps == 0:
+                if args.adaptive_kl:
+                    run.beta = adapt_beta(
+                        run.beta, kl, args.kl_target, args.kl_horizon, args.beta_min, args.beta_max
+                    )
+            if run.healthy and state.global_step % args.nan_snapshot_steps == 0:
                 self.take_snapshot()
-        t.metrics.add("beta", t.kl_control.beta)
-        t.metrics.add("nan_recoveries", self.nan_recoveries)
+        t.metrics.add("beta", run.beta)
+        t.metrics.add("nan_recoveries", run.nan_recoveries)
         for name, value in memory_metrics().items():
             t.metrics.add(name, value)
         faults.reset()
 
     def _kl_guard(self, kl, args, state, control, rolled_back_to=None) -> None:
-        halt = self.trainer.kl_control.check(kl, state.global_step, args.output_dir, rolled_back_to)
+        halt = kl_guard(kl, args, state.global_step, args.output_dir, self._warned, rolled_back_to)
+        self._warned = kl > args.kl_warn
         if halt:
             self.halt_reason = halt
             control.should_save = True  # Trainer saves right after on_step_end, then the loop ends
@@ -132,8 +125,8 @@ class StepGuard(TrainerCallback, Option):
         """Roll back to a snapshot taken before the bad update, cut the LR, save the batch."""
         t, step, bad = self.trainer, state.global_step, self.faults.bad
         self._retries += 1
-        self.nan_recoveries += 1
-        self.healthy = False
+        t.run.nan_recoveries += 1
+        t.run.healthy = False
         name = f"step-{step}-rank{t.accelerator.process_index}.pt"
         cause = self.faults.cause
         path = save_batch(
@@ -145,7 +138,7 @@ class StepGuard(TrainerCallback, Option):
         )
         snapshot = self.snapshots.rollback_target(past_last_update=self.faults.blame_previous)
         roll_back(snapshot, t.model, t.optimizer, t.lr_scheduler, args.nan_lr_factor)
-        t.kl_control.restore(snapshot.extra["beta"])
+        t.run.beta = float(snapshot.extra["beta"])
         t.drop_buffered_completions()  # TRL's buffered completions and old log-probs came from the bad weights
         what = bad if bad.startswith("diverged") else f"non-finite {bad} (first non-finite: {cause})"
         if cause is not None:  # one metric per kind: a gradient's parameter is named in the line below
