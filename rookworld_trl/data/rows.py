@@ -1,7 +1,7 @@
 """One line -> one row, in one place: a raw P:/A: line parsed into a row of the dataset's columns
 (data/layout.py FEATURES), and `rows_from_lines`, which reads lines into rows and counts the malformed ones by
 reason (`LoadReport`). No `datasets` here: the preflight checks a file's lines through it before accelerate
-starts, and the reader (data/read.py, data/parse.py) builds its tables from the same rows.
+starts, and the reader (data/read.py) builds its tables from the same rows.
 
     report = LoadReport("mine.txt", skip_bad_rows=True)
     rows = list(rows_from_lines(read_lines("mine.txt"), report)); print(report.summary())
