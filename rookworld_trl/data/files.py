@@ -227,6 +227,14 @@ def kind_of(source: str | os.PathLike) -> Format | str:
     return "hub" if hub_id_like(str(source)) else "missing"
 
 
+def source_kind(source: str) -> Format | str:
+    """kind_of(source), a missing one refused in one line."""
+    kind = kind_of(source)
+    if kind == "missing":
+        raise DataSourceError(missing_source(source))
+    return kind
+
+
 def is_puzzle_file(source: str | os.PathLike) -> bool:
     """Whether `source` is a file of positions to label (a Lichess puzzle .csv, an .epd suite)."""
     kind = kind_of(source)
@@ -413,9 +421,7 @@ def check_source(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS
     """A missing path, an empty directory, a file whose structure its format refuses, a puzzle file's bad
     --puzzle_rating/--puzzle_themes or first bad row, or a file's first bad P:/A: line: one DataSourceError. A hub
     id is the stage's to try."""
-    kind = kind_of(source)
-    if kind == "missing":
-        raise DataSourceError(missing_source(source))
+    kind = source_kind(source)
     if kind == "dir":
         check_dir(Path(source))
     if isinstance(kind, str):  # a directory (checked) or a hub id

@@ -1,4 +1,4 @@
-"""The data pipeline every consumer reads through (a GRPO run: `load_run_data` below; SFT, `rookworld eval`,
+"""The data pipeline every consumer reads through (a GRPO run: `run_data` below; SFT, `rookworld eval`,
 `rookworld data load`): bytes -> rows (data/read.py: parsed and cached, a puzzle file labelled) -> exclude
 (data/exclude.py) -> one task, the P:/A: mix, one FEN width, the cap (the steps below) -> the rows. Each step is
 a pure function of the rows and its settings that returns (rows, its own report); `load` runs them in that order
@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 from rookworld_trl.chess.engine import EngineLimit
 from rookworld_trl.chess.formats import FEN_WIDTH, policy_prompt, prompt_fen_width
 from rookworld_trl.data.exclude import Exclusion, Positions, exclude_rows
-from rookworld_trl.data.files import is_puzzle_file, position_fens
+from rookworld_trl.data.files import is_puzzle_file, position_fens, source_kind
 from rookworld_trl.data.layout import arrow_batches, iter_column, task_rows
 from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource
 from rookworld_trl.data.read import check_no_puzzle_filter, read, stream_rows
@@ -81,7 +81,8 @@ def load(spec: Spec) -> Loaded:
     puzzle, excluded = False, None
     stored = spec.rows
     if stored is None:
-        stored, excluded, puzzle = read(spec.source, spec.split, spec.exclusion, spec.max_samples,
+        kind = source_kind(spec.source)  # what the source is, decided once
+        stored, excluded, puzzle = read(spec.source, spec.split, kind, spec.exclusion, spec.max_samples,
                                         spec.mix_env_ratio, spec.skip_bad_rows, report, spec.num_proc,
                                         spec.puzzles)  # fmt: skip
     rows, reports, after = stored, {"read": report, "exclude": excluded}, {}
@@ -93,7 +94,7 @@ def load(spec: Spec) -> Loaded:
         width = spec.fen_width or (reports["fen_width"].width if reports["fen_width"].found else None)
         if reports["cap"] is not None:  # the first rows may hold no P: prompt
             width = spec.fen_width or rows_fen_width(rows)
-    say(reports)
+    print_reports(reports)
     return Loaded(stored, after.get("exclude", stored), rows, width, reports)
 
 
@@ -110,7 +111,7 @@ def steps(spec: Spec, source: str, puzzle: bool) -> list[tuple[str, Callable]]:
     return [*chosen, ("cap", partial(cap, max_samples=None if puzzle else spec.max_samples))]
 
 
-def say(reports: dict) -> None:
+def print_reports(reports: dict) -> None:
     """Each report that has something to say, in one line (a puzzle file's labelling said its own)."""
     if reports["read"].malformed:
         print(reports["read"].summary())
@@ -326,7 +327,7 @@ def cap(ds, max_samples: int | None) -> tuple[object, int | None]:
 # learning curve and the final eval, so each of them keeps the run's --skip_bad_rows, --exclude, puzzle filter and
 # cap; `rookworld eval` builds one from its flags (`eval_data`).
 #
-#     data = load_run_data(DataOptions("rookworld_trl/assets/data", mix_env_ratio=0.3, replay=True, held_out=True))
+#     data = run_data(DataOptions("rookworld_trl/assets/data", mix_env_ratio=0.3, replay=True, held_out=True))
 #     data.train, data.replay, data.held_out, data.fen_width
 #
 # Each set of rows goes through the one pipeline (data/load.py `load`: read -> exclude -> mix -> FEN width -> cap);
@@ -378,7 +379,7 @@ class RunData:
     training_keys: Positions | None = None
 
 
-def load_run_data(o: DataOptions) -> RunData:
+def run_data(o: DataOptions) -> RunData:
     """Every set of rows `o` asks for, each split read once (see the module docstring)."""
     exclusion = Exclusion.of(o.exclude)
     puzzles = PuzzleSource(  # a puzzle file is labelled at the reward's limit, into its cache

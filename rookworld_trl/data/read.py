@@ -45,10 +45,9 @@ from rookworld_trl.data.files import (
     first_error,
     json_array_rows,
     json_objects,
-    kind_of,
-    missing_source,
     read_lines,
     sniff,
+    source_kind,
     starts_with_bom,
 )
 from rookworld_trl.data.layout import COLUMNS, FEATURES, no_bars
@@ -176,13 +175,11 @@ def hub_error(source: str, error: Exception) -> DataSourceError:
     )
 
 
-def open_source(source: str, split: str, streaming: bool, kind: Format | str | None = None):
+def open_source(source: str, split: str, streaming: bool, kind: Format | str):
     """A `datasets` table of what `source` names (a file's split is the file itself), or None for a file read as
-    lines (files.py read_lines). `kind`: files.py kind_of(source), when known. A puzzle file is refused: its
-    positions are labelled (`read`), not read."""
-    path, kind = Path(source), kind or kind_of(source)
-    if kind == "missing":
-        raise DataSourceError(missing_source(source))
+    lines (files.py read_lines). `kind`: `source_kind(source)`. A puzzle file is refused: its positions are
+    labelled (`read`), not read."""
+    path = Path(source)
     if isinstance(kind, Format) and kind.positions is not None:
         raise DataSourceError(
             f"{source}: a puzzle file holds positions to label, not P:/A: rows; read it with "
@@ -263,9 +260,7 @@ def text_table(path: str | os.PathLike) -> datasets.Dataset:
             return datasets.load_dataset(
                 "text", data_files=str(path), split="train", encoding="utf-8-sig", encoding_errors="replace"
             )
-    except datasets.exceptions.DatasetGenerationError:
-        if next(iter(read_lines(path)), None) is not None:
-            raise
+    except datasets.exceptions.DatasetGenerationError:  # no line to read: lines decode, bad bytes replaced
         return datasets.Dataset.from_dict(
             {"text": []}, features=datasets.Features({"text": datasets.Value("string")})
         )
@@ -273,7 +268,7 @@ def text_table(path: str | os.PathLike) -> datasets.Dataset:
 
 def source_lines(source: str, split: str = "train") -> Iterator[str]:
     """The raw P:/A: lines of any source (a dataset dir's or hub dataset's `split`), streamed."""
-    opened = open_source(source, split, streaming=True)
+    opened = open_source(source, split, streaming=True, kind=source_kind(source))
     return read_lines(source) if opened is None else table_lines(opened, source)
 
 
@@ -358,23 +353,31 @@ def dataset_from_lines(lines_fn, report: LoadReport, task: str | None = None, co
     return datasets.IterableDataset.from_generator(generate, features=FEATURES)
 
 
-def to_rows(
-    ds, source: str, report: LoadReport, streaming: bool, task: str | None = None, count: bool = True,
-    num_proc: int | None = None,
-):  # fmt: skip
-    """Our columns: as they are when present, else parsed from a `text` column of raw lines (in memory: in
-    `num_proc` processes, cached, data/parse.py)."""
+def our_columns(ds, names):
+    """`ds` in FEATURES, when it holds our columns (None: it does not)."""
+    if not set(COLUMNS) <= set(names):
+        return None
+    ds = ds.select_columns(list(COLUMNS))
+    return ds if ds.features == FEATURES else ds.cast(FEATURES)  # e.g. JSON numbers read as int64
+
+
+def to_rows(ds, source: str, report: LoadReport, num_proc: int | None = None) -> datasets.Dataset:
+    """Our columns: as they are when present, else parsed from a `text` column of raw lines in `num_proc`
+    processes, cached (`parse_table`)."""
+    if (rows := our_columns(ds, ds.column_names)) is not None:
+        report.rows += len(rows)  # read by column, not line by line: its rows are what the report counts
+        return rows
+    lines = line_table(ds, source)
+    return parse_table(lines, source, report, num_proc)
+
+
+def stream_to_rows(ds, source: str, report: LoadReport, task: str | None = None, count: bool = True):
+    """to_rows of a streamed table, as it is read (of `task`: None both); malformed lines counted in `report`
+    when `count`."""
     names = ds.column_names or list(next(iter(ds), {}))  # a streamed JSON file names its columns when read
-    if set(COLUMNS) <= set(names):
-        ds = ds.select_columns(list(COLUMNS))
-        ds = ds if ds.features == FEATURES else ds.cast(FEATURES)  # e.g. JSON numbers read as int64
-        if not streaming:  # read by column, not line by line: its rows are what the report counts
-            report.rows += len(ds)
-        return ds if task is None else ds.filter(lambda row: row["task"] == task)
-    if streaming:
-        return dataset_from_lines(lambda: table_lines(ds, source), report, task, count)
-    rows = parse_table(line_table(ds, source), source, report, num_proc)
-    return rows if task is None else rows.filter(lambda t: t == task, input_columns="task")
+    if (rows := our_columns(ds, names)) is not None:
+        return rows if task is None else rows.filter(lambda row: row["task"] == task)
+    return dataset_from_lines(lambda: table_lines(ds, source), report, task, count)
 
 
 def prompt_rows(ds, name: str = "train_dataset"):
@@ -390,24 +393,7 @@ def prompt_rows(ds, name: str = "train_dataset"):
             "from rookworld_trl.chess.formats.policy_prompt) or a `text` column of whole P:/A: lines, or load it "
             "with load_rookworld_dataset"
         )
-    return to_rows(ds, name, LoadReport(name), streaming=False)  # a malformed line: DataSourceError naming it
-
-
-def no_rows_check(ds, source: str, split: str, report: LoadReport):
-    """`ds`, unless it is an in-memory dataset without rows: then a DataSourceError that says what the source
-    held (an empty file, a binary or CSV file of lines that are not P:/A: lines, ...) and what is expected."""
-    if len(ds):
-        return ds
-    if os.path.isfile(os.path.join(source, f"{split}.parquet")):  # a generated dir may leave a split empty
-        raise DataSourceError(
-            f"{source}: its {split!r} split has no rows; name another split (--dataset_train_split / "
-            f"--dataset_test_split; `rookworld data load {source} --split SPLIT` counts each)"
-        )
-    raise DataSourceError(
-        f"{source} (split {split!r}) holds no P:/A: rows: {report.one_line()}. Expected `P: <FEN> ...` / `A: ...` lines "
-        f"(docs/FORMATS.md), a `rookworld data generate` output dir, or a .parquet/.jsonl file with prompt and "
-        f"completion columns; `rookworld data load {source}` shows what it holds"
-    )
+    return to_rows(ds, name, LoadReport(name))  # a malformed line: DataSourceError naming it
 
 
 def check_no_puzzle_filter(source: str, puzzles: PuzzleSource | None) -> None:
@@ -424,32 +410,36 @@ def read_rows(
     skip_bad_rows: bool = False,
     report: LoadReport | None = None,
     num_proc: int | None = None,
-    puzzles: PuzzleSource | None = None,
-    kind: Format | str | None = None,
 ) -> datasets.Dataset:
     """The rows of a source's split, as stored; malformed lines counted in `report` (without skip_bad_rows the
     first one stops the read, named). Raw lines are parsed in `num_proc` processes (None: this machine's cores)
-    into datasets' cache, memory-mapped (data/parse.py). Not for a puzzle file (`read` labels one)."""
+    into datasets' cache, memory-mapped. Not for a puzzle file (`read` labels one)."""
     source = os.fspath(source)
-    check_no_puzzle_filter(source, puzzles)
     report = report if report is not None else LoadReport(source, skip_bad_rows)
+    return stored_rows(source, split, source_kind(source), report, num_proc)
+
+
+def stored_rows(source: str, split: str, kind: Format | str, report: LoadReport, num_proc: int | None):
+    """read_rows of a source whose kind (files.py kind_of) is known."""
     opened = open_source(source, split, streaming=False, kind=kind)
     with file_errors(source):
         raw = text_table(source) if opened is None else opened  # a text file: its lines as a table
-        ds = to_rows(raw, source, report, False, num_proc=num_proc)
-    return no_rows_check(ds, source, split, report)
+        ds = to_rows(raw, source, report, num_proc)
+    report.check_rows(len(ds), split)  # none: one line saying what the source held
+    return ds
 
 
-def read(source: str, split: str, exclusion: Exclusion, max_samples: int | None, mix_env_ratio: float | None,
+def read(source: str, split: str, kind: Format | str, exclusion: Exclusion, max_samples: int | None, mix_env_ratio: float | None,
          skip_bad_rows: bool = False, report: LoadReport | None = None, num_proc: int | None = None,
          puzzles: PuzzleSource | None = None) -> tuple[datasets.Dataset, ExcludeReport | None, bool]:  # fmt: skip
     """(the rows of `source`'s split, what `exclusion` dropped from them, whether they are a puzzle file's: then
     the P: rows of its puzzles that `puzzles` keeps and `exclusion` does not drop, the first `max_samples`,
     labelled by Stockfish; A: rows asked of one (`mix_env_ratio`) are refused first, since labelling can take
-    a while)."""
-    kind = kind_of(source)  # what the source is, decided once
+    a while). `kind`: `source_kind(source)`, decided once."""
     if not (isinstance(kind, Format) and kind.positions is not None):
-        return read_rows(source, split, skip_bad_rows, report, num_proc, puzzles, kind), None, False
+        check_no_puzzle_filter(source, puzzles)
+        report = report if report is not None else LoadReport(source, skip_bad_rows)
+        return stored_rows(source, split, kind, report, num_proc), None, False
     if mix_env_ratio:
         raise DataSourceError(
             f"mix_env_ratio={mix_env_ratio}: {source} is a puzzle file, P: rows only; set --mix_env_ratio 0 "
@@ -464,8 +454,8 @@ def read(source: str, split: str, exclusion: Exclusion, max_samples: int | None,
 def stream_rows(source: str, split: str, report: LoadReport, task: str | None = None, count: bool = True):
     """The rows of `source`'s split (of `task`: None both) as they are read, malformed lines counted in `report`
     (when `count`); each pass reads the source anew."""
-    opened = open_source(source, split, streaming=True)
+    opened = open_source(source, split, streaming=True, kind=source_kind(source))
     if opened is None:  # a file read as lines
         return dataset_from_lines(lambda: read_lines(source), report, task, count)
     with file_errors(source):
-        return to_rows(opened, source, report, True, task, count)
+        return stream_to_rows(opened, source, report, task, count)

@@ -293,10 +293,10 @@ def data_options(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model, 
 def load_run_data(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
     """The run's RunData, read once; records its FEN width (for training, replay and eval prompts) in the
     model's config.json and in script.fen_width."""
-    from rookworld_trl.data.load import load_run_data as read_run_data
+    from rookworld_trl.data.load import run_data
 
     options = data_options(script, args, model, engine_cache_path(script, args.output_dir))
-    data = read_run_data(options)
+    data = run_data(options)
     script.fen_width = train_at_fen_width(model, data.fen_width)
     return data
 
