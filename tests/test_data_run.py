@@ -1,4 +1,4 @@
-"""A GRPO run's data, read once from one set of options (rookworld_trl/data/run.py `RunData`): what the trainer, the
+"""A GRPO run's data, read once from one set of options (rookworld_trl/data/load.py `RunData`): what the trainer, the
 tactics mix, the learning curve and the final eval are handed keeps the run's --skip_bad_rows, --exclude, puzzle
 filter and cap, whichever of them reads it.
 
