@@ -12,9 +12,8 @@ import datasets
 import pytest
 from test_data_puzzles import BACK_RANK, EPD, HEADER, PUZZLES, SCHOLAR, after_first, write
 
-from rookworld_trl.data.exclude import Exclusion, exclude_rows
+from rookworld_trl.data.exclude import Exclusion, exclude_rows, fen4
 from rookworld_trl.data.files import DataSourceError, positions_kind
-from rookworld_trl.data.keys import fen4
 
 SCHOLAR_MATE = after_first(SCHOLAR, "g8f6")  # the position to solve, White to mate with Qxf7#
 BACK_RANK_MATE = after_first(BACK_RANK, "g8h8")
@@ -148,7 +147,7 @@ def test_generate_reassembles_without_excluded_positions(generated, tmp_path, ca
 def test_eval_counts_its_items_in_the_training_data(generated, tmp_path):
     from data_fixtures import rows_of
 
-    from rookworld_trl.data.run import eval_data
+    from rookworld_trl.data.load import eval_data
     from rookworld_trl.stages.eval.evaluate import EvalItems, items_in_training, training_line
     from rookworld_trl.stages.eval.outputs import markdown
 

@@ -1,4 +1,4 @@
-"""The loader at scale (data/parse.py): raw lines parsed in batches, in parallel, cached by the source's
+"""The loader at scale (data/read.py): raw lines parsed in batches, in parallel, cached by the source's
 fingerprint; the rows are rows.py's, line for line, and a malformed line is named by its exact line number
 whatever batch or process read it.
 
@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rookworld_trl import assets
-from rookworld_trl.data import parse
+from rookworld_trl.data import read as parse
 from rookworld_trl.data.errors import DataSourceError
 from rookworld_trl.data.read import read_rows
 from rookworld_trl.data.rows import LoadReport, row_from_line
@@ -108,23 +108,17 @@ def test_a_big_source_with_a_bad_early_line_stops_before_the_whole_parse(tmp_pat
     assert str(stopped.value).startswith(f"{path}:5: ")
 
 
-def test_a_pass_over_parsed_rows_streams_or_remaps_them_row_for_row(tmp_path, monkeypatch):
-    """layout.arrow_batches streams a dataset that is its cache files' rows from the files (no mapped pages
-    left behind), reads a row selection through new mappings of the files, and an in-memory or sliced dataset
-    from its own table: the same rows in the same order each way, at batch sizes below and above the files'."""
+def test_a_pass_over_parsed_rows_gives_them_row_for_row(tmp_path, monkeypatch):
+    """layout.arrow_batches reads parsed rows, a row selection of them (the mix, --exclude), a slice and an
+    in-memory table through datasets' own Arrow iteration: the same rows in the same order each way, at batch
+    sizes below and above the parse's shards."""
     from rookworld_trl.data import layout
 
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(layout, "REMAP_ROWS", 700)  # several mappings in one pass
     rows = read_rows(str(write(tmp_path / "s.txt", sample_lines(3000))), "train", num_proc=2)
     picked = rows.select([i for i in range(len(rows)) if i % 3])  # an indices mapping over the files' rows
     sliced = rows.select(range(100, 2500))  # contiguous: datasets slices the table instead
     in_memory = datasets.Dataset.from_list(picked.to_list()[:500])
-    schema = rows.data.table.select(["fen", "task"]).schema
-    # the parse's two shards, streamed
-    assert layout.source_files(rows, schema) and layout.row_selection(rows) is None
-    assert layout.source_files(picked, schema)  # a row selection: taken through fresh mappings of the files
-    assert not any(layout.source_files(ds, schema) for ds in (sliced, in_memory))  # their own table
     for ds in (rows, picked, sliced, in_memory):
         for size in (256, 1500):
             read = [
@@ -133,14 +127,3 @@ def test_a_pass_over_parsed_rows_streams_or_remaps_them_row_for_row(tmp_path, mo
                 for r in batch.to_pylist()
             ]
             assert read == ds.select_columns(["fen", "task"]).to_list()
-
-
-def test_the_datasets_internals_we_read_are_as_we_read_them():
-    """layout.row_selection is the one place that reads datasets' private state: a row selection's indices (the
-    mix, --exclude, arrow_batches). An upgrade that renames or changes it fails here, not as wrong rows."""
-    from rookworld_trl.data import layout
-
-    ds = datasets.Dataset.from_dict({"x": [10, 11, 12, 13]})
-    assert layout.row_selection(ds) is None
-    picked = layout.row_selection(ds.select([3, 1]))
-    assert picked.column(0).to_pylist() == [3, 1]  # the rows of ds's table, in order

@@ -10,9 +10,7 @@ import pytest
 from rookworld_trl.chess.engine import EngineLimit, EnginePool, find_stockfish
 from rookworld_trl.chess.formats import parse_policy_prompt, policy_prompt
 from rookworld_trl.data.errors import DataSourceError
-from rookworld_trl.data.files import read_puzzles
-from rookworld_trl.data.labels import PuzzleSource, puzzle_rows
-from rookworld_trl.data.puzzles import PuzzleFilter
+from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource, puzzle_rows, read_puzzles
 
 HEADER = "PuzzleId,FEN,Moves,Rating,RatingDeviation,Popularity,NbPlays,Themes,GameUrl,OpeningTags"
 # Black blunders, White mates: Scholar's mate; a back-rank mate; K+R against K, mate in two.

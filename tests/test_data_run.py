@@ -1,4 +1,4 @@
-"""A GRPO run's data, read once from one set of options (rookworld_trl/data/run.py `RunData`): what the trainer, the
+"""A GRPO run's data, read once from one set of options (rookworld_trl/data/load.py `RunData`): what the trainer, the
 tactics mix, the learning curve and the final eval are handed keeps the run's --skip_bad_rows, --exclude, puzzle
 filter and cap, whichever of them reads it.
 
@@ -15,9 +15,8 @@ from test_data_puzzles import HEADER, PUZZLES, write
 from tiny_grpo import ROOT, env_lines, tiny_recipe_argv
 
 from rookworld_trl.chess.environment import env_sample
-from rookworld_trl.data.exclude import Exclusion
+from rookworld_trl.data.exclude import Exclusion, fen4
 from rookworld_trl.data.files import DataSourceError
-from rookworld_trl.data.keys import fen4
 from rookworld_trl.data.layout import column
 from rookworld_trl.data.load import load_rookworld_dataset
 from rookworld_trl.grpo.tactics import TacticsMix

@@ -29,7 +29,6 @@ from rookworld_trl.data.audit import AuditConfig, AuditReport, audit
 from rookworld_trl.data.exclude import ExcludeReport, Exclusion
 from rookworld_trl.data.files import DataSourceError, is_puzzle_file
 from rookworld_trl.data.generate import GenerateConfig, generate
-from rookworld_trl.data.labels import PuzzleSource
 from rookworld_trl.data.layout import (
     COLUMNS,
     FEATURES,
@@ -43,7 +42,7 @@ from rookworld_trl.data.layout import (
     split_text,
 )
 from rookworld_trl.data.load import LoadReport, Spec, load, load_rookworld_dataset, stream
-from rookworld_trl.data.puzzles import PuzzleFilter
+from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource
 
 __all__ = [
     "COLUMNS",
@@ -92,7 +91,7 @@ def convert(
     num_proc: int | None = None,
 ) -> dict:
     """Write `source` (anything load_rookworld_dataset reads) in our layout, re-split by position hash. Its
-    lines are parsed in `num_proc` processes (None: the machine's cores), cached (data/parse.py). OUT is locked
+    lines are parsed in `num_proc` processes (None: the machine's cores), cached (data/read.py). OUT is locked
     from before the read (a second load into it is refused) and replaced as a whole at the end (LayoutWriter's
     staging folder and commit): an interrupted load leaves the old dataset as it was."""
     check_out(out)
@@ -158,7 +157,7 @@ def describe(
     num_proc: int | None = None,
 ) -> None:
     """Print what a source holds: the load report, rows by task (P: by FEN width) and A: rows by kind. The
-    whole source is parsed in `num_proc` processes and cached (data/parse.py); its first `max_samples` rows
+    whole source is parsed in `num_proc` processes and cached (data/read.py); its first `max_samples` rows
     are streamed."""
     report = LoadReport(source, skip_bad_rows)
     if max_samples is None:

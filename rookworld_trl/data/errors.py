@@ -32,22 +32,6 @@ def empty_error(path) -> DataSourceError:
     )
 
 
-def missing_source(source: str) -> str:
-    """The one line for a data source that is neither a local path nor tried on the hub."""
-    return (
-        f"no such file or directory: {source!r} (nor a hub dataset id like 'owner/name'); {DATA_SOURCE_FIX}"
-    )
-
-
-def hub_id_like(source: str) -> bool:
-    """Whether a data source that is no local path is tried as a hub dataset id ('owner/name').
-
-    >>> hub_id_like("jrahn/rookworld_7m"), hub_id_like("mydata.jsonl"), hub_id_like("./a/b")
-    (True, False, False)
-    """
-    return source.count("/") == 1 and not source.startswith((".", "/"))
-
-
 def open_text(path: str | os.PathLike):
     """A text file for reading, gzip if it ends in .gz; undecodable bytes become U+FFFD, never an error. A
     UTF-8 byte-order mark (Windows editors write one) is dropped: line 1 reads as the user sees it."""

@@ -18,21 +18,79 @@ The keys (`Exclusion`) never change; each use counts what it dropped in its own 
 
     exclusion = Exclusion.of(["bench.epd"])
     rows, report = exclude_rows(rows, exclusion, "data/mine")     # print(report.one_line())
+
+A position's key (`fen4`) and a compact set of keys (`Positions`) are here too: the eval's "seen in training"
+compares them (data/load.py RunData.training_keys).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import chess
 import numpy as np
 
+from rookworld_trl.chess.formats import position_key
 from rookworld_trl.data.errors import DataSourceError
 from rookworld_trl.data.files import position_fens
-from rookworld_trl.data.keys import canonical_fen4, fen4
+
+# --------------------------------------------------------------------------------- a position's key
+
+
+def fen4(fen: str) -> str:
+    """The position of a FEN as python-chess writes it (first four fields). Cheap for FENs python-chess wrote
+    (no en-passant square): those are taken as they are; the rest go through python-chess.
+
+    >>> fen4("rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq e3 0 1")  # no capture: no square
+    'rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq -'
+    """
+    fields = fen.split()
+    if len(fields) >= 4 and fields[3] == "-":
+        return " ".join(fields[:4])
+    return position_key(chess.Board(" ".join(fields[:4])).fen())
+
+
+class Positions:
+    """The positions (fen4 keys) of `fens`, held as sorted 8-byte hashes: a run's millions of training positions
+    in tens of MB, not a GB of strings. `fen4(fen) in positions`, `len(positions)`. Read from `fens` when first
+    asked (~3 s a million: a run whose eval never asks does not pay it before its first step)."""
+
+    def __init__(self, fens: Iterable[str]):
+        self.fens, self._hashes = fens, None
+
+    @property
+    def hashes(self) -> np.ndarray:
+        if self._hashes is None:
+            self._hashes = np.unique(
+                np.fromiter((position_hash(fen4(f)) for f in self.fens), dtype=np.uint64)
+            )
+            self.fens = None
+        return self._hashes
+
+    def __contains__(self, key: str) -> bool:
+        h = np.uint64(position_hash(key))
+        i = int(np.searchsorted(self.hashes, h))
+        return i < len(self.hashes) and self.hashes[i] == h
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+
+def position_hash(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+
+
+def canonical_fen4(fen: str) -> str:
+    """fen4 after python-chess has read the whole position (castling rights cleaned too): the exclude side."""
+    return position_key(chess.Board(" ".join(fen.split()[:4])).fen())
+
+
+# ---------------------------------------------------------------------------------------- --exclude
 
 
 def exclude_fens(path: str | os.PathLike) -> Iterator[str]:
@@ -49,7 +107,7 @@ def exclude_fens(path: str | os.PathLike) -> Iterator[str]:
 @dataclasses.dataclass(frozen=True)
 class Exclusion:
     """The positions of some exclude files: what to drop, never changed. Each use of it counts what it dropped in
-    its own ExcludeReport (`exclude_rows`, `exclude_items`, `report`)."""
+    its own ExcludeReport (`exclude_rows`, `report`)."""
 
     files: tuple[str, ...] = ()
     keys: frozenset[str] = frozenset()
@@ -104,28 +162,26 @@ class ExcludeReport:
 
 
 def exclude_rows(ds, exclusion: Exclusion, where: str = "the data", report: ExcludeReport | None = None):
-    """(`ds` without the rows on an excluded position, its report; None when nothing is excluded). `ds`: a
-    datasets Dataset (counted now; none left: a DataSourceError naming `where`) or IterableDataset (counted as
-    it is read, into `report` when given: two streams of one source count together)."""
+    """(`ds` without the rows on an excluded position, its report; None when nothing is excluded): one `filter`,
+    the same for a Dataset (counted now; none left: a DataSourceError naming `where`) and an IterableDataset
+    (counted as it is read, into `report` when given: two streams of one source count together)."""
     if not exclusion:
         return ds, None
     report = report or exclusion.report()
-    if not hasattr(ds, "__len__"):
-        return ds.filter(lambda row: not report.drops(row["fen"], row["task"])), report
-    from rookworld_trl.data.layout import column_batches  # datasets' tooling: only where a dataset is
 
-    keep = [start + i for start, (fens, tasks) in column_batches(ds, "fen", "task")
-            for i, (fen, task) in enumerate(zip(fens, tasks, strict=True)) if not report.drops(fen, task)]  # fmt: skip
-    if report.seen and not keep:
+    def keep(fens: list[str], tasks: list[str]) -> list[bool]:
+        return [not report.drops(fen, task) for fen, task in zip(fens, tasks, strict=True)]
+
+    streaming = not hasattr(ds, "__len__")
+    # in memory, counted at every load: a cached filter would skip `report.drops`
+    again = {} if streaming else {"load_from_cache_file": False}
+    from rookworld_trl.data.layout import no_bars  # datasets' tooling: only where a dataset is
+
+    with no_bars():
+        kept = ds.filter(keep, batched=True, input_columns=["fen", "task"], **again)
+    if not streaming and report.seen and not len(kept):
         raise DataSourceError(
             f"{report.one_line()}: {where} has no row left to train on; exclude fewer positions (--exclude) or "
             "pass a source with other positions"
         )
-    return ds.select(np.array(keep, dtype=np.int64)), report  # an array: hashed at once, not item by item
-
-
-def exclude_items(items: Iterable, exclusion: Exclusion, fen_of) -> tuple[Iterator, ExcludeReport]:
-    """(the `items` whose position (`fen_of(item)`) is not excluded, read lazily; the report counting them):
-    a puzzle file's puzzles are dropped before the engine labels them."""
-    report = exclusion.report()
-    return (item for item in items if not report.drops(fen_of(item))), report
+    return kept, report

@@ -1,28 +1,28 @@
-"""Reading the files a user names as data, in one place: which format a file is (`sniff`: by suffix, then by its
-first bytes where a suffix is shared), its P:/A: lines (`read_lines`) or its table (`open_file`), and every
-format's problems in one wording (`DataSourceError`: problem, file, fix). The preflight (before accelerate
-starts), the reader (data/read.py), --exclude (`positions_kind`, `position_fens`) and the
-audit (data/audit.py) all read files through here, so a file is accepted by all of them or refused by all of
-them with the same line.
+"""The files a user names as data, read without `datasets` (the preflight runs before it is imported): which
+format a file is (`sniff`: by suffix, then by its first bytes where a suffix is shared; `kind_of`: a file, a
+folder, a hub id or nothing), its P:/A: lines (`read_lines`), the positions of an --exclude file
+(`position_fens`), a data folder's problems (`check_dir`) and the preflight's fast check of a source
+(`check_source`). The reader (data/read.py), --exclude and the audit read files through here, so a file is
+accepted by all of them or refused by all of them with the same line (data/errors.py: problem, file, fix).
 
-    from rookworld_trl.data.files import sniff, read_lines, open_file
+    from rookworld_trl.data.files import check_source, read_lines, sniff
     sniff("lines.json").name            # 'json-array': a JSON array of lines or of objects
     for line in read_lines("mine.jsonl"): ...   # the P:/A: line of each row ('' for a blank line)
-    open_file("mine.parquet")           # a `datasets` table (imports datasets), or None: read its lines
+    check_source("mine.jsonl", skip_bad_rows=False)   # mine.jsonl:3: not valid JSON ...; fix or delete ...
 
 A new format is one `Format` in FORMATS: its name, its suffixes, optionally `looks_like` (its first bytes, when
 another format shares the suffix), a `lines` reader (the P:/A: line of each record, '' for a blank one; bad
-records raise `DataSourceError` through `line_error`) and optionally a `table` reader (for formats `datasets`
-reads faster or with more columns than its lines carry) and a `check` (the structure, without reading every
-record). A puzzle file has `positions` instead (data/puzzles.py: the Puzzles of a Lichess CSV or an EPD
-suite, which the loader labels with Stockfish). This module imports no `datasets` at import time: the preflight runs without it.
+records raise `DataSourceError` through `line_error`) and optionally a `check` (the structure, without reading
+every record); data/read.py TABLES names the formats `datasets` reads as tables. A puzzle file has `positions`
+instead (data/puzzles.py: the Puzzles of a Lichess CSV or an EPD suite, which the reader labels with Stockfish).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +32,18 @@ from rookworld_trl.data.errors import (
     FORMATS_DOC,
     DataSourceError,
     empty_error,
-    hub_id_like,
     line_error,
     open_text,
 )
-from rookworld_trl.data.puzzles import load_bigbench_checkmate, read_epd, read_fen_list, read_lichess
+from rookworld_trl.data.puzzles import (
+    PuzzleFilter,
+    load_bigbench_checkmate,
+    read_epd,
+    read_fen_list,
+    read_lichess,
+    read_puzzles,
+)
+from rookworld_trl.data.rows import EMPTY_LINE, LoadReport, rows_from_lines
 
 JSON_ROW_FIX = 'fix or delete that line (each line one JSON object, e.g. {"text": "P: ..."})'
 
@@ -127,12 +134,6 @@ def json_array_lines(path: Path) -> Iterator[str]:
         yield row_text(row, path, item_no)
 
 
-def json_array_table(path: Path, streaming: bool):
-    import datasets
-
-    return datasets.Dataset.from_list(json_array_rows(path))
-
-
 def starts_with_bom(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(3) == b"\xef\xbb\xbf"
@@ -141,22 +142,6 @@ def starts_with_bom(path: Path) -> bool:
 def starts_with_bracket(path: Path) -> bool:
     with open(path, encoding="utf-8", errors="replace") as f:
         return f.read(64).lstrip().startswith("[")
-
-
-def json_lines_table(path: Path, streaming: bool):
-    """datasets' JSON builder (it keeps our columns when a file has them); its failures become our line."""
-    import datasets
-
-    from rookworld_trl.common.quiet_logs import dropping
-
-    try:
-        if starts_with_bom(path):  # datasets 4.7's JSON builder reads the mark as data: the rows read here
-            table = datasets.Dataset.from_list([row for _, row in json_objects(path) if row is not None])
-            return table.to_iterable_dataset() if streaming else table
-        with dropping("datasets.packaged_modules.json.json", "Failed to read"):  # ours names the line
-            return datasets.load_dataset("json", data_files=str(path), split="train", streaming=streaming)
-    except Exception as e:  # datasets' json builder: StopIteration (empty), ArrowInvalid, ...
-        raise first_error(path) or DataSourceError(f"could not load {str(path)!r}: {e}") from None
 
 
 def check_parquet(path: Path) -> None:
@@ -174,22 +159,6 @@ def check_parquet(path: Path) -> None:
         )
 
 
-def parquet_table(path: Path, streaming: bool):
-    import datasets
-    import pyarrow.parquet as pq
-
-    check_parquet(path)
-    if pq.ParquetFile(path).metadata.num_rows == 0:  # datasets' builder fails on a file of no rows
-        table = datasets.Dataset(pq.read_table(path))
-        return table.to_iterable_dataset() if streaming else table
-    try:
-        return datasets.load_dataset("parquet", data_files=str(path), split="train", streaming=streaming)
-    except (ValueError, OSError) as e:
-        raise DataSourceError(
-            f"could not load {str(path)!r}: {type(e).__name__}: {str(e).rstrip('.')}; {DATA_SOURCE_FIX} ({FORMATS_DOC})"
-        ) from None
-
-
 @dataclass(frozen=True)
 class Format:
     """How one file format is read (see the module docstring)."""
@@ -197,7 +166,6 @@ class Format:
     name: str
     suffixes: tuple[str, ...]
     lines: Callable[[Path], Iterator[str]] | None
-    table: Callable[[Path, bool], object] | None = None
     looks_like: Callable[[Path], bool] | None = None
     check: Callable[[Path], None] | None = None
     positions: Callable[..., Iterator] | None = None  # a puzzle file: (path, keep, counts) -> its Puzzles
@@ -214,11 +182,9 @@ def puzzle_csv_like(path: Path) -> bool:
 
 TEXT = Format("text", (), text_lines)  # any suffix no other format claims: lines of text (.gz: gzip)
 FORMATS = (  # the first whose suffix (and `looks_like`) fits; else TEXT
-    Format(
-        "json-array", (".json", ".jsonl"), json_array_lines, json_array_table, looks_like=starts_with_bracket
-    ),
-    Format("json-lines", (".jsonl", ".json"), json_lines, json_lines_table),
-    Format("parquet", (".parquet",), None, parquet_table, check=check_parquet),
+    Format("json-array", (".json", ".jsonl"), json_array_lines, looks_like=starts_with_bracket),
+    Format("json-lines", (".jsonl", ".json"), json_lines),
+    Format("parquet", (".parquet",), None, check=check_parquet),
     # positions to solve, which the loader labels with Stockfish into P: rows (data/puzzles.py)
     Format("lichess-puzzles", (".csv",), None, looks_like=puzzle_csv_like, positions=read_lichess),
     Format("epd", (".epd",), None, positions=read_epd),
@@ -234,6 +200,22 @@ def sniff(path: str | os.PathLike) -> Format:
     return TEXT
 
 
+def missing_source(source: str) -> str:
+    """The one line for a data source that is neither a local path nor tried on the hub."""
+    return (
+        f"no such file or directory: {source!r} (nor a hub dataset id like 'owner/name'); {DATA_SOURCE_FIX}"
+    )
+
+
+def hub_id_like(source: str) -> bool:
+    """Whether a data source that is no local path is tried as a hub dataset id ('owner/name').
+
+    >>> hub_id_like("jrahn/rookworld_7m"), hub_id_like("mydata.jsonl"), hub_id_like("./a/b")
+    (True, False, False)
+    """
+    return source.count("/") == 1 and not source.startswith((".", "/"))
+
+
 def kind_of(source: str | os.PathLike) -> Format | str:
     """What a data source names, decided here only: a file's Format, "dir", "hub" (no local path, tried as a hub
     dataset id) or "missing"."""
@@ -243,6 +225,14 @@ def kind_of(source: str | os.PathLike) -> Format | str:
     if path.is_dir():
         return "dir"
     return "hub" if hub_id_like(str(source)) else "missing"
+
+
+def source_kind(source: str) -> Format | str:
+    """kind_of(source), a missing one refused in one line."""
+    kind = kind_of(source)
+    if kind == "missing":
+        raise DataSourceError(missing_source(source))
+    return kind
 
 
 def is_puzzle_file(source: str | os.PathLike) -> bool:
@@ -334,25 +324,6 @@ def read_lines(path: str | os.PathLike) -> Iterator[str]:
     return fmt.lines(path)
 
 
-def read_puzzles(path: str | os.PathLike, keep=None, counts=None) -> Iterator:
-    """The Puzzles of a puzzle file (a Lichess .csv or an .epd suite, data/puzzles.py) that `keep` (a
-    PuzzleFilter) keeps; `counts["read"]` counts the puzzles read."""
-    reader = sniff(path).positions
-    if reader is None:
-        raise DataSourceError(f"{path}: not a puzzle file; pass a Lichess puzzle .csv or an .epd file")
-    return reader(Path(path), keep, counts)
-
-
-def open_file(path: str | os.PathLike, streaming: bool = False):
-    """A `datasets` table of a file whose format has one (Parquet, JSON), checked first; None for a format that
-    is read as lines (`read_lines`)."""
-    path = Path(path)
-    fmt = sniff(path)
-    if fmt.check is not None:
-        fmt.check(path)
-    return None if fmt.table is None else fmt.table(path, streaming)
-
-
 def first_error(path: str | os.PathLike) -> DataSourceError | None:
     """The error its lines reader gives a file (None when every record holds a line, or it has no reader)."""
     fmt = sniff(path)
@@ -364,3 +335,125 @@ def first_error(path: str | os.PathLike) -> DataSourceError | None:
     except DataSourceError as e:
         return e
     return None
+
+
+# ------------------------------------------------------------------------------------ a data folder
+
+INCOMPLETE = (
+    ".rookworld_incomplete"  # a layout's files are being replaced (data/layout.py LayoutWriter.commit)
+)
+LAYOUT_SPLITS = ("train", "validation", "test")
+
+
+def layout_problem(folder: str | os.PathLike) -> str | None:
+    """Why a layout folder cannot be read as one dataset, or None: a write into it was stopped while replacing
+    its files (the INCOMPLETE marker), or its Parquet files' row counts disagree with its stats.json (files of
+    two writes; stats.json's `rows`). Reads Parquet footers only: milliseconds."""
+    folder = Path(folder)
+    if (folder / INCOMPLETE).exists():
+        return (
+            f"{folder} is half-written: a `rookworld data load --out` or `data generate` into it was stopped while "
+            f"replacing its files ({INCOMPLETE} is there); run that command again, or remove the folder"
+        )
+    try:
+        rows = json.loads((folder / "stats.json").read_text())["rows"]
+        expected = {
+            split: sum(int(n) for n in rows[split].values()) for split in LAYOUT_SPLITS if split in rows
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # no stats.json of ours: nothing to compare with
+    import pyarrow as pa  # here: the preflight imports this module, mostly for folders without stats.json
+    import pyarrow.parquet as pq
+
+    for split, n in expected.items():
+        path = folder / f"{split}.parquet"
+        if not path.exists():
+            continue
+        try:
+            found = pq.ParquetFile(path).metadata.num_rows
+        except (OSError, pa.ArrowException):
+            return f"{path} is not a readable Parquet file; run the command that wrote {folder} again"
+        if found != n:
+            return (
+                f"{folder} mixes files of two writes: {split}.parquet holds {found} rows, its stats.json says {n} "
+                "(a write into it was stopped halfway, or two wrote at once); run the command that wrote it again, "
+                "or remove the folder"
+            )
+    return None
+
+
+FOLDER_FORMATS = {".txt": "text", ".text": "text", ".json": "JSON", ".jsonl": "JSON", ".parquet": "Parquet",
+                  ".csv": "CSV", ".tsv": "CSV", ".arrow": "Arrow"}  # fmt: skip
+NOT_DATA = {"stats.json", "dataset_info.json", "state.json", "dataset_dict.json"}  # metadata beside the data
+
+
+def check_dir(path: Path) -> None:
+    """A DataSourceError for a folder with no data files, a layout folder half-written or mixed from two
+    writes (layout_problem), or another folder holding data files of several formats (datasets would read one
+    format and drop the rest without a word)."""
+    if (problem := layout_problem(path)) is not None:
+        raise DataSourceError(problem)
+    if not any(p.is_file() for p in path.rglob("*")):
+        raise DataSourceError(f"{path}: the directory holds no data files; {DATA_SOURCE_FIX}")
+    if (path / "train.parquet").exists() or (path / "stats.json").exists():
+        return  # our layout: Parquet read, the .txt beside it is the same rows
+    counts: dict[str, int] = {}
+    for file in path.rglob("*"):
+        kind = FOLDER_FORMATS.get(file.suffix.lower())
+        hidden = any(part.startswith(".") for part in file.relative_to(path).parts)
+        if kind and file.is_file() and not hidden and file.name not in NOT_DATA:
+            counts[kind] = counts.get(kind, 0) + 1
+    if len(counts) > 1:
+        held = ", ".join(f"{n} {kind} file{'s' * (n != 1)}" for kind, n in sorted(counts.items()))
+        raise DataSourceError(
+            f"{path} holds data files of several formats ({held}); a folder is read as one format, so the others "
+            "would be dropped: keep one format per folder, or name each file as its own source"
+        )
+
+
+# ------------------------------------------------------------------- the preflight's check of a source
+
+DATA_SECONDS = 1.5  # a longer file's later lines are checked by the stage as it loads them
+
+
+def check_source(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS, rating: str | None = None,
+                 themes: str | None = None) -> None:  # fmt: skip
+    """A missing path, an empty directory, a file whose structure its format refuses, a puzzle file's bad
+    --puzzle_rating/--puzzle_themes or first bad row, or a file's first bad P:/A: line: one DataSourceError. A hub
+    id is the stage's to try."""
+    kind = source_kind(source)
+    if kind == "dir":
+        check_dir(Path(source))
+    if isinstance(kind, str):  # a directory (checked) or a hub id
+        return
+    clock = Clock(time.monotonic() + seconds)
+    if kind.positions is not None:  # a puzzle file: positions the stage labels
+        try:
+            keep = PuzzleFilter.parse(rating, themes)
+        except ValueError as e:
+            raise DataSourceError(str(e)) from None
+        for _ in clock.until(read_puzzles(source, keep)):
+            pass
+    elif kind.lines is None:  # a table that datasets reads (Parquet): its structure only
+        if kind.check is not None:
+            kind.check(Path(source))
+    else:
+        report = LoadReport(source, skip_bad_rows)
+        for _ in rows_from_lines(clock.until(read_lines(source)), report):
+            pass
+        if not clock.out and report.lines == report.malformed[EMPTY_LINE]:  # no line but blank ones
+            raise empty_error(source)
+
+
+class Clock:
+    """Items of an iterable until a deadline; `out` says whether the deadline cut it short."""
+
+    def __init__(self, deadline: float):
+        self.deadline, self.out = deadline, False
+
+    def until(self, items: Iterable) -> Iterator:
+        for item in items:
+            if time.monotonic() > self.deadline:
+                self.out = True
+                return
+            yield item

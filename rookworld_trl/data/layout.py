@@ -30,15 +30,15 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+import datasets
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datasets import Features, List, Value
-from datasets.table import ConcatenationTable, MemoryMappedTable
 
 from rookworld_trl.chess.formats import position_key, prompt_fen_width
 from rookworld_trl.common.errors import UserError
 from rookworld_trl.common.paths import out_folder_problem
-from rookworld_trl.data.folders import INCOMPLETE, layout_problem  # noqa: F401  (the readers' check, re-exported)
+from rookworld_trl.data.files import INCOMPLETE, layout_problem  # noqa: F401  (the readers' check, re-exported)
 
 SPLITS = ("train", "validation", "test")
 FEATURES = Features(
@@ -67,6 +67,19 @@ COLUMNS = tuple(FEATURES)
 BATCH_ROWS = 100_000
 
 
+@contextlib.contextmanager
+def no_bars():
+    """datasets' progress bars off within the block: a source's Arrow copy is written in seconds, and a bad
+    file's error stays the one line on stderr (the parse's bar shows lines/s)."""
+    was_on = not datasets.utils.are_progress_bars_disabled()
+    datasets.utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_on:
+            datasets.utils.enable_progress_bars()
+
+
 # ------------------------------------------------------------------------------------------------ rows
 
 
@@ -83,81 +96,12 @@ def column(ds, name: str) -> list:
 
 
 def arrow_batches(ds, *names: str, size: int = BATCH_ROWS):
-    """(offset, Arrow table of `ds`'s columns `names`), `size` rows at a time in `ds`'s order. A dataset that is
-    its cache files' rows as written (a parse, a `map`) is streamed from them batch by batch (`streamed`), so a
-    pass over 7M rows (~4 GB of Arrow) holds one batch, not the pages it read. A dataset that selects or
-    shuffles rows (datasets' indices mapping: the mix, --exclude) is read by one Arrow `take` per batch:
-    datasets' own iteration gathers such rows one by one (5 s a pass over a million); its files are mapped anew
-    every REMAP_ROWS rows (`remapped`), so the pages read leave the process with the old mapping."""
-    schema = ds.data.table.select(list(names)).schema
-    files, selection = source_files(ds, schema), row_selection(ds)
-    if files and selection is None:
-        yield from streamed(files, schema, size)
-        return
-    indices = selection.column(0) if selection is not None else None
-    remap_at = 0
-    for start in range(0, len(ds), size):
-        if start >= remap_at:  # the previous mapping, and the pages read through it, go with `table`
-            table, remap_at = remapped(ds, schema, files), start + REMAP_ROWS
-        yield start, table.slice(start, size) if indices is None else table.take(indices.slice(start, size))
-
-
-def row_selection(ds) -> pa.Table | None:
-    """The one private state of a `datasets.Dataset` we read, here only: its row selection (`_indices`: a select,
-    shuffle or filter keeps an Arrow table of the row numbers of its table it reads, in order; None: all, as they
-    are). datasets offers none publicly, and its own iteration over one gathers rows one by one;
-    tests/test_data_parse.py fails when an upgrade renames or changes it."""
-    return ds._indices
-
-
-REMAP_ROWS = 500_000  # ~300 MB of mapped rows at ~590 bytes a row
-KEPT_ROWS_OPS = {"replace_schema_metadata", "drop", "select"}  # datasets' replays that keep a file's rows
-
-
-def source_files(ds, schema: pa.Schema) -> list[str] | None:
-    """The cache files whose record batches, read in order, are the rows of `ds`'s table (its row selection
-    aside) with the columns of `schema`; None when the table is anything else (in memory, sliced, cast, rows or
-    columns added since)."""
-    if not ds.cache_files:
-        return None
-    data = ds.data
-    rows = data.blocks if isinstance(data, ConcatenationTable) else [[data]]
-    blocks = [row[0] for row in rows if len(row) == 1 and isinstance(row[0], MemoryMappedTable)]
-    if len(blocks) != len(rows) or any(op not in KEPT_ROWS_OPS for b in blocks for op, *_ in b.replays):
-        return None
-    for block in blocks:
-        with pa.OSFile(block.path) as source:
-            found = pa.ipc.open_stream(source).schema
-        if any(found.get_field_index(f.name) < 0 or found.field(f.name).type != f.type for f in schema):
-            return None
-    return [block.path for block in blocks]
-
-
-def streamed(files: list[str], schema: pa.Schema, size: int):
-    """(offset, table of `size` rows) read from Arrow stream `files` in order, each record batch copied in and
-    let go: the read leaves no mapped pages behind."""
-    pending, held, start = [], 0, 0
-    for path in files:
-        with pa.OSFile(path) as source:
-            for batch in pa.ipc.open_stream(source):
-                pending.append(batch.select(schema.names))
-                held += len(batch)
-                while held >= size:
-                    table = pa.Table.from_batches(pending).replace_schema_metadata(schema.metadata)
-                    yield start, table.slice(0, size)
-                    pending, held, start = table.slice(size).to_batches(), held - size, start + size
-    if held:
-        yield start, pa.Table.from_batches(pending).replace_schema_metadata(schema.metadata)
-
-
-def remapped(ds, schema: pa.Schema, files: list[str] | None) -> pa.Table:
-    """`ds`'s table with the columns of `schema`, read through new mappings of its cache `files` (source_files),
-    or `ds`'s own table where there are none."""
-    if not files:
-        return ds.data.table.select(schema.names)
-    return pa.concat_tables(
-        [pa.ipc.open_stream(pa.memory_map(f)).read_all().select(schema.names) for f in files]
-    )
+    """(offset, Arrow table of `ds`'s columns `names`), `size` rows at a time in `ds`'s order: datasets' own
+    Arrow iteration, which gathers a selection's rows (the mix, --exclude) a batch at a time."""
+    offset = 0
+    for batch in ds.select_columns(list(names)).with_format("arrow").iter(batch_size=size):
+        yield offset, batch
+        offset += len(batch)
 
 
 def column_batches(ds, *names: str, size: int = BATCH_ROWS):

@@ -1,4 +1,4 @@
-"""The data pipeline every consumer reads through (the GRPO run's data/run.py, SFT, `rookworld eval`,
+"""The data pipeline every consumer reads through (a GRPO run: `run_data` below; SFT, `rookworld eval`,
 `rookworld data load`): bytes -> rows (data/read.py: parsed and cached, a puzzle file labelled) -> exclude
 (data/exclude.py) -> one task, the P:/A: mix, one FEN width, the cap (the steps below) -> the rows. Each step is
 a pure function of the rows and its settings that returns (rows, its own report); `load` runs them in that order
@@ -26,11 +26,12 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 
+from rookworld_trl.chess.engine import EngineLimit
 from rookworld_trl.chess.formats import FEN_WIDTH, policy_prompt, prompt_fen_width
-from rookworld_trl.data.exclude import Exclusion, exclude_rows
-from rookworld_trl.data.files import is_puzzle_file
-from rookworld_trl.data.labels import PuzzleSource
-from rookworld_trl.data.layout import arrow_batches, task_rows
+from rookworld_trl.data.exclude import Exclusion, Positions, exclude_rows
+from rookworld_trl.data.files import is_puzzle_file, position_fens, source_kind
+from rookworld_trl.data.layout import arrow_batches, iter_column, task_rows
+from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource
 from rookworld_trl.data.read import check_no_puzzle_filter, read, stream_rows
 from rookworld_trl.data.rows import LoadReport
 
@@ -80,7 +81,8 @@ def load(spec: Spec) -> Loaded:
     puzzle, excluded = False, None
     stored = spec.rows
     if stored is None:
-        stored, excluded, puzzle = read(spec.source, spec.split, spec.exclusion, spec.max_samples,
+        kind = source_kind(spec.source)  # what the source is, decided once
+        stored, excluded, puzzle = read(spec.source, spec.split, kind, spec.exclusion, spec.max_samples,
                                         spec.mix_env_ratio, spec.skip_bad_rows, report, spec.num_proc,
                                         spec.puzzles)  # fmt: skip
     rows, reports, after = stored, {"read": report, "exclude": excluded}, {}
@@ -92,7 +94,7 @@ def load(spec: Spec) -> Loaded:
         width = spec.fen_width or (reports["fen_width"].width if reports["fen_width"].found else None)
         if reports["cap"] is not None:  # the first rows may hold no P: prompt
             width = spec.fen_width or rows_fen_width(rows)
-    say(reports)
+    print_reports(reports)
     return Loaded(stored, after.get("exclude", stored), rows, width, reports)
 
 
@@ -109,7 +111,7 @@ def steps(spec: Spec, source: str, puzzle: bool) -> list[tuple[str, Callable]]:
     return [*chosen, ("cap", partial(cap, max_samples=None if puzzle else spec.max_samples))]
 
 
-def say(reports: dict) -> None:
+def print_reports(reports: dict) -> None:
     """Each report that has something to say, in one line (a puzzle file's labelling said its own)."""
     if reports["read"].malformed:
         print(reports["read"].summary())
@@ -315,3 +317,117 @@ def cap(ds, max_samples: int | None) -> tuple[object, int | None]:
     if not hasattr(ds, "__len__"):
         return ds.take(max_samples), None
     return ds.select(range(min(max_samples, len(ds)))), min(max_samples, len(ds))
+
+
+# ----------------------------------------------------------------------------------------- a run's data
+#
+# A run's data, read once from one set of options: the rows it trains on, what supervised replay draws from, the
+# held-out rows of its learning curve and final eval, the tactics rows it mixes in and evaluates on, and the
+# positions it trained on. The GRPO stage builds one `RunData` and hands it to the trainer, the tactics mix, the
+# learning curve and the final eval, so each of them keeps the run's --skip_bad_rows, --exclude, puzzle filter and
+# cap; `rookworld eval` builds one from its flags (`eval_data`).
+#
+#     data = run_data(DataOptions("rookworld_trl/assets/data", mix_env_ratio=0.3, replay=True, held_out=True))
+#     data.train, data.replay, data.held_out, data.fen_width
+#
+# Each set of rows goes through the one pipeline (data/load.py `load`: read -> exclude -> mix -> FEN width -> cap);
+# the train split is read once (a file's splits are the file itself: its rows as read are also the held-out rows;
+# the replay rows are the train split after --exclude, before the mix); a puzzle file is labelled once.
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """What a run reads (the recipe's data fields). `fen_width`: the width to prompt at (the recipe's, else the
+    model's record; None: the data's). `tactics`: the tactics data; `replay`, `held_out`, `tactics_train`,
+    `tactics_test`: whether they are read at all."""
+
+    source: str
+    train_split: str = "train"
+    test_split: str = "test"
+    mix_env_ratio: float | None = None
+    seed: int = 0
+    max_samples: int | None = None
+    fen_width: int | None = None
+    skip_bad_rows: bool = False
+    num_proc: int | None = None  # processes that parse raw lines (None: the machine's cores; data/read.py)
+    # a puzzle file's filter (--puzzle_rating / --puzzle_themes) and how it is labelled
+    puzzle_filter: PuzzleFilter = field(default_factory=PuzzleFilter)
+    engine_limit: EngineLimit = field(default_factory=lambda: EngineLimit(depth=8))
+    engine_workers: int = 1
+    engine_cache: str | None = None
+    exclude: tuple[str, ...] = ()
+    tactics: str | None = None
+    replay: bool = False
+    held_out: bool = False
+    tactics_train: bool = False
+    tactics_test: bool = False
+
+
+@dataclass
+class RunData:
+    """The rows of one run (None: not asked for). `fen_width`: the run's P: width (None: no P: rows);
+    `training_keys`: the positions (first four FEN fields) of the train split the run drew from."""
+
+    source: str
+    train_split: str = "train"
+    train: object = None
+    replay: object = None
+    held_out: object = None
+    tactics: object = None
+    tactics_test: object = None
+    fen_width: int | None = None
+    training_keys: Positions | None = None
+
+
+def run_data(o: DataOptions) -> RunData:
+    """Every set of rows `o` asks for, each split read once (see the module docstring)."""
+    exclusion = Exclusion.of(o.exclude)
+    puzzles = PuzzleSource(  # a puzzle file is labelled at the reward's limit, into its cache
+        o.puzzle_filter, o.engine_limit, workers=o.engine_workers, cache=o.engine_cache, seed=o.seed
+    )
+    read = dict(skip_bad_rows=o.skip_bad_rows, num_proc=o.num_proc)
+    train = load(Spec(o.source, o.train_split, exclusion=exclusion, mix_env_ratio=o.mix_env_ratio, seed=o.seed,
+                      fen_width=o.fen_width, max_samples=o.max_samples, puzzles=puzzles, **read))  # fmt: skip
+    width = train.fen_width
+    one_file = os.path.isfile(o.source)  # a file's test split is the file itself: its rows as read
+    tactics = o.tactics or ""
+    # fmt: off
+    later = {  # replay: the whole split, since the mix may hold no rows of the replayed task
+        "replay": o.replay and Spec(o.source, rows=train.excluded_rows, fen_width=width),
+        "held_out": o.held_out and Spec(o.source, o.test_split, train.stored if one_file else None,
+                                        fen_width=width, **read),
+        # every training row keeps --exclude (counted apart from the main source's rows)
+        "tactics": tactics and o.tactics_train and Spec(tactics, exclusion=exclusion, task="P",
+                                                        fen_width=width),
+        "tactics_test": tactics and o.tactics_test and Spec(tactics, "test", fen_width=KEEP),
+    }
+    # fmt: on
+    keys = Positions(iter_column(train.excluded_rows, "fen"))  # read when first asked
+    data = RunData(o.source, o.train_split, train.rows, fen_width=width, training_keys=keys)
+    for name, spec in later.items():
+        if spec:
+            setattr(data, name, load(spec).rows)
+    return data
+
+
+def eval_data(data: str | None, split: str, fen_width: int | None, tactics: str | None = None,
+              train_data: str | None = None, train_split: str = "train") -> RunData:  # fmt: skip
+    """What `rookworld eval` reads (each only when named): the held-out rows of `data`'s `split` at `fen_width`,
+    the tactics test split, and the positions of `train_data` (a puzzle file's positions to solve, read, not
+    labelled)."""
+    out = RunData(train_data or "", train_split)
+    if data:
+        out.held_out = load(Spec(data, split, fen_width=fen_width)).rows
+    if tactics:
+        out.tactics_test = load(Spec(tactics, "test", fen_width=KEEP)).rows
+    if train_data:
+        out.training_keys = Positions(training_fens(train_data, train_split))
+    return out
+
+
+def training_fens(source: str, split: str):
+    """The FENs a model trained on `source`'s `split` saw: a puzzle file's positions to solve (read, not
+    labelled), else its rows' (read through the pipeline)."""
+    if is_puzzle_file(source):
+        return position_fens(source)
+    return iter_column(load(Spec(source, split, fen_width=KEEP)).rows, "fen")

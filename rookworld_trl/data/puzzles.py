@@ -1,13 +1,13 @@
-"""Puzzle files read: the Lichess puzzle database CSV and EPD test suites, into Puzzle records (the position to
-solve, the solution's first move or the suite's best/avoid moves, rating, themes), filtered by rating and theme
-(data/files.py's FORMATS name these readers; data/labels.py labels the puzzles with Stockfish into P: rows). Also
-the BIG-bench `checkmate_in_one` task.json, which is a benchmark: read for the eval and for --exclude, never to
-train on.
+"""Puzzles: the Lichess puzzle database CSV and EPD test suites read into Puzzle records (the position to solve,
+the solution's first move or the suite's best/avoid moves, rating, themes), filtered by rating and theme, and
+labelled by Stockfish into P: rows the way `rookworld data generate` labels a position (`PuzzleSource`: the
+reader, data/read.py, labels a puzzle file through it). Also the BIG-bench `checkmate_in_one` task.json, which is
+a benchmark: read for the eval and for --exclude, never to train on.
 
-    from rookworld_trl.data.files import read_puzzles
-    from rookworld_trl.data.puzzles import PuzzleFilter
+    from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource, read_puzzles
     keep = PuzzleFilter.parse(rating="1000-1800", themes="mateIn1,mateIn2")
     puzzles = list(read_puzzles("lichess_db_puzzle.csv", keep))   # or "suite.epd"
+    rows, excluded = PuzzleSource(keep).rows("lichess_db_puzzle.csv")   # labelled at depth 8
 
 Lichess CSV (https://database.lichess.org/#puzzles): PuzzleId,FEN,Moves,Rating,RatingDeviation,Popularity,
 NbPlays,Themes,GameUrl,OpeningTags, with or without that header. FEN is the position BEFORE the opponent's
@@ -19,17 +19,22 @@ solution's first move is Moves' second. EPD: one position per line, its operatio
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
 
 import chess
 
+from rookworld_trl.chess.engine import EngineLimit, EnginePool
 from rookworld_trl.chess.environment import mating_moves
 from rookworld_trl.data.errors import DataSourceError, line_error, open_text
+from rookworld_trl.data.samples import policy_row_for
 
 LICHESS_COLUMNS = (
     "PuzzleId",
@@ -298,3 +303,126 @@ def read_fen_list(path) -> Iterator[str]:
                     path, row, f"{line.strip()[:60]!r} has {len(fields)} field(s), not a FEN", FEN_LIST_FIX
                 )
             yield legal_position(" ".join(fields[:4]), path, row, FEN_LIST_FIX).fen()
+
+
+def read_puzzles(path: str | os.PathLike, keep: PuzzleFilter | None = None, counts: Counter | None = None):
+    """The Puzzles of a puzzle file (an .epd suite, else a Lichess puzzle .csv) that `keep` keeps;
+    `counts["read"]` counts the puzzles read."""
+    reader = read_epd if Path(path).suffix == ".epd" else read_lichess
+    return reader(Path(path), keep, counts)
+
+
+# ------------------------------------------------------------------------------------ labelled by Stockfish
+
+
+@dataclass
+class PuzzleReport:
+    """What labelling a puzzle file did: puzzles read, kept by the filter, P: rows made, and how often the
+    engine's best move is the file's solution (or one of its `bm` moves) or one of its `am` moves."""
+
+    source: str
+    keep: PuzzleFilter = field(default_factory=PuzzleFilter)
+    limit: str = ""
+    read: int = 0
+    kept: int = 0
+    excluded: int = 0
+    capped: int | None = None  # reading stopped at this many puzzles (max_samples)
+    rows: int = 0
+    with_solution: int = 0
+    solved: int = 0
+    avoided: int = 0
+
+    def one_line(self) -> str:
+        kept = f", {self.kept} kept ({self.keep.describe()})" if self.keep else ""
+        kept += f", {self.excluded} excluded (--exclude)" if self.excluded else ""
+        kept += f", the first {self.capped} taken (max_samples)" if self.capped else ""
+        text = f"{self.source}: {self.read} puzzles{kept}, {self.rows} P: rows labelled by Stockfish {self.limit}"
+        if self.with_solution:
+            text += f"; its best move is the file's solution in {self.solved} of {self.with_solution}"
+        if self.avoided:
+            text += f", an `am` move in {self.avoided}"
+        return text
+
+    def to_dict(self) -> dict:
+        keep = {
+            "rating": list(self.keep.rating) if self.keep.rating else None,
+            "themes": sorted(self.keep.themes),
+        }
+        return {**dataclasses.asdict(self), "keep": keep}
+
+
+def puzzle_rows(
+    path: str | os.PathLike,
+    pool: EnginePool,
+    keep: PuzzleFilter | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    exclude=None,
+    max_puzzles: int | None = None,
+) -> tuple[list[dict], PuzzleReport, object]:
+    """(P: rows, report, what `exclude` (an exclude.Exclusion) dropped: its ExcludeReport, None when nothing is
+    excluded) of the puzzles of `path` that
+    `keep` keeps and `exclude` does not drop (the first `max_puzzles`), labelled by `pool` as `rookworld data
+    generate` labels a position (top moves at the pool's limit, written in a per-position shuffled order).
+    Filtered and excluded before labelling: the engine is the slow part."""
+    keep = keep or PuzzleFilter()
+    report, counts, puzzles = PuzzleReport(str(path), keep, pool.limit.key()), Counter(), []
+    excluded = exclude.report() if exclude else None
+    for puzzle in read_puzzles(path, keep, counts):
+        report.kept += 1
+        if excluded is not None and excluded.drops(puzzle.fen):
+            report.excluded += 1
+            continue
+        if len(puzzles) == max_puzzles:
+            report.capped = max_puzzles
+            break
+        puzzles.append(puzzle)
+    report.read = counts["read"]
+    settings = SimpleNamespace(seed=seed, limit=pool.limit)
+    rows = []
+    for puzzle, analysis in zip(
+        puzzles, pool.analyse_many([p.fen for p in puzzles], progress=progress), strict=True
+    ):
+        if not analysis:  # the game is over: nothing to play (a puzzle file should hold none)
+            continue
+        rows.append(policy_row_for(puzzle.fen, analysis, settings))
+        report.with_solution += bool(puzzle.best)
+        report.solved += analysis[0].move in puzzle.best
+        report.avoided += analysis[0].move in puzzle.avoid
+    report.rows = len(rows)
+    return rows, report, excluded
+
+
+@dataclass
+class PuzzleSource:
+    """How a puzzle file becomes P: rows: which puzzles (`keep`) and the engine that labels them; `report`
+    holds what the last labelling did."""
+
+    keep: PuzzleFilter = field(default_factory=PuzzleFilter)
+    limit: EngineLimit = field(default_factory=lambda: EngineLimit(depth=8))
+    multipv: int = 5
+    workers: int = 1
+    cache: str | None = None  # sqlite analysis cache: a training run's engine cache serves its reward too
+    stockfish: str | None = None
+    seed: int = 0
+    progress: bool = True
+    report: PuzzleReport | None = None
+
+    def rows(
+        self, path: str | os.PathLike, exclude=None, max_puzzles: int | None = None
+    ) -> tuple[list[dict], object]:
+        """(the P: rows of the puzzles of `path` that `keep` keeps and `exclude` does not drop (the first
+        `max_puzzles`), what `exclude` dropped); says what it did in one line."""
+        if self.cache:  # made here, not before: a run whose data is refused leaves no output_dir behind
+            os.makedirs(os.path.dirname(self.cache) or ".", exist_ok=True)
+        with EnginePool(self.workers, self.limit, self.multipv, self.cache, self.stockfish) as pool:
+            rows, self.report, excluded = puzzle_rows(
+                path, pool, self.keep, self.seed, self.progress, exclude, max_puzzles
+            )
+        print(self.report.one_line())
+        if not rows:
+            raise DataSourceError(
+                f"{path}: no puzzle left to train on ({self.report.one_line()}); widen --puzzle_rating / "
+                "--puzzle_themes (Lichess themes such as mateIn1, fork, endgame)"
+            )
+        return rows, excluded

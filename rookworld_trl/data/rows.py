@@ -1,7 +1,7 @@
 """One line -> one row, in one place: a raw P:/A: line parsed into a row of the dataset's columns
 (data/layout.py FEATURES), and `rows_from_lines`, which reads lines into rows and counts the malformed ones by
 reason (`LoadReport`). No `datasets` here: the preflight checks a file's lines through it before accelerate
-starts, and the reader (data/read.py, data/parse.py) builds its tables from the same rows.
+starts, and the reader (data/read.py) builds its tables from the same rows.
 
     report = LoadReport("mine.txt", skip_bad_rows=True)
     rows = list(rows_from_lines(read_lines("mine.txt"), report)); print(report.summary())
@@ -10,12 +10,13 @@ starts, and the reader (data/read.py, data/parse.py) builds its tables from the 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
 from rookworld_trl.chess.environment import kind_on, sample_and_board
 from rookworld_trl.chess.formats import EnvSample, FormatError, split_prompt_completion
-from rookworld_trl.data.errors import line_error
+from rookworld_trl.data.errors import DataSourceError, line_error
 
 # ------------------------------------------------------------------------------------------------ rows
 
@@ -76,6 +77,25 @@ class LoadReport:
         examples = self.first_lines.setdefault(reason, [])
         if len(examples) < self.max_examples:
             examples.append(line_no)
+
+    def check_rows(self, rows: int, split: str) -> None:
+        """A DataSourceError when a source's split gave no `rows`: what it held (an empty file, a binary or CSV
+        file of lines that are not P:/A: lines, ...) and what is expected."""
+        if rows:
+            return
+        source = self.source
+        if os.path.isfile(
+            os.path.join(source, f"{split}.parquet")
+        ):  # a generated dir may leave a split empty
+            raise DataSourceError(
+                f"{source}: its {split!r} split has no rows; name another split (--dataset_train_split / "
+                f"--dataset_test_split; `rookworld data load {source} --split SPLIT` counts each)"
+            )
+        raise DataSourceError(
+            f"{source} (split {split!r}) holds no P:/A: rows: {self.one_line()}. Expected `P: <FEN> ...` / `A: ...` "
+            f"lines (docs/FORMATS.md), a `rookworld data generate` output dir, or a .parquet/.jsonl file with prompt "
+            f"and completion columns; `rookworld data load {source}` shows what it holds"
+        )
 
     def summary(self) -> str:
         if self.lines == 0 and self.rows:  # a table in our columns: read by column, no line parsed

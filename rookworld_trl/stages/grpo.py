@@ -260,11 +260,11 @@ def parse(argv: list[str] | None = None):
 
 
 def data_options(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model, cache: str | None):
-    """The run's DataOptions (data/run.py): one set of options for every read of the run's data. The FEN width is
+    """The run's DataOptions (data/load.py): one set of options for every read of the run's data. The FEN width is
     fen_width when set, else the one the model was trained at (its config.json), else the data's; a puzzle file
     is labelled at the reward's engine limit, into its cache (`cache`)."""
     from rookworld_trl.chess.engine import EngineLimit
-    from rookworld_trl.data.run import DataOptions
+    from rookworld_trl.data.load import DataOptions
 
     curve = bool(script.eval_every_steps) and not 0 < args.max_steps < script.eval_every_steps
     return DataOptions(
@@ -293,10 +293,10 @@ def data_options(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model, 
 def load_run_data(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
     """The run's RunData, read once; records its FEN width (for training, replay and eval prompts) in the
     model's config.json and in script.fen_width."""
-    from rookworld_trl.data import run
+    from rookworld_trl.data.load import run_data
 
     options = data_options(script, args, model, engine_cache_path(script, args.output_dir))
-    data = run.load_run_data(options)
+    data = run_data(options)
     script.fen_width = train_at_fen_width(model, data.fen_width)
     return data
 
@@ -308,7 +308,7 @@ def build(argv: list[str] | None = None):
 
 
 def build_run(argv: list[str] | None = None):
-    """build()'s four and the run's RunData (data/run.py), which the final eval reads too."""
+    """build()'s four and the run's RunData (data/load.py), which the final eval reads too."""
     script, args, model_args = parse(argv)
     from accelerate import PartialState
 
@@ -321,7 +321,7 @@ def build_run(argv: list[str] | None = None):
     model, tokenizer = load_policy(args, model_args)
     with (
         PartialState().main_process_first()
-    ):  # one process labels a puzzle file or parses raw lines (data/parse.py), the others read its cache
+    ):  # one process labels a puzzle file or parses raw lines (data/read.py), the others read its cache
         data = load_run_data(script, args, model)
     engine = engine_pool(script, engine_cache_path(script, args.output_dir))
     if "policy_reward" in script.reward_funcs or script.eval_samples > 0:

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 from rookworld_trl.common.errors import UserError, clip, did_you_mean
 from rookworld_trl.common.flags import flag_values
 from rookworld_trl.common.paths import resolve_path
-from rookworld_trl.data.check import DATA_SECONDS, check_source
+from rookworld_trl.data.files import DATA_SECONDS, check_source
 from rookworld_trl.stages.recipe import check_numbers, check_recipe
 from rookworld_trl.stages.recipe_fields import coerce, describe, fields_of, split_type
 
@@ -117,7 +117,7 @@ def missing_recipe(recipe: str) -> str:
 
 
 def check_data(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS, puzzles=(None, None)) -> None:
-    """What is wrong with a data source, as one UserError naming it and the fix (data/check.py: read the way the
+    """What is wrong with a data source, as one UserError naming it and the fix (data/files.py: read the way the
     loader reads it, for `seconds`)."""
     check_source(source, skip_bad_rows, seconds, *puzzles)
 

@@ -33,9 +33,8 @@ class EvalCallback(TrainerCallback):
         self.trainer, self.engine, self.every_steps, self.settings = trainer, engine, every_steps, settings
         s = settings
         self.fens, self.env_prompts, _ = draw_items(dataset, s.policy_samples, s.env_samples, s.seed)
-        self.fen_width = (
-            s.fen_width or fen_width_of(column(dataset, "prompt")) or FEN_WIDTH
-        )  # as the data was written
+        prompts = [] if s.fen_width else column(dataset, "prompt")
+        self.fen_width = s.fen_width or fen_width_of(prompts) or FEN_WIDTH  # as the data was written
         self.analyses: list[list[MoveEval]] | None = None
 
     def evaluate(self, model, tokenizer) -> dict[str, float]:

@@ -37,7 +37,7 @@ from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of, parse_env_promp
 from rookworld_trl.common.errors import UserError
 from rookworld_trl.common.flags import FlagParser
 from rookworld_trl.common.paths import resolve_paths
-from rookworld_trl.data.keys import fen4
+from rookworld_trl.data.exclude import fen4
 from rookworld_trl.stages.eval.outputs import check_out_dir, summarize, write_outputs
 from rookworld_trl.stages.eval.registry import SUITES, EvalItems, analysed, draw_items
 from rookworld_trl.stages.eval.stats import Metric
@@ -168,9 +168,9 @@ def versions(stockfish_path: str | None) -> dict:
 
 
 def read_data(args: EvalSettings, suites: Sequence[str]):
-    """What `rookworld eval` reads when no run hands it its data (data/run.py eval_data): the held-out split when
+    """What `rookworld eval` reads when no run hands it its data (data/load.py eval_data): the held-out split when
     a suite needs it, the tactics test split, the training data's positions."""
-    from rookworld_trl.data.run import eval_data  # here: data pulls in the dataset tooling
+    from rookworld_trl.data.load import eval_data  # here: data pulls in the dataset tooling
 
     chosen = [suite for name, suite in SUITES.items() if name in suites]
     needs_data = any(suite.needs_data for suite in chosen)
@@ -276,7 +276,7 @@ def evaluate(args: EvalSettings | str | None = None, /, run_data=None, **setting
     """Run the selected suites on a model (and a baseline); write eval.json/md/png; return them (EvalResult).
 
     `args`: EvalSettings, or the model's path or hub id with `settings` as EvalSettings fields; the defaults are
-    `rookworld eval`'s (held-out data: the embedded test split). `run_data`: a run's RunData (data/run.py: its
+    `rookworld eval`'s (held-out data: the embedded test split). `run_data`: a run's RunData (data/load.py: its
     held-out rows, tactics test rows and training positions, read once by the run); None: read from args.data,
     args.tactics and args.train_data. From Python:
 

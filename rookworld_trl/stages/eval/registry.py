@@ -3,7 +3,7 @@ of a run and the in-training EvalCallback all run the suites through SUITES, in 
 
 A new suite is its `*_suite` function in suites.py (held-out items) or game_suites.py (games), returning
 `{figure: Metric}`, and one `Suite` entry here: `run(generate, items, args, engine)` -> {result name: figures};
-optionally `prepare(items, args, engine, data)` (data: a RunData, data/run.py) to draw its items once (every model answers the same ones),
+optionally `prepare(items, args, engine, data)` (data: a RunData, data/load.py) to draw its items once (every model answers the same ones),
 `needs_data` (it reads the held-out data's drawn rows) and `sizes` (what eval.json records of its size).
 `args` is evaluate.EvalSettings: the decoding, game and engine settings.
 """
