@@ -345,7 +345,7 @@ def no_text_error(source: str, names) -> DataSourceError:
 
 def dataset_from_lines(lines_fn, report: LoadReport, task: str | None = None, count: bool = True):
     """A streaming dataset of the rows of `lines_fn()`, an iterable of raw lines read anew on each pass (in
-    memory, a source's lines are parsed in parallel and cached: data/parse.py)."""
+    memory, a source's lines are parsed in parallel and cached: this module)."""
 
     def generate():
         yield from rows_from_lines(lines_fn(), report, task, count)

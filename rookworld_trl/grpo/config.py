@@ -472,7 +472,7 @@ class GRPOScriptArguments(DataArguments):
         default=None,
         metadata={
             "help": "Processes that parse raw P:/A: lines (cached by the source's fingerprint in HF_DATASETS_CACHE; "
-            "data/parse.py). None: the machine's cores."
+            "data/read.py). None: the machine's cores."
         },
     )
     puzzle_rating: str | None = field(

@@ -111,7 +111,7 @@ def check_replay(config) -> None:
 
 
 def replay_for(trainer, rows) -> Replay | None:
-    """The run's Replay of `rows` (the whole train split, data/run.py) when `replay_coef` > 0, else None."""
+    """The run's Replay of `rows` (the whole train split, data/load.py run_data) when `replay_coef` > 0, else None."""
     a = trainer.args
     if a.replay_coef <= 0:
         return None

@@ -73,7 +73,7 @@ class TacticsMix:
 
 
 def tactics_for(script_args, seed: int, rows) -> TacticsMix | None:
-    """The run's TacticsMix over `rows` (its tactics train P: rows, data/run.py) when `tactics_dataset` is set and
+    """The run's TacticsMix over `rows` (its tactics train P: rows, data/load.py run_data) when `tactics_dataset` is set and
     it mixes or replays, else None."""
     s = script_args
     if not s.tactics_dataset or (s.tactics_ratio <= 0 and s.tactics_replay_coef <= 0):
