@@ -19,7 +19,6 @@ from rookworld_trl.data.exclude import Exclusion, fen4
 from rookworld_trl.data.files import DataSourceError
 from rookworld_trl.data.layout import column
 from rookworld_trl.data.load import load_rookworld_dataset
-from rookworld_trl.grpo.tactics import TacticsMix
 from rookworld_trl.stages.grpo import build, main
 from rookworld_trl.training import checkpoints
 
@@ -75,7 +74,7 @@ def test_tactics_rows_keep_the_runs_exclude(model_dir, tmp_path):
     excluded = write(tmp_path / "bench.txt", policy[:40])
     trainer, _ = built(tiny_recipe_argv(model_dir, tmp_path, "--tactics_dataset", str(TACTICS),
                                         "--tactics_ratio", "0.5", "--exclude", str(excluded)))  # fmt: skip
-    mixed = {fen4(row["fen"]) for row in trainer.option(TacticsMix).rows}
+    mixed = {fen4(row["fen"]) for row in trainer.tactics.rows}
     assert mixed and not mixed & dropped
     assert len(mixed) == len({fen4(fen) for fen in policy} - dropped)
 
@@ -88,7 +87,7 @@ def test_replay_and_held_out_keep_the_puzzle_cap_and_filter(model_dir, tmp_path)
                             "--max_steps", "2", "--engine_depth", "4")  # fmt: skip
     argv[argv.index("--dataset_name") + 1] = str(puzzles)
     trainer, _ = built(argv)
-    replay = next(option for option in trainer.options if type(option).__name__ == "Replay")
+    replay = trainer.replay
     assert len(trainer.train_dataset) == 1 and len(replay.rows) == 1  # the cap, before the engine labels
     curve = next(cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == "EvalCallback")
     mate_in_two = fen4(chess.Board(PUZZLES[2].split(",")[1]).fen())

@@ -9,13 +9,13 @@ seams here, and each RL option is a plain `if args.X:` calling the functions of 
                  (tactics.py) positions into P: prompts;
   2. rollout     `_generate_and_score_completions` (TRL's seam) -> `score_batch` -> `trl_scored`: TRL samples K
                  completions per prompt with our sampler (rollout.py) and calls the reward functions
-                 (rewards/functions.py); `_calculate_rewards` (TRL's seam) hands their (N, F) rewards back;
+                 (grpo/rewards/functions.py); `_calculate_rewards` (TRL's seam) hands their (N, F) rewards back;
   3. advantages  `advantages`: the ema/adaptive baseline (baselines.py), field credit (credit.py), the value head's
                  GAE (value.py); then what learns from the scored batch: the guard, the curriculum, dynamic
                  sampling (dynamic_sampling.py), which may score fresh prompts in its place;
   4. loss        `compute_loss`: TRL's clipped loss + the exact KL (kl_control.py), the value loss, supervised replay
                  and tactics replay (replay.py);
-  5. guard       `_clip_grad_norm` (TRL's seam) records the gradients for StepGuard (guard/safety.py), a
+  5. guard       `_clip_grad_norm` (TRL's seam) records the gradients for StepGuard (grpo/guard/safety.py), a
                  TrainerCallback that judges each step, rolls back a bad one and moves beta (adaptive KL).
 The state a run carries between steps lives in one place, `self.run` (RunState, below): saved as STATE_FILE in each
 checkpoint and read back on resume; the value head's weights go beside it.
