@@ -82,7 +82,8 @@ def test_the_build_runs_resumes_and_reports(tmp_path):
     assert [line[0] for line in lines] == ["data", "carry", "sft", "sft", "curve", "pack", "eval"]
     # where each sitting ran: the SFT's precision on a CPU with bf16 dot products (the build turns bf16 on there)
     flags = Path("/proc/cpuinfo").read_text().split()
-    cores = f"{len(os.sched_getaffinity(0))} cores"  # as nproc counts them
+    # nproc, as the build counts them: it honours OMP_NUM_THREADS (1 in a pytest-xdist worker)
+    cores = subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout.strip() + " cores"
     sft = f"CPU{' bf16' if {'avx512_bf16', 'amx_bf16'} & set(flags) else ''}, {cores}"
     assert [line[2] for line in lines[1:4]] == [f"CPU, {cores}", sft, sft]
     assert "data: 6 of 6 games labelled" in out and "sft: checkpoint 8" in out and "curve: 3 point(s)" in out
