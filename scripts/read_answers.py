@@ -22,9 +22,10 @@ import chess
 import chess.engine
 import pyarrow.parquet as pq
 
-from rookworld_trl.chess.engine import MATE_SCORE, expected_score, find_stockfish
+from rookworld_trl.chess.engine import MATE_SCORE, find_stockfish
 from rookworld_trl.chess.environment import ILLEGAL_KINDS, illegal_kind, legal_move
 from rookworld_trl.chess.formats import parse_policy_completion, policy_prompt
+from rookworld_trl.grpo.rewards.policy import expected_score_loss
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import load_model_and_tokenizer
 
@@ -62,7 +63,7 @@ def choices(engine, fen: str, top_cp: int, text: str) -> tuple[float, bool]:
         return 1.0, False
     infos = engine.analyse(board, chess.engine.Limit(depth=8), multipv=len(moves), root_moves=list(moves))
     cps = {i["pv"][0]: i["score"].pov(board.turn).score(mate_score=MATE_SCORE) for i in infos}
-    loss = max(0.0, expected_score(top_cp) - expected_score(cps[b]))
+    loss = max(0.0, expected_score_loss(top_cp, cps[b]))  # as the reward and the eval compute it
     return loss, cps[b] >= max(cps.values())
 
 

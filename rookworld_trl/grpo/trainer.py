@@ -184,7 +184,7 @@ class RookWorldGRPOTrainer(GRPOInternals):
             self._use_padding_aware_positions()
         self.guard = StepGuard(self)
         self.add_callback(self.guard)
-        self._build_options(
+        self._build_parts(
             self.train_dataset if replay_dataset is None else replay_dataset, selfplay, tactics
         )
         self.interrupt = SaveOnInterrupt()
@@ -194,7 +194,7 @@ class RookWorldGRPOTrainer(GRPOInternals):
                 JSONLMetricsCallback(os.path.join(self.args.output_dir, self.args.metrics_jsonl))
             )
 
-    def _build_options(self, replay_rows, selfplay, tactics) -> None:
+    def _build_parts(self, replay_rows, selfplay, tactics) -> None:
         """The RL options' parts, each None when off (their fields: grpo/config.py, one section each)."""
         a = self.args
         self.value_head = None  # value_baseline: V on the policy's hidden states (value.py)
