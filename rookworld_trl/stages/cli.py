@@ -41,7 +41,7 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
         None,
     ),
     "report": (
-        "rookworld_trl.stages.eval.report",
+        "rookworld_trl.stages.eval.charts",
         "PNG training curves and a markdown summary of a run",
         None,
     ),

@@ -120,8 +120,7 @@ def before_after_eval(
     """Evaluate the final model against the initial one on held-out data (output_dir/eval/eval.{json,md,png}),
     draw the run's curves (output_dir/report/); returns the eval's markdown table."""
     from rookworld_trl.stages.eval import evaluate
-    from rookworld_trl.stages.eval.charts import report
-    from rookworld_trl.stages.eval.report import written_line
+    from rookworld_trl.stages.eval.charts import report, written_line
 
     settings = eval_settings(
         script, args, script.eval_samples, script.eval_env_samples, model=final_dir, baseline=initial_model
@@ -195,7 +194,7 @@ def train(
         shutil.copyfile(os.path.join(final, "README.md"), os.path.join(args.output_dir, "README.md"))
         checkpoints.mark_finished(args.output_dir, trainer.state.global_step)
         pushed = not trainer.publish_to_hub or publish.upload(args, final)
-        from rookworld_trl.stages.eval.summary import run_summary
+        from rookworld_trl.stages.eval.charts import run_summary
 
         print(run_summary(args.output_dir, start_step=start_step))
         return 0 if pushed else 1  # the run is finished on disk: `rookworld push` retries the upload
