@@ -23,7 +23,8 @@ from cli_user import (
     user_env,
 )
 
-from rookworld_trl.stages import preflight, recipe_fields
+from rookworld_trl.stages import preflight
+from rookworld_trl.stages import recipe as recipe_fields
 
 pytestmark = pytest.mark.integration  # a subprocess per case
 

@@ -28,8 +28,7 @@ from rookworld_trl.grpo.rewards.policy import expected_score_loss, score_policy
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import new_gpt2_model
 from rookworld_trl.stages.eval.callback import EvalCallback
-from rookworld_trl.stages.eval.evaluate import EvalSettings, main
-from rookworld_trl.stages.eval.outputs import summarize, write_outputs
+from rookworld_trl.stages.eval.evaluate import EvalSettings, main, summarize, write_outputs
 from rookworld_trl.stages.eval.suites import (
     SuiteDecoding,
     env_suite,

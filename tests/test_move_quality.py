@@ -14,7 +14,7 @@ from rookworld_trl.chess.formats import policy_completion, policy_prompt
 from rookworld_trl.grpo.rewards.policy import PolicyGrader, expected_score_loss
 from rookworld_trl.grpo.rewards.shaping import BEST_ZERO_AT
 from rookworld_trl.stages.eval.charts import panel_keys, run_summary
-from rookworld_trl.stages.eval.outputs import fmt, summarize, write_outputs
+from rookworld_trl.stages.eval.evaluate import fmt, summarize, write_outputs
 from rookworld_trl.stages.eval.stats import delta_interval
 from rookworld_trl.stages.eval.suites import policy_suite
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rookworld_trl.stages import preflight, recipe_fields
+from rookworld_trl.stages import preflight
+from rookworld_trl.stages import recipe as recipe_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = (

@@ -122,12 +122,8 @@ def dispatch(argv: list[str]) -> int:
 def check_models(command: str, argv: list[str]) -> None:
     """The models `rookworld eval` / `parity` name (the first argument, eval's --baseline): model/source.py's
     check, which the command repeats as it loads them."""
-    if (
-        command not in ("eval", "parity")
-        or not argv
-        or argv[0].startswith("-")
-        or {"-h", "--help"} & set(argv)
-    ):
+    named = command in ("eval", "parity") and argv and not argv[0].startswith("-")
+    if not named or {"-h", "--help"} & set(argv):
         return
     from rookworld_trl.model.source import model_source
 

@@ -13,11 +13,9 @@ rookworld_trl/training/publish.py.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import re
-import shutil
 import sys
 
 from transformers.trainer import TRAINER_STATE_NAME
@@ -39,16 +37,14 @@ from rookworld_trl.model.loading import (
 )
 from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints, publish
-from rookworld_trl.training.console import use_compact_logs
-from rookworld_trl.training.interrupt import said_interrupted
-from rookworld_trl.training.run_dir import (
+from rookworld_trl.training.checkpoints import (
     check_output_dir,
     check_shared_output_dir,
     lock_run_dir,
     machine_of_process,
 )
-
-logger = logging.getLogger(__name__)
+from rookworld_trl.training.console import use_compact_logs
+from rookworld_trl.training.interrupt import said_interrupted
 
 
 def resolve_reward_funcs(names: list[str], shaping: str = "graduated", engine=None) -> list:
@@ -189,9 +185,10 @@ def train(
         eval_md = None
         if initial_model and script.eval_samples > 0:
             eval_md = before_after_eval(script, args, initial_model, final, data)
-        publish.write_model_card(trainer, final, initial_model, eval_md, script)
+        card = publish.model_card(args, trainer.state.global_step, initial_model, eval_md, script)
+        card.save(os.path.join(final, "README.md"))
         # the run folder's README.md: our card in place of TRL's (written at each checkpoint, about [None])
-        shutil.copyfile(os.path.join(final, "README.md"), os.path.join(args.output_dir, "README.md"))
+        card.save(os.path.join(args.output_dir, "README.md"))
         checkpoints.mark_finished(args.output_dir, trainer.state.global_step)
         pushed = not trainer.publish_to_hub or publish.upload(args, final)
         from rookworld_trl.stages.eval.charts import run_summary
@@ -199,12 +196,6 @@ def train(
         print(run_summary(args.output_dir, start_step=start_step))
         return 0 if pushed else 1  # the run is finished on disk: `rookworld push` retries the upload
     return 0
-
-
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
 
 
 def load_policy(args: RookWorldGRPOConfig, model_args: ModelConfig):
@@ -243,11 +234,7 @@ def parse(argv: list[str] | None = None):
     except ValueError as e:
         parser.error(str(e))
     check_output_dir(args.output_dir)  # before the engine cache or logs write there
-    if args.push_to_hub and _hub_offline():
-        parser.error(
-            "push_to_hub needs the network but HF_HUB_OFFLINE is set: unset it or drop --push_to_hub"
-        )
-    if args.push_to_hub:  # the token and the repo name now, not after hours of training
+    if args.push_to_hub:  # the network, the token and the repo name now, not after hours of training
         publish.check_hub(args)
     if not model_args.model_name_or_path or not script.dataset_name:
         parser.error("set model_name_or_path and dataset_name (in the recipe or as --flags)")
@@ -318,9 +305,8 @@ def build_run(argv: list[str] | None = None):
     check_shared_output_dir(PartialState(), args.output_dir)
     check_vllm_server(args, model_args.model_name_or_path)
     model, tokenizer = load_policy(args, model_args)
-    with (
-        PartialState().main_process_first()
-    ):  # one process labels a puzzle file or parses raw lines (data/read.py), the others read its cache
+    # one process labels a puzzle file or parses raw lines (data/read.py), the others read its cache
+    with PartialState().main_process_first():
         data = load_run_data(script, args, model)
     engine = engine_pool(script, engine_cache_path(script, args.output_dir))
     if "policy_reward" in script.reward_funcs or script.eval_samples > 0:
@@ -339,7 +325,8 @@ def build_run(argv: list[str] | None = None):
         check_lengths="warn",  # a recipe's budget is the user's choice: said, not refused
     )
     use_compact_logs(trainer)  # one line per logging step; the whole dict goes to metrics.jsonl
-    if args.max_steps < 0 and has_len(data.train):  # TRL's epochs rule: say what -1 means before it runs
+    # TRL's epochs rule: say what -1 means before it runs (a streamed dataset has no length: TRL needs max_steps > 0)
+    if args.max_steps < 0 and hasattr(data.train, "__len__"):
         say(epochs_line(args, len(data.train)))
     if script.eval_every_steps and 0 < args.max_steps < script.eval_every_steps:  # a curve of one point
         say(f"no learning curve: eval_every_steps {script.eval_every_steps} > max_steps {args.max_steps}")
@@ -349,10 +336,6 @@ def build_run(argv: list[str] | None = None):
         settings = eval_settings(script, args, script.eval_every_samples)
         trainer.add_callback(EvalCallback(trainer, data.held_out, engine, script.eval_every_steps, settings))
     return trainer, engine, script, model_args, data
-
-
-def has_len(dataset) -> bool:
-    return hasattr(dataset, "__len__")  # a streamed dataset has no length: TRL then needs max_steps > 0
 
 
 def epochs_line(args, rows: int) -> str:
@@ -373,9 +356,8 @@ def epochs_line(args, rows: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    with (
-        scoped()
-    ):  # the run's lock goes with it, also when it is refused halfway (a process exiting drops it too)
+    # the run's lock goes with it, also when it is refused halfway (a process exiting drops it too)
+    with scoped():
         trainer, engine, script, model_args, data = build_run(argv)
         try:
             return train(trainer, script, initial_model=model_args.model_name_or_path, data=data)
