@@ -51,16 +51,10 @@ def death_signal_preexec(signum: int = signal.SIGTERM):
 def front_gone() -> bool:
     """Whether the `rookworld` process that launched this one ($ROOKWORLD_FRONT_PID) has exited: a stage started
     just as its front was killed, before its parent-death signal could take effect."""
+    import psutil  # an accelerate dependency
+
     pid = os.environ.get(FRONT_PID, "")
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # another user's process of that number: alive
-        return False
-    return False
+    return pid.isdigit() and not psutil.pid_exists(int(pid))  # another user's process of that number: alive
 
 
 def started_file(exit_file: str, pid: int) -> str:

@@ -8,33 +8,40 @@
 Every GRPOConfig / TrainingArguments field stays reachable from a recipe and as a --flag. Checkpoint tiers with
 verified completion markers and resume modes are rookworld_trl/training/checkpoints.py'; a finished run re-run
 trains nothing; a full disk or Ctrl-C ends with one line saying how to resume; publishing of final/ only is
-rookworld_trl/training/publish.py.
+rookworld_trl/training/publish.py. The in-training eval (EvalCallback: a greedy policy + environment evaluation every N
+steps, through the suites of `rookworld eval`) draws the run's learning curve (report/learning_curve.png).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
 import sys
 
 from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_callback import TrainerState
+from transformers.trainer_callback import TrainerCallback, TrainerState
 from trl import ModelConfig, get_peft_config
 
+from rookworld_trl.chess.engine import EnginePool, MoveEval
+from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of
 from rookworld_trl.common.entry import say
 from rookworld_trl.common.locks import scoped
 from rookworld_trl.common.paths import resolve_paths
+from rookworld_trl.data.layout import column
 from rookworld_trl.grpo.config import GRPOScriptArguments, RookWorldGRPOConfig, check_rewards
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.tactics import tactics_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
+from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import (
     init_kwargs,
     load_model_and_tokenizer,
     train_at_fen_width,
     trained_fen_width,
 )
+from rookworld_trl.stages.eval.evaluate import EvalItems, EvalSettings, analysed, draw_items, run_suites
 from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints, publish
 from rookworld_trl.training.checkpoints import (
@@ -88,8 +95,6 @@ def eval_settings(
     **more,
 ):
     """The run's held-out eval: policy + env suites on dataset_test_split, greedy, the engine settings of the reward."""
-    from rookworld_trl.stages.eval.evaluate import EvalSettings
-
     return EvalSettings(
         **more,
         data=script.dataset_name,
@@ -331,11 +336,67 @@ def build_run(argv: list[str] | None = None):
     if script.eval_every_steps and 0 < args.max_steps < script.eval_every_steps:  # a curve of one point
         say(f"no learning curve: eval_every_steps {script.eval_every_steps} > max_steps {args.max_steps}")
     elif script.eval_every_steps:
-        from rookworld_trl.stages.eval.callback import EvalCallback
-
         settings = eval_settings(script, args, script.eval_every_samples)
         trainer.add_callback(EvalCallback(trainer, data.held_out, engine, script.eval_every_steps, settings))
     return trainer, engine, script, model_args, data
+
+
+class EvalCallback(TrainerCallback):
+    """A greedy policy + environment evaluation before training and every `every_steps` optimizer steps.
+
+    The figures go through `trainer.log` as "eval/<suite>/<figure>" and so land in the metrics JSONL and
+    TensorBoard. Items are drawn once from `dataset` (columns task, prompt, optionally kind) with the
+    settings' seed and sample sizes; the engine analyses the P: positions once, on first use. Only the main
+    process evaluates.
+
+        trainer.add_callback(EvalCallback(trainer, eval_dataset, pool, 50, EvalSettings(data=..., ...)))
+    """
+
+    def __init__(self, trainer, dataset, engine: EnginePool, every_steps: int, settings: EvalSettings):
+        if every_steps < 1:
+            raise ValueError("every_steps must be >= 1")
+        self.trainer, self.engine, self.every_steps, self.settings = trainer, engine, every_steps, settings
+        s = settings
+        self.fens, self.env_prompts, _ = draw_items(dataset, s.policy_samples, s.env_samples, s.seed)
+        prompts = [] if s.fen_width else column(dataset, "prompt")
+        self.fen_width = s.fen_width or fen_width_of(prompts) or FEN_WIDTH  # as the data was written
+        self.analyses: list[list[MoveEval]] | None = None
+
+    def evaluate(self, model, tokenizer) -> dict[str, float]:
+        if self.analyses is None:
+            self.fens, self.analyses = analysed(self.fens, self.engine)
+        s = self.settings
+        generate = functools.partial(generate_completions, model, tokenizer, batch_size=s.batch_size)
+        items = EvalItems(self.fens, self.analyses, self.env_prompts, fen_width=self.fen_width)
+        suites = [name for name, rows in (("policy", self.fens), ("env", self.env_prompts)) if rows]
+        results = run_suites(generate, items, suites, s, self.engine)
+        return {
+            f"eval/{suite}/{name}": m.value
+            for suite, metrics in results.items()
+            for name, m in metrics.items()
+            if m.value is not None
+        }
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:  # the curve's first point: the model before any update
+            self.on_step_end(args, state, control, **kwargs)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every_steps or not state.is_world_process_zero:
+            return
+        trainer = self.trainer
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        logs = self.evaluate(model, trainer.processing_class)
+        # Log with the model in eval mode: GRPOTrainer.log then merges its (empty) eval metrics, and the
+        # training averages it has gathered since the last log stay for the regular log row. trainer.log
+        # also clears control.should_log (CallbackHandler.on_log): restore it, or this step's row is lost.
+        was_training, should_log = trainer.model.training, control.should_log
+        trainer.model.eval()
+        try:
+            trainer.log(logs)
+        finally:
+            trainer.model.train(was_training)
+            control.should_log = should_log
 
 
 def epochs_line(args, rows: int) -> str:

@@ -6,9 +6,8 @@ for several CPU processes) in a session of its own (`run_group`), with the stage
 
 Where `rookworld train` trains when the command line does not say: on a machine with CUDA, the GPU. The main job's
 recipe (recipes/grpo_tiny_cpu.yaml) sets `use_cpu: true` so that it runs anywhere; where CUDA is available the
-launcher moves it to the GPU in bf16, as transformers' Trainer would (the H200 run of 2026-11-26: 150 steps in 1.4
-min against 4.9-8.4 min on 2 CPU cores, the same gains). The user's own `--use_cpu true/false`, or an
---accelerate_config that sets use_cpu (cpu.yaml, multi_cpu.yaml), always wins (`gpu_flags`).
+launcher moves it to the GPU in bf16, as transformers' Trainer would (docs/GPU.md). The user's own `--use_cpu
+true/false`, or an --accelerate_config that sets use_cpu (cpu.yaml, multi_cpu.yaml), always wins (`gpu_flags`).
 
 Stop signals: the launcher runs in a session of its own; Ctrl-C, SIGTERM or SIGHUP goes to the stage processes only,
 which finish their step and save (training/interrupt.py), or stops the whole launch while they are still importing;
@@ -29,7 +28,7 @@ from rookworld_trl.common.entry import EXIT_FILE, FRONT_PID, death_signal_preexe
 from rookworld_trl.common.errors import UserError, clip
 from rookworld_trl.common.flags import flag_values, underscored
 from rookworld_trl.common.paths import resolve_path
-from rookworld_trl.stages.preflight import preflight, recipe_values
+from rookworld_trl.stages.preflight import EXPECTED, preflight, recipe_values, short_help
 
 
 def recipe_use_cpu(argv: list[str]) -> bool | None:
@@ -162,7 +161,10 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
     if "--help_all" in argv:  # every field, as the config classes define them
         return subprocess.call([sys.executable, "-m", module, "--help"])
     if {"-h", "--help"} & set(argv):
-        return print_short_help(command, argv, default_recipe)
+        given = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else default_recipe
+        accel = argv[argv.index("--accelerate_config") + 1] if "--accelerate_config" in argv[:-1] else None
+        print(short_help(command, resolve_path(given), argv, given, accel))
+        return 0
     accel = launcher_flag(argv, "--accelerate_config", "a path (e.g. accelerate_configs/cpu.yaml)", command)
     accel = resolve_path(accel) if accel else None
     processes = launcher_flag(argv, "--num_processes", "a count (e.g. --num_processes 4)", command)
@@ -262,23 +264,14 @@ def config_processes(accelerate_config: str | None) -> int:
     return int(count) if count.isdigit() else 1
 
 
-def print_short_help(command: str, argv: list[str], default_recipe: str) -> int:
-    from rookworld_trl.stages.preflight import short_help
-
-    given = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
-    recipe = resolve_path(given or default_recipe)
-    accel = argv[argv.index("--accelerate_config") + 1] if "--accelerate_config" in argv[:-1] else None
-    print(short_help(command, recipe, argv, given or default_recipe, accel))
-    return 0
-
-
 def say_unset_fields(command: str, recipe: str, argv: list[str], default_recipe: str | None) -> None:
-    """One line when a --config leaves out fields a user sets: it replaces the default recipe, not layers on it
-    (a GPU recipe must not inherit the CPU recipe's use_cpu), so those take the config class's defaults."""
-    from rookworld_trl.stages.preflight import unset_fields
-
-    unset = unset_fields(command, recipe, argv) if os.path.isfile(recipe) else []
-    if unset and default_recipe:
+    """One line when a --config leaves out fields a user sets (EXPECTED, neither in the recipe nor a --flag): it
+    replaces the default recipe, not layers on it (a GPU recipe must not inherit the CPU recipe's use_cpu), so those
+    take the config class's defaults."""
+    if not default_recipe or not os.path.isfile(recipe):
+        return
+    given = {**recipe_values(recipe), **flag_values(argv)}
+    if unset := [name for name in EXPECTED[command] if name not in given]:
         print(
             f"rookworld: {recipe} sets no {', '.join(unset)}: a --config replaces the default recipe "
             f"({default_recipe}), so these take the config class's defaults (`rookworld {command} --config "

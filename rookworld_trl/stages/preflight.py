@@ -137,8 +137,12 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
     defaults = {name: spec[1] for name, spec in fields.items()}
     config = {**defaults, **merged}
     if command == "train":
+        from rookworld_trl.grpo.rewards.own import check_reward_names
+
         check_batch(config, processes)
-        check_reward_funcs(config)
+        # each reward_funcs entry: a registry name, or your own function that imports and that TRL can call
+        # (grpo/rewards/own.py); the same count of reward_weights
+        check_reward_names(config["reward_funcs"], config.get("reward_weights"), config.get("field_credit"))
         check_engine(config)
     # empty, a file, a read-only place, a live run's: before accelerate
     if config.get("output_dir") is not None:
@@ -218,14 +222,6 @@ def check_batch(config: dict, processes: int) -> None:
         )
 
 
-def check_reward_funcs(config: dict) -> None:
-    """Each reward_funcs entry: a registry name, or your own function that imports and that TRL can call
-    (grpo/rewards/own.py); the same count of reward_weights."""
-    from rookworld_trl.grpo.rewards.own import check_reward_names
-
-    check_reward_names(config["reward_funcs"], config.get("reward_weights"), config.get("field_credit"))
-
-
 # ---------------------------------------------------------------------------------------------- --help
 
 # command -> (field, what it is) in the order a user decides them
@@ -279,16 +275,13 @@ def short_help(command: str, recipe: str, argv: list[str], shown_recipe: str, ac
     for name, what in FIELDS[command]:
         value = values.get(name, "(class default)")
         rows.append((f"--{name}", ",".join(map(str, value)) if isinstance(value, list) else str(value), what))
-    if accelerate is None:  # as cli.default_accelerate_config decides
-        accelerate = (
-            (
-                "cpu.yaml (GPU where CUDA)"
-                if command == "train" and "use_cpu" not in flag_values(argv)
-                else "cpu.yaml (use_cpu)"
-            )
-            if str(values.get("use_cpu")).lower() == "true"
-            else "auto: GPU or CPU"
-        )
+    if accelerate is None:  # as launch.default_accelerate_config and gpu_flags decide
+        if str(values.get("use_cpu")).lower() != "true":
+            accelerate = "auto: GPU or CPU"
+        elif command == "train" and "use_cpu" not in flag_values(argv):
+            accelerate = "cpu.yaml (GPU where CUDA)"
+        else:
+            accelerate = "cpu.yaml (use_cpu)"
     rows.append(("--accelerate_config", accelerate, "how processes and devices are launched"))
     width = max(len(r[0]) for r in rows)
     value_width = min(max(len(r[1]) for r in rows), 30)
@@ -325,9 +318,3 @@ EXPECTED = {
     "train": ("output_dir", "max_steps", "model_name_or_path", "dataset_name", "learning_rate"),
     "sft": ("output_dir", "dataset_name", "learning_rate"),
 }
-
-
-def unset_fields(command: str, recipe: str, argv: list[str]) -> list[str]:
-    """The EXPECTED fields that neither the recipe nor a --flag sets."""
-    values = {**recipe_values(recipe), **flag_values(argv)}
-    return [name for name in EXPECTED[command] if name not in values]

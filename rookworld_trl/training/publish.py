@@ -184,10 +184,6 @@ def push_run(run: str, hub_model_id: str | None, hub_token: str | None = None, p
     final = os.path.join(run, FINAL_DIR)
     if not os.path.isdir(run):
         raise UserError(f"no run folder at {run}: pass a training run's output_dir (e.g. runs/grpo_tiny_cpu)")
-    if not os.path.isdir(final):
-        raise UserError(
-            f"{run} has no final/ model: the run has not finished; the same `rookworld train` resumes it"
-        )
     if problem := checkpoint_problem(final):
         raise UserError(
             f"{run} has no finished model to push ({final}: {problem}); finish the run first (the same "

@@ -25,7 +25,6 @@ import os
 import statistics
 
 from rookworld_trl.common.flags import FlagParser
-from rookworld_trl.stages.eval.stats import Z95
 from rookworld_trl.training.headline import HEADLINE, shown_in
 from rookworld_trl.training.jsonl import read_jsonl
 
@@ -143,7 +142,9 @@ def quarter_trend(values: list[float]) -> tuple[float, float, tuple[float, float
     q = len(values) // 4
     first, last = values[:q], values[-q:]
     m1, m2 = statistics.fmean(first), statistics.fmean(last)
-    half = Z95 * math.sqrt(statistics.variance(first) / q + statistics.variance(last) / q)
+    half = statistics.NormalDist().inv_cdf(0.975) * math.sqrt(
+        statistics.variance(first) / q + statistics.variance(last) / q
+    )
     return m1, m2, (m2 - m1 - half, m2 - m1 + half)
 
 

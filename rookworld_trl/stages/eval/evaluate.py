@@ -16,7 +16,8 @@ best_move_loss (B:'s expected-score loss against the engine's best move, as the 
 lower is better; an illegal or missing B: counts as the worst loss, 1.0, so writing fewer legal moves
 cannot improve it).
 
-The in-training eval (a small policy + environment evaluation every N steps) is rookworld_trl/stages/eval/callback.py.
+The in-training eval (a small policy + environment evaluation every N steps) is rookworld_trl/stages/grpo.py's
+EvalCallback.
 
 The suites by name are SUITES, in the order they run and are reported. A new suite is its `*_suite` function in
 suites.py, returning `{figure: Metric}`, its name in SUITES, its branch in `run_suites` (and in `prepare_items` when
@@ -50,9 +51,10 @@ from rookworld_trl.common.paths import out_folder_problem, resolve_paths
 from rookworld_trl.data.exclude import fen4
 from rookworld_trl.data.puzzles import load_bigbench_checkmate
 from rookworld_trl.grpo.rewards.policy import label_analysis
-from rookworld_trl.stages.eval.stats import Metric, delta_interval
 from rookworld_trl.stages.eval.suites import (
+    Metric,
     SuiteDecoding,
+    delta_interval,
     env_suite,
     find_mate_in_one,
     match_suite,
