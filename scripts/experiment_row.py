@@ -18,8 +18,11 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 from read_completions import figures, read  # noqa: E402
 
-from rookworld_trl.stages.eval.charts import quarter_trend, series  # noqa: E402
-from rookworld_trl.stages.eval.summary import value_line  # noqa: E402
+from rookworld_trl.stages.eval.charts import (  # noqa: E402
+    quarter_trend,
+    series,
+    value_line,  # noqa: E402
+)
 from rookworld_trl.training.headline import shown_in  # noqa: E402
 from rookworld_trl.training.jsonl import read_jsonl  # noqa: E402
 

@@ -303,7 +303,7 @@ def test_parity_help_example_works_outside_the_repo(tmp_path, monkeypatch):
 
 @pytest.mark.slow  # slow: a 15 s training stage
 def test_tiny_max_steps_runs_no_learning_curve_eval(tmp_path, capsys):
-    from rookworld_trl.stages.eval.callback import EvalCallback
+    from rookworld_trl.stages.grpo import EvalCallback
 
     trainer, engine, _, _ = grpo_stage.build(
         ["--config", RECIPE, "--output_dir", str(tmp_path), "--max_steps", "3"]

@@ -23,7 +23,8 @@ from cli_user import (
     user_env,
 )
 
-from rookworld_trl.stages import preflight, recipe_fields
+from rookworld_trl.stages import preflight
+from rookworld_trl.stages import recipe as stage_recipe
 
 pytestmark = pytest.mark.integration  # a subprocess per case
 
@@ -113,7 +114,7 @@ def test_flags_are_type_checked_and_the_batch_rule_counts_processes(tmp_path):
 
 
 def test_the_fields_file_holds_types_defaults_and_bounds():
-    fields = recipe_fields.fields_of("train")
+    fields = stage_recipe.fields_of("train")
     assert fields["num_generations"] == ["int|None", 8, ">= 2 (a group needs two completions to compare)"]
     assert fields["reward_funcs"][0] == "list[str]" and fields["eval_samples"][2] == ">= 0 (0: no final eval)"
     assert fields["eval_strategy"][0] == "{no,steps,epoch}" and fields["learning_rate"][0] == "float"

@@ -16,7 +16,7 @@ ARGPARSE = {  # command -> (module, argv before --help, options without a defaul
     "data audit": ("rookworld_trl.data.commands", ["audit"], set()),
     "tokenizer train": ("rookworld_trl.data.tokenizer", ["train"], {"--data", "--out"}),
     "eval": ("rookworld_trl.stages.eval.evaluate", [], set()),
-    "report": ("rookworld_trl.stages.eval.report", [], set()),
+    "report": ("rookworld_trl.stages.eval.charts", [], set()),
     "parity": ("rookworld_trl.stages.eval.parity", [], set()),
 }
 

@@ -328,7 +328,7 @@ def test_every_report_chart_reads_title_units_names_at_most_six_series_one_step_
 
 
 def test_eval_says_the_published_figures_are_124ms():
-    from rookworld_trl.stages.eval.outputs import markdown
+    from rookworld_trl.stages.eval.evaluate import markdown
 
     row = {"percent": True, "reference": 0.166, "model": {"value": 0.03, "ci": [0.02, 0.04], "n": 500}}
     text = markdown({"policy": {"greedy/best_move_accuracy": row}}, {"model": "rookworld_trl/assets/model"})

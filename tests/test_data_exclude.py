@@ -148,8 +148,7 @@ def test_eval_counts_its_items_in_the_training_data(generated, tmp_path):
     from data_fixtures import rows_of
 
     from rookworld_trl.data.load import eval_data
-    from rookworld_trl.stages.eval.evaluate import EvalItems, items_in_training, training_line
-    from rookworld_trl.stages.eval.outputs import markdown
+    from rookworld_trl.stages.eval.evaluate import EvalItems, items_in_training, markdown, training_line
 
     rows = rows_of(generated)
 

@@ -27,18 +27,18 @@ from rookworld_trl.grpo.rewards.functions import score_env
 from rookworld_trl.grpo.rewards.policy import expected_score_loss, score_policy
 from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import new_gpt2_model
-from rookworld_trl.stages.eval.callback import EvalCallback
-from rookworld_trl.stages.eval.evaluate import EvalSettings, main
-from rookworld_trl.stages.eval.game_suites import match_suite, selfplay_suite
-from rookworld_trl.stages.eval.outputs import summarize, write_outputs
+from rookworld_trl.stages.eval.evaluate import EvalSettings, main, summarize, write_outputs
 from rookworld_trl.stages.eval.suites import (
     SuiteDecoding,
     env_suite,
     find_mate_in_one,
+    match_suite,
     mate_suite,
     mating_moves,
     policy_suite,
+    selfplay_suite,
 )
+from rookworld_trl.stages.grpo import EvalCallback
 
 START = chess.STARTING_FEN
 SAMPLED_8 = SuiteDecoding(("sampled",), max_new_tokens=8)

@@ -35,7 +35,7 @@ def test_the_package_keeps_its_layers():
 @pytest.mark.parametrize(
     "module, line, broken",
     [
-        ("grpo/trainer.py", "from rookworld_trl.stages.eval import report", "rookworld_trl.grpo.trainer -> rookworld_trl.stages.eval.report"),
+        ("grpo/trainer.py", "from rookworld_trl.stages.eval import charts", "rookworld_trl.grpo.trainer -> rookworld_trl.stages.eval.charts"),
         ("data/load.py", "from rookworld_trl.data import generate", "rookworld_trl.data.load -> rookworld_trl.data.generate"),
         ("grpo/rewards/policy.py", "import torch", "rookworld_trl.grpo.rewards.policy -> torch"),
         ("grpo/config.py", "from rookworld_trl.grpo import trainer", "No cycles are allowed in rookworld_trl.grpo."),

@@ -1,11 +1,11 @@
-"""rookworld_trl.stages.eval.stats: Wilson and bootstrap intervals, weighted means, paired differences.
+"""rookworld_trl.stages.eval.suites (Metric): Wilson and bootstrap intervals, weighted means, paired differences.
 
 .venv/bin/python -m pytest tests/test_metrics.py
 """
 
 import pytest
 
-from rookworld_trl.stages.eval.stats import Metric, delta_interval, wilson
+from rookworld_trl.stages.eval.suites import Metric, delta_interval, wilson
 
 
 def test_wilson_and_intervals():

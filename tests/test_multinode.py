@@ -17,7 +17,7 @@ import pytest
 
 from rookworld_trl.grpo.config import GRPOScriptArguments
 from rookworld_trl.stages.grpo import engine_cache_path
-from rookworld_trl.training.run_dir import machine_of_process
+from rookworld_trl.training.checkpoints import machine_of_process
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rookworld_trl.stages import preflight, recipe_fields
+from rookworld_trl.stages import preflight
+from rookworld_trl.stages import recipe as stage_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = (
@@ -119,13 +120,13 @@ def test_the_preflight_reads_the_stages_dataclasses(tmp_path, monkeypatch):
     from rookworld_trl.stages.recipe import TRL_BOUNDS
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    stages = recipe_fields.stage_fields()
-    assert {command: recipe_fields.fields_of(command) for command in stages} == stages
+    stages = stage_recipe.stage_fields()
+    assert {command: stage_recipe.fields_of(command) for command in stages} == stages
     assert len(list(tmp_path.glob("rookworld_trl/fields-*.json"))) == 1  # read once, then cached
     every = {name for specs in stages.values() for name in specs}
     assert set(TRL_BOUNDS) <= every, "TRL_BOUNDS names a field no stage has"
-    monkeypatch.setattr(recipe_fields, "PACKAGE", tmp_path)  # other sources: another key
-    assert recipe_fields.cache_path() != next(tmp_path.glob("rookworld_trl/fields-*.json"))
+    monkeypatch.setattr(stage_recipe, "PACKAGE", tmp_path)  # other sources: another key
+    assert stage_recipe.cache_path() != next(tmp_path.glob("rookworld_trl/fields-*.json"))
 
 
 def test_a_bound_declared_with_its_field_is_checked_by_the_preflight_and_the_stage(tmp_path):
@@ -155,4 +156,4 @@ def test_a_bound_declared_with_its_field_is_checked_by_the_preflight_and_the_sta
     for bounds in ({"workers": "=> 1"}, {"worker": ">= 1"}):
         misspelt = type("Misspelt", (Section,), {"BOUNDS": bounds})
         with pytest.raises(ValueError, match="Misspelt.BOUNDS"):
-            recipe_fields.field_specs([dataclasses.dataclass(misspelt)])
+            stage_recipe.field_specs([dataclasses.dataclass(misspelt)])

@@ -5,9 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from rookworld_trl.stages.eval.charts import moving_average, panel_keys, quarter_trend, report, series
-from rookworld_trl.stages.eval.report import main
-from rookworld_trl.stages.eval.summary import run_summary
+from rookworld_trl.stages.eval.charts import (
+    main,
+    moving_average,
+    panel_keys,
+    quarter_trend,
+    report,
+    run_summary,
+    series,
+)
 from rookworld_trl.training.jsonl import read_jsonl
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -26,7 +26,7 @@ from tiny_grpo import ROOT
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from rookworld_trl.chess.formats import policy_prompt
-from rookworld_trl.stages.cli import available
+from rookworld_trl.stages.cli import COMMANDS
 
 START = policy_prompt(chess.STARTING_FEN)
 ANSWERS = [  # precision 0.5, B: legal, selection +0.5 / precision 1, B: legal / precision 0.5, B: illegal, -0.5
@@ -216,7 +216,7 @@ def test_unrun_scripts_name_only_what_exists(name):
     for module in modules:
         assert importlib.util.find_spec(module) is not None, f"{name} runs -m {module}, which is gone"
     for command in set(re.findall(r"\$RW (\w+)", text)):
-        assert command in available(), f"{name} runs `rookworld {command}`, which is gone"
+        assert command in COMMANDS, f"{name} runs `rookworld {command}`, which is gone"
 
 
 def write_seed(run, legal: float, mates: int):

@@ -136,7 +136,7 @@ def test_report_on_hostile_metrics_says_what_it_dropped(tmp_path, capsys):
 
 
 def test_eval_out_in_a_place_that_cannot_be_written_is_refused_first(tmp_path):
-    from rookworld_trl.stages.eval.outputs import check_out_dir
+    from rookworld_trl.stages.eval.evaluate import check_out_dir
 
     blocker = tmp_path / "file"
     blocker.write_text("x")

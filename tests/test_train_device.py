@@ -1,4 +1,4 @@
-"""Where `rookworld train` trains when the command line does not say (rookworld_trl/stages/device.py): on the GPU
+"""Where `rookworld train` trains when the command line does not say (rookworld_trl/stages/launch.py gpu_flags): on the GPU
 in bf16 where CUDA is available, on the CPU where not; the user's --use_cpu, or an accelerate config that sets
 use_cpu, always wins. The decision with CUDA's availability given (this machine may have no GPU), on the shipped
 recipes and accelerate configs.
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from rookworld_trl.stages import launch
-from rookworld_trl.stages.device import gpu_flags
+from rookworld_trl.stages.launch import gpu_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN_JOB = ["--config", str(ROOT / "recipes/grpo_tiny_cpu.yaml")]

@@ -1,6 +1,6 @@
 """Games the policy plays through its P: answers: one batched policy call per ply for every live game, the
 answer's `B:` move played by python-chess. GRPO's self-play positions (grpo/selfplay.py) and the eval's
-self-play suite (stages/eval/game_suites.py) both play here.
+self-play suite (stages/eval/suites.py) both play here.
 
     >>> games = play_games(lambda prompts: [" e2e4 E: 0.3 B: e2e4"] * len(prompts), [chess.STARTING_FEN], 5)
     >>> games[0].moves, games[0].end, games[0].bad_move

@@ -9,6 +9,7 @@ a closed stdout (`rookworld ... | head`) ends quietly.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import sys
@@ -23,57 +24,37 @@ def say(message: str) -> None:
     print(f"rookworld: {message}", file=sys.stderr, flush=True)
 
 
-EXIT_FILE = (
-    "ROOKWORLD_EXIT_FILE"  # set by `rookworld` for the stage it launches: the stage's exit code goes there
-)
+# set by `rookworld` for the stage it launches: the stage's exit code goes there
+EXIT_FILE = "ROOKWORLD_EXIT_FILE"
 
 
 FRONT_PID = "ROOKWORLD_FRONT_PID"  # set by `rookworld` for what it launches: the process a stage dies with
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def _prctl():
-    """libc's prctl, or None (not Linux, no libc)."""
+def death_signal_preexec(signum: int = signal.SIGTERM):
+    """A function that asks Linux to send the process that calls it `signum` when its parent exits, however it exits
+    (kill -9 included): prctl(PR_SET_PDEATHSIG); it returns 0 once set. As a subprocess preexec_fn the child makes
+    the call (it survives the exec): libc is looked up here, in the parent, so between fork and exec the child
+    only makes the call. None where there is no prctl (not Linux, no libc)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
         import ctypes
 
-        return ctypes.CDLL(None, use_errno=True).prctl
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        return None
-
-
-def die_with_parent(signum: int = signal.SIGTERM) -> bool:
-    """Ask Linux to send this process `signum` when its parent exits, however it exits (kill -9 included):
-    prctl(PR_SET_PDEATHSIG). SIGTERM, so a training stage saves its step first (training/interrupt.py). True when
-    set; False elsewhere (not Linux, no libc)."""
-    prctl = _prctl()
-    return prctl is not None and prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
-
-
-def death_signal_preexec(signum: int = signal.SIGTERM):
-    """A subprocess preexec_fn that makes the child die_with_parent (it survives the exec), or None where there is
-    no prctl. libc is looked up here, in the parent: between fork and exec the child only makes the call."""
-    prctl = _prctl()
-    if prctl is None:
         return None
     return lambda: prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
 
 
 def front_gone() -> bool:
     """Whether the `rookworld` process that launched this one ($ROOKWORLD_FRONT_PID) has exited: a stage started
-    just as its front was killed, before die_with_parent could take effect."""
+    just as its front was killed, before its parent-death signal could take effect."""
+    import psutil  # an accelerate dependency
+
     pid = os.environ.get(FRONT_PID, "")
-    if not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # another user's process of that number: alive
-        return False
-    return False
+    return pid.isdigit() and not psutil.pid_exists(int(pid))  # another user's process of that number: alive
 
 
 def started_file(exit_file: str, pid: int) -> str:
@@ -83,11 +64,16 @@ def started_file(exit_file: str, pid: int) -> str:
 
 
 def run_stage(command: str, stage_main: Callable[[list[str] | None], int | None], argv=None) -> int:
-    """`_run_stage`, with the exit code also written to $ROOKWORLD_EXIT_FILE when set: `accelerate launch`
-    turns every failure into exit code 1, and `rookworld` passes on the stage's own (2: bad input)."""
+    """Run a stage's `main(argv)`; its exit code. Bad input (a ValueError such as a config check or a data source
+    that will not load, a missing file, a model that will not load, no Stockfish) prints one line that names the
+    problem, not a traceback through accelerate, and returns 2; so does a full disk, whichever writer hit it.
+    Ctrl-C returns 130. Other exceptions are bugs and keep their traceback. The code is also written to
+    $ROOKWORLD_EXIT_FILE when set: `accelerate launch` turns every failure into exit code 1, and `rookworld` passes
+    on the stage's own (2: bad input)."""
     code = 1  # a bug's traceback
     if os.environ.get(FRONT_PID):  # launched by `rookworld`: this stage ends with its launcher, on every path
-        die_with_parent(signal.SIGTERM)
+        if die_with_parent := death_signal_preexec(signal.SIGTERM):  # SIGTERM: the stage saves its step first
+            die_with_parent()
         if front_gone():
             print(f"rookworld {command}: its `rookworld` process has exited; stopping", file=sys.stderr)
             return 143
@@ -95,49 +81,35 @@ def run_stage(command: str, stage_main: Callable[[list[str] | None], int | None]
         with contextlib.suppress(OSError):
             Path(started_file(os.environ[EXIT_FILE], os.getpid())).touch()
     try:
-        code = _run_stage(command, stage_main, argv)
+        code = int(stage_main(argv) or 0)
     except SystemExit as e:  # argparse (2), --help (0), sys.exit("message") (1)
         code = e.code if isinstance(e.code, int) else int(e.code is not None)
         raise
-    finally:
-        if os.environ.get(EXIT_FILE):
-            with contextlib.suppress(OSError):
-                Path(os.environ[EXIT_FILE]).write_text(str(code))
-    return code
-
-
-def _run_stage(command: str, stage_main: Callable[[list[str] | None], int | None], argv=None) -> int:
-    """Run a stage's `main(argv)`. Bad input (a ValueError such as a config check or a data source that will
-    not load, a missing file, a model that will not load, no Stockfish) prints one line that names the
-    problem, not a traceback through accelerate, and returns 2; so does a full disk, whichever writer hit it.
-    Ctrl-C returns 130. Other exceptions are bugs and keep their traceback."""
-    try:
-        return int(stage_main(argv) or 0)
     except BrokenPipeError:  # `rookworld data load ... | head`: the reader has what it wanted
-        return quiet_broken_pipe()
+        code = quiet_broken_pipe()
     except (ValueError, OSError, UserError) as e:
         print(f"rookworld {command}: error: {clip(str(e)) or type(e).__name__}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:  # the training stage says more (the step, how to resume) before this
         print(f"rookworld {command}: interrupted", file=sys.stderr)
-        return 130
+        code = 130
     except Exception as e:  # a full disk seen by any writer (sqlite, parquet, tensorboard) is no bug either
-        if not _disk_full(e):
+        text = str(e).strip()
+        full = "no space left" in text.lower() or "disk is full" in text.lower()
+        if not full and getattr(e, "errno", None) != errno.ENOSPC:
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        first = text.splitlines()[0] if text else ""
         print(
             f"rookworld {command}: error: no space left on device ({type(e).__name__}: {first}); free some "
             "space, then resume with --resume_from_checkpoint auto",
             file=sys.stderr,
         )
-        return 2
-
-
-def _disk_full(e: BaseException) -> bool:
-    import errno
-
-    text = str(e).lower()
-    return getattr(e, "errno", None) == errno.ENOSPC or "no space left" in text or "disk is full" in text
+        code = 2
+    finally:
+        if os.environ.get(EXIT_FILE):
+            with contextlib.suppress(OSError):
+                Path(os.environ[EXIT_FILE]).write_text(str(code))
+    return code
 
 
 def quiet_broken_pipe() -> int:

@@ -1,7 +1,7 @@
 """One flag style everywhere: `--max_lines` (TRL's, with underscores) is what help and docs show, and `--max-lines`
 works too, for every `rookworld` command. `underscored(argv)` rewrites the names (the training stages: TRL's own
 parser takes both spellings of a field, and `rookworld` reads a few itself); `FlagParser` is argparse that reads
-a flag in whichever spelling it defines.
+a flag in whichever spelling it defines; `helped` declares a config field with the text its --help shows.
 
     from rookworld_trl.common.flags import FlagParser
 """
@@ -9,10 +9,19 @@ a flag in whichever spelling it defines.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 
 from rookworld_trl.common.errors import did_you_mean
+
+
+def helped(default, help: str, **metadata):
+    """A dataclass field of `default` whose --flag's help is `help` (`metadata`: more for the parser, e.g. choices);
+    a list default is copied for each instance."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=default.copy, metadata={"help": help, **metadata})
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
 
 def flag_values(argv: list[str]) -> dict[str, list[str]]:

@@ -133,13 +133,9 @@ def _release_all() -> None:
 @contextlib.contextmanager
 def holding(folder: str | os.PathLike, command: str, fix: str = "wait for it to finish or stop it"):
     """`hold` for the block, then `release` (unless this process held it already)."""
-    held_before = lock_path(folder) in _HELD
-    hold(folder, command, fix)
-    try:
+    with scoped():
+        hold(folder, command, fix)
         yield
-    finally:
-        if not held_before:
-            release(folder)
 
 
 @contextlib.contextmanager

@@ -184,9 +184,7 @@ class RookWorldGRPOTrainer(GRPOInternals):
             self._use_padding_aware_positions()
         self.guard = StepGuard(self)
         self.add_callback(self.guard)
-        self._build_parts(
-            self.train_dataset if replay_dataset is None else replay_dataset, selfplay, tactics
-        )
+        self._build_parts(self.train_dataset if replay_dataset is None else replay_dataset, selfplay, tactics)
         self.interrupt = SaveOnInterrupt()
         self.add_callback(self.interrupt)
         if self.args.metrics_jsonl:

@@ -12,7 +12,6 @@ the others run in this process, after a second's check of the models and data th
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 
 from rookworld_trl.common.entry import quiet_broken_pipe, run_stage
@@ -41,7 +40,7 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
         None,
     ),
     "report": (
-        "rookworld_trl.stages.eval.report",
+        "rookworld_trl.stages.eval.charts",
         "PNG training curves and a markdown summary of a run",
         None,
     ),
@@ -63,14 +62,9 @@ COMMANDS: dict[str, tuple[str, str, str | None]] = {
 }
 
 
-def available() -> dict[str, tuple[str, str, str | None]]:
-    """The commands whose module exists in this install."""
-    return {name: spec for name, spec in COMMANDS.items() if importlib.util.find_spec(spec[0]) is not None}
-
-
-def usage(commands: dict) -> str:
+def usage() -> str:
     lines = ["usage: rookworld <command> [args]", "", "commands:"]
-    lines += [f"  {name:<10} {spec[1]}" for name, spec in commands.items()]
+    lines += [f"  {name:<10} {spec[1]}" for name, spec in COMMANDS.items()]
     lines += ["", "Run `rookworld <command> --help` for the options of one command."]
     return "\n".join(lines)
 
@@ -88,26 +82,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def dispatch(argv: list[str]) -> int:
-    commands = available()
     if argv and argv[0] in {"-h", "--help", "help"}:
-        print(usage(commands))
+        print(usage())
         return 0
     if not argv:  # a script that forgot its command must not pass: the usage, and a nonzero exit
-        print(usage(commands), file=sys.stderr)
+        print(usage(), file=sys.stderr)
         return 2
     name, rest = argv[0], argv[1:]
-    if name not in commands:
+    if name not in COMMANDS:
         if name.startswith("-"):  # a flag before the command: say where it goes
             print(f"rookworld: error: {name} comes after a command, e.g. `rookworld train {' '.join(argv)}`; "
-                  f"commands: {', '.join(commands)}", file=sys.stderr)  # fmt: skip
+                  f"commands: {', '.join(COMMANDS)}", file=sys.stderr)  # fmt: skip
             return 2
         print(
-            f"rookworld: error: unknown command {name!r}{did_you_mean(name, commands, prefix='')}; choose from "
-            f"{', '.join(commands)} (`rookworld --help` says what each does)",
+            f"rookworld: error: unknown command {name!r}{did_you_mean(name, COMMANDS, prefix='')}; choose from "
+            f"{', '.join(COMMANDS)} (`rookworld --help` says what each does)",
             file=sys.stderr,
         )
         return 2
-    module, _, default_recipe = commands[name]
+    module, _, default_recipe = COMMANDS[name]
     if default_recipe is not None:
         return launch(module, rest, default_recipe, name)
     try:  # a wrong model name or a bad data file in a second, before the command's imports and its engines
@@ -122,12 +115,8 @@ def dispatch(argv: list[str]) -> int:
 def check_models(command: str, argv: list[str]) -> None:
     """The models `rookworld eval` / `parity` name (the first argument, eval's --baseline): model/source.py's
     check, which the command repeats as it loads them."""
-    if (
-        command not in ("eval", "parity")
-        or not argv
-        or argv[0].startswith("-")
-        or {"-h", "--help"} & set(argv)
-    ):
+    named = command in ("eval", "parity") and argv and not argv[0].startswith("-")
+    if not named or {"-h", "--help"} & set(argv):
         return
     from rookworld_trl.model.source import model_source
 

@@ -35,41 +35,32 @@ class Skip(Exception):
 
 
 @dataclass
-class Row:
-    name: str
-    status: str  # PASS, FAIL or SKIP
-    figures: str
-    switch_off: str  # what turns this path off, shown for a FAIL
-
-
-@dataclass
 class Check:
     name: str
     run: Callable[[dict], str]  # (shared state) -> figures; raises Skip, or anything for a FAIL
-    switch_off: str
+    switch_off: str  # what turns this path off, shown for a FAIL
+    status: str = ""  # once run: PASS, FAIL or SKIP
+    figures: str = ""
 
 
-def run_checks(checks: list[Check]) -> list[Row]:
+def run_checks(checks: list[Check]) -> list[Check]:
     """Each check in turn, printed as it finishes; an exception is a FAIL with its first line."""
     state: dict = {}
-    rows = []
     for check in checks:
         start = time.perf_counter()
         try:
-            figures, status = check.run(state), "PASS"
+            figures, check.status = check.run(state), "PASS"
         except Skip as e:
-            figures, status = str(e), "SKIP"
+            figures, check.status = str(e), "SKIP"
         except Exception as e:  # whatever a path raises is that path's FAIL
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            figures, status = f"{type(e).__name__}: {first}"[:200], "FAIL"
-        rows.append(
-            Row(check.name, status, f"{figures} ({time.perf_counter() - start:.1f} s)", check.switch_off)
-        )
-        print(f"  {status:<4}  {check.name}", flush=True)
-    return rows
+            figures, check.status = f"{type(e).__name__}: {first}"[:200], "FAIL"
+        check.figures = f"{figures} ({time.perf_counter() - start:.1f} s)"
+        print(f"  {check.status:<4}  {check.name}", flush=True)
+    return checks
 
 
-def table(rows: list[Row]) -> str:
+def table(rows: list[Check]) -> str:
     width = max(len(r.name) for r in rows)
     lines = [f"{'check':<{width}}  result  figures", f"{'-' * width}  ------  -------"]
     lines += [f"{r.name:<{width}}  {r.status:<6}  {r.figures}" for r in rows]
@@ -199,14 +190,8 @@ def sampler_path(path: str, device: str, bf16: bool = False) -> Callable[[dict],
         tokens = sum(len(c) for c in out.completion_ids)
         figures = (f"greedy = generate() on {same}/{len(ids)} rows, log-prob gap to the forward mean {gap.mean:.2g} "
                    f"max {gap.max:.2g}, {tokens / took:.0f} tokens/s")  # fmt: skip
-        exact = (
-            autocast is None
-        )  # bf16: kernels of other shapes round differently, a row may take another turn
-        if (
-            (exact and same < len(ids))
-            or (not exact and same < len(ids) // 2)
-            or gap.mean > fallback.TOLERANCE
-        ):
+        # bf16: kernels of other shapes round differently, a row may take another turn
+        if same < (len(ids) if autocast is None else len(ids) // 2) or gap.mean > fallback.TOLERANCE:
             raise RuntimeError(figures)
         return figures
 

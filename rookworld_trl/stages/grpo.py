@@ -8,47 +8,50 @@
 Every GRPOConfig / TrainingArguments field stays reachable from a recipe and as a --flag. Checkpoint tiers with
 verified completion markers and resume modes are rookworld_trl/training/checkpoints.py'; a finished run re-run
 trains nothing; a full disk or Ctrl-C ends with one line saying how to resume; publishing of final/ only is
-rookworld_trl/training/publish.py.
+rookworld_trl/training/publish.py. The in-training eval (EvalCallback: a greedy policy + environment evaluation every N
+steps, through the suites of `rookworld eval`) draws the run's learning curve (report/learning_curve.png).
 """
 
 from __future__ import annotations
 
-import logging
+import functools
 import math
 import os
 import re
-import shutil
 import sys
 
 from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_callback import TrainerState
+from transformers.trainer_callback import TrainerCallback, TrainerState
 from trl import ModelConfig, get_peft_config
 
+from rookworld_trl.chess.engine import EnginePool, MoveEval
+from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of
 from rookworld_trl.common.entry import say
 from rookworld_trl.common.locks import scoped
 from rookworld_trl.common.paths import resolve_paths
+from rookworld_trl.data.layout import column
 from rookworld_trl.grpo.config import GRPOScriptArguments, RookWorldGRPOConfig, check_rewards
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.tactics import tactics_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
+from rookworld_trl.model.generation import generate_completions
 from rookworld_trl.model.loading import (
     init_kwargs,
     load_model_and_tokenizer,
     train_at_fen_width,
     trained_fen_width,
 )
+from rookworld_trl.stages.eval.evaluate import EvalItems, EvalSettings, analysed, draw_items, run_suites
 from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints, publish
-from rookworld_trl.training.console import use_compact_logs
-from rookworld_trl.training.interrupt import said_interrupted
-from rookworld_trl.training.run_dir import (
+from rookworld_trl.training.checkpoints import (
     check_output_dir,
     check_shared_output_dir,
     lock_run_dir,
     machine_of_process,
 )
-
-logger = logging.getLogger(__name__)
+from rookworld_trl.training.console import use_compact_logs
+from rookworld_trl.training.interrupt import said_interrupted
 
 
 def resolve_reward_funcs(names: list[str], shaping: str = "graduated", engine=None) -> list:
@@ -92,8 +95,6 @@ def eval_settings(
     **more,
 ):
     """The run's held-out eval: policy + env suites on dataset_test_split, greedy, the engine settings of the reward."""
-    from rookworld_trl.stages.eval.evaluate import EvalSettings
-
     return EvalSettings(
         **more,
         data=script.dataset_name,
@@ -120,8 +121,7 @@ def before_after_eval(
     """Evaluate the final model against the initial one on held-out data (output_dir/eval/eval.{json,md,png}),
     draw the run's curves (output_dir/report/); returns the eval's markdown table."""
     from rookworld_trl.stages.eval import evaluate
-    from rookworld_trl.stages.eval.charts import report
-    from rookworld_trl.stages.eval.report import written_line
+    from rookworld_trl.stages.eval.charts import report, written_line
 
     settings = eval_settings(
         script, args, script.eval_samples, script.eval_env_samples, model=final_dir, baseline=initial_model
@@ -190,22 +190,17 @@ def train(
         eval_md = None
         if initial_model and script.eval_samples > 0:
             eval_md = before_after_eval(script, args, initial_model, final, data)
-        publish.write_model_card(trainer, final, initial_model, eval_md, script)
+        card = publish.model_card(args, trainer.state.global_step, initial_model, eval_md, script)
+        card.save(os.path.join(final, "README.md"))
         # the run folder's README.md: our card in place of TRL's (written at each checkpoint, about [None])
-        shutil.copyfile(os.path.join(final, "README.md"), os.path.join(args.output_dir, "README.md"))
+        card.save(os.path.join(args.output_dir, "README.md"))
         checkpoints.mark_finished(args.output_dir, trainer.state.global_step)
         pushed = not trainer.publish_to_hub or publish.upload(args, final)
-        from rookworld_trl.stages.eval.summary import run_summary
+        from rookworld_trl.stages.eval.charts import run_summary
 
         print(run_summary(args.output_dir, start_step=start_step))
         return 0 if pushed else 1  # the run is finished on disk: `rookworld push` retries the upload
     return 0
-
-
-def _hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
 
 
 def load_policy(args: RookWorldGRPOConfig, model_args: ModelConfig):
@@ -244,11 +239,7 @@ def parse(argv: list[str] | None = None):
     except ValueError as e:
         parser.error(str(e))
     check_output_dir(args.output_dir)  # before the engine cache or logs write there
-    if args.push_to_hub and _hub_offline():
-        parser.error(
-            "push_to_hub needs the network but HF_HUB_OFFLINE is set: unset it or drop --push_to_hub"
-        )
-    if args.push_to_hub:  # the token and the repo name now, not after hours of training
+    if args.push_to_hub:  # the network, the token and the repo name now, not after hours of training
         publish.check_hub(args)
     if not model_args.model_name_or_path or not script.dataset_name:
         parser.error("set model_name_or_path and dataset_name (in the recipe or as --flags)")
@@ -319,9 +310,8 @@ def build_run(argv: list[str] | None = None):
     check_shared_output_dir(PartialState(), args.output_dir)
     check_vllm_server(args, model_args.model_name_or_path)
     model, tokenizer = load_policy(args, model_args)
-    with (
-        PartialState().main_process_first()
-    ):  # one process labels a puzzle file or parses raw lines (data/read.py), the others read its cache
+    # one process labels a puzzle file or parses raw lines (data/read.py), the others read its cache
+    with PartialState().main_process_first():
         data = load_run_data(script, args, model)
     engine = engine_pool(script, engine_cache_path(script, args.output_dir))
     if "policy_reward" in script.reward_funcs or script.eval_samples > 0:
@@ -340,20 +330,73 @@ def build_run(argv: list[str] | None = None):
         check_lengths="warn",  # a recipe's budget is the user's choice: said, not refused
     )
     use_compact_logs(trainer)  # one line per logging step; the whole dict goes to metrics.jsonl
-    if args.max_steps < 0 and has_len(data.train):  # TRL's epochs rule: say what -1 means before it runs
+    # TRL's epochs rule: say what -1 means before it runs (a streamed dataset has no length: TRL needs max_steps > 0)
+    if args.max_steps < 0 and hasattr(data.train, "__len__"):
         say(epochs_line(args, len(data.train)))
     if script.eval_every_steps and 0 < args.max_steps < script.eval_every_steps:  # a curve of one point
         say(f"no learning curve: eval_every_steps {script.eval_every_steps} > max_steps {args.max_steps}")
     elif script.eval_every_steps:
-        from rookworld_trl.stages.eval.callback import EvalCallback
-
         settings = eval_settings(script, args, script.eval_every_samples)
         trainer.add_callback(EvalCallback(trainer, data.held_out, engine, script.eval_every_steps, settings))
     return trainer, engine, script, model_args, data
 
 
-def has_len(dataset) -> bool:
-    return hasattr(dataset, "__len__")  # a streamed dataset has no length: TRL then needs max_steps > 0
+class EvalCallback(TrainerCallback):
+    """A greedy policy + environment evaluation before training and every `every_steps` optimizer steps.
+
+    The figures go through `trainer.log` as "eval/<suite>/<figure>" and so land in the metrics JSONL and
+    TensorBoard. Items are drawn once from `dataset` (columns task, prompt, optionally kind) with the
+    settings' seed and sample sizes; the engine analyses the P: positions once, on first use. Only the main
+    process evaluates.
+
+        trainer.add_callback(EvalCallback(trainer, eval_dataset, pool, 50, EvalSettings(data=..., ...)))
+    """
+
+    def __init__(self, trainer, dataset, engine: EnginePool, every_steps: int, settings: EvalSettings):
+        if every_steps < 1:
+            raise ValueError("every_steps must be >= 1")
+        self.trainer, self.engine, self.every_steps, self.settings = trainer, engine, every_steps, settings
+        s = settings
+        self.fens, self.env_prompts, _ = draw_items(dataset, s.policy_samples, s.env_samples, s.seed)
+        prompts = [] if s.fen_width else column(dataset, "prompt")
+        self.fen_width = s.fen_width or fen_width_of(prompts) or FEN_WIDTH  # as the data was written
+        self.analyses: list[list[MoveEval]] | None = None
+
+    def evaluate(self, model, tokenizer) -> dict[str, float]:
+        if self.analyses is None:
+            self.fens, self.analyses = analysed(self.fens, self.engine)
+        s = self.settings
+        generate = functools.partial(generate_completions, model, tokenizer, batch_size=s.batch_size)
+        items = EvalItems(self.fens, self.analyses, self.env_prompts, fen_width=self.fen_width)
+        suites = [name for name, rows in (("policy", self.fens), ("env", self.env_prompts)) if rows]
+        results = run_suites(generate, items, suites, s, self.engine)
+        return {
+            f"eval/{suite}/{name}": m.value
+            for suite, metrics in results.items()
+            for name, m in metrics.items()
+            if m.value is not None
+        }
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0:  # the curve's first point: the model before any update
+            self.on_step_end(args, state, control, **kwargs)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every_steps or not state.is_world_process_zero:
+            return
+        trainer = self.trainer
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        logs = self.evaluate(model, trainer.processing_class)
+        # Log with the model in eval mode: GRPOTrainer.log then merges its (empty) eval metrics, and the
+        # training averages it has gathered since the last log stay for the regular log row. trainer.log
+        # also clears control.should_log (CallbackHandler.on_log): restore it, or this step's row is lost.
+        was_training, should_log = trainer.model.training, control.should_log
+        trainer.model.eval()
+        try:
+            trainer.log(logs)
+        finally:
+            trainer.model.train(was_training)
+            control.should_log = should_log
 
 
 def epochs_line(args, rows: int) -> str:
@@ -374,9 +417,8 @@ def epochs_line(args, rows: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    with (
-        scoped()
-    ):  # the run's lock goes with it, also when it is refused halfway (a process exiting drops it too)
+    # the run's lock goes with it, also when it is refused halfway (a process exiting drops it too)
+    with scoped():
         trainer, engine, script, model_args, data = build_run(argv)
         try:
             return train(trainer, script, initial_model=model_args.model_name_or_path, data=data)

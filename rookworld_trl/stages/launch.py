@@ -1,31 +1,38 @@
 """How `rookworld train` / `rookworld sft` start their stage: the accelerate config (--accelerate_config, else the
 recipe's device), the preflight's fast checks, then `accelerate launch -m rookworld_trl.stages.grpo ...` (or torchrun
-for several CPU processes) in a process group of its own (stages/signals.py), with the stage's own exit code.
+for several CPU processes) in a session of its own (`run_group`), with the stage's own exit code.
 
     launch("rookworld_trl.stages.grpo", ["--max_steps", "5"], "recipes/grpo_tiny_cpu.yaml")
+
+Where `rookworld train` trains when the command line does not say: on a machine with CUDA, the GPU. The main job's
+recipe (recipes/grpo_tiny_cpu.yaml) sets `use_cpu: true` so that it runs anywhere; where CUDA is available the
+launcher moves it to the GPU in bf16, as transformers' Trainer would (docs/GPU.md). The user's own `--use_cpu
+true/false`, or an --accelerate_config that sets use_cpu (cpu.yaml, multi_cpu.yaml), always wins (`gpu_flags`).
+
+Stop signals: the launcher runs in a session of its own; Ctrl-C, SIGTERM or SIGHUP goes to the stage processes only,
+which finish their step and save (training/interrupt.py), or stops the whole launch while they are still importing;
+whatever of the session is left when the launcher exits is killed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from rookworld_trl.common.entry import EXIT_FILE
+from rookworld_trl.common.entry import EXIT_FILE, FRONT_PID, death_signal_preexec, started_file
 from rookworld_trl.common.errors import UserError, clip
-from rookworld_trl.common.flags import underscored
+from rookworld_trl.common.flags import flag_values, underscored
 from rookworld_trl.common.paths import resolve_path
-from rookworld_trl.stages.preflight import preflight
-from rookworld_trl.stages.signals import run_group
+from rookworld_trl.stages.preflight import EXPECTED, preflight, recipe_values, short_help
 
 
 def recipe_use_cpu(argv: list[str]) -> bool | None:
     """use_cpu as the stage will read it: the recipe's, overridden by a --use_cpu flag (as TrlParser does)."""
-    from rookworld_trl.stages.short_help import recipe_values
-
     recipe = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
     use_cpu = recipe_values(recipe).get("use_cpu") if recipe else None  # a bad recipe: the stage says why
     if "--use_cpu" in argv[:-1]:
@@ -48,17 +55,34 @@ def default_accelerate_config(argv: list[str]) -> tuple[str, str]:
     return resolve_path(f"accelerate_configs/{name}"), why
 
 
-def to_gpu(command: str, argv: list[str], accel: str | None) -> list[str]:
-    """The flags that move `rookworld train` to the GPU where CUDA is available (stages/device.py decides)."""
-    import torch
+def gpu_flags(
+    argv: list[str], recipe_use_cpu: bool | None, config_use_cpu: bool | None, cuda: bool
+) -> list[str]:
+    """The flags to add to a `rookworld train` argv: `--use_cpu false --bf16 true` (no --bf16 when the user
+    gave one) when CUDA is available and only the recipe asks for the CPU; else none.
 
-    from rookworld_trl.stages.device import gpu_flags
-    from rookworld_trl.stages.short_help import recipe_values
+    >>> gpu_flags([], recipe_use_cpu=True, config_use_cpu=None, cuda=True)
+    ['--use_cpu', 'false', '--bf16', 'true']
+    >>> gpu_flags([], recipe_use_cpu=True, config_use_cpu=None, cuda=False)
+    []
+    >>> gpu_flags(["--use_cpu", "true"], recipe_use_cpu=True, config_use_cpu=None, cuda=True)
+    []
+    """
+    flags = flag_values(argv)
+    if not cuda or "use_cpu" in flags or config_use_cpu or not recipe_use_cpu:
+        return []
+    return ["--use_cpu", "false", *([] if "bf16" in flags else ["--bf16", "true"])]
+
+
+def to_gpu(command: str, argv: list[str], accel: str | None) -> list[str]:
+    """The flags that move `rookworld train` to the GPU where CUDA is available (`gpu_flags` decides)."""
+    import torch
 
     if command != "train":
         return []
-    config_cpu = recipe_values(accel).get("use_cpu") if accel else None
-    return gpu_flags(argv, recipe_use_cpu(argv), config_cpu, torch.cuda.is_available())
+    return gpu_flags(
+        argv, recipe_use_cpu(argv), recipe_values(accel).get("use_cpu"), torch.cuda.is_available()
+    )
 
 
 def device_line(accel: str, argv: list[str], moved: list[str] | None = None) -> str:
@@ -66,14 +90,14 @@ def device_line(accel: str, argv: list[str], moved: list[str] | None = None) -> 
     (`moved`: the flags to_gpu added, said with how to stay on the CPU)."""
     import torch
 
-    from rookworld_trl.stages.device import gpu_line
-    from rookworld_trl.stages.short_help import recipe_values
-
     if not torch.cuda.is_available():
         return "rookworld: device cpu (no CUDA device visible)"
     gpus = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
     if moved:
-        return gpu_line(gpus, moved)
+        return (
+            f"rookworld: device cuda ({gpus}): where CUDA is available the main job trains on the GPU "
+            f"({' '.join(moved)} added to the recipe's use_cpu: true); to stay on the CPU add --use_cpu true"
+        )
     if recipe_use_cpu(argv) or recipe_values(accel).get("use_cpu"):
         return (
             f"rookworld: device cpu, although CUDA is available ({gpus}): the recipe or the accelerate config "
@@ -108,10 +132,8 @@ def launcher(
     shared out (what accelerate would pick, with a warning).
     """
     import psutil  # an accelerate dependency
-    import yaml
 
-    with open(accelerate_config) as f:
-        config = yaml.safe_load(f) or {}
+    config = recipe_values(accelerate_config)
     given, processes = processes, int(processes or config.get("num_processes", 1))
     threads = os.environ.get("OMP_NUM_THREADS") or str(
         max(1, (psutil.cpu_count(logical=False) or 1) // processes)
@@ -133,13 +155,16 @@ def launcher(
 
 def launch(module: str, argv: list[str], default_recipe: str | None, command: str = "train") -> int:
     """Run `accelerate launch --config_file CFG -m MODULE --config RECIPE ARGV` (see `launcher`) and return its
-    exit code. --help: the fields a user sets with the recipe's values (stages/short_help.py); --help_all: all."""
+    exit code. --help: the fields a user sets with the recipe's values (stages/preflight.py short_help); --help_all: all."""
     argv = underscored(argv)  # --accelerate-config as --accelerate_config: one spelling for what is read here
     check_given_recipe(argv, command)  # too large, binary, an alias bomb: one line before anything reads it
     if "--help_all" in argv:  # every field, as the config classes define them
         return subprocess.call([sys.executable, "-m", module, "--help"])
     if {"-h", "--help"} & set(argv):
-        return print_short_help(command, argv, default_recipe)
+        given = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else default_recipe
+        accel = argv[argv.index("--accelerate_config") + 1] if "--accelerate_config" in argv[:-1] else None
+        print(short_help(command, resolve_path(given), argv, given, accel))
+        return 0
     accel = launcher_flag(argv, "--accelerate_config", "a path (e.g. accelerate_configs/cpu.yaml)", command)
     accel = resolve_path(accel) if accel else None
     processes = launcher_flag(argv, "--num_processes", "a count (e.g. --num_processes 4)", command)
@@ -233,38 +258,111 @@ def raise_usage(command: str, message: str):
 
 
 def config_processes(accelerate_config: str | None) -> int:
-    """num_processes of an accelerate config (1 when none is given: cpu.yaml and single_gpu.yaml have one)."""
-    import yaml
-
-    if accelerate_config is None:
-        return 1
-    try:
-        with open(accelerate_config) as f:
-            return int((yaml.safe_load(f) or {}).get("num_processes", 1))
-    except (OSError, ValueError, TypeError, AttributeError, yaml.YAMLError):
-        return 1  # accelerate says what is wrong with it
-
-
-def print_short_help(command: str, argv: list[str], default_recipe: str) -> int:
-    from rookworld_trl.stages.short_help import short_help
-
-    given = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
-    recipe = resolve_path(given or default_recipe)
-    accel = argv[argv.index("--accelerate_config") + 1] if "--accelerate_config" in argv[:-1] else None
-    print(short_help(command, recipe, argv, given or default_recipe, accel))
-    return 0
+    """num_processes of an accelerate config (1 when none is given: cpu.yaml and single_gpu.yaml have one; 1 when
+    it names no count: accelerate says what is wrong with it)."""
+    count = str(recipe_values(accelerate_config).get("num_processes", 1))
+    return int(count) if count.isdigit() else 1
 
 
 def say_unset_fields(command: str, recipe: str, argv: list[str], default_recipe: str | None) -> None:
-    """One line when a --config leaves out fields a user sets: it replaces the default recipe, not layers on it
-    (a GPU recipe must not inherit the CPU recipe's use_cpu), so those take the config class's defaults."""
-    from rookworld_trl.stages.short_help import unset_fields
-
-    unset = unset_fields(command, recipe, argv) if os.path.isfile(recipe) else []
-    if unset and default_recipe:
+    """One line when a --config leaves out fields a user sets (EXPECTED, neither in the recipe nor a --flag): it
+    replaces the default recipe, not layers on it (a GPU recipe must not inherit the CPU recipe's use_cpu), so those
+    take the config class's defaults."""
+    if not default_recipe or not os.path.isfile(recipe):
+        return
+    given = {**recipe_values(recipe), **flag_values(argv)}
+    if unset := [name for name in EXPECTED[command] if name not in given]:
         print(
             f"rookworld: {recipe} sets no {', '.join(unset)}: a --config replaces the default recipe "
             f"({default_recipe}), so these take the config class's defaults (`rookworld {command} --config "
             f"{recipe} --help` shows the values in effect)",
             flush=True,
         )
+
+
+# ---------------------------------------------------------------------------------------------- stop signals
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill / timeout / a scheduler, hang-up
+
+
+def run_group(cmd: list[str], env: dict | None = None, command: str = "train") -> int:
+    """Run the launcher cmd in a session of its own and return its exit code (128 + the signal's number
+    after a stop signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
+
+    A stop signal (STOP_SIGNALS) goes to the stage under the launcher only, which finishes its step, saves a
+    checkpoint and says how to resume; the wait goes on until it has exited, so the prompt returns once the
+    checkpoint is on disk. A second signal is passed on too: the stage then stops at once. A signal before
+    every stage process has finished its imports (entry.started_file) stops the whole launch instead, with one
+    line: there is nothing to save yet, and a stage stopped inside an import would print a traceback.
+    Whatever of the run's session is still running when the launcher has exited (an engine, a stage stuck past
+    its launcher) is killed: nothing of the run is left behind with parent PID 1. When this process itself is
+    killed (kill -9 runs no handler), the kernel sends the launcher SIGTERM (PR_SET_PDEATHSIG), and each stage
+    process under it the same when the launcher goes: the stage saves its step and stops.
+    """
+    exit_file = (env or {}).get(EXIT_FILE)
+    received: list[int] = []
+    proc = None
+
+    def stop_launch(signum) -> None:
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"rookworld {command}: {name} before training began: stopped, nothing to save",
+              file=sys.stderr, flush=True)  # fmt: skip
+        _end_session(proc.pid)
+
+    def forward(signum, frame):
+        received.append(signum)
+        if proc is None:  # not started yet: stopped as soon as it is
+            return
+        with contextlib.suppress(Exception):  # psutil.Error: a process has just exited
+            stages = _stage_processes(proc.pid)
+            ready = bool(stages) and all(
+                os.path.exists(started_file(exit_file, p.pid)) for p in stages if exit_file
+            )
+            if not ready and len(received) == 1:  # still starting: nothing to save, so the launch stops
+                stop_launch(signum)
+            for stage in stages if ready else []:
+                stage.send_signal(signum)
+
+    # the handler first: a signal between the start and the handler would leave the launch running on its own
+    previous = {sig: signal.signal(sig, forward) for sig in STOP_SIGNALS}
+    try:
+        # the parent-death signal: a `rookworld` killed with -9 runs no handler, so the launcher learns it from the kernel
+        # (SIGTERM); each stage process does the same with its launcher (common/entry.py run_stage)
+        proc = subprocess.Popen(
+            cmd,
+            start_new_session=True,
+            env={**os.environ, **(env or {}), FRONT_PID: str(os.getpid())},
+            preexec_fn=death_signal_preexec(),
+        )
+        if received:
+            stop_launch(received[0])
+        code = proc.wait()  # retried after each handler (PEP 475)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc is not None:
+            _end_session(proc.pid)
+    return 128 + received[0] if received and code else code
+
+
+def _end_session(sid: int) -> None:
+    """Kill what is left of the launcher's session `sid` (its process group and any group it made)."""
+    import psutil
+
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):  # gone meanwhile
+            if os.getsid(p.pid) == sid and p.pid != os.getpid():
+                p.kill()
+
+
+def _stage_processes(pid: int) -> list:
+    """The training processes under a launcher: the Python processes below it with no Python process below
+    them (a launcher's or torchrun's agent would stop its workers on a signal; Stockfish must not get it)."""
+    import psutil
+
+    try:
+        below = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    pythons = [p for p in below if "python" in p.name().lower()]
+    return [p for p in pythons if not any("python" in c.name().lower() for c in p.children())]

@@ -8,21 +8,27 @@ What it checks, without importing TRL or datasets: the recipe (YAML syntax, a ma
 --flag's name, the numbers (int and float fields parse; each field's bound, stages/recipe.py check_numbers), and the data source: a
 missing path, an empty directory, a Parquet file without its markers, and a text / JSON Lines file's lines (each
 line a JSON object; every P:/A: line parses, as `rookworld data load` parses it) for up to DATA_SECONDS. The
-field names, kinds, defaults and bounds come from the stages' dataclasses (stages/recipe_fields.py `fields_of`, read
+field names, kinds, defaults and bounds come from the stages' dataclasses (stages/recipe.py `fields_of`, read
 once per version of the package and of TRL, then from the user's cache).
+
+And `rookworld train --help` / `rookworld sft --help` (`short_help`): the few fields a user sets, with the values of
+the recipe in use (the default recipe, or --config's) and of the --flags given, read from the YAML alone (no torch,
+no TRL: it answers in a moment). `--help_all` prints every field of the config classes (TRL's parser).
+
+    rookworld train --config recipes/grpo_lora.yaml --max_steps 20 --help
 """
 
 from __future__ import annotations
 
 import os
+import textwrap
 from types import SimpleNamespace
 
 from rookworld_trl.common.errors import UserError, clip, did_you_mean
 from rookworld_trl.common.flags import flag_values
 from rookworld_trl.common.paths import resolve_path
 from rookworld_trl.data.files import DATA_SECONDS, check_source
-from rookworld_trl.stages.recipe import check_numbers, check_recipe
-from rookworld_trl.stages.recipe_fields import coerce, describe, fields_of, split_type
+from rookworld_trl.stages.recipe import EXAMPLES, check_numbers, check_recipe, coerce, describe, fields_of
 
 STAGES = ("train", "sft")  # both name their data dataset_name (TRL's ScriptArguments)
 LAUNCHER_FLAGS = {"config", "accelerate_config"}
@@ -33,7 +39,7 @@ def bad_value(name: str, kind: str, value, default, recipe: str | None) -> UserE
     import yaml
 
     shown = value if recipe else " ".join(value) if isinstance(value, list) else value
-    choices = [c for p in split_type(kind) if p.startswith("{") for c in p[1:-1].split(",")]
+    choices = [c for p in kind.split("|") if p.startswith("{") for c in p[1:-1].split(",")]
     close = did_you_mean(str(value)[:200], choices, prefix="") if choices else ""
     if recipe:
         example = f"`{name}: {yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip()}`"
@@ -52,18 +58,15 @@ def values(command: str, recipe: str | None, argv: list[str]) -> dict:
     merged = {}
     if recipe is not None:
         try:
-            check_recipe(recipe, set(fields))
+            read = check_recipe(recipe, set(fields))
         except UserError as e:
             raise UserError(f"{e}{other_kind(command, recipe)}") from None
-        import yaml
-
-        with open(recipe) as f:
-            for name, value in (yaml.safe_load(f) or {}).items():
-                kind, default, _ = fields.get(name, ["any", None, None])
-                try:
-                    merged[name] = coerce(kind, value)
-                except ValueError:
-                    raise bad_value(name, kind, value, default, recipe) from None
+        for name, value in read.items():
+            kind, default, _ = fields.get(name, ["any", None, None])
+            try:
+                merged[name] = coerce(kind, value)
+            except ValueError:
+                raise bad_value(name, kind, value, default, recipe) from None
     for name, given in flag_values(argv).items():
         if name in LAUNCHER_FLAGS or name.startswith("help"):
             continue
@@ -86,13 +89,7 @@ def values(command: str, recipe: str | None, argv: list[str]) -> dict:
 def other_kind(command: str, recipe: str) -> str:
     """'; it looks like ...' when a recipe that `command` refuses is an accelerate config, or the other
     training command's recipe (a GRPO recipe given to sft), else ''."""
-    import yaml
-
-    try:
-        with open(recipe) as f:
-            keys = set(yaml.safe_load(f) or {})
-    except (yaml.YAMLError, TypeError):  # not a mapping of fields: check_recipe's line says so
-        return ""
+    keys = set(recipe_values(recipe))  # {} when no mapping of fields: check_recipe's line says so
     if keys & {"distributed_type", "compute_environment"}:
         return (
             f"; {recipe} is an accelerate config: pass it as --accelerate_config (a recipe goes to --config)"
@@ -140,13 +137,16 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
     defaults = {name: spec[1] for name, spec in fields.items()}
     config = {**defaults, **merged}
     if command == "train":
+        from rookworld_trl.grpo.rewards.own import check_reward_names
+
         check_batch(config, processes)
-        check_reward_funcs(config)
+        # each reward_funcs entry: a registry name, or your own function that imports and that TRL can call
+        # (grpo/rewards/own.py); the same count of reward_weights
+        check_reward_names(config["reward_funcs"], config.get("reward_weights"), config.get("field_credit"))
         check_engine(config)
-    if (
-        config.get("output_dir") is not None
-    ):  # empty, a file, a read-only place, a live run's: before accelerate
-        from rookworld_trl.training.run_dir import check_output_dir, check_run_free
+    # empty, a file, a read-only place, a live run's: before accelerate
+    if config.get("output_dir") is not None:
+        from rookworld_trl.training.checkpoints import check_output_dir, check_run_free
 
         try:
             check_output_dir(str(config["output_dir"]))
@@ -222,9 +222,99 @@ def check_batch(config: dict, processes: int) -> None:
         )
 
 
-def check_reward_funcs(config: dict) -> None:
-    """Each reward_funcs entry: a registry name, or your own function that imports and that TRL can call
-    (grpo/rewards/own.py); the same count of reward_weights."""
-    from rookworld_trl.grpo.rewards.own import check_reward_names
+# ---------------------------------------------------------------------------------------------- --help
 
-    check_reward_names(config["reward_funcs"], config.get("reward_weights"), config.get("field_credit"))
+# command -> (field, what it is) in the order a user decides them
+FIELDS = {
+    "train": (
+        ("output_dir", "where checkpoints, final/, eval/, report/ and metrics.jsonl go"),
+        ("max_steps", "optimizer steps"),
+        ("model_name_or_path", "the model to train: a local dir or a hub id"),
+        ("dataset_name", "P:/A: data: a `rookworld data generate` dir, .txt/.jsonl/.parquet, a hub id"),
+        ("learning_rate", "peak learning rate"),
+        ("per_device_train_batch_size", "completions per step and process (whole groups of num_generations)"),
+        ("num_generations", "completions per prompt (the group)"),
+        ("seed", "random seed"),
+        ("resume_from_checkpoint", "auto: an interrupted run continues, a finished one trains nothing"),
+        ("eval_samples", "positions per suite in the before/after eval (0: none)"),
+        ("report_to", "tensorboard, trackio (pip install trackio) or none"),
+    ),
+    "sft": (
+        ("output_dir", "where checkpoints, the model and metrics.jsonl go"),
+        ("max_steps", "optimizer steps"),
+        ("model_name_or_path", "a model to continue (unset: a new GPT-2 from scratch)"),
+        ("dataset_name", "P:/A: data: a `rookworld data generate` dir or a .txt/.jsonl/.parquet file"),
+        ("tokenizer_name_or_path", "a new model's tokenizer (`rookworld tokenizer train`)"),
+        ("learning_rate", "peak learning rate"),
+        ("per_device_train_batch_size", "samples per step and process"),
+        ("seed", "random seed"),
+        ("report_to", "tensorboard, trackio (pip install trackio) or none"),
+    ),
+}
+
+
+def recipe_values(path: str | None) -> dict:
+    """A recipe's (or an accelerate config's) fields; {} when there is none or it cannot be read (the stage, or
+    accelerate, says why)."""
+    import yaml
+
+    if path is None:
+        return {}
+    try:
+        with open(path) as f:
+            values = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def short_help(command: str, recipe: str, argv: list[str], shown_recipe: str, accelerate: str | None) -> str:
+    """The help text: usage, the fields a user sets with their values in effect, where the rest is."""
+    values = {**recipe_values(recipe), **flag_values(argv)}
+    rows = [("--config", shown_recipe, "the recipe (YAML): sets every field; a --flag overrides it")]
+    for name, what in FIELDS[command]:
+        value = values.get(name, "(class default)")
+        rows.append((f"--{name}", ",".join(map(str, value)) if isinstance(value, list) else str(value), what))
+    if accelerate is None:  # as launch.default_accelerate_config and gpu_flags decide
+        if str(values.get("use_cpu")).lower() != "true":
+            accelerate = "auto: GPU or CPU"
+        elif command == "train" and "use_cpu" not in flag_values(argv):
+            accelerate = "cpu.yaml (GPU where CUDA)"
+        else:
+            accelerate = "cpu.yaml (use_cpu)"
+    rows.append(("--accelerate_config", accelerate, "how processes and devices are launched"))
+    width = max(len(r[0]) for r in rows)
+    value_width = min(max(len(r[1]) for r in rows), 30)
+    lines = [
+        f"usage: rookworld {command} [--config RECIPE] [--FIELD VALUE ...]",
+        "",
+        *textwrap.wrap(
+            f"What you set, with the values in effect ({shown_recipe} and the flags given):", help_width()
+        ),
+    ]
+    columns = help_width()
+    for flag, value, what in rows:  # the meaning wrapped under itself, so no line wraps in the terminal
+        lead = f"  {flag:<{width}}  {value:<{value_width}}  "
+        lines += textwrap.wrap(what, columns, initial_indent=lead, subsequent_indent=" " * len(lead))
+    lines += [""]
+    lines += textwrap.wrap(
+        f"Every field of the recipe is also a --flag. `rookworld {command} --help_all` lists them all with their "
+        "meaning and the config class's default. A --config replaces the default recipe: fields it leaves out "
+        "take the config class's defaults.",
+        columns,
+    )
+    return "\n".join([*lines, EXAMPLES[command]])
+
+
+def help_width() -> int:
+    """The terminal's width, between 80 and 100 columns (100 when not a terminal)."""
+    import shutil
+
+    return max(80, min(100, shutil.get_terminal_size((100, 24)).columns))
+
+
+# the fields a recipe of each command should set (an SFT may train a new model, or for num_train_epochs)
+EXPECTED = {
+    "train": ("output_dir", "max_steps", "model_name_or_path", "dataset_name", "learning_rate"),
+    "sft": ("output_dir", "dataset_name", "learning_rate"),
+}

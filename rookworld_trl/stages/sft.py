@@ -39,13 +39,13 @@ from rookworld_trl.model.loading import (
     set_dropout,
     train_at_fen_width,
 )
-from rookworld_trl.stages.eval.summary import sft_summary
+from rookworld_trl.stages.eval.charts import sft_summary
 from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints
+from rookworld_trl.training.checkpoints import check_output_dir, check_shared_output_dir, lock_run_dir
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.interrupt import said_interrupted
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
-from rookworld_trl.training.run_dir import check_output_dir, check_shared_output_dir, lock_run_dir
 from rookworld_trl.training.sft import RookWorldSFTConfig, RookWorldSFTTrainer, SFTScriptArguments
 
 
@@ -112,9 +112,8 @@ def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_d
     """Build the model, train, save model + tokenizer in output_dir, check P: formats; return the trainer (its
     `interrupt.step` is the step a stop signal saved and ended the run at, else None)."""
     model, tokenizer = build_model(script_args)
-    train_at_fen_width(
-        model, script_args.fen_width or fen_width_of(iter_column(train_dataset, "prompt"))
-    )  # recorded in config.json
+    # recorded in config.json
+    train_at_fen_width(model, script_args.fen_width or fen_width_of(iter_column(train_dataset, "prompt")))
     n_positions = model.config.n_positions
     if config.max_length is None or config.max_length > n_positions:
         raise ValueError(
@@ -172,23 +171,19 @@ def format_check(trainer, tokenizer, eval_dataset, samples: int) -> tuple[dict |
 
 
 def main(argv: list[str] | None = None) -> int:
-    with scoped():  # the run's lock goes with it, however it ends (a process exiting drops it too)
-        return _main(argv)
-
-
-def _main(argv: list[str] | None) -> int:
     parser = stage_parser((SFTScriptArguments, RookWorldSFTConfig), "sft")  # one-line errors, as train
     script_args, config = parser.parse_args_and_config(args=argv)
     check_numbers(config)
     check_output_dir(config.output_dir)  # before anything writes there
-    lock_run_dir(config.output_dir, "rookworld sft")  # one run per output_dir
-    # the bundled model and data, from any working directory
-    resolve_paths(script_args, "dataset_name", "model_name_or_path", "tokenizer_name_or_path")
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
-    train_dataset, eval_dataset = load_splits(script_args, config.seed)
-    trainer = run_sft(script_args, config, train_dataset, eval_dataset)
-    return said_interrupted(trainer) if trainer.interrupt.step is not None else 0
+    with scoped():  # the run's lock goes with it, however it ends (a process exiting drops it too)
+        lock_run_dir(config.output_dir, "rookworld sft")  # one run per output_dir
+        # the bundled model and data, from any working directory
+        resolve_paths(script_args, "dataset_name", "model_name_or_path", "tokenizer_name_or_path")
+        if config.torch_threads:
+            torch.set_num_threads(config.torch_threads)
+        train_dataset, eval_dataset = load_splits(script_args, config.seed)
+        trainer = run_sft(script_args, config, train_dataset, eval_dataset)
+        return said_interrupted(trainer) if trainer.interrupt.step is not None else 0
 
 
 if __name__ == "__main__":

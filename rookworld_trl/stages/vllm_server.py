@@ -29,11 +29,6 @@ def serve_command(args, model: str) -> str:
     return f"CUDA_VISIBLE_DEVICES=N trl vllm-serve --model {model} --port {port} --max_model_len 256"
 
 
-def _get_json(url: str, timeout: float) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.loads(response.read() or b"{}")
-
-
 def wait_for_health(url: str, timeout_s: float, interval_s: float = 2.0) -> str | None:
     """None once GET url/health answers 200 (retrying up to timeout_s, as TRL's client does); else why not."""
     deadline = time.monotonic() + timeout_s
@@ -56,7 +51,8 @@ def logprobs_problem(url: str, importance_sampling: bool) -> str | None:
     """What is wrong with the server's setup for TRL, or None: TRL syncs weights through vLLM's dev endpoints
     (/server_info among them), and its importance-sampling correction needs processed log-probs."""
     try:
-        info = _get_json(f"{url}/server_info?config_format=json", timeout=10)
+        with urllib.request.urlopen(f"{url}/server_info?config_format=json", timeout=10) as response:
+            info = json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as e:
         if e.code == 404:
             return "it does not expose vLLM's dev endpoints TRL syncs weights through (start it with trl vllm-serve)"

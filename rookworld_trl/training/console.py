@@ -31,7 +31,7 @@ EVAL_FIELDS = (
     ("eval_loss", "held-out loss", "{:.3f}"),
     ("eval_mean_token_accuracy", "token accuracy", "{:.1%}"),
 )
-# GRPO's learning-curve eval (stages/eval/callback.py; the whole dict goes to metrics.jsonl): training/headline.py
+# GRPO's learning-curve eval (stages/grpo.py EvalCallback; the whole dict goes to metrics.jsonl): training/headline.py
 HELD_OUT_FIELDS = tuple(
     (f.key, ("held-out " if i == 0 else "") + f.short, "{:.1%}" if f.percent else "{:.3f}")
     for i, f in enumerate(shown_in("console"))

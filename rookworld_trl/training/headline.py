@@ -1,5 +1,5 @@
 """The headline figures of the held-out eval, named once: the console's held-out line (training/console.py), the
-end-of-run summary (stages/eval/summary.py), the learning-curve chart and its legends (stages/eval/charts.py) and
+end-of-run summary, the learning-curve chart and its legends (stages/eval/charts.py) and
 the experiment tables (scripts/experiment_row.py, scripts/five_seeds.py) all read `HEADLINE`.
 
     from rookworld_trl.training.headline import HEADLINE, shown_in
@@ -19,7 +19,7 @@ VIEWS = ("console", "curve", "row", "seeds", "summary")
 
 @dataclass(frozen=True)
 class Headline:
-    suite: str  # the eval suite that measures it (stages/eval/registry.py)
+    suite: str  # the eval suite that measures it (stages/eval/evaluate.py SUITES)
     figure: str  # its name in that suite
     label: str  # in words, where there is room: the summary, the chart's legend, five_seeds' table
     short: str  # on the console line and in experiment_row's cells

@@ -26,7 +26,8 @@ def read_jsonl(path: str) -> list[dict]:
                 row = json.loads(line)
             except (ValueError, RecursionError):
                 row = None
-            if is_row(row):
+            step = row.get("step", 0) if isinstance(row, dict) else None  # a finite number when present
+            if isinstance(step, int | float) and not isinstance(step, bool) and math.isfinite(step):
                 rows.append(row)
             else:
                 bad.append(number)
@@ -35,11 +36,3 @@ def read_jsonl(path: str) -> list[dict]:
         say(f"{path}: dropped {len(bad)} unreadable line(s) (line {lines}: not a JSON object with a numeric step; "
             "torn by a crash or a full disk, or written by something else)")  # fmt: skip
     return rows
-
-
-def is_row(row) -> bool:
-    """A metrics row: a JSON object whose `step`, when present, is a finite number."""
-    if not isinstance(row, dict):
-        return False
-    step = row.get("step", 0)
-    return isinstance(step, int | float) and not isinstance(step, bool) and math.isfinite(step)

@@ -4,6 +4,13 @@ A resumed run first drops the lines past its checkpoint's step, so the log alway
 disk; a torn last line (a kill or a full disk mid-write) is dropped with a warning instead of blocking the
 resume. rookworld_trl/stages/eval/charts.py draws the curves from this file (read by training/jsonl.py). `memory_metrics`: the peak memory
 figures the GRPO trainer logs at every step.
+
+`MetricLog`: the training figures a run logs between two log lines, by name: `add` one, `values` reads them. The
+trainer builds it on TRL's own collection (training/trl_compat.py: TRL averages each name over the logging interval,
+then clears it in place); grpo/trainer.py adds the step's figures to it.
+
+    metrics = MetricLog(collections.defaultdict(list))
+    metrics.add("value/loss", 0.3); metrics.values("value/loss")  # [0.3]
 """
 
 from __future__ import annotations
@@ -30,6 +37,19 @@ def memory_metrics() -> dict[str, float]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         out["memory/cuda_max_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return out
+
+
+class MetricLog:
+    def __init__(self, collected: dict[str, list[float]]):
+        self.collected = collected
+
+    def add(self, name: str, value: float) -> None:
+        """A training figure for the next log line."""
+        self.collected[name].append(value)
+
+    def values(self, name: str) -> list[float]:
+        """The values of `name` collected since the last log line (a live list)."""
+        return self.collected[name]
 
 
 class JSONLMetricsCallback(TrainerCallback):

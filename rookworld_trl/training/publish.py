@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 
+from rookworld_trl.chess.formats import FEN_WIDTH
 from rookworld_trl.common.errors import UserError
 from rookworld_trl.common.flags import FlagParser
 from rookworld_trl.training.checkpoints import FINAL_DIR, MARKER, checkpoint_problem
@@ -61,12 +62,13 @@ def model_card(args, steps: int, base_model: str | None, eval_md: str | None, sc
         "",
     ]
     where = setting("hub_model_id") or os.path.join(args.output_dir, FINAL_DIR)
-    lines += usage(where, setting("fen_width"))
+    lines += USAGE.format(where=where, width=setting("fen_width") or FEN_WIDTH).splitlines() + [""]
     if eval_md:
         lines += ["## Held-out evaluation (this model vs. the base model)", "", eval_md]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(lines))
 
 
+# the card's usage section: the prompt format at the model's FEN width and a transformers snippet
 USAGE = """## Usage
 
 The task is the prompt's prefix (RookWorld-TRL's docs/FORMATS.md has every field):
@@ -89,26 +91,10 @@ print(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True))  # " e
 """
 
 
-def usage(where: str, fen_width: int | None) -> list[str]:
-    """The card's usage section: the prompt format at the model's FEN width and a transformers snippet."""
-    from rookworld_trl.chess.formats import FEN_WIDTH
-
-    return USAGE.format(where=where, width=fen_width or FEN_WIDTH).splitlines() + [""]
-
-
 def _on_hub(name: str | None) -> bool:
     from rookworld_trl.model.loading import is_hub_id
 
     return bool(name) and is_hub_id(name) and not os.path.exists(name)
-
-
-def write_model_card(
-    trainer, final_dir: str, base_model: str | None, eval_md: str | None, script_args=None
-) -> str:
-    """README.md in final_dir (see model_card)."""
-    path = os.path.join(final_dir, "README.md")
-    model_card(trainer.args, trainer.state.global_step, base_model, eval_md, script_args).save(path)
-    return path
 
 
 def hub_repo(args) -> str:
@@ -122,11 +108,14 @@ def retry_command(args) -> str:
 
 
 def check_hub(args, training: bool = True) -> None:
-    """Before training (or `rookworld push`): a push needs a token and a valid repo name, and the hub must
-    answer; else one UserError now instead of a failure after hours of training."""
-    from huggingface_hub import HfApi, get_token
+    """Before training (or `rookworld push`): a push needs the network, a token and a valid repo name, and the hub
+    must answer; else one UserError now instead of a failure after hours of training."""
+    from huggingface_hub import HfApi, constants, get_token
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+    if constants.HF_HUB_OFFLINE:
+        fix = "unset it or drop --push_to_hub" if training else "unset it (the run stays on disk)"
+        raise UserError(f"pushing needs the network but HF_HUB_OFFLINE is set: {fix}")
     repo = hub_repo(args)
     try:
         validate_repo_id(repo)
@@ -151,8 +140,6 @@ def _hub_problem(e: Exception, args, training: bool) -> str:
     from huggingface_hub import constants
     from huggingface_hub.errors import HfHubHTTPError
 
-    if constants.HF_HUB_OFFLINE:
-        return "pushing needs the network but HF_HUB_OFFLINE is set: unset it (the run stays on disk)"
     if isinstance(e, HfHubHTTPError) and e.response is not None and e.response.status_code == 401:
         return "the hub does not accept the token: log in again with `hf auth login` or set a valid HF_TOKEN"
     push_later = "drop --push_to_hub and push the finished run with `rookworld push`"
@@ -197,10 +184,6 @@ def push_run(run: str, hub_model_id: str | None, hub_token: str | None = None, p
     final = os.path.join(run, FINAL_DIR)
     if not os.path.isdir(run):
         raise UserError(f"no run folder at {run}: pass a training run's output_dir (e.g. runs/grpo_tiny_cpu)")
-    if not os.path.isdir(final):
-        raise UserError(
-            f"{run} has no final/ model: the run has not finished; the same `rookworld train` resumes it"
-        )
     if problem := checkpoint_problem(final):
         raise UserError(
             f"{run} has no finished model to push ({final}: {problem}); finish the run first (the same "

@@ -13,9 +13,8 @@ from pathlib import Path
 
 from rookworld_trl.common.errors import UserError, did_you_mean
 
-MAX_RECIPE_BYTES = (
-    1 << 20
-)  # a recipe is a few kB; a larger file is no recipe, and YAML would parse it for minutes
+# a recipe is a few kB; a larger file is no recipe, and YAML would parse it for minutes
+MAX_RECIPE_BYTES = 1 << 20
 MAX_RECIPE_NODES = 100_000  # values a recipe may expand to, aliases counted each time they are used
 
 
@@ -60,10 +59,10 @@ def _expanded(node, seen: dict) -> int:
     return total
 
 
-def check_recipe(path: str, fields: set[str]) -> None:
-    """One UserError for a recipe that is not a YAML mapping of known fields: too large, binary or an alias bomb
-    (check_recipe_file), a syntax error (its line and column), a top-level value that is no mapping, a misspelt
-    field (and the field it is closest to)."""
+def check_recipe(path: str, fields: set[str]) -> dict:
+    """The recipe's fields; one UserError for a recipe that is not a YAML mapping of known fields: too large, binary
+    or an alias bomb (check_recipe_file), a syntax error (its line and column), a top-level value that is no
+    mapping, a misspelt field (and the field it is closest to)."""
     import yaml
 
     check_recipe_file(path)
@@ -85,6 +84,7 @@ def check_recipe(path: str, fields: set[str]) -> None:
                 f"recipe {path}: unknown field {name!r}{did_you_mean(str(name), fields)}; "
                 "`rookworld train --help_all` (or sft) lists the fields"
             )
+    return recipe
 
 
 def recipe_config(config_class, recipe: str, stage_classes: tuple, overrides: dict):
@@ -93,7 +93,6 @@ def recipe_config(config_class, recipe: str, stage_classes: tuple, overrides: di
     (`stage_classes`: model, data, rewards) are left out. Values are read as the stage's parser reads them."""
     import dataclasses
 
-    import yaml
     from trl import TrlParser
 
     from rookworld_trl import assets
@@ -104,9 +103,7 @@ def recipe_config(config_class, recipe: str, stage_classes: tuple, overrides: di
         raise UserError(str(e)) from None
     own = {f.name for f in dataclasses.fields(config_class) if f.init}
     stage = {f.name for cls in stage_classes for f in dataclasses.fields(cls) if f.init}
-    check_recipe(path, own | stage)
-    with open(path) as f:
-        values = yaml.safe_load(f)
+    values = check_recipe(path, own | stage)
     for key, value in (values.pop("env", None) or {}).items():  # as TrlParser does
         os.environ[key] = str(value)
     values = {k: v for k, v in values.items() if k in own} | overrides

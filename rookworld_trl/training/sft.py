@@ -7,11 +7,12 @@ start from). The stage that builds and runs them: rookworld_trl/stages/sft.py.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from trl import SFTConfig, SFTTrainer
 
 from rookworld_trl.common.errors import suggest_fields
+from rookworld_trl.common.flags import helped
 from rookworld_trl.data.args import DataArguments, stage_defaults
 from rookworld_trl.training.interrupt import SaveOnInterrupt
 from rookworld_trl.training.trl_compat import DataCollatorForLanguageModeling, VerifiedCheckpoints
@@ -33,37 +34,29 @@ class RookWorldSFTConfig(SFTConfig):
 
     # Overridden default: count tokens, for tokens/s. Typed `str`, not transformers' `str | bool`, which its
     # argument parser reads as a bool only (then "non_padding" cannot be given in a recipe).
-    include_num_input_tokens_seen: str = field(
-        default="non_padding",
-        metadata={"help": "Count input tokens, for tokens/s.", "choices": ["all", "non_padding", "no"]},
+    include_num_input_tokens_seen: str = helped(
+        "non_padding", "Count input tokens, for tokens/s.", choices=["all", "non_padding", "no"]
     )
     # Overridden default: TRL turns activation checkpointing on; it saves memory a small model does not need and
     # costs ~20% speed. transformers 5 renamed it `activation_checkpointing`: a None alias leaves that name in
     # charge (default off) without a deprecation warning.
-    gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "Deprecated alias of `activation_checkpointing` (off unless set)."}
+    gradient_checkpointing: bool | None = helped(
+        None, "Deprecated alias of `activation_checkpointing` (off unless set)."
     )
-    early_stopping_patience: int = field(
-        default=0,
-        metadata={
-            "help": "Stop after this many evaluations without improvement of `metric_for_best_model` (0: off)."
-        },
+    early_stopping_patience: int = helped(
+        0, "Stop after this many evaluations without improvement of `metric_for_best_model` (0: off)."
     )
-    early_stopping_threshold: float = field(
-        default=0.0, metadata={"help": "Smallest change of the metric that counts as an improvement."}
+    early_stopping_threshold: float = helped(
+        0.0, "Smallest change of the metric that counts as an improvement."
     )
-    metrics_jsonl: str | None = field(
-        default="metrics.jsonl",
-        metadata={"help": "Append every log entry as one JSON line to this file (relative to output_dir)."},
+    metrics_jsonl: str | None = helped(
+        "metrics.jsonl", "Append every log entry as one JSON line to this file (relative to output_dir)."
     )
-    format_check_samples: int = field(
-        default=100,
-        metadata={
-            "help": "After training, greedy-complete this many held-out P: prompts and log their checks."
-        },
+    format_check_samples: int = helped(
+        100, "After training, greedy-complete this many held-out P: prompts and log their checks."
     )
-    torch_threads: int | None = field(
-        default=None, metadata={"help": "CPU threads for torch (unset: torch's default, the physical cores)."}
+    torch_threads: int | None = helped(
+        None, "CPU threads for torch (unset: torch's default, the physical cores)."
     )
 
     def __post_init__(self):
@@ -170,32 +163,21 @@ class SFTScriptArguments(DataArguments):
     """What to train on (DataArguments, shared with GRPO: dataset_name and its splits, the mix, exclusions; here
     the embedded data, its validation split and the data's own mix by default) and which model to start from."""
 
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Use at most this many training samples."}
+    max_train_samples: int | None = helped(None, "Use at most this many training samples.")
+    max_eval_samples: int | None = helped(512, "Use at most this many held-out samples.")
+    model_name_or_path: str | None = helped(
+        None, "Continue this model (local dir or hub id). Unset: a new GPT-2 from scratch."
     )
-    max_eval_samples: int | None = field(
-        default=512, metadata={"help": "Use at most this many held-out samples."}
+    tokenizer_name_or_path: str | None = helped(
+        None,
+        "Tokenizer of a new model (a `rookworld tokenizer train` dir or a hub id); with `model_name_or_path`, only needed when the model dir has no tokenizer.",
     )
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "Continue this model (local dir or hub id). Unset: a new GPT-2 from scratch."},
-    )
-    tokenizer_name_or_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "Tokenizer of a new model (a `rookworld tokenizer train` dir or a hub id); with "
-            "`model_name_or_path`, only needed when the model dir has no tokenizer."
-        },
-    )
-    n_layer: int = field(default=4, metadata={"help": "New model: transformer blocks."})
-    n_head: int = field(default=4, metadata={"help": "New model: attention heads (must divide n_embd)."})
-    n_embd: int = field(default=128, metadata={"help": "New model: embedding width."})
-    n_positions: int = field(default=256, metadata={"help": "New model: context length (>= max_length)."})
-    dropout: float | None = field(
-        default=None,
-        metadata={
-            "help": "Dropout during SFT. Unset: 0.0 for a new model, the loaded model's own for a continued one."
-        },
+    n_layer: int = helped(4, "New model: transformer blocks.")
+    n_head: int = helped(4, "New model: attention heads (must divide n_embd).")
+    n_embd: int = helped(128, "New model: embedding width.")
+    n_positions: int = helped(256, "New model: context length (>= max_length).")
+    dropout: float | None = helped(
+        None, "Dropout during SFT. Unset: 0.0 for a new model, the loaded model's own for a continued one."
     )
 
     def __post_init__(self):

@@ -33,7 +33,7 @@ from rookworld_trl.common.quiet_logs import dropping
 from rookworld_trl.model import shared_prefix
 from rookworld_trl.model.loading import tied_parameter_names
 from rookworld_trl.training import checkpoints
-from rookworld_trl.training.metric_log import MetricLog
+from rookworld_trl.training.metrics_log import MetricLog
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,11 @@
-"""The evaluation suites on held-out items: policy, environment, mate-in-one, tactics (the games: game_suites.py).
+"""The evaluation suites: on held-out items policy, environment, mate-in-one, tactics; the games self-play (the model
+against itself through P:) and a match against Stockfish.
 
 Each suite takes a `generate` callable, `generate(prompts, *, max_new_tokens, do_sample, temperature,
 top_k, seed) -> completions` (in practice `generation.generate_completions` with the model bound; in
-tests a script of known answers), and returns `{name: Metric}` (rookworld_trl/stages/eval/stats.py: one value per
-item, so a run reports a confidence interval and two models on the same items a paired one).
+tests a script of known answers), and returns `{name: Metric}`: one value per item (None where the figure does not
+apply), so a run reports its 95% interval and two models evaluated on the same items get a paired interval of their
+difference (`delta_interval`).
 python-chess referees everything; Stockfish gives the policy truth (analyses passed in, best first).
 
     python -m rookworld_trl.stages.eval.evaluate --help      (the command that runs these: `rookworld eval`)
@@ -11,6 +13,7 @@ python-chess referees everything; Stockfish gives the policy truth (analyses pas
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -18,9 +21,10 @@ from dataclasses import dataclass
 
 import chess
 import chess.engine
+import numpy as np
 from tqdm.auto import tqdm
 
-from rookworld_trl.chess.engine import MATE_SCORE, EnginePool, MoveEval
+from rookworld_trl.chess.engine import MATE_SCORE, EngineLimit, EnginePool, MoveEval, find_stockfish
 from rookworld_trl.chess.environment import (
     ILLEGAL_KINDS,
     env_truth,
@@ -37,6 +41,7 @@ from rookworld_trl.chess.formats import (
     policy_prompt,
     strip_eos,
 )
+from rookworld_trl.chess.games import play_games
 from rookworld_trl.chess.tactics import KINDS, solves
 from rookworld_trl.grpo.rewards.functions import score_env, similarity
 from rookworld_trl.grpo.rewards.policy import (  # the training rewards, as eval figures
@@ -45,7 +50,90 @@ from rookworld_trl.grpo.rewards.policy import (  # the training rewards, as eval
     score_policy,
 )
 from rookworld_trl.grpo.rewards.watch import answer_figures
-from rookworld_trl.stages.eval.stats import Metric
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+BOOTSTRAP_RESAMPLES = 1000
+
+
+@dataclass
+class Metric:
+    """One figure. `values[i]` belongs to item i (None: undefined there); the figure is their (weighted) mean.
+
+    `percent`: a rate shown in %, else a plain number (MAE, half-moves). `reference`: the published
+    figure in the same unit, if one applies. `lower_is_better`: a loss, marked so in the tables.
+    """
+
+    values: list[float | None]
+    weights: list[float] | None = None
+    percent: bool = True
+    reference: float | None = None
+    lower_is_better: bool = False
+
+    def defined(self) -> tuple[np.ndarray, np.ndarray]:
+        keep = [i for i, v in enumerate(self.values) if v is not None]
+        w = self.weights or [1.0] * len(self.values)
+        return np.array([self.values[i] for i in keep], float), np.array([w[i] for i in keep], float)
+
+    @property
+    def n(self) -> int:
+        return sum(v is not None for v in self.values)
+
+    @property
+    def value(self) -> float | None:
+        x, w = self.defined()
+        return float(np.sum(x * w) / np.sum(w)) if len(x) and np.sum(w) > 0 else None
+
+    def interval(self, seed: int = 0) -> tuple[float, float] | None:
+        """95% interval: Wilson for an unweighted 0/1 rate, else a percentile bootstrap over items."""
+        x, w = self.defined()
+        if not len(x):
+            return None
+        if self.weights is None and np.isin(x, (0.0, 1.0)).all():
+            return wilson(int(x.sum()), len(x))
+        idx = np.random.default_rng(seed).integers(0, len(x), (BOOTSTRAP_RESAMPLES, len(x)))
+        means = np.sum(x[idx] * w[idx], axis=1) / np.maximum(np.sum(w[idx], axis=1), 1e-12)
+        return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def wilson(successes: int, n: int) -> tuple[float, float]:
+    """Wilson score interval of a binomial rate (well behaved at 0% and 100%, unlike the normal one)."""
+    p, z2 = successes / n, Z95**2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def delta_interval(a: Metric, b: Metric, seed: int = 0) -> tuple[float, float] | None:
+    """95% bootstrap interval of a.value - b.value.
+
+    Same number of items: a paired bootstrap over the items both define (same positions for both
+    models; for games, pairing independent games is harmless). Otherwise each side is resampled alone.
+    """
+    rng = np.random.default_rng(seed)
+    wa, wb = a.weights or [1.0] * len(a.values), b.weights or [1.0] * len(b.values)
+    if len(a.values) == len(b.values):
+        keep = [
+            i
+            for i, (x, y) in enumerate(zip(a.values, b.values, strict=True))
+            if x is not None and y is not None
+        ]
+        if not keep:
+            return None
+        xa, xb = (np.array([m.values[i] for i in keep], float) for m in (a, b))
+        va, vb = (np.array([w[i] for i in keep], float) for w in (wa, wb))
+        ia = ib = rng.integers(0, len(keep), (BOOTSTRAP_RESAMPLES, len(keep)))
+    else:
+        (xa, va), (xb, vb) = a.defined(), b.defined()
+        if not len(xa) or not len(xb):
+            return None
+        ia = rng.integers(0, len(xa), (BOOTSTRAP_RESAMPLES, len(xa)))
+        ib = rng.integers(0, len(xb), (BOOTSTRAP_RESAMPLES, len(xb)))
+    ma = np.sum(xa[ia] * va[ia], axis=1) / np.maximum(np.sum(va[ia], axis=1), 1e-12)
+    mb = np.sum(xb[ib] * vb[ib], axis=1) / np.maximum(np.sum(vb[ib], axis=1), 1e-12)
+    return float(np.quantile(ma - mb, 0.025)), float(np.quantile(ma - mb, 0.975))
+
+
+# ---------------------------------------------------------------------------------------------- decoding
 
 Generate = Callable[..., list[str]]
 CHUNK = 256  # prompts per generate call: one progress-bar tick, still large enough to batch well
@@ -337,3 +425,95 @@ def tactics_suite(
                 out[f"{dec}/{TACTIC_FIGURES[kind]}"] = Metric(values)
         out[f"{dec}/legal_move"] = Metric([float(m is not None) for m in moves])
     return out
+
+
+# ---------------------------------------------------------------------------------------------- games
+
+
+def selfplay_suite(
+    generate: Generate,
+    *,
+    games: int = 50,
+    max_plies: int = 300,
+    decoding: SuiteDecoding = SAMPLED,
+) -> dict[str, Metric]:
+    """The model plays itself from the start through P: (sampled); a game stops at its first illegal move.
+
+    Figures: legal half-moves per game before the first illegal move, and the illegal rate = illegal
+    moves / moves tried (ROOK's figure: 36.3 half-moves, 2.7% illegal; 1 / 37.3 = 2.7%).
+    Games also stop when python-chess ends them or at `max_plies`.
+    """
+    plies = itertools.count()
+
+    def policy(prompts: list[str]) -> list[str]:  # one call per ply, each ply its own seed
+        bar.update()
+        return generate(prompts, seed=decoding.seed + next(plies), **decoding.kwargs("sampled"))
+
+    with tqdm(desc="selfplay", unit="ply", leave=False) as bar:
+        played = play_games(policy, [chess.STARTING_FEN] * games, max_plies, decoding.fen_width)
+    legal = [len(game.moves) for game in played]
+    illegal = [int(game.ended_illegal) for game in played]
+    tried = [a + b for a, b in zip(legal, illegal, strict=True)]
+    return {
+        "legal_half_moves": Metric([float(x) for x in legal], percent=False, reference=36.3),
+        "illegal_rate": Metric(
+            [b / t if t else 0.0 for b, t in zip(illegal, tried, strict=True)], weights=tried, reference=0.027
+        ),
+        "games_ended_illegal": Metric([float(b) for b in illegal]),
+    }
+
+
+def match_suite(
+    generate: Generate,
+    *,
+    games: int = 20,
+    skill_level: int = 0,
+    limit: EngineLimit | None = None,
+    stockfish_path: str | None = None,
+    max_plies: int = 300,
+    decoding: SuiteDecoding = SAMPLED,
+) -> dict[str, Metric]:
+    """Games against Stockfish at `skill_level` (UCI "Skill Level"), the model White in even games.
+
+    The model moves through its P: answer; an illegal or unreadable move loses the game. Games still
+    running after `max_plies` half-moves count as draws. Stockfish's skill levels below 20 pick moves with
+    its own clock-seeded randomness, so match figures are not exactly reproducible.
+    """
+    limit = limit or EngineLimit(depth=8)
+    boards = [chess.Board() for _ in range(games)]
+    colours = [chess.WHITE if i % 2 == 0 else chess.BLACK for i in range(games)]
+    score: list[float | None] = [None] * games
+    illegal = [0.0] * games
+    kwargs = decoding.kwargs(decoding.names[0])
+    with chess.engine.SimpleEngine.popen_uci(find_stockfish(stockfish_path)) as engine:
+        engine.configure({"Skill Level": skill_level, "Threads": 1})
+        for rnd in tqdm(range(max_plies), desc="match", unit="round", leave=False):
+            active = [i for i in range(games) if score[i] is None]
+            if not active:
+                break
+            ours = [i for i in active if boards[i].turn == colours[i]]
+            prompts = [policy_prompt(boards[i].fen(), decoding.fen_width) for i in ours]
+            completions = generate(prompts, seed=decoding.seed + rnd, **kwargs) if ours else []
+            for i, completion in zip(ours, completions, strict=True):
+                move = legal_best_move(boards[i], completion)
+                if move is None:
+                    score[i], illegal[i] = 0.0, 1.0
+                else:
+                    boards[i].push(move)
+            for i in active:  # Stockfish answers in every game where it is now to move
+                board = boards[i]
+                if score[i] is None and board.turn != colours[i] and not board.is_game_over():
+                    board.push(engine.play(board, limit.to_chess()).move)
+                outcome = board.outcome()
+                if score[i] is None and outcome is not None:
+                    score[i] = 0.5 if outcome.winner is None else float(outcome.winner == colours[i])
+                elif score[i] is None and board.ply() >= max_plies:
+                    score[i] = 0.5  # adjudicated
+    score = [0.5 if s is None else s for s in score]
+    return {
+        "score": Metric(score),
+        "win_rate": Metric([float(s == 1.0) for s in score]),
+        "draw_rate": Metric([float(s == 0.5) for s in score]),
+        "loss_rate": Metric([float(s == 0.0) for s in score]),
+        "illegal_move_losses": Metric(illegal),
+    }
