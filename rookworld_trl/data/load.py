@@ -1,8 +1,8 @@
 """The data pipeline every consumer reads through (a GRPO run: `run_data` below; SFT, `rookworld eval`,
 `rookworld data load`): bytes -> rows (data/read.py: parsed and cached, a puzzle file labelled) -> exclude
 (data/exclude.py) -> one task, the P:/A: mix, one FEN width, the cap (the steps below) -> the rows. Each step is
-a pure function of the rows and its settings that returns (rows, its own report); `load` runs them in that order
-and says the reports, each in one line, here only.
+a pure function of the rows and its settings that returns (rows, its own report), the same for a Dataset and a
+streamed IterableDataset; `load` runs them in that order and says the reports, each in one line, here only.
 
     from rookworld_trl.data.load import Spec, load, load_rookworld_dataset
     loaded = load(Spec("data/rookworld", "train", mix_env_ratio=0.3, max_samples=1000))
@@ -32,7 +32,7 @@ from rookworld_trl.data.exclude import Exclusion, Positions, exclude_rows
 from rookworld_trl.data.files import is_puzzle_file, position_fens, source_kind
 from rookworld_trl.data.layout import arrow_batches, iter_column, task_rows
 from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource
-from rookworld_trl.data.read import check_no_puzzle_filter, read, stream_rows
+from rookworld_trl.data.read import read
 from rookworld_trl.data.rows import LoadReport
 
 KEEP = -1  # Spec.fen_width: leave the prompts as they are written
@@ -44,7 +44,8 @@ class Spec:
     (None: both), the A: fraction (`mix_env_ratio`, None: as stored, shuffled by `seed`), the FEN width (None:
     the rows' most common; KEEP: as written) and the cap (`max_samples`, the first rows after mixing). How to
     read: `skip_bad_rows`, `num_proc`, `puzzles` (how a puzzle file is filtered and labelled), `report` (a
-    LoadReport to count malformed lines in)."""
+    LoadReport to count malformed lines in), `streaming` (rows read as they are iterated; a puzzle file is
+    labelled whole, in memory)."""
 
     source: str = ""
     split: str = "train"
@@ -59,6 +60,7 @@ class Spec:
     num_proc: int | None = None
     puzzles: PuzzleSource | None = None
     report: LoadReport | None = None
+    streaming: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,11 +84,10 @@ def load(spec: Spec) -> Loaded:
     stored = spec.rows
     if stored is None:
         kind = source_kind(spec.source)  # what the source is, decided once
-        stored, excluded, puzzle = read(spec.source, spec.split, kind, spec.exclusion, spec.max_samples,
-                                        spec.mix_env_ratio, spec.skip_bad_rows, report, spec.num_proc,
-                                        spec.puzzles)  # fmt: skip
+        stored, excluded, puzzle = read(spec.source, spec.split, kind, report, spec.exclusion, spec.max_samples,
+                                        spec.mix_env_ratio, spec.num_proc, spec.puzzles, spec.streaming)  # fmt: skip
     rows, reports, after = stored, {"read": report, "exclude": excluded}, {}
-    for name, step in steps(spec, source, puzzle):
+    for name, step in steps(spec, source, puzzle, stored):
         rows, reports[name] = step(rows)
         after[name] = rows
     width = None
@@ -94,20 +95,31 @@ def load(spec: Spec) -> Loaded:
         width = spec.fen_width or (reports["fen_width"].width if reports["fen_width"].found else None)
         if reports["cap"] is not None:  # the first rows may hold no P: prompt
             width = spec.fen_width or rows_fen_width(rows)
-    print_reports(reports)
+    if hasattr(rows, "__len__"):  # a stream's reports count as it is read
+        print_reports(reports)
+    elif reports.get("fen_width") and (line := reports["fen_width"].one_line()):
+        print(line)
     return Loaded(stored, after.get("exclude", stored), rows, width, reports)
 
 
-def steps(spec: Spec, source: str, puzzle: bool) -> list[tuple[str, Callable]]:
-    """The steps `spec` asks of the rows read, in order, by name: each a pure function of the rows that
-    returns (rows, its report). A puzzle file's positions were excluded and capped before the engine labelled
-    them."""
+def steps(spec: Spec, source: str, puzzle: bool, stored) -> list[tuple[str, Callable]]:
+    """The steps `spec` asks of the rows read (`stored`), in order, by name: each a pure function of the rows
+    that returns (rows, its report). A puzzle file's positions were excluded and capped before the engine
+    labelled them. A stream's FEN width is its first 1000 P: rows' (published files are written at one width
+    each)."""
     where = f"{source} (split {spec.split!r})"
     chosen = [] if puzzle else [("exclude", partial(exclude_rows, exclusion=spec.exclusion, where=where))]
     chosen += [("task", partial(only_task, task=spec.task)),
                ("mix", partial(mix, mix_env_ratio=spec.mix_env_ratio, seed=spec.seed))]  # fmt: skip
     if spec.fen_width != KEEP:
-        chosen.append(("fen_width", partial(pad_fen_width, width=spec.fen_width, source=source)))
+        probe = (
+            None
+            if hasattr(stored, "__len__")
+            else (row["prompt"] for row in only_task(stored, "P")[0].take(1000))
+        )
+        chosen.append(
+            ("fen_width", partial(pad_fen_width, width=spec.fen_width, source=source, prompts=probe))
+        )
     return [*chosen, ("cap", partial(cap, max_samples=None if puzzle else spec.max_samples))]
 
 
@@ -152,41 +164,9 @@ def load_rookworld_dataset(
     source = os.fspath(source)
     if mix_env_ratio is not None:
         check_ratio(mix_env_ratio)
-    exclusion = exclude or Exclusion()
-    if streaming and not is_puzzle_file(source):
-        return stream(source, split, mix_env_ratio, seed, max_samples, report, fen_width, skip_bad_rows,
-                      puzzles, exclusion)[0]  # fmt: skip
-    return load(Spec(source, split, exclusion=exclusion, mix_env_ratio=mix_env_ratio, seed=seed,
+    return load(Spec(source, split, exclusion=exclude or Exclusion(), mix_env_ratio=mix_env_ratio, seed=seed,
                      fen_width=fen_width, max_samples=max_samples, skip_bad_rows=skip_bad_rows, puzzles=puzzles,
-                     report=report)).rows  # fmt: skip
-
-
-def stream(source, split, mix_env_ratio, seed, max_samples, report, fen_width, skip_bad_rows, puzzles,
-           exclusion):  # fmt: skip
-    """(the rows of load_rookworld_dataset streaming, read as iterated; what `exclusion` dropped, counted as they
-    are read). Malformed lines are counted in `report`."""
-    check_no_puzzle_filter(source, puzzles)
-    report = report if report is not None else LoadReport(source, skip_bad_rows)
-    excluded = exclusion.report()
-
-    def rows(task: str | None = None, count: bool = True):  # excluded before mixing: each stream its own rows
-        return exclude_rows(stream_rows(source, split, report, task, count), exclusion, report=excluded)[0]
-
-    if mix_env_ratio is None:
-        ds = rows()
-    elif mix_env_ratio in (0.0, 1.0):
-        ds = rows("A" if mix_env_ratio == 1.0 else "P")
-    else:
-        # Two passes over the source, one per task; malformed lines are counted by the first only.
-        probabilities = [1 - mix_env_ratio, mix_env_ratio]
-        ds = datasets.interleave_datasets(
-            [rows("P"), rows("A", False)], probabilities=probabilities, seed=seed
-        )
-    probe = stream_rows(source, split, LoadReport(source, skip_bad_rows=True), "P").take(1000)  # not counted
-    ds, padded = pad_fen_width(ds, fen_width, source, [row["prompt"] for row in probe])
-    if padded.one_line():
-        print(padded.one_line())
-    return cap(ds, max_samples)[0], excluded
+                     report=report, streaming=streaming)).rows  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------ task
@@ -229,6 +209,14 @@ def mix(ds: datasets.Dataset, mix_env_ratio: float | None, seed: int) -> tuple[d
     rows of each task kept). None: `ds` as it is."""
     if mix_env_ratio is None:
         return ds, None
+    if not hasattr(
+        ds, "__len__"
+    ):  # streamed: drawn from the two tasks with these probabilities until one runs out
+        check_ratio(mix_env_ratio)
+        if mix_env_ratio in (0.0, 1.0):
+            return only_task(ds, "A" if mix_env_ratio == 1.0 else "P")[0], None
+        tasks = [only_task(ds, "P")[0], only_task(ds, "A")[0]]  # each reads the source anew
+        return datasets.interleave_datasets(tasks, [1 - mix_env_ratio, mix_env_ratio], seed=seed), None
     policy, env = task_rows(ds)
     n_policy, n_env = mix_counts(len(policy), len(env), mix_env_ratio)
     rng = random.Random(seed)
