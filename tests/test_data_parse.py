@@ -16,9 +16,8 @@ import pytest
 
 from rookworld_trl import assets
 from rookworld_trl.data import read as parse
-from rookworld_trl.data.errors import DataSourceError
 from rookworld_trl.data.read import read_rows
-from rookworld_trl.data.rows import LoadReport, row_from_line
+from rookworld_trl.data.rows import DataSourceError, LoadReport, row_from_line
 
 EMBEDDED = pq.read_table(f"{assets.DATA}/train.parquet", columns=["text", "task"]).to_pylist()
 

@@ -26,8 +26,7 @@ from rookworld_trl.common.errors import UserError
 from rookworld_trl.common.flags import FlagParser
 from rookworld_trl.common.locks import holding
 from rookworld_trl.data.audit import AuditConfig, AuditReport, audit
-from rookworld_trl.data.exclude import ExcludeReport, Exclusion
-from rookworld_trl.data.files import DataSourceError
+from rookworld_trl.data.files import DataSourceError, ExcludeReport, Exclusion
 from rookworld_trl.data.generate import GenerateConfig, generate
 from rookworld_trl.data.layout import (
     COLUMNS,

@@ -1,6 +1,6 @@
 """The data pipeline every consumer reads through (a GRPO run: `run_data` below; SFT, `rookworld eval`,
 `rookworld data load`): bytes -> rows (data/read.py: parsed and cached, a puzzle file labelled) -> exclude
-(data/exclude.py) -> one task, the P:/A: mix, one FEN width, the cap (the steps below) -> the rows. Each step is
+(data/files.py Exclusion) -> one task, the P:/A: mix, one FEN width, the cap (the steps below) -> the rows. Each step is
 a pure function of the rows and its settings that returns (rows, its own report), the same for a Dataset and a
 streamed IterableDataset; `load` runs them in that order and says the reports, each in one line, here only.
 
@@ -28,12 +28,19 @@ import pyarrow.compute as pc
 
 from rookworld_trl.chess.engine import EngineLimit
 from rookworld_trl.chess.formats import FEN_WIDTH, policy_prompt, prompt_fen_width
-from rookworld_trl.data.exclude import Exclusion, Positions, exclude_rows
-from rookworld_trl.data.files import is_puzzle_file, position_fens, source_kind
-from rookworld_trl.data.layout import arrow_batches, iter_column, task_rows
+from rookworld_trl.data.files import (
+    ExcludeReport,
+    Exclusion,
+    Positions,
+    is_puzzle,
+    kind_of,
+    position_fens,
+    source_kind,
+)
+from rookworld_trl.data.layout import arrow_batches, iter_column, no_bars, task_rows
 from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource
 from rookworld_trl.data.read import read
-from rookworld_trl.data.rows import LoadReport
+from rookworld_trl.data.rows import DataSourceError, LoadReport
 
 KEEP = -1  # Spec.fen_width: leave the prompts as they are written
 
@@ -95,10 +102,14 @@ def load(spec: Spec) -> Loaded:
         width = spec.fen_width or (reports["fen_width"].width if reports["fen_width"].found else None)
         if reports["cap"] is not None:  # the first rows may hold no P: prompt
             width = spec.fen_width or rows_fen_width(rows)
-    if hasattr(rows, "__len__"):  # a stream's reports count as it is read
-        print_reports(reports)
-    elif reports.get("fen_width") and (line := reports["fen_width"].one_line()):
-        print(line)
+    # each report that has something to say, in one line (a puzzle file's labelling said its own; a stream's
+    # read and exclude reports count as it is read)
+    streamed = not hasattr(rows, "__len__")
+    if reports["read"].malformed and not streamed:
+        print(reports["read"].summary())
+    for report in (None if streamed else reports["exclude"], reports.get("fen_width")):
+        if report and (line := report.one_line()):
+            print(line)
     return Loaded(stored, after.get("exclude", stored), rows, width, reports)
 
 
@@ -121,15 +132,6 @@ def steps(spec: Spec, source: str, puzzle: bool, stored) -> list[tuple[str, Call
             ("fen_width", partial(pad_fen_width, width=spec.fen_width, source=source, prompts=probe))
         )
     return [*chosen, ("cap", partial(cap, max_samples=None if puzzle else spec.max_samples))]
-
-
-def print_reports(reports: dict) -> None:
-    """Each report that has something to say, in one line (a puzzle file's labelling said its own)."""
-    if reports["read"].malformed:
-        print(reports["read"].summary())
-    for report in (reports["exclude"], reports.get("fen_width")):
-        if report and (line := report.one_line()):
-            print(line)
 
 
 def load_rookworld_dataset(
@@ -167,6 +169,33 @@ def load_rookworld_dataset(
     return load(Spec(source, split, exclusion=exclude or Exclusion(), mix_env_ratio=mix_env_ratio, seed=seed,
                      fen_width=fen_width, max_samples=max_samples, skip_bad_rows=skip_bad_rows, puzzles=puzzles,
                      report=report, streaming=streaming)).rows  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------- exclude
+
+
+def exclude_rows(ds, exclusion: Exclusion, where: str = "the data", report: ExcludeReport | None = None):
+    """(`ds` without the rows on an excluded position, its report; None when nothing is excluded): one `filter`,
+    the same for a Dataset (counted now; none left: a DataSourceError naming `where`) and an IterableDataset
+    (counted as it is read, into `report` when given: two streams of one source count together)."""
+    if not exclusion:
+        return ds, None
+    report = report or exclusion.report()
+
+    def keep(fens: list[str], tasks: list[str]) -> list[bool]:
+        return [not report.drops(fen, task) for fen, task in zip(fens, tasks, strict=True)]
+
+    streaming = not hasattr(ds, "__len__")
+    # in memory, counted at every load: a cached filter would skip `report.drops`
+    again = {} if streaming else {"load_from_cache_file": False}
+    with no_bars():
+        kept = ds.filter(keep, batched=True, input_columns=["fen", "task"], **again)
+    if not streaming and report.seen and not len(kept):
+        raise DataSourceError(
+            f"{report.one_line()}: {where} has no row left to train on; exclude fewer positions (--exclude) or "
+            "pass a source with other positions"
+        )
+    return kept, report
 
 
 # ------------------------------------------------------------------------------------------------ task
@@ -416,6 +445,6 @@ def eval_data(data: str | None, split: str, fen_width: int | None, tactics: str 
 def training_fens(source: str, split: str):
     """The FENs a model trained on `source`'s `split` saw: a puzzle file's positions to solve (read, not
     labelled), else its rows' (read through the pipeline)."""
-    if is_puzzle_file(source):
+    if is_puzzle(kind_of(source)):
         return position_fens(source)
     return iter_column(load(Spec(source, split, fen_width=KEEP)).rows, "fen")

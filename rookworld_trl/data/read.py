@@ -31,12 +31,13 @@ import pyarrow.parquet as pq
 
 from rookworld_trl.chess.formats import FormatError
 from rookworld_trl.common.quiet_logs import dropping
-from rookworld_trl.data.errors import DATA_SOURCE_FIX, FORMATS_DOC, DataSourceError
-from rookworld_trl.data.exclude import ExcludeReport, Exclusion
 from rookworld_trl.data.files import (
+    ExcludeReport,
+    Exclusion,
     Format,
     check_dir,
     first_error,
+    is_puzzle,
     json_array_rows,
     json_objects,
     read_lines,
@@ -46,7 +47,14 @@ from rookworld_trl.data.files import (
 )
 from rookworld_trl.data.layout import COLUMNS, FEATURES, no_bars
 from rookworld_trl.data.puzzles import PuzzleSource
-from rookworld_trl.data.rows import EMPTY_LINE, LoadReport, row_from_line
+from rookworld_trl.data.rows import (
+    DATA_SOURCE_FIX,
+    EMPTY_LINE,
+    FORMATS_DOC,
+    DataSourceError,
+    LoadReport,
+    row_from_line,
+)
 
 # ---------------------------------------------------------------------------- raw lines -> rows, at scale
 
@@ -65,11 +73,6 @@ EMPTY_ROW = {name: [] if isinstance(feature, datasets.List) else None for name, 
 # a streamed row without its line (the other rows have one): the source's columns are wrong
 NO_TEXT = "no text"
 TEXT_FEATURES = datasets.Features({"text": datasets.Value("string")})  # a text file's lines
-
-
-def default_num_proc() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def parse_batch(batch: dict) -> dict[str, list]:
@@ -114,7 +117,8 @@ def parse_table(
         return datasets.Dataset.from_dict({name: [] for name in FEATURES}, features=FEATURES)
     if len(raw) >= PROGRESS_ROWS and not report.skip_bad_rows:
         check_first_lines(raw, report)
-    procs = num_proc or min(default_num_proc(), max(1, len(raw) // ROWS_PER_PROC))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    procs = num_proc or min(cores, max(1, len(raw) // ROWS_PER_PROC))
     with contextlib.nullcontext() if len(raw) >= PROGRESS_ROWS else no_bars():
         parsed = raw.map(
             parse_batch,
@@ -195,7 +199,7 @@ def open_source(source: str, split: str, streaming: bool, kind: Format | str):
     file itself). `kind`: `source_kind(source)`. A puzzle file is refused: its positions are labelled (`read`),
     not read."""
     path = Path(source)
-    if isinstance(kind, Format) and kind.positions is not None:
+    if is_puzzle(kind):
         raise DataSourceError(
             f"{source}: a puzzle file holds positions to label, not P:/A: rows; read it with "
             f"load(Spec(...)) or `rookworld data load {source} --out DIR`, which label them"
@@ -390,7 +394,7 @@ def read(source: str, split: str, kind: Format | str, report: LoadReport, exclus
     are a puzzle file's: then the P: rows of its puzzles that `puzzles` keeps and `exclusion` does not drop, the
     first `max_samples`, labelled by Stockfish, in memory; A: rows asked of one (`mix_env_ratio`) are refused
     first, since labelling can take a while). `kind`: `source_kind(source)`, decided once."""
-    if not (isinstance(kind, Format) and kind.positions is not None):
+    if not is_puzzle(kind):
         if puzzles is not None and puzzles.keep:
             raise DataSourceError(
                 f"{source}: --puzzle_rating/--puzzle_themes filter puzzle files (a Lichess puzzle .csv, an .epd "

@@ -37,7 +37,7 @@ from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of, parse_env_promp
 from rookworld_trl.common.errors import UserError
 from rookworld_trl.common.flags import FlagParser
 from rookworld_trl.common.paths import resolve_paths
-from rookworld_trl.data.exclude import fen4
+from rookworld_trl.data.files import fen4
 from rookworld_trl.stages.eval.outputs import check_out_dir, summarize, write_outputs
 from rookworld_trl.stages.eval.registry import SUITES, EvalItems, analysed, draw_items
 from rookworld_trl.stages.eval.stats import Metric
