@@ -253,12 +253,8 @@ def open_file(path: Path, streaming: bool):
             )
     except DataSourceError:
         raise
-    except (
-        datasets.exceptions.DatasetGenerationError
-    ):  # a text file of no line: lines decode, bad bytes replaced
-        return datasets.Dataset.from_dict(
-            {"text": []}, features=datasets.Features({"text": datasets.Value("string")})
-        )
+    except datasets.exceptions.DatasetGenerationError:  # a text file of no line (bad bytes are replaced)
+        return datasets.Dataset.from_dict({"text": []}, features=TEXT_FEATURES)
     except (ValueError, OSError) as e:
         raise DataSourceError(
             f"could not load {str(path)!r}: {type(e).__name__}: {str(e).rstrip('.')}; {DATA_SOURCE_FIX} ({FORMATS_DOC})"
