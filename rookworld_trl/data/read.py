@@ -278,11 +278,11 @@ def file_errors(source: str):
 
 
 def guarded(ds: datasets.IterableDataset, source: str) -> tuple[datasets.IterableDataset, list[str]]:
-    """(a stream of a local file whose read errors, met as it is read, are file_errors' one line; its column
-    names, known once a first row is read where the builder names none)."""
+    """(a stream of a local file of lines (text, JSON) whose read errors, met as it is read, are file_errors' one
+    line; its column names, known once a first row is read where the builder names none)."""
     with file_errors(source):
         names = ds.column_names or list(next(iter(ds), {}))
-    if not Path(source).is_file():
+    if not (Path(source).is_file() and sniff(source).lines is not None):  # file_errors rewords these only
         return ds, names
 
     def examples():
