@@ -112,8 +112,8 @@ def test_sft_default_recipe_needs_nothing_made_or_downloaded(tmp_path, capsys):
 def test_missing_local_dataset_hint_says_how_to_make_it(monkeypatch):
     import datasets
 
-    from rookworld_trl.data.errors import DataSourceError
     from rookworld_trl.data.load import load_rookworld_dataset
+    from rookworld_trl.data.rows import DataSourceError
 
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(DataSourceError, match=r"rookworld data generate --out data/no_such_dir"):

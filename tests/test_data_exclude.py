@@ -1,4 +1,4 @@
-"""Decontamination (rookworld_trl/data/exclude.py): the positions of hand-written exclude files of each kind (FEN
+"""Decontamination (rookworld_trl/data/files.py): the positions of hand-written exclude files of each kind (FEN
 list, EPD, Lichess puzzle CSV, BIG-bench checkmate_in_one task.json), matched on the first four FEN fields, and
 the rows they drop from data."""
 
@@ -12,8 +12,8 @@ import datasets
 import pytest
 from test_data_puzzles import BACK_RANK, EPD, HEADER, PUZZLES, SCHOLAR, after_first, write
 
-from rookworld_trl.data.exclude import Exclusion, exclude_rows, fen4
-from rookworld_trl.data.files import DataSourceError, positions_kind
+from rookworld_trl.data.files import DataSourceError, Exclusion, fen4, positions_kind
+from rookworld_trl.data.load import exclude_rows
 
 SCHOLAR_MATE = after_first(SCHOLAR, "g8f6")  # the position to solve, White to mate with Qxf7#
 BACK_RANK_MATE = after_first(BACK_RANK, "g8h8")

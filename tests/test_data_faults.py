@@ -20,8 +20,8 @@ from rookworld_trl.common import locks
 from rookworld_trl.common.errors import UserError
 from rookworld_trl.data import layout
 from rookworld_trl.data.commands import convert
-from rookworld_trl.data.errors import DataSourceError
 from rookworld_trl.data.load import load_rookworld_dataset
+from rookworld_trl.data.rows import DataSourceError
 
 
 @pytest.fixture

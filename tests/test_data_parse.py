@@ -16,9 +16,8 @@ import pytest
 
 from rookworld_trl import assets
 from rookworld_trl.data import read as parse
-from rookworld_trl.data.errors import DataSourceError
 from rookworld_trl.data.read import read_rows
-from rookworld_trl.data.rows import LoadReport, row_from_line
+from rookworld_trl.data.rows import DataSourceError, LoadReport, row_from_line
 
 EMBEDDED = pq.read_table(f"{assets.DATA}/train.parquet", columns=["text", "task"]).to_pylist()
 
@@ -127,3 +126,28 @@ def test_a_pass_over_parsed_rows_gives_them_row_for_row(tmp_path, monkeypatch):
                 for r in batch.to_pylist()
             ]
             assert read == ds.select_columns(["fen", "task"]).to_list()
+
+
+def test_a_stream_goes_through_the_same_batched_parse(tmp_path, monkeypatch):
+    """Streamed, a source's lines go through the same batched map as in memory (`parse_batch`): the same rows,
+    the same malformed line named, and the two passes of a streamed mix (one per task) count each line once."""
+    from rookworld_trl.data.load import load_rookworld_dataset
+
+    lines = sample_lines(1200)
+    lines[700] = "A: garbage"
+    path = write(tmp_path / "s.txt", lines)
+    batches = []
+    parse_batch = parse.parse_batch
+    monkeypatch.setattr(
+        parse, "parse_batch", lambda batch: batches.append(len(batch["text"])) or parse_batch(batch)
+    )
+    with pytest.raises(DataSourceError) as stopped:
+        list(load_rookworld_dataset(path, streaming=True))
+    assert str(stopped.value).startswith(f"{path}:701: ") and batches
+    streamed = list(load_rookworld_dataset(path, streaming=True, skip_bad_rows=True))
+    assert streamed == load_rookworld_dataset(path, skip_bad_rows=True).to_list()
+    report = LoadReport(str(path), skip_bad_rows=True)
+    mixed = list(
+        load_rookworld_dataset(path, streaming=True, skip_bad_rows=True, mix_env_ratio=0.5, report=report)
+    )
+    assert mixed and report.lines <= len(lines) and sum(report.malformed.values()) == 1

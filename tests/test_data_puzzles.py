@@ -9,8 +9,8 @@ import pytest
 
 from rookworld_trl.chess.engine import EngineLimit, EnginePool, find_stockfish
 from rookworld_trl.chess.formats import parse_policy_prompt, policy_prompt
-from rookworld_trl.data.errors import DataSourceError
 from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource, puzzle_rows, read_puzzles
+from rookworld_trl.data.rows import DataSourceError
 
 HEADER = "PuzzleId,FEN,Moves,Rating,RatingDeviation,Popularity,NbPlays,Themes,GameUrl,OpeningTags"
 # Black blunders, White mates: Scholar's mate; a back-rank mate; K+R against K, mate in two.
@@ -210,7 +210,7 @@ def test_preflight_checks_a_puzzle_file_and_the_exclude_files(tmp_path):
 
 
 def test_excluded_and_capped_puzzles_are_never_labelled(tmp_path, engine):
-    from rookworld_trl.data.exclude import Exclusion
+    from rookworld_trl.data.files import Exclusion
 
     path = write(tmp_path / "p.csv", [HEADER, *PUZZLES])
     exclude = Exclusion.of(write(tmp_path / "held_out.txt", [after_first(SCHOLAR, "g8f6")]))

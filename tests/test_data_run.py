@@ -15,8 +15,7 @@ from test_data_puzzles import HEADER, PUZZLES, write
 from tiny_grpo import ROOT, env_lines, tiny_recipe_argv
 
 from rookworld_trl.chess.environment import env_sample
-from rookworld_trl.data.exclude import Exclusion, fen4
-from rookworld_trl.data.files import DataSourceError
+from rookworld_trl.data.files import DataSourceError, Exclusion, fen4
 from rookworld_trl.data.layout import column
 from rookworld_trl.data.load import load_rookworld_dataset
 from rookworld_trl.stages.grpo import build, main

@@ -308,7 +308,7 @@ def test_sft_exclude_drops_training_rows_through_the_data_pipeline(tmp_path, cap
     held-out split is evaluated as it is); the count is said in one line."""
     from rookworld_trl import assets
     from rookworld_trl.chess.formats import parse_policy_prompt
-    from rookworld_trl.data.exclude import fen4
+    from rookworld_trl.data.files import fen4
     from rookworld_trl.data.layout import column
     from rookworld_trl.stages.sft import load_splits
 

@@ -36,7 +36,7 @@ class DataArguments(ScriptArguments):
         default_factory=list,
         metadata={
             "help": "Drop every training row whose position (first four FEN fields) is in these files: FEN lists, "
-            ".epd files, Lichess puzzle .csv files, BIG-bench checkmate_in_one task.json (data/exclude.py)."
+            ".epd files, Lichess puzzle .csv files, BIG-bench checkmate_in_one task.json (data/files.py Exclusion)."
         },
     )
     mix_env_ratio: float | None = field(

@@ -26,8 +26,7 @@ from rookworld_trl.common.errors import UserError
 from rookworld_trl.common.flags import FlagParser
 from rookworld_trl.common.locks import holding
 from rookworld_trl.data.audit import AuditConfig, AuditReport, audit
-from rookworld_trl.data.exclude import ExcludeReport, Exclusion
-from rookworld_trl.data.files import DataSourceError, is_puzzle_file
+from rookworld_trl.data.files import DataSourceError, ExcludeReport, Exclusion
 from rookworld_trl.data.generate import GenerateConfig, generate
 from rookworld_trl.data.layout import (
     COLUMNS,
@@ -41,7 +40,7 @@ from rookworld_trl.data.layout import (
     split_of,
     split_text,
 )
-from rookworld_trl.data.load import LoadReport, Spec, load, load_rookworld_dataset, stream
+from rookworld_trl.data.load import LoadReport, Spec, load, load_rookworld_dataset
 from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource
 
 __all__ = [
@@ -66,19 +65,6 @@ __all__ = [
 CONVERT_LEVEL = 3
 
 
-def whole_source(source, split, exclude, skip_bad_rows, num_proc, puzzles, report) -> Spec:
-    """A source read whole through the one pipeline: exclude, then one FEN width (the most common); no mix, no cap."""
-    return Spec(
-        source,
-        split,
-        exclusion=exclude or Exclusion(),
-        skip_bad_rows=skip_bad_rows,
-        num_proc=num_proc,
-        puzzles=puzzles,
-        report=report,
-    )
-
-
 def convert(
     source: str,
     out: str,
@@ -98,7 +84,9 @@ def convert(
     with holding(out, "rookworld data load --out", "wait for that load to finish or stop it"):
         say_replaced(out)
         report = LoadReport(source, skip_bad_rows)
-        loaded = load(whole_source(source, split, exclude, skip_bad_rows, num_proc, puzzles, report))
+        # read whole through the one pipeline: exclude, then one FEN width (the most common); no mix, no cap
+        loaded = load(Spec(source, split, exclusion=exclude or Exclusion(), skip_bad_rows=skip_bad_rows,
+                           num_proc=num_proc, puzzles=puzzles, report=report))  # fmt: skip
         rows = loaded.rows
         writer = LayoutWriter(out, validation_fraction, test_fraction, compression_level=CONVERT_LEVEL)
         try:
@@ -160,24 +148,17 @@ def describe(
     whole source is parsed in `num_proc` processes and cached (data/read.py); its first `max_samples` rows
     are streamed."""
     report = LoadReport(source, skip_bad_rows)
-    if max_samples is None:
-        rows = load(whole_source(source, split, exclude, skip_bad_rows, num_proc, puzzles, report)).rows
+    streamed = max_samples is not None  # a puzzle file is labelled whole, in memory
+    loaded = load(Spec(source, split, exclusion=exclude or Exclusion(), max_samples=max_samples,
+                       skip_bad_rows=skip_bad_rows, num_proc=num_proc, puzzles=puzzles, report=report,
+                       streaming=streamed))  # fmt: skip
+    if streamed:
+        fields = ((row["task"], row["kind"], row["prompt"]) for row in loaded.rows)
+    else:
         if not report.malformed and (puzzles is None or puzzles.report is None):  # load said the rest
             print(report.summary())
-        fields = (
-            row
-            for _, batch in column_batches(rows, "task", "kind", "prompt")
-            for row in zip(*batch, strict=True)
-        )
-    else:
-        if is_puzzle_file(source):  # read whole, as load_rookworld_dataset reads one
-            rows = load(Spec(source, split, exclusion=exclude or Exclusion(), max_samples=max_samples,
-                             puzzles=puzzles, report=report)).rows  # fmt: skip
-            excluded = None  # said as it was labelled
-        else:
-            rows, excluded = stream(source, split, None, 0, max_samples, report, None, skip_bad_rows, puzzles,
-                                    exclude or Exclusion())  # fmt: skip
-        fields = ((row["task"], row["kind"], row["prompt"]) for row in rows)
+        batches = column_batches(loaded.rows, "task", "kind", "prompt")
+        fields = (row for _, batch in batches for row in zip(*batch, strict=True))
     tasks, kinds, widths = Counter(), Counter(), Counter()
     for task, kind, prompt in fields:
         tasks[task] += 1
@@ -185,8 +166,8 @@ def describe(
             kinds[kind] += 1
         else:
             widths[prompt_fen_width(prompt)] += 1
-    if max_samples is not None:
-        say_loaded(report, puzzles, excluded)
+    if streamed:
+        say_loaded(report, puzzles, loaded.reports["exclude"])
     at = ", ".join(f"{n} at FEN width {w}" for w, n in sorted(widths.items(), key=str))
     print(f"  P: {tasks['P']} rows{f' ({at})' if at else ''}, A: {tasks['A']} rows")
     if kinds:

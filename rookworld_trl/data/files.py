@@ -1,9 +1,9 @@
 """The files a user names as data, read without `datasets` (the preflight runs before it is imported): which
 format a file is (`sniff`: by suffix, then by its first bytes where a suffix is shared; `kind_of`: a file, a
-folder, a hub id or nothing), its P:/A: lines (`read_lines`), the positions of an --exclude file
-(`position_fens`), a data folder's problems (`check_dir`) and the preflight's fast check of a source
-(`check_source`). The reader (data/read.py), --exclude and the audit read files through here, so a file is
-accepted by all of them or refused by all of them with the same line (data/errors.py: problem, file, fix).
+folder, a hub id or nothing), its P:/A: lines (`read_lines`), a data folder's problems (`check_dir`), the
+preflight's fast check of a source (`check_source`), and --exclude: the positions of exclude files and their
+keys (`Exclusion`). The reader (data/read.py), --exclude and the audit read files through here, so a file is
+accepted by all of them or refused by all of them with the same line (data/rows.py: problem, file, fix).
 
     from rookworld_trl.data.files import check_source, read_lines, sniff
     sniff("lines.json").name            # 'json-array': a JSON array of lines or of objects
@@ -13,27 +13,47 @@ accepted by all of them or refused by all of them with the same line (data/error
 A new format is one `Format` in FORMATS: its name, its suffixes, optionally `looks_like` (its first bytes, when
 another format shares the suffix), a `lines` reader (the P:/A: line of each record, '' for a blank one; bad
 records raise `DataSourceError` through `line_error`) and optionally a `check` (the structure, without reading
-every record); data/read.py TABLES names the formats `datasets` reads as tables. A puzzle file has `positions`
-instead (data/puzzles.py: the Puzzles of a Lichess CSV or an EPD suite, which the reader labels with Stockfish).
+every record); data/read.py `open_file` names the formats `datasets` reads as tables. A puzzle file has
+`positions` instead (data/puzzles.py: the Puzzles of a Lichess CSV or an EPD suite, which the reader labels
+with Stockfish).
+
+Decontamination (--exclude):
+
+    rookworld data generate --out data/mine --selfplay 100 --exclude path/to/checkmate_in_one/task.json
+    rookworld train --dataset_name data/mine --exclude puzzles.csv bench.epd
+
+A position is its first four FEN fields (chess/formats.py position_key), so the same position with other clocks
+is the same position. An exclude file is one of (`positions_kind`, `position_fens`): a BIG-bench
+`checkmate_in_one` task.json (each game replayed to its position); a Lichess puzzle CSV (each puzzle's position to
+solve); a data file (.parquet of our layout: its `fen` column; .jsonl of P:/A: lines); an EPD file or a FEN list
+(any other file: one position per line, blank lines and '#' comments skipped). Positions are compared as
+python-chess writes them (an en-passant square only where a capture is legal, castling rights only where king
+and rook stand), so a FEN written by another tool still matches. The keys (`Exclusion`) never change; each use
+counts what it dropped in its own ExcludeReport (data/load.py `exclude_rows`, the pipeline's step). A position's
+key (`fen4`) and a compact set of keys (`Positions`) are here too: the eval's "seen in training" compares them
+(data/load.py RunData.training_keys).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from rookworld_trl.chess.formats import parse_env_prompt, parse_policy_prompt, split_prompt_completion
-from rookworld_trl.data.errors import (
-    DATA_SOURCE_FIX,
-    FORMATS_DOC,
-    DataSourceError,
-    empty_error,
-    line_error,
-    open_text,
+import chess
+import numpy as np
+
+from rookworld_trl.chess.formats import (
+    parse_env_prompt,
+    parse_policy_prompt,
+    position_key,
+    split_prompt_completion,
 )
 from rookworld_trl.data.puzzles import (
     PuzzleFilter,
@@ -43,7 +63,17 @@ from rookworld_trl.data.puzzles import (
     read_lichess,
     read_puzzles,
 )
-from rookworld_trl.data.rows import EMPTY_LINE, LoadReport, rows_from_lines
+from rookworld_trl.data.rows import (
+    DATA_SOURCE_FIX,
+    EMPTY_LINE,
+    FORMATS_DOC,
+    DataSourceError,
+    LoadReport,
+    empty_error,
+    line_error,
+    open_text,
+    rows_from_lines,
+)
 
 JSON_ROW_FIX = 'fix or delete that line (each line one JSON object, e.g. {"text": "P: ..."})'
 
@@ -200,13 +230,6 @@ def sniff(path: str | os.PathLike) -> Format:
     return TEXT
 
 
-def missing_source(source: str) -> str:
-    """The one line for a data source that is neither a local path nor tried on the hub."""
-    return (
-        f"no such file or directory: {source!r} (nor a hub dataset id like 'owner/name'); {DATA_SOURCE_FIX}"
-    )
-
-
 def hub_id_like(source: str) -> bool:
     """Whether a data source that is no local path is tried as a hub dataset id ('owner/name').
 
@@ -231,13 +254,15 @@ def source_kind(source: str) -> Format | str:
     """kind_of(source), a missing one refused in one line."""
     kind = kind_of(source)
     if kind == "missing":
-        raise DataSourceError(missing_source(source))
+        raise DataSourceError(
+            f"no such file or directory: {source!r} (nor a hub dataset id like 'owner/name'); {DATA_SOURCE_FIX}"
+        )
     return kind
 
 
-def is_puzzle_file(source: str | os.PathLike) -> bool:
-    """Whether `source` is a file of positions to label (a Lichess puzzle .csv, an .epd suite)."""
-    kind = kind_of(source)
+def is_puzzle(kind: Format | str) -> bool:
+    """Whether a source of this kind (`kind_of`) is a file of positions to label (a Lichess puzzle .csv, an .epd
+    suite): decided here only."""
     return isinstance(kind, Format) and kind.positions is not None
 
 
@@ -302,6 +327,120 @@ def data_fens(path: Path) -> Iterator[str]:
             yield parse_policy_prompt(prompt) if prompt.startswith("P:") else parse_env_prompt(prompt)[0]
 
 
+# ---------------------------------------------------------------------- --exclude: a position's key, the keys
+
+
+def fen4(fen: str) -> str:
+    """The position of a FEN as python-chess writes it (first four fields). Cheap for FENs python-chess wrote
+    (no en-passant square): those are taken as they are; the rest go through python-chess.
+
+    >>> fen4("rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq e3 0 1")  # no capture: no square
+    'rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq -'
+    """
+    fields = fen.split()
+    if len(fields) >= 4 and fields[3] == "-":
+        return " ".join(fields[:4])
+    return position_key(chess.Board(" ".join(fields[:4])).fen())
+
+
+class Positions:
+    """The positions (fen4 keys) of `fens`, held as sorted 8-byte hashes: a run's millions of training positions
+    in tens of MB, not a GB of strings. `fen4(fen) in positions`, `len(positions)`. Read from `fens` when first
+    asked (~3 s a million: a run whose eval never asks does not pay it before its first step)."""
+
+    def __init__(self, fens: Iterable[str]):
+        self.fens, self._hashes = fens, None
+
+    @property
+    def hashes(self) -> np.ndarray:
+        if self._hashes is None:
+            self._hashes = np.unique(
+                np.fromiter((position_hash(fen4(f)) for f in self.fens), dtype=np.uint64)
+            )
+            self.fens = None
+        return self._hashes
+
+    def __contains__(self, key: str) -> bool:
+        h = np.uint64(position_hash(key))
+        i = int(np.searchsorted(self.hashes, h))
+        return i < len(self.hashes) and self.hashes[i] == h
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+
+def position_hash(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
+
+
+def canonical_fen4(fen: str) -> str:
+    """fen4 after python-chess has read the whole position (castling rights cleaned too): the exclude side."""
+    return position_key(chess.Board(" ".join(fen.split()[:4])).fen())
+
+
+@dataclasses.dataclass(frozen=True)
+class Exclusion:
+    """The positions of some exclude files: what to drop, never changed. Each use of it counts what it dropped in
+    its own ExcludeReport (`exclude_rows`, `report`)."""
+
+    files: tuple[str, ...] = ()
+    keys: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, files: Iterable[str | os.PathLike] | str | None) -> Exclusion:
+        """The positions of `files` (a path, several, or None: nothing excluded)."""
+        files = (files,) if isinstance(files, str | os.PathLike) else tuple(files or ())
+        for path in files:
+            if not Path(path).is_file():
+                raise DataSourceError(
+                    f"--exclude {path}: no such file; pass a FEN list, an .epd file, a Lichess puzzle .csv, a "
+                    "BIG-bench checkmate_in_one task.json or a data file (.parquet, .jsonl)"
+                )
+        keys = {canonical_fen4(fen) for path in files for fen in position_fens(path)}
+        return cls(tuple(map(str, files)), frozenset(keys))
+
+    def __bool__(self) -> bool:
+        return bool(self.files)
+
+    def holds(self, fen: str) -> bool:
+        """Whether the position of `fen` is one of the excluded ones."""
+        return fen4(fen) in self.keys
+
+    def report(self) -> ExcludeReport:
+        """A new report of what a use of these positions drops."""
+        return ExcludeReport(self)
+
+
+@dataclasses.dataclass
+class ExcludeReport:
+    """What one use of an Exclusion dropped: the rows it saw, and those it dropped by task."""
+
+    exclusion: Exclusion
+    seen: int = 0
+    dropped: Counter = dataclasses.field(default_factory=Counter)
+
+    def drops(self, fen: str, task: str = "P") -> bool:
+        """Whether a row of this position and task goes (counted)."""
+        self.seen += 1
+        if self.exclusion.holds(fen):
+            self.dropped[task] += 1
+            return True
+        return False
+
+    def one_line(self) -> str:
+        files, n = self.exclusion.files, len(self.exclusion.keys)
+        total = sum(self.dropped.values())
+        by_task = ", ".join(f"{task}: {n}" for task, n in sorted(self.dropped.items()))
+        return (
+            f"--exclude {' '.join(files)}: {n} position{'' if n == 1 else 's'}; dropped {total} of {self.seen} rows"
+            f"{f' ({by_task})' if by_task else ''} on one of them"
+        )
+
+    def to_dict(self) -> dict:
+        return {"files": list(self.exclusion.files), "positions": len(self.exclusion.keys), "rows_seen": self.seen,
+                "rows_dropped": dict(sorted(self.dropped.items()))}  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------------- reading
 
 
@@ -312,7 +451,7 @@ def read_lines(path: str | os.PathLike) -> Iterator[str]:
     fmt = sniff(path)
     if fmt.check is not None:
         fmt.check(path)
-    if fmt.positions is not None:
+    if is_puzzle(fmt):
         raise DataSourceError(
             f"{path}: a {fmt.name} file holds positions to label, not P:/A: lines; `rookworld data load {path} "
             "--out DIR` labels them (docs/FORMATS.md)"
@@ -427,7 +566,7 @@ def check_source(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS
     if isinstance(kind, str):  # a directory (checked) or a hub id
         return
     clock = Clock(time.monotonic() + seconds)
-    if kind.positions is not None:  # a puzzle file: positions the stage labels
+    if is_puzzle(kind):  # a puzzle file: positions the stage labels
         try:
             keep = PuzzleFilter.parse(rating, themes)
         except ValueError as e:

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from rookworld_trl import __version__
 from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool, MoveEval, find_stockfish
 from rookworld_trl.common.locks import holding
-from rookworld_trl.data.exclude import Exclusion
+from rookworld_trl.data.files import Exclusion
 from rookworld_trl.data.layout import FEATURES, LayoutWriter
 from rookworld_trl.data.positions import POSITION_SOURCES
 from rookworld_trl.data.samples import GameRecord, game_rows
@@ -99,7 +99,7 @@ class GenerateConfig:
     cache: str | None = None  # analysis cache (sqlite); None: OUT/analysis.sqlite
     stockfish: str | None = None
     progress: bool = True
-    # Positions kept out of the splits (exclude.py), dropped when they are assembled: the shards keep them, so
+    # Positions kept out of the splits (--exclude: data/files.py Exclusion), dropped when they are assembled: the shards keep them, so
     # a re-run with another --exclude reassembles without generating again.
     exclude: tuple[str, ...] = ()
 

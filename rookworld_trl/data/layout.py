@@ -280,12 +280,6 @@ def drop_stale_staging(out: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def write_stats(out: str | os.PathLike, stats: dict) -> None:
-    path = Path(out) / "stats.json"
-    path.with_suffix(".json.tmp").write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
-    os.replace(path.with_suffix(".json.tmp"), path)
-
-
 def check_out(out: str) -> None:
     """One line, before any reading, for an --out that cannot become a dataset folder (common/paths.py)."""
     if problem := out_folder_problem(out, "to write, e.g. --out data/mine"):

@@ -1,8 +1,8 @@
 """The data pipeline every consumer reads through (a GRPO run: `run_data` below; SFT, `rookworld eval`,
 `rookworld data load`): bytes -> rows (data/read.py: parsed and cached, a puzzle file labelled) -> exclude
-(data/exclude.py) -> one task, the P:/A: mix, one FEN width, the cap (the steps below) -> the rows. Each step is
-a pure function of the rows and its settings that returns (rows, its own report); `load` runs them in that order
-and says the reports, each in one line, here only.
+(data/files.py Exclusion) -> one task, the P:/A: mix, one FEN width, the cap (the steps below) -> the rows. Each step is
+a pure function of the rows and its settings that returns (rows, its own report), the same for a Dataset and a
+streamed IterableDataset; `load` runs them in that order and says the reports, each in one line, here only.
 
     from rookworld_trl.data.load import Spec, load, load_rookworld_dataset
     loaded = load(Spec("data/rookworld", "train", mix_env_ratio=0.3, max_samples=1000))
@@ -28,12 +28,19 @@ import pyarrow.compute as pc
 
 from rookworld_trl.chess.engine import EngineLimit
 from rookworld_trl.chess.formats import FEN_WIDTH, policy_prompt, prompt_fen_width
-from rookworld_trl.data.exclude import Exclusion, Positions, exclude_rows
-from rookworld_trl.data.files import is_puzzle_file, position_fens, source_kind
-from rookworld_trl.data.layout import arrow_batches, iter_column, task_rows
+from rookworld_trl.data.files import (
+    ExcludeReport,
+    Exclusion,
+    Positions,
+    is_puzzle,
+    kind_of,
+    position_fens,
+    source_kind,
+)
+from rookworld_trl.data.layout import arrow_batches, iter_column, no_bars, task_rows
 from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource
-from rookworld_trl.data.read import check_no_puzzle_filter, read, stream_rows
-from rookworld_trl.data.rows import LoadReport
+from rookworld_trl.data.read import read
+from rookworld_trl.data.rows import DataSourceError, LoadReport
 
 KEEP = -1  # Spec.fen_width: leave the prompts as they are written
 
@@ -44,7 +51,8 @@ class Spec:
     (None: both), the A: fraction (`mix_env_ratio`, None: as stored, shuffled by `seed`), the FEN width (None:
     the rows' most common; KEEP: as written) and the cap (`max_samples`, the first rows after mixing). How to
     read: `skip_bad_rows`, `num_proc`, `puzzles` (how a puzzle file is filtered and labelled), `report` (a
-    LoadReport to count malformed lines in)."""
+    LoadReport to count malformed lines in), `streaming` (rows read as they are iterated; a puzzle file is
+    labelled whole, in memory)."""
 
     source: str = ""
     split: str = "train"
@@ -59,6 +67,7 @@ class Spec:
     num_proc: int | None = None
     puzzles: PuzzleSource | None = None
     report: LoadReport | None = None
+    streaming: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,11 +91,10 @@ def load(spec: Spec) -> Loaded:
     stored = spec.rows
     if stored is None:
         kind = source_kind(spec.source)  # what the source is, decided once
-        stored, excluded, puzzle = read(spec.source, spec.split, kind, spec.exclusion, spec.max_samples,
-                                        spec.mix_env_ratio, spec.skip_bad_rows, report, spec.num_proc,
-                                        spec.puzzles)  # fmt: skip
+        stored, excluded, puzzle = read(spec.source, spec.split, kind, report, spec.exclusion, spec.max_samples,
+                                        spec.mix_env_ratio, spec.num_proc, spec.puzzles, spec.streaming)  # fmt: skip
     rows, reports, after = stored, {"read": report, "exclude": excluded}, {}
-    for name, step in steps(spec, source, puzzle):
+    for name, step in steps(spec, source, puzzle, stored):
         rows, reports[name] = step(rows)
         after[name] = rows
     width = None
@@ -94,30 +102,36 @@ def load(spec: Spec) -> Loaded:
         width = spec.fen_width or (reports["fen_width"].width if reports["fen_width"].found else None)
         if reports["cap"] is not None:  # the first rows may hold no P: prompt
             width = spec.fen_width or rows_fen_width(rows)
-    print_reports(reports)
+    # each report that has something to say, in one line (a puzzle file's labelling said its own; a stream's
+    # read and exclude reports count as it is read)
+    streamed = not hasattr(rows, "__len__")
+    if reports["read"].malformed and not streamed:
+        print(reports["read"].summary())
+    for report in (None if streamed else reports["exclude"], reports.get("fen_width")):
+        if report and (line := report.one_line()):
+            print(line)
     return Loaded(stored, after.get("exclude", stored), rows, width, reports)
 
 
-def steps(spec: Spec, source: str, puzzle: bool) -> list[tuple[str, Callable]]:
-    """The steps `spec` asks of the rows read, in order, by name: each a pure function of the rows that
-    returns (rows, its report). A puzzle file's positions were excluded and capped before the engine labelled
-    them."""
+def steps(spec: Spec, source: str, puzzle: bool, stored) -> list[tuple[str, Callable]]:
+    """The steps `spec` asks of the rows read (`stored`), in order, by name: each a pure function of the rows
+    that returns (rows, its report). A puzzle file's positions were excluded and capped before the engine
+    labelled them. A stream's FEN width is its first 1000 P: rows' (published files are written at one width
+    each)."""
     where = f"{source} (split {spec.split!r})"
     chosen = [] if puzzle else [("exclude", partial(exclude_rows, exclusion=spec.exclusion, where=where))]
     chosen += [("task", partial(only_task, task=spec.task)),
                ("mix", partial(mix, mix_env_ratio=spec.mix_env_ratio, seed=spec.seed))]  # fmt: skip
     if spec.fen_width != KEEP:
-        chosen.append(("fen_width", partial(pad_fen_width, width=spec.fen_width, source=source)))
+        probe = (
+            None
+            if hasattr(stored, "__len__")
+            else (row["prompt"] for row in only_task(stored, "P")[0].take(1000))
+        )
+        chosen.append(
+            ("fen_width", partial(pad_fen_width, width=spec.fen_width, source=source, prompts=probe))
+        )
     return [*chosen, ("cap", partial(cap, max_samples=None if puzzle else spec.max_samples))]
-
-
-def print_reports(reports: dict) -> None:
-    """Each report that has something to say, in one line (a puzzle file's labelling said its own)."""
-    if reports["read"].malformed:
-        print(reports["read"].summary())
-    for report in (reports["exclude"], reports.get("fen_width")):
-        if report and (line := report.one_line()):
-            print(line)
 
 
 def load_rookworld_dataset(
@@ -152,41 +166,36 @@ def load_rookworld_dataset(
     source = os.fspath(source)
     if mix_env_ratio is not None:
         check_ratio(mix_env_ratio)
-    exclusion = exclude or Exclusion()
-    if streaming and not is_puzzle_file(source):
-        return stream(source, split, mix_env_ratio, seed, max_samples, report, fen_width, skip_bad_rows,
-                      puzzles, exclusion)[0]  # fmt: skip
-    return load(Spec(source, split, exclusion=exclusion, mix_env_ratio=mix_env_ratio, seed=seed,
+    return load(Spec(source, split, exclusion=exclude or Exclusion(), mix_env_ratio=mix_env_ratio, seed=seed,
                      fen_width=fen_width, max_samples=max_samples, skip_bad_rows=skip_bad_rows, puzzles=puzzles,
-                     report=report)).rows  # fmt: skip
+                     report=report, streaming=streaming)).rows  # fmt: skip
 
 
-def stream(source, split, mix_env_ratio, seed, max_samples, report, fen_width, skip_bad_rows, puzzles,
-           exclusion):  # fmt: skip
-    """(the rows of load_rookworld_dataset streaming, read as iterated; what `exclusion` dropped, counted as they
-    are read). Malformed lines are counted in `report`."""
-    check_no_puzzle_filter(source, puzzles)
-    report = report if report is not None else LoadReport(source, skip_bad_rows)
-    excluded = exclusion.report()
+# --------------------------------------------------------------------------------------------- exclude
 
-    def rows(task: str | None = None, count: bool = True):  # excluded before mixing: each stream its own rows
-        return exclude_rows(stream_rows(source, split, report, task, count), exclusion, report=excluded)[0]
 
-    if mix_env_ratio is None:
-        ds = rows()
-    elif mix_env_ratio in (0.0, 1.0):
-        ds = rows("A" if mix_env_ratio == 1.0 else "P")
-    else:
-        # Two passes over the source, one per task; malformed lines are counted by the first only.
-        probabilities = [1 - mix_env_ratio, mix_env_ratio]
-        ds = datasets.interleave_datasets(
-            [rows("P"), rows("A", False)], probabilities=probabilities, seed=seed
+def exclude_rows(ds, exclusion: Exclusion, where: str = "the data", report: ExcludeReport | None = None):
+    """(`ds` without the rows on an excluded position, its report; None when nothing is excluded): one `filter`,
+    the same for a Dataset (counted now; none left: a DataSourceError naming `where`) and an IterableDataset
+    (counted as it is read, into `report` when given: two streams of one source count together)."""
+    if not exclusion:
+        return ds, None
+    report = report or exclusion.report()
+
+    def keep(fens: list[str], tasks: list[str]) -> list[bool]:
+        return [not report.drops(fen, task) for fen, task in zip(fens, tasks, strict=True)]
+
+    streaming = not hasattr(ds, "__len__")
+    # in memory, counted at every load: a cached filter would skip `report.drops`
+    again = {} if streaming else {"load_from_cache_file": False}
+    with no_bars():
+        kept = ds.filter(keep, batched=True, input_columns=["fen", "task"], **again)
+    if not streaming and report.seen and not len(kept):
+        raise DataSourceError(
+            f"{report.one_line()}: {where} has no row left to train on; exclude fewer positions (--exclude) or "
+            "pass a source with other positions"
         )
-    probe = stream_rows(source, split, LoadReport(source, skip_bad_rows=True), "P").take(1000)  # not counted
-    ds, padded = pad_fen_width(ds, fen_width, source, [row["prompt"] for row in probe])
-    if padded.one_line():
-        print(padded.one_line())
-    return cap(ds, max_samples)[0], excluded
+    return kept, report
 
 
 # ------------------------------------------------------------------------------------------------ task
@@ -229,6 +238,14 @@ def mix(ds: datasets.Dataset, mix_env_ratio: float | None, seed: int) -> tuple[d
     rows of each task kept). None: `ds` as it is."""
     if mix_env_ratio is None:
         return ds, None
+    if not hasattr(
+        ds, "__len__"
+    ):  # streamed: drawn from the two tasks with these probabilities until one runs out
+        check_ratio(mix_env_ratio)
+        if mix_env_ratio in (0.0, 1.0):
+            return only_task(ds, "A" if mix_env_ratio == 1.0 else "P")[0], None
+        tasks = [only_task(ds, "P")[0], only_task(ds, "A")[0]]  # each reads the source anew
+        return datasets.interleave_datasets(tasks, [1 - mix_env_ratio, mix_env_ratio], seed=seed), None
     policy, env = task_rows(ds)
     n_policy, n_env = mix_counts(len(policy), len(env), mix_env_ratio)
     rng = random.Random(seed)
@@ -428,6 +445,6 @@ def eval_data(data: str | None, split: str, fen_width: int | None, tactics: str 
 def training_fens(source: str, split: str):
     """The FENs a model trained on `source`'s `split` saw: a puzzle file's positions to solve (read, not
     labelled), else its rows' (read through the pipeline)."""
-    if is_puzzle_file(source):
+    if is_puzzle(kind_of(source)):
         return position_fens(source)
     return iter_column(load(Spec(source, split, fen_width=KEEP)).rows, "fen")

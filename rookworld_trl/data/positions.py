@@ -17,7 +17,7 @@ import chess
 import chess.pgn
 
 from rookworld_trl.chess.engine import EnginePool, MoveEval
-from rookworld_trl.data.errors import open_text
+from rookworld_trl.data.rows import open_text
 from rookworld_trl.data.samples import GameRecord
 
 

@@ -33,7 +33,7 @@ import chess
 
 from rookworld_trl.chess.engine import EngineLimit, EnginePool
 from rookworld_trl.chess.environment import mating_moves
-from rookworld_trl.data.errors import DataSourceError, line_error, open_text
+from rookworld_trl.data.rows import DataSourceError, line_error, open_text
 from rookworld_trl.data.samples import policy_row_for
 
 LICHESS_COLUMNS = (

@@ -1,48 +1,43 @@
-"""Any source -> rows of FEATURES, as stored (no exclusion, mix, FEN width or cap: those are data/load.py's steps).
-What the source is, is decided once (data/files.py kind_of): a file (its format sniffed), a dataset folder (our
-layout: a split is one Parquet file; else whatever `datasets` reads), a hub dataset id. `datasets.load_dataset`
-reads it with the builder of its format (text, json, parquet, a folder, the hub) into its cache; raw P:/A: lines
-become rows in ONE batched `Dataset.map` (`parse_table`) over the machine's cores, cached by datasets' own
-fingerprint of the map; a puzzle file's positions are labelled by Stockfish (data/puzzles.py) after --exclude and
-the cap. A source that cannot be read is one DataSourceError: what was tried, what was found, the fix.
+"""Any source -> rows of FEATURES, as stored (no exclusion, mix, FEN width or cap: those are data/load.py's steps),
+in memory or streamed, through the same code. What the source is, is decided once (data/files.py kind_of): a file
+(its format sniffed), a dataset folder (our layout: a split is one Parquet file; else whatever `datasets` reads), a
+hub dataset id. `datasets.load_dataset` reads it with the builder of its format (text, json, parquet, a folder, the
+hub); raw P:/A: lines become rows in ONE batched `map` (`parse_batch`), over the machine's cores and cached by
+datasets' own fingerprint in memory, as they are read when streaming. A puzzle file's positions are labelled by
+Stockfish (data/puzzles.py) after --exclude and the cap. A source that cannot be read is one DataSourceError: what
+was tried, what was found, the fix.
 
-    rows = read_rows("data/mine", "train", skip_bad_rows=True)          # a Dataset, memory-mapped
-    rows = stream_rows("big.txt", "train", LoadReport("big.txt"))       # an IterableDataset, read as iterated
+    rows = read("data/mine", "train", source_kind("data/mine"), LoadReport("data/mine"))[0]    # memory-mapped
+    rows = read("big.txt", "train", source_kind("big.txt"), LoadReport("big.txt"), streaming=True)[0]
 
 The parse, at scale: each line goes through rows.py `row_from_line` (python-chess builds one board per line, the
-load's cost: docs/PERFORMANCE.md "Loading at scale"), each row with its error ("" when well-formed); the cache
-key holds PARSER (the parsing code's hash: datasets keys a map by the function's name, not by the code it
-calls), so a changed file or parser is parsed again. The errors are read after the map, in line order: the first
-malformed line is the file's first, whatever the batch or process that read it, and `skip_bad_rows` counts them
-by reason as rows.py's `rows_from_lines` does. A big source's first lines are checked before the map, so a wrong
-file stops at once (`check_first_lines`).
+load's cost: docs/PERFORMANCE.md "Loading at scale"), each row with its error ("" when well-formed). The errors
+are read after the map, in line order: the first malformed line is the file's first, whatever the batch or process
+that read it, and `skip_bad_rows` counts them by reason (LoadReport). A big source's first lines are checked
+before the map, so a wrong file stops at once (`check_first_lines`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import chess
 import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rookworld_trl.chess import environment, formats
 from rookworld_trl.chess.formats import FormatError
 from rookworld_trl.common.quiet_logs import dropping
-from rookworld_trl.data import rows as rows_module
-from rookworld_trl.data.errors import DATA_SOURCE_FIX, FORMATS_DOC, DataSourceError
-from rookworld_trl.data.exclude import ExcludeReport, Exclusion
 from rookworld_trl.data.files import (
+    ExcludeReport,
+    Exclusion,
     Format,
     check_dir,
-    check_parquet,
     first_error,
+    is_puzzle,
     json_array_rows,
     json_objects,
     read_lines,
@@ -52,7 +47,14 @@ from rookworld_trl.data.files import (
 )
 from rookworld_trl.data.layout import COLUMNS, FEATURES, no_bars
 from rookworld_trl.data.puzzles import PuzzleSource
-from rookworld_trl.data.rows import EMPTY_LINE, LoadReport, row_from_line, rows_from_lines
+from rookworld_trl.data.rows import (
+    DATA_SOURCE_FIX,
+    EMPTY_LINE,
+    FORMATS_DOC,
+    DataSourceError,
+    LoadReport,
+    row_from_line,
+)
 
 # ---------------------------------------------------------------------------- raw lines -> rows, at scale
 
@@ -66,37 +68,25 @@ ROWS_PER_PROC = 20_000
 PROGRESS_ROWS = 100_000
 # A source that large has its first lines parsed before the map: a file that is not P:/A: lines stops at once.
 FIRST_LINES = 1_000
-# A malformed line's row: its values are never read (checked_rows drops it), one Arrow type per column.
+# A malformed line's row: its values are never read (counted_rows drops it), one Arrow type per column.
 EMPTY_ROW = {name: [] if isinstance(feature, datasets.List) else None for name, feature in FEATURES.items()}
+# a streamed row without its line (the other rows have one): the source's columns are wrong
+NO_TEXT = "no text"
+TEXT_FEATURES = datasets.Features({"text": datasets.Value("string")})  # a text file's lines
 
 
-def parser_version() -> str:
-    """A hash of the code that turns a line into a row (and python-chess's version): datasets names a map's
-    cache by the function's name, not its code, so a changed parser is told apart by this argument."""
-    code = (Path(module.__file__).read_bytes() for module in (formats, environment, rows_module))
-    text = chess.__version__ + "".join(map(repr, code)) + Path(__file__).read_text()
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-
-
-PARSER = parser_version()
-
-
-def default_num_proc() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def parse_batch(batch: dict, parser: str = PARSER) -> dict[str, list]:
-    """The rows of a batch of raw lines (`text`, or `prompt` + `completion`), each with its reason and error.
-    `parser`: PARSER, read by datasets' cache key only."""
-    lines = (
-        batch["text"]
-        if "text" in batch
-        else [p + c for p, c in zip(batch["prompt"], batch["completion"], strict=True)]
-    )
+def parse_batch(batch: dict) -> dict[str, list]:
+    """The rows of a batch of raw lines (`text`, or `prompt` + `completion`), each with its reason and error."""
+    if "text" in batch:
+        lines = batch["text"]
+    else:
+        lines = [p + c if isinstance(p, str) and isinstance(c, str) else None
+                 for p, c in zip(batch["prompt"], batch["completion"], strict=True)]  # fmt: skip
     out: dict[str, list] = {name: [] for name in PARSED}
     for line in lines:
-        if not line.strip():
+        if not isinstance(line, str):
+            row, reason, error = None, NO_TEXT, NO_TEXT
+        elif not line.strip():
             row, reason, error = None, EMPTY_LINE, EMPTY_LINE
         else:
             try:
@@ -111,14 +101,24 @@ def parse_batch(batch: dict, parser: str = PARSER) -> dict[str, list]:
     return out
 
 
-def parse_table(raw: datasets.Dataset, source: str, report: LoadReport, num_proc: int | None = None):
-    """The rows of the lines of `raw` (see the module docstring); a malformed line stops with its one line
-    (file:line, the fix) unless `report.skip_bad_rows`, which counts it."""
+def parse_table(
+    raw, source: str, report: LoadReport, num_proc: int | None = None, names: list[str] | None = None
+):
+    """The rows of the lines of `raw` (a Dataset, or an IterableDataset parsed as it is read: see the module
+    docstring); a malformed line stops with its one line (file:line, the fix) unless `report.skip_bad_rows`,
+    which counts it. `names`: `raw`'s columns (None: as it says)."""
+    names = names or raw.column_names
+    columns = line_columns(names, source)
+    if isinstance(raw, datasets.IterableDataset):
+        parsed = raw.map(parse_batch, batched=True, remove_columns=names, features=PARSED)
+        return counted_stream(parsed, source, names, report)
+    raw = line_table(raw, columns, source)
     if not len(raw):  # map gives a table of no columns
         return datasets.Dataset.from_dict({name: [] for name in FEATURES}, features=FEATURES)
     if len(raw) >= PROGRESS_ROWS and not report.skip_bad_rows:
         check_first_lines(raw, report)
-    procs = num_proc or min(default_num_proc(), max(1, len(raw) // ROWS_PER_PROC))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    procs = num_proc or min(cores, max(1, len(raw) // ROWS_PER_PROC))
     with contextlib.nullcontext() if len(raw) >= PROGRESS_ROWS else no_bars():
         parsed = raw.map(
             parse_batch,
@@ -126,10 +126,9 @@ def parse_table(raw: datasets.Dataset, source: str, report: LoadReport, num_proc
             remove_columns=raw.column_names,
             features=PARSED,
             num_proc=procs if procs > 1 and len(raw) > 1 else None,
-            fn_kwargs={"parser": PARSER},  # in datasets' cache key, beside the source's fingerprint
             desc=f"parsing {Path(source).name}",  # datasets adds "(num_proc=N)"
         )
-    return checked_rows(parsed, report)
+    return counted_rows(parsed, report)
 
 
 def check_first_lines(raw: datasets.Dataset, report: LoadReport) -> None:
@@ -141,7 +140,7 @@ def check_first_lines(raw: datasets.Dataset, report: LoadReport) -> None:
             report.bad(reason, line_no, error)
 
 
-def checked_rows(parsed: datasets.Dataset, report: LoadReport) -> datasets.Dataset:
+def counted_rows(parsed: datasets.Dataset, report: LoadReport) -> datasets.Dataset:
     """`parsed` without its malformed lines, counted in `report` in line order (the first one raised unless
     skip_bad_rows)."""
     report.lines += len(parsed)
@@ -157,6 +156,26 @@ def checked_rows(parsed: datasets.Dataset, report: LoadReport) -> datasets.Datas
         rows = rows.select(pc.indices_nonzero(pc.equal(reasons, "")).to_numpy().astype("int64"))
     report.rows += len(rows)
     return rows
+
+
+def counted_stream(parsed: datasets.IterableDataset, source: str, names, report: LoadReport):
+    """`parsed` without its malformed lines, counted in `report` as they are read: each line once, whichever
+    pass over the source reads it first (the mix reads one stream per task)."""
+
+    def keep(reasons: list[str], errors: list[str], indices: list[int]) -> list[bool]:
+        for index, reason, error in zip(indices, reasons, errors, strict=True):
+            if reason == NO_TEXT:  # a row without them, in a file whose other rows have them
+                raise no_text_error(source, names)
+            if index >= report.lines:
+                report.lines = index + 1
+                if reason:
+                    report.bad(reason, index + 1, error)
+                else:
+                    report.rows += 1
+        return [not reason for reason in reasons]
+
+    kept = parsed.filter(keep, batched=True, with_indices=True, input_columns=["reason", "error"])
+    return kept.remove_columns(["reason", "error"])
 
 
 # ------------------------------------------------------------------------------------------ opening a source
@@ -176,11 +195,11 @@ def hub_error(source: str, error: Exception) -> DataSourceError:
 
 
 def open_source(source: str, split: str, streaming: bool, kind: Format | str):
-    """A `datasets` table of what `source` names (a file's split is the file itself), or None for a file read as
-    lines (files.py read_lines). `kind`: `source_kind(source)`. A puzzle file is refused: its positions are
-    labelled (`read`), not read."""
+    """A `datasets` table (an IterableDataset when `streaming`) of what `source` names (a file's split is the
+    file itself). `kind`: `source_kind(source)`. A puzzle file is refused: its positions are labelled (`read`),
+    not read."""
     path = Path(source)
-    if isinstance(kind, Format) and kind.positions is not None:
+    if is_puzzle(kind):
         raise DataSourceError(
             f"{source}: a puzzle file holds positions to label, not P:/A: rows; read it with "
             f"load(Spec(...)) or `rookworld data load {source} --out DIR`, which label them"
@@ -203,81 +222,51 @@ def open_source(source: str, split: str, streaming: bool, kind: Format | str):
                         f"could not load {source!r} (split {split!r}): {type(e).__name__}: {str(e).rstrip('.')}; "
                         f"{DATA_SOURCE_FIX} (docs/FORMATS.md)"
                     ) from None
-        return open_file(path, streaming)  # a file, or our layout's split
+        table = open_file(path, streaming)
+    if streaming and isinstance(table, datasets.Dataset):
+        return table.to_iterable_dataset()
+    return table
 
 
-# ------------------------------------------------------------------------- files datasets reads as tables
-
-
-def json_array_table(path: Path, streaming: bool):
-    return datasets.Dataset.from_list(json_array_rows(path))
-
-
-def json_lines_table(path: Path, streaming: bool):
-    """datasets' JSON builder (it keeps our columns when a file has them); its failures become our line."""
+def open_file(path: Path, streaming: bool):
+    """A file as a `datasets` table, by its format (checked first): datasets' builder for it (json, parquet,
+    text), or the rows read here where that builder fails on a file it should read (see each)."""
+    fmt = sniff(path)
+    if fmt.check is not None:
+        fmt.check(path)
+    if fmt.name == "json-array":
+        return datasets.Dataset.from_list(json_array_rows(path))
+    if fmt.name == "json-lines" and starts_with_bom(path):  # datasets' JSON builder reads the mark as data
+        return datasets.Dataset.from_list([row for _, row in json_objects(path) if row is not None])
+    if fmt.name == "parquet" and pq.ParquetFile(path).metadata.num_rows == 0:  # the builder fails on no rows
+        return datasets.Dataset(pq.read_table(path))
+    builder = {"json-lines": "json", "parquet": "parquet"}.get(fmt.name, "text")
+    # a text file is read as open_text reads it: gzip by suffix, a byte-order mark dropped, bad bytes replaced
+    options = {"encoding": "utf-8-sig", "encoding_errors": "replace"} if builder == "text" else {}
+    if builder == "text" and streaming:  # the stream names its column before it is read
+        options["features"] = TEXT_FEATURES
+    errors = file_errors(str(path)) if builder == "json" else contextlib.nullcontext()  # the line ours names
     try:
-        if starts_with_bom(path):  # datasets 4.7's JSON builder reads the mark as data: the rows read here
-            table = datasets.Dataset.from_list([row for _, row in json_objects(path) if row is not None])
-            return table.to_iterable_dataset() if streaming else table
-        with dropping("datasets.packaged_modules.json.json", "Failed to read"):  # ours names the line
-            return datasets.load_dataset("json", data_files=str(path), split="train", streaming=streaming)
-    except Exception as e:  # datasets' json builder: StopIteration (empty), ArrowInvalid, ...
-        raise first_error(path) or DataSourceError(f"could not load {str(path)!r}: {e}") from None
-
-
-def parquet_table(path: Path, streaming: bool):
-    check_parquet(path)
-    if pq.ParquetFile(path).metadata.num_rows == 0:  # datasets' builder fails on a file of no rows
-        table = datasets.Dataset(pq.read_table(path))
-        return table.to_iterable_dataset() if streaming else table
-    try:
-        return datasets.load_dataset("parquet", data_files=str(path), split="train", streaming=streaming)
+        with errors:
+            return datasets.load_dataset(
+                builder, data_files=str(path), split="train", streaming=streaming, **options
+            )
+    except DataSourceError:
+        raise
+    except datasets.exceptions.DatasetGenerationError:  # a text file of no line (bad bytes are replaced)
+        return datasets.Dataset.from_dict({"text": []}, features=TEXT_FEATURES)
     except (ValueError, OSError) as e:
         raise DataSourceError(
             f"could not load {str(path)!r}: {type(e).__name__}: {str(e).rstrip('.')}; {DATA_SOURCE_FIX} ({FORMATS_DOC})"
         ) from None
 
 
-TABLES = {"json-array": json_array_table, "json-lines": json_lines_table, "parquet": parquet_table}
-
-
-def open_file(path: str | os.PathLike, streaming: bool = False):
-    """A `datasets` table of a file whose format has one (Parquet, JSON), checked first; None for a format that
-    is read as lines (`read_lines`)."""
-    path = Path(path)
-    fmt = sniff(path)
-    if fmt.check is not None:
-        fmt.check(path)
-    table = TABLES.get(fmt.name)
-    return None if table is None else table(path, streaming)
-
-
-def text_table(path: str | os.PathLike) -> datasets.Dataset:
-    """A text file's lines as a `text` column, read by datasets' text builder into its cache, memory-mapped (as
-    files.py open_text reads them: gzip by suffix, a byte-order mark dropped, undecodable bytes replaced)."""
-    try:
-        with no_bars():
-            return datasets.load_dataset(
-                "text", data_files=str(path), split="train", encoding="utf-8-sig", encoding_errors="replace"
-            )
-    except datasets.exceptions.DatasetGenerationError:  # no line to read: lines decode, bad bytes replaced
-        return datasets.Dataset.from_dict(
-            {"text": []}, features=datasets.Features({"text": datasets.Value("string")})
-        )
-
-
-def source_lines(source: str, split: str = "train") -> Iterator[str]:
-    """The raw P:/A: lines of any source (a dataset dir's or hub dataset's `split`), streamed."""
-    opened = open_source(source, split, streaming=True, kind=source_kind(source))
-    return read_lines(source) if opened is None else table_lines(opened, source)
-
-
 @contextlib.contextmanager
 def file_errors(source: str):
-    """A file that datasets fails to read lazily (an empty file, a binary one, a bad line) becomes the one
+    """A file that datasets fails to read (an empty file, a binary one, a bad line) becomes the one
     DataSourceError its format's lines reader gives (data/files.py)."""
     try:
-        with dropping("datasets.packaged_modules.json.json", "Failed to load JSON"):  # ours names the line
+        with dropping("datasets.packaged_modules.json.json", "Failed to"):  # ours names the line
             yield
     except DataSourceError:
         raise
@@ -286,6 +275,31 @@ def file_errors(source: str):
         if not (path.is_file() and sniff(path).lines is not None):
             raise
         raise first_error(path) or DataSourceError(f"could not read {source!r}: {e}") from None
+
+
+def guarded(ds: datasets.IterableDataset, source: str) -> tuple[datasets.IterableDataset, list[str]]:
+    """(a stream of a local file of lines (text, JSON) whose read errors, met as it is read, are file_errors' one
+    line; its column names, known once a first row is read where the builder names none)."""
+    with file_errors(source):
+        names = ds.column_names or list(next(iter(ds), {}))
+    if not (Path(source).is_file() and sniff(source).lines is not None):  # file_errors rewords these only
+        return ds, names
+
+    def examples():
+        with file_errors(source):
+            yield from ds
+
+    return datasets.IterableDataset.from_generator(examples, features=ds.features), names
+
+
+def source_lines(source: str, split: str = "train") -> Iterator[str]:
+    """The raw P:/A: lines of any source (a dataset dir's or hub dataset's `split`), streamed."""
+    kind = source_kind(source)
+    if isinstance(kind, Format) and kind.lines is not None:
+        return read_lines(source)
+    ds, names = guarded(open_source(source, split, True, kind), source)
+    columns = line_columns(names, source)
+    return ("".join(row[name] for name in columns) for row in ds)
 
 
 # ------------------------------------------------------------------------------------ a table's P:/A: lines
@@ -300,10 +314,8 @@ def line_columns(names, source: str) -> list[str]:
     raise no_text_error(source, names)
 
 
-def line_table(ds: datasets.Dataset, source: str) -> datasets.Dataset:
-    """A loaded table's columns of P:/A: lines (line_columns), checked whole by Arrow: strings, no row
-    without them; else the error `table_lines` gives."""
-    columns = line_columns(ds.column_names, source)
+def line_table(ds: datasets.Dataset, columns: list[str], source: str) -> datasets.Dataset:
+    """A loaded table's columns of P:/A: lines, checked whole by Arrow: strings, no row without them."""
     for name in columns:
         if ds.features[name] not in (datasets.Value("string"), datasets.Value("large_string")):
             kind = getattr(ds.features[name], "dtype", None) or type(ds.features[name]).__name__
@@ -314,19 +326,6 @@ def line_table(ds: datasets.Dataset, source: str) -> datasets.Dataset:
         if ds.data.column(name).null_count:  # a row without them, in a file whose other rows have them
             raise no_text_error(source, ds.column_names)
     return ds.select_columns(columns)
-
-
-def table_lines(ds, source: str) -> Iterator[str]:
-    """The raw lines of a loaded table: its `text` column, or `prompt` + `completion` joined; else one line
-    naming the file, what it has and what it expects."""
-    with file_errors(source):
-        # a streamed JSON file names its columns when read
-        names = ds.column_names or list(next(iter(ds), {}))
-        columns = line_columns(names, source)
-        for example in ds.select_columns(columns):
-            if any(not isinstance(example[c], str) for c in columns):
-                raise no_text_error(source, names)  # a row without them, in a file whose other rows have them
-            yield "".join(example[c] for c in columns)
 
 
 def no_text_error(source: str, names) -> DataSourceError:
@@ -343,41 +342,19 @@ def no_text_error(source: str, names) -> DataSourceError:
 # ----------------------------------------------------------------------------------------------- rows
 
 
-def dataset_from_lines(lines_fn, report: LoadReport, task: str | None = None, count: bool = True):
-    """A streaming dataset of the rows of `lines_fn()`, an iterable of raw lines read anew on each pass (in
-    memory, a source's lines are parsed in parallel and cached: this module)."""
-
-    def generate():
-        yield from rows_from_lines(lines_fn(), report, task, count)
-
-    return datasets.IterableDataset.from_generator(generate, features=FEATURES)
-
-
-def our_columns(ds, names):
-    """`ds` in FEATURES, when it holds our columns (None: it does not)."""
-    if not set(COLUMNS) <= set(names):
-        return None
-    ds = ds.select_columns(list(COLUMNS))
-    return ds if ds.features == FEATURES else ds.cast(FEATURES)  # e.g. JSON numbers read as int64
-
-
-def to_rows(ds, source: str, report: LoadReport, num_proc: int | None = None) -> datasets.Dataset:
-    """Our columns: as they are when present, else parsed from a `text` column of raw lines in `num_proc`
-    processes, cached (`parse_table`)."""
-    if (rows := our_columns(ds, ds.column_names)) is not None:
-        report.rows += len(rows)  # read by column, not line by line: its rows are what the report counts
+def to_rows(ds, source: str, report: LoadReport, num_proc: int | None = None, names: list[str] | None = None):
+    """Our columns: as they are when present, else parsed from a `text` column of raw lines (`parse_table`).
+    `names`: `ds`'s columns (None: as it says)."""
+    names = names or ds.column_names
+    if set(COLUMNS) <= set(names):
+        rows = ds.select_columns(list(COLUMNS))
+        rows = rows if rows.features == FEATURES else rows.cast(FEATURES)  # e.g. JSON numbers read as int64
+        if isinstance(
+            rows, datasets.Dataset
+        ):  # read by column, not line by line: its rows are what is counted
+            report.rows += len(rows)
         return rows
-    lines = line_table(ds, source)
-    return parse_table(lines, source, report, num_proc)
-
-
-def stream_to_rows(ds, source: str, report: LoadReport, task: str | None = None, count: bool = True):
-    """to_rows of a streamed table, as it is read (of `task`: None both); malformed lines counted in `report`
-    when `count`."""
-    names = ds.column_names or list(next(iter(ds), {}))  # a streamed JSON file names its columns when read
-    if (rows := our_columns(ds, names)) is not None:
-        return rows if task is None else rows.filter(lambda row: row["task"] == task)
-    return dataset_from_lines(lambda: table_lines(ds, source), report, task, count)
+    return parse_table(ds, source, report, num_proc, names)
 
 
 def prompt_rows(ds, name: str = "train_dataset"):
@@ -396,66 +373,43 @@ def prompt_rows(ds, name: str = "train_dataset"):
     return to_rows(ds, name, LoadReport(name))  # a malformed line: DataSourceError naming it
 
 
-def check_no_puzzle_filter(source: str, puzzles: PuzzleSource | None) -> None:
-    if puzzles is not None and puzzles.keep:
-        raise DataSourceError(
-            f"{source}: --puzzle_rating/--puzzle_themes filter puzzle files (a Lichess puzzle .csv, an .epd "
-            "suite), which this source is not: drop them"
-        )
-
-
-def read_rows(
-    source: str | os.PathLike,
-    split: str = "train",
-    skip_bad_rows: bool = False,
-    report: LoadReport | None = None,
-    num_proc: int | None = None,
-) -> datasets.Dataset:
+def read_rows(source: str | os.PathLike, split: str = "train", skip_bad_rows: bool = False,
+              report: LoadReport | None = None, num_proc: int | None = None) -> datasets.Dataset:  # fmt: skip
     """The rows of a source's split, as stored; malformed lines counted in `report` (without skip_bad_rows the
     first one stops the read, named). Raw lines are parsed in `num_proc` processes (None: this machine's cores)
     into datasets' cache, memory-mapped. Not for a puzzle file (`read` labels one)."""
     source = os.fspath(source)
     report = report if report is not None else LoadReport(source, skip_bad_rows)
-    return stored_rows(source, split, source_kind(source), report, num_proc)
+    return read(source, split, source_kind(source), report, num_proc=num_proc)[0]
 
 
-def stored_rows(source: str, split: str, kind: Format | str, report: LoadReport, num_proc: int | None):
-    """read_rows of a source whose kind (files.py kind_of) is known."""
-    opened = open_source(source, split, streaming=False, kind=kind)
-    with file_errors(source):
-        raw = text_table(source) if opened is None else opened  # a text file: its lines as a table
-        ds = to_rows(raw, source, report, num_proc)
-    report.check_rows(len(ds), split)  # none: one line saying what the source held
-    return ds
-
-
-def read(source: str, split: str, kind: Format | str, exclusion: Exclusion, max_samples: int | None, mix_env_ratio: float | None,
-         skip_bad_rows: bool = False, report: LoadReport | None = None, num_proc: int | None = None,
-         puzzles: PuzzleSource | None = None) -> tuple[datasets.Dataset, ExcludeReport | None, bool]:  # fmt: skip
-    """(the rows of `source`'s split, what `exclusion` dropped from them, whether they are a puzzle file's: then
-    the P: rows of its puzzles that `puzzles` keeps and `exclusion` does not drop, the first `max_samples`,
-    labelled by Stockfish; A: rows asked of one (`mix_env_ratio`) are refused first, since labelling can take
-    a while). `kind`: `source_kind(source)`, decided once."""
-    if not (isinstance(kind, Format) and kind.positions is not None):
-        check_no_puzzle_filter(source, puzzles)
-        report = report if report is not None else LoadReport(source, skip_bad_rows)
-        return stored_rows(source, split, kind, report, num_proc), None, False
+def read(source: str, split: str, kind: Format | str, report: LoadReport, exclusion: Exclusion | None = None,
+         max_samples: int | None = None, mix_env_ratio: float | None = None, num_proc: int | None = None,
+         puzzles: PuzzleSource | None = None, streaming: bool = False) -> tuple[object, ExcludeReport | None, bool]:  # fmt: skip
+    """(the rows of `source`'s split (streamed: as they are read), what `exclusion` dropped from them, whether they
+    are a puzzle file's: then the P: rows of its puzzles that `puzzles` keeps and `exclusion` does not drop, the
+    first `max_samples`, labelled by Stockfish, in memory; A: rows asked of one (`mix_env_ratio`) are refused
+    first, since labelling can take a while). `kind`: `source_kind(source)`, decided once."""
+    if not is_puzzle(kind):
+        if puzzles is not None and puzzles.keep:
+            raise DataSourceError(
+                f"{source}: --puzzle_rating/--puzzle_themes filter puzzle files (a Lichess puzzle .csv, an .epd "
+                "suite), which this source is not: drop them"
+            )
+        raw = open_source(source, split, streaming, kind)
+        if streaming:
+            stream, names = guarded(raw, source)
+            return to_rows(stream, source, report, names=names), None, False
+        with file_errors(source):
+            rows = to_rows(raw, source, report, num_proc)
+        report.check_rows(len(rows), split)  # none: one line saying what the source held
+        return rows, None, False
     if mix_env_ratio:
         raise DataSourceError(
             f"mix_env_ratio={mix_env_ratio}: {source} is a puzzle file, P: rows only; set --mix_env_ratio 0 "
             "to train on its P: rows alone"
         )
     # filtered and capped before labelling; the columns in FEATURES' order, as every source's
-    rows, excluded = (puzzles or PuzzleSource()).rows(source, exclusion, max_samples)
+    rows, excluded = (puzzles or PuzzleSource()).rows(source, exclusion or Exclusion(), max_samples)
     columns = {name: [row[name] for row in rows] for name in FEATURES}
     return datasets.Dataset.from_dict(columns, features=FEATURES), excluded, True
-
-
-def stream_rows(source: str, split: str, report: LoadReport, task: str | None = None, count: bool = True):
-    """The rows of `source`'s split (of `task`: None both) as they are read, malformed lines counted in `report`
-    (when `count`); each pass reads the source anew."""
-    opened = open_source(source, split, streaming=True, kind=source_kind(source))
-    if opened is None:  # a file read as lines
-        return dataset_from_lines(lambda: read_lines(source), report, task, count)
-    with file_errors(source):
-        return stream_to_rows(opened, source, report, task, count)

@@ -3,6 +3,10 @@
 reason (`LoadReport`). No `datasets` here: the preflight checks a file's lines through it before accelerate
 starts, and the reader (data/read.py) builds its tables from the same rows.
 
+How reading data fails, in one wording, is here too: `DataSourceError` (problem, file, fix), the line a bad
+record gets (`line_error`), what an empty file is told, and `open_text`, which never fails on a byte. Every data
+module, the preflight and the stages word a data problem through here.
+
     report = LoadReport("mine.txt", skip_bad_rows=True)
     rows = list(rows_from_lines(read_lines("mine.txt"), report)); print(report.summary())
 """
@@ -10,13 +14,45 @@ starts, and the reader (data/read.py) builds its tables from the same rows.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
 from rookworld_trl.chess.environment import kind_on, sample_and_board
 from rookworld_trl.chess.formats import EnvSample, FormatError, split_prompt_completion
-from rookworld_trl.data.errors import DataSourceError, line_error
+from rookworld_trl.common.errors import UserError
+
+# ---------------------------------------------------------------------------------------------- errors
+
+FORMATS_DOC = "docs/FORMATS.md"
+# the fix a malformed data line's one-line error ends with (data loading, the stages, the preflight)
+BAD_LINE_FIX = "fix or delete that line, or pass --skip_bad_rows to skip malformed lines (they are counted)"
+# what a data source's one-line error ends with when the source cannot be read at all (the preflight, data loading)
+DATA_SOURCE_FIX = "pass a `rookworld data generate` output dir or a .parquet/.jsonl/.txt file of P:/A: rows"
+
+
+class DataSourceError(UserError, ValueError):
+    """A source that cannot be loaded; the message says what was tried and how to fix it."""
+
+
+def line_error(path, line_no: int, problem: str, fix: str = BAD_LINE_FIX) -> DataSourceError:
+    """The one wording of a bad record: `file:line: problem; fix`."""
+    return DataSourceError(f"{path}:{line_no}: {problem}; {fix}")
+
+
+def empty_error(path) -> DataSourceError:
+    return DataSourceError(
+        f"{path}: the file is empty; pass a file with one P:/A: row per line ({FORMATS_DOC})"
+    )
+
+
+def open_text(path: str | os.PathLike):
+    """A text file for reading, gzip if it ends in .gz; undecodable bytes become U+FFFD, never an error. A
+    UTF-8 byte-order mark (Windows editors write one) is dropped: line 1 reads as the user sees it."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    return opener(path, "rt", encoding="utf-8-sig", errors="replace")
+
 
 # ------------------------------------------------------------------------------------------------ rows
 
@@ -121,27 +157,17 @@ class LoadReport:
                 "first_lines": self.first_lines}  # fmt: skip
 
 
-def rows_from_lines(
-    lines: Iterable[str], report: LoadReport, task: str | None = None, count: bool = True
-) -> Iterator[dict]:
-    """Rows of the well-formed lines; the others are counted in `report` by reason (when `count`).
-
-    `task` keeps only "P" or "A" rows; two filtered passes over one source count malformed lines once
-    (the pass with `count=True`).
-    """
+def rows_from_lines(lines: Iterable[str], report: LoadReport) -> Iterator[dict]:
+    """Rows of the well-formed lines; the others are counted in `report` by reason."""
     for line_no, line in enumerate(lines, 1):
-        if count:
-            report.lines += 1
+        report.lines += 1
         if not line.strip():
-            if count:
-                report.bad(EMPTY_LINE, line_no)
+            report.bad(EMPTY_LINE, line_no)
             continue
         try:
             row = row_from_line(line)
         except FormatError as e:
-            if count:
-                report.bad(e.reason, line_no, str(e))
+            report.bad(e.reason, line_no, str(e))
             continue
-        if task is None or row["task"] == task:
-            report.rows += 1
-            yield row
+        report.rows += 1
+        yield row

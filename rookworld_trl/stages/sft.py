@@ -75,7 +75,7 @@ def load_splits(script_args: SFTScriptArguments, seed: int):
     """(train, eval) datasets with the columns prompt and completion, through the data pipeline (data/load.py):
     the train split without the rows on --exclude's positions; the held-out prompts at the training data's FEN
     width."""
-    from rookworld_trl.data.exclude import Exclusion
+    from rookworld_trl.data.files import Exclusion
     from rookworld_trl.data.load import Spec, load
 
     s = script_args

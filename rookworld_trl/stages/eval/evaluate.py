@@ -48,7 +48,7 @@ from rookworld_trl.chess.tactics import KINDS
 from rookworld_trl.common.errors import UserError
 from rookworld_trl.common.flags import FlagParser, helped
 from rookworld_trl.common.paths import out_folder_problem, resolve_paths
-from rookworld_trl.data.exclude import fen4
+from rookworld_trl.data.files import fen4
 from rookworld_trl.data.puzzles import load_bigbench_checkmate
 from rookworld_trl.grpo.rewards.policy import label_analysis
 from rookworld_trl.stages.eval.suites import (
