@@ -11,8 +11,7 @@ import pytest
 from reward_fixtures import QUEEN_UP, START, needs_stockfish
 
 from rookworld_trl.chess.formats import policy_completion, policy_prompt
-from rookworld_trl.grpo.rewards.policy import PolicyGrader, expected_score_loss
-from rookworld_trl.grpo.rewards.shaping import BEST_ZERO_AT
+from rookworld_trl.grpo.rewards.policy import BEST_ZERO_AT, PolicyGrader, expected_score_loss
 from rookworld_trl.stages.eval.charts import panel_keys
 from rookworld_trl.stages.eval.outputs import fmt, summarize, write_outputs
 from rookworld_trl.stages.eval.stats import delta_interval

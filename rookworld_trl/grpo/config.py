@@ -27,7 +27,7 @@ from rookworld_trl.data.puzzles import PuzzleFilter
 from rookworld_trl.grpo.baselines import check_baseline
 from rookworld_trl.grpo.curriculum import check_curriculum
 from rookworld_trl.grpo.dynamic_sampling import check_dynamic_sampling
-from rookworld_trl.grpo.kl_control import check_kl
+from rookworld_trl.grpo.kl import check_kl
 from rookworld_trl.grpo.replay import check_replay
 from rookworld_trl.grpo.selfplay import check_selfplay
 from rookworld_trl.grpo.tactics import check_tactics
@@ -69,7 +69,7 @@ class RookWorldGRPOConfig(GRPOConfig):
 
     # the bounded fields' bounds (stages/recipe.py: the preflight and the stage check them)
     BOUNDS: ClassVar[dict[str, str]] = {"replay_coef": "finite"}
-    # ---- KL control: the KL to the reference, adaptive beta and the KL guard (kl_control.py) ----
+    # ---- KL control: the KL to the reference, adaptive beta and the KL guard (kl.py) ----
     kl_estimator: str = field(
         default="k3",
         metadata={
@@ -320,7 +320,7 @@ class RookWorldGRPOConfig(GRPOConfig):
         metadata={
             "help": "generation_backend rookworld: compare the sampler's log-probs with TRL's scoring forward on the "
             "same tokens at the first step and every N steps (0: the first step only), logged as "
-            "sampling/logprob_gap/* and sampling/importance_sampling_ratio/* (rookworld_trl/model/fallback.py)."
+            "sampling/logprob_gap/* and sampling/importance_sampling_ratio/* (rookworld_trl/model/generation.py)."
         },
     )
     sampler_logprob_tolerance: float = field(

@@ -178,7 +178,7 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
 
 def check_engine(config: dict) -> None:
     """Stockfish starts and answers one search (a fraction of a second), when the run will ask it: a broken or
-    hanging STOCKFISH_PATH is one line now, not after the model and data have loaded (chess/engine_calls.py)."""
+    hanging STOCKFISH_PATH is one line now, not after the model and data have loaded (chess/engine.py)."""
     funcs = config.get("reward_funcs") or []
     if "policy_reward" not in funcs and not config.get("eval_samples"):
         return

@@ -75,7 +75,7 @@ TRL_ATTRIBUTES = {
     "eos_token_ids": "where our sampler stops",
     "is_deepspeed_enabled": "where the value head's optimizer and snapshots cannot go",
     "is_fsdp_enabled": "as is_deepspeed_enabled",
-    "loss_type": "how TRL normalises its loss (grpo/kl_control.py normalise_like_trl copies it for the exact KL)",
+    "loss_type": "how TRL normalises its loss (grpo/kl.py normalise_like_trl copies it for the exact KL)",
     "lr_scheduler": "the LR cut after a rollback",
     "max_completion_length": "dr_grpo's normaliser",
     "model": "the policy",

@@ -41,8 +41,14 @@ from rookworld_trl.chess.formats import (
     task_of,
 )
 from rookworld_trl.chess.tactics import KINDS, solves
-from rookworld_trl.grpo.rewards.policy import POLICY_COMPONENTS, PolicyGrader, label_analysis
-from rookworld_trl.grpo.rewards.shaping import PENALTY, check_shaping, shape
+from rookworld_trl.grpo.rewards.policy import (
+    PENALTY,
+    POLICY_COMPONENTS,
+    PolicyGrader,
+    check_shaping,
+    label_analysis,
+    shape,
+)
 from rookworld_trl.grpo.rewards.watch import watch
 
 logger = logging.getLogger(__name__)

@@ -1,5 +1,7 @@
 """Grading P: (policy) answers against Stockfish: `score_policy` for one answer, `PolicyGrader` for batches
 with a memo in front of an EnginePool. rookworld_trl/grpo/rewards/functions.py turns it into TRL's `policy_reward`.
+First, the reward shaping both tasks share: the scale's constants and `shape`, which turns a completion's pass/fail
+checks and smooth quality into its reward under each shaping (docs/FORMATS.md).
 
     python scripts/bench/bench_rewards.py     # throughput figures
 """
@@ -10,19 +12,48 @@ from collections.abc import Mapping, Sequence
 
 import chess
 
-from rookworld_trl.chess.engine import MATE_SCORE, MULTIPV, EnginePool, MoveEval
+from rookworld_trl.chess.engine import MATE_SCORE, MULTIPV, EnginePool, MoveEval, expected_score
 from rookworld_trl.chess.environment import legal_move
 from rookworld_trl.chess.formats import ParsedPolicy, parse_policy_completion
-from rookworld_trl.grpo.rewards.shaping import (
-    BEST_ZERO_AT,
-    EVAL_CLOSE,
-    EVAL_ZERO_AT,
-    LAYOUT_PENALTY,
-    PENALTY,
-    check_shaping,
-    expected_score,
-    shape,
-)
+
+LAYOUT_PENALTY = 0.2  # a P: answer that parses but is not laid out in the fixed widths
+PENALTY = -0.3  # unparseable: mild, the seeds found -1.0 destabilised training
+SHAPINGS = ("graduated", "linear", "continuous", "dense", "decisive", "precise", "binary")
+BEST_ZERO_AT = 0.2  # best move: a loss of 0.2 expected score (~230 cp from equality; lichess: a mistake) is 0
+EVAL_ZERO_AT = 0.2  # evaluation: an error of 0.2 expected score scores 0
+EVAL_CLOSE = 0.75  # evals check: mean score >= 0.75, i.e. errors of ~0.05 expected score (~50 cp at equality)
+
+
+def shape(checks: Mapping[str, bool], quality: float, shaping: str) -> float:
+    """The reward of a parseable completion from its pass/fail checks and its smooth quality in [0, 1].
+
+    >>> shape({"a": True, "b": True, "c": False}, 0.9, "graduated"), shape({"a": True}, 1.0, "binary")
+    (0.6, 1.0)
+    """
+    passed = sum(checks.values()) / len(checks)
+    if shaping == "graduated":
+        if passed == 1:
+            return 1.0  # perfect
+        if passed >= 0.8:
+            return 0.8  # near perfect
+        return 0.6 if passed > 0.5 else 0.4 if passed > 0 else 0.2  # most / some / format only
+    if shaping == "linear":
+        return 0.2 + 0.8 * passed
+    if shaping in ("continuous", "dense", "decisive", "precise"):  # the callers pass their own quality
+        return 0.2 + 0.8 * quality
+    if shaping == "binary":
+        return float(passed == 1)
+    raise ValueError(f"unknown shaping {shaping!r}, expected one of {SHAPINGS}")
+
+
+def check_shaping(shaping: str) -> str:
+    if shaping not in SHAPINGS:
+        raise ValueError(f"unknown shaping {shaping!r}, expected one of {SHAPINGS}")
+    return shaping
+
+
+# ------------------------------------------------------------------------------------ grading P: answers
+
 
 PRECISE_WEIGHTS = {"M": 0.25, "E": 0.15, "B": 0.6}  # the fields' shares of the "precise" quality
 # The tenths of the "dense" and "decisive" qualities, by component (each in [0, 1]; all-correct sums to 1.0).

@@ -11,9 +11,8 @@ import chess.engine
 from tqdm.auto import tqdm
 
 from rookworld_trl.chess.engine import EngineLimit, find_stockfish
-from rookworld_trl.chess.environment import legal_best_move
+from rookworld_trl.chess.environment import legal_best_move, play_games
 from rookworld_trl.chess.formats import policy_prompt
-from rookworld_trl.chess.games import play_games
 from rookworld_trl.stages.eval.stats import Metric
 from rookworld_trl.stages.eval.suites import SAMPLED, Generate, SuiteDecoding
 
