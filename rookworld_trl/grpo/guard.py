@@ -139,15 +139,12 @@ class Snapshots:
 SPIKE = 1e3  # loss or gradient norm this many times the median of the last healthy steps ...
 SPIKE_FLOOR = {"loss": 0.1, "gradient norm": 1.0}  # ... and the median taken at least this (early steps ~0)
 SPIKE_HISTORY = 20  # healthy steps the medians are taken over; judged once 5 are in
-WEIGHT_JUMP = (
-    10.0  # weight norm grown this many times in one update (lr 1e3: ~1e4x; lr 5e-2 on a new model: ~3x)
-)
-WEIGHT_LIMIT = (
-    1e6  # largest |weight|: trained LMs stay below ~1e2; lr 1e30 leaves 1e30, which overflows sampling
-)
-KL_DIVERGED = (
-    10.0  # KL this many times kl_stop in one step: the previous update broke the policy, roll it back
-)
+# weight norm grown this many times in one update (lr 1e3: ~1e4x; lr 5e-2 on a new model: ~3x)
+WEIGHT_JUMP = 10.0
+# largest |weight|: trained LMs stay below ~1e2; lr 1e30 leaves 1e30, which overflows sampling
+WEIGHT_LIMIT = 1e6
+# KL this many times kl_stop in one step: the previous update broke the policy, roll it back
+KL_DIVERGED = 10.0
 
 
 def optimizer_params(optimizer) -> list[torch.Tensor]:
@@ -357,9 +354,8 @@ class StepFaults:
         """A new optimizer step."""
         self.kl: list[float] = []  # KL of each micro-batch
         self.loss = 0.0  # |loss| summed over the micro-batches
-        self.inputs: list[
-            dict
-        ] = []  # the micro-batches, kept until the step ends to save them if it goes bad
+        # the micro-batches, kept until the step ends to save them if it goes bad
+        self.inputs: list[dict] = []
         self.bad: str | None = None
         self.cause: str | None = None  # a non-finite step: the first quantity that went non-finite
         self.grad_cause: str | None = None  # the parameter whose gradient went non-finite, before clipping
@@ -529,9 +525,8 @@ class StepGuard(TrainerCallback):
         kl = faults.mean_kl()
         if faults.bad is not None:
             self._recover(args, state, control)
-            if (
-                faults.blame_previous
-            ):  # KL far past kl_stop: the KL guard still stops, with the weights from before
+            # KL far past kl_stop: the KL guard still stops, with the weights from before
+            if faults.blame_previous:
                 self._kl_guard(kl, args, state, control, rolled_back_to=self.snapshots.newest.step)
         else:
             self._retries = 0

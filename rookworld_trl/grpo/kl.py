@@ -52,16 +52,14 @@ def divergences(logp: torch.Tensor, logq: torch.Tensor, estimator: str) -> torch
     raise ValueError(f"kl_estimator {estimator!r} is not exact: expected forward, reverse or symmetric")
 
 
-def head_log_probs(hidden: torch.Tensor, head: torch.nn.Module, temperature: float) -> torch.Tensor:
-    """log softmax(head(hidden) / temperature), in float32 (TRL's log-probs are at the sampling temperature)."""
-    weight, bias = head.weight, head.bias
+def log_probs(hidden: torch.Tensor, weight, bias, temperature: float) -> torch.Tensor:
+    """log softmax(LM head(hidden) / temperature), in float32 (TRL's log-probs are at the sampling temperature)."""
     logits = F.linear(hidden.to(weight.dtype), weight, bias).float() / temperature
     return logits.log_softmax(-1)
 
 
 def _chunk_kl(hidden, weight, bias, logq, estimator, temperature):
-    logits = F.linear(hidden.to(weight.dtype), weight, bias).float() / temperature
-    return divergences(logits.log_softmax(-1), logq, estimator)
+    return divergences(log_probs(hidden, weight, bias, temperature), logq, estimator)
 
 
 def per_token_kl(
@@ -84,26 +82,13 @@ def per_token_kl(
     pieces = []
     for start in range(0, h.shape[0], chunk):
         with torch.no_grad():
-            ref_device = ref_head.weight.device
-            logq = head_log_probs(hr[start : start + chunk].to(ref_device), ref_head, temperature).to(
-                h.device
-            )
-        piece = h[start : start + chunk]
-        if torch.is_grad_enabled() and piece.requires_grad:
-            pieces.append(
-                checkpoint(
-                    _chunk_kl,
-                    piece,
-                    head.weight,
-                    head.bias,
-                    logq,
-                    estimator,
-                    temperature,
-                    use_reentrant=False,
-                )
-            )
+            ref = hr[start : start + chunk].to(ref_head.weight.device)
+            logq = log_probs(ref, ref_head.weight, ref_head.bias, temperature).to(h.device)
+        chunk_args = (h[start : start + chunk], head.weight, head.bias, logq, estimator, temperature)
+        if torch.is_grad_enabled() and chunk_args[0].requires_grad:
+            pieces.append(checkpoint(_chunk_kl, *chunk_args, use_reentrant=False))
         else:
-            pieces.append(_chunk_kl(piece, head.weight, head.bias, logq, estimator, temperature))
+            pieces.append(_chunk_kl(*chunk_args))
     flat = torch.cat(pieces) if pieces else h.new_zeros(0, dtype=torch.float32)
     return torch.zeros(mask.shape, dtype=flat.dtype, device=flat.device).masked_scatter(keep, flat)
 

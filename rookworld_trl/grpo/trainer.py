@@ -97,9 +97,8 @@ class RunState:
 
     beta: float  # the KL coefficient TRL's loss reads; adaptive KL (the guard) and rollbacks move it
     nan_recoveries: int = 0  # the guard's rollbacks in the whole run
-    healthy: bool = (
-        True  # last step finite with KL <= kl_warn: its checkpoint may become stable (the guard's)
-    )
+    # last step finite with KL <= kl_warn: its checkpoint may become stable (the guard's)
+    healthy: bool = True
     baseline: dict = field(default_factory=dict)  # ema/adaptive baselines: task -> {"mean", "spread", "var"}
     gae: dict = field(default_factory=dict)  # value baseline: "<task>/gae" -> {"var"}, GAE's running scale
     value_started: bool = False  # the value head's bias has been set (its first batch, or a checkpoint)
