@@ -57,7 +57,7 @@ from rookworld_trl.grpo.groups import ScoredBatch, group_task, local_rows, loss_
 from rookworld_trl.grpo.guard import StepGuard
 from rookworld_trl.grpo.kl import HiddenTap, completion_hidden, exact_kl, normalise_like_trl
 from rookworld_trl.grpo.replay import replay_for, replay_loss
-from rookworld_trl.grpo.rewards.own import resolve_rewards
+from rookworld_trl.grpo.rewards.functions import resolve_rewards
 from rookworld_trl.grpo.rollout import check_supported, correct_for_sampler, rollout
 from rookworld_trl.grpo.selfplay import SelfPlay, SelfPlayCallback
 from rookworld_trl.grpo.tactics import TacticsMix, tactics_replay_for
@@ -218,7 +218,7 @@ class RookWorldGRPOTrainer(GRPOInternals):
     def _checked_inputs(model, reward_funcs, args, rest, kwargs, check_lengths):
         """`rookworld train`'s checks, for a trainer built in Python, each one UserError naming the fix: the
         config (a plain GRPOConfig is converted), the model path (loaded here with its tokenizer), the rewards
-        (grpo/rewards/own.py resolve_rewards: names, signatures, shaping, field credit), the dataset's columns (a
+        (grpo/rewards/functions.py resolve_rewards: names, signatures, shaping, field credit), the dataset's columns (a
         `text` column is split) and the completion length against its reference completions (more than half cut:
         UserError; some: a warning; `check_lengths` "warn": a warning whatever it cuts, as `rookworld train` does;
         False: unchecked)."""

@@ -49,6 +49,7 @@ from rookworld_trl.model.decoding import (
     left_pad,
     sample,
 )
+from rookworld_trl.model.reference_gpt2 import position_ids
 
 BACKENDS = ("rookworld", "transformers")
 PATHS = ("graph", "eager", "transformers")
@@ -200,9 +201,10 @@ def batch(prompt_ids: list[list[int]], out: Completions, pad_token_id: int, devi
 def forward_logps(model, ids, attention_mask, keep: int, temperature: float, autocast_dtype=None):
     """The scorer of evals: log_softmax(logits / T) of the last `keep` tokens of each row, by the model's own
     forward with positions counting real tokens only (what generate() and the sampler use)."""
-    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     with autocast(ids.device, autocast_dtype):
-        logits = model(input_ids=ids, attention_mask=attention_mask, position_ids=positions).logits
+        logits = model(
+            input_ids=ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask)
+        ).logits
     logits = logits[:, -keep - 1 : -1].float() / temperature
     return logits.log_softmax(-1).gather(-1, ids[:, -keep:, None])[..., 0]
 

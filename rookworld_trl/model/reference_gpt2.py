@@ -92,7 +92,8 @@ class Block(nn.Module):
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions count real tokens only, so a left-padded prompt starts at 0 like an unpadded one."""
+    """Positions count real tokens only (0 on left padding), so a left-padded prompt starts at 0 like an unpadded
+    one, as transformers' generate() makes them."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 

@@ -224,7 +224,7 @@ def check_batch(config: dict, processes: int) -> None:
 
 def check_reward_funcs(config: dict) -> None:
     """Each reward_funcs entry: a registry name, or your own function that imports and that TRL can call
-    (grpo/rewards/own.py); the same count of reward_weights."""
-    from rookworld_trl.grpo.rewards.own import check_reward_names
+    (grpo/rewards/functions.py); the same count of reward_weights."""
+    from rookworld_trl.grpo.rewards.functions import check_reward_names
 
     check_reward_names(config["reward_funcs"], config.get("reward_weights"), config.get("field_credit"))

@@ -41,10 +41,10 @@ from rookworld_trl.chess.tactics import KINDS, solves
 from rookworld_trl.grpo.rewards.functions import score_env, similarity
 from rookworld_trl.grpo.rewards.policy import (  # the training rewards, as eval figures
     PolicyGrader,
+    answer_figures,
     best_move_loss,
     score_policy,
 )
-from rookworld_trl.grpo.rewards.watch import answer_figures
 from rookworld_trl.stages.eval.stats import Metric
 
 Generate = Callable[..., list[str]]
