@@ -265,8 +265,11 @@ def _generate_batch(model, tokenizer, rows: list[list[int]], decoding: Decoding,
     """Decoded completions of one batch, cut at the first EOS."""
     if backend == "rookworld":
         new_tokens = sample_checked(model, rows, decoding, CHECK_EVERY)[0].completion_ids
-    else:
-        new_tokens = generate_sample(model, rows, decoding).completion_ids
+    else:  # generate() without generate_sample's logits: an eval batch's (B, T, V) would cost gigabytes
+        with torch.inference_mode():
+            input_ids, mask = left_pad(rows, decoding.pad_token_id, model.device)
+            out = model.generate(input_ids=input_ids, attention_mask=mask, **decoding.generate_kwargs())
+            new_tokens = out[:, input_ids.shape[1] :].tolist()
     # Decode with special tokens kept, then cut at the first EOS: what follows it is padding.
     return [
         tokenizer.decode(row, skip_special_tokens=False).split(tokenizer.eos_token, 1)[0]
