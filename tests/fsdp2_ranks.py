@@ -12,7 +12,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from rookworld_trl.grpo.guard.snapshots import Snapshot
+from rookworld_trl.grpo.guard import Snapshot
 
 
 def sharded_model():

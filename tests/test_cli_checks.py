@@ -60,7 +60,7 @@ def test_a_reward_function_is_checked_before_accelerate_starts(name, says, tmp_p
 
 
 def test_reward_signatures_trl_can_call_pass():
-    from rookworld_trl.grpo.rewards.own import check_signature
+    from rookworld_trl.grpo.rewards.functions import check_signature
 
     def keywords(prompts, completions, **kwargs): ...
 

@@ -21,12 +21,10 @@ from transformers.generation.logits_process import (
 from rookworld_trl.common.errors import UserError
 from rookworld_trl.data.load import load_rookworld_dataset
 from rookworld_trl.grpo.rollout import rollout
-from rookworld_trl.model import fallback
-from rookworld_trl.model.decoding import Decoder, _plain, sample
+from rookworld_trl.model import generation as fallback
+from rookworld_trl.model.decoding import _REUSED, Decoder, Sampling, _plain, left_pad, sample
 from rookworld_trl.model.generation import generate_completions
-from rookworld_trl.model.kv_cache import _REUSED, left_pad
 from rookworld_trl.model.loading import load_model_and_tokenizer
-from rookworld_trl.model.sampling import Sampling
 
 ASSETS = "rookworld_trl/assets"
 
@@ -302,7 +300,7 @@ def test_bf16_sampler_keeps_the_residual_stream_in_the_scorers_dtype():
     )  # measured 0.0004, 0.0017
 
 
-# ----------------------------------------------------------------------------- the fallbacks (model/fallback.py)
+# ----------------------------------------------------------------------------- the fallbacks (model/generation.py)
 
 
 @pytest.fixture

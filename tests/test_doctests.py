@@ -26,7 +26,7 @@ def test_the_walk_finds_the_modules_with_examples():
     assert {
         "rookworld_trl.chess.formats",
         "rookworld_trl.grpo.rewards.functions",
-        "rookworld_trl.grpo.guard.faults",
+        "rookworld_trl.grpo.guard",
     } <= set(MODULES)
 
 

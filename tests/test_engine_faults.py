@@ -17,7 +17,6 @@ from fault_cli import START, one_line, run
 
 from rookworld_trl import assets
 from rookworld_trl.chess import engine as engine_mod
-from rookworld_trl.chess import engine_calls
 from rookworld_trl.chess.engine import EngineFailure, EngineLimit, EnginePool, EngineStopped
 
 FAKE = textwrap.dedent(
@@ -81,7 +80,7 @@ def test_an_engine_that_hangs_or_lies_is_one_line_within_its_timeout(tmp_path, m
 
 
 def test_a_stop_request_ends_a_hung_search_within_the_grace(tmp_path, monkeypatch):
-    monkeypatch.setattr(engine_calls, "STOP_GRACE", 1.0)
+    monkeypatch.setattr(engine_mod, "STOP_GRACE", 1.0)
     with EnginePool(stockfish_path=fake_engine(tmp_path, "hang_go"), search_timeout=600) as pool:
         timer = __import__("threading").Timer(1.0, engine_mod.request_stop)
         timer.start()

@@ -28,8 +28,7 @@ from tiny_grpo import (
 from transformers import TrainerCallback
 
 from rookworld_trl.grpo.replay import Replay
-from rookworld_trl.grpo.schedule import warmup_cosine_linear
-from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
+from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer, warmup_cosine_linear
 
 # ---- config ----
 

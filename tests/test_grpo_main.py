@@ -98,7 +98,7 @@ def test_resolve_reward_funcs_mixes_registry_and_references():
     assert [f.__name__ for f in funcs] == ["env_reward", "file_reward"] and funcs[1] is file_reward
     with pytest.raises(
         UserError, match="unknown reward"
-    ):  # grpo/rewards/own.py: one line with the known ones
+    ):  # grpo/rewards/functions.py: one line with the known ones
         resolve_reward_funcs(["no_such_reward"])
 
 

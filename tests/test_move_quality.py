@@ -11,8 +11,7 @@ import pytest
 from reward_fixtures import QUEEN_UP, START, needs_stockfish
 
 from rookworld_trl.chess.formats import policy_completion, policy_prompt
-from rookworld_trl.grpo.rewards.policy import PolicyGrader, expected_score_loss
-from rookworld_trl.grpo.rewards.shaping import BEST_ZERO_AT
+from rookworld_trl.grpo.rewards.policy import BEST_ZERO_AT, PolicyGrader, expected_score_loss
 from rookworld_trl.stages.eval.charts import panel_keys, run_summary
 from rookworld_trl.stages.eval.evaluate import fmt, summarize, write_outputs
 from rookworld_trl.stages.eval.suites import delta_interval, policy_suite

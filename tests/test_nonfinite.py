@@ -1,4 +1,4 @@
-"""A non-finite step names the quantity that went non-finite first (grpo/guard/faults.py, grpo/guard/safety.py): rewards,
+"""A non-finite step names the quantity that went non-finite first (grpo/guard.py): rewards,
 advantages, the batch's log-probs and ratios, the policy's log-probs and the terms the loss builds from them, the
 loss, or which parameter's gradient. Planted one kind per step in a tiny GRPO run on CPU.
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 from tiny_grpo import make_trainer
 
-from rookworld_trl.grpo.guard.faults import first_non_finite_input, first_non_finite_policy_term
+from rookworld_trl.grpo.guard import first_non_finite_input, first_non_finite_policy_term
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 
 NAN = float("nan")
@@ -97,7 +97,7 @@ def test_the_guard_names_each_planted_non_finite_quantity(model_dir, tmp_path, c
     trainer = make_trainer(
         model_dir, tmp_path, trainer_cls=Planted, max_steps=10, beta=0.01, nan_max_retries=20
     )
-    with caplog.at_level(logging.WARNING, logger="rookworld_trl.grpo.guard.safety"):
+    with caplog.at_level(logging.WARNING, logger="rookworld_trl.grpo.guard"):
         trainer.train()
     named = [r.getMessage().split("first non-finite: ")[1].split(") at step")[0] for r in caplog.records
              if "first non-finite" in r.getMessage()]  # fmt: skip

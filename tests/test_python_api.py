@@ -60,7 +60,7 @@ def test_exported_surface_is_all_and_each_name_loads():
 
 
 def test_ready_rewards_are_functions_trl_can_call():
-    from rookworld_trl.grpo.rewards.own import check_signature
+    from rookworld_trl.grpo.rewards.functions import check_signature
 
     for func in (rookworld_trl.policy_reward, rookworld_trl.env_reward):
         check_signature(func.__name__, func)  # UserError if TRL could not call it

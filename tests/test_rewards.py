@@ -39,8 +39,7 @@ from rookworld_trl.grpo.rewards.functions import (
     score_env,
     similarity,
 )
-from rookworld_trl.grpo.rewards.policy import PolicyGrader, score_policy
-from rookworld_trl.grpo.rewards.shaping import PENALTY, SHAPINGS
+from rookworld_trl.grpo.rewards.policy import PENALTY, SHAPINGS, PolicyGrader, score_policy
 
 
 def test_doctests():

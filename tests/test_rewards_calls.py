@@ -34,8 +34,13 @@ from rookworld_trl.grpo.rewards.functions import (
     make_policy_reward,
     score_env,
 )
-from rookworld_trl.grpo.rewards.policy import POLICY_COMPONENTS, label_analysis, score_policy
-from rookworld_trl.grpo.rewards.shaping import PENALTY, SHAPINGS
+from rookworld_trl.grpo.rewards.policy import (
+    PENALTY,
+    POLICY_COMPONENTS,
+    SHAPINGS,
+    label_analysis,
+    score_policy,
+)
 
 # --------------------------------------------------------------------------------- labels and caching
 

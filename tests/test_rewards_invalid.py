@@ -14,7 +14,7 @@ from rookworld_trl.chess.engine import EngineLimit, EnginePool
 from rookworld_trl.chess.formats import env_prompt, policy_prompt
 from rookworld_trl.grpo.rewards import functions as rewards
 from rookworld_trl.grpo.rewards.functions import env_reward, make_policy_reward, score_env
-from rookworld_trl.grpo.rewards.shaping import SHAPINGS
+from rookworld_trl.grpo.rewards.policy import SHAPINGS
 
 E2E4 = env_prompt(chess.STARTING_FEN, "e2e4", ["e2e4"])
 E2E4_TRUE = "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1+0.001+0+0"

@@ -12,8 +12,7 @@ import pytest
 
 from rookworld_trl.chess.engine import EngineLimit, EnginePool, find_stockfish
 from rookworld_trl.chess.formats import policy_completion
-from rookworld_trl.grpo.rewards.policy import PolicyGrader
-from rookworld_trl.grpo.rewards.shaping import PENALTY
+from rookworld_trl.grpo.rewards.policy import PENALTY, PolicyGrader
 
 pytestmark = pytest.mark.skipif(find_stockfish() is None, reason="needs Stockfish")
 QUEEN_UP = "rnb1kbnr/pppp1ppp/8/4p3/4P2q/5N2/PPPP1PPP/RNBQKB1R w KQkq - 2 3"

@@ -1,4 +1,4 @@
-"""The RL options of issue 19 (rookworld_trl/grpo/trainer.py, kl_control.py, dynamic_sampling.py): exact KL estimators, DAPO dynamic
+"""The RL options of issue 19 (rookworld_trl/grpo/trainer.py, kl.py, dynamic_sampling.py): exact KL estimators, DAPO dynamic
 sampling, 3-step runs of every option from the recipe (the baselines and the value head: tests/test_baselines.py).
 Tiny random GPT-2 of tests/tiny_grpo.py on CPU.
 
@@ -16,8 +16,7 @@ from trl import GRPOTrainer
 
 from rookworld_trl.grpo import dynamic_sampling as ds
 from rookworld_trl.grpo import kl as kl_module
-from rookworld_trl.grpo.kl import divergences, per_token_kl
-from rookworld_trl.grpo.kl_control import LOSS_TYPES
+from rookworld_trl.grpo.kl import LOSS_TYPES, divergences, per_token_kl
 from rookworld_trl.model.loading import gpt2_backbone
 from rookworld_trl.stages.grpo import main
 

@@ -1,9 +1,9 @@
-"""model/sampling.py's Decoding: the one object of a decode call's settings that the sampler, its fallbacks and
+"""model/decoding.py's Decoding: the one object of a decode call's settings that the sampler, its fallbacks and
 transformers' generate() read (the sampler against generate() itself: tests/test_decoding.py)."""
 
 import pytest
 
-from rookworld_trl.model.sampling import Decoding, Sampling, decoding_of
+from rookworld_trl.model.decoding import Decoding, Sampling, decoding_of
 
 
 def test_generate_gets_every_warper_explicitly():

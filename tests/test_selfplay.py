@@ -13,8 +13,8 @@ from pathlib import Path
 import chess
 import pytest
 
+from rookworld_trl.chess.environment import ENDS, play_games
 from rookworld_trl.chess.formats import parse_policy_prompt, policy_prompt, position_key, prompt_fen_width
-from rookworld_trl.chess.games import ENDS, play_games
 from rookworld_trl.data.load import load_rookworld_dataset
 from rookworld_trl.grpo.config import GRPOScriptArguments, RookWorldGRPOConfig
 from rookworld_trl.grpo.selfplay import PositionBuffer, SelfPlay, selfplay_for

@@ -1,5 +1,5 @@
-"""The step guard (rookworld_trl/grpo/guard/safety.py) and its three parts, each alone: numerical faults and rollback
-(faults.py), KL control (kl_control.py), snapshots (snapshots.py); then the guard inside a tiny GRPO run.
+"""The step guard (rookworld_trl/grpo/guard.py) and its three parts, each alone: numerical faults and rollback,
+KL control (kl.py), snapshots; then the guard inside a tiny GRPO run.
 
     .venv/bin/pytest tests/test_step_guard.py          (-m unit: the parts alone, no Trainer)
 """
@@ -15,10 +15,9 @@ import torch
 from tiny_grpo import make_trainer, train_logs, trainable
 from transformers import TrainerCallback
 
-from rookworld_trl.grpo.guard import faults as faults_module
-from rookworld_trl.grpo.guard.faults import StepFaults, across_ranks, roll_back
-from rookworld_trl.grpo.guard.snapshots import Snapshots
-from rookworld_trl.grpo.kl_control import adapt_beta, kl_guard
+from rookworld_trl.grpo import guard as faults_module
+from rookworld_trl.grpo.guard import Snapshots, StepFaults, across_ranks, roll_back
+from rookworld_trl.grpo.kl import adapt_beta, kl_guard
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.training import checkpoints
 
@@ -91,7 +90,7 @@ def test_kl_control_adapts_beta_within_bounds_and_stops_above_kl_stop(caplog):
         beta = adapt_beta(beta, 1.0, a.kl_target, a.kl_horizon, a.beta_min, a.beta_max)
     assert beta == 0.04
     assert adapt_beta(beta, 0.01, a.kl_target, a.kl_horizon, a.beta_min, a.beta_max) == 0.02
-    with caplog.at_level(logging.WARNING, logger="rookworld_trl.grpo.kl_control"):
+    with caplog.at_level(logging.WARNING, logger="rookworld_trl.grpo.kl"):
         assert kl_guard(2.0, a, step=3, output_dir="out", warned=False) is None  # above kl_warn: a warning
         assert kl_guard(3.0, a, step=4, output_dir="out", warned=True) is None  # ... once per excursion
         halt = kl_guard(6.0, a, step=5, output_dir="out", warned=True, rolled_back_to=2)

@@ -21,8 +21,7 @@ import torch
 from tiny_grpo import make_tiny_model_dir, make_trainer, trainable
 from transformers import TrainerCallback
 
-from rookworld_trl.grpo.guard.faults import spike
-from rookworld_trl.grpo.guard.snapshots import Snapshot
+from rookworld_trl.grpo.guard import Snapshot, spike
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
 from rookworld_trl.stages.grpo import train
 from rookworld_trl.training import checkpoints

@@ -10,7 +10,7 @@ import chess
 import pytest
 
 from rookworld_trl.chess.formats import parse_policy_completion
-from rookworld_trl.grpo.rewards.watch import NAMES, answer_figures, watch
+from rookworld_trl.grpo.rewards.policy import NAMES, answer_figures, watch
 from rookworld_trl.stages.eval.charts import run_summary
 
 START = chess.STARTING_FEN

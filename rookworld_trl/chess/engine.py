@@ -15,24 +15,39 @@ FEN + limit gives the same answer whatever was analysed before it.
 Stockfish is found by `find_stockfish`: an explicit path, $STOCKFISH_PATH, `stockfish` on PATH, or
 /usr/games/stockfish (Debian/Ubuntu: `apt-get install stockfish`).
 
-Every engine call is bounded (issue 71): a start (the UCI handshake and options) gets `start_timeout()` seconds
-($ROOKWORLD_ENGINE_START_TIMEOUT, default 30), a search `search_timeout()` ($ROOKWORLD_ENGINE_TIMEOUT, default
+Every engine call is bounded (issue 71): a start (the UCI handshake and options) gets `default_start_timeout()` seconds
+($ROOKWORLD_ENGINE_START_TIMEOUT, default 30), a search `default_search_timeout()` ($ROOKWORLD_ENGINE_TIMEOUT, default
 60: a depth-8 MultiPV-5 search takes well under a second), then an EngineFailure (a UserError: one line naming
 the binary, STOCKFISH_PATH and the fix). An engine whose answers are not legal UCI for the position (an illegal
 or missing move) is refused the same way, at once. After `request_stop()` (a stop signal in training,
 training/interrupt.py) no wait lasts more than STOP_GRACE seconds past it (EngineStopped), a KeyboardInterrupt: the step
 under way is dropped and the last checkpoint stays the resume point.
+
+In this module, top to bottom: the bounded calls (`popen_daemon`, `bounded_analyse`, the stop request), the
+sqlite cache (`AnalysisCache`), the pool (`EnginePool`).
+
+    engine = popen_daemon("/usr/games/stockfish")                      # asyncio.TimeoutError past the start timeout
+    infos = bounded_analyse(engine, board, limit, multipv=5, timeout=60)  # TimeoutError, ProtocolError, EngineStopped
+    cache = AnalysisCache("data/analysis.sqlite")
+    cache.get(fen, EngineLimit(depth=8), 5)    # [MoveEval, ...] or None
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
+import json
+import logging
 import math
 import os
 import queue
+import re
 import shutil
 import signal
+import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterable
 from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
@@ -42,27 +57,249 @@ import chess
 import chess.engine
 from tqdm.auto import tqdm
 
-from rookworld_trl.chess.analysis_cache import AnalysisCache, MoveEval
-from rookworld_trl.chess.engine_calls import (  # noqa: F401  (the bounded calls, also importable from here)
-    FIX,
-    PROTOCOL_ERRORS,
-    SEARCH_TIMEOUT,
-    SEARCH_TIMEOUT_ENV,
-    START_TIMEOUT,
-    START_TIMEOUT_ENV,
-    STOP_GRACE,
-    EngineFailure,
-    EngineStopped,
-    ProtocolError,
-    bounded_analyse,
-    clear_stop,
-    popen_daemon,
-    request_stop,
-)
-from rookworld_trl.chess.engine_calls import search_timeout as default_search_timeout
-from rookworld_trl.chess.engine_calls import start_timeout as default_start_timeout
 from rookworld_trl.chess.environment import parse_board
 from rookworld_trl.common.errors import UserError
+
+# ----------------------------------------------------------------------------- bounded engine calls
+
+START_TIMEOUT_ENV, SEARCH_TIMEOUT_ENV = "ROOKWORLD_ENGINE_START_TIMEOUT", "ROOKWORLD_ENGINE_TIMEOUT"
+# seconds for the UCI handshake and options: Stockfish answers in ~0.1 s, a busy box in a few
+START_TIMEOUT = 30.0
+# seconds for one search: depth 8 MultiPV 5 takes 20-200 ms; generous for deeper limits too
+SEARCH_TIMEOUT = 60.0
+STOP_GRACE = 5.0  # seconds an engine wait may go on after request_stop(): a healthy search ends well before
+POLL_S = 0.25  # how often a wait looks at the stop request and its engine's protocol errors
+FIX = "set STOCKFISH_PATH (or --stockfish) to a working Stockfish binary (Debian/Ubuntu: `apt-get install stockfish`)"
+
+
+class EngineFailure(UserError):
+    """An engine that does not start, hangs past its timeout, or answers what is not legal UCI: one line naming
+    the binary and the fix (a UserError: the stages print it and exit 2)."""
+
+
+class EngineStopped(KeyboardInterrupt):
+    """An engine wait cut short by request_stop(): the stage stops as after a second Ctrl-C."""
+
+
+def _seconds(env: str, default: float) -> float:
+    """A timeout from the environment variable `env` (seconds > 0), else `default`; a bad value is one line."""
+    raw = os.environ.get(env)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and math.isfinite(value)):
+        raise UserError(f"{env}={raw[:40]!r}: expected a number of seconds > 0; unset it for {default:g}")
+    return value
+
+
+def default_start_timeout() -> float:
+    """Seconds an engine start may take ($ROOKWORLD_ENGINE_START_TIMEOUT, default START_TIMEOUT)."""
+    return _seconds(START_TIMEOUT_ENV, START_TIMEOUT)
+
+
+def default_search_timeout() -> float:
+    """Seconds one search may take ($ROOKWORLD_ENGINE_TIMEOUT, default SEARCH_TIMEOUT)."""
+    return _seconds(SEARCH_TIMEOUT_ENV, SEARCH_TIMEOUT)
+
+
+_STOP = threading.Event()
+_STOP_AT: list[float] = []
+
+
+def request_stop() -> None:
+    """A stop signal arrived (training/interrupt.py): every engine wait ends within STOP_GRACE seconds."""
+    if not _STOP.is_set():
+        _STOP_AT.append(time.monotonic())
+        _STOP.set()
+
+
+def clear_stop() -> None:
+    """Forget a stop request (tests, and a trainer started again in the same process)."""
+    _STOP.clear()
+    _STOP_AT.clear()
+
+
+def _stop_deadline(since: float) -> float | None:
+    """When a wait that began at `since` gives up after a stop request: STOP_GRACE after the later of the two, so a
+    healthy search under way (or started while the step finishes) is never cut; None without a request."""
+    return max(_STOP_AT[0], since) + STOP_GRACE if _STOP.is_set() and _STOP_AT else None
+
+
+class _ProtocolErrors(logging.Filter):
+    """python-chess drops what it cannot parse: an illegal pv move is logged (with a traceback), an illegal
+    `bestmove` goes to the event loop's exception handler and the search never ends. This filter (on python-chess's
+    logger) and `on_loop_error` (each engine's loop handler) keep those off the console and file them by engine
+    pid, so the wait for that engine refuses it by name at once."""
+
+    PID = re.compile(r"pid=(\d+)")
+
+    def __init__(self):
+        super().__init__()
+        self.by_pid: dict[int | None, str] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        text = record.getMessage()
+        found = self.PID.search(text)
+        cause = record.exc_info[1] if record.exc_info else None
+        self.by_pid[int(found.group(1)) if found else None] = str(cause or text).splitlines()[0][:200]
+        return False
+
+    def on_loop_error(self, loop, context: dict) -> None:
+        protocol, cause = context.get("protocol"), context.get("exception")
+        # python-chess ending a search we cancelled (a timeout), or a dead engine's future nobody awaited: the
+        # pool restarts the engine, and says so in one line when it cannot
+        if isinstance(cause, (asyncio.InvalidStateError, chess.engine.EngineTerminatedError)):
+            return
+        try:
+            pid = protocol.transport.get_pid()
+        except Exception:  # not an engine's error: asyncio's own handling
+            loop.default_exception_handler(context)
+            return
+        self.by_pid[pid] = str(cause or context.get("message", "")).splitlines()[0][:200]
+
+
+PROTOCOL_ERRORS = _ProtocolErrors()
+logging.getLogger("chess.engine").addFilter(PROTOCOL_ERRORS)
+
+
+def popen_daemon(path: str, timeout: float | None = None) -> chess.engine.SimpleEngine:
+    """SimpleEngine.popen_uci called from a daemon thread, its handshake bounded by `timeout` (None:
+    default_start_timeout()): asyncio.TimeoutError past it, EngineStopped after request_stop().
+
+    python-chess runs each engine's event loop on a new thread, which inherits the daemon flag of the thread
+    that creates it. A non-daemon loop thread would make the interpreter wait for it at exit before any
+    atexit hook runs, so a pool that was never closed would hang the program; a daemon one lets the
+    pool's finalizer run at exit and quit the engine.
+    """
+    box: dict = {}
+    timeout = default_start_timeout() if timeout is None else timeout
+
+    def target():
+        try:
+            box["engine"] = chess.engine.SimpleEngine.popen_uci(path, timeout=timeout)
+        except BaseException as e:  # handed to the caller below
+            box["error"] = e
+
+    thread = threading.Thread(target=target, name="stockfish-start", daemon=True)
+    thread.start()
+    since = time.monotonic()
+    while thread.is_alive():  # polled: a stop request must not wait for a start that hangs
+        thread.join(POLL_S)
+        stop = _stop_deadline(since)
+        if stop is not None and time.monotonic() > stop:
+            raise EngineStopped()  # the start thread is a daemon; its engine, if any, dies with the process
+    if "error" in box:
+        raise box["error"]
+    return box["engine"]
+
+
+def bounded_analyse(engine, board: chess.Board, limit: chess.engine.Limit, multipv: int, timeout: float):
+    """engine.analyse(...) (a fresh `game`: ucinewgame) that gives up after `timeout` seconds (TimeoutError),
+    after a stop request (EngineStopped), or as soon as python-chess logs that it could not parse the engine's
+    answer (EngineFailure raised by the caller: `ProtocolError`)."""
+    pid = engine.transport.get_pid()
+    PROTOCOL_ERRORS.by_pid.pop(pid, None)
+    # A new `game` object makes python-chess send ucinewgame, which clears Stockfish's hash and history tables:
+    # without it results depend on the positions searched before.
+    loop = engine.protocol.loop
+    if loop.is_closed() or getattr(engine, "_shutdown", False):  # it died and python-chess has noticed
+        raise chess.engine.EngineTerminatedError("engine event loop dead")
+    coro = engine.protocol.analyse(board, limit, multipv=multipv, game=object())
+    try:
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+    except RuntimeError:  # the loop closed meanwhile
+        coro.close()
+        raise chess.engine.EngineTerminatedError("engine event loop dead") from None
+    since = time.monotonic()
+    deadline = since + timeout
+    while True:
+        try:
+            return future.result(timeout=POLL_S)
+        except concurrent.futures.TimeoutError:
+            pass
+        if pid in PROTOCOL_ERRORS.by_pid:
+            future.cancel()
+            raise ProtocolError(PROTOCOL_ERRORS.by_pid.pop(pid))
+        now, stop = time.monotonic(), _stop_deadline(since)
+        if stop is not None and now > stop:
+            future.cancel()
+            raise EngineStopped()
+        if now > deadline:
+            future.cancel()
+            raise TimeoutError(f"no answer in {timeout:g} s")
+
+
+class ProtocolError(Exception):
+    """An answer python-chess could not parse (an illegal move, ...): the pool refuses the engine by name."""
+
+
+# ----------------------------------------------------------------------------- the cache
+
+
+@dataclass(frozen=True)
+class MoveEval:
+    move: str  # UCI
+    cp: int  # centipawns from the side to move's point of view; mate in n is MATE_SCORE - n
+
+    @property
+    def pawns(self) -> float:
+        return self.cp / 100
+
+
+class AnalysisCache:
+    """Analyses on disk in one sqlite3 file keyed by (fen, limit.key(), multipv).
+
+    One connection behind a lock makes it safe for threads; WAL mode lets several processes share the file.
+    The key does not name the Stockfish version or Hash size: use one cache file per engine setup.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        parent = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(parent, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: no fsync on every put, and a crash can lose only the last puts, never corrupt.
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS analysis (fen TEXT NOT NULL, limit_key TEXT NOT NULL,"
+                " multipv INTEGER NOT NULL, evals TEXT NOT NULL, PRIMARY KEY (fen, limit_key, multipv))"
+            )
+            self._conn.commit()
+
+    def get(self, fen: str, limit, multipv: int) -> list[MoveEval] | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT evals FROM analysis WHERE fen = ? AND limit_key = ? AND multipv = ?",
+                (fen, limit.key(), multipv),
+            ).fetchone()
+        return None if row is None else [MoveEval(move, cp) for move, cp in json.loads(row[0])]
+
+    def put(self, fen: str, limit, multipv: int, analysis: list[MoveEval]) -> None:
+        evals = json.dumps([[e.move, e.cp] for e in analysis])
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO analysis VALUES (?, ?, ?, ?)", (fen, limit.key(), multipv, evals)
+            )
+            self._conn.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._conn.execute("SELECT COUNT(*) FROM analysis").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+# ----------------------------------------------------------------------------- the pool
 
 MULTIPV = 5  # the P: format lists the engine's top 5 moves: every analysis is MultiPV 5
 MATE_SCORE = 100000  # mate in n -> MATE_SCORE - n centipawns, the convention of the published data

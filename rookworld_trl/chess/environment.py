@@ -15,16 +15,26 @@ because the published data and the engine write `e1g1`, and one spelling per mov
 
     python -c "from rookworld_trl.chess.environment import env_sample; print(env_sample(
         'rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1', 'e2e4', []))"
+
+Games the policy plays through its P: answers (`play_games`, at the bottom): one batched policy call per ply for
+every live game, the answer's `B:` move played by python-chess. GRPO's self-play positions (grpo/selfplay.py) and
+the eval's self-play suite (stages/eval/suites.py) both play here.
+
+    >>> games = play_games(lambda prompts: [" e2e4 E: 0.3 B: e2e4"] * len(prompts), [chess.STARTING_FEN], 5)
+    >>> games[0].moves, games[0].end, games[0].bad_move
+    (['e2e4'], 'illegal', 'e2e4')
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import chess
 
 from rookworld_trl.chess.formats import (
+    FEN_WIDTH,
     HISTORY_PLIES,
     REWARD_DRAW,
     REWARD_ILLEGAL,
@@ -38,6 +48,7 @@ from rookworld_trl.chess.formats import (
     parse_line,
     parse_policy_completion,
     parse_policy_prompt,
+    policy_prompt,
 )
 
 
@@ -83,15 +94,10 @@ def legal_move(board: chess.Board, move: str) -> chess.Move | None:
     return parsed
 
 
-def sample_from_line(line: str) -> tuple[str, PolicySample | EnvSample]:
-    """(the normalised line, its sample) of one raw P:/A: line whose FEN is a legal position; FormatError naming
-    the failing field otherwise (what `rookworld data load` and the stages report for a malformed line)."""
-    text, sample, _ = sample_and_board(line)
-    return text, sample
-
-
 def sample_and_board(line: str) -> tuple[str, PolicySample | EnvSample, chess.Board]:
-    """sample_from_line, and the board of its FEN (the one python-chess board the loader builds per line)."""
+    """(the normalised line, its sample, the board of its FEN) of one raw P:/A: line whose FEN is a legal position
+    (the one python-chess board the loader builds per line); FormatError naming the failing field otherwise (what
+    `rookworld data load` and the stages report for a malformed line)."""
     text = normalize_line(line).strip()
     sample = parse_line(text)
     try:  # a FEN that reads but is no legal position: nothing to analyse or simulate
@@ -234,3 +240,64 @@ def random_boards(n: int, seed: int, max_plies: int = 80) -> list[chess.Board]:
         if not board.is_game_over():
             boards.setdefault(board.fen(), board)
     return list(boards.values())
+
+
+# ----------------------------------------------------------------------------- games
+
+ENDS = ("game_over", "max_plies", "illegal", "unparseable")  # why a game ended
+Policy = Callable[[list[str]], list[str]]  # P: prompts -> completions, one each
+
+
+@dataclass
+class Game:
+    """One game: its start, the legal moves played, the positions they reached and why it ended."""
+
+    start: str
+    moves: list[str] = field(default_factory=list)
+    positions: list[str] = field(default_factory=list)  # FEN after each move that did not end the game
+    end: str = ""
+    bad_move: str | None = None  # the illegal B: move, or the unparseable completion (cut to 40 chars)
+
+    @property
+    def ended_illegal(self) -> bool:
+        return self.end in ("illegal", "unparseable")
+
+
+def play_games(
+    policy: Policy, starts: Sequence[str], max_plies: int, fen_width: int = FEN_WIDTH
+) -> list[Game]:
+    """Play one game from each start FEN, one `policy` call per ply for all live games. A game ends at its
+    first unparseable or illegal B: move, when python-chess ends it, or after `max_plies` legal moves."""
+    games = [Game(start) for start in starts]
+    boards = [parse_board(fen) for fen in starts]
+    live = [i for i, board in enumerate(boards) if not _ended(games[i], board, max_plies)]
+    while live:
+        completions = policy([policy_prompt(boards[i].fen(), fen_width) for i in live])
+        for i, completion in zip(live, completions, strict=True):
+            _move(games[i], boards[i], completion)
+        live = [i for i in live if not games[i].end and not _ended(games[i], boards[i], max_plies)]
+    return games
+
+
+def _move(game: Game, board: chess.Board, completion: str) -> None:
+    """Play the completion's B: move on `board`, or end the game when it is unparseable or illegal."""
+    best = parse_policy_completion(completion).best
+    if best is None:
+        game.end, game.bad_move = "unparseable", completion[:40]
+        return
+    move = legal_move(board, best)
+    if move is None:
+        game.end, game.bad_move = "illegal", best
+        return
+    board.push(move)
+    game.moves.append(best)
+    if not board.is_game_over():  # the policy reward has nothing to judge in a finished game
+        game.positions.append(board.fen())
+
+
+def _ended(game: Game, board: chess.Board, max_plies: int) -> bool:
+    if board.is_game_over():  # python-chess's rules: mate, stalemate, too little material, 75 moves, fivefold
+        game.end = "game_over"
+    elif len(game.moves) >= max_plies:
+        game.end = "max_plies"
+    return bool(game.end)

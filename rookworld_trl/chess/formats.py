@@ -349,9 +349,8 @@ def parse_policy_completion(text: str) -> ParsedPolicy:
         out.errors["best"] = f"not UCI: {best_tokens[0][:12]!r}"
     else:
         out.best = best_tokens[0]
-    if (
-        out.ok
-    ):  # the fixed widths are part of the format (docs/FORMATS.md): compare with the renderer's layout
+    # the fixed widths are part of the format (docs/FORMATS.md): compare with the renderer's layout
+    if out.ok:
         out.exact = text.split("M:", 1)[1] == policy_completion(out.moves, out.evals, out.best)
     return out
 

@@ -24,7 +24,7 @@ from rookworld_trl.chess.environment import mating_moves
 
 KINDS = ("mate1", "mate2", "only")
 # Every other move gives up >= 0.2 expected score: the loss at which the policy reward's engine quality of B:
-# reaches 0 (rewards/shaping.BEST_ZERO_AT; ~230 cp from equality, more than lichess's blunder, 0.15), so every
+# reaches 0 (rewards/policy.BEST_ZERO_AT; ~230 cp from equality, more than lichess's blunder, 0.15), so every
 # other move earns nothing for its quality and the position is decided by this one move.
 ONLY_MARGIN = 0.2
 

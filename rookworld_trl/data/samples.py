@@ -28,7 +28,7 @@ class SampleSettings(Protocol):
 @dataclass
 class GameRecord:
     """A finished game to label: where it started, its moves, how it ended and which plies become samples
-    (chess/games.py's Game is a game the model plays)."""
+    (chess/environment.py's Game is a game the model plays)."""
 
     start: str  # FEN
     moves: list[str]  # UCI

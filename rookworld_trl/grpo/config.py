@@ -27,7 +27,7 @@ from rookworld_trl.data.puzzles import PuzzleFilter
 from rookworld_trl.grpo.baselines import check_baseline
 from rookworld_trl.grpo.curriculum import check_curriculum
 from rookworld_trl.grpo.dynamic_sampling import check_dynamic_sampling
-from rookworld_trl.grpo.kl_control import check_kl
+from rookworld_trl.grpo.kl import check_kl
 from rookworld_trl.grpo.replay import check_replay
 from rookworld_trl.grpo.selfplay import check_selfplay
 from rookworld_trl.grpo.tactics import check_tactics
@@ -42,6 +42,14 @@ DEVICE_TYPES = ("cpu", "cuda", "xpu", "mps", "npu")
 COMPILE_PAD = 128
 
 logger = logging.getLogger(__name__)
+
+
+def option(default, help: str, **metadata):
+    """A field with its default and its help (TrlParser's --help, and `choices` where given); a list default is
+    copied for each instance."""
+    if isinstance(default, list):
+        return field(default_factory=default.copy, metadata={"help": help, **metadata})
+    return field(default=default, metadata={"help": help, **metadata})
 
 
 def compiling(config) -> bool:
@@ -69,342 +77,268 @@ class RookWorldGRPOConfig(GRPOConfig):
 
     # the bounded fields' bounds (stages/recipe.py: the preflight and the stage check them)
     BOUNDS: ClassVar[dict[str, str]] = {"replay_coef": "finite"}
-    # ---- KL control: the KL to the reference, adaptive beta and the KL guard (kl_control.py) ----
-    kl_estimator: str = field(
-        default="k3",
-        metadata={
-            "help": "The KL to the reference that enters the loss as beta x KL, and that adaptive_kl and the KL "
-            "guard read. With p the policy and q the reference distribution (both at the sampling temperature) "
-            "over the whole vocabulary at each completion token: 'k3' is TRL's one-sample estimator "
-            "exp(log q - log p) - (log q - log p) - 1 of KL(p || q) at the sampled token (cheap, unbiased, "
-            "noisy); 'reverse' is KL(p || q) = sum_v p (log p - log q), exact; 'forward' is KL(q || p) = "
-            "sum_v q (log q - log p), exact (mass-covering: penalises the policy for dropping what the "
-            "reference does); 'symmetric' is their mean (KL(p||q) + KL(q||p)) / 2. The exact ones cost a "
-            "vocabulary-wide softmax of both models per completion token (chunked over tokens, recomputed in "
-            "backward) and need beta > 0 and a separate reference model (no PEFT); TRL's use_bias_correction_kl "
-            "(a sampled-token ratio) applies to k3 only. Logged as kl/<estimator>."
-        },
+    # ---- KL control: the KL to the reference, adaptive beta and the KL guard (kl.py) ----
+    kl_estimator: str = option(
+        "k3",
+        "The KL to the reference that enters the loss as beta x KL, and that adaptive_kl and the KL "
+        "guard read. With p the policy and q the reference distribution (both at the sampling temperature) "
+        "over the whole vocabulary at each completion token: 'k3' is TRL's one-sample estimator "
+        "exp(log q - log p) - (log q - log p) - 1 of KL(p || q) at the sampled token (cheap, unbiased, "
+        "noisy); 'reverse' is KL(p || q) = sum_v p (log p - log q), exact; 'forward' is KL(q || p) = "
+        "sum_v q (log q - log p), exact (mass-covering: penalises the policy for dropping what the "
+        "reference does); 'symmetric' is their mean (KL(p||q) + KL(q||p)) / 2. The exact ones cost a "
+        "vocabulary-wide softmax of both models per completion token (chunked over tokens, recomputed in "
+        "backward) and need beta > 0 and a separate reference model (no PEFT); TRL's use_bias_correction_kl "
+        "(a sampled-token ratio) applies to k3 only. Logged as kl/<estimator>.",
     )
-    adaptive_kl: bool = field(
-        default=False,
-        metadata={
-            "help": "Adapt beta after each optimizer step from the measured KL (the kl_estimator's: TRL's k3 "
-            "estimate of KL(policy || ref) by default). Needs beta > 0."
-        },
+    adaptive_kl: bool = option(
+        False,
+        "Adapt beta after each optimizer step from the measured KL (the kl_estimator's: TRL's k3 "
+        "estimate of KL(policy || ref) by default). Needs beta > 0.",
     )
-    kl_target: float = field(
-        default=0.05,
-        metadata={"help": "Adaptive KL: beta rises when KL > 1.5 x kl_target, falls when < kl_target/1.5."},
+    kl_target: float = option(
+        0.05, "Adaptive KL: beta rises when KL > 1.5 x kl_target, falls when < kl_target/1.5."
     )
-    kl_horizon: int = field(
-        default=10,
-        metadata={"help": "Adaptive KL: optimizer steps of out-of-band KL that double (or halve) beta."},
+    kl_horizon: int = option(
+        10, "Adaptive KL: optimizer steps of out-of-band KL that double (or halve) beta."
     )
-    beta_min: float = field(default=1e-4, metadata={"help": "Adaptive KL: lower bound of beta."})
-    beta_max: float = field(default=1.0, metadata={"help": "Adaptive KL: upper bound of beta."})
-    kl_warn: float = field(
-        default=10.0,
-        metadata={
-            "help": "KL guard: warn above this KL; a step above it is not 'healthy' (no stable checkpoint)."
-        },
+    beta_min: float = option(1e-4, "Adaptive KL: lower bound of beta.")
+    beta_max: float = option(1.0, "Adaptive KL: upper bound of beta.")
+    kl_warn: float = option(
+        10.0, "KL guard: warn above this KL; a step above it is not 'healthy' (no stable checkpoint)."
     )
-    kl_stop: float = field(
-        default=50.0,
-        metadata={"help": "KL guard: above this KL, save a checkpoint and stop. Only active when beta > 0."},
+    kl_stop: float = option(
+        50.0, "KL guard: above this KL, save a checkpoint and stop. Only active when beta > 0."
     )
     # ---- the baseline each reward is compared with (baselines.py) ----
-    baseline: str = field(
-        default="group",
-        metadata={
-            "help": "What each reward is compared with: 'group' (TRL's: the mean of its group of num_generations "
-            "completions, over the group's std per scale_rewards); 'ema' (the task's mean reward, per task prefix "
-            "P:/A:: prompts are compared with each other, so an all-equal group still gets a signal, e.g. all "
-            "right while the task's mean is lower); 'adaptive' (per group, b = w g + (1 - w) e with g the group "
-            "mean, e the task's running mean, w = t / (t + v / n): v the group's reward variance, n its size, t "
-            "the running variance of group means around e; a noisy small group leans on e, a consistent one on "
-            "its own mean). Both: a = (r - b - c) / s, c the task's batch mean of r - b (a running mean lags the "
-            "rewards: without c every sample gets the same sign and the policy collapses: docs/EXPERIMENTS.md, the seeds' RL options), s = "
-            "max(sqrt(V), sd of r - b - c over the task's rows) with V the running mean square of r - b - c "
-            "(decay baseline_ema_decay), never a group's std; so a task's advantages have mean 0 and |a| <= "
-            "sqrt(N - 1) for its N rows in the batch; scale_rewards none: s = 1 (formulas: "
-            "grpo/baselines.py running_advantages). With field_credit each P: field's term gets the same formula "
-            "(w and s from the sequence rewards, e the batch's mean of the term). Needs "
-            "multi_objective_aggregation sum_then_normalize. On the main job with its k3 anchor (docs/EXPERIMENTS.md, "
-            "baselines) neither ends significantly below group on 2 seeds; at beta 0 ema ended 3-9 points below "
-            "(a position's difficulty enters every advantage)."
-        },
+    baseline: str = option(
+        "group",
+        "What each reward is compared with: 'group' (TRL's: the mean of its group of num_generations "
+        "completions, over the group's std per scale_rewards); 'ema' (the task's mean reward, per task prefix "
+        "P:/A:: prompts are compared with each other, so an all-equal group still gets a signal, e.g. all "
+        "right while the task's mean is lower); 'adaptive' (per group, b = w g + (1 - w) e with g the group "
+        "mean, e the task's running mean, w = t / (t + v / n): v the group's reward variance, n its size, t "
+        "the running variance of group means around e; a noisy small group leans on e, a consistent one on "
+        "its own mean). Both: a = (r - b - c) / s, c the task's batch mean of r - b (a running mean lags the "
+        "rewards: without c every sample gets the same sign and the policy collapses: docs/EXPERIMENTS.md, the seeds' RL options), s = "
+        "max(sqrt(V), sd of r - b - c over the task's rows) with V the running mean square of r - b - c "
+        "(decay baseline_ema_decay), never a group's std; so a task's advantages have mean 0 and |a| <= "
+        "sqrt(N - 1) for its N rows in the batch; scale_rewards none: s = 1 (formulas: "
+        "grpo/baselines.py running_advantages). With field_credit each P: field's term gets the same formula "
+        "(w and s from the sequence rewards, e the batch's mean of the term). Needs "
+        "multi_objective_aggregation sum_then_normalize. On the main job with its k3 anchor (docs/EXPERIMENTS.md, "
+        "baselines) neither ends significantly below group on 2 seeds; at beta 0 ema ended 3-9 points below "
+        "(a position's difficulty enters every advantage).",
     )
-    baseline_ema_decay: float = field(
-        default=0.9,
-        metadata={
-            "help": "ema/adaptive baselines and value_baseline's scale: each running value x <- decay x + "
-            "(1 - decay) x (this batch's), after the batch's advantages are taken (a task's first batch starts "
-            "x at its own)."
-        },
+    baseline_ema_decay: float = option(
+        0.9,
+        "ema/adaptive baselines and value_baseline's scale: each running value x <- decay x + "
+        "(1 - decay) x (this batch's), after the batch's advantages are taken (a task's first batch starts "
+        "x at its own).",
     )
     # ---- a learned value head as the baseline, with GAE (value.py) ----
-    value_baseline: bool = field(
-        default=False,
-        metadata={
-            "help": "A value head (linear, on the policy's last hidden states, detached: it does not train the "
-            "policy) predicts the return to go at each completion token; once it predicts well, advantages "
-            "come from GAE over the completion tokens (gae_gamma, gae_lambda), centred and scaled per task as "
-            "for `baseline` (a = (A - c) / s over the task's tokens). Rewards per token: the sequence reward at "
-            "the last token; with field_credit each P: field's term at the field's last token (each written "
-            "move's at the move's), so GAE credits each token with what follows it. Warm-up: each batch, "
-            "before the head trains on it, its explained variance of these returns is measured; below "
-            "value_warmup_ev the batch keeps the group baseline's advantages (field credit's with field_credit) "
-            "and only the head trains. The head is its own part: its own optimizer group (value_learning_rate, "
-            "no weight decay, the policy's LR schedule), its own gradient clipping (value_max_grad_norm; TRL's "
-            "max_grad_norm clips the policy only), its loss weight value_coef; its bias starts at the first "
-            "batch's mean return. Logs value/loss, "
-            "value/explained_variance (and per task), value/gae_used, value/grad_norm (before clipping), "
-            "value/mean. Costs one no-grad policy forward per generation batch and hidden_size + 1 weights, "
-            "saved as value_head.safetensors in each checkpoint (restored on resume; a rollback of a bad step "
-            "keeps the head). Replaces the baseline (leave baseline: group). On the main job the head explains at "
-            "most ~0.16 of the returns' variance (scripts/experiments/value_study.py, docs/EXPERIMENTS.md, "
-            "baselines): the gate stays shut and the run is the group run, bit for bit."
-        },
+    value_baseline: bool = option(
+        False,
+        "A value head (linear, on the policy's last hidden states, detached: it does not train the "
+        "policy) predicts the return to go at each completion token; once it predicts well, advantages "
+        "come from GAE over the completion tokens (gae_gamma, gae_lambda), centred and scaled per task as "
+        "for `baseline` (a = (A - c) / s over the task's tokens). Rewards per token: the sequence reward at "
+        "the last token; with field_credit each P: field's term at the field's last token (each written "
+        "move's at the move's), so GAE credits each token with what follows it. Warm-up: each batch, "
+        "before the head trains on it, its explained variance of these returns is measured; below "
+        "value_warmup_ev the batch keeps the group baseline's advantages (field credit's with field_credit) "
+        "and only the head trains. The head is its own part: its own optimizer group (value_learning_rate, "
+        "no weight decay, the policy's LR schedule), its own gradient clipping (value_max_grad_norm; TRL's "
+        "max_grad_norm clips the policy only), its loss weight value_coef; its bias starts at the first "
+        "batch's mean return. Logs value/loss, "
+        "value/explained_variance (and per task), value/gae_used, value/grad_norm (before clipping), "
+        "value/mean. Costs one no-grad policy forward per generation batch and hidden_size + 1 weights, "
+        "saved as value_head.safetensors in each checkpoint (restored on resume; a rollback of a bad step "
+        "keeps the head). Replaces the baseline (leave baseline: group). On the main job the head explains at "
+        "most ~0.16 of the returns' variance (scripts/experiments/value_study.py, docs/EXPERIMENTS.md, "
+        "baselines): the gate stays shut and the run is the group run, bit for bit.",
     )
-    value_coef: float = field(
-        default=0.1,
-        metadata={
-            "help": "value_baseline: weight of the value loss 0.5 (V - return)^2 (it trains the head only)."
-        },
+    value_coef: float = option(
+        0.1, "value_baseline: weight of the value loss 0.5 (V - return)^2 (it trains the head only)."
     )
-    value_learning_rate: float = field(
-        default=1e-4,
-        metadata={
-            "help": "value_baseline: learning rate of the value head's optimizer group (Adam moves each of its "
-            "hidden_size weights by about this much per step: at 1e-3 the head overshot the returns)."
-        },
+    value_learning_rate: float = option(
+        1e-4,
+        "value_baseline: learning rate of the value head's optimizer group (Adam moves each of its "
+        "hidden_size weights by about this much per step: at 1e-3 the head overshot the returns).",
     )
-    value_max_grad_norm: float = field(
-        default=1.0,
-        metadata={
-            "help": "value_baseline: the value head's gradients are clipped to this norm on their own."
-        },
+    value_max_grad_norm: float = option(
+        1.0, "value_baseline: the value head's gradients are clipped to this norm on their own."
     )
-    value_warmup_ev: float = field(
-        default=0.2,
-        metadata={
-            "help": "value_baseline: a batch uses GAE advantages once the head explains at least this share "
-            "of its returns' variance (measured before training on them); 1.1: never (the head only learns)."
-        },
+    value_warmup_ev: float = option(
+        0.2,
+        "value_baseline: a batch uses GAE advantages once the head explains at least this share "
+        "of its returns' variance (measured before training on them); 1.1: never (the head only learns).",
     )
-    gae_gamma: float = field(default=1.0, metadata={"help": "value_baseline: GAE discount per token."})
-    gae_lambda: float = field(
-        default=0.95,
-        metadata={"help": "value_baseline: GAE lambda (1: reward to go minus value; 0: one-step TD errors)."},
+    gae_gamma: float = option(1.0, "value_baseline: GAE discount per token.")
+    gae_lambda: float = option(
+        0.95, "value_baseline: GAE lambda (1: reward to go minus value; 0: one-step TD errors)."
     )
     # ---- dynamic sampling: resampling groups whose rewards all agree (dynamic_sampling.py) ----
-    dynamic_sampling: bool = field(
-        default=False,
-        metadata={
-            "help": "DAPO's dynamic sampling: groups whose rewards all agree (zero std: no signal under the "
-            "group baseline) are dropped and replaced by informative groups of fresh prompts drawn from the "
-            "training set, at most dynamic_sampling_max_rounds extra generation batches per step (each costs "
-            "a full generation and scoring). Zero-std groups left after the last round stay. Logs "
-            "dynamic_sampling/dropped, /redrawn (fresh groups sampled) and /left. Needs each process to hold "
-            "whole groups (per_device_train_batch_size x steps_per_generation divisible by num_generations) "
-            "and an indexable dataset."
-        },
+    dynamic_sampling: bool = option(
+        False,
+        "DAPO's dynamic sampling: groups whose rewards all agree (zero std: no signal under the "
+        "group baseline) are dropped and replaced by informative groups of fresh prompts drawn from the "
+        "training set, at most dynamic_sampling_max_rounds extra generation batches per step (each costs "
+        "a full generation and scoring). Zero-std groups left after the last round stay. Logs "
+        "dynamic_sampling/dropped, /redrawn (fresh groups sampled) and /left. Needs each process to hold "
+        "whole groups (per_device_train_batch_size x steps_per_generation divisible by num_generations) "
+        "and an indexable dataset.",
     )
-    dynamic_sampling_max_rounds: int = field(
-        default=3, metadata={"help": "dynamic_sampling: most extra generation batches per generation step."}
+    dynamic_sampling_max_rounds: int = option(
+        3, "dynamic_sampling: most extra generation batches per generation step."
     )
     # ---- the curriculum: wrongly answered positions again (curriculum.py) ----
-    curriculum_ratio: float = field(
-        default=0.0,
-        metadata={
-            "help": "A curriculum of the positions the policy gets wrong (grpo/curriculum.py): each P: prompt is "
-            "replaced at these odds by a training position whose group wrote a legal B: in fewer than "
-            "curriculum_threshold of its samples, until a group gets it right. 0: off (at 0.5 the main job gained "
-            "+2.0 / +1.8 on two seeds, below the recipe without it: docs/EXPERIMENTS.md)."
-        },
+    curriculum_ratio: float = option(
+        0.0,
+        "A curriculum of the positions the policy gets wrong (grpo/curriculum.py): each P: prompt is "
+        "replaced at these odds by a training position whose group wrote a legal B: in fewer than "
+        "curriculum_threshold of its samples, until a group gets it right. 0: off (at 0.5 the main job gained "
+        "+2.0 / +1.8 on two seeds, below the recipe without it: docs/EXPERIMENTS.md).",
     )
-    curriculum_threshold: float = field(
-        default=0.5,
-        metadata={"help": "curriculum: a position is wrong below this share of legal B: in its group."},
+    curriculum_threshold: float = option(
+        0.5, "curriculum: a position is wrong below this share of legal B: in its group."
     )
-    curriculum_buffer_size: int = field(
-        default=2000, metadata={"help": "curriculum: most wrong positions kept (oldest dropped first)."}
+    curriculum_buffer_size: int = option(
+        2000, "curriculum: most wrong positions kept (oldest dropped first)."
     )
     # ---- field credit: each field of a P: answer its own advantage (credit.py) ----
-    field_credit: bool = field(
-        default=False,
-        metadata={
-            "help": "Give each listed move and each field of a P: answer (moves, evaluations, best move) the "
-            "group advantage of its own verdict, and B:'s also to the listed move it copies, instead of one "
-            "advantage for the whole completion (rookworld_trl/grpo/credit.py). Needs policy_reward among "
-            "reward_funcs."
-        },
+    field_credit: bool = option(
+        False,
+        "Give each listed move and each field of a P: answer (moves, evaluations, best move) the "
+        "group advantage of its own verdict, and B:'s also to the listed move it copies, instead of one "
+        "advantage for the whole completion (rookworld_trl/grpo/credit.py). Needs policy_reward among "
+        "reward_funcs.",
     )
-    choice_credit: float = field(
-        default=0.0,
-        metadata={
-            "help": "Field credit: add this x B:'s choice to the advantage of B: and of the listed move it copies: "
-            "B:'s value (0.4 legal + 0.6 engine quality) minus the mean value of the answer's listed moves, so "
-            "that picking the best of one's own list pays even where the whole group picks alike (grpo/credit.py). "
-            "0: off (at 1.0 the main job gained +5.1 / -2.1 on two seeds with top 5 lower: docs/EXPERIMENTS.md)."
-        },
+    choice_credit: float = option(
+        0.0,
+        "Field credit: add this x B:'s choice to the advantage of B: and of the listed move it copies: "
+        "B:'s value (0.4 legal + 0.6 engine quality) minus the mean value of the answer's listed moves, so "
+        "that picking the best of one's own list pays even where the whole group picks alike (grpo/credit.py). "
+        "0: off (at 1.0 the main job gained +5.1 / -2.1 on two seeds with top 5 lower: docs/EXPERIMENTS.md).",
     )
     # ---- supervised replay of the training rows' reference completions (replay.py) ----
-    replay_coef: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of a supervised loss on reference completions added to each micro-batch (InstructGPT's "
-            "PPO-ptx; rookworld_trl/grpo/replay.py): holds what the reward does not train. 0: off."
-        },
+    replay_coef: float = option(
+        0.0,
+        "Weight of a supervised loss on reference completions added to each micro-batch (InstructGPT's "
+        "PPO-ptx; rookworld_trl/grpo/replay.py): holds what the reward does not train. 0: off.",
     )
-    replay_task: str = field(
-        default="A",
-        metadata={"help": "Training rows to replay: A (python-chess truth), P (engine labels) or all."},
+    replay_task: str = option(
+        "A", "Training rows to replay: A (python-chess truth), P (engine labels) or all."
     )
-    replay_batch_size: int = field(default=16, metadata={"help": "Rows replayed per micro-batch."})
+    replay_batch_size: int = option(16, "Rows replayed per micro-batch.")
     # ---- rewards and credit ----
-    reward_shaping: str = field(
-        default="graduated",
-        metadata={
-            "help": "Shaping of the registry rewards: graduated, linear, continuous, dense, decisive, precise or "
-            "binary (grpo/rewards/functions.py). decisive is dense with half of the P: quality on B:, which also follows "
-            "B:'s expected-score loss up to 0.5 (a missed mate costs about what it gives up). precise grades each listed move (+1 engine top 5, 0 other legal, -1 illegal, "
-            "repeated or past the fifth) and B: for legality, quality and consistency with E:: it pays for "
-            "precision, never for count."
-        },
+    reward_shaping: str = option(
+        "graduated",
+        "Shaping of the registry rewards: graduated, linear, continuous, dense, decisive, precise or "
+        "binary (grpo/rewards/functions.py). decisive is dense with half of the P: quality on B:, which also follows "
+        "B:'s expected-score loss up to 0.5 (a missed mate costs about what it gives up). precise grades each listed move (+1 engine top 5, 0 other legal, -1 illegal, "
+        "repeated or past the fifth) and B: for legality, quality and consistency with E:: it pays for "
+        "precision, never for count.",
     )
     # ---- safety: non-finite steps, rollback and the stable checkpoint ----
-    nan_max_retries: int = field(
-        default=3,
-        metadata={
-            "help": "NaN/Inf recovery: consecutive rollbacks allowed before training stops with an error."
-        },
+    nan_max_retries: int = option(
+        3, "NaN/Inf recovery: consecutive rollbacks allowed before training stops with an error."
     )
-    nan_lr_factor: float = field(
-        default=0.5,
-        metadata={"help": "NaN/Inf recovery: multiply the learning rate by this after each rollback."},
+    nan_lr_factor: float = option(
+        0.5, "NaN/Inf recovery: multiply the learning rate by this after each rollback."
     )
-    nan_snapshot_steps: int = field(
-        default=10,
-        metadata={
-            "help": "NaN/Inf recovery: copy the trainable weights + optimizer state to host memory every N "
-            "healthy steps (the rollback target). 1 is the most precise; the copy takes ~3x the trainable "
-            "weights of RAM."
-        },
+    nan_snapshot_steps: int = option(
+        10,
+        "NaN/Inf recovery: copy the trainable weights + optimizer state to host memory every N "
+        "healthy steps (the rollback target). 1 is the most precise; the copy takes ~3x the trainable "
+        "weights of RAM.",
     )
-    save_stable: bool = field(
-        default=True,
-        metadata={
-            "help": "Keep the last checkpoint of a healthy step (finite, KL < kl_warn) in output_dir/stable."
-        },
+    save_stable: bool = option(
+        True, "Keep the last checkpoint of a healthy step (finite, KL < kl_warn) in output_dir/stable."
     )
-    resume_from_checkpoint: str | None = field(
-        default=None,
-        metadata={
-            "help": "A checkpoint path, 'auto' (latest complete checkpoint in output_dir, else a fresh "
-            "start) or 'stable'/'recovery' (output_dir/stable). Incomplete checkpoints are never used; "
-            "resuming from step N moves checkpoints past N to output_dir/superseded/."
-        },
+    resume_from_checkpoint: str | None = option(
+        None,
+        "A checkpoint path, 'auto' (latest complete checkpoint in output_dir, else a fresh "
+        "start) or 'stable'/'recovery' (output_dir/stable). Incomplete checkpoints are never used; "
+        "resuming from step N moves checkpoints past N to output_dir/superseded/.",
     )
     # ---- sampler and scoring ----
-    generation_backend: str = field(
-        default="rookworld",
-        metadata={
-            "help": "Who samples the completions: 'rookworld' (rookworld_trl/model/decoding.py through TRL's rollout_func: "
-            "one prefill per prompt shared by its group, a static KV cache, a CUDA graph per token on GPUs) or "
-            "'transformers' (TRL's generate()). use_vllm: true uses vLLM either way."
-        },
+    generation_backend: str = option(
+        "rookworld",
+        "Who samples the completions: 'rookworld' (rookworld_trl/model/decoding.py through TRL's rollout_func: "
+        "one prefill per prompt shared by its group, a static KV cache, a CUDA graph per token on GPUs) or "
+        "'transformers' (TRL's generate()). use_vllm: true uses vLLM either way.",
     )
-    sampler_check_every: int = field(
-        default=50,
-        metadata={
-            "help": "generation_backend rookworld: compare the sampler's log-probs with TRL's scoring forward on the "
-            "same tokens at the first step and every N steps (0: the first step only), logged as "
-            "sampling/logprob_gap/* and sampling/importance_sampling_ratio/* (rookworld_trl/model/fallback.py)."
-        },
+    sampler_check_every: int = option(
+        50,
+        "generation_backend rookworld: compare the sampler's log-probs with TRL's scoring forward on the "
+        "same tokens at the first step and every N steps (0: the first step only), logged as "
+        "sampling/logprob_gap/* and sampling/importance_sampling_ratio/* (rookworld_trl/model/generation.py).",
     )
-    sampler_logprob_tolerance: float = field(
-        default=0.05,
-        metadata={
-            "help": "Mean |sampler - scorer| log-prob per token past which the sampler leaves its path for the rest "
-            "of the run (CUDA graph -> eager -> transformers' generate()); a sampler error does so too."
-        },
+    sampler_logprob_tolerance: float = option(
+        0.05,
+        "Mean |sampler - scorer| log-prob per token past which the sampler leaves its path for the rest "
+        "of the run (CUDA graph -> eager -> transformers' generate()); a sampler error does so too.",
     )
-    sampler_importance_sampling: bool = field(
-        default=False,
-        metadata={
-            "help": "generation_backend rookworld: correct the loss for the sampler's distribution as TRL does for "
-            "vLLM (ratio of TRL's scoring forward to the sampler's log-probs, vllm_importance_sampling_mode and "
-            "its clip bounds; logged as sampling/sampling_logp_difference/* and "
-            "sampling/importance_sampling_ratio/*). Costs one scoring forward per generation batch."
-        },
+    sampler_importance_sampling: bool = option(
+        False,
+        "generation_backend rookworld: correct the loss for the sampler's distribution as TRL does for "
+        "vLLM (ratio of TRL's scoring forward to the sampler's log-probs, vllm_importance_sampling_mode and "
+        "its clip bounds; logged as sampling/sampling_logp_difference/* and "
+        "sampling/importance_sampling_ratio/*). Costs one scoring forward per generation batch.",
     )
-    padding_aware_positions: bool = field(
-        default=True,
-        metadata={
-            "help": "Number GPT-2 positions from the attention mask when TRL scores left-padded rows, as "
-            "generate() does when sampling (policy and reference model); see "
-            "rookworld_trl.model.loading.use_padding_aware_positions."
-        },
+    padding_aware_positions: bool = option(
+        True,
+        "Number GPT-2 positions from the attention mask when TRL scores left-padded rows, as "
+        "generate() does when sampling (policy and reference model); see "
+        "rookworld_trl.model.loading.use_padding_aware_positions.",
     )
-    shared_prefix_scoring: bool = field(
-        default=True,
-        metadata={
-            "help": "Score GRPO completions with each distinct prompt computed once for its group "
-            "(rookworld_trl/model/shared_prefix.py: the same log-probs and gradients as TRL's forward, about half "
-            "its FLOPs at 8 samples per prompt). false: TRL's forward over every row."
-        },
+    shared_prefix_scoring: bool = option(
+        True,
+        "Score GRPO completions with each distinct prompt computed once for its group "
+        "(rookworld_trl/model/shared_prefix.py: the same log-probs and gradients as TRL's forward, about half "
+        "its FLOPs at 8 samples per prompt). false: TRL's forward over every row.",
     )
-    ref_model_device: str | None = field(
-        default=None,
-        metadata={
-            "help": "Put the reference model on this device (e.g. 'cuda:1', 'cpu'): frees policy-GPU memory. "
-            "Only with beta > 0 and full fine-tuning (with PEFT the reference is the adapter-disabled "
-            "policy)."
-        },
+    ref_model_device: str | None = option(
+        None,
+        "Put the reference model on this device (e.g. 'cuda:1', 'cpu'): frees policy-GPU memory. "
+        "Only with beta > 0 and full fine-tuning (with PEFT the reference is the adapter-disabled "
+        "policy).",
     )
     # ---- learning-rate schedule ----
-    lr_schedule: str | None = field(
-        default=None,
-        metadata={
-            "help": "'warmup_cosine_linear' replaces lr_scheduler_type: linear warmup (warmup_steps; < 1 is "
-            "a ratio), cosine down to lr_cosine_min_ratio, then a linear decay to zero over the last "
-            "lr_final_decay_ratio of the steps."
-        },
+    lr_schedule: str | None = option(
+        None,
+        "'warmup_cosine_linear' replaces lr_scheduler_type: linear warmup (warmup_steps; < 1 is "
+        "a ratio), cosine down to lr_cosine_min_ratio, then a linear decay to zero over the last "
+        "lr_final_decay_ratio of the steps.",
     )
-    lr_cosine_min_ratio: float = field(
-        default=0.1, metadata={"help": "warmup_cosine_linear: LR (fraction of peak) where the cosine ends."}
+    lr_cosine_min_ratio: float = option(
+        0.1, "warmup_cosine_linear: LR (fraction of peak) where the cosine ends."
     )
-    lr_final_decay_ratio: float = field(
-        default=0.1,
-        metadata={"help": "warmup_cosine_linear: fraction of the steps in the final linear decay."},
+    lr_final_decay_ratio: float = option(
+        0.1, "warmup_cosine_linear: fraction of the steps in the final linear decay."
     )
     # ---- TRL defaults we change, and the console ----
     # TRL turns activation checkpointing on; it saves memory a 124M model does not need and costs ~20% speed.
     # transformers 5 renamed it `activation_checkpointing` (default off): a None alias leaves that name in
     # charge without a deprecation warning (as in sft.py).
-    gradient_checkpointing: bool | None = field(
-        default=None, metadata={"help": "Deprecated alias of `activation_checkpointing` (off unless set)."}
+    gradient_checkpointing: bool | None = option(
+        None, "Deprecated alias of `activation_checkpointing` (off unless set)."
     )
-    disable_dropout: bool = field(
-        default=True,
-        metadata={
-            "help": "Dropout off in the policy and the reference (TRL's option; on by default here): with dropout "
-            "the same weights give other log-probs at every forward, so the KL and the importance ratio would "
-            "measure dropout noise instead of policy change."
-        },
+    disable_dropout: bool = option(
+        True,
+        "Dropout off in the policy and the reference (TRL's option; on by default here): with dropout "
+        "the same weights give other log-probs at every forward, so the KL and the importance ratio would "
+        "measure dropout noise instead of policy change.",
     )
-    print_completions_every: int | None = field(
-        default=None,
-        metadata={
-            "help": "With log_completions, print a sample table of completions on the console every N steps "
-            "(0: never; unset: at every logging step, as TRL does); the completions Parquet is still written at "
-            "every logging step."
-        },
+    print_completions_every: int | None = option(
+        None,
+        "With log_completions, print a sample table of completions on the console every N steps "
+        "(0: never; unset: at every logging step, as TRL does); the completions Parquet is still written at "
+        "every logging step.",
     )
-    metrics_jsonl: str | None = field(
-        default="metrics.jsonl",
-        metadata={"help": "Append every log entry as one JSON line to this file (relative to output_dir)."},
+    metrics_jsonl: str | None = option(
+        "metrics.jsonl", "Append every log entry as one JSON line to this file (relative to output_dir)."
     )
 
     def __post_init__(self):
@@ -465,138 +399,94 @@ class GRPOScriptArguments(DataArguments):
         "eval_samples": ">= 0 (0: no final eval)",
     }
     # ---- data: GRPO's own (the shared fields: DataArguments, data/args.py) ----
-    dataset_max_samples: int | None = field(
-        default=None, metadata={"help": "Train on the first N rows (after mixing); None: all."}
+    dataset_max_samples: int | None = option(None, "Train on the first N rows (after mixing); None: all.")
+    dataset_num_proc: int | None = option(
+        None,
+        "Processes that parse raw P:/A: lines (cached by the source's fingerprint in HF_DATASETS_CACHE; "
+        "data/read.py). None: the machine's cores.",
     )
-    dataset_num_proc: int | None = field(
-        default=None,
-        metadata={
-            "help": "Processes that parse raw P:/A: lines (cached by the source's fingerprint in HF_DATASETS_CACHE; "
-            "data/read.py). None: the machine's cores."
-        },
+    puzzle_rating: str | None = option(
+        None, "A puzzle dataset_name (Lichess .csv): keep puzzles rated LOW-HIGH, e.g. 1000-1800."
     )
-    puzzle_rating: str | None = field(
-        default=None,
-        metadata={
-            "help": "A puzzle dataset_name (Lichess .csv): keep puzzles rated LOW-HIGH, e.g. 1000-1800."
-        },
-    )
-    puzzle_themes: str | None = field(
-        default=None,
-        metadata={
-            "help": "A puzzle dataset_name (Lichess .csv): keep puzzles with any of these themes, e.g. "
-            "mateIn1,mateIn2."
-        },  # fmt: skip
+    puzzle_themes: str | None = option(
+        None,
+        "A puzzle dataset_name (Lichess .csv): keep puzzles with any of these themes, e.g. mateIn1,mateIn2.",
     )
     # ---- rewards and the engine behind them ----
-    reward_funcs: list[str] = field(
-        default_factory=lambda: ["policy_reward", "env_reward"],
-        metadata={
-            "help": "Reward functions: names in rookworld_trl.grpo.rewards.functions.REWARD_FUNCS, or your own by its "
-            "dotted path (my_pkg.rewards.my_reward; examples/my_reward.py). Weight them with TRL's reward_weights "
-            "(same order)."
-        },
+    reward_funcs: list[str] = option(
+        ["policy_reward", "env_reward"],
+        "Reward functions: names in rookworld_trl.grpo.rewards.functions.REWARD_FUNCS, or your own by its "
+        "dotted path (my_pkg.rewards.my_reward; examples/my_reward.py). Weight them with TRL's reward_weights "
+        "(same order).",
     )
-    engine_depth: int | None = field(
-        default=8,
-        metadata={
-            "help": "Stockfish depth of the policy reward (and the evals). Dataset labels made at the same "
-            "limit (column `limit`, e.g. 'depth=8') serve as a cache of the engine's answer."
-        },
+    engine_depth: int | None = option(
+        8,
+        "Stockfish depth of the policy reward (and the evals). Dataset labels made at the same "
+        "limit (column `limit`, e.g. 'depth=8') serve as a cache of the engine's answer.",
     )
-    engine_nodes: int | None = field(
-        default=None, metadata={"help": "Stockfish node limit (with or instead of depth)."}
-    )
-    engine_workers: int = field(default=1, metadata={"help": "Stockfish processes for the policy reward."})
-    engine_cache: str | None = field(
-        default="engine_cache.sqlite",
-        metadata={"help": "sqlite cache of engine analyses (relative to output_dir); null: memory only."},
+    engine_nodes: int | None = option(None, "Stockfish node limit (with or instead of depth).")
+    engine_workers: int = option(1, "Stockfish processes for the policy reward.")
+    engine_cache: str | None = option(
+        "engine_cache.sqlite", "sqlite cache of engine analyses (relative to output_dir); null: memory only."
     )
     # ---- evals ----
-    eval_every_steps: int = field(
-        default=0,
-        metadata={
-            "help": "Every N steps (and before the first), a greedy policy + environment eval of the policy on a "
-            "fixed held-out sample of dataset_test_split: the run's learning curve (report/learning_curve.png). 0: off."
-        },
+    eval_every_steps: int = option(
+        0,
+        "Every N steps (and before the first), a greedy policy + environment eval of the policy on a "
+        "fixed held-out sample of dataset_test_split: the run's learning curve (report/learning_curve.png). 0: off.",
     )
-    eval_every_samples: int = field(
-        default=200,
-        metadata={"help": "Positions and transitions per suite in each eval_every_steps eval."},
+    eval_every_samples: int = option(
+        200, "Positions and transitions per suite in each eval_every_steps eval."
     )
-    eval_samples: int = field(
-        default=200,
-        metadata={"help": "Positions and transitions per suite in the before/after eval (0: no final eval)."},
+    eval_samples: int = option(
+        200, "Positions and transitions per suite in the before/after eval (0: no final eval)."
     )
-    eval_env_samples: int | None = field(
-        default=None,
-        metadata={
-            "help": "Transitions in the before/after eval's env suite, when not eval_samples (A: answers are ~75 "
-            "tokens: the whole test split of both tasks takes ~20 min on 2 cores, its P: half ~2 min)."
-        },
+    eval_env_samples: int | None = option(
+        None,
+        "Transitions in the before/after eval's env suite, when not eval_samples (A: answers are ~75 "
+        "tokens: the whole test split of both tasks takes ~20 min on 2 cores, its P: half ~2 min).",
     )
-    eval_tactics_samples: int = field(
-        default=2000,
-        metadata={"help": "Tactics test positions in the before/after eval (with tactics_dataset; 0: none)."},
+    eval_tactics_samples: int = option(
+        2000, "Tactics test positions in the before/after eval (with tactics_dataset; 0: none)."
     )
     # ---- self-play positions (grpo/selfplay.py) ----
-    selfplay_ratio: float = field(
-        default=0.0,
-        metadata={
-            "help": "Fraction of P: prompts replaced by positions from the policy's own self-play games once the "
-            "buffer holds some (rookworld_trl/grpo/selfplay.py); the engine pool grades them. 0: off."
-        },
+    selfplay_ratio: float = option(
+        0.0,
+        "Fraction of P: prompts replaced by positions from the policy's own self-play games once the "
+        "buffer holds some (rookworld_trl/grpo/selfplay.py); the engine pool grades them. 0: off.",
     )
-    selfplay_every: int = field(
-        default=10, metadata={"help": "Self-play: play a round of games every N optimizer steps."}
+    selfplay_every: int = option(10, "Self-play: play a round of games every N optimizer steps.")
+    selfplay_games: int = option(16, "Self-play: games per round (per process), from training P: positions.")
+    selfplay_max_plies: int = option(
+        40, "Self-play: a game ends after N half-moves (or earlier: game over, illegal)."
     )
-    selfplay_games: int = field(
-        default=16, metadata={"help": "Self-play: games per round (per process), from training P: positions."}
-    )
-    selfplay_max_plies: int = field(
-        default=40,
-        metadata={"help": "Self-play: a game ends after N half-moves (or earlier: game over, illegal)."},
-    )
-    selfplay_buffer_size: int = field(
-        default=5000, metadata={"help": "Self-play: positions kept (FIFO, one per position)."}
-    )
+    selfplay_buffer_size: int = option(5000, "Self-play: positions kept (FIFO, one per position).")
     # ---- tactics: their prompts and replay (grpo/tactics.py) ----
-    tactics_dataset: str | None = field(
-        default=None,
-        metadata={
-            "help": "Tactics data (`rookworld data generate --tactics`: mate in one, mate in two, only moves, split "
-            "by game): its train split mixes into P: prompts (tactics_ratio) and is replayed (tactics_replay_coef), "
-            "its test split joins the before/after eval as the `tactics` suite (rookworld_trl/grpo/tactics.py)."
-        },
+    tactics_dataset: str | None = option(
+        None,
+        "Tactics data (`rookworld data generate --tactics`: mate in one, mate in two, only moves, split "
+        "by game): its train split mixes into P: prompts (tactics_ratio) and is replayed (tactics_replay_coef), "
+        "its test split joins the before/after eval as the `tactics` suite (rookworld_trl/grpo/tactics.py).",
     )
-    tactics_ratio: float = field(
-        default=0.0, metadata={"help": "Fraction of P: prompts replaced by tactics train rows. 0: none."}
+    tactics_ratio: float = option(0.0, "Fraction of P: prompts replaced by tactics train rows. 0: none.")
+    tactics_replay_coef: float = option(
+        0.0, "Weight of the supervised loss of tactics labels added to each micro-batch. 0: off."
     )
-    tactics_replay_coef: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight of the supervised loss of tactics labels added to each micro-batch. 0: off."
-        },
+    tactics_replay_batch_size: int = option(
+        16, "Tactics rows replayed per micro-batch (tactics_replay_coef > 0)."
     )
-    tactics_replay_batch_size: int = field(
-        default=16, metadata={"help": "Tactics rows replayed per micro-batch (tactics_replay_coef > 0)."}
-    )
-    tactics_replay_target: str = field(
-        default="completion",
-        metadata={
-            "help": "What of a tactics label the replay teaches: the whole completion; best_move (the move after "
-            "B: only: the move is imitated, the list and its evaluations are left to the reward); or moves (the "
-            "listed moves and B:'s, the E: evaluations read but not taught).",
-            "choices": ["completion", "best_move", "moves"],
-        },
+    tactics_replay_target: str = option(
+        "completion",
+        "What of a tactics label the replay teaches: the whole completion; best_move (the move after "
+        "B: only: the move is imitated, the list and its evaluations are left to the reward); or moves (the "
+        "listed moves and B:'s, the E: evaluations read but not taught).",
+        choices=["completion", "best_move", "moves"],
     )
     # ---- publishing ----
-    push_checkpoints: bool = field(
-        default=False,
-        metadata={
-            "help": "With push_to_hub, also upload each complete checkpoint's model files (to checkpoints/"
-            "checkpoint-N in the repo); final/ goes up at the end either way."
-        },
+    push_checkpoints: bool = option(
+        False,
+        "With push_to_hub, also upload each complete checkpoint's model files (to checkpoints/"
+        "checkpoint-N in the repo); final/ goes up at the end either way.",
     )
 
     @property

@@ -33,11 +33,16 @@ from rookworld_trl.chess.engine import MULTIPV
 from rookworld_trl.grpo import baselines as base
 from rookworld_trl.grpo.groups import EPS
 from rookworld_trl.grpo.rewards.functions import policy_components, policy_grader
-from rookworld_trl.grpo.rewards.policy import B_COMPONENTS, PRECISE_WEIGHTS, QUALITY_WEIGHTS, PolicyGrader
-from rookworld_trl.grpo.rewards.shaping import LAYOUT_PENALTY
+from rookworld_trl.grpo.rewards.policy import (
+    B_COMPONENTS,
+    LAYOUT_PENALTY,
+    PRECISE_WEIGHTS,
+    QUALITY_WEIGHTS,
+    PolicyGrader,
+)
 
 FIELDS = ("M", "E", "B")  # token field index 0, 1, 2 in completion order
-SPAN = 0.8  # a parseable answer's reward is 0.2 + 0.8 x quality (rewards/shaping.shape)
+SPAN = 0.8  # a parseable answer's reward is 0.2 + 0.8 x quality (rewards/policy.shape)
 
 
 def field_terms(components: dict | None, shaping: str = "precise") -> dict | None:

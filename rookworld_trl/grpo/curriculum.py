@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from rookworld_trl.chess.formats import task_of
-from rookworld_trl.grpo.prompts import replace_policy_rows
+from rookworld_trl.grpo.groups import replace_policy_rows
 from rookworld_trl.grpo.rewards.functions import policy_grader
 
 

@@ -1,13 +1,18 @@
 """A generation batch's rows, groups and tokens, as every advantage and loss option reads them: the weighted reward
 of a row, this process's rows, the task group of a prompt, the tokens TRL's loss trains on, and the running scale
 the baselines share. Rows are TRL's order: rows [g n, (g + 1) n) form group g (n = num_generations).
+Mixing positions into a generation batch's P: prompts (self-play, the curriculum, tactics): each P: row replaced
+at some odds, drawn by a hash that every copy of a prompt (a GRPO group) on every process draws alike.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
+
+from rookworld_trl.chess.formats import task_of
 
 EPS = 1e-4  # TRL's: advantages are (r - b) / (s + EPS)
 
@@ -59,3 +64,26 @@ def running_scale(old_var: float | None, var_now: float, decay: float) -> tuple[
 def loss_mask(batch: dict) -> torch.Tensor:
     """The completion tokens TRL's loss trains on: its completion mask without tool-output tokens."""
     return batch["completion_mask"] * batch.get("tool_mask", 1)
+
+
+def unit_hash(*parts) -> float:
+    """A number in [0, 1) from `parts`, the same on every process and run (Python's hash() is salted)."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def replace_policy_rows(
+    rows: list[dict], ratio: float, key: tuple, tags: tuple[str, str], pick
+) -> tuple[list, int, int]:
+    """`rows` with each P: row replaced, at odds `ratio`, by `pick(row, u)` (u uniform in [0, 1)); the number of
+    P: rows and of replaced ones. Both draws hash (*key, prompt, tag), so every copy of a prompt (a GRPO group) on
+    every rank gets the same replacement."""
+    out, policy_rows, replaced = [], 0, 0
+    for row in rows:
+        if task_of(row["prompt"], row.get("task")) == "P":
+            policy_rows += 1
+            if unit_hash(*key, row["prompt"], tags[0]) < ratio:
+                row = pick(row, unit_hash(*key, row["prompt"], tags[1]))
+                replaced += 1
+        out.append(row)
+    return out, policy_rows, replaced

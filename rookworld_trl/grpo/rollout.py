@@ -6,7 +6,7 @@ TRL hands `rollout(prompts, trainer)` the prompts of this process's batch (each 
 times by its sampler) and expects one completion per prompt with the log-probs of its tokens. The sampler
 shares each distinct prompt's prefill among its repeats (the group's samples) and decodes over a static KV
 cache; on CUDA it replays a captured decode step under bf16 when the run is bf16. `use_vllm` keeps TRL's vLLM.
-The sampler falls back and checks itself (rookworld_trl/model/fallback.py): on an error it falls back (CUDA graph -> eager ->
+The sampler falls back and checks itself (rookworld_trl/model/generation.py): on an error it falls back (CUDA graph -> eager ->
 transformers' generate()), and its log-probs are checked against TRL's scoring forward (sampler_check_every,
 sampler_logprob_tolerance; logged as sampling/logprob_gap/* and sampling/importance_sampling_ratio/*). With
 `sampler_importance_sampling` the trainer applies TRL's vLLM importance-sampling correction to what our sampler
@@ -20,16 +20,8 @@ import math
 import torch
 
 from rookworld_trl.grpo.groups import loss_mask
-from rookworld_trl.model.decoding import gpt2_parts
-from rookworld_trl.model.fallback import (
-    Gap,
-    batch,
-    check_against_scorer,
-    gap_of,
-    sample_with_fallback,
-    sampler_path_of,
-)
-from rookworld_trl.model.sampling import Decoding, Sampling
+from rookworld_trl.model.decoding import Decoding, Sampling, gpt2_parts
+from rookworld_trl.model.generation import sample_checked
 
 
 def sampling(args) -> Sampling:
@@ -54,7 +46,7 @@ def check_supported(args, model, accelerator) -> None:
 
 def rollout(prompts: list[str], trainer) -> dict:
     """TRL's rollout_func: prompt ids as TRL tokenizes text prompts, completions up to and with EOS, log-probs.
-    Through model/fallback.py: a sampler error moves to the next path (CUDA graph -> eager -> generate()), and at
+    Through model/generation.py: a sampler error moves to the next path (CUDA graph -> eager -> generate()), and at
     the first step and every `sampler_check_every` the log-probs are checked against TRL's scoring forward."""
     tokenizer = trainer.processing_class
     prompt_ids = tokenizer(text=prompts)["input_ids"]
@@ -62,32 +54,15 @@ def rollout(prompts: list[str], trainer) -> dict:
     on_gpu = next(model.parameters()).device.type == "cuda"
     decoding = Decoding(trainer.args.max_completion_length, sampling(trainer.args), tuple(trainer.eos_token_ids),
                         tokenizer.pad_token_id, torch.bfloat16 if on_gpu and trainer.args.bf16 else None)  # fmt: skip
-    out = sample_with_fallback(model, prompt_ids, decoding)
-    sampler, step = sampler_path_of(model), trainer.state.global_step
-    if sampler.due(step, trainer.args.sampler_check_every):
-        path, sampler.checked = sampler.path, step
-        gap = check(trainer, prompt_ids, out)
-        if sampler.path != path:  # these came from the path just left
-            out = sample_with_fallback(model, prompt_ids, decoding)
-        for name, value in gap.metrics().items():
-            # with the correction on, TRL's figures (clipped, every batch) carry the importance-ratio names
-            if not (trainer.args.sampler_importance_sampling and "importance" in name):
-                trainer.metrics.add(name, value)
+    out, gap = sample_checked(
+        model, prompt_ids, decoding, trainer.args.sampler_check_every, trainer.state.global_step,
+        tolerance=trainer.args.sampler_logprob_tolerance, scorer=trainer.scoring_logps,
+    )  # fmt: skip
+    for name, value in gap.metrics().items() if gap is not None else ():
+        # with the correction on, TRL's figures (clipped, every batch) carry the importance-ratio names
+        if not (trainer.args.sampler_importance_sampling and "importance" in name):
+            trainer.metrics.add(name, value)
     return {"prompt_ids": prompt_ids, "completion_ids": out.completion_ids, "logprobs": out.logprobs}
-
-
-def check(trainer, prompt_ids: list[list[int]], out) -> Gap:
-    """The sampler's log-probs of `out` against TRL's scoring forward of the same tokens (prompts left
-    padded, completions right padded, as TRL lays them out); leaves the path past sampler_logprob_tolerance."""
-    model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
-    device = next(model.parameters()).device
-    ids, mask, sampled, completion_mask = batch(
-        prompt_ids, out, trainer.processing_class.pad_token_id, device
-    )
-    scored = trainer.scoring_logps(ids, mask, sampled.size(1))
-    gap = gap_of(sampled, scored, completion_mask.to(scored.device))
-    check_against_scorer(sampler_path_of(model), gap, trainer.args.sampler_logprob_tolerance)
-    return gap
 
 
 def correct_for_sampler(output: dict, scoring_logps, args, loss_type: str) -> dict[str, float]:

@@ -6,7 +6,7 @@ mixed into its P: prompts.
     .venv/bin/pytest tests/test_selfplay.py          (add -m slow for a 3-step run from the recipe)
 
 How (the stage builds it with `selfplay_for` when `selfplay_ratio` > 0; RookWorldGRPOTrainer wires it in):
-  - Games (`chess/games.play_games`): every `selfplay_every` optimizer steps (and at the first step of a run or a resume),
+  - Games (`chess/environment.play_games`): every `selfplay_every` optimizer steps (and at the first step of a run or a resume),
     `SelfPlayCallback` plays `selfplay_games` games with the model being trained, all live games in one batched
     `generate_completions` call per ply (eval mode, no grad), sampled at the recipe's `temperature` and `top_k`:
     greedy play from a given start would replay the same game every round, and the deduplicated buffer would
@@ -46,7 +46,7 @@ from collections.abc import Sequence
 import chess
 from transformers import TrainerCallback
 
-from rookworld_trl.chess.environment import playable_position
+from rookworld_trl.chess.environment import Policy, play_games, playable_position
 from rookworld_trl.chess.formats import (
     FEN_WIDTH,
     policy_prompt,
@@ -54,8 +54,7 @@ from rookworld_trl.chess.formats import (
     prompt_fen_width,
     task_of,
 )
-from rookworld_trl.chess.games import Policy, play_games
-from rookworld_trl.grpo.prompts import replace_policy_rows, unit_hash
+from rookworld_trl.grpo.groups import replace_policy_rows, unit_hash
 
 # emptied in a substitute row: its label would be another position's
 LABEL_COLUMNS = {"moves": [], "evals": [], "best": "", "limit": "", "completion": ""}

@@ -23,7 +23,7 @@ Figures: tactics/mixed_fraction (of the batch's P: prompts), tactics_replay_loss
 
 from __future__ import annotations
 
-from rookworld_trl.grpo.prompts import replace_policy_rows
+from rookworld_trl.grpo.groups import replace_policy_rows
 from rookworld_trl.grpo.replay import Replay
 
 

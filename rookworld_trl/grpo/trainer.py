@@ -13,9 +13,9 @@ seams here, and each RL option is a plain `if args.X:` calling the functions of 
   3. advantages  `advantages`: the ema/adaptive baseline (baselines.py), field credit (credit.py), the value head's
                  GAE (value.py); then what learns from the scored batch: the guard, the curriculum, dynamic
                  sampling (dynamic_sampling.py), which may score fresh prompts in its place;
-  4. loss        `compute_loss`: TRL's clipped loss + the exact KL (kl_control.py), the value loss, supervised replay
+  4. loss        `compute_loss`: TRL's clipped loss + the exact KL (kl.py), the value loss, supervised replay
                  and tactics replay (replay.py);
-  5. guard       `_clip_grad_norm` (TRL's seam) records the gradients for StepGuard (grpo/guard/safety.py), a
+  5. guard       `_clip_grad_norm` (TRL's seam) records the gradients for StepGuard (grpo/guard.py), a
                  TrainerCallback that judges each step, rolls back a bad one and moves beta (adaptive KL).
 The state a run carries between steps lives in one place, `self.run` (RunState, below): saved as STATE_FILE in each
 checkpoint and read back on resume; the value head's weights go beside it.
@@ -27,6 +27,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -53,13 +54,11 @@ from rookworld_trl.grpo.credit import (
 from rookworld_trl.grpo.curriculum import curriculum_for
 from rookworld_trl.grpo.dynamic_sampling import fresh_prompts, refill
 from rookworld_trl.grpo.groups import ScoredBatch, group_task, local_rows, loss_mask, row_rewards, task_masks
-from rookworld_trl.grpo.guard.safety import StepGuard
-from rookworld_trl.grpo.kl import HiddenTap, completion_hidden
-from rookworld_trl.grpo.kl_control import exact_kl, normalise_like_trl
+from rookworld_trl.grpo.guard import StepGuard
+from rookworld_trl.grpo.kl import HiddenTap, completion_hidden, exact_kl, normalise_like_trl
 from rookworld_trl.grpo.replay import replay_for, replay_loss
-from rookworld_trl.grpo.rewards.own import resolve_rewards
+from rookworld_trl.grpo.rewards.functions import resolve_rewards
 from rookworld_trl.grpo.rollout import check_supported, correct_for_sampler, rollout
-from rookworld_trl.grpo.schedule import warmup_cosine_linear
 from rookworld_trl.grpo.selfplay import SelfPlay, SelfPlayCallback
 from rookworld_trl.grpo.tactics import TacticsMix, tactics_replay_for
 from rookworld_trl.grpo.trl_fields import check_fields
@@ -98,9 +97,8 @@ class RunState:
 
     beta: float  # the KL coefficient TRL's loss reads; adaptive KL (the guard) and rollbacks move it
     nan_recoveries: int = 0  # the guard's rollbacks in the whole run
-    healthy: bool = (
-        True  # last step finite with KL <= kl_warn: its checkpoint may become stable (the guard's)
-    )
+    # last step finite with KL <= kl_warn: its checkpoint may become stable (the guard's)
+    healthy: bool = True
     baseline: dict = field(default_factory=dict)  # ema/adaptive baselines: task -> {"mean", "spread", "var"}
     gae: dict = field(default_factory=dict)  # value baseline: "<task>/gae" -> {"var"}, GAE's running scale
     value_started: bool = False  # the value head's bias has been set (its first batch, or a checkpoint)
@@ -220,7 +218,7 @@ class RookWorldGRPOTrainer(GRPOInternals):
     def _checked_inputs(model, reward_funcs, args, rest, kwargs, check_lengths):
         """`rookworld train`'s checks, for a trainer built in Python, each one UserError naming the fix: the
         config (a plain GRPOConfig is converted), the model path (loaded here with its tokenizer), the rewards
-        (grpo/rewards/own.py resolve_rewards: names, signatures, shaping, field credit), the dataset's columns (a
+        (grpo/rewards/functions.py resolve_rewards: names, signatures, shaping, field credit), the dataset's columns (a
         `text` column is split) and the completion length against its reference completions (more than half cut:
         UserError; some: a warning; `check_lengths` "warn": a warning whatever it cuts, as `rookworld train` does;
         False: unchecked)."""
@@ -475,7 +473,7 @@ class RookWorldGRPOTrainer(GRPOInternals):
             self._trl_kl_off = False
 
     def exact_kl_term(self, model, hidden, inputs: dict) -> torch.Tensor:
-        """The exact KL (kl_control.py), normalised like TRL's loss; logs `kl` (what the guard and adaptive KL
+        """The exact KL (kl.py), normalised like TRL's loss; logs `kl` (what the guard and adaptive KL
         read) and `kl/<estimator>`."""
         est, mask = self.args.kl_estimator, loss_mask(inputs)
         kl = exact_kl(model, hidden, self.ref_model, inputs, est, self.temperature)
@@ -488,7 +486,7 @@ class RookWorldGRPOTrainer(GRPOInternals):
         return self.normalised_like_trl(kl, mask, inputs)
 
     def normalised_like_trl(self, per_token, mask, inputs: dict) -> torch.Tensor:
-        """A (B, T) per-token term aggregated as the run's TRL loss is now (kl_control.normalise_like_trl)."""
+        """A (B, T) per-token term aggregated as the run's TRL loss is now (kl.normalise_like_trl)."""
         training = self.model.training
         accumulation = self.current_gradient_accumulation_steps if training else 1.0
         items = None
@@ -525,7 +523,7 @@ class RookWorldGRPOTrainer(GRPOInternals):
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.args.lr_schedule != "warmup_cosine_linear" or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)
-        schedule = functools.partial(
+        schedule = functools.partial(  # the "warmup_cosine_linear" LR schedule (below)
             warmup_cosine_linear,
             warmup_steps=self.args.get_warmup_steps(num_training_steps),
             total_steps=num_training_steps,
@@ -595,3 +593,23 @@ def place_ref_model(trainer, device: str | None) -> torch.device | None:
             raise ValueError(f"ref_model_device={device}: only {count} CUDA device(s) visible")
     trainer.ref_model.to(device)
     return device
+
+
+def warmup_cosine_linear(
+    step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.1, final_decay_ratio: float = 0.1
+) -> float:
+    """LR multiplier: 0 -> 1 linear over warmup, cosine 1 -> min_ratio, then linear min_ratio -> 0 at the end.
+
+    The final linear leg lands exactly on zero, which a cosine alone reaches only with a zero floor.
+
+    >>> [round(warmup_cosine_linear(s, 2, 20), 2) for s in (0, 1, 2, 10, 18, 19, 20)]
+    [0.0, 0.5, 1.0, 0.55, 0.1, 0.05, 0.0]
+    """
+    decay_start = max(warmup_steps, total_steps - round(final_decay_ratio * total_steps))
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    if step < decay_start:
+        progress = (step - warmup_steps) / max(1, decay_start - warmup_steps)
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    floor = min_ratio if decay_start > warmup_steps else 1.0
+    return max(0.0, floor * (total_steps - step) / max(1, total_steps - decay_start))

@@ -1,8 +1,7 @@
 """The project's own sampler for GPT-2 (transformers' GPT2LMHeadModel, the model TRL trains): what
 `generation.generate_completions` and GRPO's rollouts (rookworld_trl/grpo/rollout.py) run.
 
-    from rookworld_trl.model.decoding import sample
-    from rookworld_trl.model.sampling import Decoding, Sampling
+    from rookworld_trl.model.decoding import Decoding, Sampling, sample
     decoding = Decoding(max_new_tokens=80, sampling=Sampling(temperature=0.4), eos_token_ids=[0], pad_token_id=0)
     out = sample(model, [[ids of prompt 1], [ids of prompt 2]], decoding)    # or its fields as keywords
     out.completion_ids, out.logprobs      # per row: tokens up to and with the first EOS; their log-probs
@@ -28,23 +27,278 @@ How it is fast, and why it computes what transformers' generate() computes:
     scoring forward computes for the same tokens;
   - on CUDA the one-token step is a CUDA graph (captured at each call, so it reads that moment's weights),
     optionally under bf16 autocast, and the all-done check waits for the GPU every few steps only.
+In this module, top to bottom: `Decoding` (one decode call's settings, which the sampler, its fallbacks in
+model/generation.py and transformers' generate() (`generate_kwargs`) all read) and picking the next token
+(`next_tokens`); the key/value cache (`Layout`, `KVCache`); the model over the cache (`Decoder`, `GraphStep`);
+the loop (`sample`).
 Dropout is not applied (GRPO turns it off; evals run in eval mode). GPT-2 variants that reference_gpt2
 refuses (other activations or attention scalings) are refused here too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
+import mmap
+import weakref
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from rookworld_trl.model.kv_cache import KVCache, Layout
 from rookworld_trl.model.reference_gpt2 import GPTConfig, attention_mask_4d, position_ids
-from rookworld_trl.model.sampling import Decoding, decoding_of, next_tokens
 
 SYNC_EVERY = 8  # CUDA: decode steps between checks that every row is done (each check waits for the GPU)
+# torch's CPU bmm runs a plain loop, ~3x slower than MKL's, for matrices of fewer multiply-adds than this
+NAIVE_BMM = 400
+HUGE_PAGE = 2 << 20  # bytes (x86-64, and arm64 with 4 KiB pages)
+
+
+# ----------------------------------------------------------------------------- picking the next token
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is picked: greedy (do_sample False) or sampled after transformers' warpers."""
+
+    do_sample: bool = True
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1.0: off
+    min_p: float | None = None
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """One decode call's settings besides the model and the prompts: how many tokens at most, how each is
+    picked, which tokens end a completion, the padding, and the autocast dtype of the model's matmuls (None:
+    the weights' own; sampling and log-probs stay fp32)."""
+
+    max_new_tokens: int
+    sampling: Sampling
+    eos_token_ids: tuple[int, ...]
+    pad_token_id: int
+    autocast_dtype: torch.dtype | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "eos_token_ids", tuple(self.eos_token_ids))  # a list may be given
+
+    def generate_kwargs(self) -> dict:
+        """The same decode as transformers' generate() keywords, every sampling setting explicit (unset ones
+        would be filled from the model's generation config, e.g. top_k 50).
+
+        >>> Decoding(8, Sampling(do_sample=False), [0], 0).generate_kwargs()
+        {'max_new_tokens': 8, 'eos_token_id': [0], 'pad_token_id': 0, 'do_sample': False}
+        """
+        s = self.sampling
+        picking = {"do_sample": False}
+        if s.do_sample:
+            picking = dict(
+                do_sample=True, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, min_p=s.min_p
+            )
+        return dict(max_new_tokens=self.max_new_tokens, eos_token_id=list(self.eos_token_ids),
+                    pad_token_id=self.pad_token_id, **picking)  # fmt: skip
+
+
+def decoding_of(decoding: Decoding | None, fields: dict) -> Decoding:
+    """`decoding`, or a Decoding of its fields given as keywords: the sampler's calls may name either."""
+    if decoding is None:
+        return Decoding(**fields)
+    if fields:
+        raise TypeError(f"a Decoding and its fields {sorted(fields)} given together: give one")
+    return decoding
+
+
+def warp(logits: torch.Tensor, s: Sampling) -> torch.Tensor:
+    """transformers' sampling warpers, in its order: temperature, top-k, top-p, min-p."""
+    scores = logits / s.temperature if s.temperature != 1.0 else logits
+    if s.top_k:
+        kth = torch.topk(scores, min(s.top_k, scores.size(-1)), dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, -float("inf"))
+    if s.top_p < 1.0:
+        ascending, order = torch.sort(scores, descending=False)
+        drop = ascending.softmax(dim=-1).cumsum(dim=-1) <= (1 - s.top_p)
+        drop[..., -1:] = False  # the most likely token always stays
+        scores = scores.masked_fill(drop.scatter(-1, order, drop), -float("inf"))
+    if s.min_p is not None:
+        probs = scores.softmax(dim=-1)
+        scores = scores.masked_fill(probs < s.min_p * probs.amax(dim=-1, keepdim=True), -float("inf"))
+    return scores
+
+
+def draw(probs: torch.Tensor, row_of: torch.Tensor | None = None) -> torch.Tensor:
+    """One token per row of probs (B, V), or with `row_of` one per row b of probs[row_of[b]], by inverse CDF:
+    the first token whose cumulative probability exceeds a uniform draw (a token of probability 0 never is)."""
+    cdf = probs.cumsum(dim=-1)
+    cdf = cdf if row_of is None else cdf.index_select(0, row_of)  # 4x faster than cdf[row_of] on CPU
+    u = torch.rand(cdf.size(0), 1, device=cdf.device, dtype=cdf.dtype) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True)[:, 0].clamp_(max=cdf.size(-1) - 1)
+
+
+def next_tokens(
+    logits: torch.Tensor, s: Sampling, row_of: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens (B,), their log-probs (B,)) from last-position logits (B, V); with `row_of` (B,), row b draws
+    its own token from logits[row_of[b]] (rows that share a distribution, each with its own draw)."""
+    logits = logits if logits.dtype == torch.float64 else logits.float()
+
+    def picked(values, tokens):
+        return values.gather(-1, tokens[:, None])[:, 0] if row_of is None else values[row_of, tokens]
+
+    if not s.do_sample:
+        tokens = logits.argmax(dim=-1)
+        tokens = tokens if row_of is None else tokens[row_of]
+        return tokens, picked(logits.log_softmax(dim=-1), tokens)
+    scaled = logits / s.temperature
+    if not s.top_k and s.top_p >= 1.0 and s.min_p is None:
+        # softmax, then the log of the drawn ones: exp() of a log_softmax is 6x slower on CPU (its many
+        # large negative inputs leave the vectorised path)
+        probs = scaled.softmax(dim=-1)
+        tokens = draw(probs, row_of)
+        return tokens, picked(probs, tokens).log()
+    tokens = draw(warp(logits, s).softmax(dim=-1), row_of)
+    return tokens, picked(scaled.log_softmax(dim=-1), tokens)
+
+
+# ----------------------------------------------------------------------------- the key/value cache
+
+
+def left_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) with every row right-aligned."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        mask[i, width - len(row) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+class Layout:
+    """Where each row decodes: prompt groups (U distinct prompts) x `width` slots each. Row r is slot
+    slot[r]; slots no row uses (groups of unequal size) decode too and are thrown away."""
+
+    def __init__(self, prompt_ids: list[list[int]], pad_id: int, device):
+        distinct = list(dict.fromkeys(map(tuple, prompt_ids)))
+        group = {p: i for i, p in enumerate(distinct)}
+        taken = [0] * len(distinct)
+        rows = []
+        for p in prompt_ids:
+            rows.append((group[tuple(p)], taken[group[tuple(p)]]))
+            taken[group[tuple(p)]] += 1
+        self.width = max(taken)
+        self.slot = [g * self.width + j for g, j in rows]
+        self.ids, self.mask = left_pad([list(p) for p in distinct], pad_id, device)
+        used = torch.zeros(len(distinct) * self.width, dtype=torch.bool)
+        used[self.slot] = True
+        self.unused = (~used).to(device)
+
+
+class KVCache:
+    """Keys and values (layer, 0 keys / 1 values, ...) of the distinct prompts, (U*H rows, position, D), and
+    of the new tokens of every slot, (U*H rows, slot of the group, position, D), S = U * width slots; additive
+    masks (0 or -inf) for the prompts' padding and the new-token columns not yet written (a CUDA graph reads
+    them all); the step's queries, (U, H, width, D)."""
+
+    def __init__(self, n_layer, layout: Layout, n_head, head_dim, max_new, dtype, device, owner):
+        U, P = layout.ids.shape
+        G, H, D = layout.width, n_head, head_dim
+        pad = torch.zeros(U, P, dtype=dtype, device=device).masked_fill_(layout.mask == 0, -float("inf"))
+        self.prompt_bias = pad.repeat_interleave(H, dim=0)[:, None, :]  # (U*H, 1, P)
+        shapes = (n_layer, 2, U * H, P, D), (n_layer, 2, U * H, G, max_new, D)
+        # a step reads the first max(end, floor) new-token columns, the unwritten ones masked, so those must be
+        # finite: on CPU enough columns for MKL's bmm, zeroed (the rest of this reused memory is never read
+        # before it is written); a CUDA graph reads every column (end = max_new)
+        if device.type == "cpu":
+            self.prompt, self.new = _reused(owner, shapes, dtype)
+            self.floor = min(max_new, -(-NAIVE_BMM // D))
+            self.new[..., : self.floor, :].zero_()
+        else:
+            self.prompt = torch.empty(shapes[0], dtype=dtype, device=device)
+            self.new, self.floor = torch.zeros(shapes[1], dtype=dtype, device=device), 1
+        self.unwritten = torch.full((1, 1, max_new), -float("inf"), dtype=dtype, device=device)
+        # each step's queries by (group, head, slot); slots that do not run keep stale, finite ones
+        self.queries = torch.zeros(U, H, G, D, dtype=dtype, device=device)
+        self.kinds = torch.arange(2, device=device).view(1, 2, 1)  # index of keys / values in `new`
+        self.groups, self.width, self.n_head = U, G, H
+        # slot (u, g), head h -> row (u, h, g) of the queries and outputs (and, times max_new, of `new`)
+        heads = self.group_rows(torch.arange(U, device=device)).view(U, 1, H)
+        self.slot_rows = (heads * G + torch.arange(G, device=device).view(1, G, 1)).view(U * G, H)
+        self._views()
+
+    def _views(self) -> None:
+        """Per layer, the views a step reads (made once, not in every step): the prompts' keys transposed
+        (U*H, D, P) and values (U*H, P, D); the new tokens' keys/values flat (2, U*H*G*max_new, D) for the
+        writes, and by row (U*H*G, max_new, D) for the reads; the queries flat, by group and by row."""
+        U, G, H, D = self.groups, self.width, self.n_head, self.new.size(-1)
+        self.prompt_keys = [k.transpose(1, 2) for k in self.prompt[:, 0]]
+        self.prompt_values = list(self.prompt[:, 1])
+        self.new_flat = [new.view(2, -1, D) for new in self.new]
+        self.new_keys = [new[0].view(U * H * G, -1, D) for new in self.new]
+        self.new_values = [new[1].view(U * H * G, -1, D) for new in self.new]
+        queries = self.queries[:U]
+        self.query_flat, self.query_groups = queries.view(-1, D), queries.view(U * H, G, D)
+        self.query_rows = queries.view(U * H * G, 1, D)
+
+    def group_rows(self, groups: torch.Tensor) -> torch.Tensor:
+        """The rows (group, head) of these groups."""
+        return (groups[:, None] * self.n_head + torch.arange(self.n_head, device=groups.device)).flatten()
+
+    def keep(self, groups: torch.Tensor, columns: int) -> torch.Tensor:
+        """Keep only these prompt groups (ascending; the first `columns` new-token columns of their slots);
+        the ones past the new end move into the places of the groups dropped before it. Returns the slots
+        kept in their new order, by their old numbers."""
+        n = len(groups)
+        order = torch.arange(n, device=groups.device)
+        stay = torch.zeros(n, dtype=torch.bool, device=groups.device)
+        stay[groups[groups < n]] = True
+        holes, moving = order[~stay], groups[groups >= n]
+        order[holes] = moving
+        if len(moving):
+            target, source = self.group_rows(holes), self.group_rows(moving)
+            self.prompt[:, :, target] = self.prompt[:, :, source]
+            self.prompt_bias[target] = self.prompt_bias[source]
+            self.new[:, :, target, :, :columns] = self.new[:, :, source, :, :columns]
+        rows = n * self.n_head
+        self.prompt, self.prompt_bias = self.prompt[:, :, :rows], self.prompt_bias[:rows]
+        self.new, self.groups = self.new[:, :, :rows], n
+        self._views()
+        return (order[:, None] * self.width + torch.arange(self.width, device=groups.device)).flatten()
+
+    def copy(self, source: torch.Tensor, target: torch.Tensor, columns: int) -> None:
+        """Slots `target` take the first `columns` new-token keys/values of slots `source`."""
+        new = self.new.flatten(2, 3)
+        new[:, :, self.slot_rows[target].flatten(), :columns] = new[
+            :, :, self.slot_rows[source].flatten(), :columns
+        ]
+
+
+_REUSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> memory of its last cache
+
+
+def _reused(owner, shapes, dtype) -> list[torch.Tensor]:
+    """Uninitialised CPU tensors of these shapes in memory kept with `owner` from call to call: the OS's
+    first-touch page faults are paid once, and the memory is in huge pages where the OS has them."""
+    sizes = [math.prod(shape) for shape in shapes]
+    n, memory = sum(sizes), _REUSED.get(owner)
+    if memory is None or memory.numel() < n or memory.dtype != dtype:
+        memory = _REUSED[owner] = _huge_pages(n, dtype)
+    return [part.view(shape) for part, shape in zip(memory[:n].split(sizes), shapes, strict=True)]
+
+
+def _huge_pages(n: int, dtype) -> torch.Tensor:
+    """n uninitialised elements in memory advised for transparent huge pages (Linux; elsewhere torch.empty).
+    Why: a decode step reads thousands of short rows spread over the cache (10 KiB apart); with 4 KiB pages
+    most of those reads also miss the TLB."""
+    if not hasattr(mmap, "MADV_HUGEPAGE"):
+        return torch.empty(n, dtype=dtype)
+    memory = mmap.mmap(-1, n * dtype.itemsize + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    with contextlib.suppress(OSError):  # transparent huge pages switched off: plain pages
+        memory.madvise(mmap.MADV_HUGEPAGE)
+    raw = torch.frombuffer(memory, dtype=torch.uint8)  # keeps `memory` alive
+    start = -raw.data_ptr() % HUGE_PAGE
+    return raw[start : start + n * dtype.itemsize].view(dtype)
 
 
 @dataclass
@@ -246,7 +500,7 @@ def sample(
     model, prompt_ids: list[list[int]], decoding: Decoding | None = None, *, cuda_graph: bool = True, **fields
 ) -> Completions:
     """One completion per row of prompt_ids (rows may repeat a prompt: they share its prefill), decoded as
-    `decoding` (model/sampling.py's Decoding) says, or as its fields given as keywords say.
+    `decoding` (a Decoding, above) says, or as its fields given as keywords say.
 
     On CUDA, `cuda_graph` replays a captured decode step; `autocast_dtype` (e.g. torch.bfloat16) runs the
     model's matmuls in that dtype (sampling and log-probs stay fp32).

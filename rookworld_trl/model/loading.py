@@ -25,6 +25,7 @@ from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, GPT2Model, 
 from transformers.activations import ACT2FN
 
 from rookworld_trl.common.quiet_logs import dropping
+from rookworld_trl.model.reference_gpt2 import position_ids
 from rookworld_trl.model.source import ModelLoadError, is_hub_id, model_source, safetensors_problem
 
 EOS_TOKEN = "<|endoftext|>"
@@ -261,11 +262,6 @@ def use_fused_gelu(model: nn.Module) -> None:
             block.mlp.act = ACT2FN["gelu_pytorch_tanh"]
 
 
-def padding_aware_position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that count real tokens only (0 on left padding), as transformers' generate() makes them."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
 def use_padding_aware_positions(model: nn.Module) -> torch.utils.hooks.RemovableHandle:
     """Make forward calls that pass no position_ids number positions from the attention mask.
 
@@ -286,9 +282,7 @@ def _positions_from_mask(module, args, kwargs):
         return None  # given explicitly (generate does), or nothing to derive them from
     tokens = args[0] if args else kwargs.get("input_ids")
     length = (tokens if tokens is not None else kwargs["inputs_embeds"]).shape[1]
-    kwargs["position_ids"] = padding_aware_position_ids(mask)[
-        :, -length:
-    ]  # the mask also covers cached tokens
+    kwargs["position_ids"] = position_ids(mask)[:, -length:]  # the mask also covers cached tokens
     return args, kwargs
 
 

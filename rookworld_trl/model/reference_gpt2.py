@@ -18,8 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rookworld_trl.model.sampling import Decoding, Sampling
-
 # HF GPT-2 uses Conv1D layers that store weights as (in, out); nn.Linear stores (out, in).
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
@@ -94,7 +92,8 @@ class Block(nn.Module):
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions count real tokens only, so a left-padded prompt starts at 0 like an unpadded one."""
+    """Positions count real tokens only (0 on left padding), so a left-padded prompt starts at 0 like an unpadded
+    one, as transformers' generate() makes them."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
@@ -209,10 +208,8 @@ def parity_checks(hf_model, ref: GPT, input_ids, attention_mask, max_new_tokens:
             steps.append(logits)
         cache_diff = (torch.cat(steps, dim=1) - ref_logits).abs()[real].max().item()
 
-    greedy = Decoding(max_new_tokens, Sampling(do_sample=False), (eos_token_id,), pad_token_id=eos_token_id)
-    hf_tokens = hf_model.generate(
-        input_ids=input_ids, attention_mask=attention_mask, **greedy.generate_kwargs()
-    )
+    hf_tokens = hf_model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                                  eos_token_id=[eos_token_id], pad_token_id=eos_token_id, do_sample=False)  # fmt: skip
     ref_tokens = ref.generate_greedy(input_ids, attention_mask, max_new_tokens, eos_token_id)
     if hf_tokens.shape == ref_tokens.shape:
         token_diff = int((hf_tokens != ref_tokens).sum())

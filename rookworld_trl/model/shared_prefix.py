@@ -102,16 +102,14 @@ def shared_forward(backbone: GPT2Model, ids, mask, positions, P: int) -> torch.T
     if U == B:
         return None
     rows = torch.arange(B, device=ids.device)
-    first = torch.full((U,), B, device=ids.device).scatter_reduce(
-        0, group, rows, "amin"
-    )  # one row per prompt
+    # one row per prompt
+    first = torch.full((U,), B, device=ids.device).scatter_reduce(0, group, rows, "amin")
     wte, wpe, H = backbone.wte, backbone.wpe, backbone.config.n_head
     xp = wte(ids[first, :P]) + wpe(positions[first, :P])
     xc = wte(ids[:, P:]) + wpe(positions[:, P:])
     prompt_mask = attention_mask_4d(mask[first, :P], P)  # (U, 1, P, P): causal, no left padding
-    completion_mask = attention_mask_4d(
-        mask, L - P
-    )  # (B, 1, C, L): the prompt's real tokens and the causal past
+    # (B, 1, C, L): the prompt's real tokens and the causal past
+    completion_mask = attention_mask_4d(mask, L - P)
     for block in backbone.h:
         qp, kp, vp = _qkv(block, xp, H)
         qc, kc, vc = _qkv(block, xc, H)

@@ -160,8 +160,9 @@ def sampler_path(path: str, device: str, bf16: bool = False) -> Callable[[dict],
     def run(state) -> str:
         import torch
 
-        from rookworld_trl.model import decoding, fallback
-        from rookworld_trl.model.sampling import Decoding, Sampling
+        from rookworld_trl.model import decoding
+        from rookworld_trl.model import generation as fallback
+        from rookworld_trl.model.decoding import Decoding, Sampling
 
         autocast = torch.bfloat16 if bf16 else None
         if device == "cuda":
@@ -202,8 +203,8 @@ def bf16_scoring(state) -> str:
     """The scoring forward under bf16 autocast against fp32 on the same tokens."""
     import torch
 
-    from rookworld_trl.model import fallback
-    from rookworld_trl.model.sampling import Decoding, Sampling
+    from rookworld_trl.model import generation as fallback
+    from rookworld_trl.model.decoding import Decoding, Sampling
 
     needs_cuda()
     model, tokenizer, ids = embedded(state, "cuda")
@@ -243,8 +244,8 @@ def second_device(state) -> str:
 
     import torch
 
-    from rookworld_trl.model import fallback
-    from rookworld_trl.model.kv_cache import left_pad
+    from rookworld_trl.model import generation as fallback
+    from rookworld_trl.model.decoding import left_pad
 
     needs_cuda()
     if torch.cuda.device_count() < 2:

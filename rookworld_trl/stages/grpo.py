@@ -57,8 +57,8 @@ from rookworld_trl.training.interrupt import said_interrupted
 def resolve_reward_funcs(names: list[str], shaping: str = "graduated", engine=None) -> list:
     """Registry names (rookworld_trl.grpo.rewards.functions, built with `shaping` and `engine`), or your own function
     by its dotted path (TRL's convention: `my_pkg.rewards.my_reward`; 'module:function' works too), checked as
-    TRL will call it (grpo/rewards/own.py)."""
-    from rookworld_trl.grpo.rewards.own import resolve_rewards
+    TRL will call it (grpo/rewards/functions.py)."""
+    from rookworld_trl.grpo.rewards.functions import resolve_rewards
 
     return resolve_rewards(list(names), shaping, engine)
 

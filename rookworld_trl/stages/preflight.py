@@ -137,11 +137,11 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
     defaults = {name: spec[1] for name, spec in fields.items()}
     config = {**defaults, **merged}
     if command == "train":
-        from rookworld_trl.grpo.rewards.own import check_reward_names
+        from rookworld_trl.grpo.rewards.functions import check_reward_names
 
         check_batch(config, processes)
         # each reward_funcs entry: a registry name, or your own function that imports and that TRL can call
-        # (grpo/rewards/own.py); the same count of reward_weights
+        # (grpo/rewards/functions.py); the same count of reward_weights
         check_reward_names(config["reward_funcs"], config.get("reward_weights"), config.get("field_credit"))
         check_engine(config)
     # empty, a file, a read-only place, a live run's: before accelerate
@@ -178,7 +178,7 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
 
 def check_engine(config: dict) -> None:
     """Stockfish starts and answers one search (a fraction of a second), when the run will ask it: a broken or
-    hanging STOCKFISH_PATH is one line now, not after the model and data have loaded (chess/engine_calls.py)."""
+    hanging STOCKFISH_PATH is one line now, not after the model and data have loaded (chess/engine.py)."""
     funcs = config.get("reward_funcs") or []
     if "policy_reward" not in funcs and not config.get("eval_samples"):
         return

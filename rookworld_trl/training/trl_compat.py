@@ -75,7 +75,7 @@ TRL_ATTRIBUTES = {
     "eos_token_ids": "where our sampler stops",
     "is_deepspeed_enabled": "where the value head's optimizer and snapshots cannot go",
     "is_fsdp_enabled": "as is_deepspeed_enabled",
-    "loss_type": "how TRL normalises its loss (grpo/kl_control.py normalise_like_trl copies it for the exact KL)",
+    "loss_type": "how TRL normalises its loss (grpo/kl.py normalise_like_trl copies it for the exact KL)",
     "lr_scheduler": "the LR cut after a rollback",
     "max_completion_length": "dr_grpo's normaliser",
     "model": "the policy",
@@ -305,7 +305,7 @@ class GRPOInternals(VerifiedCheckpoints, GRPOTrainer):
             shared_prefix.prompt_length(input_ids.size(1) - keep),
             contextlib.nullcontext()
             if compact is None  # TRL's own choice: compact where Triton runs
-            else SCORED_POSITIONS.replaced_by(_always if compact else _never),
+            else SCORED_POSITIONS.replaced_by(lambda *args, **kwargs: compact),
         ):
             return self._score_on_device(call)
 
@@ -329,7 +329,7 @@ class GRPOInternals(VerifiedCheckpoints, GRPOTrainer):
         due = every > 0 and self.model.training and step % every == 0 and step != self._table_step
         self._table_step = step if due else self._table_step  # the end-of-train log repeats the last step
         with (
-            COMPLETIONS_TABLE.replaced_by(_table_without_extra if due else _no_table),
+            COMPLETIONS_TABLE.replaced_by(_table_without_extra if due else lambda *args, **kwargs: None),
             # TRL logs None for a figure with no sample this step (KL at beta 0, a task absent from the batch)
             dropping("transformers.integrations.integration_utils", 'log a value of "None"'),
         ):
@@ -339,15 +339,3 @@ class GRPOInternals(VerifiedCheckpoints, GRPOTrainer):
 def _table_without_extra(*args, extra=None, **kwargs):
     # our reward components as extra columns squash the table to empty cells; Parquet and trackers keep them
     return COMPLETIONS_TABLE.original(*args, **kwargs)
-
-
-def _no_table(*args, **kwargs):
-    return None
-
-
-def _always(*args, **kwargs):
-    return True
-
-
-def _never(*args, **kwargs):
-    return False

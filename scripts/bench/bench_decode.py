@@ -27,13 +27,13 @@ sys.path.insert(0, str(ROOT))
 
 
 def load_at(commit: str, tmp: str):
-    """rookworld_trl's sampler modules (decoding, sampling, kv_cache where it exists) as they were at `commit`,
-    importing each other, not the working tree's."""
+    """rookworld_trl's sampler modules (decoding, and sampling and kv_cache where they exist: later commits hold
+    them in decoding) as they were at `commit`, importing each other, not the working tree's."""
     names = ("sampling", "kv_cache", "decoding")  # each after what it imports
     sources = {n: source_at(commit, n) for n in names}
-    if sources["decoding"] is None or sources["sampling"] is None:
+    if sources["decoding"] is None:
         sys.exit(
-            f"bench_decode: no rookworld_trl/[model/]decoding.py and sampling.py at {commit!r}: pass a commit of "
+            f"bench_decode: no rookworld_trl/[model/]decoding.py at {commit!r}: pass a commit of "
             "this repository from after the sampler was split out (a634d12 or later)"
         )
     loaded = {}
@@ -49,7 +49,7 @@ def load_at(commit: str, tmp: str):
         loaded[name] = module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
-    return loaded["decoding"], loaded["sampling"]
+    return loaded["decoding"], loaded.get("sampling", loaded["decoding"])
 
 
 def source_at(commit: str, name: str) -> str | None:
@@ -69,7 +69,7 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="also print each side's ops by self time")
     a = p.parse_args()
     from rookworld_trl.data.load import load_rookworld_dataset
-    from rookworld_trl.model import decoding, sampling
+    from rookworld_trl.model import decoding
     from rookworld_trl.model.loading import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(MODEL)
@@ -80,7 +80,7 @@ def main() -> None:
     ]
     eos = tokenizer.eos_token_id
     with tempfile.TemporaryDirectory() as tmp:
-        sides = {"old": load_at(a.against, tmp), "new": (decoding, sampling)}
+        sides = {"old": load_at(a.against, tmp), "new": (decoding, decoding)}
 
         def call(side: str, seed: int):
             dec, smp = sides[side]

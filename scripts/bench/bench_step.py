@@ -116,7 +116,7 @@ class GraphCount(TrainerCallback):
 
 
 class Rollbacks(logging.Handler):
-    """The step guard's rollback lines (grpo/guard/safety.py): each names the first non-finite quantity."""
+    """The step guard's rollback lines (grpo/guard.py): each names the first non-finite quantity."""
 
     def __init__(self):
         super().__init__(logging.WARNING)

@@ -34,7 +34,7 @@ PANELS: dict[str, tuple[str, ...]] = {
     "learning_curve": tuple(f.key for f in shown_in("curve")),
     "reward": ("reward", "rewards/*/mean"),
     "reward_spread": ("reward_std", "frac_reward_zero_std"),  # zero-std groups carry no gradient
-    # the reward-hacking watch (grpo/rewards/watch.py): does the list get more precise and B: choose, or only longer?
+    # the reward-hacking watch (grpo/rewards/policy.py): does the list get more precise and B: choose, or only longer?
     "watch": ("watch/precision", "watch/b_legal", "watch/selection", "watch/b_best_e", "watch/first_share"),
     "watch_distinct_moves": ("watch/distinct",),
     "watch_listed_errors": ("watch/err_*",),

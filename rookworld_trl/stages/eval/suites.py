@@ -32,6 +32,7 @@ from rookworld_trl.chess.environment import (
     legal_best_move,
     legal_move,
     mating_moves,
+    play_games,
 )
 from rookworld_trl.chess.formats import (
     FEN_WIDTH,
@@ -41,15 +42,14 @@ from rookworld_trl.chess.formats import (
     policy_prompt,
     strip_eos,
 )
-from rookworld_trl.chess.games import play_games
 from rookworld_trl.chess.tactics import KINDS, solves
 from rookworld_trl.grpo.rewards.functions import score_env, similarity
 from rookworld_trl.grpo.rewards.policy import (  # the training rewards, as eval figures
     PolicyGrader,
+    answer_figures,
     best_move_loss,
     score_policy,
 )
-from rookworld_trl.grpo.rewards.watch import answer_figures
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 BOOTSTRAP_RESAMPLES = 1000

@@ -1,40 +1,150 @@
-"""Numerical faults of an optimizer step and what rolling one back does (used by grpo/guard/safety.py's StepGuard).
+"""The step guard, one subsystem: StepGuard (a TrainerCallback, at the bottom: it checks each step, rolls back a
+bad one, stops a run that cannot go on), the faults it finds and the snapshots it rolls back to, composing:
 
-A step is bad when it is non-finite (loss, gradient, weights) or diverged though finite: a loss or gradient
-norm SPIKE times the recent median, the weight norm grown WEIGHT_JUMP times by one update, any |weight| above
-WEIGHT_LIMIT, or KL above KL_DIVERGED x kl_stop. `StepFaults` collects a step's reports and judges them;
-`roll_back` restores a snapshot and cuts the LR; `save_batch` keeps the offending micro-batches.
+- numerical faults and rollback: a step is bad when it is non-finite (loss, gradient, weights) or diverged though
+  finite: a loss or gradient norm SPIKE times the recent median, the weight norm grown WEIGHT_JUMP times by one
+  update, any |weight| above WEIGHT_LIMIT, or KL above KL_DIVERGED x kl_stop. `StepFaults` collects a step's
+  reports and judges them; `roll_back` restores a snapshot and cuts the LR; `save_batch` keeps the offending
+  micro-batches in output_dir/nan_batches/;
+- KL control (grpo/kl.py): adaptive KL (beta in the trainer's RunState) and the KL guard (warn above
+  kl_warn, save and stop above kl_stop);
+- snapshots: host copies of the trainable weights + optimizer state of the last healthy steps, the rollback
+  targets.
 
-    from rookworld_trl.grpo.guard.faults import StepFaults, spike
+    from rookworld_trl.grpo.guard import Snapshots, StepFaults, spike
+    snapshots = Snapshots(); snapshots.take(model, optimizer, step, beta=0.01)
+    target = snapshots.rollback_target(past_last_update=False); target.restore(model, optimizer)
+
+Two snapshots are kept: a step's KL measures the weights the previous update made, so a KL blow-up rolls back past
+that update, to the older one; every other fault is the current update's or batch's. Their memory is reused from
+snapshot to snapshot (allocated once per run). Under FSDP2 (accelerate_configs/fsdp2.yaml) parameters and
+optimizer state are DTensors: each rank keeps a host copy of its own shard and restores it in place.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
 
 import torch
+from torch.distributed.tensor import DTensor
+from transformers import TrainerCallback
 
-from rookworld_trl.grpo.guard.snapshots import Snapshot, copy_to_host
+from rookworld_trl.grpo.kl import adapt_beta, kl_guard
+from rookworld_trl.training.metrics_log import memory_metrics
 from rookworld_trl.training.trl_compat import set_logged_lr
 
 logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- snapshots
+
+
+def local_shard(t):
+    """This rank's shard of an FSDP2 parameter or optimizer state (a DTensor); any other tensor as it is."""
+    return t.to_local() if isinstance(t, DTensor) else t
+
+
+def like_live(saved, live):
+    """A snapshot's optimizer state (host copies of this rank's shards) in the form of the live state: a
+    DTensor on the live one's device and mesh wherever the live state holds one (FSDP2), else as saved."""
+    if isinstance(live, DTensor) and torch.is_tensor(saved):
+        return DTensor.from_local(saved.to(live.device), live.device_mesh, live.placements, run_check=False,
+                                  shape=live.shape, stride=live.stride())  # fmt: skip
+    if isinstance(saved, dict) and isinstance(live, dict):
+        return {k: like_live(v, live.get(k)) for k, v in saved.items()}
+    if isinstance(saved, (list, tuple)) and isinstance(live, (list, tuple)) and len(saved) == len(live):
+        return type(saved)(like_live(v, w) for v, w in zip(saved, live, strict=True))
+    return saved
+
+
+def copy_to_host(src, dst=None):
+    """A host copy of a (nested) state dict, written into `dst` (an earlier copy of the same structure) when its
+    tensors fit, so that memory is allocated once per run; pinned and asynchronous from a GPU (the copy is
+    queued before the next update on the same stream, so it reads the weights as they are now).
+
+    >>> copy_to_host({"w": torch.ones(2), "n": 3, "l": [torch.zeros(1)]})
+    {'w': tensor([1., 1.]), 'n': 3, 'l': [tensor([0.])]}
+    """
+    if torch.is_tensor(src):
+        src = local_shard(src).detach()
+        if dst is None or not torch.is_tensor(dst) or dst.shape != src.shape or dst.dtype != src.dtype:
+            dst = torch.empty(src.shape, dtype=src.dtype, pin_memory=src.is_cuda)
+        return dst.copy_(src, non_blocking=src.is_cuda)
+    if isinstance(src, dict):
+        old = dst if isinstance(dst, dict) else {}
+        return {k: copy_to_host(v, old.get(k)) for k, v in src.items()}
+    if isinstance(src, (list, tuple)):
+        old = dst if isinstance(dst, (list, tuple)) and len(dst) == len(src) else [None] * len(src)
+        return type(src)(copy_to_host(v, o) for v, o in zip(src, old, strict=True))
+    return src
+
+
+class Snapshot:
+    """Trainable weights + optimizer state (+ any extra scalars) of a healthy step, kept in host memory.
+
+    Only trainable parameters are copied: frozen ones (a PEFT base model) are never updated, so cannot go bad.
+    `reuse`: an older Snapshot whose memory this one takes over (no allocation per snapshot).
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer, step: int, extra: dict | None = None, reuse=None):
+        self.step = step
+        trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        self.params = copy_to_host(trainable, reuse.params if reuse else None)
+        self.optimizer = copy_to_host(optimizer.state_dict(), reuse.optimizer if reuse else None)
+        self.extra = dict(extra or {})
+
+    @torch.no_grad()
+    def restore(self, model: torch.nn.Module, optimizer) -> None:
+        """The weights and optimizer state back as they were; the optimizer's LRs included (the caller keeps
+        the schedule's if it wants them)."""
+        for name, param in model.named_parameters():
+            if name in self.params:
+                local_shard(param).copy_(self.params[name])
+        # a copy: on CPU torch would adopt these very tensors as the live state, which a later snapshot reuses
+        optimizer.load_state_dict(like_live(copy.deepcopy(self.optimizer), optimizer.state_dict()))
+
+
+class Snapshots:
+    """The newest healthy snapshot and the one before it."""
+
+    def __init__(self):
+        self.newest: Snapshot | None = None
+        self.older: Snapshot | None = None
+
+    def take(self, model, optimizer, step: int, **extra) -> None:
+        reuse, self.older = self.older, self.newest
+        self.newest = Snapshot(model, optimizer, step, extra, reuse=reuse)
+
+    def start(self, model, optimizer, step: int, **extra) -> None:
+        """The first snapshot of a train() call (after a resume has loaded weights and optimizer): no older one."""
+        self.take(model, optimizer, step, **extra)
+        self.older = None
+
+    def rollback_target(self, past_last_update: bool) -> Snapshot:
+        """The snapshot to restore; `past_last_update`: the newest holds the update that broke the policy (KL),
+        so the older one is taken when there is one. Either way no older one is left (it may be bad too)."""
+        if past_last_update and self.older is not None:
+            self.newest = self.older
+        self.older = None
+        return self.newest
+
+
+# ----------------------------------------------------------------------------- faults
 
 # Divergence: finite numbers that no healthy step produces. Each threshold is orders of magnitude past normal,
 # so that noise never triggers a rollback (each costs a step and halves the LR).
 SPIKE = 1e3  # loss or gradient norm this many times the median of the last healthy steps ...
 SPIKE_FLOOR = {"loss": 0.1, "gradient norm": 1.0}  # ... and the median taken at least this (early steps ~0)
 SPIKE_HISTORY = 20  # healthy steps the medians are taken over; judged once 5 are in
-WEIGHT_JUMP = (
-    10.0  # weight norm grown this many times in one update (lr 1e3: ~1e4x; lr 5e-2 on a new model: ~3x)
-)
-WEIGHT_LIMIT = (
-    1e6  # largest |weight|: trained LMs stay below ~1e2; lr 1e30 leaves 1e30, which overflows sampling
-)
-KL_DIVERGED = (
-    10.0  # KL this many times kl_stop in one step: the previous update broke the policy, roll it back
-)
+# weight norm grown this many times in one update (lr 1e3: ~1e4x; lr 5e-2 on a new model: ~3x)
+WEIGHT_JUMP = 10.0
+# largest |weight|: trained LMs stay below ~1e2; lr 1e30 leaves 1e30, which overflows sampling
+WEIGHT_LIMIT = 1e6
+# KL this many times kl_stop in one step: the previous update broke the policy, roll it back
+KL_DIVERGED = 10.0
 
 
 def optimizer_params(optimizer) -> list[torch.Tensor]:
@@ -244,9 +354,8 @@ class StepFaults:
         """A new optimizer step."""
         self.kl: list[float] = []  # KL of each micro-batch
         self.loss = 0.0  # |loss| summed over the micro-batches
-        self.inputs: list[
-            dict
-        ] = []  # the micro-batches, kept until the step ends to save them if it goes bad
+        # the micro-batches, kept until the step ends to save them if it goes bad
+        self.inputs: list[dict] = []
         self.bad: str | None = None
         self.cause: str | None = None  # a non-finite step: the first quantity that went non-finite
         self.grad_cause: str | None = None  # the parameter whose gradient went non-finite, before clipping
@@ -350,3 +459,132 @@ class StepFaults:
         """A good step: its loss and gradient norm join the history the spikes are measured against."""
         for name, value in self.measured.items():
             self.history[name] = (self.history[name] + [value])[-SPIKE_HISTORY:]
+
+
+# ----------------------------------------------------------------------------- the guard
+
+
+class StepGuard(TrainerCallback):
+    """Judges each optimizer step of RookWorldGRPOTrainer: on_pre_optimizer_step what the forward and backward
+    measured (a bad step's gradients are dropped, so the optimizer step is a no-op), on_step_end the updated
+    weights. A bad step rolls back to a snapshot taken before the bad update (weights + optimizer), cuts the LR
+    and saves the batch; a healthy one runs the KL guard and the beta update and may take a new snapshot. A KL
+    far above kl_stop is the previous update's: it rolls back past it, then the KL guard stops the run.
+
+    What it uses of the trainer (grpo/trainer.py): model, optimizer, lr_scheduler, accelerator, metrics,
+    drop_buffered_completions() and `run` (the RunState: beta, nan_recoveries and healthy are written here); the
+    trainer hands it the rewards of each batch TRL scored for training (`scored_rewards`, before dynamic sampling
+    refills it: the first place a fault is looked for). `halt_reason` says why it stopped the run.
+    """
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.faults = StepFaults()  # the trainer reports each micro-batch to it
+        self.snapshots = Snapshots()
+        self.halt_reason: str | None = None
+        self._retries = 0  # consecutive rollbacks
+        self._warned = False  # KL above kl_warn at the last check: warn once per excursion
+        self.scored_rewards = None  # (N, F) of the generation batch the coming steps train on
+
+    def _trainable(self) -> list:
+        return [p for p in self.trainer.model.parameters() if p.requires_grad]
+
+    def take_snapshot(self) -> None:
+        t = self.trainer
+        self.snapshots.take(t.model, t.optimizer, t.state.global_step, beta=t.run.beta)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        t = self.trainer  # after a resume has loaded weights and optimizer
+        self.snapshots.start(t.model, t.optimizer, t.state.global_step, beta=t.run.beta)
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        faults, model = self.faults, self.trainer.model
+        faults.judge_update(self.trainer.optimizer, self._trainable(), args.kl_stop, model.named_parameters())
+        if faults.cause is not None:  # non-finite on this rank: name what went first, upstream of the loss
+            faults.cause = self.explain() or faults.cause
+
+    def explain(self) -> str | None:
+        """The first non-finite quantity upstream of the loss: rewards, advantages, the batch's log-probs and
+        ratios, then the policy's log-probs (scored again with the weights that made the loss) and the terms
+        the loss builds from them. None: all finite, so the loss or a gradient was the first."""
+        t, batches = self.trainer, self.faults.inputs
+        found = first_non_finite_input(self.scored_rewards, batches)
+        for batch in batches if found is None else ():
+            ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+            mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+            found = first_non_finite_policy_term(
+                t.scoring_logps(ids, mask, batch["completion_ids"].size(1)), batch
+            )
+            if found is not None:
+                break
+        return found
+
+    def on_step_end(self, args, state, control, **kwargs):
+        t, faults, run = self.trainer, self.faults, self.trainer.run
+        faults.judge_weights(self._trainable())
+        kl = faults.mean_kl()
+        if faults.bad is not None:
+            self._recover(args, state, control)
+            # KL far past kl_stop: the KL guard still stops, with the weights from before
+            if faults.blame_previous:
+                self._kl_guard(kl, args, state, control, rolled_back_to=self.snapshots.newest.step)
+        else:
+            self._retries = 0
+            faults.accept()
+            run.healthy = kl is None or kl <= args.kl_warn
+            if kl is not None:
+                self._kl_guard(kl, args, state, control)
+                if args.adaptive_kl:
+                    run.beta = adapt_beta(
+                        run.beta, kl, args.kl_target, args.kl_horizon, args.beta_min, args.beta_max
+                    )
+            if run.healthy and state.global_step % args.nan_snapshot_steps == 0:
+                self.take_snapshot()
+        t.metrics.add("beta", run.beta)
+        t.metrics.add("nan_recoveries", run.nan_recoveries)
+        for name, value in memory_metrics().items():
+            t.metrics.add(name, value)
+        faults.reset()
+
+    def _kl_guard(self, kl, args, state, control, rolled_back_to=None) -> None:
+        halt = kl_guard(kl, args, state.global_step, args.output_dir, self._warned, rolled_back_to)
+        self._warned = kl > args.kl_warn
+        if halt:
+            self.halt_reason = halt
+            control.should_save = True  # Trainer saves right after on_step_end, then the loop ends
+            control.should_training_stop = True
+
+    def _recover(self, args, state, control) -> None:
+        """Roll back to a snapshot taken before the bad update, cut the LR, save the batch."""
+        t, step, bad = self.trainer, state.global_step, self.faults.bad
+        self._retries += 1
+        t.run.nan_recoveries += 1
+        t.run.healthy = False
+        name = f"step-{step}-rank{t.accelerator.process_index}.pt"
+        cause = self.faults.cause
+        path = save_batch(
+            self.faults.inputs,
+            os.path.join(args.output_dir, "nan_batches", name),
+            reason=bad,
+            cause=cause or "",
+            global_step=step,
+        )
+        snapshot = self.snapshots.rollback_target(past_last_update=self.faults.blame_previous)
+        roll_back(snapshot, t.model, t.optimizer, t.lr_scheduler, args.nan_lr_factor)
+        t.run.beta = float(snapshot.extra["beta"])
+        t.drop_buffered_completions()  # TRL's buffered completions and old log-probs came from the bad weights
+        what = bad if bad.startswith("diverged") else f"non-finite {bad} (first non-finite: {cause})"
+        if cause is not None:  # one metric per kind: a gradient's parameter is named in the line below
+            t.metrics.add(f"guard/non_finite/{cause.split(' of ')[0]}", 1.0)
+        logger.warning(
+            f"{what} at step {step}: update skipped, weights + optimizer restored from step "
+            f"{snapshot.step}, LR x{args.nan_lr_factor}, batch saved to {path}"
+        )
+        if self._retries > args.nan_max_retries:
+            self.halt_reason = (
+                f"NaN/Inf recovery gave up: {self._retries} bad steps in a row (last at step {step}: {what}); "
+                f"weights are those of step {snapshot.step}. Inspect {os.path.dirname(path)}, lower "
+                "learning_rate or max_grad_norm, or raise nan_max_retries."
+            )
+            logger.error(self.halt_reason)
+            control.should_training_stop = True
