@@ -1,6 +1,8 @@
 """GRPO scoring: shared prompts (rookworld_trl/model/shared_prefix.py) against TRL's own forward over every row, and
 the LM head on completion tokens only (trl_compat)."""
 
+import contextlib
+
 import pytest
 import torch
 from tiny_grpo import make_trainer
@@ -74,7 +76,8 @@ def test_cpu_scoring_runs_the_lm_head_on_completion_tokens_only(model_dir, tmp_p
     monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counted)
     logps, entropies, grads, mask, ids = scored(model_dir, tmp_path / "compact", shared=True)
     assert scored_rows[-1] == mask.sum() < ids.numel() / 2
-    monkeypatch.setattr(trl_compat, "_always", lambda *args: False)  # TRL's choice: every position
+    # TRL's own choice off Triton: every position
+    monkeypatch.setattr(trl_compat.SCORED_POSITIONS, "replaced_by", lambda *args: contextlib.nullcontext())
     every_logps, every_entropies, every_grads, _, every_ids = scored(
         model_dir, tmp_path / "every", shared=True
     )

@@ -196,14 +196,8 @@ def hub_error(source: str, error: Exception) -> DataSourceError:
 
 def open_source(source: str, split: str, streaming: bool, kind: Format | str):
     """A `datasets` table (an IterableDataset when `streaming`) of what `source` names (a file's split is the
-    file itself). `kind`: `source_kind(source)`. A puzzle file is refused: its positions are labelled (`read`),
-    not read."""
+    file itself). `kind`: `source_kind(source)`, not a puzzle file's (its positions are labelled: `read`)."""
     path = Path(source)
-    if is_puzzle(kind):
-        raise DataSourceError(
-            f"{source}: a puzzle file holds positions to label, not P:/A: rows; read it with "
-            f"load(Spec(...)) or `rookworld data load {source} --out DIR`, which label them"
-        )
     with no_bars():
         if kind == "hub":
             try:
@@ -222,16 +216,16 @@ def open_source(source: str, split: str, streaming: bool, kind: Format | str):
                         f"could not load {source!r} (split {split!r}): {type(e).__name__}: {str(e).rstrip('.')}; "
                         f"{DATA_SOURCE_FIX} (docs/FORMATS.md)"
                     ) from None
-        table = open_file(path, streaming)
+            kind = sniff(path)
+        table = open_file(path, streaming, kind)
     if streaming and isinstance(table, datasets.Dataset):
         return table.to_iterable_dataset()
     return table
 
 
-def open_file(path: Path, streaming: bool):
-    """A file as a `datasets` table, by its format (checked first): datasets' builder for it (json, parquet,
-    text), or the rows read here where that builder fails on a file it should read (see each)."""
-    fmt = sniff(path)
+def open_file(path: Path, streaming: bool, fmt: Format):
+    """A file as a `datasets` table, by its format `fmt` (`sniff`; checked first): datasets' builder for it
+    (json, parquet, text), or the rows read here where that builder fails on a file it should read (see each)."""
     if fmt.check is not None:
         fmt.check(path)
     if fmt.name == "json-array":
@@ -245,7 +239,9 @@ def open_file(path: Path, streaming: bool):
     options = {"encoding": "utf-8-sig", "encoding_errors": "replace"} if builder == "text" else {}
     if builder == "text" and streaming:  # the stream names its column before it is read
         options["features"] = TEXT_FEATURES
-    errors = file_errors(str(path)) if builder == "json" else contextlib.nullcontext()  # the line ours names
+    errors = (
+        file_errors(str(path), fmt) if builder == "json" else contextlib.nullcontext()
+    )  # the line ours names
     try:
         with errors:
             return datasets.load_dataset(
@@ -262,31 +258,38 @@ def open_file(path: Path, streaming: bool):
 
 
 @contextlib.contextmanager
-def file_errors(source: str):
+def file_errors(source: str, kind: Format | str):
     """A file that datasets fails to read (an empty file, a binary one, a bad line) becomes the one
-    DataSourceError its format's lines reader gives (data/files.py)."""
+    DataSourceError its format's lines reader gives (data/files.py). `kind`: the source's (`source_kind`)."""
     try:
         with dropping("datasets.packaged_modules.json.json", "Failed to"):  # ours names the line
             yield
     except DataSourceError:
         raise
     except Exception as e:  # StopIteration, pyarrow's ArrowInvalid, DatasetGenerationError, ...
-        path = Path(source)
-        if not (path.is_file() and sniff(path).lines is not None):
+        if not lines_file(kind):
             raise
-        raise first_error(path) or DataSourceError(f"could not read {source!r}: {e}") from None
+        raise first_error(Path(source)) or DataSourceError(f"could not read {source!r}: {e}") from None
 
 
-def guarded(ds: datasets.IterableDataset, source: str) -> tuple[datasets.IterableDataset, list[str]]:
+def lines_file(kind: Format | str) -> bool:
+    """Whether a source of this kind is a local file with a lines reader (text, JSON): its read errors are reworded
+    to that reader's one line."""
+    return isinstance(kind, Format) and kind.lines is not None
+
+
+def guarded(
+    ds: datasets.IterableDataset, source: str, kind: Format | str
+) -> tuple[datasets.IterableDataset, list[str]]:
     """(a stream of a local file of lines (text, JSON) whose read errors, met as it is read, are file_errors' one
     line; its column names, known once a first row is read where the builder names none)."""
-    with file_errors(source):
+    with file_errors(source, kind):
         names = ds.column_names or list(next(iter(ds), {}))
-    if not (Path(source).is_file() and sniff(source).lines is not None):  # file_errors rewords these only
+    if not lines_file(kind):  # file_errors rewords these only
         return ds, names
 
     def examples():
-        with file_errors(source):
+        with file_errors(source, kind):
             yield from ds
 
     return datasets.IterableDataset.from_generator(examples, features=ds.features), names
@@ -295,9 +298,14 @@ def guarded(ds: datasets.IterableDataset, source: str) -> tuple[datasets.Iterabl
 def source_lines(source: str, split: str = "train") -> Iterator[str]:
     """The raw P:/A: lines of any source (a dataset dir's or hub dataset's `split`), streamed."""
     kind = source_kind(source)
-    if isinstance(kind, Format) and kind.lines is not None:
+    if is_puzzle(kind):
+        raise DataSourceError(
+            f"{source}: a puzzle file holds positions to label, not P:/A: rows; read it with "
+            f"load(Spec(...)) or `rookworld data load {source} --out DIR`, which label them"
+        )
+    if lines_file(kind):
         return read_lines(source)
-    ds, names = guarded(open_source(source, split, True, kind), source)
+    ds, names = guarded(open_source(source, split, True, kind), source, kind)
     columns = line_columns(names, source)
     return ("".join(row[name] for name in columns) for row in ds)
 
@@ -398,9 +406,9 @@ def read(source: str, split: str, kind: Format | str, report: LoadReport, exclus
             )
         raw = open_source(source, split, streaming, kind)
         if streaming:
-            stream, names = guarded(raw, source)
+            stream, names = guarded(raw, source, kind)
             return to_rows(stream, source, report, names=names), None, False
-        with file_errors(source):
+        with file_errors(source, kind):
             rows = to_rows(raw, source, report, num_proc)
         report.check_rows(len(rows), split)  # none: one line saying what the source held
         return rows, None, False
