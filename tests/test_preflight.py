@@ -87,7 +87,7 @@ def test_bad_input_is_one_line_before_accelerate_starts(argv, says, tmp_path):
     if argv[1].startswith("FILE:"):
         path, says = files[argv[1][5:]]
         argv = [argv[0], str(path)]
-    result = rookworld("train", *argv)
+    result = rookworld("train", *argv, "--output_dir", str(tmp_path / "run"))  # not the checkout's runs/
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("rookworld train: error: ") and says in lines[0], lines
@@ -96,21 +96,23 @@ def test_bad_input_is_one_line_before_accelerate_starts(argv, says, tmp_path):
 
 def test_bad_lines_name_the_fix_and_can_be_skipped(tmp_path):
     path, _ = bad_files(tmp_path)["txt"]
+    out = ["--output_dir", str(tmp_path / "run")]  # not the checkout's runs/, which a run may hold
     with pytest.raises(preflight.UserError, match="pass --skip_bad_rows"):
         preflight.preflight(
-            "train", ["--config", str(ROOT / "recipes/grpo_tiny_cpu.yaml"), "--dataset_name", str(path)]
+            "train", ["--config", str(ROOT / "recipes/grpo_tiny_cpu.yaml"), "--dataset_name", str(path), *out]
         )
-    preflight.preflight("train", ["--dataset_name", str(path), "--skip_bad_rows", "true"])
+    preflight.preflight("train", ["--dataset_name", str(path), "--skip_bad_rows", "true", *out])
 
 
-def test_every_shipped_recipe_passes():
+def test_every_shipped_recipe_passes(tmp_path):
     """Their fields and numbers; the data and model are the embedded ones (some recipes read data a script makes
     first; the GPU recipes' model is on the hub)."""
     data = ["--dataset_name", str(ROOT / "rookworld_trl/assets/data")]  # and the model: no hub here
     data += ["--model_name_or_path", str(ROOT / "rookworld_trl/assets/model")]
     for recipe in sorted((ROOT / "recipes").glob("*.yaml")):
         command = "sft" if recipe.name.startswith("sft_") else "train"
-        preflight.preflight(command, ["--config", str(recipe), *data])
+        out = ["--output_dir", str(tmp_path / recipe.stem)]  # not the checkout's runs/, which a run may hold
+        preflight.preflight(command, ["--config", str(recipe), *data, *out])
 
 
 @pytest.mark.integration  # imports TRL
