@@ -197,7 +197,7 @@ def hub_error(source: str, error: Exception) -> DataSourceError:
 def open_source(source: str, split: str, streaming: bool, kind: Format | str):
     """A `datasets` table (an IterableDataset when `streaming`) of what `source` names (a file's split is the
     file itself). `kind`: `source_kind(source)`, not a puzzle file's (its positions are labelled: `read`)."""
-    path = Path(source)
+    path, fmt = Path(source), kind
     with no_bars():
         if kind == "hub":
             try:
@@ -216,8 +216,8 @@ def open_source(source: str, split: str, streaming: bool, kind: Format | str):
                         f"could not load {source!r} (split {split!r}): {type(e).__name__}: {str(e).rstrip('.')}; "
                         f"{DATA_SOURCE_FIX} (docs/FORMATS.md)"
                     ) from None
-            kind = sniff(path)
-        table = open_file(path, streaming, kind)
+            fmt = sniff(path)
+        table = open_file(path, streaming, fmt)
     if streaming and isinstance(table, datasets.Dataset):
         return table.to_iterable_dataset()
     return table
@@ -239,9 +239,8 @@ def open_file(path: Path, streaming: bool, fmt: Format):
     options = {"encoding": "utf-8-sig", "encoding_errors": "replace"} if builder == "text" else {}
     if builder == "text" and streaming:  # the stream names its column before it is read
         options["features"] = TEXT_FEATURES
-    errors = (
-        file_errors(str(path), fmt) if builder == "json" else contextlib.nullcontext()
-    )  # the line ours names
+    # a bad JSON line: ours names it
+    errors = file_errors(str(path), fmt) if builder == "json" else contextlib.nullcontext()
     try:
         with errors:
             return datasets.load_dataset(
