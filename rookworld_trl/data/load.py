@@ -39,7 +39,7 @@ from rookworld_trl.data.files import (
 )
 from rookworld_trl.data.layout import arrow_batches, iter_column, no_bars, task_rows
 from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource
-from rookworld_trl.data.read import read
+from rookworld_trl.data.read import read, read_puzzles
 from rookworld_trl.data.rows import DataSourceError, LoadReport
 
 KEEP = -1  # Spec.fen_width: leave the prompts as they are written
@@ -91,8 +91,12 @@ def load(spec: Spec) -> Loaded:
     stored = spec.rows
     if stored is None:
         kind = source_kind(spec.source)  # what the source is, decided once
-        stored, excluded, puzzle = read(spec.source, spec.split, kind, report, spec.exclusion, spec.max_samples,
-                                        spec.mix_env_ratio, spec.num_proc, spec.puzzles, spec.streaming)  # fmt: skip
+        puzzle = is_puzzle(kind)
+        if puzzle:
+            stored, excluded = read_puzzles(spec.source, spec.exclusion, spec.max_samples, spec.mix_env_ratio,
+                                            spec.puzzles)  # fmt: skip
+        else:
+            stored = read(spec.source, spec.split, kind, report, spec.num_proc, spec.streaming, spec.puzzles)
     rows, reports, after = stored, {"read": report, "exclude": excluded}, {}
     for name, step in steps(spec, source, puzzle, stored):
         rows, reports[name] = step(rows)

@@ -4,11 +4,11 @@ in memory or streamed, through the same code. What the source is, is decided onc
 hub dataset id. `datasets.load_dataset` reads it with the builder of its format (text, json, parquet, a folder, the
 hub); raw P:/A: lines become rows in ONE batched `map` (`parse_batch`), over the machine's cores and cached by
 datasets' own fingerprint in memory, as they are read when streaming. A puzzle file's positions are labelled by
-Stockfish (data/puzzles.py) after --exclude and the cap. A source that cannot be read is one DataSourceError: what
+Stockfish (data/puzzles.py) after --exclude and the cap (`read_puzzles`). A source that cannot be read is one DataSourceError: what
 was tried, what was found, the fix.
 
-    rows = read("data/mine", "train", source_kind("data/mine"), LoadReport("data/mine"))[0]    # memory-mapped
-    rows = read("big.txt", "train", source_kind("big.txt"), LoadReport("big.txt"), streaming=True)[0]
+    rows = read("data/mine", "train", source_kind("data/mine"), LoadReport("data/mine"))    # memory-mapped
+    rows = read("big.txt", "train", source_kind("big.txt"), LoadReport("big.txt"), streaming=True)
 
 The parse, at scale: each line goes through rows.py `row_from_line` (python-chess builds one board per line, the
 load's cost: docs/PERFORMANCE.md "Loading at scale"), each row with its error ("" when well-formed). The errors
@@ -32,7 +32,6 @@ import pyarrow.parquet as pq
 from rookworld_trl.chess.formats import FormatError
 from rookworld_trl.common.quiet_logs import dropping
 from rookworld_trl.data.files import (
-    ExcludeReport,
     Exclusion,
     Format,
     check_dir,
@@ -196,7 +195,7 @@ def hub_error(source: str, error: Exception) -> DataSourceError:
 
 def open_source(source: str, split: str, streaming: bool, kind: Format | str):
     """A `datasets` table (an IterableDataset when `streaming`) of what `source` names (a file's split is the
-    file itself). `kind`: `source_kind(source)`, not a puzzle file's (its positions are labelled: `read`)."""
+    file itself). `kind`: `source_kind(source)`, not a puzzle file's (`read_puzzles`). A stream is `guarded`."""
     path, fmt = Path(source), kind
     with no_bars():
         if kind == "hub":
@@ -220,7 +219,7 @@ def open_source(source: str, split: str, streaming: bool, kind: Format | str):
         table = open_file(path, streaming, fmt)
     if streaming and isinstance(table, datasets.Dataset):
         return table.to_iterable_dataset()
-    return table
+    return guarded(table, source, kind) if streaming else table
 
 
 def open_file(path: Path, streaming: bool, fmt: Format):
@@ -277,21 +276,22 @@ def lines_file(kind: Format | str) -> bool:
     return isinstance(kind, Format) and kind.lines is not None
 
 
-def guarded(
-    ds: datasets.IterableDataset, source: str, kind: Format | str
-) -> tuple[datasets.IterableDataset, list[str]]:
-    """(a stream of a local file of lines (text, JSON) whose read errors, met as it is read, are file_errors' one
-    line; its column names, known once a first row is read where the builder names none)."""
-    with file_errors(source, kind):
-        names = ds.column_names or list(next(iter(ds), {}))
+def guarded(ds: datasets.IterableDataset, source: str, kind: Format | str) -> datasets.IterableDataset:
+    """A stream of a local file of lines (text, JSON) whose read errors, met as it is read, are file_errors' one
+    line; any other stream as it is."""
     if not lines_file(kind):  # file_errors rewords these only
-        return ds, names
+        return ds
 
     def examples():
         with file_errors(source, kind):
             yield from ds
 
-    return datasets.IterableDataset.from_generator(examples, features=ds.features), names
+    return datasets.IterableDataset.from_generator(examples, features=ds.features)
+
+
+def column_names(ds) -> list[str]:
+    """A table's column names; a stream's are read off its first row where its builder names none."""
+    return ds.column_names or list(next(iter(ds), {}))
 
 
 def source_lines(source: str, split: str = "train") -> Iterator[str]:
@@ -304,8 +304,9 @@ def source_lines(source: str, split: str = "train") -> Iterator[str]:
         )
     if lines_file(kind):
         return read_lines(source)
-    ds, names = guarded(open_source(source, split, True, kind), source, kind)
-    columns = line_columns(names, source)
+    ds = open_source(source, split, True, kind)
+    with file_errors(source, kind):
+        columns = line_columns(column_names(ds), source)
     return ("".join(row[name] for name in columns) for row in ds)
 
 
@@ -349,10 +350,9 @@ def no_text_error(source: str, names) -> DataSourceError:
 # ----------------------------------------------------------------------------------------------- rows
 
 
-def to_rows(ds, source: str, report: LoadReport, num_proc: int | None = None, names: list[str] | None = None):
-    """Our columns: as they are when present, else parsed from a `text` column of raw lines (`parse_table`).
-    `names`: `ds`'s columns (None: as it says)."""
-    names = names or ds.column_names
+def to_rows(ds, source: str, report: LoadReport, num_proc: int | None = None):
+    """Our columns: as they are when present, else parsed from a `text` column of raw lines (`parse_table`)."""
+    names = column_names(ds)
     if set(COLUMNS) <= set(names):
         rows = ds.select_columns(list(COLUMNS))
         rows = rows if rows.features == FEATURES else rows.cast(FEATURES)  # e.g. JSON numbers read as int64
@@ -384,33 +384,34 @@ def read_rows(source: str | os.PathLike, split: str = "train", skip_bad_rows: bo
               report: LoadReport | None = None, num_proc: int | None = None) -> datasets.Dataset:  # fmt: skip
     """The rows of a source's split, as stored; malformed lines counted in `report` (without skip_bad_rows the
     first one stops the read, named). Raw lines are parsed in `num_proc` processes (None: this machine's cores)
-    into datasets' cache, memory-mapped. Not for a puzzle file (`read` labels one)."""
+    into datasets' cache, memory-mapped. Not for a puzzle file (`read_puzzles` labels one)."""
     source = os.fspath(source)
     report = report if report is not None else LoadReport(source, skip_bad_rows)
-    return read(source, split, source_kind(source), report, num_proc=num_proc)[0]
+    return read(source, split, source_kind(source), report, num_proc=num_proc)
 
 
-def read(source: str, split: str, kind: Format | str, report: LoadReport, exclusion: Exclusion | None = None,
-         max_samples: int | None = None, mix_env_ratio: float | None = None, num_proc: int | None = None,
-         puzzles: PuzzleSource | None = None, streaming: bool = False) -> tuple[object, ExcludeReport | None, bool]:  # fmt: skip
-    """(the rows of `source`'s split (streamed: as they are read), what `exclusion` dropped from them, whether they
-    are a puzzle file's: then the P: rows of its puzzles that `puzzles` keeps and `exclusion` does not drop, the
-    first `max_samples`, labelled by Stockfish, in memory; A: rows asked of one (`mix_env_ratio`) are refused
-    first, since labelling can take a while). `kind`: `source_kind(source)`, decided once."""
-    if not is_puzzle(kind):
-        if puzzles is not None and puzzles.keep:
-            raise DataSourceError(
-                f"{source}: --puzzle_rating/--puzzle_themes filter puzzle files (a Lichess puzzle .csv, an .epd "
-                "suite), which this source is not: drop them"
-            )
-        raw = open_source(source, split, streaming, kind)
-        if streaming:
-            stream, names = guarded(raw, source, kind)
-            return to_rows(stream, source, report, names=names), None, False
-        with file_errors(source, kind):
-            rows = to_rows(raw, source, report, num_proc)
+def read(source: str, split: str, kind: Format | str, report: LoadReport, num_proc: int | None = None,
+         streaming: bool = False, puzzles: PuzzleSource | None = None):  # fmt: skip
+    """The rows of `source`'s split, as stored (streamed: as they are read), each malformed line counted in
+    `report`. `kind`: `source_kind(source)`, decided once; not a puzzle file's (`read_puzzles`)."""
+    if puzzles is not None and puzzles.keep:
+        raise DataSourceError(
+            f"{source}: --puzzle_rating/--puzzle_themes filter puzzle files (a Lichess puzzle .csv, an .epd "
+            "suite), which this source is not: drop them"
+        )
+    raw = open_source(source, split, streaming, kind)
+    with file_errors(source, kind):
+        rows = to_rows(raw, source, report, num_proc)
+    if not streaming:
         report.check_rows(len(rows), split)  # none: one line saying what the source held
-        return rows, None, False
+    return rows
+
+
+def read_puzzles(source: str, exclusion: Exclusion | None = None, max_samples: int | None = None,
+                 mix_env_ratio: float | None = None, puzzles: PuzzleSource | None = None):  # fmt: skip
+    """(a puzzle file's P: rows: its puzzles that `puzzles` keeps and `exclusion` does not drop, the first
+    `max_samples`, labelled by Stockfish, in memory; what `exclusion` dropped). A: rows asked of one
+    (`mix_env_ratio`) are refused first, since labelling can take a while."""
     if mix_env_ratio:
         raise DataSourceError(
             f"mix_env_ratio={mix_env_ratio}: {source} is a puzzle file, P: rows only; set --mix_env_ratio 0 "
@@ -419,4 +420,4 @@ def read(source: str, split: str, kind: Format | str, report: LoadReport, exclus
     # filtered and capped before labelling; the columns in FEATURES' order, as every source's
     rows, excluded = (puzzles or PuzzleSource()).rows(source, exclusion or Exclusion(), max_samples)
     columns = {name: [row[name] for row in rows] for name in FEATURES}
-    return datasets.Dataset.from_dict(columns, features=FEATURES), excluded, True
+    return datasets.Dataset.from_dict(columns, features=FEATURES), excluded

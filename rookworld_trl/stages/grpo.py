@@ -76,11 +76,12 @@ def engine_cache_path(script: GRPOScriptArguments, output_dir: str) -> str | Non
     return path
 
 
-def engine_pool(script: GRPOScriptArguments, cache: str | None):
-    """The Stockfish pool of the policy reward and the evals, from the engine fields; `cache`: its sqlite file
-    (engine_cache_path)."""
+def engine_pool(script: GRPOScriptArguments, output_dir: str):
+    """The Stockfish pool of the policy reward and the evals, from the engine fields, its sqlite cache in
+    output_dir (engine_cache_path)."""
     from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool
 
+    cache = engine_cache_path(script, output_dir)
     if cache:
         os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
     limit = EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes)
@@ -313,19 +314,22 @@ def build_run(argv: list[str] | None = None):
     # one process labels a puzzle file or parses raw lines (data/read.py), the others read its cache
     with PartialState().main_process_first():
         data = load_run_data(script, args, model)
-    engine = engine_pool(script, engine_cache_path(script, args.output_dir))
+    engine = engine_pool(script, args.output_dir)
     if "policy_reward" in script.reward_funcs or script.eval_samples > 0:
         engine.check()  # a broken STOCKFISH_PATH: one line before training, not inside its first step
+    reward_funcs = resolve_reward_funcs(script.reward_funcs, args.reward_shaping, engine)
+    selfplay = selfplay_for(script, args.seed, data.train)
+    tactics = tactics_for(script, args.seed, data.tactics)
     trainer = RookWorldGRPOTrainer(
         model=model,
-        reward_funcs=resolve_reward_funcs(script.reward_funcs, args.reward_shaping, engine),
+        reward_funcs=reward_funcs,
         args=args,
         train_dataset=data.train,
         processing_class=tokenizer,
         peft_config=get_peft_config(lora_targets(model_args)),
         replay_dataset=data.replay,
-        selfplay=selfplay_for(script, args.seed, data.train),
-        tactics=tactics_for(script, args.seed, data.tactics),
+        selfplay=selfplay,
+        tactics=tactics,
         push_checkpoints=script.push_checkpoints,
         check_lengths="warn",  # a recipe's budget is the user's choice: said, not refused
     )
