@@ -16,13 +16,12 @@ Loading from anywhere is rookworld_trl/data/load.py.
 A layout is written as a whole (issue 71): every file goes to a staging folder OUT/.incoming-*, and `commit`
 moves them in with OUT/.rookworld_incomplete present for the few renames it takes; a reader refuses a folder
 holding that marker, or whose Parquet row counts disagree with its stats.json (files of two writes), with one
-line (`check_layout`). The writer holds OUT's lock (common/locks.py) from before it reads its source.
+line (files.py `check_dir`). The writer holds OUT's lock (common/locks.py) from before it reads its source.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -38,7 +37,7 @@ from datasets import Features, List, Value
 from rookworld_trl.chess.formats import position_key, prompt_fen_width
 from rookworld_trl.common.errors import UserError
 from rookworld_trl.common.paths import out_folder_problem
-from rookworld_trl.data.files import INCOMPLETE, layout_problem  # noqa: F401  (the readers' check, re-exported)
+from rookworld_trl.data.files import INCOMPLETE, position_hash
 
 SPLITS = ("train", "validation", "test")
 FEATURES = Features(
@@ -128,8 +127,12 @@ def split_of(fen: str, validation_fraction: float, test_fraction: float) -> str:
 
     Unsalted on purpose: datasets made with other seeds or sources split the same positions the same way.
     """
-    digest = hashlib.blake2b(position_key(fen).encode(), digest_size=8).digest()
-    u = int.from_bytes(digest, "big") / 2**64
+    return hashed_split(position_key(fen), validation_fraction, test_fraction)
+
+
+def hashed_split(text: str, validation_fraction: float, test_fraction: float) -> str:
+    """ "test", "validation" or "train", by where `text`'s 8-byte hash falls in [0, 1)."""
+    u = position_hash(text) / 2**64
     if u < test_fraction:
         return "test"
     return "validation" if u < test_fraction + validation_fraction else "train"
@@ -138,7 +141,7 @@ def split_of(fen: str, validation_fraction: float, test_fraction: float) -> str:
 def dedup_key(row: dict) -> int:
     """P: rows are duplicates by FEN, A: rows by FEN + move (8-byte hashes keep millions in memory)."""
     key = row["fen"] if row["task"] == "P" else row["fen"] + "+" + row["move"]
-    return int.from_bytes(hashlib.blake2b((row["task"] + key).encode(), digest_size=8).digest(), "big")
+    return position_hash(row["task"] + key)
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -260,7 +263,7 @@ class LayoutWriter:
 def publish(out: Path, stage: Path) -> None:
     """Move a complete staged layout into OUT: the INCOMPLETE marker first (naming the staging folder), then
     one rename per file (stats.json last), then the marker and the staging folder go. A process killed between
-    the first and the last step leaves the marker: readers refuse the folder (check_layout) until the command
+    the first and the last step leaves the marker: readers refuse the folder (files.py check_dir) until the command
     is run again."""
     marker = out / INCOMPLETE
     tmp = out / f"{INCOMPLETE}.tmp"
