@@ -35,7 +35,7 @@ from rookworld_trl.data.layout import (
     LayoutWriter,
     arrow_batches,
     check_out,
-    column_batches,
+    iter_rows,
     say_replaced,
     split_of,
     split_text,
@@ -68,7 +68,7 @@ def convert(source: str, out: str, split: str, validation_fraction: float, test_
         rows = loaded.rows
         writer = LayoutWriter(out, validation_fraction, test_fraction, compression_level=CONVERT_LEVEL)
         try:
-            for _, table in arrow_batches(rows, *COLUMNS):
+            for table in arrow_batches(rows, *COLUMNS):
                 writer.add_table(table)
             stats = writer.close()
             check_train_split(out, stats["rows"], validation_fraction, test_fraction)
@@ -120,8 +120,7 @@ def describe(source: str, split: str, max_samples: int | None, skip_bad_rows: bo
     else:
         if not report.malformed and (puzzles is None or puzzles.report is None):  # load said the rest
             print(report.summary())
-        batches = column_batches(loaded.rows, "task", "kind", "prompt")
-        fields = (row for _, batch in batches for row in zip(*batch, strict=True))
+        fields = iter_rows(loaded.rows, "task", "kind", "prompt")
     tasks, kinds, widths = Counter(), Counter(), Counter()
     for task, kind, prompt in fields:
         tasks[task] += 1

@@ -137,12 +137,9 @@ def make_chunk(source: str, index: int, games_in, config: GenerateConfig, pool: 
     if config.tactics:
         return tactics_chunk(source, games, analyses, rng, config, pool, stats)
     fens = []
-    for game in games:
-        board, wanted = chess.Board(game.start), set(game.plies)
-        for ply, move in enumerate(game.moves):
-            if ply in wanted:
-                fens.append(board.fen())
-            board.push_uci(move)
+    for game in games:  # its sampled plies' positions, in order
+        at = positions(game)
+        fens += [at[ply] for ply in game.plies]
     todo = [fen for fen in dict.fromkeys(fens) if fen not in analyses]
     analyses.update(zip(todo, pool.analyse_many(todo), strict=True))
     rows = [row for game in games for row in game_rows(game, analyses, rng, config)]
@@ -254,7 +251,7 @@ def assemble(config: GenerateConfig, shards: Path, settings: dict, exclude: Excl
         for row in rows:
             if not (exclude and excluded.drops(row["fen"], row["task"])):
                 writer.add(row)
-    for row, split in held_out_first(by_game):
+    for row, split in held_out_first(by_game):  # tactics
         if not (exclude and excluded.drops(row["fen"], row["task"])):
             writer.add(row, split)
     stats = writer.close()

@@ -13,10 +13,10 @@ row's `kind` is empty, or its tactic (mate1, mate2, only: data/tactics.py) in a 
 Columns of the other task hold empty values ("" / [] / 0.0 / False) so every row has one Arrow type.
 Loading from anywhere is rookworld_trl/data/load.py.
 
-A layout is written as a whole (issue 71): every file goes to a staging folder OUT/.incoming-*, and `commit`
-moves them in with OUT/.rookworld_incomplete present for the few renames it takes; a reader refuses a folder
-holding that marker, or whose Parquet row counts disagree with its stats.json (files of two writes), with one
-line (files.py `check_dir`). The writer holds OUT's lock (common/locks.py) from before it reads its source.
+A layout is written as a whole: every file goes to a staging folder OUT/.incoming-*, and `commit` moves them in
+with OUT/.rookworld_incomplete present for the few renames it takes; a reader refuses a folder holding that
+marker, or whose Parquet row counts disagree with its stats.json, with one line (files.py `check_dir`). The
+writer holds OUT's lock (common/locks.py) from before it reads its source.
 """
 
 from __future__ import annotations
@@ -95,25 +95,21 @@ def column(ds, name: str) -> list:
 
 
 def arrow_batches(ds, *names: str, size: int = BATCH_ROWS):
-    """(offset, Arrow table of `ds`'s columns `names`), `size` rows at a time in `ds`'s order: datasets' own
-    Arrow iteration, which gathers a selection's rows (the mix, --exclude) a batch at a time."""
-    offset = 0
-    for batch in ds.select_columns(list(names)).with_format("arrow").iter(batch_size=size):
-        yield offset, batch
-        offset += len(batch)
+    """Arrow tables of `ds`'s columns `names`, `size` rows at a time in `ds`'s order: datasets' own Arrow
+    iteration, which gathers a selection's rows (the mix, --exclude) a batch at a time."""
+    return ds.select_columns(list(names)).with_format("arrow").iter(batch_size=size)
 
 
-def column_batches(ds, *names: str, size: int = BATCH_ROWS):
-    """(offset, [column lists]) of `ds`'s columns `names`, BATCH_ROWS rows at a time: a pass over millions of
-    memory-mapped rows that holds one batch of Python objects, not the column."""
-    for offset, batch in arrow_batches(ds, *names, size=size):
-        yield offset, [batch.column(name).to_pylist() for name in names]
+def iter_rows(ds, *names: str):
+    """The tuples of `ds`'s columns `names`, row by row, a batch of Python objects at a time: a pass over
+    millions of memory-mapped rows that never holds a whole column."""
+    for batch in arrow_batches(ds, *names):
+        yield from zip(*(batch.column(name).to_pylist() for name in names), strict=True)
 
 
 def iter_column(ds, name: str):
-    """The values of `ds`'s column `name`, one at a time (column_batches)."""
-    for _, (values,) in column_batches(ds, name):
-        yield from values
+    """The values of `ds`'s column `name`, one at a time (iter_rows)."""
+    return (value for (value,) in iter_rows(ds, name))
 
 
 def task_rows(ds) -> tuple[list[int], list[int]]:
@@ -169,23 +165,13 @@ class LayoutWriter:
         self.duplicates: Counter[str] = Counter()
         self.batches: dict[str, list[dict]] = {split: [] for split in SPLITS}
         # Written in the staging folder and moved in at the end: a killed run never leaves a half file behind.
-        self.parquet = {
-            # zstd at a high level halves the files against the default snappy (6.8 -> 3.4 MB on a 37k-row
-            # train split): the embedded data ships inside the package. It costs ~140 us a row (level 3: ~3 us,
-            # files ~25% larger), which a conversion of millions of rows does not pay (commands.py convert).
-            s: pq.ParquetWriter(
-                self._tmp(s, "parquet"),
-                FEATURES.arrow_schema,
-                compression="zstd",
-                compression_level=compression_level,
-            )  # fmt: skip
-            for s in SPLITS
-        }
+        # zstd at a high level halves the files against the default snappy (6.8 -> 3.4 MB on a 37k-row train
+        # split): the embedded data ships inside the package. It costs ~140 us a row (level 3: ~3 us, files ~25%
+        # larger), which a conversion of millions of rows does not pay (commands.py convert).
+        self.parquet = {s: pq.ParquetWriter(self.stage / f"{s}.parquet", FEATURES.arrow_schema, compression="zstd",
+                                            compression_level=compression_level) for s in SPLITS}  # fmt: skip
         # closed in close(), like the Parquet writers
-        self.text = {s: open(self._tmp(s, "txt"), "w", encoding="utf-8") for s in SPLITS}  # noqa: SIM115
-
-    def _tmp(self, split: str, ext: str) -> Path:
-        return self.stage / f"{split}.{ext}"
+        self.text = {s: open(self.stage / f"{s}.txt", "w", encoding="utf-8") for s in SPLITS}  # noqa: SIM115
 
     def add(self, row: dict, split: str | None = None) -> None:
         """Add a row to `split` (None: its position's, split_of), unless it is a duplicate."""
@@ -208,9 +194,7 @@ class LayoutWriter:
         for split, indices in picked.items():
             if indices:
                 self._flush(split)  # rows add() holds go first: a split's rows stay in order
-                rows = table.take(pa.array(indices, pa.int64()))
-                self.parquet[split].write_table(rows)
-                self.text[split].write("".join(text + "\n" for text in rows.column("text").to_pylist()))
+                self._write(split, table.take(pa.array(indices, pa.int64())))
 
     def _place(self, row: dict, split: str | None = None) -> str | None:
         """The split a row goes to, counted (None: a duplicate, counted as one)."""
@@ -230,8 +214,11 @@ class LayoutWriter:
     def _flush(self, split: str) -> None:
         batch, self.batches[split] = self.batches[split], []
         if batch:
-            self.parquet[split].write_table(pa.Table.from_pylist(batch, schema=FEATURES.arrow_schema))
-            self.text[split].write("".join(row["text"] + "\n" for row in batch))
+            self._write(split, pa.Table.from_pylist(batch, schema=FEATURES.arrow_schema))
+
+    def _write(self, split: str, rows: pa.Table) -> None:
+        self.parquet[split].write_table(rows)
+        self.text[split].write("".join(text + "\n" for text in rows.column("text").to_pylist()))
 
     def close(self) -> dict:
         """Finish the files (still staged: commit moves them in) and return the counts for stats.json."""

@@ -231,9 +231,8 @@ def mix(ds: datasets.Dataset, mix_env_ratio: float | None, seed: int) -> tuple[d
     rows of each task kept). None: `ds` as it is."""
     if mix_env_ratio is None:
         return ds, None
-    if not hasattr(
-        ds, "__len__"
-    ):  # streamed: drawn from the two tasks with these probabilities until one runs out
+    # streamed: drawn from the two tasks with these probabilities until one runs out
+    if not hasattr(ds, "__len__"):
         check_ratio(mix_env_ratio)
         if mix_env_ratio in (0.0, 1.0):
             return only_task(ds, "A" if mix_env_ratio == 1.0 else "P")[0], None
@@ -274,7 +273,7 @@ def rows_fen_widths(ds: datasets.Dataset) -> Counter:
     """fen_widths of a dataset's prompts, counted by Arrow a batch at a time (millions of rows in a second or
     two); a batch holding non-ASCII text is counted by fen_widths itself (Arrow's lengths are in bytes)."""
     counts = Counter()
-    for _, batch in arrow_batches(ds, "prompt"):
+    for batch in arrow_batches(ds, "prompt"):
         prompts = batch.column("prompt")
         if not pc.all(pc.string_is_ascii(prompts)).as_py():
             counts.update(fen_widths(prompts.to_pylist()))
@@ -344,18 +343,14 @@ def cap(ds, max_samples: int | None) -> tuple[object, int | None]:
 
 # ----------------------------------------------------------------------------------------- a run's data
 #
-# A run's data, read once from one set of options: the rows it trains on, what supervised replay draws from, the
-# held-out rows of its learning curve and final eval, the tactics rows it mixes in and evaluates on, and the
-# positions it trained on. The GRPO stage builds one `RunData` and hands it to the trainer, the tactics mix, the
-# learning curve and the final eval, so each of them keeps the run's --skip_bad_rows, --exclude, puzzle filter and
-# cap; `rookworld eval` builds one from its flags (`eval_data`).
+# A run's data, read once from one set of options (the GRPO stage's `RunData`, handed to the trainer, the tactics
+# mix, the learning curve and the final eval, so each keeps the run's --skip_bad_rows, --exclude, puzzle filter and
+# cap; `rookworld eval` builds one from its flags: `eval_data`). Each set of rows goes through `load`; the train
+# split is read once (a file's held-out rows are its rows as read; replay draws from the train split after
+# --exclude, before the mix); a puzzle file is labelled once.
 #
 #     data = run_data(DataOptions("rookworld_trl/assets/data", mix_env_ratio=0.3, replay=True, held_out=True))
 #     data.train, data.replay, data.held_out, data.fen_width
-#
-# Each set of rows goes through the one pipeline (data/load.py `load`: read -> exclude -> mix -> FEN width -> cap);
-# the train split is read once (a file's splits are the file itself: its rows as read are also the held-out rows;
-# the replay rows are the train split after --exclude, before the mix); a puzzle file is labelled once.
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,8 @@ def game_over(board: chess.Board, config: GameSettings) -> bool:
     return board.is_game_over() or len(board.move_stack) >= config.max_plies
 
 
-def game_of(
-    board: chess.Board, plies: list[int] | None, rng: random.Random, config: GameSettings, unfinished: str
-) -> GameRecord:
+def game_of(board: chess.Board, plies: list[int] | None, rng: random.Random, config: GameSettings,
+            unfinished: str) -> GameRecord:  # fmt: skip
     """The GameRecord a finished board played; `plies` None: --plies_per_game random plies; `unfinished`: the end
     of a game that python-chess does not see as over."""
     moves = [m.uci() for m in board.move_stack]
@@ -163,23 +162,10 @@ class PositionSource:
     play: Callable[..., list[GameRecord]]
 
 
-POSITION_SOURCES = {  # in the order the shards are written and assembled
-    source.name: source
-    for source in (
-        PositionSource(
-            "selfplay",
-            lambda config, done: counted_chunks(config.selfplay_games, config.games_per_chunk, done),
-            play_selfplay_chunk,
-        ),
-        PositionSource(
-            "random",
-            lambda config, done: counted_chunks(config.random_games, config.games_per_chunk, done),
-            play_random_chunk,
-        ),
-        PositionSource(
-            "pgn",
-            lambda config, done: pgn_chunks(config.pgn, config.games_per_chunk, config.pgn_games, done),
-            play_pgn_chunk,
-        ),
-    )
-}
+POSITION_SOURCES = {source.name: source for source in (  # in the order the shards are written and assembled
+    PositionSource("selfplay", lambda c, done: counted_chunks(c.selfplay_games, c.games_per_chunk, done),
+                   play_selfplay_chunk),
+    PositionSource("random", lambda c, done: counted_chunks(c.random_games, c.games_per_chunk, done),
+                   play_random_chunk),
+    PositionSource("pgn", lambda c, done: pgn_chunks(c.pgn, c.games_per_chunk, c.pgn_games, done), play_pgn_chunk),
+)}  # fmt: skip

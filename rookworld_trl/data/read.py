@@ -356,9 +356,8 @@ def to_rows(ds, source: str, report: LoadReport, num_proc: int | None = None):
     if set(COLUMNS) <= set(names):
         rows = ds.select_columns(list(COLUMNS))
         rows = rows if rows.features == FEATURES else rows.cast(FEATURES)  # e.g. JSON numbers read as int64
-        if isinstance(
-            rows, datasets.Dataset
-        ):  # read by column, not line by line: its rows are what is counted
+        # read by column, not line by line: its rows are what is counted
+        if isinstance(rows, datasets.Dataset):
             report.rows += len(rows)
         return rows
     return parse_table(ds, source, report, num_proc, names)
