@@ -330,7 +330,7 @@ def fen4(fen: str) -> str:
     fields = fen.split()
     if len(fields) >= 4 and fields[3] == "-":
         return " ".join(fields[:4])
-    return position_key(chess.Board(" ".join(fields[:4])).fen())
+    return canonical_fen4(fen)
 
 
 class Positions:
