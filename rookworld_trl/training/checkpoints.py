@@ -129,14 +129,9 @@ def checkpoint_problem(checkpoint_dir: str) -> str | None:
 
 def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
     """All checkpoint-N directories (complete or not) as (N, path), oldest first."""
-    if not os.path.isdir(output_dir):
-        return []
-    found = []
-    for name in os.listdir(output_dir):
-        m = _CHECKPOINT_RE.match(name)
-        if m and os.path.isdir(os.path.join(output_dir, name)):
-            found.append((int(m.group(1)), os.path.join(output_dir, name)))
-    return sorted(found)
+    names = os.listdir(output_dir) if os.path.isdir(output_dir) else []
+    found = [(int(m[1]), os.path.join(output_dir, m[0])) for m in map(_CHECKPOINT_RE.match, names) if m]
+    return sorted((n, path) for n, path in found if os.path.isdir(path))
 
 
 def latest_complete_checkpoint(output_dir: str) -> str | None:
