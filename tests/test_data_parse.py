@@ -39,7 +39,7 @@ class CountingParse:
 
     def __init__(self, monkeypatch):
         self.calls = 0
-        monkeypatch.setattr(parse, "row_from_line", self)
+        monkeypatch.setattr("rookworld_trl.data.rows.row_from_line", self)
 
     def __call__(self, line):
         self.calls += 1
