@@ -160,9 +160,10 @@ def starts_with_bom(path: Path) -> bool:
         return f.read(3) == b"\xef\xbb\xbf"
 
 
-def starts_with_bracket(path: Path) -> bool:
+def starts_with_bracket(path: Path, bracket: str = "[") -> bool:
+    """Whether a text file starts with `bracket`, whitespace aside: a JSON array, or object ("{")."""
     with open(path, encoding="utf-8", errors="replace") as f:
-        return f.read(64).lstrip().startswith("[")
+        return f.read(64).lstrip().startswith(bracket)
 
 
 def check_parquet(path: Path) -> None:
@@ -261,11 +262,8 @@ def is_puzzle(kind: Format | str) -> bool:
 
 def bigbench_like(path: Path) -> bool:
     """A .json file holding one object with "examples" (BIG-bench's task.json), not a JSON array of rows."""
-    if path.suffix != ".json":
+    if path.suffix != ".json" or not starts_with_bracket(path, "{"):
         return False
-    with open(path, encoding="utf-8", errors="replace") as f:
-        if not f.read(64).lstrip().startswith("{"):
-            return False
     try:
         with open(path, encoding="utf-8") as f:
             return isinstance(json.load(f).get("examples"), list)
