@@ -39,7 +39,7 @@ class CountingParse:
 
     def __init__(self, monkeypatch):
         self.calls = 0
-        monkeypatch.setattr(parse, "row_from_line", self)
+        monkeypatch.setattr("rookworld_trl.data.rows.row_from_line", self)
 
     def __call__(self, line):
         self.calls += 1
@@ -121,9 +121,7 @@ def test_a_pass_over_parsed_rows_gives_them_row_for_row(tmp_path, monkeypatch):
     for ds in (rows, picked, sliced, in_memory):
         for size in (256, 1500):
             read = [
-                r
-                for _, batch in layout.arrow_batches(ds, "fen", "task", size=size)
-                for r in batch.to_pylist()
+                r for batch in layout.arrow_batches(ds, "fen", "task", size=size) for r in batch.to_pylist()
             ]
             assert read == ds.select_columns(["fen", "task"]).to_list()
 

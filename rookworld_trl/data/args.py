@@ -11,49 +11,27 @@ from typing import ClassVar
 
 from trl import ScriptArguments
 
+from rookworld_trl.common.flags import helped
+
 
 @dataclass
 class DataArguments(ScriptArguments):
     BOUNDS: ClassVar[dict[str, str]] = {"mix_env_ratio": "finite"}  # stages/recipe.py bounds_of
-    dataset_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "P:/A: data: the output directory of `rookworld data generate`, a data file or a hub id "
-            "(rookworld_trl/data/load.py)."
-        },
-    )
-    dataset_test_split: str = field(
-        default="test",
-        metadata={"help": "Held-out split of dataset_name (GRPO: the evals; SFT: the evaluation loss)."},
-    )
-    skip_bad_rows: bool = field(
-        default=False,
-        metadata={
-            "help": "Skip malformed lines of raw-text data and count them (default: stop at the first, naming it)."
-        },
-    )
-    exclude: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Drop every training row whose position (first four FEN fields) is in these files: FEN lists, "
-            ".epd files, Lichess puzzle .csv files, BIG-bench checkmate_in_one task.json (data/files.py Exclusion)."
-        },
-    )
-    mix_env_ratio: float | None = field(
-        default=0.2,
-        metadata={
-            "help": "Fraction of A: (environment) rows mixed with P: (policy) rows; null (YAML) keeps the "
-            "stored mix."
-        },
-    )
-    fen_width: int | None = field(
-        default=None,
-        metadata={
-            "help": "FEN field width of P: prompts (docs/FORMATS.md: 90, or 89 in some published files). None: "
-            "the data's own (its most common); every prompt of training and eval is padded to it, and the model's "
-            "config.json records it."
-        },
-    )
+    # fmt: off
+    dataset_name: str | None = helped(None, "P:/A: data: the output directory of `rookworld data generate`, a data "
+                                      "file or a hub id (rookworld_trl/data/load.py).")
+    dataset_test_split: str = helped("test", "Held-out split of dataset_name (GRPO: the evals; SFT: the evaluation loss).")
+    skip_bad_rows: bool = helped(False, "Skip malformed lines of raw-text data and count them (default: stop at the "
+                                 "first, naming it).")
+    exclude: list[str] = helped([], "Drop every training row whose position (first four FEN fields) is in these files: "
+                                "FEN lists, .epd files, Lichess puzzle .csv files, BIG-bench checkmate_in_one task.json "
+                                "(data/files.py Exclusion).")
+    mix_env_ratio: float | None = helped(0.2, "Fraction of A: (environment) rows mixed with P: (policy) rows; null "
+                                         "(YAML) keeps the stored mix.")
+    fen_width: int | None = helped(None, "FEN field width of P: prompts (docs/FORMATS.md: 90, or 89 in some published "
+                                   "files). None: the data's own (its most common); every prompt of training and eval "
+                                   "is padded to it, and the model's config.json records it.")
+    # fmt: on
 
 
 def stage_defaults(**defaults):

@@ -91,9 +91,8 @@ class AuditReport:
     reasons: Counter = field(default_factory=Counter)  # why lines do not parse
     reason_lines: dict[str, list[int]] = field(default_factory=dict)  # reason -> its first line numbers
     fen_widths: Counter = field(default_factory=Counter)  # P: lines by the width their FEN is padded to
-    examples: list[tuple[int, list[str]]] = field(
-        default_factory=list
-    )  # (line number, fields), the first few
+    # (line number, fields), the first few
+    examples: list[tuple[int, list[str]]] = field(default_factory=list)
 
     def add(self, line_no: int, group: str, failures: list[str], layout: bool = True) -> None:
         self.lines += 1
@@ -123,10 +122,7 @@ class AuditReport:
 
     def to_dict(self) -> dict:
         rate = self.failed / max(self.lines, 1)
-        fields = {
-            f: {"count": n, "rate": n / max(self.task_lines(f[0]), 1)}
-            for f, n in sorted(self.field_counts().items())
-        }
+        fields = {f: {"count": n, "rate": n / max(self.task_lines(f[0]), 1)} for f, n in sorted(self.field_counts().items())}  # fmt: skip
         return dict(
             source=self.source, limit=self.limit, lines=self.lines, failed=self.failed, rate=rate,
             groups={g: {**c, "rate": c["failed"] / c["lines"]} for g, c in sorted(self.groups.items())},
@@ -159,11 +155,7 @@ class AuditReport:
 
     def _task_table(self, task: str, names: tuple[str, ...]) -> list[str]:
         cols = ("lines", "layout", *names)
-        out = [
-            f"  {task + ':':<11}"
-            + "".join(f"{c:>14}" for c in cols)
-            + (f"{'eval MAE':>14}" if task == "P" else "")
-        ]
+        out = [f"  {task + ':':<11}" + "".join(f"{c:>14}" for c in cols) + (f"{'eval MAE':>14}" if task == "P" else "")]  # fmt: skip
         for side in ("w", "b", "?"):
             counts = self.groups.get(f"{task} {side}")
             if not counts:

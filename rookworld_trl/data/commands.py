@@ -26,7 +26,7 @@ from rookworld_trl.common.errors import UserError
 from rookworld_trl.common.flags import FlagParser
 from rookworld_trl.common.locks import holding
 from rookworld_trl.data.audit import AuditConfig, AuditReport, audit
-from rookworld_trl.data.files import DataSourceError, ExcludeReport, Exclusion
+from rookworld_trl.data.files import DataSourceError, Exclusion
 from rookworld_trl.data.generate import GenerateConfig, generate
 from rookworld_trl.data.layout import (
     COLUMNS,
@@ -35,7 +35,7 @@ from rookworld_trl.data.layout import (
     LayoutWriter,
     arrow_batches,
     check_out,
-    column_batches,
+    iter_rows,
     say_replaced,
     split_of,
     split_text,
@@ -43,39 +43,17 @@ from rookworld_trl.data.layout import (
 from rookworld_trl.data.load import LoadReport, Spec, load, load_rookworld_dataset
 from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource
 
-__all__ = [
-    "COLUMNS",
-    "FEATURES",
-    "SPLITS",
-    "AuditConfig",
-    "AuditReport",
-    "DataSourceError",
-    "GenerateConfig",
-    "LoadReport",
-    "audit",
-    "convert",
-    "generate",
-    "load_rookworld_dataset",
-    "main",
-    "split_of",
-]
+__all__ = ["COLUMNS", "FEATURES", "SPLITS", "AuditConfig", "AuditReport", "DataSourceError", "GenerateConfig",
+           "LoadReport", "audit", "convert", "generate", "load_rookworld_dataset", "main", "split_of"]  # fmt: skip
 
 
 # zstd level of a converted layout: 1M rows in seconds, not minutes (layout.py LayoutWriter)
 CONVERT_LEVEL = 3
 
 
-def convert(
-    source: str,
-    out: str,
-    split: str,
-    validation_fraction: float,
-    test_fraction: float,
-    skip_bad_rows: bool = False,
-    puzzles: PuzzleSource | None = None,
-    exclude: Exclusion | None = None,
-    num_proc: int | None = None,
-) -> dict:
+def convert(source: str, out: str, split: str, validation_fraction: float, test_fraction: float,
+            skip_bad_rows: bool = False, puzzles: PuzzleSource | None = None, exclude: Exclusion | None = None,
+            num_proc: int | None = None) -> dict:  # fmt: skip
     """Write `source` (anything load_rookworld_dataset reads) in our layout, re-split by position hash. Its
     lines are parsed in `num_proc` processes (None: the machine's cores), cached (data/read.py). OUT is locked
     from before the read (a second load into it is refused) and replaced as a whole at the end (LayoutWriter's
@@ -90,7 +68,7 @@ def convert(
         rows = loaded.rows
         writer = LayoutWriter(out, validation_fraction, test_fraction, compression_level=CONVERT_LEVEL)
         try:
-            for _, table in arrow_batches(rows, *COLUMNS):
+            for table in arrow_batches(rows, *COLUMNS):
                 writer.add_table(table)
             stats = writer.close()
             check_train_split(out, stats["rows"], validation_fraction, test_fraction)
@@ -127,23 +105,8 @@ def check_train_split(out: str, rows: dict, validation_fraction: float, test_fra
     )
 
 
-def say_loaded(report: LoadReport, puzzles: PuzzleSource | None, excluded: ExcludeReport | None) -> None:
-    """What a streamed load read (a puzzle file said it as it was labelled, in memory) and excluded."""
-    if puzzles is None or puzzles.report is None:
-        print(report.summary())
-        if excluded and excluded.exclusion:
-            print(excluded.one_line())
-
-
-def describe(
-    source: str,
-    split: str,
-    max_samples: int | None,
-    skip_bad_rows: bool = False,
-    puzzles: PuzzleSource | None = None,
-    exclude: Exclusion | None = None,
-    num_proc: int | None = None,
-) -> None:
+def describe(source: str, split: str, max_samples: int | None, skip_bad_rows: bool = False,
+             puzzles: PuzzleSource | None = None, exclude: Exclusion | None = None, num_proc: int | None = None):  # fmt: skip
     """Print what a source holds: the load report, rows by task (P: by FEN width) and A: rows by kind. The
     whole source is parsed in `num_proc` processes and cached (data/read.py); its first `max_samples` rows
     are streamed."""
@@ -157,8 +120,7 @@ def describe(
     else:
         if not report.malformed and (puzzles is None or puzzles.report is None):  # load said the rest
             print(report.summary())
-        batches = column_batches(loaded.rows, "task", "kind", "prompt")
-        fields = (row for _, batch in batches for row in zip(*batch, strict=True))
+        fields = iter_rows(loaded.rows, "task", "kind", "prompt")
     tasks, kinds, widths = Counter(), Counter(), Counter()
     for task, kind, prompt in fields:
         tasks[task] += 1
@@ -166,8 +128,11 @@ def describe(
             kinds[kind] += 1
         else:
             widths[prompt_fen_width(prompt)] += 1
-    if streamed:
-        say_loaded(report, puzzles, loaded.reports["exclude"])
+    excluded = loaded.reports["exclude"]
+    if streamed and (puzzles is None or puzzles.report is None):  # a puzzle file said it as it was labelled
+        print(report.summary())
+        if excluded and excluded.exclusion:
+            print(excluded.one_line())
     at = ", ".join(f"{n} at FEN width {w}" for w, n in sorted(widths.items(), key=str))
     print(f"  P: {tasks['P']} rows{f' ({at})' if at else ''}, A: {tasks['A']} rows")
     if kinds:
@@ -175,99 +140,57 @@ def describe(
 
 
 def parser() -> argparse.ArgumentParser:
+    # fmt: off
     p = FlagParser(prog="rookworld data", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     helpful = dict(formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # --help shows the defaults
-    g = sub.add_parser(
-        "generate",
-        help="generate P:/A: samples from games (engine-labelled)",
-        epilog="example: rookworld data generate --out data/mine --selfplay 100 --random 100 --depth 8",
-        **helpful,
-    )
+    g = sub.add_parser("generate", help="generate P:/A: samples from games (engine-labelled)", **helpful,
+                       epilog="example: rookworld data generate --out data/mine --selfplay 100 --random 100 --depth 8")
     d = GenerateConfig  # defaults come from the config dataclass: one place
-    g.add_argument(
-        "--out", required=True, default=argparse.SUPPRESS, help="output directory (re-run the same to resume)"
-    )
-    g.add_argument(
-        "--selfplay", dest="selfplay_games", metavar="N", type=int, default=0, help="engine self-play games"
-    )
-    g.add_argument(
-        "--random", dest="random_games", metavar="N", type=int, default=0, help="random legal-play games"
-    )
+    g.add_argument("--out", required=True, default=argparse.SUPPRESS,
+                   help="output directory (re-run the same to resume)")
+    g.add_argument("--selfplay", dest="selfplay_games", metavar="N", type=int, default=0, help="engine self-play games")
+    g.add_argument("--random", dest="random_games", metavar="N", type=int, default=0, help="random legal-play games")
     g.add_argument("--pgn", nargs="+", default=[], help="PGN files (plain or .gz; e.g. a Lichess dump)")
     g.add_argument("--pgn_games", type=int, default=None, help="use at most this many PGN games (None: all)")
     g.add_argument("--games_per_chunk", type=int, default=d.games_per_chunk, help="games per resumable shard")
-    g.add_argument(
-        "--opening_plies", type=int, default=d.opening_plies, help="self-play: up to N random first plies"
-    )
-    g.add_argument(
-        "--random_move_prob", type=float, default=d.random_move_prob, help="self-play: random move odds"
-    )
+    g.add_argument("--opening_plies", type=int, default=d.opening_plies, help="self-play: up to N random first plies")
+    g.add_argument("--random_move_prob", type=float, default=d.random_move_prob, help="self-play: random move odds")
     g.add_argument("--max_plies", type=int, default=d.max_plies, help="stop a generated game after N plies")
-    g.add_argument(
-        "--plies_per_game", type=int, default=d.plies_per_game, help="random/PGN games: sampled plies"
-    )
-    g.add_argument(
-        "--illegal_fraction", type=float, default=d.illegal_fraction, help="A: odds of an illegal move"
-    )
+    g.add_argument("--plies_per_game", type=int, default=d.plies_per_game, help="random/PGN games: sampled plies")
+    g.add_argument("--illegal_fraction", type=float, default=d.illegal_fraction, help="A: odds of an illegal move")
     g.add_argument("--seed", type=int, default=d.seed, help="seed of the games and the samples")
-    g.add_argument(
-        "--tactics",
-        action="store_true",
-        help="P: rows of tactics only (mate in one, mate in two, only move; kind column), split by game",
-    )
-    g.add_argument(
-        "--tactics_per_game",
-        type=int,
-        default=d.tactics_per_game,
-        help="tactics: positions of a kind per game",
-    )
+    g.add_argument("--tactics", action="store_true",
+                   help="P: rows of tactics only (mate in one, mate in two, only move; kind column), split by game")
+    g.add_argument("--tactics_per_game", type=int, default=d.tactics_per_game,
+                   help="tactics: positions of a kind per game")
     add_engine_args(g)
     add_split_args(g)
     g.add_argument("--cache", default=None, help="analysis cache (sqlite; None: OUT/analysis.sqlite)")
     add_exclude_arg(g)
 
-    lo = sub.add_parser(
-        "load",
-        help="load a source (stops at a malformed line unless --skip_bad_rows), describe it or convert it to our layout",
-        epilog="example: rookworld data load published_p.txt.gz --out data/published",
-        **helpful,
-    )
-    lo.add_argument(
-        "source",
-        help="dataset dir, .parquet/.jsonl/.txt file, hub id (jrahn/rookworld_7m), or a puzzle file: a Lichess "
-        "puzzle .csv or an .epd suite (labelled by Stockfish)",
-    )
+    lo = sub.add_parser("load", **helpful, epilog="example: rookworld data load published_p.txt.gz --out data/published",
+                        help="load a source (stops at a malformed line unless --skip_bad_rows), describe it or "
+                        "convert it to our layout")
+    lo.add_argument("source", help="dataset dir, .parquet/.jsonl/.txt file, hub id (jrahn/rookworld_7m), or a puzzle "
+                    "file: a Lichess puzzle .csv or an .epd suite (labelled by Stockfish)")
     lo.add_argument("--split", default="train", help="split of a dataset dir or hub id")
     lo.add_argument("--out", default=None, help="write our layout (parquet + txt + stats.json) here")
     lo.add_argument("--max_samples", type=int, default=None, help="describe only the first N rows")
-    lo.add_argument(
-        "--skip_bad_rows",
-        action="store_true",
-        help="skip malformed lines and count them (off: stop at the first, naming it)",
-    )
+    lo.add_argument("--skip_bad_rows", action="store_true",
+                    help="skip malformed lines and count them (off: stop at the first, naming it)")
     add_split_args(lo)
     add_puzzle_args(lo)
     add_engine_args(lo)
     lo.add_argument("--cache", default=None, help="puzzle files: analysis cache (sqlite; None: memory only)")
     add_exclude_arg(lo)
-    lo.add_argument(
-        "--num_proc",
-        type=int,
-        default=None,
-        help="processes that parse raw lines (None: this machine's cores); the rows are cached by the source's "
-        "fingerprint in HF_DATASETS_CACHE, so a second load of the same file is read, not parsed",
-    )
+    lo.add_argument("--num_proc", type=int, default=None,
+                    help="processes that parse raw lines (None: this machine's cores); the rows are cached by the "
+                    "source's fingerprint in HF_DATASETS_CACHE, so a second load of the same file is read, not parsed")
 
-    a = sub.add_parser(
-        "audit",
-        help="re-verify every line with python-chess and Stockfish",
-        epilog="example: rookworld data audit published_p.txt.gz --max_lines 2000 --failures bad.txt",
-        **helpful,
-    )
-    a.add_argument(
-        "source", help="any source `load` reads: text (.txt/.gz), .jsonl/.json, .parquet, dir, hub id"
-    )
+    a = sub.add_parser("audit", help="re-verify every line with python-chess and Stockfish", **helpful,
+                       epilog="example: rookworld data audit published_p.txt.gz --max_lines 2000 --failures bad.txt")
+    a.add_argument("source", help="any source `load` reads: text (.txt/.gz), .jsonl/.json, .parquet, dir, hub id")
     a.add_argument("--split", default="train", help="split of a dataset dir or hub id")
     a.add_argument("--failures", default=None, help="write the failing lines here")
     a.add_argument("--report", default=None, help="write the report as JSON here")
@@ -276,6 +199,7 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--max_lines", type=int, default=None, help="audit the first N lines (None: all)")
     a.add_argument("--cache", default=None, help="analysis cache (sqlite)")
     add_engine_args(a)
+    # fmt: on
     return p
 
 
@@ -289,26 +213,16 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_exclude_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--exclude",
-        nargs="+",
-        default=[],
-        metavar="FILE",
-        help="drop every row whose position (first four FEN fields) is in FILE: a FEN list, an .epd file, a "
-        "Lichess puzzle .csv or a BIG-bench checkmate_in_one task.json (docs/FORMATS.md)",
-    )
+    p.add_argument("--exclude", nargs="+", default=[], metavar="FILE",
+                   help="drop every row whose position (first four FEN fields) is in FILE: a FEN list, an .epd file, "
+                   "a Lichess puzzle .csv or a BIG-bench checkmate_in_one task.json (docs/FORMATS.md)")  # fmt: skip
 
 
 def add_puzzle_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--puzzle_rating", default=None, metavar="LOW-HIGH", help="puzzle .csv: keep this rating range"
     )
-    p.add_argument(
-        "--puzzle_themes",
-        default=None,
-        metavar="T1,T2",
-        help="puzzle .csv: keep puzzles with any of these themes",
-    )
+    p.add_argument("--puzzle_themes", default=None, metavar="T1,T2", help="puzzle .csv: keep puzzles with any of these themes")  # fmt: skip
 
 
 def add_split_args(p: argparse.ArgumentParser) -> None:

@@ -41,7 +41,7 @@ import hashlib
 import json
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,22 +90,14 @@ def text_lines(path: Path) -> Iterator[str]:
 
 def row_text(row, path, line_no: int) -> str:
     """The P:/A: line a JSON object holds: `text`, or `prompt` + `completion`; else the one-line error."""
-    if isinstance(row, dict) and isinstance(row.get("text"), str):
-        return row["text"]
-    if (
-        isinstance(row, dict)
-        and isinstance(row.get("prompt"), str)
-        and isinstance(row.get("completion"), str)
-    ):
-        return row["prompt"] + row["completion"]
     if not isinstance(row, dict):
         raise line_error(path, line_no, f"a JSON {type(row).__name__}, not an object", JSON_ROW_FIX)
-    raise line_error(
-        path,
-        line_no,
-        f"a row with keys {sorted(row)}, no 'text' (or 'prompt' and 'completion') string",
-        JSON_ROW_FIX,
-    )
+    if isinstance(row.get("text"), str):
+        return row["text"]
+    if isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str):
+        return row["prompt"] + row["completion"]
+    problem = f"a row with keys {sorted(row)}, no 'text' (or 'prompt' and 'completion') string"
+    raise line_error(path, line_no, problem, JSON_ROW_FIX)
 
 
 def json_objects(path: Path) -> Iterator[tuple[int, object]]:
@@ -123,9 +115,8 @@ def json_objects(path: Path) -> Iterator[tuple[int, object]]:
                 raise line_error(path, line_no, "not UTF-8 text (a binary file?)",
                                  "pass a JSON Lines file of P:/A: rows") from None  # fmt: skip
             except json.JSONDecodeError as e:
-                raise line_error(
-                    path, line_no, f"not valid JSON ({e.msg} at column {e.colno})", JSON_ROW_FIX
-                ) from None
+                problem = f"not valid JSON ({e.msg} at column {e.colno})"
+                raise line_error(path, line_no, problem, JSON_ROW_FIX) from None
             except RecursionError:  # a value nested thousands deep: no row of ours is deeper than 2
                 raise line_error(path, line_no, "JSON nested too deep to be a row", JSON_ROW_FIX) from None
             seen = True
@@ -169,17 +160,17 @@ def starts_with_bom(path: Path) -> bool:
         return f.read(3) == b"\xef\xbb\xbf"
 
 
-def starts_with_bracket(path: Path) -> bool:
+def starts_with_bracket(path: Path, bracket: str = "[") -> bool:
+    """Whether a text file starts with `bracket`, whitespace aside: a JSON array, or object ("{")."""
     with open(path, encoding="utf-8", errors="replace") as f:
-        return f.read(64).lstrip().startswith("[")
+        return f.read(64).lstrip().startswith(bracket)
 
 
 def check_parquet(path: Path) -> None:
     """A Parquet file starts and ends with the bytes PAR1; a truncated or mislabelled one does not."""
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(4)
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
         f.seek(max(0, size - 4))
         tail = f.read(4)
     if size < 12 or head != b"PAR1" or tail != b"PAR1":
@@ -271,11 +262,8 @@ def is_puzzle(kind: Format | str) -> bool:
 
 def bigbench_like(path: Path) -> bool:
     """A .json file holding one object with "examples" (BIG-bench's task.json), not a JSON array of rows."""
-    if path.suffix != ".json":
+    if path.suffix != ".json" or not starts_with_bracket(path, "{"):
         return False
-    with open(path, encoding="utf-8", errors="replace") as f:
-        if not f.read(64).lstrip().startswith("{"):
-            return False
     try:
         with open(path, encoding="utf-8") as f:
             return isinstance(json.load(f).get("examples"), list)
@@ -340,7 +328,7 @@ def fen4(fen: str) -> str:
     fields = fen.split()
     if len(fields) >= 4 and fields[3] == "-":
         return " ".join(fields[:4])
-    return position_key(chess.Board(" ".join(fields[:4])).fen())
+    return canonical_fen4(fen)
 
 
 class Positions:
@@ -466,11 +454,8 @@ def read_lines(path: str | os.PathLike) -> Iterator[str]:
 def first_error(path: str | os.PathLike) -> DataSourceError | None:
     """The error its lines reader gives a file (None when every record holds a line, or it has no reader)."""
     fmt = sniff(path)
-    if fmt.lines is None:
-        return None
     try:
-        for _ in fmt.lines(Path(path)):
-            pass
+        deque(fmt.lines(Path(path)) if fmt.lines else (), maxlen=0)  # read every record
     except DataSourceError as e:
         return e
     return None
@@ -536,12 +521,11 @@ def check_dir(path: Path) -> None:
         raise DataSourceError(f"{path}: the directory holds no data files; {DATA_SOURCE_FIX}")
     if (path / "train.parquet").exists() or (path / "stats.json").exists():
         return  # our layout: Parquet read, the .txt beside it is the same rows
-    counts: dict[str, int] = {}
-    for file in path.rglob("*"):
-        kind = FOLDER_FORMATS.get(file.suffix.lower())
-        hidden = any(part.startswith(".") for part in file.relative_to(path).parts)
-        if kind and file.is_file() and not hidden and file.name not in NOT_DATA:
-            counts[kind] = counts.get(kind, 0) + 1
+    counts = Counter(
+        kind for file in path.rglob("*")
+        if (kind := FOLDER_FORMATS.get(file.suffix.lower())) and file.is_file() and file.name not in NOT_DATA
+        and not any(part.startswith(".") for part in file.relative_to(path).parts)  # hidden
+    )  # fmt: skip
     if len(counts) > 1:
         held = ", ".join(f"{n} {kind} file{'s' * (n != 1)}" for kind, n in sorted(counts.items()))
         raise DataSourceError(
@@ -571,15 +555,13 @@ def check_source(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS
             keep = PuzzleFilter.parse(rating, themes)
         except ValueError as e:
             raise DataSourceError(str(e)) from None
-        for _ in clock.until(read_puzzles(source, keep)):
-            pass
+        deque(clock.until(read_puzzles(source, keep)), maxlen=0)
     elif kind.lines is None:  # a table that datasets reads (Parquet): its structure only
         if kind.check is not None:
             kind.check(Path(source))
     else:
         report = LoadReport(source, skip_bad_rows)
-        for _ in rows_from_lines(clock.until(read_lines(source)), report):
-            pass
+        deque(rows_from_lines(clock.until(read_lines(source)), report), maxlen=0)
         if not clock.out and report.lines == report.malformed[EMPTY_LINE]:  # no line but blank ones
             raise empty_error(source)
 

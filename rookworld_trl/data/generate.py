@@ -69,10 +69,6 @@ SOURCES = tuple(POSITION_SOURCES)
 FLAGS = {"selfplay_games": "--selfplay", "random_games": "--random"}
 
 
-def flag_of(name: str) -> str:
-    return FLAGS.get(name, f"--{name}")
-
-
 @dataclass
 class GenerateConfig:
     out: str
@@ -108,26 +104,17 @@ class GenerateConfig:
         self.exclude = tuple(self.exclude)
         if not (self.selfplay_games or self.random_games or self.pgn):
             raise ValueError("nothing to generate: give --selfplay N, --random N or --pgn FILE")
-        for name in ("selfplay_games", "random_games", "opening_plies"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{flag_of(name)} must be >= 0, got {getattr(self, name)}")
-        for name in (
-            "games_per_chunk",
-            "multipv",
-            "max_plies",
-            "plies_per_game",
-            "workers",
-            "tactics_per_game",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{flag_of(name)} must be >= 1, got {getattr(self, name)}")
-        for name in ("random_move_prob", "illegal_fraction"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{flag_of(name)} must be in [0, 1], got {getattr(self, name)}")
-        if (
-            min(self.validation_fraction, self.test_fraction) < 0
-            or self.validation_fraction + self.test_fraction >= 1
-        ):
+        for names, bound, ok in (
+            (("selfplay_games", "random_games", "opening_plies"), ">= 0", lambda v: v >= 0),
+            (("games_per_chunk", "multipv", "max_plies", "plies_per_game", "workers", "tactics_per_game"), ">= 1",
+             lambda v: v >= 1),
+            (("random_move_prob", "illegal_fraction"), "in [0, 1]", lambda v: 0.0 <= v <= 1.0),
+        ):  # fmt: skip
+            for name in names:
+                if not ok(value := getattr(self, name)):
+                    raise ValueError(f"{FLAGS.get(name, f'--{name}')} must be {bound}, got {value}")
+        fractions = (self.validation_fraction, self.test_fraction)
+        if min(fractions) < 0 or sum(fractions) >= 1:
             raise ValueError("--validation_fraction and --test_fraction must be >= 0 and sum to less than 1")
         for path in self.pgn:
             if not os.path.isfile(path):
@@ -150,21 +137,23 @@ def make_chunk(source: str, index: int, games_in, config: GenerateConfig, pool: 
     if config.tactics:
         return tactics_chunk(source, games, analyses, rng, config, pool, stats)
     fens = []
-    for game in games:
-        board, wanted = chess.Board(game.start), set(game.plies)
-        for ply, move in enumerate(game.moves):
-            if ply in wanted:
-                fens.append(board.fen())
-            board.push_uci(move)
+    for game in games:  # its sampled plies' positions, in order
+        at = positions(game)
+        fens += [at[ply] for ply in game.plies]
     todo = [fen for fen in dict.fromkeys(fens) if fen not in analyses]
     analyses.update(zip(todo, pool.analyse_many(todo), strict=True))
     rows = [row for game in games for row in game_rows(game, analyses, rng, config)]
-    stats.update(games=len(games), plies=sum(len(g.moves) for g in games), sampled_plies=len(fens))
-    stats.update(f"end_{g.end}" for g in games)
+    game_stats(stats, games, len(fens))
     stats["fivefold_unseen"] = sum(
         g.end == "fivefold_repetition" and len(g.moves) - 1 in g.plies for g in games
     )
     return rows, dict(stats)
+
+
+def game_stats(stats: Counter, games: list[GameRecord], sampled_plies: int) -> None:
+    """A chunk's games, plies, sampled plies and games by how they ended, into `stats`."""
+    stats.update(games=len(games), plies=sum(len(g.moves) for g in games), sampled_plies=sampled_plies)
+    stats.update(f"end_{g.end}" for g in games)
 
 
 def tactics_chunk(
@@ -183,8 +172,7 @@ def tactics_chunk(
         found = tactic_rows(game, fens, plies, analyses, rng, config.tactics_per_game, config)
         rows += found
         splits += [game_split(game, config.validation_fraction, config.test_fraction)] * len(found)
-    stats.update(games=len(games), plies=sum(len(g.moves) for g in games), sampled_plies=len(todo))
-    stats.update(f"end_{g.end}" for g in games)
+    game_stats(stats, games, len(todo))
     stats.update(kind_counts(rows, splits))
     return rows, {**stats, "splits": splits}
 
@@ -263,7 +251,7 @@ def assemble(config: GenerateConfig, shards: Path, settings: dict, exclude: Excl
         for row in rows:
             if not (exclude and excluded.drops(row["fen"], row["task"])):
                 writer.add(row)
-    for row, split in held_out_first(by_game):
+    for row, split in held_out_first(by_game):  # tactics
         if not (exclude and excluded.drops(row["fen"], row["task"])):
             writer.add(row, split)
     stats = writer.close()
@@ -288,14 +276,13 @@ def assemble(config: GenerateConfig, shards: Path, settings: dict, exclude: Excl
 def generate(config: GenerateConfig) -> dict:
     """Generate (or finish generating) the dataset in config.out, holding its lock (one writer of OUT); returns the
     stats written to stats.json."""
-    Exclusion.of(config.exclude)  # before the lock and any engine work: a bad file fails now
+    exclude = Exclusion.of(config.exclude)  # before the lock and any engine work: a bad file fails now
     with holding(config.out, "rookworld data generate", "wait for it to finish or stop it"):
-        return _generate(config)
+        return _generate(config, exclude)
 
 
-def _generate(config: GenerateConfig) -> dict:
+def _generate(config: GenerateConfig, exclude: Exclusion) -> dict:
     shards = Path(config.out) / "shards"
-    exclude = Exclusion.of(config.exclude)  # before any engine work: a bad file fails now
     shards.mkdir(parents=True, exist_ok=True)
     stockfish = find_stockfish(config.stockfish)
     settings = {**config.content(), "stockfish": engine_name(stockfish)}

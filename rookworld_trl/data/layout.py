@@ -13,16 +13,15 @@ row's `kind` is empty, or its tactic (mate1, mate2, only: data/tactics.py) in a 
 Columns of the other task hold empty values ("" / [] / 0.0 / False) so every row has one Arrow type.
 Loading from anywhere is rookworld_trl/data/load.py.
 
-A layout is written as a whole (issue 71): every file goes to a staging folder OUT/.incoming-*, and `commit`
-moves them in with OUT/.rookworld_incomplete present for the few renames it takes; a reader refuses a folder
-holding that marker, or whose Parquet row counts disagree with its stats.json (files of two writes), with one
-line (`check_layout`). The writer holds OUT's lock (common/locks.py) from before it reads its source.
+A layout is written as a whole: every file goes to a staging folder OUT/.incoming-*, and `commit` moves them in
+with OUT/.rookworld_incomplete present for the few renames it takes; a reader refuses a folder holding that
+marker, or whose Parquet row counts disagree with its stats.json, with one line (files.py `check_dir`). The
+writer holds OUT's lock (common/locks.py) from before it reads its source.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -38,7 +37,7 @@ from datasets import Features, List, Value
 from rookworld_trl.chess.formats import position_key, prompt_fen_width
 from rookworld_trl.common.errors import UserError
 from rookworld_trl.common.paths import out_folder_problem
-from rookworld_trl.data.files import INCOMPLETE, layout_problem  # noqa: F401  (the readers' check, re-exported)
+from rookworld_trl.data.files import INCOMPLETE, position_hash
 
 SPLITS = ("train", "validation", "test")
 FEATURES = Features(
@@ -96,25 +95,21 @@ def column(ds, name: str) -> list:
 
 
 def arrow_batches(ds, *names: str, size: int = BATCH_ROWS):
-    """(offset, Arrow table of `ds`'s columns `names`), `size` rows at a time in `ds`'s order: datasets' own
-    Arrow iteration, which gathers a selection's rows (the mix, --exclude) a batch at a time."""
-    offset = 0
-    for batch in ds.select_columns(list(names)).with_format("arrow").iter(batch_size=size):
-        yield offset, batch
-        offset += len(batch)
+    """Arrow tables of `ds`'s columns `names`, `size` rows at a time in `ds`'s order: datasets' own Arrow
+    iteration, which gathers a selection's rows (the mix, --exclude) a batch at a time."""
+    return ds.select_columns(list(names)).with_format("arrow").iter(batch_size=size)
 
 
-def column_batches(ds, *names: str, size: int = BATCH_ROWS):
-    """(offset, [column lists]) of `ds`'s columns `names`, BATCH_ROWS rows at a time: a pass over millions of
-    memory-mapped rows that holds one batch of Python objects, not the column."""
-    for offset, batch in arrow_batches(ds, *names, size=size):
-        yield offset, [batch.column(name).to_pylist() for name in names]
+def iter_rows(ds, *names: str):
+    """The tuples of `ds`'s columns `names`, row by row, a batch of Python objects at a time: a pass over
+    millions of memory-mapped rows that never holds a whole column."""
+    for batch in arrow_batches(ds, *names):
+        yield from zip(*(batch.column(name).to_pylist() for name in names), strict=True)
 
 
 def iter_column(ds, name: str):
-    """The values of `ds`'s column `name`, one at a time (column_batches)."""
-    for _, (values,) in column_batches(ds, name):
-        yield from values
+    """The values of `ds`'s column `name`, one at a time (iter_rows)."""
+    return (value for (value,) in iter_rows(ds, name))
 
 
 def task_rows(ds) -> tuple[list[int], list[int]]:
@@ -128,8 +123,12 @@ def split_of(fen: str, validation_fraction: float, test_fraction: float) -> str:
 
     Unsalted on purpose: datasets made with other seeds or sources split the same positions the same way.
     """
-    digest = hashlib.blake2b(position_key(fen).encode(), digest_size=8).digest()
-    u = int.from_bytes(digest, "big") / 2**64
+    return hashed_split(position_key(fen), validation_fraction, test_fraction)
+
+
+def hashed_split(text: str, validation_fraction: float, test_fraction: float) -> str:
+    """ "test", "validation" or "train", by where `text`'s 8-byte hash falls in [0, 1)."""
+    u = position_hash(text) / 2**64
     if u < test_fraction:
         return "test"
     return "validation" if u < test_fraction + validation_fraction else "train"
@@ -138,7 +137,7 @@ def split_of(fen: str, validation_fraction: float, test_fraction: float) -> str:
 def dedup_key(row: dict) -> int:
     """P: rows are duplicates by FEN, A: rows by FEN + move (8-byte hashes keep millions in memory)."""
     key = row["fen"] if row["task"] == "P" else row["fen"] + "+" + row["move"]
-    return int.from_bytes(hashlib.blake2b((row["task"] + key).encode(), digest_size=8).digest(), "big")
+    return position_hash(row["task"] + key)
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -166,23 +165,13 @@ class LayoutWriter:
         self.duplicates: Counter[str] = Counter()
         self.batches: dict[str, list[dict]] = {split: [] for split in SPLITS}
         # Written in the staging folder and moved in at the end: a killed run never leaves a half file behind.
-        self.parquet = {
-            # zstd at a high level halves the files against the default snappy (6.8 -> 3.4 MB on a 37k-row
-            # train split): the embedded data ships inside the package. It costs ~140 us a row (level 3: ~3 us,
-            # files ~25% larger), which a conversion of millions of rows does not pay (commands.py convert).
-            s: pq.ParquetWriter(
-                self._tmp(s, "parquet"),
-                FEATURES.arrow_schema,
-                compression="zstd",
-                compression_level=compression_level,
-            )  # fmt: skip
-            for s in SPLITS
-        }
+        # zstd at a high level halves the files against the default snappy (6.8 -> 3.4 MB on a 37k-row train
+        # split): the embedded data ships inside the package. It costs ~140 us a row (level 3: ~3 us, files ~25%
+        # larger), which a conversion of millions of rows does not pay (commands.py convert).
+        self.parquet = {s: pq.ParquetWriter(self.stage / f"{s}.parquet", FEATURES.arrow_schema, compression="zstd",
+                                            compression_level=compression_level) for s in SPLITS}  # fmt: skip
         # closed in close(), like the Parquet writers
-        self.text = {s: open(self._tmp(s, "txt"), "w", encoding="utf-8") for s in SPLITS}  # noqa: SIM115
-
-    def _tmp(self, split: str, ext: str) -> Path:
-        return self.stage / f"{split}.{ext}"
+        self.text = {s: open(self.stage / f"{s}.txt", "w", encoding="utf-8") for s in SPLITS}  # noqa: SIM115
 
     def add(self, row: dict, split: str | None = None) -> None:
         """Add a row to `split` (None: its position's, split_of), unless it is a duplicate."""
@@ -205,9 +194,7 @@ class LayoutWriter:
         for split, indices in picked.items():
             if indices:
                 self._flush(split)  # rows add() holds go first: a split's rows stay in order
-                rows = table.take(pa.array(indices, pa.int64()))
-                self.parquet[split].write_table(rows)
-                self.text[split].write("".join(text + "\n" for text in rows.column("text").to_pylist()))
+                self._write(split, table.take(pa.array(indices, pa.int64())))
 
     def _place(self, row: dict, split: str | None = None) -> str | None:
         """The split a row goes to, counted (None: a duplicate, counted as one)."""
@@ -227,8 +214,11 @@ class LayoutWriter:
     def _flush(self, split: str) -> None:
         batch, self.batches[split] = self.batches[split], []
         if batch:
-            self.parquet[split].write_table(pa.Table.from_pylist(batch, schema=FEATURES.arrow_schema))
-            self.text[split].write("".join(row["text"] + "\n" for row in batch))
+            self._write(split, pa.Table.from_pylist(batch, schema=FEATURES.arrow_schema))
+
+    def _write(self, split: str, rows: pa.Table) -> None:
+        self.parquet[split].write_table(rows)
+        self.text[split].write("".join(text + "\n" for text in rows.column("text").to_pylist()))
 
     def close(self) -> dict:
         """Finish the files (still staged: commit moves them in) and return the counts for stats.json."""
@@ -260,7 +250,7 @@ class LayoutWriter:
 def publish(out: Path, stage: Path) -> None:
     """Move a complete staged layout into OUT: the INCOMPLETE marker first (naming the staging folder), then
     one rename per file (stats.json last), then the marker and the staging folder go. A process killed between
-    the first and the last step leaves the marker: readers refuse the folder (check_layout) until the command
+    the first and the last step leaves the marker: readers refuse the folder (files.py check_dir) until the command
     is run again."""
     marker = out / INCOMPLETE
     tmp = out / f"{INCOMPLETE}.tmp"

@@ -105,7 +105,7 @@ def load(spec: Spec) -> Loaded:
     if spec.fen_width != KEEP:
         width = spec.fen_width or (reports["fen_width"].width if reports["fen_width"].found else None)
         if reports["cap"] is not None:  # the first rows may hold no P: prompt
-            width = spec.fen_width or rows_fen_width(rows)
+            width = spec.fen_width or commonest(rows_fen_widths(rows))
     # each report that has something to say, in one line (a puzzle file's labelling said its own; a stream's
     # read and exclude reports count as it is read)
     streamed = not hasattr(rows, "__len__")
@@ -127,30 +127,19 @@ def steps(spec: Spec, source: str, puzzle: bool, stored) -> list[tuple[str, Call
     chosen += [("task", partial(only_task, task=spec.task)),
                ("mix", partial(mix, mix_env_ratio=spec.mix_env_ratio, seed=spec.seed))]  # fmt: skip
     if spec.fen_width != KEEP:
-        probe = (
-            None
-            if hasattr(stored, "__len__")
-            else (row["prompt"] for row in only_task(stored, "P")[0].take(1000))
-        )
+        streamed = not hasattr(stored, "__len__")
+        probe = (row["prompt"] for row in only_task(stored, "P")[0].take(1000)) if streamed else None
         chosen.append(
             ("fen_width", partial(pad_fen_width, width=spec.fen_width, source=source, prompts=probe))
         )
     return [*chosen, ("cap", partial(cap, max_samples=None if puzzle else spec.max_samples))]
 
 
-def load_rookworld_dataset(
-    source: str | os.PathLike,
-    split: str = "train",
-    mix_env_ratio: float | None = None,
-    seed: int = 0,
-    streaming: bool = False,
-    max_samples: int | None = None,
-    report: LoadReport | None = None,
-    fen_width: int | None = None,
-    skip_bad_rows: bool = False,
-    puzzles: PuzzleSource | None = None,
-    exclude: Exclusion | None = None,
-):
+def load_rookworld_dataset(source: str | os.PathLike, split: str = "train", mix_env_ratio: float | None = None,
+                           seed: int = 0, streaming: bool = False, max_samples: int | None = None,
+                           report: LoadReport | None = None, fen_width: int | None = None,
+                           skip_bad_rows: bool = False, puzzles: PuzzleSource | None = None,
+                           exclude: Exclusion | None = None):  # fmt: skip
     """A `datasets.Dataset` (or `IterableDataset` when streaming) with the columns of FEATURES.
 
     source: a dataset dir of our layout (`split` picks the file), a .parquet/.jsonl file (of our columns or
@@ -242,17 +231,15 @@ def mix(ds: datasets.Dataset, mix_env_ratio: float | None, seed: int) -> tuple[d
     rows of each task kept). None: `ds` as it is."""
     if mix_env_ratio is None:
         return ds, None
-    if not hasattr(
-        ds, "__len__"
-    ):  # streamed: drawn from the two tasks with these probabilities until one runs out
+    # streamed: drawn from the two tasks with these probabilities until one runs out
+    if not hasattr(ds, "__len__"):
         check_ratio(mix_env_ratio)
         if mix_env_ratio in (0.0, 1.0):
             return only_task(ds, "A" if mix_env_ratio == 1.0 else "P")[0], None
         tasks = [only_task(ds, "P")[0], only_task(ds, "A")[0]]  # each reads the source anew
         # partial, not gen_kwargs: datasets splits a list in gen_kwargs into shards
-        return datasets.IterableDataset.from_generator(
-            partial(drawn, tasks, mix_env_ratio, seed), features=ds.features
-        ), None
+        return datasets.IterableDataset.from_generator(partial(drawn, tasks, mix_env_ratio, seed),
+                                                       features=ds.features), None  # fmt: skip
     policy, env = task_rows(ds)
     n_policy, n_env = mix_counts(len(policy), len(env), mix_env_ratio)
     rng = random.Random(seed)
@@ -286,7 +273,7 @@ def rows_fen_widths(ds: datasets.Dataset) -> Counter:
     """fen_widths of a dataset's prompts, counted by Arrow a batch at a time (millions of rows in a second or
     two); a batch holding non-ASCII text is counted by fen_widths itself (Arrow's lengths are in bytes)."""
     counts = Counter()
-    for _, batch in arrow_batches(ds, "prompt"):
+    for batch in arrow_batches(ds, "prompt"):
         prompts = batch.column("prompt")
         if not pc.all(pc.string_is_ascii(prompts)).as_py():
             counts.update(fen_widths(prompts.to_pylist()))
@@ -301,10 +288,9 @@ def rows_fen_widths(ds: datasets.Dataset) -> Counter:
     return counts
 
 
-def rows_fen_width(ds: datasets.Dataset) -> int | None:
-    """chess/formats.py fen_width_of a dataset's prompts (rows_fen_widths)."""
-    counts = rows_fen_widths(ds)
-    return counts.most_common(1)[0][0] if counts else None
+def commonest(widths: Counter, default: int | None = None) -> int | None:
+    """The most common of the FEN widths counted (chess/formats.py fen_width_of); `default` when none was."""
+    return widths.most_common(1)[0][0] if widths else default
 
 
 @dataclass(frozen=True)
@@ -329,7 +315,7 @@ def pad_fen_width(
     """(`ds` with every P: prompt (and its text) padded to `width`, what it did). `width` None: the most common
     width among `prompts` (a sample of ds's; None: all of ds's), the way the data was written."""
     found = rows_fen_widths(ds) if prompts is None else fen_widths(prompts)
-    report = Padded(source, width or (found.most_common(1)[0][0] if found else FEN_WIDTH), found)
+    report = Padded(source, width or commonest(found, FEN_WIDTH), found)
     if report.one_line() is None:
         return ds, report
 
@@ -357,18 +343,14 @@ def cap(ds, max_samples: int | None) -> tuple[object, int | None]:
 
 # ----------------------------------------------------------------------------------------- a run's data
 #
-# A run's data, read once from one set of options: the rows it trains on, what supervised replay draws from, the
-# held-out rows of its learning curve and final eval, the tactics rows it mixes in and evaluates on, and the
-# positions it trained on. The GRPO stage builds one `RunData` and hands it to the trainer, the tactics mix, the
-# learning curve and the final eval, so each of them keeps the run's --skip_bad_rows, --exclude, puzzle filter and
-# cap; `rookworld eval` builds one from its flags (`eval_data`).
+# A run's data, read once from one set of options (the GRPO stage's `RunData`, handed to the trainer, the tactics
+# mix, the learning curve and the final eval, so each keeps the run's --skip_bad_rows, --exclude, puzzle filter and
+# cap; `rookworld eval` builds one from its flags: `eval_data`). Each set of rows goes through `load`; the train
+# split is read once (a file's held-out rows are its rows as read; replay draws from the train split after
+# --exclude, before the mix); a puzzle file is labelled once.
 #
 #     data = run_data(DataOptions("rookworld_trl/assets/data", mix_env_ratio=0.3, replay=True, held_out=True))
 #     data.train, data.replay, data.held_out, data.fen_width
-#
-# Each set of rows goes through the one pipeline (data/load.py `load`: read -> exclude -> mix -> FEN width -> cap);
-# the train split is read once (a file's splits are the file itself: its rows as read are also the held-out rows;
-# the replay rows are the train split after --exclude, before the mix); a puzzle file is labelled once.
 
 
 @dataclass(frozen=True)
@@ -456,14 +438,10 @@ def eval_data(data: str | None, split: str, fen_width: int | None, tactics: str 
         out.held_out = load(Spec(data, split, fen_width=fen_width)).rows
     if tactics:
         out.tactics_test = load(Spec(tactics, "test", fen_width=KEEP)).rows
-    if train_data:
-        out.training_keys = Positions(training_fens(train_data, train_split))
+    if train_data and is_puzzle(kind_of(train_data)):  # its positions to solve, read, not labelled
+        out.training_keys = Positions(position_fens(train_data))
+    elif train_data:
+        out.training_keys = Positions(
+            iter_column(load(Spec(train_data, train_split, fen_width=KEEP)).rows, "fen")
+        )
     return out
-
-
-def training_fens(source: str, split: str):
-    """The FENs a model trained on `source`'s `split` saw: a puzzle file's positions to solve (read, not
-    labelled), else its rows' (read through the pipeline)."""
-    if is_puzzle(kind_of(source)):
-        return position_fens(source)
-    return iter_column(load(Spec(source, split, fen_width=KEEP)).rows, "fen")

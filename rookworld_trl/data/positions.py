@@ -16,7 +16,7 @@ from typing import Protocol
 import chess
 import chess.pgn
 
-from rookworld_trl.chess.engine import EnginePool, MoveEval
+from rookworld_trl.chess.engine import EnginePool
 from rookworld_trl.data.rows import open_text
 from rookworld_trl.data.samples import GameRecord
 
@@ -39,9 +39,8 @@ def game_over(board: chess.Board, config: GameSettings) -> bool:
     return board.is_game_over() or len(board.move_stack) >= config.max_plies
 
 
-def game_of(
-    board: chess.Board, plies: list[int] | None, rng: random.Random, config: GameSettings, unfinished: str
-) -> GameRecord:
+def game_of(board: chess.Board, plies: list[int] | None, rng: random.Random, config: GameSettings,
+            unfinished: str) -> GameRecord:  # fmt: skip
     """The GameRecord a finished board played; `plies` None: --plies_per_game random plies; `unfinished`: the end
     of a game that python-chess does not see as over."""
     moves = [m.uci() for m in board.move_stack]
@@ -52,8 +51,9 @@ def game_of(
     return GameRecord(board.root().fen(), moves, end, plies)
 
 
-def play_selfplay(n: int, rng: random.Random, config: GameSettings, pool: EnginePool):
-    """n engine games played side by side (one parallel analyse_many per ply); (games, analyses by FEN)."""
+def play_selfplay(n: int, rng: random.Random, config: GameSettings, pool: EnginePool, analyses: dict, stats):
+    """n engine games played side by side (one parallel analyse_many per ply), their analyses put in `analyses`
+    by FEN."""
     boards = []
     for _ in range(n):
         board = chess.Board()
@@ -61,7 +61,6 @@ def play_selfplay(n: int, rng: random.Random, config: GameSettings, pool: Engine
             if not game_over(board, config):
                 board.push(rng.choice(list(board.legal_moves)))
         boards.append(board)
-    analyses: dict[str, list[MoveEval]] = {}
     active = [b for b in boards if not game_over(b, config)]
     while active:
         for board, analysis in zip(active, pool.analyse_many([b.fen() for b in active]), strict=True):
@@ -70,15 +69,18 @@ def play_selfplay(n: int, rng: random.Random, config: GameSettings, pool: Engine
             move = rng.choice(list(board.legal_moves)) if explore else chess.Move.from_uci(analysis[0].move)
             board.push(move)
         active = [b for b in active if not game_over(b, config)]
-    games = [game_of(b, list(range(len(b.move_stack))), rng, config, "max_plies") for b in boards]
-    return games, analyses
+    return [game_of(b, list(range(len(b.move_stack))), rng, config, "max_plies") for b in boards]
 
 
-def play_random(rng: random.Random, config: GameSettings) -> GameRecord:
-    board = chess.Board()
-    while not game_over(board, config):
-        board.push(rng.choice(list(board.legal_moves)))
-    return game_of(board, None, rng, config, "max_plies")
+def play_random(n: int, rng: random.Random, config: GameSettings, pool, analyses, stats) -> list[GameRecord]:
+    """n games of random legal moves."""
+    games = []
+    for _ in range(n):
+        board = chess.Board()
+        while not game_over(board, config):
+            board.push(rng.choice(list(board.legal_moves)))
+        games.append(game_of(board, None, rng, config, "max_plies"))
+    return games
 
 
 def pgn_chunks(paths, per_chunk: int, max_games: int | None, done: set[int]) -> Iterator[tuple[int, list]]:
@@ -130,18 +132,6 @@ def counted_chunks(count: int, per_chunk: int, done: set[int]) -> Iterator[tuple
             yield index, min(per_chunk, count - start)
 
 
-def play_selfplay_chunk(
-    n: int, rng, config, pool: EnginePool, analyses: dict, stats: Counter
-) -> list[GameRecord]:
-    games, made = play_selfplay(n, rng, config, pool)
-    analyses.update(made)
-    return games
-
-
-def play_random_chunk(n: int, rng, config, pool, analyses, stats) -> list[GameRecord]:
-    return [play_random(rng, config) for _ in range(n)]
-
-
 def play_pgn_chunk(pgn_games: list, rng, config, pool, analyses, stats: Counter) -> list[GameRecord]:
     games = []
     for pgn_game in pgn_games:
@@ -163,23 +153,10 @@ class PositionSource:
     play: Callable[..., list[GameRecord]]
 
 
-POSITION_SOURCES = {  # in the order the shards are written and assembled
-    source.name: source
-    for source in (
-        PositionSource(
-            "selfplay",
-            lambda config, done: counted_chunks(config.selfplay_games, config.games_per_chunk, done),
-            play_selfplay_chunk,
-        ),
-        PositionSource(
-            "random",
-            lambda config, done: counted_chunks(config.random_games, config.games_per_chunk, done),
-            play_random_chunk,
-        ),
-        PositionSource(
-            "pgn",
-            lambda config, done: pgn_chunks(config.pgn, config.games_per_chunk, config.pgn_games, done),
-            play_pgn_chunk,
-        ),
-    )
-}
+POSITION_SOURCES = {source.name: source for source in (  # in the order the shards are written and assembled
+    PositionSource("selfplay", lambda c, done: counted_chunks(c.selfplay_games, c.games_per_chunk, done),
+                   play_selfplay),
+    PositionSource("random", lambda c, done: counted_chunks(c.random_games, c.games_per_chunk, done),
+                   play_random),
+    PositionSource("pgn", lambda c, done: pgn_chunks(c.pgn, c.games_per_chunk, c.pgn_games, done), play_pgn_chunk),
+)}  # fmt: skip

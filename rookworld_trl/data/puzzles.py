@@ -36,18 +36,8 @@ from rookworld_trl.chess.environment import mating_moves
 from rookworld_trl.data.rows import DataSourceError, line_error, open_text
 from rookworld_trl.data.samples import policy_row_for
 
-LICHESS_COLUMNS = (
-    "PuzzleId",
-    "FEN",
-    "Moves",
-    "Rating",
-    "RatingDeviation",
-    "Popularity",
-    "NbPlays",
-    "Themes",
-    "GameUrl",
-    "OpeningTags",
-)
+LICHESS_COLUMNS = ("PuzzleId", "FEN", "Moves", "Rating", "RatingDeviation", "Popularity", "NbPlays", "Themes",
+                   "GameUrl", "OpeningTags")  # fmt: skip
 ROW_FIX = "fix or delete that row"
 
 
@@ -64,8 +54,16 @@ class Puzzle:
 
 
 def bad_row(path, row: int, problem: str, fix: str = ROW_FIX) -> DataSourceError:
-    """files.line_error with a puzzle row's fix (no --skip_bad_rows here: a puzzle file is read whole)."""
+    """line_error with a puzzle row's fix (no --skip_bad_rows here: a puzzle file is read whole)."""
     return line_error(path, row, problem, fix)
+
+
+def content_lines(path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a text file's lines that are neither blank nor '#' comments."""
+    with open_text(path) as f:
+        for row, line in enumerate(f, start=1):
+            if line.strip() and not line.lstrip().startswith("#"):
+                yield row, line
 
 
 # ------------------------------------------------------------------------------------------ the filter
@@ -103,11 +101,8 @@ class PuzzleFilter:
         return self.keeps_values(puzzle.rating, puzzle.themes)
 
     def keeps_values(self, rating: int | None, themes: Iterable[str]) -> bool:
-        if self.rating is not None and not (
-            rating is not None and self.rating[0] <= rating <= self.rating[1]
-        ):
-            return False
-        return not self.themes or bool(self.themes.intersection(themes))
+        in_range = self.rating is None or (rating is not None and self.rating[0] <= rating <= self.rating[1])
+        return in_range and (not self.themes or bool(self.themes.intersection(themes)))
 
     def describe(self) -> str:
         parts = [f"rating {self.rating[0]}-{self.rating[1]}"] if self.rating else []
@@ -154,12 +149,8 @@ def lichess_puzzle(fields: dict, path, row: int) -> Puzzle:
     board = legal_position(fields["FEN"].strip(), path, row)
     moves = fields["Moves"].split()
     if len(moves) < 2:
-        raise bad_row(
-            path,
-            row,
-            f"Moves {fields['Moves']!r} has {len(moves)} move(s); a puzzle has the "
-            "opponent's move, then the solution",
-        )
+        problem = f"Moves {fields['Moves']!r} has {len(moves)} move(s); a puzzle has the opponent's move, then the solution"
+        raise bad_row(path, row, problem)
     board.push(played(board, moves[0], "the opponent's move (Moves' first)", path, row))
     solution = played(board, moves[1], "the solution's first move (Moves' second)", path, row)
     return Puzzle(
@@ -180,7 +171,7 @@ def read_lichess(
     keep, counts = keep or PuzzleFilter(), counts if counts is not None else Counter()
     with open_text(path) as f:
         reader = csv.reader(f)
-        columns, seen = None, False
+        columns = None
         for cells in reader:
             row = reader.line_num
             if not any(c.strip() for c in cells):
@@ -189,23 +180,14 @@ def read_lichess(
                 header = [c.strip().lstrip("\ufeff") for c in cells]
                 named = "FEN" in header or not any("/" in c for c in cells)  # every FEN has a '/'
                 columns = header if named else list(LICHESS_COLUMNS)
-                missing = {"FEN", "Moves"} - set(columns)
-                if missing:
-                    raise bad_row(
-                        path,
-                        row,
-                        f"the header has no {' or '.join(sorted(missing))} column",
-                        f"use the Lichess columns {','.join(LICHESS_COLUMNS)}",
-                    )
+                if missing := {"FEN", "Moves"} - set(columns):
+                    raise bad_row(path, row, f"the header has no {' or '.join(sorted(missing))} column",
+                                  f"use the Lichess columns {','.join(LICHESS_COLUMNS)}")  # fmt: skip
                 if named:
                     continue
             if len(cells) < 2:
-                raise bad_row(
-                    path,
-                    row,
-                    f"{len(cells)} column(s), not a puzzle row (expected {','.join(LICHESS_COLUMNS)})",
-                )
-            seen = True
+                expected = ",".join(LICHESS_COLUMNS)
+                raise bad_row(path, row, f"{len(cells)} column(s), not a puzzle row (expected {expected})")
             counts["read"] += 1
             fields = dict(zip(columns, cells, strict=False))
             if keep and not keep.keeps_values(
@@ -213,7 +195,7 @@ def read_lichess(
             ):
                 continue
             yield lichess_puzzle(fields, path, row)
-    if not seen:
+    if not counts["read"]:
         raise DataSourceError(
             f"{path}: no puzzle rows; expected the Lichess puzzle CSV columns "
             f"{','.join(LICHESS_COLUMNS)} (docs/FORMATS.md)"
@@ -247,14 +229,10 @@ def read_epd(
             "--puzzle_rating/--puzzle_themes, or pass a Lichess puzzle CSV"
         )
     counts = counts if counts is not None else Counter()
-    seen = False
-    with open_text(path) as f:
-        for row, line in enumerate(f, start=1):
-            if line.strip() and not line.lstrip().startswith("#"):
-                seen = True
-                counts["read"] += 1
-                yield epd_puzzle(line.strip(), path, row)
-    if not seen:
+    for row, line in content_lines(path):
+        counts["read"] += 1
+        yield epd_puzzle(line.strip(), path, row)
+    if not counts["read"]:
         raise DataSourceError(
             f"{path}: no EPD lines; expected one position per line, e.g. "
             "'6k1/5ppp/8/8/8/8/5PPP/3R2K1 w - - bm Rd8#;' (docs/FORMATS.md)"
@@ -293,16 +271,13 @@ FEN_LIST_FIX = "an exclude file holds one FEN or EPD position per line: fix or d
 def read_fen_list(path) -> Iterator[str]:
     """The positions of a FEN list (one per line, its first four fields read; blank lines and '#' comments
     skipped), as python-chess writes them; the first bad line is one clear error."""
-    with open_text(path) as f:
-        for row, line in enumerate(f, start=1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            fields = line.split()
-            if len(fields) < 4:
-                raise bad_row(
-                    path, row, f"{line.strip()[:60]!r} has {len(fields)} field(s), not a FEN", FEN_LIST_FIX
-                )
-            yield legal_position(" ".join(fields[:4]), path, row, FEN_LIST_FIX).fen()
+    for row, line in content_lines(path):
+        fields = line.split()
+        if len(fields) < 4:
+            raise bad_row(
+                path, row, f"{line.strip()[:60]!r} has {len(fields)} field(s), not a FEN", FEN_LIST_FIX
+            )
+        yield legal_position(" ".join(fields[:4]), path, row, FEN_LIST_FIX).fen()
 
 
 def read_puzzles(path: str | os.PathLike, keep: PuzzleFilter | None = None, counts: Counter | None = None):
@@ -351,20 +326,12 @@ class PuzzleReport:
         return {**dataclasses.asdict(self), "keep": keep}
 
 
-def puzzle_rows(
-    path: str | os.PathLike,
-    pool: EnginePool,
-    keep: PuzzleFilter | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    exclude=None,
-    max_puzzles: int | None = None,
-) -> tuple[list[dict], PuzzleReport, object]:
-    """(P: rows, report, what `exclude` (an exclude.Exclusion) dropped: its ExcludeReport, None when nothing is
-    excluded) of the puzzles of `path` that
-    `keep` keeps and `exclude` does not drop (the first `max_puzzles`), labelled by `pool` as `rookworld data
-    generate` labels a position (top moves at the pool's limit, written in a per-position shuffled order).
-    Filtered and excluded before labelling: the engine is the slow part."""
+def puzzle_rows(path: str | os.PathLike, pool: EnginePool, keep: PuzzleFilter | None = None, seed: int = 0,
+                progress: bool = True, exclude=None, max_puzzles: int | None = None):  # fmt: skip
+    """(P: rows, report, what `exclude` (a files.Exclusion) dropped: its ExcludeReport, None when nothing is
+    excluded) of the puzzles of `path` that `keep` keeps and `exclude` does not drop (the first `max_puzzles`),
+    labelled by `pool` as `rookworld data generate` labels a position (top moves at the pool's limit, written in
+    a per-position shuffled order). Filtered and excluded before labelling: the engine is the slow part."""
     keep = keep or PuzzleFilter()
     report, counts, puzzles = PuzzleReport(str(path), keep, pool.limit.key()), Counter(), []
     excluded = exclude.report() if exclude else None
@@ -380,9 +347,8 @@ def puzzle_rows(
     report.read = counts["read"]
     settings = SimpleNamespace(seed=seed, limit=pool.limit)
     rows = []
-    for puzzle, analysis in zip(
-        puzzles, pool.analyse_many([p.fen for p in puzzles], progress=progress), strict=True
-    ):
+    analyses = pool.analyse_many([p.fen for p in puzzles], progress=progress)
+    for puzzle, analysis in zip(puzzles, analyses, strict=True):
         if not analysis:  # the game is over: nothing to play (a puzzle file should hold none)
             continue
         rows.append(policy_row_for(puzzle.fen, analysis, settings))
@@ -416,9 +382,8 @@ class PuzzleSource:
         if self.cache:  # made here, not before: a run whose data is refused leaves no output_dir behind
             os.makedirs(os.path.dirname(self.cache) or ".", exist_ok=True)
         with EnginePool(self.workers, self.limit, self.multipv, self.cache, self.stockfish) as pool:
-            rows, self.report, excluded = puzzle_rows(
-                path, pool, self.keep, self.seed, self.progress, exclude, max_puzzles
-            )
+            rows, self.report, excluded = puzzle_rows(path, pool, self.keep, self.seed, self.progress, exclude,
+                                                      max_puzzles)  # fmt: skip
         print(self.report.one_line())
         if not rows:
             raise DataSourceError(

@@ -29,7 +29,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rookworld_trl.chess.formats import FormatError
 from rookworld_trl.common.quiet_logs import dropping
 from rookworld_trl.data.files import (
     Exclusion,
@@ -52,7 +51,7 @@ from rookworld_trl.data.rows import (
     FORMATS_DOC,
     DataSourceError,
     LoadReport,
-    row_from_line,
+    row_or_error,
 )
 
 # ---------------------------------------------------------------------------- raw lines -> rows, at scale
@@ -83,15 +82,7 @@ def parse_batch(batch: dict) -> dict[str, list]:
                  for p, c in zip(batch["prompt"], batch["completion"], strict=True)]  # fmt: skip
     out: dict[str, list] = {name: [] for name in PARSED}
     for line in lines:
-        if not isinstance(line, str):
-            row, reason, error = None, NO_TEXT, NO_TEXT
-        elif not line.strip():
-            row, reason, error = None, EMPTY_LINE, EMPTY_LINE
-        else:
-            try:
-                row, reason, error = row_from_line(line), "", ""
-            except FormatError as e:
-                row, reason, error = None, e.reason, str(e)
+        row, reason, error = row_or_error(line) if isinstance(line, str) else (None, NO_TEXT, NO_TEXT)
         row = row or EMPTY_ROW
         for name in FEATURES:
             out[name].append(row[name])
@@ -356,9 +347,8 @@ def to_rows(ds, source: str, report: LoadReport, num_proc: int | None = None):
     if set(COLUMNS) <= set(names):
         rows = ds.select_columns(list(COLUMNS))
         rows = rows if rows.features == FEATURES else rows.cast(FEATURES)  # e.g. JSON numbers read as int64
-        if isinstance(
-            rows, datasets.Dataset
-        ):  # read by column, not line by line: its rows are what is counted
+        # read by column, not line by line: its rows are what is counted
+        if isinstance(rows, datasets.Dataset):
             report.rows += len(rows)
         return rows
     return parse_table(ds, source, report, num_proc, names)

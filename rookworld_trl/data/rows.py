@@ -157,17 +157,24 @@ class LoadReport:
                 "first_lines": self.first_lines}  # fmt: skip
 
 
+def row_or_error(line: str) -> tuple[dict | None, str, str]:
+    """(the row of a raw line, "", ""), or (None, why it is malformed, its whole message); a blank line is
+    EMPTY_LINE."""
+    if not line.strip():
+        return None, EMPTY_LINE, EMPTY_LINE
+    try:
+        return row_from_line(line), "", ""
+    except FormatError as e:
+        return None, e.reason, str(e)
+
+
 def rows_from_lines(lines: Iterable[str], report: LoadReport) -> Iterator[dict]:
     """Rows of the well-formed lines; the others are counted in `report` by reason."""
     for line_no, line in enumerate(lines, 1):
         report.lines += 1
-        if not line.strip():
-            report.bad(EMPTY_LINE, line_no)
-            continue
-        try:
-            row = row_from_line(line)
-        except FormatError as e:
-            report.bad(e.reason, line_no, str(e))
-            continue
-        report.rows += 1
-        yield row
+        row, reason, error = row_or_error(line)
+        if row is None:
+            report.bad(reason, line_no, error)
+        else:
+            report.rows += 1
+            yield row

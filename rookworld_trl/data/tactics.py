@@ -20,7 +20,6 @@ splits is kept in the held-out one only (test, then validation).
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import Counter, defaultdict
 
@@ -29,6 +28,7 @@ import chess
 from rookworld_trl.chess.environment import mating_moves
 from rookworld_trl.chess.formats import position_key
 from rookworld_trl.chess.tactics import KINDS, tactic_kind
+from rookworld_trl.data.layout import hashed_split
 from rookworld_trl.data.samples import GameRecord, SampleSettings, policy_row_for
 
 SPLIT_ORDER = ("test", "validation", "train")  # a position in two splits stays in the first
@@ -37,11 +37,7 @@ SPLIT_ORDER = ("test", "validation", "train")  # a position in two splits stays 
 def game_split(game: GameRecord, validation_fraction: float, test_fraction: float) -> str:
     """The split of a whole game, from a hash of its start and moves (unsalted: a game read again, from a
     PGN or regenerated, lands where it did)."""
-    text = game.start + " " + " ".join(game.moves)
-    u = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") / 2**64
-    if u < test_fraction:
-        return "test"
-    return "validation" if u < test_fraction + validation_fraction else "train"
+    return hashed_split(game.start + " " + " ".join(game.moves), validation_fraction, test_fraction)
 
 
 def positions(game: GameRecord) -> list[str]:

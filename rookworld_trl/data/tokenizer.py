@@ -41,11 +41,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTo
     if vocab_size < MIN_VOCAB:
         raise ValueError(f"vocab_size must be at least {MIN_VOCAB} (256 bytes + {EOS}), got {vocab_size}")
     bpe = Tokenizer(models.BPE())
+    split = pre_tokenizers.Split(Regex(PRE_TOKEN), behavior="isolated")
     bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(PRE_TOKEN), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
+        [split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     )
     bpe.decoder = decoders.ByteLevel()
     bpe.post_processor = processors.ByteLevel(trim_offsets=False)
@@ -57,14 +55,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTo
         show_progress=False,
     )
     bpe.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        eos_token=EOS,
-        pad_token=EOS,
-        bos_token=EOS,
-        unk_token=EOS,
-        model_max_length=1024,
-    )
+    special = dict(eos_token=EOS, pad_token=EOS, bos_token=EOS, unk_token=EOS)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, model_max_length=1024, **special)
 
 
 def load_texts(source: str, max_samples: int | None, seed: int) -> list[str]:
@@ -77,24 +69,12 @@ def load_texts(source: str, max_samples: int | None, seed: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = FlagParser(
-        prog="rookworld tokenizer",
-        description=__doc__.splitlines()[0],
-        epilog="example: rookworld tokenizer train --data data/mine --out tok --vocab_size 512",
-    )
+    example = "example: rookworld tokenizer train --data data/mine --out tok --vocab_size 512"
+    parser = FlagParser(prog="rookworld tokenizer", description=__doc__.splitlines()[0], epilog=example)
     sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser(
-        "train",
-        help="train a byte-level BPE on P:/A: lines and save it",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="example: rookworld tokenizer train --data data/mine --out tok --vocab_size 512",
-    )
-    train.add_argument(
-        "--data",
-        required=True,
-        default=argparse.SUPPRESS,
-        help="a `rookworld data generate` dir, or a data file",
-    )
+    train = sub.add_parser("train", help="train a byte-level BPE on P:/A: lines and save it", epilog=example,
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    train.add_argument("--data", required=True, default=argparse.SUPPRESS, help="a `rookworld data generate` dir, or a data file")  # fmt: skip
     train.add_argument("--vocab_size", type=int, default=512, help="at most this many tokens (>= 257)")
     train.add_argument("--out", required=True, default=argparse.SUPPRESS, help="save_pretrained directory")
     train.add_argument("--max_samples", type=int, default=None, help="train on at most this many lines")
@@ -106,10 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer.save_pretrained(args.out)
     n_tokens = sum(len(ids) for ids in tokenizer(texts[:1000])["input_ids"])
     n_chars = sum(len(t) for t in texts[:1000])
-    print(
-        f"tokenizer: {len(tokenizer)} tokens from {len(texts)} lines -> {args.out} "
-        f"({n_chars / max(n_tokens, 1):.2f} characters per token on the first {min(len(texts), 1000)} lines)"
-    )
+    print(f"tokenizer: {len(tokenizer)} tokens from {len(texts)} lines -> {args.out} "
+          f"({n_chars / max(n_tokens, 1):.2f} characters per token on the first {min(len(texts), 1000)} lines)")  # fmt: skip
     return 0
 
 

@@ -63,11 +63,8 @@ def write_json_atomic(path: str, obj: dict) -> None:
 
 
 def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _checkpoint_files(checkpoint_dir: str) -> list[str]:
@@ -96,14 +93,10 @@ def is_complete(checkpoint_dir: str) -> bool:
 def _legacy_problem(checkpoint_dir: str) -> str | None:
     """A marker without a file list (written before checksums): check what can be checked without one."""
     for path in sorted(glob.glob(os.path.join(checkpoint_dir, "*.safetensors"))):
-        problem = safetensors_problem(path)
-        if problem:
+        if problem := safetensors_problem(path):
             return f"{os.path.basename(path)} is {problem}"
-    optimizer = (
-        "optimizer.pt",
-        "optimizer.bin",
-        "global_step*",
-    )  # DeepSpeed keeps its state in global_stepN/
+    # DeepSpeed keeps its state in global_stepN/
+    optimizer = ("optimizer.pt", "optimizer.bin", "global_step*")
     if not any(glob.glob(os.path.join(checkpoint_dir, name)) for name in optimizer):
         return "optimizer.pt is missing (resuming would restart the optimizer from zero)"
     return None
@@ -136,14 +129,9 @@ def checkpoint_problem(checkpoint_dir: str) -> str | None:
 
 def list_checkpoints(output_dir: str) -> list[tuple[int, str]]:
     """All checkpoint-N directories (complete or not) as (N, path), oldest first."""
-    if not os.path.isdir(output_dir):
-        return []
-    found = []
-    for name in os.listdir(output_dir):
-        m = _CHECKPOINT_RE.match(name)
-        if m and os.path.isdir(os.path.join(output_dir, name)):
-            found.append((int(m.group(1)), os.path.join(output_dir, name)))
-    return sorted(found)
+    names = os.listdir(output_dir) if os.path.isdir(output_dir) else []
+    found = [(int(m[1]), os.path.join(output_dir, m[0])) for m in map(_CHECKPOINT_RE.match, names) if m]
+    return sorted((n, path) for n, path in found if os.path.isdir(path))
 
 
 def latest_complete_checkpoint(output_dir: str) -> str | None:
@@ -237,13 +225,12 @@ def resolve_resume(mode: str | None, output_dir: str) -> str | None:
     if not mode or str(mode).lower() in ("none", "false", "no"):
         return None
     mode = str(mode)
-    if os.path.isdir(mode):  # an explicit path: checked before the quarantine below moves it
-        problem = checkpoint_problem(mode)
-        if problem:
-            raise ValueError(
-                f"--resume_from_checkpoint {mode}: {problem}. Pick an earlier checkpoint, or use "
-                "--resume_from_checkpoint auto to take the newest one that verifies"
-            )
+    # an explicit path: checked before the quarantine below moves it
+    if os.path.isdir(mode) and (problem := checkpoint_problem(mode)):
+        raise ValueError(
+            f"--resume_from_checkpoint {mode}: {problem}. Pick an earlier checkpoint, or use "
+            "--resume_from_checkpoint auto to take the newest one that verifies"
+        )
     quarantine_incomplete(output_dir)
     if mode.lower() in ("auto", "true", "latest"):
         newest_first = [path for _, path in reversed(list_checkpoints(output_dir))]
@@ -301,13 +288,9 @@ def save_error(e: BaseException, what: str, path: str) -> SaveError | None:
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
     free = shutil.disk_usage(probe).free
-    full = getattr(e, "errno", None) == errno.ENOSPC or free < 1 << 20
-    if full:
-        return SaveError(
-            errno.ENOSPC,
-            f"no space left on device while {what} ({path}): free some space (or lower save_total_limit), "
-            f"then {RESUME_FIX}",
-        )
+    if getattr(e, "errno", None) == errno.ENOSPC or free < 1 << 20:
+        fix = f"free some space (or lower save_total_limit), then {RESUME_FIX}"
+        return SaveError(errno.ENOSPC, f"no space left on device while {what} ({path}): {fix}")
     if isinstance(e, OSError):
         return SaveError(
             e.errno, f"{os.strerror(e.errno) if e.errno else e} while {what} ({path}); {RESUME_FIX}"

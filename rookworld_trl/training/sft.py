@@ -34,30 +34,22 @@ class RookWorldSFTConfig(SFTConfig):
 
     # Overridden default: count tokens, for tokens/s. Typed `str`, not transformers' `str | bool`, which its
     # argument parser reads as a bool only (then "non_padding" cannot be given in a recipe).
-    include_num_input_tokens_seen: str = helped(
-        "non_padding", "Count input tokens, for tokens/s.", choices=["all", "non_padding", "no"]
-    )
+    # fmt: off
+    include_num_input_tokens_seen: str = helped("non_padding", "Count input tokens, for tokens/s.",
+                                                choices=["all", "non_padding", "no"])
     # Overridden default: TRL turns activation checkpointing on; it saves memory a small model does not need and
     # costs ~20% speed. transformers 5 renamed it `activation_checkpointing`: a None alias leaves that name in
     # charge (default off) without a deprecation warning.
-    gradient_checkpointing: bool | None = helped(
-        None, "Deprecated alias of `activation_checkpointing` (off unless set)."
-    )
+    gradient_checkpointing: bool | None = helped(None, "Deprecated alias of `activation_checkpointing` (off unless set).")
     early_stopping_patience: int = helped(
-        0, "Stop after this many evaluations without improvement of `metric_for_best_model` (0: off)."
-    )
-    early_stopping_threshold: float = helped(
-        0.0, "Smallest change of the metric that counts as an improvement."
-    )
+        0, "Stop after this many evaluations without improvement of `metric_for_best_model` (0: off).")
+    early_stopping_threshold: float = helped(0.0, "Smallest change of the metric that counts as an improvement.")
     metrics_jsonl: str | None = helped(
-        "metrics.jsonl", "Append every log entry as one JSON line to this file (relative to output_dir)."
-    )
+        "metrics.jsonl", "Append every log entry as one JSON line to this file (relative to output_dir).")
     format_check_samples: int = helped(
-        100, "After training, greedy-complete this many held-out P: prompts and log their checks."
-    )
-    torch_threads: int | None = helped(
-        None, "CPU threads for torch (unset: torch's default, the physical cores)."
-    )
+        100, "After training, greedy-complete this many held-out P: prompts and log their checks.")
+    torch_threads: int | None = helped(None, "CPU threads for torch (unset: torch's default, the physical cores).")
+    # fmt: on
 
     def __post_init__(self):
         if self.early_stopping_patience < 0:
@@ -163,22 +155,21 @@ class SFTScriptArguments(DataArguments):
     """What to train on (DataArguments, shared with GRPO: dataset_name and its splits, the mix, exclusions; here
     the embedded data, its validation split and the data's own mix by default) and which model to start from."""
 
+    # fmt: off
     max_train_samples: int | None = helped(None, "Use at most this many training samples.")
     max_eval_samples: int | None = helped(512, "Use at most this many held-out samples.")
     model_name_or_path: str | None = helped(
-        None, "Continue this model (local dir or hub id). Unset: a new GPT-2 from scratch."
-    )
+        None, "Continue this model (local dir or hub id). Unset: a new GPT-2 from scratch.")
     tokenizer_name_or_path: str | None = helped(
-        None,
-        "Tokenizer of a new model (a `rookworld tokenizer train` dir or a hub id); with `model_name_or_path`, only needed when the model dir has no tokenizer.",
-    )
+        None, "Tokenizer of a new model (a `rookworld tokenizer train` dir or a hub id); with `model_name_or_path`, "
+        "only needed when the model dir has no tokenizer.")
     n_layer: int = helped(4, "New model: transformer blocks.")
     n_head: int = helped(4, "New model: attention heads (must divide n_embd).")
     n_embd: int = helped(128, "New model: embedding width.")
     n_positions: int = helped(256, "New model: context length (>= max_length).")
     dropout: float | None = helped(
-        None, "Dropout during SFT. Unset: 0.0 for a new model, the loaded model's own for a continued one."
-    )
+        None, "Dropout during SFT. Unset: 0.0 for a new model, the loaded model's own for a continued one.")
+    # fmt: on
 
     def __post_init__(self):
         if self.model_name_or_path is None and self.tokenizer_name_or_path is None:

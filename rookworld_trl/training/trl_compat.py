@@ -96,8 +96,6 @@ TRL_ATTRIBUTES = {
 # (tests/test_trl_seam.py: a generation batch of each kind has them)
 OUTPUT_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages",
                "num_items_in_batch", "old_per_token_logps", "importance_sampling_ratio")  # fmt: skip
-# Keys of the dict TRL's rollout_func returns (grpo/rollout.py writes them; tests/test_decoding.py trains on them)
-ROLLOUT_KEYS = ("prompt_ids", "completion_ids", "logprobs")
 # GRPOTrainer._compute_loss is linear in the advantages (a non-negative factor folded into them is the same
 # correction as vLLM's importance-sampling ratio, which TRL multiplies in after them): tests/test_trl_seam.py
 # compares its loss at 2x the advantages with twice its loss
