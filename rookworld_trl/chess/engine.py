@@ -348,12 +348,8 @@ class EngineLimit:
 
     def key(self) -> str:
         """Text for cache keys and dataset metadata: "depth=8", "nodes=20000", "depth=8,nodes=20000"."""
-        parts = [
-            f"{name}={value}"
-            for name, value in (("depth", self.depth), ("nodes", self.nodes))
-            if value is not None
-        ]
-        return ",".join(parts)
+        limits = (("depth", self.depth), ("nodes", self.nodes))
+        return ",".join(f"{name}={value}" for name, value in limits if value is not None)
 
 
 DEFAULT_LIMIT = EngineLimit()
@@ -367,12 +363,6 @@ def expected_score(cp: float) -> float:
 def format_eval(cp: int) -> str:
     """The E: field text of one evaluation: str(cp / 100), e.g. 30 -> "0.3", 0 -> "0.0", 99997 -> "999.97"."""
     return str(cp / 100)
-
-
-def normalize_fen(fen: str) -> str:
-    """python-chess's canonical FEN of a valid position; ValueError naming the FEN otherwise (Stockfish may
-    crash or misbehave on impossible positions: no king, the side not to move in check, ...)."""
-    return parse_board(fen).fen()
 
 
 def _close_engines(engines: list) -> None:
@@ -443,7 +433,9 @@ class EnginePool:
         if self._closed:
             raise RuntimeError("EnginePool is closed")
         multipv = multipv or self.multipv
-        keys = [normalize_fen(fen) for fen in fens]  # every FEN is checked before any engine work
+        # every FEN checked (ValueError naming it) and made canonical before any engine work: Stockfish may crash
+        # or misbehave on impossible positions (no king, the side not to move in check, ...)
+        keys = [parse_board(fen).fen() for fen in fens]
         results: dict[str, list[MoveEval]] = {}
         todo = []
         for key in dict.fromkeys(keys):  # distinct, first-seen order
@@ -529,14 +521,11 @@ class EnginePool:
             with self._count_lock:
                 self.restarts += 1
         else:
-            raise self._failed(board, error)
+            raise EngineFailure(
+                f"Stockfish at {self.path} failed {MAX_ATTEMPTS} times on {board.fen()!r} "
+                f"({type(error).__name__}: {str(error)[:200] or 'it exited'}); {FIX}"
+            )
         return self._evals(infos, board)  # outside the retries: a lying engine is refused, not restarted
-
-    def _failed(self, board: chess.Board, error: BaseException | None) -> EngineFailure:
-        return EngineFailure(
-            f"Stockfish at {self.path} failed {MAX_ATTEMPTS} times on {board.fen()!r} "
-            f"({type(error).__name__}: {str(error)[:200] or 'it exited'}); {FIX}"
-        )
 
     def _drop(self, i: int, engine) -> None:
         """Kill engine i's process now and forget it: the next search starts a new one. Killed here, not only
@@ -562,7 +551,7 @@ class EnginePool:
             pv, score = info.get("pv"), info.get("score")
             if not pv or score is None or pv[0] not in board.legal_moves:
                 raise self._lying(board, ValueError(f"an info line without a legal move and a score: {info}"))
-            out.append(MoveEval(pv[0].uci(), _cp(score, board.turn)))
+            out.append(MoveEval(pv[0].uci(), score.pov(board.turn).score(mate_score=MATE_SCORE)))
         if not out:
             raise self._lying(board, ValueError("no info line before bestmove"))
         return out
@@ -602,7 +591,3 @@ class EnginePool:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _cp(score: chess.engine.PovScore, turn: chess.Color) -> int:
-    return score.pov(turn).score(mate_score=MATE_SCORE)

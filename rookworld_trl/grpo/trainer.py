@@ -55,7 +55,7 @@ from rookworld_trl.grpo.curriculum import curriculum_for
 from rookworld_trl.grpo.dynamic_sampling import fresh_prompts, refill
 from rookworld_trl.grpo.groups import ScoredBatch, group_task, local_rows, loss_mask, row_rewards, task_masks
 from rookworld_trl.grpo.guard import StepGuard
-from rookworld_trl.grpo.kl import HiddenTap, completion_hidden, exact_kl, normalise_like_trl
+from rookworld_trl.grpo.kl import HiddenTap, completion_hidden, lm_head_of, normalise_like_trl, per_token_kl
 from rookworld_trl.grpo.replay import replay_for, replay_loss
 from rookworld_trl.grpo.rewards.functions import resolve_rewards
 from rookworld_trl.grpo.rollout import check_supported, correct_for_sampler, rollout
@@ -232,15 +232,14 @@ class RookWorldGRPOTrainer(GRPOInternals):
         reward_funcs = resolve_rewards(
             reward_funcs, args.reward_shaping, weights=args.reward_weights, field_credit=args.field_credit
         )
-        key = "train_dataset" if not rest else None
-        dataset = kwargs.get("train_dataset") if key else rest[0]
+        dataset = rest[0] if rest else kwargs.get("train_dataset")
         if dataset is not None:
             dataset = prompt_rows(dataset)
             check_prompts(dataset, own_sampling(args, kwargs))
-            if key:
-                kwargs[key] = dataset
+            if rest:
+                rest[0] = dataset
             else:
-                rest[:1] = [dataset]
+                kwargs["train_dataset"] = dataset
             tokenizer = kwargs.get("processing_class") or (rest[2] if len(rest) > 2 else None)
             if tokenizer is not None and check_lengths:
                 check_completion_length(
@@ -296,16 +295,11 @@ class RookWorldGRPOTrainer(GRPOInternals):
         """Self-play, the curriculum's and tactics positions into this generation batch's P: prompts, in that
         order. TRL hands every micro-batch the rows of its generation batch but generates only on the first: the
         mix's figures are logged for it."""
-        step, figures = self.state.global_step, {}
-        if self.selfplay is not None:
-            rows, more = self.selfplay.mix(rows, step)
-            figures |= more
-        if self.curriculum is not None:
-            rows, more = self.curriculum.mix(rows, step)
-            figures |= more
-        if self.tactics is not None and self.tactics.ratio > 0:  # (tactics replay alone mixes nothing)
-            rows, more = self.tactics.mix(rows, step)
-            figures |= more
+        figures = {}
+        for mixer in (self.selfplay, self.curriculum, self.tactics):  # (tactics replay alone mixes nothing)
+            if mixer is not None:
+                rows, more = mixer.mix(rows, self.state.global_step)
+                figures |= more
         if self.micro_step % (self.args.steps_per_generation * self.args.num_iterations) == 0:
             self.log_figures(figures)
         return rows
@@ -439,12 +433,18 @@ class RookWorldGRPOTrainer(GRPOInternals):
         supervised replay and tactics replay (each scaled for gradient accumulation as TRL's loss is)."""
         training = self.model.training
         if training:
-            self.guard.faults.record_inputs(inputs)  # kept until the step ends, to save it if it goes bad
+            self.guard.faults.inputs.append(inputs)  # kept until the step ends, to save it if it goes bad
         if self.policy_tap is None:
             loss, hidden = super().compute_loss(model, inputs, return_outputs, num_items_in_batch), None
         else:
-            with self.policy_tap.recording() as records, self._without_trl_kl():
-                loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            self._trl_kl_off = (
+                self.exact_kl
+            )  # TRL's loss without its k3 term (beta reads 0): ours replaces it
+            try:
+                with self.policy_tap.recording() as records:
+                    loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            finally:
+                self._trl_kl_off = False
             hidden = completion_hidden(records, inputs["completion_ids"].shape[1])
         a = self.args
         if self.exact_kl and hidden is not None:  # k3: TRL's loss has added it
@@ -463,20 +463,13 @@ class RookWorldGRPOTrainer(GRPOInternals):
                 loss = loss + replay.coef * supervised / self.current_gradient_accumulation_steps
         return loss
 
-    @contextlib.contextmanager
-    def _without_trl_kl(self):
-        """TRL's loss without its k3 term (beta reads 0) when an exact KL replaces it."""
-        self._trl_kl_off = self.exact_kl
-        try:
-            yield
-        finally:
-            self._trl_kl_off = False
-
     def exact_kl_term(self, model, hidden, inputs: dict) -> torch.Tensor:
         """The exact KL (kl.py), normalised like TRL's loss; logs `kl` (what the guard and adaptive KL
         read) and `kl/<estimator>`."""
         est, mask = self.args.kl_estimator, loss_mask(inputs)
-        kl = exact_kl(model, hidden, self.ref_model, inputs, est, self.temperature)
+        # the reference's hidden states were tapped while TRL scored the batch (score_batch)
+        ref_head, ref_hidden = lm_head_of(self.ref_model), inputs["ref_hidden"]
+        kl = per_token_kl(hidden, lm_head_of(model), ref_hidden, ref_head, mask, est, self.temperature)
         if self.model.training:
             totals = self.accelerator.reduce(
                 torch.stack([(kl * mask).sum(), mask.sum().float()]).detach(), "sum"
