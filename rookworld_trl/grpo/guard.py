@@ -196,7 +196,7 @@ def across_ranks(values: list[float], op: str = "sum") -> list[float]:
     [1.5, inf]
     """
     dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if world_size() == 1:
         return list(values)
     device = torch.device("cpu")
     if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only

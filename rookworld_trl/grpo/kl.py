@@ -54,15 +54,7 @@ def _chunk_kl(hidden, weight, bias, logq, estimator, temperature):
     return divergences(log_probs(hidden, weight, bias, temperature), logq, estimator)
 
 
-def per_token_kl(
-    hidden: torch.Tensor,
-    head: torch.nn.Module,
-    ref_hidden: torch.Tensor,
-    ref_head: torch.nn.Module,
-    mask: torch.Tensor,
-    estimator: str,
-    temperature: float = 1.0,
-) -> torch.Tensor:
+def per_token_kl(hidden, head, ref_hidden, ref_head, mask: torch.Tensor, estimator: str, temperature=1.0):
     """(B, T) exact KL at every completion token where `mask` is set (0 elsewhere), differentiable in the policy.
 
     hidden / ref_hidden: (B, T, H) last hidden states that predict each completion token; head / ref_head: the

@@ -199,8 +199,7 @@ def value_advantages(
     a, ids = args, output["completion_ids"]
     mask = loss_mask(output)
     mask = mask * (~rewards.isnan()).unsqueeze(1).to(mask.dtype)  # unscored rows: no target, advantage 0
-    no_terms = [None] * len(ids)
-    per_token = token_rewards(rewards, mask, terms or no_terms, layouts or no_terms).to(mask.device)
+    per_token = token_rewards(rewards, mask, terms or [None] * len(ids), layouts).to(mask.device)
     zero = torch.zeros_like(per_token)
     returns = gae(per_token, zero, mask, a.gae_gamma, 1.0)[1] * mask  # lambda 1: V does not enter
     if start:  # the bias starts at the returns' mean (the weights stay 0), so the weights learn the variance:
