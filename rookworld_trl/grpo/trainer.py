@@ -169,17 +169,29 @@ class RookWorldGRPOTrainer(GRPOInternals):
         if own_sampler:
             kwargs["rollout_func"] = rollout
         super().__init__(model, reward_funcs, args, *rest, **kwargs)
-        self._init_taps()
+        # the hidden-state taps an exact KL and the value head read
+        self.exact_kl = self.args.kl_estimator != "k3"
+        if self.exact_kl and self.ref_model is None:
+            raise ValueError(
+                f"kl_estimator {self.args.kl_estimator!r} needs a separate reference model: not with PEFT"
+            )
+        self.ref_tap = HiddenTap(self.ref_model) if self.exact_kl else None
+        self.policy_tap = HiddenTap(self.model) if self.exact_kl or self.args.value_baseline else None
         if own_sampler:
             check_supported(self.args, self.model, self.accelerator)
         self.ref_device = place_ref_model(self, self.args.ref_model_device)
         # fixed shapes: pad_to_multiple_of, every position scored
         self.compiled_scoring = compiling(self.args)
         for model in (self.model, self.ref_model):  # TRL loads the reference itself, not through our loader
-            if model is not None:
-                use_fused_gelu(model)
-        if self.args.padding_aware_positions:
-            self._use_padding_aware_positions()
+            if model is None:
+                continue
+            use_fused_gelu(model)
+            # TRL scores completions with a plain forward that passes no position_ids; GPT-2 would then count the
+            # left padding as positions, unlike generate()
+            if self.args.padding_aware_positions and gpt2_backbone(model, required=False) is not None:
+                use_padding_aware_positions(model)
+                if self.args.shared_prefix_scoring:  # it reads the padding-aware positions
+                    use_shared_prefix(model)
         self.guard = StepGuard(self)
         self.add_callback(self.guard)
         self._build_parts(self.train_dataset if replay_dataset is None else replay_dataset, selfplay, tactics)
@@ -247,30 +259,10 @@ class RookWorldGRPOTrainer(GRPOInternals):
                 )
         return args, model, reward_funcs
 
-    def _init_taps(self) -> None:
-        """The hidden-state taps an exact KL and the value head read; the checks that need the built trainer."""
-        a = self.args
-        self.exact_kl = a.kl_estimator != "k3"
-        if self.exact_kl and self.ref_model is None:
-            raise ValueError(
-                f"kl_estimator {a.kl_estimator!r} needs a separate reference model: not with PEFT"
-            )
-        self.ref_tap = HiddenTap(self.ref_model) if self.exact_kl else None
-        self.policy_tap = HiddenTap(self.model) if self.exact_kl or a.value_baseline else None
-
     @property
     def halt_reason(self) -> str | None:
         """None after a normal end of train(), else why the guard stopped it."""
         return self.guard.halt_reason
-
-    def _use_padding_aware_positions(self) -> None:
-        # TRL scores completions with a plain forward that passes no position_ids; GPT-2 would then count the
-        # left padding as positions, unlike generate(). TRL builds the reference itself, so hook it here.
-        for model in (self.model, self.ref_model):
-            if model is not None and gpt2_backbone(model, required=False) is not None:
-                use_padding_aware_positions(model)
-                if self.args.shared_prefix_scoring:  # it reads the padding-aware positions
-                    use_shared_prefix(model)
 
     def log_figures(self, figures: dict[str, float]) -> None:
         for name, value in figures.items():
