@@ -283,21 +283,6 @@ def first_non_finite_grad(named_parameters) -> str | None:
     return f"gradient of {bad[-1]}" + (f" (and {len(bad) - 1} parameters before it)" if len(bad) > 1 else "")
 
 
-def scale_lr(optimizer, scheduler, factor: float) -> None:
-    """Multiply the learning rate by factor for the rest of the run.
-
-    LambdaLR (every Trainer schedule) recomputes lr = base_lr * lambda(step) at each step, so the base LRs are
-    scaled too; they live in the scheduler's state dict, so the cut also survives a resume.
-    """
-    for group in optimizer.param_groups:
-        group["lr"] *= factor
-        if "initial_lr" in group:
-            group["initial_lr"] *= factor
-    if scheduler is not None and hasattr(scheduler, "base_lrs"):
-        scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
-        set_logged_lr(scheduler, optimizer)
-
-
 def save_batch(micro_batches: list, path: str, **info) -> str:
     """torch.save the micro-batches of an optimizer step (tensors moved to CPU) plus context. Only tensors,
     numbers and strings: read it back with `torch.load(path, weights_only=True)`, never a full unpickle."""
@@ -310,12 +295,18 @@ def save_batch(micro_batches: list, path: str, **info) -> str:
 
 
 def roll_back(snapshot: Snapshot, model, optimizer, scheduler, lr_factor: float) -> None:
-    """Weights + optimizer from `snapshot`, the schedule's current LRs kept, then cut by lr_factor."""
+    """Weights + optimizer from `snapshot`, the schedule's current LRs kept, then cut by lr_factor for the rest
+    of the run: LambdaLR (every Trainer schedule) recomputes lr = base_lr * lambda(step) at each step, so the base
+    LRs are scaled too; they live in the scheduler's state dict, so the cut also survives a resume."""
     lrs = [group["lr"] for group in optimizer.param_groups]
     snapshot.restore(model, optimizer)
     for group, lr in zip(optimizer.param_groups, lrs, strict=True):
-        group["lr"] = lr  # the schedule keeps its course; only the cut below changes it
-    scale_lr(optimizer, scheduler, lr_factor)
+        group["lr"] = lr * lr_factor  # the schedule keeps its course; only the cut changes it
+        if "initial_lr" in group:
+            group["initial_lr"] *= lr_factor
+    if scheduler is not None and hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [lr * lr_factor for lr in scheduler.base_lrs]
+        set_logged_lr(scheduler, optimizer)
 
 
 class StepFaults:
