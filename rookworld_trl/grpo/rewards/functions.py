@@ -326,13 +326,11 @@ def log_components(
 ):
     """Batch means through TRL's `log_metric`, per-sample values (None: other task) through `log_extra`.
     Every column is logged every batch, even empty, so that TRL's completions table stays aligned."""
-    if log_metric is not None:
-        for name in names:
-            values = [c[name] for c in components if c is not None and c[name] is not None]
-            if values:
-                log_metric(f"{prefix}/{name}", sum(values) / len(values))
-    if log_extra is not None:
-        for name in names:
+    for name in names:
+        values = [c[name] for c in components if c is not None and c[name] is not None]
+        if log_metric is not None and values:
+            log_metric(f"{prefix}/{name}", sum(values) / len(values))
+        if log_extra is not None:
             log_extra(f"{prefix}/{name}", [None if c is None else c[name] for c in components])
 
 
