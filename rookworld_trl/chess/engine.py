@@ -15,9 +15,9 @@ FEN + limit gives the same answer whatever was analysed before it.
 Stockfish is found by `find_stockfish`: an explicit path, $STOCKFISH_PATH, `stockfish` on PATH, or
 /usr/games/stockfish (Debian/Ubuntu: `apt-get install stockfish`).
 
-Every engine call is bounded (issue 71): a start (the UCI handshake and options) gets `default_start_timeout()` seconds
-($ROOKWORLD_ENGINE_START_TIMEOUT, default 30), a search `default_search_timeout()` ($ROOKWORLD_ENGINE_TIMEOUT, default
-60: a depth-8 MultiPV-5 search takes well under a second), then an EngineFailure (a UserError: one line naming
+Every engine call is bounded (issue 71): a start (the UCI handshake and options) gets
+$ROOKWORLD_ENGINE_START_TIMEOUT seconds (default 30), a search $ROOKWORLD_ENGINE_TIMEOUT (default 60: a depth-8
+MultiPV-5 search takes well under a second), then an EngineFailure (a UserError: one line naming
 the binary, STOCKFISH_PATH and the fix). An engine whose answers are not legal UCI for the position (an illegal
 or missing move) is refused the same way, at once. After `request_stop()` (a stop signal in training,
 training/interrupt.py) no wait lasts more than STOP_GRACE seconds past it (EngineStopped), a KeyboardInterrupt: the step
@@ -95,16 +95,6 @@ def _seconds(env: str, default: float) -> float:
     return value
 
 
-def default_start_timeout() -> float:
-    """Seconds an engine start may take ($ROOKWORLD_ENGINE_START_TIMEOUT, default START_TIMEOUT)."""
-    return _seconds(START_TIMEOUT_ENV, START_TIMEOUT)
-
-
-def default_search_timeout() -> float:
-    """Seconds one search may take ($ROOKWORLD_ENGINE_TIMEOUT, default SEARCH_TIMEOUT)."""
-    return _seconds(SEARCH_TIMEOUT_ENV, SEARCH_TIMEOUT)
-
-
 _STOP = threading.Event()
 _STOP_AT: list[float] = []
 
@@ -169,7 +159,7 @@ logging.getLogger("chess.engine").addFilter(PROTOCOL_ERRORS)
 
 def popen_daemon(path: str, timeout: float | None = None) -> chess.engine.SimpleEngine:
     """SimpleEngine.popen_uci called from a daemon thread, its handshake bounded by `timeout` (None:
-    default_start_timeout()): asyncio.TimeoutError past it, EngineStopped after request_stop().
+    $ROOKWORLD_ENGINE_START_TIMEOUT, else START_TIMEOUT): asyncio.TimeoutError past it, EngineStopped after request_stop().
 
     python-chess runs each engine's event loop on a new thread, which inherits the daemon flag of the thread
     that creates it. A non-daemon loop thread would make the interpreter wait for it at exit before any
@@ -177,7 +167,7 @@ def popen_daemon(path: str, timeout: float | None = None) -> chess.engine.Simple
     pool's finalizer run at exit and quit the engine.
     """
     box: dict = {}
-    timeout = default_start_timeout() if timeout is None else timeout
+    timeout = _seconds(START_TIMEOUT_ENV, START_TIMEOUT) if timeout is None else timeout
 
     def target():
         try:
@@ -401,8 +391,8 @@ class EnginePool:
         if workers < 1 or multipv < 1 or threads < 1 or hash_mb < 1:
             raise ValueError("workers, multipv, threads and hash_mb must be >= 1")
         self.path = find_stockfish(stockfish_path)  # fail now, with the install hint, not at first analyse
-        self.search_timeout = search_timeout or default_search_timeout()
-        self.start_timeout = start_timeout or default_start_timeout()
+        self.search_timeout = search_timeout or _seconds(SEARCH_TIMEOUT_ENV, SEARCH_TIMEOUT)
+        self.start_timeout = start_timeout or _seconds(START_TIMEOUT_ENV, START_TIMEOUT)
         self.workers, self.limit, self.multipv = workers, limit, multipv
         self.options = {"Threads": threads, "Hash": hash_mb}
         self._owns_cache = cache is not None and not isinstance(cache, AnalysisCache)

@@ -63,10 +63,10 @@ from rookworld_trl.grpo.selfplay import SelfPlay, SelfPlayCallback
 from rookworld_trl.grpo.tactics import TacticsMix, tactics_replay_for
 from rookworld_trl.grpo.trl_fields import check_fields
 from rookworld_trl.grpo.value import (
+    ValueHead,
     add_value_head,
     clip_value_head,
     load_value_head,
-    new_value_head,
     save_value_head,
     value_advantages,
     value_loss,
@@ -211,7 +211,9 @@ class RookWorldGRPOTrainer(GRPOInternals):
                 raise ValueError(
                     "value_baseline is not supported with DeepSpeed/FSDP: set value_baseline: false"
                 )
-            self.value_head = new_value_head(self.model, self.accelerator.device)
+            self.value_head = ValueHead(gpt2_backbone(self.model).config.hidden_size).to(
+                self.accelerator.device
+            )
         self.replay = replay_for(self, replay_rows)  # replay_coef: supervised replay (replay.py)
         self.selfplay = selfplay  # selfplay_ratio: the policy's own games as P: prompts (selfplay.py)
         if selfplay is not None:

@@ -166,11 +166,6 @@ def add_value_head(optimizer, value_head, learning_rate: float) -> None:
         )
 
 
-def new_value_head(model, device) -> ValueHead:
-    """A zeroed value head on `model`'s backbone width (not with DeepSpeed/FSDP, which shard what it reads)."""
-    return ValueHead(gpt2_backbone(model).config.hidden_size).to(device)
-
-
 def save_value_head(value_head, checkpoint: str) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()}
     save_file(state, os.path.join(checkpoint, VALUE_HEAD_FILE))
