@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import torch
@@ -32,6 +32,7 @@ from rookworld_trl.grpo.kl import check_kl
 from rookworld_trl.grpo.replay import check_replay
 from rookworld_trl.grpo.selfplay import check_selfplay
 from rookworld_trl.grpo.tactics import check_tactics
+from rookworld_trl.grpo.trl_fields import trl_default
 from rookworld_trl.grpo.value import check_value
 from rookworld_trl.model.generation import BACKENDS
 
@@ -519,7 +520,10 @@ def as_rookworld_config(args) -> RookWorldGRPOConfig:
         raise UserError(
             f"args must be a RookWorldGRPOConfig (or a trl.GRPOConfig), got {type(args).__name__}"
         )
-    changed = {f.name: getattr(args, f.name) for f in fields(GRPOConfig) if f.init and _changed(args, f)}
+    changed = {f.name: getattr(args, f.name) for f in fields(GRPOConfig) if f.init}
+    changed = {
+        k: v for k, v in changed.items() if v != trl_default(k)
+    }  # by the user, or __post_init__ from it
     changed.pop("generation_batch_size", None)  # __post_init__ derives it from steps_per_generation
     # TRL's default turns gradient_checkpointing on, which __post_init__ copies into activation_checkpointing:
     # unless the user set it, ours (off) applies
@@ -532,13 +536,6 @@ def as_rookworld_config(args) -> RookWorldGRPOConfig:
             f"args: this trl.GRPOConfig does not convert to RookWorldGRPOConfig ({e}); build "
             "RookWorldGRPOConfig(...) with the same fields instead"
         ) from None
-
-
-def _changed(config, f) -> bool:
-    """Whether a field of `config` holds another value than its dataclass default (set by the user, or by
-    __post_init__ from what the user set)."""
-    default = f.default_factory() if f.default_factory is not MISSING else f.default
-    return default is MISSING or getattr(config, f.name) != default
 
 
 def check_completion_length(
