@@ -520,10 +520,9 @@ def as_rookworld_config(args) -> RookWorldGRPOConfig:
         raise UserError(
             f"args must be a RookWorldGRPOConfig (or a trl.GRPOConfig), got {type(args).__name__}"
         )
+    # the fields set away from GRPOConfig's defaults: by the user, or by __post_init__ from what the user set
     changed = {f.name: getattr(args, f.name) for f in fields(GRPOConfig) if f.init}
-    changed = {
-        k: v for k, v in changed.items() if v != trl_default(k)
-    }  # by the user, or __post_init__ from it
+    changed = {k: v for k, v in changed.items() if v != trl_default(k)}
     changed.pop("generation_batch_size", None)  # __post_init__ derives it from steps_per_generation
     # TRL's default turns gradient_checkpointing on, which __post_init__ copies into activation_checkpointing:
     # unless the user set it, ours (off) applies
