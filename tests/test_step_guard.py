@@ -103,7 +103,7 @@ def test_kl_control_adapts_beta_within_bounds_and_stops_above_kl_stop(caplog):
 def test_snapshots_roll_back_past_the_last_update_only_when_asked():
     model, optimizer = linear_and_adam()
     snapshots = Snapshots()
-    snapshots.start(model, optimizer, step=0, beta=0.01)
+    snapshots.take(model, optimizer, step=0, beta=0.01)
     weights = [model.weight.detach().clone()]
     for step in (1, 2):
         backward_step(model, optimizer)

@@ -15,9 +15,9 @@ FEN + limit gives the same answer whatever was analysed before it.
 Stockfish is found by `find_stockfish`: an explicit path, $STOCKFISH_PATH, `stockfish` on PATH, or
 /usr/games/stockfish (Debian/Ubuntu: `apt-get install stockfish`).
 
-Every engine call is bounded (issue 71): a start (the UCI handshake and options) gets `default_start_timeout()` seconds
-($ROOKWORLD_ENGINE_START_TIMEOUT, default 30), a search `default_search_timeout()` ($ROOKWORLD_ENGINE_TIMEOUT, default
-60: a depth-8 MultiPV-5 search takes well under a second), then an EngineFailure (a UserError: one line naming
+Every engine call is bounded (issue 71): a start (the UCI handshake and options) gets
+$ROOKWORLD_ENGINE_START_TIMEOUT seconds (default 30), a search $ROOKWORLD_ENGINE_TIMEOUT (default 60: a depth-8
+MultiPV-5 search takes well under a second), then an EngineFailure (a UserError: one line naming
 the binary, STOCKFISH_PATH and the fix). An engine whose answers are not legal UCI for the position (an illegal
 or missing move) is refused the same way, at once. After `request_stop()` (a stop signal in training,
 training/interrupt.py) no wait lasts more than STOP_GRACE seconds past it (EngineStopped), a KeyboardInterrupt: the step
@@ -95,16 +95,6 @@ def _seconds(env: str, default: float) -> float:
     return value
 
 
-def default_start_timeout() -> float:
-    """Seconds an engine start may take ($ROOKWORLD_ENGINE_START_TIMEOUT, default START_TIMEOUT)."""
-    return _seconds(START_TIMEOUT_ENV, START_TIMEOUT)
-
-
-def default_search_timeout() -> float:
-    """Seconds one search may take ($ROOKWORLD_ENGINE_TIMEOUT, default SEARCH_TIMEOUT)."""
-    return _seconds(SEARCH_TIMEOUT_ENV, SEARCH_TIMEOUT)
-
-
 _STOP = threading.Event()
 _STOP_AT: list[float] = []
 
@@ -169,7 +159,7 @@ logging.getLogger("chess.engine").addFilter(PROTOCOL_ERRORS)
 
 def popen_daemon(path: str, timeout: float | None = None) -> chess.engine.SimpleEngine:
     """SimpleEngine.popen_uci called from a daemon thread, its handshake bounded by `timeout` (None:
-    default_start_timeout()): asyncio.TimeoutError past it, EngineStopped after request_stop().
+    $ROOKWORLD_ENGINE_START_TIMEOUT, else START_TIMEOUT): asyncio.TimeoutError past it, EngineStopped after request_stop().
 
     python-chess runs each engine's event loop on a new thread, which inherits the daemon flag of the thread
     that creates it. A non-daemon loop thread would make the interpreter wait for it at exit before any
@@ -177,7 +167,7 @@ def popen_daemon(path: str, timeout: float | None = None) -> chess.engine.Simple
     pool's finalizer run at exit and quit the engine.
     """
     box: dict = {}
-    timeout = default_start_timeout() if timeout is None else timeout
+    timeout = _seconds(START_TIMEOUT_ENV, START_TIMEOUT) if timeout is None else timeout
 
     def target():
         try:
@@ -348,12 +338,8 @@ class EngineLimit:
 
     def key(self) -> str:
         """Text for cache keys and dataset metadata: "depth=8", "nodes=20000", "depth=8,nodes=20000"."""
-        parts = [
-            f"{name}={value}"
-            for name, value in (("depth", self.depth), ("nodes", self.nodes))
-            if value is not None
-        ]
-        return ",".join(parts)
+        limits = (("depth", self.depth), ("nodes", self.nodes))
+        return ",".join(f"{name}={value}" for name, value in limits if value is not None)
 
 
 DEFAULT_LIMIT = EngineLimit()
@@ -367,12 +353,6 @@ def expected_score(cp: float) -> float:
 def format_eval(cp: int) -> str:
     """The E: field text of one evaluation: str(cp / 100), e.g. 30 -> "0.3", 0 -> "0.0", 99997 -> "999.97"."""
     return str(cp / 100)
-
-
-def normalize_fen(fen: str) -> str:
-    """python-chess's canonical FEN of a valid position; ValueError naming the FEN otherwise (Stockfish may
-    crash or misbehave on impossible positions: no king, the side not to move in check, ...)."""
-    return parse_board(fen).fen()
 
 
 def _close_engines(engines: list) -> None:
@@ -411,8 +391,8 @@ class EnginePool:
         if workers < 1 or multipv < 1 or threads < 1 or hash_mb < 1:
             raise ValueError("workers, multipv, threads and hash_mb must be >= 1")
         self.path = find_stockfish(stockfish_path)  # fail now, with the install hint, not at first analyse
-        self.search_timeout = search_timeout or default_search_timeout()
-        self.start_timeout = start_timeout or default_start_timeout()
+        self.search_timeout = search_timeout or _seconds(SEARCH_TIMEOUT_ENV, SEARCH_TIMEOUT)
+        self.start_timeout = start_timeout or _seconds(START_TIMEOUT_ENV, START_TIMEOUT)
         self.workers, self.limit, self.multipv = workers, limit, multipv
         self.options = {"Threads": threads, "Hash": hash_mb}
         self._owns_cache = cache is not None and not isinstance(cache, AnalysisCache)
@@ -443,7 +423,9 @@ class EnginePool:
         if self._closed:
             raise RuntimeError("EnginePool is closed")
         multipv = multipv or self.multipv
-        keys = [normalize_fen(fen) for fen in fens]  # every FEN is checked before any engine work
+        # every FEN checked (ValueError naming it) and made canonical before any engine work: Stockfish may crash
+        # or misbehave on impossible positions (no king, the side not to move in check, ...)
+        keys = [parse_board(fen).fen() for fen in fens]
         results: dict[str, list[MoveEval]] = {}
         todo = []
         for key in dict.fromkeys(keys):  # distinct, first-seen order
@@ -529,14 +511,11 @@ class EnginePool:
             with self._count_lock:
                 self.restarts += 1
         else:
-            raise self._failed(board, error)
+            raise EngineFailure(
+                f"Stockfish at {self.path} failed {MAX_ATTEMPTS} times on {board.fen()!r} "
+                f"({type(error).__name__}: {str(error)[:200] or 'it exited'}); {FIX}"
+            )
         return self._evals(infos, board)  # outside the retries: a lying engine is refused, not restarted
-
-    def _failed(self, board: chess.Board, error: BaseException | None) -> EngineFailure:
-        return EngineFailure(
-            f"Stockfish at {self.path} failed {MAX_ATTEMPTS} times on {board.fen()!r} "
-            f"({type(error).__name__}: {str(error)[:200] or 'it exited'}); {FIX}"
-        )
 
     def _drop(self, i: int, engine) -> None:
         """Kill engine i's process now and forget it: the next search starts a new one. Killed here, not only
@@ -562,7 +541,7 @@ class EnginePool:
             pv, score = info.get("pv"), info.get("score")
             if not pv or score is None or pv[0] not in board.legal_moves:
                 raise self._lying(board, ValueError(f"an info line without a legal move and a score: {info}"))
-            out.append(MoveEval(pv[0].uci(), _cp(score, board.turn)))
+            out.append(MoveEval(pv[0].uci(), score.pov(board.turn).score(mate_score=MATE_SCORE)))
         if not out:
             raise self._lying(board, ValueError("no info line before bestmove"))
         return out
@@ -602,7 +581,3 @@ class EnginePool:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _cp(score: chess.engine.PovScore, turn: chess.Color) -> int:
-    return score.pov(turn).score(mate_score=MATE_SCORE)

@@ -59,13 +59,10 @@ def parse_board(fen: str) -> chess.Board:
     except ValueError as e:
         raise ValueError(f"invalid FEN {fen!r}: {e}") from None
     if not board.is_valid():  # no king, side not to move in check, ...: move generation is not meaningful
-        raise ValueError(f"invalid position {fen!r}: {status_words(board.status())}")
+        # python-chess's position problems in words: "no black king, too many white pawns"
+        words = ", ".join(f.name.lower().replace("_", " ") for f in chess.Status if f and f in board.status())
+        raise ValueError(f"invalid position {fen!r}: {words}")
     return board
-
-
-def status_words(status: chess.Status) -> str:
-    """python-chess's position problems in words: "no black king, too many white pawns"."""
-    return ", ".join(f.name.lower().replace("_", " ") for f in chess.Status if f and f in status)
 
 
 def playable_position(prompt: str, fen: str | None = None) -> str | None:

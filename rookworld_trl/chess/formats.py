@@ -273,14 +273,8 @@ def strip_eos(text: str) -> str:
 
 
 @dataclass
-class ParsedPolicy:
-    """What could be read from a P: completion. A field that failed is empty/None and named in `errors`."""
-
-    moves: list[str] = field(default_factory=list)
-    evals: list[float] = field(default_factory=list)
-    best: str | None = None
-    errors: dict[str, str] = field(default_factory=dict)
-    exact: bool = False  # laid out exactly as the renderer writes what it says: widths, spaces, numbers
+class Parsed:
+    errors: dict[str, str] = field(default_factory=dict)  # field -> why it failed
 
     @property
     def ok(self) -> bool:
@@ -288,18 +282,23 @@ class ParsedPolicy:
 
 
 @dataclass
-class ParsedEnv:
+class ParsedPolicy(Parsed):
+    """What could be read from a P: completion. A field that failed is empty/None and named in `errors`."""
+
+    moves: list[str] = field(default_factory=list)
+    evals: list[float] = field(default_factory=list)
+    best: str | None = None
+    exact: bool = False  # laid out exactly as the renderer writes what it says: widths, spaces, numbers
+
+
+@dataclass
+class ParsedEnv(Parsed):
     """What could be read from an A: completion. A field that failed is None and named in `errors`."""
 
     new_fen: str | None = None
     reward: float | None = None
     terminated: bool | None = None
     truncated: bool | None = None
-    errors: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
 
 
 def _section(text: str, start: str, end: str | None) -> str | None:

@@ -138,7 +138,8 @@ def recentre_fields(rows: list, terms: list, weights: torch.Tensor, scale: torch
         for i, value in items:
             groups.setdefault(i // n, []).append(value)
         batch = sum(v for _, v in items) / len(items)
-        raw = [v - w[i] * _mean(groups[i // n]) - (1 - w[i]) * batch for i, v in items]
+        means = {g: sum(values) / len(values) for g, values in groups.items()}
+        raw = [v - w[i] * means[i // n] - (1 - w[i]) * batch for i, v in items]
         c = sum(raw) / len(raw)
         return [(r - c) / (float(scale[i]) + EPS) for (i, _), r in zip(items, raw, strict=True)]
 
@@ -152,7 +153,3 @@ def recentre_fields(rows: list, terms: list, weights: torch.Tensor, scale: torch
         if 0 <= terms[i]["best_slot"] < len(rows[i]["moves"]):
             rows[i]["moves"][terms[i]["best_slot"]] += rows[i]["B"]
     return rows
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)

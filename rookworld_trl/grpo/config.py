@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 import torch
 from trl import GRPOConfig, ModelConfig
 
 from rookworld_trl.common.errors import UserError, suggest_fields
+from rookworld_trl.common.flags import helped
 from rookworld_trl.data.args import DataArguments
 from rookworld_trl.data.puzzles import PuzzleFilter
 from rookworld_trl.grpo.baselines import check_baseline
@@ -31,6 +32,7 @@ from rookworld_trl.grpo.kl import check_kl
 from rookworld_trl.grpo.replay import check_replay
 from rookworld_trl.grpo.selfplay import check_selfplay
 from rookworld_trl.grpo.tactics import check_tactics
+from rookworld_trl.grpo.trl_fields import trl_default
 from rookworld_trl.grpo.value import check_value
 from rookworld_trl.model.generation import BACKENDS
 
@@ -42,14 +44,6 @@ DEVICE_TYPES = ("cpu", "cuda", "xpu", "mps", "npu")
 COMPILE_PAD = 128
 
 logger = logging.getLogger(__name__)
-
-
-def option(default, help: str, **metadata):
-    """A field with its default and its help (TrlParser's --help, and `choices` where given); a list default is
-    copied for each instance."""
-    if isinstance(default, list):
-        return field(default_factory=default.copy, metadata={"help": help, **metadata})
-    return field(default=default, metadata={"help": help, **metadata})
 
 
 def compiling(config) -> bool:
@@ -78,7 +72,7 @@ class RookWorldGRPOConfig(GRPOConfig):
     # the bounded fields' bounds (stages/recipe.py: the preflight and the stage check them)
     BOUNDS: ClassVar[dict[str, str]] = {"replay_coef": "finite"}
     # ---- KL control: the KL to the reference, adaptive beta and the KL guard (kl.py) ----
-    kl_estimator: str = option(
+    kl_estimator: str = helped(
         "k3",
         "The KL to the reference that enters the loss as beta x KL, and that adaptive_kl and the KL "
         "guard read. With p the policy and q the reference distribution (both at the sampling temperature) "
@@ -91,27 +85,27 @@ class RookWorldGRPOConfig(GRPOConfig):
         "backward) and need beta > 0 and a separate reference model (no PEFT); TRL's use_bias_correction_kl "
         "(a sampled-token ratio) applies to k3 only. Logged as kl/<estimator>.",
     )
-    adaptive_kl: bool = option(
+    adaptive_kl: bool = helped(
         False,
         "Adapt beta after each optimizer step from the measured KL (the kl_estimator's: TRL's k3 "
         "estimate of KL(policy || ref) by default). Needs beta > 0.",
     )
-    kl_target: float = option(
+    kl_target: float = helped(
         0.05, "Adaptive KL: beta rises when KL > 1.5 x kl_target, falls when < kl_target/1.5."
     )
-    kl_horizon: int = option(
+    kl_horizon: int = helped(
         10, "Adaptive KL: optimizer steps of out-of-band KL that double (or halve) beta."
     )
-    beta_min: float = option(1e-4, "Adaptive KL: lower bound of beta.")
-    beta_max: float = option(1.0, "Adaptive KL: upper bound of beta.")
-    kl_warn: float = option(
+    beta_min: float = helped(1e-4, "Adaptive KL: lower bound of beta.")
+    beta_max: float = helped(1.0, "Adaptive KL: upper bound of beta.")
+    kl_warn: float = helped(
         10.0, "KL guard: warn above this KL; a step above it is not 'healthy' (no stable checkpoint)."
     )
-    kl_stop: float = option(
+    kl_stop: float = helped(
         50.0, "KL guard: above this KL, save a checkpoint and stop. Only active when beta > 0."
     )
     # ---- the baseline each reward is compared with (baselines.py) ----
-    baseline: str = option(
+    baseline: str = helped(
         "group",
         "What each reward is compared with: 'group' (TRL's: the mean of its group of num_generations "
         "completions, over the group's std per scale_rewards); 'ema' (the task's mean reward, per task prefix "
@@ -130,14 +124,14 @@ class RookWorldGRPOConfig(GRPOConfig):
         "baselines) neither ends significantly below group on 2 seeds; at beta 0 ema ended 3-9 points below "
         "(a position's difficulty enters every advantage).",
     )
-    baseline_ema_decay: float = option(
+    baseline_ema_decay: float = helped(
         0.9,
         "ema/adaptive baselines and value_baseline's scale: each running value x <- decay x + "
         "(1 - decay) x (this batch's), after the batch's advantages are taken (a task's first batch starts "
         "x at its own).",
     )
     # ---- a learned value head as the baseline, with GAE (value.py) ----
-    value_baseline: bool = option(
+    value_baseline: bool = helped(
         False,
         "A value head (linear, on the policy's last hidden states, detached: it does not train the "
         "policy) predicts the return to go at each completion token; once it predicts well, advantages "
@@ -158,28 +152,28 @@ class RookWorldGRPOConfig(GRPOConfig):
         "most ~0.16 of the returns' variance (scripts/experiments/value_study.py, docs/EXPERIMENTS.md, "
         "baselines): the gate stays shut and the run is the group run, bit for bit.",
     )
-    value_coef: float = option(
+    value_coef: float = helped(
         0.1, "value_baseline: weight of the value loss 0.5 (V - return)^2 (it trains the head only)."
     )
-    value_learning_rate: float = option(
+    value_learning_rate: float = helped(
         1e-4,
         "value_baseline: learning rate of the value head's optimizer group (Adam moves each of its "
         "hidden_size weights by about this much per step: at 1e-3 the head overshot the returns).",
     )
-    value_max_grad_norm: float = option(
+    value_max_grad_norm: float = helped(
         1.0, "value_baseline: the value head's gradients are clipped to this norm on their own."
     )
-    value_warmup_ev: float = option(
+    value_warmup_ev: float = helped(
         0.2,
         "value_baseline: a batch uses GAE advantages once the head explains at least this share "
         "of its returns' variance (measured before training on them); 1.1: never (the head only learns).",
     )
-    gae_gamma: float = option(1.0, "value_baseline: GAE discount per token.")
-    gae_lambda: float = option(
+    gae_gamma: float = helped(1.0, "value_baseline: GAE discount per token.")
+    gae_lambda: float = helped(
         0.95, "value_baseline: GAE lambda (1: reward to go minus value; 0: one-step TD errors)."
     )
     # ---- dynamic sampling: resampling groups whose rewards all agree (dynamic_sampling.py) ----
-    dynamic_sampling: bool = option(
+    dynamic_sampling: bool = helped(
         False,
         "DAPO's dynamic sampling: groups whose rewards all agree (zero std: no signal under the "
         "group baseline) are dropped and replaced by informative groups of fresh prompts drawn from the "
@@ -189,32 +183,32 @@ class RookWorldGRPOConfig(GRPOConfig):
         "whole groups (per_device_train_batch_size x steps_per_generation divisible by num_generations) "
         "and an indexable dataset.",
     )
-    dynamic_sampling_max_rounds: int = option(
+    dynamic_sampling_max_rounds: int = helped(
         3, "dynamic_sampling: most extra generation batches per generation step."
     )
     # ---- the curriculum: wrongly answered positions again (curriculum.py) ----
-    curriculum_ratio: float = option(
+    curriculum_ratio: float = helped(
         0.0,
         "A curriculum of the positions the policy gets wrong (grpo/curriculum.py): each P: prompt is "
         "replaced at these odds by a training position whose group wrote a legal B: in fewer than "
         "curriculum_threshold of its samples, until a group gets it right. 0: off (at 0.5 the main job gained "
         "+2.0 / +1.8 on two seeds, below the recipe without it: docs/EXPERIMENTS.md).",
     )
-    curriculum_threshold: float = option(
+    curriculum_threshold: float = helped(
         0.5, "curriculum: a position is wrong below this share of legal B: in its group."
     )
-    curriculum_buffer_size: int = option(
+    curriculum_buffer_size: int = helped(
         2000, "curriculum: most wrong positions kept (oldest dropped first)."
     )
     # ---- field credit: each field of a P: answer its own advantage (credit.py) ----
-    field_credit: bool = option(
+    field_credit: bool = helped(
         False,
         "Give each listed move and each field of a P: answer (moves, evaluations, best move) the "
         "group advantage of its own verdict, and B:'s also to the listed move it copies, instead of one "
         "advantage for the whole completion (rookworld_trl/grpo/credit.py). Needs policy_reward among "
         "reward_funcs.",
     )
-    choice_credit: float = option(
+    choice_credit: float = helped(
         0.0,
         "Field credit: add this x B:'s choice to the advantage of B: and of the listed move it copies: "
         "B:'s value (0.4 legal + 0.6 engine quality) minus the mean value of the answer's listed moves, so "
@@ -222,17 +216,17 @@ class RookWorldGRPOConfig(GRPOConfig):
         "0: off (at 1.0 the main job gained +5.1 / -2.1 on two seeds with top 5 lower: docs/EXPERIMENTS.md).",
     )
     # ---- supervised replay of the training rows' reference completions (replay.py) ----
-    replay_coef: float = option(
+    replay_coef: float = helped(
         0.0,
         "Weight of a supervised loss on reference completions added to each micro-batch (InstructGPT's "
         "PPO-ptx; rookworld_trl/grpo/replay.py): holds what the reward does not train. 0: off.",
     )
-    replay_task: str = option(
+    replay_task: str = helped(
         "A", "Training rows to replay: A (python-chess truth), P (engine labels) or all."
     )
-    replay_batch_size: int = option(16, "Rows replayed per micro-batch.")
+    replay_batch_size: int = helped(16, "Rows replayed per micro-batch.")
     # ---- rewards and credit ----
-    reward_shaping: str = option(
+    reward_shaping: str = helped(
         "graduated",
         "Shaping of the registry rewards: graduated, linear, continuous, dense, decisive, precise or "
         "binary (grpo/rewards/functions.py). decisive is dense with half of the P: quality on B:, which also follows "
@@ -241,103 +235,103 @@ class RookWorldGRPOConfig(GRPOConfig):
         "precision, never for count.",
     )
     # ---- safety: non-finite steps, rollback and the stable checkpoint ----
-    nan_max_retries: int = option(
+    nan_max_retries: int = helped(
         3, "NaN/Inf recovery: consecutive rollbacks allowed before training stops with an error."
     )
-    nan_lr_factor: float = option(
+    nan_lr_factor: float = helped(
         0.5, "NaN/Inf recovery: multiply the learning rate by this after each rollback."
     )
-    nan_snapshot_steps: int = option(
+    nan_snapshot_steps: int = helped(
         10,
         "NaN/Inf recovery: copy the trainable weights + optimizer state to host memory every N "
         "healthy steps (the rollback target). 1 is the most precise; the copy takes ~3x the trainable "
         "weights of RAM.",
     )
-    save_stable: bool = option(
+    save_stable: bool = helped(
         True, "Keep the last checkpoint of a healthy step (finite, KL < kl_warn) in output_dir/stable."
     )
-    resume_from_checkpoint: str | None = option(
+    resume_from_checkpoint: str | None = helped(
         None,
         "A checkpoint path, 'auto' (latest complete checkpoint in output_dir, else a fresh "
         "start) or 'stable'/'recovery' (output_dir/stable). Incomplete checkpoints are never used; "
         "resuming from step N moves checkpoints past N to output_dir/superseded/.",
     )
     # ---- sampler and scoring ----
-    generation_backend: str = option(
+    generation_backend: str = helped(
         "rookworld",
         "Who samples the completions: 'rookworld' (rookworld_trl/model/decoding.py through TRL's rollout_func: "
         "one prefill per prompt shared by its group, a static KV cache, a CUDA graph per token on GPUs) or "
         "'transformers' (TRL's generate()). use_vllm: true uses vLLM either way.",
     )
-    sampler_check_every: int = option(
+    sampler_check_every: int = helped(
         50,
         "generation_backend rookworld: compare the sampler's log-probs with TRL's scoring forward on the "
         "same tokens at the first step and every N steps (0: the first step only), logged as "
         "sampling/logprob_gap/* and sampling/importance_sampling_ratio/* (rookworld_trl/model/generation.py).",
     )
-    sampler_logprob_tolerance: float = option(
+    sampler_logprob_tolerance: float = helped(
         0.05,
         "Mean |sampler - scorer| log-prob per token past which the sampler leaves its path for the rest "
         "of the run (CUDA graph -> eager -> transformers' generate()); a sampler error does so too.",
     )
-    sampler_importance_sampling: bool = option(
+    sampler_importance_sampling: bool = helped(
         False,
         "generation_backend rookworld: correct the loss for the sampler's distribution as TRL does for "
         "vLLM (ratio of TRL's scoring forward to the sampler's log-probs, vllm_importance_sampling_mode and "
         "its clip bounds; logged as sampling/sampling_logp_difference/* and "
         "sampling/importance_sampling_ratio/*). Costs one scoring forward per generation batch.",
     )
-    padding_aware_positions: bool = option(
+    padding_aware_positions: bool = helped(
         True,
         "Number GPT-2 positions from the attention mask when TRL scores left-padded rows, as "
         "generate() does when sampling (policy and reference model); see "
         "rookworld_trl.model.loading.use_padding_aware_positions.",
     )
-    shared_prefix_scoring: bool = option(
+    shared_prefix_scoring: bool = helped(
         True,
         "Score GRPO completions with each distinct prompt computed once for its group "
         "(rookworld_trl/model/shared_prefix.py: the same log-probs and gradients as TRL's forward, about half "
         "its FLOPs at 8 samples per prompt). false: TRL's forward over every row.",
     )
-    ref_model_device: str | None = option(
+    ref_model_device: str | None = helped(
         None,
         "Put the reference model on this device (e.g. 'cuda:1', 'cpu'): frees policy-GPU memory. "
         "Only with beta > 0 and full fine-tuning (with PEFT the reference is the adapter-disabled "
         "policy).",
     )
     # ---- learning-rate schedule ----
-    lr_schedule: str | None = option(
+    lr_schedule: str | None = helped(
         None,
         "'warmup_cosine_linear' replaces lr_scheduler_type: linear warmup (warmup_steps; < 1 is "
         "a ratio), cosine down to lr_cosine_min_ratio, then a linear decay to zero over the last "
         "lr_final_decay_ratio of the steps.",
     )
-    lr_cosine_min_ratio: float = option(
+    lr_cosine_min_ratio: float = helped(
         0.1, "warmup_cosine_linear: LR (fraction of peak) where the cosine ends."
     )
-    lr_final_decay_ratio: float = option(
+    lr_final_decay_ratio: float = helped(
         0.1, "warmup_cosine_linear: fraction of the steps in the final linear decay."
     )
     # ---- TRL defaults we change, and the console ----
     # TRL turns activation checkpointing on; it saves memory a 124M model does not need and costs ~20% speed.
     # transformers 5 renamed it `activation_checkpointing` (default off): a None alias leaves that name in
     # charge without a deprecation warning (as in sft.py).
-    gradient_checkpointing: bool | None = option(
+    gradient_checkpointing: bool | None = helped(
         None, "Deprecated alias of `activation_checkpointing` (off unless set)."
     )
-    disable_dropout: bool = option(
+    disable_dropout: bool = helped(
         True,
         "Dropout off in the policy and the reference (TRL's option; on by default here): with dropout "
         "the same weights give other log-probs at every forward, so the KL and the importance ratio would "
         "measure dropout noise instead of policy change.",
     )
-    print_completions_every: int | None = option(
+    print_completions_every: int | None = helped(
         None,
         "With log_completions, print a sample table of completions on the console every N steps "
         "(0: never; unset: at every logging step, as TRL does); the completions Parquet is still written at "
         "every logging step.",
     )
-    metrics_jsonl: str | None = option(
+    metrics_jsonl: str | None = helped(
         "metrics.jsonl", "Append every log entry as one JSON line to this file (relative to output_dir)."
     )
 
@@ -399,83 +393,83 @@ class GRPOScriptArguments(DataArguments):
         "eval_samples": ">= 0 (0: no final eval)",
     }
     # ---- data: GRPO's own (the shared fields: DataArguments, data/args.py) ----
-    dataset_max_samples: int | None = option(None, "Train on the first N rows (after mixing); None: all.")
-    dataset_num_proc: int | None = option(
+    dataset_max_samples: int | None = helped(None, "Train on the first N rows (after mixing); None: all.")
+    dataset_num_proc: int | None = helped(
         None,
         "Processes that parse raw P:/A: lines (cached by the source's fingerprint in HF_DATASETS_CACHE; "
         "data/read.py). None: the machine's cores.",
     )
-    puzzle_rating: str | None = option(
+    puzzle_rating: str | None = helped(
         None, "A puzzle dataset_name (Lichess .csv): keep puzzles rated LOW-HIGH, e.g. 1000-1800."
     )
-    puzzle_themes: str | None = option(
+    puzzle_themes: str | None = helped(
         None,
         "A puzzle dataset_name (Lichess .csv): keep puzzles with any of these themes, e.g. mateIn1,mateIn2.",
     )
     # ---- rewards and the engine behind them ----
-    reward_funcs: list[str] = option(
+    reward_funcs: list[str] = helped(
         ["policy_reward", "env_reward"],
         "Reward functions: names in rookworld_trl.grpo.rewards.functions.REWARD_FUNCS, or your own by its "
         "dotted path (my_pkg.rewards.my_reward; examples/my_reward.py). Weight them with TRL's reward_weights "
         "(same order).",
     )
-    engine_depth: int | None = option(
+    engine_depth: int | None = helped(
         8,
         "Stockfish depth of the policy reward (and the evals). Dataset labels made at the same "
         "limit (column `limit`, e.g. 'depth=8') serve as a cache of the engine's answer.",
     )
-    engine_nodes: int | None = option(None, "Stockfish node limit (with or instead of depth).")
-    engine_workers: int = option(1, "Stockfish processes for the policy reward.")
-    engine_cache: str | None = option(
+    engine_nodes: int | None = helped(None, "Stockfish node limit (with or instead of depth).")
+    engine_workers: int = helped(1, "Stockfish processes for the policy reward.")
+    engine_cache: str | None = helped(
         "engine_cache.sqlite", "sqlite cache of engine analyses (relative to output_dir); null: memory only."
     )
     # ---- evals ----
-    eval_every_steps: int = option(
+    eval_every_steps: int = helped(
         0,
         "Every N steps (and before the first), a greedy policy + environment eval of the policy on a "
         "fixed held-out sample of dataset_test_split: the run's learning curve (report/learning_curve.png). 0: off.",
     )
-    eval_every_samples: int = option(
+    eval_every_samples: int = helped(
         200, "Positions and transitions per suite in each eval_every_steps eval."
     )
-    eval_samples: int = option(
+    eval_samples: int = helped(
         200, "Positions and transitions per suite in the before/after eval (0: no final eval)."
     )
-    eval_env_samples: int | None = option(
+    eval_env_samples: int | None = helped(
         None,
         "Transitions in the before/after eval's env suite, when not eval_samples (A: answers are ~75 "
         "tokens: the whole test split of both tasks takes ~20 min on 2 cores, its P: half ~2 min).",
     )
-    eval_tactics_samples: int = option(
+    eval_tactics_samples: int = helped(
         2000, "Tactics test positions in the before/after eval (with tactics_dataset; 0: none)."
     )
     # ---- self-play positions (grpo/selfplay.py) ----
-    selfplay_ratio: float = option(
+    selfplay_ratio: float = helped(
         0.0,
         "Fraction of P: prompts replaced by positions from the policy's own self-play games once the "
         "buffer holds some (rookworld_trl/grpo/selfplay.py); the engine pool grades them. 0: off.",
     )
-    selfplay_every: int = option(10, "Self-play: play a round of games every N optimizer steps.")
-    selfplay_games: int = option(16, "Self-play: games per round (per process), from training P: positions.")
-    selfplay_max_plies: int = option(
+    selfplay_every: int = helped(10, "Self-play: play a round of games every N optimizer steps.")
+    selfplay_games: int = helped(16, "Self-play: games per round (per process), from training P: positions.")
+    selfplay_max_plies: int = helped(
         40, "Self-play: a game ends after N half-moves (or earlier: game over, illegal)."
     )
-    selfplay_buffer_size: int = option(5000, "Self-play: positions kept (FIFO, one per position).")
+    selfplay_buffer_size: int = helped(5000, "Self-play: positions kept (FIFO, one per position).")
     # ---- tactics: their prompts and replay (grpo/tactics.py) ----
-    tactics_dataset: str | None = option(
+    tactics_dataset: str | None = helped(
         None,
         "Tactics data (`rookworld data generate --tactics`: mate in one, mate in two, only moves, split "
         "by game): its train split mixes into P: prompts (tactics_ratio) and is replayed (tactics_replay_coef), "
         "its test split joins the before/after eval as the `tactics` suite (rookworld_trl/grpo/tactics.py).",
     )
-    tactics_ratio: float = option(0.0, "Fraction of P: prompts replaced by tactics train rows. 0: none.")
-    tactics_replay_coef: float = option(
+    tactics_ratio: float = helped(0.0, "Fraction of P: prompts replaced by tactics train rows. 0: none.")
+    tactics_replay_coef: float = helped(
         0.0, "Weight of the supervised loss of tactics labels added to each micro-batch. 0: off."
     )
-    tactics_replay_batch_size: int = option(
+    tactics_replay_batch_size: int = helped(
         16, "Tactics rows replayed per micro-batch (tactics_replay_coef > 0)."
     )
-    tactics_replay_target: str = option(
+    tactics_replay_target: str = helped(
         "completion",
         "What of a tactics label the replay teaches: the whole completion; best_move (the move after "
         "B: only: the move is imitated, the list and its evaluations are left to the reward); or moves (the "
@@ -483,7 +477,7 @@ class GRPOScriptArguments(DataArguments):
         choices=["completion", "best_move", "moves"],
     )
     # ---- publishing ----
-    push_checkpoints: bool = option(
+    push_checkpoints: bool = helped(
         False,
         "With push_to_hub, also upload each complete checkpoint's model files (to checkpoints/"
         "checkpoint-N in the repo); final/ goes up at the end either way.",
@@ -526,7 +520,9 @@ def as_rookworld_config(args) -> RookWorldGRPOConfig:
         raise UserError(
             f"args must be a RookWorldGRPOConfig (or a trl.GRPOConfig), got {type(args).__name__}"
         )
-    changed = {f.name: getattr(args, f.name) for f in fields(GRPOConfig) if f.init and _changed(args, f)}
+    # the fields set away from GRPOConfig's defaults: by the user, or by __post_init__ from what the user set
+    changed = {f.name: getattr(args, f.name) for f in fields(GRPOConfig) if f.init}
+    changed = {k: v for k, v in changed.items() if v != trl_default(k)}
     changed.pop("generation_batch_size", None)  # __post_init__ derives it from steps_per_generation
     # TRL's default turns gradient_checkpointing on, which __post_init__ copies into activation_checkpointing:
     # unless the user set it, ours (off) applies
@@ -539,13 +535,6 @@ def as_rookworld_config(args) -> RookWorldGRPOConfig:
             f"args: this trl.GRPOConfig does not convert to RookWorldGRPOConfig ({e}); build "
             "RookWorldGRPOConfig(...) with the same fields instead"
         ) from None
-
-
-def _changed(config, f) -> bool:
-    """Whether a field of `config` holds another value than its dataclass default (set by the user, or by
-    __post_init__ from what the user set)."""
-    default = f.default_factory() if f.default_factory is not MISSING else f.default
-    return default is MISSING or getattr(config, f.name) != default
 
 
 def check_completion_length(

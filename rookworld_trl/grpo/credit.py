@@ -69,7 +69,7 @@ def field_terms(components: dict | None, shaping: str = "precise") -> dict | Non
         b_total = w["B"] * components["b_field"]
         e_total = w["E"] * components["evals_top5"]
     else:  # dense (and the other shapings), decisive: M: legal_moves + candidates, E: evals, B: its components
-        w = {k: SPAN * 0.1 * v for k, v in weights_of(shaping).items()}
+        w = {k: SPAN * 0.1 * v for k, v in QUALITY_WEIGHTS.get(shaping, QUALITY_WEIGHTS["dense"]).items()}
         moves = [(w["legal_moves"] * (v >= 0) + w["candidates"] * (v == 1)) / MULTIPV for v in verdicts]
         m_total = w["legal_moves"] * components["legal_moves"] + w["candidates"] * components["candidates"]
         b_total = sum(w[k] * components[k] for k in B_COMPONENTS if k in w)
@@ -83,11 +83,6 @@ def field_terms(components: dict | None, shaping: str = "precise") -> dict | Non
         # grpo/rewards/policy.py's b_choice in reward units: B: weighs 5 tenths of the dense quality
         "choice": SPAN * b_share(shaping) * components.get("b_choice", 0.0),
     }
-
-
-def weights_of(shaping: str) -> dict[str, int]:
-    """The tenths field credit splits: the shaping's own, the dense ones for a shaping without any."""
-    return QUALITY_WEIGHTS.get(shaping, QUALITY_WEIGHTS["dense"])
 
 
 def b_share(shaping: str) -> float:
@@ -143,7 +138,7 @@ def row_advantages(terms: Sequence[dict | None], scale: Sequence[float], num_gen
         ours = [i for i in range(start, min(start + num_generations, len(terms))) if terms[i] is not None]
         if len(ours) < 2:  # nothing to compare a field against: the sequence advantage stands
             continue
-        parts = term_parts(terms[ours[0]])
+        parts = (*FIELDS, "rest") if "rest" in terms[ours[0]] else FIELDS  # rest: with_rest's
         means = {f: sum(terms[i][f] for i in ours) / len(ours) for f in parts}
         written = [m for i in ours for m in terms[i]["moves"]]
         move_mean = sum(written) / max(1, len(written))
@@ -155,12 +150,6 @@ def row_advantages(terms: Sequence[dict | None], scale: Sequence[float], num_gen
                 adv["moves"][terms[i]["best_slot"]] += adv["B"]
             out[i] = adv
     return out
-
-
-def term_parts(terms: dict) -> tuple[str, ...]:
-    """The parts of a row's terms that are centred in their group: the fields, and "rest" (the other reward
-    functions' share of the row's reward, with_rest) when the terms carry it."""
-    return (*FIELDS, "rest") if "rest" in terms else FIELDS
 
 
 def add_choice(rows: list, terms: Sequence[dict | None], scale: Sequence[float], coef: float) -> list:
@@ -247,9 +236,7 @@ def other_rewards(
     index = policy_index(reward_funcs)
     if index is None:
         return [0.0] * len(rewards)
-    policy = per_function[:, index].to(rewards.device).nan_to_num(0.0) * policy_weight(
-        reward_funcs, reward_weights
-    )
+    policy = per_function[:, index].to(rewards.device).nan_to_num(0.0) * float(reward_weights[index])
     return (rewards - policy).nan_to_num(0.0).tolist()
 
 

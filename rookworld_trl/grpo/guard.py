@@ -118,11 +118,6 @@ class Snapshots:
         reuse, self.older = self.older, self.newest
         self.newest = Snapshot(model, optimizer, step, extra, reuse=reuse)
 
-    def start(self, model, optimizer, step: int, **extra) -> None:
-        """The first snapshot of a train() call (after a resume has loaded weights and optimizer): no older one."""
-        self.take(model, optimizer, step, **extra)
-        self.older = None
-
     def rollback_target(self, past_last_update: bool) -> Snapshot:
         """The snapshot to restore; `past_last_update`: the newest holds the update that broke the policy (KL),
         so the older one is taken when there is one. Either way no older one is left (it may be bad too)."""
@@ -180,10 +175,6 @@ def all_finite(tensors) -> bool:
     return math.isfinite(max_abs(tensors))
 
 
-def grads_finite(optimizer) -> bool:
-    return all_finite([p.grad for p in optimizer_params(optimizer)])
-
-
 def spike(value: float, history: list[float], floor: float) -> float | None:
     """value / median(history) when that exceeds SPIKE (history of at least 5 values, median at least floor).
 
@@ -205,7 +196,7 @@ def across_ranks(values: list[float], op: str = "sum") -> list[float]:
     [1.5, inf]
     """
     dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if world_size() == 1:
         return list(values)
     device = torch.device("cpu")
     if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
@@ -292,27 +283,6 @@ def first_non_finite_grad(named_parameters) -> str | None:
     return f"gradient of {bad[-1]}" + (f" (and {len(bad) - 1} parameters before it)" if len(bad) > 1 else "")
 
 
-def drop_grads(optimizer) -> None:
-    """Set every gradient to None: torch optimizers skip such parameters, so the coming step is a no-op."""
-    for p in optimizer_params(optimizer):
-        p.grad = None
-
-
-def scale_lr(optimizer, scheduler, factor: float) -> None:
-    """Multiply the learning rate by factor for the rest of the run.
-
-    LambdaLR (every Trainer schedule) recomputes lr = base_lr * lambda(step) at each step, so the base LRs are
-    scaled too; they live in the scheduler's state dict, so the cut also survives a resume.
-    """
-    for group in optimizer.param_groups:
-        group["lr"] *= factor
-        if "initial_lr" in group:
-            group["initial_lr"] *= factor
-    if scheduler is not None and hasattr(scheduler, "base_lrs"):
-        scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
-        set_logged_lr(scheduler, optimizer)
-
-
 def save_batch(micro_batches: list, path: str, **info) -> str:
     """torch.save the micro-batches of an optimizer step (tensors moved to CPU) plus context. Only tensors,
     numbers and strings: read it back with `torch.load(path, weights_only=True)`, never a full unpickle."""
@@ -325,18 +295,24 @@ def save_batch(micro_batches: list, path: str, **info) -> str:
 
 
 def roll_back(snapshot: Snapshot, model, optimizer, scheduler, lr_factor: float) -> None:
-    """Weights + optimizer from `snapshot`, the schedule's current LRs kept, then cut by lr_factor."""
+    """Weights + optimizer from `snapshot`, the schedule's current LRs kept, then cut by lr_factor for the rest
+    of the run: LambdaLR (every Trainer schedule) recomputes lr = base_lr * lambda(step) at each step, so the base
+    LRs are scaled too; they live in the scheduler's state dict, so the cut also survives a resume."""
     lrs = [group["lr"] for group in optimizer.param_groups]
     snapshot.restore(model, optimizer)
     for group, lr in zip(optimizer.param_groups, lrs, strict=True):
-        group["lr"] = lr  # the schedule keeps its course; only the cut below changes it
-    scale_lr(optimizer, scheduler, lr_factor)
+        group["lr"] = lr * lr_factor  # the schedule keeps its course; only the cut changes it
+        if "initial_lr" in group:
+            group["initial_lr"] *= lr_factor
+    if scheduler is not None and hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [lr * lr_factor for lr in scheduler.base_lrs]
+        set_logged_lr(scheduler, optimizer)
 
 
 class StepFaults:
     """What the micro-batches of one optimizer step reported, and the verdict on it.
 
-    The trainer reports each micro-batch (`record_inputs`, `record_step`, `record_grad_norm`); `judge_update`
+    The trainer reports each micro-batch (`inputs`, `record_step`, `record_grad_norm`); `judge_update`
     runs before the optimizer step (on what the forward and backward measured), `judge_weights` after it.
     `bad` is None for a good step, else what went wrong: "loss", "gradient", "weights after the update" (non-
     finite) or "diverged: why"; `blame_previous` when the fault is the previous update's (KL).
@@ -364,9 +340,6 @@ class StepFaults:
         self.blame_previous = False
         self.norm_before = 0.0  # weight norm before the update
         self.agreed_kl: float | None = None  # the ranks' mean KL, once judge_update has reduced it
-
-    def record_inputs(self, inputs: dict) -> None:
-        self.inputs.append(inputs)
 
     def record_step(self, loss: torch.Tensor, kl_values: list[float]) -> None:
         self.kl.extend(kl_values)
@@ -405,7 +378,7 @@ class StepFaults:
     def judge_update(self, optimizer, trainable: list[torch.Tensor], kl_stop: float, named=()) -> None:
         """Before the optimizer step: a bad step's gradients are dropped, so the step is a no-op. `named`: the
         model's (name, parameter) pairs, to name the first non-finite gradient in `cause`."""
-        if self.bad is None and not grads_finite(optimizer):
+        if self.bad is None and not all_finite([p.grad for p in optimizer_params(optimizer)]):
             self.bad = "gradient"
             self.cause = self.grad_cause or first_non_finite_grad(named) or "gradient"
         loss, kl = self.loss, self.mean_kl()
@@ -432,28 +405,25 @@ class StepFaults:
                 ratio = spike(value, self.history[name], SPIKE_FLOOR[name])
                 if ratio is not None and self.bad is None:
                     self.bad = f"diverged: {name} {value:.4g} is {ratio:.3g}x the median of recent steps"
-        if self.bad is not None:
-            drop_grads(optimizer)
-        else:
+        if self.bad is None:
             self.norm_before = total_norm(trainable)
+        else:  # torch optimizers skip a parameter without a gradient: the coming step is a no-op
+            for p in optimizer_params(optimizer):
+                p.grad = None
 
     def judge_weights(self, trainable: list[torch.Tensor]) -> None:
         """After the optimizer step: what is wrong with the weights the update just made, if anything (on any
         rank: the verdict is the ranks' common one)."""
-        if self.bad is None:
-            self._judge_weights(trainable)
-        self._agree("diverged: bad weights after the update on another rank")
-
-    def _judge_weights(self, trainable: list[torch.Tensor]) -> None:
-        largest = max_abs(trainable)
+        largest = max_abs(trainable) if self.bad is None else 0.0
         if not math.isfinite(largest):
             self.bad = "weights after the update"
         elif largest > WEIGHT_LIMIT:
             self.bad = f"diverged: a weight reached {largest:.3g} (limit {WEIGHT_LIMIT:g})"
-        else:
+        elif self.bad is None and self.norm_before > 0:
             norm = total_norm(trainable)
-            if self.norm_before > 0 and norm > WEIGHT_JUMP * self.norm_before:
+            if norm > WEIGHT_JUMP * self.norm_before:
                 self.bad = f"diverged: one update grew the weight norm {norm / self.norm_before:.3g}x"
+        self._agree("diverged: bad weights after the update on another rank")
 
     def accept(self) -> None:
         """A good step: its loss and gradient norm join the history the spikes are measured against."""
@@ -489,13 +459,10 @@ class StepGuard(TrainerCallback):
     def _trainable(self) -> list:
         return [p for p in self.trainer.model.parameters() if p.requires_grad]
 
-    def take_snapshot(self) -> None:
-        t = self.trainer
-        self.snapshots.take(t.model, t.optimizer, t.state.global_step, beta=t.run.beta)
-
     def on_train_begin(self, args, state, control, **kwargs):
-        t = self.trainer  # after a resume has loaded weights and optimizer
-        self.snapshots.start(t.model, t.optimizer, t.state.global_step, beta=t.run.beta)
+        t = self.trainer  # after a resume has loaded weights and optimizer; no older snapshot
+        self.snapshots.take(t.model, t.optimizer, t.state.global_step, beta=t.run.beta)
+        self.snapshots.older = None
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         faults, model = self.faults, self.trainer.model
@@ -539,7 +506,7 @@ class StepGuard(TrainerCallback):
                         run.beta, kl, args.kl_target, args.kl_horizon, args.beta_min, args.beta_max
                     )
             if run.healthy and state.global_step % args.nan_snapshot_steps == 0:
-                self.take_snapshot()
+                self.snapshots.take(t.model, t.optimizer, state.global_step, beta=run.beta)
         t.metrics.add("beta", run.beta)
         t.metrics.add("nan_recoveries", run.nan_recoveries)
         for name, value in memory_metrics().items():
@@ -556,19 +523,14 @@ class StepGuard(TrainerCallback):
 
     def _recover(self, args, state, control) -> None:
         """Roll back to a snapshot taken before the bad update, cut the LR, save the batch."""
-        t, step, bad = self.trainer, state.global_step, self.faults.bad
+        t, step, bad, cause = self.trainer, state.global_step, self.faults.bad, self.faults.cause
         self._retries += 1
         t.run.nan_recoveries += 1
         t.run.healthy = False
-        name = f"step-{step}-rank{t.accelerator.process_index}.pt"
-        cause = self.faults.cause
-        path = save_batch(
-            self.faults.inputs,
-            os.path.join(args.output_dir, "nan_batches", name),
-            reason=bad,
-            cause=cause or "",
-            global_step=step,
+        name = os.path.join(
+            args.output_dir, "nan_batches", f"step-{step}-rank{t.accelerator.process_index}.pt"
         )
+        path = save_batch(self.faults.inputs, name, reason=bad, cause=cause or "", global_step=step)
         snapshot = self.snapshots.rollback_target(past_last_update=self.faults.blame_previous)
         roll_back(snapshot, t.model, t.optimizer, t.lr_scheduler, args.nan_lr_factor)
         t.run.beta = float(snapshot.extra["beta"])

@@ -7,7 +7,7 @@ hidden states, with their per-token term normalised as TRL normalises its own lo
     kl_guard(kl, args, step, output_dir, warned)     # the KL guard: None, or why the run must stop
 
 beta itself lives in the trainer's RunState (grpo/trainer.py: the step guard moves it after each healthy step, a
-rollback or a resume restores it); under an exact `kl_estimator` the trainer adds beta x `exact_kl` to the loss.
+rollback or a resume restores it); under an exact `kl_estimator` the trainer adds beta x `per_token_kl` to the loss.
 
 TRL's fused LM head returns log-probs of the sampled tokens only, never the (B, T, V) logits. So the final
 hidden states are tapped (HiddenTap: a forward hook on the backbone, public torch API) and the LM head is
@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from rookworld_trl.grpo.groups import loss_mask
 from rookworld_trl.model.loading import gpt2_backbone
 
 logger = logging.getLogger(__name__)
@@ -38,18 +37,11 @@ def divergences(logp: torch.Tensor, logq: torch.Tensor, estimator: str) -> torch
     reverse: KL(p || q) = sum p (log p - log q); forward: KL(q || p) = sum q (log q - log p); symmetric: their
     mean.
     """
-    reverse = forward = None
-    if estimator in ("reverse", "symmetric"):
-        reverse = (logp.exp() * (logp - logq)).sum(-1)
-    if estimator in ("forward", "symmetric"):
-        forward = (logq.exp() * (logq - logp)).sum(-1)
-    if estimator == "reverse":
-        return reverse
-    if estimator == "forward":
-        return forward
-    if estimator == "symmetric":
-        return 0.5 * (reverse + forward)
-    raise ValueError(f"kl_estimator {estimator!r} is not exact: expected forward, reverse or symmetric")
+    if estimator not in ("forward", "reverse", "symmetric"):
+        raise ValueError(f"kl_estimator {estimator!r} is not exact: expected forward, reverse or symmetric")
+    reverse = (logp.exp() * (logp - logq)).sum(-1) if estimator != "forward" else None
+    forward = (logq.exp() * (logq - logp)).sum(-1) if estimator != "reverse" else None
+    return 0.5 * (reverse + forward) if estimator == "symmetric" else reverse if forward is None else forward
 
 
 def log_probs(hidden: torch.Tensor, weight, bias, temperature: float) -> torch.Tensor:
@@ -62,15 +54,7 @@ def _chunk_kl(hidden, weight, bias, logq, estimator, temperature):
     return divergences(log_probs(hidden, weight, bias, temperature), logq, estimator)
 
 
-def per_token_kl(
-    hidden: torch.Tensor,
-    head: torch.nn.Module,
-    ref_hidden: torch.Tensor,
-    ref_head: torch.nn.Module,
-    mask: torch.Tensor,
-    estimator: str,
-    temperature: float = 1.0,
-) -> torch.Tensor:
+def per_token_kl(hidden, head, ref_hidden, ref_head, mask: torch.Tensor, estimator: str, temperature=1.0):
     """(B, T) exact KL at every completion token where `mask` is set (0 elsewhere), differentiable in the policy.
 
     hidden / ref_hidden: (B, T, H) last hidden states that predict each completion token; head / ref_head: the
@@ -198,16 +182,6 @@ def kl_guard(kl: float, args, step: int, output_dir: str, warned: bool, rolled_b
     elif kl > args.kl_warn and not warned:
         logger.warning(f"KL {kl:.4g} > kl_warn {args.kl_warn} at step {step} (kl_stop {args.kl_stop})")
     return halt
-
-
-def exact_kl(model, hidden, ref_model, inputs: dict, estimator: str, temperature: float) -> torch.Tensor:
-    """(B, T) the exact per-token KL of `estimator` (per_token_kl) between the policy (its completion `hidden` states)
-    and the reference (inputs["ref_hidden"], tapped while TRL scored the batch), over the loss's tokens."""
-    mask = loss_mask(inputs)
-    ref_head = lm_head_of(ref_model)
-    return per_token_kl(
-        hidden, lm_head_of(model), inputs["ref_hidden"], ref_head, mask, estimator, temperature
-    )
 
 
 # The loss types whose normalisation normalise_like_trl copies; tests/test_rl_options.py compares each with TRL's

@@ -64,11 +64,8 @@ class Replay:
         input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
         labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
         mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
-        return {
-            "input_ids": input_ids.to(device),
-            "attention_mask": mask.to(device),
-            "labels": labels.to(device),
-        }
+        batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+        return {k: v.to(device) for k, v in batch.items()}
 
     def row(self, prompt: str, completion: str) -> tuple[list[int], list[int]]:
         """(ids, labels) of one replayed row: labels -100 on the prompt and on what the target reads, not teaches

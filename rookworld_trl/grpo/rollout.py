@@ -26,13 +26,8 @@ from rookworld_trl.model.generation import sample_checked
 
 def sampling(args) -> Sampling:
     """The GRPOConfig's sampling settings (temperature, top_k, top_p, min_p) as the sampler's."""
-    return Sampling(
-        do_sample=True,
-        temperature=float(args.temperature),
-        top_k=int(args.top_k or 0),
-        top_p=float(1.0 if args.top_p is None else args.top_p),
-        min_p=args.min_p,
-    )
+    top_p = float(1.0 if args.top_p is None else args.top_p)
+    return Sampling(True, float(args.temperature), int(args.top_k or 0), top_p, args.min_p)
 
 
 def check_supported(args, model, accelerator) -> None:
@@ -103,11 +98,8 @@ def importance_ratio(scored, sampled, mask, args) -> tuple[torch.Tensor, torch.T
     (token_/sequence_ truncate or mask) and its clip bounds: exp(scored - sampled) per token (B, T) or summed per
     sequence (B, 1); truncate clamps it, mask zeroes it outside the bounds."""
     diff = torch.nan_to_num((scored - sampled) * mask, nan=0.0)
-    mode, low, high = (
-        args.vllm_importance_sampling_mode,
-        args.vllm_importance_sampling_clip_min,
-        args.vllm_importance_sampling_clip_max,
-    )
+    mode = args.vllm_importance_sampling_mode
+    low, high = args.vllm_importance_sampling_clip_min, args.vllm_importance_sampling_clip_max
     ratio = torch.exp(diff.sum(dim=-1, keepdim=True) if mode.startswith("sequence") else diff)
     if mode.endswith("truncate"):
         return ratio.clamp(min=low, max=high), diff

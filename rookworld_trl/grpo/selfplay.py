@@ -124,9 +124,10 @@ class SelfPlay:
         for _ in range(20 * self.games if n else 0):  # bounded: a dataset of A: rows only has no start
             if len(found) == self.games:
                 break
-            fen = _playable(self.dataset[rng.randrange(n)])
-            if fen is not None:
-                found.append(fen)
+            row = self.dataset[rng.randrange(n)]
+            if task_of(row["prompt"], row.get("task")) == "P":  # a valid position with a move to play
+                fen = playable_position(row["prompt"], row.get("fen"))
+                found += [fen] if fen is not None else []
         return found + [chess.STARTING_FEN] * (self.games - len(found))
 
     def play(self, policy: Policy, step: int, rank: int = 0, gather=lambda x: x) -> dict[str, float]:
@@ -173,15 +174,6 @@ class SelfPlay:
             if name in new:  # the same columns as every other row: TRL reads the keys of the first
                 new[name] = empty
         return new
-
-
-def _playable(row: dict) -> str | None:
-    """The FEN of a P: row when it is a valid position with a move to play, else None."""
-    return (
-        playable_position(row["prompt"], row.get("fen"))
-        if task_of(row["prompt"], row.get("task")) == "P"
-        else None
-    )
 
 
 def selfplay_for(script_args, seed: int, dataset) -> SelfPlay | None:

@@ -48,11 +48,8 @@ class TacticsMix:
         from `dataset`; replay.py's Replay)."""
         self.dataset, self.rows = rows, [dict(r) for r in rows]
         self.ratio, self.seed = ratio, seed
-        self.replay_coef, self.replay_batch_size, self.replay_target = (
-            replay_coef,
-            replay_batch_size,
-            replay_target,
-        )
+        self.replay_coef, self.replay_batch_size = replay_coef, replay_batch_size
+        self.replay_target = replay_target
         if ratio > 0 and not self.rows:
             raise ValueError("tactics_ratio > 0 but the tactics data has no training rows")
 

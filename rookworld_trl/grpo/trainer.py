@@ -55,7 +55,7 @@ from rookworld_trl.grpo.curriculum import curriculum_for
 from rookworld_trl.grpo.dynamic_sampling import fresh_prompts, refill
 from rookworld_trl.grpo.groups import ScoredBatch, group_task, local_rows, loss_mask, row_rewards, task_masks
 from rookworld_trl.grpo.guard import StepGuard
-from rookworld_trl.grpo.kl import HiddenTap, completion_hidden, exact_kl, normalise_like_trl
+from rookworld_trl.grpo.kl import HiddenTap, completion_hidden, lm_head_of, normalise_like_trl, per_token_kl
 from rookworld_trl.grpo.replay import replay_for, replay_loss
 from rookworld_trl.grpo.rewards.functions import resolve_rewards
 from rookworld_trl.grpo.rollout import check_supported, correct_for_sampler, rollout
@@ -63,10 +63,10 @@ from rookworld_trl.grpo.selfplay import SelfPlay, SelfPlayCallback
 from rookworld_trl.grpo.tactics import TacticsMix, tactics_replay_for
 from rookworld_trl.grpo.trl_fields import check_fields
 from rookworld_trl.grpo.value import (
+    ValueHead,
     add_value_head,
     clip_value_head,
     load_value_head,
-    new_value_head,
     save_value_head,
     value_advantages,
     value_loss,
@@ -169,17 +169,29 @@ class RookWorldGRPOTrainer(GRPOInternals):
         if own_sampler:
             kwargs["rollout_func"] = rollout
         super().__init__(model, reward_funcs, args, *rest, **kwargs)
-        self._init_taps()
+        # the hidden-state taps an exact KL and the value head read
+        self.exact_kl = self.args.kl_estimator != "k3"
+        if self.exact_kl and self.ref_model is None:
+            raise ValueError(
+                f"kl_estimator {self.args.kl_estimator!r} needs a separate reference model: not with PEFT"
+            )
+        self.ref_tap = HiddenTap(self.ref_model) if self.exact_kl else None
+        self.policy_tap = HiddenTap(self.model) if self.exact_kl or self.args.value_baseline else None
         if own_sampler:
             check_supported(self.args, self.model, self.accelerator)
         self.ref_device = place_ref_model(self, self.args.ref_model_device)
         # fixed shapes: pad_to_multiple_of, every position scored
         self.compiled_scoring = compiling(self.args)
         for model in (self.model, self.ref_model):  # TRL loads the reference itself, not through our loader
-            if model is not None:
-                use_fused_gelu(model)
-        if self.args.padding_aware_positions:
-            self._use_padding_aware_positions()
+            if model is None:
+                continue
+            use_fused_gelu(model)
+            # TRL scores completions with a plain forward that passes no position_ids; GPT-2 would then count the
+            # left padding as positions, unlike generate()
+            if self.args.padding_aware_positions and gpt2_backbone(model, required=False) is not None:
+                use_padding_aware_positions(model)
+                if self.args.shared_prefix_scoring:  # it reads the padding-aware positions
+                    use_shared_prefix(model)
         self.guard = StepGuard(self)
         self.add_callback(self.guard)
         self._build_parts(self.train_dataset if replay_dataset is None else replay_dataset, selfplay, tactics)
@@ -199,7 +211,9 @@ class RookWorldGRPOTrainer(GRPOInternals):
                 raise ValueError(
                     "value_baseline is not supported with DeepSpeed/FSDP: set value_baseline: false"
                 )
-            self.value_head = new_value_head(self.model, self.accelerator.device)
+            self.value_head = ValueHead(gpt2_backbone(self.model).config.hidden_size).to(
+                self.accelerator.device
+            )
         self.replay = replay_for(self, replay_rows)  # replay_coef: supervised replay (replay.py)
         self.selfplay = selfplay  # selfplay_ratio: the policy's own games as P: prompts (selfplay.py)
         if selfplay is not None:
@@ -232,15 +246,14 @@ class RookWorldGRPOTrainer(GRPOInternals):
         reward_funcs = resolve_rewards(
             reward_funcs, args.reward_shaping, weights=args.reward_weights, field_credit=args.field_credit
         )
-        key = "train_dataset" if not rest else None
-        dataset = kwargs.get("train_dataset") if key else rest[0]
+        dataset = rest[0] if rest else kwargs.get("train_dataset")
         if dataset is not None:
             dataset = prompt_rows(dataset)
             check_prompts(dataset, own_sampling(args, kwargs))
-            if key:
-                kwargs[key] = dataset
+            if rest:
+                rest[0] = dataset
             else:
-                rest[:1] = [dataset]
+                kwargs["train_dataset"] = dataset
             tokenizer = kwargs.get("processing_class") or (rest[2] if len(rest) > 2 else None)
             if tokenizer is not None and check_lengths:
                 check_completion_length(
@@ -248,30 +261,10 @@ class RookWorldGRPOTrainer(GRPOInternals):
                 )
         return args, model, reward_funcs
 
-    def _init_taps(self) -> None:
-        """The hidden-state taps an exact KL and the value head read; the checks that need the built trainer."""
-        a = self.args
-        self.exact_kl = a.kl_estimator != "k3"
-        if self.exact_kl and self.ref_model is None:
-            raise ValueError(
-                f"kl_estimator {a.kl_estimator!r} needs a separate reference model: not with PEFT"
-            )
-        self.ref_tap = HiddenTap(self.ref_model) if self.exact_kl else None
-        self.policy_tap = HiddenTap(self.model) if self.exact_kl or a.value_baseline else None
-
     @property
     def halt_reason(self) -> str | None:
         """None after a normal end of train(), else why the guard stopped it."""
         return self.guard.halt_reason
-
-    def _use_padding_aware_positions(self) -> None:
-        # TRL scores completions with a plain forward that passes no position_ids; GPT-2 would then count the
-        # left padding as positions, unlike generate(). TRL builds the reference itself, so hook it here.
-        for model in (self.model, self.ref_model):
-            if model is not None and gpt2_backbone(model, required=False) is not None:
-                use_padding_aware_positions(model)
-                if self.args.shared_prefix_scoring:  # it reads the padding-aware positions
-                    use_shared_prefix(model)
 
     def log_figures(self, figures: dict[str, float]) -> None:
         for name, value in figures.items():
@@ -296,16 +289,11 @@ class RookWorldGRPOTrainer(GRPOInternals):
         """Self-play, the curriculum's and tactics positions into this generation batch's P: prompts, in that
         order. TRL hands every micro-batch the rows of its generation batch but generates only on the first: the
         mix's figures are logged for it."""
-        step, figures = self.state.global_step, {}
-        if self.selfplay is not None:
-            rows, more = self.selfplay.mix(rows, step)
-            figures |= more
-        if self.curriculum is not None:
-            rows, more = self.curriculum.mix(rows, step)
-            figures |= more
-        if self.tactics is not None and self.tactics.ratio > 0:  # (tactics replay alone mixes nothing)
-            rows, more = self.tactics.mix(rows, step)
-            figures |= more
+        figures = {}
+        for mixer in (self.selfplay, self.curriculum, self.tactics):  # (tactics replay alone mixes nothing)
+            if mixer is not None:
+                rows, more = mixer.mix(rows, self.state.global_step)
+                figures |= more
         if self.micro_step % (self.args.steps_per_generation * self.args.num_iterations) == 0:
             self.log_figures(figures)
         return rows
@@ -439,12 +427,18 @@ class RookWorldGRPOTrainer(GRPOInternals):
         supervised replay and tactics replay (each scaled for gradient accumulation as TRL's loss is)."""
         training = self.model.training
         if training:
-            self.guard.faults.record_inputs(inputs)  # kept until the step ends, to save it if it goes bad
+            self.guard.faults.inputs.append(inputs)  # kept until the step ends, to save it if it goes bad
         if self.policy_tap is None:
             loss, hidden = super().compute_loss(model, inputs, return_outputs, num_items_in_batch), None
         else:
-            with self.policy_tap.recording() as records, self._without_trl_kl():
-                loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            self._trl_kl_off = (
+                self.exact_kl
+            )  # TRL's loss without its k3 term (beta reads 0): ours replaces it
+            try:
+                with self.policy_tap.recording() as records:
+                    loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            finally:
+                self._trl_kl_off = False
             hidden = completion_hidden(records, inputs["completion_ids"].shape[1])
         a = self.args
         if self.exact_kl and hidden is not None:  # k3: TRL's loss has added it
@@ -463,20 +457,13 @@ class RookWorldGRPOTrainer(GRPOInternals):
                 loss = loss + replay.coef * supervised / self.current_gradient_accumulation_steps
         return loss
 
-    @contextlib.contextmanager
-    def _without_trl_kl(self):
-        """TRL's loss without its k3 term (beta reads 0) when an exact KL replaces it."""
-        self._trl_kl_off = self.exact_kl
-        try:
-            yield
-        finally:
-            self._trl_kl_off = False
-
     def exact_kl_term(self, model, hidden, inputs: dict) -> torch.Tensor:
         """The exact KL (kl.py), normalised like TRL's loss; logs `kl` (what the guard and adaptive KL
         read) and `kl/<estimator>`."""
         est, mask = self.args.kl_estimator, loss_mask(inputs)
-        kl = exact_kl(model, hidden, self.ref_model, inputs, est, self.temperature)
+        # the reference's hidden states were tapped while TRL scored the batch (score_batch)
+        ref_head, ref_hidden = lm_head_of(self.ref_model), inputs["ref_hidden"]
+        kl = per_token_kl(hidden, lm_head_of(model), ref_hidden, ref_head, mask, est, self.temperature)
         if self.model.training:
             totals = self.accelerator.reduce(
                 torch.stack([(kl * mask).sum(), mask.sum().float()]).detach(), "sum"

@@ -166,11 +166,6 @@ def add_value_head(optimizer, value_head, learning_rate: float) -> None:
         )
 
 
-def new_value_head(model, device) -> ValueHead:
-    """A zeroed value head on `model`'s backbone width (not with DeepSpeed/FSDP, which shard what it reads)."""
-    return ValueHead(gpt2_backbone(model).config.hidden_size).to(device)
-
-
 def save_value_head(value_head, checkpoint: str) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in value_head.state_dict().items()}
     save_file(state, os.path.join(checkpoint, VALUE_HEAD_FILE))
@@ -182,14 +177,6 @@ def load_value_head(value_head, checkpoint: str) -> bool:
     if os.path.isfile(path):
         value_head.load_state_dict(load_file(path, device=str(value_head.weight.device)))
     return os.path.isfile(path)
-
-
-@torch.no_grad()
-def start_value_head(value_head, returns: torch.Tensor, mask: torch.Tensor) -> None:
-    """The head's bias set to the mean return over the masked tokens (the weights stay 0): a head that starts
-    at 0 climbs towards the returns with every weight moving the same way, and Adam's momentum carries it past
-    them (issue 33's first run: V rose to 0.74 against returns of ~0.4, explained variance -6)."""
-    value_head.bias.fill_(float((returns * mask).sum() / mask.sum().clamp(min=1)))
 
 
 # ---- the value head in a step ----
@@ -207,12 +194,13 @@ def value_advantages(
     a, ids = args, output["completion_ids"]
     mask = loss_mask(output)
     mask = mask * (~rewards.isnan()).unsqueeze(1).to(mask.dtype)  # unscored rows: no target, advantage 0
-    no_terms = [None] * len(ids)
-    per_token = token_rewards(rewards, mask, terms or no_terms, layouts or no_terms).to(mask.device)
+    per_token = token_rewards(rewards, mask, terms or [None] * len(ids), layouts).to(mask.device)
     zero = torch.zeros_like(per_token)
     returns = gae(per_token, zero, mask, a.gae_gamma, 1.0)[1] * mask  # lambda 1: V does not enter
-    if start:  # the bias starts at the returns' mean, so the weights learn the variance, not the level
-        start_value_head(value_head, returns, mask)
+    if start:  # the bias starts at the returns' mean (the weights stay 0), so the weights learn the variance:
+        # from 0 every weight climbs the same way and Adam's momentum overshoots (issue 33: V 0.74, returns ~0.4)
+        with torch.no_grad():
+            value_head.bias.fill_(float((returns * mask).sum() / mask.sum().clamp(min=1)))
     values = rollout_values(model, value_head, output, a.per_device_train_batch_size, autocast)
     output["returns"] = returns
     tasks = [group_task(p) for p in prompts]

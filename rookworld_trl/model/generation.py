@@ -188,11 +188,8 @@ def batch(prompt_ids: list[list[int]], out: Completions, pad_token_id: int, devi
     completions = torch.full((len(prompt_ids), width), pad_token_id, dtype=torch.long)
     logps, mask = torch.zeros(len(prompt_ids), width), torch.zeros(len(prompt_ids), width, dtype=torch.long)
     for i, (c, lp) in enumerate(zip(out.completion_ids, out.logprobs, strict=True)):
-        completions[i, : len(c)], logps[i, : len(lp)], mask[i, : len(c)] = (
-            torch.tensor(c),
-            torch.tensor(lp),
-            1,
-        )
+        completions[i, : len(c)], logps[i, : len(lp)] = torch.tensor(c), torch.tensor(lp)
+        mask[i, : len(c)] = 1
     ids = torch.cat([prompts, completions.to(device)], dim=1)
     return ids, torch.cat([prompt_mask, mask.to(device)], dim=1), logps, mask
 

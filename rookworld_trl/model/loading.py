@@ -286,15 +286,7 @@ def _positions_from_mask(module, args, kwargs):
     return args, kwargs
 
 
-def new_gpt2_model(
-    tokenizer: PreTrainedTokenizerBase,
-    n_layer: int,
-    n_head: int,
-    n_embd: int,
-    n_positions: int,
-    *,
-    dropout: float = 0.0,
-) -> GPT2LMHeadModel:
+def new_gpt2_model(tokenizer, n_layer: int, n_head: int, n_embd: int, n_positions: int, *, dropout=0.0):
     """A freshly initialised GPT-2 sized for `tokenizer` (vocab, eos/bos/pad ids from it), float32."""
     if n_embd % n_head:
         raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
@@ -302,19 +294,12 @@ def new_gpt2_model(
         raise ValueError(f"the tokenizer needs an eos token ({EOS_TOKEN!r})")
     eos = tokenizer.eos_token_id
     config = GPT2Config(
-        vocab_size=len(tokenizer),
-        n_positions=n_positions,
-        n_embd=n_embd,
-        n_layer=n_layer,
-        n_head=n_head,
-        resid_pdrop=dropout,
-        embd_pdrop=dropout,
-        attn_pdrop=dropout,
+        vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
         activation_function="gelu_pytorch_tanh",  # GPT-2's tanh GELU as one fused kernel (see use_fused_gelu)
         bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos,
-        eos_token_id=eos,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
-    )
+        eos_token_id=eos, pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
+    )  # fmt: skip
     model = GPT2LMHeadModel(config)  # its generation_config copies the token ids from config
     model.loss_type = CAUSAL_LM_LOSS
     return model

@@ -79,13 +79,10 @@ def _eligible(backbone, input_ids, attention_mask, position_ids, kwargs) -> bool
     )
 
 
-def _heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
-    B, T, C = x.shape
-    return x.view(B, T, n_head, C // n_head).transpose(1, 2)
-
-
 def _qkv(block, x, n_head):
-    return (_heads(t, n_head) for t in qkv(block, x).split(x.size(-1), dim=-1))
+    """q, k, v of x (B, T, C) in a GPT-2 block, each (B, H, T, D)."""
+    B, T, C = x.shape
+    return (t.view(B, T, n_head, C // n_head).transpose(1, 2) for t in qkv(block, x).split(C, dim=-1))
 
 
 def _rest(block, x, y):

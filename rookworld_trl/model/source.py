@@ -160,16 +160,13 @@ def safetensors_problem(path: str) -> str | None:
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a model's config.json is a few kB
-MAX_PARAMETERS = (
-    3e9  # what config.json may describe (GPT-2 XL: 1.5e9): beyond it, building the model takes minutes
-)
+# what config.json may describe (GPT-2 XL: 1.5e9): beyond it, building the model takes minutes
+MAX_PARAMETERS = 3e9
 
 
 def check_config(path: str) -> None:
     """ModelLoadError for a folder's config.json that is too large, not a JSON object, or describes a model
     beyond MAX_PARAMETERS (n_layer x 12 x n_embd^2 + vocab x n_embd): said before transformers reads it."""
-    import json
-
     file = os.path.join(path, "config.json")
     if os.path.getsize(file) > MAX_CONFIG_BYTES:
         raise ModelLoadError(f"{file} is {os.path.getsize(file)} bytes, not a model config (a few kB); replace it "

@@ -37,6 +37,7 @@ trainer_state=..., **columns)`, every argument a keyword) are each one UserError
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import logging
@@ -142,14 +143,6 @@ def position(fen: str) -> str | None:
         return None
 
 
-def truth_or_none(prompt: str) -> EnvSample | None:
-    """The A: truth of a prompt, or None when its position is not valid (never raises)."""
-    try:
-        return env_truth(prompt)
-    except ValueError:
-        return None
-
-
 def count_invalid_prompts(prefix: str, n: int, of: int, log_metric) -> None:
     """Log how many of the task's `of` prompts in this batch were no valid position (as
     `<prefix>/invalid_prompts`); warn once per process the first time: their samples get None, TRL skips them."""
@@ -194,8 +187,10 @@ def make_env_reward(*, shaping: str = "graduated", engine: EnginePool | None = N
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             if task_of(prompt, task and task[i]) != "A":
                 continue
-            if prompt not in truths:
-                truths[prompt] = truth_or_none(prompt)
+            if prompt not in truths:  # None: no valid position
+                truths[prompt] = None
+                with contextlib.suppress(ValueError):
+                    truths[prompt] = env_truth(prompt)
             if truths[prompt] is None:  # no valid position: nothing to judge against
                 invalid += 1
                 continue
@@ -331,13 +326,11 @@ def log_components(
 ):
     """Batch means through TRL's `log_metric`, per-sample values (None: other task) through `log_extra`.
     Every column is logged every batch, even empty, so that TRL's completions table stays aligned."""
-    if log_metric is not None:
-        for name in names:
-            values = [c[name] for c in components if c is not None and c[name] is not None]
-            if values:
-                log_metric(f"{prefix}/{name}", sum(values) / len(values))
-    if log_extra is not None:
-        for name in names:
+    for name in names:
+        values = [c[name] for c in components if c is not None and c[name] is not None]
+        if log_metric is not None and values:
+            log_metric(f"{prefix}/{name}", sum(values) / len(values))
+        if log_extra is not None:
             log_extra(f"{prefix}/{name}", [None if c is None else c[name] for c in components])
 
 

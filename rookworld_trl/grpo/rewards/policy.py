@@ -228,13 +228,13 @@ def _grade(parsed: ParsedPolicy, analysis: Sequence[MoveEval], cp_of) -> tuple[d
 
 def _quality(c: dict, shaping: str) -> float:
     """The answer's quality in [0, 1] under `shaping`; tenths, so that all-correct sums to exactly 1.0."""
-    if shaping == "precise":
-        return precise_quality(c)
+    if shaping == "precise":  # in [-0.25, 1]: M: 0.25 x the mean verdict over the expected slots (precision,
+        # never count), E: 0.15 x the accuracy of the evals of listed top-5 moves, B: 0.6 x B:'s own (best_field)
+        w = PRECISE_WEIGHTS
+        return w["M"] * c["moves_score"] + w["E"] * c["evals_top5"] + w["B"] * c["b_field"]
     if shaping in QUALITY_WEIGHTS:  # dense, decisive
         return sum(w * c[name] for name, w in QUALITY_WEIGHTS[shaping].items()) / 10
-    return (
-        5 * c["best"] + 2 * c["candidates"] + 2 * c["evals"] + c["well_formed"]
-    ) / 10  # the best move weighs most
+    return (5 * c["best"] + 2 * c["candidates"] + 2 * c["evals"] + c["well_formed"]) / 10  # B: weighs most
 
 
 def move_verdicts(
@@ -256,18 +256,6 @@ def move_verdicts(
             out.append(1.0 if move in top5 else 0.0)
         seen.add(move)
     return out
-
-
-def precise_quality(components: Mapping) -> float:
-    """The "precise" shaping's quality in [-0.25, 1]: M: 0.25 x the mean verdict over the expected slots
-    (precision, never count), E: 0.15 x the accuracy of the evals of listed top-5 moves, B: 0.6 x B:'s own
-    verdict (best_field)."""
-    w = PRECISE_WEIGHTS
-    return (
-        w["M"] * components["moves_score"]
-        + w["E"] * components["evals_top5"]
-        + w["B"] * components["b_field"]
-    )
 
 
 def best_field(components: Mapping, parsed: ParsedPolicy) -> float:
@@ -298,12 +286,7 @@ def expected_score_loss(top_cp: int, cp: int) -> float:
     return expected_score(top_cp) - expected_score(cp)
 
 
-def best_move_loss(
-    fen: str,
-    parsed: ParsedPolicy,
-    analysis: Sequence[MoveEval],
-    move_cps: Mapping[str, int | None] | None = None,
-) -> float:
+def best_move_loss(fen: str, parsed: ParsedPolicy, analysis: Sequence[MoveEval], move_cps=None) -> float:
     """B:'s expected-score loss against the engine's top move (lower is better), B: graded as score_policy
     grades it: its eval from the analysis, else from `move_cps` (capped at the last analysed line), else the
     last line's (a bound). An unparseable answer, or an illegal or missing B:, counts as the worst loss, 1.0,
@@ -429,15 +412,8 @@ class PolicyGrader:
 # ------------------------------------------------------------------------ the reward-hacking watch
 
 ERROR_KINDS = tuple(k for k in ILLEGAL_KINDS if k != "no_move")  # a listed move always parses as UCI
-NAMES = (
-    "precision",
-    "distinct",
-    "b_legal",
-    "selection",
-    "b_best_e",
-    *(f"err_{k}" for k in ERROR_KINDS),
-    "first_share",
-)
+NAMES = ("precision", "distinct", "b_legal", "selection", "b_best_e", *(f"err_{k}" for k in ERROR_KINDS),
+         "first_share")  # fmt: skip
 
 
 def answer_figures(fen: str, parsed: ParsedPolicy) -> dict[str, float | None]:
