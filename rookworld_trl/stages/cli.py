@@ -136,12 +136,12 @@ def check_source(command: str, argv: list[str]) -> None:
         return
     if {"-h", "--help"} & set(argv):
         return
-    from rookworld_trl.stages.preflight import check_data
+    from rookworld_trl.data import files
 
     flags = flag_values(underscored(argv[2:]))
     puzzles = tuple((flags.get(k) or [None])[0] for k in ("puzzle_rating", "puzzle_themes"))
     skip_bad_rows = argv[0] == "audit" or "skip_bad_rows" in flags
-    check_data(resolve_path(argv[1]), skip_bad_rows, puzzles=puzzles)
+    files.check_source(resolve_path(argv[1]), skip_bad_rows, files.DATA_SECONDS, *puzzles)
 
 
 if __name__ == "__main__":

@@ -52,17 +52,7 @@ def stage_parser(dataclass_types: tuple, command: str):
             try:
                 return super().parse_args_and_config(argv, *more, **kwargs)
             except ValueError as e:
-                unknown = re.match(
-                    r"Some specified arguments are not used by the HfArgumentParser: (.*)", str(e)
-                )
-                if unknown:
-                    flag = next(
-                        iter(re.findall(r"'(--[^']*)'", unknown[1])), unknown[1]
-                    )  # ['--max_step', '5']
-                    raise UserError(
-                        f"unknown flag {flag}{did_you_mean(flag, fields)}; see --help_all"
-                    ) from None
-                raise ValueError(_batch_size_in_user_fields(str(e))) from None
+                raise _in_user_terms(str(e), fields) from None
 
     parser = StageParser(dataclass_types)  # HfArgumentParser: --help shows each field's default
     parser.allow_abbrev = False  # --max_step is a typo (did you mean --max_steps?), not a silent prefix
@@ -204,12 +194,16 @@ def check_report_to(report_to) -> None:
             )
 
 
-def _batch_size_in_user_fields(message: str) -> str:
-    """TRL's 'generation_batch_size (12) must be divisible by num_generations (8)' in the fields users set."""
+def _in_user_terms(message: str, fields: set[str]) -> Exception:
+    """TRL's ValueError for an unknown flag, and its 'generation_batch_size (12) must be divisible by
+    num_generations (8)' in the fields users set."""
+    if unknown := re.match(r"Some specified arguments are not used by the HfArgumentParser: (.*)", message):
+        flag = next(iter(re.findall(r"'(--[^']*)'", unknown[1])), unknown[1])  # ['--max_step', '5']
+        return UserError(f"unknown flag {flag}{did_you_mean(flag, fields)}; see --help_all")
     m = re.match(r"generation_batch_size \((\d+)\) must be divisible by num_generations \((\d+)\)", message)
     if not m:
-        return message
-    return (
+        return ValueError(message)
+    return ValueError(
         f"per_device_train_batch_size x gradient_accumulation_steps x processes is {m[1]} completions per "
         f"generation round, which must be whole groups of num_generations ({m[2]}): make "
         f"per_device_train_batch_size a multiple of {m[2]} (e.g. {int(m[2]) * max(1, int(m[1]) // int(m[2]))})"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import itertools
 import json
 import math
 import os
@@ -28,64 +29,44 @@ from rookworld_trl.common.flags import FlagParser
 from rookworld_trl.training.headline import HEADLINE, shown_in
 from rookworld_trl.training.jsonl import read_jsonl
 
-# panel -> key patterns (fnmatch), in plotting order
-PANELS: dict[str, tuple[str, ...]] = {
+# panel -> (key patterns (fnmatch), title, y-axis label with its unit), in plotting order
+PANELS: dict[str, tuple[tuple[str, ...], str, str]] = {
     # held-out figures of the in-training eval (eval_every_steps): is the run learning?
-    "learning_curve": tuple(f.key for f in shown_in("curve")),
-    "reward": ("reward", "rewards/*/mean"),
-    "reward_spread": ("reward_std", "frac_reward_zero_std"),  # zero-std groups carry no gradient
+    "learning_curve": (tuple(f.key for f in shown_in("curve")), "Held-out skill during training (greedy answers)",
+                       "fraction of held-out prompts"),
+    "reward": (("reward", "rewards/*/mean"), "Training reward (batch mean)", "reward (the recipe's scale)"),
+    "reward_spread": (("reward_std", "frac_reward_zero_std"), "Reward spread within a group of completions",
+                      "reward std; fraction of groups"),  # zero-std groups carry no gradient
     # the reward-hacking watch (grpo/rewards/policy.py): does the list get more precise and B: choose, or only longer?
-    "watch": ("watch/precision", "watch/b_legal", "watch/selection", "watch/b_best_e", "watch/first_share"),
-    "watch_distinct_moves": ("watch/distinct",),
-    "watch_listed_errors": ("watch/err_*",),
-    "policy_cp_loss": ("policy/cp_loss",),  # centipawns: apart from the fractions below
-    "reward_components_policy": ("policy/*",),
-    "reward_components_env": ("env/*",),
-    "kl": ("kl",),
-    "beta": ("beta",),
-    "clip_fraction": ("clip_ratio/*",),
-    "entropy": ("entropy",),
-    "lengths": ("completions/*length*",),  # tokens
-    "truncated": ("completions/clipped_ratio",),  # a fraction: apart from the token counts
-    "learning_rate": ("learning_rate",),
-    "step_time": ("step_time",),
-    "loss": ("loss", "replay_loss"),
-    "grad_norm": ("grad_norm",),
+    "watch": (("watch/precision", "watch/b_legal", "watch/selection", "watch/b_best_e", "watch/first_share"),
+              "Reward-hacking watch: listed moves and B:", "fraction of answers (selection: a difference)"),
+    "watch_distinct_moves": (("watch/distinct",), "Distinct moves listed per answer", "moves"),
+    "watch_listed_errors": (("watch/err_*",), "Why listed moves are illegal", "fraction of listed moves"),
+    # centipawns: apart from the fractions below
+    "policy_cp_loss": (("policy/cp_loss",), "Centipawn loss of the B: move (P:)", "centipawns"),
+    "reward_components_policy": (("policy/*",), "P: reward components", "fraction of P: answers (mean score)"),
+    "reward_components_env": (("env/*",), "A: reward components", "fraction of A: answers (mean score)"),
+    "kl": (("kl",), "KL divergence to the reference model", "nats per token"),
+    "beta": (("beta",), "KL coefficient beta", "beta (log scale)"),
+    "clip_fraction": (("clip_ratio/*",), "Clipped probability ratios (PPO clip)", "fraction of tokens"),
+    "entropy": (("entropy",), "Policy entropy", "nats per token"),
+    "lengths": (("completions/*length*",), "Completion lengths", "tokens"),
+    "truncated": (("completions/clipped_ratio",), "Completions cut at max_completion_length",
+                  "fraction of completions"),  # a fraction: apart from the token counts
+    "learning_rate": (("learning_rate",), "Learning rate", "learning rate (log scale)"),
+    "step_time": (("step_time",), "Time per optimizer step", "seconds"),
+    "loss": (("loss", "replay_loss"), "Training loss", "loss per token"),
+    "grad_norm": (("grad_norm",), "Gradient norm before clipping", "L2 norm"),
     # value_baseline: can the head predict the returns (> 0), and does GAE stay centred and on scale?
-    "value_explained_variance": ("value/explained_variance*", "value/gae_used"),
-    "value_loss": ("value/loss", "value/grad_norm", "value/mean"),
-    "advantages": ("adv/*",),  # ema/adaptive/value baselines: mean ~0, std ~1 per task
-    "eval": ("eval/*",),
-}
-# panel -> (title, y-axis label with its unit)
-AXES: dict[str, tuple[str, str]] = {
-    "learning_curve": ("Held-out skill during training (greedy answers)", "fraction of held-out prompts"),
-    "reward": ("Training reward (batch mean)", "reward (the recipe's scale)"),
-    "reward_spread": ("Reward spread within a group of completions", "reward std; fraction of groups"),
-    "watch": ("Reward-hacking watch: listed moves and B:", "fraction of answers (selection: a difference)"),
-    "watch_distinct_moves": ("Distinct moves listed per answer", "moves"),
-    "watch_listed_errors": ("Why listed moves are illegal", "fraction of listed moves"),
-    "policy_cp_loss": ("Centipawn loss of the B: move (P:)", "centipawns"),
-    "reward_components_policy": ("P: reward components", "fraction of P: answers (mean score)"),
-    "reward_components_env": ("A: reward components", "fraction of A: answers (mean score)"),
-    "kl": ("KL divergence to the reference model", "nats per token"),
-    "beta": ("KL coefficient beta", "beta (log scale)"),
-    "clip_fraction": ("Clipped probability ratios (PPO clip)", "fraction of tokens"),
-    "entropy": ("Policy entropy", "nats per token"),
-    "lengths": ("Completion lengths", "tokens"),
-    "truncated": ("Completions cut at max_completion_length", "fraction of completions"),
-    "learning_rate": ("Learning rate", "learning rate (log scale)"),
-    "step_time": ("Time per optimizer step", "seconds"),
-    "loss": ("Training loss", "loss per token"),
-    "grad_norm": ("Gradient norm before clipping", "L2 norm"),
-    "value_explained_variance": (
-        "Value head: explained variance of the returns",
-        "explained variance (1: all)",
-    ),
-    "value_loss": ("Value head: loss, gradient norm, mean value", "loss / norm / value"),
-    "advantages": ("Advantages per task", "advantage (group std units)"),
-    "eval": ("Held-out evaluation during training", "figure (fractions; cp_loss in centipawns)"),
-}
+    "value_explained_variance": (("value/explained_variance*", "value/gae_used"),
+                                 "Value head: explained variance of the returns", "explained variance (1: all)"),
+    "value_loss": (("value/loss", "value/grad_norm", "value/mean"), "Value head: loss, gradient norm, mean value",
+                   "loss / norm / value"),
+    # ema/adaptive/value baselines: mean ~0, std ~1 per task
+    "advantages": (("adv/*",), "Advantages per task", "advantage (group std units)"),
+    "eval": (("eval/*",), "Held-out evaluation during training", "figure (fractions; cp_loss in centipawns)"),
+}  # fmt: skip
+
 NAMES = {  # metric key -> the legend's name (others: human_name's rule)
     "reward": "total reward",
     "reward_std": "reward std in a group",
@@ -128,9 +109,7 @@ def moving_average(values: list[float], window: int) -> list[float]:
     >>> moving_average([1.0, 2.0, 3.0, 4.0], 2)
     [1.0, 1.5, 2.5, 3.5]
     """
-    sums = [0.0]
-    for v in values:
-        sums.append(sums[-1] + v)
+    sums = [0.0, *itertools.accumulate(values)]
     return [(sums[i + 1] - sums[max(0, i + 1 - window)]) / min(i + 1, window) for i in range(len(values))]
 
 
@@ -170,7 +149,7 @@ def series(rows: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
 def panel_keys(keys) -> dict[str, list[str]]:
     """panel -> the keys it plots (each key in its first matching panel)."""
     taken, out = set(), {}
-    for panel, patterns in PANELS.items():
+    for panel, (patterns, _, _) in PANELS.items():
         chosen = [k for k in sorted(keys) if k not in taken and any(fnmatch.fnmatch(k, p) for p in patterns)]
         if chosen:
             out[panel] = chosen
@@ -199,7 +178,7 @@ def figures(panels: dict[str, list[str]]) -> list[tuple[str, str, str, list[str]
     panel.png, panel_2.png, ... with "(1 of 2)" in the title."""
     out = []
     for panel, keys in panels.items():
-        title, ylabel = AXES.get(panel, (panel.replace("_", " "), "value"))
+        _, title, ylabel = PANELS[panel]
         size = math.ceil(len(keys) / math.ceil(len(keys) / MAX_SERIES))  # 13 keys: 5, 5, 3, not 6, 6, 1
         chunks = [keys[i : i + size] for i in range(0, len(keys), size)]
         for i, chunk in enumerate(chunks):
@@ -384,13 +363,8 @@ def run_summary(run: str, metrics: str = "metrics.jsonl", start_step: int = 0) -
                 f"  {figure.label:<41}{before:>7} -> {after:>7}  {delta} [{low}, {high}]{sig} (n={row['model']['n']})"
             )
     outputs = [
-        os.path.join(run, p)
-        for p in (
-            "final",
-            os.path.join("eval", "eval.md"),
-            os.path.join("report", "report.md"),
-            "completions",
-        )
+        os.path.join(run, *p)
+        for p in (["final"], ["eval", "eval.md"], ["report", "report.md"], ["completions"])
     ]
     lines.append(f"  outputs: {', '.join(p for p in outputs if os.path.exists(p))}")
     return "\n".join(lines)
