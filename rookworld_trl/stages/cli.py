@@ -22,44 +22,21 @@ from rookworld_trl.stages.launch import launch
 
 # command -> (module, one-line help, default recipe for accelerate-launched stages or None)
 COMMANDS: dict[str, tuple[str, str, str | None]] = {
-    "train": (
-        "rookworld_trl.stages.grpo",
-        "GRPO training with chess rewards (via accelerate launch)",
-        "recipes/grpo_tiny_cpu.yaml",
-    ),
-    "sft": (
-        "rookworld_trl.stages.sft",
-        "supervised training with TRL's SFTTrainer (via accelerate launch)",
-        "recipes/sft_embedded_cpu.yaml",
-    ),
+    "train": ("rookworld_trl.stages.grpo", "GRPO training with chess rewards (via accelerate launch)",
+              "recipes/grpo_tiny_cpu.yaml"),
+    "sft": ("rookworld_trl.stages.sft", "supervised training with TRL's SFTTrainer (via accelerate launch)",
+            "recipes/sft_embedded_cpu.yaml"),
     "data": ("rookworld_trl.data.commands", "generate / load / audit P: and A: datasets", None),
     "tokenizer": ("rookworld_trl.data.tokenizer", "train a compact byte-level BPE tokenizer", None),
-    "eval": (
-        "rookworld_trl.stages.eval.evaluate",
-        "evaluation suites (policy, environment, mate-in-one, self-play, match)",
-        None,
-    ),
-    "report": (
-        "rookworld_trl.stages.eval.charts",
-        "PNG training curves and a markdown summary of a run",
-        None,
-    ),
-    "push": (
-        "rookworld_trl.training.publish",
-        "upload a finished run's final model and card to the hub",
-        None,
-    ),
-    "parity": (
-        "rookworld_trl.stages.eval.parity",
-        "check our pure-PyTorch GPT-2 against transformers on a model",
-        None,
-    ),
-    "doctor": (
-        "rookworld_trl.stages.doctor",
-        "check a new machine: environment, each GPU path on a tiny model, a 2-step GRPO run",
-        None,
-    ),
-}
+    "eval": ("rookworld_trl.stages.eval.evaluate",
+             "evaluation suites (policy, environment, mate-in-one, self-play, match)", None),
+    "report": ("rookworld_trl.stages.eval.charts", "PNG training curves and a markdown summary of a run", None),
+    "push": ("rookworld_trl.training.publish", "upload a finished run's final model and card to the hub", None),
+    "parity": ("rookworld_trl.stages.eval.parity", "check our pure-PyTorch GPT-2 against transformers on a model",
+               None),
+    "doctor": ("rookworld_trl.stages.doctor",
+               "check a new machine: environment, each GPU path on a tiny model, a 2-step GRPO run", None),
+}  # fmt: skip
 
 
 def usage() -> str:

@@ -142,9 +142,7 @@ def embedded(state, device: str):
 
         model, tokenizer = load_model_and_tokenizer(resolve_path(MODEL))
         rows = load_rookworld_dataset(resolve_path(DATA), split="test")
-        prompts = [r["prompt"] for r in rows if r["task"] == "P"][:4] + [
-            r["prompt"] for r in rows if r["task"] == "A"
-        ][:4]
+        prompts = [p for task in "PA" for p in [r["prompt"] for r in rows if r["task"] == task][:4]]
         state[device] = model.to(device).eval(), tokenizer, tokenizer(prompts)["input_ids"]
     return state[device]
 

@@ -68,35 +68,21 @@ PANELS: dict[str, tuple[tuple[str, ...], str, str]] = {
 }  # fmt: skip
 
 NAMES = {  # metric key -> the legend's name (others: human_name's rule)
-    "reward": "total reward",
-    "reward_std": "reward std in a group",
-    "frac_reward_zero_std": "groups with one reward (no gradient)",
-    "kl": "KL (logged estimator)",
-    "completions/clipped_ratio": "cut at max length",
-    "loss": "policy loss",
-    "replay_loss": "replay loss (A: truths)",
-    "watch/b_legal": "B: legal",
-    "watch/b_best_e": "B: = best E:",
-    "watch/first_share": "one common first move",
-    "watch/precision": "listed moves legal",
-    "watch/selection": "B: legal above chance",
-    "policy/best": "B: move score",
-    "policy/best_legal": "B: legal",
-    "policy/best_top1": "B: = engine's top 1",
-    "policy/best_top5": "B: in engine's top 5",
-    "policy/b_field": "B: field score",
-    "policy/candidates": "listed moves in top 5",
-    "policy/legal_moves": "listed moves legal",
-    "policy/evals": "E: evaluations score",
-    "policy/evals_top5": "E: of top-5 moves score",
-    "env/fen_exact": "next FEN exact",
-    "env/fen_valid": "next FEN valid",
-    "env/fen_similarity": "next FEN similarity",
-    "env/placement": "pieces placed right",
-    "env/side": "side to move right",
+    "reward": "total reward", "reward_std": "reward std in a group",
+    "frac_reward_zero_std": "groups with one reward (no gradient)", "kl": "KL (logged estimator)",
+    "completions/clipped_ratio": "cut at max length", "loss": "policy loss",
+    "replay_loss": "replay loss (A: truths)", "watch/b_legal": "B: legal", "watch/b_best_e": "B: = best E:",
+    "watch/first_share": "one common first move", "watch/precision": "listed moves legal",
+    "watch/selection": "B: legal above chance", "policy/best": "B: move score", "policy/best_legal": "B: legal",
+    "policy/best_top1": "B: = engine's top 1", "policy/best_top5": "B: in engine's top 5",
+    "policy/b_field": "B: field score", "policy/candidates": "listed moves in top 5",
+    "policy/legal_moves": "listed moves legal", "policy/evals": "E: evaluations score",
+    "policy/evals_top5": "E: of top-5 moves score", "env/fen_exact": "next FEN exact",
+    "env/fen_valid": "next FEN valid", "env/fen_similarity": "next FEN similarity",
+    "env/placement": "pieces placed right", "env/side": "side to move right",
     "env/reward_value": "reward value right",
     **{f.key: f.label for f in HEADLINE},
-}
+}  # fmt: skip
 MAX_SERIES = 6  # per panel: more are split over panel_2.png, ...
 STYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (1, 1)))  # with tab10's colours: each series apart
 SKIP = {"step", "epoch", "time"}
@@ -280,30 +266,29 @@ WATCH_LINE = {"precision": "precision", "selection": "selection", "distinct": "d
               "b_best_e": "B: = best E:", "first_share": "top first move"}  # fmt: skip
 
 
-def watch_line(rows: list[dict], first: int = 10, last: int = 30) -> str | None:
-    """The watch's figures over the first `first` logged steps -> the last `last`: gaming shows here first."""
-    figures = series(rows)
+def watch_line(figures: dict) -> str | None:
+    """The watch's figures (of `series`) over the first 10 logged steps -> the last 30: gaming shows here first."""
     parts = []
     for name, label in WATCH_LINE.items():
         values = figures.get(f"watch/{name}", ([], []))[1]
-        if len(values) >= first + last:
-            a, b = statistics.fmean(values[:first]), statistics.fmean(values[-last:])
-            parts.append(f"{label} {a:.2f} -> {b:.2f}")
-    return f"  watch (first {first} -> last {last} steps) " + ", ".join(parts) if parts else None
+        if len(values) >= 40:
+            parts.append(
+                f"{label} {statistics.fmean(values[:10]):.2f} -> {statistics.fmean(values[-30:]):.2f}"
+            )
+    return "  watch (first 10 -> last 30 steps) " + ", ".join(parts) if parts else None
 
 
-def value_line(rows: list[dict], last: int = 10) -> str | None:
-    """With value_baseline: the head's explained variance of the returns (last `last` steps, max) and on how many
-    steps GAE gave the advantages (the others kept the group baseline's: the head had not reached
+def value_line(figures: dict) -> str | None:
+    """With value_baseline: the head's explained variance of the returns (of `series`: last 10 steps, max) and on
+    how many steps GAE gave the advantages (the others kept the group baseline's: the head had not reached
     value_warmup_ev) and the head's largest gradient norm before clipping."""
-    figures = series(rows)
     ev = [v for v in figures.get("value/explained_variance", ([], []))[1] if not math.isnan(v)]
     used = figures.get("value/gae_used", ([], []))[1]
     norms = figures.get("value/grad_norm", ([], []))[1]
     if not ev or not used:
         return None
     line = (
-        f"  value head       explained variance last {min(last, len(ev))} steps {statistics.fmean(ev[-last:]):.2f} "
+        f"  value head       explained variance last {min(10, len(ev))} steps {statistics.fmean(ev[-10:]):.2f} "
         f"(max {max(ev):.2f}); GAE on {sum(used):.0f} of {len(used)} steps, the group baseline on the rest"
     )
     return line + (f"; gradient norm max {max(norms):.3g}" if norms else "")
@@ -333,19 +318,16 @@ def run_summary(run: str, metrics: str = "metrics.jsonl", start_step: int = 0) -
     lines = [f"run summary: {run}"]
     path = os.path.join(run, metrics)
     rows = read_jsonl(path) if os.path.isfile(path) else []
+    figures = series(rows)
     if steps := steps_line(rows, start_step):
         lines.append(steps)
-    rewards = series(rows).get("reward", ([], []))[1]
-    if trend := quarter_trend(rewards):
+    if trend := quarter_trend(figures.get("reward", ([], []))[1]):
         first, last, (low, high) = trend
         lines.append(
             f"  training reward  first quarter {first:.3f} -> last quarter {last:.3f}  "
             f"{last - first:+.3f} [{low:+.3f}, {high:+.3f}]"
         )
-    if watch := watch_line(rows):
-        lines.append(watch)
-    if value := value_line(rows):
-        lines.append(value)
+    lines += filter(None, (watch_line(figures), value_line(figures)))
     eval_json = os.path.join(run, "eval", "eval.json")
     if os.path.isfile(eval_json):
         with open(eval_json) as f:

@@ -293,12 +293,9 @@ def markdown(summary: dict, settings: dict) -> str:
         ]
     lines += [PUBLISHED_NOTE, ""]
     if found := settings.get("in_training_data"):
-        lines += [f"Items in the training data (`{found['source']}`, by position): {counts(found)}.", ""]
-    head = (
-        ["figure", "model", "95% CI", "n"]
-        + (["baseline", "Δ", "Δ 95% CI"] if has_base else [])
-        + ["published (124M)"]
-    )
+        lines += [f"Items in the training data (`{found['source']}`, by position): {counted(found)}.", ""]
+    head = ["figure", "model", "95% CI", "n"] + (["baseline", "Δ", "Δ 95% CI"] if has_base else [])
+    head += ["published (124M)"]
     for suite, rows in summary.items():
         for title, part in ((suite, False), (f"{suite} by transition kind", True)):
             selected = {k: r for k, r in rows.items() if k.startswith("kind=") == part}
@@ -491,14 +488,14 @@ def items_in_training(items: EvalItems, data) -> dict:
     return {"source": data.source, "split": data.train_split, "positions": len(seen), "items": counts}
 
 
-def counts(found: dict) -> str:
+def counted(found: dict) -> str:
     """items_in_training's counts: 'policy 2 of 5, env 1 of 2', or 'none'."""
     return ", ".join(f"{name} {c['in']} of {c['of']}" for name, c in found["items"].items()) or "none"
 
 
 def training_line(found: dict) -> str:
     """The items-in-training-data figures in one line."""
-    return f"items in the training data ({found['source']}, split {found['split']}, by position): {counts(found)}"
+    return f"items in the training data ({found['source']}, split {found['split']}, by position): {counted(found)}"
 
 
 def model_generate(name: str, args: EvalSettings):
@@ -637,9 +634,7 @@ CLI_DEFAULTS = {"data": "rookworld_trl/assets/data"}  # `rookworld eval MODEL`: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    paths = evaluate(parse_args(argv))
-    with open(paths["md"]) as f:  # the figures on the console too, not only in the files
-        print(f.read().rstrip())
+    print(evaluate(parse_args(argv)))  # the figures (eval.md) on the console too, not only in the files
     return 0
 
 
