@@ -88,24 +88,15 @@ def eval_settings(
     **more,
 ):
     """The run's held-out eval: policy + env suites on dataset_test_split, greedy, the engine settings of the reward."""
+    # train_data: the items' overlap with what this run trained on, said in eval.md
     return EvalSettings(
-        **more,
-        data=script.dataset_name,
-        split=script.dataset_test_split,
-        train_data=script.dataset_name,  # the items' overlap with what this run trained on, said in eval.md
-        train_split=script.dataset_train_split,
-        fen_width=script.fen_width,
-        suites="policy,env",
-        policy_samples=samples,
-        env_samples=samples if env_samples is None else env_samples,
-        seed=args.seed,
-        max_new_tokens=max(args.max_completion_length, 96),
-        device="cpu" if args.use_cpu else None,
-        depth=script.engine_depth,
-        nodes=script.engine_nodes,
-        cache=engine_cache_path(script, args.output_dir),
+        **more, data=script.dataset_name, split=script.dataset_test_split, fen_width=script.fen_width,
+        train_data=script.dataset_name, train_split=script.dataset_train_split, suites="policy,env",
+        policy_samples=samples, env_samples=samples if env_samples is None else env_samples, seed=args.seed,
+        max_new_tokens=max(args.max_completion_length, 96), device="cpu" if args.use_cpu else None,
+        depth=script.engine_depth, nodes=script.engine_nodes, cache=engine_cache_path(script, args.output_dir),
         out=os.path.join(args.output_dir, "eval"),
-    )
+    )  # fmt: skip
 
 
 def before_after_eval(
@@ -253,26 +244,16 @@ def load_run_data(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model)
 
     curve = bool(script.eval_every_steps) and not 0 < args.max_steps < script.eval_every_steps
     options = DataOptions(
-        source=script.dataset_name,
-        train_split=script.dataset_train_split,
-        test_split=script.dataset_test_split,
-        mix_env_ratio=script.mix_env_ratio,
-        seed=args.seed,
-        max_samples=script.dataset_max_samples,
-        fen_width=script.fen_width or trained_fen_width(model),
-        skip_bad_rows=script.skip_bad_rows,
-        num_proc=script.dataset_num_proc,
-        puzzle_filter=script.puzzle_filter,
+        source=script.dataset_name, train_split=script.dataset_train_split, test_split=script.dataset_test_split,
+        mix_env_ratio=script.mix_env_ratio, seed=args.seed, max_samples=script.dataset_max_samples,
+        fen_width=script.fen_width or trained_fen_width(model), skip_bad_rows=script.skip_bad_rows,
+        num_proc=script.dataset_num_proc, puzzle_filter=script.puzzle_filter, exclude=tuple(script.exclude or ()),
         engine_limit=EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes),
-        engine_workers=script.engine_workers,
-        engine_cache=engine_cache_path(script, args.output_dir),
-        exclude=tuple(script.exclude or ()),
-        tactics=script.tactics_dataset,
-        replay=args.replay_coef > 0,
-        held_out=curve or script.eval_samples > 0,
+        engine_workers=script.engine_workers, engine_cache=engine_cache_path(script, args.output_dir),
+        tactics=script.tactics_dataset, replay=args.replay_coef > 0, held_out=curve or script.eval_samples > 0,
         tactics_train=script.tactics_ratio > 0 or script.tactics_replay_coef > 0,
         tactics_test=script.eval_samples > 0 and script.eval_tactics_samples > 0,
-    )
+    )  # fmt: skip
     data = run_data(options)
     script.fen_width = train_at_fen_width(model, data.fen_width)
     return data
@@ -303,18 +284,11 @@ def build(argv: list[str] | None = None):
     selfplay = selfplay_for(script, args.seed, data.train)
     tactics = tactics_for(script, args.seed, data.tactics)
     trainer = RookWorldGRPOTrainer(
-        model=model,
-        reward_funcs=reward_funcs,
-        args=args,
-        train_dataset=data.train,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(lora_targets(model_args)),
-        replay_dataset=data.replay,
-        selfplay=selfplay,
-        tactics=tactics,
-        push_checkpoints=script.push_checkpoints,
+        model=model, reward_funcs=reward_funcs, args=args, train_dataset=data.train, processing_class=tokenizer,
+        peft_config=get_peft_config(lora_targets(model_args)), replay_dataset=data.replay, selfplay=selfplay,
+        tactics=tactics, push_checkpoints=script.push_checkpoints,
         check_lengths="warn",  # a recipe's budget is the user's choice: said, not refused
-    )
+    )  # fmt: skip
     use_compact_logs(trainer)  # one line per logging step; the whole dict goes to metrics.jsonl
     # TRL's epochs rule: say what -1 means before it runs (a streamed dataset has no length: TRL needs max_steps > 0)
     if args.max_steps < 0 and hasattr(data.train, "__len__"):

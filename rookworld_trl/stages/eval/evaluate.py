@@ -560,7 +560,7 @@ def evaluate(args: EvalSettings | str | None = None, /, run_data=None, **setting
         raise ValueError("evaluate: name the model to evaluate (EvalSettings.model)")
     if args.data is None:  # as `rookworld eval`: the embedded test split
         args = dataclasses.replace(args, data=CLI_DEFAULTS["data"])
-    resolve_paths(args, "model", "baseline", "data", "train_data", "tactics")
+    resolve_paths(args, "model", "baseline", "data", "train_data", "tactics")  # as given, else bundled
     suites = args.suite_list()
     from rookworld_trl.model.source import model_source
 
@@ -624,10 +624,7 @@ def parse_args(argv: list[str] | None) -> EvalSettings:
             help=f.metadata.get("help", f.name.replace("_", " ")),
             **({} if f.name == "model" else {"default": CLI_DEFAULTS.get(f.name, f.default)}),
         )
-    settings = EvalSettings(**vars(p.parse_args(argv)))
-    # as given (the working directory), else bundled
-    resolve_paths(settings, "model", "baseline", "data", "train_data", "tactics")
-    return settings
+    return EvalSettings(**vars(p.parse_args(argv)))  # its paths: resolved by `evaluate`
 
 
 CLI_DEFAULTS = {"data": "rookworld_trl/assets/data"}  # `rookworld eval MODEL`: the embedded test split
