@@ -81,8 +81,9 @@ def dispatch(argv: list[str]) -> int:
     if default_recipe is not None:
         return launch(module, rest, default_recipe, name)
     try:  # a wrong model name or a bad data file in a second, before the command's imports and its engines
-        check_models(name, rest)
-        check_source(name, rest)
+        if not {"-h", "--help"} & set(rest):
+            check_models(name, rest)
+            check_source(name, rest)
     except UserError as e:
         print(f"rookworld {name}: error: {clip(str(e))}", file=sys.stderr)
         return 2
@@ -92,8 +93,7 @@ def dispatch(argv: list[str]) -> int:
 def check_models(command: str, argv: list[str]) -> None:
     """The models `rookworld eval` / `parity` name (the first argument, eval's --baseline): model/source.py's
     check, which the command repeats as it loads them."""
-    named = command in ("eval", "parity") and argv and not argv[0].startswith("-")
-    if not named or {"-h", "--help"} & set(argv):
+    if command not in ("eval", "parity") or not argv or argv[0].startswith("-"):
         return
     from rookworld_trl.model.source import model_source
 
@@ -110,8 +110,6 @@ def check_source(command: str, argv: list[str]) -> None:
     load its first bad line, which audit counts as a failure instead), which the command repeats as it reads the
     file, before `datasets` and Stockfish load."""
     if command != "data" or len(argv) < 2 or argv[0] not in ("load", "audit") or argv[1].startswith("-"):
-        return
-    if {"-h", "--help"} & set(argv):
         return
     from rookworld_trl.data import files
 

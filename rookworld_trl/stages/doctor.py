@@ -15,6 +15,7 @@ cause, never a traceback. Exit code: 0 when nothing FAILed, else 1.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import sys
@@ -64,10 +65,8 @@ def table(rows: list[Check]) -> str:
     width = max(len(r.name) for r in rows)
     lines = [f"{'check':<{width}}  result  figures", f"{'-' * width}  ------  -------"]
     lines += [f"{r.name:<{width}}  {r.status:<6}  {r.figures}" for r in rows]
-    failed = [r for r in rows if r.status == "FAIL"]
-    if failed:
-        lines += ["", "to switch a failing path off:"]
-        lines += [f"  {r.name}: {r.switch_off}" for r in failed]
+    if failed := [r for r in rows if r.status == "FAIL"]:
+        lines += ["", "to switch a failing path off:", *(f"  {r.name}: {r.switch_off}" for r in failed)]
     return "\n".join(lines)
 
 
@@ -164,10 +163,8 @@ def sampler_path(path: str, device: str, bf16: bool = False) -> Callable[[dict],
         model, tokenizer, ids = embedded(state, device)
         eos = tokenizer.eos_token_id
         greedy = Decoding(NEW_TOKENS, Sampling(do_sample=False), (eos,), eos, autocast_dtype=autocast)
-        if path == "transformers":
-            go = lambda: fallback.generate_sample(model, ids, greedy)  # noqa: E731
-        else:
-            go = lambda: decoding.sample(model, ids, greedy, cuda_graph=path == "graph")  # noqa: E731
+        go = (functools.partial(fallback.generate_sample, model, ids, greedy) if path == "transformers"
+              else functools.partial(decoding.sample, model, ids, greedy, cuda_graph=path == "graph"))  # fmt: skip
         go()  # warm-up (a CUDA graph is captured per call: the timed call captures too)
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         sync()

@@ -122,14 +122,10 @@ def before_after_eval(
 def say_finished(output_dir: str, max_steps: int, resume: str | None) -> None:
     """One line: the run in output_dir is finished, where its model is, and how to train on or start over."""
     final = os.path.join(output_dir, checkpoints.FINAL_DIR)
-    on = (
-        "raise --max_steps to train on"
-        if resume
-        else "--resume_from_checkpoint auto and a higher --max_steps to train on"
-    )
+    on = "raise --max_steps" if resume else "--resume_from_checkpoint auto and a higher --max_steps"
     say(
         f"{output_dir} is finished (max_steps {max_steps}): the final model is in {final}; nothing to train "
-        f"({on}; to start over, pass another --output_dir or remove {output_dir})"
+        f"({on} to train on; to start over, pass another --output_dir or remove {output_dir})"
     )
 
 

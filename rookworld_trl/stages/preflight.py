@@ -21,6 +21,7 @@ no TRL: it answers in a moment). `--help_all` prints every field of the config c
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 from types import SimpleNamespace
 
@@ -269,14 +270,11 @@ def short_help(command: str, recipe: str, argv: list[str], shown_recipe: str, ac
     rows.append(("--accelerate_config", accelerate, "how processes and devices are launched"))
     width = max(len(r[0]) for r in rows)
     value_width = min(max(len(r[1]) for r in rows), 30)
-    lines = [
-        f"usage: rookworld {command} [--config RECIPE] [--FIELD VALUE ...]",
-        "",
-        *textwrap.wrap(
-            f"What you set, with the values in effect ({shown_recipe} and the flags given):", help_width()
-        ),
-    ]
-    columns = help_width()
+    columns = max(80, min(100, shutil.get_terminal_size((100, 24)).columns))  # 100 when not a terminal
+    lines = [f"usage: rookworld {command} [--config RECIPE] [--FIELD VALUE ...]", ""]
+    lines += textwrap.wrap(
+        f"What you set, with the values in effect ({shown_recipe} and the flags given):", columns
+    )
     for flag, value, what in rows:  # the meaning wrapped under itself, so no line wraps in the terminal
         lead = f"  {flag:<{width}}  {value:<{value_width}}  "
         lines += textwrap.wrap(what, columns, initial_indent=lead, subsequent_indent=" " * len(lead))
@@ -288,13 +286,6 @@ def short_help(command: str, recipe: str, argv: list[str], shown_recipe: str, ac
         columns,
     )
     return "\n".join([*lines, EXAMPLES[command]])
-
-
-def help_width() -> int:
-    """The terminal's width, between 80 and 100 columns (100 when not a terminal)."""
-    import shutil
-
-    return max(80, min(100, shutil.get_terminal_size((100, 24)).columns))
 
 
 # the fields a recipe of each command should set (an SFT may train a new model, or for num_train_epochs)
