@@ -73,9 +73,9 @@ EXAMPLES = {  # one example per training command, shown at the end of --help
 TRL_BOUNDS = {  # TRL's and transformers' fields that count something or must be finite (ours: their class's BOUNDS)
     "per_device_train_batch_size": ">= 1", "gradient_accumulation_steps": ">= 1", "logging_steps": ">= 0",
     "save_steps": ">= 0", "learning_rate": "finite >= 0",
-    "num_generations": ">= 2 (a group needs two completions to compare)",
+    "num_generations": ">= 2 (a group needs two completions to compare)", "beta": "finite",
     "temperature": "finite > 0 (sampling divides the logits by it; 0 is no sampling)", "top_p": "finite > 0",
-    "beta": "finite", "weight_decay": "finite", "max_grad_norm": "finite", "epsilon": "finite",
+    "weight_decay": "finite", "max_grad_norm": "finite", "epsilon": "finite",
 }  # fmt: skip
 BOUND = re.compile(r"(finite)?\s*(?:(>=|>)\s*(-?[0-9.]+))?\s*(\(.*\))?")
 
