@@ -216,14 +216,10 @@ def summary(run: str, rows: list[dict], data: dict, panels: dict[str, list[str]]
     steps = [r["step"] for r in rows if "step" in r]
     lines = [f"# Training report: `{run}`", ""]
     lines += [f"{len(rows)} log rows, steps {min(steps, default='-')} to {max(steps, default='-')}.", ""]
-    trend = quarter_trend(data["reward"][1]) if "reward" in data else None
-    if trend:
+    if trend := quarter_trend(data.get("reward", ([], []))[1]):
         first, last, (low, high) = trend
-        lines += [
-            f"Training reward: first quarter {first:.3f}, last quarter {last:.3f}, "
-            f"difference {last - first:+.3f} [{low:+.3f}, {high:+.3f}] (95%).",
-            "",
-        ]
+        lines += [f"Training reward: first quarter {first:.3f}, last quarter {last:.3f}, "
+                  f"difference {last - first:+.3f} [{low:+.3f}, {high:+.3f}] (95%).", ""]  # fmt: skip
     lines += ["| key | first | last | min | max |", "|---|---|---|---|---|"]
     for keys in panels.values():
         for key in keys:
