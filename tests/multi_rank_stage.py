@@ -88,5 +88,5 @@ def train_and_record(trainer, *args, **kwargs):
 
 
 plain_train, grpo.train = grpo.train, train_and_record
-plain_resolve, grpo.resolve_reward_funcs = grpo.resolve_reward_funcs, resolve_and_record
+plain_resolve, grpo.resolve_rewards = grpo.resolve_rewards, resolve_and_record
 sys.exit(run_stage("train", grpo.main))

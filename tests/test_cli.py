@@ -305,7 +305,7 @@ def test_parity_help_example_works_outside_the_repo(tmp_path, monkeypatch):
 def test_tiny_max_steps_runs_no_learning_curve_eval(tmp_path, capsys):
     from rookworld_trl.stages.grpo import EvalCallback
 
-    trainer, engine, _, _ = grpo_stage.build(
+    trainer, engine, *_ = grpo_stage.build(
         ["--config", RECIPE, "--output_dir", str(tmp_path), "--max_steps", "3"]
     )
     engine.close()

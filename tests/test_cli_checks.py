@@ -23,6 +23,7 @@ from cli_user import (
     user_env,
 )
 
+from rookworld_trl.data.files import check_source
 from rookworld_trl.stages import preflight
 from rookworld_trl.stages import recipe as stage_recipe
 
@@ -179,4 +180,4 @@ def test_a_byte_order_mark_is_read_past(name, tmp_path, monkeypatch, capsys):
     path.write_bytes(b"\xef\xbb\xbf" + f"{line}\n{line}\n".encode())
     monkeypatch.chdir(tmp_path)
     assert data_main(["load", name]) == 0 and "P: 2 rows" in capsys.readouterr().out
-    preflight.check_data(str(path), skip_bad_rows=False)  # `rookworld train`'s check of the file
+    check_source(str(path), skip_bad_rows=False)  # `rookworld train`'s check of the file

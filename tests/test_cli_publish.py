@@ -252,12 +252,12 @@ def test_own_reward_by_dotted_path_trains_three_steps_on_the_embedded_model(tmp_
 
 def test_an_own_reward_that_is_not_there_is_one_line(tmp_path):
     from rookworld_trl.common.errors import UserError
-    from rookworld_trl.stages.grpo import resolve_reward_funcs
+    from rookworld_trl.grpo.rewards.functions import resolve_rewards
 
     with pytest.raises(UserError, match="'examples.my_reward.no_such'.* has no 'no_such'; check the name"):
-        resolve_reward_funcs(["examples.my_reward.no_such"])  # the module imports: the function is missing
+        resolve_rewards(["examples.my_reward.no_such"])  # the module imports: the function is missing
     with pytest.raises(UserError, match="no_module.*PYTHONPATH"):
-        resolve_reward_funcs(["no_module.reward"])
+        resolve_rewards(["no_module.reward"])
 
 
 def test_the_example_reward_scores_p_answers_and_leaves_a_out():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from rookworld_trl.data.files import FORMATS, DataSourceError, sniff
+from rookworld_trl.data.files import FORMATS, DataSourceError, check_source, sniff
 from rookworld_trl.data.load import load_rookworld_dataset
 from rookworld_trl.stages import preflight
 
@@ -76,7 +76,7 @@ def bad_files(tmp: Path, lines: list[str]) -> dict[str, Path]:
 
 def preflight_verdict(path: Path) -> str | None:
     try:
-        preflight.check_data(str(path), skip_bad_rows=False, seconds=60)
+        check_source(str(path), skip_bad_rows=False, seconds=60)
     except preflight.UserError as e:
         return str(e)
     return None

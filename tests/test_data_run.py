@@ -36,7 +36,7 @@ def game_fens(n_moves: int = 16) -> list[str]:
 
 
 def built(argv):
-    trainer, engine, script, _ = build(argv)
+    trainer, engine, script, *_ = build(argv)
     engine.close()
     return trainer, script
 

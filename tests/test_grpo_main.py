@@ -20,7 +20,8 @@ from trl import ModelConfig, TrlParser
 from rookworld_trl.common.entry import run_stage
 from rookworld_trl.common.errors import UserError
 from rookworld_trl.grpo.config import GRPOScriptArguments, RookWorldGRPOConfig
-from rookworld_trl.stages.grpo import main, resolve_reward_funcs
+from rookworld_trl.grpo.rewards.functions import resolve_rewards
+from rookworld_trl.stages.grpo import main
 
 RECIPES = sorted((ROOT / "recipes").glob("grpo_*.yaml"))
 STAGE_DATACLASSES = (GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig)  # as stages/grpo.py parses them
@@ -94,12 +95,12 @@ def test_bad_input_is_one_line_not_a_traceback(flags, says, tmp_path, capsys):
 
 
 def test_resolve_reward_funcs_mixes_registry_and_references():
-    funcs = resolve_reward_funcs(["env_reward", "tiny_grpo:file_reward"])
+    funcs = resolve_rewards(["env_reward", "tiny_grpo:file_reward"])
     assert [f.__name__ for f in funcs] == ["env_reward", "file_reward"] and funcs[1] is file_reward
     with pytest.raises(
         UserError, match="unknown reward"
     ):  # grpo/rewards/functions.py: one line with the known ones
-        resolve_reward_funcs(["no_such_reward"])
+        resolve_rewards(["no_such_reward"])
 
 
 @pytest.mark.parametrize("hooked", [True, False])

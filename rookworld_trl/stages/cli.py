@@ -22,44 +22,21 @@ from rookworld_trl.stages.launch import launch
 
 # command -> (module, one-line help, default recipe for accelerate-launched stages or None)
 COMMANDS: dict[str, tuple[str, str, str | None]] = {
-    "train": (
-        "rookworld_trl.stages.grpo",
-        "GRPO training with chess rewards (via accelerate launch)",
-        "recipes/grpo_tiny_cpu.yaml",
-    ),
-    "sft": (
-        "rookworld_trl.stages.sft",
-        "supervised training with TRL's SFTTrainer (via accelerate launch)",
-        "recipes/sft_embedded_cpu.yaml",
-    ),
+    "train": ("rookworld_trl.stages.grpo", "GRPO training with chess rewards (via accelerate launch)",
+              "recipes/grpo_tiny_cpu.yaml"),
+    "sft": ("rookworld_trl.stages.sft", "supervised training with TRL's SFTTrainer (via accelerate launch)",
+            "recipes/sft_embedded_cpu.yaml"),
     "data": ("rookworld_trl.data.commands", "generate / load / audit P: and A: datasets", None),
     "tokenizer": ("rookworld_trl.data.tokenizer", "train a compact byte-level BPE tokenizer", None),
-    "eval": (
-        "rookworld_trl.stages.eval.evaluate",
-        "evaluation suites (policy, environment, mate-in-one, self-play, match)",
-        None,
-    ),
-    "report": (
-        "rookworld_trl.stages.eval.charts",
-        "PNG training curves and a markdown summary of a run",
-        None,
-    ),
-    "push": (
-        "rookworld_trl.training.publish",
-        "upload a finished run's final model and card to the hub",
-        None,
-    ),
-    "parity": (
-        "rookworld_trl.stages.eval.parity",
-        "check our pure-PyTorch GPT-2 against transformers on a model",
-        None,
-    ),
-    "doctor": (
-        "rookworld_trl.stages.doctor",
-        "check a new machine: environment, each GPU path on a tiny model, a 2-step GRPO run",
-        None,
-    ),
-}
+    "eval": ("rookworld_trl.stages.eval.evaluate",
+             "evaluation suites (policy, environment, mate-in-one, self-play, match)", None),
+    "report": ("rookworld_trl.stages.eval.charts", "PNG training curves and a markdown summary of a run", None),
+    "push": ("rookworld_trl.training.publish", "upload a finished run's final model and card to the hub", None),
+    "parity": ("rookworld_trl.stages.eval.parity", "check our pure-PyTorch GPT-2 against transformers on a model",
+               None),
+    "doctor": ("rookworld_trl.stages.doctor",
+               "check a new machine: environment, each GPU path on a tiny model, a 2-step GRPO run", None),
+}  # fmt: skip
 
 
 def usage() -> str:
@@ -104,8 +81,9 @@ def dispatch(argv: list[str]) -> int:
     if default_recipe is not None:
         return launch(module, rest, default_recipe, name)
     try:  # a wrong model name or a bad data file in a second, before the command's imports and its engines
-        check_models(name, rest)
-        check_source(name, rest)
+        if not {"-h", "--help"} & set(rest):
+            check_models(name, rest)
+            check_source(name, rest)
     except UserError as e:
         print(f"rookworld {name}: error: {clip(str(e))}", file=sys.stderr)
         return 2
@@ -115,8 +93,7 @@ def dispatch(argv: list[str]) -> int:
 def check_models(command: str, argv: list[str]) -> None:
     """The models `rookworld eval` / `parity` name (the first argument, eval's --baseline): model/source.py's
     check, which the command repeats as it loads them."""
-    named = command in ("eval", "parity") and argv and not argv[0].startswith("-")
-    if not named or {"-h", "--help"} & set(argv):
+    if command not in ("eval", "parity") or not argv or argv[0].startswith("-"):
         return
     from rookworld_trl.model.source import model_source
 
@@ -134,14 +111,12 @@ def check_source(command: str, argv: list[str]) -> None:
     file, before `datasets` and Stockfish load."""
     if command != "data" or len(argv) < 2 or argv[0] not in ("load", "audit") or argv[1].startswith("-"):
         return
-    if {"-h", "--help"} & set(argv):
-        return
-    from rookworld_trl.stages.preflight import check_data
+    from rookworld_trl.data import files
 
     flags = flag_values(underscored(argv[2:]))
     puzzles = tuple((flags.get(k) or [None])[0] for k in ("puzzle_rating", "puzzle_themes"))
     skip_bad_rows = argv[0] == "audit" or "skip_bad_rows" in flags
-    check_data(resolve_path(argv[1]), skip_bad_rows, puzzles=puzzles)
+    files.check_source(resolve_path(argv[1]), skip_bad_rows, files.DATA_SECONDS, *puzzles)
 
 
 if __name__ == "__main__":

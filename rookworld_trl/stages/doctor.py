@@ -15,6 +15,7 @@ cause, never a traceback. Exit code: 0 when nothing FAILed, else 1.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import sys
@@ -64,10 +65,8 @@ def table(rows: list[Check]) -> str:
     width = max(len(r.name) for r in rows)
     lines = [f"{'check':<{width}}  result  figures", f"{'-' * width}  ------  -------"]
     lines += [f"{r.name:<{width}}  {r.status:<6}  {r.figures}" for r in rows]
-    failed = [r for r in rows if r.status == "FAIL"]
-    if failed:
-        lines += ["", "to switch a failing path off:"]
-        lines += [f"  {r.name}: {r.switch_off}" for r in failed]
+    if failed := [r for r in rows if r.status == "FAIL"]:
+        lines += ["", "to switch a failing path off:", *(f"  {r.name}: {r.switch_off}" for r in failed)]
     return "\n".join(lines)
 
 
@@ -95,8 +94,7 @@ def trl_internals(state) -> str:
 def cuda(state) -> str:
     import torch
 
-    if not torch.cuda.is_available():
-        raise Skip("no CUDA")
+    needs_cuda()
     names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return f"{len(names)} device(s): {', '.join(names)}; CUDA {torch.version.cuda}"
 
@@ -117,13 +115,10 @@ def stockfish(state) -> str:
     from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool, find_stockfish
 
     path = find_stockfish()
-    pool = EnginePool(1, EngineLimit(depth=10), multipv=MULTIPV)
-    try:
+    with EnginePool(1, EngineLimit(depth=10), multipv=MULTIPV) as pool:
         start = time.perf_counter()
         best = pool.analyse(chess.STARTING_FEN)
         took = time.perf_counter() - start
-    finally:
-        pool.close()
     return f"{path}: start position at depth 10, best {best[0].move} in {took * 1000:.0f} ms"
 
 
@@ -146,9 +141,7 @@ def embedded(state, device: str):
 
         model, tokenizer = load_model_and_tokenizer(resolve_path(MODEL))
         rows = load_rookworld_dataset(resolve_path(DATA), split="test")
-        prompts = [r["prompt"] for r in rows if r["task"] == "P"][:4] + [
-            r["prompt"] for r in rows if r["task"] == "A"
-        ][:4]
+        prompts = [p for task in "PA" for p in [r["prompt"] for r in rows if r["task"] == task][:4]]
         state[device] = model.to(device).eval(), tokenizer, tokenizer(prompts)["input_ids"]
     return state[device]
 
@@ -170,10 +163,8 @@ def sampler_path(path: str, device: str, bf16: bool = False) -> Callable[[dict],
         model, tokenizer, ids = embedded(state, device)
         eos = tokenizer.eos_token_id
         greedy = Decoding(NEW_TOKENS, Sampling(do_sample=False), (eos,), eos, autocast_dtype=autocast)
-        if path == "transformers":
-            go = lambda: fallback.generate_sample(model, ids, greedy)  # noqa: E731
-        else:
-            go = lambda: decoding.sample(model, ids, greedy, cuda_graph=path == "graph")  # noqa: E731
+        go = (functools.partial(fallback.generate_sample, model, ids, greedy) if path == "transformers"
+              else functools.partial(decoding.sample, model, ids, greedy, cuda_graph=path == "graph"))  # fmt: skip
         go()  # warm-up (a CUDA graph is captured per call: the timed call captures too)
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         sync()
@@ -279,7 +270,7 @@ def grpo_two_steps(state) -> str:
         chatter = io.StringIO()
         start = time.perf_counter()
         with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
-            trainer, engine, _, _ = grpo.build(argv)
+            trainer, engine, *_ = grpo.build(argv)
             try:
                 trainer.train()
             finally:
@@ -298,6 +289,7 @@ def checks(skip_grpo: bool = False) -> list[Check]:
     graph_off = (
         "ROOKWORLD_SAMPLER=eager (every command); in a GRPO recipe also generation_backend: transformers"
     )
+    eager_off = "ROOKWORLD_SAMPLER=transformers; in a GRPO recipe generation_backend: transformers"
     found = [
         Check("versions", versions, "bash scripts/setup.sh (installs the pinned versions)"),
         Check("TRL internals", trl_internals, "bash scripts/setup.sh (installs the pinned trl/transformers)"),
@@ -306,10 +298,8 @@ def checks(skip_grpo: bool = False) -> list[Check]:
         Check("Stockfish", stockfish, "apt-get install stockfish, or STOCKFISH_PATH=/path/to/stockfish"),
         Check("sampler: CUDA graph, fp32", sampler_path("graph", "cuda"), graph_off),
         Check("sampler: CUDA graph, bf16", sampler_path("graph", "cuda", bf16=True), graph_off),
-        Check("sampler: eager, CUDA bf16", sampler_path("eager", "cuda", bf16=True),
-              "ROOKWORLD_SAMPLER=transformers; in a GRPO recipe generation_backend: transformers"),  # fmt: skip
-        Check("sampler: eager, CPU", sampler_path("eager", "cpu"),
-              "ROOKWORLD_SAMPLER=transformers; in a GRPO recipe generation_backend: transformers"),  # fmt: skip
+        Check("sampler: eager, CUDA bf16", sampler_path("eager", "cuda", bf16=True), eager_off),
+        Check("sampler: eager, CPU", sampler_path("eager", "cpu"), eager_off),
         Check("transformers generate, CPU", sampler_path("transformers", "cpu"), "(the reference path)"),
         Check("bf16 scoring vs fp32", bf16_scoring, "bf16: false"),
         Check("torch.compile", compiled, "torch_compile: false, and dynamo_backend: \"NO\" in the accelerate config"),
@@ -334,12 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     print("rookworld doctor: checking this machine", flush=True)
     wall, cpu = time.perf_counter(), time.process_time()
     rows = run_checks(checks(args.skip_grpo))
-    print()
-    print(table(rows))
-    took = time.perf_counter() - wall
-    print(
-        f"\n{len(rows)} checks in {took:.0f} s ({time.process_time() - cpu:.0f} s of CPU time in this process)"
-    )
+    print(f"\n{table(rows)}\n")
+    took, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(f"{len(rows)} checks in {took:.0f} s ({cpu:.0f} s of CPU time in this process)")
     return 1 if any(r.status == "FAIL" for r in rows) else 0
 
 

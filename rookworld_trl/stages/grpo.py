@@ -31,6 +31,7 @@ from rookworld_trl.common.locks import scoped
 from rookworld_trl.common.paths import resolve_paths
 from rookworld_trl.data.layout import column
 from rookworld_trl.grpo.config import GRPOScriptArguments, RookWorldGRPOConfig, check_rewards
+from rookworld_trl.grpo.rewards.functions import resolve_rewards
 from rookworld_trl.grpo.selfplay import selfplay_for
 from rookworld_trl.grpo.tactics import tactics_for
 from rookworld_trl.grpo.trainer import RookWorldGRPOTrainer
@@ -52,15 +53,6 @@ from rookworld_trl.training.checkpoints import (
 )
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.interrupt import said_interrupted
-
-
-def resolve_reward_funcs(names: list[str], shaping: str = "graduated", engine=None) -> list:
-    """Registry names (rookworld_trl.grpo.rewards.functions, built with `shaping` and `engine`), or your own function
-    by its dotted path (TRL's convention: `my_pkg.rewards.my_reward`; 'module:function' works too), checked as
-    TRL will call it (grpo/rewards/functions.py)."""
-    from rookworld_trl.grpo.rewards.functions import resolve_rewards
-
-    return resolve_rewards(list(names), shaping, engine)
 
 
 def engine_cache_path(script: GRPOScriptArguments, output_dir: str) -> str | None:
@@ -96,24 +88,15 @@ def eval_settings(
     **more,
 ):
     """The run's held-out eval: policy + env suites on dataset_test_split, greedy, the engine settings of the reward."""
+    # train_data: the items' overlap with what this run trained on, said in eval.md
     return EvalSettings(
-        **more,
-        data=script.dataset_name,
-        split=script.dataset_test_split,
-        train_data=script.dataset_name,  # the items' overlap with what this run trained on, said in eval.md
-        train_split=script.dataset_train_split,
-        fen_width=script.fen_width,
-        suites="policy,env",
-        policy_samples=samples,
-        env_samples=samples if env_samples is None else env_samples,
-        seed=args.seed,
-        max_new_tokens=max(args.max_completion_length, 96),
-        device="cpu" if args.use_cpu else None,
-        depth=script.engine_depth,
-        nodes=script.engine_nodes,
-        cache=engine_cache_path(script, args.output_dir),
+        **more, data=script.dataset_name, split=script.dataset_test_split, fen_width=script.fen_width,
+        train_data=script.dataset_name, train_split=script.dataset_train_split, suites="policy,env",
+        policy_samples=samples, env_samples=samples if env_samples is None else env_samples, seed=args.seed,
+        max_new_tokens=max(args.max_completion_length, 96), device="cpu" if args.use_cpu else None,
+        depth=script.engine_depth, nodes=script.engine_nodes, cache=engine_cache_path(script, args.output_dir),
         out=os.path.join(args.output_dir, "eval"),
-    )
+    )  # fmt: skip
 
 
 def before_after_eval(
@@ -139,14 +122,10 @@ def before_after_eval(
 def say_finished(output_dir: str, max_steps: int, resume: str | None) -> None:
     """One line: the run in output_dir is finished, where its model is, and how to train on or start over."""
     final = os.path.join(output_dir, checkpoints.FINAL_DIR)
-    on = (
-        "raise --max_steps to train on"
-        if resume
-        else "--resume_from_checkpoint auto and a higher --max_steps to train on"
-    )
+    on = "raise --max_steps" if resume else "--resume_from_checkpoint auto and a higher --max_steps"
     say(
         f"{output_dir} is finished (max_steps {max_steps}): the final model is in {final}; nothing to train "
-        f"({on}; to start over, pass another --output_dir or remove {output_dir})"
+        f"({on} to train on; to start over, pass another --output_dir or remove {output_dir})"
     )
 
 
@@ -251,56 +230,35 @@ def parse(argv: list[str] | None = None):
     return script, args, model_args
 
 
-def data_options(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model, cache: str | None):
-    """The run's DataOptions (data/load.py): one set of options for every read of the run's data. The FEN width is
+def load_run_data(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
+    """The run's RunData (data/load.py), read once with one set of DataOptions; records its FEN width (for
+    training, replay and eval prompts) in the model's config.json and in script.fen_width. The FEN width is
     fen_width when set, else the one the model was trained at (its config.json), else the data's; a puzzle file
-    is labelled at the reward's engine limit, into its cache (`cache`)."""
+    is labelled at the reward's engine limit, into the engine's cache."""
     from rookworld_trl.chess.engine import EngineLimit
-    from rookworld_trl.data.load import DataOptions
+    from rookworld_trl.data.load import DataOptions, run_data
 
     curve = bool(script.eval_every_steps) and not 0 < args.max_steps < script.eval_every_steps
-    return DataOptions(
-        source=script.dataset_name,
-        train_split=script.dataset_train_split,
-        test_split=script.dataset_test_split,
-        mix_env_ratio=script.mix_env_ratio,
-        seed=args.seed,
-        max_samples=script.dataset_max_samples,
-        fen_width=script.fen_width or trained_fen_width(model),
-        skip_bad_rows=script.skip_bad_rows,
-        num_proc=script.dataset_num_proc,
-        puzzle_filter=script.puzzle_filter,
+    options = DataOptions(
+        source=script.dataset_name, train_split=script.dataset_train_split, test_split=script.dataset_test_split,
+        mix_env_ratio=script.mix_env_ratio, seed=args.seed, max_samples=script.dataset_max_samples,
+        fen_width=script.fen_width or trained_fen_width(model), skip_bad_rows=script.skip_bad_rows,
+        num_proc=script.dataset_num_proc, puzzle_filter=script.puzzle_filter, exclude=tuple(script.exclude or ()),
         engine_limit=EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes),
-        engine_workers=script.engine_workers,
-        engine_cache=cache,
-        exclude=tuple(script.exclude or ()),
-        tactics=script.tactics_dataset,
-        replay=args.replay_coef > 0,
-        held_out=curve or script.eval_samples > 0,
+        engine_workers=script.engine_workers, engine_cache=engine_cache_path(script, args.output_dir),
+        tactics=script.tactics_dataset, replay=args.replay_coef > 0, held_out=curve or script.eval_samples > 0,
         tactics_train=script.tactics_ratio > 0 or script.tactics_replay_coef > 0,
         tactics_test=script.eval_samples > 0 and script.eval_tactics_samples > 0,
-    )
-
-
-def load_run_data(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
-    """The run's RunData, read once; records its FEN width (for training, replay and eval prompts) in the
-    model's config.json and in script.fen_width."""
-    from rookworld_trl.data.load import run_data
-
-    options = data_options(script, args, model, engine_cache_path(script, args.output_dir))
+    )  # fmt: skip
     data = run_data(options)
     script.fen_width = train_at_fen_width(model, data.fen_width)
     return data
 
 
 def build(argv: list[str] | None = None):
-    """(trainer, engine pool, GRPOScriptArguments, ModelConfig) from a recipe and --flags, as `python -m
-    rookworld_trl.stages.grpo` runs them; the caller closes the engine pool."""
-    return build_run(argv)[:4]
-
-
-def build_run(argv: list[str] | None = None):
-    """build()'s four and the run's RunData (data/load.py), which the final eval reads too."""
+    """(trainer, engine pool, GRPOScriptArguments, ModelConfig, the run's RunData (data/load.py), which the final
+    eval reads too) from a recipe and --flags, as `python -m rookworld_trl.stages.grpo` runs them; the caller
+    closes the engine pool."""
     script, args, model_args = parse(argv)
     from accelerate import PartialState
 
@@ -317,22 +275,16 @@ def build_run(argv: list[str] | None = None):
     engine = engine_pool(script, args.output_dir)
     if "policy_reward" in script.reward_funcs or script.eval_samples > 0:
         engine.check()  # a broken STOCKFISH_PATH: one line before training, not inside its first step
-    reward_funcs = resolve_reward_funcs(script.reward_funcs, args.reward_shaping, engine)
+    # registry names, or your own functions by dotted path, checked as TRL will call them
+    reward_funcs = resolve_rewards(list(script.reward_funcs), args.reward_shaping, engine)
     selfplay = selfplay_for(script, args.seed, data.train)
     tactics = tactics_for(script, args.seed, data.tactics)
     trainer = RookWorldGRPOTrainer(
-        model=model,
-        reward_funcs=reward_funcs,
-        args=args,
-        train_dataset=data.train,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(lora_targets(model_args)),
-        replay_dataset=data.replay,
-        selfplay=selfplay,
-        tactics=tactics,
-        push_checkpoints=script.push_checkpoints,
+        model=model, reward_funcs=reward_funcs, args=args, train_dataset=data.train, processing_class=tokenizer,
+        peft_config=get_peft_config(lora_targets(model_args)), replay_dataset=data.replay, selfplay=selfplay,
+        tactics=tactics, push_checkpoints=script.push_checkpoints,
         check_lengths="warn",  # a recipe's budget is the user's choice: said, not refused
-    )
+    )  # fmt: skip
     use_compact_logs(trainer)  # one line per logging step; the whole dict goes to metrics.jsonl
     # TRL's epochs rule: say what -1 means before it runs (a streamed dataset has no length: TRL needs max_steps > 0)
     if args.max_steps < 0 and hasattr(data.train, "__len__"):
@@ -423,7 +375,7 @@ def epochs_line(args, rows: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     # the run's lock goes with it, also when it is refused halfway (a process exiting drops it too)
     with scoped():
-        trainer, engine, script, model_args, data = build_run(argv)
+        trainer, engine, script, model_args, data = build(argv)
         try:
             return train(trainer, script, initial_model=model_args.model_name_or_path, data=data)
         finally:

@@ -238,10 +238,8 @@ def check_accelerate_config(path: str, command: str) -> None:
 
     fix = "pass a YAML file of accelerate_configs/ (e.g. accelerate_configs/cpu.yaml)"
     if not os.path.isfile(path):
-        raise_usage(
-            command,
-            f"accelerate config {path} {'is a directory' if os.path.isdir(path) else 'not found'}; {fix}",
-        )
+        why = "is a directory" if os.path.isdir(path) else "not found"
+        raise_usage(command, f"accelerate config {path} {why}; {fix}")
     try:
         with open(path) as f:
             config = yaml.safe_load(f)

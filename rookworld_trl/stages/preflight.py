@@ -21,6 +21,7 @@ no TRL: it answers in a moment). `--help_all` prints every field of the config c
 from __future__ import annotations
 
 import os
+import shutil
 import textwrap
 from types import SimpleNamespace
 
@@ -113,12 +114,6 @@ def missing_recipe(recipe: str) -> str:
     )
 
 
-def check_data(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS, puzzles=(None, None)) -> None:
-    """What is wrong with a data source, as one UserError naming it and the fix (data/files.py: read the way the
-    loader reads it, for `seconds`)."""
-    check_source(source, skip_bad_rows, seconds, *puzzles)
-
-
 def preflight(command: str, argv: list[str], processes: int = 1) -> None:
     """The fast checks of `rookworld train` / `sft` (argv: the stage's, its --config resolved; `processes`: the
     accelerate config's); other commands launched through accelerate check their own arguments."""
@@ -143,7 +138,13 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
         # each reward_funcs entry: a registry name, or your own function that imports and that TRL can call
         # (grpo/rewards/functions.py); the same count of reward_weights
         check_reward_names(config["reward_funcs"], config.get("reward_weights"), config.get("field_credit"))
-        check_engine(config)
+        # Stockfish starts and answers one search (a fraction of a second), when the run will ask it: a broken
+        # or hanging STOCKFISH_PATH is one line now, not after the model and data have loaded (chess/engine.py)
+        if "policy_reward" in (config.get("reward_funcs") or []) or config.get("eval_samples"):
+            from rookworld_trl.chess.engine import EngineLimit, EnginePool
+
+            with EnginePool(1, EngineLimit(depth=1)) as pool:
+                pool.check()
     # empty, a file, a read-only place, a live run's: before accelerate
     if config.get("output_dir") is not None:
         from rookworld_trl.training.checkpoints import check_output_dir, check_run_free
@@ -171,21 +172,10 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
                             ".csv or a BIG-bench checkmate_in_one task.json")  # fmt: skip
     if isinstance(source, str) and source:
         skip = str(merged.get("skip_bad_rows", False)).lower() in ("true", "yes", "1")
-        check_data(
-            resolve_path(source), skip, puzzles=(merged.get("puzzle_rating"), merged.get("puzzle_themes"))
+        # what is wrong with it, as one UserError naming it and the fix (read the way the loader reads it)
+        check_source(
+            resolve_path(source), skip, DATA_SECONDS, merged.get("puzzle_rating"), merged.get("puzzle_themes")
         )
-
-
-def check_engine(config: dict) -> None:
-    """Stockfish starts and answers one search (a fraction of a second), when the run will ask it: a broken or
-    hanging STOCKFISH_PATH is one line now, not after the model and data have loaded (chess/engine.py)."""
-    funcs = config.get("reward_funcs") or []
-    if "policy_reward" not in funcs and not config.get("eval_samples"):
-        return
-    from rookworld_trl.chess.engine import EngineLimit, EnginePool
-
-    with EnginePool(1, EngineLimit(depth=1)) as pool:
-        pool.check()
 
 
 def check_batch(config: dict, processes: int) -> None:
@@ -193,7 +183,8 @@ def check_batch(config: dict, processes: int) -> None:
     per_device_train_batch_size x processes x steps_per_generation (default: gradient_accumulation_steps)
     completions, or generation_batch_size, and must be whole groups of num_generations."""
     per, groups = config["per_device_train_batch_size"], config["num_generations"]
-    steps = config["steps_per_generation"] or config["gradient_accumulation_steps"]
+    steps_field = "steps_per_generation" if config["steps_per_generation"] else "gradient_accumulation_steps"
+    steps = config[steps_field]
     size, given = config["generation_batch_size"], config["generation_batch_size"] is not None
     if given and config["steps_per_generation"] is not None:
         raise UserError(
@@ -206,14 +197,8 @@ def check_batch(config: dict, processes: int) -> None:
         )
     size = size if given else per * processes * steps
     if groups and size % groups:
-        how = (
-            "generation_batch_size"
-            if given
-            else (
-                f"per_device_train_batch_size {per} x {'steps_per_generation' if config['steps_per_generation'] else 'gradient_accumulation_steps'} "
-                f"{steps} x processes {processes}"
-            )
-        )
+        how = f"per_device_train_batch_size {per} x {steps_field} {steps} x processes {processes}"
+        how = "generation_batch_size" if given else how
         divisors = [d for d in range(2, size + 1) if size % d == 0 and d <= groups] or [size]
         raise UserError(
             f"{how} = {size} completions per generation round, which must be whole groups of num_generations "
@@ -285,14 +270,11 @@ def short_help(command: str, recipe: str, argv: list[str], shown_recipe: str, ac
     rows.append(("--accelerate_config", accelerate, "how processes and devices are launched"))
     width = max(len(r[0]) for r in rows)
     value_width = min(max(len(r[1]) for r in rows), 30)
-    lines = [
-        f"usage: rookworld {command} [--config RECIPE] [--FIELD VALUE ...]",
-        "",
-        *textwrap.wrap(
-            f"What you set, with the values in effect ({shown_recipe} and the flags given):", help_width()
-        ),
-    ]
-    columns = help_width()
+    columns = max(80, min(100, shutil.get_terminal_size((100, 24)).columns))  # 100 when not a terminal
+    lines = [f"usage: rookworld {command} [--config RECIPE] [--FIELD VALUE ...]", ""]
+    lines += textwrap.wrap(
+        f"What you set, with the values in effect ({shown_recipe} and the flags given):", columns
+    )
     for flag, value, what in rows:  # the meaning wrapped under itself, so no line wraps in the terminal
         lead = f"  {flag:<{width}}  {value:<{value_width}}  "
         lines += textwrap.wrap(what, columns, initial_indent=lead, subsequent_indent=" " * len(lead))
@@ -304,13 +286,6 @@ def short_help(command: str, recipe: str, argv: list[str], shown_recipe: str, ac
         columns,
     )
     return "\n".join([*lines, EXAMPLES[command]])
-
-
-def help_width() -> int:
-    """The terminal's width, between 80 and 100 columns (100 when not a terminal)."""
-    import shutil
-
-    return max(80, min(100, shutil.get_terminal_size((100, 24)).columns))
 
 
 # the fields a recipe of each command should set (an SFT may train a new model, or for num_train_epochs)

@@ -52,17 +52,7 @@ def stage_parser(dataclass_types: tuple, command: str):
             try:
                 return super().parse_args_and_config(argv, *more, **kwargs)
             except ValueError as e:
-                unknown = re.match(
-                    r"Some specified arguments are not used by the HfArgumentParser: (.*)", str(e)
-                )
-                if unknown:
-                    flag = next(
-                        iter(re.findall(r"'(--[^']*)'", unknown[1])), unknown[1]
-                    )  # ['--max_step', '5']
-                    raise UserError(
-                        f"unknown flag {flag}{did_you_mean(flag, fields)}; see --help_all"
-                    ) from None
-                raise ValueError(_batch_size_in_user_fields(str(e))) from None
+                raise _in_user_terms(str(e), fields) from None
 
     parser = StageParser(dataclass_types)  # HfArgumentParser: --help shows each field's default
     parser.allow_abbrev = False  # --max_step is a typo (did you mean --max_steps?), not a silent prefix
@@ -81,19 +71,12 @@ EXAMPLES = {  # one example per training command, shown at the end of --help
 # field's metadata to argparse whole): "finite", ">= N" or "> N", together as "finite > 0", a (reason) after.
 # The stage checks the parsed dataclasses' bounds, the preflight the same bounds read by `fields_of` below.
 TRL_BOUNDS = {  # TRL's and transformers' fields that count something or must be finite (ours: their class's BOUNDS)
-    "per_device_train_batch_size": ">= 1",
-    "gradient_accumulation_steps": ">= 1",
-    "logging_steps": ">= 0",
-    "save_steps": ">= 0",
-    "learning_rate": "finite >= 0",
-    "num_generations": ">= 2 (a group needs two completions to compare)",
-    "beta": "finite",
-    "temperature": "finite > 0 (sampling divides the logits by it; 0 is no sampling)",
-    "top_p": "finite > 0",
-    "weight_decay": "finite",
-    "max_grad_norm": "finite",
-    "epsilon": "finite",
-}
+    "per_device_train_batch_size": ">= 1", "gradient_accumulation_steps": ">= 1", "logging_steps": ">= 0",
+    "save_steps": ">= 0", "learning_rate": "finite >= 0",
+    "num_generations": ">= 2 (a group needs two completions to compare)", "beta": "finite",
+    "temperature": "finite > 0 (sampling divides the logits by it; 0 is no sampling)", "top_p": "finite > 0",
+    "weight_decay": "finite", "max_grad_norm": "finite", "epsilon": "finite",
+}  # fmt: skip
 BOUND = re.compile(r"(finite)?\s*(?:(>=|>)\s*(-?[0-9.]+))?\s*(\(.*\))?")
 
 
@@ -144,18 +127,14 @@ def check_numbers(*configs, bounds: dict[str, str | None] | None = None) -> None
                 f"epochs), got {steps}: set e.g. --max_steps 10"
             )
         check_report_to(getattr(config, "report_to", None))
-        check_bounds(config, bounds if bounds is not None else bounds_of(type(config)))
+        # the first number field (by name) that breaks its bound, or is NaN: such runs trained nothing or crashed
+        # deep in the step (--learning_rate inf, --beta nan, --temperature 0)
+        known = bounds if bounds is not None else bounds_of(type(config))
+        for name, value in sorted(vars(config).items()):
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if number and (problem := bound_problem(value, known.get(name))):
+                raise UserError(f"{name} must be {problem}, got {value}: fix --{name} or the recipe")
         check_no_remote_code(config)
-
-
-def check_bounds(config, bounds: dict[str, str | None]) -> None:
-    """One UserError for the first number field (by name) that breaks its bound, or is NaN: such runs trained
-    nothing or crashed deep in the step (--learning_rate inf, --beta nan, --temperature 0)."""
-    for name, value in sorted(vars(config).items()):
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            continue
-        if problem := bound_problem(value, bounds.get(name)):
-            raise UserError(f"{name} must be {problem}, got {value}: fix --{name} or the recipe")
 
 
 def check_no_remote_code(config) -> None:
@@ -204,12 +183,16 @@ def check_report_to(report_to) -> None:
             )
 
 
-def _batch_size_in_user_fields(message: str) -> str:
-    """TRL's 'generation_batch_size (12) must be divisible by num_generations (8)' in the fields users set."""
+def _in_user_terms(message: str, fields: set[str]) -> Exception:
+    """TRL's ValueError for an unknown flag, and its 'generation_batch_size (12) must be divisible by
+    num_generations (8)' in the fields users set."""
+    if unknown := re.match(r"Some specified arguments are not used by the HfArgumentParser: (.*)", message):
+        flag = next(iter(re.findall(r"'(--[^']*)'", unknown[1])), unknown[1])  # ['--max_step', '5']
+        return UserError(f"unknown flag {flag}{did_you_mean(flag, fields)}; see --help_all")
     m = re.match(r"generation_batch_size \((\d+)\) must be divisible by num_generations \((\d+)\)", message)
     if not m:
-        return message
-    return (
+        return ValueError(message)
+    return ValueError(
         f"per_device_train_batch_size x gradient_accumulation_steps x processes is {m[1]} completions per "
         f"generation round, which must be whole groups of num_generations ({m[2]}): make "
         f"per_device_train_batch_size a multiple of {m[2]} (e.g. {int(m[2]) * max(1, int(m[1]) // int(m[2]))})"
@@ -278,11 +261,8 @@ def describe(kind: str) -> str:
             choices = part[1:-1].split(",")
             said.append("one of " + ", ".join(choices[:8]) + (", ..." if len(choices) > 8 else ""))
         elif part.startswith("list["):
-            said.append(
-                f"a list ([...]) of {describe(part[5:-1]).removeprefix('a ')}s".replace(
-                    "one of", "each one of"
-                )
-            )
+            inner = describe(part[5:-1]).removeprefix("a ")
+            said.append(f"a list ([...]) of {inner}s".replace("one of", "each one of"))
         else:
             said.append(words.get(part, part))
     return " or ".join(said) + (" (or null)" if "None" in kind.split("|") else "")

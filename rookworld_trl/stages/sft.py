@@ -126,14 +126,9 @@ def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_d
         callbacks.append(
             EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_threshold)
         )
-    trainer = RookWorldSFTTrainer(
-        model=model,
-        args=config,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset if config.eval_strategy != "no" else None,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
+    evaluated = eval_dataset if config.eval_strategy != "no" else None
+    trainer = RookWorldSFTTrainer(model=model, args=config, train_dataset=train_dataset, eval_dataset=evaluated,
+                                  processing_class=tokenizer, callbacks=callbacks)  # fmt: skip
     n_params = sum(p.numel() for p in model.parameters())
     trainer.accelerator.print(f"sft: {n_params / 1e6:.2f}M parameters, {len(train_dataset)} training samples")
     check_output_dir(config.output_dir)

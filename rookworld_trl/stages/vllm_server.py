@@ -15,13 +15,6 @@ import urllib.request
 from rookworld_trl.common.errors import UserError
 
 
-def server_url(args) -> str:
-    """The server's base URL as TRL's VLLMClient builds it: vllm_server_base_url, else host and port."""
-    if args.vllm_server_base_url:
-        return args.vllm_server_base_url.rstrip("/")
-    return f"http://{args.vllm_server_host}:{args.vllm_server_port}"
-
-
 def serve_command(args, model: str) -> str:
     """The command that starts a server this run can use (TRL 1.16's `trl vllm-serve` runs `vllm serve` with
     the NCCL weight transfer, `--logprobs-mode processed_logprobs` and the dev endpoints TRL syncs weights by)."""
@@ -73,8 +66,14 @@ def check_vllm_server(args, model: str) -> None:
     server does not answer within vllm_server_timeout or is not set up as TRL needs; nothing otherwise."""
     if not (args.use_vllm and args.vllm_mode == "server"):
         return
-    url = server_url(args)
-    fields = "vllm_server_base_url" if args.vllm_server_base_url else "vllm_server_host/vllm_server_port"
+    # the server's base URL as TRL's VLLMClient builds it: vllm_server_base_url, else host and port
+    if args.vllm_server_base_url:
+        url, fields = args.vllm_server_base_url.rstrip("/"), "vllm_server_base_url"
+    else:
+        url, fields = (
+            f"http://{args.vllm_server_host}:{args.vllm_server_port}",
+            "vllm_server_host/vllm_server_port",
+        )
     why = wait_for_health(url, args.vllm_server_timeout)
     if why is not None:
         raise UserError(

@@ -145,7 +145,7 @@ def ours(a, out: str, cuda: bool, callbacks: list):
     every = max(1, a.steps - 1) if a.profile else 0  # one eval and one save in the timed steps
     device = ["--use_cpu", "false", "--bf16", "true"] if cuda else ["--use_cpu", "true", "--bf16", "false"]
     per_device = str(int(a.completions) // recipe_batch(a.recipe)["accumulation"])
-    trainer, engine, _, _ = grpo.build(["--config", a.recipe, "--model_name_or_path", a.model_path,
+    trainer, engine, *_ = grpo.build(["--config", a.recipe, "--model_name_or_path", a.model_path,
                                         "--dataset_name", DATA, "--output_dir", out, "--max_steps", str(a.steps), "--eval_samples", "0",
                                         "--eval_every_steps", str(every), "--report_to", "none", "--disable_tqdm",
                                         "true", "--torch_compile", str(a.child.endswith("compiled")).lower(),

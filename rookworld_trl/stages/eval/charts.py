@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import itertools
 import json
 import math
 import os
@@ -28,94 +29,60 @@ from rookworld_trl.common.flags import FlagParser
 from rookworld_trl.training.headline import HEADLINE, shown_in
 from rookworld_trl.training.jsonl import read_jsonl
 
-# panel -> key patterns (fnmatch), in plotting order
-PANELS: dict[str, tuple[str, ...]] = {
+# panel -> (key patterns (fnmatch), title, y-axis label with its unit), in plotting order
+PANELS: dict[str, tuple[tuple[str, ...], str, str]] = {
     # held-out figures of the in-training eval (eval_every_steps): is the run learning?
-    "learning_curve": tuple(f.key for f in shown_in("curve")),
-    "reward": ("reward", "rewards/*/mean"),
-    "reward_spread": ("reward_std", "frac_reward_zero_std"),  # zero-std groups carry no gradient
+    "learning_curve": (tuple(f.key for f in shown_in("curve")), "Held-out skill during training (greedy answers)",
+                       "fraction of held-out prompts"),
+    "reward": (("reward", "rewards/*/mean"), "Training reward (batch mean)", "reward (the recipe's scale)"),
+    "reward_spread": (("reward_std", "frac_reward_zero_std"), "Reward spread within a group of completions",
+                      "reward std; fraction of groups"),  # zero-std groups carry no gradient
     # the reward-hacking watch (grpo/rewards/policy.py): does the list get more precise and B: choose, or only longer?
-    "watch": ("watch/precision", "watch/b_legal", "watch/selection", "watch/b_best_e", "watch/first_share"),
-    "watch_distinct_moves": ("watch/distinct",),
-    "watch_listed_errors": ("watch/err_*",),
-    "policy_cp_loss": ("policy/cp_loss",),  # centipawns: apart from the fractions below
-    "reward_components_policy": ("policy/*",),
-    "reward_components_env": ("env/*",),
-    "kl": ("kl",),
-    "beta": ("beta",),
-    "clip_fraction": ("clip_ratio/*",),
-    "entropy": ("entropy",),
-    "lengths": ("completions/*length*",),  # tokens
-    "truncated": ("completions/clipped_ratio",),  # a fraction: apart from the token counts
-    "learning_rate": ("learning_rate",),
-    "step_time": ("step_time",),
-    "loss": ("loss", "replay_loss"),
-    "grad_norm": ("grad_norm",),
+    "watch": (("watch/precision", "watch/b_legal", "watch/selection", "watch/b_best_e", "watch/first_share"),
+              "Reward-hacking watch: listed moves and B:", "fraction of answers (selection: a difference)"),
+    "watch_distinct_moves": (("watch/distinct",), "Distinct moves listed per answer", "moves"),
+    "watch_listed_errors": (("watch/err_*",), "Why listed moves are illegal", "fraction of listed moves"),
+    # centipawns: apart from the fractions below
+    "policy_cp_loss": (("policy/cp_loss",), "Centipawn loss of the B: move (P:)", "centipawns"),
+    "reward_components_policy": (("policy/*",), "P: reward components", "fraction of P: answers (mean score)"),
+    "reward_components_env": (("env/*",), "A: reward components", "fraction of A: answers (mean score)"),
+    "kl": (("kl",), "KL divergence to the reference model", "nats per token"),
+    "beta": (("beta",), "KL coefficient beta", "beta (log scale)"),
+    "clip_fraction": (("clip_ratio/*",), "Clipped probability ratios (PPO clip)", "fraction of tokens"),
+    "entropy": (("entropy",), "Policy entropy", "nats per token"),
+    "lengths": (("completions/*length*",), "Completion lengths", "tokens"),
+    "truncated": (("completions/clipped_ratio",), "Completions cut at max_completion_length",
+                  "fraction of completions"),  # a fraction: apart from the token counts
+    "learning_rate": (("learning_rate",), "Learning rate", "learning rate (log scale)"),
+    "step_time": (("step_time",), "Time per optimizer step", "seconds"),
+    "loss": (("loss", "replay_loss"), "Training loss", "loss per token"),
+    "grad_norm": (("grad_norm",), "Gradient norm before clipping", "L2 norm"),
     # value_baseline: can the head predict the returns (> 0), and does GAE stay centred and on scale?
-    "value_explained_variance": ("value/explained_variance*", "value/gae_used"),
-    "value_loss": ("value/loss", "value/grad_norm", "value/mean"),
-    "advantages": ("adv/*",),  # ema/adaptive/value baselines: mean ~0, std ~1 per task
-    "eval": ("eval/*",),
-}
-# panel -> (title, y-axis label with its unit)
-AXES: dict[str, tuple[str, str]] = {
-    "learning_curve": ("Held-out skill during training (greedy answers)", "fraction of held-out prompts"),
-    "reward": ("Training reward (batch mean)", "reward (the recipe's scale)"),
-    "reward_spread": ("Reward spread within a group of completions", "reward std; fraction of groups"),
-    "watch": ("Reward-hacking watch: listed moves and B:", "fraction of answers (selection: a difference)"),
-    "watch_distinct_moves": ("Distinct moves listed per answer", "moves"),
-    "watch_listed_errors": ("Why listed moves are illegal", "fraction of listed moves"),
-    "policy_cp_loss": ("Centipawn loss of the B: move (P:)", "centipawns"),
-    "reward_components_policy": ("P: reward components", "fraction of P: answers (mean score)"),
-    "reward_components_env": ("A: reward components", "fraction of A: answers (mean score)"),
-    "kl": ("KL divergence to the reference model", "nats per token"),
-    "beta": ("KL coefficient beta", "beta (log scale)"),
-    "clip_fraction": ("Clipped probability ratios (PPO clip)", "fraction of tokens"),
-    "entropy": ("Policy entropy", "nats per token"),
-    "lengths": ("Completion lengths", "tokens"),
-    "truncated": ("Completions cut at max_completion_length", "fraction of completions"),
-    "learning_rate": ("Learning rate", "learning rate (log scale)"),
-    "step_time": ("Time per optimizer step", "seconds"),
-    "loss": ("Training loss", "loss per token"),
-    "grad_norm": ("Gradient norm before clipping", "L2 norm"),
-    "value_explained_variance": (
-        "Value head: explained variance of the returns",
-        "explained variance (1: all)",
-    ),
-    "value_loss": ("Value head: loss, gradient norm, mean value", "loss / norm / value"),
-    "advantages": ("Advantages per task", "advantage (group std units)"),
-    "eval": ("Held-out evaluation during training", "figure (fractions; cp_loss in centipawns)"),
-}
+    "value_explained_variance": (("value/explained_variance*", "value/gae_used"),
+                                 "Value head: explained variance of the returns", "explained variance (1: all)"),
+    "value_loss": (("value/loss", "value/grad_norm", "value/mean"), "Value head: loss, gradient norm, mean value",
+                   "loss / norm / value"),
+    # ema/adaptive/value baselines: mean ~0, std ~1 per task
+    "advantages": (("adv/*",), "Advantages per task", "advantage (group std units)"),
+    "eval": (("eval/*",), "Held-out evaluation during training", "figure (fractions; cp_loss in centipawns)"),
+}  # fmt: skip
+
 NAMES = {  # metric key -> the legend's name (others: human_name's rule)
-    "reward": "total reward",
-    "reward_std": "reward std in a group",
-    "frac_reward_zero_std": "groups with one reward (no gradient)",
-    "kl": "KL (logged estimator)",
-    "completions/clipped_ratio": "cut at max length",
-    "loss": "policy loss",
-    "replay_loss": "replay loss (A: truths)",
-    "watch/b_legal": "B: legal",
-    "watch/b_best_e": "B: = best E:",
-    "watch/first_share": "one common first move",
-    "watch/precision": "listed moves legal",
-    "watch/selection": "B: legal above chance",
-    "policy/best": "B: move score",
-    "policy/best_legal": "B: legal",
-    "policy/best_top1": "B: = engine's top 1",
-    "policy/best_top5": "B: in engine's top 5",
-    "policy/b_field": "B: field score",
-    "policy/candidates": "listed moves in top 5",
-    "policy/legal_moves": "listed moves legal",
-    "policy/evals": "E: evaluations score",
-    "policy/evals_top5": "E: of top-5 moves score",
-    "env/fen_exact": "next FEN exact",
-    "env/fen_valid": "next FEN valid",
-    "env/fen_similarity": "next FEN similarity",
-    "env/placement": "pieces placed right",
-    "env/side": "side to move right",
+    "reward": "total reward", "reward_std": "reward std in a group",
+    "frac_reward_zero_std": "groups with one reward (no gradient)", "kl": "KL (logged estimator)",
+    "completions/clipped_ratio": "cut at max length", "loss": "policy loss",
+    "replay_loss": "replay loss (A: truths)", "watch/b_legal": "B: legal", "watch/b_best_e": "B: = best E:",
+    "watch/first_share": "one common first move", "watch/precision": "listed moves legal",
+    "watch/selection": "B: legal above chance", "policy/best": "B: move score", "policy/best_legal": "B: legal",
+    "policy/best_top1": "B: = engine's top 1", "policy/best_top5": "B: in engine's top 5",
+    "policy/b_field": "B: field score", "policy/candidates": "listed moves in top 5",
+    "policy/legal_moves": "listed moves legal", "policy/evals": "E: evaluations score",
+    "policy/evals_top5": "E: of top-5 moves score", "env/fen_exact": "next FEN exact",
+    "env/fen_valid": "next FEN valid", "env/fen_similarity": "next FEN similarity",
+    "env/placement": "pieces placed right", "env/side": "side to move right",
     "env/reward_value": "reward value right",
     **{f.key: f.label for f in HEADLINE},
-}
+}  # fmt: skip
 MAX_SERIES = 6  # per panel: more are split over panel_2.png, ...
 STYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (1, 1)))  # with tab10's colours: each series apart
 SKIP = {"step", "epoch", "time"}
@@ -128,9 +95,7 @@ def moving_average(values: list[float], window: int) -> list[float]:
     >>> moving_average([1.0, 2.0, 3.0, 4.0], 2)
     [1.0, 1.5, 2.5, 3.5]
     """
-    sums = [0.0]
-    for v in values:
-        sums.append(sums[-1] + v)
+    sums = [0.0, *itertools.accumulate(values)]
     return [(sums[i + 1] - sums[max(0, i + 1 - window)]) / min(i + 1, window) for i in range(len(values))]
 
 
@@ -170,7 +135,7 @@ def series(rows: list[dict]) -> dict[str, tuple[list[float], list[float]]]:
 def panel_keys(keys) -> dict[str, list[str]]:
     """panel -> the keys it plots (each key in its first matching panel)."""
     taken, out = set(), {}
-    for panel, patterns in PANELS.items():
+    for panel, (patterns, _, _) in PANELS.items():
         chosen = [k for k in sorted(keys) if k not in taken and any(fnmatch.fnmatch(k, p) for p in patterns)]
         if chosen:
             out[panel] = chosen
@@ -199,7 +164,7 @@ def figures(panels: dict[str, list[str]]) -> list[tuple[str, str, str, list[str]
     panel.png, panel_2.png, ... with "(1 of 2)" in the title."""
     out = []
     for panel, keys in panels.items():
-        title, ylabel = AXES.get(panel, (panel.replace("_", " "), "value"))
+        _, title, ylabel = PANELS[panel]
         size = math.ceil(len(keys) / math.ceil(len(keys) / MAX_SERIES))  # 13 keys: 5, 5, 3, not 6, 6, 1
         chunks = [keys[i : i + size] for i in range(0, len(keys), size)]
         for i, chunk in enumerate(chunks):
@@ -251,14 +216,10 @@ def summary(run: str, rows: list[dict], data: dict, panels: dict[str, list[str]]
     steps = [r["step"] for r in rows if "step" in r]
     lines = [f"# Training report: `{run}`", ""]
     lines += [f"{len(rows)} log rows, steps {min(steps, default='-')} to {max(steps, default='-')}.", ""]
-    trend = quarter_trend(data["reward"][1]) if "reward" in data else None
-    if trend:
+    if trend := quarter_trend(data.get("reward", ([], []))[1]):
         first, last, (low, high) = trend
-        lines += [
-            f"Training reward: first quarter {first:.3f}, last quarter {last:.3f}, "
-            f"difference {last - first:+.3f} [{low:+.3f}, {high:+.3f}] (95%).",
-            "",
-        ]
+        lines += [f"Training reward: first quarter {first:.3f}, last quarter {last:.3f}, "
+                  f"difference {last - first:+.3f} [{low:+.3f}, {high:+.3f}] (95%).", ""]  # fmt: skip
     lines += ["| key | first | last | min | max |", "|---|---|---|---|---|"]
     for keys in panels.values():
         for key in keys:
@@ -301,30 +262,29 @@ WATCH_LINE = {"precision": "precision", "selection": "selection", "distinct": "d
               "b_best_e": "B: = best E:", "first_share": "top first move"}  # fmt: skip
 
 
-def watch_line(rows: list[dict], first: int = 10, last: int = 30) -> str | None:
-    """The watch's figures over the first `first` logged steps -> the last `last`: gaming shows here first."""
-    figures = series(rows)
+def watch_line(figures: dict) -> str | None:
+    """The watch's figures (of `series`) over the first 10 logged steps -> the last 30: gaming shows here first."""
     parts = []
     for name, label in WATCH_LINE.items():
         values = figures.get(f"watch/{name}", ([], []))[1]
-        if len(values) >= first + last:
-            a, b = statistics.fmean(values[:first]), statistics.fmean(values[-last:])
-            parts.append(f"{label} {a:.2f} -> {b:.2f}")
-    return f"  watch (first {first} -> last {last} steps) " + ", ".join(parts) if parts else None
+        if len(values) >= 40:
+            parts.append(
+                f"{label} {statistics.fmean(values[:10]):.2f} -> {statistics.fmean(values[-30:]):.2f}"
+            )
+    return "  watch (first 10 -> last 30 steps) " + ", ".join(parts) if parts else None
 
 
-def value_line(rows: list[dict], last: int = 10) -> str | None:
-    """With value_baseline: the head's explained variance of the returns (last `last` steps, max) and on how many
-    steps GAE gave the advantages (the others kept the group baseline's: the head had not reached
+def value_line(figures: dict) -> str | None:
+    """With value_baseline: the head's explained variance of the returns (of `series`: last 10 steps, max) and on
+    how many steps GAE gave the advantages (the others kept the group baseline's: the head had not reached
     value_warmup_ev) and the head's largest gradient norm before clipping."""
-    figures = series(rows)
     ev = [v for v in figures.get("value/explained_variance", ([], []))[1] if not math.isnan(v)]
     used = figures.get("value/gae_used", ([], []))[1]
     norms = figures.get("value/grad_norm", ([], []))[1]
     if not ev or not used:
         return None
     line = (
-        f"  value head       explained variance last {min(last, len(ev))} steps {statistics.fmean(ev[-last:]):.2f} "
+        f"  value head       explained variance last {min(10, len(ev))} steps {statistics.fmean(ev[-10:]):.2f} "
         f"(max {max(ev):.2f}); GAE on {sum(used):.0f} of {len(used)} steps, the group baseline on the rest"
     )
     return line + (f"; gradient norm max {max(norms):.3g}" if norms else "")
@@ -354,19 +314,16 @@ def run_summary(run: str, metrics: str = "metrics.jsonl", start_step: int = 0) -
     lines = [f"run summary: {run}"]
     path = os.path.join(run, metrics)
     rows = read_jsonl(path) if os.path.isfile(path) else []
+    figures = series(rows)
     if steps := steps_line(rows, start_step):
         lines.append(steps)
-    rewards = series(rows).get("reward", ([], []))[1]
-    if trend := quarter_trend(rewards):
+    if trend := quarter_trend(figures.get("reward", ([], []))[1]):
         first, last, (low, high) = trend
         lines.append(
             f"  training reward  first quarter {first:.3f} -> last quarter {last:.3f}  "
             f"{last - first:+.3f} [{low:+.3f}, {high:+.3f}]"
         )
-    if watch := watch_line(rows):
-        lines.append(watch)
-    if value := value_line(rows):
-        lines.append(value)
+    lines += filter(None, (watch_line(figures), value_line(figures)))
     eval_json = os.path.join(run, "eval", "eval.json")
     if os.path.isfile(eval_json):
         with open(eval_json) as f:
@@ -384,13 +341,8 @@ def run_summary(run: str, metrics: str = "metrics.jsonl", start_step: int = 0) -
                 f"  {figure.label:<41}{before:>7} -> {after:>7}  {delta} [{low}, {high}]{sig} (n={row['model']['n']})"
             )
     outputs = [
-        os.path.join(run, p)
-        for p in (
-            "final",
-            os.path.join("eval", "eval.md"),
-            os.path.join("report", "report.md"),
-            "completions",
-        )
+        os.path.join(run, *p)
+        for p in (["final"], ["eval", "eval.md"], ["report", "report.md"], ["completions"])
     ]
     lines.append(f"  outputs: {', '.join(p for p in outputs if os.path.exists(p))}")
     return "\n".join(lines)

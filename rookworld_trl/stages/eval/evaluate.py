@@ -10,11 +10,8 @@ games; BIG-bench `checkmate_in_one` too when --bigbench names its task.json), ta
 `rookworld data generate --tactics` data named by --tactics: mate in one, mate in two's first move and only-move
 accuracy, from games no training tactic comes from), selfplay, match (against Stockfish at --skill_level). Items are drawn once with --seed, so model and baseline answer the same
 positions; each figure comes with a 95% interval and, with a baseline, a paired interval of the difference.
-The published RookWorld-LM figures (docs/FORMATS.md) appear beside the figures they correspond to.
-B:'s quality beside its legality: top5_move_accuracy (B: is one of the engine's top 5 moves) and
-best_move_loss (B:'s expected-score loss against the engine's best move, as the policy reward computes it;
-lower is better; an illegal or missing B: counts as the worst loss, 1.0, so writing fewer legal moves
-cannot improve it).
+The published RookWorld-LM figures (docs/FORMATS.md) appear beside the figures they correspond to; B:'s quality
+beside its legality: see `rookworld eval --help`.
 
 The in-training eval (a small policy + environment evaluation every N steps) is rookworld_trl/stages/grpo.py's
 EvalCallback.
@@ -52,6 +49,7 @@ from rookworld_trl.data.files import fen4
 from rookworld_trl.data.puzzles import load_bigbench_checkmate
 from rookworld_trl.grpo.rewards.policy import label_analysis
 from rookworld_trl.stages.eval.suites import (
+    EVAL_CLIP,
     Metric,
     SuiteDecoding,
     delta_interval,
@@ -130,14 +128,9 @@ def data_labels(dataset, engine: EnginePool) -> dict:
 # ------------------------------------------------------------------------------------------- the suites
 
 
-def decoding(args, items: EvalItems, names: str | None = None) -> SuiteDecoding:
-    """How every generating suite decodes (`names`: args.decodings); P: prompts at the items' FEN width."""
-    return SuiteDecoding(tuple((names or args.decodings).split(",")), args.temperature, args.top_k,
-                         args.max_new_tokens, args.seed, items.fen_width)  # fmt: skip
-
-
 SUITES = ("policy", "env", "mate", "tactics", "selfplay", "match")  # in the order they run and are reported
 DATA_SUITES = ("policy", "env")  # the suites that read the held-out data's drawn rows
+NEEDS_DATA = "the policy and env suites need held-out data: pass --data (see `rookworld data`)"
 ENGINE_SUITES = ("policy", "match")  # the suites that ask Stockfish
 
 
@@ -199,7 +192,10 @@ def run_suites(
 ) -> dict[str, dict[str, Metric]]:
     """{suite: {figure: Metric}} of one model, the suites in SUITES' order; `args` carries the decoding and game
     settings; `engine` searches a legal B: outside a position's analysis (policy_suite)."""
-    settings, sampled = decoding(args, items), decoding(args, items, "sampled")
+    # how every generating suite decodes; P: prompts at the items' FEN width; the games sample
+    settings = SuiteDecoding(tuple(args.decodings.split(",")), args.temperature, args.top_k, args.max_new_tokens,
+                             args.seed, items.fen_width)  # fmt: skip
+    sampled = dataclasses.replace(settings, names=("sampled",))
     out = {}
     if "policy" in suites:
         out["policy"] = policy_suite(
@@ -297,13 +293,9 @@ def markdown(summary: dict, settings: dict) -> str:
         ]
     lines += [PUBLISHED_NOTE, ""]
     if found := settings.get("in_training_data"):
-        parts = ", ".join(f"{name} {c['in']} of {c['of']}" for name, c in found["items"].items())
-        lines += [f"Items in the training data (`{found['source']}`, by position): {parts or 'none'}.", ""]
-    head = (
-        ["figure", "model", "95% CI", "n"]
-        + (["baseline", "Δ", "Δ 95% CI"] if has_base else [])
-        + ["published (124M)"]
-    )
+        lines += [f"Items in the training data (`{found['source']}`, by position): {counted(found)}.", ""]
+    head = ["figure", "model", "95% CI", "n"] + (["baseline", "Δ", "Δ 95% CI"] if has_base else [])
+    head += ["published (124M)"]
     for suite, rows in summary.items():
         for title, part in ((suite, False), (f"{suite} by transition kind", True)):
             selected = {k: r for k, r in rows.items() if k.startswith("kind=") == part}
@@ -414,14 +406,8 @@ def versions(stockfish_path: str | None) -> dict:
 
     with chess.engine.SimpleEngine.popen_uci(find_stockfish(stockfish_path)) as engine:
         stockfish = engine.id.get("name", "?")
-    return {
-        "rookworld_trl": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "trl": trl.__version__,
-        "chess": chess.__version__,
-        "stockfish": stockfish,
-    }
+    packages = {m.__name__: m.__version__ for m in (torch, transformers, trl, chess)}
+    return {"rookworld_trl": __version__, **packages, "stockfish": stockfish}
 
 
 def read_data(args: EvalSettings, suites: Sequence[str]):
@@ -431,7 +417,7 @@ def read_data(args: EvalSettings, suites: Sequence[str]):
 
     needs_data = any(name in suites for name in DATA_SUITES)
     if needs_data and not args.data:
-        raise ValueError("the policy and env suites need held-out data: pass --data (see `rookworld data`)")
+        raise ValueError(NEEDS_DATA)
     return eval_data(args.data if needs_data else None, args.split, args.fen_width,
                      args.tactics if "tactics" in suites else None, args.train_data, args.train_split)  # fmt: skip
 
@@ -443,9 +429,7 @@ def prepare_items(args: EvalSettings, suites: Sequence[str], engine: EnginePool,
     items = EvalItems(fen_width=args.fen_width or FEN_WIDTH)
     if any(name in suites for name in DATA_SUITES):
         if data.held_out is None:
-            raise ValueError(
-                "the policy and env suites need held-out data: pass --data (see `rookworld data`)"
-            )
+            raise ValueError(NEEDS_DATA)
         from rookworld_trl.data.layout import iter_column  # here: data pulls in the dataset tooling
 
         items.fen_width = fen_width_of(iter_column(data.held_out, "prompt")) or FEN_WIDTH  # the data's own
@@ -504,10 +488,14 @@ def items_in_training(items: EvalItems, data) -> dict:
     return {"source": data.source, "split": data.train_split, "positions": len(seen), "items": counts}
 
 
+def counted(found: dict) -> str:
+    """items_in_training's counts: 'policy 2 of 5, env 1 of 2', or 'none'."""
+    return ", ".join(f"{name} {c['in']} of {c['of']}" for name, c in found["items"].items()) or "none"
+
+
 def training_line(found: dict) -> str:
     """The items-in-training-data figures in one line."""
-    parts = ", ".join(f"{name} {c['in']} of {c['of']}" for name, c in found["items"].items())
-    return f"items in the training data ({found['source']}, split {found['split']}, by position): {parts or 'none'}"
+    return f"items in the training data ({found['source']}, split {found['split']}, by position): {counted(found)}"
 
 
 def model_generate(name: str, args: EvalSettings):
@@ -572,7 +560,7 @@ def evaluate(args: EvalSettings | str | None = None, /, run_data=None, **setting
         raise ValueError("evaluate: name the model to evaluate (EvalSettings.model)")
     if args.data is None:  # as `rookworld eval`: the embedded test split
         args = dataclasses.replace(args, data=CLI_DEFAULTS["data"])
-    resolve_paths(args, "model", "baseline", "data", "train_data", "tactics")
+    resolve_paths(args, "model", "baseline", "data", "train_data", "tactics")  # as given, else bundled
     suites = args.suite_list()
     from rookworld_trl.model.source import model_source
 
@@ -602,29 +590,12 @@ def evaluate(args: EvalSettings | str | None = None, /, run_data=None, **setting
 
         results = run(args.model)
         baseline = run(args.baseline) if args.baseline else None
-    settings = {
-        "model": args.model,
-        "baseline": args.baseline,
-        "data": args.data,
-        "split": args.split,
-        "fen_width": widths,
-        "suites": suites,
-        "seed": args.seed,
-        "engine_limit": limit.key(),
-        "multipv": MULTIPV,
-        "decodings": args.decodings,
-        "temperature": args.temperature,
-        "top_k": args.top_k,
-        "max_new_tokens": args.max_new_tokens,
-        "sizes": sizes(items, args),
-        "bigbench": args.bigbench,
-        "in_training_data": found,
-        "tactics": args.tactics,
-        "max_plies": args.max_plies,
-        "skill_level": args.skill_level,
-        "eval_clip_pawns": 10.0,
-        "versions": versions(args.stockfish),
-    }
+    given = lambda *names: {name: getattr(args, name) for name in names}  # noqa: E731
+    settings = {**given("model", "baseline", "data", "split"), "fen_width": widths, "suites": suites,
+                "seed": args.seed, "engine_limit": limit.key(), "multipv": MULTIPV,
+                **given("decodings", "temperature", "top_k", "max_new_tokens"), "sizes": sizes(items, args),
+                "bigbench": args.bigbench, "in_training_data": found, **given("tactics", "max_plies", "skill_level"),
+                "eval_clip_pawns": EVAL_CLIP, "versions": versions(args.stockfish)}  # fmt: skip
     figures = summarize(results, baseline, args.seed)
     paths = write_outputs(figures, settings, args.out)
     print(f"rookworld eval: wrote {', '.join(paths.values())}")
@@ -653,19 +624,14 @@ def parse_args(argv: list[str] | None) -> EvalSettings:
             help=f.metadata.get("help", f.name.replace("_", " ")),
             **({} if f.name == "model" else {"default": CLI_DEFAULTS.get(f.name, f.default)}),
         )
-    settings = EvalSettings(**vars(p.parse_args(argv)))
-    # as given (the working directory), else bundled
-    resolve_paths(settings, "model", "baseline", "data", "train_data", "tactics")
-    return settings
+    return EvalSettings(**vars(p.parse_args(argv)))  # its paths: resolved by `evaluate`
 
 
 CLI_DEFAULTS = {"data": "rookworld_trl/assets/data"}  # `rookworld eval MODEL`: the embedded test split
 
 
 def main(argv: list[str] | None = None) -> int:
-    paths = evaluate(parse_args(argv))
-    with open(paths["md"]) as f:  # the figures on the console too, not only in the files
-        print(f.read().rstrip())
+    print(evaluate(parse_args(argv)))  # the figures (eval.md) on the console too, not only in the files
     return 0
 
 

@@ -91,8 +91,13 @@ class Metric:
         if self.weights is None and np.isin(x, (0.0, 1.0)).all():
             return wilson(int(x.sum()), len(x))
         idx = np.random.default_rng(seed).integers(0, len(x), (BOOTSTRAP_RESAMPLES, len(x)))
-        means = np.sum(x[idx] * w[idx], axis=1) / np.maximum(np.sum(w[idx], axis=1), 1e-12)
+        means = resampled_means(x, w, idx)
         return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def resampled_means(x: np.ndarray, w: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The weighted mean of each bootstrap resample (a row of item indices `idx`)."""
+    return np.sum(x[idx] * w[idx], axis=1) / np.maximum(np.sum(w[idx], axis=1), 1e-12)
 
 
 def wilson(successes: int, n: int) -> tuple[float, float]:
@@ -109,28 +114,20 @@ def delta_interval(a: Metric, b: Metric, seed: int = 0) -> tuple[float, float] |
     Same number of items: a paired bootstrap over the items both define (same positions for both
     models; for games, pairing independent games is harmless). Otherwise each side is resampled alone.
     """
+    paired = len(a.values) == len(b.values)
+    if paired:  # the items both define
+        both = [i for i, (x, y) in enumerate(zip(a.values, b.values, strict=True)) if None not in (x, y)]
+        a, b = (
+            Metric([m.values[i] for i in both], m.weights and [m.weights[i] for i in both]) for m in (a, b)
+        )
+    (xa, va), (xb, vb) = a.defined(), b.defined()
+    if not len(xa) or not len(xb):
+        return None
     rng = np.random.default_rng(seed)
-    wa, wb = a.weights or [1.0] * len(a.values), b.weights or [1.0] * len(b.values)
-    if len(a.values) == len(b.values):
-        keep = [
-            i
-            for i, (x, y) in enumerate(zip(a.values, b.values, strict=True))
-            if x is not None and y is not None
-        ]
-        if not keep:
-            return None
-        xa, xb = (np.array([m.values[i] for i in keep], float) for m in (a, b))
-        va, vb = (np.array([w[i] for i in keep], float) for w in (wa, wb))
-        ia = ib = rng.integers(0, len(keep), (BOOTSTRAP_RESAMPLES, len(keep)))
-    else:
-        (xa, va), (xb, vb) = a.defined(), b.defined()
-        if not len(xa) or not len(xb):
-            return None
-        ia = rng.integers(0, len(xa), (BOOTSTRAP_RESAMPLES, len(xa)))
-        ib = rng.integers(0, len(xb), (BOOTSTRAP_RESAMPLES, len(xb)))
-    ma = np.sum(xa[ia] * va[ia], axis=1) / np.maximum(np.sum(va[ia], axis=1), 1e-12)
-    mb = np.sum(xb[ib] * vb[ib], axis=1) / np.maximum(np.sum(vb[ib], axis=1), 1e-12)
-    return float(np.quantile(ma - mb, 0.025)), float(np.quantile(ma - mb, 0.975))
+    ia = rng.integers(0, len(xa), (BOOTSTRAP_RESAMPLES, len(xa)))
+    ib = ia if paired else rng.integers(0, len(xb), (BOOTSTRAP_RESAMPLES, len(xb)))
+    delta = resampled_means(xa, va, ia) - resampled_means(xb, vb, ib)
+    return float(np.quantile(delta, 0.025)), float(np.quantile(delta, 0.975))
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -185,21 +182,20 @@ GREEDY, SAMPLED = SuiteDecoding(), SuiteDecoding(("sampled",))  # the suites' de
 # ----------------------------------------------------------------------------------------------- policy
 
 
+EVAL_CLIP = 10.0  # pawns: mate scores (999.97) would swamp the mean error of ordinary positions
+
+
 def policy_figures(
-    fen: str,
-    completion: str,
-    analysis: Sequence[MoveEval],
-    eval_clip: float,
-    move_cps: dict[str, int | None] | None = None,
+    fen: str, completion: str, analysis: Sequence[MoveEval], move_cps: dict[str, int | None] | None = None
 ) -> dict:
     """Per-position figures of one P: completion against the engine's best-first analysis; `move_cps`: the
-    engine's evals of written moves outside it (best_move_cps)."""
+    engine's evals of written moves outside it (policy_suite)."""
     parsed = parse_policy_completion(completion)
     top = [e.move for e in analysis]
     said = dict(zip(parsed.moves, parsed.evals, strict=False))  # a short E: list pairs with the first moves
 
-    def clip(x: float) -> float:  # mate scores (999.97) would swamp the mean error of ordinary positions
-        return max(-eval_clip, min(eval_clip, x))
+    def clip(x: float) -> float:
+        return max(-EVAL_CLIP, min(EVAL_CLIP, x))
 
     errors = [abs(clip(said[e.move]) - clip(e.pawns)) for e in analysis if e.move in said]
     board = chess.Board(fen)
@@ -230,14 +226,8 @@ def policy_figures(
 
 
 WATCHED = ("precision", "distinct", "selection", "b_best_e")
-NOT_RATES = {
-    "eval_mae",
-    "reward_mae",
-    "reward",
-    "watch/distinct",
-    "watch/selection",
-    "best_move_loss",
-}  # figures shown as numbers, not percentages
+# figures shown as numbers, not percentages
+NOT_RATES = {"eval_mae", "reward_mae", "reward", "watch/distinct", "watch/selection", "best_move_loss"}
 LOWER_IS_BETTER = {"best_move_loss"}  # marked so in the tables
 POLICY_REFERENCE = {"best_move_accuracy": 0.166, "top5_move_accuracy": 0.392}
 
@@ -248,7 +238,6 @@ def policy_suite(
     analyses: Sequence[Sequence[MoveEval]],
     *,
     decoding: SuiteDecoding = GREEDY,
-    eval_clip: float = 10.0,
     engine: EnginePool | None = None,
 ) -> dict[str, Metric]:
     """P: on held-out positions; figures named "<decoding>/<figure>". Positions need a non-empty analysis.
@@ -258,9 +247,13 @@ def policy_suite(
         raise ValueError("policy_suite: every position needs an engine analysis (no game-over positions)")
     out = {}
     for dec, completions in decoding.answers(generate, fens, "policy"):
-        cps = best_move_cps(engine, fens, analyses, completions) if engine else [None] * len(fens)
+        # per answer, {B:: the engine's eval, None if illegal} for a B: its analysis does not list, searched as
+        # the training reward searches it (PolicyGrader.move_cps; B: only, the M: list is not searched)
+        parsed = [parse_policy_completion(c) for c in completions]
+        only_best = [ParsedPolicy(best=p.best) if p.ok else p for p in parsed]
+        cps = PolicyGrader(engine).move_cps(fens, analyses, only_best) if engine else [None] * len(fens)
         answers = zip(fens, completions, analyses, cps, strict=True)
-        rows = [policy_figures(fen, c, a, eval_clip, m) for fen, c, a, m in answers]
+        rows = [policy_figures(fen, c, a, m) for fen, c, a, m in answers]
         for name in rows[0] if rows else []:
             reference = POLICY_REFERENCE.get(name) if dec == "greedy" else None
             percent, lower = name not in NOT_RATES, name in LOWER_IS_BETTER
@@ -268,19 +261,6 @@ def policy_suite(
                 [r[name] for r in rows], percent=percent, reference=reference, lower_is_better=lower
             )
     return out
-
-
-def best_move_cps(
-    engine: EnginePool,
-    fens: Sequence[str],
-    analyses: Sequence[Sequence[MoveEval]],
-    completions: Sequence[str],
-) -> list[dict[str, int | None]]:
-    """Per answer, {B:: the engine's eval, None if illegal} for a B: its analysis does not list, searched
-    as the training reward searches it (PolicyGrader.move_cps; B: only, the M: list is not searched)."""
-    parsed = [parse_policy_completion(c) for c in completions]
-    only_best = [ParsedPolicy(best=p.best) if p.ok else p for p in parsed]
-    return PolicyGrader(engine).move_cps(fens, analyses, only_best)
 
 
 # ---------------------------------------------------------------------------------------------- environment
@@ -303,15 +283,9 @@ def env_figures(prompt: str, completion: str) -> dict:
     }
 
 
-ENV_REFERENCE = {
-    "invalid": 0.0,
-    "next_state_accuracy": 0.9961,
-    "next_state_similarity": 0.9999,
-    "reward_accuracy": 0.9911,
-    "reward_mae": 0.0084,
-    "terminated_accuracy": 0.9913,
-    "truncated_accuracy": 0.9998,
-}
+ENV_REFERENCE = {"invalid": 0.0, "next_state_accuracy": 0.9961, "next_state_similarity": 0.9999,
+                 "reward_accuracy": 0.9911, "reward_mae": 0.0084, "terminated_accuracy": 0.9913,
+                 "truncated_accuracy": 0.9998}  # fmt: skip
 
 
 def env_suite(
@@ -340,28 +314,22 @@ def env_suite(
 # ---------------------------------------------------------------------------------------------- mate in one
 
 
-def find_mate_in_one(
-    n: int,
-    seed: int = 0,
-    engine: EnginePool | None = None,
-    min_ply: int = 8,
-    max_plies: int = 300,
-    max_games: int = 100_000,
-) -> list[str]:
-    """FENs of `n` positions with a mate in one, from seeded random games (one per game, the first found).
+def find_mate_in_one(n: int, seed: int = 0, engine: EnginePool | None = None) -> list[str]:
+    """FENs of `n` positions with a mate in one, from seeded random games (one per game, the first found from
+    ply 8; a game stops at ply 300; at most 100,000 games).
 
     python-chess finds the mating move; with `engine` (an EnginePool), Stockfish must agree that the
     position is mate in 1, else the position is dropped.
     """
     rng, fens = random.Random(seed), []
-    for _ in range(max_games):
+    for _ in range(100_000):
         if len(fens) == n:
             break
         board = chess.Board()
-        for ply in range(max_plies):
+        for ply in range(300):
             if board.is_game_over():
                 break
-            if ply >= min_ply and mating_moves(board):
+            if ply >= 8 and mating_moves(board):
                 fens.append(board.fen())
                 break
             board.push(rng.choice(list(board.legal_moves)))
