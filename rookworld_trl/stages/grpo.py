@@ -230,16 +230,15 @@ def parse(argv: list[str] | None = None):
     return script, args, model_args
 
 
-def load_run_data(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
-    """The run's RunData (data/load.py), read once with one set of DataOptions; records its FEN width (for
-    training, replay and eval prompts) in the model's config.json and in script.fen_width. The FEN width is
+def data_options(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
+    """The run's DataOptions (data/load.py): one set for every read of the run's data. The FEN width is
     fen_width when set, else the one the model was trained at (its config.json), else the data's; a puzzle file
     is labelled at the reward's engine limit, into the engine's cache."""
     from rookworld_trl.chess.engine import EngineLimit
-    from rookworld_trl.data.load import DataOptions, run_data
+    from rookworld_trl.data.load import DataOptions
 
     curve = bool(script.eval_every_steps) and not 0 < args.max_steps < script.eval_every_steps
-    options = DataOptions(
+    return DataOptions(
         source=script.dataset_name, train_split=script.dataset_train_split, test_split=script.dataset_test_split,
         mix_env_ratio=script.mix_env_ratio, seed=args.seed, max_samples=script.dataset_max_samples,
         fen_width=script.fen_width or trained_fen_width(model), skip_bad_rows=script.skip_bad_rows,
@@ -250,7 +249,14 @@ def load_run_data(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model)
         tactics_train=script.tactics_ratio > 0 or script.tactics_replay_coef > 0,
         tactics_test=script.eval_samples > 0 and script.eval_tactics_samples > 0,
     )  # fmt: skip
-    data = run_data(options)
+
+
+def load_run_data(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
+    """The run's RunData, read once; records its FEN width (for training, replay and eval prompts) in the
+    model's config.json and in script.fen_width."""
+    from rookworld_trl.data.load import run_data
+
+    data = run_data(data_options(script, args, model))
     script.fen_width = train_at_fen_width(model, data.fen_width)
     return data
 
