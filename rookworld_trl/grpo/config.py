@@ -213,7 +213,8 @@ class RookWorldGRPOConfig(GRPOConfig):
         "Field credit: add this x B:'s choice to the advantage of B: and of the listed move it copies: "
         "B:'s value (0.4 legal + 0.6 engine quality) minus the mean value of the answer's listed moves, so "
         "that picking the best of one's own list pays even where the whole group picks alike (grpo/credit.py). "
-        "0: off (at 1.0 the main job gained +5.1 / -2.1 on two seeds with top 5 lower: docs/EXPERIMENTS.md).",
+        "0: off. 1.0 in the main job's recipe: on the stage-7 model ahead of 0 on every P: figure (top 5 "
+        "+2.6 / +3.2 against +1.2 / +1.0 on validation); on the weaker stage 5 it lost (docs/EXPERIMENTS.md).",
     )
     # ---- supervised replay of the training rows' reference completions (replay.py) ----
     replay_coef: float = helped(
