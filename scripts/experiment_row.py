@@ -54,7 +54,7 @@ def metrics_cells(rows: list[dict]) -> list[str]:
     data = series(rows)
     first, last, (lo, hi) = quarter_trend(data["reward"][1])
     cells = [f"reward trend {interval(last - first, lo, hi, False)}"]
-    if value := value_line(rows):
+    if value := value_line(data):
         cells.append(" ".join(value.split()))
     runtime = [r["train_runtime"] for r in rows if "train_runtime" in r]
     if runtime:
