@@ -1,10 +1,6 @@
-"""The baselines of the `baseline` option (its fields: grpo/config.py): rewards per row and task, the EMA/adaptive
-running baseline (`running_advantages`, called by grpo/trainer.py's advantages step; its state lives in the
-trainer's RunState and checkpoint), reward scales, and field credit recentred on the same baseline.
-
-Rewards here are the weighted sum of the reward functions per row (TRL's sum_then_normalize), of every
-process, in TRL's order: rows [g n, (g + 1) n) form group g (n = num_generations). NaN marks a row no reward
-function scored: its advantage is 0, as in TRL.
+"""The baselines of the `baseline` option: the EMA/adaptive running baseline (`running_advantages`), reward scales,
+and field credit recentred on the same baseline. Rewards here are the weighted reward per row of every process, in
+TRL's order: rows [g n, (g + 1) n) form group g (n = num_generations); NaN (unscored) gets advantage 0, as in TRL.
 """
 
 from __future__ import annotations
@@ -67,8 +63,7 @@ def running_advantages(
     state: dict, kind: str, rewards: torch.Tensor, tasks: list[str], n: int, decay: float, scaled: bool = True
 ) -> tuple[BaselineAdvantages, dict]:
     """The 'ema' and 'adaptive' baselines, per task: this batch's BaselineAdvantages and the running `state`
-    moved on (a new dict: state[task] = {"mean": e, "spread": t, "var": V}, JSON-ready; the trainer keeps it in
-    its RunState and checkpoints it).
+    moved on (a new JSON-ready dict: state[task] = {"mean": e, "spread": t, "var": V}).
 
     For the rows of one task in the batch (groups g of n rows, group mean m_g), with e the task's running mean:
 
@@ -78,8 +73,9 @@ def running_advantages(
 
     (v_g: the group's reward variance, t: the running variance of the group means around e). Why: a running mean
     lags the rewards; without c every sample of a batch gets an advantage of the same sign, which at a low
-    temperature sharpens the policy onto whatever it sampled (issue 19: -20.6 points of legal best moves). And
-    s is the task's spread of d, not a group's std: a group 0.1 from e with std 0.02 is not worth 5 per sample.
+    temperature sharpens the policy onto whatever it sampled. And s is the task's spread of d, not a group's
+    std: a group 0.1 from e with std 0.02 is not worth 5 per sample.
+
     With c the batch's advantages of a task have mean 0, and as s >= sd(d) (the population std over the task's
     N rows), |a_i| <= sqrt(N - 1) (Samuelson's inequality); TRL's group std gives at most (n - 1) / sqrt(n).
     Under c, `ema`'s e cancels (every row has the same b): its advantages are r minus the task's batch mean,

@@ -15,12 +15,10 @@ GRPO gives every token of a completion the same advantage. A P: answer is ~40 to
     every token                 what the other reward functions (yours) give the answer, centred in the group
                                 as a field is ("rest"): they count as in TRL's sequence advantage
 
-Every term is in reward units (the field's weight in the shaping and the policy reward's in reward_weights
-applied) and divided by one scale, the
-group's reward std as TRL's `scale_rewards` takes it, so the fields weigh what they weigh in the reward: their
-advantages add up to the sequence advantage. An unparseable answer and every A: sample keep TRL's sequence
-advantage. Switched on by `field_credit: true`: grpo/trainer.py's advantages step calls `field_parts` and
-`field_advantages` after the running baseline; the trainer hands TRL (B, T) advantages, which its loss accepts.
+Every term is in reward units (the shaping's and reward_weights' weights applied) and divided by the group's
+reward scale as TRL's `scale_rewards` takes it, so the fields' advantages add up to the sequence advantage. An
+unparseable answer and every A: sample keep TRL's sequence advantage. `field_credit: true` switches it on; TRL's
+loss takes the resulting (B, T) advantages.
 """
 
 from __future__ import annotations
@@ -47,9 +45,8 @@ SPAN = 0.8  # a parseable answer's reward is 0.2 + 0.8 x quality (rewards/policy
 
 def field_terms(components: dict | None, shaping: str = "precise") -> dict | None:
     """One P: sample's reward split by where it is decided, in reward units: {"M", "E", "B": field terms,
-    "moves": one term per written move, "best_slot": the written move B: copies (-1: none)}; None for an A:
-    sample or an unparseable answer (both keep the sequence advantage). The components are the policy
-    reward's (rewards/policy.score_policy).
+    "moves": one term per written move, "best_slot": the written move B: copies (-1: none)}, from the policy
+    reward's components; None for an A: sample or an unparseable answer.
 
     >>> c = {"parsed": 1.0, "layout": 1.0, "evals": 1.0, "evals_top5": 1.0, "best_legal": 1.0, "best": 1.0, "legal_moves": 1.0,
     ...      "candidates": 1.0, "move_verdicts": [1.0] * 5, "best_slot": 0, "b_field": 1.0,
@@ -98,7 +95,6 @@ def b_share(shaping: str) -> float:
 def token_layout(texts: Sequence[str]) -> list[tuple[int, int]]:
     """(field, slot) of each token of one completion, given the tokens' decoded texts: field 0 M, 1 E, 2 B;
     slot: the index of the M: word (move) the token's last character falls in, -1 for a space or another field.
-    The fields start at the completion, at "E:" and at "B:" (a missing marker: the field is empty).
 
     >>> token_layout([" e2", "e4", " d2d4", " ", "E:", " 0.3", " B", ":", " e2e4", "<eos>"])
     [(0, 0), (0, 0), (0, 1), (0, -1), (1, -1), (1, -1), (2, -1), (2, -1), (2, -1), (2, -1)]
@@ -123,9 +119,8 @@ def token_layout(texts: Sequence[str]) -> list[tuple[int, int]]:
 
 def row_advantages(terms: Sequence[dict | None], scale: Sequence[float], num_generations: int) -> list:
     """Per row {"M", "E", "B": field advantages, "moves": one per written move} (None: the row keeps its
-    sequence advantage), from every process's rows in TRL's order (groups of `num_generations`, one prompt
-    each); each term minus its group's mean (a move's: the mean over the group's written moves), over the row's
-    `scale` (its group's reward std, or 1).
+    sequence advantage): each term minus its group's mean (a move's: over the group's written moves), over the
+    row's `scale`.
 
     >>> row = {"M": 0.1, "E": 0.0, "B": 0.4, "moves": [0.04, -0.04], "best_slot": 0}
     >>> low = {"M": 0.0, "E": 0.0, "B": 0.0, "moves": [-0.04], "best_slot": -1}
@@ -193,8 +188,7 @@ def spread(
 def answer_components(
     tokenizer, reward_funcs, completion_ids: torch.Tensor, prompts: list
 ) -> list[dict | None]:
-    """This process's rows: each P: answer's policy-reward components (None: A:), from the grader's memo (no new
-    engine call)."""
+    """Each P: answer's policy-reward components (None: A:), from the grader's memo (no new engine call)."""
     texts = tokenizer.batch_decode(completion_ids.tolist(), skip_special_tokens=False)
     answers = [t.split(tokenizer.eos_token, 1)[0] for t in texts]
     return policy_components(policy_grader(reward_funcs), prompts, answers)
@@ -203,10 +197,10 @@ def answer_components(
 def field_parts(
     tokenizer, reward_funcs, reward_weights, shaping: str, completion_ids, prompts
 ) -> tuple[list, list]:
-    """This process's rows: each P: answer's field terms (field_terms; None: A: or unparseable), graded again by
-    the policy reward's grader from its memo, times the policy reward's weight in reward_weights (the sequence
-    rewards they are compared with are weighted), and each row's token layout (token_layout)."""
-    weight = policy_weight(reward_funcs, reward_weights)
+    """This process's rows: each P: answer's field terms times the policy reward's weight in reward_weights,
+    and each row's token layout."""
+    index = policy_index(reward_funcs)
+    weight = 1.0 if index is None else float(reward_weights[index])
     components = answer_components(tokenizer, reward_funcs, completion_ids, prompts)
     terms = [weighted(field_terms(c, shaping), weight) for c in components]
     pieces = tokenizer.batch_decode(completion_ids.reshape(-1, 1).tolist())
@@ -221,18 +215,11 @@ def policy_index(reward_funcs) -> int | None:
     return graders.index(True) if any(graders) else None
 
 
-def policy_weight(reward_funcs, reward_weights) -> float:
-    """The policy reward's weight among reward_weights (1.0 when it has none)."""
-    index = policy_index(reward_funcs)
-    return 1.0 if index is None else float(reward_weights[index])
-
-
 def other_rewards(
     reward_funcs, reward_weights, per_function: torch.Tensor, rewards: torch.Tensor
 ) -> list[float]:
-    """Every process's rows: the weighted reward less the policy reward's share, i.e. what the other reward
-    functions (your own, by its dotted path) give the row; 0.0 where only the policy reward scored it.
-    `per_function`: the (N, F) rewards the weighted `rewards` (N,) sum."""
+    """Every process's rows: what the other reward functions give the row (0.0 where only the policy reward
+    scored it). `per_function`: the (N, F) rewards the weighted `rewards` (N,) sum."""
     index = policy_index(reward_funcs)
     if index is None:
         return [0.0] * len(rewards)
@@ -241,9 +228,8 @@ def other_rewards(
 
 
 def with_rest(terms: list, rest: list[float]) -> list:
-    """Each row's terms with "rest", the other reward functions' share of its reward: field credit centres it in
-    the group as a field and gives it to every token of the answer (a reward of yours on P: answers counts, as
-    in TRL's sequence advantage); rows where it is 0 everywhere are left as they are.
+    """Each row's terms with "rest", the other reward functions' share of its reward, centred as a field and
+    given to every token; left out where it is 0 everywhere.
 
     >>> with_rest([{"M": 0.1}, None], [0.5, 0.0])
     [{'M': 0.1, 'rest': 0.5}, None]
@@ -270,10 +256,9 @@ def field_advantages(
     choice_credit: float = 0.0, baseline=None,
 ) -> torch.Tensor:  # fmt: skip
     """(B, T) advantages of this process's rows (`mine` among every process's): each listed move and each P: field
-    gets its own verdict's advantage, against its group, or under an ema/adaptive baseline (`baseline`:
-    baselines.BaselineAdvantages) against the same baseline as the sequence. `all_terms`: every process's rows'
-    terms (with_rest applied); `layouts`: this process's token layouts; `sequence`: its (B,) advantages, kept by
-    rows without terms; `scale`: every row's reward scale."""
+    gets its own verdict's advantage against its group, or against the ema/adaptive `baseline` of the sequence.
+    `all_terms`, `scale`: every process's rows'; `layouts`, `sequence` ((B,), kept by rows without terms): ours."""
+
     scales = scale.tolist()
     rows = row_advantages(all_terms, scales, n)  # a group may span processes, as in TRL
     if baseline is not None:

@@ -1,24 +1,16 @@
-"""The step guard, one subsystem: StepGuard (a TrainerCallback, at the bottom: it checks each step, rolls back a
-bad one, stops a run that cannot go on), the faults it finds and the snapshots it rolls back to, composing:
+"""The step guard: StepGuard (a TrainerCallback, at the bottom) judges each optimizer step, rolls back a bad one
+and stops a run that cannot go on. A step is bad when it is non-finite (loss, gradient, weights) or diverged
+though finite: a loss or gradient norm SPIKE times the recent median, the weight norm grown WEIGHT_JUMP times by
+one update, any |weight| above WEIGHT_LIMIT, or KL above KL_DIVERGED x kl_stop. A bad step is rolled back to a
+host snapshot of the trainable weights + optimizer state, the LR is cut and its micro-batches are saved to
+output_dir/nan_batches/. It also runs KL control (grpo/kl.py): adaptive beta and the KL guard.
 
-- numerical faults and rollback: a step is bad when it is non-finite (loss, gradient, weights) or diverged though
-  finite: a loss or gradient norm SPIKE times the recent median, the weight norm grown WEIGHT_JUMP times by one
-  update, any |weight| above WEIGHT_LIMIT, or KL above KL_DIVERGED x kl_stop. `StepFaults` collects a step's
-  reports and judges them; `roll_back` restores a snapshot and cuts the LR; `save_batch` keeps the offending
-  micro-batches in output_dir/nan_batches/;
-- KL control (grpo/kl.py): adaptive KL (beta in the trainer's RunState) and the KL guard (warn above
-  kl_warn, save and stop above kl_stop);
-- snapshots: host copies of the trainable weights + optimizer state of the last healthy steps, the rollback
-  targets.
-
-    from rookworld_trl.grpo.guard import Snapshots, StepFaults, spike
+    from rookworld_trl.grpo.guard import Snapshots
     snapshots = Snapshots(); snapshots.take(model, optimizer, step, beta=0.01)
     target = snapshots.rollback_target(past_last_update=False); target.restore(model, optimizer)
 
 Two snapshots are kept: a step's KL measures the weights the previous update made, so a KL blow-up rolls back past
-that update, to the older one; every other fault is the current update's or batch's. Their memory is reused from
-snapshot to snapshot (allocated once per run). Under FSDP2 (accelerate_configs/fsdp2.yaml) parameters and
-optimizer state are DTensors: each rank keeps a host copy of its own shard and restores it in place.
+that update, to the older one. Under FSDP2 each rank keeps a host copy of its own shards and restores them in place.
 """
 
 from __future__ import annotations
@@ -83,11 +75,8 @@ def copy_to_host(src, dst=None):
 
 
 class Snapshot:
-    """Trainable weights + optimizer state (+ any extra scalars) of a healthy step, kept in host memory.
-
-    Only trainable parameters are copied: frozen ones (a PEFT base model) are never updated, so cannot go bad.
-    `reuse`: an older Snapshot whose memory this one takes over (no allocation per snapshot).
-    """
+    """Trainable weights (frozen ones cannot go bad) + optimizer state (+ extra scalars) of a healthy step, in
+    host memory. `reuse`: an older Snapshot whose memory this one takes over (no allocation per snapshot)."""
 
     def __init__(self, model: torch.nn.Module, optimizer, step: int, extra: dict | None = None, reuse=None):
         self.step = step
@@ -98,8 +87,7 @@ class Snapshot:
 
     @torch.no_grad()
     def restore(self, model: torch.nn.Module, optimizer) -> None:
-        """The weights and optimizer state back as they were; the optimizer's LRs included (the caller keeps
-        the schedule's if it wants them)."""
+        """The weights and optimizer state back as they were, the optimizer's LRs included."""
         for name, param in model.named_parameters():
             if name in self.params:
                 local_shard(param).copy_(self.params[name])
@@ -188,9 +176,9 @@ def spike(value: float, history: list[float], floor: float) -> float | None:
 
 
 def across_ranks(values: list[float], op: str = "sum") -> list[float]:
-    """`values` reduced element-wise over the ranks of the torch.distributed group ("sum" or "max"), in one
-    all-reduce, so that every rank judges a step on the same numbers. On one process (no group, or a group of
-    one) the values come back untouched, not even a float64 round trip: single-process runs stay bit-identical.
+    """`values` reduced element-wise over the ranks ("sum" or "max") in one all-reduce; on one process they come
+    back untouched (not even a float64 round trip: single-process runs stay bit-identical).
+
 
     >>> across_ranks([1.5, float("inf")], "max")
     [1.5, inf]
@@ -273,9 +261,8 @@ def first_non_finite_policy_term(logps: torch.Tensor, batch: dict) -> str | None
 
 
 def first_non_finite_grad(named_parameters) -> str | None:
-    """'gradient of NAME' for the parameter where a non-finite gradient entered the backward pass: the last one in
-    the model's order (nearest the output) whose gradient is non-finite, since backpropagation carries it from
-    there into every parameter before it; how many more it reached follows in brackets."""
+    """'gradient of NAME': the last parameter in the model's order (nearest the output) with a non-finite
+    gradient, where it entered the backward pass; how many more it reached follows in brackets."""
     named = [(name, p.grad) for name, p in named_parameters if p.grad is not None]
     if all_finite([grad for _, grad in named]):  # one fused pass: the common case costs one host sync
         return None
@@ -310,16 +297,10 @@ def roll_back(snapshot: Snapshot, model, optimizer, scheduler, lr_factor: float)
 
 
 class StepFaults:
-    """What the micro-batches of one optimizer step reported, and the verdict on it.
-
-    The trainer reports each micro-batch (`inputs`, `record_step`, `record_grad_norm`); `judge_update`
-    runs before the optimizer step (on what the forward and backward measured), `judge_weights` after it.
-    `bad` is None for a good step, else what went wrong: "loss", "gradient", "weights after the update" (non-
-    finite) or "diverged: why"; `blame_previous` when the fault is the previous update's (KL).
-
-    Under DDP every verdict is the ranks' common one (`across_ranks`): the loss and KL judged are the means over
-    the ranks, the gradient norm the largest, and a step bad on one rank is bad on all ("... on another rank"),
-    so that every rank rolls back (or steps) at the same step and the ranks' weights never part.
+    """What the micro-batches of one optimizer step reported, and the verdict on it: `judge_update` before the
+    optimizer step, `judge_weights` after it. `bad` is None for a good step, else what went wrong;
+    `blame_previous` when the fault is the previous update's (KL). Under DDP every verdict is the ranks' common
+    one (the mean loss and KL, the largest gradient norm), so that the ranks' weights never part.
     """
 
     def __init__(self):
@@ -436,15 +417,10 @@ class StepFaults:
 
 class StepGuard(TrainerCallback):
     """Judges each optimizer step of RookWorldGRPOTrainer: on_pre_optimizer_step what the forward and backward
-    measured (a bad step's gradients are dropped, so the optimizer step is a no-op), on_step_end the updated
-    weights. A bad step rolls back to a snapshot taken before the bad update (weights + optimizer), cuts the LR
-    and saves the batch; a healthy one runs the KL guard and the beta update and may take a new snapshot. A KL
-    far above kl_stop is the previous update's: it rolls back past it, then the KL guard stops the run.
-
-    What it uses of the trainer (grpo/trainer.py): model, optimizer, lr_scheduler, accelerator, metrics,
-    drop_buffered_completions() and `run` (the RunState: beta, nan_recoveries and healthy are written here); the
-    trainer hands it the rewards of each batch TRL scored for training (`scored_rewards`, before dynamic sampling
-    refills it: the first place a fault is looked for). `halt_reason` says why it stopped the run.
+    measured (a bad step's gradients are dropped: the optimizer step is a no-op), on_step_end the new weights.
+    A bad step rolls back, cuts the LR and saves the batch; a healthy one runs the KL guard and adaptive beta and
+    may take a snapshot. It writes beta, nan_recoveries and healthy of the trainer's `run`; `halt_reason` says
+    why it stopped the run.
     """
 
     def __init__(self, trainer):
@@ -471,9 +447,8 @@ class StepGuard(TrainerCallback):
             faults.cause = self.explain() or faults.cause
 
     def explain(self) -> str | None:
-        """The first non-finite quantity upstream of the loss: rewards, advantages, the batch's log-probs and
-        ratios, then the policy's log-probs (scored again with the weights that made the loss) and the terms
-        the loss builds from them. None: all finite, so the loss or a gradient was the first."""
+        """The first non-finite quantity upstream of the loss (first_non_finite_input, then the policy's
+        log-probs scored again); None: all finite, so the loss or a gradient was the first."""
         t, batches = self.trainer, self.faults.inputs
         found = first_non_finite_input(self.scored_rewards, batches)
         for batch in batches if found is None else ():

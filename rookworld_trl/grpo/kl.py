@@ -6,10 +6,8 @@ hidden states, with their per-token term normalised as TRL normalises its own lo
     beta = adapt_beta(beta, kl, args.kl_target, args.kl_horizon, args.beta_min, args.beta_max)   # adaptive KL
     kl_guard(kl, args, step, output_dir, warned)     # the KL guard: None, or why the run must stop
 
-beta itself lives in the trainer's RunState (grpo/trainer.py: the step guard moves it after each healthy step, a
-rollback or a resume restores it); under an exact `kl_estimator` the trainer adds beta x `per_token_kl` to the loss.
-
-TRL's fused LM head returns log-probs of the sampled tokens only, never the (B, T, V) logits. So the final
+beta lives in the trainer's RunState; under an exact `kl_estimator` the trainer adds beta x `per_token_kl` to the
+loss. TRL's fused LM head returns log-probs of the sampled tokens only, never the (B, T, V) logits. So the final
 hidden states are tapped (HiddenTap: a forward hook on the backbone, public torch API) and the LM head is
 applied here, over chunks of tokens: each chunk's policy logits are recomputed in backward (activation
 checkpointing), so memory stays at one chunk of (tokens x vocabulary) whatever the batch.
@@ -32,11 +30,8 @@ CHUNK_FLOATS = 2**24  # logits per chunk (64 MiB in float32): tokens per chunk =
 
 
 def divergences(logp: torch.Tensor, logq: torch.Tensor, estimator: str) -> torch.Tensor:
-    """(N, V) log-probs of the policy p and the reference q -> (N,) exact KL per row.
-
-    reverse: KL(p || q) = sum p (log p - log q); forward: KL(q || p) = sum q (log q - log p); symmetric: their
-    mean.
-    """
+    """(N, V) log-probs of the policy p and the reference q -> (N,) exact KL per row: reverse KL(p || q),
+    forward KL(q || p) or symmetric, their mean."""
     if estimator not in ("forward", "reverse", "symmetric"):
         raise ValueError(f"kl_estimator {estimator!r} is not exact: expected forward, reverse or symmetric")
     reverse = (logp.exp() * (logp - logq)).sum(-1) if estimator != "forward" else None
@@ -55,11 +50,8 @@ def _chunk_kl(hidden, weight, bias, logq, estimator, temperature):
 
 
 def per_token_kl(hidden, head, ref_hidden, ref_head, mask: torch.Tensor, estimator: str, temperature=1.0):
-    """(B, T) exact KL at every completion token where `mask` is set (0 elsewhere), differentiable in the policy.
-
-    hidden / ref_hidden: (B, T, H) last hidden states that predict each completion token; head / ref_head: the
-    LM heads (ref_head may sit on another device: its logits are computed there, without gradient).
-    """
+    """(B, T) exact KL at every completion token where `mask` is set (0 elsewhere), differentiable in the policy,
+    from the (B, T, H) hidden states that predict each token; the reference's logits are computed on its device."""
     keep = mask.bool()
     h, hr = hidden[keep], ref_hidden[keep]
     chunk = max(1, CHUNK_FLOATS // head.weight.shape[0])
@@ -142,10 +134,8 @@ def check_kl(config) -> None:
 def adapt_beta(
     beta: float, kl: float, target: float, horizon: int, beta_min: float, beta_max: float
 ) -> float:
-    """One step of the adaptive KL rule: a dead band of x1.5 around the target, outside it a geometric change.
-
-    `horizon` steps of KL persistently outside the band double (or halve) beta: slow enough that one noisy
-    step moves it little, fast enough to react within a few dozen steps.
+    """One step of the adaptive KL rule: a dead band of x1.5 around the target; `horizon` steps of KL outside
+    it double (or halve) beta, so that one noisy step moves it little.
 
     >>> adapt_beta(0.01, kl=1.0, target=0.1, horizon=1, beta_min=1e-4, beta_max=1.0)
     0.02
@@ -197,12 +187,10 @@ def normalise_like_trl(
     max_completion_length: int,
     items_per_update: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Aggregate a (B, T) per-token loss term as GRPOTrainer aggregates its loss for `loss_type` (the KL it
-    adds per token is aggregated so); tests/test_rl_options.py checks this against TRL's own k3 term for every
-    one of LOSS_TYPES.
-
+    """Aggregate a (B, T) per-token loss term as GRPOTrainer aggregates its loss for `loss_type`.
     `accumulation`: micro-batches per optimizer step (1 outside training); `items_per_update` (cispo, dapo,
     vespo): TRL's normaliser, the completion tokens one process trains on per micro-batch.
+
 
     >>> per_token, mask = torch.tensor([[1.0, 3.0], [2.0, 0.0]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]])
     >>> float(normalise_like_trl(per_token, mask, "grpo", 1, 2)), float(normalise_like_trl(per_token, mask, "bnpo", 1, 2))

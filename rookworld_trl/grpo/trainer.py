@@ -91,9 +91,8 @@ STATE_FILE = "rookworld_state.json"  # the RunState inside each checkpoint
 
 @dataclass
 class RunState:
-    """What a run carries from step to step besides its weights, optimizer and TRL's TrainerState, in one place
-    (`trainer.run`); every field but `value_started` is saved in each checkpoint's STATE_FILE and read back on
-    resume (value_started: whether value_head.safetensors was there)."""
+    """What a run carries between steps besides weights, optimizer and TRL's TrainerState; saved in STATE_FILE
+    (all but `value_started`, which says whether value_head.safetensors was there)."""
 
     beta: float  # the KL coefficient TRL's loss reads; adaptive KL (the guard) and rollbacks move it
     nan_recoveries: int = 0  # the guard's rollbacks in the whole run
@@ -114,18 +113,12 @@ class RunState:
 class RookWorldGRPOTrainer(GRPOInternals):
     """GRPOTrainer with our advantages and loss terms, the step guard, ref-model offload and checkpoint state.
 
-    `replay_dataset`: the rows supervised replay draws from (default: `train_dataset`). The stage passes the
-    whole training split, so that replay of A: truths works when `mix_env_ratio` leaves no A: prompts to sample.
-    `selfplay`: self-play positions to mix into P: prompts (grpo/selfplay.py; None: off). `tactics`: tactics
-    rows to mix into P: prompts and replay (grpo/tactics.py; None: off). `push_checkpoints`:
-    with push_to_hub, upload each complete checkpoint's model files too. TRL's `rollout_func`, when given,
-    samples in place of our sampler (rollout.py, the default); every GRPOConfig field takes effect as in TRL or
-    is refused here in one line (grpo/trl_fields.py, docs/GUIDE.md's table).
-    After `train()` returns, `halt_reason` is None for a normal end, else a message saying why it stopped.
-    Built from Python it checks what `rookworld train` checks (`_checked_inputs`): `model` may be a path or hub
-    id, `reward_funcs` names or functions, `args` a plain trl.GRPOConfig, `train_dataset` a `text` column of
-    P:/A: lines (docs/GUIDE.md, "From Python"); `check_lengths` False leaves the completion budget unchecked,
-    "warn" only warns.
+    `replay_dataset`: the rows supervised replay draws from (default: `train_dataset`; the stage passes the whole
+    split, so A: truths replay when `mix_env_ratio` leaves no A: prompts). `selfplay`, `tactics`: positions to mix
+    into P: prompts (None: off). `push_checkpoints`: with push_to_hub, upload each complete checkpoint too.
+    Every GRPOConfig field takes effect as in TRL or is refused in one line (grpo/trl_fields.py). Built from
+    Python it checks what `rookworld train` checks (docs/GUIDE.md, "From Python"); `check_lengths` False leaves
+    the completion budget unchecked, "warn" only warns. After `train()`, `halt_reason` says why it stopped early.
     """
 
     _trl_kl_off = False  # while TRL's loss runs under an exact kl_estimator, which adds its own KL term
@@ -230,12 +223,9 @@ class RookWorldGRPOTrainer(GRPOInternals):
 
     @staticmethod
     def _checked_inputs(model, reward_funcs, args, rest, kwargs, check_lengths):
-        """`rookworld train`'s checks, for a trainer built in Python, each one UserError naming the fix: the
-        config (a plain GRPOConfig is converted), the model path (loaded here with its tokenizer), the rewards
-        (grpo/rewards/functions.py resolve_rewards: names, signatures, shaping, field credit), the dataset's columns (a
-        `text` column is split) and the completion length against its reference completions (more than half cut:
-        UserError; some: a warning; `check_lengths` "warn": a warning whatever it cuts, as `rookworld train` does;
-        False: unchecked)."""
+        """`rookworld train`'s checks, each a UserError naming the fix: the config (a plain GRPOConfig is
+        converted), the model (a path is loaded with its tokenizer), the rewards, the dataset (a `text` column is
+        split) and the completion length against its reference completions."""
         args = as_rookworld_config(args)
         if isinstance(model, str):  # a typo is one line, not transformers' two chained tracebacks
             # the policy takes every model_init_kwargs as TRL's reference does (attn_implementation, ...)
@@ -431,9 +421,8 @@ class RookWorldGRPOTrainer(GRPOInternals):
         if self.policy_tap is None:
             loss, hidden = super().compute_loss(model, inputs, return_outputs, num_items_in_batch), None
         else:
-            self._trl_kl_off = (
-                self.exact_kl
-            )  # TRL's loss without its k3 term (beta reads 0): ours replaces it
+            # TRL's loss without its k3 term (beta reads 0): ours replaces it
+            self._trl_kl_off = self.exact_kl
             try:
                 with self.policy_tap.recording() as records:
                     loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -458,8 +447,7 @@ class RookWorldGRPOTrainer(GRPOInternals):
         return loss
 
     def exact_kl_term(self, model, hidden, inputs: dict) -> torch.Tensor:
-        """The exact KL (kl.py), normalised like TRL's loss; logs `kl` (what the guard and adaptive KL
-        read) and `kl/<estimator>`."""
+        """The exact KL (kl.py), normalised like TRL's loss; logs `kl` (the guard's) and `kl/<estimator>`."""
         est, mask = self.args.kl_estimator, loss_mask(inputs)
         # the reference's hidden states were tapped while TRL scored the batch (score_batch)
         ref_head, ref_hidden = lm_head_of(self.ref_model), inputs["ref_hidden"]
@@ -470,10 +458,7 @@ class RookWorldGRPOTrainer(GRPOInternals):
             )
             kl_value = float(totals[0] / totals[1].clamp(min=1.0))
             self.log_figures({"kl": kl_value, f"kl/{est}": kl_value})
-        return self.normalised_like_trl(kl, mask, inputs)
-
-    def normalised_like_trl(self, per_token, mask, inputs: dict) -> torch.Tensor:
-        """A (B, T) per-token term aggregated as the run's TRL loss is now (kl.normalise_like_trl)."""
+        # aggregated as the run's TRL loss is now
         training = self.model.training
         accumulation = self.current_gradient_accumulation_steps if training else 1.0
         items = None
@@ -481,9 +466,7 @@ class RookWorldGRPOTrainer(GRPOInternals):
             items = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
             if training:
                 items = items * accumulation / self.args.steps_per_generation
-        return normalise_like_trl(
-            per_token, mask, self.loss_type, accumulation, self.max_completion_length, items
-        )
+        return normalise_like_trl(kl, mask, self.loss_type, accumulation, self.max_completion_length, items)
 
     # ---- 5. the guard (StepGuard, a TrainerCallback, judges the step at its boundaries) ----
 

@@ -1,8 +1,6 @@
-"""The value head of `value_baseline` in one place (its fields: grpo/config.py): V(state) on the policy's hidden
-states, the per-token rewards and GAE it trains on and feeds back as advantages, its loss, optimizer group,
-gradient clipping and file in each checkpoint, as functions: grpo/trainer.py holds the head (`value_head`) and
-keeps whether it has started and the running GAE scale in its RunState, and calls `value_advantages` in the
-advantages step and `value_term` in the loss.
+"""The value head of `value_baseline` (its fields: grpo/config.py): V(state) on the policy's hidden states, the
+per-token rewards and GAE it trains on and feeds back as advantages, its loss, optimizer group, gradient clipping
+and checkpoint file. grpo/trainer.py calls `value_advantages` in the advantages step and `value_loss` in the loss.
 """
 
 from __future__ import annotations
@@ -33,9 +31,8 @@ def check_value(config) -> None:
 
 def token_rewards(rewards: torch.Tensor, mask: torch.Tensor, terms: list, layouts: list) -> torch.Tensor:
     """(B, T) reward per completion token for GAE: a row's reward at its last token, except where field credit
-    splits a P: answer (credit.field_terms, credit.token_layout): each written move's term at the move's last
-    token, the rest of M:'s term at M:'s last token, E:'s and B:'s at theirs, and what the terms leave of the
-    reward (the 0.2 of any parsed answer) at the last token; a row's token rewards add up to its reward."""
+    splits a P: answer: each written move's term at the move's last token, each field's at the field's, the rest
+    at the last token; a row's token rewards add up to its reward."""
     out = torch.zeros_like(mask, dtype=torch.float32)
     for i in range(len(rewards)):
         length = int(mask[i].sum())
@@ -62,12 +59,10 @@ def token_rewards(rewards: torch.Tensor, mask: torch.Tensor, terms: list, layout
 def gae(
     rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """GAE over completion tokens: (B, T) per-token rewards r_t (token_rewards; a (B,) sequence reward is put at
-    each row's last token), (B, T) values V_t, (B, T) mask -> (advantages, returns).
-
-    The episode ends after the last token (V = 0 beyond): delta_t = r_t + gamma V_{t+1} - V_t,
-    A_t = delta_t + gamma lam A_{t+1}, return_t = A_t + V_t (lam 1: the discounted reward-to-go, whatever V).
-    Masked tokens get 0. Unscored rows (NaN sequence reward) get 0 advantages and their values as returns.
+    """GAE over completion tokens: (B, T) rewards r_t (a (B,) sequence reward goes to each row's last token),
+    values V_t and mask -> (advantages, returns), with V = 0 after the last token:
+    delta_t = r_t + gamma V_{t+1} - V_t, A_t = delta_t + gamma lam A_{t+1}, return_t = A_t + V_t.
+    Masked tokens get 0; unscored rows (NaN reward) get 0 advantages and their values as returns.
     """
     mask = mask.to(values.dtype)
     unscored = torch.zeros(len(values), dtype=torch.bool, device=values.device)
@@ -102,8 +97,7 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 
 def centre_tokens(advantages: torch.Tensor, mask: torch.Tensor, tasks: list[str], state: dict, decay: float):
     """GAE advantages (B, T) -> (A - c) / s per task over its masked tokens, as running_advantages does for
-    sequences: c the task's token mean of A (what a lagging V adds to every token), s = max(sqrt(V_run), sd)
-    with V_run the running mean of the batch's mean (A - c)^2 (state["<task>/gae"], updated here)."""
+    sequences (c: what a lagging V adds to every token; the running scale in state["<task>/gae"])."""
     out = torch.zeros_like(advantages)
     for task, rows in task_masks(tasks, advantages.device).items():
         keep = mask.bool() & rows.unsqueeze(1)
@@ -137,8 +131,7 @@ VALUE_HEAD_FILE = "value_head.safetensors"  # inside each checkpoint
 
 @torch.no_grad()
 def rollout_values(model, value_head, output: dict, batch_size: int, autocast) -> torch.Tensor:
-    """(B, T) value of the state before each completion token, by the policy as it sampled them (one no-grad
-    backbone forward per `batch_size` rows, under `autocast`, the accelerator's)."""
+    """(B, T) value of the state before each completion token (no-grad backbone forwards of `batch_size` rows)."""
     ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
     mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
     width = output["completion_ids"].shape[1]
@@ -186,10 +179,9 @@ def value_advantages(
     value_head, gae_state: dict, output: dict, rewards: torch.Tensor, prompts: list, terms, layouts, model, args,
     autocast, start: bool = False,
 ) -> dict[str, float]:  # fmt: skip
-    """The value head's returns (reward to go) into output["returns"] for its loss; GAE advantages into
-    output["advantages"] once its explained variance of this batch's returns, measured before it trains on them,
-    reaches value_warmup_ev (centred with the running scale `gae_state`, updated in place). `rewards`: this
-    process's (B,) weighted rewards; `terms`, `layouts`: field credit's (None: off); `start`: the head's first
+    """The returns (reward to go) into output["returns"] for the value loss; GAE advantages into
+    output["advantages"] once the head's explained variance of this batch's returns, measured before it trains on
+    them, reaches value_warmup_ev. `terms`, `layouts`: field credit's (None: off); `start`: the head's first
     batch (its bias starts at the returns' mean). Returns the figures."""
     a, ids = args, output["completion_ids"]
     mask = loss_mask(output)
@@ -198,7 +190,7 @@ def value_advantages(
     zero = torch.zeros_like(per_token)
     returns = gae(per_token, zero, mask, a.gae_gamma, 1.0)[1] * mask  # lambda 1: V does not enter
     if start:  # the bias starts at the returns' mean (the weights stay 0), so the weights learn the variance:
-        # from 0 every weight climbs the same way and Adam's momentum overshoots (issue 33: V 0.74, returns ~0.4)
+        # from 0 every weight climbs the same way and Adam's momentum overshoots
         with torch.no_grad():
             value_head.bias.fill_(float((returns * mask).sum() / mask.sum().clamp(min=1)))
     values = rollout_values(model, value_head, output, a.per_device_train_batch_size, autocast)
@@ -219,7 +211,7 @@ def value_advantages(
 
 
 def clip_value_head(trainer, optimizer, args, kwargs) -> None:
-    """Before each optimizer step: the value head's gradients clipped to value_max_grad_norm on their own;
-    logs value/grad_norm (before clipping)."""
+    """Optimizer pre-step hook: clip the value head's gradients to value_max_grad_norm; log their norm."""
+
     norm = torch.nn.utils.clip_grad_norm_(trainer.value_head.parameters(), trainer.args.value_max_grad_norm)
     trainer.metrics.add("value/grad_norm", float(norm))

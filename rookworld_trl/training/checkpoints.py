@@ -1,7 +1,5 @@
-"""Checkpoint tiers, verified completion markers and resume modes of the training stages (GRPO: stages/grpo.py and
-the trainer's hooks in training/trl_compat.py; SFT: training/sft.py).
-
-A run's output_dir holds three tiers:
+"""Checkpoint tiers, verified completion markers and resume modes of the training stages. A run's output_dir
+holds three tiers:
 
     output_dir/checkpoint-N/   regular, written by Trainer every save_steps and rotated by save_total_limit
     output_dir/stable/         the last regular checkpoint whose step was healthy (finite, KL below kl_warn);
@@ -16,12 +14,7 @@ killed process, a truncated or damaged file, or a missing optimizer.pt is never 
 Resume modes (`--resume_from_checkpoint`): a path (must verify), "auto" (the newest checkpoint-N in output_dir
 that verifies, walking back past damaged ones, which move to output_dir/damaged/, then stable/; a fresh start
 when there is none), "stable" or "recovery" (output_dir/stable, verified). Problems found are printed, one line
-each. A run whose checkpoint already reached max_steps (`finished_step`) and whose final/ is marked
-(`is_finished`) is finished: stages/grpo.py's train trains nothing.
-
-And whether output_dir can hold a run at all: a directory this process can write (check_output_dir), no other run's
-(lock_run_dir, check_run_free), and, with several machines, one that every machine sees (check_shared_output_dir);
-which machine a process is on (machine_of_process).
+each. Last, whether output_dir can hold a run at all: writable, no other run's, seen by every machine.
 """
 
 from __future__ import annotations
@@ -76,8 +69,7 @@ def _checkpoint_files(checkpoint_dir: str) -> list[str]:
 
 
 def mark_complete(checkpoint_dir: str, global_step: int) -> None:
-    """Write the completion marker: the step, and each file's size and sha256 (what `checkpoint_problem`
-    checks before the checkpoint is trusted). Call it after every file of the checkpoint is written."""
+    """Write the completion marker (the step, each file's size and sha256), after every file is written."""
     files = {}
     for rel in _checkpoint_files(checkpoint_dir):
         path = os.path.join(checkpoint_dir, rel)
@@ -103,8 +95,8 @@ def _legacy_problem(checkpoint_dir: str) -> str | None:
 
 
 def checkpoint_problem(checkpoint_dir: str) -> str | None:
-    """None when checkpoint_dir can be trusted: its marker exists and every file it lists is there with the
-    recorded size and sha256. Otherwise what is wrong, in words."""
+    """None when checkpoint_dir's marker exists and every file it lists has its size and sha256, else what is
+    wrong, in words."""
     try:
         with open(os.path.join(checkpoint_dir, MARKER)) as f:
             files = json.load(f).get("files")
@@ -148,11 +140,8 @@ def _move_aside(path: str, output_dir: str, folder: str, why: str) -> str:
 
 
 def quarantine_incomplete(output_dir: str) -> list[str]:
-    """Move checkpoint-N dirs without a marker to output_dir/incomplete/, out of Trainer's sight.
-
-    Why move rather than ignore: Trainer's rotation counts every checkpoint-* dir, and a later save of the
-    same step would write into the stale directory.
-    """
+    """Move checkpoint-N dirs without a marker to output_dir/incomplete/: Trainer's rotation counts every
+    checkpoint-* dir, and a later save of the same step would write into the stale directory."""
     return [
         _move_aside(path, output_dir, INCOMPLETE_DIR, "has no completion marker (interrupted save)")
         for _, path in list_checkpoints(output_dir)
@@ -176,11 +165,8 @@ def checkpoint_step(checkpoint_dir: str) -> int:
 
 
 def promote_to_stable(checkpoint_dir: str, output_dir: str) -> str:
-    """Make checkpoint_dir the stable checkpoint: copy it to stable.tmp, then swap it in (replace_dir).
-
-    A real copy, not hard links: damage to a checkpoint's file in place (a bad disk block, a stray write)
-    would otherwise hit stable/ too, and stable/ is the fallback when checkpoint-N is damaged.
-    """
+    """Make checkpoint_dir the stable checkpoint: a real copy (hard links would share damage done in place to
+    checkpoint-N, whose fallback stable/ is), swapped in by replace_dir."""
     stable = os.path.join(output_dir, STABLE_DIR)
     shutil.rmtree(f"{stable}.tmp", ignore_errors=True)
     shutil.copytree(checkpoint_dir, f"{stable}.tmp")
@@ -200,9 +186,8 @@ def replace_dir(tmp_dir: str, final_dir: str) -> None:
 
 
 def _first_verified(candidates: list[str], output_dir: str | None) -> tuple[str | None, list[str]]:
-    """The first of candidates (newest first) that verifies, and a line for each one skipped on the way.
-    With output_dir, skipped checkpoint-N dirs move to output_dir/damaged/ (Trainer must not rotate or reuse
-    them, and the next 'auto' must not try them again)."""
+    """The first of candidates (newest first) that verifies, and a line for each one skipped on the way; with
+    output_dir, skipped checkpoint-N dirs move to output_dir/damaged/ (never rotated, reused or tried again)."""
     skipped = []
     for path in candidates:
         problem = checkpoint_problem(path)
@@ -216,12 +201,8 @@ def _first_verified(candidates: list[str], output_dir: str | None) -> tuple[str 
 
 
 def resolve_resume(mode: str | None, output_dir: str) -> str | None:
-    """Turn a resume mode (None, "auto", "stable"/"recovery" or a path) into a verified checkpoint path or None.
-
-    Call it on the main process first (it moves incomplete, damaged and superseded checkpoint dirs aside).
-    Raises ValueError / FileNotFoundError with one line (the problem, the file, the fix) when the asked-for
-    checkpoint cannot be trusted.
-    """
+    """A resume mode (None, "auto", "stable"/"recovery" or a path) as a verified checkpoint path or None; call it
+    on the main process first (it moves checkpoint dirs aside). ValueError / FileNotFoundError, one line."""
     if not mode or str(mode).lower() in ("none", "false", "no"):
         return None
     mode = str(mode)
@@ -283,7 +264,7 @@ class SaveError(OSError):
 
 def save_error(e: BaseException, what: str, path: str) -> SaveError | None:
     """A SaveError for an I/O failure while `what` ("saving checkpoint-4"), else None (a bug: keep its
-    traceback). Why the disk check: torch.save reports a full disk as "basic_ios::clear: iostream error"."""
+    traceback). The disk check: torch.save reports a full disk as "basic_ios::clear: iostream error"."""
     probe = os.path.abspath(path)
     while not os.path.exists(probe):
         probe = os.path.dirname(probe)
@@ -319,8 +300,7 @@ def save_final(trainer) -> str:
 
 
 def mark_finished(output_dir: str, global_step: int) -> None:
-    """Mark output_dir/final complete (the same verified marker as a checkpoint's), once everything that goes
-    into it (model, tokenizer, model card with the eval) is written: the run is finished."""
+    """Mark output_dir/final complete once everything in it (model, tokenizer, card) is written."""
     mark_complete(os.path.join(output_dir, FINAL_DIR), global_step)
 
 
@@ -361,8 +341,7 @@ SHARED_CHECK = ".rookworld_shared_check"
 
 
 def machine_of_process() -> tuple[int, int]:
-    """(this process's machine index, number of machines) from torchrun's variables (RANK, WORLD_SIZE,
-    LOCAL_WORLD_SIZE; `accelerate launch` on several machines starts torchrun); (0, 1) without them."""
+    """(this process's machine index, number of machines) from torchrun's RANK, WORLD_SIZE, LOCAL_WORLD_SIZE."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     if local < 1 or local >= world:
@@ -371,8 +350,7 @@ def machine_of_process() -> tuple[int, int]:
 
 
 def _sees_token(path: str, token: str, wait_s: float) -> bool:
-    """Whether the file at path holds token, polling up to wait_s (a network filesystem may show a new file
-    to other machines a little later)."""
+    """Whether the file at path holds token, polling up to wait_s (a network filesystem may lag)."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
@@ -387,13 +365,9 @@ def _sees_token(path: str, token: str, wait_s: float) -> bool:
 
 
 def check_shared_output_dir(accelerator, output_dir: str, wait_s: float = 10.0) -> None:
-    """With several processes, stop with one line unless every process sees output_dir as the main process
-    writes it: checkpoints, final/ and the metrics are written once, by the main process, and every rank
-    resumes from them, so machines must share output_dir (NFS, Lustre, ...).
-
-    How: the main process writes a fresh token to output_dir/.rookworld_shared_check, every process reads it
-    after a barrier, and all learn who could not. Each machine's first process raises UserError (one line per
-    machine); the other processes exit with code 2."""
+    """With several processes, stop with one line unless every process sees the token the main process writes
+    to output_dir (checkpoints are written once and every rank resumes from them). Each machine's first process
+    raises UserError; the other processes exit with code 2."""
     if accelerator.num_processes == 1:
         return
     import socket
@@ -428,8 +402,7 @@ RUN_FIX = "wait for that run to finish or stop it"
 
 
 def lock_run_dir(output_dir: str, command: str) -> None:
-    """Lock output_dir for this run (common/locks.py), on the main process of the first machine: a second run on it
-    is refused with one line naming the live PID; the lock goes when this process exits, however it exits."""
+    """Lock output_dir for this run (common/locks.py) on the main process: a second run is refused in one line."""
     from rookworld_trl.common.locks import hold
 
     if int(os.environ.get("RANK", "0") or 0) == 0:
@@ -437,8 +410,8 @@ def lock_run_dir(output_dir: str, command: str) -> None:
 
 
 def check_run_free(output_dir: str) -> None:
-    """ValueError naming the live process when another run holds output_dir's lock (the launcher's early check,
-    before accelerate starts; the stage takes the lock itself)."""
+    """ValueError naming the live process when another run holds output_dir's lock (the launcher's check)."""
+
     from rookworld_trl.common.locks import holder, who
 
     if (info := holder(output_dir)) is not None:

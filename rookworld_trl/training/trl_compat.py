@@ -1,12 +1,10 @@
 """The one module that touches TRL's, Trainer's and torch's internals (pinned: trl 1.16, transformers 5).
 
-The rest of the package uses public API and the hooks of the classes below: `VerifiedCheckpoints` (a Trainer
-mixin, GRPO and SFT) and `GRPOInternals` (a GRPOTrainer with accessors for the TRL state our trainer reads and
-the scoring and logging internals it patches; the GRPO step's own seams are overridden in grpo/trainer.py). The registries below list every name with why it is needed.
-TRL is checked by version and behaviour, never by reading its source: `check_internals()` at import (versions,
-methods, the private arguments we bind by name, `_last_lr`), `check_trainer()` on each built GRPOInternals (the
-attributes), tests/test_trl_seam.py what TRL must still do (its batch's keys, a loss linear in the advantages);
-so an upgrade that drops one fails at once, naming it, instead of deep inside a run.
+The rest of the package uses public API and the hooks of `VerifiedCheckpoints` (a Trainer mixin, GRPO and SFT)
+and `GRPOInternals` (a GRPOTrainer with accessors for the TRL state our trainer reads and the scoring and logging
+internals it patches). The registries below list every name with why it is needed; `check_internals()` at
+import, `check_trainer()` on each built trainer and tests/test_trl_seam.py check them, so an upgrade that drops
+one fails at once, naming it, instead of deep inside a run.
 """
 
 from __future__ import annotations
@@ -108,8 +106,7 @@ LAST_LR = "_last_lr"
 
 class ModuleFunction:
     """A function TRL looks up in its own module at call time, where it offers no hook: `replaced_by(f)` puts `f`
-    there for one call of ours. check_internals() fails when TRL lacks one, tests/test_shared_prefix.py (the
-    scored positions) and tests/test_grpo.py (the completions table) when TRL stops calling it."""
+    there for one call of ours."""
 
     def __init__(self, module, name: str):
         self.module, self.name = module, name
@@ -134,9 +131,7 @@ COMPLETIONS_TABLE = ModuleFunction(trl_grpo_trainer, "print_prompt_completions_s
 
 
 def check_internals() -> None:
-    """Raise ImportError naming the first internal the installed TRL / transformers / torch lacks: versions outside
-    TESTED, a method of METHODS, a private argument of PRIVATE_ARGUMENTS, a ModuleFunction, the scheduler's
-    `_last_lr` (a scheduler is built to see it)."""
+    """Raise ImportError naming the first internal above that the installed TRL / transformers / torch lacks."""
     missing = [f"{name} >={low},<{high} (installed: {v})" for name, (v, low, high) in TESTED.items()
                if not Version(low) <= Version(v) < Version(high)]  # fmt: skip
     missing += [f"GRPOTrainer.{n} ({why})" for n, why in METHODS.items() if not hasattr(GRPOTrainer, n)]
@@ -186,10 +181,9 @@ def set_logged_lr(scheduler, optimizer) -> None:
 
 
 class VerifiedCheckpoints:
-    """Trainer mixin: a checkpoint counts once a completion marker that verifies its files is written
-    (rookworld_trl/training/checkpoints.py), after every rank has written its part; a save that fails on I/O is one
-    line (checkpoints.SaveError) and leaves no half-written checkpoint; tied weights are not reported missing
-    on resume. Hooks: `checkpoint_written(path)` (before the marker), `checkpoint_complete(path)` (after)."""
+    """Trainer mixin: a checkpoint counts once its completion marker (training/checkpoints.py) is written, after
+    every rank's files; a save that fails on I/O is one line and leaves no half-written checkpoint. Hooks:
+    `checkpoint_written(path)` (before the marker), `checkpoint_complete(path)` (after)."""
 
     def checkpoint_written(self, path: str) -> None:
         """More files for the checkpoint (main process), before its marker blesses them."""
@@ -232,12 +226,9 @@ class VerifiedCheckpoints:
 
 class GRPOInternals(VerifiedCheckpoints, GRPOTrainer):
     """GRPOTrainer with the TRL internals a GRPO run reads or patches that are no part of its step: accessors for
-    TRL's state (`scoring_logps`, `micro_step`, `drop_buffered_completions`, `adopt_scheduler`), the reference
-    model's own device (`ref_device`: None, beside the policy), the positions TRL's scoring forward computes,
-    and the completions table printed every `print_completions_every` steps (0: never; None: every log, as TRL),
-    without the reward components as extra columns. The step's own seams (_generate_and_score_completions,
-    _calculate_rewards, _clip_grad_norm) are overridden in grpo/trainer.py. A built one has every attribute we
-    use (`check_trainer`).
+    TRL's state, the reference model's own device (`ref_device`), the positions TRL's scoring forward computes,
+    and the completions table printed every `print_completions_every` steps. The step's own seams are
+    overridden in grpo/trainer.py.
     """
 
     ref_device: torch.device | None = None
@@ -257,8 +248,7 @@ class GRPOInternals(VerifiedCheckpoints, GRPOTrainer):
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
 
     def scoring_logps(self, input_ids, attention_mask, logits_to_keep: int) -> torch.Tensor:
-        """TRL's scoring forward of the policy, no grad: the per-token log-probs (B, logits_to_keep) of the last
-        logits_to_keep tokens, at the run's temperature: what the loss trains on (the rollout self-check)."""
+        """TRL's scoring forward of the policy, no grad: the (B, logits_to_keep) log-probs the loss trains on."""
         with torch.no_grad():
             return self._get_per_token_logps_and_entropies(
                 self.model, input_ids, attention_mask, logits_to_keep
@@ -325,7 +315,8 @@ class GRPOInternals(VerifiedCheckpoints, GRPOTrainer):
         # None: TRL's rhythm (every logging step); the end-of-train log repeats the last step
         every = every if every is not None else 1
         due = every > 0 and self.model.training and step % every == 0 and step != self._table_step
-        self._table_step = step if due else self._table_step  # the end-of-train log repeats the last step
+        self._table_step = step if due else self._table_step
+
         with (
             COMPLETIONS_TABLE.replaced_by(_table_without_extra if due else lambda *args, **kwargs: None),
             # TRL logs None for a figure with no sample this step (KL at beta 0, a task absent from the batch)

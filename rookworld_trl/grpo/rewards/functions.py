@@ -9,30 +9,19 @@ and `log_extra` (one value per sample in the completions table) when the trainer
 - `policy_reward` (built by `make_policy_reward(pool)`): graded against Stockfish through an `EnginePool`.
   A dataset label counts only as a cache of the engine at the pool's own limit; it is never the judge.
 
-Scale (docs/FORMATS.md): -0.3 unparseable; otherwise a shaping of the per-task checks and quality:
-graduated (default) 0.2 format only / 0.4 some checks / 0.6 most / 0.8 near perfect / 1.0 all;
-linear 0.2 + 0.8 x fraction of checks; continuous 0.2 + 0.8 x weighted smooth quality; dense as continuous,
-with a P: quality that also grades the legality of every listed move (five verdicts per sample instead of
-the one of B:; for A: it is continuous); decisive as dense, with half of the P: quality on B:, whose share also
-follows B:'s expected-score loss up to 0.5 (grpo/rewards/policy.py QUALITY_WEIGHTS: a missed mate costs about what it
-gives up in a game; A: continuous); binary 1/0.
-A P: answer that parses but misses the fixed widths loses LAYOUT_PENALTY (0.2) at every level (binary: 0).
-The true completion scores exactly 1.0 under every shaping.
+Scale (docs/FORMATS.md): -0.3 unparseable, else a shaping of the checks and quality in [0.2, 1.0]
+(grpo/rewards/policy.py `shape`); the true completion scores exactly 1.0 under every shaping.
 
     python -c "from rookworld_trl.grpo.rewards.functions import score_env; print(score_env(
         'A: rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1+e2e4+e2e4+',
         'rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1+0.001+0+0'))"
     python scripts/bench/bench_rewards.py     # throughput figures
 
-Your own reward function, named by its dotted path in `reward_funcs` (TRL's convention), imported and checked
-the same way by `rookworld train`'s checks before accelerate starts and by the GRPO stage.
+Your own reward function is named by its dotted path in `reward_funcs` and checked as TRL will call it
+(`f(prompts=..., completions=..., completion_ids=..., trainer_state=..., **columns)`): UserError, one line:
 
     from rookworld_trl.grpo.rewards.functions import import_reward
-    func = import_reward("examples.my_reward.b_gives_check")   # UserError: one line naming the fix
-
-A module that does not import (missing, a syntax error, an error it raises), a name that is not in it or not
-callable, and a function TRL cannot call (it calls `f(prompts=..., completions=..., completion_ids=...,
-trainer_state=..., **columns)`, every argument a keyword) are each one UserError naming the function and the fix.
+    func = import_reward("examples.my_reward.b_gives_check")
 """
 
 from __future__ import annotations
@@ -91,9 +80,8 @@ def score_env(
 ) -> tuple[float, dict[str, float]]:
     """(reward, components) of an A: completion; the truth follows from the prompt (python-chess).
 
-    A malformed prompt raises (env_reward turns that into None); a malformed completion never does. A
-    next state that is not a valid position (python-chess cannot read it, or no legal position: a missing
-    king, nine pawns on a rank) scores at most INVALID_STATE_CAP, whatever its similarity to the truth.
+    A malformed prompt raises (env_reward turns that into None); a malformed completion never does. A next
+    state that is no valid position (a missing king, nine pawns) scores at most INVALID_STATE_CAP.
 
     >>> prompt = "A: rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1+e2e4+e2e4+"
     >>> score_env(prompt, "rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq - 0 1+0.001+0+0")[0]
@@ -144,8 +132,7 @@ def position(fen: str) -> str | None:
 
 
 def count_invalid_prompts(prefix: str, n: int, of: int, log_metric) -> None:
-    """Log how many of the task's `of` prompts in this batch were no valid position (as
-    `<prefix>/invalid_prompts`); warn once per process the first time: their samples get None, TRL skips them."""
+    """Log `<prefix>/invalid_prompts` (of the task's `of` prompts); warn once per process."""
     if log_metric is not None and of:
         log_metric(f"{prefix}/invalid_prompts", float(n))
     if n and prefix not in _WARNED:
@@ -161,8 +148,7 @@ _WARNED: set[str] = set()
 
 
 def make_env_reward(*, shaping: str = "graduated", engine: EnginePool | None = None) -> Callable:
-    """The A: reward function for TRL. `engine` is unused (python-chess is the truth); it keeps the
-    factories of REWARD_FUNCS alike."""
+    """The A: reward function for TRL; `engine` is unused (it keeps the factories of REWARD_FUNCS alike)."""
     check_shaping(shaping)
 
     def env_reward(
@@ -265,9 +251,8 @@ def make_policy_reward(*, engine: EnginePool | None = None, shaping: str = "grad
 
 
 def _ready_policy_reward() -> Callable:
-    """`policy_reward`, ready to pass to TRL: make_policy_reward() (graduated, Stockfish at depth 8, one worker),
-    built on its first call so that importing this module needs no Stockfish. RookWorldGRPOTrainer builds it
-    anew with the config's reward_shaping; for another engine or shaping elsewhere, call make_policy_reward."""
+    """`policy_reward`, ready to pass to TRL: make_policy_reward(), built on its first call so that importing
+    this module needs no Stockfish (RookWorldGRPOTrainer builds it anew with the config's reward_shaping)."""
     built: list[Callable] = []
 
     def policy_reward(prompts: list[str], completions: list[str], **kwargs) -> list[float | None]:
@@ -284,8 +269,8 @@ policy_reward = _ready_policy_reward()
 
 
 def tactics_solved(fens, completions, kind, best, rows) -> dict[str, float]:
-    """{"tactics/<kind>_solved": the share of this batch's samples on tactics rows of that kind whose B: solves
-    it (chess/tactics.solves)}: how often sampling finds the deciding move. `rows`: each sample's batch row.
+    """{"tactics/<kind>_solved": the share of samples on tactics rows of that kind whose B: solves it}.
+    `rows`: each sample's batch row.
 
     >>> fen = "6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1"
     >>> tactics_solved([fen, fen], [" a1a8 E: 999.99 B: a1a8", " h2h3 E: 0.4 B: h2h3"], ["mate1"], ["a1a8"], [0, 0])
@@ -301,8 +286,7 @@ def tactics_solved(fens, completions, kind, best, rows) -> dict[str, float]:
 
 
 def policy_grader(reward_funcs: Sequence[Callable]) -> PolicyGrader | None:
-    """The PolicyGrader behind the policy reward among `reward_funcs` (None: no policy reward): field credit
-    (grpo/credit.py) grades each P: answer's parts with it, from its memo, as the reward did."""
+    """The PolicyGrader behind the policy reward among `reward_funcs` (None: no policy reward)."""
     return next(
         (f.grader for f in reward_funcs if isinstance(getattr(f, "grader", None), PolicyGrader)), None
     )
@@ -324,8 +308,8 @@ def policy_components(grader: PolicyGrader, prompts: Sequence[str], completions:
 def log_components(
     prefix: str, names: Sequence[str], components: Sequence[dict | None], log_metric, log_extra
 ):
-    """Batch means through TRL's `log_metric`, per-sample values (None: other task) through `log_extra`.
-    Every column is logged every batch, even empty, so that TRL's completions table stays aligned."""
+    """Batch means through TRL's `log_metric`, per-sample values (None: other task) through `log_extra`;
+    every column every batch, so that TRL's completions table stays aligned."""
     for name in names:
         values = [c[name] for c in components if c is not None and c[name] is not None]
         if log_metric is not None and values:
@@ -362,8 +346,7 @@ TRL_KEYWORDS = ("prompts", "completions", "completion_ids", "trainer_state")
 
 
 def is_own(name: str) -> bool:
-    """Whether a reward_funcs entry names a function by its path ('pkg.mod.func' or 'pkg.mod:func') rather than
-    a registry name."""
+    """Whether a reward_funcs entry is a path ('pkg.mod.func' or 'pkg.mod:func') rather than a registry name."""
     return "." in name or ":" in name
 
 
@@ -429,9 +412,8 @@ def check_signature(path: str, func) -> None:
 
 
 def check_reward_names(names, weights=None, field_credit: bool = False) -> None:
-    """Each reward_funcs entry: a registry name, or your own function that imports and that TRL can call; the
-    same count of reward_weights; policy_reward among them for field credit. UserError otherwise (`rookworld
-    train`'s checks and RookWorldGRPOTrainer's)."""
+    """UserError unless each reward_funcs entry is a registry name or a function TRL can call, with one
+    reward_weight each and policy_reward among them for field credit."""
     names = list(names or [])
     for name in names:
         if is_own(name):
@@ -465,11 +447,10 @@ def name_of(func) -> str:
 
 
 def resolve_rewards(funcs, shaping: str = "graduated", engine=None, weights=None, field_credit=False) -> list:
-    """The reward functions a trainer is given, as TRL will call them: a registry name or a dotted path (a
-    string) becomes its function; `policy_reward`/`env_reward` (the ready ones) are built with `shaping`
-    (and `engine`); every function is checked as TRL calls it, and with check_reward_names. A built-in made by
-    a factory with another shaping than `shaping` is a UserError (reward_shaping would silently not apply).
-    A string with a '/' and no '.' (a hub reward model, 'owner/name') and a reward model are left to TRL."""
+    """The reward functions a trainer is given, as TRL will call them: a name or dotted path becomes its
+    function, the ready built-ins are built with `shaping` (and `engine`), every function is checked. A built-in
+    made with another shaping is a UserError; a hub reward model ('owner/name') or a model is left to TRL."""
+
     funcs = [funcs] if isinstance(funcs, str) or callable(funcs) else list(funcs)
     out = []
     for func in funcs:
