@@ -6,11 +6,9 @@ right (then it leaves the buffer).
     rookworld train --curriculum_ratio 0.25 --output_dir build/curriculum_s0
     .venv/bin/pytest tests/test_curriculum.py
 
-How: after each scored training batch grpo/trainer.py hands `observe` every process's rows and each sample's
-policy-reward components (the grader's memo: no new engine call); `mix` mixes into the next prompts. Rows are
-kept whole, labels included (they are the training set's own). Every process gathers all rows before observing, so every rank holds
-the same buffer; the draw hashes (seed, step, prompt), so the copies of one prompt (a GRPO group) get the same
-position on whichever rank they are. The buffer is FIFO over `curriculum_buffer_size` prompts and is not
+How: after each scored training batch the trainer hands `observe` every process's rows (so every rank holds the
+same buffer) and each sample's policy-reward components (from the grader's memo); `mix` mixes rows, whole, into
+the next prompts, drawn as self-play's are. The buffer is FIFO over `curriculum_buffer_size` prompts and is not
 checkpointed: a resumed run starts it empty.
 Figures: curriculum/wrong (share of this batch's P: groups below the threshold), curriculum/buffer_size,
 curriculum/mixed_fraction (of the batch's P: prompts).
@@ -80,8 +78,8 @@ class Curriculum:
 
 
 def curriculum_for(args, reward_funcs=None) -> Curriculum | None:
-    """The run's Curriculum when `curriculum_ratio` > 0, else None; `reward_funcs`: the trainer's, which must
-    grade P: answers."""
+    """The run's Curriculum when `curriculum_ratio` > 0, else None; `reward_funcs` must grade P: answers."""
+
     if args.curriculum_ratio <= 0:
         return None
     if reward_funcs is not None and policy_grader(reward_funcs) is None:

@@ -19,10 +19,9 @@ EPS = 1e-4  # TRL's: advantages are (r - b) / (s + EPS)
 
 @dataclass
 class ScoredBatch:
-    """One generation batch as TRL sampled and scored it, passed down the step as a value: this process's `rows`
-    (the dataloader's, whole) and `prompts` (as TRL scored them), every process's `rewards` (N, F: N rows in
-    TRL's order, F reward functions, NaN where a function skipped a row), and `output`, TRL's generation batch
-    (completion ids and masks, log-probs, `advantages`): what the loss trains on."""
+    """One generation batch as TRL scored it: this process's `rows` (the dataloader's) and `prompts` (as TRL
+    scored them), every process's (N, F) `rewards` (NaN: a function skipped the row), and `output`, TRL's
+    generation batch, what the loss trains on."""
 
     rows: list[dict]
     prompts: list
@@ -43,8 +42,8 @@ def local_rows(accelerator, rows: int) -> slice:
 
 
 def group_task(prompt) -> str:
-    """The group a prompt's rewards are baselined in: its task prefix ('P:' or 'A:'); anything else is its own
-    group 'other' (the keys of the saved baselines: chess/formats.task_of is the P/A task of a line)."""
+    """The group a prompt's rewards are baselined in: its task prefix ('P:' or 'A:'), else 'other'."""
+
     text = prompt if isinstance(prompt, str) else str(prompt)
     return text[:2] if text[:2] in ("P:", "A:") else "other"
 

@@ -1,10 +1,8 @@
 """Supervised replay inside GRPO, as InstructGPT's PPO-ptx: each micro-batch adds `replay_coef` x the mean
 NLL of reference completions of training rows to the GRPO loss.
 
-Why: on the embedded model GRPO moved greedy A: next states at random (about as many exact ones lost as
-won: the A: reward gives a near miss 0.8 of an exact state, and 150 steps barely move the A: reward) and
-netted a loss, while the P: reward improved. The A: truth is python-chess's, so replaying it costs no
-labels and holds what the reward does not train. Switched on by `replay_coef > 0` in the GRPO recipe.
+Why: the A: reward gives a near miss 0.8 of an exact state, so GRPO alone lets exact A: next states drift; the A:
+truth is python-chess's, so replaying it costs no labels. Switched on by `replay_coef > 0` in the GRPO recipe.
 """
 
 from __future__ import annotations
@@ -21,14 +19,11 @@ TARGETS = ("completion", "best_move", "moves")  # what of a row's completion the
 
 
 class Replay:
-    """Draws right-padded (input_ids, attention_mask, labels) batches of training rows of one task; labels are
-    -100 on the prompt and padding, so the loss is on the completion and EOS only. Batches are a function of
-    (seed, micro-batch counter, rank): a resumed run replays what an uninterrupted one would have.
-    `pad_to_multiple_of`: the width rounded up to a multiple of it (under torch.compile: one shape, one graph).
-    `target` "best_move": the loss only on a P: label's best move after "B:" and EOS, so the move is imitated
-    and the rest of the answer (the list, its evaluations) is left to the reward; "moves": the loss on the listed
-    moves and B:'s move, the E: evaluations read, not taught (`row`). The trainer adds `coef` x its NLL
-    (`replay_loss`) to each training micro-batch's loss, logged as `metric`."""
+    """Draws right-padded (input_ids, attention_mask, labels) batches of training rows of one task, the loss on
+    the completion and EOS only; a batch is a function of (seed, micro-batch counter, rank), so a resumed run
+    replays what an uninterrupted one would have. `target` "best_move": the loss only on the move after "B:";
+    "moves": on the listed moves and B:'s, the E: evaluations read, not taught. The trainer adds `coef` x its
+    NLL to each training micro-batch's loss, logged as `metric`."""
 
     def __init__(self, dataset, task: str, tokenizer, batch_size: int, seed: int, rank: int = 0,
                  pad_to_multiple_of: int | None = None, target: str = "completion", coef: float = 1.0,
@@ -69,8 +64,7 @@ class Replay:
 
     def row(self, prompt: str, completion: str) -> tuple[list[int], list[int]]:
         """(ids, labels) of one replayed row: labels -100 on the prompt and on what the target reads, not teaches
-        (under "best_move" the list before B:; under "moves" the E: evaluations, which carry about half of a P:
-        label's NLL and none of the move choice: docs/EXPERIMENTS.md, "No harm", arm M)."""
+        (under "moves" the E: evaluations: about half of a P: label's NLL and none of the move choice)."""
         tok, eos = self.tokenizer, self.tokenizer.eos_token_id
         p = tok(prompt, add_special_tokens=False)["input_ids"]
         if self.target == "moves":
@@ -81,16 +75,12 @@ class Replay:
                 for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"], strict=True)
             ]
             return p + enc["input_ids"] + [eos], [-100] * len(p) + labels + [eos]
-        head, taught = self.split(completion)
+        cut = completion.rfind("B:") + 2 if self.target == "best_move" else 0
+        head, taught = (completion[:cut], completion[cut:]) if cut >= 2 else ("", completion)
         if head:  # best_move: the list before B: is read, not taught
             p += tok(head, add_special_tokens=False)["input_ids"]
         c = tok(taught, add_special_tokens=False)["input_ids"] + [eos]
         return p + c, [-100] * len(p) + c
-
-    def split(self, completion: str) -> tuple[str, str]:
-        """(the part read as context, the part taught): under "best_move" the cut is after the last "B:"."""
-        cut = completion.rfind("B:") + 2 if self.target == "best_move" else 0
-        return (completion[:cut], completion[cut:]) if cut >= 2 else ("", completion)
 
 
 def replay_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -108,7 +98,8 @@ def check_replay(config) -> None:
 
 
 def replay_for(trainer, rows) -> Replay | None:
-    """The run's Replay of `rows` (the whole train split, data/load.py run_data) when `replay_coef` > 0, else None."""
+    """The run's Replay of `rows` (the whole train split) when `replay_coef` > 0, else None."""
+
     a = trainer.args
     if a.replay_coef <= 0:
         return None

@@ -2,15 +2,10 @@
 
     generation_backend: rookworld       # in a GRPO recipe (the default); `transformers`: TRL's generate()
 
-TRL hands `rollout(prompts, trainer)` the prompts of this process's batch (each repeated num_generations
-times by its sampler) and expects one completion per prompt with the log-probs of its tokens. The sampler
-shares each distinct prompt's prefill among its repeats (the group's samples) and decodes over a static KV
-cache; on CUDA it replays a captured decode step under bf16 when the run is bf16. `use_vllm` keeps TRL's vLLM.
-The sampler falls back and checks itself (rookworld_trl/model/generation.py): on an error it falls back (CUDA graph -> eager ->
-transformers' generate()), and its log-probs are checked against TRL's scoring forward (sampler_check_every,
-sampler_logprob_tolerance; logged as sampling/logprob_gap/* and sampling/importance_sampling_ratio/*). With
-`sampler_importance_sampling` the trainer applies TRL's vLLM importance-sampling correction to what our sampler
-wrote (`correct_for_sampler`).
+TRL hands `rollout(prompts, trainer)` this process's prompts (each repeated num_generations times) and expects
+one completion per prompt with its tokens' log-probs. The sampler shares each distinct prompt's prefill among its
+repeats and decodes over a static KV cache (a captured CUDA graph on GPU). With `sampler_importance_sampling`
+the trainer applies TRL's vLLM importance-sampling correction to its log-probs (`correct_for_sampler`).
 """
 
 from __future__ import annotations
@@ -61,11 +56,10 @@ def rollout(prompts: list[str], trainer) -> dict:
 
 
 def correct_for_sampler(output: dict, scoring_logps, args, loss_type: str) -> dict[str, float]:
-    """TRL's vLLM importance-sampling correction for our sampler's log-probs (`sampler_importance_sampling`; TRL's
-    vllm_importance_sampling_* settings and metric names): the ratio of TRL's scoring forward (`scoring_logps`) to
-    the sampler, per token or sequence, truncated or masked, multiplied into the advantages. TRL's loss is linear
-    in them (training/trl_compat.py LINEAR_IN_ADVANTAGES), so that is TRL's own correction, which it applies under
-    vLLM only; vespo reads the ratio itself. Returns the figures.
+    """TRL's vLLM importance-sampling correction (its vllm_importance_sampling_* settings and metric names) for our
+    sampler's log-probs: the ratio of TRL's scoring forward to the sampler, multiplied into the advantages (TRL's
+    loss is linear in them: trl_compat.py LINEAR_IN_ADVANTAGES); vespo reads the ratio itself. Returns the figures.
+
 
         .venv/bin/pytest tests/test_decoding.py -k importance
     """

@@ -5,36 +5,23 @@ mixed into its P: prompts.
         --selfplay_games 16 --selfplay_max_plies 40 --selfplay_buffer_size 5000
     .venv/bin/pytest tests/test_selfplay.py          (add -m slow for a 3-step run from the recipe)
 
-How (the stage builds it with `selfplay_for` when `selfplay_ratio` > 0; RookWorldGRPOTrainer wires it in):
-  - Games (`chess/environment.play_games`): every `selfplay_every` optimizer steps (and at the first step of a run or a resume),
-    `SelfPlayCallback` plays `selfplay_games` games with the model being trained, all live games in one batched
-    `generate_completions` call per ply (eval mode, no grad), sampled at the recipe's `temperature` and `top_k`:
-    greedy play from a given start would replay the same game every round, and the deduplicated buffer would
-    learn nothing new. The move is the answer's `B:` field (formats.parse_policy_completion); python-chess plays
-    it. An unparseable or illegal move ends that game and is counted; so do game over and `selfplay_max_plies`.
-  - Starts: P: positions drawn at random from the training dataset (the positions the run trains on; games
-    then go where the policy's own moves lead), the standard start when the dataset has none.
-  - Buffer (`PositionBuffer`): every position a legal move reached that is not game over (a finished game has no
-    move to judge), FIFO over `selfplay_buffer_size` positions, deduplicated by position (board, side, castling,
-    en passant; clocks ignored, as the data's dedup); a position reached again moves to the young end with its
-    new step.
-  - Mix (`SelfPlay.mix`): each P: prompt of a generation batch is replaced, with odds `selfplay_ratio`, by a
-    buffer position (uniform over the buffer), same FEN width, label columns emptied: the policy reward then
-    grades it with the engine pool (a label only counts when its `limit` matches the pool's). The draw hashes
-    (seed, step, prompt), so the num_generations copies of one prompt, a GRPO group, get the same position.
-    A: prompts are never replaced.
-  - Freshness: `selfplay/position_age` = mean steps since the mixed-in positions were produced. The draw is
-    uniform over the buffer, so once it is full the age is about selfplay_every x (buffer size / new positions
-    per round) / 2: a smaller buffer or more games per round give fresher positions.
-  - Figures: selfplay/games, selfplay/mean_plies (legal moves per game), selfplay/illegal_rate (games ended by
-    an unparseable or illegal move) at each round; selfplay/buffer_size, selfplay/mixed_fraction (of the
-    batch's P: prompts) and selfplay/position_age at each generation.
+How:
+  - Games: every `selfplay_every` optimizer steps (and at the first step of a run or a resume) `SelfPlayCallback`
+    plays `selfplay_games` games with the model being trained, one batched generate per ply, sampled at the
+    recipe's `temperature` and `top_k` (greedy play would replay the same games). The move is the answer's `B:`;
+    an unparseable or illegal move, game over or `selfplay_max_plies` ends a game. Starts: random P: positions of
+    the training dataset, else the standard start.
+  - Buffer (`PositionBuffer`): every position a legal move reached that is not game over, FIFO over
+    `selfplay_buffer_size`, one per position (clocks ignored); a position reached again becomes young again.
+  - Mix (`SelfPlay.mix`): each P: prompt is replaced at odds `selfplay_ratio` by a uniform buffer position, label
+    columns emptied (the engine grades it). The draw hashes (seed, step, prompt), so a GRPO group's copies get
+    the same position. Once the buffer is full, `selfplay/position_age` is about selfplay_every x (buffer size /
+    new positions per round) / 2: a smaller buffer or more games per round give fresher positions.
+  - Figures: selfplay/games, /mean_plies, /illegal_rate at each round; selfplay/buffer_size, /mixed_fraction and
+    /position_age at each generation.
 
-Several processes (accelerate): each rank plays its own `selfplay_games` games (its own starts and seeds); the
-new positions of all ranks are gathered and added in rank order, so every rank holds the same buffer, and the
-hashed draw gives the same substitute to a group's copies on whichever rank they are. Logged game figures are
-over all ranks. The buffer is not checkpointed: a resumed run plays a round at its first step.
-Models sharded by DeepSpeed ZeRO-3 / FSDP are not supported for play (generate would need gathered weights).
+Several processes: each rank plays its own games and every rank adds all ranks' positions in rank order, so the
+buffers agree. The buffer is not checkpointed (a resumed run plays at its first step). Not with ZeRO-3 / FSDP.
 """
 
 from __future__ import annotations

@@ -7,17 +7,12 @@ their labels replayed as supervised rows.
     .venv/bin/pytest tests/test_tactics.py
 
 How:
-  - Mix (`TacticsMix.mix`, called by the trainer's `training_step` with self-play and the curriculum): each P:
-    prompt of a generation batch is replaced, at odds `tactics_ratio`, by a row of the tactics train split
-    (uniform), whole: its engine label at the reward's limit is the policy reward's cache, and its `kind`
-    column reaches the reward, which logs how often the samples solve each kind (`tactics/<kind>_solved`).
-    The draw hashes (seed, step, prompt) as self-play's does, so a GRPO group's copies get the same position.
-  - Replay (`tactics_replay_coef` > 0): each micro-batch also adds that coefficient x the mean NLL of
-    `tactics_replay_batch_size` tactics rows' labels (grpo/replay.py's Replay over the tactics rows; with
-    `tactics_replay_target: best_move` only the move after B:): the mating move is imitated where sampling rarely finds it (at temperature 0.25 a group of 8 holds a mate
-    about one time in six: docs/EXPERIMENTS.md).
-  - Eval: the before/after eval adds the `tactics` suite on the tactics test split (stages/eval/suites.py), whose
-    games no training position comes from.
+  - Mix (`TacticsMix.mix`): each P: prompt is replaced at odds `tactics_ratio` by a whole tactics train row, drawn
+    as self-play's are; its `kind` column reaches the reward, which logs `tactics/<kind>_solved`.
+  - Replay (`tactics_replay_coef` > 0): each micro-batch adds that coefficient x the mean NLL of
+    `tactics_replay_batch_size` tactics labels (grpo/replay.py), so the deciding move is imitated where sampling
+    rarely finds it.
+  - Eval: the before/after eval adds the `tactics` suite on the tactics test split.
 Figures: tactics/mixed_fraction (of the batch's P: prompts), tactics_replay_loss.
 """
 
@@ -43,9 +38,7 @@ class TacticsMix:
 
     def __init__(self, rows, ratio: float, seed: int, replay_coef: float = 0.0, replay_batch_size: int = 16,
                  replay_target: str = "completion"):  # fmt: skip
-        """`rows`: a datasets.Dataset of tactics P: rows; `ratio`: the odds a P: prompt is replaced by one of
-        them; `replay_coef`, `replay_batch_size`, `replay_target`: their supervised replay (the trainer builds it
-        from `dataset`; replay.py's Replay)."""
+        """`rows`: a datasets.Dataset of tactics P: rows; `ratio`: the odds a P: prompt is replaced by one."""
         self.dataset, self.rows = rows, [dict(r) for r in rows]
         self.ratio, self.seed = ratio, seed
         self.replay_coef, self.replay_batch_size = replay_coef, replay_batch_size
@@ -70,8 +63,8 @@ class TacticsMix:
 
 
 def tactics_for(script_args, seed: int, rows) -> TacticsMix | None:
-    """The run's TacticsMix over `rows` (its tactics train P: rows, data/load.py run_data) when `tactics_dataset` is set and
-    it mixes or replays, else None."""
+    """The run's TacticsMix over its tactics train P: rows when it mixes or replays, else None."""
+
     s = script_args
     if not s.tactics_dataset or (s.tactics_ratio <= 0 and s.tactics_replay_coef <= 0):
         return None
