@@ -1,14 +1,8 @@
 """Every field of a GRPO run, in two dataclasses that TrlParser reads with TRL's ModelConfig (stages/grpo.py):
-
-- RookWorldGRPOConfig: TRL's GRPOConfig plus what the trainer reads, by section: the RL options (the KL with
-  adaptive beta and the KL guard, the baseline, the value baseline with GAE, dynamic sampling, the curriculum,
-  field credit, supervised replay: each option's maths and its check live in its module), the reward shaping, NaN
-  recovery, the reference device, the LR schedule and the sampler.
-- GRPOScriptArguments: what the stage reads: the data (DataArguments, data/args.py, shared with SFT), the rewards,
-  the engine, the evals, self-play, tactics and publishing.
-
-Every field works in a YAML recipe and as a `--flag`; invariants are checked in `__post_init__`, a number's bound
-(the class's BOUNDS) by stages/recipe.py, in the stage and in the preflight.
+RookWorldGRPOConfig (TRL's GRPOConfig plus what the trainer reads: the RL options, each option's maths and check
+in its own module, the reward shaping, NaN recovery, the LR schedule, the sampler) and GRPOScriptArguments (what
+the stage reads: data, rewards, engine, evals, self-play, tactics, publishing). Every field works in a YAML recipe
+and as a `--flag`; invariants are checked in `__post_init__`, a number's bound (BOUNDS) by stages/recipe.py.
 """
 
 from __future__ import annotations
@@ -56,10 +50,8 @@ def compiling(config) -> bool:
 @suggest_fields
 @dataclass
 class RookWorldGRPOConfig(GRPOConfig):
-    """GRPOConfig plus the RookWorld fields, by section. The model (and LoRA) comes from TRL's ModelConfig; what
-    only the stage reads (data, rewards, evals): GRPOScriptArguments below.
-    The defaults are TRL's where not said otherwise; the tested settings are a recipe's:
-    `RookWorldGRPOConfig.from_recipe("grpo_tiny_cpu", max_steps=5, output_dir="runs/try")`."""
+    """GRPOConfig plus the RookWorld fields, by section; TRL's defaults where not said otherwise. The tested
+    settings are a recipe's: `RookWorldGRPOConfig.from_recipe("grpo_tiny_cpu", max_steps=5, output_dir="runs/try")`."""
 
     @classmethod
     def from_recipe(cls, recipe: str = "grpo_tiny_cpu", **overrides) -> RookWorldGRPOConfig:
@@ -337,7 +329,19 @@ class RookWorldGRPOConfig(GRPOConfig):
     )
 
     def __post_init__(self):
-        self._check_ref_model_device()
+        if self.ref_model_device is not None:
+            try:
+                kind = torch.device(self.ref_model_device).type
+            except RuntimeError:  # torch's message lists every device type it knows
+                kind = None
+            if kind not in DEVICE_TYPES:
+                raise ValueError(
+                    f"ref_model_device {self.ref_model_device!r}: expected a device of type {DEVICE_TYPES}, e.g. cuda:1"
+                )
+            if self.sync_ref_model:
+                raise ValueError(
+                    "ref_model_device cannot be combined with sync_ref_model (TRL mixes weights in place)"
+                )
         if self.nan_max_retries < 0 or not 0.0 < self.nan_lr_factor <= 1.0 or self.nan_snapshot_steps < 1:
             raise ValueError("need nan_max_retries >= 0, 0 < nan_lr_factor <= 1 and nan_snapshot_steps >= 1")
         if self.generation_backend not in BACKENDS:
@@ -360,30 +364,11 @@ class RookWorldGRPOConfig(GRPOConfig):
             self.pad_to_multiple_of = COMPILE_PAD
         super().__post_init__()
 
-    def _check_ref_model_device(self) -> None:
-        if self.ref_model_device is None:
-            return
-        try:
-            kind = torch.device(self.ref_model_device).type
-        except RuntimeError:  # torch's message lists every device type it knows
-            kind = None
-        if kind not in DEVICE_TYPES:
-            raise ValueError(
-                f"ref_model_device {self.ref_model_device!r}: expected a device of type {DEVICE_TYPES}, e.g. cuda:1"
-            )
-        if self.sync_ref_model:
-            raise ValueError(
-                "ref_model_device cannot be combined with sync_ref_model (TRL mixes weights in place)"
-            )
-
 
 @dataclass
 class GRPOScriptArguments(DataArguments):
-    """What the GRPO stage (stages/grpo.py) reads besides the trainer's config: the data (DataArguments, shared
-    with SFT, and GRPO's own), the reward functions, the engine behind the policy reward and the evals, the evals,
-    self-play positions and tactics (the stage builds them and hands them to the trainer) and publishing. TrlParser
-    parses it with RookWorldGRPOConfig and TRL's ModelConfig, so one YAML recipe feeds all three; checked in
-    `__post_init__`."""
+    """What the GRPO stage reads besides the trainer's config: data (DataArguments, shared with SFT, and GRPO's
+    own), rewards and their engine, evals, self-play, tactics and publishing."""
 
     # the bounded fields' bounds (stages/recipe.py: the preflight and the stage check them)
     BOUNDS: ClassVar[dict[str, str]] = {
@@ -510,9 +495,9 @@ def check_rewards(script: GRPOScriptArguments, config) -> None:
 
 
 def as_rookworld_config(args) -> RookWorldGRPOConfig:
-    """`args` for RookWorldGRPOTrainer: a RookWorldGRPOConfig as is; a plain trl.GRPOConfig converted (the
-    fields set away from GRPOConfig's defaults are kept, the others take ours, activation checkpointing off
-    among them unless set through gradient_checkpointing); None: the defaults."""
+    """`args` for RookWorldGRPOTrainer: a RookWorldGRPOConfig as is; a plain trl.GRPOConfig converted (the fields
+    set away from its defaults kept, the others ours); None: the defaults."""
+
     if isinstance(args, RookWorldGRPOConfig):
         return args
     if args is None:
@@ -541,9 +526,8 @@ def as_rookworld_config(args) -> RookWorldGRPOConfig:
 def check_completion_length(
     dataset, tokenizer, max_completion_length: int, n: int = 2000, strict=False
 ) -> None:
-    """Warn when reference completions (+ EOS) of the data would not fit in max_completion_length: a cut
-    completion scores as a format failure (or is masked), a silent penalty on the task, not the model.
-    `strict`: a UserError instead when it cuts more than half of them (nothing left to learn)."""
+    """Warn when reference completions (+ EOS) would not fit in max_completion_length (a cut completion scores
+    as a format failure); `strict`: a UserError when it cuts more than half of them."""
     names = getattr(dataset, "column_names", None) or []
     if "completion" not in names or not len(dataset):
         return

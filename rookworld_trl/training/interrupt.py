@@ -16,11 +16,8 @@ from rookworld_trl.training.checkpoints import latest_complete_checkpoint
 
 
 class SaveOnInterrupt(TrainerCallback):
-    """A stop signal during training, Ctrl-C (SIGINT), SIGTERM (kill, timeout, a cluster's preemption) or SIGHUP:
-    finish the optimizer step under way, save a checkpoint and stop, so that no work since the last save is
-    lost; a second signal interrupts at once (KeyboardInterrupt, and the last complete checkpoint is the resume
-    point). After train(), `step` is the step it stopped at, or None; `exit_code` is 128 + the first signal's
-    number (130 for Ctrl-C, 143 for SIGTERM), the code a shell reports for a process that signal ended."""
+    """The module's stop signals as a TrainerCallback (a second one raises KeyboardInterrupt). After train(),
+    `step` is the step it stopped at, or None; `exit_code` is 128 + the first signal's number."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 

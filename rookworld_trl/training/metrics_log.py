@@ -1,13 +1,9 @@
-"""metrics.jsonl: every log entry of a training stage (GRPO or SFT) as one JSON line, following resumes.
+"""metrics.jsonl: every log entry of a training stage (GRPO or SFT) as one JSON line, following resumes: a resumed
+run first drops the lines past its checkpoint's step, so the log always describes the weights on disk.
 
-A resumed run first drops the lines past its checkpoint's step, so the log always describes the weights on
-disk; a torn last line (a kill or a full disk mid-write) is dropped with a warning instead of blocking the
-resume. rookworld_trl/stages/eval/charts.py draws the curves from this file (read by training/jsonl.py). `memory_metrics`: the peak memory
-figures the GRPO trainer logs at every step.
+`MetricLog`: the training figures a run logs between two log lines, by name, on TRL's own collection (TRL averages
+each name over the logging interval, then clears it in place).
 
-`MetricLog`: the training figures a run logs between two log lines, by name: `add` one, `values` reads them. The
-trainer builds it on TRL's own collection (training/trl_compat.py: TRL averages each name over the logging interval,
-then clears it in place); grpo/trainer.py adds the step's figures to it.
 
     metrics = MetricLog(collections.defaultdict(list))
     metrics.add("value/loss", 0.3); metrics.values("value/loss")  # [0.3]

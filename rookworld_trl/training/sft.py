@@ -65,12 +65,8 @@ class RookWorldSFTConfig(SFTConfig):
         if self.format_check_samples < 0:
             raise ValueError(f"format_check_samples must be >= 0, got {self.format_check_samples}")
         super().__post_init__()
-        self._decay_steps_of_max_steps()
-
-    def _decay_steps_of_max_steps(self) -> None:
-        """warmup_stable_decay's `num_decay_steps` below 1 is a fraction of max_steps, as `warmup_steps` below 1 is:
-        a run extended or branched with another `--max_steps` then decays over the same share of its steps
-        (cooldown_max_steps; transformers takes only a count)."""
+        # warmup_stable_decay's `num_decay_steps` below 1 is a fraction of max_steps, as `warmup_steps` below 1 is:
+        # a run extended with another `--max_steps` then decays over the same share (transformers takes a count)
         kwargs = self.lr_scheduler_kwargs or {}
         share = kwargs.get("num_decay_steps")
         if self.lr_scheduler_type != "warmup_stable_decay" or share is None or share >= 1:
@@ -103,12 +99,10 @@ def cooldown_max_steps(step: int, share: float) -> int:
 
 
 class PackedRows:
-    """The collator of packed data (`packing: true`, TRL's best-fit packing into rows of `max_length`) that keeps each
-    packed row a row of the batch, its samples told apart by position ids that restart at each one: transformers then
-    masks attention sample by sample (a block-diagonal causal mask; the loss equals the padded batch's, tested).
-    TRL's own padding-free collator flattens the whole batch into one row, which only a varlen (flash) kernel makes
-    cheap: on sdpa, as on CPU, its attention costs (rows x length)^2. Padding is ~40% of a padded P:/A: batch (a
-    91-token P: row padded to a 150-190-token A: row); packed rows are ~95% full."""
+    """The collator of packed data (`packing: true`) that keeps each packed row a row of the batch, its samples told
+    apart by position ids that restart at each one (transformers then masks attention sample by sample). TRL's
+    padding-free collator flattens the batch into one row, whose attention costs (rows x length)^2 without a varlen
+    (flash) kernel. Padding is ~40% of a padded P:/A: batch; packed rows are ~95% full."""
 
     def __init__(self, pad_token_id: int):
         self.collate = DataCollatorForLanguageModeling(pad_token_id=pad_token_id, return_position_ids=True)
@@ -121,11 +115,9 @@ class PackedRows:
 
 
 class RookWorldSFTTrainer(VerifiedCheckpoints, SFTTrainer):
-    """SFTTrainer that adds `tokens_per_second` to training logs, so TensorBoard, the progress bar and
-    metrics.jsonl all show it. It is measured over the last logging interval with evaluation time left out
-    (the Trainer's own `train_tokens_per_second` is a run average that includes evaluations). Packed data is
-    collated row by row (`PackedRows`). A stop signal finishes the step and saves a checkpoint (`interrupt`), so a
-    long SFT stopped between sittings loses nothing."""
+    """SFTTrainer that logs `tokens_per_second` over the last logging interval, evaluations left out (Trainer's
+    `train_tokens_per_second` is a run average with them), collates packed data row by row (`PackedRows`) and
+    saves a checkpoint on a stop signal (`interrupt`)."""
 
     _speed_mark: tuple[float, int] | None = None  # (time, tokens seen) at the last training log
     _eval_seconds: float = 0.0  # evaluation time since then
