@@ -118,12 +118,11 @@ def _task_baseline(old: dict, kind: str, values: torch.Tensor, decay: float, sca
 
 
 def recentre_fields(rows: list, terms: list, weights: torch.Tensor, scale: torch.Tensor, n: int) -> list:
-    """Field credit (credit.row_advantages' `rows`, every process's rows) under an ema/adaptive baseline: each
-    field term t of a row (and each written move's) gets (t - b - c) / s, the sequence's formula
-    (running_advantages) applied to the term: b = w_g m_g + (1 - w_g) M with m_g the term's mean over its group, M
-    over the batch's rows that field credit covers (no running mean per field: under c it would mostly cancel),
-    c the mean of t - b over those rows, w and s the row's (from the sequence rewards). With w = 1 it is
-    row_advantages' own (t - m_g) / s. B:'s advantage joins the move it copies, as there."""
+    """Field credit's `rows` (every process's) under an ema/adaptive baseline: each field term t of a row (and each
+    written move's) gets the sequence's (t - b - c) / s, b = w_g m_g + (1 - w_g) M with m_g the term's group mean,
+    M its batch mean (a running mean per field would mostly cancel under c), w and s the row's. B:'s advantage
+    joins the move it copies."""
+
     ours = [i for i, row in enumerate(rows) if row is not None]
     if not ours:
         return rows

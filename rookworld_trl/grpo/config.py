@@ -106,15 +106,11 @@ class RookWorldGRPOConfig(GRPOConfig):
         "mean, e the task's running mean, w = t / (t + v / n): v the group's reward variance, n its size, t "
         "the running variance of group means around e; a noisy small group leans on e, a consistent one on "
         "its own mean). Both: a = (r - b - c) / s, c the task's batch mean of r - b (a running mean lags the "
-        "rewards: without c every sample gets the same sign and the policy collapses: docs/EXPERIMENTS.md, the seeds' RL options), s = "
-        "max(sqrt(V), sd of r - b - c over the task's rows) with V the running mean square of r - b - c "
-        "(decay baseline_ema_decay), never a group's std; so a task's advantages have mean 0 and |a| <= "
-        "sqrt(N - 1) for its N rows in the batch; scale_rewards none: s = 1 (formulas: "
-        "grpo/baselines.py running_advantages). With field_credit each P: field's term gets the same formula "
-        "(w and s from the sequence rewards, e the batch's mean of the term). Needs "
-        "multi_objective_aggregation sum_then_normalize. On the main job with its k3 anchor (docs/EXPERIMENTS.md, "
-        "baselines) neither ends significantly below group on 2 seeds; at beta 0 ema ended 3-9 points below "
-        "(a position's difficulty enters every advantage).",
+        "rewards: without c every sample gets the same sign), s = max(sqrt(V), sd of r - b - c over the task's "
+        "rows), V the running mean square of r - b - c, never a group's std (grpo/baselines.py "
+        "running_advantages); scale_rewards none: s = 1. With field_credit each P: field's term gets the same "
+        "formula. Needs multi_objective_aggregation sum_then_normalize. On the main job neither beats group "
+        "(docs/EXPERIMENTS.md, baselines).",
     )
     baseline_ema_decay: float = helped(
         0.9,
@@ -125,24 +121,17 @@ class RookWorldGRPOConfig(GRPOConfig):
     # ---- a learned value head as the baseline, with GAE (value.py) ----
     value_baseline: bool = helped(
         False,
-        "A value head (linear, on the policy's last hidden states, detached: it does not train the "
-        "policy) predicts the return to go at each completion token; once it predicts well, advantages "
-        "come from GAE over the completion tokens (gae_gamma, gae_lambda), centred and scaled per task as "
-        "for `baseline` (a = (A - c) / s over the task's tokens). Rewards per token: the sequence reward at "
-        "the last token; with field_credit each P: field's term at the field's last token (each written "
-        "move's at the move's), so GAE credits each token with what follows it. Warm-up: each batch, "
-        "before the head trains on it, its explained variance of these returns is measured; below "
-        "value_warmup_ev the batch keeps the group baseline's advantages (field credit's with field_credit) "
-        "and only the head trains. The head is its own part: its own optimizer group (value_learning_rate, "
-        "no weight decay, the policy's LR schedule), its own gradient clipping (value_max_grad_norm; TRL's "
-        "max_grad_norm clips the policy only), its loss weight value_coef; its bias starts at the first "
-        "batch's mean return. Logs value/loss, "
-        "value/explained_variance (and per task), value/gae_used, value/grad_norm (before clipping), "
-        "value/mean. Costs one no-grad policy forward per generation batch and hidden_size + 1 weights, "
-        "saved as value_head.safetensors in each checkpoint (restored on resume; a rollback of a bad step "
-        "keeps the head). Replaces the baseline (leave baseline: group). On the main job the head explains at "
-        "most ~0.16 of the returns' variance (scripts/experiments/value_study.py, docs/EXPERIMENTS.md, "
-        "baselines): the gate stays shut and the run is the group run, bit for bit.",
+        "A value head (linear, on the policy's detached last hidden states) predicts the return to go at "
+        "each completion token; once it predicts well, advantages come from GAE over the completion tokens "
+        "(gae_gamma, gae_lambda), centred and scaled per task as for `baseline`. Rewards per token: the "
+        "sequence reward at the last token; with field_credit each P: field's term at the field's last token. "
+        "Warm-up: below value_warmup_ev explained variance of a batch's returns (measured before the head "
+        "trains on it) the batch keeps the group baseline's advantages and only the head trains. The head has "
+        "its own optimizer group (value_learning_rate, no weight decay), gradient clipping (value_max_grad_norm) "
+        "and loss weight value_coef, and is saved as value_head.safetensors in each checkpoint. Logs value/loss, "
+        "value/explained_variance (and per task), value/gae_used, value/grad_norm, value/mean. Costs one "
+        "no-grad policy forward per generation batch. Replaces the baseline (leave baseline: group). On the "
+        "main job the gate stays shut (docs/EXPERIMENTS.md, baselines).",
     )
     value_coef: float = helped(
         0.1, "value_baseline: weight of the value loss 0.5 (V - return)^2 (it trains the head only)."
@@ -183,8 +172,8 @@ class RookWorldGRPOConfig(GRPOConfig):
         0.0,
         "A curriculum of the positions the policy gets wrong (grpo/curriculum.py): each P: prompt is "
         "replaced at these odds by a training position whose group wrote a legal B: in fewer than "
-        "curriculum_threshold of its samples, until a group gets it right. 0: off (at 0.5 the main job gained "
-        "+2.0 / +1.8 on two seeds, below the recipe without it: docs/EXPERIMENTS.md).",
+        "curriculum_threshold of its samples, until a group gets it right. 0: off (on the main job it lost to "
+        "the recipe without it: docs/EXPERIMENTS.md).",
     )
     curriculum_threshold: float = helped(
         0.5, "curriculum: a position is wrong below this share of legal B: in its group."
@@ -205,8 +194,7 @@ class RookWorldGRPOConfig(GRPOConfig):
         "Field credit: add this x B:'s choice to the advantage of B: and of the listed move it copies: "
         "B:'s value (0.4 legal + 0.6 engine quality) minus the mean value of the answer's listed moves, so "
         "that picking the best of one's own list pays even where the whole group picks alike (grpo/credit.py). "
-        "0: off. 1.0 in the main job's recipe: on the stage-7 model ahead of 0 on every P: figure (top 5 "
-        "+2.6 / +3.2 against +1.2 / +1.0 on validation); on the weaker stage 5 it lost (docs/EXPERIMENTS.md).",
+        "0: off; 1.0 in the main job's recipe (docs/EXPERIMENTS.md).",
     )
     # ---- supervised replay of the training rows' reference completions (replay.py) ----
     replay_coef: float = helped(

@@ -1,12 +1,10 @@
 """DAPO's dynamic sampling (`dynamic_sampling: true`, grpo/config.py): groups whose rewards all agree carry no
 signal under the group baseline; they are swapped for informative groups of fresh prompts.
 
-`refill` re-scores through the step's own scoring (grpo/trainer.py `score_batch`, handed to it as `score`): each round
-scores a whole fresh generation batch of prompts drawn from the training set, and each process fills its own
-zero-std group slots with its informative fresh groups (so rows never move between processes; each process
-holds whole groups, which `check_trainer` demands when the trainer is built with the option on). Rounds stop
-when no process has a slot left, or after dynamic_sampling_max_rounds. The batch is then reassembled row-group by
-row-group (`merge`), re-padded, with its rows, prompts and every process's rewards (`merged_batch`).
+`refill` re-scores through the step's own scoring: each round scores a whole fresh generation batch of training
+prompts, and each process fills its own zero-std group slots with its informative fresh groups (rows never move
+between processes), until no process has a slot left or after dynamic_sampling_max_rounds. The batch is then
+reassembled group by group and re-padded (`merged_batch`).
 """
 
 from __future__ import annotations
@@ -61,8 +59,7 @@ def fresh_prompts(dataset, count: int, n: int, accelerator, seed: int) -> list[d
 
 def refill(batch: ScoredBatch, score, draw, n: int, weights, accelerator, max_rounds: int, pad_id: int):
     """(the scored batch with its zero-std groups replaced by informative fresh ones, as far as rounds allow; the
-    figures). `score(rows)`: the step's scoring of fresh rows (a ScoredBatch, advantages shaped); `draw(count,
-    round)`: `count` fresh rows of this process for that round (fresh_prompts); `weights`: the reward weights."""
+    figures). `score(rows)`: the step's scoring; `draw(count, round)`: fresh rows of this process for that round."""
     acc = accelerator
     groups = len(batch.rows) // n
     local = slice(acc.process_index * groups, (acc.process_index + 1) * groups)
@@ -90,8 +87,9 @@ def refill(batch: ScoredBatch, score, draw, n: int, weights, accelerator, max_ro
 
 
 def merged_batch(batches: list[ScoredBatch], picks: list[tuple[int, int]], n: int, accelerator, pad_id: int):
-    """One ScoredBatch from group `g` of `batches[b]` for each (b, g) in this process's `picks`: TRL's dict merged
-    and re-padded (`merge`), its rows and prompts, and every process's rewards (each process's picks gathered)."""
+    """One ScoredBatch from group `g` of `batches[b]` for each (b, g) in this process's `picks`, with every
+    process's rewards."""
+
     merged = merge([b.output for b in batches], picks, n, pad_id)
     mask = loss_mask(merged)
     merged["num_items_in_batch"] = accelerator.gather(mask.sum()).sum()  # as TRL counts it

@@ -40,8 +40,7 @@ def local_shard(t):
 
 
 def like_live(saved, live):
-    """A snapshot's optimizer state (host copies of this rank's shards) in the form of the live state: a
-    DTensor on the live one's device and mesh wherever the live state holds one (FSDP2), else as saved."""
+    """A snapshot's optimizer state (host copies of this rank's shards) in the form of the live state (FSDP2)."""
     if isinstance(live, DTensor) and torch.is_tensor(saved):
         return DTensor.from_local(saved.to(live.device), live.device_mesh, live.placements, run_check=False,
                                   shape=live.shape, stride=live.stride())  # fmt: skip
@@ -53,9 +52,8 @@ def like_live(saved, live):
 
 
 def copy_to_host(src, dst=None):
-    """A host copy of a (nested) state dict, written into `dst` (an earlier copy of the same structure) when its
-    tensors fit, so that memory is allocated once per run; pinned and asynchronous from a GPU (the copy is
-    queued before the next update on the same stream, so it reads the weights as they are now).
+    """A host copy of a (nested) state dict, written into `dst` (an earlier copy) when its tensors fit, so that
+    memory is allocated once per run; pinned and asynchronous from a GPU (queued before the next update).
 
     >>> copy_to_host({"w": torch.ones(2), "n": 3, "l": [torch.zeros(1)]})
     {'w': tensor([1., 1.]), 'n': 3, 'l': [tensor([0.])]}
@@ -107,8 +105,8 @@ class Snapshots:
         self.newest = Snapshot(model, optimizer, step, extra, reuse=reuse)
 
     def rollback_target(self, past_last_update: bool) -> Snapshot:
-        """The snapshot to restore; `past_last_update`: the newest holds the update that broke the policy (KL),
-        so the older one is taken when there is one. Either way no older one is left (it may be bad too)."""
+        """The snapshot to restore, the older one when `past_last_update` (KL) and there is one; no older one is
+        left either way (it may be bad too)."""
         if past_last_update and self.older is not None:
             self.newest = self.older
         self.older = None
@@ -224,8 +222,8 @@ def finite_where(tensor: torch.Tensor, mask: torch.Tensor) -> bool:
 
 
 def first_non_finite_input(rewards: torch.Tensor | None, batches: list[dict]) -> str | None:
-    """The first non-finite quantity that went into a step's loss: the rewards (NaN marks a reward function
-    skipping a row, so only +-inf counts), then each micro-batch's BATCH_QUANTITIES on its completion tokens.
+    """The first non-finite quantity that went into a step's loss: the rewards (only +-inf: NaN marks a skipped
+    row), then each micro-batch's BATCH_QUANTITIES on its completion tokens.
 
     >>> first_non_finite_input(torch.tensor([[1.0, float("inf")]]), [])
     'rewards'
@@ -240,8 +238,7 @@ def first_non_finite_input(rewards: torch.Tensor | None, batches: list[dict]) ->
 
 
 def first_non_finite_policy_term(logps: torch.Tensor, batch: dict) -> str | None:
-    """Given the policy's log-probs of a micro-batch (recomputed by the guard), the first non-finite term the
-    loss builds from them: the log-probs, the policy/old ratio exp(logp - old), the k3 KL's exp(ref - logp).
+    """The first non-finite term the loss builds from the policy's (recomputed) log-probs of a micro-batch.
 
     >>> batch = {"completion_mask": torch.ones(1, 2), "old_per_token_logps": torch.tensor([[-1.0, -1e4]])}
     >>> first_non_finite_policy_term(torch.tensor([[-1.0, -1.0]]), batch)
@@ -271,8 +268,8 @@ def first_non_finite_grad(named_parameters) -> str | None:
 
 
 def save_batch(micro_batches: list, path: str, **info) -> str:
-    """torch.save the micro-batches of an optimizer step (tensors moved to CPU) plus context. Only tensors,
-    numbers and strings: read it back with `torch.load(path, weights_only=True)`, never a full unpickle."""
+    """torch.save the micro-batches of an optimizer step plus context; read it back with
+    `torch.load(path, weights_only=True)`."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     batches = copy_to_host(list(micro_batches))
     if torch.cuda.is_available():
@@ -283,8 +280,7 @@ def save_batch(micro_batches: list, path: str, **info) -> str:
 
 def roll_back(snapshot: Snapshot, model, optimizer, scheduler, lr_factor: float) -> None:
     """Weights + optimizer from `snapshot`, the schedule's current LRs kept, then cut by lr_factor for the rest
-    of the run: LambdaLR (every Trainer schedule) recomputes lr = base_lr * lambda(step) at each step, so the base
-    LRs are scaled too; they live in the scheduler's state dict, so the cut also survives a resume."""
+    of the run: the base LRs too, as LambdaLR recomputes lr = base_lr * lambda(step) (they survive a resume)."""
     lrs = [group["lr"] for group in optimizer.param_groups]
     snapshot.restore(model, optimizer)
     for group, lr in zip(optimizer.param_groups, lrs, strict=True):
@@ -330,8 +326,7 @@ class StepFaults:
             self.loss += float(loss.detach().abs().sum())
 
     def record_grads(self, named_parameters) -> None:
-        """Before clipping (a non-finite norm makes clipping scale every gradient to NaN): where a non-finite
-        gradient entered, for `cause`."""
+        """Before clipping (which spreads one NaN to every gradient): where a non-finite gradient entered."""
         if self.cause is None:
             self.grad_cause = first_non_finite_grad(named_parameters)
 
@@ -347,8 +342,7 @@ class StepFaults:
         return sum(self.kl) / len(self.kl) if self.kl else None
 
     def _agree(self, reason: str | None) -> None:
-        """Make `bad` (and `blame_previous`) the ranks' common verdict: a rank that found nothing wrong takes
-        on another rank's fault. A collective: every rank calls it at the same point of every step."""
+        """Make `bad` (and `blame_previous`) the ranks' common verdict; a collective."""
         if world_size() == 1:
             return
         bad_elsewhere, blame = across_ranks([float(self.bad is not None), float(self.blame_previous)], "max")
@@ -358,7 +352,7 @@ class StepFaults:
 
     def judge_update(self, optimizer, trainable: list[torch.Tensor], kl_stop: float, named=()) -> None:
         """Before the optimizer step: a bad step's gradients are dropped, so the step is a no-op. `named`: the
-        model's (name, parameter) pairs, to name the first non-finite gradient in `cause`."""
+        model's named parameters, to name the first non-finite gradient."""
         if self.bad is None and not all_finite([p.grad for p in optimizer_params(optimizer)]):
             self.bad = "gradient"
             self.cause = self.grad_cause or first_non_finite_grad(named) or "gradient"
@@ -393,8 +387,8 @@ class StepFaults:
                 p.grad = None
 
     def judge_weights(self, trainable: list[torch.Tensor]) -> None:
-        """After the optimizer step: what is wrong with the weights the update just made, if anything (on any
-        rank: the verdict is the ranks' common one)."""
+        """After the optimizer step: what is wrong with the weights the update just made, on any rank."""
+
         largest = max_abs(trainable) if self.bad is None else 0.0
         if not math.isfinite(largest):
             self.bad = "weights after the update"

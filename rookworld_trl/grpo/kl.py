@@ -6,11 +6,9 @@ hidden states, with their per-token term normalised as TRL normalises its own lo
     beta = adapt_beta(beta, kl, args.kl_target, args.kl_horizon, args.beta_min, args.beta_max)   # adaptive KL
     kl_guard(kl, args, step, output_dir, warned)     # the KL guard: None, or why the run must stop
 
-beta lives in the trainer's RunState; under an exact `kl_estimator` the trainer adds beta x `per_token_kl` to the
-loss. TRL's fused LM head returns log-probs of the sampled tokens only, never the (B, T, V) logits. So the final
-hidden states are tapped (HiddenTap: a forward hook on the backbone, public torch API) and the LM head is
-applied here, over chunks of tokens: each chunk's policy logits are recomputed in backward (activation
-checkpointing), so memory stays at one chunk of (tokens x vocabulary) whatever the batch.
+Under an exact `kl_estimator` the trainer adds beta x `per_token_kl` to the loss. TRL's fused LM head returns the
+sampled tokens' log-probs only, so the final hidden states are tapped (HiddenTap) and the LM head is applied here
+over chunks of tokens, recomputed in backward: memory stays at one chunk of (tokens x vocabulary).
 """
 
 from __future__ import annotations

@@ -3,22 +3,16 @@ reads top to bottom in this file. The stage that builds and runs it is rookworld
 
     python -m rookworld_trl.stages.grpo --config recipes/grpo_tiny_cpu.yaml --max_steps 5
 
-One optimizer step, in the order it runs (docs/ARCHITECTURE.md walks it). TRL drives the loop; we override its
-seams here, and each RL option is a plain `if args.X:` calling the functions of its own module:
-  1. prompts     `training_step` -> `mix_prompts`: self-play (selfplay.py), curriculum (curriculum.py) and tactics
-                 (tactics.py) positions into P: prompts;
-  2. rollout     `_generate_and_score_completions` (TRL's seam) -> `score_batch` -> `trl_scored`: TRL samples K
-                 completions per prompt with our sampler (rollout.py) and calls the reward functions
-                 (grpo/rewards/functions.py); `_calculate_rewards` (TRL's seam) hands their (N, F) rewards back;
-  3. advantages  `advantages`: the ema/adaptive baseline (baselines.py), field credit (credit.py), the value head's
-                 GAE (value.py); then what learns from the scored batch: the guard, the curriculum, dynamic
-                 sampling (dynamic_sampling.py), which may score fresh prompts in its place;
-  4. loss        `compute_loss`: TRL's clipped loss + the exact KL (kl.py), the value loss, supervised replay
-                 and tactics replay (replay.py);
-  5. guard       `_clip_grad_norm` (TRL's seam) records the gradients for StepGuard (grpo/guard.py), a
-                 TrainerCallback that judges each step, rolls back a bad one and moves beta (adaptive KL).
-The state a run carries between steps lives in one place, `self.run` (RunState, below): saved as STATE_FILE in each
-checkpoint and read back on resume; the value head's weights go beside it.
+One optimizer step, in the order it runs (docs/ARCHITECTURE.md walks it); TRL drives the loop, we override its
+seams, and each RL option is a plain `if args.X:` calling its own module:
+  1. prompts     `mix_prompts`: self-play, curriculum and tactics positions into P: prompts;
+  2. rollout     `_generate_and_score_completions` -> `score_batch` -> `trl_scored`: TRL samples and calls the
+                 reward functions; `_calculate_rewards` hands their (N, F) rewards back;
+  3. advantages  `advantages`: the ema/adaptive baseline, field credit, the value head's GAE; then the guard, the
+                 curriculum and dynamic sampling learn from the scored batch;
+  4. loss        `compute_loss`: TRL's clipped loss + the exact KL, the value loss, supervised and tactics replay;
+  5. guard       `_clip_grad_norm` records the gradients for StepGuard (guard.py), which judges each step.
+The state a run carries between steps is `self.run` (RunState), saved as STATE_FILE in each checkpoint.
 """
 
 from __future__ import annotations
@@ -187,16 +181,7 @@ class RookWorldGRPOTrainer(GRPOInternals):
                     use_shared_prefix(model)
         self.guard = StepGuard(self)
         self.add_callback(self.guard)
-        self._build_parts(self.train_dataset if replay_dataset is None else replay_dataset, selfplay, tactics)
-        self.interrupt = SaveOnInterrupt()
-        self.add_callback(self.interrupt)
-        if self.args.metrics_jsonl:
-            self.add_callback(
-                JSONLMetricsCallback(os.path.join(self.args.output_dir, self.args.metrics_jsonl))
-            )
-
-    def _build_parts(self, replay_rows, selfplay, tactics) -> None:
-        """The RL options' parts, each None when off (their fields: grpo/config.py, one section each)."""
+        # the RL options' parts, each None when off (their fields: grpo/config.py, one section each)
         a = self.args
         self.value_head = None  # value_baseline: V on the policy's hidden states (value.py)
         if a.value_baseline:
@@ -207,6 +192,7 @@ class RookWorldGRPOTrainer(GRPOInternals):
             self.value_head = ValueHead(gpt2_backbone(self.model).config.hidden_size).to(
                 self.accelerator.device
             )
+        replay_rows = self.train_dataset if replay_dataset is None else replay_dataset
         self.replay = replay_for(self, replay_rows)  # replay_coef: supervised replay (replay.py)
         self.selfplay = selfplay  # selfplay_ratio: the policy's own games as P: prompts (selfplay.py)
         if selfplay is not None:
@@ -220,6 +206,10 @@ class RookWorldGRPOTrainer(GRPOInternals):
         self.correct_sampler = (
             a.sampler_importance_sampling and a.vllm_importance_sampling_correction and not self.use_vllm
         )
+        self.interrupt = SaveOnInterrupt()
+        self.add_callback(self.interrupt)
+        if a.metrics_jsonl:
+            self.add_callback(JSONLMetricsCallback(os.path.join(a.output_dir, a.metrics_jsonl)))
 
     @staticmethod
     def _checked_inputs(model, reward_funcs, args, rest, kwargs, check_lengths):
@@ -276,9 +266,8 @@ class RookWorldGRPOTrainer(GRPOInternals):
         return loss
 
     def mix_prompts(self, rows: list[dict]) -> list[dict]:
-        """Self-play, the curriculum's and tactics positions into this generation batch's P: prompts, in that
-        order. TRL hands every micro-batch the rows of its generation batch but generates only on the first: the
-        mix's figures are logged for it."""
+        """Self-play, the curriculum's and tactics positions into P: prompts, in that order; the figures are
+        logged once per generation batch (TRL hands every micro-batch its rows but generates on the first)."""
         figures = {}
         for mixer in (self.selfplay, self.curriculum, self.tactics):  # (tactics replay alone mixes nothing)
             if mixer is not None:
@@ -296,8 +285,13 @@ class RookWorldGRPOTrainer(GRPOInternals):
         batch = self.score_batch(inputs)
         if self.model.training:
             self.guard.scored_rewards = batch.rewards  # where the guard looks first for a fault
-            if self.curriculum is not None:
-                self.observe_curriculum(batch)
+            if (
+                self.curriculum is not None
+            ):  # every process's rows and answers: each rank keeps the same buffer
+                ids = batch.output["completion_ids"]
+                components = answer_components(self.processing_class, self.reward_funcs, ids, batch.prompts)
+                rows, components = gather_object(list(batch.rows)), gather_object(components)
+                self.log_figures(self.curriculum.observe(rows, components, self.num_generations))
             if self.args.dynamic_sampling:
                 batch, figures = refill(
                     batch, self.score_batch, self._fresh_rows, self.num_generations, self.reward_weights,
@@ -312,8 +306,7 @@ class RookWorldGRPOTrainer(GRPOInternals):
 
     def score_batch(self, rows: list[dict]) -> ScoredBatch:
         """Sample and score completions of `rows` (TRL), then our advantages (training only) and the sampler's
-        importance-sampling correction. An exact KL needs the reference's hidden states, tapped while TRL scores
-        the batch with it."""
+        importance-sampling correction; the reference's hidden states are tapped for an exact KL."""
         tap = self.ref_tap
         with tap.recording() if tap is not None else contextlib.nullcontext():
             output, rewards, prompts = self.trl_scored(rows)
@@ -328,9 +321,8 @@ class RookWorldGRPOTrainer(GRPOInternals):
         return batch
 
     def trl_scored(self, rows: list[dict]) -> tuple[dict, torch.Tensor, list]:
-        """TRL samples and scores completions of `rows`: its generation batch (TRL's group advantages), the (N, F)
-        rewards of every process (F reward functions, NaN: a function skipped the row) and this process's prompts.
-        TRL's dict carries no rewards: `_calculate_rewards` hands them back through `_scored` while this runs."""
+        """TRL's generation batch of `rows`, every process's (N, F) rewards (NaN: a function skipped the row) and
+        this process's prompts; `_calculate_rewards` hands the rewards back through `_scored`."""
         self._scored = []
         try:
             output = super()._generate_and_score_completions(rows)
@@ -398,13 +390,6 @@ class RookWorldGRPOTrainer(GRPOInternals):
                 self.metrics.add(f"adv/mean/{task.rstrip(':')}", float(values.mean()))
                 self.metrics.add(f"adv/std/{task.rstrip(':')}", float(values.std()))
 
-    def observe_curriculum(self, batch: ScoredBatch) -> None:
-        """Every process's rows and answer components into the curriculum's buffer (each rank keeps the same)."""
-        ids = batch.output["completion_ids"]
-        components = answer_components(self.processing_class, self.reward_funcs, ids, batch.prompts)
-        rows, components = gather_object(list(batch.rows)), gather_object(components)
-        self.log_figures(self.curriculum.observe(rows, components, self.num_generations))
-
     def _fresh_rows(self, count: int, round_: int) -> list[dict]:
         """Dynamic sampling's fresh training rows for this process: a draw per (seed, micro-step, round)."""
         seed = (self.args.seed * 1_000_003 + self.micro_step * 101 + round_) % 2**63
@@ -458,7 +443,10 @@ class RookWorldGRPOTrainer(GRPOInternals):
             )
             kl_value = float(totals[0] / totals[1].clamp(min=1.0))
             self.log_figures({"kl": kl_value, f"kl/{est}": kl_value})
-        # aggregated as the run's TRL loss is now
+        return self.normalised_like_trl(kl, mask, inputs)
+
+    def normalised_like_trl(self, per_token, mask, inputs: dict) -> torch.Tensor:
+        """A (B, T) per-token term aggregated as the run's TRL loss is now (kl.normalise_like_trl)."""
         training = self.model.training
         accumulation = self.current_gradient_accumulation_steps if training else 1.0
         items = None
@@ -466,7 +454,9 @@ class RookWorldGRPOTrainer(GRPOInternals):
             items = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
             if training:
                 items = items * accumulation / self.args.steps_per_generation
-        return normalise_like_trl(kl, mask, self.loss_type, accumulation, self.max_completion_length, items)
+        return normalise_like_trl(
+            per_token, mask, self.loss_type, accumulation, self.max_completion_length, items
+        )
 
     # ---- 5. the guard (StepGuard, a TrainerCallback, judges the step at its boundaries) ----
 
@@ -531,8 +521,9 @@ def own_sampling(args, kwargs: dict) -> bool:
 
 
 def check_prompts(dataset, own_sampler: bool) -> None:
-    """UserError, one line, for conversational prompts (lists of messages) where they cannot be sampled: our
-    sampler takes text; TRL's generate() applies the tokenizer's chat template (RookWorld-LM has none)."""
+    """UserError for conversational prompts where our sampler samples (it takes text; RookWorld-LM has no chat
+    template)."""
+
     names = getattr(dataset, "column_names", None) or []
     if not own_sampler or "prompt" not in names or not len(dataset):
         return

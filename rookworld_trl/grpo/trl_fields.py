@@ -4,12 +4,9 @@
     PYTHONPATH=$PWD .venv/bin/python -m rookworld_trl.grpo.trl_fields --write docs/GUIDE.md    # rewrite it there
 
 `FIELDS` maps each GRPOConfig field (TRL's own and the TrainingArguments it inherits) to a `Parity`: "works"
-(it takes effect as in trl.GRPOTrainer; the note says where ours differs), or "refused" (set away from TRL's
-default under the condition the note names, the trainer's construction raises one line naming the field, why,
-and what to do: `check_fields`). tests/test_trl_fields.py fails when a GRPOConfig field is missing here (a TRL
-upgrade that adds one), when the GUIDE's table is not `markdown_table()`, and (slow tier) walks every field: a
-1-2 step run where a "works" field changes a logged quantity, or a check that it reaches where TRL reads it; a
-construction that raises for each "refused" one.
+(as in trl.GRPOTrainer; the note says where ours differs), or "refused" (set away from TRL's default under the
+note's condition, the trainer's construction raises one line naming the field, why, and what to do).
+tests/test_trl_fields.py fails when a GRPOConfig field is missing here and walks every field.
 """
 
 from __future__ import annotations
@@ -27,8 +24,8 @@ TRANSFORMERS = "set generation_backend: transformers (TRL's generate())"
 
 @dataclass(frozen=True)
 class Parity:
-    """How one GRPOConfig field behaves through RookWorldGRPOTrainer. `refuse(args, sampler)`: whether a value
-    away from TRL's default is refused for this run (`sampler`: our rookworld sampler samples); `fix`: what to do."""
+    """How one GRPOConfig field behaves through RookWorldGRPOTrainer; `refuse(args, sampler)`: whether a value
+    away from TRL's default is refused for this run."""
 
     verdict: str
     note: str
@@ -215,8 +212,7 @@ def unclassified() -> list[str]:
 
 
 def refusal(args, name: str, sampler: bool) -> str | None:
-    """The one line refusing field `name` of `args` for this run (`sampler`: our rookworld sampler samples),
-    or None when its value is TRL's default or allowed."""
+    """The one line refusing field `name` of `args` for this run, or None when its value is allowed."""
     parity, value = FIELDS[name], getattr(args, name)
     if parity.refuse is None or value == trl_default(name) or not parity.refuse(args, sampler):
         return None
@@ -232,8 +228,8 @@ def check_fields(args, sampler: bool) -> None:
 
 
 def markdown_table() -> str:
-    """FIELDS as docs/GUIDE.md's table: TRL's own fields one a row, the Trainer's that behave as in Trainer in
-    one row."""
+    """FIELDS as docs/GUIDE.md's table (the Trainer's fields that behave as in Trainer in one row)."""
+
     rows = ["| field | through RookWorldGRPOTrainer |", "|---|---|"]
     trainer_as_is = [n for n, p in FIELDS.items() if p is TRAINER]
     for name, parity in FIELDS.items():

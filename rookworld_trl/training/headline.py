@@ -1,12 +1,12 @@
-"""The headline figures of the held-out eval, named once: the console's held-out line (training/console.py), the
-end-of-run summary, the learning-curve chart and its legends (stages/eval/charts.py) and
-the experiment tables (scripts/experiment_row.py, scripts/five_seeds.py) all read `HEADLINE`.
+"""The headline figures of the held-out eval, named once: the console's held-out line, the end-of-run summary, the
+learning-curve chart and the experiment tables all read `HEADLINE`.
 
     from rookworld_trl.training.headline import HEADLINE, shown_in
     [f.key for f in shown_in("console")]     # ['eval/policy/greedy/legal_best_move', ...]
 
-A figure is `figure` of `suite` in eval.json (`suites[suite][figure]`) and "eval/<suite>/<figure>" in metrics.jsonl
-(the in-training eval logs it so). To show a new figure, add its row here and name the views that show it.
+A figure is `suites[suite][figure]` in eval.json and "eval/<suite>/<figure>" in metrics.jsonl. To show a new
+figure, add its row here and name the views that show it.
+
 """
 
 from __future__ import annotations

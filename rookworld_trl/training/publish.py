@@ -3,10 +3,8 @@
     rookworld push runs/grpo_tiny_cpu --hub_model_id me/rookworld-grpo     # a finished run, any time later
     rookworld train --push_to_hub true --hub_model_id me/rookworld-grpo    # at the end of training
 
-Only final/ goes up (weights, tokenizer, config, generation config and the README.md model card), once, at
-the end; with `push_checkpoints`, each complete checkpoint's model files go up too, under
-checkpoints/checkpoint-N. Never stable/, optimizer states, the completions Parquet, the engine cache or
-nan_batches/. Trainer's own push is switched off by the trainer (it would upload output_dir at every save).
+Only final/'s model files and README.md model card go up, once, at the end (with `push_checkpoints` also each
+complete checkpoint's, under checkpoints/checkpoint-N); never optimizer states, logs or caches.
 """
 
 from __future__ import annotations
@@ -30,8 +28,8 @@ CARD_SETTINGS = (
 
 
 def model_card(args, steps: int, base_model: str | None, eval_md: str | None, script_args=None):
-    """A huggingface_hub ModelCard: base model, data, the recipe's GRPO settings, the eval table if any.
-    `args`: the trainer's config; `script_args`: the stage's (data, engine), when the stage has them apart."""
+    """A huggingface_hub ModelCard: base model, data, the recipe's GRPO settings (`args`, `script_args`), the
+    eval table if any."""
     from huggingface_hub import ModelCard, ModelCardData
 
     recipe = [c for c in (args, script_args) if c is not None]
@@ -108,8 +106,8 @@ def retry_command(args) -> str:
 
 
 def check_hub(args, training: bool = True) -> None:
-    """Before training (or `rookworld push`): a push needs the network, a token and a valid repo name, and the hub
-    must answer; else one UserError now instead of a failure after hours of training."""
+    """Before training (or `rookworld push`): one UserError now, not after hours of training, unless the
+    network, a token, a valid repo name and the hub's answer are there."""
     from huggingface_hub import HfApi, constants, get_token
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -148,8 +146,9 @@ def _hub_problem(e: Exception, args, training: bool) -> str:
 
 
 def upload(args, folder: str, path_in_repo: str | None = None, message: str = "RookWorld GRPO final") -> bool:
-    """Upload a model directory's MODEL_FILES to the run's hub repo; a failure is one line naming the command
-    that retries it, never a crash (the local files are safe). Returns whether it went up."""
+    """Upload a model directory's MODEL_FILES to the run's hub repo; whether it went up (a failure is one line
+    naming the command that retries it)."""
+
     from huggingface_hub import HfApi
 
     try:

@@ -1,6 +1,5 @@
-"""A recipe read: `check_recipe` (a YAML mapping of known fields, one UserError naming the line or the field, with the
-one did-you-mean) and `recipe_config` (a trainer config class from a recipe by name or path, with overrides: the
-configs' `from_recipe`). The stages parse recipes with TRL's parser (stages/recipe.py) and check them here first.
+"""A recipe read: `check_recipe` (a YAML mapping of known fields, else one UserError naming the line or the field)
+and `recipe_config` (the configs' `from_recipe`). The stages parse recipes with TRL's parser and check them here.
 
     from rookworld_trl.grpo.config import RookWorldGRPOConfig
     RookWorldGRPOConfig.from_recipe("grpo_tiny_cpu", max_steps=5)     # through recipe_config
@@ -20,8 +19,7 @@ MAX_RECIPE_NODES = 100_000  # values a recipe may expand to, aliases counted eac
 
 def check_recipe_file(path: str) -> None:
     """One UserError, before YAML reads it, for a recipe that is too large, binary, not UTF-8, or whose aliases
-    expand past MAX_RECIPE_NODES values (a few hundred bytes of nested aliases stand for millions; echoing one in
-    an error took 312 MB). Syntax errors are left to check_recipe, which names their line."""
+    expand past MAX_RECIPE_NODES values (a few hundred bytes of nested aliases stand for millions)."""
     import yaml
 
     size = os.path.getsize(path)
@@ -60,9 +58,8 @@ def _expanded(node, seen: dict) -> int:
 
 
 def check_recipe(path: str, fields: set[str]) -> dict:
-    """The recipe's fields; one UserError for a recipe that is not a YAML mapping of known fields: too large, binary
-    or an alias bomb (check_recipe_file), a syntax error (its line and column), a top-level value that is no
-    mapping, a misspelt field (and the field it is closest to)."""
+    """The recipe's fields; one UserError for a recipe that is not a YAML mapping of known fields (a syntax error:
+    its line and column; a misspelt field: the field it is closest to)."""
     import yaml
 
     check_recipe_file(path)
@@ -88,9 +85,9 @@ def check_recipe(path: str, fields: set[str]) -> dict:
 
 
 def recipe_config(config_class, recipe: str, stage_classes: tuple, overrides: dict):
-    """A `config_class` (RookWorldGRPOConfig, RookWorldSFTConfig) with the fields a recipe sets, by name
-    ("grpo_tiny_cpu") or path, then `overrides`; the recipe's fields of the stage's other dataclasses
-    (`stage_classes`: model, data, rewards) are left out. Values are read as the stage's parser reads them."""
+    """A `config_class` with the fields a recipe (a name or path) sets, then `overrides`, read as the stage's parser
+    reads them; the recipe's fields of `stage_classes` (model, data, rewards) are left out."""
+
     import dataclasses
 
     from trl import TrlParser

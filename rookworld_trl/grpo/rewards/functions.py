@@ -112,7 +112,10 @@ def score_env(
     field_mean = sum(fields.values()) / len(fields)
     quality = (3 * fen_similarity + 3 * field_mean + 2 * flags["reward_value"]) / 10
     quality += (flags["terminated"] + flags["truncated"]) / 10
-    valid = position(parsed.new_fen) is not None
+    try:  # a valid position (python-chess reads it, a legal one)
+        valid = bool(parse_board(parsed.new_fen).fen())
+    except ValueError:
+        valid = False
     components = {
         "parsed": 1.0,
         "fen_exact": float(parsed.new_fen == truth.new_fen),
@@ -121,14 +124,6 @@ def score_env(
     components |= {"fen_similarity": fen_similarity, **{k: float(v) for k, v in (fields | flags).items()}}
     reward = shape(checks, quality, shaping)
     return (reward if valid else min(reward, INVALID_STATE_CAP)), components
-
-
-def position(fen: str) -> str | None:
-    """The canonical FEN of a valid position, else None (never raises)."""
-    try:
-        return parse_board(fen).fen()
-    except ValueError:
-        return None
 
 
 def count_invalid_prompts(prefix: str, n: int, of: int, log_metric) -> None:

@@ -1,13 +1,9 @@
-"""Grading P: (policy) answers against Stockfish: `score_policy` for one answer, `PolicyGrader` for batches
-with a memo in front of an EnginePool. rookworld_trl/grpo/rewards/functions.py turns it into TRL's `policy_reward`.
-First, the reward shaping both tasks share: the scale's constants and `shape`, which turns a completion's pass/fail
-checks and smooth quality into its reward under each shaping (docs/FORMATS.md). Last, the watch (below).
+"""Grading P: (policy) answers against Stockfish: `score_policy` for one answer, `PolicyGrader` for batches with a
+memo in front of an EnginePool; first `shape`, the reward shaping both tasks share (docs/FORMATS.md).
 
-The reward-hacking watch: what a batch of P: answers does with its move list, from text and python-chess alone.
-
-A rising P: reward can hide a policy that lists more moves (fillers, moves from empty squares) while B: stays
-a blind pick among them. These figures show it the step it starts; the policy reward logs them every step
-as `watch/<name>` (TRL's `log_metric`), the report charts them and the run summary prints them.
+Last, the reward-hacking watch: a rising P: reward can hide a policy that lists more moves (fillers, moves from
+empty squares) while B: stays a blind pick among them. These figures, from text and python-chess alone, show it
+the step it starts; the policy reward logs them every step as `watch/<name>`.
 
     from rookworld_trl.grpo.rewards.policy import watch
     watch(fens, completions)   # {"precision": 0.55, "distinct": 4.1, "b_legal": 0.58, ...}
@@ -78,11 +74,8 @@ def check_shaping(shaping: str) -> str:
 
 PRECISE_WEIGHTS = {"M": 0.25, "E": 0.15, "B": 0.6}  # the fields' shares of the "precise" quality
 # The tenths of the "dense" and "decisive" qualities, by component (each in [0, 1]; all-correct sums to 1.0).
-# dense: every listed move's legality, then B:'s legality and its engine quality (best: 0 at a loss of 0.2).
-# decisive: B:'s share also follows its expected-score loss past 0.2 (`kept`: 1 at no loss, 0 at a loss of
-# DECISIVE_ZERO_AT), so that a move that gives up more (a missed mate, a lost piece) keeps costing about what
-# it gives up: half of the quality is B:'s. The tenths come from the listed moves' legality and B:'s own;
-# B:'s legality still pays on its own, so a legal B: that loses everything scores above an illegal one.
+# decisive: B:'s share also follows its expected-score loss past 0.2 (`kept`), so that a move that gives up more
+# (a missed mate) keeps costing about what it gives up; a legal B: that loses everything still beats an illegal one.
 QUALITY_WEIGHTS = {
     "dense": {"legal_moves": 3, "best_legal": 2, "best": 3, "candidates": 1, "evals": 1},
     "decisive": {"legal_moves": 2, "best_legal": 1, "best": 2, "kept": 3, "candidates": 1, "evals": 1},
@@ -105,12 +98,9 @@ def score_policy(
     move_cps: Mapping[str, int | None] | None = None,
     shaping: str = "graduated",
 ) -> tuple[float, dict[str, float | None]]:
-    """(reward, components) of a P: completion against the engine's analysis of `fen`.
-
-    `analysis`: the engine's MultiPV (>= 5 lines, or every legal move), best first. `move_cps`: for
-    written moves missing from `analysis`, the engine's eval (centipawns, side to move), None if illegal.
-    A legal move missing from both is graded as the last analysed line: an upper bound, since the root
-    search ranked it no better; for the same reason no eval in `move_cps` counts above that line.
+    """(reward, components) of a P: completion against the engine's analysis of `fen` (MultiPV, best first).
+    `move_cps`: the engine's evals (None: illegal) of written moves missing from `analysis`. A legal move missing
+    from both is graded as the last analysed line, and no eval counts above it: the root search ranked it no better.
 
     >>> fen = "6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1"  # Ra8 mates; the other lines are made up
     >>> top = [MoveEval("a1a8", 99999), *(MoveEval(m, 40) for m in ("h2h3", "g2g3", "g1f1", "f2f3"))]
@@ -150,8 +140,7 @@ def score_policy(
 
 
 def _centipawns(fen: str, analysis: Sequence[MoveEval], move_cps: Mapping[str, int | None] | None):
-    """move -> the engine's eval of it (None: illegal), from the analysis, then move_cps (capped at the last
-    analysed line), then the last line's eval for any other legal move."""
+    """move -> the engine's eval of it (None: illegal), graded as score_policy says."""
     cps, floor = {m.move: m.cp for m in analysis}, analysis[-1].cp
     cps |= {m: None if cp is None else min(cp, floor) for m, cp in (move_cps or {}).items() if m not in cps}
     board = None  # built only for a move nobody graded: a python-chess board costs more than the rest
@@ -240,10 +229,9 @@ def _quality(c: dict, shaping: str) -> float:
 def move_verdicts(
     moves: Sequence[str], move_cp: Mapping[str, int | None], top5: set[str], n_expected: int = MULTIPV
 ) -> list[float]:
-    """Each written move's verdict, in the order written: +1 one of the engine's top 5, 0 another legal move
-    (a filler earns nothing), BAD_MOVE for one illegal, repeated or past the n_expected-th: a cost, but a
-    quarter of a top move's worth, so that listing a likely candidate still pays (at -1 a weak policy's lists
-    shrank to one move within 60 steps: docs/EXPERIMENTS.md).
+    """Each written move's verdict, in the order written: +1 one of the engine's top 5, 0 another legal move,
+    BAD_MOVE for one illegal, repeated or past the n_expected-th: a quarter of a top move's worth, so that listing
+    a likely candidate still pays (at -1 a weak policy's lists shrank to one move).
 
     >>> move_verdicts(["e2e4", "h2h3", "e2e4", "e2e5"], {"e2e4": 30, "h2h3": -10, "e2e5": None}, {"e2e4"})
     [1.0, 0.0, -0.25, -0.25]
@@ -267,8 +255,8 @@ def best_field(components: Mapping, parsed: ParsedPolicy) -> float:
 
 
 def best_move_score(top_cp: int, cp: int) -> float:
-    """1.0 for the engine's top move, falling linearly in expected score to 0 at a loss of BEST_ZERO_AT.
-    Mates are handled by the expected score: mate in 3 vs mate in 5, or vs +15, loses (almost) nothing.
+    """1.0 for the engine's top move, falling linearly in expected score to 0 at a loss of BEST_ZERO_AT (mate in
+    3 vs mate in 5 loses almost nothing).
 
     >>> best_move_score(30, 30), round(best_move_score(30, 0), 2), best_move_score(99997, 99995)
     (1.0, 0.86, 1.0)
@@ -277,8 +265,7 @@ def best_move_score(top_cp: int, cp: int) -> float:
 
 
 def expected_score_loss(top_cp: int, cp: int) -> float:
-    """The expected score a move with the engine's eval `cp` gives up against the top move's `top_cp` (both
-    centipawns, side to move): what best_move_score grades.
+    """The expected score a move with the engine's eval `cp` gives up against the top move's `top_cp`.
 
     >>> round(expected_score_loss(30, 0), 4), expected_score_loss(99997, 99995)
     (0.0276, 0.0)
@@ -287,10 +274,8 @@ def expected_score_loss(top_cp: int, cp: int) -> float:
 
 
 def best_move_loss(fen: str, parsed: ParsedPolicy, analysis: Sequence[MoveEval], move_cps=None) -> float:
-    """B:'s expected-score loss against the engine's top move (lower is better), B: graded as score_policy
-    grades it: its eval from the analysis, else from `move_cps` (capped at the last analysed line), else the
-    last line's (a bound). An unparseable answer, or an illegal or missing B:, counts as the worst loss, 1.0,
-    so that the figure cannot improve by writing fewer legal moves.
+    """B:'s expected-score loss against the engine's top move, B: graded as score_policy grades it; an
+    unparseable answer or an illegal or missing B: counts as the worst, 1.0, so writing less cannot improve it.
 
     >>> fen = "6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1"
     >>> top = [MoveEval("a1a8", 99999), *(MoveEval(m, 40) for m in ("h2h3", "g2g3", "g1f1", "f2f3"))]
@@ -317,8 +302,7 @@ def eval_score(pawns: float, cp: int) -> float:
 def label_analysis(
     fen: str, moves: Sequence[str] | None, evals: Sequence[float] | None
 ) -> list[MoveEval] | None:
-    """A dataset label (top-k moves best first, evals in pawns) as an engine analysis, or None when it
-    cannot be one: illegal or repeated moves, evals not best-first, fewer moves than the format asks."""
+    """A dataset label (top-k moves best first, evals in pawns) as an engine analysis, or None when it cannot be."""
     if not moves or evals is None or len(moves) != len(evals) or not all(isinstance(m, str) for m in moves):
         return None
     try:
@@ -334,13 +318,9 @@ def label_analysis(
 
 
 class PolicyGrader:
-    """Scores batches of P: completions with an EnginePool, with an in-memory memo in front of it.
-
-    Per batch, at most two rounds of engine work, each one `pool.analyse_many` call (parallel over the
-    pool's workers, every position once): (1) the positions; (2) for each written legal move the root
-    search did not list (it runs MultiPV 5), the position after it, searched at the same limit for its
-    best line only (MultiPV 1: a third of the time at depth 8) and negated: the engine's own eval of that
-    move, kept per (position, move).
+    """Scores batches of P: completions with an EnginePool, with an in-memory memo in front of it. Per batch at
+    most two `pool.analyse_many` calls: the positions, then the position after each written legal move the root
+    search did not list, searched for its best line only (MultiPV 1) and negated: the engine's eval of that move.
     """
 
     def __init__(self, pool: EnginePool, shaping: str = "graduated", memo_size: int = MEMO_SIZE):
