@@ -51,8 +51,7 @@ def reward_scale(rewards: torch.Tensor, tasks: list[str], n: int, mode: str) -> 
 
 
 class BaselineAdvantages(NamedTuple):
-    """What running_advantages gives each row (N,): its advantage, its group's weight w (field credit reuses it) and
-    its scale s (field credit divides by it)."""
+    """What running_advantages gives each row (N,): its advantage, its group's weight w and its scale s."""
 
     advantages: torch.Tensor
     weights: torch.Tensor

@@ -41,8 +41,7 @@ logger = logging.getLogger(__name__)
 
 
 def compiling(config) -> bool:
-    """Whether the model will run under torch.compile: the torch_compile flag or an accelerate config's
-    dynamo_backend (which accelerate passes as ACCELERATE_DYNAMO_BACKEND)."""
+    """Whether the model will run under torch.compile: torch_compile or an accelerate dynamo_backend."""
     backend = os.environ.get("ACCELERATE_DYNAMO_BACKEND", "NO").upper()
     return bool(config.torch_compile) or backend not in ("NO", "")
 
@@ -55,8 +54,7 @@ class RookWorldGRPOConfig(GRPOConfig):
 
     @classmethod
     def from_recipe(cls, recipe: str = "grpo_tiny_cpu", **overrides) -> RookWorldGRPOConfig:
-        """The trainer settings of a recipe (a bundled name such as "grpo_tiny_cpu", or a YAML path), with
-        `overrides`; the recipe's model, data and reward names are the stage's and are left out."""
+        """The trainer settings of a recipe (a bundled name or a YAML path), with `overrides`."""
         from rookworld_trl.training.recipes import recipe_config
 
         return recipe_config(cls, recipe, (GRPOScriptArguments, ModelConfig), overrides)

@@ -170,8 +170,7 @@ def add_choice(rows: list, terms: Sequence[dict | None], scale: Sequence[float],
 def spread(
     rows: Sequence[dict | None], layouts: Sequence[Sequence[tuple[int, int]]], sequence: torch.Tensor
 ) -> torch.Tensor:
-    """(B, T) advantages: each token gets its move's or its field's advantage (token_layout); rows without field
-    advantages keep `sequence` (B,), their TRL advantage."""
+    """(B, T) advantages: each token its move's or its field's; rows without field advantages keep `sequence`."""
     out = sequence.unsqueeze(1).expand(-1, len(layouts[0]) if layouts else 0).clone()
     for i, adv in enumerate(rows):
         if adv is None:
@@ -197,8 +196,7 @@ def answer_components(
 def field_parts(
     tokenizer, reward_funcs, reward_weights, shaping: str, completion_ids, prompts
 ) -> tuple[list, list]:
-    """This process's rows: each P: answer's field terms times the policy reward's weight in reward_weights,
-    and each row's token layout."""
+    """This process's rows: each P: answer's field terms (times the policy reward's weight) and token layout."""
     index = policy_index(reward_funcs)
     weight = 1.0 if index is None else float(reward_weights[index])
     components = answer_components(tokenizer, reward_funcs, completion_ids, prompts)

@@ -42,8 +42,7 @@ class Curriculum:
         self.buffer: OrderedDict[str, dict] = OrderedDict()  # prompt -> row, oldest first
 
     def observe(self, rows: Sequence[dict], components: Sequence[dict | None], n: int) -> dict[str, float]:
-        """Keep each P: group (n rows in a row) whose share of legal B: is below the threshold, drop one that is
-        not; return the figures."""
+        """Keep each P: group (n rows) whose share of legal B: is below the threshold, drop one that is not."""
         wrong = groups = 0
         for g in range(0, len(rows), n):
             parts = [c for c in components[g : g + n] if c is not None]

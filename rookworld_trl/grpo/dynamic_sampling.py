@@ -47,8 +47,7 @@ def informative(rewards: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def fresh_prompts(dataset, count: int, n: int, accelerator, seed: int) -> list[dict]:
-    """`count` rows for this process: whole groups of random training prompts, the same draw on every process
-    (`seed`: the run's, the micro-step and the round mixed in)."""
+    """`count` rows for this process: whole groups of random training prompts, drawn alike on every process."""
     procs = accelerator.num_processes
     generator = torch.Generator().manual_seed(seed)
     picks = torch.randint(len(dataset), (count * procs // n,), generator=generator).tolist()
@@ -87,8 +86,7 @@ def refill(batch: ScoredBatch, score, draw, n: int, weights, accelerator, max_ro
 
 
 def merged_batch(batches: list[ScoredBatch], picks: list[tuple[int, int]], n: int, accelerator, pad_id: int):
-    """One ScoredBatch from group `g` of `batches[b]` for each (b, g) in this process's `picks`, with every
-    process's rewards."""
+    """One ScoredBatch from group `g` of `batches[b]` for each (b, g) in this process's `picks`."""
 
     merged = merge([b.output for b in batches], picks, n, pad_id)
     mask = loss_mask(merged)

@@ -268,8 +268,7 @@ def first_non_finite_grad(named_parameters) -> str | None:
 
 
 def save_batch(micro_batches: list, path: str, **info) -> str:
-    """torch.save the micro-batches of an optimizer step plus context; read it back with
-    `torch.load(path, weights_only=True)`."""
+    """torch.save the micro-batches of a step plus context; read with `torch.load(path, weights_only=True)`."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     batches = copy_to_host(list(micro_batches))
     if torch.cuda.is_available():
@@ -351,8 +350,7 @@ class StepFaults:
         self.blame_previous = bool(blame)
 
     def judge_update(self, optimizer, trainable: list[torch.Tensor], kl_stop: float, named=()) -> None:
-        """Before the optimizer step: a bad step's gradients are dropped, so the step is a no-op. `named`: the
-        model's named parameters, to name the first non-finite gradient."""
+        """Before the optimizer step: a bad step's gradients are dropped, so the step is a no-op."""
         if self.bad is None and not all_finite([p.grad for p in optimizer_params(optimizer)]):
             self.bad = "gradient"
             self.cause = self.grad_cause or first_non_finite_grad(named) or "gradient"

@@ -35,9 +35,8 @@ def check_supported(args, model, accelerator) -> None:
 
 
 def rollout(prompts: list[str], trainer) -> dict:
-    """TRL's rollout_func: prompt ids as TRL tokenizes text prompts, completions up to and with EOS, log-probs.
-    Through model/generation.py: a sampler error moves to the next path (CUDA graph -> eager -> generate()), and at
-    the first step and every `sampler_check_every` the log-probs are checked against TRL's scoring forward."""
+    """TRL's rollout_func: prompt ids as TRL tokenizes them, completions up to and with EOS, their log-probs; the
+    sampler falls back on an error and is checked every `sampler_check_every` steps (model/generation.py)."""
     tokenizer = trainer.processing_class
     prompt_ids = tokenizer(text=prompts)["input_ids"]
     model = trainer.accelerator.unwrap_model(trainer.model_wrapped)

@@ -280,8 +280,7 @@ class RookWorldGRPOTrainer(GRPOInternals):
     # ---- 2. rollout and rewards ----
 
     def _generate_and_score_completions(self, inputs):
-        """TRL's seam: the generation batch the next micro-batches train on, from the dataloader's rows; in
-        training, what learns from it (the guard, the curriculum) and dynamic sampling, which may replace it."""
+        """TRL's seam: the generation batch the next micro-batches train on; dynamic sampling may replace it."""
         batch = self.score_batch(inputs)
         if self.model.training:
             self.guard.scored_rewards = batch.rewards  # where the guard looks first for a fault
@@ -521,8 +520,7 @@ def own_sampling(args, kwargs: dict) -> bool:
 
 
 def check_prompts(dataset, own_sampler: bool) -> None:
-    """UserError for conversational prompts where our sampler samples (it takes text; RookWorld-LM has no chat
-    template)."""
+    """UserError for conversational prompts where our sampler (it takes text) samples."""
 
     names = getattr(dataset, "column_names", None) or []
     if not own_sampler or "prompt" not in names or not len(dataset):

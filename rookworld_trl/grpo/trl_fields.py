@@ -24,8 +24,7 @@ TRANSFORMERS = "set generation_backend: transformers (TRL's generate())"
 
 @dataclass(frozen=True)
 class Parity:
-    """How one GRPOConfig field behaves through RookWorldGRPOTrainer; `refuse(args, sampler)`: whether a value
-    away from TRL's default is refused for this run."""
+    """How one GRPOConfig field behaves; `refuse(args, sampler)`: whether a value away from TRL's is refused."""
 
     verdict: str
     note: str

@@ -95,8 +95,7 @@ def _legacy_problem(checkpoint_dir: str) -> str | None:
 
 
 def checkpoint_problem(checkpoint_dir: str) -> str | None:
-    """None when checkpoint_dir's marker exists and every file it lists has its size and sha256, else what is
-    wrong, in words."""
+    """None when checkpoint_dir's marker and every file it lists (size, sha256) verify, else what is wrong."""
     try:
         with open(os.path.join(checkpoint_dir, MARKER)) as f:
             files = json.load(f).get("files")
@@ -150,8 +149,7 @@ def quarantine_incomplete(output_dir: str) -> list[str]:
 
 
 def retire_later_checkpoints(output_dir: str, step: int) -> list[str]:
-    """Move checkpoint-N with N > step to output_dir/superseded/: resuming from an earlier step abandons them,
-    and a later 'auto' resume must not jump back onto the abandoned branch."""
+    """Move checkpoint-N with N > step to output_dir/superseded/: a later 'auto' must not resume from them."""
     return [
         _move_aside(path, output_dir, SUPERSEDED_DIR, f"is past the resumed step {step}")
         for n, path in list_checkpoints(output_dir)

@@ -47,8 +47,7 @@ SUMMARISED = ("train_loss", "format_check_samples")
 
 
 def compact_line(logs: dict, step: int, max_steps: int) -> str | None:
-    """The one line of a training or held-out log entry (KINDS); "" for the end-of-training entry (nothing to
-    print); None for other entries (printed as before)."""
+    """The one line of a training or held-out log entry; "" for the end-of-training one; None for others."""
     if any(key in logs for key in SUMMARISED):
         return ""
     fields = next((f for keys, f in KINDS if any(key in logs for key in keys)), None)

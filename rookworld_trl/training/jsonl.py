@@ -14,9 +14,8 @@ from rookworld_trl.common.entry import say
 
 
 def read_jsonl(path: str) -> list[dict]:
-    """The rows of a JSONL file. A line that does not parse (torn by a crash or a full disk mid-write, not UTF-8,
-    nested too deep), is no JSON object, or has a `step` that is not a finite number, is dropped with a warning
-    naming the file and the lines, so a damaged log never blocks a resume or a report."""
+    """The rows of a JSONL file; a line that is no JSON object with a finite `step` (torn by a crash, say) is
+    dropped with a warning, so a damaged log never blocks a resume or a report."""
     rows, bad = [], []
     with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, 1):

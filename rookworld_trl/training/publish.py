@@ -28,8 +28,7 @@ CARD_SETTINGS = (
 
 
 def model_card(args, steps: int, base_model: str | None, eval_md: str | None, script_args=None):
-    """A huggingface_hub ModelCard: base model, data, the recipe's GRPO settings (`args`, `script_args`), the
-    eval table if any."""
+    """A huggingface_hub ModelCard: base model, data, the recipe's GRPO settings, the eval table if any."""
     from huggingface_hub import ModelCard, ModelCardData
 
     recipe = [c for c in (args, script_args) if c is not None]
@@ -146,8 +145,7 @@ def _hub_problem(e: Exception, args, training: bool) -> str:
 
 
 def upload(args, folder: str, path_in_repo: str | None = None, message: str = "RookWorld GRPO final") -> bool:
-    """Upload a model directory's MODEL_FILES to the run's hub repo; whether it went up (a failure is one line
-    naming the command that retries it)."""
+    """Upload a model directory to the run's hub repo; whether it went up (a failure is one line, not a crash)."""
 
     from huggingface_hub import HfApi
 

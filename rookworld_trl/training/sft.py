@@ -26,8 +26,7 @@ class RookWorldSFTConfig(SFTConfig):
 
     @classmethod
     def from_recipe(cls, recipe: str = "sft_embedded_cpu", **overrides) -> RookWorldSFTConfig:
-        """The trainer settings of a recipe (a bundled name or a YAML path), with `overrides`; the recipe's
-        model and data are the stage's and are left out."""
+        """The trainer settings of a recipe (a bundled name or a YAML path), with `overrides`."""
         from rookworld_trl.training.recipes import recipe_config
 
         return recipe_config(cls, recipe, (SFTScriptArguments,), overrides)
@@ -144,8 +143,7 @@ class RookWorldSFTTrainer(VerifiedCheckpoints, SFTTrainer):
 @dataclass
 @stage_defaults(dataset_name="rookworld_trl/assets/data", dataset_test_split="validation", mix_env_ratio=None)
 class SFTScriptArguments(DataArguments):
-    """What to train on (DataArguments, shared with GRPO: dataset_name and its splits, the mix, exclusions; here
-    the embedded data, its validation split and the data's own mix by default) and which model to start from."""
+    """What to train on (DataArguments, shared with GRPO; the embedded data by default) and from which model."""
 
     # fmt: off
     max_train_samples: int | None = helped(None, "Use at most this many training samples.")

@@ -105,8 +105,7 @@ LAST_LR = "_last_lr"
 
 
 class ModuleFunction:
-    """A function TRL looks up in its own module at call time, where it offers no hook: `replaced_by(f)` puts `f`
-    there for one call of ours."""
+    """A function TRL looks up in its module at call time: `replaced_by(f)` puts `f` there for one call of ours."""
 
     def __init__(self, module, name: str):
         self.module, self.name = module, name

@@ -192,8 +192,7 @@ env_reward.ready = True  # RookWorldGRPOTrainer rebuilds it with the config's re
 
 
 def make_policy_reward(*, engine: EnginePool | None = None, shaping: str = "graduated") -> Callable:
-    """The P: reward function for TRL, graded by `engine` (None: a default EnginePool(), depth 8, one
-    worker, started on first use). Its memo lives as long as the returned function."""
+    """The P: reward function for TRL, graded by `engine` (None: a default EnginePool(), started on first use)."""
     grader = PolicyGrader(engine if engine is not None else EnginePool(), shaping)
     limit_key = grader.pool.limit.key()
 
@@ -346,8 +345,7 @@ def is_own(name: str) -> bool:
 
 
 def import_reward(path: str):
-    """The function at a dotted path (or 'module:function'), checked as TRL will call it; UserError otherwise.
-    The working directory is searched first, as `python -m` does for the stage."""
+    """The function at a dotted path (or 'module:function'), checked as TRL will call it; UserError otherwise."""
     module, _, attr = path.rpartition(":") if ":" in path else path.rpartition(".")
     if "/" in path or os.sep in path or attr == "py" or module.endswith(".py"):  # a file, not a function
         dotted = (path if attr == "py" else module).removesuffix(".py").replace(os.sep, ".").replace("/", ".")

@@ -247,8 +247,7 @@ def move_verdicts(
 
 
 def best_field(components: Mapping, parsed: ParsedPolicy) -> float:
-    """B:'s own verdict in [0, 1]: 0.4 legal + 0.4 its engine quality + 0.2 consistent (B: is a listed move
-    with the highest E:, as in the data)."""
+    """B:'s own verdict in [0, 1]: 0.4 legal + 0.4 engine quality + 0.2 B: is the listed move with the top E:."""
     evals = dict(zip(parsed.moves, parsed.evals, strict=False))
     consistent = bool(evals) and evals.get(parsed.best) == max(evals.values())  # ties: any top one
     return 0.4 * components["best_legal"] + 0.4 * components["best"] + 0.2 * consistent
