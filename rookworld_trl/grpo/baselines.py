@@ -35,9 +35,8 @@ def _nanstd(x: torch.Tensor, dim=None) -> torch.Tensor:
 
 
 def reward_scale(rewards: torch.Tensor, tasks: list[str], n: int, mode: str) -> torch.Tensor:
-    """(N,) divisor s of each row's advantage, per scale_rewards: 'group' the group's std (a zero-std group: the
-    std of its task's rewards in the batch, else 1: r - b may be non-zero there), 'batch' the batch's std,
-    'none' 1."""
+    """(N,) divisor s of each row's advantage, per scale_rewards: 'group' the group's std (a zero-std group: its
+    task's std in the batch, else 1: r - b may be non-zero there), 'batch' the batch's std, 'none' 1."""
     if mode == "none":
         return torch.ones_like(rewards)
     if mode == "batch":

@@ -353,8 +353,7 @@ class RookWorldGRPOConfig(GRPOConfig):
 
 @dataclass
 class GRPOScriptArguments(DataArguments):
-    """What the GRPO stage reads besides the trainer's config: data (DataArguments, shared with SFT, and GRPO's
-    own), rewards and their engine, evals, self-play, tactics and publishing."""
+    """What the GRPO stage reads besides the trainer's config: data, rewards, engine, evals, self-play, tactics."""
 
     # the bounded fields' bounds (stages/recipe.py: the preflight and the stage check them)
     BOUNDS: ClassVar[dict[str, str]] = {
@@ -481,8 +480,7 @@ def check_rewards(script: GRPOScriptArguments, config) -> None:
 
 
 def as_rookworld_config(args) -> RookWorldGRPOConfig:
-    """`args` for RookWorldGRPOTrainer: a RookWorldGRPOConfig as is; a plain trl.GRPOConfig converted (the fields
-    set away from its defaults kept, the others ours); None: the defaults."""
+    """`args` as a RookWorldGRPOConfig: a plain trl.GRPOConfig keeps the fields set away from its defaults."""
 
     if isinstance(args, RookWorldGRPOConfig):
         return args
@@ -512,8 +510,8 @@ def as_rookworld_config(args) -> RookWorldGRPOConfig:
 def check_completion_length(
     dataset, tokenizer, max_completion_length: int, n: int = 2000, strict=False
 ) -> None:
-    """Warn when reference completions (+ EOS) would not fit in max_completion_length (a cut completion scores
-    as a format failure); `strict`: a UserError when it cuts more than half of them."""
+    """Warn when reference completions (+ EOS) would not fit in max_completion_length; `strict`: a UserError when
+    it cuts more than half of them."""
     names = getattr(dataset, "column_names", None) or []
     if "completion" not in names or not len(dataset):
         return

@@ -216,8 +216,7 @@ def policy_index(reward_funcs) -> int | None:
 def other_rewards(
     reward_funcs, reward_weights, per_function: torch.Tensor, rewards: torch.Tensor
 ) -> list[float]:
-    """Every process's rows: what the other reward functions give the row (0.0 where only the policy reward
-    scored it). `per_function`: the (N, F) rewards the weighted `rewards` (N,) sum."""
+    """Every process's rows: what the reward functions other than the policy reward give the row (else 0.0)."""
     index = policy_index(reward_funcs)
     if index is None:
         return [0.0] * len(rewards)

@@ -74,9 +74,8 @@ def unit_hash(*parts) -> float:
 def replace_policy_rows(
     rows: list[dict], ratio: float, key: tuple, tags: tuple[str, str], pick
 ) -> tuple[list, int, int]:
-    """`rows` with each P: row replaced, at odds `ratio`, by `pick(row, u)` (u uniform in [0, 1)); the number of
-    P: rows and of replaced ones. Both draws hash (*key, prompt, tag), so every copy of a prompt (a GRPO group) on
-    every rank gets the same replacement."""
+    """`rows` with each P: row replaced at odds `ratio` by `pick(row, u)`, u uniform in [0, 1); the counts of P:
+    rows and of replaced ones. The draws hash the prompt, so a GRPO group's copies get the same replacement."""
     out, policy_rows, replaced = [], 0, 0
     for row in rows:
         if task_of(row["prompt"], row.get("task")) == "P":

@@ -73,8 +73,7 @@ def copy_to_host(src, dst=None):
 
 
 class Snapshot:
-    """Trainable weights (frozen ones cannot go bad) + optimizer state (+ extra scalars) of a healthy step, in
-    host memory. `reuse`: an older Snapshot whose memory this one takes over (no allocation per snapshot)."""
+    """A healthy step's trainable weights + optimizer state (+ extras) in host memory, reusing `reuse`'s memory."""
 
     def __init__(self, model: torch.nn.Module, optimizer, step: int, extra: dict | None = None, reuse=None):
         self.step = step
@@ -105,8 +104,7 @@ class Snapshots:
         self.newest = Snapshot(model, optimizer, step, extra, reuse=reuse)
 
     def rollback_target(self, past_last_update: bool) -> Snapshot:
-        """The snapshot to restore, the older one when `past_last_update` (KL) and there is one; no older one is
-        left either way (it may be bad too)."""
+        """The snapshot to restore, the older one when `past_last_update` (KL); none older is left (it may be bad)."""
         if past_last_update and self.older is not None:
             self.newest = self.older
         self.older = None
@@ -258,8 +256,7 @@ def first_non_finite_policy_term(logps: torch.Tensor, batch: dict) -> str | None
 
 
 def first_non_finite_grad(named_parameters) -> str | None:
-    """'gradient of NAME': the last parameter in the model's order (nearest the output) with a non-finite
-    gradient, where it entered the backward pass; how many more it reached follows in brackets."""
+    """'gradient of NAME': the last parameter (nearest the output) with a non-finite gradient, where it entered."""
     named = [(name, p.grad) for name, p in named_parameters if p.grad is not None]
     if all_finite([grad for _, grad in named]):  # one fused pass: the common case costs one host sync
         return None
@@ -439,8 +436,7 @@ class StepGuard(TrainerCallback):
             faults.cause = self.explain() or faults.cause
 
     def explain(self) -> str | None:
-        """The first non-finite quantity upstream of the loss (first_non_finite_input, then the policy's
-        log-probs scored again); None: all finite, so the loss or a gradient was the first."""
+        """The first non-finite quantity upstream of the loss; None: the loss or a gradient was the first."""
         t, batches = self.trainer, self.faults.inputs
         found = first_non_finite_input(self.scored_rewards, batches)
         for batch in batches if found is None else ():

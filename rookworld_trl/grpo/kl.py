@@ -28,8 +28,7 @@ CHUNK_FLOATS = 2**24  # logits per chunk (64 MiB in float32): tokens per chunk =
 
 
 def divergences(logp: torch.Tensor, logq: torch.Tensor, estimator: str) -> torch.Tensor:
-    """(N, V) log-probs of the policy p and the reference q -> (N,) exact KL per row: reverse KL(p || q),
-    forward KL(q || p) or symmetric, their mean."""
+    """(N, V) log-probs of the policy p and the reference q -> (N,) exact KL: reverse, forward or their mean."""
     if estimator not in ("forward", "reverse", "symmetric"):
         raise ValueError(f"kl_estimator {estimator!r} is not exact: expected forward, reverse or symmetric")
     reverse = (logp.exp() * (logp - logq)).sum(-1) if estimator != "forward" else None

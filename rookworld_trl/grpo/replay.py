@@ -63,8 +63,7 @@ class Replay:
         return {k: v.to(device) for k, v in batch.items()}
 
     def row(self, prompt: str, completion: str) -> tuple[list[int], list[int]]:
-        """(ids, labels) of one replayed row: labels -100 on the prompt and on what the target reads, not teaches
-        (under "moves" the E: evaluations: about half of a P: label's NLL and none of the move choice)."""
+        """(ids, labels) of one replayed row: labels -100 on the prompt and on what the target reads, not teaches."""
         tok, eos = self.tokenizer, self.tokenizer.eos_token_id
         p = tok(prompt, add_special_tokens=False)["input_ids"]
         if self.target == "moves":

@@ -87,9 +87,8 @@ def correct_for_sampler(output: dict, scoring_logps, args, loss_type: str) -> di
 
 
 def importance_ratio(scored, sampled, mask, args) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ratio, per-token log-prob difference) of TRL's vLLM correction with args.vllm_importance_sampling_mode
-    (token_/sequence_ truncate or mask) and its clip bounds: exp(scored - sampled) per token (B, T) or summed per
-    sequence (B, 1); truncate clamps it, mask zeroes it outside the bounds."""
+    """(ratio, per-token log-prob difference) of TRL's vLLM correction under vllm_importance_sampling_mode: the
+    ratio per token (B, T) or sequence (B, 1), clamped (truncate) or zeroed (mask) outside the clip bounds."""
     diff = torch.nan_to_num((scored - sampled) * mask, nan=0.0)
     mode = args.vllm_importance_sampling_mode
     low, high = args.vllm_importance_sampling_clip_min, args.vllm_importance_sampling_clip_max

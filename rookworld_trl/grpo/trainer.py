@@ -213,9 +213,8 @@ class RookWorldGRPOTrainer(GRPOInternals):
 
     @staticmethod
     def _checked_inputs(model, reward_funcs, args, rest, kwargs, check_lengths):
-        """`rookworld train`'s checks, each a UserError naming the fix: the config (a plain GRPOConfig is
-        converted), the model (a path is loaded with its tokenizer), the rewards, the dataset (a `text` column is
-        split) and the completion length against its reference completions."""
+        """`rookworld train`'s checks, each a UserError naming the fix; a model path is loaded with its tokenizer,
+        a plain GRPOConfig converted and a `text` column split."""
         args = as_rookworld_config(args)
         if isinstance(model, str):  # a typo is one line, not transformers' two chained tracebacks
             # the policy takes every model_init_kwargs as TRL's reference does (attn_implementation, ...)
@@ -305,7 +304,7 @@ class RookWorldGRPOTrainer(GRPOInternals):
 
     def score_batch(self, rows: list[dict]) -> ScoredBatch:
         """Sample and score completions of `rows` (TRL), then our advantages (training only) and the sampler's
-        importance-sampling correction; the reference's hidden states are tapped for an exact KL."""
+        importance-sampling correction."""
         tap = self.ref_tap
         with tap.recording() if tap is not None else contextlib.nullcontext():
             output, rewards, prompts = self.trl_scored(rows)
@@ -397,8 +396,7 @@ class RookWorldGRPOTrainer(GRPOInternals):
     # ---- 4. the loss ----
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """One micro-batch's loss: TRL's clipped GRPO loss, then in this order beta x the exact KL, the value loss,
-        supervised replay and tactics replay (each scaled for gradient accumulation as TRL's loss is)."""
+        """One micro-batch's loss: TRL's, then in this order beta x the exact KL, the value loss and replay."""
         training = self.model.training
         if training:
             self.guard.faults.inputs.append(inputs)  # kept until the step ends, to save it if it goes bad

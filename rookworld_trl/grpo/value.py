@@ -86,8 +86,7 @@ def gae(
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
-    """1 - Var(return - V) / Var(return) over the masked tokens (1: V predicts the returns, 0: no better than
-    their mean, < 0: worse); NaN with fewer than 2 tokens or constant returns."""
+    """1 - Var(return - V) / Var(return) over the masked tokens; NaN with fewer than 2 tokens or constant returns."""
     keep = mask.bool()
     r, v = returns[keep].double(), values[keep].double()
     if r.numel() < 2 or float(r.var()) == 0.0:
@@ -179,10 +178,8 @@ def value_advantages(
     value_head, gae_state: dict, output: dict, rewards: torch.Tensor, prompts: list, terms, layouts, model, args,
     autocast, start: bool = False,
 ) -> dict[str, float]:  # fmt: skip
-    """The returns (reward to go) into output["returns"] for the value loss; GAE advantages into
-    output["advantages"] once the head's explained variance of this batch's returns, measured before it trains on
-    them, reaches value_warmup_ev. `terms`, `layouts`: field credit's (None: off); `start`: the head's first
-    batch (its bias starts at the returns' mean). Returns the figures."""
+    """The returns into output["returns"] for the value loss; GAE advantages into output["advantages"] once the
+    head explains value_warmup_ev of this batch's returns (before it trains on them). Returns the figures."""
     a, ids = args, output["completion_ids"]
     mask = loss_mask(output)
     mask = mask * (~rewards.isnan()).unsqueeze(1).to(mask.dtype)  # unscored rows: no target, advantage 0

@@ -173,8 +173,7 @@ def promote_to_stable(checkpoint_dir: str, output_dir: str) -> str:
 
 
 def replace_dir(tmp_dir: str, final_dir: str) -> None:
-    """Swap a fully written tmp_dir into final_dir by renames; an older final_dir stays as final_dir.old until the
-    new one is in place (a kill in between leaves one whole copy: `_stable_dirs` looks there too)."""
+    """Swap a fully written tmp_dir into final_dir by renames, the older one kept as final_dir.old meanwhile."""
     old = f"{final_dir}.old"
     if os.path.isdir(final_dir):
         shutil.rmtree(old, ignore_errors=True)
@@ -244,8 +243,7 @@ def _stable_dirs(output_dir: str) -> list[str]:
 
 
 def finished_step(checkpoint_dir: str, max_steps: int) -> int | None:
-    """The checkpoint's step when it already reached the run's end (max_steps, or the max_steps its trainer
-    state recorded when max_steps <= 0, an epoch-based run); None when there are steps left to train."""
+    """The checkpoint's step when it already reached the run's end (max_steps, else its trainer state's), else None."""
     try:
         with open(os.path.join(checkpoint_dir, "trainer_state.json")) as f:
             state = json.load(f)
@@ -363,9 +361,8 @@ def _sees_token(path: str, token: str, wait_s: float) -> bool:
 
 
 def check_shared_output_dir(accelerator, output_dir: str, wait_s: float = 10.0) -> None:
-    """With several processes, stop with one line unless every process sees the token the main process writes
-    to output_dir (checkpoints are written once and every rank resumes from them). Each machine's first process
-    raises UserError; the other processes exit with code 2."""
+    """With several processes, stop with one line unless every process sees the token the main process writes to
+    output_dir (every rank resumes from its checkpoints); the other processes of a machine exit with code 2."""
     if accelerator.num_processes == 1:
         return
     import socket

@@ -59,7 +59,7 @@ class SaveOnInterrupt(TrainerCallback):
 
 
 def said_interrupted(trainer) -> int:
-    """Say where a stop signal left the run and how to go on; the exit code (130 for Ctrl-C, 143 for SIGTERM)."""
+    """Say where a stop signal left the run and how to go on; the exit code."""
     last = latest_complete_checkpoint(trainer.args.output_dir)
     say(
         f"interrupted at step {trainer.state.global_step} (last checkpoint: {last or 'none'}); resume with the "

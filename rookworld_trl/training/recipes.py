@@ -58,8 +58,7 @@ def _expanded(node, seen: dict) -> int:
 
 
 def check_recipe(path: str, fields: set[str]) -> dict:
-    """The recipe's fields; one UserError for a recipe that is not a YAML mapping of known fields (a syntax error:
-    its line and column; a misspelt field: the field it is closest to)."""
+    """The recipe's fields; one UserError for a recipe that is not a YAML mapping of known fields."""
     import yaml
 
     check_recipe_file(path)
@@ -85,8 +84,7 @@ def check_recipe(path: str, fields: set[str]) -> dict:
 
 
 def recipe_config(config_class, recipe: str, stage_classes: tuple, overrides: dict):
-    """A `config_class` with the fields a recipe (a name or path) sets, then `overrides`, read as the stage's parser
-    reads them; the recipe's fields of `stage_classes` (model, data, rewards) are left out."""
+    """A `config_class` with the fields a recipe (a name or path) sets, then `overrides`, as the stage reads them."""
 
     import dataclasses
 

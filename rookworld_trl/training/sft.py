@@ -114,9 +114,8 @@ class PackedRows:
 
 
 class RookWorldSFTTrainer(VerifiedCheckpoints, SFTTrainer):
-    """SFTTrainer that logs `tokens_per_second` over the last logging interval, evaluations left out (Trainer's
-    `train_tokens_per_second` is a run average with them), collates packed data row by row (`PackedRows`) and
-    saves a checkpoint on a stop signal (`interrupt`)."""
+    """SFTTrainer that logs `tokens_per_second` over the last logging interval (evaluations left out), collates
+    packed data row by row (`PackedRows`) and saves a checkpoint on a stop signal (`interrupt`)."""
 
     _speed_mark: tuple[float, int] | None = None  # (time, tokens seen) at the last training log
     _eval_seconds: float = 0.0  # evaluation time since then

@@ -180,9 +180,8 @@ def set_logged_lr(scheduler, optimizer) -> None:
 
 
 class VerifiedCheckpoints:
-    """Trainer mixin: a checkpoint counts once its completion marker (training/checkpoints.py) is written, after
-    every rank's files; a save that fails on I/O is one line and leaves no half-written checkpoint. Hooks:
-    `checkpoint_written(path)` (before the marker), `checkpoint_complete(path)` (after)."""
+    """Trainer mixin: a checkpoint counts once its completion marker is written after every rank's files; a save
+    that fails on I/O is one line. Hooks: `checkpoint_written(path)` (before the marker), `checkpoint_complete`."""
 
     def checkpoint_written(self, path: str) -> None:
         """More files for the checkpoint (main process), before its marker blesses them."""
@@ -235,10 +234,9 @@ class GRPOInternals(VerifiedCheckpoints, GRPOTrainer):
     _table_step = -1  # the step whose completions table was printed last
 
     def __init__(self, *args, **kwargs):
-        # TRL says model_init_kwargs are ignored when the policy is an instance, but it builds the reference
-        # with them (grpo.main passes the revision there): that warning would mislead
-        # rollout_func is experimental to TRL; ours (rollout.py) is tested against generate() (tests/test_decoding.py)
+        # rollout_func is experimental to TRL; ours (rollout.py) is tested against generate()
         warnings.filterwarnings("ignore", "You are using 'rollout_func'", UserWarning)
+        # TRL says model_init_kwargs are ignored for a policy instance, but builds the reference with them
         with dropping("trl.trainer.grpo_trainer", "`model_init_kwargs` will be ignored"):
             super().__init__(*args, **kwargs)
         check_trainer(self)

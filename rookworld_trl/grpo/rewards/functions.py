@@ -245,8 +245,8 @@ def make_policy_reward(*, engine: EnginePool | None = None, shaping: str = "grad
 
 
 def _ready_policy_reward() -> Callable:
-    """`policy_reward`, ready to pass to TRL: make_policy_reward(), built on its first call so that importing
-    this module needs no Stockfish (RookWorldGRPOTrainer builds it anew with the config's reward_shaping)."""
+    """`policy_reward`, ready to pass to TRL: make_policy_reward(), built on its first call (importing needs no
+    Stockfish)."""
     built: list[Callable] = []
 
     def policy_reward(prompts: list[str], completions: list[str], **kwargs) -> list[float | None]:
@@ -302,8 +302,7 @@ def policy_components(grader: PolicyGrader, prompts: Sequence[str], completions:
 def log_components(
     prefix: str, names: Sequence[str], components: Sequence[dict | None], log_metric, log_extra
 ):
-    """Batch means through TRL's `log_metric`, per-sample values (None: other task) through `log_extra`;
-    every column every batch, so that TRL's completions table stays aligned."""
+    """Batch means through `log_metric`, per-sample values through `log_extra` (every column: the table aligns)."""
     for name in names:
         values = [c[name] for c in components if c is not None and c[name] is not None]
         if log_metric is not None and values:
@@ -405,8 +404,7 @@ def check_signature(path: str, func) -> None:
 
 
 def check_reward_names(names, weights=None, field_credit: bool = False) -> None:
-    """UserError unless each reward_funcs entry is a registry name or a function TRL can call, with one
-    reward_weight each and policy_reward among them for field credit."""
+    """UserError unless each reward_funcs entry is a registry name or a function TRL can call; check_reward_counts."""
     names = list(names or [])
     for name in names:
         if is_own(name):
