@@ -44,9 +44,8 @@ SPAN = 0.8  # a parseable answer's reward is 0.2 + 0.8 x quality (rewards/policy
 
 
 def field_terms(components: dict | None, shaping: str = "precise") -> dict | None:
-    """One P: sample's reward split by where it is decided, in reward units: {"M", "E", "B": field terms,
-    "moves": one term per written move, "best_slot": the written move B: copies (-1: none)}, from the policy
-    reward's components; None for an A: sample or an unparseable answer.
+    """One P: sample's reward split by where it is decided, in reward units: {"M", "E", "B": field terms, "moves":
+    one per written move, "best_slot": the move B: copies (-1: none)}; None for A: or an unparseable answer.
 
     >>> c = {"parsed": 1.0, "layout": 1.0, "evals": 1.0, "evals_top5": 1.0, "best_legal": 1.0, "best": 1.0, "legal_moves": 1.0,
     ...      "candidates": 1.0, "move_verdicts": [1.0] * 5, "best_slot": 0, "b_field": 1.0,

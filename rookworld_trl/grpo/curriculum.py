@@ -1,7 +1,6 @@
-"""A curriculum of the positions the policy gets wrong (`curriculum_ratio` > 0, grpo/config.py): training P: prompts
-whose group wrote a legal B: in fewer than `curriculum_threshold` of its samples are kept in a buffer, and each P:
-prompt of a later generation batch is replaced, at odds `curriculum_ratio`, by one of them, until a group gets it
-right (then it leaves the buffer).
+"""A curriculum of the positions the policy gets wrong (`curriculum_ratio` > 0): training P: prompts whose group
+wrote a legal B: in fewer than `curriculum_threshold` of its samples are kept in a buffer, and later P: prompts are
+replaced by them at odds `curriculum_ratio`, until a group gets it right.
 
     rookworld train --curriculum_ratio 0.25 --output_dir build/curriculum_s0
     .venv/bin/pytest tests/test_curriculum.py

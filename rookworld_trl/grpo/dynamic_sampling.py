@@ -25,7 +25,6 @@ def check_dynamic_sampling(config) -> None:
 
 
 def check_trainer(trainer) -> None:
-    """One-line ValueErrors for setups dynamic sampling cannot serve."""
     local = trainer.args.per_device_train_batch_size * trainer.args.steps_per_generation
     if local % trainer.num_generations:
         raise ValueError(

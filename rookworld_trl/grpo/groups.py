@@ -1,8 +1,5 @@
-"""A generation batch's rows, groups and tokens, as every advantage and loss option reads them: the weighted reward
-of a row, this process's rows, the task group of a prompt, the tokens TRL's loss trains on, and the running scale
-the baselines share. Rows are TRL's order: rows [g n, (g + 1) n) form group g (n = num_generations).
-Mixing positions into a generation batch's P: prompts (self-play, the curriculum, tactics): each P: row replaced
-at some odds, drawn by a hash that every copy of a prompt (a GRPO group) on every process draws alike.
+"""A generation batch's rows, groups and tokens, as every advantage and loss option reads them, in TRL's order:
+rows [g n, (g + 1) n) form group g (n = num_generations); and the mix of positions into its P: prompts.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """The step guard: StepGuard (a TrainerCallback, at the bottom) judges each optimizer step, rolls back a bad one
 and stops a run that cannot go on. A step is bad when it is non-finite (loss, gradient, weights) or diverged
-though finite: a loss or gradient norm SPIKE times the recent median, the weight norm grown WEIGHT_JUMP times by
-one update, any |weight| above WEIGHT_LIMIT, or KL above KL_DIVERGED x kl_stop. A bad step is rolled back to a
-host snapshot of the trainable weights + optimizer state, the LR is cut and its micro-batches are saved to
-output_dir/nan_batches/. It also runs KL control (grpo/kl.py): adaptive beta and the KL guard.
+(the thresholds below). A bad step is rolled back to a host snapshot of the trainable weights + optimizer state,
+the LR is cut and its micro-batches are saved to output_dir/nan_batches/. It also runs adaptive beta and the KL
+guard (grpo/kl.py).
 
     from rookworld_trl.grpo.guard import Snapshots
     snapshots = Snapshots(); snapshots.take(model, optimizer, step, beta=0.01)
@@ -289,11 +288,9 @@ def roll_back(snapshot: Snapshot, model, optimizer, scheduler, lr_factor: float)
 
 
 class StepFaults:
-    """What the micro-batches of one optimizer step reported, and the verdict on it: `judge_update` before the
-    optimizer step, `judge_weights` after it. `bad` is None for a good step, else what went wrong;
-    `blame_previous` when the fault is the previous update's (KL). Under DDP every verdict is the ranks' common
-    one (the mean loss and KL, the largest gradient norm), so that the ranks' weights never part.
-    """
+    """What the micro-batches of one optimizer step reported, and the verdict on it: `bad` (None: good) and
+    `blame_previous` (the fault is the previous update's: KL). Under DDP every verdict is the ranks' common one,
+    so that the ranks' weights never part."""
 
     def __init__(self):
         self.history: dict[str, list[float]] = {"loss": [], "gradient norm": []}  # of healthy steps
@@ -303,8 +300,7 @@ class StepFaults:
         """A new optimizer step."""
         self.kl: list[float] = []  # KL of each micro-batch
         self.loss = 0.0  # |loss| summed over the micro-batches
-        # the micro-batches, kept until the step ends to save them if it goes bad
-        self.inputs: list[dict] = []
+        self.inputs: list[dict] = []  # the micro-batches, kept to save them if the step goes bad
         self.bad: str | None = None
         self.cause: str | None = None  # a non-finite step: the first quantity that went non-finite
         self.grad_cause: str | None = None  # the parameter whose gradient went non-finite, before clipping
@@ -405,12 +401,9 @@ class StepFaults:
 
 
 class StepGuard(TrainerCallback):
-    """Judges each optimizer step of RookWorldGRPOTrainer: on_pre_optimizer_step what the forward and backward
-    measured (a bad step's gradients are dropped: the optimizer step is a no-op), on_step_end the new weights.
-    A bad step rolls back, cuts the LR and saves the batch; a healthy one runs the KL guard and adaptive beta and
-    may take a snapshot. It writes beta, nan_recoveries and healthy of the trainer's `run`; `halt_reason` says
-    why it stopped the run.
-    """
+    """Judges each optimizer step of RookWorldGRPOTrainer (before it, then its new weights): a bad step rolls
+    back, cuts the LR and saves the batch; a healthy one runs the KL guard and adaptive beta and may take a
+    snapshot. It writes the trainer's `run`; `halt_reason` says why it stopped the run."""
 
     def __init__(self, trainer):
         self.trainer = trainer

@@ -150,8 +150,7 @@ def adapt_beta(
 
 
 def kl_guard(kl: float, args, step: int, output_dir: str, warned: bool, rolled_back_to: int | None = None):
-    """The KL guard: why the run must stop (KL above kl_stop; the caller saves a checkpoint and stops), else None;
-    KL above kl_warn warns once per excursion (`warned`: it was above at the last check).
+    """The KL guard: why the run must stop (KL above kl_stop), else None; KL above kl_warn warns unless `warned`.
 
     >>> from types import SimpleNamespace as Args
     >>> kl_guard(60.0, Args(kl_warn=10.0, kl_stop=50.0), step=7, output_dir="out", warned=False).split(";")[0]
@@ -184,9 +183,8 @@ def normalise_like_trl(
     max_completion_length: int,
     items_per_update: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Aggregate a (B, T) per-token loss term as GRPOTrainer aggregates its loss for `loss_type`.
-    `accumulation`: micro-batches per optimizer step (1 outside training); `items_per_update` (cispo, dapo,
-    vespo): TRL's normaliser, the completion tokens one process trains on per micro-batch.
+    """Aggregate a (B, T) per-token loss term as GRPOTrainer aggregates its loss for `loss_type`; `accumulation`:
+    micro-batches per step (1 outside training); `items_per_update`: TRL's normaliser (cispo, dapo, vespo).
 
 
     >>> per_token, mask = torch.tensor([[1.0, 3.0], [2.0, 0.0]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]])

@@ -6,11 +6,9 @@ mixed into its P: prompts.
     .venv/bin/pytest tests/test_selfplay.py          (add -m slow for a 3-step run from the recipe)
 
 How:
-  - Games: every `selfplay_every` optimizer steps (and at the first step of a run or a resume) `SelfPlayCallback`
-    plays `selfplay_games` games with the model being trained, one batched generate per ply, sampled at the
-    recipe's `temperature` and `top_k` (greedy play would replay the same games). The move is the answer's `B:`;
-    an unparseable or illegal move, game over or `selfplay_max_plies` ends a game. Starts: random P: positions of
-    the training dataset, else the standard start.
+  - Games: every `selfplay_every` optimizer steps (and at a run's first) `SelfPlayCallback` plays `selfplay_games`
+    games from random training P: positions, sampled at the recipe's `temperature` and `top_k` (greedy play would
+    replay the same games); the move is the answer's `B:`. An illegal move or `selfplay_max_plies` ends a game.
   - Buffer (`PositionBuffer`): every position a legal move reached that is not game over, FIFO over
     `selfplay_buffer_size`, one per position (clocks ignored); a position reached again becomes young again.
   - Mix (`SelfPlay.mix`): each P: prompt is replaced at odds `selfplay_ratio` by a uniform buffer position, label
@@ -91,7 +89,6 @@ class SelfPlay:
     """The buffer, when to play, what to play from, and the mix of buffer positions into prompts."""
 
     def __init__(self, script_args, seed: int, dataset=None):
-        """`script_args`: GRPOScriptArguments (selfplay_* and fen_width); `seed`: the run's."""
         s = script_args
         self.ratio, self.every, self.games = s.selfplay_ratio, s.selfplay_every, s.selfplay_games
         self.max_plies, self.seed = s.selfplay_max_plies, seed

@@ -1,6 +1,5 @@
-"""Tactics in GRPO (`tactics_dataset`, grpo/config.py GRPOScriptArguments): positions where one move decides (mate in one, mate in
-two, an only move: `rookworld data generate --tactics`, data/tactics.py) mixed into the run's P: prompts, and
-their labels replayed as supervised rows.
+"""Tactics in GRPO (`tactics_dataset`): positions where one move decides (mate in one or two, an only move: `rookworld
+data generate --tactics`) mixed into the run's P: prompts, and their labels replayed as supervised rows.
 
     rookworld train --tactics_dataset rookworld_trl/assets/tactics --tactics_ratio 0.25 \\
         --tactics_replay_coef 1.0 --output_dir runs/tactics

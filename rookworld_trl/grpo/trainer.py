@@ -107,12 +107,10 @@ class RunState:
 class RookWorldGRPOTrainer(GRPOInternals):
     """GRPOTrainer with our advantages and loss terms, the step guard, ref-model offload and checkpoint state.
 
-    `replay_dataset`: the rows supervised replay draws from (default: `train_dataset`; the stage passes the whole
-    split, so A: truths replay when `mix_env_ratio` leaves no A: prompts). `selfplay`, `tactics`: positions to mix
-    into P: prompts (None: off). `push_checkpoints`: with push_to_hub, upload each complete checkpoint too.
-    Every GRPOConfig field takes effect as in TRL or is refused in one line (grpo/trl_fields.py). Built from
-    Python it checks what `rookworld train` checks (docs/GUIDE.md, "From Python"); `check_lengths` False leaves
-    the completion budget unchecked, "warn" only warns. After `train()`, `halt_reason` says why it stopped early.
+    `replay_dataset`: the rows supervised replay draws from (default: `train_dataset`). `selfplay`, `tactics`:
+    positions to mix into P: prompts (None: off). `push_checkpoints`: with push_to_hub, upload each checkpoint too.
+    Built from Python it checks what `rookworld train` checks (docs/GUIDE.md, "From Python"); `check_lengths`
+    False leaves the completion budget unchecked, "warn" only warns. `halt_reason`: why train() stopped early.
     """
 
     _trl_kl_off = False  # while TRL's loss runs under an exact kl_estimator, which adds its own KL term
@@ -283,9 +281,7 @@ class RookWorldGRPOTrainer(GRPOInternals):
         batch = self.score_batch(inputs)
         if self.model.training:
             self.guard.scored_rewards = batch.rewards  # where the guard looks first for a fault
-            if (
-                self.curriculum is not None
-            ):  # every process's rows and answers: each rank keeps the same buffer
+            if self.curriculum is not None:  # every process's rows: each rank keeps the same buffer
                 ids = batch.output["completion_ids"]
                 components = answer_components(self.processing_class, self.reward_funcs, ids, batch.prompts)
                 rows, components = gather_object(list(batch.rows)), gather_object(components)

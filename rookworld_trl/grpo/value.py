@@ -116,8 +116,9 @@ class ValueHead(torch.nn.Linear):
     """V(state) = w . h + b on the policy's (detached) last hidden state; starts at 0 (weights zeroed)."""
 
     def __init__(self, hidden_size: int):
-        with torch.random.fork_rng(devices=[]):  # Linear's random init, zeroed below, must not move the
-            super().__init__(hidden_size, 1)  # sampler's stream: a gated run samples what the group run does
+        # Linear's random init, zeroed below, must not move the sampler's stream (a gated run is the group run)
+        with torch.random.fork_rng(devices=[]):
+            super().__init__(hidden_size, 1)
         torch.nn.init.zeros_(self.weight)
         torch.nn.init.zeros_(self.bias)
 

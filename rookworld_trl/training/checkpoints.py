@@ -7,14 +7,10 @@ holds three tiers:
     output_dir/final/          model + tokenizer at the end of training (save_final), its model card and, last,
                                its completion marker (mark_finished): the run is finished
 
-A checkpoint counts only once its completion marker exists and verifies: the marker is written (atomically)
-after every file of the checkpoint and records each file's size and sha256, so a directory half-written by a
-killed process, a truncated or damaged file, or a missing optimizer.pt is never resumed from.
-
-Resume modes (`--resume_from_checkpoint`): a path (must verify), "auto" (the newest checkpoint-N in output_dir
-that verifies, walking back past damaged ones, which move to output_dir/damaged/, then stable/; a fresh start
-when there is none), "stable" or "recovery" (output_dir/stable, verified). Problems found are printed, one line
-each. Last, whether output_dir can hold a run at all: writable, no other run's, seen by every machine.
+A checkpoint counts only once its completion marker, written last with each file's size and sha256, verifies.
+Resume modes (`--resume_from_checkpoint`): a path (must verify), "auto" (the newest checkpoint-N that verifies,
+damaged ones moved to output_dir/damaged/, then stable/; else a fresh start), "stable" or "recovery". Last,
+whether output_dir can hold a run at all: writable, no other run's, seen by every machine.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""What a person reads on the console during GRPO and SFT: transformers' tqdm bar (steps, elapsed, ETA) and, per
-logging step, one compact line in place of TRL's dict of many keys (which still goes whole to metrics.jsonl and
-TensorBoard); the end-of-training dict is left to the stage's summary.
+"""What a person reads on the console during GRPO and SFT: transformers' tqdm bar and, per logging step, one
+compact line in place of TRL's dict of many keys (which still goes whole to metrics.jsonl and TensorBoard).
 
     step 12/150  reward 0.412  legal best move 58.1%  KL 0.0031  loss 0.043  2.6 s/step          (GRPO)
     step 10/20  loss 0.912  token accuracy 71.3%  5123 tokens/s                                   (SFT)

@@ -4,7 +4,6 @@ run first drops the lines past its checkpoint's step, so the log always describe
 `MetricLog`: the training figures a run logs between two log lines, by name, on TRL's own collection (TRL averages
 each name over the logging interval, then clears it in place).
 
-
     metrics = MetricLog(collections.defaultdict(list))
     metrics.add("value/loss", 0.3); metrics.values("value/loss")  # [0.3]
 """

@@ -1,10 +1,8 @@
 """The one module that touches TRL's, Trainer's and torch's internals (pinned: trl 1.16, transformers 5).
 
-The rest of the package uses public API and the hooks of `VerifiedCheckpoints` (a Trainer mixin, GRPO and SFT)
-and `GRPOInternals` (a GRPOTrainer with accessors for the TRL state our trainer reads and the scoring and logging
-internals it patches). The registries below list every name with why it is needed; `check_internals()` at
-import, `check_trainer()` on each built trainer and tests/test_trl_seam.py check them, so an upgrade that drops
-one fails at once, naming it, instead of deep inside a run.
+The rest of the package uses public API and the hooks of `VerifiedCheckpoints` (a Trainer mixin) and
+`GRPOInternals`. The registries below list every internal name with why it is needed; `check_internals()` at
+import and `check_trainer()` check them, so an upgrade that drops one fails at once, naming it.
 """
 
 from __future__ import annotations
@@ -277,12 +275,10 @@ class GRPOInternals(VerifiedCheckpoints, GRPOTrainer):
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):
         call = signature("_get_per_token_logps_and_entropies").bind(self, *args, **kwargs).arguments
         del call["self"]
-        # TRL scores prompt + completion rows: the prompt is all but the last logits_to_keep columns
-        # (shared_prefix.py computes it once per group when the backbone is patched)
+        # the prompt is all but the last logits_to_keep columns (shared_prefix.py computes it once per group)
         input_ids, keep = call["input_ids"], call["logits_to_keep"]
-        # SCORED_POSITIONS: on CPU scoring the completion positions only is the same figures for less work; under
-        # torch.compile every position is scored on every device (TRL's rule for Neuron), since the count of
-        # completion tokens changes every batch and each new count recompiled the graph on CUDA
+        # SCORED_POSITIONS: on CPU the completion positions only (the same figures for less work); under
+        # torch.compile every position on every device (a new count of completion tokens recompiled the graph)
         compact = (
             False if self.compiled_scoring else True if input_ids.device.type in ("cpu", "mps") else None
         )

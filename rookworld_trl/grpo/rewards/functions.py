@@ -5,9 +5,8 @@ a sample of the other task gets None (TRL skips it), dataset columns arrive as k
 every component is reported through TRL's `log_metric` (batch means, as `env/<name>` and `policy/<name>`)
 and `log_extra` (one value per sample in the completions table) when the trainer passes them.
 
-- `env_reward`: the truth comes from the prompt alone with python-chess (`environment.env_truth`).
-- `policy_reward` (built by `make_policy_reward(pool)`): graded against Stockfish through an `EnginePool`.
-  A dataset label counts only as a cache of the engine at the pool's own limit; it is never the judge.
+- `env_reward`: the truth comes from the prompt alone with python-chess.
+- `policy_reward` (`make_policy_reward(pool)`): graded against Stockfish; a dataset label counts only as a cache.
 
 Scale (docs/FORMATS.md): -0.3 unparseable, else a shaping of the checks and quality in [0.2, 1.0]
 (grpo/rewards/policy.py `shape`); the true completion scores exactly 1.0 under every shaping.
