@@ -102,10 +102,14 @@ def prompt_fen_width(prompt: str) -> int | None:
     return len(body) if prompt.startswith(POLICY_PREFIX) and body.endswith(" ") else None
 
 
+def fen_widths(prompts: Iterable[str]) -> Counter:
+    """How many P: prompts among `prompts` are padded to each FEN field width."""
+    return Counter(w for prompt in prompts if (w := prompt_fen_width(prompt)))
+
+
 def fen_width_of(prompts: Iterable[str]) -> int | None:
-    """The most common FEN width of the padded P: prompts among `prompts` (None: none is padded, or no P:
-    prompts; callers that need a width then use FEN_WIDTH)."""
-    counts = Counter(w for p in prompts if (w := prompt_fen_width(p)))
+    """The most common FEN width of the padded P: prompts among `prompts` (None: none is padded)."""
+    counts = fen_widths(prompts)
     return counts.most_common(1)[0][0] if counts else None
 
 
