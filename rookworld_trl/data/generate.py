@@ -4,26 +4,16 @@
     rookworld data generate --out data/lichess --pgn lichess_db_standard_rated_2013-01.pgn --pgn_games 5000
     rookworld data generate --out data/mine --selfplay 200 --exclude path/to/checkmate_in_one/task.json   # held out
 
-Games come from engine self-play (a random opening of 0..--opening_plies moves, then the engine's best
-move, or a random legal move with probability --random_move_prob), random legal play, and PGN files
-(plain or .gz). Each game gives samples at some of its plies (self-play: every ply, since the engine
-analysed it anyway; random and PGN games: --plies_per_game random plies):
-- P: the position with Stockfish's top --multipv moves at a fixed depth (or node) limit, written shuffled;
-- A: the move played, replaced by an illegal move with probability --illegal_fraction (a pseudo-legal
-  move that leaves the king in check, or random from-to squares); plus, mined from the same position,
-  every other legal move that ends the game (mate, stalemate, insufficient material), every en-passant
-  capture and one promotion; plus, once per game, the position with its half-move clock set to 149 and a
-  random move (half the time a quiet piece move, which then ends the game by the 75-move rule).
---tactics makes tactics instead (data/tactics.py): P: rows only, of the positions where one move decides (mate in
-one, mate in two, an only move), their kind in the `kind` column, split by game (not by position).
-A fivefold repetition that ends a game is not visible in a 10-ply history (environment.py), so its A:
-sample is labelled from the FEN alone (the game goes on) and counted as `fivefold_unseen` in stats.json.
+Games come from engine self-play (a random opening, then the engine's best move or, with --random_move_prob, a
+random one), random play and PGN files (data/positions.py). Each sampled ply gives a P: row (Stockfish's top
+--multipv moves, written shuffled) and A: rows (the move played, or with --illegal_fraction an illegal one; mined
+game endings, en-passant captures, a promotion, a 75-move-rule position: data/samples.py). --tactics makes P: rows
+of positions where one move decides instead (data/tactics.py), split by game. A fivefold repetition is invisible
+in a 10-ply history: counted as `fivefold_unseen` in stats.json.
 
-Work is done in chunks of --games_per_chunk games, each written as OUT/shards/{source}-{index}.parquet
-(+ .json stats). A chunk depends only on the settings, its source and index, so a re-run with the same
-settings skips the chunks present and an interrupted run ends with the same files as an uninterrupted
-one. The splits are then assembled from the shards in order (data/layout.py LayoutWriter: dedup, split by
-position hash).
+Work is done in chunks of --games_per_chunk games, OUT/shards/{source}-{index}.parquet (+ .json stats), each a
+function of the settings, its source and index: a re-run skips the chunks present and ends with the same files.
+The splits are then assembled from the shards in order (LayoutWriter: dedup, split by position hash).
 """
 
 from __future__ import annotations
@@ -95,8 +85,7 @@ class GenerateConfig:
     cache: str | None = None  # analysis cache (sqlite); None: OUT/analysis.sqlite
     stockfish: str | None = None
     progress: bool = True
-    # Positions kept out of the splits (--exclude: data/files.py Exclusion), dropped when they are assembled: the shards keep them, so
-    # a re-run with another --exclude reassembles without generating again.
+    # dropped when the splits are assembled, kept in the shards: another --exclude needs no new generation
     exclude: tuple[str, ...] = ()
 
     def __post_init__(self):
