@@ -198,23 +198,14 @@ def sniff(path: str | os.PathLike) -> Format:
     return TEXT
 
 
-def hub_id_like(source: str) -> bool:
-    """Whether a data source that is no local path is tried as a hub dataset id ('owner/name').
-
-    >>> hub_id_like("jrahn/rookworld_7m"), hub_id_like("mydata.jsonl"), hub_id_like("./a/b")
-    (True, False, False)
-    """
-    return source.count("/") == 1 and not source.startswith((".", "/"))
-
-
 def kind_of(source: str | os.PathLike) -> Format | str:
-    """What a data source names, decided here only: a file's Format, "dir", "hub" or "missing"."""
-    path = Path(source)
+    """What a data source names, decided here only: a file's Format, "dir", "hub" ('owner/name') or "missing"."""
+    path, source = Path(source), str(source)
     if path.is_file():
         return sniff(path)
     if path.is_dir():
         return "dir"
-    return "hub" if hub_id_like(str(source)) else "missing"
+    return "hub" if source.count("/") == 1 and not source.startswith((".", "/")) else "missing"
 
 
 def source_kind(source: str) -> Format | str:

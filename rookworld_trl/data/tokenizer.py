@@ -1,23 +1,17 @@
 """Train a compact byte-level BPE tokenizer on RookWorld task text (P: and A: lines).
 
-GPT-2's 50k vocabulary is mostly English; chess text needs a few hundred tokens (squares, FEN runs,
-runs of padding spaces, numbers). A small vocabulary shrinks the embedding and the LM head of a model
-trained from scratch, which dominate a tiny GPT-2's parameter count.
+GPT-2's 50k vocabulary is mostly English; chess text needs a few hundred tokens, and a small vocabulary shrinks
+the embedding and LM head that dominate a tiny model's parameter count.
 
     rookworld tokenizer train --data /tmp/sft_data --vocab_size 512 --out /tmp/rookworld_tok
     python -c "from transformers import AutoTokenizer; print(AutoTokenizer.from_pretrained('/tmp/rookworld_tok'))"
 
-Pre-tokens are single characters, except runs of whitespace and numbers (`0.21`, `-1.5`, `70`), each
-with an optional leading space; BPE merges only inside a pre-token. So a FEN board is one token per
-piece, digit and `/`, as are the squares of a UCI move: a square's piece and a move's squares line up
-the same way in every position, which a small model learns from far less data than GPT-2-style
-merges (`pppppppp`, `pN`) whose contents it must memorise. It costs few tokens: merged padding runs
-and evaluations keep a P: line as short as with GPT-2's regex (about 90 tokens), an A: line 10% longer.
-`:` and `+` are pre-tokens of their own, so the prompt/completion split points of FORMATS.md are
-pre-token boundaries and tokens(prompt) + tokens(completion) == tokens(prompt + completion) holds by
-construction (tested in tests/test_tokenizer.py). Bytes map to symbols as in GPT-2 (byte-level), so any
-text stays encodable. `<|endoftext|>` is the single special token and serves as eos, pad, bos and unk,
-as in GPT-2; no bos is added when encoding.
+Pre-tokens are single characters, except runs of whitespace and numbers (`0.21`, `-1.5`), each with an optional
+leading space; BPE merges only inside one. So a FEN board is one token per piece, digit and `/`: a square lines up
+the same way in every position, which a small model learns from far less data than GPT-2-style merges
+(`pppppppp`) it must memorise, at about the same length (merged padding and numbers). `:` and `+` are pre-tokens of
+their own, so tokens(prompt) + tokens(completion) == tokens(prompt + completion). Byte-level, so any text
+encodes; `<|endoftext|>` is eos, pad, bos and unk, and no bos is added.
 """
 
 from __future__ import annotations
