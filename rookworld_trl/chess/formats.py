@@ -91,8 +91,7 @@ def position_key(fen: str) -> str:
 
 def policy_prompt(fen: str, width: int = FEN_WIDTH) -> str:
     """The P: prompt ends with `M:` so the completion starts with a space (token-boundary safe). `width`: the
-    FEN field's width, a property of the data (90 as the RookWorld generator writes it, 89 in whole
-    published files; data_load.fen_width finds a dataset's)."""
+    FEN field's width, a property of the data (90 as the generator writes it, 89 in some published files)."""
     return POLICY_PREFIX + fen.ljust(width) + "M:"
 
 

@@ -24,7 +24,6 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,11 +176,6 @@ def write_shard(shards: Path, name: str, rows: list[dict], stats: dict) -> None:
     os.replace(shards / f"{name}.parquet.tmp", shards / f"{name}.parquet")
 
 
-def engine_name(path: str) -> str:
-    with chess.engine.SimpleEngine.popen_uci(path) as engine:
-        return engine.id.get("name", "unknown")
-
-
 def check_settings(shards: Path, settings: dict) -> None:
     """Store the settings with the shards; refuse to resume shards made with other settings."""
     path = shards / "settings.json"
@@ -197,14 +191,6 @@ def check_settings(shards: Path, settings: dict) -> None:
         path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
-def chunk_plan(config: GenerateConfig, done: set[str]) -> Iterator[tuple[str, int, object]]:
-    """(source, index, games) for every chunk not done yet, in order."""
-    for source in POSITION_SOURCES.values():
-        skip = {int(name.split("-")[1]) for name in done if name.startswith(f"{source.name}-")}
-        for index, games in source.plan(config, skip):
-            yield source.name, index, games
-
-
 def shard_names(shards: Path) -> list[str]:
     names = [p.name.removesuffix(".parquet") for p in shards.glob("*-*.parquet")]
     return sorted(names, key=lambda n: (SOURCES.index(n.split("-")[0]), int(n.split("-")[1])))
@@ -216,10 +202,12 @@ def run_chunks(config: GenerateConfig, shards: Path, pool: EnginePool) -> None:
     total = None if config.pgn and config.pgn_games is None else planned
     with tqdm(total=total, unit="game", desc="generate", disable=not config.progress) as bar:
         bar.update(sum(json.loads((shards / f"{n}.json").read_text())["games"] for n in done))
-        for source, index, games in chunk_plan(config, done):
-            rows, stats = make_chunk(source, index, games, config, pool)
-            write_shard(shards, f"{source}-{index:05d}", rows, stats)
-            bar.update(games if isinstance(games, int) else len(games))
+        for source in POSITION_SOURCES.values():  # every chunk not done yet, in order
+            skip = {int(name.split("-")[1]) for name in done if name.startswith(f"{source.name}-")}
+            for index, games in source.plan(config, skip):
+                rows, stats = make_chunk(source.name, index, games, config, pool)
+                write_shard(shards, f"{source.name}-{index:05d}", rows, stats)
+                bar.update(games if isinstance(games, int) else len(games))
 
 
 def assemble(config: GenerateConfig, shards: Path, settings: dict, exclude: Exclusion | None = None):
@@ -274,7 +262,8 @@ def _generate(config: GenerateConfig, exclude: Exclusion) -> dict:
     shards = Path(config.out) / "shards"
     shards.mkdir(parents=True, exist_ok=True)
     stockfish = find_stockfish(config.stockfish)
-    settings = {**config.content(), "stockfish": engine_name(stockfish)}
+    with chess.engine.SimpleEngine.popen_uci(stockfish) as engine:
+        settings = {**config.content(), "stockfish": engine.id.get("name", "unknown")}
     check_settings(shards, settings)
     cache = config.cache or os.path.join(config.out, "analysis.sqlite")
     started = time.time()

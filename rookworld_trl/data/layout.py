@@ -119,12 +119,6 @@ def hashed_split(text: str, validation_fraction: float, test_fraction: float) ->
     return "validation" if u < test_fraction + validation_fraction else "train"
 
 
-def dedup_key(row: dict) -> int:
-    """P: rows are duplicates by FEN, A: rows by FEN + move (8-byte hashes keep millions in memory)."""
-    key = row["fen"] if row["task"] == "P" else row["fen"] + "+" + row["move"]
-    return position_hash(row["task"] + key)
-
-
 # ---------------------------------------------------------------------------------------------- writing
 
 
@@ -182,7 +176,8 @@ class LayoutWriter:
 
     def _place(self, row: dict, split: str | None = None) -> str | None:
         """The split a row goes to, counted (None: a duplicate, counted as one)."""
-        key = dedup_key(row)
+        # P: rows are duplicates by FEN, A: rows by FEN + move (8-byte hashes keep millions in memory)
+        key = position_hash(row["task"] + row["fen"] + ("" if row["task"] == "P" else "+" + row["move"]))
         if key in self.seen:
             self.duplicates[row["task"]] += 1
             return None

@@ -317,10 +317,9 @@ def cap(ds, max_samples: int | None) -> tuple[object, int | None]:
 # ----------------------------------------------------------------------------------------- a run's data
 #
 # A run's data, read once from one set of options, so the trainer, the tactics mix, the learning curve and the
-# final eval all keep the run's --skip_bad_rows, --exclude, puzzle filter and cap. The train split is read once.
+# final eval all keep the run's --skip_bad_rows, --exclude, puzzle filter and cap:
 #
 #     data = run_data(DataOptions("rookworld_trl/assets/data", mix_env_ratio=0.3, replay=True, held_out=True))
-#     data.train, data.replay, data.held_out, data.fen_width
 
 
 @dataclass(frozen=True)

@@ -53,15 +53,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTo
     return PreTrainedTokenizerFast(tokenizer_object=bpe, model_max_length=1024, **special)
 
 
-def load_texts(source: str, max_samples: int | None, seed: int) -> list[str]:
-    """The full P:/A: lines of a data source (a `rookworld data generate` directory or a file)."""
-    from rookworld_trl.data.layout import column  # imported here: data pulls in the engine tooling
-    from rookworld_trl.data.load import load_rookworld_dataset
-
-    dataset = load_rookworld_dataset(source, split="train", seed=seed, max_samples=max_samples)
-    return column(dataset, "text")
-
-
 def main(argv: list[str] | None = None) -> int:
     example = "example: rookworld tokenizer train --data data/mine --out tok --vocab_size 512"
     parser = FlagParser(prog="rookworld tokenizer", description=__doc__.splitlines()[0], epilog=example)
@@ -75,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--seed", type=int, default=0, help="seed of the sample selection")
     args = parser.parse_args(argv)
 
-    texts = load_texts(args.data, args.max_samples, args.seed)
+    from rookworld_trl.data.layout import column  # imported here: data pulls in the engine tooling
+    from rookworld_trl.data.load import load_rookworld_dataset
+
+    texts = column(load_rookworld_dataset(args.data, seed=args.seed, max_samples=args.max_samples), "text")
     tokenizer = train_tokenizer(texts, args.vocab_size)
     tokenizer.save_pretrained(args.out)
     n_tokens = sum(len(ids) for ids in tokenizer(texts[:1000])["input_ids"])
