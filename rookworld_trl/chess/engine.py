@@ -311,9 +311,6 @@ class EngineLimit:
         return ",".join(f"{name}={value}" for name, value in limits if value is not None)
 
 
-DEFAULT_LIMIT = EngineLimit()
-
-
 def expected_score(cp: float) -> float:
     """Centipawns (side to move) -> expected score in (0, 1). A mate (+-100000) is 1 or 0."""
     return 1 / (1 + math.exp(-WIN_K * max(-MATE_SCORE, min(MATE_SCORE, cp))))
@@ -343,7 +340,7 @@ class EnginePool:
     def __init__(
         self,
         workers: int = 1,
-        limit: EngineLimit = DEFAULT_LIMIT,
+        limit: EngineLimit = EngineLimit(),
         multipv: int = MULTIPV,
         cache: AnalysisCache | str | os.PathLike | None = None,
         stockfish_path: str | None = None,

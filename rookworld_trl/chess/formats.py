@@ -1,15 +1,10 @@
-"""Render and parse the RookWorld `P:` (policy) and `A:` (environment) lines.
-
-This is the one place that knows the text formats of docs/FORMATS.md:
+"""Render and parse the RookWorld `P:` (policy) and `A:` (environment) lines of docs/FORMATS.md, in one place:
 
     P: <FEN ljust 90>M: <moves ljust 30>E: <evals ljust 40>B: <best>
     A: <FEN>+<move>+<history>+<new FEN>+<reward>+<terminated>+<truncated>
 
-Rendering is exact (fixed widths, Python `str(float)` numbers, 0/1 flags). Parsing comes in two
-strengths: `parse_line` is strict and raises `FormatError` (for data files, where a bad line is
-counted and skipped), while `parse_policy_completion` / `parse_env_completion` are tolerant (for model
-output: missing padding, extra spaces, a trailing `<|endoftext|>`, truncation) and never raise; they
-return what they could read plus a dict of the fields that failed and why.
+Rendering is exact. `parse_line` is strict (data files: raises `FormatError`); `parse_policy_completion` /
+`parse_env_completion` are tolerant (model output) and never raise: what they read, and the fields that failed.
 
     python -c "from rookworld_trl.chess.formats import *; print(split_prompt_completion(render_policy(
         'rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1', ['e2e4'], [0.3], 'e2e4')))"

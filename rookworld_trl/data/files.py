@@ -254,15 +254,7 @@ def position_fens(path: str | os.PathLike) -> Iterator[str]:
         yield from (fen for fen, _ in load_bigbench_checkmate(str(path)))
     elif kind in ("lichess", "epd"):
         yield from (puzzle.fen for puzzle in read_puzzles(path))
-    elif kind == "data":
-        yield from data_fens(path)
-    else:
-        yield from read_fen_list(path)
-
-
-def data_fens(path: Path) -> Iterator[str]:
-    """The FEN of each row of a data file: a Parquet `fen` column, or each P:/A: line's."""
-    if sniff(path).name == "parquet":
+    elif kind == "data" and sniff(path).name == "parquet":
         import pyarrow.parquet as pq
 
         check_parquet(path)
@@ -272,11 +264,13 @@ def data_fens(path: Path) -> Iterator[str]:
                 "layout (`rookworld data load FILE --out DIR`, then DIR/test.parquet) or as a FEN list"
             )
         yield from pq.read_table(path, columns=["fen"]).column("fen").to_pylist()
-        return
-    for line in read_lines(path):
-        if line:
-            prompt, _ = split_prompt_completion(line)
-            yield parse_policy_prompt(prompt) if prompt.startswith("P:") else parse_env_prompt(prompt)[0]
+    elif kind == "data":  # JSON Lines: each P:/A: line's FEN
+        for line in read_lines(path):
+            if line:
+                prompt, _ = split_prompt_completion(line)
+                yield parse_policy_prompt(prompt) if prompt.startswith("P:") else parse_env_prompt(prompt)[0]
+    else:
+        yield from read_fen_list(path)
 
 
 # ---------------------------------------------------------------------- --exclude: a position's key, the keys
