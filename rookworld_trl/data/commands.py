@@ -212,11 +212,10 @@ def add_exclude_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_split_args(p: argparse.ArgumentParser) -> None:
-    fractions = GenerateConfig.validation_fraction, GenerateConfig.test_fraction
-    p.add_argument(
-        "--validation_fraction", type=float, default=fractions[0], help="of the positions (by hash)"
-    )
-    p.add_argument("--test_fraction", type=float, default=fractions[1], help="of the positions (by hash)")
+    for name in ("validation_fraction", "test_fraction"):
+        p.add_argument(
+            f"--{name}", type=float, default=getattr(GenerateConfig, name), help="of the positions (by hash)"
+        )
 
 
 def check_audited(report) -> None:

@@ -17,6 +17,7 @@ the same position with other clocks, or written by another tool, still matches.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -294,16 +295,13 @@ class Positions:
     `fen4(fen) in positions`. Read when first asked (~3 s a million): a run whose eval never asks never pays."""
 
     def __init__(self, fens: Iterable[str]):
-        self.fens, self._hashes = fens, None
+        self.fens = fens
 
-    @property
+    @functools.cached_property
     def hashes(self) -> np.ndarray:
-        if self._hashes is None:
-            self._hashes = np.unique(
-                np.fromiter((position_hash(fen4(f)) for f in self.fens), dtype=np.uint64)
-            )
-            self.fens = None
-        return self._hashes
+        hashes = np.unique(np.fromiter((position_hash(fen4(f)) for f in self.fens), dtype=np.uint64))
+        self.fens = None
+        return hashes
 
     def __contains__(self, key: str) -> bool:
         h = np.uint64(position_hash(key))

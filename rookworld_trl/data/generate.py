@@ -147,8 +147,7 @@ def game_stats(stats: Counter, games: list[GameRecord], sampled_plies: int) -> N
 def tactics_chunk(
     source: str, games: list[GameRecord], analyses: dict, rng, config: GenerateConfig, pool, stats
 ):
-    """(rows, stats) of one chunk's tactics: each game's candidate positions analysed (self-play's already
-    are) and classified; stats["splits"] holds each row's split (its game's)."""
+    """(rows, stats) of one chunk's tactics; stats["splits"] holds each row's split (its game's)."""
     plan = [
         (g, positions(g), candidate_plies(g, source == "selfplay", config.tactics_per_game, rng))
         for g in games
@@ -211,8 +210,7 @@ def run_chunks(config: GenerateConfig, shards: Path, pool: EnginePool) -> None:
 
 
 def assemble(config: GenerateConfig, shards: Path, settings: dict, exclude: Exclusion | None = None):
-    """(stats.json's content, what `exclude` dropped) of the splits from the shards, in order, without the rows on
-    `exclude`'s positions."""
+    """(stats.json's content, what `exclude` dropped) of the splits assembled from the shards, in order."""
     excluded = (exclude or Exclusion()).report()
     writer = LayoutWriter(config.out, config.validation_fraction, config.test_fraction)
     sources = {source: Counter() for source in SOURCES}
@@ -251,8 +249,7 @@ def assemble(config: GenerateConfig, shards: Path, settings: dict, exclude: Excl
 
 
 def generate(config: GenerateConfig) -> dict:
-    """Generate (or finish generating) the dataset in config.out, holding its lock (one writer of OUT); returns the
-    stats written to stats.json."""
+    """Generate (or finish generating) the dataset in config.out, holding its lock; returns its stats.json."""
     exclude = Exclusion.of(config.exclude)  # before the lock and any engine work: a bad file fails now
     with holding(config.out, "rookworld data generate", "wait for it to finish or stop it"):
         return _generate(config, exclude)

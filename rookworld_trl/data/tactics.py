@@ -43,9 +43,8 @@ def positions(game: GameRecord) -> list[str]:
 
 
 def candidate_plies(game: GameRecord, every_ply: bool, per_game: int, rng: random.Random) -> list[int]:
-    """The plies to classify: every ply (`every_ply`: a self-play game, analysed anyway), else the game's
-    sampled plies, up to `per_game` plies with a mate in one, and the ply two before each of those (the same
-    side to move, a move earlier: where a mate in two most often is, found without searching every ply)."""
+    """The plies to classify: every ply (`every_ply`), else the game's sampled plies, up to `per_game` plies with a
+    mate in one, and the ply two before each (see the module docstring)."""
     if every_ply:
         return list(range(len(game.moves)))
     board, mates = chess.Board(game.start), []
