@@ -363,8 +363,7 @@ class EnginePool:
         for i in range(workers):
             self._free.put(i)
         self._count_lock = threading.Lock()
-        self.engine_calls = 0
-        self.restarts = 0
+        self.engine_calls = self.restarts = 0
         self._closed = False
         # Engines are quit on close(), when the pool is garbage collected, or at interpreter exit.
         self._finalizer = weakref.finalize(self, _close_engines, self._engines)

@@ -262,12 +262,6 @@ def audit_batch(batch, pool: EnginePool, config: AuditConfig, report: AuditRepor
             failures.write(line + "\n")
 
 
-def batches(items, size: int):
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
-
-
 def audit(config: AuditConfig) -> AuditReport:
     """Audit config.source (see the module docstring), print the summary and return the report."""
     report = AuditReport(config.source, config.limit.key())
@@ -280,7 +274,7 @@ def audit(config: AuditConfig) -> AuditReport:
     )
     try:
         with pool, tqdm(unit="line", desc="audit", disable=not config.progress) as bar:
-            for batch in batches(lines, BATCH_LINES):
+            for batch in iter(lambda: list(islice(lines, BATCH_LINES)), []):  # lists of BATCH_LINES
                 audit_batch(batch, pool, config, report, failures)
                 bar.update(len(batch))
     finally:

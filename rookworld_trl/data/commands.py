@@ -218,17 +218,6 @@ def add_split_args(p: argparse.ArgumentParser) -> None:
         )
 
 
-def check_audited(report) -> None:
-    """A UserError (exit 2) when the audit had nothing to check: an empty source, or no line that parses."""
-    unparseable = sum(report.reasons.values())
-    if report.lines == 0 or unparseable >= report.lines:
-        found = f"all {report.lines} lines are unparseable" if report.lines else "it holds no lines"
-        raise UserError(
-            f"nothing audited in {report.source}: {found}; expected P:/A: lines (docs/FORMATS.md), a "
-            f"`rookworld data generate` output dir or a .parquet/.jsonl file of them"
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     options = {k: v for k, v in vars(args).items() if k != "command"}
@@ -238,7 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         generate(GenerateConfig(**options))
     elif args.command == "audit":
         report = audit(AuditConfig(**options))
-        check_audited(report)
+        if report.lines == 0 or sum(report.reasons.values()) >= report.lines:  # no line parses: exit 2
+            found = f"all {report.lines} lines are unparseable" if report.lines else "it holds no lines"
+            raise UserError(
+                f"nothing audited in {report.source}: {found}; expected P:/A: lines (docs/FORMATS.md), a "
+                f"`rookworld data generate` output dir or a .parquet/.jsonl file of them"
+            )
         if report.failed:  # a check that finds failures must say so to scripts too
             where = "; --failures FILE writes them" if not args.failures else f" (written to {args.failures})"
             print(

@@ -144,7 +144,7 @@ def load_rookworld_dataset(source: str | os.PathLike, split: str = "train", mix_
                      report=report, streaming=streaming)).rows  # fmt: skip
 
 
-# --------------------------------------------------------------------------------------------- exclude
+# ------------------------------------------------------------- the steps: exclude, task, mix, FEN width, cap
 
 
 def exclude_rows(ds, exclusion: Exclusion, where: str = "the data", report: ExcludeReport | None = None):
@@ -168,9 +168,6 @@ def exclude_rows(ds, exclusion: Exclusion, where: str = "the data", report: Excl
             "pass a source with other positions"
         )
     return kept, report
-
-
-# ------------------------------------------------------------------------------------------------ task
 
 
 def only_task(ds, task: str | None) -> tuple[object, None]:
@@ -300,9 +297,6 @@ def pad_fen_width(
         return {**row, "prompt": prompt, "text": prompt + row["completion"]}
 
     return ds.map(pad), report
-
-
-# ------------------------------------------------------------------------------------------------- cap
 
 
 def cap(ds, max_samples: int | None) -> tuple[object, int | None]:
