@@ -108,8 +108,8 @@ ILLEGAL_KINDS = (
 def illegal_kind(board: chess.Board, best: str | None) -> str | None:
     """Why the written move `best` is illegal on `board` (one of ILLEGAL_KINDS), None if it is legal.
 
-    blocked: the piece moves that way on an empty board; geometry: not even there (a pawn's capture of nothing
-    too); noncanonical: legal, but not canonical UCI (e1h1 for e1g1).
+    king_in_check: its king would be in check after; blocked: a piece is in the way (the move is one on an empty
+    board); geometry: not even there (a pawn's capture of nothing too); noncanonical: not canonical UCI (e1h1).
 
     >>> board = chess.Board()
     >>> [illegal_kind(board, m) for m in ("e2e4", "e3e4", "e7e5", "f1c4", "g1g3", "e2", None)]

@@ -135,7 +135,8 @@ def load_rookworld_dataset(source: str | os.PathLike, split: str = "train", mix_
                            exclude: Exclusion | None = None):  # fmt: skip
     """A `datasets.Dataset` (an `IterableDataset` when streaming) with the columns of FEATURES, from a layout
     dir, a data file (.parquet/.jsonl/.txt/.gz/a puzzle .csv or .epd) or a hub id, through `load` (see Spec).
-    A malformed line raises DataSourceError naming it, or with `skip_bad_rows` is counted in `report`."""
+    A malformed line raises DataSourceError naming it, or with `skip_bad_rows` is counted in `report`.
+    `mix_env_ratio` is exact in memory; streamed, each row is drawn from a task with that probability."""
     source = os.fspath(source)
     if mix_env_ratio is not None:
         check_ratio(mix_env_ratio)
