@@ -1,35 +1,17 @@
-"""Stockfish analysis for RookWorld: a pool of engines over python-chess `chess.engine`, and an on-disk cache.
-
-The P: task needs, for a position, the engine's top-5 moves with their evaluations (see FORMATS.md).
-`EnginePool.analyse_many` turns FENs into best-first lists of `MoveEval(move, cp)`: it drops duplicates,
-serves what the `AnalysisCache` (sqlite3) already knows and spreads the rest over a few Stockfish
-processes. Results are reproducible: a fixed depth or node limit, Threads=1, and a fresh game
-(`ucinewgame`, which clears Stockfish's hash and history tables) before every position, so the same
-FEN + limit gives the same answer whatever was analysed before it.
+"""Stockfish analysis for the P: task's top-5 moves: a pool of engines over python-chess, and a sqlite cache.
+Reproducible: a fixed depth or node limit, Threads=1, and `ucinewgame` before every position, so the same FEN +
+limit gives the same answer whatever was analysed before it.
 
     from rookworld_trl.chess.engine import EngineLimit, EnginePool, format_eval
     with EnginePool(workers=2, limit=EngineLimit(depth=8), cache="data/analysis.sqlite") as pool:
         evals = pool.analyse("rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1")
         print([(e.move, format_eval(e.cp)) for e in evals])
 
-Stockfish is found by `find_stockfish`: an explicit path, $STOCKFISH_PATH, `stockfish` on PATH, or
-/usr/games/stockfish (Debian/Ubuntu: `apt-get install stockfish`).
-
-Every engine call is bounded (issue 71): a start (the UCI handshake and options) gets
-$ROOKWORLD_ENGINE_START_TIMEOUT seconds (default 30), a search $ROOKWORLD_ENGINE_TIMEOUT (default 60: a depth-8
-MultiPV-5 search takes well under a second), then an EngineFailure (a UserError: one line naming
-the binary, STOCKFISH_PATH and the fix). An engine whose answers are not legal UCI for the position (an illegal
-or missing move) is refused the same way, at once. After `request_stop()` (a stop signal in training,
-training/interrupt.py) no wait lasts more than STOP_GRACE seconds past it (EngineStopped), a KeyboardInterrupt: the step
-under way is dropped and the last checkpoint stays the resume point.
-
-In this module, top to bottom: the bounded calls (`popen_daemon`, `bounded_analyse`, the stop request), the
-sqlite cache (`AnalysisCache`), the pool (`EnginePool`).
-
-    engine = popen_daemon("/usr/games/stockfish")                      # asyncio.TimeoutError past the start timeout
-    infos = bounded_analyse(engine, board, limit, multipv=5, timeout=60)  # TimeoutError, ProtocolError, EngineStopped
-    cache = AnalysisCache("data/analysis.sqlite")
-    cache.get(fen, EngineLimit(depth=8), 5)    # [MoveEval, ...] or None
+Stockfish: an explicit path, $STOCKFISH_PATH, `stockfish` on PATH, or /usr/games/stockfish (`apt-get install
+stockfish`). Every engine call is bounded: a start by $ROOKWORLD_ENGINE_START_TIMEOUT seconds (default 30), a search
+by $ROOKWORLD_ENGINE_TIMEOUT (default 60), then an EngineFailure naming the binary and the fix; an engine that
+answers what is not legal UCI is refused the same way, at once. After `request_stop()` no wait lasts more than
+STOP_GRACE seconds (EngineStopped, a KeyboardInterrupt).
 """
 
 from __future__ import annotations
@@ -73,8 +55,7 @@ FIX = "set STOCKFISH_PATH (or --stockfish) to a working Stockfish binary (Debian
 
 
 class EngineFailure(UserError):
-    """An engine that does not start, hangs past its timeout, or answers what is not legal UCI: one line naming
-    the binary and the fix (a UserError: the stages print it and exit 2)."""
+    """An engine that does not start, hangs, or answers what is not legal UCI: one line naming the binary."""
 
 
 class EngineStopped(KeyboardInterrupt):
@@ -119,10 +100,9 @@ def _stop_deadline(since: float) -> float | None:
 
 
 class _ProtocolErrors(logging.Filter):
-    """python-chess drops what it cannot parse: an illegal pv move is logged (with a traceback), an illegal
-    `bestmove` goes to the event loop's exception handler and the search never ends. This filter (on python-chess's
-    logger) and `on_loop_error` (each engine's loop handler) keep those off the console and file them by engine
-    pid, so the wait for that engine refuses it by name at once."""
+    """python-chess logs an illegal pv move and hands an illegal `bestmove` to the event loop (the search never
+    ends): this filter and `on_loop_error` keep those off the console and file them by engine pid, so the wait for
+    that engine refuses it at once."""
 
     PID = re.compile(r"pid=(\d+)")
 
@@ -158,14 +138,9 @@ logging.getLogger("chess.engine").addFilter(PROTOCOL_ERRORS)
 
 
 def popen_daemon(path: str, timeout: float | None = None) -> chess.engine.SimpleEngine:
-    """SimpleEngine.popen_uci called from a daemon thread, its handshake bounded by `timeout` (None:
-    $ROOKWORLD_ENGINE_START_TIMEOUT, else START_TIMEOUT): asyncio.TimeoutError past it, EngineStopped after request_stop().
-
-    python-chess runs each engine's event loop on a new thread, which inherits the daemon flag of the thread
-    that creates it. A non-daemon loop thread would make the interpreter wait for it at exit before any
-    atexit hook runs, so a pool that was never closed would hang the program; a daemon one lets the
-    pool's finalizer run at exit and quit the engine.
-    """
+    """SimpleEngine.popen_uci from a daemon thread, bounded by `timeout` (None: the environment's, else
+    START_TIMEOUT). The engine's event loop thread inherits the daemon flag: a non-daemon one would hang the exit
+    of a program that never closed its pool, before the pool's finalizer could run."""
     box: dict = {}
     timeout = _seconds(START_TIMEOUT_ENV, START_TIMEOUT) if timeout is None else timeout
 
@@ -189,9 +164,8 @@ def popen_daemon(path: str, timeout: float | None = None) -> chess.engine.Simple
 
 
 def bounded_analyse(engine, board: chess.Board, limit: chess.engine.Limit, multipv: int, timeout: float):
-    """engine.analyse(...) (a fresh `game`: ucinewgame) that gives up after `timeout` seconds (TimeoutError),
-    after a stop request (EngineStopped), or as soon as python-chess logs that it could not parse the engine's
-    answer (EngineFailure raised by the caller: `ProtocolError`)."""
+    """engine.analyse(...) that gives up after `timeout` seconds (TimeoutError), after a stop request
+    (EngineStopped), or once python-chess could not parse the answer (ProtocolError)."""
     pid = engine.transport.get_pid()
     PROTOCOL_ERRORS.by_pid.pop(pid, None)
     # A new `game` object makes python-chess send ucinewgame, which clears Stockfish's hash and history tables:
@@ -242,16 +216,12 @@ class MoveEval:
 
 
 class AnalysisCache:
-    """Analyses on disk in one sqlite3 file keyed by (fen, limit.key(), multipv).
-
-    One connection behind a lock makes it safe for threads; WAL mode lets several processes share the file.
-    The key does not name the Stockfish version or Hash size: use one cache file per engine setup.
-    """
+    """Analyses in one sqlite3 file keyed by (fen, limit.key(), multipv): one file per engine setup (the key
+    names no Stockfish version). A lock makes it thread-safe; WAL lets processes share the file."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
-        parent = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(parent, exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
         with self._lock:
@@ -319,8 +289,7 @@ def find_stockfish(path: str | None = None) -> str:
 
 @dataclass(frozen=True)
 class EngineLimit:
-    """A reproducible search limit. Both set: the search stops at whichever comes first.
-    For a node limit alone write EngineLimit(depth=None, nodes=20000)."""
+    """A reproducible search limit; both set: whichever comes first. Nodes alone: EngineLimit(None, 20000)."""
 
     depth: int | None = 8
     nodes: int | None = None
@@ -340,9 +309,6 @@ class EngineLimit:
         """Text for cache keys and dataset metadata: "depth=8", "nodes=20000", "depth=8,nodes=20000"."""
         limits = (("depth", self.depth), ("nodes", self.nodes))
         return ",".join(f"{name}={value}" for name, value in limits if value is not None)
-
-
-DEFAULT_LIMIT = EngineLimit()
 
 
 def expected_score(cp: float) -> float:
@@ -368,16 +334,13 @@ def _close_engines(engines: list) -> None:
 
 
 class EnginePool:
-    """`workers` Stockfish processes, started on first use, each used by one thread at a time.
-
-    Counters for tests and logs: `engine_calls` (searches sent to engines), `restarts` (engines replaced).
-    Safe to call from several threads; do not close() while another thread is using the pool.
-    """
+    """`workers` Stockfish processes, started on first use, each used by one thread at a time; thread-safe but
+    for close(). `engine_calls` and `restarts` count for tests and logs."""
 
     def __init__(
         self,
         workers: int = 1,
-        limit: EngineLimit = DEFAULT_LIMIT,
+        limit: EngineLimit = EngineLimit(),
         multipv: int = MULTIPV,
         cache: AnalysisCache | str | os.PathLike | None = None,
         stockfish_path: str | None = None,
@@ -386,8 +349,6 @@ class EnginePool:
         search_timeout: float | None = None,
         start_timeout: float | None = None,
     ):
-        """search_timeout / start_timeout: seconds (None: $ROOKWORLD_ENGINE_TIMEOUT / _START_TIMEOUT, else 60 /
-        30); past them a search or a start is an EngineFailure naming the binary and the fix."""
         if workers < 1 or multipv < 1 or threads < 1 or hash_mb < 1:
             raise ValueError("workers, multipv, threads and hash_mb must be >= 1")
         self.path = find_stockfish(stockfish_path)  # fail now, with the install hint, not at first analyse
@@ -402,17 +363,13 @@ class EnginePool:
         for i in range(workers):
             self._free.put(i)
         self._count_lock = threading.Lock()
-        self.engine_calls = 0
-        self.restarts = 0
+        self.engine_calls = self.restarts = 0
         self._closed = False
         # Engines are quit on close(), when the pool is garbage collected, or at interpreter exit.
         self._finalizer = weakref.finalize(self, _close_engines, self._engines)
 
     def analyse(self, fen: str) -> list[MoveEval]:
-        """Best-first top-`multipv` moves of one position.
-
-        [] when python-chess says the game is over (mate, stalemate, insufficient material, 75-move rule).
-        """
+        """Best-first top-`multipv` moves of one position; [] when the game is over."""
         return self.analyse_many([fen])[0]
 
     def analyse_many(
@@ -471,9 +428,8 @@ class EnginePool:
         return evals
 
     def _search(self, i: int, board: chess.Board, multipv: int) -> list[MoveEval]:
-        """One search on engine i, replacing the process if it died (killed, crashed, broken pipe); a start or a
-        search past its timeout, or an answer that is not legal UCI, is an EngineFailure at once (a hung or
-        lying engine does so again)."""
+        """One search on engine i, replacing the process if it died; a hang or an answer that is not legal UCI is
+        an EngineFailure at once (a hung or lying engine would do so again)."""
         error = None
         for _ in range(MAX_ATTEMPTS):
             engine = self._engines[i]
@@ -518,9 +474,8 @@ class EnginePool:
         return self._evals(infos, board)  # outside the retries: a lying engine is refused, not restarted
 
     def _drop(self, i: int, engine) -> None:
-        """Kill engine i's process now and forget it: the next search starts a new one. Killed here, not only
-        through python-chess's close() (which its event loop runs later): a hung engine must not outlive a
-        process that exits right after the error."""
+        """Kill engine i's process now (close() runs later on its loop: a hung engine must not outlive a process
+        that exits right after the error) and forget it."""
         if engine is not None:
             with contextlib.suppress(Exception):  # gone already
                 os.kill(engine.transport.get_pid(), signal.SIGKILL)
@@ -534,8 +489,7 @@ class EnginePool:
         )
 
     def _evals(self, infos: list[dict], board: chess.Board) -> list[MoveEval]:
-        """MoveEvals of an analysis, each line's first move checked legal; an engine that leaves out the move
-        or the score, or names an illegal move, is refused by name (EngineFailure)."""
+        """MoveEvals of an analysis; a line without a legal first move and a score is an EngineFailure."""
         out = []
         for info in infos:
             pv, score = info.get("pv"), info.get("score")
@@ -558,8 +512,7 @@ class EnginePool:
         return engine
 
     def check(self) -> None:
-        """Start one engine and search the starting position with it, past the cache: an engine that does not
-        start, hangs or lies is an EngineFailure now, before a run or an eval has done its first minute of work."""
+        """Search the starting position past the cache: a bad engine fails now, not after a minute of work."""
         i = self._free.get()
         try:
             self._search(i, chess.Board(), 1)

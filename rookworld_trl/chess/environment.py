@@ -1,24 +1,15 @@
 """The A: environment task's ground truth, from python-chess.
 
-A transition takes a position (FEN) and a move (UCI, possibly illegal) and gives the next position,
-the reward (0.001 legal, 1.0 mate by the mover, 0.5 a draw, -1.0 illegal), `terminated` (python-chess
-`is_game_over()` after the move) and `truncated` (the move was illegal; the position stays).
-
-The truth follows from the prompt alone: `env_truth(prompt)` needs no label. One consequence: the
-history holds 10 half-moves, too few to see a fivefold repetition (it needs 16 or more), so
-repetition endings are judged on the FEN alone, i.e. not at all; the 75-move rule is in the FEN's
-half-move clock and is judged.
-
-A move is legal only in canonical UCI (`e1g1` castles, promotions need their piece letter). python-chess
-also accepts king-takes-rook castling (`e1h1`, the Chess960 notation); here that is an illegal move,
-because the published data and the engine write `e1g1`, and one spelling per move keeps the task exact.
+A transition: a FEN and a UCI move (possibly illegal) -> the next position, the reward, `terminated` (the game
+is over after it) and `truncated` (the move was illegal; the position stays). The truth follows from the prompt
+alone (`env_truth`), so repetition endings are not judged (10 plies of history cannot show one); the 75-move rule
+is. A move is legal only in canonical UCI: `e1h1` (king takes rook) is illegal, since the data writes `e1g1`.
 
     python -c "from rookworld_trl.chess.environment import env_sample; print(env_sample(
         'rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1', 'e2e4', []))"
 
-Games the policy plays through its P: answers (`play_games`, at the bottom): one batched policy call per ply for
-every live game, the answer's `B:` move played by python-chess. GRPO's self-play positions (grpo/selfplay.py) and
-the eval's self-play suite (stages/eval/suites.py) both play here.
+Games the policy plays through its P: answers (`play_games`): one batched policy call per ply, its `B:` moves
+played by python-chess (GRPO's self-play positions and the eval's self-play suite).
 
     >>> games = play_games(lambda prompts: [" e2e4 E: 0.3 B: e2e4"] * len(prompts), [chess.STARTING_FEN], 5)
     >>> games[0].moves, games[0].end, games[0].bad_move
@@ -66,9 +57,8 @@ def parse_board(fen: str) -> chess.Board:
 
 
 def playable_position(prompt: str, fen: str | None = None) -> str | None:
-    """The position of a P: prompt (or its `fen` column) when it has a move to judge, else None (never raises):
-    no valid position, or a finished game (mate, stalemate, too little material), which the engine does not
-    analyse and the policy reward does not grade.
+    """The position of a P: prompt (or its `fen` column) when it has a move to judge: None for no valid position
+    or a finished game (never raises).
 
     >>> playable_position("P: 7k/8/8/8/8/8/8/K7 w - - 0 1 M:"), playable_position("P: not a fen M:")
     (None, None)
@@ -92,9 +82,8 @@ def legal_move(board: chess.Board, move: str) -> chess.Move | None:
 
 
 def sample_and_board(line: str) -> tuple[str, PolicySample | EnvSample, chess.Board]:
-    """(the normalised line, its sample, the board of its FEN) of one raw P:/A: line whose FEN is a legal position
-    (the one python-chess board the loader builds per line); FormatError naming the failing field otherwise (what
-    `rookworld data load` and the stages report for a malformed line)."""
+    """(the normalised line, its sample, the board of its FEN) of one raw P:/A: line whose FEN is a legal
+    position; FormatError naming the failing field otherwise."""
     text = normalize_line(line).strip()
     sample = parse_line(text)
     try:  # a FEN that reads but is no legal position: nothing to analyse or simulate
@@ -119,10 +108,8 @@ ILLEGAL_KINDS = (
 def illegal_kind(board: chess.Board, best: str | None) -> str | None:
     """Why the written move `best` is illegal on `board` (one of ILLEGAL_KINDS), None if it is legal.
 
-    king_in_check: the piece can go there but its king would be in check after; blocked: the piece moves
-    that way on an empty board, but here a piece is in the way or on the target square; geometry: not a move
-    this piece makes on an empty board (a pawn's capture of nothing included); noncanonical: legal, but not
-    canonical UCI (e1h1 for e1g1).
+    king_in_check: its king would be in check after; blocked: a piece is in the way (the move is one on an empty
+    board); geometry: not even there (a pawn's capture of nothing too); noncanonical: not canonical UCI (e1h1).
 
     >>> board = chess.Board()
     >>> [illegal_kind(board, m) for m in ("e2e4", "e3e4", "e7e5", "f1c4", "g1g3", "e2", None)]
@@ -225,8 +212,7 @@ def mating_moves(board: chess.Board) -> list[chess.Move]:
 
 
 def random_boards(n: int, seed: int, max_plies: int = 80) -> list[chess.Board]:
-    """n distinct unfinished positions, each after 1..max_plies random legal half-moves from the start
-    (each board keeps its move stack). Varied real positions for tests and benchmarks."""
+    """n distinct unfinished positions, each after 1..max_plies random half-moves (its move stack kept)."""
     rng, boards = random.Random(seed), {}
     while len(boards) < n:
         board = chess.Board()

@@ -1,15 +1,10 @@
-"""Render and parse the RookWorld `P:` (policy) and `A:` (environment) lines.
-
-This is the one place that knows the text formats of docs/FORMATS.md:
+"""Render and parse the RookWorld `P:` (policy) and `A:` (environment) lines of docs/FORMATS.md, in one place:
 
     P: <FEN ljust 90>M: <moves ljust 30>E: <evals ljust 40>B: <best>
     A: <FEN>+<move>+<history>+<new FEN>+<reward>+<terminated>+<truncated>
 
-Rendering is exact (fixed widths, Python `str(float)` numbers, 0/1 flags). Parsing comes in two
-strengths: `parse_line` is strict and raises `FormatError` (for data files, where a bad line is
-counted and skipped), while `parse_policy_completion` / `parse_env_completion` are tolerant (for model
-output: missing padding, extra spaces, a trailing `<|endoftext|>`, truncation) and never raise; they
-return what they could read plus a dict of the fields that failed and why.
+Rendering is exact. `parse_line` is strict (data files: raises `FormatError`); `parse_policy_completion` /
+`parse_env_completion` are tolerant (model output) and never raise: what they read, and the fields that failed.
 
     python -c "from rookworld_trl.chess.formats import *; print(split_prompt_completion(render_policy(
         'rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1', ['e2e4'], [0.3], 'e2e4')))"
@@ -91,8 +86,7 @@ def position_key(fen: str) -> str:
 
 def policy_prompt(fen: str, width: int = FEN_WIDTH) -> str:
     """The P: prompt ends with `M:` so the completion starts with a space (token-boundary safe). `width`: the
-    FEN field's width, a property of the data (90 as the RookWorld generator writes it, 89 in whole
-    published files; data_load.fen_width finds a dataset's)."""
+    FEN field's width, a property of the data (90 as the generator writes it, 89 in some published files)."""
     return POLICY_PREFIX + fen.ljust(width) + "M:"
 
 
@@ -102,10 +96,14 @@ def prompt_fen_width(prompt: str) -> int | None:
     return len(body) if prompt.startswith(POLICY_PREFIX) and body.endswith(" ") else None
 
 
+def fen_widths(prompts: Iterable[str]) -> Counter:
+    """How many P: prompts among `prompts` are padded to each FEN field width."""
+    return Counter(w for prompt in prompts if (w := prompt_fen_width(prompt)))
+
+
 def fen_width_of(prompts: Iterable[str]) -> int | None:
-    """The most common FEN width of the padded P: prompts among `prompts` (None: none is padded, or no P:
-    prompts; callers that need a width then use FEN_WIDTH)."""
-    counts = Counter(w for p in prompts if (w := prompt_fen_width(p)))
+    """The most common FEN width of the padded P: prompts among `prompts` (None: none is padded)."""
+    counts = fen_widths(prompts)
     return counts.most_common(1)[0][0] if counts else None
 
 

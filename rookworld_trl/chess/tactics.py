@@ -1,12 +1,10 @@
 """Tactics: positions where one move decides, told from python-chess and an engine analysis (best first).
 
-Kinds, in the order they are checked (a position has at most one):
-- mate1: the side to move mates in one (python-chess finds the mating move; any mating move is right).
-- mate2: the engine's best is a mate in two and python-chess confirms that it forces mate: after it every
-  reply allows a mate in one. Any move that forces mate in two is right.
-- only: the engine's best move is ahead of its second by at least ONLY_MARGIN in expected score
-  (chess/engine.expected_score, the reward's scale): every other move gives up that much. Right: the engine's best move.
-A position with a single legal move is no choice and never a tactic.
+Kinds, checked in this order (a position with a single legal move is none):
+- mate1: the side to move mates in one; any mating move is right.
+- mate2: the engine's best mates in two, confirmed by python-chess (every reply allows a mate in one); any move
+  that forces it is right.
+- only: the engine's best is ahead of its second by ONLY_MARGIN in expected score; only it is right.
 
     >>> board = chess.Board("6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1")
     >>> [m.uci() for m in mating_moves(board)], forces_mate(board, chess.Move.from_uci("a1a8"))

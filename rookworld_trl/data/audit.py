@@ -2,18 +2,13 @@
 
     rookworld data audit data/rookworld/test.txt --depth 8 --failures failing.txt --report audit.json
 
-Content. P: lines: the moves are legal (`legal`), distinct and as many as the engine gives,
-min(multipv, legal moves) (`count`); B: is one of them (`best_in_moves`); the set of moves is Stockfish's
-top-k at the given limit (`moves`: the written order is shuffled, so sets are compared); each evaluation is
-within --eval_tolerance pawns of the engine's for that move (`evals`); B: is the engine's best move or within
---best_tolerance pawns of it (`best`); and where the label's B: move ranks in the engine's list. A: lines:
-the history ends with the move and holds at most 10 plies (`history`), and `new_fen`, `reward`,
-`terminated`, `truncated` equal environment.transition.
-Layout, apart from content: the line is exactly what formats renders (`layout`; a P: FEN padded to any
-published width counts as laid out). Lines that do not parse, or whose FEN is no legal position, are
-`unparseable`, counted by reason and in the denominators. Rates are per task and side to move, over all
-lines of the task; failing lines are written unchanged to --failures. Reads every source `rookworld data
-load` reads.
+P: lines: the moves are `legal`, distinct and min(multipv, legal moves) (`count`); B: is among them
+(`best_in_moves`); the set of moves is Stockfish's top-k (`moves`); each eval is within --eval_tolerance pawns of
+the engine's (`evals`); B: is the engine's best or within --best_tolerance of it (`best`). A: lines: `history`
+ends with the move and holds at most 10 plies; `new_fen`, `reward`, `terminated`, `truncated` equal
+environment.transition. Apart from content, `layout`: the line is exactly what formats renders (any P: FEN width).
+Lines that do not parse are `unparseable`, counted by reason and in the denominators. Rates are per task and side
+to move; failing lines go unchanged to --failures.
 """
 
 from __future__ import annotations
@@ -78,9 +73,8 @@ RANKS = ("1", "2", "3", "4", "5", "not listed")  # where a P: label's B: move is
 
 @dataclass
 class AuditReport:
-    """Counts by group ("P w", "P b", "A w", "A b"; unparseable lines in "P ?", "A ?", "? ?"): lines, lines
-    whose content disagrees, lines laid out otherwise than formats renders them, and each field. Rates are
-    over all lines of the task, unparseable ones included."""
+    """Counts by group ("P w", "P b", "A w", "A b"; unparseable lines in "P ?", "A ?", "? ?"): lines, failures,
+    layout and each field."""
 
     source: str
     limit: str
@@ -207,8 +201,8 @@ def check_policy(
 
 
 def eval_errors(s: PolicySample, analysis: list[MoveEval]) -> dict[str, float]:
-    """The summed |written eval - the engine's| in pawns over the moves the engine lists (each clipped to
-    +-10 pawns, so that a mate score does not swamp the rest), and how many were compared."""
+    """The summed |written eval - the engine's| in pawns over the moves the engine lists (clipped, so that a mate
+    score does not swamp the rest), and how many were compared."""
     engine, clip = {e.move: e.pawns for e in analysis}, lambda x: max(-EVAL_CLIP, min(EVAL_CLIP, x))
     errors = [abs(clip(e) - clip(engine[m])) for m, e in zip(s.moves, s.evals, strict=True) if m in engine]
     return {"eval_error": sum(errors), "evals_compared": len(errors)}
@@ -268,12 +262,6 @@ def audit_batch(batch, pool: EnginePool, config: AuditConfig, report: AuditRepor
             failures.write(line + "\n")
 
 
-def batches(items, size: int):
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
-
-
 def audit(config: AuditConfig) -> AuditReport:
     """Audit config.source (see the module docstring), print the summary and return the report."""
     report = AuditReport(config.source, config.limit.key())
@@ -286,7 +274,7 @@ def audit(config: AuditConfig) -> AuditReport:
     )
     try:
         with pool, tqdm(unit="line", desc="audit", disable=not config.progress) as bar:
-            for batch in batches(lines, BATCH_LINES):
+            for batch in iter(lambda: list(islice(lines, BATCH_LINES)), []):  # lists of BATCH_LINES
                 audit_batch(batch, pool, config, report, failures)
                 bar.update(len(batch))
     finally:

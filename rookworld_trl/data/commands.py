@@ -6,12 +6,7 @@
     rookworld data load data/mine --exclude path/to/checkmate_in_one/task.json --out data/clean   # decontaminate
     rookworld data audit data/rookworld/test.txt --depth 8 --failures failing.txt
 
-The work lives in generate.py (engine labels, shards, resume; the position sources in positions.py), load.py
-(the pipeline every consumer reads through: `load`, `load_rookworld_dataset`; the layout and columns in
-layout.py, reading files in files.py) and audit.py (re-verifying labels). This module is their command line
-and the place to import from:
-
-    from rookworld_trl.data.load import load_rookworld_dataset
+The work lives in generate.py, load.py and audit.py; this module is their command line.
 """
 
 from __future__ import annotations
@@ -54,10 +49,8 @@ CONVERT_LEVEL = 3
 def convert(source: str, out: str, split: str, validation_fraction: float, test_fraction: float,
             skip_bad_rows: bool = False, puzzles: PuzzleSource | None = None, exclude: Exclusion | None = None,
             num_proc: int | None = None) -> dict:  # fmt: skip
-    """Write `source` (anything load_rookworld_dataset reads) in our layout, re-split by position hash. Its
-    lines are parsed in `num_proc` processes (None: the machine's cores), cached (data/read.py). OUT is locked
-    from before the read (a second load into it is refused) and replaced as a whole at the end (LayoutWriter's
-    staging folder and commit): an interrupted load leaves the old dataset as it was."""
+    """Write `source` (anything load_rookworld_dataset reads) in our layout, re-split by position hash. OUT is
+    locked from before the read and replaced as a whole at the end: an interrupted load leaves the old dataset."""
     check_out(out)
     with holding(out, "rookworld data load --out", "wait for that load to finish or stop it"):
         say_replaced(out)
@@ -92,9 +85,8 @@ def convert(source: str, out: str, split: str, validation_fraction: float, test_
 
 
 def check_train_split(out: str, rows: dict, validation_fraction: float, test_fraction: float) -> None:
-    """UserError (the caller drops the staged layout) when the train split came out empty: training on OUT would
-    fail later in datasets ("corresponds to no data"). Rows go to a split by their position's hash, so a few
-    rows can all land in validation/test."""
+    """UserError when the train split came out empty (a few rows can all hash to validation/test): training on
+    OUT would fail later in datasets."""
     if sum(rows["train"].values()):
         return
     held = sum(sum(counts.values()) for counts in rows.values())
@@ -107,9 +99,8 @@ def check_train_split(out: str, rows: dict, validation_fraction: float, test_fra
 
 def describe(source: str, split: str, max_samples: int | None, skip_bad_rows: bool = False,
              puzzles: PuzzleSource | None = None, exclude: Exclusion | None = None, num_proc: int | None = None):  # fmt: skip
-    """Print what a source holds: the load report, rows by task (P: by FEN width) and A: rows by kind. The
-    whole source is parsed in `num_proc` processes and cached (data/read.py); its first `max_samples` rows
-    are streamed."""
+    """Print what a source holds: the load report, rows by task (P: by FEN width) and A: rows by kind; its first
+    `max_samples` rows are streamed."""
     report = LoadReport(source, skip_bad_rows)
     streamed = max_samples is not None  # a puzzle file is labelled whole, in memory
     loaded = load(Spec(source, split, exclusion=exclude or Exclusion(), max_samples=max_samples,
@@ -180,7 +171,9 @@ def parser() -> argparse.ArgumentParser:
     lo.add_argument("--skip_bad_rows", action="store_true",
                     help="skip malformed lines and count them (off: stop at the first, naming it)")
     add_split_args(lo)
-    add_puzzle_args(lo)
+    lo.add_argument("--puzzle_rating", default=None, metavar="LOW-HIGH", help="puzzle .csv: keep this rating range")
+    lo.add_argument("--puzzle_themes", default=None, metavar="T1,T2",
+                    help="puzzle .csv: keep puzzles with any of these themes")
     add_engine_args(lo)
     lo.add_argument("--cache", default=None, help="puzzle files: analysis cache (sqlite; None: memory only)")
     add_exclude_arg(lo)
@@ -218,29 +211,10 @@ def add_exclude_arg(p: argparse.ArgumentParser) -> None:
                    "a Lichess puzzle .csv or a BIG-bench checkmate_in_one task.json (docs/FORMATS.md)")  # fmt: skip
 
 
-def add_puzzle_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--puzzle_rating", default=None, metavar="LOW-HIGH", help="puzzle .csv: keep this rating range"
-    )
-    p.add_argument("--puzzle_themes", default=None, metavar="T1,T2", help="puzzle .csv: keep puzzles with any of these themes")  # fmt: skip
-
-
 def add_split_args(p: argparse.ArgumentParser) -> None:
-    fractions = GenerateConfig.validation_fraction, GenerateConfig.test_fraction
-    p.add_argument(
-        "--validation_fraction", type=float, default=fractions[0], help="of the positions (by hash)"
-    )
-    p.add_argument("--test_fraction", type=float, default=fractions[1], help="of the positions (by hash)")
-
-
-def check_audited(report) -> None:
-    """A UserError (exit 2) when the audit had nothing to check: an empty source, or no line that parses."""
-    unparseable = sum(report.reasons.values())
-    if report.lines == 0 or unparseable >= report.lines:
-        found = f"all {report.lines} lines are unparseable" if report.lines else "it holds no lines"
-        raise UserError(
-            f"nothing audited in {report.source}: {found}; expected P:/A: lines (docs/FORMATS.md), a "
-            f"`rookworld data generate` output dir or a .parquet/.jsonl file of them"
+    for name in ("validation_fraction", "test_fraction"):
+        p.add_argument(
+            f"--{name}", type=float, default=getattr(GenerateConfig, name), help="of the positions (by hash)"
         )
 
 
@@ -253,7 +227,12 @@ def main(argv: list[str] | None = None) -> int:
         generate(GenerateConfig(**options))
     elif args.command == "audit":
         report = audit(AuditConfig(**options))
-        check_audited(report)
+        if report.lines == 0 or sum(report.reasons.values()) >= report.lines:  # no line parses: exit 2
+            found = f"all {report.lines} lines are unparseable" if report.lines else "it holds no lines"
+            raise UserError(
+                f"nothing audited in {report.source}: {found}; expected P:/A: lines (docs/FORMATS.md), a "
+                f"`rookworld data generate` output dir or a .parquet/.jsonl file of them"
+            )
         if report.failed:  # a check that finds failures must say so to scripts too
             where = "; --failures FILE writes them" if not args.failures else f" (written to {args.failures})"
             print(

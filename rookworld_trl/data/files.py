@@ -1,42 +1,23 @@
-"""The files a user names as data, read without `datasets` (the preflight runs before it is imported): which
-format a file is (`sniff`: by suffix, then by its first bytes where a suffix is shared; `kind_of`: a file, a
-folder, a hub id or nothing), its P:/A: lines (`read_lines`), a data folder's problems (`check_dir`), the
-preflight's fast check of a source (`check_source`), and --exclude: the positions of exclude files and their
-keys (`Exclusion`). The reader (data/read.py), --exclude and the audit read files through here, so a file is
-accepted by all of them or refused by all of them with the same line (data/rows.py: problem, file, fix).
+"""The files a user names as data, read without `datasets` (the preflight runs before it is imported), so the
+reader (data/read.py), --exclude and the audit accept or refuse a file alike, with the same line.
 
     from rookworld_trl.data.files import check_source, read_lines, sniff
     sniff("lines.json").name            # 'json-array': a JSON array of lines or of objects
     for line in read_lines("mine.jsonl"): ...   # the P:/A: line of each row ('' for a blank line)
     check_source("mine.jsonl", skip_bad_rows=False)   # mine.jsonl:3: not valid JSON ...; fix or delete ...
 
-A new format is one `Format` in FORMATS: its name, its suffixes, optionally `looks_like` (its first bytes, when
-another format shares the suffix), a `lines` reader (the P:/A: line of each record, '' for a blank one; bad
-records raise `DataSourceError` through `line_error`) and optionally a `check` (the structure, without reading
-every record); data/read.py `open_file` names the formats `datasets` reads as tables. A puzzle file has
-`positions` instead (data/puzzles.py: the Puzzles of a Lichess CSV or an EPD suite, which the reader labels
-with Stockfish).
+A new format is one `Format` in FORMATS. --exclude (`Exclusion`) reads the positions of a BIG-bench
+checkmate_in_one task.json, a Lichess puzzle CSV, a data file (.parquet `fen` column, .jsonl P:/A: lines) or any
+other file as a FEN/EPD list. A position is its first four FEN fields as python-chess writes them (`fen4`), so
+the same position with other clocks, or written by another tool, still matches.
 
-Decontamination (--exclude):
-
-    rookworld data generate --out data/mine --selfplay 100 --exclude path/to/checkmate_in_one/task.json
     rookworld train --dataset_name data/mine --exclude puzzles.csv bench.epd
-
-A position is its first four FEN fields (chess/formats.py position_key), so the same position with other clocks
-is the same position. An exclude file is one of (`positions_kind`, `position_fens`): a BIG-bench
-`checkmate_in_one` task.json (each game replayed to its position); a Lichess puzzle CSV (each puzzle's position to
-solve); a data file (.parquet of our layout: its `fen` column; .jsonl of P:/A: lines); an EPD file or a FEN list
-(any other file: one position per line, blank lines and '#' comments skipped). Positions are compared as
-python-chess writes them (an en-passant square only where a capture is legal, castling rights only where king
-and rook stand), so a FEN written by another tool still matches. The keys (`Exclusion`) never change; each use
-counts what it dropped in its own ExcludeReport (data/load.py `exclude_rows`, the pipeline's step). A position's
-key (`fen4`) and a compact set of keys (`Positions`) are here too: the eval's "seen in training" compares them
-(data/load.py RunData.training_keys).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -101,8 +82,7 @@ def row_text(row, path, line_no: int) -> str:
 
 
 def json_objects(path: Path) -> Iterator[tuple[int, object]]:
-    """The JSON Lines reader: (line number, the line's JSON value, None for a blank line), naming the first bad
-    line; an empty file is an error."""
+    """(line number, the line's JSON value; None for a blank line), naming the first bad line."""
     seen = False
     with open(path, "rb") as f:
         for line_no, raw in enumerate(f, start=1):
@@ -126,7 +106,6 @@ def json_objects(path: Path) -> Iterator[tuple[int, object]]:
 
 
 def json_lines(path: Path) -> Iterator[str]:
-    """The P:/A: line of each JSON Lines row ('' for a blank line), naming the first bad line."""
     for line_no, row in json_objects(path):
         yield "" if row is None else row_text(row, path, line_no)
 
@@ -150,7 +129,6 @@ def json_array_rows(path: Path) -> list[dict]:
 
 
 def json_array_lines(path: Path) -> Iterator[str]:
-    """The P:/A: line of each item of a JSON array (its line number: the item's, 1-based)."""
     for item_no, row in enumerate(json_array_rows(path), start=1):
         yield row_text(row, path, item_no)
 
@@ -182,7 +160,8 @@ def check_parquet(path: Path) -> None:
 
 @dataclass(frozen=True)
 class Format:
-    """How one file format is read (see the module docstring)."""
+    """How one file format is read: `looks_like` tells it by its first bytes where a suffix is shared; `lines`
+    gives each record's P:/A: line ('' for a blank one); `check` its structure; a puzzle file has `positions`."""
 
     name: str
     suffixes: tuple[str, ...]
@@ -193,8 +172,7 @@ class Format:
 
 
 def puzzle_csv_like(path: Path) -> bool:
-    """A CSV of puzzles, not P:/A: lines named .csv: its first line has three or more comma-separated cells,
-    among them a FEN header or a board (eight ranks)."""
+    """A CSV of puzzles, not P:/A: lines: a first line of 3+ cells, among them a FEN header or a board."""
     with open_text(path) as f:
         head = next((line for line in f if line.strip()), "")
     cells = [c.strip().lstrip("\ufeff") for c in head.split(",")]
@@ -221,24 +199,14 @@ def sniff(path: str | os.PathLike) -> Format:
     return TEXT
 
 
-def hub_id_like(source: str) -> bool:
-    """Whether a data source that is no local path is tried as a hub dataset id ('owner/name').
-
-    >>> hub_id_like("jrahn/rookworld_7m"), hub_id_like("mydata.jsonl"), hub_id_like("./a/b")
-    (True, False, False)
-    """
-    return source.count("/") == 1 and not source.startswith((".", "/"))
-
-
 def kind_of(source: str | os.PathLike) -> Format | str:
-    """What a data source names, decided here only: a file's Format, "dir", "hub" (no local path, tried as a hub
-    dataset id) or "missing"."""
-    path = Path(source)
+    """What a data source names, decided here only: a file's Format, "dir", "hub" ('owner/name') or "missing"."""
+    path, source = Path(source), str(source)
     if path.is_file():
         return sniff(path)
     if path.is_dir():
         return "dir"
-    return "hub" if hub_id_like(str(source)) else "missing"
+    return "hub" if source.count("/") == 1 and not source.startswith((".", "/")) else "missing"
 
 
 def source_kind(source: str) -> Format | str:
@@ -252,8 +220,7 @@ def source_kind(source: str) -> Format | str:
 
 
 def is_puzzle(kind: Format | str) -> bool:
-    """Whether a source of this kind (`kind_of`) is a file of positions to label (a Lichess puzzle .csv, an .epd
-    suite): decided here only."""
+    """Whether a source of this kind (`kind_of`) is a file of positions to label (.csv puzzles, .epd)."""
     return isinstance(kind, Format) and kind.positions is not None
 
 
@@ -272,8 +239,7 @@ def bigbench_like(path: Path) -> bool:
 
 
 def positions_kind(path: str | os.PathLike) -> str:
-    """Which kind of file of positions `path` is (an --exclude file): 'bigbench', 'lichess', 'epd', 'data'
-    (P:/A: rows) or 'fens' (a FEN list: any other file)."""
+    """Which kind of --exclude file `path` is: 'bigbench', 'lichess', 'epd', 'data' or 'fens' (any other)."""
     path = Path(path)
     if bigbench_like(path):
         return "bigbench"
@@ -282,23 +248,14 @@ def positions_kind(path: str | os.PathLike) -> str:
 
 
 def position_fens(path: str | os.PathLike) -> Iterator[str]:
-    """The FENs of the positions a file names, by its kind (positions_kind): a BIG-bench game's position, a
-    puzzle's position to solve, a data row's FEN, a FEN list's line."""
+    """The FENs of the positions an --exclude file names, by its `positions_kind`."""
     path = Path(path)
     kind = positions_kind(path)
     if kind == "bigbench":
         yield from (fen for fen, _ in load_bigbench_checkmate(str(path)))
     elif kind in ("lichess", "epd"):
         yield from (puzzle.fen for puzzle in read_puzzles(path))
-    elif kind == "data":
-        yield from data_fens(path)
-    else:
-        yield from read_fen_list(path)
-
-
-def data_fens(path: Path) -> Iterator[str]:
-    """The FEN of each row of a data file: a Parquet file's `fen` column, each P:/A: line's of a JSON Lines one."""
-    if sniff(path).name == "parquet":
+    elif kind == "data" and sniff(path).name == "parquet":
         import pyarrow.parquet as pq
 
         check_parquet(path)
@@ -308,19 +265,21 @@ def data_fens(path: Path) -> Iterator[str]:
                 "layout (`rookworld data load FILE --out DIR`, then DIR/test.parquet) or as a FEN list"
             )
         yield from pq.read_table(path, columns=["fen"]).column("fen").to_pylist()
-        return
-    for line in read_lines(path):
-        if line:
-            prompt, _ = split_prompt_completion(line)
-            yield parse_policy_prompt(prompt) if prompt.startswith("P:") else parse_env_prompt(prompt)[0]
+    elif kind == "data":  # JSON Lines: each P:/A: line's FEN
+        for line in read_lines(path):
+            if line:
+                prompt, _ = split_prompt_completion(line)
+                yield parse_policy_prompt(prompt) if prompt.startswith("P:") else parse_env_prompt(prompt)[0]
+    else:
+        yield from read_fen_list(path)
 
 
 # ---------------------------------------------------------------------- --exclude: a position's key, the keys
 
 
 def fen4(fen: str) -> str:
-    """The position of a FEN as python-chess writes it (first four fields). Cheap for FENs python-chess wrote
-    (no en-passant square): those are taken as they are; the rest go through python-chess.
+    """The position of a FEN as python-chess writes it (first four fields); without an en-passant square it is
+    taken as it is (cheap), else python-chess reads it.
 
     >>> fen4("rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq e3 0 1")  # no capture: no square
     'rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b KQkq -'
@@ -332,21 +291,17 @@ def fen4(fen: str) -> str:
 
 
 class Positions:
-    """The positions (fen4 keys) of `fens`, held as sorted 8-byte hashes: a run's millions of training positions
-    in tens of MB, not a GB of strings. `fen4(fen) in positions`, `len(positions)`. Read from `fens` when first
-    asked (~3 s a million: a run whose eval never asks does not pay it before its first step)."""
+    """The positions (fen4 keys) of `fens` as sorted 8-byte hashes: millions in tens of MB, not a GB of strings.
+    `fen4(fen) in positions`. Read when first asked (~3 s a million): a run whose eval never asks never pays."""
 
     def __init__(self, fens: Iterable[str]):
-        self.fens, self._hashes = fens, None
+        self.fens = fens
 
-    @property
+    @functools.cached_property
     def hashes(self) -> np.ndarray:
-        if self._hashes is None:
-            self._hashes = np.unique(
-                np.fromiter((position_hash(fen4(f)) for f in self.fens), dtype=np.uint64)
-            )
-            self.fens = None
-        return self._hashes
+        hashes = np.unique(np.fromiter((position_hash(fen4(f)) for f in self.fens), dtype=np.uint64))
+        self.fens = None
+        return hashes
 
     def __contains__(self, key: str) -> bool:
         h = np.uint64(position_hash(key))
@@ -368,8 +323,7 @@ def canonical_fen4(fen: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Exclusion:
-    """The positions of some exclude files: what to drop, never changed. Each use of it counts what it dropped in
-    its own ExcludeReport (`exclude_rows`, `report`)."""
+    """The positions of some exclude files, never changed; each use counts its drops in its own `report()`."""
 
     files: tuple[str, ...] = ()
     keys: frozenset[str] = frozenset()
@@ -433,8 +387,8 @@ class ExcludeReport:
 
 
 def read_lines(path: str | os.PathLike) -> Iterator[str]:
-    """The P:/A: lines of a file in order ('' for a blank record), whatever its format; DataSourceError (one
-    line naming the file, the record and the fix) for a record that holds none, or a format without lines."""
+    """The P:/A: lines of a file in order ('' for a blank record), whatever its format; a record without one is
+    a DataSourceError naming the file, the record and the fix."""
     path = Path(path)
     fmt = sniff(path)
     if fmt.check is not None:
@@ -470,9 +424,8 @@ LAYOUT_SPLITS = ("train", "validation", "test")
 
 
 def layout_problem(folder: str | os.PathLike) -> str | None:
-    """Why a layout folder cannot be read as one dataset, or None: a write into it was stopped while replacing
-    its files (the INCOMPLETE marker), or its Parquet files' row counts disagree with its stats.json (files of
-    two writes; stats.json's `rows`). Reads Parquet footers only: milliseconds."""
+    """Why a layout folder cannot be read as one dataset (half-written, or its Parquet row counts disagree with
+    its stats.json), or None. Reads Parquet footers only: milliseconds."""
     folder = Path(folder)
     if (folder / INCOMPLETE).exists():
         return (
@@ -512,9 +465,8 @@ NOT_DATA = {"stats.json", "dataset_info.json", "state.json", "dataset_dict.json"
 
 
 def check_dir(path: Path) -> None:
-    """A DataSourceError for a folder with no data files, a layout folder half-written or mixed from two
-    writes (layout_problem), or another folder holding data files of several formats (datasets would read one
-    format and drop the rest without a word)."""
+    """A DataSourceError for a folder with no data files, a bad layout folder (layout_problem), or one holding
+    data files of several formats (datasets would read one format and drop the rest without a word)."""
     if (problem := layout_problem(path)) is not None:
         raise DataSourceError(problem)
     if not any(p.is_file() for p in path.rglob("*")):
@@ -541,9 +493,8 @@ DATA_SECONDS = 1.5  # a longer file's later lines are checked by the stage as it
 
 def check_source(source: str, skip_bad_rows: bool, seconds: float = DATA_SECONDS, rating: str | None = None,
                  themes: str | None = None) -> None:  # fmt: skip
-    """A missing path, an empty directory, a file whose structure its format refuses, a puzzle file's bad
-    --puzzle_rating/--puzzle_themes or first bad row, or a file's first bad P:/A: line: one DataSourceError. A hub
-    id is the stage's to try."""
+    """The preflight's check: a missing path, an empty directory, a bad file structure, a puzzle file's bad
+    filter or row, or a file's first bad P:/A: line within `seconds` is one DataSourceError. A hub id is not tried."""
     kind = source_kind(source)
     if kind == "dir":
         check_dir(Path(source))

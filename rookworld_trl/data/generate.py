@@ -4,26 +4,16 @@
     rookworld data generate --out data/lichess --pgn lichess_db_standard_rated_2013-01.pgn --pgn_games 5000
     rookworld data generate --out data/mine --selfplay 200 --exclude path/to/checkmate_in_one/task.json   # held out
 
-Games come from engine self-play (a random opening of 0..--opening_plies moves, then the engine's best
-move, or a random legal move with probability --random_move_prob), random legal play, and PGN files
-(plain or .gz). Each game gives samples at some of its plies (self-play: every ply, since the engine
-analysed it anyway; random and PGN games: --plies_per_game random plies):
-- P: the position with Stockfish's top --multipv moves at a fixed depth (or node) limit, written shuffled;
-- A: the move played, replaced by an illegal move with probability --illegal_fraction (a pseudo-legal
-  move that leaves the king in check, or random from-to squares); plus, mined from the same position,
-  every other legal move that ends the game (mate, stalemate, insufficient material), every en-passant
-  capture and one promotion; plus, once per game, the position with its half-move clock set to 149 and a
-  random move (half the time a quiet piece move, which then ends the game by the 75-move rule).
---tactics makes tactics instead (data/tactics.py): P: rows only, of the positions where one move decides (mate in
-one, mate in two, an only move), their kind in the `kind` column, split by game (not by position).
-A fivefold repetition that ends a game is not visible in a 10-ply history (environment.py), so its A:
-sample is labelled from the FEN alone (the game goes on) and counted as `fivefold_unseen` in stats.json.
+Games come from engine self-play (a random opening, then the engine's best move or, with --random_move_prob, a
+random one), random play and PGN files (data/positions.py). Each sampled ply gives a P: row (Stockfish's top
+--multipv moves, written shuffled) and A: rows (the move played, or with --illegal_fraction an illegal one; mined
+game endings, en-passant captures, a promotion, a 75-move-rule position: data/samples.py). --tactics makes P: rows
+of positions where one move decides instead (data/tactics.py), split by game. A fivefold repetition is invisible
+in a 10-ply history: counted as `fivefold_unseen` in stats.json.
 
-Work is done in chunks of --games_per_chunk games, each written as OUT/shards/{source}-{index}.parquet
-(+ .json stats). A chunk depends only on the settings, its source and index, so a re-run with the same
-settings skips the chunks present and an interrupted run ends with the same files as an uninterrupted
-one. The splits are then assembled from the shards in order (data/layout.py LayoutWriter: dedup, split by
-position hash).
+Work is done in chunks of --games_per_chunk games, OUT/shards/{source}-{index}.parquet (+ .json stats), each a
+function of the settings, its source and index: a re-run skips the chunks present and ends with the same files.
+The splits are then assembled from the shards in order (LayoutWriter: dedup, split by position hash).
 """
 
 from __future__ import annotations
@@ -34,7 +24,6 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,8 +84,7 @@ class GenerateConfig:
     cache: str | None = None  # analysis cache (sqlite); None: OUT/analysis.sqlite
     stockfish: str | None = None
     progress: bool = True
-    # Positions kept out of the splits (--exclude: data/files.py Exclusion), dropped when they are assembled: the shards keep them, so
-    # a re-run with another --exclude reassembles without generating again.
+    # dropped when the splits are assembled, kept in the shards: another --exclude needs no new generation
     exclude: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -159,8 +147,7 @@ def game_stats(stats: Counter, games: list[GameRecord], sampled_plies: int) -> N
 def tactics_chunk(
     source: str, games: list[GameRecord], analyses: dict, rng, config: GenerateConfig, pool, stats
 ):
-    """(rows, stats) of one chunk's tactics: each game's candidate positions analysed (self-play's already
-    are) and classified; stats["splits"] holds each row's split (its game's)."""
+    """(rows, stats) of one chunk's tactics; stats["splits"] holds each row's split (its game's)."""
     plan = [
         (g, positions(g), candidate_plies(g, source == "selfplay", config.tactics_per_game, rng))
         for g in games
@@ -188,11 +175,6 @@ def write_shard(shards: Path, name: str, rows: list[dict], stats: dict) -> None:
     os.replace(shards / f"{name}.parquet.tmp", shards / f"{name}.parquet")
 
 
-def engine_name(path: str) -> str:
-    with chess.engine.SimpleEngine.popen_uci(path) as engine:
-        return engine.id.get("name", "unknown")
-
-
 def check_settings(shards: Path, settings: dict) -> None:
     """Store the settings with the shards; refuse to resume shards made with other settings."""
     path = shards / "settings.json"
@@ -208,14 +190,6 @@ def check_settings(shards: Path, settings: dict) -> None:
         path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
-def chunk_plan(config: GenerateConfig, done: set[str]) -> Iterator[tuple[str, int, object]]:
-    """(source, index, games) for every chunk not done yet, in order."""
-    for source in POSITION_SOURCES.values():
-        skip = {int(name.split("-")[1]) for name in done if name.startswith(f"{source.name}-")}
-        for index, games in source.plan(config, skip):
-            yield source.name, index, games
-
-
 def shard_names(shards: Path) -> list[str]:
     names = [p.name.removesuffix(".parquet") for p in shards.glob("*-*.parquet")]
     return sorted(names, key=lambda n: (SOURCES.index(n.split("-")[0]), int(n.split("-")[1])))
@@ -227,15 +201,16 @@ def run_chunks(config: GenerateConfig, shards: Path, pool: EnginePool) -> None:
     total = None if config.pgn and config.pgn_games is None else planned
     with tqdm(total=total, unit="game", desc="generate", disable=not config.progress) as bar:
         bar.update(sum(json.loads((shards / f"{n}.json").read_text())["games"] for n in done))
-        for source, index, games in chunk_plan(config, done):
-            rows, stats = make_chunk(source, index, games, config, pool)
-            write_shard(shards, f"{source}-{index:05d}", rows, stats)
-            bar.update(games if isinstance(games, int) else len(games))
+        for source in POSITION_SOURCES.values():  # every chunk not done yet, in order
+            skip = {int(name.split("-")[1]) for name in done if name.startswith(f"{source.name}-")}
+            for index, games in source.plan(config, skip):
+                rows, stats = make_chunk(source.name, index, games, config, pool)
+                write_shard(shards, f"{source.name}-{index:05d}", rows, stats)
+                bar.update(games if isinstance(games, int) else len(games))
 
 
 def assemble(config: GenerateConfig, shards: Path, settings: dict, exclude: Exclusion | None = None):
-    """(stats.json's content, what `exclude` dropped) of the splits from the shards, in order, without the rows on
-    `exclude`'s positions."""
+    """(stats.json's content, what `exclude` dropped) of the splits assembled from the shards, in order."""
     excluded = (exclude or Exclusion()).report()
     writer = LayoutWriter(config.out, config.validation_fraction, config.test_fraction)
     sources = {source: Counter() for source in SOURCES}
@@ -274,8 +249,7 @@ def assemble(config: GenerateConfig, shards: Path, settings: dict, exclude: Excl
 
 
 def generate(config: GenerateConfig) -> dict:
-    """Generate (or finish generating) the dataset in config.out, holding its lock (one writer of OUT); returns the
-    stats written to stats.json."""
+    """Generate (or finish generating) the dataset in config.out, holding its lock; returns its stats.json."""
     exclude = Exclusion.of(config.exclude)  # before the lock and any engine work: a bad file fails now
     with holding(config.out, "rookworld data generate", "wait for it to finish or stop it"):
         return _generate(config, exclude)
@@ -285,7 +259,8 @@ def _generate(config: GenerateConfig, exclude: Exclusion) -> dict:
     shards = Path(config.out) / "shards"
     shards.mkdir(parents=True, exist_ok=True)
     stockfish = find_stockfish(config.stockfish)
-    settings = {**config.content(), "stockfish": engine_name(stockfish)}
+    with chess.engine.SimpleEngine.popen_uci(stockfish) as engine:
+        settings = {**config.content(), "stockfish": engine.id.get("name", "unknown")}
     check_settings(shards, settings)
     cache = config.cache or os.path.join(config.out, "analysis.sqlite")
     started = time.time()

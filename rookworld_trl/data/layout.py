@@ -1,22 +1,12 @@
-"""The RookWorld dataset layout: its columns (FEATURES), rows of both tasks, the train/validation/test split of
-a position, and LayoutWriter, which writes a dataset directory.
+"""The RookWorld dataset layout: its columns (FEATURES), the split of a position, and LayoutWriter.
 
     OUT/{train,validation,test}.parquet   one row per sample, the columns of FEATURES
     OUT/{train,validation,test}.txt       the same samples as raw lines (the original RookWorld text)
     OUT/stats.json                        counts (P: rows by FEN width in `fen_widths`) and settings
 
-Columns: `text` (the full line), `prompt` + `completion` (formats.split_prompt_completion), `task` ("P"/"A"),
-`fen`, and the ground truth: P: rows `moves`/`evals` (engine top-k best first, evals in pawns; raw text
-lines keep their written order and `limit` ""), `best`, `limit` (engine limit key, e.g. "depth=8");
-A: rows `move`, `history`, `new_fen`, `reward`, `terminated`, `truncated`, `kind` (environment.KINDS); a P:
-row's `kind` is empty, or its tactic (mate1, mate2, only: data/tactics.py) in a tactics dataset.
-Columns of the other task hold empty values ("" / [] / 0.0 / False) so every row has one Arrow type.
-Loading from anywhere is rookworld_trl/data/load.py.
-
-A layout is written as a whole: every file goes to a staging folder OUT/.incoming-*, and `commit` moves them in
-with OUT/.rookworld_incomplete present for the few renames it takes; a reader refuses a folder holding that
-marker, or whose Parquet row counts disagree with its stats.json, with one line (files.py `check_dir`). The
-writer holds OUT's lock (common/locks.py) from before it reads its source.
+Columns (docs/FORMATS.md): P: rows' `moves`/`evals` are engine top-k best first, evals in pawns (raw text lines
+keep their written order, `limit` ""); the other task's columns hold empty values, so every row has one Arrow
+type. A layout is written as a whole: through a staging folder, moved in by `publish`.
 """
 
 from __future__ import annotations
@@ -68,8 +58,7 @@ BATCH_ROWS = 100_000
 
 @contextlib.contextmanager
 def no_bars():
-    """datasets' progress bars off within the block: a source's Arrow copy is written in seconds, and a bad
-    file's error stays the one line on stderr (the parse's bar shows lines/s)."""
+    """datasets' progress bars off within the block: a bad file's error stays the one line on stderr."""
     was_on = not datasets.utils.are_progress_bars_disabled()
     datasets.utils.disable_progress_bars()
     try:
@@ -83,8 +72,8 @@ def no_bars():
 
 
 def columns(ds, *names: str) -> list[list]:
-    """An in-memory dataset's columns `names`, each as a list, in one Arrow read: `ds[name]` is a lazy Column in
-    datasets 4, and iterating rows formats them one by one (~1 s per 100k rows, paid at every start of a run)."""
+    """An in-memory dataset's columns `names`, each as a list, in one Arrow read (iterating rows formats them one
+    by one: ~1 s per 100k rows)."""
     table = ds.select_columns(list(names)).to_dict()
     return [table[name] for name in names]
 
@@ -95,14 +84,12 @@ def column(ds, name: str) -> list:
 
 
 def arrow_batches(ds, *names: str, size: int = BATCH_ROWS):
-    """Arrow tables of `ds`'s columns `names`, `size` rows at a time in `ds`'s order: datasets' own Arrow
-    iteration, which gathers a selection's rows (the mix, --exclude) a batch at a time."""
+    """Arrow tables of `ds`'s columns `names`, `size` rows at a time, in `ds`'s order."""
     return ds.select_columns(list(names)).with_format("arrow").iter(batch_size=size)
 
 
 def iter_rows(ds, *names: str):
-    """The tuples of `ds`'s columns `names`, row by row, a batch of Python objects at a time: a pass over
-    millions of memory-mapped rows that never holds a whole column."""
+    """The tuples of `ds`'s columns `names`, row by row, never holding a whole column."""
     for batch in arrow_batches(ds, *names):
         yield from zip(*(batch.column(name).to_pylist() for name in names), strict=True)
 
@@ -119,10 +106,8 @@ def task_rows(ds) -> tuple[list[int], list[int]]:
 
 
 def split_of(fen: str, validation_fraction: float, test_fraction: float) -> str:
-    """The split of a position, from a hash of its position part: no position is in two splits.
-
-    Unsalted on purpose: datasets made with other seeds or sources split the same positions the same way.
-    """
+    """The split of a position, from an unsalted hash of its position part: no position is in two splits, in
+    any dataset made with any seed."""
     return hashed_split(position_key(fen), validation_fraction, test_fraction)
 
 
@@ -132,12 +117,6 @@ def hashed_split(text: str, validation_fraction: float, test_fraction: float) ->
     if u < test_fraction:
         return "test"
     return "validation" if u < test_fraction + validation_fraction else "train"
-
-
-def dedup_key(row: dict) -> int:
-    """P: rows are duplicates by FEN, A: rows by FEN + move (8-byte hashes keep millions in memory)."""
-    key = row["fen"] if row["task"] == "P" else row["fen"] + "+" + row["move"]
-    return position_hash(row["task"] + key)
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -155,7 +134,9 @@ class LayoutWriter:
                  compression_level: int = 19):  # fmt: skip
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
-        drop_stale_staging(self.out)
+        for stale in self.out.glob(f"{STAGING}*"):  # left by a killed writer (we hold OUT's lock)
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
         self.stage = Path(tempfile.mkdtemp(prefix=STAGING, dir=self.out))
         self.fractions = (validation_fraction, test_fraction)
         self.seen: set[int] = set()
@@ -164,10 +145,8 @@ class LayoutWriter:
         self.fen_widths: Counter[int] = Counter()  # P: rows by FEN field width: the layout of the prompts
         self.duplicates: Counter[str] = Counter()
         self.batches: dict[str, list[dict]] = {split: [] for split in SPLITS}
-        # Written in the staging folder and moved in at the end: a killed run never leaves a half file behind.
-        # zstd at a high level halves the files against the default snappy (6.8 -> 3.4 MB on a 37k-row train
-        # split): the embedded data ships inside the package. It costs ~140 us a row (level 3: ~3 us, files ~25%
-        # larger), which a conversion of millions of rows does not pay (commands.py convert).
+        # zstd 19 halves the files against snappy (the embedded data ships in the package) at ~140 us a row, which a
+        # conversion of millions of rows does not pay (commands.py convert: level 3, ~3 us a row, files ~25% larger)
         self.parquet = {s: pq.ParquetWriter(self.stage / f"{s}.parquet", FEATURES.arrow_schema, compression="zstd",
                                             compression_level=compression_level) for s in SPLITS}  # fmt: skip
         # closed in close(), like the Parquet writers
@@ -182,8 +161,7 @@ class LayoutWriter:
                 self._flush(split)
 
     def add_table(self, table: pa.Table) -> None:
-        """add() every row of an Arrow table of FEATURES' columns, in order, each to its position's split: the
-        rows are written as Arrow, without a Python dict per row (a conversion of millions, commands.py)."""
+        """add() every row of an Arrow table of FEATURES' columns, in order, written as Arrow (no dict per row)."""
         names = ("task", "fen", "move", "kind", "prompt")
         picked: dict[str, list[int]] = {split: [] for split in SPLITS}
         for i, values in enumerate(zip(*(table.column(n).to_pylist() for n in names), strict=True)):
@@ -198,7 +176,8 @@ class LayoutWriter:
 
     def _place(self, row: dict, split: str | None = None) -> str | None:
         """The split a row goes to, counted (None: a duplicate, counted as one)."""
-        key = dedup_key(row)
+        # P: rows are duplicates by FEN, A: rows by FEN + move (8-byte hashes keep millions in memory)
+        key = position_hash(row["task"] + row["fen"] + ("" if row["task"] == "P" else "+" + row["move"]))
         if key in self.seen:
             self.duplicates[row["task"]] += 1
             return None
@@ -248,10 +227,8 @@ class LayoutWriter:
 
 
 def publish(out: Path, stage: Path) -> None:
-    """Move a complete staged layout into OUT: the INCOMPLETE marker first (naming the staging folder), then
-    one rename per file (stats.json last), then the marker and the staging folder go. A process killed between
-    the first and the last step leaves the marker: readers refuse the folder (files.py check_dir) until the command
-    is run again."""
+    """Move a staged layout into OUT: the INCOMPLETE marker, one rename per file (stats.json last), no marker. A
+    process killed between leaves the marker: readers refuse the folder (files.py check_dir)."""
     marker = out / INCOMPLETE
     tmp = out / f"{INCOMPLETE}.tmp"
     tmp.write_text(json.dumps({"staging": stage.name, "pid": os.getpid()}) + "\n")
@@ -261,13 +238,6 @@ def publish(out: Path, stage: Path) -> None:
             os.replace(stage / name, out / name)
     os.unlink(marker)
     shutil.rmtree(stage, ignore_errors=True)
-
-
-def drop_stale_staging(out: Path) -> None:
-    """Remove staging folders a killed writer left (the caller holds OUT's lock: none is in use)."""
-    for stale in out.glob(f"{STAGING}*"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
 
 
 def check_out(out: str) -> None:

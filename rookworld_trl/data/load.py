@@ -1,8 +1,6 @@
-"""The data pipeline every consumer reads through (a GRPO run: `run_data` below; SFT, `rookworld eval`,
-`rookworld data load`): bytes -> rows (data/read.py: parsed and cached, a puzzle file labelled) -> exclude
-(data/files.py Exclusion) -> one task, the P:/A: mix, one FEN width, the cap (the steps below) -> the rows. Each step is
-a pure function of the rows and its settings that returns (rows, its own report), the same for a Dataset and a
-streamed IterableDataset; `load` runs them in that order and says the reports, each in one line, here only.
+"""The data pipeline every consumer reads through: bytes -> rows (data/read.py) -> exclude -> one task -> the
+P:/A: mix -> one FEN width -> the cap. Each step is a pure function returning (rows, its report), the same for a
+Dataset and a streamed IterableDataset; `load` runs them and prints the reports, each in one line.
 
     from rookworld_trl.data.load import Spec, load, load_rookworld_dataset
     loaded = load(Spec("data/rookworld", "train", mix_env_ratio=0.3, max_samples=1000))
@@ -27,7 +25,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from rookworld_trl.chess.engine import EngineLimit
-from rookworld_trl.chess.formats import FEN_WIDTH, policy_prompt, prompt_fen_width
+from rookworld_trl.chess.formats import FEN_WIDTH, fen_widths, policy_prompt
 from rookworld_trl.data.files import (
     ExcludeReport,
     Exclusion,
@@ -47,12 +45,9 @@ KEEP = -1  # Spec.fen_width: leave the prompts as they are written
 
 @dataclass(frozen=True)
 class Spec:
-    """One set of rows: `source`'s `split` (or `rows` already read), what to drop (`exclusion`), which `task`
-    (None: both), the A: fraction (`mix_env_ratio`, None: as stored, shuffled by `seed`), the FEN width (None:
-    the rows' most common; KEEP: as written) and the cap (`max_samples`, the first rows after mixing). How to
-    read: `skip_bad_rows`, `num_proc`, `puzzles` (how a puzzle file is filtered and labelled), `report` (a
-    LoadReport to count malformed lines in), `streaming` (rows read as they are iterated; a puzzle file is
-    labelled whole, in memory)."""
+    """One set of rows: `source`'s `split` (or `rows` already read) through the steps. `task` None: both;
+    `mix_env_ratio` None: as stored; `fen_width` None: the rows' most common, KEEP: as written; `max_samples`:
+    the first rows after mixing. A puzzle file is labelled whole, in memory, even when `streaming`."""
 
     source: str = ""
     split: str = "train"
@@ -72,8 +67,8 @@ class Spec:
 
 @dataclass(frozen=True)
 class Loaded:
-    """The rows as read (`stored`), after --exclude (`excluded_rows`), and after every step (`rows`); the FEN
-    width of `rows`' P: prompts (None: none, or KEEP) and each step's report by name."""
+    """The rows as read (`stored`), after --exclude (`excluded_rows`), after every step (`rows`); the FEN width
+    of `rows`' P: prompts (None: none, or KEEP) and each step's report by name."""
 
     stored: datasets.Dataset
     excluded_rows: datasets.Dataset
@@ -83,8 +78,7 @@ class Loaded:
 
 
 def load(spec: Spec) -> Loaded:
-    """The rows `spec` asks for, read once, then each step in turn, each said in one line (the module
-    docstring)."""
+    """The rows `spec` asks for, read once, then each step in turn."""
     source = spec.source or "the rows"
     report = spec.report if spec.report is not None else LoadReport(source, spec.skip_bad_rows)
     puzzle, excluded = False, None
@@ -118,10 +112,9 @@ def load(spec: Spec) -> Loaded:
 
 
 def steps(spec: Spec, source: str, puzzle: bool, stored) -> list[tuple[str, Callable]]:
-    """The steps `spec` asks of the rows read (`stored`), in order, by name: each a pure function of the rows
-    that returns (rows, its report). A puzzle file's positions were excluded and capped before the engine
-    labelled them. A stream's FEN width is its first 1000 P: rows' (published files are written at one width
-    each)."""
+    """The steps `spec` asks of the rows read (`stored`), in order, by name. A puzzle file's positions were
+    excluded and capped before labelling. A stream's FEN width is its first 1000 P: rows' (published files are
+    written at one width each)."""
     where = f"{source} (split {spec.split!r})"
     chosen = [] if puzzle else [("exclude", partial(exclude_rows, exclusion=spec.exclusion, where=where))]
     chosen += [("task", partial(only_task, task=spec.task)),
@@ -140,22 +133,10 @@ def load_rookworld_dataset(source: str | os.PathLike, split: str = "train", mix_
                            report: LoadReport | None = None, fen_width: int | None = None,
                            skip_bad_rows: bool = False, puzzles: PuzzleSource | None = None,
                            exclude: Exclusion | None = None):  # fmt: skip
-    """A `datasets.Dataset` (or `IterableDataset` when streaming) with the columns of FEATURES.
-
-    source: a dataset dir of our layout (`split` picks the file), a .parquet/.jsonl file (of our columns or
-    a `text` column), a raw text file of lines (.txt, .gz; a malformed line raises DataSourceError naming it,
-    or with `skip_bad_rows` is skipped and counted in `report`, a LoadReport, filled as the lines are read), or a hub id such as `jrahn/rookworld_7m`.
-    fen_width: the P: prompts' FEN field width (None: the source's most common one, so that a model is
-    prompted the way its data was written; prompts of other widths are re-padded to it). Streaming decides
-    from the first 1000 P: rows: published files are written at one width each.
-    mix_env_ratio: the fraction of A: rows, deterministic by `seed` (None: all rows, as stored); in memory
-    the counts are exact and the rows shuffled, streaming draws rows from the two tasks with these
-    probabilities until one runs out. max_samples: the first rows, after mixing.
-    puzzles: how a puzzle file (a Lichess puzzle .csv, an .epd suite) is filtered and labelled (None: every
-    puzzle, Stockfish at depth 8): such a source is read whole, into memory, as engine-labelled P: rows.
-    exclude: rows on its positions are dropped (before mixing), and counted; in memory the count is printed.
-    A source that cannot be loaded raises DataSourceError saying what was tried.
-    """
+    """A `datasets.Dataset` (an `IterableDataset` when streaming) with the columns of FEATURES, from a layout
+    dir, a data file (.parquet/.jsonl/.txt/.gz/a puzzle .csv or .epd) or a hub id, through `load` (see Spec).
+    A malformed line raises DataSourceError naming it, or with `skip_bad_rows` is counted in `report`.
+    `mix_env_ratio` is exact in memory; streamed, each row is drawn from a task with that probability."""
     source = os.fspath(source)
     if mix_env_ratio is not None:
         check_ratio(mix_env_ratio)
@@ -164,13 +145,12 @@ def load_rookworld_dataset(source: str | os.PathLike, split: str = "train", mix_
                      report=report, streaming=streaming)).rows  # fmt: skip
 
 
-# --------------------------------------------------------------------------------------------- exclude
+# ------------------------------------------------------------- the steps: exclude, task, mix, FEN width, cap
 
 
 def exclude_rows(ds, exclusion: Exclusion, where: str = "the data", report: ExcludeReport | None = None):
-    """(`ds` without the rows on an excluded position, its report; None when nothing is excluded): one `filter`,
-    the same for a Dataset (counted now; none left: a DataSourceError naming `where`) and an IterableDataset
-    (counted as it is read, into `report` when given: two streams of one source count together)."""
+    """(`ds` without the rows on an excluded position, its report; None when nothing is excluded). A stream is
+    counted as it is read, into `report` when given (two streams of one source count together)."""
     if not exclusion:
         return ds, None
     report = report or exclusion.report()
@@ -189,9 +169,6 @@ def exclude_rows(ds, exclusion: Exclusion, where: str = "the data", report: Excl
             "pass a source with other positions"
         )
     return kept, report
-
-
-# ------------------------------------------------------------------------------------------------ task
 
 
 def only_task(ds, task: str | None) -> tuple[object, None]:
@@ -227,8 +204,8 @@ def mix_counts(n_policy: int, n_env: int, mix_env_ratio: float) -> tuple[int, in
 
 
 def mix(ds: datasets.Dataset, mix_env_ratio: float | None, seed: int) -> tuple[datasets.Dataset, dict | None]:
-    """(exactly the fraction `mix_env_ratio` of A: rows, as many rows as that allows, shuffled by `seed`; the
-    rows of each task kept). None: `ds` as it is."""
+    """(exactly the fraction `mix_env_ratio` of A: rows, as many as that allows, shuffled by `seed`; the rows of
+    each task kept). None: `ds` as it is."""
     if mix_env_ratio is None:
         return ds, None
     # streamed: drawn from the two tasks with these probabilities until one runs out
@@ -264,14 +241,9 @@ def drawn(tasks: list, p_env: float, seed: int):
 # ------------------------------------------------------------------------------------------- FEN width
 
 
-def fen_widths(prompts: Iterable[str]) -> Counter:
-    """How many P: prompts among `prompts` are padded to each FEN field width."""
-    return Counter(w for prompt in prompts if (w := prompt_fen_width(prompt)))
-
-
 def rows_fen_widths(ds: datasets.Dataset) -> Counter:
-    """fen_widths of a dataset's prompts, counted by Arrow a batch at a time (millions of rows in a second or
-    two); a batch holding non-ASCII text is counted by fen_widths itself (Arrow's lengths are in bytes)."""
+    """fen_widths of a dataset's prompts, counted by Arrow (millions of rows a second); a non-ASCII batch by
+    fen_widths itself (Arrow's lengths are in bytes)."""
     counts = Counter()
     for batch in arrow_batches(ds, "prompt"):
         prompts = batch.column("prompt")
@@ -312,8 +284,8 @@ class Padded:
 def pad_fen_width(
     ds, width: int | None, source: str, prompts: Iterable[str] | None = None
 ) -> tuple[object, Padded]:
-    """(`ds` with every P: prompt (and its text) padded to `width`, what it did). `width` None: the most common
-    width among `prompts` (a sample of ds's; None: all of ds's), the way the data was written."""
+    """(`ds` with every P: prompt (and its text) padded to `width`, what it did). `width` None: the commonest
+    among `prompts` (a sample of ds's; None: all of ds's)."""
     found = rows_fen_widths(ds) if prompts is None else fen_widths(prompts)
     report = Padded(source, width or commonest(found, FEN_WIDTH), found)
     if report.one_line() is None:
@@ -328,12 +300,8 @@ def pad_fen_width(
     return ds.map(pad), report
 
 
-# ------------------------------------------------------------------------------------------------- cap
-
-
 def cap(ds, max_samples: int | None) -> tuple[object, int | None]:
-    """(the first `max_samples` rows of `ds`, how many rows are left; None: all, uncounted). A streamed dataset
-    is capped as it is read."""
+    """(the first `max_samples` rows of `ds`, how many are left; None: all, uncounted)."""
     if max_samples is None:
         return ds, None
     if not hasattr(ds, "__len__"):
@@ -343,21 +311,15 @@ def cap(ds, max_samples: int | None) -> tuple[object, int | None]:
 
 # ----------------------------------------------------------------------------------------- a run's data
 #
-# A run's data, read once from one set of options (the GRPO stage's `RunData`, handed to the trainer, the tactics
-# mix, the learning curve and the final eval, so each keeps the run's --skip_bad_rows, --exclude, puzzle filter and
-# cap; `rookworld eval` builds one from its flags: `eval_data`). Each set of rows goes through `load`; the train
-# split is read once (a file's held-out rows are its rows as read; replay draws from the train split after
-# --exclude, before the mix); a puzzle file is labelled once.
+# A run's data, read once from one set of options, so the trainer, the tactics mix, the learning curve and the
+# final eval all keep the run's --skip_bad_rows, --exclude, puzzle filter and cap:
 #
 #     data = run_data(DataOptions("rookworld_trl/assets/data", mix_env_ratio=0.3, replay=True, held_out=True))
-#     data.train, data.replay, data.held_out, data.fen_width
 
 
 @dataclass(frozen=True)
 class DataOptions:
-    """What a run reads (the recipe's data fields). `fen_width`: the width to prompt at (the recipe's, else the
-    model's record; None: the data's). `tactics`: the tactics data; `replay`, `held_out`, `tactics_train`,
-    `tactics_test`: whether they are read at all."""
+    """What a run reads (the recipe's data fields). `fen_width` None: the data's."""
 
     source: str
     train_split: str = "train"
@@ -383,8 +345,7 @@ class DataOptions:
 
 @dataclass
 class RunData:
-    """The rows of one run (None: not asked for). `fen_width`: the run's P: width (None: no P: rows);
-    `training_keys`: the positions (first four FEN fields) of the train split the run drew from."""
+    """The rows of one run (None: not asked for); `training_keys`: the positions of the train split."""
 
     source: str
     train_split: str = "train"
@@ -398,7 +359,7 @@ class RunData:
 
 
 def run_data(o: DataOptions) -> RunData:
-    """Every set of rows `o` asks for, each split read once (see the module docstring)."""
+    """Every set of rows `o` asks for, each split read once."""
     exclusion = Exclusion.of(o.exclude)
     puzzles = PuzzleSource(  # a puzzle file is labelled at the reward's limit, into its cache
         o.puzzle_filter, o.engine_limit, workers=o.engine_workers, cache=o.engine_cache, seed=o.seed
@@ -430,9 +391,8 @@ def run_data(o: DataOptions) -> RunData:
 
 def eval_data(data: str | None, split: str, fen_width: int | None, tactics: str | None = None,
               train_data: str | None = None, train_split: str = "train") -> RunData:  # fmt: skip
-    """What `rookworld eval` reads (each only when named): the held-out rows of `data`'s `split` at `fen_width`,
-    the tactics test split, and the positions of `train_data` (a puzzle file's positions to solve, read, not
-    labelled)."""
+    """What `rookworld eval` reads (each only when named): `data`'s held-out rows, the tactics test split, and the
+    positions of `train_data`."""
     out = RunData(train_data or "", train_split)
     if data:
         out.held_out = load(Spec(data, split, fen_width=fen_width)).rows

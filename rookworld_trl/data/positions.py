@@ -1,8 +1,6 @@
-"""Where the games that data/generate.py labels come from, one registry entry per source: engine self-play, random
-legal play, PGN files. A source plans its chunks (`plan`: (index, what the chunk plays) for each chunk not yet
-written) and plays one chunk (`play`: its Games; it may add engine analyses it already made, and counts of games
-it skipped). A new source is one `PositionSource` in POSITION_SOURCES, its config field in
-generate.GenerateConfig (and GameSettings here) and its flag in commands.py.
+"""Where the games that data/generate.py labels come from: engine self-play, random legal play, PGN files. A source
+plans its chunks (`plan`) and plays one (`play`). A new source is one `PositionSource` in POSITION_SOURCES, its
+field in generate.GenerateConfig and GameSettings, and its flag in commands.py.
 """
 
 from __future__ import annotations

@@ -1,19 +1,15 @@
-"""Puzzles: the Lichess puzzle database CSV and EPD test suites read into Puzzle records (the position to solve,
-the solution's first move or the suite's best/avoid moves, rating, themes), filtered by rating and theme, and
-labelled by Stockfish into P: rows the way `rookworld data generate` labels a position (`PuzzleSource`: the
-reader, data/read.py, labels a puzzle file through it). Also the BIG-bench `checkmate_in_one` task.json, which is
-a benchmark: read for the eval and for --exclude, never to train on.
+"""Puzzles: a Lichess puzzle CSV or an EPD suite read into Puzzles, filtered by rating and theme, and labelled by
+Stockfish into P: rows as `rookworld data generate` labels a position (`PuzzleSource`). Also the BIG-bench
+`checkmate_in_one` task.json: a benchmark, read for the eval and --exclude, never to train on.
 
     from rookworld_trl.data.puzzles import PuzzleFilter, PuzzleSource, read_puzzles
     keep = PuzzleFilter.parse(rating="1000-1800", themes="mateIn1,mateIn2")
     puzzles = list(read_puzzles("lichess_db_puzzle.csv", keep))   # or "suite.epd"
     rows, excluded = PuzzleSource(keep).rows("lichess_db_puzzle.csv")   # labelled at depth 8
 
-Lichess CSV (https://database.lichess.org/#puzzles): PuzzleId,FEN,Moves,Rating,RatingDeviation,Popularity,
-NbPlays,Themes,GameUrl,OpeningTags, with or without that header. FEN is the position BEFORE the opponent's
-move, Moves (UCI) starts with that move: the position to solve is FEN after Moves' first move, and the
-solution's first move is Moves' second. EPD: one position per line, its operations read by python-chess
-(`bm`/`am` in SAN, `id`); lines starting with '#' are comments.
+Lichess CSV (https://database.lichess.org/#puzzles), header optional: FEN is the position BEFORE the opponent's
+move, Moves' first; the position to solve is after it, the solution's first move is Moves' second. EPD: one
+position per line (`bm`/`am` in SAN, `id`), '#' comments.
 """
 
 from __future__ import annotations
@@ -165,9 +161,8 @@ def lichess_puzzle(fields: dict, path, row: int) -> Puzzle:
 def read_lichess(
     path: str | os.PathLike, keep: PuzzleFilter | None = None, counts: Counter | None = None
 ) -> Iterator[Puzzle]:
-    """The puzzles of a Lichess puzzle CSV (header optional: without it the columns are LICHESS_COLUMNS) that
-    `keep` keeps, judged on the Rating and Themes columns before python-chess reads the row (the whole database
-    is millions of rows); `counts` counts the rows read."""
+    """The puzzles of a Lichess puzzle CSV that `keep` keeps, judged before python-chess reads the row (the
+    database is millions of rows); `counts["read"]` counts the rows read."""
     keep, counts = keep or PuzzleFilter(), counts if counts is not None else Counter()
     with open_text(path) as f:
         reader = csv.reader(f)
@@ -221,8 +216,7 @@ def epd_puzzle(line: str, path, row: int) -> Puzzle:
 def read_epd(
     path: str | os.PathLike, keep: PuzzleFilter | None = None, counts: Counter | None = None
 ) -> Iterator[Puzzle]:
-    """The positions of an EPD file (blank lines and '#' comments skipped); `counts` counts them. It has no
-    ratings or themes: a filter (`keep`) is refused."""
+    """The positions of an EPD file; `counts["read"]` counts them. A filter (`keep`) is refused: no ratings."""
     if keep:
         raise DataSourceError(
             f"{path}: an EPD file has no ratings or themes to filter by ({keep.describe()}); drop "
@@ -240,11 +234,8 @@ def read_epd(
 
 
 def load_bigbench_checkmate(path: str, n: int | None = None) -> list[tuple[str, str]]:
-    """(FEN, target UCI) of BIG-bench `checkmate_in_one` task.json examples.
-
-    Each example's "input" is a SAN move list from the start ("1. e4 e5 2. Nf3 ..."), "target" the mating
-    SAN move. Examples that do not replay, or whose target does not mate, raise: the file is wrong.
-    """
+    """(FEN, target UCI) of BIG-bench `checkmate_in_one` examples ("input": SAN moves from the start, "target":
+    the mating SAN move); one that does not replay or mate raises."""
     with open(path) as f:
         examples = json.load(f)["examples"]
     out = []
@@ -269,8 +260,7 @@ FEN_LIST_FIX = "an exclude file holds one FEN or EPD position per line: fix or d
 
 
 def read_fen_list(path) -> Iterator[str]:
-    """The positions of a FEN list (one per line, its first four fields read; blank lines and '#' comments
-    skipped), as python-chess writes them; the first bad line is one clear error."""
+    """The positions of a FEN list (one per line, first four fields; '#' comments), as python-chess writes them."""
     for row, line in content_lines(path):
         fields = line.split()
         if len(fields) < 4:
@@ -281,8 +271,7 @@ def read_fen_list(path) -> Iterator[str]:
 
 
 def read_puzzles(path: str | os.PathLike, keep: PuzzleFilter | None = None, counts: Counter | None = None):
-    """The Puzzles of a puzzle file (an .epd suite, else a Lichess puzzle .csv) that `keep` keeps;
-    `counts["read"]` counts the puzzles read."""
+    """The Puzzles of a puzzle file (an .epd suite, else a Lichess puzzle .csv) that `keep` keeps."""
     reader = read_epd if Path(path).suffix == ".epd" else read_lichess
     return reader(Path(path), keep, counts)
 
@@ -292,8 +281,8 @@ def read_puzzles(path: str | os.PathLike, keep: PuzzleFilter | None = None, coun
 
 @dataclass
 class PuzzleReport:
-    """What labelling a puzzle file did: puzzles read, kept by the filter, P: rows made, and how often the
-    engine's best move is the file's solution (or one of its `bm` moves) or one of its `am` moves."""
+    """What labelling a puzzle file did, and how often the engine's best move is the file's solution (`bm`) or an
+    `am` move."""
 
     source: str
     keep: PuzzleFilter = field(default_factory=PuzzleFilter)
@@ -328,10 +317,8 @@ class PuzzleReport:
 
 def puzzle_rows(path: str | os.PathLike, pool: EnginePool, keep: PuzzleFilter | None = None, seed: int = 0,
                 progress: bool = True, exclude=None, max_puzzles: int | None = None):  # fmt: skip
-    """(P: rows, report, what `exclude` (a files.Exclusion) dropped: its ExcludeReport, None when nothing is
-    excluded) of the puzzles of `path` that `keep` keeps and `exclude` does not drop (the first `max_puzzles`),
-    labelled by `pool` as `rookworld data generate` labels a position (top moves at the pool's limit, written in
-    a per-position shuffled order). Filtered and excluded before labelling: the engine is the slow part."""
+    """(P: rows, report, ExcludeReport or None) of the puzzles of `path` that `keep` keeps and `exclude` does not
+    drop (the first `max_puzzles`), labelled by `pool`. Filtered before labelling: the engine is the slow part."""
     keep = keep or PuzzleFilter()
     report, counts, puzzles = PuzzleReport(str(path), keep, pool.limit.key()), Counter(), []
     excluded = exclude.report() if exclude else None
@@ -361,8 +348,7 @@ def puzzle_rows(path: str | os.PathLike, pool: EnginePool, keep: PuzzleFilter | 
 
 @dataclass
 class PuzzleSource:
-    """How a puzzle file becomes P: rows: which puzzles (`keep`) and the engine that labels them; `report`
-    holds what the last labelling did."""
+    """How a puzzle file becomes P: rows: which puzzles (`keep`) and the engine that labels them."""
 
     keep: PuzzleFilter = field(default_factory=PuzzleFilter)
     limit: EngineLimit = field(default_factory=lambda: EngineLimit(depth=8))
@@ -377,8 +363,7 @@ class PuzzleSource:
     def rows(
         self, path: str | os.PathLike, exclude=None, max_puzzles: int | None = None
     ) -> tuple[list[dict], object]:
-        """(the P: rows of the puzzles of `path` that `keep` keeps and `exclude` does not drop (the first
-        `max_puzzles`), what `exclude` dropped); says what it did in one line."""
+        """(puzzle_rows' rows, what `exclude` dropped); says what it did in one line."""
         if self.cache:  # made here, not before: a run whose data is refused leaves no output_dir behind
             os.makedirs(os.path.dirname(self.cache) or ".", exist_ok=True)
         with EnginePool(self.workers, self.limit, self.multipv, self.cache, self.stockfish) as pool:

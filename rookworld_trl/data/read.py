@@ -1,20 +1,13 @@
-"""Any source -> rows of FEATURES, as stored (no exclusion, mix, FEN width or cap: those are data/load.py's steps),
-in memory or streamed, through the same code. What the source is, is decided once (data/files.py kind_of): a file
-(its format sniffed), a dataset folder (our layout: a split is one Parquet file; else whatever `datasets` reads), a
-hub dataset id. `datasets.load_dataset` reads it with the builder of its format (text, json, parquet, a folder, the
-hub); raw P:/A: lines become rows in ONE batched `map` (`parse_batch`), over the machine's cores and cached by
-datasets' own fingerprint in memory, as they are read when streaming. A puzzle file's positions are labelled by
-Stockfish (data/puzzles.py) after --exclude and the cap (`read_puzzles`). A source that cannot be read is one DataSourceError: what
-was tried, what was found, the fix.
+"""Any source -> rows of FEATURES, as stored (the steps after are data/load.py's), in memory or streamed.
+`datasets.load_dataset` reads a file, a folder or a hub id with the builder of its format; raw P:/A: lines become
+rows in ONE batched `map` (`parse_batch`) over the machine's cores, cached by datasets' fingerprint. A puzzle file
+is labelled by Stockfish (`read_puzzles`). A source that cannot be read is one DataSourceError.
 
     rows = read("data/mine", "train", source_kind("data/mine"), LoadReport("data/mine"))    # memory-mapped
     rows = read("big.txt", "train", source_kind("big.txt"), LoadReport("big.txt"), streaming=True)
 
-The parse, at scale: each line goes through rows.py `row_from_line` (python-chess builds one board per line, the
-load's cost: docs/PERFORMANCE.md "Loading at scale"), each row with its error ("" when well-formed). The errors
-are read after the map, in line order: the first malformed line is the file's first, whatever the batch or process
-that read it, and `skip_bad_rows` counts them by reason (LoadReport). A big source's first lines are checked
-before the map, so a wrong file stops at once (`check_first_lines`).
+Each row carries its error ("" when well-formed), read after the map in line order, so the first malformed line
+named is the file's first whatever process read it (docs/PERFORMANCE.md "Loading at scale").
 """
 
 from __future__ import annotations
@@ -94,9 +87,8 @@ def parse_batch(batch: dict) -> dict[str, list]:
 def parse_table(
     raw, source: str, report: LoadReport, num_proc: int | None = None, names: list[str] | None = None
 ):
-    """The rows of the lines of `raw` (a Dataset, or an IterableDataset parsed as it is read: see the module
-    docstring); a malformed line stops with its one line (file:line, the fix) unless `report.skip_bad_rows`,
-    which counts it. `names`: `raw`'s columns (None: as it says)."""
+    """The rows of the lines of `raw` (a Dataset, or an IterableDataset parsed as it is read); a malformed line
+    stops with its one line unless `report.skip_bad_rows`, which counts it."""
     names = names or raw.column_names
     columns = line_columns(names, source)
     if isinstance(raw, datasets.IterableDataset):
@@ -105,8 +97,11 @@ def parse_table(
     raw = line_table(raw, columns, source)
     if not len(raw):  # map gives a table of no columns
         return datasets.Dataset.from_dict({name: [] for name in FEATURES}, features=FEATURES)
-    if len(raw) >= PROGRESS_ROWS and not report.skip_bad_rows:
-        check_first_lines(raw, report)
+    if len(raw) >= PROGRESS_ROWS and not report.skip_bad_rows:  # a wrong file: said in seconds, not minutes
+        head = parse_batch(raw[:FIRST_LINES])
+        for line_no, (reason, error) in enumerate(zip(head["reason"], head["error"], strict=True), start=1):
+            if reason and reason != EMPTY_LINE:
+                report.bad(reason, line_no, error)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     procs = num_proc or min(cores, max(1, len(raw) // ROWS_PER_PROC))
     with contextlib.nullcontext() if len(raw) >= PROGRESS_ROWS else no_bars():
@@ -119,15 +114,6 @@ def parse_table(
             desc=f"parsing {Path(source).name}",  # datasets adds "(num_proc=N)"
         )
     return counted_rows(parsed, report)
-
-
-def check_first_lines(raw: datasets.Dataset, report: LoadReport) -> None:
-    """Stop at the first malformed line among `raw`'s first FIRST_LINES (its file:line, the fix) before the
-    parse of the whole source: a wrong file or format is said in a second, not after minutes of parsing."""
-    head = parse_batch(raw[:FIRST_LINES])
-    for line_no, (reason, error) in enumerate(zip(head["reason"], head["error"], strict=True), start=1):
-        if reason and reason != EMPTY_LINE:
-            report.bad(reason, line_no, error)
 
 
 def counted_rows(parsed: datasets.Dataset, report: LoadReport) -> datasets.Dataset:
@@ -149,8 +135,7 @@ def counted_rows(parsed: datasets.Dataset, report: LoadReport) -> datasets.Datas
 
 
 def counted_stream(parsed: datasets.IterableDataset, source: str, names, report: LoadReport):
-    """`parsed` without its malformed lines, counted in `report` as they are read: each line once, whichever
-    pass over the source reads it first (the mix reads one stream per task)."""
+    """`parsed` without its malformed lines, each counted once as it is read (the mix reads one stream per task)."""
 
     def keep(reasons: list[str], errors: list[str], indices: list[int]) -> list[bool]:
         for index, reason, error in zip(indices, reasons, errors, strict=True):
@@ -186,7 +171,7 @@ def hub_error(source: str, error: Exception) -> DataSourceError:
 
 def open_source(source: str, split: str, streaming: bool, kind: Format | str):
     """A `datasets` table (an IterableDataset when `streaming`) of what `source` names (a file's split is the
-    file itself). `kind`: `source_kind(source)`, not a puzzle file's (`read_puzzles`). A stream is `guarded`."""
+    file itself). `kind`: `source_kind(source)`, not a puzzle file's."""
     path, fmt = Path(source), kind
     with no_bars():
         if kind == "hub":
@@ -214,8 +199,8 @@ def open_source(source: str, split: str, streaming: bool, kind: Format | str):
 
 
 def open_file(path: Path, streaming: bool, fmt: Format):
-    """A file as a `datasets` table, by its format `fmt` (`sniff`; checked first): datasets' builder for it
-    (json, parquet, text), or the rows read here where that builder fails on a file it should read (see each)."""
+    """A file as a `datasets` table: datasets' builder for its format, or the rows read here where that builder
+    fails on a file it should read."""
     if fmt.check is not None:
         fmt.check(path)
     if fmt.name == "json-array":
@@ -248,8 +233,8 @@ def open_file(path: Path, streaming: bool, fmt: Format):
 
 @contextlib.contextmanager
 def file_errors(source: str, kind: Format | str):
-    """A file that datasets fails to read (an empty file, a binary one, a bad line) becomes the one
-    DataSourceError its format's lines reader gives (data/files.py). `kind`: the source's (`source_kind`)."""
+    """A file that datasets fails to read (empty, binary, a bad line) becomes the DataSourceError its format's
+    lines reader gives (data/files.py)."""
     try:
         with dropping("datasets.packaged_modules.json.json", "Failed to"):  # ours names the line
             yield
@@ -262,14 +247,12 @@ def file_errors(source: str, kind: Format | str):
 
 
 def lines_file(kind: Format | str) -> bool:
-    """Whether a source of this kind is a local file with a lines reader (text, JSON): its read errors are reworded
-    to that reader's one line."""
+    """Whether a source of this kind is a local file with a lines reader (text, JSON)."""
     return isinstance(kind, Format) and kind.lines is not None
 
 
 def guarded(ds: datasets.IterableDataset, source: str, kind: Format | str) -> datasets.IterableDataset:
-    """A stream of a local file of lines (text, JSON) whose read errors, met as it is read, are file_errors' one
-    line; any other stream as it is."""
+    """A stream of a local file of lines whose read errors are file_errors' one line; any other as it is."""
     if not lines_file(kind):  # file_errors rewords these only
         return ds
 
@@ -328,7 +311,7 @@ def line_table(ds: datasets.Dataset, columns: list[str], source: str) -> dataset
 
 
 def no_text_error(source: str, names) -> DataSourceError:
-    """A file's own line-reader wording when it has one (the preflight's), else what the table's columns are."""
+    """A file's own line-reader error when it has one, else what the table's columns are."""
     path = Path(source)
     if path.is_file() and (error := first_error(path)) is not None:
         return error
@@ -355,9 +338,8 @@ def to_rows(ds, source: str, report: LoadReport, num_proc: int | None = None):
 
 
 def prompt_rows(ds, name: str = "train_dataset"):
-    """A dataset a RookWorld trainer can sample prompts from: as given when it has a `prompt` column; our columns
-    (prompt, completion, task, labels) parsed from a `text` column of P:/A: lines; else a DataSourceError
-    naming its columns and the fix. A streamed dataset is passed on as it is."""
+    """A dataset a RookWorld trainer can sample prompts from: as given when it has a `prompt` column (or is a
+    stream), else our columns parsed from its `text` column of P:/A: lines."""
     names = getattr(ds, "column_names", None)
     if names is None or "prompt" in names:
         return ds
@@ -372,9 +354,8 @@ def prompt_rows(ds, name: str = "train_dataset"):
 
 def read_rows(source: str | os.PathLike, split: str = "train", skip_bad_rows: bool = False,
               report: LoadReport | None = None, num_proc: int | None = None) -> datasets.Dataset:  # fmt: skip
-    """The rows of a source's split, as stored; malformed lines counted in `report` (without skip_bad_rows the
-    first one stops the read, named). Raw lines are parsed in `num_proc` processes (None: this machine's cores)
-    into datasets' cache, memory-mapped. Not for a puzzle file (`read_puzzles` labels one)."""
+    """The rows of a source's split, as stored, memory-mapped; malformed lines counted in `report`. Not for a
+    puzzle file (`read_puzzles`)."""
     source = os.fspath(source)
     report = report if report is not None else LoadReport(source, skip_bad_rows)
     return read(source, split, source_kind(source), report, num_proc=num_proc)
@@ -382,8 +363,8 @@ def read_rows(source: str | os.PathLike, split: str = "train", skip_bad_rows: bo
 
 def read(source: str, split: str, kind: Format | str, report: LoadReport, num_proc: int | None = None,
          streaming: bool = False, puzzles: PuzzleSource | None = None):  # fmt: skip
-    """The rows of `source`'s split, as stored (streamed: as they are read), each malformed line counted in
-    `report`. `kind`: `source_kind(source)`, decided once; not a puzzle file's (`read_puzzles`)."""
+    """The rows of `source`'s split, as stored, each malformed line counted in `report`. `kind`:
+    `source_kind(source)`, not a puzzle file's."""
     if puzzles is not None and puzzles.keep:
         raise DataSourceError(
             f"{source}: --puzzle_rating/--puzzle_themes filter puzzle files (a Lichess puzzle .csv, an .epd "
@@ -399,9 +380,8 @@ def read(source: str, split: str, kind: Format | str, report: LoadReport, num_pr
 
 def read_puzzles(source: str, exclusion: Exclusion | None = None, max_samples: int | None = None,
                  mix_env_ratio: float | None = None, puzzles: PuzzleSource | None = None):  # fmt: skip
-    """(a puzzle file's P: rows: its puzzles that `puzzles` keeps and `exclusion` does not drop, the first
-    `max_samples`, labelled by Stockfish, in memory; what `exclusion` dropped). A: rows asked of one
-    (`mix_env_ratio`) are refused first, since labelling can take a while."""
+    """(a puzzle file's P: rows, kept by `puzzles`' filter, not excluded, capped, then labelled by Stockfish;
+    what `exclusion` dropped). A: rows asked of one are refused first: labelling can take a while."""
     if mix_env_ratio:
         raise DataSourceError(
             f"mix_env_ratio={mix_env_ratio}: {source} is a puzzle file, P: rows only; set --mix_env_ratio 0 "

@@ -1,11 +1,6 @@
-"""One line -> one row, in one place: a raw P:/A: line parsed into a row of the dataset's columns
-(data/layout.py FEATURES), and `rows_from_lines`, which reads lines into rows and counts the malformed ones by
-reason (`LoadReport`). No `datasets` here: the preflight checks a file's lines through it before accelerate
-starts, and the reader (data/read.py) builds its tables from the same rows.
-
-How reading data fails, in one wording, is here too: `DataSourceError` (problem, file, fix), the line a bad
-record gets (`line_error`), what an empty file is told, and `open_text`, which never fails on a byte. Every data
-module, the preflight and the stages word a data problem through here.
+"""One raw P:/A: line -> one row of FEATURES, and `rows_from_lines`, which counts the malformed ones by reason
+(`LoadReport`). No `datasets` here: the preflight checks lines through it before accelerate starts. Every data
+problem is worded here too: `DataSourceError` (problem, file, fix), `line_error`, `empty_error`.
 
     report = LoadReport("mine.txt", skip_bad_rows=True)
     rows = list(rows_from_lines(read_lines("mine.txt"), report)); print(report.summary())
@@ -48,8 +43,7 @@ def empty_error(path) -> DataSourceError:
 
 
 def open_text(path: str | os.PathLike):
-    """A text file for reading, gzip if it ends in .gz; undecodable bytes become U+FFFD, never an error. A
-    UTF-8 byte-order mark (Windows editors write one) is dropped: line 1 reads as the user sees it."""
+    """A text file for reading, gzip if it ends in .gz; bad bytes become U+FFFD, a UTF-8 byte-order mark goes."""
     opener = gzip.open if str(path).endswith(".gz") else open
     return opener(path, "rt", encoding="utf-8-sig", errors="replace")
 
@@ -93,9 +87,8 @@ EMPTY_LINE = "empty line"
 
 @dataclasses.dataclass
 class LoadReport:
-    """What a pass over raw lines found: lines read, rows made, malformed lines by reason (first line numbers).
-    Unless `skip_bad_rows`, the first malformed line stops the load with a DataSourceError naming it (blank lines
-    are always skipped)."""
+    """What a pass over raw lines found: lines, rows, malformed lines by reason (first line numbers). Unless
+    `skip_bad_rows`, the first malformed line (not a blank one) is a DataSourceError naming it."""
 
     source: str
     skip_bad_rows: bool = False
@@ -115,14 +108,12 @@ class LoadReport:
             examples.append(line_no)
 
     def check_rows(self, rows: int, split: str) -> None:
-        """A DataSourceError when a source's split gave no `rows`: what it held (an empty file, a binary or CSV
-        file of lines that are not P:/A: lines, ...) and what is expected."""
+        """A DataSourceError when a source's split gave no `rows`: what it held and what is expected."""
         if rows:
             return
         source = self.source
-        if os.path.isfile(
-            os.path.join(source, f"{split}.parquet")
-        ):  # a generated dir may leave a split empty
+        # a generated dir may leave a split empty
+        if os.path.isfile(os.path.join(source, f"{split}.parquet")):
             raise DataSourceError(
                 f"{source}: its {split!r} split has no rows; name another split (--dataset_train_split / "
                 f"--dataset_test_split; `rookworld data load {source} --split SPLIT` counts each)"
@@ -158,8 +149,7 @@ class LoadReport:
 
 
 def row_or_error(line: str) -> tuple[dict | None, str, str]:
-    """(the row of a raw line, "", ""), or (None, why it is malformed, its whole message); a blank line is
-    EMPTY_LINE."""
+    """(the row of a raw line, "", ""), or (None, why it is malformed, its whole message)."""
     if not line.strip():
         return None, EMPTY_LINE, EMPTY_LINE
     try:

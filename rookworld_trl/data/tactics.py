@@ -5,17 +5,11 @@ their kind in the `kind` column, split by game.
     rookworld data generate --out data/tactics --tactics --selfplay 40 --random 3000 --pgn games.pgn \\
         --plies_per_game 4 --tactics_per_game 2 --test_fraction 0.25 --depth 8 --workers 2
 
-Which positions a game offers (generate.py makes the games): every ply of a self-play game (the engine
-analysed each one to play it); in random and PGN games the --plies_per_game sampled plies, plus up to
---tactics_per_game plies where a mate in one exists (python-chess scans every ply for those: the cheap kind,
-and rare enough in sampled plies that a scan is what finds them) and the ply two before each (a mate in two
-is most often there). Each analysed position is classified; a game
-gives at most --tactics_per_game positions of each kind (chosen at random among its own), so that no few
-long games fill the set with near-copies of one position.
-
-Split by game: a game's split is a hash of its start and moves, so every position of one game lands in one
-split, and no evaluation position shares a game with a training one. A position reached in games of two
-splits is kept in the held-out one only (test, then validation).
+A game offers every ply of self-play (the engine analysed each one to play it), else its sampled plies plus up to
+--tactics_per_game plies where python-chess finds a mate in one (too rare to sample) and the ply two before each
+(where a mate in two most often is). A game gives at most --tactics_per_game positions of each kind, so no few long
+games fill the set with near-copies. A game's split is a hash of its start and moves; a position reached in games
+of two splits is kept in the held-out one only.
 """
 
 from __future__ import annotations
@@ -35,8 +29,7 @@ SPLIT_ORDER = ("test", "validation", "train")  # a position in two splits stays 
 
 
 def game_split(game: GameRecord, validation_fraction: float, test_fraction: float) -> str:
-    """The split of a whole game, from a hash of its start and moves (unsalted: a game read again, from a
-    PGN or regenerated, lands where it did)."""
+    """The split of a whole game, from an unsalted hash of its start and moves."""
     return hashed_split(game.start + " " + " ".join(game.moves), validation_fraction, test_fraction)
 
 
@@ -50,9 +43,8 @@ def positions(game: GameRecord) -> list[str]:
 
 
 def candidate_plies(game: GameRecord, every_ply: bool, per_game: int, rng: random.Random) -> list[int]:
-    """The plies to classify: every ply (`every_ply`: a self-play game, analysed anyway), else the game's
-    sampled plies, up to `per_game` plies with a mate in one, and the ply two before each of those (the same
-    side to move, a move earlier: where a mate in two most often is, found without searching every ply)."""
+    """The plies to classify: every ply (`every_ply`), else the game's sampled plies, up to `per_game` plies with a
+    mate in one, and the ply two before each (see the module docstring)."""
     if every_ply:
         return list(range(len(game.moves)))
     board, mates = chess.Board(game.start), []

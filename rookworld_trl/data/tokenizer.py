@@ -1,23 +1,17 @@
 """Train a compact byte-level BPE tokenizer on RookWorld task text (P: and A: lines).
 
-GPT-2's 50k vocabulary is mostly English; chess text needs a few hundred tokens (squares, FEN runs,
-runs of padding spaces, numbers). A small vocabulary shrinks the embedding and the LM head of a model
-trained from scratch, which dominate a tiny GPT-2's parameter count.
+GPT-2's 50k vocabulary is mostly English; chess text needs a few hundred tokens, and a small vocabulary shrinks
+the embedding and LM head that dominate a tiny model's parameter count.
 
     rookworld tokenizer train --data /tmp/sft_data --vocab_size 512 --out /tmp/rookworld_tok
     python -c "from transformers import AutoTokenizer; print(AutoTokenizer.from_pretrained('/tmp/rookworld_tok'))"
 
-Pre-tokens are single characters, except runs of whitespace and numbers (`0.21`, `-1.5`, `70`), each
-with an optional leading space; BPE merges only inside a pre-token. So a FEN board is one token per
-piece, digit and `/`, as are the squares of a UCI move: a square's piece and a move's squares line up
-the same way in every position, which a small model learns from far less data than GPT-2-style
-merges (`pppppppp`, `pN`) whose contents it must memorise. It costs few tokens: merged padding runs
-and evaluations keep a P: line as short as with GPT-2's regex (about 90 tokens), an A: line 10% longer.
-`:` and `+` are pre-tokens of their own, so the prompt/completion split points of FORMATS.md are
-pre-token boundaries and tokens(prompt) + tokens(completion) == tokens(prompt + completion) holds by
-construction (tested in tests/test_tokenizer.py). Bytes map to symbols as in GPT-2 (byte-level), so any
-text stays encodable. `<|endoftext|>` is the single special token and serves as eos, pad, bos and unk,
-as in GPT-2; no bos is added when encoding.
+Pre-tokens are single characters, except runs of whitespace and numbers (`0.21`, `-1.5`), each with an optional
+leading space; BPE merges only inside one. So a FEN board is one token per piece, digit and `/`: a square lines up
+the same way in every position, which a small model learns from far less data than GPT-2-style merges
+(`pppppppp`) it must memorise, at about the same length (merged padding and numbers). `:` and `+` are pre-tokens of
+their own, so tokens(prompt) + tokens(completion) == tokens(prompt + completion). Byte-level, so any text
+encodes; `<|endoftext|>` is eos, pad, bos and unk, and no bos is added.
 """
 
 from __future__ import annotations
@@ -59,15 +53,6 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTo
     return PreTrainedTokenizerFast(tokenizer_object=bpe, model_max_length=1024, **special)
 
 
-def load_texts(source: str, max_samples: int | None, seed: int) -> list[str]:
-    """The full P:/A: lines of a data source (a `rookworld data generate` directory or a file)."""
-    from rookworld_trl.data.layout import column  # imported here: data pulls in the engine tooling
-    from rookworld_trl.data.load import load_rookworld_dataset
-
-    dataset = load_rookworld_dataset(source, split="train", seed=seed, max_samples=max_samples)
-    return column(dataset, "text")
-
-
 def main(argv: list[str] | None = None) -> int:
     example = "example: rookworld tokenizer train --data data/mine --out tok --vocab_size 512"
     parser = FlagParser(prog="rookworld tokenizer", description=__doc__.splitlines()[0], epilog=example)
@@ -81,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--seed", type=int, default=0, help="seed of the sample selection")
     args = parser.parse_args(argv)
 
-    texts = load_texts(args.data, args.max_samples, args.seed)
+    from rookworld_trl.data.layout import column  # imported here: data pulls in the engine tooling
+    from rookworld_trl.data.load import load_rookworld_dataset
+
+    texts = column(load_rookworld_dataset(args.data, seed=args.seed, max_samples=args.max_samples), "text")
     tokenizer = train_tokenizer(texts, args.vocab_size)
     tokenizer.save_pretrained(args.out)
     n_tokens = sum(len(ids) for ids in tokenizer(texts[:1000])["input_ids"])
