@@ -5,11 +5,9 @@
     accelerate launch --config_file accelerate_configs/cpu.yaml -m rookworld_trl.stages.grpo --config recipes/...
     rookworld train --config recipes/grpo_rookworld_124m_gpu.yaml       # the same, via rookworld_trl/stages/cli.py
 
-Every GRPOConfig / TrainingArguments field stays reachable from a recipe and as a --flag. Checkpoint tiers with
-verified completion markers and resume modes are rookworld_trl/training/checkpoints.py'; a finished run re-run
-trains nothing; a full disk or Ctrl-C ends with one line saying how to resume; publishing of final/ only is
-rookworld_trl/training/publish.py. The in-training eval (EvalCallback: a greedy policy + environment evaluation every N
-steps, through the suites of `rookworld eval`) draws the run's learning curve (report/learning_curve.png).
+Every GRPOConfig / TrainingArguments field is a recipe field and a --flag. Checkpoints and resume:
+training/checkpoints.py; publishing: training/publish.py. EvalCallback (a greedy policy + environment eval every
+N steps) draws the learning curve (report/learning_curve.png).
 """
 
 from __future__ import annotations
@@ -56,8 +54,8 @@ from rookworld_trl.training.interrupt import said_interrupted
 
 
 def engine_cache_path(script: GRPOScriptArguments, output_dir: str) -> str | None:
-    """The engine's sqlite cache, inside output_dir (None: memory only); on several machines one file per
-    machine (engine_cache.machine1.sqlite): sqlite's WAL mode shares a file between processes of one host only."""
+    """The engine's sqlite cache in output_dir (None: memory only); one file per machine (sqlite's WAL mode
+    shares a file between processes of one host only)."""
     if not script.engine_cache:
         return None
     path = os.path.join(output_dir, script.engine_cache)
@@ -69,8 +67,7 @@ def engine_cache_path(script: GRPOScriptArguments, output_dir: str) -> str | Non
 
 
 def engine_pool(script: GRPOScriptArguments, output_dir: str):
-    """The Stockfish pool of the policy reward and the evals, from the engine fields, its sqlite cache in
-    output_dir (engine_cache_path)."""
+    """The Stockfish pool of the policy reward and the evals."""
     from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool
 
     cache = engine_cache_path(script, output_dir)
@@ -102,8 +99,8 @@ def eval_settings(
 def before_after_eval(
     script: GRPOScriptArguments, args: RookWorldGRPOConfig, initial_model: str, final_dir: str, data=None
 ) -> str:
-    """Evaluate the final model against the initial one on held-out data (output_dir/eval/eval.{json,md,png}),
-    draw the run's curves (output_dir/report/); returns the eval's markdown table."""
+    """Evaluate the final model against the initial one (output_dir/eval/), draw the run's curves
+    (output_dir/report/); the eval's markdown table."""
     from rookworld_trl.stages.eval import evaluate
     from rookworld_trl.stages.eval.charts import report, written_line
 
@@ -135,9 +132,8 @@ def train(
     initial_model: str | None = None,
     data=None,
 ) -> int:
-    """Resume per args.resume_from_checkpoint, train, save final (and push), then the before/after eval
-    against `initial_model` on the main process (`script`: its data and engine; default GRPOScriptArguments();
-    `data`: the run's RunData, None: the eval reads the script's data itself). Returns a process exit code."""
+    """Resume, train, save final (and push), then the before/after eval against `initial_model` on the main
+    process; a process exit code."""
     args, script = trainer.args, script or GRPOScriptArguments()
     check_output_dir(args.output_dir)
     # the main process moves incomplete and damaged checkpoints aside first
@@ -184,9 +180,8 @@ def train(
 
 
 def load_policy(args: RookWorldGRPOConfig, model_args: ModelConfig):
-    """(model, tokenizer) at the recipe's revision, dtype, attn_implementation and model_init_kwargs; TRL builds
-    the reference model from the policy's name and `args.model_init_kwargs` (its dtype defaults to the
-    policy's), so the revision and attn_implementation go there too: both models load alike."""
+    """(model, tokenizer) as the recipe says; revision and attn_implementation go into `args.model_init_kwargs`
+    too, from which TRL builds the reference model: both models load alike."""
     init = dict(args.model_init_kwargs or {})
     if model_args.model_revision:
         init["revision"] = model_args.model_revision
@@ -231,9 +226,8 @@ def parse(argv: list[str] | None = None):
 
 
 def data_options(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
-    """The run's DataOptions (data/load.py): one set for every read of the run's data. The FEN width is
-    fen_width when set, else the one the model was trained at (its config.json), else the data's; a puzzle file
-    is labelled at the reward's engine limit, into the engine's cache."""
+    """The run's DataOptions (data/load.py), one set for every read of its data; the FEN width: fen_width,
+    else the model's (its config.json), else the data's."""
     from rookworld_trl.chess.engine import EngineLimit
     from rookworld_trl.data.load import DataOptions
 
@@ -252,8 +246,7 @@ def data_options(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
 
 
 def load_run_data(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
-    """The run's RunData, read once; records its FEN width (for training, replay and eval prompts) in the
-    model's config.json and in script.fen_width."""
+    """The run's RunData, read once; its FEN width recorded in the model's config and script.fen_width."""
     from rookworld_trl.data.load import run_data
 
     data = run_data(data_options(script, args, model))
@@ -262,8 +255,7 @@ def load_run_data(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model)
 
 
 def build(argv: list[str] | None = None):
-    """(trainer, engine pool, GRPOScriptArguments, ModelConfig, the run's RunData (data/load.py), which the final
-    eval reads too) from a recipe and --flags, as `python -m rookworld_trl.stages.grpo` runs them; the caller
+    """(trainer, engine pool, GRPOScriptArguments, ModelConfig, RunData) from a recipe and --flags; the caller
     closes the engine pool."""
     script, args, model_args = parse(argv)
     from accelerate import PartialState
@@ -304,12 +296,8 @@ def build(argv: list[str] | None = None):
 
 
 class EvalCallback(TrainerCallback):
-    """A greedy policy + environment evaluation before training and every `every_steps` optimizer steps.
-
-    The figures go through `trainer.log` as "eval/<suite>/<figure>" and so land in the metrics JSONL and
-    TensorBoard. Items are drawn once from `dataset` (columns task, prompt, optionally kind) with the
-    settings' seed and sample sizes; the engine analyses the P: positions once, on first use. Only the main
-    process evaluates.
+    """A greedy policy + environment evaluation before training and every `every_steps` optimizer steps, on
+    the main process, logged as "eval/<suite>/<figure>"; items drawn once, P: positions analysed on first use.
 
         trainer.add_callback(EvalCallback(trainer, eval_dataset, pool, 50, EvalSettings(data=..., ...)))
     """

@@ -4,16 +4,11 @@ second, not after the wait. The stage checks everything again with the real pars
 
     rookworld train --config my.yaml --max_step 5      # -> one line: unknown flag --max_step (did you mean ...)
 
-What it checks, without importing TRL or datasets: the recipe (YAML syntax, a mapping, known fields), each
---flag's name, the numbers (int and float fields parse; each field's bound, stages/recipe.py check_numbers), and the data source: a
-missing path, an empty directory, a Parquet file without its markers, and a text / JSON Lines file's lines (each
-line a JSON object; every P:/A: line parses, as `rookworld data load` parses it) for up to DATA_SECONDS. The
-field names, kinds, defaults and bounds come from the stages' dataclasses (stages/recipe.py `fields_of`, read
-once per version of the package and of TRL, then from the user's cache).
+Without importing TRL or datasets: the recipe, each --flag's name and type, the numbers' bounds and the data
+source (up to DATA_SECONDS of it), against the stages' fields (stages/recipe.py `fields_of`, cached per version).
 
-And `rookworld train --help` / `rookworld sft --help` (`short_help`): the few fields a user sets, with the values of
-the recipe in use (the default recipe, or --config's) and of the --flags given, read from the YAML alone (no torch,
-no TRL: it answers in a moment). `--help_all` prints every field of the config classes (TRL's parser).
+And `rookworld train --help` / `rookworld sft --help` (`short_help`): the few fields a user sets, with the values in
+effect, read from the YAML alone (no torch, no TRL). `--help_all` prints every field (TRL's parser).
 
     rookworld train --config recipes/grpo_lora.yaml --max_steps 20 --help
 """
@@ -53,8 +48,8 @@ def bad_value(name: str, kind: str, value, default, recipe: str | None) -> UserE
 
 
 def values(command: str, recipe: str | None, argv: list[str]) -> dict:
-    """The recipe's values overlaid by the flags', each read as its field's type (`fields_of`); UserError for
-    an unknown field or flag, or a value its field's type does not take (`num_generations: [8, 4]`, `eight`)."""
+    """The recipe's values overlaid by the flags', each read as its field's type; UserError for an unknown
+    field or flag, or a value its type does not take."""
     fields = fields_of(command)
     merged = {}
     if recipe is not None:
@@ -103,8 +98,7 @@ def other_kind(command: str, recipe: str) -> str:
 
 
 def missing_recipe(recipe: str) -> str:
-    """The one line for a --config that is not there, with the recipe of a close name when there is one (the one
-    did-you-mean, common/errors.py)."""
+    """The one line for a --config that is not there, with the recipe of a close name when there is one."""
     folder = resolve_path(os.path.dirname(recipe) or ".")  # recipes/ from anywhere, as the recipe itself
     names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
     prefix = os.path.join(os.path.dirname(recipe), "")
@@ -115,8 +109,7 @@ def missing_recipe(recipe: str) -> str:
 
 
 def preflight(command: str, argv: list[str], processes: int = 1) -> None:
-    """The fast checks of `rookworld train` / `sft` (argv: the stage's, its --config resolved; `processes`: the
-    accelerate config's); other commands launched through accelerate check their own arguments."""
+    """The fast checks of `rookworld train` / `sft` (argv: the stage's, its --config resolved)."""
     if command not in STAGES:
         return
     recipe = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
@@ -179,9 +172,8 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
 
 
 def check_batch(config: dict, processes: int) -> None:
-    """TRL's rule (GRPOConfig.__post_init__), in the fields a user sets: a generation round holds
-    per_device_train_batch_size x processes x steps_per_generation (default: gradient_accumulation_steps)
-    completions, or generation_batch_size, and must be whole groups of num_generations."""
+    """TRL's rule (GRPOConfig.__post_init__) in the fields a user sets: a generation round must be whole
+    groups of num_generations."""
     per, groups = config["per_device_train_batch_size"], config["num_generations"]
     steps_field = "steps_per_generation" if config["steps_per_generation"] else "gradient_accumulation_steps"
     steps = config[steps_field]
@@ -239,8 +231,7 @@ FIELDS = {
 
 
 def recipe_values(path: str | None) -> dict:
-    """A recipe's (or an accelerate config's) fields; {} when there is none or it cannot be read (the stage, or
-    accelerate, says why)."""
+    """A recipe's (or an accelerate config's) fields; {} when there is none or it cannot be read."""
     import yaml
 
     if path is None:

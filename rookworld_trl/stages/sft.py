@@ -4,18 +4,13 @@
     rookworld sft --config recipes/sft_tiny_cpu.yaml [--max_steps 200 ...]
     accelerate launch --config_file accelerate_configs/cpu.yaml -m rookworld_trl.stages.sft --config recipes/sft_tiny_cpu.yaml
 
-Either a new GPT-2 from scratch (n_layer/n_head/n_embd/n_positions and a tokenizer, e.g. one from
-`rookworld tokenizer train`) or a loaded model to continue (`model_name_or_path`: a local dir or hub id).
-The data is the prompt/completion split of FORMATS.md; SFTTrainer appends `<|endoftext|>` to each
-completion (the model learns to stop, as in the original training) and, by default for this kind of
-data, puts the loss on the completion tokens only (`completion_only_loss`).
+Either a new GPT-2 from scratch (n_layer/n_head/n_embd/n_positions and a tokenizer, e.g. from `rookworld
+tokenizer train`) or a model to continue (`model_name_or_path`). SFTTrainer appends `<|endoftext|>` to each
+completion (the model learns to stop) and puts the loss on the completion tokens only.
 
-Outputs in `output_dir`: checkpoints with verified completion markers as GRPO's (resume with
-`--resume_from_checkpoint auto`, or a checkpoint path), TensorBoard logs,
-`metrics.jsonl` (every log line; training logs carry `tokens_per_second`), and the final model and
-tokenizer (loadable with `rookworld_trl.model.loading.load_model_and_tokenizer`). After training, greedy
-completions of held-out P: prompts give `parsed`, `layout` and `legal_best_move`, defined as in
-`rookworld eval` (a completion that parses; one laid out exactly as the renderer would; a legal B: move).
+Outputs in `output_dir`: checkpoints as GRPO's (`--resume_from_checkpoint auto`), metrics.jsonl, the final model
+and tokenizer; then greedy completions of held-out P: prompts give `parsed`, `layout` and `legal_best_move`, as
+in `rookworld eval`.
 """
 
 from __future__ import annotations
@@ -59,9 +54,7 @@ def build_model(script_args: SFTScriptArguments):
     else:
         tokenizer = AutoTokenizer.from_pretrained(script_args.tokenizer_name_or_path)
         tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-        tokenizer.padding_side = (
-            "left"  # as load_model_and_tokenizer: batched generation continues on the right
-        )
+        tokenizer.padding_side = "left"  # as load_model_and_tokenizer: generation continues on the right
         s = script_args
         model = new_gpt2_model(
             tokenizer, s.n_layer, s.n_head, s.n_embd, s.n_positions, dropout=s.dropout or 0.0
@@ -72,9 +65,8 @@ def build_model(script_args: SFTScriptArguments):
 
 
 def load_splits(script_args: SFTScriptArguments, seed: int):
-    """(train, eval) datasets with the columns prompt and completion, through the data pipeline (data/load.py):
-    the train split without the rows on --exclude's positions; the held-out prompts at the training data's FEN
-    width."""
+    """(train, eval) datasets of prompt and completion (data/load.py), the held-out prompts at the training
+    data's FEN width."""
     from rookworld_trl.data.files import Exclusion
     from rookworld_trl.data.load import Spec, load
 

@@ -16,8 +16,8 @@ from rookworld_trl.common.errors import UserError
 
 
 def serve_command(args, model: str) -> str:
-    """The command that starts a server this run can use (TRL 1.16's `trl vllm-serve` runs `vllm serve` with
-    the NCCL weight transfer, `--logprobs-mode processed_logprobs` and the dev endpoints TRL syncs weights by)."""
+    """The command that starts a server this run can use (`trl vllm-serve`: the weight transfer, log-probs mode
+    and dev endpoints TRL needs)."""
     port = args.vllm_server_port if not args.vllm_server_base_url else "PORT"
     return f"CUDA_VISIBLE_DEVICES=N trl vllm-serve --model {model} --port {port} --max_model_len 256"
 
@@ -62,8 +62,8 @@ def logprobs_problem(url: str, importance_sampling: bool) -> str | None:
 
 
 def check_vllm_server(args, model: str) -> None:
-    """In server mode: one line (UserError) naming the URL, the recipe fields and the server command when the
-    server does not answer within vllm_server_timeout or is not set up as TRL needs; nothing otherwise."""
+    """In server mode: one UserError line when the server does not answer within vllm_server_timeout or is
+    not set up as TRL needs."""
     if not (args.use_vllm and args.vllm_mode == "server"):
         return
     # the server's base URL as TRL's VLLMClient builds it: vllm_server_base_url, else host and port
