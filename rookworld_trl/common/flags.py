@@ -1,7 +1,6 @@
-"""One flag style everywhere: `--max_lines` (TRL's, with underscores) is what help and docs show, and `--max-lines`
-works too, for every `rookworld` command. `underscored(argv)` rewrites the names (the training stages: TRL's own
-parser takes both spellings of a field, and `rookworld` reads a few itself); `FlagParser` is argparse that reads
-a flag in whichever spelling it defines; `helped` declares a config field with the text its --help shows.
+"""One flag style everywhere: `--max_lines` (TRL's) is what help and docs show, and `--max-lines` works too.
+`underscored(argv)` rewrites the names; `FlagParser` is argparse that reads a flag in either spelling; `helped`
+declares a config field with the text its --help shows.
 
     from rookworld_trl.common.flags import FlagParser
 """
@@ -60,10 +59,8 @@ def underscored(argv: list[str]) -> list[str]:
 
 
 class FlagParser(argparse.ArgumentParser):
-    """argparse taking `--a_b` and `--a-b` alike: a flag it does not know in one spelling is read in the other
-    (define flags with underscores: help shows them; argparse's own `--no-x` of BooleanOptionalAction stays).
-    Its errors are one line, as the training stages' are: the problem, a "did you mean" for a misspelt flag or
-    subcommand (the subcommand's own flags under `rookworld data load`), and the usage when it is short."""
+    """argparse taking `--a_b` and `--a-b` alike (define flags with underscores: help shows them), its errors
+    one line: the problem, a "did you mean" for a misspelt flag or subcommand, the usage when it is short."""
 
     def parse_args(self, args=None, namespace=None):
         args, extras = self.parse_known_args(args, namespace)
