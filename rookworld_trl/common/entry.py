@@ -46,14 +46,6 @@ def death_signal_preexec(signum: int = signal.SIGTERM):
     return lambda: prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
 
 
-def front_gone() -> bool:
-    """Whether the `rookworld` process that launched this one has exited (before the death signal was set)."""
-    import psutil  # an accelerate dependency
-
-    pid = os.environ.get(FRONT_PID, "")
-    return pid.isdigit() and not psutil.pid_exists(int(pid))  # another user's process of that number: alive
-
-
 def started_file(exit_file: str, pid: int) -> str:
     """The file a stage process touches once its imports are done: before then, `rookworld` stops it itself on
     Ctrl-C (else a traceback from inside an import)."""
@@ -65,10 +57,13 @@ def run_stage(command: str, stage_main: Callable[[list[str] | None], int | None]
     one line and return 2, Ctrl-C 130; other exceptions are bugs and keep their traceback. The code also goes to
     $ROOKWORLD_EXIT_FILE: `accelerate launch` turns every failure into 1."""
     code = 1  # a bug's traceback
-    if os.environ.get(FRONT_PID):  # launched by `rookworld`: this stage ends with its launcher, on every path
+    if front := os.environ.get(FRONT_PID):  # launched by `rookworld`: this stage ends with its launcher
         if die_with_parent := death_signal_preexec(signal.SIGTERM):  # SIGTERM: the stage saves its step first
             die_with_parent()
-        if front_gone():
+        import psutil  # an accelerate dependency
+
+        # its `rookworld` exited before the death signal was set (another user's process of that PID: alive)
+        if front.isdigit() and not psutil.pid_exists(int(front)):
             print(f"rookworld {command}: its `rookworld` process has exited; stopping", file=sys.stderr)
             return 143
     if os.environ.get(EXIT_FILE):  # the imports are done: from here a Ctrl-C is this function's to answer

@@ -239,16 +239,6 @@ def sample_checked(model, prompt_ids, decoding: Decoding, every: int, step: int 
 # ----------------------------------------------------------------------------- generate_completions
 
 
-def sampling_of(do_sample: bool, temperature: float, top_k: int) -> Sampling:
-    """generate_completions' settings as the sampler's (both backends read them through a Decoding)."""
-    if not do_sample:
-        return Sampling(do_sample=False)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
-    # top_k=0 switches top-k off (generate() given None would fall back to its default of 50)
-    return Sampling(do_sample=True, temperature=float(temperature), top_k=int(top_k), top_p=1.0)
-
-
 def _generate_batch(model, tokenizer, rows: list[list[int]], decoding: Decoding, backend: str) -> list[str]:
     """Decoded completions of one batch, cut at the first EOS."""
     if backend == "rookworld":
@@ -300,8 +290,12 @@ def generate_completions(
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if not prompts:
         return []
+    if do_sample and temperature <= 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+    # both backends read a Decoding; top_k=0 switches top-k off (generate() given None would use its 50)
+    sampling = Sampling(True, float(temperature), int(top_k), 1.0) if do_sample else Sampling(do_sample=False)
     eos = tokenizer.eos_token_id
-    decoding = Decoding(max_new_tokens, sampling_of(do_sample, temperature, top_k), (eos,), pad_token_id=eos)
+    decoding = Decoding(max_new_tokens, sampling, (eos,), pad_token_id=eos)
     rows = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths share a batch
     out: list[str] = [""] * len(rows)

@@ -69,7 +69,11 @@ def load_model_and_tokenizer(
     # Left padding keeps every prompt's last token in the last column, where generation continues.
     tokenizer.padding_side = "left"
     tokenizer.pad_token = tokenizer.eos_token
-    set_special_token_ids(model, tokenizer)
+    # config and generation config as the tokenizer says (pad = eos), so generate() does not guess
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    for config in (model.config, model.generation_config):
+        config.eos_token_id, config.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+        config.bos_token_id = bos
     model.loss_type = CAUSAL_LM_LOSS
     use_fused_gelu(model)
     if device is not None:
@@ -177,16 +181,6 @@ def tied_parameter_names(model: nn.Module) -> set[str]:
 def _first_line(e: Exception) -> str:
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
-
-
-def set_special_token_ids(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Make config and generation config agree with the tokenizer (pad = eos), so generate() does not guess."""
-    for config in (model.config, model.generation_config):
-        config.eos_token_id = tokenizer.eos_token_id
-        config.pad_token_id = tokenizer.pad_token_id
-        config.bos_token_id = (
-            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        )
 
 
 def trained_fen_width(model: nn.Module) -> int | None:

@@ -22,7 +22,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import TrainerCallback, TrainerState
 from trl import ModelConfig, get_peft_config
 
-from rookworld_trl.chess.engine import EnginePool, MoveEval
+from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool, MoveEval
 from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of
 from rookworld_trl.common.entry import say
 from rookworld_trl.common.locks import scoped
@@ -66,17 +66,6 @@ def engine_cache_path(script: GRPOScriptArguments, output_dir: str) -> str | Non
     return path
 
 
-def engine_pool(script: GRPOScriptArguments, output_dir: str):
-    """The Stockfish pool of the policy reward and the evals."""
-    from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool
-
-    cache = engine_cache_path(script, output_dir)
-    if cache:
-        os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
-    limit = EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes)
-    return EnginePool(script.engine_workers, limit, multipv=MULTIPV, cache=cache)
-
-
 def eval_settings(
     script: GRPOScriptArguments,
     args: RookWorldGRPOConfig,
@@ -116,16 +105,6 @@ def before_after_eval(
         return f.read()
 
 
-def say_finished(output_dir: str, max_steps: int, resume: str | None) -> None:
-    """One line: the run in output_dir is finished, where its model is, and how to train on or start over."""
-    final = os.path.join(output_dir, checkpoints.FINAL_DIR)
-    on = "raise --max_steps" if resume else "--resume_from_checkpoint auto and a higher --max_steps"
-    say(
-        f"{output_dir} is finished (max_steps {max_steps}): the final model is in {final}; nothing to train "
-        f"({on} to train on; to start over, pass another --output_dir or remove {output_dir})"
-    )
-
-
 def train(
     trainer: RookWorldGRPOTrainer,
     script: GRPOScriptArguments | None = None,
@@ -141,7 +120,11 @@ def train(
         resume = checkpoints.resolve_resume(args.resume_from_checkpoint, args.output_dir)
     done = checkpoints.finished_step(resume, args.max_steps) if resume else None
     if checkpoints.is_finished(args.output_dir) and (done is not None or not resume):
-        say_finished(args.output_dir, args.max_steps, resume)  # never retrain over a finished run silently
+        # never retrain over a finished run silently
+        out, final = args.output_dir, os.path.join(args.output_dir, checkpoints.FINAL_DIR)
+        on = "raise --max_steps" if resume else "--resume_from_checkpoint auto and a higher --max_steps"
+        say(f"{out} is finished (max_steps {args.max_steps}): the final model is in {final}; nothing to train "
+            f"({on} to train on; to start over, pass another --output_dir or remove {out})")  # fmt: skip
         return 0
     if done is not None:  # killed while saving final/ or evaluating: finish those, train no extra step
         say(f"{resume} is at max_steps ({done}) but final/ is incomplete: writing it")
@@ -228,7 +211,6 @@ def parse(argv: list[str] | None = None):
 def data_options(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
     """The run's DataOptions (data/load.py), one set for every read of its data; the FEN width: fen_width,
     else the model's (its config.json), else the data's."""
-    from rookworld_trl.chess.engine import EngineLimit
     from rookworld_trl.data.load import DataOptions
 
     curve = bool(script.eval_every_steps) and not 0 < args.max_steps < script.eval_every_steps
@@ -270,7 +252,11 @@ def build(argv: list[str] | None = None):
     # one process labels a puzzle file or parses raw lines (data/read.py), the others read its cache
     with PartialState().main_process_first():
         data = load_run_data(script, args, model)
-    engine = engine_pool(script, args.output_dir)
+    cache = engine_cache_path(script, args.output_dir)  # the reward's and the evals' Stockfish
+    if cache:
+        os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
+    limit = EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes)
+    engine = EnginePool(script.engine_workers, limit, multipv=MULTIPV, cache=cache)
     if "policy_reward" in script.reward_funcs or script.eval_samples > 0:
         engine.check()  # a broken STOCKFISH_PATH: one line before training, not inside its first step
     # registry names, or your own functions by dotted path, checked as TRL will call them

@@ -170,7 +170,8 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
     elif default_recipe:
         argv = ["--config", resolve_path(default_recipe), *argv]
     try:  # bad input costs a second here, not the launch's 10-20 s (nor torch's import: to_gpu)
-        preflight(command, argv, int(processes or config_processes(accel)))
+        count = str(recipe_values(accel).get("num_processes", 1))  # none given, or no count: 1
+        preflight(command, argv, int(processes or (int(count) if count.isdigit() else 1)))
     except UserError as e:
         print(f"rookworld {command}: error: {clip(str(e))}", file=sys.stderr)
         return 2
@@ -242,12 +243,6 @@ def check_accelerate_config(path: str, command: str) -> None:
 def raise_usage(command: str, message: str):
     print(f"rookworld {command}: error: {clip(message)}", file=sys.stderr)
     sys.exit(2)
-
-
-def config_processes(accelerate_config: str | None) -> int:
-    """num_processes of an accelerate config (1 when none is given or it names no count)."""
-    count = str(recipe_values(accelerate_config).get("num_processes", 1))
-    return int(count) if count.isdigit() else 1
 
 
 def say_unset_fields(command: str, recipe: str, argv: list[str], default_recipe: str | None) -> None:

@@ -486,29 +486,6 @@ def training_line(found: dict) -> str:
     return f"items in the training data ({found['source']}, split {found['split']}, by position): {counted(found)}"
 
 
-def model_generate(name: str, args: EvalSettings):
-    """(generate_completions bound to the loaded model, the FEN width to prompt it at or None)."""
-    import torch
-
-    from rookworld_trl.model.generation import generate_completions
-    from rookworld_trl.model.loading import load_model_and_tokenizer, trained_fen_width
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = load_model_and_tokenizer(name, device=device)
-    generate = functools.partial(generate_completions, model, tokenizer, batch_size=args.batch_size)
-    return generate, args.fen_width or trained_fen_width(model)
-
-
-def check_device(device: str | None) -> None:
-    """A UserError for --device cuda where no CUDA device is visible (torch would fail at the first tensor)."""
-    if device and device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: no CUDA device is visible here; leave --device out (cuda when "
-                            "there is one, else cpu) or pass --device cpu")  # fmt: skip
-
-
 class EvalResult(dict):
     """The paths of eval.json/md/png by kind (`result["md"]`), `figures` as in eval.json; `str(result)`: the
     markdown table."""
@@ -551,7 +528,12 @@ def evaluate(args: EvalSettings | str | None = None, /, run_data=None, **setting
     for name in filter(None, (args.model, args.baseline)):  # a wrong name: one line before Stockfish starts
         model_source(name)
     check_out_dir(args.out)  # a read-only --out: now, not after the whole eval
-    check_device(args.device)
+    if (args.device or "").startswith("cuda"):  # torch would fail at the first tensor
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {args.device}: no CUDA device is visible here; leave --device out (cuda when "
+                            "there is one, else cpu) or pass --device cpu")  # fmt: skip
     data = run_data if run_data is not None else read_data(args, suites)
     limit = EngineLimit(depth=args.depth, nodes=args.nodes)
     with EnginePool(
@@ -566,8 +548,15 @@ def evaluate(args: EvalSettings | str | None = None, /, run_data=None, **setting
         widths = {}  # each model is prompted as it was trained; the data's width when its config does not say
 
         def run(name: str):
-            generate, width = model_generate(name, args)
-            widths[name] = width or items.fen_width
+            import torch
+
+            from rookworld_trl.model.generation import generate_completions
+            from rookworld_trl.model.loading import load_model_and_tokenizer, trained_fen_width
+
+            device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            model, tokenizer = load_model_and_tokenizer(name, device=device)
+            generate = functools.partial(generate_completions, model, tokenizer, batch_size=args.batch_size)
+            widths[name] = args.fen_width or trained_fen_width(model) or items.fen_width
             return run_suites(
                 generate, dataclasses.replace(items, fen_width=widths[name]), suites, args, engine
             )
