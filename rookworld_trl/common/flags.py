@@ -65,11 +65,13 @@ class FlagParser(argparse.ArgumentParser):
     def parse_args(self, args=None, namespace=None):
         args, extras = self.parse_known_args(args, namespace)
         if extras:
-            parser = self._chosen_subparser(args) or self
+            subcommands = (a for a in self._actions if isinstance(a, argparse._SubParsersAction))
+            parser = next((a.choices.get(getattr(args, a.dest, None)) for a in subcommands), None) or self
             flag = next((a for a in extras if a.startswith("-")), None)
             if flag is None:
                 parser.error(f"unexpected argument {extras[0]!r}")
-            parser.error(f"unknown flag {flag.split('=')[0]}{did_you_mean(flag, parser._flags())}")
+            flags = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+            parser.error(f"unknown flag {flag.split('=')[0]}{did_you_mean(flag, flags)}")
         return args
 
     def error(self, message: str):
@@ -82,15 +84,6 @@ class FlagParser(argparse.ArgumentParser):
         usage = " ".join(self.format_usage().split())
         hint = f"usage: {usage.removeprefix('usage: ')}" if len(usage) <= 100 else f"see `{self.prog} --help`"
         self.exit(2, f"{self.prog}: error: {message}; {hint}\n")
-
-    def _flags(self) -> list[str]:
-        return [s for action in self._actions for s in action.option_strings if s.startswith("--")]
-
-    def _chosen_subparser(self, namespace):
-        for action in self._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                return action.choices.get(getattr(namespace, action.dest, None))
-        return None
 
     def parse_known_args(self, args=None, namespace=None):
         args = list(sys.argv[1:] if args is None else args)

@@ -147,7 +147,14 @@ def launcher(
 def launch(module: str, argv: list[str], default_recipe: str | None, command: str = "train") -> int:
     """Run `accelerate launch --config_file CFG -m MODULE --config RECIPE ARGV` (see `launcher`); its exit code."""
     argv = underscored(argv)  # --accelerate-config as --accelerate_config: one spelling for what is read here
-    check_given_recipe(argv, command)  # too large, binary, an alias bomb: one line before anything reads it
+    # a recipe too large, binary, an alias bomb: one line before anything reads it
+    if "--config" in argv[:-1] and os.path.isfile(path := resolve_path(argv[argv.index("--config") + 1])):
+        from rookworld_trl.training.recipes import check_recipe_file
+
+        try:
+            check_recipe_file(path)
+        except UserError as e:
+            raise_usage(command, str(e))
     if "--help_all" in argv:  # every field, as the config classes define them
         return subprocess.call([sys.executable, "-m", module, "--help"])
     if {"-h", "--help"} & set(argv):
@@ -194,20 +201,6 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
             stage_code = int(Path(exit_file).read_text())
             code = stage_code if code == 1 and stage_code else code
     return code
-
-
-def check_given_recipe(argv: list[str], command: str) -> None:
-    """The --config recipe through training/recipes.py check_recipe_file (when it is a file); one line, exit 2."""
-    from rookworld_trl.training.recipes import check_recipe_file
-
-    if "--config" not in argv[:-1]:
-        return
-    path = resolve_path(argv[argv.index("--config") + 1])
-    if os.path.isfile(path):
-        try:
-            check_recipe_file(path)
-        except UserError as e:
-            raise_usage(command, str(e))
 
 
 def launcher_flag(argv: list[str], flag: str, what: str, command: str) -> str | None:

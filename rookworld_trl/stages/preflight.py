@@ -97,17 +97,6 @@ def other_kind(command: str, recipe: str) -> str:
     return ""
 
 
-def missing_recipe(recipe: str) -> str:
-    """The one line for a --config that is not there, with the recipe of a close name when there is one."""
-    folder = resolve_path(os.path.dirname(recipe) or ".")  # recipes/ from anywhere, as the recipe itself
-    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-    prefix = os.path.join(os.path.dirname(recipe), "")
-    hint = did_you_mean(os.path.basename(recipe), names, prefix=prefix)
-    return (
-        f"recipe not found: {recipe}{hint or '; pass a YAML file (e.g. --config recipes/grpo_tiny_cpu.yaml)'}"
-    )
-
-
 def preflight(command: str, argv: list[str], processes: int = 1) -> None:
     """The fast checks of `rookworld train` / `sft` (argv: the stage's, its --config resolved)."""
     if command not in STAGES:
@@ -118,7 +107,11 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
             f"--config {recipe} is a directory; pass a recipe YAML file (e.g. --config recipes/grpo_tiny_cpu.yaml)"
         )
     if recipe is not None and not os.path.isfile(recipe):
-        raise UserError(missing_recipe(recipe))
+        folder = resolve_path(os.path.dirname(recipe) or ".")  # recipes/ from anywhere, as the recipe itself
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        hint = did_you_mean(os.path.basename(recipe), names, prefix=os.path.join(os.path.dirname(recipe), ""))
+        fix = "; pass a YAML file (e.g. --config recipes/grpo_tiny_cpu.yaml)"
+        raise UserError(f"recipe not found: {recipe}{hint or fix}")
     merged = values(command, recipe, argv)
     fields = fields_of(command)
     check_numbers(SimpleNamespace(**merged), bounds={name: spec[2] for name, spec in fields.items()})

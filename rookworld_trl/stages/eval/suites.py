@@ -382,11 +382,7 @@ def tactics_suite(
 
 
 def selfplay_suite(
-    generate: Generate,
-    *,
-    games: int = 50,
-    max_plies: int = 300,
-    decoding: SuiteDecoding = SAMPLED,
+    generate: Generate, *, games: int = 50, max_plies: int = 300, decoding: SuiteDecoding = SAMPLED
 ) -> dict[str, Metric]:
     """The model plays itself from the start through P: (sampled) until its first illegal move, the game's
     end or `max_plies`: legal half-moves per game and illegal moves / moves tried (ROOK: 36.3, 2.7%)."""
