@@ -184,10 +184,9 @@ class Layout:
 
 
 class KVCache:
-    """Keys and values (layer, 0 keys / 1 values, ...) of the distinct prompts, (U*H rows, position, D), and
-    of the new tokens of every slot, (U*H rows, slot of the group, position, D), S = U * width slots; additive
-    masks (0 or -inf) for the prompts' padding and the new-token columns not yet written (a CUDA graph reads
-    them all); the step's queries, (U, H, width, D)."""
+    """Keys and values (layer, 0 keys / 1 values, ...) of the distinct prompts, (U*H, position, D), and of the
+    new tokens of every slot, (U*H, slot of the group, position, D); additive masks (0 or -inf) for the prompts'
+    padding and the unwritten new-token columns (a CUDA graph reads them all); the step's queries."""
 
     def __init__(self, n_layer, layout: Layout, n_head, head_dim, max_new, dtype, device, owner):
         U, P = layout.ids.shape

@@ -75,8 +75,8 @@ class SamplerPath:
         )
 
     def due(self, step: int, every: int) -> bool:
-        """Whether to self-check at `step`: the first time, after a fall, then once `every` steps have passed
-        since the last check (0: never again; steps, not multiples: generation may skip steps)."""
+        """Whether to self-check at `step`: the first time, after a fall, then `every` steps after the last
+        (0: never again; not multiples: generation may skip steps)."""
         if self.path == PATHS[-1]:
             return False
         return self.checked is None or (every > 0 and step - self.checked >= every)

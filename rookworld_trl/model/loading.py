@@ -93,8 +93,8 @@ def init_kwargs(model_init_kwargs: dict | None) -> dict:
     return {"dtype": dtype, "revision": revision, "model_kwargs": rest}
 
 
-# GPT2LMHeadModel's class name maps to no transformers loss, so every run with labels (SFT, replay) warned
-# "`loss_type=None` was set in the config but it is unrecognized"; it is the causal LM loss, said outright
+# GPT2LMHeadModel's class name maps to no transformers loss ("`loss_type=None` ... unrecognized" in every run with
+# labels): it is the causal LM loss, said outright
 CAUSAL_LM_LOSS = "ForCausalLM"
 
 

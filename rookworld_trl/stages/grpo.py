@@ -43,12 +43,6 @@ from rookworld_trl.model.loading import (
 from rookworld_trl.stages.eval.evaluate import EvalItems, EvalSettings, analysed, draw_items, run_suites
 from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints, publish
-from rookworld_trl.training.checkpoints import (
-    check_output_dir,
-    check_shared_output_dir,
-    lock_run_dir,
-    machine_of_process,
-)
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.interrupt import said_interrupted
 
@@ -59,7 +53,7 @@ def engine_cache_path(script: GRPOScriptArguments, output_dir: str) -> str | Non
     if not script.engine_cache:
         return None
     path = os.path.join(output_dir, script.engine_cache)
-    machine, machines = machine_of_process()
+    machine, machines = checkpoints.machine_of_process()
     if machines > 1 and machine > 0:
         stem, ext = os.path.splitext(path)
         path = f"{stem}.machine{machine}{ext}"
@@ -114,7 +108,7 @@ def train(
     """Resume, train, save final (and push), then the before/after eval against `initial_model` on the main
     process; a process exit code."""
     args, script = trainer.args, script or GRPOScriptArguments()
-    check_output_dir(args.output_dir)
+    checkpoints.check_output_dir(args.output_dir)
     # the main process moves incomplete and damaged checkpoints aside first
     with trainer.accelerator.main_process_first():
         resume = checkpoints.resolve_resume(args.resume_from_checkpoint, args.output_dir)
@@ -177,9 +171,8 @@ def load_policy(args: RookWorldGRPOConfig, model_args: ModelConfig):
 
 
 def lora_targets(model_args: ModelConfig) -> ModelConfig:
-    """TRL's ModelConfig turns a one-item `lora_target_modules: [c_attn]` into the string "c_attn", which PEFT
-    reads as a regex of the whole module name ("transformer.h.0.attn.c_attn" does not match): a plain module
-    name becomes the one-item list again (PEFT then matches it as a name's suffix, as the list meant)."""
+    """TRL turns a one-item `lora_target_modules: [c_attn]` into "c_attn", which PEFT reads as a regex of the
+    whole module name (matching nothing): a plain module name becomes the one-item list again."""
     target = model_args.lora_target_modules
     if isinstance(target, str) and target != "all-linear" and re.fullmatch(r"[\w.]+", target):
         model_args.lora_target_modules = [target]
@@ -196,7 +189,7 @@ def parse(argv: list[str] | None = None):
         check_rewards(script, args)
     except ValueError as e:
         parser.error(str(e))
-    check_output_dir(args.output_dir)  # before the engine cache or logs write there
+    checkpoints.check_output_dir(args.output_dir)  # before the engine cache or logs write there
     if args.push_to_hub:  # the network, the token and the repo name now, not after hours of training
         publish.check_hub(args)
     if not model_args.model_name_or_path or not script.dataset_name:
@@ -204,7 +197,8 @@ def parse(argv: list[str] | None = None):
     # Recipes name the embedded model and data relative to the repository/package root: any cwd works.
     resolve_paths(model_args, "model_name_or_path")
     resolve_paths(script, "dataset_name", "tactics_dataset")
-    lock_run_dir(args.output_dir, "rookworld train")  # one run per output_dir; the checks above write nothing
+    # one run per output_dir; the checks above write nothing
+    checkpoints.lock_run_dir(args.output_dir, "rookworld train")
     return script, args, model_args
 
 
@@ -246,7 +240,7 @@ def build(argv: list[str] | None = None):
 
     # before anything loads: several machines share output_dir (checkpoints are written once, every rank
     # resumes from them), and a vLLM server answers (TRL would wait vllm_server_timeout, then a traceback)
-    check_shared_output_dir(PartialState(), args.output_dir)
+    checkpoints.check_shared_output_dir(PartialState(), args.output_dir)
     check_vllm_server(args, model_args.model_name_or_path)
     model, tokenizer = load_policy(args, model_args)
     # one process labels a puzzle file or parses raw lines (data/read.py), the others read its cache
@@ -323,9 +317,8 @@ class EvalCallback(TrainerCallback):
         trainer = self.trainer
         model = trainer.accelerator.unwrap_model(trainer.model)
         logs = self.evaluate(model, trainer.processing_class)
-        # Log with the model in eval mode: GRPOTrainer.log then merges its (empty) eval metrics, and the
-        # training averages it has gathered since the last log stay for the regular log row. trainer.log
-        # also clears control.should_log (CallbackHandler.on_log): restore it, or this step's row is lost.
+        # In eval mode GRPOTrainer.log merges its (empty) eval metrics and keeps the training averages for the
+        # regular row; trainer.log clears control.should_log: restored, or this step's row is lost.
         was_training, should_log = trainer.model.training, control.should_log
         trainer.model.eval()
         try:

@@ -121,11 +121,9 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
         from rookworld_trl.grpo.rewards.functions import check_reward_names
 
         check_batch(config, processes)
-        # each reward_funcs entry: a registry name, or your own function that imports and that TRL can call
-        # (grpo/rewards/functions.py); the same count of reward_weights
+        # registry names or importable functions TRL can call, as many reward_weights
         check_reward_names(config["reward_funcs"], config.get("reward_weights"), config.get("field_credit"))
-        # Stockfish starts and answers one search (a fraction of a second), when the run will ask it: a broken
-        # or hanging STOCKFISH_PATH is one line now, not after the model and data have loaded (chess/engine.py)
+        # a broken or hanging STOCKFISH_PATH: one line now, not after the model and data have loaded
         if "policy_reward" in (config.get("reward_funcs") or []) or config.get("eval_samples"):
             from rookworld_trl.chess.engine import EngineLimit, EnginePool
 
@@ -158,7 +156,6 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
                             ".csv or a BIG-bench checkmate_in_one task.json")  # fmt: skip
     if isinstance(source, str) and source:
         skip = str(merged.get("skip_bad_rows", False)).lower() in ("true", "yes", "1")
-        # what is wrong with it, as one UserError naming it and the fix (read the way the loader reads it)
         check_source(
             resolve_path(source), skip, DATA_SECONDS, merged.get("puzzle_rating"), merged.get("puzzle_themes")
         )

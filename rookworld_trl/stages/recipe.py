@@ -61,9 +61,8 @@ EXAMPLES = {  # one example per training command, shown at the end of --help
 }
 
 
-# A field's bound is declared beside it, in its dataclass's BOUNDS (metadata would not do: TRL's parser hands a
-# field's metadata to argparse whole): "finite", ">= N" or "> N", together as "finite > 0", a (reason) after.
-# The stage checks the parsed dataclasses' bounds, the preflight the same bounds read by `fields_of` below.
+# A field's bound is declared in its dataclass's BOUNDS (not metadata: TRL's parser hands that to argparse whole):
+# "finite", ">= N" or "> N", together as "finite > 0", a (reason) after.
 TRL_BOUNDS = {  # TRL's and transformers' fields that count something or must be finite (ours: their class's BOUNDS)
     "per_device_train_batch_size": ">= 1", "gradient_accumulation_steps": ">= 1", "logging_steps": ">= 0",
     "save_steps": ">= 0", "learning_rate": "finite >= 0",
