@@ -23,10 +23,7 @@ def say(message: str) -> None:
     print(f"rookworld: {message}", file=sys.stderr, flush=True)
 
 
-# set by `rookworld` for the stage it launches: the stage's exit code goes there
-EXIT_FILE = "ROOKWORLD_EXIT_FILE"
-
-
+EXIT_FILE = "ROOKWORLD_EXIT_FILE"  # set by `rookworld` for the stage it launches: its exit code goes there
 FRONT_PID = "ROOKWORLD_FRONT_PID"  # set by `rookworld` for what it launches: the process a stage dies with
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 

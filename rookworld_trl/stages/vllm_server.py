@@ -60,13 +60,10 @@ def check_vllm_server(args, model: str) -> None:
     if not (args.use_vllm and args.vllm_mode == "server"):
         return
     # the server's base URL as TRL's VLLMClient builds it: vllm_server_base_url, else host and port
+    url = f"http://{args.vllm_server_host}:{args.vllm_server_port}"
+    fields = "vllm_server_host/vllm_server_port"
     if args.vllm_server_base_url:
         url, fields = args.vllm_server_base_url.rstrip("/"), "vllm_server_base_url"
-    else:
-        url, fields = (
-            f"http://{args.vllm_server_host}:{args.vllm_server_port}",
-            "vllm_server_host/vllm_server_port",
-        )
     why = wait_for_health(url, args.vllm_server_timeout)
     if why is not None:  # `trl vllm-serve`: the weight transfer, log-probs mode and dev endpoints TRL needs
         port = args.vllm_server_port if not args.vllm_server_base_url else "PORT"
