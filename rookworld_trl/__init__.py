@@ -48,29 +48,7 @@ _EXPORTS = {
     "EvalResult": "rookworld_trl.stages.eval.evaluate",
     "UserError": "rookworld_trl.common.errors",
 }
-__all__ = [  # noqa: F822 (each is loaded by __getattr__)
-    "__version__",
-    "assets",
-    "RookWorldGRPOTrainer",
-    "RookWorldGRPOConfig",
-    "RookWorldSFTTrainer",
-    "RookWorldSFTConfig",
-    "policy_reward",
-    "env_reward",
-    "make_policy_reward",
-    "make_env_reward",
-    "get_reward_funcs",
-    "load_rookworld_dataset",
-    "load_model_and_tokenizer",
-    "generate_completions",
-    "policy_prompt",
-    "env_prompt",
-    "EnginePool",
-    "evaluate",
-    "EvalSettings",
-    "EvalResult",
-    "UserError",
-]
+__all__ = ["__version__", "assets", *_EXPORTS]  # loaded by __getattr__
 
 
 def __getattr__(name: str):

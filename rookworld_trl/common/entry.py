@@ -1,6 +1,5 @@
-"""How every command runs below its own parsing: `run_stage` turns bad input into one line and an exit code
-instead of a traceback (and writes the code where `rookworld` reads it), `say` is a one-line notice on stderr, and
-a closed stdout (`rookworld ... | head`) ends quietly.
+"""How every command runs below its own parsing: `run_stage` turns bad input into one line and an exit code, `say`
+is a one-line notice on stderr, and a closed stdout (`rookworld ... | head`) ends quietly.
 
     from rookworld_trl.common.entry import run_stage
     raise SystemExit(run_stage("eval", main))
@@ -24,19 +23,15 @@ def say(message: str) -> None:
     print(f"rookworld: {message}", file=sys.stderr, flush=True)
 
 
-# set by `rookworld` for the stage it launches: the stage's exit code goes there
-EXIT_FILE = "ROOKWORLD_EXIT_FILE"
-
-
+EXIT_FILE = "ROOKWORLD_EXIT_FILE"  # set by `rookworld` for the stage it launches: its exit code goes there
 FRONT_PID = "ROOKWORLD_FRONT_PID"  # set by `rookworld` for what it launches: the process a stage dies with
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def death_signal_preexec(signum: int = signal.SIGTERM):
-    """A function that asks Linux to send the process that calls it `signum` when its parent exits, however it exits
-    (kill -9 included): prctl(PR_SET_PDEATHSIG); it returns 0 once set. As a subprocess preexec_fn the child makes
-    the call (it survives the exec): libc is looked up here, in the parent, so between fork and exec the child
-    only makes the call. None where there is no prctl (not Linux, no libc)."""
+    """A function that makes Linux send its caller `signum` when the caller's parent exits, however it exits
+    (prctl(PR_SET_PDEATHSIG)); None where there is no prctl. libc is looked up here, so that as a preexec_fn the
+    child only makes the call between fork and exec."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -48,33 +43,24 @@ def death_signal_preexec(signum: int = signal.SIGTERM):
     return lambda: prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
 
 
-def front_gone() -> bool:
-    """Whether the `rookworld` process that launched this one ($ROOKWORLD_FRONT_PID) has exited: a stage started
-    just as its front was killed, before its parent-death signal could take effect."""
-    import psutil  # an accelerate dependency
-
-    pid = os.environ.get(FRONT_PID, "")
-    return pid.isdigit() and not psutil.pid_exists(int(pid))  # another user's process of that number: alive
-
-
 def started_file(exit_file: str, pid: int) -> str:
-    """The file a stage process under `rookworld` touches once its imports are done (`run_stage`): a Ctrl-C
-    before then would be a traceback from inside an import, so `rookworld` stops such a process itself."""
+    """The file a stage process touches once its imports are done: before then, `rookworld` stops it itself on
+    Ctrl-C (else a traceback from inside an import)."""
     return f"{exit_file}.{pid}.started"
 
 
 def run_stage(command: str, stage_main: Callable[[list[str] | None], int | None], argv=None) -> int:
-    """Run a stage's `main(argv)`; its exit code. Bad input (a ValueError such as a config check or a data source
-    that will not load, a missing file, a model that will not load, no Stockfish) prints one line that names the
-    problem, not a traceback through accelerate, and returns 2; so does a full disk, whichever writer hit it.
-    Ctrl-C returns 130. Other exceptions are bugs and keep their traceback. The code is also written to
-    $ROOKWORLD_EXIT_FILE when set: `accelerate launch` turns every failure into exit code 1, and `rookworld` passes
-    on the stage's own (2: bad input)."""
+    """Run a stage's `main(argv)`; its exit code. Bad input (ValueError, OSError, UserError) and a full disk print
+    one line and return 2, Ctrl-C 130; other exceptions are bugs and keep their traceback. The code also goes to
+    $ROOKWORLD_EXIT_FILE: `accelerate launch` turns every failure into 1."""
     code = 1  # a bug's traceback
-    if os.environ.get(FRONT_PID):  # launched by `rookworld`: this stage ends with its launcher, on every path
+    if front := os.environ.get(FRONT_PID):  # launched by `rookworld`: this stage ends with its launcher
         if die_with_parent := death_signal_preexec(signal.SIGTERM):  # SIGTERM: the stage saves its step first
             die_with_parent()
-        if front_gone():
+        import psutil  # an accelerate dependency
+
+        # its `rookworld` exited before the death signal was set (another user's process of that PID: alive)
+        if front.isdigit() and not psutil.pid_exists(int(front)):
             print(f"rookworld {command}: its `rookworld` process has exited; stopping", file=sys.stderr)
             return 143
     if os.environ.get(EXIT_FILE):  # the imports are done: from here a Ctrl-C is this function's to answer
@@ -113,7 +99,6 @@ def run_stage(command: str, stage_main: Callable[[list[str] | None], int | None]
 
 
 def quiet_broken_pipe() -> int:
-    """Python's way out of a closed stdout without a second error at exit; the code a SIGPIPE gives (141, as a
-    shell reports a writer the reader left)."""
+    """Leave a closed stdout without a second error at exit; the code a SIGPIPE gives (141)."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 128 + signal.SIGPIPE

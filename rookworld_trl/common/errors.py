@@ -1,6 +1,5 @@
-"""The one exception type for bad input a user can fix (no Stockfish, a model that will not load, ...): stages
-print its message in one line (rookworld_trl.common.entry.run_stage) instead of a traceback. `did_you_mean` words the
-suggestion every command gives for a misspelt flag, field or command name, alike."""
+"""The one exception type for bad input a user can fix, printed in one line (common/entry.py run_stage), and the
+one `did_you_mean` every command gives for a misspelt flag, field or command name."""
 
 
 class UserError(RuntimeError):
@@ -22,8 +21,7 @@ def did_you_mean(name: str, choices, prefix: str = "--") -> str:
 
 
 def suggest_fields(cls):
-    """Class decorator for a dataclass config: an unknown keyword is one TypeError naming it, with the field
-    it is closest to (Python's own says only "unexpected keyword argument")."""
+    """Class decorator for a dataclass config: an unknown keyword is one TypeError with a did-you-mean."""
     import dataclasses
     import functools
 

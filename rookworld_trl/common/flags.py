@@ -1,7 +1,6 @@
-"""One flag style everywhere: `--max_lines` (TRL's, with underscores) is what help and docs show, and `--max-lines`
-works too, for every `rookworld` command. `underscored(argv)` rewrites the names (the training stages: TRL's own
-parser takes both spellings of a field, and `rookworld` reads a few itself); `FlagParser` is argparse that reads
-a flag in whichever spelling it defines; `helped` declares a config field with the text its --help shows.
+"""One flag style everywhere: `--max_lines` (TRL's) is what help and docs show, and `--max-lines` works too.
+`underscored(argv)` rewrites the names; `FlagParser` is argparse that reads a flag in either spelling; `helped`
+declares a config field with the text its --help shows.
 
     from rookworld_trl.common.flags import FlagParser
 """
@@ -60,19 +59,19 @@ def underscored(argv: list[str]) -> list[str]:
 
 
 class FlagParser(argparse.ArgumentParser):
-    """argparse taking `--a_b` and `--a-b` alike: a flag it does not know in one spelling is read in the other
-    (define flags with underscores: help shows them; argparse's own `--no-x` of BooleanOptionalAction stays).
-    Its errors are one line, as the training stages' are: the problem, a "did you mean" for a misspelt flag or
-    subcommand (the subcommand's own flags under `rookworld data load`), and the usage when it is short."""
+    """argparse taking `--a_b` and `--a-b` alike (define flags with underscores: help shows them), its errors
+    one line: the problem, a "did you mean" for a misspelt flag or subcommand, the usage when it is short."""
 
     def parse_args(self, args=None, namespace=None):
         args, extras = self.parse_known_args(args, namespace)
         if extras:
-            parser = self._chosen_subparser(args) or self
+            subcommands = (a for a in self._actions if isinstance(a, argparse._SubParsersAction))
+            parser = next((a.choices.get(getattr(args, a.dest, None)) for a in subcommands), None) or self
             flag = next((a for a in extras if a.startswith("-")), None)
             if flag is None:
                 parser.error(f"unexpected argument {extras[0]!r}")
-            parser.error(f"unknown flag {flag.split('=')[0]}{did_you_mean(flag, parser._flags())}")
+            flags = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+            parser.error(f"unknown flag {flag.split('=')[0]}{did_you_mean(flag, flags)}")
         return args
 
     def error(self, message: str):
@@ -85,15 +84,6 @@ class FlagParser(argparse.ArgumentParser):
         usage = " ".join(self.format_usage().split())
         hint = f"usage: {usage.removeprefix('usage: ')}" if len(usage) <= 100 else f"see `{self.prog} --help`"
         self.exit(2, f"{self.prog}: error: {message}; {hint}\n")
-
-    def _flags(self) -> list[str]:
-        return [s for action in self._actions for s in action.option_strings if s.startswith("--")]
-
-    def _chosen_subparser(self, namespace):
-        for action in self._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                return action.choices.get(getattr(namespace, action.dest, None))
-        return None
 
     def parse_known_args(self, args=None, namespace=None):
         args = list(sys.argv[1:] if args is None else args)

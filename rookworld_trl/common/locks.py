@@ -1,13 +1,11 @@
-"""One writer per folder: a run's output_dir, a dataset being written. `hold(folder, command)` takes an exclusive
-flock on FOLDER/.rookworld.lock, writes who holds it (PID, host, command, since) into it and keeps it until the
-process exits (or `release`); a second writer is refused with one line naming the live PID.
+"""One writer per folder (a run's output_dir, a dataset being written): `hold(folder, command)` takes an exclusive
+flock on FOLDER/.rookworld.lock, writes who holds it and keeps it until the process exits (or `release`).
 
     from rookworld_trl.common.locks import hold
     hold("runs/grpo_tiny_cpu", "rookworld train")   # UserError if another process holds it
 
 Why flock: the kernel drops it when its holder dies however it dies (kill -9 included), so a lock left by a dead
-process is stale by construction: its file still names the dead PID, and the next writer says so and takes it.
-The descriptor is close-on-exec (Python's default), so Stockfish and other children never hold it.
+process is stale by construction. The descriptor is close-on-exec, so Stockfish and other children never hold it.
 """
 
 from __future__ import annotations
@@ -50,8 +48,7 @@ def who(info: dict) -> str:
 
 
 def holder(folder: str | os.PathLike) -> dict | None:
-    """Who holds the folder's lock now (the lock file's contents), or None when no live process does (no lock
-    file, or a stale one). Probes with a non-blocking shared flock, released at once."""
+    """Who holds the folder's lock now (the lock file's contents), or None when no live process does."""
     path = lock_path(folder)
     if path in _HELD:
         return None  # this process: not another writer
@@ -72,8 +69,7 @@ def holder(folder: str | os.PathLike) -> dict | None:
 
 def hold(folder: str | os.PathLike, command: str, fix: str = "wait for it to finish or stop it") -> None:
     """Take FOLDER's lock for the rest of this process's life (made with the folder); UserError naming the live
-    holder when another process has it. A stale lock (its process is gone) is taken over with one line. Held
-    already by this process: nothing to do."""
+    holder when another process has it; a stale lock is taken over with one line."""
     folder = os.fspath(folder)
     path = lock_path(folder)
     if path in _HELD:
@@ -108,8 +104,7 @@ def hold(folder: str | os.PathLike, command: str, fix: str = "wait for it to fin
 
 
 def release(folder: str | os.PathLike) -> None:
-    """Drop FOLDER's lock (emptied first: only a holder that died leaves its name behind, so the next one can tell
-    a stale lock from a clean end)."""
+    """Drop FOLDER's lock, emptied first: only a holder that died leaves its name behind."""
     path = lock_path(folder)
     fd = _HELD.pop(path, None)
     if fd is not None:
@@ -140,8 +135,7 @@ def holding(folder: str | os.PathLike, command: str, fix: str = "wait for it to 
 
 @contextlib.contextmanager
 def scoped():
-    """Every lock taken inside the block is released when it ends, however it ends: a stage's main() run in a
-    process that goes on (tests, a notebook) leaves no folder locked behind it."""
+    """Every lock taken inside the block is released when it ends (a main() run in tests or a notebook)."""
     before = set(_HELD)
     try:
         yield

@@ -34,9 +34,8 @@ def resolve_paths(config, *names: str) -> None:
 
 
 def out_folder_problem(out: str, what: str) -> str | None:
-    """Why `out` cannot become a folder of outputs, as one line with the fix (`what`: the folder's purpose and an
-    example), or None: empty, a file, or a place this process cannot write (a real write: os.access says yes to
-    root on a read-only mount). Checked before any work, so a bad --out never costs a whole run."""
+    """Why `out` cannot become a folder of outputs, as one line with the fix (`what`: its purpose and an example),
+    or None. A real write: os.access says yes to root on a read-only mount."""
     if not str(out).strip():
         return f"--out is empty; name the folder {what}"
     if os.path.exists(out) and not os.path.isdir(out):

@@ -1,11 +1,8 @@
-"""`dropping(logger_name, text)`: leave a library's log records that contain `text` out, within a block.
+"""`dropping(logger_name, text)`: leave out a library's log records that mislead in our setting (a warning about an
+argument we pass on purpose, a report we turn into our own error), within a block.
 
-    from rookworld_trl.common.quiet_logs import dropping
     with dropping("transformers.modeling_utils", "LOAD REPORT"):
         model = GPT2LMHeadModel.from_pretrained(path)
-
-For messages that mislead in our setting (a warning about an argument we pass on purpose, a report we turn into
-our own error); every other record of the logger passes.
 """
 
 from __future__ import annotations

@@ -7,30 +7,20 @@
     out.completion_ids, out.logprobs      # per row: tokens up to and with the first EOS; their log-probs
 
 How it is fast, and why it computes what transformers' generate() computes:
-  - it calls the model's own modules (ln_1, c_attn, c_proj, mlp, ...), so it always sees the current weights,
-    LoRA adapters and the fused GELU, and adds nothing to them (GPT-2's math: rookworld_trl/model/reference_gpt2.py);
-    when they are transformers' own with no hooks, their ops on their tensors directly, read at each call
-    (the same arithmetic, bit for bit);
-  - one prefill per distinct prompt, its keys and values kept once and read by every row that samples from
-    that prompt (GRPO's K samples of a group): a query of a group's K rows against its prompt is one matmul,
-    and the new tokens' keys and values are laid out by (prompt, head, row), so no step copies them;
-  - on CPU, rows with the same prompt and the same tokens so far run the model once for all of them (each
-    draws its own token), and rows that are done run nothing (`branch`);
-  - the keys and values of new tokens go into a cache preallocated for max_new_tokens, written in place
-    (on CPU in memory reused from call to call, in transparent huge pages where the OS has them); positions
-    count real tokens only (left padding), as generate() does; the views a step reads are made once per call;
-  - sampling: temperature, top-k, top-p and min-p with transformers' formulas in its order, then one draw
-    from the softmax by inverse CDF (15x cheaper than torch.multinomial on CPU); rows that are done emit
-    padding, a group whose rows are all done leaves the batch (not a CUDA graph's), and decoding stops once
-    every row has emitted an EOS;
-  - log-probs of the sampled tokens under temperature scaling only (log_softmax(logits / T)): what TRL's
-    scoring forward computes for the same tokens;
-  - on CUDA the one-token step is a CUDA graph (captured at each call, so it reads that moment's weights),
-    optionally under bf16 autocast, and the all-done check waits for the GPU every few steps only.
-In this module, top to bottom: `Decoding` (one decode call's settings, which the sampler, its fallbacks in
-model/generation.py and transformers' generate() (`generate_kwargs`) all read) and picking the next token
-(`next_tokens`); the key/value cache (`Layout`, `KVCache`); the model over the cache (`Decoder`, `GraphStep`);
-the loop (`sample`).
+  - it calls the model's own modules (so it sees the current weights, LoRA adapters and the fused GELU;
+    GPT-2's math: model/reference_gpt2.py), or, when they are transformers' own with no hooks, their ops on
+    their tensors directly (the same arithmetic, bit for bit);
+  - one prefill per distinct prompt, its keys and values read by every row that samples from it (GRPO's K
+    samples of a group: one matmul), new tokens' keys and values laid out by (prompt, head, row), never copied;
+  - on CPU, rows with the same prompt and tokens so far run the model once (each draws its own token), and
+    rows that are done run nothing (`branch`);
+  - new keys and values go into a cache preallocated for max_new_tokens (on CPU reused from call to call, in
+    transparent huge pages); positions count real tokens only (left padding), as generate() does;
+  - sampling: transformers' temperature, top-k, top-p and min-p in its order, then one inverse-CDF draw (15x
+    cheaper than torch.multinomial on CPU); done rows emit padding, all-done groups leave the batch;
+  - log-probs of the sampled tokens under temperature only (log_softmax(logits / T)), as TRL's scorer;
+  - on CUDA the one-token step is a CUDA graph captured at each call (it reads that moment's weights),
+    optionally under bf16 autocast; the all-done check waits for the GPU every few steps only.
 Dropout is not applied (GRPO turns it off; evals run in eval mode). GPT-2 variants that reference_gpt2
 refuses (other activations or attention scalings) are refused here too.
 """
@@ -71,9 +61,8 @@ class Sampling:
 
 @dataclass(frozen=True)
 class Decoding:
-    """One decode call's settings besides the model and the prompts: how many tokens at most, how each is
-    picked, which tokens end a completion, the padding, and the autocast dtype of the model's matmuls (None:
-    the weights' own; sampling and log-probs stay fp32)."""
+    """One decode call's settings; autocast_dtype: the model's matmuls (None: the weights' own; sampling and
+    log-probs stay fp32)."""
 
     max_new_tokens: int
     sampling: Sampling
@@ -85,8 +74,7 @@ class Decoding:
         object.__setattr__(self, "eos_token_ids", tuple(self.eos_token_ids))  # a list may be given
 
     def generate_kwargs(self) -> dict:
-        """The same decode as transformers' generate() keywords, every sampling setting explicit (unset ones
-        would be filled from the model's generation config, e.g. top_k 50).
+        """As generate() keywords, every sampling setting explicit (else the generation config's, top_k 50).
 
         >>> Decoding(8, Sampling(do_sample=False), [0], 0).generate_kwargs()
         {'max_new_tokens': 8, 'eos_token_id': [0], 'pad_token_id': 0, 'do_sample': False}
@@ -196,10 +184,9 @@ class Layout:
 
 
 class KVCache:
-    """Keys and values (layer, 0 keys / 1 values, ...) of the distinct prompts, (U*H rows, position, D), and
-    of the new tokens of every slot, (U*H rows, slot of the group, position, D), S = U * width slots; additive
-    masks (0 or -inf) for the prompts' padding and the new-token columns not yet written (a CUDA graph reads
-    them all); the step's queries, (U, H, width, D)."""
+    """Keys and values (layer, 0 keys / 1 values, ...) of the distinct prompts, (U*H, position, D), and of the
+    new tokens of every slot, (U*H, slot of the group, position, D); additive masks (0 or -inf) for the prompts'
+    padding and the unwritten new-token columns (a CUDA graph reads them all); the step's queries."""
 
     def __init__(self, n_layer, layout: Layout, n_head, head_dim, max_new, dtype, device, owner):
         U, P = layout.ids.shape
@@ -228,9 +215,7 @@ class KVCache:
         self._views()
 
     def _views(self) -> None:
-        """Per layer, the views a step reads (made once, not in every step): the prompts' keys transposed
-        (U*H, D, P) and values (U*H, P, D); the new tokens' keys/values flat (2, U*H*G*max_new, D) for the
-        writes, and by row (U*H*G, max_new, D) for the reads; the queries flat, by group and by row."""
+        """Per layer, the views a step reads, made once per call, not per step."""
         U, G, H, D = self.groups, self.width, self.n_head, self.new.size(-1)
         self.prompt_keys = [k.transpose(1, 2) for k in self.prompt[:, 0]]
         self.prompt_values = list(self.prompt[:, 1])
@@ -499,12 +484,8 @@ def autocast(device: torch.device, dtype):
 def sample(
     model, prompt_ids: list[list[int]], decoding: Decoding | None = None, *, cuda_graph: bool = True, **fields
 ) -> Completions:
-    """One completion per row of prompt_ids (rows may repeat a prompt: they share its prefill), decoded as
-    `decoding` (a Decoding, above) says, or as its fields given as keywords say.
-
-    On CUDA, `cuda_graph` replays a captured decode step; `autocast_dtype` (e.g. torch.bfloat16) runs the
-    model's matmuls in that dtype (sampling and log-probs stay fp32).
-    """
+    """One completion per row of prompt_ids (repeated prompts share their prefill), decoded as `decoding` or
+    its fields as keywords say; on CUDA, `cuda_graph` replays a captured decode step."""
     d = decoding_of(decoding, fields)
     max_new_tokens, pad_token_id, autocast_dtype = d.max_new_tokens, d.pad_token_id, d.autocast_dtype
     if not prompt_ids or max_new_tokens < 1:
@@ -590,13 +571,12 @@ def _drop_done(cache: KVCache, t: int, rep: torch.Tensor, done: torch.Tensor, *p
 
 def branch(rep: torch.Tensor, tokens: torch.Tensor, done: torch.Tensor, cache: KVCache, t: int):
     """(rep, runs, row_of): which slot runs the model for each slot, the slots that run (ascending), and each
-    slot's row among them (its logits' row).
+    slot's row among them.
 
-    Slots with the same prompt and the same tokens so far have the same next-token distribution: one of
-    them, their representative, runs the model, and each draws its own token from its logits. Slots that
-    drew different tokens branch: each new class of (representative, token) is represented by its first
-    slot, which takes a copy of the old representative's keys/values if it was not that slot. Slots that
-    are done run nothing. (A few dozen slots: Python's dict does this in a fraction of torch.unique's time.)"""
+    Slots with the same prompt and tokens so far share a distribution: their representative runs the model,
+    each draws its own token. Slots that drew different tokens branch: each new (representative, token) class
+    is run by its first slot, which copies the old representative's keys/values. Done slots run nothing.
+    (A few dozen slots: Python's dict does this in a fraction of torch.unique's time.)"""
     old = rep.tolist()
     new, first = list(old), {}
     for slot, (r, token, finished) in enumerate(zip(old, tokens.tolist(), done.tolist(), strict=True)):

@@ -10,18 +10,14 @@ fallbacks and self-check, which GRPO's rollouts (rookworld_trl/grpo/rollout.py) 
     out = sample_with_fallback(model, prompt_ids, Decoding(max_new_tokens=80, sampling=s, eos_token_ids=[0], pad_token_id=0))
     gap = self_check(model, prompt_ids, out, s, pad_token_id=0)   # on the first call and every N: Gap(mean, max, ...)
 
-generate_completions: prompts are sorted by token length and cut into batches (less padding), left padded with the
-end-of-text token (every prompt's last token in the last column, where generation continues), and
-the answers come back in the caller's order, decoded and cut at the first end-of-text token.
-Prompts are tokenized as they are, with no end-of-text token in front: that is what TRL's GRPO rollouts
-do with the same prompts, and how ROOK's published evaluations prompted the model.
+Prompts are tokenized as they are, with no end-of-text token in front: what TRL's GRPO rollouts do, and how
+ROOK's published evaluations prompted the model.
 
-The fallbacks: three paths, fastest first: the CUDA-graph decode step ("graph", CUDA only), the same step run
-eagerly ("eager"), transformers' generate() ("transformers", the reference the sampler is tested against). A
-model starts on the fastest path its device has (or the one $ROOKWORLD_SAMPLER names); an error of the sampler
-(a CUDA graph's capture or replay included) or a log-prob gap to the scorer past the tolerance moves it one path
-down for the rest of the process, with one line naming the cause. The path is kept per model, so an eval or a
-self-play game of the policy that GRPO trains follows the rollouts' fallback.
+The fallbacks, fastest first: the CUDA-graph decode step ("graph"), the same step run eagerly ("eager"),
+transformers' generate() ("transformers", the reference). A model starts on the fastest path its device has
+(or $ROOKWORLD_SAMPLER's); a sampler error or a log-prob gap to the scorer past TOLERANCE moves it one path
+down for the rest of the process, with one line. The path is kept per model, so evals and self-play of the
+policy GRPO trains follow the rollouts' fallback.
 
 Why a self-check: TRL trains on its own scoring forward's log-probs, and with our sampler (unlike vLLM) it
 applies no importance-sampling correction; if the sampler drew from another distribution than the one TRL
@@ -79,8 +75,8 @@ class SamplerPath:
         )
 
     def due(self, step: int, every: int) -> bool:
-        """Whether to self-check at `step`: the first time, after a fall, then once `every` steps have passed
-        since the last check (0: never again; steps, not multiples: generation may skip steps)."""
+        """Whether to self-check at `step`: the first time, after a fall, then `every` steps after the last
+        (0: never again; not multiples: generation may skip steps)."""
         if self.path == PATHS[-1]:
             return False
         return self.checked is None or (every > 0 and step - self.checked >= every)
@@ -109,9 +105,8 @@ def sampler_path_of(model) -> SamplerPath:
 def sample_with_fallback(
     model, prompt_ids: list[list[int]], decoding: Decoding | None = None, **fields
 ) -> Completions:
-    """decoding.sample() on the model's current path; on an error of the sampler, the next path, for good.
-    `decoding` (model/decoding.py), or its fields as keywords. A ValueError is the request's own problem (a
-    prompt too long, a model the sampler does not run) and is raised: generate() would not do better."""
+    """decoding.sample() on the model's current path; on a sampler error, the next path, for good. A ValueError
+    is the request's own problem (a prompt too long, a model the sampler does not run): raised."""
     d = decoding_of(decoding, fields)
     sampler = sampler_path_of(model)
     sampler.calls += 1
@@ -208,10 +203,8 @@ def forward_logps(model, ids, attention_mask, keep: int, temperature: float, aut
 
 def self_check(model, prompt_ids, out: Completions, sampling: Sampling, pad_token_id: int, *,
                tolerance: float = TOLERANCE, autocast_dtype=None, scorer: Callable | None = None) -> Gap:  # fmt: skip
-    """The sampler's log-probs of `out` against the scorer's of the same tokens (prompts left padded, completions
-    right padded, as TRL lays them out): `scorer(ids, attention_mask, keep)` (GRPO: TRL's scoring forward), by
-    default the model's forward (forward_logps). Leaves the path when the mean gap is past the tolerance (or
-    not finite). Returns the Gap."""
+    """The Gap between the sampler's log-probs of `out` and `scorer(ids, attention_mask, keep)`'s (GRPO: TRL's
+    scoring forward; default forward_logps); leaves the path when the mean gap is past the tolerance."""
     device = next(model.parameters()).device
     ids, mask, sampled, completion_mask = batch(prompt_ids, out, pad_token_id, device)
     if scorer is None:
@@ -230,10 +223,8 @@ def self_check(model, prompt_ids, out: Completions, sampling: Sampling, pad_toke
 
 def sample_checked(model, prompt_ids, decoding: Decoding, every: int, step: int | None = None,
                    **check) -> tuple[Completions, Gap | None]:  # fmt: skip
-    """sample_with_fallback, self-checked (`check`: self_check's keywords) when due at `step` (None: the
-    model's count of sampler calls): the first time, after a fall, then every `every`. A check that leaves
-    the path samples again on the next one (these came from the path just left). Returns the completions and
-    the check's Gap (None: no check)."""
+    """(completions, Gap or None): sample_with_fallback, self-checked (`check`: self_check's keywords) when due
+    at `step` (None: the count of sampler calls); a check that leaves the path samples again on the next."""
     out = sample_with_fallback(model, prompt_ids, decoding)
     sampler, gap = sampler_path_of(model), None
     step = sampler.calls if step is None else step
@@ -246,16 +237,6 @@ def sample_checked(model, prompt_ids, decoding: Decoding, every: int, step: int 
 
 
 # ----------------------------------------------------------------------------- generate_completions
-
-
-def sampling_of(do_sample: bool, temperature: float, top_k: int) -> Sampling:
-    """generate_completions' settings as the sampler's (both backends read them through a Decoding)."""
-    if not do_sample:
-        return Sampling(do_sample=False)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
-    # top_k=0 switches top-k off (generate() given None would fall back to its default of 50)
-    return Sampling(do_sample=True, temperature=float(temperature), top_k=int(top_k), top_p=1.0)
 
 
 def _generate_batch(model, tokenizer, rows: list[list[int]], decoding: Decoding, backend: str) -> list[str]:
@@ -276,8 +257,8 @@ def _generate_batch(model, tokenizer, rows: list[list[int]], decoding: Decoding,
 
 @contextlib.contextmanager
 def _seeded(seed: int | None, device: torch.device):
-    """Seed torch inside the block and restore the caller's random state after it; no-op without a seed
-    (forking without seeding would replay the same samples on every call)."""
+    """Seed torch inside the block, the caller's random state restored after; no-op without a seed (forking
+    unseeded would replay the same samples on every call)."""
     if seed is None:
         yield
         return
@@ -299,20 +280,22 @@ def generate_completions(
     seed: int | None = None,
     backend: str = "rookworld",
 ) -> list[str]:
-    """One completion per prompt, in the order of `prompts`: greedy by default, else sampled.
+    """One completion per prompt, in order: greedy by default, else sampled; decoded, cut at the first EOS.
 
-    `backend`: "rookworld" (rookworld_trl/model/decoding.py: the same tokens as transformers' generate(), faster;
-    repeated prompts share their prefill; through sample_checked (above): checked against the model's forward on the
-    first call and every CHECK_EVERY, falling back to generate() on a failure) or "transformers" (generate()).
-    `seed` makes sampling reproducible without touching the caller's random state. The model is put
-    in eval mode for the call and handed back in the mode it came in (a trainer may call this mid-run).
+    `backend`: "rookworld" (model/decoding.py through sample_checked) or "transformers" (generate()). `seed`
+    makes sampling reproducible without touching the caller's random state. The model runs in eval mode and
+    goes back to its own mode after (a trainer may call this mid-run).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if not prompts:
         return []
+    if do_sample and temperature <= 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+    # both backends read a Decoding; top_k=0 switches top-k off (generate() given None would use its 50)
+    sampling = Sampling(True, float(temperature), int(top_k), 1.0) if do_sample else Sampling(do_sample=False)
     eos = tokenizer.eos_token_id
-    decoding = Decoding(max_new_tokens, sampling_of(do_sample, temperature, top_k), (eos,), pad_token_id=eos)
+    decoding = Decoding(max_new_tokens, sampling, (eos,), pad_token_id=eos)
     rows = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))  # similar lengths share a batch
     out: list[str] = [""] * len(rows)

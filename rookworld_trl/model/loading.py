@@ -4,13 +4,7 @@
     model, tokenizer = load_model_and_tokenizer("jrahn/RookWorld-LM-124M")   # hub id (cached or online)
     model, tokenizer = load_model_and_tokenizer("runs/sft/checkpoint-500")   # a local HF model directory
 
-One loader for every stage. The tokenizer pads on the left with the end-of-text token (the model's
-documents start after it and completions end with it), which is what batched generation needs.
-A missing directory, or a hub id that cannot be fetched (say HF_HUB_OFFLINE=1 and nothing cached),
-fails with one `ModelLoadError` that says what was tried and what to do.
-`use_padding_aware_positions(model)` makes a plain forward on left-padded rows use the positions that
-generate() uses (GRPO scoring needs it; see there). `use_fused_gelu(model)` swaps GPT-2's GELU for torch's
-fused kernel of the same function. `new_gpt2_model` makes a small one from scratch.
+One loader for every stage; what cannot load fails with one `ModelLoadError` saying what was tried and what to do.
 """
 
 from __future__ import annotations
@@ -44,12 +38,9 @@ def load_model_and_tokenizer(
 ) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerBase]:
     """Load a GPT2LMHeadModel and its fast tokenizer from a local directory or a hub id.
 
-    dtype defaults to float32 (transformers 5 would otherwise use the checkpoint's dtype): the optimizer
-    keeps fp32 master weights and accelerate's bf16 autocast does the fast math.
-    The model keeps its own dropout (GRPO turns it off through TRL's `disable_dropout`, which
-    RookWorldGRPOConfig sets). tokenizer_name_or_path, when the model directory has no tokenizer files, names
-    where to take them from (e.g. "openai-community/gpt2"). `model_kwargs`: more keywords for the model's
-    from_pretrained (a GRPOConfig's model_init_kwargs, e.g. attn_implementation).
+    dtype defaults to float32 (transformers 5 would use the checkpoint's): fp32 master weights, bf16 autocast
+    for the fast math. tokenizer_name_or_path: where to take the tokenizer from when the model directory has
+    none (e.g. "openai-community/gpt2"). `model_kwargs`: more for from_pretrained (e.g. attn_implementation).
     """
     kwargs = {"revision": revision} if revision else {}
     tok_source = tokenizer_name_or_path or name_or_path
@@ -78,7 +69,11 @@ def load_model_and_tokenizer(
     # Left padding keeps every prompt's last token in the last column, where generation continues.
     tokenizer.padding_side = "left"
     tokenizer.pad_token = tokenizer.eos_token
-    set_special_token_ids(model, tokenizer)
+    # config and generation config as the tokenizer says (pad = eos), so generate() does not guess
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    for config in (model.config, model.generation_config):
+        config.eos_token_id, config.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+        config.bos_token_id = bos
     model.loss_type = CAUSAL_LM_LOSS
     use_fused_gelu(model)
     if device is not None:
@@ -87,8 +82,7 @@ def load_model_and_tokenizer(
 
 
 def init_kwargs(model_init_kwargs: dict | None) -> dict:
-    """load_model_and_tokenizer's keywords from TRL's `model_init_kwargs`: dtype (a name, "auto" or a torch
-    dtype), revision, and the rest for from_pretrained (attn_implementation, ...), as TRL loads the reference.
+    """load_model_and_tokenizer's keywords from TRL's `model_init_kwargs`, as TRL loads the reference.
 
     >>> init_kwargs({"dtype": "bfloat16", "attn_implementation": "eager"})
     {'dtype': torch.bfloat16, 'revision': None, 'model_kwargs': {'attn_implementation': 'eager'}}
@@ -99,8 +93,8 @@ def init_kwargs(model_init_kwargs: dict | None) -> dict:
     return {"dtype": dtype, "revision": revision, "model_kwargs": rest}
 
 
-# GPT2LMHeadModel's class name maps to no transformers loss, so every run with labels (SFT, replay) warned
-# "`loss_type=None` was set in the config but it is unrecognized"; it is the causal LM loss, said outright
+# GPT2LMHeadModel's class name maps to no transformers loss ("`loss_type=None` ... unrecognized" in every run with
+# labels): it is the causal LM loss, said outright
 CAUSAL_LM_LOSS = "ForCausalLM"
 
 
@@ -121,8 +115,7 @@ def check_weights_match(model: nn.Module, info: dict, name_or_path: str) -> None
 
 
 def check_finite_weights(model: nn.Module, name_or_path: str) -> None:
-    """ModelLoadError when a weight is NaN or infinite: such a model answers nothing, and an eval of it reads as
-    a normal table of 0% (a diverged run's weights; training would fail in its first step)."""
+    """ModelLoadError when a weight is NaN or infinite (a diverged run's): its eval would read as a table of 0%."""
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         raise ModelLoadError(
@@ -145,9 +138,14 @@ def _size_text(mismatch) -> str:
 def _from_pretrained(loader, name_or_path: str, what: str, **kwargs):
     """Call a transformers from_pretrained; turn any failure into one ModelLoadError with a fix."""
     if os.path.isdir(name_or_path):
-        damaged = _damaged_weights(name_or_path) if what == "model" else None
-        if damaged:
-            raise ModelLoadError(f"{damaged}; replace it (re-copy or re-download the model directory)")
+        # safetensors reports a truncated file without naming it: check each header first
+        for name in sorted(os.listdir(name_or_path)) if what == "model" else ():
+            path = os.path.join(name_or_path, name)
+            if name.endswith(".safetensors") and (problem := safetensors_problem(path)):
+                raise ModelLoadError(
+                    f"model weights {path} are damaged: {problem}; replace it (re-copy or re-download the model "
+                    "directory)"
+                )
         try:
             return loader(name_or_path, **kwargs)
         except (OSError, ValueError, SafetensorError, pickle.UnpicklingError) as e:
@@ -173,17 +171,6 @@ def _from_pretrained(loader, name_or_path: str, what: str, **kwargs):
         ) from None
 
 
-def _damaged_weights(model_dir: str) -> str | None:
-    """'PATH is damaged: why' for the first .safetensors file in model_dir whose header does not describe the
-    file, else None. Why check first: safetensors reports a truncated file without naming it."""
-    for name in sorted(os.listdir(model_dir)):
-        path = os.path.join(model_dir, name)
-        problem = safetensors_problem(path) if name.endswith(".safetensors") else None
-        if problem:
-            return f"model weights {path} are damaged: {problem}"
-    return None
-
-
 def tied_parameter_names(model: nn.Module) -> set[str]:
     """Names of parameters that are another parameter under a second name (GPT-2's lm_head.weight is
     transformer.wte.weight): save_pretrained stores them once, so loaders may report them missing."""
@@ -196,16 +183,6 @@ def _first_line(e: Exception) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def set_special_token_ids(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Make config and generation config agree with the tokenizer (pad = eos), so generate() does not guess."""
-    for config in (model.config, model.generation_config):
-        config.eos_token_id = tokenizer.eos_token_id
-        config.pad_token_id = tokenizer.pad_token_id
-        config.bos_token_id = (
-            tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        )
-
-
 def trained_fen_width(model: nn.Module) -> int | None:
     """The P: FEN field width of the data `model` was trained on, as its config.json records it (None: not
     recorded, e.g. a model trained elsewhere such as RookWorld-LM-124M)."""
@@ -213,10 +190,9 @@ def trained_fen_width(model: nn.Module) -> int | None:
 
 
 def train_at_fen_width(model: nn.Module, width: int | None) -> int | None:
-    """The P: FEN width a training run uses (the recipe's fen_width, else its data's: chess.formats.fen_width_of),
-    recorded in the model's config, so that checkpoints and the final model say how to prompt them
-    (docs/FORMATS.md). None: the run has no P: prompts, and what the model was trained on before stays."""
-    if width is None:  # no P: rows: what the model was trained on before stays
+    """Record a run's P: FEN width in the model's config, so checkpoints say how to prompt them
+    (docs/FORMATS.md); None (no P: prompts) keeps what the model was trained on before."""
+    if width is None:
         return trained_fen_width(model)
     before = trained_fen_width(model)
     if before not in (None, width):
@@ -238,8 +214,7 @@ def set_dropout(model: nn.Module, p: float) -> None:
 
 
 def gpt2_backbone(model: nn.Module, required: bool = True) -> GPT2Model | None:
-    """The GPT2Model inside `model` (a GPT2LMHeadModel, through PEFT, DDP and compile wrappers): the transformer
-    under the LM head, which TRL's fused head, our hooks and the value head call. None (or ValueError when
+    """The GPT2Model inside `model` (through PEFT, DDP and compile wrappers); None (or ValueError when
     `required`) when there is none."""
     backbone = next((m for m in model.modules() if isinstance(m, GPT2Model)), None)
     if backbone is None and required:
@@ -248,13 +223,9 @@ def gpt2_backbone(model: nn.Module, required: bool = True) -> GPT2Model | None:
 
 
 def use_fused_gelu(model: nn.Module) -> None:
-    """Replace GPT-2's `gelu_new` with `gelu_pytorch_tanh`: the same tanh GELU formula, one fused torch kernel.
-
-    Why: `gelu_new` is five elementwise ops in Python, each a pass over the MLP activations and each kept
-    for backward; with the fused kernel a CPU forward+backward of the embedded model is ~1.2x faster and
-    its logits differ by ~1e-5 (`python scripts/bench/bench_gelu.py`). The config is updated too, so saved
-    checkpoints load with the fused kernel. Other activations are left alone.
-    """
+    """Replace GPT-2's `gelu_new` with `gelu_pytorch_tanh` (config too, so checkpoints keep it): the same
+    formula in one fused kernel instead of five elementwise ops, a CPU forward+backward ~1.2x faster, logits
+    within ~1e-5 (`python scripts/bench/bench_gelu.py`)."""
     backbone = gpt2_backbone(model, required=False)
     if backbone is not None and backbone.config.activation_function == "gelu_new":
         backbone.config.activation_function = "gelu_pytorch_tanh"
@@ -263,15 +234,12 @@ def use_fused_gelu(model: nn.Module) -> None:
 
 
 def use_padding_aware_positions(model: nn.Module) -> torch.utils.hooks.RemovableHandle:
-    """Make forward calls that pass no position_ids number positions from the attention mask.
+    """Make forward calls that pass no position_ids number positions from the attention mask; the hook's
+    handle (.remove() undoes it).
 
-    Why: transformers' GPT-2 forward numbers positions 0..T-1 counting the left padding, while
-    generate() passes padding-aware positions. TRL scores GRPO completions with a plain forward over
-    left-padded prompt+completion rows, so a padded row would be scored at positions shifted by its
-    padding, not those it was sampled at (GPT-2's learned position embeddings make that a different
-    distribution). Apply it to the policy AND the reference model (TRL builds the reference itself from
-    the policy's path, so a loader hook would not reach it). Works through PEFT/DDP wrappers and TRL's
-    fused LM head, which all call the inner GPT2Model. Returns the hook handle (.remove() undoes it).
+    Why: GPT-2's forward counts the left padding in its positions, generate() does not, and TRL scores GRPO
+    completions with a plain forward over left-padded rows: a padded row would be scored at other positions
+    than it was sampled at. Apply it to the policy AND the reference model (TRL builds the reference itself).
     """
     return gpt2_backbone(model).register_forward_pre_hook(_positions_from_mask, with_kwargs=True)
 

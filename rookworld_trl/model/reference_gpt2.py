@@ -1,13 +1,8 @@
-"""A small, readable pure-PyTorch GPT-2 that loads transformers' GPT2LMHeadModel weights, and the
-`rookworld parity` check that both compute the same thing.
+"""A small, readable pure-PyTorch GPT-2 that loads transformers' GPT2LMHeadModel weights, and the checks that both
+compute the same thing (`parity_checks`: logits at real positions of a left-padded batch, our KV cache against our
+full forward, greedy generation), so a transformers upgrade that changes them shows up here, not as a worse run.
 
-    rookworld parity jrahn/RookWorld-LM-124M            # or a local model directory
-    python -m rookworld_trl.model.reference_gpt2 MODEL --tolerance 1e-4 --max_new_tokens 24
-
-The check runs a left-padded batch of RookWorld prompts through both models and compares: the logits
-at real (non-pad) positions, our KV-cache decoding against our full forward, and greedy generation
-(transformers' generate against ours). It pins down what the library computes on our inputs (left
-padding, position ids, cache), so a change in a transformers upgrade shows up here, not as a worse run.
+    rookworld parity jrahn/RookWorld-LM-124M            # or a local model directory (stages/eval/parity.py)
 """
 
 from __future__ import annotations
@@ -98,11 +93,8 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def attention_mask_4d(attention_mask: torch.Tensor, T: int) -> torch.Tensor:
-    """Boolean (B, 1, T, S) mask for the last T of S tokens: causal, and no attention to padding.
-
-    Each token may always attend to itself: a left-pad query has no real key before it, and a row
-    with nothing to attend to would make softmax NaN. Outputs at pad positions are never used.
-    """
+    """Boolean (B, 1, T, S) mask for the last T of S tokens: causal, and no attention to padding. Each token
+    attends to itself: a left-pad query has no real key, and softmax of nothing is NaN (pad outputs go unused)."""
     S = attention_mask.size(1)
     q = torch.arange(S - T, S, device=attention_mask.device)[:, None]
     k = torch.arange(S, device=attention_mask.device)[None, :]
@@ -126,11 +118,8 @@ class GPT(nn.Module):
         self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-2
 
     def forward(self, input_ids, attention_mask=None, past=None):
-        """Logits (B, T, vocab) for input_ids (B, T), and the KV cache (one (k, v) per layer).
-
-        attention_mask (B, past_len + T) covers the cached tokens too: 1 real, 0 padding.
-        past: the cache returned by the previous call, or None.
-        """
+        """Logits (B, T, vocab) for input_ids (B, T), and the KV cache (one (k, v) per layer); attention_mask
+        (B, past_len + T) covers the cached tokens (`past`, the previous call's cache) too."""
         B, T = input_ids.shape
         past_len = 0 if past is None else past[0][0].size(2)
         if attention_mask is None:
@@ -146,11 +135,8 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate_greedy(self, input_ids, attention_mask, max_new_tokens, eos_token_id=None):
-        """Greedy decoding of a left-padded batch with the KV cache; returns prompt + new tokens (like HF).
-
-        A row that has produced eos_token_id keeps emitting it (pad = eos) and decoding stops once every
-        row has, so the result matches transformers' generate(do_sample=False, pad_token_id=eos).
-        """
+        """Greedy decoding of a left-padded batch with the KV cache: prompt + new tokens, as transformers'
+        generate(do_sample=False, pad_token_id=eos) (a row past its eos emits eos; all done: stop)."""
         logits, past = self(input_ids, attention_mask)
         done = torch.zeros(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
         for step in range(max_new_tokens):

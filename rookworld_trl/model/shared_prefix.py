@@ -1,13 +1,10 @@
 """GRPO scoring with shared prompts: GPT-2's backbone runs each distinct prompt once for its group.
 
-TRL scores a batch of prompt + completion rows, each prompt repeated num_generations times, with one forward
-over every row (policy with gradient, reference without). Here, while TRL's scoring runs (`prompt_length` set
-by trl_compat), the backbone computes the prompt part once per distinct prompt and the completion part per
-row, its attention reading the prompt's keys and values; every row gets its prompt's hidden states through an
-index, whose backward sums the group's gradients. The output is the backbone's `last_hidden_state` at every
-position, so TRL's fused LM head, its log-probs and everything after them are unchanged (tests/test_decoding.py
-checks log-probs and gradients against TRL's own forward). 8 samples of a ~70-token prompt with ~45-token
-completions: about half the scoring FLOPs (`python scripts/bench/bench_step.py`).
+While TRL's scoring runs (`prompt_length` set by trl_compat), the backbone computes the prompt part once per
+distinct prompt and the completion part per row, reading the prompt's keys and values; each row gets its
+prompt's hidden states through an index, whose backward sums the group's gradients. The output is the usual
+`last_hidden_state`, so TRL's fused LM head and log-probs are unchanged. 8 samples of a ~70-token prompt with
+~45-token completions: about half the scoring FLOPs (`python scripts/bench/bench_step.py`).
 
     shared_prefix_scoring: true    # GRPO config field (default); false: TRL's forward over every row
 

@@ -136,11 +136,8 @@ def hub_source(name: str, revision: str | None = None) -> str:
 
 
 def safetensors_problem(path: str) -> str | None:
-    """None when a .safetensors file's header parses and its tensors exactly fill the file, else why not.
-
-    Why this check: a truncated or overwritten file fails deep inside the loader with a message that names
-    no file; the header (8-byte length + JSON with every tensor's byte range) tells it in microseconds.
-    """
+    """None when a .safetensors file's header parses and its tensors exactly fill the file, else why not
+    (the loader's own error for a truncated file names no file)."""
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
@@ -165,8 +162,7 @@ MAX_PARAMETERS = 3e9
 
 
 def check_config(path: str) -> None:
-    """ModelLoadError for a folder's config.json that is too large, not a JSON object, or describes a model
-    beyond MAX_PARAMETERS (n_layer x 12 x n_embd^2 + vocab x n_embd): said before transformers reads it."""
+    """ModelLoadError for a config.json too large, not a JSON object, or beyond MAX_PARAMETERS."""
     file = os.path.join(path, "config.json")
     if os.path.getsize(file) > MAX_CONFIG_BYTES:
         raise ModelLoadError(f"{file} is {os.path.getsize(file)} bytes, not a model config (a few kB); replace it "

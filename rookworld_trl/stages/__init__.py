@@ -1,5 +1,2 @@
-"""The front door and the stage runners: how `rookworld train` / `sft` start (launch.py, preflight.py with
-recipe.py; doctor.py) and what they start, through accelerate (grpo.py,
-sft.py: `-m rookworld_trl.stages.grpo`, `-m rookworld_trl.stages.sft`), each parsing a recipe, building a trainer,
-training and evaluating.
-"""
+"""The front door (cli.py, launch.py, preflight.py, recipe.py, doctor.py) and the stages it starts through
+accelerate (grpo.py, sft.py), each parsing a recipe, building a trainer, training and evaluating; eval/."""

@@ -4,8 +4,7 @@
     rookworld train [--accelerate_config accelerate_configs/cpu.yaml] [--config recipe.yaml] [overrides]
     rookworld <command> --help
 
-Each command module exposes `main(argv)`. The training stages (`train`, `sft`) go through `accelerate launch`
-(stages/launch.py) so that `rookworld train` and `accelerate launch -m rookworld_trl.stages.grpo` are one path;
+Each command module exposes `main(argv)`. `train` and `sft` go through `accelerate launch` (stages/launch.py);
 the others run in this process, after a second's check of the models and data they name.
 """
 
@@ -47,8 +46,7 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`rookworld ARGS`: the exit code. Ctrl-C anywhere before a stage's trainer takes it over (the checks, the
-    imports, the launch) is one line and exit 130; the trainer's own saves the step first (training/interrupt.py)."""
+    """`rookworld ARGS`: the exit code. Ctrl-C before a stage's trainer takes it over is one line and exit 130."""
     try:
         return dispatch(sys.argv[1:] if argv is None else list(argv))
     except KeyboardInterrupt:
@@ -91,8 +89,7 @@ def dispatch(argv: list[str]) -> int:
 
 
 def check_models(command: str, argv: list[str]) -> None:
-    """The models `rookworld eval` / `parity` name (the first argument, eval's --baseline): model/source.py's
-    check, which the command repeats as it loads them."""
+    """model/source.py's check of the models `rookworld eval` / `parity` name (the first argument, --baseline)."""
     if command not in ("eval", "parity") or not argv or argv[0].startswith("-"):
         return
     from rookworld_trl.model.source import model_source
@@ -106,9 +103,8 @@ def check_models(command: str, argv: list[str]) -> None:
 
 
 def check_source(command: str, argv: list[str]) -> None:
-    """The file `rookworld data load` / `audit` name: the preflight's check (a missing path, an empty file; for
-    load its first bad line, which audit counts as a failure instead), which the command repeats as it reads the
-    file, before `datasets` and Stockfish load."""
+    """The preflight's check of the file `rookworld data load` / `audit` name, before `datasets` and Stockfish
+    load (audit counts bad lines instead of stopping at the first)."""
     if command != "data" or len(argv) < 2 or argv[0] not in ("load", "audit") or argv[1].startswith("-"):
         return
     from rookworld_trl.data import files

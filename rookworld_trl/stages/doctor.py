@@ -5,11 +5,7 @@ figures; for each FAIL, the recipe line (or setting) that switches that path off
     rookworld doctor                      # ~1 min on a CPU; GPU rows say SKIP where there is no CUDA
     rookworld doctor --skip_grpo          # everything but the 2-step GRPO run
 
-Rows: versions, TRL internals (training/trl_compat.check_internals), CUDA, bf16, torch.compile's inductor,
-Stockfish; the sampler's three paths (CUDA graph, eager, transformers' generate(): greedy tokens equal, the
-log-prob gap to the model's forward, tokens/s), bf16 scoring against fp32, torch.compile's forward, the
-reference model on a second device, and a 2-step GRPO run. A check that raises is a FAIL with its one-line
-cause, never a traceback. Exit code: 0 when nothing FAILed, else 1.
+A check that raises is a FAIL with its one-line cause, never a traceback. Exit code: 0 when nothing FAILed, else 1.
 """
 
 from __future__ import annotations
@@ -147,8 +143,7 @@ def embedded(state, device: str):
 
 
 def sampler_path(path: str, device: str, bf16: bool = False) -> Callable[[dict], str]:
-    """A check of one sampler path: greedy tokens against generate(), the log-prob gap to the model's forward
-    (under the same autocast), tokens/s."""
+    """A check of one sampler path: greedy tokens against generate(), the log-prob gap to the forward, tokens/s."""
 
     def run(state) -> str:
         import torch

@@ -5,11 +5,9 @@
     accelerate launch --config_file accelerate_configs/cpu.yaml -m rookworld_trl.stages.grpo --config recipes/...
     rookworld train --config recipes/grpo_rookworld_124m_gpu.yaml       # the same, via rookworld_trl/stages/cli.py
 
-Every GRPOConfig / TrainingArguments field stays reachable from a recipe and as a --flag. Checkpoint tiers with
-verified completion markers and resume modes are rookworld_trl/training/checkpoints.py'; a finished run re-run
-trains nothing; a full disk or Ctrl-C ends with one line saying how to resume; publishing of final/ only is
-rookworld_trl/training/publish.py. The in-training eval (EvalCallback: a greedy policy + environment evaluation every N
-steps, through the suites of `rookworld eval`) draws the run's learning curve (report/learning_curve.png).
+Every GRPOConfig / TrainingArguments field is a recipe field and a --flag. Checkpoints and resume:
+training/checkpoints.py; publishing: training/publish.py. EvalCallback (a greedy policy + environment eval every
+N steps) draws the learning curve (report/learning_curve.png).
 """
 
 from __future__ import annotations
@@ -24,7 +22,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_callback import TrainerCallback, TrainerState
 from trl import ModelConfig, get_peft_config
 
-from rookworld_trl.chess.engine import EnginePool, MoveEval
+from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool, MoveEval
 from rookworld_trl.chess.formats import FEN_WIDTH, fen_width_of
 from rookworld_trl.common.entry import say
 from rookworld_trl.common.locks import scoped
@@ -45,39 +43,21 @@ from rookworld_trl.model.loading import (
 from rookworld_trl.stages.eval.evaluate import EvalItems, EvalSettings, analysed, draw_items, run_suites
 from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints, publish
-from rookworld_trl.training.checkpoints import (
-    check_output_dir,
-    check_shared_output_dir,
-    lock_run_dir,
-    machine_of_process,
-)
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.interrupt import said_interrupted
 
 
 def engine_cache_path(script: GRPOScriptArguments, output_dir: str) -> str | None:
-    """The engine's sqlite cache, inside output_dir (None: memory only); on several machines one file per
-    machine (engine_cache.machine1.sqlite): sqlite's WAL mode shares a file between processes of one host only."""
+    """The engine's sqlite cache in output_dir (None: memory only); one file per machine (sqlite's WAL mode
+    shares a file between processes of one host only)."""
     if not script.engine_cache:
         return None
     path = os.path.join(output_dir, script.engine_cache)
-    machine, machines = machine_of_process()
+    machine, machines = checkpoints.machine_of_process()
     if machines > 1 and machine > 0:
         stem, ext = os.path.splitext(path)
         path = f"{stem}.machine{machine}{ext}"
     return path
-
-
-def engine_pool(script: GRPOScriptArguments, output_dir: str):
-    """The Stockfish pool of the policy reward and the evals, from the engine fields, its sqlite cache in
-    output_dir (engine_cache_path)."""
-    from rookworld_trl.chess.engine import MULTIPV, EngineLimit, EnginePool
-
-    cache = engine_cache_path(script, output_dir)
-    if cache:
-        os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
-    limit = EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes)
-    return EnginePool(script.engine_workers, limit, multipv=MULTIPV, cache=cache)
 
 
 def eval_settings(
@@ -102,8 +82,8 @@ def eval_settings(
 def before_after_eval(
     script: GRPOScriptArguments, args: RookWorldGRPOConfig, initial_model: str, final_dir: str, data=None
 ) -> str:
-    """Evaluate the final model against the initial one on held-out data (output_dir/eval/eval.{json,md,png}),
-    draw the run's curves (output_dir/report/); returns the eval's markdown table."""
+    """Evaluate the final model against the initial one (output_dir/eval/), draw the run's curves
+    (output_dir/report/); the eval's markdown table."""
     from rookworld_trl.stages.eval import evaluate
     from rookworld_trl.stages.eval.charts import report, written_line
 
@@ -119,33 +99,26 @@ def before_after_eval(
         return f.read()
 
 
-def say_finished(output_dir: str, max_steps: int, resume: str | None) -> None:
-    """One line: the run in output_dir is finished, where its model is, and how to train on or start over."""
-    final = os.path.join(output_dir, checkpoints.FINAL_DIR)
-    on = "raise --max_steps" if resume else "--resume_from_checkpoint auto and a higher --max_steps"
-    say(
-        f"{output_dir} is finished (max_steps {max_steps}): the final model is in {final}; nothing to train "
-        f"({on} to train on; to start over, pass another --output_dir or remove {output_dir})"
-    )
-
-
 def train(
     trainer: RookWorldGRPOTrainer,
     script: GRPOScriptArguments | None = None,
     initial_model: str | None = None,
     data=None,
 ) -> int:
-    """Resume per args.resume_from_checkpoint, train, save final (and push), then the before/after eval
-    against `initial_model` on the main process (`script`: its data and engine; default GRPOScriptArguments();
-    `data`: the run's RunData, None: the eval reads the script's data itself). Returns a process exit code."""
+    """Resume, train, save final (and push), then the before/after eval against `initial_model` on the main
+    process; a process exit code."""
     args, script = trainer.args, script or GRPOScriptArguments()
-    check_output_dir(args.output_dir)
+    checkpoints.check_output_dir(args.output_dir)
     # the main process moves incomplete and damaged checkpoints aside first
     with trainer.accelerator.main_process_first():
         resume = checkpoints.resolve_resume(args.resume_from_checkpoint, args.output_dir)
     done = checkpoints.finished_step(resume, args.max_steps) if resume else None
     if checkpoints.is_finished(args.output_dir) and (done is not None or not resume):
-        say_finished(args.output_dir, args.max_steps, resume)  # never retrain over a finished run silently
+        # never retrain over a finished run silently
+        out, final = args.output_dir, os.path.join(args.output_dir, checkpoints.FINAL_DIR)
+        on = "raise --max_steps" if resume else "--resume_from_checkpoint auto and a higher --max_steps"
+        say(f"{out} is finished (max_steps {args.max_steps}): the final model is in {final}; nothing to train "
+            f"({on} to train on; to start over, pass another --output_dir or remove {out})")  # fmt: skip
         return 0
     if done is not None:  # killed while saving final/ or evaluating: finish those, train no extra step
         say(f"{resume} is at max_steps ({done}) but final/ is incomplete: writing it")
@@ -184,9 +157,8 @@ def train(
 
 
 def load_policy(args: RookWorldGRPOConfig, model_args: ModelConfig):
-    """(model, tokenizer) at the recipe's revision, dtype, attn_implementation and model_init_kwargs; TRL builds
-    the reference model from the policy's name and `args.model_init_kwargs` (its dtype defaults to the
-    policy's), so the revision and attn_implementation go there too: both models load alike."""
+    """(model, tokenizer) as the recipe says; revision and attn_implementation go into `args.model_init_kwargs`
+    too, from which TRL builds the reference model: both models load alike."""
     init = dict(args.model_init_kwargs or {})
     if model_args.model_revision:
         init["revision"] = model_args.model_revision
@@ -199,9 +171,8 @@ def load_policy(args: RookWorldGRPOConfig, model_args: ModelConfig):
 
 
 def lora_targets(model_args: ModelConfig) -> ModelConfig:
-    """TRL's ModelConfig turns a one-item `lora_target_modules: [c_attn]` into the string "c_attn", which PEFT
-    reads as a regex of the whole module name ("transformer.h.0.attn.c_attn" does not match): a plain module
-    name becomes the one-item list again (PEFT then matches it as a name's suffix, as the list meant)."""
+    """TRL turns a one-item `lora_target_modules: [c_attn]` into "c_attn", which PEFT reads as a regex of the
+    whole module name (matching nothing): a plain module name becomes the one-item list again."""
     target = model_args.lora_target_modules
     if isinstance(target, str) and target != "all-linear" and re.fullmatch(r"[\w.]+", target):
         model_args.lora_target_modules = [target]
@@ -218,7 +189,7 @@ def parse(argv: list[str] | None = None):
         check_rewards(script, args)
     except ValueError as e:
         parser.error(str(e))
-    check_output_dir(args.output_dir)  # before the engine cache or logs write there
+    checkpoints.check_output_dir(args.output_dir)  # before the engine cache or logs write there
     if args.push_to_hub:  # the network, the token and the repo name now, not after hours of training
         publish.check_hub(args)
     if not model_args.model_name_or_path or not script.dataset_name:
@@ -226,15 +197,14 @@ def parse(argv: list[str] | None = None):
     # Recipes name the embedded model and data relative to the repository/package root: any cwd works.
     resolve_paths(model_args, "model_name_or_path")
     resolve_paths(script, "dataset_name", "tactics_dataset")
-    lock_run_dir(args.output_dir, "rookworld train")  # one run per output_dir; the checks above write nothing
+    # one run per output_dir; the checks above write nothing
+    checkpoints.lock_run_dir(args.output_dir, "rookworld train")
     return script, args, model_args
 
 
 def data_options(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
-    """The run's DataOptions (data/load.py): one set for every read of the run's data. The FEN width is
-    fen_width when set, else the one the model was trained at (its config.json), else the data's; a puzzle file
-    is labelled at the reward's engine limit, into the engine's cache."""
-    from rookworld_trl.chess.engine import EngineLimit
+    """The run's DataOptions (data/load.py), one set for every read of its data; the FEN width: fen_width,
+    else the model's (its config.json), else the data's."""
     from rookworld_trl.data.load import DataOptions
 
     curve = bool(script.eval_every_steps) and not 0 < args.max_steps < script.eval_every_steps
@@ -252,8 +222,7 @@ def data_options(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
 
 
 def load_run_data(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model):
-    """The run's RunData, read once; records its FEN width (for training, replay and eval prompts) in the
-    model's config.json and in script.fen_width."""
+    """The run's RunData, read once; its FEN width recorded in the model's config and script.fen_width."""
     from rookworld_trl.data.load import run_data
 
     data = run_data(data_options(script, args, model))
@@ -262,8 +231,7 @@ def load_run_data(script: GRPOScriptArguments, args: RookWorldGRPOConfig, model)
 
 
 def build(argv: list[str] | None = None):
-    """(trainer, engine pool, GRPOScriptArguments, ModelConfig, the run's RunData (data/load.py), which the final
-    eval reads too) from a recipe and --flags, as `python -m rookworld_trl.stages.grpo` runs them; the caller
+    """(trainer, engine pool, GRPOScriptArguments, ModelConfig, RunData) from a recipe and --flags; the caller
     closes the engine pool."""
     script, args, model_args = parse(argv)
     from accelerate import PartialState
@@ -272,13 +240,17 @@ def build(argv: list[str] | None = None):
 
     # before anything loads: several machines share output_dir (checkpoints are written once, every rank
     # resumes from them), and a vLLM server answers (TRL would wait vllm_server_timeout, then a traceback)
-    check_shared_output_dir(PartialState(), args.output_dir)
+    checkpoints.check_shared_output_dir(PartialState(), args.output_dir)
     check_vllm_server(args, model_args.model_name_or_path)
     model, tokenizer = load_policy(args, model_args)
     # one process labels a puzzle file or parses raw lines (data/read.py), the others read its cache
     with PartialState().main_process_first():
         data = load_run_data(script, args, model)
-    engine = engine_pool(script, args.output_dir)
+    cache = engine_cache_path(script, args.output_dir)  # the reward's and the evals' Stockfish
+    if cache:
+        os.makedirs(os.path.dirname(cache) or ".", exist_ok=True)
+    limit = EngineLimit(depth=script.engine_depth, nodes=script.engine_nodes)
+    engine = EnginePool(script.engine_workers, limit, multipv=MULTIPV, cache=cache)
     if "policy_reward" in script.reward_funcs or script.eval_samples > 0:
         engine.check()  # a broken STOCKFISH_PATH: one line before training, not inside its first step
     # registry names, or your own functions by dotted path, checked as TRL will call them
@@ -304,12 +276,8 @@ def build(argv: list[str] | None = None):
 
 
 class EvalCallback(TrainerCallback):
-    """A greedy policy + environment evaluation before training and every `every_steps` optimizer steps.
-
-    The figures go through `trainer.log` as "eval/<suite>/<figure>" and so land in the metrics JSONL and
-    TensorBoard. Items are drawn once from `dataset` (columns task, prompt, optionally kind) with the
-    settings' seed and sample sizes; the engine analyses the P: positions once, on first use. Only the main
-    process evaluates.
+    """A greedy policy + environment evaluation before training and every `every_steps` optimizer steps, on
+    the main process, logged as "eval/<suite>/<figure>"; items drawn once, P: positions analysed on first use.
 
         trainer.add_callback(EvalCallback(trainer, eval_dataset, pool, 50, EvalSettings(data=..., ...)))
     """
@@ -349,9 +317,8 @@ class EvalCallback(TrainerCallback):
         trainer = self.trainer
         model = trainer.accelerator.unwrap_model(trainer.model)
         logs = self.evaluate(model, trainer.processing_class)
-        # Log with the model in eval mode: GRPOTrainer.log then merges its (empty) eval metrics, and the
-        # training averages it has gathered since the last log stay for the regular log row. trainer.log
-        # also clears control.should_log (CallbackHandler.on_log): restore it, or this step's row is lost.
+        # In eval mode GRPOTrainer.log merges its (empty) eval metrics and keeps the training averages for the
+        # regular row; trainer.log clears control.should_log: restored, or this step's row is lost.
         was_training, should_log = trainer.model.training, control.should_log
         trainer.model.eval()
         try:

@@ -4,14 +4,8 @@ for several CPU processes) in a session of its own (`run_group`), with the stage
 
     launch("rookworld_trl.stages.grpo", ["--max_steps", "5"], "recipes/grpo_tiny_cpu.yaml")
 
-Where `rookworld train` trains when the command line does not say: on a machine with CUDA, the GPU. The main job's
-recipe (recipes/grpo_tiny_cpu.yaml) sets `use_cpu: true` so that it runs anywhere; where CUDA is available the
-launcher moves it to the GPU in bf16, as transformers' Trainer would (docs/GPU.md). The user's own `--use_cpu
-true/false`, or an --accelerate_config that sets use_cpu (cpu.yaml, multi_cpu.yaml), always wins (`gpu_flags`).
-
-Stop signals: the launcher runs in a session of its own; Ctrl-C, SIGTERM or SIGHUP goes to the stage processes only,
-which finish their step and save (training/interrupt.py), or stops the whole launch while they are still importing;
-whatever of the session is left when the launcher exits is killed.
+Where CUDA is available, `rookworld train` moves the main job's CPU recipe to the GPU in bf16 (docs/GPU.md); a
+--use_cpu flag or an --accelerate_config that sets use_cpu wins (`gpu_flags`). Stop signals: see `run_group`.
 """
 
 from __future__ import annotations
@@ -41,9 +35,8 @@ def recipe_use_cpu(argv: list[str]) -> bool | None:
 
 
 def default_accelerate_config(argv: list[str]) -> tuple[str, str]:
-    """(accelerate config, why) for a stage's argv when --accelerate_config is not given: the recipe decides.
-    A CPU recipe (`use_cpu: true` in its YAML, or --use_cpu true) gets cpu.yaml whatever devices are
-    visible; any other gets single_gpu.yaml (bf16) where CUDA is available, else cpu.yaml."""
+    """(accelerate config, why) when --accelerate_config is not given: cpu.yaml for a CPU recipe or machine,
+    else single_gpu.yaml (bf16)."""
     import torch
 
     if recipe_use_cpu(argv):
@@ -58,8 +51,8 @@ def default_accelerate_config(argv: list[str]) -> tuple[str, str]:
 def gpu_flags(
     argv: list[str], recipe_use_cpu: bool | None, config_use_cpu: bool | None, cuda: bool
 ) -> list[str]:
-    """The flags to add to a `rookworld train` argv: `--use_cpu false --bf16 true` (no --bf16 when the user
-    gave one) when CUDA is available and only the recipe asks for the CPU; else none.
+    """`--use_cpu false --bf16 true` (no --bf16 when given) when CUDA is available and only the recipe asks for
+    the CPU; else none.
 
     >>> gpu_flags([], recipe_use_cpu=True, config_use_cpu=None, cuda=True)
     ['--use_cpu', 'false', '--bf16', 'true']
@@ -87,7 +80,7 @@ def to_gpu(command: str, argv: list[str], accel: str | None) -> list[str]:
 
 def device_line(accel: str, argv: list[str], moved: list[str] | None = None) -> str:
     """Where the stage will train, and on a CPU run of a machine with CUDA, how to train on the GPU instead
-    (`moved`: the flags to_gpu added, said with how to stay on the CPU)."""
+    (`moved`: the flags to_gpu added)."""
     import torch
 
     if not torch.cuda.is_available():
@@ -125,11 +118,9 @@ def launcher(
     """(command, extra environment) that starts `target` (["-m", module] or [script]) with `argv` as the
     accelerate config says (`processes`: --num_processes, in place of the config's).
 
-    `accelerate launch` with the config, for every config but one: several CPU processes on one machine
-    (distributed_type MULTI_CPU), which accelerate starts only through mpirun; there torch's own launcher
-    (torchrun) starts them and accelerate joins them into one gloo group (the stage gets --use_cpu true).
-    A CPU config gets its thread count per process passed: OMP_NUM_THREADS when set, else the physical cores
-    shared out (what accelerate would pick, with a warning).
+    `accelerate launch`, but for several CPU processes on one machine (MULTI_CPU), which accelerate starts only
+    through mpirun: there torchrun starts them. A CPU config gets OMP_NUM_THREADS, else the physical cores shared
+    out (what accelerate would pick, with a warning).
     """
     import psutil  # an accelerate dependency
 
@@ -154,10 +145,16 @@ def launcher(
 
 
 def launch(module: str, argv: list[str], default_recipe: str | None, command: str = "train") -> int:
-    """Run `accelerate launch --config_file CFG -m MODULE --config RECIPE ARGV` (see `launcher`) and return its
-    exit code. --help: the fields a user sets with the recipe's values (stages/preflight.py short_help); --help_all: all."""
+    """Run `accelerate launch --config_file CFG -m MODULE --config RECIPE ARGV` (see `launcher`); its exit code."""
     argv = underscored(argv)  # --accelerate-config as --accelerate_config: one spelling for what is read here
-    check_given_recipe(argv, command)  # too large, binary, an alias bomb: one line before anything reads it
+    # a recipe too large, binary, an alias bomb: one line before anything reads it
+    if "--config" in argv[:-1] and os.path.isfile(path := resolve_path(argv[argv.index("--config") + 1])):
+        from rookworld_trl.training.recipes import check_recipe_file
+
+        try:
+            check_recipe_file(path)
+        except UserError as e:
+            raise_usage(command, str(e))
     if "--help_all" in argv:  # every field, as the config classes define them
         return subprocess.call([sys.executable, "-m", module, "--help"])
     if {"-h", "--help"} & set(argv):
@@ -180,7 +177,8 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
     elif default_recipe:
         argv = ["--config", resolve_path(default_recipe), *argv]
     try:  # bad input costs a second here, not the launch's 10-20 s (nor torch's import: to_gpu)
-        preflight(command, argv, int(processes or config_processes(accel)))
+        count = str(recipe_values(accel).get("num_processes", 1))  # none given, or no count: 1
+        preflight(command, argv, int(processes or (int(count) if count.isdigit() else 1)))
     except UserError as e:
         print(f"rookworld {command}: error: {clip(str(e))}", file=sys.stderr)
         return 2
@@ -205,20 +203,6 @@ def launch(module: str, argv: list[str], default_recipe: str | None, command: st
     return code
 
 
-def check_given_recipe(argv: list[str], command: str) -> None:
-    """The --config recipe through training/recipes.py check_recipe_file (when it is a file); one line, exit 2."""
-    from rookworld_trl.training.recipes import check_recipe_file
-
-    if "--config" not in argv[:-1]:
-        return
-    path = resolve_path(argv[argv.index("--config") + 1])
-    if os.path.isfile(path):
-        try:
-            check_recipe_file(path)
-        except UserError as e:
-            raise_usage(command, str(e))
-
-
 def launcher_flag(argv: list[str], flag: str, what: str, command: str) -> str | None:
     """The value of a flag `rookworld` reads itself (and takes out of argv), or None when not given."""
     if flag not in argv:
@@ -232,8 +216,7 @@ def launcher_flag(argv: list[str], flag: str, what: str, command: str) -> str | 
 
 
 def check_accelerate_config(path: str, command: str) -> None:
-    """One line, before the launcher's traceback, for an --accelerate_config that is missing, a directory, or
-    no accelerate config (a recipe given there: it has no distributed_type)."""
+    """One line for an --accelerate_config that is missing, a directory, or no accelerate config."""
     import yaml
 
     fix = "pass a YAML file of accelerate_configs/ (e.g. accelerate_configs/cpu.yaml)"
@@ -255,17 +238,9 @@ def raise_usage(command: str, message: str):
     sys.exit(2)
 
 
-def config_processes(accelerate_config: str | None) -> int:
-    """num_processes of an accelerate config (1 when none is given: cpu.yaml and single_gpu.yaml have one; 1 when
-    it names no count: accelerate says what is wrong with it)."""
-    count = str(recipe_values(accelerate_config).get("num_processes", 1))
-    return int(count) if count.isdigit() else 1
-
-
 def say_unset_fields(command: str, recipe: str, argv: list[str], default_recipe: str | None) -> None:
-    """One line when a --config leaves out fields a user sets (EXPECTED, neither in the recipe nor a --flag): it
-    replaces the default recipe, not layers on it (a GPU recipe must not inherit the CPU recipe's use_cpu), so those
-    take the config class's defaults."""
+    """One line when a --config leaves out fields a user sets (EXPECTED): it replaces the default recipe, not
+    layers on it (a GPU recipe must not inherit the CPU recipe's use_cpu)."""
     if not default_recipe or not os.path.isfile(recipe):
         return
     given = {**recipe_values(recipe), **flag_values(argv)}
@@ -284,18 +259,13 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, kill / 
 
 
 def run_group(cmd: list[str], env: dict | None = None, command: str = "train") -> int:
-    """Run the launcher cmd in a session of its own and return its exit code (128 + the signal's number
-    after a stop signal: 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
+    """Run the launcher cmd in a session of its own; its exit code (128 + the signal's number after a stop
+    signal).
 
-    A stop signal (STOP_SIGNALS) goes to the stage under the launcher only, which finishes its step, saves a
-    checkpoint and says how to resume; the wait goes on until it has exited, so the prompt returns once the
-    checkpoint is on disk. A second signal is passed on too: the stage then stops at once. A signal before
-    every stage process has finished its imports (entry.started_file) stops the whole launch instead, with one
-    line: there is nothing to save yet, and a stage stopped inside an import would print a traceback.
-    Whatever of the run's session is still running when the launcher has exited (an engine, a stage stuck past
-    its launcher) is killed: nothing of the run is left behind with parent PID 1. When this process itself is
-    killed (kill -9 runs no handler), the kernel sends the launcher SIGTERM (PR_SET_PDEATHSIG), and each stage
-    process under it the same when the launcher goes: the stage saves its step and stops.
+    A stop signal goes to the stage processes only, which finish their step and save; the wait goes on until
+    they exit. A second signal is passed on too (the stage stops at once). A signal before every stage process
+    has finished its imports (entry.started_file) stops the whole launch instead: nothing to save yet, and an
+    import stopped midway would be a traceback. What is left of the session after the launcher exits is killed.
     """
     exit_file = (env or {}).get(EXIT_FILE)
     received: list[int] = []

@@ -4,16 +4,11 @@ second, not after the wait. The stage checks everything again with the real pars
 
     rookworld train --config my.yaml --max_step 5      # -> one line: unknown flag --max_step (did you mean ...)
 
-What it checks, without importing TRL or datasets: the recipe (YAML syntax, a mapping, known fields), each
---flag's name, the numbers (int and float fields parse; each field's bound, stages/recipe.py check_numbers), and the data source: a
-missing path, an empty directory, a Parquet file without its markers, and a text / JSON Lines file's lines (each
-line a JSON object; every P:/A: line parses, as `rookworld data load` parses it) for up to DATA_SECONDS. The
-field names, kinds, defaults and bounds come from the stages' dataclasses (stages/recipe.py `fields_of`, read
-once per version of the package and of TRL, then from the user's cache).
+Without importing TRL or datasets: the recipe, each --flag's name and type, the numbers' bounds and the data
+source (up to DATA_SECONDS of it), against the stages' fields (stages/recipe.py `fields_of`, cached per version).
 
-And `rookworld train --help` / `rookworld sft --help` (`short_help`): the few fields a user sets, with the values of
-the recipe in use (the default recipe, or --config's) and of the --flags given, read from the YAML alone (no torch,
-no TRL: it answers in a moment). `--help_all` prints every field of the config classes (TRL's parser).
+And `rookworld train --help` / `rookworld sft --help` (`short_help`): the few fields a user sets, with the values in
+effect, read from the YAML alone (no torch, no TRL). `--help_all` prints every field (TRL's parser).
 
     rookworld train --config recipes/grpo_lora.yaml --max_steps 20 --help
 """
@@ -53,8 +48,8 @@ def bad_value(name: str, kind: str, value, default, recipe: str | None) -> UserE
 
 
 def values(command: str, recipe: str | None, argv: list[str]) -> dict:
-    """The recipe's values overlaid by the flags', each read as its field's type (`fields_of`); UserError for
-    an unknown field or flag, or a value its field's type does not take (`num_generations: [8, 4]`, `eight`)."""
+    """The recipe's values overlaid by the flags', each read as its field's type; UserError for an unknown
+    field or flag, or a value its type does not take."""
     fields = fields_of(command)
     merged = {}
     if recipe is not None:
@@ -102,21 +97,8 @@ def other_kind(command: str, recipe: str) -> str:
     return ""
 
 
-def missing_recipe(recipe: str) -> str:
-    """The one line for a --config that is not there, with the recipe of a close name when there is one (the one
-    did-you-mean, common/errors.py)."""
-    folder = resolve_path(os.path.dirname(recipe) or ".")  # recipes/ from anywhere, as the recipe itself
-    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-    prefix = os.path.join(os.path.dirname(recipe), "")
-    hint = did_you_mean(os.path.basename(recipe), names, prefix=prefix)
-    return (
-        f"recipe not found: {recipe}{hint or '; pass a YAML file (e.g. --config recipes/grpo_tiny_cpu.yaml)'}"
-    )
-
-
 def preflight(command: str, argv: list[str], processes: int = 1) -> None:
-    """The fast checks of `rookworld train` / `sft` (argv: the stage's, its --config resolved; `processes`: the
-    accelerate config's); other commands launched through accelerate check their own arguments."""
+    """The fast checks of `rookworld train` / `sft` (argv: the stage's, its --config resolved)."""
     if command not in STAGES:
         return
     recipe = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else None
@@ -125,7 +107,11 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
             f"--config {recipe} is a directory; pass a recipe YAML file (e.g. --config recipes/grpo_tiny_cpu.yaml)"
         )
     if recipe is not None and not os.path.isfile(recipe):
-        raise UserError(missing_recipe(recipe))
+        folder = resolve_path(os.path.dirname(recipe) or ".")  # recipes/ from anywhere, as the recipe itself
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        hint = did_you_mean(os.path.basename(recipe), names, prefix=os.path.join(os.path.dirname(recipe), ""))
+        fix = "; pass a YAML file (e.g. --config recipes/grpo_tiny_cpu.yaml)"
+        raise UserError(f"recipe not found: {recipe}{hint or fix}")
     merged = values(command, recipe, argv)
     fields = fields_of(command)
     check_numbers(SimpleNamespace(**merged), bounds={name: spec[2] for name, spec in fields.items()})
@@ -135,11 +121,9 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
         from rookworld_trl.grpo.rewards.functions import check_reward_names
 
         check_batch(config, processes)
-        # each reward_funcs entry: a registry name, or your own function that imports and that TRL can call
-        # (grpo/rewards/functions.py); the same count of reward_weights
+        # registry names or importable functions TRL can call, as many reward_weights
         check_reward_names(config["reward_funcs"], config.get("reward_weights"), config.get("field_credit"))
-        # Stockfish starts and answers one search (a fraction of a second), when the run will ask it: a broken
-        # or hanging STOCKFISH_PATH is one line now, not after the model and data have loaded (chess/engine.py)
+        # a broken or hanging STOCKFISH_PATH: one line now, not after the model and data have loaded
         if "policy_reward" in (config.get("reward_funcs") or []) or config.get("eval_samples"):
             from rookworld_trl.chess.engine import EngineLimit, EnginePool
 
@@ -172,16 +156,14 @@ def preflight(command: str, argv: list[str], processes: int = 1) -> None:
                             ".csv or a BIG-bench checkmate_in_one task.json")  # fmt: skip
     if isinstance(source, str) and source:
         skip = str(merged.get("skip_bad_rows", False)).lower() in ("true", "yes", "1")
-        # what is wrong with it, as one UserError naming it and the fix (read the way the loader reads it)
         check_source(
             resolve_path(source), skip, DATA_SECONDS, merged.get("puzzle_rating"), merged.get("puzzle_themes")
         )
 
 
 def check_batch(config: dict, processes: int) -> None:
-    """TRL's rule (GRPOConfig.__post_init__), in the fields a user sets: a generation round holds
-    per_device_train_batch_size x processes x steps_per_generation (default: gradient_accumulation_steps)
-    completions, or generation_batch_size, and must be whole groups of num_generations."""
+    """TRL's rule (GRPOConfig.__post_init__) in the fields a user sets: a generation round must be whole
+    groups of num_generations."""
     per, groups = config["per_device_train_batch_size"], config["num_generations"]
     steps_field = "steps_per_generation" if config["steps_per_generation"] else "gradient_accumulation_steps"
     steps = config[steps_field]
@@ -239,8 +221,7 @@ FIELDS = {
 
 
 def recipe_values(path: str | None) -> dict:
-    """A recipe's (or an accelerate config's) fields; {} when there is none or it cannot be read (the stage, or
-    accelerate, says why)."""
+    """A recipe's (or an accelerate config's) fields; {} when there is none or it cannot be read."""
     import yaml
 
     if path is None:

@@ -1,17 +1,12 @@
-"""A training stage's recipe and --flags: TRL's parser with one-line errors (`stage_parser`), the recipe's own
-check (a YAML mapping of known fields, with the one did-you-mean), and the numbers no run can mean
-(`check_numbers`: each field's bound, declared beside it in its dataclass's BOUNDS), which the preflight
-(stages/preflight.py) runs before accelerate starts too.
+"""A training stage's recipe and --flags: TRL's parser with one-line errors (`stage_parser`) and the numbers no
+run can mean (`check_numbers`: each field's bound, in its dataclass's BOUNDS), which the preflight runs too.
 
     from rookworld_trl.stages.recipe import check_numbers, stage_parser
     script, args, model_args = stage_parser((GRPOScriptArguments, RookWorldGRPOConfig, ModelConfig), "train")...
 
-The fields of a training command's recipe as the preflight checks them: `fields_of(command)` ({field: [type,
-default, bound]}, read from the stages' dataclasses) and how a recipe value or a --flag's text is read as a field of
-a type (`coerce`). Reading the dataclasses means importing TRL's configs, which import torch and transformers'
-TrainingArguments (5-10 s on 2 cores; the preflight's budget is about a second): a child process reads them once and
-the table is kept in the user's cache, under a key of the package's sources and the versions of TRL and
-transformers, so an edited field or an upgrade reads them again.
+The preflight's view of the fields: `fields_of(command)` ({field: [type, default, bound]}) and `coerce`. Reading
+the dataclasses imports TRL (5-10 s on 2 cores; the preflight's budget is about a second), so a child process
+reads them once into the user's cache, keyed by the package's sources and the TRL and transformers versions.
 
     python -m rookworld_trl.stages.recipe     # the table, as JSON (what the child process prints)
 """
@@ -32,8 +27,7 @@ from rookworld_trl.training.recipes import check_recipe
 
 
 def stage_parser(dataclass_types: tuple, command: str):
-    """TRL's TrlParser (recipes + --flags) whose errors are one line: argparse would print the full usage
-    (200+ lines for GRPO) before the error, and TRL words the batch-size check in a field the user never set."""
+    """TRL's TrlParser (recipes + --flags) whose errors are one line, not 200+ lines of usage."""
     from trl import TrlParser
 
     class StageParser(TrlParser):
@@ -67,9 +61,8 @@ EXAMPLES = {  # one example per training command, shown at the end of --help
 }
 
 
-# A field's bound is declared beside it, in its dataclass's BOUNDS (metadata would not do: TRL's parser hands a
-# field's metadata to argparse whole): "finite", ">= N" or "> N", together as "finite > 0", a (reason) after.
-# The stage checks the parsed dataclasses' bounds, the preflight the same bounds read by `fields_of` below.
+# A field's bound is declared in its dataclass's BOUNDS (not metadata: TRL's parser hands that to argparse whole):
+# "finite", ">= N" or "> N", together as "finite > 0", a (reason) after.
 TRL_BOUNDS = {  # TRL's and transformers' fields that count something or must be finite (ours: their class's BOUNDS)
     "per_device_train_batch_size": ">= 1", "gradient_accumulation_steps": ">= 1", "logging_steps": ">= 0",
     "save_steps": ">= 0", "learning_rate": "finite >= 0",
@@ -81,8 +74,7 @@ BOUND = re.compile(r"(finite)?\s*(?:(>=|>)\s*(-?[0-9.]+))?\s*(\(.*\))?")
 
 
 def bounds_of(cls) -> dict[str, str | None]:
-    """{field: bound} of a dataclass: the `BOUNDS` of it and its bases (a subclass's win), else TRL_BOUNDS' by
-    the field's name; ValueError for a bound BOUND cannot read or one naming no field."""
+    """{field: bound} of a dataclass: the `BOUNDS` of it and its bases (a subclass's win), else TRL_BOUNDS'."""
     names = {f.name for f in dataclasses.fields(cls)}
     declared = {}
     for klass in reversed(cls.__mro__):
@@ -115,10 +107,8 @@ def bound_problem(value, bound: str | None) -> str | None:
 
 
 def check_numbers(*configs, bounds: dict[str, str | None] | None = None) -> None:
-    """One UserError for a count that cannot be meant: max_steps 0 or below -1 (TrainingArguments would turn
-    -5 into an epoch-based run of thousands of steps), and any number outside its field's bound (`bounds_of`:
-    a batch size of 0, a negative learning rate, --temperature 0, --beta nan, ...). `bounds`: {field: bound}
-    for configs that are no dataclasses (the preflight's, from fields_of)."""
+    """One UserError for a number no run can mean: max_steps 0 or below -1 (TrainingArguments would turn -5 into
+    an epoch-based run), any number outside its field's bound. `bounds`: for configs that are no dataclasses."""
     for config in configs:
         steps = getattr(config, "max_steps", None)
         if steps is not None and (steps == 0 or steps < -1):
@@ -127,8 +117,7 @@ def check_numbers(*configs, bounds: dict[str, str | None] | None = None) -> None
                 f"epochs), got {steps}: set e.g. --max_steps 10"
             )
         check_report_to(getattr(config, "report_to", None))
-        # the first number field (by name) that breaks its bound, or is NaN: such runs trained nothing or crashed
-        # deep in the step (--learning_rate inf, --beta nan, --temperature 0)
+        # such runs trained nothing or crashed deep in the step (--learning_rate inf, --beta nan, --temperature 0)
         known = bounds if bounds is not None else bounds_of(type(config))
         for name, value in sorted(vars(config).items()):
             number = isinstance(value, int | float) and not isinstance(value, bool)
@@ -138,9 +127,8 @@ def check_numbers(*configs, bounds: dict[str, str | None] | None = None) -> None
 
 
 def check_no_remote_code(config) -> None:
-    """One UserError for trust_remote_code (a field, or in model_init_kwargs): it would run Python files from the
-    model folder, for TRL's reference model only (the policy loads as plain GPT-2), so it never helps here and
-    only widens what a model folder can do."""
+    """One UserError for trust_remote_code (a field, or in model_init_kwargs): it would only let a model folder
+    run code (for TRL's reference model; the policy loads as plain GPT-2)."""
     kwargs = getattr(config, "model_init_kwargs", None)
     wanted = getattr(config, "trust_remote_code", False) or (
         isinstance(kwargs, dict) and kwargs.get("trust_remote_code")
@@ -161,9 +149,8 @@ REPORTERS = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb
 
 
 def check_report_to(report_to) -> None:
-    """report_to names integrations whose packages are installed (trackio: local dashboards with TRL's
-    completions table, no account): one line saying how to install one, not transformers' RuntimeError from
-    inside the Trainer; a misspelt name gets a "did you mean"."""
+    """One line, not transformers' RuntimeError from inside the Trainer, for a report_to integration that is
+    unknown or not installed."""
     import importlib.util
 
     names = [report_to] if isinstance(report_to, str) else list(report_to or [])
@@ -184,8 +171,7 @@ def check_report_to(report_to) -> None:
 
 
 def _in_user_terms(message: str, fields: set[str]) -> Exception:
-    """TRL's ValueError for an unknown flag, and its 'generation_batch_size (12) must be divisible by
-    num_generations (8)' in the fields users set."""
+    """TRL's errors for an unknown flag and an indivisible generation batch, in the fields users set."""
     if unknown := re.match(r"Some specified arguments are not used by the HfArgumentParser: (.*)", message):
         flag = next(iter(re.findall(r"'(--[^']*)'", unknown[1])), unknown[1])  # ['--max_step', '5']
         return UserError(f"unknown flag {flag}{did_you_mean(flag, fields)}; see --help_all")
@@ -207,9 +193,8 @@ BOOL_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False,
 
 
 def coerce(kind: str, value):
-    """`value` as a field of type `kind` (type_text's) reads it: a recipe's YAML value or a flag's text;
-    ValueError when no part of the type takes it. The |-parts of a type keep {a,b} and list[...] whole (their
-    insides hold no |).
+    """`value` (a recipe's YAML value or a flag's text) as a field of type `kind` (type_text's) reads it;
+    ValueError when no part of the type takes it.
 
     >>> coerce("int|None", "8"), coerce("list[float]|None", ["1", 0.5]), coerce("{no,steps}", "steps")
     (8, [1.0, 0.5], 'steps')
@@ -269,9 +254,8 @@ def describe(kind: str) -> str:
 
 
 def field_specs(dataclass_types) -> dict[str, list]:
-    """{field: [type, default, bound]} of the dataclasses a stage's parser reads: the type as `type_text` writes
-    it, the default when JSON can hold it (else None), the bound (`field_bound`). A field of several classes keeps
-    the first one's."""
+    """{field: [type, default, bound]} of the dataclasses a stage's parser reads (a default JSON cannot hold:
+    None); a field of several classes keeps the first one's."""
     import typing
 
     specs = {}
@@ -291,8 +275,8 @@ def field_specs(dataclass_types) -> dict[str, list]:
 
 
 def type_text(hint, choices=None) -> str:
-    """A field's type as the preflight checks it: parts joined by |, each int, float, bool, str, dict, None,
-    list[PART], {a,b,...} (an Enum's or a Literal's values) or any (not checked).
+    """A field's type as the preflight checks it: |-joined int, float, bool, str, dict, None, list[PART],
+    {a,b,...} (an Enum's or a Literal's values) or any.
 
     >>> import enum, typing
     >>> type_text(int | None), type_text(list[str]), type_text(enum.Enum("E", {"A": "no", "B": "steps"}) | str)
@@ -365,8 +349,7 @@ def fields_of(command: str) -> dict[str, list]:
 
 
 def cache_path() -> Path:
-    """The table's file in the user's cache: its name a hash of this package's sources and the versions of TRL and
-    transformers (a few milliseconds)."""
+    """The table's file in the user's cache, named by a hash of this package's sources and the versions."""
     import hashlib
     from importlib.metadata import version
 

@@ -4,18 +4,13 @@
     rookworld sft --config recipes/sft_tiny_cpu.yaml [--max_steps 200 ...]
     accelerate launch --config_file accelerate_configs/cpu.yaml -m rookworld_trl.stages.sft --config recipes/sft_tiny_cpu.yaml
 
-Either a new GPT-2 from scratch (n_layer/n_head/n_embd/n_positions and a tokenizer, e.g. one from
-`rookworld tokenizer train`) or a loaded model to continue (`model_name_or_path`: a local dir or hub id).
-The data is the prompt/completion split of FORMATS.md; SFTTrainer appends `<|endoftext|>` to each
-completion (the model learns to stop, as in the original training) and, by default for this kind of
-data, puts the loss on the completion tokens only (`completion_only_loss`).
+Either a new GPT-2 from scratch (n_layer/n_head/n_embd/n_positions and a tokenizer, e.g. from `rookworld
+tokenizer train`) or a model to continue (`model_name_or_path`). SFTTrainer appends `<|endoftext|>` to each
+completion (the model learns to stop) and puts the loss on the completion tokens only.
 
-Outputs in `output_dir`: checkpoints with verified completion markers as GRPO's (resume with
-`--resume_from_checkpoint auto`, or a checkpoint path), TensorBoard logs,
-`metrics.jsonl` (every log line; training logs carry `tokens_per_second`), and the final model and
-tokenizer (loadable with `rookworld_trl.model.loading.load_model_and_tokenizer`). After training, greedy
-completions of held-out P: prompts give `parsed`, `layout` and `legal_best_move`, defined as in
-`rookworld eval` (a completion that parses; one laid out exactly as the renderer would; a legal B: move).
+Outputs in `output_dir`: checkpoints as GRPO's (`--resume_from_checkpoint auto`), metrics.jsonl, the final model
+and tokenizer; then greedy completions of held-out P: prompts give `parsed`, `layout` and `legal_best_move`, as
+in `rookworld eval`.
 """
 
 from __future__ import annotations
@@ -42,39 +37,33 @@ from rookworld_trl.model.loading import (
 from rookworld_trl.stages.eval.charts import sft_summary
 from rookworld_trl.stages.recipe import check_numbers, stage_parser
 from rookworld_trl.training import checkpoints
-from rookworld_trl.training.checkpoints import check_output_dir, check_shared_output_dir, lock_run_dir
 from rookworld_trl.training.console import use_compact_logs
 from rookworld_trl.training.interrupt import said_interrupted
 from rookworld_trl.training.metrics_log import JSONLMetricsCallback
 from rookworld_trl.training.sft import RookWorldSFTConfig, RookWorldSFTTrainer, SFTScriptArguments
 
 
-def build_model(script_args: SFTScriptArguments):
+def build_model(s: SFTScriptArguments):
     """(model, tokenizer): a loaded model to continue, or a new GPT-2 sized by the arguments."""
-    if script_args.model_name_or_path is not None:
-        # the model keeps its own dropout unless `dropout` says otherwise
+    if s.model_name_or_path is not None:  # it keeps its own dropout unless `dropout` says otherwise
         model, tokenizer = load_model_and_tokenizer(
-            script_args.model_name_or_path, tokenizer_name_or_path=script_args.tokenizer_name_or_path
+            s.model_name_or_path, tokenizer_name_or_path=s.tokenizer_name_or_path
         )
     else:
-        tokenizer = AutoTokenizer.from_pretrained(script_args.tokenizer_name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(s.tokenizer_name_or_path)
         tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-        tokenizer.padding_side = (
-            "left"  # as load_model_and_tokenizer: batched generation continues on the right
-        )
-        s = script_args
+        tokenizer.padding_side = "left"  # as load_model_and_tokenizer: generation continues on the right
         model = new_gpt2_model(
             tokenizer, s.n_layer, s.n_head, s.n_embd, s.n_positions, dropout=s.dropout or 0.0
         )
-    if script_args.dropout is not None:
-        set_dropout(model, script_args.dropout)
+    if s.dropout is not None:
+        set_dropout(model, s.dropout)
     return model, tokenizer
 
 
 def load_splits(script_args: SFTScriptArguments, seed: int):
-    """(train, eval) datasets with the columns prompt and completion, through the data pipeline (data/load.py):
-    the train split without the rows on --exclude's positions; the held-out prompts at the training data's FEN
-    width."""
+    """(train, eval) datasets of prompt and completion (data/load.py), the held-out prompts at the training
+    data's FEN width."""
     from rookworld_trl.data.files import Exclusion
     from rookworld_trl.data.load import Spec, load
 
@@ -131,8 +120,8 @@ def run_sft(script_args: SFTScriptArguments, config: RookWorldSFTConfig, train_d
                                   processing_class=tokenizer, callbacks=callbacks)  # fmt: skip
     n_params = sum(p.numel() for p in model.parameters())
     trainer.accelerator.print(f"sft: {n_params / 1e6:.2f}M parameters, {len(train_dataset)} training samples")
-    check_output_dir(config.output_dir)
-    check_shared_output_dir(trainer.accelerator, config.output_dir)  # machines share it
+    checkpoints.check_output_dir(config.output_dir)
+    checkpoints.check_shared_output_dir(trainer.accelerator, config.output_dir)  # machines share it
     with trainer.accelerator.main_process_first():  # the main process moves damaged checkpoints aside first
         resume = checkpoints.resolve_resume(config.resume_from_checkpoint, config.output_dir)
     if resume:
@@ -169,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser((SFTScriptArguments, RookWorldSFTConfig), "sft")  # one-line errors, as train
     script_args, config = parser.parse_args_and_config(args=argv)
     check_numbers(config)
-    check_output_dir(config.output_dir)  # before anything writes there
+    checkpoints.check_output_dir(config.output_dir)  # before anything writes there
     with scoped():  # the run's lock goes with it, however it ends (a process exiting drops it too)
-        lock_run_dir(config.output_dir, "rookworld sft")  # one run per output_dir
+        checkpoints.lock_run_dir(config.output_dir, "rookworld sft")  # one run per output_dir
         # the bundled model and data, from any working directory
         resolve_paths(script_args, "dataset_name", "model_name_or_path", "tokenizer_name_or_path")
         if config.torch_threads:

@@ -15,13 +15,6 @@ import urllib.request
 from rookworld_trl.common.errors import UserError
 
 
-def serve_command(args, model: str) -> str:
-    """The command that starts a server this run can use (TRL 1.16's `trl vllm-serve` runs `vllm serve` with
-    the NCCL weight transfer, `--logprobs-mode processed_logprobs` and the dev endpoints TRL syncs weights by)."""
-    port = args.vllm_server_port if not args.vllm_server_base_url else "PORT"
-    return f"CUDA_VISIBLE_DEVICES=N trl vllm-serve --model {model} --port {port} --max_model_len 256"
-
-
 def wait_for_health(url: str, timeout_s: float, interval_s: float = 2.0) -> str | None:
     """None once GET url/health answers 200 (retrying up to timeout_s, as TRL's client does); else why not."""
     deadline = time.monotonic() + timeout_s
@@ -62,23 +55,22 @@ def logprobs_problem(url: str, importance_sampling: bool) -> str | None:
 
 
 def check_vllm_server(args, model: str) -> None:
-    """In server mode: one line (UserError) naming the URL, the recipe fields and the server command when the
-    server does not answer within vllm_server_timeout or is not set up as TRL needs; nothing otherwise."""
+    """In server mode: one UserError line when the server does not answer within vllm_server_timeout or is
+    not set up as TRL needs."""
     if not (args.use_vllm and args.vllm_mode == "server"):
         return
     # the server's base URL as TRL's VLLMClient builds it: vllm_server_base_url, else host and port
+    url = f"http://{args.vllm_server_host}:{args.vllm_server_port}"
+    fields = "vllm_server_host/vllm_server_port"
     if args.vllm_server_base_url:
         url, fields = args.vllm_server_base_url.rstrip("/"), "vllm_server_base_url"
-    else:
-        url, fields = (
-            f"http://{args.vllm_server_host}:{args.vllm_server_port}",
-            "vllm_server_host/vllm_server_port",
-        )
     why = wait_for_health(url, args.vllm_server_timeout)
-    if why is not None:
+    if why is not None:  # `trl vllm-serve`: the weight transfer, log-probs mode and dev endpoints TRL needs
+        port = args.vllm_server_port if not args.vllm_server_base_url else "PORT"
         raise UserError(
             f"no vLLM server answers at {url} ({why}; waited {args.vllm_server_timeout:g} s, vllm_server_timeout): "
-            f"start one on the generation GPU with `{serve_command(args, model)}`, or fix {fields} in the recipe "
+            f"start one on the generation GPU with `CUDA_VISIBLE_DEVICES=N trl vllm-serve --model {model} --port "
+            f"{port} --max_model_len 256`, or fix {fields} in the recipe "
             "(docs/GPU.md: vLLM server mode)"
         )
     problem = logprobs_problem(url, args.vllm_importance_sampling_correction)

@@ -1,7 +1,5 @@
-"""`rookworld report`: a run's curves, one PNG per panel of its JSONL metrics, and report.md, a table of each plotted
-figure's first, last, lowest and highest value (`report`); and the end of a run on the console (`run_summary`,
-`sft_summary`): what it trained (steps, time), how the training reward moved, the reward-hacking watch, how often
-the value head gave the advantages, and the before/after eval's headline figures.
+"""`rookworld report`: a run's curves, one PNG per panel of its JSONL metrics, and report.md, each plotted figure's
+first, last, lowest and highest value (`report`); and the end of a run on the console (`run_summary`, `sft_summary`).
 
     rookworld report runs/grpo                  # reads runs/grpo/metrics.jsonl, writes runs/grpo/report/
     rookworld report runs/grpo/metrics.jsonl --out /tmp/report
@@ -10,9 +8,8 @@ the value head gave the advantages, and the before/after eval's headline figures
     report("runs/grpo")                      # runs/grpo/report/*.png and report.md
     print(run_summary("runs/grpo"))
 
-The GRPO stage writes one JSON object per log step (TRL's keys plus ours, and "step"). Each panel below collects
-the keys that match its patterns; panels with no such key are skipped, so the report works for any run (with or
-without KL, evaluation callbacks, ...). Keys no panel takes are listed.
+Each panel collects the metrics keys that match its patterns; panels with no such key are skipped, keys no panel
+takes are listed.
 """
 
 from __future__ import annotations
@@ -100,8 +97,7 @@ def moving_average(values: list[float], window: int) -> list[float]:
 
 
 def quarter_trend(values: list[float]) -> tuple[float, float, tuple[float, float]] | None:
-    """(first-quarter mean, last-quarter mean, 95% interval of their difference): a Welch normal interval,
-    the steps' batches being independent draws of prompts. None below 8 values."""
+    """(first-quarter mean, last-quarter mean, Welch 95% interval of their difference); None below 8 values."""
     if len(values) < 8:
         return None
     q = len(values) // 4
@@ -160,8 +156,7 @@ def human_name(key: str) -> str:
 
 
 def figures(panels: dict[str, list[str]]) -> list[tuple[str, str, str, list[str]]]:
-    """(file name, title, y label, keys) per chart: a panel of more than MAX_SERIES keys is split over
-    panel.png, panel_2.png, ... with "(1 of 2)" in the title."""
+    """(file name, title, y label, keys) per chart; a panel of more than MAX_SERIES keys is split."""
     out = []
     for panel, keys in panels.items():
         _, title, ylabel = PANELS[panel]
@@ -205,9 +200,8 @@ def plot(
         ax.set_xlim(*steps_range)  # every chart of a run on one step axis: they line up when compared
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the plot, never over a line
-    fig.subplots_adjust(
-        left=0.09, right=0.7, top=0.86, bottom=0.14
-    )  # one plot box in every chart: they align
+    # one plot box in every chart: they align
+    fig.subplots_adjust(left=0.09, right=0.7, top=0.86, bottom=0.14)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -275,9 +269,8 @@ def watch_line(figures: dict) -> str | None:
 
 
 def value_line(figures: dict) -> str | None:
-    """With value_baseline: the head's explained variance of the returns (of `series`: last 10 steps, max) and on
-    how many steps GAE gave the advantages (the others kept the group baseline's: the head had not reached
-    value_warmup_ev) and the head's largest gradient norm before clipping."""
+    """With value_baseline: the head's explained variance, on how many steps GAE gave the advantages, and its
+    largest gradient norm."""
     ev = [v for v in figures.get("value/explained_variance", ([], []))[1] if not math.isnan(v)]
     used = figures.get("value/gae_used", ([], []))[1]
     norms = figures.get("value/grad_norm", ([], []))[1]
@@ -291,8 +284,7 @@ def value_line(figures: dict) -> str | None:
 
 
 def steps_line(rows: list[dict], start_step: int = 0) -> str | None:
-    """How many steps the run has and, after a resume from `start_step`, how many of them this session ran
-    (the time is this session's: the Trainer's train_runtime).
+    """How many steps the run has and, after a resume from `start_step`, how many this session ran.
 
     >>> steps_line([{"step": 150, "train_runtime": 120.0}], start_step=131)
     '  steps trained    150 in all, 19 this session in 2.0 min'
@@ -308,9 +300,8 @@ def steps_line(rows: list[dict], start_step: int = 0) -> str | None:
 
 
 def run_summary(run: str, metrics: str = "metrics.jsonl", start_step: int = 0) -> str:
-    """A few lines for the end of a run: its steps (this session's apart after a resume from `start_step`),
-    the training reward's trend and the before/after headline figures (from `run/eval/eval.json`, if the run
-    has one) with paired 95% intervals."""
+    """A few lines for the end of a run: its steps, the training reward's trend and the before/after headline
+    figures (run/eval/eval.json) with paired 95% intervals."""
     lines = [f"run summary: {run}"]
     path = os.path.join(run, metrics)
     rows = read_jsonl(path) if os.path.isfile(path) else []
@@ -349,8 +340,7 @@ def run_summary(run: str, metrics: str = "metrics.jsonl", start_step: int = 0) -
 
 
 def sft_summary(run: str, start_step: int = 0, checks: dict | None = None, n_checked: int = 0) -> str:
-    """The end of `rookworld sft`: steps (this session's apart after a resume), training and held-out loss,
-    the format check of held-out P: prompts (`checks`, on `n_checked` prompts) and where the outputs are."""
+    """The end of `rookworld sft`: steps, training and held-out loss, the format check and the outputs."""
     path = os.path.join(run, "metrics.jsonl")
     rows = read_jsonl(path) if os.path.isfile(path) else []
     figures = series(rows)

@@ -4,21 +4,14 @@
     rookworld eval jrahn/RookWorld-LM-124M --data DATA --suites policy,env,mate,selfplay,match \\
         --bigbench path/to/checkmate_in_one/task.json --baseline runs/grpo/final --out eval/run1
 
-Suites (rookworld_trl/stages/eval/suites.py): policy (held-out P: positions against Stockfish at --depth),
-env (held-out A: transitions, also by transition kind), mate (mate-in-one positions from seeded random
-games; BIG-bench `checkmate_in_one` too when --bigbench names its task.json), tactics (the test split of
-`rookworld data generate --tactics` data named by --tactics: mate in one, mate in two's first move and only-move
-accuracy, from games no training tactic comes from), selfplay, match (against Stockfish at --skill_level). Items are drawn once with --seed, so model and baseline answer the same
-positions; each figure comes with a 95% interval and, with a baseline, a paired interval of the difference.
-The published RookWorld-LM figures (docs/FORMATS.md) appear beside the figures they correspond to; B:'s quality
-beside its legality: see `rookworld eval --help`.
+Suites (stages/eval/suites.py): policy (held-out P: against Stockfish at --depth), env (held-out A:), mate (mate in
+one from random games; BIG-bench `checkmate_in_one` with --bigbench), tactics (the test split of --tactics data),
+selfplay, match (against Stockfish at --skill_level). Items are drawn once with --seed, so model and baseline answer
+the same ones; each figure has a 95% interval and, with a baseline, a paired interval of the difference, beside the
+published RookWorld-LM figure (docs/FORMATS.md).
 
-The in-training eval (a small policy + environment evaluation every N steps) is rookworld_trl/stages/grpo.py's
-EvalCallback.
-
-The suites by name are SUITES, in the order they run and are reported. A new suite is its `*_suite` function in
-suites.py, returning `{figure: Metric}`, its name in SUITES, its branch in `run_suites` (and in `prepare_items` when
-it draws items, in `sizes` for eval.json).
+A new suite: its `*_suite` function in suites.py returning `{figure: Metric}`, its name in SUITES, its branch in
+`run_suites` (and in `prepare_items` when it draws items, in `sizes` for eval.json).
 """
 
 from __future__ import annotations
@@ -100,8 +93,8 @@ def draw_items(
 def analysed(
     fens: Sequence[str], engine: EnginePool, labels: dict | None = None
 ) -> tuple[list[str], list[list[MoveEval]]]:
-    """The engine's best-first analyses, dropping positions where the game is over (nothing to play).
-    `labels`: {fen: analysis} from the data, made at the engine's own limit: a cache, searched no more."""
+    """The engine's best-first analyses, dropping game-over positions; `labels`: {fen: analysis} already made
+    at the engine's limit."""
     labels = labels or {}
     todo = [f for f in fens if f not in labels]
     searched = dict(zip(todo, engine.analyse_many(todo, progress=True), strict=True))
@@ -136,8 +129,7 @@ ENGINE_SUITES = ("policy", "match")  # the suites that ask Stockfish
 
 @dataclass
 class EvalSettings:
-    """What an evaluation runs and how: `rookworld eval` (its flags are these fields), the before/after eval
-    of a GRPO run and the in-training EvalCallback share it."""
+    """What an evaluation runs and how: `rookworld eval`'s flags, also the GRPO run's evals' settings."""
 
     model: str | None = helped(None, "hub id or local model directory (None: the in-training eval's model)")
     baseline: str | None = helped(None, "a second model, on the same items, side by side")
@@ -190,8 +182,7 @@ class EvalSettings:
 def run_suites(
     generate, items: EvalItems, suites: Sequence[str], args: EvalSettings, engine: EnginePool | None = None
 ) -> dict[str, dict[str, Metric]]:
-    """{suite: {figure: Metric}} of one model, the suites in SUITES' order; `args` carries the decoding and game
-    settings; `engine` searches a legal B: outside a position's analysis (policy_suite)."""
+    """{suite: {figure: Metric}} of one model, in SUITES' order; `engine`: policy_suite's."""
     # how every generating suite decodes; P: prompts at the items' FEN width; the games sample
     settings = SuiteDecoding(tuple(args.decodings.split(",")), args.temperature, args.top_k, args.max_new_tokens,
                              args.seed, items.fen_width)  # fmt: skip
@@ -371,8 +362,8 @@ def chart(summary: dict, settings: dict, path: str) -> None:
 
 
 def write_outputs(summary: dict, settings: dict, out_dir: str) -> dict[str, str]:
-    """eval.json, eval.md and eval.png in out_dir, written in a staging folder beside them and moved in by one
-    rename each, eval.json (the figures) last: a stopped eval leaves the previous files whole, never a torn one."""
+    """eval.json, eval.md and eval.png in out_dir, each moved in from a staging folder by one rename, eval.json
+    last: a stopped eval leaves the previous files whole."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {ext: os.path.join(out_dir, f"eval.{ext}") for ext in ("json", "md", "png")}
     stage = tempfile.mkdtemp(prefix=".incoming-", dir=out_dir)
@@ -411,8 +402,7 @@ def versions(stockfish_path: str | None) -> dict:
 
 
 def read_data(args: EvalSettings, suites: Sequence[str]):
-    """What `rookworld eval` reads when no run hands it its data (data/load.py eval_data): the held-out split when
-    a suite needs it, the tactics test split, the training data's positions."""
+    """The RunData `rookworld eval` reads when no run hands it its data (data/load.py eval_data)."""
     from rookworld_trl.data.load import eval_data  # here: data pulls in the dataset tooling
 
     needs_data = any(name in suites for name in DATA_SUITES)
@@ -423,8 +413,8 @@ def read_data(args: EvalSettings, suites: Sequence[str]):
 
 
 def prepare_items(args: EvalSettings, suites: Sequence[str], engine: EnginePool, data=None) -> EvalItems:
-    """Draw each suite's items once, with args.seed (every model answers the same ones), from `data` (a RunData:
-    its held-out rows and tactics test rows; None: read_data); analyse the P: positions with the engine."""
+    """Draw each suite's items once with args.seed from `data` (a RunData; None: read_data); analyse the P:
+    positions with the engine."""
     data = data if data is not None else read_data(args, suites)
     items = EvalItems(fen_width=args.fen_width or FEN_WIDTH)
     if any(name in suites for name in DATA_SUITES):
@@ -450,8 +440,7 @@ def prepare_items(args: EvalSettings, suites: Sequence[str], engine: EnginePool,
 
 
 def tactics_items(args: EvalSettings, data) -> list[tuple[str, str, str]]:
-    """Up to args.tactics_samples positions of the tactics data's test split (`data.tactics_test`, of
-    args.tactics), drawn with args.seed, in the data's order: (FEN, kind, engine's best)."""
+    """Up to args.tactics_samples (FEN, kind, engine's best) of the tactics test split, drawn with args.seed."""
     if not args.tactics or data.tactics_test is None:
         raise ValueError(
             "the tactics suite needs tactics data: pass --tactics (rookworld data generate --tactics)"
@@ -471,8 +460,7 @@ def tactics_items(args: EvalSettings, data) -> list[tuple[str, str, str]]:
 
 
 def items_in_training(items: EvalItems, data) -> dict:
-    """How many of each suite's items occur in the run's training data (`data.training_keys`), by position:
-    {suite: {"in": k, "of": n}}."""
+    """How many of each suite's items occur in the training data, by position: {suite: {"in": k, "of": n}}."""
     seen = data.training_keys
     suites = {
         "policy": items.policy_fens,
@@ -498,33 +486,8 @@ def training_line(found: dict) -> str:
     return f"items in the training data ({found['source']}, split {found['split']}, by position): {counted(found)}"
 
 
-def model_generate(name: str, args: EvalSettings):
-    """(generate(prompts, **settings) of a loaded model: the project's one generation path, bound; the FEN
-    width to prompt it at, --fen_width or the one its config.json records, None if neither says)."""
-    import torch
-
-    from rookworld_trl.model.generation import generate_completions
-    from rookworld_trl.model.loading import load_model_and_tokenizer, trained_fen_width
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = load_model_and_tokenizer(name, device=device)
-    generate = functools.partial(generate_completions, model, tokenizer, batch_size=args.batch_size)
-    return generate, args.fen_width or trained_fen_width(model)
-
-
-def check_device(device: str | None) -> None:
-    """A UserError for --device cuda where no CUDA device is visible (torch would fail at the first tensor)."""
-    if device and device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: no CUDA device is visible here; leave --device out (cuda when "
-                            "there is one, else cpu) or pass --device cpu")  # fmt: skip
-
-
 class EvalResult(dict):
-    """What `evaluate` returns: the paths of eval.json/md/png by kind (`result["md"]`), and `figures`: {suite:
-    {figure: {"model": {"value", "ci", "n"}, "baseline", "delta", ...}}} as in eval.json; `str(result)`: the
+    """The paths of eval.json/md/png by kind (`result["md"]`), `figures` as in eval.json; `str(result)`: the
     markdown table."""
 
     def __init__(self, paths: dict[str, str], figures: dict):
@@ -543,10 +506,8 @@ class EvalResult(dict):
 def evaluate(args: EvalSettings | str | None = None, /, run_data=None, **settings) -> EvalResult:
     """Run the selected suites on a model (and a baseline); write eval.json/md/png; return them (EvalResult).
 
-    `args`: EvalSettings, or the model's path or hub id with `settings` as EvalSettings fields; the defaults are
-    `rookworld eval`'s (held-out data: the embedded test split). `run_data`: a run's RunData (data/load.py: its
-    held-out rows, tactics test rows and training positions, read once by the run); None: read from args.data,
-    args.tactics and args.train_data. From Python:
+    `args`: EvalSettings, or the model's path or hub id with `settings` as EvalSettings fields (defaults:
+    `rookworld eval`'s). `run_data`: a run's RunData (data/load.py); None: read as args say. From Python:
 
         from rookworld_trl import evaluate
         result = evaluate("runs/grpo_tiny_cpu/final", baseline=assets.MODEL, suites="policy", policy_samples=200)
@@ -567,7 +528,12 @@ def evaluate(args: EvalSettings | str | None = None, /, run_data=None, **setting
     for name in filter(None, (args.model, args.baseline)):  # a wrong name: one line before Stockfish starts
         model_source(name)
     check_out_dir(args.out)  # a read-only --out: now, not after the whole eval
-    check_device(args.device)
+    if (args.device or "").startswith("cuda"):  # torch would fail at the first tensor
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {args.device}: no CUDA device is visible here; leave --device out (cuda when "
+                            "there is one, else cpu) or pass --device cpu")  # fmt: skip
     data = run_data if run_data is not None else read_data(args, suites)
     limit = EngineLimit(depth=args.depth, nodes=args.nodes)
     with EnginePool(
@@ -582,8 +548,15 @@ def evaluate(args: EvalSettings | str | None = None, /, run_data=None, **setting
         widths = {}  # each model is prompted as it was trained; the data's width when its config does not say
 
         def run(name: str):
-            generate, width = model_generate(name, args)
-            widths[name] = width or items.fen_width
+            import torch
+
+            from rookworld_trl.model.generation import generate_completions
+            from rookworld_trl.model.loading import load_model_and_tokenizer, trained_fen_width
+
+            device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            model, tokenizer = load_model_and_tokenizer(name, device=device)
+            generate = functools.partial(generate_completions, model, tokenizer, batch_size=args.batch_size)
+            widths[name] = args.fen_width or trained_fen_width(model) or items.fen_width
             return run_suites(
                 generate, dataclasses.replace(items, fen_width=widths[name]), suites, args, engine
             )

@@ -46,17 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     hf_model.eval()
     ref = from_hf(hf_model).to(args.device).eval()
     batch = tokenizer(PROMPTS, return_tensors="pt", padding=True).to(args.device)
-    results = parity_checks(
-        hf_model,
-        ref,
-        batch["input_ids"],
-        batch["attention_mask"],
-        args.max_new_tokens,
-        tokenizer.eos_token_id,
-    )
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    results = parity_checks(hf_model, ref, ids, mask, args.max_new_tokens, tokenizer.eos_token_id)
 
     c = ref.config
-    lengths = batch["attention_mask"].sum(1).tolist()
+    lengths = mask.sum(1).tolist()
     print(
         f"parity: {args.model} ({c.n_layer} layers, {c.n_embd} dims, vocab {c.vocab_size}) on {args.device}, fp32"
     )

@@ -1,14 +1,10 @@
 """The evaluation suites: on held-out items policy, environment, mate-in-one, tactics; the games self-play (the model
 against itself through P:) and a match against Stockfish.
 
-Each suite takes a `generate` callable, `generate(prompts, *, max_new_tokens, do_sample, temperature,
-top_k, seed) -> completions` (in practice `generation.generate_completions` with the model bound; in
-tests a script of known answers), and returns `{name: Metric}`: one value per item (None where the figure does not
-apply), so a run reports its 95% interval and two models evaluated on the same items get a paired interval of their
-difference (`delta_interval`).
-python-chess referees everything; Stockfish gives the policy truth (analyses passed in, best first).
-
-    python -m rookworld_trl.stages.eval.evaluate --help      (the command that runs these: `rookworld eval`)
+Each suite takes `generate(prompts, *, max_new_tokens, do_sample, temperature, top_k, seed) -> completions`
+(generation.generate_completions with the model bound) and returns `{name: Metric}`: one value per item, so a
+figure has a 95% interval and two models on the same items a paired interval of their difference. python-chess
+referees everything; Stockfish gives the policy truth. Run by `rookworld eval` (stages/eval/evaluate.py).
 """
 
 from __future__ import annotations
@@ -57,11 +53,8 @@ BOOTSTRAP_RESAMPLES = 1000
 
 @dataclass
 class Metric:
-    """One figure. `values[i]` belongs to item i (None: undefined there); the figure is their (weighted) mean.
-
-    `percent`: a rate shown in %, else a plain number (MAE, half-moves). `reference`: the published
-    figure in the same unit, if one applies. `lower_is_better`: a loss, marked so in the tables.
-    """
+    """One figure: the (weighted) mean of `values[i]`, item i's (None: undefined there). `percent`: a rate
+    shown in %; `reference`: the published figure, if one applies."""
 
     values: list[float | None]
     weights: list[float] | None = None
@@ -109,11 +102,8 @@ def wilson(successes: int, n: int) -> tuple[float, float]:
 
 
 def delta_interval(a: Metric, b: Metric, seed: int = 0) -> tuple[float, float] | None:
-    """95% bootstrap interval of a.value - b.value.
-
-    Same number of items: a paired bootstrap over the items both define (same positions for both
-    models; for games, pairing independent games is harmless). Otherwise each side is resampled alone.
-    """
+    """95% bootstrap interval of a.value - b.value: paired over the items both define when both have as many
+    (for games, pairing independent games is harmless), else each side resampled alone."""
     paired = len(a.values) == len(b.values)
     if paired:  # the items both define
         both = [i for i, (x, y) in enumerate(zip(a.values, b.values, strict=True)) if None not in (x, y)]
@@ -240,9 +230,8 @@ def policy_suite(
     decoding: SuiteDecoding = GREEDY,
     engine: EnginePool | None = None,
 ) -> dict[str, Metric]:
-    """P: on held-out positions; figures named "<decoding>/<figure>". Positions need a non-empty analysis.
-    `engine` (multipv >= 5) searches a legal B: outside the analysis for best_move_loss, as the training
-    reward does; without it that B: is graded as the last analysed line (a lower bound of its loss)."""
+    """P: on held-out positions (each with an analysis); figures "<decoding>/<figure>". `engine` searches a
+    legal B: outside the analysis for best_move_loss, as the reward does; without it, the last analysed line."""
     if any(not a for a in analyses):
         raise ValueError("policy_suite: every position needs an engine analysis (no game-over positions)")
     out = {}
@@ -315,12 +304,8 @@ def env_suite(
 
 
 def find_mate_in_one(n: int, seed: int = 0, engine: EnginePool | None = None) -> list[str]:
-    """FENs of `n` positions with a mate in one, from seeded random games (one per game, the first found from
-    ply 8; a game stops at ply 300; at most 100,000 games).
-
-    python-chess finds the mating move; with `engine` (an EnginePool), Stockfish must agree that the
-    position is mate in 1, else the position is dropped.
-    """
+    """FENs of `n` positions with a mate in one, the first of each seeded random game from ply 8 (at most
+    100,000 games); with `engine`, only those Stockfish also scores mate in 1."""
     rng, fens = random.Random(seed), []
     for _ in range(100_000):
         if len(fens) == n:
@@ -375,10 +360,8 @@ def tactics_suite(
     *,
     decoding: SuiteDecoding = GREEDY,
 ) -> dict[str, Metric]:
-    """Tactics through the P: answer's B: (chess/tactics.solves): per kind (`kinds`, KINDS) the share solved,
-    "<decoding>/mate_in_one", "/mate_in_two_first_move" (B: forces mate in two), "/only_move" (B: is the
-    engine's best, `bests`), each with a value on its kind's items only (None elsewhere: paired intervals
-    compare the same items), and "/legal_move" over all."""
+    """Tactics through the P: answer's B: (chess/tactics.solves): per kind the share solved (TACTIC_FIGURES,
+    defined on its kind's items only), and "<decoding>/legal_move" over all."""
     out = {}
     for dec, completions in decoding.answers(generate, fens, "tactics"):
         boards = [chess.Board(fen) for fen in fens]
@@ -399,18 +382,10 @@ def tactics_suite(
 
 
 def selfplay_suite(
-    generate: Generate,
-    *,
-    games: int = 50,
-    max_plies: int = 300,
-    decoding: SuiteDecoding = SAMPLED,
+    generate: Generate, *, games: int = 50, max_plies: int = 300, decoding: SuiteDecoding = SAMPLED
 ) -> dict[str, Metric]:
-    """The model plays itself from the start through P: (sampled); a game stops at its first illegal move.
-
-    Figures: legal half-moves per game before the first illegal move, and the illegal rate = illegal
-    moves / moves tried (ROOK's figure: 36.3 half-moves, 2.7% illegal; 1 / 37.3 = 2.7%).
-    Games also stop when python-chess ends them or at `max_plies`.
-    """
+    """The model plays itself from the start through P: (sampled) until its first illegal move, the game's
+    end or `max_plies`: legal half-moves per game and illegal moves / moves tried (ROOK: 36.3, 2.7%)."""
     plies = itertools.count()
 
     def policy(prompts: list[str]) -> list[str]:  # one call per ply, each ply its own seed
@@ -441,12 +416,9 @@ def match_suite(
     max_plies: int = 300,
     decoding: SuiteDecoding = SAMPLED,
 ) -> dict[str, Metric]:
-    """Games against Stockfish at `skill_level` (UCI "Skill Level"), the model White in even games.
-
-    The model moves through its P: answer; an illegal or unreadable move loses the game. Games still
-    running after `max_plies` half-moves count as draws. Stockfish's skill levels below 20 pick moves with
-    its own clock-seeded randomness, so match figures are not exactly reproducible.
-    """
+    """Games against Stockfish at `skill_level`, the model White in even games, moving by its P: answer: an
+    illegal move loses, a game past `max_plies` is a draw. Skill levels below 20 use Stockfish's clock-seeded
+    randomness: match figures are not exactly reproducible."""
     limit = limit or EngineLimit(depth=8)
     boards = [chess.Board() for _ in range(games)]
     colours = [chess.WHITE if i % 2 == 0 else chess.BLACK for i in range(games)]
