@@ -102,3 +102,20 @@ def test_choice_credit_pays_for_the_best_of_ones_own_list_where_the_group_agrees
     assert rows[0]["B"] > 0.2 and rows[0]["moves"][0] == pytest.approx(rows[0]["B"])
     assert rows[2]["B"] < -0.05 and rows[2]["moves"][4] == pytest.approx(rows[2]["B"])
     assert rows[2]["moves"][0] == pytest.approx(0.0)
+
+
+@pytest.mark.skipif(find_stockfish() is None, reason="needs Stockfish")
+def test_choice_against_the_best_pays_nothing_for_the_best_and_charges_the_shortfall():
+    """With choice_against best, B: on the best listed move gets no choice bonus and B: on the worst loses what it
+    falls short of the best, more than it loses against the list's mean."""
+    with EnginePool(1, EngineLimit(depth=8), multipv=5) as pool:
+        analysis = pool.analyse(QUEEN_UP)
+        top, evals = [m.move for m in analysis[:5]], [m.cp / 100 for m in analysis[:5]]
+        answers = [policy_completion(top, evals, top[0]), policy_completion(top, evals, top[-1])]
+        components = [parts for _, parts in PolicyGrader(pool, "dense").score([QUEEN_UP] * 2, answers)]
+    terms = [field_terms(c, "dense") for c in components]
+    zero = [{"B": 0.0, "moves": [0.0] * 5} for _ in terms]
+    best = add_choice([dict(r, moves=list(r["moves"])) for r in zero], terms, [0.3] * 2, 1.0, "best")
+    mean = add_choice([dict(r, moves=list(r["moves"])) for r in zero], terms, [0.3] * 2, 1.0, "mean")
+    assert best[0]["B"] == pytest.approx(0.0) and mean[0]["B"] > 0.2
+    assert best[1]["B"] < mean[1]["B"] < -0.05 and best[1]["moves"][4] == pytest.approx(best[1]["B"])

@@ -194,6 +194,13 @@ class RookWorldGRPOConfig(GRPOConfig):
         "that picking the best of one's own list pays even where the whole group picks alike (grpo/credit.py). "
         "0: off; 1.0 in the main job's recipe (docs/EXPERIMENTS.md).",
     )
+    choice_against: str = helped(
+        "mean",
+        "What choice_credit compares B:'s value with: 'mean', the mean of the answer's listed moves (B: "
+        "better than its list's average gains); 'best', the best listed move (nothing for picking the best, "
+        "the shortfall otherwise: a second-best pick loses).",
+        choices=["mean", "best"],
+    )
     # ---- supervised replay of the training rows' reference completions (replay.py) ----
     replay_coef: float = helped(
         0.0,

@@ -10,8 +10,9 @@ GRPO gives every token of a completion the same advantage. A P: answer is ~40 to
     the rest of M:              the M: field's advantage
     E:                          the evaluations' accuracy
     B:                          B:'s own verdict (legal, engine quality, consistent with the answer's E:)
-    B:'s choice (choice_credit) B:'s value minus a uniform pick among the answer's listed moves, on B: and the
-                                move it copies: a baseline inside the answer, so it pays where the group agrees
+    B:'s choice (choice_credit) B:'s value minus a uniform pick among the answer's listed moves (or minus the
+                                best of them: choice_against), on B: and the move it copies: a baseline inside
+                                the answer, so it pays where the group agrees
     every token                 what the other reward functions (yours) give the answer, centred in the group
                                 as a field is ("rest"): they count as in TRL's sequence advantage
 
@@ -76,8 +77,9 @@ def field_terms(components: dict | None, shaping: str = "precise") -> dict | Non
         "B": b_total - slip,
         "moves": moves,
         "best_slot": components["best_slot"],
-        # grpo/rewards/policy.py's b_choice in reward units: B: weighs 5 tenths of the dense quality
+        # grpo/rewards/policy.py's b_choice / b_regret in reward units: B: weighs 5 tenths of the dense quality
         "choice": SPAN * b_share(shaping) * components.get("b_choice", 0.0),
+        "regret": SPAN * b_share(shaping) * components.get("b_regret", 0.0),
     }
 
 
@@ -146,8 +148,11 @@ def row_advantages(terms: Sequence[dict | None], scale: Sequence[float], num_gen
     return out
 
 
-def add_choice(rows: list, terms: Sequence[dict | None], scale: Sequence[float], coef: float) -> list:
-    """Adds coef x B:'s choice term over the row's scale to B:'s advantage and to the move B: copies, in place.
+def add_choice(
+    rows: list, terms: Sequence[dict | None], scale: Sequence[float], coef: float, against: str = "mean"
+) -> list:
+    """Adds coef x B:'s choice term over the row's scale to B:'s advantage and to the move B: copies, in place:
+    against the mean of the listed moves ("choice") or against the best of them ("regret", `against="best"`).
 
     >>> rows = [{"B": 0.5, "moves": [0.0, 0.0]}, None]
     >>> terms = [{"choice": 0.1, "best_slot": 1}, None]
@@ -159,7 +164,7 @@ def add_choice(rows: list, terms: Sequence[dict | None], scale: Sequence[float],
     for row, term, s in zip(rows, terms, scale, strict=True):
         if row is None:
             continue
-        bonus = coef * term["choice"] / (float(s) + EPS)
+        bonus = coef * term["choice" if against == "mean" else "regret"] / (float(s) + EPS)
         row["B"] += bonus
         if 0 <= term["best_slot"] < len(row["moves"]):
             row["moves"][term["best_slot"]] += bonus
@@ -238,18 +243,18 @@ def with_rest(terms: list, rest: list[float]) -> list:
 def weighted(terms: dict | None, weight: float) -> dict | None:
     """One answer's field terms (field_terms) times `weight`.
 
-    >>> weighted({"M": 0.1, "E": 0.2, "B": 0.3, "moves": [0.1], "best_slot": 0, "choice": 0.5}, 2.0)["moves"]
+    >>> weighted({"M": 0.1, "E": 0.2, "B": 0.3, "moves": [0.1], "best_slot": 0, "choice": 0.5, "regret": 0.0}, 2.0)["moves"]
     [0.2]
     """
     if terms is None or weight == 1.0:
         return terms
-    scaled = {k: weight * terms[k] for k in (*FIELDS, "choice")}
+    scaled = {k: weight * terms[k] for k in (*FIELDS, "choice", "regret")}
     return terms | scaled | {"moves": [weight * m for m in terms["moves"]]}
 
 
 def field_advantages(
     all_terms: list, layouts: list, sequence: torch.Tensor, scale: torch.Tensor, n: int, mine: slice,
-    choice_credit: float = 0.0, baseline=None,
+    choice_credit: float = 0.0, baseline=None, choice_against: str = "mean",
 ) -> torch.Tensor:  # fmt: skip
     """(B, T) advantages of this process's rows (`mine` among every process's): each listed move and each P: field
     gets its own verdict's advantage against its group, or against the ema/adaptive `baseline` of the sequence.
@@ -259,5 +264,5 @@ def field_advantages(
     rows = row_advantages(all_terms, scales, n)  # a group may span processes, as in TRL
     if baseline is not None:
         rows = base.recentre_fields(rows, all_terms, baseline.weights, baseline.scale, n)
-    rows = add_choice(rows, all_terms, scales, choice_credit)
+    rows = add_choice(rows, all_terms, scales, choice_credit, choice_against)
     return spread(rows[mine], layouts, sequence)

@@ -360,7 +360,15 @@ class RookWorldGRPOTrainer(GRPOInternals):
             )
             every = with_rest(gather_object(terms), rest)  # every process's rows: a group may span processes
             output["advantages"] = field_advantages(
-                every, layouts, output["advantages"], scale, n, mine, a.choice_credit, sequence
+                every,
+                layouts,
+                output["advantages"],
+                scale,
+                n,
+                mine,
+                a.choice_credit,
+                sequence,
+                a.choice_against,
             )
         if self.value_head is not None:
             figures = value_advantages(

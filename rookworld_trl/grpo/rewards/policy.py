@@ -203,13 +203,14 @@ def _grade(parsed: ParsedPolicy, analysis: Sequence[MoveEval], cp_of) -> tuple[d
     components["moves_score"] = max(-1.0, min(1.0, sum(components["move_verdicts"]) / n_expected))
     components["best_slot"] = moves.index(parsed.best) if parsed.best in moves else -1
     components["b_field"] = best_field(components, parsed)
-    # B:'s choice, the credit of `choice_credit` (grpo/credit.py): B:'s value minus a uniform pick among the
-    # listed moves, each valued 0.4 legal + 0.6 engine quality.
+    # B:'s choice, the credit of `choice_credit` (grpo/credit.py): B:'s value against a uniform pick among the
+    # listed moves (b_choice) or against the best of them (b_regret: <= 0), each valued 0.4 legal + 0.6 quality.
     values = [
         0.0 if cp is None else 0.4 + 0.6 * best_move_score(top_cp, cp) for cp in (best_cp, *move_cp.values())
     ]
     b_value, *listed = values
     components["b_choice"] = b_value - (sum(listed) / len(listed) if listed else 0.0)
+    components["b_regret"] = min(0.0, b_value - max(listed, default=0.0))
     components["layout"] = float(parsed.exact)
     components["kept"] = 0.0 if best_cp is None else max(0.0, 1 - components["b_loss"] / DECISIVE_ZERO_AT)
     return components, checks
