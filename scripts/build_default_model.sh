@@ -12,8 +12,9 @@
 # (every 500 steps), the curve and the eval from the checkpoints already evaluated. A stage that finished writes
 # BUILD/STAGE.done; re-running skips it. BUILD/timings.tsv has a line per sitting of each stage (where, seconds).
 # The SFT holds its learning rate until its last fifth (the recipe's warmup_stable_decay), so `cooldown` can decay
-# any checkpoint K (COOLDOWN_FROM, default the newest) over K/4 more steps into BUILD/cooldown-K: the model that
-# K steps give, finished, for the curve or to ship, while the SFT itself goes on from K in a later sitting. SFT_S
+# any checkpoint K (COOLDOWN_FROM, default the newest) into BUILD/cooldown-K over the recipe's share of the steps
+# (0.3: 0.43 K more steps) or over COOLDOWN_DECAY steps: the model that K steps give, finished, for the curve or
+# to ship, while the SFT itself goes on from K in a later sitting. SFT_S
 # ends a sitting at a deadline: the SFT saves the step it reached and its stage stays open.
 # On a GPU machine the same command trains in bf16 on the GPU and labels with one Stockfish per core. The data is
 # made on CPU and carried: `carry` writes its train and validation lines, text only (~24 bytes a row, ~25 MB), with
@@ -24,7 +25,7 @@
 # cuda: CUDA when there is one), SFT_ARGS / EVAL_ARGS (extra `rookworld sft` / `rookworld eval` flags, e.g.
 # SFT_ARGS="--max_steps 2000"), DATA (the `data generate` settings, starting "--selfplay N --random N"), SFT_DATA
 # (what sft trains on: BUILD/data), CARRY (where `carry` writes: build/carry), COOLDOWN_FROM (a checkpoint's
-# step), SFT_S (a sitting's deadline, seconds), MODEL (the run pack, eval and ship take: BUILD/sft, or a
+# step), COOLDOWN_DECAY (its decay's steps: the recipe's share), SFT_S (a sitting's deadline, seconds), MODEL (the run pack, eval and ship take: BUILD/sft, or a
 # BUILD/cooldown-K; after `pack`, BUILD/packed), RECIPE (the SFT recipe:
 # recipes/sft_strong_model.yaml from scratch, or recipes/sft_strong_model_continue.yaml for a sitting that continues
 # the shipped model on fresh games; its header has the command).
@@ -129,12 +130,14 @@ cooldown_step() {
     echo "build: no checkpoint-$step in $BUILD/sft; COOLDOWN_FROM takes one of its steps:" $steps >&2
     exit 2
   fi
-  read -r total start cool < <("$PY" - "$RECIPE" "$BUILD/sft/checkpoint-$step/trainer_state.json" "$step" <<'PYTHON'
+  read -r total start cool < <("$PY" - "$RECIPE" "$BUILD/sft/checkpoint-$step/trainer_state.json" "$step" \
+    "${COOLDOWN_DECAY:-}" <<'PYTHON'
 import json, sys, yaml
 from rookworld_trl.training.sft import cooldown_max_steps, decay_steps
 share = yaml.safe_load(open(sys.argv[1]))["lr_scheduler_kwargs"]["num_decay_steps"]
-total = json.load(open(sys.argv[2]))["max_steps"]
-print(total, total - decay_steps(total, share), cooldown_max_steps(int(sys.argv[3]), share))
+total, step = json.load(open(sys.argv[2]))["max_steps"], int(sys.argv[3])
+cool = step + int(sys.argv[4]) if sys.argv[4] else cooldown_max_steps(step, share)
+print(total, total - decay_steps(total, share), cool)
 PYTHON
   )
   if ((step > start)); then
@@ -145,11 +148,18 @@ PYTHON
   echo "$step $cool"
 }
 
-# checkpoint K's run with a max_steps whose decay starts at K (COOLDOWN_STEPS)
+# checkpoint K's run with a max_steps whose decay starts at K (COOLDOWN_STEPS); with COOLDOWN_DECAY, a decay of
+# that many steps (the recipe's decay_type)
 cooldown() {
-  local out=$BUILD/cooldown-$COOLDOWN_FROM resume=$BUILD/sft/checkpoint-$COOLDOWN_FROM
+  local out=$BUILD/cooldown-$COOLDOWN_FROM resume=$BUILD/sft/checkpoint-$COOLDOWN_FROM decay=()
   compgen -G "$out/checkpoint-*" > /dev/null && resume=auto  # a cooldown stopped midway goes on from its own
-  train "$out" "$resume" --max_steps "$COOLDOWN_STEPS"
+  if [ -n "${COOLDOWN_DECAY:-}" ]; then
+    local kind
+    kind=$("$PY" -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['lr_scheduler_kwargs']['decay_type'])" \
+      "$RECIPE")
+    decay=(--lr_scheduler_kwargs "{\"num_decay_steps\": $COOLDOWN_DECAY, \"decay_type\": \"$kind\"}")
+  fi
+  train "$out" "$resume" --max_steps "$COOLDOWN_STEPS" "${decay[@]}"
 }
 
 carry() {
