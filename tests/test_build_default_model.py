@@ -7,6 +7,7 @@ resumes or is skipped when re-run, a cooldown finishes the SFT's last checkpoint
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
 from safetensors import safe_open
 from tiny_grpo import ROOT
 from transformers import GPT2LMHeadModel
@@ -107,3 +109,14 @@ def test_the_build_runs_resumes_and_reports(tmp_path):
     steps = sorted(int(p.name.split("-")[1]) for p in (tmp_path / "sft").glob("checkpoint-*"))
     assert steps[-1] > 8, steps  # the stopped step's checkpoint
     assert (tmp_path / "timings.tsv").read_text().splitlines()[-1].split("\t")[-1] == "deadline"
+
+    # COOLDOWN_DECAY: checkpoint 4 decayed over 3 steps (to 7), not the recipe's share (to 5): at step 6 the rate is
+    # below half its peak (1-sqrt: 0.18 of it)
+    shutil.rmtree(tmp_path / "cooldown-4")
+    (tmp_path / "cooldown-4.done").unlink()
+    out = build(tmp_path, "cooldown", COOLDOWN_FROM="4", COOLDOWN_DECAY="3")
+    assert "sft/checkpoint-4 (step 4)" in out and "build: cooldown-4 done" in out
+    state = json.loads((tmp_path / "cooldown-4" / "checkpoint-7" / "trainer_state.json").read_text())
+    rates = {e["step"]: e["learning_rate"] for e in state["log_history"] if "learning_rate" in e}
+    peak = yaml.safe_load((ROOT / "recipes" / "sft_strong_model.yaml").read_text())["learning_rate"]
+    assert state["max_steps"] == 7 and 0 < rates[6] < 0.5 * peak, rates
