@@ -360,16 +360,9 @@ class RookWorldGRPOTrainer(GRPOInternals):
             )
             every = with_rest(gather_object(terms), rest)  # every process's rows: a group may span processes
             output["advantages"] = field_advantages(
-                every,
-                layouts,
-                output["advantages"],
-                scale,
-                n,
-                mine,
-                a.choice_credit,
-                sequence,
-                a.choice_against,
-            )
+                every, layouts, output["advantages"], scale, n, mine, a.choice_credit, sequence,
+                choice_against=a.choice_against,
+            )  # fmt: skip
         if self.value_head is not None:
             figures = value_advantages(
                 self.value_head, self.run.gae, output, rewards[mine], batch.prompts, terms, layouts, self.model, a,
