@@ -310,7 +310,8 @@ def test_tiny_max_steps_runs_no_learning_curve_eval(tmp_path, capsys):
     )
     engine.close()
     assert not any(isinstance(c, EvalCallback) for c in trainer.callback_handler.callbacks)
-    assert "no learning curve: eval_every_steps 30 > max_steps 3" in capsys.readouterr().err
+    every = yaml.safe_load(Path(RECIPE).read_text())["eval_every_steps"]
+    assert f"no learning curve: eval_every_steps {every} > max_steps 3" in capsys.readouterr().err
 
 
 def test_our_models_name_their_loss():
