@@ -39,7 +39,7 @@ HEADLINE = (
              ("curve", "summary")),
     Headline("policy", "greedy/best_move_accuracy", "P: best move = engine's top 1", "top 1", True, ALL),
     Headline("policy", "greedy/top5_move_accuracy", "P: best move in engine's top 5", "top 5", True,
-             ("curve", "row", "summary")),
+             ("curve", "row", "seeds", "summary")),
     Headline("policy", "greedy/best_move_loss", "B: expected-score loss (lower is better)", "B: loss", False, ALL),
     Headline("policy", "greedy/reward", "P: reward (graduated)", "P: reward", False, ("curve", "row", "summary")),
     Headline("policy", "greedy/watch/precision", "P: listed moves legal (precision)", "precision", True,
